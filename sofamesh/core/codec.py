@@ -1,0 +1,143 @@
+"""The Codec contract every protocol plugin implements. Pure: no sockets, no event loop, no logging.
+
+A codec is driven like an iterator::
+
+    codec.receive_data(chunk)          # b"" means the peer closed
+    while (event := codec.next_event()) is not NEED_DATA:
+        handle(event)
+    transport.write(codec.send(event))
+
+One codec instance serves one connection in one role: ``Role.SERVER`` parses requests from a
+downstream client and encodes responses to it; ``Role.CLIENT`` encodes requests to an upstream and
+parses its responses.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from sofamesh.core.events import Event, Heartbeat, RequestHead, _NeedData
+
+
+class Role(Enum):
+    SERVER = "server"  # faces a downstream client
+    CLIENT = "client"  # faces an upstream server
+
+
+class Sniff(Enum):
+    """What a factory says about the first bytes of a connection."""
+
+    MATCH = "match"
+    NO = "no"
+    NEED_MORE = "need_more"
+
+
+class ReplyStatus(Enum):
+    """Why the proxy answers a request itself. Each codec maps these to its own status codes.
+
+    ``value`` is (HTTP status, gRPC status code).
+    """
+
+    NO_ROUTE = (404, 12)
+    NO_HEALTHY_UPSTREAM = (503, 14)
+    UPSTREAM_RESET = (502, 14)
+    TIMEOUT = (504, 4)
+    OVERLOAD = (503, 14)
+    RATE_LIMITED = (429, 8)
+    DENIED = (403, 7)
+    UNAUTHENTICATED = (401, 16)
+    CODEC_ERROR = (400, 13)
+    PAYLOAD_TOO_LARGE = (413, 8)
+    HEADERS_TOO_LARGE = (431, 8)
+    INTERNAL = (500, 13)
+
+    @property
+    def http_status(self) -> int:
+        return self.value[0]
+
+    @property
+    def grpc_status(self) -> int:
+        return self.value[1]
+
+
+@dataclass(frozen=True, slots=True)
+class CodecLimits:
+    """Size limits a codec enforces; exceeding one is a ``RemoteProtocolError`` with a status hint."""
+
+    max_frame_bytes: int = 16 * 1024 * 1024  # whole RPC frame (Bolt, Dubbo, Thrift); MOSN's default too
+    max_header_bytes: int = 64 * 1024  # HTTP header block, Bolt header map, Dubbo attachments
+    max_headers: int = 200  # header count (HTTP)
+    max_body_bytes: int = 0  # 0 = unlimited; HTTP bodies are streamed, never held whole
+
+    def __post_init__(self) -> None:
+        for name in ("max_frame_bytes", "max_header_bytes", "max_headers"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"CodecLimits.{name} must be > 0, got {getattr(self, name)}")
+        if self.max_body_bytes < 0:
+            raise ValueError(f"CodecLimits.max_body_bytes must be >= 0, got {self.max_body_bytes}")
+
+
+class Codec(ABC):
+    """One connection's protocol engine."""
+
+    role: Role
+
+    @abstractmethod
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from the socket; ``b""`` means the peer closed its side."""
+
+    @abstractmethod
+    def next_event(self) -> Event | _NeedData:
+        """The next decoded event, or ``NEED_DATA``. Raises ``RemoteProtocolError`` on bad bytes;
+        after that the codec is unusable and the connection must close (after any local reply)."""
+
+    @abstractmethod
+    def send(self, event: Event) -> bytes:
+        """Encode an event for the wire. For framed RPC heads with ``raw`` set, returns ``raw``."""
+
+    # -- multiplexed protocols (``CodecFactory.multiplexed``) -------------------------------------
+    def rewrite_request_id(self, frame: bytes, new_id: int) -> bytes:
+        """Return ``frame`` (a complete encoded request or response) with its request id replaced,
+        fixing anything that covers the id (Bolt v2 CRC32). Only for multiplexed protocols."""
+        raise NotImplementedError(f"{type(self).__name__} is not multiplexed")
+
+    def heartbeat(self, request_id: int) -> bytes:
+        """An encoded heartbeat request (used to keep idle upstream connections alive)."""
+        raise NotImplementedError(f"{type(self).__name__} has no heartbeat")
+
+    def heartbeat_reply(self, beat: Heartbeat) -> bytes:
+        """The encoded answer to a heartbeat the peer sent."""
+        raise NotImplementedError(f"{type(self).__name__} has no heartbeat")
+
+    # -- replies the proxy makes itself -----------------------------------------------------------
+    @abstractmethod
+    def local_reply(self, head: RequestHead, status: ReplyStatus, message: str) -> bytes:
+        """An encoded error response to ``head`` in this protocol (same request id and framing)."""
+
+    def map_status(self, status: int) -> int:
+        """Map a protocol-native response status to an HTTP status, for stats and bridging."""
+        return status
+
+
+class CodecFactory(ABC):
+    """Registered under ``name`` in the protocol catalog; creates one codec per connection."""
+
+    name: ClassVar[str]
+    multiplexed: ClassVar[bool] = False  # many requests in flight per connection, matched by id
+    passthrough: ClassVar[bool] = False  # bytes are proxied undecoded (``tcp``)
+    sniff_bytes: ClassVar[int] = 1  # how many leading bytes ``sniff`` may need at most
+
+    @abstractmethod
+    def sniff(self, prefix: bytes) -> Sniff:
+        """Whether a connection starting with ``prefix`` speaks this protocol."""
+
+    @abstractmethod
+    def new_codec(self, role: Role, limits: CodecLimits) -> Codec:
+        """A fresh codec for one connection."""
+
+
+__all__ = ["Codec", "CodecFactory", "CodecLimits", "ReplyStatus", "Role", "Sniff"]

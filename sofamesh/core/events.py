@@ -1,0 +1,161 @@
+"""Codec events: what a sans-IO codec emits from bytes and accepts to encode. Frozen, slotted, final.
+
+Two shapes of exchange share these events:
+
+* streaming protocols (HTTP/1, HTTP/2): ``RequestHead(end_stream=False)``, then ``BodyChunk``\\ s,
+  then ``EndOfMessage``; ``raw`` is ``None`` and the proxy re-encodes the head.
+* framed RPC protocols (Bolt, Dubbo, Thrift): one ``RequestHead(end_stream=True, raw=frame)`` per
+  frame; the proxy forwards ``raw`` untouched except for the request id (see ``Codec.rewrite_request_id``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from sofamesh.core.headers import Headers
+
+
+class _NeedData:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = _NeedData()
+"""Returned by ``Codec.next_event()`` when more bytes are needed."""
+
+_EMPTY = Headers()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """The routable part of a request.
+
+    ``service`` is the RPC service (Bolt service, Dubbo interface, gRPC ``package.Service``) or, for
+    plain HTTP, the authority (Host). ``method`` is the RPC method or the HTTP method. ``path`` is the
+    HTTP path (empty for RPC). ``resolve`` lets a codec provide keys that are expensive to read (a
+    method name inside a Bolt body, a Dubbo group inside the attachments) only when a route asks.
+    ``meta`` is protocol-private state the same codec needs again (HTTP version, framing flags...).
+    """
+
+    protocol: str
+    request_id: int = 0
+    service: str = ""
+    method: str = ""
+    path: str = ""
+    version: str = ""
+    group: str = ""
+    headers: Headers = field(default=_EMPTY)
+    oneway: bool = False
+    end_stream: bool = True
+    raw: bytes | None = None
+    timeout_ms: int | None = None
+    resolve: Callable[[str], str | None] | None = None
+    meta: object = None
+
+    def __post_init__(self) -> None:
+        if self.request_id < 0:
+            raise ValueError(f"RequestHead.request_id must be >= 0, got {self.request_id}")
+        if self.timeout_ms is not None and self.timeout_ms < 0:
+            raise ValueError(f"RequestHead.timeout_ms must be >= 0 or None, got {self.timeout_ms}")
+
+    def key(self, name: str) -> str | None:
+        """A routing key by name: a field, a header, or what the codec's ``resolve`` finds (lazily)."""
+        if name == "service":
+            v: str | None = self.service
+        elif name == "method":
+            v = self.method
+        elif name == "version":
+            v = self.version
+        elif name == "group":
+            v = self.group
+        elif name == "path":
+            v = self.path
+        else:
+            v = self.headers.get(name)
+        if not v and self.resolve is not None:
+            v = self.resolve(name)
+        return v
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    """A response. ``status`` is protocol-native (HTTP code, Bolt status, Dubbo status byte);
+    ``http_status`` is the same outcome mapped to an HTTP code, for stats and bridging."""
+
+    protocol: str
+    request_id: int = 0
+    status: int = 200
+    http_status: int = 200
+    headers: Headers = field(default=_EMPTY)
+    reason: str = ""
+    end_stream: bool = True
+    raw: bytes | None = None
+    meta: object = None
+
+    def __post_init__(self) -> None:
+        if not 100 <= self.http_status <= 599:
+            raise ValueError(f"ResponseHead.http_status must be 100..599, got {self.http_status}")
+
+
+@dataclass(frozen=True, slots=True)
+class BodyChunk:
+    """Body bytes of a streaming message, in order. Never empty."""
+
+    data: bytes
+    stream_id: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ValueError("BodyChunk.data must not be empty")
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfMessage:
+    """The end of a streaming message, with trailers when the protocol has them."""
+
+    trailers: Headers | None = None
+    stream_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A keep-alive probe (``reply=False``) or its answer (``reply=True``)."""
+
+    request_id: int = 0
+    reply: bool = False
+    raw: bytes | None = None
+    meta: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class GoAway:
+    """The peer will accept no new requests on this connection."""
+
+    reason: str = ""
+    last_request_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The peer closed the connection (``receive_data(b"")``)."""
+
+    clean: bool = True
+
+
+Event = RequestHead | ResponseHead | BodyChunk | EndOfMessage | Heartbeat | GoAway | ConnectionClosed
+
+__all__ = [
+    "NEED_DATA",
+    "BodyChunk",
+    "ConnectionClosed",
+    "EndOfMessage",
+    "Event",
+    "GoAway",
+    "Heartbeat",
+    "RequestHead",
+    "ResponseHead",
+]
