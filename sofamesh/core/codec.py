@@ -130,6 +130,7 @@ class CodecFactory(ABC):
     multiplexed: ClassVar[bool] = False  # many requests in flight per connection, matched by id
     passthrough: ClassVar[bool] = False  # bytes are proxied undecoded (``tcp``)
     sniff_bytes: ClassVar[int] = 1  # how many leading bytes ``sniff`` may need at most
+    request_id_bits: ClassVar[int] = 32  # width of the request id a multiplexed pool allocates
 
     @abstractmethod
     def sniff(self, prefix: bytes) -> Sniff:

@@ -31,10 +31,16 @@ class PluginError(MeshError):
 
 
 class ProtocolError(MeshError):
-    """Bytes that break a protocol. ``status_hint`` is the HTTP-class status a reply should carry."""
+    """Bytes that break a protocol. ``status_hint`` is the HTTP-class status a reply should carry.
 
-    def __init__(self, message: str, status_hint: int = 400) -> None:
+    ``head`` is what the codec could read of the offending request (at least its request id), so the
+    proxy can send a protocol-correct error reply before it closes the connection; ``None`` when
+    not even that could be read.
+    """
+
+    def __init__(self, message: str, status_hint: int = 400, head: object = None) -> None:
         self.status_hint = status_hint
+        self.head = head
         super().__init__(message)
 
 
