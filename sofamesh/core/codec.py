@@ -85,6 +85,9 @@ class Codec(ABC):
     """One connection's protocol engine."""
 
     role: Role
+    keep_alive: bool = True
+    """False once the protocol requires closing the connection after the current exchange
+    (HTTP/1.0 without keep-alive, ``Connection: close``, a GOAWAY sent or received)."""
 
     @abstractmethod
     def receive_data(self, data: bytes) -> None:
@@ -98,6 +101,11 @@ class Codec(ABC):
     @abstractmethod
     def send(self, event: Event) -> bytes:
         """Encode an event for the wire. For framed RPC heads with ``raw`` set, returns ``raw``."""
+
+    def data_to_send(self) -> bytes:
+        """Bytes the codec itself must write (HTTP/1 ``100 Continue``, HTTP/2 SETTINGS/PING acks and
+        WINDOW_UPDATEs). The connection calls it after each batch of events; ``b""`` if none."""
+        return b""
 
     # -- multiplexed protocols (``CodecFactory.multiplexed``) -------------------------------------
     def rewrite_request_id(self, frame: bytes, new_id: int) -> bytes:
