@@ -1,0 +1,248 @@
+"""Admin server: /ready, /stats, /stats/prometheus, /config_dump, /clusters, /plugins, POST /reload.
+
+Runs on its own port in the data plane's loop. Reads the plain-integer counters; never locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from sofamesh import __version__
+from sofamesh.core.config.model import parse_address
+
+if TYPE_CHECKING:
+    from sofamesh.core.server import Server
+
+log = logging.getLogger("sofamesh.admin")
+
+Handler = Callable[[str, dict[str, list[str]], bytes], Awaitable[tuple[int, str, bytes]]]
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
+            503: "Service Unavailable"}
+
+
+class HttpMini:
+    """A small HTTP/1.1 server for control endpoints (admin, app APIs). Not on the data path."""
+
+    def __init__(self, address: str, handler: Handler) -> None:
+        self.address = address
+        self.handler = handler
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        host, port = parse_address(self.address)
+        self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+                except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                parts = lines[0].split(" ")
+                if len(parts) != 3:
+                    writer.write(_response(400, "text/plain", b"malformed request line\n", False))
+                    return
+                method, target, version = parts
+                headers = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        k, v = line.split(":", 1)
+                        headers[k.strip().lower()] = v.strip()
+                n = int(headers.get("content-length", "0") or 0)
+                body = await reader.readexactly(n) if n else b""
+                url = urlsplit(target)
+                query = parse_qs(url.query)
+                query["__method__"] = [method]
+                try:
+                    status, ctype, payload = await self.handler(url.path, query, body)
+                except Exception as exc:
+                    log.exception("admin handler failed for %s %s", method, target)
+                    status, ctype, payload = 500, "text/plain", f"internal error: {exc}\n".encode()
+                keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+                writer.write(_response(status, ctype, payload, keep))
+                await writer.drain()
+                if not keep:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+
+def _response(status: int, ctype: str, payload: bytes, keep: bool) -> bytes:
+    head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\ncontent-type: {ctype}\r\n"
+            f"content-length: {len(payload)}\r\nconnection: {'keep-alive' if keep else 'close'}\r\n\r\n")
+    return head.encode() + payload
+
+
+def _json(obj: Any, status: int = 200) -> tuple[int, str, bytes]:
+    return status, "application/json", (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
+def stats_snapshot(server: Server) -> dict[str, Any]:
+    listeners = {}
+    rpc = {}
+    for name, h in server.listeners.items():
+        listeners[name] = h.rt.stats.snapshot()
+        for (proto, svc, method), st in h.rt.rpc_stats.items():
+            rpc[f"{name}|{proto}|{svc}|{method}"] = st.snapshot()
+    return {
+        "server": {"version": __version__, "worker": server.worker, "ready": server.ready,
+                   "config_version": server.config_version, "uptime_s": round(time.monotonic() - _START, 3)},
+        "listeners": listeners,
+        "clusters": {name: c.stats.snapshot() for name, c in server.clusters.items()},
+        "rpc": rpc,
+    }
+
+
+def _esc(v: object) -> str:
+    return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_text(snapshots: list[dict[str, Any]]) -> str:
+    """Prometheus text exposition of one or more workers' ``stats_snapshot``."""
+    series: dict[str, list[str]] = {}
+
+    def add(name: str, labels: dict[str, object], value: object) -> None:
+        lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
+        series.setdefault(name, []).append(f"{name}{{{lab}}} {value}")
+
+    for snap in snapshots:
+        w = snap["server"].get("worker")
+        base: dict[str, object] = {} if w is None else {"worker": w}
+        for lname, st in snap["listeners"].items():
+            lab = {**base, "listener": lname}
+            for k, v in st.items():
+                if k == "latency":
+                    continue
+                if k.startswith("downstream_rq_") and k[-2:] == "xx":
+                    add("sofamesh_downstream_rq_xx", {**lab, "response_code_class": k[-3]}, v)
+                else:
+                    add(f"sofamesh_{k}", lab, v)
+            _hist(add, "sofamesh_downstream_rq_time_ms", lab, st["latency"])
+        for cname, st in snap["clusters"].items():
+            lab = {**base, "cluster": cname}
+            for k, v in st.items():
+                if k.startswith("upstream_rq_") and k[-2:] == "xx":
+                    add("sofamesh_upstream_rq_xx", {**lab, "response_code_class": k[-3]}, v)
+                else:
+                    add(f"sofamesh_{k}", lab, v)
+        for key, st in snap["rpc"].items():
+            lname, proto, svc, method = key.split("|", 3)
+            lab = {**base, "listener": lname, "protocol": proto, "service": svc, "method": method}
+            add("sofamesh_rpc_requests_total", lab, st["requests"])
+            add("sofamesh_rpc_timeouts_total", lab, st["timeouts"])
+            for status, n in st["statuses"].items():
+                add("sofamesh_rpc_responses_total", {**lab, "status": status}, n)
+            _hist(add, "sofamesh_rpc_duration_ms", lab, st["latency"])
+    out = []
+    for name in sorted(series):
+        kind = "histogram" if name.endswith("_ms_bucket") or name.endswith(("_ms_sum", "_ms_count")) else (
+            "gauge" if name.endswith("_active") else "counter")
+        if kind != "histogram":
+            out.append(f"# TYPE {name} {kind}")
+        out.extend(series[name])
+    return "\n".join(out) + "\n"
+
+
+def _hist(add: Callable[[str, dict[str, object], object], None], name: str, lab: dict[str, object],
+          h: dict[str, Any]) -> None:
+    from sofamesh.core.stats import LATENCY_BUCKETS_MS
+
+    acc = 0
+    for bound, n in zip((*LATENCY_BUCKETS_MS, "+Inf"), h["buckets"], strict=True):
+        acc += n
+        add(f"{name}_bucket", {**lab, "le": bound}, acc)
+    add(f"{name}_sum", lab, h["sum_ms"])
+    add(f"{name}_count", lab, h["count"])
+
+
+_START = time.monotonic()
+
+
+class AdminServer:
+    def __init__(self, server: Server, address: str) -> None:
+        self.server = server
+        self.http = HttpMini(address, self.handle)
+
+    @property
+    def port(self) -> int:
+        return self.http.port
+
+    async def start(self) -> None:
+        await self.http.start()
+
+    async def stop(self) -> None:
+        await self.http.stop()
+
+    async def handle(self, path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, str, bytes]:
+        s = self.server
+        method = query.get("__method__", ["GET"])[0]
+        if path == "/ready":
+            return (200, "text/plain", b"LIVE\n") if s.ready else (503, "text/plain", b"NOT READY\n")
+        if path == "/stats":
+            return _json(stats_snapshot(s))
+        if path == "/stats/prometheus":
+            return 200, "text/plain; version=0.0.4", prometheus_text([stats_snapshot(s)]).encode()
+        if path == "/config_dump":
+            return _json({"version": s.config_version, "config": s.config.model_dump(mode="json")})
+        if path == "/clusters":
+            return _json({name: c.snapshot() for name, c in s.clusters.items()})
+        if path == "/plugins":
+            return _json(plugin_rows(s))
+        if path == "/reload":
+            if method != "POST":
+                return 405, "text/plain", b"use POST\n"
+            return await self._reload(body)
+        return 404, "text/plain", (f"unknown admin path {path!r}; try /ready /stats /stats/prometheus "
+                                   "/config_dump /clusters /plugins\n").encode()
+
+    async def _reload(self, body: bytes) -> tuple[int, str, bytes]:
+        from sofamesh.core.config.loader import load_file, load_text
+        from sofamesh.core.errors import ConfigErrors, MeshError
+
+        s = self.server
+        try:
+            cfg = load_text(body.decode()) if body.strip() else (
+                load_file(s.config_path) if s.config_path else None)
+            if cfg is None:
+                return 400, "text/plain", b"no config file to re-read; POST the YAML as the body\n"
+            s.apply(cfg)
+        except ConfigErrors as exc:
+            return 400, "text/plain", ("refused, the old config keeps serving:\n" + str(exc) + "\n").encode()
+        except MeshError as exc:
+            return 400, "text/plain", f"refused, the old config keeps serving: {exc}\n".encode()
+        return _json({"version": s.config_version})
+
+
+def plugin_rows(server: Server) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = []
+    cats = server.catalogs
+    if cats is None:
+        return rows
+    for kind, cat in (("protocol", cats.protocols), ("filter", cats.filters), ("load_balancer", cats.load_balancers)):
+        for name in cat:
+            p = cat.provenance(name)
+            rows.append({"name": name, "kind": kind, "distribution": p.distribution, "version": p.version})
+    return rows
+
+
+__all__ = ["AdminServer", "HttpMini", "plugin_rows", "prometheus_text", "stats_snapshot"]

@@ -1,0 +1,92 @@
+"""Filters: synchronous policy steps that return a Verdict. No coroutine per request for cheap filters."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sofamesh.core.codec import ReplyStatus
+
+if TYPE_CHECKING:
+    from sofamesh.core.events import ResponseHead
+    from sofamesh.core.proxy.stream import Stream
+
+
+class Verdict(Enum):
+    CONTINUE = "continue"
+    STOP = "stop"  # the filter keeps the stream and later calls stream.resume() or stream.reply()
+
+
+@dataclass(frozen=True, slots=True)
+class LocalReply:
+    """Answer the request here, in its own protocol (HTTP 403, gRPC 7, Bolt 2, Dubbo 80...)."""
+
+    status: ReplyStatus
+    message: str
+
+
+FilterResult = Verdict | LocalReply
+
+
+class Filter:
+    """One configured filter instance, shared by every stream of a listener or route.
+
+    Override what you need; the defaults continue. ``on_request_head`` runs before routing
+    (listener filters) or after it (route filters); ``on_response_head`` when the response head is
+    about to go downstream; ``on_stream_done`` once per stream, for telemetry and accounting.
+    """
+
+    name: ClassVar[str] = ""
+
+    def on_request_head(self, stream: Stream) -> FilterResult:
+        return Verdict.CONTINUE
+
+    def on_response_head(self, stream: Stream, head: ResponseHead) -> None:
+        return None
+
+    def on_stream_done(self, stream: Stream) -> None:
+        return None
+
+    def close(self) -> None:
+        """The config that built this filter is no longer serving (release timers, files)."""
+
+
+class FilterFactory(ABC):
+    """Registered in the filter catalog; builds a Filter from its YAML ``config`` mapping."""
+
+    @abstractmethod
+    def create(self, config: Mapping[str, Any], path: str) -> Filter:
+        """Validate ``config`` (raise ``ConfigError(path + '.config.<key>', ...)``) and build a Filter."""
+
+
+class FilterChain:
+    """An ordered, immutable list of filters with precomputed hooks (only the ones overridden)."""
+
+    __slots__ = ("done_hooks", "filters", "request_hooks", "response_hooks")
+
+    def __init__(self, filters: list[Filter]) -> None:
+        self.filters = tuple(filters)
+        self.request_hooks = tuple(
+            f.on_request_head for f in filters if type(f).on_request_head is not Filter.on_request_head
+        )
+        self.response_hooks = tuple(
+            f.on_response_head for f in filters if type(f).on_response_head is not Filter.on_response_head
+        )
+        self.done_hooks = tuple(
+            f.on_stream_done for f in filters if type(f).on_stream_done is not Filter.on_stream_done
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.filters)
+
+    def close(self) -> None:
+        for f in self.filters:
+            f.close()
+
+
+EMPTY_CHAIN = FilterChain([])
+
+__all__ = ["EMPTY_CHAIN", "Filter", "FilterChain", "FilterFactory", "FilterResult", "LocalReply", "Verdict"]

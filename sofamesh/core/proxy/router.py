@@ -1,0 +1,119 @@
+"""Router: match a RequestHead against compiled routes (first match wins) -> Route."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from sofamesh.core.config.model import RouteConfig, StringMatch
+from sofamesh.core.proxy.filter_chain import EMPTY_CHAIN, FilterChain
+
+if TYPE_CHECKING:
+    from sofamesh.core.events import RequestHead
+
+StrPred = Callable[[str | None], bool]
+
+
+def compile_string_match(m: StringMatch) -> StrPred:
+    pred: StrPred
+    if m.exact is not None:
+        exact = m.exact
+
+        def pred(v: str | None) -> bool:
+            return v == exact
+    elif m.prefix is not None:
+        prefix = m.prefix
+
+        def pred(v: str | None) -> bool:
+            return v is not None and v.startswith(prefix)
+    elif m.suffix is not None:
+        suffix = m.suffix
+
+        def pred(v: str | None) -> bool:
+            return v is not None and v.endswith(suffix)
+    else:
+        rx = re.compile(m.regex or "")
+
+        def pred(v: str | None) -> bool:
+            return v is not None and rx.fullmatch(v) is not None
+    if m.invert:
+        inner = pred
+        return lambda v: not inner(v)
+    return pred
+
+
+class Route:
+    """A compiled route: its matchers and where matching requests go."""
+
+    __slots__ = ("_cum", "_matchers", "_protocol", "_total", "clusters", "config", "filters", "index", "name",
+                 "timeout_ms")
+
+    def __init__(self, index: int, config: RouteConfig, filters: FilterChain = EMPTY_CHAIN) -> None:
+        self.index = index
+        self.config = config
+        self.name = config.name or f"route{index}"
+        self.timeout_ms = config.timeout_ms
+        self.filters = filters
+        m = config.match
+        matchers: list[tuple[str, StrPred]] = []
+        # Cheap keys first; ``method`` and ``group`` may need a lazy body read in RPC codecs.
+        for key in ("service", "host", "path", "version", "method", "group"):
+            sm = getattr(m, key)
+            if sm is not None:
+                matchers.append((":authority" if key == "host" else key, compile_string_match(sm)))
+        for hname, sm in m.headers.items():
+            matchers.append((hname.lower(), compile_string_match(sm)))
+        self._matchers = tuple(matchers)
+        self._protocol = m.protocol
+        if config.cluster is not None:
+            self.clusters: tuple[str, ...] = (config.cluster,)
+            self._cum: tuple[int, ...] = (1,)
+        else:
+            self.clusters = tuple(w.name for w in config.weighted_clusters)
+            acc, cum = 0, []
+            for w in config.weighted_clusters:
+                acc += w.weight
+                cum.append(acc)
+            self._cum = tuple(cum)
+        self._total = self._cum[-1] if self._cum else 0
+
+    def matches(self, head: RequestHead) -> bool:
+        if self._protocol is not None and head.protocol != self._protocol:
+            return False
+        for key, pred in self._matchers:
+            if key == ":authority":  # HTTP: ``service`` holds the authority; match with or without port
+                v = head.service
+                if not pred(v) and not (":" in v and not v.endswith("]") and pred(v.rsplit(":", 1)[0])):
+                    return False
+            elif not pred(head.key(key)):
+                return False
+        return True
+
+    def pick_cluster(self) -> str:
+        if len(self.clusters) == 1:
+            return self.clusters[0]
+        if self._total <= 0:
+            return self.clusters[0]
+        r = random.randrange(self._total)
+        for name, c in zip(self.clusters, self._cum, strict=True):
+            if r < c:
+                return name
+        return self.clusters[-1]
+
+
+class Router:
+    __slots__ = ("routes",)
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = tuple(routes)
+
+    def match(self, head: RequestHead) -> Route | None:
+        for route in self.routes:
+            if route.matches(head):
+                return route
+        return None
+
+
+__all__ = ["Route", "Router", "compile_string_match"]

@@ -1,0 +1,400 @@
+"""Stream: one request/response exchange and its StreamContext. The request path lives here."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from sofamesh.core.codec import ReplyStatus
+from sofamesh.core.proxy.filter_chain import LocalReply, Verdict
+from sofamesh.core.stats import RpcStats
+from sofamesh.core.upstream.pool import MultiplexedConnection
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from sofamesh.core.codec import CodecFactory
+    from sofamesh.core.events import BodyChunk, EndOfMessage, RequestHead, ResponseHead
+    from sofamesh.core.proxy.router import Route
+    from sofamesh.core.proxy.stream_manager import DownstreamConnection
+    from sofamesh.core.upstream.cluster import Cluster, Endpoint
+    from sofamesh.core.upstream.pool import ExclusiveConnection
+
+_MAX_PENDING_BODY = 256 * 1024
+_MAX_TRIES = 3
+
+
+class StreamContext:
+    """Per-request state filters read and write (identities, claims, timings, flags)."""
+
+    __slots__ = ("attrs", "cluster", "endpoint", "listener", "peer", "peer_identity", "request_principal",
+                 "response_flags", "route", "start")
+
+    def __init__(self, listener: str, peer: tuple[Any, ...], peer_identity: str | None, start: float) -> None:
+        self.listener = listener
+        self.peer = peer
+        self.peer_identity = peer_identity
+        self.request_principal: str | None = None
+        self.start = start
+        self.route = ""
+        self.cluster = ""
+        self.endpoint = ""
+        self.response_flags = ""
+        self.attrs: dict[str, Any] = {}
+
+
+class Stream:
+    __slots__ = ("cluster", "conn", "context", "done", "endpoint", "factory", "filter_index", "head",
+                 "http_status", "pending", "pending_bytes", "request_done", "response_started", "route",
+                 "status", "timeout_ms", "timer", "tried", "up_id", "upstream")
+
+    def __init__(self, conn: DownstreamConnection, head: RequestHead) -> None:
+        self.conn = conn
+        self.head = head
+        self.context = StreamContext(conn.rt.name, conn.peer, conn.peer_identity, conn.loop.time())
+        self.route: Route | None = None
+        self.cluster: Cluster | None = None
+        self.endpoint: Endpoint | None = None
+        self.factory: CodecFactory | None = None
+        self.upstream: ExclusiveConnection | MultiplexedConnection | None = None
+        self.up_id = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.timeout_ms = 0
+        self.done = False
+        self.response_started = False
+        self.request_done = head.end_stream
+        self.pending: list[BodyChunk | EndOfMessage] = []
+        self.pending_bytes = 0
+        self.tried: tuple[Endpoint, ...] = ()
+        self.filter_index = 0
+        self.status = 0
+        self.http_status = 0
+
+    # -- request phase ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._run_filters(self.conn.rt.filters.request_hooks, 0)
+
+    def resume(self) -> None:
+        """A filter that returned STOP lets the stream go on."""
+        if self.done:
+            return
+        if self.route is None:
+            self._run_filters(self.conn.rt.filters.request_hooks, self.filter_index + 1)
+        else:
+            self._run_route_filters(self.filter_index + 1)
+
+    def reply(self, status: ReplyStatus, message: str) -> None:
+        """A filter that returned STOP answers the request itself."""
+        if not self.done:
+            self.local_reply(status, message)
+
+    def _run_filters(self, hooks: tuple[Any, ...], start: int) -> None:
+        for i in range(start, len(hooks)):
+            r = hooks[i](self)
+            if r is Verdict.CONTINUE:
+                continue
+            self.filter_index = i
+            if r is Verdict.STOP:
+                return
+            if isinstance(r, LocalReply):
+                self.local_reply(r.status, r.message)
+                return
+        self._route()
+
+    def _route(self) -> None:
+        rt = self.conn.rt
+        head = self.head
+        route = rt.router.match(head)
+        if route is None:
+            rt.stats.downstream_rq_no_route += 1
+            self.context.response_flags = "NR"
+            if head.raw is not None:
+                what = f"{head.service}/{head.method}"
+            else:
+                what = f"{head.method} {head.service}{head.path}"
+            self.local_reply(ReplyStatus.NO_ROUTE, f"no route for {what} on listener {rt.name}")
+            return
+        self.route = route
+        self.context.route = route.name
+        if route.filters:
+            self._run_route_filters(0)
+        else:
+            self._dispatch()
+
+    def _run_route_filters(self, start: int) -> None:
+        assert self.route is not None
+        hooks = self.route.filters.request_hooks
+        for i in range(start, len(hooks)):
+            r = hooks[i](self)
+            if r is Verdict.CONTINUE:
+                continue
+            self.filter_index = i
+            if r is Verdict.STOP:
+                return
+            if isinstance(r, LocalReply):
+                self.local_reply(r.status, r.message)
+                return
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        route = self.route
+        assert route is not None
+        rt = self.conn.rt
+        name = route.pick_cluster()
+        cluster = rt.clusters.get(name)
+        head = self.head
+        if cluster is None:
+            self.context.response_flags = "NC"
+            self.local_reply(ReplyStatus.NO_HEALTHY_UPSTREAM, f"cluster {name!r} not found")
+            return
+        factory = cluster.protocol or self.conn.factory
+        if factory.name != head.protocol and (head.raw is not None or factory.multiplexed):
+            self.local_reply(ReplyStatus.INTERNAL,
+                             f"cannot forward {head.protocol} to cluster {name!r} speaking {factory.name}")
+            return
+        self.cluster = cluster
+        self.factory = factory
+        self.context.cluster = name
+        cluster.stats.upstream_rq_total += 1
+        cluster.stats.upstream_rq_active += 1
+        t = route.timeout_ms
+        ht = head.timeout_ms
+        if ht:
+            t = min(t, ht) if t else ht
+        self.timeout_ms = t
+        if t and not head.oneway:
+            self.timer = self.conn.loop.call_later(t / 1000.0, self._on_timeout)
+        if head.raw is None and head.protocol in ("http1", "http2"):
+            self.head = _forwarded(head, self.conn.peer)
+        self._pick_and_send()
+
+    def _pick_and_send(self) -> None:
+        cluster = self.cluster
+        assert cluster is not None and self.factory is not None
+        ep = cluster.choose(self.tried)
+        if ep is None:
+            self.context.response_flags = "UH"
+            why = "every endpoint failed" if self.tried else "no healthy endpoint"
+            self.local_reply(ReplyStatus.NO_HEALTHY_UPSTREAM, f"{why} in cluster {cluster.name!r}")
+            return
+        self.endpoint = ep
+        self.context.endpoint = ep.address
+        ep.active_rq += 1
+        ep.rq_total += 1
+        cluster.pool_for(ep, self.factory).attach(self)
+
+    def on_request_body(self, chunk: BodyChunk) -> None:
+        up = self.upstream
+        if up is not None and up.connected and not self.pending:
+            up.write(up.codec.send(chunk))
+            if up.write_gate.blocked and self.conn.read_gate is not None:
+                up.write_gate.hold(self.conn.read_gate)
+            return
+        self.pending.append(chunk)
+        self.pending_bytes += len(chunk.data)
+        if self.pending_bytes > _MAX_PENDING_BODY and self.conn.read_gate is not None:
+            self.conn.read_gate.pause(self)
+
+    def on_request_end(self, eom: EndOfMessage) -> None:
+        self.request_done = True
+        up = self.upstream
+        if up is not None and up.connected and not self.pending:
+            up.write(up.codec.send(eom))
+            up.request_done = True  # type: ignore[union-attr]
+            return
+        self.pending.append(eom)
+
+    # -- upstream callbacks ----------------------------------------------------------------------
+    def on_upstream_ready(self, conn: ExclusiveConnection) -> None:
+        self.upstream = conn
+        parts = [conn.codec.send(self.head)]
+        send = conn.codec.send
+        for ev in self.pending:
+            parts.append(send(ev))
+        self.pending = []
+        if self.pending_bytes and self.conn.read_gate is not None:
+            self.conn.read_gate.resume(self)
+        self.pending_bytes = 0
+        conn.write(b"".join(parts))
+        conn.request_done = self.request_done
+
+    def on_oneway_sent(self) -> None:
+        self.status = 0
+        self.http_status = 200
+        if self.cluster is not None:
+            self.cluster.stats.upstream_rq_oneway += 1
+        self._finish()
+
+    def on_overflow(self) -> None:
+        self.context.response_flags = "UO"
+        where = self.endpoint.address if self.endpoint else "?"
+        self.local_reply(ReplyStatus.OVERLOAD, f"too many connections to {where}")
+
+    def on_connect_failed(self, reason: str, timeout: bool) -> None:
+        if self.done:
+            return
+        cluster, ep = self.cluster, self.endpoint
+        assert cluster is not None and ep is not None
+        ep.active_rq -= 1
+        cluster.report_failure(ep)
+        self.upstream = None
+        self.tried += (ep,)
+        if len(self.tried) < min(_MAX_TRIES, len(cluster.endpoints)):
+            cluster.stats.upstream_rq_retry += 1
+            self.endpoint = None
+            self._pick_and_send()
+            return
+        self.endpoint = None
+        self.context.response_flags = "UF"
+        self.local_reply(ReplyStatus.NO_HEALTHY_UPSTREAM, f"upstream connect error: {reason}")
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        if self.done:
+            return
+        conn = self.conn
+        if self.endpoint is not None and self.cluster is not None:
+            self.cluster.report_success(self.endpoint)
+        self.status = head.status
+        self.http_status = head.http_status
+        for hook in conn.rt.filters.response_hooks:
+            hook(self, head)
+        self.response_started = True
+        if head.raw is not None:
+            conn.write(conn.codec.rewrite_request_id(head.raw, self.head.request_id))
+        else:
+            conn.write(conn.codec.send(head))
+        if head.end_stream:
+            self._finish()
+
+    def on_response_body(self, chunk: BodyChunk) -> None:
+        if self.done:
+            return
+        conn = self.conn
+        conn.write(conn.codec.send(chunk))
+        up = self.upstream
+        if conn.write_gate.blocked and up is not None and up.read_gate is not None:
+            conn.write_gate.hold(up.read_gate)
+
+    def on_response_end(self, eom: EndOfMessage) -> None:
+        if self.done:
+            return
+        self.conn.write(self.conn.codec.send(eom))
+        self._finish()
+
+    def on_upstream_reset(self, reason: str) -> None:
+        if self.done:
+            return
+        if self.cluster is not None:
+            self.cluster.stats.upstream_rq_reset += 1
+            if self.endpoint is not None:
+                self.cluster.report_failure(self.endpoint)
+        self.upstream = None
+        if self.response_started:
+            self.conn.rt.stats.downstream_cx_destroy_with_active_rq += 1
+            self._finish()
+            self.conn.abort()  # half a response went out: the only honest signal left is a reset
+            return
+        self.context.response_flags = "UC"
+        self.local_reply(ReplyStatus.UPSTREAM_RESET, reason)
+
+    def _on_timeout(self) -> None:
+        self.timer = None
+        if self.done:
+            return
+        self.conn.rt.stats.downstream_rq_timeout += 1
+        if self.cluster is not None:
+            self.cluster.stats.upstream_rq_timeout += 1
+        self._detach_upstream()
+        self.context.response_flags = "UT"
+        rpc = self._rpc_stats()
+        if rpc is not None:
+            rpc.timeouts += 1
+        if self.response_started:
+            self._finish()
+            self.conn.abort()
+            return
+        self.local_reply(ReplyStatus.TIMEOUT, f"upstream request timeout after {self.timeout_ms} ms")
+
+    def _detach_upstream(self) -> None:
+        up, self.upstream = self.upstream, None
+        if up is None:
+            return
+        if isinstance(up, MultiplexedConnection):
+            up.cancel(self.up_id)
+        else:
+            up.abandon()
+
+    # -- ending ---------------------------------------------------------------------------------
+    def local_reply(self, status: ReplyStatus, message: str) -> None:
+        if self.done:
+            return
+        conn = self.conn
+        conn.rt.stats.downstream_rq_local_reply += 1
+        self.status = -1
+        self.http_status = status.http_status
+        if not self.head.oneway:
+            conn.write(conn.codec.local_reply(self.head, status, message))
+        self._finish()
+
+    def abort(self) -> None:
+        """The downstream went away: drop everything, tell the upstream side."""
+        if self.done:
+            return
+        self._detach_upstream()
+        self.http_status = self.http_status or 499
+        self._finish()
+
+    def _finish(self) -> None:
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        conn = self.conn
+        rt = conn.rt
+        now = conn.loop.time()
+        ms = (now - self.context.start) * 1000.0
+        rt.stats.latency.record(ms)
+        hs = self.http_status or 200
+        rt.stats.record_status(hs)
+        cluster = self.cluster
+        if cluster is not None:
+            cluster.stats.upstream_rq_active -= 1
+            cluster.stats.record_status(hs)
+            if self.endpoint is not None:
+                self.endpoint.active_rq -= 1
+        rpc = self._rpc_stats()
+        if rpc is not None:
+            rpc.requests += 1
+            rpc.statuses[self.status] = rpc.statuses.get(self.status, 0) + 1
+            rpc.latency.record(ms)
+        for hook in rt.filters.done_hooks:
+            hook(self)
+        if self.route is not None:
+            for hook in self.route.filters.done_hooks:
+                hook(self)
+        conn.stream_done(self)
+
+    def _rpc_stats(self) -> RpcStats | None:
+        head = self.head
+        if head.raw is None and head.protocol not in ("http2",):
+            return None
+        key = (head.protocol, head.service, head.method)
+        table = self.conn.rt.rpc_stats
+        s = table.get(key)
+        if s is None:
+            s = table[key] = RpcStats()
+        return s
+
+
+def _forwarded(head: RequestHead, peer: tuple[Any, ...]) -> RequestHead:
+    """x-forwarded-for / x-forwarded-proto, as Envoy adds them (headers of re-encoded heads only)."""
+    ip = str(peer[0]) if peer else ""
+    h = head.headers
+    xff = h.get("x-forwarded-for")
+    h = h.with_set("x-forwarded-for", f"{xff}, {ip}" if xff else ip)
+    if h.get("x-forwarded-proto") is None:
+        h = h.with_set("x-forwarded-proto", "http")
+    return dataclasses.replace(head, headers=h)
+
+
+__all__ = ["Stream", "StreamContext"]

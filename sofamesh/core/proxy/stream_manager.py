@@ -1,0 +1,389 @@
+"""DownstreamConnection: sniffs the protocol, drives the codec, and turns its events into Streams.
+
+Also ``ListenerRuntime`` (everything a listener serves with, swapped whole on reload) and the
+undecoded ``tcp`` passthrough session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, ReplyStatus, Role, Sniff
+from sofamesh.core.errors import ProtocolError
+from sofamesh.core.events import (
+    NEED_DATA,
+    BodyChunk,
+    ConnectionClosed,
+    EndOfMessage,
+    GoAway,
+    Heartbeat,
+    RequestHead,
+)
+from sofamesh.core.net.connection import Connection
+from sofamesh.core.proxy.stream import Stream
+from sofamesh.core.stats import ListenerStats, RpcStats
+
+if TYPE_CHECKING:
+    from sofamesh.core.proxy.filter_chain import FilterChain
+    from sofamesh.core.proxy.router import Router
+    from sofamesh.core.upstream.cluster import Cluster, Endpoint
+
+log = logging.getLogger("sofamesh.connection")
+
+_MAX_SNIFF = 64
+
+
+class ListenerRuntime:
+    """What one listener serves with. Built from config; replaced (never mutated) on reload."""
+
+    __slots__ = ("clusters", "connections", "draining", "factories", "filters", "limits", "name", "router",
+                 "rpc_stats", "stats")
+
+    def __init__(self, name: str, factories: list[CodecFactory], router: Router, filters: FilterChain,
+                 clusters: dict[str, Cluster], limits: CodecLimits, stats: ListenerStats | None = None,
+                 rpc_stats: dict[tuple[str, str, str], RpcStats] | None = None) -> None:
+        self.name = name
+        # Decoding protocols sniff first; passthrough (tcp) only when nothing else matched.
+        self.factories = sorted(factories, key=lambda f: f.passthrough)
+        self.router = router
+        self.filters = filters
+        self.clusters = clusters
+        self.limits = limits
+        self.stats = stats if stats is not None else ListenerStats()
+        self.rpc_stats = rpc_stats if rpc_stats is not None else {}
+        self.connections: set[DownstreamConnection] = set()
+        self.draining = False
+
+
+class DownstreamConnection(Connection):
+    """One accepted connection: the StreamManager of the architecture."""
+
+    __slots__ = ("active", "backlog", "codec", "discarding", "factory", "multiplexed", "peer_identity",
+                 "prefix", "rt", "streams", "tcp")
+
+    def __init__(self, rt: ListenerRuntime, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.rt = rt
+        self.codec: Codec = None  # type: ignore[assignment]
+        self.factory: CodecFactory = None  # type: ignore[assignment]
+        self.prefix = b""
+        self.multiplexed = False
+        self.streams: dict[int, Stream] = {}
+        self.active: Stream | None = None
+        self.backlog: deque[object] = deque()
+        self.discarding = False
+        self.peer_identity: str | None = None
+        self.tcp: TcpSession | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        rt = self.rt
+        rt.stats.downstream_cx_total += 1
+        rt.stats.downstream_cx_active += 1
+        rt.connections.add(self)
+        if len(rt.factories) == 1:
+            self._use(rt.factories[0])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        rt = self.rt
+        rt.stats.downstream_cx_active -= 1
+        rt.connections.discard(self)
+        if self.tcp is not None:
+            self.tcp.downstream_lost()
+        streams = list(self.streams.values())
+        if self.active is not None:
+            streams.append(self.active)
+        self.streams.clear()
+        self.active = None
+        self.backlog.clear()
+        if streams:
+            rt.stats.downstream_cx_destroy_with_active_rq += 1
+        for s in streams:
+            s.abort()
+
+    def _use(self, factory: CodecFactory) -> None:
+        self.factory = factory
+        if factory.passthrough:
+            self.tcp = TcpSession(self)
+            return
+        self.codec = factory.new_codec(Role.SERVER, self.rt.limits)
+        self.multiplexed = factory.multiplexed
+
+    # -- bytes in ----------------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.codec is None:
+            if self.tcp is not None:
+                self.tcp.downstream_data(data)
+                return
+            data = self._sniff(data)
+            if not data:
+                return
+            if self.tcp is not None:
+                self.tcp.downstream_data(data)
+                return
+        self.codec.receive_data(data)
+        self._pump()
+
+    def eof_received(self) -> bool | None:
+        if self.tcp is not None:
+            return self.tcp.downstream_eof()
+        if self.codec is not None:
+            self.codec.receive_data(b"")
+            self._pump()
+        return None
+
+    def _sniff(self, data: bytes) -> bytes:
+        prefix = self.prefix + data
+        undecided = False
+        for f in self.rt.factories:
+            verdict = f.sniff(prefix[: max(f.sniff_bytes, 1)])
+            if verdict is Sniff.MATCH:
+                self.prefix = b""
+                self._use(f)
+                return prefix
+            if verdict is Sniff.NEED_MORE:
+                undecided = True
+        if undecided and len(prefix) < _MAX_SNIFF:
+            self.prefix = prefix
+            return b""
+        self.rt.stats.downstream_cx_sniff_fail += 1
+        names = ", ".join(f.name for f in self.rt.factories)
+        log.warning("listener %s: connection from %s speaks none of [%s] (first bytes %r); closing",
+                    self.rt.name, self.peer, names, prefix[:16])
+        self.abort()
+        return b""
+
+    def _pump(self) -> None:
+        codec = self.codec
+        try:
+            while (ev := codec.next_event()) is not NEED_DATA:
+                if self.backlog or (self.active is not None and type(ev) is RequestHead):
+                    self.backlog.append(ev)
+                    self.read_gate.pause(self.backlog)  # type: ignore[union-attr]
+                    continue
+                self._dispatch(ev)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        out = codec.data_to_send()
+        if out:
+            self.write(out)
+
+    def _dispatch(self, ev: object) -> None:
+        t = type(ev)
+        if t is RequestHead:
+            assert isinstance(ev, RequestHead)
+            self.last_active = self.loop.time()
+            self.rt.stats.downstream_rq_total += 1
+            self.rt.stats.downstream_rq_active += 1
+            s = Stream(self, ev)
+            if self.multiplexed:
+                self.streams[ev.request_id] = s
+            else:
+                self.active = s
+                self.discarding = False
+            s.start()
+        elif t is BodyChunk:
+            bs = self._stream_for(ev)
+            if bs is not None:
+                bs.on_request_body(ev)  # type: ignore[arg-type]
+        elif t is EndOfMessage:
+            es = self._stream_for(ev)
+            if es is not None:
+                es.on_request_end(ev)  # type: ignore[arg-type]
+            elif not self.multiplexed:
+                self.discarding = False
+                if not self.codec.keep_alive:
+                    self.close()
+        elif t is Heartbeat:
+            assert isinstance(ev, Heartbeat)
+            if not ev.reply:
+                self.rt.stats.downstream_heartbeat += 1
+                self.write(self.codec.heartbeat_reply(ev))
+        elif t is ConnectionClosed:
+            if not self.streams and self.active is None:
+                self.close()
+        elif t is GoAway:
+            self.codec.keep_alive = False
+
+    def _stream_for(self, ev: Any) -> Stream | None:
+        if self.multiplexed:
+            return self.streams.get(ev.stream_id)
+        s = self.active
+        if s is None or s.request_done:
+            return None
+        return s
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        rt = self.rt
+        rt.stats.downstream_cx_protocol_error += 1
+        log.info("listener %s: protocol error from %s: %s", rt.name, self.peer, exc)
+        head = exc.head
+        if isinstance(head, RequestHead) and self.active is None:
+            status = {413: ReplyStatus.PAYLOAD_TOO_LARGE, 431: ReplyStatus.HEADERS_TOO_LARGE}.get(
+                exc.status_hint, ReplyStatus.CODEC_ERROR)
+            try:
+                self.write(self.codec.local_reply(head, status, str(exc)))
+            except Exception:
+                log.exception("listener %s: codec %s failed to build an error reply", rt.name, self.factory.name)
+            rt.stats.downstream_rq_total += 1
+            rt.stats.record_status(status.http_status)
+        self.close()
+
+    # -- streams finishing -------------------------------------------------------------------------
+    def stream_done(self, s: Stream) -> None:
+        self.rt.stats.downstream_rq_active -= 1
+        if self.multiplexed:
+            self.streams.pop(s.head.request_id, None)
+        elif self.active is s:
+            self.active = None
+            if not s.request_done:
+                self.discarding = True  # the rest of this request's body is read and dropped
+            if not self.codec.keep_alive:
+                if s.request_done or self.closed:
+                    self.close()
+                return
+            if self.backlog:
+                self.loop.call_soon(self._drain_backlog)
+        if self.rt.draining and not self.streams and self.active is None:
+            self.close()
+
+    def _drain_backlog(self) -> None:
+        backlog = self.backlog
+        while backlog and not self.closed:
+            if self.active is not None and type(backlog[0]) is RequestHead:
+                return  # the next pipelined request waits for this one's response (HTTP/1 order)
+            self._dispatch(backlog.popleft())
+        if not self.backlog and self.read_gate is not None:
+            self.read_gate.resume(self.backlog)
+
+    def idle(self) -> bool:
+        return not self.streams and self.active is None and not self.backlog
+
+    def drain(self) -> None:
+        """Stop taking requests: idle connections close now, busy ones after their streams end."""
+        if self.tcp is not None:
+            return
+        if self.codec is not None:
+            self.codec.keep_alive = False
+        if self.idle():
+            self.close()
+
+
+class TcpSession:
+    """``tcp`` passthrough: bytes to the first route's cluster, untouched, with backpressure both ways."""
+
+    __slots__ = ("buffer", "cluster", "down", "endpoint", "up", "up_eof")
+
+    def __init__(self, down: DownstreamConnection) -> None:
+        self.down = down
+        self.buffer: list[bytes] = []
+        self.up: _TcpUpstream | None = None
+        self.up_eof = False
+        self.endpoint: Endpoint | None = None
+        rt = down.rt
+        route = rt.router.routes[0] if rt.router.routes else None
+        cluster = rt.clusters.get(route.pick_cluster()) if route is not None else None
+        self.cluster = cluster
+        if cluster is None:
+            log.warning("listener %s: tcp connection from %s has no route/cluster; closing", rt.name, down.peer)
+            down.loop.call_soon(down.abort)
+            return
+        self._connect(())
+
+    def _connect(self, tried: tuple[Any, ...]) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+        ep = cluster.choose(tried)
+        down = self.down
+        if ep is None:
+            down.abort()
+            return
+        self.endpoint = ep
+        up = self.up = _TcpUpstream(self)
+        cluster.stats.upstream_cx_total += 1
+        cluster.stats.upstream_rq_total += 1
+
+        async def connect() -> None:
+            try:
+                await asyncio.wait_for(down.loop.create_connection(lambda: up, ep.host, ep.port),
+                                       cluster.config.connect_timeout_ms / 1000.0)
+            except (TimeoutError, OSError):
+                cluster.stats.upstream_cx_connect_fail += 1
+                cluster.report_failure(ep)
+                if len(tried) + 1 < min(3, len(cluster.endpoints)) and not down.closed:
+                    self._connect((*tried, ep))
+                else:
+                    down.abort()
+
+        task = down.loop.create_task(connect())
+        up.task = task
+        down.read_gate.pause(self)  # type: ignore[union-attr]
+
+    def downstream_data(self, data: bytes) -> None:
+        up = self.up
+        if up is not None and up.transport is not None:
+            up.write(data)
+            if up.write_gate.blocked:
+                up.write_gate.hold(self.down.read_gate)  # type: ignore[arg-type]
+        else:
+            self.buffer.append(data)
+
+    def downstream_eof(self) -> bool:
+        up = self.up
+        if up is not None and up.transport is not None and up.transport.can_write_eof():
+            up.transport.write_eof()
+        else:
+            self.up_eof = True
+        return True  # keep our side open for the upstream's answer
+
+    def downstream_lost(self) -> None:
+        if self.up is not None:
+            self.up.close()
+
+    def upstream_ready(self) -> None:
+        up = self.up
+        assert up is not None
+        if self.buffer:
+            up.write(b"".join(self.buffer))
+            self.buffer = []
+        if self.up_eof and up.transport is not None and up.transport.can_write_eof():
+            up.transport.write_eof()
+        self.down.read_gate.resume(self)  # type: ignore[union-attr]
+
+
+class _TcpUpstream(Connection):
+    __slots__ = ("session", "task")
+
+    def __init__(self, session: TcpSession) -> None:
+        super().__init__(session.down.loop)
+        self.session = session
+        self.task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.session.upstream_ready()
+
+    def data_received(self, data: bytes) -> None:
+        down = self.session.down
+        down.write(data)
+        if down.write_gate.blocked and self.read_gate is not None:
+            down.write_gate.hold(self.read_gate)
+
+    def eof_received(self) -> bool | None:
+        t = self.session.down.transport
+        if t is not None and not t.is_closing() and t.can_write_eof():
+            t.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.session.down.close()
+
+
+__all__ = ["DownstreamConnection", "ListenerRuntime", "TcpSession"]

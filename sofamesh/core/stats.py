@@ -1,0 +1,186 @@
+"""Counters as plain integers on slotted objects. Read (never locked) by the admin server at export."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+LATENCY_BUCKETS_MS: tuple[float, ...] = (0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+
+
+class Histogram:
+    """Cumulative-at-export latency histogram (milliseconds)."""
+
+    __slots__ = ("buckets", "count", "sum")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+        self.count = 0
+        self.sum = 0.0
+
+    def record(self, ms: float) -> None:
+        self.buckets[bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
+        self.count += 1
+        self.sum += ms
+
+    def quantile(self, q: float) -> float:
+        """Upper bound of the bucket holding quantile ``q`` (0..1); 0 when empty."""
+        if not self.count:
+            return 0.0
+        rank = q * self.count
+        seen = 0
+        for i, n in enumerate(self.buckets):
+            seen += n
+            if seen >= rank and n:
+                return LATENCY_BUCKETS_MS[i] if i < len(LATENCY_BUCKETS_MS) else float("inf")
+        return float("inf")
+
+    def snapshot(self) -> dict[str, object]:
+        return {"count": self.count, "sum_ms": round(self.sum, 3), "buckets": list(self.buckets),
+                "p50_ms": self.quantile(0.5), "p99_ms": self.quantile(0.99)}
+
+
+class ListenerStats:
+    __slots__ = (
+        "downstream_cx_active",
+        "downstream_cx_destroy_with_active_rq",
+        "downstream_cx_protocol_error",
+        "downstream_cx_sniff_fail",
+        "downstream_cx_total",
+        "downstream_heartbeat",
+        "downstream_rq_1xx",
+        "downstream_rq_2xx",
+        "downstream_rq_3xx",
+        "downstream_rq_4xx",
+        "downstream_rq_5xx",
+        "downstream_rq_active",
+        "downstream_rq_drained_cut",
+        "downstream_rq_local_reply",
+        "downstream_rq_no_route",
+        "downstream_rq_timeout",
+        "downstream_rq_total",
+        "latency",
+    )
+    downstream_cx_active: int
+    downstream_cx_destroy_with_active_rq: int
+    downstream_cx_protocol_error: int
+    downstream_cx_sniff_fail: int
+    downstream_cx_total: int
+    downstream_heartbeat: int
+    downstream_rq_1xx: int
+    downstream_rq_2xx: int
+    downstream_rq_3xx: int
+    downstream_rq_4xx: int
+    downstream_rq_5xx: int
+    downstream_rq_active: int
+    downstream_rq_drained_cut: int
+    downstream_rq_local_reply: int
+    downstream_rq_no_route: int
+    downstream_rq_timeout: int
+    downstream_rq_total: int
+    latency: Histogram
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+        self.latency = Histogram()  # replaces the 0 set above
+
+    def record_status(self, http_status: int) -> None:
+        c = http_status // 100
+        if c == 2:
+            self.downstream_rq_2xx += 1
+        elif c == 5:
+            self.downstream_rq_5xx += 1
+        elif c == 4:
+            self.downstream_rq_4xx += 1
+        elif c == 3:
+            self.downstream_rq_3xx += 1
+        else:
+            self.downstream_rq_1xx += 1
+
+    def snapshot(self) -> dict[str, object]:
+        out: dict[str, object] = {n: getattr(self, n) for n in self.__slots__ if n != "latency"}
+        out["latency"] = self.latency.snapshot()
+        return out
+
+
+class ClusterStats:
+    __slots__ = (
+        "upstream_cx_active",
+        "upstream_cx_connect_fail",
+        "upstream_cx_connect_timeout",
+        "upstream_cx_destroy_with_active_rq",
+        "upstream_cx_idle_timeout",
+        "upstream_cx_overflow",
+        "upstream_cx_total",
+        "upstream_heartbeat_failed",
+        "upstream_heartbeat_sent",
+        "upstream_rq_2xx",
+        "upstream_rq_3xx",
+        "upstream_rq_4xx",
+        "upstream_rq_5xx",
+        "upstream_rq_active",
+        "upstream_rq_late_response",
+        "upstream_rq_oneway",
+        "upstream_rq_reset",
+        "upstream_rq_retry",
+        "upstream_rq_timeout",
+        "upstream_rq_total",
+    )
+    upstream_cx_active: int
+    upstream_cx_connect_fail: int
+    upstream_cx_connect_timeout: int
+    upstream_cx_destroy_with_active_rq: int
+    upstream_cx_idle_timeout: int
+    upstream_cx_overflow: int
+    upstream_cx_total: int
+    upstream_heartbeat_failed: int
+    upstream_heartbeat_sent: int
+    upstream_rq_2xx: int
+    upstream_rq_3xx: int
+    upstream_rq_4xx: int
+    upstream_rq_5xx: int
+    upstream_rq_active: int
+    upstream_rq_late_response: int
+    upstream_rq_oneway: int
+    upstream_rq_reset: int
+    upstream_rq_retry: int
+    upstream_rq_timeout: int
+    upstream_rq_total: int
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def record_status(self, http_status: int) -> None:
+        c = http_status // 100
+        if c == 2:
+            self.upstream_rq_2xx += 1
+        elif c == 5:
+            self.upstream_rq_5xx += 1
+        elif c == 4:
+            self.upstream_rq_4xx += 1
+        else:
+            self.upstream_rq_3xx += 1
+
+    def snapshot(self) -> dict[str, int]:
+        return {n: getattr(self, n) for n in self.__slots__}
+
+
+class RpcStats:
+    """Per (protocol, service, method): requests, responses by native status, timeouts, latency."""
+
+    __slots__ = ("latency", "requests", "statuses", "timeouts")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.timeouts = 0
+        self.statuses: dict[int, int] = {}
+        self.latency = Histogram()
+
+    def snapshot(self) -> dict[str, object]:
+        return {"requests": self.requests, "timeouts": self.timeouts,
+                "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+                "latency": self.latency.snapshot()}
+
+
+__all__ = ["LATENCY_BUCKETS_MS", "ClusterStats", "Histogram", "ListenerStats", "RpcStats"]

@@ -1,0 +1,106 @@
+"""Cluster and Endpoint: the upstream side's model. Endpoints carry lock-free counters."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sofamesh.core.config.model import ClusterConfig, EndpointConfig, parse_address
+from sofamesh.core.stats import ClusterStats
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from sofamesh.core.codec import CodecFactory
+    from sofamesh.core.upstream.load_balancer import LoadBalancer
+    from sofamesh.core.upstream.pool import Pool
+
+
+class Endpoint:
+    __slots__ = ("active_rq", "address", "consecutive_failures", "cx_active", "ejected_until", "ejections",
+                 "host", "labels", "port", "rq_errors", "rq_total", "weight")
+
+    def __init__(self, config: EndpointConfig) -> None:
+        self.address = config.address
+        self.host, self.port = parse_address(config.address)
+        self.weight = config.weight
+        self.labels = dict(config.labels)
+        self.active_rq = 0
+        self.rq_total = 0
+        self.rq_errors = 0
+        self.cx_active = 0
+        self.consecutive_failures = 0
+        self.ejected_until = 0.0
+        self.ejections = 0
+
+    def snapshot(self, now: float) -> dict[str, object]:
+        return {"address": self.address, "weight": self.weight, "labels": self.labels,
+                "healthy": self.ejected_until <= now, "active_rq": self.active_rq, "rq_total": self.rq_total,
+                "rq_error": self.rq_errors, "cx_active": self.cx_active,
+                "consecutive_failures": self.consecutive_failures, "ejections": self.ejections}
+
+
+class Cluster:
+    """A named set of endpoints with a balancer, pools and stats."""
+
+    __slots__ = ("config", "endpoints", "lb", "loop", "name", "pools", "protocol", "stats")
+
+    def __init__(self, config: ClusterConfig, lb: LoadBalancer, protocol: CodecFactory | None,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.name = config.name
+        self.lb = lb
+        self.protocol = protocol
+        self.loop = loop
+        self.endpoints = [Endpoint(e) for e in config.endpoints]
+        self.stats = ClusterStats()
+        self.pools: dict[tuple[str, str], Pool] = {}
+
+    def choose(self, exclude: tuple[Endpoint, ...] = ()) -> Endpoint | None:
+        now = self.loop.time()
+        eps = self.endpoints
+        healthy = [e for e in eps if e.ejected_until <= now and e not in exclude]
+        if not healthy:
+            if exclude or not eps:
+                return None
+            healthy = eps  # panic mode, as Envoy: every endpoint is ejected, so try them all anyway
+        return self.lb.choose(healthy)
+
+    def report_failure(self, ep: Endpoint) -> None:
+        ep.consecutive_failures += 1
+        ep.rq_errors += 1
+        h = self.config.health
+        if ep.consecutive_failures >= h.consecutive_failures and h.ejection_ms:
+            factor = min(2 ** min(ep.ejections, 4), 10)
+            ep.ejected_until = self.loop.time() + h.ejection_ms * factor / 1000.0
+            ep.ejections += 1
+
+    @staticmethod
+    def report_success(ep: Endpoint) -> None:
+        if ep.consecutive_failures:
+            ep.consecutive_failures = 0
+            ep.ejections = 0
+            ep.ejected_until = 0.0
+
+    def pool_for(self, ep: Endpoint, factory: CodecFactory) -> Pool:
+        key = (ep.address, factory.name)
+        pool = self.pools.get(key)
+        if pool is None:
+            from sofamesh.core.upstream.pool import ExclusivePool, MultiplexedPool
+
+            cls = MultiplexedPool if factory.multiplexed else ExclusivePool
+            pool = self.pools[key] = cls(self, ep, factory)
+        return pool
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+        self.pools.clear()
+
+    def snapshot(self) -> dict[str, object]:
+        now = self.loop.time()
+        return {"name": self.name, "lb": self.config.lb,
+                "protocol": self.protocol.name if self.protocol else None,
+                "endpoints": [e.snapshot(now) for e in self.endpoints], "stats": self.stats.snapshot()}
+
+
+__all__ = ["Cluster", "Endpoint"]

@@ -1,0 +1,416 @@
+"""Connection pools: exclusive keep-alive (HTTP/1) and multiplexed with request-id remap (Bolt, Dubbo).
+
+Pools and upstream connections talk to streams through a small callback surface:
+``on_upstream_ready(conn)`` (exclusive), ``on_connect_failed(reason, timeout)``,
+``on_response_head/body/end(event)`` and ``on_upstream_reset(reason)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+from sofamesh.core.codec import CodecFactory, CodecLimits, Role
+from sofamesh.core.errors import ProtocolError
+from sofamesh.core.events import (
+    NEED_DATA,
+    BodyChunk,
+    ConnectionClosed,
+    EndOfMessage,
+    GoAway,
+    Heartbeat,
+    ResponseHead,
+)
+from sofamesh.core.net.connection import Connection
+
+if TYPE_CHECKING:
+    from sofamesh.core.proxy.stream import Stream
+    from sofamesh.core.upstream.cluster import Cluster, Endpoint
+
+_LIMITS = CodecLimits()
+
+
+class UpstreamConnection(Connection):
+    """One connection to an endpoint, owned by a pool."""
+
+    __slots__ = ("codec", "connect_timer", "connected", "idle_since", "pool")
+
+    def __init__(self, pool: Pool) -> None:
+        super().__init__(pool.loop)
+        self.pool = pool
+        self.codec = pool.factory.new_codec(Role.CLIENT, _LIMITS)
+        self.connected = False
+        self.connect_timer: asyncio.TimerHandle | None = None
+        self.idle_since = self.loop.time()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.connected = True
+        if self.connect_timer is not None:
+            self.connect_timer.cancel()
+            self.connect_timer = None
+        self.pool.cluster.stats.upstream_cx_active += 1
+        self.pool.endpoint.cx_active += 1
+        self.on_connected()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was_closed = self.closed
+        super().connection_lost(exc)
+        if self.connected:
+            self.pool.cluster.stats.upstream_cx_active -= 1
+            self.pool.endpoint.cx_active -= 1
+            self.connected = False
+        self.pool.forget(self)
+        self.on_lost("upstream connection closed" if was_closed or exc is None else f"upstream reset: {exc}")
+
+    def data_received(self, data: bytes) -> None:
+        codec = self.codec
+        codec.receive_data(data)
+        try:
+            while (ev := codec.next_event()) is not NEED_DATA:
+                self.on_event(ev)
+        except ProtocolError as exc:
+            self.on_lost(f"upstream protocol error: {exc}")
+            self.abort()
+            return
+        out = codec.data_to_send()
+        if out:
+            self.write(out)
+
+    def eof_received(self) -> bool | None:
+        self.data_received(b"")
+        return None
+
+    def on_connected(self) -> None:
+        raise NotImplementedError
+
+    def on_event(self, ev: object) -> None:
+        raise NotImplementedError
+
+    def on_lost(self, reason: str) -> None:
+        raise NotImplementedError
+
+
+class ExclusiveConnection(UpstreamConnection):
+    """Carries one stream at a time (HTTP/1 keep-alive)."""
+
+    __slots__ = ("request_done", "stream")
+
+    def __init__(self, pool: Pool) -> None:
+        super().__init__(pool)
+        self.stream: Stream | None = None
+        self.request_done = False
+
+    def bind(self, stream: Stream) -> None:
+        self.stream = stream
+        self.request_done = False
+
+    def on_connected(self) -> None:
+        pool = self.pool
+        assert isinstance(pool, ExclusivePool)
+        pool.on_connected(self)
+
+    def on_event(self, ev: object) -> None:
+        s = self.stream
+        t = type(ev)
+        if s is None:
+            if t is not ConnectionClosed:
+                self.abort()  # a response nobody asked for: the upstream broke the protocol; drop it
+            return
+        if t is ResponseHead:
+            s.on_response_head(ev)  # type: ignore[arg-type]
+        elif t is BodyChunk:
+            s.on_response_body(ev)  # type: ignore[arg-type]
+        elif t is EndOfMessage:
+            self.stream = None
+            s.on_response_end(ev)  # type: ignore[arg-type]
+            pool = self.pool
+            if self.request_done and self.codec.keep_alive and not self.closed and isinstance(pool, ExclusivePool):
+                pool.release(self)
+            else:
+                self.close()
+
+    def on_lost(self, reason: str) -> None:
+        s, self.stream = self.stream, None
+        if s is not None:
+            s.on_upstream_reset(reason)
+
+    def abandon(self) -> None:
+        """The stream gave up mid-exchange (timeout, downstream gone): the connection is unusable."""
+        self.stream = None
+        self.abort()
+
+
+class MultiplexedConnection(UpstreamConnection):
+    """Carries many requests at once, each under an upstream request id we allocate."""
+
+    __slots__ = ("heartbeat_outstanding", "id_mask", "inflight", "last_rx", "next_id", "pending")
+
+    def __init__(self, pool: Pool) -> None:
+        super().__init__(pool)
+        self.inflight: dict[int, Stream] = {}
+        self.pending: list[Stream] = []
+        self.id_mask = (1 << pool.factory.request_id_bits) - 1
+        self.next_id = 1
+        self.heartbeat_outstanding = False
+        self.last_rx = self.loop.time()
+
+    def on_connected(self) -> None:
+        pending, self.pending = self.pending, []
+        for s in pending:
+            if not s.done:
+                self.send(s)
+
+    def send(self, stream: Stream) -> None:
+        if not self.connected:
+            self.pending.append(stream)
+            return
+        up_id = self.next_id
+        inflight = self.inflight
+        while up_id in inflight:  # a wrapped id still in flight: skip it
+            up_id = (up_id + 1) & self.id_mask
+        self.next_id = (up_id + 1) & self.id_mask or 1
+        head = stream.head
+        assert head.raw is not None
+        self.transport.write(self.codec.rewrite_request_id(head.raw, up_id))  # type: ignore[union-attr]
+        if head.oneway:
+            stream.on_oneway_sent()
+            return
+        inflight[up_id] = stream
+        stream.upstream = self
+        stream.up_id = up_id
+        if self.write_gate.blocked:
+            self.write_gate.hold(stream.conn.read_gate)  # type: ignore[arg-type]
+
+    def cancel(self, up_id: int) -> None:
+        self.inflight.pop(up_id, None)
+
+    def on_event(self, ev: object) -> None:
+        self.last_rx = self.loop.time()
+        t = type(ev)
+        if t is ResponseHead:
+            s = self.inflight.pop(ev.request_id, None)  # type: ignore[attr-defined]
+            if s is None:
+                self.pool.cluster.stats.upstream_rq_late_response += 1
+            else:
+                s.on_response_head(ev)  # type: ignore[arg-type]
+        elif t is Heartbeat:
+            if ev.reply:  # type: ignore[attr-defined]
+                self.heartbeat_outstanding = False
+            else:
+                self.write(self.codec.heartbeat_reply(ev))  # type: ignore[arg-type]
+        elif t is GoAway:
+            self.pool.forget(self)
+
+    def on_lost(self, reason: str) -> None:
+        inflight, self.inflight = self.inflight, {}
+        pending, self.pending = self.pending, []
+        if inflight:
+            self.pool.cluster.stats.upstream_cx_destroy_with_active_rq += 1
+        for s in inflight.values():
+            s.on_upstream_reset(reason)
+        for s in pending:
+            if not s.done:
+                s.on_connect_failed(reason, timeout=False)
+
+    def heartbeat_tick(self, now: float, interval: float) -> None:
+        """Called by the pool every ``interval``: probe an idle connection; close a silent one."""
+        if not self.connected or self.closed:
+            return
+        if now - self.last_rx < interval * 0.9:
+            return
+        if self.heartbeat_outstanding:
+            self.pool.cluster.stats.upstream_heartbeat_failed += 1
+            self.abort()  # it stopped answering: in-flight requests get local replies via on_lost
+            return
+        try:
+            beat = self.codec.heartbeat(self.next_id)
+        except NotImplementedError:
+            return
+        self.next_id = (self.next_id + 1) & self.id_mask or 1
+        self.heartbeat_outstanding = True
+        self.pool.cluster.stats.upstream_heartbeat_sent += 1
+        self.write(beat)
+
+
+class Pool:
+    """Connections to one endpoint for one upstream protocol."""
+
+    __slots__ = ("closed", "cluster", "endpoint", "factory", "loop", "tasks")
+
+    def __init__(self, cluster: Cluster, endpoint: Endpoint, factory: CodecFactory) -> None:
+        self.cluster = cluster
+        self.endpoint = endpoint
+        self.factory = factory
+        self.loop = cluster.loop
+        self.tasks: set[asyncio.Task[object]] = set()
+        self.closed = False
+
+    def _open(self, conn: UpstreamConnection, on_fail: list[Stream] | None = None) -> None:
+        """Start connecting ``conn``; failures are reported through ``conn.on_lost`` or the callers."""
+        stats = self.cluster.stats
+        stats.upstream_cx_total += 1
+        ep = self.endpoint
+
+        async def connect() -> None:
+            try:
+                await self.loop.create_connection(lambda: conn, ep.host, ep.port)
+            except asyncio.CancelledError:
+                stats.upstream_cx_connect_timeout += 1
+                stats.upstream_cx_connect_fail += 1
+                self.connect_failed(conn, f"connect timeout after {self.cluster.config.connect_timeout_ms} ms "
+                                          f"to {ep.address}", timeout=True)
+            except OSError as exc:
+                stats.upstream_cx_connect_fail += 1
+                reason = exc.strerror or str(exc) or type(exc).__name__
+                self.connect_failed(conn, f"connect to {ep.address} failed: {reason}", timeout=False)
+
+        task = self.loop.create_task(connect())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        conn.connect_timer = self.loop.call_later(self.cluster.config.connect_timeout_ms / 1000.0, task.cancel)
+
+    def connect_failed(self, conn: UpstreamConnection, reason: str, timeout: bool) -> None:
+        raise NotImplementedError
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        raise NotImplementedError
+
+    def attach(self, stream: Stream) -> None:
+        raise NotImplementedError
+
+    def sweep(self, now: float) -> None:
+        """Periodic upkeep (idle timeouts, heartbeats)."""
+
+    def close(self) -> None:
+        self.closed = True
+        for t in list(self.tasks):
+            t.cancel()
+
+
+class ExclusivePool(Pool):
+    __slots__ = ("busy", "idle")
+
+    def __init__(self, cluster: Cluster, endpoint: Endpoint, factory: CodecFactory) -> None:
+        super().__init__(cluster, endpoint, factory)
+        self.idle: deque[ExclusiveConnection] = deque()
+        self.busy: set[ExclusiveConnection] = set()
+
+    def attach(self, stream: Stream) -> None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                self.busy.add(conn)
+                conn.bind(stream)
+                stream.on_upstream_ready(conn)
+                return
+        if len(self.busy) >= self.cluster.config.max_connections_per_endpoint:
+            self.cluster.stats.upstream_cx_overflow += 1
+            stream.on_overflow()
+            return
+        conn = ExclusiveConnection(self)
+        conn.stream = stream
+        self.busy.add(conn)
+        stream.upstream = conn
+        self._open(conn)
+
+    def on_connected(self, conn: ExclusiveConnection) -> None:
+        s = conn.stream
+        if s is None or s.done:
+            conn.stream = None
+            self.release(conn)
+        else:
+            s.on_upstream_ready(conn)
+
+    def connect_failed(self, conn: UpstreamConnection, reason: str, timeout: bool) -> None:
+        assert isinstance(conn, ExclusiveConnection)
+        self.busy.discard(conn)
+        s, conn.stream = conn.stream, None
+        if s is not None and not s.done:
+            s.on_connect_failed(reason, timeout)
+
+    def release(self, conn: ExclusiveConnection) -> None:
+        self.busy.discard(conn)
+        if self.closed or conn.closed:
+            conn.close()
+            return
+        conn.idle_since = self.loop.time()
+        self.idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        self.busy.discard(conn)
+        try:
+            self.idle.remove(conn)  # type: ignore[arg-type]
+        except ValueError:
+            pass
+
+    def sweep(self, now: float) -> None:
+        limit = self.cluster.config.idle_timeout_ms / 1000.0
+        if not limit:
+            return
+        while self.idle and now - self.idle[0].idle_since > limit:
+            conn = self.idle.popleft()
+            self.cluster.stats.upstream_cx_idle_timeout += 1
+            conn.close()
+
+    def close(self) -> None:
+        super().close()
+        while self.idle:
+            self.idle.pop().close()
+
+
+class MultiplexedPool(Pool):
+    __slots__ = ("conn", "last_beat")
+
+    def __init__(self, cluster: Cluster, endpoint: Endpoint, factory: CodecFactory) -> None:
+        super().__init__(cluster, endpoint, factory)
+        self.conn: MultiplexedConnection | None = None
+        self.last_beat = self.loop.time()
+
+    def attach(self, stream: Stream) -> None:
+        conn = self.conn
+        if conn is None or conn.closed:
+            conn = self.conn = MultiplexedConnection(self)
+            conn.pending.append(stream)
+            self._open(conn)
+            return
+        conn.send(stream)
+
+    def connect_failed(self, conn: UpstreamConnection, reason: str, timeout: bool) -> None:
+        assert isinstance(conn, MultiplexedConnection)
+        if self.conn is conn:
+            self.conn = None
+        pending, conn.pending = conn.pending, []
+        for s in pending:
+            if not s.done:
+                s.on_connect_failed(reason, timeout)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        if self.conn is conn:
+            self.conn = None
+
+    def sweep(self, now: float) -> None:
+        conn = self.conn
+        if conn is None:
+            return
+        interval = self.cluster.config.heartbeat_interval_ms / 1000.0
+        if interval and now - self.last_beat >= interval:
+            self.last_beat = now
+            conn.heartbeat_tick(now, interval)
+        idle = self.cluster.config.idle_timeout_ms / 1000.0
+        if idle and not conn.inflight and not conn.pending and now - conn.last_rx > idle and conn.connected:
+            self.cluster.stats.upstream_cx_idle_timeout += 1
+            self.conn = None
+            conn.close()
+
+    def close(self) -> None:
+        super().close()
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+__all__ = ["ExclusiveConnection", "ExclusivePool", "MultiplexedConnection", "MultiplexedPool", "Pool",
+           "UpstreamConnection"]

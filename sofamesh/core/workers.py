@@ -1,0 +1,154 @@
+"""``--workers N``: N processes share each listening port (SO_REUSEPORT); the parent serves the admin
+port and aggregates the workers' stats (summed in /stats, labelled ``worker`` in Prometheus)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from sofamesh.core.admin import HttpMini, prometheus_text
+from sofamesh.core.config.model import ProxyConfig, parse_address
+from sofamesh.core.net import loop as loop_mod
+
+log = logging.getLogger("sofamesh.workers")
+
+
+def _child(config: ProxyConfig, index: int, wfd: int) -> None:
+    from sofamesh.core.server import Server
+
+    async def main() -> int:
+        server = Server(config, reuse_port=True, admin_address="127.0.0.1:0", worker=index)
+        await server.start()
+        os.write(wfd, f"{index} {server.admin.port}\n".encode())
+        os.close(wfd)
+        return await server.serve_until_stopped()
+
+    code = 0
+    try:
+        loop_mod.run(main())
+    except Exception:
+        log.exception("worker %d failed", index)
+        code = 1
+    os._exit(code)
+
+
+async def _get(port: int, path: str) -> bytes:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+    writer.write(f"GET {path} HTTP/1.1\r\nhost: w\r\nconnection: close\r\n\r\n".encode())
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return data.split(b"\r\n\r\n", 1)[1]
+
+
+def _sum(into: dict[str, Any], other: dict[str, Any]) -> None:
+    for k, v in other.items():
+        if isinstance(v, bool) or k in ("worker", "version", "config_version", "p50_ms", "p99_ms", "uptime_s"):
+            into.setdefault(k, v)
+        elif isinstance(v, int | float):
+            into[k] = into.get(k, 0) + v
+        elif isinstance(v, dict):
+            _sum(into.setdefault(k, {}), v)
+        elif isinstance(v, list) and all(isinstance(x, int) for x in v):
+            cur = into.setdefault(k, [0] * len(v))
+            for i, x in enumerate(v):
+                cur[i] += x
+        else:
+            into.setdefault(k, v)
+
+
+def supervise(config: ProxyConfig, workers: int) -> int:
+    """Fork ``workers`` processes and run the aggregating admin until SIGTERM/SIGINT."""
+    for lc in config.listeners:
+        if parse_address(lc.address)[1] == 0:
+            print(f"error: listener {lc.name or lc.address}: --workers needs fixed ports", file=sys.stderr)
+            return 2
+    rfd, wfd = os.pipe()
+    pids: list[int] = []
+    for i in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            os.close(rfd)
+            _child(config, i, wfd)
+        pids.append(pid)
+    os.close(wfd)
+    ports: dict[int, int] = {}
+    with os.fdopen(rfd) as r:
+        for line in r:
+            idx, port = line.split()
+            ports[int(idx)] = int(port)
+            if len(ports) == workers:
+                break
+    if len(ports) < workers:
+        print(f"error: only {len(ports)} of {workers} workers started", file=sys.stderr)
+        for pid in pids:
+            _kill(pid)
+        return 1
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+        async def handle(path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, str, bytes]:
+            results = await asyncio.gather(*(_get(p, "/stats") for p in ports.values()), return_exceptions=True)
+            snaps = [json.loads(r) for r in results if isinstance(r, bytes)]
+            if path == "/ready":
+                ok = len(snaps) == workers and all(s["server"]["ready"] for s in snaps)
+                return (200, "text/plain", b"LIVE\n") if ok else (503, "text/plain", b"NOT READY\n")
+            if path == "/stats":
+                total: dict[str, Any] = {}
+                for s in snaps:
+                    _sum(total, s)
+                total["server"]["workers"] = len(snaps)
+                return 200, "application/json", json.dumps({"total": total, "workers": snaps}, indent=2).encode()
+            if path == "/stats/prometheus":
+                return 200, "text/plain; version=0.0.4", prometheus_text(snaps).encode()
+            if path in ("/config_dump", "/clusters", "/plugins"):
+                return 200, "application/json", await _get(next(iter(ports.values())), path)
+            return 404, "text/plain", b"unknown admin path\n"
+
+        admin = None
+        if config.admin is not None:
+            admin = HttpMini(config.admin.address, handle)
+            await admin.start()
+        waiter: asyncio.Future[Any] = loop.run_in_executor(None, _wait_any, pids)
+        stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([stopper, waiter],
+                                     return_when=asyncio.FIRST_COMPLETED)
+        for pid in pids:
+            _kill(pid, signal.SIGTERM)
+        if admin is not None:
+            await admin.stop()
+        return 0
+
+    code = loop_mod.run(main())
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+    return code
+
+
+def _wait_any(pids: list[int]) -> int:
+    try:
+        pid, _ = os.wait()
+        return pid
+    except ChildProcessError:
+        return 0
+
+
+def _kill(pid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+__all__ = ["supervise"]

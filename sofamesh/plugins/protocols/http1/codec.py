@@ -1,0 +1,353 @@
+"""HTTP/1.x codec on httptools (llhttp). Pure: bytes in, events out. No sockets, no event loop, no logging.
+
+Server role parses requests and encodes responses; client role encodes requests and parses
+responses. Bodies are streamed as ``BodyChunk``\\ s (never held whole); outgoing framing is chosen
+per message: the peer's content-length when known, chunked for HTTP/1.1, close-delimited for 1.0.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import ClassVar
+
+import httptools
+
+from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, ReplyStatus, Role, Sniff
+from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
+from sofamesh.core.events import (
+    NEED_DATA,
+    BodyChunk,
+    ConnectionClosed,
+    EndOfMessage,
+    Event,
+    RequestHead,
+    ResponseHead,
+    _NeedData,
+)
+from sofamesh.core.headers import Headers
+from sofamesh.plugins.protocols.http1.frames import (
+    METHODS_WITH_BODY,
+    chunk,
+    encode_headers,
+    end_to_end,
+    last_chunk,
+    reason,
+)
+
+PROTOCOL = "http1"
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
+_METHOD_PREFIXES = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"TRACE ",
+                    b"CONNECT ")
+
+
+@dataclass(frozen=True, slots=True)
+class Http1Meta:
+    """What the codec must remember about a request to answer it correctly."""
+
+    version: str  # "1.0" / "1.1"
+    method: str
+    keep_alive: bool
+
+
+class _StopParsing(Exception):
+    """Raised inside a parser callback to stop at a message whose body must not be read (HEAD)."""
+
+
+class Http1Codec(Codec):
+    def __init__(self, role: Role, limits: CodecLimits) -> None:
+        self.role = role
+        self.limits = limits
+        self.keep_alive = True
+        self._events: deque[Event] = deque()
+        self._out = bytearray()
+        self._url = bytearray()
+        self._headers: list[tuple[str, str]] = []
+        self._header_bytes = 0
+        self._body_bytes = 0
+        self._in_message = False
+        self._has_body = False
+        self._until_eof = False
+        self._closed = False
+        self._error: RemoteProtocolError | None = None
+        # server: requests parsed and not yet answered; client: requests sent, responses pending
+        self._pending: deque[Http1Meta] = deque()
+        self._out_chunked = False
+        self._parser = self._new_parser()
+
+    def _new_parser(self) -> httptools.HttpRequestParser | httptools.HttpResponseParser:
+        if self.role is Role.SERVER:
+            return httptools.HttpRequestParser(self)
+        return httptools.HttpResponseParser(self)
+
+    # -- httptools callbacks -------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        self._url.clear()
+        self._headers = []
+        self._header_bytes = 0
+        self._body_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._header_bytes += len(url)
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise RemoteProtocolError(f"request line over {self.limits.max_header_bytes} bytes", 431)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise RemoteProtocolError(f"header block over {self.limits.max_header_bytes} bytes", 431)
+        if len(self._headers) >= self.limits.max_headers:
+            raise RemoteProtocolError(f"more than {self.limits.max_headers} headers", 431)
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        p = self._parser
+        raw = self._headers
+        te = ",".join(v for k, v in raw if k.lower() == "transfer-encoding").lower()
+        cl = next((v for k, v in raw if k.lower() == "content-length"), None)
+        chunked = "chunked" in te
+        if self.role is Role.SERVER:
+            self._request_head(p, raw, chunked, cl)
+        else:
+            self._response_head(p, raw, chunked, cl)
+
+    def _request_head(self, p: httptools.HttpRequestParser, raw: list[tuple[str, str]], chunked: bool,
+                      cl: str | None) -> None:
+        method = p.get_method().decode("ascii")
+        version = p.get_http_version()
+        ka = bool(p.should_keep_alive())
+        url = bytes(self._url)
+        host = next((v for k, v in raw if k.lower() == "host"), "")
+        if url[:1] != b"/" and url != b"*":
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                raise RemoteProtocolError(f"malformed request target {url[:100]!r}", 400) from None
+            if parsed.host:
+                host = parsed.host.decode("latin-1") + (f":{parsed.port}" if parsed.port else "")
+            url = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
+        if version == "1.1" and not host:
+            raise RemoteProtocolError("HTTP/1.1 request without a Host header", 400)
+        self._has_body = chunked or (cl is not None and cl.strip() not in ("", "0"))
+        headers = end_to_end(raw)
+        expect = next((v for k, v in headers if k.lower() == "expect"), None)
+        if expect is not None and expect.lower() == "100-continue":
+            headers = [(k, v) for k, v in headers if k.lower() != "expect"]
+            if self._has_body:
+                self._out += b"HTTP/1.1 100 Continue\r\n\r\n"
+        meta = Http1Meta(version, method, ka)
+        self._pending.append(meta)
+        self._events.append(RequestHead(
+            protocol=PROTOCOL, service=host, method=method, path=url.decode("latin-1"),
+            headers=Headers(headers), end_stream=not self._has_body, meta=meta,
+        ))
+
+    def _response_head(self, p: httptools.HttpResponseParser, raw: list[tuple[str, str]], chunked: bool,
+                       cl: str | None) -> None:
+        status = p.get_status_code()
+        if 100 <= status < 200:
+            self._headers = []
+            return  # interim responses are not forwarded (we strip Expect)
+        req = self._pending[0] if self._pending else None
+        no_body = status in (204, 304) or (req is not None and req.method == "HEAD")
+        self._has_body = not no_body and (chunked or cl is None or cl.strip() != "0")
+        self._until_eof = self._has_body and not chunked and cl is None
+        if self._until_eof:
+            self.keep_alive = False
+        elif not p.should_keep_alive():
+            self.keep_alive = False
+        self._events.append(ResponseHead(
+            protocol=PROTOCOL, status=status, http_status=status if 100 <= status <= 599 else 502,
+            headers=Headers(end_to_end(raw)), end_stream=not self._has_body,
+        ))
+        if no_body and req is not None and req.method == "HEAD":
+            self._pending.popleft()
+            self._in_message = False
+            raise _StopParsing
+
+    def on_body(self, body: bytes) -> None:
+        if not self._has_body:
+            return
+        self._body_bytes += len(body)
+        limit = self.limits.max_body_bytes
+        if limit and self._body_bytes > limit:
+            raise RemoteProtocolError(f"body over {limit} bytes", 413)
+        self._events.append(BodyChunk(bytes(body)))
+
+    def on_message_complete(self) -> None:
+        if not self._in_message:
+            return
+        self._in_message = False
+        if self.role is Role.SERVER:
+            if self._has_body:
+                self._events.append(EndOfMessage())
+        else:
+            if self._pending:
+                self._pending.popleft()
+            if self._has_body:
+                self._events.append(EndOfMessage())
+        self._has_body = False
+
+    # -- Codec --------------------------------------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        if self._error is not None or self._closed:
+            return
+        if not data:
+            self._closed = True
+            if self._until_eof and self._in_message:
+                self._in_message = False
+                self._until_eof = False
+                if self._pending:
+                    self._pending.popleft()
+                self._events.append(EndOfMessage())
+            self._events.append(ConnectionClosed(clean=not self._in_message))
+            return
+        try:
+            self._parser.feed_data(data)
+        except _StopParsing:
+            self._parser = self._new_parser()
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+        except httptools.HttpParserUpgrade:
+            self._fail(RemoteProtocolError("protocol upgrade / CONNECT is not supported on an http1 listener", 400))
+        except httptools.HttpParserError as exc:
+            self._fail(RemoteProtocolError(f"malformed HTTP/1 message: {exc}", 400))
+
+    def _fail(self, exc: RemoteProtocolError) -> None:
+        self.keep_alive = False
+        if self.role is Role.SERVER:
+            exc.head = RequestHead(protocol=PROTOCOL, meta=Http1Meta("1.1", "GET", False))
+        self._error = exc
+
+    def next_event(self) -> Event | _NeedData:
+        if self._events:
+            return self._events.popleft()
+        if self._error is not None:
+            err, self._error = self._error, None
+            self._closed = True
+            raise err
+        return NEED_DATA
+
+    def data_to_send(self) -> bytes:
+        if not self._out:
+            return b""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def send(self, event: Event) -> bytes:
+        t = type(event)
+        if t is BodyChunk:
+            assert isinstance(event, BodyChunk)
+            return chunk(event.data) if self._out_chunked else event.data
+        if t is EndOfMessage:
+            assert isinstance(event, EndOfMessage)
+            if self.role is Role.SERVER:
+                self._response_done()
+            if self._out_chunked:
+                self._out_chunked = False
+                return last_chunk(event.trailers)
+            return b""
+        if t is ResponseHead and self.role is Role.SERVER:
+            assert isinstance(event, ResponseHead)
+            return self._encode_response(event)
+        if t is RequestHead and self.role is Role.CLIENT:
+            assert isinstance(event, RequestHead)
+            return self._encode_request(event)
+        raise LocalProtocolError(f"http1 {self.role.value} codec cannot send {t.__name__}")
+
+    def _response_done(self) -> None:
+        if self._pending:
+            meta = self._pending.popleft()
+            if not meta.keep_alive:
+                self.keep_alive = False
+
+    def _encode_response(self, head: ResponseHead) -> bytes:
+        meta = self._pending[0] if self._pending else Http1Meta("1.1", "GET", True)
+        if not meta.keep_alive:
+            self.keep_alive = False
+        lines = [f"HTTP/1.1 {head.status} {head.reason or reason(head.status)}\r\n"]
+        encode_headers(lines, head.headers, _FRAMING)
+        cl = head.headers.get("content-length")
+        self._out_chunked = False
+        bodyless_status = head.status in (204, 304) or head.status < 200
+        if head.end_stream:
+            if cl is not None:
+                lines.append(f"content-length: {cl}\r\n")
+            elif not bodyless_status:
+                lines.append("content-length: 0\r\n")
+        elif cl is not None:
+            lines.append(f"content-length: {cl}\r\n")
+        elif meta.version == "1.1" and meta.method != "HEAD":
+            lines.append("transfer-encoding: chunked\r\n")
+            self._out_chunked = meta.method != "HEAD"
+        else:
+            self.keep_alive = False  # close-delimited body for an HTTP/1.0 client
+        if not self.keep_alive:
+            lines.append("connection: close\r\n")
+        elif meta.version == "1.0":
+            lines.append("connection: keep-alive\r\n")
+        lines.append("\r\n")
+        if head.end_stream:
+            self._response_done()
+        return "".join(lines).encode("latin-1")
+
+    def _encode_request(self, head: RequestHead) -> bytes:
+        method = head.method or "GET"
+        lines = [f"{method} {head.path or '/'} HTTP/1.1\r\n"]
+        h = head.headers
+        if h.get("host") is None and head.service:
+            lines.append(f"host: {head.service}\r\n")
+        encode_headers(lines, h, _FRAMING)
+        cl = h.get("content-length")
+        self._out_chunked = False
+        if head.end_stream:
+            if cl is not None:
+                lines.append(f"content-length: {cl}\r\n")
+            elif method in METHODS_WITH_BODY:
+                lines.append("content-length: 0\r\n")
+        elif cl is not None:
+            lines.append(f"content-length: {cl}\r\n")
+        else:
+            lines.append("transfer-encoding: chunked\r\n")
+            self._out_chunked = True
+        lines.append("\r\n")
+        self._pending.append(Http1Meta("1.1", method, True))
+        return "".join(lines).encode("latin-1")
+
+    def local_reply(self, head: RequestHead, status: ReplyStatus, message: str) -> bytes:
+        code = status.http_status
+        meta = head.meta if isinstance(head.meta, Http1Meta) else Http1Meta("1.1", head.method, True)
+        if self._in_message or self._error is not None or not meta.keep_alive:
+            self.keep_alive = False  # the request body is unread or the stream is broken: close after this
+        if self._pending and self._pending[0] is meta:
+            self._pending.popleft()
+        body = (message + "\n").encode("utf-8", "replace")
+        lines = [f"HTTP/1.1 {code} {reason(code)}\r\n", "content-type: text/plain; charset=utf-8\r\n",
+                 f"content-length: {len(body)}\r\n", f"x-sofamesh-local-reply: {status.name.lower()}\r\n"]
+        if not self.keep_alive:
+            lines.append("connection: close\r\n")
+        lines.append("\r\n")
+        out = "".join(lines).encode("latin-1")
+        return out if meta.method == "HEAD" else out + body
+
+
+class Http1CodecFactory(CodecFactory):
+    name: ClassVar[str] = PROTOCOL
+    multiplexed: ClassVar[bool] = False
+    sniff_bytes: ClassVar[int] = 8
+
+    def sniff(self, prefix: bytes) -> Sniff:
+        for m in _METHOD_PREFIXES:
+            n = min(len(prefix), len(m))
+            if prefix[:n] == m[:n]:
+                return Sniff.MATCH if n == len(m) else Sniff.NEED_MORE
+        return Sniff.NO
+
+    def new_codec(self, role: Role, limits: CodecLimits) -> Codec:
+        return Http1Codec(role, limits)
+
+
+__all__ = ["Http1Codec", "Http1CodecFactory", "Http1Meta"]

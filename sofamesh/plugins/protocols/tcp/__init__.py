@@ -1,0 +1,1 @@
+"""The ``tcp`` protocol plugin: bytes proxied to a cluster undecoded."""
