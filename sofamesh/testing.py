@@ -61,6 +61,7 @@ class ProxyProcess:
         self._dir = tempfile.TemporaryDirectory(prefix="sofamesh-test-")
         self.config_path = Path(self._dir.name) / "proxy.yaml"
         self.log_path = Path(self._dir.name) / "proxy.log"
+        self.final_log: str | None = None
 
     @property
     def admin_url(self) -> str:
@@ -89,6 +90,8 @@ class ProxyProcess:
         raise TimeoutError(f"sofamesh proxy not ready after {self.timeout} s:\n{self.log()}")
 
     def log(self) -> str:
+        if self.final_log is not None:
+            return self.final_log
         try:
             return self.log_path.read_text(errors="replace")
         except OSError:
@@ -117,6 +120,8 @@ class ProxyProcess:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
+        self.final_log = self.log()
+        self._dir.cleanup()
         return int(p.returncode)
 
     def __enter__(self) -> ProxyProcess:
@@ -124,7 +129,6 @@ class ProxyProcess:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
-        self._dir.cleanup()
 
 
 __all__ = ["ProxyProcess", "free_port", "wait_port"]

@@ -81,8 +81,8 @@ class HttpMini:
                 await writer.drain()
                 if not keep:
                     return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            return  # a peer that went away, or the server stopping: nothing to answer
         finally:
             writer.close()
 

@@ -336,6 +336,13 @@ class Stream:
             conn.write(conn.codec.local_reply(self.head, status, message))
         self._finish()
 
+    def fail(self, status: ReplyStatus, message: str) -> None:
+        """The downstream broke the protocol mid-request: drop the upstream side and answer."""
+        if self.done:
+            return
+        self._detach_upstream()
+        self.local_reply(status, message)
+
     def abort(self) -> None:
         """The downstream went away: drop everything, tell the upstream side."""
         if self.done:

@@ -223,12 +223,14 @@ class DownstreamConnection(Connection):
         rt = self.rt
         rt.stats.downstream_cx_protocol_error += 1
         log.info("listener %s: protocol error from %s: %s", rt.name, self.peer, exc)
-        head = exc.head
-        if isinstance(head, RequestHead) and self.active is None:
-            status = {413: ReplyStatus.PAYLOAD_TOO_LARGE, 431: ReplyStatus.HEADERS_TOO_LARGE}.get(
-                exc.status_hint, ReplyStatus.CODEC_ERROR)
+        status = {413: ReplyStatus.PAYLOAD_TOO_LARGE, 431: ReplyStatus.HEADERS_TOO_LARGE}.get(
+            exc.status_hint, ReplyStatus.CODEC_ERROR)
+        active = self.active
+        if active is not None and not active.done and not active.response_started:
+            active.fail(status, str(exc))  # the request being streamed broke: answer it, then close
+        elif isinstance(exc.head, RequestHead) and (active is None or active.done):
             try:
-                self.write(self.codec.local_reply(head, status, str(exc)))
+                self.write(self.codec.local_reply(exc.head, status, str(exc)))
             except Exception:
                 log.exception("listener %s: codec %s failed to build an error reply", rt.name, self.factory.name)
             rt.stats.downstream_rq_total += 1

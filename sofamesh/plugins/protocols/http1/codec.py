@@ -210,6 +210,15 @@ class Http1Codec(Codec):
             self._parser = self._new_parser()
         except RemoteProtocolError as exc:
             self._fail(exc)
+        except httptools.HttpParserCallbackError as exc:
+            # httptools wraps what our callbacks raise; unwrap it.
+            inner = exc.__cause__ or exc.__context__
+            if isinstance(inner, _StopParsing):
+                self._parser = self._new_parser()
+            elif isinstance(inner, RemoteProtocolError):
+                self._fail(inner)
+            else:
+                self._fail(RemoteProtocolError(f"malformed HTTP/1 message: {inner or exc}", 400))
         except httptools.HttpParserUpgrade:
             self._fail(RemoteProtocolError("protocol upgrade / CONNECT is not supported on an http1 listener", 400))
         except httptools.HttpParserError as exc:
