@@ -132,6 +132,8 @@ class Http1Codec(Codec):
             raise RemoteProtocolError("HTTP/1.1 request without a Host header", 400)
         self._has_body = chunked or (cl is not None and cl.strip() not in ("", "0"))
         headers = end_to_end(raw)
+        if host and any(k.lower() == "host" and v != host for k, v in headers):
+            headers = [(k, host) if k.lower() == "host" else (k, v) for k, v in headers]  # absolute-form wins
         expect = next((v for k, v in headers if k.lower() == "expect"), None)
         if expect is not None and expect.lower() == "100-continue":
             headers = [(k, v) for k, v in headers if k.lower() != "expect"]

@@ -1,0 +1,210 @@
+"""http1 codec: bytes in, events out, at every split offset; framing out; limits; errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from sofamesh.core.codec import CodecLimits, ReplyStatus, Role, Sniff
+from sofamesh.core.errors import RemoteProtocolError
+from sofamesh.core.events import (
+    NEED_DATA,
+    BodyChunk,
+    ConnectionClosed,
+    EndOfMessage,
+    RequestHead,
+    ResponseHead,
+)
+from sofamesh.core.headers import Headers
+from sofamesh.plugins.protocols.http1.codec import Http1Codec, Http1CodecFactory
+
+REQUESTS = [
+    b"GET /a?x=1 HTTP/1.1\r\nHost: example.com\r\nX-Trace: abc\r\n\r\n",
+    b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhello world",
+    b"PUT /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+    b"GET /old HTTP/1.0\r\n\r\n",
+    b"GET http://proxy.example:8080/abs?q HTTP/1.1\r\nHost: ignored\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\n\r\n",
+]
+
+
+def _drain(codec: Http1Codec) -> list[object]:
+    out: list[object] = []
+    while (ev := codec.next_event()) is not NEED_DATA:
+        out.append(ev)
+    return out
+
+
+def _normalise(events: list[object]) -> list[object]:
+    """Merge adjacent body chunks: how bytes are split may change chunking, never content."""
+    out: list[object] = []
+    for ev in events:
+        if isinstance(ev, BodyChunk) and out and isinstance(out[-1], BodyChunk):
+            out[-1] = BodyChunk(out[-1].data + ev.data)
+        else:
+            out.append(ev)
+    return out
+
+
+def _parse(data: bytes, splits: list[int]) -> list[object]:
+    codec = Http1Codec(Role.SERVER, CodecLimits())
+    events: list[object] = []
+    prev = 0
+    for cut in [*splits, len(data)]:
+        codec.receive_data(data[prev:cut])
+        events.extend(_drain(codec))
+        prev = cut
+    return _normalise(events)
+
+
+@pytest.mark.parametrize("raw", REQUESTS, ids=["get", "content-length", "chunked", "http10", "absolute-form"])
+def test_every_split_offset_gives_the_same_events(raw: bytes) -> None:
+    whole = _parse(raw, [])
+    assert whole, "no events"
+    for i in range(1, len(raw)):
+        assert _parse(raw, [i]) == whole, f"split at {i}"
+    for i in range(1, len(raw) - 1, 3):
+        assert _parse(raw, [i, i + 1]) == whole
+
+
+def test_pipelined_requests_parse_into_ordered_heads() -> None:
+    data = b"".join(REQUESTS[:3])
+    events = _parse(data, [])
+    heads = [e for e in events if isinstance(e, RequestHead)]
+    assert [h.path for h in heads] == ["/a?x=1", "/upload", "/c"]
+    assert heads[0].end_stream and not heads[1].end_stream
+    assert BodyChunk(b"hello world") in events
+    assert events[-1] == EndOfMessage()
+
+
+def test_request_head_fields_and_hop_by_hop_removal() -> None:
+    (head,) = [e for e in _parse(REQUESTS[4], []) if isinstance(e, RequestHead)]
+    assert head.service == "proxy.example:8080"
+    assert head.path == "/abs?q"
+    assert head.method == "GET"
+    assert head.headers.get("x-hop") is None and head.headers.get("connection") is None
+    assert head.headers.get("host") == "proxy.example:8080"  # the absolute-form authority wins (RFC 9112 3.2.2)
+
+
+def test_chunked_body_and_trailers_come_out_as_body_events() -> None:
+    events = _parse(REQUESTS[2], [])
+    assert events[1:] == [BodyChunk(b"hello world"), EndOfMessage()]
+
+
+def test_malformed_request_raises_remote_protocol_error_with_a_reply_head() -> None:
+    codec = Http1Codec(Role.SERVER, CodecLimits())
+    codec.receive_data(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
+    with pytest.raises(RemoteProtocolError) as info:
+        _drain(codec)
+    assert info.value.status_hint == 400
+    assert isinstance(info.value.head, RequestHead)
+    reply = codec.local_reply(info.value.head, ReplyStatus.CODEC_ERROR, str(info.value))
+    assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"connection: close" in reply
+
+
+def test_missing_host_on_http11_is_a_400() -> None:
+    codec = Http1Codec(Role.SERVER, CodecLimits())
+    codec.receive_data(b"GET / HTTP/1.1\r\n\r\n")
+    with pytest.raises(RemoteProtocolError, match="without a Host"):
+        _drain(codec)
+
+
+def test_header_block_limit_gives_431_hint() -> None:
+    codec = Http1Codec(Role.SERVER, CodecLimits(max_header_bytes=100))
+    codec.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"y" * 200 + b"\r\n\r\n")
+    with pytest.raises(RemoteProtocolError) as info:
+        _drain(codec)
+    assert info.value.status_hint == 431
+
+
+def test_header_count_limit_gives_431_hint() -> None:
+    codec = Http1Codec(Role.SERVER, CodecLimits(max_headers=3))
+    codec.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n")
+    with pytest.raises(RemoteProtocolError, match="more than 3 headers"):
+        _drain(codec)
+
+
+def test_body_limit_gives_413_hint() -> None:
+    codec = Http1Codec(Role.SERVER, CodecLimits(max_body_bytes=4))
+    codec.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789")
+    with pytest.raises(RemoteProtocolError) as info:
+        _drain(codec)
+    assert info.value.status_hint == 413
+
+
+def test_expect_continue_is_answered_by_the_codec_and_stripped() -> None:
+    codec = Http1Codec(Role.SERVER, CodecLimits())
+    codec.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    (head,) = _drain(codec)
+    assert isinstance(head, RequestHead) and head.headers.get("expect") is None
+    assert codec.data_to_send() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert codec.data_to_send() == b""
+
+
+def _served(request: bytes) -> Http1Codec:
+    codec = Http1Codec(Role.SERVER, CodecLimits())
+    codec.receive_data(request)
+    _drain(codec)
+    return codec
+
+
+def test_response_without_length_is_chunked_for_http11_and_close_delimited_for_http10() -> None:
+    c11 = _served(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    head = ResponseHead(protocol="http1", status=200, headers=Headers([("x-a", "1")]), end_stream=False)
+    out = c11.send(head) + c11.send(BodyChunk(b"abc")) + c11.send(EndOfMessage())
+    assert out == b"HTTP/1.1 200 OK\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    assert c11.keep_alive
+    c10 = _served(b"GET / HTTP/1.0\r\n\r\n")
+    out = c10.send(head) + c10.send(BodyChunk(b"abc")) + c10.send(EndOfMessage())
+    assert out == b"HTTP/1.1 200 OK\r\nx-a: 1\r\nconnection: close\r\n\r\nabc"
+    assert not c10.keep_alive
+
+
+def test_connection_close_request_makes_the_codec_close_after_the_response() -> None:
+    c = _served(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    out = c.send(ResponseHead(protocol="http1", status=204))
+    assert b"connection: close" in out and b"content-length" not in out
+    assert not c.keep_alive
+
+
+def test_client_role_encodes_requests_and_parses_responses_including_head() -> None:
+    c = Http1Codec(Role.CLIENT, CodecLimits())
+    out = c.send(RequestHead(protocol="http1", service="svc:80", method="HEAD", path="/x"))
+    assert out == b"HEAD /x HTTP/1.1\r\nhost: svc:80\r\n\r\n"
+    c.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+    (head,) = _drain(c)
+    assert isinstance(head, ResponseHead) and head.end_stream and head.status == 200
+    out = c.send(RequestHead(protocol="http1", service="svc", method="POST", path="/y", end_stream=False))
+    assert b"transfer-encoding: chunked" in out
+    c.receive_data(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+    assert _drain(c) == [ResponseHead(protocol="http1", status=201, http_status=201,
+                                      headers=Headers([("Content-Length", "2")]), end_stream=False),
+                         BodyChunk(b"ok"), EndOfMessage()]
+
+
+def test_client_role_reads_a_close_delimited_body_until_eof() -> None:
+    c = Http1Codec(Role.CLIENT, CodecLimits())
+    c.send(RequestHead(protocol="http1", service="s", method="GET", path="/"))
+    c.receive_data(b"HTTP/1.0 200 OK\r\n\r\npart1")
+    c.receive_data(b"part2")
+    c.receive_data(b"")
+    events = _normalise(_drain(c))
+    assert events[1:] == [BodyChunk(b"part1part2"), EndOfMessage(), ConnectionClosed(clean=True)]
+    assert not c.keep_alive
+
+
+def test_local_replies_carry_the_status_and_a_clear_body() -> None:
+    c = _served(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    head = RequestHead(protocol="http1", method="GET", path="/")
+    for status in ReplyStatus:
+        c2 = _served(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        out = c2.local_reply(head, status, "why it failed")
+        assert out.startswith(f"HTTP/1.1 {status.http_status} ".encode())
+        assert out.endswith(b"\r\n\r\nwhy it failed\n")
+    assert c.keep_alive
+
+
+def test_sniff_recognises_methods_and_rejects_other_bytes() -> None:
+    f = Http1CodecFactory()
+    assert f.sniff(b"GET / HT") is Sniff.MATCH
+    assert f.sniff(b"PO") is Sniff.NEED_MORE
+    assert f.sniff(b"\x01\x01") is Sniff.NO
+    assert f.sniff(b"PRI * HT") is Sniff.NO
