@@ -38,6 +38,10 @@ HEADERS_TOO_LARGE             40      headers too large
 INTERNAL                      70      internal error
 ============================  ======  =========================
 
+Request ids are 64-bit (``request_id_bits = 64``), read unsigned. The JavaScript peers
+(dubbo2.js, @dubbo.ts) hold an id in a double, so ids above 2**53 come back altered from them; an
+upstream id counter never gets there in practice.
+
 Oneway requests get no reply: ``local_reply`` returns ``b""`` for them, and so does
 ``heartbeat_reply`` for a oneway event.
 """
