@@ -50,9 +50,10 @@ def java(cls: str, value: object) -> dict[str, object]:
 
 
 def call(method: str, *args: dict[str, object], interface: str = SERVICE, version: str | None = "1.0.0",
-         group: str | None = None, repeat: int = 1) -> dict[str, Any]:
+         group: str | None = None, repeat: int = 1, attachments: dict[str, str] | None = None
+         ) -> dict[str, Any]:
     return {"interface": interface, "version": version, "group": group, "method": method,
-            "args": list(args), "repeat": repeat}
+            "args": list(args), "repeat": repeat, "attachments": attachments}
 
 
 class Provider:

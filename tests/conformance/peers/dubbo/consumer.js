@@ -1,12 +1,28 @@
 // A Dubbo 2 consumer on dubbo2.js DirectlyDubbo. Usage: node consumer.js HOST:PORT CALLS_JSON
 // CALLS_JSON: [{"interface": I, "version": V, "group": G, "method": M, "args": [{"$class": .., "$": ..}],
-//               "repeat": N, "timeout_s": T}]  (every call of every entry runs concurrently)
+//               "attachments": {K: V}, "repeat": N, "timeout_s": T}]
+// (every call of every entry runs concurrently; DirectlyDubbo has no per-call attachments, so the
+// encoder is wrapped to add them, keyed by interface, version, method and group)
 // Prints one JSON line: [{"ok": bool, "res": value, "err": message, "ms": elapsed}, ...] in call order.
 'use strict';
 const { DirectlyDubbo } = require('dubbo2.js');
 
+const Encoder = require('dubbo2.js/es7/encode').default;
+
 const [target, callsJson] = process.argv.slice(2);
 const calls = JSON.parse(callsJson);
+
+const extra = new Map();
+for (const c of calls) {
+  if (c.attachments) extra.set(`${c.interface}#${c.version || ''}#${c.method}#${c.group || ''}`, c.attachments);
+}
+const getAttachments = Encoder.prototype.getAttachments;
+Encoder.prototype.getAttachments = function () {
+  const ctx = this._ctx;
+  const more = extra.get(`${ctx.dubboInterface}#${ctx.version || ''}#${ctx.methodName}#${ctx.group || ''}`);
+  if (more) ctx.attachments = more;
+  return getAttachments.call(this);
+};
 const timeoutS = Math.max(1, ...calls.map((c) => c.timeout_s || 10));
 const dubbo = DirectlyDubbo.from({ dubboAddress: target, dubboVersion: '2.0.2', dubboInvokeTimeout: timeoutS });
 

@@ -1,0 +1,145 @@
+"""dubbo2.js consumer -> sofamesh proxy -> @dubbo.ts providers: calls, errors, timeouts, routing."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from dubbo_peers import SERVICE, Provider, call, consume, java, require_dubbo_peers
+from test_dubbo_peers import CALLS, check_results
+
+from sofamesh.testing import ProxyProcess, free_port
+
+OTHER = "com.sofamesh.demo.Other"
+
+
+@pytest.fixture(scope="module")
+def mesh() -> Iterator[dict[str, Any]]:
+    require_dubbo_peers()
+    with Provider("p1") as p1, Provider("p2") as p2, Provider("p3") as p3:
+        listen = f"127.0.0.1:{free_port()}"
+        config = {
+            "listeners": [{
+                "name": "dubbo_in",
+                "address": listen,
+                "protocols": ["dubbo"],
+                "routes": [
+                    {"match": {"service": SERVICE, "group": "g2"}, "cluster": "c2"},
+                    {"match": {"service": SERVICE, "version": "2.0.0"}, "cluster": "c2"},
+                    {"match": {"service": {"prefix": OTHER}}, "cluster": "c3"},
+                    {"match": {"service": SERVICE, "method": "slow"}, "cluster": "c1", "timeout_ms": 500},
+                    {"match": {"service": SERVICE, "headers": {"tenant": {"exact": "t3"}}}, "cluster": "c3"},
+                    {"match": {"service": "com.sofamesh.demo.Gone"}, "cluster": "gone"},
+                    {"match": {"service": SERVICE}, "cluster": "c1", "timeout_ms": 5000},
+                ],
+            }],
+            "clusters": [
+                {"name": "c1", "endpoints": [p1.address]},
+                {"name": "c2", "endpoints": [p2.address]},
+                {"name": "c3", "endpoints": [p3.address]},
+                {"name": "gone", "endpoints": [f"127.0.0.1:{free_port()}"], "connect_timeout_ms": 300},
+            ],
+        }
+        with ProxyProcess(config) as proxy:
+            yield {"proxy": proxy, "address": listen}
+
+
+def test_several_methods_and_argument_types_pass_through_the_proxy(mesh: dict[str, Any]) -> None:
+    results = consume(mesh["address"], [dict(c) for c in CALLS])
+    check_results(results, "p1")
+    # CALLS[-1] asks for interface Other: routed by prefix to p3
+    assert results[-1]["res"]["provider"] == "p3"
+
+
+def test_a_method_that_throws_returns_the_provider_error(mesh: dict[str, Any]) -> None:
+    [res] = consume(mesh["address"], [call("fail", java("java.lang.String", "kaput"))])
+    assert res["ok"] is False and "p1: kaput" in res["err"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "provider"),
+    [
+        ({}, "p1"),
+        ({"group": "g2"}, "p2"),
+        ({"group": "g1"}, "p1"),
+        ({"version": "2.0.0"}, "p2"),
+        ({"interface": OTHER + ".Sub", "version": None}, "p3"),
+    ],
+)
+def test_routes_match_interface_version_and_group(mesh: dict[str, Any], kwargs: dict[str, Any],
+                                                   provider: str) -> None:
+    [res] = consume(mesh["address"], [call("whoami", **kwargs)])
+    assert res["ok"], res
+    assert res["res"]["provider"] == provider
+
+
+def test_routes_match_any_attachment_as_a_header(mesh: dict[str, Any]) -> None:
+    with_tenant, other_tenant, without = consume(mesh["address"], [
+        call("whoami", attachments={"tenant": "t3"}),
+        call("whoami", version="1.0.1", attachments={"tenant": "t4"}),
+        call("whoami", version="1.0.2"),
+    ])
+    assert with_tenant["res"]["provider"] == "p3"
+    assert with_tenant["res"]["attachments"]["tenant"] == "t3"  # forwarded untouched
+    assert other_tenant["res"]["provider"] == without["res"]["provider"] == "p1"
+
+
+def test_unknown_interface_gets_a_local_service_not_found_reply(mesh: dict[str, Any]) -> None:
+    [res] = consume(mesh["address"], [call("echo", java("java.lang.String", "x"), interface="com.nope.X")])
+    assert res["ok"] is False
+    assert "404|router unavailable" in res["err"]
+
+
+def test_slow_method_gets_a_timeout_reply_from_the_route_timeout(mesh: dict[str, Any]) -> None:
+    t0 = time.monotonic()
+    [res] = consume(mesh["address"], [call("slow", java("int", 3000))])
+    elapsed = time.monotonic() - t0
+    assert res["ok"] is False and "504|timeout" in res["err"], res
+    assert res["ms"] < 2500 and elapsed < 10
+
+
+def test_an_unreachable_provider_gets_an_upstream_error_reply(mesh: dict[str, Any]) -> None:
+    [res] = consume(mesh["address"], [call("echo", java("java.lang.String", "x"), interface="com.sofamesh.demo.Gone")])
+    assert res["ok"] is False
+    assert re.search(r"50[234]\|", res["err"]), res
+
+
+def test_stopped_provider_gets_an_error_reply_and_the_proxy_keeps_serving() -> None:
+    require_dubbo_peers()
+    p = Provider("short-lived")
+    listen = f"127.0.0.1:{free_port()}"
+    config = {
+        "listeners": [{"name": "d", "address": listen, "protocols": ["dubbo"],
+                       "routes": [{"match": {"service": SERVICE}, "cluster": "c", "timeout_ms": 3000}]}],
+        "clusters": [{"name": "c", "endpoints": [p.address], "connect_timeout_ms": 300}],
+    }
+    try:
+        with ProxyProcess(config) as proxy:
+            [ok] = consume(listen, [call("echo", java("java.lang.String", "before"))])
+            assert ok["res"] == "before"
+            p.stop()
+            [gone] = consume(listen, [call("echo", java("java.lang.String", "after"))])
+            assert gone["ok"] is False and re.search(r"50[234]\|", gone["err"]), gone
+            with Provider("reborn", port=int(p.address.rsplit(":", 1)[1])):
+                deadline = time.monotonic() + 10
+                for _ in range(50):
+                    [back] = consume(listen, [call("whoami")])
+                    if back["ok"] or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.3)
+                assert back["ok"] and back["res"]["provider"] == "reborn", back
+            assert proxy.stats()["listeners"]["d"]["downstream_rq_total"] >= 3
+    finally:
+        p.stop()
+
+
+def test_200_concurrent_calls_on_one_connection_all_answer(mesh: dict[str, Any]) -> None:
+    calls = [call("add", java("int", i), java("int", 1000)) for i in range(200)]
+    results = consume(mesh["address"], calls, wall=90)
+    assert [r["res"] for r in results] == [i + 1000 for i in range(200)]
+    stats = mesh["proxy"].stats()
+    add = stats["rpc"].get(f"dubbo_in|dubbo|{SERVICE}|add")
+    assert add is not None and add["requests"] >= 200, stats["rpc"].keys()
