@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +12,11 @@ import pytest
 from dubbo_peers import SERVICE, Provider, call, consume, java, require_dubbo_peers
 from test_dubbo_peers import CALLS, check_results
 
+from sofamesh.core.codec import CodecLimits, Role
+from sofamesh.core.events import NEED_DATA, Event, Heartbeat, ResponseHead
+from sofamesh.plugins.protocols.dubbo.codec import DubboCodec
+from sofamesh.plugins.protocols.dubbo.frames import encode_frame, encode_request
+from sofamesh.plugins.protocols.dubbo.hessian import HessianReader
 from sofamesh.testing import ProxyProcess, free_port
 
 OTHER = "com.sofamesh.demo.Other"
@@ -143,3 +149,52 @@ def test_200_concurrent_calls_on_one_connection_all_answer(mesh: dict[str, Any])
     stats = mesh["proxy"].stats()
     add = stats["rpc"].get(f"dubbo_in|dubbo|{SERVICE}|add")
     assert add is not None and add["requests"] >= 200, stats["rpc"].keys()
+
+
+def _exchange(address: str, data: bytes, want: int, timeout: float = 5.0) -> bytes:
+    """Send ``data`` on a fresh connection; read until ``want`` bytes or the proxy closes."""
+    host, port = address.rsplit(":", 1)
+    got = b""
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(data)
+        deadline = time.monotonic() + timeout
+        while len(got) < want and time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    return got
+
+
+def test_heartbeats_are_answered_by_the_proxy(mesh: dict[str, Any]) -> None:
+    beat = bytes.fromhex("dabbe2") + bytes(1) + (41).to_bytes(8, "big") + bytes.fromhex("000000014e")
+    reply = _exchange(mesh["address"], beat, 17)
+    [ev] = _events(Role.CLIENT, reply)
+    assert isinstance(ev, Heartbeat) and ev.reply and ev.request_id == 41
+    assert reply[2:4] == bytes.fromhex("2214")
+
+
+def test_oneway_request_gets_no_answer_and_the_next_call_does(mesh: dict[str, Any]) -> None:
+    oneway = encode_request(5, SERVICE, "add", parameter_types="II", args=b"\x91\x92", two_way=False)
+    twoway = encode_request(6, SERVICE, "add", parameter_types="II", args=b"\x93\x94")
+    reply = _exchange(mesh["address"], oneway + twoway, 1)
+    [res] = _events(Role.CLIENT, reply)
+    assert isinstance(res, ResponseHead) and (res.request_id, res.status) == (6, 20)
+
+
+def test_corrupt_request_gets_a_bad_request_reply_and_the_connection_closes(mesh: dict[str, Any]) -> None:
+    bad = encode_frame(0xC2, 0, 9, b"\x05ab")  # a string that claims 5 chars and has 2
+    reply = _exchange(mesh["address"], bad + encode_request(10, SERVICE, "nothing"), 10_000)
+    [res] = _events(Role.CLIENT, reply)  # nothing for request 10: the connection was closed
+    assert isinstance(res, ResponseHead) and (res.request_id, res.status, res.http_status) == (9, 40, 400)
+    assert "400|bad request" in HessianReader(res.raw or b"", 16).read_string()
+
+
+def _events(role: Role, data: bytes) -> list[Event]:
+    codec = DubboCodec(role, CodecLimits())
+    codec.receive_data(data)
+    out: list[Event] = []
+    while (ev := codec.next_event()) is not NEED_DATA:
+        assert not isinstance(ev, type(NEED_DATA))
+        out.append(ev)
+    return out

@@ -27,6 +27,7 @@ __all__ = [
     "Header",
     "count_parameters",
     "encode_frame",
+    "encode_request",
     "encode_string",
     "heartbeat_frame",
     "heartbeat_reply_frame",
@@ -186,6 +187,22 @@ def encode_string(text: str) -> bytes:
 
 def encode_frame(flag: int, status: int, request_id: int, body: bytes) -> bytes:
     return HEADER.pack(MAGIC, flag, status, request_id & 0xFFFF_FFFF_FFFF_FFFF, len(body)) + body
+
+
+def encode_request(request_id: int, service: str, method: str, *, version: str | None = "",
+                   parameter_types: str = "", args: bytes = b"", attachments: dict[str, str] | None = None,
+                   two_way: bool = True, dubbo_version: str = "2.0.2") -> bytes:
+    """A hessian2 request frame. ``args`` are the already encoded arguments, one hessian value per
+    parameter in ``parameter_types``; ``attachments`` becomes an untyped map (``H``)."""
+    att = attachments or {}
+    body = b"".join((
+        encode_string(dubbo_version), encode_string(service),
+        b"N" if version is None else encode_string(version), encode_string(method),
+        encode_string(parameter_types), args,
+        b"H", *(encode_string(k) + encode_string(v) for k, v in att.items()), b"Z",
+    ))
+    flag = FLAG_REQUEST | SERIALIZATION_HESSIAN2 | (FLAG_TWOWAY if two_way else 0)
+    return encode_frame(flag, 0, request_id, body)
 
 
 def heartbeat_frame(request_id: int) -> bytes:

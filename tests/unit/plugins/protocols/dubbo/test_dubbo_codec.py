@@ -12,7 +12,7 @@ from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
 from sofamesh.core.events import NEED_DATA, ConnectionClosed, Event, Heartbeat, RequestHead, ResponseHead
 from sofamesh.core.plugin_host import PluginHost
 from sofamesh.plugins.protocols.dubbo.codec import DubboCodec, DubboCodecFactory
-from sofamesh.plugins.protocols.dubbo.frames import encode_frame, encode_string
+from sofamesh.plugins.protocols.dubbo.frames import encode_frame, encode_request
 from sofamesh.plugins.protocols.dubbo.hessian import HessianReader
 
 # Captured on loopback: npm dubbo2.js 2.3.9 (DirectlyDubbo) -> npm @dubbo.ts/provider 2.0.7.
@@ -68,12 +68,9 @@ def request_frame(
     types: str = "Ljava/lang/String;", args: bytes = b"\x02hi", attachments: dict[str, str] | None = None,
     request_id: int = 7, flag: int = 0xC2,
 ) -> bytes:
-    body = b"".join((encode_string("2.0.2"), encode_string(service),
-                     b"N" if version is None else encode_string(version), encode_string(method),
-                     encode_string(types), args))
-    if attachments is not None:
-        body += b"H" + b"".join(encode_string(k) + encode_string(v) for k, v in attachments.items()) + b"Z"
-    return encode_frame(flag, 0, request_id, body)
+    frame = encode_request(request_id, service, method, version=version, parameter_types=types, args=args,
+                           attachments=attachments)
+    return frame[:2] + bytes((flag,)) + frame[3:]
 
 
 def test_captured_request_becomes_a_request_head_carrying_the_whole_frame() -> None:
