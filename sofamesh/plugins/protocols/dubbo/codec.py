@@ -58,6 +58,7 @@ from sofamesh.plugins.protocols.dubbo.frames import (
     FLAG_EVENT,
     FLAG_REQUEST,
     FLAG_TWOWAY,
+    HEADER,
     HEADER_LEN,
     MAGIC,
     SERIALIZATION_HESSIAN2,
@@ -194,12 +195,9 @@ class DubboCodec(Codec):
             if have and buf.peek(2) != MAGIC[:have]:
                 raise RemoteProtocolError(f"dubbo: bad magic {buf.peek(2).hex()} (expected dabb)")
             return self._at_end()
-        header = buf.peek(HEADER_LEN)
-        if header[:2] != MAGIC:
-            raise RemoteProtocolError(f"dubbo: bad magic {header[:2].hex()} (expected dabb)")
-        flag = header[2]
-        request_id = int.from_bytes(header[4:12], "big")
-        body_len = int.from_bytes(header[12:16], "big", signed=True)
+        magic, flag, _status, request_id, body_len = HEADER.unpack(buf.peek(HEADER_LEN))
+        if magic != MAGIC:
+            raise RemoteProtocolError(f"dubbo: bad magic {magic.hex()} (expected dabb)")
         is_request = bool(flag & FLAG_REQUEST)
         if body_len < 0 or HEADER_LEN + body_len > self._limits.max_frame_bytes:
             limit = self._limits.max_frame_bytes

@@ -172,6 +172,14 @@ class HessianReader:
 
     def read_string(self) -> str:
         """Read a string value (any of its forms)."""
+        data, pos = self._data, self._pos
+        if pos < self._end and data[pos] < 0x20:  # fast path: a short ASCII string (routing names)
+            stop = pos + 1 + data[pos]
+            if stop <= self._end:
+                raw = data[pos + 1 : stop]
+                if raw.isascii():
+                    self._pos = stop
+                    return raw.decode("ascii")
         tag = self._byte()
         if not _is_string_tag(tag):
             raise HessianError(f"hessian: string expected at offset {self._pos - 1}, found tag 0x{tag:02x}")
@@ -278,6 +286,9 @@ class HessianReader:
         if depth > _MAX_DEPTH:
             raise HessianError(f"hessian: values nested deeper than {_MAX_DEPTH} at offset {self._pos}")
         tag = self._byte()
+        if tag <= 0x1F:  # compact string, the commonest value in Dubbo bodies
+            self._utf8_span(tag)
+            return
         while tag == 0x43:  # 'C' class definition: type name, field count, field names; then a value
             self.read_string()
             count = self.read_int()
