@@ -111,6 +111,35 @@ def consume(
     return out
 
 
+# The calls every scenario makes (direct, relayed, proxied), and what each must return.
+CALLS = [
+    call("echo", java("java.lang.String", "héllo wörld 😀 " + "x" * 300)),
+    call("add", java("int", 2), java("int", 40)),
+    call("greet", java("java.util.HashMap", {"name": "bob", "n": 3})),
+    call("greet", java("com.sofamesh.demo.Person", {"name": java("java.lang.String", "ann"),
+                                                    "n": java("int", 5)})),
+    call("concat", java("java.util.List", ["a", "b", "c"]), java("java.lang.String", "-")),
+    call("whoami", group="g1"),
+    call("nothing"),
+    call("fail", java("java.lang.String", "boom")),
+    call("whoami", interface="com.sofamesh.demo.Other", version=None),
+]
+
+
+def check_results(results: list[dict[str, object]], provider: str) -> None:
+    echo, add, greet_map, greet_obj, concat, who, nothing, fail, other = results
+    assert echo == {**echo, "ok": True, "res": "héllo wörld 😀 " + "x" * 300}
+    assert (add["ok"], add["res"]) == (True, 42)
+    assert greet_map["res"] == {"greeting": "hello bob", "name": "bob", "n": 3}
+    assert greet_obj["res"] == {"greeting": "hello ann", "name": "ann", "n": 5}
+    assert concat["res"] == "a-b-c"
+    assert isinstance(who["res"], dict)
+    assert (who["res"]["provider"], who["res"]["group"], who["res"]["version"]) == (provider, "g1", "1.0.0")
+    assert (nothing["ok"], nothing["res"]) == (True, None)
+    assert fail["ok"] is False and f"{provider}: boom" in str(fail["err"])
+    assert isinstance(other["res"], dict) and other["res"]["interface"] == "com.sofamesh.demo.Other"
+
+
 Transform = Callable[[bytes], tuple[bytes, bytes]]  # chunk -> (forward, answer back)
 
 

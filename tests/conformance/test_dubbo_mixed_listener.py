@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from dubbo_peers import SERVICE, Provider, call, consume, java, require_dubbo_peers
 
 from sofamesh.testing import ProxyProcess, free_port
+from tests.conformance.dubbo_peers import SERVICE, Provider, call, consume, java, require_dubbo_peers
 
 
 class _Hello(BaseHTTPRequestHandler):

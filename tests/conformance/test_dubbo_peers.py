@@ -6,26 +6,23 @@ from __future__ import annotations
 import socket
 import time
 
-from dubbo_peers import SERVICE, Provider, Relay, Transform, call, consume, java, require_dubbo_peers
-
 from sofamesh.core.codec import CodecLimits, ReplyStatus, Role
 from sofamesh.core.events import NEED_DATA, Event, Heartbeat, RequestHead, ResponseHead
 from sofamesh.plugins.protocols.dubbo.codec import DubboCodec
+from tests.conformance.dubbo_peers import (
+    CALLS,
+    SERVICE,
+    Provider,
+    Relay,
+    Transform,
+    call,
+    check_results,
+    consume,
+    java,
+    require_dubbo_peers,
+)
 
 LIMITS = CodecLimits()
-
-CALLS = [
-    call("echo", java("java.lang.String", "héllo wörld 😀 " + "x" * 300)),
-    call("add", java("int", 2), java("int", 40)),
-    call("greet", java("java.util.HashMap", {"name": "bob", "n": 3})),
-    call("greet", java("com.sofamesh.demo.Person", {"name": java("java.lang.String", "ann"),
-                                                    "n": java("int", 5)})),
-    call("concat", java("java.util.List", ["a", "b", "c"]), java("java.lang.String", "-")),
-    call("whoami", group="g1"),
-    call("nothing"),
-    call("fail", java("java.lang.String", "boom")),
-    call("whoami", interface="com.sofamesh.demo.Other", version=None),
-]
 
 
 def drain(codec: DubboCodec, data: bytes) -> list[Event]:
@@ -38,20 +35,6 @@ def drain(codec: DubboCodec, data: bytes) -> list[Event]:
         assert not isinstance(ev, type(NEED_DATA))
         out.append(ev)
     raise AssertionError("codec produced too many events")
-
-
-def check_results(results: list[dict[str, object]], provider: str) -> None:
-    echo, add, greet_map, greet_obj, concat, who, nothing, fail, other = results
-    assert echo == {**echo, "ok": True, "res": "héllo wörld 😀 " + "x" * 300}
-    assert (add["ok"], add["res"]) == (True, 42)
-    assert greet_map["res"] == {"greeting": "hello bob", "name": "bob", "n": 3}
-    assert greet_obj["res"] == {"greeting": "hello ann", "name": "ann", "n": 5}
-    assert concat["res"] == "a-b-c"
-    assert isinstance(who["res"], dict)
-    assert (who["res"]["provider"], who["res"]["group"], who["res"]["version"]) == (provider, "g1", "1.0.0")
-    assert (nothing["ok"], nothing["res"]) == (True, None)
-    assert fail["ok"] is False and f"{provider}: boom" in str(fail["err"])
-    assert isinstance(other["res"], dict) and other["res"]["interface"] == "com.sofamesh.demo.Other"
 
 
 def test_consumer_calls_provider_directly_with_several_argument_types() -> None:

@@ -9,8 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from dubbo_peers import SERVICE, Provider, call, consume, java, require_dubbo_peers
-from test_dubbo_peers import CALLS, check_results
 
 from sofamesh.core.codec import CodecLimits, Role
 from sofamesh.core.events import NEED_DATA, Event, Heartbeat, ResponseHead
@@ -18,6 +16,16 @@ from sofamesh.plugins.protocols.dubbo.codec import DubboCodec
 from sofamesh.plugins.protocols.dubbo.frames import encode_frame, encode_request
 from sofamesh.plugins.protocols.dubbo.hessian import HessianReader
 from sofamesh.testing import ProxyProcess, free_port
+from tests.conformance.dubbo_peers import (
+    CALLS,
+    SERVICE,
+    Provider,
+    call,
+    check_results,
+    consume,
+    java,
+    require_dubbo_peers,
+)
 
 OTHER = "com.sofamesh.demo.Other"
 

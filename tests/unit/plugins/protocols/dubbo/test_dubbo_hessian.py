@@ -6,12 +6,12 @@ import string
 from collections.abc import Iterator
 
 import pytest
-from hessian_js import HessianJs, require_hessian_js
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sofamesh.plugins.protocols.dubbo.frames import encode_string
 from sofamesh.plugins.protocols.dubbo.hessian import HessianError, HessianReader
+from tests.unit.plugins.protocols.dubbo.hessian_js import HessianJs, require_hessian_js
 
 
 @pytest.fixture(scope="module")
