@@ -6,6 +6,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -206,3 +207,49 @@ def _events(role: Role, data: bytes) -> list[Event]:
         assert not isinstance(ev, type(NEED_DATA))
         out.append(ev)
     return out
+
+
+def _single_provider_proxy(provider: Provider, **cluster: Any) -> tuple[ProxyProcess, str]:
+    listen = f"127.0.0.1:{free_port()}"
+    config = {
+        "listeners": [{"name": "d", "address": listen, "protocols": ["dubbo"],
+                       "routes": [{"match": {"service": SERVICE}, "cluster": "c", "timeout_ms": 8000}]}],
+        "clusters": [{"name": "c", "endpoints": [provider.address], "connect_timeout_ms": 300, **cluster}],
+    }
+    return ProxyProcess(config), listen
+
+
+def test_requests_in_flight_when_the_provider_dies_each_get_a_reset_reply_at_once() -> None:
+    require_dubbo_peers()
+    p = Provider("dying")
+    proxy, listen = _single_provider_proxy(p)
+    try:
+        with proxy, ThreadPoolExecutor(1) as pool:
+            calls = pool.submit(consume, listen, [call("slow", java("int", 6000), repeat=5)])
+            time.sleep(1.0)  # the five calls are in flight at the provider
+            t0 = time.monotonic()
+            p.stop()
+            results = calls.result(30)
+            assert time.monotonic() - t0 < 4  # well before the 6 s method or the 8 s route timeout
+            assert [r["ok"] for r in results] == [False] * 5
+            assert all(re.search(r"50[23]\|", r["err"]) for r in results), results
+            assert proxy.stats()["clusters"]["c"]["upstream_cx_destroy_with_active_rq"] == 1
+    finally:
+        p.stop()
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "kernel: sofamesh/core/upstream/pool.py MultiplexedConnection.heartbeat_tick aborts a connection "
+    "whose probe got no Heartbeat(reply=True); @dubbo.ts answers a probe with a heartbeat request of "
+    "its own (flag 0xa2), so an idle upstream connection is torn down every second interval"))
+def test_idle_upstream_connection_survives_heartbeats_to_a_dubbo_ts_provider() -> None:
+    require_dubbo_peers()
+    with Provider("idle") as p:
+        proxy, listen = _single_provider_proxy(p, heartbeat_interval_ms=200)
+        with proxy:
+            assert consume(listen, [call("echo", java("java.lang.String", "a"))])[0]["res"] == "a"
+            time.sleep(1.5)  # several heartbeat intervals with no traffic
+            assert consume(listen, [call("echo", java("java.lang.String", "b"))])[0]["res"] == "b"
+            stats = proxy.stats()["clusters"]["c"]
+            assert stats["upstream_heartbeat_sent"] >= 1
+            assert (stats["upstream_cx_total"], stats["upstream_heartbeat_failed"]) == (1, 0), stats
