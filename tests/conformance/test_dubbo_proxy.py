@@ -29,6 +29,7 @@ from tests.conformance.dubbo_peers import (
 )
 
 OTHER = "com.sofamesh.demo.Other"
+UNICODE = "com.sofamesh.démo.Ünïcode"
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,7 @@ def mesh() -> Iterator[dict[str, Any]]:
                     {"match": {"service": SERVICE, "group": "g2"}, "cluster": "c2"},
                     {"match": {"service": SERVICE, "version": "2.0.0"}, "cluster": "c2"},
                     {"match": {"service": {"prefix": OTHER}}, "cluster": "c3"},
+                    {"match": {"service": {"prefix": UNICODE}, "method": "whoami😀"}, "cluster": "c2"},
                     {"match": {"service": SERVICE, "method": "slow"}, "cluster": "c1", "timeout_ms": 500},
                     {"match": {"service": SERVICE, "headers": {"tenant": {"exact": "t3"}}}, "cluster": "c3"},
                     {"match": {"service": "com.sofamesh.demo.Gone"}, "cluster": "gone"},
@@ -89,6 +91,14 @@ def test_routes_match_interface_version_and_group(mesh: dict[str, Any], kwargs: 
     [res] = consume(mesh["address"], [call("whoami", **kwargs)])
     assert res["ok"], res
     assert res["res"]["provider"] == provider
+
+
+def test_long_non_ascii_interface_and_method_names_route_exactly(mesh: dict[str, Any]) -> None:
+    interface = UNICODE + "😀" * 40 + "X" * 600
+    hit, miss = consume(mesh["address"], [call("whoami😀", interface=interface), call("whoami😀", interface="com.x")])
+    assert hit["ok"], hit
+    assert (hit["res"]["provider"], hit["res"]["interface"], hit["res"]["method"]) == ("p2", interface, "whoami😀")
+    assert "404|router unavailable" in miss["err"]
 
 
 def test_routes_match_any_attachment_as_a_header(mesh: dict[str, Any]) -> None:
