@@ -236,7 +236,10 @@ def test_requests_in_flight_when_the_provider_dies_each_get_a_reset_reply_at_onc
     try:
         with proxy, ThreadPoolExecutor(1) as pool:
             calls = pool.submit(consume, listen, [call("slow", java("int", 6000), repeat=5)])
-            time.sleep(1.0)  # the five calls are in flight at the provider
+            deadline = time.monotonic() + 15
+            while proxy.stats()["clusters"]["c"]["upstream_rq_active"] < 5:  # all five at the provider
+                assert time.monotonic() < deadline, proxy.stats()["clusters"]["c"]
+                time.sleep(0.05)
             t0 = time.monotonic()
             p.stop()
             results = calls.result(30)
