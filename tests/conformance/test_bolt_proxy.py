@@ -1,0 +1,180 @@
+"""Real SOFA clients and servers talking through a running sofamesh proxy (``sofamesh proxy -c``).
+
+sofa-rpc-node consumer -> sofamesh -> sofa-rpc-node provider, anthunder client -> sofamesh ->
+anthunder listener. Where the status on the wire matters, a test-local ByteRelay sits between the
+client and sofamesh and decodes what sofamesh answered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from bolt_peers import (
+    ByteRelay,
+    anthunder_client,
+    anthunder_listener,
+    free_port,
+    node_consumer,
+    node_provider,
+)
+from sofamesh.testing import ProxyProcess
+
+from sofamesh.core.events import RequestHead, ResponseHead
+
+ECHO = "com.example.EchoService"
+OTHER = "com.example.OtherService"
+PY = "com.example.Py"
+
+
+def proxy_config(routes: list[dict[str, Any]], clusters: dict[str, list[str]], port: int,
+                 cluster_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "admin": {"address": f"127.0.0.1:{free_port()}"},
+        "listeners": [{"name": "rpc_in", "address": f"127.0.0.1:{port}", "protocols": ["bolt"],
+                       "routes": routes}],
+        "clusters": [{"name": name, "protocol": "bolt", "connect_timeout_ms": 500, "endpoints": eps,
+                      **(cluster_extra or {})} for name, eps in clusters.items()],
+    }
+
+
+@contextmanager
+def sofamesh(routes: list[dict[str, Any]], clusters: dict[str, list[str]],
+             **cluster_extra: Any) -> Iterator[tuple[str, ProxyProcess]]:
+    port = free_port()
+    with ProxyProcess(proxy_config(routes, clusters, port, cluster_extra)) as proxy:
+        yield f"127.0.0.1:{port}", proxy
+
+
+@contextmanager
+def echo_provider_behind_sofamesh(timeout_ms: int = 3000) -> Iterator[str]:
+    """sofa-rpc-node provider "A" of EchoService:1.0 behind sofamesh; yields sofamesh's address."""
+    route = {"match": {"service": f"{ECHO}:1.0"}, "cluster": "a", "timeout_ms": timeout_ms}
+    with node_provider(ECHO, "A") as provider, sofamesh([route], {"a": [provider.address]}) as (address, _):
+        yield address
+
+
+@contextmanager
+def py_listener_behind_sofamesh() -> Iterator[str]:
+    """anthunder listener "B" of com.example.Py behind sofamesh; yields sofamesh's address."""
+    with anthunder_listener(PY, "B") as listener, sofamesh([to("py", PY)], {"py": [listener.address]}) as (
+            address, _):
+        yield address
+
+
+def to(cluster: str, service: str | dict[str, str] | None = None, **match: Any) -> dict[str, Any]:
+    if service is not None:
+        match["service"] = service
+    return {"match": match, "cluster": cluster, "timeout_ms": 3000}
+
+
+def wire_statuses(relay: ByteRelay) -> dict[str, int]:
+    """method -> Bolt status sofamesh answered, as decoded by the relay."""
+    out: dict[str, int] = {}
+    for conn in relay.connections:
+        methods = {r.request_id: r.key("method") or "" for r in conn.requests if isinstance(r, RequestHead)}
+        for resp in conn.responses:
+            if isinstance(resp, ResponseHead):
+                out[methods[resp.request_id]] = resp.status
+    return out
+
+
+def test_sofa_rpc_node_calls_several_methods_through_sofamesh_in_every_framing() -> None:
+    calls: list[dict[str, object]] = [{"method": "echo", "args": ["hi"]}, {"method": "plus", "args": [2, 3]},
+                                      {"method": "fail", "args": ["x"]}, {"method": "whoami"}]
+    with echo_provider_behind_sofamesh() as address:
+        for framing in ("v1", "v2", "v2crc"):
+            results = node_consumer(address, ECHO, calls, framing=framing)
+            assert results[0] == {"ok": True, "result": "A:hi"}, framing
+            assert results[1] == {"ok": True, "result": 5}, framing
+            assert results[2]["ok"] is False and "fail: x" in str(results[2]["message"]), framing
+            assert results[3] == {"ok": True, "result": "A"}, framing
+
+
+def test_anthunder_client_calls_the_anthunder_listener_through_sofamesh() -> None:
+    calls: list[dict[str, object]] = [{"method": "echo", "body": "hi"}, {"method": "whoami"},
+                                      {"method": "fail", "body": "x"}]
+    with py_listener_behind_sofamesh() as address:
+        results = anthunder_client(address, PY, calls)
+    assert results[:2] == [{"ok": True, "result": "B:hi"}, {"ok": True, "result": "B"}]
+    assert results[2]["ok"] is False
+
+
+def test_a_stopped_provider_gives_status_6_or_7_and_the_client_raises_its_normal_error() -> None:
+    with node_provider(ECHO, "A") as provider:
+        dead = provider.address
+    with sofamesh([to("a", f"{ECHO}:1.0")], {"a": [dead]}) as (address, _), ByteRelay(address) as relay:
+        t0 = time.monotonic()
+        results = node_consumer(relay.address, ECHO, [{"method": "echo", "args": ["hi"]}])
+        elapsed = time.monotonic() - t0
+    assert results[0]["ok"] is False and results[0]["name"] == "Error"
+    assert wire_statuses(relay)["echo"] in (6, 7)
+    assert elapsed < 10
+
+
+def test_anthunder_sees_an_error_when_the_listener_is_gone() -> None:
+    with anthunder_listener(PY, "B") as listener:
+        dead = listener.address
+    with sofamesh([to("py", PY)], {"py": [dead]}) as (address, _), ByteRelay(address) as relay:
+        results = anthunder_client(relay.address, PY, [{"method": "echo", "body": "hi"}])
+    assert results[0]["ok"] is False
+    assert wire_statuses(relay)["echo"] in (6, 7)
+
+
+def test_an_unrouted_service_gets_status_6() -> None:
+    with echo_provider_behind_sofamesh() as address, ByteRelay(address) as relay:
+        results = node_consumer(relay.address, OTHER, [{"method": "echo", "args": ["hi"]}])
+    assert results[0]["ok"] is False
+    assert wire_statuses(relay)["echo"] == 6
+
+
+def test_a_slow_method_times_out_with_status_7_at_the_route_timeout() -> None:
+    with echo_provider_behind_sofamesh(timeout_ms=400) as address, ByteRelay(address) as relay:
+        t0 = time.monotonic()
+        results = node_consumer(relay.address, ECHO, [{"method": "slow", "args": [3000], "timeout": 5000},
+                                                      {"method": "echo", "args": ["fast"]}])
+        elapsed = time.monotonic() - t0
+    assert results[0]["ok"] is False and results[0]["name"] == "Error"
+    assert results[1] == {"ok": True, "result": "A:fast"}
+    assert wire_statuses(relay)["slow"] == 7
+    assert elapsed < 3.0  # answered at the route timeout, not when the provider finally replied
+
+
+def test_200_concurrent_calls_over_few_connections_are_all_answered_with_their_own_ids() -> None:
+    calls: list[dict[str, object]] = [{"method": "echo", "args": [f"m{i}"], "timeout": 10000}
+                                      for i in range(200)]
+    with echo_provider_behind_sofamesh() as address:
+        results = node_consumer(address, ECHO, calls, clients=4, timeout=90)
+    assert results == [{"ok": True, "result": f"A:m{i}"} for i in range(200)]
+
+
+def test_200_concurrent_anthunder_calls_on_one_connection_are_all_answered() -> None:
+    calls: list[dict[str, object]] = [{"method": "echo", "body": f"m{i}", "timeout": 10000}
+                                      for i in range(200)]
+    with py_listener_behind_sofamesh() as address:
+        results = anthunder_client(address, PY, calls, timeout=90)
+    assert results == [{"ok": True, "result": f"B:m{i}"} for i in range(200)]
+
+
+def test_requests_are_routed_by_service_and_by_method_across_two_providers() -> None:
+    with node_provider(ECHO, "A") as a, node_provider(f"{ECHO},{OTHER}", "B") as b:
+        routes = [
+            to("b", f"{ECHO}:1.0", method="whoami"),  # method read from the hessian body
+            to("a", {"prefix": ECHO}),
+            to("b", {"exact": f"{OTHER}:1.0"}),
+        ]
+        with sofamesh(routes, {"a": [a.address], "b": [b.address]}) as (address, _):
+            echo = node_consumer(address, ECHO, [{"method": "echo", "args": ["x"]}, {"method": "whoami"}])
+            other = node_consumer(address, OTHER, [{"method": "whoami"}, {"method": "echo", "args": ["y"]}])
+    assert echo == [{"ok": True, "result": "A:x"}, {"ok": True, "result": "B"}]
+    assert other == [{"ok": True, "result": "B"}, {"ok": True, "result": "B:y"}]
+
+
+def test_anthunder_requests_are_routed_by_the_method_header() -> None:
+    with anthunder_listener(PY, "A") as a, anthunder_listener(PY, "B") as b:
+        routes = [to("b", PY, method="whoami"), to("a", PY)]
+        with sofamesh(routes, {"a": [a.address], "b": [b.address]}) as (address, _):
+            results = anthunder_client(address, PY, [{"method": "whoami"}, {"method": "echo", "body": "z"}])
+    assert results == [{"ok": True, "result": "B"}, {"ok": True, "result": "A:z"}]
