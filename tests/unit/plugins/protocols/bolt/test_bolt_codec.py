@@ -221,6 +221,11 @@ EXPECTED_STATUS = {
 }
 
 
+def test_every_reply_status_is_its_own_member_so_bolt_can_tell_them_apart() -> None:
+    assert set(EXPECTED_STATUS) == set(ReplyStatus) and len(ReplyStatus) == len(ReplyStatus.__members__)
+    assert ReplyStatus.OVERLOAD is not ReplyStatus.NO_HEALTHY_UPSTREAM
+
+
 @pytest.mark.parametrize("framing", list(FRAMINGS))
 @pytest.mark.parametrize("status", list(ReplyStatus))
 def test_a_local_reply_parses_back_with_the_request_id_framing_and_mapped_status(
