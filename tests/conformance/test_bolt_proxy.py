@@ -20,9 +20,9 @@ from bolt_peers import (
     node_consumer,
     node_provider,
 )
-from sofamesh.testing import ProxyProcess
 
 from sofamesh.core.events import RequestHead, ResponseHead
+from sofamesh.testing import ProxyProcess
 
 ECHO = "com.example.EchoService"
 OTHER = "com.example.OtherService"
@@ -178,3 +178,46 @@ def test_anthunder_requests_are_routed_by_the_method_header() -> None:
         with sofamesh(routes, {"a": [a.address], "b": [b.address]}) as (address, _):
             results = anthunder_client(address, PY, [{"method": "whoami"}, {"method": "echo", "body": "z"}])
     assert results == [{"ok": True, "result": "B"}, {"ok": True, "result": "A:z"}]
+
+
+def _wait_for_heartbeats(proxy: ProxyProcess, cluster: str, count: int) -> dict[str, Any]:
+    for _ in range(100):  # bounded: 10 s
+        stats: dict[str, Any] = proxy.stats()["clusters"][cluster]
+        if stats["upstream_heartbeat_sent"] >= count:
+            return stats
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {count} heartbeats sent: {stats}")
+
+
+def test_idle_upstream_connections_stay_alive_on_heartbeats_sofa_rpc_node_answers() -> None:
+    route = to("a", f"{ECHO}:1.0")
+    with node_provider(ECHO, "A") as provider, sofamesh([route], {"a": [provider.address]},
+                                                          heartbeat_interval_ms=100) as (address, proxy):
+        assert node_consumer(address, ECHO, [{"method": "whoami"}]) == [{"ok": True, "result": "A"}]
+        stats = _wait_for_heartbeats(proxy, "a", 3)
+        assert node_consumer(address, ECHO, [{"method": "whoami"}]) == [{"ok": True, "result": "A"}]
+        stats = proxy.stats()["clusters"]["a"]
+    assert stats["upstream_heartbeat_failed"] == 0
+    assert stats["upstream_cx_total"] == 1  # the same upstream connection served both calls
+
+
+def test_idle_upstream_connections_stay_alive_on_heartbeats_anthunder_answers() -> None:
+    with anthunder_listener(PY, "B") as listener, sofamesh([to("py", PY)], {"py": [listener.address]},
+                                                            heartbeat_interval_ms=100) as (address, proxy):
+        assert anthunder_client(address, PY, [{"method": "whoami"}]) == [{"ok": True, "result": "B"}]
+        _wait_for_heartbeats(proxy, "py", 3)
+        assert anthunder_client(address, PY, [{"method": "whoami"}]) == [{"ok": True, "result": "B"}]
+        stats = proxy.stats()["clusters"]["py"]
+    assert stats["upstream_heartbeat_failed"] == 0
+    assert stats["upstream_cx_total"] == 1
+
+
+def test_stats_count_bolt_statuses_per_service_and_map_them_to_http_classes() -> None:
+    with node_provider(ECHO, "A") as provider, sofamesh([to("a", f"{ECHO}:1.0")], {"a": [provider.address]}) as (
+            address, proxy):
+        node_consumer(address, ECHO, [{"method": "echo", "args": ["x"]}, {"method": "fail", "args": ["y"]},
+                                      {"method": "whoami"}])
+        stats = proxy.stats()
+    (rpc,) = [v for k, v in stats["rpc"].items() if f"{ECHO}:1.0" in k]
+    assert rpc["requests"] == 3 and rpc["statuses"] == {"0": 2, "2": 1}
+    assert stats["clusters"]["a"]["upstream_rq_2xx"] == 2 and stats["clusters"]["a"]["upstream_rq_5xx"] == 1
