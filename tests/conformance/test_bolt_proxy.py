@@ -7,6 +7,8 @@ client and sofamesh and decodes what sofamesh answered.
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +23,9 @@ from bolt_peers import (
     node_provider,
 )
 
-from sofamesh.core.events import RequestHead, ResponseHead
+from sofamesh.core.codec import CodecLimits, ReplyStatus, Role
+from sofamesh.core.events import NEED_DATA, RequestHead, ResponseHead
+from sofamesh.plugins.protocols.bolt import BoltCodec
 from sofamesh.testing import ProxyProcess
 
 ECHO = "com.example.EchoService"
@@ -221,3 +225,48 @@ def test_stats_count_bolt_statuses_per_service_and_map_them_to_http_classes() ->
     (rpc,) = [v for k, v in stats["rpc"].items() if f"{ECHO}:1.0" in k]
     assert rpc["requests"] == 3 and rpc["statuses"] == {"0": 2, "2": 1}
     assert stats["clusters"]["a"]["upstream_rq_2xx"] == 2 and stats["clusters"]["a"]["upstream_rq_5xx"] == 1
+
+
+def test_the_timeout_in_the_frame_caps_the_route_timeout() -> None:
+    # Capture a real slow(3000) request without waiting: the relay answers it itself.
+    captured: list[bytes] = []
+
+    def keep(codec: BoltCodec, head: RequestHead) -> bytes:
+        captured.append(head.raw or b"")
+        return codec.local_reply(head, ReplyStatus.INTERNAL, "captured")
+
+    with node_provider(ECHO, "A") as provider, ByteRelay(provider.address, answer=keep) as relay:
+        node_consumer(relay.address, ECHO, [{"method": "slow", "args": [3000], "timeout": 5000}])
+    frame = captured[0][:10] + (400).to_bytes(4, "big") + captured[0][14:]  # v1 timeout field: 400 ms
+    route = {"match": {"service": f"{ECHO}:1.0"}, "cluster": "a", "timeout_ms": 5000}
+    with node_provider(ECHO, "A") as provider, sofamesh([route], {"a": [provider.address]}) as (address, _):
+        host, port = address.rsplit(":", 1)
+        codec = BoltCodec(Role.CLIENT, CodecLimits())
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            t0 = time.monotonic()
+            s.sendall(frame)
+            ev = NEED_DATA
+            for _ in range(100):  # bounded by the socket timeout too
+                codec.receive_data(s.recv(65536))
+                if (ev := codec.next_event()) is not NEED_DATA:
+                    break
+            elapsed = time.monotonic() - t0
+    assert isinstance(ev, ResponseHead) and ev.status == 7
+    assert 0.3 < elapsed < 2.0
+
+
+def test_requests_in_flight_when_the_provider_dies_are_answered_with_connection_closed() -> None:
+    route = {"match": {"service": f"{ECHO}:1.0"}, "cluster": "a", "timeout_ms": 8000}
+    with node_provider(ECHO, "A") as provider, sofamesh([route], {"a": [provider.address]}) as (
+            address, _), ByteRelay(address) as relay:
+        killer = threading.Timer(1.0, provider.stop)
+        killer.start()
+        try:
+            t0 = time.monotonic()
+            results = node_consumer(relay.address, ECHO, [{"method": "slow", "args": [6000], "timeout": 8000}])
+            elapsed = time.monotonic() - t0
+        finally:
+            killer.cancel()
+    assert results[0]["ok"] is False
+    assert wire_statuses(relay)["slow"] == 0x10  # CONNECTION_CLOSED: the upstream went away under it
+    assert elapsed < 5.0
