@@ -249,7 +249,7 @@ class BoltCodec(Codec):
         hstart = hlen + class_len
         hend = hstart + header_len
         try:
-            items = parse_header_map(memoryview(frame)[hstart:hend]) if header_len else []
+            items = parse_header_map(frame, hstart, hend) if header_len else []
         except ValueError as exc:
             raise self._error_for(f"bolt: bad header map: {exc}", 400, rid, framing, answerable) from None
         headers = Headers([(k, v) for k, v in items if v is not None]) if items else Headers()

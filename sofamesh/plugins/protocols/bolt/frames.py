@@ -108,35 +108,37 @@ def with_request_id(frame: bytes, new_id: int) -> bytes:
 
 
 # -- header map ---------------------------------------------------------------------------------
-def parse_header_map(data: bytes | memoryview) -> list[tuple[str, str | None]]:
-    """Decode a SOFA header map: repeated ``[int32 len][utf-8 key][int32 len][utf-8 value]``.
+def parse_header_map(data: bytes, start: int = 0, end: int | None = None) -> list[tuple[str, str | None]]:
+    """Decode a SOFA header map from ``data[start:end]``: repeated
+    ``[int32 len][utf-8 key][int32 len][utf-8 value]``.
 
     Length -1 is null, 0 is the empty string. Raises ``ValueError`` when the block is malformed.
     """
     out: list[tuple[str, str | None]] = []
-    pos = 0
-    end = len(data)
-    while pos < end:
-        key = _read_map_string(data, pos, end)
-        pos = key[1]
-        val = _read_map_string(data, pos, end)
-        pos = val[1]
-        if key[0] is None:
-            raise ValueError("header map has a null key")
-        out.append((key[0], val[0]))
+    pos = start
+    stop = len(data) if end is None else end
+    unpack = _I32.unpack_from
+    while pos < stop:
+        if pos + 4 > stop:
+            raise ValueError("header map truncated inside a key length")
+        (n,) = unpack(data, pos)
+        pos += 4
+        if n < 0 or pos + n > stop:
+            raise ValueError(f"header map key length {n} is negative or runs past the header block")
+        key = data[pos : pos + n].decode("utf-8", "replace")
+        pos += n
+        if pos + 4 > stop:
+            raise ValueError("header map truncated inside a value length")
+        (n,) = unpack(data, pos)
+        pos += 4
+        if n == -1:
+            out.append((key, None))
+            continue
+        if n < 0 or pos + n > stop:
+            raise ValueError(f"header map value length {n} runs past the header block")
+        out.append((key, data[pos : pos + n].decode("utf-8", "replace")))
+        pos += n
     return out
-
-
-def _read_map_string(data: bytes | memoryview, pos: int, end: int) -> tuple[str | None, int]:
-    if pos + 4 > end:
-        raise ValueError("header map truncated inside a length")
-    (n,) = _I32.unpack_from(data, pos)
-    pos += 4
-    if n == -1:
-        return None, pos
-    if n < 0 or pos + n > end:
-        raise ValueError(f"header map string length {n} runs past the header block")
-    return bytes(data[pos : pos + n]).decode("utf-8", "replace"), pos + n
 
 
 def encode_header_map(items: list[tuple[str, str | None]]) -> bytes:
