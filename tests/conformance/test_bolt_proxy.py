@@ -34,21 +34,21 @@ PY = "com.example.Py"
 
 
 def proxy_config(routes: list[dict[str, Any]], clusters: dict[str, list[str]], port: int,
-                 cluster_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                 cluster_extra: dict[str, Any] | None = None, protocols: str | list[str] = "bolt") -> dict[str, Any]:
     return {
         "admin": {"address": f"127.0.0.1:{free_port()}"},
-        "listeners": [{"name": "rpc_in", "address": f"127.0.0.1:{port}", "protocols": ["bolt"],
-                       "routes": routes}],
+        "listeners": [{"name": "rpc_in", "address": f"127.0.0.1:{port}",
+                       "protocols": protocols if protocols == "auto" else [protocols], "routes": routes}],
         "clusters": [{"name": name, "protocol": "bolt", "connect_timeout_ms": 500, "endpoints": eps,
                       **(cluster_extra or {})} for name, eps in clusters.items()],
     }
 
 
 @contextmanager
-def sofamesh(routes: list[dict[str, Any]], clusters: dict[str, list[str]],
+def sofamesh(routes: list[dict[str, Any]], clusters: dict[str, list[str]], protocols: str = "bolt",
              **cluster_extra: Any) -> Iterator[tuple[str, ProxyProcess]]:
     port = free_port()
-    with ProxyProcess(proxy_config(routes, clusters, port, cluster_extra)) as proxy:
+    with ProxyProcess(proxy_config(routes, clusters, port, cluster_extra, protocols)) as proxy:
         yield f"127.0.0.1:{port}", proxy
 
 
@@ -270,3 +270,11 @@ def test_requests_in_flight_when_the_provider_dies_are_answered_with_connection_
     assert results[0]["ok"] is False
     assert wire_statuses(relay)["slow"] == 0x10  # CONNECTION_CLOSED: the upstream went away under it
     assert elapsed < 5.0
+
+
+def test_a_listener_sniffing_every_installed_protocol_recognises_bolt_v1_and_v2() -> None:
+    with node_provider(ECHO, "A") as provider, sofamesh([to("a", f"{ECHO}:1.0")], {"a": [provider.address]},
+                                                          protocols="auto") as (address, _):
+        for framing in ("v1", "v2crc"):
+            assert node_consumer(address, ECHO, [{"method": "whoami"}], framing=framing) == [
+                {"ok": True, "result": "A"}], framing
