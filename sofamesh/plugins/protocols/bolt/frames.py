@@ -112,33 +112,64 @@ def parse_header_map(data: bytes, start: int = 0, end: int | None = None) -> lis
     """Decode a SOFA header map from ``data[start:end]``: repeated
     ``[int32 len][utf-8 key][int32 len][utf-8 value]``.
 
-    Length -1 is null, 0 is the empty string. Raises ``ValueError`` when the block is malformed.
+    Length -1 is null, 0 is the empty string. Lengths count bytes; older Java SimpleMapSerializer
+    versions wrote ``String.length()`` (UTF-16 units) instead, which differs only for non-ASCII text,
+    so a block that does not parse by bytes is read again counting characters.
+    Raises ``ValueError`` when the block is malformed either way.
     """
-    out: list[tuple[str, str | None]] = []
-    pos = start
     stop = len(data) if end is None else end
+    try:
+        return _parse_header_map(data, start, stop, False)
+    except ValueError:
+        return _parse_header_map(data, start, stop, True)
+
+
+def _parse_header_map(data: bytes, pos: int, stop: int, char_counted: bool) -> list[tuple[str, str | None]]:
+    out: list[tuple[str, str | None]] = []
     unpack = _I32.unpack_from
-    while pos < stop:
+    key = ""
+    is_key = True
+    while pos < stop or not is_key:
         if pos + 4 > stop:
-            raise ValueError("header map truncated inside a key length")
+            raise ValueError("header map truncated inside a length")
         (n,) = unpack(data, pos)
         pos += 4
-        if n < 0 or pos + n > stop:
-            raise ValueError(f"header map key length {n} is negative or runs past the header block")
-        key = data[pos : pos + n].decode("utf-8", "replace")
-        pos += n
-        if pos + 4 > stop:
-            raise ValueError("header map truncated inside a value length")
-        (n,) = unpack(data, pos)
-        pos += 4
-        if n == -1:
+        if n == -1 and not is_key:
             out.append((key, None))
+            is_key = True
             continue
-        if n < 0 or pos + n > stop:
-            raise ValueError(f"header map value length {n} runs past the header block")
-        out.append((key, data[pos : pos + n].decode("utf-8", "replace")))
-        pos += n
+        if n < 0:
+            raise ValueError(f"header map length {n} is negative")
+        end = _utf16_units_end(data, pos, n, stop) if char_counted else pos + n
+        if end > stop:
+            raise ValueError(f"header map string of length {n} runs past the header block")
+        text = data[pos:end].decode("utf-8", "replace")
+        pos = end
+        if is_key:
+            key = text
+        else:
+            out.append((key, text))
+        is_key = not is_key
     return out
+
+
+def _utf16_units_end(data: bytes, pos: int, units: int, stop: int) -> int:
+    """Where ``units`` UTF-16 code units of UTF-8 text starting at ``pos`` end (past ``stop`` if short)."""
+    while units > 0:
+        if pos >= stop:
+            return stop + 1
+        b = data[pos]
+        if b < 0x80:
+            pos += 1
+        elif b < 0xE0:
+            pos += 2
+        elif b < 0xF0:
+            pos += 3
+        else:
+            pos += 4
+            units -= 1  # a supplementary character is two UTF-16 units
+        units -= 1
+    return pos
 
 
 def encode_header_map(items: list[tuple[str, str | None]]) -> bytes:

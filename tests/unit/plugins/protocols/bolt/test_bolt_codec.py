@@ -364,3 +364,14 @@ def test_the_bolt_entry_point_is_installed_and_loads() -> None:
     host.load(["bolt"])
     catalog = host.fill("sofamesh_register_protocols", Catalog("protocol"))
     assert isinstance(catalog.get("bolt"), BoltCodecFactory)
+
+
+def test_a_header_map_with_lengths_counted_in_characters_by_old_java_peers_still_parses() -> None:
+    def char_counted(s: str) -> bytes:
+        return len(s).to_bytes(4, "big") + s.encode()
+
+    header = char_counted("service") + char_counted("com.acme.Svc:1.0") + char_counted("x-tenant") + char_counted(
+        "租户-a")
+    head = only(Role.SERVER, encode_request(3, header=header))
+    assert isinstance(head, RequestHead)
+    assert head.service == "com.acme.Svc:1.0" and head.headers.get("x-tenant") == "租户-a"
