@@ -278,3 +278,23 @@ def test_a_listener_sniffing_every_installed_protocol_recognises_bolt_v1_and_v2(
         for framing in ("v1", "v2crc"):
             assert node_consumer(address, ECHO, [{"method": "whoami"}], framing=framing) == [
                 {"ok": True, "result": "A"}], framing
+
+
+def test_anthunder_oneway_calls_are_forwarded_and_never_answered() -> None:
+    with anthunder_listener(PY, "B") as listener, sofamesh([to("py", PY)], {"py": [listener.address]}) as (
+            address, proxy), ByteRelay(address) as relay:
+        sent = anthunder_client(relay.address, PY, [{"method": "remember", "body": f"o{i}", "oneway": True}
+                                                    for i in range(3)])
+        assert sent == [{"ok": True, "result": None}] * 3
+        recalled = ""
+        for _ in range(50):  # bounded: the oneway frames may still be on their way
+            recalled = str(anthunder_client(address, PY, [{"method": "recall"}])[0]["result"])
+            if recalled.count("o") == 3:
+                break
+            time.sleep(0.1)
+        stats = proxy.stats()["clusters"]["py"]
+    assert sorted(recalled.split(",")) == ["o0", "o1", "o2"]
+    assert stats["upstream_rq_oneway"] == 3
+    (conn,) = relay.connections
+    assert [e.oneway for e in conn.requests if isinstance(e, RequestHead)] == [True] * 3
+    assert [e for e in conn.responses if isinstance(e, ResponseHead)] == []

@@ -2,12 +2,13 @@
 
 usage: python anthunder_client.py HOST:PORT INTERFACE CALLS_JSON
 CALLS_JSON: [{"method": "echo", "body": "hi", "timeout": 3000}, ...], all started at once on the
-client's one connection. Prints one JSON array, in order: {"ok": true, "result": "<body>"} or
+client's one connection. ``"oneway": true`` sends a oneway request (result null once written). Prints one JSON array, in order: {"ok": true, "result": "<body>"} or
 {"ok": false, "error": "<exception type>", "message": "..."}.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -15,6 +16,8 @@ from concurrent.futures import Future
 
 from anthunder import SERVICE_MAP
 from anthunder.client.aio_client import AioClient
+from anthunder.protocol import BoltRequest, SofaHeader
+from anthunder.protocol.constants import PTYPE
 from mytracer import SpanContext
 
 logging.basicConfig(level=logging.CRITICAL)
@@ -28,6 +31,11 @@ def main() -> None:
     futures: list[tuple[Future[object], float]] = []
     for call in calls:
         timeout_ms = call.get("timeout", 3000)
+        if call.get("oneway"):
+            header = SofaHeader.build_header(SpanContext(), interface, call["method"])
+            pkg = BoltRequest.new_request(header, call.get("body", "").encode(), ptype=PTYPE.ONEWAY, timeout_ms=-1)
+            futures.append((asyncio.run_coroutine_threadsafe(client.invoke(pkg), client._loop), timeout_ms / 1000))
+            continue
         fut = client.invoke_async(interface, call["method"], call.get("body", "").encode(),
                                   spanctx=SpanContext(), timeout_ms=timeout_ms)
         futures.append((fut, timeout_ms / 1000))
@@ -35,7 +43,7 @@ def main() -> None:
     for fut, timeout in futures:
         try:
             pkg = fut.result(timeout=timeout + 1)
-            results.append({"ok": True, "result": pkg.content.decode()})
+            results.append({"ok": True, "result": None if pkg is None else pkg.content.decode()})
         except Exception as exc:
             results.append({"ok": False, "error": type(exc).__name__, "message": str(exc)})
     print(json.dumps(results), flush=True)

@@ -2,7 +2,8 @@
 
 usage: python anthunder_listener.py PORT INTERFACE[,INTERFACE...] TAG
 Prints "READY <port>" once listening. Methods take the request body bytes: echo -> b"TAG:<body>",
-whoami -> b"TAG", fail raises, slow sleeps <body> milliseconds then answers.
+whoami -> b"TAG", fail raises, slow sleeps <body> milliseconds then answers, remember stores the
+body (meant for oneway calls), recall -> the stored bodies joined by ",".
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ logging.basicConfig(level=logging.CRITICAL)
 def main() -> None:
     port, interfaces, tag = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 
+    remembered: list[bytes] = []
+
     class Svc(BaseService):
         def echo(self, body: bytes) -> bytes:
             return tag.encode() + b":" + body
@@ -31,6 +34,13 @@ def main() -> None:
 
         def fail(self, body: bytes) -> bytes:
             raise RuntimeError("fail: " + body.decode())
+
+        def remember(self, body: bytes) -> bytes:
+            remembered.append(body)
+            return b"ok"
+
+        def recall(self, body: bytes) -> bytes:
+            return b",".join(remembered) or b"-"
 
         def slow(self, body: bytes) -> bytes:
             time.sleep(int(body or b"0") / 1000)
