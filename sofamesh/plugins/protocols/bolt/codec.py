@@ -164,6 +164,9 @@ class BoltCodec(Codec):
         self._close_reported = False
         self._error: RemoteProtocolError | None = None
         self._framing = V1_FRAMING  # framing of the last frame seen; heartbeats we send use it
+        # this side's rows of the state table, keyed by plain ints (hashing the Role enum is slow)
+        self._kinds = {(t, c): k for (r, t, c), k in RECEIVABLE.items() if r is role}
+        self._answerable_role = role is Role.SERVER
 
     # -- receiving --------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -219,9 +222,9 @@ class BoltCodec(Codec):
             (_, ver1, _, cmdcode, ver2, rid, codec, switch, status_or_timeout,
              class_len, header_len, content_len) = fields
         framing = _framing(proto, ver1, switch, codec, ver2)
-        kind = RECEIVABLE.get((self.role, type_, cmdcode))
+        kind = self._kinds.get((type_, cmdcode))
         # Only a two-way request from a downstream client gets a local reply to a bad frame.
-        answerable = self.role is Role.SERVER and type_ == TYPE_REQUEST and cmdcode != CMD_HEARTBEAT
+        answerable = self._answerable_role and type_ == TYPE_REQUEST and cmdcode != CMD_HEARTBEAT
         if kind is None:
             raise self._error_for(
                 f"bolt: a {self.role.value}-side codec does not accept type {type_} cmdcode {cmdcode}",
