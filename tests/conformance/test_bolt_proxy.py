@@ -298,3 +298,19 @@ def test_anthunder_oneway_calls_are_forwarded_and_never_answered() -> None:
     (conn,) = relay.connections
     assert [e.oneway for e in conn.requests if isinstance(e, RequestHead)] == [True] * 3
     assert [e for e in conn.responses if isinstance(e, ResponseHead)] == []
+
+
+def test_anthunder_requests_are_routed_by_any_header_map_key_and_by_version() -> None:
+    with anthunder_listener(PY, "A") as a, anthunder_listener(f"{PY}:2.0", "B") as b, anthunder_listener(PY, "C") as c:
+        routes = [
+            to("c", PY, headers={"x-tenant": {"exact": "gold"}}),
+            {"match": {"service": {"prefix": PY}, "version": "2.0"}, "cluster": "b", "timeout_ms": 3000},
+            to("a", {"prefix": PY}),
+        ]
+        with sofamesh(routes, {"a": [a.address], "b": [b.address], "c": [c.address]}) as (address, _):
+            plain = anthunder_client(address, PY, [{"method": "whoami"},
+                                                   {"method": "whoami", "headers": {"x-tenant": "gold"}},
+                                                   {"method": "whoami", "headers": {"x-tenant": "iron"}}])
+            versioned = anthunder_client(address, f"{PY}:2.0", [{"method": "whoami"}])
+    assert [r["result"] for r in plain] == ["A", "C", "A"]
+    assert versioned == [{"ok": True, "result": "B"}]
