@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from bolt_peers import (
     ByteRelay,
     anthunder_client,
@@ -146,11 +147,12 @@ def test_a_slow_method_times_out_with_status_7_at_the_route_timeout() -> None:
     assert elapsed < 3.0  # answered at the route timeout, not when the provider finally replied
 
 
-def test_200_concurrent_calls_over_few_connections_are_all_answered_with_their_own_ids() -> None:
+@pytest.mark.parametrize("framing", ["v1", "v2crc"])
+def test_200_concurrent_calls_over_few_connections_are_all_answered_with_their_own_ids(framing: str) -> None:
     calls: list[dict[str, object]] = [{"method": "echo", "args": [f"m{i}"], "timeout": 10000}
                                       for i in range(200)]
     with echo_provider_behind_sofamesh() as address:
-        results = node_consumer(address, ECHO, calls, clients=4, timeout=90)
+        results = node_consumer(address, ECHO, calls, clients=4, framing=framing, timeout=90)
     assert results == [{"ok": True, "result": f"A:m{i}"} for i in range(200)]
 
 
@@ -314,3 +316,21 @@ def test_anthunder_requests_are_routed_by_any_header_map_key_and_by_version() ->
             versioned = anthunder_client(address, f"{PY}:2.0", [{"method": "whoami"}])
     assert [r["result"] for r in plain] == ["A", "C", "A"]
     assert versioned == [{"ok": True, "result": "B"}]
+
+
+def test_multi_megabyte_frames_pass_whole_and_frames_over_the_listener_limit_get_status_9() -> None:
+    big: list[dict[str, object]] = [{"method": "echo", "repeat": ["x", 3_000_000], "timeout": 20000},
+                                    {"method": "whoami"}]
+    with echo_provider_behind_sofamesh() as address:
+        results = node_consumer(address, ECHO, big, timeout=90)
+    assert results[0] == {"ok": True, "result": "A:" + "x" * 3_000_000}
+    assert results[1] == {"ok": True, "result": "A"}
+
+    port = free_port()
+    with node_provider(ECHO, "A") as provider:
+        config = proxy_config([to("a", f"{ECHO}:1.0")], {"a": [provider.address]}, port)
+        config["listeners"][0]["limits"] = {"max_frame_bytes": 1_000_000}
+        with ProxyProcess(config), ByteRelay(f"127.0.0.1:{port}") as relay:
+            results = node_consumer(relay.address, ECHO, big[:1], timeout=90)
+    assert results[0]["ok"] is False
+    assert [e.status for c in relay.connections for e in c.responses if isinstance(e, ResponseHead)] == [9]

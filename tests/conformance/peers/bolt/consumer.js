@@ -41,15 +41,17 @@ async function main() {
   const results = await Promise.all(calls.map(async (call, i) => {
     const consumer = consumers[i % consumers.length];
     try {
-      const result = await consumer.invoke(call.method, call.args || [], { responseTimeout: call.timeout || 3000 });
+      // {"repeat": ["x", N]} as the only argument stands for "x" repeated N times (large payloads).
+      const args = call.repeat ? [call.repeat[0].repeat(call.repeat[1])] : (call.args || []);
+      const result = await consumer.invoke(call.method, args, { responseTimeout: call.timeout || 3000 });
       return { ok: true, result };
     } catch (err) {
       return { ok: false, name: err.name, message: err.message, resultCode: err.resultCode };
     }
   }));
-  process.stdout.write(JSON.stringify(results) + '\n');
   for (const client of clients) await client.close();
-  process.exit(0);
+  // exit only once stdout is flushed: a pipe is written asynchronously
+  process.stdout.write(JSON.stringify(results) + '\n', () => process.exit(0));
 }
 
 main().catch((err) => { console.error(err); process.exit(2); });
