@@ -334,3 +334,13 @@ def test_multi_megabyte_frames_pass_whole_and_frames_over_the_listener_limit_get
             results = node_consumer(relay.address, ECHO, big[:1], timeout=90)
     assert results[0]["ok"] is False
     assert [e.status for c in relay.connections for e in c.responses if isinstance(e, ResponseHead)] == [9]
+
+
+def test_bolt_is_served_by_every_worker_process() -> None:
+    port = free_port()
+    calls: list[dict[str, object]] = [{"method": "echo", "args": [f"w{i}"], "timeout": 10000} for i in range(100)]
+    with node_provider(ECHO, "A") as provider:
+        config = proxy_config([to("a", f"{ECHO}:1.0")], {"a": [provider.address]}, port)
+        with ProxyProcess(config, args=("--workers", "2")):
+            results = node_consumer(f"127.0.0.1:{port}", ECHO, calls, clients=8, timeout=90)
+    assert results == [{"ok": True, "result": f"A:w{i}"} for i in range(100)]
