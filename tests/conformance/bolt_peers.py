@@ -159,6 +159,8 @@ class RelayedConnection:
     errors: list[BaseException] = field(default_factory=list)
 
 
+IDLE_S = 120.0  # a relayed connection silent this long is dropped (every await here is bounded)
+
 RequestHook = Callable[[BoltCodec, RequestHead], "bytes | None"]
 
 
@@ -211,7 +213,7 @@ class ByteRelay:
         asyncio.set_event_loop(self._loop)
 
         async def start() -> None:
-            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self._server = await asyncio.wait_for(asyncio.start_server(self._handle, "127.0.0.1", 0), 5)
             self.port = self._server.sockets[0].getsockname()[1]
 
         self._loop.run_until_complete(start())
@@ -233,7 +235,7 @@ class ByteRelay:
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, codec: BoltCodec,
                        sink: bytearray, events: list[Event], downstream: bool) -> None:
             try:
-                while data := await src.read(65536):
+                while data := await asyncio.wait_for(src.read(65536), IDLE_S):
                     sink += data
                     codec.receive_data(data)
                     out = bytearray()
@@ -242,7 +244,7 @@ class ByteRelay:
                         out += self._forward(ev, codec, writer, downstream)
                     if out:
                         dst.write(bytes(out))
-                        await dst.drain()
+                        await asyncio.wait_for(dst.drain(), IDLE_S)
             except Exception as exc:  # recorded and asserted on by the tests
                 conn.errors.append(exc)
             finally:
@@ -250,10 +252,10 @@ class ByteRelay:
                     dst.close()
 
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(
+            await asyncio.wait_for(asyncio.gather(
                 pump(reader, up_writer, down_codec, conn.downstream_bytes, conn.requests, True),
                 pump(up_reader, writer, up_codec, conn.upstream_bytes, conn.responses, False),
-            )
+            ), 10 * IDLE_S)
 
     def _forward(self, ev: object, codec: BoltCodec, client: asyncio.StreamWriter, downstream: bool) -> bytes:
         if isinstance(ev, RequestHead) and ev.raw is not None:
