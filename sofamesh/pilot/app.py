@@ -126,8 +126,7 @@ class Pilot:
         await self._runner.setup()
         site = web.TCPSite(self._runner, ahost, aport)
         await site.start()
-        sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-        self.api_port = sockets[0].getsockname()[1] if sockets else aport
+        self.api_port = int(self._runner.addresses[0][1])
         await _maybe_await(self.host.pm.hook.pilot_startup(pilot=self))
         self.ready = True
         log.info("pilot ready: xds %s:%d api %s:%d, registries %s (writable: %s)", xhost, self.xds_port,

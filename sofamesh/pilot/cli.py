@@ -22,9 +22,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                     "The API port also serves /ready, /debug/syncz, /debug/registry and /metrics.")
     p.add_argument("-c", "--config", type=Path, help="Pilot YAML config file")
     p.add_argument("--xds", metavar="HOST:PORT", help="xDS (ADS gRPC) address (default 127.0.0.1:15010)")
-    p.add_argument("--api", metavar="HOST:PORT", help="registry API and admin address (default 127.0.0.1:15080)")
+    p.add_argument("--api", metavar="HOST:PORT",
+                   help="registry API and admin address (default 127.0.0.1:15080)")
     p.add_argument("--registry", metavar="NAME", help="registry type to read and write (default embedded)")
-    p.add_argument("--data-dir", type=Path, metavar="DIR", help="where registries persist (default ./pilot-data)")
+    p.add_argument("--data-dir", type=Path, metavar="DIR",
+                   help="where registries persist (default ./pilot-data)")
     p.add_argument("--debounce-ms", type=int, metavar="MS", help="push quiet period (default 100)")
     p.add_argument("--max-delay-ms", type=int, metavar="MS", help="push max delay (default 1000)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")

@@ -66,11 +66,11 @@ class Debounce(_Strict):
 
 
 class PilotConfig(_Strict):
-    xds: Endpoint = Endpoint(address="127.0.0.1:15010")
-    api: Endpoint = Endpoint(address="127.0.0.1:15080")
+    xds: Endpoint = Field(default_factory=lambda: Endpoint(address="127.0.0.1:15010"))
+    api: Endpoint = Field(default_factory=lambda: Endpoint(address="127.0.0.1:15080"))
     data_dir: Path = Path("pilot-data")
     registries: list[RegistryConfig] = Field(default_factory=lambda: [RegistryConfig(name="embedded")])
-    debounce: Debounce = Debounce()
+    debounce: Debounce = Field(default_factory=lambda: Debounce(quiet_ms=100, max_delay_ms=1000))
     grace_s: float = Field(2.0, ge=0, le=300)
 
     @model_validator(mode="after")

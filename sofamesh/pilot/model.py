@@ -72,7 +72,8 @@ class Service:
     def __post_init__(self) -> None:
         _check_name(self.name, "service", _NAME, "service name")
         if self.protocol not in PROTOCOLS:
-            raise ConfigError("protocol", f"unknown protocol {self.protocol!r} (known: {', '.join(PROTOCOLS)})")
+            raise ConfigError("protocol",
+                              f"unknown protocol {self.protocol!r} (known: {', '.join(PROTOCOLS)})")
         ports = tuple(_check_port(p, f"ports[{i}]") for i, p in enumerate(self.ports))
         if not ports:
             ports = (DEFAULT_SERVICE_PORTS[self.protocol],)

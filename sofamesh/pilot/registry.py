@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from sofamesh.core.errors import PluginError
 from sofamesh.pilot.model import Service, ServiceInstance
 
-Notify = Callable[[Iterable[str]], None]
+Notify = Callable[[Iterable[str]], object]
 """Called by a registry with the names of the services whose data it just changed."""
 
 

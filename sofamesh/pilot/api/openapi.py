@@ -25,8 +25,8 @@ _INDEX_HEADER = {"X-Sofamesh-Index": {"schema": {"type": "integer"},
 
 
 def _json(ref: str, desc: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"description": desc,
-                           "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+    schema = {"$ref": f"#/components/schemas/{ref}"}
+    out: dict[str, Any] = {"description": desc, "content": {"application/json": {"schema": schema}}}
     if headers:
         out["headers"] = headers
     return out
@@ -37,8 +37,9 @@ def document(version: str) -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {"title": "sofamesh Open Service Registry API", "version": version,
-                 "description": "Register, renew, deregister and watch service instances. Writes go to "
-                                "Pilot's writable registry; reads show the mesh model merged from every registry."},
+                 "description": "Register, renew, deregister and watch service instances. Writes go "
+                                "to Pilot's writable registry; reads show the mesh model merged from "
+                                "every registry."},
         "paths": {
             "/v1/services": {"get": {
                 "summary": "List services", "operationId": "listServices", "parameters": _WATCH_PARAMS,
@@ -77,9 +78,11 @@ def document(version: str) -> dict[str, Any]:
                 "version": {"type": "string"}, "group": {"type": "string"},
                 "health": {"type": "string", "enum": [h.value for h in Health], "default": "healthy"},
                 "ttl_seconds": {"type": "number", "minimum": 0, "maximum": 86400, "nullable": True,
-                                "description": "Lease: the instance goes away unless it heartbeats within this time"},
+                                "description": "Lease: the instance goes away unless it heartbeats "
+                                               "within this time"},
                 "service_ports": {"type": "array", "items": {"type": "integer"},
-                                  "description": "Ports clients address the service on (cluster names use them)"},
+                                  "description": "Ports clients address the service on "
+                                                 "(cluster names use them)"},
                 "service_metadata": str_map}},
             "Instance": {"type": "object", "properties": {
                 "service": {"type": "string"}, "id": {"type": "string"}, "address": {"type": "string"},

@@ -97,26 +97,25 @@ async def register(request: web.Request) -> web.Response:
     return _indexed({"instance": inst.to_dict(), "ttl_seconds": ttl}, pilot.model.service_index(service))
 
 
-async def deregister(request: web.Request) -> web.Response:
+async def _on_instance(request: web.Request, action: str) -> web.Response:
+    """Deregister or heartbeat one instance of the writable registry; 404 when it is unknown."""
     pilot = request.app[_PILOT]
     reg = pilot.writable_registry()
     service, instance_id = request.match_info["service"], request.match_info["id"]
     if reg.services().get(service) is None:
         return _error(404, f"unknown service {service!r}")
-    if not await reg.deregister(service, instance_id):
+    done = await (reg.deregister if action == "deregistered" else reg.heartbeat)(service, instance_id)
+    if not done:
         return _error(404, f"service {service!r} has no instance {instance_id!r} in registry {reg.name!r}")
-    return _indexed({"deregistered": instance_id}, pilot.model.service_index(service))
+    return _indexed({action: instance_id}, pilot.model.service_index(service))
+
+
+async def deregister(request: web.Request) -> web.Response:
+    return await _on_instance(request, "deregistered")
 
 
 async def heartbeat(request: web.Request) -> web.Response:
-    pilot = request.app[_PILOT]
-    reg = pilot.writable_registry()
-    service, instance_id = request.match_info["service"], request.match_info["id"]
-    if reg.services().get(service) is None:
-        return _error(404, f"unknown service {service!r}")
-    if not await reg.heartbeat(service, instance_id):
-        return _error(404, f"service {service!r} has no instance {instance_id!r} in registry {reg.name!r}")
-    return web.json_response({"renewed": instance_id}, dumps=_dumps)
+    return await _on_instance(request, "renewed")
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -1,4 +1,4 @@
-"""Pilot's xDS side: the generator contract, the built-in generators, the snapshot cache and the ADS server."""
+"""Pilot's xDS side: the generator contract, built-in generators, snapshot cache and ADS server."""
 
 from __future__ import annotations
 

@@ -79,4 +79,5 @@ class XdsGenerator(Protocol):
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]: ...
 
 
-__all__ = ["CLUSTER", "ENDPOINT", "LISTENER", "ROUTE", "NodeInfo", "XdsGenerator", "XdsResource", "short_type"]
+__all__ = ["CLUSTER", "ENDPOINT", "LISTENER", "ROUTE", "NodeInfo", "XdsGenerator", "XdsResource",
+           "short_type"]

@@ -52,7 +52,7 @@ def cluster_name(service: Service, port: int) -> str:
 
 def _pack(message: object) -> any_pb2.Any:
     a = any_pb2.Any()
-    a.Pack(message)  # type: ignore[arg-type]
+    a.Pack(message)
     return a
 
 
@@ -92,7 +92,10 @@ class _PerService:
                 continue
             index = mesh.service_index(name)
             hit = self._memo.get(name)
-            built = hit[1] if hit is not None and hit[0] == index else self.build(service, mesh.instances(name))
+            if hit is not None and hit[0] == index:
+                built = hit[1]
+            else:
+                built = self.build(service, mesh.instances(name))
             memo[name] = (index, built)
             out.extend(built)
         self._memo = memo
@@ -207,7 +210,8 @@ class OutboundListenerGenerator:
         )
         listener = listener_pb2.Listener(
             name=name,
-            address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port)),
+            address=address_pb2.Address(
+                socket_address=address_pb2.SocketAddress(address=address, port_value=port)),
             filter_chains=[listener_components_pb2.FilterChain(filters=[
                 listener_components_pb2.Filter(name=_HCM, typed_config=_pack(hcm))])],
         )
@@ -233,7 +237,8 @@ class OutboundRouteGenerator:
             if service.protocol not in HTTP_PROTOCOLS:
                 continue
             hosts.append(route_components_pb2.VirtualHost(
-                name=name, domains=[name, f"{name}:*"], routes=[_route_to(cluster_name(service, service.port))]))
+                name=name, domains=[name, f"{name}:*"],
+                routes=[_route_to(cluster_name(service, service.port))]))
             for port in service.ports[1:]:
                 hosts.append(route_components_pb2.VirtualHost(
                     name=f"{name}:{port}", domains=[f"{name}:{port}"],
@@ -244,7 +249,8 @@ class OutboundRouteGenerator:
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
         _address, port = _outbound(node)
         name = f"outbound|{port}"
-        return [XdsResource(name, route_pb2.RouteConfiguration(name=name, virtual_hosts=self._virtual_hosts(mesh)))]
+        config = route_pb2.RouteConfiguration(name=name, virtual_hosts=self._virtual_hosts(mesh))
+        return [XdsResource(name, config)]
 
 
 @hookimpl

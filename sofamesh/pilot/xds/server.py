@@ -94,8 +94,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, server)
         bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         await server.start()
-        self._server, self.port = server, bound
-        return bound
+        self._server, self.port = server, int(bound)
+        return self.port
 
     async def stop(self, grace: float = 1.0) -> None:
         for st in list(self.streams.values()):
@@ -159,11 +159,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             self.metrics.connected.labels(mode).dec()
 
     # grpc.aio recognises a streaming handler by being an async generator function.
-    async def StreamAggregatedResources(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+    async def StreamAggregatedResources(self, requests: AsyncIterator[Any], context: Any
+                                        ) -> AsyncIterator[Any]:
         async for resp in self._serve("sotw", requests, context):
             yield resp
 
-    async def DeltaAggregatedResources(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+    async def DeltaAggregatedResources(self, requests: AsyncIterator[Any], context: Any
+                                       ) -> AsyncIterator[Any]:
         async for resp in self._serve("delta", requests, context):
             yield resp
 
@@ -277,7 +279,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         nonce = st.nonce()
         resp = discovery_pb2.DeltaDiscoveryResponse(
             system_version_info=snap.version, type_url=url, nonce=nonce, removed_resources=removed,
-            resources=[discovery_pb2.Resource(name=e.name, version=e.version, resource=e.any) for e in updated],
+            resources=[discovery_pb2.Resource(name=e.name, version=e.version, resource=e.any)
+                       for e in updated],
         )
         ts.sent_version, ts.sent_nonce = set_version(desired.values()), nonce
         ts.status = "SENT"

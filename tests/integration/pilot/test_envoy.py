@@ -14,15 +14,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import CACHE, PilotProcess, free_port, wait_until
+from .conftest import CACHE, PilotProcess, free_port, stop_process, wait_until
+
+_SETUP = "scripts/setup.d/30-pilot-peers.sh"
+_H2 = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
 def _envoy_binary() -> Path:
     found = sorted(CACHE.glob("venv-envoy/lib/python*/site-packages/envoy/_bin/envoy"))
     if not found:
         if os.environ.get("CI"):
-            pytest.fail(f"Envoy is not installed under {CACHE}/venv-envoy (scripts/setup.d/30-pilot-peers.sh)")
-        pytest.skip(f"Envoy is not installed under {CACHE}/venv-envoy: run scripts/setup.d/30-pilot-peers.sh")
+            pytest.fail(f"Envoy is not installed under {CACHE}/venv-envoy: {_SETUP}")
+        pytest.skip(f"Envoy is not installed under {CACHE}/venv-envoy: run {_SETUP}")
     return found[-1]
 
 
@@ -33,7 +36,7 @@ class HttpBackend:
         self.name = name
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 body = name.encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
@@ -80,11 +83,12 @@ class Envoy:
             },
             "static_resources": {"clusters": [{
                 "name": "pilot", "type": "STATIC", "connect_timeout": "1s",
-                "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "typed_extension_protocol_options": {_H2: {
+                    "@type": f"type.googleapis.com/{_H2}",
                     "explicit_http_config": {"http2_protocol_options": {}}}},
                 "load_assignment": {"cluster_name": "pilot", "endpoints": [{"lb_endpoints": [{"endpoint": {
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": pilot.xds_port}}}}]}]},
+                    "address": {"socket_address": {"address": "127.0.0.1",
+                                                   "port_value": pilot.xds_port}}}}]}]},
             }]},
         }
         path = tmp_path / f"envoy-{api_type}.json"
@@ -111,12 +115,7 @@ class Envoy:
             return None
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        stop_process(self.proc)
 
 
 @pytest.mark.parametrize("api_type", ["GRPC", "DELTA_GRPC"])

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -63,26 +63,29 @@ class Client:
 
 
 @pytest.fixture
-def client_factory(tmp_path: Path) -> Iterator[list[Client]]:
+def echo_client(
+    tmp_path: Path, pilot: PilotProcess, grpc_backends: list[GrpcBackend]
+) -> Iterator[Callable[[str], Client]]:
+    """Registers the two backends as grpc service ``echo``; calling it starts an xds:///echo client."""
+    for b in grpc_backends:
+        pilot.register("echo", b.name, address="127.0.0.1", port=b.port, protocol="grpc")
     clients: list[Client] = []
+
+    def start(node_id: str) -> Client:
+        clients.append(Client(tmp_path, pilot, "xds:///echo", node_id))
+        return clients[-1]
+
     try:
-        yield clients
+        yield start
     finally:
         for c in clients:
             c.stop()
 
 
-def _register_backends(pilot: PilotProcess, backends: list[GrpcBackend]) -> None:
-    for b in backends:
-        pilot.register("echo", b.name, address="127.0.0.1", port=b.port, protocol="grpc")
-
-
 def test_proxyless_client_round_robins_over_registered_backends_and_follows_deregistration(
-    tmp_path: Path, pilot: PilotProcess, grpc_backends: list[GrpcBackend], client_factory: list[Client]
+    pilot: PilotProcess, echo_client: Callable[[str], Client]
 ) -> None:
-    _register_backends(pilot, grpc_backends)
-    client = Client(tmp_path, pilot, "xds:///echo", "proxyless-rr")
-    client_factory.append(client)
+    client = echo_client("proxyless-rr")
 
     first = client.answers(40, timeout=30)
     counts = collections.Counter(first[10:])
@@ -99,17 +102,15 @@ def test_proxyless_client_round_robins_over_registered_backends_and_follows_dere
 
 
 def test_csds_shows_every_resource_acked_and_pilot_shows_the_node(
-    tmp_path: Path, pilot: PilotProcess, grpc_backends: list[GrpcBackend], client_factory: list[Client]
+    pilot: PilotProcess, echo_client: Callable[[str], Client]
 ) -> None:
-    _register_backends(pilot, grpc_backends)
-    client = Client(tmp_path, pilot, "xds:///echo", "proxyless-csds")
-    client_factory.append(client)
+    client = echo_client("proxyless-csds")
     client.answers(4, timeout=30)
 
     status = client.csds()
     configs = [g for c in status.config for g in c.generic_xds_configs]
-    seen = {(g.type_url.rsplit(".", 1)[-1], g.name): config_dump_shared_pb2.ClientResourceStatus.Name(g.client_status)
-            for g in configs}
+    status_name = config_dump_shared_pb2.ClientResourceStatus.Name
+    seen = {(g.type_url.rsplit(".", 1)[-1], g.name): status_name(g.client_status) for g in configs}
     assert seen == {("Listener", "echo"): "ACKED", ("Cluster", "outbound|80|echo"): "ACKED",
                     ("ClusterLoadAssignment", "outbound|80|echo"): "ACKED"}, seen
 
@@ -120,11 +121,9 @@ def test_csds_shows_every_resource_acked_and_pilot_shows_the_node(
 
 
 def test_a_client_started_after_a_pilot_restart_gets_the_same_backends(
-    tmp_path: Path, pilot: PilotProcess, grpc_backends: list[GrpcBackend], client_factory: list[Client]
+    pilot: PilotProcess, echo_client: Callable[[str], Client]
 ) -> None:
-    _register_backends(pilot, grpc_backends)
-    client = Client(tmp_path, pilot, "xds:///echo", "proxyless-restart")
-    client_factory.append(client)
+    client = echo_client("proxyless-restart")
     assert set(client.answers(20, timeout=30)) == {"b1", "b2"}
 
     pilot.stop()
