@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -54,8 +54,10 @@ class EmbeddedRegistry(Registry):
 
     writable = True
 
-    def __init__(self, name: str, path: Path, reap_interval: float = 0.25) -> None:
+    def __init__(self, name: str, path: Path, reap_interval: float = 0.25,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
+        self._clock = clock
         self.path = path
         self._reap_interval = reap_interval
         self._services: dict[str, Service] = {}
@@ -90,7 +92,7 @@ class EmbeddedRegistry(Registry):
             doc = json.loads(raw)
             if doc.get("format") != _FORMAT:
                 raise ValueError(f"unknown format {doc.get('format')!r}")
-            now = time.monotonic()
+            now = self._clock()
             for sdoc in doc["services"]:
                 svc = Service.from_dict(sdoc)
                 self._services[svc.name] = svc
@@ -126,7 +128,7 @@ class EmbeddedRegistry(Registry):
         return tuple(self._instances.get(service, {}).values())
 
     def describe(self) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self._clock()
         return {"type": "embedded", "file": str(self.path), "writes": self.writes, "expired": self.expired,
                 "leases": {f"{s}/{i}": {"ttl_seconds": ttl, "expires_in_s": round(dl - now, 3)}
                            for (s, i), (ttl, dl) in sorted(self._leases.items())}}
@@ -149,7 +151,7 @@ class EmbeddedRegistry(Registry):
             self._instances.setdefault(service.name, {})[instance.id] = instance
             key = (service.name, instance.id)
             if ttl:
-                self._leases[key] = (ttl, time.monotonic() + ttl)
+                self._leases[key] = (ttl, self._clock() + ttl)
             else:
                 self._leases.pop(key, None)
             names.add(service.name)
@@ -176,13 +178,13 @@ class EmbeddedRegistry(Registry):
         key = (service, instance_id)
         lease = self._leases.get(key)
         if lease is not None:
-            self._leases[key] = (lease[0], time.monotonic() + lease[0])
+            self._leases[key] = (lease[0], self._clock() + lease[0])
         return True
 
     # -- leases --------------------------------------------------------------------------------
     def reap(self, now: float | None = None) -> list[tuple[str, str]]:
         """Drop every instance whose lease ran out; return (service, id) of each one dropped."""
-        now = time.monotonic() if now is None else now
+        now = self._clock() if now is None else now
         gone = [key for key, (_ttl, deadline) in self._leases.items() if deadline <= now]
         for service, instance_id in gone:
             self._remove(service, instance_id)
