@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -19,14 +18,10 @@ import grpc
 import httpx
 import pytest
 
+from sofamesh.testing import free_port
+
 REPO = Path(__file__).resolve().parents[3]
 CACHE = Path(os.environ.get("SOFAMESH_CACHE", REPO / ".cache"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace: float = 10) -> None:
@@ -67,7 +62,7 @@ class PilotProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sofamesh.pilot", "--xds", f"127.0.0.1:{self.xds_port}",
+                [sys.executable, "-m", "sofamesh", "pilot", "--xds", f"127.0.0.1:{self.xds_port}",
                  "--api", f"127.0.0.1:{self.api_port}", "--data-dir", str(self.data_dir),
                  "--debounce-ms", str(self.debounce_ms), "--max-delay-ms", "500"],
                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO)

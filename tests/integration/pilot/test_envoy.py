@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import CACHE, PilotProcess, free_port, stop_process, wait_until
+from sofamesh.testing import free_port
+
+from .conftest import CACHE, PilotProcess, stop_process, wait_until
 
 _SETUP = "scripts/setup.d/30-pilot-peers.sh"
 _H2 = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"

@@ -15,7 +15,9 @@ import pytest
 from envoy.admin.v3 import config_dump_shared_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
-from .conftest import GrpcBackend, LineReader, PilotProcess, free_port
+from sofamesh.testing import free_port
+
+from .conftest import GrpcBackend, LineReader, PilotProcess
 
 CLIENT = Path(__file__).with_name("proxyless_client.py")
 
