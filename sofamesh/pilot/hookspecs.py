@@ -1,4 +1,4 @@
-"""Pilot hookspecs. Each docstring is the hook's contract; docs/pilot-hooks.md documents each one.
+"""Pilot hookspecs. Each docstring is the hook's contract; docs/plugins.md ("Pilot hooks") documents each one.
 
 Hooks run at start-up, at shutdown and when the mesh model changes; none runs per xDS request or
 per API call: they build the registries and generators that do the work.
@@ -87,9 +87,9 @@ def pilot_instances_changed(service: Service, instances: Sequence[ServiceInstanc
     """The instances of one service changed in the mesh model.
 
     Runs once per changed service each time the model applies a registry change (a batch of
-    registrations from one registry is one change), before xDS pushes are scheduled. A service
-    that disappeared is reported with an empty ``instances``. Used by sync modules and auditors;
-    it must not block.
+    registrations from one registry is one change), before xDS pushes are scheduled, with an
+    empty ``instances`` for a service that disappeared. Used by sync modules and auditors;
+    it must not block. A service that disappeared is reported with its last known Service.
 
     :param service: the :class:`~sofamesh.pilot.model.Service` as the model now knows it.
     :param instances: every :class:`~sofamesh.pilot.model.ServiceInstance` of that service now,
