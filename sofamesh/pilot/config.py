@@ -33,7 +33,10 @@ class Endpoint(_Strict):
     @field_validator("address")
     @classmethod
     def _address(cls, v: str) -> str:
-        split_address(v)
+        try:
+            split_address(v)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
         return v
 
     @property
