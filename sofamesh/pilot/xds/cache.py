@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
 from sofamesh.pilot.xds.generator import NodeInfo, XdsGenerator, XdsResource
@@ -28,6 +29,7 @@ class Entry:
     any: any_pb2.Any
     version: str
     wildcard: bool
+    delta_wire: bytes  # this resource as one element of DeltaDiscoveryResponse.resources, on the wire
 
 
 def set_version(entries: Iterable[Entry]) -> str:
@@ -57,7 +59,11 @@ class TypeSnapshot:
 def _pack(resource: XdsResource, type_url: str) -> Entry:
     data = resource.message.SerializeToString(deterministic=True)
     packed = any_pb2.Any(type_url=type_url, value=data)
-    return Entry(resource.name, packed, hashlib.blake2b(data, digest_size=8).hexdigest(), resource.wildcard)
+    version = hashlib.blake2b(data, digest_size=8).hexdigest()
+    wire = discovery_pb2.DeltaDiscoveryResponse(
+        resources=[discovery_pb2.Resource(name=resource.name, version=version, resource=packed)]
+    ).SerializeToString()
+    return Entry(resource.name, packed, version, resource.wildcard, wire)
 
 
 class SnapshotCache:

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 
 from sofamesh.pilot.metrics import PilotMetrics
 from sofamesh.pilot.xds.cache import SnapshotCache, set_version
 from sofamesh.pilot.xds.generator import NodeInfo, short_type
 
 log = logging.getLogger("sofamesh.pilot.xds")
+_ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 _PUSH = "push"
 _REQUEST = "request"
 _CLOSED = "closed"
@@ -42,6 +43,7 @@ class TypeState:
     status: str = "REQUESTED"
     last_nack: dict[str, Any] | None = None
     known: dict[str, str] = field(default_factory=dict)  # delta: what the client holds, name -> version
+    snapshot_version: str = ""  # version of the whole snapshot the last response was cut from
 
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"status": self.status, "wildcard": self.wildcard, "names": sorted(self.names),
@@ -75,7 +77,7 @@ class Stream:
                 "types": {short_type(url): ts.describe() for url, ts in sorted(self.types.items())}}
 
 
-class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
+class AdsServer:
     """Serves ADS from a :class:`SnapshotCache`; :meth:`push` makes every stream catch up."""
 
     def __init__(self, cache: SnapshotCache, metrics: PilotMetrics) -> None:
@@ -84,6 +86,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self.streams: dict[int, Stream] = {}
         self._ids = itertools.count(1)
         self.recent_nacks: list[dict[str, Any]] = []
+        self._sotw_cuts: dict[tuple[str, str, bool, frozenset[str]], tuple[str, bytes, int]] = {}
         self.pushes = 0
         self._server: grpc.aio.Server | None = None
         self.port = 0
@@ -91,7 +94,16 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self, host: str, port: int) -> int:
         server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 * 1024 * 1024)])
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, server)
+        # Responses leave the handlers already serialized (see _sotw_response).
+        handlers = {
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self.StreamAggregatedResources, request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                response_serializer=bytes),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self.DeltaAggregatedResources, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                response_serializer=bytes),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_ADS_SERVICE, handlers),))
         bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         await server.start()
         self._server, self.port = server, int(bound)
@@ -107,6 +119,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     def push(self, first_change: float | None = None) -> None:
         """The mesh changed: rebuild snapshots on demand and wake every stream."""
         self.cache.invalidate()
+        self._sotw_cuts.clear()
         self.pushes += 1
         for st in self.streams.values():
             st.queue.put_nowait((_PUSH, first_change))
@@ -145,10 +158,10 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                     continue
                 sent = False
                 for url, ts in list(st.types.items()):
-                    resp = respond(st, url, ts, False)
-                    if resp is not None:
+                    pushed = respond(st, url, ts, False)
+                    if pushed is not None:
                         sent = True
-                        yield resp
+                        yield pushed
                 if sent and payload is not None:
                     self.metrics.push_seconds.observe(max(0.0, asyncio.get_running_loop().time() - payload))
         finally:
@@ -192,13 +205,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             ts.acked_version = version
             self.metrics.acks.labels(short_type(url)).inc()
 
-    def _count(self, url: str, mode: str, resp: Any, n: int, ts: TypeState) -> None:
+    def _count(self, url: str, mode: str, size: int, n: int, ts: TypeState) -> None:
         ts.sent_count = n
         self.metrics.pushes.labels(short_type(url), mode).inc()
-        self.metrics.response_bytes.labels(short_type(url)).inc(resp.ByteSize())
+        self.metrics.response_bytes.labels(short_type(url)).inc(size)
 
     # -- state of the world --------------------------------------------------------------------
-    def _sotw_request(self, st: Stream, req: Any) -> list[Any]:
+    def _sotw_request(self, st: Stream, req: Any) -> list[bytes]:
         self._learn_node(st, req)
         url = req.type_url
         names = set(req.resource_names)
@@ -217,25 +230,35 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         resp = self._sotw_response(st, url, ts, True)
         return [resp] if resp is not None else []
 
-    def _sotw_response(self, st: Stream, url: str, ts: TypeState, force: bool) -> Any:
+    def _sotw_response(self, st: Stream, url: str, ts: TypeState, force: bool) -> bytes | None:
         assert st.node is not None
         snap = self.cache.get(url, st.node)
-        entries = snap.select(None) if ts.wildcard else []
-        if ts.names:
-            entries += [e for e in snap.select(ts.names) if not (ts.wildcard and e.wildcard)]
-        version = set_version(entries)
+        if not force and snap.version == ts.snapshot_version:
+            return None  # nothing of this type changed for this node's scope
+        key = (url, snap.version, ts.wildcard, frozenset(ts.names))
+        cut = self._sotw_cuts.get(key)
+        if cut is None:
+            entries = snap.select(None) if ts.wildcard else []
+            if ts.names:
+                entries += [e for e in snap.select(ts.names) if not (ts.wildcard and e.wildcard)]
+            # Serialized once per distinct subscription; each node's response is this plus a small
+            # header (fields may come in any order on the wire).
+            body = discovery_pb2.DiscoveryResponse(resources=[e.any for e in entries]).SerializeToString()
+            cut = self._sotw_cuts[key] = (set_version(entries), body, len(entries))
+        version, body, count = cut
+        ts.snapshot_version = snap.version
         if not force and version == ts.sent_version:
             return None
         nonce = st.nonce()
-        resp = discovery_pb2.DiscoveryResponse(version_info=version, type_url=url, nonce=nonce,
-                                               resources=[e.any for e in entries])
+        head = discovery_pb2.DiscoveryResponse(version_info=version, type_url=url, nonce=nonce)
+        resp: bytes = head.SerializeToString() + body
         ts.sent_version, ts.sent_nonce = version, nonce
         ts.status = "SENT"
-        self._count(url, "sotw", resp, len(entries), ts)
+        self._count(url, "sotw", len(resp), count, ts)
         return resp
 
     # -- delta ---------------------------------------------------------------------------------
-    def _delta_request(self, st: Stream, req: Any) -> list[Any]:
+    def _delta_request(self, st: Stream, req: Any) -> list[bytes]:
         self._learn_node(st, req)
         url = req.type_url
         subscribe = set(req.resource_names_subscribe)
@@ -262,9 +285,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         resp = self._delta_response(st, url, ts, first or bool(subscribe))
         return [resp] if resp is not None else []
 
-    def _delta_response(self, st: Stream, url: str, ts: TypeState, force: bool) -> Any:
+    def _delta_response(self, st: Stream, url: str, ts: TypeState, force: bool) -> bytes | None:
         assert st.node is not None
         snap = self.cache.get(url, st.node)
+        if not force and snap.version == ts.snapshot_version:
+            return None
+        ts.snapshot_version = snap.version
         desired = {e.name: e for e in snap.select(None)} if ts.wildcard else {}
         for e in snap.select(ts.names):
             desired[e.name] = e
@@ -277,15 +303,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         for name in removed:
             del ts.known[name]
         nonce = st.nonce()
-        resp = discovery_pb2.DeltaDiscoveryResponse(
-            system_version_info=snap.version, type_url=url, nonce=nonce, removed_resources=removed,
-            resources=[discovery_pb2.Resource(name=e.name, version=e.version, resource=e.any)
-                       for e in updated],
-        )
+        head = discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=snap.version, type_url=url, nonce=nonce, removed_resources=removed)
+        data: bytes = head.SerializeToString() + b"".join(e.delta_wire for e in updated)
         ts.sent_version, ts.sent_nonce = set_version(desired.values()), nonce
         ts.status = "SENT"
-        self._count(url, "delta", resp, len(updated), ts)
-        return resp
+        self._count(url, "delta", len(data), len(updated), ts)
+        return data
 
 
 __all__ = ["AdsServer", "Stream", "TypeState"]
