@@ -154,10 +154,23 @@ def test_envoy_routes_through_its_outbound_listener_to_registered_http_backends(
             assert successes and min(successes) >= 1, (kind, successes)
         assert set(rejected.values()) == {0}, rejected
 
-        nodes = {n["node"]: n for n in pilot.get("/debug/syncz")["nodes"]}
-        node = nodes[f"envoy-{api_type.lower()}"]
-        assert node["mode"] == ("delta" if api_type == "DELTA_GRPC" else "sotw")
-        assert {t: s["status"] for t, s in node["types"].items()} == {
-            "lds": "ACKED", "cds": "ACKED", "rds": "ACKED", "eds": "ACKED"}
+        def all_acked() -> bool:
+            nodes = {n["node"]: n for n in pilot.get("/debug/syncz")["nodes"]}
+            node = nodes.get(f"envoy-{api_type.lower()}")
+            return node is not None and {t: s["status"] for t, s in node["types"].items()} == {
+                "lds": "ACKED", "cds": "ACKED", "rds": "ACKED", "eds": "ACKED"}
+
+        wait_until(all_acked, 5, what="every type ACKED on /debug/syncz")
+
+        # Pilot restarts: Envoy reconnects, keeps serving, and follows changes made afterwards.
+        pilot.stop()
+        assert body("web") in {"h1", "h2", "h3"}
+        pilot.start()
+        wait_until(all_acked, 20, what="Envoy reconnected and ACKed everything")
+        pilot.deregister("web", "h1")
+        pilot.deregister("web", "h2")
+        wait_until(lambda: {body("web") for _ in range(6)} == {"h3"}, 5, what="only h3 after the restart")
+        stats = envoy.stats()
+        assert {v for k, v in stats.items() if k.endswith(".update_rejected")} == {0}
     finally:
         envoy.stop()
