@@ -109,7 +109,7 @@ class Pilot:
             svc = self.model.service(name)
             if svc is not None:
                 self._last_service[name] = svc
-        if self._debouncer is not None and self.ready:
+        if self._debouncer is not None:
             self._debouncer.trigger()
 
     # -- lifecycle -----------------------------------------------------------------------------

@@ -30,12 +30,12 @@ def _fired_after(triggers: list[float], quiet: float, max_delay: float) -> list[
 
 def test_a_burst_fires_once_after_the_quiet_period() -> None:
     fired = _fired_after([0, 0.02, 0.04, 0.06], quiet=0.1, max_delay=1.0)
-    assert len(fired) == 1 and 0.15 <= fired[0] < 0.4
+    assert len(fired) == 1 and 0.15 <= fired[0] < 0.9
 
 
 def test_a_never_ending_burst_still_fires_by_the_max_delay() -> None:
-    fired = _fired_after([i * 0.05 for i in range(14)], quiet=0.1, max_delay=0.3)
-    assert len(fired) >= 2 and 0.28 <= fired[0] < 0.45
+    fired = _fired_after([i * 0.05 for i in range(14)], quiet=0.2, max_delay=0.5)
+    assert len(fired) >= 2 and 0.45 <= fired[0] < 0.9
 
 
 def test_max_delay_below_quiet_is_refused() -> None:
