@@ -178,3 +178,20 @@ def test_openapi_documents_every_endpoint_and_admin_endpoints_answer(tmp_path: P
 def pilot_app_routes(pilot: Any) -> list[Any]:
     runner = pilot._runner
     return [r for r in runner.app.router.routes() if r.method != "HEAD"]
+
+
+def test_a_leased_instance_lives_while_it_heartbeats_and_goes_when_it_stops(tmp_path: Path) -> None:
+    async def scenario(s: aiohttp.ClientSession, base: str, pilot: Any) -> None:
+        url = f"{base}/v1/services/echo/instances"
+        await _call(s, "PUT", f"{url}/keep", json=BODY)
+        _, reg, _ = await _call(s, "PUT", f"{url}/lease", json={**BODY, "ttl_seconds": 0.6})
+        for _ in range(5):  # 1.5 s of heartbeats, longer than the lease
+            await asyncio.sleep(0.3)
+            assert (await _call(s, "PUT", f"{url}/lease/heartbeat"))[0] == 200
+        _, listed, _ = await _call(s, "GET", url)
+        assert [i["id"] for i in listed["instances"]] == ["keep", "lease"]
+        status, watched, _ = await _call(s, "GET", f"{url}?index={listed['index']}&wait=5s")
+        assert status == 200 and [i["id"] for i in watched["instances"]] == ["keep"]
+        assert (await _call(s, "PUT", f"{url}/lease/heartbeat"))[0] == 404
+
+    api(tmp_path, scenario)
