@@ -184,7 +184,8 @@ def test_a_leased_instance_lives_while_it_heartbeats_and_goes_when_it_stops(tmp_
     async def scenario(s: aiohttp.ClientSession, base: str, pilot: Any) -> None:
         url = f"{base}/v1/services/echo/instances"
         await _call(s, "PUT", f"{url}/keep", json=BODY)
-        _, reg, _ = await _call(s, "PUT", f"{url}/lease", json={**BODY, "ttl_seconds": 0.6})
+        status, reg, _ = await _call(s, "PUT", f"{url}/lease", json={**BODY, "ttl_seconds": 0.6})
+        assert (status, reg["ttl_seconds"]) == (200, 0.6)
         for _ in range(5):  # 1.5 s of heartbeats, longer than the lease
             await asyncio.sleep(0.3)
             assert (await _call(s, "PUT", f"{url}/lease/heartbeat"))[0] == 200
