@@ -9,11 +9,11 @@ peers themselves accept or reject what the codec wrote.
 from __future__ import annotations
 
 import pytest
-from bolt_peers import ByteRelay, anthunder_client, anthunder_listener, node_consumer, node_provider
 
 from sofamesh.core.codec import ReplyStatus
 from sofamesh.core.events import Heartbeat, RequestHead, ResponseHead
 from sofamesh.plugins.protocols.bolt import BoltCodec, Framing
+from tests.conformance.bolt_peers import ByteRelay, anthunder_client, anthunder_listener, node_consumer, node_provider
 
 ECHO = "com.example.EchoService"
 PY = "com.example.Py"

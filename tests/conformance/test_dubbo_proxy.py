@@ -251,10 +251,6 @@ def test_requests_in_flight_when_the_provider_dies_each_get_a_reset_reply_at_onc
         p.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kernel: sofamesh/core/upstream/pool.py MultiplexedConnection.heartbeat_tick aborts a connection "
-    "whose probe got no Heartbeat(reply=True); @dubbo.ts answers a probe with a heartbeat request of "
-    "its own (flag 0xa2), so an idle upstream connection is torn down every second interval"))
 def test_idle_upstream_connection_survives_heartbeats_to_a_dubbo_ts_provider() -> None:
     require_dubbo_peers()
     with Provider("idle") as p:
