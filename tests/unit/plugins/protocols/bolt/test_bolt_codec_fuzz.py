@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-from bolt_captured import ANTHUNDER_REQUEST, NODE_V1_REQUEST, NODE_V2CRC_REQUEST, NODE_V2CRC_RESPONSE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +12,12 @@ from sofamesh.core.errors import RemoteProtocolError
 from sofamesh.core.events import NEED_DATA, Event, RequestHead
 from sofamesh.plugins.protocols.bolt import BoltCodec
 from sofamesh.plugins.protocols.bolt.hessian import read_method_name
+from tests.unit.plugins.protocols.bolt.bolt_captured import (
+    ANTHUNDER_REQUEST,
+    NODE_V1_REQUEST,
+    NODE_V2CRC_REQUEST,
+    NODE_V2CRC_RESPONSE,
+)
 
 FRAMES = [NODE_V1_REQUEST, NODE_V2CRC_REQUEST, ANTHUNDER_REQUEST]
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from bolt_captured import NODE_V1_REQUEST
 
 from sofamesh.plugins.protocols.bolt.hessian import read_method_name
+from tests.unit.plugins.protocols.bolt.bolt_captured import NODE_V1_REQUEST
 
 CLASS = b"com.alipay.sofa.rpc.core.request.SofaRequest"
 
