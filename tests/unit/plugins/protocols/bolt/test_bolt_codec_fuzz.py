@@ -61,6 +61,7 @@ def test_any_chunking_of_a_stream_of_frames_gives_the_frames_back_in_order(frame
     assert [e.raw for e in got if isinstance(e, RequestHead)] == frames
 
 
+@settings(deadline=None)
 @given(new_id=st.integers(min_value=0, max_value=0xFFFFFFFF))
 def test_any_32_bit_id_rewrite_of_a_crc_frame_parses_back_with_that_id(new_id: int) -> None:
     codec = BoltCodec(Role.CLIENT, CodecLimits())
