@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# HTTP/2 peers for the http2 protocol plugin's conformance tests:
+#   Debian nghttp2-client (nghttp, h2load) and curl, and PyPI apache-dubbo 3.0.0b1 (Triple) in its
+#   own venv, because it installs a top-level `dubbo` package. grpcio comes with the dev extras.
+# Idempotent: anything already present is left alone.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cache="${SOFAMESH_CACHE:-$repo/.cache}"
+python="${PYTHON:-python3}"
+
+missing=()
+command -v nghttp >/dev/null 2>&1 || missing+=(nghttp2-client)
+command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if ((${#missing[@]})); then
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        $(printf '%s\n' "${missing[@]}" | sort -u)
+fi
+
+venv="$cache/venv-dubbo3"
+if ! "$venv/bin/python" -c "import dubbo" >/dev/null 2>&1; then
+    mkdir -p "$cache"
+    "$python" -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check --pre "apache-dubbo==3.0.0b1"
+fi
+"$venv/bin/python" -c "import dubbo"
+echo "22-http2-peers: nghttp $(nghttp --version | head -1 | awk '{print $2}'), curl, apache-dubbo 3.0.0b1 in $venv"
