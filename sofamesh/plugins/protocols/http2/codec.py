@@ -158,7 +158,10 @@ class Http2Codec(Codec):
         }
         if client:
             settings[h2.settings.SettingCodes.ENABLE_PUSH] = 0
+        # Settings given as initial values are in force at once in h2; the peer may use them as soon
+        # as it has read our SETTINGS, before we see its ACK, so frame and header limits follow too.
         conn.local_settings = h2.settings.Settings(client=client, initial_values=settings)
+        conn.max_inbound_frame_size = max_frame_size
         conn.decoder.max_header_list_size = self._limits.max_header_bytes
         conn.initiate_connection()
         if connection_window_size > _DEFAULT_WINDOW:
