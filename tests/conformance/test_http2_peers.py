@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import pytest
 
@@ -240,18 +240,16 @@ class Observer:
         return {ex.request.method: ex for ex in self.streams.values() if ex.request is not None}
 
 
-class Relay:
-    """127.0.0.1 byte relay to ``upstream_port`` that shows every connection to an Observer."""
+class LoopbackServer:
+    """A 127.0.0.1 asyncio server whose connection handlers are cancelled when the test leaves it."""
 
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.observers: list[Observer] = []
+    def __init__(self) -> None:
         self.port = 0
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def __aenter__(self) -> Relay:
-        self._server = await within(asyncio.start_server(self._accept, "127.0.0.1", 0), 5)
+    async def __aenter__(self) -> Self:
+        self._server = await within(asyncio.start_server(self._handle, "127.0.0.1", 0), 5)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -263,10 +261,31 @@ class Relay:
         await within(asyncio.gather(*self._tasks, return_exceptions=True), 5)
         await within(self._server.wait_closed(), 5)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        try:
+            await self._serve(reader, writer)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class Relay(LoopbackServer):
+    """127.0.0.1 byte relay to ``upstream_port`` that shows every connection to an Observer."""
+
+    def __init__(self, upstream_port: int) -> None:
+        super().__init__()
+        self.upstream_port = upstream_port
+        self.observers: list[Observer] = []
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         observer = Observer()
         self.observers.append(observer)
         up_reader, up_writer = await within(asyncio.open_connection("127.0.0.1", self.upstream_port), 5)
@@ -276,9 +295,7 @@ class Relay:
                 self._pump(up_reader, writer, observer.from_server, observer),
             )
         finally:
-            for w in (writer, up_writer):
-                w.close()
-            self._tasks.discard(task)
+            up_writer.close()
 
     @staticmethod
     async def _pump(
@@ -360,49 +377,28 @@ def test_every_kind_of_grpcio_call_decodes_through_both_codec_roles(grpc_server:
 
 
 # -- local replies seen by real clients -----------------------------------------------------------
-class LocalReplyServer:
+class LocalReplyServer(LoopbackServer):
     """An HTTP/2 server on 127.0.0.1 that answers every request with ``codec.local_reply``."""
 
     def __init__(self, status: ReplyStatus, message: str) -> None:
+        super().__init__()
         self.status = status
         self.message = message
         self.heads: list[RequestHead] = []
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def __aenter__(self) -> LocalReplyServer:
-        self._server = await within(asyncio.start_server(self._serve, "127.0.0.1", 0), 5)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        await within(self._server.wait_closed(), 5)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
         codec = Http2Codec(Role.SERVER, CodecLimits())
         writer.write(codec.data_to_send())
-        try:
-            while data := await reader.read(65536):
-                codec.receive_data(data)
-                while (ev := codec.next_event()) is not NEED_DATA:
-                    if isinstance(ev, RequestHead):
-                        self.heads.append(ev)
-                        writer.write(codec.local_reply(ev, self.status, self.message))
-                    elif isinstance(ev, BodyChunk):
-                        writer.write(codec.acknowledge(ev.stream_id, len(ev.data)))
-                writer.write(codec.data_to_send())
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
+        while data := await reader.read(65536):
+            codec.receive_data(data)
+            while (ev := codec.next_event()) is not NEED_DATA:
+                if isinstance(ev, RequestHead):
+                    self.heads.append(ev)
+                    writer.write(codec.local_reply(ev, self.status, self.message))
+                elif isinstance(ev, BodyChunk):
+                    writer.write(codec.acknowledge(ev.stream_id, len(ev.data)))
+            writer.write(codec.data_to_send())
+            await writer.drain()
 
 
 @pytest.mark.parametrize(
