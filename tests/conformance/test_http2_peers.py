@@ -189,11 +189,13 @@ class Observer:
         self.streams: dict[int, Exchange] = {}
         self.other: list[object] = []
         self.errors: list[str] = []
+        self.client_bytes = bytearray()
 
     def _stream(self, sid: int) -> Exchange:
         return self.streams.setdefault(sid, Exchange())
 
     def from_client(self, data: bytes) -> None:
+        self.client_bytes += data
         self.down.receive_data(data)
         for _ in range(100_000):
             ev = self.down.next_event()
@@ -374,6 +376,40 @@ def test_every_kind_of_grpcio_call_decodes_through_both_codec_roles(grpc_server:
     assert fail.response.headers.get("grpc-status") == "3"
     assert fail.response.http_status == 400
     assert decode_message(fail.response.headers.get("grpc-message") or "") == "bad argument: 100% ✓"
+
+
+def decode_requests(wire: bytes, cuts: list[int]) -> list[object]:
+    """Server-role events for ``wire`` fed in pieces ending at ``cuts`` (acknowledging bodies)."""
+    codec = Http2Codec(Role.SERVER, CodecLimits(), max_frame_size=2**24 - 1)
+    events: list[object] = []
+    start = 0
+    for end in [*cuts, len(wire)]:
+        codec.receive_data(wire[start:end])
+        start = end
+        while (ev := codec.next_event()) is not NEED_DATA:
+            if isinstance(ev, BodyChunk):
+                codec.acknowledge(ev.stream_id, len(ev.data))
+            events.append(ev)
+    return events
+
+
+def test_captured_grpcio_bytes_split_at_every_offset_decode_to_the_same_events(grpc_server: Peer) -> None:
+    async def scenario() -> list[Observer]:
+        async with Relay(grpc_server.port) as relay:
+            target = f"127.0.0.1:{relay.port}"
+            await run_program(
+                [sys.executable, str(GRPC_CLIENT), target, "unary", "client_stream", "bidi", "fail"]
+            )
+            return relay.observers
+
+    [observer] = asyncio.run(scenario())
+    wire = bytes(observer.client_bytes)
+    expected = decode_requests(wire, [])
+    heads = [e for e in expected if isinstance(e, RequestHead)]
+    assert [h.method for h in heads] == ["Unary", "ClientStream", "Bidi", "Fail"]
+    for cut in range(1, len(wire)):
+        assert decode_requests(wire, [cut]) == expected, f"split at {cut}"
+    assert decode_requests(wire, list(range(1, len(wire)))) == expected  # one byte at a time
 
 
 # -- local replies seen by real clients -----------------------------------------------------------

@@ -107,6 +107,30 @@ def _rpc_target(path: str) -> tuple[str, str] | None:
     return rest[:cut], rest[cut + 1 :]
 
 
+class _Aliases:
+    """``RequestHead.resolve`` for HTTP/2: route keys it carries under another name (``host`` is
+    ``:authority``). Compares by value, so equal requests give equal heads."""
+
+    __slots__ = ("authority",)
+
+    def __init__(self, authority: str) -> None:
+        self.authority = authority
+
+    def __call__(self, name: str) -> str | None:
+        if name in ("host", "authority"):
+            return self.authority or None
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Aliases) and other.authority == self.authority
+
+    def __hash__(self) -> int:
+        return hash(self.authority)
+
+    def __repr__(self) -> str:
+        return f"_Aliases({self.authority!r})"
+
+
 def _is_rpc(headers: Headers) -> bool:
     ctype = headers.get("content-type")
     if grpc.is_grpc(ctype):
@@ -117,15 +141,20 @@ def _is_rpc(headers: Headers) -> bool:
 class _Stream:
     """What the codec remembers about one open stream."""
 
-    __slots__ = ("end_in_head", "local_done", "remote_done", "response_started", "trailers_seen", "unacked")
+    __slots__ = (
+        "end_in_head", "head", "local_done", "received", "remote_done", "response_started", "trailers_seen",
+        "unacked",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, head: RequestHead | None = None) -> None:
+        self.head = head  # the request (server role), for a local reply made by the codec itself
         self.end_in_head = False  # the peer's HEADERS carried END_STREAM: no EndOfMessage follows
         self.trailers_seen = False  # EndOfMessage already emitted with trailers
         self.remote_done = False
         self.local_done = False
         self.response_started = False  # we sent the first HEADERS on it
         self.unacked = 0  # flow-controlled bytes received and not yet acknowledged
+        self.received = 0  # body bytes received, checked against CodecLimits.max_body_bytes
 
 
 class Http2Codec(Codec):
@@ -258,9 +287,10 @@ class Http2Codec(Codec):
         st.end_in_head = st.remote_done = ev.stream_ended is not None
         self._streams[sid] = st
         path = headers.get(":path") or ""
+        authority = headers.get(":authority") or headers.get("host") or ""
         target = _rpc_target(path) if _is_rpc(headers) else None
         if target is None:
-            service = headers.get(":authority") or headers.get("host") or ""
+            service = authority
             method = headers.get(":method") or ""
         else:
             service, method = target
@@ -275,7 +305,9 @@ class Http2Codec(Codec):
             headers=headers,
             end_stream=st.end_in_head,
             timeout_ms=grpc.parse_timeout(headers.get("grpc-timeout")),
+            resolve=_Aliases(authority),
         )
+        st.head = head
         if len(raw) > self._limits.max_headers:
             # Not a connection error: answer this stream alone, as a request over a limit.
             limit = self._limits.max_headers
@@ -320,9 +352,20 @@ class Http2Codec(Codec):
         padding = size - len(data)
         if padding:
             self._conn.acknowledge_received_data(padding, sid)
-        if data:
-            st.unacked += len(data)
-            self._events.append(BodyChunk(data=data, stream_id=sid))
+        if not data:
+            return
+        st.unacked += len(data)
+        st.received += len(data)
+        limit = self._limits.max_body_bytes
+        if limit and st.received > limit:
+            # Only this stream is refused; StreamReset tells the kernel to drop what it holds of it.
+            if st.head is not None:
+                self._reply(st.head, ReplyStatus.PAYLOAD_TOO_LARGE, f"body larger than {limit} bytes")
+            if self._drop(sid):
+                self._conn.reset_stream(sid, ErrorCodes.CANCEL)
+            self._events.append(StreamReset(sid, int(ErrorCodes.CANCEL), f"body over {limit} bytes"))
+            return
+        self._events.append(BodyChunk(data=data, stream_id=sid))
 
     # -- stream bookkeeping -----------------------------------------------------------------------
     def _forget_if_done(self, sid: int, st: _Stream) -> None:
@@ -366,6 +409,10 @@ class Http2Codec(Codec):
                 )
             elif not isinstance(event, ConnectionClosed):
                 raise LocalProtocolError(f"http2: cannot send {type(event).__name__}")
+        except h2.exceptions.StreamClosedError as exc:
+            if exc.stream_id in self._streams:
+                raise LocalProtocolError(f"http2: cannot send {type(event).__name__}: {exc}") from exc
+            # The peer reset the stream and its StreamReset is on the way to the kernel: drop quietly.
         except h2.exceptions.ProtocolError as exc:
             raise LocalProtocolError(f"http2: cannot send {type(event).__name__}: {exc}") from exc
         return self._conn.data_to_send()

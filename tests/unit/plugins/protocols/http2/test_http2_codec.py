@@ -555,3 +555,56 @@ def test_client_role_refuses_a_request_without_a_client_stream_id() -> None:
     codec, _server = connect(Role.CLIENT)
     with pytest.raises(LocalProtocolError, match="new_stream_id"):
         codec.send(RequestHead("http2", request_id=0))
+
+
+# -- limits, races, route keys ----------------------------------------------------------------------
+def test_a_body_over_max_body_bytes_is_refused_on_its_stream_only() -> None:
+    codec = Http2Codec(Role.SERVER, CodecLimits(max_body_bytes=1000))
+    peer = Peer()
+    peer.feed(codec.data_to_send())
+    peer.conn.send_headers(1, grpc_request_headers())
+    peer.conn.send_data(1, b"a" * 600)
+    peer.conn.send_data(1, b"a" * 600)
+    peer.conn.send_headers(3, grpc_request_headers(), end_stream=True)
+    codec.receive_data(peer.out())
+    events = drain(codec)
+    assert [type(e) for e in events] == [RequestHead, BodyChunk, StreamReset, RequestHead]
+    assert events[2] == StreamReset(1, 8, "body over 1000 bytes")
+    got = peer.feed(codec.data_to_send())
+    response = next(e for e in got if isinstance(e, h2.events.ResponseReceived))
+    assert (response.stream_id, dict(response.headers)["grpc-status"]) == (1, "8")
+
+
+def test_an_oversized_header_block_is_a_connection_error_hinting_431() -> None:
+    codec = Http2Codec(Role.SERVER, CodecLimits(max_header_bytes=4096))
+    peer = Peer()
+    peer.conn.send_headers(1, [*grpc_request_headers(), ("x-big", "v" * 8000)], end_stream=True)
+    codec.receive_data(peer.out())
+    with pytest.raises(RemoteProtocolError) as info:
+        drain(codec)
+    assert info.value.status_hint == 431
+
+
+def test_sending_on_a_stream_the_peer_just_reset_is_dropped_quietly() -> None:
+    codec, peer = connect()
+    peer.conn.send_headers(1, grpc_request_headers(), end_stream=True)
+    codec.receive_data(peer.out())
+    drain(codec)
+    peer.conn.reset_stream(1, error_code=8)
+    codec.receive_data(peer.out())
+    assert drain(codec) == [StreamReset(1, 8, "CANCEL")]
+    codec.send(ResponseHead("http2", request_id=1, end_stream=False))
+    codec.send(EndOfMessage(stream_id=1))
+    with pytest.raises(LocalProtocolError):
+        codec.send(ResponseHead("http2", request_id=7, end_stream=True))  # never opened: a kernel bug
+
+
+def test_host_routes_match_an_http2_request_through_its_authority() -> None:
+    codec, peer = connect()
+    fields = [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "web.local")]
+    peer.conn.send_headers(1, fields, end_stream=True)
+    codec.receive_data(peer.out())
+    [head] = drain(codec)
+    assert isinstance(head, RequestHead)
+    assert head.key("host") == "web.local"
+    assert head.key("x-missing") is None
