@@ -11,6 +11,7 @@ Peers are installed by ``scripts/setup.d/22-http2-peers.sh``; grpcio comes with 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import selectors
@@ -29,7 +30,7 @@ import pytest
 
 from sofamesh.core.codec import CodecLimits, ReplyStatus, Role
 from sofamesh.core.events import NEED_DATA, BodyChunk, EndOfMessage, RequestHead, ResponseHead
-from sofamesh.plugins.protocols.http2 import Http2Codec, StreamReset
+from sofamesh.plugins.protocols.http2 import Http2Codec, StreamReset, WindowOpened
 from sofamesh.plugins.protocols.http2.grpc import decode_message
 
 T = TypeVar("T")
@@ -410,6 +411,122 @@ def test_captured_grpcio_bytes_split_at_every_offset_decode_to_the_same_events(g
     for cut in range(1, len(wire)):
         assert decode_requests(wire, [cut]) == expected, f"split at {cut}"
     assert decode_requests(wire, list(range(1, len(wire)))) == expected  # one byte at a time
+
+
+# -- a re-encoding stream proxy written against the codec API ---------------------------------------
+class StreamProxy(LoopbackServer):
+    """The smallest proxy the kernel's stream path must be: each downstream connection gets one
+    upstream connection; heads are re-encoded on new upstream stream ids; bodies move only as far
+    as the receiving side's window allows, and the sending side's window is given back only once
+    its bytes were passed on (so a slow reader slows its writer); resets are forwarded.
+    ``most_held`` records the largest amount of body the proxy ever held for one stream."""
+
+    def __init__(self, upstream_port: int, **codec_kw: int) -> None:
+        super().__init__()
+        self.upstream_port = upstream_port
+        self.codec_kw = codec_kw
+        self.most_held = 0
+        self.heads: list[RequestHead] = []
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await within(asyncio.open_connection("127.0.0.1", self.upstream_port), 5)
+        down = Http2Codec(Role.SERVER, CodecLimits(), **self.codec_kw)
+        up = Http2Codec(Role.CLIENT, CodecLimits(), **self.codec_kw)
+        side = {id(down): (down, writer), id(up): (up, up_writer)}
+        peer_of = {id(down): up, id(up): down}
+        route: dict[tuple[int, int], int] = {}  # (codec id, stream id) -> the other side's stream id
+        queues: dict[tuple[int, int], list[bytes | EndOfMessage]] = {}  # waiting for the target's window
+
+        def out(codec: Http2Codec, data: bytes) -> None:
+            if data:
+                side[id(codec)][1].write(data)
+
+        def flush(dst: Http2Codec, dst_sid: int) -> None:
+            queue = queues.get((id(dst), dst_sid))
+            src = peer_of[id(dst)]
+            src_sid = route.get((id(dst), dst_sid))
+            while queue and src_sid is not None:
+                item = queue[0]
+                if isinstance(item, EndOfMessage):
+                    out(dst, dst.send(EndOfMessage(item.trailers, stream_id=dst_sid)))
+                    queue.pop(0)
+                    continue
+                n = min(len(item), dst.sendable(dst_sid))
+                if n == 0:
+                    return
+                out(dst, dst.send(BodyChunk(item[:n], stream_id=dst_sid)))
+                out(src, src.acknowledge(src_sid, n))
+                if n < len(item):
+                    queue[0] = item[n:]
+                else:
+                    queue.pop(0)
+            queues.pop((id(dst), dst_sid), None)
+
+        def handle(src: Http2Codec, ev: object) -> None:
+            dst = peer_of[id(src)]
+            if isinstance(ev, RequestHead):
+                self.heads.append(ev)
+                usid = up.new_stream_id()
+                route[(id(down), ev.request_id)], route[(id(up), usid)] = usid, ev.request_id
+                out(up, up.send(dataclasses.replace(ev, request_id=usid)))
+            elif isinstance(ev, ResponseHead):
+                dsid = route[(id(up), ev.request_id)]
+                out(down, down.send(dataclasses.replace(ev, request_id=dsid)))
+            elif isinstance(ev, BodyChunk | EndOfMessage):
+                dst_sid = route[(id(src), ev.stream_id)]
+                queue = queues.setdefault((id(dst), dst_sid), [])
+                queue.append(ev.data if isinstance(ev, BodyChunk) else ev)
+                self.most_held = max(self.most_held, sum(len(i) for i in queue if isinstance(i, bytes)))
+                flush(dst, dst_sid)
+            elif isinstance(ev, StreamReset):
+                dst_sid = route[(id(src), ev.stream_id)]
+                queues.pop((id(dst), dst_sid), None)
+                out(dst, dst.reset(dst_sid, ev.error_code))
+            elif isinstance(ev, WindowOpened):
+                for codec_id, sid in list(queues):
+                    if codec_id == id(src) and ev.stream_id in (0, sid):
+                        flush(src, sid)
+
+        async def pump(src: Http2Codec, src_reader: asyncio.StreamReader) -> None:
+            out(src, src.data_to_send())
+            while data := await src_reader.read(65536):
+                src.receive_data(data)
+                while (ev := src.next_event()) is not NEED_DATA:
+                    handle(src, ev)
+                out(src, src.data_to_send())
+                await asyncio.gather(writer.drain(), up_writer.drain())
+
+        try:
+            await asyncio.gather(pump(down, reader), pump(up, up_reader))
+        finally:
+            up_writer.close()
+
+
+def test_every_kind_of_grpcio_call_works_through_a_reencoding_stream_proxy(grpc_server: Peer) -> None:
+    async def scenario() -> tuple[dict[str, Any], StreamProxy]:
+        async with StreamProxy(grpc_server.port) as proxy:
+            return await run_program([sys.executable, str(GRPC_CLIENT), f"127.0.0.1:{proxy.port}"]), proxy
+
+    results, proxy = asyncio.run(scenario())
+    check_grpc_results(results)
+    assert {h.method for h in proxy.heads} == {
+        "Unary",
+        "ServerStream",
+        "ClientStream",
+        "Bidi",
+        "Slow",
+        "Fail",
+    }
+    # 10 MiB went each way, yet no stream ever held more than one window (256 KiB by default).
+    assert 0 < proxy.most_held <= 256 * 1024
+
+
+def test_triple_calls_work_through_a_reencoding_stream_proxy(triple_provider: Peer) -> None:
+    async def scenario() -> Any:
+        async with StreamProxy(triple_provider.port) as proxy:
+            return await run_program([str(DUBBO_PYTHON), str(TRIPLE_CONSUMER), f"127.0.0.1:{proxy.port}"])
+
+    check_triple_results(asyncio.run(scenario()))
 
 
 # -- local replies seen by real clients -----------------------------------------------------------
