@@ -16,7 +16,6 @@ import json
 import os
 import selectors
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from sofamesh.core.codec import CodecLimits, ReplyStatus, Role
 from sofamesh.core.events import NEED_DATA, BodyChunk, EndOfMessage, RequestHead, ResponseHead
 from sofamesh.plugins.protocols.http2 import Http2Codec, StreamReset, WindowOpened
 from sofamesh.plugins.protocols.http2.grpc import decode_message
+from sofamesh.testing import free_port
 
 T = TypeVar("T")
 
@@ -55,12 +55,6 @@ def need(ok: bool, what: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -301,9 +295,7 @@ class Relay(LoopbackServer):
             up_writer.close()
 
     @staticmethod
-    async def _pump(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, feed: Any, observer: Observer
-    ) -> None:
+    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, feed: Any, observer: Observer) -> None:
         while True:
             data = await reader.read(65536)
             if not data:
@@ -398,9 +390,7 @@ def test_captured_grpcio_bytes_split_at_every_offset_decode_to_the_same_events(g
     async def scenario() -> list[Observer]:
         async with Relay(grpc_server.port) as relay:
             target = f"127.0.0.1:{relay.port}"
-            await run_program(
-                [sys.executable, str(GRPC_CLIENT), target, "unary", "client_stream", "bidi", "fail"]
-            )
+            await run_program([sys.executable, str(GRPC_CLIENT), target, "unary", "client_stream", "bidi", "fail"])
             return relay.observers
 
     [observer] = asyncio.run(scenario())
@@ -564,17 +554,13 @@ class LocalReplyServer(LoopbackServer):
         (ReplyStatus.DENIED, "PERMISSION_DENIED"),
     ],
 )
-def test_grpcio_client_reads_local_replies_as_the_matching_grpc_status(
-    status: ReplyStatus, code: str
-) -> None:
+def test_grpcio_client_reads_local_replies_as_the_matching_grpc_status(status: ReplyStatus, code: str) -> None:
     message = f"sofamesh: {status.name.lower()} for {ECHO} (100% local)"
 
     async def scenario() -> tuple[dict[str, Any], list[RequestHead]]:
         async with LocalReplyServer(status, message) as server:
             target = f"127.0.0.1:{server.port}"
-            return await run_program(
-                [sys.executable, str(GRPC_CLIENT), target, "unary", "client_stream"]
-            ), server.heads
+            return await run_program([sys.executable, str(GRPC_CLIENT), target, "unary", "client_stream"]), server.heads
 
     results, heads = asyncio.run(scenario())
     for call in ("unary", "client_stream"):
@@ -586,9 +572,7 @@ def test_triple_consumer_reads_a_local_reply_as_its_grpc_status() -> None:
     need(DUBBO_PYTHON.exists(), "apache-dubbo 3.0.0b1 (.cache/venv-dubbo3)")
 
     async def scenario() -> tuple[Any, list[RequestHead]]:
-        async with LocalReplyServer(
-            ReplyStatus.NO_HEALTHY_UPSTREAM, "no healthy upstream for greeter"
-        ) as server:
+        async with LocalReplyServer(ReplyStatus.NO_HEALTHY_UPSTREAM, "no healthy upstream for greeter") as server:
             argv = [str(DUBBO_PYTHON), str(TRIPLE_CONSUMER), f"127.0.0.1:{server.port}"]
             return await run_program(argv), server.heads
 

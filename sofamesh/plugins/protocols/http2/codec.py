@@ -268,6 +268,7 @@ class Http2Codec(Codec):
         elif isinstance(ev, h2.events.PingAckReceived):
             self._events.append(Heartbeat(request_id=int.from_bytes(ev.ping_data or b"", "big"), reply=True))
         elif isinstance(ev, h2.events.ConnectionTerminated):
+            self.keep_alive = False
             code = int(ev.error_code or 0)
             extra = (ev.additional_data or b"").decode("utf-8", "replace")
             reason = f"{_error_name(code)}: {extra}" if extra else _error_name(code)
@@ -402,6 +403,7 @@ class Http2Codec(Codec):
                 if not event.reply:
                     self._conn.ping(event.request_id.to_bytes(8, "big"))
             elif isinstance(event, GoAway):
+                self.keep_alive = False
                 self._conn.close_connection(
                     error_code=ErrorCodes.NO_ERROR,
                     additional_data=event.reason.encode("utf-8") or None,

@@ -338,6 +338,7 @@ def test_peer_goaway_is_a_goaway_event_with_the_last_stream_id() -> None:
     events = drain(codec)
     assert isinstance(events[0], RequestHead)
     assert events[1] == GoAway(reason="NO_ERROR: draining", last_request_id=0)
+    assert codec.keep_alive is False
 
 
 def test_sending_goaway_tells_the_client_which_streams_were_processed() -> None:
@@ -345,7 +346,9 @@ def test_sending_goaway_tells_the_client_which_streams_were_processed() -> None:
     peer.conn.send_headers(1, grpc_request_headers(), end_stream=True)
     codec.receive_data(peer.out())
     drain(codec)
+    assert codec.keep_alive is True
     got = peer.feed(codec.send(GoAway(reason="shutdown")))
+    assert codec.keep_alive is False
     term = next(e for e in got if isinstance(e, h2.events.ConnectionTerminated))
     assert (term.error_code, term.last_stream_id, term.additional_data) == (0, 1, b"shutdown")
 
