@@ -131,8 +131,8 @@ class _Aliases:
         return f"_Aliases({self.authority!r})"
 
 
-def _is_rpc(headers: Headers) -> bool:
-    ctype = headers.get("content-type")
+def _is_rpc(ctype: str | None) -> bool:
+    """Whether a request with this content-type is gRPC or Triple (routed on service/method)."""
     if grpc.is_grpc(ctype):
         return True
     return ctype is not None and ctype[:18].lower() == "application/triple"
@@ -283,16 +283,22 @@ class Http2Codec(Codec):
     def _on_request(self, ev: h2.events.RequestReceived) -> None:
         sid = ev.stream_id or 0
         raw = ev.headers or []
-        headers = Headers([(_text(k), _text(v)) for k, v in raw])
+        fields = [(_text(k), _text(v)) for k, v in raw]
+        headers = Headers(fields)
+        # h2 validated the names as lower case: one dict answers every lookup (first value wins).
+        first: dict[str, str] = {}
+        for k, v in fields:
+            first.setdefault(k, v)
+        get = first.get
         st = _Stream()
         st.end_in_head = st.remote_done = ev.stream_ended is not None
         self._streams[sid] = st
-        path = headers.get(":path") or ""
-        authority = headers.get(":authority") or headers.get("host") or ""
-        target = _rpc_target(path) if _is_rpc(headers) else None
+        path = get(":path") or ""
+        authority = get(":authority") or get("host") or ""
+        target = _rpc_target(path) if _is_rpc(get("content-type")) else None
         if target is None:
             service = authority
-            method = headers.get(":method") or ""
+            method = get(":method") or ""
         else:
             service, method = target
         head = RequestHead(
@@ -301,11 +307,11 @@ class Http2Codec(Codec):
             service=service,
             method=method,
             path=path,
-            version=headers.get("tri-service-version") or "",
-            group=headers.get("tri-service-group") or "",
+            version=get("tri-service-version") or "",
+            group=get("tri-service-group") or "",
             headers=headers,
             end_stream=st.end_in_head,
-            timeout_ms=grpc.parse_timeout(headers.get("grpc-timeout")),
+            timeout_ms=grpc.parse_timeout(get("grpc-timeout")),
             resolve=_Aliases(authority),
         )
         st.head = head
@@ -557,7 +563,7 @@ class Http2Codec(Codec):
             return
         conn = self._conn
         try:
-            if _is_rpc(head.headers):
+            if _is_rpc(head.headers.get("content-type")):
                 fields = [(b"grpc-status", str(status.grpc_status).encode()),
                           (b"grpc-message", grpc.encode_message(message).encode())]
                 if not st.response_started:
