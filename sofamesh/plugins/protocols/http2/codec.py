@@ -66,6 +66,7 @@ _CONNECTION_FIELDS: Final = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "http2-settings"}
 )
 _DEFAULT_WINDOW: Final = 65_535
+_MARK: Final = b"x-sofamesh-local-reply"  # names the ReplyStatus on answers the proxy made itself, as http1 does
 
 Http2Event = Event | StreamReset | WindowOpened
 
@@ -562,13 +563,14 @@ class Http2Codec(Codec):
         if st is None or st.local_done:
             return
         conn = self._conn
+        mark = status.name.lower().encode()
         try:
             if _is_rpc(head.headers.get("content-type")):
                 fields = [(b"grpc-status", str(status.grpc_status).encode()),
                           (b"grpc-message", grpc.encode_message(message).encode())]
                 if not st.response_started:
                     ctype = _wire(head.headers.get("content-type") or "application/grpc")
-                    fields = [(b":status", b"200"), (b"content-type", ctype), *fields]
+                    fields = [(b":status", b"200"), (b"content-type", ctype), *fields, (_MARK, mark)]
                 conn.send_headers(sid, fields, end_stream=True)
             elif st.response_started:
                 self._drop(sid)
@@ -578,7 +580,7 @@ class Http2Codec(Codec):
                 body = (message + "\n").encode("utf-8")[: max(0, self.sendable(sid))]
                 fields = [(b":status", str(status.http_status).encode()),
                           (b"content-type", b"text/plain; charset=utf-8"),
-                          (b"content-length", str(len(body)).encode())]
+                          (b"content-length", str(len(body)).encode()), (_MARK, mark)]
                 conn.send_headers(sid, fields, end_stream=not body)
                 if body:
                     conn.send_data(sid, body, end_stream=True)

@@ -398,6 +398,7 @@ def test_grpc_local_reply_is_a_trailers_only_response_with_the_grpc_status(
     assert fields["content-type"] == "application/grpc"
     assert fields["grpc-status"] == str(code)
     assert fields["grpc-message"] == "no route for echo.v1.Echo/Say: 100%25 sure %E2%9C%93"
+    assert fields["x-sofamesh-local-reply"] == status.name.lower()
     assert response[0].stream_ended is not None  # trailers-only: HEADERS carries END_STREAM
     assert not any(isinstance(e, h2.events.DataReceived) for e in got)
 
@@ -438,6 +439,7 @@ def test_plain_http2_local_reply_is_the_http_status_with_a_text_body() -> None:
     got = peer.feed(codec.local_reply(head, ReplyStatus.NO_ROUTE, "no route for web.local/"))
     fields = dict(next(e for e in got if isinstance(e, h2.events.ResponseReceived)).headers)
     assert fields[":status"] == "404"
+    assert fields["x-sofamesh-local-reply"] == "no_route"
     assert fields["content-type"].startswith("text/plain")
     body = b"".join(e.data for e in got if isinstance(e, h2.events.DataReceived))
     assert body == b"no route for web.local/\n"
