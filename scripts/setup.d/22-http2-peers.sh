@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # HTTP/2 peers for the http2 protocol plugin's conformance tests:
-#   Debian nghttp2-client (nghttp, h2load) and curl, and PyPI apache-dubbo 3.0.0b1 (Triple) in its
+#   Debian nghttp2-client (nghttp, h2load), curl and openssl, and PyPI apache-dubbo 3.0.0b1 (Triple) in its
 #   own venv, because it installs a top-level `dubbo` package. grpcio comes with the dev extras.
 # Idempotent: anything already present is left alone.
 set -euo pipefail
@@ -13,6 +13,7 @@ missing=()
 command -v nghttp >/dev/null 2>&1 || missing+=(nghttp2-client)
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # self-signed certificates for TLS + ALPN tests
 if ((${#missing[@]})); then
     if [[ "$(id -u)" != 0 ]]; then
         echo "22-http2-peers: missing Debian packages: ${missing[*]} (run as root, or install them)" >&2

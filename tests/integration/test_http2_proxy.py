@@ -90,3 +90,32 @@ def test_h2c_and_http1_share_a_listener_and_get_local_replies_in_their_own_proto
     grpc = grpc_calls(port, "unary")
     assert grpc["unary"]["code"] == "UNIMPLEMENTED", grpc
     assert proxy.stats()["listeners"]["grpc_in"]["downstream_cx_sniff_fail"] == 0
+
+
+def test_tls_listener_offering_alpn_h2_serves_http2_and_http1(
+    proxy_factory: Callable[..., ProxyProcess], tmp_path: Path
+) -> None:
+    if shutil.which("openssl") is None:
+        message = "openssl is not installed: run scripts/setup.d/22-http2-peers.sh"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    port = free_port()
+    cfg = {
+        "listeners": [{
+            "name": "tls_in", "address": f"127.0.0.1:{port}", "protocols": ["http1", "http2"],
+            "tls": {"cert": str(cert), "key": str(key), "alpn": ["h2", "http/1.1"]},
+            "routes": [{"match": {"path": {"prefix": "/only-this"}}, "cluster": "echo"}],
+        }],
+        "clusters": [{"name": "echo", "endpoints": [f"127.0.0.1:{free_port()}"]}],
+    }
+    proxy = proxy_factory(cfg)
+    h2 = curl("-k", "-v", "--http2", f"https://127.0.0.1:{port}/elsewhere")
+    assert "ALPN: server accepted h2" in h2 or "ALPN, server accepted to use h2" in h2, h2
+    assert "HTTP/2 404" in h2 and "x-sofamesh-local-reply: no_route" in h2, h2
+    h1 = curl("-k", "--http1.1", f"https://127.0.0.1:{port}/elsewhere")
+    assert h1.startswith("HTTP/1.1 404"), h1
+    assert proxy.stats()["listeners"]["tls_in"]["downstream_rq_no_route"] == 2
