@@ -20,11 +20,15 @@ import struct
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 
 from sofamesh.core.codec import CodecLimits, ReplyStatus, Role
@@ -137,6 +141,10 @@ async def run_program(argv: list[str], timeout: float = 60.0) -> Any:
         raise
     assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
     return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def grpc_message_of(payload: bytes) -> bytes:
+    return b"\x00" + struct.pack(">I", len(payload)) + payload
 
 
 def grpc_messages(body: bytes) -> list[bytes]:
@@ -417,40 +425,53 @@ class StreamProxy(LoopbackServer):
         self.codec_kw = codec_kw
         self.most_held = 0
         self.heads: list[RequestHead] = []
+        self.connections = 0
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await within(asyncio.open_connection("127.0.0.1", self.upstream_port), 5)
+        self.connections += 1
         down = Http2Codec(Role.SERVER, CodecLimits(), **self.codec_kw)
         up = Http2Codec(Role.CLIENT, CodecLimits(), **self.codec_kw)
         side = {id(down): (down, writer), id(up): (up, up_writer)}
         peer_of = {id(down): up, id(up): down}
         route: dict[tuple[int, int], int] = {}  # (codec id, stream id) -> the other side's stream id
-        queues: dict[tuple[int, int], list[bytes | EndOfMessage]] = {}  # waiting for the target's window
+        queues: dict[tuple[int, int], deque[bytes | EndOfMessage]] = {}  # waiting for the target's window
+        held: dict[tuple[int, int], int] = {}  # body bytes in each queue
 
         def out(codec: Http2Codec, data: bytes) -> None:
             if data:
                 side[id(codec)][1].write(data)
 
         def flush(dst: Http2Codec, dst_sid: int) -> None:
-            queue = queues.get((id(dst), dst_sid))
+            """Send what the window allows, as one chunk, and give the source back what left."""
+            key = (id(dst), dst_sid)
+            queue = queues.get(key)
             src = peer_of[id(dst)]
-            src_sid = route.get((id(dst), dst_sid))
+            src_sid = route.get(key)
             while queue and src_sid is not None:
-                item = queue[0]
-                if isinstance(item, EndOfMessage):
-                    out(dst, dst.send(EndOfMessage(item.trailers, stream_id=dst_sid)))
-                    queue.pop(0)
+                if isinstance(queue[0], EndOfMessage):
+                    end = queue.popleft()
+                    assert isinstance(end, EndOfMessage)
+                    out(dst, dst.send(EndOfMessage(end.trailers, stream_id=dst_sid)))
                     continue
-                n = min(len(item), dst.sendable(dst_sid))
-                if n == 0:
+                room = dst.sendable(dst_sid)
+                if room == 0:
                     return
-                out(dst, dst.send(BodyChunk(item[:n], stream_id=dst_sid)))
-                out(src, src.acknowledge(src_sid, n))
-                if n < len(item):
-                    queue[0] = item[n:]
-                else:
-                    queue.pop(0)
-            queues.pop((id(dst), dst_sid), None)
+                parts: list[bytes] = []
+                taken = 0
+                while queue and taken < room and isinstance(queue[0], bytes):
+                    item = queue.popleft()
+                    assert isinstance(item, bytes)
+                    if taken + len(item) > room:
+                        queue.appendleft(item[room - taken :])
+                        item = item[: room - taken]
+                    parts.append(item)
+                    taken += len(item)
+                held[key] -= taken
+                out(dst, dst.send(BodyChunk(b"".join(parts), stream_id=dst_sid)))
+                out(src, src.acknowledge(src_sid, taken))
+            queues.pop(key, None)
+            held.pop(key, None)
 
         def handle(src: Http2Codec, ev: object) -> None:
             dst = peer_of[id(src)]
@@ -464,13 +485,15 @@ class StreamProxy(LoopbackServer):
                 out(down, down.send(dataclasses.replace(ev, request_id=dsid)))
             elif isinstance(ev, BodyChunk | EndOfMessage):
                 dst_sid = route[(id(src), ev.stream_id)]
-                queue = queues.setdefault((id(dst), dst_sid), [])
-                queue.append(ev.data if isinstance(ev, BodyChunk) else ev)
-                self.most_held = max(self.most_held, sum(len(i) for i in queue if isinstance(i, bytes)))
+                key = (id(dst), dst_sid)
+                queues.setdefault(key, deque()).append(ev.data if isinstance(ev, BodyChunk) else ev)
+                held[key] = held.get(key, 0) + (len(ev.data) if isinstance(ev, BodyChunk) else 0)
+                self.most_held = max(self.most_held, held[key])
                 flush(dst, dst_sid)
             elif isinstance(ev, StreamReset):
                 dst_sid = route[(id(src), ev.stream_id)]
                 queues.pop((id(dst), dst_sid), None)
+                held.pop((id(dst), dst_sid), None)
                 out(dst, dst.reset(dst_sid, ev.error_code))
             elif isinstance(ev, WindowOpened):
                 for codec_id, sid in list(queues):
@@ -509,6 +532,71 @@ def test_every_kind_of_grpcio_call_works_through_a_reencoding_stream_proxy(grpc_
     }
     # 10 MiB went each way, yet no stream ever held more than one window (256 KiB by default).
     assert 0 < proxy.most_held <= 256 * 1024
+
+
+def test_five_hundred_concurrent_grpc_calls_share_one_connection_through_the_stream_proxy(grpc_server: Peer) -> None:
+    async def scenario() -> tuple[dict[str, Any], StreamProxy]:
+        async with StreamProxy(grpc_server.port) as proxy:
+            return await run_program([sys.executable, str(GRPC_CLIENT), f"127.0.0.1:{proxy.port}", "many"]), proxy
+
+    results, proxy = asyncio.run(scenario())
+    assert results["many"] == {"code": "OK", "replies": ["500 of 500 match"], "trailers": {}}
+    assert len(proxy.heads) == 500
+    assert proxy.connections == 1
+
+
+def test_a_client_that_stops_reading_stalls_the_stream_with_one_window_held_then_resumes(grpc_server: Peer) -> None:
+    count, word = 20_000, "w" * 100  # about 2 MB of server-streamed messages: many windows' worth
+
+    async def scenario() -> tuple[int, int, int, list[bytes]]:
+        async with StreamProxy(grpc_server.port) as proxy:
+            reader, writer = await within(asyncio.open_connection("127.0.0.1", proxy.port), 5)
+            client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            client.initiate_connection()
+            fields = [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", f"/{ECHO}/ServerStream"),
+                (":authority", "echo"),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+            ]
+            client.send_headers(1, fields)
+            client.send_data(1, grpc_message_of(f"{count}:{word}".encode()), end_stream=True)
+            writer.write(client.data_to_send())
+            body = bytearray()
+            ended = False
+
+            async def read(acknowledge: bool, quiet: float) -> None:
+                nonlocal ended
+                while not ended:
+                    try:
+                        data = await asyncio.wait_for(reader.read(65536), quiet)
+                    except TimeoutError:
+                        return  # nothing more arrives: the stream is stalled
+                    assert data, "proxy closed the connection"
+                    for ev in client.receive_data(data):
+                        if isinstance(ev, h2.events.DataReceived):
+                            body.extend(ev.data)
+                            if acknowledge:
+                                client.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                        elif isinstance(ev, h2.events.StreamEnded):
+                            ended = True
+                    writer.write(client.data_to_send())
+
+            await within(read(acknowledge=False, quiet=1.0), 30)  # never gives window back
+            stalled_at, held = len(body), proxy.most_held
+            client.acknowledge_received_data(len(body), 1)
+            writer.write(client.data_to_send())
+            await within(read(acknowledge=True, quiet=10.0), 60)
+            writer.close()
+            return stalled_at, held, len(body), grpc_messages(bytes(body))
+
+    stalled_at, held, total, messages = asyncio.run(scenario())
+    assert stalled_at <= 65_535  # the client's own window: nothing was pushed past it
+    assert held <= 256 * 1024  # the proxy held at most one upstream stream window meanwhile
+    assert len(messages) == count and messages[-1] == f"{word}-{count - 1}".encode()
+    assert total > 1_000_000
 
 
 def test_triple_calls_work_through_a_reencoding_stream_proxy(triple_provider: Peer) -> None:

@@ -1,7 +1,8 @@
 """A grpcio client that makes every kind of call to ``echo_server.py`` and prints the outcomes.
 
 Usage: ``python echo_client.py TARGET [CALL ...]`` where CALL is one of unary, server_stream,
-client_stream, bidi, big, slow, fail, unavailable (default: all but unavailable). Prints one JSON
+client_stream, bidi, big, slow, fail, many (500 unary calls in flight at once on one channel),
+unavailable (default: all but many and unavailable). Prints one JSON
 object: ``{call: {"code": "OK", "replies": [...], "trailers": {...}, "details": ...}}``, replies
 as text (``big`` reports the reply length and whether it matched).
 """
@@ -75,6 +76,12 @@ def run(target: str, calls: list[str]) -> dict[str, Any]:
             reply, rpc = slow.with_call(b"3000", timeout=0.3)
             return [reply], rpc
 
+        def do_many() -> tuple[list[bytes], Any]:
+            calls = [unary.future(f"n{i}".encode(), timeout=60) for i in range(500)]
+            replies = [c.result() for c in calls]
+            ok = sum(r == f"echo:n{i}".encode() for i, r in enumerate(replies))
+            return [f"{ok} of 500 match".encode()], None
+
         def do_fail() -> tuple[list[bytes], Any]:
             reply, rpc = fail.with_call("bad argument: 100% ✓".encode(), timeout=10)
             return [reply], rpc
@@ -87,6 +94,7 @@ def run(target: str, calls: list[str]) -> dict[str, Any]:
             "big": do_big,
             "slow": do_slow,
             "fail": do_fail,
+            "many": do_many,
             "unavailable": do_unary,
         }
         for name in calls:
