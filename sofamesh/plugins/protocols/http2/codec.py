@@ -168,7 +168,7 @@ class Http2Codec(Codec):
         *,
         initial_window_size: int = 256 * 1024,  # per stream: what one slow stream may hold in the proxy
         connection_window_size: int = 16 * 1024 * 1024,  # whole connection: bounds memory per connection
-        max_concurrent_streams: int = 1024,  # streams the peer may open at once (gRPC's default is 100+)
+        max_concurrent_streams: int = 1024,  # streams the peer may open at once; the tests run 500 on one
         max_frame_size: int = 16_384,  # RFC 9113 default; bigger frames save little in Python
     ) -> None:
         if not 0 < initial_window_size <= 2**31 - 1:
