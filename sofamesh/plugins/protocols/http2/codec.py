@@ -453,7 +453,8 @@ class Http2Codec(Codec):
         if self.role is not Role.SERVER:
             raise LocalProtocolError("http2: a client-role codec sends requests, not responses")
         sid = head.request_id
-        status = head.headers.get(":status") or str(head.status)
+        # The field is the status (a filter may have changed it); a stale ":status" header is dropped.
+        status = str(head.status)
         self._conn.send_headers(sid, _field_block(head.headers, [(b":status", _wire(status))]),
                                 end_stream=head.end_stream)
         st = self._streams.get(sid)

@@ -225,7 +225,7 @@ def test_response_head_body_and_grpc_trailers_reach_a_real_client() -> None:
     codec.receive_data(peer.out())
     drain(codec)
     wire = codec.send(ResponseHead("http2", request_id=1, status=200, end_stream=False,
-                                   headers=Headers([("content-type", "application/grpc"),
+                                   headers=Headers([(":status", "503"), ("content-type", "application/grpc"),
                                                     ("Connection", "keep-alive")])))
     wire += codec.send(BodyChunk(grpc_message(b"pong"), stream_id=1))
     trailers = Headers([("grpc-status", "0"), ("grpc-message", "")])
