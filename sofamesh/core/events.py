@@ -146,7 +146,35 @@ class ConnectionClosed:
     clean: bool = True
 
 
-Event = RequestHead | ResponseHead | BodyChunk | EndOfMessage | Heartbeat | GoAway | ConnectionClosed
+@dataclass(frozen=True, slots=True)
+class StreamReset:
+    """The peer reset one stream of a streaming multiplexed protocol (HTTP/2 RST_STREAM): the stream
+    is gone in both directions; the connection and its other streams go on.
+
+    ``error_code`` is the protocol's code (HTTP/2: 0 NO_ERROR, 8 CANCEL, ...), ``reason`` its name.
+    """
+
+    stream_id: int
+    error_code: int = 0
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.stream_id <= 0:
+            raise ValueError(f"StreamReset.stream_id must be > 0, got {self.stream_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class WindowOpened:
+    """The peer gave send window back: ``Codec.sendable(stream_id)`` may have grown.
+
+    ``stream_id == 0`` means the connection window grew, so every blocked stream may proceed.
+    """
+
+    stream_id: int = 0
+
+
+Event = (RequestHead | ResponseHead | BodyChunk | EndOfMessage | Heartbeat | GoAway | ConnectionClosed | StreamReset
+         | WindowOpened)
 
 __all__ = [
     "NEED_DATA",
@@ -158,4 +186,6 @@ __all__ = [
     "Heartbeat",
     "RequestHead",
     "ResponseHead",
+    "StreamReset",
+    "WindowOpened",
 ]

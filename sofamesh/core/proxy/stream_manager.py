@@ -21,6 +21,8 @@ from sofamesh.core.events import (
     GoAway,
     Heartbeat,
     RequestHead,
+    StreamReset,
+    WindowOpened,
 )
 from sofamesh.core.net.connection import Connection
 from sofamesh.core.proxy.stream import Stream
@@ -208,6 +210,20 @@ class DownstreamConnection(Connection):
         elif t is ConnectionClosed:
             if not self.streams and self.active is None:
                 self.close()
+        elif t is WindowOpened:
+            sid = ev.stream_id  # type: ignore[attr-defined]
+            if sid:
+                ws = self.streams.get(sid)
+                if ws is not None and ws.resp_q:
+                    ws.flush_response()
+            else:
+                for ws in list(self.streams.values()):
+                    if ws.resp_q:
+                        ws.flush_response()
+        elif t is StreamReset:
+            rs = self.streams.get(ev.stream_id)  # type: ignore[attr-defined]
+            if rs is not None:
+                rs.abort()  # the client gave up on this stream only
         elif t is GoAway:
             self.codec.keep_alive = False
 

@@ -610,7 +610,8 @@ class Http2CodecFactory(CodecFactory):
     """``http2``: h2c sniffed by the client connection preface; TLS listeners select it by ALPN ``h2``."""
 
     name: ClassVar[str] = PROTOCOL
-    multiplexed: ClassVar[bool] = True  # streams, not framed RPC: heads have raw=None, ids are stream ids
+    multiplexed: ClassVar[bool] = True  # many streams per connection ...
+    streaming: ClassVar[bool] = True  # ... with bodies and flow control: heads have raw=None, ids are stream ids
     sniff_bytes: ClassVar[int] = len(PREFACE)
     request_id_bits: ClassVar[int] = 31
     alpn_protocols: ClassVar[tuple[str, ...]] = ALPN_PROTOCOLS
