@@ -46,12 +46,16 @@ class StreamContext:
 class Stream:
     __slots__ = ("cluster", "conn", "context", "done", "endpoint", "factory", "filter_index", "head",
                  "http_status", "pending", "pending_bytes", "request_done", "response_started", "route",
-                 "status", "timeout_ms", "timer", "tried", "up_id", "upstream")
+                 "rt", "status", "timeout_ms", "timer", "tried", "up_id", "upstream")
 
     def __init__(self, conn: DownstreamConnection, head: RequestHead) -> None:
         self.conn = conn
         self.head = head
-        self.context = StreamContext(conn.rt.name, conn.peer, conn.peer_identity, conn.loop.time())
+        # The runtime (filters, routes, clusters) this stream started on; it finishes on it even if a
+        # reload re-points the connection to a new runtime meanwhile.
+        rt = self.rt = conn.rt
+        rt.streams += 1
+        self.context = StreamContext(rt.name, conn.peer, conn.peer_identity, conn.loop.time())
         self.route: Route | None = None
         self.cluster: Cluster | None = None
         self.endpoint: Endpoint | None = None
@@ -72,14 +76,14 @@ class Stream:
 
     # -- request phase ---------------------------------------------------------------------------
     def start(self) -> None:
-        self._run_filters(self.conn.rt.filters.request_hooks, 0)
+        self._run_filters(self.rt.filters.request_hooks, 0)
 
     def resume(self) -> None:
         """A filter that returned STOP lets the stream go on."""
         if self.done:
             return
         if self.route is None:
-            self._run_filters(self.conn.rt.filters.request_hooks, self.filter_index + 1)
+            self._run_filters(self.rt.filters.request_hooks, self.filter_index + 1)
         else:
             self._run_route_filters(self.filter_index + 1)
 
@@ -102,7 +106,7 @@ class Stream:
         self._route()
 
     def _route(self) -> None:
-        rt = self.conn.rt
+        rt = self.rt
         head = self.head
         route = rt.router.match(head)
         if route is None:
@@ -139,7 +143,7 @@ class Stream:
     def _dispatch(self) -> None:
         route = self.route
         assert route is not None
-        rt = self.conn.rt
+        rt = self.rt
         name = route.pick_cluster()
         cluster = rt.clusters.get(name)
         head = self.head
@@ -256,7 +260,7 @@ class Stream:
             self.cluster.report_success(self.endpoint)
         self.status = head.status
         self.http_status = head.http_status
-        for hook in conn.rt.filters.response_hooks:
+        for hook in self.rt.filters.response_hooks:
             hook(self, head)
         self.response_started = True
         if head.raw is not None:
@@ -290,7 +294,7 @@ class Stream:
                 self.cluster.report_failure(self.endpoint)
         self.upstream = None
         if self.response_started:
-            self.conn.rt.stats.downstream_cx_destroy_with_active_rq += 1
+            self.rt.stats.downstream_cx_destroy_with_active_rq += 1
             self._finish()
             self.conn.abort()  # half a response went out: the only honest signal left is a reset
             return
@@ -301,7 +305,7 @@ class Stream:
         self.timer = None
         if self.done:
             return
-        self.conn.rt.stats.downstream_rq_timeout += 1
+        self.rt.stats.downstream_rq_timeout += 1
         if self.cluster is not None:
             self.cluster.stats.upstream_rq_timeout += 1
         self._detach_upstream()
@@ -329,7 +333,7 @@ class Stream:
         if self.done:
             return
         conn = self.conn
-        conn.rt.stats.downstream_rq_local_reply += 1
+        self.rt.stats.downstream_rq_local_reply += 1
         self.status = -1
         self.http_status = status.http_status
         if not self.head.oneway:
@@ -357,7 +361,8 @@ class Stream:
             self.timer.cancel()
             self.timer = None
         conn = self.conn
-        rt = conn.rt
+        rt = self.rt
+        rt.streams -= 1
         now = conn.loop.time()
         ms = (now - self.context.start) * 1000.0
         rt.stats.latency.record(ms)
@@ -386,7 +391,7 @@ class Stream:
         if head.raw is None and head.protocol not in ("http2",):
             return None
         key = (head.protocol, head.service, head.method)
-        table = self.conn.rt.rpc_stats
+        table = self.rt.rpc_stats
         s = table.get(key)
         if s is None:
             s = table[key] = RpcStats()
