@@ -15,9 +15,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from sofamesh.testing import ProxyProcess, free_port
+from sofamesh.testing import ProxyProcess, UpstreamServer, free_port, pattern
 from tests.conftest import http_proxy_config
-from tests.integration.upstream import UpstreamServer, pattern
 
 MiB = 1024 * 1024
 
@@ -238,7 +237,9 @@ def test_sigterm_during_a_slow_request_lets_it_complete(upstream: UpstreamServer
 
     t = threading.Thread(target=call)
     t.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while upstream.requests == 0 and time.monotonic() < deadline:  # the slow request is in flight
+        time.sleep(0.01)
     proxy.signal(signal.SIGTERM)
     t.join(10)
     assert "e" not in result, result

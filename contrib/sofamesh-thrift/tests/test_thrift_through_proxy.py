@@ -7,16 +7,15 @@ import json
 import os
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from sofamesh.testing import ProxyProcess, free_port, wait_port
+from sofamesh.testing import ProxyProcess, UpstreamServer, free_port, wait_port
 
 HERE = Path(__file__).parent
 PEER = HERE / "peers" / "thrift_peer.py"
@@ -69,20 +68,6 @@ def thrift_server() -> Iterator[Callable[..., ThriftServer]]:
         s.stop()
 
 
-@pytest.fixture
-def proxy() -> Iterator[Callable[[dict[str, Any]], ProxyProcess]]:
-    started: list[ProxyProcess] = []
-
-    def make(config: dict[str, Any]) -> ProxyProcess:
-        p = ProxyProcess(config).start()
-        started.append(p)
-        return p
-
-    yield make
-    for p in started:
-        p.stop()
-
-
 def client(port: int, program: list[list[Any]], *flags: str, timeout: float = 60) -> Any:
     out = subprocess.run([str(PEER_PY), str(PEER), "client", str(port), json.dumps(program), *flags],
                          capture_output=True, timeout=timeout, check=True)
@@ -101,10 +86,10 @@ def one_cluster(*servers: ThriftServer, **extra: Any) -> list[dict[str, Any]]:
     return [{"name": "echo", "endpoints": [s.address for s in servers], "health": {"ejection_ms": 0}, **extra}]
 
 
-def test_calls_oneway_and_a_declared_exception_pass_through_the_proxy(thrift_server: Callable[..., ThriftServer], proxy: Callable[..., ProxyProcess]) -> None:
+def test_calls_oneway_and_a_declared_exception_pass_through_the_proxy(thrift_server: Callable[..., ThriftServer], sofamesh_proxy: Callable[..., ProxyProcess]) -> None:
     up = thrift_server("up-a")
     cfg, port = thrift_config([{"name": "all", "cluster": "echo"}], one_cluster(up))
-    p = proxy(cfg)
+    p = sofamesh_proxy(cfg)
     got = client(port, [["echo", "hi"], ["add", 40, 2], ["lookup", "known"], ["lookup", "missing"],
                         ["notify", "first"], ["notify", "second"], ["notes"]])
     assert got == [{"ok": "up-a:hi"}, {"ok": 42}, {"ok": "value"}, {"error": "NotFound", "key": "missing"},
@@ -116,13 +101,13 @@ def test_calls_oneway_and_a_declared_exception_pass_through_the_proxy(thrift_ser
     assert rpc["thrift_in|thrift||lookup"]["statuses"] == {"0": 1, "1": 1}  # success, declared exception
 
 
-def test_multiplexed_services_are_routed_by_their_service_prefix(thrift_server: Callable[..., ThriftServer], proxy: Callable[..., ProxyProcess]) -> None:
+def test_multiplexed_services_are_routed_by_their_service_prefix(thrift_server: Callable[..., ThriftServer], sofamesh_proxy: Callable[..., ProxyProcess]) -> None:
     echo_up, admin_up = thrift_server("up-echo", "--multiplexed"), thrift_server("up-admin", "--multiplexed")
     cfg, port = thrift_config(
         [{"name": "admin", "match": {"service": "Admin"}, "cluster": "admin"},
          {"name": "echo", "match": {"service": {"exact": "Echo"}, "method": {"regex": "echo|add"}}, "cluster": "echo"}],
         [*one_cluster(echo_up), {"name": "admin", "endpoints": [admin_up.address]}])
-    proxy(cfg)
+    sofamesh_proxy(cfg)
     assert client(port, [["echo", "x"], ["add", 1, 2]], "--service", "Echo") == [{"ok": "up-echo:x"}, {"ok": 3}]
     assert client(port, [["whoami"]], "--service", "Admin") == [{"ok": "up-admin"}]
     [no_route] = client(port, [["lookup", "known"]], "--service", "Echo")
@@ -130,20 +115,20 @@ def test_multiplexed_services_are_routed_by_their_service_prefix(thrift_server: 
     assert no_route["message"] == "sofamesh 404 no_route: no route for Echo/lookup on listener thrift_in"
 
 
-def test_a_non_strict_client_is_answered_in_its_own_framing(thrift_server: Callable[..., ThriftServer], proxy: Callable[..., ProxyProcess]) -> None:
+def test_a_non_strict_client_is_answered_in_its_own_framing(thrift_server: Callable[..., ThriftServer], sofamesh_proxy: Callable[..., ProxyProcess]) -> None:
     up = thrift_server("up-lenient", "--lenient")
     cfg, port = thrift_config([{"match": {"method": "echo"}, "cluster": "echo"}], one_cluster(up))
-    proxy(cfg)
+    sofamesh_proxy(cfg)
     got = client(port, [["echo", "old"], ["add", 1, 1]], "--non-strict")
     assert got[0] == {"ok": "up-lenient:old"}
     assert got[1]["error"] == "TApplicationException" and "404 no_route" in got[1]["message"]
 
 
-def test_a_provider_that_is_down_becomes_an_application_exception(proxy: Callable[..., ProxyProcess]) -> None:
+def test_a_provider_that_is_down_becomes_an_application_exception(sofamesh_proxy: Callable[..., ProxyProcess]) -> None:
     dead = free_port()
     cfg, port = thrift_config([{"cluster": "echo"}],
                               [{"name": "echo", "endpoints": [f"127.0.0.1:{dead}"], "connect_timeout_ms": 500}])
-    p = proxy(cfg)
+    p = sofamesh_proxy(cfg)
     [down, oneway] = client(port, [["echo", "anyone?"], ["notify", "lost"]])
     assert down["error"] == "TApplicationException" and down["type"] == 6  # INTERNAL_ERROR
     assert down["message"].startswith("sofamesh 503 no_healthy_upstream: upstream connect error")
@@ -155,11 +140,11 @@ def test_a_provider_that_is_down_becomes_an_application_exception(proxy: Callabl
     assert st["downstream_rq_local_reply"] >= 1
 
 
-def test_a_slow_call_times_out_and_its_late_reply_is_dropped(thrift_server: Callable[..., ThriftServer], proxy: Callable[..., ProxyProcess]) -> None:
+def test_a_slow_call_times_out_and_its_late_reply_is_dropped(thrift_server: Callable[..., ThriftServer], sofamesh_proxy: Callable[..., ProxyProcess]) -> None:
     up = thrift_server("up-slow")
     cfg, port = thrift_config([{"match": {"method": "slow"}, "cluster": "echo", "timeout_ms": 200},
                                {"cluster": "echo"}], one_cluster(up))
-    p = proxy(cfg)
+    p = sofamesh_proxy(cfg)
     got = client(port, [["slow", 600], ["echo", "after"]])
     assert got[0]["error"] == "TApplicationException" and got[0]["message"].startswith("sofamesh 504 timeout")
     assert got[1] == {"ok": "up-slow:after"}  # queued behind the slow call on the server, still answered
@@ -167,10 +152,10 @@ def test_a_slow_call_times_out_and_its_late_reply_is_dropped(thrift_server: Call
     assert st["upstream_rq_timeout"] == 1 and st["upstream_rq_late_response"] == 1
 
 
-def test_two_hundred_concurrent_clients_share_one_upstream_connection(thrift_server: Callable[..., ThriftServer], proxy: Callable[..., ProxyProcess]) -> None:
+def test_two_hundred_concurrent_clients_share_one_upstream_connection(thrift_server: Callable[..., ThriftServer], sofamesh_proxy: Callable[..., ProxyProcess]) -> None:
     up = thrift_server("up-many")
     cfg, port = thrift_config([{"cluster": "echo"}], one_cluster(up))
-    p = proxy(cfg)
+    p = sofamesh_proxy(cfg)
     got = client(port, [["echo", "c{i}"]], "--threads", "200", timeout=120)
     assert got == [[{"ok": f"up-many:c{i}"}] for i in range(200)]  # every client got its own answer
     st = p.stats()
@@ -179,10 +164,10 @@ def test_two_hundred_concurrent_clients_share_one_upstream_connection(thrift_ser
     assert st["clusters"]["echo"]["upstream_rq_2xx"] == 200
 
 
-def test_two_hundred_pipelined_calls_over_two_connections_each_get_their_reply(thrift_server: Callable[..., ThriftServer], proxy: Callable[..., ProxyProcess]) -> None:
+def test_two_hundred_pipelined_calls_over_two_connections_each_get_their_reply(thrift_server: Callable[..., ThriftServer], sofamesh_proxy: Callable[..., ProxyProcess]) -> None:
     a, b = thrift_server("up-a"), thrift_server("up-b")
     cfg, port = thrift_config([{"cluster": "echo"}], one_cluster(a, b))
-    p = proxy(cfg)
+    p = sofamesh_proxy(cfg)
     out = subprocess.run([str(PEER_PY), str(PEER), "pipeline", str(port), "2", "200"], capture_output=True,
                          timeout=120, check=True)
     assert json.loads(out.stdout) == {"ok": 200, "wrong": 0, "missing": 0}
@@ -190,36 +175,13 @@ def test_two_hundred_pipelined_calls_over_two_connections_each_get_their_reply(t
     assert st["upstream_cx_total"] == 2 and st["upstream_rq_2xx"] == 200  # one connection per endpoint
 
 
-class _Http(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        body = b"http upstream\n"
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, fmt: str, *args: object) -> None:
-        pass
-
-
-def test_thrift_and_http_share_one_port_by_sniffing(thrift_server: Callable[..., ThriftServer], proxy: Callable[..., ProxyProcess]) -> None:
-    import httpx
-
+def test_thrift_and_http_share_one_port_by_sniffing(thrift_server: Callable[..., ThriftServer], sofamesh_proxy: Callable[..., ProxyProcess]) -> None:
     up = thrift_server("up-shared", "--lenient")
-    web = ThreadingHTTPServer(("127.0.0.1", 0), _Http)
-    t = threading.Thread(target=web.serve_forever, daemon=True)
-    t.start()
-    try:
+    with UpstreamServer("up-web") as web:
         cfg, port = thrift_config(
             [{"match": {"protocol": "thrift"}, "cluster": "echo"}, {"match": {"protocol": "http1"}, "cluster": "web"}],
-            [*one_cluster(up), {"name": "web", "endpoints": [f"127.0.0.1:{web.server_address[1]}"]}],
-            protocols="auto")
-        proxy(cfg)
+            [*one_cluster(up), {"name": "web", "endpoints": [web.address]}], protocols="auto")
+        sofamesh_proxy(cfg)
         assert client(port, [["echo", "sniffed"]]) == [{"ok": "up-shared:sniffed"}]
         assert client(port, [["echo", "old"]], "--non-strict") == [{"ok": "up-shared:old"}]
-        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text == "http upstream\n"
-    finally:
-        web.shutdown()
-        web.server_close()
+        assert httpx.get(f"http://127.0.0.1:{port}/page", timeout=5).text == "up-web GET /page\n"
