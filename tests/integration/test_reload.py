@@ -47,3 +47,21 @@ def test_post_reload_with_no_body_rereads_the_file_and_refuses_a_broken_one(upst
     r = httpx.post(proxy.admin_url + "/reload", timeout=5)
     assert r.status_code == 200 and r.json() == {"version": 2, "reimported": []}
     assert httpx.get(f"http://127.0.0.1:{port}/x", timeout=5).text.startswith("up-b ")
+
+
+def test_sighup_to_the_supervisor_reloads_every_worker(upstream: UpstreamServer, upstream_b: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]) -> None:
+    cfg, port = http_proxy_config([upstream.address])
+    proxy = proxy_factory(cfg, args=("--workers", "2"))
+    cfg["clusters"] = [{"name": "web", "endpoints": [upstream_b.address]}]
+    proxy.config_path.write_text(yaml.safe_dump(cfg))
+    proxy.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while True:
+        workers = proxy.stats()["workers"]
+        if all(w["server"]["config_version"] == 2 for w in workers):
+            break
+        assert time.monotonic() < deadline, workers
+        time.sleep(0.05)
+    assert len(workers) == 2
+    answers = {httpx.get(f"http://127.0.0.1:{port}/w", timeout=5).text.split()[0] for _ in range(10)}
+    assert answers == {"up-b"}

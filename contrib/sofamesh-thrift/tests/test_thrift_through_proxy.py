@@ -19,6 +19,7 @@ from sofamesh.testing import ProxyProcess, UpstreamServer, free_port, wait_port
 
 HERE = Path(__file__).parent
 PEER = HERE / "peers" / "thrift_peer.py"
+APACHE = HERE / "peers" / "apache_peer.py"
 CACHE = Path(os.environ.get("SOFAMESH_CACHE") or HERE.parents[2] / ".cache")
 PEER_PY = CACHE / "venv-thrift" / "bin" / "python"
 
@@ -71,6 +72,12 @@ def thrift_server() -> Iterator[Callable[..., ThriftServer]]:
 def client(port: int, program: list[list[Any]], *flags: str, timeout: float = 60) -> Any:
     out = subprocess.run([str(PEER_PY), str(PEER), "client", str(port), json.dumps(program), *flags],
                          capture_output=True, timeout=timeout, check=True)
+    return json.loads(out.stdout)
+
+
+def apache_client(port: int, seqids: list[int], *flags: str) -> Any:
+    out = subprocess.run([str(PEER_PY), str(APACHE), str(port), json.dumps(seqids), *flags], capture_output=True,
+                         timeout=60, check=True)
     return json.loads(out.stdout)
 
 
@@ -185,3 +192,23 @@ def test_thrift_and_http_share_one_port_by_sniffing(thrift_server: Callable[...,
         assert client(port, [["echo", "sniffed"]]) == [{"ok": "up-shared:sniffed"}]
         assert client(port, [["echo", "old"]], "--non-strict") == [{"ok": "up-shared:old"}]
         assert httpx.get(f"http://127.0.0.1:{port}/page", timeout=5).text == "up-web GET /page\n"
+
+
+def test_an_apache_thrift_client_gets_its_own_seqids_back_from_a_thriftpy2_server(thrift_server: Callable[..., ThriftServer], sofamesh_proxy: Callable[..., ProxyProcess]) -> None:
+    plain, mux = thrift_server("up-plain"), thrift_server("up-mux", "--multiplexed")
+    cfg, port = thrift_config([{"match": {"service": "Echo"}, "cluster": "mux"}, {"cluster": "echo"}],
+                              [*one_cluster(plain), {"name": "mux", "endpoints": [mux.address]}])
+    sofamesh_proxy(cfg)
+    seqids = [7, 2**31 - 1, -(2**31), -1]  # i32 on the wire; the proxy's ids are their unsigned view
+    got = apache_client(port, seqids)
+    assert got == [{"ok": f"up-plain:a{s}", "seqid": s} for s in seqids]
+    assert apache_client(port, [41], "--service", "Echo") == [{"ok": "up-mux:a41", "seqid": 41}]
+
+
+def test_an_apache_thrift_client_reads_the_proxys_application_exception(sofamesh_proxy: Callable[..., ProxyProcess]) -> None:
+    cfg, port = thrift_config([{"match": {"method": "nothing"}, "cluster": "echo"}],
+                              [{"name": "echo", "endpoints": [f"127.0.0.1:{free_port()}"]}])
+    sofamesh_proxy(cfg)
+    [got] = apache_client(port, [99])
+    assert got == {"error": "TApplicationException", "type": 1, "seqid": 99,
+                   "message": "sofamesh 404 no_route: no route for /echo on listener thrift_in"}
