@@ -222,10 +222,11 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
 class UpstreamServer(ThreadingHTTPServer):
     """A real HTTP/1.1 upstream on a free 127.0.0.1 port, in a thread (``with UpstreamServer("a") as up``).
 
-    ``GET /any`` answers ``"<name> GET /any"``; ``/slow?ms=N`` answers after N ms; ``/big?n=N`` streams
-    N bytes of ``pattern`` chunked (``big_sent`` counts what went out); ``/echo`` answers the body's length and sha256 and the request
-    headers; ``/reset`` closes without answering. ``requests``, ``peers`` and ``paths`` (path ->
-    count, counted when a request arrives) say what it saw.
+    ``GET /any`` answers ``"<name> GET /any"``; ``/slow?ms=N`` answers after N ms; ``/big?n=N``
+    streams N bytes of ``pattern`` chunked (``big_sent`` counts what went out); ``/echo`` answers
+    the body's length and sha256 and the request headers; ``/reset`` closes without answering.
+    ``requests``, ``peers`` and ``paths`` (path -> count, counted when a request arrives) say what
+    it saw.
     """
 
     daemon_threads = True
