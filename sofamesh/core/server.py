@@ -182,11 +182,8 @@ class Server:
                  ", ".join(packages) or "none")
 
     def active_requests(self) -> int:
-        n = 0
-        for h in self.listeners.values():
-            for rt in (h.rt, *h.old):
-                n += rt.stats.downstream_rq_active
-        return n
+        # A reload hands the same counters to the new runtime: count each listener's once.
+        return sum(h.rt.stats.downstream_rq_active for h in self.listeners.values())
 
     async def shutdown(self) -> int:
         """Stop accepting, let in-flight requests finish for the grace period, then cut the rest."""
