@@ -27,6 +27,9 @@ class _NeedData:
 NEED_DATA: Final = _NeedData()
 """Returned by ``Codec.next_event()`` when more bytes are needed."""
 
+NeedData = _NeedData
+"""The type of ``NEED_DATA``, for annotations in codecs outside sofamesh (``-> Event | NeedData``)."""
+
 _EMPTY = Headers()
 
 
@@ -184,6 +187,7 @@ __all__ = [
     "Event",
     "GoAway",
     "Heartbeat",
+    "NeedData",
     "RequestHead",
     "ResponseHead",
     "StreamReset",

@@ -48,13 +48,17 @@ class StreamContext:
 class Stream:
     __slots__ = ("cluster", "conn", "context", "done", "down_paused", "endpoint", "factory", "filter_index", "head",
                  "head_sent", "http_status", "req_end", "req_end_sent", "req_q", "req_q_bytes", "request_done",
-                 "resp_end", "resp_q", "response_started", "route", "status", "timeout_ms", "timer", "tried", "up_id",
-                 "upstream")
+                 "resp_end", "resp_q", "response_started", "route", "rt", "status", "timeout_ms", "timer", "tried",
+                 "up_id", "upstream")
 
     def __init__(self, conn: DownstreamConnection, head: RequestHead) -> None:
         self.conn = conn
         self.head = head
-        self.context = StreamContext(conn.rt.name, conn.peer, conn.peer_identity, conn.loop.time())
+        # The runtime (filters, routes, clusters) this stream started on; it finishes on it even if a
+        # reload re-points the connection to a new runtime meanwhile.
+        rt = self.rt = conn.rt
+        rt.streams += 1
+        self.context = StreamContext(rt.name, conn.peer, conn.peer_identity, conn.loop.time())
         self.route: Route | None = None
         self.cluster: Cluster | None = None
         self.endpoint: Endpoint | None = None
@@ -81,14 +85,14 @@ class Stream:
 
     # -- request phase ---------------------------------------------------------------------------
     def start(self) -> None:
-        self._run_filters(self.conn.rt.filters.request_hooks, 0)
+        self._run_filters(self.rt.filters.request_hooks, 0)
 
     def resume(self) -> None:
         """A filter that returned STOP lets the stream go on."""
         if self.done:
             return
         if self.route is None:
-            self._run_filters(self.conn.rt.filters.request_hooks, self.filter_index + 1)
+            self._run_filters(self.rt.filters.request_hooks, self.filter_index + 1)
         else:
             self._run_route_filters(self.filter_index + 1)
 
@@ -111,7 +115,7 @@ class Stream:
         self._route()
 
     def _route(self) -> None:
-        rt = self.conn.rt
+        rt = self.rt
         head = self.head
         route = rt.router.match(head)
         if route is None:
@@ -148,7 +152,7 @@ class Stream:
     def _dispatch(self) -> None:
         route = self.route
         assert route is not None
-        rt = self.conn.rt
+        rt = self.rt
         name = route.pick_cluster()
         cluster = rt.clusters.get(name)
         head = self.head
@@ -308,7 +312,7 @@ class Stream:
             self.cluster.report_success(self.endpoint)
         self.status = head.status
         self.http_status = head.http_status
-        for hook in conn.rt.filters.response_hooks:
+        for hook in self.rt.filters.response_hooks:
             hook(self, head)
         self.response_started = True
         if head.raw is not None:
@@ -399,7 +403,7 @@ class Stream:
         self.timer = None
         if self.done:
             return
-        self.conn.rt.stats.downstream_rq_timeout += 1
+        self.rt.stats.downstream_rq_timeout += 1
         if self.cluster is not None:
             self.cluster.stats.upstream_rq_timeout += 1
         self._detach_upstream()
@@ -421,7 +425,7 @@ class Stream:
             conn.write(conn.codec.local_reply(self.head, status, message))
             self._finish()
             return
-        conn.rt.stats.downstream_cx_destroy_with_active_rq += 1
+        self.rt.stats.downstream_cx_destroy_with_active_rq += 1
         self._finish()
         conn.abort()
 
@@ -439,7 +443,7 @@ class Stream:
         if self.done:
             return
         conn = self.conn
-        conn.rt.stats.downstream_rq_local_reply += 1
+        self.rt.stats.downstream_rq_local_reply += 1
         self.status = -1
         self.http_status = status.http_status
         if not self.head.oneway:
@@ -467,7 +471,8 @@ class Stream:
             self.timer.cancel()
             self.timer = None
         conn = self.conn
-        rt = conn.rt
+        rt = self.rt
+        rt.streams -= 1
         now = conn.loop.time()
         ms = (now - self.context.start) * 1000.0
         rt.stats.latency.record(ms)
@@ -496,7 +501,7 @@ class Stream:
         if head.raw is None and head.protocol not in ("http2",):
             return None
         key = (head.protocol, head.service, head.method)
-        table = self.conn.rt.rpc_stats
+        table = self.rt.rpc_stats
         s = table.get(key)
         if s is None:
             s = table[key] = RpcStats()
