@@ -158,3 +158,30 @@ def test_a_grpc_client_that_stops_reading_stalls_its_stream_and_proxy_memory_sta
     assert stalled_at <= 65_535  # nothing was pushed past the client's window
     assert grown < 20 * 1024, f"proxy RSS grew by {grown} KiB while the client did not read"
     assert len(messages) == count and messages[-1] == f"{word}-{count - 1}".encode()
+
+
+def test_dubbo3_triple_consumer_reaches_its_provider_through_sofamesh(proxy_factory: Callable[..., ProxyProcess]) -> None:
+    from tests.conformance.test_http2_peers import (
+        DUBBO_PYTHON,
+        GREETER,
+        TRIPLE_CONSUMER,
+        TRIPLE_PROVIDER,
+        check_triple_results,
+        need,
+    )
+
+    need(DUBBO_PYTHON.exists(), "apache-dubbo 3.0.0b1 (.cache/venv-dubbo3)")
+    provider_port = free_port()
+    provider = start_peer([str(DUBBO_PYTHON), str(TRIPLE_PROVIDER), "--port", str(provider_port)])
+    try:
+        port = free_port()
+        proxy = proxy_factory({
+            "listeners": [{"name": "tri", "address": f"127.0.0.1:{port}", "protocols": "auto",
+                           "routes": [{"match": {"service": GREETER}, "cluster": "greeter"}]}],
+            "clusters": [{"name": "greeter", "protocol": "http2", "endpoints": [f"127.0.0.1:{provider.port}"]}],
+        })
+        results = asyncio.run(run_program([str(DUBBO_PYTHON), str(TRIPLE_CONSUMER), f"127.0.0.1:{port}"], timeout=90))
+        check_triple_results(results)
+        assert proxy.stats()["clusters"]["greeter"]["upstream_rq_total"] >= 2
+    finally:
+        stop_peer(provider)
