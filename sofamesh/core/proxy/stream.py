@@ -6,13 +6,12 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from sofamesh.core.codec import ReplyStatus
+from sofamesh.core.net.timers import wheel_for
 from sofamesh.core.proxy.filter_chain import LocalReply, Verdict
 from sofamesh.core.stats import RpcStats
 from sofamesh.core.upstream.pool import MultiplexedConnection
 
 if TYPE_CHECKING:
-    import asyncio
-
     from sofamesh.core.codec import CodecFactory
     from sofamesh.core.events import BodyChunk, EndOfMessage, RequestHead, ResponseHead
     from sofamesh.core.proxy.router import Route
@@ -58,7 +57,7 @@ class Stream:
         self.factory: CodecFactory | None = None
         self.upstream: ExclusiveConnection | MultiplexedConnection | None = None
         self.up_id = 0
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer = 0  # DeadlineWheel key while a timeout is armed
         self.timeout_ms = 0
         self.done = False
         self.response_started = False
@@ -163,7 +162,8 @@ class Stream:
             t = min(t, ht) if t else ht
         self.timeout_ms = t
         if t and not head.oneway:
-            self.timer = self.conn.loop.call_later(t / 1000.0, self._on_timeout)
+            loop = self.conn.loop
+            self.timer = wheel_for(loop).arm(self, loop.time() + t / 1000.0)
         if head.raw is None and head.protocol in ("http1", "http2"):
             self.head = _forwarded(head, self.conn.peer)
         self._pick_and_send()
@@ -297,8 +297,8 @@ class Stream:
         self.context.response_flags = "UC"
         self.local_reply(ReplyStatus.UPSTREAM_RESET, reason)
 
-    def _on_timeout(self) -> None:
-        self.timer = None
+    def on_deadline(self) -> None:
+        self.timer = 0
         if self.done:
             return
         self.conn.rt.stats.downstream_rq_timeout += 1
@@ -353,9 +353,9 @@ class Stream:
 
     def _finish(self) -> None:
         self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.timer:
+            wheel_for(self.conn.loop).cancel(self, self.timer)
+            self.timer = 0
         conn = self.conn
         rt = conn.rt
         now = conn.loop.time()
