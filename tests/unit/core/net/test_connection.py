@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from sofamesh.core.net.connection import Connection, batch_for
 
@@ -30,6 +33,13 @@ class RecordingTransport(asyncio.Transport):
         pass
 
 
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    lp = asyncio.new_event_loop()
+    yield lp
+    lp.close()
+
+
 def _connected(loop: asyncio.AbstractEventLoop) -> tuple[Connection, RecordingTransport]:
     conn = Connection(loop)
     t = RecordingTransport()
@@ -37,47 +47,35 @@ def _connected(loop: asyncio.AbstractEventLoop) -> tuple[Connection, RecordingTr
     return conn, t
 
 
-def test_writes_inside_a_batch_leave_as_one_write_per_connection_in_order() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        a, ta = _connected(loop)
-        b, tb = _connected(loop)
-        batch = batch_for(loop)
-        batch.begin()
-        a.write(b"one ")
-        b.write(b"x")
-        a.write(b"two")
-        assert ta.writes == [] and tb.writes == []
-        batch.end()
-        assert ta.writes == [b"one two"]
-        assert tb.writes == [b"x"]
-    finally:
-        loop.close()
+def test_writes_inside_a_batch_leave_as_one_write_per_connection_in_order(loop: asyncio.AbstractEventLoop) -> None:
+    a, ta = _connected(loop)
+    b, tb = _connected(loop)
+    batch = batch_for(loop)
+    batch.begin()
+    a.write(b"one ")
+    b.write(b"x")
+    a.write(b"two")
+    assert ta.writes == [] and tb.writes == []
+    batch.end()
+    assert ta.writes == [b"one two"]
+    assert tb.writes == [b"x"]
 
 
-def test_writes_outside_a_batch_go_straight_to_the_transport() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        a, ta = _connected(loop)
-        a.write(b"now")
-        assert ta.writes == [b"now"]
-    finally:
-        loop.close()
+def test_writes_outside_a_batch_go_straight_to_the_transport(loop: asyncio.AbstractEventLoop) -> None:
+    a, ta = _connected(loop)
+    a.write(b"now")
+    assert ta.writes == [b"now"]
 
 
-def test_close_inside_a_batch_flushes_what_was_written_first_and_abort_drops_it() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        a, ta = _connected(loop)
-        b, tb = _connected(loop)
-        batch = batch_for(loop)
-        batch.begin()
-        a.write(b"last words")
-        a.close()
-        b.write(b"never sent")
-        b.abort()
-        batch.end()
-        assert ta.writes == [b"last words"] and ta.closed
-        assert tb.writes == [] and tb.closed
-    finally:
-        loop.close()
+def test_close_inside_a_batch_flushes_what_was_written_first_and_abort_drops_it(loop: asyncio.AbstractEventLoop) -> None:
+    a, ta = _connected(loop)
+    b, tb = _connected(loop)
+    batch = batch_for(loop)
+    batch.begin()
+    a.write(b"last words")
+    a.close()
+    b.write(b"never sent")
+    b.abort()
+    batch.end()
+    assert ta.writes == [b"last words"] and ta.closed
+    assert tb.writes == [] and tb.closed
