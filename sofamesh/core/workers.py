@@ -19,11 +19,13 @@ log = logging.getLogger("sofamesh.workers")
 
 
 def _child(config: ProxyConfig, index: int, wfd: int) -> None:
+    from sofamesh.core.gc_policy import settle_after_start
     from sofamesh.core.server import Server
 
     async def main() -> int:
         server = Server(config, reuse_port=True, admin_address="127.0.0.1:0", worker=index)
         await server.start()
+        settle_after_start()
         os.write(wfd, f"{index} {server.admin.port}\n".encode())
         os.close(wfd)
         return await server.serve_until_stopped()
