@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from sofamesh.core.codec import ReplyStatus
+from sofamesh.core.events import RequestHead
 from sofamesh.core.net.timers import wheel_for
 from sofamesh.core.proxy.filter_chain import LocalReply, Verdict
 from sofamesh.core.stats import RpcStats
@@ -13,7 +13,7 @@ from sofamesh.core.upstream.pool import MultiplexedConnection
 
 if TYPE_CHECKING:
     from sofamesh.core.codec import CodecFactory
-    from sofamesh.core.events import BodyChunk, EndOfMessage, RequestHead, ResponseHead
+    from sofamesh.core.events import BodyChunk, EndOfMessage, ResponseHead
     from sofamesh.core.proxy.router import Route
     from sofamesh.core.proxy.stream_manager import DownstreamConnection
     from sofamesh.core.upstream.cluster import Cluster, Endpoint
@@ -401,7 +401,11 @@ def _forwarded(head: RequestHead, peer: tuple[Any, ...]) -> RequestHead:
     h = h.with_set("x-forwarded-for", f"{xff}, {ip}" if xff else ip)
     if h.get("x-forwarded-proto") is None:
         h = h.with_set("x-forwarded-proto", "http")
-    return dataclasses.replace(head, headers=h)
+    # Every field spelled out: dataclasses.replace introspects the fields on each call and costs
+    # about 4x this on every proxied HTTP request (a unit test checks that no field is left behind).
+    return RequestHead(head.protocol, head.request_id, head.service, head.method, head.path, head.version,
+                       head.group, h, head.oneway, head.end_stream, head.raw, head.timeout_ms, head.resolve,
+                       head.meta)
 
 
 __all__ = ["Stream", "StreamContext"]
