@@ -9,8 +9,9 @@
  *   meshload load PORT PROTO REQUEST CONNS INFLIGHT SECONDS
  *                                               CONNS connections, INFLIGHT requests outstanding on each,
  *                                               for SECONDS; prints one JSON object (req/s, p50, p99)
- *   meshload idle PORT N SECONDS                opens N idle connections, prints "ready N", holds them
- *                                               for SECONDS (or until stdin closes), then exits
+ *   meshload idle PORT N SECONDS                opens up to N idle connections within SECONDS, prints
+ *                                               "ready <opened>", holds them for SECONDS (or until stdin
+ *                                               closes), then exits
  *
  * 127.0.0.1 only. Every mode ends by itself. No dependencies beyond libc.
  */
@@ -328,17 +329,42 @@ static int load(int port, enum proto pr, const uint8_t *req, size_t rlen, int nc
 }
 
 /* ---------------------------------------------------------------- idle */
+/* Non-blocking connects, at most 256 in progress, all within SECONDS; then hold until SECONDS
+ * more pass or stdin closes. Reports how many got established, so a slow acceptor cannot hang us. */
 static int idle(int port, int n, double secs) {
-    int opened = 0;
-    for (int i = 0; i < n; i++) {
-        int fd = connect_local(port);
-        if (fd < 0) { perror("connect"); break; }
-        opened++;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int ep = epoll_create1(0);
+    int opened = 0, pending = 0, started = 0;
+    double end = now_s() + secs;
+    struct epoll_event evs[256];
+    while (opened < n && now_s() < end) {
+        while (started < n && pending < 256) {
+            int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+            if (fd < 0) { perror("socket"); end = 0; break; }
+            int r = connect(fd, (struct sockaddr *)&a, sizeof a);
+            started++;
+            if (r == 0) { opened++; continue; }
+            if (errno != EINPROGRESS) { close(fd); continue; }
+            struct epoll_event e = {.events = EPOLLOUT, .data.fd = fd};
+            epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e);
+            pending++;
+        }
+        int k = epoll_wait(ep, evs, 256, 100);
+        for (int i = 0; i < k; i++) {
+            int fd = evs[i].data.fd, err = 0;
+            socklen_t len = sizeof err;
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+            epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+            pending--;
+            if (err) close(fd); else opened++;
+        }
+        if (started >= n && pending == 0) break;
     }
     printf("ready %d\n", opened);
     fflush(stdout);
     struct pollfd p = {.fd = 0, .events = POLLIN};
-    double end = now_s() + secs;
+    end = now_s() + secs;
     while (now_s() < end) {
         if (poll(&p, 1, 200) > 0) {
             char b[64];
