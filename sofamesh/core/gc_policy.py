@@ -16,7 +16,7 @@ YOUNG_THRESHOLD = 10_000  # allocations between young collections (CPython's def
 
 
 def settle_after_start() -> None:
-    """Call once the server is listening (and after a config reload has built its objects)."""
+    """Call once, when the server is listening. Objects a later reload builds stay collectable."""
     gc.collect()
     gc.freeze()
     _, g1, g2 = gc.get_threshold()
