@@ -39,6 +39,9 @@ LOAD_CPU = "1"
 CLK = os.sysconf("SC_CLK_TCK")
 HTTP_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello, world\n"
 DUBBO_SERVICE = "com.sofamesh.demo.EchoService"
+GRPC_SERVICE = "sofamesh.test.Echo"
+GRPC_SERVER = REPO / "tests/conformance/peers/grpc/echo_server.py"
+GRPC_BODY = b"\x00\x00\x00\x00\x05hello"  # one 5-byte gRPC message
 
 # -- processes -------------------------------------------------------------------------------------------
 
@@ -213,7 +216,7 @@ def envoy_binary() -> Path:
     return found[0]
 
 
-def start_envoy(upstream: int) -> Target:
+def start_envoy(upstream: int, http2: bool = False) -> Target:
     port, admin = free_port(), free_port()
 
     def addr(p: int) -> dict[str, Any]:
@@ -236,6 +239,11 @@ def start_envoy(upstream: int) -> Target:
                 "cluster_name": "up", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": addr(upstream)}}]}]}}],
         },
     }
+    if http2:  # gRPC: h2c from the client (codec AUTO sniffs it) and HTTP/2 to the upstream
+        config["static_resources"]["clusters"][0]["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}}
     cfg = TMP / f"envoy-{port}.yaml"
     cfg.write_text(json.dumps(config))
     proc = spawn(PROXY_CPU, [str(envoy_binary()), "-c", str(cfg), "--concurrency", "1", "--disable-hot-restart",
@@ -247,6 +255,8 @@ def start_envoy(upstream: int) -> Target:
 def sofamesh_config(proto: str, port: int, upstream: int) -> dict[str, Any]:
     if proto == "http1":
         route: dict[str, Any] = {"cluster": "up", "timeout_ms": 3000}
+    elif proto == "http2":
+        route = {"match": {"service": GRPC_SERVICE}, "cluster": "up", "timeout_ms": 3000}
     elif proto == "bolt":
         route = {"match": {"service": "com.example.EchoService:1.0"}, "cluster": "up", "timeout_ms": 3000}
     else:
@@ -305,6 +315,20 @@ def wrk_load(port: int, connections: int, seconds: float) -> dict[str, float]:
     p99 = _wrk_time_us(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     errors = sum(int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses|connect|read|write|timeout)[: ]+(\d+)", out))
     return {"requests": total, "rps": rps, "p50_us": p50, "p99_us": p99, "errors": errors}
+
+
+def h2load_grpc(port: int, body: Path, connections: int, streams: int, seconds: float) -> dict[str, float]:
+    """gRPC unary calls with h2load. h2load reports no percentiles: p50 holds its mean, p99 is NaN."""
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, "h2load", "-c", str(connections), "-m", str(streams),
+                          "-D", str(max(1, round(seconds))), "-d", str(body), "-H", "content-type: application/grpc",
+                          "-H", "te: trailers", f"http://127.0.0.1:{port}/{GRPC_SERVICE}/Unary"],
+                         capture_output=True, text=True, timeout=seconds + 30, check=False).stdout
+    rps = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+    done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out)
+    mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out)
+    return {"requests": float(done.group(1)) if done else 0.0, "rps": float(rps.group(1)) if rps else 0.0,
+            "p50_us": _wrk_time_us(mean.group(1)) if mean else float("nan"), "p99_us": float("nan"),
+            "errors": float(done.group(2)) if done else 1.0}
 
 
 def frame_load(proto: str, request: Path, port: int, connections: int, in_flight: int,
@@ -408,6 +432,27 @@ def rpc_group(proto: str, args: argparse.Namespace, frames: dict[str, tuple[Path
         for conns, in_flight in ((32, 1), (8, 16)):
             rounds(f"{proto} {conns}x{in_flight}", targets,
                    lambda p, s, c=conns, k=in_flight: frame_load(proto, request, p, c, k, s), args, results)
+    finally:
+        stop_all()
+
+
+def grpc_group(args: argparse.Namespace, frames: dict[str, tuple[Path, Path]], results: dict[str, Any]) -> None:
+    """gRPC unary over h2c: direct to a grpcio echo server (Python: it, not the proxies, caps req/s;
+    compare CPU µs/request), Envoy, sofamesh's http2 codec."""
+    server = subprocess.Popen(["taskset", "-c", LOAD_CPU, sys.executable, str(GRPC_SERVER)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    _started.append(server)
+    assert server.stdout is not None
+    line = server.stdout.readline().split()
+    if len(line) != 2 or line[0] != b"READY":
+        stop_all()
+        raise RuntimeError(f"grpc echo server did not start: {line!r}")
+    up = int(line[1])
+    body = TMP / "grpc.body"
+    body.write_bytes(GRPC_BODY)
+    targets = [Target("direct", up, None), start_envoy(up, http2=True), start_sofamesh("http2", up)]
+    try:
+        rounds("grpc 4x16", targets, lambda p, s: h2load_grpc(p, body, 4, 16, s), args, results)
     finally:
         stop_all()
 
@@ -566,7 +611,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="2 rounds x 2 s, no 10k-connection test")
     ap.add_argument("--rounds", type=int, help="interleaved rounds per scenario (default 3; quick 2)")
     ap.add_argument("--seconds", type=float, help="seconds per measurement (default 4; quick 2)")
-    ap.add_argument("--only", default="http,bolt,dubbo,workers", help="groups to run: http,bolt,dubbo,workers")
+    ap.add_argument("--only", default="http,grpc,bolt,dubbo,workers",
+                    help="groups to run: http,grpc,bolt,dubbo,workers")
     ap.add_argument("--idle", action="store_true", help="run the idle-connections test even with --quick")
     ap.add_argument("--idle-connections", type=int, default=10_000)
     ap.add_argument("--out", type=Path, default=CACHE / "bench", help="where results.json and results.md go")
@@ -583,6 +629,7 @@ def main() -> int:
     results: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
                                "rounds": args.rounds, "seconds": args.seconds, "scenarios": {}}
     groups = {"http": lambda: http_group(args, frames, results),
+              "grpc": lambda: grpc_group(args, frames, results),
               "bolt": lambda: rpc_group("bolt", args, frames, results),
               "dubbo": lambda: rpc_group("dubbo", args, frames, results),
               "workers": lambda: workers_group(args, frames, results)}
