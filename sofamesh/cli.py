@@ -178,6 +178,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(verbose=args.verbose)
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    from sofamesh.certs import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sofamesh", description="A service mesh in Python: sidecar, gateway, Pilot.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -203,6 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="run the demo on embedded defaults")
     dm.add_argument("-v", "--verbose", action="store_true")
     dm.set_defaults(func=cmd_demo)
+
+    ct = sub.add_parser("certs", help="mint a test CA and workload certificates with SPIFFE URI SANs")
+    ct.add_argument("--out", required=True, help="directory for ca.pem, ca-key.pem, <name>.pem, <name>-key.pem")
+    ct.add_argument("--trust-domain", default="cluster.local")
+    ct.add_argument("--workload", action="append", default=[], metavar="NAME=SPIFFE_ID",
+                    help="e.g. web=spiffe://cluster.local/ns/default/sa/web (repeatable); "
+                         "NAME alone means spiffe://<trust-domain>/ns/default/sa/NAME")
+    ct.add_argument("--days", type=int, default=30)
+    ct.set_defaults(func=cmd_certs)
 
     vs = sub.add_parser("version", help="print the version")
     vs.set_defaults(func=lambda a: print(f"sofamesh {__version__}") or 0)

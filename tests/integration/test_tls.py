@@ -1,0 +1,105 @@
+"""TLS on listeners (client-cert verification, rotation without restart) and to upstreams, through a
+running proxy with real clients (httpx, the standard library's ssl)."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sofamesh.certs import Authority, CertFiles, load_or_mint_ca, mint_workload
+from sofamesh.testing import ProxyProcess
+from tests.conftest import http_proxy_config
+from tests.integration.upstream import UpstreamServer
+
+
+def _client_ctx(ca: Authority, files: CertFiles | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=ca.files.cert)
+    if files is not None:
+        ctx.load_cert_chain(files.cert, files.key)
+    return ctx
+
+
+def _server_uri_san(port: int, ca: Authority, client: CertFiles) -> str:
+    ctx = _client_ctx(ca, client)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        cert = s.getpeercert()
+    return next(v for k, v in cert["subjectAltName"] if k == "URI")
+
+
+def test_listener_requires_a_client_certificate_signed_by_the_ca(
+        tmp_path: Path, upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]) -> None:
+    ca = load_or_mint_ca(tmp_path)
+    server = mint_workload(ca, "spiffe://cluster.local/ns/default/sa/web", tmp_path, "web")
+    client = mint_workload(ca, "spiffe://cluster.local/ns/default/sa/shop", tmp_path, "shop")
+    other_ca = load_or_mint_ca(tmp_path / "other")
+    stranger = mint_workload(other_ca, "spiffe://evil/ns/x/sa/y", tmp_path / "other", "stranger")
+    cfg, port = http_proxy_config([upstream.address], tls={"cert": server.cert, "key": server.key, "ca": ca.files.cert,
+                                                             "require_client_cert": True})
+    proxy_factory(cfg)
+    with httpx.Client(verify=_client_ctx(ca, client), timeout=5) as c:
+        r = c.get(f"https://localhost:{port}/hello")
+    assert r.status_code == 200 and r.text == "up-a GET /hello\n"
+    for files in (None, stranger):
+        with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)), \
+                httpx.Client(verify=_client_ctx(ca, files), timeout=5) as c:
+            c.get(f"https://localhost:{port}/hello")
+
+
+def test_rotated_listener_certificate_is_served_without_restart(
+        tmp_path: Path, upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]) -> None:
+    ca = load_or_mint_ca(tmp_path)
+    server = mint_workload(ca, "spiffe://cluster.local/ns/default/sa/web-v1", tmp_path, "web")
+    client = mint_workload(ca, "spiffe://cluster.local/ns/default/sa/shop", tmp_path, "shop")
+    cfg, port = http_proxy_config([upstream.address], tls={"cert": server.cert, "key": server.key, "ca": ca.files.cert})
+    proxy = proxy_factory(cfg)
+    assert _server_uri_san(port, ca, client) == "spiffe://cluster.local/ns/default/sa/web-v1"
+    mint_workload(ca, "spiffe://cluster.local/ns/default/sa/web-v2", tmp_path, "web")
+    seen = ""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        seen = _server_uri_san(port, ca, client)
+        if seen.endswith("web-v2"):
+            break
+        time.sleep(0.3)
+    assert seen == "spiffe://cluster.local/ns/default/sa/web-v2"
+    assert proxy.proc is not None and proxy.proc.poll() is None
+
+
+def test_upstream_tls_origination_presents_the_cluster_client_certificate(
+        tmp_path: Path, upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]) -> None:
+    ca = load_or_mint_ca(tmp_path)
+    inbound = mint_workload(ca, "spiffe://cluster.local/ns/default/sa/web", tmp_path, "web")
+    outbound = mint_workload(ca, "spiffe://cluster.local/ns/default/sa/shop", tmp_path, "shop")
+    in_cfg, in_port = http_proxy_config([upstream.address], tls={
+        "cert": inbound.cert, "key": inbound.key, "ca": ca.files.cert, "require_client_cert": True})
+    proxy_factory(in_cfg)
+    out_cfg, out_port = http_proxy_config([f"127.0.0.1:{in_port}"])
+    out_cfg["clusters"][0]["tls"] = {"cert": outbound.cert, "key": outbound.key, "ca": ca.files.cert}
+    out_proxy = proxy_factory(out_cfg)
+    with httpx.Client(timeout=5) as c:
+        rs = [c.get(f"http://127.0.0.1:{out_port}/via/{i}") for i in range(3)]
+    assert [r.text for r in rs] == [f"up-a GET /via/{i}\n" for i in range(3)]
+    assert out_proxy.stats()["clusters"]["web"]["upstream_cx_total"] == 1
+
+
+def test_upstream_tls_to_a_server_of_another_ca_fails_the_request(
+        tmp_path: Path, upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]) -> None:
+    ca = load_or_mint_ca(tmp_path)
+    other = load_or_mint_ca(tmp_path / "other")
+    inbound = mint_workload(other, "spiffe://other/ns/default/sa/web", tmp_path / "other", "web")
+    outbound = mint_workload(ca, "spiffe://cluster.local/ns/default/sa/shop", tmp_path, "shop")
+    in_cfg, in_port = http_proxy_config([upstream.address], tls={"cert": inbound.cert, "key": inbound.key})
+    proxy_factory(in_cfg)
+    out_cfg, out_port = http_proxy_config([f"127.0.0.1:{in_port}"])
+    out_cfg["clusters"][0]["tls"] = {"cert": outbound.cert, "key": outbound.key, "ca": ca.files.cert}
+    out_proxy = proxy_factory(out_cfg)
+    r = httpx.get(f"http://127.0.0.1:{out_port}/x", timeout=5)
+    assert r.status_code == 503
+    assert out_proxy.stats()["clusters"]["web"]["upstream_cx_connect_fail"] >= 1
