@@ -259,3 +259,40 @@ def test_tcp_listener_passes_bytes_through_undecoded(upstream: UpstreamServer, p
     resp = _raw(port, b"GET /raw HTTP/1.1\r\nHost: a\r\nX-Untouched: yes\r\n\r\n")
     assert resp.endswith(b"up-a GET /raw\n")
     assert b"x-sofamesh" not in resp.lower()
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_a_client_that_stops_reading_slows_the_upstream_and_memory_stays_bounded(upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]) -> None:
+    cfg, port = http_proxy_config([upstream.address], timeout_ms=0)
+    proxy = proxy_factory(cfg)
+    assert proxy.proc is not None
+    before = _rss_kib(proxy.proc.pid)
+    total = 300 * MiB
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.sendall(b"GET /big?n=%d HTTP/1.1\r\nHost: a\r\n\r\n" % total)
+        got = 0
+        while got < MiB:
+            got += len(s.recv(65536))
+        time.sleep(1.5)  # stop reading: the proxy must stop reading from the upstream too
+        stalled_at = upstream.big_sent
+        time.sleep(0.5)
+        assert upstream.big_sent - stalled_at < 4 * MiB, "the upstream kept sending to a client that does not read"
+        grown = _rss_kib(proxy.proc.pid) - before
+        assert upstream.big_sent < total / 4
+        assert grown < 30 * 1024, f"proxy RSS grew by {grown} KiB while the client was not reading"
+        s.settimeout(10)
+        deadline = time.monotonic() + 60
+        while got < total and time.monotonic() < deadline:  # now read it all: nothing was lost
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            got += len(chunk)
+    assert got > total  # body plus chunk framing

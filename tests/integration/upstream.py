@@ -60,15 +60,21 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, b"slow done\n")
         elif url.path == "/big":
             n = int(q.get("n", "1000000"))
-            data = pattern(n)
+            block = pattern(65536)
             self.send_response(200)
             self.send_header("transfer-encoding", "chunked")
             self.send_header("x-upstream", self.server.name)
             self.end_headers()
-            for i in range(0, n, 65536):
-                piece = data[i : i + 65536]
-                self.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece))
-            self.wfile.write(b"0\r\n\r\n")
+            sent = 0
+            try:
+                while sent < n:
+                    piece = block[: min(65536, n - sent)]
+                    self.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+                    sent += len(piece)
+                    self.server.big_sent = sent
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                self.close_connection = True
         elif url.path == "/reset":
             self.wfile.flush()
             self.connection.shutdown(2)
@@ -92,6 +98,7 @@ class UpstreamServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.name = name
         self.requests = 0
+        self.big_sent = 0
         self.peers: set[tuple[str, int]] = set()
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
