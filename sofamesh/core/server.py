@@ -208,6 +208,11 @@ class Server:
                     log.warning("shutdown: a plugin's shutdown hook did not finish in time")
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for h in self.listeners.values():
+            for rt in (h.rt, *h.old):
+                rt.filters.close()  # filters flush what they buffer (access logs) and stop their timers
+                for route in rt.router.routes:
+                    route.filters.close()
         for c in self.clusters.values():
             c.close()
         if self.admin is not None:
