@@ -184,6 +184,12 @@ def cmd_certs(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_ratelimit_server(args: argparse.Namespace) -> int:
+    from sofamesh.ratelimit.server import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sofamesh", description="A service mesh in Python: sidecar, gateway, Pilot.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -218,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "NAME alone means spiffe://<trust-domain>/ns/default/sa/NAME")
     ct.add_argument("--days", type=int, default=30)
     ct.set_defaults(func=cmd_certs)
+
+    rl = sub.add_parser("ratelimit-server", help="a global rate limit service (Envoy RLS v3) backed by Redis")
+    rl.add_argument("-c", "--config", required=True, help="YAML: domain + descriptors (envoyproxy/ratelimit shape)")
+    rl.add_argument("--listen", default="127.0.0.1:8081", help="gRPC HOST:PORT")
+    rl.add_argument("--redis", default="127.0.0.1:6379", help="Redis HOST:PORT")
+    rl.add_argument("--log-level", default="info")
+    rl.set_defaults(func=cmd_ratelimit_server)
 
     vs = sub.add_parser("version", help="print the version")
     vs.set_defaults(func=lambda a: print(f"sofamesh {__version__}") or 0)

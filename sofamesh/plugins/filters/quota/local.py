@@ -72,7 +72,7 @@ class Bucket:
         self.at = at
 
 
-def _key_reader(name: str) -> Callable[[Stream], str]:
+def key_reader(name: str) -> Callable[[Stream], str]:
     if name == "route":
         return lambda s: s.context.route
     if name == "service":
@@ -110,10 +110,10 @@ class LocalQuotaFilter(Filter):
     name = "quota.local"
 
     def __init__(self, settings: LocalQuotaSettings, clock: Callable[[], float] = time.monotonic) -> None:
-        self.readers = tuple(_key_reader(k) for k in settings.key)
+        self.readers = tuple(key_reader(k) for k in settings.key)
         self.limit = (settings.limit.per_second, settings.limit.size)
         self.overrides = tuple(
-            (tuple((_key_reader(k), _string_match(m)) for k, m in o.match.items()), (o.limit.per_second, o.limit.size),
+            (tuple((key_reader(k), _string_match(m)) for k, m in o.match.items()), (o.limit.per_second, o.limit.size),
              i)
             for i, o in enumerate(settings.overrides))
         self.max_buckets = settings.max_buckets
@@ -162,4 +162,4 @@ def sofamesh_register_filters(catalog: Catalog[FilterFactory]) -> None:
     catalog.add("quota.local", LocalQuotaFilterFactory())
 
 
-__all__ = ["LocalQuotaFilter", "LocalQuotaFilterFactory", "LocalQuotaSettings"]
+__all__ = ["LocalQuotaFilter", "LocalQuotaFilterFactory", "LocalQuotaSettings", "key_reader"]
