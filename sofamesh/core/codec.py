@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, unique
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -36,17 +36,19 @@ class Sniff(Enum):
     NEED_MORE = "need_more"
 
 
+@unique
 class ReplyStatus(Enum):
     """Why the proxy answers a request itself. Each codec maps these to its own status codes.
 
-    ``value`` is (HTTP status, gRPC status code).
+    ``value`` is (HTTP status, gRPC status code). Values must stay distinct: two equal values make
+    one name an alias of the other, and a codec could no longer tell them apart.
     """
 
     NO_ROUTE = (404, 12)
     NO_HEALTHY_UPSTREAM = (503, 14)
     UPSTREAM_RESET = (502, 14)
     TIMEOUT = (504, 4)
-    OVERLOAD = (503, 14)
+    OVERLOAD = (503, 8)  # gRPC RESOURCE_EXHAUSTED
     RATE_LIMITED = (429, 8)
     DENIED = (403, 7)
     UNAUTHENTICATED = (401, 16)

@@ -188,6 +188,7 @@ class MultiplexedConnection(UpstreamConnection):
 
     def on_event(self, ev: object) -> None:
         self.last_rx = self.loop.time()
+        self.heartbeat_outstanding = False  # anything the upstream sends proves it is alive
         t = type(ev)
         if t is ResponseHead:
             s = self.inflight.pop(ev.request_id, None)  # type: ignore[attr-defined]
@@ -196,9 +197,8 @@ class MultiplexedConnection(UpstreamConnection):
             else:
                 s.on_response_head(ev)  # type: ignore[arg-type]
         elif t is Heartbeat:
-            if ev.reply:  # type: ignore[attr-defined]
-                self.heartbeat_outstanding = False
-            else:
+            if not ev.reply:  # type: ignore[attr-defined]
+                # Some peers (@dubbo.ts) answer a probe with a probe of their own: answer it too.
                 self.write(self.codec.heartbeat_reply(ev))  # type: ignore[arg-type]
         elif t is GoAway:
             self.pool.forget(self)

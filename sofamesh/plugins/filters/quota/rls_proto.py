@@ -3,10 +3,10 @@ a descriptor written here, in a private ``DescriptorPool``.
 
 Only the fields sofamesh reads or writes are declared; field numbers and types are Envoy's, so
 the bytes are the same as Envoy's generated stubs produce (unknown fields are kept by the parser).
-A private pool means no generated-code package is needed: PyPI ``xds-protos`` would bring its own
-old copy of ``opentelemetry/proto`` and overwrite ``opentelemetry-proto``'s files, breaking the
-OTLP exporters; and these descriptors never collide with another package's registration of the
-same proto names in the default pool.
+The data plane so needs no generated-code package (PyPI ``xds-protos``, used by Pilot, ships an
+old copy of ``opentelemetry/proto`` that ``scripts/reinstall-otel-proto.sh`` repairs after install),
+and the private pool never collides with xds-protos's registration of the same names in the
+default pool. ``tests/conformance/test_rls_envoy_stubs.py`` checks the bytes against Envoy's stubs.
 """
 
 from __future__ import annotations

@@ -1,0 +1,218 @@
+"""Pilot at scale: S services x I instances, N simulated ADS clients (Envoy-like subscriptions).
+
+Runs Pilot (`python -m sofamesh pilot`) as a child process on free ports with a pre-filled embedded
+store, connects N ADS streams from this process (grpc.aio), and measures:
+- initial sync: time until every client has CDS, EDS (every cluster), LDS and RDS;
+- push after one instance is added (EDS of one cluster changes);
+- push after one service is added (CDS, EDS, RDS change for every client);
+plus Pilot's CPU seconds for each phase and its RSS (from /proc).
+
+    .venv/bin/python benchmarks/pilot_scale.py --services 1000 --instances 2 --clients 200 [--delta]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import struct_pb2
+
+from sofamesh.pilot.xds.generator import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from sofamesh.testing import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def pilot_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def pilot_rss_mb(pid: int) -> tuple[float, float]:
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+
+
+def write_store(data_dir: Path, services: int, instances: int) -> None:
+    """The embedded registry's file format (format 1), written directly to skip S*I API calls."""
+    svcs, insts = [], []
+    for s in range(services):
+        name = f"svc-{s:04d}"
+        svcs.append({"name": name, "protocol": "http", "ports": [80], "metadata": {}})
+        for i in range(instances):
+            insts.append({"service": name, "id": f"i{i}", "address": f"10.{s // 250}.{s % 250}.{i + 1}",
+                          "port": 8080, "weight": 1, "labels": {"zone": f"z{i % 2}"}, "version": "",
+                          "group": "", "health": "healthy", "ttl_seconds": None})
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "embedded-registry.json").write_text(json.dumps({"format": 1, "services": svcs, "instances": insts}))
+
+
+class SimClient:
+    """An Envoy-like ADS client: wildcard CDS and LDS, EDS for every cluster, RDS for its route config."""
+
+    def __init__(self, n: int, channel: grpc.aio.Channel, delta: bool, clusters: list[str]) -> None:
+        self.node = base_pb2.Node(id=f"sim-{n}", cluster="bench")
+        self.node.metadata.CopyFrom(struct_pb2.Struct())
+        self.node.metadata.update({"sofamesh.outbound_port": 15001})
+        self.delta = delta
+        self.clusters = clusters
+        self.out: asyncio.Queue[Any] = asyncio.Queue()
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        self.call = (stub.DeltaAggregatedResources if delta else stub.StreamAggregatedResources)(self._requests())
+        self.seen: dict[str, tuple[float, int]] = {}  # type -> (time of last response, resources in it)
+        self.bytes = 0
+        self.changed = asyncio.Event()
+
+    async def _requests(self) -> AsyncIterator[Any]:
+        while True:
+            yield await self.out.get()
+
+    def request(self, type_url: str, names: list[str], nonce: str = "", version: str = "") -> None:
+        if self.delta:
+            self.out.put_nowait(discovery_pb2.DeltaDiscoveryRequest(
+                node=self.node, type_url=type_url, resource_names_subscribe=[] if nonce else names,
+                response_nonce=nonce))
+        else:
+            self.out.put_nowait(discovery_pb2.DiscoveryRequest(
+                node=self.node, type_url=type_url, resource_names=names, response_nonce=nonce, version_info=version))
+
+    async def run(self) -> None:
+        self.request(CLUSTER, [])
+        self.request(LISTENER, [])
+        asked_eds = asked_rds = False
+        async for resp in self.call:
+            self.bytes += resp.ByteSize()
+            self.seen[resp.type_url] = (time.monotonic(), len(resp.resources))
+            version = "" if self.delta else resp.version_info
+            names = {ENDPOINT: self.clusters, ROUTE: ["outbound|15001"]}.get(resp.type_url, [])
+            self.request(resp.type_url, names, resp.nonce, version)  # ACK
+            if resp.type_url == CLUSTER and not asked_eds:
+                asked_eds = True
+                self.request(ENDPOINT, self.clusters)
+            if resp.type_url == LISTENER and not asked_rds:
+                asked_rds = True
+                self.request(ROUTE, ["outbound|15001"])
+            self.changed.set()
+
+
+async def wait_all(clients: list[SimClient], done: Any, timeout: float) -> float:
+    """Wait until ``done(client)`` holds for every client; return the last client's completion time."""
+    deadline = time.monotonic() + timeout
+    while not all(done(c) for c in clients):
+        if time.monotonic() > deadline:
+            missing = sum(1 for c in clients if not done(c))
+            raise TimeoutError(f"{missing} of {len(clients)} clients not done after {timeout}s")
+        await asyncio.sleep(0.01)
+    return max(max(t for t, _ in c.seen.values()) for c in clients)
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="pilot-scale-"))
+    write_store(tmp / "data", args.services, args.instances)
+    xds, api = free_port(), free_port()
+    log = (tmp / "pilot.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "sofamesh", "pilot", "--xds", f"127.0.0.1:{xds}",
+                             "--api", f"127.0.0.1:{api}", "--data-dir", str(tmp / "data"),
+                             "--log-level", "WARNING", "--debounce-ms", str(args.debounce_ms)],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    result: dict[str, Any] = {"services": args.services, "instances_per_service": args.instances,
+                              "clients": args.clients, "mode": "delta" if args.delta else "sotw",
+                              "debounce_ms": args.debounce_ms}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api}", timeout=10) as http:
+            for _ in range(400):
+                try:
+                    if (await http.get("/ready")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.05)
+            result["rss_idle_mb"] = round(pilot_rss_mb(proc.pid)[0], 1)
+            clusters = [f"outbound|80|svc-{s:04d}" for s in range(args.services)]
+            expected = args.services
+            channels = [grpc.aio.insecure_channel(f"127.0.0.1:{xds}") for _ in range(max(1, args.clients // 50))]
+            clients = [SimClient(n, channels[n % len(channels)], args.delta, clusters) for n in range(args.clients)]
+
+            cpu0, t0 = pilot_cpu_s(proc.pid), time.monotonic()
+            tasks = [asyncio.ensure_future(c.run()) for c in clients]
+
+            def synced(c: SimClient) -> bool:
+                return all(t in c.seen for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE)) and \
+                    c.seen[ENDPOINT][1] == expected and c.seen[CLUSTER][1] == expected
+            end = await wait_all(clients, synced, args.timeout)
+            await asyncio.sleep(0.5)  # let the last ACKs land before reading CPU
+            result["initial_sync_s"] = round(end - t0, 3)
+            result["initial_sync_pilot_cpu_s"] = round(pilot_cpu_s(proc.pid) - cpu0, 2)
+            result["rss_after_sync_mb"], result["rss_peak_mb"] = (round(x, 1) for x in pilot_rss_mb(proc.pid))
+            result["bytes_per_client_initial"] = clients[0].bytes
+
+            # one more instance for one service: one cluster's endpoints change everywhere
+            before = {id(c): c.seen[ENDPOINT][0] for c in clients}
+            cpu0, t0 = pilot_cpu_s(proc.pid), time.monotonic()
+            r = await http.put("/v1/services/svc-0000/instances/extra",
+                               json={"address": "10.99.0.1", "port": 8080, "protocol": "http"})
+            r.raise_for_status()
+            end = await wait_all(clients, lambda c: c.seen[ENDPOINT][0] > before[id(c)], args.timeout)
+            await asyncio.sleep(0.3)
+            result["instance_push_s"] = round(end - t0, 3)
+            result["instance_push_pilot_cpu_s"] = round(pilot_cpu_s(proc.pid) - cpu0, 2)
+
+            # a new service: every client gets new CDS, RDS (and asks EDS for the new cluster)
+            for c in clients:
+                c.clusters = [*clusters, "outbound|80|svc-new"]
+            cpu0, t0 = pilot_cpu_s(proc.pid), time.monotonic()
+            r = await http.put("/v1/services/svc-new/instances/a",
+                               json={"address": "10.99.0.2", "port": 8080, "protocol": "http"})
+            r.raise_for_status()
+            cds_expected = expected + 1 if not args.delta else 1
+
+            def got_service(c: SimClient) -> bool:
+                return c.seen[CLUSTER][1] == cds_expected and c.seen[ROUTE][0] > t0
+            end = await wait_all(clients, got_service, args.timeout)
+            await asyncio.sleep(0.3)
+            result["service_push_s"] = round(end - t0, 3)
+            result["service_push_pilot_cpu_s"] = round(pilot_cpu_s(proc.pid) - cpu0, 2)
+            result["rss_end_mb"], result["rss_peak_mb"] = (round(x, 1) for x in pilot_rss_mb(proc.pid))
+            syncz = (await http.get("/debug/syncz")).json()
+            statuses = {t["status"] for n in syncz["nodes"] for t in n["types"].values()}
+            result["connected_nodes"] = len(syncz["nodes"])
+            result["statuses"] = sorted(statuses)
+            for t in tasks:
+                t.cancel()
+            for ch in channels:
+                await ch.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--services", type=int, default=1000)
+    p.add_argument("--instances", type=int, default=2)
+    p.add_argument("--clients", type=int, default=200)
+    p.add_argument("--delta", action="store_true", help="delta ADS instead of state of the world")
+    p.add_argument("--debounce-ms", type=int, default=100)
+    p.add_argument("--timeout", type=float, default=300)
+    args = p.parse_args()
+    print(json.dumps(asyncio.run(bench(args)), indent=1))
+
+
+if __name__ == "__main__":
+    main()

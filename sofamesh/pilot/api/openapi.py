@@ -1,0 +1,112 @@
+"""The OpenAPI 3.0 document of the Open Service Registry API, served at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sofamesh.pilot.model import PROTOCOLS, Health
+
+_ERROR = {"description": "Bad input; `field` names the offending field",
+          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_NOT_FOUND = {"description": "Unknown service or instance",
+              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_WATCH_PARAMS = [
+    {"name": "index", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
+     "description": "Blocking query: return when the watched index exceeds this value (X-Sofamesh-Index)"},
+    {"name": "wait", "in": "query", "required": False, "schema": {"type": "string", "example": "30s"},
+     "description": "Blocking query: longest wait, seconds (`10`, `10s`, `500ms`, `1m`; at most 300 s)"},
+]
+_PATH_PARAMS = [
+    {"name": "service", "in": "path", "required": True, "schema": {"type": "string"}},
+    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+]
+_INDEX_HEADER = {"X-Sofamesh-Index": {"schema": {"type": "integer"},
+                                      "description": "The index of what was read; pass it back as `index`"}}
+
+
+def _json(ref: str, desc: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    schema = {"$ref": f"#/components/schemas/{ref}"}
+    out: dict[str, Any] = {"description": desc, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def document(version: str) -> dict[str, Any]:
+    str_map = {"type": "object", "additionalProperties": {"type": "string"}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "sofamesh Open Service Registry API", "version": version,
+                 "description": "Register, renew, deregister and watch service instances. Writes go "
+                                "to Pilot's writable registry; reads show the mesh model merged from "
+                                "every registry."},
+        "paths": {
+            "/v1/services": {"get": {
+                "summary": "List services", "operationId": "listServices", "parameters": _WATCH_PARAMS,
+                "responses": {"200": _json("ServiceList", "Every service", _INDEX_HEADER), "400": _ERROR}}},
+            "/v1/services/{service}/instances": {"get": {
+                "summary": "List the instances of a service", "operationId": "listInstances",
+                "parameters": [_PATH_PARAMS[0], *_WATCH_PARAMS],
+                "responses": {"200": _json("InstanceList", "The instances", _INDEX_HEADER), "400": _ERROR,
+                              "404": _NOT_FOUND}}},
+            "/v1/services/{service}/instances/{id}": {
+                "put": {"summary": "Register or replace an instance", "operationId": "registerInstance",
+                        "parameters": _PATH_PARAMS,
+                        "requestBody": {"required": True, "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/InstanceRegistration"}}}},
+                        "responses": {"200": _json("Registered", "Registered", _INDEX_HEADER), "400": _ERROR,
+                                      "503": _ERROR}},
+                "delete": {"summary": "Deregister an instance", "operationId": "deregisterInstance",
+                           "parameters": _PATH_PARAMS,
+                           "responses": {"200": _json("Deregistered", "Deregistered", _INDEX_HEADER),
+                                         "404": _NOT_FOUND, "503": _ERROR}}},
+            "/v1/services/{service}/instances/{id}/heartbeat": {"put": {
+                "summary": "Renew an instance's TTL lease", "operationId": "heartbeatInstance",
+                "parameters": _PATH_PARAMS,
+                "responses": {"200": _json("Heartbeat", "Lease renewed"), "404": _NOT_FOUND, "503": _ERROR}}},
+        },
+        "components": {"schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {
+                "error": {"type": "string"}, "field": {"type": "string"}}},
+            "InstanceRegistration": {"type": "object", "required": ["address", "port"],
+                                     "additionalProperties": False, "properties": {
+                "address": {"type": "string", "description": "IP address or host name"},
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                "protocol": {"type": "string", "enum": list(PROTOCOLS), "default": "http"},
+                "weight": {"type": "integer", "minimum": 1, "maximum": 128, "default": 1},
+                "labels": {**str_map, "description": "`region`, `zone`, `sub_zone` set the locality"},
+                "version": {"type": "string"}, "group": {"type": "string"},
+                "health": {"type": "string", "enum": [h.value for h in Health], "default": "healthy"},
+                "ttl_seconds": {"type": "number", "minimum": 0, "maximum": 86400, "nullable": True,
+                                "description": "Lease: the instance goes away unless it heartbeats "
+                                               "within this time"},
+                "service_ports": {"type": "array", "items": {"type": "integer"},
+                                  "description": "Ports clients address the service on "
+                                                 "(cluster names use them)"},
+                "service_metadata": str_map}},
+            "Instance": {"type": "object", "properties": {
+                "service": {"type": "string"}, "id": {"type": "string"}, "address": {"type": "string"},
+                "port": {"type": "integer"}, "weight": {"type": "integer"}, "labels": str_map,
+                "version": {"type": "string"}, "group": {"type": "string"}, "health": {"type": "string"},
+                "origin": {"type": "string", "description": "The registry this instance comes from"}}},
+            "Service": {"type": "object", "properties": {
+                "name": {"type": "string"}, "protocol": {"type": "string"},
+                "ports": {"type": "array", "items": {"type": "integer"}}, "metadata": str_map,
+                "instances": {"type": "integer"}}},
+            "ServiceList": {"type": "object", "properties": {
+                "index": {"type": "integer"},
+                "services": {"type": "array", "items": {"$ref": "#/components/schemas/Service"}}}},
+            "InstanceList": {"type": "object", "properties": {
+                "index": {"type": "integer"}, "service": {"$ref": "#/components/schemas/Service"},
+                "instances": {"type": "array", "items": {"$ref": "#/components/schemas/Instance"}}}},
+            "Registered": {"type": "object", "properties": {
+                "index": {"type": "integer"}, "instance": {"$ref": "#/components/schemas/Instance"},
+                "ttl_seconds": {"type": "number", "nullable": True}}},
+            "Deregistered": {"type": "object", "properties": {
+                "index": {"type": "integer"}, "deregistered": {"type": "string"}}},
+            "Heartbeat": {"type": "object", "properties": {"renewed": {"type": "string"}}},
+        }},
+    }
+
+
+__all__ = ["document"]

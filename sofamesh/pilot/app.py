@@ -1,0 +1,153 @@
+"""Pilot: builds the registries and generators its plugins register, keeps the mesh model, serves
+xDS (gRPC) and the Open Service Registry API with the admin endpoints (HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Any
+
+from aiohttp import web
+
+import sofamesh.pilot.hookspecs as pilot_hookspecs
+from sofamesh.core.catalog import Catalog
+from sofamesh.core.errors import ConfigError, PluginError
+from sofamesh.core.plugin_host import PILOT_GROUP, PluginHost
+from sofamesh.pilot.api import build_app
+from sofamesh.pilot.config import PilotConfig
+from sofamesh.pilot.metrics import PilotMetrics
+from sofamesh.pilot.model import MeshModel, Service
+from sofamesh.pilot.registry import Registry, RegistryContext, RegistryFactory
+from sofamesh.pilot.xds.cache import SnapshotCache
+from sofamesh.pilot.xds.debounce import Debouncer
+from sofamesh.pilot.xds.generator import XdsGenerator
+from sofamesh.pilot.xds.server import AdsServer
+
+log = logging.getLogger("sofamesh.pilot")
+
+
+def pilot_host() -> PluginHost:
+    """A plugin host over the ``sofamesh.pilot.plugins`` entry points with Pilot's hookspecs."""
+    return PluginHost(group=PILOT_GROUP, hookspecs=pilot_hookspecs)
+
+
+async def _maybe_await(results: list[Any]) -> None:
+    for r in results:
+        if inspect.isawaitable(r):
+            await r
+
+
+class Pilot:
+    """One Pilot process's state. ``await start()``, then ``await stop()``."""
+
+    def __init__(self, config: PilotConfig, host: PluginHost | None = None) -> None:
+        self.config = config
+        self.host = host or pilot_host()
+        self.metrics = PilotMetrics()
+        self.model = MeshModel()
+        self.registries: list[Registry] = []
+        self.writable_name: str | None = None
+        self.ready = False
+        self.xds_port = 0
+        self.api_port = 0
+        self.registry_catalog: Catalog[RegistryFactory] = Catalog("registry")
+        self.generator_catalog: Catalog[XdsGenerator] = Catalog("xds generator")
+        self.cache: SnapshotCache | None = None
+        self._ads: AdsServer | None = None
+        self._debouncer: Debouncer | None = None
+        self._runner: web.AppRunner | None = None
+        self._last_service: dict[str, Service] = {}
+
+    @property
+    def ads(self) -> AdsServer:
+        if self._ads is None:
+            raise RuntimeError("Pilot is not started")
+        return self._ads
+
+    def writable_registry(self) -> Registry:
+        for reg in self.registries:
+            if reg.name == self.writable_name:
+                return reg
+        raise PluginError("no writable registry is configured (set writable: true on one registry)")
+
+    # -- building ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.host.load_all()
+        self.host.fill("pilot_register_registries", self.registry_catalog)
+        self.host.fill("pilot_register_xds_generators", self.generator_catalog)
+        for i, rc in enumerate(self.config.registries):
+            factory = self.registry_catalog.get(rc.type, f"registries[{i}].type")
+            reg = factory.create(RegistryContext(rc.name, rc.options, self.config.data_dir))
+            if rc.writable and not reg.writable:
+                raise ConfigError(f"registries[{i}].writable", f"registry type {rc.type!r} is read-only")
+            self.registries.append(reg)
+            self.model.add_registry(reg)
+        explicit = [rc.name for rc in self.config.registries if rc.writable]
+        implicit = [r.name for r, rc in zip(self.registries, self.config.registries, strict=True)
+                    if r.writable and rc.writable is None]
+        self.writable_name = explicit[0] if explicit else (implicit[0] if implicit else None)
+        self.cache = SnapshotCache(self.model, self.generator_catalog.items())
+        self._ads = AdsServer(self.cache, self.metrics)
+        deb = self.config.debounce
+        self._debouncer = Debouncer(self._ads.push, deb.quiet_ms / 1000, deb.max_delay_ms / 1000)
+        self.model.add_listener(self._on_change)
+
+    def _on_change(self, names: frozenset[str]) -> None:
+        self.metrics.mesh_changes.inc()
+        hook = self.host.pm.hook.pilot_instances_changed
+        if hook.get_hookimpls():
+            for name in sorted(names):
+                svc = self.model.service(name) or self._last_service.get(name)
+                if svc is None:
+                    continue
+                try:
+                    hook(service=svc, instances=self.model.instances(name))
+                except Exception:
+                    log.exception("pilot_instances_changed failed for service %s", name)
+        for name in names:
+            svc = self.model.service(name)
+            if svc is not None:
+                self._last_service[name] = svc
+        if self._debouncer is not None:
+            self._debouncer.trigger()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._build()
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        for reg in self.registries:
+            await reg.start(self.model.refresh)
+        self.model.refresh()
+        xhost, xport = self.config.xds.host_port
+        self.xds_port = await self.ads.start(xhost, xport)
+        ahost, aport = self.config.api.host_port
+        self._runner = web.AppRunner(build_app(self), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, ahost, aport)
+        await site.start()
+        self.api_port = int(self._runner.addresses[0][1])
+        await _maybe_await(self.host.pm.hook.pilot_startup(pilot=self))
+        self.ready = True
+        log.info("pilot ready: xds %s:%d api %s:%d, registries %s (writable: %s)", xhost, self.xds_port,
+                 ahost, self.api_port, ", ".join(r.name for r in self.registries), self.writable_name)
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._debouncer is not None:
+            self._debouncer.cancel()
+        if self._ads is not None:
+            await self._ads.stop(self.config.grace_s)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        try:
+            await asyncio.wait_for(_maybe_await(self.host.pm.hook.pilot_shutdown(pilot=self)),
+                                   self.config.grace_s or None)
+        except TimeoutError:
+            log.warning("pilot_shutdown hooks did not finish within %.1fs", self.config.grace_s)
+        for reg in self.registries:
+            await reg.stop()
+
+
+__all__ = ["Pilot", "pilot_host"]

@@ -1,0 +1,100 @@
+"""The ``sofamesh pilot`` subcommand: ``-c FILE`` or quick mode flags."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from sofamesh.core.errors import MeshError
+from sofamesh.pilot import config as pilot_config
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``pilot`` to the ``sofamesh`` command's subparsers."""
+    p = subparsers.add_parser(
+        "pilot", help="run the control plane (xDS + Open Service Registry API)",
+        description="Run Pilot from a config file (-c) or in quick mode (--xds/--api/--registry/--data-dir). "
+                    "The API port also serves /ready, /debug/syncz, /debug/registry and /metrics.")
+    p.add_argument("-c", "--config", type=Path, help="Pilot YAML config file")
+    p.add_argument("--xds", metavar="HOST:PORT", help="xDS (ADS gRPC) address (default 127.0.0.1:15010)")
+    p.add_argument("--api", metavar="HOST:PORT",
+                   help="registry API and admin address (default 127.0.0.1:15080)")
+    p.add_argument("--registry", metavar="NAME", help="registry type to read and write (default embedded)")
+    p.add_argument("--data-dir", type=Path, metavar="DIR",
+                   help="where registries persist (default ./pilot-data)")
+    p.add_argument("--debounce-ms", type=int, metavar="MS", help="push quiet period (default 100)")
+    p.add_argument("--max-delay-ms", type=int, metavar="MS", help="push max delay (default 1000)")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+
+
+def config_from_args(args: argparse.Namespace) -> pilot_config.PilotConfig:
+    """The config file, with any quick-mode flag overriding it."""
+    if args.config is not None:
+        data = pilot_config.load(args.config).model_dump(mode="python")
+    else:
+        data = {}
+    if args.xds:
+        data["xds"] = {"address": args.xds}
+    if args.api:
+        data["api"] = {"address": args.api}
+    if args.data_dir is not None:
+        data["data_dir"] = args.data_dir
+    if args.registry:
+        data["registries"] = [{"name": args.registry, "type": args.registry}]
+    if args.debounce_ms is not None or args.max_delay_ms is not None:
+        deb = dict(data.get("debounce") or {})
+        if args.debounce_ms is not None:
+            deb["quiet_ms"] = args.debounce_ms
+        if args.max_delay_ms is not None:
+            deb["max_delay_ms"] = args.max_delay_ms
+        data["debounce"] = deb
+    return pilot_config.parse(data)
+
+
+async def _serve(cfg: pilot_config.PilotConfig) -> None:
+    from sofamesh.pilot.app import Pilot
+
+    pilot = Pilot(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await pilot.start()
+        print(f"pilot: xds 127.0.0.1:{pilot.xds_port} api http://{cfg.api.host_port[0]}:{pilot.api_port}",
+              flush=True)
+        await stop.wait()
+    finally:
+        await pilot.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run Pilot until SIGINT/SIGTERM; 0 on a clean stop, 2 on a config or plugin error."""
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = config_from_args(args)
+        asyncio.run(_serve(cfg))
+    except MeshError as exc:
+        print(f"pilot: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"pilot: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sofamesh")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    return run(parser.parse_args(argv))
+
+
+__all__ = ["add_parser", "config_from_args", "main", "run"]

@@ -1,0 +1,126 @@
+"""Pilot's configuration: the YAML file of ``sofamesh pilot -c FILE`` and the quick-mode flags.
+
+Errors are :class:`~sofamesh.core.errors.ConfigError` with the YAML path of the wrong value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sofamesh.core.errors import ConfigError, ConfigErrors
+
+
+def split_address(value: str, path: str = "") -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port); port 0 means any free port."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(path, f"expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Endpoint(_Strict):
+    address: str
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        try:
+            split_address(v)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+        return v
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_address(self.address)
+
+
+class RegistryConfig(_Strict):
+    name: str
+    type: str = ""
+    writable: bool | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _type_defaults_to_name(self) -> RegistryConfig:
+        if not self.type:
+            object.__setattr__(self, "type", self.name)
+        return self
+
+
+class Debounce(_Strict):
+    quiet_ms: int = Field(100, ge=0, le=60_000)
+    max_delay_ms: int = Field(1000, ge=0, le=600_000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Debounce:
+        if self.max_delay_ms < self.quiet_ms:
+            raise ValueError(f"max_delay_ms ({self.max_delay_ms}) must be >= quiet_ms ({self.quiet_ms})")
+        return self
+
+
+class PilotConfig(_Strict):
+    xds: Endpoint = Field(default_factory=lambda: Endpoint(address="127.0.0.1:15010"))
+    api: Endpoint = Field(default_factory=lambda: Endpoint(address="127.0.0.1:15080"))
+    data_dir: Path = Path("pilot-data")
+    registries: list[RegistryConfig] = Field(default_factory=lambda: [RegistryConfig(name="embedded")])
+    debounce: Debounce = Field(default_factory=lambda: Debounce(quiet_ms=100, max_delay_ms=1000))
+    grace_s: float = Field(2.0, ge=0, le=300)
+
+    @model_validator(mode="after")
+    def _registries(self) -> PilotConfig:
+        if not self.registries:
+            raise ValueError("registries: at least one registry is needed")
+        names = [r.name for r in self.registries]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"registries: duplicate name(s) {', '.join(dup)}")
+        if sum(1 for r in self.registries if r.writable) > 1:
+            raise ValueError("registries: at most one registry may be writable: true")
+        return self
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def parse(data: Any) -> PilotConfig:
+    """Validate a config mapping; every error carries its YAML path."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("", f"the Pilot config must be a mapping, got {type(data).__name__}")
+    try:
+        return PilotConfig.model_validate(data)
+    except ValidationError as exc:
+        errors = [ConfigError(_path(tuple(e["loc"])), e["msg"]) for e in exc.errors()]
+        if len(errors) == 1:
+            raise errors[0] from None
+        raise ConfigErrors(errors) from None
+
+
+def load(path: Path) -> PilotConfig:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"{path}: not YAML: {exc}") from None
+    return parse(data)
+
+
+__all__ = ["Debounce", "Endpoint", "PilotConfig", "RegistryConfig", "load", "parse", "split_address"]

@@ -1,0 +1,315 @@
+"""The ADS server: Envoy v3 aggregated discovery, state-of-the-world and delta, over grpc.aio.
+
+Each stream keeps, per type URL, what the node subscribed to, what was last sent (version and
+nonce) and what it ACKed or NACKed. A debounced mesh change invalidates the snapshot cache and
+wakes every stream, which sends only the types (SotW) or resources (delta) whose content changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+
+from sofamesh.pilot.metrics import PilotMetrics
+from sofamesh.pilot.xds.cache import SnapshotCache, set_version
+from sofamesh.pilot.xds.generator import NodeInfo, short_type
+
+log = logging.getLogger("sofamesh.pilot.xds")
+_ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+_PUSH = "push"
+_REQUEST = "request"
+_CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class TypeState:
+    """One type URL on one stream."""
+
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    sent_version: str = ""
+    sent_nonce: str = ""
+    sent_count: int = 0
+    acked_version: str = ""
+    status: str = "REQUESTED"
+    last_nack: dict[str, Any] | None = None
+    known: dict[str, str] = field(default_factory=dict)  # delta: what the client holds, name -> version
+    snapshot_version: str = ""  # version of the whole snapshot the last response was cut from
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"status": self.status, "wildcard": self.wildcard, "names": sorted(self.names),
+                             "sent_version": self.sent_version, "sent_nonce": self.sent_nonce,
+                             "acked_version": self.acked_version, "resources_sent": self.sent_count,
+                             "last_nack": self.last_nack}
+        if self.known:
+            d["known"] = dict(sorted(self.known.items()))
+        return d
+
+
+@dataclass(slots=True)
+class Stream:
+    id: int
+    mode: str
+    peer: str
+    queue: asyncio.Queue[tuple[str, Any]]
+    node: NodeInfo | None = None
+    connected_at: float = field(default_factory=time.time)
+    types: dict[str, TypeState] = field(default_factory=dict)
+    nonces: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def nonce(self) -> str:
+        return f"{self.id}-{next(self.nonces)}"
+
+    def describe(self) -> dict[str, Any]:
+        node = self.node or NodeInfo("")
+        return {"stream": self.id, "mode": self.mode, "peer": self.peer, "node": node.id,
+                "cluster": node.cluster, "user_agent": node.user_agent,
+                "connected_at": self.connected_at,
+                "types": {short_type(url): ts.describe() for url, ts in sorted(self.types.items())}}
+
+
+class AdsServer:
+    """Serves ADS from a :class:`SnapshotCache`; :meth:`push` makes every stream catch up."""
+
+    def __init__(self, cache: SnapshotCache, metrics: PilotMetrics) -> None:
+        self.cache = cache
+        self.metrics = metrics
+        self.streams: dict[int, Stream] = {}
+        self._ids = itertools.count(1)
+        self.recent_nacks: list[dict[str, Any]] = []
+        self._sotw_cuts: dict[tuple[str, str, bool, frozenset[str]], tuple[str, bytes, int]] = {}
+        self.pushes = 0
+        self._server: grpc.aio.Server | None = None
+        self.port = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self, host: str, port: int) -> int:
+        server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 * 1024 * 1024)])
+        # Responses leave the handlers already serialized (see _sotw_response).
+        handlers = {
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self.StreamAggregatedResources, request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                response_serializer=bytes),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self.DeltaAggregatedResources, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                response_serializer=bytes),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_ADS_SERVICE, handlers),))
+        bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        await server.start()
+        self._server, self.port = server, int(bound)
+        return self.port
+
+    async def stop(self, grace: float = 1.0) -> None:
+        for st in list(self.streams.values()):
+            st.queue.put_nowait((_CLOSED, None))
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+
+    def push(self, first_change: float | None = None) -> None:
+        """The mesh changed: rebuild snapshots on demand and wake every stream."""
+        self.cache.invalidate()
+        self._sotw_cuts.clear()
+        self.pushes += 1
+        for st in self.streams.values():
+            st.queue.put_nowait((_PUSH, first_change))
+
+    def describe(self) -> dict[str, Any]:
+        return {"generation": self.cache.generation, "pushes": self.pushes,
+                "type_urls": self.cache.type_urls, "generator_conflicts": list(self.cache.conflicts),
+                "nodes": [st.describe() for st in self.streams.values()],
+                "recent_nacks": list(self.recent_nacks)}
+
+    # -- streams -------------------------------------------------------------------------------
+    async def _pump(self, requests: AsyncIterator[Any], st: Stream) -> None:
+        try:
+            async for req in requests:
+                st.queue.put_nowait((_REQUEST, req))
+        except (asyncio.CancelledError, grpc.aio.AioRpcError, grpc.RpcError):
+            pass
+        finally:
+            st.queue.put_nowait((_CLOSED, None))
+
+    async def _serve(self, mode: str, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        st = Stream(next(self._ids), mode, context.peer(), asyncio.Queue())
+        self.streams[st.id] = st
+        self.metrics.connected.labels(mode).inc()
+        reader = asyncio.get_running_loop().create_task(self._pump(requests, st))
+        handle_request = self._sotw_request if mode == "sotw" else self._delta_request
+        respond = self._sotw_response if mode == "sotw" else self._delta_response
+        try:
+            while True:
+                kind, payload = await st.queue.get()
+                if kind == _CLOSED:
+                    break
+                if kind == _REQUEST:
+                    for resp in handle_request(st, payload):
+                        yield resp
+                    continue
+                sent = False
+                for url, ts in list(st.types.items()):
+                    pushed = respond(st, url, ts, False)
+                    if pushed is not None:
+                        sent = True
+                        yield pushed
+                if sent and payload is not None:
+                    self.metrics.push_seconds.observe(max(0.0, asyncio.get_running_loop().time() - payload))
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            self.streams.pop(st.id, None)
+            self.metrics.connected.labels(mode).dec()
+
+    # grpc.aio recognises a streaming handler by being an async generator function.
+    async def StreamAggregatedResources(self, requests: AsyncIterator[Any], context: Any
+                                        ) -> AsyncIterator[Any]:
+        async for resp in self._serve("sotw", requests, context):
+            yield resp
+
+    async def DeltaAggregatedResources(self, requests: AsyncIterator[Any], context: Any
+                                       ) -> AsyncIterator[Any]:
+        async for resp in self._serve("delta", requests, context):
+            yield resp
+
+    # -- ACK / NACK ----------------------------------------------------------------------------
+    def _learn_node(self, st: Stream, req: Any) -> None:
+        if st.node is None:
+            st.node = NodeInfo.from_proto(req.node) if req.HasField("node") else NodeInfo("")
+
+    def _ack_or_nack(self, st: Stream, url: str, ts: TypeState, req: Any, version: str) -> None:
+        assert st.node is not None
+        if req.HasField("error_detail"):
+            detail = req.error_detail.message
+            ts.status = "NACKED"
+            ts.last_nack = {"nonce": req.response_nonce, "rejected_version": ts.sent_version,
+                            "error": detail, "at": time.time()}
+            self.metrics.nacks.labels(short_type(url)).inc()
+            record = {"node": st.node.id, "type": short_type(url), **ts.last_nack}
+            self.recent_nacks.append(record)
+            del self.recent_nacks[:-50]
+            log.warning("xDS NACK from node %r type %s version %s: %s", st.node.id, short_type(url),
+                        ts.sent_version, detail)
+        else:
+            ts.status = "ACKED"
+            ts.acked_version = version
+            self.metrics.acks.labels(short_type(url)).inc()
+
+    def _count(self, url: str, mode: str, size: int, n: int, ts: TypeState) -> None:
+        ts.sent_count = n
+        self.metrics.pushes.labels(short_type(url), mode).inc()
+        self.metrics.response_bytes.labels(short_type(url)).inc(size)
+
+    # -- state of the world --------------------------------------------------------------------
+    def _sotw_request(self, st: Stream, req: Any) -> list[bytes]:
+        self._learn_node(st, req)
+        url = req.type_url
+        names = set(req.resource_names)
+        ts = st.types.get(url)
+        if ts is None:
+            ts = st.types[url] = TypeState(wildcard=not names or "*" in names)
+        elif req.response_nonce:
+            if req.response_nonce != ts.sent_nonce:
+                return []  # a newer response is on its way; the client will answer that one
+            self._ack_or_nack(st, url, ts, req, req.version_info)
+        wildcard = ts.wildcard and (not names or "*" in names)
+        names.discard("*")
+        if ts.sent_nonce and wildcard == ts.wildcard and names == ts.names:
+            return []
+        ts.wildcard, ts.names = wildcard, names
+        resp = self._sotw_response(st, url, ts, True)
+        return [resp] if resp is not None else []
+
+    def _sotw_response(self, st: Stream, url: str, ts: TypeState, force: bool) -> bytes | None:
+        assert st.node is not None
+        snap = self.cache.get(url, st.node)
+        if not force and snap.version == ts.snapshot_version:
+            return None  # nothing of this type changed for this node's scope
+        key = (url, snap.version, ts.wildcard, frozenset(ts.names))
+        cut = self._sotw_cuts.get(key)
+        if cut is None:
+            entries = snap.select(None) if ts.wildcard else []
+            if ts.names:
+                entries += [e for e in snap.select(ts.names) if not (ts.wildcard and e.wildcard)]
+            # Serialized once per distinct subscription; each node's response is this plus a small
+            # header (fields may come in any order on the wire).
+            body = discovery_pb2.DiscoveryResponse(resources=[e.any for e in entries]).SerializeToString()
+            cut = self._sotw_cuts[key] = (set_version(entries), body, len(entries))
+        version, body, count = cut
+        ts.snapshot_version = snap.version
+        if not force and version == ts.sent_version:
+            return None
+        nonce = st.nonce()
+        head = discovery_pb2.DiscoveryResponse(version_info=version, type_url=url, nonce=nonce)
+        resp: bytes = head.SerializeToString() + body
+        ts.sent_version, ts.sent_nonce = version, nonce
+        ts.status = "SENT"
+        self._count(url, "sotw", len(resp), count, ts)
+        return resp
+
+    # -- delta ---------------------------------------------------------------------------------
+    def _delta_request(self, st: Stream, req: Any) -> list[bytes]:
+        self._learn_node(st, req)
+        url = req.type_url
+        subscribe = set(req.resource_names_subscribe)
+        unsubscribe = set(req.resource_names_unsubscribe)
+        ts = st.types.get(url)
+        first = ts is None
+        if ts is None:
+            ts = st.types[url] = TypeState(wildcard=not subscribe or "*" in subscribe)
+            ts.known = dict(req.initial_resource_versions)
+        elif req.response_nonce and req.response_nonce == ts.sent_nonce:
+            self._ack_or_nack(st, url, ts, req, ts.sent_version)
+        if "*" in subscribe:
+            ts.wildcard = True
+        if "*" in unsubscribe:
+            ts.wildcard = False
+        subscribe.discard("*")
+        unsubscribe.discard("*")
+        ts.names |= subscribe
+        ts.names -= unsubscribe
+        for name in unsubscribe:
+            ts.known.pop(name, None)
+        if not (first or subscribe or unsubscribe):
+            return []
+        resp = self._delta_response(st, url, ts, first or bool(subscribe))
+        return [resp] if resp is not None else []
+
+    def _delta_response(self, st: Stream, url: str, ts: TypeState, force: bool) -> bytes | None:
+        assert st.node is not None
+        snap = self.cache.get(url, st.node)
+        if not force and snap.version == ts.snapshot_version:
+            return None
+        ts.snapshot_version = snap.version
+        desired = {e.name: e for e in snap.select(None)} if ts.wildcard else {}
+        for e in snap.select(ts.names):
+            desired[e.name] = e
+        updated = [e for name, e in desired.items() if ts.known.get(name) != e.version]
+        removed = sorted(name for name in ts.known if name not in desired)
+        if not (updated or removed or force):
+            return None
+        for e in updated:
+            ts.known[e.name] = e.version
+        for name in removed:
+            del ts.known[name]
+        nonce = st.nonce()
+        head = discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=snap.version, type_url=url, nonce=nonce, removed_resources=removed)
+        data: bytes = head.SerializeToString() + b"".join(e.delta_wire for e in updated)
+        ts.sent_version, ts.sent_nonce = set_version(desired.values()), nonce
+        ts.status = "SENT"
+        self._count(url, "delta", len(data), len(updated), ts)
+        return data
+
+
+__all__ = ["AdsServer", "Stream", "TypeState"]

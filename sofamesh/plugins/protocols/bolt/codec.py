@@ -1,0 +1,350 @@
+"""Bolt v1/v2 codec. Pure: bytes in, events out. No sockets, no event loop, no logging.
+
+One ``BoltCodec`` per connection. ``Role.SERVER`` faces a downstream SOFA client and emits
+``RequestHead(end_stream=True, raw=<whole frame>)`` and ``Heartbeat``; ``Role.CLIENT`` faces an
+upstream SOFA server and emits ``ResponseHead(raw=<whole frame>)`` and ``Heartbeat``. Frames are
+forwarded whole; only the request id is ever rewritten (with the v2 CRC32 recomputed).
+
+Routing keys (PROTOCOLS.md section 4):
+
+- ``service`` is the SOFA service unique name exactly as sent, ``interface:version[:uniqueId]``
+  (``sofa_head_target_service``, else ``service``), so a route can match the whole name
+  (``com.example.EchoService:1.0``) or a prefix of it. The parts are also split out:
+  ``version`` is the second part, ``group`` the third (the SOFA ``uniqueId``), and the keys
+  ``interface`` and ``unique_id`` resolve to the first and third parts.
+- ``method`` is ``sofa_head_method_name``; when absent it is read lazily from the hessian2
+  ``SofaRequest`` body (``methodName``), only when a route asks for it.
+- ``app`` / ``target_app`` resolve to ``sofa_head_target_app``; any other header-map key is a header.
+  Header-map entries whose value is null (length -1) are left out of ``headers``; empty values stay.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, ClassVar, Final
+
+from sofamesh.core.buffer import ReceiveBuffer
+from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, ReplyStatus, Role, Sniff
+from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
+from sofamesh.core.events import (
+    NEED_DATA,
+    ConnectionClosed,
+    Heartbeat,
+    RequestHead,
+    ResponseHead,
+)
+from sofamesh.core.headers import Headers
+from sofamesh.plugins.protocols.bolt.frames import (
+    CMD_HEARTBEAT,
+    CODEC_HESSIAN2,
+    CRC_LEN,
+    PROTO_V1,
+    PROTO_V2,
+    SOFA_RESPONSE_CLASS,
+    STATUS_CODEC_EXCEPTION,
+    STATUS_CONNECTION_CLOSED,
+    STATUS_NO_PROCESSOR,
+    STATUS_SERVER_EXCEPTION,
+    STATUS_SERVER_THREADPOOL_BUSY,
+    STATUS_SUCCESS,
+    STATUS_TIMEOUT,
+    STATUS_UNKNOWN,
+    TYPE_ONEWAY,
+    TYPE_REQUEST,
+    TYPE_RESPONSE,
+    V1_FRAMING,
+    V1_REQUEST,
+    V1_RESPONSE,
+    V2_REQUEST,
+    V2_RESPONSE,
+    Framing,
+    crc32,
+    encode_header_map,
+    encode_request,
+    encode_response,
+    parse_header_map,
+    with_request_id,
+)
+from sofamesh.plugins.protocols.bolt.hessian import read_method_name
+from sofamesh.plugins.protocols.bolt.state import RECEIVABLE, Kind
+
+if TYPE_CHECKING:
+    from sofamesh.core.events import Event, _NeedData
+
+PROTOCOL: Final = "bolt"
+
+HEADER_TARGET_SERVICE: Final = "sofa_head_target_service"
+HEADER_SERVICE: Final = "service"
+HEADER_METHOD: Final = "sofa_head_method_name"
+HEADER_TARGET_APP: Final = "sofa_head_target_app"
+
+# Proxy-made replies, as MOSN maps them (bolt/protocol.go Mapping). UPSTREAM_RESET: the upstream
+# connection closed under the request, which is exactly Bolt's CONNECTION_CLOSED (0x10, HTTP 502
+# in the status mapping below); MOSN has no code for it and would answer UNKNOWN (3).
+REPLY_STATUS: Final[dict[ReplyStatus, int]] = {
+    ReplyStatus.NO_ROUTE: STATUS_NO_PROCESSOR,
+    ReplyStatus.NO_HEALTHY_UPSTREAM: STATUS_NO_PROCESSOR,
+    ReplyStatus.TIMEOUT: STATUS_TIMEOUT,
+    ReplyStatus.OVERLOAD: STATUS_SERVER_THREADPOOL_BUSY,
+    ReplyStatus.RATE_LIMITED: STATUS_SERVER_THREADPOOL_BUSY,
+    ReplyStatus.CODEC_ERROR: STATUS_CODEC_EXCEPTION,
+    ReplyStatus.PAYLOAD_TOO_LARGE: STATUS_CODEC_EXCEPTION,
+    ReplyStatus.HEADERS_TOO_LARGE: STATUS_CODEC_EXCEPTION,
+    ReplyStatus.DENIED: STATUS_SERVER_EXCEPTION,
+    ReplyStatus.UNAUTHENTICATED: STATUS_SERVER_EXCEPTION,
+    ReplyStatus.UPSTREAM_RESET: STATUS_CONNECTION_CLOSED,
+    ReplyStatus.INTERNAL: STATUS_UNKNOWN,
+}
+
+# Bolt status -> HTTP class, for stats and bridging (MOSN bolt/mapping.go); anything else is 500.
+HTTP_STATUS: Final[dict[int, int]] = {
+    STATUS_SUCCESS: 200,
+    STATUS_SERVER_THREADPOOL_BUSY: 503,
+    STATUS_TIMEOUT: 504,
+    STATUS_CONNECTION_CLOSED: 502,
+}
+
+_FRAMINGS: dict[tuple[int, int, int, int, int], Framing] = {}
+_MAX_FRAMINGS = 1024
+
+
+def _framing(proto: int, ver1: int, switch: int, codec: int, ver2: int) -> Framing:
+    key = (proto, ver1, switch, codec, ver2)
+    f = _FRAMINGS.get(key)
+    if f is None:
+        f = Framing(proto, ver1, switch, codec, ver2)
+        if len(_FRAMINGS) < _MAX_FRAMINGS:
+            _FRAMINGS[key] = f
+    return f
+
+
+def split_service(name: str) -> tuple[str, str, str]:
+    """``interface:version[:uniqueId]`` -> (interface, version, uniqueId); missing parts are ``""``."""
+    parts = name.split(":", 2)
+    return parts[0], parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else ""
+
+
+class _LazyKeys:
+    """``RequestHead.resolve`` for one request: keys that cost something or are derived."""
+
+    __slots__ = ("_codec", "_content", "_headers", "_method", "_service")
+
+    def __init__(self, frame: bytes, content_start: int, content_end: int, codec: int,
+                 service: str, headers: Headers) -> None:
+        self._content = (frame, content_start, content_end) if codec == CODEC_HESSIAN2 else None
+        self._service = service
+        self._headers = headers
+        self._method: str | None = None
+        self._codec = codec
+
+    def __call__(self, name: str) -> str | None:
+        if name == "method":
+            if self._method is None and self._content is not None:
+                frame, start, end = self._content
+                self._method = read_method_name(memoryview(frame)[start:end]) or ""
+                self._content = None
+            return self._method or None
+        if name == "interface":
+            return split_service(self._service)[0] or None
+        if name in ("unique_id", "uniqueId"):
+            return split_service(self._service)[2] or None
+        if name in ("app", "target_app"):
+            return self._headers.get(HEADER_TARGET_APP)
+        return None
+
+
+class BoltCodec(Codec):
+    """One connection's Bolt engine (v1 and v2 frames may be mixed on one connection)."""
+
+    def __init__(self, role: Role, limits: CodecLimits | None = None) -> None:
+        self.role = role
+        self.limits = limits or CodecLimits()
+        self._buf = ReceiveBuffer()
+        self._closed = False
+        self._close_reported = False
+        self._error: RemoteProtocolError | None = None
+        self._framing = V1_FRAMING  # framing of the last frame seen; heartbeats we send use it
+        # this side's rows of the state table, keyed by plain ints (hashing the Role enum is slow)
+        self._kinds = {(t, c): k for (r, t, c), k in RECEIVABLE.items() if r is role}
+        self._answerable_role = role is Role.SERVER
+
+    # -- receiving --------------------------------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        if self._closed:
+            if data:
+                raise RemoteProtocolError("bolt: data received after the connection closed")
+            return
+        if data:
+            self._buf.append(data)
+        else:
+            self._closed = True
+
+    def next_event(self) -> Event | _NeedData:
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._next_event()
+        except RemoteProtocolError as exc:
+            self._error = exc
+            raise
+
+    def _next_event(self) -> Event | _NeedData:
+        buf = self._buf
+        avail = len(buf)
+        if avail == 0:
+            return self._at_end(clean=True)
+        head = buf.peek(3)
+        proto = head[0]
+        if proto == PROTO_V1:
+            if avail < 2:
+                return self._at_end(clean=False)
+            type_ = head[1]
+            layout = V1_RESPONSE if type_ == TYPE_RESPONSE else V1_REQUEST
+        elif proto == PROTO_V2:
+            if avail < 3:
+                return self._at_end(clean=False)
+            if head[1] not in (1, 2):
+                raise RemoteProtocolError(f"bolt v2: unknown protocol version ver1={head[1]}")
+            type_ = head[2]
+            layout = V2_RESPONSE if type_ == TYPE_RESPONSE else V2_REQUEST
+        else:
+            raise RemoteProtocolError(f"bolt: unknown protocol code 0x{proto:02x}")
+        if type_ not in (TYPE_RESPONSE, TYPE_REQUEST, TYPE_ONEWAY):
+            raise RemoteProtocolError(f"bolt: unknown frame type {type_}")
+        hlen = layout.size
+        if avail < hlen:
+            return self._at_end(clean=False)
+        fields = layout.unpack(buf.peek(hlen))
+        if proto == PROTO_V1:
+            _, _, cmdcode, ver2, rid, codec, status_or_timeout, class_len, header_len, content_len = fields
+            ver1, switch = 1, 0
+        else:
+            (_, ver1, _, cmdcode, ver2, rid, codec, switch, status_or_timeout,
+             class_len, header_len, content_len) = fields
+        framing = _framing(proto, ver1, switch, codec, ver2)
+        kind = self._kinds.get((type_, cmdcode))
+        # Only a two-way request from a downstream client gets a local reply to a bad frame.
+        answerable = self._answerable_role and type_ == TYPE_REQUEST and cmdcode != CMD_HEARTBEAT
+        if kind is None:
+            raise self._error_for(
+                f"bolt: a {self.role.value}-side codec does not accept type {type_} cmdcode {cmdcode}",
+                400, rid, framing, answerable)
+        if header_len > self.limits.max_header_bytes:
+            raise self._error_for(
+                f"bolt: header map of {header_len} bytes exceeds max_header_bytes "
+                f"{self.limits.max_header_bytes}", 431, rid, framing, answerable)
+        crc_len = CRC_LEN if framing.has_crc else 0
+        total = hlen + class_len + header_len + content_len + crc_len
+        if total > self.limits.max_frame_bytes:
+            raise self._error_for(
+                f"bolt: frame of {total} bytes exceeds max_frame_bytes {self.limits.max_frame_bytes}",
+                413, rid, framing, answerable)
+        if avail < total:
+            return self._at_end(clean=False)
+        frame = buf.take(total)
+        if crc_len:
+            body_end = total - CRC_LEN
+            if crc32(memoryview(frame)[:body_end]) != int.from_bytes(frame[body_end:], "big"):
+                raise self._error_for("bolt v2: CRC32 mismatch", 400, rid, framing, answerable)
+        self._framing = framing
+        if kind is Kind.HEARTBEAT or kind is Kind.HEARTBEAT_REPLY:
+            return Heartbeat(request_id=rid, reply=kind is Kind.HEARTBEAT_REPLY, raw=frame, meta=framing)
+        hstart = hlen + class_len
+        hend = hstart + header_len
+        try:
+            items = parse_header_map(frame, hstart, hend) if header_len else []
+        except ValueError as exc:
+            raise self._error_for(f"bolt: bad header map: {exc}", 400, rid, framing, answerable) from None
+        headers = Headers([(k, v) for k, v in items if v is not None]) if items else Headers()
+        if kind is Kind.RESPONSE:
+            return ResponseHead(
+                protocol=PROTOCOL, request_id=rid, status=status_or_timeout,
+                http_status=HTTP_STATUS.get(status_or_timeout, 500), headers=headers, raw=frame,
+                meta=framing,
+            )
+        target = method = ""
+        for k, v in items:
+            if not v:
+                continue
+            if k == HEADER_TARGET_SERVICE:
+                target = v
+            elif k == HEADER_SERVICE and not target:
+                target = v
+            elif k == HEADER_METHOD:
+                method = v
+        _, version, group = split_service(target)
+        return RequestHead(
+            protocol=PROTOCOL, request_id=rid, service=target, method=method, version=version,
+            group=group, headers=headers, oneway=kind is Kind.ONEWAY, end_stream=True, raw=frame,
+            timeout_ms=status_or_timeout if status_or_timeout > 0 else None,
+            resolve=_LazyKeys(frame, hend, hend + content_len, codec, target, headers),
+            meta=framing,
+        )
+
+    def _at_end(self, clean: bool) -> ConnectionClosed | _NeedData:
+        if self._closed and not self._close_reported:
+            self._close_reported = True
+            return ConnectionClosed(clean=clean)
+        return NEED_DATA
+
+    def _error_for(self, message: str, hint: int, rid: int, framing: Framing,
+                   answerable: bool) -> RemoteProtocolError:
+        head = RequestHead(protocol=PROTOCOL, request_id=rid, meta=framing) if answerable else None
+        return RemoteProtocolError(message, status_hint=hint, head=head)
+
+    # -- sending ----------------------------------------------------------------------------------
+    def send(self, event: Event) -> bytes:
+        if isinstance(event, (RequestHead, ResponseHead, Heartbeat)) and event.raw is not None:
+            return event.raw
+        if isinstance(event, ResponseHead):
+            framing = event.meta if isinstance(event.meta, Framing) else V1_FRAMING
+            header = encode_header_map(list(event.headers)) if len(event.headers) else b""
+            return encode_response(event.request_id, event.status, framing, header=header)
+        if isinstance(event, Heartbeat):
+            return self.heartbeat_reply(event) if event.reply else self.heartbeat(event.request_id)
+        raise LocalProtocolError(f"bolt: cannot encode {type(event).__name__} without its raw frame")
+
+    def rewrite_request_id(self, frame: bytes, new_id: int) -> bytes:
+        try:
+            return with_request_id(frame, new_id)
+        except (ValueError, struct.error) as exc:
+            raise LocalProtocolError(f"bolt: cannot rewrite request id: {exc}") from None
+
+    def heartbeat(self, request_id: int) -> bytes:
+        f = self._framing
+        framing = _framing(f.proto, f.ver1, f.switch, CODEC_HESSIAN2, f.ver2)
+        return encode_request(request_id, framing, type_=TYPE_REQUEST, cmdcode=CMD_HEARTBEAT, timeout_ms=-1)
+
+    def heartbeat_reply(self, beat: Heartbeat) -> bytes:
+        framing = beat.meta if isinstance(beat.meta, Framing) else V1_FRAMING
+        return encode_response(beat.request_id, STATUS_SUCCESS, framing, cmdcode=CMD_HEARTBEAT)
+
+    def local_reply(self, head: RequestHead, status: ReplyStatus, message: str) -> bytes:
+        framing = head.meta if isinstance(head.meta, Framing) else V1_FRAMING
+        return encode_response(
+            head.request_id, REPLY_STATUS.get(status, STATUS_UNKNOWN), framing,
+            class_name=SOFA_RESPONSE_CLASS,
+        )
+
+    def map_status(self, status: int) -> int:
+        return HTTP_STATUS.get(status, 500)
+
+
+class BoltCodecFactory(CodecFactory):
+    """The ``bolt`` protocol: Bolt v1 (0x01) and v2 (0x02) on one port."""
+
+    name: ClassVar[str] = PROTOCOL
+    multiplexed: ClassVar[bool] = True
+    sniff_bytes: ClassVar[int] = 1
+    request_id_bits: ClassVar[int] = 32
+
+    def sniff(self, prefix: bytes) -> Sniff:
+        if not prefix:
+            return Sniff.NEED_MORE
+        return Sniff.MATCH if prefix[0] in (PROTO_V1, PROTO_V2) else Sniff.NO
+
+    def new_codec(self, role: Role, limits: CodecLimits) -> BoltCodec:
+        return BoltCodec(role, limits)
+
+
+__all__ = ["HTTP_STATUS", "REPLY_STATUS", "BoltCodec", "BoltCodecFactory", "split_service"]

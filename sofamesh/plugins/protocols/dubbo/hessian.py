@@ -1,0 +1,352 @@
+"""Hessian 2.0 reader for routing: reads strings, ints and string maps, and skips any other value.
+
+Pure: bytes in, Python values out. No sockets, no event loop, no logging. It never builds the
+objects a body carries: a value the router does not need is skipped by walking its encoding, which
+is how the Dubbo ``group`` attachment (after every argument) is reached without decoding arguments.
+
+Follows the Hessian 2.0 serialization grammar (compact/medium/chunked strings, compact ints and
+longs, the five double forms, both date forms, chunked binary, typed and untyped lists and maps,
+class definitions ``C`` with instances ``O``/``0x60-0x6f``, value references ``Q``). String lengths
+count UTF-16 code units: a supplementary character is two units, written as two 3-byte surrogates
+(CESU-8) by Java and JavaScript writers; a 4-byte UTF-8 sequence is accepted as two units too.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["HessianError", "HessianReader"]
+
+
+class HessianError(ValueError):
+    """The bytes are not the Hessian 2.0 value the reader expected. The message names the offset."""
+
+
+_MAX_DEPTH: Final = 64  # nesting of lists/maps/objects; real Dubbo arguments are a few levels deep
+
+_Z: Final = 0x5A  # list/map terminator
+
+# Fixed extra length (bytes after the tag) of scalar tags; filled below.
+_FIXED: Final[dict[int, int]] = {}
+for _t in range(0x38, 0x40):  # three-octet compact long
+    _FIXED[_t] = 2
+for _t, _n in ((0x44, 8), (0x46, 0), (0x49, 4), (0x4A, 8), (0x4B, 4), (0x4C, 8), (0x4E, 0), (0x54, 0),
+               (0x59, 4), (0x5B, 0), (0x5C, 0), (0x5D, 1), (0x5E, 2), (0x5F, 4)):
+    _FIXED[_t] = _n
+for _t in range(0x80, 0xC0):  # one-octet compact int
+    _FIXED[_t] = 0
+for _t in range(0xC0, 0xD0):  # two-octet compact int
+    _FIXED[_t] = 1
+for _t in range(0xD0, 0xD8):  # three-octet compact int
+    _FIXED[_t] = 2
+for _t in range(0xD8, 0xF0):  # one-octet compact long
+    _FIXED[_t] = 0
+for _t in range(0xF0, 0x100):  # two-octet compact long
+    _FIXED[_t] = 1
+del _t, _n
+
+
+def _is_string_tag(tag: int) -> bool:
+    return tag <= 0x1F or 0x30 <= tag <= 0x33 or tag == 0x52 or tag == 0x53
+
+
+def _is_int_tag(tag: int) -> bool:
+    return 0x80 <= tag <= 0xD7 or tag == 0x49
+
+
+class HessianReader:
+    """A cursor over one Hessian 2.0 stream (for Dubbo: one message body).
+
+    Class definitions seen while reading or skipping are remembered, because later instances refer
+    to them by index (Java's ``Hessian2Output`` shares definitions across a whole body).
+    """
+
+    __slots__ = ("_classdefs", "_data", "_end", "_pos")
+
+    def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
+        self._data = data
+        self._pos = pos
+        self._end = len(data) if end is None else end
+        self._classdefs: list[int] = []  # field count per definition, by index
+
+    @property
+    def pos(self) -> int:
+        """Offset of the next unread byte in ``data``."""
+        return self._pos
+
+    def at_end(self) -> bool:
+        return self._pos >= self._end
+
+    def peek_tag(self) -> int:
+        """The next tag byte, not consumed."""
+        if self._pos >= self._end:
+            raise HessianError(f"hessian: value expected at offset {self._pos}, found end of data")
+        return self._data[self._pos]
+
+    # -- primitives -------------------------------------------------------------------------------
+    def _byte(self) -> int:
+        pos = self._pos
+        if pos >= self._end:
+            raise HessianError(f"hessian: truncated at offset {pos}")
+        self._pos = pos + 1
+        return self._data[pos]
+
+    def _advance(self, n: int) -> None:
+        if n < 0 or self._pos + n > self._end:
+            raise HessianError(f"hessian: {n} bytes expected at offset {self._pos}, "
+                               f"{self._end - self._pos} available")
+        self._pos += n
+
+    def _u16(self) -> int:
+        pos = self._pos
+        if pos + 2 > self._end:
+            raise HessianError(f"hessian: truncated chunk length at offset {pos}")
+        self._pos = pos + 2
+        return (self._data[pos] << 8) | self._data[pos + 1]
+
+    def _utf8_span(self, units: int) -> int:
+        """Advance over ``units`` UTF-16 code units of UTF-8/CESU-8; return the start offset."""
+        data, start, end = self._data, self._pos, self._end
+        stop = start + units
+        if stop <= end and data[start:stop].isascii():
+            self._pos = stop
+            return start
+        pos = start
+        while units > 0:
+            if pos >= end:
+                raise HessianError(f"hessian: string truncated at offset {pos} ({units} chars missing)")
+            b = data[pos]
+            if b < 0x80:
+                pos += 1
+            elif b & 0xE0 == 0xC0:
+                pos += 2
+            elif b & 0xF0 == 0xE0:
+                pos += 3
+            elif b & 0xF8 == 0xF0 and units >= 2:
+                pos += 4
+                units -= 1
+            else:
+                raise HessianError(f"hessian: bad UTF-8 lead byte 0x{b:02x} at offset {pos}")
+            units -= 1
+        if pos > end:
+            raise HessianError(f"hessian: string truncated at offset {end}")
+        self._pos = pos
+        return start
+
+    def _decode(self, start: int) -> str:
+        raw = self._data[start : self._pos]
+        if raw.isascii():
+            return raw.decode("ascii")
+        try:
+            text = raw.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError as exc:
+            raise HessianError(f"hessian: invalid UTF-8 in string at offset {start}: {exc.reason}") from None
+        if any("\ud800" <= c <= "\udfff" for c in text):
+            # CESU-8 surrogate pairs -> supplementary characters; lone surrogates stay as they are.
+            text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+        return text
+
+    # -- strings ----------------------------------------------------------------------------------
+    def _string_after_tag(self, tag: int, keep: bool) -> str | None:
+        parts: list[str] = []
+        first = True
+        while True:
+            if tag <= 0x1F:
+                units, final = tag, True
+            elif 0x30 <= tag <= 0x33:
+                units, final = ((tag - 0x30) << 8) | self._byte(), True
+            elif tag == 0x53:  # 'S'
+                units, final = self._u16(), True
+            elif tag == 0x52 or (tag == 0x73 and not first):  # 'R' ('s' from Hessian 1 writers)
+                units, final = self._u16(), False
+            else:
+                raise HessianError(f"hessian: string chunk expected at offset {self._pos - 1}, "
+                                   f"found tag 0x{tag:02x}")
+            start = self._utf8_span(units)
+            if keep:
+                parts.append(self._decode(start))
+            if final:
+                return "".join(parts) if keep else None
+            first = False
+            tag = self._byte()
+
+    def read_string(self) -> str:
+        """Read a string value (any of its forms)."""
+        data, pos = self._data, self._pos
+        if pos < self._end and data[pos] < 0x20:  # fast path: a short ASCII string (routing names)
+            stop = pos + 1 + data[pos]
+            if stop <= self._end:
+                raw = data[pos + 1 : stop]
+                if raw.isascii():
+                    self._pos = stop
+                    return raw.decode("ascii")
+        tag = self._byte()
+        if not _is_string_tag(tag):
+            raise HessianError(f"hessian: string expected at offset {self._pos - 1}, found tag 0x{tag:02x}")
+        s = self._string_after_tag(tag, True)
+        assert s is not None
+        return s
+
+    def read_string_or_null(self) -> str | None:
+        """Read a string value or ``N`` (null)."""
+        if self.peek_tag() == 0x4E:
+            self._pos += 1
+            return None
+        return self.read_string()
+
+    def read_int(self) -> int:
+        """Read a 32-bit int value (compact or ``I``)."""
+        tag = self._byte()
+        return self._int_after_tag(tag)
+
+    def _int_after_tag(self, tag: int) -> int:
+        if 0x80 <= tag <= 0xBF:
+            return tag - 0x90
+        if 0xC0 <= tag <= 0xCF:
+            return ((tag - 0xC8) << 8) | self._byte()
+        if 0xD0 <= tag <= 0xD7:
+            hi = self._byte()
+            return ((tag - 0xD4) << 16) | (hi << 8) | self._byte()
+        if tag == 0x49:
+            start = self._pos
+            self._advance(4)
+            return int.from_bytes(self._data[start : start + 4], "big", signed=True)
+        raise HessianError(f"hessian: int expected at offset {self._pos - 1}, found tag 0x{tag:02x}")
+
+    def read_scalar_text(self) -> str | None:
+        """A string, int or boolean value as text; ``None`` for null or any other value (skipped)."""
+        tag = self.peek_tag()
+        if _is_string_tag(tag):
+            return self.read_string()
+        if _is_int_tag(tag):
+            return str(self.read_int())
+        if tag == 0x54 or tag == 0x46:
+            self._pos += 1
+            return "true" if tag == 0x54 else "false"
+        self.skip()
+        return None
+
+    def read_string_map(self, max_entries: int = 1024) -> dict[str, str]:
+        """Read a map (``H`` or typed ``M``) whose keys are strings. Values that are strings, ints
+        or booleans are kept as text; entries with other keys or values are skipped."""
+        tag = self._byte()
+        if tag == 0x4D:
+            self._skip_type()
+        elif tag != 0x48:
+            raise HessianError(f"hessian: map expected at offset {self._pos - 1}, found tag 0x{tag:02x}")
+        out: dict[str, str] = {}
+        entries = 0
+        while self.peek_tag() != _Z:
+            entries += 1
+            if entries > max_entries:
+                raise HessianError(f"hessian: map at offset {self._pos} has more than {max_entries} entries")
+            if _is_string_tag(self.peek_tag()):
+                key = self.read_string()
+                value = self.read_scalar_text()
+                if value is not None:
+                    out[key] = value
+            else:
+                self.skip()
+                self.skip()
+        self._pos += 1
+        return out
+
+    # -- skipping ---------------------------------------------------------------------------------
+    def skip(self) -> None:
+        """Skip one complete value of any type (with the class definitions that precede it)."""
+        self._skip(0)
+
+    def _skip_type(self) -> None:
+        tag = self._byte()
+        if _is_string_tag(tag):
+            self._string_after_tag(tag, False)
+        else:
+            self._int_after_tag(tag)
+
+    def _skip_until_z(self, depth: int, pairs: bool) -> None:
+        while self.peek_tag() != _Z:
+            self._skip(depth)
+            if pairs:
+                self._skip(depth)
+        self._pos += 1
+
+    def _skip_n(self, n: int, depth: int) -> None:
+        if n < 0:
+            raise HessianError(f"hessian: negative length {n} before offset {self._pos}")
+        for _ in range(n):
+            self._skip(depth)
+
+    def _fields(self, index: int) -> int:
+        if not 0 <= index < len(self._classdefs):
+            raise HessianError(f"hessian: object refers to class definition {index} before offset "
+                               f"{self._pos}, only {len(self._classdefs)} defined")
+        return self._classdefs[index]
+
+    def _skip(self, depth: int) -> None:
+        if depth > _MAX_DEPTH:
+            raise HessianError(f"hessian: values nested deeper than {_MAX_DEPTH} at offset {self._pos}")
+        tag = self._byte()
+        if tag <= 0x1F:  # compact string, the commonest value in Dubbo bodies
+            self._utf8_span(tag)
+            return
+        while tag == 0x43:  # 'C' class definition: type name, field count, field names; then a value
+            self.read_string()
+            count = self.read_int()
+            if count < 0:
+                raise HessianError(f"hessian: negative field count {count} before offset {self._pos}")
+            for _ in range(count):
+                self.read_string()
+            self._classdefs.append(count)
+            tag = self._byte()
+        extra = _FIXED.get(tag)
+        if extra is not None:
+            self._advance(extra)
+            return
+        inner = depth + 1
+        if _is_string_tag(tag):
+            self._string_after_tag(tag, False)
+        elif 0x20 <= tag <= 0x2F:  # compact binary
+            self._advance(tag - 0x20)
+        elif 0x34 <= tag <= 0x37:  # medium binary
+            self._advance(((tag - 0x34) << 8) | self._byte())
+        elif tag == 0x41 or tag == 0x42:  # binary chunks 'A'... then a final chunk
+            while tag == 0x41:
+                self._advance(self._u16())
+                tag = self._byte()
+            if tag == 0x42:
+                self._advance(self._u16())
+            elif 0x20 <= tag <= 0x2F:
+                self._advance(tag - 0x20)
+            elif 0x34 <= tag <= 0x37:
+                self._advance(((tag - 0x34) << 8) | self._byte())
+            else:
+                raise HessianError(f"hessian: binary chunk expected at offset {self._pos - 1}, "
+                                   f"found tag 0x{tag:02x}")
+        elif tag == 0x48:  # 'H' untyped map
+            self._skip_until_z(inner, pairs=True)
+        elif tag == 0x4D:  # 'M' typed map
+            self._skip_type()
+            self._skip_until_z(inner, pairs=True)
+        elif tag == 0x4F:  # 'O' instance of a defined class
+            self._skip_n(self._fields(self.read_int()), inner)
+        elif 0x60 <= tag <= 0x6F:  # compact instance
+            self._skip_n(self._fields(tag - 0x60), inner)
+        elif tag == 0x51:  # 'Q' reference
+            self.read_int()
+        elif tag == 0x55:  # 'U' variable-length typed list
+            self._skip_type()
+            self._skip_until_z(inner, pairs=False)
+        elif tag == 0x56:  # 'V' fixed-length typed list
+            self._skip_type()
+            self._skip_n(self.read_int(), inner)
+        elif tag == 0x57:  # 'W' variable-length untyped list
+            self._skip_until_z(inner, pairs=False)
+        elif tag == 0x58:  # 'X' fixed-length untyped list
+            self._skip_n(self.read_int(), inner)
+        elif 0x70 <= tag <= 0x77:  # compact fixed typed list
+            self._skip_type()
+            self._skip_n(tag - 0x70, inner)
+        elif 0x78 <= tag <= 0x7F:  # compact fixed untyped list
+            self._skip_n(tag - 0x78, inner)
+        else:
+            raise HessianError(f"hessian: unexpected tag 0x{tag:02x} at offset {self._pos - 1}")

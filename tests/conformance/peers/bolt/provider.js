@@ -1,0 +1,35 @@
+// A sofa-rpc-node RpcServer on 127.0.0.1 exposing one SOFA service with several methods.
+// usage: node -r ./loopback.js provider.js PORT INTERFACE[,INTERFACE...] TAG
+// Prints "READY <port>" once listening. Methods: echo(s) -> "<TAG>:<s>", plus(a, b), whoami() -> TAG,
+// fail(msg) throws, slow(ms) answers after ms milliseconds.
+'use strict';
+const path = require('path');
+
+const cache = process.env.SOFAMESH_CACHE || path.join(__dirname, '..', '..', '..', '..', '.cache');
+const { RpcServer } = require(path.join(cache, 'npm', 'sofa-rpc-node', 'node_modules', 'sofa-rpc-node')).server;
+
+const [port, interfaces, tag] = process.argv.slice(2);
+const quiet = { info() {}, warn() {}, debug() {}, error(...a) { console.error(...a); } };
+
+async function main() {
+  const server = new RpcServer({ logger: quiet, port: Number(port) });
+  for (const interfaceName of interfaces.split(',')) {
+    server.addService({ interfaceName, version: '1.0' }, {
+      async echo(s) { return `${tag}:${s}`; },
+      async plus(a, b) { return a + b; },
+      async whoami() { return tag; },
+      async fail(msg) { throw new Error(`fail: ${msg}`); },
+      async slow(ms) {
+        await new Promise((resolve) => setTimeout(resolve, ms));
+        return `${tag}:slept ${ms}`;
+      },
+    });
+  }
+  await server.start();
+  process.stdout.write(`READY ${port}\n`);
+  const stop = async () => { await server.close(); process.exit(0); };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+main().catch((err) => { console.error(err); process.exit(1); });

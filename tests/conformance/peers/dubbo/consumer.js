@@ -1,0 +1,56 @@
+// A Dubbo 2 consumer on dubbo2.js DirectlyDubbo. Usage: node consumer.js HOST:PORT CALLS_JSON
+// CALLS_JSON: [{"interface": I, "version": V, "group": G, "method": M, "args": [{"$class": .., "$": ..}],
+//               "attachments": {K: V}, "repeat": N, "timeout_s": T}]
+// (every call of every entry runs concurrently; DirectlyDubbo has no per-call attachments, so the
+// encoder is wrapped to add them, keyed by interface, version, method and group)
+// Prints one JSON line: [{"ok": bool, "res": value, "err": message, "ms": elapsed}, ...] in call order.
+'use strict';
+const { DirectlyDubbo } = require('dubbo2.js');
+
+const Encoder = require('dubbo2.js/es7/encode').default;
+
+const [target, callsJson] = process.argv.slice(2);
+const calls = JSON.parse(callsJson);
+
+const extra = new Map();
+for (const c of calls) {
+  if (c.attachments) extra.set(`${c.interface}#${c.version || ''}#${c.method}#${c.group || ''}`, c.attachments);
+}
+const getAttachments = Encoder.prototype.getAttachments;
+Encoder.prototype.getAttachments = function () {
+  const ctx = this._ctx;
+  const more = extra.get(`${ctx.dubboInterface}#${ctx.version || ''}#${ctx.methodName}#${ctx.group || ''}`);
+  if (more) ctx.attachments = more;
+  return getAttachments.call(this);
+};
+const timeoutS = Math.max(1, ...calls.map((c) => c.timeout_s || 10));
+const dubbo = DirectlyDubbo.from({ dubboAddress: target, dubboVersion: '2.0.2', dubboInvokeTimeout: timeoutS });
+
+function toJson(v) {
+  if (v === undefined) return null;
+  if (Buffer.isBuffer(v)) return { bytes: v.toString('hex') };
+  if (v && typeof v === 'object' && typeof v.toNumber === 'function') return v.toNumber(); // Long
+  return v;
+}
+
+async function one(c) {
+  const svc = dubbo.proxyService({
+    dubboInterface: c.interface,
+    version: c.version,
+    group: c.group,
+    timeout: c.timeout_ms,
+    methods: { [c.method]: () => c.args || [] },
+  });
+  const t0 = Date.now();
+  const { res, err } = await svc[c.method]();
+  return err
+    ? { ok: false, res: null, err: String(err.message || err), ms: Date.now() - t0 }
+    : { ok: true, res: toJson(res), err: null, ms: Date.now() - t0 };
+}
+
+const jobs = [];
+for (const c of calls) for (let i = 0; i < (c.repeat || 1); i++) jobs.push(one(c));
+Promise.all(jobs).then(
+  (out) => { process.stdout.write(JSON.stringify(out) + '\n'); process.exit(0); },
+  (e) => { console.error(e); process.exit(2); },
+);

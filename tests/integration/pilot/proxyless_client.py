@@ -1,0 +1,38 @@
+"""A proxyless gRPC client process for the Pilot tests (run as a script, not collected).
+
+Usage: GRPC_XDS_BOOTSTRAP=FILE python proxyless_client.py TARGET CSDS_PORT
+Serves CSDS (grpcio-csds) on 127.0.0.1:CSDS_PORT, then calls TARGET's ``/sofamesh.test.Who/Name``
+every 20 ms and prints one JSON line per call: {"ok": "<backend name>"} or {"error": "<code>"}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from concurrent import futures
+
+import grpc
+from grpc_csds import add_csds_servicer
+
+
+def main() -> None:
+    target, csds_port = sys.argv[1], int(sys.argv[2])
+    admin = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    add_csds_servicer(admin)
+    admin.add_insecure_port(f"127.0.0.1:{csds_port}")
+    admin.start()
+    print(json.dumps({"csds": csds_port}), flush=True)
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary("/sofamesh.test.Who/Name")
+        deadline = time.monotonic() + 120  # the test kills us long before this
+        while time.monotonic() < deadline:
+            try:
+                print(json.dumps({"ok": call(b"", timeout=2).decode()}), flush=True)
+            except grpc.RpcError as exc:
+                print(json.dumps({"error": exc.code().name, "detail": exc.details()}), flush=True)
+            time.sleep(0.02)
+
+
+if __name__ == "__main__":
+    main()
