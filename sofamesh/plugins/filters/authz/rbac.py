@@ -107,11 +107,11 @@ def _request_principal(s: Stream) -> list[str]:
 
 
 def _service(s: Stream) -> list[str]:
-    return [s.head.service]
+    return [s.head.key("service") or ""]
 
 
 def _method(s: Stream) -> list[str]:
-    return [s.head.method]
+    return [s.head.key("method") or ""]  # a Bolt method may live in the body: the codec resolves it lazily
 
 
 def _host(s: Stream) -> list[str]:

@@ -75,10 +75,8 @@ class Bucket:
 def key_reader(name: str) -> Callable[[Stream], str]:
     if name == "route":
         return lambda s: s.context.route
-    if name == "service":
-        return lambda s: s.head.service
-    if name == "method":
-        return lambda s: s.head.method
+    if name in ("service", "method"):
+        return lambda s: s.head.key(name) or ""
     if name == "source":
         return lambda s: s.context.peer_identity or source_ip(s.context)
     if name == "source_ip":

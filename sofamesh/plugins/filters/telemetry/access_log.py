@@ -28,7 +28,7 @@ FIELDS: dict[str, Field] = {
     "protocol": lambda s: s.head.protocol,
     "request_id": lambda s: s.head.request_id,
     "service": lambda s: s.head.service,
-    "method": lambda s: s.head.method,
+    "method": lambda s: s.head.key("method") or "",
     "path": lambda s: s.head.path,
     "response_code": lambda s: s.http_status or 200,
     "status": lambda s: s.status,

@@ -97,7 +97,7 @@ class TelemetryFilter(Filter):
     def _operation(self, stream: Stream) -> str:
         h = stream.head
         if h.raw is not None or (h.protocol == "http2" and h.path.count("/") == 2):
-            return h.method
+            return h.key("method") or "unknown"
         path = h.path.split("?", 1)[0]
         for rx, t in self.templates:
             if rx.fullmatch(path):
