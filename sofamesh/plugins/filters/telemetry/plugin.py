@@ -1,4 +1,4 @@
-"""``telemetry``: Istio-standard metrics, JSON access logs and OpenTelemetry export, in the sidecar.
+"""``telemetry``: Istio-standard metrics, JSON access logs, tracing and OpenTelemetry export, in the sidecar.
 
 Per request, ``on_stream_done`` computes the label tuple and bumps plain counters in the
 process-wide ``HUB`` (see ``metrics.py``) and, if configured, queues an access-log row. Export
@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator
 
 from sofamesh.core.plugin_host import hookimpl
-from sofamesh.core.proxy.filter_chain import Filter, FilterFactory
+from sofamesh.core.proxy.filter_chain import Filter, FilterFactory, FilterResult, Verdict
 from sofamesh.plugins.filters.identity import source_principal
 from sofamesh.plugins.filters.settings import Settings, parse
 from sofamesh.plugins.filters.telemetry.access_log import DEFAULT_FIELDS, FIELDS, AccessLog
 from sofamesh.plugins.filters.telemetry.metrics import HUB, IstioMetrics
+from sofamesh.plugins.filters.telemetry.tracing import Tracer
 
 if TYPE_CHECKING:
     from sofamesh.core.catalog import Catalog
@@ -47,6 +48,12 @@ class AccessLogSettings(Settings):
         return v
 
 
+class TracingSettings(Settings):
+    endpoint: str  # host:port of an OTLP/gRPC receiver
+    sampling: float = Field(default=1.0, ge=0, le=100)  # percent of new traces; a parent's decision wins
+    flush_ms: int = Field(default=1000, gt=0)
+
+
 class TelemetrySettings(Settings):
     reporter: Literal["destination", "source"] = "destination"
     workload: str = "unknown"  # this sidecar's workload name
@@ -56,6 +63,7 @@ class TelemetrySettings(Settings):
     metrics: bool = True
     otlp: OtlpSettings | None = None
     access_log: AccessLogSettings | None = None
+    tracing: TracingSettings | None = None
 
 
 def _template(t: str) -> tuple[re.Pattern[str], str]:
@@ -80,6 +88,9 @@ class TelemetryFilter(Filter):
         self.principal = settings.principal
         self.templates = tuple(_template(t) for t in settings.path_templates)
         self.metrics = settings.metrics
+        tr = settings.tracing
+        self.tracer = Tracer(settings.service_name, tr.endpoint, tr.sampling, tr.flush_ms,
+                             inbound=self.destination) if tr else None
         al = settings.access_log
         self.access_log = AccessLog(al.path, tuple(al.fields), al.flush_ms) if al else None
         if settings.metrics:
@@ -126,6 +137,8 @@ class TelemetryFilter(Filter):
             self.hub.record(labels, ms, rq, ctx.attrs.get(_RESP_BYTES, 0))
         if self.access_log is not None:
             self.access_log.record(stream)
+        if self.tracer is not None:
+            self.tracer.finish(stream)
 
     def exposition(self) -> str:
         return self.hub.prometheus_text() if self.metrics else ""
@@ -135,9 +148,20 @@ class TelemetryFilter(Filter):
             self.access_log.close()
 
 
+class TracingTelemetryFilter(TelemetryFilter):
+    """With ``tracing`` configured: also starts a span (and propagates it) at the request head.
+    A separate class so that telemetry without tracing adds no request-head hook to the chain."""
+
+    def on_request_head(self, stream: Stream) -> FilterResult:
+        assert self.tracer is not None
+        self.tracer.start(stream)
+        return Verdict.CONTINUE
+
+
 class TelemetryFilterFactory(FilterFactory):
     def create(self, config: Mapping[str, Any], path: str) -> Filter:
-        return TelemetryFilter(parse(TelemetrySettings, config, path))
+        settings = parse(TelemetrySettings, config, path)
+        return TracingTelemetryFilter(settings) if settings.tracing else TelemetryFilter(settings)
 
 
 @hookimpl
@@ -145,4 +169,4 @@ def sofamesh_register_filters(catalog: Catalog[FilterFactory]) -> None:
     catalog.add("telemetry", TelemetryFilterFactory())
 
 
-__all__ = ["TelemetryFilter", "TelemetryFilterFactory", "TelemetrySettings"]
+__all__ = ["TelemetryFilter", "TelemetryFilterFactory", "TelemetrySettings", "TracingTelemetryFilter"]
