@@ -33,7 +33,8 @@ def mesh(tmp: Path, protocol: str, provider: str, rbac: dict[str, Any]) -> Itera
                        "tls": {"cert": inbound.cert, "key": inbound.key, "ca": ca.files.cert,
                                "require_client_cert": True},
                        "filters": [{"type": "authn.mtls", "config": {"mode": "STRICT"}},
-                                   {"type": "authz.rbac", "config": rbac}],
+                                   {"type": "authz.rbac", "config": rbac},
+                                   {"type": "telemetry", "config": {"workload": "provider"}}],
                        "routes": [{"cluster": "local", "timeout_ms": 5000}]}],
         "clusters": [{"name": "local", "protocol": protocol, "endpoints": [provider]}],
     }
@@ -53,6 +54,7 @@ def mesh(tmp: Path, protocol: str, provider: str, rbac: dict[str, Any]) -> Itera
         yield addresses
         rb = proxies["provider"].stats()["filters"]["in|authz.rbac"]
         addresses["_stats"] = f"{rb['rbac_allowed']}/{rb['rbac_denied']}"
+        addresses["_metrics"] = proxies["provider"].get("/stats/prometheus").decode()
 
 
 def _allow(service: str, method: str) -> dict[str, Any]:
@@ -73,6 +75,12 @@ def test_bolt_method_allowed_for_one_identity_and_denied_for_another_method_and_
     assert shop[1]["ok"] is False and "Server exception" in str(shop[1]["message"])
     assert [r["ok"] for r in cart] == [False, False]
     assert at["_stats"] == "1/3"
+    ok = [ln for ln in at["_metrics"].splitlines() if ln.startswith("istio_requests_total{")
+          and 'response_code="200"' in ln]
+    assert len(ok) == 1 and ok[0].endswith(" 1.0")
+    assert f'source_principal="{TD}/shop"' in ok[0] and 'source_workload="shop"' in ok[0]
+    assert 'request_operation="echo"' in ok[0] and 'request_protocol="bolt"' in ok[0]
+    assert f'destination_service="{ECHO}:1.0"' in ok[0]
 
 
 def test_dubbo_method_allowed_for_one_identity_and_denied_for_another_method_and_identity(tmp_path: Path) -> None:
