@@ -10,6 +10,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -83,7 +84,17 @@ class PrometheusServer(_Process):
         self._spawn([binary, f"--config.file={d / 'prometheus.yml'}", f"--storage.tsdb.path={d / 'data'}",
                      f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"])
         wait_port("127.0.0.1", self.port, 15)
-        return self
+        deadline = time.monotonic() + 30
+        while True:  # the port opens before the TSDB is up: /-/ready says 503 until then
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"prometheus not ready after 30 s:\n{self.log()}")
+            time.sleep(0.1)
 
     def api(self, path: str, **params: str) -> Any:
         url = f"http://127.0.0.1:{self.port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
@@ -94,7 +105,12 @@ class PrometheusServer(_Process):
         """Poll the query API until ``query`` has a result (first samples take ~5 s to appear)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            result = self.api("query", query=query)["data"]["result"]
+            try:
+                result = self.api("query", query=query)["data"]["result"]
+            except urllib.error.HTTPError as exc:
+                if exc.code != 503:
+                    raise
+                result = []  # still starting up under load
             if result:
                 return list(result)
             time.sleep(0.5)
