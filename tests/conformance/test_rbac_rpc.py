@@ -96,3 +96,47 @@ def test_dubbo_method_allowed_for_one_identity_and_denied_for_another_method_and
     assert shop[1]["ok"] is False and "RBAC: access denied" in str(shop[1]["err"])
     assert [r["ok"] for r in cart] == [False, False]
     assert at["_stats"] == "1/3"
+
+
+def test_dubbo_jwt_in_an_attachment_sets_the_request_principal_that_rbac_checks(tmp_path: Path) -> None:
+    import json
+    import time
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    dubbo_peers.require_dubbo_peers()
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    jwk["kid"] = "k1"
+    now = int(time.time())
+
+    def token(sub: str, exp_in: int = 300) -> str:
+        return jwt.encode({"iss": "https://idp", "sub": sub, "exp": now + exp_in}, key, algorithm="ES256",
+                          headers={"kid": "k1"})
+
+    port = free_port()
+    j = dubbo_peers.java
+    with dubbo_peers.Provider("p1") as provider, ProxyProcess({
+        "listeners": [{"name": "in", "address": f"127.0.0.1:{port}", "protocols": ["dubbo"],
+                       "filters": [
+                           {"type": "authn.jwt", "config": {"providers": [{
+                               "issuer": "https://idp", "jwks": {"keys": [jwk]},
+                               "from_headers": [{"name": "authorization", "prefix": "Bearer "}]}]}},
+                           {"type": "authz.rbac", "config": {"policies": [{"action": "ALLOW", "rules": [
+                               {"from": [{"source": {"requestPrincipals": ["https://idp/alice"]}}]}]}]}}],
+                       "routes": [{"cluster": "p", "timeout_ms": 5000}]}],
+        "clusters": [{"name": "p", "protocol": "dubbo", "endpoints": [provider.address]}],
+    }):
+        echo = j("java.lang.String", "hi")
+        alice, bob, expired, none = dubbo_peers.consume(f"127.0.0.1:{port}", [
+            dubbo_peers.call("echo", echo, attachments={"authorization": f"Bearer {token('alice')}"}),
+            dubbo_peers.call("add", j("int", 1), j("int", 2), attachments={"authorization": f"Bearer {token('bob')}"}),
+            dubbo_peers.call("concat", j("java.util.List", ["a"]), j("java.lang.String", "-"),
+                             attachments={"authorization": f"Bearer {token('alice', exp_in=-600)}"}),
+            dubbo_peers.call("whoami"),
+        ])
+    assert (alice["ok"], alice["res"]) == (True, "hi")
+    assert bob["ok"] is False and "RBAC: access denied" in str(bob["err"])
+    assert expired["ok"] is False and "expired" in str(expired["err"]).lower()
+    assert none["ok"] is False and "RBAC: access denied" in str(none["err"])
