@@ -81,7 +81,7 @@ def test_access_log_lines_are_json_with_the_configured_fields(
     cfg, port = http_proxy_config([upstream.address], filters=[{"type": "telemetry", "config": {
         "metrics": False,
         "access_log": {"path": str(log), "fields": ["method", "path", "response_code", "upstream_host",
-                                                     "duration_ms", "start_time"], "flush_ms": 50}}}])
+                                                     "duration_ms", "start_time", "source_address"], "flush_ms": 50}}}])
     proxy = proxy_factory(cfg)
     before = time.time()
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
@@ -96,6 +96,8 @@ def test_access_log_lines_are_json_with_the_configured_fields(
     assert {r["method"] for r in rows} == {"GET"} and {r["response_code"] for r in rows} == {200}
     assert {r["upstream_host"] for r in rows} == {upstream.address}
     assert all(before - 1 <= float(r["start_time"]) <= time.time() for r in rows)  # type: ignore[arg-type]
-    assert set(rows[0]) == {"method", "path", "response_code", "upstream_host", "duration_ms", "start_time"}
+    assert {r["source_address"] for r in rows} == {"127.0.0.1"}
+    assert set(rows[0]) == {"method", "path", "response_code", "upstream_host", "duration_ms", "start_time",
+                            "source_address"}
     assert "istio_requests_total" not in proxy.get("/stats/prometheus").decode()
     assert re.search(r"^sofamesh_downstream_rq_total\{.*\} 4$", proxy.get("/stats/prometheus").decode(), re.M)

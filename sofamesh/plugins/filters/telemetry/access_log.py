@@ -36,7 +36,7 @@ FIELDS: dict[str, Field] = {
     "route": lambda s: s.context.route,
     "upstream_cluster": lambda s: s.context.cluster,
     "upstream_host": lambda s: s.context.endpoint,
-    "source_address": source_ip,
+    "source_address": lambda s: source_ip(s.context),
     "source_principal": lambda s: source_principal(s.context),
     "request_principal": lambda s: s.context.request_principal or "",
 }
