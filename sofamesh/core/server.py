@@ -210,9 +210,7 @@ class Server:
             self._sweeper.cancel()
         for h in self.listeners.values():
             for rt in (h.rt, *h.old):
-                rt.filters.close()  # filters flush what they buffer (access logs) and stop their timers
-                for route in rt.router.routes:
-                    route.filters.close()
+                _close_filters(rt)  # filters flush what they buffer (access logs) and stop their timers
         for c in self.clusters.values():
             c.close()
         if self.admin is not None:
@@ -242,6 +240,9 @@ class Server:
             new_rt.stats = old_rt.stats  # counters continue across reloads
             new_rt.rpc_stats = old_rt.rpc_stats
             h.old = [rt for rt in (*h.old, old_rt) if rt.connections]
+            # The old filters serve in-flight streams until the drain ends; then they release
+            # their threads, files and channels.
+            self.loop.call_later(config.drain_timeout_ms / 1000.0 + 1.0, _close_filters, old_rt)  # type: ignore[union-attr]
             for conn in list(old_rt.connections):
                 conn.drain()
             h.rt = new_rt
@@ -261,6 +262,12 @@ class Server:
             if clusters.get(name) is not c:
                 self.loop.call_later(self.config.drain_timeout_ms / 1000.0 + 1.0, c.close)  # type: ignore[union-attr]
         self.host.pm.hook.sofamesh_config_updated(snapshot=config)
+
+
+def _close_filters(rt: ListenerRuntime) -> None:
+    rt.filters.close()
+    for route in rt.router.routes:
+        route.filters.close()
 
 
 __all__ = ["Server"]
