@@ -144,3 +144,28 @@ def test_bad_rbac_config_names_the_yaml_path(tmp_path: Path) -> None:
                        timeout=30)
     assert r.returncode == 1
     assert "listeners[0].filters[0].config.policies[0].rules[0].when[0].key: unknown condition key 'request.bogus'" in r.stderr
+
+
+def test_a_reload_swaps_the_policy_without_a_restart_and_refuses_a_broken_one(
+        upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]) -> None:
+    import copy
+
+    import yaml
+
+    def deny(path: str) -> dict[str, Any]:
+        return {"type": "authz.rbac", "config": {"policies": [
+            {"action": "DENY", "rules": [{"to": [{"operation": {"paths": [path]}}]}]}]}}
+
+    cfg, port = http_proxy_config([upstream.address], filters=[deny("/a")])
+    proxy = proxy_factory(cfg)
+    url = f"http://127.0.0.1:{port}"
+    assert (httpx.get(f"{url}/a", timeout=5).status_code, httpx.get(f"{url}/b", timeout=5).status_code) == (403, 200)
+    new = copy.deepcopy(proxy.config)
+    new["listeners"][0]["filters"] = [deny("/b")]
+    assert httpx.post(proxy.admin_url + "/reload", content=yaml.safe_dump(new), timeout=5).status_code == 200
+    assert (httpx.get(f"{url}/a", timeout=5).status_code, httpx.get(f"{url}/b", timeout=5).status_code) == (200, 403)
+    bad = copy.deepcopy(new)
+    bad["listeners"][0]["filters"] = [{"type": "authz.rbac", "config": {"policies": [{"action": "MAYBE"}]}}]
+    r = httpx.post(proxy.admin_url + "/reload", content=yaml.safe_dump(bad), timeout=5)
+    assert r.status_code == 400 and "listeners[0].filters[0].config.policies[0].action" in r.text
+    assert httpx.get(f"{url}/b", timeout=5).status_code == 403

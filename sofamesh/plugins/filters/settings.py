@@ -25,8 +25,8 @@ def parse(model: type[M], config: Mapping[str, Any], path: str) -> M:
     except ValidationError as exc:
         errors = []
         for e in exc.errors():
-            loc = ".".join(str(p) for p in e["loc"])
-            errors.append(ConfigError(f"{path}.config{'.' + loc if loc else ''}", e["msg"]))
+            loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"])
+            errors.append(ConfigError(f"{path}.config{loc}", e["msg"]))
         if len(errors) == 1:
             raise errors[0] from None
         raise ConfigErrors(errors) from None
