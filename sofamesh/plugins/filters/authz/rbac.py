@@ -187,10 +187,24 @@ def _field(get: Getter, yes: list[str], no: list[str], ip: bool = False) -> list
     make = matchers.ip_blocks if ip else matchers.values
     if yes:
         m = make(yes)
-        out.append(lambda s: any(m(v) for v in get(s)))
+
+        def some(s: Stream) -> bool:
+            for v in get(s):
+                if m(v):
+                    return True
+            return False
+
+        out.append(some)
     if no:
         n = make(no)
-        out.append(lambda s: not any(n(v) for v in get(s)))
+
+        def none(s: Stream) -> bool:
+            for v in get(s):
+                if n(v):
+                    return False
+            return True
+
+        out.append(none)
     return out
 
 
@@ -200,12 +214,28 @@ def _all(preds: list[Pred]) -> Pred:
     if len(preds) == 1:
         return preds[0]
     t = tuple(preds)
-    return lambda s: all(p(s) for p in t)
+
+    def every(s: Stream) -> bool:
+        for p in t:
+            if not p(s):
+                return False
+        return True
+
+    return every
 
 
 def _any(preds: list[Pred]) -> Pred:
+    if len(preds) == 1:
+        return preds[0]
     t = tuple(preds)
-    return lambda s: any(p(s) for p in t)
+
+    def one(s: Stream) -> bool:
+        for p in t:
+            if p(s):
+                return True
+        return False
+
+    return one
 
 
 def _source(src: Source) -> Pred:

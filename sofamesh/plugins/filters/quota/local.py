@@ -127,7 +127,7 @@ class LocalQuotaFilter(Filter):
             if all(m(r(stream)) for r, m in conds):
                 limit, which = lim, i
                 break
-        key = (which, *(r(stream) for r in self.readers))
+        key = (which, *[r(stream) for r in self.readers])
         now = self.clock()
         rate, size = limit
         b = self.buckets.get(key)
