@@ -95,10 +95,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         cats = resolve(config, host)
         errors: list[ConfigError] = []
         for i, lc in enumerate(config.listeners):
-            try:
-                build_filters(cats, list(lc.filters), f"listeners[{i}].filters")
-            except ConfigErrors as exc:
-                errors.extend(exc.errors)
+            lists = [(list(lc.filters), f"listeners[{i}].filters")]
+            lists += [(list(rc.filters), f"listeners[{i}].routes[{k}].filters") for k, rc in enumerate(lc.routes)]
+            for filters, where in lists:
+                try:
+                    for f in build_filters(cats, filters, where):
+                        f.close()
+                except ConfigErrors as exc:
+                    errors.extend(exc.errors)
         if errors:
             raise ConfigErrors(errors)
     except MeshError as exc:

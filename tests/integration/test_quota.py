@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
+import yaml
 
 from sofamesh.testing import ProxyProcess
 from tests.conftest import http_proxy_config
@@ -71,3 +75,14 @@ def test_buckets_are_kept_per_header_value_and_overrides_give_their_own_limit(
     assert alice == [200, 200, 429, 429]
     assert bob == [200, 200, 429]
     assert vip == [200] * 5 + [429]
+
+
+def test_check_config_reports_a_bad_route_filter_config_with_its_path(tmp_path: Path) -> None:
+    cfg, _ = http_proxy_config(["127.0.0.1:1"], extra_routes=[
+        {"name": "r", "cluster": "web", "filters": [{"type": "quota.local", "config": {"rate": -1}}]}])
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([sys.executable, "-m", "sofamesh", "check-config", str(p)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 1
+    assert "listeners[0].routes[0].filters[0].config.limit.rate: Input should be greater than 0" in r.stderr
