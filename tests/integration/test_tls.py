@@ -103,3 +103,29 @@ def test_upstream_tls_to_a_server_of_another_ca_fails_the_request(
     r = httpx.get(f"http://127.0.0.1:{out_port}/x", timeout=5)
     assert r.status_code == 503
     assert out_proxy.stats()["clusters"]["web"]["upstream_cx_connect_fail"] >= 1
+
+
+def test_a_rotated_cluster_client_certificate_is_used_for_new_upstream_connections(
+        tmp_path: Path, upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]) -> None:
+    ca = load_or_mint_ca(tmp_path)
+    inbound = mint_workload(ca, "spiffe://cluster.local/ns/default/sa/web", tmp_path, "web")
+    client = mint_workload(ca, "spiffe://cluster.local/ns/default/sa/shop-v1", tmp_path, "shop")
+    rbac = {"policies": [{"action": "ALLOW", "rules": [
+        {"from": [{"source": {"principals": ["cluster.local/ns/default/sa/shop-v2"]}}]}]}]}
+    in_cfg, in_port = http_proxy_config([upstream.address], filters=[{"type": "authz.rbac", "config": rbac}], tls={
+        "cert": inbound.cert, "key": inbound.key, "ca": ca.files.cert, "require_client_cert": True})
+    proxy_factory(in_cfg)
+    out_cfg, out_port = http_proxy_config([f"127.0.0.1:{in_port}"])
+    out_cfg["clusters"][0].update(idle_timeout_ms=200,
+                                  tls={"cert": client.cert, "key": client.key, "ca": ca.files.cert})
+    proxy_factory(out_cfg)
+    assert httpx.get(f"http://127.0.0.1:{out_port}/x", timeout=5).status_code == 403
+    mint_workload(ca, "spiffe://cluster.local/ns/default/sa/shop-v2", tmp_path, "shop")  # same files, new identity
+    codes = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.5)  # idle upstream connections close; the next one reads the new files
+        codes.append(httpx.get(f"http://127.0.0.1:{out_port}/x", timeout=5).status_code)
+        if codes[-1] == 200:
+            break
+    assert codes[-1] == 200, codes
