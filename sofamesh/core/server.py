@@ -11,20 +11,22 @@ from typing import Any
 from sofamesh.core.codec import CodecFactory, CodecLimits
 from sofamesh.core.config.check import Catalogs, build_filters, resolve
 from sofamesh.core.config.model import ListenerConfig, ProxyConfig
-from sofamesh.core.errors import ConfigError, ConfigErrors
+from sofamesh.core.errors import ConfigError, ConfigErrors, MeshError
 from sofamesh.core.net.listener import Listener
 from sofamesh.core.net.tls import TlsSource
 from sofamesh.core.plugin_host import PluginHost
 from sofamesh.core.proxy.filter_chain import EMPTY_CHAIN, FilterChain
 from sofamesh.core.proxy.router import Route, Router
 from sofamesh.core.proxy.stream_manager import DownstreamConnection, ListenerRuntime
+from sofamesh.core.reload import PluginSources
 from sofamesh.core.upstream.cluster import Cluster
 
 log = logging.getLogger("sofamesh.server")
 
 
 class ListenerHandle:
-    """A bound listener and the runtime new connections get (swapped on reload)."""
+    """A bound listener and the runtime new requests get (swapped on reload). ``old`` holds replaced
+    runtimes until their last in-flight stream ends; then their filters are closed."""
 
     __slots__ = ("config", "listener", "old", "rt")
 
@@ -56,6 +58,7 @@ class Server:
         self.cut = 0
         self.config_version = 0
         self.config_path: str | None = None
+        self.plugin_sources = PluginSources(self.host)
         self._stop = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -124,6 +127,7 @@ class Server:
             if asyncio.iscoroutine(r) or isinstance(r, asyncio.Future):
                 await r
         self._sweeper = self.loop.create_task(self._sweep())
+        self.plugin_sources.snapshot()
         self.ready = True
 
     def _server_ssl(self, lc: ListenerConfig, i: int = 0) -> ssl.SSLContext | None:
@@ -140,6 +144,7 @@ class Server:
                 for pool in list(c.pools.values()):
                     pool.sweep(now)
             for h in self.listeners.values():
+                self._retire(h)
                 limit = h.config.idle_timeout_ms / 1000.0
                 if not limit:
                     continue
@@ -162,14 +167,17 @@ class Server:
         return await self.shutdown()
 
     def _on_sighup(self) -> None:
-        log.info("SIGHUP: reload is requested through POST /reload on the admin port in this version")
+        try:
+            version, packages = self.reload()
+        except MeshError as exc:
+            log.error("SIGHUP: reload refused, the old config keeps serving:\n%s", exc)
+            return
+        log.info("SIGHUP: config version %d is serving (plugin packages re-imported: %s)", version,
+                 ", ".join(packages) or "none")
 
     def active_requests(self) -> int:
-        n = 0
-        for h in self.listeners.values():
-            for rt in (h.rt, *h.old):
-                n += rt.stats.downstream_rq_active
-        return n
+        # A reload hands the same counters to the new runtime: count each listener's once.
+        return sum(h.rt.stats.downstream_rq_active for h in self.listeners.values())
 
     async def shutdown(self) -> int:
         """Stop accepting, let in-flight requests finish for the grace period, then cut the rest."""
@@ -210,7 +218,8 @@ class Server:
             self._sweeper.cancel()
         for h in self.listeners.values():
             for rt in (h.rt, *h.old):
-                _close_filters(rt)  # filters flush what they buffer (access logs) and stop their timers
+                rt.close_filters()
+            h.old = []
         for c in self.clusters.values():
             c.close()
         if self.admin is not None:
@@ -221,8 +230,47 @@ class Server:
         return cut
 
     # -- reload ------------------------------------------------------------------------------------
+    def reload(self, text: str | None = None) -> tuple[int, list[str]]:
+        """Re-read the config (``text``, else the config file), re-import plugin packages whose files
+        changed, and apply both. Returns (config version, re-imported packages).
+
+        All or nothing: a config or plugin that fails to load, import or build raises ``MeshError``
+        and the old config, plugin code and objects keep serving.
+        """
+        from sofamesh.core.config.loader import load_file, load_text
+
+        if text is not None and text.strip():
+            config = load_text(text, "<posted config>")
+        elif self.config_path:
+            config = load_file(self.config_path)
+        else:
+            raise ConfigErrors([ConfigError("", "no config file to re-read; POST the YAML as the body")])
+        self.host.rescan()
+        packages = self.plugin_sources.changed()
+        undo = self.plugin_sources.reimport(packages)
+        try:
+            self.apply(config)
+        except BaseException:
+            undo()
+            raise
+        self.plugin_sources.snapshot()
+        return self.config_version, packages
+
+    def _retire(self, h: ListenerHandle) -> None:
+        """Close the filters of replaced runtimes whose last in-flight stream has ended."""
+        if not h.old:
+            return
+        keep = []
+        for rt in h.old:
+            if rt.streams or rt.connections:
+                keep.append(rt)
+            else:
+                rt.close_filters()
+        h.old = keep
+
     def apply(self, config: ProxyConfig) -> None:
-        """Swap in a new config: new connections get it, in-flight ones finish on the old objects.
+        """Swap in a new config: requests that start from now on (on new and existing connections) use
+        it; requests in flight finish on the objects they started with. No connection is closed.
         Listener addresses must stay the same (new addresses need a restart in this version)."""
         old_addrs = {h.config.address for h in self.listeners.values()}
         new_addrs = {lc.address for lc in config.listeners}
@@ -239,14 +287,12 @@ class Server:
             new_rt = runtimes[name]
             new_rt.stats = old_rt.stats  # counters continue across reloads
             new_rt.rpc_stats = old_rt.rpc_stats
-            h.old = [rt for rt in (*h.old, old_rt) if rt.connections]
-            # The old filters serve in-flight streams until the drain ends; then they release
-            # their threads, files and channels.
-            self.loop.call_later(config.drain_timeout_ms / 1000.0 + 1.0, _close_filters, old_rt)  # type: ignore[union-attr]
             for conn in list(old_rt.connections):
-                conn.drain()
+                conn.rebind(new_rt)
+            h.old.append(old_rt)
             h.rt = new_rt
             h.config = lc
+            self._retire(h)
             new_handles[name] = h
         old_clusters = self.clusters
         for name, c in list(clusters.items()):
@@ -262,12 +308,6 @@ class Server:
             if clusters.get(name) is not c:
                 self.loop.call_later(self.config.drain_timeout_ms / 1000.0 + 1.0, c.close)  # type: ignore[union-attr]
         self.host.pm.hook.sofamesh_config_updated(snapshot=config)
-
-
-def _close_filters(rt: ListenerRuntime) -> None:
-    rt.filters.close()
-    for route in rt.router.routes:
-        route.filters.close()
 
 
 __all__ = ["Server"]

@@ -7,9 +7,8 @@ from collections.abc import Callable
 
 import httpx
 
-from sofamesh.testing import ProxyProcess
+from sofamesh.testing import ProxyProcess, UpstreamServer
 from tests.conftest import http_proxy_config
-from tests.integration.upstream import UpstreamServer
 
 
 def test_route_delay_holds_requests_and_abort_answers_a_share_with_the_status(

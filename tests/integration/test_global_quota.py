@@ -14,10 +14,9 @@ import pytest
 import redis
 import yaml
 
-from sofamesh.testing import ProxyProcess, free_port, wait_port
+from sofamesh.testing import ProxyProcess, UpstreamServer, free_port, wait_port
 from tests.conftest import http_proxy_config
 from tests.integration.servers import RedisServer
-from tests.integration.upstream import UpstreamServer
 
 RLS_CONFIG = {"domain": "shop", "descriptors": [
     {"key": "destination", "value": "web", "rate_limit": {"unit": "day", "requests_per_unit": 10}},

@@ -17,9 +17,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from sofamesh.testing import ProxyProcess
+from sofamesh.testing import ProxyProcess, UpstreamServer
 from tests.conftest import http_proxy_config
-from tests.integration.upstream import UpstreamServer
 
 ISS = "https://idp.test"
 

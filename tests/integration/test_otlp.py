@@ -9,10 +9,9 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from sofamesh.testing import ProxyProcess
+from sofamesh.testing import ProxyProcess, UpstreamServer
 from tests.conftest import http_proxy_config
 from tests.integration.otlp_receiver import OtlpReceiver
-from tests.integration.upstream import UpstreamServer
 
 TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 CLIENT_SPAN = 0x00F067AA0BA902B7

@@ -12,9 +12,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from sofamesh.testing import ProxyProcess
+from sofamesh.testing import ProxyProcess, UpstreamServer
 from tests.conftest import http_proxy_config
-from tests.integration.upstream import UpstreamServer
 
 
 def test_fifty_per_second_configured_four_hundred_sent_in_two_seconds_accepts_the_rate(

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from sofamesh.testing import ProxyProcess
+from sofamesh.testing import ProxyProcess, UpstreamServer
 from tests.conftest import http_proxy_config
 from tests.integration.servers import PrometheusServer
-from tests.integration.upstream import UpstreamServer
 
 
 def _series(text: str, name: str) -> dict[str, float]:

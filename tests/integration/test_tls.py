@@ -13,9 +13,8 @@ import httpx
 import pytest
 
 from sofamesh.certs import Authority, CertFiles, load_or_mint_ca, mint_workload
-from sofamesh.testing import ProxyProcess
+from sofamesh.testing import ProxyProcess, UpstreamServer
 from tests.conftest import http_proxy_config
-from tests.integration.upstream import UpstreamServer
 
 
 def _client_ctx(ca: Authority, files: CertFiles | None) -> ssl.SSLContext:
