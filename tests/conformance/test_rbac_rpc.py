@@ -1,6 +1,6 @@
-"""authz.rbac by SPIFFE identity over mTLS with real Bolt and Dubbo peers.
+"""authz.rbac by SPIFFE identity over mTLS with real Bolt, Dubbo and gRPC peers.
 
-client (sofa-rpc-node / dubbo2.js) -> sidecar "shop" or "cart" (plaintext in, mTLS out with its
+client (sofa-rpc-node / dubbo2.js / grpcio) -> sidecar "shop" or "cart" (plaintext in, mTLS out with its
 workload certificate) -> provider's sidecar (mTLS in, authn.mtls STRICT + authz.rbac) -> provider.
 One method of a service is allowed to "shop", another is not; "cart" gets nothing. The clients see
 their protocol's normal error for the denied calls.
@@ -140,3 +140,50 @@ def test_dubbo_jwt_in_an_attachment_sets_the_request_principal_that_rbac_checks(
     assert bob["ok"] is False and "RBAC: access denied" in str(bob["err"])
     assert expired["ok"] is False and "expired" in str(expired["err"]).lower()
     assert none["ok"] is False and "RBAC: access denied" in str(none["err"])
+
+
+def test_grpc_method_allowed_for_one_identity_and_denied_for_another_method_and_identity(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.conformance.test_http2_peers import GRPC_CLIENT, GRPC_SERVER, start_peer, stop_peer
+
+    server = start_peer([sys.executable, str(GRPC_SERVER)])
+    try:
+        rbac = _allow("sofamesh.test.Echo", "Unary")
+        ca = load_or_mint_ca(tmp_path)
+        inbound = mint_workload(ca, f"{TD}/provider", tmp_path, "provider")
+        in_port = free_port()
+        with ExitStack() as stack:
+            provider_side = stack.enter_context(ProxyProcess({
+                "listeners": [{"name": "in", "address": f"127.0.0.1:{in_port}", "protocols": ["http2"],
+                               "tls": {"cert": inbound.cert, "key": inbound.key, "ca": ca.files.cert,
+                                       "require_client_cert": True, "alpn": ["h2"]},
+                               "filters": [{"type": "authn.mtls", "config": {"mode": "STRICT"}},
+                                           {"type": "authz.rbac", "config": rbac}],
+                               "routes": [{"cluster": "local", "timeout_ms": 5000}]}],
+                "clusters": [{"name": "local", "protocol": "http2", "endpoints": [f"127.0.0.1:{server.port}"]}],
+            }))
+            outcomes = {}
+            for name in ("shop", "cart"):
+                files = mint_workload(ca, f"{TD}/{name}", tmp_path, name)
+                port = free_port()
+                stack.enter_context(ProxyProcess({
+                    "listeners": [{"name": "out", "address": f"127.0.0.1:{port}", "protocols": ["http2"],
+                                   "routes": [{"cluster": "provider", "timeout_ms": 5000}]}],
+                    "clusters": [{"name": "provider", "protocol": "http2", "endpoints": [f"127.0.0.1:{in_port}"],
+                                  "tls": {"cert": files.cert, "key": files.key, "ca": ca.files.cert,
+                                          "alpn": ["h2"]}}],
+                }))
+                out = subprocess.run([sys.executable, str(GRPC_CLIENT), f"127.0.0.1:{port}", "unary", "server_stream"],
+                                     capture_output=True, timeout=60, check=True)
+                outcomes[name] = json.loads(out.stdout.decode().strip().splitlines()[-1])
+            rb = provider_side.stats()["filters"]["in|authz.rbac"]
+    finally:
+        stop_peer(server)
+    assert outcomes["shop"]["unary"]["code"] == "OK" and outcomes["shop"]["unary"]["replies"] == ["echo:hello"]
+    assert outcomes["shop"]["server_stream"]["code"] == "PERMISSION_DENIED"
+    assert "RBAC: access denied" in outcomes["shop"]["server_stream"]["details"]
+    assert [outcomes["cart"][c]["code"] for c in ("unary", "server_stream")] == ["PERMISSION_DENIED"] * 2
+    assert (rb["rbac_allowed"], rb["rbac_denied"]) == (1, 3)
