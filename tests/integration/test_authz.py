@@ -168,3 +168,13 @@ def test_a_reload_swaps_the_policy_without_a_restart_and_refuses_a_broken_one(
     r = httpx.post(proxy.admin_url + "/reload", content=yaml.safe_dump(bad), timeout=5)
     assert r.status_code == 400 and "listeners[0].filters[0].config.policies[0].action" in r.text
     assert httpx.get(f"{url}/b", timeout=5).status_code == 403
+
+
+def test_hosts_match_the_host_header_with_or_without_its_port(
+        upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]) -> None:
+    rbac = {"policies": [{"action": "ALLOW", "rules": [{"to": [{"operation": {"hosts": ["shop.local"]}}]}]}]}
+    cfg, port = http_proxy_config([upstream.address], filters=[{"type": "authz.rbac", "config": rbac}])
+    proxy_factory(cfg)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+        codes = [c.get("/", headers={"host": h}).status_code for h in ("shop.local", f"shop.local:{port}", "evil.local")]
+    assert codes == [200, 200, 403]

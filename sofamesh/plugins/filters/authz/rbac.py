@@ -115,7 +115,7 @@ def _method(s: Stream) -> list[str]:
 
 
 def _host(s: Stream) -> list[str]:
-    h = s.head.service if s.head.raw is None else (s.head.key(":authority") or s.head.key("host") or "")
+    h = s.head.key("host") or ""  # HTTP/1 Host header; HTTP/2 resolves it to :authority
     return [h, h.rsplit(":", 1)[0]] if ":" in h else [h]
 
 
