@@ -128,3 +128,30 @@ def test_a_rotated_cluster_client_certificate_is_used_for_new_upstream_connectio
         if codes[-1] == 200:
             break
     assert codes[-1] == 200, codes
+
+
+def test_certs_command_mints_a_ca_once_and_workload_certificates_with_spiffe_uri_sans(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from cryptography import x509
+
+    def run(*workloads: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "sofamesh", "certs", "--out", str(tmp_path),
+                              *[a for w in workloads for a in ("--workload", w)]],
+                             capture_output=True, text=True, timeout=60, check=True)
+        return out.stdout
+
+    run("shop")
+    ca_pem = (tmp_path / "ca.pem").read_bytes()
+    printed = run("web=spiffe://prod.example/ns/web/sa/frontend")
+    assert (tmp_path / "ca.pem").read_bytes() == ca_pem  # the CA is reused, so both chain to one root
+    assert "spiffe://prod.example/ns/web/sa/frontend" in printed
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    for name, spiffe in (("shop", "spiffe://cluster.local/ns/default/sa/shop"),
+                         ("web", "spiffe://prod.example/ns/web/sa/frontend")):
+        cert = x509.load_pem_x509_certificate((tmp_path / f"{name}.pem").read_bytes())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [spiffe]
+        cert.verify_directly_issued_by(ca)
+        assert (tmp_path / f"{name}-key.pem").stat().st_mode & 0o077 == 0
