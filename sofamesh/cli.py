@@ -97,10 +97,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         cats = resolve(config, host)
         errors: list[ConfigError] = []
         for i, lc in enumerate(config.listeners):
-            try:
-                build_filters(cats, list(lc.filters), f"listeners[{i}].filters")
-            except ConfigErrors as exc:
-                errors.extend(exc.errors)
+            lists = [(list(lc.filters), f"listeners[{i}].filters")]
+            lists += [(list(rc.filters), f"listeners[{i}].routes[{k}].filters") for k, rc in enumerate(lc.routes)]
+            for filters, where in lists:
+                try:
+                    for f in build_filters(cats, filters, where):
+                        f.close()
+                except ConfigErrors as exc:
+                    errors.extend(exc.errors)
         if errors:
             raise ConfigErrors(errors)
     except MeshError as exc:
@@ -180,6 +184,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(verbose=args.verbose)
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    from sofamesh.certs import run
+
+    return run(args)
+
+
+def cmd_ratelimit_server(args: argparse.Namespace) -> int:
+    from sofamesh.ratelimit.server import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sofamesh", description="A service mesh in Python: sidecar, gateway, Pilot.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -205,6 +221,22 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="run the demo on embedded defaults")
     dm.add_argument("-v", "--verbose", action="store_true")
     dm.set_defaults(func=cmd_demo)
+
+    ct = sub.add_parser("certs", help="mint a test CA and workload certificates with SPIFFE URI SANs")
+    ct.add_argument("--out", required=True, help="directory for ca.pem, ca-key.pem, <name>.pem, <name>-key.pem")
+    ct.add_argument("--trust-domain", default="cluster.local")
+    ct.add_argument("--workload", action="append", default=[], metavar="NAME=SPIFFE_ID",
+                    help="e.g. web=spiffe://cluster.local/ns/default/sa/web (repeatable); "
+                         "NAME alone means spiffe://<trust-domain>/ns/default/sa/NAME")
+    ct.add_argument("--days", type=int, default=30)
+    ct.set_defaults(func=cmd_certs)
+
+    rl = sub.add_parser("ratelimit-server", help="a global rate limit service (Envoy RLS v3) backed by Redis")
+    rl.add_argument("-c", "--config", required=True, help="YAML: domain + descriptors (envoyproxy/ratelimit shape)")
+    rl.add_argument("--listen", default="127.0.0.1:8081", help="gRPC HOST:PORT")
+    rl.add_argument("--redis", default="127.0.0.1:6379", help="Redis HOST:PORT")
+    rl.add_argument("--log-level", default="info")
+    rl.set_defaults(func=cmd_ratelimit_server)
 
     vs = sub.add_parser("version", help="print the version")
     vs.set_defaults(func=lambda a: print(f"sofamesh {__version__}") or 0)

@@ -13,6 +13,7 @@ from sofamesh.core.config.check import Catalogs, build_filters, resolve
 from sofamesh.core.config.model import ListenerConfig, ProxyConfig
 from sofamesh.core.errors import ConfigError, ConfigErrors, MeshError
 from sofamesh.core.net.listener import Listener
+from sofamesh.core.net.tls import TlsSource
 from sofamesh.core.plugin_host import PluginHost
 from sofamesh.core.proxy.filter_chain import EMPTY_CHAIN, FilterChain
 from sofamesh.core.proxy.router import Route, Router
@@ -113,9 +114,9 @@ class Server:
 
             handle.listener = Listener(name, lc.address, factory, self.reuse_port, path=f"listeners[{i}].address")
             self.listeners[name] = handle
-        for h in self.listeners.values():
+        for i, h in enumerate(self.listeners.values()):
             assert h.listener is not None
-            await h.listener.start(self.loop, ssl=self._server_ssl(h.config))
+            await h.listener.start(self.loop, ssl=self._server_ssl(h.config, i))
         if self.admin_address:
             from sofamesh.core.admin import AdminServer
 
@@ -129,17 +130,10 @@ class Server:
         self.plugin_sources.snapshot()
         self.ready = True
 
-    def _server_ssl(self, lc: ListenerConfig) -> ssl.SSLContext | None:
+    def _server_ssl(self, lc: ListenerConfig, i: int = 0) -> ssl.SSLContext | None:
         if lc.tls is None:
             return None
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(lc.tls.cert, lc.tls.key)
-        if lc.tls.ca:
-            ctx.load_verify_locations(lc.tls.ca)
-            ctx.verify_mode = ssl.CERT_REQUIRED if lc.tls.require_client_cert else ssl.CERT_OPTIONAL
-        if lc.tls.alpn:
-            ctx.set_alpn_protocols(lc.tls.alpn)
-        return ctx
+        return TlsSource(lc.tls, server=True, path=f"listeners[{i}].tls").server_context()
 
     async def _sweep(self) -> None:
         assert self.loop is not None
