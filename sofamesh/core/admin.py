@@ -203,7 +203,10 @@ class AdminServer:
         if path == "/stats/prometheus":
             return 200, "text/plain; version=0.0.4", prometheus_text([stats_snapshot(s)]).encode()
         if path == "/config_dump":
-            return _json({"version": s.config_version, "config": s.config.model_dump(mode="json")})
+            dump: dict[str, Any] = {"version": s.config_version, "config": s.config.model_dump(mode="json")}
+            if s.xds is not None:
+                dump["xds"] = s.xds.describe()  # applied versions per type, the last NACK
+            return _json(dump)
         if path == "/clusters":
             return _json({name: c.snapshot() for name, c in s.clusters.items()})
         if path == "/plugins":

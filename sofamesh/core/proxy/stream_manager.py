@@ -37,7 +37,8 @@ _MAX_SNIFF = 64
 
 
 class ListenerRuntime:
-    """What one listener serves with. Built from config; replaced (never mutated) on reload."""
+    """What one listener serves with. Built from config; replaced on reload, except ``router`` and
+    ``clusters``, which a reload that changes only routes or clusters swaps in place."""
 
     __slots__ = ("clusters", "connections", "draining", "factories", "filters", "limits", "name", "router",
                  "rpc_stats", "stats")
