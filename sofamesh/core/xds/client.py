@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sofamesh.xds")
 _ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
-_WILDCARD = (LISTENER_TYPE, CLUSTER_TYPE)
+_WILDCARD = (CLUSTER_TYPE, LISTENER_TYPE)  # clusters first, as Envoy asks
 _INVALID_ARGUMENT = 3
 
 

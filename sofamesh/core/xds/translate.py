@@ -442,8 +442,10 @@ def assemble(base: ProxyConfig, state: Translated, check_route_clusters: bool) -
     """The bootstrap config plus everything translated -> one validated ProxyConfig.
 
     A listener whose RDS route config has not arrived yet is left out (it warms, as in Envoy).
-    With ``check_route_clusters``, a route naming a cluster that is neither static nor received is
-    an error naming the route.
+    A route naming a cluster that is neither static nor received is an error naming the route with
+    ``check_route_clusters`` (a new LDS/RDS update); otherwise (CDS removed the cluster, or has not
+    arrived yet) the cluster is kept with no endpoints, so only its own requests fail, each with
+    its protocol's "no healthy upstream" reply.
     """
     data: dict[str, Any] = base.model_dump(mode="json", exclude_none=True)
     data.pop("xds", None)
@@ -472,17 +474,21 @@ def assemble(base: ProxyConfig, state: Translated, check_route_clusters: bool) -
             origin = f"RouteConfiguration {tl.rds!r}"
         paths[len(listeners)] = origin
         listeners.append(lc)
-    if check_route_clusters:
-        errors = []
-        for i, lc in enumerate(listeners):
-            for r in lc.get("routes", []):
-                names = [r["cluster"]] if r.get("cluster") else [w.get("name") for w in r.get("weighted_clusters", [])]
-                for cname in names:
-                    if cname not in known_clusters:
-                        errors.append(ConfigError(f"{paths.get(i, f'listeners[{i}]')}: route {r.get('name')!r}",
-                                                  f"unknown cluster {cname!r}"))
-        if errors:
-            raise ConfigErrors(errors)
+    errors = []
+    for i, lc in enumerate(listeners):
+        for r in lc.get("routes", []):
+            names = [r["cluster"]] if r.get("cluster") else [w.get("name") for w in r.get("weighted_clusters", [])]
+            for cname in names:
+                if cname in known_clusters:
+                    continue
+                if check_route_clusters:
+                    errors.append(ConfigError(f"{paths.get(i, f'listeners[{i}]')}: route {r.get('name')!r}",
+                                              f"unknown cluster {cname!r}"))
+                else:  # removed by CDS, or not received yet: its requests get "no healthy upstream"
+                    clusters.append({"name": cname, "endpoints": []})
+                    known_clusters.add(cname)
+    if errors:
+        raise ConfigErrors(errors)
     data["listeners"] = listeners
     data["clusters"] = clusters
     try:
