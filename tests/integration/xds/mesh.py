@@ -8,7 +8,8 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from sofamesh.testing import ProxyProcess, free_port
 
@@ -108,3 +109,77 @@ def http_get(address: str, host: str, path: str = "/", timeout: float = 5.0) -> 
     req = urllib.request.Request(f"http://{address}{path}", headers={"Host": host})
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return int(r.status), bytes(r.read())
+
+
+class Provider(Protocol):
+    name: str
+    address: str
+
+    def stop(self) -> None: ...
+
+
+Batch = Callable[[list[Sidecar]], tuple[list[str], list[str]]]
+
+
+def scaling_scenario(data_dir: Path, mode: str, service: str, protocol: str,
+                     start_provider: Callable[[str], Provider], batch: Batch,
+                     register: dict[str, Any] | None = None) -> Stream:
+    """Pilot + two sidecars + providers p1, p2 of ``service``; during a steady stream of ``batch``
+    calls through both sidecars: p3 is added, p1 removed (deregistered, then stopped once no sidecar
+    routes to it), Pilot is stopped (calls go on), restarted on the same ports (the sidecars
+    reconnect), and p4 is added through the new Pilot. Returns the finished stream; the caller
+    asserts there was no failed call."""
+    from tests.integration.pilot.conftest import PilotProcess
+
+    pilot = PilotProcess(data_dir).start()
+    providers: dict[str, Provider] = {}
+    sidecars: list[Sidecar] = []
+    suffix = f"|{service}"
+
+    def add(name: str) -> None:
+        p = providers[name] = start_provider(name)
+        host, port = p.address.rsplit(":", 1)
+        pilot.register(service, name, address=host, port=int(port), protocol=protocol, **(register or {}))
+
+    try:
+        add("p1")
+        add("p2")
+        sidecars = [Sidecar(pilot.xds_port, f"app-{i}", mode).start() for i in (1, 2)]
+        for sc in sidecars:
+            wait_for(lambda sc=sc: sc.endpoints(suffix) == {providers["p1"].address, providers["p2"].address}, 10,
+                     "both providers in the sidecar's endpoints")
+        with Stream(lambda: batch(sidecars)) as stream:
+            stream.wait_served("p1")
+            stream.wait_served("p2")
+            add("p3")
+            stream.wait_served("p3")
+            pilot.deregister(service, "p1")
+            for sc in sidecars:
+                wait_for(lambda sc=sc: providers["p1"].address not in sc.endpoints(suffix), 10, "p1 to leave EDS")
+            providers["p1"].stop()
+            after_removal = time.monotonic()
+            stream.wait_batches(2)
+            assert stream.served_since(after_removal)["p1"] == 0
+            pilot.stop()
+            pilot_gone = time.monotonic()
+            stream.wait_batches(3)
+            assert stream.served_since(pilot_gone)["p2"] > 0 and stream.served_since(pilot_gone)["p3"] > 0
+            for sc in sidecars:
+                assert sc.dump()["xds"]["connected"] is False
+            pilot = PilotProcess(data_dir, xds_port=pilot.xds_port, api_port=pilot.api_port).start()
+            for sc in sidecars:
+                wait_for(lambda sc=sc: sc.dump()["xds"]["connects"] >= 2 and sc.dump()["xds"]["connected"], 15,
+                         "the sidecar to reconnect")
+            add("p4")
+            stream.wait_served("p4")
+        for sc in sidecars:
+            xds = sc.dump()["xds"]
+            assert xds["last_nack"] is None, xds["last_nack"]
+            assert {xds["types"][t]["status"] for t in ("lds", "cds", "eds")} == {"ACKED"}
+        return stream
+    finally:
+        for sc in sidecars:
+            sc.stop()
+        pilot.stop()
+        for p in providers.values():
+            p.stop()
