@@ -236,7 +236,10 @@ def test_requests_in_flight_when_the_provider_dies_each_get_a_reset_reply_at_onc
     try:
         with proxy, ThreadPoolExecutor(1) as pool:
             calls = pool.submit(consume, listen, [call("slow", java("int", 6000), repeat=5)])
-            time.sleep(1.0)  # the five calls are in flight at the provider
+            deadline = time.monotonic() + 15
+            while proxy.stats()["clusters"]["c"]["upstream_rq_active"] < 5:  # all five at the provider
+                assert time.monotonic() < deadline, proxy.stats()["clusters"]["c"]
+                time.sleep(0.05)
             t0 = time.monotonic()
             p.stop()
             results = calls.result(30)
@@ -254,7 +257,7 @@ def test_idle_upstream_connection_survives_heartbeats_to_a_dubbo_ts_provider() -
         proxy, listen = _single_provider_proxy(p, heartbeat_interval_ms=200)
         with proxy:
             assert consume(listen, [call("echo", java("java.lang.String", "a"))])[0]["res"] == "a"
-            time.sleep(1.5)  # several heartbeat intervals with no traffic
+            time.sleep(3.5)  # idle across several heartbeat ticks (the proxy sweeps once a second)
             assert consume(listen, [call("echo", java("java.lang.String", "b"))])[0]["res"] == "b"
             stats = proxy.stats()["clusters"]["c"]
             assert stats["upstream_heartbeat_sent"] >= 1

@@ -238,7 +238,10 @@ def test_sigterm_during_a_slow_request_lets_it_complete(upstream: UpstreamServer
 
     t = threading.Thread(target=call)
     t.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while upstream.requests < 1:  # the slow request is at the upstream: now stop the proxy
+        assert time.monotonic() < deadline, "the request never reached the upstream"
+        time.sleep(0.01)
     proxy.signal(signal.SIGTERM)
     t.join(10)
     assert "e" not in result, result
