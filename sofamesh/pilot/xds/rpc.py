@@ -4,7 +4,8 @@ registers them from its own ``pilot_register_xds_generators`` hook with :func:`r
 For each protocol ``P`` they produce:
 - CDS/EDS: ``outbound|PORT|NAME`` for every service whose protocol is ``P`` (EDS over ADS, round
   robin; the same shape as the built-in HTTP clusters);
-- LDS: ``outbound|P|PORT``, the sidecar's egress listener for ``P`` on ``ADDRESS:PORT``, taken from
+- LDS (for sofamesh sidecars only: user agent ``sofamesh``): ``outbound|P|PORT``, the sidecar's
+  egress listener for ``P`` on ``ADDRESS:PORT``, taken from
   node metadata ``sofamesh.P_address`` / ``sofamesh.P_port`` (default ``127.0.0.1`` and the
   protocol's egress port, Bolt 12220, Dubbo 20880). Its only network filter is
   ``sofamesh.filters.network.rpc_proxy`` whose config is a ``xds.type.v3.TypedStruct`` of type
@@ -56,8 +57,14 @@ class RpcListenerGenerator:
             port = self.default_port
         return address, port
 
+    @staticmethod
+    def wants(node: NodeInfo) -> bool:
+        """Only sofamesh sidecars understand ``rpc_proxy`` (Envoy would NACK the whole LDS update);
+        another client opts in with node metadata ``sofamesh.rpc_egress: true``."""
+        return node.user_agent.startswith("sofamesh") or node.metadata.get("sofamesh.rpc_egress") is True
+
     def scope(self, node: NodeInfo) -> Hashable:
-        return self.egress(node)
+        return (self.wants(node), *self.egress(node))
 
     def routes(self, mesh: MeshModel) -> list[dict[str, Any]]:
         if self._memo is not None and self._memo[0] == mesh.index:
@@ -76,6 +83,8 @@ class RpcListenerGenerator:
         return routes
 
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
+        if not self.wants(node):
+            return []
         address, port = self.egress(node)
         value = struct_pb2.Struct()
         value.update({"protocol": self.protocol, "stat_prefix": f"outbound_{self.protocol}_{port}",

@@ -138,10 +138,11 @@ def _bolt_mesh() -> MeshModel:
 def test_pilots_bolt_listener_round_trips_through_the_sidecars_translator() -> None:
     gen = RpcListenerGenerator("bolt", 12220)
     mesh = _bolt_mesh()
-    (res,) = gen.generate(mesh, NodeInfo("n", metadata={"sofamesh.bolt_port": 15555}))
+    (res,) = gen.generate(mesh, NodeInfo("n", user_agent="sofamesh/0.1.0", metadata={"sofamesh.bolt_port": 15555}))
     t = translate_listener(res.message)
     assert t is not None
     assert t.config == {"name": "outbound|bolt|15555", "address": "127.0.0.1:15555", "protocols": ["bolt"],
                         "routes": [{"name": "com.example.Echo:1.0", "match": {"service": {"exact": "com.example.Echo:1.0"}},
                                     "cluster": "outbound|12200|com.example.Echo:1.0", "timeout_ms": 2500}],
                         "__path__": "Listener 'outbound|bolt|15555': filter_chains[0].filters[0].typed_config.value"}
+    assert list(gen.generate(mesh, NodeInfo("envoy", user_agent="envoy/1.40.0"))) == []  # Envoy would NACK it
