@@ -316,6 +316,12 @@ async def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> Non
         await asyncio.sleep(0.02)
 
 
+async def _wait_endpoints(sidecars: list[Server], protocol: str, instances: list[Provider], what: str) -> None:
+    want = {p.address for p in instances}
+    await _wait(lambda: all(_endpoints(sc, protocol) == want for sc in sidecars), 10,
+                f"{what} of {protocol} to reach the sidecars")
+
+
 async def _demo(verbose: bool) -> int:
     import aiohttp
 
@@ -354,10 +360,7 @@ async def _demo(verbose: bool) -> int:
                 await attach(server)
                 sidecars.append(server)
             for proto in ("bolt", "dubbo", "http"):
-                for sc in sidecars:
-                    want = {p.address for p in providers[proto][:2]}
-                    await _wait(lambda sc=sc, proto=proto, want=want: _endpoints(sc, proto) == want, 10,
-                                f"{proto} endpoints in the sidecars")
+                await _wait_endpoints(sidecars, proto, providers[proto][:2], "the first instances")
             egress = {proto: [_egress(sc, proto) for sc in sidecars] for proto in ("bolt", "dubbo", "http")}
             tallies = {p: Tally() for p in SERVICES}
             phase = ["before"]
@@ -384,10 +387,7 @@ async def _demo(verbose: bool) -> int:
             await _wait(lambda: "grpc-3" in seen and time.monotonic() - seen.get("grpc-1", 0) > 0.2, 10,
                         "the gRPC client to follow the change")
             for proto in ("bolt", "dubbo", "http"):
-                want = {p.address for p in providers[proto][1:]}
-                for sc in sidecars:
-                    await _wait(lambda sc=sc, proto=proto, want=want: _endpoints(sc, proto) == want, 10,
-                                f"the {proto} change to reach the sidecars")
+                await _wait_endpoints(sidecars, proto, providers[proto][1:], "the change")
             change_ms = (time.perf_counter() - change_start) * 1000
             phase[0] = "after"
             for proto in SERVICES:

@@ -126,7 +126,7 @@ def scaling_scenario(data_dir: Path, mode: str, service: str, protocol: str,
                      register: dict[str, Any] | None = None) -> Stream:
     """Pilot + two sidecars + providers p1, p2 of ``service``; during a steady stream of ``batch``
     calls through both sidecars: p3 is added, p1 removed (deregistered, then stopped once no sidecar
-    routes to it), Pilot is stopped (calls go on), restarted on the same ports (the sidecars
+    routes to it), Pilot is killed (calls go on), restarted on the same ports (the sidecars
     reconnect), and p4 is added through the new Pilot. Returns the finished stream; the caller
     asserts there was no failed call."""
     from tests.integration.pilot.conftest import PilotProcess
@@ -160,7 +160,9 @@ def scaling_scenario(data_dir: Path, mode: str, service: str, protocol: str,
             after_removal = time.monotonic()
             stream.wait_batches(2)
             assert stream.served_since(after_removal)["p1"] == 0
-            pilot.stop()
+            assert pilot.proc is not None
+            pilot.proc.kill()  # SIGKILL: no goodbye on the streams
+            pilot.proc.wait(10)
             pilot_gone = time.monotonic()
             stream.wait_batches(3)
             assert stream.served_since(pilot_gone)["p2"] > 0 and stream.served_since(pilot_gone)["p3"] > 0

@@ -146,3 +146,50 @@ def test_pilots_bolt_listener_round_trips_through_the_sidecars_translator() -> N
                                     "cluster": "outbound|12200|com.example.Echo:1.0", "timeout_ms": 2500}],
                         "__path__": "Listener 'outbound|bolt|15555': filter_chains[0].filters[0].typed_config.value"}
     assert list(gen.generate(mesh, NodeInfo("envoy", user_agent="envoy/1.40.0"))) == []  # Envoy would NACK it
+
+
+def _rpc_listener(value: dict[str, object]) -> object:
+    from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+    from google.protobuf import any_pb2, struct_pb2
+    from xds.type.v3 import typed_struct_pb2
+
+    from tests.integration.xds.tiny_ads import socket_address
+
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    config = any_pb2.Any()
+    config.Pack(typed_struct_pb2.TypedStruct(type_url="type.googleapis.com/sofamesh.config.rpc.v1.RpcProxy",
+                                             value=struct))
+    return listener_pb2.Listener(name="rpc", address=socket_address("127.0.0.1:20880"), filter_chains=[
+        listener_components_pb2.FilterChain(filters=[listener_components_pb2.Filter(
+            name="sofamesh.filters.network.rpc_proxy", typed_config=config)])])
+
+
+def test_rpc_proxy_routes_match_service_method_version_and_group() -> None:
+    route = {"name": "v2-g1", "match": {"service": {"prefix": "com.acme."}, "method": "echo", "version": "2.0.0",
+                                        "group": "g1", "headers": {"tenant": "a"}},
+             "weighted_clusters": [{"name": "v2", "weight": 3}, {"name": "v2-canary", "weight": 1}],
+             "timeout_ms": 1500}
+    t = translate_listener(_rpc_listener({"protocol": "dubbo", "routes": [route]}))
+    assert t is not None and t.config["protocols"] == ["dubbo"]
+    state = Translated(listeners={"rpc": t}, clusters={
+        n: translate_cluster(static_cluster(n, ["127.0.0.1:1"])) for n in ("v2", "v2-canary")})
+    (r,) = assemble(from_mapping({}), state, True).listeners[0].routes
+    assert (r.match.service.prefix, r.match.method.exact, r.match.version.exact, r.match.group.exact) == (
+        "com.acme.", "echo", "2.0.0", "g1")
+    assert r.match.headers["tenant"].exact == "a"
+    assert [(w.name, w.weight) for w in r.weighted_clusters] == [("v2", 3), ("v2-canary", 1)]
+    assert r.timeout_ms == 1500
+
+
+def test_a_bad_rpc_proxy_key_is_refused_with_its_path() -> None:
+    with pytest.raises(ConfigError) as exc:
+        translate_listener(_rpc_listener({"protocol": "bolt", "routez": []}))
+    assert str(exc.value) == ("Listener 'rpc': filter_chains[0].filters[0].typed_config.value.routez: unknown key")
+    t = translate_listener(_rpc_listener({"protocol": "bolt", "routes": [{"match": {"service": {"exact": "x"}},
+                                                                          "cluster": "c", "timeout_ms": -1}]}))
+    state = Translated(listeners={"rpc": t} if t else {}, clusters={"c": translate_cluster(static_cluster("c", []))})
+    with pytest.raises(ConfigErrors) as errs:
+        assemble(from_mapping({}), state, True)
+    assert str(errs.value).startswith(
+        "Listener 'rpc': filter_chains[0].filters[0].typed_config.value: listeners[0].routes[0].timeout_ms:")
