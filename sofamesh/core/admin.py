@@ -214,6 +214,8 @@ class AdminServer:
         if path == "/reload":
             if method != "POST":
                 return 405, "text/plain", b"use POST\n"
+            if s.xds is not None:
+                return 400, "text/plain", b"refused: this proxy's config comes from xDS (see /config_dump)\n"
             return await self._reload(body)
         return 404, "text/plain", (f"unknown admin path {path!r}; try /ready /stats /stats/prometheus "
                                    "/config_dump /clusters /plugins\n").encode()

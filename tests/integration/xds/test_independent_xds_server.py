@@ -4,6 +4,7 @@ HTTP proxying by its resources, live endpoint and listener changes, and NACKs.""
 from __future__ import annotations
 
 import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -57,6 +58,12 @@ def test_a_sidecar_proxies_http_by_config_from_an_independent_xds_server(
             http_get(first, "anything", "/x", timeout=2)
         assert [lst["name"] for lst in sc.dump()["config"]["listeners"]] == ["in2"]
         assert ads.nacks() == []
+        # A local reload would be overwritten by the next update: it is refused.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(sc.admin_url + "/reload", data=b"", method="POST"),
+                                   timeout=5)
+        assert refused.value.code == 400
+        refused.value.close()
 
 
 def test_a_route_naming_an_unknown_cluster_is_nacked_and_the_previous_config_keeps_serving(
