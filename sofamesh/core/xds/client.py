@@ -121,6 +121,9 @@ class XdsClient:
                 self.last_error = f"{exc.code().name}: {exc.details()}"
             except (OSError, grpc.RpcError) as exc:
                 self.last_error = str(exc)
+            except Exception as exc:  # a bug must not end the subscription: log it, start over
+                log.exception("xds %s: the stream failed", self.xds.address)
+                self.last_error = f"{type(exc).__name__}: {exc}"
             finally:
                 self.connected = False
             if time.monotonic() - started > cap:
