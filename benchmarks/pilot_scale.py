@@ -7,20 +7,22 @@ store, connects N ADS streams from this process (grpc.aio), and measures:
 - push after one service is added (CDS, EDS, RDS change for every client);
 plus Pilot's CPU seconds for each phase and its RSS (from /proc).
 
-    .venv/bin/python benchmarks/pilot_scale.py --services 1000 --instances 2 --clients 200 [--delta]
+    .venv/bin/python benchmarks/pilot_scale.py --services 1000 --instances 2 --clients 200 [--delta] [--per-process 250]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +98,7 @@ class SimClient:
         asked_eds = asked_rds = False
         async for resp in self.call:
             self.bytes += resp.ByteSize()
-            self.seen[resp.type_url] = (time.monotonic(), len(resp.resources))
+            self.seen[resp.type_url] = (time.time(), len(resp.resources))  # wall clock: compared across processes
             version = "" if self.delta else resp.version_info
             names = {ENDPOINT: self.clusters, ROUTE: ["outbound|15001"]}.get(resp.type_url, [])
             self.request(resp.type_url, names, resp.nonce, version)  # ACK
@@ -120,6 +122,95 @@ async def wait_all(clients: list[SimClient], done: Any, timeout: float) -> float
     return max(max(t for t, _ in c.seen.values()) for c in clients)
 
 
+def _synced(c: SimClient, expected: int) -> bool:
+    return all(t in c.seen for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE)) and \
+        c.seen[ENDPOINT][1] == expected and c.seen[CLUSTER][1] == expected
+
+
+def _eds_after(c: SimClient, t0: float) -> bool:
+    return c.seen[ENDPOINT][0] > t0
+
+
+def _service_added(c: SimClient, t0: float, cds: int) -> bool:
+    return c.seen[CLUSTER][1] == cds and c.seen[ROUTE][0] > t0
+
+
+async def worker(args: argparse.Namespace) -> None:
+    """A client process: ``--clients`` streams; reads phase commands on stdin, prints completion times."""
+    clusters = [f"outbound|80|svc-{s:04d}" for s in range(args.services)]
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{args.worker}") for _ in range(max(1, args.clients // 50))]
+    clients = [SimClient(args.first + n, channels[n % len(channels)], args.delta, clusters)
+               for n in range(args.clients)]
+    tasks: list[asyncio.Future[None]] = []
+    loop = asyncio.get_running_loop()
+    expected = args.services
+    print(json.dumps({"ready": args.clients}), flush=True)
+    while True:
+        line = (await loop.run_in_executor(None, sys.stdin.readline)).split()
+        if not line or line[0] == "quit":
+            break
+        phase, t0 = line[0], float(line[1]) if len(line) > 1 else 0.0
+        done: Callable[[SimClient], bool]
+        if phase == "sync":  # connect now; done when every type arrived in full
+            tasks = [asyncio.ensure_future(c.run()) for c in clients]
+            done = partial(_synced, expected=expected)
+        elif phase == "instance":  # one cluster's endpoints changed
+            done = partial(_eds_after, t0=t0)
+        else:  # "service": a new service appears in CDS and RDS
+            for c in clients:
+                c.clusters = [*clusters, "outbound|80|svc-new"]
+            done = partial(_service_added, t0=t0, cds=expected + 1 if not args.delta else 1)
+        at = await wait_all(clients, done, args.timeout)
+        print(json.dumps({"phase": phase, "at": at, "bytes": clients[0].bytes}), flush=True)
+    for t in tasks:
+        t.cancel()
+    for ch in channels:
+        await ch.close()
+
+
+class Workers:
+    """Client processes, ``per_process`` streams each, driven phase by phase."""
+
+    def __init__(self, args: argparse.Namespace, xds: int) -> None:
+        self.procs = []
+        for first in range(0, args.clients, args.per_process):
+            n = min(args.per_process, args.clients - first)
+            cmd = [sys.executable, __file__, "--worker", str(xds), "--clients", str(n), "--first", str(first),
+                   "--services", str(args.services), "--timeout", str(args.timeout)]
+            if args.delta:
+                cmd.append("--delta")
+            self.procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        for p in self.procs:  # every client process imported and built its clients
+            assert p.stdout is not None
+            json.loads(p.stdout.readline())["ready"]
+
+    async def phase(self, name: str, t0: float) -> tuple[float, int]:
+        """Every worker's clients reached the phase's condition: the last completion time, bytes/client."""
+        for p in self.procs:
+            assert p.stdin is not None
+            p.stdin.write(f"{name} {t0}\n")
+            p.stdin.flush()
+        loop = asyncio.get_running_loop()
+        answers = [json.loads(await loop.run_in_executor(None, p.stdout.readline))  # type: ignore[union-attr]
+                   for p in self.procs]
+        return max(a["at"] for a in answers), answers[0]["bytes"]
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.stdin is not None:
+                with contextlib.suppress(BrokenPipeError):  # a worker that failed already exited
+                    p.stdin.write("quit\n")
+                    p.stdin.close()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+            if p.stdout is not None:
+                p.stdout.close()
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="pilot-scale-"))
     write_store(tmp / "data", args.services, args.instances)
@@ -130,8 +221,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                              "--log-level", "WARNING", "--debounce-ms", str(args.debounce_ms)],
                             stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     result: dict[str, Any] = {"services": args.services, "instances_per_service": args.instances,
-                              "clients": args.clients, "mode": "delta" if args.delta else "sotw",
-                              "debounce_ms": args.debounce_ms}
+                              "clients": args.clients, "client_processes": -(-args.clients // args.per_process),
+                              "mode": "delta" if args.delta else "sotw", "debounce_ms": args.debounce_ms}
+    workers: Workers | None = None
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api}", timeout=10) as http:
             for _ in range(400):
@@ -142,63 +234,46 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     pass
                 await asyncio.sleep(0.05)
             result["rss_idle_mb"] = round(pilot_rss_mb(proc.pid)[0], 1)
-            clusters = [f"outbound|80|svc-{s:04d}" for s in range(args.services)]
-            expected = args.services
-            channels = [grpc.aio.insecure_channel(f"127.0.0.1:{xds}") for _ in range(max(1, args.clients // 50))]
-            clients = [SimClient(n, channels[n % len(channels)], args.delta, clusters) for n in range(args.clients)]
 
-            cpu0, t0 = pilot_cpu_s(proc.pid), time.monotonic()
-            tasks = [asyncio.ensure_future(c.run()) for c in clients]
-
-            def synced(c: SimClient) -> bool:
-                return all(t in c.seen for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE)) and \
-                    c.seen[ENDPOINT][1] == expected and c.seen[CLUSTER][1] == expected
-            end = await wait_all(clients, synced, args.timeout)
+            workers = Workers(args, xds)
+            cpu0, t0 = pilot_cpu_s(proc.pid), time.time()
+            end, result["bytes_per_client_initial"] = await workers.phase("sync", t0)
             await asyncio.sleep(0.5)  # let the last ACKs land before reading CPU
             result["initial_sync_s"] = round(end - t0, 3)
             result["initial_sync_pilot_cpu_s"] = round(pilot_cpu_s(proc.pid) - cpu0, 2)
             result["rss_after_sync_mb"], result["rss_peak_mb"] = (round(x, 1) for x in pilot_rss_mb(proc.pid))
-            result["bytes_per_client_initial"] = clients[0].bytes
 
             # one more instance for one service: one cluster's endpoints change everywhere
-            before = {id(c): c.seen[ENDPOINT][0] for c in clients}
-            cpu0, t0 = pilot_cpu_s(proc.pid), time.monotonic()
+            cpu0, t0 = pilot_cpu_s(proc.pid), time.time()
             r = await http.put("/v1/services/svc-0000/instances/extra",
                                json={"address": "10.99.0.1", "port": 8080, "protocol": "http"})
             r.raise_for_status()
-            end = await wait_all(clients, lambda c: c.seen[ENDPOINT][0] > before[id(c)], args.timeout)
+            end, _ = await workers.phase("instance", t0)
             await asyncio.sleep(0.3)
             result["instance_push_s"] = round(end - t0, 3)
             result["instance_push_pilot_cpu_s"] = round(pilot_cpu_s(proc.pid) - cpu0, 2)
 
-            # a new service: every client gets new CDS, RDS (and asks EDS for the new cluster)
-            for c in clients:
-                c.clusters = [*clusters, "outbound|80|svc-new"]
-            cpu0, t0 = pilot_cpu_s(proc.pid), time.monotonic()
+            # a new service: every client gets new CDS and RDS (and asks EDS for the new cluster)
+            cpu0, t0 = pilot_cpu_s(proc.pid), time.time()
             r = await http.put("/v1/services/svc-new/instances/a",
                                json={"address": "10.99.0.2", "port": 8080, "protocol": "http"})
             r.raise_for_status()
-            cds_expected = expected + 1 if not args.delta else 1
-
-            def got_service(c: SimClient) -> bool:
-                return c.seen[CLUSTER][1] == cds_expected and c.seen[ROUTE][0] > t0
-            end = await wait_all(clients, got_service, args.timeout)
+            end, _ = await workers.phase("service", t0)
             await asyncio.sleep(0.3)
             result["service_push_s"] = round(end - t0, 3)
             result["service_push_pilot_cpu_s"] = round(pilot_cpu_s(proc.pid) - cpu0, 2)
             result["rss_end_mb"], result["rss_peak_mb"] = (round(x, 1) for x in pilot_rss_mb(proc.pid))
             syncz = (await http.get("/debug/syncz")).json()
-            statuses = {t["status"] for n in syncz["nodes"] for t in n["types"].values()}
             result["connected_nodes"] = len(syncz["nodes"])
-            result["statuses"] = sorted(statuses)
-            for t in tasks:
-                t.cancel()
-            for ch in channels:
-                await ch.close()
+            result["statuses"] = sorted({t["status"] for n in syncz["nodes"] for t in n["types"].values()})
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+        try:
+            if workers is not None:
+                workers.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            log.close()
     return result
 
 
@@ -210,8 +285,14 @@ def main() -> None:
     p.add_argument("--delta", action="store_true", help="delta ADS instead of state of the world")
     p.add_argument("--debounce-ms", type=int, default=100)
     p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--per-process", type=int, default=250, help="simulated clients per client process")
+    p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # xDS port: run as a client process
+    p.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
-    print(json.dumps(asyncio.run(bench(args)), indent=1))
+    if args.worker:
+        asyncio.run(worker(args))
+    else:
+        print(json.dumps(asyncio.run(bench(args)), indent=1))
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from sofamesh.core.workers import supervise
 
-        return supervise(config, args.workers)
+        return supervise(config, args.workers, args.config)
     return _serve(config, args.config)
 
 

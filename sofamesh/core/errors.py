@@ -65,3 +65,16 @@ class UpstreamError(MeshError):
         self.source = source
         self.retryable = retryable
         super().__init__(message)
+
+
+__all__ = [
+    "ConfigError",
+    "ConfigErrors",
+    "LocalProtocolError",
+    "MeshError",
+    "PluginError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "Source",
+    "UpstreamError",
+]

@@ -27,6 +27,9 @@ class _NeedData:
 NEED_DATA: Final = _NeedData()
 """Returned by ``Codec.next_event()`` when more bytes are needed."""
 
+NeedData = _NeedData
+"""The type of ``NEED_DATA``, for annotations in codecs outside sofamesh (``-> Event | NeedData``)."""
+
 _EMPTY = Headers()
 
 
@@ -146,7 +149,35 @@ class ConnectionClosed:
     clean: bool = True
 
 
-Event = RequestHead | ResponseHead | BodyChunk | EndOfMessage | Heartbeat | GoAway | ConnectionClosed
+@dataclass(frozen=True, slots=True)
+class StreamReset:
+    """The peer reset one stream of a streaming multiplexed protocol (HTTP/2 RST_STREAM): the stream
+    is gone in both directions; the connection and its other streams go on.
+
+    ``error_code`` is the protocol's code (HTTP/2: 0 NO_ERROR, 8 CANCEL, ...), ``reason`` its name.
+    """
+
+    stream_id: int
+    error_code: int = 0
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.stream_id <= 0:
+            raise ValueError(f"StreamReset.stream_id must be > 0, got {self.stream_id}")
+
+
+@dataclass(frozen=True, slots=True)
+class WindowOpened:
+    """The peer gave send window back: ``Codec.sendable(stream_id)`` may have grown.
+
+    ``stream_id == 0`` means the connection window grew, so every blocked stream may proceed.
+    """
+
+    stream_id: int = 0
+
+
+Event = (RequestHead | ResponseHead | BodyChunk | EndOfMessage | Heartbeat | GoAway | ConnectionClosed | StreamReset
+         | WindowOpened)
 
 __all__ = [
     "NEED_DATA",
@@ -156,6 +187,9 @@ __all__ = [
     "Event",
     "GoAway",
     "Heartbeat",
+    "NeedData",
     "RequestHead",
     "ResponseHead",
+    "StreamReset",
+    "WindowOpened",
 ]

@@ -71,3 +71,6 @@ class Headers:
     def without(self, names: Iterable[str]) -> Headers:
         drop = {n.lower() for n in names}
         return Headers((k, v) for k, v in self._items if k.lower() not in drop)
+
+
+__all__ = ["Headers"]

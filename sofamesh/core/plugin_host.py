@@ -79,6 +79,10 @@ class PluginHost:
             self._available = _scan(self.group)
         return dict(self._available)
 
+    def rescan(self) -> None:
+        """Forget the cached metadata scan, so distributions installed since are seen (on reload)."""
+        self._available = None
+
     def loaded(self) -> list[str]:
         return list(self._loaded)
 

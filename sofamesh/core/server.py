@@ -12,19 +12,21 @@ from typing import Any
 from sofamesh.core.codec import CodecFactory, CodecLimits
 from sofamesh.core.config.check import Catalogs, build_filters, resolve
 from sofamesh.core.config.model import ClusterConfig, ListenerConfig, ProxyConfig
-from sofamesh.core.errors import ConfigError, ConfigErrors
+from sofamesh.core.errors import ConfigError, ConfigErrors, MeshError
 from sofamesh.core.net.listener import Listener
 from sofamesh.core.plugin_host import PluginHost
 from sofamesh.core.proxy.filter_chain import EMPTY_CHAIN, FilterChain
 from sofamesh.core.proxy.router import Route, Router
 from sofamesh.core.proxy.stream_manager import DownstreamConnection, ListenerRuntime
+from sofamesh.core.reload import PluginSources
 from sofamesh.core.upstream.cluster import Cluster
 
 log = logging.getLogger("sofamesh.server")
 
 
 class ListenerHandle:
-    """A bound listener and the runtime new connections get (swapped on reload)."""
+    """A bound listener and the runtime new requests get (swapped on reload). ``old`` holds replaced
+    runtimes until their last in-flight stream ends; then their filters are closed."""
 
     __slots__ = ("config", "listener", "old", "rt")
 
@@ -56,6 +58,7 @@ class Server:
         self.cut = 0
         self.config_version = 0
         self.config_path: str | None = None
+        self.plugin_sources = PluginSources(self.host)
         self._stop = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -123,6 +126,7 @@ class Server:
             if asyncio.iscoroutine(r) or isinstance(r, asyncio.Future):
                 await r
         self._sweeper = self.loop.create_task(self._sweep())
+        self.plugin_sources.snapshot()
         self.ready = True
 
     def _server_ssl(self, lc: ListenerConfig) -> ssl.SSLContext | None:
@@ -146,6 +150,7 @@ class Server:
                 for pool in list(c.pools.values()):
                     pool.sweep(now)
             for h in self.listeners.values():
+                self._retire(h)
                 limit = h.config.idle_timeout_ms / 1000.0
                 if not limit:
                     continue
@@ -168,14 +173,17 @@ class Server:
         return await self.shutdown()
 
     def _on_sighup(self) -> None:
-        log.info("SIGHUP: reload is requested through POST /reload on the admin port in this version")
+        try:
+            version, packages = self.reload()
+        except MeshError as exc:
+            log.error("SIGHUP: reload refused, the old config keeps serving:\n%s", exc)
+            return
+        log.info("SIGHUP: config version %d is serving (plugin packages re-imported: %s)", version,
+                 ", ".join(packages) or "none")
 
     def active_requests(self) -> int:
-        n = 0
-        for h in self.listeners.values():
-            for rt in (h.rt, *h.old):
-                n += rt.stats.downstream_rq_active
-        return n
+        # A reload hands the same counters to the new runtime: count each listener's once.
+        return sum(h.rt.stats.downstream_rq_active for h in self.listeners.values())
 
     async def shutdown(self) -> int:
         """Stop accepting, let in-flight requests finish for the grace period, then cut the rest."""
@@ -216,6 +224,10 @@ class Server:
                     log.warning("shutdown: a plugin's shutdown hook did not finish in time")
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for h in self.listeners.values():
+            for rt in (h.rt, *h.old):
+                rt.close_filters()
+            h.old = []
         for c in self.clusters.values():
             c.close()
         if self.admin is not None:
@@ -226,14 +238,54 @@ class Server:
         return cut
 
     # -- reload ------------------------------------------------------------------------------------
+    def reload(self, text: str | None = None) -> tuple[int, list[str]]:
+        """Re-read the config (``text``, else the config file), re-import plugin packages whose files
+        changed, and apply both. Returns (config version, re-imported packages).
+
+        All or nothing: a config or plugin that fails to load, import or build raises ``MeshError``
+        and the old config, plugin code and objects keep serving.
+        """
+        from sofamesh.core.config.loader import load_file, load_text
+
+        if text is not None and text.strip():
+            config = load_text(text, "<posted config>")
+        elif self.config_path:
+            config = load_file(self.config_path)
+        else:
+            raise ConfigErrors([ConfigError("", "no config file to re-read; POST the YAML as the body")])
+        self.host.rescan()
+        packages = self.plugin_sources.changed()
+        undo = self.plugin_sources.reimport(packages)
+        try:
+            self.apply(config)
+        except BaseException:
+            undo()
+            raise
+        self.plugin_sources.snapshot()
+        return self.config_version, packages
+
+    def _retire(self, h: ListenerHandle) -> None:
+        """Close the filters of replaced runtimes whose last in-flight stream has ended."""
+        if not h.old:
+            return
+        keep = []
+        for rt in h.old:
+            if rt.streams or rt.connections:
+                keep.append(rt)
+            else:
+                rt.close_filters()
+        h.old = keep
+
     def apply(self, config: ProxyConfig) -> None:
         """Swap in a new config atomically; nothing changes when it raises ``ConfigErrors``.
 
-        - a listener whose config is unchanged, or whose routes alone changed, keeps its socket and
-          its connections (they see the new routes and clusters from their next request on);
-        - a listener that changed otherwise (protocols, filters, limits, TLS) gets a new runtime on
-          the same socket: new connections go to it, the old ones drain for ``drain_timeout_ms``
-          and are then cut; a new address binds a new socket and the old one stops accepting;
+        - requests that start from now on use the new config; requests in flight finish on the
+          objects they started with;
+        - a listener whose address, protocols, limits and TLS are unchanged keeps its socket and its
+          connections: they are rebound to the new runtime (routes, filters, clusters), none closed;
+        - a listener whose protocols, limits or TLS changed gets a new runtime on the same socket:
+          new connections go to it, the old ones drain for ``drain_timeout_ms`` and are then cut;
+        - a listener on a new address binds a new socket first; the old one stops accepting;
         - a listener no longer in the config stops accepting and drains the same way;
         - a cluster whose endpoints alone changed is updated in place: the kept endpoints keep their
           pools and counters, the removed ones' pools close after the grace period;
@@ -291,25 +343,11 @@ class Server:
                     self._start_listener(h)
                 else:  # the address was served under another name: take its socket over
                     h = by_addr[lc.address]
-                    self._retire_runtime(h, grace)
-                    h.rt = new_rt
-                    h.config = lc
+                    self._switch(h, new_rt, lc, grace)
                 new_handles[name] = h
                 continue
-            h = prev_h
-            if h.config == lc:
-                h.rt.clusters = clusters
-            elif _same_but_routes(h.config, lc):
-                h.rt.router = new_rt.router
-                h.rt.clusters = clusters
-                h.config = lc
-            else:
-                new_rt.stats = h.rt.stats  # counters continue across reloads
-                new_rt.rpc_stats = h.rt.rpc_stats
-                self._retire_runtime(h, grace)
-                h.rt = new_rt
-                h.config = lc
-            new_handles[name] = h
+            self._switch(prev_h, new_rt, lc, grace)
+            new_handles[name] = prev_h
         kept = {id(h) for h in new_handles.values()}
         for name, h in old_handles.items():
             if id(h) in kept:
@@ -349,12 +387,30 @@ class Server:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _switch(self, h: ListenerHandle, new_rt: ListenerRuntime, lc: ListenerConfig, grace: float) -> None:
+        """Requests that start from now on use ``new_rt``. Connections whose codec still fits (same
+        address, protocols, limits and TLS) are rebound to it and never closed; otherwise they drain
+        for ``grace`` (new connections get ``new_rt``)."""
+        old_rt = h.rt
+        new_rt.stats = old_rt.stats  # counters continue across reloads
+        new_rt.rpc_stats = old_rt.rpc_stats
+        if _same_codecs(h.config, lc):
+            for conn in list(old_rt.connections):
+                conn.rebind(new_rt)
+            h.old.append(old_rt)
+        else:
+            self._retire_runtime(h, grace)
+        h.rt = new_rt
+        h.config = lc
+        self._retire(h)
+
     def _retire_runtime(self, h: ListenerHandle, grace: float) -> None:
         """New connections stop reaching ``h.rt``; its connections drain, then are cut after ``grace``."""
         assert self.loop is not None
+        loop = self.loop
         old_rt = h.rt
         old_rt.draining = True
-        h.old = [rt for rt in (*h.old, old_rt) if rt.connections]
+        h.old.append(old_rt)
         for conn in list(old_rt.connections):
             conn.drain()
 
@@ -363,10 +419,10 @@ class Server:
             for conn in left:
                 conn.abort()
             if left:
-                log.info("listener %s: %d draining connection(s) cut after %.1f s", h.rt.name, len(left), grace)
-            h.old = [rt for rt in h.old if rt is not old_rt and rt.connections]
+                log.info("listener %s: %d draining connection(s) cut after %.1f s", old_rt.name, len(left), grace)
+            loop.call_soon(self._retire, h)
 
-        self.loop.call_later(grace, cut)
+        loop.call_later(grace, cut)
 
     def _update_endpoints(self, prev: Cluster, fresh: Cluster, grace: float) -> None:
         """Put ``fresh``'s endpoints into ``prev`` in place; pools of removed endpoints close later."""
@@ -396,8 +452,9 @@ def _same_but_endpoints(a: ClusterConfig, b: ClusterConfig) -> bool:
     return a.model_copy(update={"endpoints": []}) == b.model_copy(update={"endpoints": []})
 
 
-def _same_but_routes(a: ListenerConfig, b: ListenerConfig) -> bool:
-    return a.model_copy(update={"routes": []}) == b.model_copy(update={"routes": []})
+def _same_codecs(a: ListenerConfig, b: ListenerConfig) -> bool:
+    """Whether a connection accepted under ``a`` can carry on under ``b``."""
+    return (a.address, a.protocols, a.limits, a.tls) == (b.address, b.protocols, b.limits, b.tls)
 
 
 __all__ = ["Server"]

@@ -18,11 +18,12 @@ from sofamesh.core.net import loop as loop_mod
 log = logging.getLogger("sofamesh.workers")
 
 
-def _child(config: ProxyConfig, index: int, wfd: int) -> None:
+def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None) -> None:
     from sofamesh.core.server import Server
 
     async def main() -> int:
         server = Server(config, reuse_port=True, admin_address="127.0.0.1:0", worker=index)
+        server.config_path = config_path  # each worker re-reads it on SIGHUP
         await server.start()
         os.write(wfd, f"{index} {server.admin.port}\n".encode())
         os.close(wfd)
@@ -61,8 +62,9 @@ def _sum(into: dict[str, Any], other: dict[str, Any]) -> None:
             into.setdefault(k, v)
 
 
-def supervise(config: ProxyConfig, workers: int) -> int:
-    """Fork ``workers`` processes and run the aggregating admin until SIGTERM/SIGINT."""
+def supervise(config: ProxyConfig, workers: int, config_path: str | None = None) -> int:
+    """Fork ``workers`` processes and run the aggregating admin until SIGTERM/SIGINT. SIGHUP is
+    passed on to every worker, which reloads ``config_path`` (see ``Server.reload``)."""
     for lc in config.listeners:
         if parse_address(lc.address)[1] == 0:
             print(f"error: listener {lc.name or lc.address}: --workers needs fixed ports", file=sys.stderr)
@@ -73,7 +75,7 @@ def supervise(config: ProxyConfig, workers: int) -> int:
         pid = os.fork()
         if pid == 0:
             os.close(rfd)
-            _child(config, i, wfd)
+            _child(config, i, wfd, config_path)
         pids.append(pid)
     os.close(wfd)
     ports: dict[int, int] = {}
@@ -94,6 +96,12 @@ def supervise(config: ProxyConfig, workers: int) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+
+        def reload_workers() -> None:
+            for pid in pids:
+                _kill(pid, signal.SIGHUP)
+
+        loop.add_signal_handler(signal.SIGHUP, reload_workers)
 
         async def handle(path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, str, bytes]:
             results = await asyncio.gather(*(_get(p, "/stats") for p in ports.values()), return_exceptions=True)

@@ -14,9 +14,8 @@ from collections.abc import Callable
 
 import httpx
 
-from sofamesh.testing import ProxyProcess, free_port, wait_port
+from sofamesh.testing import ProxyProcess, UpstreamServer, free_port, wait_port
 from tests.conftest import http_proxy_config
-from tests.integration.upstream import UpstreamServer
 
 
 def test_admin_serves_stats_prometheus_clusters_config_and_plugins(upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]) -> None:

@@ -108,5 +108,5 @@ def test_a_oneway_request_gets_no_answer_even_when_it_cannot_be_delivered() -> N
     oneway = encode_request(8, type_=TYPE_ONEWAY, header=SERVICE)
     beat = encode_request(9, cmdcode=CMD_HEARTBEAT)
     with sofamesh_with_dead_upstream() as address:
-        events = exchange(address, oneway + beat, 2, timeout=2.0)
+        events = exchange(address, oneway + beat, 2, timeout=4.0)
     assert [(type(e), getattr(e, "request_id", None)) for e in events] == [(Heartbeat, 9)]

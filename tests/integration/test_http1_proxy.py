@@ -15,9 +15,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from sofamesh.testing import ProxyProcess, free_port
+from sofamesh.testing import ProxyProcess, UpstreamServer, free_port, pattern
 from tests.conftest import http_proxy_config
-from tests.integration.upstream import UpstreamServer, pattern
 
 MiB = 1024 * 1024
 

@@ -15,8 +15,7 @@ from sofamesh.core.config.loader import from_mapping
 from sofamesh.core.config.model import ProxyConfig
 from sofamesh.core.errors import ConfigErrors
 from sofamesh.core.server import Server
-from sofamesh.testing import free_port
-from tests.integration.upstream import UpstreamServer
+from sofamesh.testing import UpstreamServer, free_port
 
 
 def _config(listeners: list[dict[str, Any]], clusters: dict[str, list[str]]) -> ProxyConfig:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from sofamesh.core.codec import ReplyStatus
+from sofamesh.core.events import BodyChunk, EndOfMessage
 from sofamesh.core.proxy.filter_chain import LocalReply, Verdict
 from sofamesh.core.stats import RpcStats
 from sofamesh.core.upstream.pool import MultiplexedConnection
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from sofamesh.core.codec import CodecFactory
-    from sofamesh.core.events import BodyChunk, EndOfMessage, RequestHead, ResponseHead
+    from sofamesh.core.events import RequestHead, ResponseHead
     from sofamesh.core.proxy.router import Route
     from sofamesh.core.proxy.stream_manager import DownstreamConnection
     from sofamesh.core.upstream.cluster import Cluster, Endpoint
@@ -44,27 +46,38 @@ class StreamContext:
 
 
 class Stream:
-    __slots__ = ("cluster", "conn", "context", "done", "endpoint", "factory", "filter_index", "head",
-                 "http_status", "pending", "pending_bytes", "request_done", "response_started", "route",
-                 "status", "timeout_ms", "timer", "tried", "up_id", "upstream")
+    __slots__ = ("cluster", "conn", "context", "done", "down_paused", "endpoint", "factory", "filter_index", "head",
+                 "head_sent", "http_status", "req_end", "req_end_sent", "req_q", "req_q_bytes", "request_done",
+                 "resp_end", "resp_q", "response_started", "route", "rt", "status", "timeout_ms", "timer", "tried",
+                 "up_id", "upstream")
 
     def __init__(self, conn: DownstreamConnection, head: RequestHead) -> None:
         self.conn = conn
         self.head = head
-        self.context = StreamContext(conn.rt.name, conn.peer, conn.peer_identity, conn.loop.time())
+        # The runtime (filters, routes, clusters) this stream started on; it finishes on it even if a
+        # reload re-points the connection to a new runtime meanwhile.
+        rt = self.rt = conn.rt
+        rt.streams += 1
+        self.context = StreamContext(rt.name, conn.peer, conn.peer_identity, conn.loop.time())
         self.route: Route | None = None
         self.cluster: Cluster | None = None
         self.endpoint: Endpoint | None = None
         self.factory: CodecFactory | None = None
         self.upstream: ExclusiveConnection | MultiplexedConnection | None = None
+        self.head_sent = False
         self.up_id = 0
         self.timer: asyncio.TimerHandle | None = None
         self.timeout_ms = 0
         self.done = False
         self.response_started = False
         self.request_done = head.end_stream
-        self.pending: list[BodyChunk | EndOfMessage] = []
-        self.pending_bytes = 0
+        self.req_q: deque[bytes] = deque()  # request body not yet sent upstream
+        self.req_q_bytes = 0
+        self.req_end: EndOfMessage | None = None
+        self.req_end_sent = False
+        self.down_paused = False
+        self.resp_q: deque[bytes] = deque()  # response body waiting for the downstream's flow-control window
+        self.resp_end: EndOfMessage | None = None
         self.tried: tuple[Endpoint, ...] = ()
         self.filter_index = 0
         self.status = 0
@@ -72,14 +85,14 @@ class Stream:
 
     # -- request phase ---------------------------------------------------------------------------
     def start(self) -> None:
-        self._run_filters(self.conn.rt.filters.request_hooks, 0)
+        self._run_filters(self.rt.filters.request_hooks, 0)
 
     def resume(self) -> None:
         """A filter that returned STOP lets the stream go on."""
         if self.done:
             return
         if self.route is None:
-            self._run_filters(self.conn.rt.filters.request_hooks, self.filter_index + 1)
+            self._run_filters(self.rt.filters.request_hooks, self.filter_index + 1)
         else:
             self._run_route_filters(self.filter_index + 1)
 
@@ -102,7 +115,7 @@ class Stream:
         self._route()
 
     def _route(self) -> None:
-        rt = self.conn.rt
+        rt = self.rt
         head = self.head
         route = rt.router.match(head)
         if route is None:
@@ -139,7 +152,7 @@ class Stream:
     def _dispatch(self) -> None:
         route = self.route
         assert route is not None
-        rt = self.conn.rt
+        rt = self.rt
         name = route.pick_cluster()
         cluster = rt.clusters.get(name)
         head = self.head
@@ -148,7 +161,9 @@ class Stream:
             self.local_reply(ReplyStatus.NO_HEALTHY_UPSTREAM, f"cluster {name!r} not found")
             return
         factory = cluster.protocol or self.conn.factory
-        if factory.name != head.protocol and (head.raw is not None or factory.multiplexed):
+        if factory.name != head.protocol and (
+                head.raw is not None or (factory.multiplexed and not factory.streaming)
+                or (not factory.streaming and (head.headers.get("content-type") or "").startswith("application/grpc"))):
             self.local_reply(ReplyStatus.INTERNAL,
                              f"cannot forward {head.protocol} to cluster {name!r} speaking {factory.name}")
             return
@@ -185,38 +200,79 @@ class Stream:
 
     def on_request_body(self, chunk: BodyChunk) -> None:
         up = self.upstream
-        if up is not None and up.connected and not self.pending:
-            up.write(up.codec.send(chunk))
+        f = self.factory
+        if self.head_sent and not self.req_q and up is not None and f is not None and not f.streaming \
+                and not self.conn.factory.streaming:
+            up.write(up.codec.send(chunk))  # the common HTTP/1 -> HTTP/1 case: straight through
             if up.write_gate.blocked and self.conn.read_gate is not None:
                 up.write_gate.hold(self.conn.read_gate)
             return
-        self.pending.append(chunk)
-        self.pending_bytes += len(chunk.data)
-        if self.pending_bytes > _MAX_PENDING_BODY and self.conn.read_gate is not None:
-            self.conn.read_gate.pause(self)
+        self.req_q.append(chunk.data)
+        self.req_q_bytes += len(chunk.data)
+        self.flush_request()
 
     def on_request_end(self, eom: EndOfMessage) -> None:
         self.request_done = True
+        self.req_end = eom
+        self.flush_request()
+
+    def flush_request(self) -> None:
+        """Send queued request body the upstream can take now (its flow-control window for HTTP/2),
+        give the sent bytes back to a streaming downstream's window, and hold back the rest."""
         up = self.upstream
-        if up is not None and up.connected and not self.pending:
-            up.write(up.codec.send(eom))
-            up.request_done = True  # type: ignore[union-attr]
+        conn = self.conn
+        if up is None or not self.head_sent:
+            if self.req_q_bytes > _MAX_PENDING_BODY and not conn.factory.streaming and conn.read_gate is not None:
+                conn.read_gate.pause(self)  # HTTP/2 downstreams are bounded by their window instead
+                self.down_paused = True
             return
-        self.pending.append(eom)
+        codec = up.codec
+        sid = self.up_id
+        streaming_up = self.factory is not None and self.factory.streaming
+        q = self.req_q
+        out: list[bytes] = []
+        sent = 0
+        while q:
+            data = q[0]
+            if streaming_up:
+                room = codec.sendable(sid)
+                if room <= 0:
+                    break
+                if len(data) > room:
+                    q[0] = data[room:]
+                    data = data[:room]
+                else:
+                    q.popleft()
+            else:
+                q.popleft()
+            out.append(codec.send(BodyChunk(data, sid)))
+            sent += len(data)
+        self.req_q_bytes -= sent
+        if not q and self.req_end is not None and not self.req_end_sent:
+            self.req_end_sent = True
+            out.append(codec.send(EndOfMessage(self.req_end.trailers, sid)))
+            if not streaming_up and not self.factory.multiplexed:  # type: ignore[union-attr]
+                up.request_done = True  # type: ignore[union-attr]
+        if out:
+            up.write(b"".join(out))
+        if sent and conn.factory.streaming:
+            conn.write(conn.codec.acknowledge(self.head.request_id, sent))
+        if self.down_paused and self.req_q_bytes <= _MAX_PENDING_BODY and conn.read_gate is not None:
+            self.down_paused = False
+            conn.read_gate.resume(self)
+        if up.write_gate.blocked and conn.read_gate is not None:
+            up.write_gate.hold(conn.read_gate)
 
     # -- upstream callbacks ----------------------------------------------------------------------
     def on_upstream_ready(self, conn: ExclusiveConnection) -> None:
         self.upstream = conn
-        parts = [conn.codec.send(self.head)]
-        send = conn.codec.send
-        for ev in self.pending:
-            parts.append(send(ev))
-        self.pending = []
-        if self.pending_bytes and self.conn.read_gate is not None:
-            self.conn.read_gate.resume(self)
-        self.pending_bytes = 0
-        conn.write(b"".join(parts))
-        conn.request_done = self.request_done
+        self.head_sent = True
+        conn.request_done = False
+        conn.write(conn.codec.send(self.head))
+        if self.req_q or self.req_end is not None:
+            self.flush_request()
+        elif self.request_done:
+            conn.request_done = True
 
     def on_oneway_sent(self) -> None:
         self.status = 0
@@ -256,12 +312,14 @@ class Stream:
             self.cluster.report_success(self.endpoint)
         self.status = head.status
         self.http_status = head.http_status
-        for hook in conn.rt.filters.response_hooks:
+        for hook in self.rt.filters.response_hooks:
             hook(self, head)
         self.response_started = True
         if head.raw is not None:
             conn.write(conn.codec.rewrite_request_id(head.raw, self.head.request_id))
         else:
+            if head.request_id != self.head.request_id and conn.factory.streaming:
+                head = dataclasses.replace(head, request_id=self.head.request_id)
             conn.write(conn.codec.send(head))
         if head.end_stream:
             self._finish()
@@ -270,16 +328,62 @@ class Stream:
         if self.done:
             return
         conn = self.conn
-        conn.write(conn.codec.send(chunk))
         up = self.upstream
-        if conn.write_gate.blocked and up is not None and up.read_gate is not None:
-            conn.write_gate.hold(up.read_gate)
+        if not conn.factory.streaming:
+            conn.write(conn.codec.send(chunk))
+            if up is not None:
+                if self.factory is not None and self.factory.streaming:
+                    up.write(up.codec.acknowledge(self.up_id, len(chunk.data)))
+                if conn.write_gate.blocked and up.read_gate is not None:
+                    conn.write_gate.hold(up.read_gate)
+            return
+        self.resp_q.append(chunk.data)
+        self.flush_response()
 
     def on_response_end(self, eom: EndOfMessage) -> None:
         if self.done:
             return
-        self.conn.write(self.conn.codec.send(eom))
+        self.resp_end = eom
+        if self.resp_q:
+            self.flush_response()
+            return
+        conn = self.conn
+        if conn.factory.streaming:
+            eom = EndOfMessage(eom.trailers, self.head.request_id)
+        conn.write(conn.codec.send(eom))
         self._finish()
+
+    def flush_response(self) -> None:
+        """Send queued response body the streaming downstream's window allows; give the same number
+        of bytes back to a streaming upstream's window (memory stays bounded by one window)."""
+        if self.done:
+            return
+        conn = self.conn
+        codec = conn.codec
+        sid = self.head.request_id
+        q = self.resp_q
+        out: list[bytes] = []
+        sent = 0
+        while q:
+            room = codec.sendable(sid)
+            if room <= 0:
+                break
+            data = q[0]
+            if len(data) > room:
+                q[0] = data[room:]
+                data = data[:room]
+            else:
+                q.popleft()
+            out.append(codec.send(BodyChunk(data, sid)))
+            sent += len(data)
+        if out:
+            conn.write(b"".join(out))
+        up = self.upstream
+        if sent and up is not None and self.factory is not None and self.factory.streaming:
+            up.write(up.codec.acknowledge(self.up_id, sent))
+        if not q and self.resp_end is not None:
+            conn.write(codec.send(EndOfMessage(self.resp_end.trailers, sid)))
+            self._finish()
 
     def on_upstream_reset(self, reason: str) -> None:
         if self.done:
@@ -290,9 +394,7 @@ class Stream:
                 self.cluster.report_failure(self.endpoint)
         self.upstream = None
         if self.response_started:
-            self.conn.rt.stats.downstream_cx_destroy_with_active_rq += 1
-            self._finish()
-            self.conn.abort()  # half a response went out: the only honest signal left is a reset
+            self._cut_response(ReplyStatus.UPSTREAM_RESET, reason)
             return
         self.context.response_flags = "UC"
         self.local_reply(ReplyStatus.UPSTREAM_RESET, reason)
@@ -301,7 +403,7 @@ class Stream:
         self.timer = None
         if self.done:
             return
-        self.conn.rt.stats.downstream_rq_timeout += 1
+        self.rt.stats.downstream_rq_timeout += 1
         if self.cluster is not None:
             self.cluster.stats.upstream_rq_timeout += 1
         self._detach_upstream()
@@ -310,17 +412,29 @@ class Stream:
         if rpc is not None:
             rpc.timeouts += 1
         if self.response_started:
-            self._finish()
-            self.conn.abort()
+            self._cut_response(ReplyStatus.TIMEOUT, f"upstream request timeout after {self.timeout_ms} ms")
             return
         self.local_reply(ReplyStatus.TIMEOUT, f"upstream request timeout after {self.timeout_ms} ms")
+
+    def _cut_response(self, status: ReplyStatus, message: str) -> None:
+        """Half a response went out. A streaming protocol ends just this stream (gRPC: an error
+        status in the trailers; plain HTTP/2: RST_STREAM); HTTP/1 can only reset the connection."""
+        conn = self.conn
+        if conn.factory.streaming:
+            self.resp_q.clear()
+            conn.write(conn.codec.local_reply(self.head, status, message))
+            self._finish()
+            return
+        self.rt.stats.downstream_cx_destroy_with_active_rq += 1
+        self._finish()
+        conn.abort()
 
     def _detach_upstream(self) -> None:
         up, self.upstream = self.upstream, None
         if up is None:
             return
         if isinstance(up, MultiplexedConnection):
-            up.cancel(self.up_id)
+            up.cancel(self.up_id)  # a streaming connection also resets the upstream stream
         else:
             up.abandon()
 
@@ -329,7 +443,7 @@ class Stream:
         if self.done:
             return
         conn = self.conn
-        conn.rt.stats.downstream_rq_local_reply += 1
+        self.rt.stats.downstream_rq_local_reply += 1
         self.status = -1
         self.http_status = status.http_status
         if not self.head.oneway:
@@ -357,7 +471,8 @@ class Stream:
             self.timer.cancel()
             self.timer = None
         conn = self.conn
-        rt = conn.rt
+        rt = self.rt
+        rt.streams -= 1
         now = conn.loop.time()
         ms = (now - self.context.start) * 1000.0
         rt.stats.latency.record(ms)
@@ -386,7 +501,7 @@ class Stream:
         if head.raw is None and head.protocol not in ("http2",):
             return None
         key = (head.protocol, head.service, head.method)
-        table = self.conn.rt.rpc_stats
+        table = self.rt.rpc_stats
         s = table.get(key)
         if s is None:
             s = table[key] = RpcStats()

@@ -21,6 +21,8 @@ from sofamesh.core.events import (
     GoAway,
     Heartbeat,
     RequestHead,
+    StreamReset,
+    WindowOpened,
 )
 from sofamesh.core.net.connection import Connection
 from sofamesh.core.proxy.stream import Stream
@@ -37,11 +39,10 @@ _MAX_SNIFF = 64
 
 
 class ListenerRuntime:
-    """What one listener serves with. Built from config; replaced on reload, except ``router`` and
-    ``clusters``, which a reload that changes only routes or clusters swaps in place."""
+    """What one listener serves with. Built from config; replaced (never mutated) on reload."""
 
     __slots__ = ("clusters", "connections", "draining", "factories", "filters", "limits", "name", "router",
-                 "rpc_stats", "stats")
+                 "rpc_stats", "stats", "streams")
 
     def __init__(self, name: str, factories: list[CodecFactory], router: Router, filters: FilterChain,
                  clusters: dict[str, Cluster], limits: CodecLimits, stats: ListenerStats | None = None,
@@ -56,7 +57,14 @@ class ListenerRuntime:
         self.stats = stats if stats is not None else ListenerStats()
         self.rpc_stats = rpc_stats if rpc_stats is not None else {}
         self.connections: set[DownstreamConnection] = set()
+        self.streams = 0  # streams started on this runtime and not finished yet
         self.draining = False
+
+    def close_filters(self) -> None:
+        """This runtime serves nothing any more: let its filters release files and timers."""
+        self.filters.close()
+        for route in self.router.routes:
+            route.filters.close()
 
 
 class DownstreamConnection(Connection):
@@ -209,6 +217,20 @@ class DownstreamConnection(Connection):
         elif t is ConnectionClosed:
             if not self.streams and self.active is None:
                 self.close()
+        elif t is WindowOpened:
+            sid = ev.stream_id  # type: ignore[attr-defined]
+            if sid:
+                ws = self.streams.get(sid)
+                if ws is not None and ws.resp_q:
+                    ws.flush_response()
+            else:
+                for ws in list(self.streams.values()):
+                    if ws.resp_q:
+                        ws.flush_response()
+        elif t is StreamReset:
+            rs = self.streams.get(ev.stream_id)  # type: ignore[attr-defined]
+            if rs is not None:
+                rs.abort()  # the client gave up on this stream only
         elif t is GoAway:
             self.codec.keep_alive = False
 
@@ -264,6 +286,12 @@ class DownstreamConnection(Connection):
             self._dispatch(backlog.popleft())
         if not self.backlog and self.read_gate is not None:
             self.read_gate.resume(self.backlog)
+
+    def rebind(self, rt: ListenerRuntime) -> None:
+        """A reload: requests that start from now on use ``rt``; streams in flight finish on theirs."""
+        self.rt.connections.discard(self)
+        self.rt = rt
+        rt.connections.add(self)
 
     def idle(self) -> bool:
         return not self.streams and self.active is None and not self.backlog

@@ -85,9 +85,9 @@ class Cluster:
         key = (ep.address, factory.name)
         pool = self.pools.get(key)
         if pool is None:
-            from sofamesh.core.upstream.pool import ExclusivePool, MultiplexedPool
+            from sofamesh.core.upstream.pool import ExclusivePool, MultiplexedPool, StreamingPool
 
-            cls = MultiplexedPool if factory.multiplexed else ExclusivePool
+            cls = StreamingPool if factory.streaming else MultiplexedPool if factory.multiplexed else ExclusivePool
             pool = self.pools[key] = cls(self, ep, factory)
         return pool
 

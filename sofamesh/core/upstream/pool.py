@@ -8,6 +8,7 @@ Pools and upstream connections talk to streams through a small callback surface:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ from sofamesh.core.events import (
     GoAway,
     Heartbeat,
     ResponseHead,
+    StreamReset,
+    WindowOpened,
 )
 from sofamesh.core.net.connection import Connection
 
@@ -234,6 +237,88 @@ class MultiplexedConnection(UpstreamConnection):
         self.write(beat)
 
 
+class StreamingConnection(MultiplexedConnection):
+    """HTTP/2-style: one stream per request, bodies both ways under flow control, stream resets."""
+
+    __slots__ = ()
+
+    def on_connected(self) -> None:
+        preface = self.codec.data_to_send()  # the client preface and SETTINGS
+        if preface:
+            self.write(preface)
+        super().on_connected()
+
+    def send(self, stream: Stream) -> None:
+        if not self.connected:
+            self.pending.append(stream)
+            return
+        codec = self.codec
+        sid = codec.new_stream_id()
+        head = stream.head
+        if head.request_id != sid:
+            head = dataclasses.replace(head, request_id=sid)
+        self.inflight[sid] = stream
+        stream.upstream = self
+        stream.up_id = sid
+        stream.head_sent = True
+        self.write(codec.send(head))
+        if stream.req_q or stream.req_end is not None:
+            stream.flush_request()
+
+    def cancel(self, up_id: int) -> None:
+        if self.inflight.pop(up_id, None) is not None and not self.closed:
+            self.write(self.codec.reset(up_id))
+
+    @property
+    def full(self) -> bool:
+        limit = getattr(self.codec, "max_outbound_streams", 100)
+        return len(self.inflight) + len(self.pending) >= limit
+
+    def on_event(self, ev: object) -> None:
+        self.last_rx = self.loop.time()
+        self.heartbeat_outstanding = False
+        t = type(ev)
+        inflight = self.inflight
+        if t is BodyChunk:
+            s = inflight.get(ev.stream_id)  # type: ignore[attr-defined]
+            if s is not None:
+                s.on_response_body(ev)  # type: ignore[arg-type]
+            else:
+                self.write(self.codec.acknowledge(ev.stream_id, len(ev.data)))  # type: ignore[attr-defined]
+        elif t is ResponseHead:
+            sid = ev.request_id  # type: ignore[attr-defined]
+            s = inflight.get(sid)
+            if s is None:
+                self.pool.cluster.stats.upstream_rq_late_response += 1
+                return
+            if ev.end_stream:  # type: ignore[attr-defined]
+                del inflight[sid]
+            s.on_response_head(ev)  # type: ignore[arg-type]
+        elif t is EndOfMessage:
+            s = inflight.pop(ev.stream_id, None)  # type: ignore[attr-defined]
+            if s is not None:
+                s.on_response_end(ev)  # type: ignore[arg-type]
+        elif t is WindowOpened:
+            sid = ev.stream_id  # type: ignore[attr-defined]
+            if sid:
+                s = inflight.get(sid)
+                if s is not None:
+                    s.flush_request()
+            else:
+                for s in list(inflight.values()):
+                    if s.req_q or (s.req_end is not None and not s.req_end_sent):
+                        s.flush_request()
+        elif t is StreamReset:
+            s = inflight.pop(ev.stream_id, None)  # type: ignore[attr-defined]
+            if s is not None:
+                s.on_upstream_reset(f"upstream reset the stream ({ev.reason or ev.error_code})")  # type: ignore[attr-defined]
+        elif t is Heartbeat:
+            if not ev.reply:  # type: ignore[attr-defined]
+                self.write(self.codec.heartbeat_reply(ev))  # type: ignore[arg-type]
+        elif t is GoAway:
+            self.pool.forget(self)  # no new streams here; the ones in flight finish or get reset
+
+
 class Pool:
     """Connections to one endpoint for one upstream protocol."""
 
@@ -363,6 +448,7 @@ class ExclusivePool(Pool):
 
 class MultiplexedPool(Pool):
     __slots__ = ("conn", "last_beat")
+    conn_class: type[MultiplexedConnection] = MultiplexedConnection
 
     def __init__(self, cluster: Cluster, endpoint: Endpoint, factory: CodecFactory) -> None:
         super().__init__(cluster, endpoint, factory)
@@ -371,8 +457,8 @@ class MultiplexedPool(Pool):
 
     def attach(self, stream: Stream) -> None:
         conn = self.conn
-        if conn is None or conn.closed:
-            conn = self.conn = MultiplexedConnection(self)
+        if conn is None or conn.closed or (isinstance(conn, StreamingConnection) and conn.full):
+            conn = self.conn = self.conn_class(self)
             conn.pending.append(stream)
             self._open(conn)
             return
@@ -412,5 +498,13 @@ class MultiplexedPool(Pool):
             self.conn = None
 
 
+class StreamingPool(MultiplexedPool):
+    """One HTTP/2 connection per endpoint carries many streams; a full one (the peer's
+    MAX_CONCURRENT_STREAMS) keeps its streams while new ones open the next connection."""
+
+    __slots__ = ()
+    conn_class = StreamingConnection
+
+
 __all__ = ["ExclusiveConnection", "ExclusivePool", "MultiplexedConnection", "MultiplexedPool", "Pool",
-           "UpstreamConnection"]
+           "StreamingConnection", "StreamingPool", "UpstreamConnection"]

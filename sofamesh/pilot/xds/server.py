@@ -306,7 +306,7 @@ class AdsServer:
         head = discovery_pb2.DeltaDiscoveryResponse(
             system_version_info=snap.version, type_url=url, nonce=nonce, removed_resources=removed)
         data: bytes = head.SerializeToString() + b"".join(e.delta_wire for e in updated)
-        ts.sent_version, ts.sent_nonce = set_version(desired.values()), nonce
+        ts.sent_version, ts.sent_nonce = snap.version, nonce  # the system_version_info sent
         ts.status = "SENT"
         self._count(url, "delta", len(data), len(updated), ts)
         return data

@@ -9,8 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sofamesh.testing import free_port
-from tests.integration.upstream import UpstreamServer
+from sofamesh.testing import UpstreamServer, free_port
 from tests.integration.xds.mesh import Sidecar, http_get, wait_for
 from tests.integration.xds.tiny_ads import CDS, LDS, RDS, TinyAds, http_listener, route_config, static_cluster
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.upstream import UpstreamServer
+from sofamesh.testing import UpstreamServer
 from tests.integration.xds.mesh import Sidecar, http_get, scaling_scenario
 
 SERVICE = "hello"

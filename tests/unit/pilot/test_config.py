@@ -9,7 +9,7 @@ import pytest
 
 from sofamesh.core.errors import ConfigError, ConfigErrors
 from sofamesh.pilot import cli
-from sofamesh.pilot.config import parse
+from sofamesh.pilot.config import load, parse
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -57,3 +57,8 @@ def test_run_reports_a_config_error_and_exits_2(tmp_path: Path, capsys: pytest.C
     f.write_text("registries: [{name: a}, {name: a}]\n")
     assert cli.run(_args("-c", str(f))) == 2
     assert "duplicate name(s) a" in capsys.readouterr().err
+
+
+def test_the_example_pilot_config_is_valid() -> None:
+    cfg = load(Path(__file__).resolve().parents[3] / "examples" / "pilot.yaml")
+    assert cfg.xds.host_port == ("127.0.0.1", 15010) and cfg.registries[0].writable is True

@@ -1,9 +1,11 @@
 """Reads the method name out of a hessian2 ``SofaRequest`` body, and nothing else.
 
 Used only when a route matches on ``method`` and the request carries no ``sofa_head_method_name``
-header (sofa-rpc-node with hessian sends only ``service``). Reads the class definition, the field
-names and the first field values up to ``methodName``; never decodes arguments. Pure and bounded:
-it stops at the end of the content and gives up (``None``) on any encoding it does not expect.
+header (sofa-rpc-node with hessian sends only ``service``). Reads the class definition and the
+field names, skips the values of the fields before ``methodName`` (any Hessian 2.0 value; strings,
+nulls, booleans and ints in the draft encoding) and never reaches the arguments. Pure and bounded:
+it stops at the end of the content, at a nesting depth and item count limit, and gives up
+(``None``) on any encoding it does not expect.
 
 Two object encodings are accepted (PROTOCOLS.md section 4 and 9):
 - Hessian 2.0: ``'C' <string type> <int n> <n strings>`` then ``'O' <int ref>`` or ``0x60+ref``;
@@ -92,7 +94,7 @@ class _Reader:
         raise _Stop
 
     def skip_simple(self) -> None:
-        """Skip one value that is a string, null, boolean or compact int; give up on anything else."""
+        """Skip one value that is a string, null, boolean or compact int (draft bodies)."""
         b = self.data[self.pos] if self.pos < self.end else -1
         if b in (0x54, 0x46):  # 'T' / 'F'
             self.pos += 1
@@ -100,6 +102,91 @@ class _Reader:
             self.int_()
         else:
             self.string()
+
+    def skip_value(self, defs: list[int], depth: int = 0) -> None:
+        """Skip one Hessian 2.0 value of any kind (scalars, strings, binary, lists, maps, objects,
+        refs), recording class definitions in ``defs`` (field counts). Bounded by ``_MAX_DEPTH``."""
+        if depth > _MAX_DEPTH:
+            raise _Stop
+        b = self.byte()
+        fixed = _FIXED_SIZE.get(b)
+        if fixed is not None:
+            self.pos += fixed
+            if self.pos > self.end:
+                raise _Stop
+        elif b <= 0x1F or 0x30 <= b <= 0x33 or b in (0x52, 0x53):  # strings
+            self.pos -= 1
+            self.string()
+        elif 0x20 <= b <= 0x2F:  # short binary
+            self.raw(b - 0x20)
+        elif 0x34 <= b <= 0x37:
+            self.raw(((b - 0x34) << 8) + self.byte())
+        elif b in (0x41, 0x42):  # binary chunks 'A' (non-final) / 'B' (final)
+            while True:
+                self.raw(int.from_bytes(self.raw(2), "big"))
+                if b == 0x42:
+                    break
+                b = self.byte()
+        elif b == 0x43:  # 'C' class definition, then the value that follows it
+            self.string()
+            count = self.int_()
+            if not 0 <= count <= _MAX_FIELDS:
+                raise _Stop
+            for _ in range(count):
+                self.string()
+            defs.append(count)
+            self.skip_value(defs, depth)
+        elif b == 0x4F or 0x60 <= b <= 0x6F:  # object instance: 'O' ref / compact ref
+            ref = self.int_() if b == 0x4F else b - 0x60
+            if not 0 <= ref < len(defs):
+                raise _Stop
+            for _ in range(defs[ref]):
+                self.skip_value(defs, depth + 1)
+        elif b == 0x51:  # 'Q' reference to an earlier value
+            self.int_()
+        elif b in (0x48, 0x4D, 0x55, 0x57):  # 'H' / 'M' map, 'U' / 'W' list: until 'Z'
+            if b in (0x4D, 0x55):
+                self.skip_type()
+            per_entry = 2 if b in (0x48, 0x4D) else 1
+            for _ in range(_MAX_ITEMS):
+                if self.pos < self.end and self.data[self.pos] == 0x5A:  # 'Z'
+                    self.pos += 1
+                    return
+                for _ in range(per_entry):
+                    self.skip_value(defs, depth + 1)
+            raise _Stop
+        elif b in (0x56, 0x58) or 0x70 <= b <= 0x7F:  # fixed-length lists
+            if b == 0x56 or b <= 0x77:
+                self.skip_type()
+            n = self.int_() if b in (0x56, 0x58) else (b - 0x70 if b <= 0x77 else b - 0x78)
+            if not 0 <= n <= _MAX_ITEMS:
+                raise _Stop
+            for _ in range(n):
+                self.skip_value(defs, depth + 1)
+        else:
+            raise _Stop
+
+    def skip_type(self) -> None:
+        """A list/map type: a string, or an int referring to an earlier type."""
+        b = self.data[self.pos] if self.pos < self.end else -1
+        if b <= 0x1F or 0x30 <= b <= 0x33 or b in (0x52, 0x53):
+            self.string()
+        else:
+            self.int_()
+
+
+# Hessian 2.0 scalars by leading byte: bytes that follow it.
+_FIXED_SIZE: dict[int, int] = {
+    0x4E: 0, 0x54: 0, 0x46: 0,  # null, true, false
+    0x49: 4, 0x4C: 8, 0x59: 4, 0x44: 8, 0x4A: 8, 0x4B: 4,  # int, long, long32, double, dates
+    0x5B: 0, 0x5C: 0, 0x5D: 1, 0x5E: 2, 0x5F: 4,  # compact doubles
+    **{b: 0 for b in range(0x80, 0xC0)}, **{b: 1 for b in range(0xC0, 0xD0)},  # compact ints
+    **{b: 2 for b in range(0xD0, 0xD8)},
+    **{b: 0 for b in range(0xD8, 0xF0)}, **{b: 1 for b in range(0xF0, 0x100)},  # compact longs
+    **{b: 2 for b in range(0x38, 0x40)},
+}
+_MAX_DEPTH = 16
+_MAX_ITEMS = 4096
 
 
 class _Stop(Exception):
@@ -130,8 +217,12 @@ def read_method_name(content: bytes | memoryview) -> str | None:
             r.int_()
         elif draft or not 0x60 <= inst <= 0x6F:  # 2.0 compact instance 0x60 + ref
             return None
+        defs = [count]  # Hessian 2.0 instances refer to class definitions by index
         for _ in range(index):
-            r.skip_simple()
+            if draft:
+                r.skip_simple()
+            else:
+                r.skip_value(defs)
         return r.string()
     except (_Stop, UnicodeDecodeError, IndexError):
         return None

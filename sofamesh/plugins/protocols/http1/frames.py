@@ -29,8 +29,8 @@ def end_to_end(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def encode_headers(lines: list[str], headers: Headers, skip: frozenset[str] = frozenset()) -> None:
     for k, v in headers:
-        if k.lower() in skip:
-            continue
+        if k.lower() in skip or k[:1] == ":":
+            continue  # framing is ours; HTTP/2 pseudo-headers have no HTTP/1 form
         if "\r" in v or "\n" in v or "\r" in k or "\n" in k:
             continue  # never let a header value split the head
         lines.append(f"{k}: {v}\r\n")

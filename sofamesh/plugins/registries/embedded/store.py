@@ -2,6 +2,8 @@
 
 Every write is persisted before it is acknowledged, atomically (temp file, fsync, ``os.replace``,
 fsync of the directory), so a crash leaves either the old or the new file, never a torn one.
+Writes run on a worker thread, one at a time; changes made while one is in flight are committed
+together by the next one (group commit), so the event loop never waits on the disk.
 Leases are kept in memory only: after a restart each leased instance gets a fresh full lease, as
 its owner could not heartbeat while Pilot was down.
 """
@@ -67,6 +69,9 @@ class EmbeddedRegistry(Registry):
         self._reaper: asyncio.Task[None] | None = None
         self.writes = 0
         self.expired = 0
+        self._write_lock = asyncio.Lock()
+        self._changes = 0  # changes made in memory
+        self._committed = 0  # changes known to be on disk
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self, notify: Notify) -> None:
@@ -106,7 +111,19 @@ class EmbeddedRegistry(Registry):
         except (ValueError, KeyError, TypeError) as exc:
             raise PluginError(f"registry {self.name!r}: store {self.path} is unreadable: {exc}") from exc
 
-    def _persist(self) -> None:
+    async def _persist(self) -> None:
+        """Return once the store on disk holds every change made before this call."""
+        self._changes += 1
+        wanted = self._changes
+        async with self._write_lock:
+            if self._committed >= wanted:
+                return  # a write that started after our change already covered it
+            upto, data = self._changes, self._serialize()
+            await asyncio.get_running_loop().run_in_executor(None, atomic_write, self.path, data)
+            self._committed = upto
+            self.writes += 1
+
+    def _serialize(self) -> bytes:
         instances = []
         for insts in self._instances.values():
             for inst in insts.values():
@@ -117,8 +134,7 @@ class EmbeddedRegistry(Registry):
                 instances.append(d)
         doc = {"format": _FORMAT, "services": [s.to_dict() for s in self._services.values()],
                "instances": instances}
-        atomic_write(self.path, json.dumps(doc, separators=(",", ":"), sort_keys=True).encode())
-        self.writes += 1
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
     # -- reads ---------------------------------------------------------------------------------
     def services(self) -> Mapping[str, Service]:
@@ -155,13 +171,13 @@ class EmbeddedRegistry(Registry):
             else:
                 self._leases.pop(key, None)
             names.add(service.name)
-        self._persist()
+        await self._persist()
         self._notify(names)
 
     async def deregister(self, service: str, instance_id: str) -> bool:
         if not self._remove(service, instance_id):
             return False
-        self._persist()
+        await self._persist()
         self._notify([service])
         return True
 
@@ -182,7 +198,7 @@ class EmbeddedRegistry(Registry):
         return True
 
     # -- leases --------------------------------------------------------------------------------
-    def reap(self, now: float | None = None) -> list[tuple[str, str]]:
+    async def reap(self, now: float | None = None) -> list[tuple[str, str]]:
         """Drop every instance whose lease ran out; return (service, id) of each one dropped."""
         now = self._clock() if now is None else now
         gone = [key for key, (_ttl, deadline) in self._leases.items() if deadline <= now]
@@ -191,7 +207,7 @@ class EmbeddedRegistry(Registry):
             log.info("registry %s: lease of %s/%s expired", self.name, service, instance_id)
         if gone:
             self.expired += len(gone)
-            self._persist()
+            await self._persist()
             self._notify({s for s, _ in gone})
         return gone
 
@@ -199,6 +215,6 @@ class EmbeddedRegistry(Registry):
         while True:
             await asyncio.sleep(self._reap_interval)
             try:
-                self.reap()
+                await self.reap()
             except OSError:
                 log.exception("registry %s: could not persist expired leases", self.name)

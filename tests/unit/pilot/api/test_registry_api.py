@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +197,27 @@ def test_a_leased_instance_lives_while_it_heartbeats_and_goes_when_it_stops(tmp_
         assert (await _call(s, "PUT", f"{url}/lease/heartbeat"))[0] == 404
 
     api(tmp_path, scenario)
+
+
+def test_writes_go_to_the_writable_registry_and_reads_merge_every_registry(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "mirror.json").write_text(json.dumps({"format": 1, "services": [
+        {"name": "echo", "protocol": "grpc", "ports": [80], "metadata": {}}], "instances": [
+        {"service": "echo", "id": "m1", "address": "127.0.0.2", "port": 9100, "ttl_seconds": None}]}))
+
+    async def main() -> None:
+        registries = [{"name": "mirror", "type": "embedded", "options": {"file": "mirror.json"}},
+                      {"name": "main", "type": "embedded", "writable": True}]
+        async with running_pilot(data, registries=registries) as pilot, aiohttp.ClientSession() as s:
+            base = f"http://127.0.0.1:{pilot.api_port}"
+            assert (await _call(s, "PUT", f"{base}/v1/services/echo/instances/a", json=BODY))[0] == 200
+            _, body, _ = await _call(s, "GET", f"{base}/v1/services/echo/instances")
+            assert [(i["id"], i["origin"]) for i in body["instances"]] == [("a", "main"), ("m1", "mirror")]
+            status, _, _ = await _call(s, "DELETE", f"{base}/v1/services/echo/instances/m1")
+            assert status == 404  # m1 lives in the read side only; the API writes to "main"
+            _, dump, _ = await _call(s, "GET", f"{base}/debug/registry")
+            assert [(r["name"], r["writable"]) for r in dump["registries"]] == [("mirror", False), ("main", True)]
+
+    run(main(), 20)
+    assert "m1" not in (data / "embedded-registry.json").read_text()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -174,7 +176,9 @@ def test_a_wildcard_cds_request_gets_every_cluster_and_an_ack_is_recorded(
     ads(tmp_path, scenario)
 
 
-def test_a_nack_is_recorded_with_node_type_and_detail_and_not_answered(tmp_path: Path) -> None:
+def test_a_nack_is_logged_and_recorded_with_node_type_and_detail_and_not_answered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     async def scenario(c: AdsClient, pilot: Pilot) -> None:
         c.send(ENDPOINT, ["outbound|80|echo"])
         resp = await c.recv()
@@ -187,7 +191,10 @@ def test_a_nack_is_recorded_with_node_type_and_detail_and_not_answered(tmp_path:
         assert syncz["recent_nacks"][0]["node"] == "n1" and syncz["recent_nacks"][0]["type"] == "eds"
         assert b'pilot_xds_nacks_total{type="eds"} 1.0' in pilot.metrics.render()
 
-    ads(tmp_path, scenario)
+    with caplog.at_level(logging.WARNING, logger="sofamesh.pilot.xds"):
+        ads(tmp_path, scenario)
+    [record] = [r for r in caplog.records if r.name == "sofamesh.pilot.xds"]
+    assert "NACK from node 'n1' type eds" in record.getMessage() and "bad endpoint" in record.getMessage()
 
 
 def test_only_the_requested_endpoints_are_sent_and_a_stale_nonce_is_ignored(tmp_path: Path) -> None:

@@ -5,16 +5,6 @@ from __future__ import annotations
 import zlib
 
 import pytest
-from bolt_captured import (
-    ANTHUNDER_REQUEST,
-    ANTHUNDER_RESPONSE,
-    NODE_V1_REQUEST,
-    NODE_V1_RESPONSE,
-    NODE_V2_REQUEST,
-    NODE_V2_RESPONSE,
-    NODE_V2CRC_REQUEST,
-    NODE_V2CRC_RESPONSE,
-)
 
 from sofamesh.core.catalog import Catalog
 from sofamesh.core.codec import CodecFactory, CodecLimits, ReplyStatus, Role, Sniff
@@ -32,6 +22,16 @@ from sofamesh.plugins.protocols.bolt.frames import (
     encode_header_map,
     encode_request,
     encode_response,
+)
+from tests.unit.plugins.protocols.bolt.bolt_captured import (
+    ANTHUNDER_REQUEST,
+    ANTHUNDER_RESPONSE,
+    NODE_V1_REQUEST,
+    NODE_V1_RESPONSE,
+    NODE_V2_REQUEST,
+    NODE_V2_RESPONSE,
+    NODE_V2CRC_REQUEST,
+    NODE_V2CRC_RESPONSE,
 )
 
 REQUESTS = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-from bolt_captured import ANTHUNDER_REQUEST, NODE_V1_REQUEST, NODE_V2CRC_REQUEST, NODE_V2CRC_RESPONSE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +11,13 @@ from sofamesh.core.codec import CodecLimits, Role
 from sofamesh.core.errors import RemoteProtocolError
 from sofamesh.core.events import NEED_DATA, Event, RequestHead
 from sofamesh.plugins.protocols.bolt import BoltCodec
+from sofamesh.plugins.protocols.bolt.hessian import read_method_name
+from tests.unit.plugins.protocols.bolt.bolt_captured import (
+    ANTHUNDER_REQUEST,
+    NODE_V1_REQUEST,
+    NODE_V2CRC_REQUEST,
+    NODE_V2CRC_RESPONSE,
+)
 
 FRAMES = [NODE_V1_REQUEST, NODE_V2CRC_REQUEST, ANTHUNDER_REQUEST]
 
@@ -55,6 +61,7 @@ def test_any_chunking_of_a_stream_of_frames_gives_the_frames_back_in_order(frame
     assert [e.raw for e in got if isinstance(e, RequestHead)] == frames
 
 
+@settings(deadline=None)
 @given(new_id=st.integers(min_value=0, max_value=0xFFFFFFFF))
 def test_any_32_bit_id_rewrite_of_a_crc_frame_parses_back_with_that_id(new_id: int) -> None:
     codec = BoltCodec(Role.CLIENT, CodecLimits())
@@ -62,3 +69,11 @@ def test_any_32_bit_id_rewrite_of_a_crc_frame_parses_back_with_that_id(new_id: i
     codec.receive_data(out)
     (resp,) = drain(codec)
     assert getattr(resp, "request_id", None) == new_id
+
+
+@settings(max_examples=500, deadline=None)
+@given(tail=st.binary(max_size=300))
+def test_the_method_reader_returns_a_string_or_none_for_any_body(tail: bytes) -> None:
+    head = b"C\x05x.Req\x92\x01a\x0amethodName\x60"
+    for body in (tail, head + tail):
+        assert read_method_name(body) is None or isinstance(read_method_name(body), str)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -87,12 +88,12 @@ def test_a_leased_instance_expires_unless_it_heartbeats(tmp_path: Path) -> None:
     run(reg.register(ECHO, _inst("forever"), None))
     assert reg.describe()["leases"]["echo/lease"]["expires_in_s"] == 10
     clock[0] += 9
-    assert reg.reap() == []
+    assert run(reg.reap()) == []
     assert run(reg.heartbeat("echo", "lease")) is True
     clock[0] += 9
-    assert reg.reap() == []  # the heartbeat moved the deadline 10 s past itself
+    assert run(reg.reap()) == []  # the heartbeat moved the deadline 10 s past itself
     clock[0] += 1
-    assert reg.reap() == [("echo", "lease")]
+    assert run(reg.reap()) == [("echo", "lease")]
     assert [i.id for i in reg.instances("echo")] == ["forever"]
     assert notified[-1] == {"echo"}
     assert run(reg.heartbeat("echo", "lease")) is False
@@ -105,3 +106,16 @@ def test_deregistering_an_unknown_instance_reports_false(tmp_path: Path) -> None
     run(reg.register(ECHO, _inst("a"), None))
     assert run(reg.deregister("echo", "a")) is True
     assert reg.instances("echo") == () and "echo" in reg.services()
+
+
+def test_concurrent_registrations_share_disk_writes_and_all_reach_the_disk(tmp_path: Path) -> None:
+    store = tmp_path / "reg.json"
+    reg = _started(store)
+
+    async def burst() -> None:
+        await asyncio.gather(*(reg.register(ECHO, _inst(f"i{n}", 9000 + n), None) for n in range(50)))
+
+    run(burst())
+    on_disk = {i["id"] for i in json.loads(store.read_text())["instances"]}
+    assert on_disk == {f"i{n}" for n in range(50)}
+    assert 1 <= reg.writes < 50, reg.writes

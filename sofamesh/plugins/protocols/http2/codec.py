@@ -1,0 +1,629 @@
+"""HTTP/2 codec for plain HTTP/2, gRPC and Dubbo 3 Triple (h2c prior knowledge, or h2 after ALPN).
+
+Pure: bytes in, events out. No sockets, no event loop, no logging. Frame parsing, HPACK, stream
+states, SETTINGS and PING acknowledgement belong to the sans-IO ``h2`` state machine; this module
+owns the mapping between ``h2`` and sofamesh events, routing keys (gRPC service and method from
+``:path``, Triple version and group, ``grpc-timeout``), end-to-end flow control bookkeeping and
+local replies.
+
+How the kernel drives it (one codec per connection, many streams):
+
+* ``receive_data(chunk)``, then ``next_event()`` until ``NEED_DATA``, then write
+  ``data_to_send()``: receiving produces bytes of its own (SETTINGS ACK, PING ACK, WINDOW_UPDATE,
+  RST_STREAM for frames on dead streams, GOAWAY after a protocol error). Every method that returns
+  ``bytes`` (``send``, ``acknowledge``, ``reset``, ``local_reply``, ``heartbeat``...) returns
+  everything queued so far, in order, so nothing is ever written twice or out of order.
+* Events carry the HTTP/2 stream id: ``RequestHead.request_id``, ``ResponseHead.request_id``,
+  ``BodyChunk.stream_id``, ``EndOfMessage.stream_id``, ``StreamReset.stream_id``. A head with
+  ``end_stream=True`` is not followed by ``EndOfMessage``; trailers come as
+  ``EndOfMessage(trailers=...)``.
+* Flow control is end to end: a received ``BodyChunk`` keeps its bytes in the peer's window until
+  ``acknowledge(stream_id, len(data))`` is called, which the kernel does once the bytes were
+  handed to the other side. Sending never buffers: ``send(BodyChunk)`` accepts at most
+  ``sendable(stream_id)`` bytes; the rest waits in the kernel for ``WindowOpened``.
+* RST_STREAM from the peer is the ``StreamReset`` event; ``reset(stream_id)`` sends one.
+  GOAWAY from the peer is ``GoAway(last_request_id=<last stream id>)``; ``send(GoAway())`` sends one.
+  PING from the peer is answered inside the codec (the ACK is in ``data_to_send()``); the answer to
+  ``heartbeat(n)`` comes back as ``Heartbeat(request_id=n, reply=True)``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import ClassVar, Final
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+
+from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, ReplyStatus, Role, Sniff
+from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
+from sofamesh.core.events import (
+    NEED_DATA,
+    BodyChunk,
+    ConnectionClosed,
+    EndOfMessage,
+    Event,
+    GoAway,
+    Heartbeat,
+    RequestHead,
+    ResponseHead,
+    _NeedData,
+)
+from sofamesh.core.headers import Headers
+from sofamesh.plugins.protocols.http2 import grpc
+from sofamesh.plugins.protocols.http2.events import StreamReset, WindowOpened
+
+PROTOCOL: Final = "http2"
+PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+ALPN_PROTOCOLS: Final = ("h2",)
+
+# Connection-specific fields (RFC 9113 8.2.2) never cross into HTTP/2; ``te`` only as "trailers".
+_CONNECTION_FIELDS: Final = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "http2-settings"}
+)
+_DEFAULT_WINDOW: Final = 65_535
+_MARK: Final = b"x-sofamesh-local-reply"  # names the ReplyStatus on answers the proxy made itself, as http1 does
+
+Http2Event = Event | StreamReset | WindowOpened
+
+
+def _text(b: bytes) -> str:
+    # latin-1 maps every byte to one code point, so a value decoded here re-encodes to the same bytes.
+    return b.decode("latin-1")
+
+
+def _wire(s: str) -> bytes:
+    try:
+        return s.encode("latin-1")
+    except UnicodeEncodeError:
+        return s.encode("utf-8")
+
+
+def _field_block(headers: Headers, first: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``first`` (pseudo-headers we set) followed by ``headers`` made fit for HTTP/2: lower-case
+    names, no pseudo-headers, no connection-specific fields, ``te`` only when it says trailers."""
+    out = first
+    for name, value in headers:
+        lname = name.lower()
+        if lname[:1] == ":" or lname in _CONNECTION_FIELDS or lname == "host":
+            continue
+        if lname == "te" and value.strip().lower() != "trailers":
+            continue
+        out.append((_wire(lname), _wire(value)))
+    return out
+
+
+def _rpc_target(path: str) -> tuple[str, str] | None:
+    """(service, method) from a gRPC/Triple ``:path`` of the form ``/package.Service/Method``."""
+    if path[:1] != "/" or "?" in path:
+        return None
+    rest = path[1:]
+    cut = rest.find("/")
+    if cut <= 0 or cut == len(rest) - 1 or "/" in rest[cut + 1 :]:
+        return None
+    return rest[:cut], rest[cut + 1 :]
+
+
+class _Aliases:
+    """``RequestHead.resolve`` for HTTP/2: route keys it carries under another name (``host`` is
+    ``:authority``). Compares by value, so equal requests give equal heads."""
+
+    __slots__ = ("authority",)
+
+    def __init__(self, authority: str) -> None:
+        self.authority = authority
+
+    def __call__(self, name: str) -> str | None:
+        if name in ("host", "authority"):
+            return self.authority or None
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Aliases) and other.authority == self.authority
+
+    def __hash__(self) -> int:
+        return hash(self.authority)
+
+    def __repr__(self) -> str:
+        return f"_Aliases({self.authority!r})"
+
+
+def _is_rpc(ctype: str | None) -> bool:
+    """Whether a request with this content-type is gRPC or Triple (routed on service/method)."""
+    if grpc.is_grpc(ctype):
+        return True
+    return ctype is not None and ctype[:18].lower() == "application/triple"
+
+
+class _Stream:
+    """What the codec remembers about one open stream."""
+
+    __slots__ = (
+        "end_in_head", "head", "local_done", "received", "remote_done", "response_started", "trailers_seen",
+        "unacked",
+    )
+
+    def __init__(self, head: RequestHead | None = None) -> None:
+        self.head = head  # the request (server role), for a local reply made by the codec itself
+        self.end_in_head = False  # the peer's HEADERS carried END_STREAM: no EndOfMessage follows
+        self.trailers_seen = False  # EndOfMessage already emitted with trailers
+        self.remote_done = False
+        self.local_done = False
+        self.response_started = False  # we sent the first HEADERS on it
+        self.unacked = 0  # flow-controlled bytes received and not yet acknowledged
+        self.received = 0  # body bytes received, checked against CodecLimits.max_body_bytes
+
+
+class Http2Codec(Codec):
+    """One HTTP/2 connection in one role. See the module docstring for how the kernel drives it."""
+
+    def __init__(
+        self,
+        role: Role,
+        limits: CodecLimits | None = None,
+        *,
+        initial_window_size: int = 256 * 1024,  # per stream: what one slow stream may hold in the proxy
+        connection_window_size: int = 16 * 1024 * 1024,  # whole connection: bounds memory per connection
+        max_concurrent_streams: int = 1024,  # streams the peer may open at once; the tests run 500 on one
+        max_frame_size: int = 16_384,  # RFC 9113 default; bigger frames save little in Python
+    ) -> None:
+        if not 0 < initial_window_size <= 2**31 - 1:
+            raise ValueError(f"initial_window_size must be 1..2^31-1, got {initial_window_size}")
+        if not _DEFAULT_WINDOW <= connection_window_size <= 2**31 - 1:
+            raise ValueError(f"connection_window_size must be 65535..2^31-1, got {connection_window_size}")
+        self.role = role
+        self._limits = limits if limits is not None else CodecLimits()
+        client = role is Role.CLIENT
+        config = h2.config.H2Configuration(client_side=client, header_encoding=None)
+        conn = h2.connection.H2Connection(config=config)
+        settings: dict[h2.settings.SettingCodes, int] = {
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: initial_window_size,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: max_frame_size,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self._limits.max_header_bytes,
+        }
+        if client:
+            settings[h2.settings.SettingCodes.ENABLE_PUSH] = 0
+        # Settings given as initial values are in force at once in h2; the peer may use them as soon
+        # as it has read our SETTINGS, before we see its ACK, so frame and header limits follow too.
+        conn.local_settings = h2.settings.Settings(client=client, initial_values=settings)
+        conn.max_inbound_frame_size = max_frame_size
+        conn.decoder.max_header_list_size = self._limits.max_header_bytes
+        conn.initiate_connection()
+        if connection_window_size > _DEFAULT_WINDOW:
+            conn.increment_flow_control_window(connection_window_size - _DEFAULT_WINDOW)
+        self._conn = conn
+        self._streams: dict[int, _Stream] = {}
+        self._events: deque[Http2Event] = deque()
+        self._inbox: list[bytes] = []
+        self._eof = False
+        self._eof_reported = False
+        self._error: RemoteProtocolError | None = None
+
+    # -- receiving --------------------------------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        if data:
+            self._inbox.append(data)
+        else:
+            self._eof = True
+
+    def next_event(self) -> Http2Event | _NeedData:  # type: ignore[override]
+        """The next event, or ``NEED_DATA``; then write ``data_to_send()``. Besides the core events
+        this returns ``StreamReset`` and ``WindowOpened`` (see ``events.py``)."""
+        while True:
+            if self._events:
+                return self._events.popleft()
+            if self._error is not None:
+                raise self._error
+            if not self._inbox:
+                break
+            data = b"".join(self._inbox) if len(self._inbox) > 1 else self._inbox[0]
+            self._inbox.clear()
+            try:
+                received = self._conn.receive_data(data)
+            except h2.exceptions.ProtocolError as exc:
+                # h2 queued a GOAWAY with the right error code; the kernel writes it, then closes.
+                status = 431 if isinstance(exc, h2.exceptions.DenialOfServiceError) else 400
+                self._error = RemoteProtocolError(f"http2: {exc}", status_hint=status)
+                self._inbox.clear()
+                continue
+            for ev in received:
+                self._translate(ev)
+        if self._eof and not self._eof_reported:
+            self._eof_reported = True
+            return ConnectionClosed(clean=not self._streams)
+        return NEED_DATA
+
+    def _translate(self, ev: h2.events.Event) -> None:
+        if isinstance(ev, h2.events.DataReceived):
+            self._on_data(ev)
+        elif isinstance(ev, h2.events.RequestReceived):
+            self._on_request(ev)
+        elif isinstance(ev, h2.events.ResponseReceived):
+            self._on_response(ev)
+        elif isinstance(ev, h2.events.TrailersReceived):
+            st = self._streams.get(ev.stream_id or 0)
+            if st is not None:
+                st.trailers_seen = True
+                trailers = Headers((_text(k), _text(v)) for k, v in ev.headers or ())
+                self._events.append(EndOfMessage(trailers=trailers, stream_id=ev.stream_id or 0))
+        elif isinstance(ev, h2.events.StreamEnded):
+            sid = ev.stream_id or 0
+            st = self._streams.get(sid)
+            if st is not None:
+                st.remote_done = True
+                if not (st.end_in_head or st.trailers_seen):
+                    self._events.append(EndOfMessage(stream_id=sid))
+                self._forget_if_done(sid, st)
+        elif isinstance(ev, h2.events.WindowUpdated):
+            self._events.append(WindowOpened(ev.stream_id or 0))
+        elif isinstance(ev, h2.events.StreamReset):
+            sid = ev.stream_id or 0
+            if self._drop(sid) and ev.remote_reset:
+                code = int(ev.error_code or 0)
+                self._events.append(StreamReset(sid, code, _error_name(code)))
+        elif isinstance(ev, h2.events.PingAckReceived):
+            self._events.append(Heartbeat(request_id=int.from_bytes(ev.ping_data or b"", "big"), reply=True))
+        elif isinstance(ev, h2.events.ConnectionTerminated):
+            self.keep_alive = False
+            code = int(ev.error_code or 0)
+            extra = (ev.additional_data or b"").decode("utf-8", "replace")
+            reason = f"{_error_name(code)}: {extra}" if extra else _error_name(code)
+            self._events.append(GoAway(reason=reason, last_request_id=ev.last_stream_id))
+        elif isinstance(ev, h2.events.RemoteSettingsChanged):
+            changed = ev.changed_settings.get(h2.settings.SettingCodes.INITIAL_WINDOW_SIZE)
+            if changed is not None and (changed.new_value or 0) > (changed.original_value or 0):
+                self._events.append(WindowOpened(0))
+        # PingReceived: h2 queued the ACK already. SETTINGS ACKs, priorities, 1xx responses, unknown
+        # frames and ALTSVC carry nothing the proxy acts on.
+
+    def _on_request(self, ev: h2.events.RequestReceived) -> None:
+        sid = ev.stream_id or 0
+        raw = ev.headers or []
+        fields = [(_text(k), _text(v)) for k, v in raw]
+        headers = Headers(fields)
+        # h2 validated the names as lower case: one dict answers every lookup (first value wins).
+        first: dict[str, str] = {}
+        for k, v in fields:
+            first.setdefault(k, v)
+        get = first.get
+        st = _Stream()
+        st.end_in_head = st.remote_done = ev.stream_ended is not None
+        self._streams[sid] = st
+        path = get(":path") or ""
+        authority = get(":authority") or get("host") or ""
+        target = _rpc_target(path) if _is_rpc(get("content-type")) else None
+        if target is None:
+            service = authority
+            method = get(":method") or ""
+        else:
+            service, method = target
+        head = RequestHead(
+            protocol=PROTOCOL,
+            request_id=sid,
+            service=service,
+            method=method,
+            path=path,
+            version=get("tri-service-version") or "",
+            group=get("tri-service-group") or "",
+            headers=headers,
+            end_stream=st.end_in_head,
+            timeout_ms=grpc.parse_timeout(get("grpc-timeout")),
+            resolve=_Aliases(authority),
+        )
+        st.head = head
+        if len(raw) > self._limits.max_headers:
+            # Not a connection error: answer this stream alone, as a request over a limit.
+            limit = self._limits.max_headers
+            self._reply(head, ReplyStatus.HEADERS_TOO_LARGE, f"more than {limit} headers")
+            return
+        self._events.append(head)
+
+    def _on_response(self, ev: h2.events.ResponseReceived) -> None:
+        sid = ev.stream_id or 0
+        headers = Headers([(_text(k), _text(v)) for k, v in ev.headers or ()])
+        st = self._streams.get(sid)
+        if st is None:
+            return
+        ended = ev.stream_ended is not None
+        st.end_in_head = ended
+        if ended:
+            st.remote_done = True
+        status = int(headers.get(":status") or 0)
+        http_status = status if 100 <= status <= 599 else 502
+        gstatus = headers.get("grpc-status")
+        if http_status == 200 and ended and gstatus is not None and gstatus.isdigit():
+            http_status = grpc.http_status_of(int(gstatus))  # trailers-only gRPC answer
+        self._events.append(
+            ResponseHead(
+                protocol=PROTOCOL, request_id=sid, status=status, http_status=http_status,
+                headers=headers, end_stream=ended,
+            )
+        )
+        if ended:
+            self._forget_if_done(sid, st)
+
+    def _on_data(self, ev: h2.events.DataReceived) -> None:
+        sid = ev.stream_id or 0
+        size = ev.flow_controlled_length or 0
+        data = ev.data or b""
+        st = self._streams.get(sid)
+        if st is None:
+            # A stream we already answered or reset: nobody will forward these bytes.
+            if size:
+                self._conn.acknowledge_received_data(size, sid)
+            return
+        padding = size - len(data)
+        if padding:
+            self._conn.acknowledge_received_data(padding, sid)
+        if not data:
+            return
+        st.unacked += len(data)
+        st.received += len(data)
+        limit = self._limits.max_body_bytes
+        if limit and st.received > limit:
+            # Only this stream is refused; StreamReset tells the kernel to drop what it holds of it.
+            if st.head is not None:
+                self._reply(st.head, ReplyStatus.PAYLOAD_TOO_LARGE, f"body larger than {limit} bytes")
+            if self._drop(sid):
+                self._conn.reset_stream(sid, ErrorCodes.CANCEL)
+            self._events.append(StreamReset(sid, int(ErrorCodes.CANCEL), f"body over {limit} bytes"))
+            return
+        self._events.append(BodyChunk(data=data, stream_id=sid))
+
+    # -- stream bookkeeping -----------------------------------------------------------------------
+    def _forget_if_done(self, sid: int, st: _Stream) -> None:
+        if st.local_done and st.remote_done and not st.unacked:
+            del self._streams[sid]
+
+    def _drop(self, sid: int) -> bool:
+        """Forget a stream, returning its unacknowledged bytes to the connection window."""
+        st = self._streams.pop(sid, None)
+        if st is None:
+            return False
+        if st.unacked:
+            self._conn.acknowledge_received_data(st.unacked, sid)
+        return True
+
+    def _local_end(self, sid: int) -> None:
+        st = self._streams.get(sid)
+        if st is not None:
+            st.local_done = True
+            self._forget_if_done(sid, st)
+
+    # -- sending ----------------------------------------------------------------------------------
+    def send(self, event: Event) -> bytes:
+        try:
+            if isinstance(event, BodyChunk):
+                self._send_body(event.stream_id, event.data)
+            elif isinstance(event, EndOfMessage):
+                self._send_end(event)
+            elif isinstance(event, ResponseHead):
+                self._send_response(event)
+            elif isinstance(event, RequestHead):
+                self._send_request(event)
+            elif isinstance(event, Heartbeat):
+                if not event.reply:
+                    self._conn.ping(event.request_id.to_bytes(8, "big"))
+            elif isinstance(event, GoAway):
+                self.keep_alive = False
+                self._conn.close_connection(
+                    error_code=ErrorCodes.NO_ERROR,
+                    additional_data=event.reason.encode("utf-8") or None,
+                    last_stream_id=event.last_request_id,
+                )
+            elif not isinstance(event, ConnectionClosed):
+                raise LocalProtocolError(f"http2: cannot send {type(event).__name__}")
+        except h2.exceptions.StreamClosedError as exc:
+            if exc.stream_id in self._streams:
+                raise LocalProtocolError(f"http2: cannot send {type(event).__name__}: {exc}") from exc
+            # The peer reset the stream and its StreamReset is on the way to the kernel: drop quietly.
+        except h2.exceptions.ProtocolError as exc:
+            raise LocalProtocolError(f"http2: cannot send {type(event).__name__}: {exc}") from exc
+        return self._conn.data_to_send()
+
+    def _send_request(self, head: RequestHead) -> None:
+        if self.role is not Role.CLIENT:
+            raise LocalProtocolError("http2: a server-role codec sends responses, not requests")
+        sid = head.request_id
+        if sid <= 0 or sid % 2 == 0:
+            raise LocalProtocolError(
+                f"http2: request stream id {sid} is not a client stream id; use new_stream_id()"
+            )
+        h = head.headers
+        pseudo = {
+            ":method": h.get(":method") or head.method or "GET",
+            ":scheme": h.get(":scheme") or "http",
+            ":authority": h.get(":authority") or h.get("host") or head.service,
+            ":path": h.get(":path") or head.path or "/",
+        }
+        # Keep the downstream's pseudo-header order (some peers are picky); fill in the rest.
+        order = [k for k, _ in h if k in pseudo] + [k for k in pseudo if k not in h]
+        first = [(_wire(k), _wire(pseudo[k])) for k in dict.fromkeys(order)]
+        st = _Stream()
+        st.local_done = head.end_stream
+        self._streams[sid] = st
+        self._conn.send_headers(sid, _field_block(h, first), end_stream=head.end_stream)
+
+    def _send_response(self, head: ResponseHead) -> None:
+        if self.role is not Role.SERVER:
+            raise LocalProtocolError("http2: a client-role codec sends requests, not responses")
+        sid = head.request_id
+        # The field is the status (a filter may have changed it); a stale ":status" header is dropped.
+        status = str(head.status)
+        self._conn.send_headers(sid, _field_block(head.headers, [(b":status", _wire(status))]),
+                                end_stream=head.end_stream)
+        st = self._streams.get(sid)
+        if st is not None:
+            st.response_started = True
+        if head.end_stream:
+            self._local_end(sid)
+
+    def _send_body(self, sid: int, data: bytes) -> None:
+        room = self.sendable(sid)
+        if len(data) > room:
+            raise LocalProtocolError(
+                f"http2: {len(data)} bytes on stream {sid} exceed its send window of {room}; "
+                "send sendable() bytes and wait for WindowOpened"
+            )
+        step = self._conn.max_outbound_frame_size
+        view = memoryview(data)
+        for start in range(0, len(data), step):
+            self._conn.send_data(sid, view[start : start + step])
+
+    def _send_end(self, end: EndOfMessage) -> None:
+        sid = end.stream_id
+        if end.trailers:
+            self._conn.send_headers(sid, _field_block(end.trailers, []), end_stream=True)
+        else:
+            self._conn.end_stream(sid)
+        self._local_end(sid)
+
+    # -- flow control, streams, connection --------------------------------------------------------
+    def data_to_send(self) -> bytes:
+        """Bytes the codec produced on its own (SETTINGS, their ACKs, PING ACKs, WINDOW_UPDATEs,
+        RST_STREAMs, GOAWAY): write them after every ``next_event()`` loop."""
+        return self._conn.data_to_send()
+
+    def sendable(self, stream_id: int) -> int:
+        """How many body bytes ``send(BodyChunk)`` accepts on ``stream_id`` now (stream and
+        connection windows); 0 for a closed or unknown stream."""
+        try:
+            return self._conn.local_flow_control_window(stream_id)
+        except h2.exceptions.ProtocolError:
+            return 0
+
+    def acknowledge(self, stream_id: int, nbytes: int) -> bytes:
+        """Give ``nbytes`` of a stream's received body back to the peer's window, once the kernel
+        handed them to the other side. Returns the bytes to write (WINDOW_UPDATE frames, batched by
+        ``h2`` until a worthwhile increment has built up)."""
+        st = self._streams.get(stream_id)
+        if st is None or nbytes <= 0:
+            return self._conn.data_to_send()
+        nbytes = min(nbytes, st.unacked)
+        st.unacked -= nbytes
+        self._conn.acknowledge_received_data(nbytes, stream_id)
+        self._forget_if_done(stream_id, st)
+        return self._conn.data_to_send()
+
+    def reset(self, stream_id: int, error_code: int = ErrorCodes.CANCEL) -> bytes:
+        """Send RST_STREAM on ``stream_id`` (default CANCEL) and forget the stream; bytes still
+        unacknowledged on it go back to the connection window. A dead stream is left alone."""
+        if self._drop(stream_id):
+            try:
+                self._conn.reset_stream(stream_id, error_code)
+            except h2.exceptions.ProtocolError:
+                pass  # h2 already considers it closed: nothing to reset
+        return self._conn.data_to_send()
+
+    def new_stream_id(self) -> int:
+        """The id for the next request this client-role codec opens; use it before opening another."""
+        return self._conn.get_next_available_stream_id()
+
+    @property
+    def open_streams(self) -> int:
+        """Streams this codec still tracks (open in at least one direction, or not fully acknowledged)."""
+        return len(self._streams)
+
+    @property
+    def max_outbound_streams(self) -> int:
+        """SETTINGS_MAX_CONCURRENT_STREAMS the peer allows us (a pool opens another connection past it)."""
+        return int(self._conn.remote_settings.max_concurrent_streams)
+
+    def heartbeat(self, request_id: int) -> bytes:
+        """A PING carrying ``request_id`` (8 bytes); its ACK comes back as ``Heartbeat(reply=True)``."""
+        self._conn.ping((request_id & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "big"))
+        return self._conn.data_to_send()
+
+    def heartbeat_reply(self, beat: Heartbeat) -> bytes:
+        """PINGs are acknowledged inside the codec; this only returns what is queued."""
+        return self._conn.data_to_send()
+
+    # -- replies the proxy makes itself -----------------------------------------------------------
+    def local_reply(self, head: RequestHead, status: ReplyStatus, message: str) -> bytes:
+        """Answer stream ``head.request_id`` and return all bytes to write.
+
+        gRPC and Triple requests get a trailers-only response (``:status 200``, ``grpc-status`` from
+        ``status.grpc_status``, percent-encoded ``grpc-message``); if the response headers were
+        already sent, the same fields go out as trailers. Other requests get ``status.http_status``
+        with a ``text/plain`` body (or RST_STREAM INTERNAL_ERROR when a response already started).
+        If the client is still sending, RST_STREAM NO_ERROR follows (RFC 9113 8.1) to stop it.
+        """
+        if self.role is not Role.SERVER:
+            raise LocalProtocolError("http2: local replies are made by the server-role codec")
+        self._reply(head, status, message)
+        return self._conn.data_to_send()
+
+    def _reply(self, head: RequestHead, status: ReplyStatus, message: str) -> None:
+        sid = head.request_id
+        st = self._streams.get(sid)
+        if st is None or st.local_done:
+            return
+        conn = self._conn
+        mark = status.name.lower().encode()
+        try:
+            if _is_rpc(head.headers.get("content-type")):
+                fields = [(b"grpc-status", str(status.grpc_status).encode()),
+                          (b"grpc-message", grpc.encode_message(message).encode())]
+                if not st.response_started:
+                    ctype = _wire(head.headers.get("content-type") or "application/grpc")
+                    fields = [(b":status", b"200"), (b"content-type", ctype), *fields, (_MARK, mark)]
+                conn.send_headers(sid, fields, end_stream=True)
+            elif st.response_started:
+                self._drop(sid)
+                conn.reset_stream(sid, ErrorCodes.INTERNAL_ERROR)
+                return
+            else:
+                body = (message + "\n").encode("utf-8")[: max(0, self.sendable(sid))]
+                fields = [(b":status", str(status.http_status).encode()),
+                          (b"content-type", b"text/plain; charset=utf-8"),
+                          (b"content-length", str(len(body)).encode()), (_MARK, mark)]
+                conn.send_headers(sid, fields, end_stream=not body)
+                if body:
+                    conn.send_data(sid, body, end_stream=True)
+        except h2.exceptions.ProtocolError:
+            self._drop(sid)  # the stream died under us (reset by the peer): nothing to answer
+            return
+        st.response_started = st.local_done = True
+        if not st.remote_done:
+            self._drop(sid)
+            conn.reset_stream(sid, ErrorCodes.NO_ERROR)
+        else:
+            self._forget_if_done(sid, st)
+
+    def map_status(self, status: int) -> int:
+        return status
+
+
+def _error_name(code: int) -> str:
+    try:
+        return ErrorCodes(code).name
+    except ValueError:
+        return f"error {code:#x}"
+
+
+class Http2CodecFactory(CodecFactory):
+    """``http2``: h2c sniffed by the client connection preface; TLS listeners select it by ALPN ``h2``."""
+
+    name: ClassVar[str] = PROTOCOL
+    multiplexed: ClassVar[bool] = True  # many streams per connection ...
+    streaming: ClassVar[bool] = True  # ... with bodies and flow control: heads have raw=None, ids are stream ids
+    sniff_bytes: ClassVar[int] = len(PREFACE)
+    request_id_bits: ClassVar[int] = 31
+    alpn_protocols: ClassVar[tuple[str, ...]] = ALPN_PROTOCOLS
+
+    def sniff(self, prefix: bytes) -> Sniff:
+        n = min(len(prefix), len(PREFACE))
+        if prefix[:n] != PREFACE[:n]:
+            return Sniff.NO
+        return Sniff.MATCH if n == len(PREFACE) else Sniff.NEED_MORE
+
+    def new_codec(self, role: Role, limits: CodecLimits) -> Http2Codec:
+        return Http2Codec(role, limits)
+
+
+__all__ = ["ALPN_PROTOCOLS", "PREFACE", "PROTOCOL", "Http2Codec", "Http2CodecFactory", "Http2Event"]
