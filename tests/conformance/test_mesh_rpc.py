@@ -72,3 +72,28 @@ def test_dubbo2js_calls_by_service_name_survive_scaling_and_a_pilot_restart_over
                               _dubbo_batch, register={"version": "1.0.0"})
     assert stream.failures == []
     assert set(stream.served) == {"p1", "p2", "p3", "p4"}
+
+
+def test_dubbo2js_calls_reach_only_the_providers_of_the_version_they_ask_for(tmp_path: Path) -> None:
+    from tests.integration.pilot.conftest import PilotProcess
+    from tests.integration.xds.mesh import wait_for
+
+    dubbo_peers.require_dubbo_peers()
+    pilot = PilotProcess(tmp_path / "data").start()
+    providers = {v: _DubboProvider(f"v{v}") for v in ("1.0.0", "2.0.0")}
+    try:
+        for v, p in providers.items():
+            host, port = p.address.rsplit(":", 1)
+            pilot.register(dubbo_peers.SERVICE, p.name, address=host, port=int(port), protocol="dubbo", version=v)
+        with Sidecar(pilot.xds_port, "app-versions") as sc:
+            wait_for(lambda: len([c for c in sc.dump()["config"]["clusters"] if dubbo_peers.SERVICE in c["name"]]) == 3,
+                     10, "the service's cluster and its two version subsets")
+            calls = [dubbo_peers.call("whoami", version=v, repeat=6) for v in ("1.0.0", "2.0.0")]
+            results = dubbo_peers.consume(sc.egress("dubbo"), calls)
+        assert all(r["ok"] for r in results), results
+        served = [(r["res"]["version"], r["res"]["provider"]) for r in results]
+        assert served == [("1.0.0", "v1.0.0")] * 6 + [("2.0.0", "v2.0.0")] * 6
+    finally:
+        pilot.stop()
+        for p in providers.values():
+            p.stop()

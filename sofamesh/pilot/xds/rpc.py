@@ -13,6 +13,11 @@ For each protocol ``P`` they produce:
   matching the service name exactly, to that service's cluster (docs/xds.md).
 A service's metadata ``timeout_ms`` sets its route timeout (default 10000; the request's own
 timeout caps it in the data plane).
+
+Subsets: when a service's instances carry more than one (version, group) pair, each pair with a
+version or a group gets its own cluster ``outbound|PORT|NAME|VERSION|GROUP`` (EDS: only those
+instances) and a route matching the service and that version and/or group, ahead of the service's
+catch-all route; so a Dubbo call for version 2.0.0 reaches only 2.0.0 providers.
 """
 
 from __future__ import annotations
@@ -29,12 +34,54 @@ from sofamesh.pilot.xds.generator import LISTENER, NodeInfo, XdsResource
 from sofamesh.pilot.xds.generators import ClusterGenerator, EndpointGenerator, cluster_name
 
 if TYPE_CHECKING:
-    from sofamesh.pilot.model import MeshModel
+    from sofamesh.pilot.model import MeshModel, Service, ServiceInstance
     from sofamesh.pilot.xds.generator import XdsGenerator
 
 RPC_PROXY_FILTER = "sofamesh.filters.network.rpc_proxy"
 RPC_PROXY_TYPE_URL = "type.googleapis.com/sofamesh.config.rpc.v1.RpcProxy"
 DEFAULT_TIMEOUT_MS = 10_000
+
+
+def subsets(instances: Iterable[ServiceInstance]) -> dict[tuple[str, str], list[ServiceInstance]]:
+    """(version, group) -> instances, when the instances carry more than one such pair."""
+    groups: dict[tuple[str, str], list[ServiceInstance]] = {}
+    for inst in instances:
+        groups.setdefault((inst.version, inst.group), []).append(inst)
+    if len(groups) < 2:
+        return {}
+    return {k: v for k, v in sorted(groups.items()) if k != ("", "")}
+
+
+def subset_name(cluster: str, version: str, group: str) -> str:
+    return f"{cluster}|{version}|{group}"
+
+
+class RpcClusterGenerator(ClusterGenerator):
+    """CDS: the service's clusters, plus one per (version, group) subset."""
+
+    def build(self, service: Service, instances: tuple[ServiceInstance, ...]) -> list[XdsResource]:
+        base = super().build(service, instances)
+        out = list(base)
+        for version, group in subsets(instances):
+            for res in base:
+                c = type(res.message)()
+                c.CopyFrom(res.message)
+                c.name = subset_name(res.name, version, group)
+                c.eds_cluster_config.service_name = c.name
+                out.append(XdsResource(c.name, c))
+        return out
+
+
+class RpcEndpointGenerator(EndpointGenerator):
+    """EDS: the service's endpoints, plus each subset's own."""
+
+    def build(self, service: Service, instances: tuple[ServiceInstance, ...]) -> list[XdsResource]:
+        out = super().build(service, instances)
+        for (version, group), insts in subsets(instances).items():
+            for res in super().build(service, tuple(insts)):
+                res.message.cluster_name = subset_name(res.name, version, group)
+                out.append(XdsResource(res.message.cluster_name, res.message))
+        return out
 
 
 class RpcListenerGenerator:
@@ -77,8 +124,17 @@ class RpcListenerGenerator:
                 timeout = int(service.metadata.get("timeout_ms", DEFAULT_TIMEOUT_MS))
             except (TypeError, ValueError):
                 timeout = DEFAULT_TIMEOUT_MS
-            routes.append({"name": name, "match": {"service": {"exact": name}},
-                           "cluster": cluster_name(service, service.port), "timeout_ms": timeout})
+            cluster = cluster_name(service, service.port)
+            for version, group in subsets(mesh.instances(name)):
+                match: dict[str, Any] = {"service": {"exact": name}}
+                if version:
+                    match["version"] = {"exact": version}
+                if group:
+                    match["group"] = {"exact": group}
+                routes.append({"name": subset_name(name, version, group), "match": match,
+                               "cluster": subset_name(cluster, version, group), "timeout_ms": timeout})
+            routes.append({"name": name, "match": {"service": {"exact": name}}, "cluster": cluster,
+                           "timeout_ms": timeout})
         self._memo = (mesh.index, routes)
         return routes
 
@@ -103,12 +159,13 @@ class RpcListenerGenerator:
 
 def rpc_generators(protocol: str, default_port: int) -> dict[str, XdsGenerator]:
     """The generators a protocol plugin registers: ``{catalog name: generator}``."""
-    clusters = ClusterGenerator()
+    clusters = RpcClusterGenerator()
     clusters.protocols = frozenset({protocol})
-    endpoints = EndpointGenerator()
+    endpoints = RpcEndpointGenerator()
     endpoints.protocols = frozenset({protocol})
     return {f"cds.{protocol}": clusters, f"eds.{protocol}": endpoints,
             f"lds.{protocol}": RpcListenerGenerator(protocol, default_port)}
 
 
-__all__ = ["RPC_PROXY_FILTER", "RPC_PROXY_TYPE_URL", "RpcListenerGenerator", "rpc_generators"]
+__all__ = ["RPC_PROXY_FILTER", "RPC_PROXY_TYPE_URL", "RpcClusterGenerator", "RpcEndpointGenerator",
+           "RpcListenerGenerator", "rpc_generators", "subset_name", "subsets"]

@@ -193,3 +193,33 @@ def test_a_bad_rpc_proxy_key_is_refused_with_its_path() -> None:
         assemble(from_mapping({}), state, True)
     assert str(errs.value).startswith(
         "Listener 'rpc': filter_chains[0].filters[0].typed_config.value: listeners[0].routes[0].timeout_ms:")
+
+
+def test_dubbo_instances_of_two_versions_get_a_subset_cluster_and_route_each() -> None:
+    from sofamesh.pilot.xds.rpc import rpc_generators
+
+    reg = FakeRegistry("r")
+    svc = Service("com.example.Echo", "dubbo")
+    reg.svcs[svc.name] = svc
+    reg.insts[svc.name] = [ServiceInstance(service=svc.name, id=i, address="127.0.0.1", port=20000 + n, version=v)
+                           for n, (i, v) in enumerate((("a", "1.0.0"), ("b", "2.0.0"), ("c", "2.0.0")))]
+    mesh = MeshModel([reg])
+    mesh.refresh()
+    gens = rpc_generators("dubbo", 20880)
+    node = NodeInfo("n", user_agent="sofamesh/0.1.0")
+    state = Translated()
+    for res in gens["cds.dubbo"].generate(mesh, node):
+        state.clusters[res.name] = translate_cluster(res.message)
+    for res in gens["eds.dubbo"].generate(mesh, node):
+        state.endpoints[res.name] = translate_load_assignment(res.message)
+    (lst,) = gens["lds.dubbo"].generate(mesh, node)
+    t = translate_listener(lst.message)
+    assert t is not None
+    state.listeners[lst.name] = t
+    config = assemble(from_mapping({}), state, True)
+    base = "outbound|20880|com.example.Echo"
+    eps = {c.name: sorted(e.address for e in c.endpoints) for c in config.clusters}
+    assert eps == {base: ["127.0.0.1:20000", "127.0.0.1:20001", "127.0.0.1:20002"],
+                   f"{base}|1.0.0|": ["127.0.0.1:20000"], f"{base}|2.0.0|": ["127.0.0.1:20001", "127.0.0.1:20002"]}
+    routes = [(r.match.version.exact if r.match.version else None, r.cluster) for r in config.listeners[0].routes]
+    assert routes == [("1.0.0", f"{base}|1.0.0|"), ("2.0.0", f"{base}|2.0.0|"), (None, base)]
