@@ -88,6 +88,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
 
 def _serve(config: Any, path: str | None) -> int:
     from sofamesh.core.errors import MeshError
+    from sofamesh.core.gc_policy import settle_after_start
     from sofamesh.core.net import loop
     from sofamesh.core.server import Server
 
@@ -103,6 +104,7 @@ def _serve(config: Any, path: str | None) -> int:
             from sofamesh.core.xds.client import attach
 
             await attach(server)
+        settle_after_start()
         names = ", ".join(f"{n}={h.config.address}" for n, h in server.listeners.items())
         logging.getLogger("sofamesh").info("serving %s (admin %s, loop %s)", names,
                                            server.admin_address or "off", loop.loop_name())
