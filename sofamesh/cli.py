@@ -37,14 +37,40 @@ def _print_config_errors(exc: Exception) -> None:
         print(f"error: {e}", file=sys.stderr)
 
 
+def xds_config(config: Any, args: argparse.Namespace) -> Any:
+    """The bootstrap config with the ``--xds`` flags laid over its ``xds`` section."""
+    from pydantic import ValidationError
+
+    from sofamesh.core.config.model import XdsConfig
+    from sofamesh.core.errors import ConfigError, ConfigErrors
+
+    base = config.xds.model_dump() if config.xds is not None else {}
+    flags = {"address": args.xds, "node_id": args.node_id, "cluster": args.cluster, "mode": args.xds_mode}
+    merged = {**base, **{k: v for k, v in flags.items() if v is not None}}
+    if args.admin:
+        config = config.model_copy(update={"admin": config.admin.model_copy(update={"address": args.admin})
+                                           if config.admin else None})
+    try:
+        return config.model_copy(update={"xds": XdsConfig.model_validate(merged)})
+    except ValidationError as exc:
+        raise ConfigErrors([ConfigError("xds." + ".".join(str(p) for p in e["loc"]),
+                                        "required: give --node-id" if e["loc"] == ("node_id",) and
+                                        e["type"] == "missing" else e["msg"]) for e in exc.errors()]) from None
+
+
 def cmd_proxy(args: argparse.Namespace) -> int:
-    from sofamesh.core.config.loader import load_file
+    from sofamesh.core.config.loader import from_mapping, load_file
     from sofamesh.core.errors import MeshError
 
     _setup_logging(args.log_level)
     try:
-        if args.config:
-            config = load_file(args.config)
+        if args.xds or args.config:
+            config = load_file(args.config) if args.config else from_mapping({})
+            if args.xds or config.xds is not None:
+                config = xds_config(config, args)
+                if args.workers > 1:
+                    print("error: --workers with xDS is not supported in this version", file=sys.stderr)
+                    return 2
         elif args.listen and args.upstream:
             config = quick_config(args.listen, args.upstream, args.protocol, args.admin)
         else:
@@ -74,6 +100,10 @@ def _serve(config: Any, path: str | None) -> int:
         except MeshError as exc:
             _print_config_errors(exc)
             return 2
+        if config.xds is not None:
+            from sofamesh.core.xds.client import attach
+
+            await attach(server)
         settle_after_start()
         names = ", ".join(f"{n}={h.config.address}" for n, h in server.listeners.items())
         logging.getLogger("sofamesh").info("serving %s (admin %s, loop %s)", names,
@@ -207,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     px.add_argument("--upstream", help="quick mode: HOST:PORT[,HOST:PORT...] to forward to")
     px.add_argument("--protocol", default="auto", help="quick mode: protocol name or 'auto' (default)")
     px.add_argument("--admin", default=None, help="quick mode: admin HOST:PORT (default: no admin)")
+    px.add_argument("--xds", metavar="HOST:PORT", help="take listeners, routes, clusters and endpoints from "
+                    "this xDS (ADS) server, e.g. Pilot")
+    px.add_argument("--node-id", help="xDS node id (required with --xds)")
+    px.add_argument("--cluster", help="xDS node cluster (the service this sidecar belongs to)")
+    px.add_argument("--xds-mode", choices=("sotw", "delta"), default=None,
+                    help="ADS variant: state of the world (default) or delta")
     px.add_argument("--workers", type=int, default=1, help="processes sharing the ports (SO_REUSEPORT)")
     px.add_argument("--log-level", default="info")
     px.set_defaults(func=cmd_proxy)

@@ -245,7 +245,10 @@ class AdminServer:
             text = prometheus_text([stats_snapshot(s)]) + filter_expositions(s)
             return 200, "text/plain; version=0.0.4", text.encode()
         if path == "/config_dump":
-            return _json({"version": s.config_version, "config": s.config.model_dump(mode="json")})
+            dump: dict[str, Any] = {"version": s.config_version, "config": s.config.model_dump(mode="json")}
+            if s.xds is not None:
+                dump["xds"] = s.xds.describe()  # applied versions per type, the last NACK
+            return _json(dump)
         if path == "/clusters":
             return _json({name: c.snapshot() for name, c in s.clusters.items()})
         if path == "/plugins":
@@ -253,6 +256,8 @@ class AdminServer:
         if path == "/reload":
             if method != "POST":
                 return 405, "text/plain", b"use POST\n"
+            if s.xds is not None:
+                return 400, "text/plain", b"refused: this proxy's config comes from xDS (see /config_dump)\n"
             return await self._reload(body)
         return 404, "text/plain", (f"unknown admin path {path!r}; try /ready /stats /stats/prometheus "
                                    "/config_dump /clusters /plugins\n").encode()
