@@ -27,6 +27,19 @@ PROTOCOLS: tuple[str, ...] = ("http", "grpc", "bolt", "dubbo", "triple", "tcp")
 DEFAULT_SERVICE_PORTS: Mapping[str, int] = MappingProxyType(
     {"http": 80, "grpc": 80, "triple": 50051, "bolt": 12200, "dubbo": 20880, "tcp": 80}
 )
+# Protocols a plugin added (its xDS generators register it): name -> customary port.
+_PLUGIN_PROTOCOLS: dict[str, int] = {}
+
+
+def register_protocol(name: str, default_port: int) -> None:
+    """Let services of protocol ``name`` into the model (a protocol plugin's Pilot side calls this,
+    e.g. through ``sofamesh.pilot.xds.rpc.rpc_generators``), so a new protocol needs no Pilot change."""
+    if name not in PROTOCOLS:
+        _PLUGIN_PROTOCOLS[name] = default_port
+
+
+def known_protocols() -> tuple[str, ...]:
+    return (*PROTOCOLS, *sorted(_PLUGIN_PROTOCOLS))
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,252}$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@\-]{0,127}$")
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -71,12 +84,12 @@ class Service:
 
     def __post_init__(self) -> None:
         _check_name(self.name, "service", _NAME, "service name")
-        if self.protocol not in PROTOCOLS:
+        if self.protocol not in PROTOCOLS and self.protocol not in _PLUGIN_PROTOCOLS:
             raise ConfigError("protocol",
-                              f"unknown protocol {self.protocol!r} (known: {', '.join(PROTOCOLS)})")
+                              f"unknown protocol {self.protocol!r} (known: {', '.join(known_protocols())})")
         ports = tuple(_check_port(p, f"ports[{i}]") for i, p in enumerate(self.ports))
         if not ports:
-            ports = (DEFAULT_SERVICE_PORTS[self.protocol],)
+            ports = (DEFAULT_SERVICE_PORTS.get(self.protocol) or _PLUGIN_PROTOCOLS[self.protocol],)
         object.__setattr__(self, "ports", ports)
         object.__setattr__(self, "metadata", _check_str_map(self.metadata, "metadata"))
 
@@ -268,5 +281,14 @@ class MeshModel:
         return current()
 
 
-__all__ = ["DEFAULT_SERVICE_PORTS", "PROTOCOLS", "Health", "MeshModel", "Service", "ServiceInstance",
-           "parse_ttl"]
+__all__ = [
+    "DEFAULT_SERVICE_PORTS",
+    "PROTOCOLS",
+    "Health",
+    "MeshModel",
+    "Service",
+    "ServiceInstance",
+    "known_protocols",
+    "parse_ttl",
+    "register_protocol",
+]

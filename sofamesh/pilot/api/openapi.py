@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sofamesh.pilot.model import PROTOCOLS, Health
+from sofamesh.pilot.model import Health, known_protocols
 
 _ERROR = {"description": "Bad input; `field` names the offending field",
           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -72,7 +72,7 @@ def document(version: str) -> dict[str, Any]:
                                      "additionalProperties": False, "properties": {
                 "address": {"type": "string", "description": "IP address or host name"},
                 "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                "protocol": {"type": "string", "enum": list(PROTOCOLS), "default": "http"},
+                "protocol": {"type": "string", "enum": list(known_protocols()), "default": "http"},
                 "weight": {"type": "integer", "minimum": 1, "maximum": 128, "default": 1},
                 "labels": {**str_map, "description": "`region`, `zone`, `sub_zone` set the locality"},
                 "version": {"type": "string"}, "group": {"type": "string"},

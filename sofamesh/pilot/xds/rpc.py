@@ -158,7 +158,11 @@ class RpcListenerGenerator:
 
 
 def rpc_generators(protocol: str, default_port: int) -> dict[str, XdsGenerator]:
-    """The generators a protocol plugin registers: ``{catalog name: generator}``."""
+    """The generators a protocol plugin registers: ``{catalog name: generator}``. Services of
+    ``protocol`` are accepted by the mesh model from then on (``model.register_protocol``)."""
+    from sofamesh.pilot.model import register_protocol
+
+    register_protocol(protocol, default_port)
     clusters = RpcClusterGenerator()
     clusters.protocols = frozenset({protocol})
     endpoints = RpcEndpointGenerator()
