@@ -223,9 +223,15 @@ class Http2Codec(Codec):
                 break
             data = b"".join(self._inbox) if len(self._inbox) > 1 else self._inbox[0]
             self._inbox.clear()
+            was_closed = self._conn.state_machine.state is h2.connection.ConnectionState.CLOSED
             try:
                 received = self._conn.receive_data(data)
             except h2.exceptions.ProtocolError as exc:
+                if was_closed:
+                    # Frames the peer sent after a GOAWAY crossed ours (a late WINDOW_UPDATE): nothing
+                    # is left to protect on a closed connection, and its streams already ended.
+                    self._inbox.clear()
+                    continue
                 # h2 queued a GOAWAY with the right error code; the kernel writes it, then closes.
                 status = 431 if isinstance(exc, h2.exceptions.DenialOfServiceError) else 400
                 self._error = RemoteProtocolError(f"http2: {exc}", status_hint=status)

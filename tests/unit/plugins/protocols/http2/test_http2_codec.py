@@ -613,3 +613,30 @@ def test_host_routes_match_an_http2_request_through_its_authority() -> None:
     assert isinstance(head, RequestHead)
     assert head.key("host") == "web.local"
     assert head.key("x-missing") is None
+
+
+def test_frames_arriving_after_the_connection_closed_are_ignored_not_an_error() -> None:
+    import h2.config
+    import h2.connection
+
+    from sofamesh.core.codec import CodecLimits as _Limits
+    from sofamesh.core.codec import Role as _Role
+    from sofamesh.core.events import NEED_DATA as _NEED
+    from sofamesh.core.events import GoAway as _GoAway
+    from sofamesh.plugins.protocols.http2.codec import Http2Codec as _Codec
+
+    client = _Codec(_Role.CLIENT, _Limits())
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    while client.next_event() is not _NEED:
+        pass
+    server.receive_data(client.data_to_send())
+    client.send(_GoAway(reason="bye"))  # our side closes
+    server.increment_flow_control_window(1024)  # the peer's WINDOW_UPDATE crosses our GOAWAY
+    client.receive_data(server.data_to_send())
+    events = []
+    while (ev := client.next_event()) is not _NEED:
+        events.append(ev)
+    assert all(type(e).__name__ != "RemoteProtocolError" for e in events)
