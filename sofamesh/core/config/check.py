@@ -30,7 +30,7 @@ class Catalogs:
 
 
 def _names_used(config: ProxyConfig) -> tuple[set[str], bool]:
-    names: set[str] = set(config.plugins)
+    names: set[str] = set(config.plugins) | set(config.extensions)
     auto = False
     for lst in config.listeners:
         if lst.protocols == "auto":
