@@ -25,7 +25,6 @@ INTERFACE = "com.example.mesh.EchoService:1.0"
 
 @pytest.fixture
 def pilot_api(tmp_path: Path) -> Iterator[str]:
-    require_anthunder()
     port = free_port()
     log = (tmp_path / "pilot.log").open("ab")
     proc = subprocess.Popen([sys.executable, "-m", "sofamesh", "pilot", "--xds", "127.0.0.1:0", "--api",
@@ -57,9 +56,8 @@ def instances(pilot: str) -> list[dict[str, object]]:
     return list(r.json().get("instances", [])) if r.status_code == 200 else []
 
 
-def test_an_anthunder_consumer_reaches_a_provider_published_through_the_app_api(pilot_api: str) -> None:
-    api_port, egress_port, provider_port = free_port(), free_port(), free_port()
-    config = {
+def sidecar_config(api_port: int, egress_port: int, pilot_api: str) -> dict[str, object]:
+    return {
         "admin": {"address": f"127.0.0.1:{free_port()}"},
         "listeners": [{"name": "egress", "address": f"127.0.0.1:{egress_port}", "protocols": ["bolt"],
                        "routes": []}],
@@ -67,6 +65,12 @@ def test_an_anthunder_consumer_reaches_a_provider_published_through_the_app_api(
         "extensions": {"mesh_app_api": {"address": f"127.0.0.1:{api_port}", "pilot_api": pilot_api,
                                         "poll_ms": 200}},
     }
+
+
+def test_an_anthunder_consumer_reaches_a_provider_published_through_the_app_api(pilot_api: str) -> None:
+    require_anthunder()
+    api_port, egress_port, provider_port = free_port(), free_port(), free_port()
+    config = sidecar_config(api_port, egress_port, pilot_api)
     script = str(PEERS / "anthunder_mesh_app.py")
     with ProxyProcess(config) as proxy:
         provider = subprocess.Popen([str(ANTHUNDER_PY), script, str(api_port), str(egress_port), "provider",
@@ -101,3 +105,39 @@ def test_an_anthunder_consumer_reaches_a_provider_published_through_the_app_api(
         while instances(pilot_api) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert instances(pilot_api) == [], "unpublish did not remove the instance from Pilot"
+
+
+def wait_for(pred: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_a_subscription_follows_pilot_and_an_unsubscribe_removes_the_route(pilot_api: str) -> None:
+    api_port, egress_port = free_port(), free_port()
+    app = f"http://127.0.0.1:{api_port}"
+    with ProxyProcess(sidecar_config(api_port, egress_port, pilot_api)) as proxy:
+        cluster = f"mesh_app.{INTERFACE}"
+        r = httpx.post(f"{app}/services/subscribe", json={"serviceName": INTERFACE}, timeout=5)
+        assert r.status_code == 200 and r.json() == {"success": True}
+        assert cluster not in proxy.get("/clusters").decode()  # nothing published yet: no route
+
+        r = httpx.put(f"{pilot_api}/v1/services/{INTERFACE}/instances/i1",
+                      json={"address": "127.0.0.1", "port": 12345, "protocol": "bolt"}, timeout=5)
+        assert r.status_code == 200, r.text
+        wait_for(lambda: "127.0.0.1:12345" in proxy.get("/clusters").decode(), 10, "the polled endpoint")
+
+        r = httpx.post(f"{app}/services/unsubscribe", json={"serviceName": INTERFACE}, timeout=5)
+        assert r.json() == {"success": True}
+        assert cluster not in proxy.get("/clusters").decode()
+
+
+def test_a_malformed_call_answers_success_false_with_a_message(pilot_api: str) -> None:
+    api_port, egress_port = free_port(), free_port()
+    with ProxyProcess(sidecar_config(api_port, egress_port, pilot_api)):
+        r = httpx.post(f"http://127.0.0.1:{api_port}/services/publish", json={"port": "1"}, timeout=5)
+        assert r.status_code == 200
+        assert r.json()["success"] is False and "serviceName" in r.json()["errorMessage"]
