@@ -8,6 +8,7 @@ an anthunder AioClient that subscribes through it and calls the egress listener.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -133,6 +134,25 @@ def test_a_subscription_follows_pilot_and_an_unsubscribe_removes_the_route(pilot
         r = httpx.post(f"{app}/services/unsubscribe", json={"serviceName": INTERFACE}, timeout=5)
         assert r.json() == {"success": True}
         assert cluster not in proxy.get("/clusters").decode()
+
+
+def test_a_published_instance_keeps_its_lease_while_the_sidecar_runs_and_loses_it_when_it_dies(
+        pilot_api: str) -> None:
+    api_port, egress_port = free_port(), free_port()
+    config = sidecar_config(api_port, egress_port, pilot_api)
+    config["extensions"]["mesh_app_api"]["ttl_s"] = 1  # type: ignore[index]
+    proxy = ProxyProcess(config).start()
+    try:
+        r = httpx.post(f"http://127.0.0.1:{api_port}/services/publish",
+                       json={"serviceName": INTERFACE, "port": "23456",
+                             "providerMetaInfo": {"appName": "a1", "version": "4.0"}}, timeout=5)
+        assert r.json() == {"success": True}
+        time.sleep(2.5)  # more than two lease lengths: only heartbeats keep it
+        assert [i["port"] for i in instances(pilot_api)] == [23456]
+    finally:
+        proxy.signal(signal.SIGKILL)  # no shutdown hook: only the lease can remove the instance
+        proxy.stop()
+    wait_for(lambda: not instances(pilot_api), 10, "the lease to run out")
 
 
 def test_a_malformed_call_answers_success_false_with_a_message(pilot_api: str) -> None:

@@ -36,7 +36,7 @@ log = logging.getLogger("sofamesh.mesh_app_api")
 NAME = "mesh_app_api"
 CLUSTER_PREFIX = "mesh_app."
 _OPTIONS = {"address": "127.0.0.1:13330", "pilot_api": "http://127.0.0.1:15080", "egress_listener": "",
-            "advertise_host": "127.0.0.1", "poll_ms": 1000}
+            "advertise_host": "127.0.0.1", "poll_ms": 1000, "ttl_s": 10}
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:@\-]")
 
 
@@ -60,6 +60,7 @@ class MeshAppApi:
         self.pilot = str(opts["pilot_api"]).rstrip("/")
         self.app: dict[str, Any] = {}
         self.published: dict[str, str] = {}  # serviceName -> instance id
+        self._bodies: dict[str, dict[str, Any]] = {}  # serviceName -> the registration sent to Pilot
         self.subscribed: dict[str, list[str]] = {}  # serviceName -> endpoints "host:port"
         self._session: aiohttp.ClientSession | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -121,18 +122,35 @@ class MeshAppApi:
         body = {"address": host, "port": port, "protocol": "bolt", "version": str(meta.get("version") or ""),
                 "labels": {k: str(v) for k, v in {"app": app, "serialize_type": meta.get("serializeType"),
                                                   "zone": self.app.get("zone")}.items() if v}}
+        if float(self.opts["ttl_s"]) > 0:  # the instance outlives a crashed sidecar by ttl_s at most
+            body["ttl_seconds"] = float(self.opts["ttl_s"])
+        await self._register(service, instance_id, body)
+        self.published[service] = instance_id
+        self._bodies[service] = body
+
+    async def _register(self, service: str, instance_id: str, body: dict[str, Any]) -> None:
         assert self._session is not None
         async with self._session.put(f"{self.pilot}/v1/services/{service}/instances/{instance_id}",
                                      json=body) as r:
             if r.status != 200:
                 raise ValueError(f"pilot answered {r.status}: {(await r.text())[:200]}")
-        self.published[service] = instance_id
+
+    async def _heartbeat(self) -> None:
+        """Renew the leases of published instances; re-register one Pilot no longer knows."""
+        assert self._session is not None
+        for service, instance_id in list(self.published.items()):
+            url = f"{self.pilot}/v1/services/{service}/instances/{instance_id}/heartbeat"
+            async with self._session.put(url) as r:
+                status = r.status
+            if status == 404 and service in self._bodies:
+                await self._register(service, instance_id, self._bodies[service])
 
     async def _unpublish_req(self, doc: dict[str, Any]) -> None:
         await self._unpublish(str(doc["serviceName"]))
 
     async def _unpublish(self, service: str) -> None:
         instance_id = self.published.pop(service, None)
+        self._bodies.pop(service, None)
         if instance_id is None:
             return
         assert self._session is not None
@@ -164,6 +182,11 @@ class MeshAppApi:
     async def _poll_forever(self) -> None:
         while True:
             await asyncio.sleep(float(self.opts["poll_ms"]) / 1000)
+            if float(self.opts["ttl_s"]) > 0:
+                try:
+                    await self._heartbeat()
+                except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                    log.warning("mesh app API: cannot renew leases at pilot: %s", exc)
             changed = False
             for service in list(self.subscribed):
                 try:
