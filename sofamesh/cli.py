@@ -163,11 +163,18 @@ def plugin_table() -> list[dict[str, str]]:
             rows.append({"name": name, "kind": "error", "distribution": info.distribution,
                          "version": info.version, "error": str(exc)})
     cats = Catalogs.build(host)
+    providers: set[str] = set()
     for kind, cat in (("protocol", cats.protocols), ("filter", cats.filters),
                       ("load_balancer", cats.load_balancers)):
         for n in cat:
             p = cat.provenance(n)
+            providers.add(p.plugin)
             rows.append({"name": n, "kind": kind, "distribution": p.distribution, "version": p.version})
+    for name in host.loaded():
+        if name not in providers:  # a plugin that only implements lifecycle hooks
+            info = avail[name]
+            rows.append({"name": name, "kind": "lifecycle", "distribution": info.distribution,
+                         "version": info.version})
     try:
         from sofamesh.pilot import hookspecs as pilot_specs
     except ImportError:

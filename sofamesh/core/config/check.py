@@ -30,7 +30,7 @@ class Catalogs:
 
 
 def _names_used(config: ProxyConfig) -> tuple[set[str], bool]:
-    names: set[str] = set(config.plugins)
+    names: set[str] = set(config.plugins) | set(config.extensions)
     auto = False
     for lst in config.listeners:
         if lst.protocols == "auto":
@@ -65,6 +65,11 @@ def resolve(config: ProxyConfig, host: PluginHost) -> Catalogs:
         except ConfigError as exc:
             errors.append(exc)
 
+    installed = ", ".join(sorted(available)) or "none installed"
+    for key, names_ in (("plugins", config.plugins), ("extensions", list(config.extensions))):
+        for name in names_:
+            if name not in available:
+                errors.append(ConfigError(f"{key}.{name}", f"no installed plugin {name!r} (installed: {installed})"))
     cluster_names = [c.name for c in config.clusters]
     seen: set[str] = set()
     for i, c in enumerate(config.clusters):

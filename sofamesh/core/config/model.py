@@ -201,6 +201,9 @@ class ProxyConfig(_Model):
     clusters: list[ClusterConfig] = Field(default_factory=list)
     drain_timeout_ms: Annotated[int, Field(ge=0)] = 10_000
     plugins: list[str] = Field(default_factory=list)  # extra plugin names to load (lifecycle plugins)
+    # settings of lifecycle plugins, by plugin name (each key also loads that plugin); the plugin
+    # validates its own section at start-up
+    extensions: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 __all__ = [

@@ -72,6 +72,16 @@ clusters: [{name: a, lb: round_robn}]
     assert any(e.startswith("listeners[0].filters[0].type: unknown filter 'authz.rbca'") for e in errs)
 
 
+def test_plugins_and_extensions_must_name_installed_plugins() -> None:
+    errs = errors_of("""
+listeners: []
+plugins: [nope]
+extensions: {mesh_app_api: {}, alsonope: {a: 1}}
+""")
+    assert [e.split(" (installed:")[0] for e in errs] == [
+        "plugins.nope: no installed plugin 'nope'", "extensions.alsonope: no installed plugin 'alsonope'"]
+
+
 def test_a_plugin_name_of_the_wrong_kind_is_refused() -> None:
     errs = errors_of("""
 listeners: [{address: "127.0.0.1:1", protocols: [round_robin], routes: [{cluster: a}]}]

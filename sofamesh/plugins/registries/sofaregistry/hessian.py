@@ -1,0 +1,341 @@
+"""Hessian 2 (the draft encoding that sofa-hessian-node / hessian.js-1 ``v2`` speak) for Java objects.
+
+Owns encoding and decoding of the values SOFARegistry's client protocol carries: Java objects
+(class definition ``'O' <int len> <raw class name> <int n> <n field-name strings>`` then instance
+``'o' <int ref>``), lists (``'V' ['t' u16 type] 'n' <byte> | 'l' <int32> ... 'z'``), maps
+(``'M' ['t' u16 type] (key value)* 'z'`` and ``'H' ... 'z'``), strings (``[x00-x1f]`` short,
+``'s'`` non-final / ``'S'`` final chunks, lengths in UTF-16 units), ints, longs, booleans, null.
+These are the codes hessian.js-1's ``DecoderV2`` reads (it reads no ``0x30`` medium string, no
+``'C'`` class definition). The decoder also reads the Hessian 2.0 compact codes for ints and longs.
+Pure: bytes in, values out; no I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sofamesh.plugins.protocols.bolt.hessian import _Reader, _Stop
+
+_CHUNK = 0x8000
+_MAX_DEPTH = 32
+
+
+@dataclass(slots=True)
+class JavaObject:
+    """A Java object: its class name and its fields in declaration order (the wire order)."""
+
+    class_name: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.fields.get(name, default)
+
+
+@dataclass(frozen=True, slots=True)
+class JavaLong:
+    """Forces a Python int to be written as a Java ``long`` (plain ints are written as ``int``)."""
+
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class TypedList:
+    """A list written with a Java type name (``java.util.ArrayList``)."""
+
+    items: Sequence[Any]
+    type_name: str = ""
+
+
+class HessianError(ValueError):
+    """Bytes that are not the Hessian this module reads, or a value it cannot write."""
+
+
+# -- encoding -------------------------------------------------------------------------------------
+class Encoder:
+    """Writes one message; class definitions are written once per message and then referenced."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self._classes: dict[tuple[str, tuple[str, ...]], int] = {}
+
+    def getvalue(self) -> bytes:
+        return bytes(self.out)
+
+    def write(self, value: Any) -> Encoder:
+        out = self.out
+        if value is None:
+            out += b"N"
+        elif value is True:
+            out += b"T"
+        elif value is False:
+            out += b"F"
+        elif isinstance(value, JavaLong):
+            self._long(value.value)
+        elif isinstance(value, int):
+            self._int(value)
+        elif isinstance(value, str):
+            self._string(value)
+        elif isinstance(value, JavaObject):
+            self._object(value)
+        elif isinstance(value, TypedList):
+            self._list(value.items, value.type_name)
+        elif isinstance(value, Mapping):
+            out += b"M"
+            for k, v in value.items():
+                self.write(k)
+                self.write(v)
+            out += b"z"
+        elif isinstance(value, (list, tuple)):
+            self._list(value, "")
+        else:
+            raise HessianError(f"cannot write a {type(value).__name__} as hessian")
+        return self
+
+    def _int(self, v: int) -> None:
+        if -16 <= v <= 47:
+            self.out.append(0x90 + v)
+        elif -2048 <= v <= 2047:
+            self.out += bytes((0xC8 + (v >> 8), v & 0xFF))
+        elif -262144 <= v <= 262143:
+            self.out += bytes((0xD4 + (v >> 16), (v >> 8) & 0xFF, v & 0xFF))
+        elif -(2**31) <= v < 2**31:
+            self.out += b"I" + struct.pack(">i", v)
+        else:
+            raise HessianError(f"{v} does not fit a Java int (use JavaLong)")
+
+    def _long(self, v: int) -> None:
+        if -8 <= v <= 15:
+            self.out.append(0xE0 + v)
+        elif -2048 <= v <= 2047:
+            self.out += bytes((0xF8 + (v >> 8), v & 0xFF))
+        elif -262144 <= v <= 262143:
+            self.out += bytes((0x3C + (v >> 16), (v >> 8) & 0xFF, v & 0xFF))
+        elif -(2**31) <= v < 2**31:
+            self.out += b"\x77" + struct.pack(">i", v)
+        elif -(2**63) <= v < 2**63:
+            self.out += b"L" + struct.pack(">q", v)
+        else:
+            raise HessianError(f"{v} does not fit a Java long")
+
+    def _string(self, s: str) -> None:
+        # Lengths count UTF-16 code units: encode as UTF-16 to cut chunks without splitting pairs.
+        units = s.encode("utf-16-be", "surrogatepass")
+        n = len(units) // 2
+        if n <= 0x1F:
+            self.out.append(n)
+            self.out += _cesu8(s)
+            return
+        pos = 0
+        while n - pos > _CHUNK:
+            end = pos + _CHUNK
+            if 0xD8 <= units[2 * end - 2] <= 0xDB:  # never end a chunk on a high surrogate
+                end -= 1
+            self.out += b"s" + struct.pack(">H", end - pos)
+            self.out += _cesu8(units[2 * pos : 2 * end].decode("utf-16-be", "surrogatepass"))
+            pos = end
+        self.out += b"S" + struct.pack(">H", n - pos)
+        self.out += _cesu8(units[2 * pos :].decode("utf-16-be", "surrogatepass"))
+
+    def _list(self, items: Sequence[Any], type_name: str) -> None:
+        self.out += b"V"
+        if type_name:
+            raw = type_name.encode()
+            self.out += b"t" + struct.pack(">H", len(raw)) + raw
+        if len(items) <= 0xFF:
+            self.out += b"n" + bytes((len(items),))
+        else:
+            self.out += b"l" + struct.pack(">I", len(items))
+        for item in items:
+            self.write(item)
+        self.out += b"z"
+
+    def _object(self, obj: JavaObject) -> None:
+        key = (obj.class_name, tuple(obj.fields))
+        ref = self._classes.get(key)
+        if ref is None:
+            ref = self._classes[key] = len(self._classes)
+            raw = obj.class_name.encode()
+            self.out += b"O"
+            self._int(len(raw))
+            self.out += raw
+            self._int(len(obj.fields))
+            for name in obj.fields:
+                self._string(name)
+        self.out += b"o"
+        self._int(ref)
+        for v in obj.fields.values():
+            self.write(v)
+
+
+def _cesu8(s: str) -> bytes:
+    """UTF-8 with supplementary characters as two 3-byte surrogates, as Java writes them."""
+    return s.encode() if s.isascii() else _cesu8_slow(s)
+
+
+def _cesu8_slow(s: str) -> bytes:
+    out = bytearray()
+    for c in s:
+        cp = ord(c)
+        if cp > 0xFFFF:
+            cp -= 0x10000
+            for unit in (0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF)):
+                out += chr(unit).encode("utf-8", "surrogatepass")
+        else:
+            out += c.encode("utf-8", "surrogatepass")
+    return bytes(out)
+
+
+def encode(value: Any) -> bytes:
+    """``value`` as one Hessian message (class definitions numbered from 0)."""
+    return Encoder().write(value).getvalue()
+
+
+# -- decoding -------------------------------------------------------------------------------------
+class _Decoder(_Reader):
+    """Reads whole values; the byte, int and string primitives are the Bolt plugin's bounded reader's."""
+
+    __slots__ = ("classes", "refs", "types")
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.classes: list[tuple[str, list[str]]] = []
+        self.types: list[str] = []
+        self.refs: list[Any] = []
+
+    def text(self, n: int) -> str:
+        """``n`` UTF-16 units, with CESU-8 surrogate pairs joined back into characters."""
+        return self.chars(n).encode("utf-16-be", "surrogatepass").decode("utf-16-be", "replace")
+
+    def type_(self) -> str:
+        b = self.data[self.pos] if self.pos < len(self.data) else -1
+        if b == 0x74:  # 't'
+            self.pos += 1
+            name = self.raw(int(struct.unpack(">H", self.raw(2))[0])).decode()
+            self.types.append(name)
+            return name
+        if b in (0x54, 0x75):  # type ref
+            self.pos += 1
+            ref = self.int_()
+            if not 0 <= ref < len(self.types):
+                raise HessianError(f"unknown type ref {ref}")
+            return self.types[ref]
+        return ""
+
+    def read(self, depth: int = 0) -> Any:
+        if depth > _MAX_DEPTH:
+            raise HessianError("hessian value nested too deep")
+        b = self.byte()
+        if b == 0x4E:
+            return None
+        if b == 0x54:
+            return True
+        if b == 0x46:
+            return False
+        if 0x80 <= b <= 0xD7 or b == 0x49:
+            self.pos -= 1
+            return self.int_()
+        if 0xD8 <= b <= 0xEF:
+            return b - 0xE0
+        if 0xF0 <= b <= 0xFF:
+            return ((b - 0xF8) << 8) + self.byte()
+        if 0x38 <= b <= 0x3F:
+            return ((b - 0x3C) << 16) + (self.byte() << 8) + self.byte()
+        if b in (0x77, 0x59):
+            return int(struct.unpack(">i", self.raw(4))[0])
+        if b == 0x4C:
+            return int(struct.unpack(">q", self.raw(8))[0])
+        if b <= 0x1F:
+            return self.text(b)
+        if b in (0x73, 0x53):
+            parts = []
+            while b == 0x73:
+                parts.append(self.text(int(struct.unpack(">H", self.raw(2))[0])))
+                b = self.byte()
+            if b != 0x53:
+                raise HessianError(f"expected a final string chunk, got 0x{b:02x}")
+            parts.append(self.text(int(struct.unpack(">H", self.raw(2))[0])))
+            return "".join(parts)
+        if b == 0x4F:  # 'O' class definition, then the instance that follows
+            name = self.raw(self.int_()).decode()
+            count = self.int_()
+            names = []
+            for _ in range(count):
+                n = self.read(depth + 1)
+                if not isinstance(n, str):
+                    raise HessianError("class field name is not a string")
+                names.append(n)
+            self.classes.append((name, names))
+            return self.read(depth)
+        if b == 0x6F:  # 'o' instance
+            ref = self.int_()
+            if not 0 <= ref < len(self.classes):
+                raise HessianError(f"unknown class ref {ref}")
+            name, names = self.classes[ref]
+            obj = JavaObject(name)
+            self.refs.append(obj)
+            for n in names:
+                obj.fields[n] = self.read(depth + 1)
+            return obj
+        if b in (0x56, 0x76):  # 'V' list / 'v' typed fixed list
+            items: list[Any] = []
+            self.refs.append(items)
+            if b == 0x56:
+                self.type_()
+                code = self.byte()
+                if code == 0x6E:
+                    length = self.byte()
+                elif code == 0x6C:
+                    length = int(struct.unpack(">I", self.raw(4))[0])
+                else:
+                    self.pos -= 1
+                    length = -1
+            else:
+                self.int_()
+                length = self.int_()
+            if length >= 0:
+                if length > len(self.data) - self.pos:
+                    raise HessianError("list longer than the message")
+                items.extend(self.read(depth + 1) for _ in range(length))
+            else:
+                while self.pos < len(self.data) and self.data[self.pos] != 0x7A:
+                    items.append(self.read(depth + 1))
+            if b == 0x56:
+                if self.byte() != 0x7A:
+                    raise HessianError("list does not end with 'z'")
+            return items
+        if b in (0x4D, 0x48):  # 'M' typed map / 'H' hash map
+            if b == 0x4D:
+                self.type_()
+            out: dict[Any, Any] = {}
+            self.refs.append(out)
+            while True:
+                if self.pos >= len(self.data):
+                    raise HessianError("truncated map")
+                if self.data[self.pos] == 0x7A:
+                    self.pos += 1
+                    return out
+                k = self.read(depth + 1)
+                out[k if isinstance(k, (str, int, bool)) or k is None else repr(k)] = self.read(depth + 1)
+        if b in (0x4A, 0x4B, 0x52):  # refs
+            ref = self.byte() if b == 0x4A else (
+                int(struct.unpack(">H", self.raw(2))[0]) if b == 0x4B else int(struct.unpack(">I", self.raw(4))[0]))
+            if not 0 <= ref < len(self.refs):
+                raise HessianError(f"unknown ref {ref}")
+            return self.refs[ref]
+        raise HessianError(f"unsupported hessian code 0x{b:02x}")
+
+
+def decode(data: bytes) -> Any:
+    """The first value of a Hessian message; objects come back as :class:`JavaObject`."""
+    try:
+        return _Decoder(bytes(data)).read()
+    except _Stop as exc:
+        raise HessianError("truncated or unreadable hessian value") from exc
+    except UnicodeDecodeError as exc:
+        raise HessianError(f"bad UTF-8 in a hessian string: {exc}") from exc
+
+
+__all__ = ["Encoder", "HessianError", "JavaLong", "JavaObject", "TypedList", "decode", "encode"]
