@@ -1,0 +1,176 @@
+"""Provider URLs of the Dubbo and SOFA RPC ZooKeeper layouts <-> mesh model instances (sans-IO).
+
+Owns Java ``URLEncoder`` encoding of node names, parsing and formatting of ``dubbo://`` / ``bolt://``
+provider URLs, and the field mapping:
+
+===============  ============================  =================================
+model            Dubbo layout                  SOFA RPC layout
+===============  ============================  =================================
+service          ``interface`` (or URL path)   ``interface`` (or URL path)
+version          ``version``                   ``version``
+group            ``group``                     ``uniqueId``
+weight           ``weight`` (default 100)      ``weight`` (default 100)
+health           ``enabled=false`` /           node data ``\\x00`` (offline)
+                 ``disabled=true`` -> unhealthy
+id               ``sofamesh.id`` or host:port  ``sofamesh.id`` or host:port
+labels           every other parameter         every other parameter
+===============  ============================  =================================
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, quote, quote_plus, unquote_plus
+
+from sofamesh.pilot.model import Health, Service, ServiceInstance
+
+LAYOUTS: tuple[str, ...] = ("dubbo", "sofa")
+DEFAULT_ROOTS: Mapping[str, str] = {"dubbo": "/dubbo", "sofa": "/sofa-rpc"}
+DEFAULT_WEIGHT = 100
+MAX_WEIGHT = 128  # the model's limit
+ID_PARAM = "sofamesh.id"
+
+# Parameters that map to model fields, per layout; never copied into labels.
+_FIELDS: Mapping[str, frozenset[str]] = {
+    "dubbo": frozenset({"interface", "version", "group", "weight", "enabled", "disabled", ID_PARAM}),
+    "sofa": frozenset({"interface", "version", "uniqueId", "weight", ID_PARAM}),
+}
+_BAD_ID = re.compile(r"[^A-Za-z0-9._:@\-]")
+
+
+def java_encode(text: str) -> str:
+    """``java.net.URLEncoder.encode(text, "UTF-8")``: space -> ``+``, ``*`` kept, ``~`` -> ``%7E``."""
+    return quote_plus(text, safe="*").replace("~", "%7E")
+
+
+def java_decode(text: str) -> str:
+    return unquote_plus(text)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderUrl:
+    """``scheme://host:port/path?params``; ``params`` keep their order."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str = ""
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    def format(self) -> str:
+        query = "&".join(f"{k}={quote(v, safe=',*:/@')}" for k, v in self.params.items())
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        path = f"/{self.path}" if self.path else ""
+        return f"{self.scheme}://{host}:{self.port}{path}" + (f"?{query}" if query else "")
+
+
+_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<host>\[[^\]]+\]|[^:/?]+)(?::(?P<port>\d+))?"
+                  r"(?:/(?P<path>[^?]*))?(?:\?(?P<query>.*))?$")
+
+
+def parse_url(text: str) -> ProviderUrl | None:
+    """A provider URL from its decoded form; ``None`` when it is not one."""
+    m = _URL.match(text)
+    if m is None or m["port"] is None or not 0 < int(m["port"]) < 65536:
+        return None
+    params = dict(parse_qsl(m["query"] or "", keep_blank_values=True))
+    return ProviderUrl(m["scheme"], m["host"].strip("[]"), int(m["port"]), m["path"] or "", params)
+
+
+def _weight(value: str | None) -> int:
+    try:
+        w = int(value) if value not in (None, "") else DEFAULT_WEIGHT
+    except ValueError:
+        w = DEFAULT_WEIGHT
+    return max(1, min(MAX_WEIGHT, w))
+
+
+def _instance_id(url: ProviderUrl) -> str:
+    given = url.params.get(ID_PARAM, "")
+    if given and not _BAD_ID.search(given):
+        return given
+    return _BAD_ID.sub("_", f"{url.host}:{url.port}")
+
+
+def from_node(layout: str, node_name: str, data: bytes = b"") -> tuple[Service, ServiceInstance] | None:
+    """The service and instance a provider node stands for; ``None`` for anything else
+    (``empty://``, consumers, unparsable names, a ``category`` other than providers)."""
+    url = parse_url(java_decode(node_name))
+    if url is None or url.scheme in ("empty", "consumer", "override", "route", "condition"):
+        return None
+    p = url.params
+    if p.get("category", "providers") != "providers" or p.get("side", "provider") != "provider":
+        return None
+    interface = p.get("interface") or url.path
+    try:
+        if layout == "dubbo":
+            protocol = "dubbo" if url.scheme == "dubbo" else ("triple" if url.scheme == "tri" else "tcp")
+            group = p.get("group", "")
+            healthy = p.get("enabled", "true") != "false" and p.get("disabled", "false") != "true"
+        else:
+            protocol = {"bolt": "bolt", "h2c": "grpc", "rest": "http", "dubbo": "dubbo", "tri": "triple"}.get(
+                url.scheme, "tcp")
+            group = p.get("uniqueId", "")
+            healthy = data != b"\x00"
+        labels = {k: v for k, v in p.items() if k not in _FIELDS[layout]}
+        labels["protocol"] = url.scheme
+        service = Service(name=interface, protocol=protocol)
+        inst = ServiceInstance(service=interface, id=_instance_id(url), address=url.host, port=url.port,
+                               weight=_weight(p.get("weight")), labels=labels, version=p.get("version", ""),
+                               group=group, health=Health.HEALTHY if healthy else Health.UNHEALTHY)
+    except ValueError:  # ConfigError: a name or address the model does not accept
+        return None
+    return service, inst
+
+
+_SCHEMES: Mapping[str, str] = {"dubbo": "dubbo", "bolt": "bolt", "grpc": "h2c", "http": "rest", "triple": "tri"}
+
+
+def to_url(layout: str, service: Service, inst: ServiceInstance, *, application: str = "sofamesh",
+           pid: int = 0, now_ms: int | None = None) -> tuple[str, bytes]:
+    """The provider URL (decoded) and node data that register ``inst`` the way Java/Node clients do.
+
+    Labels become parameters (``protocol`` picks the scheme); model fields override labels.
+    """
+    labels = dict(inst.labels)
+    scheme = labels.pop("protocol", "") or _SCHEMES.get(service.protocol, layout if layout == "dubbo" else "bolt")
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    params: dict[str, str] = {}
+    if layout == "dubbo":
+        params.update({"anyhost": "false", "application": application, "deprecated": "false", "dubbo": "2.0.2",
+                       "dynamic": "true", "generic": "false", "pid": str(pid), "side": "provider",
+                       "timestamp": str(now_ms)})
+        params.update(labels)
+        params["interface"] = inst.service
+        if inst.version:
+            params["version"] = inst.version
+        if inst.group:
+            params["group"] = inst.group
+        if inst.health is not Health.HEALTHY:
+            params["enabled"] = "false"
+        params["weight"] = str(inst.weight)
+        params[ID_PARAM] = inst.id
+        # Dubbo's URL.toFullString writes parameters sorted by name.
+        url = ProviderUrl(scheme, inst.address, inst.port, inst.service, dict(sorted(params.items())))
+        return url.format(), inst.address.encode()
+    params.update({"startTime": str(now_ms), "pid": str(pid), "uniqueId": inst.group,
+                   "version": inst.version or "1.0", "dynamic": "true", "appName": application})
+    params.update(labels)
+    params.update({"interface": inst.service, "uniqueId": inst.group, "weight": str(inst.weight),
+                   ID_PARAM: inst.id})
+    if inst.version:
+        params["version"] = inst.version
+    url = ProviderUrl(scheme, inst.address, inst.port, "", params)
+    return url.format(), (b"\x01" if inst.health is Health.HEALTHY else b"\x00")
+
+
+def node_name(url: str) -> str:
+    """The child name a provider URL is stored under."""
+    return java_encode(url)
+
+
+__all__ = ["DEFAULT_ROOTS", "LAYOUTS", "ProviderUrl", "from_node", "java_decode", "java_encode", "node_name",
+           "parse_url", "to_url"]
