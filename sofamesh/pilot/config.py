@@ -60,6 +60,8 @@ class RegistryConfig(_Strict):
 class SyncPairConfig(_Strict):
     """One registry sync pair: ``{from: zk, to: etcd, two_way: true}``."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     source: str = Field(alias="from")
     target: str = Field(alias="to")
     two_way: bool = False

@@ -5,13 +5,16 @@ scripts/setup.d/35-registry-servers.sh; missing servers skip locally and fail wh
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -108,6 +111,7 @@ class EtcdServer(_Server):
     def __init__(self, workdir: Path) -> None:
         _require(shutil.which("etcd") is not None, "etcd")
         self.dir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.peer_port = free_port()
         self.log = workdir / "etcd.log"
@@ -134,3 +138,45 @@ class EtcdServer(_Server):
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"etcd not ready in {timeout}s: {self.log.read_text()[-2000:]}")
+
+
+class PilotWithConfig(_Server):
+    """``python -m sofamesh pilot -c <yaml>`` on free ports; stopped by pid."""
+
+    def __init__(self, workdir: Path, registries: list[dict[str, Any]], sync: dict[str, Any] | None = None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.api_port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.log = workdir / "pilot.log"
+        config = {"xds": {"address": f"127.0.0.1:{free_port()}"}, "api": {"address": f"127.0.0.1:{self.api_port}"},
+                  "data_dir": str(workdir / "data"), "registries": registries,
+                  "debounce": {"quiet_ms": 20, "max_delay_ms": 200}, "grace_s": 1}
+        if sync is not None:
+            config["sync"] = sync
+        self.config_path = workdir / "pilot.yaml"
+        self.config_path.write_text(json.dumps(config))  # JSON is YAML
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._spawn([sys.executable, "-m", "sofamesh", "pilot", "-c", str(self.config_path)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._died()
+            try:
+                if httpx.get(self.api_url + "/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"pilot not ready in {timeout}s: {self.log.read_text()[-3000:]}")
+
+    def get(self, path: str) -> Any:
+        resp = httpx.get(self.api_url + path, timeout=5)
+        resp.raise_for_status()
+        return resp.json()
+
+    def registry_view(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """registry name -> service -> instance id -> instance, from /debug/registry."""
+        doc = self.get("/debug/registry")
+        return {r["name"]: {s: {i["id"]: i for i in insts} for s, insts in r["services"].items() if insts}
+                for r in doc["registries"]}
