@@ -147,12 +147,8 @@ class ZookeeperRegistry(Registry):
     def _scan_all(self) -> set[str]:
         assert self._zk is not None
         self.scans += 1
-        try:
-            children = self._zk.get_children(self.root, watch=self._on_watch)
-        except NoNodeError:
-            self._zk.exists(self.root, watch=self._on_watch)
-            children = []
-        interfaces = {urls.java_decode(c) for c in children} - {"mapping", "config", "metadata"}
+        children = self._children(self.root)
+        interfaces = {urls.java_decode(c) for c in children or ()} - {"mapping", "config", "metadata"}
         changed: set[str] = set()
         for gone in self._interfaces - interfaces:
             changed |= self._apply_interface(gone, None)
@@ -160,6 +156,18 @@ class ZookeeperRegistry(Registry):
         for interface in sorted(interfaces):
             changed |= self._scan_interface(interface)
         return changed
+
+    def _children(self, path: str) -> list[str] | None:
+        """The children of ``path`` with a child watch; ``None`` (and a watch for its creation) when
+        it does not exist. A node created between the two calls is read, not missed."""
+        assert self._zk is not None
+        while True:
+            try:
+                children: list[str] = self._zk.get_children(path, watch=self._on_watch)
+                return children
+            except NoNodeError:
+                if self._zk.exists(path, watch=self._on_watch) is None:
+                    return None
 
     def _scan_paths(self, paths: set[str]) -> set[str]:
         changed: set[str] = set()
@@ -175,11 +183,8 @@ class ZookeeperRegistry(Registry):
     def _scan_interface(self, interface: str) -> set[str]:
         assert self._zk is not None
         path = self._providers_path(interface)
-        try:
-            children = self._zk.get_children(path, watch=self._on_watch)
-        except NoNodeError:
-            # Watch for the providers directory (or the interface node) to appear.
-            self._zk.exists(path, watch=self._on_watch)
+        children = self._children(path)
+        if children is None:
             return self._apply_interface(interface, None)
         found: dict[str, tuple[ServiceInstance, str]] = {}
         service: Service | None = None
