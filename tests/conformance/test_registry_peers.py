@@ -11,40 +11,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from kazoo.client import KazooClient
 
 from sofamesh.plugins.registries.zookeeper.urls import java_decode
 from sofamesh.testing import free_port
 from tests.conformance import bolt_peers, dubbo_peers
-from tests.integration.registries.servers import PilotWithConfig, ZooKeeperServer
+from tests.integration.registries.servers import PilotWithConfig, ZooKeeperServer, wait_for, zookeeper
 
 PEERS = Path(__file__).resolve().parent / "peers" / "registries"
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-@pytest.fixture
-def zookeeper(tmp_path: Path) -> Iterator[ZooKeeperServer]:
-    server = ZooKeeperServer(tmp_path / "zk")
-    server.start()
-    yield server
-    server.stop()
+__all__ = ["zookeeper"]  # the fixture
 
 
 def instances(pilot: PilotWithConfig, service: str) -> list[dict[str, Any]]:

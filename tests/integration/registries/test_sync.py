@@ -7,30 +7,18 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from kazoo.client import KazooClient
 
 from sofamesh.plugins.registries.zookeeper.urls import java_encode
-from tests.integration.registries.servers import EtcdServer, PilotWithConfig, ZooKeeperServer
+from tests.integration.registries.servers import EtcdServer, PilotWithConfig, ZooKeeperServer, wait_for
 
 SVC = "com.example.SyncService"
 PREFIX = "/mesh/"
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def dubbo_url(port: int, weight: int) -> str:
