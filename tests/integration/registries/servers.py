@@ -5,6 +5,7 @@ scripts/setup.d/35-registry-servers.sh; missing servers skip locally and fail wh
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -193,6 +194,15 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condi
             return last
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """``wait_for`` for a coroutine: poll every 0.05 s without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

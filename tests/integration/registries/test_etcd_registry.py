@@ -5,28 +5,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
-from collections.abc import Callable
 
 import httpx
 
 from sofamesh.pilot.model import Service, ServiceInstance
 from sofamesh.plugins.registries.etcd import EtcdRegistry
-from tests.integration.registries.servers import EtcdServer
+from tests.integration.registries.servers import EtcdServer, until
 
 SVC = Service(name="com.example.Etcd", protocol="grpc")
 
 
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
-
-
-async def until(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def test_etcd_registry_watches_writes_under_a_lease_and_puts_keys_back_when_the_lease_is_lost(

@@ -4,7 +4,6 @@ they read, survives a server restart."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
 from kazoo.client import KazooClient
@@ -12,7 +11,7 @@ from kazoo.client import KazooClient
 from sofamesh.pilot.model import Health, Service, ServiceInstance
 from sofamesh.plugins.registries.zookeeper import ZookeeperRegistry
 from sofamesh.plugins.registries.zookeeper.urls import java_encode
-from tests.integration.registries.servers import ZooKeeperServer
+from tests.integration.registries.servers import ZooKeeperServer, until
 
 IFACE = "org.apache.dubbo.demo.DemoService"
 JAVA_URL = (f"dubbo://127.0.0.1:20880/{IFACE}?anyhost=true&application=demo-provider&deprecated=false&dubbo=2.0.2"
@@ -24,14 +23,6 @@ def kazoo(zk: ZooKeeperServer) -> KazooClient:
     client = KazooClient(hosts=zk.hosts, timeout=5.0)
     client.start(timeout=10)
     return client
-
-
-async def until(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def run(coro: Callable[[], Awaitable[None]], timeout: float = 60.0) -> None:
