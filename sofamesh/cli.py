@@ -62,6 +62,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
 
 def _serve(config: Any, path: str | None) -> int:
     from sofamesh.core.errors import MeshError
+    from sofamesh.core.gc_policy import settle_after_start
     from sofamesh.core.net import loop
     from sofamesh.core.server import Server
 
@@ -73,6 +74,7 @@ def _serve(config: Any, path: str | None) -> int:
         except MeshError as exc:
             _print_config_errors(exc)
             return 2
+        settle_after_start()
         names = ", ".join(f"{n}={h.config.address}" for n, h in server.listeners.items())
         logging.getLogger("sofamesh").info("serving %s (admin %s, loop %s)", names,
                                            server.admin_address or "off", loop.loop_name())

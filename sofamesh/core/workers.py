@@ -19,12 +19,14 @@ log = logging.getLogger("sofamesh.workers")
 
 
 def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None) -> None:
+    from sofamesh.core.gc_policy import settle_after_start
     from sofamesh.core.server import Server
 
     async def main() -> int:
         server = Server(config, reuse_port=True, admin_address="127.0.0.1:0", worker=index)
         server.config_path = config_path  # each worker re-reads it on SIGHUP
         await server.start()
+        settle_after_start()
         os.write(wfd, f"{index} {server.admin.port}\n".encode())
         os.close(wfd)
         return await server.serve_until_stopped()

@@ -185,3 +185,37 @@ def test_dubbo3_triple_consumer_reaches_its_provider_through_sofamesh(proxy_fact
         assert proxy.stats()["clusters"]["greeter"]["upstream_rq_total"] >= 2
     finally:
         stop_peer(provider)
+
+
+def test_curl_and_nghttp_speak_h2c_through_sofamesh_to_an_h2_upstream(proxy_factory: Callable[..., ProxyProcess]) -> None:
+    """curl --http2-prior-knowledge and nghttp (Debian nghttp2-client) -> sofamesh (h2c) -> an h2c hop
+    (a second sofamesh listener) -> an HTTP/1 origin: HTTP/2 on both sides of the first proxy."""
+    import shutil
+    import subprocess
+
+    from sofamesh.testing import UpstreamServer
+
+    curl, nghttp = shutil.which("curl"), shutil.which("nghttp")
+    assert curl and nghttp, "curl and nghttp are required (scripts/setup.d/22-http2-peers.sh installs them)"
+    with UpstreamServer("origin") as origin:
+        edge, hop = free_port(), free_port()
+        proxy = proxy_factory({
+            "listeners": [
+                {"name": "edge", "address": f"127.0.0.1:{edge}", "protocols": ["http2"], "routes": [{"cluster": "hop"}]},
+                {"name": "hop", "address": f"127.0.0.1:{hop}", "protocols": ["http2"], "routes": [{"cluster": "origin"}]},
+            ],
+            "clusters": [
+                {"name": "hop", "protocol": "http2", "endpoints": [f"127.0.0.1:{hop}"]},
+                {"name": "origin", "protocol": "http1", "endpoints": [origin.address]},
+            ],
+        })
+        out = subprocess.run([curl, "-sS", "--http2-prior-knowledge", "-w", " %{http_version} %{http_code}",
+                              f"http://127.0.0.1:{edge}/from-curl"], capture_output=True, text=True, timeout=30)
+        assert out.stdout == "origin GET /from-curl\n 2 200", out.stderr
+        out = subprocess.run([nghttp, "-n", "-s", f"http://127.0.0.1:{edge}/a", f"http://127.0.0.1:{edge}/b"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert out.stdout.count(" 200 ") == 2 or out.stdout.count("200") >= 2, out.stdout
+        st = proxy.stats()
+        assert st["listeners"]["edge"]["downstream_rq_2xx"] == 3
+        assert st["clusters"]["hop"]["upstream_cx_total"] == 1  # both clients' streams share one h2 connection

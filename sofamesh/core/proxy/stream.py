@@ -7,16 +7,15 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from sofamesh.core.codec import ReplyStatus
-from sofamesh.core.events import BodyChunk, EndOfMessage
+from sofamesh.core.events import BodyChunk, EndOfMessage, RequestHead
+from sofamesh.core.net.timers import wheel_for
 from sofamesh.core.proxy.filter_chain import LocalReply, Verdict
 from sofamesh.core.stats import RpcStats
 from sofamesh.core.upstream.pool import MultiplexedConnection
 
 if TYPE_CHECKING:
-    import asyncio
-
     from sofamesh.core.codec import CodecFactory
-    from sofamesh.core.events import RequestHead, ResponseHead
+    from sofamesh.core.events import ResponseHead
     from sofamesh.core.proxy.router import Route
     from sofamesh.core.proxy.stream_manager import DownstreamConnection
     from sofamesh.core.upstream.cluster import Cluster, Endpoint
@@ -66,7 +65,7 @@ class Stream:
         self.upstream: ExclusiveConnection | MultiplexedConnection | None = None
         self.head_sent = False
         self.up_id = 0
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer = 0  # DeadlineWheel key while a timeout is armed
         self.timeout_ms = 0
         self.done = False
         self.response_started = False
@@ -178,7 +177,8 @@ class Stream:
             t = min(t, ht) if t else ht
         self.timeout_ms = t
         if t and not head.oneway:
-            self.timer = self.conn.loop.call_later(t / 1000.0, self._on_timeout)
+            loop = self.conn.loop
+            self.timer = wheel_for(loop).arm(self, loop.time() + t / 1000.0)
         if head.raw is None and head.protocol in ("http1", "http2"):
             self.head = _forwarded(head, self.conn.peer)
         self._pick_and_send()
@@ -399,8 +399,8 @@ class Stream:
         self.context.response_flags = "UC"
         self.local_reply(ReplyStatus.UPSTREAM_RESET, reason)
 
-    def _on_timeout(self) -> None:
-        self.timer = None
+    def on_deadline(self) -> None:
+        self.timer = 0
         if self.done:
             return
         self.rt.stats.downstream_rq_timeout += 1
@@ -467,9 +467,9 @@ class Stream:
 
     def _finish(self) -> None:
         self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.timer:
+            wheel_for(self.conn.loop).cancel(self, self.timer)
+            self.timer = 0
         conn = self.conn
         rt = self.rt
         rt.streams -= 1
@@ -516,7 +516,11 @@ def _forwarded(head: RequestHead, peer: tuple[Any, ...]) -> RequestHead:
     h = h.with_set("x-forwarded-for", f"{xff}, {ip}" if xff else ip)
     if h.get("x-forwarded-proto") is None:
         h = h.with_set("x-forwarded-proto", "http")
-    return dataclasses.replace(head, headers=h)
+    # Every field spelled out: dataclasses.replace introspects the fields on each call and costs
+    # about 4x this on every proxied HTTP request (a unit test checks that no field is left behind).
+    return RequestHead(head.protocol, head.request_id, head.service, head.method, head.path, head.version,
+                       head.group, h, head.oneway, head.end_stream, head.raw, head.timeout_ms, head.resolve,
+                       head.meta)
 
 
 __all__ = ["Stream", "StreamContext"]

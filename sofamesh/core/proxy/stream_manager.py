@@ -136,7 +136,12 @@ class DownstreamConnection(Connection):
                 self.tcp.downstream_data(data)
                 return
         self.codec.receive_data(data)
-        self._pump()
+        batch = self.batch
+        batch.begin()
+        try:
+            self._pump()
+        finally:
+            batch.end()
 
     def eof_received(self) -> bool | None:
         if self.tcp is not None:

