@@ -144,3 +144,36 @@ def test_after_a_zookeeper_restart_and_session_loss_our_nodes_are_back_and_watch
             await reg.stop()
 
     run(body, 90)
+
+
+def test_dubbo_configurator_overrides_change_weight_and_disable_a_provider_until_removed(
+        zookeeper: ZooKeeperServer) -> None:
+    writer = kazoo(zookeeper)
+    writer.create(f"/dubbo/{IFACE}/providers/{java_encode(JAVA_URL)}", b"", ephemeral=True, makepath=True)
+    other = JAVA_URL.replace("127.0.0.1:20880", "127.0.0.2:20880")
+    writer.create(f"/dubbo/{IFACE}/providers/{java_encode(other)}", b"", ephemeral=True)
+
+    async def body() -> None:
+        reg = ZookeeperRegistry("zk", zookeeper.hosts, "dubbo")
+        await reg.start(lambda names: None)
+
+        def state() -> dict[str, tuple[int, Health]]:
+            return {i.address: (i.weight, i.health) for i in reg.instances(IFACE)}
+
+        try:
+            assert state() == {"127.0.0.1": (60, Health.HEALTHY), "127.0.0.2": (60, Health.HEALTHY)}
+            everyone = f"override://0.0.0.0/{IFACE}?category=configurators&dynamic=false&enabled=true&weight=20"
+            one = f"override://127.0.0.2:20880/{IFACE}?category=configurators&disabled=true&dynamic=false"
+            for url in (everyone, one):
+                await asyncio.to_thread(writer.create, f"/dubbo/{IFACE}/configurators/{java_encode(url)}", b"",
+                                        makepath=True)
+            await until(lambda: state() == {"127.0.0.1": (20, Health.HEALTHY), "127.0.0.2": (20, Health.UNHEALTHY)},
+                        what="overrides applied")
+            await asyncio.to_thread(writer.delete, f"/dubbo/{IFACE}/configurators/{java_encode(one)}")
+            await until(lambda: state()["127.0.0.2"] == (20, Health.HEALTHY), what="override removed")
+        finally:
+            await reg.stop()
+            writer.stop()
+            writer.close()
+
+    run(body)

@@ -188,6 +188,10 @@ class ZookeeperRegistry(Registry):
             return self._apply_interface(interface, None)
         found: dict[str, tuple[ServiceInstance, str]] = {}
         service: Service | None = None
+        overrides: list[urls.ProviderUrl] = []
+        if self.layout == "dubbo":
+            configurators = self._children(f"{self.root}/{urls.java_encode(interface)}/configurators") or []
+            overrides = [o for o in map(urls.parse_override, configurators) if o is not None]
         for child in sorted(children):
             data = b""
             if self.layout == "sofa":
@@ -202,6 +206,8 @@ class ZookeeperRegistry(Registry):
             if svc.name != interface:
                 continue
             inst = ServiceInstance.from_dict({**inst.to_dict(), "origin": self.name})
+            if overrides:
+                inst = urls.apply_overrides(inst, overrides)
             if inst.id not in found:
                 found[inst.id] = (inst, f"{path}/{child}")
                 service = service or svc

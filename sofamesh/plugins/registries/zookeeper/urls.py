@@ -71,13 +71,44 @@ _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<host>\[[^\]]+\]|
                   r"(?:/(?P<path>[^?]*))?(?:\?(?P<query>.*))?$")
 
 
-def parse_url(text: str) -> ProviderUrl | None:
-    """A provider URL from its decoded form; ``None`` when it is not one."""
+def parse_url(text: str, require_port: bool = True) -> ProviderUrl | None:
+    """A provider URL from its decoded form; ``None`` when it is not one (port 0 when it has none
+    and ``require_port`` is false)."""
     m = _URL.match(text)
-    if m is None or m["port"] is None or not 0 < int(m["port"]) < 65536:
+    if m is None or (m["port"] is None and require_port):
+        return None
+    port = int(m["port"] or 0)
+    if port > 65535 or (require_port and port == 0):
         return None
     params = dict(parse_qsl(m["query"] or "", keep_blank_values=True))
-    return ProviderUrl(m["scheme"], m["host"].strip("[]"), int(m["port"]), m["path"] or "", params)
+    return ProviderUrl(m["scheme"], m["host"].strip("[]"), port, m["path"] or "", params)
+
+
+def parse_override(node_name: str) -> ProviderUrl | None:
+    """A Dubbo configurator (``override://host[:port]/iface?...``) that is enabled; else ``None``."""
+    url = parse_url(java_decode(node_name), require_port=False)
+    if url is None or url.scheme != "override" or url.params.get("enabled", "true") == "false":
+        return None
+    return url
+
+
+def apply_overrides(inst: ServiceInstance, overrides: list[ProviderUrl]) -> ServiceInstance:
+    """``inst`` with the ``weight`` and ``disabled`` of every configurator that matches it (its host,
+    or ``0.0.0.0`` for all; its port, or none; its version and group when the override names them).
+    More specific overrides (a host, then a port) apply last, so they win."""
+    changes: dict[str, object] = {}
+    for o in sorted(overrides, key=lambda o: (o.host not in ("0.0.0.0", ""), o.port != 0)):
+        if o.host not in ("0.0.0.0", "", inst.address) or o.port not in (0, inst.port):
+            continue
+        if o.params.get("version", inst.version) != inst.version or o.params.get("group", inst.group) != inst.group:
+            continue
+        if "weight" in o.params:
+            changes["weight"] = _weight(o.params["weight"])
+        if o.params.get("disabled") in ("true", "false"):
+            changes["health"] = Health.UNHEALTHY if o.params["disabled"] == "true" else Health.HEALTHY
+    if not changes:
+        return inst
+    return ServiceInstance.from_dict({**inst.to_dict(), **changes})
 
 
 def _weight(value: str | None) -> int:
@@ -172,5 +203,5 @@ def node_name(url: str) -> str:
     return java_encode(url)
 
 
-__all__ = ["DEFAULT_ROOTS", "LAYOUTS", "ProviderUrl", "from_node", "java_decode", "java_encode", "node_name",
-           "parse_url", "to_url"]
+__all__ = ["DEFAULT_ROOTS", "LAYOUTS", "ProviderUrl", "apply_overrides", "from_node", "java_decode", "java_encode",
+           "node_name", "parse_override", "parse_url", "to_url"]
