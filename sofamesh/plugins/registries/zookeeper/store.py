@@ -125,7 +125,7 @@ class ZookeeperRegistry(Registry):
             dirty, self._dirty = self._dirty, set()
             try:
                 if _RESCAN in dirty:
-                    await asyncio.to_thread(self._restore_owned)
+                    await asyncio.to_thread(self._restore_owned, list(self._owned.values()))
                     changed = await asyncio.to_thread(self._scan_all)
                     self.stale = False
                 else:
@@ -215,19 +215,23 @@ class ZookeeperRegistry(Registry):
 
     def _apply_interface(self, interface: str, found: dict[str, tuple[ServiceInstance, str]] | None,
                          service: Service | None = None) -> set[str]:
-        """Install the instances read for one interface; return the names whose view changed."""
+        """Install the instances read for one interface; return the names whose view changed.
+
+        Runs on the scan thread while the event loop reads: the dicts are replaced, never changed
+        in place (copy on write), so a reader always iterates a complete, unchanging dict.
+        """
         old = self._instances.get(interface)
         if not found:
             if old is None and interface not in self._services:
                 return set()
-            self._instances.pop(interface, None)
-            self._services.pop(interface, None)
+            self._instances = {k: v for k, v in self._instances.items() if k != interface}
+            self._services = {k: v for k, v in self._services.items() if k != interface}
             return {interface}
         old_view = {i: inst for i, (inst, _p) in (old or {}).items()}
         new_view = {i: inst for i, (inst, _p) in found.items()}
-        self._instances[interface] = found
+        self._instances = {**self._instances, interface: found}
         if service is not None and interface not in self._services:
-            self._services[interface] = service
+            self._services = {**self._services, interface: service}
         return {interface} if old_view != new_view else set()
 
     # -- reads ---------------------------------------------------------------------------------
@@ -294,11 +298,11 @@ class ZookeeperRegistry(Registry):
     async def heartbeat(self, service: str, instance_id: str) -> bool:
         return (service, instance_id) in self._owned or instance_id in self._instances.get(service, {})
 
-    def _restore_owned(self) -> None:
+    def _restore_owned(self, owned: list[tuple[str, bytes]]) -> None:
         """After a (re)connection: create again every node of ours that is missing (session loss)."""
         assert self._zk is not None
         session = self._zk.client_id[0] if self._zk.client_id else None
-        for path, data in list(self._owned.values()):
+        for path, data in owned:
             stat = self._zk.exists(path)
             if stat is not None and stat.ephemeralOwner == session:
                 continue
