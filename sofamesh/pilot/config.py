@@ -90,7 +90,7 @@ class PilotConfig(_Strict):
     registries: list[RegistryConfig] = Field(default_factory=lambda: [RegistryConfig(name="embedded")])
     debounce: Debounce = Field(default_factory=lambda: Debounce(quiet_ms=100, max_delay_ms=1000))
     grace_s: float = Field(2.0, ge=0, le=300)
-    sync: SyncConfig = Field(default_factory=lambda: SyncConfig())
+    sync: SyncConfig = Field(default_factory=lambda: SyncConfig(resync_interval_s=5.0))
 
     @model_validator(mode="after")
     def _registries(self) -> PilotConfig:

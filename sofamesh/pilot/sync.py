@@ -214,10 +214,10 @@ class RegistrySync:
             if await _attempt(st, target.register(svc, want), f"write {target.name}:{name}/{inst_id}"):
                 st.written += 1
         for inst_id, have in current.items():
-            src = source_of(have, target.name)
-            if src == target.name or inst_id in desired or src in stale_sources:
+            owner = source_of(have, target.name)
+            if owner == target.name or inst_id in desired or owner in stale_sources:
                 continue
-            if src in self.registries and src not in sources:
+            if owner in self.registries and owner not in sources:
                 continue  # a copy some other sync (or Pilot) does not own here
             if await _attempt(st, target.deregister(name, inst_id), f"delete {target.name}:{name}/{inst_id}"):
                 st.deleted += 1
