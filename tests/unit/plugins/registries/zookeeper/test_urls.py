@@ -70,3 +70,18 @@ def test_a_node_without_sofamesh_id_is_named_by_host_and_port_and_weights_are_cl
     assert (parsed[1].id, parsed[1].weight) == ("10.1.2.3:20880", 128)
     default = from_node("dubbo", java_encode("dubbo://10.1.2.3:20880/x.Y"))
     assert default is not None and default[1].weight == 100 and default[0].name == "x.Y"
+
+
+def test_a_sofa_provider_converted_to_the_dubbo_layout_keeps_shared_fields_and_the_rest_as_labels() -> None:
+    sofa = ("bolt://127.0.0.1:12200?startTime=1&pid=2&uniqueId=u1&version=1.0&timeout=3000&weight=30"
+            "&interface=x.Sofa&appName=app")
+    parsed = from_node("sofa", java_encode(sofa), b"\x01")
+    assert parsed is not None
+    svc, inst = parsed
+    url, _data = to_url("dubbo", svc, inst)
+    assert url.startswith("bolt://127.0.0.1:12200/x.Sofa?")  # the scheme says how to call it
+    back = from_node("dubbo", java_encode(url))
+    assert back is not None
+    b = back[1]
+    assert (b.address, b.port, b.version, b.group, b.weight) == ("127.0.0.1", 12200, "1.0", "u1", 30)
+    assert (b.labels["appName"], b.labels["timeout"], b.labels["protocol"]) == ("app", "3000", "bolt")
