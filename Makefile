@@ -8,6 +8,7 @@ venv:
 	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	@$(VENV)/bin/python -m pip install -q --upgrade pip
 	@$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	@bash scripts/reinstall-otel-proto.sh $(VENV)/bin/python
 
 demo: venv
 	$(VENV)/bin/sofamesh demo

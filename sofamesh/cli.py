@@ -37,14 +37,40 @@ def _print_config_errors(exc: Exception) -> None:
         print(f"error: {e}", file=sys.stderr)
 
 
+def xds_config(config: Any, args: argparse.Namespace) -> Any:
+    """The bootstrap config with the ``--xds`` flags laid over its ``xds`` section."""
+    from pydantic import ValidationError
+
+    from sofamesh.core.config.model import XdsConfig
+    from sofamesh.core.errors import ConfigError, ConfigErrors
+
+    base = config.xds.model_dump() if config.xds is not None else {}
+    flags = {"address": args.xds, "node_id": args.node_id, "cluster": args.cluster, "mode": args.xds_mode}
+    merged = {**base, **{k: v for k, v in flags.items() if v is not None}}
+    if args.admin:
+        config = config.model_copy(update={"admin": config.admin.model_copy(update={"address": args.admin})
+                                           if config.admin else None})
+    try:
+        return config.model_copy(update={"xds": XdsConfig.model_validate(merged)})
+    except ValidationError as exc:
+        raise ConfigErrors([ConfigError("xds." + ".".join(str(p) for p in e["loc"]),
+                                        "required: give --node-id" if e["loc"] == ("node_id",) and
+                                        e["type"] == "missing" else e["msg"]) for e in exc.errors()]) from None
+
+
 def cmd_proxy(args: argparse.Namespace) -> int:
-    from sofamesh.core.config.loader import load_file
+    from sofamesh.core.config.loader import from_mapping, load_file
     from sofamesh.core.errors import MeshError
 
     _setup_logging(args.log_level)
     try:
-        if args.config:
-            config = load_file(args.config)
+        if args.xds or args.config:
+            config = load_file(args.config) if args.config else from_mapping({})
+            if args.xds or config.xds is not None:
+                config = xds_config(config, args)
+                if args.workers > 1:
+                    print("error: --workers with xDS is not supported in this version", file=sys.stderr)
+                    return 2
         elif args.listen and args.upstream:
             config = quick_config(args.listen, args.upstream, args.protocol, args.admin)
         else:
@@ -74,6 +100,10 @@ def _serve(config: Any, path: str | None) -> int:
         except MeshError as exc:
             _print_config_errors(exc)
             return 2
+        if config.xds is not None:
+            from sofamesh.core.xds.client import attach
+
+            await attach(server)
         settle_after_start()
         names = ", ".join(f"{n}={h.config.address}" for n, h in server.listeners.items())
         logging.getLogger("sofamesh").info("serving %s (admin %s, loop %s)", names,
@@ -97,10 +127,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         cats = resolve(config, host)
         errors: list[ConfigError] = []
         for i, lc in enumerate(config.listeners):
-            try:
-                build_filters(cats, list(lc.filters), f"listeners[{i}].filters")
-            except ConfigErrors as exc:
-                errors.extend(exc.errors)
+            lists = [(list(lc.filters), f"listeners[{i}].filters")]
+            lists += [(list(rc.filters), f"listeners[{i}].routes[{k}].filters") for k, rc in enumerate(lc.routes)]
+            for filters, where in lists:
+                try:
+                    for f in build_filters(cats, filters, where):
+                        f.close()
+                except ConfigErrors as exc:
+                    errors.extend(exc.errors)
         if errors:
             raise ConfigErrors(errors)
     except MeshError as exc:
@@ -180,6 +214,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(verbose=args.verbose)
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    from sofamesh.certs import run
+
+    return run(args)
+
+
+def cmd_ratelimit_server(args: argparse.Namespace) -> int:
+    from sofamesh.ratelimit.server import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sofamesh", description="A service mesh in Python: sidecar, gateway, Pilot.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -191,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     px.add_argument("--upstream", help="quick mode: HOST:PORT[,HOST:PORT...] to forward to")
     px.add_argument("--protocol", default="auto", help="quick mode: protocol name or 'auto' (default)")
     px.add_argument("--admin", default=None, help="quick mode: admin HOST:PORT (default: no admin)")
+    px.add_argument("--xds", metavar="HOST:PORT", help="take listeners, routes, clusters and endpoints from "
+                    "this xDS (ADS) server, e.g. Pilot")
+    px.add_argument("--node-id", help="xDS node id (required with --xds)")
+    px.add_argument("--cluster", help="xDS node cluster (the service this sidecar belongs to)")
+    px.add_argument("--xds-mode", choices=("sotw", "delta"), default=None,
+                    help="ADS variant: state of the world (default) or delta")
     px.add_argument("--workers", type=int, default=1, help="processes sharing the ports (SO_REUSEPORT)")
     px.add_argument("--log-level", default="info")
     px.set_defaults(func=cmd_proxy)
@@ -205,6 +257,22 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="run the demo on embedded defaults")
     dm.add_argument("-v", "--verbose", action="store_true")
     dm.set_defaults(func=cmd_demo)
+
+    ct = sub.add_parser("certs", help="mint a test CA and workload certificates with SPIFFE URI SANs")
+    ct.add_argument("--out", required=True, help="directory for ca.pem, ca-key.pem, <name>.pem, <name>-key.pem")
+    ct.add_argument("--trust-domain", default="cluster.local")
+    ct.add_argument("--workload", action="append", default=[], metavar="NAME=SPIFFE_ID",
+                    help="e.g. web=spiffe://cluster.local/ns/default/sa/web (repeatable); "
+                         "NAME alone means spiffe://<trust-domain>/ns/default/sa/NAME")
+    ct.add_argument("--days", type=int, default=30)
+    ct.set_defaults(func=cmd_certs)
+
+    rl = sub.add_parser("ratelimit-server", help="a global rate limit service (Envoy RLS v3) backed by Redis")
+    rl.add_argument("-c", "--config", required=True, help="YAML: domain + descriptors (envoyproxy/ratelimit shape)")
+    rl.add_argument("--listen", default="127.0.0.1:8081", help="gRPC HOST:PORT")
+    rl.add_argument("--redis", default="127.0.0.1:6379", help="Redis HOST:PORT")
+    rl.add_argument("--log-level", default="info")
+    rl.set_defaults(func=cmd_ratelimit_server)
 
     vs = sub.add_parser("version", help="print the version")
     vs.set_defaults(func=lambda a: print(f"sofamesh {__version__}") or 0)

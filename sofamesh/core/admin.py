@@ -17,6 +17,8 @@ from sofamesh import __version__
 from sofamesh.core.config.model import parse_address
 
 if TYPE_CHECKING:
+    from sofamesh.core.proxy.filter_chain import Filter
+    from sofamesh.core.proxy.stream_manager import ListenerRuntime
     from sofamesh.core.server import Server
 
 log = logging.getLogger("sofamesh.admin")
@@ -100,8 +102,13 @@ def _json(obj: Any, status: int = 200) -> tuple[int, str, bytes]:
 def stats_snapshot(server: Server) -> dict[str, Any]:
     listeners = {}
     rpc = {}
+    filters: dict[str, dict[str, int]] = {}
     for name, h in server.listeners.items():
         listeners[name] = h.rt.stats.snapshot()
+        for where, f in _filters_of(h.rt):
+            counters = f.stats()
+            if counters:
+                filters[f"{name}|{where}"] = counters
         for (proto, svc, method), st in h.rt.rpc_stats.items():
             rpc[f"{name}|{proto}|{svc}|{method}"] = st.snapshot()
     return {
@@ -110,7 +117,37 @@ def stats_snapshot(server: Server) -> dict[str, Any]:
         "listeners": listeners,
         "clusters": {name: c.stats.snapshot() for name, c in server.clusters.items()},
         "rpc": rpc,
+        "filters": filters,
     }
+
+
+def _filters_of(rt: ListenerRuntime) -> list[tuple[str, Filter]]:
+    """Each filter serving a listener, named ``<type>`` or ``<route>/<type>``, with an index on repeats."""
+    out: list[tuple[str, Filter]] = []
+    seen: dict[str, int] = {}
+
+    def add(where: str, f: Filter) -> None:
+        n = seen.get(where, 0)
+        seen[where] = n + 1
+        out.append((f"{where}#{n}" if n else where, f))
+
+    for f in rt.filters.filters:
+        add(f.name or type(f).__name__, f)
+    for r in rt.router.routes:
+        for f in r.filters.filters:
+            add(f"{r.name}/{f.name or type(f).__name__}", f)
+    return out
+
+
+def filter_expositions(server: Server) -> str:
+    """The distinct Prometheus texts of every serving filter (``Filter.exposition``)."""
+    texts: dict[str, None] = {}
+    for h in server.listeners.values():
+        for _, f in _filters_of(h.rt):
+            t = f.exposition()
+            if t:
+                texts[t] = None
+    return "".join(t if t.endswith("\n") else t + "\n" for t in texts)
 
 
 def _esc(v: object) -> str:
@@ -153,6 +190,10 @@ def prometheus_text(snapshots: list[dict[str, Any]]) -> str:
             for status, n in st["statuses"].items():
                 add("sofamesh_rpc_responses_total", {**lab, "status": status}, n)
             _hist(add, "sofamesh_rpc_duration_ms", lab, st["latency"])
+        for key, st in snap.get("filters", {}).items():
+            lname, where = key.split("|", 1)
+            for k, v in st.items():
+                add(f"sofamesh_filter_{k}", {**base, "listener": lname, "filter": where}, v)
     out = []
     for name in sorted(series):
         kind = "histogram" if name.endswith("_ms_bucket") or name.endswith(("_ms_sum", "_ms_count")) else (
@@ -201,9 +242,13 @@ class AdminServer:
         if path == "/stats":
             return _json(stats_snapshot(s))
         if path == "/stats/prometheus":
-            return 200, "text/plain; version=0.0.4", prometheus_text([stats_snapshot(s)]).encode()
+            text = prometheus_text([stats_snapshot(s)]) + filter_expositions(s)
+            return 200, "text/plain; version=0.0.4", text.encode()
         if path == "/config_dump":
-            return _json({"version": s.config_version, "config": s.config.model_dump(mode="json")})
+            dump: dict[str, Any] = {"version": s.config_version, "config": s.config.model_dump(mode="json")}
+            if s.xds is not None:
+                dump["xds"] = s.xds.describe()  # applied versions per type, the last NACK
+            return _json(dump)
         if path == "/clusters":
             return _json({name: c.snapshot() for name, c in s.clusters.items()})
         if path == "/plugins":
@@ -211,6 +256,8 @@ class AdminServer:
         if path == "/reload":
             if method != "POST":
                 return 405, "text/plain", b"use POST\n"
+            if s.xds is not None:
+                return 400, "text/plain", b"refused: this proxy's config comes from xDS (see /config_dump)\n"
             return await self._reload(body)
         return 404, "text/plain", (f"unknown admin path {path!r}; try /ready /stats /stats/prometheus "
                                    "/config_dump /clusters /plugins\n").encode()
@@ -242,4 +289,4 @@ def plugin_rows(server: Server) -> list[dict[str, str]]:
     return rows
 
 
-__all__ = ["AdminServer", "HttpMini", "plugin_rows", "prometheus_text", "stats_snapshot"]
+__all__ = ["AdminServer", "HttpMini", "filter_expositions", "plugin_rows", "prometheus_text", "stats_snapshot"]

@@ -6,13 +6,15 @@ import asyncio
 import logging
 import signal
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from sofamesh.core.codec import CodecFactory, CodecLimits
 from sofamesh.core.config.check import Catalogs, build_filters, resolve
-from sofamesh.core.config.model import ListenerConfig, ProxyConfig
+from sofamesh.core.config.model import ClusterConfig, ListenerConfig, ProxyConfig
 from sofamesh.core.errors import ConfigError, ConfigErrors, MeshError
 from sofamesh.core.net.listener import Listener
+from sofamesh.core.net.tls import TlsSource
 from sofamesh.core.plugin_host import PluginHost
 from sofamesh.core.proxy.filter_chain import EMPTY_CHAIN, FilterChain
 from sofamesh.core.proxy.router import Route, Router
@@ -60,6 +62,8 @@ class Server:
         self.plugin_sources = PluginSources(self.host)
         self._stop = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.xds: Any = None  # the xDS client when the config comes from xDS (its ``describe()`` is dumped)
 
     # -- building ----------------------------------------------------------------------------------
     def _build(self, config: ProxyConfig) -> tuple[Catalogs, dict[str, Cluster], dict[str, ListenerRuntime]]:
@@ -107,15 +111,12 @@ class Server:
         for i, lc in enumerate(self.config.listeners):
             name = lc.name or f"listener{i}"
             handle = ListenerHandle(lc, runtimes[name])
-
-            def factory(h: ListenerHandle = handle, lp: asyncio.AbstractEventLoop = self.loop) -> DownstreamConnection:
-                return DownstreamConnection(h.rt, lp)
-
-            handle.listener = Listener(name, lc.address, factory, self.reuse_port, path=f"listeners[{i}].address")
+            handle.listener = Listener(name, lc.address, self._conn_factory(handle), self.reuse_port,
+                                       path=f"listeners[{i}].address")
             self.listeners[name] = handle
-        for h in self.listeners.values():
+        for i, h in enumerate(self.listeners.values()):
             assert h.listener is not None
-            await h.listener.start(self.loop, ssl=self._server_ssl(h.config))
+            await h.listener.start(self.loop, ssl=self._server_ssl(h.config, i))
         if self.admin_address:
             from sofamesh.core.admin import AdminServer
 
@@ -129,17 +130,10 @@ class Server:
         self.plugin_sources.snapshot()
         self.ready = True
 
-    def _server_ssl(self, lc: ListenerConfig) -> ssl.SSLContext | None:
+    def _server_ssl(self, lc: ListenerConfig, i: int = 0) -> ssl.SSLContext | None:
         if lc.tls is None:
             return None
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(lc.tls.cert, lc.tls.key)
-        if lc.tls.ca:
-            ctx.load_verify_locations(lc.tls.ca)
-            ctx.verify_mode = ssl.CERT_REQUIRED if lc.tls.require_client_cert else ssl.CERT_OPTIONAL
-        if lc.tls.alpn:
-            ctx.set_alpn_protocols(lc.tls.alpn)
-        return ctx
+        return TlsSource(lc.tls, server=True, path=f"listeners[{i}].tls").server_context()
 
     async def _sweep(self) -> None:
         assert self.loop is not None
@@ -190,6 +184,8 @@ class Server:
         assert self.loop is not None
         self.stopping = True
         self.ready = False
+        if self.xds is not None:
+            await self.xds.stop()  # no config change while draining
         for h in self.listeners.values():
             if h.listener is not None:
                 h.listener.stop_accepting()
@@ -275,45 +271,184 @@ class Server:
         h.old = keep
 
     def apply(self, config: ProxyConfig) -> None:
-        """Swap in a new config: requests that start from now on (on new and existing connections) use
-        it; requests in flight finish on the objects they started with. No connection is closed.
-        Listener addresses must stay the same (new addresses need a restart in this version)."""
-        old_addrs = {h.config.address for h in self.listeners.values()}
-        new_addrs = {lc.address for lc in config.listeners}
-        if old_addrs != new_addrs:
-            raise ConfigErrors([ConfigError("listeners", "a reload cannot add or remove listener addresses "
-                                                         f"(serving {sorted(old_addrs)}, got {sorted(new_addrs)})")])
+        """Swap in a new config atomically; nothing changes when it raises ``ConfigErrors``.
+
+        - requests that start from now on use the new config; requests in flight finish on the
+          objects they started with;
+        - a listener whose address, protocols, limits and TLS are unchanged keeps its socket and its
+          connections: they are rebound to the new runtime (routes, filters, clusters), none closed;
+        - a listener whose protocols, limits or TLS changed gets a new runtime on the same socket:
+          new connections go to it, the old ones drain for ``drain_timeout_ms`` and are then cut;
+        - a listener on a new address binds a new socket first; the old one stops accepting;
+        - a listener no longer in the config stops accepting and drains the same way;
+        - a cluster whose endpoints alone changed is updated in place: the kept endpoints keep their
+          pools and counters, the removed ones' pools close after the grace period;
+        - a removed cluster fails only the requests routed to it (a protocol-correct local reply).
+        """
+        assert self.loop is not None
+        loop = self.loop
         cats, clusters, runtimes = self._build(config)
-        by_addr = {h.config.address: h for h in self.listeners.values()}
-        new_handles: dict[str, ListenerHandle] = {}
-        for i, lc in enumerate(config.listeners):
-            name = lc.name or f"listener{i}"
-            h = by_addr[lc.address]
-            old_rt = h.rt
-            new_rt = runtimes[name]
-            new_rt.stats = old_rt.stats  # counters continue across reloads
-            new_rt.rpc_stats = old_rt.rpc_stats
-            for conn in list(old_rt.connections):
-                conn.rebind(new_rt)
-            h.old.append(old_rt)
-            h.rt = new_rt
-            h.config = lc
-            self._retire(h)
-            new_handles[name] = h
+        grace = config.drain_timeout_ms / 1000.0
+        # Bind every new address first: a failure leaves the running config untouched.
+        bound: dict[str, ListenerHandle] = {}
+        new_specs: list[tuple[str, ListenerConfig]] = []
+        held = {h.config.address: (n, h) for n, h in self.listeners.items()}
+        try:
+            for i, lc in enumerate(config.listeners):
+                name = lc.name or f"listener{i}"
+                new_specs.append((name, lc))
+                old = self.listeners.get(name)
+                if old is not None and old.config.address == lc.address:
+                    continue
+                holder = held.get(lc.address)
+                if holder is not None and holder[0] != name and self._address_freed(holder[1], config):
+                    continue  # renamed: the new name takes the socket over below
+                handle = ListenerHandle(lc, runtimes[name])
+                handle.listener = Listener(name, lc.address, self._conn_factory(handle), self.reuse_port,
+                                           path=f"listeners[{i}].address")
+                bound[name] = handle
+        except ConfigError as exc:
+            for h in bound.values():
+                if h.listener is not None:
+                    h.listener.close_socket()
+            raise ConfigErrors([exc]) from None
+        # Commit.
         old_clusters = self.clusters
         for name, c in list(clusters.items()):
             prev = old_clusters.get(name)
-            if prev is not None and prev.config == c.config:
-                prev.lb = c.lb
+            if prev is None:
+                continue
+            if prev.config == c.config or _same_but_endpoints(prev.config, c.config):
+                if prev.config != c.config:
+                    self._update_endpoints(prev, c, grace)
+                prev.lb = c.lb if prev.config.lb != c.config.lb else prev.lb
                 prev.protocol = c.protocol
-                clusters[name] = prev  # same endpoints: keep its pools, counters and health
+                prev.config = c.config
+                clusters[name] = prev  # keep its pools, counters and health
+        old_handles = self.listeners
+        new_handles: dict[str, ListenerHandle] = {}
+        by_addr = {h.config.address: h for h in old_handles.values()}
+        for name, lc in new_specs:
+            new_rt = runtimes[name]
+            prev_h = old_handles.get(name)
+            if prev_h is None or prev_h.config.address != lc.address:
+                if name in bound:
+                    h = bound[name]
+                    self._start_listener(h)
+                else:  # the address was served under another name: take its socket over
+                    h = by_addr[lc.address]
+                    self._switch(h, new_rt, lc, grace)
+                new_handles[name] = h
+                continue
+            self._switch(prev_h, new_rt, lc, grace)
+            new_handles[name] = prev_h
+        kept = {id(h) for h in new_handles.values()}
+        for name, h in old_handles.items():
+            if id(h) in kept:
+                continue
+            if h.listener is not None:
+                h.listener.stop_accepting()
+            self._retire_runtime(h, grace)
+            log.info("listener %s (%s) removed; its connections drain for %.1f s", name, h.config.address, grace)
         self.listeners = new_handles
         self.catalogs, self.clusters, self.config = cats, clusters, config
         self.config_version += 1
         for name, c in old_clusters.items():
             if clusters.get(name) is not c:
-                self.loop.call_later(self.config.drain_timeout_ms / 1000.0 + 1.0, c.close)  # type: ignore[union-attr]
+                loop.call_later(grace + 1.0, c.close)
         self.host.pm.hook.sofamesh_config_updated(snapshot=config)
+
+    def _address_freed(self, holder: ListenerHandle, config: ProxyConfig) -> bool:
+        """True when the listener holding an address is leaving it in ``config`` (renamed)."""
+        holder_name = next((n for n, h in self.listeners.items() if h is holder), None)
+        for i, lc in enumerate(config.listeners):
+            if (lc.name or f"listener{i}") == holder_name:
+                return lc.address != holder.config.address
+        return True
+
+    def _conn_factory(self, handle: ListenerHandle) -> Callable[[], DownstreamConnection]:
+        assert self.loop is not None
+        lp = self.loop
+
+        def factory() -> DownstreamConnection:
+            return DownstreamConnection(handle.rt, lp)
+
+        return factory
+
+    def _start_listener(self, h: ListenerHandle) -> None:
+        assert self.loop is not None and h.listener is not None
+        task = self.loop.create_task(h.listener.start(self.loop, ssl=self._server_ssl(h.config)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _switch(self, h: ListenerHandle, new_rt: ListenerRuntime, lc: ListenerConfig, grace: float) -> None:
+        """Requests that start from now on use ``new_rt``. Connections whose codec still fits (same
+        address, protocols, limits and TLS) are rebound to it and never closed; otherwise they drain
+        for ``grace`` (new connections get ``new_rt``)."""
+        old_rt = h.rt
+        new_rt.stats = old_rt.stats  # counters continue across reloads
+        new_rt.rpc_stats = old_rt.rpc_stats
+        if _same_codecs(h.config, lc):
+            for conn in list(old_rt.connections):
+                conn.rebind(new_rt)
+            h.old.append(old_rt)
+        else:
+            self._retire_runtime(h, grace)
+        h.rt = new_rt
+        h.config = lc
+        self._retire(h)
+
+    def _retire_runtime(self, h: ListenerHandle, grace: float) -> None:
+        """New connections stop reaching ``h.rt``; its connections drain, then are cut after ``grace``."""
+        assert self.loop is not None
+        loop = self.loop
+        old_rt = h.rt
+        old_rt.draining = True
+        h.old.append(old_rt)
+        for conn in list(old_rt.connections):
+            conn.drain()
+
+        def cut() -> None:
+            left = list(old_rt.connections)
+            for conn in left:
+                conn.abort()
+            if left:
+                log.info("listener %s: %d draining connection(s) cut after %.1f s", old_rt.name, len(left), grace)
+            loop.call_soon(self._retire, h)
+
+        loop.call_later(grace, cut)
+
+    def _update_endpoints(self, prev: Cluster, fresh: Cluster, grace: float) -> None:
+        """Put ``fresh``'s endpoints into ``prev`` in place; pools of removed endpoints close later."""
+        assert self.loop is not None
+        by_addr = {e.address: e for e in prev.endpoints}
+        merged = []
+        for e in fresh.endpoints:
+            old = by_addr.pop(e.address, None)
+            if old is not None:
+                old.weight = e.weight
+                old.labels = e.labels
+                merged.append(old)
+            else:
+                merged.append(e)
+        prev.endpoints[:] = merged
+        gone = set(by_addr)
+        if gone:
+            def close_gone() -> None:
+                still = {e.address for e in prev.endpoints}
+                for key in [k for k in prev.pools if k[0] in gone and k[0] not in still]:
+                    prev.pools.pop(key).close()
+
+            self.loop.call_later(grace + 1.0, close_gone)
+
+
+def _same_but_endpoints(a: ClusterConfig, b: ClusterConfig) -> bool:
+    return a.model_copy(update={"endpoints": []}) == b.model_copy(update={"endpoints": []})
+
+
+def _same_codecs(a: ListenerConfig, b: ListenerConfig) -> bool:
+    """Whether a connection accepted under ``a`` can carry on under ``b``."""
+    return (a.address, a.protocols, a.limits, a.tls) == (b.address, b.protocols, b.limits, b.tls)
 
 
 __all__ = ["Server"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,4 +110,12 @@ def test_the_demo_runs_and_reports_ok() -> None:
     out = subprocess.run([sys.executable, "-m", "sofamesh", "demo"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "verdict: OK" in out.stdout
-    assert "hello-a" in out.stdout and "hello-b" in out.stdout
+    for proto in ("BOLT", "DUBBO", "HTTP", "GRPC"):
+        assert f"{proto} " in out.stdout
+    for line in out.stdout.splitlines():  # the instance that joined took traffic after the change
+        if "(joined)" in line:
+            assert int(line.split()[-2]) > 0, line
+        if "(left)" in line:
+            assert int(line.split()[-2]) == 0, line
+    assert out.stdout.count("(joined)") == 4
+    assert re.findall(r"errors (\d+)", out.stdout) == ["0"] * 4

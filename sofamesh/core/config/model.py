@@ -179,10 +179,24 @@ class AdminConfig(_Model):
     address: Address = "127.0.0.1:9901"
 
 
+class XdsConfig(_Model):
+    """Where the sidecar takes its listeners, routes, clusters and endpoints from (docs/xds.md)."""
+
+    address: Address
+    node_id: str
+    cluster: str = ""
+    mode: Literal["sotw", "delta"] = "sotw"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    initial_fetch_timeout_ms: Annotated[int, Field(ge=0)] = 10_000
+    backoff_initial_ms: Annotated[int, Field(gt=0)] = 200
+    backoff_max_ms: Annotated[int, Field(gt=0)] = 5_000
+
+
 class ProxyConfig(_Model):
     """The whole data-plane config."""
 
     admin: AdminConfig | None = Field(default_factory=AdminConfig)
+    xds: XdsConfig | None = None
     listeners: list[ListenerConfig] = Field(default_factory=list)
     clusters: list[ClusterConfig] = Field(default_factory=list)
     drain_timeout_ms: Annotated[int, Field(ge=0)] = 10_000
@@ -203,5 +217,6 @@ __all__ = [
     "StringMatch",
     "TlsConfig",
     "WeightedCluster",
+    "XdsConfig",
     "parse_address",
 ]

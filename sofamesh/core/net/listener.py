@@ -52,6 +52,11 @@ class Listener:
     async def start(self, loop: asyncio.AbstractEventLoop, ssl: SSLContext | None = None) -> None:
         self._server = await loop.create_server(self._factory, sock=self._sock, ssl=ssl)
 
+    def close_socket(self) -> None:
+        """Close a socket that was bound but never started (a config that was refused)."""
+        if self._server is None:
+            self._sock.close()
+
     def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()

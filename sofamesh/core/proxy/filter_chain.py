@@ -53,6 +53,16 @@ class Filter:
     def close(self) -> None:
         """The config that built this filter is no longer serving (release timers, files)."""
 
+    def stats(self) -> dict[str, int]:
+        """Plain counters shown under ``filters`` in the admin's ``/stats`` (read at export, never locked)
+        and as ``sofamesh_filter_<key>{listener, filter}`` on ``/stats/prometheus``."""
+        return {}
+
+    def exposition(self) -> str:
+        """Extra Prometheus text this filter adds to ``/stats/prometheus`` (whole metric families).
+        Filters sharing one process-wide registry return the same text; the admin prints it once."""
+        return ""
+
 
 class FilterFactory(ABC):
     """Registered in the filter catalog; builds a Filter from its YAML ``config`` mapping."""

@@ -83,8 +83,9 @@ class Route:
         if self._protocol is not None and head.protocol != self._protocol:
             return False
         for key, pred in self._matchers:
-            if key == ":authority":  # HTTP: ``service`` holds the authority; match with or without port
-                v = head.service
+            if key == ":authority":  # match with or without port
+                # HTTP/2 carries ``:authority`` (its ``service`` is the gRPC service); HTTP/1's ``service`` is Host
+                v = head.headers.get(":authority") or head.service
                 if not pred(v) and not (":" in v and not v.endswith("]") and pred(v.rsplit(":", 1)[0])):
                     return False
             elif not pred(head.key(key)):

@@ -25,6 +25,7 @@ from sofamesh.core.events import (
     WindowOpened,
 )
 from sofamesh.core.net.connection import Connection
+from sofamesh.core.net.tls import peer_identity
 from sofamesh.core.proxy.stream import Stream
 from sofamesh.core.stats import ListenerStats, RpcStats
 
@@ -94,6 +95,8 @@ class DownstreamConnection(Connection):
         rt.stats.downstream_cx_total += 1
         rt.stats.downstream_cx_active += 1
         rt.connections.add(self)
+        if transport.get_extra_info("ssl_object") is not None:
+            self.peer_identity = peer_identity(transport)
         if len(rt.factories) == 1:
             self._use(rt.factories[0])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sofamesh.core.config.model import ClusterConfig, EndpointConfig, parse_address
+from sofamesh.core.net.tls import TlsSource
 from sofamesh.core.stats import ClusterStats
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class Endpoint:
 class Cluster:
     """A named set of endpoints with a balancer, pools and stats."""
 
-    __slots__ = ("config", "endpoints", "lb", "loop", "name", "pools", "protocol", "stats")
+    __slots__ = ("config", "endpoints", "lb", "loop", "name", "pools", "protocol", "stats", "tls")
 
     def __init__(self, config: ClusterConfig, lb: LoadBalancer, protocol: CodecFactory | None,
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -54,6 +55,7 @@ class Cluster:
         self.endpoints = [Endpoint(e) for e in config.endpoints]
         self.stats = ClusterStats()
         self.pools: dict[tuple[str, str], Pool] = {}
+        self.tls = TlsSource(config.tls, server=False, path=f"clusters[{config.name}].tls") if config.tls else None
 
     def choose(self, exclude: tuple[Endpoint, ...] = ()) -> Endpoint | None:
         now = self.loop.time()

@@ -344,13 +344,18 @@ class Pool:
 
         async def connect() -> None:
             try:
-                await self.loop.create_connection(lambda: conn, ep.host, ep.port)
+                tls = self.cluster.tls
+                if tls is None:
+                    await self.loop.create_connection(lambda: conn, ep.host, ep.port)
+                else:
+                    await self.loop.create_connection(lambda: conn, ep.host, ep.port, ssl=tls.context(),
+                                                      server_hostname=ep.host)
             except asyncio.CancelledError:
                 stats.upstream_cx_connect_timeout += 1
                 stats.upstream_cx_connect_fail += 1
                 self.connect_failed(conn, f"connect timeout after {self.cluster.config.connect_timeout_ms} ms "
                                           f"to {ep.address}", timeout=True)
-            except OSError as exc:
+            except OSError as exc:  # ssl.SSLError is an OSError: a failed handshake is a failed connect
                 stats.upstream_cx_connect_fail += 1
                 reason = exc.strerror or str(exc) or type(exc).__name__
                 self.connect_failed(conn, f"connect to {ep.address} failed: {reason}", timeout=False)

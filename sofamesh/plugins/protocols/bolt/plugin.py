@@ -1,4 +1,6 @@
-"""Entry point of the ``bolt`` protocol plugin: registers the codec factory in the protocol catalog."""
+"""Entry point of the ``bolt`` protocol plugin: registers the codec factory in the protocol catalog
+and, in Pilot (the same module is a ``sofamesh.pilot.plugins`` entry point), the xDS generators for
+Bolt services: clusters, endpoints and the sidecar's egress listener on port 12220 (docs/xds.md)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,17 @@ from sofamesh.plugins.protocols.bolt.codec import BoltCodecFactory
 if TYPE_CHECKING:
     from sofamesh.core.catalog import Catalog
     from sofamesh.core.codec import CodecFactory
+    from sofamesh.pilot.xds.generator import XdsGenerator
 
 
 @hookimpl
 def sofamesh_register_protocols(catalog: Catalog[CodecFactory]) -> None:
     catalog.add("bolt", BoltCodecFactory())
+
+
+@hookimpl
+def pilot_register_xds_generators(catalog: Catalog[XdsGenerator]) -> None:
+    from sofamesh.pilot.xds.rpc import rpc_generators  # Pilot only: keeps protobufs out of the data plane
+
+    for name, generator in rpc_generators("bolt", 12220).items():
+        catalog.add(name, generator)

@@ -1,0 +1,527 @@
+"""Envoy v3 resources -> the kernel's config model (docs/xds.md).
+
+Pure functions: protobuf messages in, plain config mappings out, ``ConfigError`` naming the field
+that cannot be translated. No sockets, no gRPC. The client NACKs with the error's text.
+
+Translated:
+- Listener with a socket address and one filter chain ending in ``http_connection_manager``
+  (inline route config or RDS over ADS; ``http_filters`` must end with the router; optional
+  filters are skipped), ``tcp_proxy`` (cluster or weighted clusters) or our own
+  ``sofamesh.filters.network.rpc_proxy`` (a ``TypedStruct``, see ``RPC_PROXY_TYPE_URL``).
+  Listeners with an ``api_listener`` are for proxyless clients and are skipped.
+- RouteConfiguration: virtual hosts (domains ``name``, ``name:*``, ``*.suffix``, ``prefix*``, ``*``),
+  path prefix / exact / safe_regex, header matchers, cluster or weighted clusters, timeout.
+  ``retry_policy`` is accepted: the kernel retries a failed connect on another endpoint.
+- Cluster of type EDS (endpoints from the ClusterLoadAssignment named by ``service_name`` or the
+  cluster name) or STATIC / STRICT_DNS / LOGICAL_DNS with a ``load_assignment``; ``lb_policy``
+  ROUND_ROBIN or RANDOM; ``connect_timeout``; HTTP/2 upstream options select ``http2`` when
+  that protocol is installed.
+- ClusterLoadAssignment: every locality's endpoints; UNHEALTHY, DRAINING and TIMEOUT ones are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+
+from sofamesh.core.config.loader import from_mapping
+from sofamesh.core.config.model import ProxyConfig
+from sofamesh.core.errors import ConfigError, ConfigErrors
+
+_T = "type.googleapis.com/"
+LISTENER_TYPE = _T + "envoy.config.listener.v3.Listener"
+ROUTE_TYPE = _T + "envoy.config.route.v3.RouteConfiguration"
+CLUSTER_TYPE = _T + "envoy.config.cluster.v3.Cluster"
+ENDPOINT_TYPE = _T + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+TYPE_ORDER = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
+SHORT = {LISTENER_TYPE: "lds", ROUTE_TYPE: "rds", CLUSTER_TYPE: "cds", ENDPOINT_TYPE: "eds"}
+
+RPC_PROXY_FILTER = "sofamesh.filters.network.rpc_proxy"
+RPC_PROXY_TYPE_URL = _T + "sofamesh.config.rpc.v1.RpcProxy"
+"""The ``type_url`` inside the ``xds.type.v3.TypedStruct`` that carries Bolt / Dubbo listener config::
+
+    {"protocol": "bolt",                       # a catalog name (bolt, dubbo, or a third party's)
+     "stat_prefix": "outbound_bolt",           # optional
+     "routes": [{"name": "echo",
+                 "match": {"service": {"exact": "com.example.EchoService:1.0"},
+                           "method": "echo", "version": "1.0", "group": "g1", "headers": {...}},
+                 "cluster": "outbound|12200|com.example.EchoService:1.0",    # or weighted_clusters
+                 "timeout_ms": 3000}]}
+Match values are the kernel's string matches (a plain string, or one of exact/prefix/suffix/regex).
+"""
+
+_HCM_TYPE = _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_TCP_TYPE = _T + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+_ROUTER_TYPE = _T + "envoy.extensions.filters.http.router.v3.Router"
+_TYPED_STRUCTS = (_T + "xds.type.v3.TypedStruct", _T + "udpa.type.v1.TypedStruct")
+_H2_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_LB = {0: "round_robin", 3: "random"}  # Cluster.LbPolicy ROUND_ROBIN, RANDOM
+_LB_NAMES = {0: "ROUND_ROBIN", 1: "LEAST_REQUEST", 2: "RING_HASH", 3: "RANDOM", 5: "MAGLEV",
+             6: "CLUSTER_PROVIDED", 7: "LOAD_BALANCING_POLICY_CONFIG"}
+_SKIPPED_HEALTH = {2, 3, 4}  # UNHEALTHY, DRAINING, TIMEOUT
+_DEFAULT_TIMEOUT_MS = 15_000
+
+
+def _ms(d: Any) -> int:
+    return int(d.seconds) * 1000 + int(d.nanos) // 1_000_000
+
+
+def _unpack(any_msg: Any, cls: type[Message], path: str) -> Any:
+    msg = cls()
+    if not any_msg.Unpack(msg):
+        raise ConfigError(path, f"expected {cls.DESCRIPTOR.full_name}, got {any_msg.type_url}")
+    return msg
+
+
+def _string_match(m: Any, path: str) -> dict[str, Any]:
+    """envoy.type.matcher.v3.StringMatcher -> the kernel's StringMatch mapping."""
+    kind = m.WhichOneof("match_pattern")
+    if kind in ("exact", "prefix", "suffix"):
+        value = getattr(m, kind)
+        if m.ignore_case:
+            raise ConfigError(f"{path}.ignore_case", "case-insensitive matching is not supported")
+        return {kind: value}
+    if kind == "safe_regex":
+        return {"regex": m.safe_regex.regex}
+    raise ConfigError(path, f"string matcher {kind!r} is not supported (exact, prefix, suffix, safe_regex)")
+
+
+def _header_match(h: Any, path: str) -> dict[str, Any]:
+    kind = h.WhichOneof("header_match_specifier")
+    out: dict[str, Any]
+    if kind == "string_match":
+        out = _string_match(h.string_match, f"{path}.string_match")
+    elif kind in ("exact_match", "prefix_match", "suffix_match"):
+        out = {kind.removesuffix("_match"): getattr(h, kind)}
+    elif kind == "safe_regex_match":
+        out = {"regex": h.safe_regex_match.regex}
+    elif kind == "present_match":
+        out = {"regex": ".*"}
+        if not h.present_match:
+            out["invert"] = True
+    else:
+        raise ConfigError(path, f"header matcher {kind!r} is not supported")
+    if h.invert_match:
+        out["invert"] = not out.get("invert", False)
+    return out
+
+
+def _host_matches(domains: Iterable[str]) -> list[dict[str, Any] | None]:
+    out: list[dict[str, Any] | None] = []
+    for d in domains:
+        if d == "*":
+            out.append(None)
+        elif d.startswith("*"):
+            out.append({"suffix": d[1:]})
+        elif d.endswith("*"):
+            out.append({"prefix": d[:-1]})
+        else:
+            out.append({"exact": d})
+    return out
+
+
+def _specificity(domain: str) -> int:
+    return 3 if "*" not in domain else (1 if domain == "*" else 2)
+
+
+def translate_route_configuration(rc: Any) -> list[dict[str, Any]]:
+    """RouteConfiguration -> the kernel's ordered route list (first match wins)."""
+    base = f"RouteConfiguration {rc.name!r}"
+    out: list[dict[str, Any]] = []
+    hosts: list[tuple[int, int, dict[str, Any] | None, Any, int]] = []
+    for vi, vh in enumerate(rc.virtual_hosts):
+        if not vh.domains:
+            raise ConfigError(f"{base}: virtual_hosts[{vi}].domains", "at least one domain is required")
+        for domain, host in zip(vh.domains, _host_matches(vh.domains), strict=True):
+            hosts.append((-_specificity(domain), len(hosts), host, vh, vi))
+    for _spec, _n, host, vh, vi in sorted(hosts, key=lambda t: (t[0], t[1])):
+        for ri, r in enumerate(vh.routes):
+            out.append(_route(r, host, f"{base}: virtual_hosts[{vi}].routes[{ri}]", f"{vh.name}/{r.name or ri}"))
+    return out
+
+
+def _route(r: Any, host: dict[str, Any] | None, path: str, name: str) -> dict[str, Any]:
+    m = r.match
+    match: dict[str, Any] = {}
+    if host is not None:
+        match["host"] = host
+    spec = m.WhichOneof("path_specifier")
+    if spec == "prefix":
+        if m.prefix not in ("", "/"):
+            match["path"] = {"prefix": m.prefix}
+    elif spec == "path":
+        match["path"] = {"exact": m.path}
+    elif spec == "safe_regex":
+        match["path"] = {"regex": m.safe_regex.regex}
+    elif spec is not None:
+        raise ConfigError(f"{path}.match.{spec}", "this path matcher is not supported (prefix, path, safe_regex)")
+    if m.HasField("case_sensitive") and not m.case_sensitive.value:
+        raise ConfigError(f"{path}.match.case_sensitive", "case-insensitive path matching is not supported")
+    if len(m.query_parameters):
+        raise ConfigError(f"{path}.match.query_parameters", "query parameter matching is not supported")
+    headers = {}
+    for hi, h in enumerate(m.headers):
+        headers[h.name.lower()] = _header_match(h, f"{path}.match.headers[{hi}]")
+    if headers:
+        match["headers"] = headers
+    action = r.WhichOneof("action")
+    if action != "route":
+        raise ConfigError(f"{path}.{action}", f"route action {action!r} is not supported (only route)")
+    ra = r.route
+    out: dict[str, Any] = {"name": name, "match": match}
+    which = ra.WhichOneof("cluster_specifier")
+    if which == "cluster":
+        out["cluster"] = ra.cluster
+    elif which == "weighted_clusters":
+        out["weighted_clusters"] = [{"name": w.name, "weight": w.weight.value if w.HasField("weight") else 1}
+                                    for w in ra.weighted_clusters.clusters]
+    else:
+        raise ConfigError(f"{path}.route.{which}", f"cluster specifier {which!r} is not supported "
+                                                    "(cluster, weighted_clusters)")
+    for unsupported in ("prefix_rewrite", "regex_rewrite", "host_rewrite_literal"):
+        if ra.HasField(unsupported) if unsupported == "regex_rewrite" else getattr(ra, unsupported):
+            raise ConfigError(f"{path}.route.{unsupported}", "rewrites are not supported")
+    out["timeout_ms"] = _ms(ra.timeout) if ra.HasField("timeout") else _DEFAULT_TIMEOUT_MS
+    return out
+
+
+@dataclass
+class TranslatedListener:
+    """A listener mapping for the kernel; ``rds`` names the RouteConfiguration it still needs."""
+
+    config: dict[str, Any]
+    rds: str | None = None
+
+
+def translate_listener(lst: Any, protocols: Collection[str] = ("http1",)) -> TranslatedListener | None:
+    """Listener -> kernel listener mapping, or ``None`` for an ``api_listener`` (proxyless clients)."""
+    base = f"Listener {lst.name!r}"
+    if lst.HasField("api_listener"):
+        return None
+    if lst.address.WhichOneof("address") != "socket_address":
+        raise ConfigError(f"{base}: address", "only socket_address is supported")
+    sa = lst.address.socket_address
+    if sa.WhichOneof("port_specifier") != "port_value":
+        raise ConfigError(f"{base}: address.socket_address.named_port", "only port_value is supported")
+    host = sa.address or "0.0.0.0"
+    address = f"[{host}]:{sa.port_value}" if ":" in host else f"{host}:{sa.port_value}"
+    chains = list(lst.filter_chains)
+    if len(chains) != 1:
+        raise ConfigError(f"{base}: filter_chains", f"exactly one filter chain is supported (got {len(chains)})")
+    if chains[0].HasField("transport_socket"):
+        raise ConfigError(f"{base}: filter_chains[0].transport_socket", "TLS over xDS is not supported yet")
+    filters = list(chains[0].filters)
+    if not filters:
+        raise ConfigError(f"{base}: filter_chains[0].filters", "no network filter")
+    for fi, f in enumerate(filters[:-1]):
+        raise ConfigError(f"{base}: filter_chains[0].filters[{fi}]",
+                          f"network filter {f.name!r} is not supported before the terminal filter")
+    f = filters[-1]
+    fpath = f"{base}: filter_chains[0].filters[{len(filters) - 1}]"
+    url = f.typed_config.type_url
+    out: dict[str, Any] = {"name": lst.name, "address": address}
+    if url == _HCM_TYPE:
+        return _hcm(f, fpath, out, protocols)
+    if url == _TCP_TYPE:
+        from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+        tp = _unpack(f.typed_config, tcp_proxy_pb2.TcpProxy, f"{fpath}.typed_config")
+        route: dict[str, Any] = {"name": tp.stat_prefix or "tcp"}
+        if tp.WhichOneof("cluster_specifier") == "cluster":
+            route["cluster"] = tp.cluster
+        else:
+            route["weighted_clusters"] = [{"name": w.name, "weight": w.weight} for w in tp.weighted_clusters.clusters]
+        route["timeout_ms"] = 0
+        out.update(protocols=["tcp"], routes=[route])
+        return TranslatedListener(out)
+    if url in _TYPED_STRUCTS:
+        return _rpc_proxy(f, fpath, out)
+    raise ConfigError(f"{fpath}.typed_config", f"network filter {f.name!r} ({url}) is not supported "
+                                               "(http_connection_manager, tcp_proxy, " + RPC_PROXY_FILTER + ")")
+
+
+def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) -> TranslatedListener:
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+    hcm = _unpack(f.typed_config, hcm_pb2.HttpConnectionManager, f"{fpath}.typed_config")
+    cpath = f"{fpath}.typed_config"
+    filters = list(hcm.http_filters)
+    if not filters or filters[-1].typed_config.type_url not in (_ROUTER_TYPE, ""):
+        raise ConfigError(f"{cpath}.http_filters", "must end with envoy.filters.http.router")
+    for hi, hf in enumerate(filters[:-1]):
+        if not hf.is_optional:
+            raise ConfigError(f"{cpath}.http_filters[{hi}]",
+                              f"http filter {hf.name!r} ({hf.typed_config.type_url}) is not supported; "
+                              "mark it is_optional to let this proxy skip it")
+    codec = hcm.codec_type  # AUTO=0 HTTP1=1 HTTP2=2
+    if codec == 1:
+        protos = ["http1"]
+    elif codec == 2:
+        protos = ["http2"]
+    else:
+        protos = [p for p in ("http1", "http2") if p in protocols] or ["http1"]
+    out["protocols"] = protos
+    which = hcm.WhichOneof("route_specifier")
+    if which == "route_config":
+        out["routes"] = translate_route_configuration(hcm.route_config)
+        return TranslatedListener(out)
+    if which == "rds":
+        src = hcm.rds.config_source
+        if src.WhichOneof("config_source_specifier") not in ("ads", None):
+            raise ConfigError(f"{cpath}.rds.config_source", "only ads config sources are supported")
+        out["routes"] = []
+        return TranslatedListener(out, rds=hcm.rds.route_config_name)
+    raise ConfigError(f"{cpath}.{which}", f"route specifier {which!r} is not supported (route_config, rds)")
+
+
+def _rpc_proxy(f: Any, fpath: str, out: dict[str, Any]) -> TranslatedListener:
+    from xds.type.v3 import typed_struct_pb2
+
+    ts = typed_struct_pb2.TypedStruct()
+    f.typed_config.Unpack(ts)
+    cpath = f"{fpath}.typed_config"
+    if ts.type_url != RPC_PROXY_TYPE_URL:
+        raise ConfigError(f"{cpath}.type_url", f"unknown typed struct {ts.type_url!r} (known: {RPC_PROXY_TYPE_URL})")
+    value = json_format.MessageToDict(ts.value)
+    unknown = set(value) - {"protocol", "stat_prefix", "routes"}
+    if unknown:
+        raise ConfigError(f"{cpath}.value.{sorted(unknown)[0]}", "unknown key")
+    proto = value.get("protocol")
+    if not isinstance(proto, str) or not proto:
+        raise ConfigError(f"{cpath}.value.protocol", "required: the protocol's catalog name (bolt, dubbo, ...)")
+    routes = value.get("routes", [])
+    if not isinstance(routes, list):
+        raise ConfigError(f"{cpath}.value.routes", "must be a list")
+    fixed = []
+    for r in routes:
+        if isinstance(r, dict) and isinstance(r.get("timeout_ms"), float):
+            r = {**r, "timeout_ms": int(r["timeout_ms"])}  # Struct numbers arrive as floats
+        if isinstance(r, dict) and isinstance(r.get("weighted_clusters"), list):
+            r = {**r, "weighted_clusters": [{**w, "weight": int(w["weight"])} if isinstance(w, dict) and
+                                            isinstance(w.get("weight"), float) else w
+                                            for w in r["weighted_clusters"]]}
+        fixed.append(r)
+    out.update(protocols=[proto], routes=fixed)
+    out["__path__"] = f"{cpath}.value"
+    return TranslatedListener(out)
+
+
+@dataclass
+class TranslatedCluster:
+    config: dict[str, Any]
+    eds: str | None = None  # the ClusterLoadAssignment name it reads endpoints from
+
+
+def translate_cluster(c: Any, protocols: Collection[str] = ()) -> TranslatedCluster:
+    base = f"Cluster {c.name!r}"
+    out: dict[str, Any] = {"name": c.name}
+    lb = _LB.get(c.lb_policy)
+    if lb is None:
+        raise ConfigError(f"{base}: lb_policy", f"{_LB_NAMES.get(c.lb_policy, c.lb_policy)} is not supported "
+                                               "(ROUND_ROBIN, RANDOM)")
+    out["lb"] = lb
+    if c.HasField("connect_timeout"):
+        out["connect_timeout_ms"] = max(1, _ms(c.connect_timeout))
+    if c.HasField("transport_socket"):
+        raise ConfigError(f"{base}: transport_socket", "upstream TLS over xDS is not supported yet")
+    if _H2_OPTIONS in c.typed_extension_protocol_options or c.HasField("http2_protocol_options"):
+        if "http2" in protocols:
+            out["protocol"] = "http2"
+    which = c.WhichOneof("cluster_discovery_type")
+    if which == "cluster_type":
+        raise ConfigError(f"{base}: cluster_type", f"custom cluster type {c.cluster_type.name!r} is not supported")
+    kind = c.type  # STATIC=0 STRICT_DNS=1 LOGICAL_DNS=2 EDS=3 ORIGINAL_DST=4
+    if kind == 3:
+        src = c.eds_cluster_config.eds_config
+        if src.WhichOneof("config_source_specifier") not in ("ads", None):
+            raise ConfigError(f"{base}: eds_cluster_config.eds_config", "only ads config sources are supported")
+        out["endpoints"] = []
+        return TranslatedCluster(out, eds=c.eds_cluster_config.service_name or c.name)
+    if kind in (0, 1, 2):
+        out["endpoints"] = translate_load_assignment(c.load_assignment, f"{base}: load_assignment")
+        return TranslatedCluster(out)
+    raise ConfigError(f"{base}: type", "ORIGINAL_DST clusters are not supported (STATIC, STRICT_DNS, "
+                                       "LOGICAL_DNS, EDS)")
+
+
+def translate_load_assignment(cla: Any, base: str | None = None) -> list[dict[str, Any]]:
+    base = base or f"ClusterLoadAssignment {cla.cluster_name!r}"
+    out: list[dict[str, Any]] = []
+    for li, loc in enumerate(cla.endpoints):
+        labels = {k: v for k, v in (("region", loc.locality.region), ("zone", loc.locality.zone),
+                                    ("sub_zone", loc.locality.sub_zone)) if v}
+        for ei, lbe in enumerate(loc.lb_endpoints):
+            path = f"{base}: endpoints[{li}].lb_endpoints[{ei}]"
+            if lbe.WhichOneof("host_identifier") != "endpoint":
+                raise ConfigError(f"{path}.endpoint_name", "named endpoints are not supported")
+            if lbe.health_status in _SKIPPED_HEALTH:
+                continue
+            addr = lbe.endpoint.address
+            if addr.WhichOneof("address") != "socket_address":
+                raise ConfigError(f"{path}.endpoint.address", "only socket_address is supported")
+            sa = addr.socket_address
+            host = sa.address
+            ep: dict[str, Any] = {"address": f"[{host}]:{sa.port_value}" if ":" in host else f"{host}:{sa.port_value}"}
+            if lbe.HasField("load_balancing_weight"):
+                ep["weight"] = min(max(lbe.load_balancing_weight.value, 1), 10_000)
+            if labels:
+                ep["labels"] = labels
+            out.append(ep)
+    return out
+
+
+@dataclass
+class Translated:
+    """Everything received so far, translated, keyed by resource name."""
+
+    listeners: dict[str, TranslatedListener] = field(default_factory=dict)
+    routes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    clusters: dict[str, TranslatedCluster] = field(default_factory=dict)
+    endpoints: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def copy(self) -> Translated:
+        return Translated(dict(self.listeners), dict(self.routes), dict(self.clusters), dict(self.endpoints))
+
+    def rds_names(self) -> set[str]:
+        return {t.rds for t in self.listeners.values() if t.rds is not None}
+
+    def eds_names(self) -> set[str]:
+        return {t.eds for t in self.clusters.values() if t.eds is not None}
+
+
+def translate(type_url: str, message: Any, protocols: Collection[str]) -> Any:
+    """One resource of ``type_url`` -> its translated form (raises ``ConfigError``)."""
+    if type_url == LISTENER_TYPE:
+        return translate_listener(message, protocols)
+    if type_url == ROUTE_TYPE:
+        return translate_route_configuration(message)
+    if type_url == CLUSTER_TYPE:
+        return translate_cluster(message, protocols)
+    if type_url == ENDPOINT_TYPE:
+        return translate_load_assignment(message)
+    raise ConfigError(type_url, "this resource type is not supported")
+
+
+def message_class(type_url: str) -> type[Message]:
+    if type_url == LISTENER_TYPE:
+        from envoy.config.listener.v3 import listener_pb2
+
+        return listener_pb2.Listener  # type: ignore[no-any-return]
+    if type_url == ROUTE_TYPE:
+        from envoy.config.route.v3 import route_pb2
+
+        return route_pb2.RouteConfiguration  # type: ignore[no-any-return]
+    if type_url == CLUSTER_TYPE:
+        from envoy.config.cluster.v3 import cluster_pb2
+
+        return cluster_pb2.Cluster  # type: ignore[no-any-return]
+    if type_url == ENDPOINT_TYPE:
+        from envoy.config.endpoint.v3 import endpoint_pb2
+
+        return endpoint_pb2.ClusterLoadAssignment  # type: ignore[no-any-return]
+    raise ConfigError(type_url, "this resource type is not supported")
+
+
+def decode(type_url: str, any_msg: Any) -> Any:
+    cls = message_class(type_url)
+    if any_msg.type_url != type_url:
+        raise ConfigError(type_url, f"a resource of type {any_msg.type_url} arrived on the {type_url} stream")
+    msg = cls()
+    try:
+        msg.ParseFromString(any_msg.value)
+    except DecodeError as exc:
+        raise ConfigError(type_url, f"cannot decode a resource: {exc}") from None
+    return msg
+
+
+def assemble(base: ProxyConfig, state: Translated, check_route_clusters: bool) -> ProxyConfig:
+    """The bootstrap config plus everything translated -> one validated ProxyConfig.
+
+    A listener whose RDS route config has not arrived yet is left out (it warms, as in Envoy).
+    A route naming a cluster that is neither static nor received is an error naming the route with
+    ``check_route_clusters`` (a new LDS/RDS update); otherwise (CDS removed the cluster, or has not
+    arrived yet) the cluster is kept with no endpoints, so only its own requests fail, each with
+    its protocol's "no healthy upstream" reply.
+    """
+    data: dict[str, Any] = base.model_dump(mode="json", exclude_none=True)
+    data.pop("xds", None)
+    if base.xds is not None:
+        data["xds"] = base.xds.model_dump(mode="json")
+    listeners: list[dict[str, Any]] = list(data.get("listeners", []))
+    clusters: list[dict[str, Any]] = list(data.get("clusters", []))
+    known_clusters = {c["name"] for c in clusters}
+    for name in sorted(state.clusters):
+        tc = state.clusters[name]
+        c = dict(tc.config)
+        if tc.eds is not None:
+            c["endpoints"] = state.endpoints.get(tc.eds, [])
+        clusters.append(c)
+        known_clusters.add(name)
+    paths: dict[int, str] = {}
+    for name in sorted(state.listeners):
+        tl = state.listeners[name]
+        lc = dict(tl.config)
+        origin = lc.pop("__path__", None) or f"Listener {name!r}"
+        if tl.rds is not None:
+            routes = state.routes.get(tl.rds)
+            if routes is None:
+                continue
+            lc["routes"] = routes
+            origin = f"RouteConfiguration {tl.rds!r}"
+        paths[len(listeners)] = origin
+        listeners.append(lc)
+    errors = []
+    for i, lc in enumerate(listeners):
+        for r in lc.get("routes", []):
+            names = [r["cluster"]] if r.get("cluster") else [w.get("name") for w in r.get("weighted_clusters", [])]
+            for cname in names:
+                if cname in known_clusters:
+                    continue
+                if check_route_clusters:
+                    errors.append(ConfigError(f"{paths.get(i, f'listeners[{i}]')}: route {r.get('name')!r}",
+                                              f"unknown cluster {cname!r}"))
+                else:  # removed by CDS, or not received yet: its requests get "no healthy upstream"
+                    clusters.append({"name": cname, "endpoints": []})
+                    known_clusters.add(cname)
+    if errors:
+        raise ConfigErrors(errors)
+    data["listeners"] = listeners
+    data["clusters"] = clusters
+    try:
+        return from_mapping(data)
+    except ConfigErrors as exc:
+        raise ConfigErrors([ConfigError(_where(e.path, listeners, paths), e.message) for e in exc.errors]) from None
+
+
+def _where(path: str, listeners: list[dict[str, Any]], paths: Mapping[int, str]) -> str:
+    """``listeners[3].routes[0].match`` -> ``<the xDS resource>: listeners[3].routes[0].match``."""
+    if path.startswith("listeners["):
+        idx = int(path[len("listeners["):path.index("]")])
+        if idx in paths:
+            return f"{paths[idx]}: {path}"
+    return path
+
+
+__all__ = [
+    "CLUSTER_TYPE",
+    "ENDPOINT_TYPE",
+    "LISTENER_TYPE",
+    "ROUTE_TYPE",
+    "RPC_PROXY_FILTER",
+    "RPC_PROXY_TYPE_URL",
+    "TYPE_ORDER",
+    "Translated",
+    "TranslatedCluster",
+    "TranslatedListener",
+    "assemble",
+    "decode",
+    "translate",
+    "translate_cluster",
+    "translate_listener",
+    "translate_load_assignment",
+    "translate_route_configuration",
+]

@@ -1,0 +1,171 @@
+"""xDS generators for framed RPC protocols (Bolt, Dubbo, a third party's): a protocol plugin
+registers them from its own ``pilot_register_xds_generators`` hook with :func:`rpc_generators`.
+
+For each protocol ``P`` they produce:
+- CDS/EDS: ``outbound|PORT|NAME`` for every service whose protocol is ``P`` (EDS over ADS, round
+  robin; the same shape as the built-in HTTP clusters);
+- LDS (for sofamesh sidecars only: user agent ``sofamesh``): ``outbound|P|PORT``, the sidecar's
+  egress listener for ``P`` on ``ADDRESS:PORT``, taken from
+  node metadata ``sofamesh.P_address`` / ``sofamesh.P_port`` (default ``127.0.0.1`` and the
+  protocol's egress port, Bolt 12220, Dubbo 20880). Its only network filter is
+  ``sofamesh.filters.network.rpc_proxy`` whose config is a ``xds.type.v3.TypedStruct`` of type
+  ``type.googleapis.com/sofamesh.config.rpc.v1.RpcProxy``: the protocol and one route per service,
+  matching the service name exactly, to that service's cluster (docs/xds.md).
+A service's metadata ``timeout_ms`` sets its route timeout (default 10000; the request's own
+timeout caps it in the data plane).
+
+Subsets: when a service's instances carry more than one (version, group) pair, each pair with a
+version or a group gets its own cluster ``outbound|PORT|NAME|VERSION|GROUP`` (EDS: only those
+instances) and a route matching the service and that version and/or group, ahead of the service's
+catch-all route; so a Dubbo call for version 2.0.0 reaches only 2.0.0 providers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from envoy.config.core.v3 import address_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from google.protobuf import any_pb2, struct_pb2
+from xds.type.v3 import typed_struct_pb2
+
+from sofamesh.pilot.xds.generator import LISTENER, NodeInfo, XdsResource
+from sofamesh.pilot.xds.generators import ClusterGenerator, EndpointGenerator, cluster_name
+
+if TYPE_CHECKING:
+    from sofamesh.pilot.model import MeshModel, Service, ServiceInstance
+    from sofamesh.pilot.xds.generator import XdsGenerator
+
+RPC_PROXY_FILTER = "sofamesh.filters.network.rpc_proxy"
+RPC_PROXY_TYPE_URL = "type.googleapis.com/sofamesh.config.rpc.v1.RpcProxy"
+DEFAULT_TIMEOUT_MS = 10_000
+
+
+def subsets(instances: Iterable[ServiceInstance]) -> dict[tuple[str, str], list[ServiceInstance]]:
+    """(version, group) -> instances, when the instances carry more than one such pair."""
+    groups: dict[tuple[str, str], list[ServiceInstance]] = {}
+    for inst in instances:
+        groups.setdefault((inst.version, inst.group), []).append(inst)
+    if len(groups) < 2:
+        return {}
+    return {k: v for k, v in sorted(groups.items()) if k != ("", "")}
+
+
+def subset_name(cluster: str, version: str, group: str) -> str:
+    return f"{cluster}|{version}|{group}"
+
+
+class RpcClusterGenerator(ClusterGenerator):
+    """CDS: the service's clusters, plus one per (version, group) subset."""
+
+    def build(self, service: Service, instances: tuple[ServiceInstance, ...]) -> list[XdsResource]:
+        base = super().build(service, instances)
+        out = list(base)
+        for version, group in subsets(instances):
+            for res in base:
+                c = type(res.message)()
+                c.CopyFrom(res.message)
+                c.name = subset_name(res.name, version, group)
+                c.eds_cluster_config.service_name = c.name
+                out.append(XdsResource(c.name, c))
+        return out
+
+
+class RpcEndpointGenerator(EndpointGenerator):
+    """EDS: the service's endpoints, plus each subset's own."""
+
+    def build(self, service: Service, instances: tuple[ServiceInstance, ...]) -> list[XdsResource]:
+        out = super().build(service, instances)
+        for (version, group), insts in subsets(instances).items():
+            for res in super().build(service, tuple(insts)):
+                res.message.cluster_name = subset_name(res.name, version, group)
+                out.append(XdsResource(res.message.cluster_name, res.message))
+        return out
+
+
+class RpcListenerGenerator:
+    """LDS: the egress listener of one RPC protocol with its routes in typed extension config."""
+
+    type_url = LISTENER
+
+    def __init__(self, protocol: str, default_port: int, default_address: str = "127.0.0.1") -> None:
+        self.protocol = protocol
+        self.default_port = default_port
+        self.default_address = default_address
+        self._memo: tuple[int, list[dict[str, Any]]] | None = None
+
+    def egress(self, node: NodeInfo) -> tuple[str, int]:
+        meta = node.metadata
+        address = str(meta.get(f"sofamesh.{self.protocol}_address", self.default_address))
+        try:
+            port = int(meta.get(f"sofamesh.{self.protocol}_port", self.default_port))
+        except (TypeError, ValueError):
+            port = self.default_port
+        return address, port
+
+    @staticmethod
+    def wants(node: NodeInfo) -> bool:
+        """Only sofamesh sidecars understand ``rpc_proxy`` (Envoy would NACK the whole LDS update);
+        another client opts in with node metadata ``sofamesh.rpc_egress: true``."""
+        return node.user_agent.startswith("sofamesh") or node.metadata.get("sofamesh.rpc_egress") is True
+
+    def scope(self, node: NodeInfo) -> Hashable:
+        return (self.wants(node), *self.egress(node))
+
+    def routes(self, mesh: MeshModel) -> list[dict[str, Any]]:
+        if self._memo is not None and self._memo[0] == mesh.index:
+            return self._memo[1]
+        routes = []
+        for name, service in sorted(mesh.services().items()):
+            if service.protocol != self.protocol:
+                continue
+            try:
+                timeout = int(service.metadata.get("timeout_ms", DEFAULT_TIMEOUT_MS))
+            except (TypeError, ValueError):
+                timeout = DEFAULT_TIMEOUT_MS
+            cluster = cluster_name(service, service.port)
+            for version, group in subsets(mesh.instances(name)):
+                match: dict[str, Any] = {"service": {"exact": name}}
+                if version:
+                    match["version"] = {"exact": version}
+                if group:
+                    match["group"] = {"exact": group}
+                routes.append({"name": subset_name(name, version, group), "match": match,
+                               "cluster": subset_name(cluster, version, group), "timeout_ms": timeout})
+            routes.append({"name": name, "match": {"service": {"exact": name}}, "cluster": cluster,
+                           "timeout_ms": timeout})
+        self._memo = (mesh.index, routes)
+        return routes
+
+    def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
+        if not self.wants(node):
+            return []
+        address, port = self.egress(node)
+        value = struct_pb2.Struct()
+        value.update({"protocol": self.protocol, "stat_prefix": f"outbound_{self.protocol}_{port}",
+                      "routes": self.routes(mesh)})
+        config = any_pb2.Any()
+        config.Pack(typed_struct_pb2.TypedStruct(type_url=RPC_PROXY_TYPE_URL, value=value))
+        name = f"outbound|{self.protocol}|{port}"
+        listener = listener_pb2.Listener(
+            name=name,
+            address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port)),
+            filter_chains=[listener_components_pb2.FilterChain(filters=[
+                listener_components_pb2.Filter(name=RPC_PROXY_FILTER, typed_config=config)])],
+        )
+        return [XdsResource(name, listener)]
+
+
+def rpc_generators(protocol: str, default_port: int) -> dict[str, XdsGenerator]:
+    """The generators a protocol plugin registers: ``{catalog name: generator}``."""
+    clusters = RpcClusterGenerator()
+    clusters.protocols = frozenset({protocol})
+    endpoints = RpcEndpointGenerator()
+    endpoints.protocols = frozenset({protocol})
+    return {f"cds.{protocol}": clusters, f"eds.{protocol}": endpoints,
+            f"lds.{protocol}": RpcListenerGenerator(protocol, default_port)}
+
+
+__all__ = ["RPC_PROXY_FILTER", "RPC_PROXY_TYPE_URL", "RpcClusterGenerator", "RpcEndpointGenerator",
+           "RpcListenerGenerator", "rpc_generators", "subset_name", "subsets"]

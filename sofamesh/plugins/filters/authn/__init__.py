@@ -1,0 +1,1 @@
+"""Filter plugins: authn."""

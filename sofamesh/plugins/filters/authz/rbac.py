@@ -1,0 +1,349 @@
+"""``authz.rbac``: policies in the shape of Istio's AuthorizationPolicy, evaluated in the sidecar.
+
+DENY policies are checked first: a match denies. Then, if any ALLOW policy exists, the request
+must match one of them. A denial is a local reply in the request's own protocol
+(``ReplyStatus.DENIED``: HTTP 403, gRPC 7, the Bolt / Dubbo permission error). In dry-run mode a
+would-be denial is counted (``shadow_denied``) and logged at most once a second; the request goes on.
+Everything is compiled to closures when the filter is built; a request only runs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from sofamesh.core.codec import ReplyStatus
+from sofamesh.core.plugin_host import hookimpl
+from sofamesh.core.proxy.filter_chain import Filter, FilterFactory, FilterResult, LocalReply, Verdict
+from sofamesh.plugins.filters.authz import matchers
+from sofamesh.plugins.filters.identity import CLAIMS_ATTR, namespace_of, source_ip, source_principal
+from sofamesh.plugins.filters.settings import Settings, parse
+
+if TYPE_CHECKING:
+    from sofamesh.core.catalog import Catalog
+    from sofamesh.core.proxy.stream import Stream
+
+log = logging.getLogger("sofamesh.rbac")
+
+Pred = Callable[["Stream"], bool]
+Getter = Callable[["Stream"], list[str]]
+
+
+class Source(Settings):
+    principals: list[str] = Field(default_factory=list)
+    not_principals: list[str] = Field(default_factory=list, alias="notPrincipals")
+    namespaces: list[str] = Field(default_factory=list)
+    not_namespaces: list[str] = Field(default_factory=list, alias="notNamespaces")
+    ip_blocks: list[str] = Field(default_factory=list, alias="ipBlocks")
+    not_ip_blocks: list[str] = Field(default_factory=list, alias="notIpBlocks")
+    request_principals: list[str] = Field(default_factory=list, alias="requestPrincipals")
+    not_request_principals: list[str] = Field(default_factory=list, alias="notRequestPrincipals")
+
+
+class Operation(Settings):
+    services: list[str] = Field(default_factory=list)  # RPC service: Bolt service, Dubbo interface, gRPC pkg.Service
+    not_services: list[str] = Field(default_factory=list, alias="notServices")
+    methods: list[str] = Field(default_factory=list)  # RPC method, or the HTTP method for plain HTTP
+    not_methods: list[str] = Field(default_factory=list, alias="notMethods")
+    hosts: list[str] = Field(default_factory=list)
+    not_hosts: list[str] = Field(default_factory=list, alias="notHosts")
+    paths: list[str] = Field(default_factory=list)
+    not_paths: list[str] = Field(default_factory=list, alias="notPaths")
+
+
+class From(Settings):
+    source: Source = Field(default_factory=Source)
+
+
+class To(Settings):
+    operation: Operation = Field(default_factory=Operation)
+
+
+class Condition(Settings):
+    key: str
+    values: list[str] = Field(default_factory=list)
+    not_values: list[str] = Field(default_factory=list, alias="notValues")
+
+
+class Rule(Settings):
+    from_: list[From] = Field(default_factory=list, alias="from")
+    to: list[To] = Field(default_factory=list)
+    when: list[Condition] = Field(default_factory=list)
+
+
+class Policy(Settings):
+    name: str = ""
+    action: Literal["ALLOW", "DENY"] = "ALLOW"
+    rules: list[Rule] = Field(default_factory=list)
+    dry_run: bool = False
+
+
+class RbacSettings(Settings):
+    policies: list[Policy] = Field(default_factory=list)
+    dry_run: bool = False  # every policy in dry-run: count and log, never deny
+
+
+# -- compiling ---------------------------------------------------------------------------------------
+
+def _principal(s: Stream) -> list[str]:
+    return [source_principal(s.context)]
+
+
+def _namespace(s: Stream) -> list[str]:
+    return [namespace_of(source_principal(s.context))]
+
+
+def _ip(s: Stream) -> list[str]:
+    return [source_ip(s.context)]
+
+
+def _request_principal(s: Stream) -> list[str]:
+    return [s.context.request_principal or ""]
+
+
+def _service(s: Stream) -> list[str]:
+    return [s.head.key("service") or ""]
+
+
+def _method(s: Stream) -> list[str]:
+    return [s.head.key("method") or ""]  # a Bolt method may live in the body: the codec resolves it lazily
+
+
+def _host(s: Stream) -> list[str]:
+    h = s.head.key("host") or ""  # HTTP/1 Host header; HTTP/2 resolves it to :authority
+    return [h, h.rsplit(":", 1)[0]] if ":" in h else [h]
+
+
+def _path(s: Stream) -> list[str]:
+    return [s.head.path.split("?", 1)[0]]
+
+
+def _claim(path: list[str]) -> Getter:
+    def get(s: Stream) -> list[str]:
+        v: Any = s.context.attrs.get(CLAIMS_ATTR)
+        for p in path:
+            if not isinstance(v, dict):
+                return []
+            v = v.get(p)
+        if v is None:
+            return []
+        if isinstance(v, list):
+            return [str(x) for x in v]
+        if isinstance(v, str):
+            return [v]
+        return [str(v).lower() if isinstance(v, bool) else str(v)]
+
+    return get
+
+
+def _header(name: str) -> Getter:
+    def get(s: Stream) -> list[str]:
+        v = s.head.key(name)
+        return [v] if v else []
+
+    return get
+
+
+_FIXED_KEYS: dict[str, Getter] = {
+    "source.principal": _principal,
+    "source.namespace": _namespace,
+    "source.ip": _ip,
+    "remote.ip": _ip,
+    "request.auth.principal": _request_principal,
+    "request.service": _service,
+    "request.method": _method,
+    "request.path": _path,
+    "request.host": _host,
+}
+_BRACKETS = re.compile(r"\[([^\]]+)\]")
+
+
+def _getter(key: str, path: str) -> Getter:
+    from sofamesh.core.errors import ConfigError
+
+    if key in _FIXED_KEYS:
+        return _FIXED_KEYS[key]
+    if key.startswith("request.headers[") and key.endswith("]"):
+        return _header(key[len("request.headers["):-1].lower())
+    if key.startswith("request.auth.claims["):
+        parts = _BRACKETS.findall(key[len("request.auth.claims"):])
+        if parts:
+            return _claim(parts)
+    if key == "request.auth.audiences":
+        return _claim(["aud"])
+    if key == "request.auth.presenter":
+        return _claim(["azp"])
+    known = ", ".join([*_FIXED_KEYS, "request.headers[NAME]", "request.auth.claims[NAME]", "request.auth.audiences"])
+    raise ConfigError(path, f"unknown condition key {key!r} (known: {known})")
+
+
+def _field(get: Getter, yes: list[str], no: list[str], ip: bool = False) -> list[Pred]:
+    out: list[Pred] = []
+    make = matchers.ip_blocks if ip else matchers.values
+    if yes:
+        m = make(yes)
+
+        def some(s: Stream) -> bool:
+            for v in get(s):
+                if m(v):
+                    return True
+            return False
+
+        out.append(some)
+    if no:
+        n = make(no)
+
+        def none(s: Stream) -> bool:
+            for v in get(s):
+                if n(v):
+                    return False
+            return True
+
+        out.append(none)
+    return out
+
+
+def _all(preds: list[Pred]) -> Pred:
+    if not preds:
+        return lambda s: True
+    if len(preds) == 1:
+        return preds[0]
+    t = tuple(preds)
+
+    def every(s: Stream) -> bool:
+        for p in t:
+            if not p(s):
+                return False
+        return True
+
+    return every
+
+
+def _any(preds: list[Pred]) -> Pred:
+    if len(preds) == 1:
+        return preds[0]
+    t = tuple(preds)
+
+    def one(s: Stream) -> bool:
+        for p in t:
+            if p(s):
+                return True
+        return False
+
+    return one
+
+
+def _source(src: Source) -> Pred:
+    return _all([
+        *_field(_principal, src.principals, src.not_principals),
+        *_field(_namespace, src.namespaces, src.not_namespaces),
+        *_field(_ip, src.ip_blocks, src.not_ip_blocks, ip=True),
+        *_field(_request_principal, src.request_principals, src.not_request_principals),
+    ])
+
+
+def _operation(op: Operation) -> Pred:
+    return _all([
+        *_field(_service, op.services, op.not_services),
+        *_field(_method, op.methods, op.not_methods),
+        *_field(_host, op.hosts, op.not_hosts),
+        *_field(_path, op.paths, op.not_paths),
+    ])
+
+
+def _rule(rule: Rule, path: str) -> Pred:
+    parts: list[Pred] = []
+    if rule.from_:
+        parts.append(_any([_source(f.source) for f in rule.from_]))
+    if rule.to:
+        parts.append(_any([_operation(t.operation) for t in rule.to]))
+    for j, c in enumerate(rule.when):
+        parts.extend(_field(_getter(c.key, f"{path}.when[{j}].key"), c.values, c.not_values,
+                            ip=c.key in ("source.ip", "remote.ip")))
+    return _all(parts)
+
+
+class CompiledPolicy:
+    __slots__ = ("action", "dry_run", "matches", "name")
+
+    def __init__(self, p: Policy, index: int, path: str, dry_run: bool) -> None:
+        self.name = p.name or f"policy{index}"
+        self.action = p.action
+        self.dry_run = dry_run or p.dry_run
+        rules = [_rule(r, f"{path}.rules[{k}]") for k, r in enumerate(p.rules)]
+        # Istio: a policy without rules never matches (an ALLOW without rules so allows nothing).
+        self.matches: Pred = _any(rules) if rules else (lambda s: False)
+
+
+class RbacFilter(Filter):
+    name = "authz.rbac"
+
+    def __init__(self, settings: RbacSettings, path: str) -> None:
+        pp = f"{path}.config.policies"
+        compiled = [CompiledPolicy(p, i, f"{pp}[{i}]", settings.dry_run) for i, p in enumerate(settings.policies)]
+        self.deny = tuple(p for p in compiled if p.action == "DENY")
+        self.allow = tuple(p for p in compiled if p.action == "ALLOW")
+        self.allow_enforced = any(not p.dry_run for p in self.allow)
+        self.allowed = 0
+        self.denied = 0
+        self.shadow_denied = 0
+        self._shadow_logged_at = 0.0
+        self._shadow_unlogged = 0
+
+    def on_request_head(self, stream: Stream) -> FilterResult:
+        for p in self.deny:
+            if p.matches(stream):
+                if p.dry_run:
+                    self._shadow(stream, p.name)
+                    continue
+                self.denied += 1
+                return LocalReply(ReplyStatus.DENIED, f"RBAC: access denied by policy {p.name}")
+        if self.allow:
+            shadow_allow = False
+            for p in self.allow:
+                if p.matches(stream):
+                    if not p.dry_run:
+                        self.allowed += 1
+                        return Verdict.CONTINUE
+                    shadow_allow = True
+            if self.allow_enforced:
+                self.denied += 1
+                return LocalReply(ReplyStatus.DENIED, "RBAC: access denied (no ALLOW policy matched)")
+            if not shadow_allow:
+                self._shadow(stream, "(no ALLOW policy matched)")
+        self.allowed += 1
+        return Verdict.CONTINUE
+
+    def _shadow(self, stream: Stream, policy: str) -> None:
+        self.shadow_denied += 1
+        now = time.monotonic()
+        if now - self._shadow_logged_at < 1.0:
+            self._shadow_unlogged += 1
+            return
+        self._shadow_logged_at = now
+        skipped, self._shadow_unlogged = self._shadow_unlogged, 0
+        h = stream.head
+        log.info("rbac dry-run: would deny %s %s/%s from %s (policy %s)%s", h.protocol, h.service, h.method,
+                 stream.context.peer_identity or source_ip(stream.context), policy,
+                 f"; {skipped} more since the last line" if skipped else "")
+
+    def stats(self) -> dict[str, int]:
+        return {"rbac_allowed": self.allowed, "rbac_denied": self.denied, "rbac_shadow_denied": self.shadow_denied}
+
+
+class RbacFilterFactory(FilterFactory):
+    def create(self, config: Mapping[str, Any], path: str) -> Filter:
+        return RbacFilter(parse(RbacSettings, config, path), path)
+
+
+@hookimpl
+def sofamesh_register_filters(catalog: Catalog[FilterFactory]) -> None:
+    catalog.add("authz.rbac", RbacFilterFactory())
+
+
+__all__ = ["RbacFilter", "RbacFilterFactory", "RbacSettings"]

@@ -1,0 +1,107 @@
+"""A sidecar configured by an xDS server that is not Pilot (tiny_ads.py, written from xds-protos):
+HTTP proxying by its resources, live endpoint and listener changes, and NACKs."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from sofamesh.testing import UpstreamServer, free_port
+from tests.integration.xds.mesh import Sidecar, http_get, wait_for
+from tests.integration.xds.tiny_ads import CDS, LDS, RDS, TinyAds, http_listener, route_config, static_cluster
+
+
+@pytest.fixture
+def ads() -> Iterator[TinyAds]:
+    with TinyAds() as server:
+        yield server
+
+
+@pytest.fixture
+def ups() -> Iterator[dict[str, UpstreamServer]]:
+    servers = {n: UpstreamServer(n).__enter__() for n in ("a", "b")}
+    try:
+        yield servers
+    finally:
+        for s in servers.values():
+            s.__exit__()
+
+
+def _who(address: str) -> str:
+    status, body = http_get(address, "anything", "/x")
+    assert status == 200
+    return body.split()[0].decode()
+
+
+def test_a_sidecar_proxies_http_by_config_from_an_independent_xds_server(
+        ads: TinyAds, ups: dict[str, UpstreamServer]) -> None:
+    first = f"127.0.0.1:{free_port()}"
+    ads.set(CDS, [static_cluster("web", [ups["a"].address])])
+    ads.set(LDS, [http_listener("in", first, routes=route_config("inline", [("/", "web")]))])
+    with Sidecar(ads.port, "tiny-1") as sc:
+        assert _who(first) == "a"
+        # An endpoint-only change moves traffic and leaves the listener's runtime alone.
+        v = ads.set(CDS, [static_cluster("web", [ups["b"].address])])
+        wait_for(lambda: ads.acked(CDS, v), 10, "the CDS update to be ACKed")
+        assert _who(first) == "b"
+        assert sc.dump()["xds"]["types"]["cds"]["version"] == v
+        # A listener moved to a new address: the new one serves, the old one stops accepting.
+        second = f"127.0.0.1:{free_port()}"
+        v = ads.set(LDS, [http_listener("in2", second, routes=route_config("inline", [("/", "web")]))])
+        wait_for(lambda: ads.acked(LDS, v), 10, "the LDS update to be ACKed")
+        assert _who(second) == "b"
+        with pytest.raises(urllib.error.URLError):
+            http_get(first, "anything", "/x", timeout=2)
+        assert [lst["name"] for lst in sc.dump()["config"]["listeners"]] == ["in2"]
+        assert ads.nacks() == []
+        # A local reload would be overwritten by the next update: it is refused.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(sc.admin_url + "/reload", data=b"", method="POST"),
+                                   timeout=5)
+        assert refused.value.code == 400
+        refused.value.close()
+
+
+def test_a_route_naming_an_unknown_cluster_is_nacked_and_the_previous_config_keeps_serving(
+        ads: TinyAds, ups: dict[str, UpstreamServer]) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    ads.set(CDS, [static_cluster("web", [ups["a"].address])])
+    ads.set(LDS, [http_listener("in", address, rds="r1")])
+    good = ads.set(RDS, [route_config("r1", [("/", "web")])])
+    with Sidecar(ads.port, "tiny-2") as sc:
+        assert _who(address) == "a"
+        bad = ads.set(RDS, [route_config("r1", [("/api", "web"), ("/", "nope")])])
+        nack = wait_for(lambda: [n for n in ads.nacks() if n.type_url == RDS], 10, "the RDS NACK")[0]
+        assert "RouteConfiguration 'r1'" in nack.error_detail.message
+        assert "unknown cluster 'nope'" in nack.error_detail.message
+        assert nack.version_info == good  # the version it keeps, as Envoy reports it
+        # The previous routes keep serving; the admin shows the applied version and the NACK.
+        assert _who(address) == "a"
+        xds = sc.dump()["xds"]
+        assert xds["types"]["rds"]["version"] == good
+        assert xds["types"]["rds"]["status"] == "NACKED"
+        assert xds["last_nack"]["version"] == bad
+        assert "unknown cluster 'nope'" in xds["last_nack"]["error"]
+        # A fixed config is taken again.
+        fixed = ads.set(RDS, [route_config("r1", [("/", "web")]), ])
+        wait_for(lambda: ads.acked(RDS, fixed), 10, "the fixed RDS to be ACKed")
+        assert sc.dump()["xds"]["types"]["rds"]["status"] == "ACKED"
+
+
+def test_an_unsupported_field_is_nacked_with_its_name(ads: TinyAds, ups: dict[str, UpstreamServer]) -> None:
+    from envoy.config.cluster.v3 import cluster_pb2
+
+    address = f"127.0.0.1:{free_port()}"
+    ads.set(CDS, [static_cluster("web", [ups["a"].address])])
+    ads.set(LDS, [http_listener("in", address, routes=route_config("inline", [("/", "web")]))])
+    with Sidecar(ads.port, "tiny-3") as sc:
+        ring = static_cluster("web", [ups["b"].address])
+        ring.lb_policy = cluster_pb2.Cluster.MAGLEV
+        ads.set(CDS, [ring])
+        nack = wait_for(lambda: [n for n in ads.nacks() if n.type_url == CDS], 10, "the CDS NACK")[0]
+        assert nack.error_detail.message == "Cluster 'web': lb_policy: MAGLEV is not supported (ROUND_ROBIN, RANDOM)"
+        assert _who(address) == "a"
+        assert sc.dump()["xds"]["last_nack"]["type"] == "cds"

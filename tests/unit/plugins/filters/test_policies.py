@@ -1,0 +1,103 @@
+"""authz.rbac, quota.local and tracing decisions on request heads, without a proxy."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from sofamesh.core.codec import ReplyStatus
+from sofamesh.core.errors import ConfigError
+from sofamesh.core.events import RequestHead
+from sofamesh.core.headers import Headers
+from sofamesh.core.proxy.filter_chain import LocalReply, Verdict
+from sofamesh.core.proxy.stream import StreamContext
+from sofamesh.plugins.filters.authz.rbac import RbacFilterFactory
+from sofamesh.plugins.filters.quota.local import LocalQuotaFilter, LocalQuotaSettings
+from sofamesh.plugins.filters.telemetry.tracing import parse_traceparent
+
+
+def stream(service: str = "com.example.Echo:1.0", method: str = "echo", peer: str | None = None,
+           ip: str = "10.1.2.3", raw: bytes | None = b"frame", **headers: str) -> Any:
+    def resolve(name: str) -> str | None:
+        return "lazy" if name == "method" else None
+
+    head = RequestHead(protocol="bolt", service=service, method=method, raw=raw, headers=Headers(list(headers.items())),
+                       resolve=resolve)
+    return SimpleNamespace(head=head, context=StreamContext("l", (ip, 1), peer, 0.0))
+
+
+def rbac(policies: list[dict[str, Any]], **extra: Any) -> Any:
+    return RbacFilterFactory().create({"policies": policies, **extra}, "listeners[0].filters[0]")
+
+
+SHOP = "spiffe://cluster.local/ns/default/sa/shop"
+
+
+def test_deny_wins_over_a_matching_allow() -> None:
+    f = rbac([{"action": "ALLOW", "rules": [{}]},
+              {"action": "DENY", "rules": [{"to": [{"operation": {"methods": ["drop*"]}}]}]}])
+    assert f.on_request_head(stream(method="echo")) is Verdict.CONTINUE
+    r = f.on_request_head(stream(method="dropAll"))
+    assert isinstance(r, LocalReply) and r.status is ReplyStatus.DENIED
+
+
+def test_no_policy_allows_and_an_allow_policy_without_rules_allows_nothing() -> None:
+    assert rbac([]).on_request_head(stream()) is Verdict.CONTINUE
+    assert isinstance(rbac([{"action": "ALLOW"}]).on_request_head(stream()), LocalReply)
+
+
+def test_principals_namespaces_ip_blocks_and_negations_match_as_istio_does() -> None:
+    f = rbac([{"action": "ALLOW", "rules": [{"from": [{"source": {
+        "principals": ["cluster.local/ns/*"], "namespaces": ["default"], "notIpBlocks": ["10.9.0.0/16"]}}]}]}])
+    assert f.on_request_head(stream(peer=SHOP)) is Verdict.CONTINUE
+    assert isinstance(f.on_request_head(stream(peer=SHOP, ip="10.9.1.1")), LocalReply)
+    assert isinstance(f.on_request_head(stream(peer="spiffe://cluster.local/ns/prod/sa/x")), LocalReply)
+    assert isinstance(f.on_request_head(stream(peer=None)), LocalReply)
+
+
+def test_a_method_only_in_the_body_is_resolved_lazily_for_rbac() -> None:
+    f = rbac([{"action": "ALLOW", "rules": [{"to": [{"operation": {"methods": ["lazy"]}}]}]}])
+    assert f.on_request_head(stream(method="")) is Verdict.CONTINUE
+
+
+def test_header_conditions_read_header_map_keys() -> None:
+    f = rbac([{"action": "ALLOW", "rules": [{"when": [{"key": "request.headers[x-tenant]", "notValues": ["evil"]}]}]}])
+    assert f.on_request_head(stream(**{"x-tenant": "acme"})) is Verdict.CONTINUE
+    assert isinstance(f.on_request_head(stream(**{"x-tenant": "evil"})), LocalReply)
+
+
+def test_dry_run_counts_instead_of_denying() -> None:
+    f = rbac([{"action": "DENY", "rules": [{}]}], dry_run=True)
+    assert f.on_request_head(stream()) is Verdict.CONTINUE
+    assert f.stats()["rbac_shadow_denied"] == 1 and f.stats()["rbac_denied"] == 0
+
+
+def test_an_unknown_condition_key_is_a_config_error_with_its_path() -> None:
+    with pytest.raises(ConfigError, match=r"policies\[0\]\.rules\[0\]\.when\[0\]\.key: unknown condition key"):
+        rbac([{"action": "ALLOW", "rules": [{"when": [{"key": "nope", "values": ["x"]}]}]}])
+
+
+def test_token_bucket_refills_at_the_rate_up_to_the_burst() -> None:
+    now = [0.0]
+    f = LocalQuotaFilter(LocalQuotaSettings.model_validate({"key": ["service"], "rate": 2, "burst": 3}),
+                         clock=lambda: now[0])
+
+    def n_ok(k: int, service: str = "a") -> int:
+        return sum(f.on_request_head(stream(service=service)) is Verdict.CONTINUE for _ in range(k))
+
+    assert n_ok(5) == 3
+    now[0] = 1.0
+    assert n_ok(5) == 2
+    now[0] = 100.0
+    assert n_ok(5) == 3  # capped at the burst
+    assert n_ok(2, "b") == 2  # another service, another bucket
+
+
+def test_traceparent_is_parsed_and_malformed_ones_are_ignored() -> None:
+    assert parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") == (
+        0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, True)
+    assert parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")[2] is False  # type: ignore[index]
+    for bad in (None, "", "00-xyz-00f067aa0ba902b7-01", "00-" + "0" * 32 + "-00f067aa0ba902b7-01"):
+        assert parse_traceparent(bad) is None
