@@ -21,6 +21,7 @@ from sofamesh.plugins.registries.zookeeper.urls import java_decode
 from sofamesh.testing import free_port
 from tests.conformance import bolt_peers, dubbo_peers
 from tests.integration.registries.servers import PilotWithConfig, ZooKeeperServer, wait_for, zookeeper
+from tests.integration.xds.mesh import Sidecar
 
 PEERS = Path(__file__).resolve().parent / "peers" / "registries"
 __all__ = ["zookeeper"]  # the fixture
@@ -43,19 +44,24 @@ def test_a_sofa_rpc_node_provider_publishing_in_zookeeper_is_discovered_by_pilot
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=PEERS,
                                 env={**os.environ, "SOFAMESH_CACHE": str(bolt_peers.CACHE)})
     try:
-        [inst] = wait_for(lambda: instances(pilot, iface), what="the provider in Pilot's model")
+        name = f"{iface}:1.0"  # SOFA's unique service name: what Bolt requests carry
+        [inst] = wait_for(lambda: instances(pilot, name), what="the provider in Pilot's model")
         assert (inst["address"], inst["port"], inst["origin"], inst["version"]) == ("127.0.0.1", port, "zk-sofa", "1.0")
         assert inst["labels"]["protocol"] == "bolt" and inst["weight"] == 100
         svc = httpx.get(f"{pilot.api_url}/v1/services", timeout=5).json()["services"]
-        assert [s["protocol"] for s in svc if s["name"] == iface] == ["bolt"]
-        # the discovered endpoint is the real provider
-        [res] = bolt_peers.node_consumer(f"{inst['address']}:{inst['port']}", iface,
-                                         [{"method": "echo", "args": ["hi"], "timeout": 3000}])
-        assert res == {**res, "ok": True, "result": "zkp:hi"}
+        assert [s["protocol"] for s in svc if s["name"] == name] == ["bolt"]
+        # a consumer that knows only its sidecar calls the provider Pilot found in ZooKeeper
+        with Sidecar(pilot.xds_port, "zk-consumer") as sidecar:
+            wait_for(lambda: sidecar.endpoints(f"|{name}") == {f"127.0.0.1:{port}"}, 20,
+                     "the provider in the sidecar's endpoints")
+            results = bolt_peers.node_consumer(sidecar.egress("bolt"), iface,
+                                               [{"method": "echo", "args": [f"hi{i}"], "timeout": 3000}
+                                                for i in range(3)])
+        assert [(r["ok"], r.get("result")) for r in results] == [(True, f"zkp:hi{i}") for i in range(3)]
         # the provider stops: its ephemeral node goes, and so does the instance
         provider.terminate()
         provider.wait(10)
-        wait_for(lambda: not instances(pilot, iface), timeout=30, what="the instance gone with its provider")
+        wait_for(lambda: not instances(pilot, name), timeout=30, what="the instance gone with its provider")
     finally:
         if provider.poll() is None:
             provider.kill()

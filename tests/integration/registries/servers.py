@@ -150,7 +150,8 @@ class PilotWithConfig(_Server):
         self.api_port = free_port()
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.log = workdir / "pilot.log"
-        config = {"xds": {"address": f"127.0.0.1:{free_port()}"}, "api": {"address": f"127.0.0.1:{self.api_port}"},
+        self.xds_port = free_port()
+        config = {"xds": {"address": f"127.0.0.1:{self.xds_port}"}, "api": {"address": f"127.0.0.1:{self.api_port}"},
                   "data_dir": str(workdir / "data"), "registries": registries,
                   "debounce": {"quiet_ms": 20, "max_delay_ms": 200}, "grace_s": 1}
         if sync is not None:

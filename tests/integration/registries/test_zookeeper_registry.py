@@ -100,9 +100,11 @@ def test_a_sofa_rpc_layout_node_is_read_with_unique_id_and_online_flag(zookeeper
         reg = ZookeeperRegistry("zks", zookeeper.hosts, "sofa")
         await reg.start(lambda names: None)
         try:
-            [inst] = reg.instances("com.example.Sofa")
+            # SOFA's unique service name (interface:version:uniqueId) is what Bolt requests route on
+            assert list(reg.services()) == ["com.example.Sofa:1.0:u1"]
+            [inst] = reg.instances("com.example.Sofa:1.0:u1")
             assert (inst.group, inst.version, inst.weight, inst.health) == ("u1", "1.0", 30, Health.UNHEALTHY)
-            assert reg.services()["com.example.Sofa"].protocol == "bolt"
+            assert reg.services()["com.example.Sofa:1.0:u1"].protocol == "bolt"
         finally:
             await reg.stop()
             writer.stop()

@@ -53,6 +53,7 @@ class ZookeeperRegistry(Registry):
         # service -> instance id -> (instance, node path)
         self._instances: dict[str, dict[str, tuple[ServiceInstance, str]]] = {}
         self._interfaces: set[str] = set()
+        self._by_interface: dict[str, frozenset[str]] = {}  # interface -> service names under it
         self._owned: dict[tuple[str, str], tuple[str, bytes]] = {}  # (service, id) -> (path, data)
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
@@ -151,7 +152,7 @@ class ZookeeperRegistry(Registry):
         interfaces = {urls.java_decode(c) for c in children or ()} - {"mapping", "config", "metadata"}
         changed: set[str] = set()
         for gone in self._interfaces - interfaces:
-            changed |= self._apply_interface(gone, None)
+            changed |= self._apply_interface(gone, {}, {})
         self._interfaces = interfaces
         for interface in sorted(interfaces):
             changed |= self._scan_interface(interface)
@@ -185,9 +186,9 @@ class ZookeeperRegistry(Registry):
         path = self._providers_path(interface)
         children = self._children(path)
         if children is None:
-            return self._apply_interface(interface, None)
-        found: dict[str, tuple[ServiceInstance, str]] = {}
-        service: Service | None = None
+            return self._apply_interface(interface, {}, {})
+        found: dict[str, dict[str, tuple[ServiceInstance, str]]] = {}
+        services: dict[str, Service] = {}
         overrides: list[urls.ProviderUrl] = []
         if self.layout == "dubbo":
             configurators = self._children(f"{self.root}/{urls.java_encode(interface)}/configurators") or []
@@ -203,36 +204,42 @@ class ZookeeperRegistry(Registry):
             if parsed is None:
                 continue
             svc, inst = parsed
-            if svc.name != interface:
+            if urls.interface_of(svc.name) != interface:
                 continue
             inst = ServiceInstance.from_dict({**inst.to_dict(), "origin": self.name})
             if overrides:
                 inst = urls.apply_overrides(inst, overrides)
-            if inst.id not in found:
-                found[inst.id] = (inst, f"{path}/{child}")
-                service = service or svc
-        return self._apply_interface(interface, found if service else {}, service)
+            insts = found.setdefault(svc.name, {})
+            if inst.id not in insts:
+                insts[inst.id] = (inst, f"{path}/{child}")
+                services.setdefault(svc.name, svc)
+        return self._apply_interface(interface, found, services)
 
-    def _apply_interface(self, interface: str, found: dict[str, tuple[ServiceInstance, str]] | None,
-                         service: Service | None = None) -> set[str]:
-        """Install the instances read for one interface; return the names whose view changed.
+    def _apply_interface(self, interface: str, found: dict[str, dict[str, tuple[ServiceInstance, str]]],
+                         services: dict[str, Service]) -> set[str]:
+        """Install the instances read for one interface (one service per name found under it: the
+        SOFA layout names a service ``interface:version``); return the names whose view changed.
 
         Runs on the scan thread while the event loop reads: the dicts are replaced, never changed
         in place (copy on write), so a reader always iterates a complete, unchanging dict.
         """
-        old = self._instances.get(interface)
-        if not found:
-            if old is None and interface not in self._services:
-                return set()
-            self._instances = {k: v for k, v in self._instances.items() if k != interface}
-            self._services = {k: v for k, v in self._services.items() if k != interface}
-            return {interface}
-        old_view = {i: inst for i, (inst, _p) in (old or {}).items()}
-        new_view = {i: inst for i, (inst, _p) in found.items()}
-        self._instances = {**self._instances, interface: found}
-        if service is not None and interface not in self._services:
-            self._services = {**self._services, interface: service}
-        return {interface} if old_view != new_view else set()
+        old_names = self._by_interface.get(interface, frozenset())
+        new_names = frozenset(found)
+        changed = set(old_names - new_names)
+        for name in new_names:
+            old_view = {i: inst for i, (inst, _p) in self._instances.get(name, {}).items()}
+            if old_view != {i: inst for i, (inst, _p) in found[name].items()}:
+                changed.add(name)
+        if not changed and old_names == new_names:
+            return set()
+        instances = {k: v for k, v in self._instances.items() if k not in old_names}
+        instances.update(found)
+        svcs = {k: v for k, v in self._services.items() if k not in old_names or k in new_names}
+        for name in new_names:
+            svcs.setdefault(name, services[name])
+        self._instances, self._services = instances, svcs
+        self._by_interface = {**self._by_interface, interface: new_names}
+        return changed
 
     # -- reads ---------------------------------------------------------------------------------
     def services(self) -> Mapping[str, Service]:
@@ -254,7 +261,7 @@ class ZookeeperRegistry(Registry):
         if instance.service != service.name:
             raise PluginError(f"instance {instance.id!r} names service {instance.service!r}, not {service.name!r}")
         url, data = urls.to_url(self.layout, service, instance, application=self.application, pid=os.getpid())
-        path = f"{self._providers_path(service.name)}/{urls.node_name(url)}"
+        path = f"{self._providers_path(urls.interface_of(service.name))}/{urls.node_name(url)}"
         key = (service.name, instance.id)
         old = self._owned.get(key)
         if old is None:

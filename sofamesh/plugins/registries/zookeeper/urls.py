@@ -6,7 +6,7 @@ provider URLs, and the field mapping:
 ===============  ============================  =================================
 model            Dubbo layout                  SOFA RPC layout
 ===============  ============================  =================================
-service          ``interface`` (or URL path)   ``interface`` (or URL path)
+service          ``interface`` (or URL path)   ``interface:version[:uniqueId]``
 version          ``version``                   ``version``
 group            ``group``                     ``uniqueId``
 weight           ``weight`` (default 100)      ``weight`` (default 100)
@@ -32,11 +32,12 @@ DEFAULT_ROOTS: Mapping[str, str] = {"dubbo": "/dubbo", "sofa": "/sofa-rpc"}
 DEFAULT_WEIGHT = 100
 MAX_WEIGHT = 128  # the model's limit
 ID_PARAM = "sofamesh.id"
+SERVICE_PARAM = "sofamesh.service"  # the model name, when it is not what the layout would derive
 
 # Parameters that map to model fields, per layout; never copied into labels.
 _FIELDS: Mapping[str, frozenset[str]] = {
-    "dubbo": frozenset({"interface", "version", "group", "weight", "enabled", "disabled", ID_PARAM}),
-    "sofa": frozenset({"interface", "version", "uniqueId", "weight", ID_PARAM}),
+    "dubbo": frozenset({"interface", "version", "group", "weight", "enabled", "disabled", ID_PARAM, SERVICE_PARAM}),
+    "sofa": frozenset({"interface", "version", "uniqueId", "weight", ID_PARAM, SERVICE_PARAM}),
 }
 _BAD_ID = re.compile(r"[^A-Za-z0-9._:@\-]")
 
@@ -126,6 +127,16 @@ def _instance_id(url: ProviderUrl) -> str:
     return _BAD_ID.sub("_", f"{url.host}:{url.port}")
 
 
+def interface_of(service: str) -> str:
+    """The interface of a model service name (``interface`` or SOFA's ``interface:version[:uniqueId]``)."""
+    return service.split(":", 1)[0]
+
+
+def sofa_service_name(interface: str, version: str, unique_id: str) -> str:
+    """SOFA's unique service name, which Bolt requests carry and sidecars route on."""
+    return f"{interface}:{version}" + (f":{unique_id}" if unique_id else "")
+
+
 def from_node(layout: str, node_name: str, data: bytes = b"") -> tuple[Service, ServiceInstance] | None:
     """The service and instance a provider node stands for; ``None`` for anything else
     (``empty://``, consumers, unparsable names, a ``category`` other than providers)."""
@@ -148,8 +159,11 @@ def from_node(layout: str, node_name: str, data: bytes = b"") -> tuple[Service, 
             healthy = data != b"\x00"
         labels = {k: v for k, v in p.items() if k not in _FIELDS[layout]}
         labels["protocol"] = url.scheme
-        service = Service(name=interface, protocol=protocol)
-        inst = ServiceInstance(service=interface, id=_instance_id(url), address=url.host, port=url.port,
+        name = interface if layout == "dubbo" else sofa_service_name(interface, p.get("version", "1.0"), group)
+        if interface_of(p.get(SERVICE_PARAM, "")) == interface:
+            name = p[SERVICE_PARAM]
+        service = Service(name=name, protocol=protocol)
+        inst = ServiceInstance(service=name, id=_instance_id(url), address=url.host, port=url.port,
                                weight=_weight(p.get("weight")), labels=labels, version=p.get("version", ""),
                                group=group, health=Health.HEALTHY if healthy else Health.UNHEALTHY)
     except ValueError:  # ConfigError: a name or address the model does not accept
@@ -167,6 +181,7 @@ def to_url(layout: str, service: Service, inst: ServiceInstance, *, application:
     Labels become parameters (``protocol`` picks the scheme); model fields override labels.
     """
     labels = dict(inst.labels)
+    interface = interface_of(inst.service)
     scheme = labels.pop("protocol", "") or _SCHEMES.get(service.protocol, layout if layout == "dubbo" else "bolt")
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     params: dict[str, str] = {}
@@ -175,7 +190,7 @@ def to_url(layout: str, service: Service, inst: ServiceInstance, *, application:
                        "dynamic": "true", "generic": "false", "pid": str(pid), "side": "provider",
                        "timestamp": str(now_ms)})
         params.update(labels)
-        params["interface"] = inst.service
+        params["interface"] = interface
         if inst.version:
             params["version"] = inst.version
         if inst.group:
@@ -184,16 +199,20 @@ def to_url(layout: str, service: Service, inst: ServiceInstance, *, application:
             params["enabled"] = "false"
         params["weight"] = str(inst.weight)
         params[ID_PARAM] = inst.id
+        if inst.service != interface:
+            params[SERVICE_PARAM] = inst.service
         # Dubbo's URL.toFullString writes parameters sorted by name.
-        url = ProviderUrl(scheme, inst.address, inst.port, inst.service, dict(sorted(params.items())))
+        url = ProviderUrl(scheme, inst.address, inst.port, interface, dict(sorted(params.items())))
         return url.format(), inst.address.encode()
     params.update({"startTime": str(now_ms), "pid": str(pid), "uniqueId": inst.group,
                    "version": inst.version or "1.0", "dynamic": "true", "appName": application})
     params.update(labels)
-    params.update({"interface": inst.service, "uniqueId": inst.group, "weight": str(inst.weight),
+    params.update({"interface": interface, "uniqueId": inst.group, "weight": str(inst.weight),
                    ID_PARAM: inst.id})
     if inst.version:
         params["version"] = inst.version
+    if inst.service != sofa_service_name(interface, params["version"], inst.group):
+        params[SERVICE_PARAM] = inst.service
     url = ProviderUrl(scheme, inst.address, inst.port, "", params)
     return url.format(), (b"\x01" if inst.health is Health.HEALTHY else b"\x00")
 
@@ -203,5 +222,5 @@ def node_name(url: str) -> str:
     return java_encode(url)
 
 
-__all__ = ["DEFAULT_ROOTS", "LAYOUTS", "ProviderUrl", "apply_overrides", "from_node", "java_decode", "java_encode",
-           "node_name", "parse_override", "parse_url", "to_url"]
+__all__ = ["DEFAULT_ROOTS", "LAYOUTS", "ProviderUrl", "apply_overrides", "from_node", "interface_of", "java_decode",
+           "java_encode", "node_name", "parse_override", "parse_url", "sofa_service_name", "to_url"]
