@@ -19,6 +19,7 @@ from sofamesh.pilot.config import PilotConfig
 from sofamesh.pilot.metrics import PilotMetrics
 from sofamesh.pilot.model import MeshModel, Service
 from sofamesh.pilot.registry import Registry, RegistryContext, RegistryFactory
+from sofamesh.pilot.sync import Pair, RegistrySync
 from sofamesh.pilot.xds.cache import SnapshotCache
 from sofamesh.pilot.xds.debounce import Debouncer
 from sofamesh.pilot.xds.generator import XdsGenerator
@@ -58,6 +59,7 @@ class Pilot:
         self._debouncer: Debouncer | None = None
         self._runner: web.AppRunner | None = None
         self._last_service: dict[str, Service] = {}
+        self.sync: RegistrySync | None = None
 
     @property
     def ads(self) -> AdsServer:
@@ -92,6 +94,10 @@ class Pilot:
         deb = self.config.debounce
         self._debouncer = Debouncer(self._ads.push, deb.quiet_ms / 1000, deb.max_delay_ms / 1000)
         self.model.add_listener(self._on_change)
+        if self.config.sync.pairs:
+            pairs = [Pair(p.source, p.target, p.two_way) for p in self.config.sync.pairs]
+            self.sync = RegistrySync(self.registries, pairs, self.config.sync.resync_interval_s)
+            self.model.add_listener(self.sync.mark)
 
     def _on_change(self, names: frozenset[str]) -> None:
         self.metrics.mesh_changes.inc()
@@ -119,6 +125,8 @@ class Pilot:
         for reg in self.registries:
             await reg.start(self.model.refresh)
         self.model.refresh()
+        if self.sync is not None:
+            await self.sync.start()
         xhost, xport = self.config.xds.host_port
         self.xds_port = await self.ads.start(xhost, xport)
         ahost, aport = self.config.api.host_port
@@ -146,6 +154,8 @@ class Pilot:
                                    self.config.grace_s or None)
         except TimeoutError:
             log.warning("pilot_shutdown hooks did not finish within %.1fs", self.config.grace_s)
+        if self.sync is not None:
+            await self.sync.stop()
         for reg in self.registries:
             await reg.stop()
 

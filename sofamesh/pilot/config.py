@@ -57,6 +57,21 @@ class RegistryConfig(_Strict):
         return self
 
 
+class SyncPairConfig(_Strict):
+    """One registry sync pair: ``{from: zk, to: etcd, two_way: true}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    source: str = Field(alias="from")
+    target: str = Field(alias="to")
+    two_way: bool = False
+
+
+class SyncConfig(_Strict):
+    pairs: list[SyncPairConfig] = Field(default_factory=list)
+    resync_interval_s: float = Field(5.0, gt=0, le=3600)
+
+
 class Debounce(_Strict):
     quiet_ms: int = Field(100, ge=0, le=60_000)
     max_delay_ms: int = Field(1000, ge=0, le=600_000)
@@ -75,6 +90,7 @@ class PilotConfig(_Strict):
     registries: list[RegistryConfig] = Field(default_factory=lambda: [RegistryConfig(name="embedded")])
     debounce: Debounce = Field(default_factory=lambda: Debounce(quiet_ms=100, max_delay_ms=1000))
     grace_s: float = Field(2.0, ge=0, le=300)
+    sync: SyncConfig = Field(default_factory=lambda: SyncConfig(resync_interval_s=5.0))
 
     @model_validator(mode="after")
     def _registries(self) -> PilotConfig:
@@ -86,6 +102,12 @@ class PilotConfig(_Strict):
             raise ValueError(f"registries: duplicate name(s) {', '.join(dup)}")
         if sum(1 for r in self.registries if r.writable) > 1:
             raise ValueError("registries: at most one registry may be writable: true")
+        for pair in self.sync.pairs:
+            for end in (pair.source, pair.target):
+                if end not in names:
+                    raise ValueError(f"sync.pairs: unknown registry {end!r} (known: {', '.join(names)})")
+            if pair.source == pair.target:
+                raise ValueError(f"sync.pairs: {pair.source!r} cannot sync with itself")
         return self
 
 
@@ -123,4 +145,5 @@ def load(path: Path) -> PilotConfig:
     return parse(data)
 
 
-__all__ = ["Debounce", "Endpoint", "PilotConfig", "RegistryConfig", "load", "parse", "split_address"]
+__all__ = ["Debounce", "Endpoint", "PilotConfig", "RegistryConfig", "SyncConfig", "SyncPairConfig", "load", "parse",
+           "split_address"]

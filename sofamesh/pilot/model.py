@@ -43,6 +43,8 @@ def known_protocols() -> tuple[str, ...]:
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,252}$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@\-]{0,127}$")
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+SOURCE_LABEL = "sofamesh.source"
+"""Label of an instance copied by registry sync: the name of the registry it is native to."""
 
 
 class Health(StrEnum):
@@ -177,6 +179,15 @@ def parse_ttl(value: object, path: str = "ttl_seconds") -> float | None:
     return float(value) or None
 
 
+def _without_copies(found: list[ServiceInstance]) -> list[ServiceInstance]:
+    """Drop the sync copies of an instance whose native (same id, from its source) is present."""
+    natives = {(i.origin, i.id) for i in found if i.labels.get(SOURCE_LABEL, i.origin) == i.origin}
+    if len(natives) == len(found):
+        return found
+    return [i for i in found
+            if i.labels.get(SOURCE_LABEL, i.origin) == i.origin or (i.labels[SOURCE_LABEL], i.id) not in natives]
+
+
 ChangeListener = Callable[[frozenset[str]], None]
 
 
@@ -236,7 +247,7 @@ class MeshModel:
                 if service is None:
                     service = svc
                 found.extend(reg.instances(name))
-            insts = tuple(sorted(found, key=lambda i: (i.origin, i.id)))
+            insts = tuple(sorted(_without_copies(found), key=lambda i: (i.origin, i.id)))
             if service is None:
                 if name in self._services:
                     del self._services[name]
@@ -284,6 +295,7 @@ class MeshModel:
 __all__ = [
     "DEFAULT_SERVICE_PORTS",
     "PROTOCOLS",
+    "SOURCE_LABEL",
     "Health",
     "MeshModel",
     "Service",

@@ -33,6 +33,9 @@ class Registry(ABC):
 
     name: str
     writable: bool = False
+    stale: bool = False
+    """True while the registry cannot reach its backend: its cache is the last known state, kept
+    (not emptied) until it reconnects; registry sync does not delete copies of a stale source."""
 
     @abstractmethod
     async def start(self, notify: Notify) -> None:
@@ -71,10 +74,22 @@ class Registry(ABC):
         return {}
 
 
+def check_options(context: RegistryContext, known: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``context.options``; :class:`~sofamesh.core.errors.ConfigError` on an unknown key."""
+    from sofamesh.core.errors import ConfigError
+
+    opts = dict(context.options)
+    unknown = sorted(set(opts) - set(known))
+    if unknown:
+        raise ConfigError(f"registries.{context.name}", f"unknown option(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(known)})")
+    return opts
+
+
 class RegistryFactory(Protocol):
     """What ``pilot_register_registries`` puts in the catalog."""
 
     def create(self, context: RegistryContext) -> Registry: ...
 
 
-__all__ = ["Notify", "Registry", "RegistryContext", "RegistryFactory"]
+__all__ = ["Notify", "Registry", "RegistryContext", "RegistryFactory", "check_options"]

@@ -1,5 +1,5 @@
 """The aiohttp application: Open Service Registry API (/v1, /openapi.json) and Pilot admin
-(/ready, /debug/syncz, /debug/registry, /metrics)."""
+(/ready, /debug/syncz, /debug/registry, /debug/sync, /metrics)."""
 
 from __future__ import annotations
 
@@ -138,13 +138,22 @@ async def syncz(request: web.Request) -> web.Response:
 async def registry_dump(request: web.Request) -> web.Response:
     pilot = request.app[_PILOT]
     writable = pilot.writable_name
-    regs = [{"name": r.name, "kind": type(r).__name__, "writable": r.name == writable, **r.describe(),
+    regs = [{"name": r.name, "kind": type(r).__name__, "writable": r.name == writable,
+             "stale": r.stale, **r.describe(),
              "services": {n: [i.to_dict() for i in r.instances(n)] for n in sorted(r.services())}}
             for r in pilot.registries]
     model = {n: {**s.to_dict(), "index": pilot.model.service_index(n),
                  "instances": [i.to_dict() for i in pilot.model.instances(n)]}
              for n, s in sorted(pilot.model.services().items())}
     return web.json_response({"index": pilot.model.index, "registries": regs, "model": model}, dumps=_dumps)
+
+
+async def sync_status(request: web.Request) -> web.Response:
+    pilot = request.app[_PILOT]
+    doc: dict[str, Any] = {"enabled": pilot.sync is not None}
+    if pilot.sync is not None:
+        doc.update(pilot.sync.describe())
+    return web.json_response(doc, dumps=_dumps)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -164,6 +173,7 @@ def build_app(pilot: Pilot) -> web.Application:
     app.router.add_get("/ready", ready)
     app.router.add_get("/debug/syncz", syncz)
     app.router.add_get("/debug/registry", registry_dump)
+    app.router.add_get("/debug/sync", sync_status)
     app.router.add_get("/metrics", metrics)
     return app
 

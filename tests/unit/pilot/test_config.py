@@ -62,3 +62,14 @@ def test_run_reports_a_config_error_and_exits_2(tmp_path: Path, capsys: pytest.C
 def test_the_example_pilot_config_is_valid() -> None:
     cfg = load(Path(__file__).resolve().parents[3] / "examples" / "pilot.yaml")
     assert cfg.xds.host_port == ("127.0.0.1", 15010) and cfg.registries[0].writable is True
+
+
+def test_sync_pairs_read_from_and_to_and_must_name_configured_registries() -> None:
+    regs = [{"name": "embedded"}, {"name": "zk", "type": "zookeeper", "options": {"hosts": "127.0.0.1:2181"}}]
+    cfg = parse({"registries": regs, "sync": {"pairs": [{"from": "zk", "to": "embedded", "two_way": True}]}})
+    [pair] = cfg.sync.pairs
+    assert (pair.source, pair.target, pair.two_way) == ("zk", "embedded", True)
+    with pytest.raises(ConfigError, match="unknown registry 'etcd'"):
+        parse({"registries": regs, "sync": {"pairs": [{"from": "zk", "to": "etcd"}]}})
+    with pytest.raises(ConfigError, match="cannot sync with itself"):
+        parse({"registries": regs, "sync": {"pairs": [{"from": "zk", "to": "zk"}]}})

@@ -1,0 +1,273 @@
+"""The ``etcd`` registry: instances as JSON values under a key prefix in etcd v3 (JSON gateway).
+
+Key ``<prefix><service>/<instance id>``; value ``{"service": {...}, "instance": {...}}`` (the
+model's ``to_dict`` forms, without ``origin``). Our writes carry one lease that a task keeps alive;
+if the lease is lost (etcd restarted, a long pause) a new one is granted and our keys are put again.
+A watch from the last read revision keeps the cache current; when the watch stream breaks, the
+prefix is read again (the cache is kept, ``stale`` true, meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import httpx
+
+from sofamesh.core.errors import PluginError
+from sofamesh.pilot.model import Service, ServiceInstance
+from sofamesh.pilot.registry import Notify, Registry
+
+log = logging.getLogger("sofamesh.pilot.registry.etcd")
+
+
+def _b64(data: str | bytes) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+def _unb64(data: str) -> bytes:
+    return base64.b64decode(data)
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """etcd's ``range_end`` for every key starting with ``prefix``."""
+    b = bytearray(prefix)
+    while b:
+        if b[-1] < 0xFF:
+            b[-1] += 1
+            return bytes(b)
+        b.pop()
+    return b"\x00"
+
+
+class EtcdRegistry(Registry):
+    writable = True
+
+    def __init__(self, name: str, endpoint: str, prefix: str = "/sofamesh/registry/",
+                 lease_ttl_s: int = 10) -> None:
+        self.name = name
+        self.endpoint = endpoint.rstrip("/")
+        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self.lease_ttl = max(2, int(lease_ttl_s))
+        self._http: httpx.AsyncClient | None = None
+        self._notify: Notify = lambda names: None
+        self._services: dict[str, Service] = {}
+        self._instances: dict[str, dict[str, ServiceInstance]] = {}
+        self._owned: dict[str, bytes] = {}  # key -> value we put
+        self._lease = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stale = True
+        self.revision = 0
+        self.watch_restarts = 0
+        self.leases_granted = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self, notify: Notify) -> None:
+        self._http = httpx.AsyncClient(base_url=self.endpoint, timeout=httpx.Timeout(5.0, read=None))
+        try:
+            await self._load()
+        except httpx.HTTPError as exc:
+            raise PluginError(f"registry {self.name!r}: etcd at {self.endpoint} is unreachable: {exc}") from exc
+        self.stale = False
+        self._notify = notify
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._watch_forever()), loop.create_task(self._keepalive_forever())]
+        if self._services:
+            notify(list(self._services))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._http is not None:
+            if self._lease:
+                with contextlib.suppress(httpx.HTTPError):
+                    await self._post("/v3/lease/revoke", {"ID": str(self._lease)})
+            await self._http.aclose()
+            self._http = None
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert self._http is not None
+        resp = await self._http.post(path, json=body)
+        resp.raise_for_status()
+        data: dict[str, Any] = resp.json()
+        return data
+
+    # -- reading -------------------------------------------------------------------------------
+    def _decode(self, key: bytes, value: bytes) -> tuple[Service, ServiceInstance] | None:
+        try:
+            doc = json.loads(value)
+            svc = Service.from_dict(doc["service"])
+            inst = ServiceInstance.from_dict({**doc["instance"], "origin": self.name})
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("registry %s: ignoring key %r: %s", self.name, key, exc)
+            return None
+        if inst.service != svc.name:
+            return None
+        return svc, inst
+
+    async def _load(self) -> set[str]:
+        """Read the whole prefix; return the services whose view changed."""
+        p = self.prefix.encode()
+        data = await self._post("/v3/kv/range", {"key": _b64(p), "range_end": _b64(prefix_end(p))})
+        self.revision = int(data["header"]["revision"])
+        services: dict[str, Service] = {}
+        instances: dict[str, dict[str, ServiceInstance]] = {}
+        for kv in data.get("kvs", []):
+            parsed = self._decode(_unb64(kv["key"]), _unb64(kv.get("value", "")))
+            if parsed is not None:
+                svc, inst = parsed
+                services.setdefault(svc.name, svc)
+                instances.setdefault(svc.name, {})[inst.id] = inst
+        changed = {n for n in set(instances) | set(self._instances)
+                   if instances.get(n) != self._instances.get(n) or services.get(n) != self._services.get(n)}
+        self._services, self._instances = services, instances
+        return changed
+
+    def _apply(self, event: dict[str, Any]) -> str | None:
+        kv = event["kv"]
+        key = _unb64(kv["key"]).decode(errors="replace")
+        rest = key[len(self.prefix):]
+        service, _, instance_id = rest.partition("/")
+        if event.get("type") == "DELETE":
+            insts = self._instances.get(service)
+            if insts is None or insts.pop(instance_id, None) is None:
+                return None
+            if not insts:
+                del self._instances[service]
+                self._services.pop(service, None)
+            return service
+        parsed = self._decode(_unb64(kv["key"]), _unb64(kv.get("value", "")))
+        if parsed is None:
+            return None
+        svc, inst = parsed
+        if self._instances.get(svc.name, {}).get(inst.id) == inst and self._services.get(svc.name) == svc:
+            return None
+        self._services[svc.name] = svc
+        self._instances.setdefault(svc.name, {})[inst.id] = inst
+        return svc.name
+
+    async def _watch_forever(self) -> None:
+        first = True
+        while True:
+            try:
+                if not first:
+                    changed = await self._load()
+                    self.stale = False
+                    if changed:
+                        self._notify(changed)
+                first = False
+                await self._watch()
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                log.info("registry %s: etcd watch broke (%s); reading the prefix again", self.name, exc)
+            self.stale = True
+            self.watch_restarts += 1
+            await asyncio.sleep(0.5)
+
+    async def _watch(self) -> None:
+        assert self._http is not None
+        p = self.prefix.encode()
+        body = {"create_request": {"key": _b64(p), "range_end": _b64(prefix_end(p)),
+                                   "start_revision": str(self.revision + 1)}}
+        async with self._http.stream("POST", "/v3/watch", json=body) as resp:
+            resp.raise_for_status()
+            async for line in resp.aiter_lines():
+                if not line.strip():
+                    continue
+                result = json.loads(line).get("result", {})
+                if result.get("compact_revision") not in (None, "0"):
+                    raise ValueError("watch revision compacted")
+                changed = {n for n in (self._apply(ev) for ev in result.get("events", [])) if n}
+                rev = result.get("header", {}).get("revision")
+                if rev is not None:
+                    self.revision = max(self.revision, int(rev))
+                if changed:
+                    self._notify(changed)
+
+    # -- leases --------------------------------------------------------------------------------
+    async def _grant(self) -> None:
+        data = await self._post("/v3/lease/grant", {"TTL": str(self.lease_ttl)})
+        self._lease = int(data["ID"])
+        self.leases_granted += 1
+
+    async def _keepalive_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            if not self._lease:
+                continue
+            try:
+                data = await self._post("/v3/lease/keepalive", {"ID": str(self._lease)})
+                alive = int(data.get("result", {}).get("TTL", "0")) > 0
+                if not alive:
+                    log.warning("registry %s: lease %x expired; putting our %d keys again", self.name,
+                                self._lease, len(self._owned))
+                    await self._grant()
+                    for key, value in list(self._owned.items()):
+                        await self._put(key, value)
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                log.info("registry %s: lease keep-alive failed (%s)", self.name, exc)
+
+    # -- reads ---------------------------------------------------------------------------------
+    def services(self) -> Mapping[str, Service]:
+        return MappingProxyType(self._services)
+
+    def instances(self, service: str) -> Sequence[ServiceInstance]:
+        return tuple(self._instances.get(service, {}).values())
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "etcd", "endpoint": self.endpoint, "prefix": self.prefix, "stale": self.stale,
+                "revision": self.revision, "lease": f"{self._lease:x}", "owned": len(self._owned),
+                "watch_restarts": self.watch_restarts}
+
+    # -- writes --------------------------------------------------------------------------------
+    def _key(self, service: str, instance_id: str) -> str:
+        return f"{self.prefix}{service}/{instance_id}"
+
+    async def _put(self, key: str, value: bytes) -> None:
+        await self._post("/v3/kv/put", {"key": _b64(key), "value": _b64(value), "lease": str(self._lease)})
+
+    async def register(self, service: Service, instance: ServiceInstance,
+                       ttl_seconds: float | None = None) -> None:
+        """Put ``instance`` under our lease (it lives while Pilot keeps the lease alive)."""
+        if instance.service != service.name:
+            raise PluginError(f"instance {instance.id!r} names service {instance.service!r}, not {service.name!r}")
+        inst = instance.to_dict()
+        del inst["origin"]
+        value = json.dumps({"service": service.to_dict(), "instance": inst}, sort_keys=True).encode()
+        key = self._key(service.name, instance.id)
+        try:
+            if not self._lease:
+                await self._grant()
+            self._owned[key] = value
+            await self._put(key, value)
+        except httpx.HTTPError as exc:
+            raise PluginError(f"registry {self.name!r}: cannot write {key}: {exc}") from exc
+        # Apply at once so a read right after the write sees it (the watch confirms it later).
+        if self._apply({"kv": {"key": _b64(key), "value": _b64(value)}}):
+            self._notify([service.name])
+
+    async def deregister(self, service: str, instance_id: str) -> bool:
+        key = self._key(service, instance_id)
+        self._owned.pop(key, None)
+        try:
+            data = await self._post("/v3/kv/deleterange", {"key": _b64(key)})
+        except httpx.HTTPError as exc:
+            raise PluginError(f"registry {self.name!r}: cannot delete {key}: {exc}") from exc
+        if self._apply({"type": "DELETE", "kv": {"key": _b64(key)}}):
+            self._notify([service])
+        return int(data.get("deleted", "0")) > 0
+
+    async def heartbeat(self, service: str, instance_id: str) -> bool:
+        return instance_id in self._instances.get(service, {})
+
+
+__all__ = ["EtcdRegistry", "prefix_end"]
