@@ -89,10 +89,15 @@ class RpcListenerGenerator:
 
     type_url = LISTENER
 
-    def __init__(self, protocol: str, default_port: int, default_address: str = "127.0.0.1") -> None:
+    def __init__(self, protocol: str, default_port: int, default_address: str = "127.0.0.1",
+                 always_listen: bool = False) -> None:
         self.protocol = protocol
         self.default_port = default_port
         self.default_address = default_address
+        # Bolt and Dubbo egress ports are always open on a sidecar (as MOSN's are); a plugin's protocol
+        # gets its listener only once the mesh has a service of it, so an installed-but-unused plugin
+        # takes no port on every sidecar.
+        self.always_listen = always_listen
         self._memo: tuple[int, list[dict[str, Any]]] | None = None
 
     def egress(self, node: NodeInfo) -> tuple[str, int]:
@@ -141,10 +146,13 @@ class RpcListenerGenerator:
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
         if not self.wants(node):
             return []
+        routes = self.routes(mesh)
+        if not routes and not self.always_listen:
+            return []
         address, port = self.egress(node)
         value = struct_pb2.Struct()
         value.update({"protocol": self.protocol, "stat_prefix": f"outbound_{self.protocol}_{port}",
-                      "routes": self.routes(mesh)})
+                      "routes": routes})
         config = any_pb2.Any()
         config.Pack(typed_struct_pb2.TypedStruct(type_url=RPC_PROXY_TYPE_URL, value=value))
         name = f"outbound|{self.protocol}|{port}"
@@ -157,7 +165,7 @@ class RpcListenerGenerator:
         return [XdsResource(name, listener)]
 
 
-def rpc_generators(protocol: str, default_port: int) -> dict[str, XdsGenerator]:
+def rpc_generators(protocol: str, default_port: int, always_listen: bool = False) -> dict[str, XdsGenerator]:
     """The generators a protocol plugin registers: ``{catalog name: generator}``. Services of
     ``protocol`` are accepted by the mesh model from then on (``model.register_protocol``)."""
     from sofamesh.pilot.model import register_protocol
@@ -168,7 +176,7 @@ def rpc_generators(protocol: str, default_port: int) -> dict[str, XdsGenerator]:
     endpoints = RpcEndpointGenerator()
     endpoints.protocols = frozenset({protocol})
     return {f"cds.{protocol}": clusters, f"eds.{protocol}": endpoints,
-            f"lds.{protocol}": RpcListenerGenerator(protocol, default_port)}
+            f"lds.{protocol}": RpcListenerGenerator(protocol, default_port, always_listen=always_listen)}
 
 
 __all__ = ["RPC_PROXY_FILTER", "RPC_PROXY_TYPE_URL", "RpcClusterGenerator", "RpcEndpointGenerator",

@@ -24,5 +24,5 @@ def sofamesh_register_protocols(catalog: Catalog[CodecFactory]) -> None:
 def pilot_register_xds_generators(catalog: Catalog[XdsGenerator]) -> None:
     from sofamesh.pilot.xds.rpc import rpc_generators  # Pilot only: keeps protobufs out of the data plane
 
-    for name, generator in rpc_generators("dubbo", 20880).items():
+    for name, generator in rpc_generators("dubbo", 20880, always_listen=True).items():
         catalog.add(name, generator)
