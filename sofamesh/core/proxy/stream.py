@@ -84,34 +84,38 @@ class Stream:
 
     # -- request phase ---------------------------------------------------------------------------
     def start(self) -> None:
-        self._run_filters(self.rt.filters.request_hooks, 0)
+        if self._run_filters(self.rt.filters.request_hooks, 0):
+            self._route()
 
     def resume(self) -> None:
         """A filter that returned STOP lets the stream go on."""
         if self.done:
             return
         if self.route is None:
-            self._run_filters(self.rt.filters.request_hooks, self.filter_index + 1)
-        else:
-            self._run_route_filters(self.filter_index + 1)
+            if self._run_filters(self.rt.filters.request_hooks, self.filter_index + 1):
+                self._route()
+        elif self._run_filters(self.route.filters.request_hooks, self.filter_index + 1):
+            self._dispatch()
 
     def reply(self, status: ReplyStatus, message: str) -> None:
         """A filter that returned STOP answers the request itself."""
         if not self.done:
             self.local_reply(status, message)
 
-    def _run_filters(self, hooks: tuple[Any, ...], start: int) -> None:
+    def _run_filters(self, hooks: tuple[Any, ...], start: int) -> bool:
+        """Run request hooks from ``start``; True when every one continued (the stream goes on)."""
         for i in range(start, len(hooks)):
             r = hooks[i](self)
             if r is Verdict.CONTINUE:
                 continue
-            self.filter_index = i
-            if r is Verdict.STOP:
-                return
+            if r is Verdict.STOP:  # the filter resumes or replies later
+                self.filter_index = i
+                return False
             if isinstance(r, LocalReply):
+                self.filter_index = i
                 self.local_reply(r.status, r.message)
-                return
-        self._route()
+                return False
+        return True
 
     def _route(self) -> None:
         rt = self.rt
@@ -128,25 +132,8 @@ class Stream:
             return
         self.route = route
         self.context.route = route.name
-        if route.filters:
-            self._run_route_filters(0)
-        else:
+        if not route.filters or self._run_filters(route.filters.request_hooks, 0):
             self._dispatch()
-
-    def _run_route_filters(self, start: int) -> None:
-        assert self.route is not None
-        hooks = self.route.filters.request_hooks
-        for i in range(start, len(hooks)):
-            r = hooks[i](self)
-            if r is Verdict.CONTINUE:
-                continue
-            self.filter_index = i
-            if r is Verdict.STOP:
-                return
-            if isinstance(r, LocalReply):
-                self.local_reply(r.status, r.message)
-                return
-        self._dispatch()
 
     def _dispatch(self) -> None:
         route = self.route
