@@ -70,7 +70,9 @@ def converged(pilot: PilotWithConfig, expected: dict[str, tuple[int, int]]) -> b
 
 def test_two_way_sync_between_zookeeper_etcd_and_embedded_converges_without_loops_or_losses(
         pilot: PilotWithConfig, zookeeper: ZooKeeperServer, etcd: EtcdServer) -> None:
-    java = KazooClient(hosts=zookeeper.hosts, timeout=30.0)  # a long session: it outlives the restart
+    # A long session that outlives the restart, and a client that keeps reconnecting while ZooKeeper is
+    # down (kazoo's default retry policy gives up, and the session is then lost on a busy machine).
+    java = KazooClient(hosts=zookeeper.hosts, timeout=30.0, connection_retry={"max_tries": -1, "max_delay": 1.0})
     java.start(timeout=10)
     providers = f"/dubbo/{SVC}/providers"
     try:
