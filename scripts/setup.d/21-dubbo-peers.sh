@@ -6,13 +6,9 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="${SOFAMESH_CACHE:-$REPO/.cache}"
 
-need_apt=()
-command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
-command -v npm >/dev/null 2>&1 || need_apt+=(npm)
-if ((${#need_apt[@]})); then
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_apt[@]}"
-fi
+# shellcheck source=../lib/node.sh
+source "$REPO/scripts/lib/node.sh"
+ensure_node
 
 NPM_DIR="$CACHE/npm/dubbo"
 have() {  # have PACKAGE VERSION
