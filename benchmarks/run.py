@@ -269,22 +269,22 @@ def sofamesh_config(proto: str, port: int, upstream: int) -> dict[str, Any]:
 
 
 def start_sofamesh(proto: str, upstream: int, workers: int = 1, cpus: str = PROXY_CPU,
-                   label: str = "sofamesh") -> Target:
+                   label: str = "sofamesh", python: str = sys.executable) -> Target:
     import yaml
 
     port = free_port()
     config = sofamesh_config(proto, port, upstream)
     cfg = TMP / f"sofamesh-{proto}-{port}.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    argv = [sys.executable, "-m", "sofamesh", "proxy", "-c", str(cfg)]
+    argv = [python, "-m", "sofamesh", "proxy", "-c", str(cfg)]
     if workers > 1:
         argv += ["--workers", str(workers)]
-    proc = spawn(cpus, argv, f"sofamesh-{proto}-{workers}")
+    proc = spawn(cpus, argv, f"{label}-{proto}-{workers}")
     admin = "http://" + config["admin"]["address"] + "/ready"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"sofamesh exited: {(TMP / f'sofamesh-{proto}-{workers}.log').read_text()}")
+            raise RuntimeError(f"{label} exited: {(TMP / f'{label}-{proto}-{workers}.log').read_text()}")
         try:
             with urllib.request.urlopen(admin, timeout=0.5) as r:
                 if r.status == 200:
@@ -361,6 +361,8 @@ def measure(target: Target, load: Load, seconds: float) -> dict[str, float]:
 
 def rounds(name: str, targets: list[Target], load: Load, args: argparse.Namespace, results: dict[str, Any]) -> None:
     """Interleaved rounds: round r starts at target r, so no target always runs first (or last)."""
+    if args.targets:
+        targets = [t for t in targets if t.label in args.targets]
     samples: dict[str, list[dict[str, float]]] = {t.label: [] for t in targets}
     n = args.rounds
     for t in targets:
@@ -405,9 +407,15 @@ def idle_connections(target: Target, n: int, hold: float = 2.0) -> dict[str, flo
             "kb_per_connection": (during - before) * 1024 / max(opened, 1)}
 
 
+def compared(proto: str, upstream: int, args: argparse.Namespace) -> list[Target]:
+    """The extra sofamesh targets of ``--compare LABEL=PYTHON`` (another checkout's interpreter)."""
+    return [start_sofamesh(proto, upstream, label=label, python=python) for label, python in args.compare]
+
+
 def http_group(args: argparse.Namespace, frames: dict[str, tuple[Path, Path]], results: dict[str, Any]) -> None:
     up = start_upstream("http", frames)
-    targets = [up, start_haproxy(up.port, "http"), start_envoy(up.port), start_sofamesh("http1", up.port)]
+    targets = [up, start_haproxy(up.port, "http"), start_envoy(up.port), start_sofamesh("http1", up.port),
+               *compared("http1", up.port, args)]
     try:
         time.sleep(2.0)  # let start-up settle before reading idle RSS
         idle = {t.label: rss_mb(t.pid) for t in targets[1:] if t.pid}
@@ -426,7 +434,8 @@ def http_group(args: argparse.Namespace, frames: dict[str, tuple[Path, Path]], r
 def rpc_group(proto: str, args: argparse.Namespace, frames: dict[str, tuple[Path, Path]],
               results: dict[str, Any]) -> None:
     up = start_upstream(proto, frames)
-    targets = [up, start_haproxy(up.port, "tcp", "haproxy-tcp"), start_sofamesh(proto, up.port)]
+    targets = [up, start_haproxy(up.port, "tcp", "haproxy-tcp"), start_sofamesh(proto, up.port),
+               *compared(proto, up.port, args)]
     request = frames[proto][0]
     try:
         for conns, in_flight in ((32, 1), (8, 16)):
@@ -450,7 +459,8 @@ def grpc_group(args: argparse.Namespace, frames: dict[str, tuple[Path, Path]], r
     up = int(line[1])
     body = TMP / "grpc.body"
     body.write_bytes(GRPC_BODY)
-    targets = [Target("direct", up, None), start_envoy(up, http2=True), start_sofamesh("http2", up)]
+    targets = [Target("direct", up, None), start_envoy(up, http2=True), start_sofamesh("http2", up),
+               *compared("http2", up, args)]
     try:
         rounds("grpc 4x16", targets, lambda p, s: h2load_grpc(p, body, 4, 16, s), args, results)
     finally:
@@ -617,7 +627,16 @@ def main() -> int:
     ap.add_argument("--idle-connections", type=int, default=10_000)
     ap.add_argument("--out", type=Path, default=CACHE / "bench", help="where results.json and results.md go")
     ap.add_argument("--no-setup", action="store_true", help="skip benchmarks/setup.sh")
+    ap.add_argument("--compare", action="append", default=[], metavar="LABEL=PYTHON",
+                    help="also run sofamesh with this interpreter (e.g. another checkout's venv) as target LABEL")
+    ap.add_argument("--targets", default="", metavar="LABELS",
+                    help="measure only these targets, e.g. sofamesh,main for a quick A/B (default: all)")
     args = ap.parse_args()
+    args.targets = {t for t in args.targets.split(",") if t}
+    try:
+        args.compare = [tuple(c.split("=", 1)) for c in args.compare if c.split("=", 1)[1]]
+    except IndexError:
+        raise SystemExit("--compare takes LABEL=PYTHON, e.g. --compare main=/work/main/.venv/bin/python") from None
     args.rounds = args.rounds or (2 if args.quick else 3)
     args.seconds = args.seconds or (2.0 if args.quick else 4.0)
     if (os.cpu_count() or 1) < 2:
