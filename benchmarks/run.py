@@ -276,7 +276,9 @@ def start_sofamesh(proto: str, upstream: int, workers: int = 1, cpus: str = PROX
     config = sofamesh_config(proto, port, upstream)
     cfg = TMP / f"sofamesh-{proto}-{port}.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    argv = [python, "-m", "sofamesh", "proxy", "-c", str(cfg)]
+    # -P: the proxy runs with cwd=REPO, and without it `-m` would import REPO/sofamesh ahead of the
+    # interpreter's own install, so a --compare target would run this checkout's code, not its own.
+    argv = [python, "-P", "-m", "sofamesh", "proxy", "-c", str(cfg)]
     if workers > 1:
         argv += ["--workers", str(workers)]
     proc = spawn(cpus, argv, f"{label}-{proto}-{workers}")
