@@ -9,9 +9,12 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sofamesh.core.errors import MeshError
-from sofamesh.pilot import config as pilot_config
+
+if TYPE_CHECKING:  # the proxy builds this parser too: Pilot's config models load only when Pilot runs
+    from sofamesh.pilot import config as pilot_config
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,6 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def config_from_args(args: argparse.Namespace) -> pilot_config.PilotConfig:
     """The config file, with any quick-mode flag overriding it."""
+    from sofamesh.pilot import config as pilot_config
+
     if args.config is not None:
         data = pilot_config.load(args.config).model_dump(mode="python")
     else:
