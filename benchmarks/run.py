@@ -48,7 +48,7 @@ DUBBO_SERVICE = "com.sofamesh.demo.EchoService"
 GRPC_SERVICE = "sofamesh.test.Echo"
 GRPC_SERVER = REPO / "tests/conformance/peers/grpc/echo_server.py"
 GRPC_BODY = b"\x00\x00\x00\x00\x05hello"  # one 5-byte gRPC message
-WORKERS_LOAD = 0.3  # per-worker offered load of the derived --workers figure, as a fraction of the measured req/s
+WORKERS_LOAD = 0.2  # per-worker offered load of the derived --workers figure, as a fraction of the measured req/s
 
 # -- processes -------------------------------------------------------------------------------------------
 
@@ -605,8 +605,8 @@ def ratios(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for name, med in results["scenarios"].items():
         subject = next((x for x in ("workers-2", "filters-on", "sofamesh") if x in med), None)
-        if subject is None:
-            continue
+        if subject is None or name == results.get("workers_fixed"):
+            continue  # the fixed-load workers scenario offers 2 workers twice the load: see the goals instead
         s = med[subject]
         for label, m in med.items():
             if label == subject:
@@ -654,23 +654,28 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             extra = "".join(f", {o} {v:+.0f} µs" for o in others if (v := get(name, o, "added_p50_us")) is not None)
             g.append((f"{goal}: added p50 <= {baseline}'s + 10 µs",
                       f"sofamesh {s:+.0f} µs, {baseline} {h:+.0f} µs{extra}", "met" if s <= h + 10 else "not met"))
-    fixed = results.get("workers_fixed", "")
-    w1, w2 = get("bolt workers 32x4", "workers-1", "rps"), get("bolt workers 32x4", "workers-2", "rps")
+    fixed, sat = results.get("workers_fixed", ""), "bolt workers 32x4"
+    w1, w2 = get(sat, "workers-1", "rps"), get(sat, "workers-2", "rps")
     b1, b2 = (get(fixed, x, "busiest_worker_cpu_us_per_req") for x in ("workers-1", "workers-2"))
+    s1, s2 = (get(sat, x, "busiest_worker_cpu_us_per_req") for x in ("workers-1", "workers-2"))
     f1, f2 = (get(fixed, x, "rps") for x in ("workers-1", "workers-2"))
-    if w1 and w2 and b1 and b2 and f1 and f2:
+    if w1 and w2 and b1 and b2 and s1 and s2 and f1 and f2:
         # With 2 cores the load generator cannot be elsewhere: the measured req/s ratio is bounded by it.
         # Workers share nothing per request: N workers on N free cores serve requests / busiest worker's CPU.
-        derived = b1 / b2
+        # The CPU per request depends on batching (a starved process reads more requests per wake-up), so
+        # the same derivation at saturation is shown too, and the verdict takes the lower of the two.
+        derived, derived_sat = b1 / b2, s1 / s2
         offered = results["workers_offered_per_worker"]  # to 1 worker; twice it to 2
         served = min(f1 / offered, f2 / (2 * offered))
         caveat = "" if served >= 0.95 else f" (only {served:.0%} of the offered load was served: not below saturation)"
-        lc = get("bolt workers 32x4", "workers-2", "load_cpu_cores") or 0.0
+        lc = get(sat, "workers-2", "load_cpu_cores") or 0.0
+        low = min(derived, derived_sat)
         g.append(("--workers 2 >= 1.8x one worker",
-                  f"derived {derived:.2f}x: offered {offered} req/s per worker, 1 worker spent {b1:.1f} µs CPU per "
-                  f"request, the busier of 2 workers {b2:.1f} µs per request of both{caveat}; measured at saturation, "
-                  f"load generator on the same 2 cores (it alone used {lc:.2f} core): {w2 / w1:.2f}x ({w2:.0f} vs "
-                  f"{w1:.0f} req/s)", "not measured" if caveat else "met (derived)" if derived >= 1.8 else "not met"))
+                  f"derived {derived:.2f}x at {offered} req/s offered per worker (1 worker {b1:.1f} µs CPU per "
+                  f"request, the busier of 2 workers {b2:.1f} µs per request of both){caveat}, {derived_sat:.2f}x at "
+                  f"saturation ({s1:.1f} vs {s2:.1f} µs); measured at saturation, load generator on the same 2 cores "
+                  f"(it alone used {lc:.2f} core): {w2 / w1:.2f}x ({w2:.0f} vs {w1:.0f} req/s)",
+                  "not measured" if caveat else "met (derived)" if low >= 1.8 else "not met"))
     idle = results.get("idle_rss_mb", {})
     if "sofamesh" in idle and "envoy" in idle:
         g.append(("idle RSS <= Envoy's, same config", f"{idle['sofamesh']:.1f} MB vs {idle['envoy']:.1f} MB",
