@@ -101,3 +101,17 @@ def test_traceparent_is_parsed_and_malformed_ones_are_ignored() -> None:
     assert parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")[2] is False  # type: ignore[index]
     for bad in (None, "", "00-xyz-00f067aa0ba902b7-01", "00-" + "0" * 32 + "-00f067aa0ba902b7-01"):
         assert parse_traceparent(bad) is None
+
+
+def test_ip_block_answers_stay_right_for_each_address_when_remembered() -> None:
+    from sofamesh.plugins.filters.authz.matchers import ip_blocks
+
+    inside = ip_blocks(["10.9.0.0/16", "::1"])
+    for _ in range(2):  # the second pass answers from the memo
+        assert inside("10.9.1.1") is True
+        assert inside("10.8.1.1") is False
+        assert inside("::1") is True
+        assert inside("not-an-address") is False
+        assert inside("") is False
+    for i in range(5000):  # more distinct peers than the memo holds: still right
+        assert inside(f"10.{9 if i % 2 else 7}.{i // 256 % 256}.{i % 256}") is bool(i % 2)
