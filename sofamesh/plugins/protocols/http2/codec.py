@@ -66,11 +66,15 @@ from sofamesh.plugins.protocols.http2.fields import (
     received_fields,
     wire,
 )
+from sofamesh.plugins.protocols.http2.fields import (
+    TRIM as _TRIM,
+)
 
 PROTOCOL: Final = "http2"
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 ALPN_PROTOCOLS: Final = ("h2",)
 
+_REQUEST_PSEUDO: Final = {k: k.encode() for k in (":method", ":scheme", ":authority", ":path")}
 _DEFAULT_WINDOW: Final = 65_535
 _MARK: Final = b"x-sofamesh-local-reply"  # names the ReplyStatus on answers the proxy made itself, as http1 does
 
@@ -434,20 +438,24 @@ class Http2Codec(Codec):
             raise LocalProtocolError(
                 f"http2: request stream id {sid} is not a client stream id; use new_stream_id()"
             )
-        h = head.headers
-        pseudo = {
-            ":method": h.get(":method") or head.method or "GET",
-            ":scheme": h.get(":scheme") or "http",
-            ":authority": h.get(":authority") or h.get("host") or head.service,
-            ":path": h.get(":path") or head.path or "/",
-        }
         # Keep the downstream's pseudo-header order (some peers are picky); fill in the rest.
-        order = [k for k, _ in h if k in pseudo] + [k for k in pseudo if k not in h]
-        first = [(wire(k), wire(pseudo[k])) for k in dict.fromkeys(order)]
+        seen: dict[str, str] = {}
+        host = ""
+        for k, v in head.headers:
+            if k[:1] == ":":
+                if k in _REQUEST_PSEUDO and k not in seen:
+                    seen[k] = v
+            elif not host and len(k) == 4 and k.lower() == "host":
+                host = v
+        defaults = {":method": head.method or "GET", ":scheme": "http", ":authority": host or head.service,
+                    ":path": head.path or "/"}
+        first = [(_REQUEST_PSEUDO[k], wire((v or defaults[k]).strip(_TRIM))) for k, v in seen.items()]
+        if len(seen) < len(_REQUEST_PSEUDO):
+            first += [(b, wire(defaults[k].strip(_TRIM))) for k, b in _REQUEST_PSEUDO.items() if k not in seen]
         st = _Stream()
         st.local_done = head.end_stream
         self._streams[sid] = st
-        self._conn.send_headers(sid, field_block(h, first), end_stream=head.end_stream)
+        self._conn.send_headers(sid, field_block(head.headers, first), end_stream=head.end_stream)
 
     def _send_response(self, head: ResponseHead) -> None:
         if self.role is not Role.SERVER:
@@ -471,6 +479,9 @@ class Http2Codec(Codec):
                 "send sendable() bytes and wait for WindowOpened"
             )
         step = self._conn.max_outbound_frame_size
+        if len(data) <= step:
+            self._conn.send_data(sid, data)
+            return
         view = memoryview(data)
         for start in range(0, len(data), step):
             self._conn.send_data(sid, view[start : start + step])

@@ -46,13 +46,16 @@ _PSEUDO: Final[tuple[frozenset[bytes], ...]] = (
 _BAD_NAME: Final = re.compile(rb"[^!-9;-@\[-~]")
 _BAD_VALUE: Final = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
 _SECRET: Final = frozenset({"authorization", "proxy-authorization"})
-_TRIM: Final = " \t\r\n\x0b\x0c"  # what h2 stripped: ASCII whitespace only, never latin-1's \x85 or \xa0
+TRIM: Final = " \t\r\n\x0b\x0c"  # what h2 stripped: ASCII whitespace only, never latin-1's \x85 or \xa0
 
 # Regular fields already checked, with their text: most fields of a connection repeat on every
 # request. Bounded; a field that is not cached is simply checked again.
 _CHECKED: dict[tuple[bytes, bytes], tuple[str, str]] = {}
 _CHECKED_MAX: Final = 4096
 _CACHED_VALUE_MAX: Final = 256
+# The same for fields we send: the event's (name, value) -> what goes on the wire (None: dropped).
+_SENT: dict[tuple[str, str], tuple[bytes, bytes] | None] = {}
+_DROP: Final[tuple[bytes, bytes]] = (b"", b"")  # marks "not cached yet" in lookups
 
 
 class MalformedFields(ValueError):
@@ -154,19 +157,42 @@ def field_block(headers: Headers, first: list[tuple[bytes, bytes]]) -> list[tupl
     """``first`` (pseudo-headers we set) followed by ``headers`` made fit for HTTP/2 (see the module
     docstring). ``first`` is extended in place and returned."""
     out = first
-    for name, value in headers:
-        lname = name.lower()
-        if lname[:1] == ":" or lname in CONNECTION_FIELDS or lname == "host":
-            continue
-        value = value.strip(_TRIM)
-        if lname == "te" and value.lower() != "trailers":
-            continue
-        if lname in _SECRET or (lname == "cookie" and len(value) < 20):
-            out.append(NeverIndexedHeaderTuple(wire(lname), wire(value)))
-        else:
-            out.append((wire(lname), wire(value)))
+    sent = _SENT
+    for field in headers:
+        if type(field) is not tuple:
+            field = (field[0], field[1])
+        wired = sent.get(field, _DROP)
+        if wired is _DROP:
+            wired = _sent_field(field[0], field[1])
+            if len(field[1]) <= _CACHED_VALUE_MAX:
+                if len(sent) >= _CHECKED_MAX:
+                    sent.clear()
+                sent[field] = wired
+        if wired is not None:
+            out.append(wired)
     return out
 
 
-__all__ = ["CONNECTION_FIELDS", "REQUEST", "RESPONSE", "TRAILERS", "MalformedFields", "field_block",
-           "received_fields", "wire"]
+def _sent_field(name: str, value: str) -> tuple[bytes, bytes] | None:
+    lname = name.lower()
+    if lname[:1] == ":" or lname in CONNECTION_FIELDS or lname == "host":
+        return None
+    value = value.strip(TRIM)
+    if lname == "te" and value.lower() != "trailers":
+        return None
+    if lname in _SECRET or (lname == "cookie" and len(value) < 20):
+        return NeverIndexedHeaderTuple(wire(lname), wire(value))
+    return (wire(lname), wire(value))
+
+
+__all__ = [
+    "CONNECTION_FIELDS",
+    "REQUEST",
+    "RESPONSE",
+    "TRAILERS",
+    "TRIM",
+    "MalformedFields",
+    "field_block",
+    "received_fields",
+    "wire",
+]
