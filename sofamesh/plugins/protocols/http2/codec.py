@@ -55,7 +55,8 @@ from sofamesh.core.events import (
     _NeedData,
 )
 from sofamesh.core.headers import Headers
-from sofamesh.plugins.protocols.http2 import compression, grpc
+from sofamesh.plugins.protocols.http2 import grpc
+from sofamesh.plugins.protocols.http2.connection import Connection
 from sofamesh.plugins.protocols.http2.events import StreamReset, WindowOpened
 from sofamesh.plugins.protocols.http2.fields import (
     REQUEST,
@@ -168,9 +169,7 @@ class Http2Codec(Codec):
             client_side=client, header_encoding=None, validate_inbound_headers=False,
             normalize_inbound_headers=False, validate_outbound_headers=False, normalize_outbound_headers=False,
         )
-        conn = h2.connection.H2Connection(config=config)
-        conn.encoder = compression.Encoder()
-        conn.decoder = compression.Decoder()
+        conn = Connection(config)
         settings: dict[h2.settings.SettingCodes, int] = {
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: initial_window_size,

@@ -9,7 +9,10 @@ from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sofamesh.core.codec import CodecLimits, Role
+from sofamesh.plugins.protocols.http2.codec import Http2Codec
 from sofamesh.plugins.protocols.http2.compression import Decoder, Encoder
+from sofamesh.plugins.protocols.http2.connection import LEAN_RECEIVE, Connection
 
 NAMES = [b":status", b":path", b"content-type", b"grpc-status", b"x-a", b"x-b", b"authorization", b"cookie"]
 values = st.binary(max_size=40) | st.sampled_from([b"200", b"404", b"application/grpc", b"0", b"/a.B/C", b""])
@@ -78,3 +81,11 @@ def test_a_block_over_the_header_list_limit_is_refused() -> None:
     block = hpack.Encoder().encode([(b"x-a", b"v" * 40), (b"x-b", b"v" * 40)])
     with pytest.raises(OversizedHeaderListError):
         dec.decode(block, raw=True)
+
+
+def test_the_installed_h2_keeps_the_lean_receive_path_and_the_codec_uses_our_hpack() -> None:
+    assert LEAN_RECEIVE, "h2's _receive_frame changed shape: review connection.py against it"
+    conn = Http2Codec(Role.SERVER, CodecLimits())._conn
+    assert isinstance(conn, Connection)
+    assert isinstance(conn.encoder, Encoder) and isinstance(conn.decoder, Decoder)
+    assert conn.decoder.max_header_list_size == CodecLimits().max_header_bytes
