@@ -82,6 +82,8 @@ class Decoder(hpack.Decoder):
     raw bytes) and raises the same ``hpack`` errors on the same malformed blocks."""
 
     def decode(self, data: bytes, raw: bool = False) -> list[tuple[bytes, bytes]]:  # type: ignore[override]
+        if type(data) is not bytes:
+            data = bytes(data)  # h2 hands over bytes; a buffer would leak views into the fields
         table = self.header_table
         dynamic = table.dynamic_entries
         headers: list[tuple[bytes, bytes]] = []

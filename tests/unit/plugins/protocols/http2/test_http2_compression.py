@@ -89,3 +89,9 @@ def test_the_installed_h2_keeps_the_lean_receive_path_and_the_codec_uses_our_hpa
     assert isinstance(conn, Connection)
     assert isinstance(conn.encoder, Encoder) and isinstance(conn.decoder, Decoder)
     assert conn.decoder.max_header_list_size == CodecLimits().max_header_bytes
+
+
+def test_a_block_handed_over_as_a_buffer_decodes_to_bytes() -> None:
+    block = hpack.Encoder().encode([(b"x-a", b"1"), (b"x-b", b"two")], huffman=False)
+    assert Decoder().decode(memoryview(block), raw=True) == [(b"x-a", b"1"), (b"x-b", b"two")]  # type: ignore[arg-type]
+    assert all(type(v) is bytes for f in Decoder().decode(memoryview(block), raw=True) for v in f)  # type: ignore[arg-type]
