@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import h2.config
+import h2.connection
+import h2.exceptions
 import hpack
 import pytest
 from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
@@ -12,7 +15,7 @@ from hypothesis import strategies as st
 from sofamesh.core.codec import CodecLimits, Role
 from sofamesh.plugins.protocols.http2.codec import Http2Codec
 from sofamesh.plugins.protocols.http2.compression import Decoder, Encoder
-from sofamesh.plugins.protocols.http2.connection import LEAN_RECEIVE, Connection
+from sofamesh.plugins.protocols.http2.connection import LEAN_RECEIVE, LEAN_SEND, Connection
 
 NAMES = [b":status", b":path", b"content-type", b"grpc-status", b"x-a", b"x-b", b"authorization", b"cookie"]
 values = st.binary(max_size=40) | st.sampled_from([b"200", b"404", b"application/grpc", b"0", b"/a.B/C", b""])
@@ -95,3 +98,45 @@ def test_a_block_handed_over_as_a_buffer_decodes_to_bytes() -> None:
     block = hpack.Encoder().encode([(b"x-a", b"1"), (b"x-b", b"two")], huffman=False)
     assert Decoder().decode(memoryview(block), raw=True) == [(b"x-a", b"1"), (b"x-b", b"two")]  # type: ignore[arg-type]
     assert all(type(v) is bytes for f in Decoder().decode(memoryview(block), raw=True) for v in f)  # type: ignore[arg-type]
+
+
+def test_the_short_send_paths_write_what_h2_writes_and_leave_the_same_state() -> None:
+    def server() -> Connection:
+        conn = Connection(h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                                    validate_outbound_headers=False, normalize_outbound_headers=False))
+        conn.initiate_connection()
+        return conn
+
+    assert LEAN_SEND, "h2's send_headers/send_data changed shape: review connection.py against them"
+    lean, stock = server(), server()
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    request = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/a.B/C"), (b":authority", b"x")]
+    for sid in (1, 3):
+        client.send_headers(sid, request)
+    hello = client.data_to_send()
+    for conn in (lean, stock):
+        conn.receive_data(hello)
+        conn.data_to_send()
+    steps: list[tuple[str, tuple[object, ...], dict[str, object]]] = [
+        ("send_headers", (1, [(b":status", b"200"), (b"x-big", b"v" * 40_000)]), {}),  # HEADERS + CONTINUATIONs
+        ("send_data", (1, b"abc"), {}),
+        ("send_data", (1, memoryview(b"xyz")), {}),
+        ("send_headers", (1, [(b"grpc-status", b"0"), hpack.NeverIndexedHeaderTuple(b"authorization", b"t")]),
+         {"end_stream": True}),
+        ("send_headers", (3, [(b":status", b"204")]), {"end_stream": True}),
+    ]
+    for name, args, kw in steps:
+        getattr(lean, name)(*args, **kw)
+        getattr(h2.connection.H2Connection, name)(stock, *args, **kw)
+        out = lean.data_to_send()
+        assert out == stock.data_to_send(), name
+        client.receive_data(out)
+    for sid in (1, 3):
+        assert lean.streams[sid].state_machine.state == stock.streams[sid].state_machine.state
+        assert lean.streams[sid].outbound_flow_control_window == stock.streams[sid].outbound_flow_control_window
+    assert lean.outbound_flow_control_window == stock.outbound_flow_control_window
+    with pytest.raises(h2.exceptions.ProtocolError, match="SEND_DATA in state"):
+        lean.send_data(1, b"late")
+    with pytest.raises(h2.exceptions.ProtocolError, match="SEND_DATA in state"):
+        h2.connection.H2Connection.send_data(stock, 1, b"late")
