@@ -6,8 +6,8 @@ proxy sends most. Pure, no I/O.
   trace logger that, unless a debug logger is configured (the codec never configures one), drops
   it: that string cost about a seventh of receiving. ``_receive_frame`` below is h2's own (4.1 to
   4.4) less that line.
-* ``send_data`` of one unpadded frame within the windows, and ``send_headers`` on a stream that
-  already exists (responses, trailers) without priority, make the same state-machine inputs,
+* ``send_data`` of one unpadded frame within the windows, and ``send_headers`` without priority
+  (requests opening a stream, responses, trailers; not 1xx responses) make the same state-machine inputs,
   window updates and HPACK encoding as h2's, in the same order, and write the frame bytes
   directly instead of building ``hyperframe`` objects, converting every field again and computing
   validation flags the codec turned off. Anything else goes to h2's own methods.
@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import h2.connection
 import h2.stream
-from h2.connection import ConnectionInputs
+from h2.connection import AllowedStreamIDs, ConnectionInputs
 from h2.errors import ErrorCodes
-from h2.exceptions import ProtocolError, StreamClosedError, StreamIDTooLowError
+from h2.exceptions import ProtocolError, StreamClosedError, StreamIDTooLowError, TooManyStreamsError
 from h2.stream import StreamInputs
 from h2.utilities import authority_from_headers, extract_method_header, is_informational_response
 from hyperframe.frame import RstStreamFrame
@@ -71,7 +71,10 @@ LEAN_SEND: Final = (
     and _has_shape(
         h2.connection.H2Connection.send_headers,
         "self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)",
-        "stream.send_headers(", "self._prepare_for_sending(frames)",
+        "stream.send_headers(", "self._prepare_for_sending(frames)", "if stream_id not in self.streams:",
+        "max_open_streams = self.remote_settings.max_concurrent_streams", "value = self.open_outbound_streams",
+        "raise TooManyStreamsError(msg)",
+        "stream_id, AllowedStreamIDs(self.config.client_side),",
     )
     and _has_shape(
         h2.stream.H2Stream.send_headers,
@@ -128,13 +131,20 @@ class Connection(h2.connection.H2Connection):
                          priority_weight: Any = None, priority_depends_on: Any = None,
                          priority_exclusive: Any = None) -> None:
             stream = self.streams.get(stream_id)
-            if (stream is None or priority_weight is not None or priority_depends_on is not None
-                    or priority_exclusive is not None
-                    or (not stream.state_machine.client and is_informational_response(headers))):
+            if (priority_weight is not None or priority_depends_on is not None or priority_exclusive is not None
+                    or (stream is None and not self.config.client_side)
+                    or (not self.config.client_side and is_informational_response(headers))):
                 super().send_headers(stream_id, headers, end_stream, priority_weight, priority_depends_on,
                                      priority_exclusive)
                 return
-            self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+            if stream is None:  # a request opening a stream: h2's concurrency check, then the stream
+                limit = self.remote_settings.max_concurrent_streams
+                if self.open_outbound_streams + 1 > limit:
+                    raise TooManyStreamsError(f"Max outbound streams is {limit}, {self.open_outbound_streams} open")
+                self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+                stream = self._get_or_create_stream(stream_id, AllowedStreamIDs.ODD)
+            else:
+                self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
             machine = stream.state_machine
             machine.process_input(StreamInputs.SEND_HEADERS)
             block = self.encoder.encode(headers)

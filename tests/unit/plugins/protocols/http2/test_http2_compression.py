@@ -6,6 +6,7 @@ from __future__ import annotations
 import h2.config
 import h2.connection
 import h2.exceptions
+import h2.settings
 import hpack
 import pytest
 from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
@@ -100,43 +101,83 @@ def test_a_block_handed_over_as_a_buffer_decodes_to_bytes() -> None:
     assert all(type(v) is bytes for f in Decoder().decode(memoryview(block), raw=True) for v in f)  # type: ignore[arg-type]
 
 
-def test_the_short_send_paths_write_what_h2_writes_and_leave_the_same_state() -> None:
-    def server() -> Connection:
-        conn = Connection(h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                                    validate_outbound_headers=False, normalize_outbound_headers=False))
-        conn.initiate_connection()
-        return conn
+Step = tuple[str, tuple[object, ...], dict[str, object]]
 
-    assert LEAN_SEND, "h2's send_headers/send_data changed shape: review connection.py against them"
-    lean, stock = server(), server()
-    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
-    client.initiate_connection()
-    request = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/a.B/C"), (b":authority", b"x")]
-    for sid in (1, 3):
-        client.send_headers(sid, request)
-    hello = client.data_to_send()
-    for conn in (lean, stock):
-        conn.receive_data(hello)
-        conn.data_to_send()
-    steps: list[tuple[str, tuple[object, ...], dict[str, object]]] = [
-        ("send_headers", (1, [(b":status", b"200"), (b"x-big", b"v" * 40_000)]), {}),  # HEADERS + CONTINUATIONs
-        ("send_data", (1, b"abc"), {}),
-        ("send_data", (1, memoryview(b"xyz")), {}),
-        ("send_headers", (1, [(b"grpc-status", b"0"), hpack.NeverIndexedHeaderTuple(b"authorization", b"t")]),
-         {"end_stream": True}),
-        ("send_headers", (3, [(b":status", b"204")]), {"end_stream": True}),
-    ]
+
+def same_as_h2(lean: Connection, stock: Connection, peer: h2.connection.H2Connection, steps: list[Step]) -> None:
+    """Run each step through the short path on ``lean`` and h2's own on ``stock``: same bytes, and
+    the peer accepts them."""
     for name, args, kw in steps:
         getattr(lean, name)(*args, **kw)
         getattr(h2.connection.H2Connection, name)(stock, *args, **kw)
         out = lean.data_to_send()
         assert out == stock.data_to_send(), name
-        client.receive_data(out)
-    for sid in (1, 3):
-        assert lean.streams[sid].state_machine.state == stock.streams[sid].state_machine.state
-        assert lean.streams[sid].outbound_flow_control_window == stock.streams[sid].outbound_flow_control_window
+        peer.receive_data(out)
+    for sid, stream in stock.streams.items():
+        assert lean.streams[sid].state_machine.state == stream.state_machine.state
+        assert lean.streams[sid].outbound_flow_control_window == stream.outbound_flow_control_window
+        assert lean.streams[sid].request_method == stream.request_method
+        assert lean.streams[sid]._authority == stream._authority
     assert lean.outbound_flow_control_window == stock.outbound_flow_control_window
+
+
+def lean_and_stock(client: bool) -> tuple[Connection, Connection]:
+    def one() -> Connection:
+        conn = Connection(h2.config.H2Configuration(client_side=client, header_encoding=None,
+                                                    validate_outbound_headers=False, normalize_outbound_headers=False))
+        conn.initiate_connection()
+        return conn
+    return one(), one()
+
+
+REQUEST = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/a.B/C"), (b":authority", b"x")]
+
+
+def test_the_short_send_paths_write_what_h2_writes_and_leave_the_same_state() -> None:
+    assert LEAN_SEND, "h2's send_headers/send_data changed shape: review connection.py against them"
+    lean, stock = lean_and_stock(client=False)
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    for sid in (1, 3):
+        client.send_headers(sid, REQUEST)
+    hello = client.data_to_send()
+    for conn in (lean, stock):
+        conn.receive_data(hello)
+        conn.data_to_send()
+    same_as_h2(lean, stock, client, [
+        ("send_headers", (1, [(b":status", b"200"), (b"x-big", b"v" * 40_000)]), {}),  # HEADERS + CONTINUATIONs
+        ("send_data", (1, b"abc"), {}),
+        ("send_data", (1, memoryview(b"xyz")), {}),
+        ("send_headers", (1, [(b"grpc-status", b"0"), hpack.NeverIndexedHeaderTuple(b"authorization", b"t")]),
+         {"end_stream": True}),
+        ("send_headers", (3, [(b":status", b"100")]), {}),  # 1xx: h2's own path
+        ("send_headers", (3, [(b":status", b"204")]), {"end_stream": True}),
+    ])
     with pytest.raises(h2.exceptions.ProtocolError, match="SEND_DATA in state"):
         lean.send_data(1, b"late")
     with pytest.raises(h2.exceptions.ProtocolError, match="SEND_DATA in state"):
         h2.connection.H2Connection.send_data(stock, 1, b"late")
+
+
+def test_the_short_send_paths_open_request_streams_as_h2_does() -> None:
+    lean, stock = lean_and_stock(client=True)
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+    server.local_settings = h2.settings.Settings(client=False, initial_values={
+        h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2})
+    server.initiate_connection()
+    hello = server.data_to_send()
+    for conn in (lean, stock):
+        conn.receive_data(hello)
+    preface = lean.data_to_send()
+    assert preface == stock.data_to_send()
+    server.receive_data(preface)
+    server.data_to_send()
+    same_as_h2(lean, stock, server, [
+        ("send_headers", (1, [*REQUEST, (b"te", b"trailers")]), {}),
+        ("send_data", (1, b"hello"), {}),
+        ("send_headers", (1, [(b"x-trailer", b"1")]), {"end_stream": True}),
+        ("send_headers", (3, [(b":method", b"HEAD"), *REQUEST[1:]]), {"end_stream": True}),
+    ])
+    for conn in (lean, stock):
+        with pytest.raises(h2.exceptions.TooManyStreamsError):
+            h2.connection.H2Connection.send_headers(conn, 5, REQUEST) if conn is stock else conn.send_headers(5, REQUEST)
