@@ -32,6 +32,12 @@ for _i, _field in enumerate(_STATIC, 1):
 _INDEXED: Final = tuple(bytes([0x80 | i]) for i in range(127))  # one-byte "indexed field" representations
 _INDEX_INCREMENTAL: Final = b"\x40"
 _INDEX_NEVER: Final = b"\x10"
+# Huffman-coded strings already decoded: peers send some fields as literals on every block (nghttp2
+# and grpc clients send :path without indexing), and decode_huffman walks them bit by bit in
+# Python (about 10 us for a gRPC path). Bounded, short strings only.
+_HUFFMAN: dict[bytes, bytes] = {}
+_HUFFMAN_MAX: Final = 1024
+_HUFFMAN_CACHED_MAX: Final = 128
 _MAX_INTEGER_BYTES: Final = 8  # 7 bits each after the prefix: far beyond any legal length or index
 
 
@@ -172,7 +178,16 @@ def _string(data: bytes, i: int) -> tuple[bytes, int]:
     if end > len(data):
         raise HPACKDecodingError("Truncated header block")
     s = data[i:end]
-    return (decode_huffman(s) if huffman else s), end
+    if not huffman:
+        return s, end
+    text = _HUFFMAN.get(s)
+    if text is None:
+        text = decode_huffman(s)
+        if length <= _HUFFMAN_CACHED_MAX:
+            if len(_HUFFMAN) >= _HUFFMAN_MAX:
+                _HUFFMAN.clear()
+            _HUFFMAN[s] = text
+    return text, end
 
 
 __all__ = ["Decoder", "Encoder"]

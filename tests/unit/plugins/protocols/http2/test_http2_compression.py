@@ -181,3 +181,12 @@ def test_the_short_send_paths_open_request_streams_as_h2_does() -> None:
     for conn in (lean, stock):
         with pytest.raises(h2.exceptions.TooManyStreamsError):
             h2.connection.H2Connection.send_headers(conn, 5, REQUEST) if conn is stock else conn.send_headers(5, REQUEST)
+
+
+def test_a_huffman_literal_sent_on_every_block_decodes_the_same_each_time() -> None:
+    enc, dec = hpack.Encoder(), Decoder()
+    field = hpack.NeverIndexedHeaderTuple(b":path", b"/sofamesh.test.Echo/Unary")  # a literal on every block
+    blocks = [enc.encode([field, (b"x-n", str(i).encode())]) for i in range(3)]
+    assert all(b[0] == 0x14 and b[1] & 0x80 for b in blocks)  # never indexed, name :path, value Huffman-coded
+    for i, block in enumerate(blocks):
+        assert dec.decode(block, raw=True) == [(b":path", b"/sofamesh.test.Echo/Unary"), (b"x-n", str(i).encode())]
