@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from sofamesh.core.codec import ReplyStatus
-from sofamesh.core.events import BodyChunk, EndOfMessage, RequestHead
+from sofamesh.core.events import BodyChunk, EndOfMessage, RequestHead, ResponseHead
 from sofamesh.core.net.timers import wheel_for
 from sofamesh.core.proxy.filter_chain import LocalReply, Verdict
 from sofamesh.core.stats import RpcStats
@@ -15,7 +14,6 @@ from sofamesh.core.upstream.pool import MultiplexedConnection
 
 if TYPE_CHECKING:
     from sofamesh.core.codec import CodecFactory
-    from sofamesh.core.events import ResponseHead
     from sofamesh.core.proxy.router import Route
     from sofamesh.core.proxy.stream_manager import DownstreamConnection
     from sofamesh.core.upstream.cluster import Cluster, Endpoint
@@ -306,7 +304,7 @@ class Stream:
             conn.write(conn.codec.rewrite_request_id(head.raw, self.head.request_id))
         else:
             if head.request_id != self.head.request_id and conn.factory.streaming:
-                head = dataclasses.replace(head, request_id=self.head.request_id)
+                head = _answering(head, self.head.request_id)
             conn.write(conn.codec.send(head))
         if head.end_stream:
             self._finish()
@@ -493,6 +491,13 @@ class Stream:
         if s is None:
             s = table[key] = RpcStats()
         return s
+
+
+def _answering(head: ResponseHead, request_id: int) -> ResponseHead:
+    """An upstream stream's response head under the downstream's stream id (every field spelled
+    out, as in ``_forwarded``)."""
+    return ResponseHead(head.protocol, request_id, head.status, head.http_status, head.headers, head.reason,
+                        head.end_stream, head.raw, head.meta)
 
 
 def _forwarded(head: RequestHead, peer: tuple[Any, ...]) -> RequestHead:

@@ -8,7 +8,6 @@ Pools and upstream connections talk to streams through a small callback surface:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -21,6 +20,7 @@ from sofamesh.core.events import (
     EndOfMessage,
     GoAway,
     Heartbeat,
+    RequestHead,
     ResponseHead,
     StreamReset,
     WindowOpened,
@@ -260,7 +260,7 @@ class StreamingConnection(MultiplexedConnection):
         sid = codec.new_stream_id()
         head = stream.head
         if head.request_id != sid:
-            head = dataclasses.replace(head, request_id=sid)
+            head = _on_stream(head, sid)
         self.inflight[sid] = stream
         stream.upstream = self
         stream.up_id = sid
@@ -321,6 +321,13 @@ class StreamingConnection(MultiplexedConnection):
                 self.write(self.codec.heartbeat_reply(ev))  # type: ignore[arg-type]
         elif t is GoAway:
             self.pool.forget(self)  # no new streams here; the ones in flight finish or get reset
+
+
+def _on_stream(head: RequestHead, sid: int) -> RequestHead:
+    """``head`` under upstream stream id ``sid``. Every field spelled out: ``dataclasses.replace``
+    costs about 4x this on every call (a unit test checks that no field is left behind)."""
+    return RequestHead(head.protocol, sid, head.service, head.method, head.path, head.version, head.group,
+                       head.headers, head.oneway, head.end_stream, head.raw, head.timeout_ms, head.resolve, head.meta)
 
 
 class Pool:

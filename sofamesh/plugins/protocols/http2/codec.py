@@ -29,6 +29,7 @@ How the kernel drives it (one codec per connection, many streams):
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from typing import ClassVar, Final
 
@@ -55,46 +56,30 @@ from sofamesh.core.events import (
 )
 from sofamesh.core.headers import Headers
 from sofamesh.plugins.protocols.http2 import grpc
+from sofamesh.plugins.protocols.http2.connection import Connection
 from sofamesh.plugins.protocols.http2.events import StreamReset, WindowOpened
+from sofamesh.plugins.protocols.http2.fields import (
+    REQUEST,
+    RESPONSE,
+    TRAILERS,
+    MalformedFields,
+    field_block,
+    received_fields,
+    wire,
+)
+from sofamesh.plugins.protocols.http2.fields import (
+    TRIM as _TRIM,
+)
 
 PROTOCOL: Final = "http2"
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 ALPN_PROTOCOLS: Final = ("h2",)
 
-# Connection-specific fields (RFC 9113 8.2.2) never cross into HTTP/2; ``te`` only as "trailers".
-_CONNECTION_FIELDS: Final = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "http2-settings"}
-)
+_REQUEST_PSEUDO: Final = {k: k.encode() for k in (":method", ":scheme", ":authority", ":path")}
 _DEFAULT_WINDOW: Final = 65_535
 _MARK: Final = b"x-sofamesh-local-reply"  # names the ReplyStatus on answers the proxy made itself, as http1 does
 
 Http2Event = Event | StreamReset | WindowOpened
-
-
-def _text(b: bytes) -> str:
-    # latin-1 maps every byte to one code point, so a value decoded here re-encodes to the same bytes.
-    return b.decode("latin-1")
-
-
-def _wire(s: str) -> bytes:
-    try:
-        return s.encode("latin-1")
-    except UnicodeEncodeError:
-        return s.encode("utf-8")
-
-
-def _field_block(headers: Headers, first: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """``first`` (pseudo-headers we set) followed by ``headers`` made fit for HTTP/2: lower-case
-    names, no pseudo-headers, no connection-specific fields, ``te`` only when it says trailers."""
-    out = first
-    for name, value in headers:
-        lname = name.lower()
-        if lname[:1] == ":" or lname in _CONNECTION_FIELDS or lname == "host":
-            continue
-        if lname == "te" and value.strip().lower() != "trailers":
-            continue
-        out.append((_wire(lname), _wire(value)))
-    return out
 
 
 def _rpc_target(path: str) -> tuple[str, str] | None:
@@ -178,8 +163,13 @@ class Http2Codec(Codec):
         self.role = role
         self._limits = limits if limits is not None else CodecLimits()
         client = role is Role.CLIENT
-        config = h2.config.H2Configuration(client_side=client, header_encoding=None)
-        conn = h2.connection.H2Connection(config=config)
+        # Header blocks are checked and normalised by ``fields`` in one pass (received_fields on the
+        # way in, field_block on the way out), not by h2's per-field generator pipeline.
+        config = h2.config.H2Configuration(
+            client_side=client, header_encoding=None, validate_inbound_headers=False,
+            normalize_inbound_headers=False, validate_outbound_headers=False, normalize_outbound_headers=False,
+        )
+        conn = Connection(config)
         settings: dict[h2.settings.SettingCodes, int] = {
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: initial_window_size,
@@ -211,7 +201,7 @@ class Http2Codec(Codec):
         else:
             self._eof = True
 
-    def next_event(self) -> Http2Event | _NeedData:  # type: ignore[override]
+    def next_event(self) -> Http2Event | _NeedData:
         """The next event, or ``NEED_DATA``; then write ``data_to_send()``. Besides the core events
         this returns ``StreamReset`` and ``WindowOpened`` (see ``events.py``)."""
         while True:
@@ -237,8 +227,15 @@ class Http2Codec(Codec):
                 self._error = RemoteProtocolError(f"http2: {exc}", status_hint=status)
                 self._inbox.clear()
                 continue
-            for ev in received:
-                self._translate(ev)
+            try:
+                for ev in received:
+                    self._translate(ev)
+            except MalformedFields as exc:
+                # What h2's own header validation did: GOAWAY PROTOCOL_ERROR, the connection ends.
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self._conn.close_connection(error_code=ErrorCodes.PROTOCOL_ERROR)
+                self._error = RemoteProtocolError(f"http2: {exc}", status_hint=400)
+                self._inbox.clear()
         if self._eof and not self._eof_reported:
             self._eof_reported = True
             return ConnectionClosed(clean=not self._streams)
@@ -252,10 +249,10 @@ class Http2Codec(Codec):
         elif isinstance(ev, h2.events.ResponseReceived):
             self._on_response(ev)
         elif isinstance(ev, h2.events.TrailersReceived):
+            trailers = Headers(received_fields(ev.headers or [], TRAILERS))
             st = self._streams.get(ev.stream_id or 0)
             if st is not None:
                 st.trailers_seen = True
-                trailers = Headers((_text(k), _text(v)) for k, v in ev.headers or ())
                 self._events.append(EndOfMessage(trailers=trailers, stream_id=ev.stream_id or 0))
         elif isinstance(ev, h2.events.StreamEnded):
             sid = ev.stream_id or 0
@@ -290,7 +287,7 @@ class Http2Codec(Codec):
     def _on_request(self, ev: h2.events.RequestReceived) -> None:
         sid = ev.stream_id or 0
         raw = ev.headers or []
-        fields = [(_text(k), _text(v)) for k, v in raw]
+        fields = received_fields(raw, REQUEST)
         headers = Headers(fields)
         # h2 validated the names as lower case: one dict answers every lookup (first value wins).
         first: dict[str, str] = {}
@@ -331,7 +328,7 @@ class Http2Codec(Codec):
 
     def _on_response(self, ev: h2.events.ResponseReceived) -> None:
         sid = ev.stream_id or 0
-        headers = Headers([(_text(k), _text(v)) for k, v in ev.headers or ()])
+        headers = Headers(received_fields(ev.headers or [], RESPONSE))
         st = self._streams.get(sid)
         if st is None:
             return
@@ -440,20 +437,24 @@ class Http2Codec(Codec):
             raise LocalProtocolError(
                 f"http2: request stream id {sid} is not a client stream id; use new_stream_id()"
             )
-        h = head.headers
-        pseudo = {
-            ":method": h.get(":method") or head.method or "GET",
-            ":scheme": h.get(":scheme") or "http",
-            ":authority": h.get(":authority") or h.get("host") or head.service,
-            ":path": h.get(":path") or head.path or "/",
-        }
         # Keep the downstream's pseudo-header order (some peers are picky); fill in the rest.
-        order = [k for k, _ in h if k in pseudo] + [k for k in pseudo if k not in h]
-        first = [(_wire(k), _wire(pseudo[k])) for k in dict.fromkeys(order)]
+        seen: dict[str, str] = {}
+        host = ""
+        for k, v in head.headers:
+            if k[:1] == ":":
+                if k in _REQUEST_PSEUDO and k not in seen:
+                    seen[k] = v
+            elif not host and len(k) == 4 and k.lower() == "host":
+                host = v
+        defaults = {":method": head.method or "GET", ":scheme": "http", ":authority": host or head.service,
+                    ":path": head.path or "/"}
+        first = [(_REQUEST_PSEUDO[k], wire((v or defaults[k]).strip(_TRIM))) for k, v in seen.items()]
+        if len(seen) < len(_REQUEST_PSEUDO):
+            first += [(b, wire(defaults[k].strip(_TRIM))) for k, b in _REQUEST_PSEUDO.items() if k not in seen]
         st = _Stream()
         st.local_done = head.end_stream
         self._streams[sid] = st
-        self._conn.send_headers(sid, _field_block(h, first), end_stream=head.end_stream)
+        self._conn.send_headers(sid, field_block(head.headers, first), end_stream=head.end_stream)
 
     def _send_response(self, head: ResponseHead) -> None:
         if self.role is not Role.SERVER:
@@ -461,7 +462,7 @@ class Http2Codec(Codec):
         sid = head.request_id
         # The field is the status (a filter may have changed it); a stale ":status" header is dropped.
         status = str(head.status)
-        self._conn.send_headers(sid, _field_block(head.headers, [(b":status", _wire(status))]),
+        self._conn.send_headers(sid, field_block(head.headers, [(b":status", wire(status))]),
                                 end_stream=head.end_stream)
         st = self._streams.get(sid)
         if st is not None:
@@ -477,6 +478,9 @@ class Http2Codec(Codec):
                 "send sendable() bytes and wait for WindowOpened"
             )
         step = self._conn.max_outbound_frame_size
+        if len(data) <= step:
+            self._conn.send_data(sid, data)
+            return
         view = memoryview(data)
         for start in range(0, len(data), step):
             self._conn.send_data(sid, view[start : start + step])
@@ -484,7 +488,7 @@ class Http2Codec(Codec):
     def _send_end(self, end: EndOfMessage) -> None:
         sid = end.stream_id
         if end.trailers:
-            self._conn.send_headers(sid, _field_block(end.trailers, []), end_stream=True)
+            self._conn.send_headers(sid, field_block(end.trailers, []), end_stream=True)
         else:
             self._conn.end_stream(sid)
         self._local_end(sid)
@@ -576,7 +580,7 @@ class Http2Codec(Codec):
                 fields = [(b"grpc-status", str(status.grpc_status).encode()),
                           (b"grpc-message", grpc.encode_message(message).encode())]
                 if not st.response_started:
-                    ctype = _wire(head.headers.get("content-type") or "application/grpc")
+                    ctype = wire(head.headers.get("content-type") or "application/grpc")
                     fields = [(b":status", b"200"), (b"content-type", ctype), *fields, (_MARK, mark)]
                 conn.send_headers(sid, fields, end_stream=True)
             elif st.response_started:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from sofamesh.core.events import RequestHead
+from sofamesh.core.events import RequestHead, ResponseHead
 from sofamesh.core.headers import Headers
-from sofamesh.core.proxy.stream import _forwarded
+from sofamesh.core.proxy.stream import _answering, _forwarded
+from sofamesh.core.upstream.pool import _on_stream
 
 
 def _resolve(name: str) -> str | None:
@@ -30,3 +31,18 @@ def test_the_forwarded_head_keeps_every_field_and_adds_forwarded_headers() -> No
     assert out.headers.get("x-forwarded-for") == "10.0.0.1, 127.0.0.9"
     assert out.headers.get("x-forwarded-proto") == "http"
     assert out.headers.get("host") == "example.com"
+
+
+def test_heads_moved_to_another_stream_id_keep_every_other_field() -> None:
+    meta = object()
+    request = RequestHead("http2", 7, "a.B", "C", "/a.B/C", "v2", "g1", Headers([("x", "1")]), True, False,
+                          b"raw", 1500, _resolve, meta)
+    response = ResponseHead("http2", 9, 404, 404, Headers([("x", "1")]), "Not Found", False, b"raw", meta)
+    for head, moved in ((request, _on_stream(request, 11)), (response, _answering(response, 11))):
+        assert moved.request_id == 11
+        defaults = type(head)("http1")
+        for f in dataclasses.fields(head):
+            if f.name != "request_id":
+                assert getattr(moved, f.name) is getattr(head, f.name), f.name
+            if f.name != "protocol":
+                assert getattr(head, f.name) != getattr(defaults, f.name), f"give {f.name} a non-default value"

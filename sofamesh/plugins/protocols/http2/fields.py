@@ -1,0 +1,198 @@
+"""HTTP/2 header fields: the checks on header blocks we receive and the field lists we send.
+
+Pure functions, no I/O. The ``h2`` state machine is configured to neither validate nor normalise
+header blocks (its pipeline of per-field generators cost as much as HPACK itself); this module
+does the same work in one pass per block:
+
+* ``received_fields`` enforces on every received block what ``h2``'s inbound validation did
+  (RFC 9113 8.2 and 8.3): field names lower case without control characters, spaces or inner
+  colons; values without NUL/CR/LF or surrounding whitespace; no connection-specific fields,
+  ``te`` only as ``trailers``; pseudo-header fields known for the block kind, once each, before
+  every regular field, the required ones present (``:method``, ``:scheme``, ``:path``, or
+  CONNECT's rules; ``:status``), none in trailers; ``:authority`` and ``host`` present and equal,
+  ``host`` once; ``:path`` not empty. It also joins ``cookie`` crumbs into one field at the end
+  (RFC 9113 8.2.3), as ``h2`` normalised them. A block that fails raises ``MalformedFields``
+  (the codec makes it a connection error, as ``h2`` did).
+* ``field_block`` builds what we send: lower-case names, values trimmed, no pseudo-header fields
+  or connection-specific fields from the event, ``te`` only as ``trailers``, credentials never
+  indexed by HPACK. Pseudo-header fields come first and only from the codec. These are the
+  guarantees ``h2``'s outbound normalisation and validation checked.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from hpack import NeverIndexedHeaderTuple
+
+from sofamesh.core.headers import Headers
+
+REQUEST: Final = 0
+RESPONSE: Final = 1
+TRAILERS: Final = 2
+
+# Connection-specific fields (RFC 9113 8.2.2) never cross into HTTP/2; ``te`` only as "trailers".
+CONNECTION_FIELDS: Final = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "http2-settings"}
+)
+_CONNECTION_FIELDS_B: Final = frozenset(n.encode() for n in CONNECTION_FIELDS - {"http2-settings"})
+_PSEUDO: Final[tuple[frozenset[bytes], ...]] = (
+    frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"}),
+    frozenset({b":status"}),
+    frozenset(),
+)
+# A name may hold 0x21..0x7e but no upper case letter and no colon (RFC 9113 8.2.1).
+_BAD_NAME: Final = re.compile(rb"[^!-9;-@\[-~]")
+_BAD_VALUE: Final = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
+_SECRET: Final = frozenset({"authorization", "proxy-authorization"})
+TRIM: Final = " \t\r\n\x0b\x0c"  # what h2 stripped: ASCII whitespace only, never latin-1's \x85 or \xa0
+
+# Regular fields already checked, with their text: most fields of a connection repeat on every
+# request. Bounded; a field that is not cached is simply checked again.
+_CHECKED: dict[tuple[bytes, bytes], tuple[str, str]] = {}
+_CHECKED_MAX: Final = 4096
+_CACHED_VALUE_MAX: Final = 256
+# The same for fields we send: the event's (name, value) -> what goes on the wire (None: dropped).
+_SENT: dict[tuple[str, str], tuple[bytes, bytes] | None] = {}
+_DROP: Final[tuple[bytes, bytes]] = (b"", b"")  # marks "not cached yet" in lookups
+
+
+class MalformedFields(ValueError):
+    """A received header block breaks RFC 9113 8.2/8.3; the message says how."""
+
+
+def received_fields(raw: list[tuple[bytes, bytes]], kind: int) -> list[tuple[str, str]]:
+    """The fields of a received header block of ``kind`` (REQUEST, RESPONSE or TRAILERS) as text
+    (latin-1, so they re-encode to the same bytes), checked as the module docstring says."""
+    out: list[tuple[str, str]] = []
+    checked = _CHECKED
+    pseudo: dict[bytes, bytes] = {}
+    regular = False
+    host: bytes | None = None
+    cookies: list[bytes] | None = None
+    for field in raw:
+        known = checked.get(field)
+        if known is not None:
+            regular = True
+            out.append(known)
+            continue
+        name, value = field
+        if name[:1] == b":":
+            if regular:
+                raise MalformedFields(f"pseudo-header field {name!r} after a regular field")
+            if name in pseudo:
+                raise MalformedFields(f"duplicate pseudo-header field {name!r}")
+            if name not in _PSEUDO[kind]:
+                raise MalformedFields(f"pseudo-header field {name!r} not allowed in this header block")
+            if _BAD_VALUE.search(value) is not None:
+                raise MalformedFields(f"illegal character or surrounding whitespace in {name!r}: {value!r}")
+            pseudo[name] = value
+            out.append((name.decode("latin-1"), value.decode("latin-1")))
+            continue
+        regular = True
+        if not name or _BAD_NAME.search(name) is not None:
+            raise MalformedFields(f"illegal header field name {name!r}")
+        if _BAD_VALUE.search(value) is not None:
+            raise MalformedFields(f"illegal character or surrounding whitespace in {name!r}: {value!r}")
+        if name in _CONNECTION_FIELDS_B:
+            raise MalformedFields(f"connection-specific header field {name!r}")
+        if name == b"te" and value.lower() != b"trailers":
+            raise MalformedFields(f"te header field must be 'trailers', got {value!r}")
+        if name == b"cookie":
+            if cookies is None:
+                cookies = []
+            cookies.append(value)
+            continue
+        text = (name.decode("latin-1"), value.decode("latin-1"))
+        if name == b"host":
+            if host is not None:
+                raise MalformedFields("more than one host header field")
+            host = value
+        elif len(value) <= _CACHED_VALUE_MAX:
+            if len(checked) >= _CHECKED_MAX:
+                checked.clear()
+            checked[field] = text
+        out.append(text)
+    if kind == REQUEST:
+        _check_request(pseudo, host)
+    elif kind == RESPONSE:
+        if b":status" not in pseudo:
+            raise MalformedFields("response header block without :status")
+    if cookies is not None:
+        out.append(("cookie", b"; ".join(cookies).decode("latin-1")))
+    return out
+
+
+def _check_request(pseudo: dict[bytes, bytes], host: bytes | None) -> None:
+    method = pseudo.get(b":method")
+    if method is None:
+        raise MalformedFields("request header block without :method")
+    if method == b"CONNECT" and b":protocol" not in pseudo:
+        if b":scheme" in pseudo or b":path" in pseudo:
+            raise MalformedFields("CONNECT request with :scheme or :path")
+    else:
+        if b":scheme" not in pseudo or b":path" not in pseudo:
+            raise MalformedFields("request header block without :scheme or :path")
+        if b":protocol" in pseudo and method != b"CONNECT":
+            raise MalformedFields(":protocol on a request that is not CONNECT")
+    if pseudo.get(b":path", b"-") == b"":
+        raise MalformedFields("empty :path")
+    authority = pseudo.get(b":authority")
+    if authority is None and host is None:
+        raise MalformedFields("request header block without :authority or host")
+    if authority is not None and host is not None and authority != host:
+        raise MalformedFields(f"mismatched :authority and host: {authority!r} / {host!r}")
+
+
+def wire(s: str) -> bytes:
+    """Field text as sent: latin-1 when it fits (the text we decoded re-encodes to the same bytes)."""
+    try:
+        return s.encode("latin-1")
+    except UnicodeEncodeError:
+        return s.encode("utf-8")
+
+
+def field_block(headers: Headers, first: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``first`` (pseudo-headers we set) followed by ``headers`` made fit for HTTP/2 (see the module
+    docstring). ``first`` is extended in place and returned."""
+    out = first
+    sent = _SENT
+    for field in headers:
+        if type(field) is not tuple:
+            field = (field[0], field[1])
+        wired = sent.get(field, _DROP)
+        if wired is _DROP:
+            wired = _sent_field(field[0], field[1])
+            if len(field[1]) <= _CACHED_VALUE_MAX:
+                if len(sent) >= _CHECKED_MAX:
+                    sent.clear()
+                sent[field] = wired
+        if wired is not None:
+            out.append(wired)
+    return out
+
+
+def _sent_field(name: str, value: str) -> tuple[bytes, bytes] | None:
+    lname = name.lower()
+    if lname[:1] == ":" or lname in CONNECTION_FIELDS or lname == "host":
+        return None
+    value = value.strip(TRIM)
+    if lname == "te" and value.lower() != "trailers":
+        return None
+    if lname in _SECRET or (lname == "cookie" and len(value) < 20):
+        return NeverIndexedHeaderTuple(wire(lname), wire(value))
+    return (wire(lname), wire(value))
+
+
+__all__ = [
+    "CONNECTION_FIELDS",
+    "REQUEST",
+    "RESPONSE",
+    "TRAILERS",
+    "TRIM",
+    "MalformedFields",
+    "field_block",
+    "received_fields",
+    "wire",
+]

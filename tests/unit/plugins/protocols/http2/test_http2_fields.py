@@ -1,0 +1,144 @@
+"""Header blocks the http2 codec checks itself: malformed ones from a real h2 peer (its own checks
+turned off so it sends them) end the connection with GOAWAY PROTOCOL_ERROR, as h2's did."""
+
+from __future__ import annotations
+
+import h2.config
+import h2.connection
+import h2.events
+import hpack
+import pytest
+
+from sofamesh.core.codec import CodecLimits, Role
+from sofamesh.core.errors import RemoteProtocolError
+from sofamesh.core.events import EndOfMessage, RequestHead, ResponseHead
+from sofamesh.core.headers import Headers
+from sofamesh.plugins.protocols.http2 import Http2Codec
+from sofamesh.plugins.protocols.http2.fields import field_block
+from tests.unit.plugins.protocols.http2.test_http2_codec import drain
+
+GOOD = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/a.B/C"), (b":authority", b"x:1"),
+        (b"content-type", b"application/grpc"), (b"te", b"trailers")]
+
+
+def lax_peer(client: bool) -> h2.connection.H2Connection:
+    config = h2.config.H2Configuration(client_side=client, header_encoding=None, validate_outbound_headers=False,
+                                       normalize_outbound_headers=False)
+    conn = h2.connection.H2Connection(config=config)
+    conn.initiate_connection()
+    return conn
+
+
+def server_receiving(fields: list[tuple[bytes, bytes]], end_stream: bool = True) -> tuple[Http2Codec, bytes]:
+    """A server-role codec fed one request header block; returns it and the peer's bytes so far."""
+    codec = Http2Codec(Role.SERVER, CodecLimits())
+    peer = lax_peer(client=True)
+    peer.receive_data(codec.data_to_send())
+    peer.send_headers(1, fields, end_stream=end_stream)
+    codec.receive_data(peer.data_to_send())
+    return codec, b""
+
+
+def assert_goaway_protocol_error(codec: Http2Codec, match: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=match):
+        drain(codec)
+    watcher = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    watcher.initiate_connection()
+    got = watcher.receive_data(codec.data_to_send())
+    assert any(isinstance(e, h2.events.ConnectionTerminated) and e.error_code == 1 for e in got)
+
+
+@pytest.mark.parametrize(("fields", "match"), [
+    ([*GOOD, (b"X-Upper", b"1")], "illegal header field name"),
+    ([*GOOD, (b"bad name", b"1")], "illegal header field name"),
+    ([*GOOD, (b"a:b", b"1")], "illegal header field name"),
+    ([*GOOD, (b"", b"1")], "illegal header field name"),
+    ([*GOOD, (b"x-split", b"a\r\nx-evil: 1")], "illegal character"),
+    ([*GOOD, (b"x-nul", b"a\x00b")], "illegal character"),
+    ([*GOOD, (b"x-pad", b" a")], "surrounding whitespace"),
+    ([*GOOD, (b"x-pad", b"a\t")], "surrounding whitespace"),
+    ([(b":path", b"/a\nb"), *GOOD[:2], *GOOD[3:]], "illegal character"),
+    ([*GOOD, (b"connection", b"close")], "connection-specific"),
+    ([*GOOD, (b"transfer-encoding", b"chunked")], "connection-specific"),
+    ([*GOOD[:5], (b"te", b"gzip")], "te header field"),
+    ([*GOOD[:2], (b"x-early", b"1"), *GOOD[2:]], "after a regular field"),
+    ([*GOOD, (b":method", b"GET")], "duplicate|after a regular"),
+    ([(b":method", b"GET"), (b":method", b"POST"), *GOOD[1:]], "duplicate"),
+    ([(b":status", b"200"), *GOOD], "not allowed"),
+    ([(b":custom", b"1"), *GOOD], "not allowed"),
+    (GOOD[1:], "without :method"),
+    ([GOOD[0], *GOOD[2:]], "without :scheme or :path"),
+    ([*GOOD[:2], (b":path", b""), *GOOD[3:]], "empty :path"),
+    ([*GOOD[:3], *GOOD[4:]], "without :authority or host"),
+    ([*GOOD, (b"host", b"other:2")], "mismatched :authority and host"),
+    ([*GOOD[:3], *GOOD[4:], (b"host", b"x:1"), (b"host", b"x:1")], "more than one host"),
+    ([(b":method", b"CONNECT"), (b":authority", b"x:1"), (b":path", b"/")], "CONNECT request with"),
+    ([*GOOD[:4], (b":protocol", b"websocket"), *GOOD[4:]], "after a regular|not CONNECT"),
+])
+def test_a_malformed_request_header_block_is_a_connection_error(fields: list[tuple[bytes, bytes]],
+                                                               match: str) -> None:
+    codec, _ = server_receiving(fields)
+    assert_goaway_protocol_error(codec, match)
+
+
+def test_a_field_seen_before_is_still_checked_in_its_new_position() -> None:
+    codec = Http2Codec(Role.SERVER, CodecLimits())
+    peer = lax_peer(client=True)
+    peer.receive_data(codec.data_to_send())
+    peer.send_headers(1, [*GOOD, (b"x-seen", b"1")], end_stream=True)
+    codec.receive_data(peer.data_to_send())
+    assert [type(e) for e in drain(codec)] == [RequestHead]
+    peer.send_headers(3, [(b"x-seen", b"1"), *GOOD], end_stream=True)  # cached field, now before pseudo
+    codec.receive_data(peer.data_to_send())
+    assert_goaway_protocol_error(codec, "after a regular field")
+
+
+def test_well_formed_requests_pass_and_cookie_crumbs_are_joined_at_the_end() -> None:
+    fields = [*GOOD[:3], (b":authority", b"x:1"), (b"cookie", b"a=1"), (b"x-k", b"v"), (b"cookie", b"b=2"),
+              (b"host", b"x:1"), (b"x-empty", b"")]
+    codec, _ = server_receiving(fields)
+    (head,) = drain(codec)
+    assert isinstance(head, RequestHead)
+    assert list(head.headers)[-1] == ("cookie", "a=1; b=2")
+    assert head.headers.get_all("cookie") == ["a=1; b=2"]
+    assert head.headers.get("x-empty") == ""
+    assert head.headers.get("host") == "x:1"
+    connect_ok, _ = server_receiving([(b":method", b"CONNECT"), (b":authority", b"x:443")], end_stream=False)
+    assert [type(e) for e in drain(connect_ok)] == [RequestHead]
+
+
+def client_receiving(blocks: list[list[tuple[bytes, bytes]]]) -> Http2Codec:
+    codec = Http2Codec(Role.CLIENT, CodecLimits())
+    server = lax_peer(client=False)
+    server.receive_data(codec.data_to_send())
+    codec.receive_data(server.data_to_send())
+    drain(codec)
+    sid = codec.new_stream_id()
+    head = RequestHead("http2", sid, "a.B", "C", "/a.B/C", headers=Headers([("content-type", "application/grpc")]),
+                       end_stream=True)
+    server.receive_data(codec.send(head))
+    for i, block in enumerate(blocks):
+        server.send_headers(sid, block, end_stream=i == len(blocks) - 1)
+    codec.receive_data(server.data_to_send())
+    return codec
+
+
+def test_upstream_responses_and_trailers_are_checked_too() -> None:
+    ok = client_receiving([[(b":status", b"200"), (b"content-type", b"application/grpc")], [(b"grpc-status", b"0")]])
+    assert [type(e) for e in drain(ok)] == [ResponseHead, EndOfMessage]
+    assert_goaway_protocol_error(client_receiving([[(b"content-type", b"application/grpc")]]), "without :status")
+    assert_goaway_protocol_error(client_receiving([[(b":status", b"200"), (b":path", b"/")]]), "not allowed")
+    assert_goaway_protocol_error(client_receiving([[(b":status", b"200")], [(b":status", b"200")]]), "not allowed")
+    assert_goaway_protocol_error(
+        client_receiving([[(b":status", b"200")], [(b"grpc-message", b"bad\r\nx: 1")]]), "illegal character")
+
+
+def test_sent_fields_are_lower_case_trimmed_and_keep_credentials_out_of_hpack_tables() -> None:
+    headers = Headers([(":path", "/stale"), ("Host", "h"), ("Connection", "close"), ("TE", "gzip"),
+                       ("X-Pad", " v \t"), ("Authorization", "Bearer t"), ("cookie", "short=1"),
+                       ("cookie", "a-much-longer-cookie=value")])
+    block = field_block(headers, [(b":status", b"200")])
+    assert [tuple(f) for f in block] == [(b":status", b"200"), (b"x-pad", b"v"), (b"authorization", b"Bearer t"),
+                                         (b"cookie", b"short=1"), (b"cookie", b"a-much-longer-cookie=value")]
+    never = [f[0] for f in block if isinstance(f, hpack.NeverIndexedHeaderTuple)]
+    assert never == [b"authorization", b"cookie"]
