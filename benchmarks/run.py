@@ -276,7 +276,7 @@ def start_sofamesh(proto: str, upstream: int, workers: int = 1, cpus: str = PROX
     config = sofamesh_config(proto, port, upstream)
     cfg = TMP / f"sofamesh-{proto}-{port}.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    argv = [python, "-m", "sofamesh", "proxy", "-c", str(cfg)]
+    argv = [python, "-P", "-m", "sofamesh", "proxy", "-c", str(cfg)]  # -P: not the cwd checkout
     if workers > 1:
         argv += ["--workers", str(workers)]
     proc = spawn(cpus, argv, f"{label}-{proto}-{workers}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, ClassVar, Final
 
-from sofamesh.core.buffer import ReceiveBuffer
+from sofamesh.core.buffer import FrameBuffer
 from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, ReplyStatus, Role, Sniff
 from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
 from sofamesh.core.events import (
@@ -124,10 +124,52 @@ def split_service(name: str) -> tuple[str, str, str]:
     return parts[0], parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else ""
 
 
+class _HeaderInfo:
+    """What a header-map block decodes to, shared by every frame that carries the same block."""
+
+    __slots__ = ("group", "headers", "method", "target", "version")
+
+    def __init__(self, block: bytes) -> None:
+        items = parse_header_map(block) if block else []
+        self.headers = Headers([(k, v) for k, v in items if v is not None]) if items else Headers()
+        target = method = ""
+        for k, v in items:
+            if not v:
+                continue
+            if k == HEADER_TARGET_SERVICE:
+                target = v
+            elif k == HEADER_SERVICE and not target:
+                target = v
+            elif k == HEADER_METHOD:
+                method = v
+        self.target = target
+        self.method = method
+        _, self.version, self.group = split_service(target)
+
+
+# A client sends the same header map (service, method, app...) on request after request, so a
+# block's decoding is kept and looked up by its bytes: a slice and a dict lookup instead of a parse,
+# a Headers and the split of the service name per frame. Bounded by entries and by block size.
+_HEADER_CACHE: dict[bytes, _HeaderInfo] = {}
+_HEADER_CACHE_MAX = 512
+_HEADER_CACHE_BLOCK_MAX = 2048
+
+
+def _header_info(block: bytes) -> _HeaderInfo:
+    info = _HEADER_CACHE.get(block)
+    if info is None:
+        info = _HeaderInfo(block)  # raises ValueError on a malformed block
+        if len(block) <= _HEADER_CACHE_BLOCK_MAX:
+            if len(_HEADER_CACHE) >= _HEADER_CACHE_MAX:
+                _HEADER_CACHE.clear()
+            _HEADER_CACHE[block] = info
+    return info
+
+
 class _LazyKeys:
     """``RequestHead.resolve`` for one request: keys that cost something or are derived."""
 
-    __slots__ = ("_codec", "_content", "_headers", "_method", "_service")
+    __slots__ = ("_content", "_headers", "_method", "_service")
 
     def __init__(self, frame: bytes, content_start: int, content_end: int, codec: int,
                  service: str, headers: Headers) -> None:
@@ -135,7 +177,6 @@ class _LazyKeys:
         self._service = service
         self._headers = headers
         self._method: str | None = None
-        self._codec = codec
 
     def __call__(self, name: str) -> str | None:
         if name == "method":
@@ -153,19 +194,24 @@ class _LazyKeys:
         return None
 
 
+_EMPTY_HEADERS: Final = Headers()
+_NO_HEADERS: Final = _HeaderInfo(b"")
+_KIND_KEY_SHIFT: Final = 8  # (type, cmdcode) as one int key: type << 8 | cmdcode (cmdcode is 16 bits)
+
+
 class BoltCodec(Codec):
     """One connection's Bolt engine (v1 and v2 frames may be mixed on one connection)."""
 
     def __init__(self, role: Role, limits: CodecLimits | None = None) -> None:
         self.role = role
         self.limits = limits or CodecLimits()
-        self._buf = ReceiveBuffer()
+        self._buf = FrameBuffer()  # parsed in place; a frame that is a whole read is forwarded uncopied
         self._closed = False
         self._close_reported = False
         self._error: RemoteProtocolError | None = None
         self._framing = V1_FRAMING  # framing of the last frame seen; heartbeats we send use it
         # this side's rows of the state table, keyed by plain ints (hashing the Role enum is slow)
-        self._kinds = {(t, c): k for (r, t, c), k in RECEIVABLE.items() if r is role}
+        self._kinds = {t << _KIND_KEY_SHIFT | c: k for (r, t, c), k in RECEIVABLE.items() if r is role}
         self._answerable_role = role is Role.SERVER
 
     # -- receiving --------------------------------------------------------------------------------
@@ -174,10 +220,10 @@ class BoltCodec(Codec):
             if data:
                 raise RemoteProtocolError("bolt: data received after the connection closed")
             return
-        if data:
-            self._buf.append(data)
-        else:
+        if not data:
             self._closed = True
+            return
+        self._buf.append(data)
 
     def next_event(self) -> Event | _NeedData:
         if self._error is not None:
@@ -190,96 +236,94 @@ class BoltCodec(Codec):
 
     def _next_event(self) -> Event | _NeedData:
         buf = self._buf
-        avail = len(buf)
-        if avail == 0:
+        data = buf.data
+        pos = buf.pos
+        avail = len(data) - pos
+        if avail <= 0:
             return self._at_end(clean=True)
-        head = buf.peek(3)
-        proto = head[0]
+        proto = data[pos]
         if proto == PROTO_V1:
             if avail < 2:
                 return self._at_end(clean=False)
-            type_ = head[1]
+            type_ = data[pos + 1]
             layout = V1_RESPONSE if type_ == TYPE_RESPONSE else V1_REQUEST
         elif proto == PROTO_V2:
             if avail < 3:
                 return self._at_end(clean=False)
-            if head[1] not in (1, 2):
-                raise RemoteProtocolError(f"bolt v2: unknown protocol version ver1={head[1]}")
-            type_ = head[2]
+            if data[pos + 1] not in (1, 2):
+                raise RemoteProtocolError(f"bolt v2: unknown protocol version ver1={data[pos + 1]}")
+            type_ = data[pos + 2]
             layout = V2_RESPONSE if type_ == TYPE_RESPONSE else V2_REQUEST
         else:
             raise RemoteProtocolError(f"bolt: unknown protocol code 0x{proto:02x}")
-        if type_ not in (TYPE_RESPONSE, TYPE_REQUEST, TYPE_ONEWAY):
+        if type_ > TYPE_ONEWAY:  # TYPE_RESPONSE, TYPE_REQUEST, TYPE_ONEWAY are 0, 1, 2
             raise RemoteProtocolError(f"bolt: unknown frame type {type_}")
         hlen = layout.size
         if avail < hlen:
             return self._at_end(clean=False)
-        fields = layout.unpack(buf.peek(hlen))
         if proto == PROTO_V1:
-            _, _, cmdcode, ver2, rid, codec, status_or_timeout, class_len, header_len, content_len = fields
-            ver1, switch = 1, 0
+            _, _, cmdcode, ver2, rid, codec, status_or_timeout, class_len, header_len, content_len = \
+                layout.unpack_from(data, pos)
+            framing = _FRAMINGS.get((1, 1, 0, codec, ver2)) or _framing(1, 1, 0, codec, ver2)
         else:
             (_, ver1, _, cmdcode, ver2, rid, codec, switch, status_or_timeout,
-             class_len, header_len, content_len) = fields
-        framing = _framing(proto, ver1, switch, codec, ver2)
-        kind = self._kinds.get((type_, cmdcode))
-        # Only a two-way request from a downstream client gets a local reply to a bad frame.
-        answerable = self._answerable_role and type_ == TYPE_REQUEST and cmdcode != CMD_HEARTBEAT
-        if kind is None:
-            raise self._error_for(
-                f"bolt: a {self.role.value}-side codec does not accept type {type_} cmdcode {cmdcode}",
-                400, rid, framing, answerable)
-        if header_len > self.limits.max_header_bytes:
+             class_len, header_len, content_len) = layout.unpack_from(data, pos)
+            framing = _framing(proto, ver1, switch, codec, ver2)
+        kind = self._kinds.get(type_ << _KIND_KEY_SHIFT | cmdcode)
+        limits = self.limits
+        if kind is None or header_len > limits.max_header_bytes:
+            answerable = self._answerable(type_, cmdcode)
+            if kind is None:
+                raise self._error_for(
+                    f"bolt: a {self.role.value}-side codec does not accept type {type_} cmdcode {cmdcode}",
+                    400, rid, framing, answerable)
             raise self._error_for(
                 f"bolt: header map of {header_len} bytes exceeds max_header_bytes "
-                f"{self.limits.max_header_bytes}", 431, rid, framing, answerable)
+                f"{limits.max_header_bytes}", 431, rid, framing, answerable)
         crc_len = CRC_LEN if framing.has_crc else 0
         total = hlen + class_len + header_len + content_len + crc_len
-        if total > self.limits.max_frame_bytes:
+        if total > limits.max_frame_bytes:
             raise self._error_for(
-                f"bolt: frame of {total} bytes exceeds max_frame_bytes {self.limits.max_frame_bytes}",
-                413, rid, framing, answerable)
+                f"bolt: frame of {total} bytes exceeds max_frame_bytes {limits.max_frame_bytes}",
+                413, rid, framing, self._answerable(type_, cmdcode))
         if avail < total:
             return self._at_end(clean=False)
-        frame = buf.take(total)
+        frame = buf.take(pos + total)
         if crc_len:
             body_end = total - CRC_LEN
             if crc32(memoryview(frame)[:body_end]) != int.from_bytes(frame[body_end:], "big"):
-                raise self._error_for("bolt v2: CRC32 mismatch", 400, rid, framing, answerable)
+                raise self._error_for("bolt v2: CRC32 mismatch", 400, rid, framing,
+                                      self._answerable(type_, cmdcode))
         self._framing = framing
         if kind is Kind.HEARTBEAT or kind is Kind.HEARTBEAT_REPLY:
             return Heartbeat(request_id=rid, reply=kind is Kind.HEARTBEAT_REPLY, raw=frame, meta=framing)
         hstart = hlen + class_len
         hend = hstart + header_len
-        try:
-            items = parse_header_map(frame, hstart, hend) if header_len else []
-        except ValueError as exc:
-            raise self._error_for(f"bolt: bad header map: {exc}", 400, rid, framing, answerable) from None
-        headers = Headers([(k, v) for k, v in items if v is not None]) if items else Headers()
+        if header_len:
+            try:
+                info = _header_info(frame[hstart:hend])
+            except ValueError as exc:
+                raise self._error_for(f"bolt: bad header map: {exc}", 400, rid, framing,
+                                      self._answerable(type_, cmdcode)) from None
+            headers = info.headers
+        else:
+            info = _NO_HEADERS
+            headers = _EMPTY_HEADERS
+        # Positional arguments: keywords cost about as much again as building the event itself.
         if kind is Kind.RESPONSE:
-            return ResponseHead(
-                protocol=PROTOCOL, request_id=rid, status=status_or_timeout,
-                http_status=HTTP_STATUS.get(status_or_timeout, 500), headers=headers, raw=frame,
-                meta=framing,
-            )
-        target = method = ""
-        for k, v in items:
-            if not v:
-                continue
-            if k == HEADER_TARGET_SERVICE:
-                target = v
-            elif k == HEADER_SERVICE and not target:
-                target = v
-            elif k == HEADER_METHOD:
-                method = v
-        _, version, group = split_service(target)
-        return RequestHead(
-            protocol=PROTOCOL, request_id=rid, service=target, method=method, version=version,
-            group=group, headers=headers, oneway=kind is Kind.ONEWAY, end_stream=True, raw=frame,
-            timeout_ms=status_or_timeout if status_or_timeout > 0 else None,
-            resolve=_LazyKeys(frame, hend, hend + content_len, codec, target, headers),
-            meta=framing,
-        )
+            # protocol, request_id, status, http_status, headers, reason, end_stream, raw, meta
+            return ResponseHead(PROTOCOL, rid, status_or_timeout, HTTP_STATUS.get(status_or_timeout, 500), headers,
+                                "", True, frame, framing)
+        target = info.target
+        # protocol, request_id, service, method, path, version, group, headers, oneway, end_stream, raw,
+        # timeout_ms, resolve, meta
+        return RequestHead(PROTOCOL, rid, target, info.method, "", info.version, info.group, headers,
+                           kind is Kind.ONEWAY, True, frame, status_or_timeout if status_or_timeout > 0 else None,
+                           _LazyKeys(frame, hend, hend + content_len, codec, target, headers), framing)
+
+    def _answerable(self, type_: int, cmdcode: int) -> bool:
+        """Only a two-way request from a downstream client gets a local reply to a bad frame."""
+        return self._answerable_role and type_ == TYPE_REQUEST and cmdcode != CMD_HEARTBEAT
 
     def _at_end(self, clean: bool) -> ConnectionClosed | _NeedData:
         if self._closed and not self._close_reported:
