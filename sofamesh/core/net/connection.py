@@ -8,6 +8,7 @@ import socket
 from typing import Any
 
 from sofamesh.core.net.flow_control import ReadGate, WriteGate
+from sofamesh.core.net.timers import DeadlineWheel, wheel_for
 
 
 class WriteBatch:
@@ -30,9 +31,13 @@ class WriteBatch:
     def end(self) -> None:
         self.depth -= 1
         if not self.depth and self.dirty:
-            dirty, self.dirty = self.dirty, []
-            for conn in dirty:
-                conn.flush()
+            self.flush()
+
+    def flush(self) -> None:
+        """Write out every connection written to in the batch (``end`` does it at depth 0)."""
+        dirty, self.dirty = self.dirty, []
+        for conn in dirty:
+            conn.flush()
 
 
 _batches: dict[int, WriteBatch] = {}
@@ -46,12 +51,13 @@ def batch_for(loop: asyncio.AbstractEventLoop) -> WriteBatch:
 
 
 class Connection(asyncio.Protocol):
-    __slots__ = ("batch", "closed", "last_active", "loop", "peer", "read_gate", "transport", "wbuf",
+    __slots__ = ("batch", "closed", "last_active", "loop", "peer", "read_gate", "transport", "wbuf", "wheel",
                  "write_gate")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.batch = batch_for(loop)
+        self.wheel: DeadlineWheel = wheel_for(loop)  # the loop's request deadlines, looked up once
         self.wbuf: list[bytes] | None = None
         self.transport: asyncio.Transport | None = None
         self.read_gate: ReadGate | None = None

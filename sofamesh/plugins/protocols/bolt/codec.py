@@ -125,7 +125,11 @@ def split_service(name: str) -> tuple[str, str, str]:
 
 
 class _HeaderInfo:
-    """What a header-map block decodes to, shared by every frame that carries the same block."""
+    """What a header-map block decodes to, shared by every frame that carries the same block.
+
+    It is also the ``RequestHead.resolve`` of those frames when the block names the method: every
+    derived key then comes from the block alone, and no per-frame resolver is built.
+    """
 
     __slots__ = ("group", "headers", "method", "target", "version")
 
@@ -145,6 +149,22 @@ class _HeaderInfo:
         self.target = target
         self.method = method
         _, self.version, self.group = split_service(target)
+
+    def __call__(self, name: str) -> str | None:
+        if name == "method":
+            return self.method or None
+        return _derived_key(name, self.target, self.headers)
+
+
+def _derived_key(name: str, service: str, headers: Headers) -> str | None:
+    """The routing keys derived from the service name and the header map (module docstring)."""
+    if name == "interface":
+        return split_service(service)[0] or None
+    if name in ("unique_id", "uniqueId"):
+        return split_service(service)[2] or None
+    if name in ("app", "target_app"):
+        return headers.get(HEADER_TARGET_APP)
+    return None
 
 
 # A client sends the same header map (service, method, app...) on request after request, so a
@@ -167,31 +187,26 @@ def _header_info(block: bytes) -> _HeaderInfo:
 
 
 class _LazyKeys:
-    """``RequestHead.resolve`` for one request: keys that cost something or are derived."""
+    """``RequestHead.resolve`` for a request whose header map does not name the method: the method
+    is read from the hessian2 body, once, and only when a route asks for it."""
 
-    __slots__ = ("_content", "_headers", "_method", "_service")
+    __slots__ = ("_end", "_frame", "_info", "_method", "_start")
 
-    def __init__(self, frame: bytes, content_start: int, content_end: int, codec: int,
-                 service: str, headers: Headers) -> None:
-        self._content = (frame, content_start, content_end) if codec == CODEC_HESSIAN2 else None
-        self._service = service
-        self._headers = headers
+    def __init__(self, frame: bytes | None, content_start: int, content_end: int, info: _HeaderInfo) -> None:
+        self._frame = frame  # None: not a hessian2 body, or already read
+        self._start = content_start
+        self._end = content_end
+        self._info = info
         self._method: str | None = None
 
     def __call__(self, name: str) -> str | None:
         if name == "method":
-            if self._method is None and self._content is not None:
-                frame, start, end = self._content
-                self._method = read_method_name(memoryview(frame)[start:end]) or ""
-                self._content = None
+            frame = self._frame
+            if frame is not None:
+                self._method = read_method_name(memoryview(frame)[self._start:self._end]) or ""
+                self._frame = None
             return self._method or None
-        if name == "interface":
-            return split_service(self._service)[0] or None
-        if name in ("unique_id", "uniqueId"):
-            return split_service(self._service)[2] or None
-        if name in ("app", "target_app"):
-            return self._headers.get(HEADER_TARGET_APP)
-        return None
+        return _derived_key(name, self._info.target, self._info.headers)
 
 
 _EMPTY_HEADERS: Final = Headers()
@@ -229,97 +244,97 @@ class BoltCodec(Codec):
         if self._error is not None:
             raise self._error
         try:
-            return self._next_event()
+            buf = self._buf
+            data = buf.data
+            pos = buf.pos
+            avail = len(data) - pos
+            if avail <= 0:  # every frame of the read was taken: the usual end of a batch
+                return self._at_end(clean=True) if self._closed else NEED_DATA
+            proto = data[pos]
+            if proto == PROTO_V1:
+                if avail < 2:
+                    return self._at_end(clean=False)
+                type_ = data[pos + 1]
+                layout = V1_RESPONSE if type_ == TYPE_RESPONSE else V1_REQUEST
+            elif proto == PROTO_V2:
+                if avail < 3:
+                    return self._at_end(clean=False)
+                if data[pos + 1] not in (1, 2):
+                    raise RemoteProtocolError(f"bolt v2: unknown protocol version ver1={data[pos + 1]}")
+                type_ = data[pos + 2]
+                layout = V2_RESPONSE if type_ == TYPE_RESPONSE else V2_REQUEST
+            else:
+                raise RemoteProtocolError(f"bolt: unknown protocol code 0x{proto:02x}")
+            if type_ > TYPE_ONEWAY:  # TYPE_RESPONSE, TYPE_REQUEST, TYPE_ONEWAY are 0, 1, 2
+                raise RemoteProtocolError(f"bolt: unknown frame type {type_}")
+            hlen = layout.size
+            if avail < hlen:
+                return self._at_end(clean=False)
+            if proto == PROTO_V1:
+                _, _, cmdcode, ver2, rid, codec, status_or_timeout, class_len, header_len, content_len = \
+                    layout.unpack_from(data, pos)
+                framing = _FRAMINGS.get((1, 1, 0, codec, ver2)) or _framing(1, 1, 0, codec, ver2)
+            else:
+                (_, ver1, _, cmdcode, ver2, rid, codec, switch, status_or_timeout,
+                 class_len, header_len, content_len) = layout.unpack_from(data, pos)
+                framing = _framing(proto, ver1, switch, codec, ver2)
+            kind = self._kinds.get(type_ << _KIND_KEY_SHIFT | cmdcode)
+            limits = self.limits
+            if kind is None or header_len > limits.max_header_bytes:
+                answerable = self._answerable(type_, cmdcode)
+                if kind is None:
+                    raise self._error_for(
+                        f"bolt: a {self.role.value}-side codec does not accept type {type_} cmdcode {cmdcode}",
+                        400, rid, framing, answerable)
+                raise self._error_for(
+                    f"bolt: header map of {header_len} bytes exceeds max_header_bytes "
+                    f"{limits.max_header_bytes}", 431, rid, framing, answerable)
+            crc_len = CRC_LEN if framing.has_crc else 0
+            total = hlen + class_len + header_len + content_len + crc_len
+            if total > limits.max_frame_bytes:
+                raise self._error_for(
+                    f"bolt: frame of {total} bytes exceeds max_frame_bytes {limits.max_frame_bytes}",
+                    413, rid, framing, self._answerable(type_, cmdcode))
+            if avail < total:
+                return self._at_end(clean=False)
+            frame = buf.take(pos + total)
+            if crc_len:
+                body_end = total - CRC_LEN
+                if crc32(memoryview(frame)[:body_end]) != int.from_bytes(frame[body_end:], "big"):
+                    raise self._error_for("bolt v2: CRC32 mismatch", 400, rid, framing,
+                                          self._answerable(type_, cmdcode))
+            self._framing = framing
+            if kind is Kind.HEARTBEAT or kind is Kind.HEARTBEAT_REPLY:
+                return Heartbeat(request_id=rid, reply=kind is Kind.HEARTBEAT_REPLY, raw=frame, meta=framing)
+            hstart = hlen + class_len
+            hend = hstart + header_len
+            if header_len:
+                try:
+                    info = _header_info(frame[hstart:hend])
+                except ValueError as exc:
+                    raise self._error_for(f"bolt: bad header map: {exc}", 400, rid, framing,
+                                          self._answerable(type_, cmdcode)) from None
+                headers = info.headers
+            else:
+                info = _NO_HEADERS
+                headers = _EMPTY_HEADERS
+            # Positional arguments: keywords cost about as much again as building the event itself.
+            if kind is Kind.RESPONSE:
+                # protocol, request_id, status, http_status, headers, reason, end_stream, raw, meta
+                return ResponseHead(PROTOCOL, rid, status_or_timeout, HTTP_STATUS.get(status_or_timeout, 500), headers,
+                                    "", True, frame, framing)
+            method = info.method
+            resolve: _HeaderInfo | _LazyKeys = info
+            if not method:
+                resolve = _LazyKeys(frame if codec == CODEC_HESSIAN2 else None, hend, hend + content_len, info)
+            # protocol, request_id, service, method, path, version, group, headers, oneway, end_stream, raw,
+            # timeout_ms, resolve, meta
+            return RequestHead(PROTOCOL, rid, info.target, method, "", info.version, info.group, headers,
+                               kind is Kind.ONEWAY, True, frame, status_or_timeout if status_or_timeout > 0 else None,
+                               resolve, framing)
         except RemoteProtocolError as exc:
             self._error = exc
             raise
-
-    def _next_event(self) -> Event | _NeedData:
-        buf = self._buf
-        data = buf.data
-        pos = buf.pos
-        avail = len(data) - pos
-        if avail <= 0:
-            return self._at_end(clean=True)
-        proto = data[pos]
-        if proto == PROTO_V1:
-            if avail < 2:
-                return self._at_end(clean=False)
-            type_ = data[pos + 1]
-            layout = V1_RESPONSE if type_ == TYPE_RESPONSE else V1_REQUEST
-        elif proto == PROTO_V2:
-            if avail < 3:
-                return self._at_end(clean=False)
-            if data[pos + 1] not in (1, 2):
-                raise RemoteProtocolError(f"bolt v2: unknown protocol version ver1={data[pos + 1]}")
-            type_ = data[pos + 2]
-            layout = V2_RESPONSE if type_ == TYPE_RESPONSE else V2_REQUEST
-        else:
-            raise RemoteProtocolError(f"bolt: unknown protocol code 0x{proto:02x}")
-        if type_ > TYPE_ONEWAY:  # TYPE_RESPONSE, TYPE_REQUEST, TYPE_ONEWAY are 0, 1, 2
-            raise RemoteProtocolError(f"bolt: unknown frame type {type_}")
-        hlen = layout.size
-        if avail < hlen:
-            return self._at_end(clean=False)
-        if proto == PROTO_V1:
-            _, _, cmdcode, ver2, rid, codec, status_or_timeout, class_len, header_len, content_len = \
-                layout.unpack_from(data, pos)
-            framing = _FRAMINGS.get((1, 1, 0, codec, ver2)) or _framing(1, 1, 0, codec, ver2)
-        else:
-            (_, ver1, _, cmdcode, ver2, rid, codec, switch, status_or_timeout,
-             class_len, header_len, content_len) = layout.unpack_from(data, pos)
-            framing = _framing(proto, ver1, switch, codec, ver2)
-        kind = self._kinds.get(type_ << _KIND_KEY_SHIFT | cmdcode)
-        limits = self.limits
-        if kind is None or header_len > limits.max_header_bytes:
-            answerable = self._answerable(type_, cmdcode)
-            if kind is None:
-                raise self._error_for(
-                    f"bolt: a {self.role.value}-side codec does not accept type {type_} cmdcode {cmdcode}",
-                    400, rid, framing, answerable)
-            raise self._error_for(
-                f"bolt: header map of {header_len} bytes exceeds max_header_bytes "
-                f"{limits.max_header_bytes}", 431, rid, framing, answerable)
-        crc_len = CRC_LEN if framing.has_crc else 0
-        total = hlen + class_len + header_len + content_len + crc_len
-        if total > limits.max_frame_bytes:
-            raise self._error_for(
-                f"bolt: frame of {total} bytes exceeds max_frame_bytes {limits.max_frame_bytes}",
-                413, rid, framing, self._answerable(type_, cmdcode))
-        if avail < total:
-            return self._at_end(clean=False)
-        frame = buf.take(pos + total)
-        if crc_len:
-            body_end = total - CRC_LEN
-            if crc32(memoryview(frame)[:body_end]) != int.from_bytes(frame[body_end:], "big"):
-                raise self._error_for("bolt v2: CRC32 mismatch", 400, rid, framing,
-                                      self._answerable(type_, cmdcode))
-        self._framing = framing
-        if kind is Kind.HEARTBEAT or kind is Kind.HEARTBEAT_REPLY:
-            return Heartbeat(request_id=rid, reply=kind is Kind.HEARTBEAT_REPLY, raw=frame, meta=framing)
-        hstart = hlen + class_len
-        hend = hstart + header_len
-        if header_len:
-            try:
-                info = _header_info(frame[hstart:hend])
-            except ValueError as exc:
-                raise self._error_for(f"bolt: bad header map: {exc}", 400, rid, framing,
-                                      self._answerable(type_, cmdcode)) from None
-            headers = info.headers
-        else:
-            info = _NO_HEADERS
-            headers = _EMPTY_HEADERS
-        # Positional arguments: keywords cost about as much again as building the event itself.
-        if kind is Kind.RESPONSE:
-            # protocol, request_id, status, http_status, headers, reason, end_stream, raw, meta
-            return ResponseHead(PROTOCOL, rid, status_or_timeout, HTTP_STATUS.get(status_or_timeout, 500), headers,
-                                "", True, frame, framing)
-        target = info.target
-        # protocol, request_id, service, method, path, version, group, headers, oneway, end_stream, raw,
-        # timeout_ms, resolve, meta
-        return RequestHead(PROTOCOL, rid, target, info.method, "", info.version, info.group, headers,
-                           kind is Kind.ONEWAY, True, frame, status_or_timeout if status_or_timeout > 0 else None,
-                           _LazyKeys(frame, hend, hend + content_len, codec, target, headers), framing)
 
     def _answerable(self, type_: int, cmdcode: int) -> bool:
         """Only a two-way request from a downstream client gets a local reply to a bad frame."""

@@ -186,7 +186,45 @@ class DubboCodec(Codec):
         if self._error is not None:
             raise self._error
         try:
-            return self._next()
+            buf = self._buf
+            data = buf.data
+            pos = buf.pos
+            have = len(data) - pos
+            if have <= 0 and not self._closed:  # every frame of the read was taken: the usual end of a batch
+                return NEED_DATA
+            if have < HEADER_LEN:
+                if have > 0 and data[pos:pos + 2] != MAGIC[:have]:
+                    raise RemoteProtocolError(f"dubbo: bad magic {bytes(data[pos:pos + 2]).hex()} (expected dabb)")
+                return self._at_end()
+            magic, flag, _status, request_id, body_len = HEADER.unpack_from(data, pos)
+            if magic != MAGIC:
+                raise RemoteProtocolError(f"dubbo: bad magic {magic.hex()} (expected dabb)")
+            is_request = flag & FLAG_REQUEST
+            total = HEADER_LEN + body_len
+            if body_len < 0 or total > self._limits.max_frame_bytes:
+                limit = self._limits.max_frame_bytes
+                what = f"negative body length {body_len}" if body_len < 0 else (
+                    f"frame of {total} bytes exceeds max_frame_bytes={limit}")
+                raise RemoteProtocolError(f"dubbo: {what} (request id {request_id})",
+                                          400 if body_len < 0 else 413, self._partial(flag, request_id))
+            if have < total:
+                return self._at_end()
+            frame = buf.take(pos + total)
+            if flag & FLAG_EVENT:
+                # Dubbo events are heartbeats (body: serialized null) or the read-only notice; both are
+                # answered locally and never forwarded.
+                return Heartbeat(request_id=request_id, reply=not is_request, raw=frame, meta=flag)
+            if self.role is Role.SERVER:
+                if not is_request:
+                    raise RemoteProtocolError(f"dubbo: a consumer sent a response (request id {request_id})")
+                return self._request(frame, flag, request_id)
+            if is_request:
+                raise RemoteProtocolError(f"dubbo: a provider sent a request (request id {request_id}); "
+                                          "provider-to-consumer calls are not supported")
+            status = frame[3]
+            # positional (keywords cost about as much again as the event): protocol, request_id, status,
+            # http_status, headers, reason, end_stream, raw
+            return ResponseHead(PROTOCOL, request_id, status, _HTTP.get(status, 500), _NO_HEADERS, "", True, frame)
         except RemoteProtocolError as exc:
             self._error = exc
             raise
@@ -196,45 +234,6 @@ class DubboCodec(Codec):
             self._close_reported = True
             return ConnectionClosed(clean=len(self._buf) == 0)
         return NEED_DATA
-
-    def _next(self) -> Event | _NeedData:
-        buf = self._buf
-        data = buf.data
-        pos = buf.pos
-        have = len(data) - pos
-        if have < HEADER_LEN:
-            if have > 0 and data[pos:pos + 2] != MAGIC[:have]:
-                raise RemoteProtocolError(f"dubbo: bad magic {bytes(data[pos:pos + 2]).hex()} (expected dabb)")
-            return self._at_end()
-        magic, flag, _status, request_id, body_len = HEADER.unpack_from(data, pos)
-        if magic != MAGIC:
-            raise RemoteProtocolError(f"dubbo: bad magic {magic.hex()} (expected dabb)")
-        is_request = flag & FLAG_REQUEST
-        total = HEADER_LEN + body_len
-        if body_len < 0 or total > self._limits.max_frame_bytes:
-            limit = self._limits.max_frame_bytes
-            what = f"negative body length {body_len}" if body_len < 0 else (
-                f"frame of {total} bytes exceeds max_frame_bytes={limit}")
-            raise RemoteProtocolError(f"dubbo: {what} (request id {request_id})",
-                                      400 if body_len < 0 else 413, self._partial(flag, request_id))
-        if have < total:
-            return self._at_end()
-        frame = buf.take(pos + total)
-        if flag & FLAG_EVENT:
-            # Dubbo events are heartbeats (body: serialized null) or the read-only notice; both are
-            # answered locally and never forwarded.
-            return Heartbeat(request_id=request_id, reply=not is_request, raw=frame, meta=flag)
-        if self.role is Role.SERVER:
-            if not is_request:
-                raise RemoteProtocolError(f"dubbo: a consumer sent a response (request id {request_id})")
-            return self._request(frame, flag, request_id)
-        if is_request:
-            raise RemoteProtocolError(f"dubbo: a provider sent a request (request id {request_id}); "
-                                      "provider-to-consumer calls are not supported")
-        status = frame[3]
-        # positional (keywords cost about as much again as the event): protocol, request_id, status,
-        # http_status, headers, reason, end_stream, raw
-        return ResponseHead(PROTOCOL, request_id, status, _HTTP.get(status, 500), _NO_HEADERS, "", True, frame)
 
     def _partial(self, flag: int, request_id: int) -> RequestHead | None:
         if not flag & FLAG_REQUEST or flag & FLAG_EVENT or self.role is not Role.SERVER:
