@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from sofamesh.core.codec import ReplyStatus
 from sofamesh.core.events import BodyChunk, EndOfMessage, RequestHead
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from sofamesh.core.upstream.pool import ExclusiveConnection
 
 _MAX_PENDING_BODY = 256 * 1024
+# Enum members as module constants: ``Verdict.CONTINUE`` is a class attribute lookup that costs
+# about 0.2 us in CPython 3.11, and the filter runner makes one or two per filter per request.
+_CONTINUE: Final = Verdict.CONTINUE
+_STOP: Final = Verdict.STOP
 _MAX_TRIES = 3
 
 
@@ -115,9 +119,9 @@ class Stream:
         """Run request hooks from ``start``; True when every one continued (the stream goes on)."""
         for i in range(start, len(hooks)):
             r = hooks[i](self)
-            if r is Verdict.CONTINUE:
+            if r is _CONTINUE:
                 continue
-            if r is Verdict.STOP:  # the filter resumes or replies later
+            if r is _STOP:  # the filter resumes or replies later
                 self.filter_index = i
                 return False
             if isinstance(r, LocalReply):

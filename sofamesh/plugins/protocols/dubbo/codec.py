@@ -159,10 +159,11 @@ class _Attachments:
 class DubboCodec(Codec):
     """One connection's Dubbo engine; see the module docstring for events and routing keys."""
 
-    __slots__ = ("_buf", "_close_reported", "_closed", "_error", "_heads", "_limits", "role")
+    __slots__ = ("_buf", "_close_reported", "_closed", "_error", "_heads", "_limits", "_server", "role")
 
     def __init__(self, role: Role, limits: CodecLimits) -> None:
         self.role = role
+        self._server = role is Role.SERVER  # an enum member lookup costs about 0.2 us: once, not per frame
         self._limits = limits
         self._buf = FrameBuffer()  # parsed in place; a frame that is a whole read is forwarded uncopied
         self._closed = False
@@ -214,7 +215,7 @@ class DubboCodec(Codec):
                 # Dubbo events are heartbeats (body: serialized null) or the read-only notice; both are
                 # answered locally and never forwarded.
                 return Heartbeat(request_id=request_id, reply=not is_request, raw=frame, meta=flag)
-            if self.role is Role.SERVER:
+            if self._server:
                 if not is_request:
                     raise RemoteProtocolError(f"dubbo: a consumer sent a response (request id {request_id})")
                 return self._request(frame, flag, request_id)
@@ -236,7 +237,7 @@ class DubboCodec(Codec):
         return NEED_DATA
 
     def _partial(self, flag: int, request_id: int) -> RequestHead | None:
-        if not flag & FLAG_REQUEST or flag & FLAG_EVENT or self.role is not Role.SERVER:
+        if not flag & FLAG_REQUEST or flag & FLAG_EVENT or not self._server:
             return None
         return RequestHead(protocol=PROTOCOL, request_id=request_id, oneway=not flag & FLAG_TWOWAY)
 
