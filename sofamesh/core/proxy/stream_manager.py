@@ -143,13 +143,11 @@ class DownstreamConnection(Connection):
                 return
         self.codec.receive_data(data)
         batch = self.batch
-        batch.depth += 1  # WriteBatch.begin/end, inlined: this runs for every read
+        batch.depth += 1  # batch.begin(), inlined: this runs for every read
         try:
             self._pump()
         finally:
-            batch.depth -= 1
-            if not batch.depth and batch.dirty:
-                batch.flush()
+            batch.end_read()
 
     def eof_received(self) -> bool | None:
         if self.tcp is not None:

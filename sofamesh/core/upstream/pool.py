@@ -73,7 +73,7 @@ class UpstreamConnection(Connection):
         codec = self.codec
         codec.receive_data(data)
         batch = self.batch
-        batch.depth += 1  # every response in this read goes to its downstream in one write (WriteBatch)
+        batch.depth += 1  # batch.begin(): responses go to their downstreams in one write each
         try:
             on_event = self.on_event
             while (ev := codec.next_event()) is not NEED_DATA:
@@ -83,9 +83,7 @@ class UpstreamConnection(Connection):
             self.abort()
             return
         finally:
-            batch.depth -= 1
-            if not batch.depth and batch.dirty:
-                batch.flush()
+            batch.end_read()
         if self.codec_sends:
             out = codec.data_to_send()
             if out:
