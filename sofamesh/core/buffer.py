@@ -1,4 +1,7 @@
-"""ReceiveBuffer: the byte accumulator every codec parses from. No copies until a frame is taken."""
+"""ReceiveBuffer: the byte accumulator every codec parses from. No copies until a frame is taken.
+
+FrameBuffer: the same for framed RPC codecs (Bolt, Dubbo) that parse fixed headers in place.
+"""
 
 from __future__ import annotations
 
@@ -43,4 +46,48 @@ class ReceiveBuffer:
         return self.take(len(self))
 
 
-__all__ = ["ReceiveBuffer"]
+class FrameBuffer:
+    """Unparsed bytes as ``data[pos:]``, for codecs that read fixed headers in place
+    (``struct.unpack_from(data, pos)``) and take whole frames.
+
+    A read that ends on a frame boundary (the usual case for request/response RPC) leaves nothing
+    behind, so the next read's ``bytes`` object becomes ``data`` as it is, and a frame that is a
+    whole read is taken as that very object: no copy in or out. Only a frame split across reads is
+    accumulated in a ``bytearray``.
+    """
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self) -> None:
+        self.data: bytes | bytearray = b""
+        self.pos = 0
+
+    def __len__(self) -> int:
+        return len(self.data) - self.pos
+
+    def append(self, chunk: bytes) -> None:
+        data = self.data
+        pos = self.pos
+        if pos >= len(data):
+            self.data = chunk
+            self.pos = 0
+        elif type(data) is bytearray:
+            if pos > 65536 and pos * 2 > len(data):
+                del data[:pos]
+                self.pos = 0
+            data += chunk
+        else:  # a partial frame left in an immutable read: start accumulating
+            acc = bytearray(memoryview(data)[pos:])
+            acc += chunk
+            self.data = acc
+            self.pos = 0
+
+    def take(self, end: int) -> bytes:
+        """Consume ``data[pos:end]`` (the caller checked it is there) and return it as ``bytes``."""
+        data = self.data
+        pos = self.pos
+        self.pos = end
+        return data[pos:end] if type(data) is bytes else bytes(memoryview(data)[pos:end])
+
+
+__all__ = ["FrameBuffer", "ReceiveBuffer"]

@@ -1,4 +1,5 @@
-"""Codec events: what a sans-IO codec emits from bytes and accepts to encode. Frozen, slotted, final.
+"""Codec events: what a sans-IO codec emits from bytes and accepts to encode. Slotted, final, and
+immutable by contract.
 
 Two shapes of exchange share these events:
 
@@ -6,6 +7,15 @@ Two shapes of exchange share these events:
   then ``EndOfMessage``; ``raw`` is ``None`` and the proxy re-encodes the head.
 * framed RPC protocols (Bolt, Dubbo, Thrift): one ``RequestHead(end_stream=True, raw=frame)`` per
   frame; the proxy forwards ``raw`` untouched except for the request id (see ``Codec.rewrite_request_id``).
+
+Immutability is a contract, not enforced: an event may be handed to several filters, kept by a
+stream and re-sent, so nobody assigns to an event's fields once it is built; make a changed copy
+with ``dataclasses.replace`` (or the constructor) instead. ``RequestHead`` and ``ResponseHead`` are
+built once or twice per proxied request, and ``frozen=True`` made that about 5x dearer in CPython
+(every field set through ``object.__setattr__``), so the two heads are plain slotted dataclasses
+that keep what the rest relies on: the same constructor (positional order and keywords), the
+same validation errors, equality, and hashing by value (``unsafe_hash``). The rarer events stay
+``frozen=True``.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ NeedData = _NeedData
 _EMPTY = Headers()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RequestHead:
     """The routable part of a request.
 
@@ -42,6 +52,7 @@ class RequestHead:
     HTTP path (empty for RPC). ``resolve`` lets a codec provide keys that are expensive to read (a
     method name inside a Bolt body, a Dubbo group inside the attachments) only when a route asks.
     ``meta`` is protocol-private state the same codec needs again (HTTP version, framing flags...).
+    Immutable by contract (see the module docstring): copy with ``dataclasses.replace``, never assign.
     """
 
     protocol: str
@@ -84,10 +95,11 @@ class RequestHead:
         return v
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ResponseHead:
     """A response. ``status`` is protocol-native (HTTP code, Bolt status, Dubbo status byte);
-    ``http_status`` is the same outcome mapped to an HTTP code, for stats and bridging."""
+    ``http_status`` is the same outcome mapped to an HTTP code, for stats and bridging.
+    Immutable by contract (see the module docstring): copy with ``dataclasses.replace``, never assign."""
 
     protocol: str
     request_id: int = 0

@@ -8,31 +8,54 @@ import socket
 from typing import Any
 
 from sofamesh.core.net.flow_control import ReadGate, WriteGate
+from sofamesh.core.net.timers import DeadlineWheel, wheel_for
 
 
 class WriteBatch:
-    """Coalesces the writes made while one read is handled: a connection written to N times during
-    ``batch.begin()`` ... ``batch.end()`` gets one ``transport.write`` (one syscall), not N.
+    """Coalesces writes: a connection written to N times during ``batch.begin()`` ...
+    ``batch.end()`` gets one ``transport.write`` (one syscall), not N.
 
     One per event loop (``batch_for``); reads do not nest across connections, so a depth counter is
-    enough. With 16 Bolt frames in one read this turns 32 sends into 2."""
+    enough. With 16 Bolt frames in one read this turns 32 sends into 2.
 
-    __slots__ = ("depth", "dirty", "loop")
+    The connections' reads go further (``end_read``): what they write is flushed once the loop has
+    handled every read that was ready together (a ``call_soon``, which runs after the current round
+    of I/O callbacks and before the next poll), so 32 clients each sending one request through one
+    multiplexed upstream connection cost one upstream send, not 32. A connection with bytes waiting
+    for that flush queues every later write behind them, so order is kept.
+    """
+
+    __slots__ = ("depth", "dirty", "loop", "scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.depth = 0
         self.dirty: list[Connection] = []
+        self.scheduled = False  # a flush is queued with call_soon
 
     def begin(self) -> None:
         self.depth += 1
 
     def end(self) -> None:
+        """Leave a batch; at depth 0 everything written goes out now."""
         self.depth -= 1
         if not self.depth and self.dirty:
-            dirty, self.dirty = self.dirty, []
-            for conn in dirty:
-                conn.flush()
+            self.flush()
+
+    def end_read(self) -> None:
+        """Leave a batch opened for a read; at depth 0 everything written goes out once the loop
+        is done with this round of reads."""
+        self.depth -= 1
+        if not self.depth and self.dirty and not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write out every connection written to in the batch."""
+        self.scheduled = False
+        dirty, self.dirty = self.dirty, []
+        for conn in dirty:
+            conn.flush()
 
 
 _batches: dict[int, WriteBatch] = {}
@@ -46,12 +69,13 @@ def batch_for(loop: asyncio.AbstractEventLoop) -> WriteBatch:
 
 
 class Connection(asyncio.Protocol):
-    __slots__ = ("batch", "closed", "last_active", "loop", "peer", "read_gate", "transport", "wbuf",
+    __slots__ = ("batch", "closed", "last_active", "loop", "peer", "read_gate", "transport", "wbuf", "wheel",
                  "write_gate")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.batch = batch_for(loop)
+        self.wheel: DeadlineWheel = wheel_for(loop)  # the loop's request deadlines, looked up once
         self.wbuf: list[bytes] | None = None
         self.transport: asyncio.Transport | None = None
         self.read_gate: ReadGate | None = None
@@ -86,19 +110,19 @@ class Connection(asyncio.Protocol):
 
     # -- helpers for subclasses ----------------------------------------------------------------
     def write(self, data: bytes) -> None:
-        """Send ``data``; inside a ``WriteBatch`` it goes out with the rest when the batch ends."""
+        """Send ``data``; inside a ``WriteBatch`` (or behind bytes still waiting for its flush) it
+        goes out with the rest when the batch is flushed."""
         t = self.transport
         if t is None or self.closed:
             return
-        if self.batch.depth:
-            buf = self.wbuf
-            if buf is None:
-                self.wbuf = [data]
-                self.batch.dirty.append(self)
-            else:
-                buf.append(data)
-            return
-        t.write(data)
+        buf = self.wbuf
+        if buf is not None:  # bytes wait for the batch's flush: queue behind them
+            buf.append(data)
+        elif self.batch.depth:
+            self.wbuf = [data]
+            self.batch.dirty.append(self)
+        else:
+            t.write(data)
 
     def flush(self) -> None:
         buf, self.wbuf = self.wbuf, None

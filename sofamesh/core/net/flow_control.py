@@ -34,22 +34,20 @@ class ReadGate:
 class WriteGate:
     """Tracks the transport's write buffer (asyncio's pause/resume_writing) and who waits on it."""
 
-    __slots__ = ("_blocked", "_waiters", "_waker")
+    __slots__ = ("_waiters", "_waker", "blocked")
 
     def __init__(self) -> None:
-        self._blocked = False
+        # read on every forwarded request: a plain attribute (a property call costs more than the
+        # check); only ``block``/``unblock`` change it
+        self.blocked = False
         self._waiters: list[ReadGate] = []
         self._waker: asyncio.Future[None] | None = None
 
-    @property
-    def blocked(self) -> bool:
-        return self._blocked
-
     def block(self) -> None:
-        self._blocked = True
+        self.blocked = True
 
     def unblock(self) -> None:
-        self._blocked = False
+        self.blocked = False
         waiters, self._waiters = self._waiters, []
         for gate in waiters:
             gate.resume(self)
@@ -63,7 +61,7 @@ class WriteGate:
         self._waiters.append(gate)
 
     async def drained(self) -> None:
-        if not self._blocked:
+        if not self.blocked:
             return
         if self._waker is None:
             self._waker = asyncio.get_running_loop().create_future()

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from sofamesh.core.codec import ReplyStatus
 from sofamesh.core.events import BodyChunk, EndOfMessage, RequestHead, ResponseHead
-from sofamesh.core.net.timers import wheel_for
 from sofamesh.core.proxy.filter_chain import LocalReply, Verdict
 from sofamesh.core.stats import RpcStats
 from sofamesh.core.upstream.pool import MultiplexedConnection
@@ -20,13 +19,17 @@ if TYPE_CHECKING:
     from sofamesh.core.upstream.pool import ExclusiveConnection
 
 _MAX_PENDING_BODY = 256 * 1024
+# Enum members as module constants: ``Verdict.CONTINUE`` is a class attribute lookup that costs
+# about 0.2 us in CPython 3.11, and the filter runner makes one or two per filter per request.
+_CONTINUE: Final = Verdict.CONTINUE
+_STOP: Final = Verdict.STOP
 _MAX_TRIES = 3
 
 
 class StreamContext:
     """Per-request state filters read and write (identities, claims, timings, flags)."""
 
-    __slots__ = ("attrs", "cluster", "endpoint", "listener", "peer", "peer_identity", "request_principal",
+    __slots__ = ("_attrs", "cluster", "endpoint", "listener", "peer", "peer_identity", "request_principal",
                  "response_flags", "route", "start")
 
     def __init__(self, listener: str, peer: tuple[Any, ...], peer_identity: str | None, start: float) -> None:
@@ -39,7 +42,16 @@ class StreamContext:
         self.cluster = ""
         self.endpoint = ""
         self.response_flags = ""
-        self.attrs: dict[str, Any] = {}
+        self._attrs: dict[str, Any] | None = None
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Free-form per-request values filters share (claims, spans...); made on first use, since
+        most streams never have one."""
+        a = self._attrs
+        if a is None:
+            a = self._attrs = {}
+        return a
 
 
 class Stream:
@@ -82,7 +94,8 @@ class Stream:
 
     # -- request phase ---------------------------------------------------------------------------
     def start(self) -> None:
-        if self._run_filters(self.rt.filters.request_hooks, 0):
+        hooks = self.rt.filters.request_hooks
+        if not hooks or self._run_filters(hooks, 0):
             self._route()
 
     def resume(self) -> None:
@@ -104,9 +117,9 @@ class Stream:
         """Run request hooks from ``start``; True when every one continued (the stream goes on)."""
         for i in range(start, len(hooks)):
             r = hooks[i](self)
-            if r is Verdict.CONTINUE:
+            if r is _CONTINUE:
                 continue
-            if r is Verdict.STOP:  # the filter resumes or replies later
+            if r is _STOP:  # the filter resumes or replies later
                 self.filter_index = i
                 return False
             if isinstance(r, LocalReply):
@@ -162,8 +175,8 @@ class Stream:
             t = min(t, ht) if t else ht
         self.timeout_ms = t
         if t and not head.oneway:
-            loop = self.conn.loop
-            self.timer = wheel_for(loop).arm(self, loop.time() + t / 1000.0)
+            conn = self.conn
+            self.timer = conn.wheel.arm(self, conn.loop.time() + t / 1000.0)
         if head.raw is None and head.protocol in ("http1", "http2"):
             self.head = _forwarded(head, self.conn.peer)
         self._pick_and_send()
@@ -293,12 +306,15 @@ class Stream:
         if self.done:
             return
         conn = self.conn
-        if self.endpoint is not None and self.cluster is not None:
-            self.cluster.report_success(self.endpoint)
+        ep = self.endpoint
+        if ep is not None and ep.consecutive_failures and self.cluster is not None:
+            self.cluster.report_success(ep)
         self.status = head.status
         self.http_status = head.http_status
-        for hook in self.rt.filters.response_hooks:
-            hook(self, head)
+        hooks = self.rt.filters.response_hooks
+        if hooks:
+            for hook in hooks:
+                hook(self, head)
         self.response_started = True
         if head.raw is not None:
             conn.write(conn.codec.rewrite_request_id(head.raw, self.head.request_id))
@@ -452,17 +468,17 @@ class Stream:
 
     def _finish(self) -> None:
         self.done = True
-        if self.timer:
-            wheel_for(self.conn.loop).cancel(self, self.timer)
-            self.timer = 0
         conn = self.conn
+        if self.timer:
+            conn.wheel.cancel(self, self.timer)
+            self.timer = 0
         rt = self.rt
         rt.streams -= 1
-        now = conn.loop.time()
-        ms = (now - self.context.start) * 1000.0
-        rt.stats.latency.record(ms)
+        ms = (conn.loop.time() - self.context.start) * 1000.0
+        stats = rt.stats
+        stats.latency.record(ms)
         hs = self.http_status or 200
-        rt.stats.record_status(hs)
+        stats.record_status(hs)
         cluster = self.cluster
         if cluster is not None:
             cluster.stats.upstream_rq_active -= 1
@@ -472,18 +488,22 @@ class Stream:
         rpc = self._rpc_stats()
         if rpc is not None:
             rpc.requests += 1
-            rpc.statuses[self.status] = rpc.statuses.get(self.status, 0) + 1
+            statuses = rpc.statuses
+            statuses[self.status] = statuses.get(self.status, 0) + 1
             rpc.latency.record(ms)
-        for hook in rt.filters.done_hooks:
-            hook(self)
-        if self.route is not None:
-            for hook in self.route.filters.done_hooks:
+        hooks = rt.filters.done_hooks
+        if hooks:
+            for hook in hooks:
+                hook(self)
+        route = self.route
+        if route is not None and route.filters.done_hooks:
+            for hook in route.filters.done_hooks:
                 hook(self)
         conn.stream_done(self)
 
     def _rpc_stats(self) -> RpcStats | None:
         head = self.head
-        if head.raw is None and head.protocol not in ("http2",):
+        if head.raw is None and head.protocol != "http2":
             return None
         key = (head.protocol, head.service, head.method)
         table = self.rt.rpc_stats

@@ -71,8 +71,8 @@ class ListenerRuntime:
 class DownstreamConnection(Connection):
     """One accepted connection: the StreamManager of the architecture."""
 
-    __slots__ = ("active", "backlog", "codec", "discarding", "factory", "multiplexed", "peer_identity",
-                 "prefix", "rt", "streams", "tcp")
+    __slots__ = ("active", "backlog", "codec", "codec_sends", "discarding", "factory", "multiplexed",
+                 "peer_identity", "prefix", "rt", "streams", "tcp")
 
     def __init__(self, rt: ListenerRuntime, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
@@ -81,6 +81,7 @@ class DownstreamConnection(Connection):
         self.factory: CodecFactory = None  # type: ignore[assignment]
         self.prefix = b""
         self.multiplexed = False
+        self.codec_sends = True  # whether the codec may have bytes of its own to write (data_to_send)
         self.streams: dict[int, Stream] = {}
         self.active: Stream | None = None
         self.backlog: deque[object] = deque()
@@ -125,6 +126,8 @@ class DownstreamConnection(Connection):
             return
         self.codec = factory.new_codec(Role.SERVER, self.rt.limits)
         self.multiplexed = factory.multiplexed
+        # a codec that keeps the base data_to_send never has any: skip the call after each read
+        self.codec_sends = type(self.codec).data_to_send is not Codec.data_to_send
 
     # -- bytes in ----------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -140,11 +143,11 @@ class DownstreamConnection(Connection):
                 return
         self.codec.receive_data(data)
         batch = self.batch
-        batch.begin()
+        batch.depth += 1  # batch.begin(), inlined: this runs for every read
         try:
             self._pump()
         finally:
-            batch.end()
+            batch.end_read()
 
     def eof_received(self) -> bool | None:
         if self.tcp is not None:
@@ -183,28 +186,22 @@ class DownstreamConnection(Connection):
                     self.backlog.append(ev)
                     self.read_gate.pause(self.backlog)  # type: ignore[union-attr]
                     continue
-                self._dispatch(ev)
+                if type(ev) is RequestHead:
+                    self._request(ev)
+                else:
+                    self._dispatch(ev)
         except ProtocolError as exc:
             self._protocol_error(exc)
             return
-        out = codec.data_to_send()
-        if out:
-            self.write(out)
+        if self.codec_sends:
+            out = codec.data_to_send()
+            if out:
+                self.write(out)
 
     def _dispatch(self, ev: object) -> None:
         t = type(ev)
         if t is RequestHead:
-            assert isinstance(ev, RequestHead)
-            self.last_active = self.loop.time()
-            self.rt.stats.downstream_rq_total += 1
-            self.rt.stats.downstream_rq_active += 1
-            s = Stream(self, ev)
-            if self.multiplexed:
-                self.streams[ev.request_id] = s
-            else:
-                self.active = s
-                self.discarding = False
-            s.start()
+            self._request(ev)  # type: ignore[arg-type]
         elif t is BodyChunk:
             bs = self._stream_for(ev)
             if bs is not None:
@@ -241,6 +238,19 @@ class DownstreamConnection(Connection):
                 rs.abort()  # the client gave up on this stream only
         elif t is GoAway:
             self.codec.keep_alive = False
+
+    def _request(self, ev: RequestHead) -> None:
+        self.last_active = self.loop.time()
+        stats = self.rt.stats
+        stats.downstream_rq_total += 1
+        stats.downstream_rq_active += 1
+        s = Stream(self, ev)
+        if self.multiplexed:
+            self.streams[ev.request_id] = s
+        else:
+            self.active = s
+            self.discarding = False
+        s.start()
 
     def _stream_for(self, ev: Any) -> Stream | None:
         if self.multiplexed:

@@ -43,7 +43,7 @@ class Endpoint:
 class Cluster:
     """A named set of endpoints with a balancer, pools and stats."""
 
-    __slots__ = ("config", "endpoints", "lb", "loop", "name", "pools", "protocol", "stats", "tls")
+    __slots__ = ("_last_pool", "config", "endpoints", "lb", "loop", "name", "pools", "protocol", "stats", "tls")
 
     def __init__(self, config: ClusterConfig, lb: LoadBalancer, protocol: CodecFactory | None,
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -55,11 +55,18 @@ class Cluster:
         self.endpoints = [Endpoint(e) for e in config.endpoints]
         self.stats = ClusterStats()
         self.pools: dict[tuple[str, str], Pool] = {}
+        self._last_pool: Pool | None = None  # what the previous request used: usually this one's too
         self.tls = TlsSource(config.tls, server=False, path=f"clusters[{config.name}].tls") if config.tls else None
 
     def choose(self, exclude: tuple[Endpoint, ...] = ()) -> Endpoint | None:
         now = self.loop.time()
         eps = self.endpoints
+        if not exclude:  # the common case: nothing ejected, nothing tried yet; no list to build
+            for e in eps:
+                if e.ejected_until > now:
+                    break
+            else:
+                return self.lb.choose(eps) if eps else None
         healthy = [e for e in eps if e.ejected_until <= now and e not in exclude]
         if not healthy:
             if exclude or not eps:
@@ -84,6 +91,9 @@ class Cluster:
             ep.ejected_until = 0.0
 
     def pool_for(self, ep: Endpoint, factory: CodecFactory) -> Pool:
+        last = self._last_pool
+        if last is not None and last.endpoint is ep and last.factory is factory and not last.closed:
+            return last
         key = (ep.address, factory.name)
         pool = self.pools.get(key)
         if pool is None:
@@ -91,12 +101,14 @@ class Cluster:
 
             cls = StreamingPool if factory.streaming else MultiplexedPool if factory.multiplexed else ExclusivePool
             pool = self.pools[key] = cls(self, ep, factory)
+        self._last_pool = pool
         return pool
 
     def close(self) -> None:
         for pool in self.pools.values():
             pool.close()
         self.pools.clear()
+        self._last_pool = None
 
     def snapshot(self) -> dict[str, object]:
         now = self.loop.time()

@@ -11,7 +11,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
-from sofamesh.core.codec import CodecFactory, CodecLimits, Role
+from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, Role
 from sofamesh.core.errors import ProtocolError
 from sofamesh.core.events import (
     NEED_DATA,
@@ -37,12 +37,14 @@ _LIMITS = CodecLimits()
 class UpstreamConnection(Connection):
     """One connection to an endpoint, owned by a pool."""
 
-    __slots__ = ("codec", "connect_timer", "connected", "idle_since", "pool")
+    __slots__ = ("codec", "codec_sends", "connect_timer", "connected", "idle_since", "pool")
 
     def __init__(self, pool: Pool) -> None:
         super().__init__(pool.loop)
         self.pool = pool
         self.codec = pool.factory.new_codec(Role.CLIENT, _LIMITS)
+        # a codec that keeps the base data_to_send never has any: skip the call after each read
+        self.codec_sends = type(self.codec).data_to_send is not Codec.data_to_send
         self.connected = False
         self.connect_timer: asyncio.TimerHandle | None = None
         self.idle_since = self.loop.time()
@@ -71,19 +73,21 @@ class UpstreamConnection(Connection):
         codec = self.codec
         codec.receive_data(data)
         batch = self.batch
-        batch.begin()  # every response in this read goes to its downstream in one write
+        batch.depth += 1  # batch.begin(): responses go to their downstreams in one write each
         try:
+            on_event = self.on_event
             while (ev := codec.next_event()) is not NEED_DATA:
-                self.on_event(ev)
+                on_event(ev)
         except ProtocolError as exc:
             self.on_lost(f"upstream protocol error: {exc}")
             self.abort()
             return
         finally:
-            batch.end()
-        out = codec.data_to_send()
-        if out:
-            self.write(out)
+            batch.end_read()
+        if self.codec_sends:
+            out = codec.data_to_send()
+            if out:
+                self.write(out)
 
     def eof_received(self) -> bool | None:
         self.data_received(b"")

@@ -97,9 +97,13 @@ def with_request_id(frame: bytes, new_id: int) -> bytes:
     """``frame`` with its request id replaced and, when the frame carries one, its CRC32 recomputed."""
     if not 0 <= new_id <= 0xFFFFFFFF:
         raise ValueError(f"bolt request id must fit in 32 bits, got {new_id}")
-    if not frame or frame[0] not in (PROTO_V1, PROTO_V2):
+    proto = frame[0] if frame else -1
+    if proto == PROTO_V1 and len(frame) >= V1_ID_OFFSET + 4:
+        # the common case, as slices: a third of the cost of a bytearray round trip
+        return frame[:V1_ID_OFFSET] + _U32.pack(new_id) + frame[V1_ID_OFFSET + 4:]
+    if proto not in (PROTO_V1, PROTO_V2):
         raise ValueError("not a bolt frame: first byte is not 0x01 or 0x02")
-    off = id_offset(frame[0])
+    off = id_offset(proto)
     out = bytearray(frame)
     _U32.pack_into(out, off, new_id)
     if frame_has_crc(frame):

@@ -79,3 +79,31 @@ def test_close_inside_a_batch_flushes_what_was_written_first_and_abort_drops_it(
     batch.end()
     assert ta.writes == [b"last words"] and ta.closed
     assert tb.writes == [] and tb.closed
+
+
+def test_writes_of_several_reads_leave_together_once_the_loop_has_handled_them(
+        loop: asyncio.AbstractEventLoop) -> None:
+    up, tu = _connected(loop)
+    batch = batch_for(loop)
+    for i in range(3):  # three downstream reads, each forwarding one request to the same upstream
+        batch.begin()
+        up.write(b"rq%d " % i)
+        batch.end_read()
+    assert tu.writes == []
+    loop.run_until_complete(asyncio.sleep(0))
+    assert tu.writes == [b"rq0 rq1 rq2 "]
+    assert not batch.scheduled and not batch.dirty
+
+
+def test_a_write_outside_a_batch_queues_behind_bytes_waiting_for_the_flush(loop: asyncio.AbstractEventLoop) -> None:
+    a, ta = _connected(loop)
+    batch = batch_for(loop)
+    batch.begin()
+    a.write(b"first ")
+    batch.end_read()
+    a.write(b"second")  # a timer's local reply, say: it must not overtake "first"
+    assert ta.writes == []
+    loop.run_until_complete(asyncio.sleep(0))
+    assert ta.writes == [b"first second"]
+    a.write(b"later")
+    assert ta.writes == [b"first second", b"later"]

@@ -27,3 +27,19 @@ def test_an_http1_request_matches_its_host_header_with_or_without_a_port() -> No
                                          headers=Headers([("host", host)])))
         assert route is not None and route.pick_cluster() == cluster, host
     assert router.match(RequestHead(protocol="http1", service="other", method="GET", path="/")) is None
+
+
+def test_a_field_match_reads_the_field_and_asks_the_codec_only_when_the_field_is_empty() -> None:
+    asked: list[str] = []
+
+    def resolve(name: str) -> str | None:
+        asked.append(name)
+        return "echo" if name == "method" else None
+
+    router = Router([Route(0, RouteConfig.model_validate(
+        {"match": {"service": "svc:1.0", "method": "echo"}, "cluster": "c"}))])
+    assert router.match(RequestHead("bolt", service="svc:1.0", method="echo", resolve=resolve)) is not None
+    assert asked == []
+    assert router.match(RequestHead("bolt", service="svc:1.0", resolve=resolve)) is not None
+    assert asked == ["method"]
+    assert router.match(RequestHead("bolt", service="svc:2.0", method="echo", resolve=resolve)) is None
