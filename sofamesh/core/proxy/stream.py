@@ -506,13 +506,13 @@ def _forwarded(head: RequestHead, peer: tuple[Any, ...]) -> RequestHead:
     xff_at = -1
     has_proto = False
     for item in head.headers:
-        lk = item[0].lower()
-        if lk == "x-forwarded-for":
+        n = len(item[0])  # lower-case only the names that can match
+        if n == 15 and item[0].lower() == "x-forwarded-for":
             if xff_at < 0:
                 xff_at = len(out)
                 out.append((item[0], f"{item[1]}, {ip}" if item[1] else ip))
             continue
-        if lk == "x-forwarded-proto":
+        if n == 17 and item[0].lower() == "x-forwarded-proto":
             has_proto = True
         out.append(item)
     if xff_at < 0:

@@ -44,10 +44,11 @@ _METHOD_PREFIXES = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS 
                     b"CONNECT ")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Http1Meta:
     """What the codec must remember about a request to answer it correctly. Never changed once
-    built (not frozen only because a frozen dataclass costs 3x as much to build, once per request)."""
+    built (not frozen only because a frozen dataclass costs 3x as much to build, once per request;
+    hashable by value as before, so heads that carry it stay hashable)."""
 
     version: str  # "1.0" / "1.1"
     method: str
@@ -66,6 +67,7 @@ class _StopParsing(Exception):
 class Http1Codec(Codec):
     def __init__(self, role: Role, limits: CodecLimits) -> None:
         self.role = role
+        self._server = role is Role.SERVER
         self.limits = limits
         self._max_header_bytes = limits.max_header_bytes
         self._max_headers = limits.max_headers
@@ -192,7 +194,7 @@ class Http1Codec(Codec):
         if not self._in_message:
             return
         self._in_message = False
-        if self.role is Role.CLIENT and self._pending:
+        if not self._server and self._pending:
             self._pending.popleft()
         if self._has_body:
             self._events.append(_END)
@@ -255,25 +257,21 @@ class Http1Codec(Codec):
         return out
 
     def send(self, event: Event) -> bytes:
-        t = type(event)
-        if t is BodyChunk:
-            assert isinstance(event, BodyChunk)
+        # Events are final classes: isinstance is an exact type test here.
+        if isinstance(event, BodyChunk):
             return chunk(event.data) if self._out_chunked else event.data
-        if t is EndOfMessage:
-            assert isinstance(event, EndOfMessage)
-            if self.role is Role.SERVER:
+        if isinstance(event, EndOfMessage):
+            if self._server:
                 self._response_done()
             if self._out_chunked:
                 self._out_chunked = False
                 return last_chunk(event.trailers)
             return b""
-        if t is ResponseHead and self.role is Role.SERVER:
-            assert isinstance(event, ResponseHead)
+        if isinstance(event, ResponseHead) and self._server:
             return self._encode_response(event)
-        if t is RequestHead and self.role is Role.CLIENT:
-            assert isinstance(event, RequestHead)
+        if isinstance(event, RequestHead) and not self._server:
             return self._encode_request(event)
-        raise LocalProtocolError(f"http1 {self.role.value} codec cannot send {t.__name__}")
+        raise LocalProtocolError(f"http1 {self.role.value} codec cannot send {type(event).__name__}")
 
     def _response_done(self) -> None:
         if self._pending:
