@@ -142,7 +142,7 @@ class Http1Codec(Codec):
             url = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
         if version == "1.1" and not host:
             raise RemoteProtocolError("HTTP/1.1 request without a Host header", 400)
-        has_body = self._has_body = "chunked" in te.lower() if te else (
+        has_body = self._has_body = ("chunked" in te.lower() if te else False) or (
             cl is not None and cl.strip() not in ("", "0"))
         if fix_host and host and any(k.lower() == "host" and v != host for k, v in headers):
             headers = [(k, host) if k.lower() == "host" else (k, v) for k, v in headers]  # absolute-form wins
