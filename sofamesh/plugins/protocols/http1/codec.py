@@ -27,27 +27,37 @@ from sofamesh.core.events import (
 )
 from sofamesh.core.headers import Headers
 from sofamesh.plugins.protocols.http1.frames import (
+    FIELD_NAMES,
     METHODS_WITH_BODY,
     chunk,
-    encode_headers,
-    end_to_end,
+    encode_fields,
+    field_name,
     last_chunk,
     reason,
+    split_fields,
+    status_line,
 )
 
 PROTOCOL = "http1"
-_FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
+_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE")}
 _METHOD_PREFIXES = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"TRACE ",
                     b"CONNECT ")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Http1Meta:
-    """What the codec must remember about a request to answer it correctly."""
+    """What the codec must remember about a request to answer it correctly. Never changed once
+    built (not frozen only because a frozen dataclass costs 3x as much to build, once per request;
+    hashable by value as before, so heads that carry it stay hashable)."""
 
     version: str  # "1.0" / "1.1"
     method: str
     keep_alive: bool
+
+
+_END = EndOfMessage()  # frozen: one instance serves every message without trailers
+_ANSWERED = Http1Meta("1.1", "GET", True)  # a response with no request pending
+_REQUESTED = {m: Http1Meta("1.1", m, True) for m in _METHODS.values()}  # what a client codec remembers per request
 
 
 class _StopParsing(Exception):
@@ -57,11 +67,14 @@ class _StopParsing(Exception):
 class Http1Codec(Codec):
     def __init__(self, role: Role, limits: CodecLimits) -> None:
         self.role = role
+        self._server = role is Role.SERVER
         self.limits = limits
+        self._max_header_bytes = limits.max_header_bytes
+        self._max_headers = limits.max_headers
         self.keep_alive = True
         self._events: deque[Event] = deque()
         self._out = bytearray()
-        self._url = bytearray()
+        self._url = b""
         self._headers: list[tuple[str, str]] = []
         self._header_bytes = 0
         self._body_bytes = 0
@@ -83,43 +96,41 @@ class Http1Codec(Codec):
     # -- httptools callbacks -------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._in_message = True
-        self._url.clear()
+        self._url = b""
         self._headers = []
         self._header_bytes = 0
         self._body_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._header_bytes += len(url)
-        if self._header_bytes > self.limits.max_header_bytes:
-            raise RemoteProtocolError(f"request line over {self.limits.max_header_bytes} bytes", 431)
+        n = self._header_bytes = self._header_bytes + len(url)
+        if n > self._max_header_bytes:
+            raise RemoteProtocolError(f"request line over {self._max_header_bytes} bytes", 431)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > self.limits.max_header_bytes:
-            raise RemoteProtocolError(f"header block over {self.limits.max_header_bytes} bytes", 431)
-        if len(self._headers) >= self.limits.max_headers:
-            raise RemoteProtocolError(f"more than {self.limits.max_headers} headers", 431)
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        n = self._header_bytes = self._header_bytes + len(name) + len(value) + 4
+        if n > self._max_header_bytes:
+            raise RemoteProtocolError(f"header block over {self._max_header_bytes} bytes", 431)
+        headers = self._headers
+        if len(headers) >= self._max_headers:
+            raise RemoteProtocolError(f"more than {self._max_headers} headers", 431)
+        k = FIELD_NAMES.get(name)
+        headers.append((field_name(name) if k is None else k, value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         p = self._parser
-        raw = self._headers
-        te = ",".join(v for k, v in raw if k.lower() == "transfer-encoding").lower()
-        cl = next((v for k, v in raw if k.lower() == "content-length"), None)
-        chunked = "chunked" in te
-        if self.role is Role.SERVER:
-            self._request_head(p, raw, chunked, cl)
+        if isinstance(p, httptools.HttpRequestParser):
+            self._request_head(p)
         else:
-            self._response_head(p, raw, chunked, cl)
+            self._response_head(p)
 
-    def _request_head(self, p: httptools.HttpRequestParser, raw: list[tuple[str, str]], chunked: bool,
-                      cl: str | None) -> None:
-        method = p.get_method().decode("ascii")
+    def _request_head(self, p: httptools.HttpRequestParser) -> None:
+        m = p.get_method()
+        method = _METHODS.get(m) or m.decode("ascii")
         version = p.get_http_version()
-        ka = bool(p.should_keep_alive())
-        url = bytes(self._url)
-        host = next((v for k, v in raw if k.lower() == "host"), "")
+        url = self._url
+        headers, first_host, cl, te, expect, fix_host = split_fields(self._headers)
+        host = first_host or ""
         if url[:1] != b"/" and url != b"*":
             try:
                 parsed = httptools.parse_url(url)
@@ -127,33 +138,34 @@ class Http1Codec(Codec):
                 raise RemoteProtocolError(f"malformed request target {url[:100]!r}", 400) from None
             if parsed.host:
                 host = parsed.host.decode("latin-1") + (f":{parsed.port}" if parsed.port else "")
+                fix_host = True
             url = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
         if version == "1.1" and not host:
             raise RemoteProtocolError("HTTP/1.1 request without a Host header", 400)
-        self._has_body = chunked or (cl is not None and cl.strip() not in ("", "0"))
-        headers = end_to_end(raw)
-        if host and any(k.lower() == "host" and v != host for k, v in headers):
+        has_body = self._has_body = ("chunked" in te.lower() if te else False) or (
+            cl is not None and cl.strip() not in ("", "0"))
+        if fix_host and host and any(k.lower() == "host" and v != host for k, v in headers):
             headers = [(k, host) if k.lower() == "host" else (k, v) for k, v in headers]  # absolute-form wins
-        expect = next((v for k, v in headers if k.lower() == "expect"), None)
         if expect is not None and expect.lower() == "100-continue":
             headers = [(k, v) for k, v in headers if k.lower() != "expect"]
-            if self._has_body:
+            if has_body:
                 self._out += b"HTTP/1.1 100 Continue\r\n\r\n"
-        meta = Http1Meta(version, method, ka)
+        meta = Http1Meta(version, method, bool(p.should_keep_alive()))
         self._pending.append(meta)
         self._events.append(RequestHead(
             protocol=PROTOCOL, service=host, method=method, path=url.decode("latin-1"),
-            headers=Headers(headers), end_stream=not self._has_body, meta=meta,
+            headers=Headers(headers), end_stream=not has_body, meta=meta,
         ))
 
-    def _response_head(self, p: httptools.HttpResponseParser, raw: list[tuple[str, str]], chunked: bool,
-                       cl: str | None) -> None:
+    def _response_head(self, p: httptools.HttpResponseParser) -> None:
         status = p.get_status_code()
         if 100 <= status < 200:
             self._headers = []
             return  # interim responses are not forwarded (we strip Expect)
         req = self._pending[0] if self._pending else None
         no_body = status in (204, 304) or (req is not None and req.method == "HEAD")
+        fields, _, cl, te, _, _ = split_fields(self._headers)
+        chunked = "chunked" in te.lower()
         self._has_body = not no_body and (chunked or cl is None or cl.strip() != "0")
         self._until_eof = self._has_body and not chunked and cl is None
         if self._until_eof:
@@ -162,7 +174,7 @@ class Http1Codec(Codec):
             self.keep_alive = False
         self._events.append(ResponseHead(
             protocol=PROTOCOL, status=status, http_status=status if 100 <= status <= 599 else 502,
-            headers=Headers(end_to_end(raw)), end_stream=not self._has_body,
+            headers=Headers(fields), end_stream=not self._has_body,
         ))
         if no_body and req is not None and req.method == "HEAD":
             self._pending.popleft()
@@ -176,20 +188,16 @@ class Http1Codec(Codec):
         limit = self.limits.max_body_bytes
         if limit and self._body_bytes > limit:
             raise RemoteProtocolError(f"body over {limit} bytes", 413)
-        self._events.append(BodyChunk(bytes(body)))
+        self._events.append(BodyChunk(body))
 
     def on_message_complete(self) -> None:
         if not self._in_message:
             return
         self._in_message = False
-        if self.role is Role.SERVER:
-            if self._has_body:
-                self._events.append(EndOfMessage())
-        else:
-            if self._pending:
-                self._pending.popleft()
-            if self._has_body:
-                self._events.append(EndOfMessage())
+        if not self._server and self._pending:
+            self._pending.popleft()
+        if self._has_body:
+            self._events.append(_END)
         self._has_body = False
 
     # -- Codec --------------------------------------------------------------------------------------
@@ -203,7 +211,7 @@ class Http1Codec(Codec):
                 self._until_eof = False
                 if self._pending:
                     self._pending.popleft()
-                self._events.append(EndOfMessage())
+                self._events.append(_END)
             self._events.append(ConnectionClosed(clean=not self._in_message))
             return
         try:
@@ -249,25 +257,21 @@ class Http1Codec(Codec):
         return out
 
     def send(self, event: Event) -> bytes:
-        t = type(event)
-        if t is BodyChunk:
-            assert isinstance(event, BodyChunk)
+        # Events are final classes: isinstance is an exact type test here.
+        if isinstance(event, BodyChunk):
             return chunk(event.data) if self._out_chunked else event.data
-        if t is EndOfMessage:
-            assert isinstance(event, EndOfMessage)
-            if self.role is Role.SERVER:
+        if isinstance(event, EndOfMessage):
+            if self._server:
                 self._response_done()
             if self._out_chunked:
                 self._out_chunked = False
                 return last_chunk(event.trailers)
             return b""
-        if t is ResponseHead and self.role is Role.SERVER:
-            assert isinstance(event, ResponseHead)
+        if isinstance(event, ResponseHead) and self._server:
             return self._encode_response(event)
-        if t is RequestHead and self.role is Role.CLIENT:
-            assert isinstance(event, RequestHead)
+        if isinstance(event, RequestHead) and not self._server:
             return self._encode_request(event)
-        raise LocalProtocolError(f"http1 {self.role.value} codec cannot send {t.__name__}")
+        raise LocalProtocolError(f"http1 {self.role.value} codec cannot send {type(event).__name__}")
 
     def _response_done(self) -> None:
         if self._pending:
@@ -276,24 +280,21 @@ class Http1Codec(Codec):
                 self.keep_alive = False
 
     def _encode_response(self, head: ResponseHead) -> bytes:
-        meta = self._pending[0] if self._pending else Http1Meta("1.1", "GET", True)
+        meta = self._pending[0] if self._pending else _ANSWERED
         if not meta.keep_alive:
             self.keep_alive = False
-        lines = [f"HTTP/1.1 {head.status} {head.reason or reason(head.status)}\r\n"]
-        encode_headers(lines, head.headers, _FRAMING)
-        cl = head.headers.get("content-length")
+        status = head.status
+        lines = [status_line(status, head.reason)]
+        cl, _ = encode_fields(lines, head.headers)
         self._out_chunked = False
-        bodyless_status = head.status in (204, 304) or head.status < 200
-        if head.end_stream:
-            if cl is not None:
-                lines.append(f"content-length: {cl}\r\n")
-            elif not bodyless_status:
-                lines.append("content-length: 0\r\n")
-        elif cl is not None:
+        if cl is not None:
             lines.append(f"content-length: {cl}\r\n")
+        elif head.end_stream:
+            if not (status in (204, 304) or status < 200):
+                lines.append("content-length: 0\r\n")
         elif meta.version == "1.1" and meta.method != "HEAD":
             lines.append("transfer-encoding: chunked\r\n")
-            self._out_chunked = meta.method != "HEAD"
+            self._out_chunked = True
         else:
             self.keep_alive = False  # close-delimited body for an HTTP/1.0 client
         if not self.keep_alive:
@@ -308,24 +309,22 @@ class Http1Codec(Codec):
     def _encode_request(self, head: RequestHead) -> bytes:
         method = head.method or "GET"
         lines = [f"{method} {head.path or '/'} HTTP/1.1\r\n"]
-        h = head.headers
-        if h.get("host") is None and head.service:
-            lines.append(f"host: {head.service}\r\n")
-        encode_headers(lines, h, _FRAMING)
-        cl = h.get("content-length")
+        cl, has_host = encode_fields(lines, head.headers)
+        if not has_host and head.service:
+            lines.insert(1, f"host: {head.service}\r\n")
         self._out_chunked = False
-        if head.end_stream:
-            if cl is not None:
-                lines.append(f"content-length: {cl}\r\n")
-            elif method in METHODS_WITH_BODY:
-                lines.append("content-length: 0\r\n")
-        elif cl is not None:
+        if cl is not None:
             lines.append(f"content-length: {cl}\r\n")
-        else:
+        elif not head.end_stream:
             lines.append("transfer-encoding: chunked\r\n")
             self._out_chunked = True
+        elif method in METHODS_WITH_BODY:
+            lines.append("content-length: 0\r\n")
         lines.append("\r\n")
-        self._pending.append(Http1Meta("1.1", method, True))
+        meta = _REQUESTED.get(method)
+        if meta is None:
+            meta = Http1Meta("1.1", method, True)
+        self._pending.append(meta)  # only read (HEAD or not), never compared by identity
         return "".join(lines).encode("latin-1")
 
     def local_reply(self, head: RequestHead, status: ReplyStatus, message: str) -> bytes:
