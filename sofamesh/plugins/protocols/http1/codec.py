@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import httptools
 
@@ -109,9 +109,9 @@ class Http1Codec(Codec):
         cl = next((v for k, v in raw if k.lower() == "content-length"), None)
         chunked = "chunked" in te
         if self.role is Role.SERVER:
-            self._request_head(p, raw, chunked, cl)
+            self._request_head(cast(httptools.HttpRequestParser, p), raw, chunked, cl)
         else:
-            self._response_head(p, raw, chunked, cl)
+            self._response_head(cast(httptools.HttpResponseParser, p), raw, chunked, cl)
 
     def _request_head(self, p: httptools.HttpRequestParser, raw: list[tuple[str, str]], chunked: bool,
                       cl: str | None) -> None:
