@@ -36,7 +36,7 @@ COMPILED = [
     "sofamesh/plugins/protocols/dubbo/frames.py",
     "sofamesh/plugins/protocols/dubbo/hessian.py",
     "sofamesh/plugins/protocols/dubbo/codec.py",
-    # "sofamesh/plugins/protocols/http1/codec.py",
+    "sofamesh/plugins/protocols/http1/codec.py",
 ]
 
 
