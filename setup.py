@@ -10,6 +10,7 @@ That needs mypy and a C compiler at build time only: ``pip install mypy`` then
 from __future__ import annotations
 
 import os
+import sys
 
 from setuptools import setup
 
@@ -43,7 +44,17 @@ COMPILED = [
 def _ext_modules() -> list[object]:
     if os.environ.get("SOFAMESH_MYPYC", "") not in ("1", "true", "yes"):
         return []
-    from mypyc.build import mypycify  # build-time only: mypy is not a runtime dependency
+    if {"egg_info", "dist_info"} & set(sys.argv):
+        return []  # metadata only (pip asks first): no need to type-check and generate C for it
+    if "editable_wheel" in sys.argv:
+        # The extensions would land next to the sources and shadow every later edit of them.
+        raise SystemExit("SOFAMESH_MYPYC=1: the compiled build is not editable; use 'pip install .' "
+                         "(scripts/build-mypyc.sh), or unset SOFAMESH_MYPYC for 'pip install -e .'")
+    try:
+        from mypyc.build import mypycify  # build-time only: mypy is not a runtime dependency
+    except ImportError:
+        raise SystemExit("SOFAMESH_MYPYC=1 needs mypy where the package is built: 'pip install mypy', "
+                         "then 'pip install --no-build-isolation .' (or scripts/build-mypyc.sh)") from None
 
     only = os.environ.get("SOFAMESH_MYPYC_MODULES")  # comma-separated subset, for experiments
     modules = [m for m in COMPILED if not only or m in only.split(",")]
