@@ -37,6 +37,7 @@ COMPILED = [
     "sofamesh/plugins/protocols/dubbo/frames.py",
     "sofamesh/plugins/protocols/dubbo/hessian.py",
     "sofamesh/plugins/protocols/dubbo/codec.py",
+    "sofamesh/plugins/protocols/http1/frames.py",
     "sofamesh/plugins/protocols/http1/codec.py",
 ]
 
