@@ -7,6 +7,8 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${SOFAMESH_CACHE:-$REPO/.cache}"
+# shellcheck source=../scripts/lib/apt.sh
+source "$REPO/scripts/lib/apt.sh"
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
@@ -14,15 +16,7 @@ command -v haproxy >/dev/null || need+=(haproxy)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v gcc >/dev/null || need+=(gcc)
 command -v taskset >/dev/null || need+=(util-linux)
-if [ ${#need[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get update -q
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
-    else
-        echo "benchmarks: missing ${need[*]} (run as root, or install them)" >&2
-        exit 1
-    fi
-fi
+apt_install_missing "${need[@]}"
 
 SOFAMESH_CACHE="$CACHE" bash "$REPO/scripts/setup.d/30-pilot-peers.sh"
 

@@ -52,7 +52,7 @@ class ProxyProcess:
     """``sofamesh proxy -c <tmp file>`` in a subprocess; ready when its admin /ready says so."""
 
     def __init__(self, config: dict[str, Any] | str, *, args: tuple[str, ...] = (), timeout: float = 15.0,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, python: str | None = None) -> None:
         if isinstance(config, str):
             config = yaml.safe_load(config) or {}
         config = dict(config)
@@ -62,6 +62,9 @@ class ProxyProcess:
         self.args = args
         self.timeout = timeout
         self.env = env
+        # Another interpreter (another install of sofamesh, e.g. the compiled build) runs with -P: the
+        # current directory, often a checkout, must not shadow that install's own package.
+        self.python = [python, "-P"] if python else [sys.executable]
         self.proc: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="sofamesh-test-")
         self.config_path = Path(self._dir.name) / "proxy.yaml"
@@ -77,7 +80,7 @@ class ProxyProcess:
         log = open(self.log_path, "wb")
         env = {**os.environ, **(self.env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sofamesh", "proxy", "-c", str(self.config_path), *self.args],
+            [*self.python, "-m", "sofamesh", "proxy", "-c", str(self.config_path), *self.args],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
         deadline = time.monotonic() + self.timeout

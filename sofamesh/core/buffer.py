@@ -87,7 +87,11 @@ class FrameBuffer:
         data = self.data
         pos = self.pos
         self.pos = end
-        return data[pos:end] if type(data) is bytes else bytes(memoryview(data)[pos:end])
+        if type(data) is bytes:
+            # Spelled out: CPython returns a whole-object slice as the object itself, compiled
+            # (mypyc) code copies it.
+            return data if pos == 0 and end == len(data) else data[pos:end]
+        return bytes(memoryview(data)[pos:end])
 
 
 __all__ = ["FrameBuffer", "ReceiveBuffer"]

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from enum import Enum, unique
 from typing import TYPE_CHECKING, ClassVar
 
+from mypy_extensions import mypyc_attr
+
 if TYPE_CHECKING:
     from sofamesh.core.events import Event, Heartbeat, RequestHead, _NeedData
 
@@ -83,6 +85,9 @@ class CodecLimits:
             raise ValueError(f"CodecLimits.max_body_bytes must be >= 0, got {self.max_body_bytes}")
 
 
+# The compiled build (setup.py, SOFAMESH_MYPYC=1) compiles this module; plugins' codecs stay
+# interpreted classes, which mypyc allows only for bases marked so.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Codec(ABC):
     """One connection's protocol engine."""
 
@@ -152,6 +157,7 @@ class Codec(ABC):
         return status
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class CodecFactory(ABC):
     """Registered under ``name`` in the protocol catalog; creates one codec per connection."""
 

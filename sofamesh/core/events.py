@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeAlias
 
 from sofamesh.core.headers import Headers
 
@@ -41,6 +41,11 @@ NeedData = _NeedData
 """The type of ``NEED_DATA``, for annotations in codecs outside sofamesh (``-> Event | NeedData``)."""
 
 _EMPTY = Headers()
+
+_Meta: TypeAlias = object
+"""The type of the ``meta`` fields (protocol-private state). Spelled through a module name because
+the compiled build (mypyc, setup.py) resolves dataclass annotations in the module's globals, where
+``object`` is not."""
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -68,7 +73,7 @@ class RequestHead:
     raw: bytes | None = None
     timeout_ms: int | None = None
     resolve: Callable[[str], str | None] | None = None
-    meta: object = None
+    meta: _Meta = None
 
     def __post_init__(self) -> None:
         if self.request_id < 0:
@@ -109,7 +114,7 @@ class ResponseHead:
     reason: str = ""
     end_stream: bool = True
     raw: bytes | None = None
-    meta: object = None
+    meta: _Meta = None
 
     def __post_init__(self) -> None:
         if not 100 <= self.http_status <= 599:
@@ -143,7 +148,7 @@ class Heartbeat:
     request_id: int = 0
     reply: bool = False
     raw: bytes | None = None
-    meta: object = None
+    meta: _Meta = None
 
 
 @dataclass(frozen=True, slots=True)

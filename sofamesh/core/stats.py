@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import Final
 
 LATENCY_BUCKETS_MS: tuple[float, ...] = (0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 
@@ -39,27 +40,31 @@ class Histogram:
                 "p50_ms": self.quantile(0.5), "p99_ms": self.quantile(0.99)}
 
 
+# The counter names, outside the classes: the compiled build (mypyc, setup.py) keeps no __slots__
+# on its classes, so the loops below read these.
+_LISTENER_COUNTERS: Final = (
+    "downstream_cx_active",
+    "downstream_cx_destroy_with_active_rq",
+    "downstream_cx_protocol_error",
+    "downstream_cx_sniff_fail",
+    "downstream_cx_total",
+    "downstream_heartbeat",
+    "downstream_rq_1xx",
+    "downstream_rq_2xx",
+    "downstream_rq_3xx",
+    "downstream_rq_4xx",
+    "downstream_rq_5xx",
+    "downstream_rq_active",
+    "downstream_rq_drained_cut",
+    "downstream_rq_local_reply",
+    "downstream_rq_no_route",
+    "downstream_rq_timeout",
+    "downstream_rq_total",
+)
+
+
 class ListenerStats:
-    __slots__ = (
-        "downstream_cx_active",
-        "downstream_cx_destroy_with_active_rq",
-        "downstream_cx_protocol_error",
-        "downstream_cx_sniff_fail",
-        "downstream_cx_total",
-        "downstream_heartbeat",
-        "downstream_rq_1xx",
-        "downstream_rq_2xx",
-        "downstream_rq_3xx",
-        "downstream_rq_4xx",
-        "downstream_rq_5xx",
-        "downstream_rq_active",
-        "downstream_rq_drained_cut",
-        "downstream_rq_local_reply",
-        "downstream_rq_no_route",
-        "downstream_rq_timeout",
-        "downstream_rq_total",
-        "latency",
-    )
+    __slots__ = (*_LISTENER_COUNTERS, "latency")
     downstream_cx_active: int
     downstream_cx_destroy_with_active_rq: int
     downstream_cx_protocol_error: int
@@ -80,9 +85,9 @@ class ListenerStats:
     latency: Histogram
 
     def __init__(self) -> None:
-        for name in self.__slots__:
+        for name in _LISTENER_COUNTERS:
             setattr(self, name, 0)
-        self.latency = Histogram()  # replaces the 0 set above
+        self.latency = Histogram()
 
     def record_status(self, http_status: int) -> None:
         c = http_status // 100
@@ -98,34 +103,37 @@ class ListenerStats:
             self.downstream_rq_1xx += 1
 
     def snapshot(self) -> dict[str, object]:
-        out: dict[str, object] = {n: getattr(self, n) for n in self.__slots__ if n != "latency"}
+        out: dict[str, object] = {n: getattr(self, n) for n in _LISTENER_COUNTERS}
         out["latency"] = self.latency.snapshot()
         return out
 
 
+_CLUSTER_COUNTERS: Final = (
+    "upstream_cx_active",
+    "upstream_cx_connect_fail",
+    "upstream_cx_connect_timeout",
+    "upstream_cx_destroy_with_active_rq",
+    "upstream_cx_idle_timeout",
+    "upstream_cx_overflow",
+    "upstream_cx_total",
+    "upstream_heartbeat_failed",
+    "upstream_heartbeat_sent",
+    "upstream_rq_2xx",
+    "upstream_rq_3xx",
+    "upstream_rq_4xx",
+    "upstream_rq_5xx",
+    "upstream_rq_active",
+    "upstream_rq_late_response",
+    "upstream_rq_oneway",
+    "upstream_rq_reset",
+    "upstream_rq_retry",
+    "upstream_rq_timeout",
+    "upstream_rq_total",
+)
+
+
 class ClusterStats:
-    __slots__ = (
-        "upstream_cx_active",
-        "upstream_cx_connect_fail",
-        "upstream_cx_connect_timeout",
-        "upstream_cx_destroy_with_active_rq",
-        "upstream_cx_idle_timeout",
-        "upstream_cx_overflow",
-        "upstream_cx_total",
-        "upstream_heartbeat_failed",
-        "upstream_heartbeat_sent",
-        "upstream_rq_2xx",
-        "upstream_rq_3xx",
-        "upstream_rq_4xx",
-        "upstream_rq_5xx",
-        "upstream_rq_active",
-        "upstream_rq_late_response",
-        "upstream_rq_oneway",
-        "upstream_rq_reset",
-        "upstream_rq_retry",
-        "upstream_rq_timeout",
-        "upstream_rq_total",
-    )
+    __slots__ = _CLUSTER_COUNTERS
     upstream_cx_active: int
     upstream_cx_connect_fail: int
     upstream_cx_connect_timeout: int
@@ -148,7 +156,7 @@ class ClusterStats:
     upstream_rq_total: int
 
     def __init__(self) -> None:
-        for name in self.__slots__:
+        for name in _CLUSTER_COUNTERS:
             setattr(self, name, 0)
 
     def record_status(self, http_status: int) -> None:
@@ -163,7 +171,7 @@ class ClusterStats:
             self.upstream_rq_3xx += 1
 
     def snapshot(self) -> dict[str, int]:
-        return {n: getattr(self, n) for n in self.__slots__}
+        return {n: getattr(self, n) for n in _CLUSTER_COUNTERS}
 
 
 class RpcStats:

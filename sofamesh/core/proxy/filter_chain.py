@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from sofamesh.core.codec import ReplyStatus
 
 if TYPE_CHECKING:
@@ -31,6 +33,7 @@ class LocalReply:
 FilterResult = Verdict | LocalReply
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # filter plugins subclass it (compiled build: setup.py)
 class Filter:
     """One configured filter instance, shared by every stream of a listener or route.
 
@@ -64,6 +67,7 @@ class Filter:
         return ""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class FilterFactory(ABC):
     """Registered in the filter catalog; builds a Filter from its YAML ``config`` mapping."""
 

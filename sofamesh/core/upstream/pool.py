@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, Role
 from sofamesh.core.errors import ProtocolError
@@ -468,7 +468,7 @@ class ExclusivePool(Pool):
 
 class MultiplexedPool(Pool):
     __slots__ = ("conn", "last_beat")
-    conn_class: type[MultiplexedConnection] = MultiplexedConnection
+    conn_class: ClassVar[type[MultiplexedConnection]] = MultiplexedConnection
 
     def __init__(self, cluster: Cluster, endpoint: Endpoint, factory: CodecFactory) -> None:
         super().__init__(cluster, endpoint, factory)

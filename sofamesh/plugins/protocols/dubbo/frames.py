@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from sofamesh.plugins.protocols.dubbo.hessian import HessianReader
+from sofamesh.plugins.protocols.dubbo.hessian import HIGH_SURROGATE_MAX, HIGH_SURROGATE_MIN, HessianReader
 
 __all__ = [
     "FLAG_EVENT",
@@ -171,7 +171,7 @@ def encode_string(text: str) -> bytes:
         for c in text)
     out = bytearray()
     while len(units) > 0x8000:
-        n = 0x8000 - 1 if "\ud800" <= units[0x8000 - 1] <= "\udbff" else 0x8000
+        n = 0x8000 - 1 if HIGH_SURROGATE_MIN <= units[0x8000 - 1] <= HIGH_SURROGATE_MAX else 0x8000
         out += b"R" + n.to_bytes(2, "big") + units[:n].encode("utf-8", "surrogatepass")
         units = units[n:]
     n = len(units)

@@ -26,6 +26,11 @@ _MAX_DEPTH: Final = 64  # nesting of lists/maps/objects; real Dubbo arguments ar
 
 _Z: Final = 0x5A  # list/map terminator
 
+# UTF-16 surrogate bounds, spelled with chr(): mypyc cannot compile surrogates in string literals.
+HIGH_SURROGATE_MIN: Final = chr(0xD800)
+HIGH_SURROGATE_MAX: Final = chr(0xDBFF)
+LOW_SURROGATE_MAX: Final = chr(0xDFFF)
+
 # Fixed extra length (bytes after the tag) of scalar tags; filled below.
 _FIXED: Final[dict[int, int]] = {}
 for _t in range(0x38, 0x40):  # three-octet compact long
@@ -141,7 +146,7 @@ class HessianReader:
             text = raw.decode("utf-8", "surrogatepass")
         except UnicodeDecodeError as exc:
             raise HessianError(f"hessian: invalid UTF-8 in string at offset {start}: {exc.reason}") from None
-        if any("\ud800" <= c <= "\udfff" for c in text):
+        if any(HIGH_SURROGATE_MIN <= c <= LOW_SURROGATE_MAX for c in text):
             # CESU-8 surrogate pairs -> supplementary characters; lone surrogates stay as they are.
             text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
         return text

@@ -43,6 +43,7 @@ def test_heads_moved_to_another_stream_id_keep_every_other_field() -> None:
         defaults = type(head)("http1")
         for f in dataclasses.fields(head):
             if f.name != "request_id":
-                assert getattr(moved, f.name) is getattr(head, f.name), f.name
+                value = getattr(head, f.name)  # the same object, except ints: compiled (mypyc) classes rebox them
+                assert getattr(moved, f.name) is value or (type(value) is int and getattr(moved, f.name) == value), f.name
             if f.name != "protocol":
                 assert getattr(head, f.name) != getattr(defaults, f.name), f"give {f.name} a non-default value"

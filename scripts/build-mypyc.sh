@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The compiled build: a venv with sofamesh installed (not editable) with its hot-path modules
+# (setup.py COMPILED: the codecs and the stream path) compiled by mypyc into C extensions.
+# Usage: scripts/build-mypyc.sh [VENV]      (default: $SOFAMESH_CACHE/venv-mypyc)
+# Needs a C compiler and the Python headers. Idempotent: rebuilds only when the sources changed
+# (a hash of sofamesh/**/*.py, pyproject.toml and setup.py is kept in VENV/.sofamesh-build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO="$PWD"
+SOFAMESH_CACHE="${SOFAMESH_CACHE:-$REPO/.cache}"
+VENV="${1:-$SOFAMESH_CACHE/venv-mypyc}"
+PY="${PY:-python3}"
+MYPY_VERSION="2.4.1"  # the compiler; a build-time requirement only
+
+stamp="$( (cd "$REPO" && find sofamesh -name '*.py' -print0 | sort -z | xargs -0 sha256sum
+           sha256sum pyproject.toml setup.py; echo "mypy $MYPY_VERSION") | sha256sum | cut -d' ' -f1)"
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.sofamesh-build" 2>/dev/null)" = "$stamp" ]; then
+  echo "compiled build up to date: $VENV"
+  exit 0
+fi
+
+test -x "$VENV/bin/python" || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+# mypyc type-checks what the compiled modules import, as `mypy sofamesh/core` does in the dev venv:
+# the runtime dependencies (a pure install pulls them) and the stubs must be there.
+"$VENV/bin/python" -m pip install -q "setuptools>=77" wheel "mypy==$MYPY_VERSION" types-PyYAML
+
+# Build from a copy: keeps build/ (mypyc's C sources, setuptools' objects) out of the checkout and
+# leaves no stale module from an earlier build.
+src="$(mktemp -d)"
+trap 'rm -rf "$src"' EXIT
+cp -r sofamesh pyproject.toml setup.py README.md "$src/"
+find "$src" -name __pycache__ -prune -exec rm -rf {} +
+start=$SECONDS
+"$VENV/bin/python" -m pip install -q "$src"
+pure=$SECONDS
+(cd "$src" && SOFAMESH_MYPYC=1 "$VENV/bin/python" -m pip install -q --no-build-isolation --no-deps \
+  --force-reinstall "$src")
+echo "compiled build installed in $VENV (pure install $((pure - start)) s, compile $((SECONDS - pure)) s)"
+bash scripts/reinstall-otel-proto.sh "$VENV/bin/python"
+# Fail here, not in a test, if the modules are not the compiled ones.
+(cd / && "$VENV/bin/python" -c 'import sofamesh.core.proxy.stream as m; assert m.__file__.endswith(".so"), m.__file__')
+echo "$stamp" > "$VENV/.sofamesh-build"

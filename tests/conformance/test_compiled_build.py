@@ -1,0 +1,108 @@
+"""The compiled build (setup.py with SOFAMESH_MYPYC=1: the codecs and the stream path compiled by
+mypyc) serves real traffic: a sofa-rpc-node consumer and HTTP/1.1 clients through one
+``sofamesh proxy`` run by the compiled venv, whose hot-path modules are checked to be C extensions.
+
+The venv is built by scripts/setup.d/50-mypyc-build.sh (scripts/build-mypyc.sh) into
+``$SOFAMESH_CACHE/venv-mypyc``; when it is missing these tests skip locally and fail under ``CI``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sofamesh.testing import ProxyProcess, UpstreamServer, free_port
+from tests.conformance.bolt_peers import CACHE, REPO, node_consumer, node_provider
+
+COMPILED_PY = CACHE / "venv-mypyc" / "bin" / "python"
+ECHO = "com.example.EchoService"
+
+
+def compiled_python() -> str:
+    if COMPILED_PY.exists():
+        return str(COMPILED_PY)
+    msg = f"the compiled build is not installed at {COMPILED_PY}: run scripts/setup.d/50-mypyc-build.sh"
+    if os.environ.get("CI"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def compiled_modules() -> list[str]:
+    """The module names setup.py's ``COMPILED`` lists."""
+    for node in ast.parse((REPO / "setup.py").read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "COMPILED" for t in node.targets):
+            return [p.removesuffix(".py").replace("/", ".") for p in ast.literal_eval(node.value)]
+    raise AssertionError("setup.py has no COMPILED list")
+
+
+def test_every_module_setup_py_compiles_is_a_c_extension_in_the_compiled_venv() -> None:
+    python = compiled_python()
+    modules = compiled_modules()
+    assert {"sofamesh.core.proxy.stream", "sofamesh.plugins.protocols.bolt.codec"} <= set(modules)
+    code = ("import importlib, json, sys; "
+            "print(json.dumps({m: importlib.import_module(m).__file__ for m in ['sofamesh', *sys.argv[1:]]}))")
+    out = subprocess.run([python, "-P", "-c", code, *modules], capture_output=True, text=True, timeout=60,
+                         cwd=REPO, check=False)
+    assert out.returncode == 0, out.stderr
+    files: dict[str, str] = json.loads(out.stdout)
+    assert not files.pop("sofamesh").startswith(str(REPO / "sofamesh")), "the venv must hold its own install"
+    assert {m: f for m, f in files.items() if not f.endswith(".so")} == {}
+
+
+def loaded_extensions(pid: int) -> set[str]:
+    """The C extensions from site-packages the process has mapped, by module name. The modules one
+    mypyc build compiles share one library (``<hash>__mypyc``) that holds their code; importing one
+    from another does not map its own small ``.so``."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return {line.rsplit("/", 1)[-1].split(".")[0] for line in maps.splitlines()
+            if "/site-packages/" in line and line.endswith(".so")}
+
+
+def test_sofa_rpc_node_and_http_clients_get_their_answers_through_the_compiled_proxy() -> None:
+    python = compiled_python()
+    bolt_port, http_port = free_port(), free_port()
+    with node_provider(ECHO, "A") as provider, UpstreamServer("web") as web:
+        config = {
+            "listeners": [
+                {"name": "rpc_in", "address": f"127.0.0.1:{bolt_port}", "protocols": ["bolt"],
+                 "routes": [{"match": {"service": f"{ECHO}:1.0"}, "cluster": "rpc", "timeout_ms": 5000}]},
+                {"name": "web_in", "address": f"127.0.0.1:{http_port}", "protocols": ["http1"],
+                 "routes": [{"name": "all", "cluster": "web", "timeout_ms": 5000}]},
+            ],
+            "clusters": [
+                {"name": "rpc", "protocol": "bolt", "endpoints": [provider.address]},
+                {"name": "web", "endpoints": [web.address]},
+            ],
+        }
+        with ProxyProcess(config, python=python) as proxy:
+            assert proxy.proc is not None
+            mapped = loaded_extensions(proxy.proc.pid)
+            assert "stream_manager" in mapped and any(m.endswith("__mypyc") for m in mapped), mapped
+
+            calls: list[dict[str, object]] = [{"method": "echo", "args": [f"m{i}"]} for i in range(40)]
+            calls += [{"method": "plus", "args": [2, 3]}, {"method": "fail", "args": ["x"]}]
+            for framing in ("v1", "v2crc"):
+                results = node_consumer(f"127.0.0.1:{bolt_port}", ECHO, calls, clients=4, framing=framing)
+                assert results[:40] == [{"ok": True, "result": f"A:m{i}"} for i in range(40)], framing
+                assert results[40] == {"ok": True, "result": 5}, framing
+                assert results[41]["ok"] is False and "fail: x" in str(results[41]["message"]), framing
+
+            with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=5.0) as client:
+                for i in range(20):
+                    r = client.get(f"/hello/{i}")
+                    assert (r.status_code, r.text, r.headers["x-upstream"]) == (200, f"web GET /hello/{i}\n", "web")
+                body = bytes(range(256)) * 1000
+                r = client.post("/echo", content=body)
+                assert r.status_code == 200 and r.text.startswith(f"{len(body)} ")
+
+            stats = proxy.stats()
+            assert stats["listeners"]["rpc_in"]["downstream_rq_total"] == 2 * len(calls)
+            assert stats["listeners"]["web_in"]["downstream_rq_2xx"] == 21
+            assert stats["clusters"]["rpc"]["upstream_rq_total"] == 2 * len(calls)
+    assert web.requests == 21
