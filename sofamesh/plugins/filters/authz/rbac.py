@@ -99,7 +99,8 @@ def _namespace(s: Stream) -> str:
 
 
 def _ip(s: Stream) -> str:
-    return source_ip(s.context)
+    peer = s.context.peer  # source_ip, inlined
+    return str(peer[0]) if peer else ""
 
 
 def _request_principal(s: Stream) -> str:
@@ -226,6 +227,12 @@ def _all(preds: list[Pred]) -> Pred:
         return lambda s: True
     if len(preds) == 1:
         return preds[0]
+    if len(preds) == 2:
+        a, b = preds
+        return lambda s: a(s) and b(s)
+    if len(preds) == 3:
+        a, b, c = preds
+        return lambda s: a(s) and b(s) and c(s)
     t = tuple(preds)
 
     def every(s: Stream) -> bool:
@@ -251,30 +258,38 @@ def _any(preds: list[Pred]) -> Pred:
     return one
 
 
-def _source(src: Source) -> Pred:
-    return _all([
+def _source(src: Source) -> list[Pred]:
+    """The predicates a ``source`` entry needs, all of which must hold."""
+    return [
         *_field(_principal, src.principals, src.not_principals),
         *_field(_namespace, src.namespaces, src.not_namespaces),
         *_field(_ip, src.ip_blocks, src.not_ip_blocks, ip=True),
         *_field(_request_principal, src.request_principals, src.not_request_principals),
-    ])
+    ]
 
 
-def _operation(op: Operation) -> Pred:
-    return _all([
+def _operation(op: Operation) -> list[Pred]:
+    return [
         *_field(_service, op.services, op.not_services),
         *_field(_method, op.methods, op.not_methods),
         *_field(_host, op.hosts, op.not_hosts, multi=True),
         *_field(_path, op.paths, op.not_paths),
-    ])
+    ]
+
+
+def _alternatives(entries: list[list[Pred]]) -> list[Pred]:
+    """Predicates for "one of ``entries`` holds"; a single entry adds its own to the rule's, flat."""
+    if len(entries) == 1:
+        return entries[0]
+    return [_any([_all(e) for e in entries])]
 
 
 def _rule(rule: Rule, path: str) -> Pred:
     parts: list[Pred] = []
     if rule.from_:
-        parts.append(_any([_source(f.source) for f in rule.from_]))
+        parts.extend(_alternatives([_source(f.source) for f in rule.from_]))
     if rule.to:
-        parts.append(_any([_operation(t.operation) for t in rule.to]))
+        parts.extend(_alternatives([_operation(t.operation) for t in rule.to]))
     for j, c in enumerate(rule.when):
         get, multi = _getter(c.key, f"{path}.when[{j}].key")
         parts.extend(_field(get, c.values, c.not_values, ip=c.key in ("source.ip", "remote.ip"), multi=multi))
