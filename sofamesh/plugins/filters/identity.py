@@ -14,7 +14,11 @@ CLAIMS_ATTR = "jwt.claims"
 
 def source_principal(ctx: StreamContext) -> str:
     """``cluster.local/ns/default/sa/web`` for ``spiffe://cluster.local/ns/default/sa/web``; ``""`` if none."""
-    pid = ctx.peer_identity
+    return principal_of(ctx.peer_identity)
+
+
+def principal_of(pid: str | None) -> str:
+    """A peer identity (SPIFFE URI) as a principal, without ``spiffe://``; ``""`` for none."""
     if not pid:
         return ""
     return pid[9:] if pid.startswith("spiffe://") else pid
@@ -33,4 +37,4 @@ def source_ip(ctx: StreamContext) -> str:
     return str(ctx.peer[0]) if ctx.peer else ""
 
 
-__all__ = ["CLAIMS_ATTR", "namespace_of", "source_ip", "source_principal"]
+__all__ = ["CLAIMS_ATTR", "namespace_of", "principal_of", "source_ip", "source_principal"]

@@ -14,12 +14,15 @@ def values(patterns: Sequence[str]) -> ValueMatch:
     exact = frozenset(p for p in patterns if "*" not in p)
     prefixes = tuple(p[:-1] for p in patterns if p.endswith("*") and p != "*")
     suffixes = tuple(p[1:] for p in patterns if p.startswith("*") and p != "*")
-    anything = "*" in patterns
+    if "*" in patterns:
+        return bool  # any non-empty value
+    if not prefixes and not suffixes:
+        return (exact - {""}).__contains__  # exact values only: one set lookup; "" never matches
 
     def match(v: str) -> bool:
         if not v:
             return False
-        if anything or v in exact:
+        if v in exact:
             return True
         return (bool(prefixes) and v.startswith(prefixes)) or (bool(suffixes) and v.endswith(suffixes))
 

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("sofamesh.rbac")
 
 Pred = Callable[["Stream"], bool]
-Getter = Callable[["Stream"], list[str]]
-
+Getter = Callable[["Stream"], str]  # a field with one value per request ("" when absent)
+MultiGetter = Callable[["Stream"], list[str]]  # a field that can have several values (host, a claim)
 
 class Source(Settings):
     principals: list[str] = Field(default_factory=list)
@@ -90,28 +90,29 @@ class RbacSettings(Settings):
 
 # -- compiling ---------------------------------------------------------------------------------------
 
-def _principal(s: Stream) -> list[str]:
-    return [source_principal(s.context)]
+def _principal(s: Stream) -> str:
+    return source_principal(s.context)
 
 
-def _namespace(s: Stream) -> list[str]:
-    return [namespace_of(source_principal(s.context))]
+def _namespace(s: Stream) -> str:
+    return namespace_of(source_principal(s.context))
 
 
-def _ip(s: Stream) -> list[str]:
-    return [source_ip(s.context)]
+def _ip(s: Stream) -> str:
+    peer = s.context.peer  # source_ip, inlined
+    return str(peer[0]) if peer else ""
 
 
-def _request_principal(s: Stream) -> list[str]:
-    return [s.context.request_principal or ""]
+def _request_principal(s: Stream) -> str:
+    return s.context.request_principal or ""
 
 
-def _service(s: Stream) -> list[str]:
-    return [s.head.key("service") or ""]
+def _service(s: Stream) -> str:
+    return s.head.service or s.head.key("service") or ""  # the field first: no key() dispatch
 
 
-def _method(s: Stream) -> list[str]:
-    return [s.head.key("method") or ""]  # a Bolt method may live in the body: the codec resolves it lazily
+def _method(s: Stream) -> str:
+    return s.head.method or s.head.key("method") or ""  # a Bolt method may live in the body: key() resolves it
 
 
 def _host(s: Stream) -> list[str]:
@@ -119,11 +120,11 @@ def _host(s: Stream) -> list[str]:
     return [h, h.rsplit(":", 1)[0]] if ":" in h else [h]
 
 
-def _path(s: Stream) -> list[str]:
-    return [s.head.path.split("?", 1)[0]]
+def _path(s: Stream) -> str:
+    return s.head.path.split("?", 1)[0]
 
 
-def _claim(path: list[str]) -> Getter:
+def _claim(path: list[str]) -> MultiGetter:
     def get(s: Stream) -> list[str]:
         v: Any = s.context.attrs.get(CLAIMS_ATTR)
         for p in path:
@@ -142,14 +143,13 @@ def _claim(path: list[str]) -> Getter:
 
 
 def _header(name: str) -> Getter:
-    def get(s: Stream) -> list[str]:
-        v = s.head.key(name)
-        return [v] if v else []
+    def get(s: Stream) -> str:
+        return s.head.key(name) or ""  # "" matches no value, as an absent header
 
     return get
 
 
-_FIXED_KEYS: dict[str, Getter] = {
+_FIXED_KEYS: dict[str, Getter | MultiGetter] = {
     "source.principal": _principal,
     "source.namespace": _namespace,
     "source.ip": _ip,
@@ -163,48 +163,62 @@ _FIXED_KEYS: dict[str, Getter] = {
 _BRACKETS = re.compile(r"\[([^\]]+)\]")
 
 
-def _getter(key: str, path: str) -> Getter:
+def _getter(key: str, path: str) -> tuple[Getter | MultiGetter, bool]:
+    """The getter for a ``when`` key, and whether it returns a list."""
     from sofamesh.core.errors import ConfigError
 
     if key in _FIXED_KEYS:
-        return _FIXED_KEYS[key]
+        return _FIXED_KEYS[key], key == "request.host"
     if key.startswith("request.headers[") and key.endswith("]"):
-        return _header(key[len("request.headers["):-1].lower())
+        return _header(key[len("request.headers["):-1].lower()), False
     if key.startswith("request.auth.claims["):
         parts = _BRACKETS.findall(key[len("request.auth.claims"):])
         if parts:
-            return _claim(parts)
+            return _claim(parts), True
     if key == "request.auth.audiences":
-        return _claim(["aud"])
+        return _claim(["aud"]), True
     if key == "request.auth.presenter":
-        return _claim(["azp"])
+        return _claim(["azp"]), True
     known = ", ".join([*_FIXED_KEYS, "request.headers[NAME]", "request.auth.claims[NAME]", "request.auth.audiences"])
     raise ConfigError(path, f"unknown condition key {key!r} (known: {known})")
 
 
-def _field(get: Getter, yes: list[str], no: list[str], ip: bool = False) -> list[Pred]:
+def _field(get: Getter | MultiGetter, yes: list[str], no: list[str], ip: bool = False,
+           multi: bool = False) -> list[Pred]:
+    """Predicates for one field: some value matches ``yes``, no value matches ``no``. ``multi``: ``get``
+    returns a list (host, claims); otherwise one string, so a request allocates no list."""
     out: list[Pred] = []
     make = matchers.ip_blocks if ip else matchers.values
+    if multi:
+        many: Any = get
+        if yes:
+            m = make(yes)
+
+            def some(s: Stream) -> bool:
+                for v in many(s):
+                    if m(v):
+                        return True
+                return False
+
+            out.append(some)
+        if no:
+            n = make(no)
+
+            def none(s: Stream) -> bool:
+                for v in many(s):
+                    if n(v):
+                        return False
+                return True
+
+            out.append(none)
+        return out
+    one: Any = get
     if yes:
-        m = make(yes)
-
-        def some(s: Stream) -> bool:
-            for v in get(s):
-                if m(v):
-                    return True
-            return False
-
-        out.append(some)
+        m1 = make(yes)
+        out.append(lambda s: m1(one(s)))
     if no:
-        n = make(no)
-
-        def none(s: Stream) -> bool:
-            for v in get(s):
-                if n(v):
-                    return False
-            return True
-
-        out.append(none)
+        n1 = make(no)
+        out.append(lambda s: not n1(one(s)))
     return out
 
 
@@ -213,6 +227,12 @@ def _all(preds: list[Pred]) -> Pred:
         return lambda s: True
     if len(preds) == 1:
         return preds[0]
+    if len(preds) == 2:
+        a, b = preds
+        return lambda s: a(s) and b(s)
+    if len(preds) == 3:
+        a, b, c = preds
+        return lambda s: a(s) and b(s) and c(s)
     t = tuple(preds)
 
     def every(s: Stream) -> bool:
@@ -238,33 +258,41 @@ def _any(preds: list[Pred]) -> Pred:
     return one
 
 
-def _source(src: Source) -> Pred:
-    return _all([
+def _source(src: Source) -> list[Pred]:
+    """The predicates a ``source`` entry needs, all of which must hold."""
+    return [
         *_field(_principal, src.principals, src.not_principals),
         *_field(_namespace, src.namespaces, src.not_namespaces),
         *_field(_ip, src.ip_blocks, src.not_ip_blocks, ip=True),
         *_field(_request_principal, src.request_principals, src.not_request_principals),
-    ])
+    ]
 
 
-def _operation(op: Operation) -> Pred:
-    return _all([
+def _operation(op: Operation) -> list[Pred]:
+    return [
         *_field(_service, op.services, op.not_services),
         *_field(_method, op.methods, op.not_methods),
-        *_field(_host, op.hosts, op.not_hosts),
+        *_field(_host, op.hosts, op.not_hosts, multi=True),
         *_field(_path, op.paths, op.not_paths),
-    ])
+    ]
+
+
+def _alternatives(entries: list[list[Pred]]) -> list[Pred]:
+    """Predicates for "one of ``entries`` holds"; a single entry adds its own to the rule's, flat."""
+    if len(entries) == 1:
+        return entries[0]
+    return [_any([_all(e) for e in entries])]
 
 
 def _rule(rule: Rule, path: str) -> Pred:
     parts: list[Pred] = []
     if rule.from_:
-        parts.append(_any([_source(f.source) for f in rule.from_]))
+        parts.extend(_alternatives([_source(f.source) for f in rule.from_]))
     if rule.to:
-        parts.append(_any([_operation(t.operation) for t in rule.to]))
+        parts.extend(_alternatives([_operation(t.operation) for t in rule.to]))
     for j, c in enumerate(rule.when):
-        parts.extend(_field(_getter(c.key, f"{path}.when[{j}].key"), c.values, c.not_values,
-                            ip=c.key in ("source.ip", "remote.ip")))
+        get, multi = _getter(c.key, f"{path}.when[{j}].key")
+        parts.extend(_field(get, c.values, c.not_values, ip=c.key in ("source.ip", "remote.ip"), multi=multi))
     return _all(parts)
 
 

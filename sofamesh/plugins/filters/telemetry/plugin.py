@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 
 from sofamesh.core.plugin_host import hookimpl
 from sofamesh.core.proxy.filter_chain import Filter, FilterFactory, FilterResult, Verdict
-from sofamesh.plugins.filters.identity import source_principal
+from sofamesh.plugins.filters.identity import principal_of
 from sofamesh.plugins.filters.settings import Settings, parse
 from sofamesh.plugins.filters.telemetry.access_log import DEFAULT_FIELDS, FIELDS, AccessLog
 from sofamesh.plugins.filters.telemetry.metrics import HUB, IstioMetrics
@@ -77,6 +77,10 @@ def _workload_of(principal: str) -> str:
     return principal[i + 4:] if i >= 0 else "unknown"
 
 
+_PEERS_MAX = 4096  # distinct peer identities whose source labels are remembered before the memo starts over
+_CODES = {c: str(c) for c in range(100, 600)}  # response_code labels, made once
+
+
 class TelemetryFilter(Filter):
     name = "telemetry"
 
@@ -88,6 +92,9 @@ class TelemetryFilter(Filter):
         self.principal = settings.principal
         self.templates = tuple(_template(t) for t in settings.path_templates)
         self.metrics = settings.metrics
+        # peer identity -> the (workload, principal) labels of the source: a connection's requests share
+        # one identity, so a request only looks it up
+        self._sources: dict[str | None, tuple[str, str]] = {}
         tr = settings.tracing
         self.tracer = Tracer(settings.service_name, tr.endpoint, tr.sampling, tr.flush_ms,
                              inbound=self.destination) if tr else None
@@ -115,24 +122,36 @@ class TelemetryFilter(Filter):
                 return f"{h.method} {t}"
         return "unknown"
 
+    def _source_labels(self, peer_identity: str | None) -> tuple[str, str]:
+        who = self._sources.get(peer_identity)
+        if who is None:
+            if len(self._sources) >= _PEERS_MAX:
+                self._sources.clear()
+            who = self._sources[peer_identity] = (_workload_of(principal_of(peer_identity)),
+                                                  peer_identity or "unknown")
+        return who
+
     def on_stream_done(self, stream: Stream) -> None:
         if self.metrics:
             ctx = stream.context
             h = stream.head
-            peer = source_principal(ctx)
             if self.destination:
-                src_w, src_p = _workload_of(peer), (ctx.peer_identity or "unknown")
+                src_w, src_p = self._sources.get(ctx.peer_identity) or self._source_labels(ctx.peer_identity)
                 dst_w, dst_p = self.workload, self.principal
             else:
                 src_w, src_p = self.workload, self.principal
                 dst_w, dst_p = ctx.cluster or "unknown", "unknown"
-            if h.raw is not None:
-                rq = len(h.raw)
+            raw = h.raw
+            if raw is not None:
+                rq = len(raw)
+                op = h.method or h.key("method") or "unknown"
             else:
                 cl = h.headers.get("content-length")
                 rq = int(cl) if cl and cl.isdigit() else 0
-            labels = (self.reporter, src_w, src_p, dst_w, dst_p, h.service or "unknown", self._operation(stream),
-                      h.protocol, str(stream.http_status or 200), ctx.response_flags or "-")
+                op = self._operation(stream)
+            code = stream.http_status or 200
+            labels = (self.reporter, src_w, src_p, dst_w, dst_p, h.service or "unknown", op, h.protocol,
+                      _CODES.get(code) or str(code), ctx.response_flags or "-")
             ms = (stream.conn.loop.time() - ctx.start) * 1000.0
             self.hub.record(labels, ms, rq, ctx.attrs.get(_RESP_BYTES, 0))
         if self.access_log is not None:
