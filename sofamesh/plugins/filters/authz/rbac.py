@@ -193,24 +193,10 @@ def _field(get: Getter | MultiGetter, yes: list[str], no: list[str], ip: bool = 
         many: Any = get
         if yes:
             m = make(yes)
-
-            def some(s: Stream) -> bool:
-                for v in many(s):
-                    if m(v):
-                        return True
-                return False
-
-            out.append(some)
+            out.append(lambda s: any(m(v) for v in many(s)))
         if no:
             n = make(no)
-
-            def none(s: Stream) -> bool:
-                for v in many(s):
-                    if n(v):
-                        return False
-                return True
-
-            out.append(none)
+            out.append(lambda s: not any(n(v) for v in many(s)))
         return out
     one: Any = get
     if yes:

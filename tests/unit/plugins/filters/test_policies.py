@@ -115,3 +115,14 @@ def test_ip_block_answers_stay_right_for_each_address_when_remembered() -> None:
         assert inside("") is False
     for i in range(5000):  # more distinct peers than the memo holds: still right
         assert inside(f"10.{9 if i % 2 else 7}.{i // 256 % 256}.{i % 256}") is bool(i % 2)
+
+
+def test_hosts_and_not_hosts_match_any_spelling_of_the_host_with_or_without_its_port() -> None:
+    f = rbac([{"action": "ALLOW", "rules": [{"to": [{"operation": {"hosts": ["shop.local"],
+                                                                   "notHosts": ["admin.shop.local"]}}]}]}])
+    assert f.on_request_head(stream(host="shop.local:8080")) is Verdict.CONTINUE
+    assert f.on_request_head(stream(host="shop.local")) is Verdict.CONTINUE
+    assert isinstance(f.on_request_head(stream(host="other.local")), LocalReply)
+    g = rbac([{"action": "ALLOW", "rules": [{"to": [{"operation": {"notHosts": ["admin.local"]}}]}]}])
+    assert isinstance(g.on_request_head(stream(host="admin.local:9000")), LocalReply)
+    assert g.on_request_head(stream(host="shop.local:9000")) is Verdict.CONTINUE
