@@ -767,10 +767,15 @@ def main() -> int:
                     help="measure only these targets, e.g. sofamesh,main for a quick A/B (default: all)")
     args = ap.parse_args()
     args.targets = {t for t in args.targets.split(",") if t}
-    try:
-        args.compare = [tuple(c.split("=", 1)) for c in args.compare if c.split("=", 1)[1]]
-    except IndexError:
-        raise SystemExit("--compare takes LABEL=PYTHON, e.g. --compare main=/work/main/.venv/bin/python") from None
+    compare = []
+    for c in args.compare:
+        label, _, python = c.partition("=")
+        if not label or not python:
+            raise SystemExit(f"--compare {c!r}: expected LABEL=PYTHON, e.g. --compare main=/path/to/.venv/bin/python")
+        if not os.access(python, os.X_OK):
+            raise SystemExit(f"--compare {c!r}: {python} is not an executable interpreter")
+        compare.append((label, python))
+    args.compare = compare
     args.rounds = args.rounds or (2 if args.quick else 3)
     args.seconds = args.seconds or (2.0 if args.quick else 4.0)
     if (os.cpu_count() or 1) < 2:
