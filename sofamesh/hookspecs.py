@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from sofamesh.core.codec import CodecFactory
     from sofamesh.core.config.model import ProxyConfig
     from sofamesh.core.proxy.filter_chain import FilterFactory
-    from sofamesh.core.server import Server
+    from sofamesh.core.server_view import ServerView
     from sofamesh.core.upstream.load_balancer import LoadBalancerFactory
 
 hookspec = pluggy.HookspecMarker("sofamesh")
@@ -79,12 +79,13 @@ def sofamesh_configure(config: ProxyConfig) -> None:
 
 
 @hookspec
-def sofamesh_startup(server: Server) -> Any:
+def sofamesh_startup(server: ServerView) -> Any:
     """The server is listening.
 
     Runs once after every listener and the admin port are bound, before traffic is accepted.
 
-    :param server: the running :class:`~sofamesh.core.server.Server`.
+    :param server: the running process, as a :class:`~sofamesh.core.server_view.ServerView`
+        (its ``config``, ``listeners``, ``clusters``, ``apply``).
     :return: ``None`` or an awaitable, which the server awaits before it accepts traffic.
 
     .. versionadded:: 0.1
@@ -92,12 +93,12 @@ def sofamesh_startup(server: Server) -> Any:
 
 
 @hookspec
-def sofamesh_shutdown(server: Server) -> Any:
+def sofamesh_shutdown(server: ServerView) -> Any:
     """The server is stopping.
 
     Runs once after listeners stopped accepting and in-flight requests drained or were cut.
 
-    :param server: the stopping :class:`~sofamesh.core.server.Server`.
+    :param server: the stopping process, as a :class:`~sofamesh.core.server_view.ServerView`.
     :return: ``None`` or an awaitable, which the server awaits (bounded by the grace period).
 
     .. versionadded:: 0.1

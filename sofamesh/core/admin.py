@@ -19,7 +19,7 @@ from sofamesh.core.config.model import parse_address
 if TYPE_CHECKING:
     from sofamesh.core.proxy.filter_chain import Filter
     from sofamesh.core.proxy.stream_manager import ListenerRuntime
-    from sofamesh.core.server import Server
+    from sofamesh.core.server_view import ServerView
 
 log = logging.getLogger("sofamesh.admin")
 
@@ -99,7 +99,7 @@ def _json(obj: Any, status: int = 200) -> tuple[int, str, bytes]:
     return status, "application/json", (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
-def stats_snapshot(server: Server) -> dict[str, Any]:
+def stats_snapshot(server: ServerView) -> dict[str, Any]:
     listeners = {}
     rpc = {}
     filters: dict[str, dict[str, int]] = {}
@@ -139,7 +139,7 @@ def _filters_of(rt: ListenerRuntime) -> list[tuple[str, Filter]]:
     return out
 
 
-def filter_expositions(server: Server) -> str:
+def filter_expositions(server: ServerView) -> str:
     """The distinct Prometheus texts of every serving filter (``Filter.exposition``)."""
     texts: dict[str, None] = {}
     for h in server.listeners.values():
@@ -220,7 +220,7 @@ _START = time.monotonic()
 
 
 class AdminServer:
-    def __init__(self, server: Server, address: str) -> None:
+    def __init__(self, server: ServerView, address: str) -> None:
         self.server = server
         self.http = HttpMini(address, self.handle)
 
@@ -252,7 +252,7 @@ class AdminServer:
         if path == "/clusters":
             return _json({name: c.snapshot() for name, c in s.clusters.items()})
         if path == "/plugins":
-            return _json(plugin_rows(s))
+            return _json(s.plugin_rows())
         if path == "/reload":
             if method != "POST":
                 return 405, "text/plain", b"use POST\n"
@@ -277,16 +277,4 @@ class AdminServer:
         return _json({"version": version, "reimported": packages})
 
 
-def plugin_rows(server: Server) -> list[dict[str, str]]:
-    rows: list[dict[str, str]] = []
-    cats = server.catalogs
-    if cats is None:
-        return rows
-    for kind, cat in (("protocol", cats.protocols), ("filter", cats.filters), ("load_balancer", cats.load_balancers)):
-        for name in cat:
-            p = cat.provenance(name)
-            rows.append({"name": name, "kind": kind, "distribution": p.distribution, "version": p.version})
-    return rows
-
-
-__all__ = ["AdminServer", "HttpMini", "filter_expositions", "plugin_rows", "prometheus_text", "stats_snapshot"]
+__all__ = ["AdminServer", "HttpMini", "filter_expositions", "prometheus_text", "stats_snapshot"]

@@ -27,6 +27,7 @@ def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None) -
         server.config_path = config_path  # each worker re-reads it on SIGHUP
         await server.start()
         settle_after_start()
+        assert server.admin is not None
         os.write(wfd, f"{index} {server.admin.port}\n".encode())
         os.close(wfd)
         return await server.serve_until_stopped()

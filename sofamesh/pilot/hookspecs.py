@@ -13,9 +13,9 @@ import pluggy
 
 if TYPE_CHECKING:
     from sofamesh.core.catalog import Catalog
-    from sofamesh.pilot.app import Pilot
     from sofamesh.pilot.model import Service, ServiceInstance
     from sofamesh.pilot.registry import RegistryFactory
+    from sofamesh.pilot.view import PilotView
     from sofamesh.pilot.xds.generator import XdsGenerator
 
 hookspec = pluggy.HookspecMarker("sofamesh")
@@ -56,12 +56,12 @@ def pilot_register_xds_generators(catalog: Catalog[XdsGenerator]) -> None:
 
 
 @hookspec
-def pilot_startup(pilot: Pilot) -> Any:
+def pilot_startup(pilot: PilotView) -> Any:
     """Pilot is serving.
 
     Runs once after the registries started and the xDS and API ports are bound.
 
-    :param pilot: the running :class:`~sofamesh.pilot.app.Pilot` (its ``model``, ``registries``,
+    :param pilot: the running :class:`~sofamesh.pilot.view.PilotView` (its ``model``, ``registries``,
         ``xds`` server and ``config``).
     :return: ``None`` or an awaitable, which Pilot awaits before it reports ready.
 
@@ -70,12 +70,12 @@ def pilot_startup(pilot: Pilot) -> Any:
 
 
 @hookspec
-def pilot_shutdown(pilot: Pilot) -> Any:
+def pilot_shutdown(pilot: PilotView) -> Any:
     """Pilot is stopping.
 
     Runs once after the xDS and API servers stopped accepting, before the registries stop.
 
-    :param pilot: the stopping :class:`~sofamesh.pilot.app.Pilot`.
+    :param pilot: the stopping :class:`~sofamesh.pilot.view.PilotView`.
     :return: ``None`` or an awaitable, which Pilot awaits (bounded by its grace period).
 
     .. versionadded:: 0.1

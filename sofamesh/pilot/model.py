@@ -15,12 +15,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sofamesh.core.errors import ConfigError
-
-if TYPE_CHECKING:
-    from sofamesh.pilot.registry import Registry
 
 PROTOCOLS: tuple[str, ...] = ("http", "grpc", "bolt", "dubbo", "triple", "tcp")
 # The port a service is addressed on when nobody declared one: the protocol's customary port.
@@ -191,6 +188,14 @@ def _without_copies(found: list[ServiceInstance]) -> list[ServiceInstance]:
 ChangeListener = Callable[[frozenset[str]], None]
 
 
+class InstanceSource(Protocol):
+    """What the model reads of a registry (:class:`~sofamesh.pilot.registry.Registry` is one)."""
+
+    def services(self) -> Mapping[str, Service]: ...
+
+    def instances(self, service: str) -> Sequence[ServiceInstance]: ...
+
+
 class MeshModel:
     """Services and instances merged from every registry, in registry order.
 
@@ -198,8 +203,8 @@ class MeshModel:
     index at which that service last changed (Consul-style blocking queries wait on these).
     """
 
-    def __init__(self, registries: Sequence[Registry] = ()) -> None:
-        self._registries: list[Registry] = list(registries)
+    def __init__(self, registries: Sequence[InstanceSource] = ()) -> None:
+        self._registries: list[InstanceSource] = list(registries)
         self._services: dict[str, Service] = {}
         self._instances: dict[str, tuple[ServiceInstance, ...]] = {}
         self._service_index: dict[str, int] = {}
@@ -225,7 +230,7 @@ class MeshModel:
     def add_listener(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
 
-    def add_registry(self, registry: Registry) -> None:
+    def add_registry(self, registry: InstanceSource) -> None:
         self._registries.append(registry)
 
     def refresh(self, names: Iterable[str] | None = None) -> frozenset[str]:
@@ -297,6 +302,7 @@ __all__ = [
     "PROTOCOLS",
     "SOURCE_LABEL",
     "Health",
+    "InstanceSource",
     "MeshModel",
     "Service",
     "ServiceInstance",

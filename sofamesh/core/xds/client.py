@@ -38,7 +38,7 @@ from sofamesh.core.xds.translate import (
 
 if TYPE_CHECKING:
     from sofamesh.core.config.model import ProxyConfig, XdsConfig
-    from sofamesh.core.server import Server
+    from sofamesh.core.server_view import ServerView
 
 log = logging.getLogger("sofamesh.xds")
 _ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
@@ -67,9 +67,9 @@ class _TypeState:
 
 
 class XdsClient:
-    """One ADS stream to one management server, feeding one ``Server``."""
+    """One ADS stream to one management server, feeding one ``ServerView``."""
 
-    def __init__(self, server: Server, base: ProxyConfig, xds: XdsConfig, protocols: Collection[str]) -> None:
+    def __init__(self, server: ServerView, base: ProxyConfig, xds: XdsConfig, protocols: Collection[str]) -> None:
         self.server = server
         self.base = base
         self.xds = xds
@@ -344,12 +344,12 @@ class XdsClient:
                  len(self.server.config.clusters))
 
 
-async def attach(server: Server) -> XdsClient:
+async def attach(server: ServerView) -> XdsClient:
     """Start an xDS client for ``server`` (whose config has an ``xds`` section) and wait, up to
     ``initial_fetch_timeout_ms``, for the first complete config; ``/ready`` answers 503 until then."""
     xds = server.config.xds
     assert xds is not None
-    client = XdsClient(server, server.config, xds, server.host.available())
+    client = XdsClient(server, server.config, xds, server.protocol_names())
     server.xds = client
     server.ready = False
     client.start()

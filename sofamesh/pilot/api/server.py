@@ -14,9 +14,9 @@ from sofamesh.pilot.api import bodies
 from sofamesh.pilot.api.openapi import document
 
 if TYPE_CHECKING:
-    from sofamesh.pilot.app import Pilot
+    from sofamesh.pilot.view import PilotView
 
-_PILOT: web.AppKey[Pilot] = web.AppKey("pilot")
+_PILOT: web.AppKey[PilotView] = web.AppKey("pilot")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -52,7 +52,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     return resp
 
 
-def _service_doc(pilot: Pilot, name: str) -> dict[str, Any]:
+def _service_doc(pilot: PilotView, name: str) -> dict[str, Any]:
     svc = pilot.model.service(name)
     assert svc is not None
     return {**svc.to_dict(), "instances": len(pilot.model.instances(name))}
@@ -161,7 +161,7 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
-def build_app(pilot: Pilot) -> web.Application:
+def build_app(pilot: PilotView) -> web.Application:
     app = web.Application(middlewares=[_errors])
     app[_PILOT] = pilot
     app.router.add_get("/v1/services", list_services)

@@ -30,7 +30,7 @@ from sofamesh.core.errors import ConfigError
 from sofamesh.core.plugin_host import hookimpl
 
 if TYPE_CHECKING:
-    from sofamesh.core.server import Server
+    from sofamesh.core.server_view import ServerView
 
 log = logging.getLogger("sofamesh.mesh_app_api")
 NAME = "mesh_app_api"
@@ -51,7 +51,7 @@ def settings(raw: dict[str, Any]) -> dict[str, Any]:
 class MeshAppApi:
     """The app API of one sidecar: its HTTP server, its Pilot client, its subscriptions."""
 
-    def __init__(self, server: Server, opts: dict[str, Any]) -> None:
+    def __init__(self, server: ServerView, opts: dict[str, Any]) -> None:
         self.server = server
         self.opts = opts
         self.base: ProxyConfig = server.config
@@ -225,7 +225,7 @@ _APIS: dict[int, MeshAppApi] = {}
 
 
 @hookimpl
-async def sofamesh_startup(server: Server) -> None:
+async def sofamesh_startup(server: ServerView) -> None:
     raw = server.config.extensions.get(NAME)
     if raw is None:
         return
@@ -235,7 +235,7 @@ async def sofamesh_startup(server: Server) -> None:
 
 
 @hookimpl
-async def sofamesh_shutdown(server: Server) -> None:
+async def sofamesh_shutdown(server: ServerView) -> None:
     api = _APIS.pop(id(server), None)
     if api is not None:
         await api.stop()

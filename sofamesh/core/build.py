@@ -1,0 +1,92 @@
+"""Building: one proxy config -> the objects that serve it (catalogs, clusters, listener runtimes).
+
+Runs plugin hooks (``sofamesh_configure``, the register hooks) and builds filters and balancers;
+binds no socket and touches nothing that is serving, so a build that raises changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sofamesh.core.codec import CodecFactory, CodecLimits
+from sofamesh.core.config.check import Catalogs, build_filters, resolve
+from sofamesh.core.errors import ConfigError, ConfigErrors
+from sofamesh.core.proxy.filter_chain import EMPTY_CHAIN, FilterChain
+from sofamesh.core.proxy.router import Route, Router
+from sofamesh.core.proxy.stream_manager import ListenerRuntime
+from sofamesh.core.upstream.cluster import Cluster
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from sofamesh.core.config.model import ListenerConfig, ProxyConfig
+    from sofamesh.core.plugin_host import PluginHost
+
+
+@dataclass(slots=True)
+class Runtime:
+    """What one config builds: catalogs, clusters by name, listener runtimes by listener name."""
+
+    catalogs: Catalogs
+    clusters: dict[str, Cluster]
+    listeners: dict[str, ListenerRuntime]
+
+
+def listener_name(i: int, lc: ListenerConfig) -> str:
+    """A listener's name: its configured one, else ``listener<index>``."""
+    return lc.name or f"listener{i}"
+
+
+def build_runtime(config: ProxyConfig, host: PluginHost, loop: asyncio.AbstractEventLoop) -> Runtime:
+    """Every object ``config`` needs; ``ConfigErrors`` naming every listener error at once."""
+    host.pm.hook.sofamesh_configure(config=config)
+    cats = resolve(config, host)
+    clusters: dict[str, Cluster] = {}
+    for c in config.clusters:
+        lb = cats.load_balancers.get(c.lb).create()
+        proto = cats.protocols.get(c.protocol) if c.protocol else None
+        clusters[c.name] = Cluster(c, lb, proto, loop)
+    runtimes: dict[str, ListenerRuntime] = {}
+    errors: list[ConfigError] = []
+    for i, lc in enumerate(config.listeners):
+        name = listener_name(i, lc)
+        try:
+            runtimes[name] = _build_listener(i, name, lc, cats, clusters)
+        except ConfigErrors as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise ConfigErrors(errors)
+    return Runtime(cats, clusters, runtimes)
+
+
+def _build_listener(i: int, name: str, lc: ListenerConfig, cats: Catalogs,
+                    clusters: dict[str, Cluster]) -> ListenerRuntime:
+    factories: list[CodecFactory]
+    if lc.protocols == "auto":
+        factories = [f for _, f in cats.protocols.items()]
+    else:
+        factories = [cats.protocols.get(p, f"listeners[{i}].protocols") for p in lc.protocols]
+    chain = FilterChain(build_filters(cats, list(lc.filters), f"listeners[{i}].filters"))
+    routes = []
+    for k, rc in enumerate(lc.routes):
+        rf = build_filters(cats, list(rc.filters), f"listeners[{i}].routes[{k}].filters") if rc.filters else []
+        routes.append(Route(k, rc, FilterChain(rf) if rf else EMPTY_CHAIN))
+    lim = lc.limits
+    limits = CodecLimits(lim.max_frame_bytes, lim.max_header_bytes, lim.max_headers, lim.max_body_bytes)
+    return ListenerRuntime(name, factories, Router(routes), chain, clusters, limits)
+
+
+def plugin_rows(cats: Catalogs | None) -> list[dict[str, str]]:
+    """Each plugin in ``cats``: name, kind, distribution, version."""
+    rows: list[dict[str, str]] = []
+    if cats is None:
+        return rows
+    for kind, cat in (("protocol", cats.protocols), ("filter", cats.filters), ("load_balancer", cats.load_balancers)):
+        for name in cat:
+            p = cat.provenance(name)
+            rows.append({"name": name, "kind": kind, "distribution": p.distribution, "version": p.version})
+    return rows
+
+
+__all__ = ["Runtime", "build_runtime", "listener_name", "plugin_rows"]

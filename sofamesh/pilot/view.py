@@ -1,0 +1,38 @@
+"""PilotView: the shape of a running Pilot as its HTTP API and its plugins see it.
+
+A ``typing.Protocol``, so the API server (``pilot/api/``) and the hookspecs name what they read of
+Pilot without importing ``pilot/app.py``, which builds them. ``Pilot`` satisfies it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from sofamesh.pilot.config import PilotConfig
+    from sofamesh.pilot.metrics import PilotMetrics
+    from sofamesh.pilot.model import MeshModel
+    from sofamesh.pilot.registry import Registry
+    from sofamesh.pilot.sync import RegistrySync
+
+
+class PilotView(Protocol):
+    """What the API and plugins may read of a running Pilot (and the one registry they may write)."""
+
+    config: PilotConfig
+    metrics: PilotMetrics
+    model: MeshModel
+    registries: list[Registry]
+    writable_name: str | None
+    ready: bool
+    xds_port: int
+    api_port: int
+
+    sync: RegistrySync | None
+    """The registry sync (``describe()`` for ``/debug/syncz``), ``None`` when not configured."""
+
+    def writable_registry(self) -> Registry:
+        """The registry API writes go to; ``PluginError`` when none is writable."""
+
+
+__all__ = ["PilotView"]
