@@ -22,6 +22,7 @@ COMPILED = [
     "sofamesh/core/events.py",
     "sofamesh/core/codec.py",
     "sofamesh/core/stats.py",
+    "sofamesh/core/endpoint.py",
     "sofamesh/core/net/timers.py",
     "sofamesh/core/net/flow_control.py",
     "sofamesh/core/net/connection.py",

@@ -14,9 +14,10 @@ from sofamesh.core.upstream.pool import MultiplexedConnection
 
 if TYPE_CHECKING:
     from sofamesh.core.codec import CodecFactory
+    from sofamesh.core.endpoint import Endpoint
     from sofamesh.core.proxy.router import Route
     from sofamesh.core.proxy.stream_manager import DownstreamConnection
-    from sofamesh.core.upstream.cluster import Cluster, Endpoint
+    from sofamesh.core.upstream.cluster import Cluster
     from sofamesh.core.upstream.pool import ExclusiveConnection
 
 _MAX_PENDING_BODY = 256 * 1024

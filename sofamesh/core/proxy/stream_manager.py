@@ -30,9 +30,10 @@ from sofamesh.core.proxy.stream import Stream
 from sofamesh.core.stats import ListenerStats, RpcStats
 
 if TYPE_CHECKING:
+    from sofamesh.core.endpoint import Endpoint
     from sofamesh.core.proxy.filter_chain import FilterChain
     from sofamesh.core.proxy.router import Router
-    from sofamesh.core.upstream.cluster import Cluster, Endpoint
+    from sofamesh.core.upstream.cluster import Cluster
 
 log = logging.getLogger("sofamesh.connection")
 

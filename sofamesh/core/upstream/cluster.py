@@ -1,10 +1,14 @@
-"""Cluster and Endpoint: the upstream side's model. Endpoints carry lock-free counters."""
+"""Cluster: a named set of endpoints with a balancer, pools and stats (the upstream side's model).
+
+``Endpoint`` lives in ``core/endpoint.py`` (below proxy and upstream, which both use it) and is
+re-exported here."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sofamesh.core.config.model import ClusterConfig, EndpointConfig, parse_address
+from sofamesh.core.config.model import ClusterConfig
+from sofamesh.core.endpoint import Endpoint
 from sofamesh.core.net.tls import TlsSource
 from sofamesh.core.stats import ClusterStats
 
@@ -14,30 +18,6 @@ if TYPE_CHECKING:
     from sofamesh.core.codec import CodecFactory
     from sofamesh.core.upstream.load_balancer import LoadBalancer
     from sofamesh.core.upstream.pool import Pool
-
-
-class Endpoint:
-    __slots__ = ("active_rq", "address", "consecutive_failures", "cx_active", "ejected_until", "ejections",
-                 "host", "labels", "port", "rq_errors", "rq_total", "weight")
-
-    def __init__(self, config: EndpointConfig) -> None:
-        self.address = config.address
-        self.host, self.port = parse_address(config.address)
-        self.weight = config.weight
-        self.labels = dict(config.labels)
-        self.active_rq = 0
-        self.rq_total = 0
-        self.rq_errors = 0
-        self.cx_active = 0
-        self.consecutive_failures = 0
-        self.ejected_until = 0.0
-        self.ejections = 0
-
-    def snapshot(self, now: float) -> dict[str, object]:
-        return {"address": self.address, "weight": self.weight, "labels": self.labels,
-                "healthy": self.ejected_until <= now, "active_rq": self.active_rq, "rq_total": self.rq_total,
-                "rq_error": self.rq_errors, "cx_active": self.cx_active,
-                "consecutive_failures": self.consecutive_failures, "ejections": self.ejections}
 
 
 class Cluster:

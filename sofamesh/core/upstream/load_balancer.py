@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sofamesh.core.upstream.cluster import Endpoint
+    from sofamesh.core.endpoint import Endpoint
 
 
 class LoadBalancer(ABC):

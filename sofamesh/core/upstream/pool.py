@@ -28,8 +28,9 @@ from sofamesh.core.events import (
 from sofamesh.core.net.connection import Connection
 
 if TYPE_CHECKING:
+    from sofamesh.core.endpoint import Endpoint
     from sofamesh.core.proxy.stream import Stream
-    from sofamesh.core.upstream.cluster import Cluster, Endpoint
+    from sofamesh.core.upstream.cluster import Cluster
 
 _LIMITS = CodecLimits()
 

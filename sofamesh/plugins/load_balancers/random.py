@@ -5,8 +5,8 @@ from __future__ import annotations
 import random as _random
 from collections.abc import Sequence
 
+from sofamesh.core.endpoint import Endpoint
 from sofamesh.core.plugin_host import hookimpl
-from sofamesh.core.upstream.cluster import Endpoint
 from sofamesh.core.upstream.load_balancer import LoadBalancer, LoadBalancerFactory
 
 
