@@ -116,14 +116,14 @@ def _serve(config: Any, path: str | None) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from sofamesh.core.build import proxy_host
     from sofamesh.core.config.check import build_filters, resolve
     from sofamesh.core.config.loader import load_file
     from sofamesh.core.errors import ConfigError, ConfigErrors, MeshError
-    from sofamesh.core.plugin_host import PluginHost
 
     try:
         config = load_file(args.file)
-        host = PluginHost()
+        host = proxy_host()
         cats = resolve(config, host)
         errors: list[ConfigError] = []
         for i, lc in enumerate(config.listeners):
@@ -147,13 +147,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def plugin_table() -> list[dict[str, str]]:
+    from sofamesh.core.build import proxy_host
     from sofamesh.core.catalog import Catalog
     from sofamesh.core.config.check import Catalogs
     from sofamesh.core.errors import PluginError
     from sofamesh.core.plugin_host import PILOT_GROUP, PluginHost
 
     rows: list[dict[str, str]] = []
-    host = PluginHost()
+    host = proxy_host()
     avail = host.available()
     for name in sorted(avail):
         try:

@@ -18,7 +18,7 @@ from sofamesh.core.config.model import parse_address
 
 if TYPE_CHECKING:
     from sofamesh.core.proxy.filter_chain import Filter
-    from sofamesh.core.proxy.stream_manager import ListenerRuntime
+    from sofamesh.core.proxy.runtime import ListenerRuntime
     from sofamesh.core.server_view import ServerView
 
 log = logging.getLogger("sofamesh.admin")

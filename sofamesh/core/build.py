@@ -9,19 +9,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import sofamesh.hookspecs as proxy_hookspecs
 from sofamesh.core.codec import CodecFactory, CodecLimits
 from sofamesh.core.config.check import Catalogs, build_filters, resolve
 from sofamesh.core.errors import ConfigError, ConfigErrors
+from sofamesh.core.plugin_host import DATA_PLANE_GROUP, PluginHost
 from sofamesh.core.proxy.filter_chain import EMPTY_CHAIN, FilterChain
 from sofamesh.core.proxy.router import Route, Router
-from sofamesh.core.proxy.stream_manager import ListenerRuntime
+from sofamesh.core.proxy.runtime import ListenerRuntime
 from sofamesh.core.upstream.cluster import Cluster
 
 if TYPE_CHECKING:
     import asyncio
 
     from sofamesh.core.config.model import ListenerConfig, ProxyConfig
-    from sofamesh.core.plugin_host import PluginHost
+
+
+def proxy_host() -> PluginHost:
+    """A plugin host over the ``sofamesh.plugins`` entry points with the data plane's hookspecs."""
+    return PluginHost(DATA_PLANE_GROUP, proxy_hookspecs)
 
 
 @dataclass(slots=True)
@@ -89,4 +95,4 @@ def plugin_rows(cats: Catalogs | None) -> list[dict[str, str]]:
     return rows
 
 
-__all__ = ["Runtime", "build_runtime", "listener_name", "plugin_rows"]
+__all__ = ["Runtime", "build_runtime", "listener_name", "plugin_rows", "proxy_host"]

@@ -13,7 +13,8 @@ from sofamesh.core.build import listener_name
 from sofamesh.core.errors import ConfigError, ConfigErrors
 from sofamesh.core.net.listener import Listener
 from sofamesh.core.net.tls import TlsSource
-from sofamesh.core.proxy.stream_manager import DownstreamConnection, ListenerRuntime
+from sofamesh.core.proxy.runtime import ListenerRuntime, ServedConnection
+from sofamesh.core.proxy.stream_manager import DownstreamConnection
 
 if TYPE_CHECKING:
     from sofamesh.core.config.model import ListenerConfig, ProxyConfig
@@ -224,7 +225,7 @@ class ListenerSet:
         for h in self.handles.values():
             if h.listener is not None:
                 h.listener.stop_accepting()
-        conns: list[DownstreamConnection] = []
+        conns: list[ServedConnection] = []
         for rt in self.runtimes():
             rt.draining = True
             conns.extend(rt.connections)

@@ -62,12 +62,13 @@ class PluginHost:
     """Discovers, loads and calls the plugins of one entry-point group."""
 
     def __init__(self, group: str = DATA_PLANE_GROUP, hookspecs: types.ModuleType | None = None) -> None:
+        """``hookspecs`` is the module of the side this host serves: the data plane's
+        (``sofamesh.hookspecs``, see ``core/build.py``'s ``proxy_host()``) or Pilot's."""
+        if hookspecs is None:
+            raise TypeError("PluginHost needs its side's hookspecs module: use sofamesh.core.build.proxy_host() "
+                            "for the data plane or sofamesh.pilot.app.pilot_host() for Pilot")
         self.group = group
         self.pm = pluggy.PluginManager(PROJECT)
-        if hookspecs is None:
-            from sofamesh import hookspecs as default_specs
-
-            hookspecs = default_specs
         self.pm.add_hookspecs(hookspecs)
         self._available: dict[str, PluginInfo] | None = None
         self._loaded: dict[str, Provenance] = {}

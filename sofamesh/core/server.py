@@ -13,7 +13,7 @@ import signal
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from sofamesh.core.build import build_runtime, plugin_rows
+from sofamesh.core.build import build_runtime, plugin_rows, proxy_host
 from sofamesh.core.errors import ConfigError, ConfigErrors, MeshError
 from sofamesh.core.listeners import ListenerHandle, ListenerSet
 from sofamesh.core.plugin_host import PluginHost
@@ -36,7 +36,7 @@ class Server:
     def __init__(self, config: ProxyConfig, host: PluginHost | None = None, *, reuse_port: bool = False,
                  admin_address: str | None = None, worker: int | None = None) -> None:
         self.config = config
-        self.host = host or PluginHost()
+        self.host = host or proxy_host()
         self.reuse_port = reuse_port
         self.worker = worker
         self.admin_address = admin_address if admin_address is not None else (

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sofamesh.core.config.model import ProxyConfig
-    from sofamesh.core.proxy.stream_manager import ListenerRuntime
+    from sofamesh.core.proxy.runtime import ListenerRuntime
     from sofamesh.core.upstream.cluster import Cluster
 
 

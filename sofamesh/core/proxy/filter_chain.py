@@ -6,15 +6,34 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from mypy_extensions import mypyc_attr
 
 from sofamesh.core.codec import ReplyStatus
 
 if TYPE_CHECKING:
-    from sofamesh.core.events import ResponseHead
-    from sofamesh.core.proxy.stream import Stream
+    from sofamesh.core.events import RequestHead, ResponseHead
+    from sofamesh.core.proxy.context import StreamContext
+
+
+class FilterStream(Protocol):
+    """A stream as filters see it: the request head, the per-request context, and the two ways to
+    end a ``Verdict.STOP``. ``core/proxy/stream.py``'s ``Stream`` is one (and has more: a filter
+    may annotate with ``Stream`` when it reads the route, the cluster or the connection)."""
+
+    @property
+    def head(self) -> RequestHead: ...
+    @property
+    def context(self) -> StreamContext: ...
+
+    def resume(self) -> None:
+        """Continue the chain after the filter that stopped it."""
+        ...
+
+    def reply(self, status: ReplyStatus, message: str) -> None:
+        """Answer the stopped request here, in its own protocol."""
+        ...
 
 
 class Verdict(Enum):
@@ -44,13 +63,13 @@ class Filter:
 
     name: ClassVar[str] = ""
 
-    def on_request_head(self, stream: Stream) -> FilterResult:
+    def on_request_head(self, stream: FilterStream) -> FilterResult:
         return Verdict.CONTINUE
 
-    def on_response_head(self, stream: Stream, head: ResponseHead) -> None:
+    def on_response_head(self, stream: FilterStream, head: ResponseHead) -> None:
         return None
 
-    def on_stream_done(self, stream: Stream) -> None:
+    def on_stream_done(self, stream: FilterStream) -> None:
         return None
 
     def close(self) -> None:
@@ -103,4 +122,5 @@ class FilterChain:
 
 EMPTY_CHAIN = FilterChain([])
 
-__all__ = ["EMPTY_CHAIN", "Filter", "FilterChain", "FilterFactory", "FilterResult", "LocalReply", "Verdict"]
+__all__ = ["EMPTY_CHAIN", "Filter", "FilterChain", "FilterFactory", "FilterResult", "FilterStream", "LocalReply",
+           "Verdict"]

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from sofamesh.core.codec import ReplyStatus
 from sofamesh.core.events import BodyChunk, EndOfMessage, RequestHead, ResponseHead
 from sofamesh.core.headers import Headers
+from sofamesh.core.proxy.context import StreamContext
 from sofamesh.core.proxy.filter_chain import LocalReply, Verdict
 from sofamesh.core.stats import RpcStats
 from sofamesh.core.upstream.pool import MultiplexedConnection
 
 if TYPE_CHECKING:
-    from sofamesh.core.codec import CodecFactory
+    import asyncio
+
+    from sofamesh.core.codec import Codec, CodecFactory
     from sofamesh.core.endpoint import Endpoint
+    from sofamesh.core.net.flow_control import ReadGate, WriteGate
+    from sofamesh.core.net.timers import DeadlineWheel
     from sofamesh.core.proxy.router import Route
-    from sofamesh.core.proxy.stream_manager import DownstreamConnection
+    from sofamesh.core.proxy.runtime import ListenerRuntime
     from sofamesh.core.upstream.cluster import Cluster
     from sofamesh.core.upstream.pool import ExclusiveConnection
 
@@ -28,32 +33,32 @@ _STOP: Final = Verdict.STOP
 _MAX_TRIES = 3
 
 
-class StreamContext:
-    """Per-request state filters read and write (identities, claims, timings, flags)."""
-
-    __slots__ = ("_attrs", "cluster", "endpoint", "listener", "peer", "peer_identity", "request_principal",
-                 "response_flags", "route", "start")
-
-    def __init__(self, listener: str, peer: tuple[Any, ...], peer_identity: str | None, start: float) -> None:
-        self.listener = listener
-        self.peer = peer
-        self.peer_identity = peer_identity
-        self.request_principal: str | None = None
-        self.start = start
-        self.route = ""
-        self.cluster = ""
-        self.endpoint = ""
-        self.response_flags = ""
-        self._attrs: dict[str, Any] | None = None
+class Downstream(Protocol):
+    """The connection a stream's request came on, as the stream uses it
+    (``core/proxy/stream_manager.py``'s ``DownstreamConnection`` is one)."""
 
     @property
-    def attrs(self) -> dict[str, Any]:
-        """Free-form per-request values filters share (claims, spans...); made on first use, since
-        most streams never have one."""
-        a = self._attrs
-        if a is None:
-            a = self._attrs = {}
-        return a
+    def rt(self) -> ListenerRuntime: ...
+    @property
+    def codec(self) -> Codec: ...
+    @property
+    def factory(self) -> CodecFactory: ...
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def peer(self) -> tuple[Any, ...]: ...
+    @property
+    def peer_identity(self) -> str | None: ...
+    @property
+    def read_gate(self) -> ReadGate | None: ...
+    @property
+    def write_gate(self) -> WriteGate: ...
+    @property
+    def wheel(self) -> DeadlineWheel: ...
+
+    def write(self, data: bytes) -> None: ...
+    def abort(self) -> None: ...
+    def stream_done(self, s: Stream) -> None: ...
 
 
 class Stream:
@@ -62,7 +67,7 @@ class Stream:
                  "resp_end", "resp_q", "response_started", "route", "rt", "status", "timeout_ms", "timer", "tried",
                  "up_id", "upstream")
 
-    def __init__(self, conn: DownstreamConnection, head: RequestHead) -> None:
+    def __init__(self, conn: Downstream, head: RequestHead) -> None:
         self.conn = conn
         self.head = head
         # The runtime (filters, routes, clusters) this stream started on; it finishes on it even if a
@@ -552,4 +557,4 @@ def _forwarded(head: RequestHead, peer: tuple[Any, ...]) -> RequestHead:
                        head.resolve, head.meta)
 
 
-__all__ = ["Stream", "StreamContext"]
+__all__ = ["Downstream", "Stream", "StreamContext"]

@@ -1,7 +1,7 @@
 """DownstreamConnection: sniffs the protocol, drives the codec, and turns its events into Streams.
 
-Also ``ListenerRuntime`` (everything a listener serves with, swapped whole on reload) and the
-undecoded ``tcp`` passthrough session.
+Also the undecoded ``tcp`` passthrough session. What a connection serves with (routes, filters,
+clusters) is its ``ListenerRuntime`` (``core/proxy/runtime.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, ReplyStatus, Role, Sniff
+from sofamesh.core.codec import Codec, CodecFactory, ReplyStatus, Role, Sniff
 from sofamesh.core.errors import ProtocolError
 from sofamesh.core.events import (
     NEED_DATA,
@@ -27,46 +27,14 @@ from sofamesh.core.events import (
 from sofamesh.core.net.connection import Connection
 from sofamesh.core.net.tls import peer_identity
 from sofamesh.core.proxy.stream import Stream
-from sofamesh.core.stats import ListenerStats, RpcStats
 
 if TYPE_CHECKING:
     from sofamesh.core.endpoint import Endpoint
-    from sofamesh.core.proxy.filter_chain import FilterChain
-    from sofamesh.core.proxy.router import Router
-    from sofamesh.core.upstream.cluster import Cluster
+    from sofamesh.core.proxy.runtime import ListenerRuntime
 
 log = logging.getLogger("sofamesh.connection")
 
 _MAX_SNIFF = 64
-
-
-class ListenerRuntime:
-    """What one listener serves with. Built from config; replaced (never mutated) on reload."""
-
-    __slots__ = ("clusters", "connections", "draining", "factories", "filters", "limits", "name", "router",
-                 "rpc_stats", "stats", "streams")
-
-    def __init__(self, name: str, factories: list[CodecFactory], router: Router, filters: FilterChain,
-                 clusters: dict[str, Cluster], limits: CodecLimits, stats: ListenerStats | None = None,
-                 rpc_stats: dict[tuple[str, str, str], RpcStats] | None = None) -> None:
-        self.name = name
-        # Decoding protocols sniff first; passthrough (tcp) only when nothing else matched.
-        self.factories = sorted(factories, key=lambda f: f.passthrough)
-        self.router = router
-        self.filters = filters
-        self.clusters = clusters
-        self.limits = limits
-        self.stats = stats if stats is not None else ListenerStats()
-        self.rpc_stats = rpc_stats if rpc_stats is not None else {}
-        self.connections: set[DownstreamConnection] = set()
-        self.streams = 0  # streams started on this runtime and not finished yet
-        self.draining = False
-
-    def close_filters(self) -> None:
-        """This runtime serves nothing any more: let its filters release files and timers."""
-        self.filters.close()
-        for route in self.router.routes:
-            route.filters.close()
 
 
 class DownstreamConnection(Connection):
@@ -436,4 +404,4 @@ class _TcpUpstream(Connection):
         self.session.down.close()
 
 
-__all__ = ["DownstreamConnection", "ListenerRuntime", "TcpSession"]
+__all__ = ["DownstreamConnection", "TcpSession"]

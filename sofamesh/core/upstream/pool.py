@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, Role
 from sofamesh.core.errors import ProtocolError
@@ -28,11 +28,58 @@ from sofamesh.core.events import (
 from sofamesh.core.net.connection import Connection
 
 if TYPE_CHECKING:
+    from sofamesh.core.config.model import ClusterConfig
     from sofamesh.core.endpoint import Endpoint
-    from sofamesh.core.proxy.stream import Stream
-    from sofamesh.core.upstream.cluster import Cluster
+    from sofamesh.core.net.flow_control import ReadGate
+    from sofamesh.core.net.tls import TlsSource
+    from sofamesh.core.stats import ClusterStats
 
 _LIMITS = CodecLimits()
+
+
+class PoolOwner(Protocol):
+    """What a pool reads of the cluster that owns it (``core/upstream/cluster.py``'s ``Cluster``).
+    Read at use, never copied: an update may replace the cluster's config in place."""
+
+    stats: ClusterStats
+    config: ClusterConfig
+    tls: TlsSource | None
+    loop: asyncio.AbstractEventLoop
+
+
+class Downstream(Protocol):
+    """What a pool reads of the downstream connection a request came on: its read gate, held
+    while the upstream cannot take more of the request."""
+
+    @property
+    def read_gate(self) -> ReadGate | None: ...
+
+
+class PooledStream(Protocol):
+    """A request in flight as a pool sees it (``core/proxy/stream.py``'s ``Stream`` is one): the
+    state the pool reads and the callbacks it makes."""
+
+    head: RequestHead
+    upstream: ExclusiveConnection | MultiplexedConnection | None
+    up_id: int
+    head_sent: bool
+    done: bool
+    req_q: deque[bytes]
+    req_end: EndOfMessage | None
+    req_end_sent: bool
+
+    @property
+    def conn(self) -> Downstream: ...
+
+    def flush_request(self) -> None: ...
+    def on_upstream_ready(self, conn: ExclusiveConnection) -> None: ...
+    def on_oneway_sent(self) -> None: ...
+    def on_overflow(self) -> None: ...
+    def on_connect_failed(self, reason: str, timeout: bool) -> None: ...
+    def on_response_head(self, head: ResponseHead) -> None: ...
+    def on_response_body(self, chunk: BodyChunk) -> None: ...
+    def on_response_end(self, eom: EndOfMessage) -> None: ...
+    def on_upstream_reset(self, reason: str) -> None: ...
 
 
 class UpstreamConnection(Connection):
@@ -111,10 +158,10 @@ class ExclusiveConnection(UpstreamConnection):
 
     def __init__(self, pool: Pool) -> None:
         super().__init__(pool)
-        self.stream: Stream | None = None
+        self.stream: PooledStream | None = None
         self.request_done = False
 
-    def bind(self, stream: Stream) -> None:
+    def bind(self, stream: PooledStream) -> None:
         self.stream = stream
         self.request_done = False
 
@@ -161,8 +208,8 @@ class MultiplexedConnection(UpstreamConnection):
 
     def __init__(self, pool: Pool) -> None:
         super().__init__(pool)
-        self.inflight: dict[int, Stream] = {}
-        self.pending: list[Stream] = []
+        self.inflight: dict[int, PooledStream] = {}
+        self.pending: list[PooledStream] = []
         self.id_mask = (1 << pool.factory.request_id_bits) - 1
         self.next_id = 1
         self.heartbeat_outstanding = False
@@ -174,7 +221,7 @@ class MultiplexedConnection(UpstreamConnection):
             if not s.done:
                 self.send(s)
 
-    def send(self, stream: Stream) -> None:
+    def send(self, stream: PooledStream) -> None:
         if not self.connected:
             self.pending.append(stream)
             return
@@ -257,7 +304,7 @@ class StreamingConnection(MultiplexedConnection):
             self.write(preface)
         super().on_connected()
 
-    def send(self, stream: Stream) -> None:
+    def send(self, stream: PooledStream) -> None:
         if not self.connected:
             self.pending.append(stream)
             return
@@ -340,7 +387,7 @@ class Pool:
 
     __slots__ = ("closed", "cluster", "endpoint", "factory", "loop", "tasks")
 
-    def __init__(self, cluster: Cluster, endpoint: Endpoint, factory: CodecFactory) -> None:
+    def __init__(self, cluster: PoolOwner, endpoint: Endpoint, factory: CodecFactory) -> None:
         self.cluster = cluster
         self.endpoint = endpoint
         self.factory = factory
@@ -348,7 +395,7 @@ class Pool:
         self.tasks: set[asyncio.Task[object]] = set()
         self.closed = False
 
-    def _open(self, conn: UpstreamConnection, on_fail: list[Stream] | None = None) -> None:
+    def _open(self, conn: UpstreamConnection, on_fail: list[PooledStream] | None = None) -> None:
         """Start connecting ``conn``; failures are reported through ``conn.on_lost`` or the callers."""
         stats = self.cluster.stats
         stats.upstream_cx_total += 1
@@ -383,7 +430,7 @@ class Pool:
     def forget(self, conn: UpstreamConnection) -> None:
         raise NotImplementedError
 
-    def attach(self, stream: Stream) -> None:
+    def attach(self, stream: PooledStream) -> None:
         raise NotImplementedError
 
     def sweep(self, now: float) -> None:
@@ -398,12 +445,12 @@ class Pool:
 class ExclusivePool(Pool):
     __slots__ = ("busy", "idle")
 
-    def __init__(self, cluster: Cluster, endpoint: Endpoint, factory: CodecFactory) -> None:
+    def __init__(self, cluster: PoolOwner, endpoint: Endpoint, factory: CodecFactory) -> None:
         super().__init__(cluster, endpoint, factory)
         self.idle: deque[ExclusiveConnection] = deque()
         self.busy: set[ExclusiveConnection] = set()
 
-    def attach(self, stream: Stream) -> None:
+    def attach(self, stream: PooledStream) -> None:
         idle = self.idle
         while idle:
             conn = idle.pop()
@@ -471,12 +518,12 @@ class MultiplexedPool(Pool):
     __slots__ = ("conn", "last_beat")
     conn_class: ClassVar[type[MultiplexedConnection]] = MultiplexedConnection
 
-    def __init__(self, cluster: Cluster, endpoint: Endpoint, factory: CodecFactory) -> None:
+    def __init__(self, cluster: PoolOwner, endpoint: Endpoint, factory: CodecFactory) -> None:
         super().__init__(cluster, endpoint, factory)
         self.conn: MultiplexedConnection | None = None
         self.last_beat = self.loop.time()
 
-    def attach(self, stream: Stream) -> None:
+    def attach(self, stream: PooledStream) -> None:
         conn = self.conn
         if conn is None or conn.closed or (isinstance(conn, StreamingConnection) and conn.full):
             conn = self.conn = self.conn_class(self)

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from sofamesh.core.build import proxy_host
 from sofamesh.core.config.check import resolve
 from sofamesh.core.config.loader import load_text
 from sofamesh.core.errors import ConfigErrors
-from sofamesh.core.plugin_host import PluginHost
 
 
 def errors_of(text: str) -> list[str]:
     with pytest.raises(ConfigErrors) as info:
         cfg = load_text(text)
-        resolve(cfg, PluginHost())
+        resolve(cfg, proxy_host())
     return [str(e) for e in info.value.errors]
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from sofamesh.core.build import proxy_host
 from sofamesh.core.catalog import Catalog, Provenance
 from sofamesh.core.errors import ConfigError, PluginError
-from sofamesh.core.plugin_host import PluginHost
 
 
 def make_dist(root: Path, name: str, version: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:
@@ -46,8 +46,8 @@ def run(root: Path, code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_loading_by_name_imports_only_that_plugin() -> None:
-    out = run(Path("/nonexistent"), "import sys\nfrom sofamesh.core.plugin_host import PluginHost\n"
-              "h = PluginHost(); h.load(['http1'])\n"
+    out = run(Path("/nonexistent"), "import sys\nfrom sofamesh.core.build import proxy_host\n"
+              "h = proxy_host(); h.load(['http1'])\n"
               "print(sorted(m for m in sys.modules if m.startswith('sofamesh.plugins.')))")
     assert out.returncode == 0, out.stderr
     assert "sofamesh.plugins.protocols.http1.plugin" in out.stdout
@@ -56,12 +56,12 @@ def test_loading_by_name_imports_only_that_plugin() -> None:
 
 def test_unknown_plugin_name_lists_the_known_ones() -> None:
     with pytest.raises(PluginError, match=r"unknown plugin 'htp1' \(known: .*http1.*round_robin"):
-        PluginHost().load(["htp1"])
+        proxy_host().load(["htp1"])
 
 
 def test_two_distributions_registering_one_name_is_an_error_naming_both(tmp_path: Path) -> None:
     make_dist(tmp_path, "acme-dup", "2.0", {"http1": "acme_dup"}, {"acme_dup": ""})
-    out = run(tmp_path, "from sofamesh.core.plugin_host import PluginHost\nPluginHost().available()")
+    out = run(tmp_path, "from sofamesh.core.build import proxy_host\nproxy_host().available()")
     assert out.returncode != 0
     assert "plugin name 'http1'" in out.stderr
     assert "sofamesh 0.1.0" in out.stderr and "acme-dup 2.0" in out.stderr
@@ -70,7 +70,7 @@ def test_two_distributions_registering_one_name_is_an_error_naming_both(tmp_path
 def test_a_plugin_that_fails_to_import_names_its_distribution_and_the_exception(tmp_path: Path) -> None:
     make_dist(tmp_path, "acme-broken", "0.3", {"acme.broken": "acme_broken"},
               {"acme_broken": "raise RuntimeError('missing libfoo')\n"})
-    out = run(tmp_path, "from sofamesh.core.plugin_host import PluginHost\nPluginHost().load(['acme.broken'])")
+    out = run(tmp_path, "from sofamesh.core.build import proxy_host\nproxy_host().load(['acme.broken'])")
     assert out.returncode != 0
     assert "plugin 'acme.broken' from acme-broken 0.3" in out.stderr
     assert "RuntimeError: missing libfoo" in out.stderr
@@ -106,3 +106,10 @@ def test_catalog_lookup_error_names_the_path_and_the_known_names() -> None:
     with pytest.raises(ConfigError) as info:
         cat.get("authz.rbca", "listeners[2].filters[0].type")
     assert str(info.value) == "listeners[2].filters[0].type: unknown filter 'authz.rbca' (known: authn.jwt, authz.rbac)"
+
+
+def test_a_plugin_host_without_hookspecs_is_refused_naming_the_factories() -> None:
+    from sofamesh.core.plugin_host import PluginHost
+
+    with pytest.raises(TypeError, match=r"proxy_host\(\).*pilot_host\(\)"):
+        PluginHost()

@@ -6,11 +6,11 @@ import zlib
 
 import pytest
 
+from sofamesh.core.build import proxy_host
 from sofamesh.core.catalog import Catalog
 from sofamesh.core.codec import CodecFactory, CodecLimits, ReplyStatus, Role, Sniff
 from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
 from sofamesh.core.events import NEED_DATA, ConnectionClosed, Event, Heartbeat, RequestHead, ResponseHead
-from sofamesh.core.plugin_host import PluginHost
 from sofamesh.plugins.protocols.bolt import BoltCodec, BoltCodecFactory, Framing
 from sofamesh.plugins.protocols.bolt import plugin as bolt_plugin
 from sofamesh.plugins.protocols.bolt.frames import (
@@ -359,7 +359,7 @@ def test_the_plugin_registers_bolt_in_the_protocol_catalog() -> None:
 
 
 def test_the_bolt_entry_point_is_installed_and_loads() -> None:
-    host = PluginHost()
+    host = proxy_host()
     assert host.available()["bolt"].target == "sofamesh.plugins.protocols.bolt.plugin"
     host.load(["bolt"])
     catalog = host.fill("sofamesh_register_protocols", Catalog("protocol"))

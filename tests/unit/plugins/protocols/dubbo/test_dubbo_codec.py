@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sofamesh.core.build import proxy_host
 from sofamesh.core.catalog import Catalog
 from sofamesh.core.codec import CodecFactory, CodecLimits, ReplyStatus, Role, Sniff
 from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
 from sofamesh.core.events import NEED_DATA, ConnectionClosed, Event, Heartbeat, RequestHead, ResponseHead
-from sofamesh.core.plugin_host import PluginHost
 from sofamesh.plugins.protocols.dubbo.codec import DubboCodec, DubboCodecFactory
 from sofamesh.plugins.protocols.dubbo.frames import encode_frame, encode_request
 from sofamesh.plugins.protocols.dubbo.hessian import HessianReader
@@ -316,7 +316,7 @@ def test_sniffing_matches_the_magic_only() -> None:
 
 
 def test_the_entry_point_registers_dubbo_in_the_protocol_catalog() -> None:
-    host = PluginHost()
+    host = proxy_host()
     host.load(["dubbo"])
     catalog: Catalog[CodecFactory] = host.fill("sofamesh_register_protocols", Catalog("protocol"))
     assert isinstance(catalog.get("dubbo"), DubboCodecFactory)

@@ -10,6 +10,7 @@ import h2.events
 import h2.settings
 import pytest
 
+from sofamesh.core.build import proxy_host
 from sofamesh.core.catalog import Catalog
 from sofamesh.core.codec import CodecFactory, CodecLimits, ReplyStatus, Role, Sniff
 from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
@@ -24,7 +25,6 @@ from sofamesh.core.events import (
     ResponseHead,
 )
 from sofamesh.core.headers import Headers
-from sofamesh.core.plugin_host import PluginHost
 from sofamesh.plugins.protocols.http2 import PREFACE, Http2Codec, Http2CodecFactory, StreamReset, WindowOpened
 
 GRPC_PATH = "/echo.v1.Echo/Say"
@@ -117,7 +117,7 @@ def test_the_h2c_preface_is_sniffed_and_other_protocols_are_not() -> None:
 
 
 def test_the_http2_entry_point_registers_the_factory_in_the_protocol_catalog() -> None:
-    host = PluginHost()
+    host = proxy_host()
     host.load(["http2"])
     catalog: Catalog[CodecFactory] = host.fill("sofamesh_register_protocols", Catalog("protocol"))
     assert isinstance(catalog.get("http2"), Http2CodecFactory)
