@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from sofamesh.pilot.model import MeshModel
     from sofamesh.pilot.registry import Registry
     from sofamesh.pilot.sync import RegistrySync
+    from sofamesh.pilot.xds.server import AdsServer
 
 
 class PilotView(Protocol):
@@ -30,6 +31,11 @@ class PilotView(Protocol):
 
     sync: RegistrySync | None
     """The registry sync (``describe()`` for ``/debug/syncz``), ``None`` when not configured."""
+
+    @property
+    def ads(self) -> AdsServer:
+        """The xDS server (its connected proxies, pushes)."""
+        ...
 
     def writable_registry(self) -> Registry:
         """The registry API writes go to; ``PluginError`` when none is writable."""
