@@ -13,7 +13,7 @@ from typing import Any
 
 from sofamesh.pilot.policy.kinds import KINDS, Kind
 from sofamesh.pilot.policy.resource import Resource
-from sofamesh.pilot.policy.schema import ListOf, MapOf, Node, Obj
+from sofamesh.pilot.policy.schema import Bool, Duration, Enum, Int, ListOf, MapOf, Node, Num, Obj, Str
 
 ENFORCERS = ("sofamesh", "envoy", "grpc")
 ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {}
@@ -61,18 +61,22 @@ def unenforced(resource: Resource) -> list[str]:
     return [p for p in used_fields(kind, resource.spec) if not enforcers(resource.kind, p)]
 
 
+def _shape(node: Node) -> str:
+    if isinstance(node, ListOf):
+        return f"list of {_shape(node.item)}"
+    if isinstance(node, MapOf):
+        return f"map of {_shape(node.value)}"
+    if isinstance(node, Enum):
+        return "enum: " + " ".join(node.values)
+    if isinstance(node, Int):
+        return "uint32" if node.lo == 0 else "int32"
+    return {Obj: "object", Str: "string", Num: "number", Bool: "boolean", Duration: "duration"}.get(
+        type(node), type(node).__name__)
+
+
 def field_table(kind: Kind) -> list[tuple[str, str]]:
     """Every field path of ``kind`` and its type (for docs/policy.md)."""
-    out = []
-    for path, node in kind.schema.paths():
-        inner = _inner(node)
-        shape = type(inner).__name__.lower().replace("obj", "object").replace("str", "string")
-        if isinstance(node, ListOf):
-            shape = f"list of {shape}"
-        elif isinstance(node, MapOf):
-            shape = f"map of {shape}"
-        out.append((path, shape))
-    return out
+    return [(path, _shape(node)) for path, node in kind.schema.paths()]
 
 
 __all__ = ["ENFORCED", "ENFORCERS", "enforcers", "field_table", "unenforced", "used_fields"]

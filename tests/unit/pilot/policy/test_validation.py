@@ -276,3 +276,15 @@ def test_rpc_service_names_are_hosts() -> None:
     doc = mr({"hosts": ["com.example.EchoService:1.0"], "routes": [{"route": [{"destination": {
         "host": "com.example.EchoService:1.0", "subset": "v1"}}]}]})
     assert validate(doc, Source("m")).accepted
+
+
+def test_docs_policy_lists_every_field_of_every_kind() -> None:
+    from sofamesh.pilot.policy.enforcement import field_table
+    from sofamesh.pilot.policy.kinds import KINDS
+
+    text = (Path(__file__).parents[4] / "docs" / "policy.md").read_text()
+    sections = text.split("\n### ")
+    for kind in KINDS:
+        [section] = [s for s in sections if s.startswith(kind.kind + "\n")]
+        for path, _ in field_table(kind):
+            assert f"| `{path}` |" in section, f"docs/policy.md: {kind.kind} lacks {path}"
