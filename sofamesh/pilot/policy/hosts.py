@@ -61,7 +61,9 @@ class HostIndex:
 
     def service_for(self, host: str, namespace: str = DEFAULT_NAMESPACE) -> str | None:
         """The service a resource in ``namespace`` means by ``host``; ``None`` when no registry knows it."""
-        return self._index.get(host) or self._index.get(fqdn(host, namespace))
+        if is_kubernetes_style(host):  # a short host: only the service of that namespace
+            return self._index.get(fqdn(host, namespace))
+        return self._index.get(host)
 
     def hosts(self) -> Iterable[str]:
         return self._index.keys()
