@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from sofamesh.pilot.policy.store import ConfigStore
     from sofamesh.pilot.registry import Registry
     from sofamesh.pilot.sync import RegistrySync
+    from sofamesh.pilot.xds.server import AdsServer
 
 
 class PilotView(Protocol):
@@ -38,6 +39,10 @@ class PilotView(Protocol):
 
     sync: RegistrySync | None
     """The registry sync (``describe()`` for ``/debug/syncz``), ``None`` when not configured."""
+
+    @property
+    def ads(self) -> AdsServer:
+        """The xDS (ADS) server (``describe()`` for ``/debug/syncz``)."""
 
     def writable_registry(self) -> Registry:
         """The registry API writes go to; ``PluginError`` when none is writable."""
