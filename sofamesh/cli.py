@@ -1,4 +1,5 @@
-"""The ``sofamesh`` command: proxy | pilot | check-config | plugins | demo | version."""
+"""The ``sofamesh`` command: proxy | pilot | check-config | plugins | demo | apply | get | delete | analyze |
+version."""
 
 from __future__ import annotations
 
@@ -189,7 +190,8 @@ def plugin_table() -> list[dict[str, str]]:
             info = pavail[name]
             rows.append({"name": name, "kind": "error", "distribution": info.distribution,
                          "version": info.version, "error": str(exc)})
-    for hook, kind in (("pilot_register_registries", "registry"), ("pilot_register_xds_generators", "xds_generator")):
+    for hook, kind in (("pilot_register_registries", "registry"), ("pilot_register_xds_generators", "xds_generator"),
+                       ("pilot_register_config_stores", "config_store")):
         if hasattr(phost.pm.hook, hook):
             cat: Catalog[Any] = phost.fill(hook, Catalog(kind))
             for n in cat:
@@ -232,6 +234,54 @@ def cmd_ratelimit_server(args: argparse.Namespace) -> int:
     from sofamesh.ratelimit.server import run
 
     return run(args)
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    """apply / get / delete / analyze: the logic is in sofamesh.pilot.policy.client."""
+    from sofamesh.pilot.policy import client
+
+    pilot = client.PilotClient(args.pilot)
+    try:
+        if args.command == "apply":
+            return client.apply(pilot, args.filename, args.namespace, sys.stdout, sys.stderr, args.dry_run)
+        if args.command == "get":
+            return client.get(pilot, args.kind, args.name, args.namespace, args.all_namespaces, args.output,
+                              sys.stdout)
+        if args.command == "delete":
+            return client.delete(pilot, args.filename, args.kind, args.name, args.namespace, sys.stdout, sys.stderr)
+        return client.analyze(pilot, sys.stdout)
+    except client.CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        pilot.close()
+
+
+def _add_policy_parsers(sub: Any) -> None:
+    def common(p: argparse.ArgumentParser, namespaced: bool = True) -> None:
+        p.add_argument("--pilot", default="http://127.0.0.1:15080", metavar="URL",
+                       help="Pilot's API (default %(default)s)")
+        if namespaced:
+            p.add_argument("-n", "--namespace", help="namespace (default: the document's, else default)")
+        p.set_defaults(func=cmd_policy)
+
+    ap = sub.add_parser("apply", help="create or replace policy resources (Istio / Aeraki YAML) in Pilot")
+    ap.add_argument("-f", "--filename", required=True, metavar="FILE|DIR|-")
+    ap.add_argument("--dry-run", action="store_true", help="validate only")
+    common(ap)
+    gt = sub.add_parser("get", help="show policy resources: KIND [NAME]")
+    gt.add_argument("kind", help="VirtualService, vs, destinationrules, ...")
+    gt.add_argument("name", nargs="?")
+    gt.add_argument("-A", "--all-namespaces", action="store_true")
+    gt.add_argument("-o", "--output", choices=("yaml", "json"))
+    common(gt)
+    dl = sub.add_parser("delete", help="delete policy resources: -f FILE, or KIND NAME")
+    dl.add_argument("-f", "--filename", metavar="FILE|DIR|-")
+    dl.add_argument("kind", nargs="?")
+    dl.add_argument("name", nargs="?")
+    common(dl)
+    an = sub.add_parser("analyze", help="report policy that is accepted but will not work as written")
+    common(an, namespaced=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -281,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--redis", default="127.0.0.1:6379", help="Redis HOST:PORT")
     rl.add_argument("--log-level", default="info")
     rl.set_defaults(func=cmd_ratelimit_server)
+
+    _add_policy_parsers(sub)
 
     vs = sub.add_parser("version", help="print the version")
     vs.set_defaults(func=lambda a: print(f"sofamesh {__version__}") or 0)

@@ -18,6 +18,10 @@ from sofamesh.pilot.api import build_app
 from sofamesh.pilot.config import PilotConfig
 from sofamesh.pilot.metrics import PilotMetrics
 from sofamesh.pilot.model import MeshModel, Service
+from sofamesh.pilot.policy.entries import PolicyInstances
+from sofamesh.pilot.policy.model import PolicyModel
+from sofamesh.pilot.policy.resource import ResourceKey
+from sofamesh.pilot.policy.store import ConfigStore, ConfigStoreContext, ConfigStoreFactory
 from sofamesh.pilot.registry import Registry, RegistryContext, RegistryFactory
 from sofamesh.pilot.sync import Pair, RegistrySync
 from sofamesh.pilot.xds.cache import SnapshotCache
@@ -54,6 +58,10 @@ class Pilot:
         self.api_port = 0
         self.registry_catalog: Catalog[RegistryFactory] = Catalog("registry")
         self.generator_catalog: Catalog[XdsGenerator] = Catalog("xds generator")
+        self.config_store_catalog: Catalog[ConfigStoreFactory] = Catalog("config store")
+        self.policy = PolicyModel()
+        self.policy_instances = PolicyInstances(self.policy)
+        self.config_store: ConfigStore
         self.cache: SnapshotCache | None = None
         self._ads: AdsServer | None = None
         self._debouncer: Debouncer | None = None
@@ -78,6 +86,10 @@ class Pilot:
         self.host.load_all()
         self.host.fill("pilot_register_registries", self.registry_catalog)
         self.host.fill("pilot_register_xds_generators", self.generator_catalog)
+        self.host.fill("pilot_register_config_stores", self.config_store_catalog)
+        cs = self.config.config_store
+        self.config_store = self.config_store_catalog.get(cs.type, "config_store.type").create(
+            ConfigStoreContext(cs.type, cs.options, self.config.data_dir))
         for i, rc in enumerate(self.config.registries):
             factory = self.registry_catalog.get(rc.type, f"registries[{i}].type")
             reg = factory.create(RegistryContext(rc.name, rc.options, self.config.data_dir))
@@ -86,6 +98,8 @@ class Pilot:
             self.registries.append(reg)
             self.model.add_registry(reg)
         explicit = [rc.name for rc in self.config.registries if rc.writable]
+        self.model.add_registry(self.policy_instances)  # after the registries: their Service wins
+        self.policy.add_listener(self._on_policy_change)
         implicit = [r.name for r, rc in zip(self.registries, self.config.registries, strict=True)
                     if r.writable and rc.writable is None]
         self.writable_name = explicit[0] if explicit else (implicit[0] if implicit else None)
@@ -118,10 +132,21 @@ class Pilot:
         if self._debouncer is not None:
             self._debouncer.trigger()
 
+    def _on_store_change(self) -> None:
+        self.policy.sync(self.config_store.documents())
+
+    def _on_policy_change(self, keys: frozenset[ResourceKey]) -> None:
+        if any(k.kind in ("ServiceEntry", "WorkloadEntry") for k in keys):
+            changed = self.policy_instances.rebuild()
+            if changed:
+                self.model.refresh(changed)
+
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         self._build()
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.config_store.start(self._on_store_change)
+        self._on_store_change()
         for reg in self.registries:
             await reg.start(self.model.refresh)
         self.model.refresh()
@@ -158,6 +183,9 @@ class Pilot:
             await self.sync.stop()
         for reg in self.registries:
             await reg.stop()
+        store: ConfigStore | None = getattr(self, "config_store", None)
+        if store is not None:
+            await store.stop()
 
 
 __all__ = ["Pilot", "pilot_host"]

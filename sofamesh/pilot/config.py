@@ -57,6 +57,13 @@ class RegistryConfig(_Strict):
         return self
 
 
+class ConfigStoreConfig(_Strict):
+    """Where policy resources live: ``{type: embedded}`` (default), ``files``, ``etcd``."""
+
+    type: str = "embedded"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class SyncPairConfig(_Strict):
     """One registry sync pair: ``{from: zk, to: etcd, two_way: true}``."""
 
@@ -91,6 +98,7 @@ class PilotConfig(_Strict):
     debounce: Debounce = Field(default_factory=lambda: Debounce(quiet_ms=100, max_delay_ms=1000))
     grace_s: float = Field(2.0, ge=0, le=300)
     sync: SyncConfig = Field(default_factory=lambda: SyncConfig(resync_interval_s=5.0))
+    config_store: ConfigStoreConfig = Field(default_factory=ConfigStoreConfig)
 
     @model_validator(mode="after")
     def _registries(self) -> PilotConfig:
@@ -145,5 +153,5 @@ def load(path: Path) -> PilotConfig:
     return parse(data)
 
 
-__all__ = ["Debounce", "Endpoint", "PilotConfig", "RegistryConfig", "SyncConfig", "SyncPairConfig", "load", "parse",
-           "split_address"]
+__all__ = ["ConfigStoreConfig", "Debounce", "Endpoint", "PilotConfig", "RegistryConfig", "SyncConfig", "SyncPairConfig",
+           "load", "parse", "split_address"]

@@ -14,6 +14,7 @@ import pluggy
 if TYPE_CHECKING:
     from sofamesh.core.catalog import Catalog
     from sofamesh.pilot.model import Service, ServiceInstance
+    from sofamesh.pilot.policy.store import ConfigStoreFactory
     from sofamesh.pilot.registry import RegistryFactory
     from sofamesh.pilot.view import PilotView
     from sofamesh.pilot.xds.generator import XdsGenerator
@@ -31,6 +32,25 @@ def pilot_register_registries(catalog: Catalog[RegistryFactory]) -> None:
         ``type`` a Pilot config's ``registries[*]`` entry uses and ``factory`` is a
         :class:`~sofamesh.pilot.registry.RegistryFactory` (``factory.create(context)`` returns a
         :class:`~sofamesh.pilot.registry.Registry`).
+    :return: nothing; a name already taken raises :class:`~sofamesh.core.errors.PluginError`.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def pilot_register_config_stores(catalog: Catalog[ConfigStoreFactory]) -> None:
+    """Register config store factories (``embedded``, ``files``, ``etcd``, ...).
+
+    Runs once when Pilot builds its catalogs, before its config is validated. Pilot uses the one
+    store its config's ``config_store.type`` names (``embedded`` by default) for its policy
+    resources (VirtualService, DestinationRule, ..., MetaRouter).
+
+    :param catalog: the config store catalog; call ``catalog.add(name, factory)`` where ``name`` is
+        the ``type`` of a Pilot config's ``config_store`` section and ``factory`` is a
+        :class:`~sofamesh.pilot.policy.store.ConfigStoreFactory` (``factory.create(context)``
+        gets a :class:`~sofamesh.pilot.policy.store.ConfigStoreContext` and returns a
+        :class:`~sofamesh.pilot.policy.store.ConfigStore`).
     :return: nothing; a name already taken raises :class:`~sofamesh.core.errors.PluginError`.
 
     .. versionadded:: 0.1
@@ -62,7 +82,7 @@ def pilot_startup(pilot: PilotView) -> Any:
     Runs once after the registries started and the xDS and API ports are bound.
 
     :param pilot: the running :class:`~sofamesh.pilot.view.PilotView` (its ``model``, ``registries``,
-        ``xds`` server and ``config``).
+        ``xds`` server, ``config``, its ``policy`` model and ``config_store``).
     :return: ``None`` or an awaitable, which Pilot awaits before it reports ready.
 
     .. versionadded:: 0.1

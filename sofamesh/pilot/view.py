@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from sofamesh.pilot.config import PilotConfig
     from sofamesh.pilot.metrics import PilotMetrics
     from sofamesh.pilot.model import MeshModel
+    from sofamesh.pilot.policy.model import PolicyModel
+    from sofamesh.pilot.policy.store import ConfigStore
     from sofamesh.pilot.registry import Registry
     from sofamesh.pilot.sync import RegistrySync
     from sofamesh.pilot.xds.server import AdsServer
@@ -29,12 +31,18 @@ class PilotView(Protocol):
     xds_port: int
     api_port: int
 
+    policy: PolicyModel
+    """The accepted policy resources (VirtualService, DestinationRule, ..., MetaRouter)."""
+
+    config_store: ConfigStore
+    """Where policy resources are kept; the API writes accepted resources to it."""
+
     sync: RegistrySync | None
     """The registry sync (``describe()`` for ``/debug/syncz``), ``None`` when not configured."""
 
     @property
     def ads(self) -> AdsServer:
-        """The xDS server (its connected proxies, pushes)."""
+        """The xDS (ADS) server (``describe()`` for ``/debug/syncz``)."""
         ...
 
     def writable_registry(self) -> Registry:

@@ -1,4 +1,5 @@
-"""The OpenAPI 3.0 document of the Open Service Registry API, served at ``/openapi.json``."""
+"""The OpenAPI 3.0 document of the Open Service Registry API and the policy REST API, served at
+``/openapi.json``."""
 
 from __future__ import annotations
 
@@ -30,6 +31,81 @@ def _json(ref: str, desc: str, headers: dict[str, Any] | None = None) -> dict[st
     if headers:
         out["headers"] = headers
     return out
+
+
+_STATUS = {"description": "Kubernetes Status: `message`/`error` say what is wrong; `issues` name each field "
+                        "(path, message, severity)",
+           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}}
+_POLICY_PARAMS = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for n in ("group", "version", "namespace", "plural")]
+_OBJECT = {"description": "The resource", "content": {"application/json": {"schema": {
+    "$ref": "#/components/schemas/PolicyObject"}}}}
+_LIST = {"description": "The resources", "content": {"application/json": {"schema": {
+    "$ref": "#/components/schemas/PolicyList"}}}}
+
+
+def _policy_paths() -> dict[str, Any]:
+    """Kubernetes-style REST for policy resources (``pilot/api/policy.py``)."""
+    named = [*_POLICY_PARAMS, {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+    write = {"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": {"$ref": "#/components/schemas/PolicyObject"}},
+                 "application/yaml": {"schema": {"$ref": "#/components/schemas/PolicyObject"}}}},
+             "responses": {"200": {**_OBJECT, "description": "Replaced (header X-Sofamesh-Result: configured or "
+                                                             "unchanged)"},
+                           "201": {**_OBJECT, "description": "Created"}, "400": _STATUS, "404": _STATUS,
+                           "422": {**_STATUS, "description": "Rejected by validation; nothing was stored"},
+                           "503": _STATUS}}
+    dry_run = {"name": "dryRun", "in": "query", "required": False, "schema": {"type": "string", "enum": ["All"]},
+               "description": "Validate only"}
+    base = "/apis/{group}/{version}"
+    return {
+        base + "/{plural}": {"get": {
+            "summary": "List policy resources across namespaces", "operationId": "listPolicyAllNamespaces",
+            "parameters": [p for p in _POLICY_PARAMS if p["name"] != "namespace"],
+            "responses": {"200": _LIST, "404": _STATUS}}},
+        base + "/namespaces/{namespace}/{plural}": {
+            "get": {"summary": "List policy resources in a namespace", "operationId": "listPolicy",
+                    "parameters": _POLICY_PARAMS, "responses": {"200": _LIST, "404": _STATUS}},
+            "post": {"summary": "Create or replace a policy resource (named by its metadata.name)",
+                     "operationId": "createPolicy", "parameters": [*_POLICY_PARAMS, dry_run], **write}},
+        base + "/namespaces/{namespace}/{plural}/{name}": {
+            "get": {"summary": "Read a policy resource", "operationId": "readPolicy", "parameters": named,
+                    "responses": {"200": _OBJECT, "404": _STATUS}},
+            "put": {"summary": "Create or replace a policy resource", "operationId": "replacePolicy",
+                    "parameters": [*named, dry_run], **write},
+            "delete": {"summary": "Delete a policy resource", "operationId": "deletePolicy", "parameters": named,
+                       "responses": {"200": {"description": "Deleted (a Status)"}, "404": _STATUS, "503": _STATUS}}},
+        "/debug/policy/analyze": {"get": {
+            "summary": "What `sofamesh analyze` reports", "operationId": "analyzePolicy",
+            "responses": {"200": {"description": "Findings (level, code, resource, message)"}}}},
+    }
+
+
+def _policy_schemas() -> dict[str, Any]:
+    from sofamesh.pilot.policy.kinds import KINDS
+
+    kinds = [f"{k.group}/{k.kind} ({', '.join(k.versions)})" for k in KINDS]
+    return {
+        "PolicyObject": {"type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+                         "description": "One of: " + "; ".join(kinds), "properties": {
+            "apiVersion": {"type": "string"}, "kind": {"type": "string"},
+            "metadata": {"type": "object", "properties": {
+                "name": {"type": "string"}, "namespace": {"type": "string", "default": "default"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                "resourceVersion": {"type": "string", "readOnly": True}}},
+            "spec": {"type": "object", "description": "As Istio's (or Aeraki's) reference documents it"}}},
+        "PolicyList": {"type": "object", "properties": {
+            "apiVersion": {"type": "string"}, "kind": {"type": "string"},
+            "metadata": {"type": "object", "properties": {"resourceVersion": {"type": "string"}}},
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/PolicyObject"}}}},
+        "Status": {"type": "object", "properties": {
+            "kind": {"type": "string"}, "status": {"type": "string"}, "message": {"type": "string"},
+            "error": {"type": "string"}, "reason": {"type": "string"}, "code": {"type": "integer"},
+            "issues": {"type": "array", "items": {"type": "object", "properties": {
+                "path": {"type": "string"}, "message": {"type": "string"},
+                "severity": {"type": "string", "enum": ["error", "warning"]}}}}}},
+    }
 
 
 def document(version: str) -> dict[str, Any]:
@@ -64,6 +140,7 @@ def document(version: str) -> dict[str, Any]:
                 "summary": "Renew an instance's TTL lease", "operationId": "heartbeatInstance",
                 "parameters": _PATH_PARAMS,
                 "responses": {"200": _json("Heartbeat", "Lease renewed"), "404": _NOT_FOUND, "503": _ERROR}}},
+            **_policy_paths(),
         },
         "components": {"schemas": {
             "Error": {"type": "object", "required": ["error"], "properties": {
@@ -105,6 +182,7 @@ def document(version: str) -> dict[str, Any]:
             "Deregistered": {"type": "object", "properties": {
                 "index": {"type": "integer"}, "deregistered": {"type": "string"}}},
             "Heartbeat": {"type": "object", "properties": {"renewed": {"type": "string"}}},
+            **_policy_schemas(),
         }},
     }
 

@@ -12,6 +12,7 @@ from aiohttp import web
 from sofamesh.core.errors import ConfigError, MeshError
 from sofamesh.pilot.api import bodies
 from sofamesh.pilot.api.openapi import document
+from sofamesh.pilot.api.policy import add_routes as add_policy_routes
 
 if TYPE_CHECKING:
     from sofamesh.pilot.view import PilotView
@@ -175,6 +176,7 @@ def build_app(pilot: PilotView) -> web.Application:
     app.router.add_get("/debug/registry", registry_dump)
     app.router.add_get("/debug/sync", sync_status)
     app.router.add_get("/metrics", metrics)
+    add_policy_routes(app, pilot)
     return app
 
 

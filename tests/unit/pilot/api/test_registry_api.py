@@ -148,6 +148,13 @@ def test_openapi_documents_every_endpoint_and_admin_endpoints_answer(tmp_path: P
             ("/v1/services/{service}/instances/{id}", "put"),
             ("/v1/services/{service}/instances/{id}", "delete"),
             ("/v1/services/{service}/instances/{id}/heartbeat", "put"),
+            ("/apis/{group}/{version}/{plural}", "get"),
+            ("/apis/{group}/{version}/namespaces/{namespace}/{plural}", "get"),
+            ("/apis/{group}/{version}/namespaces/{namespace}/{plural}", "post"),
+            ("/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}", "get"),
+            ("/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}", "put"),
+            ("/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}", "delete"),
+            ("/debug/policy/analyze", "get"),
         }
         routes = {(r.method, r.resource.canonical) for r in pilot_app_routes(pilot)}
         for path, ops in doc["paths"].items():

@@ -1,0 +1,1 @@
+"""Config store plugins: where Pilot keeps policy resources (``embedded``, ``files``, ``etcd``)."""
