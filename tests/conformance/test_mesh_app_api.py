@@ -141,7 +141,7 @@ def test_a_published_instance_keeps_its_lease_while_the_sidecar_runs_and_loses_i
     api_port, egress_port = free_port(), free_port()
     config = sidecar_config(api_port, egress_port, pilot_api)
     config["extensions"]["mesh_app_api"]["ttl_s"] = 1  # type: ignore[index]
-    proxy = ProxyProcess(config).start()
+    proxy = ProxyProcess(config, expect_exit=-signal.SIGKILL).start()
     try:
         r = httpx.post(f"http://127.0.0.1:{api_port}/services/publish",
                        json={"serviceName": INTERFACE, "port": "23456",

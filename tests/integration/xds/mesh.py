@@ -8,6 +8,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -181,8 +182,9 @@ def scaling_scenario(data_dir: Path, mode: str, service: str, protocol: str,
             assert {xds["types"][t]["status"] for t in ("lds", "cds", "eds")} == {"ACKED"}
         return stream
     finally:
-        for sc in sidecars:
-            sc.stop()
-        pilot.stop()
-        for p in providers.values():
-            p.stop()
+        with ExitStack() as stack:  # stop them all, then raise the first sidecar's failure
+            for p in providers.values():
+                stack.callback(p.stop)
+            stack.callback(pilot.stop)
+            for sc in sidecars:
+                stack.callback(sc.stop)
