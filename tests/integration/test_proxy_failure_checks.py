@@ -59,6 +59,17 @@ def test_a_proxy_that_exits_non_zero_at_shutdown_fails_its_with_block(upstream: 
             assert httpx.get(f"http://127.0.0.1:{plain}/x", timeout=5).status_code == 200
 
 
+def test_a_worker_that_exits_non_zero_makes_the_supervisor_exit_non_zero(upstream: UpstreamServer,
+                                                                           tmp_path: Path) -> None:
+    config, _, plain = _config(upstream.address, {"exit_on_shutdown": 3})
+    proxy = ProxyProcess(config, args=("--workers", "2"), env=crash_plugin_env(tmp_path)).start()
+    assert httpx.get(f"http://127.0.0.1:{plain}/x", timeout=5).status_code == 200
+    with pytest.raises(ProxyFailed, match="the proxy exited with 1, expected exit 0") as failed:
+        proxy.stop()
+    assert "error: worker 0 (pid " in str(failed.value) and "error: worker 1 (pid " in str(failed.value)
+    assert str(failed.value).count(") exited with 3") == 2
+
+
 def test_a_declared_traceback_passes_only_if_it_was_logged(upstream: UpstreamServer, tmp_path: Path) -> None:
     config, crashing, plain = _config(upstream.address, {"on_request": True})
     env = crash_plugin_env(tmp_path)
