@@ -32,16 +32,18 @@ def _get_many(port: int, n: int) -> list[int]:
 
 
 # -- (a) one endpoint of three answers 503 to everything ---------------------------------------------
-def _failing_endpoint_envoy(port: int, backends: list[Backend]) -> StaticEnvoy:
+def failing_endpoint_resources(port: int, addresses: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Scenario (a) in Envoy's terms (listeners, clusters): retry 5xx on other hosts, eject after
+    ``CONSECUTIVE_5XX``; the xDS test serves the same resources to a sidecar."""
     vhost = {"name": "all", "domains": ["*"], "include_request_attempt_count": True, "routes": [{
         "match": {"prefix": "/"},
         "route": {"cluster": "web", "retry_policy": {
             "retry_on": "5xx", "num_retries": 3, "retry_host_predicate": [PREVIOUS_HOSTS],
             "host_selection_retry_max_attempts": 3}}}]}
-    cluster = static_cluster("web", [b.address for b in backends], outlier_detection={
+    cluster = static_cluster("web", addresses, outlier_detection={
         "consecutive_5xx": CONSECUTIVE_5XX, "interval": "1s", "base_ejection_time": "60s",
         "max_ejection_percent": 100})
-    return StaticEnvoy([http_listener("web", port, vhost)], [cluster])
+    return [http_listener("web", port, vhost)], [cluster]
 
 
 def _failing_endpoint_sofamesh(port: int, backends: list[Backend]) -> ProxyProcess:
@@ -54,7 +56,7 @@ def _failing_endpoint_sofamesh(port: int, backends: list[Backend]) -> ProxyProce
             "max_ejection_percent": 100}}]})
 
 
-def _observe_failing_endpoint(port: int, good: list[Backend], bad: Backend) -> dict[str, Any]:
+def observe_failing_endpoint(port: int, good: list[Backend], bad: Backend) -> dict[str, Any]:
     statuses = _get_many(port, 1000)
     return {"errors": sum(1 for s in statuses if s != 200), "bad_requests": bad.requests,
             "served": sum(b.requests for b in good),
@@ -66,8 +68,8 @@ def test_one_endpoint_answering_503_is_retried_and_ejected_as_envoy_does() -> No
         backends = [g1, g2, bad]
         seen: dict[str, dict[str, Any]] = {}
         port = free_port()
-        with _failing_endpoint_envoy(port, backends) as envoy:
-            seen["envoy"] = _observe_failing_endpoint(port, [g1, g2], bad)
+        with StaticEnvoy(*failing_endpoint_resources(port, [b.address for b in backends])) as envoy:
+            seen["envoy"] = observe_failing_endpoint(port, [g1, g2], bad)
             stats = envoy.stats()
             seen["envoy"].update(
                 ejections=stats["cluster.web.outlier_detection.ejections_enforced_consecutive_5xx"],
@@ -78,7 +80,7 @@ def test_one_endpoint_answering_503_is_retried_and_ejected_as_envoy_does() -> No
             b.reset_counts()
         port = free_port()
         with _failing_endpoint_sofamesh(port, backends) as proxy:
-            seen["sofamesh"] = _observe_failing_endpoint(port, [g1, g2], bad)
+            seen["sofamesh"] = observe_failing_endpoint(port, [g1, g2], bad)
             web = proxy.stats()["clusters"]["web"]
             flags = {e["address"]: e["health_flags"] for e in json.loads(proxy.get("/clusters"))["web"]["endpoints"]}
             seen["sofamesh"].update(
