@@ -146,7 +146,7 @@ class OutlierDetector:
         owner = self._owner
         now = owner.loop.time()
         ep.ejections += 1
-        cap = max(1, c.max_ejection_time_ms // c.base_ejection_time_ms)
+        cap = max(1, -(-c.max_ejection_time_ms // c.base_ejection_time_ms))  # enough to reach the max
         if ep.eject_backoff < cap:
             ep.eject_backoff += 1
         ms = min(c.base_ejection_time_ms * ep.eject_backoff, c.max_ejection_time_ms)
