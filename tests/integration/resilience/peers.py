@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import tempfile
 import threading
 import time
 import urllib.request
@@ -18,6 +16,7 @@ from typing import Any
 import pytest
 
 from sofamesh.testing import free_port
+from tests.integration.servers import _Process
 
 CACHE = Path(os.environ.get("SOFAMESH_CACHE", Path(__file__).resolve().parents[3] / ".cache"))
 _SETUP = "scripts/setup.d/30-pilot-peers.sh"
@@ -57,43 +56,34 @@ def static_cluster(name: str, addresses: list[str], **extra: Any) -> dict[str, A
                 {"endpoint": {"address": socket_address(a)}} for a in addresses]}]}, **extra}
 
 
-class StaticEnvoy:
+class StaticEnvoy(_Process):
     """Envoy with static listeners and clusters, one worker thread; stopped by its pid."""
 
     def __init__(self, listeners: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> None:
+        super().__init__()
         self.admin_port = free_port()
-        self.dir = tempfile.TemporaryDirectory(prefix="sofamesh-envoy-")
         self.bootstrap = {
             "admin": {"address": socket_address(f"127.0.0.1:{self.admin_port}")},
             "static_resources": {"listeners": listeners, "clusters": clusters},
         }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log(self) -> str:
-        try:
-            return (Path(self.dir.name) / "envoy.log").read_text(errors="replace")
-        except OSError:
-            return ""
 
     def __enter__(self) -> StaticEnvoy:
-        d = Path(self.dir.name)
-        (d / "envoy.json").write_text(json.dumps(self.bootstrap))
-        with (d / "envoy.log").open("wb") as out:
-            self.proc = subprocess.Popen(
-                [str(envoy_binary()), "-c", str(d / "envoy.json"), "--disable-hot-restart", "--concurrency", "1",
-                 "-l", "warning"], stdout=out, stderr=subprocess.STDOUT)
+        config = Path(self.dir.name) / "envoy.json"
+        config.write_text(json.dumps(self.bootstrap))
+        self._spawn([str(envoy_binary()), "-c", str(config), "--disable-hot-restart", "--concurrency", "1",
+                     "-l", "warning"])
+        assert self.proc is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"envoy exited with {self.proc.returncode}:\n{self.log}")
+                raise RuntimeError(f"envoy exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 if self.admin("/ready").strip() == "LIVE":
                     return self
             except OSError:
                 pass
             time.sleep(0.05)
-        raise TimeoutError(f"envoy not ready after 30 s:\n{self.log}")
+        raise TimeoutError(f"envoy not ready after 30 s:\n{self.log()}")
 
     def admin(self, path: str) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as r:
@@ -115,18 +105,6 @@ class StaticEnvoy:
             if len(parts) == 4 and parts[0] == cluster and parts[2] == "health_flags":
                 out[parts[1]] = parts[3]
         return out
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        p = self.proc
-        if p is not None and p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-        self.dir.cleanup()
-
 
 class Backend(ThreadingHTTPServer):
     """An HTTP/1.1 backend: answers ``status`` (body: its name) after ``delay`` seconds; counts the
