@@ -18,11 +18,12 @@ from sofamesh.core.proxy.filter_chain import EMPTY_CHAIN, FilterChain
 from sofamesh.core.proxy.router import Route, Router
 from sofamesh.core.proxy.runtime import ListenerRuntime
 from sofamesh.core.upstream.cluster import Cluster
+from sofamesh.core.upstream.health_check import HealthChecker
 
 if TYPE_CHECKING:
     import asyncio
 
-    from sofamesh.core.config.model import ListenerConfig, ProxyConfig
+    from sofamesh.core.config.model import ClusterConfig, ListenerConfig, ProxyConfig
 
 
 def proxy_host() -> PluginHost:
@@ -49,12 +50,15 @@ def build_runtime(config: ProxyConfig, host: PluginHost, loop: asyncio.AbstractE
     host.pm.hook.sofamesh_configure(config=config)
     cats = resolve(config, host)
     clusters: dict[str, Cluster] = {}
-    for c in config.clusters:
-        lb = cats.load_balancers.get(c.lb).create()
-        proto = cats.protocols.get(c.protocol) if c.protocol else None
-        clusters[c.name] = Cluster(c, lb, proto, loop)
-    runtimes: dict[str, ListenerRuntime] = {}
     errors: list[ConfigError] = []
+    for i, c in enumerate(config.clusters):
+        try:
+            clusters[c.name] = _build_cluster(i, c, cats, loop)
+        except ConfigError as exc:
+            errors.append(exc)
+    if errors:
+        raise ConfigErrors(errors)
+    runtimes: dict[str, ListenerRuntime] = {}
     for i, lc in enumerate(config.listeners):
         name = listener_name(i, lc)
         try:
@@ -64,6 +68,35 @@ def build_runtime(config: ProxyConfig, host: PluginHost, loop: asyncio.AbstractE
     if errors:
         raise ConfigErrors(errors)
     return Runtime(cats, clusters, runtimes)
+
+
+def _build_cluster(i: int, c: ClusterConfig, cats: Catalogs, loop: asyncio.AbstractEventLoop) -> Cluster:
+    """One cluster: its balancer (with ``lb_config``), protocol and active health checks."""
+    factory = cats.load_balancers.get(c.lb, f"clusters[{i}].lb")
+    try:
+        lb = factory.create(c.lb_config) if c.lb_config else factory.create()
+    except ConfigError as exc:
+        raise ConfigError(f"clusters[{i}].lb_config{'.' + exc.path if exc.path else ''}", exc.message) from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"clusters[{i}].lb_config", f"{c.lb}: {exc}") from None
+    proto = cats.protocols.get(c.protocol) if c.protocol else None
+    cluster = Cluster(c, lb, proto, loop)
+    for k, hc in enumerate(c.health_checks):
+        path = f"clusters[{i}].health_checks[{k}]"
+        hf: CodecFactory | None = None
+        if hc.http_health_check is not None:
+            name = "http2" if hc.http_health_check.codec_client_type == "HTTP2" else "http1"
+            hf = cats.protocols.get(name, f"{path}.http_health_check.codec_client_type")
+        elif hc.grpc_health_check is not None:
+            hf = cats.protocols.get("http2", f"{path}.grpc_health_check")
+        elif hc.protocol_health_check is not None:
+            name = hc.protocol_health_check.protocol or c.protocol or ""
+            if not name:
+                raise ConfigError(f"{path}.protocol_health_check.protocol",
+                                  "the cluster has no protocol: name the one whose probe to send")
+            hf = cats.protocols.get(name, f"{path}.protocol_health_check.protocol")
+        cluster.add_checker(HealthChecker(cluster, hc, hf, CodecLimits()))
+    return cluster
 
 
 def _build_listener(i: int, name: str, lc: ListenerConfig, cats: Catalogs,

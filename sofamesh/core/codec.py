@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 from mypy_extensions import mypyc_attr
 
+from sofamesh.core.events import Heartbeat, ResponseHead
+
 if TYPE_CHECKING:
-    from sofamesh.core.events import Event, Heartbeat, RequestHead, ResponseHead, _NeedData
+    from sofamesh.core.events import Event, RequestHead, _NeedData
 
 
 class Role(Enum):
@@ -163,6 +165,39 @@ class Codec(ABC):
     def heartbeat_reply(self, beat: Heartbeat) -> bytes:
         """The encoded answer to a heartbeat the peer sent."""
         raise NotImplementedError(f"{type(self).__name__} has no heartbeat")
+
+    # -- active health checks and hash balancing --------------------------------------------------
+    def health_probe(self, request_id: int) -> bytes:
+        """Client role: an encoded probe for an active health check (``protocol_health_check``).
+        The default is the protocol's heartbeat; a codec plugin may send anything of its own and
+        judge the answer in ``probe_result``.
+
+        .. versionadded:: 0.2
+        """
+        return self.heartbeat(request_id)
+
+    def probe_result(self, event: Event) -> bool | None:
+        """Client role: what ``event`` (decoded after ``health_probe`` was sent) says of the
+        endpoint: True healthy, False unhealthy, None not the answer yet (keep reading). The default
+        takes a heartbeat reply as healthy and a response as healthy below HTTP 500.
+
+        .. versionadded:: 0.2
+        """
+        if type(event) is Heartbeat:
+            return True if event.reply else None
+        if type(event) is ResponseHead:
+            return event.http_status < 500
+        return None
+
+    def request_argument(self, head: RequestHead, index: int) -> bytes | None:
+        """Server role: the encoded bytes of argument ``index`` of the request ``head`` (one this
+        codec decoded), found without deserializing the body; None when the protocol has no
+        arguments or the request has fewer. Only a route whose ``hash_policy`` hashes an argument
+        asks (Dubbo's ConsistentHashLoadBalance hashes the first).
+
+        .. versionadded:: 0.2
+        """
+        return None
 
     # -- replies the proxy makes itself -----------------------------------------------------------
     @abstractmethod

@@ -72,6 +72,8 @@ class Server:
         self.loop = asyncio.get_running_loop()
         built = build_runtime(self.config, self.host, self.loop)
         self.catalogs, self.clusters = built.catalogs, built.clusters
+        for c in self.clusters.values():
+            c.start()
         self._listeners = ListenerSet(self.loop, self.reuse_port)
         await self._listeners.start(self.config, built.listeners)
         if self.admin_address:

@@ -118,12 +118,18 @@ _CLUSTER_COUNTERS: Final = (
     "outlier_detection_ejections_enforced_success_rate",
     "outlier_detection_ejections_enforced_total",
     "outlier_detection_ejections_overflow",
+    "health_check_attempt",
+    "health_check_failure",
+    "health_check_network_failure",
+    "health_check_success",
     "retry_or_shadow_abandoned",
     "upstream_cx_active",
     "upstream_cx_connect_fail",
     "upstream_cx_connect_timeout",
     "upstream_cx_destroy_with_active_rq",
     "upstream_cx_idle_timeout",
+    "upstream_cx_max_duration_reached",
+    "upstream_cx_max_requests",
     "upstream_cx_overflow",
     "upstream_cx_total",
     "upstream_heartbeat_failed",
@@ -160,12 +166,18 @@ class ClusterStats:
     outlier_detection_ejections_enforced_success_rate: int
     outlier_detection_ejections_enforced_total: int
     outlier_detection_ejections_overflow: int
+    health_check_attempt: int
+    health_check_failure: int
+    health_check_network_failure: int
+    health_check_success: int
     retry_or_shadow_abandoned: int
     upstream_cx_active: int
     upstream_cx_connect_fail: int
     upstream_cx_connect_timeout: int
     upstream_cx_destroy_with_active_rq: int
     upstream_cx_idle_timeout: int
+    upstream_cx_max_duration_reached: int
+    upstream_cx_max_requests: int
     upstream_cx_overflow: int
     upstream_cx_total: int
     upstream_heartbeat_failed: int

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sofamesh.core.endpoint import FAILED_EDS_HEALTH
+
 if TYPE_CHECKING:
     import asyncio
 
@@ -50,6 +52,8 @@ def apply_update(listeners: ListenerSet, clusters: dict[str, Cluster], built: Ru
     for name, c in clusters.items():
         if fresh.get(name) is not c:
             loop.call_later(grace + 1.0, c.close)
+    for c in fresh.values():
+        c.start()
     return fresh
 
 
@@ -61,15 +65,22 @@ def _update_endpoints(prev: Cluster, fresh: Cluster, grace: float, loop: asyncio
     """Put ``fresh``'s endpoints into ``prev`` in place; pools of removed endpoints close later."""
     by_addr = {e.address: e for e in prev.endpoints}
     merged = []
+    added = []
     for e in fresh.endpoints:
         old = by_addr.pop(e.address, None)
         if old is not None:
             old.weight = e.weight
             old.labels = e.labels
+            old.priority = e.priority
+            old.locality = e.locality
+            old.locality_weight = e.locality_weight
+            old.down = (old.down & ~FAILED_EDS_HEALTH) | (e.down & FAILED_EDS_HEALTH)
             merged.append(old)
         else:
             merged.append(e)
+            added.append(e)
     prev.endpoints[:] = merged
+    prev.endpoints_updated(added)
     gone = set(by_addr)
     if gone:
         def close_gone() -> None:

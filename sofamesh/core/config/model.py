@@ -137,6 +137,49 @@ class RetryPolicyConfig(_Model):
         return value
 
 
+class HashHeader(_Model):
+    header_name: Annotated[str, Field(min_length=1)]
+
+
+class HashCookie(_Model):
+    name: Annotated[str, Field(min_length=1)]
+
+
+class HashConnectionProperties(_Model):
+    source_ip: bool = False
+
+
+class HashQueryParameter(_Model):
+    name: Annotated[str, Field(min_length=1)]
+
+
+class HashArgument(_Model):
+    index: Annotated[int, Field(ge=0)] = 0
+
+
+class HashPolicyConfig(_Model):
+    """One of Envoy's route ``hash_policy`` entries: exactly one of ``header`` (an HTTP header, an
+    RPC header-map key or attachment), ``cookie``, ``connection_properties``, ``query_parameter``,
+    or sofamesh's ``argument`` (an RPC request's argument, as Dubbo's ConsistentHashLoadBalance)."""
+
+    header: HashHeader | None = None
+    cookie: HashCookie | None = None
+    connection_properties: HashConnectionProperties | None = None
+    query_parameter: HashQueryParameter | None = None
+    argument: HashArgument | None = None
+    terminal: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> HashPolicyConfig:
+        kinds = [k for k in HASH_POLICY_KINDS if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"give exactly one of {', '.join(HASH_POLICY_KINDS)} (got {kinds or 'none'})")
+        return self
+
+
+HASH_POLICY_KINDS: tuple[str, ...] = ("header", "cookie", "connection_properties", "query_parameter", "argument")
+
+
 class RouteConfig(_Model):
     name: str = ""
     match: RouteMatch = Field(default_factory=RouteMatch)
@@ -146,6 +189,7 @@ class RouteConfig(_Model):
     filters: list[FilterConfig] = Field(default_factory=list)
     direct_response: dict[str, Any] | None = None
     retry_policy: RetryPolicyConfig | None = None  # None: a failed connect is retried on another endpoint
+    hash_policy: list[HashPolicyConfig] = Field(default_factory=list)  # for ring_hash / maglev clusters
 
     @model_validator(mode="after")
     def _destination(self) -> RouteConfig:
@@ -187,10 +231,18 @@ class ListenerConfig(_Model):
         return value
 
 
+HEALTH_STATUSES: tuple[str, ...] = ("unknown", "healthy", "unhealthy", "draining", "timeout", "degraded")
+"""Envoy's ``core.v3.HealthStatus`` names; ``unhealthy``, ``draining`` and ``timeout`` keep an
+endpoint out of balancing (``/failed_eds_health``)."""
+
+
 class EndpointConfig(_Model):
     address: Address
     weight: Annotated[int, Field(ge=1, le=10_000)] = 1
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)  # region / zone / sub_zone name its locality
+    priority: Annotated[int, Field(ge=0, le=127)] = 0  # Envoy's LocalityLbEndpoints.priority
+    locality_weight: Annotated[int, Field(ge=0, le=1_000_000)] = 0  # its locality's weight; 0 = none given
+    health_status: Literal["unknown", "healthy", "unhealthy", "draining", "timeout", "degraded"] = "unknown"
 
     @model_validator(mode="before")
     @classmethod
@@ -263,10 +315,110 @@ class CircuitBreakersConfig(_Model):
     retry_budget: RetryBudgetConfig | None = None  # when set, it limits retries instead of max_retries
 
 
+class HttpHealthCheckConfig(_Model):
+    """Envoy's ``http_health_check``: ``GET path`` with ``host`` (default: the cluster name)."""
+
+    path: Annotated[str, Field(min_length=1)] = "/"
+    host: str = ""
+    method: Literal["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH"] = "GET"
+    expected_statuses: list[tuple[int, int]] = Field(default_factory=lambda: [(200, 201)])  # [start, end)
+    retriable_statuses: list[tuple[int, int]] = Field(default_factory=list)
+    codec_client_type: Literal["HTTP1", "HTTP2"] = "HTTP1"
+    request_headers_to_add: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("expected_statuses", "retriable_statuses", mode="before")
+    @classmethod
+    def _ranges(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            out = []
+            for v in value:
+                if isinstance(v, int):
+                    v = (v, v + 1)
+                elif isinstance(v, dict):
+                    v = (v.get("start"), v.get("end"))
+                out.append(v)
+            return out
+        return value
+
+    @model_validator(mode="after")
+    def _valid_ranges(self) -> HttpHealthCheckConfig:
+        for start, end in (*self.expected_statuses, *self.retriable_statuses):
+            if not 100 <= start < end <= 600:
+                raise ValueError(f"status range [{start}, {end}) is not within [100, 600)")
+        return self
+
+
+class TcpHealthCheckConfig(_Model):
+    """Envoy's ``tcp_health_check``: connect, optionally send ``send`` and expect ``receive`` (hex)."""
+
+    send: str = ""
+    receive: list[str] = Field(default_factory=list)
+
+    @field_validator("send", "receive")
+    @classmethod
+    def _hex(cls, value: Any) -> Any:
+        for v in [value] if isinstance(value, str) else value:
+            try:
+                bytes.fromhex(v)
+            except ValueError:
+                raise ValueError(f"{v!r} is not hex text") from None
+        return value
+
+
+class GrpcHealthCheckConfig(_Model):
+    """Envoy's ``grpc_health_check``: ``grpc.health.v1.Health/Check`` over HTTP/2."""
+
+    service_name: str = ""
+    authority: str = ""
+
+
+class ProtocolHealthCheckConfig(_Model):
+    """sofamesh's probe in the cluster's (or ``protocol``'s) own terms: the codec's ``health_probe``
+    (Bolt and Dubbo heartbeats by default; a codec plugin may define its own)."""
+
+    protocol: str | None = None
+
+
+HEALTH_CHECK_KINDS: tuple[str, ...] = ("http_health_check", "tcp_health_check", "grpc_health_check",
+                                       "protocol_health_check")
+
+
+class HealthCheckConfig(_Model):
+    """Envoy's cluster ``health_checks[]`` entry; durations in ms. Exactly one kind."""
+
+    timeout_ms: Annotated[int, Field(gt=0)] = 1000
+    interval_ms: Annotated[int, Field(gt=0)] = 5000
+    initial_jitter_ms: Annotated[int, Field(ge=0)] = 0
+    interval_jitter_ms: Annotated[int, Field(ge=0)] = 0
+    interval_jitter_percent: Annotated[int, Field(ge=0, le=100)] = 0
+    unhealthy_threshold: Annotated[int, Field(ge=1)] = 1
+    healthy_threshold: Annotated[int, Field(ge=1)] = 1
+    no_traffic_interval_ms: Annotated[int, Field(gt=0)] = 60_000
+    unhealthy_interval_ms: Annotated[int, Field(gt=0)] | None = None  # default: interval_ms
+    healthy_edge_interval_ms: Annotated[int, Field(gt=0)] | None = None
+    unhealthy_edge_interval_ms: Annotated[int, Field(gt=0)] | None = None
+    http_health_check: HttpHealthCheckConfig | None = None
+    tcp_health_check: TcpHealthCheckConfig | None = None
+    grpc_health_check: GrpcHealthCheckConfig | None = None
+    protocol_health_check: ProtocolHealthCheckConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> HealthCheckConfig:
+        kinds = [k for k in HEALTH_CHECK_KINDS if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"give exactly one of {', '.join(HEALTH_CHECK_KINDS)} (got {kinds or 'none'})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in HEALTH_CHECK_KINDS if getattr(self, k) is not None)
+
+
 class ClusterConfig(_Model):
     name: str
     protocol: str | None = None
     lb: str = "round_robin"
+    lb_config: dict[str, Any] = Field(default_factory=dict)  # the balancer's own settings (docs/configuration.md)
     connect_timeout_ms: Annotated[int, Field(gt=0)] = 1000
     idle_timeout_ms: Annotated[int, Field(ge=0)] = 60_000
     max_connections_per_endpoint: Annotated[int, Field(ge=1)] = 1024
@@ -276,6 +428,11 @@ class ClusterConfig(_Model):
     outlier_detection: OutlierDetectionConfig | None = None
     circuit_breakers: CircuitBreakersConfig | None = None
     healthy_panic_threshold: Annotated[float, Field(ge=0, le=100)] = 50.0  # Envoy's common_lb_config
+    locality_weighted_lb: bool = False  # Envoy's common_lb_config.locality_weighted_lb_config
+    overprovisioning_factor: Annotated[int, Field(gt=0)] = 140  # percent; Envoy's ClusterLoadAssignment.policy
+    health_checks: list[HealthCheckConfig] = Field(default_factory=list)
+    max_requests_per_connection: Annotated[int, Field(ge=0)] = 0  # 0 = unlimited
+    max_connection_duration_ms: Annotated[int, Field(ge=0)] = 0  # 0 = unlimited
     tls: TlsConfig | None = None
 
     @model_validator(mode="after")
@@ -331,16 +488,24 @@ class ProxyConfig(_Model):
 
 
 __all__ = [
+    "HASH_POLICY_KINDS",
+    "HEALTH_CHECK_KINDS",
+    "HEALTH_STATUSES",
     "RETRY_ON",
     "AdminConfig",
     "CircuitBreakersConfig",
     "ClusterConfig",
     "EndpointConfig",
     "FilterConfig",
+    "GrpcHealthCheckConfig",
+    "HashPolicyConfig",
+    "HealthCheckConfig",
     "HealthConfig",
+    "HttpHealthCheckConfig",
     "LimitsConfig",
     "ListenerConfig",
     "OutlierDetectionConfig",
+    "ProtocolHealthCheckConfig",
     "ProxyConfig",
     "RetryBackOffConfig",
     "RetryBudgetConfig",
@@ -348,6 +513,7 @@ __all__ = [
     "RouteConfig",
     "RouteMatch",
     "StringMatch",
+    "TcpHealthCheckConfig",
     "TlsConfig",
     "WeightedCluster",
     "XdsConfig",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from sofamesh.core.config.model import RouteConfig, StringMatch
 from sofamesh.core.proxy.filter_chain import EMPTY_CHAIN, FilterChain
+from sofamesh.core.proxy.hash_policy import HashPolicy
 from sofamesh.core.proxy.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -48,8 +49,8 @@ def compile_string_match(m: StringMatch) -> StrPred:
 class Route:
     """A compiled route: its matchers and where matching requests go."""
 
-    __slots__ = ("_cum", "_matchers", "_protocol", "_total", "clusters", "config", "filters", "index", "name",
-                 "retry", "timeout_ms")
+    __slots__ = ("_cum", "_matchers", "_protocol", "_total", "clusters", "config", "filters", "hash_policy", "index",
+                 "name", "retry", "timeout_ms")
 
     def __init__(self, index: int, config: RouteConfig, filters: FilterChain = EMPTY_CHAIN) -> None:
         self.index = index
@@ -58,6 +59,7 @@ class Route:
         self.timeout_ms = config.timeout_ms
         self.filters = filters
         self.retry = RetryPolicy(config.retry_policy) if config.retry_policy is not None else None
+        self.hash_policy = HashPolicy(config.hash_policy) if config.hash_policy else None
         m = config.match
         matchers: list[tuple[str, StrPred]] = []
         # Cheap keys first; ``method`` and ``group`` may need a lazy body read in RPC codecs.

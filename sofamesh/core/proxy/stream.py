@@ -213,7 +213,7 @@ class Stream:
     def _pick_and_send(self) -> None:
         cluster = self.cluster
         assert cluster is not None and self.factory is not None
-        ep = cluster.choose(self.tried)
+        ep = cluster.choose(self.tried) if not cluster.hashing else cluster.choose(self.tried, self._hash())
         if ep is None:
             self.context.response_flags = "UH"
             why = "every endpoint failed" if self.tried else "no healthy endpoint"
@@ -224,6 +224,15 @@ class Stream:
         ep.active_rq += 1
         ep.rq_total += 1
         cluster.pool_for(ep, self.factory).attach(self)
+
+    def _hash(self) -> int | None:
+        """The request's hash for a hash-based balancer (the route's ``hash_policy``), or None."""
+        route = self.route
+        policy = route.hash_policy if route is not None else None
+        if policy is None:
+            return None
+        conn = self.conn
+        return policy.hash(self.head, conn.peer, conn.codec)
 
     def on_request_body(self, chunk: BodyChunk) -> None:
         rs = self.retry
@@ -560,9 +569,10 @@ class Stream:
         policy = rs.policy
         if policy.attempt_header and self.head.raw is None:
             self.head = with_attempt_count(self.head, rs.attempt)
-        ep = cluster.choose(self.tried)
+        h = self._hash() if cluster.hashing else None
+        ep = cluster.choose(self.tried, h)
         if ep is None and self.tried:
-            ep = cluster.choose()  # every endpoint tried: as Envoy's previous_hosts, take one anyway
+            ep = cluster.choose((), h)  # every endpoint tried: as Envoy's previous_hosts, take one anyway
         if ep is None:
             self.context.response_flags = "UH"
             self.local_reply(ReplyStatus.NO_HEALTHY_UPSTREAM, f"no healthy endpoint in cluster {cluster.name!r}")

@@ -2,7 +2,10 @@
 
 ``Endpoint`` lives in ``core/endpoint.py`` (below proxy and upstream, which both use it) and is
 re-exported here. Outlier detection (``outlier.py``) and circuit breakers (``circuit_breaker.py``)
-hang off the cluster as ``outlier`` and ``breaker``, each None when the config does not ask for it."""
+hang off the cluster as ``outlier`` and ``breaker``, each None when the config does not ask for it;
+active health checks (``health_check.py``) as ``checkers``. Priorities, localities and health
+become a ``Plan`` (``host_set.py``) when any of them matters; a cluster of healthy endpoints at one
+priority has none, and its requests go straight to the balancer."""
 
 from __future__ import annotations
 
@@ -13,12 +16,14 @@ from sofamesh.core.endpoint import Endpoint
 from sofamesh.core.net.tls import TlsSource
 from sofamesh.core.stats import ClusterStats
 from sofamesh.core.upstream.circuit_breaker import CircuitBreaker
+from sofamesh.core.upstream.host_set import Plan, build_plan
 from sofamesh.core.upstream.outlier import OutlierDetector
 
 if TYPE_CHECKING:
     import asyncio
 
     from sofamesh.core.codec import CodecFactory
+    from sofamesh.core.upstream.health_check import HealthChecker
     from sofamesh.core.upstream.load_balancer import LoadBalancer
     from sofamesh.core.upstream.pool import Pool
 
@@ -26,8 +31,8 @@ if TYPE_CHECKING:
 class Cluster:
     """A named set of endpoints with a balancer, pools and stats."""
 
-    __slots__ = ("_last_pool", "_panic", "breaker", "config", "ejected", "endpoints", "lb", "limits", "loop", "name",
-                 "outlier", "pools", "protocol", "stats", "tls")
+    __slots__ = ("_last_pool", "_panic", "_plan", "breaker", "checkers", "config", "ejected", "endpoints", "hashing",
+                 "lb", "limits", "loop", "name", "outlier", "pools", "protocol", "stats", "tls")
 
     def __init__(self, config: ClusterConfig, lb: LoadBalancer, protocol: CodecFactory | None,
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -47,24 +52,63 @@ class Cluster:
         self.breaker = self.limits if config.circuit_breakers is not None else None
         od = config.ejection()
         self.outlier = OutlierDetector(self, od, config.outlier_detection is not None) if od is not None else None
-        self.ejected = 0  # endpoints ejected now (outlier detection); the common case reads only this
+        self.ejected = 0  # endpoints ejected now (outlier detection)
         self._panic = config.healthy_panic_threshold
+        self.hashing = lb.needs_hash  # the stream computes a request's hash only for these balancers
+        self.checkers: list[HealthChecker] = []  # set by the builder; started with ``start``
+        self._plan: Plan | None = None  # None: every endpoint healthy at one priority (the common case)
+        self.health_changed()
 
-    def choose(self, exclude: tuple[Endpoint, ...] = ()) -> Endpoint | None:
-        """An endpoint for the next try: not ejected, not in ``exclude`` (tried already), None when
-        there is none. Under the panic threshold (Envoy's ``healthy_panic_threshold``: fewer than
-        that percentage of endpoints healthy) ejections are ignored and every endpoint may serve."""
-        eps = self.endpoints
-        if not exclude and not self.ejected:  # the common case: nothing ejected, nothing tried yet
-            return self.lb.choose(eps) if eps else None
-        if not eps:
-            return None
-        healthy = [e for e in eps if not e.ejected_until]
-        if len(healthy) * 100.0 < self._panic * len(eps):
-            healthy = eps  # panic mode, as Envoy: too few healthy endpoints to trust the ejections
+    def add_checker(self, checker: HealthChecker) -> None:
+        """An active health check for this cluster: its endpoints start failed until checked."""
+        self.checkers.append(checker)
+        for ep in self.endpoints:
+            checker.mark_new(ep)
+        self.health_changed()
+
+    def start(self) -> None:
+        """The cluster serves: start its active health checks (idempotent). A cluster built and
+        then dropped for an equal one already serving is never started."""
+        for hc in self.checkers:
+            hc.start()
+
+    def health_changed(self) -> None:
+        """Endpoints, their weights, priorities or health changed: recompute what may be chosen."""
+        c = self.config
+        self._plan = build_plan(self.endpoints, self._panic, c.overprovisioning_factor, c.locality_weighted_lb)
+        self.lb.endpoints_changed(self.endpoints)
+
+    def endpoints_updated(self, added: list[Endpoint]) -> None:
+        """An update replaced the endpoint list in place (``core/update.py``); ``added`` are new:
+        they are health checked from pending and start slow (``slow_start_config``)."""
+        now = self.loop.time()
+        for ep in added:
+            ep.slow_start_since = now
+            for hc in self.checkers:
+                hc.mark_new(ep)
+        for hc in self.checkers:
+            hc.sync()
+        self.health_changed()
+
+    def choose(self, exclude: tuple[Endpoint, ...] = (), hash: int | None = None) -> Endpoint | None:
+        """An endpoint for the next try, or None when there is none: from the priority and locality
+        Envoy's rules give (``host_set.py``), healthy unless in panic, not in ``exclude`` (tried
+        already). ``hash`` (only for a balancer with ``needs_hash``) also picks the priority."""
+        plan = self._plan
+        if plan is None and not exclude:  # the common case: every endpoint healthy, nothing tried yet
+            eps = self.endpoints
+            if not eps:
+                return None
+            return self.lb.choose(eps) if hash is None else self.lb.choose(eps, hash)
+        if plan is None:
+            cands: list[Endpoint] = self.endpoints
+        else:
+            cands = plan.level(hash).pick(hash)
         if exclude:
-            healthy = [e for e in healthy if e not in exclude]
-        return self.lb.choose(healthy) if healthy else None
+            cands = [e for e in cands if e not in exclude]
+        if not cands:
+            return None
+        return self.lb.choose(cands) if hash is None else self.lb.choose(cands, hash)
 
     def report_failure(self, ep: Endpoint, http_status: int = 503) -> None:
         """A failure this proxy saw itself on ``ep``: connect failure or reset (503), timeout (504)."""
@@ -107,6 +151,8 @@ class Cluster:
         return pool
 
     def close(self) -> None:
+        for hc in self.checkers:
+            hc.stop()
         if self.outlier is not None:
             self.outlier.stop()
         for pool in self.pools.values():
@@ -121,6 +167,10 @@ class Cluster:
             "endpoints": [e.snapshot(now) for e in self.endpoints], "stats": self.stats.snapshot()}
         if self.breaker is not None:
             out["circuit_breakers"] = self.breaker.snapshot()
+        if self._plan is not None:
+            out["priority_load"] = self._plan.describe()
+        if self.checkers:
+            out["health_checks"] = [hc.snapshot() for hc in self.checkers]
         return out
 
 

@@ -44,6 +44,8 @@ class EjectionOwner(Protocol):
     stats: ClusterStats
     loop: asyncio.AbstractEventLoop
 
+    def health_changed(self) -> None: ...
+
 
 class OutlierDetector:
     __slots__ = ("_config", "_interval", "_last", "_owner", "_tick", "_timers", "split", "timeouts")
@@ -160,6 +162,7 @@ class OutlierDetector:
         name = f"outlier_detection_ejections_enforced_{kind}"
         setattr(st, name, getattr(st, name) + 1)
         self._timers[ep] = owner.loop.call_at(ep.ejected_until, self._uneject, ep)
+        owner.health_changed()
 
     def _uneject(self, ep: Endpoint) -> None:
         self._timers.pop(ep, None)
@@ -171,6 +174,7 @@ class OutlierDetector:
         owner.ejected -= 1
         owner.stats.outlier_detection_ejections_active -= 1
         self.success(ep)  # a returning endpoint starts from zero, as Envoy resets its counters
+        owner.health_changed()
 
     # -- every interval ---------------------------------------------------------------------------
     def _on_interval(self) -> None:

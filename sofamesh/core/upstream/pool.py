@@ -7,6 +7,12 @@ Pools and upstream connections talk to streams through a small callback surface:
 With circuit breakers (``PoolOwner.breaker``) a pool counts its connections and the requests
 waiting for one (pending), and answers overflow when a threshold is reached; a request that needs a
 new connection beyond ``max_connections`` waits for one of the pool's own to free up, as in Envoy.
+
+Connection limits (Envoy's ``max_requests_per_connection``, ``max_connection_duration`` and
+``idle_timeout``): a connection that served its last request or lived its time takes no new one; an
+HTTP/1 connection then closes when its exchange ends, a multiplexed one is retired (new requests
+open the next) and closed by the sweep once its last response came. A pool without limits counts
+nothing (``Pool.limited``).
 """
 
 from __future__ import annotations
@@ -91,7 +97,7 @@ class PooledStream(Protocol):
 class UpstreamConnection(Connection):
     """One connection to an endpoint, owned by a pool."""
 
-    __slots__ = ("codec", "codec_sends", "connect_timer", "connected", "idle_since", "pool")
+    __slots__ = ("born", "codec", "codec_sends", "connect_timer", "connected", "idle_since", "pool", "served")
 
     def __init__(self, pool: Pool) -> None:
         super().__init__(pool.loop)
@@ -101,7 +107,8 @@ class UpstreamConnection(Connection):
         self.codec_sends = type(self.codec).data_to_send is not Codec.data_to_send
         self.connected = False
         self.connect_timer: asyncio.TimerHandle | None = None
-        self.idle_since = self.loop.time()
+        self.idle_since = self.born = self.loop.time()
+        self.served = 0  # requests given to it (counted only by a pool with limits)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -422,7 +429,8 @@ def _on_stream(head: RequestHead, sid: int) -> RequestHead:
 class Pool:
     """Connections to one endpoint for one upstream protocol."""
 
-    __slots__ = ("closed", "cluster", "endpoint", "factory", "loop", "tasks")
+    __slots__ = ("closed", "cluster", "endpoint", "factory", "limited", "loop", "max_duration", "max_requests",
+                 "retired", "tasks")
 
     def __init__(self, cluster: PoolOwner, endpoint: Endpoint, factory: CodecFactory) -> None:
         self.cluster = cluster
@@ -431,6 +439,22 @@ class Pool:
         self.loop = cluster.loop
         self.tasks: set[asyncio.Task[object]] = set()
         self.closed = False
+        c = cluster.config
+        self.max_requests = c.max_requests_per_connection
+        self.max_duration = c.max_connection_duration_ms / 1000.0
+        self.limited = bool(self.max_requests or self.max_duration)
+        self.retired: list[MultiplexedConnection] = []  # no new requests; closed when their last one ends
+
+    def spent(self, conn: UpstreamConnection, now: float) -> bool:
+        """``conn`` may take no more requests (limits only): counted once, when it is found so."""
+        stats = self.cluster.stats
+        if self.max_requests and conn.served >= self.max_requests:
+            stats.upstream_cx_max_requests += 1
+            return True
+        if self.max_duration and now - conn.born >= self.max_duration:
+            stats.upstream_cx_max_duration_reached += 1
+            return True
+        return False
 
     def _open(self, conn: UpstreamConnection, on_fail: list[PooledStream] | None = None) -> None:
         """Start connecting ``conn``; failures are reported through ``conn.on_lost`` or the callers."""
@@ -535,6 +559,8 @@ class ExclusivePool(Pool):
             if not conn.closed:
                 self.busy.add(conn)
                 conn.bind(stream)
+                if self.limited:
+                    conn.served += 1
                 stream.on_upstream_ready(conn)
                 return
         if len(self.busy) >= self.cluster.config.max_connections_per_endpoint:
@@ -552,6 +578,7 @@ class ExclusivePool(Pool):
     def _connect_for(self, stream: PooledStream) -> None:
         conn = ExclusiveConnection(self)
         conn.stream = stream
+        conn.served = 1
         conn.queued = self.cluster.breaker is not None
         self.busy.add(conn)
         stream.upstream = conn
@@ -581,7 +608,7 @@ class ExclusivePool(Pool):
 
     def release(self, conn: ExclusiveConnection) -> None:
         self.busy.discard(conn)
-        if self.closed or conn.closed:
+        if self.closed or conn.closed or (self.limited and self.spent(conn, self.loop.time())):
             conn.close()
             self._serve_waiting()
             return
@@ -592,6 +619,7 @@ class ExclusivePool(Pool):
             if not s.done:
                 self.busy.add(conn)
                 conn.bind(s)
+                conn.served += 1
                 s.on_upstream_ready(conn)
                 return
         conn.idle_since = self.loop.time()
@@ -624,6 +652,11 @@ class ExclusivePool(Pool):
             self._serve_waiting()
 
     def sweep(self, now: float) -> None:
+        if self.max_duration:
+            for conn in [c for c in self.idle if now - c.born >= self.max_duration]:
+                self.idle.remove(conn)
+                self.cluster.stats.upstream_cx_max_duration_reached += 1
+                conn.close()
         limit = self.cluster.config.idle_timeout_ms / 1000.0
         if not limit:
             return
@@ -651,6 +684,12 @@ class MultiplexedPool(Pool):
 
     def attach(self, stream: PooledStream) -> None:
         conn = self.conn
+        if self.limited and conn is not None and not conn.closed:
+            if self.spent(conn, self.loop.time()):
+                self._retire(conn)
+                conn = None
+            else:
+                conn.served += 1
         if conn is None or conn.closed or (isinstance(conn, StreamingConnection) and conn.full):
             if self.cluster.breaker is not None:
                 if conn is not None and not conn.closed and self.at_connection_limit():
@@ -660,9 +699,16 @@ class MultiplexedPool(Pool):
                     return
             conn = self.conn = self.conn_class(self)
             conn.pending.append(stream)
+            conn.served = 1
             self._open(conn)
             return
         conn.send(stream)
+
+    def _retire(self, conn: MultiplexedConnection) -> None:
+        """No new requests on ``conn``; the sweep closes it once its last response came."""
+        if self.conn is conn:
+            self.conn = None
+        self.retired.append(conn)
 
     def connect_failed(self, conn: UpstreamConnection, reason: str, timeout: bool) -> None:
         assert isinstance(conn, MultiplexedConnection)
@@ -685,8 +731,16 @@ class MultiplexedPool(Pool):
             self.unqueue(1)
 
     def sweep(self, now: float) -> None:
+        if self.retired:
+            for old in [c for c in self.retired if c.closed or (not c.inflight and not c.pending)]:
+                self.retired.remove(old)
+                old.close()
         conn = self.conn
         if conn is None:
+            return
+        if self.max_duration and conn.connected and now - conn.born >= self.max_duration:
+            self.cluster.stats.upstream_cx_max_duration_reached += 1
+            self._retire(conn)
             return
         interval = self.cluster.config.heartbeat_interval_ms / 1000.0
         if interval and now - self.last_beat >= interval:
@@ -703,6 +757,9 @@ class MultiplexedPool(Pool):
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+        for old in self.retired:
+            old.close()
+        self.retired.clear()
 
 
 class StreamingPool(MultiplexedPool):

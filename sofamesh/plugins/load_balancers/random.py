@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random as _random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sofamesh.core.endpoint import Endpoint
 from sofamesh.core.plugin_host import hookimpl
@@ -16,14 +17,16 @@ class RandomBalancer(LoadBalancer):
     def __init__(self) -> None:
         self._rng = _random.Random()
 
-    def choose(self, endpoints: Sequence[Endpoint]) -> Endpoint | None:
+    def choose(self, endpoints: Sequence[Endpoint], hash: int | None = None) -> Endpoint | None:
         if len(endpoints) == 1:
             return endpoints[0]
         return self._rng.choices(endpoints, weights=[e.weight for e in endpoints])[0]
 
 
 class RandomFactory(LoadBalancerFactory):
-    def create(self) -> LoadBalancer:
+    def create(self, config: Mapping[str, Any] | None = None) -> LoadBalancer:
+        if config:
+            raise ValueError(f"random takes no settings (got {', '.join(sorted(config))})")
         return RandomBalancer()
 
 

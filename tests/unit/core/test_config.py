@@ -67,7 +67,7 @@ listeners:
     routes: [{cluster: a}]
 clusters: [{name: a, lb: round_robn}]
 """)
-    assert "clusters[0].lb: unknown load balancer 'round_robn' (known: random, round_robin)" in errs
+    assert "clusters[0].lb: unknown load balancer 'round_robn' (known: least_request, maglev, random, ring_hash, round_robin)" in errs
     assert any(e.startswith("listeners[0].protocols[1]: unknown protocol 'blot' (known: ") and "http1" in e for e in errs)
     assert any(e.startswith("listeners[0].filters[0].type: unknown filter 'authz.rbca'") for e in errs)
 
@@ -140,7 +140,7 @@ clusters:
         "clusters[0].connect_timeout_ms: Input should be greater than 0",
         # names, found beside the field errors (also inside the listener, route and cluster that have one)
         "clusters[1].name: duplicate cluster name 'order'",
-        "clusters[0].lb: unknown load balancer 'nope' (known: random, round_robin)",
+        "clusters[0].lb: unknown load balancer 'nope' (known: least_request, maglev, random, ring_hash, round_robin)",
         "listeners[0].filters[0].type: unknown filter 'authz.rbca'",
         "listeners[0].routes[0].cluster: unknown cluster 'pay' (known: order)",
         # a filter's own config

@@ -76,6 +76,7 @@ from sofamesh.plugins.protocols.dubbo.frames import (
     STATUS_SERVICE_NOT_FOUND,
     STATUS_THREADPOOL_EXHAUSTED,
     BodyHead,
+    argument_bytes,
     encode_frame,
     encode_string,
     heartbeat_frame,
@@ -299,6 +300,17 @@ class DubboCodec(Codec):
         if isinstance(event, Heartbeat):
             return self.heartbeat_reply(event) if not event.reply else self.heartbeat(event.request_id)
         raise LocalProtocolError(f"dubbo: cannot encode {type(event).__name__} without its raw frame")
+
+    def request_argument(self, head: RequestHead, index: int) -> bytes | None:
+        """Argument ``index``'s hessian2 bytes (Dubbo's ConsistentHashLoadBalance hashes argument 0);
+        the arguments before it are skipped, none is decoded. None for an unreadable body."""
+        body = head.meta
+        if not isinstance(body, BodyHead) or head.raw is None:
+            return None
+        try:
+            return argument_bytes(head.raw, body, index)
+        except (ValueError, RecursionError):
+            return None
 
     def rewrite_request_id(self, frame: bytes, new_id: int) -> bytes:
         if len(frame) < HEADER_LEN or not frame.startswith(MAGIC):

@@ -162,6 +162,20 @@ def read_attachments(data: bytes, head: BodyHead, max_entries: int) -> dict[str,
     return r.read_string_map(max_entries)
 
 
+def argument_bytes(data: bytes, head: BodyHead, index: int) -> bytes | None:
+    """The encoded bytes of argument ``index`` (hessian2, as the consumer wrote it), found by
+    skipping the ones before it without decoding them; None when the request has fewer arguments.
+    Raises ``ValueError`` (``hessian.HessianError`` is one)."""
+    if index >= count_parameters(head.parameter_types):
+        return None
+    r = HessianReader(data, head.args_offset)
+    for _ in range(index):
+        r.skip()
+    start = r.pos
+    r.skip()
+    return bytes(data[start:r.pos])
+
+
 def encode_string(text: str) -> bytes:
     """Hessian 2.0 string: compact (< 32 chars), medium (< 1024), else 'R' chunks and a final 'S'.
     Lengths are UTF-16 code units; supplementary characters are written as CESU-8 surrogates and a
