@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from sofamesh.core.codec import Role
 from sofamesh.core.endpoint import ACTIVE_HC_TIMEOUT, FAILED_ACTIVE_HC, PENDING_ACTIVE_HC
@@ -68,11 +68,10 @@ class _Probe(asyncio.Protocol):
         self.status = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        t = self.transport = cast("asyncio.Transport", transport)  # uvloop's are not asyncio's classes
         first = self.checker.first_bytes(self)
         if first:
-            transport.write(first)
+            t.write(first)
         if self.checker.connect_only:
             self._settle(HEALTHY)
 

@@ -22,6 +22,7 @@ CACHE = Path(os.environ.get("SOFAMESH_CACHE", Path(__file__).resolve().parents[3
 _SETUP = "scripts/setup.d/30-pilot-peers.sh"
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+HEALTH_PATH = "/healthz"
 PREVIOUS_HOSTS = {"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
     "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}
 
@@ -54,6 +55,14 @@ def static_cluster(name: str, addresses: list[str], **extra: Any) -> dict[str, A
     return {"name": name, "type": "STATIC", "connect_timeout": "1s", "lb_policy": "ROUND_ROBIN",
             "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
                 {"endpoint": {"address": socket_address(a)}} for a in addresses]}]}, **extra}
+
+
+def prioritized_cluster(name: str, by_priority: list[list[str]], **extra: Any) -> dict[str, Any]:
+    """A STATIC cluster whose endpoints come in priorities: ``by_priority[p]`` at priority ``p``."""
+    return {"name": name, "type": "STATIC", "connect_timeout": "1s", "lb_policy": "ROUND_ROBIN",
+            "load_assignment": {"cluster_name": name, "endpoints": [
+                {"priority": p, "lb_endpoints": [{"endpoint": {"address": socket_address(a)}} for a in addresses]}
+                for p, addresses in enumerate(by_priority)]}, **extra}
 
 
 class StaticEnvoy(_Process):
@@ -108,7 +117,8 @@ class StaticEnvoy(_Process):
 
 class Backend(ThreadingHTTPServer):
     """An HTTP/1.1 backend: answers ``status`` (body: its name) after ``delay`` seconds; counts the
-    requests, the most it held at once, and the ``x-envoy-attempt-count`` values it was sent."""
+    requests, the most it held at once, and the ``x-envoy-attempt-count`` values it was sent.
+    Health checks (``HEALTH_PATH``) are counted apart; ``hang`` set makes it answer nothing at all."""
 
     daemon_threads = True
     request_queue_size = 256  # a burst of 100 connects must not overflow the listen backlog
@@ -123,6 +133,8 @@ class Backend(ThreadingHTTPServer):
         self.in_flight = 0
         self.max_in_flight = 0
         self.attempts: set[str] = set()
+        self.health_checks = 0
+        self.hang = threading.Event()
         self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
@@ -154,6 +166,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         srv = self.server
+        if srv.hang.is_set():
+            time.sleep(5)  # hung: answers nothing (bounded, so the test's shutdown is not held up)
+            return
+        if self.path == HEALTH_PATH:
+            with srv.lock:
+                srv.health_checks += 1
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
         with srv.lock:
             srv.requests += 1
             srv.in_flight += 1
