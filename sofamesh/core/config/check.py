@@ -79,7 +79,24 @@ def _names_used(data: Mapping[str, Any]) -> tuple[set[str], bool]:
     for _, c in _items(data.get("clusters")):
         c = _mapping(c)
         names.update(n for n in (c.get("lb", _DEFAULT_LB), c.get("protocol")) if isinstance(n, str))
+        names.update(_health_check_protocols(c))
     return names, auto
+
+
+def _health_check_protocols(cluster: Mapping[str, Any]) -> set[str]:
+    """The protocols a cluster's active health checks speak (HTTP/1 or /2, gRPC's HTTP/2, a probe's)."""
+    out: set[str] = set()
+    for _, hc in _items(cluster.get("health_checks")):
+        hc = _mapping(hc)
+        if "http_health_check" in hc:
+            out.add("http2" if _mapping(hc["http_health_check"]).get("codec_client_type") == "HTTP2" else "http1")
+        elif "grpc_health_check" in hc:
+            out.add("http2")
+        elif "protocol_health_check" in hc:
+            name = _mapping(hc["protocol_health_check"]).get("protocol")
+            if isinstance(name, str):
+                out.add(name)
+    return out
 
 
 def _load(data: Mapping[str, Any], host: PluginHost) -> tuple[Catalogs, dict[str, Any]]:

@@ -430,7 +430,7 @@ class ClusterConfig(_Model):
     healthy_panic_threshold: Annotated[float, Field(ge=0, le=100)] = 50.0  # Envoy's common_lb_config
     locality_weighted_lb: bool = False  # Envoy's common_lb_config.locality_weighted_lb_config
     overprovisioning_factor: Annotated[int, Field(gt=0)] = 140  # percent; Envoy's ClusterLoadAssignment.policy
-    health_checks: list[HealthCheckConfig] = Field(default_factory=list)
+    health_checks: list[HealthCheckConfig] = Field(default_factory=list, max_length=1)  # one per cluster
     max_requests_per_connection: Annotated[int, Field(ge=0)] = 0  # 0 = unlimited
     max_connection_duration_ms: Annotated[int, Field(ge=0)] = 0  # 0 = unlimited
     tls: TlsConfig | None = None

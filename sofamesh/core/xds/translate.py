@@ -14,11 +14,15 @@ Translated:
   ``retry_policy`` (the route's, else its virtual host's) with the virtual host's
   ``include_request_attempt_count`` and the route's ``per_request_buffer_limit_bytes``.
 - Cluster of type EDS (endpoints from the ClusterLoadAssignment named by ``service_name`` or the
-  cluster name) or STATIC / STRICT_DNS / LOGICAL_DNS with a ``load_assignment``; ``lb_policy``
-  ROUND_ROBIN or RANDOM; ``connect_timeout``; HTTP/2 upstream options select ``http2`` when
-  that protocol is installed; ``circuit_breakers`` (the DEFAULT priority's thresholds and retry
-  budget), ``outlier_detection``, ``common_lb_config.healthy_panic_threshold``.
-- ClusterLoadAssignment: every locality's endpoints; UNHEALTHY, DRAINING and TIMEOUT ones are left out.
+  cluster name) or STATIC / STRICT_DNS / LOGICAL_DNS with a ``load_assignment``; ``connect_timeout``;
+  HTTP/2 upstream options select ``http2`` when that protocol is installed; ``circuit_breakers``
+  (the DEFAULT priority's thresholds and retry budget), ``outlier_detection``,
+  ``common_lb_config.healthy_panic_threshold``; balancing, health checks and connection limits
+  through ``balancing.py`` (``lb_policy`` and its configs, locality weighting, ``health_checks``,
+  ``max_requests_per_connection``, ``common_http_protocol_options``).
+- ClusterLoadAssignment: every locality's endpoints with their priority, locality weight and health
+  status (UNHEALTHY, DRAINING and TIMEOUT ones stay out of balancing), ``overprovisioning_factor``.
+- Route ``hash_policy`` (``balancing.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,15 @@ from google.protobuf.message import DecodeError, Message
 from sofamesh.core.config.loader import from_mapping
 from sofamesh.core.config.model import RETRY_ON, ProxyConfig
 from sofamesh.core.errors import ConfigError, ConfigErrors
+from sofamesh.core.xds.balancing import (
+    Endpoints,
+    connection_limits,
+    endpoint_fields,
+    hash_policies,
+    health_checks,
+    lb_policy,
+    overprovisioning,
+)
 
 _T = "type.googleapis.com/"
 LISTENER_TYPE = _T + "envoy.config.listener.v3.Listener"
@@ -60,11 +73,6 @@ _HCM_TYPE = _T + "envoy.extensions.filters.network.http_connection_manager.v3.Ht
 _TCP_TYPE = _T + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 _ROUTER_TYPE = _T + "envoy.extensions.filters.http.router.v3.Router"
 _TYPED_STRUCTS = (_T + "xds.type.v3.TypedStruct", _T + "udpa.type.v1.TypedStruct")
-_H2_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-_LB = {0: "round_robin", 3: "random"}  # Cluster.LbPolicy ROUND_ROBIN, RANDOM
-_LB_NAMES = {0: "ROUND_ROBIN", 1: "LEAST_REQUEST", 2: "RING_HASH", 3: "RANDOM", 5: "MAGLEV",
-             6: "CLUSTER_PROVIDED", 7: "LOAD_BALANCING_POLICY_CONFIG"}
-_SKIPPED_HEALTH = {2, 3, 4}  # UNHEALTHY, DRAINING, TIMEOUT
 _DEFAULT_TIMEOUT_MS = 15_000
 
 
@@ -202,6 +210,8 @@ def _route(r: Any, host: dict[str, Any] | None, path: str, name: str, vh: Any) -
         elif vh.HasField("per_request_buffer_limit_bytes"):
             policy["per_request_buffer_limit_bytes"] = vh.per_request_buffer_limit_bytes.value
         out["retry_policy"] = policy
+    if len(ra.hash_policy):
+        out["hash_policy"] = hash_policies(ra.hash_policy, f"{path}.route.hash_policy")
     return out
 
 
@@ -371,11 +381,9 @@ class TranslatedCluster:
 def translate_cluster(c: Any, protocols: Collection[str] = ()) -> TranslatedCluster:
     base = f"Cluster {c.name!r}"
     out: dict[str, Any] = {"name": c.name}
-    lb = _LB.get(c.lb_policy)
-    if lb is None:
-        raise ConfigError(f"{base}: lb_policy", f"{_LB_NAMES.get(c.lb_policy, c.lb_policy)} is not supported "
-                                               "(ROUND_ROBIN, RANDOM)")
-    out["lb"] = lb
+    lb_policy(c, base, out)
+    if len(c.health_checks):
+        out["health_checks"] = health_checks(c, base)
     if c.HasField("connect_timeout"):
         out["connect_timeout_ms"] = max(1, _ms(c.connect_timeout))
     if c.HasField("circuit_breakers"):
@@ -388,9 +396,9 @@ def translate_cluster(c: Any, protocols: Collection[str] = ()) -> TranslatedClus
         out["healthy_panic_threshold"] = c.common_lb_config.healthy_panic_threshold.value
     if c.HasField("transport_socket"):
         raise ConfigError(f"{base}: transport_socket", "upstream TLS over xDS is not supported yet")
-    if _H2_OPTIONS in c.typed_extension_protocol_options or c.HasField("http2_protocol_options"):
-        if "http2" in protocols:
-            out["protocol"] = "http2"
+    h2 = connection_limits(c, base, out)
+    if (h2 or c.HasField("http2_protocol_options")) and "http2" in protocols:
+        out["protocol"] = "http2"
     which = c.WhichOneof("cluster_discovery_type")
     if which == "cluster_type":
         raise ConfigError(f"{base}: cluster_type", f"custom cluster type {c.cluster_type.name!r} is not supported")
@@ -466,7 +474,7 @@ def _outlier_detection(od: Any, path: str) -> dict[str, Any]:
 
 def translate_load_assignment(cla: Any, base: str | None = None) -> list[dict[str, Any]]:
     base = base or f"ClusterLoadAssignment {cla.cluster_name!r}"
-    out: list[dict[str, Any]] = []
+    out = Endpoints()
     for li, loc in enumerate(cla.endpoints):
         labels = {k: v for k, v in (("region", loc.locality.region), ("zone", loc.locality.zone),
                                     ("sub_zone", loc.locality.sub_zone)) if v}
@@ -474,8 +482,6 @@ def translate_load_assignment(cla: Any, base: str | None = None) -> list[dict[st
             path = f"{base}: endpoints[{li}].lb_endpoints[{ei}]"
             if lbe.WhichOneof("host_identifier") != "endpoint":
                 raise ConfigError(f"{path}.endpoint_name", "named endpoints are not supported")
-            if lbe.health_status in _SKIPPED_HEALTH:
-                continue
             addr = lbe.endpoint.address
             if addr.WhichOneof("address") != "socket_address":
                 raise ConfigError(f"{path}.endpoint.address", "only socket_address is supported")
@@ -486,8 +492,9 @@ def translate_load_assignment(cla: Any, base: str | None = None) -> list[dict[st
                 ep["weight"] = min(max(lbe.load_balancing_weight.value, 1), 10_000)
             if labels:
                 ep["labels"] = labels
+            endpoint_fields(loc, lbe, ep)
             out.append(ep)
-    return out
+    return overprovisioning(cla, out)
 
 
 @dataclass
@@ -574,7 +581,10 @@ def assemble(base: ProxyConfig, state: Translated, check_route_clusters: bool) -
         tc = state.clusters[name]
         c = dict(tc.config)
         if tc.eds is not None:
-            c["endpoints"] = state.endpoints.get(tc.eds, [])
+            eps = c["endpoints"] = state.endpoints.get(tc.eds, [])
+            factor = getattr(eps, "overprovisioning_factor", None)
+            if factor is not None:
+                c["overprovisioning_factor"] = factor
         clusters.append(c)
         known_clusters.add(name)
     paths: dict[int, str] = {}

@@ -20,7 +20,7 @@ from .peers import HEALTH_PATH, Backend, StaticEnvoy, http_listener, prioritized
 KEYS = 150
 
 
-def _names(port: int, requests: list[dict[str, str]]) -> list[str]:
+def names(port: int, requests: list[dict[str, str]]) -> list[str]:
     """GET / with each header set on one keep-alive connection: the name of the backend that answered
     (``!<status>`` for an error)."""
     out = []
@@ -36,10 +36,10 @@ def _names(port: int, requests: list[dict[str, str]]) -> list[str]:
     return out
 
 
-def _keyed(port: int) -> dict[str, str]:
+def keyed(port: int) -> dict[str, str]:
     """Each key sent twice: key -> the backend that served it (``?`` when the two differed)."""
     reqs = [{"x-user": f"user-{i}"} for i in range(KEYS)]
-    first, second = _names(port, reqs), _names(port, reqs)
+    first, second = names(port, reqs), names(port, reqs)
     return {f"user-{i}": a if a == b else "?" for i, (a, b) in enumerate(zip(first, second, strict=True))}
 
 
@@ -48,13 +48,18 @@ ENVOY_LB = {"ring_hash": ("RING_HASH", {"ring_hash_lb_config": {"minimum_ring_si
             "maglev": ("MAGLEV", {"maglev_lb_config": {"table_size": 65537}})}
 
 
-def _hash_envoy(port: int, lb: str, backends: list[Backend]) -> StaticEnvoy:
+def hash_resources(port: int, lb: str, addresses: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Scenario (c) in Envoy's terms (listeners, clusters); the xDS test serves the same to a sidecar."""
     policy, extra = ENVOY_LB[lb]
     vhost = {"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {
         "cluster": "web", "hash_policy": [{"header": {"header_name": "x-user"}}]}}]}
-    cluster = static_cluster("web", [b.address for b in backends], **extra)
+    cluster = static_cluster("web", addresses, **extra)
     cluster["lb_policy"] = policy
-    return StaticEnvoy([http_listener("web", port, vhost)], [cluster])
+    return [http_listener("web", port, vhost)], [cluster]
+
+
+def _hash_envoy(port: int, lb: str, backends: list[Backend]) -> StaticEnvoy:
+    return StaticEnvoy(*hash_resources(port, lb, [b.address for b in backends]))
 
 
 def _hash_sofamesh(port: int, lb: str, backends: list[Backend]) -> ProxyProcess:
@@ -81,10 +86,10 @@ def test_hash_balancing_on_a_header_keeps_keys_and_moves_one_nth_as_envoy_does(l
         for who, start in (("envoy", _hash_envoy), ("sofamesh", _hash_sofamesh)):
             port = free_port()
             with start(port, lb, backends):
-                before = _keyed(port)
+                before = keyed(port)
             port = free_port()
             with start(port, lb, backends[:3]):
-                after = _keyed(port)
+                after = keyed(port)
             seen[who] = _observe_hashing(before, after, "b4", 4)
     assert seen["sofamesh"] == seen["envoy"]
     e = seen["envoy"]
@@ -110,10 +115,14 @@ def _sofamesh_hc() -> dict[str, Any]:
             "http_health_check": {"path": HEALTH_PATH}}
 
 
-def _failover_envoy(port: int, by_priority: list[list[str]]) -> StaticEnvoy:
+def failover_resources(port: int, by_priority: list[list[str]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Scenario (d) in Envoy's terms: priorities under an HTTP health check."""
     vhost = {"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "web"}}]}
-    return StaticEnvoy([http_listener("web", port, vhost)],
-                       [prioritized_cluster("web", by_priority, health_checks=[_envoy_hc()])])
+    return [http_listener("web", port, vhost)], [prioritized_cluster("web", by_priority, health_checks=[_envoy_hc()])]
+
+
+def _failover_envoy(port: int, by_priority: list[list[str]]) -> StaticEnvoy:
+    return StaticEnvoy(*failover_resources(port, by_priority))
 
 
 def _failover_sofamesh(port: int, by_priority: list[list[str]]) -> ProxyProcess:
@@ -131,7 +140,7 @@ def _flags(proxy: StaticEnvoy | ProxyProcess) -> dict[str, str]:
     return {e["address"]: e["health_flags"] for e in json.loads(proxy.get("/clusters"))["web"]["endpoints"]}
 
 
-def _settled(proxy: StaticEnvoy | ProxyProcess, expect: dict[str, str]) -> dict[str, str]:
+def settled(proxy: StaticEnvoy | ProxyProcess, expect: dict[str, str]) -> dict[str, str]:
     """Wait (bounded) until the health flags are ``expect``; return what they were last."""
     deadline = time.monotonic() + 10
     while True:
@@ -152,12 +161,12 @@ def test_priority_failover_under_health_checks_as_envoy_does() -> None:
             with start(port, all_down) as proxy:
                 expect = {dead[0]: "/failed_active_hc", dead[1]: "/failed_active_hc",
                           p1a.address: "healthy", p1b.address: "healthy"}
-                flags = _settled(proxy, expect)
-                served = Counter(_names(port, [{}] * 200))
+                flags = settled(proxy, expect)
+                served = Counter(names(port, [{}] * 200))
             port = free_port()
             with start(port, half_down) as proxy:
-                _settled(proxy, {dead[0]: "/failed_active_hc", p0.address: "healthy"})
-                split = Counter(_names(port, [{}] * 1000))
+                settled(proxy, {dead[0]: "/failed_active_hc", p0.address: "healthy"})
+                split = Counter(names(port, [{}] * 1000))
             seen[who] = {"flags": flags, "all_p0_down_served_by": served,
                          "half_p0_down_share_at_p0_about_70_percent": 0.62 < split["p0"] / 1000 < 0.78,
                          "half_p0_down_errors": sum(v for k, v in split.items() if k.startswith("!"))}
@@ -171,13 +180,13 @@ def test_an_http_health_check_takes_a_hung_endpoint_out_within_interval_times_th
     with Backend("ok") as ok, Backend("hung") as hung:
         port = free_port()
         with _failover_sofamesh(port, [[ok.address, hung.address]]) as proxy:
-            assert _settled(proxy, {ok.address: "healthy", hung.address: "healthy"})[hung.address] == "healthy"
-            assert Counter(_names(port, [{}] * 10)) == {"ok": 5, "hung": 5}
+            assert settled(proxy, {ok.address: "healthy", hung.address: "healthy"})[hung.address] == "healthy"
+            assert Counter(names(port, [{}] * 10)) == {"ok": 5, "hung": 5}
             hung.hang.set()
             t0 = time.monotonic()
-            flags = _settled(proxy, {hung.address: "/failed_active_hc/active_hc_timeout"})
+            flags = settled(proxy, {hung.address: "/failed_active_hc/active_hc_timeout"})
             taken_out = time.monotonic() - t0
-            after = Counter(_names(port, [{}] * 20))
+            after = Counter(names(port, [{}] * 20))
             stats = proxy.stats()["clusters"]["web"]
     assert flags[hung.address] == "/failed_active_hc/active_hc_timeout" and flags[ok.address] == "healthy"
     # each check of the hung endpoint waits out its timeout; checks start an interval apart

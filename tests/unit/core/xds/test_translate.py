@@ -109,19 +109,22 @@ def test_clusters_translate_lb_policy_and_eds_names_and_refuse_the_rest() -> Non
                                            "endpoints": [{"address": "127.0.0.1:9000"}]}
     eds = cluster_pb2.Cluster(name="outbound|80|x", type=cluster_pb2.Cluster.EDS)
     assert translate_cluster(eds).eds == "outbound|80|x"
-    eds.lb_policy = cluster_pb2.Cluster.LEAST_REQUEST
-    with pytest.raises(ConfigError, match=r"^Cluster 'outbound\|80\|x': lb_policy: LEAST_REQUEST is not supported"):
+    eds.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
+    with pytest.raises(ConfigError, match=r"^Cluster 'outbound\|80\|x': lb_policy: CLUSTER_PROVIDED is not supported"):
         translate_cluster(eds)
 
 
-def test_unhealthy_and_draining_endpoints_are_left_out_and_weights_kept() -> None:
+def test_unhealthy_and_draining_endpoints_are_kept_flagged_and_weights_kept() -> None:
     cla = static_cluster("web", ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]).load_assignment
     lbs = cla.endpoints[0].lb_endpoints
     lbs[0].health_status = health_check_pb2.UNHEALTHY
     lbs[1].health_status = health_check_pb2.DRAINING
     lbs[2].load_balancing_weight.value = 7
     cla.endpoints[0].locality.zone = "z1"
-    assert translate_load_assignment(cla) == [{"address": "127.0.0.1:3", "weight": 7, "labels": {"zone": "z1"}}]
+    assert translate_load_assignment(cla) == [
+        {"address": "127.0.0.1:1", "labels": {"zone": "z1"}, "health_status": "unhealthy"},
+        {"address": "127.0.0.1:2", "labels": {"zone": "z1"}, "health_status": "draining"},
+        {"address": "127.0.0.1:3", "weight": 7, "labels": {"zone": "z1"}}]
     lbs.append(endpoint_components_pb2.LbEndpoint(endpoint_name="named"))
     with pytest.raises(ConfigError, match=r"endpoints\[0\]\.lb_endpoints\[3\]\.endpoint_name"):
         translate_load_assignment(cla)

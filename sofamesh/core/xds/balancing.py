@@ -1,0 +1,255 @@
+"""Envoy v3 balancing, health checking and connection-limit fields -> the kernel's config
+(docs/xds.md). Pure functions, as ``translate.py``: protobuf messages in, mappings out,
+``ConfigError`` naming the field that cannot be translated.
+
+- Cluster ``lb_policy`` ROUND_ROBIN / LEAST_REQUEST / RANDOM / RING_HASH / MAGLEV with
+  ``round_robin_lb_config`` / ``least_request_lb_config`` (choice_count, active_request_bias,
+  slow_start_config) / ``ring_hash_lb_config`` / ``maglev_lb_config``;
+- ``common_lb_config``: ``locality_weighted_lb_config``; ``zone_aware_lb_config`` is accepted and
+  has no effect (Envoy applies it only with a local cluster, which a sidecar here never has);
+- ``health_checks`` (one): HTTP, TCP and gRPC checks with their timing and thresholds;
+- ``max_requests_per_connection`` and ``common_http_protocol_options`` (``idle_timeout``,
+  ``max_connection_duration``, ``max_requests_per_connection``), on the cluster or in its
+  ``HttpProtocolOptions``;
+- ClusterLoadAssignment priorities, locality weights, endpoint health status and
+  ``policy.overprovisioning_factor``;
+- route ``hash_policy``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from sofamesh.core.errors import ConfigError
+
+_T = "type.googleapis.com/"
+_H2_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_LB: Final = {0: "round_robin", 1: "least_request", 2: "ring_hash", 3: "random", 5: "maglev"}
+_LB_NAMES: Final = {0: "ROUND_ROBIN", 1: "LEAST_REQUEST", 2: "RING_HASH", 3: "RANDOM", 5: "MAGLEV",
+                    6: "CLUSTER_PROVIDED", 7: "LOAD_BALANCING_POLICY_CONFIG"}
+_HEALTH: Final = {0: "unknown", 1: "healthy", 2: "unhealthy", 3: "draining", 4: "timeout", 5: "degraded"}
+_METHODS: Final = {0: "GET", 1: "GET", 2: "HEAD", 3: "POST", 4: "PUT", 5: "DELETE", 7: "OPTIONS", 8: "TRACE",
+                   9: "PATCH"}
+
+
+def _ms(d: Any) -> int:
+    return int(d.seconds) * 1000 + int(d.nanos) // 1_000_000
+
+
+def _slow_start(ss: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"slow_start_window_ms": _ms(ss.slow_start_window)}
+    if ss.HasField("aggression"):
+        out["aggression"] = ss.aggression.default_value
+    if ss.HasField("min_weight_percent"):
+        out["min_weight_percent"] = ss.min_weight_percent.value
+    return out
+
+
+def lb_policy(c: Any, base: str, out: dict[str, Any]) -> None:
+    """``lb_policy`` and its config -> ``lb`` and ``lb_config``; ``common_lb_config`` -> locality
+    weighting (the panic threshold stays with ``translate.py``)."""
+    lb = _LB.get(c.lb_policy)
+    if lb is None:
+        raise ConfigError(f"{base}: lb_policy", f"{_LB_NAMES.get(c.lb_policy, c.lb_policy)} is not supported "
+                                               "(ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)")
+    out["lb"] = lb
+    which = c.WhichOneof("lb_config")
+    cfg: dict[str, Any] = {}
+    if which == "least_request_lb_config" and lb == "least_request":
+        lr = c.least_request_lb_config
+        if lr.HasField("choice_count"):
+            cfg["choice_count"] = lr.choice_count.value
+        if lr.HasField("active_request_bias"):
+            cfg["active_request_bias"] = lr.active_request_bias.default_value
+        if lr.HasField("slow_start_config"):
+            cfg["slow_start_config"] = _slow_start(lr.slow_start_config)
+    elif which == "round_robin_lb_config" and lb == "round_robin":
+        if c.round_robin_lb_config.HasField("slow_start_config"):
+            cfg["slow_start_config"] = _slow_start(c.round_robin_lb_config.slow_start_config)
+    elif which == "ring_hash_lb_config" and lb == "ring_hash":
+        rh = c.ring_hash_lb_config
+        if rh.hash_function != 0:
+            raise ConfigError(f"{base}: ring_hash_lb_config.hash_function", "only XX_HASH is supported")
+        if rh.HasField("minimum_ring_size"):
+            cfg["minimum_ring_size"] = rh.minimum_ring_size.value
+        if rh.HasField("maximum_ring_size"):
+            cfg["maximum_ring_size"] = rh.maximum_ring_size.value
+    elif which == "maglev_lb_config" and lb == "maglev":
+        if c.maglev_lb_config.HasField("table_size"):
+            cfg["table_size"] = c.maglev_lb_config.table_size.value
+    if cfg:
+        out["lb_config"] = cfg
+    if c.HasField("common_lb_config"):
+        common = c.common_lb_config
+        if common.WhichOneof("locality_config_specifier") == "locality_weighted_lb_config":
+            out["locality_weighted_lb"] = True
+        if common.HasField("consistent_hashing_lb_config"):
+            ch = common.consistent_hashing_lb_config
+            if ch.use_hostname_for_hashing or ch.HasField("hash_balance_factor"):
+                raise ConfigError(f"{base}: common_lb_config.consistent_hashing_lb_config",
+                                  "use_hostname_for_hashing and hash_balance_factor are not supported")
+
+
+def health_checks(c: Any, base: str) -> list[dict[str, Any]]:
+    """``health_checks`` -> the kernel's (one check per cluster)."""
+    if len(c.health_checks) > 1:
+        raise ConfigError(f"{base}: health_checks", "only one health check per cluster is supported")
+    return [_health_check(hc, f"{base}: health_checks[{i}]") for i, hc in enumerate(c.health_checks)]
+
+
+def _health_check(hc: Any, path: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"timeout_ms": max(1, _ms(hc.timeout)), "interval_ms": max(1, _ms(hc.interval))}
+    for name in ("initial_jitter", "interval_jitter"):
+        if hc.HasField(name):
+            out[f"{name}_ms"] = _ms(getattr(hc, name))
+    for name in ("no_traffic_interval", "unhealthy_interval", "unhealthy_edge_interval", "healthy_edge_interval"):
+        if hc.HasField(name):
+            out[f"{name}_ms"] = max(1, _ms(getattr(hc, name)))
+    if hc.interval_jitter_percent:
+        out["interval_jitter_percent"] = hc.interval_jitter_percent
+    for name in ("unhealthy_threshold", "healthy_threshold"):
+        if hc.HasField(name):
+            out[name] = max(1, getattr(hc, name).value)
+    if hc.HasField("transport_socket_match_criteria"):
+        raise ConfigError(f"{path}.transport_socket_match_criteria", "is not supported")
+    kind = hc.WhichOneof("health_checker")
+    if kind == "http_health_check":
+        h = hc.http_health_check
+        hpath = f"{path}.http_health_check"
+        http: dict[str, Any] = {"path": h.path or "/"}
+        if h.host:
+            http["host"] = h.host
+        if h.codec_client_type not in (0, 1):
+            raise ConfigError(f"{hpath}.codec_client_type", "only HTTP1 and HTTP2 are supported")
+        http["codec_client_type"] = "HTTP2" if h.codec_client_type == 1 else "HTTP1"
+        if h.method not in _METHODS:
+            raise ConfigError(f"{hpath}.method", "CONNECT is not supported")
+        http["method"] = _METHODS[h.method]
+        if len(h.expected_statuses):
+            http["expected_statuses"] = [[r.start, r.end] for r in h.expected_statuses]
+        if len(h.retriable_statuses):
+            http["retriable_statuses"] = [[r.start, r.end] for r in h.retriable_statuses]
+        if len(h.request_headers_to_add):
+            http["request_headers_to_add"] = {o.header.key: o.header.value for o in h.request_headers_to_add}
+        for name in ("send", "service_name_matcher"):
+            if h.HasField(name):
+                raise ConfigError(f"{hpath}.{name}", "is not supported")
+        if len(h.receive):
+            raise ConfigError(f"{hpath}.receive", "is not supported")
+        out["http_health_check"] = http
+    elif kind == "tcp_health_check":
+        t = hc.tcp_health_check
+        tcp: dict[str, Any] = {}
+        if t.HasField("send"):
+            tcp["send"] = _payload(t.send, f"{path}.tcp_health_check.send")
+        if len(t.receive):
+            tcp["receive"] = [_payload(p, f"{path}.tcp_health_check.receive[{i}]") for i, p in enumerate(t.receive)]
+        out["tcp_health_check"] = tcp
+    elif kind == "grpc_health_check":
+        g = hc.grpc_health_check
+        if len(g.initial_metadata):
+            raise ConfigError(f"{path}.grpc_health_check.initial_metadata", "is not supported")
+        out["grpc_health_check"] = {"service_name": g.service_name, "authority": g.authority}
+    else:
+        raise ConfigError(f"{path}.{kind}", f"health checker {kind!r} is not supported "
+                                            "(http_health_check, tcp_health_check, grpc_health_check)")
+    return out
+
+
+def _payload(p: Any, path: str) -> str:
+    which = p.WhichOneof("payload")
+    if which == "text":
+        return str(p.text)
+    if which == "binary":
+        return bytes(p.binary).hex()
+    raise ConfigError(path, "a payload needs text (hex) or binary")
+
+
+def connection_limits(c: Any, base: str, out: dict[str, Any]) -> bool | None:
+    """``max_requests_per_connection`` and ``common_http_protocol_options`` of the cluster or of its
+    ``HttpProtocolOptions`` -> the kernel's pool limits. Returns whether ``HttpProtocolOptions``
+    asks for HTTP/2 upstream (None without them)."""
+    if c.HasField("max_requests_per_connection"):
+        out["max_requests_per_connection"] = c.max_requests_per_connection.value
+    if c.HasField("common_http_protocol_options"):
+        _common(c.common_http_protocol_options, f"{base}: common_http_protocol_options", out)
+    if _H2_OPTIONS not in c.typed_extension_protocol_options:
+        return None
+    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+
+    opts = http_protocol_options_pb2.HttpProtocolOptions()
+    c.typed_extension_protocol_options[_H2_OPTIONS].Unpack(opts)
+    if opts.HasField("common_http_protocol_options"):
+        _common(opts.common_http_protocol_options,
+                f"{base}: typed_extension_protocol_options[{_H2_OPTIONS}].common_http_protocol_options", out)
+    which = opts.WhichOneof("upstream_protocol_options")
+    if which == "explicit_http_config":
+        return bool(opts.explicit_http_config.HasField("http2_protocol_options"))
+    return which is None
+
+
+def _common(common: Any, path: str, out: dict[str, Any]) -> None:
+    if common.HasField("idle_timeout"):
+        out["idle_timeout_ms"] = _ms(common.idle_timeout)
+    if common.HasField("max_connection_duration"):
+        out["max_connection_duration_ms"] = _ms(common.max_connection_duration)
+    if common.HasField("max_requests_per_connection"):
+        out["max_requests_per_connection"] = common.max_requests_per_connection.value
+    if common.HasField("max_stream_duration"):
+        raise ConfigError(f"{path}.max_stream_duration", "is not supported")
+
+
+class Endpoints(list[dict[str, Any]]):
+    """A ClusterLoadAssignment's endpoints, with its ``policy.overprovisioning_factor`` (None when
+    not given) for the cluster that reads them."""
+
+    overprovisioning_factor: int | None = None
+
+
+def endpoint_fields(loc: Any, lbe: Any, ep: dict[str, Any]) -> None:
+    """Priority, locality weight and health status of one endpoint into its mapping."""
+    if loc.priority:
+        ep["priority"] = loc.priority
+    if loc.HasField("load_balancing_weight"):
+        ep["locality_weight"] = loc.load_balancing_weight.value
+    status = _HEALTH.get(lbe.health_status, "unknown")
+    if status != "unknown":
+        ep["health_status"] = status
+
+
+def overprovisioning(cla: Any, eps: Endpoints) -> Endpoints:
+    if cla.HasField("policy") and cla.policy.HasField("overprovisioning_factor"):
+        eps.overprovisioning_factor = max(1, cla.policy.overprovisioning_factor.value)
+    return eps
+
+
+def hash_policies(policies: Any, path: str) -> list[dict[str, Any]]:
+    """A route's ``hash_policy`` list -> the kernel's."""
+    out = []
+    for i, hp in enumerate(policies):
+        p = f"{path}[{i}]"
+        kind = hp.WhichOneof("policy_specifier")
+        entry: dict[str, Any]
+        if kind == "header":
+            if hp.header.HasField("regex_rewrite"):
+                raise ConfigError(f"{p}.header.regex_rewrite", "is not supported")
+            entry = {"header": {"header_name": hp.header.header_name}}
+        elif kind == "cookie":
+            if hp.cookie.HasField("ttl"):
+                raise ConfigError(f"{p}.cookie.ttl", "generating a cookie is not supported; hash an existing one")
+            entry = {"cookie": {"name": hp.cookie.name}}
+        elif kind == "connection_properties":
+            entry = {"connection_properties": {"source_ip": hp.connection_properties.source_ip}}
+        elif kind == "query_parameter":
+            entry = {"query_parameter": {"name": hp.query_parameter.name}}
+        else:
+            raise ConfigError(f"{p}.{kind}", f"hash policy {kind!r} is not supported "
+                                             "(header, cookie, connection_properties, query_parameter)")
+        if hp.terminal:
+            entry["terminal"] = True
+        out.append(entry)
+    return out
+
+
+__all__ = ["Endpoints", "connection_limits", "endpoint_fields", "hash_policies", "health_checks", "lb_policy",
+           "overprovisioning"]
