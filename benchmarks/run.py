@@ -1,7 +1,7 @@
 """The benchmark suite: sofamesh side by side with direct, haproxy and Envoy, in one run on one machine.
 
 usage: python benchmarks/run.py [--quick] [--rounds N] [--seconds S] [--only NAME[,NAME]] [--out DIR]
-groups: http, grpc, bolt, dubbo, workers, filters (default: all)
+groups: http, grpc, bolt, dubbo, workers, filters, resilience (default: all)
 
 Installs what it needs (benchmarks/setup.sh), starts every proxy once per protocol group, then runs
 each scenario in interleaved rounds (round r visits the targets in a rotated order, so slow drift of
@@ -301,7 +301,20 @@ def sidecar_filters(proto: str) -> list[dict[str, Any]]:
     ]
 
 
-def sofamesh_config(proto: str, port: int, upstream: int, filters: bool = False) -> dict[str, Any]:
+def resilience(proto: str, route: dict[str, Any], cluster: dict[str, Any]) -> None:
+    """Retries on the route, outlier detection and circuit breakers on the cluster: every mechanism of
+    issue 16 configured, none triggered by a healthy upstream (thresholds far above the load)."""
+    on = ["5xx", "reset", "connect-failure"] if proto in ("http1", "http2") else \
+        ["reset", "connect-failure", "gateway-error", "retriable"]
+    route["retry_policy"] = {"retry_on": on, "num_retries": 2}
+    cluster["outlier_detection"] = {"consecutive_5xx": 5, "interval_ms": 10_000, "base_ejection_time_ms": 30_000,
+                                    "max_ejection_percent": 50}
+    cluster["circuit_breakers"] = {"max_connections": 4096, "max_pending_requests": 4096, "max_requests": 4096,
+                                   "max_retries": 64}
+
+
+def sofamesh_config(proto: str, port: int, upstream: int, filters: bool = False,
+                    resilient: bool = False) -> dict[str, Any]:
     if proto == "http1":
         route: dict[str, Any] = {"cluster": "up", "timeout_ms": 3000}
     elif proto == "http2":
@@ -313,19 +326,23 @@ def sofamesh_config(proto: str, port: int, upstream: int, filters: bool = False)
     listener: dict[str, Any] = {"name": "in", "address": f"127.0.0.1:{port}", "protocols": [proto], "routes": [route]}
     if filters:
         listener["filters"] = sidecar_filters(proto)
+    cluster: dict[str, Any] = {"name": "up", "protocol": proto, "endpoints": [f"127.0.0.1:{upstream}"]}
+    if resilient:
+        resilience(proto, route, cluster)
     return {
         "admin": {"address": f"127.0.0.1:{free_port()}"},
         "listeners": [listener],
-        "clusters": [{"name": "up", "protocol": proto, "endpoints": [f"127.0.0.1:{upstream}"]}],
+        "clusters": [cluster],
     }
 
 
 def start_sofamesh(proto: str, upstream: int, workers: int = 1, cpus: str = PROXY_CPU,
-                   label: str = "sofamesh", python: str = sys.executable, filters: bool = False) -> Target:
+                   label: str = "sofamesh", python: str = sys.executable, filters: bool = False,
+                   resilient: bool = False) -> Target:
     import yaml
 
     port = free_port()
-    config = sofamesh_config(proto, port, upstream, filters)
+    config = sofamesh_config(proto, port, upstream, filters, resilient)
     cfg = TMP / f"sofamesh-{proto}-{port}.yaml"
     cfg.write_text(yaml.safe_dump(config))
     # -P: the proxy runs with cwd=REPO, and without it `-m` would import REPO/sofamesh ahead of the
@@ -535,6 +552,30 @@ def filters_group(args: argparse.Namespace, frames: dict[str, tuple[Path, Path]]
             stop_all()
 
 
+def resilience_group(args: argparse.Namespace, frames: dict[str, tuple[Path, Path]], results: dict[str, Any]) -> None:
+    """The same loads through sofamesh with and without retries, outlier detection and circuit breakers
+    configured (``resilience``), none of them triggered: what configuring them costs per request."""
+    for proto, upstream_proto in (("http1", "http"), ("bolt", "bolt")):
+        up = start_upstream(upstream_proto, frames)
+        targets = [start_sofamesh(proto, up.port, label="resilience-off"),
+                   start_sofamesh(proto, up.port, label="resilience-on", resilient=True)]
+        try:
+            if proto == "http1":
+                rounds("resilience http1 32 conn", targets, lambda p, s: wrk_load(p, 32, s), args, results)
+            else:
+                request = frames["bolt"][0]
+                rounds("resilience bolt 32x1", targets, lambda p, s, r=request: frame_load("bolt", r, p, 32, 1, s), args,
+                       results)
+            with urllib.request.urlopen(f"http://{targets[1].admin}/stats", timeout=5) as r:
+                up_stats = json.loads(r.read())["clusters"]["up"]
+            untriggered = {k: up_stats[k] for k in ("upstream_rq_retry", "outlier_detection_ejections_enforced_total",
+                                                    "upstream_rq_pending_overflow", "upstream_rq_active_overflow")}
+            results.setdefault("resilience_untriggered", {})[proto] = untriggered
+            print(f"  resilience-on counters ({proto}): {untriggered}", flush=True)
+        finally:
+            stop_all()
+
+
 def filter_counters(target: Target) -> dict[str, dict[str, int]]:
     """The ``filters`` section of sofamesh's /stats and the sum of ``istio_requests_total``: shows the chain
     ran, and allowed every request."""
@@ -604,7 +645,7 @@ def workers_group(args: argparse.Namespace, frames: dict[str, tuple[Path, Path]]
 def ratios(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for name, med in results["scenarios"].items():
-        subject = next((x for x in ("workers-2", "filters-on", "sofamesh") if x in med), None)
+        subject = next((x for x in ("workers-2", "filters-on", "resilience-on", "sofamesh") if x in med), None)
         if subject is None or name == results.get("workers_fixed"):
             continue  # the fixed-load workers scenario offers 2 workers twice the load: see the goals instead
         s = med[subject]
@@ -676,6 +717,11 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                   f"saturation ({s1:.1f} vs {s2:.1f} µs); measured at saturation, load generator on the same 2 cores "
                   f"(it alone used {lc:.2f} core): {w2 / w1:.2f}x ({w2:.0f} vs {w1:.0f} req/s)",
                   "not measured" if caveat else "met (derived)" if low >= 1.8 else "not met"))
+    for name in ("resilience http1 32 conn", "resilience bolt 32x1"):
+        on, off = get(name, "resilience-on", "cpu_us_per_req"), get(name, "resilience-off", "cpu_us_per_req")
+        if on and off:
+            g.append((f"{name}: retries + outlier detection + circuit breakers, untriggered, CPU µs/req <= 1.10x "
+                      "without", f"{on / off:.3f}x ({on:.1f} vs {off:.1f} µs)", "met" if on <= 1.10 * off else "not met"))
     idle = results.get("idle_rss_mb", {})
     if "sofamesh" in idle and "envoy" in idle:
         g.append(("idle RSS <= Envoy's, same config", f"{idle['sofamesh']:.1f} MB vs {idle['envoy']:.1f} MB",
@@ -726,7 +772,7 @@ def markdown(results: dict[str, Any]) -> str:
             with_idle = f"{c['rss_with_idle_mb']:.1f} MB ({c['connections']} conns)" if c else "-"
             per = f"{c['kb_per_connection']:.1f}" if c else "-"
             lines.append(f"| {label} | {mb:.1f} | {with_idle} | {per} |")
-    lines += ["", "## Goals (issue 8)", "", "| goal | measured | |", "|---|---|---|"]
+    lines += ["", "## Goals (issues 8 and 16)", "", "| goal | measured | |", "|---|---|---|"]
     for goal, got, verdict in results["goals"]:
         lines.append(f"| {goal} | {got} | {verdict} |")
     return "\n".join(lines) + "\n"
@@ -755,8 +801,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="2 rounds x 2 s, no 10k-connection test")
     ap.add_argument("--rounds", type=int, help="interleaved rounds per scenario (default 3; quick 2)")
     ap.add_argument("--seconds", type=float, help="seconds per measurement (default 4; quick 2)")
-    ap.add_argument("--only", default="http,grpc,bolt,dubbo,workers,filters",
-                    help="groups to run: http,grpc,bolt,dubbo,workers,filters")
+    ap.add_argument("--only", default="http,grpc,bolt,dubbo,workers,filters,resilience",
+                    help="groups to run: http,grpc,bolt,dubbo,workers,filters,resilience")
     ap.add_argument("--idle", action="store_true", help="run the idle-connections test even with --quick")
     ap.add_argument("--idle-connections", type=int, default=10_000)
     ap.add_argument("--out", type=Path, default=CACHE / "bench", help="where results.json and results.md go")
@@ -791,7 +837,8 @@ def main() -> int:
               "bolt": lambda: rpc_group("bolt", args, frames, results),
               "dubbo": lambda: rpc_group("dubbo", args, frames, results),
               "workers": lambda: workers_group(args, frames, results),
-              "filters": lambda: filters_group(args, frames, results)}
+              "filters": lambda: filters_group(args, frames, results),
+              "resilience": lambda: resilience_group(args, frames, results)}
     args.out.mkdir(parents=True, exist_ok=True)
 
     def write() -> str:

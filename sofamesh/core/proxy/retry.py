@@ -42,8 +42,8 @@ ATTEMPT_HEADER: Final = "x-envoy-attempt-count"
 class RetryPolicy:
     """A route's compiled ``retry_policy``: immutable, shared by the route's requests."""
 
-    __slots__ = ("attempt_header", "base", "buffer_limit", "grpc_codes", "max_interval", "num_retries", "on",
-                 "per_try_timeout", "previous_hosts", "status_codes")
+    __slots__ = ("attempt_header", "base", "buffer_limit", "floor", "grpc_codes", "max_interval", "num_retries",
+                 "on", "per_try_timeout", "previous_hosts", "status_codes")
 
     def __init__(self, config: RetryPolicyConfig) -> None:
         on = 0
@@ -60,6 +60,11 @@ class RetryPolicy:
         self.previous_hosts = config.previous_hosts
         self.attempt_header = config.include_attempt_count
         self.buffer_limit = config.per_request_buffer_limit_bytes
+        # Below this HTTP status (and without gRPC conditions) no response is retried: the answer to
+        # nearly every request is decided by one comparison, without asking the codec.
+        # (``retriable`` asks the codec every time: a codec may mark a 200 retriable, as gRPC's
+        # trailers-only UNAVAILABLE).
+        self.floor = 0 if self.grpc_codes or on & ON_RETRIABLE else min((400, *self.status_codes))
 
     def backoff(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the first): Envoy's fully jittered
@@ -80,8 +85,10 @@ class RetryPolicy:
 
     def on_response(self, head: ResponseHead, codec: Codec) -> bool:
         """Whether the response ``head`` (decoded by ``codec``) is one to retry."""
-        on = self.on
         s = head.http_status
+        if s < self.floor:
+            return False
+        on = self.on
         if self.grpc_codes and head.end_stream:
             g = head.headers.get("grpc-status")  # trailers-only: the status is in the head
             if g is not None and g.isdigit() and int(g) in self.grpc_codes:

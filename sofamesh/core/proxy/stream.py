@@ -14,7 +14,7 @@ from sofamesh.core.events import BodyChunk, EndOfMessage, RequestHead, ResponseH
 from sofamesh.core.headers import Headers
 from sofamesh.core.proxy.context import StreamContext
 from sofamesh.core.proxy.filter_chain import LocalReply, Verdict
-from sofamesh.core.proxy.retry import RetryState, with_attempt_count
+from sofamesh.core.proxy.retry import ATTEMPT_HEADER, RetryState, with_attempt_count
 from sofamesh.core.stats import RpcStats
 from sofamesh.core.upstream.outlier import CONNECT_FAILED, RESET, TIMEOUT
 from sofamesh.core.upstream.pool import MultiplexedConnection
@@ -199,13 +199,14 @@ class Stream:
         if t and not head.oneway:
             conn = self.conn
             self.timer = conn.wheel.arm(self, conn.loop.time() + t / 1000.0)
-        if head.raw is None and head.protocol in ("http1", "http2"):
-            self.head = _forwarded(head, self.conn.peer)
         policy = route.retry
+        attempt = policy is not None and policy.attempt_header and not head.oneway and head.raw is None
+        if head.raw is None and head.protocol in ("http1", "http2"):
+            self.head = _forwarded(head, self.conn.peer, attempt)  # x-envoy-attempt-count in the same pass
+        elif attempt:
+            self.head = with_attempt_count(head, 1)
         if policy is not None and not head.oneway:
             rs = self.retry = RetryState(policy)
-            if policy.attempt_header and head.raw is None:
-                self.head = with_attempt_count(self.head, 1)
             if policy.per_try_timeout:
                 rs.timer = self.conn.loop.call_later(policy.per_try_timeout, self._on_per_try_timeout)
         self._pick_and_send()
@@ -702,11 +703,13 @@ def _answering(head: ResponseHead, request_id: int) -> ResponseHead:
                         head.end_stream, head.raw, head.meta)
 
 
-def _forwarded(head: RequestHead, peer: tuple[Any, ...]) -> RequestHead:
-    """x-forwarded-for / x-forwarded-proto, as Envoy adds them (headers of re-encoded heads only).
+def _forwarded(head: RequestHead, peer: tuple[Any, ...], attempt: bool = False) -> RequestHead:
+    """x-forwarded-for / x-forwarded-proto, as Envoy adds them (headers of re-encoded heads only),
+    and with ``attempt`` ``x-envoy-attempt-count: 1`` (a route that retries).
 
     One pass over the headers: the first x-forwarded-for gets the peer appended (the others go),
-    x-forwarded-proto is added when absent; the rest keep their order and case."""
+    x-forwarded-proto is added when absent, an earlier attempt count goes; the rest keep their
+    order and case."""
     ip = str(peer[0]) if peer else ""
     out: list[tuple[str, str]] = []
     xff_at = -1
@@ -720,11 +723,15 @@ def _forwarded(head: RequestHead, peer: tuple[Any, ...]) -> RequestHead:
             continue
         if n == 17 and item[0].lower() == "x-forwarded-proto":
             has_proto = True
+        elif n == 21 and attempt and item[0].lower() == ATTEMPT_HEADER:
+            continue
         out.append(item)
     if xff_at < 0:
         out.append(("x-forwarded-for", ip))
     if not has_proto:
         out.append(("x-forwarded-proto", "http"))
+    if attempt:
+        out.append((ATTEMPT_HEADER, "1"))
     # Every field spelled out: dataclasses.replace introspects the fields on each call and costs
     # about 4x this on every proxied HTTP request (a unit test checks that no field is left behind).
     return RequestHead(head.protocol, head.request_id, head.service, head.method, head.path, head.version,
