@@ -179,12 +179,13 @@ class Codec(ABC):
     def probe_result(self, event: Event) -> bool | None:
         """Client role: what ``event`` (decoded after ``health_probe`` was sent) says of the
         endpoint: True healthy, False unhealthy, None not the answer yet (keep reading). The default
-        takes a heartbeat reply as healthy and a response as healthy below HTTP 500.
+        takes a heartbeat as healthy -- a reply, or a probe of the peer's own, which is how some
+        peers (@dubbo.ts) answer one -- and a response as healthy below HTTP 500.
 
         .. versionadded:: 0.2
         """
         if type(event) is Heartbeat:
-            return True if event.reply else None
+            return True
         if type(event) is ResponseHead:
             return event.http_status < 500
         return None

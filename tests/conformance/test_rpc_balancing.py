@@ -1,16 +1,22 @@
-"""Consistent hashing for RPC through real peers: dubbo2.js calls @dubbo.ts providers through a
-sidecar whose route hashes the first argument (as Dubbo's ConsistentHashLoadBalance does), and each
-key stays on one provider."""
+"""Balancing and health checking for RPC through real peers: dubbo2.js calls @dubbo.ts providers
+through a sidecar whose route hashes the first argument (as Dubbo's ConsistentHashLoadBalance does),
+and each key stays on one provider; Bolt (sofa-rpc-node) and Dubbo heartbeats as active health
+checks take a stopped provider out."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections import defaultdict
 
 import pytest
 
 from sofamesh.testing import ProxyProcess, free_port
 
+from .bolt_peers import node_consumer, node_provider
 from .dubbo_peers import SERVICE, Provider, call, consume, java, require_dubbo_peers
+
+ECHO = "com.example.EchoService"
 
 KEYS = 24
 
@@ -36,3 +42,53 @@ def test_dubbo_consistent_hash_on_the_first_argument_keeps_each_key_on_one_provi
     assert all(len(p) == 1 for p in by_key.values()), dict(by_key)
     assert len(set().union(*by_key.values())) >= 2  # the keys spread over the providers
     assert stats["upstream_rq_total"] == KEYS * 4
+
+
+# -- the protocol's own probe as an active health check (Bolt and Dubbo heartbeats) -----------------
+def _flags(proxy: ProxyProcess) -> dict[str, str]:
+    return {e["address"]: e["health_flags"] for e in json.loads(proxy.get("/clusters"))["providers"]["endpoints"]}
+
+
+def _settled(proxy: ProxyProcess, expect: dict[str, str]) -> dict[str, str]:
+    deadline = time.monotonic() + 10
+    while (flags := _flags(proxy)) != expect and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return flags
+
+
+def _probed(protocol: str, endpoints: list[str], port: int) -> ProxyProcess:
+    return ProxyProcess({
+        "listeners": [{"name": "rpc", "address": f"127.0.0.1:{port}", "protocols": [protocol],
+                       "routes": [{"name": "svc", "cluster": "providers"}]}],
+        "clusters": [{"name": "providers", "protocol": protocol, "endpoints": endpoints, "health_checks": [{
+            "timeout_ms": 300, "interval_ms": 300, "no_traffic_interval_ms": 300, "unhealthy_threshold": 2,
+            "protocol_health_check": {}}]}]})
+
+
+def test_dubbo_heartbeats_as_health_checks_take_a_stopped_provider_out() -> None:
+    require_dubbo_peers()
+    with Provider("p1") as p1, Provider("p2") as p2:
+        port = free_port()
+        with _probed("dubbo", [p1.address, p2.address], port) as proxy:
+            before = _settled(proxy, {p1.address: "healthy", p2.address: "healthy"})
+            p2.stop()
+            after = _settled(proxy, {p1.address: "healthy", p2.address: "/failed_active_hc"})
+            results = consume(f"127.0.0.1:{port}", [call("whoami", repeat=20)])
+            stats = proxy.stats()["clusters"]["providers"]
+    assert before == {p1.address: "healthy", p2.address: "healthy"}
+    assert after == {p1.address: "healthy", p2.address: "/failed_active_hc"}
+    assert {r["res"]["provider"] for r in results} == {"p1"} and all(r["ok"] for r in results)
+    assert stats["health_check_success"] >= 2 and stats["health_check_failure"] >= 2
+
+
+def test_bolt_heartbeats_as_health_checks_take_a_stopped_provider_out() -> None:
+    with node_provider(ECHO, "A") as a, node_provider(ECHO, "B") as b:
+        port = free_port()
+        with _probed("bolt", [a.address, b.address], port) as proxy:
+            before = _settled(proxy, {a.address: "healthy", b.address: "healthy"})
+            b.stop()
+            after = _settled(proxy, {a.address: "healthy", b.address: "/failed_active_hc"})
+            results = node_consumer(f"127.0.0.1:{port}", ECHO, [{"method": "whoami", "timeout": 3000}] * 20)
+    assert before == {a.address: "healthy", b.address: "healthy"}
+    assert after == {a.address: "healthy", b.address: "/failed_active_hc"}
+    assert {r["result"] for r in results} == {"A"} and all(r["ok"] for r in results)
