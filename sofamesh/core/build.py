@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import sofamesh.hookspecs as proxy_hookspecs
 from sofamesh.core.codec import CodecFactory, CodecLimits
-from sofamesh.core.config.check import Catalogs, build_filters, resolve
+from sofamesh.core.config.check import Catalogs, build_balancer, build_filters, resolve
 from sofamesh.core.errors import ConfigError, ConfigErrors
 from sofamesh.core.plugin_host import DATA_PLANE_GROUP, PluginHost
 from sofamesh.core.proxy.filter_chain import EMPTY_CHAIN, FilterChain
@@ -72,13 +72,7 @@ def build_runtime(config: ProxyConfig, host: PluginHost, loop: asyncio.AbstractE
 
 def _build_cluster(i: int, c: ClusterConfig, cats: Catalogs, loop: asyncio.AbstractEventLoop) -> Cluster:
     """One cluster: its balancer (with ``lb_config``), protocol and active health checks."""
-    factory = cats.load_balancers.get(c.lb, f"clusters[{i}].lb")
-    try:
-        lb = factory.create(c.lb_config) if c.lb_config else factory.create()
-    except ConfigError as exc:
-        raise ConfigError(f"clusters[{i}].lb_config{'.' + exc.path if exc.path else ''}", exc.message) from None
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"clusters[{i}].lb_config", f"{c.lb}: {exc}") from None
+    lb = build_balancer(cats, c.lb, c.lb_config, f"clusters[{i}]")
     proto = cats.protocols.get(c.protocol) if c.protocol else None
     cluster = Cluster(c, lb, proto, loop)
     for k, hc in enumerate(c.health_checks):

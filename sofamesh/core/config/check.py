@@ -18,7 +18,7 @@ from sofamesh.core.config.model import ClusterConfig, FilterConfig, ProxyConfig
 from sofamesh.core.errors import ConfigError, ConfigErrors, PluginError
 from sofamesh.core.plugin_host import PluginHost
 from sofamesh.core.proxy.filter_chain import Filter, FilterFactory
-from sofamesh.core.upstream.load_balancer import LoadBalancerFactory
+from sofamesh.core.upstream.load_balancer import LoadBalancer, LoadBalancerFactory
 
 
 @dataclass
@@ -215,6 +215,23 @@ def build_filters(cats: Catalogs, configs: list[FilterConfig], path: str) -> lis
     return out
 
 
+def build_balancer(cats: Catalogs, name: str, config: Mapping[str, Any], path: str) -> LoadBalancer:
+    """The balancer ``name`` with its ``lb_config`` (``path``: the cluster's); a factory's own
+    errors become ``ConfigError`` at ``<path>.lb_config``."""
+    factory = cats.load_balancers.get(name, f"{path}.lb")
+    try:
+        return factory.create(config) if config else factory.create()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}.lb_config{'.' + exc.path if exc.path else ''}", exc.message) from None
+    except ValidationError as exc:  # a factory validating with pydantic, as the built-in ones do
+        first = exc.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"{path}.lb_config{'.' + loc if loc else ''}",
+                          f"{name}: {first['msg'].removeprefix('Value error, ')}") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path}.lb_config", f"{name}: {exc}") from None
+
+
 def check_mapping(data: Mapping[str, Any], host: PluginHost) -> list[ConfigError]:
     """Every error in a config as written, in one pass (``sofamesh check-config``): its fields, the
     names it uses (plugins, protocols, filters, load balancers, clusters) and each filter's own
@@ -239,10 +256,18 @@ def check_mapping(data: Mapping[str, Any], host: PluginHost) -> list[ConfigError
                 errors.extend(built)
             else:
                 built.close()
+    for i, c in _items(data.get("clusters")):
+        c = _mapping(c)
+        lb, lb_config = c.get("lb", _DEFAULT_LB), c.get("lb_config")
+        if isinstance(lb, str) and lb in cats.load_balancers and isinstance(lb_config, Mapping) and lb_config:
+            try:
+                build_balancer(cats, lb, lb_config, f"clusters[{i}]")
+            except ConfigError as exc:
+                errors.append(exc)
     unique: dict[str, ConfigError] = {}
     for e in errors:
         unique.setdefault(str(e), e)
     return list(unique.values())
 
 
-__all__ = ["Catalogs", "build_filters", "check_mapping", "resolve"]
+__all__ = ["Catalogs", "build_balancer", "build_filters", "check_mapping", "resolve"]

@@ -141,3 +141,16 @@ def test_maglev_weights_shape_the_table() -> None:
 def test_maglev_table_size_must_be_prime() -> None:
     with pytest.raises(ValueError, match="not a prime"):
         MaglevFactory().create({"table_size": 65536})
+
+
+def test_check_config_names_a_balancers_bad_setting_at_its_path() -> None:
+    from sofamesh.core.build import proxy_host
+    from sofamesh.core.config.check import check_mapping
+
+    errors = check_mapping({"clusters": [
+        {"name": "a", "lb": "maglev", "lb_config": {"table_size": 4}, "endpoints": ["127.0.0.1:1"]},
+        {"name": "b", "lb": "least_request", "lb_config": {"choise_count": 3}, "endpoints": ["127.0.0.1:1"]}]},
+        proxy_host())
+    assert [str(e) for e in errors] == [
+        "clusters[0].lb_config.table_size: maglev: table_size 4 is not a prime number",
+        "clusters[1].lb_config.choise_count: least_request: Extra inputs are not permitted"]
