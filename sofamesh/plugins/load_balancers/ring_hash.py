@@ -72,7 +72,7 @@ class Ring:
 
 class RingHash(LoadBalancer):
     needs_hash = True
-    __slots__ = ("_config", "_rings")
+    __slots__ = ("_config", "_rings", "_weights")
 
     def __init__(self, config: RingHashConfig) -> None:
         if config.minimum_ring_size > config.maximum_ring_size:
@@ -80,6 +80,7 @@ class RingHash(LoadBalancer):
                              f"{config.maximum_ring_size}")
         self._config = config
         self._rings: dict[tuple[Endpoint, ...], Ring] = {}
+        self._weights: tuple[tuple[str, int], ...] = ()
 
     def ring(self, endpoints: Sequence[Endpoint]) -> Ring:
         key = tuple(endpoints)
@@ -97,7 +98,11 @@ class RingHash(LoadBalancer):
         return self.ring(endpoints).lookup(random.getrandbits(64) if hash is None else hash)
 
     def endpoints_changed(self, endpoints: Sequence[Endpoint]) -> None:
-        self._rings.clear()
+        """Rings are kept across health changes; a change of addresses or weights drops them."""
+        weights = tuple((e.address, e.weight) for e in endpoints)
+        if weights != self._weights:
+            self._weights = weights
+            self._rings.clear()
 
 
 class RingHashFactory(LoadBalancerFactory):
