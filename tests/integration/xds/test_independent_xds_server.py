@@ -99,9 +99,10 @@ def test_an_unsupported_field_is_nacked_with_its_name(ads: TinyAds, ups: dict[st
     ads.set(LDS, [http_listener("in", address, routes=route_config("inline", [("/", "web")]))])
     with Sidecar(ads.port, "tiny-3") as sc:
         ring = static_cluster("web", [ups["b"].address])
-        ring.lb_policy = cluster_pb2.Cluster.MAGLEV
+        ring.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
         ads.set(CDS, [ring])
         nack = wait_for(lambda: [n for n in ads.nacks() if n.type_url == CDS], 10, "the CDS NACK")[0]
-        assert nack.error_detail.message == "Cluster 'web': lb_policy: MAGLEV is not supported (ROUND_ROBIN, RANDOM)"
+        assert nack.error_detail.message == ("Cluster 'web': lb_policy: CLUSTER_PROVIDED is not supported "
+                                             "(ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)")
         assert _who(address) == "a"
         assert sc.dump()["xds"]["last_nack"]["type"] == "cds"

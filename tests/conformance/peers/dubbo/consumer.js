@@ -51,6 +51,6 @@ async function one(c) {
 const jobs = [];
 for (const c of calls) for (let i = 0; i < (c.repeat || 1); i++) jobs.push(one(c));
 Promise.all(jobs).then(
-  (out) => { process.stdout.write(JSON.stringify(out) + '\n'); process.exit(0); },
+  (out) => { process.stdout.write(JSON.stringify(out) + '\n', () => process.exit(0)); },  // exit once written: a pipe takes 64 KiB at once
   (e) => { console.error(e); process.exit(2); },
 );
