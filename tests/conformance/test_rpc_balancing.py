@@ -1,6 +1,7 @@
 """Balancing and health checking for RPC through real peers: dubbo2.js calls @dubbo.ts providers
-through a sidecar whose route hashes the first argument (as Dubbo's ConsistentHashLoadBalance does),
-and each key stays on one provider; Bolt (sofa-rpc-node) and Dubbo heartbeats as active health
+(and sofa-rpc-node calls sofa-rpc-node providers) through a sidecar whose route hashes the first
+argument (as Dubbo's ConsistentHashLoadBalance and SOFARPC's consistent hash do), and each key stays
+on one provider; Bolt (sofa-rpc-node) and Dubbo heartbeats as active health
 checks take a stopped provider out."""
 
 from __future__ import annotations
@@ -42,6 +43,26 @@ def test_dubbo_consistent_hash_on_the_first_argument_keeps_each_key_on_one_provi
     assert all(len(p) == 1 for p in by_key.values()), dict(by_key)
     assert len(set().union(*by_key.values())) >= 2  # the keys spread over the providers
     assert stats["upstream_rq_total"] == KEYS * 4
+
+
+def test_bolt_consistent_hash_on_the_first_argument_keeps_each_key_on_one_provider() -> None:
+    with node_provider(ECHO, "A") as a, node_provider(ECHO, "B") as b, node_provider(ECHO, "C") as c:
+        port = free_port()
+        with ProxyProcess({
+            "listeners": [{"name": "rpc", "address": f"127.0.0.1:{port}", "protocols": ["bolt"], "routes": [{
+                "name": "svc", "match": {"service": {"prefix": ECHO}}, "cluster": "providers",
+                "hash_policy": [{"argument": {"index": 0}}]}]}],
+            "clusters": [{"name": "providers", "protocol": "bolt", "lb": "ring_hash",
+                          "endpoints": [a.address, b.address, c.address]}]}):
+            calls = [{"method": "echo", "args": [f"order-{i}"], "timeout": 3000} for i in range(KEYS) for _ in range(4)]
+            results = node_consumer(f"127.0.0.1:{port}", ECHO, calls, clients=2)
+    assert len(results) == KEYS * 4 and all(r["ok"] for r in results), results[:3]
+    by_key: dict[str, set[str]] = defaultdict(set)
+    for r in results:
+        tag, _, key = str(r["result"]).partition(":")
+        by_key[key].add(tag)
+    assert len(by_key) == KEYS and all(len(p) == 1 for p in by_key.values()), dict(by_key)
+    assert len(set().union(*by_key.values())) >= 2
 
 
 # -- the protocol's own probe as an active health check (Bolt and Dubbo heartbeats) -----------------

@@ -15,6 +15,8 @@ Two object encodings are accepted (PROTOCOLS.md section 4 and 9):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 METHOD_FIELD = "methodName"
 _MAX_FIELDS = 64
 
@@ -103,6 +105,30 @@ class _Reader:
         else:
             self.string()
 
+    def chunks(self, b: int) -> None:
+        """Binary chunks after tag ``b``: u16 length + bytes each, until the final 'B' one."""
+        while True:
+            self.raw(int.from_bytes(self.raw(2), "big"))
+            if b == 0x42:
+                return
+            b = self.byte()
+
+    def class_fields(self, defs: list[int]) -> None:
+        """A class definition's field count and names (its type is read): recorded in ``defs``."""
+        count = self.int_()
+        if not 0 <= count <= _MAX_FIELDS:
+            raise _Stop
+        for _ in range(count):
+            self.string()
+        defs.append(count)
+
+    def instance(self, ref: int, defs: list[int], depth: int, skip: Callable[[list[int], int], None]) -> None:
+        """An object of class definition ``ref``: one value per field."""
+        if not 0 <= ref < len(defs):
+            raise _Stop
+        for _ in range(defs[ref]):
+            skip(defs, depth + 1)
+
     def skip_value(self, defs: list[int], depth: int = 0) -> None:
         """Skip one Hessian 2.0 value of any kind (scalars, strings, binary, lists, maps, objects,
         refs), recording class definitions in ``defs`` (field counts). Bounded by ``_MAX_DEPTH``."""
@@ -122,26 +148,13 @@ class _Reader:
         elif 0x34 <= b <= 0x37:
             self.raw(((b - 0x34) << 8) + self.byte())
         elif b in (0x41, 0x42):  # binary chunks 'A' (non-final) / 'B' (final)
-            while True:
-                self.raw(int.from_bytes(self.raw(2), "big"))
-                if b == 0x42:
-                    break
-                b = self.byte()
+            self.chunks(b)
         elif b == 0x43:  # 'C' class definition, then the value that follows it
             self.string()
-            count = self.int_()
-            if not 0 <= count <= _MAX_FIELDS:
-                raise _Stop
-            for _ in range(count):
-                self.string()
-            defs.append(count)
+            self.class_fields(defs)
             self.skip_value(defs, depth)
         elif b == 0x4F or 0x60 <= b <= 0x6F:  # object instance: 'O' ref / compact ref
-            ref = self.int_() if b == 0x4F else b - 0x60
-            if not 0 <= ref < len(defs):
-                raise _Stop
-            for _ in range(defs[ref]):
-                self.skip_value(defs, depth + 1)
+            self.instance(self.int_() if b == 0x4F else b - 0x60, defs, depth, self.skip_value)
         elif b == 0x51:  # 'Q' reference to an earlier value
             self.int_()
         elif b in (0x48, 0x4D, 0x55, 0x57):  # 'H' / 'M' map, 'U' / 'W' list: until 'Z'
@@ -163,6 +176,52 @@ class _Reader:
                 raise _Stop
             for _ in range(n):
                 self.skip_value(defs, depth + 1)
+        else:
+            raise _Stop
+
+    def skip_draft(self, defs: list[int], depth: int = 0) -> None:
+        """Skip one value of the draft encoding sofa-rpc-node (hessian.js) writes: 'O' class
+        definitions with 'o' instances, 'V' lists and 'M' maps ('t' typed, 'l' / 'n' sized) ended by
+        'z', with 2.0's compact strings and numbers inside. Bounded by ``_MAX_DEPTH``."""
+        if depth > _MAX_DEPTH:
+            raise _Stop
+        b = self.byte()
+        fixed = _FIXED_SIZE.get(b)
+        if fixed is not None and b not in (0x4C, 0x44, 0x4A, 0x4B):
+            self.pos += fixed
+            if self.pos > self.end:
+                raise _Stop
+        elif b in (0x4C, 0x44, 0x64):  # 'L' long, 'D' double, 'd' date: 8 bytes
+            self.raw(8)
+        elif b <= 0x1F or 0x30 <= b <= 0x33 or b in (0x53, 0x73):  # strings ('R' is a reference here)
+            self.pos -= 1
+            self.string()
+        elif b in (0x42, 0x62):  # binary chunks 'b' (non-final) / 'B' (final)
+            self.chunks(b)
+        elif b == 0x4F:  # 'O' class definition: type, field count, field names; then the value
+            self.raw(self.int_())
+            self.class_fields(defs)
+            self.skip_draft(defs, depth)
+        elif b == 0x6F:  # 'o' instance of a class definition
+            self.instance(self.int_(), defs, depth, self.skip_draft)
+        elif b in (0x56, 0x4D):  # 'V' list / 'M' map, until 'z'
+            nxt = self.data[self.pos] if self.pos < self.end else -1
+            if nxt == 0x74:  # 't' + u16 length + type
+                self.pos += 1
+                self.raw(int.from_bytes(self.raw(2), "big"))
+                nxt = self.data[self.pos] if self.pos < self.end else -1
+            if b == 0x56 and nxt == 0x6C:  # 'l' + int32 length
+                self.raw(5)
+            elif b == 0x56 and nxt == 0x6E:  # 'n' + byte length
+                self.raw(2)
+            per_entry = 2 if b == 0x4D else 1
+            for _ in range(_MAX_ITEMS):
+                if self.pos < self.end and self.data[self.pos] == 0x7A:  # 'z'
+                    self.pos += 1
+                    return
+                for _ in range(per_entry):
+                    self.skip_draft(defs, depth + 1)
+            raise _Stop
         else:
             raise _Stop
 
@@ -228,4 +287,31 @@ def read_method_name(content: bytes | memoryview) -> str | None:
         return None
 
 
-__all__ = ["read_method_name"]
+def argument_bytes(content: bytes | memoryview, index: int) -> bytes | None:
+    """The encoded bytes of argument ``index`` of a hessian2 ``SofaRequest`` body (the request
+    object, then each argument as a value of its own, as SOFARPC and sofa-rpc-node write them; 2.0
+    or sofa-rpc-node's draft encoding),
+    found by skipping what comes before it; ``None`` when it cannot be read or is not there."""
+    r = _Reader(content)
+    defs: list[int] = []
+    try:
+        first = r.byte()  # the request object starts with its class definition: 2.0 'C' or draft 'O'
+        if first not in (0x43, 0x4F):
+            return None
+        skip = r.skip_value if first == 0x43 else r.skip_draft
+        r.pos -= 1
+        skip(defs)
+        for _ in range(index):
+            if r.pos >= r.end:
+                return None
+            skip(defs)
+        if r.pos >= r.end:
+            return None
+        start = r.pos
+        skip(defs)
+        return bytes(content[start:r.pos])
+    except (_Stop, UnicodeDecodeError, IndexError):
+        return None
+
+
+__all__ = ["argument_bytes", "read_method_name"]
