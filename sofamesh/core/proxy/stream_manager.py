@@ -245,6 +245,12 @@ class DownstreamConnection(Connection):
                 log.exception("listener %s: codec %s failed to build an error reply", rt.name, self.factory.name)
             rt.stats.downstream_rq_total += 1
             rt.stats.record_status(status.http_status)
+        if self.codec_sends:
+            # What the codec queued for this error (HTTP/2: GOAWAY with the error code and the last
+            # stream id) goes out before the close, so the peer knows what it may retry.
+            out = self.codec.data_to_send()
+            if out:
+                self.write(out)
         self.close()
 
     # -- streams finishing -------------------------------------------------------------------------
