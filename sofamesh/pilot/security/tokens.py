@@ -78,10 +78,12 @@ class TokenAuthority:
         data = json.loads(raw)
         return {str(k): float(v) for k, v in data.items()}
 
-    def issue(self, namespace: str, service_account: str, ttl_s: float) -> tuple[str, Grant]:
-        """A token granting ``spiffe://<trust-domain>/ns/<namespace>/sa/<service_account>``."""
+    def issue(self, namespace: str, service_account: str, ttl_s: float, *,
+              now: float | None = None) -> tuple[str, Grant]:
+        """A token granting ``spiffe://<trust-domain>/ns/<namespace>/sa/<service_account>``, valid for
+        ``ttl_s`` from ``now`` (the clock by default)."""
         identity = SpiffeId(self.trust_domain, namespace, service_account)
-        now = int(time.time())
+        now = int(time.time() if now is None else now)
         grant = Grant(identity, secrets.token_hex(12), float(now + int(ttl_s)))
         claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": identity.uri, "iat": now, "exp": now + int(ttl_s),
                   "jti": grant.jti}
