@@ -231,7 +231,7 @@ def plugin_table() -> list[dict[str, str]]:
             rows.append({"name": name, "kind": "error", "distribution": info.distribution,
                          "version": info.version, "error": str(exc)})
     for hook, kind in (("pilot_register_registries", "registry"), ("pilot_register_xds_generators", "xds_generator"),
-                       ("pilot_register_config_stores", "config_store")):
+                       ("pilot_register_config_stores", "config_store"), ("pilot_register_cas", "ca")):
         if hasattr(phost.pm.hook, hook):
             cat: Catalog[Any] = phost.fill(hook, Catalog(kind))
             for n in cat:
