@@ -82,12 +82,13 @@ class SdsServer:
                 response_serializer=discovery_pb2.DiscoveryResponse.SerializeToString),
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, handlers),))
-        server.add_insecure_port(f"unix:{path}")
         old = os.umask(0o077)  # the socket hands out a private key: only this user may connect
         try:
+            server.add_insecure_port(f"unix:{path}")
             await server.start()
         finally:
             os.umask(old)
+        os.chmod(path, 0o600)
         self._server, self.path = server, path
         log.info("sds: serving %s on unix:%s", ", ".join(self.store.names()) or "(nothing yet)", path)
 
