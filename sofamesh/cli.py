@@ -158,31 +158,22 @@ def _serve(config: Any, path: str | None) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from sofamesh.core.build import proxy_host
-    from sofamesh.core.config.check import build_filters, resolve
-    from sofamesh.core.config.loader import load_file
-    from sofamesh.core.errors import ConfigError, ConfigErrors, MeshError
+    from sofamesh.core.config.check import check_mapping
+    from sofamesh.core.config.loader import from_mapping, read_mapping
+    from sofamesh.core.errors import ConfigErrors, MeshError
 
     try:
-        config = load_file(args.file)
-        host = proxy_host()
-        cats = resolve(config, host)
-        errors: list[ConfigError] = []
-        for i, lc in enumerate(config.listeners):
-            lists = [(list(lc.filters), f"listeners[{i}].filters")]
-            lists += [(list(rc.filters), f"listeners[{i}].routes[{k}].filters") for k, rc in enumerate(lc.routes)]
-            for filters, where in lists:
-                try:
-                    for f in build_filters(cats, filters, where):
-                        f.close()
-                except ConfigErrors as exc:
-                    errors.extend(exc.errors)
-        if errors:
-            raise ConfigErrors(errors)
-    except MeshError as exc:
+        data = read_mapping(args.file)
+        errors = check_mapping(data, proxy_host())
+    except MeshError as exc:  # unreadable, not YAML, or a plugin that cannot be loaded
         _print_config_errors(exc)
-        n = len(exc.errors) if isinstance(exc, ConfigErrors) else 1
-        print(f"{args.file}: {n} error(s)", file=sys.stderr)
+        print(f"{args.file}: {len(exc.errors) if isinstance(exc, ConfigErrors) else 1} error(s)", file=sys.stderr)
         return 1
+    if errors:
+        _print_config_errors(ConfigErrors(errors))
+        print(f"{args.file}: {len(errors)} error(s)", file=sys.stderr)
+        return 1
+    config = from_mapping(data)
     print(f"{args.file}: ok ({len(config.listeners)} listener(s), {len(config.clusters)} cluster(s))")
     return 0
 

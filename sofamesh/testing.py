@@ -4,13 +4,20 @@ HTTP upstream. (The pytest fixture ``sofamesh_proxy`` is in ``sofamesh.pytest_pl
     from sofamesh.testing import free_port, ProxyProcess, UpstreamServer
     with UpstreamServer("up") as up, ProxyProcess({"listeners": [...], "clusters": [...]}) as proxy:
         proxy.admin_url, proxy.stats()
+
+A proxy that answers every request but logs a traceback, or that exits non-zero (or has to be
+killed) when it is stopped, fails the test: ``ProxyProcess.stop()`` raises ``ProxyFailed``. A test
+that means to provoke a traceback or an exit code says so (``expect_tracebacks``, ``expect_exit``),
+and then the stop fails if it did not happen.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +26,8 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -48,11 +57,73 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
             time.sleep(0.02)
 
 
+class ProxyFailed(AssertionError):
+    """The proxy under test logged an unhandled exception or did not exit as expected."""
+
+
+# What Python writes for an exception nobody handled: a logged exc_info or an uncaught one, an
+# exception in __del__ or a callback ("Exception ignored in"), and an interpreter abort.
+_CRASH_START = re.compile(r"^(Traceback \(most recent call last\):|Exception ignored in|Fatal Python error)", re.M)
+# A line of our log format (cli._setup_logging: "%(asctime)s %(levelname)s %(name)s: ...").
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", re.M)
+# A record that may carry exc_info (log.exception, asyncio's handler): its traceback follows its message.
+_RECORD_WITH_EXC = re.compile(_LOG_LINE.pattern + r"\S* (WARNING|ERROR|CRITICAL) ", re.M)
+# A report ends where the next log line, the "sofamesh: stopped" summary, or the next report that
+# is not a chained exception's traceback (or an ignored exception's own) starts.
+_REPORT_END = re.compile(_LOG_LINE.pattern + r"|^(sofamesh: |Exception ignored in|Fatal Python error)", re.M)
+
+
+def crash_reports(log: str) -> list[str]:
+    """Each unhandled exception in ``log``, from the log record that reported it (if one did)."""
+    reports: list[str] = []
+    pos = 0
+    while (m := _CRASH_START.search(log, pos)) is not None:
+        records = list(_LOG_LINE.finditer(log, pos, m.start()))
+        logged = records and m.group(1).startswith("Traceback") and _RECORD_WITH_EXC.match(log, records[-1].start())
+        start = records[-1].start() if logged else m.start()
+        end = _REPORT_END.search(log, m.end())
+        pos = end.start() if end is not None else len(log)
+        reports.append(log[start:pos].rstrip())
+    return reports
+
+
+def judge(reports: Sequence[str], returncode: int | None, *, expect_tracebacks: Sequence[str] = (),
+          expect_exit: int = 0) -> list[str]:
+    """Why a stopped proxy fails the test, given its crash reports and exit code; [] when it does not.
+
+    A report fails unless it contains one of ``expect_tracebacks``, and each of those must be in
+    some report. The exit code must be ``expect_exit`` (``None``, still running, fails)."""
+    problems: list[str] = []
+    if returncode is None:
+        problems.append("the proxy was still running when it was checked")
+    elif returncode != expect_exit:
+        how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with {returncode}"
+        problems.append(f"the proxy {how}, expected exit {expect_exit}")
+    for report in reports:
+        if not any(e in report for e in expect_tracebacks):
+            problems.append(f"the proxy logged an unhandled exception:\n{report}")
+    for e in expect_tracebacks:
+        if not any(e in report for report in reports):
+            problems.append(f"the proxy logged no traceback containing {e!r}, as the test expected")
+    return problems
+
+
+def log_problems(log: str, returncode: int | None, *, expect_tracebacks: Sequence[str] = (),
+                 expect_exit: int = 0) -> list[str]:
+    """``judge`` of a proxy's whole output (stdout and stderr) and exit code."""
+    return judge(crash_reports(log), returncode, expect_tracebacks=expect_tracebacks, expect_exit=expect_exit)
+
+
 class ProxyProcess:
-    """``sofamesh proxy -c <tmp file>`` in a subprocess; ready when its admin /ready says so."""
+    """``sofamesh proxy -c <tmp file>`` in a subprocess; ready when its admin /ready says so.
+
+    ``stop()`` (and leaving the ``with`` block) fails with ``ProxyFailed`` when the proxy logged a
+    traceback not matched by ``expect_tracebacks`` or exited with another code than ``expect_exit``
+    (see ``log_problems``)."""
 
     def __init__(self, config: dict[str, Any] | str, *, args: tuple[str, ...] = (), timeout: float = 15.0,
-                 env: dict[str, str] | None = None, python: str | None = None) -> None:
+                 env: dict[str, str] | None = None, python: str | None = None,
+                 expect_tracebacks: Sequence[str] = (), expect_exit: int = 0) -> None:
         if isinstance(config, str):
             config = yaml.safe_load(config) or {}
         config = dict(config)
@@ -70,6 +141,10 @@ class ProxyProcess:
         self.config_path = Path(self._dir.name) / "proxy.yaml"
         self.log_path = Path(self._dir.name) / "proxy.log"
         self.final_log: str | None = None
+        self.expect_tracebacks = tuple(expect_tracebacks)
+        self.expect_exit = expect_exit
+        self._reported = False
+        self._ignored_sigterm: float | None = None
 
     @property
     def admin_url(self) -> str:
@@ -94,7 +169,7 @@ class ProxyProcess:
             except OSError:
                 pass
             time.sleep(0.05)
-        self.stop()
+        self.stop(check=False)
         raise TimeoutError(f"sofamesh proxy not ready after {self.timeout} s:\n{self.log()}")
 
     def log(self) -> str:
@@ -116,8 +191,9 @@ class ProxyProcess:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, wait (bounded), SIGKILL if needed. Returns the exit code."""
+    def stop(self, timeout: float = 15.0, *, check: bool = True) -> int:
+        """SIGTERM, wait (bounded), SIGKILL if needed. Returns the exit code; with ``check``, raises
+        ``ProxyFailed`` first if the proxy's log or exit code says it failed (once per proxy)."""
         p = self.proc
         if p is None:
             return 0
@@ -126,18 +202,76 @@ class ProxyProcess:
             try:
                 p.wait(timeout)
             except subprocess.TimeoutExpired:
-                p.kill()
+                self._ignored_sigterm = timeout
+                os.killpg(p.pid, signal.SIGKILL)  # its own session: workers too
                 p.wait(5)
-        self.final_log = self.log()
-        self._dir.cleanup()
+        if self.final_log is None:
+            self.final_log = self.log()
+            self._dir.cleanup()
+        if check:
+            self.check()
         return int(p.returncode)
+
+    def problems(self) -> list[str]:
+        """``log_problems`` of this (stopped) proxy, and whether it ignored SIGTERM."""
+        assert self.proc is not None
+        out = log_problems(self.log(), self.proc.poll(), expect_tracebacks=self.expect_tracebacks,
+                           expect_exit=self.expect_exit)
+        if self._ignored_sigterm is not None:
+            out.insert(0, f"the proxy did not stop within {self._ignored_sigterm} s of SIGTERM")
+        return out
+
+    def check(self) -> None:
+        """Raise ``ProxyFailed`` with the proxy's log if ``problems()`` (once per proxy)."""
+        if self._reported or self.proc is None:
+            return
+        problems = self.problems()
+        if problems:
+            self._reported = True
+            raise ProxyFailed("\n".join([f"sofamesh proxy {self.config_path.name} (pid {self.proc.pid}):", *problems,
+                                         "--- its log ---", self.log()]))
 
     def __enter__(self) -> ProxyProcess:
         return self.start()
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
+        if ev is None:
+            self.stop()
+            return
+        self.stop(check=False)  # the test already failed: say what the proxy did, and keep that failure
+        try:
+            self.check()
+        except ProxyFailed as exc:
+            ev.add_note(str(exc))
 
+
+class _ExceptionRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.reports: list[str] = []
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.reports.append(self.format(record))
+
+
+@contextmanager
+def no_logged_tracebacks(expect: Sequence[str] = ()) -> Iterator[list[str]]:
+    """For a proxy run in this process (a ``Server`` on the test's own loop), the rule of
+    ``ProxyProcess.stop``: a record logged with an exception inside the block (asyncio's "Exception
+    in callback", a ``log.exception``) fails it with ``ProxyFailed`` unless it contains one of
+    ``expect``, and each of ``expect`` must have been logged. Yields the reports seen so far."""
+    handler = _ExceptionRecords()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler.reports
+    finally:
+        root.removeHandler(handler)
+    problems = judge(handler.reports, 0, expect_tracebacks=expect)
+    if problems:
+        raise ProxyFailed("\n".join(problems))
 
 
 def pattern(n: int) -> bytes:
@@ -257,4 +391,5 @@ class UpstreamServer(ThreadingHTTPServer):
         self.server_close()
 
 
-__all__ = ["ProxyProcess", "UpstreamServer", "free_port", "pattern", "wait_port"]
+__all__ = ["ProxyFailed", "ProxyProcess", "UpstreamServer", "crash_reports", "free_port", "judge",
+           "log_problems", "no_logged_tracebacks", "pattern", "wait_port"]

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from enum import Enum, unique
+from enum import Enum, IntFlag, unique
 from typing import TYPE_CHECKING, ClassVar
 
 from mypy_extensions import mypyc_attr
 
 if TYPE_CHECKING:
-    from sofamesh.core.events import Event, Heartbeat, RequestHead, _NeedData
+    from sofamesh.core.events import Event, Heartbeat, RequestHead, ResponseHead, _NeedData
 
 
 class Role(Enum):
@@ -42,8 +42,9 @@ class Sniff(Enum):
 class ReplyStatus(Enum):
     """Why the proxy answers a request itself. Each codec maps these to its own status codes.
 
-    ``value`` is (HTTP status, gRPC status code). Values must stay distinct: two equal values make
-    one name an alias of the other, and a codec could no longer tell them apart.
+    ``value`` is (HTTP status, gRPC status code), with a third element only where two replies share
+    both codes. Values must stay distinct: two equal values make one name an alias of the other, and
+    a codec could no longer tell them apart.
     """
 
     NO_ROUTE = (404, 12)
@@ -58,14 +59,30 @@ class ReplyStatus(Enum):
     PAYLOAD_TOO_LARGE = (413, 8)
     HEADERS_TOO_LARGE = (431, 8)
     INTERNAL = (500, 13)
+    UPSTREAM_OVERFLOW = (503, 14, "overflow")  # a circuit breaker or pool limit: Envoy's 503 + x-envoy-overloaded
 
     @property
     def http_status(self) -> int:
-        return self.value[0]
+        return int(self.value[0])
 
     @property
     def grpc_status(self) -> int:
-        return self.value[1]
+        return int(self.value[1])
+
+
+class Failure(IntFlag):
+    """What an upstream's response means for retries and outlier detection (``Codec.classify``).
+
+    A codec maps its own statuses onto these, so a retry policy or an outlier detector written in
+    Envoy's HTTP terms applies to every protocol. Zero means the upstream served the request."""
+
+    SERVER_ERROR = 1  # Envoy's "5xx": the upstream failed the request
+    GATEWAY_ERROR = 2  # 502 / 503 / 504 and their equivalents: unreachable, unavailable, timed out
+    RETRIABLE = 4  # the protocol says sending it again (elsewhere) is safe: busy, not found, closed
+    OVERLOADED = 8  # the upstream shed the request (``x-envoy-overloaded``): never retried, as Envoy
+
+
+GATEWAY_STATUSES: frozenset[int] = frozenset((502, 503, 504))
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +173,24 @@ class Codec(ABC):
         """Map a protocol-native response status to an HTTP status, for stats and bridging."""
         return status
 
+    def classify(self, head: ResponseHead) -> Failure:
+        """What ``head`` (a response this codec decoded) means for retries and outlier detection.
+
+        Called only on a request whose route retries or after a 5xx, never per request otherwise.
+        The default reads ``head.http_status``: 5xx is ``SERVER_ERROR``, 502 / 503 / 504 are also
+        ``GATEWAY_ERROR``. RPC codecs add ``RETRIABLE`` for statuses that mean the request was not
+        processed (Bolt server busy, Dubbo thread pool exhausted) and HTTP codecs ``OVERLOADED`` for
+        ``x-envoy-overloaded``.
+
+        .. versionadded:: 0.2
+        """
+        s = head.http_status
+        if s < 500:
+            return Failure(0)
+        if s in GATEWAY_STATUSES:
+            return Failure.SERVER_ERROR | Failure.GATEWAY_ERROR
+        return Failure.SERVER_ERROR
+
 
 @mypyc_attr(allow_interpreted_subclasses=True)
 class CodecFactory(ABC):
@@ -178,4 +213,4 @@ class CodecFactory(ABC):
         """A fresh codec for one connection."""
 
 
-__all__ = ["Codec", "CodecFactory", "CodecLimits", "ReplyStatus", "Role", "Sniff"]
+__all__ = ["GATEWAY_STATUSES", "Codec", "CodecFactory", "CodecLimits", "Failure", "ReplyStatus", "Role", "Sniff"]

@@ -109,6 +109,16 @@ class ListenerStats:
 
 
 _CLUSTER_COUNTERS: Final = (
+    "outlier_detection_ejections_active",
+    "outlier_detection_ejections_detected_total",
+    "outlier_detection_ejections_enforced_consecutive_5xx",
+    "outlier_detection_ejections_enforced_consecutive_gateway_failure",
+    "outlier_detection_ejections_enforced_consecutive_local_origin_failure",
+    "outlier_detection_ejections_enforced_failure_percentage",
+    "outlier_detection_ejections_enforced_success_rate",
+    "outlier_detection_ejections_enforced_total",
+    "outlier_detection_ejections_overflow",
+    "retry_or_shadow_abandoned",
     "upstream_cx_active",
     "upstream_cx_connect_fail",
     "upstream_cx_connect_timeout",
@@ -123,10 +133,17 @@ _CLUSTER_COUNTERS: Final = (
     "upstream_rq_4xx",
     "upstream_rq_5xx",
     "upstream_rq_active",
+    "upstream_rq_active_overflow",
     "upstream_rq_late_response",
     "upstream_rq_oneway",
+    "upstream_rq_pending_active",
+    "upstream_rq_pending_overflow",
+    "upstream_rq_per_try_timeout",
     "upstream_rq_reset",
     "upstream_rq_retry",
+    "upstream_rq_retry_limit_exceeded",
+    "upstream_rq_retry_overflow",
+    "upstream_rq_retry_success",
     "upstream_rq_timeout",
     "upstream_rq_total",
 )
@@ -134,6 +151,16 @@ _CLUSTER_COUNTERS: Final = (
 
 class ClusterStats:
     __slots__ = _CLUSTER_COUNTERS
+    outlier_detection_ejections_active: int
+    outlier_detection_ejections_detected_total: int
+    outlier_detection_ejections_enforced_consecutive_5xx: int
+    outlier_detection_ejections_enforced_consecutive_gateway_failure: int
+    outlier_detection_ejections_enforced_consecutive_local_origin_failure: int
+    outlier_detection_ejections_enforced_failure_percentage: int
+    outlier_detection_ejections_enforced_success_rate: int
+    outlier_detection_ejections_enforced_total: int
+    outlier_detection_ejections_overflow: int
+    retry_or_shadow_abandoned: int
     upstream_cx_active: int
     upstream_cx_connect_fail: int
     upstream_cx_connect_timeout: int
@@ -148,13 +175,19 @@ class ClusterStats:
     upstream_rq_4xx: int
     upstream_rq_5xx: int
     upstream_rq_active: int
+    upstream_rq_active_overflow: int
     upstream_rq_late_response: int
     upstream_rq_oneway: int
+    upstream_rq_pending_active: int
+    upstream_rq_pending_overflow: int
+    upstream_rq_per_try_timeout: int
     upstream_rq_reset: int
     upstream_rq_retry: int
+    upstream_rq_retry_limit_exceeded: int
+    upstream_rq_retry_overflow: int
+    upstream_rq_retry_success: int
     upstream_rq_timeout: int
     upstream_rq_total: int
-
     def __init__(self) -> None:
         for name in _CLUSTER_COUNTERS:
             setattr(self, name, 0)

@@ -94,6 +94,8 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None)
             _kill(pid)
         return 1
 
+    statuses: dict[int, int] = {}  # pid -> wait status of each worker reaped so far
+
     async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -128,7 +130,7 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None)
         if config.admin is not None:
             admin = HttpMini(config.admin.address, handle)
             await admin.start()
-        waiter: asyncio.Future[Any] = loop.run_in_executor(None, _wait_any, pids)
+        waiter: asyncio.Future[Any] = loop.run_in_executor(None, _wait_any, statuses)
         stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         await asyncio.wait([stopper, waiter],
                                      return_when=asyncio.FIRST_COMPLETED)
@@ -138,21 +140,28 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None)
             await admin.stop()
         return 0
 
-    code = loop_mod.run(main())
+    code = loop_mod.run(main())  # returns once the executor's os.wait() has reaped a worker too
     for pid in pids:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+        if pid not in statuses:
+            try:
+                statuses[pid] = os.waitpid(pid, 0)[1]
+            except ChildProcessError:
+                pass
+    for index, pid in enumerate(pids):  # a worker that crashed, even while stopping, fails the whole
+        worker_code = os.waitstatus_to_exitcode(statuses.get(pid, 0))
+        if worker_code != 0:
+            print(f"error: worker {index} (pid {pid}) exited with {worker_code}", file=sys.stderr)
+            code = code or 1
     return code
 
 
-def _wait_any(pids: list[int]) -> int:
+def _wait_any(statuses: dict[int, int]) -> int:
     try:
-        pid, _ = os.wait()
-        return pid
+        pid, status = os.wait()
     except ChildProcessError:
         return 0
+    statuses[pid] = status
+    return pid
 
 
 def _kill(pid: int, sig: int = signal.SIGKILL) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,36 +19,19 @@ import pytest
 
 from sofamesh.testing import ProxyProcess, free_port
 from tests.conformance.bolt_peers import ANTHUNDER_PY, PEERS, require_anthunder
+from tests.integration.pilot.conftest import PilotProcess
 
 INTERFACE = "com.example.mesh.EchoService:1.0"
 
 
 @pytest.fixture
 def pilot_api(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    log = (tmp_path / "pilot.log").open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "sofamesh", "pilot", "--xds", "127.0.0.1:0", "--api",
-                             f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "pilot")],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    """A Pilot's Open Service Registry API URL; the test starts only once Pilot says it is ready."""
+    pilot = PilotProcess(tmp_path / "pilot").start()  # fails the test if Pilot is not ready in 20 s
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "pilot.log").read_text()
-            try:
-                if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        yield url
+        yield pilot.api_url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()
+        pilot.stop()
 
 
 def instances(pilot: str) -> list[dict[str, object]]:
@@ -141,7 +123,7 @@ def test_a_published_instance_keeps_its_lease_while_the_sidecar_runs_and_loses_i
     api_port, egress_port = free_port(), free_port()
     config = sidecar_config(api_port, egress_port, pilot_api)
     config["extensions"]["mesh_app_api"]["ttl_s"] = 1  # type: ignore[index]
-    proxy = ProxyProcess(config).start()
+    proxy = ProxyProcess(config, expect_exit=-signal.SIGKILL).start()
     try:
         r = httpx.post(f"http://127.0.0.1:{api_port}/services/publish",
                        json={"serviceName": INTERFACE, "port": "23456",

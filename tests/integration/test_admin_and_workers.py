@@ -10,12 +10,36 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
-from sofamesh.testing import ProxyProcess, UpstreamServer, free_port, wait_port
+from sofamesh.testing import ProxyProcess, UpstreamServer, crash_reports, free_port, log_problems, wait_port
 from tests.conftest import http_proxy_config
+
+
+@contextmanager
+def cli_proxy(tmp_path: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``sofamesh proxy ARGS`` (quick mode: no config file, so no ``ProxyProcess``), held to the same
+    rule: stopped by SIGTERM to its process group (workers too), it must exit 0 with no traceback."""
+    log_path = tmp_path / "proxy.log"
+    with open(log_path, "wb") as log:
+        p = subprocess.Popen([sys.executable, "-m", "sofamesh", "proxy", *args], stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield p
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+    log_text = log_path.read_text(errors="replace")
+    problems = log_problems(log_text, p.returncode)
+    assert not problems, "\n".join([*problems, "--- its log ---", log_text])
 
 
 def test_admin_serves_stats_prometheus_clusters_config_and_plugins(upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]) -> None:
@@ -59,27 +83,21 @@ def test_reload_swaps_routes_and_refuses_a_broken_config(upstream: UpstreamServe
     assert httpx.get(f"http://127.0.0.1:{port}/r", timeout=5).text.startswith("up-b")
 
 
-def test_quick_mode_proxies_to_the_given_upstreams(upstream: UpstreamServer, upstream_b: UpstreamServer) -> None:
+def test_quick_mode_proxies_to_the_given_upstreams(upstream: UpstreamServer, upstream_b: UpstreamServer,
+                                                    tmp_path: Path) -> None:
     port, admin = free_port(), free_port()
-    p = subprocess.Popen([sys.executable, "-m", "sofamesh", "proxy", "--listen", f"127.0.0.1:{port}",
-                          "--upstream", f"{upstream.address},{upstream_b.address}", "--protocol", "http1",
-                          "--admin", f"127.0.0.1:{admin}"], stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
+    with cli_proxy(tmp_path, "--listen", f"127.0.0.1:{port}", "--upstream", f"{upstream.address},{upstream_b.address}",
+                   "--protocol", "http1", "--admin", f"127.0.0.1:{admin}"):
         wait_port("127.0.0.1", port)
         with httpx.Client(timeout=5) as c:
             names = {c.get(f"http://127.0.0.1:{port}/q").text.split()[0] for _ in range(4)}
         assert names == {"up-a", "up-b"}
-    finally:
-        p.send_signal(signal.SIGTERM)
-        p.wait(15)
 
 
-def test_two_workers_share_the_port_and_the_admin_aggregates(upstream: UpstreamServer) -> None:
+def test_two_workers_share_the_port_and_the_admin_aggregates(upstream: UpstreamServer, tmp_path: Path) -> None:
     port, admin = free_port(), free_port()
-    p = subprocess.Popen([sys.executable, "-m", "sofamesh", "proxy", "--listen", f"127.0.0.1:{port}",
-                          "--upstream", upstream.address, "--protocol", "http1", "--admin", f"127.0.0.1:{admin}",
-                          "--workers", "2"], stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
+    with cli_proxy(tmp_path, "--listen", f"127.0.0.1:{port}", "--upstream", upstream.address, "--protocol", "http1",
+                   "--admin", f"127.0.0.1:{admin}", "--workers", "2"):
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -101,14 +119,12 @@ def test_two_workers_share_the_port_and_the_admin_aggregates(upstream: UpstreamS
             prom = r.read().decode()
         assert 'sofamesh_downstream_rq_total{worker="0",listener="quick"}' in prom
         assert 'sofamesh_downstream_rq_total{worker="1",listener="quick"}' in prom
-    finally:
-        os.killpg(p.pid, signal.SIGTERM)
-        p.wait(20)
 
 
 def test_the_demo_runs_and_reports_ok() -> None:
     out = subprocess.run([sys.executable, "-m", "sofamesh", "demo"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+    assert crash_reports(out.stdout + out.stderr) == [], out.stdout + out.stderr
     assert "verdict: OK" in out.stdout
     for proto in ("BOLT", "DUBBO", "HTTP", "GRPC"):
         assert f"{proto} " in out.stdout

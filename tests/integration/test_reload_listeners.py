@@ -15,7 +15,7 @@ from sofamesh.core.config.loader import from_mapping
 from sofamesh.core.config.model import ProxyConfig
 from sofamesh.core.errors import ConfigErrors
 from sofamesh.core.server import Server
-from sofamesh.testing import UpstreamServer, free_port
+from sofamesh.testing import UpstreamServer, free_port, no_logged_tracebacks
 
 
 def _config(listeners: list[dict[str, Any]], clusters: dict[str, list[str]]) -> ProxyConfig:
@@ -69,7 +69,8 @@ def _run(test: Callable[[Server, dict[str, UpstreamServer]], Awaitable[None]], f
             finally:
                 await server.shutdown()
 
-        asyncio.run(main())
+        with no_logged_tracebacks():  # the rule ProxyProcess applies to a proxy in a subprocess
+            asyncio.run(main())
 
 
 def test_an_endpoint_only_change_touches_neither_the_client_nor_the_kept_upstream_connection() -> None:

@@ -1,13 +1,20 @@
-"""Resolve a config's plugin names against the catalogs; collect every error with its YAML path."""
+"""Resolve a config's plugin names against the catalogs; collect every error with its YAML path.
+
+``resolve`` checks a validated ``ProxyConfig`` (start-up, reload, xDS); ``check_mapping`` checks a
+config as written, in one pass: fields, names and each filter's own config."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from sofamesh.core.catalog import Catalog
 from sofamesh.core.codec import CodecFactory
-from sofamesh.core.config.model import FilterConfig, ProxyConfig
+from sofamesh.core.config.loader import from_mapping
+from sofamesh.core.config.model import ClusterConfig, FilterConfig, ProxyConfig
 from sofamesh.core.errors import ConfigError, ConfigErrors, PluginError
 from sofamesh.core.plugin_host import PluginHost
 from sofamesh.core.proxy.filter_chain import Filter, FilterFactory
@@ -29,87 +36,151 @@ class Catalogs:
         return c
 
 
-def _names_used(config: ProxyConfig) -> tuple[set[str], bool]:
-    names: set[str] = set(config.plugins) | set(config.extensions)
+_DEFAULT_LB: str = ClusterConfig.model_fields["lb"].default
+
+
+# The checks below walk a config as a mapping: the one a user wrote (``check_mapping``, where any
+# part may be malformed, so every value's type is checked before use) or a validated one dumped
+# (``resolve``). One walk serves both, so a name is checked the same way before and after
+# validation, and a field error elsewhere never hides a wrong name.
+def _items(value: Any) -> list[tuple[int, Any]]:
+    return list(enumerate(value)) if isinstance(value, list) else []
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _protocols(listener: Mapping[str, Any]) -> Any:
+    value = listener.get("protocols", "auto")
+    return [value] if isinstance(value, str) and value != "auto" else value
+
+
+def _filter_lists(data: Mapping[str, Any]) -> list[tuple[list[tuple[int, Any]], str]]:
+    """Each list of filters in the config (listener, then its routes'), with its YAML path."""
+    out = []
+    for i, lst in _items(data.get("listeners")):
+        out.append((_items(_mapping(lst).get("filters")), f"listeners[{i}].filters"))
+        out += [(_items(_mapping(r).get("filters")), f"listeners[{i}].routes[{k}].filters")
+                for k, r in _items(_mapping(lst).get("routes"))]
+    return out
+
+
+def _names_used(data: Mapping[str, Any]) -> tuple[set[str], bool]:
+    names: set[str] = {n for _, n in _items(data.get("plugins")) if isinstance(n, str)}
+    names.update(k for k in _mapping(data.get("extensions")) if isinstance(k, str))
     auto = False
-    for lst in config.listeners:
-        if lst.protocols == "auto":
-            auto = True
-        else:
-            names.update(lst.protocols)
-        names.update(f.type for f in lst.filters)
-        for r in lst.routes:
-            names.update(f.type for f in r.filters)
-    for c in config.clusters:
-        names.add(c.lb)
-        if c.protocol:
-            names.add(c.protocol)
+    for _, lst in _items(data.get("listeners")):
+        protocols = _protocols(_mapping(lst))
+        auto = auto or protocols == "auto"
+        names.update(p for _, p in _items(protocols) if isinstance(p, str))
+    for filters, _ in _filter_lists(data):
+        names.update(t for _, f in filters if isinstance(t := _mapping(f).get("type"), str))
+    for _, c in _items(data.get("clusters")):
+        c = _mapping(c)
+        names.update(n for n in (c.get("lb", _DEFAULT_LB), c.get("protocol")) if isinstance(n, str))
     return names, auto
 
 
-def resolve(config: ProxyConfig, host: PluginHost) -> Catalogs:
-    """Load exactly the plugins the config names (all of them for ``auto`` or on an unknown name),
-    build the catalogs and check every name. Raises ``ConfigErrors``."""
-    names, auto = _names_used(config)
+def _load(data: Mapping[str, Any], host: PluginHost) -> tuple[Catalogs, dict[str, Any]]:
+    """Load exactly the plugins the config names (all of them for ``auto`` or on an unknown name)
+    and build the catalogs. Returns them and every installed plugin."""
+    names, auto = _names_used(data)
     available = host.available()
     if auto or not names <= set(available):
         host.load_all()
     else:
         host.load(sorted(names))
-    cats = Catalogs.build(host)
+    return Catalogs.build(host), available
+
+
+def _reference_errors(data: Mapping[str, Any], cats: Catalogs, available: Mapping[str, Any]) -> list[ConfigError]:
     errors: list[ConfigError] = []
 
-    def check(cat: Catalog[Any], name: str, path: str) -> None:
+    def check(cat: Catalog[Any], name: Any, path: str) -> None:
+        if not isinstance(name, str):
+            return  # a field error: from_mapping names it
         try:
             cat.get(name, path)
         except ConfigError as exc:
             errors.append(exc)
 
     installed = ", ".join(sorted(available)) or "none installed"
-    for key, names_ in (("plugins", config.plugins), ("extensions", list(config.extensions))):
-        for name in names_:
-            if name not in available:
+    for key, names in (("plugins", [n for _, n in _items(data.get("plugins"))]),
+                       ("extensions", list(_mapping(data.get("extensions"))))):
+        for name in names:
+            if isinstance(name, str) and name not in available:
                 errors.append(ConfigError(f"{key}.{name}", f"no installed plugin {name!r} (installed: {installed})"))
-    cluster_names = [c.name for c in config.clusters]
+    clusters = [(i, _mapping(c)) for i, c in _items(data.get("clusters"))]
+    cluster_names = [n for _, c in clusters if isinstance(n := c.get("name"), str)]
     seen: set[str] = set()
-    for i, c in enumerate(config.clusters):
-        if c.name in seen:
-            errors.append(ConfigError(f"clusters[{i}].name", f"duplicate cluster name {c.name!r}"))
-        seen.add(c.name)
-        check(cats.load_balancers, c.lb, f"clusters[{i}].lb")
-        if c.protocol:
-            check(cats.protocols, c.protocol, f"clusters[{i}].protocol")
-    known_clusters = ", ".join(sorted(cluster_names)) or "none defined"
+    for i, c in clusters:
+        name = c.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                errors.append(ConfigError(f"clusters[{i}].name", f"duplicate cluster name {name!r}"))
+            seen.add(name)
+        check(cats.load_balancers, c.get("lb", _DEFAULT_LB), f"clusters[{i}].lb")
+        if c.get("protocol"):
+            check(cats.protocols, c["protocol"], f"clusters[{i}].protocol")
+    known_clusters = ", ".join(sorted(set(cluster_names))) or "none defined"
+
+    def check_cluster(name: Any, path: str) -> None:
+        if isinstance(name, str) and name not in cluster_names:
+            errors.append(ConfigError(path, f"unknown cluster {name!r} (known: {known_clusters})"))
+
     seen_l: set[str] = set()
     seen_a: set[str] = set()
-    for i, lst in enumerate(config.listeners):
-        lname = lst.name or f"listener{i}"
+    for i, lst in _items(data.get("listeners")):
+        lst = _mapping(lst)
+        name = lst.get("name")
+        lname = name if isinstance(name, str) and name else f"listener{i}"
         if lname in seen_l:
             errors.append(ConfigError(f"listeners[{i}].name", f"duplicate listener name {lname!r}"))
         seen_l.add(lname)
-        if lst.address in seen_a:
-            errors.append(ConfigError(f"listeners[{i}].address", f"address {lst.address!r} is used twice"))
-        seen_a.add(lst.address)
-        if lst.protocols != "auto":
-            if not lst.protocols:
-                errors.append(ConfigError(f"listeners[{i}].protocols", "empty list (give names or 'auto')"))
-            for j, p in enumerate(lst.protocols):
-                check(cats.protocols, p, f"listeners[{i}].protocols[{j}]")
-        for j, f in enumerate(lst.filters):
-            check(cats.filters, f.type, f"listeners[{i}].filters[{j}].type")
-        for k, r in enumerate(lst.routes):
-            rp = f"listeners[{i}].routes[{k}]"
-            if r.cluster is not None and r.cluster not in cluster_names:
-                errors.append(ConfigError(f"{rp}.cluster", f"unknown cluster {r.cluster!r} (known: {known_clusters})"))
-            for m, w in enumerate(r.weighted_clusters):
-                if w.name not in cluster_names:
-                    errors.append(ConfigError(f"{rp}.weighted_clusters[{m}].name",
-                                              f"unknown cluster {w.name!r} (known: {known_clusters})"))
-            for j, f in enumerate(r.filters):
-                check(cats.filters, f.type, f"{rp}.filters[{j}].type")
+        address = lst.get("address")
+        if isinstance(address, str):
+            if address in seen_a:
+                errors.append(ConfigError(f"listeners[{i}].address", f"address {address!r} is used twice"))
+            seen_a.add(address)
+        protocols = _protocols(lst)
+        if protocols == []:
+            errors.append(ConfigError(f"listeners[{i}].protocols", "empty list (give names or 'auto')"))
+        for j, proto in _items(protocols):
+            check(cats.protocols, proto, f"listeners[{i}].protocols[{j}]")
+        for j, f in _items(lst.get("filters")):
+            check(cats.filters, _mapping(f).get("type"), f"listeners[{i}].filters[{j}].type")
+        for k, r in _items(lst.get("routes")):
+            r, rp = _mapping(r), f"listeners[{i}].routes[{k}]"
+            check_cluster(r.get("cluster"), f"{rp}.cluster")
+            for m, w in _items(r.get("weighted_clusters")):
+                check_cluster(_mapping(w).get("name"), f"{rp}.weighted_clusters[{m}].name")
+            for j, f in _items(r.get("filters")):
+                check(cats.filters, _mapping(f).get("type"), f"{rp}.filters[{j}].type")
+    return errors
+
+
+def resolve(config: ProxyConfig, host: PluginHost) -> Catalogs:
+    """Load exactly the plugins the config names (all of them for ``auto`` or on an unknown name),
+    build the catalogs and check every name. Raises ``ConfigErrors``."""
+    data = config.model_dump()
+    cats, available = _load(data, host)
+    errors = _reference_errors(data, cats, available)
     if errors:
         raise ConfigErrors(errors)
     return cats
+
+
+def _build_one(cats: Catalogs, fc: FilterConfig, path: str) -> Filter | list[ConfigError]:
+    """One filter from its config, or the errors its factory found."""
+    try:
+        return cats.filters.get(fc.type, f"{path}.type").create(fc.config, path)
+    except ConfigError as exc:
+        return [exc]
+    except ConfigErrors as exc:
+        return list(exc.errors)
+    except (PluginError, ValueError, TypeError) as exc:
+        return [ConfigError(f"{path}.config", f"filter {fc.type!r} refused its config: {exc}")]
 
 
 def build_filters(cats: Catalogs, configs: list[FilterConfig], path: str) -> list[Filter]:
@@ -117,18 +188,44 @@ def build_filters(cats: Catalogs, configs: list[FilterConfig], path: str) -> lis
     out: list[Filter] = []
     errors: list[ConfigError] = []
     for j, fc in enumerate(configs):
-        p = f"{path}[{j}]"
-        try:
-            out.append(cats.filters.get(fc.type, f"{p}.type").create(fc.config, p))
-        except ConfigError as exc:
-            errors.append(exc)
-        except ConfigErrors as exc:
-            errors.extend(exc.errors)
-        except (PluginError, ValueError, TypeError) as exc:
-            errors.append(ConfigError(f"{p}.config", f"filter {fc.type!r} refused its config: {exc}"))
+        built = _build_one(cats, fc, f"{path}[{j}]")
+        if isinstance(built, list):
+            errors.extend(built)
+        else:
+            out.append(built)
     if errors:
         raise ConfigErrors(errors)
     return out
 
 
-__all__ = ["Catalogs", "build_filters", "resolve"]
+def check_mapping(data: Mapping[str, Any], host: PluginHost) -> list[ConfigError]:
+    """Every error in a config as written, in one pass (``sofamesh check-config``): its fields, the
+    names it uses (plugins, protocols, filters, load balancers, clusters) and each filter's own
+    config, each error once. A malformed part is skipped by the checks that need it, never the rest."""
+    errors: list[ConfigError] = []
+    try:
+        from_mapping(data)
+    except ConfigErrors as exc:
+        errors.extend(exc.errors)
+    cats, available = _load(data, host)
+    errors += _reference_errors(data, cats, available)
+    for filters, where in _filter_lists(data):
+        for j, raw in filters:
+            try:
+                fc = FilterConfig.model_validate(raw)
+            except ValidationError:
+                continue  # a field error, already reported
+            if fc.type not in cats.filters:
+                continue  # an unknown name, already reported
+            built = _build_one(cats, fc, f"{where}[{j}]")
+            if isinstance(built, list):
+                errors.extend(built)
+            else:
+                built.close()
+    unique: dict[str, ConfigError] = {}
+    for e in errors:
+        unique.setdefault(str(e), e)
+    return list(unique.values())
+
+
+__all__ = ["Catalogs", "build_filters", "check_mapping", "resolve"]

@@ -82,13 +82,18 @@ def load_text(text: str, source: str = "<config>") -> ProxyConfig:
     return from_mapping(parse_yaml(text, source))
 
 
-def load_file(path: str | Path) -> ProxyConfig:
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    """A config file's YAML as a mapping, not validated yet."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigErrors([ConfigError("", f"cannot read config file {str(p)!r}: {exc.strerror}")]) from None
-    return load_text(text, str(p))
+    return parse_yaml(text, str(p))
 
 
-__all__ = ["from_mapping", "load_file", "load_text", "parse_yaml", "yaml_path"]
+def load_file(path: str | Path) -> ProxyConfig:
+    return from_mapping(read_mapping(path))
+
+
+__all__ = ["from_mapping", "load_file", "load_text", "parse_yaml", "read_mapping", "yaml_path"]

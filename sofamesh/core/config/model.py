@@ -92,6 +92,51 @@ class FilterConfig(_Model):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
+RETRY_ON: tuple[str, ...] = (
+    "5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx", "refused-stream",
+    "retriable-status-codes", "cancelled", "deadline-exceeded", "internal", "resource-exhausted",
+    "unavailable", "retriable",
+)
+"""Envoy's ``retry_on`` conditions sofamesh applies (HTTP, then gRPC), plus ``retriable``: an RPC
+response its codec marks safe to send again (``Failure.RETRIABLE``)."""
+
+
+class RetryBackOffConfig(_Model):
+    base_interval_ms: Annotated[int, Field(gt=0)] = 25
+    max_interval_ms: Annotated[int, Field(gt=0)] | None = None  # default: 10 x base_interval_ms
+
+    @model_validator(mode="after")
+    def _order(self) -> RetryBackOffConfig:
+        if self.max_interval_ms is not None and self.max_interval_ms < self.base_interval_ms:
+            raise ValueError(f"max_interval_ms {self.max_interval_ms} is below base_interval_ms "
+                             f"{self.base_interval_ms}")
+        return self
+
+
+class RetryPolicyConfig(_Model):
+    """Envoy's route ``retry_policy`` (docs/configuration.md, "Retries")."""
+
+    retry_on: list[str] = Field(default_factory=list)
+    num_retries: Annotated[int, Field(ge=0)] = 1
+    per_try_timeout_ms: Annotated[int, Field(ge=0)] = 0  # 0 = only the route timeout
+    retriable_status_codes: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list)
+    retry_back_off: RetryBackOffConfig = Field(default_factory=RetryBackOffConfig)
+    previous_hosts: bool = True  # Envoy's retry_host_predicate envoy.retry_host_predicates.previous_hosts
+    include_attempt_count: bool = True  # x-envoy-attempt-count on HTTP requests (Envoy: include_request_attempt_count)
+    per_request_buffer_limit_bytes: Annotated[int, Field(ge=0)] = 1024 * 1024  # request kept for replay
+
+    @field_validator("retry_on", mode="before")
+    @classmethod
+    def _conditions(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            for v in value:
+                if v not in RETRY_ON:
+                    raise ValueError(f"unknown retry_on condition {v!r} (known: {', '.join(RETRY_ON)})")
+        return value
+
+
 class RouteConfig(_Model):
     name: str = ""
     match: RouteMatch = Field(default_factory=RouteMatch)
@@ -100,6 +145,7 @@ class RouteConfig(_Model):
     timeout_ms: Annotated[int, Field(ge=0)] = 15000  # 0 = no timeout; Envoy's default is 15 s
     filters: list[FilterConfig] = Field(default_factory=list)
     direct_response: dict[str, Any] | None = None
+    retry_policy: RetryPolicyConfig | None = None  # None: a failed connect is retried on another endpoint
 
     @model_validator(mode="after")
     def _destination(self) -> RouteConfig:
@@ -170,11 +216,66 @@ class EndpointConfig(_Model):
 
 
 class HealthConfig(_Model):
-    """Passive health: an endpoint that fails to connect ``consecutive_failures`` times is ejected
-    for ``ejection_ms`` (doubling while it keeps failing, up to 10x)."""
+    """Passive health, the form before ``outlier_detection``: an endpoint that fails to connect (or
+    is reset) ``consecutive_failures`` times is ejected for ``ejection_ms``, longer while it keeps
+    failing. The same as ``outlier_detection`` with ``HealthConfig.as_outlier_detection()``."""
 
     consecutive_failures: Annotated[int, Field(ge=1)] = 1
-    ejection_ms: Annotated[int, Field(ge=0)] = 2000
+    ejection_ms: Annotated[int, Field(ge=0)] = 2000  # 0 = never eject
+
+    def as_outlier_detection(self) -> OutlierDetectionConfig | None:
+        """The ``outlier_detection`` this means (None when ``ejection_ms`` is 0)."""
+        if not self.ejection_ms:
+            return None
+        return OutlierDetectionConfig(
+            split_external_local_origin_errors=True, consecutive_local_origin_failure=self.consecutive_failures,
+            consecutive_5xx=0, consecutive_gateway_failure=0, enforcing_success_rate=0,
+            interval_ms=max(self.ejection_ms, 1000), base_ejection_time_ms=self.ejection_ms,
+            max_ejection_time_ms=10 * self.ejection_ms, max_ejection_percent=100)
+
+
+_Percent = Annotated[int, Field(ge=0, le=100)]
+
+
+class OutlierDetectionConfig(_Model):
+    """Envoy's cluster ``outlier_detection``; durations in ms, Envoy's defaults. A count of 0 turns
+    that detector off."""
+
+    consecutive_5xx: Annotated[int, Field(ge=0)] = 5
+    consecutive_gateway_failure: Annotated[int, Field(ge=0)] = 5
+    consecutive_local_origin_failure: Annotated[int, Field(ge=0)] = 5
+    split_external_local_origin_errors: bool = False
+    interval_ms: Annotated[int, Field(gt=0)] = 10_000
+    base_ejection_time_ms: Annotated[int, Field(gt=0)] = 30_000
+    max_ejection_time_ms: Annotated[int, Field(gt=0)] = 300_000
+    max_ejection_time_jitter_ms: Annotated[int, Field(ge=0)] = 0
+    max_ejection_percent: _Percent = 10
+    enforcing_consecutive_5xx: _Percent = 100
+    enforcing_consecutive_gateway_failure: _Percent = 0
+    enforcing_consecutive_local_origin_failure: _Percent = 100
+    enforcing_success_rate: _Percent = 100
+    success_rate_minimum_hosts: Annotated[int, Field(ge=0)] = 5
+    success_rate_request_volume: Annotated[int, Field(ge=0)] = 100
+    success_rate_stdev_factor: Annotated[int, Field(ge=0)] = 1900
+    enforcing_failure_percentage: _Percent = 0
+    failure_percentage_threshold: _Percent = 85
+    failure_percentage_minimum_hosts: Annotated[int, Field(ge=0)] = 5
+    failure_percentage_request_volume: Annotated[int, Field(ge=0)] = 50
+
+
+class RetryBudgetConfig(_Model):
+    budget_percent: Annotated[float, Field(ge=0, le=100)] = 20.0
+    min_retry_concurrency: Annotated[int, Field(ge=0)] = 3
+
+
+class CircuitBreakersConfig(_Model):
+    """Envoy's ``circuit_breakers.thresholds`` at the default priority."""
+
+    max_connections: Annotated[int, Field(ge=0)] = 1024
+    max_pending_requests: Annotated[int, Field(ge=0)] = 1024
+    max_requests: Annotated[int, Field(ge=0)] = 1024
+    max_retries: Annotated[int, Field(ge=0)] = 3
+    retry_budget: RetryBudgetConfig | None = None  # when set, it limits retries instead of max_retries
 
 
 class ClusterConfig(_Model):
@@ -186,8 +287,31 @@ class ClusterConfig(_Model):
     max_connections_per_endpoint: Annotated[int, Field(ge=1)] = 1024
     heartbeat_interval_ms: Annotated[int, Field(ge=0)] = 30_000
     endpoints: list[EndpointConfig] = Field(default_factory=list)
-    health: HealthConfig = Field(default_factory=HealthConfig)
+    health: HealthConfig | None = None  # the older form of outlier_detection; default {1, 2000 ms}
+    outlier_detection: OutlierDetectionConfig | None = None
+    circuit_breakers: CircuitBreakersConfig | None = None
+    healthy_panic_threshold: Annotated[float, Field(ge=0, le=100)] = 50.0  # Envoy's common_lb_config
     tls: TlsConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_ejection_form(self) -> ClusterConfig:
+        if self.health is not None and self.outlier_detection is not None:
+            h = self.health
+            n, ms = h.consecutive_failures, h.ejection_ms
+            raise ValueError(
+                "health is replaced by outlier_detection; give only outlier_detection (health: "
+                f"{{consecutive_failures: {n}, ejection_ms: {ms}}} is outlier_detection: "
+                f"{{consecutive_local_origin_failure: {n}, split_external_local_origin_errors: true, "
+                f"base_ejection_time_ms: {ms}, consecutive_5xx: 0, consecutive_gateway_failure: 0, "
+                "enforcing_success_rate: 0, max_ejection_percent: 100})")
+        return self
+
+    def ejection(self) -> OutlierDetectionConfig | None:
+        """The outlier detection this cluster runs: ``outlier_detection``, else what ``health``
+        (or its default) means."""
+        if self.outlier_detection is not None:
+            return self.outlier_detection
+        return (self.health or HealthConfig()).as_outlier_detection()
 
 
 class AdminConfig(_Model):
@@ -244,15 +368,21 @@ class ProxyConfig(_Model):
 
 
 __all__ = [
+    "RETRY_ON",
     "AdminConfig",
     "AgentConfig",
+    "CircuitBreakersConfig",
     "ClusterConfig",
     "EndpointConfig",
     "FilterConfig",
     "HealthConfig",
     "LimitsConfig",
     "ListenerConfig",
+    "OutlierDetectionConfig",
     "ProxyConfig",
+    "RetryBackOffConfig",
+    "RetryBudgetConfig",
+    "RetryPolicyConfig",
     "RouteConfig",
     "RouteMatch",
     "StringMatch",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from sofamesh.core.config.model import RouteConfig, StringMatch
 from sofamesh.core.proxy.filter_chain import EMPTY_CHAIN, FilterChain
+from sofamesh.core.proxy.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from sofamesh.core.events import RequestHead
@@ -48,7 +49,7 @@ class Route:
     """A compiled route: its matchers and where matching requests go."""
 
     __slots__ = ("_cum", "_matchers", "_protocol", "_total", "clusters", "config", "filters", "index", "name",
-                 "timeout_ms")
+                 "retry", "timeout_ms")
 
     def __init__(self, index: int, config: RouteConfig, filters: FilterChain = EMPTY_CHAIN) -> None:
         self.index = index
@@ -56,6 +57,7 @@ class Route:
         self.name = config.name or f"route{index}"
         self.timeout_ms = config.timeout_ms
         self.filters = filters
+        self.retry = RetryPolicy(config.retry_policy) if config.retry_policy is not None else None
         m = config.match
         matchers: list[tuple[str, StrPred]] = []
         # Cheap keys first; ``method`` and ``group`` may need a lazy body read in RPC codecs.

@@ -1,4 +1,8 @@
-"""Stream: one request/response exchange and its StreamContext. The request path lives here."""
+"""Stream: one request/response exchange and its StreamContext. The request path lives here.
+
+Resilience lives in modules of its own and is reached only from failure paths or when the route or
+cluster asks for it: retries (``retry.py``, ``Stream.retry`` is None without a policy), outlier
+detection (``Cluster.outlier``), circuit breakers (``Cluster.breaker``)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ from sofamesh.core.events import BodyChunk, EndOfMessage, RequestHead, ResponseH
 from sofamesh.core.headers import Headers
 from sofamesh.core.proxy.context import StreamContext
 from sofamesh.core.proxy.filter_chain import LocalReply, Verdict
+from sofamesh.core.proxy.retry import RetryState, with_attempt_count
 from sofamesh.core.stats import RpcStats
+from sofamesh.core.upstream.outlier import CONNECT_FAILED, RESET, TIMEOUT
 from sofamesh.core.upstream.pool import MultiplexedConnection
 
 if TYPE_CHECKING:
@@ -64,8 +70,8 @@ class Downstream(Protocol):
 class Stream:
     __slots__ = ("cluster", "conn", "context", "done", "down_paused", "endpoint", "factory", "filter_index", "head",
                  "head_sent", "http_status", "req_end", "req_end_sent", "req_q", "req_q_bytes", "request_done",
-                 "resp_end", "resp_q", "response_started", "route", "rt", "status", "timeout_ms", "timer", "tried",
-                 "up_id", "upstream")
+                 "resp_end", "resp_q", "response_started", "retry", "route", "rt", "status", "timeout_ms", "timer",
+                 "tried", "up_id", "upstream")
 
     def __init__(self, conn: Downstream, head: RequestHead) -> None:
         self.conn = conn
@@ -95,6 +101,7 @@ class Stream:
         self.resp_q: deque[bytes] = deque()  # response body waiting for the downstream's flow-control window
         self.resp_end: EndOfMessage | None = None
         self.tried: tuple[Endpoint, ...] = ()
+        self.retry: RetryState | None = None  # only on a route with a retry_policy
         self.filter_index = 0
         self.status = 0
         self.http_status = 0
@@ -171,6 +178,14 @@ class Stream:
             self.local_reply(ReplyStatus.INTERNAL,
                              f"cannot forward {head.protocol} to cluster {name!r} speaking {factory.name}")
             return
+        cb = cluster.breaker
+        if cb is not None and cluster.stats.upstream_rq_active >= cb.max_requests:
+            cluster.stats.upstream_rq_active_overflow += 1  # as Envoy 1.40 counts max_requests overflow
+            cluster.stats.record_status(503)
+            self.context.response_flags = "UO"
+            self.local_reply(ReplyStatus.UPSTREAM_OVERFLOW,
+                             f"cluster {name!r}: circuit breaker max_requests {cb.max_requests} reached")
+            return
         self.cluster = cluster
         self.factory = factory
         self.context.cluster = name
@@ -186,6 +201,13 @@ class Stream:
             self.timer = conn.wheel.arm(self, conn.loop.time() + t / 1000.0)
         if head.raw is None and head.protocol in ("http1", "http2"):
             self.head = _forwarded(head, self.conn.peer)
+        policy = route.retry
+        if policy is not None and not head.oneway:
+            rs = self.retry = RetryState(policy)
+            if policy.attempt_header and head.raw is None:
+                self.head = with_attempt_count(self.head, 1)
+            if policy.per_try_timeout:
+                rs.timer = self.conn.loop.call_later(policy.per_try_timeout, self._on_per_try_timeout)
         self._pick_and_send()
 
     def _pick_and_send(self) -> None:
@@ -204,6 +226,9 @@ class Stream:
         cluster.pool_for(ep, self.factory).attach(self)
 
     def on_request_body(self, chunk: BodyChunk) -> None:
+        rs = self.retry
+        if rs is not None:
+            rs.keep(chunk.data)  # for a replay on the next try
         up = self.upstream
         f = self.factory
         if self.head_sent and not self.req_q and up is not None and f is not None and not f.streaming \
@@ -261,7 +286,10 @@ class Stream:
         if out:
             up.write(b"".join(out))
         if sent and conn.factory.streaming:
-            conn.write(conn.codec.acknowledge(self.head.request_id, sent))
+            rs = self.retry
+            n = sent if rs is None else rs.to_acknowledge(sent)  # a replayed body was given back already
+            if n:
+                conn.write(conn.codec.acknowledge(self.head.request_id, n))
         if self.down_paused and self.req_q_bytes <= _MAX_PENDING_BODY and conn.read_gate is not None:
             self.down_paused = False
             conn.read_gate.resume(self)
@@ -287,9 +315,10 @@ class Stream:
         self._finish()
 
     def on_overflow(self) -> None:
+        """A pool limit or circuit breaker refused the request (the pool counted which)."""
         self.context.response_flags = "UO"
         where = self.endpoint.address if self.endpoint else "?"
-        self.local_reply(ReplyStatus.OVERLOAD, f"too many connections to {where}")
+        self.local_reply(ReplyStatus.UPSTREAM_OVERFLOW, f"upstream overflow: no room for another request to {where}")
 
     def on_connect_failed(self, reason: str, timeout: bool) -> None:
         if self.done:
@@ -297,8 +326,16 @@ class Stream:
         cluster, ep = self.cluster, self.endpoint
         assert cluster is not None and ep is not None
         ep.active_rq -= 1
-        cluster.report_failure(ep)
+        cluster.report_failure(ep, CONNECT_FAILED)
         self.upstream = None
+        rs = self.retry
+        if rs is not None:  # the route's policy decides, as in Envoy
+            self.endpoint = None
+            rs.cancel_timer()
+            if not rs.policy.on_connect_failure() or not self._retry(ep):
+                self.context.response_flags = "UF"
+                self.local_reply(ReplyStatus.NO_HEALTHY_UPSTREAM, f"upstream connect error: {reason}")
+            return
         self.tried += (ep,)
         if len(self.tried) < min(_MAX_TRIES, len(cluster.endpoints)):
             cluster.stats.upstream_rq_retry += 1
@@ -314,8 +351,15 @@ class Stream:
             return
         conn = self.conn
         ep = self.endpoint
-        if ep is not None and ep.consecutive_failures and self.cluster is not None:
-            self.cluster.report_success(ep)
+        cluster = self.cluster
+        if ep is not None and cluster is not None:
+            if head.http_status >= 500:
+                cluster.report_status(ep, head.http_status)
+            elif ep.consecutive_failures:
+                cluster.report_success(ep)
+        rs = self.retry
+        if rs is not None and self._retried_response(rs, head, ep):
+            return
         self.status = head.status
         self.http_status = head.http_status
         hooks = self.rt.filters.response_hooks
@@ -393,17 +437,26 @@ class Stream:
             conn.write(codec.send(EndOfMessage(self.resp_end.trailers, sid)))
             self._finish()
 
-    def on_upstream_reset(self, reason: str) -> None:
+    def on_upstream_reset(self, reason: str, refused: bool = False) -> None:
         if self.done:
             return
         if self.cluster is not None:
             self.cluster.stats.upstream_rq_reset += 1
             if self.endpoint is not None:
-                self.cluster.report_failure(self.endpoint)
+                self.cluster.report_failure(self.endpoint, RESET)
         self.upstream = None
         if self.response_started:
             self._cut_response(ReplyStatus.UPSTREAM_RESET, reason)
             return
+        rs = self.retry
+        if rs is not None and rs.policy.on_reset(refused):
+            ep = self.endpoint
+            if ep is not None:
+                ep.active_rq -= 1
+                self.endpoint = None
+            rs.cancel_timer()
+            if self._retry(ep):
+                return
         self.context.response_flags = "UC"
         self.local_reply(ReplyStatus.UPSTREAM_RESET, reason)
 
@@ -412,8 +465,11 @@ class Stream:
         if self.done:
             return
         self.rt.stats.downstream_rq_timeout += 1
-        if self.cluster is not None:
-            self.cluster.stats.upstream_rq_timeout += 1
+        cluster = self.cluster
+        if cluster is not None:
+            cluster.stats.upstream_rq_timeout += 1
+            if self.endpoint is not None and not self.response_started:
+                cluster.report_failure(self.endpoint, TIMEOUT)
         self._detach_upstream()
         self.context.response_flags = "UT"
         rpc = self._rpc_stats()
@@ -436,6 +492,109 @@ class Stream:
         self.rt.stats.downstream_cx_destroy_with_active_rq += 1
         self._finish()
         conn.abort()
+
+    # -- retries (only for a route with a retry_policy: ``self.retry`` is set) ----------------------
+    def _retried_response(self, rs: RetryState, head: ResponseHead, ep: Endpoint | None) -> bool:
+        """The response ``head`` ends this try: retry it (True: the response is dropped) or let it
+        through (False)."""
+        rs.cancel_timer()  # the per-try timeout ends with the response head
+        up = self.upstream
+        if up is None or not rs.policy.on_response(head, up.codec):
+            if rs.attempt > 1 and head.http_status < 500 and self.cluster is not None:
+                self.cluster.stats.upstream_rq_retry_success += 1
+            return False
+        if not self._retry(ep):
+            return False
+        self.upstream = None
+        if isinstance(up, MultiplexedConnection):
+            up.cancel(self.up_id)  # HTTP/2: reset the stream if its body is still coming
+        else:
+            up.discard(head.end_stream)  # HTTP/1: read the unwanted body, keep the connection
+        if ep is not None:
+            ep.active_rq -= 1
+        self.endpoint = None
+        return True
+
+    def _retry(self, ep: Endpoint | None) -> bool:
+        """Schedule the next try after the policy's back-off, if the policy, the buffer and the
+        cluster's retry limit allow; False (with the reason counted) otherwise."""
+        rs = self.retry
+        cluster = self.cluster
+        if rs is None or cluster is None or self.response_started or self.done:
+            return False
+        stats = cluster.stats
+        if rs.overflowed:
+            stats.retry_or_shadow_abandoned += 1
+            return False
+        if rs.attempt > rs.policy.num_retries:
+            stats.upstream_rq_retry_limit_exceeded += 1
+            return False
+        limits = cluster.limits
+        if rs.holding:
+            limits.release_retry()
+            rs.holding = False
+        if not limits.take_retry(stats.upstream_rq_active):
+            stats.upstream_rq_retry_overflow += 1
+            return False
+        rs.holding = True
+        stats.upstream_rq_retry += 1
+        if ep is not None and rs.policy.previous_hosts:
+            self.tried += (ep,)
+        self.head_sent = False
+        rs.cancel_timer()
+        rs.timer = self.conn.loop.call_later(rs.policy.backoff(rs.attempt), self._next_try)
+        return True
+
+    def _next_try(self) -> None:
+        rs = self.retry
+        cluster = self.cluster
+        if self.done or rs is None or cluster is None or self.factory is None:
+            return
+        rs.timer = None
+        rs.attempt += 1
+        rs.sent = 0
+        self.req_q = deque(rs.body)  # the body so far, replayed; what arrives next is queued behind it
+        self.req_q_bytes = rs.body_bytes
+        self.req_end_sent = False
+        self.head_sent = False
+        policy = rs.policy
+        if policy.attempt_header and self.head.raw is None:
+            self.head = with_attempt_count(self.head, rs.attempt)
+        ep = cluster.choose(self.tried)
+        if ep is None and self.tried:
+            ep = cluster.choose()  # every endpoint tried: as Envoy's previous_hosts, take one anyway
+        if ep is None:
+            self.context.response_flags = "UH"
+            self.local_reply(ReplyStatus.NO_HEALTHY_UPSTREAM, f"no healthy endpoint in cluster {cluster.name!r}")
+            return
+        if policy.per_try_timeout:
+            rs.timer = self.conn.loop.call_later(policy.per_try_timeout, self._on_per_try_timeout)
+        self.endpoint = ep
+        self.context.endpoint = ep.address
+        ep.active_rq += 1
+        ep.rq_total += 1
+        cluster.pool_for(ep, self.factory).attach(self)
+
+    def _on_per_try_timeout(self) -> None:
+        rs = self.retry
+        cluster = self.cluster
+        if self.done or rs is None or cluster is None:
+            return
+        rs.timer = None
+        cluster.stats.upstream_rq_per_try_timeout += 1
+        ep = self.endpoint
+        if ep is not None:
+            cluster.report_failure(ep, TIMEOUT)
+            if self.upstream is None and self.factory is not None:
+                cluster.pool_for(ep, self.factory).withdraw(self)  # still waiting for a connection
+            ep.active_rq -= 1
+            self.endpoint = None
+        self._detach_upstream()
+        if rs.policy.on_timeout() and self._retry(ep):
+            return
+        self.context.response_flags = "UT"
+        ms = int(rs.policy.per_try_timeout * 1000)
+        self.local_reply(ReplyStatus.TIMEOUT, f"upstream per-try timeout after {ms} ms")
 
     def _detach_upstream(self) -> None:
         up, self.upstream = self.upstream, None
@@ -492,6 +651,12 @@ class Stream:
             cluster.stats.record_status(hs)
             if self.endpoint is not None:
                 self.endpoint.active_rq -= 1
+            rs = self.retry
+            if rs is not None:
+                rs.cancel_timer()
+                if rs.holding:
+                    rs.holding = False
+                    cluster.limits.release_retry()
         rpc = self._rpc_stats()
         if rpc is not None:
             rpc.requests += 1

@@ -2,7 +2,11 @@
 
 Pools and upstream connections talk to streams through a small callback surface:
 ``on_upstream_ready(conn)`` (exclusive), ``on_connect_failed(reason, timeout)``,
-``on_response_head/body/end(event)`` and ``on_upstream_reset(reason)``.
+``on_response_head/body/end(event)``, ``on_upstream_reset(reason, refused)`` and ``on_overflow()``.
+
+With circuit breakers (``PoolOwner.breaker``) a pool counts its connections and the requests
+waiting for one (pending), and answers overflow when a threshold is reached; a request that needs a
+new connection beyond ``max_connections`` waits for one of the pool's own to free up, as in Envoy.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
     from sofamesh.core.net.flow_control import ReadGate
     from sofamesh.core.net.tls import TlsSource
     from sofamesh.core.stats import ClusterStats
+    from sofamesh.core.upstream.circuit_breaker import CircuitBreaker
 
 _LIMITS = CodecLimits()
 
@@ -45,6 +50,7 @@ class PoolOwner(Protocol):
     config: ClusterConfig
     tls: TlsSource | None
     loop: asyncio.AbstractEventLoop
+    breaker: CircuitBreaker | None
 
 
 class Downstream(Protocol):
@@ -79,7 +85,7 @@ class PooledStream(Protocol):
     def on_response_head(self, head: ResponseHead) -> None: ...
     def on_response_body(self, chunk: BodyChunk) -> None: ...
     def on_response_end(self, eom: EndOfMessage) -> None: ...
-    def on_upstream_reset(self, reason: str) -> None: ...
+    def on_upstream_reset(self, reason: str, refused: bool = False) -> None: ...
 
 
 class UpstreamConnection(Connection):
@@ -111,9 +117,12 @@ class UpstreamConnection(Connection):
         was_closed = self.closed
         super().connection_lost(exc)
         if self.connected:
-            self.pool.cluster.stats.upstream_cx_active -= 1
+            cluster = self.pool.cluster
+            cluster.stats.upstream_cx_active -= 1
             self.pool.endpoint.cx_active -= 1
             self.connected = False
+            if cluster.breaker is not None:
+                cluster.breaker.connections -= 1
         self.pool.forget(self)
         self.on_lost("upstream connection closed" if was_closed or exc is None else f"upstream reset: {exc}")
 
@@ -154,12 +163,14 @@ class UpstreamConnection(Connection):
 class ExclusiveConnection(UpstreamConnection):
     """Carries one stream at a time (HTTP/1 keep-alive)."""
 
-    __slots__ = ("request_done", "stream")
+    __slots__ = ("discarding", "queued", "request_done", "stream")
 
     def __init__(self, pool: Pool) -> None:
         super().__init__(pool)
         self.stream: PooledStream | None = None
         self.request_done = False
+        self.discarding = False  # reading the rest of a response nobody wants (a retried attempt's)
+        self.queued = False  # its stream is counted pending by the circuit breaker until connected
 
     def bind(self, stream: PooledStream) -> None:
         self.stream = stream
@@ -174,6 +185,11 @@ class ExclusiveConnection(UpstreamConnection):
         s = self.stream
         t = type(ev)
         if s is None:
+            if self.discarding:
+                if t is EndOfMessage:
+                    self.discarding = False
+                    self._exchange_done()
+                return
             if t is not ConnectionClosed:
                 self.abort()  # a response nobody asked for: the upstream broke the protocol; drop it
             return
@@ -184,11 +200,23 @@ class ExclusiveConnection(UpstreamConnection):
         elif t is EndOfMessage:
             self.stream = None
             s.on_response_end(ev)  # type: ignore[arg-type]
-            pool = self.pool
-            if self.request_done and self.codec.keep_alive and not self.closed and isinstance(pool, ExclusivePool):
-                pool.release(self)
-            else:
-                self.close()
+            self._exchange_done()
+
+    def _exchange_done(self) -> None:
+        pool = self.pool
+        if self.request_done and self.codec.keep_alive and not self.closed and isinstance(pool, ExclusivePool):
+            pool.release(self)
+        else:
+            self.close()
+
+    def discard(self, ended: bool) -> None:
+        """The stream no longer wants this response (it retries elsewhere): read the rest of it and
+        keep the connection if the exchange then ends cleanly. ``ended``: the head had no body."""
+        self.stream = None
+        if ended:
+            self._exchange_done()
+        else:
+            self.discarding = True
 
     def on_lost(self, reason: str) -> None:
         s, self.stream = self.stream, None
@@ -198,6 +226,7 @@ class ExclusiveConnection(UpstreamConnection):
     def abandon(self) -> None:
         """The stream gave up mid-exchange (timeout, downstream gone): the connection is unusable."""
         self.stream = None
+        self.discarding = False
         self.abort()
 
 
@@ -217,13 +246,15 @@ class MultiplexedConnection(UpstreamConnection):
 
     def on_connected(self) -> None:
         pending, self.pending = self.pending, []
+        self.pool.unqueue(len(pending))
         for s in pending:
             if not s.done:
                 self.send(s)
 
     def send(self, stream: PooledStream) -> None:
         if not self.connected:
-            self.pending.append(stream)
+            if self.pool.queue(stream):
+                self.pending.append(stream)
             return
         up_id = self.next_id
         inflight = self.inflight
@@ -265,6 +296,7 @@ class MultiplexedConnection(UpstreamConnection):
     def on_lost(self, reason: str) -> None:
         inflight, self.inflight = self.inflight, {}
         pending, self.pending = self.pending, []
+        self.pool.unqueue(len(pending))
         if inflight:
             self.pool.cluster.stats.upstream_cx_destroy_with_active_rq += 1
         for s in inflight.values():
@@ -306,7 +338,8 @@ class StreamingConnection(MultiplexedConnection):
 
     def send(self, stream: PooledStream) -> None:
         if not self.connected:
-            self.pending.append(stream)
+            if self.pool.queue(stream):
+                self.pending.append(stream)
             return
         codec = self.codec
         sid = codec.new_stream_id()
@@ -367,12 +400,16 @@ class StreamingConnection(MultiplexedConnection):
         elif t is StreamReset:
             s = inflight.pop(ev.stream_id, None)  # type: ignore[attr-defined]
             if s is not None:
-                s.on_upstream_reset(f"upstream reset the stream ({ev.reason or ev.error_code})")  # type: ignore[attr-defined]
+                s.on_upstream_reset(f"upstream reset the stream ({ev.reason or ev.error_code})",  # type: ignore[attr-defined]
+                                    ev.error_code == _REFUSED_STREAM)  # type: ignore[attr-defined]
         elif t is Heartbeat:
             if not ev.reply:  # type: ignore[attr-defined]
                 self.write(self.codec.heartbeat_reply(ev))  # type: ignore[arg-type]
         elif t is GoAway:
             self.pool.forget(self)  # no new streams here; the ones in flight finish or get reset
+
+
+_REFUSED_STREAM = 0x7  # HTTP/2 REFUSED_STREAM: the peer did not process the stream; safe to retry
 
 
 def _on_stream(head: RequestHead, sid: int) -> RequestHead:
@@ -400,6 +437,9 @@ class Pool:
         stats = self.cluster.stats
         stats.upstream_cx_total += 1
         ep = self.endpoint
+        cb = self.cluster.breaker
+        if cb is not None:
+            cb.connections += 1
 
         async def connect() -> None:
             try:
@@ -410,11 +450,15 @@ class Pool:
                     await self.loop.create_connection(lambda: conn, ep.host, ep.port, ssl=tls.context(),
                                                       server_hostname=ep.host)
             except asyncio.CancelledError:
+                if cb is not None:
+                    cb.connections -= 1
                 stats.upstream_cx_connect_timeout += 1
                 stats.upstream_cx_connect_fail += 1
                 self.connect_failed(conn, f"connect timeout after {self.cluster.config.connect_timeout_ms} ms "
                                           f"to {ep.address}", timeout=True)
             except OSError as exc:  # ssl.SSLError is an OSError: a failed handshake is a failed connect
+                if cb is not None:
+                    cb.connections -= 1
                 stats.upstream_cx_connect_fail += 1
                 reason = exc.strerror or str(exc) or type(exc).__name__
                 self.connect_failed(conn, f"connect to {ep.address} failed: {reason}", timeout=False)
@@ -427,11 +471,44 @@ class Pool:
     def connect_failed(self, conn: UpstreamConnection, reason: str, timeout: bool) -> None:
         raise NotImplementedError
 
+    def queue(self, stream: PooledStream) -> bool:
+        """``stream`` is to wait for a connection: count it pending, or (over the circuit breaker's
+        ``max_pending_requests``) answer it with overflow and return False."""
+        cb = self.cluster.breaker
+        if cb is None:
+            return True
+        stats = self.cluster.stats
+        if cb.pending >= cb.max_pending_requests:
+            stats.upstream_rq_pending_overflow += 1
+            stream.on_overflow()
+            return False
+        cb.pending += 1
+        stats.upstream_rq_pending_active += 1
+        return True
+
+    def unqueue(self, n: int) -> None:
+        """``n`` requests counted by ``queue`` stopped waiting (connected, failed or gone)."""
+        cb = self.cluster.breaker
+        if cb is not None and n:
+            cb.pending -= n
+            self.cluster.stats.upstream_rq_pending_active -= n
+
+    def at_connection_limit(self) -> bool:
+        """The circuit breaker's ``max_connections`` is reached (counts ``upstream_cx_overflow``)."""
+        cb = self.cluster.breaker
+        if cb is not None and cb.connections >= cb.max_connections:
+            self.cluster.stats.upstream_cx_overflow += 1
+            return True
+        return False
+
     def forget(self, conn: UpstreamConnection) -> None:
         raise NotImplementedError
 
     def attach(self, stream: PooledStream) -> None:
         raise NotImplementedError
+
+    def withdraw(self, stream: PooledStream) -> None:
+        """``stream`` gave up waiting for a connection (a retry's per-try timeout): forget it."""
 
     def sweep(self, now: float) -> None:
         """Periodic upkeep (idle timeouts, heartbeats)."""
@@ -443,12 +520,13 @@ class Pool:
 
 
 class ExclusivePool(Pool):
-    __slots__ = ("busy", "idle")
+    __slots__ = ("busy", "idle", "waiting")
 
     def __init__(self, cluster: PoolOwner, endpoint: Endpoint, factory: CodecFactory) -> None:
         super().__init__(cluster, endpoint, factory)
         self.idle: deque[ExclusiveConnection] = deque()
         self.busy: set[ExclusiveConnection] = set()
+        self.waiting: deque[PooledStream] = deque()  # over max_connections: for the next free connection
 
     def attach(self, stream: PooledStream) -> None:
         idle = self.idle
@@ -463,13 +541,26 @@ class ExclusivePool(Pool):
             self.cluster.stats.upstream_cx_overflow += 1
             stream.on_overflow()
             return
+        if self.cluster.breaker is not None:
+            if not self.queue(stream):
+                return
+            if self.busy and self.at_connection_limit():
+                self.waiting.append(stream)  # as Envoy: a pool with connections waits for one of them
+                return
+        self._connect_for(stream)
+
+    def _connect_for(self, stream: PooledStream) -> None:
         conn = ExclusiveConnection(self)
         conn.stream = stream
+        conn.queued = self.cluster.breaker is not None
         self.busy.add(conn)
         stream.upstream = conn
         self._open(conn)
 
     def on_connected(self, conn: ExclusiveConnection) -> None:
+        if conn.queued:
+            conn.queued = False
+            self.unqueue(1)
         s = conn.stream
         if s is None or s.done:
             conn.stream = None
@@ -479,18 +570,49 @@ class ExclusivePool(Pool):
 
     def connect_failed(self, conn: UpstreamConnection, reason: str, timeout: bool) -> None:
         assert isinstance(conn, ExclusiveConnection)
+        if conn.queued:
+            conn.queued = False
+            self.unqueue(1)
         self.busy.discard(conn)
         s, conn.stream = conn.stream, None
         if s is not None and not s.done:
             s.on_connect_failed(reason, timeout)
+        self._serve_waiting()
 
     def release(self, conn: ExclusiveConnection) -> None:
         self.busy.discard(conn)
         if self.closed or conn.closed:
             conn.close()
+            self._serve_waiting()
             return
+        waiting = self.waiting
+        while waiting:
+            s = waiting.popleft()
+            self.unqueue(1)
+            if not s.done:
+                self.busy.add(conn)
+                conn.bind(s)
+                s.on_upstream_ready(conn)
+                return
         conn.idle_since = self.loop.time()
         self.idle.append(conn)
+
+    def withdraw(self, stream: PooledStream) -> None:
+        try:
+            self.waiting.remove(stream)
+        except ValueError:
+            return
+        self.unqueue(1)
+
+    def _serve_waiting(self) -> None:
+        """A connection went away: a waiting request with no connection left to wait for gets its own."""
+        waiting = self.waiting
+        while waiting and not self.busy and not self.closed:
+            s = waiting.popleft()
+            self.unqueue(1)
+            if not s.done:
+                self._connect_for(s)
+                return
 
     def forget(self, conn: UpstreamConnection) -> None:
         self.busy.discard(conn)
@@ -498,6 +620,8 @@ class ExclusivePool(Pool):
             self.idle.remove(conn)  # type: ignore[arg-type]
         except ValueError:
             pass
+        if self.waiting:
+            self._serve_waiting()
 
     def sweep(self, now: float) -> None:
         limit = self.cluster.config.idle_timeout_ms / 1000.0
@@ -512,6 +636,8 @@ class ExclusivePool(Pool):
         super().close()
         while self.idle:
             self.idle.pop().close()
+        self.unqueue(len(self.waiting))
+        self.waiting.clear()
 
 
 class MultiplexedPool(Pool):
@@ -526,6 +652,12 @@ class MultiplexedPool(Pool):
     def attach(self, stream: PooledStream) -> None:
         conn = self.conn
         if conn is None or conn.closed or (isinstance(conn, StreamingConnection) and conn.full):
+            if self.cluster.breaker is not None:
+                if conn is not None and not conn.closed and self.at_connection_limit():
+                    stream.on_overflow()  # a full HTTP/2 connection and no room for another
+                    return
+                if not self.queue(stream):
+                    return
             conn = self.conn = self.conn_class(self)
             conn.pending.append(stream)
             self._open(conn)
@@ -537,6 +669,7 @@ class MultiplexedPool(Pool):
         if self.conn is conn:
             self.conn = None
         pending, conn.pending = conn.pending, []
+        self.unqueue(len(pending))
         for s in pending:
             if not s.done:
                 s.on_connect_failed(reason, timeout)
@@ -544,6 +677,12 @@ class MultiplexedPool(Pool):
     def forget(self, conn: UpstreamConnection) -> None:
         if self.conn is conn:
             self.conn = None
+
+    def withdraw(self, stream: PooledStream) -> None:
+        conn = self.conn
+        if conn is not None and stream in conn.pending:
+            conn.pending.remove(stream)
+            self.unqueue(1)
 
     def sweep(self, now: float) -> None:
         conn = self.conn

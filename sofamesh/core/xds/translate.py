@@ -10,12 +10,14 @@ Translated:
   ``sofamesh.filters.network.rpc_proxy`` (a ``TypedStruct``, see ``RPC_PROXY_TYPE_URL``).
   Listeners with an ``api_listener`` are for proxyless clients and are skipped.
 - RouteConfiguration: virtual hosts (domains ``name``, ``name:*``, ``*.suffix``, ``prefix*``, ``*``),
-  path prefix / exact / safe_regex, header matchers, cluster or weighted clusters, timeout.
-  ``retry_policy`` is accepted: the kernel retries a failed connect on another endpoint.
+  path prefix / exact / safe_regex, header matchers, cluster or weighted clusters, timeout,
+  ``retry_policy`` (the route's, else its virtual host's) with the virtual host's
+  ``include_request_attempt_count`` and the route's ``per_request_buffer_limit_bytes``.
 - Cluster of type EDS (endpoints from the ClusterLoadAssignment named by ``service_name`` or the
   cluster name) or STATIC / STRICT_DNS / LOGICAL_DNS with a ``load_assignment``; ``lb_policy``
   ROUND_ROBIN or RANDOM; ``connect_timeout``; HTTP/2 upstream options select ``http2`` when
-  that protocol is installed.
+  that protocol is installed; ``circuit_breakers`` (the DEFAULT priority's thresholds and retry
+  budget), ``outlier_detection``, ``common_lb_config.healthy_panic_threshold``.
 - ClusterLoadAssignment: every locality's endpoints; UNHEALTHY, DRAINING and TIMEOUT ones are left out.
 - TLS ``transport_socket`` of a listener's filter chain (DownstreamTlsContext) or of a cluster
   (UpstreamTlsContext): the certificate from SDS secret ``default`` and the trust bundle from
@@ -33,7 +35,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from sofamesh.core.config.loader import from_mapping
-from sofamesh.core.config.model import ProxyConfig
+from sofamesh.core.config.model import RETRY_ON, ProxyConfig
 from sofamesh.core.errors import ConfigError, ConfigErrors
 
 _T = "type.googleapis.com/"
@@ -222,11 +224,11 @@ def translate_route_configuration(rc: Any) -> list[dict[str, Any]]:
             hosts.append((-_specificity(domain), len(hosts), host, vh, vi))
     for _spec, _n, host, vh, vi in sorted(hosts, key=lambda t: (t[0], t[1])):
         for ri, r in enumerate(vh.routes):
-            out.append(_route(r, host, f"{base}: virtual_hosts[{vi}].routes[{ri}]", f"{vh.name}/{r.name or ri}"))
+            out.append(_route(r, host, f"{base}: virtual_hosts[{vi}].routes[{ri}]", f"{vh.name}/{r.name or ri}", vh))
     return out
 
 
-def _route(r: Any, host: dict[str, Any] | None, path: str, name: str) -> dict[str, Any]:
+def _route(r: Any, host: dict[str, Any] | None, path: str, name: str, vh: Any) -> dict[str, Any]:
     m = r.match
     match: dict[str, Any] = {}
     if host is not None:
@@ -268,6 +270,56 @@ def _route(r: Any, host: dict[str, Any] | None, path: str, name: str) -> dict[st
         if ra.HasField(unsupported) if unsupported == "regex_rewrite" else getattr(ra, unsupported):
             raise ConfigError(f"{path}.route.{unsupported}", "rewrites are not supported")
     out["timeout_ms"] = _ms(ra.timeout) if ra.HasField("timeout") else _DEFAULT_TIMEOUT_MS
+    if ra.HasField("retry_policy"):
+        rp, rpath = ra.retry_policy, f"{path}.route.retry_policy"
+    elif vh.HasField("retry_policy"):
+        rp, rpath = vh.retry_policy, f"{path.split(': ')[0]}: virtual_host {vh.name!r}.retry_policy"
+    else:
+        rp = None
+    if rp is not None:
+        policy = _retry_policy(rp, rpath)
+        policy["include_attempt_count"] = bool(vh.include_request_attempt_count)
+        if r.HasField("per_request_buffer_limit_bytes"):
+            policy["per_request_buffer_limit_bytes"] = r.per_request_buffer_limit_bytes.value
+        elif vh.HasField("per_request_buffer_limit_bytes"):
+            policy["per_request_buffer_limit_bytes"] = vh.per_request_buffer_limit_bytes.value
+        out["retry_policy"] = policy
+    return out
+
+
+_PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
+_PREVIOUS_HOSTS_TYPE = _T + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+
+
+def _retry_policy(rp: Any, path: str) -> dict[str, Any]:
+    """envoy.config.route.v3.RetryPolicy -> the kernel's ``retry_policy`` mapping."""
+    on = [c.strip() for c in rp.retry_on.split(",") if c.strip()]
+    for c in on:
+        if c not in RETRY_ON:
+            raise ConfigError(f"{path}.retry_on", f"retry condition {c!r} is not supported ({', '.join(RETRY_ON)})")
+    out: dict[str, Any] = {"retry_on": on, "num_retries": rp.num_retries.value if rp.HasField("num_retries") else 1}
+    if rp.HasField("per_try_timeout"):
+        out["per_try_timeout_ms"] = _ms(rp.per_try_timeout)
+    if len(rp.retriable_status_codes):
+        out["retriable_status_codes"] = list(rp.retriable_status_codes)
+    if rp.HasField("retry_back_off"):
+        bo: dict[str, Any] = {"base_interval_ms": max(1, _ms(rp.retry_back_off.base_interval))}
+        if rp.retry_back_off.HasField("max_interval"):
+            bo["max_interval_ms"] = max(1, _ms(rp.retry_back_off.max_interval))
+        out["retry_back_off"] = bo
+    previous = False
+    for i, pred in enumerate(rp.retry_host_predicate):
+        if pred.name != _PREVIOUS_HOSTS and pred.typed_config.type_url != _PREVIOUS_HOSTS_TYPE:
+            raise ConfigError(f"{path}.retry_host_predicate[{i}]",
+                              f"retry host predicate {pred.name!r} is not supported (only {_PREVIOUS_HOSTS})")
+        previous = True
+    out["previous_hosts"] = previous
+    for unsupported in ("retry_priority", "rate_limited_retry_back_off", "per_try_idle_timeout"):
+        if rp.HasField(unsupported):
+            raise ConfigError(f"{path}.{unsupported}", "is not supported")
+    for unsupported in ("retriable_headers", "retriable_request_headers", "retry_options_predicates"):
+        if len(getattr(rp, unsupported)):
+            raise ConfigError(f"{path}.{unsupported}", "is not supported")
     return out
 
 
@@ -410,6 +462,14 @@ def translate_cluster(c: Any, protocols: Collection[str] = ()) -> TranslatedClus
     out["lb"] = lb
     if c.HasField("connect_timeout"):
         out["connect_timeout_ms"] = max(1, _ms(c.connect_timeout))
+    if c.HasField("circuit_breakers"):
+        cb = _circuit_breakers(c.circuit_breakers, f"{base}: circuit_breakers")
+        if cb is not None:
+            out["circuit_breakers"] = cb
+    if c.HasField("outlier_detection"):
+        out["outlier_detection"] = _outlier_detection(c.outlier_detection, f"{base}: outlier_detection")
+    if c.HasField("common_lb_config") and c.common_lb_config.HasField("healthy_panic_threshold"):
+        out["healthy_panic_threshold"] = c.common_lb_config.healthy_panic_threshold.value
     if c.HasField("transport_socket"):
         out["tls"] = translate_tls(c.transport_socket, "upstream", f"{base}: transport_socket")
     if _H2_OPTIONS in c.typed_extension_protocol_options or c.HasField("http2_protocol_options"):
@@ -430,6 +490,62 @@ def translate_cluster(c: Any, protocols: Collection[str] = ()) -> TranslatedClus
         return TranslatedCluster(out)
     raise ConfigError(f"{base}: type", "ORIGINAL_DST clusters are not supported (STATIC, STRICT_DNS, "
                                        "LOGICAL_DNS, EDS)")
+
+
+def _circuit_breakers(cbs: Any, path: str) -> dict[str, Any] | None:
+    """The DEFAULT priority's thresholds (requests of every route run at the default priority; HIGH
+    thresholds have nothing to apply to and are ignored). None when there are none."""
+    for t in cbs.thresholds:
+        if t.priority != 0:
+            continue
+        out: dict[str, Any] = {}
+        for name in ("max_connections", "max_pending_requests", "max_requests", "max_retries"):
+            if t.HasField(name):
+                out[name] = getattr(t, name).value
+        if t.HasField("retry_budget"):
+            rb = t.retry_budget
+            budget: dict[str, Any] = {}
+            if rb.HasField("budget_percent"):
+                budget["budget_percent"] = rb.budget_percent.value
+            if rb.HasField("min_retry_concurrency"):
+                budget["min_retry_concurrency"] = rb.min_retry_concurrency.value
+            out["retry_budget"] = budget
+        if len(cbs.per_host_thresholds):
+            raise ConfigError(f"{path}.per_host_thresholds", "is not supported")
+        return out
+    return None
+
+
+_OUTLIER_COUNTS = (
+    "consecutive_5xx", "consecutive_gateway_failure", "consecutive_local_origin_failure", "max_ejection_percent",
+    "enforcing_consecutive_5xx", "enforcing_consecutive_gateway_failure", "enforcing_consecutive_local_origin_failure",
+    "enforcing_success_rate", "success_rate_minimum_hosts", "success_rate_request_volume", "success_rate_stdev_factor",
+    "enforcing_failure_percentage", "failure_percentage_threshold", "failure_percentage_minimum_hosts",
+    "failure_percentage_request_volume",
+)
+_OUTLIER_TIMES = ("interval", "base_ejection_time", "max_ejection_time", "max_ejection_time_jitter")
+
+
+def _outlier_detection(od: Any, path: str) -> dict[str, Any]:
+    """envoy.config.cluster.v3.OutlierDetection -> the kernel's ``outlier_detection`` (unset fields
+    keep Envoy's defaults, which are the kernel's)."""
+    out: dict[str, Any] = {}
+    for name in _OUTLIER_COUNTS:
+        if od.HasField(name):
+            out[name] = getattr(od, name).value
+    for name in _OUTLIER_TIMES:
+        if od.HasField(name):
+            ms = _ms(getattr(od, name))
+            out[f"{name}_ms"] = ms if name == "max_ejection_time_jitter" else max(1, ms)
+    if len(od.monitors):
+        raise ConfigError(f"{path}.monitors", "outlier detection monitors are not supported")
+    if od.split_external_local_origin_errors:
+        out["split_external_local_origin_errors"] = True
+        for name in ("enforcing_local_origin_success_rate", "enforcing_failure_percentage_local_origin"):
+            if od.HasField(name) and getattr(od, name).value:
+                raise ConfigError(f"{path}.{name}", "local-origin success rate and failure percentage are not "
+                                                    "supported; set it to 0")
+    return out
 
 
 def translate_load_assignment(cla: Any, base: str | None = None) -> list[dict[str, Any]]:

@@ -111,7 +111,19 @@ def test_two_way_sync_between_zookeeper_etcd_and_embedded_converges_without_loop
             assert after["targets"][target]["written"] == before["targets"][target]["written"], target
             assert after["targets"][target]["deleted"] == before["targets"][target]["deleted"], target
             assert after["targets"][target]["copies"] == 2, target
-        assert after["last_lag_ms"] >= 0
+        assert after["pending"] == 0
+
+        # lag: one change, from when a watch saw it to the end of the pass that copied it, is at
+        # least the pass's settle delay (50 ms) and at most the time this test saw go by
+        changed_at = time.monotonic()
+        etcd_put(etcd, "etcd-1", 20881, 21)
+        expected = {**expected, "etcd-1": (20881, 21)}
+        wait_for(lambda: converged(pilot, expected), what=f"the new weight everywhere: {expected}")
+        lag = pilot.get("/debug/sync")
+        window_ms = (time.monotonic() - changed_at) * 1000
+        assert lag["passes"] > after["passes"]
+        assert 50 <= lag["last_lag_ms"] <= window_ms, (lag["last_lag_ms"], window_ms)
+        assert lag["last_lag_ms"] <= lag["max_lag_ms"]
 
         # ZooKeeper restarts; meanwhile etcd gains an instance
         zookeeper.stop()

@@ -8,6 +8,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -96,9 +97,11 @@ class Stream:
                 out.update(servers)
         return out
 
-    def wait_served(self, name: str, timeout: float = 30.0) -> None:
+    def wait_served(self, *names: str, timeout: float = 30.0) -> None:
+        """Wait until each of ``names`` has served a batch started from now on."""
         t = time.monotonic()
-        wait_for(lambda: self.served_since(t)[name] > 0, timeout, f"{name} to serve calls")
+        wait_for(lambda: all(self.served_since(t)[n] > 0 for n in names), timeout,
+                 f"{', '.join(names)} each to serve calls")
 
     def wait_batches(self, n: int, timeout: float = 60.0) -> None:
         start = self.batches
@@ -127,8 +130,9 @@ def scaling_scenario(data_dir: Path, mode: str, service: str, protocol: str,
     """Pilot + two sidecars + providers p1, p2 of ``service``; during a steady stream of ``batch``
     calls through both sidecars: p3 is added, p1 removed (deregistered, then stopped once no sidecar
     routes to it), Pilot is killed (calls go on), restarted on the same ports (the sidecars
-    reconnect), and p4 is added through the new Pilot. Returns the finished stream; the caller
-    asserts there was no failed call."""
+    reconnect), and p4 is added through the new Pilot (every sidecar then routes to p2, p3 and p4,
+    and each of them serves calls). Returns the finished stream; the caller asserts there was no
+    failed call."""
     from tests.integration.pilot.conftest import PilotProcess
 
     pilot = PilotProcess(data_dir).start()
@@ -174,15 +178,20 @@ def scaling_scenario(data_dir: Path, mode: str, service: str, protocol: str,
                 wait_for(lambda sc=sc: sc.dump()["xds"]["connects"] >= 2 and sc.dump()["xds"]["connected"], 15,
                          "the sidecar to reconnect")
             add("p4")
-            stream.wait_served("p4")
+            # The restarted Pilot knows every live provider, not just the one added through it.
+            live = {providers[n].address for n in ("p2", "p3", "p4")}
+            for sc in sidecars:
+                wait_for(lambda sc=sc: sc.endpoints(suffix) == live, 15, "p2, p3 and p4 in the sidecar's endpoints")
+            stream.wait_served("p2", "p3", "p4")
         for sc in sidecars:
             xds = sc.dump()["xds"]
             assert xds["last_nack"] is None, xds["last_nack"]
             assert {xds["types"][t]["status"] for t in ("lds", "cds", "eds")} == {"ACKED"}
         return stream
     finally:
-        for sc in sidecars:
-            sc.stop()
-        pilot.stop()
-        for p in providers.values():
-            p.stop()
+        with ExitStack() as stack:  # stop them all, then raise the first sidecar's failure
+            for p in providers.values():
+                stack.callback(p.stop)
+            stack.callback(pilot.stop)
+            for sc in sidecars:
+                stack.callback(sc.stop)

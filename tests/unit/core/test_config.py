@@ -113,6 +113,46 @@ def test_check_config_prints_every_error_and_exits_non_zero(tmp_path: Path) -> N
     assert f"{f}: 2 error(s)" in out.stderr
 
 
+def test_check_config_reports_field_name_and_filter_config_errors_in_one_pass(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text("""
+listeners:
+  - address: "127.0.0.1:99999"
+    protocols: [http1, blot]
+    filters: [{type: authz.rbca}, {type: quota.local, config: {rate: -1}}, {type: 7}]
+    routes:
+      - {cluster: pay, timeout_ms: -1}
+      - {cluster: order, colour: blue}
+clusters:
+  - {name: order, lb: nope, connect_timeout_ms: 0}
+  - {name: order}
+""")
+    out = subprocess.run([sys.executable, "-m", "sofamesh", "check-config", str(f)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1
+    errors = [line.removeprefix("error: ") for line in out.stderr.splitlines() if line.startswith("error: ")]
+    expected = [
+        # fields
+        "listeners[0].address: address '127.0.0.1:99999': port '99999' is not 0..65535",
+        "listeners[0].filters[2].type: Input should be a valid string (got 7)",
+        "listeners[0].routes[0].timeout_ms: Input should be greater than or equal to 0 (got -1)",
+        "listeners[0].routes[1].colour: unknown key",
+        "clusters[0].connect_timeout_ms: Input should be greater than 0",
+        # names, found beside the field errors (also inside the listener, route and cluster that have one)
+        "clusters[1].name: duplicate cluster name 'order'",
+        "clusters[0].lb: unknown load balancer 'nope' (known: random, round_robin)",
+        "listeners[0].filters[0].type: unknown filter 'authz.rbca'",
+        "listeners[0].routes[0].cluster: unknown cluster 'pay' (known: order)",
+        # a filter's own config
+        "listeners[0].filters[1].config.limit.rate: Input should be greater than 0",
+    ]
+    for e in expected:
+        assert any(line.startswith(e) for line in errors), (e, errors)
+    assert any(line.startswith("listeners[0].protocols[1]: unknown protocol 'blot'") for line in errors), errors
+    assert len(errors) == len(expected) + 1, errors
+    assert f"{f}: {len(errors)} error(s)" in out.stderr
+
+
 def test_the_example_config_is_valid() -> None:
     example = Path(__file__).parents[3] / "examples" / "proxy.yaml"
     out = subprocess.run([sys.executable, "-m", "sofamesh", "check-config", str(example)], capture_output=True, text=True, timeout=60)

@@ -24,7 +24,7 @@ import struct
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from sofamesh.core.buffer import FrameBuffer
-from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, ReplyStatus, Role, Sniff
+from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, Failure, ReplyStatus, Role, Sniff
 from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
 from sofamesh.core.events import (
     NEED_DATA,
@@ -94,6 +94,19 @@ REPLY_STATUS: Final[dict[ReplyStatus, int]] = {
     ReplyStatus.UNAUTHENTICATED: STATUS_SERVER_EXCEPTION,
     ReplyStatus.UPSTREAM_RESET: STATUS_CONNECTION_CLOSED,
     ReplyStatus.INTERNAL: STATUS_UNKNOWN,
+    ReplyStatus.UPSTREAM_OVERFLOW: STATUS_SERVER_THREADPOOL_BUSY,
+}
+
+_NOT_PROCESSED: Final = Failure.SERVER_ERROR | Failure.GATEWAY_ERROR | Failure.RETRIABLE
+# What a Bolt status means for retries and outlier detection (``Codec.classify``): server busy,
+# timeout and connection closed are gateway errors worth another provider; so is "no processor"
+# (this provider does not serve the interface). Anything else that is not SUCCESS is a 5xx.
+FAILURES: Final[dict[int, Failure]] = {
+    STATUS_SUCCESS: Failure(0),
+    STATUS_SERVER_THREADPOOL_BUSY: _NOT_PROCESSED,
+    STATUS_TIMEOUT: _NOT_PROCESSED,
+    STATUS_CONNECTION_CLOSED: _NOT_PROCESSED,
+    STATUS_NO_PROCESSOR: Failure.SERVER_ERROR | Failure.RETRIABLE,
 }
 
 # Bolt status -> HTTP class, for stats and bridging (MOSN bolt/mapping.go); anything else is 500.
@@ -395,6 +408,9 @@ class BoltCodec(Codec):
     def map_status(self, status: int) -> int:
         return HTTP_STATUS.get(status, 500)
 
+    def classify(self, head: ResponseHead) -> Failure:
+        return FAILURES.get(head.status, Failure.SERVER_ERROR)
+
 
 class BoltCodecFactory(CodecFactory):
     """The ``bolt`` protocol: Bolt v1 (0x01) and v2 (0x02) on one port."""
@@ -413,4 +429,4 @@ class BoltCodecFactory(CodecFactory):
         return BoltCodec(role, limits)
 
 
-__all__ = ["HTTP_STATUS", "REPLY_STATUS", "BoltCodec", "BoltCodecFactory", "split_service"]
+__all__ = ["FAILURES", "HTTP_STATUS", "REPLY_STATUS", "BoltCodec", "BoltCodecFactory", "split_service"]

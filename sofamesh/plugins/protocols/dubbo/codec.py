@@ -52,7 +52,7 @@ import struct
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from sofamesh.core.buffer import FrameBuffer
-from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, ReplyStatus, Role, Sniff
+from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, Failure, ReplyStatus, Role, Sniff
 from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
 from sofamesh.core.events import NEED_DATA, ConnectionClosed, Heartbeat, RequestHead, ResponseHead
 from sofamesh.core.headers import Headers
@@ -108,6 +108,22 @@ _REPLY: Final[dict[ReplyStatus, tuple[int, str]]] = {
     ReplyStatus.PAYLOAD_TOO_LARGE: (STATUS_BAD_REQUEST, "payload too large"),
     ReplyStatus.HEADERS_TOO_LARGE: (STATUS_BAD_REQUEST, "headers too large"),
     ReplyStatus.INTERNAL: (STATUS_SERVICE_ERROR, "internal error"),
+    ReplyStatus.UPSTREAM_OVERFLOW: (STATUS_THREADPOOL_EXHAUSTED, "overflow"),
+}
+
+_NOT_PROCESSED: Final = Failure.SERVER_ERROR | Failure.GATEWAY_ERROR | Failure.RETRIABLE
+# What a Dubbo status means for retries and outlier detection (``Codec.classify``): client timeout
+# (30) and thread pool exhausted (100) are gateway errors worth another provider, service not found
+# (60) is worth another provider; server timeout (31) and bad response (50) are gateway errors the
+# provider may have acted on; the other errors are 5xx, and 40 (bad request) is the caller's.
+_FAILURES: Final[dict[int, Failure]] = {
+    STATUS_OK: Failure(0),
+    STATUS_CLIENT_TIMEOUT: _NOT_PROCESSED,
+    STATUS_THREADPOOL_EXHAUSTED: _NOT_PROCESSED,
+    STATUS_SERVICE_NOT_FOUND: Failure.RETRIABLE,
+    STATUS_SERVER_TIMEOUT: Failure.SERVER_ERROR | Failure.GATEWAY_ERROR,
+    STATUS_BAD_RESPONSE: Failure.SERVER_ERROR | Failure.GATEWAY_ERROR,
+    STATUS_BAD_REQUEST: Failure(0),
 }
 
 # Dubbo status byte -> HTTP status, for stats and bridging.
@@ -308,6 +324,9 @@ class DubboCodec(Codec):
 
     def map_status(self, status: int) -> int:
         return _HTTP.get(status, 500)
+
+    def classify(self, head: ResponseHead) -> Failure:
+        return _FAILURES.get(head.status, Failure.SERVER_ERROR)
 
 
 class DubboCodecFactory(CodecFactory):

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import httptools
 
-from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, ReplyStatus, Role, Sniff
+from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, Failure, ReplyStatus, Role, Sniff
 from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
 from sofamesh.core.events import (
     NEED_DATA,
@@ -327,6 +327,12 @@ class Http1Codec(Codec):
         self._pending.append(meta)  # only read (HEAD or not), never compared by identity
         return "".join(lines).encode("latin-1")
 
+    def classify(self, head: ResponseHead) -> Failure:
+        f = super().classify(head)
+        if head.headers.get("x-envoy-overloaded") is not None:
+            f |= Failure.OVERLOADED  # an upstream proxy shed it: Envoy never retries these
+        return f
+
     def local_reply(self, head: RequestHead, status: ReplyStatus, message: str) -> bytes:
         code = status.http_status
         meta = head.meta if isinstance(head.meta, Http1Meta) else Http1Meta("1.1", head.method, True)
@@ -337,6 +343,8 @@ class Http1Codec(Codec):
         body = (message + "\n").encode("utf-8", "replace")
         lines = [f"HTTP/1.1 {code} {reason(code)}\r\n", "content-type: text/plain; charset=utf-8\r\n",
                  f"content-length: {len(body)}\r\n", f"x-sofamesh-local-reply: {status.name.lower()}\r\n"]
+        if status is ReplyStatus.UPSTREAM_OVERFLOW:
+            lines.append("x-envoy-overloaded: true\r\n")  # as Envoy marks circuit-breaker overflow
         if not self.keep_alive:
             lines.append("connection: close\r\n")
         lines.append("\r\n")

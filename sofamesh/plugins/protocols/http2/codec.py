@@ -40,7 +40,7 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 
-from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, ReplyStatus, Role, Sniff
+from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, Failure, ReplyStatus, Role, Sniff
 from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
 from sofamesh.core.events import (
     NEED_DATA,
@@ -77,6 +77,7 @@ ALPN_PROTOCOLS: Final = ("h2",)
 
 _REQUEST_PSEUDO: Final = {k: k.encode() for k in (":method", ":scheme", ":authority", ":path")}
 _DEFAULT_WINDOW: Final = 65_535
+_OVERLOADED: Final = (b"x-envoy-overloaded", b"true")  # circuit-breaker overflow, as Envoy marks it
 _MARK: Final = b"x-sofamesh-local-reply"  # names the ReplyStatus on answers the proxy made itself, as http1 does
 
 Http2Event = Event | StreamReset | WindowOpened
@@ -582,6 +583,8 @@ class Http2Codec(Codec):
                 if not st.response_started:
                     ctype = wire(head.headers.get("content-type") or "application/grpc")
                     fields = [(b":status", b"200"), (b"content-type", ctype), *fields, (_MARK, mark)]
+                    if status is ReplyStatus.UPSTREAM_OVERFLOW:
+                        fields.append(_OVERLOADED)
                 conn.send_headers(sid, fields, end_stream=True)
             elif st.response_started:
                 self._drop(sid)
@@ -592,6 +595,8 @@ class Http2Codec(Codec):
                 fields = [(b":status", str(status.http_status).encode()),
                           (b"content-type", b"text/plain; charset=utf-8"),
                           (b"content-length", str(len(body)).encode()), (_MARK, mark)]
+                if status is ReplyStatus.UPSTREAM_OVERFLOW:
+                    fields.append(_OVERLOADED)
                 conn.send_headers(sid, fields, end_stream=not body)
                 if body:
                     conn.send_data(sid, body, end_stream=True)
@@ -607,6 +612,16 @@ class Http2Codec(Codec):
 
     def map_status(self, status: int) -> int:
         return status
+
+    def classify(self, head: ResponseHead) -> Failure:
+        """HTTP's classes; a trailers-only gRPC UNAVAILABLE is also ``RETRIABLE`` (nothing ran)."""
+        f = super().classify(head)
+        headers = head.headers
+        if headers.get("x-envoy-overloaded") is not None:
+            f |= Failure.OVERLOADED
+        elif head.end_stream and headers.get("grpc-status") == "14":
+            f |= Failure.RETRIABLE
+        return f
 
 
 def _error_name(code: int) -> str:

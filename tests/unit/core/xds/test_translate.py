@@ -58,7 +58,9 @@ def test_weighted_clusters_timeouts_and_header_matches_are_translated() -> None:
     assert out == {"name": "vh/0", "match": {"path": {"exact": "/api"},
                                              "headers": {"x-tenant": {"prefix": "a", "invert": True}}},
                    "weighted_clusters": [{"name": "v1", "weight": 90}, {"name": "v2", "weight": 10}],
-                   "timeout_ms": 2500}
+                   "timeout_ms": 2500,
+                   "retry_policy": {"retry_on": ["connect-failure"], "num_retries": 1, "previous_hosts": False,
+                                    "include_attempt_count": False}}
     # and the kernel accepts it
     from_mapping({"listeners": [{"address": "127.0.0.1:1", "routes": [out]}],
                   "clusters": [{"name": "v1"}, {"name": "v2"}]})

@@ -187,6 +187,7 @@ EXPECTED_STATUS = {
     ReplyStatus.OVERLOAD: 100, ReplyStatus.RATE_LIMITED: 40, ReplyStatus.CODEC_ERROR: 40,
     ReplyStatus.DENIED: 80, ReplyStatus.INTERNAL: 70, ReplyStatus.UPSTREAM_RESET: 70,
     ReplyStatus.UNAUTHENTICATED: 80, ReplyStatus.PAYLOAD_TOO_LARGE: 40, ReplyStatus.HEADERS_TOO_LARGE: 40,
+    ReplyStatus.UPSTREAM_OVERFLOW: 100,
 }
 
 
