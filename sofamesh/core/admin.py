@@ -1,4 +1,4 @@
-"""Admin server: /ready, /stats, /stats/prometheus, /config_dump, /clusters, /plugins, POST /reload.
+"""Admin server: /ready, /stats, /stats/prometheus, /config_dump, /clusters, /plugins, /certs, POST /reload.
 
 Runs on its own port in the data plane's loop. Reads the plain-integer counters; never locks.
 """
@@ -216,6 +216,31 @@ def _hist(add: Callable[[str, dict[str, object], object], None], name: str, lab:
     add(f"{name}_count", lab, h["count"])
 
 
+def certs_snapshot() -> dict[str, Any]:
+    """The process's TLS secrets as Envoy's ``/certs`` shows them: per certificate its SANs,
+    serial and validity (never the key)."""
+    from cryptography import x509
+
+    from sofamesh.core.net.secrets import PROCESS_SECRETS, CertificateSecret
+
+    out: dict[str, Any] = {}
+    for name in PROCESS_SECRETS.names():
+        secret = PROCESS_SECRETS.get(name)
+        pem = secret.chain_pem if isinstance(secret, CertificateSecret) else getattr(secret, "roots_pem", b"")
+        certs = []
+        for c in x509.load_pem_x509_certificates(pem):
+            try:
+                sans = [str(v.value) for v in c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value]
+            except x509.ExtensionNotFound:
+                sans = []
+            certs.append({"subject": c.subject.rfc4514_string(), "issuer": c.issuer.rfc4514_string(),
+                          "serial": f"{c.serial_number:x}", "sans": sans,
+                          "not_before": c.not_valid_before_utc.isoformat(),
+                          "not_after": c.not_valid_after_utc.isoformat()})
+        out[name] = certs
+    return out
+
+
 _START = time.monotonic()
 
 
@@ -253,6 +278,8 @@ class AdminServer:
             return _json({name: c.snapshot() for name, c in s.clusters.items()})
         if path == "/plugins":
             return _json(s.plugin_rows())
+        if path == "/certs":
+            return _json(certs_snapshot())
         if path == "/reload":
             if method != "POST":
                 return 405, "text/plain", b"use POST\n"
@@ -260,7 +287,7 @@ class AdminServer:
                 return 400, "text/plain", b"refused: this proxy's config comes from xDS (see /config_dump)\n"
             return await self._reload(body)
         return 404, "text/plain", (f"unknown admin path {path!r}; try /ready /stats /stats/prometheus "
-                                   "/config_dump /clusters /plugins\n").encode()
+                                   "/config_dump /clusters /plugins /certs\n").encode()
 
     async def _reload(self, body: bytes) -> tuple[int, str, bytes]:
         """POST /reload: the YAML in the body, or (empty body) the config file re-read; changed
@@ -277,4 +304,4 @@ class AdminServer:
         return _json({"version": version, "reimported": packages})
 
 
-__all__ = ["AdminServer", "HttpMini", "filter_expositions", "prometheus_text", "stats_snapshot"]
+__all__ = ["AdminServer", "HttpMini", "certs_snapshot", "filter_expositions", "prometheus_text", "stats_snapshot"]

@@ -23,6 +23,10 @@ from sofamesh.pilot.policy.model import PolicyModel
 from sofamesh.pilot.policy.resource import ResourceKey
 from sofamesh.pilot.policy.store import ConfigStore, ConfigStoreContext, ConfigStoreFactory
 from sofamesh.pilot.registry import Registry, RegistryContext, RegistryFactory
+from sofamesh.pilot.security.ca import CaContext, CaFactory, CertificateAuthority
+from sofamesh.pilot.security.csr import CertificateService
+from sofamesh.pilot.security.storage import DirStorage
+from sofamesh.pilot.security.tokens import TokenAuthority
 from sofamesh.pilot.sync import Pair, RegistrySync
 from sofamesh.pilot.xds.cache import SnapshotCache
 from sofamesh.pilot.xds.debounce import Debouncer
@@ -59,6 +63,10 @@ class Pilot:
         self.registry_catalog: Catalog[RegistryFactory] = Catalog("registry")
         self.generator_catalog: Catalog[XdsGenerator] = Catalog("xds generator")
         self.config_store_catalog: Catalog[ConfigStoreFactory] = Catalog("config store")
+        self.ca_catalog: Catalog[CaFactory] = Catalog("CA")
+        self.ca: CertificateAuthority
+        self.tokens: TokenAuthority
+        self.certificates: CertificateService
         self.policy = PolicyModel()
         self.policy_instances = PolicyInstances(self.policy)
         self.config_store: ConfigStore
@@ -87,6 +95,11 @@ class Pilot:
         self.host.fill("pilot_register_registries", self.registry_catalog)
         self.host.fill("pilot_register_xds_generators", self.generator_catalog)
         self.host.fill("pilot_register_config_stores", self.config_store_catalog)
+        self.host.fill("pilot_register_cas", self.ca_catalog)
+        ca = self.config.ca
+        self.security_storage = DirStorage(self.config.data_dir / "security")
+        self.ca = self.ca_catalog.get(ca.type, "ca.type").create(
+            CaContext(ca.type, ca.trust_domain, self.security_storage, ca.options, self.config.data_dir))
         cs = self.config.config_store
         self.config_store = self.config_store_catalog.get(cs.type, "config_store.type").create(
             ConfigStoreContext(cs.type, cs.options, self.config.data_dir))
@@ -152,8 +165,9 @@ class Pilot:
         self.model.refresh()
         if self.sync is not None:
             await self.sync.start()
+        await self._start_security()
         xhost, xport = self.config.xds.host_port
-        self.xds_port = await self.ads.start(xhost, xport)
+        self.xds_port = await self.ads.start(xhost, xport, (self.certificates.handler(),))
         ahost, aport = self.config.api.host_port
         self._runner = web.AppRunner(build_app(self), access_log=None)
         await self._runner.setup()
@@ -164,6 +178,14 @@ class Pilot:
         self.ready = True
         log.info("pilot ready: xds %s:%d api %s:%d, registries %s (writable: %s)", xhost, self.xds_port,
                  ahost, self.api_port, ", ".join(r.name for r in self.registries), self.writable_name)
+
+    async def _start_security(self) -> None:
+        ca = self.config.ca
+        await self.ca.start()
+        self.tokens = TokenAuthority(self.security_storage, ca.trust_domain)
+        self.certificates = CertificateService(self.ca, self.tokens, ca.trust_domain,
+                                               default_ttl_s=ca.workload_ttl_s, min_ttl_s=ca.min_workload_ttl_s,
+                                               max_ttl_s=ca.max_workload_ttl_s)
 
     async def stop(self) -> None:
         self.ready = False
@@ -183,6 +205,9 @@ class Pilot:
             await self.sync.stop()
         for reg in self.registries:
             await reg.stop()
+        ca: CertificateAuthority | None = getattr(self, "ca", None)
+        if ca is not None:
+            await ca.stop()
         store: ConfigStore | None = getattr(self, "config_store", None)
         if store is not None:
             await store.stop()

@@ -155,11 +155,26 @@ class RouteConfig(_Model):
 
 
 class TlsConfig(_Model):
-    cert: str
-    key: str
+    """Files (``cert``/``key``, ``ca``) or secrets the process's agent keeps current, by SDS name
+    (``secret: default``, ``ca_secret: ROOTCA``); each side may mix a file and a secret."""
+
+    cert: str | None = None
+    key: str | None = None
+    secret: str | None = None
     ca: str | None = None
+    ca_secret: str | None = None
     require_client_cert: bool = False
     alpn: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TlsConfig:
+        if self.secret is None and (self.cert is None or self.key is None):
+            raise ValueError("give cert and key (files), or secret (an SDS name such as default)")
+        if self.secret is not None and (self.cert is not None or self.key is not None):
+            raise ValueError("give either cert and key, or secret, not both")
+        if self.ca is not None and self.ca_secret is not None:
+            raise ValueError("give either ca or ca_secret, not both")
+        return self
 
 
 class LimitsConfig(_Model):
@@ -316,11 +331,33 @@ class XdsConfig(_Model):
     backoff_max_ms: Annotated[int, Field(gt=0)] = 5_000
 
 
+class AgentConfig(_Model):
+    """The workload agent inside the proxy (docs/security.md): it gets this process's certificate
+    from Pilot's CA and keeps the secrets ``default`` and ``ROOTCA`` current."""
+
+    ca_address: Address | None = None  # Pilot's xDS port; default: xds.address
+    token: str | None = None
+    token_file: str | None = None
+    namespace: str | None = None  # default: node metadata NAMESPACE, else the token's identity
+    service_account: str | None = None  # default: node metadata SERVICE_ACCOUNT, else the token's identity
+    trust_domain: str | None = None  # default: the token's
+    validity_s: Annotated[int, Field(ge=0)] = 0  # 0: the CA's default lifetime
+
+    @model_validator(mode="after")
+    def _credential(self) -> AgentConfig:
+        if self.token is None and self.token_file is None:
+            raise ValueError("give token or token_file (sofamesh pilot token create)")
+        if (self.namespace is None) != (self.service_account is None):
+            raise ValueError("give both namespace and service_account, or neither")
+        return self
+
+
 class ProxyConfig(_Model):
     """The whole data-plane config."""
 
     admin: AdminConfig | None = Field(default_factory=AdminConfig)
     xds: XdsConfig | None = None
+    agent: AgentConfig | None = None
     listeners: list[ListenerConfig] = Field(default_factory=list)
     clusters: list[ClusterConfig] = Field(default_factory=list)
     drain_timeout_ms: Annotated[int, Field(ge=0)] = 10_000
@@ -333,6 +370,7 @@ class ProxyConfig(_Model):
 __all__ = [
     "RETRY_ON",
     "AdminConfig",
+    "AgentConfig",
     "CircuitBreakersConfig",
     "ClusterConfig",
     "EndpointConfig",

@@ -19,6 +19,10 @@ Translated:
   that protocol is installed; ``circuit_breakers`` (the DEFAULT priority's thresholds and retry
   budget), ``outlier_detection``, ``common_lb_config.healthy_panic_threshold``.
 - ClusterLoadAssignment: every locality's endpoints; UNHEALTHY, DRAINING and TIMEOUT ones are left out.
+- TLS ``transport_socket`` of a listener's filter chain (DownstreamTlsContext) or of a cluster
+  (UpstreamTlsContext): the certificate from SDS secret ``default`` and the trust bundle from
+  ``ROOTCA`` (served by this process's agent, whatever ``sds_config`` says), or from files;
+  ``require_client_certificate``; ALPN. Subject-alt-name matching is NACKed until it is enforced.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ RPC_PROXY_TYPE_URL = _T + "sofamesh.config.rpc.v1.RpcProxy"
 Match values are the kernel's string matches (a plain string, or one of exact/prefix/suffix/regex).
 """
 
+_TLS_SOCKET_TYPES = {"downstream": _T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                     "upstream": _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"}
+_AGENT_SECRETS = {"cert": "default", "ca": "ROOTCA"}  # the SDS names the agent serves (Istio's)
 _HCM_TYPE = _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _TCP_TYPE = _T + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 _ROUTER_TYPE = _T + "envoy.extensions.filters.http.router.v3.Router"
@@ -128,6 +135,81 @@ def _host_matches(domains: Iterable[str]) -> list[dict[str, Any] | None]:
 
 def _specificity(domain: str) -> int:
     return 3 if "*" not in domain else (1 if domain == "*" else 2)
+
+
+def _sds_name(cfg: Any, kind: str, path: str) -> str:
+    want = _AGENT_SECRETS[kind]
+    if cfg.name != want:
+        raise ConfigError(f"{path}.name", f"SDS secret {cfg.name!r} is not served here: this proxy's agent serves "
+                                          f"'default' (certificate) and 'ROOTCA' (trust bundle); expected {want!r}")
+    return str(cfg.name)
+
+
+def _validation(vc: Any, path: str) -> dict[str, Any]:
+    """A CertificateValidationContext: only ``trusted_ca`` (a file) is applied."""
+    out: dict[str, Any] = {}
+    for unsupported in ("match_subject_alt_names", "match_typed_subject_alt_names", "verify_certificate_spki",
+                        "verify_certificate_hash"):
+        if len(getattr(vc, unsupported)):
+            raise ConfigError(f"{path}.{unsupported}", "peer identity matching in the TLS context is not "
+                                                       "supported yet")
+    if vc.HasField("trusted_ca"):
+        if vc.trusted_ca.WhichOneof("specifier") != "filename":
+            raise ConfigError(f"{path}.trusted_ca", "only a filename is supported (or SDS 'ROOTCA')")
+        out["ca"] = vc.trusted_ca.filename
+    return out
+
+
+def translate_tls(ts: Any, side: str, path: str) -> dict[str, Any]:
+    """A TLS ``transport_socket`` -> the kernel's ``tls`` mapping (``side``: downstream | upstream)."""
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+    url = ts.typed_config.type_url
+    if url != _TLS_SOCKET_TYPES[side]:
+        raise ConfigError(f"{path}.typed_config", f"transport socket {ts.name!r} ({url or 'no typed_config'}) is "
+                                                  f"not supported (only {_TLS_SOCKET_TYPES[side]})")
+    cls = tls_pb2.DownstreamTlsContext if side == "downstream" else tls_pb2.UpstreamTlsContext
+    ctx = _unpack(ts.typed_config, cls, f"{path}.typed_config")
+    cpath = f"{path}.typed_config.common_tls_context"
+    c = ctx.common_tls_context
+    out: dict[str, Any] = {}
+    sds = list(c.tls_certificate_sds_secret_configs)
+    files = list(c.tls_certificates)
+    if len(sds) + len(files) != 1:
+        raise ConfigError(cpath, "exactly one certificate is supported (tls_certificate_sds_secret_configs "
+                                 f"'default', or tls_certificates), got {len(sds) + len(files)}")
+    if sds:
+        out["secret"] = _sds_name(sds[0], "cert", f"{cpath}.tls_certificate_sds_secret_configs[0]")
+    else:
+        tc = files[0]
+        if tc.certificate_chain.WhichOneof("specifier") != "filename" or \
+                tc.private_key.WhichOneof("specifier") != "filename":
+            raise ConfigError(f"{cpath}.tls_certificates[0]", "only filenames are supported (or SDS 'default')")
+        out["cert"], out["key"] = tc.certificate_chain.filename, tc.private_key.filename
+    which = c.WhichOneof("validation_context_type")
+    if which == "validation_context_sds_secret_config":
+        out["ca_secret"] = _sds_name(c.validation_context_sds_secret_config, "ca",
+                                     f"{cpath}.validation_context_sds_secret_config")
+    elif which == "combined_validation_context":
+        cvc = c.combined_validation_context
+        out.update(_validation(cvc.default_validation_context, f"{cpath}.combined_validation_context."
+                                                              "default_validation_context"))
+        if out.pop("ca", None) is not None:
+            raise ConfigError(f"{cpath}.combined_validation_context.default_validation_context.trusted_ca",
+                              "give the trust bundle once (SDS 'ROOTCA')")
+        out["ca_secret"] = _sds_name(cvc.validation_context_sds_secret_config, "ca",
+                                     f"{cpath}.combined_validation_context.validation_context_sds_secret_config")
+    elif which == "validation_context":
+        out.update(_validation(c.validation_context, f"{cpath}.validation_context"))
+    elif which is not None:
+        raise ConfigError(f"{cpath}.{which}", "this validation context source is not supported "
+                                              "(validation_context_sds_secret_config 'ROOTCA', "
+                                              "combined_validation_context, validation_context)")
+    if side == "downstream" and ctx.HasField("require_client_certificate"):
+        out["require_client_cert"] = bool(ctx.require_client_certificate.value)
+    if len(c.alpn_protocols):
+        out["alpn"] = list(c.alpn_protocols)
+    return out
 
 
 def translate_route_configuration(rc: Any) -> list[dict[str, Any]]:
@@ -264,8 +346,8 @@ def translate_listener(lst: Any, protocols: Collection[str] = ("http1",)) -> Tra
     chains = list(lst.filter_chains)
     if len(chains) != 1:
         raise ConfigError(f"{base}: filter_chains", f"exactly one filter chain is supported (got {len(chains)})")
-    if chains[0].HasField("transport_socket"):
-        raise ConfigError(f"{base}: filter_chains[0].transport_socket", "TLS over xDS is not supported yet")
+    tls = translate_tls(chains[0].transport_socket, "downstream", f"{base}: filter_chains[0].transport_socket") \
+        if chains[0].HasField("transport_socket") else None
     filters = list(chains[0].filters)
     if not filters:
         raise ConfigError(f"{base}: filter_chains[0].filters", "no network filter")
@@ -276,6 +358,8 @@ def translate_listener(lst: Any, protocols: Collection[str] = ("http1",)) -> Tra
     fpath = f"{base}: filter_chains[0].filters[{len(filters) - 1}]"
     url = f.typed_config.type_url
     out: dict[str, Any] = {"name": lst.name, "address": address}
+    if tls is not None:
+        out["tls"] = tls
     if url == _HCM_TYPE:
         return _hcm(f, fpath, out, protocols)
     if url == _TCP_TYPE:
@@ -387,7 +471,7 @@ def translate_cluster(c: Any, protocols: Collection[str] = ()) -> TranslatedClus
     if c.HasField("common_lb_config") and c.common_lb_config.HasField("healthy_panic_threshold"):
         out["healthy_panic_threshold"] = c.common_lb_config.healthy_panic_threshold.value
     if c.HasField("transport_socket"):
-        raise ConfigError(f"{base}: transport_socket", "upstream TLS over xDS is not supported yet")
+        out["tls"] = translate_tls(c.transport_socket, "upstream", f"{base}: transport_socket")
     if _H2_OPTIONS in c.typed_extension_protocol_options or c.HasField("http2_protocol_options"):
         if "http2" in protocols:
             out["protocol"] = "http2"
@@ -640,4 +724,5 @@ __all__ = [
     "translate_listener",
     "translate_load_assignment",
     "translate_route_configuration",
+    "translate_tls",
 ]
