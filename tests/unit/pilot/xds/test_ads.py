@@ -304,9 +304,8 @@ def test_route_config_names_follow_the_outbound_port(tmp_path: Path) -> None:
         rc = route_pb2.RouteConfiguration()
         resp.resources[0].Unpack(rc)
         assert rc.name == "outbound|15001"
+        forms = ("{}", "{}.default", "{}.default.svc", "{}.default.svc.cluster.local")
         assert {vh.name: list(vh.domains) for vh in rc.virtual_hosts} == {
-            "echo": ["echo", "echo:*"],
-            "web": ["web", "web:*"],
-        }
+            name: [d for f in forms for d in (f.format(name), f.format(name) + ":*")] for name in ("echo", "web")}
 
     ads(tmp_path, scenario)
