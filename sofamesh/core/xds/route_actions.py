@@ -141,7 +141,7 @@ def route_action_extras(ra: Any, path: str, out: dict[str, Any]) -> None:
     for i, m in enumerate(ra.request_mirror_policies):
         if m.cluster_header or not m.cluster:
             raise ConfigError(f"{path}.request_mirror_policies[{i}].cluster_header", "only cluster is supported")
-        if m.HasField("disable_shadow_host_suffix_append") and m.disable_shadow_host_suffix_append.value:
+        if m.disable_shadow_host_suffix_append:
             raise ConfigError(f"{path}.request_mirror_policies[{i}].disable_shadow_host_suffix_append",
                               "is not supported: copies always get the -shadow host suffix")
         share = percent(m.runtime_fraction.default_value) if m.HasField("runtime_fraction") else 100.0
