@@ -18,6 +18,7 @@ from sofamesh.pilot.api import build_app
 from sofamesh.pilot.config import PilotConfig
 from sofamesh.pilot.metrics import PilotMetrics
 from sofamesh.pilot.model import MeshModel, Service
+from sofamesh.pilot.policy.applied import AppliedPolicy
 from sofamesh.pilot.policy.entries import PolicyInstances
 from sofamesh.pilot.policy.model import PolicyModel
 from sofamesh.pilot.policy.resource import ResourceKey
@@ -69,6 +70,7 @@ class Pilot:
         self.certificates: CertificateService
         self.policy = PolicyModel()
         self.policy_instances = PolicyInstances(self.policy)
+        self.applied_policy = AppliedPolicy(self.policy)
         self.config_store: ConfigStore
         self.cache: SnapshotCache | None = None
         self._ads: AdsServer | None = None
@@ -116,6 +118,10 @@ class Pilot:
         implicit = [r.name for r, rc in zip(self.registries, self.config.registries, strict=True)
                     if r.writable and rc.writable is None]
         self.writable_name = explicit[0] if explicit else (implicit[0] if implicit else None)
+        for _name, gen in self.generator_catalog.items():
+            use_policy = getattr(gen, "use_policy", None)  # PolicyAware generators read mesh policy
+            if callable(use_policy):
+                use_policy(self.applied_policy)
         self.cache = SnapshotCache(self.model, self.generator_catalog.items())
         self._ads = AdsServer(self.cache, self.metrics)
         deb = self.config.debounce
@@ -153,6 +159,11 @@ class Pilot:
             changed = self.policy_instances.rebuild()
             if changed:
                 self.model.refresh(changed)
+        if self._debouncer is not None:  # routes and clusters follow policy: push what changed
+            try:
+                self._debouncer.trigger()
+            except RuntimeError:  # no running loop yet (the first sync, before start): nothing to push to
+                pass
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:

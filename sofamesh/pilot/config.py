@@ -71,13 +71,13 @@ class CaConfig(_Strict):
     type: str = "builtin"
     trust_domain: str = "cluster.local"
     options: dict[str, Any] = Field(default_factory=dict)
-    workload_ttl_s: float = Field(86400.0, gt=0)
+    workload_ttl_s: float = Field(default=86400.0, gt=0)
     """Lifetime of a workload certificate when the CSR asks for none (Istio's default, 24 h)."""
-    min_workload_ttl_s: float = Field(60.0, gt=0)
-    max_workload_ttl_s: float = Field(90 * 86400.0, gt=0)
-    token_ttl_s: float = Field(86400.0, gt=0)
+    min_workload_ttl_s: float = Field(default=60.0, gt=0)
+    max_workload_ttl_s: float = Field(default=90 * 86400.0, gt=0)
+    token_ttl_s: float = Field(default=86400.0, gt=0)
     """Lifetime of a token when ``token create`` asks for none."""
-    max_token_ttl_s: float = Field(365 * 86400.0, gt=0)
+    max_token_ttl_s: float = Field(default=365 * 86400.0, gt=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> CaConfig:
@@ -126,7 +126,7 @@ class PilotConfig(_Strict):
     grace_s: float = Field(2.0, ge=0, le=300)
     sync: SyncConfig = Field(default_factory=lambda: SyncConfig(resync_interval_s=5.0))
     config_store: ConfigStoreConfig = Field(default_factory=ConfigStoreConfig)
-    ca: CaConfig = Field(default_factory=CaConfig)
+    ca: CaConfig = Field(default_factory=lambda: CaConfig())
 
     @model_validator(mode="after")
     def _registries(self) -> PilotConfig:

@@ -60,12 +60,16 @@ class StringMatch(_Model):
         kinds = [k for k in ("exact", "prefix", "suffix", "regex") if getattr(self, k) is not None]
         if len(kinds) != 1:
             raise ValueError(f"give exactly one of exact, prefix, suffix, regex (got {kinds or 'none'})")
-        if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"bad regex {self.regex!r}: {exc}") from None
+        _check_regex(self.regex)
         return self
+
+
+def _check_regex(regex: str | None) -> None:
+    if regex is not None:
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            raise ValueError(f"bad regex {regex!r}: {exc}") from None
 
 
 class RouteMatch(_Model):
@@ -80,6 +84,7 @@ class RouteMatch(_Model):
     path: StringMatch | None = None
     protocol: str | None = None
     headers: dict[str, StringMatch] = Field(default_factory=dict)
+    query: dict[str, StringMatch] = Field(default_factory=dict)  # HTTP query parameters (present: regex ".*")
 
 
 class WeightedCluster(_Model):
@@ -137,6 +142,62 @@ class RetryPolicyConfig(_Model):
         return value
 
 
+class HeaderMutationConfig(_Model):
+    """Headers a route changes (Envoy's ``*_headers_to_add`` / ``*_headers_to_remove``): ``remove``
+    first, then ``set`` (replace or add), then ``add`` (append)."""
+
+    set: dict[str, str] = Field(default_factory=dict)
+    add: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+
+class RewriteConfig(_Model):
+    """What a route rewrites before forwarding: the matched path prefix (the whole path for an exact
+    or regex match) with ``prefix``, or each ``regex`` match in the path with ``substitution``;
+    the host (HTTP/1 ``Host``, HTTP/2 ``:authority``) with ``host``."""
+
+    prefix: str | None = None
+    regex: str | None = None
+    substitution: str = ""
+    host: str | None = None
+
+    @model_validator(mode="after")
+    def _one_path_rewrite(self) -> RewriteConfig:
+        if self.prefix is not None and self.regex is not None:
+            raise ValueError("give at most one of prefix, regex")
+        _check_regex(self.regex)
+        return self
+
+
+class RedirectConfig(_Model):
+    """An HTTP redirect answered by the proxy (Envoy's ``redirect``): each given part replaces the
+    request's own in ``Location``."""
+
+    scheme: str | None = None
+    host: str | None = None
+    port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    path: str | None = None
+    prefix: str | None = None  # replaces the matched prefix, as ``prefix_rewrite`` does
+    strip_query: bool = False
+    code: Literal[301, 302, 303, 307, 308] = 301
+
+
+class DirectResponseConfig(_Model):
+    """A response the proxy answers itself (Envoy's ``direct_response``); RPC protocols answer an
+    error in their own protocol."""
+
+    status: Annotated[int, Field(ge=200, le=599)]
+    body: str = ""
+
+
+class MirrorConfig(_Model):
+    """A copy of each matching request to ``cluster`` (a share ``percentage`` of them), fire and
+    forget: its response is discarded; an HTTP copy's host gets the suffix ``-shadow``."""
+
+    cluster: str
+    percentage: Annotated[float, Field(ge=0, le=100)] = 100.0
+
+
 class RouteConfig(_Model):
     name: str = ""
     match: RouteMatch = Field(default_factory=RouteMatch)
@@ -144,12 +205,20 @@ class RouteConfig(_Model):
     weighted_clusters: list[WeightedCluster] = Field(default_factory=list)
     timeout_ms: Annotated[int, Field(ge=0)] = 15000  # 0 = no timeout; Envoy's default is 15 s
     filters: list[FilterConfig] = Field(default_factory=list)
-    direct_response: dict[str, Any] | None = None
+    direct_response: DirectResponseConfig | None = None
+    redirect: RedirectConfig | None = None
+    request_headers: HeaderMutationConfig | None = None
+    response_headers: HeaderMutationConfig | None = None
+    rewrite: RewriteConfig | None = None
+    mirror: list[MirrorConfig] = Field(default_factory=list)
     retry_policy: RetryPolicyConfig | None = None  # None: a failed connect is retried on another endpoint
 
     @model_validator(mode="after")
     def _destination(self) -> RouteConfig:
-        if (self.cluster is None) == (not self.weighted_clusters) and self.direct_response is None:
+        local = (self.direct_response is not None) + (self.redirect is not None)
+        if local > 1:
+            raise ValueError("give at most one of direct_response, redirect")
+        if (self.cluster is None) == (not self.weighted_clusters) and not local:
             raise ValueError("give exactly one of cluster or weighted_clusters")
         return self
 
@@ -373,16 +442,21 @@ __all__ = [
     "AgentConfig",
     "CircuitBreakersConfig",
     "ClusterConfig",
+    "DirectResponseConfig",
     "EndpointConfig",
     "FilterConfig",
+    "HeaderMutationConfig",
     "HealthConfig",
     "LimitsConfig",
     "ListenerConfig",
+    "MirrorConfig",
     "OutlierDetectionConfig",
     "ProxyConfig",
+    "RedirectConfig",
     "RetryBackOffConfig",
     "RetryBudgetConfig",
     "RetryPolicyConfig",
+    "RewriteConfig",
     "RouteConfig",
     "RouteMatch",
     "StringMatch",

@@ -10,7 +10,11 @@ Translated:
   ``sofamesh.filters.network.rpc_proxy`` (a ``TypedStruct``, see ``RPC_PROXY_TYPE_URL``).
   Listeners with an ``api_listener`` are for proxyless clients and are skipped.
 - RouteConfiguration: virtual hosts (domains ``name``, ``name:*``, ``*.suffix``, ``prefix*``, ``*``),
-  path prefix / exact / safe_regex, header matchers, cluster or weighted clusters, timeout,
+  path prefix / exact / safe_regex, header matchers (``:method``, ``:authority``, ``:scheme`` too),
+  query parameter matchers, cluster or weighted clusters, timeout; ``redirect`` and
+  ``direct_response``; request / response headers to add and remove; ``prefix_rewrite``,
+  ``regex_rewrite``, ``host_rewrite_literal``; ``request_mirror_policies``; the per-route config of
+  ``envoy.filters.http.fault`` (delay and abort, with percentages) as the route's ``fault`` filter;
   ``retry_policy`` (the route's, else its virtual host's) with the virtual host's
   ``include_request_attempt_count`` and the route's ``per_request_buffer_limit_bytes``.
 - Cluster of type EDS (endpoints from the ClusterLoadAssignment named by ``service_name`` or the
@@ -37,6 +41,7 @@ from google.protobuf.message import DecodeError, Message
 from sofamesh.core.config.loader import from_mapping
 from sofamesh.core.config.model import RETRY_ON, ProxyConfig
 from sofamesh.core.errors import ConfigError, ConfigErrors
+from sofamesh.core.xds.route_actions import FAULT_TYPE, http_protocol_options, route_action_extras, route_actions
 
 _T = "type.googleapis.com/"
 LISTENER_TYPE = _T + "envoy.config.listener.v3.Listener"
@@ -245,18 +250,27 @@ def _route(r: Any, host: dict[str, Any] | None, path: str, name: str, vh: Any) -
         raise ConfigError(f"{path}.match.{spec}", "this path matcher is not supported (prefix, path, safe_regex)")
     if m.HasField("case_sensitive") and not m.case_sensitive.value:
         raise ConfigError(f"{path}.match.case_sensitive", "case-insensitive path matching is not supported")
-    if len(m.query_parameters):
-        raise ConfigError(f"{path}.match.query_parameters", "query parameter matching is not supported")
+    query = {}
+    for qi, q in enumerate(m.query_parameters):
+        qpath = f"{path}.match.query_parameters[{qi}]"
+        query[q.name] = _string_match(q.string_match, f"{qpath}.string_match") if q.HasField("string_match") \
+            else {"regex": ".*"}
+    if query:
+        match["query"] = query
     headers = {}
     for hi, h in enumerate(m.headers):
         headers[h.name.lower()] = _header_match(h, f"{path}.match.headers[{hi}]")
     if headers:
         match["headers"] = headers
-    action = r.WhichOneof("action")
-    if action != "route":
-        raise ConfigError(f"{path}.{action}", f"route action {action!r} is not supported (only route)")
-    ra = r.route
     out: dict[str, Any] = {"name": name, "match": match}
+    route_actions(r, path, out)
+    action = r.WhichOneof("action")
+    if action in ("redirect", "direct_response"):
+        return out
+    if action != "route":
+        raise ConfigError(f"{path}.{action}", f"route action {action!r} is not supported "
+                                              "(route, redirect, direct_response)")
+    ra = r.route
     which = ra.WhichOneof("cluster_specifier")
     if which == "cluster":
         out["cluster"] = ra.cluster
@@ -266,10 +280,8 @@ def _route(r: Any, host: dict[str, Any] | None, path: str, name: str, vh: Any) -
     else:
         raise ConfigError(f"{path}.route.{which}", f"cluster specifier {which!r} is not supported "
                                                     "(cluster, weighted_clusters)")
-    for unsupported in ("prefix_rewrite", "regex_rewrite", "host_rewrite_literal"):
-        if ra.HasField(unsupported) if unsupported == "regex_rewrite" else getattr(ra, unsupported):
-            raise ConfigError(f"{path}.route.{unsupported}", "rewrites are not supported")
     out["timeout_ms"] = _ms(ra.timeout) if ra.HasField("timeout") else _DEFAULT_TIMEOUT_MS
+    route_action_extras(ra, f"{path}.route", out)
     if ra.HasField("retry_policy"):
         rp, rpath = ra.retry_policy, f"{path}.route.retry_policy"
     elif vh.HasField("retry_policy"):
@@ -389,6 +401,11 @@ def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) ->
     if not filters or filters[-1].typed_config.type_url not in (_ROUTER_TYPE, ""):
         raise ConfigError(f"{cpath}.http_filters", "must end with envoy.filters.http.router")
     for hi, hf in enumerate(filters[:-1]):
+        if hf.typed_config.type_url == FAULT_TYPE:  # per-route fault configs become route filters
+            if hf.typed_config.value:
+                raise ConfigError(f"{cpath}.http_filters[{hi}].typed_config",
+                                  "a listener-wide fault is not supported; configure it per route")
+            continue
         if not hf.is_optional:
             raise ConfigError(f"{cpath}.http_filters[{hi}]",
                               f"http filter {hf.name!r} ({hf.typed_config.type_url}) is not supported; "
@@ -433,7 +450,11 @@ def _rpc_proxy(f: Any, fpath: str, out: dict[str, Any]) -> TranslatedListener:
     if not isinstance(routes, list):
         raise ConfigError(f"{cpath}.value.routes", "must be a list")
     fixed = []
-    for r in routes:
+    for i, r in enumerate(routes):
+        for key in ("request_headers", "response_headers"):
+            if isinstance(r, dict) and r.get(key):
+                raise ConfigError(f"{cpath}.value.routes[{i}].{key}",
+                                  "header-map / attachment mutation of RPC frames is not supported yet")
         if isinstance(r, dict) and isinstance(r.get("timeout_ms"), float):
             r = {**r, "timeout_ms": int(r["timeout_ms"])}  # Struct numbers arrive as floats
         if isinstance(r, dict) and isinstance(r.get("weighted_clusters"), list):
@@ -473,7 +494,8 @@ def translate_cluster(c: Any, protocols: Collection[str] = ()) -> TranslatedClus
     if c.HasField("transport_socket"):
         out["tls"] = translate_tls(c.transport_socket, "upstream", f"{base}: transport_socket")
     if _H2_OPTIONS in c.typed_extension_protocol_options or c.HasField("http2_protocol_options"):
-        if "http2" in protocols:
+        h2 = http_protocol_options(c, f"{base}: typed_extension_protocol_options", out)
+        if (h2 or c.HasField("http2_protocol_options")) and "http2" in protocols:
             out["protocol"] = "http2"
     which = c.WhichOneof("cluster_discovery_type")
     if which == "cluster_type":

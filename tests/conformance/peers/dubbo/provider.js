@@ -8,6 +8,8 @@
 //                  (any method whose name starts with "whoami" behaves so)
 //   fail(String) -> throws Error(msg)      slow(int ms) -> "slept <ms>" after ms milliseconds
 //   nothing()   -> null                    bytes(byte[]) -> length of the bytes
+//   sayHello(String) -> "Hello <s>, response from <NAME>" (Aeraki's dubbo sample DemoService)
+//   calls()     -> how many calls of each method this provider answered so far (itself not counted)
 'use strict';
 const net = require('net');
 
@@ -36,7 +38,10 @@ app.heartbeat = 0; // no timer; heartbeats from the consumer side are still answ
 const provider = new Provider(app);
 app.useProvider(provider);
 
+const answered = {};
 const methods = {
+  sayHello: (s) => `Hello ${s}, response from ${name}`,
+  calls: () => answered,
   echo: (s) => s,
   add: (a, b) => a + b,
   greet: (m) => ({ greeting: `hello ${m && m.name}`, name: m && m.name, n: m && m.n }),
@@ -62,6 +67,7 @@ provider.on('data', (exec) => {
     if (!fn) {
       return { status: STATUS.SERVICE_NOT_FOUND, data: `no method ${schema.method} on ${schema.interface}` };
     }
+    if (schema.method !== 'calls') answered[schema.method] = (answered[schema.method] || 0) + 1;
     const params = who ? [schema] : schema.parameters;
     try {
       return { status: STATUS.OK, data: await fn(...params) };

@@ -66,15 +66,17 @@ def test_weighted_clusters_timeouts_and_header_matches_are_translated() -> None:
                   "clusters": [{"name": "v1"}, {"name": "v2"}]})
 
 
-def test_a_redirect_is_refused_naming_the_route() -> None:
+def test_a_hash_policy_is_refused_naming_the_route() -> None:
     rc = route_pb2.RouteConfiguration(name="r", virtual_hosts=[route_components_pb2.VirtualHost(
         name="vh", domains=["*"], routes=[route_components_pb2.Route(
             match=route_components_pb2.RouteMatch(prefix="/"),
-            redirect=route_components_pb2.RedirectAction(host_redirect="x"))])])
+            route=route_components_pb2.RouteAction(cluster="c", hash_policy=[
+                route_components_pb2.RouteAction.HashPolicy(
+                    header=route_components_pb2.RouteAction.HashPolicy.Header(header_name="x"))]))])])
     with pytest.raises(ConfigError) as exc:
         translate_route_configuration(rc)
-    assert str(exc.value) == ("RouteConfiguration 'r': virtual_hosts[0].routes[0].redirect: "
-                              "route action 'redirect' is not supported (only route)")
+    assert str(exc.value) == ("RouteConfiguration 'r': virtual_hosts[0].routes[0].route.hash_policy: "
+                              "consistent-hash routing is not supported (RING_HASH and MAGLEV clusters are not either)")
 
 
 def test_an_http_listener_with_rds_waits_for_its_route_config() -> None:
