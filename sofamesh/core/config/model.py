@@ -160,6 +160,9 @@ class TlsConfig(_Model):
     ca: str | None = None
     require_client_cert: bool = False
     alpn: list[str] = Field(default_factory=list)
+    # also serve plaintext connections on this listener (told apart from TLS by their first byte),
+    # as Istio's PERMISSIVE mode does; authn.mtls PERMISSIVE then sees both kinds of client
+    plaintext: bool = False
 
 
 class LimitsConfig(_Model):
