@@ -7,12 +7,13 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING
 
 from sofamesh.core.build import listener_name
 from sofamesh.core.errors import ConfigError, ConfigErrors
 from sofamesh.core.net.listener import Listener
-from sofamesh.core.net.tls import TlsSource
+from sofamesh.core.net.tls import TlsSniffer, TlsSource
 from sofamesh.core.proxy.runtime import ListenerRuntime, ServedConnection
 from sofamesh.core.proxy.stream_manager import DownstreamConnection
 
@@ -36,7 +37,9 @@ class ListenerHandle:
 
 
 def _server_ssl(lc: ListenerConfig, i: int = 0) -> ssl.SSLContext | None:
-    if lc.tls is None:
+    """The context the listening socket does TLS with; None when it takes plaintext too (its
+    connections then start with a ``TlsSniffer``)."""
+    if lc.tls is None or lc.tls.plaintext:
         return None
     return TlsSource(lc.tls, server=True, path=f"listeners[{i}].tls").server_context()
 
@@ -59,8 +62,11 @@ class ListenerSet:
     def _handle(self, i: int, name: str, lc: ListenerConfig, rt: ListenerRuntime) -> ListenerHandle:
         """A handle with its socket bound (``ConfigError`` naming the address when it cannot be)."""
         handle = ListenerHandle(lc, rt)
-        handle.listener = Listener(name, lc.address, self._conn_factory(handle), self.reuse_port,
-                                   path=f"listeners[{i}].address")
+        factory: Callable[[], asyncio.Protocol] = self._conn_factory(handle)
+        if lc.tls is not None and lc.tls.plaintext:
+            ctx = TlsSource(lc.tls, server=True, path=f"listeners[{i}].tls").server_context()
+            factory = partial(TlsSniffer, self.loop, ctx, factory)
+        handle.listener = Listener(name, lc.address, factory, self.reuse_port, path=f"listeners[{i}].address")
         return handle
 
     async def start(self, config: ProxyConfig, runtimes: dict[str, ListenerRuntime]) -> None:

@@ -234,6 +234,9 @@ class TlsConfig(_Model):
     ca_secret: str | None = None
     require_client_cert: bool = False
     alpn: list[str] = Field(default_factory=list)
+    # also serve plaintext connections on this listener (told apart from TLS by their first byte),
+    # as Istio's PERMISSIVE mode does; authn.mtls PERMISSIVE then sees both kinds of client
+    plaintext: bool = False
 
     @model_validator(mode="after")
     def _one_source(self) -> TlsConfig:

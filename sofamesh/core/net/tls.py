@@ -11,13 +11,15 @@ A private key from a secret is loaded through an anonymous in-memory file: it ne
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import ssl
 import tempfile
 import time
-from collections.abc import Iterator
+from asyncio.sslproto import SSLProtocol
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from sofamesh.core.errors import ConfigError
@@ -198,4 +200,55 @@ def peer_identity(transport: Any) -> str | None:
     return None
 
 
-__all__ = ["TlsSource", "peer_identity"]
+# The first byte of every TLS connection: a handshake record (ContentType 22) carrying the ClientHello.
+# No plaintext protocol we serve starts with it (Bolt 0x01/0x02, Dubbo 0xda, HTTP/1 and h2c ASCII).
+_TLS_HANDSHAKE = 0x16
+
+
+class TlsSniffer(asyncio.Protocol):
+    """The protocol of a listener that takes TLS and plaintext on one port (``tls.plaintext``, as
+    Istio's PERMISSIVE mode does): the first byte tells a ClientHello from plaintext. A TLS
+    connection gets ``ctx`` (an ``SSLProtocol`` between the socket and the connection, which then
+    sees a TLS transport and its peer certificate); a plaintext one gets the socket as it is. Either
+    way the connection made by ``factory`` sees ``connection_made`` once, with its own transport,
+    and every byte, the first included."""
+
+    __slots__ = ("_ctx", "_factory", "_loop", "_transport")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, ctx: ssl.SSLContext,
+                 factory: Callable[[], asyncio.Protocol]) -> None:
+        self._loop = loop
+        self._ctx = ctx
+        self._factory = factory
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None or not data:
+            return
+        self._transport = None  # decided: nothing more reaches this object
+        app = self._factory()
+        if data[0] != _TLS_HANDSHAKE:
+            transport.set_protocol(app)
+            app.connection_made(transport)
+            app.data_received(data)
+            return
+        tls = SSLProtocol(self._loop, app, self._ctx, None, server_side=True)  # type: ignore[arg-type]  # no waiter
+        transport.set_protocol(tls)
+        tls.connection_made(transport)
+        view = memoryview(data)
+        while view:  # SSLProtocol is a BufferedProtocol: hand it the bytes already read
+            buf = tls.get_buffer(len(view))
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            tls.buffer_updated(n)
+            view = view[n:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None  # closed before its first byte: no connection was made
+
+
+__all__ = ["TlsSniffer", "TlsSource", "peer_identity"]
