@@ -8,6 +8,7 @@ here (docs/registries.md): the clients are real, the servers are Pilot.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ class Mesh:
         self.pilot = PilotWithConfig(tmp / "pilot", [
             {"name": "embedded"},
             {"name": "eureka", "options": {"max_lease_s": 3}},
-            {"name": "nacos", "options": {"address": f"127.0.0.1:{self.nacos_port}", "heartbeat_timeout_s": 3,
-                                          "ip_delete_timeout_s": 4, "beat_interval_s": 1}},
+            {"name": "nacos", "options": {"address": f"127.0.0.1:{self.nacos_port}", "heartbeat_timeout_s": 11,
+                                          "ip_delete_timeout_s": 13, "beat_interval_s": 1}},
             {"name": "consul", "options": {"address": f"127.0.0.1:{self.consul_port}"}},
         ])
         self.pilot.start()
@@ -87,7 +88,6 @@ def test_py_eureka_client_instances_join_the_mesh_and_leave_by_cancel_and_by_lea
             assert {h["metadata"]["version"] for h in nacos_view["hosts"]} == {"v1", "v2"}
             _through_sidecar(mesh, "hello-eureka", {"eu-v1", "eu-v2"})
             # heartbeats keep both beyond the 3 s lease
-            import time
             time.sleep(4)
             assert mesh.versions("hello-eureka") == {"v1", "v2"}
             c1.close()  # cancel
@@ -114,16 +114,17 @@ def test_npm_nacos_instances_join_the_mesh_and_leave_by_deregister_and_by_missed
             assert _versions(found) == {"v1", "v2"}
             c2.send(cmd="subscribe", name="hello-nacos")
             _through_sidecar(mesh, "hello-nacos", {"na-v1", "na-v2"})
-            import time
-            time.sleep(5)  # beats keep both beyond the 3 s timeout
+            # npm nacos sends its first beat up to 10 s after registering (then every clientBeatInterval,
+            # 1 s here): the timeout is 11 s, and beats keep both beyond it
+            time.sleep(12)
             assert mesh.versions("hello-nacos") == {"v1", "v2"}
             c1.close()  # deregister
             wait_for(lambda: mesh.versions("hello-nacos") == {"v2"}, 10, "the deregistered one gone")
             c2.wait_for(lambda e: e["event"] == "changed" and _versions(e["instances"]) == {"v2"}, 15,
                         "the subscription without v1")
             c2.die()
-            wait_for(lambda: mesh.versions("hello-nacos") == set(), 10, "unhealthy without beats")
-            wait_for(lambda: not mesh.instances("hello-nacos"), 10, "removed without beats")
+            wait_for(lambda: mesh.versions("hello-nacos") == set(), 15, "unhealthy without beats")
+            wait_for(lambda: not mesh.instances("hello-nacos"), 5, "removed without beats")
         finally:
             c1.close()
             c2.close()
