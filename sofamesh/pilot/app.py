@@ -107,7 +107,7 @@ class Pilot:
             ConfigStoreContext(cs.type, cs.options, self.config.data_dir))
         for i, rc in enumerate(self.config.registries):
             factory = self.registry_catalog.get(rc.type, f"registries[{i}].type")
-            reg = factory.create(RegistryContext(rc.name, rc.options, self.config.data_dir))
+            reg = factory.create(RegistryContext(rc.name, rc.options, self.config.data_dir, self.model))
             if rc.writable and not reg.writable:
                 raise ConfigError(f"registries[{i}].writable", f"registry type {rc.type!r} is read-only")
             self.registries.append(reg)

@@ -179,6 +179,8 @@ def build_app(pilot: PilotView) -> web.Application:
     app.router.add_get("/metrics", metrics)
     add_policy_routes(app, pilot)
     add_security_routes(app, pilot)
+    for reg in pilot.registries:
+        app.router.add_routes(reg.http_routes())
     return app
 
 
