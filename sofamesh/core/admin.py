@@ -28,7 +28,8 @@ log = logging.getLogger("sofamesh.admin")
 
 Handler = Callable[[str, dict[str, list[str]], bytes], Awaitable[tuple[int, str, bytes]]]
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+            500: "Internal Server Error",
             503: "Service Unavailable"}
 
 
@@ -295,8 +296,7 @@ class AdminServer:
         if path == "/certs":
             return _json(certs_snapshot())
         if path == "/hot_upgrade":
-            up = s.hot_upgrade
-            return _json(up.describe() if up is not None else {"phase": "off", "pid": os.getpid()})
+            return self._hot_upgrade(method)
         if path == "/reload":
             if method != "POST":
                 return 405, "text/plain", b"use POST\n"
@@ -305,6 +305,23 @@ class AdminServer:
             return await self._reload(body)
         return 404, "text/plain", (f"unknown admin path {path!r}; try /ready /stats /stats/prometheus "
                                    "/config_dump /clusters /plugins /certs /hot_upgrade\n").encode()
+
+    def _hot_upgrade(self, method: str) -> tuple[int, str, bytes]:
+        """GET: this process's upgrade phase and counts. POST: start a new process that takes over."""
+        from sofamesh.core.errors import MeshError
+
+        up = self.server.hot_upgrade
+        if up is None:
+            if method == "POST":
+                return 400, "text/plain", b"refused: no upgrade socket (--upgrade-socket / upgrade_socket:)\n"
+            return _json({"phase": "off", "pid": os.getpid()})
+        if method == "POST":
+            try:
+                pid = up.spawn()
+            except (MeshError, OSError) as exc:
+                return 409, "text/plain", f"refused: {exc}\n".encode()
+            return _json({"started": pid, **up.describe()})
+        return _json(up.describe())
 
     async def _reload(self, body: bytes) -> tuple[int, str, bytes]:
         """POST /reload: the YAML in the body, or (empty body) the config file re-read; changed

@@ -36,6 +36,11 @@ class HotUpgradeView(Protocol):
         drained and cut."""
         ...
 
+    def spawn(self) -> int:
+        """Start this process's command again with ``--hot-upgrade`` to take over from it; returns the
+        new pid. Raises ``MeshError`` when an upgrade is already running."""
+        ...
+
 
 class ServedListener(Protocol):
     """One listener as readers see it: the runtime that new requests get."""

@@ -169,7 +169,7 @@ class HotUpgrade:
         self.server = server
         self.path = path
         self.argv = list(argv)  # how this process was started (``spawn`` starts the same plus --hot-upgrade)
-        self.phase = "serving"  # serving | taking over | handing over | handed over
+        self.phase = "serving"  # serving | starting (spawned a successor) | taking over | handing over | handed over
         self.report = UpgradeReport()
         self._listening: socket.socket | None = None
         self._channel: _Channel | None = None
@@ -225,8 +225,8 @@ class HotUpgrade:
             except OSError:
                 return  # the socket was closed: the hand-over is done
             ch = _Channel(conn, loop)
-            if self.phase != "serving" or not self.server.ready:
-                why = (f"an upgrade to pid {self.report.peer_pid} is in progress" if self.phase != "serving"
+            if self.phase not in ("serving", "starting") or not self.server.ready:
+                why = (f"an upgrade to pid {self.report.peer_pid} is in progress" if self.server.ready
                        else "this process is not serving yet")
                 self._task(self._refuse(ch, why))
             else:
@@ -249,6 +249,7 @@ class HotUpgrade:
         argv = [a for a in self.argv if a != "--hot-upgrade"]
         pid = os.posix_spawn(sys.executable, [sys.executable, "-m", "sofamesh", *argv, "--hot-upgrade"], os.environ)
         self._spawned.append(pid)
+        self.phase = "starting"
         if self.server.loop is not None:
             self.server.loop.call_later(1.0, self._reap)
         log.info("hot upgrade: started pid %d to take over", pid)
@@ -263,6 +264,8 @@ class HotUpgrade:
                 done, status = pid, 0
             if done:
                 self._spawned.remove(pid)
+                if self.phase == "starting":
+                    self.phase = "serving"
                 if status:
                     log.error("hot upgrade: pid %d exited with status %d; this process keeps serving", pid,
                               os.waitstatus_to_exitcode(status))
