@@ -161,6 +161,16 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _between_requests(conn: DownstreamConnection) -> bool:
+    """Whether reading can stop without leaving a request half read: framed RPC codecs always (a
+    partial frame moves as unread bytes); HTTP/1 once the current request is read whole (the parser
+    cannot hand over half a request, so a connection paused mid-request would never move)."""
+    if conn.multiplexed:
+        return True
+    active = conn.active
+    return active is not None and active.request_done
+
+
 class HotUpgrade:
     """A process's side of hot upgrades: the upgrade socket it serves (old side: ``listen`` and the
     hand-over) and the take-over it started with (new side: ``take_over``, ``started``, ``failed``)."""
@@ -365,10 +375,10 @@ class HotUpgrade:
                         if not isinstance(conn, DownstreamConnection) or conn.closed:
                             continue
                         if name in served and conn.movable():
-                            if conn.read_gate is not None and id(conn) not in paused:
+                            if conn.read_gate is not None and id(conn) not in paused and _between_requests(conn):
                                 # Read nothing more here: what is in flight finishes and is answered,
                                 # and the next requests wait in the socket for the new process. (A
-                                # multiplexed client under load never leaves a gap by itself.)
+                                # client under load never leaves a gap long enough by itself.)
                                 paused.add(id(conn))
                                 conn.read_gate.pause(self)
                                 self._paused.append(conn)

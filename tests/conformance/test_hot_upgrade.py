@@ -326,3 +326,29 @@ def test_hot_upgrade_with_workers_is_refused_with_a_clear_error(tmp_path: Path) 
     out = subprocess.run([sys.executable, "-m", "sofamesh", "proxy", "-c", str(cfg), "--upgrade-socket",
                           str(tmp_path / "none.sock"), "--hot-upgrade"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "no process serves the upgrade socket" in out.stderr
+
+
+def test_a_request_body_still_arriving_finishes_in_the_old_process_then_its_connection_moves(tmp_path: Path) -> None:
+    with UpstreamServer() as web:
+        config, port = web_config(web.address)
+        sidecar = Sidecar(config, tmp_path / "upgrade.sock")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                local = c.getsockname()
+                c.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+                upgrading = threading.Thread(target=sidecar.upgrade)
+                upgrading.start()
+                # the new process accepts; the old one waits for this request before moving it
+                _wait_for(lambda: sidecar.admin("/hot_upgrade")["phase"] == "taking over")
+                c.sendall(b"world")
+                first = c.recv(65536)
+                upgrading.join(30)
+                assert not upgrading.is_alive()
+                c.sendall(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+                second = c.recv(65536)
+                assert c.getsockname() == local
+        finally:
+            sidecar.stop()
+    assert first.startswith(b"HTTP/1.1 200"), first
+    assert second.startswith(b"HTTP/1.1 200"), second
+    assert sidecar.reports == ["1 listener(s), 1 connection(s) moved, 0 drained, 0 cut"]
