@@ -99,6 +99,20 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             print("error: give -c FILE, or --listen HOST:PORT --upstream HOST:PORT[,...]", file=sys.stderr)
             return 2
         config = agent_config(config, args)
+        if args.upgrade_socket:
+            config = config.model_copy(update={"upgrade_socket": args.upgrade_socket})
+        if args.hot_upgrade and not config.upgrade_socket:
+            print("error: --hot-upgrade needs the upgrade socket of the running process: --upgrade-socket PATH "
+                  "or upgrade_socket: in the config", file=sys.stderr)
+            return 2
+        if config.upgrade_socket and args.workers > 1:
+            print("error: hot upgrade (--upgrade-socket / upgrade_socket:) with --workers is not supported in this "
+                  "version", file=sys.stderr)
+            return 2
+        if config.upgrade_socket and config.xds is not None:
+            print("error: hot upgrade (--upgrade-socket / upgrade_socket:) with xDS is not supported in this version",
+                  file=sys.stderr)
+            return 2
         if config.agent is not None and args.workers > 1:
             print("error: --workers with the agent (--token/--token-file) is not supported in this version",
                   file=sys.stderr)
@@ -110,10 +124,12 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         from sofamesh.core.workers import supervise
 
         return supervise(config, args.workers, args.config)
-    return _serve(config, args.config)
+    return _serve(config, args.config, args.hot_upgrade, args.argv)
 
 
-def _serve(config: Any, path: str | None) -> int:
+def _serve(config: Any, path: str | None, hot_upgrade: bool = False, argv: Sequence[str] = ()) -> int:
+    import asyncio
+
     from sofamesh.core.errors import MeshError
     from sofamesh.core.gc_policy import settle_after_start
     from sofamesh.core.net import loop
@@ -132,13 +148,32 @@ def _serve(config: Any, path: str | None) -> int:
                 return 2
         server = Server(config)
         server.config_path = path
+        upgrade = None
+        inherited, admin_sock = None, None
         try:
-            await server.start()
+            if config.upgrade_socket:
+                from sofamesh.core.upgrade import HotUpgrade
+
+                upgrade = HotUpgrade(server, config.upgrade_socket, argv)
+                if hot_upgrade:
+                    inherited, admin_sock = await upgrade.take_over()
+                else:
+                    await upgrade.listen()
+            await server.start(inherited, admin_sock)
         except MeshError as exc:
             _print_config_errors(exc)
+            if upgrade is not None and hot_upgrade:
+                await upgrade.failed(str(exc))
+                print("sofamesh: hot upgrade abandoned; the running process keeps serving", file=sys.stderr)
             if agent is not None:
                 await agent.stop()
             return 2
+        if upgrade is not None:
+            if hot_upgrade:
+                await upgrade.started()
+            import signal
+
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _spawn_upgrade, upgrade)
         if config.xds is not None:
             from sofamesh.core.xds.client import attach
 
@@ -150,10 +185,23 @@ def _serve(config: Any, path: str | None) -> int:
         cut = await server.serve_until_stopped()
         if agent is not None:
             await agent.stop()
-        print(f"sofamesh: stopped; {cut} in-flight request(s) cut", file=sys.stderr)
+        if upgrade is not None and upgrade.phase == "handed over":
+            print(f"sofamesh: handed over to pid {upgrade.report.peer_pid}: {upgrade.report.line()}", file=sys.stderr)
+        else:
+            print(f"sofamesh: stopped; {cut} in-flight request(s) cut", file=sys.stderr)
         return 0
 
     return loop.run(main())
+
+
+def _spawn_upgrade(upgrade: Any) -> None:
+    """SIGUSR2: start this command again with --hot-upgrade; it takes over from this process."""
+    from sofamesh.core.errors import MeshError
+
+    try:
+        upgrade.spawn()
+    except (MeshError, OSError) as exc:
+        logging.getLogger("sofamesh").error("SIGUSR2: %s", exc)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -391,6 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("--service-account", help="identity to ask for (default: node metadata SERVICE_ACCOUNT, "
                     "else the token's)")
     ag.add_argument("--trust-domain", help="trust domain of that identity (default: the token's)")
+    up = px.add_argument_group("hot upgrade (docs/upgrade.md)")
+    up.add_argument("--upgrade-socket", metavar="PATH", help="Unix socket this process serves hot upgrades on "
+                    "(also upgrade_socket: in the config)")
+    up.add_argument("--hot-upgrade", action="store_true", help="take the listeners and connections over from the "
+                    "process serving --upgrade-socket, which then exits")
     px.add_argument("--log-level", default="info")
     px.set_defaults(func=cmd_proxy)
 
@@ -451,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # how to start this command again (hot upgrade)
     if args.command == "pilot":
         from sofamesh.pilot import cli as pilot_cli
 

@@ -433,6 +433,9 @@ class ProxyConfig(_Model):
     listeners: list[ListenerConfig] = Field(default_factory=list)
     clusters: list[ClusterConfig] = Field(default_factory=list)
     drain_timeout_ms: Annotated[int, Field(ge=0)] = 10_000
+    # a Unix socket path: a new process started with --hot-upgrade takes this one's sockets and
+    # connections over it (docs/upgrade.md); None: no hot upgrade
+    upgrade_socket: str | None = None
     plugins: list[str] = Field(default_factory=list)  # extra plugin names to load (lifecycle plugins)
     # settings of lifecycle plugins, by plugin name (each key also loads that plugin); the plugin
     # validates its own section at start-up
