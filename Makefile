@@ -7,7 +7,7 @@ VENV := .venv
 venv:
 	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	@$(VENV)/bin/python -m pip install -q --upgrade pip
-	@$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	@$(VENV)/bin/python -m pip install -q -e '.[dev,demo]'
 	@bash scripts/reinstall-otel-proto.sh $(VENV)/bin/python
 
 demo: venv

@@ -5,6 +5,9 @@ store, connects N ADS streams from this process (grpc.aio), and measures:
 - initial sync: time until every client has CDS, EDS (every cluster), LDS and RDS;
 - push after one instance is added (EDS of one cluster changes);
 - push after one service is added (CDS, EDS, RDS change for every client);
+- policy pushes (``--policy``): a DestinationRule with two subsets of one service (CDS changes),
+  then a VirtualService splitting it 80/20 and a change of its weights (RDS alone changes): the
+  time from the API's answer until every client has the change, and which types were re-sent;
 plus Pilot's CPU seconds for each phase and its RSS (from /proc).
 
     .venv/bin/python benchmarks/pilot_scale.py --services 1000 --instances 2 --clients 200 [--delta] [--per-process 250]
@@ -135,6 +138,29 @@ def _service_added(c: SimClient, t0: float, cds: int) -> bool:
     return c.seen[CLUSTER][1] == cds and c.seen[ROUTE][0] > t0
 
 
+def _type_after(c: SimClient, t0: float, type_url: str) -> bool:
+    return c.seen[type_url][0] > t0
+
+
+POLICY_PHASES = {"dr": CLUSTER, "vs": ROUTE, "weights": ROUTE}
+_SHORT = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds"}
+
+
+def policy_body(phase: str) -> tuple[str, dict[str, Any]]:
+    """The REST path and body of a policy phase (on service svc-0000, subsets by the zone label)."""
+    if phase == "dr":
+        return "destinationrules/svc-0000", {
+            "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": "svc-0000"},
+            "spec": {"host": "svc-0000", "subsets": [{"name": "a", "labels": {"zone": "z0"}},
+                                                     {"name": "b", "labels": {"zone": "z1"}}]}}
+    a = 80 if phase == "vs" else 50
+    return "virtualservices/svc-0000", {
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "svc-0000"},
+        "spec": {"hosts": ["svc-0000"], "http": [{"route": [
+            {"destination": {"host": "svc-0000", "subset": "a"}, "weight": a},
+            {"destination": {"host": "svc-0000", "subset": "b"}, "weight": 100 - a}]}]}}
+
+
 async def worker(args: argparse.Namespace) -> None:
     """A client process: ``--clients`` streams; reads phase commands on stdin, prints completion times."""
     clusters = [f"outbound|80|svc-{s:04d}" for s in range(args.services)]
@@ -156,12 +182,16 @@ async def worker(args: argparse.Namespace) -> None:
             done = partial(_synced, expected=expected)
         elif phase == "instance":  # one cluster's endpoints changed
             done = partial(_eds_after, t0=t0)
+        elif phase in POLICY_PHASES:
+            done = partial(_type_after, t0=t0, type_url=POLICY_PHASES[phase])
         else:  # "service": a new service appears in CDS and RDS
             for c in clients:
                 c.clusters = [*clusters, "outbound|80|svc-new"]
             done = partial(_service_added, t0=t0, cds=expected + 1 if not args.delta else 1)
         at = await wait_all(clients, done, args.timeout)
-        print(json.dumps({"phase": phase, "at": at, "bytes": clients[0].bytes}), flush=True)
+        await asyncio.sleep(0.3)  # anything else this change re-sends arrives meanwhile
+        resent = sorted({_SHORT.get(u, u) for c in clients for u, (t, _) in c.seen.items() if t > t0})
+        print(json.dumps({"phase": phase, "at": at, "bytes": clients[0].bytes, "resent": resent}), flush=True)
     for t in tasks:
         t.cancel()
     for ch in channels:
@@ -185,6 +215,10 @@ class Workers:
             json.loads(p.stdout.readline())["ready"]
 
     async def phase(self, name: str, t0: float) -> tuple[float, int]:
+        at, size, _ = await self.phase_resent(name, t0)
+        return at, size
+
+    async def phase_resent(self, name: str, t0: float) -> tuple[float, int, list[str]]:
         """Every worker's clients reached the phase's condition: the last completion time, bytes/client."""
         for p in self.procs:
             assert p.stdin is not None
@@ -193,7 +227,7 @@ class Workers:
         loop = asyncio.get_running_loop()
         answers = [json.loads(await loop.run_in_executor(None, p.stdout.readline))  # type: ignore[union-attr]
                    for p in self.procs]
-        return max(a["at"] for a in answers), answers[0]["bytes"]
+        return max(a["at"] for a in answers), answers[0]["bytes"], sorted({t for a in answers for t in a["resent"]})
 
     def close(self) -> None:
         for p in self.procs:
@@ -262,6 +296,17 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(0.3)
             result["service_push_s"] = round(end - t0, 3)
             result["service_push_pilot_cpu_s"] = round(pilot_cpu_s(proc.pid) - cpu0, 2)
+            if args.policy:
+                for phase in POLICY_PHASES:
+                    path, body = policy_body(phase)
+                    cpu0, t0 = pilot_cpu_s(proc.pid), time.time()
+                    r = await http.put(f"/apis/networking.istio.io/v1/namespaces/default/{path}", json=body)
+                    r.raise_for_status()
+                    answered = time.time()
+                    end, _, resent = await workers.phase_resent(phase, t0)
+                    result[f"policy_{phase}_push_s"] = round(end - answered, 3)
+                    result[f"policy_{phase}_pilot_cpu_s"] = round(pilot_cpu_s(proc.pid) - cpu0, 2)
+                    result[f"policy_{phase}_resent"] = resent
             result["rss_end_mb"], result["rss_peak_mb"] = (round(x, 1) for x in pilot_rss_mb(proc.pid))
             syncz = (await http.get("/debug/syncz")).json()
             result["connected_nodes"] = len(syncz["nodes"])
@@ -283,6 +328,7 @@ def main() -> None:
     p.add_argument("--instances", type=int, default=2)
     p.add_argument("--clients", type=int, default=200)
     p.add_argument("--delta", action="store_true", help="delta ADS instead of state of the world")
+    p.add_argument("--policy", action="store_true", help="also time DestinationRule / VirtualService pushes")
     p.add_argument("--debounce-ms", type=int, default=100)
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--per-process", type=int, default=250, help="simulated clients per client process")

@@ -59,6 +59,27 @@ def xds_config(config: Any, args: argparse.Namespace) -> Any:
                                         e["type"] == "missing" else e["msg"]) for e in exc.errors()]) from None
 
 
+def agent_config(config: Any, args: argparse.Namespace) -> Any:
+    """The config with the agent flags (``--token``, ``--token-file``, ...) laid over its ``agent`` section."""
+    from pydantic import ValidationError
+
+    from sofamesh.core.config.model import AgentConfig
+    from sofamesh.core.errors import ConfigError, ConfigErrors
+
+    flags = {"token": args.token, "token_file": args.token_file, "ca_address": args.ca_address,
+             "namespace": args.namespace, "service_account": args.service_account,
+             "trust_domain": args.trust_domain}
+    given = {k: v for k, v in flags.items() if v is not None}
+    if not given and config.agent is None:
+        return config
+    base = config.agent.model_dump(exclude_none=True) if config.agent is not None else {}
+    try:
+        return config.model_copy(update={"agent": AgentConfig.model_validate({**base, **given})})
+    except ValidationError as exc:
+        raise ConfigErrors([ConfigError("agent" + "".join(f".{p}" for p in e["loc"]), e["msg"])
+                            for e in exc.errors()]) from None
+
+
 def cmd_proxy(args: argparse.Namespace) -> int:
     from sofamesh.core.config.loader import from_mapping, load_file
     from sofamesh.core.errors import MeshError
@@ -77,6 +98,25 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         else:
             print("error: give -c FILE, or --listen HOST:PORT --upstream HOST:PORT[,...]", file=sys.stderr)
             return 2
+        config = agent_config(config, args)
+        if args.upgrade_socket:
+            config = config.model_copy(update={"upgrade_socket": args.upgrade_socket})
+        if args.hot_upgrade and not config.upgrade_socket:
+            print("error: --hot-upgrade needs the upgrade socket of the running process: --upgrade-socket PATH "
+                  "or upgrade_socket: in the config", file=sys.stderr)
+            return 2
+        if config.upgrade_socket and args.workers > 1:
+            print("error: hot upgrade (--upgrade-socket / upgrade_socket:) with --workers is not supported in this "
+                  "version", file=sys.stderr)
+            return 2
+        if config.upgrade_socket and config.xds is not None:
+            print("error: hot upgrade (--upgrade-socket / upgrade_socket:) with xDS is not supported in this version",
+                  file=sys.stderr)
+            return 2
+        if config.agent is not None and args.workers > 1:
+            print("error: --workers with the agent (--token/--token-file) is not supported in this version",
+                  file=sys.stderr)
+            return 2
     except MeshError as exc:
         _print_config_errors(exc)
         return 2
@@ -84,23 +124,56 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         from sofamesh.core.workers import supervise
 
         return supervise(config, args.workers, args.config)
-    return _serve(config, args.config)
+    return _serve(config, args.config, args.hot_upgrade, args.argv)
 
 
-def _serve(config: Any, path: str | None) -> int:
+def _serve(config: Any, path: str | None, hot_upgrade: bool = False, argv: Sequence[str] = ()) -> int:
+    import asyncio
+
     from sofamesh.core.errors import MeshError
     from sofamesh.core.gc_policy import settle_after_start
     from sofamesh.core.net import loop
     from sofamesh.core.server import Server
 
     async def main() -> int:
+        agent = None
+        if config.agent is not None:
+            from sofamesh.core.security.agent import WorkloadAgent, settings_from_config
+
+            try:
+                agent = WorkloadAgent(settings_from_config(config.agent, config.xds))
+                await agent.start()  # the first certificate before any listener needs it
+            except MeshError as exc:
+                _print_config_errors(exc)
+                return 2
         server = Server(config)
         server.config_path = path
+        upgrade = None
+        inherited, admin_sock = None, None
         try:
-            await server.start()
+            if config.upgrade_socket:
+                from sofamesh.core.upgrade import HotUpgrade
+
+                upgrade = HotUpgrade(server, config.upgrade_socket, argv)
+                if hot_upgrade:
+                    inherited, admin_sock = await upgrade.take_over()
+                else:
+                    await upgrade.listen()
+            await server.start(inherited, admin_sock)
         except MeshError as exc:
             _print_config_errors(exc)
+            if upgrade is not None and hot_upgrade:
+                await upgrade.failed(str(exc))
+                print("sofamesh: hot upgrade abandoned; the running process keeps serving", file=sys.stderr)
+            if agent is not None:
+                await agent.stop()
             return 2
+        if upgrade is not None:
+            if hot_upgrade:
+                await upgrade.started()
+            import signal
+
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _spawn_upgrade, upgrade)
         if config.xds is not None:
             from sofamesh.core.xds.client import attach
 
@@ -110,10 +183,25 @@ def _serve(config: Any, path: str | None) -> int:
         logging.getLogger("sofamesh").info("serving %s (admin %s, loop %s)", names,
                                            server.admin_address or "off", loop.loop_name())
         cut = await server.serve_until_stopped()
-        print(f"sofamesh: stopped; {cut} in-flight request(s) cut", file=sys.stderr)
+        if agent is not None:
+            await agent.stop()
+        if upgrade is not None and upgrade.phase == "handed over":
+            print(f"sofamesh: handed over to pid {upgrade.report.peer_pid}: {upgrade.report.line()}", file=sys.stderr)
+        else:
+            print(f"sofamesh: stopped; {cut} in-flight request(s) cut", file=sys.stderr)
         return 0
 
     return loop.run(main())
+
+
+def _spawn_upgrade(upgrade: Any) -> None:
+    """SIGUSR2: start this command again with --hot-upgrade; it takes over from this process."""
+    from sofamesh.core.errors import MeshError
+
+    try:
+        upgrade.spawn()
+    except (MeshError, OSError) as exc:
+        logging.getLogger("sofamesh").error("SIGUSR2: %s", exc)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -182,7 +270,7 @@ def plugin_table() -> list[dict[str, str]]:
             rows.append({"name": name, "kind": "error", "distribution": info.distribution,
                          "version": info.version, "error": str(exc)})
     for hook, kind in (("pilot_register_registries", "registry"), ("pilot_register_xds_generators", "xds_generator"),
-                       ("pilot_register_config_stores", "config_store")):
+                       ("pilot_register_config_stores", "config_store"), ("pilot_register_cas", "ca")):
         if hasattr(phost.pm.hook, hook):
             cat: Catalog[Any] = phost.fill(hook, Catalog(kind))
             for n in cat:
@@ -219,6 +307,56 @@ def cmd_certs(args: argparse.Namespace) -> int:
     from sofamesh.certs import run
 
     return run(args)
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    """``sofamesh agent``: the workload agent alone, serving SDS to a co-located Envoy."""
+    import asyncio
+    import contextlib
+    import signal
+
+    from sofamesh.core.config.model import AgentConfig
+    from sofamesh.core.errors import MeshError
+    from sofamesh.core.net import loop
+    from sofamesh.core.net.secrets import PROCESS_SECRETS
+    from sofamesh.core.security.agent import WorkloadAgent, settings_from_config
+    from sofamesh.core.security.sds import SdsServer
+
+    _setup_logging(args.log_level)
+    try:
+        cfg = AgentConfig(ca_address=args.pilot, token=args.token, token_file=args.token_file,
+                          namespace=args.namespace, service_account=args.service_account,
+                          trust_domain=args.trust_domain, validity_s=args.validity_s)
+        agent = WorkloadAgent(settings_from_config(cfg, None))
+    except MeshError as exc:
+        _print_config_errors(exc)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        sds = SdsServer(PROCESS_SECRETS)
+        try:
+            await agent.start()
+        except MeshError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            await agent.stop()
+            return 1
+        await sds.start(args.sds_socket)
+        print(f"agent: {agent.identity} serving SDS on unix:{args.sds_socket}", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await sds.stop()
+            await agent.stop()
+        return 0
+
+    return loop.run(main())
 
 
 def cmd_ratelimit_server(args: argparse.Namespace) -> int:
@@ -293,6 +431,19 @@ def build_parser() -> argparse.ArgumentParser:
     px.add_argument("--xds-mode", choices=("sotw", "delta"), default=None,
                     help="ADS variant: state of the world (default) or delta")
     px.add_argument("--workers", type=int, default=1, help="processes sharing the ports (SO_REUSEPORT)")
+    ag = px.add_argument_group("workload certificate (the agent in the sidecar; docs/security.md)")
+    ag.add_argument("--token", help="a token from 'sofamesh pilot token create'")
+    ag.add_argument("--token-file", help="a file holding that token (re-read at each renewal)")
+    ag.add_argument("--ca-address", metavar="HOST:PORT", help="Pilot's CSR API (default: the --xds address)")
+    ag.add_argument("--namespace", help="identity to ask for (default: node metadata NAMESPACE, else the token's)")
+    ag.add_argument("--service-account", help="identity to ask for (default: node metadata SERVICE_ACCOUNT, "
+                    "else the token's)")
+    ag.add_argument("--trust-domain", help="trust domain of that identity (default: the token's)")
+    up = px.add_argument_group("hot upgrade (docs/upgrade.md)")
+    up.add_argument("--upgrade-socket", metavar="PATH", help="Unix socket this process serves hot upgrades on "
+                    "(also upgrade_socket: in the config)")
+    up.add_argument("--hot-upgrade", action="store_true", help="take the listeners and connections over from the "
+                    "process serving --upgrade-socket, which then exits")
     px.add_argument("--log-level", default="info")
     px.set_defaults(func=cmd_proxy)
 
@@ -315,6 +466,19 @@ def build_parser() -> argparse.ArgumentParser:
                          "NAME alone means spiffe://<trust-domain>/ns/default/sa/NAME")
     ct.add_argument("--days", type=int, default=30)
     ct.set_defaults(func=cmd_certs)
+
+    at = sub.add_parser("agent", help="the workload agent alone: a certificate from Pilot, served over SDS "
+                        "to a co-located Envoy (as istio-agent)")
+    at.add_argument("--pilot", required=True, metavar="HOST:PORT", help="Pilot's xDS port (the CSR API)")
+    at.add_argument("--token", help="a token from 'sofamesh pilot token create'")
+    at.add_argument("--token-file", help="a file holding that token (re-read at each renewal)")
+    at.add_argument("--sds-socket", required=True, metavar="PATH", help="Unix socket to serve SDS on")
+    at.add_argument("--namespace", help="identity to ask for (default: the token's)")
+    at.add_argument("--service-account", help="identity to ask for (default: the token's)")
+    at.add_argument("--trust-domain", help="trust domain of that identity (default: the token's)")
+    at.add_argument("--validity-s", type=int, default=0, help="certificate lifetime to ask for (default: the CA's)")
+    at.add_argument("--log-level", default="info")
+    at.set_defaults(func=cmd_agent)
 
     rl = sub.add_parser("ratelimit-server", help="a global rate limit service (Envoy RLS v3) backed by Redis")
     rl.add_argument("-c", "--config", required=True, help="YAML: domain + descriptors (envoyproxy/ratelimit shape)")
@@ -340,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # how to start this command again (hot upgrade)
     if args.command == "pilot":
         from sofamesh.pilot import cli as pilot_cli
 

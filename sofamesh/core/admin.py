@@ -1,4 +1,5 @@
-"""Admin server: /ready, /stats, /stats/prometheus, /config_dump, /clusters, /plugins, POST /reload.
+"""Admin server: /ready, /stats, /stats/prometheus, /config_dump, /clusters, /plugins, /certs, /hot_upgrade,
+POST /reload.
 
 Runs on its own port in the data plane's loop. Reads the plain-integer counters; never locks.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -25,7 +28,8 @@ log = logging.getLogger("sofamesh.admin")
 
 Handler = Callable[[str, dict[str, list[str]], bytes], Awaitable[tuple[int, str, bytes]]]
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+            500: "Internal Server Error",
             503: "Service Unavailable"}
 
 
@@ -42,9 +46,20 @@ class HttpMini:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def start(self) -> None:
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Listen on the address, or serve ``sock`` (already listening there: a hot upgrade's)."""
+        if sock is not None:
+            self._server = await asyncio.start_server(self._serve, sock=sock)
+            return
         host, port = parse_address(self.address)
         self._server = await asyncio.start_server(self._serve, host, port, reuse_address=True)
+
+    @property
+    def socket(self) -> socket.socket | None:
+        """The listening socket (what a hot upgrade hands over)."""
+        if self._server is None or not self._server.sockets:
+            return None
+        return self._server.sockets[0]
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -216,6 +231,31 @@ def _hist(add: Callable[[str, dict[str, object], object], None], name: str, lab:
     add(f"{name}_count", lab, h["count"])
 
 
+def certs_snapshot() -> dict[str, Any]:
+    """The process's TLS secrets as Envoy's ``/certs`` shows them: per certificate its SANs,
+    serial and validity (never the key)."""
+    from cryptography import x509
+
+    from sofamesh.core.net.secrets import PROCESS_SECRETS, CertificateSecret
+
+    out: dict[str, Any] = {}
+    for name in PROCESS_SECRETS.names():
+        secret = PROCESS_SECRETS.get(name)
+        pem = secret.chain_pem if isinstance(secret, CertificateSecret) else getattr(secret, "roots_pem", b"")
+        certs = []
+        for c in x509.load_pem_x509_certificates(pem):
+            try:
+                sans = [str(v.value) for v in c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value]
+            except x509.ExtensionNotFound:
+                sans = []
+            certs.append({"subject": c.subject.rfc4514_string(), "issuer": c.issuer.rfc4514_string(),
+                          "serial": f"{c.serial_number:x}", "sans": sans,
+                          "not_before": c.not_valid_before_utc.isoformat(),
+                          "not_after": c.not_valid_after_utc.isoformat()})
+        out[name] = certs
+    return out
+
+
 _START = time.monotonic()
 
 
@@ -228,8 +268,8 @@ class AdminServer:
     def port(self) -> int:
         return self.http.port
 
-    async def start(self) -> None:
-        await self.http.start()
+    async def start(self, sock: socket.socket | None = None) -> None:
+        await self.http.start(sock)
 
     async def stop(self) -> None:
         await self.http.stop()
@@ -253,6 +293,10 @@ class AdminServer:
             return _json({name: c.snapshot() for name, c in s.clusters.items()})
         if path == "/plugins":
             return _json(s.plugin_rows())
+        if path == "/certs":
+            return _json(certs_snapshot())
+        if path == "/hot_upgrade":
+            return self._hot_upgrade(method)
         if path == "/reload":
             if method != "POST":
                 return 405, "text/plain", b"use POST\n"
@@ -260,7 +304,24 @@ class AdminServer:
                 return 400, "text/plain", b"refused: this proxy's config comes from xDS (see /config_dump)\n"
             return await self._reload(body)
         return 404, "text/plain", (f"unknown admin path {path!r}; try /ready /stats /stats/prometheus "
-                                   "/config_dump /clusters /plugins\n").encode()
+                                   "/config_dump /clusters /plugins /certs /hot_upgrade\n").encode()
+
+    def _hot_upgrade(self, method: str) -> tuple[int, str, bytes]:
+        """GET: this process's upgrade phase and counts. POST: start a new process that takes over."""
+        from sofamesh.core.errors import MeshError
+
+        up = self.server.hot_upgrade
+        if up is None:
+            if method == "POST":
+                return 400, "text/plain", b"refused: no upgrade socket (--upgrade-socket / upgrade_socket:)\n"
+            return _json({"phase": "off", "pid": os.getpid()})
+        if method == "POST":
+            try:
+                pid = up.spawn()
+            except (MeshError, OSError) as exc:
+                return 409, "text/plain", f"refused: {exc}\n".encode()
+            return _json({"started": pid, **up.describe()})
+        return _json(up.describe())
 
     async def _reload(self, body: bytes) -> tuple[int, str, bytes]:
         """POST /reload: the YAML in the body, or (empty body) the config file re-read; changed
@@ -277,4 +338,4 @@ class AdminServer:
         return _json({"version": version, "reimported": packages})
 
 
-__all__ = ["AdminServer", "HttpMini", "filter_expositions", "prometheus_text", "stats_snapshot"]
+__all__ = ["AdminServer", "HttpMini", "certs_snapshot", "filter_expositions", "prometheus_text", "stats_snapshot"]

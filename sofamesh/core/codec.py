@@ -106,6 +106,16 @@ class CodecLimits:
 
 # The compiled build (setup.py, SOFAMESH_MYPYC=1) compiles this module; plugins' codecs stay
 # interpreted classes, which mypyc allows only for bases marked so.
+@dataclass(frozen=True, slots=True)
+class CodecState:
+    """A server codec's connection at a message boundary, as a hot upgrade carries it to another
+    process (``Codec.export_state``): ``state`` is what ``import_state`` takes back, ``unread`` the
+    bytes received and not decoded yet (the start of the next message), fed to the new codec first."""
+
+    state: bytes = b""
+    unread: bytes = b""
+
+
 @mypyc_attr(allow_interpreted_subclasses=True)
 class Codec(ABC):
     """One connection's protocol engine."""
@@ -132,6 +142,27 @@ class Codec(ABC):
         """Bytes the codec itself must write (HTTP/1 ``100 Continue``, HTTP/2 SETTINGS/PING acks and
         WINDOW_UPDATEs). The connection calls it after each batch of events; ``b""`` if none."""
         return b""
+
+    # -- hot upgrade (``core/upgrade.py``) ---------------------------------------------------------
+    def export_state(self) -> CodecState | None:
+        """This connection's state between two messages, for another process to carry on with a fresh
+        codec of the same factory (the socket moves, the codec does not). ``None`` while a message
+        is half decoded or half answered: the connection asks again after the next one.
+
+        A codec that keeps this default cannot move: its connections drain in the old process.
+
+        .. versionadded:: 0.3
+        """
+        return None
+
+    def import_state(self, state: bytes) -> None:
+        """Take back ``CodecState.state`` exported by a codec of the same protocol and role, before
+        any byte is received.
+
+        .. versionadded:: 0.3
+        """
+        if state:
+            raise ValueError(f"{type(self).__name__} cannot import connection state")
 
     # -- streaming multiplexed protocols (``CodecFactory.streaming``: HTTP/2) ----------------------
     def new_stream_id(self) -> int:
@@ -249,4 +280,5 @@ class CodecFactory(ABC):
         """A fresh codec for one connection."""
 
 
-__all__ = ["GATEWAY_STATUSES", "Codec", "CodecFactory", "CodecLimits", "Failure", "ReplyStatus", "Role", "Sniff"]
+__all__ = ["GATEWAY_STATUSES", "Codec", "CodecFactory", "CodecLimits", "CodecState", "Failure", "ReplyStatus", "Role",
+           "Sniff"]

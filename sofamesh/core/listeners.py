@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from typing import TYPE_CHECKING
 
 from sofamesh.core.build import listener_name
 from sofamesh.core.errors import ConfigError, ConfigErrors
 from sofamesh.core.net.listener import Listener
-from sofamesh.core.net.tls import TlsSource
+from sofamesh.core.net.tls import TlsSniffer, TlsSource
 from sofamesh.core.proxy.runtime import ListenerRuntime, ServedConnection
 from sofamesh.core.proxy.stream_manager import DownstreamConnection
 
@@ -36,7 +38,9 @@ class ListenerHandle:
 
 
 def _server_ssl(lc: ListenerConfig, i: int = 0) -> ssl.SSLContext | None:
-    if lc.tls is None:
+    """The context the listening socket does TLS with; None when it takes plaintext too (its
+    connections then start with a ``TlsSniffer``)."""
+    if lc.tls is None or lc.tls.plaintext:
         return None
     return TlsSource(lc.tls, server=True, path=f"listeners[{i}].tls").server_context()
 
@@ -56,18 +60,29 @@ class ListenerSet:
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- starting ----------------------------------------------------------------------------------
-    def _handle(self, i: int, name: str, lc: ListenerConfig, rt: ListenerRuntime) -> ListenerHandle:
+    def _handle(self, i: int, name: str, lc: ListenerConfig, rt: ListenerRuntime,
+                sock: socket.socket | None = None) -> ListenerHandle:
         """A handle with its socket bound (``ConfigError`` naming the address when it cannot be)."""
         handle = ListenerHandle(lc, rt)
-        handle.listener = Listener(name, lc.address, self._conn_factory(handle), self.reuse_port,
-                                   path=f"listeners[{i}].address")
+        factory: Callable[[], asyncio.Protocol] = self._conn_factory(handle)
+        if lc.tls is not None and lc.tls.plaintext:
+            ctx = TlsSource(lc.tls, server=True, path=f"listeners[{i}].tls").server_context()
+            factory = partial(TlsSniffer, self.loop, ctx, factory)
+        handle.listener = Listener(name, lc.address, factory, self.reuse_port, path=f"listeners[{i}].address",
+                                   sock=sock)
         return handle
 
-    async def start(self, config: ProxyConfig, runtimes: dict[str, ListenerRuntime]) -> None:
-        """Bind every listener of ``config`` and start accepting."""
+    async def start(self, config: ProxyConfig, runtimes: dict[str, ListenerRuntime],
+                    inherited: Mapping[str, tuple[str, socket.socket]] | None = None) -> None:
+        """Bind every listener of ``config`` and start accepting. ``inherited``: listening sockets a
+        hot upgrade handed over, by listener name, with their address; a listener of the same name
+        and address serves on that socket instead of binding a new one."""
+        inherited = inherited or {}
         for i, lc in enumerate(config.listeners):
             name = listener_name(i, lc)
-            self.handles[name] = self._handle(i, name, lc, runtimes[name])
+            got = inherited.get(name)
+            sock = got[1] if got is not None and got[0] == lc.address else None
+            self.handles[name] = self._handle(i, name, lc, runtimes[name], sock)
         for i, h in enumerate(self.handles.values()):
             assert h.listener is not None
             await h.listener.start(self.loop, ssl=_server_ssl(h.config, i))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Collection
+import socket
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 
 from sofamesh.core.build import build_runtime, plugin_rows, proxy_host
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from sofamesh.core.admin import AdminServer
     from sofamesh.core.config.check import Catalogs
     from sofamesh.core.config.model import ProxyConfig
-    from sofamesh.core.server_view import ConfigSource
+    from sofamesh.core.server_view import ConfigSource, HotUpgradeView
     from sofamesh.core.upstream.cluster import Cluster
 
 log = logging.getLogger("sofamesh.server")
@@ -55,6 +56,7 @@ class Server:
         self._stop = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
         self.xds: ConfigSource | None = None  # the xDS client when the config comes from xDS
+        self.hot_upgrade: HotUpgradeView | None = None  # the upgrade socket's owner (``core/upgrade.py``)
 
     @property
     def listeners(self) -> dict[str, ListenerHandle]:
@@ -68,19 +70,22 @@ class Server:
         return self.host.available()
 
     # -- running -----------------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, inherited: Mapping[str, tuple[str, socket.socket]] | None = None,
+                    admin_sock: socket.socket | None = None) -> None:
+        """Build, bind and serve. ``inherited`` and ``admin_sock``: listening sockets handed over by
+        a hot upgrade (listener name -> (address, socket)), served instead of binding new ones."""
         self.loop = asyncio.get_running_loop()
         built = build_runtime(self.config, self.host, self.loop)
         self.catalogs, self.clusters = built.catalogs, built.clusters
         for c in self.clusters.values():
             c.start()
         self._listeners = ListenerSet(self.loop, self.reuse_port)
-        await self._listeners.start(self.config, built.listeners)
+        await self._listeners.start(self.config, built.listeners, inherited)
         if self.admin_address:
             from sofamesh.core.admin import AdminServer
 
             self.admin = AdminServer(self, self.admin_address)
-            await self.admin.start()
+            await self.admin.start(admin_sock)
         self.config_version = 1
         for r in self.host.pm.hook.sofamesh_startup(server=self):
             if asyncio.iscoroutine(r) or isinstance(r, asyncio.Future):

@@ -28,6 +28,20 @@ class ConfigSource(Protocol):
         ...
 
 
+class HotUpgradeView(Protocol):
+    """The owner of a process's upgrade socket (``core/upgrade.py``) as admin sees it."""
+
+    def describe(self) -> dict[str, Any]:
+        """What ``/hot_upgrade`` shows: this process's pid, the phase, listeners and connections moved,
+        drained and cut."""
+        ...
+
+    def spawn(self) -> int:
+        """Start this process's command again with ``--hot-upgrade`` to take over from it; returns the
+        new pid. Raises ``MeshError`` when an upgrade is already running."""
+        ...
+
+
 class ServedListener(Protocol):
     """One listener as readers see it: the runtime that new requests get."""
 
@@ -43,6 +57,7 @@ class ServerView(Protocol):
     ready: bool
     worker: int | None
     xds: ConfigSource | None
+    hot_upgrade: HotUpgradeView | None
 
     @property
     def listeners(self) -> Mapping[str, ServedListener]:
@@ -71,4 +86,4 @@ class ServerView(Protocol):
         ...
 
 
-__all__ = ["ConfigSource", "ServedListener", "ServerView"]
+__all__ = ["ConfigSource", "HotUpgradeView", "ServedListener", "ServerView"]

@@ -18,11 +18,16 @@ from sofamesh.pilot.api import build_app
 from sofamesh.pilot.config import PilotConfig
 from sofamesh.pilot.metrics import PilotMetrics
 from sofamesh.pilot.model import MeshModel, Service
+from sofamesh.pilot.policy.applied import AppliedPolicy
 from sofamesh.pilot.policy.entries import PolicyInstances
 from sofamesh.pilot.policy.model import PolicyModel
 from sofamesh.pilot.policy.resource import ResourceKey
 from sofamesh.pilot.policy.store import ConfigStore, ConfigStoreContext, ConfigStoreFactory
 from sofamesh.pilot.registry import Registry, RegistryContext, RegistryFactory
+from sofamesh.pilot.security.ca import CaContext, CaFactory, CertificateAuthority
+from sofamesh.pilot.security.csr import CertificateService
+from sofamesh.pilot.security.storage import DirStorage
+from sofamesh.pilot.security.tokens import TokenAuthority
 from sofamesh.pilot.sync import Pair, RegistrySync
 from sofamesh.pilot.xds.cache import SnapshotCache
 from sofamesh.pilot.xds.debounce import Debouncer
@@ -59,8 +64,13 @@ class Pilot:
         self.registry_catalog: Catalog[RegistryFactory] = Catalog("registry")
         self.generator_catalog: Catalog[XdsGenerator] = Catalog("xds generator")
         self.config_store_catalog: Catalog[ConfigStoreFactory] = Catalog("config store")
+        self.ca_catalog: Catalog[CaFactory] = Catalog("CA")
+        self.ca: CertificateAuthority
+        self.tokens: TokenAuthority
+        self.certificates: CertificateService
         self.policy = PolicyModel()
         self.policy_instances = PolicyInstances(self.policy)
+        self.applied_policy = AppliedPolicy(self.policy)
         self.config_store: ConfigStore
         self.cache: SnapshotCache | None = None
         self._ads: AdsServer | None = None
@@ -87,12 +97,17 @@ class Pilot:
         self.host.fill("pilot_register_registries", self.registry_catalog)
         self.host.fill("pilot_register_xds_generators", self.generator_catalog)
         self.host.fill("pilot_register_config_stores", self.config_store_catalog)
+        self.host.fill("pilot_register_cas", self.ca_catalog)
+        ca = self.config.ca
+        self.security_storage = DirStorage(self.config.data_dir / "security")
+        self.ca = self.ca_catalog.get(ca.type, "ca.type").create(
+            CaContext(ca.type, ca.trust_domain, self.security_storage, ca.options, self.config.data_dir))
         cs = self.config.config_store
         self.config_store = self.config_store_catalog.get(cs.type, "config_store.type").create(
             ConfigStoreContext(cs.type, cs.options, self.config.data_dir))
         for i, rc in enumerate(self.config.registries):
             factory = self.registry_catalog.get(rc.type, f"registries[{i}].type")
-            reg = factory.create(RegistryContext(rc.name, rc.options, self.config.data_dir))
+            reg = factory.create(RegistryContext(rc.name, rc.options, self.config.data_dir, self.model))
             if rc.writable and not reg.writable:
                 raise ConfigError(f"registries[{i}].writable", f"registry type {rc.type!r} is read-only")
             self.registries.append(reg)
@@ -103,6 +118,10 @@ class Pilot:
         implicit = [r.name for r, rc in zip(self.registries, self.config.registries, strict=True)
                     if r.writable and rc.writable is None]
         self.writable_name = explicit[0] if explicit else (implicit[0] if implicit else None)
+        for _name, gen in self.generator_catalog.items():
+            use_policy = getattr(gen, "use_policy", None)  # PolicyAware generators read mesh policy
+            if callable(use_policy):
+                use_policy(self.applied_policy)
         self.cache = SnapshotCache(self.model, self.generator_catalog.items())
         self._ads = AdsServer(self.cache, self.metrics)
         deb = self.config.debounce
@@ -140,6 +159,11 @@ class Pilot:
             changed = self.policy_instances.rebuild()
             if changed:
                 self.model.refresh(changed)
+        if self._debouncer is not None:  # routes and clusters follow policy: push what changed
+            try:
+                self._debouncer.trigger()
+            except RuntimeError:  # no running loop yet (the first sync, before start): nothing to push to
+                pass
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -152,8 +176,9 @@ class Pilot:
         self.model.refresh()
         if self.sync is not None:
             await self.sync.start()
+        await self._start_security()
         xhost, xport = self.config.xds.host_port
-        self.xds_port = await self.ads.start(xhost, xport)
+        self.xds_port = await self.ads.start(xhost, xport, (self.certificates.handler(),))
         ahost, aport = self.config.api.host_port
         self._runner = web.AppRunner(build_app(self), access_log=None)
         await self._runner.setup()
@@ -164,6 +189,14 @@ class Pilot:
         self.ready = True
         log.info("pilot ready: xds %s:%d api %s:%d, registries %s (writable: %s)", xhost, self.xds_port,
                  ahost, self.api_port, ", ".join(r.name for r in self.registries), self.writable_name)
+
+    async def _start_security(self) -> None:
+        ca = self.config.ca
+        await self.ca.start()
+        self.tokens = TokenAuthority(self.security_storage, ca.trust_domain)
+        self.certificates = CertificateService(self.ca, self.tokens, ca.trust_domain,
+                                               default_ttl_s=ca.workload_ttl_s, min_ttl_s=ca.min_workload_ttl_s,
+                                               max_ttl_s=ca.max_workload_ttl_s)
 
     async def stop(self) -> None:
         self.ready = False
@@ -183,6 +216,9 @@ class Pilot:
             await self.sync.stop()
         for reg in self.registries:
             await reg.stop()
+        ca: CertificateAuthority | None = getattr(self, "ca", None)
+        if ca is not None:
+            await ca.stop()
         store: ConfigStore | None = getattr(self, "config_store", None)
         if store is not None:
             await store.stop()

@@ -17,6 +17,9 @@ if TYPE_CHECKING:  # the proxy builds this parser too: Pilot's config models loa
     from sofamesh.pilot import config as pilot_config
 
 
+_DEFAULT_API = "http://127.0.0.1:15080"
+
+
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``pilot`` to the ``sofamesh`` command's subparsers."""
     p = subparsers.add_parser(
@@ -33,6 +36,19 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--debounce-ms", type=int, metavar="MS", help="push quiet period (default 100)")
     p.add_argument("--max-delay-ms", type=int, metavar="MS", help="push max delay (default 1000)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    sub = p.add_subparsers(dest="pilot_command", metavar="COMMAND")
+    tok = sub.add_parser("token", help="bearer tokens workloads get their certificates with")
+    tsub = tok.add_subparsers(dest="token_command", metavar="COMMAND", required=True)
+    tc = tsub.add_parser("create", help="print a token bound to one identity (spiffe://<td>/ns/NS/sa/SA)")
+    tc.add_argument("--namespace", required=True)
+    tc.add_argument("--service-account", required=True)
+    tc.add_argument("--ttl", metavar="DURATION", help="lifetime, e.g. 30m, 24h, 720h (default: Pilot's "
+                    "ca.token_ttl_s, 24h)")
+    tc.add_argument("--pilot", default=_DEFAULT_API, metavar="URL", help=f"Pilot's API port (default {_DEFAULT_API})")
+    tc.add_argument("--json", action="store_true", help="print the whole answer (token, identity, jti, expires_at)")
+    tr = tsub.add_parser("revoke", help="refuse a token from now on, by its jti")
+    tr.add_argument("jti")
+    tr.add_argument("--pilot", default=_DEFAULT_API, metavar="URL", help=f"Pilot's API port (default {_DEFAULT_API})")
 
 
 def config_from_args(args: argparse.Namespace) -> pilot_config.PilotConfig:
@@ -79,8 +95,57 @@ async def _serve(cfg: pilot_config.PilotConfig) -> None:
         await pilot.stop()
 
 
+def _call(method: str, url: str, body: dict[str, object] | None = None) -> dict[str, object]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return dict(json.loads(resp.read()))
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            detail = exc.reason
+        raise MeshError(f"{method} {url}: {exc.code} {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise MeshError(f"{method} {url}: {getattr(exc, 'reason', exc)}") from None
+
+
+def run_token(args: argparse.Namespace) -> int:
+    """``sofamesh pilot token create|revoke``: 0 when done, 1 when Pilot refused or was not reached."""
+    import json
+
+    base = str(args.pilot).rstrip("/")
+    try:
+        if args.token_command == "revoke":
+            _call("DELETE", f"{base}/v1/tokens/{args.jti}")
+            print(f"revoked {args.jti}")
+            return 0
+        body: dict[str, object] = {"namespace": args.namespace, "service_account": args.service_account}
+        if args.ttl:
+            from sofamesh.pilot.policy.duration import parse_duration
+
+            try:
+                body["ttl_s"] = parse_duration(args.ttl)
+            except ValueError as exc:
+                print(f"error: --ttl: {exc}", file=sys.stderr)
+                return 2
+        answer = _call("POST", f"{base}/v1/tokens", body)
+    except MeshError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=1, sort_keys=True) if args.json else answer["token"])
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run Pilot until SIGINT/SIGTERM; 0 on a clean stop, 2 on a config or plugin error."""
+    if getattr(args, "pilot_command", None) == "token":
+        return run_token(args)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -102,4 +167,4 @@ def main(argv: list[str] | None = None) -> int:
     return run(parser.parse_args(argv))
 
 
-__all__ = ["add_parser", "config_from_args", "main", "run"]
+__all__ = ["add_parser", "config_from_args", "main", "run", "run_token"]

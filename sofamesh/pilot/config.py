@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sofamesh.core.errors import ConfigError, ConfigErrors
+from sofamesh.core.security.spiffe import SpiffeId
 
 
 def split_address(value: str, path: str = "") -> tuple[str, int]:
@@ -64,6 +65,32 @@ class ConfigStoreConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class CaConfig(_Strict):
+    """The CA and what it issues (docs/security.md): ``{type: builtin, trust_domain: cluster.local}``."""
+
+    type: str = "builtin"
+    trust_domain: str = "cluster.local"
+    options: dict[str, Any] = Field(default_factory=dict)
+    workload_ttl_s: float = Field(default=86400.0, gt=0)
+    """Lifetime of a workload certificate when the CSR asks for none (Istio's default, 24 h)."""
+    min_workload_ttl_s: float = Field(default=60.0, gt=0)
+    max_workload_ttl_s: float = Field(default=90 * 86400.0, gt=0)
+    token_ttl_s: float = Field(default=86400.0, gt=0)
+    """Lifetime of a token when ``token create`` asks for none."""
+    max_token_ttl_s: float = Field(default=365 * 86400.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CaConfig:
+        if not self.min_workload_ttl_s <= self.workload_ttl_s <= self.max_workload_ttl_s:
+            raise ValueError(f"workload_ttl_s ({self.workload_ttl_s:g}) must be within min_workload_ttl_s "
+                             f"({self.min_workload_ttl_s:g}) and max_workload_ttl_s ({self.max_workload_ttl_s:g})")
+        if self.token_ttl_s > self.max_token_ttl_s:
+            raise ValueError(f"token_ttl_s ({self.token_ttl_s:g}) must be <= max_token_ttl_s "
+                             f"({self.max_token_ttl_s:g})")
+        SpiffeId(self.trust_domain, "ns", "sa")  # the trust domain is a valid name
+        return self
+
+
 class SyncPairConfig(_Strict):
     """One registry sync pair: ``{from: zk, to: etcd, two_way: true}``."""
 
@@ -99,6 +126,7 @@ class PilotConfig(_Strict):
     grace_s: float = Field(2.0, ge=0, le=300)
     sync: SyncConfig = Field(default_factory=lambda: SyncConfig(resync_interval_s=5.0))
     config_store: ConfigStoreConfig = Field(default_factory=ConfigStoreConfig)
+    ca: CaConfig = Field(default_factory=lambda: CaConfig())
 
     @model_validator(mode="after")
     def _registries(self) -> PilotConfig:
@@ -153,5 +181,5 @@ def load(path: Path) -> PilotConfig:
     return parse(data)
 
 
-__all__ = ["ConfigStoreConfig", "Debounce", "Endpoint", "PilotConfig", "RegistryConfig", "SyncConfig", "SyncPairConfig",
-           "load", "parse", "split_address"]
+__all__ = ["CaConfig", "ConfigStoreConfig", "Debounce", "Endpoint", "PilotConfig", "RegistryConfig", "SyncConfig",
+           "SyncPairConfig", "load", "parse", "split_address"]

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from sofamesh.pilot.model import Service, ServiceInstance
     from sofamesh.pilot.policy.store import ConfigStoreFactory
     from sofamesh.pilot.registry import RegistryFactory
+    from sofamesh.pilot.security.ca import CaFactory
     from sofamesh.pilot.view import PilotView
     from sofamesh.pilot.xds.generator import XdsGenerator
 
@@ -51,6 +52,26 @@ def pilot_register_config_stores(catalog: Catalog[ConfigStoreFactory]) -> None:
         :class:`~sofamesh.pilot.policy.store.ConfigStoreFactory` (``factory.create(context)``
         gets a :class:`~sofamesh.pilot.policy.store.ConfigStoreContext` and returns a
         :class:`~sofamesh.pilot.policy.store.ConfigStore`).
+    :return: nothing; a name already taken raises :class:`~sofamesh.core.errors.PluginError`.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def pilot_register_cas(catalog: Catalog[CaFactory]) -> None:
+    """Register certificate authority factories (``builtin``, or an external CA's adapter).
+
+    Runs once when Pilot builds its catalogs. Pilot uses the one CA its config's ``ca.type``
+    names (``builtin`` by default) to sign the workload certificates its CSR API hands out; Pilot
+    authenticates the caller and checks the identity before the CA is asked.
+
+    :param catalog: the CA catalog; ``catalog.add(name, factory)`` where ``name`` is the
+        ``ca.type`` of the Pilot config and ``factory`` is a
+        :class:`~sofamesh.pilot.security.ca.CaFactory`: ``factory.create(context)`` gets a
+        :class:`~sofamesh.pilot.security.ca.CaContext` (``name``, ``trust_domain``, ``storage``,
+        ``options``, ``data_dir``) and returns a
+        :class:`~sofamesh.pilot.security.ca.CertificateAuthority`.
     :return: nothing; a name already taken raises :class:`~sofamesh.core.errors.PluginError`.
 
     .. versionadded:: 0.1

@@ -10,10 +10,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sofamesh.core.errors import PluginError
-from sofamesh.pilot.model import Service, ServiceInstance
+from sofamesh.pilot.model import MeshModel, Service, ServiceInstance
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 Notify = Callable[[Iterable[str]], object]
 """Called by a registry with the names of the services whose data it just changed."""
@@ -21,11 +24,14 @@ Notify = Callable[[Iterable[str]], object]
 
 @dataclass(frozen=True, slots=True)
 class RegistryContext:
-    """What a registry factory gets: its configured name, its options, Pilot's data directory."""
+    """What a registry factory gets: its configured name, its options, Pilot's data directory, and
+    the merged mesh model (read-only by contract) for a registry that serves its own clients
+    everything the mesh knows (the Eureka, Nacos and Consul APIs)."""
 
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
     data_dir: Path = Path(".")
+    model: MeshModel | None = None
 
 
 class Registry(ABC):
@@ -68,6 +74,11 @@ class Registry(ABC):
     async def heartbeat(self, service: str, instance_id: str) -> bool:
         """Renew an instance's lease; ``False`` when the instance is unknown."""
         raise self._read_only()
+
+    def http_routes(self) -> Sequence[web.AbstractRouteDef]:
+        """Routes this registry serves on Pilot's API port (a registry API under its own path
+        prefix, e.g. Eureka's ``/eureka``); added once, when Pilot builds its HTTP application."""
+        return ()
 
     def describe(self) -> dict[str, Any]:
         """What ``/debug/registry`` shows about this registry beyond its services."""

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from sofamesh.pilot.policy.model import PolicyModel
     from sofamesh.pilot.policy.store import ConfigStore
     from sofamesh.pilot.registry import Registry
+    from sofamesh.pilot.security.csr import CertificateService
+    from sofamesh.pilot.security.tokens import TokenAuthority
     from sofamesh.pilot.sync import RegistrySync
     from sofamesh.pilot.xds.server import AdsServer
 
@@ -36,6 +38,12 @@ class PilotView(Protocol):
 
     config_store: ConfigStore
     """Where policy resources are kept; the API writes accepted resources to it."""
+
+    tokens: TokenAuthority
+    """Issues, verifies and revokes the bearer tokens workloads authenticate with."""
+
+    certificates: CertificateService
+    """Istio's CSR API on the xDS port, and its CA (``describe()`` for ``/debug/ca``)."""
 
     sync: RegistrySync | None
     """The registry sync (``describe()`` for ``/debug/syncz``), ``None`` when not configured."""

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from sofamesh.testing import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("SOFAMESH_CACHE") or REPO / ".cache")
 PEERS = Path(__file__).resolve().parent / "peers" / "dubbo"
@@ -32,7 +34,8 @@ SERVICE = "com.sofamesh.demo.EchoService"
 def require_dubbo_peers() -> None:
     """Skip (locally) or fail (under CI) when node or the npm peers are not installed."""
     marker = NODE_MODULES / "dubbo2.js" / "package.json"
-    if shutil.which("node") and marker.is_file() and (NODE_MODULES / "@dubbo.ts" / "provider").is_dir():
+    framework = [NODE_MODULES / "@dubbo.ts" / p for p in ("provider", "zookeeper")]
+    if shutil.which("node") and marker.is_file() and all(d.is_dir() for d in framework):
         return
     msg = f"Dubbo peers not installed under {NODE_MODULES}: run scripts/setup.d/21-dubbo-peers.sh"
     if os.environ.get("CI"):
@@ -57,11 +60,20 @@ def call(method: str, *args: dict[str, object], interface: str = SERVICE, versio
 
 
 class Provider:
-    """``node provider.js`` bound to 127.0.0.1; stopped by its pid."""
+    """``node provider.js`` bound to 127.0.0.1; stopped by its pid.
 
-    def __init__(self, name: str = "p1", port: int = 0, timeout: float = 20.0) -> None:
+    With ``zookeeper`` (``host:port``), the provider publishes itself there through @dubbo.ts/zookeeper
+    (interface ``interface``, ``version`` and ``group`` when given) on a free port."""
+
+    def __init__(self, name: str = "p1", port: int = 0, timeout: float = 20.0, *, zookeeper: str | None = None,
+                 interface: str = SERVICE, version: str | None = None, group: str | None = None) -> None:
         self.name = name
+        if zookeeper and not port:
+            port = free_port()
         argv = ["node", str(PEERS / "provider.js"), "--name", name, "--port", str(port)]
+        if zookeeper:
+            argv += ["--zookeeper", zookeeper, "--interface", interface]
+            argv += [*(["--version", version] if version else []), *(["--group", group] if group else [])]
         pipe = subprocess.PIPE
         self.proc = subprocess.Popen(argv, stdout=pipe, stderr=pipe, env=_env(), cwd=PEERS)
         assert self.proc.stdout is not None

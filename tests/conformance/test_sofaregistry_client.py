@@ -1,7 +1,9 @@
 """A real SOFARegistry client (npm sofa-registry-node 0.0.1) publishes and subscribes against Pilot.
 
 No SOFARegistry server runs here: these tests check Pilot's session-server side against the real
-client only (what the client sends and what it accepts), not against a Java session server.
+client only (what the client sends and what it accepts), not against a Java session server. End to
+end: what sofa-registry-node publishes for a npm sofa-rpc-node provider is called through a sidecar
+(fed by Pilot's xDS) by a sofa-rpc-node consumer.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import httpx
 import pytest
 
 from sofamesh.testing import free_port
+from tests.conformance import bolt_peers
 from tests.conformance.sofaregistry_peers import RegistryClient, require_registry_client
+from tests.integration.xds.mesh import Sidecar
 
 DATA_ID = "com.example.EchoService:1.0@DEFAULT"
 SERVICE = "com.example.EchoService:1.0"
@@ -26,11 +30,12 @@ SERVICE = "com.example.EchoService:1.0"
 class Pilot:
     def __init__(self, tmp: Path) -> None:
         self.api = free_port()
+        self.xds = free_port()
         self.bolt = free_port()
         self.http = free_port()
         cfg = tmp / "pilot.yaml"
         cfg.write_text(
-            f'xds: {{address: "127.0.0.1:0"}}\napi: {{address: "127.0.0.1:{self.api}"}}\n'
+            f'xds: {{address: "127.0.0.1:{self.xds}"}}\napi: {{address: "127.0.0.1:{self.api}"}}\n'
             f"data_dir: {tmp / 'data'}\nregistries:\n  - name: embedded\n  - name: sofaregistry\n"
             f'    options: {{bolt_address: "127.0.0.1:{self.bolt}", http_address: "127.0.0.1:{self.http}"}}\n')
         self.log = tmp / "pilot.log"
@@ -153,3 +158,25 @@ def test_a_subscriber_that_arrives_later_gets_the_current_data(pilot: Pilot, tmp
             sub.close()
     finally:
         pub.close()
+
+
+def test_an_instance_published_by_sofa_registry_node_is_called_through_a_sidecar_by_sofa_rpc_node(
+        pilot: Pilot, tmp_path: Path) -> None:
+    iface = SERVICE.split(":")[0]
+    with bolt_peers.node_provider(iface, "srp") as provider:
+        pub = RegistryClient(pilot.http, "provider", tmp_path / "pub.log")
+        try:
+            pub.send(op="publish", dataId=DATA_ID, data=[f"bolt://127.0.0.1:{provider.port}?version=1.0"])
+            [inst] = wait_until(lambda: pilot.instances(SERVICE), 15, "the published instance in the model")
+            assert (inst["address"], inst["port"], inst["origin"]) == ("127.0.0.1", provider.port, "sofaregistry")
+            with Sidecar(pilot.xds, "sofaregistry-consumer") as sidecar:
+                wait_until(lambda: sidecar.endpoints(f"|{SERVICE}") == {provider.address}, 20,
+                           "the published instance in the sidecar's endpoints")
+                results = bolt_peers.node_consumer(sidecar.egress("bolt"), iface, [
+                    {"method": "echo", "args": [f"hi{i}"], "timeout": 3000} for i in range(3)])
+                assert [(r["ok"], r.get("result")) for r in results] == [(True, f"srp:hi{i}") for i in range(3)]
+                # unpublished: the sidecar stops routing to it
+                pub.send(op="unregister", dataId=DATA_ID)
+                wait_until(lambda: not sidecar.endpoints(f"|{SERVICE}"), 20, "the instance leaving the sidecar")
+        finally:
+            pub.close()

@@ -126,6 +126,8 @@ def test_the_demo_runs_and_reports_ok() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert crash_reports(out.stdout + out.stderr) == [], out.stdout + out.stderr
     assert "verdict: OK" in out.stdout
+    # the dev extras bring the demo's third-party Bolt client: the demo shows interop, not only our codecs
+    assert "consumers: PyPI anthunder 0.8.1 AioClient (a third-party SOFA Bolt client)" in out.stdout
     for proto in ("BOLT", "DUBBO", "HTTP", "GRPC"):
         assert f"{proto} " in out.stdout
     for line in out.stdout.splitlines():  # the instance that joined took traffic after the change

@@ -80,6 +80,36 @@ def test_rbac_allows_one_principal_and_path_and_denies_the_rest_with_403(
     assert 'sofamesh_filter_rbac_denied{listener="web",filter="authz.rbac"} 3' in prom
 
 
+def test_permissive_mtls_serves_plaintext_and_mtls_clients_on_one_listener_each_with_its_identity(
+        pki: Pki, upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]) -> None:
+    rbac = {"policies": [
+        {"name": "public", "action": "ALLOW", "rules": [{"to": [{"operation": {"paths": ["/public"]}}]}]},
+        {"name": "shop-only", "action": "ALLOW", "rules": [{
+            "from": [{"source": {"principals": ["cluster.local/ns/default/sa/shop"]}}],
+            "to": [{"operation": {"paths": ["/private"]}}]}]},
+    ]}
+    cfg, port = http_proxy_config([upstream.address], tls={**pki.listener_tls(), "plaintext": True},
+                                  filters=[{"type": "authn.mtls", "config": {"mode": "PERMISSIVE"}},
+                                           {"type": "authz.rbac", "config": rbac}])
+    proxy = proxy_factory(cfg)
+    codes: dict[str, tuple[int, int]] = {}
+    with httpx.Client(timeout=5) as plain:  # no TLS at all, same port
+        codes["plaintext"] = (plain.get(f"http://127.0.0.1:{port}/public").status_code,
+                              plain.get(f"http://127.0.0.1:{port}/private").status_code)
+    for name, files in (("shop", pki.workload("shop")), ("cart", pki.workload("cart")), ("tls-no-cert", None)):
+        with pki.client(files) as c:
+            codes[name] = (c.get(f"https://localhost:{port}/public").status_code,
+                           c.get(f"https://localhost:{port}/private").status_code)
+    assert codes == {"plaintext": (200, 403), "shop": (200, 200), "cart": (200, 403), "tls-no-cert": (200, 403)}
+    stranger = mint_workload(load_or_mint_ca(pki.root / "other"), f"{TD}/default/sa/shop", pki.root / "other", "x")
+    with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)), pki.client(stranger) as c:
+        c.get(f"https://localhost:{port}/private")  # a certificate from another CA fails the handshake
+    # identities: shop's and cart's certificates were seen; plaintext and TLS without a certificate were not
+    assert _filters_stats(proxy)["web|authn.mtls"] == {
+        "mtls_authenticated": 4, "mtls_plaintext": 4, "mtls_rejected": 0}
+    assert upstream.requests == 5
+
+
 def test_rbac_namespaces_and_header_conditions_combine_within_a_rule(
         pki: Pki, upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]) -> None:
     rbac = {"policies": [{"action": "ALLOW", "rules": [{

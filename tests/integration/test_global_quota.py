@@ -1,5 +1,6 @@
 """quota.global against a real `sofamesh ratelimit-server` backed by a real redis-server: two
-sidecar processes share one quota; fail-open and fail-closed when the service is down."""
+sidecar processes share one quota; fail-open and fail-closed when the service is down; two real
+Envoys (their `envoy.filters.http.ratelimit` filter, gRPC to the service) and a sidecar share one."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import yaml
 
 from sofamesh.testing import ProxyProcess, UpstreamServer, free_port, wait_port
 from tests.conftest import http_proxy_config
+from tests.integration.resilience.peers import H2_UPSTREAM, StaticEnvoy, http_listener, static_cluster
 from tests.integration.servers import RedisServer
 
 RLS_CONFIG = {"domain": "shop", "descriptors": [
@@ -96,3 +98,41 @@ def test_unreachable_service_fails_open_by_default_and_closed_when_asked(
     closed_port = _sidecar(upstream, proxy_factory, dead, failure_mode_deny=True)
     assert httpx.get(f"http://127.0.0.1:{open_port}/x", timeout=5).status_code == 200
     assert httpx.get(f"http://127.0.0.1:{closed_port}/x", timeout=5).status_code == 500
+
+
+def _envoy_with_ratelimit(upstream: UpstreamServer, rls: str) -> tuple[StaticEnvoy, int]:
+    """An Envoy whose ratelimit filter asks ``rls`` (domain shop, descriptor destination=web) about
+    every request, and refuses requests when it cannot ask (failure_mode_deny: a broken call shows)."""
+    port = free_port()
+    vhost = {"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {
+        "cluster": "web", "rate_limits": [{"actions": [
+            {"generic_key": {"descriptor_key": "destination", "descriptor_value": "web"}}]}]}}]}
+    ratelimit = {"name": "envoy.filters.http.ratelimit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+        "domain": "shop", "failure_mode_deny": True, "timeout": "2s",
+        "rate_limit_service": {"grpc_service": {"envoy_grpc": {"cluster_name": "rls"}},
+                               "transport_api_version": "V3"}}}
+    envoy = StaticEnvoy([http_listener("web", port, vhost, http_filters=[ratelimit])],
+                        [static_cluster("web", [upstream.address]),
+                         static_cluster("rls", [rls], typed_extension_protocol_options=H2_UPSTREAM)])
+    return envoy, port
+
+
+def test_two_real_envoys_and_a_sidecar_share_one_quota_through_the_ratelimit_server(
+        rls: str, redis_server: RedisServer, upstream: UpstreamServer,
+        proxy_factory: Callable[..., ProxyProcess]) -> None:
+    sidecar = _sidecar(upstream, proxy_factory, rls)
+    (envoy_a, a), (envoy_b, b) = _envoy_with_ratelimit(upstream, rls), _envoy_with_ratelimit(upstream, rls)
+    with envoy_a, envoy_b, httpx.Client(timeout=5) as c:
+        codes = [(who, c.get(f"http://127.0.0.1:{port}/{who}/{i}").status_code)
+                 for i in range(5) for who, port in (("envoy-a", a), ("envoy-b", b), ("sidecar", sidecar))]
+        stats = [e.stats() for e in (envoy_a, envoy_b)]
+    # destination=web allows 10 a day, counted once for all three proxies
+    assert [code for _, code in codes] == [200] * 10 + [429] * 5, codes
+    assert upstream.requests == 10
+    for s, who in zip(stats, ("envoy-a", "envoy-b"), strict=True):
+        mine = [code for w, code in codes if w == who]
+        assert s["cluster.web.ratelimit.ok"] == mine.count(200), (who, s)
+        assert s["cluster.web.ratelimit.over_limit"] == mine.count(429), (who, s)
+        assert s.get("cluster.web.ratelimit.error", 0) == 0 and s.get("cluster.web.ratelimit.failure_mode_allowed", 0) == 0
+    assert len(redis.Redis(port=redis_server.port).keys("shop_destination_web_*")) == 1  # one counter for all

@@ -60,12 +60,16 @@ class StringMatch(_Model):
         kinds = [k for k in ("exact", "prefix", "suffix", "regex") if getattr(self, k) is not None]
         if len(kinds) != 1:
             raise ValueError(f"give exactly one of exact, prefix, suffix, regex (got {kinds or 'none'})")
-        if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"bad regex {self.regex!r}: {exc}") from None
+        _check_regex(self.regex)
         return self
+
+
+def _check_regex(regex: str | None) -> None:
+    if regex is not None:
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            raise ValueError(f"bad regex {regex!r}: {exc}") from None
 
 
 class RouteMatch(_Model):
@@ -80,6 +84,7 @@ class RouteMatch(_Model):
     path: StringMatch | None = None
     protocol: str | None = None
     headers: dict[str, StringMatch] = Field(default_factory=dict)
+    query: dict[str, StringMatch] = Field(default_factory=dict)  # HTTP query parameters (present: regex ".*")
 
 
 class WeightedCluster(_Model):
@@ -178,6 +183,60 @@ class HashPolicyConfig(_Model):
 
 
 HASH_POLICY_KINDS: tuple[str, ...] = ("header", "cookie", "connection_properties", "query_parameter", "argument")
+class HeaderMutationConfig(_Model):
+    """Headers a route changes (Envoy's ``*_headers_to_add`` / ``*_headers_to_remove``): ``remove``
+    first, then ``set`` (replace or add), then ``add`` (append)."""
+
+    set: dict[str, str] = Field(default_factory=dict)
+    add: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+
+class RewriteConfig(_Model):
+    """What a route rewrites before forwarding: the matched path prefix (the whole path for an exact
+    or regex match) with ``prefix``, or each ``regex`` match in the path with ``substitution``;
+    the host (HTTP/1 ``Host``, HTTP/2 ``:authority``) with ``host``."""
+
+    prefix: str | None = None
+    regex: str | None = None
+    substitution: str = ""
+    host: str | None = None
+
+    @model_validator(mode="after")
+    def _one_path_rewrite(self) -> RewriteConfig:
+        if self.prefix is not None and self.regex is not None:
+            raise ValueError("give at most one of prefix, regex")
+        _check_regex(self.regex)
+        return self
+
+
+class RedirectConfig(_Model):
+    """An HTTP redirect answered by the proxy (Envoy's ``redirect``): each given part replaces the
+    request's own in ``Location``."""
+
+    scheme: str | None = None
+    host: str | None = None
+    port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    path: str | None = None
+    prefix: str | None = None  # replaces the matched prefix, as ``prefix_rewrite`` does
+    strip_query: bool = False
+    code: Literal[301, 302, 303, 307, 308] = 301
+
+
+class DirectResponseConfig(_Model):
+    """A response the proxy answers itself (Envoy's ``direct_response``); RPC protocols answer an
+    error in their own protocol."""
+
+    status: Annotated[int, Field(ge=200, le=599)]
+    body: str = ""
+
+
+class MirrorConfig(_Model):
+    """A copy of each matching request to ``cluster`` (a share ``percentage`` of them), fire and
+    forget: its response is discarded; an HTTP copy's host gets the suffix ``-shadow``."""
+
+    cluster: str
+    percentage: Annotated[float, Field(ge=0, le=100)] = 100.0
 
 
 class RouteConfig(_Model):
@@ -187,23 +246,49 @@ class RouteConfig(_Model):
     weighted_clusters: list[WeightedCluster] = Field(default_factory=list)
     timeout_ms: Annotated[int, Field(ge=0)] = 15000  # 0 = no timeout; Envoy's default is 15 s
     filters: list[FilterConfig] = Field(default_factory=list)
-    direct_response: dict[str, Any] | None = None
+    direct_response: DirectResponseConfig | None = None
+    redirect: RedirectConfig | None = None
+    request_headers: HeaderMutationConfig | None = None
+    response_headers: HeaderMutationConfig | None = None
+    rewrite: RewriteConfig | None = None
+    mirror: list[MirrorConfig] = Field(default_factory=list)
     retry_policy: RetryPolicyConfig | None = None  # None: a failed connect is retried on another endpoint
     hash_policy: list[HashPolicyConfig] = Field(default_factory=list)  # for ring_hash / maglev clusters
 
     @model_validator(mode="after")
     def _destination(self) -> RouteConfig:
-        if (self.cluster is None) == (not self.weighted_clusters) and self.direct_response is None:
+        local = (self.direct_response is not None) + (self.redirect is not None)
+        if local > 1:
+            raise ValueError("give at most one of direct_response, redirect")
+        if (self.cluster is None) == (not self.weighted_clusters) and not local:
             raise ValueError("give exactly one of cluster or weighted_clusters")
         return self
 
 
 class TlsConfig(_Model):
-    cert: str
-    key: str
+    """Files (``cert``/``key``, ``ca``) or secrets the process's agent keeps current, by SDS name
+    (``secret: default``, ``ca_secret: ROOTCA``); each side may mix a file and a secret."""
+
+    cert: str | None = None
+    key: str | None = None
+    secret: str | None = None
     ca: str | None = None
+    ca_secret: str | None = None
     require_client_cert: bool = False
     alpn: list[str] = Field(default_factory=list)
+    # also serve plaintext connections on this listener (told apart from TLS by their first byte),
+    # as Istio's PERMISSIVE mode does; authn.mtls PERMISSIVE then sees both kinds of client
+    plaintext: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TlsConfig:
+        if self.secret is None and (self.cert is None or self.key is None):
+            raise ValueError("give cert and key (files), or secret (an SDS name such as default)")
+        if self.secret is not None and (self.cert is not None or self.key is not None):
+            raise ValueError("give either cert and key, or secret, not both")
+        if self.ca is not None and self.ca_secret is not None:
+            raise ValueError("give either ca or ca_secret, not both")
+        return self
 
 
 class LimitsConfig(_Model):
@@ -473,14 +558,39 @@ class XdsConfig(_Model):
     backoff_max_ms: Annotated[int, Field(gt=0)] = 5_000
 
 
+class AgentConfig(_Model):
+    """The workload agent inside the proxy (docs/security.md): it gets this process's certificate
+    from Pilot's CA and keeps the secrets ``default`` and ``ROOTCA`` current."""
+
+    ca_address: Address | None = None  # Pilot's xDS port; default: xds.address
+    token: str | None = None
+    token_file: str | None = None
+    namespace: str | None = None  # default: node metadata NAMESPACE, else the token's identity
+    service_account: str | None = None  # default: node metadata SERVICE_ACCOUNT, else the token's identity
+    trust_domain: str | None = None  # default: the token's
+    validity_s: Annotated[int, Field(ge=0)] = 0  # 0: the CA's default lifetime
+
+    @model_validator(mode="after")
+    def _credential(self) -> AgentConfig:
+        if self.token is None and self.token_file is None:
+            raise ValueError("give token or token_file (sofamesh pilot token create)")
+        if (self.namespace is None) != (self.service_account is None):
+            raise ValueError("give both namespace and service_account, or neither")
+        return self
+
+
 class ProxyConfig(_Model):
     """The whole data-plane config."""
 
     admin: AdminConfig | None = Field(default_factory=AdminConfig)
     xds: XdsConfig | None = None
+    agent: AgentConfig | None = None
     listeners: list[ListenerConfig] = Field(default_factory=list)
     clusters: list[ClusterConfig] = Field(default_factory=list)
     drain_timeout_ms: Annotated[int, Field(ge=0)] = 10_000
+    # a Unix socket path: a new process started with --hot-upgrade takes this one's sockets and
+    # connections over it (docs/upgrade.md); None: no hot upgrade
+    upgrade_socket: str | None = None
     plugins: list[str] = Field(default_factory=list)  # extra plugin names to load (lifecycle plugins)
     # settings of lifecycle plugins, by plugin name (each key also loads that plugin); the plugin
     # validates its own section at start-up
@@ -493,23 +603,29 @@ __all__ = [
     "HEALTH_STATUSES",
     "RETRY_ON",
     "AdminConfig",
+    "AgentConfig",
     "CircuitBreakersConfig",
     "ClusterConfig",
+    "DirectResponseConfig",
     "EndpointConfig",
     "FilterConfig",
     "GrpcHealthCheckConfig",
     "HashPolicyConfig",
+    "HeaderMutationConfig",
     "HealthCheckConfig",
     "HealthConfig",
     "HttpHealthCheckConfig",
     "LimitsConfig",
     "ListenerConfig",
+    "MirrorConfig",
     "OutlierDetectionConfig",
     "ProtocolHealthCheckConfig",
     "ProxyConfig",
+    "RedirectConfig",
     "RetryBackOffConfig",
     "RetryBudgetConfig",
     "RetryPolicyConfig",
+    "RewriteConfig",
     "RouteConfig",
     "RouteMatch",
     "StringMatch",

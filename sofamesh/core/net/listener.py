@@ -38,12 +38,18 @@ class Listener:
     """A bound socket serving connections made by ``protocol_factory``."""
 
     def __init__(self, name: str, address: str, protocol_factory: Callable[[], asyncio.Protocol],
-                 reuse_port: bool = False, path: str = "") -> None:
+                 reuse_port: bool = False, path: str = "", sock: socket.socket | None = None) -> None:
         self.name = name
         self.address = address
         self._factory = protocol_factory
-        self._sock = bind_socket(address, reuse_port, path=path)
+        # ``sock``: a socket already listening on ``address`` (handed over by a hot upgrade)
+        self._sock = sock if sock is not None else bind_socket(address, reuse_port, path=path)
         self._server: asyncio.Server | None = None
+
+    @property
+    def socket(self) -> socket.socket:
+        """The listening socket (a hot upgrade hands its descriptor to the new process)."""
+        return self._sock
 
     @property
     def port(self) -> int:
@@ -56,6 +62,14 @@ class Listener:
         """Close a socket that was bound but never started (a config that was refused)."""
         if self._server is None:
             self._sock.close()
+
+    def pause_accepting(self) -> None:
+        """Stop accepting and keep the socket listening (a hot upgrade that may yet fail): ``start``
+        serves it again, and connections that arrive meanwhile wait in the backlog."""
+        if self._server is not None:
+            spare = self._sock.dup()
+            self._server.close()
+            self._sock, self._server = spare, None
 
     def stop_accepting(self) -> None:
         if self._server is not None:

@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING
 from sofamesh.core.config.model import RouteConfig, StringMatch
 from sofamesh.core.proxy.filter_chain import EMPTY_CHAIN, FilterChain
 from sofamesh.core.proxy.hash_policy import HashPolicy
+from sofamesh.core.proxy.header_mutation import HeaderMutation
+from sofamesh.core.proxy.local_response import LocalResponse
+from sofamesh.core.proxy.mirror import Mirror
+from sofamesh.core.proxy.query import QueryMatch
 from sofamesh.core.proxy.retry import RetryPolicy
+from sofamesh.core.proxy.rewrite import Rewrite
 
 if TYPE_CHECKING:
     from sofamesh.core.events import RequestHead
@@ -46,11 +51,27 @@ def compile_string_match(m: StringMatch) -> StrPred:
     return pred
 
 
+_PSEUDO = {":method": "method", ":path": "path"}
+
+
+def _chain(edits: list[Callable[[RequestHead], RequestHead]]) -> Callable[[RequestHead], RequestHead] | None:
+    if not edits:
+        return None
+    if len(edits) == 1:
+        return edits[0]
+    first, second = edits
+
+    def both(head: RequestHead) -> RequestHead:
+        return second(first(head))
+    return both
+
+
 class Route:
     """A compiled route: its matchers and where matching requests go."""
 
-    __slots__ = ("_cum", "_matchers", "_protocol", "_total", "clusters", "config", "filters", "hash_policy", "index",
-                 "name", "retry", "timeout_ms")
+    __slots__ = ("_cum", "_matchers", "_protocol", "_query", "_total", "clusters", "config", "edit_request",
+                 "filters", "hash_policy", "index", "local_response", "mirror", "name", "response_headers", "retry",
+                 "timeout_ms")
 
     def __init__(self, index: int, config: RouteConfig, filters: FilterChain = EMPTY_CHAIN) -> None:
         self.index = index
@@ -68,11 +89,25 @@ class Route:
             if sm is not None:
                 matchers.append((":authority" if key == "host" else key, compile_string_match(sm)))
         for hname, sm in m.headers.items():
-            matchers.append((hname.lower(), compile_string_match(sm)))
+            name = hname.lower()
+            # HTTP pseudo-headers as xDS names them: the head's own fields
+            matchers.append((_PSEUDO.get(name, name), compile_string_match(sm)))
         self._matchers = tuple(matchers)
+        self._query = QueryMatch(tuple((n, compile_string_match(q)) for n, q in m.query.items())) if m.query else None
         self._protocol = m.protocol
-        if config.cluster is not None:
-            self.clusters: tuple[str, ...] = (config.cluster,)
+        # Optional route actions, each compiled only when the route has it (None costs one test).
+        edits: list[Callable[[RequestHead], RequestHead]] = []
+        if config.rewrite is not None:
+            edits.append(Rewrite(config.rewrite, m).apply)
+        if config.request_headers is not None:
+            edits.append(HeaderMutation(config.request_headers).request)
+        self.edit_request: Callable[[RequestHead], RequestHead] | None = _chain(edits)
+        self.response_headers = HeaderMutation(config.response_headers) if config.response_headers else None
+        self.local_response = LocalResponse(config.direct_response, config.redirect, m) if (
+            config.direct_response is not None or config.redirect is not None) else None
+        self.mirror = Mirror(config.mirror, config.timeout_ms) if config.mirror else None
+        if config.cluster is not None or self.local_response is not None:
+            self.clusters: tuple[str, ...] = (config.cluster or "",)
             self._cum: tuple[int, ...] = (1,)
         else:
             self.clusters = tuple(w.name for w in config.weighted_clusters)
@@ -92,9 +127,12 @@ class Route:
                 v = head.headers.get(":authority") or head.service
                 if not pred(v) and not (":" in v and not v.endswith("]") and pred(v.rsplit(":", 1)[0])):
                     return False
+            elif key == ":scheme":
+                if not pred(head.headers.get(":scheme") or "http"):
+                    return False
             elif not pred(head.key(key)):
                 return False
-        return True
+        return self._query is None or self._query.matches(head.path)
 
     def pick_cluster(self) -> str:
         if len(self.clusters) == 1:

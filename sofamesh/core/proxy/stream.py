@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from sofamesh.core.endpoint import Endpoint
     from sofamesh.core.net.flow_control import ReadGate, WriteGate
     from sofamesh.core.net.timers import DeadlineWheel
+    from sofamesh.core.proxy.mirror import Shadows
     from sofamesh.core.proxy.router import Route
     from sofamesh.core.proxy.runtime import ListenerRuntime
     from sofamesh.core.upstream.cluster import Cluster
@@ -70,8 +71,8 @@ class Downstream(Protocol):
 class Stream:
     __slots__ = ("cluster", "conn", "context", "done", "down_paused", "endpoint", "factory", "filter_index", "head",
                  "head_sent", "http_status", "req_end", "req_end_sent", "req_q", "req_q_bytes", "request_done",
-                 "resp_end", "resp_q", "response_started", "retry", "route", "rt", "status", "timeout_ms", "timer",
-                 "tried", "up_id", "upstream")
+                 "resp_end", "resp_q", "response_started", "retry", "route", "rt", "shadow", "status", "timeout_ms",
+                 "timer", "tried", "up_id", "upstream")
 
     def __init__(self, conn: Downstream, head: RequestHead) -> None:
         self.conn = conn
@@ -105,6 +106,7 @@ class Stream:
         self.filter_index = 0
         self.status = 0
         self.http_status = 0
+        self.shadow: Shadows | None = None  # mirrored copies of this request, fed its body
 
     # -- request phase ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -163,6 +165,9 @@ class Stream:
     def _dispatch(self) -> None:
         route = self.route
         assert route is not None
+        if route.local_response is not None:  # direct response or redirect: no upstream
+            route.local_response.send(self)
+            return
         rt = self.rt
         name = route.pick_cluster()
         cluster = rt.clusters.get(name)
@@ -205,6 +210,10 @@ class Stream:
             self.head = _forwarded(head, self.conn.peer, attempt)  # x-envoy-attempt-count in the same pass
         elif attempt:
             self.head = with_attempt_count(head, 1)
+        if route.edit_request is not None:
+            self.head = route.edit_request(self.head)
+        if route.mirror is not None:
+            self.shadow = route.mirror.send(self.head, self.conn, rt.clusters, head.protocol)
         if policy is not None and not head.oneway:
             rs = self.retry = RetryState(policy)
             if policy.per_try_timeout:
@@ -239,6 +248,8 @@ class Stream:
         rs = self.retry
         if rs is not None:
             rs.keep(chunk.data)  # for a replay on the next try
+        if self.shadow is not None:
+            self.shadow.feed(chunk.data)
         up = self.upstream
         f = self.factory
         if self.head_sent and not self.req_q and up is not None and f is not None and not f.streaming \
@@ -252,6 +263,8 @@ class Stream:
         self.flush_request()
 
     def on_request_end(self, eom: EndOfMessage) -> None:
+        if self.shadow is not None:
+            self.shadow.end()
         self.request_done = True
         self.req_end = eom
         self.flush_request()
@@ -376,6 +389,9 @@ class Stream:
         if hooks:
             for hook in hooks:
                 hook(self, head)
+        route = self.route
+        if route is not None and route.response_headers is not None:
+            head = route.response_headers.response(head)
         self.response_started = True
         if head.raw is not None:
             conn.write(conn.codec.rewrite_request_id(head.raw, self.head.request_id))
@@ -617,6 +633,21 @@ class Stream:
             up.abandon()
 
     # -- ending ---------------------------------------------------------------------------------
+    def respond(self, head: ResponseHead, body: bytes) -> None:
+        """Answer with a whole response of the proxy's own (a route's direct response or redirect)."""
+        if self.done:
+            return
+        conn = self.conn
+        codec = conn.codec
+        self.status = head.status
+        self.http_status = head.http_status
+        out = [codec.send(head)]
+        if body:
+            out.append(codec.send(BodyChunk(body, head.request_id)))
+            out.append(codec.send(EndOfMessage(None, head.request_id)))
+        conn.write(b"".join(out))
+        self._finish()
+
     def local_reply(self, status: ReplyStatus, message: str) -> None:
         if self.done:
             return

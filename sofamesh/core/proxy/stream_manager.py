@@ -11,7 +11,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from sofamesh.core.codec import Codec, CodecFactory, ReplyStatus, Role, Sniff
+from sofamesh.core.codec import Codec, CodecFactory, CodecState, ReplyStatus, Role, Sniff
 from sofamesh.core.errors import ProtocolError
 from sofamesh.core.events import (
     NEED_DATA,
@@ -41,7 +41,7 @@ class DownstreamConnection(Connection):
     """One accepted connection: the StreamManager of the architecture."""
 
     __slots__ = ("active", "backlog", "codec", "codec_sends", "discarding", "factory", "multiplexed",
-                 "peer_identity", "prefix", "rt", "streams", "tcp")
+                 "peer_identity", "prefix", "resumed", "rt", "streams", "tcp")
 
     def __init__(self, rt: ListenerRuntime, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
@@ -57,17 +57,21 @@ class DownstreamConnection(Connection):
         self.discarding = False
         self.peer_identity: str | None = None
         self.tcp: TcpSession | None = None
+        self.resumed: tuple[CodecFactory | None, CodecState] | None = None  # moved in by a hot upgrade
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         rt = self.rt
-        rt.stats.downstream_cx_total += 1
+        if self.resumed is None:
+            rt.stats.downstream_cx_total += 1  # a connection moved in by a hot upgrade is not a new one
         rt.stats.downstream_cx_active += 1
         rt.connections.add(self)
         if transport.get_extra_info("ssl_object") is not None:
             self.peer_identity = peer_identity(transport)
-        if len(rt.factories) == 1:
+        if self.resumed is not None:
+            self._resume(*self.resumed)
+        elif len(rt.factories) == 1:
             self._use(rt.factories[0])
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -245,6 +249,12 @@ class DownstreamConnection(Connection):
                 log.exception("listener %s: codec %s failed to build an error reply", rt.name, self.factory.name)
             rt.stats.downstream_rq_total += 1
             rt.stats.record_status(status.http_status)
+        if self.codec_sends:
+            # What the codec queued for this error (HTTP/2: GOAWAY with the error code and the last
+            # stream id) goes out before the close, so the peer knows what it may retry.
+            out = self.codec.data_to_send()
+            if out:
+                self.write(out)
         self.close()
 
     # -- streams finishing -------------------------------------------------------------------------
@@ -282,6 +292,39 @@ class DownstreamConnection(Connection):
 
     def idle(self) -> bool:
         return not self.streams and self.active is None and not self.backlog
+
+    # -- hot upgrade (``core/upgrade.py``) ---------------------------------------------------------
+    def movable(self) -> bool:
+        """Whether another process could carry this connection on: plain TCP (TLS state stays in
+        this process), decoded (a tcp session holds its upstream) by a codec that exports state."""
+        if self.tcp is not None or self.peer_identity is not None or self.transport is None:
+            return False
+        if self.transport.get_extra_info("ssl_object") is not None:
+            return False
+        return self.codec is None or type(self.codec).export_state is not Codec.export_state
+
+    def handover_state(self) -> tuple[str, CodecState] | None:
+        """(protocol, codec state) when the connection sits at a message boundary with nothing in
+        flight and nothing unwritten, so its socket can move now; else ``None`` (ask again later).
+        The protocol is ``""`` before sniffing decided one (the sniffed prefix is the unread bytes)."""
+        t = self.transport
+        if self.closed or t is None or not self.idle() or self.wbuf or t.get_write_buffer_size():
+            return None
+        if self.codec is None:
+            return "", CodecState(b"", self.prefix)
+        st = self.codec.export_state()
+        return None if st is None else (self.factory.name, st)
+
+    def resume(self, factory: CodecFactory | None, state: CodecState) -> None:
+        """Before ``connection_made``: carry on a connection another process handed over."""
+        self.resumed = (factory, state)
+
+    def _resume(self, factory: CodecFactory | None, state: CodecState) -> None:
+        if factory is not None:
+            self._use(factory)
+            self.codec.import_state(state.state)
+        if state.unread:
+            self.data_received(state.unread)
 
     def drain(self) -> None:
         """Stop taking requests: idle connections close now, busy ones after their streams end."""

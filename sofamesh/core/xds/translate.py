@@ -10,7 +10,11 @@ Translated:
   ``sofamesh.filters.network.rpc_proxy`` (a ``TypedStruct``, see ``RPC_PROXY_TYPE_URL``).
   Listeners with an ``api_listener`` are for proxyless clients and are skipped.
 - RouteConfiguration: virtual hosts (domains ``name``, ``name:*``, ``*.suffix``, ``prefix*``, ``*``),
-  path prefix / exact / safe_regex, header matchers, cluster or weighted clusters, timeout,
+  path prefix / exact / safe_regex, header matchers (``:method``, ``:authority``, ``:scheme`` too),
+  query parameter matchers, cluster or weighted clusters, timeout; ``redirect`` and
+  ``direct_response``; request / response headers to add and remove; ``prefix_rewrite``,
+  ``regex_rewrite``, ``host_rewrite_literal``; ``request_mirror_policies``; the per-route config of
+  ``envoy.filters.http.fault`` (delay and abort, with percentages) as the route's ``fault`` filter;
   ``retry_policy`` (the route's, else its virtual host's) with the virtual host's
   ``include_request_attempt_count`` and the route's ``per_request_buffer_limit_bytes``.
 - Cluster of type EDS (endpoints from the ClusterLoadAssignment named by ``service_name`` or the
@@ -23,6 +27,10 @@ Translated:
 - ClusterLoadAssignment: every locality's endpoints with their priority, locality weight and health
   status (UNHEALTHY, DRAINING and TIMEOUT ones stay out of balancing), ``overprovisioning_factor``.
 - Route ``hash_policy`` (``balancing.py``).
+- TLS ``transport_socket`` of a listener's filter chain (DownstreamTlsContext) or of a cluster
+  (UpstreamTlsContext): the certificate from SDS secret ``default`` and the trust bundle from
+  ``ROOTCA`` (served by this process's agent, whatever ``sds_config`` says), or from files;
+  ``require_client_certificate``; ALPN. Subject-alt-name matching is NACKed until it is enforced.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ from sofamesh.core.xds.balancing import (
     lb_policy,
     overprovisioning,
 )
+from sofamesh.core.xds.route_actions import FAULT_TYPE, route_action_extras, route_actions
 
 _T = "type.googleapis.com/"
 LISTENER_TYPE = _T + "envoy.config.listener.v3.Listener"
@@ -69,6 +78,9 @@ RPC_PROXY_TYPE_URL = _T + "sofamesh.config.rpc.v1.RpcProxy"
 Match values are the kernel's string matches (a plain string, or one of exact/prefix/suffix/regex).
 """
 
+_TLS_SOCKET_TYPES = {"downstream": _T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                     "upstream": _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"}
+_AGENT_SECRETS = {"cert": "default", "ca": "ROOTCA"}  # the SDS names the agent serves (Istio's)
 _HCM_TYPE = _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _TCP_TYPE = _T + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 _ROUTER_TYPE = _T + "envoy.extensions.filters.http.router.v3.Router"
@@ -138,6 +150,81 @@ def _specificity(domain: str) -> int:
     return 3 if "*" not in domain else (1 if domain == "*" else 2)
 
 
+def _sds_name(cfg: Any, kind: str, path: str) -> str:
+    want = _AGENT_SECRETS[kind]
+    if cfg.name != want:
+        raise ConfigError(f"{path}.name", f"SDS secret {cfg.name!r} is not served here: this proxy's agent serves "
+                                          f"'default' (certificate) and 'ROOTCA' (trust bundle); expected {want!r}")
+    return str(cfg.name)
+
+
+def _validation(vc: Any, path: str) -> dict[str, Any]:
+    """A CertificateValidationContext: only ``trusted_ca`` (a file) is applied."""
+    out: dict[str, Any] = {}
+    for unsupported in ("match_subject_alt_names", "match_typed_subject_alt_names", "verify_certificate_spki",
+                        "verify_certificate_hash"):
+        if len(getattr(vc, unsupported)):
+            raise ConfigError(f"{path}.{unsupported}", "peer identity matching in the TLS context is not "
+                                                       "supported yet")
+    if vc.HasField("trusted_ca"):
+        if vc.trusted_ca.WhichOneof("specifier") != "filename":
+            raise ConfigError(f"{path}.trusted_ca", "only a filename is supported (or SDS 'ROOTCA')")
+        out["ca"] = vc.trusted_ca.filename
+    return out
+
+
+def translate_tls(ts: Any, side: str, path: str) -> dict[str, Any]:
+    """A TLS ``transport_socket`` -> the kernel's ``tls`` mapping (``side``: downstream | upstream)."""
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+    url = ts.typed_config.type_url
+    if url != _TLS_SOCKET_TYPES[side]:
+        raise ConfigError(f"{path}.typed_config", f"transport socket {ts.name!r} ({url or 'no typed_config'}) is "
+                                                  f"not supported (only {_TLS_SOCKET_TYPES[side]})")
+    cls = tls_pb2.DownstreamTlsContext if side == "downstream" else tls_pb2.UpstreamTlsContext
+    ctx = _unpack(ts.typed_config, cls, f"{path}.typed_config")
+    cpath = f"{path}.typed_config.common_tls_context"
+    c = ctx.common_tls_context
+    out: dict[str, Any] = {}
+    sds = list(c.tls_certificate_sds_secret_configs)
+    files = list(c.tls_certificates)
+    if len(sds) + len(files) != 1:
+        raise ConfigError(cpath, "exactly one certificate is supported (tls_certificate_sds_secret_configs "
+                                 f"'default', or tls_certificates), got {len(sds) + len(files)}")
+    if sds:
+        out["secret"] = _sds_name(sds[0], "cert", f"{cpath}.tls_certificate_sds_secret_configs[0]")
+    else:
+        tc = files[0]
+        if tc.certificate_chain.WhichOneof("specifier") != "filename" or \
+                tc.private_key.WhichOneof("specifier") != "filename":
+            raise ConfigError(f"{cpath}.tls_certificates[0]", "only filenames are supported (or SDS 'default')")
+        out["cert"], out["key"] = tc.certificate_chain.filename, tc.private_key.filename
+    which = c.WhichOneof("validation_context_type")
+    if which == "validation_context_sds_secret_config":
+        out["ca_secret"] = _sds_name(c.validation_context_sds_secret_config, "ca",
+                                     f"{cpath}.validation_context_sds_secret_config")
+    elif which == "combined_validation_context":
+        cvc = c.combined_validation_context
+        out.update(_validation(cvc.default_validation_context, f"{cpath}.combined_validation_context."
+                                                              "default_validation_context"))
+        if out.pop("ca", None) is not None:
+            raise ConfigError(f"{cpath}.combined_validation_context.default_validation_context.trusted_ca",
+                              "give the trust bundle once (SDS 'ROOTCA')")
+        out["ca_secret"] = _sds_name(cvc.validation_context_sds_secret_config, "ca",
+                                     f"{cpath}.combined_validation_context.validation_context_sds_secret_config")
+    elif which == "validation_context":
+        out.update(_validation(c.validation_context, f"{cpath}.validation_context"))
+    elif which is not None:
+        raise ConfigError(f"{cpath}.{which}", "this validation context source is not supported "
+                                              "(validation_context_sds_secret_config 'ROOTCA', "
+                                              "combined_validation_context, validation_context)")
+    if side == "downstream" and ctx.HasField("require_client_certificate"):
+        out["require_client_cert"] = bool(ctx.require_client_certificate.value)
+    if len(c.alpn_protocols):
+        out["alpn"] = list(c.alpn_protocols)
+    return out
+
+
 def translate_route_configuration(rc: Any) -> list[dict[str, Any]]:
     """RouteConfiguration -> the kernel's ordered route list (first match wins)."""
     base = f"RouteConfiguration {rc.name!r}"
@@ -171,18 +258,27 @@ def _route(r: Any, host: dict[str, Any] | None, path: str, name: str, vh: Any) -
         raise ConfigError(f"{path}.match.{spec}", "this path matcher is not supported (prefix, path, safe_regex)")
     if m.HasField("case_sensitive") and not m.case_sensitive.value:
         raise ConfigError(f"{path}.match.case_sensitive", "case-insensitive path matching is not supported")
-    if len(m.query_parameters):
-        raise ConfigError(f"{path}.match.query_parameters", "query parameter matching is not supported")
+    query = {}
+    for qi, q in enumerate(m.query_parameters):
+        qpath = f"{path}.match.query_parameters[{qi}]"
+        query[q.name] = _string_match(q.string_match, f"{qpath}.string_match") if q.HasField("string_match") \
+            else {"regex": ".*"}
+    if query:
+        match["query"] = query
     headers = {}
     for hi, h in enumerate(m.headers):
         headers[h.name.lower()] = _header_match(h, f"{path}.match.headers[{hi}]")
     if headers:
         match["headers"] = headers
-    action = r.WhichOneof("action")
-    if action != "route":
-        raise ConfigError(f"{path}.{action}", f"route action {action!r} is not supported (only route)")
-    ra = r.route
     out: dict[str, Any] = {"name": name, "match": match}
+    route_actions(r, path, out)
+    action = r.WhichOneof("action")
+    if action in ("redirect", "direct_response"):
+        return out
+    if action != "route":
+        raise ConfigError(f"{path}.{action}", f"route action {action!r} is not supported "
+                                              "(route, redirect, direct_response)")
+    ra = r.route
     which = ra.WhichOneof("cluster_specifier")
     if which == "cluster":
         out["cluster"] = ra.cluster
@@ -192,10 +288,8 @@ def _route(r: Any, host: dict[str, Any] | None, path: str, name: str, vh: Any) -
     else:
         raise ConfigError(f"{path}.route.{which}", f"cluster specifier {which!r} is not supported "
                                                     "(cluster, weighted_clusters)")
-    for unsupported in ("prefix_rewrite", "regex_rewrite", "host_rewrite_literal"):
-        if ra.HasField(unsupported) if unsupported == "regex_rewrite" else getattr(ra, unsupported):
-            raise ConfigError(f"{path}.route.{unsupported}", "rewrites are not supported")
     out["timeout_ms"] = _ms(ra.timeout) if ra.HasField("timeout") else _DEFAULT_TIMEOUT_MS
+    route_action_extras(ra, f"{path}.route", out)
     if ra.HasField("retry_policy"):
         rp, rpath = ra.retry_policy, f"{path}.route.retry_policy"
     elif vh.HasField("retry_policy"):
@@ -274,8 +368,8 @@ def translate_listener(lst: Any, protocols: Collection[str] = ("http1",)) -> Tra
     chains = list(lst.filter_chains)
     if len(chains) != 1:
         raise ConfigError(f"{base}: filter_chains", f"exactly one filter chain is supported (got {len(chains)})")
-    if chains[0].HasField("transport_socket"):
-        raise ConfigError(f"{base}: filter_chains[0].transport_socket", "TLS over xDS is not supported yet")
+    tls = translate_tls(chains[0].transport_socket, "downstream", f"{base}: filter_chains[0].transport_socket") \
+        if chains[0].HasField("transport_socket") else None
     filters = list(chains[0].filters)
     if not filters:
         raise ConfigError(f"{base}: filter_chains[0].filters", "no network filter")
@@ -286,6 +380,8 @@ def translate_listener(lst: Any, protocols: Collection[str] = ("http1",)) -> Tra
     fpath = f"{base}: filter_chains[0].filters[{len(filters) - 1}]"
     url = f.typed_config.type_url
     out: dict[str, Any] = {"name": lst.name, "address": address}
+    if tls is not None:
+        out["tls"] = tls
     if url == _HCM_TYPE:
         return _hcm(f, fpath, out, protocols)
     if url == _TCP_TYPE:
@@ -315,6 +411,11 @@ def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) ->
     if not filters or filters[-1].typed_config.type_url not in (_ROUTER_TYPE, ""):
         raise ConfigError(f"{cpath}.http_filters", "must end with envoy.filters.http.router")
     for hi, hf in enumerate(filters[:-1]):
+        if hf.typed_config.type_url == FAULT_TYPE:  # per-route fault configs become route filters
+            if hf.typed_config.value:
+                raise ConfigError(f"{cpath}.http_filters[{hi}].typed_config",
+                                  "a listener-wide fault is not supported; configure it per route")
+            continue
         if not hf.is_optional:
             raise ConfigError(f"{cpath}.http_filters[{hi}]",
                               f"http filter {hf.name!r} ({hf.typed_config.type_url}) is not supported; "
@@ -359,7 +460,11 @@ def _rpc_proxy(f: Any, fpath: str, out: dict[str, Any]) -> TranslatedListener:
     if not isinstance(routes, list):
         raise ConfigError(f"{cpath}.value.routes", "must be a list")
     fixed = []
-    for r in routes:
+    for i, r in enumerate(routes):
+        for key in ("request_headers", "response_headers"):
+            if isinstance(r, dict) and r.get(key):
+                raise ConfigError(f"{cpath}.value.routes[{i}].{key}",
+                                  "header-map / attachment mutation of RPC frames is not supported yet")
         if isinstance(r, dict) and isinstance(r.get("timeout_ms"), float):
             r = {**r, "timeout_ms": int(r["timeout_ms"])}  # Struct numbers arrive as floats
         if isinstance(r, dict) and isinstance(r.get("weighted_clusters"), list):
@@ -395,7 +500,7 @@ def translate_cluster(c: Any, protocols: Collection[str] = ()) -> TranslatedClus
     if c.HasField("common_lb_config") and c.common_lb_config.HasField("healthy_panic_threshold"):
         out["healthy_panic_threshold"] = c.common_lb_config.healthy_panic_threshold.value
     if c.HasField("transport_socket"):
-        raise ConfigError(f"{base}: transport_socket", "upstream TLS over xDS is not supported yet")
+        out["tls"] = translate_tls(c.transport_socket, "upstream", f"{base}: transport_socket")
     h2 = connection_limits(c, base, out)
     if (h2 or c.HasField("http2_protocol_options")) and "http2" in protocols:
         out["protocol"] = "http2"
@@ -650,4 +755,5 @@ __all__ = [
     "translate_listener",
     "translate_load_assignment",
     "translate_route_configuration",
+    "translate_tls",
 ]

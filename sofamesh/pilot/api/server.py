@@ -13,6 +13,7 @@ from sofamesh.core.errors import ConfigError, MeshError
 from sofamesh.pilot.api import bodies
 from sofamesh.pilot.api.openapi import document
 from sofamesh.pilot.api.policy import add_routes as add_policy_routes
+from sofamesh.pilot.api.security import add_routes as add_security_routes
 
 if TYPE_CHECKING:
     from sofamesh.pilot.view import PilotView
@@ -177,6 +178,9 @@ def build_app(pilot: PilotView) -> web.Application:
     app.router.add_get("/debug/sync", sync_status)
     app.router.add_get("/metrics", metrics)
     add_policy_routes(app, pilot)
+    add_security_routes(app, pilot)
+    for reg in pilot.registries:
+        app.router.add_routes(reg.http_routes())
     return app
 
 

@@ -12,6 +12,7 @@ Naming conventions (docs/pilot.md):
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -26,10 +27,14 @@ from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 from sofamesh.core.plugin_host import hookimpl
 from sofamesh.pilot.model import Health, MeshModel, Service, ServiceInstance
+from sofamesh.pilot.policy.hosts import selects, service_hosts
+from sofamesh.pilot.xds.destination_rules import apply_traffic_policy, effective_policy, subset_cluster_name
 from sofamesh.pilot.xds.generator import CLUSTER, ENDPOINT, LISTENER, ROUTE, NodeInfo, XdsResource
+from sofamesh.pilot.xds.virtual_services import Source, fault_http_filter, http_routes
 
 if TYPE_CHECKING:
     from sofamesh.core.catalog import Catalog
+    from sofamesh.pilot.policy.applied import AppliedPolicy, PolicySnapshot, ServicePolicy
     from sofamesh.pilot.xds.generator import XdsGenerator
 
 HTTP_PROTOCOLS = frozenset({"http", "grpc", "triple"})
@@ -72,36 +77,63 @@ def _route_to(cluster: str) -> route_components_pb2.Route:
     )
 
 
-class _PerService:
-    """Shared memo: resources of one service are rebuilt only when that service changed."""
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What a per-service build reads besides the service: the mesh, and the policy bound to it."""
+
+    mesh: MeshModel
+    snapshot: PolicySnapshot
+    policy: ServicePolicy
+
+
+class PolicyAware:
+    """A generator that reads mesh policy: Pilot calls ``use_policy`` once, before any ``generate``.
+    Without it (a generator built outside Pilot) the output is what the registries alone say."""
+
+    policy: AppliedPolicy | None = None
+
+    def use_policy(self, policy: AppliedPolicy) -> None:
+        self.policy = policy
+
+
+class _PerService(PolicyAware):
+    """Shared memo: resources of one service are rebuilt only when that service, or the policy bound
+    to it, changed."""
 
     type_url: str
     protocols: frozenset[str] = HTTP_PROTOCOLS
+    reads_other_services = False  # output also depends on other services (routes to them)
 
     def __init__(self) -> None:
-        self._memo: dict[str, tuple[int, list[XdsResource]]] = {}
+        self._memo: dict[str, tuple[Hashable, list[XdsResource]]] = {}
 
     def scope(self, node: NodeInfo) -> Hashable:
         return None
 
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
         out: list[XdsResource] = []
-        memo: dict[str, tuple[int, list[XdsResource]]] = {}
+        memo: dict[str, tuple[Hashable, list[XdsResource]]] = {}
+        snap = self.policy.snapshot(mesh) if self.policy is not None else None
         for name, service in mesh.services().items():
             if service.protocol not in self.protocols:
                 continue
-            index = mesh.service_index(name)
+            ctx = BuildContext(mesh, snap, snap.for_service(name)) if snap is not None else None
+            key: Hashable = mesh.service_index(name)
+            if ctx is not None and ctx.policy.revision:
+                key = (key, ctx.policy.revision,
+                       (mesh.index, self.policy.policy.index) if self.reads_other_services else None)  # type: ignore[union-attr]
             hit = self._memo.get(name)
-            if hit is not None and hit[0] == index:
+            if hit is not None and hit[0] == key:
                 built = hit[1]
             else:
-                built = self.build(service, mesh.instances(name))
-            memo[name] = (index, built)
+                built = self.build(service, mesh.instances(name), ctx)
+            memo[name] = (key, built)
             out.extend(built)
         self._memo = memo
         return out
 
-    def build(self, service: Service, instances: tuple[ServiceInstance, ...]) -> list[XdsResource]:
+    def build(self, service: Service, instances: tuple[ServiceInstance, ...],
+              ctx: BuildContext | None = None) -> list[XdsResource]:
         raise NotImplementedError
 
 
@@ -110,21 +142,38 @@ class ClusterGenerator(_PerService):
 
     type_url = CLUSTER
 
-    def build(self, service: Service, instances: tuple[ServiceInstance, ...]) -> list[XdsResource]:
+    @staticmethod
+    def _cluster(service: Service, name: str) -> cluster_pb2.Cluster:
+        c = cluster_pb2.Cluster(
+            name=name, type=cluster_pb2.Cluster.EDS, lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+            connect_timeout=duration_pb2.Duration(seconds=1),
+            eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads(), service_name=name),
+        )
+        if service.protocol in H2_PROTOCOLS:
+            opts = http_protocol_options_pb2.HttpProtocolOptions(
+                explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+                    http2_protocol_options=protocol_pb2.Http2ProtocolOptions()))
+            c.typed_extension_protocol_options[_H2_OPTIONS].CopyFrom(_pack(opts))
+        return c
+
+    def build(self, service: Service, instances: tuple[ServiceInstance, ...],
+              ctx: BuildContext | None = None) -> list[XdsResource]:
         out = []
+        dr = ctx.policy.destination_rule if ctx is not None else None
+        http = service.protocol in HTTP_PROTOCOLS
         for port in service.ports:
             name = cluster_name(service, port)
-            c = cluster_pb2.Cluster(
-                name=name, type=cluster_pb2.Cluster.EDS, lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
-                connect_timeout=duration_pb2.Duration(seconds=1),
-                eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads(), service_name=name),
-            )
-            if service.protocol in H2_PROTOCOLS:
-                opts = http_protocol_options_pb2.HttpProtocolOptions(
-                    explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
-                        http2_protocol_options=protocol_pb2.Http2ProtocolOptions()))
-                c.typed_extension_protocol_options[_H2_OPTIONS].CopyFrom(_pack(opts))
+            c = self._cluster(service, name)
+            if dr is not None:
+                apply_traffic_policy(c, effective_policy(dr.spec, port), http)
             out.append(XdsResource(name, c))
+        if ctx is not None:  # DestinationRule subsets: a cluster each (EDS: the instances it selects)
+            for subset in ctx.policy.subsets():
+                for port in service.ports:
+                    name = subset_cluster_name(port, subset["name"], service.name)
+                    c = self._cluster(service, name)
+                    apply_traffic_policy(c, effective_policy(dr.spec if dr else None, port, subset), http)
+                    out.append(XdsResource(name, c))
         return out
 
 
@@ -133,27 +182,36 @@ class EndpointGenerator(_PerService):
 
     type_url = ENDPOINT
 
-    def build(self, service: Service, instances: tuple[ServiceInstance, ...]) -> list[XdsResource]:
+    def build(self, service: Service, instances: tuple[ServiceInstance, ...],
+              ctx: BuildContext | None = None) -> list[XdsResource]:
+        out = [XdsResource(cluster_name(service, port), self.assignment(cluster_name(service, port), instances))
+               for port in service.ports]
+        if ctx is not None:
+            for subset in ctx.policy.subsets():
+                chosen = tuple(i for i in instances if selects(subset.get("labels") or {}, i))
+                for port in service.ports:
+                    name = subset_cluster_name(port, subset["name"], service.name)
+                    out.append(XdsResource(name, self.assignment(name, chosen)))
+        return out
+
+    @staticmethod
+    def assignment(name: str, instances: tuple[ServiceInstance, ...]) -> endpoint_pb2.ClusterLoadAssignment:
         by_locality: dict[tuple[str, str, str], list[ServiceInstance]] = {}
         for inst in instances:
             by_locality.setdefault(inst.locality, []).append(inst)
-        out = []
-        for port in service.ports:
-            name = cluster_name(service, port)
-            cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
-            for (region, zone, sub_zone), insts in sorted(by_locality.items()):
-                cla.endpoints.append(endpoint_components_pb2.LocalityLbEndpoints(
-                    locality=base_pb2.Locality(region=region, zone=zone, sub_zone=sub_zone),
-                    load_balancing_weight=wrappers_pb2.UInt32Value(value=sum(i.weight for i in insts)),
-                    lb_endpoints=[endpoint_components_pb2.LbEndpoint(
-                        endpoint=endpoint_components_pb2.Endpoint(address=address_pb2.Address(
-                            socket_address=address_pb2.SocketAddress(address=i.address, port_value=i.port))),
-                        health_status=_HEALTH[i.health],
-                        load_balancing_weight=wrappers_pb2.UInt32Value(value=i.weight),
-                    ) for i in insts],
-                ))
-            out.append(XdsResource(name, cla))
-        return out
+        cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+        for (region, zone, sub_zone), insts in sorted(by_locality.items()):
+            cla.endpoints.append(endpoint_components_pb2.LocalityLbEndpoints(
+                locality=base_pb2.Locality(region=region, zone=zone, sub_zone=sub_zone),
+                load_balancing_weight=wrappers_pb2.UInt32Value(value=sum(i.weight for i in insts)),
+                lb_endpoints=[endpoint_components_pb2.LbEndpoint(
+                    endpoint=endpoint_components_pb2.Endpoint(address=address_pb2.Address(
+                        socket_address=address_pb2.SocketAddress(address=i.address, port_value=i.port))),
+                    health_status=_HEALTH[i.health],
+                    load_balancing_weight=wrappers_pb2.UInt32Value(value=i.weight),
+                ) for i in insts],
+            ))
+        return cla
 
 
 class ApiListenerGenerator(_PerService):
@@ -164,17 +222,21 @@ class ApiListenerGenerator(_PerService):
 
     type_url = LISTENER
     protocols = PROXYLESS_PROTOCOLS
+    reads_other_services = True
 
-    def build(self, service: Service, instances: tuple[ServiceInstance, ...]) -> list[XdsResource]:
+    def build(self, service: Service, instances: tuple[ServiceInstance, ...],
+              ctx: BuildContext | None = None) -> list[XdsResource]:
         names = [(service.name, service.port)] + [(f"{service.name}:{p}", p) for p in service.ports]
         out = []
+        vs = ctx.policy.virtual_service if ctx is not None else None
         for listener_name, port in names:
+            routes = http_routes(vs, ctx.snapshot, ctx.mesh, port, Source()) if vs is not None and ctx else []
             hcm = hcm_pb2.HttpConnectionManager(
                 stat_prefix=listener_name,
                 route_config=route_pb2.RouteConfiguration(name=listener_name, virtual_hosts=[
                     route_components_pb2.VirtualHost(name=service.name, domains=["*"],
-                                                     routes=[_route_to(cluster_name(service, port))])]),
-                http_filters=[_router_filter()],
+                                                     routes=routes or [_route_to(cluster_name(service, port))])]),
+                http_filters=[fault_http_filter(), _router_filter()],
             )
             listener = listener_pb2.Listener(name=listener_name,
                                              api_listener=api_listener_pb2.ApiListener(api_listener=_pack(hcm)))
@@ -206,7 +268,7 @@ class OutboundListenerGenerator:
         hcm = hcm_pb2.HttpConnectionManager(
             stat_prefix=f"outbound_{port}", codec_type=hcm_pb2.HttpConnectionManager.AUTO,
             rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=name),
-            http_filters=[_router_filter()],
+            http_filters=[fault_http_filter(), _router_filter()],
         )
         listener = listener_pb2.Listener(
             name=name,
@@ -218,38 +280,56 @@ class OutboundListenerGenerator:
         return [XdsResource(name, listener)]
 
 
-class OutboundRouteGenerator:
-    """RDS for Envoy: route config ``outbound|PORT``, one virtual host per http/grpc/triple service."""
+class OutboundRouteGenerator(PolicyAware):
+    """RDS for Envoy: route config ``outbound|PORT``, one virtual host per port of each
+    http/grpc/triple service, its domains every host name of the service (``reviews``,
+    ``reviews.default``, ``reviews.default.svc``, ``reviews.default.svc.cluster.local``; with
+    ``:*`` on the first port, ``:PORT`` on the others); its routes the service's VirtualService's, or
+    one route to the service's cluster."""
 
     type_url = ROUTE
 
     def __init__(self) -> None:
-        self._memo: tuple[int, list[route_components_pb2.VirtualHost]] | None = None
+        self._memo: dict[tuple[int, int, Source | None], list[route_components_pb2.VirtualHost]] = {}
+
+    def _source(self, node: NodeInfo) -> Source | None:
+        if self.policy is None or not self.policy.source_scoped():
+            return None
+        return Source.of(node.metadata)
 
     def scope(self, node: NodeInfo) -> Hashable:
-        return _outbound(node)[1]
+        return _outbound(node)[1], self._source(node)
 
-    def _virtual_hosts(self, mesh: MeshModel) -> list[route_components_pb2.VirtualHost]:
-        if self._memo is not None and self._memo[0] == mesh.index:
-            return self._memo[1]
+    def _virtual_hosts(self, mesh: MeshModel, source: Source | None) -> list[route_components_pb2.VirtualHost]:
+        key = (mesh.index, self.policy.policy.index if self.policy is not None else 0, source)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        snap = self.policy.snapshot(mesh) if self.policy is not None else None
         hosts = []
+        used: set[str] = set()
         for name, service in mesh.services().items():
             if service.protocol not in HTTP_PROTOCOLS:
                 continue
-            hosts.append(route_components_pb2.VirtualHost(
-                name=name, domains=[name, f"{name}:*"],
-                routes=[_route_to(cluster_name(service, service.port))]))
-            for port in service.ports[1:]:
+            vs = snap.for_service(name).virtual_service if snap is not None else None
+            names = [h for h in service_hosts(service) if h not in used]
+            used.update(names)
+            for i, port in enumerate(service.ports):
+                domains = [d for h in names for d in ((h, f"{h}:*") if i == 0 else (f"{h}:{port}",))]
+                if not domains:
+                    continue
+                routes = http_routes(vs, snap, mesh, port, source or Source()) if vs is not None and snap else []
                 hosts.append(route_components_pb2.VirtualHost(
-                    name=f"{name}:{port}", domains=[f"{name}:{port}"],
-                    routes=[_route_to(cluster_name(service, port))]))
-        self._memo = (mesh.index, hosts)
+                    name=name if i == 0 else f"{name}:{port}", domains=domains,
+                    routes=routes or [_route_to(cluster_name(service, port))]))
+        self._memo = {k: v for k, v in self._memo.items() if k[:2] == key[:2]}
+        self._memo[key] = hosts
         return hosts
 
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
         _address, port = _outbound(node)
         name = f"outbound|{port}"
-        config = route_pb2.RouteConfiguration(name=name, virtual_hosts=self._virtual_hosts(mesh))
+        config = route_pb2.RouteConfiguration(name=name, virtual_hosts=self._virtual_hosts(mesh, self._source(node)))
         return [XdsResource(name, config)]
 
 

@@ -31,7 +31,9 @@ from google.protobuf import any_pb2, struct_pb2
 from xds.type.v3 import typed_struct_pb2
 
 from sofamesh.pilot.xds.generator import LISTENER, NodeInfo, XdsResource
-from sofamesh.pilot.xds.generators import ClusterGenerator, EndpointGenerator, cluster_name
+from sofamesh.pilot.xds.generators import BuildContext, ClusterGenerator, EndpointGenerator, PolicyAware, cluster_name
+from sofamesh.pilot.xds.meta_routers import rpc_routes, timeout_of
+from sofamesh.pilot.xds.virtual_services import Destinations
 
 if TYPE_CHECKING:
     from sofamesh.pilot.model import MeshModel, Service, ServiceInstance
@@ -59,9 +61,10 @@ def subset_name(cluster: str, version: str, group: str) -> str:
 class RpcClusterGenerator(ClusterGenerator):
     """CDS: the service's clusters, plus one per (version, group) subset."""
 
-    def build(self, service: Service, instances: tuple[ServiceInstance, ...]) -> list[XdsResource]:
-        base = super().build(service, instances)
-        out = list(base)
+    def build(self, service: Service, instances: tuple[ServiceInstance, ...],
+              ctx: BuildContext | None = None) -> list[XdsResource]:
+        out = super().build(service, instances, ctx)
+        base = [res for res in out if res.name in {cluster_name(service, p) for p in service.ports}]
         for version, group in subsets(instances):
             for res in base:
                 c = type(res.message)()
@@ -75,8 +78,9 @@ class RpcClusterGenerator(ClusterGenerator):
 class RpcEndpointGenerator(EndpointGenerator):
     """EDS: the service's endpoints, plus each subset's own."""
 
-    def build(self, service: Service, instances: tuple[ServiceInstance, ...]) -> list[XdsResource]:
-        out = super().build(service, instances)
+    def build(self, service: Service, instances: tuple[ServiceInstance, ...],
+              ctx: BuildContext | None = None) -> list[XdsResource]:
+        out = super().build(service, instances, ctx)
         for (version, group), insts in subsets(instances).items():
             for res in super().build(service, tuple(insts)):
                 res.message.cluster_name = subset_name(res.name, version, group)
@@ -84,8 +88,9 @@ class RpcEndpointGenerator(EndpointGenerator):
         return out
 
 
-class RpcListenerGenerator:
-    """LDS: the egress listener of one RPC protocol with its routes in typed extension config."""
+class RpcListenerGenerator(PolicyAware):
+    """LDS: the egress listener of one RPC protocol with its routes in typed extension config; a
+    service with a MetaRouter gets the MetaRouter's routes instead of its own."""
 
     type_url = LISTENER
 
@@ -98,7 +103,7 @@ class RpcListenerGenerator:
         # gets its listener only once the mesh has a service of it, so an installed-but-unused plugin
         # takes no port on every sidecar.
         self.always_listen = always_listen
-        self._memo: tuple[int, list[dict[str, Any]]] | None = None
+        self._memo: tuple[tuple[int, int], list[dict[str, Any]]] | None = None
 
     def egress(self, node: NodeInfo) -> tuple[str, int]:
         meta = node.metadata
@@ -119,16 +124,19 @@ class RpcListenerGenerator:
         return (self.wants(node), *self.egress(node))
 
     def routes(self, mesh: MeshModel) -> list[dict[str, Any]]:
-        if self._memo is not None and self._memo[0] == mesh.index:
+        key = (mesh.index, self.policy.policy.index if self.policy is not None else 0)
+        if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
+        snap = self.policy.snapshot(mesh) if self.policy is not None else None
         routes = []
         for name, service in sorted(mesh.services().items()):
             if service.protocol != self.protocol:
                 continue
-            try:
-                timeout = int(service.metadata.get("timeout_ms", DEFAULT_TIMEOUT_MS))
-            except (TypeError, ValueError):
-                timeout = DEFAULT_TIMEOUT_MS
+            timeout = timeout_of(service, DEFAULT_TIMEOUT_MS)
+            mr = snap.for_service(name).meta_router if snap is not None else None
+            if mr is not None and snap is not None:
+                routes.extend(rpc_routes(mr, service, Destinations(snap, mesh, mr.namespace), timeout))
+                continue
             cluster = cluster_name(service, service.port)
             for version, group in subsets(mesh.instances(name)):
                 match: dict[str, Any] = {"service": {"exact": name}}
@@ -140,7 +148,7 @@ class RpcListenerGenerator:
                                "cluster": subset_name(cluster, version, group), "timeout_ms": timeout})
             routes.append({"name": name, "match": {"service": {"exact": name}}, "cluster": cluster,
                            "timeout_ms": timeout})
-        self._memo = (mesh.index, routes)
+        self._memo = (key, routes)
         return routes
 
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:

@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,7 +92,8 @@ class AdsServer:
         self.port = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, extra: Sequence[grpc.GenericRpcHandler] = ()) -> int:
+        """Serve ADS, and the ``extra`` services (the CSR API) on the same port, as istiod does."""
         server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 * 1024 * 1024)])
         # Responses leave the handlers already serialized (see _sotw_response).
         handlers = {
@@ -103,7 +104,7 @@ class AdsServer:
                 self.DeltaAggregatedResources, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
                 response_serializer=bytes),
         }
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_ADS_SERVICE, handlers),))
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_ADS_SERVICE, handlers), *extra))
         bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         await server.start()
         self._server, self.port = server, int(bound)

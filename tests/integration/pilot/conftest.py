@@ -49,8 +49,10 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.05, what: str
 class PilotProcess:
     """``python -m sofamesh.pilot`` in quick mode on free ports; stopped by pid."""
 
-    def __init__(self, data_dir: Path, debounce_ms: int = 50, xds_port: int = 0, api_port: int = 0) -> None:
+    def __init__(self, data_dir: Path, debounce_ms: int = 50, xds_port: int = 0, api_port: int = 0,
+                 config: dict[str, Any] | None = None) -> None:
         self.data_dir = data_dir
+        self.config = config  # a config file's content (-c); the quick flags above override it
         self.xds_port = xds_port or free_port()
         self.api_port = api_port or free_port()
         self.api_url = f"http://127.0.0.1:{self.api_port}"
@@ -60,9 +62,14 @@ class PilotProcess:
 
     def start(self) -> PilotProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        extra: list[str] = []
+        if self.config is not None:
+            cfg = self.data_dir.parent / f"pilot-{self.api_port}.json"
+            cfg.write_text(json.dumps(self.config))
+            extra = ["-c", str(cfg)]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sofamesh", "pilot", "--xds", f"127.0.0.1:{self.xds_port}",
+                [sys.executable, "-m", "sofamesh", "pilot", *extra, "--xds", f"127.0.0.1:{self.xds_port}",
                  "--api", f"127.0.0.1:{self.api_port}", "--data-dir", str(self.data_dir),
                  "--debounce-ms", str(self.debounce_ms), "--max-delay-ms", "500"],
                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO)

@@ -33,11 +33,12 @@ def _bootstrap(tmp_path: Path, pilot: PilotProcess, node_id: str) -> Path:
 
 
 class Client:
-    def __init__(self, tmp_path: Path, pilot: PilotProcess, target: str, node_id: str) -> None:
+    def __init__(self, tmp_path: Path, pilot: PilotProcess, target: str, node_id: str,
+                 metadata: dict[str, str] | None = None, interval_s: float = 0.02) -> None:
         self.csds_port = free_port()
         env = {"GRPC_XDS_BOOTSTRAP": str(_bootstrap(tmp_path, pilot, node_id)), "PATH": "/usr/bin:/bin"}
-        self.proc = subprocess.Popen([sys.executable, str(CLIENT), target, str(self.csds_port)],
-                                     stdout=subprocess.PIPE, env=env)
+        self.proc = subprocess.Popen([sys.executable, str(CLIENT), target, str(self.csds_port),
+                                      json.dumps(metadata or {}), str(interval_s)], stdout=subprocess.PIPE, env=env)
         self.reader = LineReader(self.proc)
         assert self.reader.next_json(timeout=20) == {"csds": self.csds_port}
 

@@ -8,6 +8,7 @@ import os
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -42,13 +43,21 @@ def socket_address(address: str) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": int(port)}}
 
 
-def http_listener(name: str, port: int, virtual_host: dict[str, Any]) -> dict[str, Any]:
-    """An Envoy listener on 127.0.0.1:``port`` serving one virtual host over HTTP/1."""
+def http_listener(name: str, port: int, virtual_host: dict[str, Any], codec: str = "HTTP1",
+                  http_filters: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """An Envoy listener on 127.0.0.1:``port`` serving one virtual host over ``codec`` (HTTP1, HTTP2
+    or AUTO), with ``http_filters`` ahead of the router."""
     return {"name": name, "address": socket_address(f"127.0.0.1:{port}"), "filter_chains": [{"filters": [{
         "name": "envoy.filters.network.http_connection_manager", "typed_config": {
-            "@type": HCM, "stat_prefix": name, "codec_type": "HTTP1",
+            "@type": HCM, "stat_prefix": name, "codec_type": codec,
             "route_config": {"name": name, "virtual_hosts": [virtual_host]},
-            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}]}}]}]}
+            "http_filters": [*http_filters,
+                             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}]}}]}]}
+
+
+H2_UPSTREAM = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+    "explicit_http_config": {"http2_protocol_options": {}}}}  # a cluster's typed_extension_protocol_options
 
 
 def static_cluster(name: str, addresses: list[str], **extra: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Pilot's hook contract: the six hooks, each argument described in its docstring.
+"""Pilot's hook contract: the seven hooks, each argument described in its docstring.
 
 (tests/unit/test_hook_docs.py checks that docs/plugins.md documents every hook and argument.)
 """
@@ -15,9 +15,9 @@ from sofamesh.pilot.app import pilot_host
 HOOKS = sorted(n for n, f in inspect.getmembers(specs, inspect.isfunction) if n.startswith("pilot_"))
 
 
-def test_pilot_declares_the_six_hooks_of_its_contract() -> None:
-    assert HOOKS == ["pilot_instances_changed", "pilot_register_config_stores", "pilot_register_registries",
-                     "pilot_register_xds_generators", "pilot_shutdown", "pilot_startup"]
+def test_pilot_declares_the_seven_hooks_of_its_contract() -> None:
+    assert HOOKS == ["pilot_instances_changed", "pilot_register_cas", "pilot_register_config_stores",
+                     "pilot_register_registries", "pilot_register_xds_generators", "pilot_shutdown", "pilot_startup"]
     assert sorted(h for h in dir(pilot_host().pm.hook) if h.startswith("pilot_")) == HOOKS
 
 

@@ -111,7 +111,10 @@ class Tracer:
             sc = SpanContext(parent[0], parent[1], is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
             ctx = trace.set_span_in_context(NonRecordingSpan(sc))
         h = stream.head
-        name = f"{h.service}/{h.key('method') or ''}" if h.raw is not None else f"{h.method} {h.path.split('?', 1)[0]}"
+        if h.raw is not None or (h.path and h.path == f"/{h.service}/{h.method}"):  # RPC, gRPC / Triple included
+            name = f"{h.service}/{h.key('method') or ''}"
+        else:
+            name = f"{h.method} {h.path.split('?', 1)[0]}"
         span = self.tracer.start_span(name, context=ctx, kind=SpanKind.SERVER if self.inbound else SpanKind.CLIENT)
         stream.context.attrs[SPAN_ATTR] = span
         if h.raw is None:

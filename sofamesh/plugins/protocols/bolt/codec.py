@@ -24,7 +24,7 @@ import struct
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from sofamesh.core.buffer import FrameBuffer
-from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, Failure, ReplyStatus, Role, Sniff
+from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, CodecState, Failure, ReplyStatus, Role, Sniff
 from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
 from sofamesh.core.events import (
     NEED_DATA,
@@ -370,6 +370,20 @@ class BoltCodec(Codec):
                    answerable: bool) -> RemoteProtocolError:
         head = RequestHead(protocol=PROTOCOL, request_id=rid, meta=framing) if answerable else None
         return RemoteProtocolError(message, status_hint=hint, head=head)
+
+    # -- hot upgrade ------------------------------------------------------------------------------
+    def export_state(self) -> CodecState | None:
+        """Frames are self-describing: the state is the last frame's framing (what heartbeats use),
+        and the unread bytes are the start of the next frame."""
+        if self._closed or self._error is not None:
+            return None
+        f = self._framing
+        return CodecState(bytes((f.proto, f.ver1, f.switch, f.codec, f.ver2)), bytes(self._buf.data[self._buf.pos:]))
+
+    def import_state(self, state: bytes) -> None:
+        if len(state) != 5:
+            raise ValueError(f"bolt: connection state is 5 bytes (the framing), got {len(state)}")
+        self._framing = _framing(*state)
 
     # -- sending ----------------------------------------------------------------------------------
     def send(self, event: Event) -> bytes:

@@ -52,7 +52,7 @@ import struct
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from sofamesh.core.buffer import FrameBuffer
-from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, Failure, ReplyStatus, Role, Sniff
+from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, CodecState, Failure, ReplyStatus, Role, Sniff
 from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
 from sofamesh.core.events import NEED_DATA, ConnectionClosed, Heartbeat, RequestHead, ResponseHead
 from sofamesh.core.headers import Headers
@@ -292,6 +292,13 @@ class DubboCodec(Codec):
             heads.pop()
         heads.insert(0, (frame[HEADER_LEN:body.args_offset], body))
         return body
+
+    # -- hot upgrade ------------------------------------------------------------------------------
+    def export_state(self) -> CodecState | None:
+        """Frames are self-describing: no state, only the start of the next frame."""
+        if self._closed or self._error is not None:
+            return None
+        return CodecState(b"", bytes(self._buf.data[self._buf.pos:]))
 
     # -- encoding ---------------------------------------------------------------------------------
     def send(self, event: Event) -> bytes:

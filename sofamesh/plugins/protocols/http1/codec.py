@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import httptools
 
-from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, Failure, ReplyStatus, Role, Sniff
+from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, CodecState, Failure, ReplyStatus, Role, Sniff
 from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
 from sofamesh.core.events import (
     NEED_DATA,
@@ -255,6 +255,14 @@ class Http1Codec(Codec):
         out = bytes(self._out)
         self._out.clear()
         return out
+
+    def export_state(self) -> CodecState | None:
+        """A keep-alive connection between two exchanges has no state: the parser holds no byte
+        (``on_message_begin`` fires on the first byte of the next request) and nothing is owed."""
+        if (self._in_message or self._pending or self._events or self._out or self._closed
+                or self._error is not None or not self.keep_alive):
+            return None
+        return CodecState()
 
     def send(self, event: Event) -> bytes:
         # Events are final classes: isinstance is an exact type test here.

@@ -2,7 +2,8 @@
 
 usage: python anthunder_client.py HOST:PORT INTERFACE CALLS_JSON
 CALLS_JSON: [{"method": "echo", "body": "hi", "timeout": 3000}, ...], all started at once on the
-client's one connection. ``"headers": {...}`` adds header-map entries. ``"oneway": true`` sends a oneway request (result null once written). Prints one JSON array, in order: {"ok": true, "result": "<body>"} or
+client's one connection. ``"headers": {...}`` adds header-map entries; ``"trace": {"sofaTraceId": ..,
+"sofaRpcId": ..}`` makes anthunder's tracer send those ids (default: a new trace). ``"oneway": true`` sends a oneway request (result null once written). Prints one JSON array, in order: {"ok": true, "result": "<body>"} or
 {"ok": false, "error": "<exception type>", "message": "..."}.
 """
 
@@ -37,7 +38,7 @@ def main() -> None:
             futures.append((asyncio.run_coroutine_threadsafe(client.invoke(pkg), client._loop), timeout_ms / 1000))
             continue
         fut = client.invoke_async(interface, call["method"], call.get("body", "").encode(),
-                                  spanctx=SpanContext(), timeout_ms=timeout_ms, **call.get("headers", {}))
+                                  spanctx=SpanContext(**call.get("trace", {})), timeout_ms=timeout_ms, **call.get("headers", {}))
         futures.append((fut, timeout_ms / 1000))
     results = []
     for fut, timeout in futures:

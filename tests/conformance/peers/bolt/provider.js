@@ -1,7 +1,8 @@
 // A sofa-rpc-node RpcServer on 127.0.0.1 exposing one SOFA service with several methods.
 // usage: node -r ./loopback.js provider.js PORT INTERFACE[,INTERFACE...] TAG
 // Prints "READY <port>" once listening. Methods: echo(s) -> "<TAG>:<s>", plus(a, b), whoami() -> TAG,
-// fail(msg) throws, slow(ms) answers after ms milliseconds.
+// fail(msg) throws, slow(ms) answers after ms milliseconds, calls() -> how many calls of the other
+// methods this provider answered so far.
 'use strict';
 const path = require('path');
 
@@ -13,11 +14,13 @@ const quiet = { info() {}, warn() {}, debug() {}, error(...a) { console.error(..
 
 async function main() {
   const server = new RpcServer({ logger: quiet, port: Number(port) });
+  let answered = 0;
   for (const interfaceName of interfaces.split(',')) {
     server.addService({ interfaceName, version: '1.0' }, {
-      async echo(s) { return `${tag}:${s}`; },
-      async plus(a, b) { return a + b; },
-      async whoami() { return tag; },
+      async echo(s) { answered += 1; return `${tag}:${s}`; },
+      async plus(a, b) { answered += 1; return a + b; },
+      async whoami() { answered += 1; return tag; },
+      async calls() { return answered; },
       async fail(msg) { throw new Error(`fail: ${msg}`); },
       async slow(ms) {
         await new Promise((resolve) => setTimeout(resolve, ms));

@@ -1,6 +1,10 @@
 // A Dubbo 2 provider built on @dubbo.ts/provider + @dubbo.ts/application, bound to 127.0.0.1.
 // Usage: node provider.js --name NAME [--port N]   (port 0 = any free port)
-// Prints one JSON line {"ready": true, "port": N, "name": NAME} once listening.
+//        [--zookeeper HOST:PORT --interface I [--version V] [--group G]]
+// With --zookeeper, @dubbo.ts/zookeeper (the framework's own registry) publishes the provider node
+// of interface I in the Dubbo layout (/dubbo/I/providers/<url>) once listening; --port must then
+// be a real port, since that is what the node advertises.
+// Prints one JSON line {"ready": true, "port": N, "name": NAME} once listening (and published).
 // Serves every interface; methods:
 //   echo(String) -> the string            add(int, int) -> the sum
 //   greet(Map)  -> {greeting, name, n}     concat(List<String>, String) -> joined string
@@ -8,6 +12,8 @@
 //                  (any method whose name starts with "whoami" behaves so)
 //   fail(String) -> throws Error(msg)      slow(int ms) -> "slept <ms>" after ms milliseconds
 //   nothing()   -> null                    bytes(byte[]) -> length of the bytes
+//   sayHello(String) -> "Hello <s>, response from <NAME>" (Aeraki's dubbo sample DemoService)
+//   calls()     -> how many calls of each method this provider answered so far (itself not counted)
 'use strict';
 const net = require('net');
 
@@ -36,7 +42,23 @@ app.heartbeat = 0; // no timer; heartbeats from the consumer side are still answ
 const provider = new Provider(app);
 app.useProvider(provider);
 
+const zkHosts = arg('zookeeper', '');
+let registry = null;
+if (zkHosts) {
+  // @dubbo.ts advertises the first non-loopback IPv4 address; tests live on loopback only.
+  require('@dubbo.ts/utils/dist/host').localhost = '127.0.0.1';
+  const { ZooKeeper } = require('@dubbo.ts/zookeeper');
+  registry = new ZooKeeper(app, { host: zkHosts, sessionTimeout: 4000 });
+  app.useRegistry(registry);
+  const options = { version: arg('version', undefined), group: arg('group', undefined) };
+  registry.addProviderService(arg('interface', ''), ['echo', 'add', 'greet', 'concat', 'whoami', 'fail', 'slow',
+    'nothing', 'bytes'], options);
+}
+
+const answered = {};
 const methods = {
+  sayHello: (s) => `Hello ${s}, response from ${name}`,
+  calls: () => answered,
   echo: (s) => s,
   add: (a, b) => a + b,
   greet: (m) => ({ greeting: `hello ${m && m.name}`, name: m && m.name, n: m && m.n }),
@@ -62,6 +84,7 @@ provider.on('data', (exec) => {
     if (!fn) {
       return { status: STATUS.SERVICE_NOT_FOUND, data: `no method ${schema.method} on ${schema.interface}` };
     }
+    if (schema.method !== 'calls') answered[schema.method] = (answered[schema.method] || 0) + 1;
     const params = who ? [schema] : schema.parameters;
     try {
       return { status: STATUS.OK, data: await fn(...params) };
@@ -71,8 +94,14 @@ provider.on('data', (exec) => {
   });
 });
 provider.on('error', (e) => console.error(e));
-provider.on('start', () => {
+function ready() {
   const port = provider.tcp.address().port;
   process.stdout.write(JSON.stringify({ ready: true, port, name }) + '\n');
-});
+}
+if (registry) {
+  // provider:start publishes the nodes; the last one created is the provider node itself.
+  registry.on('node:create', (path) => { if (path.includes('/providers/')) ready(); });
+} else {
+  provider.on('start', ready);
+}
 app.start().catch((e) => { console.error(e); process.exit(1); });

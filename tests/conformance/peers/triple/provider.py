@@ -4,8 +4,9 @@ Service ``com.example.triple.Greeter``:
   sayHello(bytes) -> b"hello, " + bytes
   sayHellos(b"N:name") -> server stream of N replies b"hello #i, name"
   fail(bytes) -> raises, which Triple answers trailers-only with grpc-status 13
+  whoami(bytes) -> the provider's --name (default "provider"), so tests can tell providers apart
 
-Usage: ``python provider.py --port N``; prints ``READY <port>`` once exported on 127.0.0.1.
+Usage: ``python provider.py --port N [--name NAME]``; prints ``READY <port>`` once exported on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -40,13 +41,16 @@ def fail(request: bytes) -> bytes:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--name", default="provider")
     args = parser.parse_args()
+    name = args.name.encode()
     handler = RpcServiceHandler(
         service_name=SERVICE,
         method_handlers=[
             RpcMethodHandler.unary(say_hello, method_name="sayHello"),
             RpcMethodHandler.server_stream(say_hellos, method_name="sayHellos"),
             RpcMethodHandler.unary(fail, method_name="fail"),
+            RpcMethodHandler.unary(lambda _request: name, method_name="whoami"),
         ],
     )
     server = dubbo.Server(ServiceConfig(handler, host="127.0.0.1", port=args.port))

@@ -66,15 +66,18 @@ def test_weighted_clusters_timeouts_and_header_matches_are_translated() -> None:
                   "clusters": [{"name": "v1"}, {"name": "v2"}]})
 
 
-def test_a_redirect_is_refused_naming_the_route() -> None:
+def test_a_hash_policy_the_kernel_cannot_compute_is_refused_naming_the_route() -> None:
     rc = route_pb2.RouteConfiguration(name="r", virtual_hosts=[route_components_pb2.VirtualHost(
         name="vh", domains=["*"], routes=[route_components_pb2.Route(
             match=route_components_pb2.RouteMatch(prefix="/"),
-            redirect=route_components_pb2.RedirectAction(host_redirect="x"))])])
+            route=route_components_pb2.RouteAction(cluster="c", hash_policy=[
+                route_components_pb2.RouteAction.HashPolicy(
+                    filter_state=route_components_pb2.RouteAction.HashPolicy.FilterState(key="x"))]))])])
     with pytest.raises(ConfigError) as exc:
         translate_route_configuration(rc)
-    assert str(exc.value) == ("RouteConfiguration 'r': virtual_hosts[0].routes[0].redirect: "
-                              "route action 'redirect' is not supported (only route)")
+    assert str(exc.value) == ("RouteConfiguration 'r': virtual_hosts[0].routes[0].route.hash_policy[0].filter_state: "
+                              "hash policy 'filter_state' is not supported "
+                              "(header, cookie, connection_properties, query_parameter)")
 
 
 def test_an_http_listener_with_rds_waits_for_its_route_config() -> None:

@@ -279,8 +279,10 @@ def test_rpc_service_names_are_hosts() -> None:
 
 
 def test_docs_policy_lists_every_field_of_every_kind() -> None:
-    from sofamesh.pilot.policy.enforcement import field_table
+    from sofamesh.pilot.policy.enforcement import enforcers, field_table
     from sofamesh.pilot.policy.kinds import KINDS
+
+    names = {"sofamesh": "sofamesh", "envoy": "Envoy", "grpc": "proxyless gRPC"}
 
     text = (Path(__file__).parents[4] / "docs" / "policy.md").read_text()
     sections = text.split("\n### ")
@@ -288,3 +290,6 @@ def test_docs_policy_lists_every_field_of_every_kind() -> None:
         [section] = [s for s in sections if s.startswith(kind.kind + "\n")]
         for path, _ in field_table(kind):
             assert f"| `{path}` |" in section, f"docs/policy.md: {kind.kind} lacks {path}"
+            who = ", ".join(names[w] for w in enforcers(kind.kind, path)) or "not yet (`analyze` SOFA0002)"
+            [row] = [line for line in section.splitlines() if line.startswith(f"| `{path}` |")]
+            assert row.endswith(f"| {who} |"), f"docs/policy.md: {kind.kind} {path}: enforced by {who}"

@@ -304,9 +304,37 @@ def test_route_config_names_follow_the_outbound_port(tmp_path: Path) -> None:
         rc = route_pb2.RouteConfiguration()
         resp.resources[0].Unpack(rc)
         assert rc.name == "outbound|15001"
+        forms = ("{}", "{}.default", "{}.default.svc", "{}.default.svc.cluster.local")
         assert {vh.name: list(vh.domains) for vh in rc.virtual_hosts} == {
-            "echo": ["echo", "echo:*"],
-            "web": ["web", "web:*"],
-        }
+            name: [d for f in forms for d in (f.format(name), f.format(name) + ":*")] for name in ("echo", "web")}
 
     ads(tmp_path, scenario)
+
+
+def test_a_policy_change_pushes_only_the_resources_it_changes_over_delta(tmp_path: Path) -> None:
+    from sofamesh.pilot.policy.resource import Resource
+
+    def resource(kind: str, spec: dict[str, Any]) -> Resource:
+        return Resource("networking.istio.io/v1", kind, "default", "web", spec)
+
+    async def scenario(c: AdsClient, pilot: Pilot) -> None:
+        c.send_delta(CLUSTER)
+        cds = await c.recv()
+        c.send_delta(CLUSTER, nonce=cds.nonce)
+        c.send_delta(ROUTE, subscribe=["outbound|15001"])
+        rds = await c.recv()
+        c.send_delta(ROUTE, nonce=rds.nonce)
+        await pilot.config_store.put(resource("DestinationRule", {
+            "host": "web", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}))
+        pushed = await c.recv()  # a new subset: one new cluster, nothing else
+        assert pushed.type_url == CLUSTER and [r.name for r in pushed.resources] == ["outbound|80|v1|web"]
+        c.send_delta(CLUSTER, nonce=pushed.nonce)
+        assert await c.silent(0.3)
+        await pilot.config_store.put(resource("VirtualService", {
+            "hosts": ["web"], "http": [{"route": [{"destination": {"host": "web", "subset": "v1"}}]}]}))
+        pushed = await c.recv()  # the route moves to the subset: only the route config
+        assert pushed.type_url == ROUTE and [r.name for r in pushed.resources] == ["outbound|15001"]
+        c.send_delta(ROUTE, nonce=pushed.nonce)
+        assert await c.silent(0.3)
+
+    ads(tmp_path, scenario, delta=True)

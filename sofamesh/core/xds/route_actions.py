@@ -1,0 +1,160 @@
+"""Envoy route fields beyond the match and the cluster -> the kernel's route actions (docs/xds.md):
+redirect, direct response, header mutation, rewrites, mirroring, per-route fault injection; and the
+upstream HTTP protocol options of a cluster. Pure: messages in, mappings out, ``ConfigError`` naming
+the field the sidecar cannot enforce (the client NACKs with it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sofamesh.core.codec import ReplyStatus
+from sofamesh.core.errors import ConfigError
+
+_T = "type.googleapis.com/"
+FAULT_FILTER = "envoy.filters.http.fault"
+FAULT_TYPE = _T + "envoy.extensions.filters.http.fault.v3.HTTPFault"
+_PERCENT_SCALE = {0: 1.0, 1: 0.01, 2: 0.0001}  # FractionalPercent HUNDRED, TEN_THOUSAND, MILLION -> percent
+_REDIRECT_CODES = {0: 301, 1: 302, 2: 303, 3: 307, 4: 308}
+_SET, _ADD = 2, 0  # HeaderValueOption OVERWRITE_IF_EXISTS_OR_ADD, APPEND_IF_EXISTS_OR_ADD
+
+
+def _ms(d: Any) -> int:
+    return int(d.seconds) * 1000 + int(d.nanos) // 1_000_000
+
+
+def percent(fp: Any) -> float:
+    """envoy.type.v3.FractionalPercent -> 0..100."""
+    return min(100.0, float(fp.numerator) * _PERCENT_SCALE.get(fp.denominator, 1.0))
+
+
+def _mutation(to_add: Any, to_remove: Any, path: str, what: str) -> dict[str, Any] | None:
+    out: dict[str, Any] = {"set": {}, "add": {}, "remove": list(to_remove)}
+    for i, hvo in enumerate(to_add):
+        if hvo.HasField("append"):
+            kind = "add" if hvo.append.value else "set"
+        elif hvo.append_action in (_SET, _ADD):
+            kind = "set" if hvo.append_action == _SET else "add"
+        else:
+            raise ConfigError(f"{path}.{what}_headers_to_add[{i}].append_action",
+                              "only OVERWRITE_IF_EXISTS_OR_ADD and APPEND_IF_EXISTS_OR_ADD are supported")
+        value = hvo.header.value or hvo.header.raw_value.decode("latin-1")
+        if "%" in value:
+            raise ConfigError(f"{path}.{what}_headers_to_add[{i}].header.value",
+                              "header values with %VARIABLES% are not supported")
+        out[kind][hvo.header.key] = value
+    return {k: v for k, v in out.items() if v} or None
+
+
+def _fault(cfg: Any, path: str) -> dict[str, Any]:
+    from envoy.extensions.filters.http.fault.v3 import fault_pb2
+
+    fault = fault_pb2.HTTPFault()
+    if not cfg.Unpack(fault):
+        raise ConfigError(path, f"expected {FAULT_TYPE}, got {cfg.type_url}")
+    out: dict[str, Any] = {}
+    if fault.HasField("delay"):
+        d = fault.delay
+        if d.WhichOneof("fault_delay_secifier") != "fixed_delay":
+            raise ConfigError(f"{path}.delay.header_delay", "only fixed_delay is supported")
+        out["delay"] = {"fixed_delay_ms": max(1, _ms(d.fixed_delay)), "percentage": percent(d.percentage)}
+    if fault.HasField("abort"):
+        a = fault.abort
+        kind = a.WhichOneof("error_type")
+        if kind == "http_status":
+            status: int | str = a.http_status
+        elif kind == "grpc_status":
+            found = [s.name for s in ReplyStatus if s.grpc_status == a.grpc_status]
+            if not found:
+                raise ConfigError(f"{path}.abort.grpc_status", f"gRPC status {a.grpc_status} cannot be answered "
+                                  f"(known: {sorted({s.grpc_status for s in ReplyStatus})})")
+            status = found[0]
+        else:
+            raise ConfigError(f"{path}.abort.{kind}", "only http_status and grpc_status aborts are supported")
+        out["abort"] = {"status": status, "percentage": percent(a.percentage)}
+    for name in ("max_active_faults", "response_rate_limit", "downstream_nodes", "headers"):
+        if fault.HasField(name) if name in ("max_active_faults", "response_rate_limit") else len(getattr(fault, name)):
+            raise ConfigError(f"{path}.{name}", "is not supported")
+    return out
+
+
+def route_actions(r: Any, path: str, out: dict[str, Any]) -> None:
+    """The route-level fields of ``r`` (envoy.config.route.v3.Route) into ``out``."""
+    action = r.WhichOneof("action")
+    if action == "redirect":
+        rd = r.redirect
+        red: dict[str, Any] = {"code": _REDIRECT_CODES.get(rd.response_code, 301)}
+        if rd.scheme_redirect or rd.https_redirect:
+            red["scheme"] = rd.scheme_redirect or "https"
+        if rd.host_redirect:
+            red["host"] = rd.host_redirect
+        if rd.port_redirect:
+            red["port"] = rd.port_redirect
+        if rd.path_redirect:
+            red["path"] = rd.path_redirect
+        elif rd.prefix_rewrite:
+            red["prefix"] = rd.prefix_rewrite
+        elif rd.HasField("regex_rewrite"):
+            raise ConfigError(f"{path}.redirect.regex_rewrite", "is not supported")
+        if rd.strip_query:
+            red["strip_query"] = True
+        out["redirect"] = red
+    elif action == "direct_response":
+        dr = r.direct_response
+        body = dr.body.WhichOneof("specifier") if dr.HasField("body") else None
+        if body not in (None, "inline_string", "inline_bytes"):
+            raise ConfigError(f"{path}.direct_response.body.{body}", "only inline bodies are supported")
+        text = dr.body.inline_string if body == "inline_string" else \
+            dr.body.inline_bytes.decode("latin-1") if body == "inline_bytes" else ""
+        out["direct_response"] = {"status": dr.status, "body": text}
+    req = _mutation(r.request_headers_to_add, r.request_headers_to_remove, path, "request")
+    resp = _mutation(r.response_headers_to_add, r.response_headers_to_remove, path, "response")
+    if req:
+        out["request_headers"] = req
+    if resp:
+        out["response_headers"] = resp
+    for name, cfg in sorted(r.typed_per_filter_config.items()):
+        if name != FAULT_FILTER and cfg.type_url != FAULT_TYPE:
+            raise ConfigError(f"{path}.typed_per_filter_config[{name}]",
+                              f"per-route config of {name!r} is not supported (only {FAULT_FILTER})")
+        fault = _fault(cfg, f"{path}.typed_per_filter_config[{name}]")
+        if fault:
+            out.setdefault("filters", []).append({"type": "fault", "config": fault})
+
+
+def route_action_extras(ra: Any, path: str, out: dict[str, Any]) -> None:
+    """Rewrites and mirrors of ``ra`` (a RouteAction) into ``out``; NACK what the kernel cannot do."""
+    rewrite: dict[str, Any] = {}
+    if ra.prefix_rewrite:
+        rewrite["prefix"] = ra.prefix_rewrite
+    if ra.HasField("regex_rewrite"):
+        rewrite["regex"] = ra.regex_rewrite.pattern.regex
+        rewrite["substitution"] = ra.regex_rewrite.substitution
+    if ra.host_rewrite_literal:
+        rewrite["host"] = ra.host_rewrite_literal
+    for name in ("host_rewrite_header", "auto_host_rewrite", "host_rewrite_path_regex", "path_rewrite_policy"):
+        if ra.HasField(name) if name != "host_rewrite_header" else getattr(ra, name):
+            raise ConfigError(f"{path}.{name}", "is not supported (prefix_rewrite, regex_rewrite, "
+                                                "host_rewrite_literal)")
+    if rewrite:
+        out["rewrite"] = rewrite
+    mirrors = []
+    for i, m in enumerate(ra.request_mirror_policies):
+        if m.cluster_header or not m.cluster:
+            raise ConfigError(f"{path}.request_mirror_policies[{i}].cluster_header", "only cluster is supported")
+        if m.disable_shadow_host_suffix_append:
+            raise ConfigError(f"{path}.request_mirror_policies[{i}].disable_shadow_host_suffix_append",
+                              "is not supported: copies always get the -shadow host suffix")
+        share = percent(m.runtime_fraction.default_value) if m.HasField("runtime_fraction") else 100.0
+        mirrors.append({"cluster": m.cluster, "percentage": share})
+    if mirrors:
+        out["mirror"] = mirrors
+    if ra.WhichOneof("cluster_specifier") == "weighted_clusters":
+        for i, w in enumerate(ra.weighted_clusters.clusters):
+            for name in ("request_headers_to_add", "request_headers_to_remove", "response_headers_to_add",
+                         "response_headers_to_remove"):
+                if len(getattr(w, name)):
+                    raise ConfigError(f"{path}.weighted_clusters.clusters[{i}].{name}",
+                                      "header mutation per weighted cluster is not supported (only per route)")
+
+
+__all__ = ["FAULT_FILTER", "FAULT_TYPE", "percent", "route_action_extras", "route_actions"]

@@ -1,0 +1,70 @@
+"""Token and CA endpoints on Pilot's API port: ``POST /v1/tokens`` (issue a token bound to one
+identity), ``DELETE /v1/tokens/{jti}`` (revoke one), ``GET /debug/ca`` (the CA, what it signed and
+refused). Reads only the :class:`~sofamesh.pilot.view.PilotView`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from sofamesh.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sofamesh.pilot.view import PilotView
+
+PILOT: web.AppKey[PilotView] = web.AppKey("security_pilot")
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, indent=1, sort_keys=True, default=str)
+
+
+async def create_token(request: web.Request) -> web.Response:
+    """Body ``{"namespace": NS, "service_account": SA, "ttl_s": SECONDS}`` (ttl optional)."""
+    pilot = request.app[PILOT]
+    ca = pilot.config.ca
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ConfigError("body", "expected a JSON object") from None
+    if not isinstance(body, dict):
+        raise ConfigError("body", "expected a JSON object")
+    unknown = sorted(set(body) - {"namespace", "service_account", "ttl_s"})
+    if unknown:
+        raise ConfigError(unknown[0], "unknown field (known: namespace, service_account, ttl_s)")
+    for key in ("namespace", "service_account"):
+        if not isinstance(body.get(key), str) or not body[key]:
+            raise ConfigError(key, "required: a non-empty string")
+    ttl = body.get("ttl_s", ca.token_ttl_s)
+    if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 1 <= ttl <= ca.max_token_ttl_s:
+        raise ConfigError("ttl_s", f"must be a number of seconds from 1 to {ca.max_token_ttl_s:g}")
+    try:
+        token, grant = pilot.tokens.issue(body["namespace"], body["service_account"], float(ttl))
+    except ValueError as exc:
+        raise ConfigError("namespace", str(exc)) from None
+    return web.json_response({"token": token, "identity": grant.identity.uri, "jti": grant.jti,
+                              "expires_at": grant.expires_at}, status=201, dumps=_dumps)
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    pilot = request.app[PILOT]
+    jti = request.match_info["jti"]
+    pilot.tokens.revoke(jti)
+    return web.json_response({"revoked": jti}, dumps=_dumps)
+
+
+async def debug_ca(request: web.Request) -> web.Response:
+    return web.json_response(request.app[PILOT].certificates.describe(), dumps=_dumps)
+
+
+def add_routes(app: web.Application, pilot: PilotView) -> None:
+    app[PILOT] = pilot
+    app.router.add_post("/v1/tokens", create_token)
+    app.router.add_delete("/v1/tokens/{jti}", revoke_token)
+    app.router.add_get("/debug/ca", debug_ca)
+
+
+__all__ = ["add_routes"]

@@ -1,0 +1,100 @@
+"""The CA plugin contract: what a certificate authority provides to Pilot.
+
+Pilot authenticates the caller and checks the identity a CSR asks for; the CA only signs. The
+built-in CA (``builtin``) keeps a self-signed root in Pilot's data directory, or signs with an
+operator's intermediate (Istio's ``cacerts`` layout); a plugin may put an external CA behind the
+same contract.
+"""
+
+from __future__ import annotations
+
+import datetime
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography import x509
+
+from sofamesh.core.errors import ConfigError
+from sofamesh.pilot.security.storage import SecretStorage
+
+
+@dataclass(frozen=True, slots=True)
+class CaContext:
+    """What a CA factory gets: its type name, its options, the trust domain, Pilot's data directory
+    and the storage its state must live in (so it can move to a store replicas share)."""
+
+    name: str
+    trust_domain: str
+    storage: SecretStorage
+    options: Mapping[str, Any] = field(default_factory=dict)
+    data_dir: Path = Path(".")
+
+    def check_options(self, known: Sequence[str]) -> dict[str, Any]:
+        """A copy of ``options``; :class:`~sofamesh.core.errors.ConfigError` on an unknown key."""
+        opts = dict(self.options)
+        unknown = sorted(set(opts) - set(known))
+        if unknown:
+            raise ConfigError("ca.options", f"unknown option(s) {', '.join(unknown)} for CA {self.name!r} "
+                                            f"(known: {', '.join(known) or 'none'})")
+        return opts
+
+
+@dataclass(frozen=True, slots=True)
+class SignRequest:
+    """A CSR Pilot has authenticated and checked: sign ``csr``'s public key for ``spiffe_id``."""
+
+    csr: x509.CertificateSigningRequest
+    spiffe_id: str
+    ttl: datetime.timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """PEM certificates: ``chain`` leaf first, then intermediates, ending with the root that signed
+    it (as istiod answers); ``roots`` every root workloads should trust now."""
+
+    chain: list[str]
+    roots: list[str]
+
+
+class CertificateAuthority(ABC):
+    """One CA as Pilot sees it."""
+
+    name: str
+
+    async def start(self) -> None:  # noqa: B027 - optional: a CA with nothing to load keeps this
+        """Load or create keys and certificates (a new root on first start)."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional
+        """Release what ``start`` took."""
+
+    @abstractmethod
+    async def sign(self, request: SignRequest) -> Issued:
+        """Sign a workload certificate: the URI SAN ``request.spiffe_id`` only, valid for
+        ``request.ttl``, usable as TLS server and client. Raise
+        :class:`~sofamesh.core.errors.MeshError` when it cannot."""
+
+    @abstractmethod
+    def roots(self) -> list[str]:
+        """The trust bundle (PEM certificates)."""
+
+    def issuers(self) -> list[x509.Certificate]:
+        """The certificates that sign workload certificates (a renewal's current certificate must
+        be issued by one of them); by default the roots."""
+        return [c for pem in self.roots() for c in x509.load_pem_x509_certificates(pem.encode())]
+
+    def describe(self) -> dict[str, Any]:
+        """What ``/debug/ca`` shows."""
+        return {"name": self.name}
+
+
+class CaFactory(Protocol):
+    """What ``pilot_register_cas`` registers."""
+
+    def create(self, context: CaContext) -> CertificateAuthority: ...
+
+
+__all__ = ["CaContext", "CaFactory", "CertificateAuthority", "Issued", "SignRequest"]

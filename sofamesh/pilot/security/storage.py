@@ -1,0 +1,90 @@
+"""Where Pilot keeps security state that must outlive a restart: the CA's root and key, the token
+signing key, the revocation list. A :class:`SecretStorage` is a small map of named blobs, so the
+same state can later live in a store Pilot replicas share; :class:`DirStorage` keeps it in a
+directory under Pilot's ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Protocol
+
+
+class SecretStorage(Protocol):
+    """Named blobs. Writes are durable when they return; readers see the old or the new blob."""
+
+    def read(self, name: str) -> bytes | None:
+        """The blob, or ``None`` when there is none."""
+
+    def write(self, name: str, data: bytes, *, private: bool = False) -> None:
+        """Create or replace ``name``; ``private`` blobs are readable by Pilot's user only."""
+
+    def create(self, name: str, data: bytes, *, private: bool = False) -> bool:
+        """Write ``name`` only if it does not exist; ``False`` when another writer was first (then
+        read theirs: two replicas starting together must end up with one root)."""
+
+    def describe(self) -> str:
+        """Where the blobs are, for logs and /debug pages."""
+
+
+class DirStorage:
+    """Blobs as files in one directory (created 0700), written atomically: temp file, fsync,
+    ``os.replace`` (``os.link`` for ``create``), fsync of the directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def _path(self, name: str) -> Path:
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"bad blob name {name!r}")
+        return self.dir / name
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return self._path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _temp(self, name: str, data: bytes, private: bool) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.dir / f".{name}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return tmp
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def write(self, name: str, data: bytes, *, private: bool = False) -> None:
+        target = self._path(name)
+        os.replace(self._temp(name, data, private), target)
+        self._sync_dir()
+
+    def create(self, name: str, data: bytes, *, private: bool = False) -> bool:
+        target = self._path(name)
+        tmp = self._temp(name, data, private)
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        self._sync_dir()
+        return True
+
+    def describe(self) -> str:
+        return str(self.dir)
+
+
+__all__ = ["DirStorage", "SecretStorage"]

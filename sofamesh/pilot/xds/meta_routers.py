@@ -1,0 +1,96 @@
+"""Aeraki's MetaRouter -> routes of the RPC egress listener (``rpc_proxy``, docs/xds.md), as Aeraki's
+MetaProtocol proxy reads them.
+
+A MetaRouter bound to a service (its ``hosts``) replaces that service's default routes with its
+own, in order, first match wins; a call that matches none gets "no route", as in Aeraki. Each route:
+- ``match.attributes``: ``interface`` / ``service`` match the RPC service, ``method``, ``version``,
+  ``group`` their fields, any other key a header-map key (Bolt) or attachment (Dubbo); every route
+  also matches the service itself, since one listener serves every service of its protocol;
+- ``route``: one destination or weighted ones, a ``subset`` being the DestinationRule subset's
+  cluster ``outbound|PORT|SUBSET|NAME`` (destinations nothing serves are left out, as for HTTP);
+- ``mirror`` + ``mirrorPercentage`` (100 when absent): a copy of each call to that cluster,
+  its answer discarded;
+- ``requestMutation`` / ``responseMutation``: header-map keys / attachments set on the request /
+  the response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sofamesh.pilot.model import Service
+    from sofamesh.pilot.policy.resource import Resource
+    from sofamesh.pilot.xds.virtual_services import Destinations
+
+_FIELDS = {"interface": "service", "service": "service", "method": "method", "version": "version", "group": "group"}
+
+
+def _string_match(m: Mapping[str, Any]) -> dict[str, str]:
+    for kind in ("exact", "prefix", "regex"):
+        if kind in m:
+            return {kind: str(m[kind])}
+    return {"regex": ".*"}
+
+
+def _match(service: Service, attributes: Mapping[str, Any]) -> dict[str, Any]:
+    match: dict[str, Any] = {"service": {"exact": service.name}}
+    headers: dict[str, Any] = {}
+    for key, m in sorted(attributes.items()):
+        field = _FIELDS.get(key)
+        if field == "service":
+            if _string_match(m) != {"exact": service.name}:
+                headers[key] = _string_match(m)
+        elif field is not None:
+            match[field] = _string_match(m)
+        else:
+            headers[key] = _string_match(m)
+    if headers:
+        match["headers"] = headers
+    return match
+
+
+def rpc_routes(mr: Resource, service: Service, dests: Destinations, timeout_ms: int) -> list[dict[str, Any]]:
+    """The ``rpc_proxy`` routes of ``mr`` for ``service``."""
+    out: list[dict[str, Any]] = []
+    for i, r in enumerate(mr.spec.get("routes") or []):
+        if not isinstance(r, Mapping):
+            continue
+        route: dict[str, Any] = {"name": str(r.get("name") or f"{mr.namespace}.{mr.name}.{i}"),
+                                 "match": _match(service, (r.get("match") or {}).get("attributes") or {}),
+                                 "timeout_ms": timeout_ms}
+        targets = []
+        for d in r.get("route") or []:
+            resolved = dests.cluster(d.get("destination") or {})
+            weight = int(d.get("weight", 0) or 0)
+            if resolved is not None and (weight or len(r.get("route") or []) == 1):
+                targets.append({"name": resolved[0], "weight": weight or 1})
+        if not targets:
+            route["direct_response"] = {"status": 503}
+        elif len(targets) == 1:
+            route["cluster"] = targets[0]["name"]
+        else:
+            route["weighted_clusters"] = targets
+        if isinstance(r.get("mirror"), Mapping):
+            resolved = dests.cluster(r["mirror"])
+            pct = r.get("mirrorPercentage")
+            if resolved is not None:
+                route["mirror"] = [{"cluster": resolved[0], "percentage":
+                                    float(pct.get("value", 0)) if isinstance(pct, Mapping) else 100.0}]
+        for key, name in (("requestMutation", "request_headers"), ("responseMutation", "response_headers")):
+            mutation = {str(kv["key"]): str(kv["value"]) for kv in r.get(key) or [] if isinstance(kv, Mapping)}
+            if mutation:
+                route[name] = {"set": mutation}
+        out.append(route)
+    return out
+
+
+def timeout_of(service: Service, default: int) -> int:
+    try:
+        return int(service.metadata.get("timeout_ms", default))
+    except (TypeError, ValueError):
+        return default
+
+
+__all__ = ["rpc_routes", "timeout_of"]

@@ -1,0 +1,1 @@
+"""CA plugins (Pilot plugin kind ``pilot_register_cas``)."""

@@ -1,0 +1,34 @@
+"""Entry point of the ``nacos`` registry plugin (group ``sofamesh.pilot.plugins``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sofamesh.core.plugin_host import hookimpl
+from sofamesh.pilot.registry import check_options
+from sofamesh.plugins.registries.nacos.api import NacosRegistry
+
+if TYPE_CHECKING:
+    from sofamesh.core.catalog import Catalog
+    from sofamesh.pilot.registry import Registry, RegistryContext, RegistryFactory
+
+_OPTIONS = ("address", "heartbeat_timeout_s", "ip_delete_timeout_s", "beat_interval_s", "reap_interval_s")
+
+
+class NacosRegistryFactory:
+    """Options: ``address`` (``127.0.0.1:8848``, the port Nacos clients assume; ``null``: only
+    ``/nacos/v1/ns`` on Pilot's API port), ``heartbeat_timeout_s`` (15), ``ip_delete_timeout_s``
+    (30), ``beat_interval_s`` (5, what beats answer as ``clientBeatInterval``), ``reap_interval_s``."""
+
+    def create(self, context: RegistryContext) -> Registry:
+        opts = check_options(context, _OPTIONS)
+        return NacosRegistry(context.name, context.model, address=opts.get("address", "127.0.0.1:8848"),
+                             heartbeat_timeout_s=float(opts.get("heartbeat_timeout_s", 15.0)),
+                             ip_delete_timeout_s=float(opts.get("ip_delete_timeout_s", 30.0)),
+                             beat_interval_s=float(opts.get("beat_interval_s", 5.0)),
+                             reap_interval=float(opts.get("reap_interval_s", 0.25)))
+
+
+@hookimpl
+def pilot_register_registries(catalog: Catalog[RegistryFactory]) -> None:
+    catalog.add("nacos", NacosRegistryFactory())

@@ -1,0 +1,354 @@
+"""Hot upgrade (docs/upgrade.md) with real clients: HTTP/1.1 keep-alive, sofa-rpc-node (Bolt) and
+dubbo2.js (Dubbo) keep calling while the sidecar is replaced by a new process, again and again. No
+call fails, no client reconnects (the same local ports throughout, and the sidecar's connection total
+does not move), each new process answers, and each old one exits 0 with its report."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sofamesh.testing import ProxyProcess, UpstreamServer, free_port
+from tests.conformance.bolt_peers import CACHE, node_provider
+from tests.conformance.bolt_peers import PEERS as BOLT_PEERS
+from tests.conformance.dubbo_peers import NODE_MODULES as DUBBO_MODULES
+from tests.conformance.dubbo_peers import PEERS as DUBBO_PEERS
+from tests.conformance.dubbo_peers import SERVICE, Provider, require_dubbo_peers
+
+BOLT_SERVICE = "com.sofamesh.upgrade.EchoService"
+
+
+class Sidecar:
+    """One sidecar's successive processes: the first serves the upgrade socket, each next one is
+    started with ``--hot-upgrade`` and takes over."""
+
+    def __init__(self, config: dict[str, Any], sock: Path) -> None:
+        self.config = {**config, "admin": {"address": f"127.0.0.1:{free_port()}"}}
+        self.sock = str(sock)
+        self.current = ProxyProcess(self.config, args=("--upgrade-socket", self.sock)).start()
+        self.reports: list[str] = []
+
+    def admin(self, path: str) -> dict[str, Any]:
+        url = f"http://{self.config['admin']['address']}{path}"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return dict(json.loads(r.read()))
+
+    def upgrade(self) -> None:
+        old = self.current
+        new = ProxyProcess(self.config, args=("--upgrade-socket", self.sock, "--hot-upgrade")).start()
+        assert new.proc is not None and old.proc is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the admin port moves too: the new pid answers it
+            state = self.admin("/hot_upgrade")
+            if state["pid"] == new.proc.pid and state["phase"] == "serving" and old.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"no take-over within 20 s: {state}\n--- old ---\n{old.log()}\n--- new ---\n{new.log()}")
+        assert old.stop() == 0  # it exited by itself, with no traceback in its log
+        report = re.search(r"sofamesh: handed over to pid (\d+): (.*)", old.log())
+        assert report is not None, old.log()
+        assert int(report.group(1)) == new.proc.pid
+        self.reports.append(report.group(2))
+        self.current = new
+
+    def stop(self) -> None:
+        self.current.stop()
+
+
+class KeepAliveClients:
+    """Threads each calling through one HTTP/1.1 keep-alive connection, recording the local port of
+    every call and every failure."""
+
+    def __init__(self, port: int, n: int) -> None:
+        self.port = port
+        self.ok = 0
+        self.failures: list[str] = []
+        self.ports: list[set[int]] = [set() for _ in range(n)]
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(n)]
+        for t in self._threads:
+            t.start()
+
+    def _run(self, i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        while not self._stop.is_set():
+            try:
+                conn.request("GET", f"/hello?c={i}")
+                r = conn.getresponse()
+                r.read()
+                assert conn.sock is not None
+                self.ports[i].add(conn.sock.getsockname()[1])
+                if r.status == 200:
+                    self.ok += 1
+                else:
+                    self.failures.append(f"status {r.status}")
+            except Exception as exc:  # every failure is what the test reports
+                self.failures.append(repr(exc))
+                conn.close()
+        conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+
+
+class NodeLoad:
+    """A node client under continuous load (``steady.js``) until its stdin closes."""
+
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **env}, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
+        line = self.proc.stdout.readline() if ready else b""
+        assert line.strip() == b"READY", f"{argv[:2]} did not start: {line!r}"
+
+    def finish(self) -> dict[str, Any]:
+        out, err = self.proc.communicate(timeout=30)  # closes its stdin: the client stops
+        assert self.proc.returncode == 0, err.decode(errors="replace")
+        return dict(json.loads(out.decode().strip().splitlines()[-1]))
+
+
+def client_ports(pid: int, server_port: int) -> set[int]:
+    """Local ports of ``pid``'s established TCP connections to ``server_port`` (from /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                local, remote, state, inode = cols[1], cols[2], cols[3], cols[9]
+                if inode in inodes and state == "01" and int(remote.rsplit(":", 1)[1], 16) == server_port:
+                    ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
+def sidecar_config(http_upstream: str, bolt_upstream: str, dubbo_upstream: str) -> tuple[dict[str, Any], dict[str, int]]:
+    ports = {"web": free_port(), "bolt": free_port(), "dubbo": free_port()}
+    config = {
+        "drain_timeout_ms": 10000,
+        "listeners": [
+            {"name": "web", "address": f"127.0.0.1:{ports['web']}", "protocols": ["http1"],
+             "routes": [{"name": "all", "cluster": "web"}]},
+            {"name": "bolt", "address": f"127.0.0.1:{ports['bolt']}", "protocols": ["bolt"],
+             "routes": [{"name": "all", "cluster": "bolt", "timeout_ms": 5000}]},
+            {"name": "dubbo", "address": f"127.0.0.1:{ports['dubbo']}", "protocols": ["dubbo"],
+             "routes": [{"match": {"service": SERVICE}, "cluster": "dubbo", "timeout_ms": 5000}]},
+        ],
+        "clusters": [
+            {"name": "web", "endpoints": [http_upstream]},
+            {"name": "bolt", "protocol": "bolt", "endpoints": [bolt_upstream]},
+            {"name": "dubbo", "endpoints": [dubbo_upstream]},
+        ],
+    }
+    return config, ports
+
+
+def web_config(upstream: str) -> tuple[dict[str, Any], int]:
+    port = free_port()
+    return {"listeners": [{"name": "web", "address": f"127.0.0.1:{port}", "protocols": ["http1"],
+                           "routes": [{"name": "all", "cluster": "web"}]}],
+            "clusters": [{"name": "web", "endpoints": [upstream]}]}, port
+
+
+def test_five_upgrades_under_load_fail_no_call_and_move_every_connection(tmp_path: Path) -> None:
+    require_dubbo_peers()
+    with UpstreamServer() as web, node_provider(BOLT_SERVICE, "B") as bolt_provider, Provider() as dubbo_provider:
+        config, ports = sidecar_config(web.address, bolt_provider.address, dubbo_provider.address)
+        sidecar = Sidecar(config, tmp_path / "upgrade.sock")
+        try:
+            http_load = KeepAliveClients(ports["web"], 4)
+            bolt_load = NodeLoad(["node", str(BOLT_PEERS / "steady.js"), f"127.0.0.1:{ports['bolt']}", BOLT_SERVICE, "4"],
+                                 BOLT_PEERS, {"SOFAMESH_CACHE": str(CACHE)})
+            dubbo_load = NodeLoad(["node", str(DUBBO_PEERS / "steady.js"), f"127.0.0.1:{ports['dubbo']}", "4"],
+                                  DUBBO_PEERS, {"NODE_PATH": str(DUBBO_MODULES)})
+            time.sleep(1.0)
+            before = {n: s["downstream_cx_total"] for n, s in sidecar.admin("/stats")["listeners"].items()}
+            bolt_ports = client_ports(bolt_load.proc.pid, ports["bolt"])
+            dubbo_ports = client_ports(dubbo_load.proc.pid, ports["dubbo"])
+            assert len(bolt_ports) == 1 and len(dubbo_ports) == 1
+            pids = set()
+            for _ in range(5):
+                sidecar.upgrade()
+                assert sidecar.current.proc is not None
+                pids.add(sidecar.current.proc.pid)
+                time.sleep(0.3)
+            after = {n: s["downstream_cx_total"] for n, s in sidecar.admin("/stats")["listeners"].items()}
+            assert client_ports(bolt_load.proc.pid, ports["bolt"]) == bolt_ports
+            assert client_ports(dubbo_load.proc.pid, ports["dubbo"]) == dubbo_ports
+            http_load.stop()
+            bolt = bolt_load.finish()
+            dubbo = dubbo_load.finish()
+        finally:
+            sidecar.stop()
+    assert len(pids) == 5
+    assert http_load.failures == [] and http_load.ok > 0
+    assert [len(p) for p in http_load.ports] == [1, 1, 1, 1]  # each client kept its one connection
+    assert bolt["failed"] == 0 and bolt["ok"] > 0, bolt
+    assert dubbo["failed"] == 0 and dubbo["ok"] > 0, dubbo
+    assert after == before  # a moved connection is not a new one
+    assert sidecar.reports == ["3 listener(s), 6 connection(s) moved, 0 drained, 0 cut"] * 5
+
+
+def test_an_upgrade_that_cannot_start_is_refused_and_the_old_process_keeps_serving(tmp_path: Path) -> None:
+    with UpstreamServer() as web:
+        config, port = web_config(web.address)
+        sidecar = Sidecar(config, tmp_path / "upgrade.sock")
+        try:
+            first = sidecar.admin("/hot_upgrade")["pid"]
+            load = KeepAliveClients(port, 2)
+            time.sleep(0.3)
+            # a config that does not load: refused before it reaches the running process
+            bad = tmp_path / "bad.yaml"
+            bad.write_text(json.dumps({**sidecar.config, "clusters": []}))
+            refused = subprocess.run([sys.executable, "-m", "sofamesh", "proxy", "-c", str(bad), "--upgrade-socket",
+                                      sidecar.sock, "--hot-upgrade"], capture_output=True, text=True, timeout=60)
+            assert refused.returncode == 2 and "unknown cluster" in refused.stderr.lower(), refused.stderr
+            # a config that loads but cannot start (a port someone else holds): the old process had
+            # handed its sockets over, heard that the new one failed, and never stopped accepting
+            with socket.socket() as held:
+                held.bind(("127.0.0.1", 0))
+                held.listen()
+                busy = {**sidecar.config, "listeners": [*sidecar.config["listeners"], {
+                    "name": "extra", "address": f"127.0.0.1:{held.getsockname()[1]}", "protocols": ["http1"],
+                    "routes": [{"name": "all", "cluster": "web"}]}]}
+                bad.write_text(json.dumps(busy))
+                failed = subprocess.run([sys.executable, "-m", "sofamesh", "proxy", "-c", str(bad), "--upgrade-socket",
+                                         sidecar.sock, "--hot-upgrade"], capture_output=True, text=True, timeout=60)
+            assert failed.returncode == 2 and "cannot listen" in failed.stderr, failed.stderr
+            assert "hot upgrade abandoned" in failed.stderr
+            time.sleep(0.3)
+            state = sidecar.admin("/hot_upgrade")
+            assert (state["pid"], state["phase"]) == (first, "serving")
+            assert "did not take over" in sidecar.current.log()
+            sidecar.upgrade()  # and a good upgrade still works afterwards
+            time.sleep(0.3)
+            load.stop()
+        finally:
+            sidecar.stop()
+    assert load.failures == [] and load.ok > 0
+    assert [len(p) for p in load.ports] == [1, 1]
+    assert sidecar.reports == ["1 listener(s), 2 connection(s) moved, 0 drained, 0 cut"]
+
+
+def _wait_gone(pid: int, timeout: float = 20.0) -> None:
+    """Until ``pid`` has exited (a zombie left for a parent that is not us counts as exited)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"pid {pid} still runs after {timeout} s")
+
+
+def test_admin_post_and_sigusr2_start_the_successor_themselves(tmp_path: Path) -> None:
+    with UpstreamServer() as web:
+        config, port = web_config(web.address)
+        sidecar = Sidecar(config, tmp_path / "upgrade.sock")
+        load = KeepAliveClients(port, 2)
+        newest = 0
+        try:
+            first = sidecar.current
+            assert first.proc is not None
+            url = f"http://{sidecar.config['admin']['address']}/hot_upgrade"
+            with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5) as r:
+                started = json.loads(r.read())["started"]
+            with pytest.raises(urllib.error.HTTPError) as again:  # one upgrade at a time
+                urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5)
+            assert again.value.code == 409 and b"already in progress" in again.value.read()
+            assert first.proc.wait(20) == 0  # its config file (in its temp dir) stays for the successors
+            assert f"sofamesh: handed over to pid {started}: 1 listener(s), 2 connection(s) moved" in first.log()
+            _wait_for(lambda: sidecar.admin("/hot_upgrade") == {**sidecar.admin("/hot_upgrade"), "pid": started,
+                                                                 "phase": "serving"})
+            os.kill(started, signal.SIGUSR2)  # the successor, a child of the first process, does it again
+            _wait_for(lambda: sidecar.admin("/hot_upgrade")["pid"] not in (started, first.proc.pid))
+            newest = sidecar.admin("/hot_upgrade")["pid"]
+            _wait_gone(started)
+            time.sleep(0.3)
+            load.stop()
+        finally:
+            load.stop()
+            newest = newest or sidecar.admin("/hot_upgrade")["pid"]
+            if newest != first.proc.pid:
+                os.kill(newest, signal.SIGTERM)
+                _wait_gone(newest)
+            first.stop()  # no traceback in the log the three processes shared
+    assert load.failures == [] and load.ok > 0
+    assert [len(p) for p in load.ports] == [1, 1]
+
+
+def _wait_for(cond: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met within the timeout")
+
+
+def test_hot_upgrade_with_workers_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(json.dumps({"listeners": [], "clusters": []}))
+    out = subprocess.run([sys.executable, "-m", "sofamesh", "proxy", "-c", str(cfg), "--workers", "2",
+                          "--upgrade-socket", str(tmp_path / "u.sock")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "with --workers is not supported" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "sofamesh", "proxy", "-c", str(cfg), "--hot-upgrade"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--hot-upgrade needs the upgrade socket" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "sofamesh", "proxy", "-c", str(cfg), "--upgrade-socket",
+                          str(tmp_path / "none.sock"), "--hot-upgrade"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "no process serves the upgrade socket" in out.stderr
+
+
+def test_a_request_body_still_arriving_finishes_in_the_old_process_then_its_connection_moves(tmp_path: Path) -> None:
+    with UpstreamServer() as web:
+        config, port = web_config(web.address)
+        sidecar = Sidecar(config, tmp_path / "upgrade.sock")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                local = c.getsockname()
+                c.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+                upgrading = threading.Thread(target=sidecar.upgrade)
+                upgrading.start()
+                # the new process accepts; the old one waits for this request before moving it
+                _wait_for(lambda: sidecar.admin("/hot_upgrade")["phase"] == "taking over")
+                c.sendall(b"world")
+                first = c.recv(65536)
+                upgrading.join(30)
+                assert not upgrading.is_alive()
+                c.sendall(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+                second = c.recv(65536)
+                assert c.getsockname() == local
+        finally:
+            sidecar.stop()
+    assert first.startswith(b"HTTP/1.1 200"), first
+    assert second.startswith(b"HTTP/1.1 200"), second
+    assert sidecar.reports == ["1 listener(s), 1 connection(s) moved, 0 drained, 0 cut"]
