@@ -1,0 +1,234 @@
+"""Security policy from Pilot enforced where the server is, with identities Pilot's CA issued.
+
+Every sidecar gets its certificate from Pilot (``--token-file``, no hand-made certificate) and its
+listeners and clusters over xDS. The provider's sidecar gets one inbound listener per port of its
+workload's instances (HTTP, gRPC, Bolt, Dubbo), on the address consumers dial, forwarding to the
+app on 127.0.0.1. Consumers' sidecars reach it over auto mTLS:
+
+    client -> consumer sidecar (egress, plaintext) -> provider sidecar (inbound, mTLS) -> app
+
+PeerAuthentication decides the inbound TLS (STRICT refuses a plaintext client, PERMISSIVE takes
+both); AuthorizationPolicy allows one method of each service to the ``consumer`` identity, and
+neither method to ``intruder``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from sofamesh.testing import ProxyProcess, free_port
+from tests.conformance import bolt_peers, dubbo_peers
+from tests.integration.policy.apply import apply, follows
+
+from .conftest import PilotProcess, wait_until
+from .test_envoy import HttpBackend
+from .test_workload_certs import _token
+
+ECHO = "com.example.EchoService"
+MESHED = {"security.istio.io/tlsMode": "istio", "sofamesh.io/service-account": "provider", "app": "provider"}
+GRPC_SERVICE = "sofamesh.test.Who"
+
+
+class MeshSidecar(ProxyProcess):
+    """A sidecar with its agent (identity from the token) and its config from Pilot over xDS."""
+
+    def __init__(self, pilot: PilotProcess, tmp: Path, sa: str, instances: tuple[str, ...] = ()) -> None:
+        self.ports = {"http": free_port(), "bolt": free_port(), "dubbo": free_port()}
+        meta: dict[str, Any] = {"sofamesh.outbound_port": self.ports["http"], "sofamesh.bolt_port": self.ports["bolt"],
+                                "sofamesh.dubbo_port": self.ports["dubbo"]}
+        if instances:
+            meta["sofamesh.instances"] = ",".join(instances)
+        super().__init__({
+            "agent": {"ca_address": f"127.0.0.1:{pilot.xds_port}", "token_file": str(_token(pilot, sa, tmp / sa))},
+            "xds": {"address": f"127.0.0.1:{pilot.xds_port}", "node_id": sa, "metadata": meta,
+                    "backoff_initial_ms": 100, "backoff_max_ms": 500, "initial_fetch_timeout_ms": 10000},
+            "drain_timeout_ms": 1000,
+        }, timeout=30)
+
+    def egress(self, protocol: str) -> str:
+        return f"127.0.0.1:{self.ports[protocol]}"
+
+    def xds_config(self) -> dict[str, Any]:
+        return dict(json.loads(self.get("/config_dump"))["config"])
+
+    def listener(self, name: str) -> dict[str, Any] | None:
+        return next((lst for lst in self.xds_config()["listeners"] if lst["name"] == name), None)
+
+
+class GrpcApp:
+    """A gRPC server with two methods of one service, ``Allowed`` and ``Denied``, each answering its name."""
+
+    def __init__(self) -> None:
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        handler = grpc.method_handlers_generic_handler(GRPC_SERVICE, {
+            m: grpc.unary_unary_rpc_method_handler(lambda req, ctx, m=m: m.encode()) for m in ("Allowed", "Denied")})
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(0).wait(5)
+
+
+def _grpc_call(target: str, method: str) -> tuple[str, str]:
+    with grpc.insecure_channel(target, options=[("grpc.default_authority", "who")]) as ch:
+        call = ch.unary_unary(f"/{GRPC_SERVICE}/{method}")
+        try:
+            return "OK", call(b"", timeout=5).decode()
+        except grpc.RpcError as exc:
+            return exc.code().name, str(exc.details())
+
+
+def _http(url: str, host: str | None = None) -> int | str:
+    try:
+        return httpx.get(url, timeout=5, headers={"Host": host} if host else {}).status_code
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+
+
+@pytest.fixture
+def mesh(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    pilot = PilotProcess(tmp_path / "data").start()
+    started: list[Any] = [pilot]
+    try:
+        http, grpc_app = HttpBackend("app"), GrpcApp()
+        started += [http, grpc_app]
+        inbound = {k: free_port() for k in ("http", "grpc", "bolt", "dubbo")}
+        # each instance is registered at the sidecar's inbound port; the app's own port is a label
+        pilot.register("web", "web-1", address="127.0.0.1", port=inbound["http"], protocol="http",
+                       labels={**MESHED, "sofamesh.io/app-port": str(http.port)})
+        pilot.register("who", "who-1", address="127.0.0.1", port=inbound["grpc"], protocol="grpc",
+                       labels={**MESHED, "sofamesh.io/app-port": str(grpc_app.port)})
+        yield {"pilot": pilot, "tmp": tmp_path, "inbound": inbound, "started": started}
+    finally:
+        failed: list[BaseException] = []
+        for s in reversed(started):
+            try:
+                s.stop()  # a sidecar whose log shows a problem raises here
+            except Exception as exc:
+                failed.append(exc)
+        if failed:
+            raise failed[0]
+
+
+def _peer_authentication(mode: str) -> str:
+    return f"""apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: istio-system}}
+spec: {{mtls: {{mode: {mode}}}}}
+"""
+
+
+def _mode(sc: MeshSidecar, port: int) -> str | None:
+    lst = sc.listener(f"inbound|{port}|127.0.0.1")
+    if lst is None:
+        return None
+    return str(next(f["config"]["mode"] for f in lst["filters"] if f["type"] == "authn.mtls"))
+
+
+def test_strict_refuses_a_plaintext_client_and_permissive_takes_both(mesh: dict[str, Any]) -> None:
+    pilot, tmp, port = mesh["pilot"], mesh["tmp"], mesh["inbound"]["http"]
+    apply(pilot.api_url, stdin=_peer_authentication("STRICT"))
+    provider = MeshSidecar(pilot, tmp, "provider", ("web-1", "who-1")).start()
+    mesh["started"].append(provider)
+    consumer = MeshSidecar(pilot, tmp, "consumer").start()
+    mesh["started"].append(consumer)
+    wait_until(lambda: _mode(provider, port) == "STRICT", 15, what="the STRICT inbound listener")
+    via_consumer = f"http://{consumer.egress('http')}/"
+    wait_until(lambda: _http(via_consumer, "web") == 200, 15, what="consumer -> provider over auto mTLS")
+    tls = next(c for c in consumer.xds_config()["clusters"] if c["name"].endswith("|web"))["tls"]
+    assert tls["match_sans"] == ["spiffe://cluster.local/ns/default/sa/provider"]
+    # a plaintext client straight to the provider's inbound port: the TLS listener refuses it
+    assert _http(f"http://127.0.0.1:{port}/") in ("RemoteProtocolError", "ReadError", "ConnectError")
+    with socket.create_connection(("127.0.0.1", mesh["inbound"]["grpc"]), timeout=5) as s:  # gRPC port too
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        assert s.recv(100) == b""
+
+    t = apply(pilot.api_url, stdin=_peer_authentication("PERMISSIVE"))
+    follows(lambda: _mode(provider, port) == "PERMISSIVE", t, "PERMISSIVE", timeout=15)
+    wait_until(lambda: _http(f"http://127.0.0.1:{port}/") == 200, 10, what="plaintext under PERMISSIVE")
+    assert _http(via_consumer, "web") == 200
+    stats = provider.stats()["filters"][f"inbound|{port}|127.0.0.1|authn.mtls"]
+    assert stats["mtls_authenticated"] >= 1 and stats["mtls_plaintext"] >= 1, stats
+
+
+AUTHZ = """apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: provider-callers}}
+spec:
+  selector: {{matchLabels: {{app: provider}}}}
+  action: ALLOW
+  rules:
+    - from: [{{source: {{principals: ["cluster.local/ns/default/sa/consumer"]}}}}]
+      to:
+        - operation: {{methods: [echo], ports: ["{bolt}", "{dubbo}"]}}
+        - operation: {{paths: ["/allowed"], ports: ["{http}"]}}
+        - operation: {{paths: ["/{grpc_service}/Allowed"], ports: ["{grpc}"]}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: no-add}}
+spec:
+  selector: {{matchLabels: {{app: provider}}}}
+  action: DENY
+  rules: [{{to: [{{operation: {{methods: [add, plus]}}}}]}}]
+"""
+
+
+def test_authorization_policy_allows_one_method_and_denies_another_by_caller_identity(mesh: dict[str, Any]) -> None:
+    bolt_peers.require_node()
+    dubbo_peers.require_dubbo_peers()
+    pilot, tmp, inbound = mesh["pilot"], mesh["tmp"], mesh["inbound"]
+    with bolt_peers.node_provider(ECHO, "A") as bolt_app, dubbo_peers.Provider("p1") as dubbo_app:
+        pilot.register(f"{ECHO}:1.0", "echo-1", address="127.0.0.1", port=inbound["bolt"], protocol="bolt",
+                       labels={**MESHED, "sofamesh.io/app-port": str(bolt_app.port)})
+        pilot.register(dubbo_peers.SERVICE, "dubbo-1", address="127.0.0.1", port=inbound["dubbo"], protocol="dubbo",
+                       labels={**MESHED, "sofamesh.io/app-port": str(dubbo_app.port)})
+        apply(pilot.api_url, stdin=_peer_authentication("STRICT") + "---\n" + AUTHZ.format(
+            grpc_service=GRPC_SERVICE, **inbound))
+        provider = MeshSidecar(pilot, tmp, "provider", ("web-1", "who-1", "echo-1", "dubbo-1")).start()
+        mesh["started"].append(provider)
+        callers = {sa: MeshSidecar(pilot, tmp, sa).start() for sa in ("consumer", "intruder")}
+        mesh["started"].extend(callers.values())
+        for name in ("http", "grpc", "bolt", "dubbo"):
+            wait_until(lambda name=name: _mode(provider, inbound[name]) == "STRICT", 15, what=f"inbound {name}")
+        for sc in callers.values():
+            wait_until(lambda sc=sc: _http(f"http://{sc.egress('http')}/healthz", "web") in (200, 403), 15,
+                       what="the caller's egress")
+
+        out: dict[str, dict[str, Any]] = {}
+        j = dubbo_peers.java
+        for sa, sc in callers.items():
+            http_base = f"http://{sc.egress('http')}"
+            bolt = bolt_peers.node_consumer(sc.egress("bolt"), ECHO, [{"method": "echo", "args": ["hi"]},
+                                                                      {"method": "plus", "args": [2, 3]}])
+            dubbo = dubbo_peers.consume(sc.egress("dubbo"), [dubbo_peers.call("echo", j("java.lang.String", "hi")),
+                                                             dubbo_peers.call("add", j("int", 2), j("int", 40))])
+            out[sa] = {
+                "http": [_http(f"{http_base}/allowed", "web"), _http(f"{http_base}/denied", "web")],
+                "grpc": [_grpc_call(sc.egress("http"), "Allowed"), _grpc_call(sc.egress("http"), "Denied")],
+                "bolt": [(r["ok"], r.get("result") or r.get("message")) for r in bolt],
+                "dubbo": [(r["ok"], r.get("res") or r.get("err")) for r in dubbo],
+            }
+        rbac = {name: provider.stats()["filters"][f"inbound|{inbound[name]}|127.0.0.1|authz.rbac"]
+                for name in ("http", "grpc", "bolt", "dubbo")}
+    ok, no = out["consumer"], out["intruder"]
+    assert ok["http"] == [200, 403], ok
+    assert ok["grpc"][0] == ("OK", "Allowed") and ok["grpc"][1][0] == "PERMISSION_DENIED", ok
+    assert ok["bolt"][0] == (True, "A:hi") and ok["bolt"][1][0] is False, ok
+    assert ok["dubbo"][0] == (True, "hi") and ok["dubbo"][1][0] is False, ok
+    assert "RBAC: access denied by policy default.no-add" in str(ok["dubbo"][1][1])
+    assert no["http"] == [403, 403], no
+    assert [c for c, _ in no["grpc"]] == ["PERMISSION_DENIED"] * 2, no
+    assert [r[0] for r in no["bolt"]] == [False, False] and [r[0] for r in no["dubbo"]] == [False, False], no
+    for name, stats in rbac.items():
+        assert stats["rbac_allowed"] >= 1 and stats["rbac_denied"] >= 3, (name, stats)
