@@ -22,6 +22,7 @@ DEFAULT_MODE = "PERMISSIVE"  # Istio's default when no PeerAuthentication says o
 _MODES = ("STRICT", "PERMISSIVE", "DISABLE")
 _RBAC_SOURCE = ("principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks",
                 "requestPrincipals", "notRequestPrincipals")
+_UNAPPLIED_SOURCE = ("serviceAccounts", "notServiceAccounts", "remoteIpBlocks", "notRemoteIpBlocks")
 _RBAC_OPERATION = ("hosts", "notHosts", "methods", "notMethods", "paths", "notPaths")
 # ``when`` keys the sidecar's authz.rbac evaluates per request; ``destination.port`` is decided here
 _WHEN_KEYS = ("source.ip", "remote.ip", "source.namespace", "source.principal", "request.auth.principal",
@@ -91,8 +92,14 @@ def _operation(op: Mapping[str, Any]) -> dict[str, Any]:
 def _rule(rule: Mapping[str, Any], port: int, action: str) -> dict[str, Any] | None:
     """One Istio rule -> the filter's rule on ``port``, or ``None`` when it cannot match there."""
     out: dict[str, Any] = {}
-    froms = [{"source": {k: list(src[k]) for k in _RBAC_SOURCE if src.get(k)}}
-             for f in rule.get("from") or [] if isinstance(src := f.get("source") or {}, Mapping)]
+    sources = [f.get("source") or {} for f in rule.get("from") or []]
+    froms = []
+    for src in sources:
+        if action == "ALLOW" and any(src.get(k) for k in _UNAPPLIED_SOURCE):
+            continue  # a source the sidecar cannot check never grants access
+        froms.append({"source": {k: list(src[k]) for k in _RBAC_SOURCE if src.get(k)}})
+    if sources and not froms:
+        return None
     if froms:
         out["from"] = froms
     tos = rule.get("to") or []

@@ -129,10 +129,11 @@ spec: {{mtls: {{mode: {mode}}}}}
 
 
 def _mode(sc: MeshSidecar, port: int) -> str | None:
+    """The inbound listener's authn.mtls mode; None when it has none (DISABLE) or is not there."""
     lst = sc.listener(f"inbound|{port}|127.0.0.1")
     if lst is None:
         return None
-    return str(next(f["config"]["mode"] for f in lst["filters"] if f["type"] == "authn.mtls"))
+    return next((str(f["config"]["mode"]) for f in lst["filters"] if f["type"] == "authn.mtls"), None)
 
 
 def test_strict_refuses_a_plaintext_client_and_permissive_takes_both(mesh: dict[str, Any]) -> None:
@@ -159,6 +160,25 @@ def test_strict_refuses_a_plaintext_client_and_permissive_takes_both(mesh: dict[
     assert _http(via_consumer, "web") == 200
     stats = provider.stats()["filters"][f"inbound|{port}|127.0.0.1|authn.mtls"]
     assert stats["mtls_authenticated"] >= 1 and stats["mtls_plaintext"] >= 1, stats
+
+    # the workload's own PeerAuthentication wins over the mesh's, and its port level over its own mode
+    grpc_port = mesh["inbound"]["grpc"]
+    t = apply(pilot.api_url, stdin=f"""apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: provider}}
+spec:
+  selector: {{matchLabels: {{app: provider}}}}
+  mtls: {{mode: STRICT}}
+  portLevelMtls: {{"{port}": {{mode: DISABLE}}}}
+""")
+    follows(lambda: _mode(provider, grpc_port) == "STRICT" and _mode(provider, port) is None, t,
+            "workload STRICT, port DISABLE", timeout=15)
+    lst = provider.listener(f"inbound|{port}|127.0.0.1")
+    assert lst is not None and lst.get("tls") is None and lst["filters"] == []
+    wait_until(lambda: _http(f"http://127.0.0.1:{port}/") == 200, 10, what="plaintext on the DISABLEd port")
+    assert _http(via_consumer, "web") == 200  # auto mTLS steps aside for a DISABLEd destination
+    tls_now = next(c for c in consumer.xds_config()["clusters"] if c["name"].endswith("|web")).get("tls")
+    assert tls_now is None, tls_now
 
 
 AUTHZ = """apiVersion: security.istio.io/v1

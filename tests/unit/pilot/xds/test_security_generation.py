@@ -103,6 +103,7 @@ spec:
   rules:
     - from: [{source: {principals: ["cluster.local/ns/default/sa/consumer"]}}]
       to: [{operation: {methods: [echo], ports: ["12200"]}}]
+    - from: [{source: {serviceAccounts: [default/consumer]}}]
     - to: [{operation: {paths: ["/admin*"], notPorts: ["12200"]}}]
       when: [{key: "request.auth.claims[group]", values: [admins]}, {key: destination.ip, values: [10.0.0.1]}]
 ---
@@ -132,8 +133,9 @@ def test_authorization_policy_becomes_rbac_per_port_and_request_authentication_b
              "to": [{"operation": {"methods": ["echo"]}}]}]},
         {"name": "istio-system.audit-all", "action": "DENY", "dry_run": True, "rules": [{}]}]
     http = {f["type"]: f["config"] for f in listeners["inbound|8080|127.0.0.2"]["filters"]}
-    # the first rule names port 12200 only; the second has a condition the sidecar cannot evaluate
-    # (destination.ip), so as an ALLOW rule it never grants
+    # the first rule names port 12200 only; the second a source field the sidecar does not check
+    # (serviceAccounts) and the third a condition it cannot evaluate (destination.ip): as ALLOW
+    # rules they never grant
     assert http["authz.rbac"]["policies"][0]["rules"] == []
 
 
