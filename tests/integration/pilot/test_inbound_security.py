@@ -14,8 +14,11 @@ neither method to ``intruder``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -25,6 +28,10 @@ import grpc
 import httpx
 import pytest
 
+from sofamesh.core.config.model import TlsConfig
+from sofamesh.core.net.secrets import SecretStore
+from sofamesh.core.net.tls import TlsSource
+from sofamesh.core.security.agent import AgentSettings, WorkloadAgent
 from sofamesh.testing import ProxyProcess, free_port
 from tests.conformance import bolt_peers, dubbo_peers
 from tests.integration.policy.apply import apply, follows
@@ -41,14 +48,16 @@ GRPC_SERVICE = "sofamesh.test.Who"
 class MeshSidecar(ProxyProcess):
     """A sidecar with its agent (identity from the token) and its config from Pilot over xDS."""
 
-    def __init__(self, pilot: PilotProcess, tmp: Path, sa: str, instances: tuple[str, ...] = ()) -> None:
+    def __init__(self, pilot: PilotProcess, tmp: Path, sa: str, instances: tuple[str, ...] = (),
+                 validity_s: int = 0) -> None:
         self.ports = {"http": free_port(), "bolt": free_port(), "dubbo": free_port()}
         meta: dict[str, Any] = {"sofamesh.outbound_port": self.ports["http"], "sofamesh.bolt_port": self.ports["bolt"],
                                 "sofamesh.dubbo_port": self.ports["dubbo"]}
         if instances:
             meta["sofamesh.instances"] = ",".join(instances)
         super().__init__({
-            "agent": {"ca_address": f"127.0.0.1:{pilot.xds_port}", "token_file": str(_token(pilot, sa, tmp / sa))},
+            "agent": {"ca_address": f"127.0.0.1:{pilot.xds_port}", "token_file": str(_token(pilot, sa, tmp / sa)),
+                      "validity_s": validity_s},
             "xds": {"address": f"127.0.0.1:{pilot.xds_port}", "node_id": sa, "metadata": meta,
                     "backoff_initial_ms": 100, "backoff_max_ms": 500, "initial_fetch_timeout_ms": 10000},
             "drain_timeout_ms": 1000,
@@ -97,7 +106,7 @@ def _http(url: str, host: str | None = None) -> int | str:
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    pilot = PilotProcess(tmp_path / "data").start()
+    pilot = PilotProcess(tmp_path / "data", config={"ca": {"min_workload_ttl_s": 2}}).start()
     started: list[Any] = [pilot]
     try:
         http, grpc_app = HttpBackend("app"), GrpcApp()
@@ -252,3 +261,94 @@ def test_authorization_policy_allows_one_method_and_denies_another_by_caller_ide
     assert [r[0] for r in no["bolt"]] == [False, False] and [r[0] for r in no["dubbo"]] == [False, False], no
     for name, stats in rbac.items():
         assert stats["rbac_allowed"] >= 1 and stats["rbac_denied"] >= 3, (name, stats)
+
+
+class BackgroundAgent:
+    """This process's own agent (a rotating Pilot certificate in a ``SecretStore``), on a thread's
+    event loop; ``handshake`` opens a fresh mTLS connection with what it holds now."""
+
+    def __init__(self, pilot: PilotProcess, tmp: Path, sa: str, validity_s: int) -> None:
+        self.store = SecretStore()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.agent = WorkloadAgent(AgentSettings(f"127.0.0.1:{pilot.xds_port}", token_file=str(_token(
+            pilot, sa, tmp / sa)), validity_s=validity_s), self.store)
+        asyncio.run_coroutine_threadsafe(self.agent.start(), self.loop).result(30)
+        self.tls = TlsSource(TlsConfig(secret="default", ca_secret="ROOTCA"), server=False, secrets=self.store)
+
+    def get(self, url: str) -> int:
+        with httpx.Client(verify=self.tls.context(), timeout=5) as c:  # a new connection: a new handshake
+            return c.get(url).status_code
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.agent.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+def _rotate(pilot: PilotProcess, step: str) -> dict[str, Any]:
+    r = httpx.post(f"{pilot.api_url}/v1/ca/root-rotation", json={"step": step}, timeout=10)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_a_root_rotation_under_load_fails_no_request(mesh: dict[str, Any]) -> None:
+    pilot, tmp, port = mesh["pilot"], mesh["tmp"], mesh["inbound"]["http"]
+    validity = 4  # renewed at about 2 s: one lifetime between steps lets every workload renew
+    apply(pilot.api_url, stdin=_peer_authentication("STRICT"))
+    provider = MeshSidecar(pilot, tmp, "provider", ("web-1",), validity_s=validity).start()
+    mesh["started"].append(provider)
+    consumer = MeshSidecar(pilot, tmp, "consumer", validity_s=validity).start()
+    mesh["started"].append(consumer)
+    tester = BackgroundAgent(pilot, tmp, "tester", validity)
+    mesh["started"].append(tester)
+    via_consumer, direct = f"http://{consumer.egress('http')}/", f"https://127.0.0.1:{port}/"
+    wait_until(lambda: _http(via_consumer, "web") == 200, 15, what="consumer -> provider over auto mTLS")
+    old_root = pilot.get("/debug/ca")["ca"]["roots"][0]["serial"]
+    results: dict[str, list[int | str]] = {"sidecars": [], "direct": []}
+    stop = threading.Event()
+
+    def through_sidecars() -> None:
+        with httpx.Client(timeout=5, headers={"Host": "web"}) as keepalive:
+            while not stop.is_set():
+                for get in (lambda: keepalive.get(via_consumer), lambda: httpx.get(via_consumer, timeout=5,
+                                                                                   headers={"Host": "web"})):
+                    try:
+                        results["sidecars"].append(get().status_code)
+                    except httpx.HTTPError as exc:
+                        results["sidecars"].append(repr(exc))
+
+    def new_handshakes() -> None:  # the provider's inbound port, a fresh mTLS handshake each time
+        while not stop.is_set():
+            try:
+                results["direct"].append(tester.get(direct))
+            except Exception as exc:  # a refused handshake, a reset: a failed request either way
+                results["direct"].append(repr(exc))
+
+    threads = [threading.Thread(target=through_sidecars), threading.Thread(target=new_handshakes),
+               threading.Thread(target=new_handshakes)]
+    for t in threads:
+        t.start()
+    phases = []
+    try:
+        time.sleep(validity)
+        for step in ("prepare", "activate", "finish"):
+            ca = _rotate(pilot, step)
+            phases.append((step, ca["root_rotation"], [r["serial"] for r in ca["roots"]]))
+            time.sleep(validity * 1.5)
+    finally:
+        stop.set()
+        alive = [t for t in threads if (t.join(20), t.is_alive())[1]]
+    assert not alive, alive
+    counts = {name: (len(codes), [r for r in codes if r != 200]) for name, codes in results.items()}
+    assert all(not failed and n >= 50 for n, failed in counts.values()), counts  # 0 failed requests
+    (_, prepared, trusted1), (_, activated, trusted2), (_, done, trusted3) = phases
+    assert (prepared, activated, done) == ("prepared", "activated", "none"), phases
+    new_root = trusted2[0]
+    assert trusted1 == [old_root, new_root] and trusted2 == [new_root, old_root] and trusted3 == [new_root], phases
+    # every workload now holds a certificate from the new root and trusts only it
+    for sc in (provider, consumer):
+        certs = json.loads(sc.get("/certs"))
+        assert len(certs["ROOTCA"]) == 1 and certs["ROOTCA"][0]["serial"] == new_root, certs["ROOTCA"]
