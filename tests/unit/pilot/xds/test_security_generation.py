@@ -79,7 +79,7 @@ def test_a_workloads_instances_get_inbound_listeners_on_their_address_forwarding
      "kind: PeerAuthentication\nmetadata: {name: ns}\nspec: {mtls: {mode: DISABLE}}", "DISABLE", "DISABLE"),
     ("kind: PeerAuthentication\nmetadata: {name: ns}\nspec: {mtls: {mode: DISABLE}}\n---\n"
      "kind: PeerAuthentication\nmetadata: {name: echo}\nspec: {selector: {matchLabels: {app: echo}}, "
-     "mtls: {mode: STRICT}, portLevelMtls: {'12200': {mode: PERMISSIVE}}}", "STRICT", "PERMISSIVE"),
+     "mtls: {mode: STRICT}, portLevelMtls: {12200: {mode: PERMISSIVE}}}", "STRICT", "PERMISSIVE"),
 ])
 def test_peer_authentication_at_mesh_namespace_workload_and_port_level_sets_the_inbound_tls(
         policy: str, http_mode: str, bolt_mode: str) -> None:
