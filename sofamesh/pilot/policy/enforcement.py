@@ -86,14 +86,19 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     # at mesh, workload and port level and ALLOW / DENY by principal, method, path and port with
     # HTTP, grpcio, sofa-rpc-node and dubbo2.js; the generation of every listed field is checked by
     # tests/unit/pilot/xds/test_security_generation.py, and the filters they become by their own tests.
-    "PeerAuthentication": _under("", "selector selector.matchLabels mtls mtls.mode portLevelMtls portLevelMtls.mode",
-                                 _SIDECAR),
+    # An Envoy sidecar (test_an_envoy_sidecar_enforces_authorization_policy_with_envoys_rbac_filter)
+    # is proven for STRICT and for the AuthorizationPolicy fields marked _PROXIES.
+    "PeerAuthentication": {**_under("", "selector selector.matchLabels portLevelMtls portLevelMtls.mode", _SIDECAR),
+                           **_under("", "mtls mtls.mode", _PROXIES)},
     "AuthorizationPolicy": {
-        **_under("", "selector selector.matchLabels rules action", _SIDECAR),
-        **_under("rules", "from from.source to to.operation when when.key when.values when.notValues", _SIDECAR),
-        **_under("rules.from.source", "principals notPrincipals requestPrincipals notRequestPrincipals namespaces "
-                                      "notNamespaces ipBlocks notIpBlocks", _SIDECAR),
-        **_under("rules.to.operation", "hosts notHosts ports notPorts methods notMethods paths notPaths", _SIDECAR),
+        **_under("", "selector selector.matchLabels rules action", _PROXIES),
+        **_under("rules", "from from.source to to.operation", _PROXIES),
+        **_under("rules", "when when.key when.values when.notValues", _SIDECAR),
+        **_under("rules.from.source", "principals notNamespaces", _PROXIES),
+        **_under("rules.from.source", "notPrincipals requestPrincipals notRequestPrincipals namespaces ipBlocks "
+                                      "notIpBlocks", _SIDECAR),
+        **_under("rules.to.operation", "methods paths", _PROXIES),
+        **_under("rules.to.operation", "hosts notHosts ports notPorts notMethods notPaths", _SIDECAR),
     },
     "RequestAuthentication": {
         **_under("", "selector selector.matchLabels jwtRules", _SIDECAR),

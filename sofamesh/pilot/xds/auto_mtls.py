@@ -50,6 +50,7 @@ def common_context(sans: Iterable[str] = ()) -> tls_pb2.CommonTlsContext:
     c = tls_pb2.CommonTlsContext(tls_certificate_sds_secret_configs=[_sds("default")])
     cvc = c.combined_validation_context
     cvc.validation_context_sds_secret_config.CopyFrom(_sds("ROOTCA"))
+    cvc.default_validation_context.SetInParent()  # Envoy requires it, even empty
     for san in sans:
         m = cvc.default_validation_context.match_typed_subject_alt_names.add(san_type=_URI)
         m.matcher.CopyFrom(string_pb2.StringMatcher(prefix=san[:-1]) if san.endswith("*")

@@ -4,7 +4,9 @@ workload's security policy as its filters.
 
 Which instances are a node's (its workload): node metadata ``sofamesh.instances`` (instance ids,
 a list or comma-separated), else those whose address is in ``INSTANCE_IPS`` (Istio's key). Only a
-sofamesh sidecar holding a certificate (``sofamesh.mtls: true``) gets them.
+proxy holding a certificate (``sofamesh.mtls: true``) gets them. An Envoy gets its HTTP, gRPC and
+Triple ports, with Envoy's RBAC filters (:mod:`sofamesh.pilot.xds.envoy_rbac`) instead of the
+sidecar's filters; RequestAuthentication is not sent to Envoy yet.
 
 For each (address, port) of those instances:
 - listener ``inbound|PORT|ADDRESS`` bound to the instance's own address and port: what consumers,
@@ -30,6 +32,7 @@ from envoy.config.core.v3 import address_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2
@@ -39,6 +42,7 @@ from sofamesh.core.plugin_host import hookimpl
 from sofamesh.pilot.policy.hosts import NAMESPACE_METADATA
 from sofamesh.pilot.policy.resource import DEFAULT_NAMESPACE
 from sofamesh.pilot.xds.auto_mtls import downstream_socket, holds_certificate
+from sofamesh.pilot.xds.envoy_rbac import envoy_rbac_filters
 from sofamesh.pilot.xds.generator import CLUSTER, LISTENER, NodeInfo, XdsResource
 from sofamesh.pilot.xds.generators import (
     DEFAULT_TRUST_DOMAIN,
@@ -75,14 +79,19 @@ def _names(value: Any) -> tuple[str, ...]:
     return ()
 
 
+def _sofamesh(node: NodeInfo) -> bool:
+    return node.user_agent.startswith("sofamesh")
+
+
 def _node_scope(node: NodeInfo) -> Hashable:
-    if not (node.user_agent.startswith("sofamesh") and holds_certificate(node)):
+    if not holds_certificate(node):
         return None
     meta = node.metadata
     raw = meta.get("LABELS")
     labels: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     return (_names(meta.get(INSTANCES_KEY)), _names(meta.get(INSTANCE_IPS_KEY)),
-            tuple(sorted((str(k), str(v)) for k, v in labels.items())), str(meta.get("NAMESPACE", "")))
+            tuple(sorted((str(k), str(v)) for k, v in labels.items())), str(meta.get("NAMESPACE", "")),
+            _sofamesh(node))
 
 
 def workload_instances(mesh: MeshModel, node: NodeInfo) -> list[tuple[Service, ServiceInstance]]:
@@ -121,6 +130,8 @@ class _Inbound(PolicyAware):
             return []
         by: dict[tuple[str, int], tuple[Service, list[ServiceInstance]]] = {}
         for service, inst in workload_instances(mesh, node):
+            if not _sofamesh(node) and service.protocol not in HTTP_PROTOCOLS:
+                continue  # Envoy: HTTP, gRPC and Triple ports (it has no rpc_proxy)
             key = (inst.address, inst.port)
             have = by.get(key)
             if have is None:
@@ -196,8 +207,14 @@ class InboundListenerGenerator(_Inbound):
         for address, port, service, insts in ports:
             w = self.workload(node, service, insts, services)
             mode = mtls_mode(pas, w, port)
-            filters = inbound_filters(mode, jwt_config(ras, w), rbac_config(aps, w, port), trust_domain)
+            rbac = rbac_config(aps, w, port)
+            filters = inbound_filters(mode, jwt_config(ras, w), rbac, trust_domain)
             name = _name(address, port)
+            if not _sofamesh(node):  # Envoy: its own RBAC filters; mTLS is the TLS chain's
+                http_filters = [*envoy_rbac_filters(rbac), _router_filter()]
+            else:
+                http_filters = [*(hcm_pb2.HttpFilter(name=f"sofamesh.{f['type']}", typed_config=_filter(f))
+                                  for f in filters), _router_filter()]
             if service.protocol in HTTP_PROTOCOLS:
                 hcm = hcm_pb2.HttpConnectionManager(
                     stat_prefix=name.replace("|", "_"), codec_type=hcm_pb2.HttpConnectionManager.AUTO,
@@ -207,8 +224,7 @@ class InboundListenerGenerator(_Inbound):
                                 match=route_components_pb2.RouteMatch(prefix="/"),
                                 route=route_components_pb2.RouteAction(
                                     cluster=name, timeout=duration_pb2.Duration(seconds=0)))])]),
-                    http_filters=[*(hcm_pb2.HttpFilter(name=f"sofamesh.{f['type']}", typed_config=_filter(f))
-                                    for f in filters), _router_filter()])
+                    http_filters=http_filters)
                 network = listener_components_pb2.Filter(name=_HCM, typed_config=_pack(hcm))
             else:
                 value = struct_pb2.Struct()
@@ -228,7 +244,8 @@ class InboundListenerGenerator(_Inbound):
                     listener.filter_chains.append(listener_components_pb2.FilterChain(
                         filter_chain_match=listener_components_pb2.FilterChainMatch(transport_protocol="raw_buffer"),
                         filters=[network]))
-                listener.listener_filters.append(listener_components_pb2.ListenerFilter(name=_TLS_INSPECTOR))
+                listener.listener_filters.append(listener_components_pb2.ListenerFilter(
+                    name=_TLS_INSPECTOR, typed_config=_pack(tls_inspector_pb2.TlsInspector())))
             out.append(XdsResource(name, listener))
         return out
 

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -36,8 +39,8 @@ from sofamesh.testing import ProxyProcess, free_port
 from tests.conformance import bolt_peers, dubbo_peers
 from tests.integration.policy.apply import apply, follows
 
-from .conftest import PilotProcess, wait_until
-from .test_envoy import HttpBackend
+from .conftest import REPO, PilotProcess, stop_process, wait_until
+from .test_envoy import HttpBackend, _envoy_binary
 from .test_workload_certs import _token
 
 ECHO = "com.example.EchoService"
@@ -352,3 +355,91 @@ def test_a_root_rotation_under_load_fails_no_request(mesh: dict[str, Any]) -> No
     for sc in (provider, consumer):
         certs = json.loads(sc.get("/certs"))
         assert len(certs["ROOTCA"]) == 1 and certs["ROOTCA"][0]["serial"] == new_root, certs["ROOTCA"]
+
+
+class EnvoySidecar:
+    """A real Envoy as the provider's sidecar: its certificate from ``sofamesh agent`` over SDS, its
+    listeners (the inbound one with Envoy's RBAC filters) and clusters from Pilot over ADS."""
+
+    def __init__(self, pilot: PilotProcess, tmp: Path, sa: str, instances: tuple[str, ...]) -> None:
+        self.sock = tmp / f"{sa}-sds.sock"
+        token = _token(pilot, sa, tmp / sa)
+        self.agent_log = tmp / f"{sa}-agent.log"
+        with self.agent_log.open("wb") as out:
+            self.agent = subprocess.Popen(
+                [sys.executable, "-m", "sofamesh", "agent", "--pilot", f"127.0.0.1:{pilot.xds_port}",
+                 "--token-file", str(token), "--sds-socket", str(self.sock)],
+                stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        wait_until(lambda: self.sock.exists() or self.agent.poll() is not None, 20, what="the agent's SDS socket")
+        self.admin_port = free_port()
+        h2 = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        bootstrap = {
+            "node": {"id": f"envoy-{sa}", "cluster": sa, "metadata": {
+                "sofamesh.mtls": True, "sofamesh.instances": ",".join(instances),
+                "sofamesh.outbound_port": free_port()}},
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
+            "dynamic_resources": {
+                "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
+                               "grpc_services": [{"envoy_grpc": {"cluster_name": "xds"}}]},
+                "cds_config": {"ads": {}, "resource_api_version": "V3"},
+                "lds_config": {"ads": {}, "resource_api_version": "V3"}},
+            "static_resources": {"clusters": [
+                {"name": name, "type": "STATIC", "connect_timeout": "1s",
+                 "typed_extension_protocol_options": {h2: {"@type": f"type.googleapis.com/{h2}",
+                                                           "explicit_http_config": {"http2_protocol_options": {}}}},
+                 "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                     "address": address}}]}]}}
+                for name, address in (("sds-grpc", {"pipe": {"path": str(self.sock)}}),
+                                      ("xds", {"socket_address": {"address": "127.0.0.1",
+                                                                  "port_value": pilot.xds_port}}))]}}
+        path = tmp / f"envoy-{sa}.json"
+        path.write_text(json.dumps(bootstrap))
+        self.log = tmp / f"envoy-{sa}.log"
+        with self.log.open("wb") as out:
+            self.envoy = subprocess.Popen([str(_envoy_binary()), "-c", str(path), "--disable-hot-restart",
+                                           "--concurrency", "1", "-l", "warning"], stdout=out, stderr=subprocess.STDOUT)
+
+    def stats(self) -> str:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.admin_port}/stats", timeout=2).text
+        except httpx.HTTPError:
+            return ""
+
+    def stop(self) -> None:
+        stop_process(self.envoy)
+        stop_process(self.agent)
+
+
+ENVOY_AUTHZ = """apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-callers}
+spec: {selector: {matchLabels: {app: provider}}, action: ALLOW, rules: [{
+  from: [{source: {principals: ["cluster.local/ns/default/sa/consumer"], notNamespaces: [other]}}],
+  to: [{operation: {paths: ["/allowed*"], methods: [GET]}}]}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-secret}
+spec:
+  selector: {matchLabels: {app: provider}}
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/allowed/secret"]}}]}]
+"""
+
+
+def test_an_envoy_sidecar_enforces_authorization_policy_with_envoys_rbac_filter(mesh: dict[str, Any]) -> None:
+    pilot, tmp, port = mesh["pilot"], mesh["tmp"], mesh["inbound"]["http"]
+    apply(pilot.api_url, stdin=_peer_authentication("STRICT") + "---\n" + ENVOY_AUTHZ)
+    envoy = EnvoySidecar(pilot, tmp, "provider", ("web-1",))
+    mesh["started"].append(envoy)
+    callers = {sa: MeshSidecar(pilot, tmp, sa).start() for sa in ("consumer", "intruder")}
+    mesh["started"].extend(callers.values())
+    ok, no = (f"http://{callers[sa].egress('http')}" for sa in ("consumer", "intruder"))
+    wait_until(lambda: _http(f"{ok}/allowed", "web") == 200, 30,
+               what=f"consumer -> Envoy inbound ({envoy.log.read_text()[-2000:]})")
+    assert [_http(f"{ok}/allowed/more", "web"), _http(f"{ok}/denied", "web"),
+            _http(f"{ok}/allowed/secret", "web")] == [200, 403, 403]
+    assert [_http(f"{no}/allowed", "web"), _http(f"{no}/denied", "web")] == [403, 403]
+    assert _http(f"http://127.0.0.1:{port}/allowed") in ("RemoteProtocolError", "ReadError", "ConnectError")
+    stats = envoy.stats()
+    assert re.search(r"rbac\.allowed: [1-9]", stats) and re.search(r"rbac\.denied: [1-9]", stats), stats

@@ -154,3 +154,28 @@ def test_auto_mtls_checks_the_destinations_spiffe_id_for_proxies_holding_a_certi
                             "spec: {mtls: {mode: DISABLE}}"))
     [res] = list(gen.generate(mesh, CONSUMER))
     assert "tls" not in translate_cluster(res.message).config
+
+
+def test_an_envoy_gets_its_http_ports_with_envoys_rbac_filters_deny_first_and_jwt_only_rules_left_out() -> None:
+    from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+    envoy = NodeInfo("e1", user_agent="envoy/1.40", metadata={"sofamesh.mtls": True, "sofamesh.instances": "e1,b1"})
+    gen = InboundListenerGenerator()
+    gen.use_policy(_applied(AUTHZ + """---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: jwt-only}
+spec: {action: ALLOW, rules: [{from: [{source: {requestPrincipals: ["*"]}}]}]}
+"""))
+    [res] = list(gen.generate(_mesh(), envoy))  # the Bolt port is left out: Envoy has no rpc_proxy
+    assert res.name == "inbound|8080|127.0.0.2"
+    hcm = hcm_pb2.HttpConnectionManager()
+    res.message.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    assert [f.name for f in hcm.http_filters] == ["envoy.filters.http.rbac"] * 2 + ["envoy.filters.http.router"]
+    shadow, allow = rbac_pb2.RBAC(), rbac_pb2.RBAC()
+    hcm.http_filters[0].typed_config.Unpack(shadow)
+    hcm.http_filters[1].typed_config.Unpack(allow)
+    assert list(shadow.shadow_rules.policies) == ["istio-system.audit-all[0]"] and not shadow.HasField("rules")
+    # echo-callers has no rule for this port; jwt-only's rule needs a JWT filter Envoy is not sent
+    assert allow.rules.action == allow.rules.ALLOW and list(allow.rules.policies) == []
