@@ -83,8 +83,9 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "WorkloadEntry": _under("", "address ports labels", _SIDECAR),
     # Security: enforced on the inbound listeners Pilot sends sofamesh sidecars (Envoy gets no inbound
     # listener from Pilot yet). tests/integration/pilot/test_inbound_security.py proves the mTLS modes
-    # at mesh, workload and port level and ALLOW / DENY by principal, method, path and port with
-    # HTTP, grpcio, sofa-rpc-node and dubbo2.js; the generation of every listed field is checked by
+    # at mesh, workload and port level, ALLOW / DENY by principal, method, path and port with
+    # HTTP, grpcio, sofa-rpc-node and dubbo2.js, and a RequestAuthentication's principal and claims
+    # (``when``) deciding an ALLOW; the generation of every listed field is checked by
     # tests/unit/pilot/xds/test_security_generation.py, and the filters they become by their own tests.
     # An Envoy sidecar (test_an_envoy_sidecar_enforces_authorization_policy_with_envoys_rbac_filter)
     # is proven for STRICT and for the AuthorizationPolicy fields marked _PROXIES.

@@ -443,3 +443,50 @@ def test_an_envoy_sidecar_enforces_authorization_policy_with_envoys_rbac_filter(
     assert _http(f"http://127.0.0.1:{port}/allowed") in ("RemoteProtocolError", "ReadError", "ConnectError")
     stats = envoy.stats()
     assert re.search(r"rbac\.allowed: [1-9]", stats) and re.search(r"rbac\.denied: [1-9]", stats), stats
+
+
+def test_request_authentication_claims_decide_an_authorization_policy_on_the_inbound_side(mesh: dict[str, Any]) -> None:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    jwk.update({"kid": "k1", "alg": "ES256"})
+
+    def token(sub: str, group: str, signer: Any = key) -> str:
+        return jwt.encode({"iss": "https://idp.example", "sub": sub, "group": group, "exp": int(time.time()) + 300},
+                          signer, algorithm="ES256", headers={"kid": "k1"})
+
+    pilot, tmp = mesh["pilot"], mesh["tmp"]
+    policy = f"""apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: idp}}
+spec:
+  selector: {{matchLabels: {{app: provider}}}}
+  jwtRules: [{{issuer: "https://idp.example", jwks: '{json.dumps({"keys": [jwk]})}'}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: admins}}
+spec:
+  selector: {{matchLabels: {{app: provider}}}}
+  rules: [{{from: [{{source: {{requestPrincipals: ["https://idp.example/alice"]}}}}],
+            when: [{{key: "request.auth.claims[group]", values: [admins]}}]}}]
+"""
+    apply(pilot.api_url, stdin=policy)
+    provider = MeshSidecar(pilot, tmp, "provider", ("web-1",)).start()
+    mesh["started"].append(provider)
+    consumer = MeshSidecar(pilot, tmp, "consumer").start()
+    mesh["started"].append(consumer)
+    url = f"http://{consumer.egress('http')}/"
+
+    def status(bearer: str | None) -> int | str:
+        headers = {"Host": "web", **({"Authorization": f"Bearer {bearer}"} if bearer else {})}
+        try:
+            return httpx.get(url, headers=headers, timeout=5).status_code
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+
+    wait_until(lambda: status(token("alice", "admins")) == 200, 15, what="alice (admins) through both sidecars")
+    assert [status(token("alice", "users")), status(token("bob", "admins")), status(None),
+            status(token("alice", "admins", other))] == [403, 403, 403, 401]
