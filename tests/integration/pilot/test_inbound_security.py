@@ -231,11 +231,16 @@ def test_authorization_policy_allows_one_method_and_denies_another_by_caller_ide
         mesh["started"].append(provider)
         callers = {sa: MeshSidecar(pilot, tmp, sa).start() for sa in ("consumer", "intruder")}
         mesh["started"].extend(callers.values())
+        # many processes start at once here (three sidecars, Node providers): allow for a loaded machine
         for name in ("http", "grpc", "bolt", "dubbo"):
-            wait_until(lambda name=name: _mode(provider, inbound[name]) == "STRICT", 15, what=f"inbound {name}")
-        for sc in callers.values():
-            wait_until(lambda sc=sc: _http(f"http://{sc.egress('http')}/healthz", "web") in (200, 403), 15,
-                       what="the caller's egress")
+            wait_until(lambda name=name: _mode(provider, inbound[name]) == "STRICT", 45, what=f"inbound {name}")
+        for sa, sc in callers.items():
+            seen: list[int | str] = []
+            try:
+                wait_until(lambda sc=sc, seen=seen: seen.append(_http(f"http://{sc.egress('http')}/healthz", "web"))
+                           or seen[-1] in (200, 403), 45, what=f"{sa}'s egress to the provider")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; its last answers: {seen[-5:]}") from None
 
         out: dict[str, dict[str, Any]] = {}
         j = dubbo_peers.java
