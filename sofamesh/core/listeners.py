@@ -64,13 +64,17 @@ class ListenerSet:
                 sock: socket.socket | None = None) -> ListenerHandle:
         """A handle with its socket bound (``ConfigError`` naming the address when it cannot be)."""
         handle = ListenerHandle(lc, rt)
+        handle.listener = Listener(name, lc.address, self._protocol_factory(handle, lc, i), self.reuse_port,
+                                   path=f"listeners[{i}].address", sock=sock)
+        return handle
+
+    def _protocol_factory(self, handle: ListenerHandle, lc: ListenerConfig,
+                          i: int = 0) -> Callable[[], asyncio.Protocol]:
         factory: Callable[[], asyncio.Protocol] = self._conn_factory(handle)
         if lc.tls is not None and lc.tls.plaintext:
             ctx = TlsSource(lc.tls, server=True, path=f"listeners[{i}].tls").server_context()
             factory = partial(TlsSniffer, self.loop, ctx, factory)
-        handle.listener = Listener(name, lc.address, factory, self.reuse_port, path=f"listeners[{i}].address",
-                                   sock=sock)
-        return handle
+        return factory
 
     async def start(self, config: ProxyConfig, runtimes: dict[str, ListenerRuntime],
                     inherited: Mapping[str, tuple[str, socket.socket]] | None = None) -> None:
@@ -176,9 +180,15 @@ class ListenerSet:
             h.old.append(old_rt)
         else:
             self._retire_runtime(h, grace)
+        tls_changed = h.config.tls != lc.tls
         h.rt = new_rt
         h.config = lc
         self._retire(h)
+        if tls_changed and h.listener is not None:  # TLS is set up when a socket accepts: serve it anew
+            task = self.loop.create_task(h.listener.serve_anew(self.loop, self._protocol_factory(h, lc),
+                                                               ssl=_server_ssl(lc)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _retire_runtime(self, h: ListenerHandle, grace: float) -> None:
         """New connections stop reaching ``h.rt``; its connections drain, then are cut after ``grace``."""

@@ -70,7 +70,7 @@ class Pilot:
         self.certificates: CertificateService
         self.policy = PolicyModel()
         self.policy_instances = PolicyInstances(self.policy)
-        self.applied_policy = AppliedPolicy(self.policy)
+        self.applied_policy = AppliedPolicy(self.policy, config.ca.trust_domain)
         self.config_store: ConfigStore
         self.cache: SnapshotCache | None = None
         self._ads: AdsServer | None = None

@@ -49,6 +49,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     tr = tsub.add_parser("revoke", help="refuse a token from now on, by its jti")
     tr.add_argument("jti")
     tr.add_argument("--pilot", default=_DEFAULT_API, metavar="URL", help=f"Pilot's API port (default {_DEFAULT_API})")
+    ca = sub.add_parser("ca", help="Pilot's CA")
+    csub = ca.add_subparsers(dest="ca_command", metavar="COMMAND", required=True)
+    rr = csub.add_parser("rotate-root", help="one step of a root rotation: prepare (a new root, trusted beside the "
+                         "current one), activate (it signs), finish (the old root is no longer trusted); wait one "
+                         "workload certificate lifetime between steps")
+    rr.add_argument("step", choices=["prepare", "activate", "finish"])
+    rr.add_argument("--pilot", default=_DEFAULT_API, metavar="URL", help=f"Pilot's API port (default {_DEFAULT_API})")
 
 
 def config_from_args(args: argparse.Namespace) -> pilot_config.PilotConfig:
@@ -142,10 +149,25 @@ def run_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_ca(args: argparse.Namespace) -> int:
+    """``sofamesh pilot ca rotate-root STEP``: prints the CA as ``/debug/ca`` shows it afterwards."""
+    import json
+
+    try:
+        answer = _call("POST", f"{str(args.pilot).rstrip('/')}/v1/ca/root-rotation", {"step": args.step})
+    except MeshError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=1, sort_keys=True))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run Pilot until SIGINT/SIGTERM; 0 on a clean stop, 2 on a config or plugin error."""
     if getattr(args, "pilot_command", None) == "token":
         return run_token(args)
+    if getattr(args, "pilot_command", None) == "ca":
+        return run_ca(args)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -167,4 +189,4 @@ def main(argv: list[str] | None = None) -> int:
     return run(parser.parse_args(argv))
 
 
-__all__ = ["add_parser", "config_from_args", "main", "run", "run_token"]
+__all__ = ["add_parser", "config_from_args", "main", "run", "run_ca", "run_token"]

@@ -279,6 +279,10 @@ class TlsConfig(_Model):
     # also serve plaintext connections on this listener (told apart from TLS by their first byte),
     # as Istio's PERMISSIVE mode does; authn.mtls PERMISSIVE then sees both kinds of client
     plaintext: bool = False
+    # clusters only: the URI SANs (SPIFFE ids) an upstream's verified certificate may name, exact or
+    # ``prefix*``; a connection to a peer naming none of them is closed before a byte is sent
+    # (Envoy's match_subject_alt_names, which Istio's auto mTLS sets to the destination's identities)
+    match_sans: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_source(self) -> TlsConfig:

@@ -58,6 +58,19 @@ class Listener:
     async def start(self, loop: asyncio.AbstractEventLoop, ssl: SSLContext | None = None) -> None:
         self._server = await loop.create_server(self._factory, sock=self._sock, ssl=ssl)
 
+    async def serve_anew(self, loop: asyncio.AbstractEventLoop, protocol_factory: Callable[[], asyncio.Protocol],
+                         ssl: SSLContext | None = None) -> None:
+        """Serve the same listening socket with another protocol factory and TLS context (a
+        listener whose TLS changed). A duplicate of the socket starts accepting before the old
+        server lets go of its own descriptor, so the socket never stops listening and no
+        connection waiting in its backlog is lost."""
+        sock = self._sock.dup()
+        old = self._server
+        self._server = await loop.create_server(protocol_factory, sock=sock, ssl=ssl)
+        self._factory, self._sock = protocol_factory, sock
+        if old is not None:
+            old.close()
+
     def close_socket(self) -> None:
         """Close a socket that was bound but never started (a config that was refused)."""
         if self._server is None:

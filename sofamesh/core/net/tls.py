@@ -75,8 +75,8 @@ class TlsSource:
     ``secrets``: where ``secret`` / ``ca_secret`` are looked up (the process's store by default).
     """
 
-    __slots__ = ("_checked", "_ctx", "_generation", "_stamp", "config", "path", "paths", "reloads", "secrets",
-                 "server")
+    __slots__ = ("_checked", "_ctx", "_generation", "_sans", "_stamp", "config", "path", "paths", "reloads",
+                 "secrets", "server")
 
     def __init__(self, config: TlsConfig, *, server: bool, path: str = "",
                  secrets: SecretStore | None = None) -> None:
@@ -90,6 +90,19 @@ class TlsSource:
         self._generation = self.secrets.generation
         self._ctx = self._build()
         self._checked = time.monotonic()
+        exact = frozenset(p for p in config.match_sans if not p.endswith("*"))
+        prefixes = tuple(p[:-1] for p in config.match_sans if p.endswith("*"))
+        self._sans: tuple[frozenset[str], tuple[str, ...]] | None = (exact, prefixes) if config.match_sans else None
+
+    def accepts(self, identity: str | None) -> bool:
+        """Whether a peer whose certificate names ``identity`` (its URI SAN) may be talked to:
+        always without ``match_sans``; otherwise it must match one of them."""
+        if self._sans is None:
+            return True
+        if not identity:
+            return False
+        exact, prefixes = self._sans
+        return identity in exact or (bool(prefixes) and identity.startswith(prefixes))
 
     def _uses_secrets(self) -> bool:
         return self.config.secret is not None or self.config.ca_secret is not None
@@ -200,6 +213,32 @@ def peer_identity(transport: Any) -> str | None:
     return None
 
 
+class PeerCheck(asyncio.Protocol):
+    """Stands in for an upstream connection while its TLS peer is checked: the connection sees
+    ``connection_made`` only when the verified certificate names an identity ``source`` accepts;
+    otherwise the transport is aborted before a byte is written and ``refused`` says why."""
+
+    __slots__ = ("app", "refused", "source")
+
+    def __init__(self, source: TlsSource, app: asyncio.Protocol) -> None:
+        self.source = source
+        self.app = app
+        self.refused: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        pid = peer_identity(transport)
+        if not self.source.accepts(pid):
+            self.refused = (f"peer identity {pid or '(no URI SAN)'} is not one of "
+                            f"{', '.join(self.source.config.match_sans)}")
+            transport.abort()  # type: ignore[attr-defined]  # a TLS transport: asyncio.Transport
+            return
+        transport.set_protocol(self.app)
+        self.app.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass  # refused above: the pool reports the failed connect
+
+
 # The first byte of every TLS connection: a handshake record (ContentType 22) carrying the ClientHello.
 # No plaintext protocol we serve starts with it (Bolt 0x01/0x02, Dubbo 0xda, HTTP/1 and h2c ASCII).
 _TLS_HANDSHAKE = 0x16
@@ -251,4 +290,4 @@ class TlsSniffer(asyncio.Protocol):
         self._transport = None  # closed before its first byte: no connection was made
 
 
-__all__ = ["TlsSniffer", "TlsSource", "peer_identity"]
+__all__ = ["PeerCheck", "TlsSniffer", "TlsSource", "peer_identity"]

@@ -18,6 +18,7 @@ nothing (``Pool.limited``).
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -36,6 +37,7 @@ from sofamesh.core.events import (
     WindowOpened,
 )
 from sofamesh.core.net.connection import Connection
+from sofamesh.core.net.tls import PeerCheck
 
 if TYPE_CHECKING:
     from sofamesh.core.config.model import ClusterConfig
@@ -470,6 +472,12 @@ class Pool:
                 tls = self.cluster.tls
                 if tls is None:
                     await self.loop.create_connection(lambda: conn, ep.host, ep.port)
+                elif tls.config.match_sans:
+                    check = PeerCheck(tls, conn)
+                    await self.loop.create_connection(lambda: check, ep.host, ep.port, ssl=tls.context(),
+                                                      server_hostname=ep.host)
+                    if check.refused is not None:
+                        raise ssl.SSLError(f"TLS peer refused: {check.refused}")
                 else:
                     await self.loop.create_connection(lambda: conn, ep.host, ep.port, ssl=tls.context(),
                                                       server_hostname=ep.host)

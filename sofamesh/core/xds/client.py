@@ -44,6 +44,9 @@ log = logging.getLogger("sofamesh.xds")
 _ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
 _WILDCARD = (CLUSTER_TYPE, LISTENER_TYPE)  # clusters first, as Envoy asks
 _INVALID_ARGUMENT = 3
+MTLS_METADATA = "sofamesh.mtls"
+"""Node metadata a proxy with an agent sends (``true``): it can originate and accept mTLS with the
+SDS secrets ``default`` / ``ROOTCA``, so Pilot sends it auto-mTLS clusters and inbound listeners."""
 
 
 class _TypeState:
@@ -138,6 +141,8 @@ class XdsClient:
     def _node(self) -> base_pb2.Node:
         meta = struct_pb2.Struct()
         meta.update(self.xds.metadata)
+        if self.base.agent is not None:  # this proxy holds a workload certificate: Pilot may send it mTLS
+            meta.update({MTLS_METADATA: True})
         return base_pb2.Node(id=self.xds.node_id, cluster=self.xds.cluster, metadata=meta,
                              user_agent_name="sofamesh", user_agent_version=__version__)
 
@@ -366,4 +371,4 @@ def _resource_name(url: str, msg: Any) -> str:
     return str(msg.cluster_name if url == ENDPOINT_TYPE else msg.name)
 
 
-__all__ = ["XdsClient", "attach"]
+__all__ = ["MTLS_METADATA", "XdsClient", "attach"]

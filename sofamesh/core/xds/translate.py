@@ -30,7 +30,8 @@ Translated:
 - TLS ``transport_socket`` of a listener's filter chain (DownstreamTlsContext) or of a cluster
   (UpstreamTlsContext): the certificate from SDS secret ``default`` and the trust bundle from
   ``ROOTCA`` (served by this process's agent, whatever ``sds_config`` says), or from files;
-  ``require_client_certificate``; ALPN. Subject-alt-name matching is NACKed until it is enforced.
+  ``require_client_certificate``; ALPN; a cluster's URI SAN matchers (``match_sans``: checked on
+  every new upstream connection before a byte is sent).
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ RPC_PROXY_TYPE_URL = _T + "sofamesh.config.rpc.v1.RpcProxy"
                  "timeout_ms": 3000}]}
 Match values are the kernel's string matches (a plain string, or one of exact/prefix/suffix/regex).
 """
+
+FILTER_TYPE_URL = _T + "sofamesh.config.filter.v1.Filter"
+"""The ``type_url`` inside a ``TypedStruct`` that carries one kernel filter, ``{"type": "authz.rbac",
+"config": {...}}``: an HTTP filter of an HCM, or an entry of ``rpc_proxy``'s ``filters``."""
 
 _TLS_SOCKET_TYPES = {"downstream": _T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
                      "upstream": _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"}
@@ -158,14 +163,35 @@ def _sds_name(cfg: Any, kind: str, path: str) -> str:
     return str(cfg.name)
 
 
-def _validation(vc: Any, path: str) -> dict[str, Any]:
-    """A CertificateValidationContext: only ``trusted_ca`` (a file) is applied."""
+def _san_patterns(vc: Any, path: str) -> list[str]:
+    """SAN matchers -> ``match_sans`` patterns (exact, or ``prefix*``). The peer's URI SAN (its SPIFFE
+    id) is what is checked, so a typed matcher must be of type URI."""
+    out: list[str] = []
+    typed = [(f"{path}.match_typed_subject_alt_names[{i}]", m.san_type, m.matcher)
+             for i, m in enumerate(vc.match_typed_subject_alt_names)]
+    legacy = [(f"{path}.match_subject_alt_names[{i}]", None, m) for i, m in enumerate(vc.match_subject_alt_names)]
+    for mpath, san_type, m in typed + legacy:
+        if san_type is not None and san_type != 3:  # SubjectAltNameMatcher.URI
+            raise ConfigError(f"{mpath}.san_type", "only URI SANs (SPIFFE ids) are checked")
+        kind = m.WhichOneof("match_pattern")
+        if kind not in ("exact", "prefix") or m.ignore_case:
+            raise ConfigError(mpath, f"SAN matcher {kind!r} is not supported (exact, prefix; case-sensitive)")
+        value = getattr(m, kind)
+        out.append(value + "*" if kind == "prefix" else value)
+    return out
+
+
+def _validation(vc: Any, path: str, side: str) -> dict[str, Any]:
+    """A CertificateValidationContext: ``trusted_ca`` (a file) and, for clusters, URI SAN matchers."""
     out: dict[str, Any] = {}
-    for unsupported in ("match_subject_alt_names", "match_typed_subject_alt_names", "verify_certificate_spki",
-                        "verify_certificate_hash"):
+    for unsupported in ("verify_certificate_spki", "verify_certificate_hash"):
         if len(getattr(vc, unsupported)):
-            raise ConfigError(f"{path}.{unsupported}", "peer identity matching in the TLS context is not "
-                                                       "supported yet")
+            raise ConfigError(f"{path}.{unsupported}", "certificate pinning is not supported")
+    if len(vc.match_subject_alt_names) or len(vc.match_typed_subject_alt_names):
+        if side == "downstream":
+            raise ConfigError(f"{path}.match_subject_alt_names", "a listener does not check its clients' SANs "
+                                                                 "in the TLS context; authz.rbac principals do")
+        out["match_sans"] = _san_patterns(vc, path)
     if vc.HasField("trusted_ca"):
         if vc.trusted_ca.WhichOneof("specifier") != "filename":
             raise ConfigError(f"{path}.trusted_ca", "only a filename is supported (or SDS 'ROOTCA')")
@@ -206,14 +232,14 @@ def translate_tls(ts: Any, side: str, path: str) -> dict[str, Any]:
     elif which == "combined_validation_context":
         cvc = c.combined_validation_context
         out.update(_validation(cvc.default_validation_context, f"{cpath}.combined_validation_context."
-                                                              "default_validation_context"))
+                                                              "default_validation_context", side))
         if out.pop("ca", None) is not None:
             raise ConfigError(f"{cpath}.combined_validation_context.default_validation_context.trusted_ca",
                               "give the trust bundle once (SDS 'ROOTCA')")
         out["ca_secret"] = _sds_name(cvc.validation_context_sds_secret_config, "ca",
                                      f"{cpath}.combined_validation_context.validation_context_sds_secret_config")
     elif which == "validation_context":
-        out.update(_validation(c.validation_context, f"{cpath}.validation_context"))
+        out.update(_validation(c.validation_context, f"{cpath}.validation_context", side))
     elif which is not None:
         raise ConfigError(f"{cpath}.{which}", "this validation context source is not supported "
                                               "(validation_context_sds_secret_config 'ROOTCA', "
@@ -366,10 +392,17 @@ def translate_listener(lst: Any, protocols: Collection[str] = ("http1",)) -> Tra
     host = sa.address or "0.0.0.0"
     address = f"[{host}]:{sa.port_value}" if ":" in host else f"{host}:{sa.port_value}"
     chains = list(lst.filter_chains)
+    plaintext_too = len(chains) == 2 and _permissive(chains)
+    if plaintext_too:
+        chains = [c for c in chains if c.filter_chain_match.transport_protocol == "tls"]
     if len(chains) != 1:
-        raise ConfigError(f"{base}: filter_chains", f"exactly one filter chain is supported (got {len(chains)})")
+        raise ConfigError(f"{base}: filter_chains", f"exactly one filter chain is supported (got {len(chains)}), "
+                                                    "or Istio's PERMISSIVE pair (transport_protocol tls and "
+                                                    "raw_buffer, the same filters)")
     tls = translate_tls(chains[0].transport_socket, "downstream", f"{base}: filter_chains[0].transport_socket") \
         if chains[0].HasField("transport_socket") else None
+    if tls is not None and plaintext_too:
+        tls["plaintext"] = True
     filters = list(chains[0].filters)
     if not filters:
         raise ConfigError(f"{base}: filter_chains[0].filters", "no network filter")
@@ -402,6 +435,39 @@ def translate_listener(lst: Any, protocols: Collection[str] = ("http1",)) -> Tra
                                                "(http_connection_manager, tcp_proxy, " + RPC_PROXY_FILTER + ")")
 
 
+def _permissive(chains: list[Any]) -> bool:
+    """Istio's PERMISSIVE inbound listener: one chain for TLS (``transport_protocol: tls``, with a
+    transport socket) and one for plaintext (``raw_buffer``), with the same filters. The kernel
+    serves both on one listener (``tls.plaintext``: the first byte tells them apart)."""
+    by = {c.filter_chain_match.transport_protocol: c for c in chains}
+    if set(by) != {"tls", "raw_buffer"} or not by["tls"].HasField("transport_socket") or \
+            by["raw_buffer"].HasField("transport_socket"):
+        return False
+    return [f.SerializeToString(deterministic=True) for f in by["tls"].filters] == \
+        [f.SerializeToString(deterministic=True) for f in by["raw_buffer"].filters]
+
+
+def _ints(v: Any) -> Any:
+    """Struct numbers arrive as floats: whole ones become ints again."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, list):
+        return [_ints(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _ints(x) for k, x in v.items()}
+    return v
+
+
+def _kernel_filter(value: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """``{type, config}`` of a ``sofamesh.config.filter.v1.Filter`` -> a kernel filter entry."""
+    unknown = set(value) - {"type", "config"}
+    if unknown:
+        raise ConfigError(f"{path}.{sorted(unknown)[0]}", "unknown key")
+    if not isinstance(value.get("type"), str) or not value["type"]:
+        raise ConfigError(f"{path}.type", "required: a filter catalog name (authz.rbac, authn.mtls, ...)")
+    return {"type": value["type"], "config": _ints(value.get("config") or {})}
+
+
 def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) -> TranslatedListener:
     from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
@@ -410,7 +476,17 @@ def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) ->
     filters = list(hcm.http_filters)
     if not filters or filters[-1].typed_config.type_url not in (_ROUTER_TYPE, ""):
         raise ConfigError(f"{cpath}.http_filters", "must end with envoy.filters.http.router")
+    kernel_filters = []
     for hi, hf in enumerate(filters[:-1]):
+        if hf.typed_config.type_url in _TYPED_STRUCTS:
+            from xds.type.v3 import typed_struct_pb2
+
+            ts = typed_struct_pb2.TypedStruct()
+            hf.typed_config.Unpack(ts)
+            if ts.type_url == FILTER_TYPE_URL:
+                kernel_filters.append(_kernel_filter(json_format.MessageToDict(ts.value),
+                                                     f"{cpath}.http_filters[{hi}].typed_config.value"))
+                continue
         if hf.typed_config.type_url == FAULT_TYPE:  # per-route fault configs become route filters
             if hf.typed_config.value:
                 raise ConfigError(f"{cpath}.http_filters[{hi}].typed_config",
@@ -420,6 +496,8 @@ def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) ->
             raise ConfigError(f"{cpath}.http_filters[{hi}]",
                               f"http filter {hf.name!r} ({hf.typed_config.type_url}) is not supported; "
                               "mark it is_optional to let this proxy skip it")
+    if kernel_filters:
+        out["filters"] = kernel_filters
     codec = hcm.codec_type  # AUTO=0 HTTP1=1 HTTP2=2
     if codec == 1:
         protos = ["http1"]
@@ -450,7 +528,7 @@ def _rpc_proxy(f: Any, fpath: str, out: dict[str, Any]) -> TranslatedListener:
     if ts.type_url != RPC_PROXY_TYPE_URL:
         raise ConfigError(f"{cpath}.type_url", f"unknown typed struct {ts.type_url!r} (known: {RPC_PROXY_TYPE_URL})")
     value = json_format.MessageToDict(ts.value)
-    unknown = set(value) - {"protocol", "stat_prefix", "routes"}
+    unknown = set(value) - {"protocol", "stat_prefix", "routes", "filters"}
     if unknown:
         raise ConfigError(f"{cpath}.value.{sorted(unknown)[0]}", "unknown key")
     proto = value.get("protocol")
@@ -473,6 +551,12 @@ def _rpc_proxy(f: Any, fpath: str, out: dict[str, Any]) -> TranslatedListener:
                                             for w in r["weighted_clusters"]]}
         fixed.append(r)
     out.update(protocols=[proto], routes=fixed)
+    filters = value.get("filters", [])
+    if not isinstance(filters, list):
+        raise ConfigError(f"{cpath}.value.filters", "must be a list")
+    if filters:
+        out["filters"] = [_kernel_filter(x if isinstance(x, dict) else {}, f"{cpath}.value.filters[{i}]")
+                          for i, x in enumerate(filters)]
     out["__path__"] = f"{cpath}.value"
     return TranslatedListener(out)
 
@@ -740,6 +824,7 @@ def _where(path: str, listeners: list[dict[str, Any]], paths: Mapping[int, str])
 __all__ = [
     "CLUSTER_TYPE",
     "ENDPOINT_TYPE",
+    "FILTER_TYPE_URL",
     "LISTENER_TYPE",
     "ROUTE_TYPE",
     "RPC_PROXY_FILTER",

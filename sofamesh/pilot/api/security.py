@@ -1,5 +1,6 @@
 """Token and CA endpoints on Pilot's API port: ``POST /v1/tokens`` (issue a token bound to one
-identity), ``DELETE /v1/tokens/{jti}`` (revoke one), ``GET /debug/ca`` (the CA, what it signed and
+identity), ``DELETE /v1/tokens/{jti}`` (revoke one), ``POST /v1/ca/root-rotation`` (a step of a root
+rotation), ``GET /debug/ca`` (the CA, what it signed and
 refused). Reads only the :class:`~sofamesh.pilot.view.PilotView`.
 """
 
@@ -56,6 +57,18 @@ async def revoke_token(request: web.Request) -> web.Response:
     return web.json_response({"revoked": jti}, dumps=_dumps)
 
 
+async def rotate_root(request: web.Request) -> web.Response:
+    """Body ``{"step": "prepare" | "activate" | "finish"}``: one step of a root rotation
+    (docs/security.md); answers what ``/debug/ca`` shows of the CA."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ConfigError("body", "expected a JSON object") from None
+    if not isinstance(body, dict) or not isinstance(body.get("step"), str):
+        raise ConfigError("step", "required: prepare, activate or finish")
+    return web.json_response(request.app[PILOT].certificates.ca.rotate_root(body["step"]), dumps=_dumps)
+
+
 async def debug_ca(request: web.Request) -> web.Response:
     return web.json_response(request.app[PILOT].certificates.describe(), dumps=_dumps)
 
@@ -64,6 +77,7 @@ def add_routes(app: web.Application, pilot: PilotView) -> None:
     app[PILOT] = pilot
     app.router.add_post("/v1/tokens", create_token)
     app.router.add_delete("/v1/tokens/{jti}", revoke_token)
+    app.router.add_post("/v1/ca/root-rotation", rotate_root)
     app.router.add_get("/debug/ca", debug_ca)
 
 

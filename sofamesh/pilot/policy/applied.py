@@ -82,8 +82,9 @@ class PolicySnapshot:
 class AppliedPolicy:
     """Hands out the :class:`PolicySnapshot` of the current policy and mesh, rebuilt only when either changed."""
 
-    def __init__(self, policy: PolicyModel) -> None:
+    def __init__(self, policy: PolicyModel, trust_domain: str = "cluster.local") -> None:
         self.policy = policy
+        self.trust_domain = trust_domain  # the CA's: the SPIFFE ids policy and auto mTLS name
         self._snap: tuple[tuple[int, int], PolicySnapshot] | None = None
         self._scoped: tuple[int, bool] = (0, False)
 

@@ -43,6 +43,17 @@ _MAP_FIELDS = frozenset({"labels", "annotations", "matchLabels", "headers", "wit
                          "sourceLabels", "set", "add", "attributes", "ports", "portLevelMtls", "to"})
 
 
+def _string_keys(value: Any) -> Any:
+    """Integer map keys as strings, as kubectl sends YAML to the API server as JSON: Istio's own
+    examples write ``portLevelMtls: {8080: {mode: DISABLE}}``."""
+    if isinstance(value, dict):
+        return {str(k) if isinstance(k, int) and not isinstance(k, bool) else k: _string_keys(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_string_keys(v) for v in value]
+    return value
+
+
 def parse_stream(text: str) -> Iterator[Document]:
     """Each non-empty document of ``text``; a YAML error ends the stream with a document carrying
     the ``problem`` (its line, and the documents before it, are still returned)."""
@@ -54,7 +65,7 @@ def parse_stream(text: str) -> Iterator[Document]:
             index += 1
             if node is None:
                 continue
-            body = loader.construct_document(node)
+            body = _string_keys(loader.construct_document(node))
             if body is None:
                 continue
             lines: dict[str, int] = {}

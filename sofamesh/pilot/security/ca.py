@@ -86,6 +86,13 @@ class CertificateAuthority(ABC):
         be issued by one of them); by default the roots."""
         return [c for pem in self.roots() for c in x509.load_pem_x509_certificates(pem.encode())]
 
+    def rotate_root(self, step: str) -> dict[str, Any]:
+        """One step of a root rotation: ``prepare`` (a new root, trusted beside the current one),
+        ``activate`` (the new root signs; the previous one stays trusted), ``finish`` (the previous
+        root is no longer trusted). Returns what ``describe`` shows; raise
+        :class:`~sofamesh.core.errors.ConfigError` when the CA cannot take that step."""
+        raise ConfigError("step", f"CA {self.name!r} does not rotate its root")
+
     def describe(self) -> dict[str, Any]:
         """What ``/debug/ca`` shows."""
         return {"name": self.name}

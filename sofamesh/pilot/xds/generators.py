@@ -28,6 +28,7 @@ from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from sofamesh.core.plugin_host import hookimpl
 from sofamesh.pilot.model import Health, MeshModel, Service, ServiceInstance
 from sofamesh.pilot.policy.hosts import selects, service_hosts
+from sofamesh.pilot.xds.auto_mtls import auto_mtls_sans, holds_certificate, upstream_socket
 from sofamesh.pilot.xds.destination_rules import apply_traffic_policy, effective_policy, subset_cluster_name
 from sofamesh.pilot.xds.generator import CLUSTER, ENDPOINT, LISTENER, ROUTE, NodeInfo, XdsResource
 from sofamesh.pilot.xds.virtual_services import Source, fault_http_filter, http_routes
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from sofamesh.pilot.policy.applied import AppliedPolicy, PolicySnapshot, ServicePolicy
     from sofamesh.pilot.xds.generator import XdsGenerator
 
+DEFAULT_TRUST_DOMAIN = "cluster.local"
 HTTP_PROTOCOLS = frozenset({"http", "grpc", "triple"})
 H2_PROTOCOLS = frozenset({"grpc", "triple"})
 PROXYLESS_PROTOCOLS = frozenset({"grpc", "triple"})
@@ -138,9 +140,51 @@ class _PerService(PolicyAware):
 
 
 class ClusterGenerator(_PerService):
-    """CDS: one EDS cluster (over ADS) per port of each http/grpc/triple service."""
+    """CDS: one EDS cluster (over ADS) per port of each http/grpc/triple service; for a proxy that
+    holds a workload certificate, mTLS to a service whose instances all run a sidecar (auto mTLS,
+    :mod:`sofamesh.pilot.xds.auto_mtls`)."""
 
     type_url = CLUSTER
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tls_memo: dict[str, tuple[Hashable, list[XdsResource]]] = {}
+
+    def scope(self, node: NodeInfo) -> Hashable:
+        return holds_certificate(node)
+
+    def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
+        out = super().generate(mesh, node)
+        return self._with_mtls(mesh) if holds_certificate(node) else out
+
+    def _with_mtls(self, mesh: MeshModel) -> list[XdsResource]:
+        policy = self.policy
+        snap = policy.snapshot(mesh) if policy is not None else None
+        trust_domain = policy.trust_domain if policy is not None else DEFAULT_TRUST_DOMAIN
+        pas = policy.policy.resources("PeerAuthentication") if policy is not None else []
+        out: list[XdsResource] = []
+        memo: dict[str, tuple[Hashable, list[XdsResource]]] = {}
+        for name, (key, built) in self._memo.items():
+            tkey = (key, mesh.service_index(name), policy.policy.index if policy is not None else 0, trust_domain)
+            hit = self._tls_memo.get(name)
+            if hit is not None and hit[0] == tkey:
+                res = hit[1]
+            else:
+                dr = snap.for_service(name).destination_rule if snap is not None else None
+                sans = auto_mtls_sans(mesh.services()[name], mesh.instances(name), trust_domain,
+                                      dr.spec if dr is not None else None, pas)
+                res = built if sans is None else [self._tls(r, sans) for r in built]
+            memo[name] = (tkey, res)
+            out.extend(res)
+        self._tls_memo = memo
+        return out
+
+    @staticmethod
+    def _tls(res: XdsResource, sans: list[str]) -> XdsResource:
+        c = cluster_pb2.Cluster()
+        c.CopyFrom(res.message)
+        c.transport_socket.CopyFrom(upstream_socket(sans))
+        return XdsResource(res.name, c, res.wildcard)
 
     @staticmethod
     def _cluster(service: Service, name: str) -> cluster_pb2.Cluster:

@@ -5,6 +5,13 @@ operator's intermediate in Istio's ``cacerts`` layout: ``ca-cert.pem`` (the sign
 ``ca-key.pem`` (its key), ``root-cert.pem`` (the root(s) workloads trust), ``cert-chain.pem``
 (``ca-cert.pem`` up to the root).
 
+Root rotation (own root only), Istio's three steps, each a call to :meth:`BuiltinCa.rotate_root`:
+``prepare`` creates the next root (``ca-root-next.pem``) and trusts it beside the current one,
+which still signs; ``activate`` makes the next root the signer and keeps trusting the previous one
+(``ca-trusted-extra.pem``); ``finish`` stops trusting the previous root. Workloads get the trust
+bundle with every certificate, so between steps wait until every workload has renewed (one
+workload lifetime): then no peer ever meets a certificate its bundle does not trust.
+
 Workload certificates: no subject, the URI SAN (critical) only, EC or RSA public key from the CSR,
 server and client auth, signed with SHA-256.
 """
@@ -26,6 +33,9 @@ from sofamesh.core.errors import ConfigError
 from sofamesh.pilot.security.ca import CaContext, CertificateAuthority, Issued, SignRequest
 
 _ROOT_BLOB = "ca-root.pem"
+_NEXT_BLOB = "ca-root-next.pem"  # the root being introduced (certificate and key); empty when none
+_EXTRA_TRUSTED = "ca-trusted-extra.pem"  # the previous root, still trusted after activate; empty when none
+ROTATION_STEPS = ("prepare", "activate", "finish")
 _ROOT_PUBLIC = "root-cert.pem"
 _PEM = serialization.Encoding.PEM
 SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -35,11 +45,13 @@ def _pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(_PEM).decode()
 
 
-def _new_root(trust_domain: str, days: int) -> bytes:
+def _new_root(trust_domain: str, days: int, rotated: bool = False) -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain),
-                      x509.NameAttribute(NameOID.COMMON_NAME, f"sofamesh root CA ({trust_domain})")])
     now = datetime.datetime.now(datetime.UTC)
+    # a rotated root gets a name of its own: operators (and openssl) tell the two roots apart
+    suffix = f" {now:%Y-%m-%dT%H:%M:%SZ}" if rotated else ""
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain),
+                      x509.NameAttribute(NameOID.COMMON_NAME, f"sofamesh root CA ({trust_domain}){suffix}")])
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(hours=1))
@@ -87,19 +99,27 @@ class BuiltinCa(CertificateAuthority):
         self._roots: list[x509.Certificate] = []
         self._root_pems: list[str] = []
         self._tail: list[str] = []
+        self._previous: list[x509.Certificate] = []
         self.mode = ""
+        self.rotation = "none"  # own root: none, prepared, activated (module docstring)
 
     async def start(self) -> None:
         if self.cacerts is not None:
             self._load_cacerts(self.cacerts)
         else:
             self._load_or_create_root()
+        self._chain_tail()
+
+    def _chain_tail(self) -> None:
         self._root_pems = [_pem(r) for r in self._roots]
         assert self._signer is not None
         path = [self._signer, *self._intermediates]
         root = next((r for r in self._roots if _issued_by(path[-1], r)), self._roots[0])
         # After the leaf: the signer and intermediates (unless the signer is the root), then the root.
         self._tail = [_pem(c) for c in path if c not in self._roots] + [_pem(root)]
+
+    def _blob(self, name: str) -> bytes:
+        return self.context.storage.read(name) or b""
 
     def _load_or_create_root(self) -> None:
         st = self.context.storage
@@ -113,10 +133,42 @@ class BuiltinCa(CertificateAuthority):
         if len(certs) != 1:
             raise ConfigError(where, f"expected one root certificate and its key, found {len(certs)} certificates")
         self._signer, self._key = certs[0], _load_key(blob, where)
-        self._roots = [certs[0]]
-        if st.read(_ROOT_PUBLIC) != certs[0].public_bytes(_PEM):
-            st.write(_ROOT_PUBLIC, certs[0].public_bytes(_PEM))
+        nxt, previous = self._blob(_NEXT_BLOB), self._blob(_EXTRA_TRUSTED)
+        nxt_certs = _certs(nxt, f"{st.describe()}/{_NEXT_BLOB}")[:1] if nxt.strip() else []
+        self._previous = _certs(previous, f"{st.describe()}/{_EXTRA_TRUSTED}") if previous.strip() else []
+        self._roots = [certs[0], *nxt_certs, *self._previous]
+        public = b"".join(r.public_bytes(_PEM) for r in self._roots)
+        if st.read(_ROOT_PUBLIC) != public:
+            st.write(_ROOT_PUBLIC, public)
         self.mode = "self-signed root"
+        self.rotation = "prepared" if nxt_certs else "activated" if self._previous else "none"
+
+    def rotate_root(self, step: str) -> dict[str, Any]:
+        """One step of a root rotation (module docstring); what ``/debug/ca`` then shows."""
+        st = self.context.storage
+        if self.cacerts is not None:
+            raise ConfigError("step", "the root of a cacerts intermediate is the operator's: replace the "
+                                      "cacerts files (new root-cert.pem with both roots first) and restart")
+        if step not in ROTATION_STEPS:
+            raise ConfigError("step", f"unknown step {step!r} (known: {', '.join(ROTATION_STEPS)})")
+        want = {"prepare": "none", "activate": "prepared", "finish": "activated"}[step]
+        if self.rotation != want:
+            raise ConfigError("step", f"cannot {step}: the rotation is at {self.rotation!r} "
+                                      f"(steps in order: {', '.join(ROTATION_STEPS)})")
+        if step == "prepare":
+            st.write(_NEXT_BLOB, _new_root(self.context.trust_domain, self.root_ttl_days, rotated=True),
+                     private=True)
+        elif step == "activate":
+            assert self._signer is not None
+            nxt = self._blob(_NEXT_BLOB)
+            st.write(_EXTRA_TRUSTED, self._signer.public_bytes(_PEM))  # trusted before anything else changes
+            st.write(_ROOT_BLOB, nxt, private=True)
+            st.write(_NEXT_BLOB, b"", private=True)
+        else:
+            st.write(_EXTRA_TRUSTED, b"")
+        self._load_or_create_root()
+        self._chain_tail()
+        return self.describe()
 
     def _load_cacerts(self, d: Path) -> None:
         def read(name: str) -> bytes:
@@ -155,7 +207,8 @@ class BuiltinCa(CertificateAuthority):
         return list(self._root_pems)
 
     def issuers(self) -> list[x509.Certificate]:
-        return [self._signer] if self._signer is not None else []
+        # a certificate the previous root signed still renews while that root is trusted
+        return [self._signer, *self._previous] if self._signer is not None else []
 
     async def sign(self, request: SignRequest) -> Issued:
         signer, key = self._signer, self._key
@@ -184,6 +237,7 @@ class BuiltinCa(CertificateAuthority):
     def describe(self) -> dict[str, Any]:
         s = self._signer
         return {"name": self.name, "mode": self.mode, "trust_domain": self.context.trust_domain,
+                "root_rotation": self.rotation,
                 "storage": self.context.storage.describe(),
                 "signer": {"subject": s.subject.rfc4514_string(), "serial": f"{s.serial_number:x}",
                            "not_after": s.not_valid_after_utc.isoformat()} if s else None,

@@ -120,8 +120,19 @@ def _host(s: Stream) -> list[str]:
     return [h, h.rsplit(":", 1)[0]] if ":" in h else [h]
 
 
-def _path(s: Stream) -> str:
-    return s.head.path.split("?", 1)[0]
+def _path(s: Stream) -> list[str]:
+    """HTTP: the path without its query. RPC (Bolt, Dubbo, a plugin's: no path): the service and
+    ``/service/method``. gRPC: its path ``/pkg.Service/Method`` and the service ``pkg.Service``."""
+    h = s.head
+    p = h.path
+    if p:
+        p = p.split("?", 1)[0]
+        svc = h.service
+        if svc and p.startswith("/") and p[1:1 + len(svc)] == svc and p[1 + len(svc):2 + len(svc)] == "/":
+            return [p, svc]
+        return [p]
+    svc = _service(s)
+    return [svc, f"/{svc}/{_method(s)}"] if svc else []
 
 
 def _claim(path: list[str]) -> MultiGetter:
@@ -168,7 +179,7 @@ def _getter(key: str, path: str) -> tuple[Getter | MultiGetter, bool]:
     from sofamesh.core.errors import ConfigError
 
     if key in _FIXED_KEYS:
-        return _FIXED_KEYS[key], key == "request.host"
+        return _FIXED_KEYS[key], key in ("request.host", "request.path")
     if key.startswith("request.headers[") and key.endswith("]"):
         return _header(key[len("request.headers["):-1].lower()), False
     if key.startswith("request.auth.claims["):
@@ -259,7 +270,7 @@ def _operation(op: Operation) -> list[Pred]:
         *_field(_service, op.services, op.not_services),
         *_field(_method, op.methods, op.not_methods),
         *_field(_host, op.hosts, op.not_hosts, multi=True),
-        *_field(_path, op.paths, op.not_paths),
+        *_field(_path, op.paths, op.not_paths, multi=True),
     ]
 
 

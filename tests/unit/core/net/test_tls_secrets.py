@@ -62,3 +62,46 @@ def test_a_rotated_secret_is_served_at_the_next_handshake_without_rebuilding_the
     assert isinstance(key, CertificateSecret)
     assert serialization.load_pem_private_key(key.key_pem, None) is not None
     assert not list(tmp_path.glob("**/*sofamesh-tls*"))  # the key was loaded from memory, not a file
+
+
+def test_an_upstream_naming_another_spiffe_id_is_refused_before_a_byte_is_written(tmp_path: Path) -> None:
+    from sofamesh.core.net.tls import PeerCheck
+
+    store = SecretStore()
+    _publish(store, tmp_path, "client", "consumer")
+    ca = load_or_mint_ca(tmp_path / "ca")
+    server_files = mint_workload(ca, "spiffe://cluster.local/ns/default/sa/impostor", tmp_path / "ca", "impostor")
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(server_files.cert, server_files.key)
+
+    class App(asyncio.Protocol):
+        made = False
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            App.made = True
+
+    async def connect(match: list[str]) -> tuple[str | None, bool]:
+        received: list[bytes] = []
+
+        async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            received.append(await reader.read())
+
+        srv = await asyncio.start_server(on_conn, "127.0.0.1", 0, ssl=server_ctx)
+        port = srv.sockets[0].getsockname()[1]
+        source = TlsSource(TlsConfig(secret="default", ca_secret="ROOTCA", match_sans=match), server=False,
+                           secrets=store)
+        App.made = False
+        check = PeerCheck(source, App())
+        transport, _ = await asyncio.wait_for(asyncio.get_running_loop().create_connection(
+            lambda: check, "127.0.0.1", port, ssl=source.context(), server_hostname="127.0.0.1"), 5)
+        transport.close()
+        await asyncio.sleep(0.05)
+        srv.close()
+        await srv.wait_closed()
+        assert received in ([], [b""])
+        return check.refused, App.made
+
+    refused, made = asyncio.run(connect(["spiffe://cluster.local/ns/default/sa/provider"]))
+    assert refused == ("peer identity spiffe://cluster.local/ns/default/sa/impostor is not one of "
+                       "spiffe://cluster.local/ns/default/sa/provider") and not made
+    assert asyncio.run(connect(["spiffe://cluster.local/ns/default/*"])) == (None, True)

@@ -54,6 +54,21 @@ def test_a_cluster_with_an_upstream_tls_context_originates_mtls_with_the_agents_
                                                   "alpn": ["h2", "http/1.1"]}
 
 
+def test_a_clusters_uri_san_matchers_become_the_identities_its_upstreams_must_present() -> None:
+    common = _common(sans=("spiffe://cluster.local/ns/a/sa/b",))
+    typed = common.combined_validation_context.default_validation_context.match_typed_subject_alt_names.add()
+    typed.san_type = typed.URI
+    typed.matcher.prefix = "spiffe://cluster.local/ns/b/"
+    c = cluster_pb2.Cluster(name="outbound|80||web", type=cluster_pb2.Cluster.EDS)
+    c.transport_socket.CopyFrom(_socket(tls_pb2.UpstreamTlsContext(common_tls_context=common)))
+    assert translate_cluster(c).config["tls"]["match_sans"] == ["spiffe://cluster.local/ns/b/*",
+                                                                "spiffe://cluster.local/ns/a/sa/b"]
+    typed.san_type = typed.DNS
+    c.transport_socket.CopyFrom(_socket(tls_pb2.UpstreamTlsContext(common_tls_context=common)))
+    with pytest.raises(ConfigError, match="san_type: only URI SANs"):
+        translate_cluster(c)
+
+
 def test_file_certificates_in_a_tls_context_become_file_paths() -> None:
     c = tls_pb2.CommonTlsContext()
     c.tls_certificates.add(certificate_chain=base_pb2.DataSource(filename="/c.pem"),
@@ -68,8 +83,8 @@ def test_file_certificates_in_a_tls_context_become_file_paths() -> None:
      "Listener 'in': filter_chains[0].transport_socket.typed_config.common_tls_context."
      "tls_certificate_sds_secret_configs[0].name: SDS secret 'spiffe-cert' is not served here"),
     (tls_pb2.DownstreamTlsContext(common_tls_context=_common(sans=("spiffe://cluster.local/ns/a/sa/b",))),
-     "default_validation_context.match_subject_alt_names: peer identity matching in the TLS context is not "
-     "supported yet"),
+     "default_validation_context.match_subject_alt_names: a listener does not check its clients' SANs in the "
+     "TLS context; authz.rbac principals do"),
     (secret_pb2.Secret(name="x"), "transport socket 'envoy.transport_sockets.tls' "
                                   "(type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret) is not "
                                   "supported"),

@@ -126,3 +126,18 @@ def test_hosts_and_not_hosts_match_any_spelling_of_the_host_with_or_without_its_
     g = rbac([{"action": "ALLOW", "rules": [{"to": [{"operation": {"notHosts": ["admin.local"]}}]}]}])
     assert isinstance(g.on_request_head(stream(host="admin.local:9000")), LocalReply)
     assert g.on_request_head(stream(host="shop.local:9000")) is Verdict.CONTINUE
+
+
+def test_paths_mean_the_service_or_slash_service_slash_method_for_rpc_and_keep_grpcs_own_path() -> None:
+    f = rbac([{"action": "ALLOW", "rules": [{"to": [{"operation": {"paths": ["/com.example.Echo:1.0/echo"]}}]},
+                                            {"to": [{"operation": {"paths": ["com.example.Admin*"]}}]}]}])
+    assert f.on_request_head(stream(method="echo")) is Verdict.CONTINUE
+    assert isinstance(f.on_request_head(stream(method="plus")), LocalReply)
+    assert f.on_request_head(stream(service="com.example.AdminService:1.0", method="any")) is Verdict.CONTINUE
+    grpc = rbac([{"action": "ALLOW", "rules": [{"to": [{"operation": {"paths": ["pkg.Who"]}}]}]}])
+    head = RequestHead(protocol="http2", service="pkg.Who", method="Name", path="/pkg.Who/Name", raw=b"")
+    assert grpc.on_request_head(SimpleNamespace(head=head, context=StreamContext("l", ("1.2.3.4", 1), None, 0.0))) \
+        is Verdict.CONTINUE
+    http = RequestHead(protocol="http1", service="pkg.Who", method="GET", path="/other/Name", raw=b"")
+    assert isinstance(grpc.on_request_head(SimpleNamespace(head=http, context=StreamContext(
+        "l", ("1.2.3.4", 1), None, 0.0))), LocalReply)

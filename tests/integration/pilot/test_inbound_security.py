@@ -1,0 +1,497 @@
+"""Security policy from Pilot enforced where the server is, with identities Pilot's CA issued.
+
+Every sidecar gets its certificate from Pilot (``--token-file``, no hand-made certificate) and its
+listeners and clusters over xDS. The provider's sidecar gets one inbound listener per port of its
+workload's instances (HTTP, gRPC, Bolt, Dubbo), on the address consumers dial, forwarding to the
+app on 127.0.0.1. Consumers' sidecars reach it over auto mTLS:
+
+    client -> consumer sidecar (egress, plaintext) -> provider sidecar (inbound, mTLS) -> app
+
+PeerAuthentication decides the inbound TLS (STRICT refuses a plaintext client, PERMISSIVE takes
+both); AuthorizationPolicy allows one method of each service to the ``consumer`` identity, and
+neither method to ``intruder``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from sofamesh.core.config.model import TlsConfig
+from sofamesh.core.net.secrets import SecretStore
+from sofamesh.core.net.tls import TlsSource
+from sofamesh.core.security.agent import AgentSettings, WorkloadAgent
+from sofamesh.testing import ProxyProcess, free_port
+from tests.conformance import bolt_peers, dubbo_peers
+from tests.integration.policy.apply import apply, follows
+
+from .conftest import REPO, PilotProcess, stop_process, wait_until
+from .test_envoy import HttpBackend, _envoy_binary
+from .test_workload_certs import _token
+
+ECHO = "com.example.EchoService"
+MESHED = {"security.istio.io/tlsMode": "istio", "sofamesh.io/service-account": "provider", "app": "provider"}
+GRPC_SERVICE = "sofamesh.test.Who"
+
+
+class MeshSidecar(ProxyProcess):
+    """A sidecar with its agent (identity from the token) and its config from Pilot over xDS."""
+
+    def __init__(self, pilot: PilotProcess, tmp: Path, sa: str, instances: tuple[str, ...] = (),
+                 validity_s: int = 0) -> None:
+        self.ports = {"http": free_port(), "bolt": free_port(), "dubbo": free_port()}
+        meta: dict[str, Any] = {"sofamesh.outbound_port": self.ports["http"], "sofamesh.bolt_port": self.ports["bolt"],
+                                "sofamesh.dubbo_port": self.ports["dubbo"]}
+        if instances:
+            meta["sofamesh.instances"] = ",".join(instances)
+        super().__init__({
+            "agent": {"ca_address": f"127.0.0.1:{pilot.xds_port}", "token_file": str(_token(pilot, sa, tmp / sa)),
+                      "validity_s": validity_s},
+            "xds": {"address": f"127.0.0.1:{pilot.xds_port}", "node_id": sa, "metadata": meta,
+                    "backoff_initial_ms": 100, "backoff_max_ms": 500, "initial_fetch_timeout_ms": 10000},
+            "drain_timeout_ms": 1000,
+        }, timeout=30)
+
+    def egress(self, protocol: str) -> str:
+        return f"127.0.0.1:{self.ports[protocol]}"
+
+    def xds_config(self) -> dict[str, Any]:
+        return dict(json.loads(self.get("/config_dump"))["config"])
+
+    def listener(self, name: str) -> dict[str, Any] | None:
+        return next((lst for lst in self.xds_config()["listeners"] if lst["name"] == name), None)
+
+
+class GrpcApp:
+    """A gRPC server with two methods of one service, ``Allowed`` and ``Denied``, each answering its name."""
+
+    def __init__(self) -> None:
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        handler = grpc.method_handlers_generic_handler(GRPC_SERVICE, {
+            m: grpc.unary_unary_rpc_method_handler(lambda req, ctx, m=m: m.encode()) for m in ("Allowed", "Denied")})
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(0).wait(5)
+
+
+def _grpc_call(target: str, method: str) -> tuple[str, str]:
+    with grpc.insecure_channel(target, options=[("grpc.default_authority", "who")]) as ch:
+        call = ch.unary_unary(f"/{GRPC_SERVICE}/{method}")
+        try:
+            return "OK", call(b"", timeout=5).decode()
+        except grpc.RpcError as exc:
+            return exc.code().name, str(exc.details())
+
+
+def _http(url: str, host: str | None = None) -> int | str:
+    try:
+        return httpx.get(url, timeout=5, headers={"Host": host} if host else {}).status_code
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+
+
+@pytest.fixture
+def mesh(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    pilot = PilotProcess(tmp_path / "data", config={"ca": {"min_workload_ttl_s": 2}}).start()
+    started: list[Any] = [pilot]
+    try:
+        http, grpc_app = HttpBackend("app"), GrpcApp()
+        started += [http, grpc_app]
+        inbound = {k: free_port() for k in ("http", "grpc", "bolt", "dubbo")}
+        # each instance is registered at the sidecar's inbound port; the app's own port is a label
+        pilot.register("web", "web-1", address="127.0.0.1", port=inbound["http"], protocol="http",
+                       labels={**MESHED, "sofamesh.io/app-port": str(http.port)})
+        pilot.register("who", "who-1", address="127.0.0.1", port=inbound["grpc"], protocol="grpc",
+                       labels={**MESHED, "sofamesh.io/app-port": str(grpc_app.port)})
+        yield {"pilot": pilot, "tmp": tmp_path, "inbound": inbound, "started": started}
+    finally:
+        failed: list[BaseException] = []
+        for s in reversed(started):
+            try:
+                s.stop()  # a sidecar whose log shows a problem raises here
+            except Exception as exc:
+                failed.append(exc)
+        if failed:
+            raise failed[0]
+
+
+def _peer_authentication(mode: str) -> str:
+    return f"""apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: istio-system}}
+spec: {{mtls: {{mode: {mode}}}}}
+"""
+
+
+def _mode(sc: MeshSidecar, port: int) -> str | None:
+    """The inbound listener's authn.mtls mode; None when it has none (DISABLE) or is not there."""
+    lst = sc.listener(f"inbound|{port}|127.0.0.1")
+    if lst is None:
+        return None
+    return next((str(f["config"]["mode"]) for f in lst["filters"] if f["type"] == "authn.mtls"), None)
+
+
+def test_strict_refuses_a_plaintext_client_and_permissive_takes_both(mesh: dict[str, Any]) -> None:
+    pilot, tmp, port = mesh["pilot"], mesh["tmp"], mesh["inbound"]["http"]
+    apply(pilot.api_url, stdin=_peer_authentication("STRICT"))
+    provider = MeshSidecar(pilot, tmp, "provider", ("web-1", "who-1")).start()
+    mesh["started"].append(provider)
+    consumer = MeshSidecar(pilot, tmp, "consumer").start()
+    mesh["started"].append(consumer)
+    wait_until(lambda: _mode(provider, port) == "STRICT", 15, what="the STRICT inbound listener")
+    via_consumer = f"http://{consumer.egress('http')}/"
+    wait_until(lambda: _http(via_consumer, "web") == 200, 15, what="consumer -> provider over auto mTLS")
+    tls = next(c for c in consumer.xds_config()["clusters"] if c["name"].endswith("|web"))["tls"]
+    assert tls["match_sans"] == ["spiffe://cluster.local/ns/default/sa/provider"]
+    # a plaintext client straight to the provider's inbound port: the TLS listener refuses it
+    assert _http(f"http://127.0.0.1:{port}/") in ("RemoteProtocolError", "ReadError", "ConnectError")
+    with socket.create_connection(("127.0.0.1", mesh["inbound"]["grpc"]), timeout=5) as s:  # gRPC port too
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        assert s.recv(100) == b""
+
+    t = apply(pilot.api_url, stdin=_peer_authentication("PERMISSIVE"))
+    follows(lambda: _mode(provider, port) == "PERMISSIVE", t, "PERMISSIVE", timeout=15)
+    wait_until(lambda: _http(f"http://127.0.0.1:{port}/") == 200, 10, what="plaintext under PERMISSIVE")
+    assert _http(via_consumer, "web") == 200
+    stats = provider.stats()["filters"][f"inbound|{port}|127.0.0.1|authn.mtls"]
+    assert stats["mtls_authenticated"] >= 1 and stats["mtls_plaintext"] >= 1, stats
+
+    # the workload's own PeerAuthentication wins over the mesh's, and its port level over its own mode
+    grpc_port = mesh["inbound"]["grpc"]
+    t = apply(pilot.api_url, stdin=f"""apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: provider}}
+spec:
+  selector: {{matchLabels: {{app: provider}}}}
+  mtls: {{mode: STRICT}}
+  portLevelMtls: {{"{port}": {{mode: DISABLE}}}}
+""")
+    follows(lambda: _mode(provider, grpc_port) == "STRICT" and _mode(provider, port) is None, t,
+            "workload STRICT, port DISABLE", timeout=15)
+    lst = provider.listener(f"inbound|{port}|127.0.0.1")
+    assert lst is not None and lst.get("tls") is None and lst["filters"] == []
+    wait_until(lambda: _http(f"http://127.0.0.1:{port}/") == 200, 10, what="plaintext on the DISABLEd port")
+    assert _http(via_consumer, "web") == 200  # auto mTLS steps aside for a DISABLEd destination
+    tls_now = next(c for c in consumer.xds_config()["clusters"] if c["name"].endswith("|web")).get("tls")
+    assert tls_now is None, tls_now
+
+
+AUTHZ = """apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: provider-callers}}
+spec:
+  selector: {{matchLabels: {{app: provider}}}}
+  action: ALLOW
+  rules:
+    - from: [{{source: {{principals: ["cluster.local/ns/default/sa/consumer"]}}}}]
+      to:
+        - operation: {{methods: [echo], ports: ["{bolt}", "{dubbo}"]}}
+        - operation: {{paths: ["/allowed"], ports: ["{http}"]}}
+        - operation: {{paths: ["/{grpc_service}/Allowed"], ports: ["{grpc}"]}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: no-add}}
+spec:
+  selector: {{matchLabels: {{app: provider}}}}
+  action: DENY
+  rules: [{{to: [{{operation: {{methods: [add, plus]}}}}]}}]
+"""
+
+
+def test_authorization_policy_allows_one_method_and_denies_another_by_caller_identity(mesh: dict[str, Any]) -> None:
+    bolt_peers.require_node()
+    dubbo_peers.require_dubbo_peers()
+    pilot, tmp, inbound = mesh["pilot"], mesh["tmp"], mesh["inbound"]
+    with bolt_peers.node_provider(ECHO, "A") as bolt_app, dubbo_peers.Provider("p1") as dubbo_app:
+        pilot.register(f"{ECHO}:1.0", "echo-1", address="127.0.0.1", port=inbound["bolt"], protocol="bolt",
+                       labels={**MESHED, "sofamesh.io/app-port": str(bolt_app.port)})
+        pilot.register(dubbo_peers.SERVICE, "dubbo-1", address="127.0.0.1", port=inbound["dubbo"], protocol="dubbo",
+                       labels={**MESHED, "sofamesh.io/app-port": str(dubbo_app.port)})
+        apply(pilot.api_url, stdin=_peer_authentication("STRICT") + "---\n" + AUTHZ.format(
+            grpc_service=GRPC_SERVICE, **inbound))
+        provider = MeshSidecar(pilot, tmp, "provider", ("web-1", "who-1", "echo-1", "dubbo-1")).start()
+        mesh["started"].append(provider)
+        callers = {sa: MeshSidecar(pilot, tmp, sa).start() for sa in ("consumer", "intruder")}
+        mesh["started"].extend(callers.values())
+        # many processes start at once here (three sidecars, Node providers): allow for a loaded machine
+        for name in ("http", "grpc", "bolt", "dubbo"):
+            wait_until(lambda name=name: _mode(provider, inbound[name]) == "STRICT", 45, what=f"inbound {name}")
+        for sa, sc in callers.items():
+            seen: list[int | str] = []
+            try:
+                wait_until(lambda sc=sc, seen=seen: seen.append(_http(f"http://{sc.egress('http')}/healthz", "web"))
+                           or seen[-1] in (200, 403), 45, what=f"{sa}'s egress to the provider")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; its last answers: {seen[-5:]}") from None
+
+        out: dict[str, dict[str, Any]] = {}
+        j = dubbo_peers.java
+        for sa, sc in callers.items():
+            http_base = f"http://{sc.egress('http')}"
+            bolt = bolt_peers.node_consumer(sc.egress("bolt"), ECHO, [{"method": "echo", "args": ["hi"]},
+                                                                      {"method": "plus", "args": [2, 3]}])
+            dubbo = dubbo_peers.consume(sc.egress("dubbo"), [dubbo_peers.call("echo", j("java.lang.String", "hi")),
+                                                             dubbo_peers.call("add", j("int", 2), j("int", 40))])
+            out[sa] = {
+                "http": [_http(f"{http_base}/allowed", "web"), _http(f"{http_base}/denied", "web")],
+                "grpc": [_grpc_call(sc.egress("http"), "Allowed"), _grpc_call(sc.egress("http"), "Denied")],
+                "bolt": [(r["ok"], r.get("result") or r.get("message")) for r in bolt],
+                "dubbo": [(r["ok"], r.get("res") or r.get("err")) for r in dubbo],
+            }
+        rbac = {name: provider.stats()["filters"][f"inbound|{inbound[name]}|127.0.0.1|authz.rbac"]
+                for name in ("http", "grpc", "bolt", "dubbo")}
+    ok, no = out["consumer"], out["intruder"]
+    assert ok["http"] == [200, 403], ok
+    assert ok["grpc"][0] == ("OK", "Allowed") and ok["grpc"][1][0] == "PERMISSION_DENIED", ok
+    assert ok["bolt"][0] == (True, "A:hi") and ok["bolt"][1][0] is False, ok
+    assert ok["dubbo"][0] == (True, "hi") and ok["dubbo"][1][0] is False, ok
+    assert "RBAC: access denied by policy default.no-add" in str(ok["dubbo"][1][1])
+    assert no["http"] == [403, 403], no
+    assert [c for c, _ in no["grpc"]] == ["PERMISSION_DENIED"] * 2, no
+    assert [r[0] for r in no["bolt"]] == [False, False] and [r[0] for r in no["dubbo"]] == [False, False], no
+    for name, stats in rbac.items():
+        assert stats["rbac_allowed"] >= 1 and stats["rbac_denied"] >= 3, (name, stats)
+
+
+class BackgroundAgent:
+    """This process's own agent (a rotating Pilot certificate in a ``SecretStore``), on a thread's
+    event loop; ``handshake`` opens a fresh mTLS connection with what it holds now."""
+
+    def __init__(self, pilot: PilotProcess, tmp: Path, sa: str, validity_s: int) -> None:
+        self.store = SecretStore()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.agent = WorkloadAgent(AgentSettings(f"127.0.0.1:{pilot.xds_port}", token_file=str(_token(
+            pilot, sa, tmp / sa)), validity_s=validity_s), self.store)
+        asyncio.run_coroutine_threadsafe(self.agent.start(), self.loop).result(30)
+        self.tls = TlsSource(TlsConfig(secret="default", ca_secret="ROOTCA"), server=False, secrets=self.store)
+
+    def get(self, url: str) -> int:
+        with httpx.Client(verify=self.tls.context(), timeout=5) as c:  # a new connection: a new handshake
+            return c.get(url).status_code
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.agent.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+def _rotate(pilot: PilotProcess, step: str) -> dict[str, Any]:
+    r = httpx.post(f"{pilot.api_url}/v1/ca/root-rotation", json={"step": step}, timeout=10)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_a_root_rotation_under_load_fails_no_request(mesh: dict[str, Any]) -> None:
+    pilot, tmp, port = mesh["pilot"], mesh["tmp"], mesh["inbound"]["http"]
+    validity = 4  # renewed at about 2 s: one lifetime between steps lets every workload renew
+    apply(pilot.api_url, stdin=_peer_authentication("STRICT"))
+    provider = MeshSidecar(pilot, tmp, "provider", ("web-1",), validity_s=validity).start()
+    mesh["started"].append(provider)
+    consumer = MeshSidecar(pilot, tmp, "consumer", validity_s=validity).start()
+    mesh["started"].append(consumer)
+    tester = BackgroundAgent(pilot, tmp, "tester", validity)
+    mesh["started"].append(tester)
+    via_consumer, direct = f"http://{consumer.egress('http')}/", f"https://127.0.0.1:{port}/"
+    wait_until(lambda: _http(via_consumer, "web") == 200, 15, what="consumer -> provider over auto mTLS")
+    old_root = pilot.get("/debug/ca")["ca"]["roots"][0]["serial"]
+    results: dict[str, list[int | str]] = {"sidecars": [], "direct": []}
+    stop = threading.Event()
+
+    def through_sidecars() -> None:
+        with httpx.Client(timeout=5, headers={"Host": "web"}) as keepalive:
+            while not stop.is_set():
+                for get in (lambda: keepalive.get(via_consumer), lambda: httpx.get(via_consumer, timeout=5,
+                                                                                   headers={"Host": "web"})):
+                    try:
+                        results["sidecars"].append(get().status_code)
+                    except httpx.HTTPError as exc:
+                        results["sidecars"].append(repr(exc))
+
+    def new_handshakes() -> None:  # the provider's inbound port, a fresh mTLS handshake each time
+        while not stop.is_set():
+            try:
+                results["direct"].append(tester.get(direct))
+            except Exception as exc:  # a refused handshake, a reset: a failed request either way
+                results["direct"].append(repr(exc))
+
+    threads = [threading.Thread(target=through_sidecars), threading.Thread(target=new_handshakes),
+               threading.Thread(target=new_handshakes)]
+    for t in threads:
+        t.start()
+    phases = []
+    try:
+        time.sleep(validity)
+        for step in ("prepare", "activate", "finish"):
+            ca = _rotate(pilot, step)
+            phases.append((step, ca["root_rotation"], [r["serial"] for r in ca["roots"]]))
+            time.sleep(validity * 1.5)
+    finally:
+        stop.set()
+        alive = [t for t in threads if (t.join(20), t.is_alive())[1]]
+    assert not alive, alive
+    counts = {name: (len(codes), [r for r in codes if r != 200]) for name, codes in results.items()}
+    assert all(not failed and n >= 50 for n, failed in counts.values()), counts  # 0 failed requests
+    (_, prepared, trusted1), (_, activated, trusted2), (_, done, trusted3) = phases
+    assert (prepared, activated, done) == ("prepared", "activated", "none"), phases
+    new_root = trusted2[0]
+    assert trusted1 == [old_root, new_root] and trusted2 == [new_root, old_root] and trusted3 == [new_root], phases
+    # every workload now holds a certificate from the new root and trusts only it
+    for sc in (provider, consumer):
+        certs = json.loads(sc.get("/certs"))
+        assert len(certs["ROOTCA"]) == 1 and certs["ROOTCA"][0]["serial"] == new_root, certs["ROOTCA"]
+
+
+class EnvoySidecar:
+    """A real Envoy as the provider's sidecar: its certificate from ``sofamesh agent`` over SDS, its
+    listeners (the inbound one with Envoy's RBAC filters) and clusters from Pilot over ADS."""
+
+    def __init__(self, pilot: PilotProcess, tmp: Path, sa: str, instances: tuple[str, ...]) -> None:
+        self.sock = tmp / f"{sa}-sds.sock"
+        token = _token(pilot, sa, tmp / sa)
+        self.agent_log = tmp / f"{sa}-agent.log"
+        with self.agent_log.open("wb") as out:
+            self.agent = subprocess.Popen(
+                [sys.executable, "-m", "sofamesh", "agent", "--pilot", f"127.0.0.1:{pilot.xds_port}",
+                 "--token-file", str(token), "--sds-socket", str(self.sock)],
+                stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        wait_until(lambda: self.sock.exists() or self.agent.poll() is not None, 20, what="the agent's SDS socket")
+        self.admin_port = free_port()
+        h2 = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        bootstrap = {
+            "node": {"id": f"envoy-{sa}", "cluster": sa, "metadata": {
+                "sofamesh.mtls": True, "sofamesh.instances": ",".join(instances),
+                "sofamesh.outbound_port": free_port()}},
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
+            "dynamic_resources": {
+                "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",
+                               "grpc_services": [{"envoy_grpc": {"cluster_name": "xds"}}]},
+                "cds_config": {"ads": {}, "resource_api_version": "V3"},
+                "lds_config": {"ads": {}, "resource_api_version": "V3"}},
+            "static_resources": {"clusters": [
+                {"name": name, "type": "STATIC", "connect_timeout": "1s",
+                 "typed_extension_protocol_options": {h2: {"@type": f"type.googleapis.com/{h2}",
+                                                           "explicit_http_config": {"http2_protocol_options": {}}}},
+                 "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                     "address": address}}]}]}}
+                for name, address in (("sds-grpc", {"pipe": {"path": str(self.sock)}}),
+                                      ("xds", {"socket_address": {"address": "127.0.0.1",
+                                                                  "port_value": pilot.xds_port}}))]}}
+        path = tmp / f"envoy-{sa}.json"
+        path.write_text(json.dumps(bootstrap))
+        self.log = tmp / f"envoy-{sa}.log"
+        with self.log.open("wb") as out:
+            self.envoy = subprocess.Popen([str(_envoy_binary()), "-c", str(path), "--disable-hot-restart",
+                                           "--concurrency", "1", "-l", "warning"], stdout=out, stderr=subprocess.STDOUT)
+
+    def stats(self) -> str:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.admin_port}/stats", timeout=2).text
+        except httpx.HTTPError:
+            return ""
+
+    def stop(self) -> None:
+        stop_process(self.envoy)
+        stop_process(self.agent)
+
+
+ENVOY_AUTHZ = """apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-callers}
+spec: {selector: {matchLabels: {app: provider}}, action: ALLOW, rules: [{
+  from: [{source: {principals: ["cluster.local/ns/default/sa/consumer"], notNamespaces: [other]}}],
+  to: [{operation: {paths: ["/allowed*"], methods: [GET]}}]}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-secret}
+spec:
+  selector: {matchLabels: {app: provider}}
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/allowed/secret"]}}]}]
+"""
+
+
+def test_an_envoy_sidecar_enforces_authorization_policy_with_envoys_rbac_filter(mesh: dict[str, Any]) -> None:
+    pilot, tmp, port = mesh["pilot"], mesh["tmp"], mesh["inbound"]["http"]
+    apply(pilot.api_url, stdin=_peer_authentication("STRICT") + "---\n" + ENVOY_AUTHZ)
+    envoy = EnvoySidecar(pilot, tmp, "provider", ("web-1",))
+    mesh["started"].append(envoy)
+    callers = {sa: MeshSidecar(pilot, tmp, sa).start() for sa in ("consumer", "intruder")}
+    mesh["started"].extend(callers.values())
+    ok, no = (f"http://{callers[sa].egress('http')}" for sa in ("consumer", "intruder"))
+    wait_until(lambda: _http(f"{ok}/allowed", "web") == 200, 30,
+               what=f"consumer -> Envoy inbound ({envoy.log.read_text()[-2000:]})")
+    assert [_http(f"{ok}/allowed/more", "web"), _http(f"{ok}/denied", "web"),
+            _http(f"{ok}/allowed/secret", "web")] == [200, 403, 403]
+    assert [_http(f"{no}/allowed", "web"), _http(f"{no}/denied", "web")] == [403, 403]
+    assert _http(f"http://127.0.0.1:{port}/allowed") in ("RemoteProtocolError", "ReadError", "ConnectError")
+    stats = envoy.stats()
+    assert re.search(r"rbac\.allowed: [1-9]", stats) and re.search(r"rbac\.denied: [1-9]", stats), stats
+
+
+def test_request_authentication_claims_decide_an_authorization_policy_on_the_inbound_side(mesh: dict[str, Any]) -> None:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    jwk.update({"kid": "k1", "alg": "ES256"})
+
+    def token(sub: str, group: str, signer: Any = key) -> str:
+        return jwt.encode({"iss": "https://idp.example", "sub": sub, "group": group, "exp": int(time.time()) + 300},
+                          signer, algorithm="ES256", headers={"kid": "k1"})
+
+    pilot, tmp = mesh["pilot"], mesh["tmp"]
+    policy = f"""apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: idp}}
+spec:
+  selector: {{matchLabels: {{app: provider}}}}
+  jwtRules: [{{issuer: "https://idp.example", jwks: '{json.dumps({"keys": [jwk]})}'}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: admins}}
+spec:
+  selector: {{matchLabels: {{app: provider}}}}
+  rules: [{{from: [{{source: {{requestPrincipals: ["https://idp.example/alice"]}}}}],
+            when: [{{key: "request.auth.claims[group]", values: [admins]}}]}}]
+"""
+    apply(pilot.api_url, stdin=policy)
+    provider = MeshSidecar(pilot, tmp, "provider", ("web-1",)).start()
+    mesh["started"].append(provider)
+    consumer = MeshSidecar(pilot, tmp, "consumer").start()
+    mesh["started"].append(consumer)
+    url = f"http://{consumer.egress('http')}/"
+
+    def status(bearer: str | None) -> int | str:
+        headers = {"Host": "web", **({"Authorization": f"Bearer {bearer}"} if bearer else {})}
+        try:
+            return httpx.get(url, headers=headers, timeout=5).status_code
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+
+    wait_until(lambda: status(token("alice", "admins")) == 200, 15, what="alice (admins) through both sidecars")
+    assert [status(token("alice", "users")), status(token("bob", "admins")), status(None),
+            status(token("alice", "admins", other))] == [403, 403, 403, 401]

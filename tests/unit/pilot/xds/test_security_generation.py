@@ -1,0 +1,181 @@
+"""Istio's security policy -> what Pilot sends a sidecar: inbound listeners whose TLS follows
+PeerAuthentication and whose filters carry AuthorizationPolicy and RequestAuthentication, and auto
+mTLS on outbound clusters; checked as the sidecar's xDS client translates them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sofamesh.core.xds.translate import translate_cluster, translate_listener
+from sofamesh.pilot.model import MeshModel, Service, ServiceInstance
+from sofamesh.pilot.policy.applied import AppliedPolicy
+from sofamesh.pilot.policy.model import PolicyModel
+from sofamesh.pilot.xds.generator import NodeInfo
+from sofamesh.pilot.xds.generators import ClusterGenerator
+from sofamesh.pilot.xds.inbound import InboundClusterGenerator, InboundListenerGenerator
+from sofamesh.pilot.xds.rpc import rpc_generators
+from tests.unit.pilot.policy.test_hosts_and_entries import Fixed
+from tests.unit.pilot.xds.test_policy_generation import _docs
+
+MESHED = {"security.istio.io/tlsMode": "istio", "sofamesh.io/service-account": "provider", "app": "echo"}
+PROVIDER = NodeInfo("p1", user_agent="sofamesh/1", metadata={"sofamesh.mtls": True, "sofamesh.instances": "e1,b1"})
+CONSUMER = NodeInfo("c1", user_agent="sofamesh/1", metadata={"sofamesh.mtls": True})
+PLAIN = NodeInfo("c2", user_agent="sofamesh/1")
+
+
+def _mesh() -> MeshModel:
+    mesh = MeshModel([Fixed(
+        [Service("echo", protocol="http", ports=(8080,)), Service("com.acme.Echo:1.0", protocol="bolt", ports=(12200,))],
+        [ServiceInstance("echo", "e1", "127.0.0.2", 8080, labels=MESHED),
+         ServiceInstance("com.acme.Echo:1.0", "b1", "127.0.0.2", 12200, labels={**MESHED, "sofamesh.io/app-port": "12201"})])])
+    mesh.refresh()
+    return mesh
+
+
+def _applied(text: str = "") -> AppliedPolicy:
+    policy = PolicyModel()
+    if text:
+        policy.sync(_docs(text))
+        assert not policy.rejections(), policy.rejections()
+    return AppliedPolicy(policy, "cluster.local")
+
+
+def _listeners(applied: AppliedPolicy, node: NodeInfo = PROVIDER) -> dict[str, dict[str, Any]]:
+    gen = InboundListenerGenerator()
+    gen.use_policy(applied)
+    out = {}
+    for res in gen.generate(_mesh(), node):
+        t = translate_listener(res.message, ("http1", "http2"))
+        assert t is not None
+        out[res.name] = t.config
+    return out
+
+
+def test_a_workloads_instances_get_inbound_listeners_on_their_address_forwarding_to_the_local_app() -> None:
+    listeners = _listeners(_applied())
+    assert set(listeners) == {"inbound|8080|127.0.0.2", "inbound|12200|127.0.0.2"}
+    http = listeners["inbound|8080|127.0.0.2"]
+    assert http["address"] == "127.0.0.2:8080"
+    assert http["tls"] == {"secret": "default", "ca_secret": "ROOTCA", "require_client_cert": True, "plaintext": True}
+    assert http["filters"] == [{"type": "authn.mtls", "config": {"mode": "PERMISSIVE",
+                                                                 "trust_domains": ["cluster.local"]}}]
+    bolt = listeners["inbound|12200|127.0.0.2"]
+    assert bolt["protocols"] == ["bolt"] and bolt["routes"][0]["cluster"] == "inbound|12200|127.0.0.2"
+    clusters = InboundClusterGenerator()
+    eps = {r.name: translate_cluster(r.message).config["endpoints"] for r in clusters.generate(_mesh(), PROVIDER)}
+    assert eps == {"inbound|8080|127.0.0.2": [{"address": "127.0.0.1:8080"}],
+                   "inbound|12200|127.0.0.2": [{"address": "127.0.0.1:12201"}]}
+    assert _listeners(_applied(), PLAIN) == {}
+    assert _listeners(_applied(), CONSUMER) == {}
+
+
+@pytest.mark.parametrize(("policy", "http_mode", "bolt_mode"), [
+    ("", "PERMISSIVE", "PERMISSIVE"),
+    ("kind: PeerAuthentication\nmetadata: {name: mesh, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}",
+     "STRICT", "STRICT"),
+    ("kind: PeerAuthentication\nmetadata: {name: mesh, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n---\n"
+     "kind: PeerAuthentication\nmetadata: {name: ns}\nspec: {mtls: {mode: DISABLE}}", "DISABLE", "DISABLE"),
+    ("kind: PeerAuthentication\nmetadata: {name: ns}\nspec: {mtls: {mode: DISABLE}}\n---\n"
+     "kind: PeerAuthentication\nmetadata: {name: echo}\nspec: {selector: {matchLabels: {app: echo}}, "
+     "mtls: {mode: STRICT}, portLevelMtls: {12200: {mode: PERMISSIVE}}}", "STRICT", "PERMISSIVE"),
+])
+def test_peer_authentication_at_mesh_namespace_workload_and_port_level_sets_the_inbound_tls(
+        policy: str, http_mode: str, bolt_mode: str) -> None:
+    text = "\n---\n".join(f"apiVersion: security.istio.io/v1\n{d}" for d in policy.split("\n---\n")) if policy else ""
+    listeners = _listeners(_applied(text))
+    for name, mode in (("inbound|8080|127.0.0.2", http_mode), ("inbound|12200|127.0.0.2", bolt_mode)):
+        lc = listeners[name]
+        if mode == "DISABLE":
+            assert "tls" not in lc and not lc.get("filters")
+        else:
+            assert lc["tls"].get("plaintext", False) is (mode == "PERMISSIVE")
+            assert lc["filters"][0]["config"]["mode"] == mode
+
+
+AUTHZ = """apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: echo-callers}
+spec:
+  selector: {matchLabels: {app: echo}}
+  action: ALLOW
+  rules:
+    - from: [{source: {principals: ["cluster.local/ns/default/sa/consumer"]}}]
+      to: [{operation: {methods: [echo], ports: ["12200"]}}]
+    - from: [{source: {serviceAccounts: [default/consumer]}}]
+    - to: [{operation: {paths: ["/admin*"], notPorts: ["12200"]}}]
+      when: [{key: "request.auth.claims[group]", values: [admins]}, {key: destination.ip, values: [10.0.0.1]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: audit-all, namespace: istio-system}
+spec: {action: AUDIT, rules: [{}]}
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt}
+spec:
+  selector: {matchLabels: {app: echo}}
+  jwtRules: [{issuer: "https://issuer.example", jwksUri: "https://issuer.example/jwks", audiences: [echo]}]
+"""
+
+
+def test_authorization_policy_becomes_rbac_per_port_and_request_authentication_becomes_jwt() -> None:
+    listeners = _listeners(_applied(AUTHZ))
+    bolt = {f["type"]: f["config"] for f in listeners["inbound|12200|127.0.0.2"]["filters"]}
+    assert list(bolt) == ["authn.mtls", "authn.jwt", "authz.rbac"]
+    assert bolt["authn.jwt"] == {"providers": [{"name": "default.jwt.0", "issuer": "https://issuer.example",
+                                                "audiences": ["echo"], "jwks_uri": "https://issuer.example/jwks"}]}
+    assert bolt["authz.rbac"]["policies"] == [
+        {"name": "default.echo-callers", "action": "ALLOW", "dry_run": False, "rules": [
+            {"from": [{"source": {"principals": ["cluster.local/ns/default/sa/consumer"]}}],
+             "to": [{"operation": {"methods": ["echo"]}}]}]},
+        {"name": "istio-system.audit-all", "action": "DENY", "dry_run": True, "rules": [{}]}]
+    http = {f["type"]: f["config"] for f in listeners["inbound|8080|127.0.0.2"]["filters"]}
+    # the first rule names port 12200 only; the second a source field the sidecar does not check
+    # (serviceAccounts) and the third a condition it cannot evaluate (destination.ip): as ALLOW
+    # rules they never grant
+    assert http["authz.rbac"]["policies"][0]["rules"] == []
+
+
+def test_auto_mtls_checks_the_destinations_spiffe_id_for_proxies_holding_a_certificate() -> None:
+    mesh = _mesh()
+    for protocol_gen in (ClusterGenerator(), rpc_generators("bolt", 12220)["cds.bolt"]):
+        protocol_gen.use_policy(_applied())
+        [res] = list(protocol_gen.generate(mesh, CONSUMER))
+        tls = translate_cluster(res.message).config["tls"]
+        assert tls == {"secret": "default", "ca_secret": "ROOTCA",
+                       "match_sans": ["spiffe://cluster.local/ns/default/sa/provider"]}
+        [plain] = list(protocol_gen.generate(mesh, PLAIN))
+        assert "tls" not in translate_cluster(plain.message).config
+    gen = ClusterGenerator()
+    gen.use_policy(_applied("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: plaintext}\n"
+                            "spec: {mtls: {mode: DISABLE}}"))
+    [res] = list(gen.generate(mesh, CONSUMER))
+    assert "tls" not in translate_cluster(res.message).config
+
+
+def test_an_envoy_gets_its_http_ports_with_envoys_rbac_filters_deny_first_and_jwt_only_rules_left_out() -> None:
+    from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+    envoy = NodeInfo("e1", user_agent="envoy/1.40", metadata={"sofamesh.mtls": True, "sofamesh.instances": "e1,b1"})
+    gen = InboundListenerGenerator()
+    gen.use_policy(_applied(AUTHZ + """---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: jwt-only}
+spec: {action: ALLOW, rules: [{from: [{source: {requestPrincipals: ["*"]}}]}]}
+"""))
+    [res] = list(gen.generate(_mesh(), envoy))  # the Bolt port is left out: Envoy has no rpc_proxy
+    assert res.name == "inbound|8080|127.0.0.2"
+    hcm = hcm_pb2.HttpConnectionManager()
+    res.message.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    assert [f.name for f in hcm.http_filters] == ["envoy.filters.http.rbac"] * 2 + ["envoy.filters.http.router"]
+    shadow, allow = rbac_pb2.RBAC(), rbac_pb2.RBAC()
+    hcm.http_filters[0].typed_config.Unpack(shadow)
+    hcm.http_filters[1].typed_config.Unpack(allow)
+    assert list(shadow.shadow_rules.policies) == ["istio-system.audit-all[0]"] and not shadow.HasField("rules")
+    # echo-callers has no rule for this port; jwt-only's rule needs a JWT filter Envoy is not sent
+    assert allow.rules.action == allow.rules.ALLOW and list(allow.rules.policies) == []
