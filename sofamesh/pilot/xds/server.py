@@ -2,7 +2,11 @@
 
 Each stream keeps, per type URL, what the node subscribed to, what was last sent (version and
 nonce) and what it ACKed or NACKed. A debounced mesh change invalidates the snapshot cache and
-wakes every stream, which sends only the types (SotW) or resources (delta) whose content changed.
+wakes every stream, which sends only the types (SotW) or resources (delta) whose content changed:
+for SotW EDS and RDS only the changed resources (resources a response leaves out keep their last
+value for those types), for LDS and CDS the whole set (the protocol requires it). Work per request
+and per push follows what changed: an ACK that repeats the subscription is not turned into a set,
+and a push to a node that holds the previous snapshot looks only at the names that changed.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,14 +24,18 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
 from sofamesh.pilot.metrics import PilotMetrics
-from sofamesh.pilot.xds.cache import SnapshotCache, set_version
-from sofamesh.pilot.xds.generator import NodeInfo, short_type
+from sofamesh.pilot.xds.cache import Entry, SnapshotCache, TypeSnapshot, set_version
+from sofamesh.pilot.xds.generator import ENDPOINT, ROUTE, NodeInfo, short_type
 
 log = logging.getLogger("sofamesh.pilot.xds")
 _ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 _PUSH = "push"
 _REQUEST = "request"
 _CLOSED = "closed"
+# SotW types whose responses may carry only some of the subscribed resources: resources left out
+# keep their last value (xDS protocol, "Knowing When a Requested Resource Does Not Exist"; Envoy's
+# and gRPC's clients). LDS and CDS responses must carry every resource, so they are sent whole.
+_SOTW_PARTIAL_TYPES = frozenset({ENDPOINT, ROUTE})
 
 
 @dataclass(slots=True)
@@ -35,7 +43,8 @@ class TypeState:
     """One type URL on one stream."""
 
     wildcard: bool = False
-    names: set[str] = field(default_factory=set)
+    # SotW: a frozenset shared by every stream with the same subscription; delta: the stream's own set
+    names: set[str] | frozenset[str] = field(default_factory=set)
     sent_version: str = ""
     sent_nonce: str = ""
     sent_count: int = 0
@@ -88,6 +97,8 @@ class AdsServer:
         self._ids = itertools.count(1)
         self.recent_nacks: list[dict[str, Any]] = []
         self._sotw_cuts: dict[tuple[str, str, bool, frozenset[str]], tuple[str, bytes, int]] = {}
+        self._sotw_parts: dict[tuple[str, str, tuple[str, ...]], tuple[bytes, int]] = {}
+        self._subscriptions: dict[frozenset[str], frozenset[str]] = {}  # SotW subscriptions, interned
         self.pushes = 0
         self._server: grpc.aio.Server | None = None
         self.port = 0
@@ -132,6 +143,9 @@ class AdsServer:
         """The mesh changed: rebuild snapshots on demand and wake every stream."""
         self.cache.invalidate()
         self._sotw_cuts.clear()
+        self._sotw_parts.clear()
+        self._subscriptions = {ts.names: ts.names for st in self.streams.values() for ts in st.types.values()
+                               if isinstance(ts.names, frozenset)}  # forget those no stream holds
         self.pushes += 1
         for st in self.streams.values():
             st.queue.put_nowait((_PUSH, first_change))
@@ -226,19 +240,24 @@ class AdsServer:
     def _sotw_request(self, st: Stream, req: Any) -> list[bytes]:
         self._learn_node(st, req)
         url = req.type_url
-        names = set(req.resource_names)
+        requested = req.resource_names
         ts = st.types.get(url)
         if ts is None:
-            ts = st.types[url] = TypeState(wildcard=not names or "*" in names)
+            ts = st.types[url] = TypeState(wildcard=not requested or "*" in requested)
         elif req.response_nonce:
             if req.response_nonce != ts.sent_nonce:
                 return []  # a newer response is on its way; the client will answer that one
             self._ack_or_nack(st, url, ts, req, req.version_info)
+        if (ts.sent_nonce and (not ts.wildcard or not requested) and len(requested) == len(ts.names)
+                and ts.names.issuperset(requested)):
+            return []  # the same subscription (an ACK, most often): no "*" and no other name
+        names = set(requested)
         wildcard = ts.wildcard and (not names or "*" in names)
         names.discard("*")
         if ts.sent_nonce and wildcard == ts.wildcard and names == ts.names:
             return []
-        ts.wildcard, ts.names = wildcard, names
+        frozen = frozenset(names)
+        ts.wildcard, ts.names = wildcard, self._subscriptions.setdefault(frozen, frozen)
         resp = self._sotw_response(st, url, ts, True)
         return [resp] if resp is not None else []
 
@@ -247,7 +266,11 @@ class AdsServer:
         snap = self.cache.get(url, st.node)
         if not force and snap.version == ts.snapshot_version:
             return None  # nothing of this type changed for this node's scope
-        key = (url, snap.version, ts.wildcard, frozenset(ts.names))
+        if (not force and not ts.wildcard and url in _SOTW_PARTIAL_TYPES and ts.snapshot_version
+                and snap.previous == ts.snapshot_version):
+            return self._sotw_changes(st, url, ts, snap)
+        assert isinstance(ts.names, frozenset)
+        key = (url, snap.version, ts.wildcard, ts.names)
         cut = self._sotw_cuts.get(key)
         if cut is None:
             entries = snap.select(None) if ts.wildcard else []
@@ -261,6 +284,24 @@ class AdsServer:
         ts.snapshot_version = snap.version
         if not force and version == ts.sent_version:
             return None
+        return self._sotw_send(st, url, ts, version, body, count)
+
+    def _sotw_changes(self, st: Stream, url: str, ts: TypeState, snap: TypeSnapshot) -> bytes | None:
+        """The node holds the previous snapshot: send only its subscribed resources that changed."""
+        ts.snapshot_version = snap.version
+        changed = tuple(sorted(n for n in snap.changed & ts.names if n in snap.entries))
+        if not changed:
+            return None  # nothing this node named changed (a removed one keeps its last value)
+        key = (url, snap.version, changed)
+        part = self._sotw_parts.get(key)
+        if part is None:
+            body = discovery_pb2.DiscoveryResponse(resources=[snap.entries[n].any for n in changed]).SerializeToString()
+            part = self._sotw_parts[key] = (body, len(changed))
+        return self._sotw_send(st, url, ts, snap.version, *part)
+
+    def _sotw_send(self, st: Stream, url: str, ts: TypeState, version: str, body: bytes, count: int) -> bytes:
+        # ``body`` is serialized once per distinct subscription or change and shared by every node that
+        # gets it; each node's response is it plus a small header (fields may come in any order).
         nonce = st.nonce()
         head = discovery_pb2.DiscoveryResponse(version_info=version, type_url=url, nonce=nonce)
         resp: bytes = head.SerializeToString() + body
@@ -273,41 +314,59 @@ class AdsServer:
     def _delta_request(self, st: Stream, req: Any) -> list[bytes]:
         self._learn_node(st, req)
         url = req.type_url
-        subscribe = set(req.resource_names_subscribe)
-        unsubscribe = set(req.resource_names_unsubscribe)
         ts = st.types.get(url)
         first = ts is None
         if ts is None:
-            ts = st.types[url] = TypeState(wildcard=not subscribe or "*" in subscribe)
+            wildcard = not req.resource_names_subscribe or "*" in req.resource_names_subscribe
+            ts = st.types[url] = TypeState(wildcard=wildcard)
             ts.known = dict(req.initial_resource_versions)
         elif req.response_nonce and req.response_nonce == ts.sent_nonce:
             self._ack_or_nack(st, url, ts, req, ts.sent_version)
+        if not (first or req.resource_names_subscribe or req.resource_names_unsubscribe):
+            return []  # an ACK or NACK alone
+        subscribe = list(dict.fromkeys(req.resource_names_subscribe))  # request order, once each
+        unsubscribe = set(req.resource_names_unsubscribe)
+        was_wildcard = ts.wildcard
         if "*" in subscribe:
             ts.wildcard = True
+            subscribe.remove("*")
         if "*" in unsubscribe:
             ts.wildcard = False
-        subscribe.discard("*")
-        unsubscribe.discard("*")
-        ts.names |= subscribe
-        ts.names -= unsubscribe
+            unsubscribe.discard("*")
+        names = ts.names
+        if not isinstance(names, set):
+            names = ts.names = set(names)
+        names.update(subscribe)
+        names.difference_update(unsubscribe)
         for name in unsubscribe:
             ts.known.pop(name, None)
-        if not (first or subscribe or unsubscribe):
+        if not (first or subscribe or unsubscribe or ts.wildcard != was_wildcard):
             return []
-        resp = self._delta_response(st, url, ts, first or bool(subscribe))
+        # A change of wildcard or the first request compares everything; otherwise only the new names.
+        asked = None if first or ts.wildcard != was_wildcard else subscribe
+        resp = self._delta_response(st, url, ts, first or bool(subscribe), asked)
         return [resp] if resp is not None else []
 
-    def _delta_response(self, st: Stream, url: str, ts: TypeState, force: bool) -> bytes | None:
+    def _delta_response(self, st: Stream, url: str, ts: TypeState, force: bool,
+                        asked: Collection[str] | None = ()) -> bytes | None:
+        """What the node must add, change or remove. ``asked``: names it just subscribed to (None: it
+        may hold anything). Beyond those, only what changed since the snapshot it holds is looked at."""
         assert st.node is not None
         snap = self.cache.get(url, st.node)
         if not force and snap.version == ts.snapshot_version:
             return None
+        candidates: Iterable[str] | None
+        if asked is None:
+            candidates = None
+        elif snap.version == ts.snapshot_version:
+            candidates = asked
+        elif ts.snapshot_version and snap.previous == ts.snapshot_version:
+            candidates = [*asked, *sorted(snap.changed.difference(asked))]
+        else:
+            candidates = None  # the node is more than one change behind (or new): compare all
         ts.snapshot_version = snap.version
-        desired = {e.name: e for e in snap.select(None)} if ts.wildcard else {}
-        for e in snap.select(ts.names):
-            desired[e.name] = e
-        updated = [e for name, e in desired.items() if ts.known.get(name) != e.version]
-        removed = sorted(name for name in ts.known if name not in desired)
+        updated, removed = (self._delta_all(snap, ts) if candidates is None
+                            else self._delta_some(snap, ts, candidates))
         if not (updated or removed or force):
             return None
         for e in updated:
@@ -322,6 +381,32 @@ class AdsServer:
         ts.status = "SENT"
         self._count(url, "delta", len(data), len(updated), ts)
         return data
+
+    @staticmethod
+    def _delta_all(snap: TypeSnapshot, ts: TypeState) -> tuple[list[Entry], list[str]]:
+        entries = snap.entries
+        desired = {n: e for n, e in entries.items() if e.wildcard} if ts.wildcard else {}
+        for name in ts.names:
+            e = entries.get(name)
+            if e is not None:
+                desired[name] = e
+        known = ts.known
+        updated = [e for name, e in desired.items() if known.get(name) != e.version]
+        removed = sorted(name for name in known if name not in desired)
+        return updated, removed
+
+    @staticmethod
+    def _delta_some(snap: TypeSnapshot, ts: TypeState, names: Iterable[str]) -> tuple[list[Entry], list[str]]:
+        entries, known, subscribed = snap.entries, ts.known, ts.names
+        updated, removed = [], []
+        for name in names:
+            e = entries.get(name)
+            if e is not None and (name in subscribed or (ts.wildcard and e.wildcard)):
+                if known.get(name) != e.version:
+                    updated.append(e)
+            elif name in known:
+                removed.append(name)
+        return updated, removed
 
 
 __all__ = ["AdsServer", "Stream", "TypeState"]
