@@ -14,6 +14,9 @@ plus Pilot's CPU seconds for each phase and its RSS (from /proc).
 
 ``--mixed`` runs half the clients state-of-the-world and half delta (Istio's load: sidecars of both
 kinds); a stream that fails is counted by status code and retried after 1 s, as Envoy does.
+``--go`` simulates the clients with ``benchmarks/adsload`` (Go, grpc-go; built on first use into
+``$SOFAMESH_CACHE/bench``, Debian ``golang-go`` and ``golang-google-grpc-dev``) instead of grpc.aio
+processes, so that the load generator is not the limit: its CPU is reported beside Pilot's.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,6 +48,24 @@ from sofamesh.testing import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
+CACHE = Path(os.environ.get("SOFAMESH_CACHE") or REPO / ".cache")
+ADSLOAD = REPO / "benchmarks" / "adsload" / "main.go"
+
+
+def build_adsload() -> Path:
+    """The Go client, named by its source's hash (checkouts sharing one cache each get their own)."""
+    binary = CACHE / "bench" / f"adsload-{hashlib.sha256(ADSLOAD.read_bytes()).hexdigest()[:12]}"
+    if binary.exists():
+        return binary
+    if not Path("/usr/share/gocode/src/google.golang.org/grpc").is_dir() or not shutil.which("go"):
+        raise SystemExit("--go needs Debian's golang-go and golang-google-grpc-dev (apt-get install them)")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GO111MODULE": "off", "GOPATH": "/usr/share/gocode",
+           "GOCACHE": str(CACHE / "bench" / "gocache")}
+    tmp = binary.with_name(f"{binary.name}.tmp.{os.getpid()}")
+    subprocess.run(["go", "build", "-o", str(tmp), str(ADSLOAD)], check=True, env=env)
+    tmp.rename(binary)
+    return binary
 
 
 def pilot_cpu_s(pid: int) -> float:
@@ -232,11 +255,15 @@ class Workers:
         self.procs = []
         for i, first in enumerate(range(0, args.clients, args.per_process)):
             n = min(args.per_process, args.clients - first)
-            cmd = [sys.executable, __file__, "--worker", str(xds), "--clients", str(n), "--first", str(first),
-                   "--services", str(args.services), "--timeout", str(args.timeout),
-                   "--streams-per-connection", str(args.streams_per_connection)]
+            if args.go:
+                cmd = [str(build_adsload()), "-addr", f"127.0.0.1:{xds}", "-clients", str(n), "-first", str(first),
+                       "-services", str(args.services), "-timeout", str(args.timeout)]
+            else:
+                cmd = [sys.executable, __file__, "--worker", str(xds), "--clients", str(n), "--first", str(first),
+                       "--services", str(args.services), "--timeout", str(args.timeout),
+                       "--streams-per-connection", str(args.streams_per_connection)]
             if args.delta or (args.mixed and i % 2):
-                cmd.append("--delta")
+                cmd.append("-delta" if args.go else "--delta")
             self.procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
         for p in self.procs:  # every client process imported and built its clients
             assert p.stdout is not None
@@ -290,7 +317,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                              "--api", f"127.0.0.1:{api}", "--data-dir", str(tmp / "data"),
                              "--log-level", "WARNING", "--debounce-ms", str(args.debounce_ms)],
                             stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    result: dict[str, Any] = {"services": args.services, "instances_per_service": args.instances,
+    result: dict[str, Any] = {"load_generator": "adsload (Go)" if args.go else "grpc.aio (Python)",
+                              "services": args.services, "instances_per_service": args.instances,
                               "clients": args.clients, "client_processes": -(-args.clients // args.per_process),
                               "mode": "delta" if args.delta else "mixed" if args.mixed else "sotw", "debounce_ms": args.debounce_ms}
     workers: Workers | None = None
@@ -374,12 +402,15 @@ def main() -> None:
     p.add_argument("--policy", action="store_true", help="also time DestinationRule / VirtualService pushes")
     p.add_argument("--debounce-ms", type=int, default=100)
     p.add_argument("--timeout", type=float, default=300)
-    p.add_argument("--per-process", type=int, default=250, help="simulated clients per client process")
+    p.add_argument("--per-process", type=int, help="simulated clients per client process (250; --go: 1000)")
+    p.add_argument("--go", action="store_true", help="simulate the clients with benchmarks/adsload (Go)")
     p.add_argument("--streams-per-connection", type=int, default=1,
                    help="ADS streams sharing one HTTP/2 connection (1: one connection per client, as sidecars)")
     p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # xDS port: run as a client process
     p.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.per_process is None:
+        args.per_process = 1000 if args.go else 250
     if args.worker:
         asyncio.run(worker(args))
     else:
