@@ -36,6 +36,7 @@ _CLOSED = "closed"
 # keep their last value (xDS protocol, "Knowing When a Requested Resource Does Not Exist"; Envoy's
 # and gRPC's clients). LDS and CDS responses must carry every resource, so they are sent whole.
 _SOTW_PARTIAL_TYPES = frozenset({ENDPOINT, ROUTE})
+_Cut = tuple[str, str, bytes, int]  # version, nonce, the serialized response, resources in it
 
 
 @dataclass(slots=True)
@@ -96,8 +97,14 @@ class AdsServer:
         self.streams: dict[int, Stream] = {}
         self._ids = itertools.count(1)
         self.recent_nacks: list[dict[str, Any]] = []
-        self._sotw_cuts: dict[tuple[str, str, bool, frozenset[str]], tuple[str, bytes, int]] = {}
-        self._sotw_parts: dict[tuple[str, str, tuple[str, ...]], tuple[bytes, int]] = {}
+        # Responses shared by every stream that gets the same content, nonce included (a nonce only
+        # has to tell one stream's responses apart; "c<n>" never repeats and is not a stream's own
+        # "<stream>-<n>"): serialized once, not copied per stream. Cleared on push.
+        self._cut_nonces = itertools.count(1)
+        self._sotw_cuts: dict[tuple[str, str, bool, frozenset[str]], _Cut] = {}  # per subscription
+        self._sotw_parts: dict[tuple[str, str, tuple[str, ...]], _Cut] = {}  # per set of changed names
+        # delta: what a node that holds nothing yet gets, per subscription, and the versions it then holds
+        self._delta_cuts: dict[tuple[str, str, bool, frozenset[str]], tuple[dict[str, str], _Cut]] = {}
         self._subscriptions: dict[frozenset[str], frozenset[str]] = {}  # SotW subscriptions, interned
         self.pushes = 0
         self._server: grpc.aio.Server | None = None
@@ -144,6 +151,7 @@ class AdsServer:
         self.cache.invalidate()
         self._sotw_cuts.clear()
         self._sotw_parts.clear()
+        self._delta_cuts.clear()
         self._subscriptions = {ts.names: ts.names for st in self.streams.values() for ts in st.types.values()
                                if isinstance(ts.names, frozenset)}  # forget those no stream holds
         self.pushes += 1
@@ -276,15 +284,11 @@ class AdsServer:
             entries = snap.select(None) if ts.wildcard else []
             if ts.names:
                 entries += [e for e in snap.select(ts.names) if not (ts.wildcard and e.wildcard)]
-            # Serialized once per distinct subscription; each node's response is this plus a small
-            # header (fields may come in any order on the wire).
-            body = discovery_pb2.DiscoveryResponse(resources=[e.any for e in entries]).SerializeToString()
-            cut = self._sotw_cuts[key] = (set_version(entries), body, len(entries))
-        version, body, count = cut
+            cut = self._sotw_cuts[key] = self._sotw_cut(url, set_version(entries), [e.any for e in entries])
         ts.snapshot_version = snap.version
-        if not force and version == ts.sent_version:
+        if not force and cut[0] == ts.sent_version:
             return None
-        return self._sotw_send(st, url, ts, version, body, count)
+        return self._sotw_send(url, ts, cut)
 
     def _sotw_changes(self, st: Stream, url: str, ts: TypeState, snap: TypeSnapshot) -> bytes | None:
         """The node holds the previous snapshot: send only its subscribed resources that changed."""
@@ -295,16 +299,16 @@ class AdsServer:
         key = (url, snap.version, changed)
         part = self._sotw_parts.get(key)
         if part is None:
-            body = discovery_pb2.DiscoveryResponse(resources=[snap.entries[n].any for n in changed]).SerializeToString()
-            part = self._sotw_parts[key] = (body, len(changed))
-        return self._sotw_send(st, url, ts, snap.version, *part)
+            part = self._sotw_parts[key] = self._sotw_cut(url, snap.version, [snap.entries[n].any for n in changed])
+        return self._sotw_send(url, ts, part)
 
-    def _sotw_send(self, st: Stream, url: str, ts: TypeState, version: str, body: bytes, count: int) -> bytes:
-        # ``body`` is serialized once per distinct subscription or change and shared by every node that
-        # gets it; each node's response is it plus a small header (fields may come in any order).
-        nonce = st.nonce()
-        head = discovery_pb2.DiscoveryResponse(version_info=version, type_url=url, nonce=nonce)
-        resp: bytes = head.SerializeToString() + body
+    def _sotw_cut(self, url: str, version: str, resources: list[Any]) -> _Cut:
+        nonce = f"c{next(self._cut_nonces)}"
+        resp = discovery_pb2.DiscoveryResponse(version_info=version, type_url=url, nonce=nonce, resources=resources)
+        return version, nonce, resp.SerializeToString(), len(resources)
+
+    def _sotw_send(self, url: str, ts: TypeState, cut: _Cut) -> bytes:
+        version, nonce, resp, count = cut
         ts.sent_version, ts.sent_nonce = version, nonce
         ts.status = "SENT"
         self._count(url, "sotw", len(resp), count, ts)
@@ -365,21 +369,41 @@ class AdsServer:
         else:
             candidates = None  # the node is more than one change behind (or new): compare all
         ts.snapshot_version = snap.version
-        updated, removed = (self._delta_all(snap, ts) if candidates is None
-                            else self._delta_some(snap, ts, candidates))
-        if not (updated or removed or force):
-            return None
-        for e in updated:
-            ts.known[e.name] = e.version
-        for name in removed:
-            del ts.known[name]
-        nonce = st.nonce()
-        head = discovery_pb2.DeltaDiscoveryResponse(
-            system_version_info=snap.version, type_url=url, nonce=nonce, removed_resources=removed)
-        data: bytes = head.SerializeToString() + b"".join(e.delta_wire for e in updated)
+        if candidates is None and not ts.known:  # a node that holds nothing: shared with its peers
+            key = (url, snap.version, ts.wildcard, frozenset(ts.names))
+            shared = self._delta_cuts.get(key)
+            if shared is None:
+                updated, _ = self._delta_all(snap, ts)
+                nonce = f"c{next(self._cut_nonces)}"
+                shared = self._delta_cuts[key] = ({e.name: e.version for e in updated}, (
+                    snap.version, nonce, self._delta_wire(snap.version, url, nonce, [], updated), len(updated)))
+            known, (_, nonce, data, count) = shared
+            ts.known = dict(known)
+            if not (count or force):
+                return None
+        else:
+            updated, removed = (self._delta_all(snap, ts) if candidates is None
+                                else self._delta_some(snap, ts, candidates))
+            if not (updated or removed or force):
+                return None
+            for e in updated:
+                ts.known[e.name] = e.version
+            for name in removed:
+                del ts.known[name]
+            nonce = st.nonce()
+            data, count = self._delta_wire(snap.version, url, nonce, removed, updated), len(updated)
         ts.sent_version, ts.sent_nonce = snap.version, nonce  # the system_version_info sent
         ts.status = "SENT"
-        self._count(url, "delta", len(data), len(updated), ts)
+        self._count(url, "delta", len(data), count, ts)
+        return data
+
+    @staticmethod
+    def _delta_wire(version: str, url: str, nonce: str, removed: list[str], updated: list[Entry]) -> bytes:
+        # each resource was serialized once, as an element of DeltaDiscoveryResponse.resources;
+        # fields may come in any order on the wire
+        head = discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=version, type_url=url, nonce=nonce, removed_resources=removed)
+        data: bytes = head.SerializeToString() + b"".join([e.delta_wire for e in updated])
         return data
 
     @staticmethod
