@@ -101,6 +101,8 @@ class AdsServer:
         # has to tell one stream's responses apart; "c<n>" never repeats and is not a stream's own
         # "<stream>-<n>"): serialized once, not copied per stream. Cleared on push.
         self._cut_nonces = itertools.count(1)
+        self._counters: dict[tuple[str, str], tuple[Any, Any]] = {}  # (type URL, mode) -> pushes, bytes
+        self._acks: dict[str, Any] = {}  # type URL -> ACK counter
         self._sotw_cuts: dict[tuple[str, str, bool, frozenset[str]], _Cut] = {}  # per subscription
         self._sotw_parts: dict[tuple[str, str, tuple[str, ...]], _Cut] = {}  # per set of changed names
         # delta: what a node that holds nothing yet gets, per subscription, and the versions it then holds
@@ -237,12 +239,19 @@ class AdsServer:
         else:
             ts.status = "ACKED"
             ts.acked_version = version
-            self.metrics.acks.labels(short_type(url)).inc()
+            acks = self._acks.get(url)
+            if acks is None:
+                acks = self._acks[url] = self.metrics.acks.labels(short_type(url))
+            acks.inc()
 
     def _count(self, url: str, mode: str, size: int, n: int, ts: TypeState) -> None:
         ts.sent_count = n
-        self.metrics.pushes.labels(short_type(url), mode).inc()
-        self.metrics.response_bytes.labels(short_type(url)).inc(size)
+        counters = self._counters.get((url, mode))
+        if counters is None:  # prometheus_client's labels() costs a lock and a lookup per call
+            counters = self._counters[(url, mode)] = (self.metrics.pushes.labels(short_type(url), mode),
+                                                      self.metrics.response_bytes.labels(short_type(url)))
+        counters[0].inc()
+        counters[1].inc(size)
 
     # -- state of the world --------------------------------------------------------------------
     def _sotw_request(self, st: Stream, req: Any) -> list[bytes]:
@@ -320,15 +329,15 @@ class AdsServer:
         url = req.type_url
         ts = st.types.get(url)
         first = ts is None
-        if ts is None:
-            wildcard = not req.resource_names_subscribe or "*" in req.resource_names_subscribe
-            ts = st.types[url] = TypeState(wildcard=wildcard)
-            ts.known = dict(req.initial_resource_versions)
-        elif req.response_nonce and req.response_nonce == ts.sent_nonce:
+        if ts is not None and req.response_nonce and req.response_nonce == ts.sent_nonce:
             self._ack_or_nack(st, url, ts, req, ts.sent_version)
         if not (first or req.resource_names_subscribe or req.resource_names_unsubscribe):
             return []  # an ACK or NACK alone
+        # the names become Python strings once: each pass over the repeated field makes them again
         subscribe = list(dict.fromkeys(req.resource_names_subscribe))  # request order, once each
+        if ts is None:
+            ts = st.types[url] = TypeState(wildcard=not subscribe or "*" in subscribe)
+            ts.known = dict(req.initial_resource_versions)
         unsubscribe = set(req.resource_names_unsubscribe)
         was_wildcard = ts.wildcard
         if "*" in subscribe:
