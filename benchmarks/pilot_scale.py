@@ -11,6 +11,12 @@ store, connects N ADS streams from this process (grpc.aio), and measures:
 plus Pilot's CPU seconds for each phase and its RSS (from /proc).
 
     .venv/bin/python benchmarks/pilot_scale.py --services 1000 --instances 2 --clients 200 [--delta] [--per-process 250]
+
+``--mixed`` runs half the clients state-of-the-world and half delta (Istio's load: sidecars of both
+kinds); a stream that fails is counted by status code and retried after 1 s, as Envoy does.
+``--go`` simulates the clients with ``benchmarks/adsload`` (Go, grpc-go; built on first use into
+``$SOFAMESH_CACHE/bench``, Debian ``golang-go`` and ``golang-google-grpc-dev``) instead of grpc.aio
+processes, so that the load generator is not the limit: its CPU is reported beside Pilot's.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,6 +48,24 @@ from sofamesh.testing import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
+CACHE = Path(os.environ.get("SOFAMESH_CACHE") or REPO / ".cache")
+ADSLOAD = REPO / "benchmarks" / "adsload" / "main.go"
+
+
+def build_adsload() -> Path:
+    """The Go client, named by its source's hash (checkouts sharing one cache each get their own)."""
+    binary = CACHE / "bench" / f"adsload-{hashlib.sha256(ADSLOAD.read_bytes()).hexdigest()[:12]}"
+    if binary.exists():
+        return binary
+    if not Path("/usr/share/gocode/src/google.golang.org/grpc").is_dir() or not shutil.which("go"):
+        raise SystemExit("--go needs Debian's golang-go and golang-google-grpc-dev (apt-get install them)")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GO111MODULE": "off", "GOPATH": "/usr/share/gocode",
+           "GOCACHE": str(CACHE / "bench" / "gocache")}
+    tmp = binary.with_name(f"{binary.name}.tmp.{os.getpid()}")
+    subprocess.run(["go", "build", "-o", str(tmp), str(ADSLOAD)], check=True, env=env)
+    tmp.rename(binary)
+    return binary
 
 
 def pilot_cpu_s(pid: int) -> float:
@@ -67,7 +93,9 @@ def write_store(data_dir: Path, services: int, instances: int) -> None:
 
 
 class SimClient:
-    """An Envoy-like ADS client: wildcard CDS and LDS, EDS for every cluster, RDS for its route config."""
+    """An Envoy-like ADS client: wildcard CDS and LDS, EDS for every cluster, RDS for its route config.
+
+    A stream that fails is counted by status code and opened again after 1 s, as Envoy does."""
 
     def __init__(self, n: int, channel: grpc.aio.Channel, delta: bool, clusters: list[str]) -> None:
         self.node = base_pb2.Node(id=f"sim-{n}", cluster="bench")
@@ -75,16 +103,16 @@ class SimClient:
         self.node.metadata.update({"sofamesh.outbound_port": 15001})
         self.delta = delta
         self.clusters = clusters
+        self.stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
         self.out: asyncio.Queue[Any] = asyncio.Queue()
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-        self.call = (stub.DeltaAggregatedResources if delta else stub.StreamAggregatedResources)(self._requests())
         self.seen: dict[str, tuple[float, int]] = {}  # type -> (time of last response, resources in it)
         self.bytes = 0
+        self.failures: dict[str, int] = {}  # status code name -> streams that ended with it
         self.changed = asyncio.Event()
 
-    async def _requests(self) -> AsyncIterator[Any]:
+    async def _requests(self, out: asyncio.Queue[Any]) -> AsyncIterator[Any]:
         while True:
-            yield await self.out.get()
+            yield await out.get()
 
     def request(self, type_url: str, names: list[str], nonce: str = "", version: str = "") -> None:
         if self.delta:
@@ -96,10 +124,24 @@ class SimClient:
                 node=self.node, type_url=type_url, resource_names=names, response_nonce=nonce, version_info=version))
 
     async def run(self) -> None:
+        while True:
+            self.out = asyncio.Queue()
+            self.seen.clear()
+            method = self.stub.DeltaAggregatedResources if self.delta else self.stub.StreamAggregatedResources
+            call = method(self._requests(self.out))
+            try:
+                await self._stream(call)
+                code = "OK"
+            except grpc.aio.AioRpcError as e:
+                code = f"{e.code().name}: {(e.details() or '')[:60]}"
+            self.failures[code] = self.failures.get(code, 0) + 1
+            await asyncio.sleep(1.0)
+
+    async def _stream(self, call: Any) -> None:
         self.request(CLUSTER, [])
         self.request(LISTENER, [])
         asked_eds = asked_rds = False
-        async for resp in self.call:
+        async for resp in call:
             self.bytes += resp.ByteSize()
             self.seen[resp.type_url] = (time.time(), len(resp.resources))  # wall clock: compared across processes
             version = "" if self.delta else resp.version_info
@@ -164,7 +206,10 @@ def policy_body(phase: str) -> tuple[str, dict[str, Any]]:
 async def worker(args: argparse.Namespace) -> None:
     """A client process: ``--clients`` streams; reads phase commands on stdin, prints completion times."""
     clusters = [f"outbound|80|svc-{s:04d}" for s in range(args.services)]
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{args.worker}") for _ in range(max(1, args.clients // 50))]
+    # One HTTP/2 connection per client by default, as sidecars have (a channel option keeps grpc from
+    # sharing one subchannel between channels of the same target).
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{args.worker}", options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(max(1, -(-args.clients // args.streams_per_connection)))]
     clients = [SimClient(args.first + n, channels[n % len(channels)], args.delta, clusters)
                for n in range(args.clients)]
     tasks: list[asyncio.Future[None]] = []
@@ -191,7 +236,12 @@ async def worker(args: argparse.Namespace) -> None:
         at = await wait_all(clients, done, args.timeout)
         await asyncio.sleep(0.3)  # anything else this change re-sends arrives meanwhile
         resent = sorted({_SHORT.get(u, u) for c in clients for u, (t, _) in c.seen.items() if t > t0})
-        print(json.dumps({"phase": phase, "at": at, "bytes": clients[0].bytes, "resent": resent}), flush=True)
+        failures: dict[str, int] = {}
+        for c in clients:
+            for code, n in c.failures.items():
+                failures[code] = failures.get(code, 0) + n
+        print(json.dumps({"phase": phase, "at": at, "bytes": clients[0].bytes, "resent": resent,
+                          "failures": failures, "cpu_s": round(time.process_time(), 2)}), flush=True)
     for t in tasks:
         t.cancel()
     for ch in channels:
@@ -203,12 +253,17 @@ class Workers:
 
     def __init__(self, args: argparse.Namespace, xds: int) -> None:
         self.procs = []
-        for first in range(0, args.clients, args.per_process):
+        for i, first in enumerate(range(0, args.clients, args.per_process)):
             n = min(args.per_process, args.clients - first)
-            cmd = [sys.executable, __file__, "--worker", str(xds), "--clients", str(n), "--first", str(first),
-                   "--services", str(args.services), "--timeout", str(args.timeout)]
-            if args.delta:
-                cmd.append("--delta")
+            if args.go:
+                cmd = [str(build_adsload()), "-addr", f"127.0.0.1:{xds}", "-clients", str(n), "-first", str(first),
+                       "-services", str(args.services), "-timeout", str(args.timeout)]
+            else:
+                cmd = [sys.executable, __file__, "--worker", str(xds), "--clients", str(n), "--first", str(first),
+                       "--services", str(args.services), "--timeout", str(args.timeout),
+                       "--streams-per-connection", str(args.streams_per_connection)]
+            if args.delta or (args.mixed and i % 2):
+                cmd.append("-delta" if args.go else "--delta")
             self.procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
         for p in self.procs:  # every client process imported and built its clients
             assert p.stdout is not None
@@ -217,6 +272,9 @@ class Workers:
     async def phase(self, name: str, t0: float) -> tuple[float, int]:
         at, size, _ = await self.phase_resent(name, t0)
         return at, size
+
+    failures: dict[str, int]
+    client_cpu_s = 0.0
 
     async def phase_resent(self, name: str, t0: float) -> tuple[float, int, list[str]]:
         """Every worker's clients reached the phase's condition: the last completion time, bytes/client."""
@@ -227,6 +285,11 @@ class Workers:
         loop = asyncio.get_running_loop()
         answers = [json.loads(await loop.run_in_executor(None, p.stdout.readline))  # type: ignore[union-attr]
                    for p in self.procs]
+        self.failures = {}
+        for a in answers:
+            for code, n in a["failures"].items():
+                self.failures[code] = self.failures.get(code, 0) + n
+        self.client_cpu_s = sum(a["cpu_s"] for a in answers)
         return max(a["at"] for a in answers), answers[0]["bytes"], sorted({t for a in answers for t in a["resent"]})
 
     def close(self) -> None:
@@ -254,9 +317,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                              "--api", f"127.0.0.1:{api}", "--data-dir", str(tmp / "data"),
                              "--log-level", "WARNING", "--debounce-ms", str(args.debounce_ms)],
                             stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    result: dict[str, Any] = {"services": args.services, "instances_per_service": args.instances,
+    result: dict[str, Any] = {"load_generator": "adsload (Go)" if args.go else "grpc.aio (Python)",
+                              "services": args.services, "instances_per_service": args.instances,
                               "clients": args.clients, "client_processes": -(-args.clients // args.per_process),
-                              "mode": "delta" if args.delta else "sotw", "debounce_ms": args.debounce_ms}
+                              "mode": "delta" if args.delta else "mixed" if args.mixed else "sotw", "debounce_ms": args.debounce_ms}
     workers: Workers | None = None
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api}", timeout=10) as http:
@@ -275,6 +339,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(0.5)  # let the last ACKs land before reading CPU
             result["initial_sync_s"] = round(end - t0, 3)
             result["initial_sync_pilot_cpu_s"] = round(pilot_cpu_s(proc.pid) - cpu0, 2)
+            result["initial_sync_failed_streams"] = workers.failures  # by status code; each retried after 1 s
+            result["initial_sync_client_cpu_s"] = round(workers.client_cpu_s, 2)
             result["rss_after_sync_mb"], result["rss_peak_mb"] = (round(x, 1) for x in pilot_rss_mb(proc.pid))
 
             # one more instance for one service: one cluster's endpoints change everywhere
@@ -282,10 +348,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             r = await http.put("/v1/services/svc-0000/instances/extra",
                                json={"address": "10.99.0.1", "port": 8080, "protocol": "http"})
             r.raise_for_status()
-            end, _ = await workers.phase("instance", t0)
+            end, size = await workers.phase("instance", t0)
             await asyncio.sleep(0.3)
             result["instance_push_s"] = round(end - t0, 3)
             result["instance_push_pilot_cpu_s"] = round(pilot_cpu_s(proc.pid) - cpu0, 2)
+            result["instance_push_bytes_per_client"] = size - result["bytes_per_client_initial"]
 
             # a new service: every client gets new CDS and RDS (and asks EDS for the new cluster)
             cpu0, t0 = pilot_cpu_s(proc.pid), time.time()
@@ -308,9 +375,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     result[f"policy_{phase}_pilot_cpu_s"] = round(pilot_cpu_s(proc.pid) - cpu0, 2)
                     result[f"policy_{phase}_resent"] = resent
             result["rss_end_mb"], result["rss_peak_mb"] = (round(x, 1) for x in pilot_rss_mb(proc.pid))
-            syncz = (await http.get("/debug/syncz")).json()
-            result["connected_nodes"] = len(syncz["nodes"])
-            result["statuses"] = sorted({t["status"] for n in syncz["nodes"] for t in n["types"].values()})
+            try:  # /debug/syncz lists every node's every name: slow at this size
+                syncz = (await http.get("/debug/syncz", timeout=120)).json()
+                result["connected_nodes"] = len(syncz["nodes"])
+                result["statuses"] = sorted({t["status"] for n in syncz["nodes"] for t in n["types"].values()})
+            except httpx.HTTPError as e:
+                result["syncz_error"] = repr(e)
     finally:
         try:
             if workers is not None:
@@ -328,13 +398,19 @@ def main() -> None:
     p.add_argument("--instances", type=int, default=2)
     p.add_argument("--clients", type=int, default=200)
     p.add_argument("--delta", action="store_true", help="delta ADS instead of state of the world")
+    p.add_argument("--mixed", action="store_true", help="every other client process uses delta ADS")
     p.add_argument("--policy", action="store_true", help="also time DestinationRule / VirtualService pushes")
     p.add_argument("--debounce-ms", type=int, default=100)
     p.add_argument("--timeout", type=float, default=300)
-    p.add_argument("--per-process", type=int, default=250, help="simulated clients per client process")
+    p.add_argument("--per-process", type=int, help="simulated clients per client process (250; --go: 1000)")
+    p.add_argument("--go", action="store_true", help="simulate the clients with benchmarks/adsload (Go)")
+    p.add_argument("--streams-per-connection", type=int, default=1,
+                   help="ADS streams sharing one HTTP/2 connection (1: one connection per client, as sidecars)")
     p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # xDS port: run as a client process
     p.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.per_process is None:
+        args.per_process = 1000 if args.go else 250
     if args.worker:
         asyncio.run(worker(args))
     else:

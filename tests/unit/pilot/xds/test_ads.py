@@ -338,3 +338,74 @@ def test_a_policy_change_pushes_only_the_resources_it_changes_over_delta(tmp_pat
         assert await c.silent(0.3)
 
     ads(tmp_path, scenario, delta=True)
+
+
+def test_a_sotw_endpoint_change_sends_only_the_changed_assignment_while_cds_is_sent_whole(tmp_path: Path) -> None:
+    async def scenario(c: AdsClient, pilot: Pilot) -> None:
+        c.send(CLUSTER)
+        cds = await c.recv()
+        c.send(CLUSTER, nonce=cds.nonce, version=cds.version_info)
+        both = ["outbound|80|echo", "outbound|80|web"]
+        c.send(ENDPOINT, both)
+        eds = await c.recv()
+        assert sorted(_names(eds, endpoint_pb2.ClusterLoadAssignment)) == both
+        c.send(ENDPOINT, both, nonce=eds.nonce, version=eds.version_info)
+        assert await c.silent(0.3)
+        await _register(pilot, "echo", "c")  # one more echo endpoint: EDS of echo alone, CDS unchanged
+        pushed = await c.recv()
+        assert pushed.type_url == ENDPOINT and _names(pushed, endpoint_pb2.ClusterLoadAssignment) == both[:1]
+        cla = endpoint_pb2.ClusterLoadAssignment()
+        pushed.resources[0].Unpack(cla)
+        assert len(cla.endpoints[0].lb_endpoints) == 3
+        c.send(ENDPOINT, both, nonce=pushed.nonce, version=pushed.version_info)
+        assert await c.silent(0.3)
+        assert pilot.ads.describe()["nodes"][0]["types"]["eds"]["status"] == "ACKED"
+        await _register(pilot, "fresh", "f1", protocol="http")  # a new service: CDS is sent whole
+        pushed = await c.recv()
+        assert pushed.type_url == CLUSTER and len(pushed.resources) == 4
+        c.send(CLUSTER, nonce=pushed.nonce, version=pushed.version_info)
+        assert await c.silent(0.3)  # EDS: fresh is not subscribed, echo and web did not change
+
+    ads(tmp_path, scenario)
+
+
+def test_a_delta_subscription_to_more_names_gets_only_the_new_ones(tmp_path: Path) -> None:
+    async def scenario(c: AdsClient, pilot: Pilot) -> None:
+        c.send_delta(ENDPOINT, subscribe=["outbound|80|echo"])
+        first = await c.recv()
+        assert [r.name for r in first.resources] == ["outbound|80|echo"]
+        c.send_delta(ENDPOINT, nonce=first.nonce)
+        c.send_delta(ENDPOINT, subscribe=["outbound|80|web", "outbound|80|echo"])
+        more = await c.recv()
+        assert [r.name for r in more.resources] == ["outbound|80|web"]  # echo is held at its version
+        c.send_delta(ENDPOINT, nonce=more.nonce)
+        await _register(pilot, "web", "w2", protocol="http")
+        pushed = await c.recv()
+        assert [r.name for r in pushed.resources] == ["outbound|80|web"] and not pushed.removed_resources
+        c.send_delta(ENDPOINT, nonce=pushed.nonce)
+        assert await c.silent(0.3)
+
+    ads(tmp_path, scenario, delta=True)
+
+
+def test_a_delta_push_removes_a_resource_that_went_away_and_sends_nothing_else(tmp_path: Path) -> None:
+    from sofamesh.pilot.policy.resource import Resource
+
+    rule = Resource("networking.istio.io/v1", "DestinationRule", "default", "web",
+                    {"host": "web", "subsets": [{"name": "v1", "labels": {"version": "v1"}}]})
+
+    async def scenario(c: AdsClient, pilot: Pilot) -> None:
+        c.send_delta(CLUSTER)
+        cds = await c.recv()
+        c.send_delta(CLUSTER, nonce=cds.nonce)
+        await pilot.config_store.put(rule)
+        added = await c.recv()
+        assert [r.name for r in added.resources] == ["outbound|80|v1|web"] and not added.removed_resources
+        c.send_delta(CLUSTER, nonce=added.nonce)
+        await pilot.config_store.delete(rule.key)
+        gone = await c.recv()
+        assert list(gone.removed_resources) == ["outbound|80|v1|web"] and not gone.resources
+        c.send_delta(CLUSTER, nonce=gone.nonce)
+        assert await c.silent(0.3)
+
+    ads(tmp_path, scenario, delta=True)
