@@ -317,6 +317,7 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.requests += 1
         self.server.peers.add(self.client_address)
+        self.server.per_peer[self.client_address] = self.server.per_peer.get(self.client_address, 0) + 1
         url = urlsplit(self.path)
         self.server.paths[url.path] = self.server.paths.get(url.path, 0) + 1
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
@@ -375,6 +376,7 @@ class UpstreamServer(ThreadingHTTPServer):
         self.requests = 0
         self.big_sent = 0
         self.peers: set[tuple[str, int]] = set()
+        self.per_peer: dict[tuple[str, int], int] = {}  # GET requests per client connection
         self.paths: dict[str, int] = {}
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
