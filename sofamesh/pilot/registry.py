@@ -87,14 +87,9 @@ class Registry(ABC):
 
 def check_options(context: RegistryContext, known: Sequence[str]) -> dict[str, Any]:
     """A copy of ``context.options``; :class:`~sofamesh.core.errors.ConfigError` on an unknown key."""
-    from sofamesh.core.errors import ConfigError
+    from sofamesh.pilot.options import check_options as check
 
-    opts = dict(context.options)
-    unknown = sorted(set(opts) - set(known))
-    if unknown:
-        raise ConfigError(f"registries.{context.name}", f"unknown option(s) {', '.join(unknown)} "
-                          f"(known: {', '.join(known)})")
-    return opts
+    return check(context.options, known, f"registries.{context.name}", f"registry {context.name!r}")
 
 
 class RegistryFactory(Protocol):

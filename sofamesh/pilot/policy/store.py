@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from sofamesh.core.errors import ConfigError, PluginError
+from sofamesh.core.errors import PluginError
+from sofamesh.pilot.options import check_options
 from sofamesh.pilot.policy.resource import Resource, ResourceKey, Source
 
 Changed = Callable[[], object]
@@ -43,12 +44,7 @@ class ConfigStoreContext:
 
     def check_options(self, known: Sequence[str]) -> dict[str, Any]:
         """A copy of ``options``; :class:`~sofamesh.core.errors.ConfigError` on an unknown key."""
-        opts = dict(self.options)
-        unknown = sorted(set(opts) - set(known))
-        if unknown:
-            raise ConfigError("config_store.options", f"unknown option(s) {', '.join(unknown)} for config store "
-                                                      f"{self.name!r} (known: {', '.join(known) or 'none'})")
-        return opts
+        return check_options(self.options, known, "config_store.options", f"config store {self.name!r}")
 
 
 class ConfigStore(ABC):

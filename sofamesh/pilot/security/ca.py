@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from sofamesh.core.errors import ConfigError
+from sofamesh.pilot.options import check_options
 from sofamesh.pilot.security.storage import SecretStorage
 
 
@@ -34,12 +35,7 @@ class CaContext:
 
     def check_options(self, known: Sequence[str]) -> dict[str, Any]:
         """A copy of ``options``; :class:`~sofamesh.core.errors.ConfigError` on an unknown key."""
-        opts = dict(self.options)
-        unknown = sorted(set(opts) - set(known))
-        if unknown:
-            raise ConfigError("ca.options", f"unknown option(s) {', '.join(unknown)} for CA {self.name!r} "
-                                            f"(known: {', '.join(known) or 'none'})")
-        return opts
+        return check_options(self.options, known, "ca.options", f"CA {self.name!r}")
 
 
 @dataclass(frozen=True, slots=True)
