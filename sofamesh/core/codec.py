@@ -15,9 +15,10 @@ parses its responses.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum, IntFlag, unique
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from mypy_extensions import mypyc_attr
 
@@ -102,6 +103,59 @@ class CodecLimits:
                 raise ValueError(f"CodecLimits.{name} must be > 0, got {getattr(self, name)}")
         if self.max_body_bytes < 0:
             raise ValueError(f"CodecLimits.max_body_bytes must be >= 0, got {self.max_body_bytes}")
+
+
+_V = TypeVar("_V")
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderEdit:
+    """A route's header mutation as a codec applies it to the header map (Bolt) or attachments (Dubbo)
+    of an encoded frame (``Codec.edit_headers``): ``remove`` first, then ``set`` (replace the value,
+    or add the key), then ``add`` (only a key that is absent: a map holds one value per key, Envoy's
+    ``ADD_IF_ABSENT``). Keys are compared exactly: RPC header-map keys and attachments are
+    case-sensitive.
+
+    .. versionadded:: 0.3
+    """
+
+    remove: frozenset[str] = frozenset()
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+
+    def edited(self, entries: Sequence[tuple[str | None, _V]]) -> list[tuple[str | None, _V | str]] | None:
+        """``entries`` (key, value in the codec's own form; key None when it is not a string) after the
+        edit, values put by the edit as ``str``; None when the edit changes nothing, so the frame goes
+        on as it is."""
+        out: list[tuple[str | None, _V | str]] = []
+        seen: set[str] = set()
+        changed = False
+        sets = dict(self.set)
+        drop = self.remove
+        for key, value in entries:
+            if key is None:
+                out.append((key, value))
+                continue
+            if key in drop:
+                changed = True
+                continue
+            new = sets.get(key)
+            if key in seen:  # a second entry for one key: a map reader keeps the last; keep the edit's
+                if new is not None:
+                    changed = True
+                    continue
+            if new is not None:
+                changed = changed or new != value
+                out.append((key, new))
+            else:
+                out.append((key, value))
+            seen.add(key)
+        for key, new in (*self.set, *self.add):
+            if key not in seen:
+                out.append((key, new))
+                seen.add(key)
+                changed = True
+        return out if changed else None
 
 
 # The compiled build (setup.py, SOFAMESH_MYPYC=1) compiles this module; plugins' codecs stay
@@ -231,6 +285,22 @@ class Codec(ABC):
         """
         return None
 
+    # -- header mutation on framed RPC (``CodecFactory.header_mutation``) --------------------------
+    def edit_headers(self, frame: bytes, edit: HeaderEdit, request: RequestHead | None = None) -> bytes:
+        """``frame`` (a complete request or response of this protocol) with ``edit`` applied to its
+        header map or attachments, every length (and checksum) that covers them fixed; ``frame``
+        itself when nothing changes. ``request`` is the request a response answers (a protocol may
+        carry response headers only for some clients). Only the header section is re-encoded.
+        Raises ``ValueError`` for a frame it cannot edit (a body it cannot find its way through).
+
+        Only a route with a header mutation calls it. A codec that keeps this default leaves
+        ``CodecFactory.header_mutation`` False, and a route that would need it is refused when
+        the config loads.
+
+        .. versionadded:: 0.3
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot edit the headers of its frames")
+
     # -- replies the proxy makes itself -----------------------------------------------------------
     @abstractmethod
     def local_reply(self, head: RequestHead, status: ReplyStatus, message: str) -> bytes:
@@ -270,6 +340,9 @@ class CodecFactory(ABC):
     request_id_bits: ClassVar[int] = 32  # width of the request id a multiplexed pool allocates
     streaming: ClassVar[bool] = False  # multiplexed streams with bodies and flow control (HTTP/2), not frames
     alpn_protocols: ClassVar[tuple[str, ...]] = ()  # what a TLS listener offers in ALPN for this protocol
+    # a route may add / set / remove its messages' headers: HTTP heads are re-encoded, framed RPC
+    # goes through ``Codec.edit_headers``; False refuses such a route at config load
+    header_mutation: ClassVar[bool] = False
 
     @abstractmethod
     def sniff(self, prefix: bytes) -> Sniff:
@@ -280,5 +353,5 @@ class CodecFactory(ABC):
         """A fresh codec for one connection."""
 
 
-__all__ = ["GATEWAY_STATUSES", "Codec", "CodecFactory", "CodecLimits", "CodecState", "Failure", "ReplyStatus", "Role",
-           "Sniff"]
+__all__ = ["GATEWAY_STATUSES", "Codec", "CodecFactory", "CodecLimits", "CodecState", "Failure", "HeaderEdit",
+           "ReplyStatus", "Role", "Sniff"]

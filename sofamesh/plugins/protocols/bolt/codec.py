@@ -59,6 +59,7 @@ from sofamesh.plugins.protocols.bolt.frames import (
     V2_RESPONSE,
     Framing,
     crc32,
+    edit_header_map,
     encode_header_map,
     encode_request,
     encode_response,
@@ -69,6 +70,7 @@ from sofamesh.plugins.protocols.bolt.hessian import argument_bytes, read_method_
 from sofamesh.plugins.protocols.bolt.state import RECEIVABLE, Kind
 
 if TYPE_CHECKING:
+    from sofamesh.core.codec import HeaderEdit
     from sofamesh.core.events import Event, _NeedData
 
 PROTOCOL: Final = "bolt"
@@ -430,6 +432,14 @@ class BoltCodec(Codec):
         start = layout.size + class_len + header_len
         return argument_bytes(memoryview(frame)[start:start + content_len], index)
 
+    def edit_headers(self, frame: bytes, edit: HeaderEdit, request: RequestHead | None = None) -> bytes:
+        """The header map (SOFA RPC's request / response props) re-encoded with ``edit`` applied;
+        class name and content are copied, headerLen and the v2 CRC32 fixed."""
+        try:
+            return edit_header_map(frame, edit)
+        except struct.error as exc:
+            raise ValueError(f"bolt: {exc}") from None
+
     def map_status(self, status: int) -> int:
         return HTTP_STATUS.get(status, 500)
 
@@ -444,6 +454,7 @@ class BoltCodecFactory(CodecFactory):
     multiplexed: ClassVar[bool] = True
     sniff_bytes: ClassVar[int] = 1
     request_id_bits: ClassVar[int] = 32
+    header_mutation: ClassVar[bool] = True  # ``BoltCodec.edit_headers``
 
     def sniff(self, prefix: bytes) -> Sniff:
         if not prefix:

@@ -9,7 +9,10 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from sofamesh.core.codec import HeaderEdit
 
 PROTO_V1: Final = 0x01
 PROTO_V2: Final = 0x02
@@ -190,6 +193,40 @@ def encode_header_map(items: list[tuple[str, str | None]]) -> bytes:
     return bytes(out)
 
 
+def edit_header_map(frame: bytes, edit: HeaderEdit) -> bytes:
+    """``frame`` (a whole v1 or v2 request or response) with ``edit`` applied to its header map: the
+    map is re-encoded (byte-counted lengths), headerLen and the v2 CRC32 are fixed; class name and
+    content are copied as they are. ``frame`` itself when the edit changes nothing. Raises
+    ``ValueError`` for a frame that is not a whole Bolt request or response."""
+    proto = frame[0] if frame else -1
+    if proto == PROTO_V1:
+        response = len(frame) > 1 and frame[1] == TYPE_RESPONSE
+        layout = V1_RESPONSE if response else V1_REQUEST
+    elif proto == PROTO_V2:
+        response = len(frame) > 2 and frame[2] == TYPE_RESPONSE
+        layout = V2_RESPONSE if response else V2_REQUEST
+    else:
+        raise ValueError("not a bolt frame: first byte is not 0x01 or 0x02")
+    if len(frame) < layout.size:
+        raise ValueError(f"bolt frame of {len(frame)} bytes is shorter than its {layout.size}-byte header")
+    fields = list(layout.unpack_from(frame, 0))
+    class_len, header_len, content_len = fields[-3:]
+    crc_len = CRC_LEN if frame_has_crc(frame) else 0
+    hstart = layout.size + class_len
+    hend = hstart + header_len
+    if hend + content_len + crc_len != len(frame):
+        raise ValueError(f"bolt frame of {len(frame)} bytes does not match its lengths")
+    edited = edit.edited(list(parse_header_map(frame, hstart, hend)))
+    if edited is None:
+        return frame
+    block = encode_header_map([(k or "", v) for k, v in edited])
+    if len(block) > 0xFFFF:
+        raise ValueError(f"bolt header map of {len(block)} bytes after the edit does not fit headerLen (65535)")
+    fields[-2] = len(block)
+    out = layout.pack(*fields) + frame[layout.size:hstart] + block + frame[hend:hend + content_len]
+    return out + _U32.pack(crc32(out)) if crc_len else out
+
+
 # -- frames the proxy writes ------------------------------------------------------------------
 def encode_response(
     request_id: int,
@@ -260,6 +297,7 @@ __all__ = [
     "TYPE_RESPONSE",
     "Framing",
     "crc32",
+    "edit_header_map",
     "encode_header_map",
     "encode_request",
     "encode_response",

@@ -77,15 +77,19 @@ from sofamesh.plugins.protocols.dubbo.frames import (
     STATUS_THREADPOOL_EXHAUSTED,
     BodyHead,
     argument_bytes,
+    edit_request_attachments,
+    edit_response_attachments,
     encode_frame,
     encode_string,
     heartbeat_frame,
     heartbeat_reply_frame,
     read_attachments,
     read_body_head,
+    supports_response_attachments,
 )
 
 if TYPE_CHECKING:
+    from sofamesh.core.codec import HeaderEdit
     from sofamesh.core.events import Event, _NeedData
 
 __all__ = ["PROTOCOL", "DubboCodec", "DubboCodecFactory"]
@@ -319,6 +323,21 @@ class DubboCodec(Codec):
         except (ValueError, RecursionError):
             return None
 
+    def edit_headers(self, frame: bytes, edit: HeaderEdit, request: RequestHead | None = None) -> bytes:
+        """The attachments map re-encoded with ``edit`` applied (the arguments before it skipped, not
+        decoded); a response gets attachments only when ``request``'s consumer reads them."""
+        if len(frame) < HEADER_LEN or not frame.startswith(MAGIC):
+            raise ValueError("dubbo: edit_headers needs a whole Dubbo frame")
+        if frame[2] & FLAG_EVENT:
+            return frame
+        if frame[2] & FLAG_REQUEST:
+            return edit_request_attachments(frame, edit)
+        body = request.meta if request is not None else None
+        if request is not None and not isinstance(body, BodyHead) and request.raw is not None:
+            body = read_body_head(request.raw, HEADER_LEN)
+        readable = isinstance(body, BodyHead) and supports_response_attachments(body.dubbo_version)
+        return edit_response_attachments(frame, edit, readable)
+
     def rewrite_request_id(self, frame: bytes, new_id: int) -> bytes:
         if len(frame) < HEADER_LEN or not frame.startswith(MAGIC):
             raise LocalProtocolError("dubbo: rewrite_request_id needs a whole Dubbo frame")
@@ -355,6 +374,7 @@ class DubboCodecFactory(CodecFactory):
     multiplexed: ClassVar[bool] = True
     sniff_bytes: ClassVar[int] = 2
     request_id_bits: ClassVar[int] = 64
+    header_mutation: ClassVar[bool] = True  # ``DubboCodec.edit_headers``: attachments
 
     def sniff(self, prefix: bytes) -> Sniff:
         if not prefix:

@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from sofamesh.plugins.protocols.dubbo.hessian import HIGH_SURROGATE_MAX, HIGH_SURROGATE_MIN, HessianReader
+from sofamesh.plugins.protocols.dubbo.hessian import (
+    HIGH_SURROGATE_MAX,
+    HIGH_SURROGATE_MIN,
+    HessianError,
+    HessianReader,
+    is_structured_tag,
+)
+
+if TYPE_CHECKING:
+    from sofamesh.core.codec import HeaderEdit
 
 __all__ = [
     "FLAG_EVENT",
@@ -26,6 +35,8 @@ __all__ = [
     "BodyHead",
     "Header",
     "count_parameters",
+    "edit_request_attachments",
+    "edit_response_attachments",
     "encode_frame",
     "encode_request",
     "encode_string",
@@ -34,6 +45,7 @@ __all__ = [
     "parse_header",
     "read_attachments",
     "read_body_head",
+    "supports_response_attachments",
 ]
 
 MAGIC: Final = b"\xda\xbb"
@@ -160,6 +172,113 @@ def read_attachments(data: bytes, head: BodyHead, max_entries: int) -> dict[str,
     if tag != 0x48 and tag != 0x4D:
         return {}
     return r.read_string_map(max_entries)
+
+
+# Response body flags [DUBBO-J DubboCodec]: 0-2 without attachments, 3-5 the same with them.
+RESPONSE_WITH_EXCEPTION: Final = 0
+RESPONSE_NULL_VALUE: Final = 2
+RESPONSE_NULL_VALUE_WITH_ATTACHMENTS: Final = 5
+_WITH_ATTACHMENTS: Final = 3  # added to a flag 0-2
+
+
+def _int_version(version: str) -> int:
+    """A Dubbo version string as Dubbo compares it: two decimal digits per part, three-part versions
+    scaled to four (``2.0.2`` -> 2000200, ``2.6.2`` -> 2060200)."""
+    parts = version.split(".")
+    v = 0
+    for i, part in enumerate(parts):
+        digits = ""
+        for c in part:
+            if not c.isdigit():
+                break
+            digits += c
+        if digits:
+            v += int(digits) * 10 ** ((len(parts) - i - 1) * 2)
+    return v * 100 if len(parts) == 3 else v
+
+
+def supports_response_attachments(dubbo_version: str) -> bool:
+    """Whether a consumer that sent ``dubbo_version`` reads response flags 3-5 (attachments), as a
+    Dubbo 2.7 provider decides: from 2.0.2 on, except the jar versions 2.0.10-2.6.2 old clients
+    sent there and the 2.8.x that dubbox used."""
+    if not dubbo_version:
+        return False
+    v = _int_version(dubbo_version)
+    if 2001000 <= v < 2060300 or 2080000 <= v < 2090000:
+        return False
+    return v >= 2000200
+
+
+def _edited_map(entries: list[tuple[str | None, bytes, int]], edit: HeaderEdit) -> bytes | None:
+    """The entries of an attachments map after ``edit``, encoded; None when nothing changes. Entries
+    the edit keeps are copied as written; a structured value (map, list, object) is never dropped,
+    since later back references in the body may count it."""
+    touched = edit.remove | {k for k, _ in edit.set}
+    for key, _, tag in entries:
+        if key is not None and key in touched and is_structured_tag(tag):
+            raise HessianError(f"attachment {key!r} holds a structured value (tag 0x{tag:02x}); "
+                               "only scalar attachments can be removed or replaced")
+    edited = edit.edited([(key, raw) for key, raw, _ in entries])
+    if edited is None:
+        return None
+    return b"".join(v if isinstance(v, bytes) else encode_string(k or "") + encode_string(v) for k, v in edited)
+
+
+def _replace_body(frame: bytes, start: int, end: int, middle: bytes) -> bytes:
+    body = frame[HEADER_LEN:start] + middle + frame[end:]
+    if len(body) > 0x7FFFFFFF:
+        raise HessianError(f"dubbo body of {len(body)} bytes after the edit does not fit its length")
+    return frame[:12] + len(body).to_bytes(4, "big") + body
+
+
+def edit_request_attachments(frame: bytes, edit: HeaderEdit) -> bytes:
+    """``frame`` (a whole hessian2 request) with ``edit`` applied to its attachments map, the last
+    value of the body: the arguments before it are skipped, not decoded, and only the map is
+    re-encoded (a request without one gets one). The body length is fixed. Raises ``ValueError``."""
+    head = read_body_head(frame, HEADER_LEN)
+    r = HessianReader(frame, head.args_offset)
+    for _ in range(count_parameters(head.parameter_types)):
+        r.skip()
+    return _edit_map_at(frame, r, edit)
+
+
+def _edit_map_at(frame: bytes, r: HessianReader, edit: HeaderEdit) -> bytes:
+    start = r.pos
+    if r.at_end():
+        entries = _edited_map([], edit)
+        return frame if entries is None else _replace_body(frame, start, start, b"H" + entries + b"Z")
+    first, found = r.read_map_entries()
+    entries = _edited_map(found, edit)
+    if entries is None:
+        return frame
+    return _replace_body(frame, first, r.pos, entries + b"Z")
+
+
+def edit_response_attachments(frame: bytes, edit: HeaderEdit, add_attachments: bool) -> bytes:
+    """``frame`` (a whole hessian2 response) with ``edit`` applied to its attachments (flags 3-5).
+    A response without them (flags 0-2) gets them, its flag moved to 3-5 as a Dubbo 2.7 provider
+    writes it, only when ``add_attachments`` (its consumer reads them: ``supports_response_attachments``).
+    A response whose status is not OK carries one error string and no attachments: returned as it
+    is. Raises ``ValueError``."""
+    if len(frame) < HEADER_LEN or frame[3] != STATUS_OK or frame[2] & FLAG_EVENT:
+        return frame
+    r = HessianReader(frame, HEADER_LEN)
+    flag = r.read_int()
+    flag_end = r.pos
+    if not RESPONSE_WITH_EXCEPTION <= flag <= RESPONSE_NULL_VALUE_WITH_ATTACHMENTS:
+        raise HessianError(f"dubbo: unknown response flag {flag}")
+    if flag % _WITH_ATTACHMENTS != RESPONSE_NULL_VALUE:
+        r.skip()  # the value or the exception
+    if flag >= _WITH_ATTACHMENTS:
+        return _edit_map_at(frame, r, edit)
+    if not add_attachments:
+        return frame
+    entries = _edited_map([], edit)
+    if entries is None:
+        return frame
+    value_end = r.pos
+    moved = bytes((0x90 + flag + _WITH_ATTACHMENTS,))  # compact int
+    return _replace_body(frame, HEADER_LEN, value_end, moved + frame[flag_end:value_end] + b"H" + entries + b"Z")
 
 
 def argument_bytes(data: bytes, head: BodyHead, index: int) -> bytes | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["HessianError", "HessianReader"]
+__all__ = ["HessianError", "HessianReader", "is_structured_tag"]
 
 
 class HessianError(ValueError):
@@ -53,6 +53,12 @@ del _t, _n
 
 def _is_string_tag(tag: int) -> bool:
     return tag <= 0x1F or 0x30 <= tag <= 0x33 or tag == 0x52 or tag == 0x53
+
+
+def is_structured_tag(tag: int) -> bool:
+    """Whether a value starting with ``tag`` is a map, list or object (or a class definition): a
+    value later ``Q`` references may count, so it cannot be dropped from a stream by itself."""
+    return tag in (0x43, 0x48, 0x4D, 0x4F) or 0x55 <= tag <= 0x58 or 0x60 <= tag <= 0x7F
 
 
 def _is_int_tag(tag: int) -> bool:
@@ -255,6 +261,31 @@ class HessianReader:
                 self.skip()
         self._pos += 1
         return out
+
+    def read_map_entries(self) -> tuple[int, list[tuple[str | None, bytes, int]]]:
+        """Walk a map (``H`` or typed ``M``) without decoding its values: where its entries start,
+        and each entry as (key, or None when the key is not a string; the entry's bytes, key and
+        value as written; the value's first tag). The reader ends past the map's ``Z``."""
+        tag = self._byte()
+        if tag == 0x4D:
+            self._skip_type()
+        elif tag != 0x48:
+            raise HessianError(f"hessian: map expected at offset {self._pos - 1}, found tag 0x{tag:02x}")
+        first = self._pos
+        data = self._data
+        out: list[tuple[str | None, bytes, int]] = []
+        while self.peek_tag() != _Z:
+            start = self._pos
+            key: str | None = None
+            if _is_string_tag(self.peek_tag()):
+                key = self.read_string()
+            else:
+                self.skip()
+            value_tag = self.peek_tag()
+            self.skip()
+            out.append((key, bytes(data[start:self._pos]), value_tag))
+        self._pos += 1
+        return first, out
 
     # -- skipping ---------------------------------------------------------------------------------
     def skip(self) -> None:

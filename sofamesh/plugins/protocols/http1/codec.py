@@ -364,6 +364,7 @@ class Http1CodecFactory(CodecFactory):
     name: ClassVar[str] = PROTOCOL
     multiplexed: ClassVar[bool] = False
     sniff_bytes: ClassVar[int] = 8
+    header_mutation: ClassVar[bool] = True  # heads are re-encoded
 
     def sniff(self, prefix: bytes) -> Sniff:
         for m in _METHOD_PREFIXES:

@@ -640,6 +640,7 @@ class Http2CodecFactory(CodecFactory):
     sniff_bytes: ClassVar[int] = len(PREFACE)
     request_id_bits: ClassVar[int] = 31
     alpn_protocols: ClassVar[tuple[str, ...]] = ALPN_PROTOCOLS
+    header_mutation: ClassVar[bool] = True  # heads are re-encoded (gRPC and Triple metadata are headers)
 
     def sniff(self, prefix: bytes) -> Sniff:
         n = min(len(prefix), len(PREFACE))
