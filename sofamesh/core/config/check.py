@@ -174,7 +174,31 @@ def _reference_errors(data: Mapping[str, Any], cats: Catalogs, available: Mappin
                 check_cluster(_mapping(w).get("name"), f"{rp}.weighted_clusters[{m}].name")
             for j, f in _items(r.get("filters")):
                 check(cats.filters, _mapping(f).get("type"), f"{rp}.filters[{j}].type")
+            errors += _header_mutation_errors(r, rp, f"route{k}", protocols, cats)
     return errors
+
+
+def _header_mutation_errors(route: Mapping[str, Any], path: str, default_name: str, protocols: Any,
+                            cats: Catalogs) -> list[ConfigError]:
+    """A route that adds / sets / removes headers may serve only protocols whose codec can
+    (``CodecFactory.header_mutation``): the listener's, or its ``match.protocol``. The ``tcp``
+    passthrough an ``auto`` listener falls back to routes nothing."""
+    keys = [key for key in ("request_headers", "response_headers") if route.get(key) is not None]
+    if not keys:
+        return []
+    only = _mapping(route.get("match")).get("protocol")
+    if protocols == "auto":
+        names = [n for n, f in cats.protocols.items() if not f.passthrough]
+    else:
+        names = [n for _, n in _items(protocols) if isinstance(n, str) and n in cats.protocols]
+    for name in names:
+        if (only is None or name == only) and not cats.protocols.get(name).header_mutation:
+            label = route.get("name") or default_name
+            return [ConfigError(f"{path}.{keys[0]}",
+                                f"route {label!r}: protocol {name!r} cannot change the headers of its messages "
+                                "(its codec has no header mutation); limit the route to protocols that can "
+                                "(match.protocol, or the listener's protocols)")]
+    return []
 
 
 def resolve(config: ProxyConfig, host: PluginHost) -> Catalogs:

@@ -70,8 +70,8 @@ class Route:
     """A compiled route: its matchers and where matching requests go."""
 
     __slots__ = ("_cum", "_matchers", "_protocol", "_query", "_total", "clusters", "config", "edit_request",
-                 "filters", "hash_policy", "index", "local_response", "mirror", "name", "response_headers", "retry",
-                 "timeout_ms")
+                 "filters", "hash_policy", "index", "local_response", "mirror", "name", "request_frame",
+                 "response_headers", "retry", "timeout_ms")
 
     def __init__(self, index: int, config: RouteConfig, filters: FilterChain = EMPTY_CHAIN) -> None:
         self.index = index
@@ -99,8 +99,10 @@ class Route:
         edits: list[Callable[[RequestHead], RequestHead]] = []
         if config.rewrite is not None:
             edits.append(Rewrite(config.rewrite, m).apply)
-        if config.request_headers is not None:
-            edits.append(HeaderMutation(config.request_headers).request)
+        # RPC frames (``raw``) are edited by their codec (``request_frame``), HTTP heads in the chain
+        self.request_frame = HeaderMutation(config.request_headers) if config.request_headers else None
+        if self.request_frame is not None:
+            edits.append(self.request_frame.request)
         self.edit_request: Callable[[RequestHead], RequestHead] | None = _chain(edits)
         self.response_headers = HeaderMutation(config.response_headers) if config.response_headers else None
         self.local_response = LocalResponse(config.direct_response, config.redirect, m) if (

@@ -168,6 +168,13 @@ class Stream:
         if route.local_response is not None:  # direct response or redirect: no upstream
             route.local_response.send(self)
             return
+        if route.request_frame is not None and self.head.raw is not None:
+            try:  # an RPC route's header mutation: the codec edits the frame's header map / attachments
+                self.head = route.request_frame.request_frame(self.head, self.conn.codec)
+            except ValueError as exc:
+                self.local_reply(ReplyStatus.CODEC_ERROR,
+                                 f"route {route.name!r}: cannot edit the request's headers: {exc}")
+                return
         rt = self.rt
         name = route.pick_cluster()
         cluster = rt.clusters.get(name)
@@ -391,7 +398,15 @@ class Stream:
                 hook(self, head)
         route = self.route
         if route is not None and route.response_headers is not None:
-            head = route.response_headers.response(head)
+            if head.raw is None:
+                head = route.response_headers.response(head)
+            else:
+                try:
+                    head = route.response_headers.response_frame(head, conn.codec, self.head)
+                except ValueError as exc:
+                    self.local_reply(ReplyStatus.INTERNAL,
+                                     f"route {route.name!r}: cannot edit the response's headers: {exc}")
+                    return
         self.response_started = True
         if head.raw is not None:
             conn.write(conn.codec.rewrite_request_id(head.raw, self.head.request_id))

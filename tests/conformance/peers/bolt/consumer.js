@@ -6,6 +6,9 @@
 // "resultCode": ...}, ...] in the order of CALLS_JSON.
 // FRAMING: v1 (default), v2 (Bolt v2, ver1 1) or v2crc (Bolt v2, ver1 2, CRC32 on): set on
 // sofa-bolt-node's encoder, which sofa-rpc-node uses for every request.
+// With BOLT_RESPONSE_HEADERS=1 it first prints {"response_headers": [...]}: the header map of each
+// response in arrival order, decoded by sofa-bolt-node's SimpleMapSerializer (its response decoder
+// skips the map of a hessian response, so it is wrapped to read the map first).
 'use strict';
 const path = require('path');
 
@@ -23,6 +26,24 @@ if (framing === 'v2' || framing === 'v2crc') {
     e.boltVersion = framing === 'v2crc' ? 2 : 1;
     e.crcEnable = framing === 'v2crc';
     return e;
+  };
+}
+const responseHeaders = [];
+if (process.env.BOLT_RESPONSE_HEADERS === '1') {
+  const lib = path.join(modules, 'sofa-bolt-node', 'lib');
+  const RpcResponseCommand = require(path.join(lib, 'protocol', 'rpc_res_cmd'));
+  const SimpleMapSerializer = require(path.join(lib, 'simple_map_serializer'));
+  const decodeResponse = RpcResponseCommand.decode;
+  RpcResponseCommand.decode = function decodeWithHeaders(byteBuffer, ctx) {
+    const start = byteBuffer.position();
+    byteBuffer.getShort(); // status
+    const classLen = byteBuffer.getShort();
+    const headerLen = byteBuffer.getShort();
+    byteBuffer.getInt(); // contentLen
+    byteBuffer.skip(classLen);
+    responseHeaders.push(headerLen ? SimpleMapSerializer.decode(byteBuffer.read(headerLen)) : {});
+    byteBuffer.position(start);
+    return decodeResponse.call(this, byteBuffer, ctx);
   };
 }
 const calls = JSON.parse(callsJson);
@@ -50,6 +71,9 @@ async function main() {
     }
   }));
   for (const client of clients) await client.close();
+  if (process.env.BOLT_RESPONSE_HEADERS === '1') {
+    process.stdout.write(JSON.stringify({ response_headers: responseHeaders }) + '\n');
+  }
   // exit only once stdout is flushed: a pipe is written asynchronously
   process.stdout.write(JSON.stringify(results) + '\n', () => process.exit(0));
 }

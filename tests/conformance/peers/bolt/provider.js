@@ -2,12 +2,31 @@
 // usage: node -r ./loopback.js provider.js PORT INTERFACE[,INTERFACE...] TAG
 // Prints "READY <port>" once listening. Methods: echo(s) -> "<TAG>:<s>", plus(a, b), whoami() -> TAG,
 // fail(msg) throws, slow(ms) answers after ms milliseconds, calls() -> how many calls of the other
-// methods this provider answered so far.
+// methods this provider answered so far, headers() -> the Bolt header map of that very request, as
+// sofa-bolt-node's own SimpleMapSerializer decodes it (a hessian request's map is skipped by
+// sofa-bolt-node, so its request decoder is wrapped to read the map first).
 'use strict';
 const path = require('path');
 
 const cache = process.env.SOFAMESH_CACHE || path.join(__dirname, '..', '..', '..', '..', '.cache');
 const { RpcServer } = require(path.join(cache, 'npm', 'sofa-rpc-node', 'node_modules', 'sofa-rpc-node')).server;
+
+const boltLib = path.join(cache, 'npm', 'sofa-rpc-node', 'node_modules', 'sofa-bolt-node', 'lib');
+const RpcRequestCommand = require(path.join(boltLib, 'protocol', 'rpc_req_cmd'));
+const SimpleMapSerializer = require(path.join(boltLib, 'simple_map_serializer'));
+const decodeRequest = RpcRequestCommand.decode;
+RpcRequestCommand.decode = function decodeWithHeaders(byteBuffer, ctx) {
+  const start = byteBuffer.position();
+  const classLen = byteBuffer.getShort();
+  const headerLen = byteBuffer.getShort();
+  byteBuffer.getInt(); // contentLen
+  byteBuffer.skip(classLen);
+  const headers = headerLen ? SimpleMapSerializer.decode(byteBuffer.read(headerLen)) : {};
+  byteBuffer.position(start);
+  const ret = decodeRequest.call(this, byteBuffer, ctx);
+  if (ret.data && ret.data.methodName === 'headers') ret.data.args = [headers];
+  return ret;
+};
 
 const [port, interfaces, tag] = process.argv.slice(2);
 const quiet = { info() {}, warn() {}, debug() {}, error(...a) { console.error(...a); } };
@@ -21,6 +40,7 @@ async function main() {
       async plus(a, b) { answered += 1; return a + b; },
       async whoami() { answered += 1; return tag; },
       async calls() { return answered; },
+      async headers(h) { answered += 1; return h; },
       async fail(msg) { throw new Error(`fail: ${msg}`); },
       async slow(ms) {
         await new Promise((resolve) => setTimeout(resolve, ms));

@@ -4,6 +4,8 @@
 // (every call of every entry runs concurrently; DirectlyDubbo has no per-call attachments, so the
 // encoder is wrapped to add them, keyed by interface, version, method and group)
 // Prints one JSON line: [{"ok": bool, "res": value, "err": message, "ms": elapsed}, ...] in call order.
+// With DUBBO_RESPONSE_ATTACHMENTS=1 each successful result also has "attachments": the response's
+// attachments as dubbo2.js decodes them (flags 3-5; DirectlyDubbo drops them, so its decoder is wrapped).
 'use strict';
 const { DirectlyDubbo } = require('dubbo2.js');
 
@@ -23,6 +25,16 @@ Encoder.prototype.getAttachments = function () {
   if (more) ctx.attachments = more;
   return getAttachments.call(this);
 };
+const withAttachments = process.env.DUBBO_RESPONSE_ATTACHMENTS === '1';
+if (withAttachments) {
+  const decoding = require('dubbo2.js/es7/decode');
+  const decode = decoding.decode;
+  decoding.decode = function decodeKeepingAttachments(bytes) {
+    const out = decode.call(this, bytes);
+    if (!out.err) out.res = { wrapped: true, res: out.res, attachments: out.attachments || {} };
+    return out;
+  };
+}
 const timeoutS = Math.max(1, ...calls.map((c) => c.timeout_s || 10));
 const dubbo = DirectlyDubbo.from({ dubboAddress: target, dubboVersion: '2.0.2', dubboInvokeTimeout: timeoutS });
 
@@ -43,9 +55,11 @@ async function one(c) {
   });
   const t0 = Date.now();
   const { res, err } = await svc[c.method]();
-  return err
-    ? { ok: false, res: null, err: String(err.message || err), ms: Date.now() - t0 }
-    : { ok: true, res: toJson(res), err: null, ms: Date.now() - t0 };
+  if (err) return { ok: false, res: null, err: String(err.message || err), ms: Date.now() - t0 };
+  if (withAttachments && res && res.wrapped) {
+    return { ok: true, res: toJson(res.res), err: null, ms: Date.now() - t0, attachments: res.attachments };
+  }
+  return { ok: true, res: toJson(res), err: null, ms: Date.now() - t0 };
 }
 
 const jobs = [];
