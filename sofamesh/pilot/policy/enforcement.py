@@ -109,7 +109,9 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         **_under("", "hosts routes", _SIDECAR),
         **_under("routes", "name match match.attributes match.attributes.exact route route.destination "
                            "route.destination.host route.destination.subset route.weight mirror mirror.host "
-                           "mirror.subset mirrorPercentage mirrorPercentage.value", _SIDECAR),
+                           "mirror.subset mirrorPercentage mirrorPercentage.value requestMutation "
+                           "requestMutation.key requestMutation.value responseMutation responseMutation.key "
+                           "responseMutation.value", _SIDECAR),
     },
 }
 """kind -> field path -> who enforces it (as the integration tests prove)."""
