@@ -132,9 +132,11 @@ class HeaderEdit:
         changed = False
         sets = dict(self.set)
         drop = self.remove
-        for key, value in entries:
+        for entry in entries:
+            key: str | None = entry[0]
+            value = entry[1]
             if key is None:
-                out.append((key, value))
+                out.append((None, value))
                 continue
             if key in drop:
                 changed = True
@@ -150,10 +152,10 @@ class HeaderEdit:
             else:
                 out.append((key, value))
             seen.add(key)
-        for key, new in (*self.set, *self.add):
-            if key not in seen:
-                out.append((key, new))
-                seen.add(key)
+        for name, put in (*self.set, *self.add):
+            if name not in seen:
+                out.append((name, put))
+                seen.add(name)
                 changed = True
         return out if changed else None
 

@@ -221,7 +221,7 @@ def _edited_map(entries: list[tuple[str | None, bytes, int]], edit: HeaderEdit) 
     edited = edit.edited([(key, raw) for key, raw, _ in entries])
     if edited is None:
         return None
-    return b"".join(v if isinstance(v, bytes) else encode_string(k or "") + encode_string(v) for k, v in edited)
+    return b"".join([v if isinstance(v, bytes) else encode_string(k or "") + encode_string(v) for k, v in edited])
 
 
 def _replace_body(frame: bytes, start: int, end: int, middle: bytes) -> bytes:
