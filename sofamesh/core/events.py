@@ -6,7 +6,8 @@ Two shapes of exchange share these events:
 * streaming protocols (HTTP/1, HTTP/2): ``RequestHead(end_stream=False)``, then ``BodyChunk``\\ s,
   then ``EndOfMessage``; ``raw`` is ``None`` and the proxy re-encodes the head.
 * framed RPC protocols (Bolt, Dubbo, Thrift): one ``RequestHead(end_stream=True, raw=frame)`` per
-  frame; the proxy forwards ``raw`` untouched except for the request id (see ``Codec.rewrite_request_id``).
+  frame; the proxy forwards ``raw`` untouched except for the request id (see ``Codec.rewrite_request_id``)
+  and, on a route with a header mutation, the header section (``Codec.edit_headers``).
 
 Immutability is a contract, not enforced: an event may be handed to several filters, kept by a
 stream and re-sent, so nobody assigns to an event's fields once it is built; make a changed copy

@@ -54,7 +54,15 @@ class HeaderMutation:
         edited = codec.edit_headers(raw, self.frame_edit)
         if edited is raw:
             return head
-        return dataclasses.replace(head, raw=edited, headers=self.edited_headers(head.headers))
+        resolve = head.resolve
+        drop = self.frame_edit.remove
+        if resolve is not None and drop:  # keys the codec would read lazily from the old frame
+            looked_up = resolve
+
+            def resolve(name: str) -> str | None:
+                return None if name in drop else looked_up(name)
+
+        return dataclasses.replace(head, raw=edited, headers=self.edited_headers(head.headers), resolve=resolve)
 
     def response_frame(self, head: ResponseHead, codec: Codec, request: RequestHead) -> ResponseHead:
         """An RPC response (answering ``request``) whose frame ``codec`` edited; ``ValueError`` when it cannot."""

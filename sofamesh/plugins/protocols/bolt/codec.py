@@ -3,7 +3,8 @@
 One ``BoltCodec`` per connection. ``Role.SERVER`` faces a downstream SOFA client and emits
 ``RequestHead(end_stream=True, raw=<whole frame>)`` and ``Heartbeat``; ``Role.CLIENT`` faces an
 upstream SOFA server and emits ``ResponseHead(raw=<whole frame>)`` and ``Heartbeat``. Frames are
-forwarded whole; only the request id is ever rewritten (with the v2 CRC32 recomputed).
+forwarded whole; only the request id is rewritten (with the v2 CRC32 recomputed), and the header map
+on a route with a header mutation (``edit_headers``).
 
 Routing keys (PROTOCOLS.md section 4):
 

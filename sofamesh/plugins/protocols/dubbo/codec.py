@@ -4,8 +4,9 @@ event loop, no logging.
 One ``DubboCodec`` per connection. ``Role.SERVER`` faces a downstream consumer and emits
 ``RequestHead(end_stream=True, raw=<whole frame>)`` and ``Heartbeat``; ``Role.CLIENT`` faces an
 upstream provider and emits ``ResponseHead(raw=<whole frame>)`` and ``Heartbeat``. Frames are
-forwarded whole; only the 64-bit request id is ever rewritten. Response bodies (every result flag,
-0-5, and error strings) are never read.
+forwarded whole; only the 64-bit request id is rewritten, and the attachments map on a route with a
+header mutation (``edit_headers``: the values before it are skipped, not decoded). Response bodies
+(every result flag, 0-5, and error strings) are read only for that.
 
 Routing keys (PROTOCOLS.md section 6):
 

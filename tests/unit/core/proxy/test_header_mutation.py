@@ -116,3 +116,24 @@ def test_rpc_proxy_routes_from_xds_carry_their_header_mutation() -> None:
     (r,) = assemble(from_mapping({}), state, True).listeners[0].routes
     assert r.request_headers is not None and r.request_headers.set == {"foo": "bar"}
     assert r.response_headers is not None and r.response_headers.add == {"served-by": "mesh"}
+
+
+def test_routing_keys_of_an_edited_dubbo_request_follow_the_edit() -> None:
+    from sofamesh.core.codec import CodecLimits, Role
+    from sofamesh.core.config.model import HeaderMutationConfig
+    from sofamesh.core.events import RequestHead
+    from sofamesh.plugins.protocols.dubbo.codec import DubboCodec
+    from sofamesh.plugins.protocols.dubbo.frames import encode_request
+
+    codec = DubboCodec(Role.SERVER, CodecLimits())
+    codec.receive_data(encode_request(1, "com.acme.Echo", "echo", attachments={"group": "g1", "tenant": "a"}))
+    head = codec.next_event()
+    assert isinstance(head, RequestHead) and head.key("group") == "g1"
+    m = HeaderMutation(HeaderMutationConfig(set={"tenant": "b"}, add={"zone": "z1"}, remove=["group"]))
+    edited = m.request_frame(head, codec)
+    assert edited.raw != head.raw and (edited.service, edited.method) == ("com.acme.Echo", "echo")
+    assert (edited.key("group"), edited.key("tenant"), edited.key("zone")) == (None, "b", "z1")
+    assert (
+        m.request_frame(head, codec) is not head
+        and HeaderMutation(HeaderMutationConfig()).request_frame(head, codec) is head
+    )  # nothing to change: the same head, the same frame
