@@ -291,8 +291,9 @@ class Codec(ABC):
     def edit_headers(self, frame: bytes, edit: HeaderEdit, request: RequestHead | None = None) -> bytes:
         """``frame`` (a complete request or response of this protocol) with ``edit`` applied to its
         header map or attachments, every length (and checksum) that covers them fixed; ``frame``
-        itself when nothing changes. ``request`` is the request a response answers (a protocol may
-        carry response headers only for some clients). Only the header section is re-encoded.
+        itself when nothing changes. ``request`` is the head this codec decoded from ``frame`` when
+        ``frame`` is a request (what it already read of the frame), or the request a response answers
+        (a protocol may carry response headers only for some clients). Only the header section is re-encoded.
         Raises ``ValueError`` for a frame it cannot edit (a body it cannot find its way through).
 
         Only a route with a header mutation calls it. A codec that keeps this default leaves

@@ -51,7 +51,7 @@ class HeaderMutation:
         """An RPC request whose frame ``codec`` edited; raises ``ValueError`` when it cannot."""
         raw = head.raw
         assert raw is not None
-        edited = codec.edit_headers(raw, self.frame_edit)
+        edited = codec.edit_headers(raw, self.frame_edit, head)
         if edited is raw:
             return head
         resolve = head.resolve

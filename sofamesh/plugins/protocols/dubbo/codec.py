@@ -332,7 +332,8 @@ class DubboCodec(Codec):
         if frame[2] & FLAG_EVENT:
             return frame
         if frame[2] & FLAG_REQUEST:
-            return edit_request_attachments(frame, edit)
+            known = request.meta if request is not None and request.raw is frame else None
+            return edit_request_attachments(frame, edit, known if isinstance(known, BodyHead) else None)
         body = request.meta if request is not None else None
         if request is not None and not isinstance(body, BodyHead) and request.raw is not None:
             body = read_body_head(request.raw, HEADER_LEN)

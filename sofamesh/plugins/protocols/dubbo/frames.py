@@ -231,11 +231,13 @@ def _replace_body(frame: bytes, start: int, end: int, middle: bytes) -> bytes:
     return frame[:12] + len(body).to_bytes(4, "big") + body
 
 
-def edit_request_attachments(frame: bytes, edit: HeaderEdit) -> bytes:
+def edit_request_attachments(frame: bytes, edit: HeaderEdit, head: BodyHead | None = None) -> bytes:
     """``frame`` (a whole hessian2 request) with ``edit`` applied to its attachments map, the last
     value of the body: the arguments before it are skipped, not decoded, and only the map is
-    re-encoded (a request without one gets one). The body length is fixed. Raises ``ValueError``."""
-    head = read_body_head(frame, HEADER_LEN)
+    re-encoded (a request without one gets one). The body length is fixed. ``head`` is the frame's
+    body head when already read. Raises ``ValueError``."""
+    if head is None:
+        head = read_body_head(frame, HEADER_LEN)
     r = HessianReader(frame, head.args_offset)
     for _ in range(count_parameters(head.parameter_types)):
         r.skip()
