@@ -84,3 +84,22 @@ def test_a_proxy_that_names_its_admin_server_is_shown_with_it_and_a_wildcard_hos
         assert row["admin"] == "127.0.0.1:15000"
 
     ads(tmp_path, scenario, metadata={"sofamesh.admin": "0.0.0.0:15000"})
+
+
+def test_in_delta_mode_proxy_config_holds_exactly_the_names_the_proxy_holds(tmp_path: Path) -> None:
+    async def scenario(c: AdsClient, pilot: Pilot) -> None:
+        c.send_delta(ENDPOINT, subscribe=["outbound|80|echo", "outbound|80|web"])
+        resp = await c.recv()
+        c.send_delta(ENDPOINT, nonce=resp.nonce)
+        assert await c.silent(0.2)
+        doc = proxy_config(pilot.ads, "n1", "eds")
+        assert doc is not None and doc["state"] == "SYNCED"
+        assert [r["name"] for r in doc["resources"]] == ["outbound|80|echo", "outbound|80|web"]
+        c.send_delta(ENDPOINT, unsubscribe=["outbound|80|web"])
+        assert await c.silent(0.2)
+        doc = proxy_config(pilot.ads, "n1", "eds")
+        assert doc is not None and [r["name"] for r in doc["resources"]] == ["outbound|80|echo"]
+        (row,) = proxy_status(pilot.ads)
+        assert row["mode"] == "delta"
+
+    ads(tmp_path, scenario, delta=True)
