@@ -8,7 +8,8 @@ edge is (the proxy's xDS cluster, the service of an ``outbound|...`` cluster); i
 differences of the cumulative counters between the oldest and the newest sample over the time
 between them (``rate()`` over the window, as a Prometheus query would have it):
 
-- requests: ``upstream_rq_total``; errors: ``upstream_rq_5xx`` + ``upstream_rq_timeout``;
+- requests: ``upstream_rq_total``; errors: ``upstream_rq_5xx`` (each finished request counts its
+  final status there: upstream 5xx, and the proxy's own 503 / 504 for resets, overflows, timeouts);
 - p99: from the difference of the per-RPC latency histograms (``/stats`` ``rpc``: Bolt, Dubbo,
   HTTP/2 and gRPC) of that service on the proxy's outbound listeners; HTTP/1 calls carry no
   per-service histogram, so their edges have no p99.
@@ -77,7 +78,7 @@ def sample_of(stats: dict[str, Any], at: float) -> Sample:
         rq, err = calls.get(svc, (0, 0))
         calls[svc] = (
             rq + int(c.get("upstream_rq_total", 0)),
-            err + int(c.get("upstream_rq_5xx", 0)) + int(c.get("upstream_rq_timeout", 0)),
+            err + int(c.get("upstream_rq_5xx", 0)),
         )
     latency: dict[str, list[int]] = {}
     for key, r in (stats.get("rpc") or {}).items():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.error
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,3 +222,26 @@ def test_ui_and_its_files_are_served_from_the_package(mesh: Mesh) -> None:
         assert r.status_code == 200 and r.headers["content-type"].startswith(ctype) and r.content
     assert httpx.get(f"{mesh.url}/ui/../pilot.yaml", timeout=10).status_code == 404
     assert not list(Path(__file__).parents[3].glob("sofamesh/pilot/ui/*.min.js"))  # nothing built, nothing vendored
+
+
+def test_failing_calls_show_as_the_callers_error_rate(mesh: Mesh) -> None:
+    with UpstreamServer("flaky-1") as flaky:
+        host, port = flaky.address.rsplit(":", 1)
+        mesh.pilot.api("PUT", "/v1/services/flaky/instances/f1", address=host, port=int(port), protocol="http")
+        wait_for(lambda: mesh.good.endpoints("|flaky") == {flaky.address}, 15, "flaky's endpoint in app-1")
+        statuses = []
+        for _ in range(20):
+            try:  # /reset: the provider closes the connection without answering
+                statuses.append(http_get(mesh.good.egress("http"), "flaky", "/reset")[0])
+            except urllib.error.HTTPError as exc:
+                statuses.append(exc.code)
+        assert statuses and all(s >= 500 for s in statuses)
+
+        def caller() -> dict[str, Any] | None:
+            doc = json.loads(sofamesh("describe", "service", "flaky", "--pilot", mesh.url, "-o", "json").stdout)
+            return next((c for c in doc["callers"] if c["errors"] > 0), None)
+
+        edge = wait_for(caller, 20, "flaky's errors in the call graph")
+        assert edge["source"] == "app-1" and edge["errors_total"] == edge["requests_total"] == 20
+        assert edge["error_rate"] == 1.0
+        mesh.pilot.api("DELETE", "/v1/services/flaky/instances/f1")
