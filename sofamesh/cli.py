@@ -1,5 +1,5 @@
 """The ``sofamesh`` command: proxy | pilot | check-config | plugins | demo | apply | get | delete | analyze |
-version."""
+proxy-status | proxy-config | describe | version."""
 
 from __future__ import annotations
 
@@ -301,7 +301,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sofamesh.demo import run_demo
 
-    return run_demo(verbose=args.verbose)
+    return run_demo(verbose=args.verbose, dashboard=args.dashboard)
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
@@ -414,6 +414,45 @@ def _add_policy_parsers(sub: Any) -> None:
     common(an, namespaced=False)
 
 
+def cmd_debug(args: argparse.Namespace) -> int:
+    """proxy-status / proxy-config / describe: the logic is in sofamesh.pilot.debug_client."""
+    from sofamesh.pilot import debug_client
+    from sofamesh.pilot.policy.client import CommandError, PilotClient
+
+    pilot = PilotClient(args.pilot)
+    try:
+        if args.command == "proxy-status":
+            return debug_client.proxy_status(pilot, args.proxy, args.output, sys.stdout)
+        if args.command == "proxy-config":
+            return debug_client.proxy_config(pilot, args.kind, args.proxy, args.output, sys.stdout)
+        return debug_client.describe_service(pilot, args.name, args.output, sys.stdout)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        pilot.close()
+
+
+def _add_debug_parsers(sub: Any) -> None:
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--pilot", default="http://127.0.0.1:15080", metavar="URL",
+                       help="Pilot's API (default %(default)s)")
+        p.add_argument("-o", "--output", choices=("json",), help="JSON instead of a table")
+        p.set_defaults(func=cmd_debug)
+
+    ps = sub.add_parser("proxy-status", help="each connected proxy: SYNCED / STALE / NOT SENT / NACKED per xDS type")
+    ps.add_argument("proxy", nargs="?", help="only this proxy (its xDS node id)")
+    common(ps)
+    pc = sub.add_parser("proxy-config", help="the clusters, listeners, routes or endpoints Pilot last sent a proxy")
+    pc.add_argument("kind", choices=("cluster", "listener", "route", "endpoint"))
+    pc.add_argument("proxy", help="the proxy's xDS node id")
+    common(pc)
+    ds = sub.add_parser("describe", help="a service: instances per registry, the policies that apply, who calls it")
+    ds.add_argument("what", choices=("service", "svc"))
+    ds.add_argument("name", help="the service name")
+    common(ds)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sofamesh", description="A service mesh in Python: sidecar, gateway, Pilot.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -457,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     dm = sub.add_parser("demo", help="run the demo on embedded defaults")
     dm.add_argument("-v", "--verbose", action="store_true")
+    dm.add_argument("--dashboard", action="store_true", help="keep the mesh and its traffic running (Ctrl-C "
+                    "stops it) and print the address of Pilot's dashboard, /ui")
     dm.set_defaults(func=cmd_demo)
 
     ct = sub.add_parser("certs", help="mint a test CA and workload certificates with SPIFFE URI SANs")
@@ -489,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     rl.set_defaults(func=cmd_ratelimit_server)
 
     _add_policy_parsers(sub)
+    _add_debug_parsers(sub)
 
     vs = sub.add_parser("version", help="print the version")
     vs.set_defaults(func=lambda a: print(f"sofamesh {__version__}") or 0)

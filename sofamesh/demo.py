@@ -374,7 +374,19 @@ async def _wait_endpoints(sidecars: list[Server], protocol: str, instances: list
                 f"{what} of {protocol} to reach the sidecars")
 
 
-async def _demo(verbose: bool) -> int:
+async def _until_signalled() -> None:
+    """Until SIGINT or SIGTERM."""
+    import contextlib
+    import signal
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _demo(verbose: bool, dashboard: bool = False) -> int:
     import aiohttp
 
     from sofamesh.core.xds.client import attach
@@ -385,7 +397,8 @@ async def _demo(verbose: bool) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="sofamesh-demo-")
     pilot = Pilot(parse_pilot_config({
         "xds": {"address": "127.0.0.1:0"}, "api": {"address": "127.0.0.1:0"}, "data_dir": str(Path(tmp.name)),
-        "debounce": {"quiet_ms": 20, "max_delay_ms": 200}, "grace_s": 0.2}))
+        "debounce": {"quiet_ms": 20, "max_delay_ms": 200}, "grace_s": 0.2,
+        "dashboard": {"scrape_interval_s": 1.0, "rate_window_s": 10.0}}))
     await pilot.start()
     api = f"http://127.0.0.1:{pilot.api_port}"
     providers = {p: [await Provider(p, i).start() for i in (1, 2, 3)] for p in SERVICES}
@@ -403,7 +416,7 @@ async def _demo(verbose: bool) -> int:
                     await register(p)
             for i in (1, 2):
                 ports = {"outbound": free_port(), "bolt": free_port(), "dubbo": free_port()}
-                config = from_mapping({"admin": None, "drain_timeout_ms": 1000, "xds": {
+                config = from_mapping({"admin": {"address": "127.0.0.1:0"}, "drain_timeout_ms": 1000, "xds": {
                     "address": f"127.0.0.1:{pilot.xds_port}", "node_id": f"demo-app-{i}",
                     "cluster": f"demo-app-{i}", "initial_fetch_timeout_ms": 10_000,
                     "metadata": {f"sofamesh.{k}_port": v for k, v in ports.items()}}})
@@ -430,6 +443,18 @@ async def _demo(verbose: bool) -> int:
             grpc_clients = [GrpcClient(address) for address in egress["grpc"] for _ in range(CONSUMERS_PER_SIDECAR)]
             for client in grpc_clients:
                 tasks.append(asyncio.get_running_loop().create_task(_consume(client, tallies["grpc"], phase, stop)))
+            if dashboard:  # traffic goes on until the user stops it: watch it at /ui
+                print(f"sofamesh demo: the mesh is running; dashboard at {api}/ui (Pilot's API: {api}); "
+                      "Ctrl-C stops it", flush=True)
+                await _until_signalled()
+                stop.set()
+                await asyncio.wait(tasks, timeout=10)
+                for client in grpc_clients:
+                    await client.aclose()
+                calls = sum(len(t.latencies) for t in tallies.values())
+                failed = sum(len(t.errors) for t in tallies.values())
+                print(f"sofamesh demo: stopped after {calls + failed} calls, {failed} failed", flush=True)
+                return 0 if failed == 0 else 1
             await asyncio.sleep(PHASE_S)
             # The live change: instance 3 joins, instance 1 leaves (deregistered, then stopped once no
             # sidecar routes to it any more).
@@ -533,11 +558,12 @@ def _report(tallies: dict[str, Tally], providers: dict[str, list[Provider]], egr
     return ok
 
 
-def run_demo(verbose: bool = False) -> int:
+def run_demo(verbose: bool = False, dashboard: bool = False) -> int:
+    """``dashboard``: keep the mesh and its traffic running, for Pilot's ``/ui``, until SIGINT/SIGTERM."""
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        return loop_mod.run(_demo(verbose))
+        return loop_mod.run(_demo(verbose, dashboard))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

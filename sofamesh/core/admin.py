@@ -1,4 +1,4 @@
-"""Admin server: /ready, /stats, /stats/prometheus, /config_dump, /clusters, /plugins, /certs, /hot_upgrade,
+"""Admin server: /ready, /stats (?usedonly), /stats/prometheus, /config_dump, /clusters, /plugins, /certs, /hot_upgrade,
 POST /reload.
 
 Runs on its own port in the data plane's loop. Reads the plain-integer counters; never locks.
@@ -86,7 +86,7 @@ class HttpMini:
                 n = int(headers.get("content-length", "0") or 0)
                 body = await reader.readexactly(n) if n else b""
                 url = urlsplit(target)
-                query = parse_qs(url.query)
+                query = parse_qs(url.query, keep_blank_values=True)  # Envoy's bare flags: /stats?usedonly
                 query["__method__"] = [method]
                 try:
                     status, ctype, payload = await self.handler(url.path, query, body)
@@ -134,6 +134,27 @@ def stats_snapshot(server: ServerView) -> dict[str, Any]:
         "rpc": rpc,
         "filters": filters,
     }
+
+
+def used_only(snap: dict[str, Any]) -> dict[str, Any]:
+    """``/stats?usedonly`` (Envoy's flag): zero counters left out, and the listeners, clusters, RPC
+    keys and filters with nothing left. A sidecar of a large mesh holds a cluster per service and
+    calls few of them: this is what a scraper (Pilot's call graph) wants, a fraction of the size."""
+
+    def nonzero(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if v and not isinstance(v, dict)}
+
+    listeners = {}
+    for name, st in snap["listeners"].items():
+        kept = nonzero(st)
+        if st["latency"]["count"]:
+            kept["latency"] = st["latency"]
+        if kept:
+            listeners[name] = kept
+    return {"server": snap["server"], "listeners": listeners,
+            "clusters": {n: c for n, st in snap["clusters"].items() if (c := nonzero(st))},
+            "rpc": {k: st for k, st in snap["rpc"].items() if st["requests"] or st["timeouts"]},
+            "filters": {k: c for k, st in snap["filters"].items() if (c := nonzero(st))}}
 
 
 def _filters_of(rt: ListenerRuntime) -> list[tuple[str, Filter]]:
@@ -280,7 +301,7 @@ class AdminServer:
         if path == "/ready":
             return (200, "text/plain", b"LIVE\n") if s.ready else (503, "text/plain", b"NOT READY\n")
         if path == "/stats":
-            return _json(stats_snapshot(s))
+            return _json(used_only(stats_snapshot(s)) if "usedonly" in query else stats_snapshot(s))
         if path == "/stats/prometheus":
             text = prometheus_text([stats_snapshot(s)]) + filter_expositions(s)
             return 200, "text/plain; version=0.0.4", text.encode()
@@ -338,4 +359,5 @@ class AdminServer:
         return _json({"version": version, "reimported": packages})
 
 
-__all__ = ["AdminServer", "HttpMini", "certs_snapshot", "filter_expositions", "prometheus_text", "stats_snapshot"]
+__all__ = ["AdminServer", "HttpMini", "certs_snapshot", "filter_expositions", "prometheus_text", "stats_snapshot",
+           "used_only"]

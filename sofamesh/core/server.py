@@ -63,6 +63,14 @@ class Server:
         """Every listener by name (empty before ``start``)."""
         return self._listeners.handles if self._listeners is not None else {}
 
+    @property
+    def admin_bound(self) -> str | None:
+        sock = self.admin.http.socket if self.admin is not None else None
+        if sock is None:
+            return None
+        host, port = sock.getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
     def plugin_rows(self) -> list[dict[str, str]]:
         return plugin_rows(self.catalogs)
 

@@ -60,6 +60,12 @@ class ServerView(Protocol):
     hot_upgrade: HotUpgradeView | None
 
     @property
+    def admin_bound(self) -> str | None:
+        """``host:port`` the admin server listens on (its real port when configured as ``:0``);
+        ``None`` without an admin server."""
+        ...
+
+    @property
     def listeners(self) -> Mapping[str, ServedListener]:
         """Every listener by name."""
         ...

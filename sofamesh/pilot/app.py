@@ -29,6 +29,7 @@ from sofamesh.pilot.security.csr import CertificateService
 from sofamesh.pilot.security.storage import DirStorage
 from sofamesh.pilot.security.tokens import TokenAuthority
 from sofamesh.pilot.sync import Pair, RegistrySync
+from sofamesh.pilot.traffic import TrafficGraph
 from sofamesh.pilot.xds.cache import SnapshotCache
 from sofamesh.pilot.xds.debounce import Debouncer
 from sofamesh.pilot.xds.generator import XdsGenerator
@@ -78,12 +79,19 @@ class Pilot:
         self._runner: web.AppRunner | None = None
         self._last_service: dict[str, Service] = {}
         self.sync: RegistrySync | None = None
+        self._traffic: TrafficGraph | None = None
 
     @property
     def ads(self) -> AdsServer:
         if self._ads is None:
             raise RuntimeError("Pilot is not started")
         return self._ads
+
+    @property
+    def traffic(self) -> TrafficGraph:
+        if self._traffic is None:
+            raise RuntimeError("Pilot is not started")
+        return self._traffic
 
     def writable_registry(self) -> Registry:
         for reg in self.registries:
@@ -126,6 +134,9 @@ class Pilot:
         self._ads = AdsServer(self.cache, self.metrics)
         deb = self.config.debounce
         self._debouncer = Debouncer(self._ads.push, deb.quiet_ms / 1000, deb.max_delay_ms / 1000)
+        dash = self.config.dashboard
+        self._traffic = TrafficGraph(self._ads, dash.scrape_interval_s, dash.scrape_timeout_s,
+                                     dash.max_proxies_per_scrape, dash.rate_window_s)
         self.model.add_listener(self._on_change)
         if self.config.sync.pairs:
             pairs = [Pair(p.source, p.target, p.two_way) for p in self.config.sync.pairs]
@@ -186,6 +197,7 @@ class Pilot:
         await site.start()
         self.api_port = int(self._runner.addresses[0][1])
         await _maybe_await(self.host.pm.hook.pilot_startup(pilot=self))
+        self.traffic.start()
         self.ready = True
         log.info("pilot ready: xds %s:%d api %s:%d, registries %s (writable: %s)", xhost, self.xds_port,
                  ahost, self.api_port, ", ".join(r.name for r in self.registries), self.writable_name)
@@ -202,6 +214,8 @@ class Pilot:
         self.ready = False
         if self._debouncer is not None:
             self._debouncer.cancel()
+        if self._traffic is not None:
+            await self._traffic.stop()
         if self._ads is not None:
             await self._ads.stop(self.config.grace_s)
         if self._runner is not None:

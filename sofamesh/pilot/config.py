@@ -117,6 +117,15 @@ class Debounce(_Strict):
         return self
 
 
+class DashboardConfig(_Strict):
+    """The call graph of ``/ui``: how often and how much of the mesh Pilot scrapes (docs/dashboard.md)."""
+
+    scrape_interval_s: float = Field(5.0, ge=0, le=3600)  # 0: no scraping, no call graph
+    scrape_timeout_s: float = Field(1.0, gt=0, le=60)
+    max_proxies_per_scrape: int = Field(100, ge=1, le=100_000)
+    rate_window_s: float = Field(30.0, gt=0, le=3600)  # rates and p99 are over this much of the past
+
+
 class PilotConfig(_Strict):
     xds: Endpoint = Field(default_factory=lambda: Endpoint(address="127.0.0.1:15010"))
     api: Endpoint = Field(default_factory=lambda: Endpoint(address="127.0.0.1:15080"))
@@ -127,6 +136,8 @@ class PilotConfig(_Strict):
     sync: SyncConfig = Field(default_factory=lambda: SyncConfig(resync_interval_s=5.0))
     config_store: ConfigStoreConfig = Field(default_factory=ConfigStoreConfig)
     ca: CaConfig = Field(default_factory=lambda: CaConfig())
+    dashboard: DashboardConfig = Field(default_factory=lambda: DashboardConfig(
+        scrape_interval_s=5.0, scrape_timeout_s=1.0, max_proxies_per_scrape=100, rate_window_s=30.0))
 
     @model_validator(mode="after")
     def _registries(self) -> PilotConfig:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from sofamesh.pilot.security.csr import CertificateService
     from sofamesh.pilot.security.tokens import TokenAuthority
     from sofamesh.pilot.sync import RegistrySync
+    from sofamesh.pilot.traffic import TrafficGraph
     from sofamesh.pilot.xds.server import AdsServer
 
 
@@ -51,6 +52,11 @@ class PilotView(Protocol):
     @property
     def ads(self) -> AdsServer:
         """The xDS (ADS) server (``describe()`` for ``/debug/syncz``)."""
+        ...
+
+    @property
+    def traffic(self) -> TrafficGraph:
+        """The dashboard's call graph, scraped from the sidecars' admin servers (``/debug/graph``)."""
         ...
 
     def writable_registry(self) -> Registry:

@@ -47,6 +47,9 @@ _INVALID_ARGUMENT = 3
 MTLS_METADATA = "sofamesh.mtls"
 """Node metadata a proxy with an agent sends (``true``): it can originate and accept mTLS with the
 SDS secrets ``default`` / ``ROOTCA``, so Pilot sends it auto-mTLS clusters and inbound listeners."""
+ADMIN_METADATA = "sofamesh.admin"
+"""Node metadata: ``host:port`` of this proxy's admin server, where Pilot's dashboard reads its
+``/stats`` (docs/dashboard.md). Absent without an admin server."""
 
 
 class _TypeState:
@@ -143,6 +146,9 @@ class XdsClient:
         meta.update(self.xds.metadata)
         if self.base.agent is not None:  # this proxy holds a workload certificate: Pilot may send it mTLS
             meta.update({MTLS_METADATA: True})
+        admin = self.server.admin_bound
+        if admin is not None and ADMIN_METADATA not in meta:
+            meta.update({ADMIN_METADATA: admin})
         return base_pb2.Node(id=self.xds.node_id, cluster=self.xds.cluster, metadata=meta,
                              user_agent_name="sofamesh", user_agent_version=__version__)
 
@@ -371,4 +377,4 @@ def _resource_name(url: str, msg: Any) -> str:
     return str(msg.cluster_name if url == ENDPOINT_TYPE else msg.name)
 
 
-__all__ = ["MTLS_METADATA", "XdsClient", "attach"]
+__all__ = ["ADMIN_METADATA", "MTLS_METADATA", "XdsClient", "attach"]

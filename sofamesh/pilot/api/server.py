@@ -1,5 +1,5 @@
 """The aiohttp application: Open Service Registry API (/v1, /openapi.json) and Pilot admin
-(/ready, /debug/syncz, /debug/registry, /debug/sync, /metrics)."""
+(/ready, /debug/syncz, /debug/registry, /debug/sync, /metrics), the dashboard (/ui, api/dashboard.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from aiohttp import web
 
 from sofamesh.core.errors import ConfigError, MeshError
 from sofamesh.pilot.api import bodies
+from sofamesh.pilot.api.dashboard import add_routes as add_dashboard_routes
 from sofamesh.pilot.api.openapi import document
 from sofamesh.pilot.api.policy import add_routes as add_policy_routes
 from sofamesh.pilot.api.security import add_routes as add_security_routes
@@ -179,6 +180,7 @@ def build_app(pilot: PilotView) -> web.Application:
     app.router.add_get("/metrics", metrics)
     add_policy_routes(app, pilot)
     add_security_routes(app, pilot)
+    add_dashboard_routes(app, pilot)
     for reg in pilot.registries:
         app.router.add_routes(reg.http_routes())
     return app

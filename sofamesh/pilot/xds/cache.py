@@ -107,6 +107,11 @@ class SnapshotCache:
             self._snapshots[key] = self._last[key] = snap
         return snap
 
+    def latest(self, type_url: str, node: NodeInfo) -> TypeSnapshot | None:
+        """The last snapshot built for ``node``'s scope, without building one (``None``: none yet)."""
+        gens = self._by_type.get(type_url, [])
+        return self._last.get((type_url, tuple(g.scope(node) for _, g in gens)))
+
     def _build(self, type_url: str, gens: list[tuple[str, XdsGenerator]], node: NodeInfo,
                last: TypeSnapshot | None) -> TypeSnapshot:
         entries: dict[str, Entry] = {}
