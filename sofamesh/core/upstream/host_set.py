@@ -16,7 +16,9 @@ Envoy's rules (its "Priority levels", "Locality weighted load balancing" and "Pa
   total)``; a request picks a locality by effective weight, then the balancer picks among its
   healthy endpoints (a panicking priority ignores localities).
 
-Zone-aware routing (``zone_aware_lb_config``: preferring the caller's own zone) is not done.
+Zone-aware routing (``zone_aware_lb_config``: preferring the caller's own zone) is computed by
+``zone_aware.py`` for priority 0 when the cluster asks for it (``zones``); with
+``fail_traffic_on_panic`` a priority in panic serves no endpoint instead of all of them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from sofamesh.core.upstream.zone_aware import ZoneInput, ZoneRouting, plan_zones
+
 if TYPE_CHECKING:
     from sofamesh.core.endpoint import Endpoint
 
@@ -33,11 +37,12 @@ if TYPE_CHECKING:
 class Level:
     """One priority's share of the load and what it serves from."""
 
-    __slots__ = ("candidates", "loc_cum", "loc_total", "localities", "panic", "priority")
+    __slots__ = ("candidates", "loc_cum", "loc_total", "localities", "panic", "priority", "zones")
 
     def __init__(self, priority: int, candidates: list[Endpoint], panic: bool,
-                 localities: list[tuple[list[Endpoint], float]] | None) -> None:
+                 localities: list[tuple[list[Endpoint], float]] | None, zones: ZoneRouting | None = None) -> None:
         self.priority = priority
+        self.zones = zones
         self.candidates = candidates
         self.panic = panic
         self.localities: list[list[Endpoint]] = []
@@ -53,6 +58,8 @@ class Level:
 
     def pick(self, hash: int | None) -> list[Endpoint]:
         """The endpoints this request may go to: one locality's healthy ones, or every candidate."""
+        if self.zones is not None and hash is None:
+            return self.zones.pick(self.candidates)
         if not self.localities:
             return self.candidates
         x = (hash % 1_000_003 / 1_000_003 if hash is not None else random.random()) * self.loc_total
@@ -81,8 +88,14 @@ class Plan:
         return self.levels[min(bisect_right(self.cum, r), len(self.levels) - 1)]
 
     def describe(self) -> list[dict[str, object]]:
-        return [{"priority": lv.priority, "load": load, "panic": lv.panic, "candidates": len(lv.candidates)}
-                for lv, load in zip(self.levels, self.loads, strict=True)]
+        out: list[dict[str, object]] = []
+        for lv, load in zip(self.levels, self.loads, strict=True):
+            row: dict[str, object] = {"priority": lv.priority, "load": load, "panic": lv.panic,
+                                      "candidates": len(lv.candidates)}
+            if lv.zones is not None:
+                row["zone_routing"] = lv.zones.describe()
+            out.append(row)
+        return out
 
 
 def priority_loads(healths: Sequence[int]) -> list[int]:
@@ -104,16 +117,17 @@ def priority_loads(healths: Sequence[int]) -> list[int]:
 
 
 def build_plan(endpoints: Sequence[Endpoint], panic_threshold: float, overprovisioning: int,
-               locality_weighted: bool) -> Plan | None:
+               locality_weighted: bool, zones: ZoneInput | None = None) -> Plan | None:
     """The plan for ``endpoints`` as they are now; None when there is nothing to plan (every
-    endpoint healthy, one priority, no locality weighting): the caller then balances over all."""
+    endpoint healthy, one priority, no locality weighting or zone routing): the caller then
+    balances over all."""
     by_priority: dict[int, list[Endpoint]] = {}
     all_healthy = True
     for e in endpoints:
         by_priority.setdefault(e.priority, []).append(e)
         if all_healthy and not e.healthy:
             all_healthy = False
-    if not endpoints or (all_healthy and len(by_priority) == 1 and not locality_weighted):
+    if not endpoints or (all_healthy and len(by_priority) == 1 and not locality_weighted and zones is None):
         return None
     top = max(by_priority)
     groups = [by_priority.get(p, []) for p in range(top + 1)]  # a priority with no endpoint has no health
@@ -139,8 +153,13 @@ def build_plan(endpoints: Sequence[Endpoint], panic_threshold: float, overprovis
         if load <= 0:
             continue
         cands = g if panic else h
+        if panic and zones is not None and zones.fail_on_panic:
+            cands = []  # fail_traffic_on_panic: as if no endpoint were healthy
         locs = _localities(g, overprovisioning) if locality_weighted and not panic else None
-        levels.append(Level(p, cands, panic, locs))
+        zr = None
+        if p == 0 and zones is not None and not panic and not locality_weighted and not zones.local_panic:
+            zr = plan_zones(g, zones.local_counts, zones.local_zone, zones.min_cluster_size, zones.enabled)
+        levels.append(Level(p, cands, panic, locs, zr))
         kept.append(load)
     if not levels:
         levels, kept = [Level(0, [], False, None)], [100]

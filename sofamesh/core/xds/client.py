@@ -143,7 +143,9 @@ class XdsClient:
         meta.update(self.xds.metadata)
         if self.base.agent is not None:  # this proxy holds a workload certificate: Pilot may send it mTLS
             meta.update({MTLS_METADATA: True})
+        loc = self.base.node.locality  # where this proxy runs (zone-aware routing), as Envoy's node
         return base_pb2.Node(id=self.xds.node_id, cluster=self.xds.cluster, metadata=meta,
+                             locality=base_pb2.Locality(region=loc.region, zone=loc.zone, sub_zone=loc.sub_zone),
                              user_agent_name="sofamesh", user_agent_version=__version__)
 
     async def _requests(self, queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:
