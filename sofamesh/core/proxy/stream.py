@@ -548,9 +548,7 @@ class Stream:
     def _retried_response(self, policy: RetryPolicy, head: ResponseHead, ep: Endpoint | None) -> bool:
         """The response ``head`` ends this try: retry it (True: the response is dropped) or let it
         through (False)."""
-        rs = self.retry
-        if rs is not None:
-            rs.cancel_timer()  # the per-try timeout ends with the response head
+        rs = self.retry  # a per-try timeout runs on until the response ends (Envoy: the whole try)
         up = self.upstream
         if up is None or self.head.oneway or not policy.on_response(head, up.codec):
             if rs is not None and rs.attempt > 1 and head.http_status < 500 and self.cluster is not None:
@@ -636,6 +634,14 @@ class Stream:
             return
         rs.timer = None
         cluster.stats.upstream_rq_per_try_timeout += 1
+        ms = int(rs.policy.per_try_timeout * 1000)
+        if self.response_started:  # part of the answer went out: it can only be cut short
+            if self.endpoint is not None:
+                cluster.report_failure(self.endpoint, TIMEOUT)
+            self._detach_upstream()
+            self.context.response_flags = "UT"
+            self._cut_response(ReplyStatus.TIMEOUT, f"upstream per-try timeout after {ms} ms")
+            return
         ep = self.endpoint
         if ep is not None:
             cluster.report_failure(ep, TIMEOUT)
@@ -647,7 +653,6 @@ class Stream:
         if rs.policy.on_timeout() and self._retry(ep):
             return
         self.context.response_flags = "UT"
-        ms = int(rs.policy.per_try_timeout * 1000)
         self.local_reply(ReplyStatus.TIMEOUT, f"upstream per-try timeout after {ms} ms")
 
     def _detach_upstream(self) -> None:
