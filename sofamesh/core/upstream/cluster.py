@@ -2,7 +2,8 @@
 
 ``Endpoint`` lives in ``core/endpoint.py`` (below proxy and upstream, which both use it) and is
 re-exported here. Outlier detection (``outlier.py``) and circuit breakers (``circuit_breaker.py``)
-hang off the cluster as ``outlier`` and ``breaker``, each None when the config does not ask for it;
+hang off the cluster as ``outlier`` and ``breaker`` (Envoy's default thresholds without
+``circuit_breakers``);
 active health checks (``health_check.py``) as ``checkers``. Priorities, localities and health
 become a ``Plan`` (``host_set.py``) when any of them matters; a cluster of healthy endpoints at one
 priority has none, and its requests go straight to the balancer."""
@@ -51,10 +52,10 @@ class Cluster:
         self.pools: dict[tuple[str, str], Pool] = {}
         self._last_pool: Pool | None = None  # what the previous request used: usually this one's too
         self.tls = TlsSource(config.tls, server=False, path=f"clusters[{config.name}].tls") if config.tls else None
-        # Retries are limited (Envoy's default max_retries 3) even without circuit_breakers; the
-        # request path checks the other thresholds only when ``breaker`` is set.
+        # Without circuit_breakers Envoy's default thresholds apply (1024 connections, pending and
+        # active requests, 3 retries), as in Envoy: ``breaker`` and ``limits`` are one object.
         self.limits = CircuitBreaker(config.circuit_breakers)
-        self.breaker = self.limits if config.circuit_breakers is not None else None
+        self.breaker: CircuitBreaker | None = self.limits
         od = config.ejection()
         self.outlier = OutlierDetector(self, od, config.outlier_detection is not None) if od is not None else None
         self.ejected = 0  # endpoints ejected now (outlier detection)
