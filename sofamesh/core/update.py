@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sofamesh.core.endpoint import FAILED_EDS_HEALTH
+from sofamesh.core.endpoint import EDS_HEALTH
 from sofamesh.core.upstream.cluster import link_local
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def _update_endpoints(prev: Cluster, fresh: Cluster, grace: float, loop: asyncio
             old.priority = e.priority
             old.locality = e.locality
             old.locality_weight = e.locality_weight
-            old.down = (old.down & ~FAILED_EDS_HEALTH) | (e.down & FAILED_EDS_HEALTH)
+            old.down = (old.down & ~EDS_HEALTH) | (e.down & EDS_HEALTH)
             merged.append(old)
         else:
             merged.append(e)
