@@ -17,7 +17,7 @@ from sofamesh.core.plugin_host import DATA_PLANE_GROUP, PluginHost
 from sofamesh.core.proxy.filter_chain import EMPTY_CHAIN, FilterChain
 from sofamesh.core.proxy.router import Route, Router
 from sofamesh.core.proxy.runtime import ListenerRuntime
-from sofamesh.core.upstream.cluster import Cluster
+from sofamesh.core.upstream.cluster import Cluster, link_local
 from sofamesh.core.upstream.health_check import HealthChecker
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ def build_runtime(config: ProxyConfig, host: PluginHost, loop: asyncio.AbstractE
             errors.append(exc)
     if errors:
         raise ConfigErrors(errors)
+    _zone_aware(config, clusters)
     runtimes: dict[str, ListenerRuntime] = {}
     for i, lc in enumerate(config.listeners):
         name = listener_name(i, lc)
@@ -68,6 +69,12 @@ def build_runtime(config: ProxyConfig, host: PluginHost, loop: asyncio.AbstractE
     if errors:
         raise ConfigErrors(errors)
     return Runtime(cats, clusters, runtimes)
+
+
+def _zone_aware(config: ProxyConfig, clusters: dict[str, Cluster]) -> None:
+    """Point each cluster with ``zone_aware_lb`` at the local cluster and the node's locality."""
+    loc = config.node.locality  # the local cluster's name is checked with every other (``resolve``)
+    link_local(clusters, config.cluster_manager.local_cluster_name, (loc.region, loc.zone, loc.sub_zone))
 
 
 def _build_cluster(i: int, c: ClusterConfig, cats: Catalogs, loop: asyncio.AbstractEventLoop) -> Cluster:

@@ -180,6 +180,13 @@ class Codec(ABC):
     keep_alive: bool = True
     """False once the protocol requires closing the connection after the current exchange
     (HTTP/1.0 without keep-alive, ``Connection: close``, a GOAWAY sent or received)."""
+    retriable_success: ClassVar[bool] = False
+    """True when ``classify`` may mark a response under HTTP 400 ``RETRIABLE`` (HTTP/2: a
+    trailers-only gRPC UNAVAILABLE answers 200). Otherwise a route's retry policy looks at a
+    response under 400 no further than its ``http_status``.
+
+    .. versionadded:: 0.2
+    """
 
     @abstractmethod
     def receive_data(self, data: bytes) -> None:

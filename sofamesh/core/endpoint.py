@@ -12,6 +12,8 @@ FAILED_ACTIVE_HC: Final = 1  # an active health check failed it (core/upstream/h
 FAILED_EDS_HEALTH: Final = 2  # EDS (or the config) says unhealthy, draining or timeout
 PENDING_ACTIVE_HC: Final = 4  # not health checked yet: failed until the first check passes, as in Envoy
 ACTIVE_HC_TIMEOUT: Final = 8  # the last active check timed out (shown, not used for balancing)
+DEGRADED_EDS_HEALTH: Final = 16  # EDS says degraded: used only when healthy endpoints are not enough
+EDS_HEALTH: Final = FAILED_EDS_HEALTH | DEGRADED_EDS_HEALTH  # what an EDS update sets
 _EDS_FAILED: Final = frozenset(("unhealthy", "draining", "timeout"))
 
 
@@ -29,7 +31,8 @@ class Endpoint:
         self.priority = config.priority
         self.locality = (self.labels.get("region", ""), self.labels.get("zone", ""), self.labels.get("sub_zone", ""))
         self.locality_weight = config.locality_weight
-        self.down = FAILED_EDS_HEALTH if config.health_status in _EDS_FAILED else 0
+        self.down = FAILED_EDS_HEALTH if config.health_status in _EDS_FAILED else \
+            DEGRADED_EDS_HEALTH if config.health_status == "degraded" else 0
         self.slow_start_since = 0.0  # loop time it entered slow start (added by an update, or healthy again)
         self.active_rq = 0
         self.rq_total = 0
@@ -48,8 +51,14 @@ class Endpoint:
 
     @property
     def healthy(self) -> bool:
-        """Not ejected, not failed by an active health check or by EDS."""
-        return not self.ejected_until and not self.down & (FAILED_ACTIVE_HC | FAILED_EDS_HEALTH)
+        """Not ejected, not failed by an active health check or by EDS, not degraded."""
+        return not self.ejected_until and not self.down & (FAILED_ACTIVE_HC | FAILED_EDS_HEALTH | DEGRADED_EDS_HEALTH)
+
+    @property
+    def degraded(self) -> bool:
+        """Degraded by EDS and otherwise healthy: Envoy's degraded tier."""
+        return not self.ejected_until and self.down & (FAILED_ACTIVE_HC | FAILED_EDS_HEALTH | DEGRADED_EDS_HEALTH) \
+            == DEGRADED_EDS_HEALTH
 
     def health_flags(self) -> str:
         """Envoy's ``health_flags`` text for this endpoint (``/clusters``): ``healthy`` or the
@@ -62,6 +71,8 @@ class Endpoint:
             out += "/failed_outlier_check"
         if d & FAILED_EDS_HEALTH:
             out += "/failed_eds_health"
+        if d & DEGRADED_EDS_HEALTH:
+            out += "/degraded_eds_health"
         if d & PENDING_ACTIVE_HC:
             out += "/pending_active_hc"
         if d & ACTIVE_HC_TIMEOUT and d & FAILED_ACTIVE_HC:
@@ -84,4 +95,5 @@ class Endpoint:
                 "ejections": self.ejections}
 
 
-__all__ = ["ACTIVE_HC_TIMEOUT", "FAILED_ACTIVE_HC", "FAILED_EDS_HEALTH", "PENDING_ACTIVE_HC", "Endpoint"]
+__all__ = ["ACTIVE_HC_TIMEOUT", "DEGRADED_EDS_HEALTH", "EDS_HEALTH", "FAILED_ACTIVE_HC", "FAILED_EDS_HEALTH",
+           "PENDING_ACTIVE_HC", "Endpoint"]

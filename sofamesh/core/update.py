@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sofamesh.core.endpoint import FAILED_EDS_HEALTH
+from sofamesh.core.endpoint import EDS_HEALTH
+from sofamesh.core.upstream.cluster import link_local
 
 if TYPE_CHECKING:
     import asyncio
@@ -48,6 +49,8 @@ def apply_update(listeners: ListenerSet, clusters: dict[str, Cluster], built: Ru
             prev.protocol = c.protocol
             prev.config = c.config
             fresh[name] = prev  # keep its pools, counters and health
+    loc = config.node.locality
+    link_local(fresh, config.cluster_manager.local_cluster_name, (loc.region, loc.zone, loc.sub_zone))
     listeners.switch_to(config, built.listeners, bound, grace)
     for name, c in clusters.items():
         if fresh.get(name) is not c:
@@ -74,7 +77,7 @@ def _update_endpoints(prev: Cluster, fresh: Cluster, grace: float, loop: asyncio
             old.priority = e.priority
             old.locality = e.locality
             old.locality_weight = e.locality_weight
-            old.down = (old.down & ~FAILED_EDS_HEALTH) | (e.down & FAILED_EDS_HEALTH)
+            old.down = (old.down & ~EDS_HEALTH) | (e.down & EDS_HEALTH)
             merged.append(old)
         else:
             merged.append(e)

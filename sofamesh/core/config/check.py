@@ -146,6 +146,9 @@ def _reference_errors(data: Mapping[str, Any], cats: Catalogs, available: Mappin
         if isinstance(name, str) and name not in cluster_names:
             errors.append(ConfigError(path, f"unknown cluster {name!r} (known: {known_clusters})"))
 
+    local = _mapping(data.get("cluster_manager")).get("local_cluster_name")
+    if local and not data.get("xds"):  # over xDS the local cluster may come with CDS
+        check_cluster(local, "cluster_manager.local_cluster_name")
     seen_l: set[str] = set()
     seen_a: set[str] = set()
     for i, lst in _items(data.get("listeners")):

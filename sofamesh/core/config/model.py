@@ -503,6 +503,31 @@ class HealthCheckConfig(_Model):
         return next(k for k in HEALTH_CHECK_KINDS if getattr(self, k) is not None)
 
 
+class ZoneAwareLbConfig(_Model):
+    """Envoy's ``common_lb_config.zone_aware_lb_config``: prefer endpoints in the caller's own zone
+    (``node.locality``), compared with ``cluster_manager.local_cluster_name``'s endpoints."""
+
+    routing_enabled: Annotated[float, Field(ge=0, le=100)] = 100.0  # percent of requests considered
+    min_cluster_size: Annotated[int, Field(ge=0)] = 6  # fewer endpoints upstream: no zone routing
+    fail_traffic_on_panic: bool = False  # in panic, serve no endpoint instead of all
+
+
+class LocalityConfig(_Model):
+    region: str = ""
+    zone: str = ""
+    sub_zone: str = ""
+
+
+class NodeConfig(_Model):
+    """Envoy's bootstrap ``node``: where this proxy runs (zone-aware routing's local zone)."""
+
+    locality: LocalityConfig = Field(default_factory=LocalityConfig)
+
+
+class ClusterManagerConfig(_Model):
+    local_cluster_name: str = ""  # the cluster of this proxy's own service (zone-aware routing)
+
+
 class ClusterConfig(_Model):
     name: str
     protocol: str | None = None
@@ -518,6 +543,7 @@ class ClusterConfig(_Model):
     circuit_breakers: CircuitBreakersConfig | None = None
     healthy_panic_threshold: Annotated[float, Field(ge=0, le=100)] = 50.0  # Envoy's common_lb_config
     locality_weighted_lb: bool = False  # Envoy's common_lb_config.locality_weighted_lb_config
+    zone_aware_lb: ZoneAwareLbConfig | None = None  # Envoy's common_lb_config.zone_aware_lb_config
     overprovisioning_factor: Annotated[int, Field(gt=0)] = 140  # percent; Envoy's ClusterLoadAssignment.policy
     health_checks: list[HealthCheckConfig] = Field(default_factory=list, max_length=1)  # one per cluster
     max_requests_per_connection: Annotated[int, Field(ge=0)] = 0  # 0 = unlimited
@@ -591,6 +617,8 @@ class ProxyConfig(_Model):
     agent: AgentConfig | None = None
     listeners: list[ListenerConfig] = Field(default_factory=list)
     clusters: list[ClusterConfig] = Field(default_factory=list)
+    node: NodeConfig = Field(default_factory=NodeConfig)  # Envoy's bootstrap node (its locality)
+    cluster_manager: ClusterManagerConfig = Field(default_factory=ClusterManagerConfig)
     drain_timeout_ms: Annotated[int, Field(ge=0)] = 10_000
     # a Unix socket path: a new process started with --hot-upgrade takes this one's sockets and
     # connections over it (docs/upgrade.md); None: no hot upgrade
@@ -610,6 +638,7 @@ __all__ = [
     "AgentConfig",
     "CircuitBreakersConfig",
     "ClusterConfig",
+    "ClusterManagerConfig",
     "DirectResponseConfig",
     "EndpointConfig",
     "FilterConfig",
@@ -621,7 +650,9 @@ __all__ = [
     "HttpHealthCheckConfig",
     "LimitsConfig",
     "ListenerConfig",
+    "LocalityConfig",
     "MirrorConfig",
+    "NodeConfig",
     "OutlierDetectionConfig",
     "ProtocolHealthCheckConfig",
     "ProxyConfig",
@@ -637,5 +668,6 @@ __all__ = [
     "TlsConfig",
     "WeightedCluster",
     "XdsConfig",
+    "ZoneAwareLbConfig",
     "parse_address",
 ]

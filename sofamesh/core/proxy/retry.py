@@ -2,8 +2,11 @@
 tries, and the state of one retried request (its attempt number, the request kept for replay, its
 timers).
 
-Only a request whose route has a policy carries a ``RetryState`` (``Stream.retry``); the stream
-consults this module when an attempt failed, so a route without a policy pays nothing for it.
+A request carries a ``RetryState`` (``Stream.retry``) only once it needs one: its route has a
+policy and the request has a body to keep for a replay, a per-try timeout, or a failed try to
+retry. A request whose whole frame is one bytes object (Bolt, Dubbo, a bodiless HTTP request) and
+that succeeds at the first try allocates nothing here and arms no timer; its answer is looked at
+no further than one status comparison (``RetryPolicy.floor``).
 What counts as a failure of each protocol comes from its codec (``Codec.classify``): Envoy's HTTP
 conditions apply to Bolt, Dubbo and third-party protocols through it. Oneway requests never retry.
 """
@@ -43,7 +46,7 @@ class RetryPolicy:
     """A route's compiled ``retry_policy``: immutable, shared by the route's requests."""
 
     __slots__ = ("attempt_header", "base", "buffer_limit", "floor", "grpc_codes", "max_interval", "num_retries",
-                 "on", "per_try_timeout", "previous_hosts", "status_codes")
+                 "on", "per_try_timeout", "previous_hosts", "status_codes", "success_floor")
 
     def __init__(self, config: RetryPolicyConfig) -> None:
         on = 0
@@ -60,11 +63,13 @@ class RetryPolicy:
         self.previous_hosts = config.previous_hosts
         self.attempt_header = config.include_attempt_count
         self.buffer_limit = config.per_request_buffer_limit_bytes
-        # Below this HTTP status (and without gRPC conditions) no response is retried: the answer to
-        # nearly every request is decided by one comparison, without asking the codec.
-        # (``retriable`` asks the codec every time: a codec may mark a 200 retriable, as gRPC's
-        # trailers-only UNAVAILABLE).
-        self.floor = 0 if self.grpc_codes or on & ON_RETRIABLE else min((400, *self.status_codes))
+        # Below ``floor`` no response is retried: the answer to nearly every request is decided by
+        # one comparison, without asking the codec. A codec with ``retriable_success`` (HTTP/2) may
+        # mark a 200 retriable (gRPC's trailers-only UNAVAILABLE), and the gRPC conditions read a
+        # trailers-only 200's grpc-status: below ``floor`` its responses are asked about from
+        # ``success_floor`` up.
+        self.floor = min((400, *self.status_codes))
+        self.success_floor = 0 if self.grpc_codes or on & ON_RETRIABLE else self.floor
 
     def backoff(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the first): Envoy's fully jittered
@@ -86,7 +91,7 @@ class RetryPolicy:
     def on_response(self, head: ResponseHead, codec: Codec) -> bool:
         """Whether the response ``head`` (decoded by ``codec``) is one to retry."""
         s = head.http_status
-        if s < self.floor:
+        if s < self.floor and (s < self.success_floor or not codec.retriable_success):
             return False
         on = self.on
         if self.grpc_codes and head.end_stream:

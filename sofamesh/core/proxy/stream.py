@@ -1,8 +1,9 @@
 """Stream: one request/response exchange and its StreamContext. The request path lives here.
 
 Resilience lives in modules of its own and is reached only from failure paths or when the route or
-cluster asks for it: retries (``retry.py``, ``Stream.retry`` is None without a policy), outlier
-detection (``Cluster.outlier``), circuit breakers (``Cluster.breaker``)."""
+cluster asks for it: retries (``retry.py``; ``Stream.retry`` stays None until a request of a route
+with a policy needs it, see ``_retry_state``), outlier detection (``Cluster.outlier``), circuit
+breakers (``Cluster.breaker``)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from sofamesh.core.net.flow_control import ReadGate, WriteGate
     from sofamesh.core.net.timers import DeadlineWheel
     from sofamesh.core.proxy.mirror import Shadows
+    from sofamesh.core.proxy.retry import RetryPolicy
     from sofamesh.core.proxy.router import Route
     from sofamesh.core.proxy.runtime import ListenerRuntime
     from sofamesh.core.upstream.cluster import Cluster
@@ -102,7 +104,7 @@ class Stream:
         self.resp_q: deque[bytes] = deque()  # response body waiting for the downstream's flow-control window
         self.resp_end: EndOfMessage | None = None
         self.tried: tuple[Endpoint, ...] = ()
-        self.retry: RetryState | None = None  # only on a route with a retry_policy
+        self.retry: RetryState | None = None  # made on first need, on a route with a retry_policy
         self.filter_index = 0
         self.status = 0
         self.http_status = 0
@@ -222,10 +224,24 @@ class Stream:
         if route.mirror is not None:
             self.shadow = route.mirror.send(self.head, self.conn, rt.clusters, head.protocol)
         if policy is not None and not head.oneway:
-            rs = self.retry = RetryState(policy)
+            if self.req_q:  # body that came before the route was known: kept for a replay too
+                rs = self._retry_state()
+                for data in self.req_q:
+                    rs.keep(data)
             if policy.per_try_timeout:
+                rs = self._retry_state()
                 rs.timer = self.conn.loop.call_later(policy.per_try_timeout, self._on_per_try_timeout)
         self._pick_and_send()
+
+    def _retry_state(self) -> RetryState:
+        """This request's retry state, made when first needed (its route has a retry policy and the
+        request is not oneway): a request that succeeds at once without a body allocates none."""
+        rs = self.retry
+        if rs is None:
+            route = self.route
+            assert route is not None and route.retry is not None and not self.head.oneway
+            rs = self.retry = RetryState(route.retry)
+        return rs
 
     def _pick_and_send(self) -> None:
         cluster = self.cluster
@@ -253,6 +269,10 @@ class Stream:
 
     def on_request_body(self, chunk: BodyChunk) -> None:
         rs = self.retry
+        if rs is None and self.cluster is not None:
+            route = self.route
+            if route is not None and route.retry is not None and not self.head.oneway:
+                rs = self._retry_state()
         if rs is not None:
             rs.keep(chunk.data)  # for a replay on the next try
         if self.shadow is not None:
@@ -358,7 +378,8 @@ class Stream:
         ep.active_rq -= 1
         cluster.report_failure(ep, CONNECT_FAILED)
         self.upstream = None
-        rs = self.retry
+        route = self.route
+        rs = self._retry_state() if route is not None and route.retry is not None and not self.head.oneway else None
         if rs is not None:  # the route's policy decides, as in Envoy
             self.endpoint = None
             rs.cancel_timer()
@@ -387,8 +408,12 @@ class Stream:
                 cluster.report_status(ep, head.http_status)
             elif ep.consecutive_failures:
                 cluster.report_success(ep)
-        rs = self.retry
-        if rs is not None and self._retried_response(rs, head, ep):
+        route = self.route
+        policy = route.retry if route is not None else None
+        # A retried route looks further only at a failure, or at a success a codec may mark retriable
+        if policy is not None and (head.http_status >= policy.floor or self.retry is not None or (
+                head.http_status >= policy.success_floor and self.upstream is not None
+                and self.upstream.codec.retriable_success)) and self._retried_response(policy, head, ep):
             return
         self.status = head.status
         self.http_status = head.http_status
@@ -396,7 +421,6 @@ class Stream:
         if hooks:
             for hook in hooks:
                 hook(self, head)
-        route = self.route
         if route is not None and route.response_headers is not None:
             if head.raw is None:
                 head = route.response_headers.response(head)
@@ -489,7 +513,8 @@ class Stream:
         if self.response_started:
             self._cut_response(ReplyStatus.UPSTREAM_RESET, reason)
             return
-        rs = self.retry
+        route = self.route
+        rs = self._retry_state() if route is not None and route.retry is not None and not self.head.oneway else None
         if rs is not None and rs.policy.on_reset(refused):
             ep = self.endpoint
             if ep is not None:
@@ -534,14 +559,14 @@ class Stream:
         self._finish()
         conn.abort()
 
-    # -- retries (only for a route with a retry_policy: ``self.retry`` is set) ----------------------
-    def _retried_response(self, rs: RetryState, head: ResponseHead, ep: Endpoint | None) -> bool:
+    # -- retries (only for a route with a retry_policy) ---------------------------------------------
+    def _retried_response(self, policy: RetryPolicy, head: ResponseHead, ep: Endpoint | None) -> bool:
         """The response ``head`` ends this try: retry it (True: the response is dropped) or let it
         through (False)."""
-        rs.cancel_timer()  # the per-try timeout ends with the response head
+        rs = self.retry  # a per-try timeout runs on until the response ends (Envoy: the whole try)
         up = self.upstream
-        if up is None or not rs.policy.on_response(head, up.codec):
-            if rs.attempt > 1 and head.http_status < 500 and self.cluster is not None:
+        if up is None or self.head.oneway or not policy.on_response(head, up.codec):
+            if rs is not None and rs.attempt > 1 and head.http_status < 500 and self.cluster is not None:
                 self.cluster.stats.upstream_rq_retry_success += 1
             return False
         if not self._retry(ep):
@@ -559,10 +584,10 @@ class Stream:
     def _retry(self, ep: Endpoint | None) -> bool:
         """Schedule the next try after the policy's back-off, if the policy, the buffer and the
         cluster's retry limit allow; False (with the reason counted) otherwise."""
-        rs = self.retry
         cluster = self.cluster
-        if rs is None or cluster is None or self.response_started or self.done:
+        if cluster is None or self.response_started or self.done:
             return False
+        rs = self._retry_state()
         stats = cluster.stats
         if rs.overflowed:
             stats.retry_or_shadow_abandoned += 1
@@ -624,6 +649,14 @@ class Stream:
             return
         rs.timer = None
         cluster.stats.upstream_rq_per_try_timeout += 1
+        ms = int(rs.policy.per_try_timeout * 1000)
+        if self.response_started:  # part of the answer went out: it can only be cut short
+            if self.endpoint is not None:
+                cluster.report_failure(self.endpoint, TIMEOUT)
+            self._detach_upstream()
+            self.context.response_flags = "UT"
+            self._cut_response(ReplyStatus.TIMEOUT, f"upstream per-try timeout after {ms} ms")
+            return
         ep = self.endpoint
         if ep is not None:
             cluster.report_failure(ep, TIMEOUT)
@@ -635,7 +668,6 @@ class Stream:
         if rs.policy.on_timeout() and self._retry(ep):
             return
         self.context.response_flags = "UT"
-        ms = int(rs.policy.per_try_timeout * 1000)
         self.local_reply(ReplyStatus.TIMEOUT, f"upstream per-try timeout after {ms} ms")
 
     def _detach_upstream(self) -> None:

@@ -3,8 +3,7 @@ Envoy's thresholds at the default priority, and the retry budget.
 
 Counters only, no timers and no I/O: the pool asks before it opens a connection or queues a
 request, the stream before it sends or retries one, and each gives back what it took. A cluster
-without ``circuit_breakers`` has no breaker on its request path (``Cluster.breaker`` is None); its
-retries are still limited by Envoy's default ``max_retries`` through ``Cluster.limits``.
+without ``circuit_breakers`` gets Envoy's default thresholds (1024 / 1024 / 1024 / 3), as in Envoy.
 """
 
 from __future__ import annotations

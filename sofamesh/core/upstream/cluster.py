@@ -2,7 +2,8 @@
 
 ``Endpoint`` lives in ``core/endpoint.py`` (below proxy and upstream, which both use it) and is
 re-exported here. Outlier detection (``outlier.py``) and circuit breakers (``circuit_breaker.py``)
-hang off the cluster as ``outlier`` and ``breaker``, each None when the config does not ask for it;
+hang off the cluster as ``outlier`` and ``breaker`` (Envoy's default thresholds without
+``circuit_breakers``);
 active health checks (``health_check.py``) as ``checkers``. Priorities, localities and health
 become a ``Plan`` (``host_set.py``) when any of them matters; a cluster of healthy endpoints at one
 priority has none, and its requests go straight to the balancer."""
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sofamesh.core.config.model import ClusterConfig
+from sofamesh.core.config.model import ClusterConfig, ZoneAwareLbConfig
 from sofamesh.core.endpoint import Endpoint
 from sofamesh.core.net.tls import TlsSource
 from sofamesh.core.stats import ClusterStats
 from sofamesh.core.upstream.circuit_breaker import CircuitBreaker
 from sofamesh.core.upstream.host_set import Plan, build_plan
 from sofamesh.core.upstream.outlier import OutlierDetector
+from sofamesh.core.upstream.zone_aware import Locality, ZoneInput
 
 if TYPE_CHECKING:
     import asyncio
@@ -28,11 +30,15 @@ if TYPE_CHECKING:
     from sofamesh.core.upstream.pool import Pool
 
 
+_ZONE_DEFAULTS = ZoneAwareLbConfig()
+
+
 class Cluster:
     """A named set of endpoints with a balancer, pools and stats."""
 
-    __slots__ = ("_last_pool", "_panic", "_plan", "breaker", "checkers", "config", "ejected", "endpoints", "hashing",
-                 "lb", "limits", "loop", "name", "outlier", "pools", "protocol", "stats", "tls")
+    __slots__ = ("_last_pool", "_panic", "_plan", "breaker", "checkers", "config", "dependents", "ejected",
+                 "endpoints", "hashing", "lb", "limits", "local", "local_zone", "loop", "name", "outlier", "pools",
+                 "protocol", "stats", "tls")
 
     def __init__(self, config: ClusterConfig, lb: LoadBalancer, protocol: CodecFactory | None,
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -46,10 +52,10 @@ class Cluster:
         self.pools: dict[tuple[str, str], Pool] = {}
         self._last_pool: Pool | None = None  # what the previous request used: usually this one's too
         self.tls = TlsSource(config.tls, server=False, path=f"clusters[{config.name}].tls") if config.tls else None
-        # Retries are limited (Envoy's default max_retries 3) even without circuit_breakers; the
-        # request path checks the other thresholds only when ``breaker`` is set.
+        # Without circuit_breakers Envoy's default thresholds apply (1024 connections, pending and
+        # active requests, 3 retries), as in Envoy: ``breaker`` and ``limits`` are one object.
         self.limits = CircuitBreaker(config.circuit_breakers)
-        self.breaker = self.limits if config.circuit_breakers is not None else None
+        self.breaker: CircuitBreaker | None = self.limits
         od = config.ejection()
         self.outlier = OutlierDetector(self, od, config.outlier_detection is not None) if od is not None else None
         self.ejected = 0  # endpoints ejected now (outlier detection)
@@ -57,7 +63,39 @@ class Cluster:
         self.hashing = lb.needs_hash  # the stream computes a request's hash only for these balancers
         self.checkers: list[HealthChecker] = []  # set by the builder; started with ``start``
         self._plan: Plan | None = None  # None: every endpoint healthy at one priority (the common case)
+        # zone-aware routing (``zone_aware_lb``): the caller's own cluster and locality (``set_local``)
+        self.local: Cluster | None = None
+        self.local_zone: Locality = ("", "", "")
+        self.dependents: list[Cluster] = []  # clusters whose zone routing follows this one's health
         self.health_changed()
+
+    def set_local(self, local: Cluster | None, zone: Locality) -> None:
+        """Zone-aware routing compares this cluster with ``local`` (``cluster_manager.local_cluster_name``;
+        None when there is none) for a caller in ``zone``; a change of ``local``'s health re-plans it."""
+        self.local = local
+        self.local_zone = zone
+        if local is not None and local is not self:
+            local.dependents.append(self)
+        self.health_changed()
+
+    def _zone_input(self) -> ZoneInput | None:
+        za = self.config.zone_aware_lb
+        if za is None:
+            if self.local is None:
+                return None
+            za = _ZONE_DEFAULTS  # as Envoy: a local cluster turns zone routing on with the defaults
+        counts: dict[Locality, int] = {}
+        total = 0
+        local = self.local
+        for e in local.endpoints if local is not None else ():
+            if e.priority == 0:
+                total += 1
+                if e.healthy:
+                    counts[e.locality] = counts.get(e.locality, 0) + 1
+        healthy = sum(counts.values())
+        panic = not total or 100.0 * healthy / total < self._panic  # Envoy: the local cluster in panic
+        return ZoneInput(self.local_zone, counts, panic, za.min_cluster_size, za.routing_enabled,
+                         za.fail_traffic_on_panic)
 
     def add_checker(self, checker: HealthChecker) -> None:
         """An active health check for this cluster: its endpoints start failed until checked."""
@@ -75,8 +113,11 @@ class Cluster:
     def health_changed(self) -> None:
         """Endpoints, their weights, priorities or health changed: recompute what may be chosen."""
         c = self.config
-        self._plan = build_plan(self.endpoints, self._panic, c.overprovisioning_factor, c.locality_weighted_lb)
+        self._plan = build_plan(self.endpoints, self._panic, c.overprovisioning_factor, c.locality_weighted_lb,
+                                self._zone_input())
         self.lb.endpoints_changed(self.endpoints)
+        for d in self.dependents:
+            d.health_changed()
 
     def endpoints_updated(self, added: list[Endpoint]) -> None:
         """An update replaced the endpoint list in place (``core/update.py``); ``added`` are new:
@@ -174,4 +215,16 @@ class Cluster:
         return out
 
 
-__all__ = ["Cluster", "Endpoint"]
+def link_local(clusters: dict[str, Cluster], local_name: str, zone: Locality) -> None:
+    """Point each cluster at the local cluster ``local_name`` (if one of ``clusters``; as in Envoy,
+    every cluster then routes zone-aware, with ``zone_aware_lb`` or its defaults) and the caller's
+    ``zone``; after an update, links kept clusters afresh."""
+    local = clusters.get(local_name) if local_name else None
+    for cluster in clusters.values():
+        cluster.dependents.clear()
+    for cluster in clusters.values():
+        if local is not None or cluster.config.zone_aware_lb is not None:
+            cluster.set_local(local, zone)
+
+
+__all__ = ["Cluster", "Endpoint", "link_local"]

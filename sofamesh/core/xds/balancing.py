@@ -5,8 +5,9 @@
 - Cluster ``lb_policy`` ROUND_ROBIN / LEAST_REQUEST / RANDOM / RING_HASH / MAGLEV with
   ``round_robin_lb_config`` / ``least_request_lb_config`` (choice_count, active_request_bias,
   slow_start_config) / ``ring_hash_lb_config`` / ``maglev_lb_config``;
-- ``common_lb_config``: ``locality_weighted_lb_config``; ``zone_aware_lb_config`` is accepted and
-  has no effect (Envoy applies it only with a local cluster, which a sidecar here never has);
+- ``common_lb_config``: ``locality_weighted_lb_config``; ``zone_aware_lb_config`` (routing_enabled,
+  min_cluster_size, fail_traffic_on_panic; it acts with the bootstrap's
+  ``cluster_manager.local_cluster_name`` and ``node.locality``);
 - ``health_checks`` (one): HTTP, TCP and gRPC checks with their timing and thresholds;
 - ``max_requests_per_connection`` and ``common_http_protocol_options`` (``idle_timeout``,
   ``max_connection_duration``, ``max_requests_per_connection``), on the cluster or in its
@@ -81,8 +82,17 @@ def lb_policy(c: Any, base: str, out: dict[str, Any]) -> None:
         out["lb_config"] = cfg
     if c.HasField("common_lb_config"):
         common = c.common_lb_config
-        if common.WhichOneof("locality_config_specifier") == "locality_weighted_lb_config":
+        which_loc = common.WhichOneof("locality_config_specifier")
+        if which_loc == "locality_weighted_lb_config":
             out["locality_weighted_lb"] = True
+        elif which_loc == "zone_aware_lb_config":
+            za = common.zone_aware_lb_config
+            zone: dict[str, Any] = {"fail_traffic_on_panic": za.fail_traffic_on_panic}
+            if za.HasField("routing_enabled"):
+                zone["routing_enabled"] = za.routing_enabled.value
+            if za.HasField("min_cluster_size"):
+                zone["min_cluster_size"] = za.min_cluster_size.value
+            out["zone_aware_lb"] = zone
         if common.HasField("consistent_hashing_lb_config"):
             ch = common.consistent_hashing_lb_config
             if ch.use_hostname_for_hashing or ch.HasField("hash_balance_factor"):

@@ -149,7 +149,9 @@ class XdsClient:
         admin = self.server.admin_bound
         if admin is not None and ADMIN_METADATA not in meta:
             meta.update({ADMIN_METADATA: admin})
+        loc = self.base.node.locality  # where this proxy runs (zone-aware routing), as Envoy's node
         return base_pb2.Node(id=self.xds.node_id, cluster=self.xds.cluster, metadata=meta,
+                             locality=base_pb2.Locality(region=loc.region, zone=loc.zone, sub_zone=loc.sub_zone),
                              user_agent_name="sofamesh", user_agent_version=__version__)
 
     async def _requests(self, queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:

@@ -147,6 +147,8 @@ class _Stream:
 class Http2Codec(Codec):
     """One HTTP/2 connection in one role. See the module docstring for how the kernel drives it."""
 
+    retriable_success: ClassVar[bool] = True  # a trailers-only gRPC UNAVAILABLE is a 200 (``classify``)
+
     def __init__(
         self,
         role: Role,

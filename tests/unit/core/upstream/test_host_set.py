@@ -13,7 +13,7 @@ import pytest
 from sofamesh.core.config.model import ClusterConfig
 from sofamesh.core.endpoint import FAILED_ACTIVE_HC
 from sofamesh.core.upstream.cluster import Cluster
-from sofamesh.core.upstream.host_set import priority_loads
+from sofamesh.core.upstream.host_set import priority_loads, tiered_loads
 from sofamesh.plugins.load_balancers.round_robin import RoundRobinFactory
 
 
@@ -97,3 +97,28 @@ def test_a_hash_picks_the_same_priority_every_time(loop: asyncio.AbstractEventLo
     _fail(c, 0)
     for h in (5, 69, 70, 99, 12345):
         assert len({c.choose((), h).priority for _ in range(10)}) == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("healths", "degradeds", "loads", "dloads"), [
+    ([70], [70], [70], [30]),  # 2 healthy + 2 degraded of 4: healthy 70 %, the rest to the degraded
+    ([93], [46], [93], [7]),  # 4 healthy + 2 degraded of 6
+    ([100], [35], [100], [0]),  # enough healthy: the degraded get nothing
+    ([0, 70], [70, 0], [0, 70], [30, 0]),  # healthy availability anywhere comes before degraded
+    ([0], [70], [0], [100]),  # only degraded: they take it all
+])
+def test_degraded_endpoints_take_only_what_healthy_ones_leave(healths: list[int], degradeds: list[int],
+                                                              loads: list[int], dloads: list[int]) -> None:
+    assert tiered_loads(healths, degradeds) == (loads, dloads)
+
+
+def test_eds_degraded_endpoints_serve_only_when_healthy_ones_are_not_enough(loop: asyncio.AbstractEventLoop) -> None:
+    c = _cluster(loop, [{"address": f"127.0.0.1:{i}"} for i in (1, 2, 3)]
+                 + [{"address": "127.0.0.1:4", "health_status": "degraded"}])
+    assert {c.choose().address for _ in range(200)} == {"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}  # type: ignore[union-attr]
+    assert c.snapshot()["endpoints"][3]["health_flags"] == "/degraded_eds_health"  # type: ignore[index]
+    _fail(c, 0, 1)  # 1 healthy + 1 degraded of 4: 35 % healthy, 35 % degraded, normalized over 70
+    counts = Counter(c.choose().address for _ in range(4000))  # type: ignore[union-attr]
+    assert 0.44 < counts["127.0.0.1:4"] / 4000 < 0.56
+    assert c.snapshot()["priority_load"] == [  # type: ignore[index]
+        {"priority": 0, "load": 50, "panic": False, "candidates": 1},
+        {"priority": 0, "load": 50, "panic": False, "candidates": 1, "degraded": True}]

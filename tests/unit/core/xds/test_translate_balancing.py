@@ -56,11 +56,16 @@ def test_ring_hash_with_murmur_and_zone_aware_hostname_hashing_are_refused() -> 
             "consistent_hashing_lb_config": {"use_hostname_for_hashing": True}}))
 
 
-def test_locality_weighting_is_translated_and_zone_awareness_accepted() -> None:
+def test_locality_weighting_and_zone_awareness_are_translated() -> None:
     out = translate_cluster(_cluster(common_lb_config={"locality_weighted_lb_config": {}})).config
-    assert out["locality_weighted_lb"] is True
+    assert out["locality_weighted_lb"] is True and "zone_aware_lb" not in out
     out = translate_cluster(_cluster(common_lb_config={"zone_aware_lb_config": {}})).config
-    assert "locality_weighted_lb" not in out
+    assert "locality_weighted_lb" not in out and out["zone_aware_lb"] == {"fail_traffic_on_panic": False}
+    out = translate_cluster(_cluster(common_lb_config={"zone_aware_lb_config": {
+        "routing_enabled": {"value": 40}, "min_cluster_size": 3, "fail_traffic_on_panic": True}})).config
+    assert out["zone_aware_lb"] == {"routing_enabled": 40.0, "min_cluster_size": 3, "fail_traffic_on_panic": True}
+    cfg = from_mapping({"clusters": [{"name": "c", **out}]})
+    assert cfg.clusters[0].zone_aware_lb is not None and cfg.clusters[0].zone_aware_lb.min_cluster_size == 3
 
 
 def test_health_checks_of_every_kind_are_translated() -> None:

@@ -79,6 +79,19 @@ def test_least_request_scales_unequal_weights_by_active_requests_with_the_bias()
     assert 0.70 < counts[eps[1]] / 6000 < 0.80
 
 
+def test_least_request_with_unequal_weights_follows_an_edf_schedule_as_envoy() -> None:
+    eps = _eps(3, [1, 2, 5])
+    lb = LeastRequestFactory().create({"active_request_bias": 0.0})
+    picks = [lb.choose(eps) for _ in range(800)]
+    for start in range(0, 800, 8):  # every 8 turns exactly 1, 2 and 5 (a draw by weight would wander)
+        window = Counter(picks[start:start + 8])
+        assert sorted(window.values()) == [1, 2, 5], (start, window)
+    busy = LeastRequestFactory().create({"active_request_bias": 1.0})
+    eps[2].active_rq = 4  # 5 / (4 + 1) = 1: now as heavy as the first
+    counts = Counter(busy.choose(eps) for _ in range(400))
+    assert counts[eps[0]] == counts[eps[2]] and abs(counts[eps[1]] - 200) <= 1
+
+
 def test_random_rejects_settings() -> None:
     with pytest.raises(ValueError, match="takes no settings"):
         RandomFactory().create({"x": 1})
