@@ -557,6 +557,7 @@ class XdsConfig(_Model):
     cluster: str = ""
     mode: Literal["sotw", "delta"] = "sotw"
     metadata: dict[str, Any] = Field(default_factory=dict)
+    locality: str = ""  # node.locality as "region[/zone[/sub_zone]]": Pilot's locality load balancing reads it
     initial_fetch_timeout_ms: Annotated[int, Field(ge=0)] = 10_000
     backoff_initial_ms: Annotated[int, Field(gt=0)] = 200
     backoff_max_ms: Annotated[int, Field(gt=0)] = 5_000

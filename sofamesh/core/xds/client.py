@@ -143,7 +143,9 @@ class XdsClient:
         meta.update(self.xds.metadata)
         if self.base.agent is not None:  # this proxy holds a workload certificate: Pilot may send it mTLS
             meta.update({MTLS_METADATA: True})
+        region, zone, sub_zone = [*self.xds.locality.split("/", 2), "", ""][:3]
         return base_pb2.Node(id=self.xds.node_id, cluster=self.xds.cluster, metadata=meta,
+                             locality=base_pb2.Locality(region=region, zone=zone, sub_zone=sub_zone),
                              user_agent_name="sofamesh", user_agent_version=__version__)
 
     async def _requests(self, queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:

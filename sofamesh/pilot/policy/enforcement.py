@@ -49,12 +49,21 @@ _TRAFFIC_POLICY_ENVOY = """
     outlierDetection.consecutive5xxErrors outlierDetection.interval outlierDetection.baseEjectionTime
     outlierDetection.maxEjectionPercent outlierDetection.minHealthPercent
 """
+# tests/integration/policy/test_locality_lb.py: an 80/20 distribute, failover to the other zone when
+# the proxy's zone stops, and a newcomer's small share in its warmup window, on both proxies.
+_TRAFFIC_POLICY_PROXIES = """
+    loadBalancer.localityLbSetting loadBalancer.localityLbSetting.enabled loadBalancer.localityLbSetting.distribute
+    loadBalancer.localityLbSetting.distribute.from loadBalancer.localityLbSetting.distribute.to
+    loadBalancer.warmupDurationSecs
+"""
 _PORT_LEVEL = "portLevelSettings portLevelSettings.port portLevelSettings.port.number"
 
 
 def _traffic_policy(prefix: str) -> dict[str, tuple[str, ...]]:
     out = {prefix: _ENVOY, **_under(prefix, _TRAFFIC_POLICY_ENVOY, _ENVOY), **_under(prefix, _PORT_LEVEL, _ENVOY)}
     out.update(_under(f"{prefix}.portLevelSettings", _TRAFFIC_POLICY_ENVOY, _ENVOY))
+    out.update(_under(prefix, _TRAFFIC_POLICY_PROXIES, _PROXIES))
+    out.update(_under(f"{prefix}.portLevelSettings", _TRAFFIC_POLICY_PROXIES, _PROXIES))
     return out
 
 
