@@ -80,6 +80,12 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
                          "headers.response headers.response.add mirror mirror.host mirror.subset "
                          "redirect redirect.uri redirect.redirectCode directResponse directResponse.status "
                          "directResponse.body directResponse.body.string", _PROXIES),
+        # tests/integration/policy/test_http_match_fields.py
+        **_under("http", "match.withoutHeaders match.withoutHeaders.exact match.authority match.authority.exact "
+                         "match.scheme match.scheme.exact rewrite.authority rewrite.uriRegexRewrite "
+                         "rewrite.uriRegexRewrite.match rewrite.uriRegexRewrite.rewrite mirrorPercentage "
+                         "mirrorPercentage.value route.headers route.headers.request route.headers.request.set",
+                 _PROXIES),
         **_under("http", "retries retries.attempts retries.perTryTimeout retries.retryOn", _ENVOY),
     },
     "DestinationRule": {
