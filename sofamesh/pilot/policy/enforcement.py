@@ -74,12 +74,16 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
                          "route.destination.subset route.weight", _ALL),
         **_under("http", "name match.uri match.uri.exact match.uri.prefix match.uri.regex match.method "
                          "match.method.exact match.queryParams match.queryParams.exact timeout "
-                         "fault fault.delay fault.delay.fixedDelay fault.delay.percentage fault.delay.percentage.value "
-                         "fault.abort fault.abort.httpStatus fault.abort.percentage fault.abort.percentage.value "
+                         "fault.delay fault.delay.fixedDelay fault.delay.percentage fault.delay.percentage.value "
                          "rewrite rewrite.uri headers headers.request headers.request.set headers.request.remove "
                          "headers.response headers.response.add mirror mirror.host mirror.subset "
                          "redirect redirect.uri redirect.redirectCode directResponse directResponse.status "
                          "directResponse.body directResponse.body.string", _PROXIES),
+        # aborts: bookinfo on both proxies; test_proxyless_policy.py with grpcio (a gRPC status, and an
+        # HTTP status at 30 %)
+        **_under("http", "fault fault.abort fault.abort.httpStatus fault.abort.percentage "
+                         "fault.abort.percentage.value", _ALL),
+        **_under("http", "fault.abort.grpcStatus", ("grpc",)),
         # tests/integration/policy/test_http_match_fields.py
         **_under("http", "match.withoutHeaders match.withoutHeaders.exact match.authority match.authority.exact "
                          "match.scheme match.scheme.exact rewrite.authority rewrite.uriRegexRewrite "
