@@ -86,7 +86,8 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         **_under("http", "fault.abort.grpcStatus", ("grpc",)),
         # tests/integration/policy/test_http_match_fields.py
         **_under("http", "match.withoutHeaders match.withoutHeaders.exact match.authority match.authority.exact "
-                         "match.scheme match.scheme.exact rewrite.authority rewrite.uriRegexRewrite "
+                         "match.scheme match.scheme.exact match.sourceLabels match.port rewrite.authority "
+                         "rewrite.uriRegexRewrite "
                          "rewrite.uriRegexRewrite.match rewrite.uriRegexRewrite.rewrite mirrorPercentage "
                          "mirrorPercentage.value route.headers route.headers.request route.headers.request.set",
                  _PROXIES),

@@ -1,6 +1,6 @@
 """More VirtualService HTTP fields, enforced alike by a real Envoy and a sofamesh sidecar:
-withoutHeaders, authority and scheme matches, authority and regex rewrites, per-destination
-headers, and a 50 % mirror."""
+withoutHeaders, authority, scheme, sourceLabels and port matches, authority and regex rewrites,
+per-destination headers, and a 50 % mirror."""
 
 from __future__ import annotations
 
@@ -60,11 +60,30 @@ spec:
     mirror: {{host: web, subset: shadow}}
     mirrorPercentage: {{value: 50}}
     route: {MAIN}
+  - name: other-sources
+    match: [{{uri: {{prefix: /src}}, sourceLabels: {{app: other}}}}]
+    route: {SHADOW}
+  - name: canary-sources
+    match: [{{uri: {{prefix: /canary}}, sourceLabels: {{app: canary}}}}]
+    route: {SHADOW}
+  - name: other-port
+    match: [{{uri: {{exact: /port8080}}, port: 8080}}]
+    route: {SHADOW}
+  - name: this-port
+    match: [{{uri: {{exact: /port80}}, port: 80}}]
+    route: {SHADOW}
   - name: ready
     match: [{{uri: {{exact: /ready}}}}]
     directResponse: {{status: 204}}
   - route: {MAIN}
 """
+
+
+def _status(port: int, path: str) -> int:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}{path}", headers={"Host": "web"}, timeout=5).status_code
+    except httpx.HTTPError:
+        return 0  # the listener is not there yet
 
 
 @pytest.fixture
@@ -76,21 +95,14 @@ def mesh(tmp_path: Path) -> Iterator[tuple[dict[str, int], dict[str, Echo]]]:
         for v, e in echoes.items():
             stack.callback(e.stop)
             pilot.register("web", v, address="127.0.0.1", port=e.port, protocol="http", labels={"version": v})
-        envoy = Envoy(tmp_path, pilot, "GRPC")
+        labels = {"LABELS": {"app": "canary"}}  # Istio's node key for the proxy's workload labels
+        envoy = Envoy(tmp_path, pilot, "GRPC", metadata=labels)
         stack.callback(envoy.stop)
-        sidecar = Sidecar(pilot.xds_port, "match-fields-sidecar").start()
+        sidecar = Sidecar(pilot.xds_port, "match-fields-sidecar", metadata=labels).start()
         stack.callback(sidecar.stop)
         ports = {"envoy": envoy.outbound_port, "sofamesh": sidecar.ports["http"]}
         t = apply(pilot.api_url, stdin=POLICY)
-        follows(
-            lambda: all(
-                httpx.get(f"http://127.0.0.1:{p}/ready", headers={"Host": "web"}).status_code == 204
-                for p in ports.values()
-            ),
-            t,
-            "the VirtualService",
-            timeout=20,
-        )
+        follows(lambda: all(_status(p, "/ready") == 204 for p in ports.values()), t, "the VirtualService", timeout=30)
         yield ports, echoes
         assert sidecar.dump()["xds"]["last_nack"] is None
         assert {v for k, v in envoy.stats().items() if k.endswith(".update_rejected")} == {0}
@@ -116,6 +128,13 @@ def test_match_rewrite_header_and_mirror_fields_are_enforced(
         assert c.get("/plain").json()["name"] == "shadow"
 
         assert c.get("/re/abc/def").json()["path"] == "/def/abc"
+
+        # both proxies run as app=canary: only the canary rule is theirs
+        assert c.get("/src").json()["name"] == "main"
+        assert c.get("/canary").json()["name"] == "shadow"
+        # the service's one port is 80: a rule for 8080 is in no virtual host of it
+        assert c.get("/port8080").json()["name"] == "main"
+        assert c.get("/port80").json()["name"] == "shadow"
 
         before = len(echoes["shadow"].seen)
         for _ in range(300):
