@@ -50,11 +50,12 @@ _TRAFFIC_POLICY_ENVOY = """
     outlierDetection.maxEjectionPercent outlierDetection.minHealthPercent
 """
 # tests/integration/policy/test_locality_lb.py: an 80/20 distribute, failover to the other zone when
-# the proxy's zone stops, and a newcomer's small share in its warmup window, on both proxies.
+# the proxy's zone stops, failoverPriority by a label, and a newcomer's small share in its warmup
+# window, on both proxies.
 _TRAFFIC_POLICY_PROXIES = """
     loadBalancer.localityLbSetting loadBalancer.localityLbSetting.enabled loadBalancer.localityLbSetting.distribute
     loadBalancer.localityLbSetting.distribute.from loadBalancer.localityLbSetting.distribute.to
-    loadBalancer.warmupDurationSecs
+    loadBalancer.localityLbSetting.failoverPriority loadBalancer.warmupDurationSecs
 """
 _PORT_LEVEL = "portLevelSettings portLevelSettings.port portLevelSettings.port.number"
 

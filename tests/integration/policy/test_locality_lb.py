@@ -1,7 +1,8 @@
 """DestinationRule ``localityLbSetting`` through a real Envoy 1.40 and a sofamesh sidecar, both in
 zone ``r1/a`` and fed by one Pilot; the instances' localities are Istio's topology labels in the
 registry: ``distribute`` splits 80/20 between the zones, failover keeps traffic in the proxy's zone
-until its instances stop, then the other zone serves."""
+until its instances stop, then the other zone serves; ``failoverPriority`` puts the instances sharing
+the proxy's label first; ``warmupDurationSecs`` gives a new instance a small share."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ FAILOVER = _rule("""    loadBalancer:
       localityLbSetting: {enabled: true}
     outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}
 """)
+LABEL_FIRST = _rule("""    loadBalancer:
+      localityLbSetting: {failoverPriority: [tier, topology.kubernetes.io/zone]}
+    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}
+""")
 WARMUP = _rule("    loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 12s}\n")
 
 
@@ -52,6 +57,8 @@ def _zone(body: str) -> str:
 def _register(pilot: PilotProcess, name: str, port: int) -> None:
     zone = name.split("-")[1]
     labels = {"topology.kubernetes.io/region": "r1", "topology.kubernetes.io/zone": zone}
+    if zone == "b":
+        labels["tier"] = "gold"  # as the proxies (node metadata LABELS)
     pilot.register("web", name, address="127.0.0.1", port=port, protocol="http", labels=labels)
 
 
@@ -65,9 +72,10 @@ def zones(tmp_path: Path) -> Iterator[Zones]:
         for name in ("web-a-1", "web-a-2", "web-b-1", "web-b-2"):
             backends[name] = HttpBackend(name)
             _register(pilot, name, backends[name].port)
-        envoy = Envoy(tmp_path, pilot, "DELTA_GRPC", locality={"region": "r1", "zone": "a"})
+        gold = {"LABELS": {"tier": "gold"}}
+        envoy = Envoy(tmp_path, pilot, "DELTA_GRPC", locality={"region": "r1", "zone": "a"}, metadata=gold)
         stack.callback(envoy.stop)
-        sidecar = Sidecar(pilot.xds_port, "zone-a-sidecar", locality="r1/a").start()
+        sidecar = Sidecar(pilot.xds_port, "zone-a-sidecar", locality="r1/a", metadata=gold).start()
         stack.callback(sidecar.stop)
         proxies = [Proxy("envoy", envoy.outbound_port), Proxy("sofamesh", sidecar.ports["http"])]
         for p in proxies:
@@ -93,17 +101,23 @@ def test_distribute_splits_80_20_between_zones_on_envoy_and_the_sidecar(zones: Z
         assert 750 <= split["a"] <= 850, (p.name, split)
 
 
-def test_failover_keeps_the_proxys_zone_until_its_instances_stop(zones: Zones) -> None:
+def _fails_over(zones: Zones, rule: str, first: str, then: str) -> None:
+    """After ``rule``, every call goes to zone ``first``; once its instances stop (each refused
+    connection is a 503 the outlier detector counts), every call goes to zone ``then``."""
     pilot, proxies, backends, _envoy, _sidecar = zones
-    t = apply(pilot.api_url, stdin=FAILOVER)
-    follows(lambda: all(_zones(p, 40) == {"a": 40} for p in proxies), t, "failover priorities", timeout=10)
+    t = apply(pilot.api_url, stdin=rule)
+    follows(lambda: all(_zones(p, 40) == {first: 40} for p in proxies), t, "the priorities", timeout=10)
     for p in proxies:
-        assert _zones(p, 200) == {"a": 200}, p.name
-    backends["web-a-1"].stop()
-    backends["web-a-2"].stop()
-    for p in proxies:  # each refused connection is a 503 the outlier detector counts; then zone b serves
-        wait_for(lambda p=p: _zones(p, 20) == {"b": 20}, 20, f"{p.name} failing over to zone b")
-        assert _zones(p, 200) == {"b": 200}, p.name
+        assert _zones(p, 200) == {first: 200}, p.name
+    backends[f"web-{first}-1"].stop()
+    backends[f"web-{first}-2"].stop()
+    for p in proxies:
+        wait_for(lambda p=p: _zones(p, 20) == {then: 20}, 20, f"{p.name} failing over to zone {then}")
+        assert _zones(p, 200) == {then: 200}, p.name
+
+
+def test_failover_keeps_the_proxys_zone_until_its_instances_stop(zones: Zones) -> None:
+    _fails_over(zones, FAILOVER, "a", "b")
 
 
 def _newcomer_share(p: Proxy) -> Counter[str]:
@@ -137,3 +151,7 @@ def test_warmup_gives_a_new_instance_a_small_share_during_its_window(zones: Zone
         # 10-25 % of the others
         assert 0 < served["web-a-new"] <= 20, (name, served)
         assert all(served[b] >= 30 for b in ("web-a-1", "web-a-2", "web-b-1", "web-b-2")), (name, served)
+
+
+def test_failover_priority_prefers_instances_sharing_the_proxys_labels_over_its_zone(zones: Zones) -> None:
+    _fails_over(zones, LABEL_FIRST, "b", "a")  # tier gold (zone b) first, though the proxies run in zone a
