@@ -150,7 +150,17 @@ class ServiceInstance:
 
     @property
     def locality(self) -> tuple[str, str, str]:
-        return (self.labels.get("region", ""), self.labels.get("zone", ""), self.labels.get("sub_zone", ""))
+        """(region, zone, sub_zone) from the labels: Istio's ``istio-locality`` (``region.zone.subzone``)
+        when set, else each part from ``region`` / ``zone`` / ``sub_zone`` or Istio's topology labels
+        (``topology.kubernetes.io/region``, ``topology.kubernetes.io/zone``, ``topology.istio.io/subzone``)."""
+        labels = self.labels
+        whole = labels.get("istio-locality")
+        if whole:
+            region, zone, sub_zone = ([*whole.replace("/", ".").split(".", 2), "", ""])[:3]
+            return region, zone, sub_zone
+        return (labels.get("region") or labels.get("topology.kubernetes.io/region", ""),
+                labels.get("zone") or labels.get("topology.kubernetes.io/zone", ""),
+                labels.get("sub_zone") or labels.get("topology.istio.io/subzone", ""))
 
     def to_dict(self) -> dict[str, Any]:
         return {"service": self.service, "id": self.id, "address": self.address, "port": self.port,

@@ -49,12 +49,22 @@ _TRAFFIC_POLICY_ENVOY = """
     outlierDetection.consecutive5xxErrors outlierDetection.interval outlierDetection.baseEjectionTime
     outlierDetection.maxEjectionPercent outlierDetection.minHealthPercent
 """
+# tests/integration/policy/test_locality_lb.py: an 80/20 distribute, failover to the other zone when
+# the proxy's zone stops, failoverPriority by a label, and a newcomer's small share in its warmup
+# window, on both proxies.
+_TRAFFIC_POLICY_PROXIES = """
+    loadBalancer.localityLbSetting loadBalancer.localityLbSetting.enabled loadBalancer.localityLbSetting.distribute
+    loadBalancer.localityLbSetting.distribute.from loadBalancer.localityLbSetting.distribute.to
+    loadBalancer.localityLbSetting.failoverPriority loadBalancer.warmupDurationSecs
+"""
 _PORT_LEVEL = "portLevelSettings portLevelSettings.port portLevelSettings.port.number"
 
 
 def _traffic_policy(prefix: str) -> dict[str, tuple[str, ...]]:
     out = {prefix: _ENVOY, **_under(prefix, _TRAFFIC_POLICY_ENVOY, _ENVOY), **_under(prefix, _PORT_LEVEL, _ENVOY)}
     out.update(_under(f"{prefix}.portLevelSettings", _TRAFFIC_POLICY_ENVOY, _ENVOY))
+    out.update(_under(prefix, _TRAFFIC_POLICY_PROXIES, _PROXIES))
+    out.update(_under(f"{prefix}.portLevelSettings", _TRAFFIC_POLICY_PROXIES, _PROXIES))
     return out
 
 
@@ -65,12 +75,23 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
                          "route.destination.subset route.weight", _ALL),
         **_under("http", "name match.uri match.uri.exact match.uri.prefix match.uri.regex match.method "
                          "match.method.exact match.queryParams match.queryParams.exact timeout "
-                         "fault fault.delay fault.delay.fixedDelay fault.delay.percentage fault.delay.percentage.value "
-                         "fault.abort fault.abort.httpStatus fault.abort.percentage fault.abort.percentage.value "
+                         "fault.delay fault.delay.fixedDelay fault.delay.percentage fault.delay.percentage.value "
                          "rewrite rewrite.uri headers headers.request headers.request.set headers.request.remove "
                          "headers.response headers.response.add mirror mirror.host mirror.subset "
                          "redirect redirect.uri redirect.redirectCode directResponse directResponse.status "
                          "directResponse.body directResponse.body.string", _PROXIES),
+        # aborts: bookinfo on both proxies; test_proxyless_policy.py with grpcio (a gRPC status, and an
+        # HTTP status at 30 %)
+        **_under("http", "fault fault.abort fault.abort.httpStatus fault.abort.percentage "
+                         "fault.abort.percentage.value", _ALL),
+        **_under("http", "fault.abort.grpcStatus", ("grpc",)),
+        # tests/integration/policy/test_http_match_fields.py
+        **_under("http", "match.withoutHeaders match.withoutHeaders.exact match.authority match.authority.exact "
+                         "match.scheme match.scheme.exact match.sourceLabels match.port rewrite.authority "
+                         "rewrite.uriRegexRewrite "
+                         "rewrite.uriRegexRewrite.match rewrite.uriRegexRewrite.rewrite mirrorPercentage "
+                         "mirrorPercentage.value route.headers route.headers.request route.headers.request.set",
+                 _PROXIES),
         **_under("http", "retries retries.attempts retries.perTryTimeout retries.retryOn", _ENVOY),
     },
     "DestinationRule": {

@@ -61,10 +61,38 @@ def effective_policy(dr_spec: Mapping[str, Any] | None, port: int,
     return policy
 
 
+def _slow_start(lb: Mapping[str, Any]) -> cluster_pb2.Cluster.SlowStartConfig | None:
+    """``warmup`` (duration, minimumPercent, aggression) or the older ``warmupDurationSecs``."""
+    raw = lb.get("warmup")
+    warm: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    window = warm.get("duration") or lb.get("warmupDurationSecs")
+    if not window:
+        return None
+    ss = cluster_pb2.Cluster.SlowStartConfig(slow_start_window=_duration(window))
+    if warm.get("aggression") is not None:
+        ss.aggression.default_value = float(warm["aggression"])
+        ss.aggression.runtime_key = "upstream.slow_start.aggression"
+    if warm.get("minimumPercent") is not None:
+        ss.min_weight_percent.value = float(warm["minimumPercent"])
+    return ss
+
+
+def _locality(c: cluster_pb2.Cluster, lb: Mapping[str, Any]) -> None:
+    setting = lb.get("localityLbSetting")
+    if isinstance(setting, Mapping) and setting.get("enabled") is not False and setting.get("distribute"):
+        c.common_lb_config.locality_weighted_lb_config.SetInParent()  # the weights EDS carries per proxy
+
+
 def _load_balancer(c: cluster_pb2.Cluster, lb: Mapping[str, Any]) -> None:
     simple = lb.get("simple")
     if simple in _SIMPLE:
         c.lb_policy = _SIMPLE[simple]
+    _locality(c, lb)
+    ss = _slow_start(lb)
+    if ss is not None and c.lb_policy == cluster_pb2.Cluster.ROUND_ROBIN and "consistentHash" not in lb:
+        c.round_robin_lb_config.slow_start_config.CopyFrom(ss)
+    elif ss is not None and c.lb_policy == cluster_pb2.Cluster.LEAST_REQUEST:
+        c.least_request_lb_config.slow_start_config.CopyFrom(ss)
     ch = lb.get("consistentHash")
     if isinstance(ch, Mapping):
         if "maglev" in ch:

@@ -42,6 +42,7 @@ class NodeInfo:
     cluster: str = ""
     user_agent: str = ""
     metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    locality: tuple[str, str, str] = ("", "", "")  # (region, zone, sub_zone) of the node
 
     @classmethod
     def from_proto(cls, node: Any) -> NodeInfo:
@@ -49,7 +50,9 @@ class NodeInfo:
         agent = node.user_agent_name
         if node.HasField("user_agent_version"):
             agent = f"{agent}/{node.user_agent_version}"
-        return cls(id=node.id, cluster=node.cluster, user_agent=agent, metadata=MappingProxyType(meta))
+        loc = node.locality
+        return cls(id=node.id, cluster=node.cluster, user_agent=agent, metadata=MappingProxyType(meta),
+                   locality=(loc.region, loc.zone, loc.sub_zone))
 
 
 @dataclass(frozen=True, slots=True, eq=False)

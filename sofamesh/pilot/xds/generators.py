@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, health_check_pb2, protocol_pb2
@@ -31,6 +31,8 @@ from sofamesh.pilot.policy.hosts import selects, service_hosts
 from sofamesh.pilot.xds.auto_mtls import auto_mtls_sans, holds_certificate, upstream_socket
 from sofamesh.pilot.xds.destination_rules import apply_traffic_policy, effective_policy, subset_cluster_name
 from sofamesh.pilot.xds.generator import CLUSTER, ENDPOINT, LISTENER, ROUTE, NodeInfo, XdsResource
+from sofamesh.pilot.xds.locality import Group, failover_label_keys, groups_by_locality, locality_groups
+from sofamesh.pilot.xds.locality import applies as locality_applies
 from sofamesh.pilot.xds.virtual_services import Source, fault_http_filter, http_routes
 
 if TYPE_CHECKING:
@@ -222,9 +224,68 @@ class ClusterGenerator(_PerService):
 
 
 class EndpointGenerator(_PerService):
-    """EDS: the instances of each cluster, grouped by locality; every locality has a weight."""
+    """EDS: the instances of each cluster, grouped by locality; every locality has a weight. A
+    cluster whose DestinationRule asks for locality load balancing (:mod:`.locality`) gets, for a
+    node with a locality, that node's priorities and locality weights."""
 
     type_url = ENDPOINT
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local: dict[tuple[str, Hashable], tuple[list[XdsResource], list[XdsResource]]] = {}
+        self._label_keys: tuple[int, frozenset[str]] = (-1, frozenset())
+
+    def _failover_keys(self) -> frozenset[str]:
+        if self.policy is None:
+            return frozenset()
+        model = self.policy.policy
+        if self._label_keys[0] != model.index:
+            specs = [r.spec for r in model.resources("DestinationRule")]
+            self._label_keys = (model.index, failover_label_keys(specs))
+        return self._label_keys[1]
+
+    def scope(self, node: NodeInfo) -> Hashable:
+        if self.policy is None or not any(node.locality):
+            return None
+        keys = self._failover_keys()
+        return node.locality, frozenset(kv for kv in Source.of(node.metadata).labels if kv[0] in keys)
+
+    def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
+        out = list(super().generate(mesh, node))
+        scope = self.scope(node)
+        if scope is None or self.policy is None:
+            return out
+        snap = self.policy.snapshot(mesh)
+        labels = dict(Source.of(node.metadata).labels)
+        replaced: dict[str, XdsResource] = {}
+        local: dict[tuple[str, Hashable], tuple[list[XdsResource], list[XdsResource]]] = {}
+        for name, (_key, built) in self._memo.items():
+            sp = snap.for_service(name)
+            if sp.destination_rule is None:
+                continue
+            hit = self._local.get((name, scope))
+            if hit is not None and hit[0] is built:
+                res = hit[1]
+            else:
+                res = self._localized(mesh.services()[name], mesh.instances(name), sp, node.locality, labels)
+            local[(name, scope)] = (built, res)
+            replaced.update((r.name, r) for r in res)
+        self._local = {k: v for k, v in self._local.items()
+                       if k[0] in self._memo and v[0] is self._memo[k[0]][1]} | local
+        return [replaced.get(r.name, r) for r in out] if replaced else out
+
+    def _localized(self, service: Service, instances: tuple[ServiceInstance, ...], sp: ServicePolicy,
+                   proxy: tuple[str, str, str], labels: dict[str, str]) -> list[XdsResource]:
+        dr = sp.destination_rule
+        spec = dr.spec if dr is not None else None
+        clusters: list[tuple[str, tuple[ServiceInstance, ...], dict[str, Any]]] = [
+            (cluster_name(service, port), instances, effective_policy(spec, port)) for port in service.ports]
+        for subset in sp.subsets():
+            chosen = tuple(i for i in instances if selects(subset.get("labels") or {}, i))
+            clusters += [(subset_cluster_name(port, subset["name"], service.name), chosen,
+                          effective_policy(spec, port, subset)) for port in service.ports]
+        return [XdsResource(name, self.assignment(name, insts, locality_groups(insts, policy, proxy, labels)))
+                for name, insts, policy in clusters if locality_applies(policy)]
 
     def build(self, service: Service, instances: tuple[ServiceInstance, ...],
               ctx: BuildContext | None = None) -> list[XdsResource]:
@@ -239,21 +300,20 @@ class EndpointGenerator(_PerService):
         return out
 
     @staticmethod
-    def assignment(name: str, instances: tuple[ServiceInstance, ...]) -> endpoint_pb2.ClusterLoadAssignment:
-        by_locality: dict[tuple[str, str, str], list[ServiceInstance]] = {}
-        for inst in instances:
-            by_locality.setdefault(inst.locality, []).append(inst)
+    def assignment(name: str, instances: tuple[ServiceInstance, ...],
+                   groups: list[Group] | None = None) -> endpoint_pb2.ClusterLoadAssignment:
         cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
-        for (region, zone, sub_zone), insts in sorted(by_locality.items()):
+        for g in groups_by_locality(instances) if groups is None else groups:
+            region, zone, sub_zone = g.locality
             cla.endpoints.append(endpoint_components_pb2.LocalityLbEndpoints(
                 locality=base_pb2.Locality(region=region, zone=zone, sub_zone=sub_zone),
-                load_balancing_weight=wrappers_pb2.UInt32Value(value=sum(i.weight for i in insts)),
+                load_balancing_weight=wrappers_pb2.UInt32Value(value=g.weight), priority=g.priority,
                 lb_endpoints=[endpoint_components_pb2.LbEndpoint(
                     endpoint=endpoint_components_pb2.Endpoint(address=address_pb2.Address(
                         socket_address=address_pb2.SocketAddress(address=i.address, port_value=i.port))),
                     health_status=_HEALTH[i.health],
                     load_balancing_weight=wrappers_pb2.UInt32Value(value=i.weight),
-                ) for i in insts],
+                ) for i in g.instances],
             ))
         return cla
 

@@ -25,7 +25,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from sofamesh.pilot.metrics import PilotMetrics
 from sofamesh.pilot.xds.cache import Entry, SnapshotCache, TypeSnapshot, set_version
-from sofamesh.pilot.xds.generator import ENDPOINT, ROUTE, NodeInfo, short_type
+from sofamesh.pilot.xds.generator import CLUSTER, ENDPOINT, ROUTE, NodeInfo, short_type
 
 log = logging.getLogger("sofamesh.pilot.xds")
 _ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
@@ -193,11 +193,17 @@ class AdsServer:
                         yield resp
                     continue
                 sent = False
+                clusters: Collection[str] = ()
                 for url, ts in list(st.types.items()):
-                    pushed = respond(st, url, ts, False)
+                    if url == ENDPOINT and clusters:
+                        pushed = self._endpoints_after_clusters(st, ts, clusters)
+                    else:
+                        pushed = respond(st, url, ts, False)
                     if pushed is not None:
                         sent = True
                         yield pushed
+                        if url == CLUSTER and st.node is not None:
+                            clusters = self.cache.get(CLUSTER, st.node).changed
                 if sent and payload is not None:
                     self.metrics.push_seconds.observe(max(0.0, asyncio.get_running_loop().time() - payload))
         finally:
@@ -206,6 +212,17 @@ class AdsServer:
                 await reader
             self.streams.pop(st.id, None)
             self.metrics.connected.labels(mode).dec()
+
+    def _endpoints_after_clusters(self, st: Stream, ts: TypeState, clusters: Collection[str]) -> bytes | None:
+        """EDS after a CDS push that changed ``clusters``: their assignments are sent again even when
+        unchanged, as Envoy keeps an updated cluster warming until it gets one (Istio does the same)."""
+        again = [name for name in clusters if name in ts.names]
+        if not again:
+            return self._sotw_response(st, ENDPOINT, ts, False) if st.mode == "sotw" else \
+                self._delta_response(st, ENDPOINT, ts, False)
+        if st.mode == "sotw":
+            return self._sotw_response(st, ENDPOINT, ts, True)
+        return self._delta_response(st, ENDPOINT, ts, True, again, again)
 
     # grpc.aio recognises a streaming handler by being an async generator function.
     async def StreamAggregatedResources(self, requests: AsyncIterator[Any], context: Any
@@ -361,7 +378,7 @@ class AdsServer:
         return [resp] if resp is not None else []
 
     def _delta_response(self, st: Stream, url: str, ts: TypeState, force: bool,
-                        asked: Collection[str] | None = ()) -> bytes | None:
+                        asked: Collection[str] | None = (), again: Collection[str] = ()) -> bytes | None:
         """What the node must add, change or remove. ``asked``: names it just subscribed to (None: it
         may hold anything). Beyond those, only what changed since the snapshot it holds is looked at."""
         assert st.node is not None
@@ -392,7 +409,7 @@ class AdsServer:
                 return None
         else:
             updated, removed = (self._delta_all(snap, ts) if candidates is None
-                                else self._delta_some(snap, ts, candidates))
+                                else self._delta_some(snap, ts, candidates, again))
             if not (updated or removed or force):
                 return None
             for e in updated:
@@ -429,13 +446,16 @@ class AdsServer:
         return updated, removed
 
     @staticmethod
-    def _delta_some(snap: TypeSnapshot, ts: TypeState, names: Iterable[str]) -> tuple[list[Entry], list[str]]:
+    def _delta_some(snap: TypeSnapshot, ts: TypeState, names: Iterable[str],
+                    again: Collection[str] = ()) -> tuple[list[Entry], list[str]]:
+        """What changed among ``names``; those in ``again`` are sent even when the node holds their
+        version (:meth:`_endpoints_after_clusters`)."""
         entries, known, subscribed = snap.entries, ts.known, ts.names
         updated, removed = [], []
         for name in names:
             e = entries.get(name)
             if e is not None and (name in subscribed or (ts.wildcard and e.wildcard)):
-                if known.get(name) != e.version:
+                if known.get(name) != e.version or name in again:
                     updated.append(e)
             elif name in known:
                 removed.append(name)

@@ -93,6 +93,9 @@ def _header(name: str, m: Mapping[str, Any] | None, invert: bool = False) -> rc.
         h.present_match = True
     else:
         h.string_match.CopyFrom(_string_matcher(m))
+        # withoutHeaders: a request without the header does not carry that value, so it matches
+        # (Envoy would otherwise fail an absent header before inverting)
+        h.treat_missing_header_as_empty = invert
     return h
 
 

@@ -70,12 +70,14 @@ def http_backends() -> Iterator[list[HttpBackend]]:
 
 
 class Envoy:
-    def __init__(self, tmp_path: Path, pilot: PilotProcess, api_type: str) -> None:
+    def __init__(self, tmp_path: Path, pilot: PilotProcess, api_type: str,
+                 locality: dict[str, str] | None = None, metadata: dict[str, object] | None = None) -> None:
         self.admin_port = free_port()
         self.outbound_port = free_port()
         bootstrap = {
             "node": {"id": f"envoy-{api_type.lower()}", "cluster": "edge",
-                     "metadata": {"sofamesh.outbound_port": self.outbound_port}},
+                     "metadata": {"sofamesh.outbound_port": self.outbound_port, **(metadata or {})},
+                     "locality": locality or {}},
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
             "dynamic_resources": {
                 "ads_config": {"api_type": api_type, "transport_api_version": "V3",

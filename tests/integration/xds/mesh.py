@@ -20,13 +20,16 @@ class Sidecar(ProxyProcess):
     ports passed as node metadata, so several sidecars share one machine."""
 
     def __init__(self, xds_port: int, node_id: str, mode: str = "sotw", metadata: dict[str, Any] | None = None,
-                 drain_timeout_ms: int = 2000) -> None:
+                 drain_timeout_ms: int = 2000, locality: str = "") -> None:
         self.ports = {"http": free_port(), "bolt": free_port(), "dubbo": free_port()}
         meta = {"sofamesh.outbound_port": self.ports["http"], "sofamesh.bolt_port": self.ports["bolt"],
                 "sofamesh.dubbo_port": self.ports["dubbo"], **(metadata or {})}
+        region, zone, sub_zone = [*locality.split("/", 2), "", ""][:3]
         super().__init__({"drain_timeout_ms": drain_timeout_ms,
+                          "node": {"locality": {"region": region, "zone": zone, "sub_zone": sub_zone}},
                           "xds": {"address": f"127.0.0.1:{xds_port}", "node_id": node_id, "mode": mode,
-                                  "metadata": meta, "backoff_initial_ms": 100, "backoff_max_ms": 500,
+                                  "metadata": meta, "backoff_initial_ms": 100,
+                                  "backoff_max_ms": 500,
                                   "initial_fetch_timeout_ms": 10000}}, timeout=30)
 
     def egress(self, protocol: str) -> str:

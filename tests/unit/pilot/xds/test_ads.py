@@ -409,3 +409,37 @@ def test_a_delta_push_removes_a_resource_that_went_away_and_sends_nothing_else(t
         assert await c.silent(0.3)
 
     ads(tmp_path, scenario, delta=True)
+
+
+@pytest.mark.parametrize("delta", [True, False])
+def test_a_changed_cluster_gets_its_unchanged_assignment_again_for_envoy_to_finish_warming(
+        tmp_path: Path, delta: bool) -> None:
+    from sofamesh.pilot.policy.resource import Resource
+
+    rule = Resource("networking.istio.io/v1", "DestinationRule", "default", "web",
+                    {"host": "web", "trafficPolicy": {"loadBalancer": {"simple": "RANDOM"}}})
+
+    web = ["outbound|80|web"]
+
+    async def scenario(c: AdsClient, pilot: Pilot) -> None:
+        def ack(url: str, resp: Any, names: list[str] | None = None) -> None:
+            if delta:
+                c.send_delta(url, nonce=resp.nonce)
+            else:
+                c.send(url, names, nonce=resp.nonce, version=resp.version_info)
+
+        c.send_delta(CLUSTER) if delta else c.send(CLUSTER)
+        ack(CLUSTER, await c.recv())
+        c.send_delta(ENDPOINT, subscribe=web) if delta else c.send(ENDPOINT, web)
+        ack(ENDPOINT, await c.recv(), web)
+        assert await c.silent(0.3)
+        await pilot.config_store.put(rule)
+        pushed = await c.recv()
+        assert pushed.type_url == CLUSTER
+        again = await c.recv()  # the endpoints did not change, yet the cluster's assignment follows
+        assert again.type_url == ENDPOINT
+        names = [r.name for r in again.resources] if delta else [
+            endpoint_pb2.ClusterLoadAssignment.FromString(r.value).cluster_name for r in again.resources]
+        assert names == web
+
+    ads(tmp_path, scenario, delta=delta)
