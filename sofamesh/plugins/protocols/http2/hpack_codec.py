@@ -12,7 +12,7 @@ Huffman-coded literals. Pure, no I/O, typed for mypyc.
   literal joins the dynamic table unless it is credentials (``authorization``,
   ``proxy-authorization``, a ``cookie`` shorter than 20 bytes: never indexed, RFC 7541 7.1.3, as
   nghttp2 does), bigger than three quarters of the table (nghttp2's rule), or a field whose value changes on every
-  message (``content-length``, ``date``, ``grpc-message``...: literal without indexing).
+  message (``content-length``, ``date``, ``x-request-id``...: literal without indexing).
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ class Decoder:
                     i += 1
                 else:
                     index, i = _integer(data, i, 0x7F)
-                field = self._lookup(index)
+                field = STATIC_TABLE[index - 1] if 0 < index <= _STATIC_LEN else self._lookup(index)
             elif b & 0x40:  # literal with incremental indexing (6.2.1)
                 field, i = self._literal(data, i, 0x3F)
                 self._add(field[0], field[1])

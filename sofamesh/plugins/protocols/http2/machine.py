@@ -381,7 +381,7 @@ class Machine:
                 want = self._preface_left
                 got = data[: len(want)]
                 if want[: len(got)] != got:
-                    raise _ConnectionError(PROTOCOL_ERROR, "invalid connection preface")
+                    raise _ConnectionError(PROTOCOL_ERROR, "invalid connection preface (preamble)")
                 self._preface_left = want[len(got) :]
                 pos = len(got)
             while n - pos >= 9:
