@@ -41,24 +41,39 @@ from sofamesh.plugins.protocols.http2.fields import MalformedFields
 _MARK = b"x-sofamesh-local-reply"
 
 
-class _Connection(machine.Machine):
-    """``machine.Machine`` under the few ``h2`` method names ``Http2Codec``'s shared code calls."""
+class _Connection:
+    """A ``machine.Machine`` under the ``h2`` method names ``Http2Codec``'s shared code calls. Not a
+    subclass: the compiled build compiles ``machine``, and an interpreted class cannot extend a
+    compiled one; the machine's own bound methods are used wherever the names take the same arguments."""
+
+    __slots__ = (
+        "data_to_send", "end_stream", "local_flow_control_window", "machine", "ping", "reset_stream", "send_data",
+        "send_headers",
+    )  # fmt: skip
 
     max_outbound_frame_size: ClassVar[int] = 1 << 62  # the machine splits DATA into frames itself
 
-    def acknowledge_received_data(self, nbytes: int, stream_id: int) -> None:
-        self.acknowledge(stream_id, nbytes)
+    def __init__(self, m: machine.Machine) -> None:
+        self.machine = m
+        self.send_headers = m.send_headers
+        self.send_data = m.send_data
+        self.end_stream = m.end_stream
+        self.reset_stream = m.reset_stream
+        self.ping = m.ping
+        self.data_to_send = m.data_to_send
+        self.local_flow_control_window = m.sendable
 
-    def local_flow_control_window(self, stream_id: int) -> int:
-        return self.sendable(stream_id)
+    def acknowledge_received_data(self, nbytes: int, stream_id: int) -> None:
+        self.machine.acknowledge(stream_id, nbytes)
 
     def get_next_available_stream_id(self) -> int:
-        return self.next_stream_id
+        return self.machine.next_stream_id
 
     def close_connection(
         self, error_code: int = 0, additional_data: bytes | None = None, last_stream_id: int | None = None
     ) -> None:
-        self.goaway(int(error_code), -1 if last_stream_id is None else last_stream_id, additional_data or b"")
+        last = -1 if last_stream_id is None else last_stream_id
+        self.machine.goaway(int(error_code), last, additional_data or b"")
 
 
 class NativeHttp2Codec(Http2Codec):
@@ -76,7 +91,7 @@ class NativeHttp2Codec(Http2Codec):
     ) -> None:
         self.role = role
         self._limits = limits if limits is not None else CodecLimits()
-        self._machine = _Connection(
+        self._machine = machine.Machine(
             role is Role.CLIENT,
             initial_window_size=initial_window_size,
             connection_window_size=connection_window_size,
@@ -84,7 +99,7 @@ class NativeHttp2Codec(Http2Codec):
             max_frame_size=max_frame_size,
             max_header_list_size=self._limits.max_header_bytes,
         )
-        self._conn = self._machine  # type: ignore[assignment]  # the shared code calls the h2 names above
+        self._conn = _Connection(self._machine)  # type: ignore[assignment]  # the h2 names the shared code calls
         self._streams = {}
         self._events = deque()
         self._inbox = []
