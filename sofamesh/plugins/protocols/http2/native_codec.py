@@ -11,8 +11,8 @@ stream states, windows, SETTINGS, PING and GOAWAY come from ``machine``. What th
   the kernel as ``StreamReset(REFUSED_STREAM)``, which it may send again on another connection;
 * a stream error the peer made (RST_STREAM sent by the machine) ends the stream for the kernel too.
 
-Selected by ``SOFAMESH_HTTP2_CODEC=native`` in the proxy's environment (see ``plugin``) while it is
-being proven; ``h2`` stays the default.
+The ``http2`` entry point registers it by default; ``SOFAMESH_HTTP2_CODEC=h2`` in the proxy's
+environment selects the codec on ``h2`` instead (see ``plugin``).
 """
 
 from __future__ import annotations

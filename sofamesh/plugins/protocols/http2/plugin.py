@@ -1,7 +1,8 @@
 """Entry point ``http2``: registers the HTTP/2 (gRPC, Triple) codec factory in the protocol catalog.
 
-``SOFAMESH_HTTP2_CODEC=native`` in the environment registers the codec on the project's own
-HTTP/2 machine (``native_codec``) instead of the one on ``h2``, while it is being proven.
+The codec on the project's own HTTP/2 machine (``native_codec``) is the default;
+``SOFAMESH_HTTP2_CODEC=h2`` in the environment registers the one on the ``h2`` library instead
+(the fallback while the own engine is new).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ ENGINE_VARIABLE = "SOFAMESH_HTTP2_CODEC"
 
 @hookimpl
 def sofamesh_register_protocols(catalog: Catalog[CodecFactory]) -> None:
-    engine = os.environ.get(ENGINE_VARIABLE, "h2")
+    engine = os.environ.get(ENGINE_VARIABLE, "native")
     if engine not in ("h2", "native"):
         raise ValueError(f"{ENGINE_VARIABLE}={engine!r}: expected 'h2' or 'native'")
     factory = NativeHttp2CodecFactory() if engine == "native" else Http2CodecFactory()
