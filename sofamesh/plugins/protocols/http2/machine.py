@@ -211,8 +211,8 @@ class _StreamError(Exception):
 
 class _Stream:
     __slots__ = (
-        "content_left", "final_headers", "local", "pending", "premature", "recv_window", "send_window", "state",
-        "unacked",
+        "content_left", "final_headers", "head_request", "local", "pending", "premature", "recv_window",
+        "send_window", "state", "unacked",
     )  # fmt: skip
 
     def __init__(self, local: bool, send_window: int, recv_window: int) -> None:
@@ -225,6 +225,17 @@ class _Stream:
         self.final_headers = False  # a final (non-1xx) header block was received
         self.content_left = -1  # content-length still expected, -1 when not declared
         self.premature = True  # a peer stream whose answer has not ended yet
+        self.head_request = False  # a stream we opened with a HEAD request: its response has no body
+
+
+def _content_length(sid: int, fields: list[tuple[bytes, bytes]]) -> int:
+    """The content-length a header block declares, -1 without one (RFC 9113 8.1.1)."""
+    for name, value in fields:
+        if name == b"content-length":
+            if not value.isdigit():
+                raise _StreamError(sid, PROTOCOL_ERROR, f"content-length {value!r}")
+            return int(value)
+    return -1
 
 
 def _u32(data: bytes, i: int) -> int:
@@ -570,11 +581,7 @@ class Machine:
             kind = REQUEST
             st.final_headers = True
             if not too_large:
-                for name, value in fields:
-                    if name == b"content-length":
-                        if not value.isdigit():
-                            raise _StreamError(sid, PROTOCOL_ERROR, f"content-length {value!r}")
-                        st.content_left = int(value)
+                st.content_left = _content_length(sid, fields)
         else:
             if st.state == _HALF_CLOSED_REMOTE or st.state == _CLOSED:
                 raise _StreamError(sid, STREAM_CLOSED, f"HEADERS on stream {sid} after its END_STREAM")
@@ -586,16 +593,20 @@ class Machine:
                     raise _StreamError(sid, PROTOCOL_ERROR, "trailers without END_STREAM")
             else:
                 kind = RESPONSE
+                status = b""
                 for name, value in fields:
                     if name == b":status":
-                        if value[:1] == b"1":
-                            kind = INFORMATIONAL
+                        status = value
                         break
-                if kind == INFORMATIONAL:
+                if status[:1] == b"1":
+                    kind = INFORMATIONAL
                     if end_stream:
                         raise _StreamError(sid, PROTOCOL_ERROR, "1xx response with END_STREAM")
                 else:
                     st.final_headers = True
+                    # A response to HEAD, 204 and 304 declare a length they do not carry (RFC 9110 8.6).
+                    if not too_large and not st.head_request and status != b"204" and status != b"304":
+                        st.content_left = _content_length(sid, fields)
         if end_stream and st.content_left > 0:
             raise _StreamError(sid, PROTOCOL_ERROR, "body length differs from content-length")
         events.append(HeadersReceived(sid, fields, end_stream, kind, size, too_large))
@@ -799,6 +810,7 @@ class Machine:
             if self._local_active >= self._remote_max_streams:
                 raise UsageError(f"the peer allows {self._remote_max_streams} concurrent streams")
             st = _Stream(True, self._remote_initial, self._local_initial)
+            st.head_request = (b":method", b"HEAD") in fields
             self._streams[stream_id] = st
             self._next_local += 2
             self._local_active += 1
