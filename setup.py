@@ -42,6 +42,10 @@ COMPILED = [
     "sofamesh/plugins/protocols/dubbo/codec.py",
     "sofamesh/plugins/protocols/http1/frames.py",
     "sofamesh/plugins/protocols/http1/codec.py",
+    "sofamesh/plugins/protocols/http2/huffman.py",
+    "sofamesh/plugins/protocols/http2/hpack_codec.py",
+    "sofamesh/plugins/protocols/http2/frames.py",
+    "sofamesh/plugins/protocols/http2/machine.py",
 ]
 
 

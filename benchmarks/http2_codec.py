@@ -2,7 +2,9 @@
 
 Both sides do the same work on the same bytes: decode a client's HEADERS + DATA(+END_STREAM) and
 encode HEADERS + DATA + trailers back. "bare h2" drives ``h2.connection.H2Connection`` directly;
-"sofamesh" drives ``Http2Codec`` (events, routing keys, flow-control bookkeeping). Prints the
+"sofamesh" drives ``Http2Codec`` (events, routing keys, flow-control bookkeeping); "own machine"
+drives the project's own connection state machine (``machine.Machine``) as "bare h2" drives h2, and
+"sofamesh native" drives ``NativeHttp2Codec`` (the codec on that machine) as "sofamesh" does. Prints the
 exchanges per second of each and their ratio.
 
 Usage: ``python benchmarks/http2_codec.py [--streams N] [--batch B] [--rounds R]``
@@ -23,6 +25,8 @@ from sofamesh.core.codec import CodecLimits, Role
 from sofamesh.core.events import NEED_DATA, BodyChunk, EndOfMessage, RequestHead, ResponseHead
 from sofamesh.core.headers import Headers
 from sofamesh.plugins.protocols.http2 import Http2Codec
+from sofamesh.plugins.protocols.http2.machine import DataReceived, Machine
+from sofamesh.plugins.protocols.http2.native_codec import NativeHttp2Codec
 
 PAYLOAD = b"\x00" + struct.pack(">I", 64) + b"p" * 64
 HEADERS = [
@@ -84,8 +88,26 @@ def run_bare(chunks: list[bytes]) -> int:
     return done
 
 
-def run_codec(chunks: list[bytes]) -> int:
-    codec = Http2Codec(Role.SERVER, CodecLimits(), max_concurrent_streams=MAX_STREAMS, connection_window_size=WINDOW)
+def run_machine(chunks: list[bytes]) -> int:
+    conn = Machine(client=False, max_concurrent_streams=MAX_STREAMS, connection_window_size=WINDOW)
+    conn.data_to_send()
+    done = 0
+    for chunk in chunks:
+        for ev in conn.receive_data(chunk):
+            if type(ev) is DataReceived:
+                sid = ev.stream_id
+                conn.acknowledge(sid, len(ev.data))
+                if ev.end_stream:
+                    conn.send_headers(sid, [(b":status", b"200"), (b"content-type", b"application/grpc")])
+                    conn.send_data(sid, PAYLOAD)
+                    conn.send_headers(sid, [(b"grpc-status", b"0")], end_stream=True)
+                    done += 1
+        conn.data_to_send()
+    return done
+
+
+def run_codec(chunks: list[bytes], cls: type[Http2Codec] = Http2Codec) -> int:
+    codec = cls(Role.SERVER, CodecLimits(), max_concurrent_streams=MAX_STREAMS, connection_window_size=WINDOW)
     done = 0
     for chunk in chunks:
         codec.receive_data(chunk)
@@ -111,15 +133,27 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50, help="calls per read (open streams at once)")
     args = parser.parse_args()
     wire = client_chunks(args.streams, args.batch)
-    best = {"bare h2": float("inf"), "sofamesh": float("inf")}
-    for _ in range(args.rounds):  # interleaved, so both see the same machine state
-        for name, fn in (("bare h2", run_bare), ("sofamesh", run_codec)):
+
+    def run_native(chunks: list[bytes]) -> int:
+        return run_codec(chunks, NativeHttp2Codec)
+
+    best = {"bare h2": 1e9, "own machine": 1e9, "sofamesh": 1e9, "sofamesh native": 1e9}
+    runs = (
+        ("bare h2", run_bare),
+        ("own machine", run_machine),
+        ("sofamesh", run_codec),
+        ("sofamesh native", run_native),
+    )
+    for _ in range(args.rounds):  # interleaved, so all see the same machine state
+        for name, fn in runs:
             start = time.perf_counter()
             assert fn(wire) == args.streams
             best[name] = min(best[name], time.perf_counter() - start)
     for name, seconds in best.items():
-        print(f"{name:9s} {args.streams / seconds:10.0f} unary exchanges/s (best of {args.rounds})")
+        print(f"{name:15s} {args.streams / seconds:10.0f} unary exchanges/s (best of {args.rounds})")
     print(f"ratio sofamesh/bare h2 time: {best['sofamesh'] / best['bare h2']:.2f}")
+    print(f"ratio own machine/bare h2 time: {best['own machine'] / best['bare h2']:.2f}")
+    print(f"ratio sofamesh native/sofamesh time: {best['sofamesh native'] / best['sofamesh']:.2f}")
 
 
 if __name__ == "__main__":

@@ -106,3 +106,42 @@ def test_sofa_rpc_node_and_http_clients_get_their_answers_through_the_compiled_p
             assert stats["listeners"]["web_in"]["downstream_rq_2xx"] == 21
             assert stats["clusters"]["rpc"]["upstream_rq_total"] == 2 * len(calls)
     assert web.requests == 21
+
+
+NATIVE_HTTP2_EXCHANGE = """
+import json
+import h2.config, h2.connection, h2.events
+from sofamesh.core.codec import CodecLimits, Role
+from sofamesh.core.events import NEED_DATA, EndOfMessage, RequestHead, ResponseHead
+from sofamesh.core.headers import Headers
+from sofamesh.plugins.protocols.http2 import machine
+from sofamesh.plugins.protocols.http2.native_codec import NativeHttp2Codec
+codec = NativeHttp2Codec(Role.SERVER, CodecLimits())
+peer = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+peer.initiate_connection()
+peer.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":path", "/echo.v1.Echo/Say"),
+                      (":authority", "echo"), ("content-type", "application/grpc")], end_stream=True)
+peer.receive_data(codec.data_to_send())
+codec.receive_data(peer.data_to_send())
+heads = []
+while (ev := codec.next_event()) is not NEED_DATA:
+    heads.append([type(ev).__name__, getattr(ev, "service", ""), getattr(ev, "method", "")])
+wire = codec.send(ResponseHead("http2", request_id=1, headers=Headers([("content-type", "application/grpc")]),
+                               end_stream=False))
+wire += codec.send(EndOfMessage(Headers([("grpc-status", "0")]), stream_id=1))
+got = [type(e).__name__ for e in peer.receive_data(wire)]
+print(json.dumps({"machine": machine.__file__, "heads": heads, "peer": got}))
+"""
+
+
+def test_the_codec_on_the_own_http2_machine_runs_on_the_compiled_machine() -> None:
+    """``native_codec`` stays interpreted while ``machine`` is compiled: an interpreted class cannot
+    extend a compiled one, so the codec must only hold the machine."""
+    python = compiled_python()
+    out = subprocess.run([python, "-P", "-c", NATIVE_HTTP2_EXCHANGE], capture_output=True, text=True, timeout=60,
+                         cwd=REPO, check=False)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["machine"].endswith(".so")
+    assert result["heads"] == [["RequestHead", "echo.v1.Echo", "Say"]]
+    assert "ResponseReceived" in result["peer"] and "TrailersReceived" in result["peer"]

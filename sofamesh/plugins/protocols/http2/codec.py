@@ -129,7 +129,13 @@ class _Stream:
     """What the codec remembers about one open stream."""
 
     __slots__ = (
-        "end_in_head", "head", "local_done", "received", "remote_done", "response_started", "trailers_seen",
+        "end_in_head",
+        "head",
+        "local_done",
+        "received",
+        "remote_done",
+        "response_started",
+        "trailers_seen",
         "unacked",
     )
 
@@ -169,8 +175,12 @@ class Http2Codec(Codec):
         # Header blocks are checked and normalised by ``fields`` in one pass (received_fields on the
         # way in, field_block on the way out), not by h2's per-field generator pipeline.
         config = h2.config.H2Configuration(
-            client_side=client, header_encoding=None, validate_inbound_headers=False,
-            normalize_inbound_headers=False, validate_outbound_headers=False, normalize_outbound_headers=False,
+            client_side=client,
+            header_encoding=None,
+            validate_inbound_headers=False,
+            normalize_inbound_headers=False,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         conn = Connection(config)
         settings: dict[h2.settings.SettingCodes, int] = {
@@ -252,19 +262,9 @@ class Http2Codec(Codec):
         elif isinstance(ev, h2.events.ResponseReceived):
             self._on_response(ev)
         elif isinstance(ev, h2.events.TrailersReceived):
-            trailers = Headers(received_fields(ev.headers or [], TRAILERS))
-            st = self._streams.get(ev.stream_id or 0)
-            if st is not None:
-                st.trailers_seen = True
-                self._events.append(EndOfMessage(trailers=trailers, stream_id=ev.stream_id or 0))
+            self._trailers(ev.stream_id or 0, ev.headers or [])
         elif isinstance(ev, h2.events.StreamEnded):
-            sid = ev.stream_id or 0
-            st = self._streams.get(sid)
-            if st is not None:
-                st.remote_done = True
-                if not (st.end_in_head or st.trailers_seen):
-                    self._events.append(EndOfMessage(stream_id=sid))
-                self._forget_if_done(sid, st)
+            self._ended(ev.stream_id or 0)
         elif isinstance(ev, h2.events.WindowUpdated):
             self._events.append(WindowOpened(ev.stream_id or 0))
         elif isinstance(ev, h2.events.StreamReset):
@@ -287,9 +287,26 @@ class Http2Codec(Codec):
         # PingReceived: h2 queued the ACK already. SETTINGS ACKs, priorities, 1xx responses, unknown
         # frames and ALTSVC carry nothing the proxy acts on.
 
+    def _trailers(self, sid: int, raw: list[tuple[bytes, bytes]]) -> None:
+        trailers = Headers(received_fields(raw, TRAILERS))
+        st = self._streams.get(sid)
+        if st is not None:
+            st.trailers_seen = True
+            self._events.append(EndOfMessage(trailers=trailers, stream_id=sid))
+
+    def _ended(self, sid: int) -> None:
+        """The peer ended stream ``sid`` (END_STREAM on its last frame)."""
+        st = self._streams.get(sid)
+        if st is not None:
+            st.remote_done = True
+            if not (st.end_in_head or st.trailers_seen):
+                self._events.append(EndOfMessage(stream_id=sid))
+            self._forget_if_done(sid, st)
+
     def _on_request(self, ev: h2.events.RequestReceived) -> None:
-        sid = ev.stream_id or 0
-        raw = ev.headers or []
+        self._request(ev.stream_id or 0, ev.headers or [], ev.stream_ended is not None)
+
+    def _request(self, sid: int, raw: list[tuple[bytes, bytes]], ended: bool) -> None:
         fields = received_fields(raw, REQUEST)
         headers = Headers(fields)
         # h2 validated the names as lower case: one dict answers every lookup (first value wins).
@@ -298,7 +315,7 @@ class Http2Codec(Codec):
             first.setdefault(k, v)
         get = first.get
         st = _Stream()
-        st.end_in_head = st.remote_done = ev.stream_ended is not None
+        st.end_in_head = st.remote_done = ended
         self._streams[sid] = st
         path = get(":path") or ""
         authority = get(":authority") or get("host") or ""
@@ -330,12 +347,13 @@ class Http2Codec(Codec):
         self._events.append(head)
 
     def _on_response(self, ev: h2.events.ResponseReceived) -> None:
-        sid = ev.stream_id or 0
-        headers = Headers(received_fields(ev.headers or [], RESPONSE))
+        self._response(ev.stream_id or 0, ev.headers or [], ev.stream_ended is not None)
+
+    def _response(self, sid: int, raw: list[tuple[bytes, bytes]], ended: bool) -> None:
+        headers = Headers(received_fields(raw, RESPONSE))
         st = self._streams.get(sid)
         if st is None:
             return
-        ended = ev.stream_ended is not None
         st.end_in_head = ended
         if ended:
             st.remote_done = True
@@ -346,17 +364,22 @@ class Http2Codec(Codec):
             http_status = grpc.http_status_of(int(gstatus))  # trailers-only gRPC answer
         self._events.append(
             ResponseHead(
-                protocol=PROTOCOL, request_id=sid, status=status, http_status=http_status,
-                headers=headers, end_stream=ended,
+                protocol=PROTOCOL,
+                request_id=sid,
+                status=status,
+                http_status=http_status,
+                headers=headers,
+                end_stream=ended,
             )
         )
         if ended:
             self._forget_if_done(sid, st)
 
     def _on_data(self, ev: h2.events.DataReceived) -> None:
-        sid = ev.stream_id or 0
-        size = ev.flow_controlled_length or 0
-        data = ev.data or b""
+        self._data(ev.stream_id or 0, ev.data or b"", ev.flow_controlled_length or 0)
+
+    def _data(self, sid: int, data: bytes, size: int) -> None:
+        """``data`` received on ``sid``; ``size`` is its flow-controlled length (padding included)."""
         st = self._streams.get(sid)
         if st is None:
             # A stream we already answered or reset: nobody will forward these bytes.
@@ -437,9 +460,7 @@ class Http2Codec(Codec):
             raise LocalProtocolError("http2: a server-role codec sends responses, not requests")
         sid = head.request_id
         if sid <= 0 or sid % 2 == 0:
-            raise LocalProtocolError(
-                f"http2: request stream id {sid} is not a client stream id; use new_stream_id()"
-            )
+            raise LocalProtocolError(f"http2: request stream id {sid} is not a client stream id; use new_stream_id()")
         # Keep the downstream's pseudo-header order (some peers are picky); fill in the rest.
         seen: dict[str, str] = {}
         host = ""
@@ -449,8 +470,12 @@ class Http2Codec(Codec):
                     seen[k] = v
             elif not host and len(k) == 4 and k.lower() == "host":
                 host = v
-        defaults = {":method": head.method or "GET", ":scheme": "http", ":authority": host or head.service,
-                    ":path": head.path or "/"}
+        defaults = {
+            ":method": head.method or "GET",
+            ":scheme": "http",
+            ":authority": host or head.service,
+            ":path": head.path or "/",
+        }
         first = [(_REQUEST_PSEUDO[k], wire((v or defaults[k]).strip(_TRIM))) for k, v in seen.items()]
         if len(seen) < len(_REQUEST_PSEUDO):
             first += [(b, wire(defaults[k].strip(_TRIM))) for k, b in _REQUEST_PSEUDO.items() if k not in seen]
@@ -465,8 +490,9 @@ class Http2Codec(Codec):
         sid = head.request_id
         # The field is the status (a filter may have changed it); a stale ":status" header is dropped.
         status = str(head.status)
-        self._conn.send_headers(sid, field_block(head.headers, [(b":status", wire(status))]),
-                                end_stream=head.end_stream)
+        self._conn.send_headers(
+            sid, field_block(head.headers, [(b":status", wire(status))]), end_stream=head.end_stream
+        )
         st = self._streams.get(sid)
         if st is not None:
             st.response_started = True
@@ -580,8 +606,10 @@ class Http2Codec(Codec):
         mark = status.name.lower().encode()
         try:
             if _is_rpc(head.headers.get("content-type")):
-                fields = [(b"grpc-status", str(status.grpc_status).encode()),
-                          (b"grpc-message", grpc.encode_message(message).encode())]
+                fields = [
+                    (b"grpc-status", str(status.grpc_status).encode()),
+                    (b"grpc-message", grpc.encode_message(message).encode()),
+                ]
                 if not st.response_started:
                     ctype = wire(head.headers.get("content-type") or "application/grpc")
                     fields = [(b":status", b"200"), (b"content-type", ctype), *fields, (_MARK, mark)]
@@ -594,9 +622,12 @@ class Http2Codec(Codec):
                 return
             else:
                 body = (message + "\n").encode("utf-8")[: max(0, self.sendable(sid))]
-                fields = [(b":status", str(status.http_status).encode()),
-                          (b"content-type", b"text/plain; charset=utf-8"),
-                          (b"content-length", str(len(body)).encode()), (_MARK, mark)]
+                fields = [
+                    (b":status", str(status.http_status).encode()),
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (_MARK, mark),
+                ]
                 if status is ReplyStatus.UPSTREAM_OVERFLOW:
                     fields.append(_OVERLOADED)
                 conn.send_headers(sid, fields, end_stream=not body)

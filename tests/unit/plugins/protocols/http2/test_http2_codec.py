@@ -1,8 +1,12 @@
-"""The http2 codec against bytes produced by a real HTTP/2 stack (h2 as the peer), split anywhere."""
+"""The http2 codec against bytes produced by a real HTTP/2 stack (h2 as the peer), split anywhere.
+
+Every test runs twice: on the codec over ``h2`` and on the one over the project's own machine
+(``native_codec``), which must behave the same wherever the kernel can tell."""
 
 from __future__ import annotations
 
 import struct
+import sys
 
 import h2.config
 import h2.connection
@@ -26,6 +30,7 @@ from sofamesh.core.events import (
 )
 from sofamesh.core.headers import Headers
 from sofamesh.plugins.protocols.http2 import PREFACE, Http2Codec, Http2CodecFactory, StreamReset, WindowOpened
+from sofamesh.plugins.protocols.http2.native_codec import NativeHttp2Codec, NativeHttp2CodecFactory
 
 GRPC_PATH = "/echo.v1.Echo/Say"
 
@@ -48,6 +53,19 @@ def grpc_request_headers(**extra: str) -> list[tuple[str, str]]:
     ]
     fields.extend(extra.items())
     return fields
+
+
+@pytest.fixture(autouse=True, params=["h2", "native"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which codec the module's ``Http2Codec`` and ``Http2CodecFactory`` are in this run."""
+    if request.param == "native":
+        module = sys.modules[__name__]
+        monkeypatch.setattr(module, "Http2Codec", NativeHttp2Codec)
+        monkeypatch.setattr(module, "Http2CodecFactory", NativeHttp2CodecFactory)
+        monkeypatch.setenv("SOFAMESH_HTTP2_CODEC", "native")
+    else:
+        monkeypatch.delenv("SOFAMESH_HTTP2_CODEC", raising=False)
+    return str(request.param)
 
 
 class Peer:
@@ -83,8 +101,9 @@ def drain(codec: Http2Codec) -> list[object]:
     raise AssertionError("codec kept producing events")
 
 
-def connect(role: Role = Role.SERVER, peer_settings: dict[str, int] | None = None,
-            **codec_kw: int) -> tuple[Http2Codec, Peer]:
+def connect(
+    role: Role = Role.SERVER, peer_settings: dict[str, int] | None = None, **codec_kw: int
+) -> tuple[Http2Codec, Peer]:
     """A codec and a peer that have exchanged prefaces and SETTINGS (and their ACKs)."""
     codec = Http2Codec(role, CodecLimits(), **codec_kw)
     peer = Peer(client=role is Role.SERVER, **(peer_settings or {}))
@@ -177,7 +196,8 @@ def test_a_grpc_call_split_at_every_offset_gives_the_same_events() -> None:
 def test_plain_http_get_routes_on_authority_and_http_method_with_no_end_of_message() -> None:
     codec, peer = connect()
     peer.conn.send_headers(
-        1, [(":method", "GET"), (":scheme", "http"), (":path", "/api/x?y=1"), (":authority", "web.local")],
+        1,
+        [(":method", "GET"), (":scheme", "http"), (":path", "/api/x?y=1"), (":authority", "web.local")],
         end_stream=True,
     )
     codec.receive_data(peer.out())
@@ -224,9 +244,15 @@ def test_response_head_body_and_grpc_trailers_reach_a_real_client() -> None:
     peer.conn.send_data(1, grpc_message(b"ping"), end_stream=True)
     codec.receive_data(peer.out())
     drain(codec)
-    wire = codec.send(ResponseHead("http2", request_id=1, status=200, end_stream=False,
-                                   headers=Headers([(":status", "503"), ("content-type", "application/grpc"),
-                                                    ("Connection", "keep-alive")])))
+    wire = codec.send(
+        ResponseHead(
+            "http2",
+            request_id=1,
+            status=200,
+            end_stream=False,
+            headers=Headers([(":status", "503"), ("content-type", "application/grpc"), ("Connection", "keep-alive")]),
+        )
+    )
     wire += codec.send(BodyChunk(grpc_message(b"pong"), stream_id=1))
     trailers = Headers([("grpc-status", "0"), ("grpc-message", "")])
     wire += codec.send(EndOfMessage(trailers=trailers, stream_id=1))
@@ -381,9 +407,7 @@ def test_heartbeat_is_a_ping_whose_ack_comes_back_as_a_heartbeat_reply() -> None
         (ReplyStatus.DENIED, 7),
     ],
 )
-def test_grpc_local_reply_is_a_trailers_only_response_with_the_grpc_status(
-    status: ReplyStatus, code: int
-) -> None:
+def test_grpc_local_reply_is_a_trailers_only_response_with_the_grpc_status(status: ReplyStatus, code: int) -> None:
     codec, peer = connect()
     peer.conn.send_headers(1, grpc_request_headers(), end_stream=False)
     peer.conn.send_data(1, grpc_message(b"hi"), end_stream=True)
@@ -422,8 +446,13 @@ def test_grpc_local_reply_after_the_response_started_goes_out_as_trailers() -> N
     codec.receive_data(peer.out())
     head = drain(codec)[0]
     assert isinstance(head, RequestHead)
-    peer.feed(codec.send(ResponseHead("http2", request_id=1, end_stream=False,
-                                      headers=Headers([("content-type", "application/grpc")]))))
+    peer.feed(
+        codec.send(
+            ResponseHead(
+                "http2", request_id=1, end_stream=False, headers=Headers([("content-type", "application/grpc")])
+            )
+        )
+    )
     got = peer.feed(codec.local_reply(head, ReplyStatus.TIMEOUT, "upstream timed out"))
     trailers = next(e for e in got if isinstance(e, h2.events.TrailersReceived))
     assert dict(trailers.headers) == {"grpc-status": "4", "grpc-message": "upstream timed out"}
@@ -431,8 +460,9 @@ def test_grpc_local_reply_after_the_response_started_goes_out_as_trailers() -> N
 
 def test_plain_http2_local_reply_is_the_http_status_with_a_text_body() -> None:
     codec, peer = connect()
-    peer.conn.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":path", "/"),
-                               (":authority", "web.local")], end_stream=True)
+    peer.conn.send_headers(
+        1, [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "web.local")], end_stream=True
+    )
     codec.receive_data(peer.out())
     head = drain(codec)[0]
     assert isinstance(head, RequestHead)
@@ -450,8 +480,12 @@ def test_plain_http2_local_reply_is_the_http_status_with_a_text_body() -> None:
 def test_too_many_request_headers_are_answered_431_without_a_request_head() -> None:
     codec = Http2Codec(Role.SERVER, CodecLimits(max_headers=10))
     peer = Peer()
-    peer.conn.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "a")]
-                           + [(f"x-h{i}", "v") for i in range(10)], end_stream=True)
+    peer.conn.send_headers(
+        1,
+        [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "a")]
+        + [(f"x-h{i}", "v") for i in range(10)],
+        end_stream=True,
+    )
     codec.receive_data(peer.out())
     assert drain(codec) == []
     got = peer.feed(codec.data_to_send())
@@ -503,8 +537,17 @@ def test_client_role_opens_a_grpc_stream_and_decodes_response_and_trailers() -> 
     assert isinstance(chunk, BodyChunk)
     sid = codec.new_stream_id()
     assert sid == 1
-    up = codec.send(RequestHead("http2", request_id=sid, service=head.service, method=head.method,
-                                path=head.path, headers=head.headers, end_stream=False))
+    up = codec.send(
+        RequestHead(
+            "http2",
+            request_id=sid,
+            service=head.service,
+            method=head.method,
+            path=head.path,
+            headers=head.headers,
+            end_stream=False,
+        )
+    )
     up += codec.send(BodyChunk(chunk.data, stream_id=sid))
     up += codec.send(EndOfMessage(stream_id=sid))
     got = server.feed(up)
@@ -530,10 +573,19 @@ def test_client_role_opens_a_grpc_stream_and_decodes_response_and_trailers() -> 
 def test_client_role_maps_a_trailers_only_grpc_error_to_its_http_status() -> None:
     codec, server = connect(Role.CLIENT)
     sid = codec.new_stream_id()
-    server.feed(codec.send(RequestHead("http2", request_id=sid, headers=Headers(grpc_request_headers()),
-                                       end_stream=True)))
-    server.conn.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc"),
-                                   ("grpc-status", "14"), ("grpc-message", "unavailable")], end_stream=True)
+    server.feed(
+        codec.send(RequestHead("http2", request_id=sid, headers=Headers(grpc_request_headers()), end_stream=True))
+    )
+    server.conn.send_headers(
+        sid,
+        [
+            (":status", "200"),
+            ("content-type", "application/grpc"),
+            ("grpc-status", "14"),
+            ("grpc-message", "unavailable"),
+        ],
+        end_stream=True,
+    )
     codec.receive_data(server.out())
     events = [e for e in drain(codec) if not isinstance(e, WindowOpened)]
     assert len(events) == 1
@@ -545,15 +597,34 @@ def test_client_role_maps_a_trailers_only_grpc_error_to_its_http_status() -> Non
 
 def test_client_role_turns_an_http1_style_head_into_valid_http2_fields() -> None:
     codec, server = connect(Role.CLIENT)
-    head = RequestHead("http1", service="web.local", method="GET", path="/a?b=1",
-                       headers=Headers([("Host", "web.local:8080"), ("Connection", "keep-alive"),
-                                        ("TE", "gzip"), ("X-Trace", "t1")]))
+    head = RequestHead(
+        "http1",
+        service="web.local",
+        method="GET",
+        path="/a?b=1",
+        headers=Headers([("Host", "web.local:8080"), ("Connection", "keep-alive"), ("TE", "gzip"), ("X-Trace", "t1")]),
+    )
     sid = codec.new_stream_id()
-    got = server.feed(codec.send(RequestHead(head.protocol, request_id=sid, service=head.service,
-                                             method=head.method, path=head.path, headers=head.headers)))
+    got = server.feed(
+        codec.send(
+            RequestHead(
+                head.protocol,
+                request_id=sid,
+                service=head.service,
+                method=head.method,
+                path=head.path,
+                headers=head.headers,
+            )
+        )
+    )
     request = next(e for e in got if isinstance(e, h2.events.RequestReceived))
-    assert request.headers == [(":method", "GET"), (":scheme", "http"), (":authority", "web.local:8080"),
-                               (":path", "/a?b=1"), ("x-trace", "t1")]
+    assert request.headers == [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":authority", "web.local:8080"),
+        (":path", "/a?b=1"),
+        ("x-trace", "t1"),
+    ]
 
 
 def test_client_role_refuses_a_request_without_a_client_stream_id() -> None:
@@ -580,14 +651,27 @@ def test_a_body_over_max_body_bytes_is_refused_on_its_stream_only() -> None:
     assert (response.stream_id, dict(response.headers)["grpc-status"]) == (1, "8")
 
 
-def test_an_oversized_header_block_is_a_connection_error_hinting_431() -> None:
+def test_an_oversized_header_block_is_refused_with_431(engine: str) -> None:
+    """h2 makes it a connection error hinting 431; the own machine answers 431 on that stream alone
+    (RFC 9113 10.5.1: it decoded the block, so the connection goes on)."""
     codec = Http2Codec(Role.SERVER, CodecLimits(max_header_bytes=4096))
     peer = Peer()
+    peer.feed(codec.data_to_send())
     peer.conn.send_headers(1, [*grpc_request_headers(), ("x-big", "v" * 8000)], end_stream=True)
     codec.receive_data(peer.out())
-    with pytest.raises(RemoteProtocolError) as info:
-        drain(codec)
-    assert info.value.status_hint == 431
+    if engine == "h2":
+        with pytest.raises(RemoteProtocolError) as info:
+            drain(codec)
+        assert info.value.status_hint == 431
+        return
+    assert drain(codec) == []
+    got = peer.feed(codec.data_to_send())
+    [response] = [e for e in got if isinstance(e, h2.events.ResponseReceived)]
+    assert dict(response.headers)[":status"] == "431"
+    peer.conn.send_headers(3, grpc_request_headers(), end_stream=True)
+    codec.receive_data(peer.out())
+    [head] = drain(codec)
+    assert isinstance(head, RequestHead) and head.request_id == 3 and head.end_stream
 
 
 def test_sending_on_a_stream_the_peer_just_reset_is_dropped_quietly() -> None:
