@@ -26,7 +26,7 @@ from sofamesh.pilot.policy.store import ConfigStore, ConfigStoreContext, ConfigS
 from sofamesh.pilot.registry import Registry, RegistryContext, RegistryFactory
 from sofamesh.pilot.security.ca import CaContext, CaFactory, CertificateAuthority
 from sofamesh.pilot.security.csr import CertificateService
-from sofamesh.pilot.security.storage import DirStorage
+from sofamesh.pilot.security.shared_storage import security_storage
 from sofamesh.pilot.security.tokens import TokenAuthority
 from sofamesh.pilot.sync import Pair, RegistrySync
 from sofamesh.pilot.xds.cache import SnapshotCache
@@ -99,7 +99,7 @@ class Pilot:
         self.host.fill("pilot_register_config_stores", self.config_store_catalog)
         self.host.fill("pilot_register_cas", self.ca_catalog)
         ca = self.config.ca
-        self.security_storage = DirStorage(self.config.data_dir / "security")
+        self.security_storage = security_storage(ca.storage.type, ca.storage.options, self.config.data_dir)
         self.ca = self.ca_catalog.get(ca.type, "ca.type").create(
             CaContext(ca.type, ca.trust_domain, self.security_storage, ca.options, self.config.data_dir))
         cs = self.config.config_store
@@ -219,6 +219,9 @@ class Pilot:
         ca: CertificateAuthority | None = getattr(self, "ca", None)
         if ca is not None:
             await ca.stop()
+        close = getattr(getattr(self, "security_storage", None), "close", None)
+        if close is not None:  # a storage holding a connection (ZooKeeper)
+            close()
         store: ConfigStore | None = getattr(self, "config_store", None)
         if store is not None:
             await store.stop()
