@@ -47,7 +47,7 @@ def _store_config(kind: str, request: pytest.FixtureRequest) -> dict[str, Any]:
                 "name": "mesh",
                 "type": "zookeeper",
                 "writable": True,
-                "options": {"hosts": zk.hosts, "layout": "dubbo", "root": "/mesh", "registrations": "persistent"},
+                "options": {"hosts": zk.hosts, "layout": "sofa", "root": "/mesh", "registrations": "persistent"},
             }
         ],
         "config_store": {"type": "zookeeper", "options": {"hosts": zk.hosts, "root": "/mesh-policy"}},
@@ -82,7 +82,7 @@ def _envoy_endpoints(envoy: Envoy) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("kind", ["etcd"])
+@pytest.mark.parametrize("kind", ["etcd", "zookeeper"])
 def test_replicas_killed_one_at_a_time_under_traffic(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     config = _store_config(kind, request)
     pilots = [PilotProcess(tmp_path / f"pilot-{i}", config=config) for i in range(3)]
