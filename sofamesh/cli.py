@@ -93,9 +93,6 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             config = load_file(args.config) if args.config else from_mapping({})
             if args.xds or config.xds is not None:
                 config = xds_config(config, args)
-                if args.workers > 1:
-                    print("error: --workers with xDS is not supported in this version", file=sys.stderr)
-                    return 2
         elif args.listen and args.upstream:
             config = quick_config(args.listen, args.upstream, args.protocol, args.admin)
         else:

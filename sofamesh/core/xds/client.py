@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Collection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -71,10 +71,18 @@ class _TypeState:
                 "applied_at": self.applied_at or None, "last_nack": self.last_nack}
 
 
-class XdsClient:
-    """One ADS stream to one management server, feeding one ``ServerView``."""
+class ConfigTarget(Protocol):
+    """What the client feeds: a ``ServerView``, or the relay to ``--workers`` (``relay.py``)."""
 
-    def __init__(self, server: ServerView, base: ProxyConfig, xds: XdsConfig, protocols: Collection[str]) -> None:
+    config: ProxyConfig
+
+    def apply(self, config: ProxyConfig) -> None: ...
+
+
+class XdsClient:
+    """One ADS stream to one management server (of those configured), feeding one ``ConfigTarget``."""
+
+    def __init__(self, server: ConfigTarget, base: ProxyConfig, xds: XdsConfig, protocols: Collection[str]) -> None:
         self.server = server
         self.base = base
         self.xds = xds

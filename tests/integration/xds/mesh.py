@@ -20,7 +20,7 @@ class Sidecar(ProxyProcess):
     ports passed as node metadata, so several sidecars share one machine."""
 
     def __init__(self, xds_port: int, node_id: str, mode: str = "sotw", metadata: dict[str, Any] | None = None,
-                 drain_timeout_ms: int = 2000, more_xds_ports: Sequence[int] = ()) -> None:
+                 drain_timeout_ms: int = 2000, more_xds_ports: Sequence[int] = (), args: tuple[str, ...] = ()) -> None:
         self.ports = {"http": free_port(), "bolt": free_port(), "dubbo": free_port()}
         meta = {"sofamesh.outbound_port": self.ports["http"], "sofamesh.bolt_port": self.ports["bolt"],
                 "sofamesh.dubbo_port": self.ports["dubbo"], **(metadata or {})}
@@ -28,7 +28,7 @@ class Sidecar(ProxyProcess):
                           "xds": {"address": f"127.0.0.1:{xds_port}", "node_id": node_id, "mode": mode,
                                   "addresses": [f"127.0.0.1:{p}" for p in more_xds_ports],
                                   "metadata": meta, "backoff_initial_ms": 100, "backoff_max_ms": 500,
-                                  "initial_fetch_timeout_ms": 10000}}, timeout=30)
+                                  "initial_fetch_timeout_ms": 10000}}, timeout=30, args=args)
 
     def egress(self, protocol: str) -> str:
         return f"127.0.0.1:{self.ports[protocol]}"
