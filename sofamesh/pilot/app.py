@@ -16,6 +16,7 @@ from sofamesh.core.errors import ConfigError, PluginError
 from sofamesh.core.plugin_host import PILOT_GROUP, PluginHost
 from sofamesh.pilot.api import build_app
 from sofamesh.pilot.config import PilotConfig
+from sofamesh.pilot.election import Election, election_for
 from sofamesh.pilot.metrics import PilotMetrics
 from sofamesh.pilot.model import MeshModel, Service
 from sofamesh.pilot.policy.applied import AppliedPolicy
@@ -78,6 +79,7 @@ class Pilot:
         self._runner: web.AppRunner | None = None
         self._last_service: dict[str, Service] = {}
         self.sync: RegistrySync | None = None
+        self.election: Election | None = None
 
     @property
     def ads(self) -> AdsServer:
@@ -175,7 +177,7 @@ class Pilot:
             await reg.start(self.model.refresh)
         self.model.refresh()
         if self.sync is not None:
-            await self.sync.start()
+            await self._start_sync(self.sync)
         await self._start_security()
         xhost, xport = self.config.xds.host_port
         self.xds_port = await self.ads.start(xhost, xport, (self.certificates.handler(),))
@@ -189,6 +191,15 @@ class Pilot:
         self.ready = True
         log.info("pilot ready: xds %s:%d api %s:%d, registries %s (writable: %s)", xhost, self.xds_port,
                  ahost, self.api_port, ", ".join(r.name for r in self.registries), self.writable_name)
+
+    async def _start_sync(self, sync: RegistrySync) -> None:
+        """Run registry sync here, or (``sync.election``) only while this replica is elected."""
+        cfg = self.config.sync.election
+        if cfg is None:
+            await sync.start()
+            return
+        self.election = election_for(cfg.type, cfg.options, cfg.ttl_s)
+        await self.election.start(sync.start, sync.stop)
 
     async def _start_security(self) -> None:
         ca = self.config.ca
@@ -212,6 +223,8 @@ class Pilot:
                                    self.config.grace_s or None)
         except TimeoutError:
             log.warning("pilot_shutdown hooks did not finish within %.1fs", self.config.grace_s)
+        if self.election is not None:
+            await self.election.stop()
         if self.sync is not None:
             await self.sync.stop()
         for reg in self.registries:

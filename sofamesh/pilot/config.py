@@ -110,9 +110,19 @@ class SyncPairConfig(_Strict):
     two_way: bool = False
 
 
+class ElectionConfig(_Strict):
+    """Where Pilot replicas elect the one that runs registry sync: ``etcd`` (options ``endpoint``,
+    ``key``) or ``zookeeper`` (options ``hosts``, ``path``); ``ttl_s``: how long a dead leader leads."""
+
+    type: Literal["etcd", "zookeeper"]
+    options: dict[str, Any] = Field(default_factory=dict)
+    ttl_s: int = Field(5, ge=2, le=300)
+
+
 class SyncConfig(_Strict):
     pairs: list[SyncPairConfig] = Field(default_factory=list)
     resync_interval_s: float = Field(5.0, gt=0, le=3600)
+    election: ElectionConfig | None = None  # replicas: only the elected one runs the sync
 
 
 class Debounce(_Strict):

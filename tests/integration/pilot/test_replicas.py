@@ -183,3 +183,51 @@ def test_replicas_killed_one_at_a_time_under_traffic(kind: str, request: pytest.
         # one CA root for all of them
         serials = {p.get("/debug/ca")["ca"]["signer"]["serial"] for p in pilots}
         assert len(serials) == 1
+
+
+@pytest.mark.parametrize("kind", ["etcd", "zookeeper"])
+def test_registry_sync_runs_on_the_one_elected_replica(kind: str, request: pytest.FixtureRequest,
+                                                      tmp_path: Path) -> None:
+    server: EtcdServer = request.getfixturevalue("etcd")
+    ep = server.endpoint
+    if kind == "etcd":
+        election: dict[str, Any] = {"type": "etcd", "ttl_s": 3, "options": {"endpoint": ep, "key": "/mesh/leader"}}
+    else:
+        zk: ZooKeeperServer = request.getfixturevalue("zookeeper")
+        election = {"type": "zookeeper", "ttl_s": 3, "options": {"hosts": zk.hosts, "path": "/mesh/leader"}}
+    config = {"registries": [
+        {"name": "src", "type": "etcd", "writable": True,
+         "options": {"endpoint": ep, "prefix": "/src/", "leases": "instance"}},
+        {"name": "dst", "type": "etcd", "options": {"endpoint": ep, "prefix": "/dst/", "leases": "instance"}}],
+        "sync": {"pairs": [{"from": "src", "to": "dst"}], "resync_interval_s": 1, "election": election}}
+    pilots = [PilotProcess(tmp_path / f"pilot-{i}", config=config) for i in range(2)]
+    with ExitStack() as stack:
+        for p in pilots:
+            stack.callback(p.stop)
+            p.start()
+
+        def leaders() -> list[PilotProcess]:
+            return [p for p in pilots if p.proc is not None and p.get("/debug/sync")["running"]]
+
+        [leader] = wait_until(lambda: len(leaders()) == 1 and leaders(), 15, what="one elected replica")
+        assert leader.get("/debug/sync")["election"]["leader"] is True
+
+        def copied(p: PilotProcess, iid: str) -> bool:
+            dst = next(r for r in p.get("/debug/registry")["registries"] if r["name"] == "dst")
+            return any(i["id"] == iid for insts in dst["services"].values() for i in insts)
+
+        pilots[0].register("web", "a", address="127.0.0.1", port=9001, protocol="http")
+        for p in pilots:
+            wait_until(lambda p=p: copied(p, "a"), 10, what="the copy in dst, seen by every replica")
+        other = next(p for p in pilots if p is not leader)
+        assert other.get("/debug/sync")["passes"] == 0  # the one not elected never ran a pass
+        assert leader.proc is not None
+        leader.proc.kill()  # SIGKILL: its lease (etcd) or session (ZooKeeper) runs out
+        leader.proc.wait(10)
+        leader.proc = None
+        killed = time.monotonic()
+        wait_until(lambda: other.get("/debug/sync")["running"], 30, what="the other replica elected")
+        took = time.monotonic() - killed
+        assert took < 15, took  # the lease TTL / session timeout, plus a loaded machine's margin
+        other.register("web", "b", address="127.0.0.1", port=9002, protocol="http")
+        wait_until(lambda: copied(other, "b"), 10, what="the new leader copying")
