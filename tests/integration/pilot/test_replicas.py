@@ -82,10 +82,11 @@ def _envoy_endpoints(envoy: Envoy) -> set[str]:
     return out
 
 
+@pytest.mark.timeout(480)  # three Pilot restarts, Envoy and two sidecars: minutes on a loaded 2-core machine
 @pytest.mark.parametrize("kind", ["etcd", "zookeeper"])
 def test_replicas_killed_one_at_a_time_under_traffic(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     config = _store_config(kind, request)
-    pilots = [PilotProcess(tmp_path / f"pilot-{i}", config=config) for i in range(3)]
+    pilots = [PilotProcess(tmp_path / f"pilot-{i}", config=config, ready_timeout=90) for i in range(3)]
     ports = [p.xds_port for p in pilots]
     providers: dict[str, UpstreamServer] = {}
     sidecars: list[Sidecar] = []
@@ -185,6 +186,7 @@ def test_replicas_killed_one_at_a_time_under_traffic(kind: str, request: pytest.
         assert len(serials) == 1
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind", ["etcd", "zookeeper"])
 def test_registry_sync_runs_on_the_one_elected_replica(kind: str, request: pytest.FixtureRequest,
                                                       tmp_path: Path) -> None:
@@ -200,7 +202,7 @@ def test_registry_sync_runs_on_the_one_elected_replica(kind: str, request: pytes
          "options": {"endpoint": ep, "prefix": "/src/", "leases": "instance"}},
         {"name": "dst", "type": "etcd", "options": {"endpoint": ep, "prefix": "/dst/", "leases": "instance"}}],
         "sync": {"pairs": [{"from": "src", "to": "dst"}], "resync_interval_s": 1, "election": election}}
-    pilots = [PilotProcess(tmp_path / f"pilot-{i}", config=config) for i in range(2)]
+    pilots = [PilotProcess(tmp_path / f"pilot-{i}", config=config, ready_timeout=90) for i in range(2)]
     with ExitStack() as stack:
         for p in pilots:
             stack.callback(p.stop)

@@ -60,7 +60,7 @@ def test_create_is_won_by_exactly_one_writer(kind: str, request: pytest.FixtureR
 def test_replicas_started_together_share_one_root(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     opts = _storage_options(kind, request)
     config = {"ca": {"storage": {"type": kind, "options": opts}}}
-    pilots = [PilotProcess(tmp_path / f"p{i}", config=config) for i in range(3)]
+    pilots = [PilotProcess(tmp_path / f"p{i}", config=config, ready_timeout=90) for i in range(3)]
     starters = [threading.Thread(target=p.start) for p in pilots]
     try:
         for t in starters:
