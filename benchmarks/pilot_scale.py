@@ -17,6 +17,12 @@ kinds); a stream that fails is counted by status code and retried after 1 s, as 
 ``--go`` simulates the clients with ``benchmarks/adsload`` (Go, grpc-go; built on first use into
 ``$SOFAMESH_CACHE/bench``, Debian ``golang-go`` and ``golang-google-grpc-dev``) instead of grpc.aio
 processes, so that the load generator is not the limit: its CPU is reported beside Pilot's.
+``--replicas N`` runs N Pilots sharing one etcd (started here, ``etcd`` on PATH; the registry is
+the ``etcd`` registry with ``leases: instance``, filled with the same services) with the client
+processes split between them; the one-instance and one-service changes are written through the
+first replica's API, so their push times include the store's watch to every other replica.
+``memory_per_client_kb`` is Pilot's RSS after the sync minus its RSS idle, per connected client
+(the sum over replicas).
 """
 
 from __future__ import annotations
@@ -78,8 +84,7 @@ def pilot_rss_mb(pid: int) -> tuple[float, float]:
     return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
-def write_store(data_dir: Path, services: int, instances: int) -> None:
-    """The embedded registry's file format (format 1), written directly to skip S*I API calls."""
+def _records(services: int, instances: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     svcs, insts = [], []
     for s in range(services):
         name = f"svc-{s:04d}"
@@ -88,8 +93,51 @@ def write_store(data_dir: Path, services: int, instances: int) -> None:
             insts.append({"service": name, "id": f"i{i}", "address": f"10.{s // 250}.{s % 250}.{i + 1}",
                           "port": 8080, "weight": 1, "labels": {"zone": f"z{i % 2}"}, "version": "",
                           "group": "", "health": "healthy", "ttl_seconds": None})
+    return svcs, insts
+
+
+def write_store(data_dir: Path, services: int, instances: int) -> None:
+    """The embedded registry's file format (format 1), written directly to skip S*I API calls."""
+    svcs, insts = _records(services, instances)
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "embedded-registry.json").write_text(json.dumps({"format": 1, "services": svcs, "instances": insts}))
+
+
+def _b64(data: str) -> str:
+    import base64
+
+    return base64.b64encode(data.encode()).decode()
+
+
+def start_etcd(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """An etcd for the replicas run (as tests/integration/registries/servers.py starts one)."""
+    if shutil.which("etcd") is None:
+        sys.exit("--replicas needs etcd on PATH (Debian etcd-server; scripts/setup.d/35-registry-servers.sh)")
+    port, peer_port = free_port(), free_port()
+    endpoint, peer = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{peer_port}"
+    proc = subprocess.Popen(["etcd", "--name", "bench", "--data-dir", str(tmp / "etcd"), "--listen-client-urls",
+                             endpoint, "--advertise-client-urls", endpoint, "--listen-peer-urls", peer,
+                             "--initial-advertise-peer-urls", peer, "--initial-cluster", f"bench={peer}",
+                             "--initial-cluster-state", "new", "--unsafe-no-fsync", "--log-level", "warn",
+                             "--logger", "zap"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            if httpx.get(f"{endpoint}/health", timeout=2).json().get("health") == "true":
+                return proc, endpoint
+        time.sleep(0.1)
+    proc.kill()
+    sys.exit("etcd did not become healthy")
+
+
+def fill_etcd(endpoint: str, prefix: str, services: int, instances: int) -> None:
+    """The etcd registry's layout: ``<prefix><service>/<id>`` -> {"service", "instance"}."""
+    svcs, insts = _records(services, instances)
+    by_name = {s["name"]: s for s in svcs}
+    with httpx.Client(base_url=endpoint, timeout=10) as http:
+        for inst in insts:
+            doc = {"service": by_name[inst["service"]], "instance": {k: v for k, v in inst.items() if k != "ttl_seconds"}}
+            http.post("/v3/kv/put", json={"key": _b64(f"{prefix}{inst['service']}/{inst['id']}"),
+                                          "value": _b64(json.dumps(doc))}).raise_for_status()
 
 
 class SimClient:
@@ -251,10 +299,11 @@ async def worker(args: argparse.Namespace) -> None:
 class Workers:
     """Client processes, ``per_process`` streams each, driven phase by phase."""
 
-    def __init__(self, args: argparse.Namespace, xds: int) -> None:
+    def __init__(self, args: argparse.Namespace, xds_ports: list[int]) -> None:
         self.procs = []
         for i, first in enumerate(range(0, args.clients, args.per_process)):
             n = min(args.per_process, args.clients - first)
+            xds = xds_ports[i % len(xds_ports)]  # client processes split between the replicas
             if args.go:
                 cmd = [str(build_adsload()), "-addr", f"127.0.0.1:{xds}", "-clients", str(n), "-first", str(first),
                        "-services", str(args.services), "-timeout", str(args.timeout)]
@@ -308,77 +357,123 @@ class Workers:
                 p.stdout.close()
 
 
+class Pilots:
+    """``--replicas`` Pilot processes (one over the embedded store, or N over one etcd)."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.etcd: subprocess.Popen[bytes] | None = None
+        extra: list[str] = []
+        if args.replicas > 1:
+            self.etcd, endpoint = start_etcd(tmp)
+            fill_etcd(endpoint, "/bench/registry/", args.services, args.instances)
+            cfg = tmp / "pilot.json"
+            cfg.write_text(json.dumps({"registries": [{"name": "mesh", "type": "etcd", "writable": True, "options": {
+                "endpoint": endpoint, "prefix": "/bench/registry/", "leases": "instance"}}]}))
+            extra = ["-c", str(cfg)]
+        else:
+            write_store(tmp / "data-0", args.services, args.instances)
+        self.xds = [free_port() for _ in range(args.replicas)]
+        self.api = [free_port() for _ in range(args.replicas)]
+        self.log = (tmp / "pilot.log").open("wb")
+        self.procs = [subprocess.Popen([sys.executable, "-m", "sofamesh", "pilot", *extra, "--xds", f"127.0.0.1:{x}",
+                                        "--api", f"127.0.0.1:{a}", "--data-dir", str(tmp / f"data-{i}"),
+                                        "--log-level", "WARNING", "--debounce-ms", str(args.debounce_ms)],
+                                       stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
+                      for i, (x, a) in enumerate(zip(self.xds, self.api, strict=True))]
+
+    def cpu_s(self) -> float:
+        return sum(pilot_cpu_s(p.pid) for p in self.procs)
+
+    def rss_mb(self) -> tuple[float, float]:
+        """The sum over replicas of RSS now and of peak RSS."""
+        both = [pilot_rss_mb(p.pid) for p in self.procs]
+        return sum(r for r, _ in both), sum(h for _, h in both)
+
+    async def ready(self) -> None:
+        async with httpx.AsyncClient(timeout=10) as http:
+            for a in self.api:
+                for _ in range(600):
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await http.get(f"http://127.0.0.1:{a}/ready")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.05)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait(timeout=10)
+        if self.etcd is not None:
+            self.etcd.terminate()
+            self.etcd.wait(timeout=10)
+        self.log.close()
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="pilot-scale-"))
-    write_store(tmp / "data", args.services, args.instances)
-    xds, api = free_port(), free_port()
-    log = (tmp / "pilot.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "sofamesh", "pilot", "--xds", f"127.0.0.1:{xds}",
-                             "--api", f"127.0.0.1:{api}", "--data-dir", str(tmp / "data"),
-                             "--log-level", "WARNING", "--debounce-ms", str(args.debounce_ms)],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    pilots = Pilots(args, tmp)
+    api = pilots.api[0]
     result: dict[str, Any] = {"load_generator": "adsload (Go)" if args.go else "grpc.aio (Python)",
+                              "replicas": args.replicas,
                               "services": args.services, "instances_per_service": args.instances,
                               "clients": args.clients, "client_processes": -(-args.clients // args.per_process),
                               "mode": "delta" if args.delta else "mixed" if args.mixed else "sotw", "debounce_ms": args.debounce_ms}
     workers: Workers | None = None
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api}", timeout=10) as http:
-            for _ in range(400):
-                try:
-                    if (await http.get("/ready")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.05)
-            result["rss_idle_mb"] = round(pilot_rss_mb(proc.pid)[0], 1)
+            await pilots.ready()
+            result["rss_idle_mb"] = round(pilots.rss_mb()[0], 1)
 
-            workers = Workers(args, xds)
-            cpu0, t0 = pilot_cpu_s(proc.pid), time.time()
+            workers = Workers(args, pilots.xds)
+            cpu0, t0 = pilots.cpu_s(), time.time()
             end, result["bytes_per_client_initial"] = await workers.phase("sync", t0)
             await asyncio.sleep(0.5)  # let the last ACKs land before reading CPU
             result["initial_sync_s"] = round(end - t0, 3)
-            result["initial_sync_pilot_cpu_s"] = round(pilot_cpu_s(proc.pid) - cpu0, 2)
+            result["initial_sync_pilot_cpu_s"] = round(pilots.cpu_s() - cpu0, 2)
             result["initial_sync_failed_streams"] = workers.failures  # by status code; each retried after 1 s
             result["initial_sync_client_cpu_s"] = round(workers.client_cpu_s, 2)
-            result["rss_after_sync_mb"], result["rss_peak_mb"] = (round(x, 1) for x in pilot_rss_mb(proc.pid))
+            result["rss_after_sync_mb"], result["rss_peak_mb"] = (round(x, 1) for x in pilots.rss_mb())
+            result["memory_per_client_kb"] = round((result["rss_after_sync_mb"] - result["rss_idle_mb"]) * 1024
+                                                   / args.clients, 1)
 
             # one more instance for one service: one cluster's endpoints change everywhere
-            cpu0, t0 = pilot_cpu_s(proc.pid), time.time()
+            cpu0, t0 = pilots.cpu_s(), time.time()
             r = await http.put("/v1/services/svc-0000/instances/extra",
                                json={"address": "10.99.0.1", "port": 8080, "protocol": "http"})
             r.raise_for_status()
             end, size = await workers.phase("instance", t0)
             await asyncio.sleep(0.3)
             result["instance_push_s"] = round(end - t0, 3)
-            result["instance_push_pilot_cpu_s"] = round(pilot_cpu_s(proc.pid) - cpu0, 2)
+            result["instance_push_pilot_cpu_s"] = round(pilots.cpu_s() - cpu0, 2)
             result["instance_push_bytes_per_client"] = size - result["bytes_per_client_initial"]
 
             # a new service: every client gets new CDS and RDS (and asks EDS for the new cluster)
-            cpu0, t0 = pilot_cpu_s(proc.pid), time.time()
+            cpu0, t0 = pilots.cpu_s(), time.time()
             r = await http.put("/v1/services/svc-new/instances/a",
                                json={"address": "10.99.0.2", "port": 8080, "protocol": "http"})
             r.raise_for_status()
             end, _ = await workers.phase("service", t0)
             await asyncio.sleep(0.3)
             result["service_push_s"] = round(end - t0, 3)
-            result["service_push_pilot_cpu_s"] = round(pilot_cpu_s(proc.pid) - cpu0, 2)
+            result["service_push_pilot_cpu_s"] = round(pilots.cpu_s() - cpu0, 2)
             if args.policy:
                 for phase in POLICY_PHASES:
                     path, body = policy_body(phase)
-                    cpu0, t0 = pilot_cpu_s(proc.pid), time.time()
+                    cpu0, t0 = pilots.cpu_s(), time.time()
                     r = await http.put(f"/apis/networking.istio.io/v1/namespaces/default/{path}", json=body)
                     r.raise_for_status()
                     answered = time.time()
                     end, _, resent = await workers.phase_resent(phase, t0)
                     result[f"policy_{phase}_push_s"] = round(end - answered, 3)
-                    result[f"policy_{phase}_pilot_cpu_s"] = round(pilot_cpu_s(proc.pid) - cpu0, 2)
+                    result[f"policy_{phase}_pilot_cpu_s"] = round(pilots.cpu_s() - cpu0, 2)
                     result[f"policy_{phase}_resent"] = resent
-            result["rss_end_mb"], result["rss_peak_mb"] = (round(x, 1) for x in pilot_rss_mb(proc.pid))
+            result["rss_end_mb"], result["rss_peak_mb"] = (round(x, 1) for x in pilots.rss_mb())
             try:  # /debug/syncz lists every node's every name: slow at this size
-                syncz = (await http.get("/debug/syncz", timeout=120)).json()
-                result["connected_nodes"] = len(syncz["nodes"])
-                result["statuses"] = sorted({t["status"] for n in syncz["nodes"] for t in n["types"].values()})
+                nodes = []
+                for a in pilots.api:
+                    nodes += (await http.get(f"http://127.0.0.1:{a}/debug/syncz", timeout=120)).json()["nodes"]
+                result["connected_nodes"] = len(nodes)
+                result["statuses"] = sorted({t["status"] for n in nodes for t in n["types"].values()})
             except httpx.HTTPError as e:
                 result["syncz_error"] = repr(e)
     finally:
@@ -386,9 +481,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             if workers is not None:
                 workers.close()
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-            log.close()
+            pilots.stop()
     return result
 
 
@@ -404,6 +497,7 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--per-process", type=int, help="simulated clients per client process (250; --go: 1000)")
     p.add_argument("--go", action="store_true", help="simulate the clients with benchmarks/adsload (Go)")
+    p.add_argument("--replicas", type=int, default=1, help="Pilots sharing one etcd, client processes split between them")
     p.add_argument("--streams-per-connection", type=int, default=1,
                    help="ADS streams sharing one HTTP/2 connection (1: one connection per client, as sidecars)")
     p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # xDS port: run as a client process

@@ -47,7 +47,9 @@ def xds_config(config: Any, args: argparse.Namespace) -> Any:
     from sofamesh.core.errors import ConfigError, ConfigErrors
 
     base = config.xds.model_dump() if config.xds is not None else {}
-    flags = {"address": args.xds, "node_id": args.node_id, "cluster": args.cluster, "mode": args.xds_mode}
+    servers = [a.strip() for a in args.xds.split(",") if a.strip()] if args.xds else []
+    flags = {"address": servers[0] if servers else None, "addresses": servers[1:] if servers else None,
+             "node_id": args.node_id, "cluster": args.cluster, "mode": args.xds_mode}
     merged = {**base, **{k: v for k, v in flags.items() if v is not None}}
     if args.admin:
         config = config.model_copy(update={"admin": config.admin.model_copy(update={"address": args.admin})
@@ -91,9 +93,6 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             config = load_file(args.config) if args.config else from_mapping({})
             if args.xds or config.xds is not None:
                 config = xds_config(config, args)
-                if args.workers > 1:
-                    print("error: --workers with xDS is not supported in this version", file=sys.stderr)
-                    return 2
         elif args.listen and args.upstream:
             config = quick_config(args.listen, args.upstream, args.protocol, args.admin)
         else:
@@ -464,8 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     px.add_argument("--upstream", help="quick mode: HOST:PORT[,HOST:PORT...] to forward to")
     px.add_argument("--protocol", default="auto", help="quick mode: protocol name or 'auto' (default)")
     px.add_argument("--admin", default=None, help="quick mode: admin HOST:PORT (default: no admin)")
-    px.add_argument("--xds", metavar="HOST:PORT", help="take listeners, routes, clusters and endpoints from "
-                    "this xDS (ADS) server, e.g. Pilot")
+    px.add_argument("--xds", metavar="HOST:PORT[,HOST:PORT...]", help="take listeners, routes, clusters and "
+                    "endpoints from this xDS (ADS) server, e.g. Pilot; several (Pilot replicas): fail over in turn")
     px.add_argument("--node-id", help="xDS node id (required with --xds)")
     px.add_argument("--cluster", help="xDS node cluster (the service this sidecar belongs to)")
     px.add_argument("--xds-mode", choices=("sotw", "delta"), default=None,

@@ -1,5 +1,6 @@
 """``--workers N``: N processes share each listening port (SO_REUSEPORT); the parent serves the admin
-port and aggregates the workers' stats (summed in /stats, labelled ``worker`` in Prometheus)."""
+port and aggregates the workers' stats (summed in /stats, labelled ``worker`` in Prometheus). With
+xDS the parent holds the one stream and relays every config to the workers (``xds/relay.py``)."""
 
 from __future__ import annotations
 
@@ -9,23 +10,31 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sofamesh.core.admin import HttpMini, prometheus_text
 from sofamesh.core.config.model import ProxyConfig, parse_address
 from sofamesh.core.net import loop as loop_mod
 
+if TYPE_CHECKING:
+    from sofamesh.core.xds.relay import Relay
+
 log = logging.getLogger("sofamesh.workers")
 
 
-def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None) -> None:
+def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None, relay_fd: int | None) -> None:
     from sofamesh.core.gc_policy import settle_after_start
     from sofamesh.core.server import Server
 
     async def main() -> int:
         server = Server(config, reuse_port=True, admin_address="127.0.0.1:0", worker=index)
-        server.config_path = config_path  # each worker re-reads it on SIGHUP
+        # each worker re-reads it on SIGHUP; not with xDS, where the relay is the config's only source
+        server.config_path = config_path if relay_fd is None else None
         await server.start()
+        if relay_fd is not None:
+            from sofamesh.core.xds.relay import follow
+
+            await follow(server, relay_fd)
         settle_after_start()
         assert server.admin is not None
         os.write(wfd, f"{index} {server.admin.port}\n".encode())
@@ -73,14 +82,21 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None)
             print(f"error: listener {lc.name or lc.address}: --workers needs fixed ports", file=sys.stderr)
             return 2
     rfd, wfd = os.pipe()
+    relays = [os.pipe() for _ in range(workers)] if config.xds is not None else []  # (worker's end, ours)
     pids: list[int] = []
     for i in range(workers):
         pid = os.fork()
         if pid == 0:
             os.close(rfd)
-            _child(config, i, wfd, config_path)
+            for j, (theirs, ours) in enumerate(relays):
+                os.close(ours)
+                if j != i:
+                    os.close(theirs)
+            _child(config, i, wfd, config_path, relays[i][0] if relays else None)
         pids.append(pid)
     os.close(wfd)
+    for theirs, _ours in relays:
+        os.close(theirs)
     ports: dict[int, int] = {}
     with os.fdopen(rfd) as r:
         for line in r:
@@ -107,12 +123,20 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None)
                 _kill(pid, signal.SIGHUP)
 
         loop.add_signal_handler(signal.SIGHUP, reload_workers)
+        relay = await _start_relay(config, [w for _r, w in relays]) if relays else None
+
+        async def relayed() -> list[dict[str, Any]]:
+            dumps = await asyncio.gather(*(_get(p, "/config_dump") for p in ports.values()), return_exceptions=True)
+            return [{"worker": i, **json.loads(d).get("xds", {})} if isinstance(d, bytes) else
+                    {"worker": i, "error": str(d)} for i, d in zip(ports, dumps, strict=True)]
 
         async def handle(path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, str, bytes]:
             results = await asyncio.gather(*(_get(p, "/stats") for p in ports.values()), return_exceptions=True)
             snaps = [json.loads(r) for r in results if isinstance(r, bytes)]
             if path == "/ready":
                 ok = len(snaps) == workers and all(s["server"]["ready"] for s in snaps)
+                if ok and relay is not None:  # every worker on the version the parent last relayed
+                    ok = relay.settled and {w.get("relay_version") for w in await relayed()} == {relay.config_version}
                 return (200, "text/plain", b"LIVE\n") if ok else (503, "text/plain", b"NOT READY\n")
             if path == "/stats":
                 total: dict[str, Any] = {}
@@ -122,6 +146,11 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None)
                 return 200, "application/json", json.dumps({"total": total, "workers": snaps}, indent=2).encode()
             if path == "/stats/prometheus":
                 return 200, "text/plain; version=0.0.4", prometheus_text(snaps).encode()
+            if path == "/config_dump" and relay is not None:
+                dump = json.loads(await _get(next(iter(ports.values())), path))
+                dump["xds"] = relay.describe()
+                dump["workers"] = await relayed()  # each worker's relay version and xDS versions
+                return 200, "application/json", json.dumps(dump, indent=2).encode()
             if path in ("/config_dump", "/clusters", "/plugins"):
                 return 200, "application/json", await _get(next(iter(ports.values())), path)
             return 404, "text/plain", b"unknown admin path\n"
@@ -134,6 +163,8 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None)
         stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         await asyncio.wait([stopper, waiter],
                                      return_when=asyncio.FIRST_COMPLETED)
+        if relay is not None:
+            await relay.stop()
         for pid in pids:
             _kill(pid, signal.SIGTERM)
         if admin is not None:
@@ -153,6 +184,21 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None)
             print(f"error: worker {index} (pid {pid}) exited with {worker_code}", file=sys.stderr)
             code = code or 1
     return code
+
+
+async def _start_relay(config: ProxyConfig, pipes: list[int]) -> Relay:
+    """The parent's xDS client, feeding a relay to the workers' pipes."""
+    from sofamesh.core.build import proxy_host
+    from sofamesh.core.xds.client import XdsClient
+    from sofamesh.core.xds.relay import Relay
+
+    assert config.xds is not None
+    protocols = proxy_host().available()
+    relay = Relay(config, protocols, pipes)
+    await relay.open()
+    relay.client = XdsClient(relay, config, config.xds, protocols)
+    relay.client.start()
+    return relay
 
 
 def _wait_any(statuses: dict[int, int]) -> int:

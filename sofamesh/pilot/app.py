@@ -16,6 +16,7 @@ from sofamesh.core.errors import ConfigError, PluginError
 from sofamesh.core.plugin_host import PILOT_GROUP, PluginHost
 from sofamesh.pilot.api import build_app
 from sofamesh.pilot.config import PilotConfig
+from sofamesh.pilot.election import Election, election_for
 from sofamesh.pilot.metrics import PilotMetrics
 from sofamesh.pilot.model import MeshModel, Service
 from sofamesh.pilot.policy.applied import AppliedPolicy
@@ -26,7 +27,7 @@ from sofamesh.pilot.policy.store import ConfigStore, ConfigStoreContext, ConfigS
 from sofamesh.pilot.registry import Registry, RegistryContext, RegistryFactory
 from sofamesh.pilot.security.ca import CaContext, CaFactory, CertificateAuthority
 from sofamesh.pilot.security.csr import CertificateService
-from sofamesh.pilot.security.storage import DirStorage
+from sofamesh.pilot.security.shared_storage import security_storage
 from sofamesh.pilot.security.tokens import TokenAuthority
 from sofamesh.pilot.sync import Pair, RegistrySync
 from sofamesh.pilot.traffic import TrafficGraph
@@ -80,6 +81,7 @@ class Pilot:
         self._last_service: dict[str, Service] = {}
         self.sync: RegistrySync | None = None
         self._traffic: TrafficGraph | None = None
+        self.election: Election | None = None
 
     @property
     def ads(self) -> AdsServer:
@@ -107,7 +109,7 @@ class Pilot:
         self.host.fill("pilot_register_config_stores", self.config_store_catalog)
         self.host.fill("pilot_register_cas", self.ca_catalog)
         ca = self.config.ca
-        self.security_storage = DirStorage(self.config.data_dir / "security")
+        self.security_storage = security_storage(ca.storage.type, ca.storage.options, self.config.data_dir)
         self.ca = self.ca_catalog.get(ca.type, "ca.type").create(
             CaContext(ca.type, ca.trust_domain, self.security_storage, ca.options, self.config.data_dir))
         cs = self.config.config_store
@@ -186,7 +188,7 @@ class Pilot:
             await reg.start(self.model.refresh)
         self.model.refresh()
         if self.sync is not None:
-            await self.sync.start()
+            await self._start_sync(self.sync)
         await self._start_security()
         xhost, xport = self.config.xds.host_port
         self.xds_port = await self.ads.start(xhost, xport, (self.certificates.handler(),))
@@ -201,6 +203,15 @@ class Pilot:
         self.ready = True
         log.info("pilot ready: xds %s:%d api %s:%d, registries %s (writable: %s)", xhost, self.xds_port,
                  ahost, self.api_port, ", ".join(r.name for r in self.registries), self.writable_name)
+
+    async def _start_sync(self, sync: RegistrySync) -> None:
+        """Run registry sync here, or (``sync.election``) only while this replica is elected."""
+        cfg = self.config.sync.election
+        if cfg is None:
+            await sync.start()
+            return
+        self.election = election_for(cfg.type, cfg.options, cfg.ttl_s)
+        await self.election.start(sync.start, sync.stop)
 
     async def _start_security(self) -> None:
         ca = self.config.ca
@@ -226,6 +237,8 @@ class Pilot:
                                    self.config.grace_s or None)
         except TimeoutError:
             log.warning("pilot_shutdown hooks did not finish within %.1fs", self.config.grace_s)
+        if self.election is not None:
+            await self.election.stop()
         if self.sync is not None:
             await self.sync.stop()
         for reg in self.registries:
@@ -233,6 +246,9 @@ class Pilot:
         ca: CertificateAuthority | None = getattr(self, "ca", None)
         if ca is not None:
             await ca.stop()
+        close = getattr(getattr(self, "security_storage", None), "close", None)
+        if close is not None:  # a storage holding a connection (ZooKeeper)
+            close()
         store: ConfigStore | None = getattr(self, "config_store", None)
         if store is not None:
             await store.stop()

@@ -6,7 +6,7 @@ Errors are :class:`~sofamesh.core.errors.ConfigError` with the YAML path of the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -65,12 +65,21 @@ class ConfigStoreConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class SecurityStorageConfig(_Strict):
+    """Where the CA's root, key and the token signing key live: ``dir`` (default, under ``data_dir``),
+    or ``etcd`` / ``zookeeper`` for Pilot replicas that share one root."""
+
+    type: Literal["dir", "etcd", "zookeeper"] = "dir"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class CaConfig(_Strict):
     """The CA and what it issues (docs/security.md): ``{type: builtin, trust_domain: cluster.local}``."""
 
     type: str = "builtin"
     trust_domain: str = "cluster.local"
     options: dict[str, Any] = Field(default_factory=dict)
+    storage: SecurityStorageConfig = Field(default_factory=SecurityStorageConfig)
     workload_ttl_s: float = Field(default=86400.0, gt=0)
     """Lifetime of a workload certificate when the CSR asks for none (Istio's default, 24 h)."""
     min_workload_ttl_s: float = Field(default=60.0, gt=0)
@@ -101,9 +110,19 @@ class SyncPairConfig(_Strict):
     two_way: bool = False
 
 
+class ElectionConfig(_Strict):
+    """Where Pilot replicas elect the one that runs registry sync: ``etcd`` (options ``endpoint``,
+    ``key``) or ``zookeeper`` (options ``hosts``, ``path``); ``ttl_s``: how long a dead leader leads."""
+
+    type: Literal["etcd", "zookeeper"]
+    options: dict[str, Any] = Field(default_factory=dict)
+    ttl_s: int = Field(5, ge=2, le=300)
+
+
 class SyncConfig(_Strict):
     pairs: list[SyncPairConfig] = Field(default_factory=list)
     resync_interval_s: float = Field(5.0, gt=0, le=3600)
+    election: ElectionConfig | None = None  # replicas: only the elected one runs the sync
 
 
 class Debounce(_Strict):

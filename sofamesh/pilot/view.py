@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from sofamesh.pilot.config import PilotConfig
+    from sofamesh.pilot.election import Election
     from sofamesh.pilot.metrics import PilotMetrics
     from sofamesh.pilot.model import MeshModel
     from sofamesh.pilot.policy.model import PolicyModel
@@ -48,6 +49,8 @@ class PilotView(Protocol):
 
     sync: RegistrySync | None
     """The registry sync (``describe()`` for ``/debug/syncz``), ``None`` when not configured."""
+    election: Election | None
+    """The election that decides which replica runs the sync (``sync.election``), else ``None``."""
 
     @property
     def ads(self) -> AdsServer:

@@ -579,6 +579,9 @@ class XdsConfig(_Model):
     """Where the sidecar takes its listeners, routes, clusters and endpoints from (docs/xds.md)."""
 
     address: Address
+    # more management servers (Pilot replicas): when a stream fails the next one is tried at once,
+    # cycling through all of them (Envoy's ApiConfigSource.grpc_services); backoff after a full round
+    addresses: list[Address] = Field(default_factory=list)
     node_id: str
     cluster: str = ""
     mode: Literal["sotw", "delta"] = "sotw"
@@ -586,6 +589,11 @@ class XdsConfig(_Model):
     initial_fetch_timeout_ms: Annotated[int, Field(ge=0)] = 10_000
     backoff_initial_ms: Annotated[int, Field(gt=0)] = 200
     backoff_max_ms: Annotated[int, Field(gt=0)] = 5_000
+
+    @property
+    def servers(self) -> list[str]:
+        """``address`` then ``addresses``, without repeats: the order the client tries them in."""
+        return list(dict.fromkeys([self.address, *self.addresses]))
 
 
 class AgentConfig(_Model):

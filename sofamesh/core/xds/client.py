@@ -1,7 +1,9 @@
 """The sidecar's ADS client: subscribes to LDS/CDS (wildcard) and the RDS/EDS names they need,
 state-of-the-world or delta, translates every update (``translate.py``) and applies it with
 ``Server.apply``. An update that cannot be translated or applied is NACKed with the error, and the
-last good config keeps serving. The stream reconnects with jittered exponential backoff.
+last good config keeps serving. When the stream fails the next of the configured servers (Pilot
+replicas) is tried at once, as Envoy cycles through ``grpc_services``; after a whole round fails,
+the client waits with jittered exponential backoff.
 
 Runs in the data plane's loop; nothing here is on the request path.
 """
@@ -13,7 +15,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Collection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -72,10 +74,18 @@ class _TypeState:
                 "applied_at": self.applied_at or None, "last_nack": self.last_nack}
 
 
-class XdsClient:
-    """One ADS stream to one management server, feeding one ``ServerView``."""
+class ConfigTarget(Protocol):
+    """What the client feeds: a ``ServerView``, or the relay to ``--workers`` (``relay.py``)."""
 
-    def __init__(self, server: ServerView, base: ProxyConfig, xds: XdsConfig, protocols: Collection[str]) -> None:
+    config: ProxyConfig
+
+    def apply(self, config: ProxyConfig) -> None: ...
+
+
+class XdsClient:
+    """One ADS stream to one management server (of those configured), feeding one ``ConfigTarget``."""
+
+    def __init__(self, server: ConfigTarget, base: ProxyConfig, xds: XdsConfig, protocols: Collection[str]) -> None:
         self.server = server
         self.base = base
         self.xds = xds
@@ -91,6 +101,23 @@ class XdsClient:
         self._task: asyncio.Task[None] | None = None
         self._channel: grpc.aio.Channel | None = None
         self._node_sent = False
+        self._servers = xds.servers
+        self._current = 0  # index in _servers of the server the stream goes (or will go) to
+        self.failovers = 0
+
+    @property
+    def address(self) -> str:
+        """The management server the stream goes (or will next go) to."""
+        return self._servers[self._current]
+
+    async def _next_server(self) -> bool:
+        """Move to the next configured server; ``True`` when that starts a new round."""
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel = None
+        self._current = (self._current + 1) % len(self._servers)
+        self.failovers += 1
+        return self._current == 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -109,7 +136,8 @@ class XdsClient:
             self._channel = None
 
     def describe(self) -> dict[str, Any]:
-        return {"server": self.xds.address, "node": self.xds.node_id, "cluster": self.xds.cluster,
+        return {"server": self.address, "servers": self._servers, "failovers": self.failovers,
+                "node": self.xds.node_id, "cluster": self.xds.cluster,
                 "mode": self.xds.mode, "connected": self.connected, "connects": self.connects,
                 "synced": self.synced.is_set(), "last_error": self.last_error or None,
                 "types": {SHORT[url]: ts.describe() for url, ts in self.types.items()},
@@ -128,15 +156,20 @@ class XdsClient:
             except (OSError, grpc.RpcError) as exc:
                 self.last_error = str(exc)
             except Exception as exc:  # a bug must not end the subscription: log it, start over
-                log.exception("xds %s: the stream failed", self.xds.address)
+                log.exception("xds %s: the stream failed", self.address)
                 self.last_error = f"{type(exc).__name__}: {exc}"
             finally:
                 self.connected = False
+            failed = self.address
             if time.monotonic() - started > cap:
                 delay = self.xds.backoff_initial_ms / 1000.0  # the stream was healthy for a while
+            if len(self._servers) > 1 and not await self._next_server():
+                log.warning("xds %s: %s; the last good config keeps serving; trying %s", failed,
+                            self.last_error, self.address)
+                continue
             wait = delay * (0.5 + random.random() / 2)
             log.warning("xds %s: %s; the last good config keeps serving; reconnecting in %.2f s",
-                        self.xds.address, self.last_error, wait)
+                        failed, self.last_error, wait)
             await asyncio.sleep(wait)
             delay = min(delay * 2, cap)
 
@@ -164,7 +197,7 @@ class XdsClient:
     async def _stream(self) -> None:
         if self._channel is None:
             b = self.xds
-            self._channel = grpc.aio.insecure_channel(b.address, options=[
+            self._channel = grpc.aio.insecure_channel(self.address, options=[
                 ("grpc.initial_reconnect_backoff_ms", b.backoff_initial_ms),
                 ("grpc.min_reconnect_backoff_ms", b.backoff_initial_ms),
                 ("grpc.max_reconnect_backoff_ms", b.backoff_max_ms),
@@ -192,7 +225,7 @@ class XdsClient:
                 if not self.connected:
                     self.connected = True
                     self.connects += 1
-                    log.info("xds %s: connected (%s), node %s", self.xds.address, self.xds.mode, self.xds.node_id)
+                    log.info("xds %s: connected (%s), node %s", self.address, self.xds.mode, self.xds.node_id)
                 self._on_response(resp)
         finally:
             queue.put_nowait(None)
@@ -369,7 +402,7 @@ async def attach(server: ServerView) -> XdsClient:
     try:
         await asyncio.wait_for(client.synced.wait(), xds.initial_fetch_timeout_ms / 1000.0 or None)
     except TimeoutError:
-        log.warning("xds %s: no complete config after %d ms; serving what arrived so far", xds.address,
+        log.warning("xds %s: no complete config after %d ms; serving what arrived so far", client.address,
                     xds.initial_fetch_timeout_ms)
     server.ready = True
     return client

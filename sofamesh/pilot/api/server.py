@@ -156,6 +156,9 @@ async def sync_status(request: web.Request) -> web.Response:
     doc: dict[str, Any] = {"enabled": pilot.sync is not None}
     if pilot.sync is not None:
         doc.update(pilot.sync.describe())
+        doc["running"] = pilot.election is None or pilot.election.leader
+        if pilot.election is not None:
+            doc["election"] = pilot.election.describe()
     return web.json_response(doc, dumps=_dumps)
 
 

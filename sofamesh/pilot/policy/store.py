@@ -8,6 +8,7 @@ writer left broken never replaces the last accepted version of its resource.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,20 @@ class StoredDocument:
     body: Any
     problem: str | None = None
     key: ResourceKey | None = None
+
+
+def json_documents(values: Mapping[str, bytes], scheme: str,
+                   parse_key: Callable[[str], ResourceKey | None]) -> list[StoredDocument]:
+    """The documents of a store that keeps each resource as a JSON value under a key (etcd,
+    ZooKeeper), in key order; a value that is not JSON is a broken document for its key."""
+    out = []
+    for k, raw in sorted(values.items()):
+        source = Source(f"{scheme}:{k}")
+        try:
+            out.append(StoredDocument(source, json.loads(raw), key=parse_key(k)))
+        except (ValueError, UnicodeDecodeError) as exc:
+            out.append(StoredDocument(source, None, problem=f"value is not JSON: {exc}", key=parse_key(k)))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,4 +102,4 @@ class ConfigStoreFactory(Protocol):
     def create(self, context: ConfigStoreContext) -> ConfigStore: ...
 
 
-__all__ = ["Changed", "ConfigStore", "ConfigStoreContext", "ConfigStoreFactory", "StoredDocument"]
+__all__ = ["Changed", "ConfigStore", "ConfigStoreContext", "ConfigStoreFactory", "StoredDocument", "json_documents"]

@@ -50,8 +50,9 @@ class PilotProcess:
     """``python -m sofamesh.pilot`` in quick mode on free ports; stopped by pid."""
 
     def __init__(self, data_dir: Path, debounce_ms: int = 50, xds_port: int = 0, api_port: int = 0,
-                 config: dict[str, Any] | None = None) -> None:
+                 config: dict[str, Any] | None = None, ready_timeout: float = 20.0) -> None:
         self.data_dir = data_dir
+        self.ready_timeout = ready_timeout  # several Pilots starting on a loaded 2-core machine need more
         self.config = config  # a config file's content (-c); the quick flags above override it
         self.xds_port = xds_port or free_port()
         self.api_port = api_port or free_port()
@@ -73,7 +74,7 @@ class PilotProcess:
                  "--api", f"127.0.0.1:{self.api_port}", "--data-dir", str(self.data_dir),
                  "--debounce-ms", str(self.debounce_ms), "--max-delay-ms", "500"],
                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"pilot exited with {self.proc.returncode}: {self.log.read_text()}")
@@ -83,7 +84,7 @@ class PilotProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        raise AssertionError(f"pilot not ready in 20s: {self.log.read_text()}")
+        raise AssertionError(f"pilot not ready in {self.ready_timeout:g}s: {self.log.read_text()}")
 
     def stop(self) -> None:
         if self.proc is not None:

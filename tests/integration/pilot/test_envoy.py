@@ -7,7 +7,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -71,7 +71,9 @@ def http_backends() -> Iterator[list[HttpBackend]]:
 
 class Envoy:
     def __init__(self, tmp_path: Path, pilot: PilotProcess, api_type: str,
-                 locality: dict[str, str] | None = None, metadata: dict[str, object] | None = None) -> None:
+                 locality: dict[str, str] | None = None, metadata: dict[str, object] | None = None,
+                 xds_ports: Sequence[int] = ()) -> None:
+        """ADS to ``pilot``, or to a cluster of all ``xds_ports`` (Pilot replicas) when given."""
         self.admin_port = free_port()
         self.outbound_port = free_port()
         bootstrap = {
@@ -90,9 +92,9 @@ class Envoy:
                 "typed_extension_protocol_options": {_H2: {
                     "@type": f"type.googleapis.com/{_H2}",
                     "explicit_http_config": {"http2_protocol_options": {}}}},
-                "load_assignment": {"cluster_name": "pilot", "endpoints": [{"lb_endpoints": [{"endpoint": {
-                    "address": {"socket_address": {"address": "127.0.0.1",
-                                                   "port_value": pilot.xds_port}}}}]}]},
+                "load_assignment": {"cluster_name": "pilot", "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}
+                    for port in (xds_ports or [pilot.xds_port])]}]},
             }]},
         }
         path = tmp_path / f"envoy-{api_type}.json"

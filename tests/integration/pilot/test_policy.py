@@ -1,6 +1,6 @@
 """Policy through a real Pilot process: ``sofamesh apply/get/delete/analyze`` against its REST API,
 the embedded store across a restart, the files store following its directory, and the etcd store
-shared by two Pilots (a real etcd)."""
+shared by two Pilots (a real etcd), and the ZooKeeper store likewise."""
 
 from __future__ import annotations
 
@@ -9,22 +9,23 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from kazoo.client import KazooClient
 
 from sofamesh.testing import free_port
 from tests.integration.pilot.conftest import REPO, stop_process, wait_until
-from tests.integration.registries.servers import EtcdServer, etcd
+from tests.integration.registries.servers import EtcdServer, ZooKeeperServer, etcd, zookeeper
 
 DATA = REPO / "tests" / "data"
 BOOKINFO = DATA / "bookinfo"
 VS_PATH = "/apis/networking.istio.io/v1/namespaces/default/virtualservices"
 
-__all__ = ["etcd"]
+__all__ = ["etcd", "zookeeper"]
 
 
 class Pilot:
@@ -257,26 +258,59 @@ def test_files_store_follows_its_directory_and_keeps_the_last_good_version(tmp_p
         p.stop()
 
 
+def _shared_by_two_pilots(a: Pilot, b: Pilot, write_garbage: Callable[[], None]) -> None:
+    assert a.cli("apply", "-f", str(BOOKINFO / "virtual-service-reviews-80-20.yaml")).returncode == 0
+    wait_until(lambda: b.vs("reviews") is not None, 10, what="pilot b seeing a's write")
+    assert b.cli("apply", "-f", str(BOOKINFO / "virtual-service-reviews-jason-v2-v3.yaml")).returncode == 0
+    wait_until(lambda: (a.vs("reviews") or {}).get("spec", {}).get("http", [{}])[0].get("match"), 10,
+               what="pilot a seeing b's replacement")
+    write_garbage()  # someone writes garbage straight into the store: both keep the last accepted version
+    for p in (a, b):
+        wait_until(lambda p=p: p.get("/debug/policy").json()["rejected"], 10, what="the broken value reported")
+        served = p.vs("reviews")
+        assert served is not None and served["spec"]["http"][0]["match"]
+    assert a.cli("delete", "vs", "reviews").returncode == 0
+    wait_until(lambda: b.vs("reviews") is None, 10, what="pilot b seeing the delete")
+
+
 def test_etcd_store_is_shared_by_two_pilots(tmp_path: Path, etcd: EtcdServer) -> None:
     store = {"type": "etcd", "options": {"endpoint": etcd.endpoint, "prefix": "/test/policy/"}}
     a = Pilot(tmp_path, store, "a").start()
     b = Pilot(tmp_path, store, "b").start()
-    try:
-        assert a.cli("apply", "-f", str(BOOKINFO / "virtual-service-reviews-80-20.yaml")).returncode == 0
-        wait_until(lambda: b.vs("reviews") is not None, 10, what="pilot b seeing a's write")
-        assert b.cli("apply", "-f", str(BOOKINFO / "virtual-service-reviews-jason-v2-v3.yaml")).returncode == 0
-        wait_until(lambda: (a.vs("reviews") or {}).get("spec", {}).get("http", [{}])[0].get("match"), 10,
-                   what="pilot a seeing b's replacement")
-        # someone writes garbage straight into etcd: both keep the last accepted version and say so
+
+    def garbage() -> None:
         key = base64.b64encode(b"/test/policy/networking.istio.io/VirtualService/default/reviews").decode()
         httpx.post(etcd.endpoint + "/v3/kv/put", json={"key": key, "value": base64.b64encode(b"{not json").decode()},
                    timeout=5).raise_for_status()
-        for p in (a, b):
-            wait_until(lambda p=p: p.get("/debug/policy").json()["rejected"], 10, what="the broken value reported")
-            served = p.vs("reviews")
-            assert served is not None and served["spec"]["http"][0]["match"]
-        assert a.cli("delete", "vs", "reviews").returncode == 0
-        wait_until(lambda: b.vs("reviews") is None, 10, what="pilot b seeing the delete")
+
+    try:
+        _shared_by_two_pilots(a, b, garbage)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_zookeeper_store_is_shared_by_two_pilots(tmp_path: Path, zookeeper: ZooKeeperServer) -> None:
+    store = {"type": "zookeeper", "options": {"hosts": zookeeper.hosts, "root": "/test/policy"}}
+    a = Pilot(tmp_path, store, "a").start()
+    b = Pilot(tmp_path, store, "b").start()
+
+    def garbage() -> None:
+        zk = KazooClient(hosts=zookeeper.hosts)
+        zk.start(timeout=10)
+        try:
+            zk.set("/test/policy/networking.istio.io/VirtualService/default/reviews", b"{not json")
+        finally:
+            zk.stop()
+            zk.close()
+
+    try:
+        _shared_by_two_pilots(a, b, garbage)
+        # a restarted replica reads the whole tree back
+        b.stop()
+        assert a.cli("apply", "-f", str(BOOKINFO / "virtual-service-reviews-80-20.yaml")).returncode == 0
+        b.start()
+        assert b.vs("reviews") is not None
     finally:
         a.stop()
         b.stop()

@@ -57,3 +57,43 @@ def test_etcd_registry_watches_writes_under_a_lease_and_puts_keys_back_when_the_
         await http.aclose()
 
     asyncio.run(asyncio.wait_for(body(), 60))
+
+
+def test_instance_leases_registrations_outlive_the_pilot_that_took_them_and_any_replica_renews(
+        etcd: EtcdServer) -> None:
+    async def body() -> None:
+        a = EtcdRegistry("etcd", etcd.endpoint, "/r/", lease_ttl_s=3, instance_leases=True)
+        b = EtcdRegistry("etcd", etcd.endpoint, "/r/", lease_ttl_s=3, instance_leases=True)
+        await a.start(lambda names: None)
+        await b.start(lambda names: None)
+        b_started = True
+        try:
+            await a.register(SVC, ServiceInstance(service=SVC.name, id="plain", address="127.0.0.1", port=9000))
+            await a.register(SVC, ServiceInstance(service=SVC.name, id="leased", address="127.0.0.1", port=9001),
+                             ttl_seconds=2)
+            await until(lambda: {i.id for i in b.instances(SVC.name)} == {"plain", "leased"}, what="b sees a's writes")
+            # heartbeats through b (not the replica that took the registration) keep the leased one
+            for _ in range(8):
+                assert await b.heartbeat(SVC.name, "leased")
+                await asyncio.sleep(0.5)
+            assert {i.id for i in a.instances(SVC.name)} == {"plain", "leased"}
+            # a stops (as a replica that goes away): nothing it took goes with it
+            await a.stop()
+            await asyncio.sleep(1.0)
+            assert {i.id for i in b.instances(SVC.name)} == {"plain", "leased"}
+            # no more heartbeats: etcd drops the leased instance, once, and only it
+            await until(lambda: {i.id for i in b.instances(SVC.name)} == {"plain"}, timeout=10,
+                        what="the lease to run out")
+            assert not await b.heartbeat(SVC.name, "leased")
+            await b.stop()
+            b_started = False
+            c = EtcdRegistry("etcd", etcd.endpoint, "/r/", instance_leases=True)
+            await c.start(lambda names: None)
+            assert {i.id for i in c.instances(SVC.name)} == {"plain"}
+            await c.stop()
+        finally:
+            await a.stop()
+            if b_started:
+                await b.stop()
+
+    asyncio.run(asyncio.wait_for(body(), 60))

@@ -179,3 +179,45 @@ def test_dubbo_configurator_overrides_change_weight_and_disable_a_provider_until
             writer.close()
 
     run(body)
+
+
+def test_persistent_registrations_outlive_the_pilot_and_one_elected_replica_reaps_leases(
+        zookeeper: ZooKeeperServer) -> None:
+    svc = Service(name=IFACE, protocol="dubbo")
+
+    async def body() -> None:
+        a = ZookeeperRegistry("zk", zookeeper.hosts, "dubbo", persistent=True, session_timeout_s=4)
+        b = ZookeeperRegistry("zk", zookeeper.hosts, "dubbo", persistent=True, session_timeout_s=4)
+        await a.start(lambda names: None)
+        await b.start(lambda names: None)
+        b_running = True
+        try:
+            await until(lambda: a.leases is not None and b.leases is not None
+                        and [a.leases.leader, b.leases.leader].count(True) == 1, what="one elected reaper")
+            await a.register(svc, ServiceInstance(service=IFACE, id="plain", address="127.0.0.1", port=20880))
+            await a.register(svc, ServiceInstance(service=IFACE, id="leased", address="127.0.0.1", port=20881),
+                             ttl_seconds=2)
+            await until(lambda: {i.id for i in b.instances(IFACE)} == {"plain", "leased"}, what="b sees a's writes")
+            for _ in range(8):  # heartbeats through b keep the lease a granted
+                assert await b.heartbeat(IFACE, "leased")
+                await asyncio.sleep(0.5)
+            assert {i.id for i in a.instances(IFACE)} == {"plain", "leased"}
+            await a.stop()  # its session goes: nothing it registered goes with it
+            await until(lambda: b.leases is not None and b.leases.leader, timeout=15, what="b elected")
+            assert {i.id for i in b.instances(IFACE)} == {"plain", "leased"}
+            await until(lambda: {i.id for i in b.instances(IFACE)} == {"plain"}, timeout=10,
+                        what="the leased instance reaped")
+            assert b.leases is not None and b.leases.reaped == 1
+            assert not await b.heartbeat(IFACE, "leased")
+            await b.stop()
+            b_running = False
+            c = ZookeeperRegistry("zk", zookeeper.hosts, "dubbo", persistent=True)
+            await c.start(lambda names: None)
+            assert {i.id for i in c.instances(IFACE)} == {"plain"}
+            await c.stop()
+        finally:
+            await a.stop()
+            if b_running:
+                await b.stop()
+
+    run(body)

@@ -7,7 +7,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +20,8 @@ class Sidecar(ProxyProcess):
     ports passed as node metadata, so several sidecars share one machine."""
 
     def __init__(self, xds_port: int, node_id: str, mode: str = "sotw", metadata: dict[str, Any] | None = None,
-                 drain_timeout_ms: int = 2000, locality: str = "") -> None:
+                 drain_timeout_ms: int = 2000, locality: str = "", more_xds_ports: Sequence[int] = (),
+                 args: tuple[str, ...] = ()) -> None:
         self.ports = {"http": free_port(), "bolt": free_port(), "dubbo": free_port()}
         meta = {"sofamesh.outbound_port": self.ports["http"], "sofamesh.bolt_port": self.ports["bolt"],
                 "sofamesh.dubbo_port": self.ports["dubbo"], **(metadata or {})}
@@ -28,9 +29,9 @@ class Sidecar(ProxyProcess):
         super().__init__({"drain_timeout_ms": drain_timeout_ms,
                           "node": {"locality": {"region": region, "zone": zone, "sub_zone": sub_zone}},
                           "xds": {"address": f"127.0.0.1:{xds_port}", "node_id": node_id, "mode": mode,
-                                  "metadata": meta, "backoff_initial_ms": 100,
-                                  "backoff_max_ms": 500,
-                                  "initial_fetch_timeout_ms": 10000}}, timeout=30)
+                                  "addresses": [f"127.0.0.1:{p}" for p in more_xds_ports],
+                                  "metadata": meta, "backoff_initial_ms": 100, "backoff_max_ms": 500,
+                                  "initial_fetch_timeout_ms": 10000}}, timeout=30, args=args)
 
     def egress(self, protocol: str) -> str:
         return f"127.0.0.1:{self.ports[protocol]}"

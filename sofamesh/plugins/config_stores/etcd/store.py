@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 
 from sofamesh.core.errors import PluginError
-from sofamesh.pilot.policy.resource import Resource, ResourceKey, Source
-from sofamesh.pilot.policy.store import Changed, ConfigStore, StoredDocument
+from sofamesh.pilot.policy.resource import Resource, ResourceKey
+from sofamesh.pilot.policy.store import Changed, ConfigStore, StoredDocument, json_documents
 from sofamesh.plugins.registries.etcd.store import prefix_end
 
 log = logging.getLogger("sofamesh.pilot.config_store.etcd")
@@ -137,15 +137,7 @@ class EtcdConfigStore(ConfigStore):
 
     # -- reads and writes ----------------------------------------------------------------------
     def documents(self) -> Sequence[StoredDocument]:
-        out = []
-        for k, raw in sorted(self._values.items()):
-            source = Source(f"etcd:{k}")
-            key = self._parse_key(k)
-            try:
-                out.append(StoredDocument(source, json.loads(raw), key=key))
-            except (ValueError, UnicodeDecodeError) as exc:
-                out.append(StoredDocument(source, None, problem=f"value is not JSON: {exc}", key=key))
-        return out
+        return json_documents(self._values, "etcd", self._parse_key)
 
     async def put(self, resource: Resource) -> None:
         k = self._key(resource.key)

@@ -5,6 +5,11 @@ model's ``to_dict`` forms, without ``origin``). Our writes carry one lease that 
 if the lease is lost (etcd restarted, a long pause) a new one is granted and our keys are put again.
 A watch from the last read revision keeps the cache current; when the watch stream breaks, the
 prefix is read again (the cache is kept, ``stale`` true, meanwhile).
+
+With ``instance_leases`` (Pilot replicas sharing one prefix) a registration is not tied to the Pilot
+that took it: without a TTL it stays until it is deregistered; with one it is put under a lease of
+its own, which a heartbeat through any replica renews (the key's lease is in the watched data), and
+etcd itself removes it when the lease runs out, exactly once, whichever replicas are alive.
 """
 
 from __future__ import annotations
@@ -50,8 +55,9 @@ class EtcdRegistry(Registry):
     writable = True
 
     def __init__(self, name: str, endpoint: str, prefix: str = "/sofamesh/registry/",
-                 lease_ttl_s: int = 10) -> None:
+                 lease_ttl_s: int = 10, instance_leases: bool = False) -> None:
         self.name = name
+        self.instance_leases = instance_leases
         self.endpoint = endpoint.rstrip("/")
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.lease_ttl = max(2, int(lease_ttl_s))
@@ -60,6 +66,7 @@ class EtcdRegistry(Registry):
         self._services: dict[str, Service] = {}
         self._instances: dict[str, dict[str, ServiceInstance]] = {}
         self._owned: dict[str, bytes] = {}  # key -> value we put
+        self._key_leases: dict[str, int] = {}  # key -> the lease it is under (instance_leases)
         self._lease = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.stale = True
@@ -122,6 +129,8 @@ class EtcdRegistry(Registry):
         self.revision = int(data["header"]["revision"])
         services: dict[str, Service] = {}
         instances: dict[str, dict[str, ServiceInstance]] = {}
+        self._key_leases = {_unb64(kv["key"]).decode(errors="replace"): int(kv["lease"])
+                            for kv in data.get("kvs", []) if int(kv.get("lease", "0"))}
         for kv in data.get("kvs", []):
             parsed = self._decode(_unb64(kv["key"]), _unb64(kv.get("value", "")))
             if parsed is not None:
@@ -138,6 +147,11 @@ class EtcdRegistry(Registry):
         key = _unb64(kv["key"]).decode(errors="replace")
         rest = key[len(self.prefix):]
         service, _, instance_id = rest.partition("/")
+        lease = int(kv.get("lease", "0"))
+        if lease and event.get("type") != "DELETE":
+            self._key_leases[key] = lease
+        else:
+            self._key_leases.pop(key, None)
         if event.get("type") == "DELETE":
             insts = self._instances.get(service)
             if insts is None or insts.pop(instance_id, None) is None:
@@ -226,14 +240,19 @@ class EtcdRegistry(Registry):
     def describe(self) -> dict[str, Any]:
         return {"type": "etcd", "endpoint": self.endpoint, "prefix": self.prefix, "stale": self.stale,
                 "revision": self.revision, "lease": f"{self._lease:x}", "owned": len(self._owned),
+                "leases": "instance" if self.instance_leases else "pilot", "instance_leases": len(self._key_leases),
                 "watch_restarts": self.watch_restarts}
 
     # -- writes --------------------------------------------------------------------------------
     def _key(self, service: str, instance_id: str) -> str:
         return f"{self.prefix}{service}/{instance_id}"
 
-    async def _put(self, key: str, value: bytes) -> None:
-        await self._post("/v3/kv/put", {"key": _b64(key), "value": _b64(value), "lease": str(self._lease)})
+    async def _put(self, key: str, value: bytes, lease: int | None = None) -> None:
+        lease = self._lease if lease is None else lease
+        body = {"key": _b64(key), "value": _b64(value)}
+        if lease:
+            body["lease"] = str(lease)
+        await self._post("/v3/kv/put", body)
 
     async def register(self, service: Service, instance: ServiceInstance,
                        ttl_seconds: float | None = None) -> None:
@@ -244,15 +263,23 @@ class EtcdRegistry(Registry):
         del inst["origin"]
         value = json.dumps({"service": service.to_dict(), "instance": inst}, sort_keys=True).encode()
         key = self._key(service.name, instance.id)
+        lease = 0
         try:
-            if not self._lease:
-                await self._grant()
-            self._owned[key] = value
-            await self._put(key, value)
+            if self.instance_leases:
+                if ttl_seconds:
+                    data = await self._post("/v3/lease/grant", {"TTL": str(max(2, round(ttl_seconds)))})
+                    lease = int(data["ID"])
+                await self._put(key, value, lease)
+            else:
+                if not self._lease:
+                    await self._grant()
+                lease = self._lease
+                self._owned[key] = value
+                await self._put(key, value)
         except httpx.HTTPError as exc:
             raise PluginError(f"registry {self.name!r}: cannot write {key}: {exc}") from exc
         # Apply at once so a read right after the write sees it (the watch confirms it later).
-        if self._apply({"kv": {"key": _b64(key), "value": _b64(value)}}):
+        if self._apply({"kv": {"key": _b64(key), "value": _b64(value), "lease": str(lease)}}):
             self._notify([service.name])
 
     async def deregister(self, service: str, instance_id: str) -> bool:
@@ -267,7 +294,17 @@ class EtcdRegistry(Registry):
         return int(data.get("deleted", "0")) > 0
 
     async def heartbeat(self, service: str, instance_id: str) -> bool:
-        return instance_id in self._instances.get(service, {})
+        """Renew the instance's own lease (``instance_leases``); ``False`` when it is gone."""
+        if instance_id not in self._instances.get(service, {}):
+            return False
+        lease = self._key_leases.get(self._key(service, instance_id), 0) if self.instance_leases else 0
+        if not lease:
+            return True
+        try:
+            data = await self._post("/v3/lease/keepalive", {"ID": str(lease)})
+        except httpx.HTTPError as exc:
+            raise PluginError(f"registry {self.name!r}: cannot renew {service}/{instance_id}: {exc}") from exc
+        return int(data.get("result", {}).get("TTL", "0")) > 0
 
 
 __all__ = ["EtcdRegistry", "prefix_end"]

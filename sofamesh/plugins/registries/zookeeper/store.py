@@ -5,7 +5,10 @@ one task re-reads dirty paths (blocking kazoo calls run on a worker thread). Eve
 watch, and every (re)connection re-reads everything, so a lost session loses no change.
 
 During an outage the cache is kept (``stale`` is true) instead of being emptied. Our own provider
-nodes are ephemeral; after a session loss they are created again.
+nodes are ephemeral; after a session loss they are created again. With ``persistent`` (Pilot
+replicas sharing the tree) a registration is a persistent node (``dynamic=false``, as Dubbo writes
+one) that outlives the replica that took it; a TTL is a lease in ``leases.py`` that any replica
+renews and one elected replica reaps.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -26,6 +30,7 @@ from sofamesh.core.errors import PluginError
 from sofamesh.pilot.model import Service, ServiceInstance
 from sofamesh.pilot.registry import Notify, Registry
 from sofamesh.plugins.registries.zookeeper import urls
+from sofamesh.plugins.registries.zookeeper.leases import ZkLeases
 
 log = logging.getLogger("sofamesh.pilot.registry.zookeeper")
 _RESCAN = "*"  # a dirty-set marker: re-read the whole tree
@@ -37,7 +42,8 @@ class ZookeeperRegistry(Registry):
     writable = True
 
     def __init__(self, name: str, hosts: str, layout: str = "dubbo", root: str | None = None,
-                 session_timeout_s: float = 10.0, application: str = "sofamesh") -> None:
+                 session_timeout_s: float = 10.0, application: str = "sofamesh", persistent: bool = False,
+                 leases_root: str | None = None) -> None:
         if layout not in urls.LAYOUTS:
             raise PluginError(f"registry {name!r}: unknown layout {layout!r} (known: {', '.join(urls.LAYOUTS)})")
         self.name = name
@@ -45,6 +51,9 @@ class ZookeeperRegistry(Registry):
         self.layout = layout
         self.root = "/" + (root if root is not None else urls.DEFAULT_ROOTS[layout]).strip("/")
         self.application = application
+        self.persistent = persistent
+        self.leases_root = leases_root or f"/sofamesh-leases{self.root}"
+        self.leases: ZkLeases | None = None
         self._session_timeout = session_timeout_s
         self._zk: KazooClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -75,6 +84,9 @@ class ZookeeperRegistry(Registry):
         self.sessions = 1
         await asyncio.to_thread(self._scan_all)
         self.stale = False
+        if self.persistent:
+            self.leases = ZkLeases(self._zk, self.leases_root, f"{socket.gethostname()}-{os.getpid()}")
+            self.leases.start()
         self._notify = notify
         self._worker = self._loop.create_task(self._work())
         if self._services:
@@ -86,6 +98,9 @@ class ZookeeperRegistry(Registry):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+        if self.leases is not None:
+            await asyncio.to_thread(self.leases.stop)
+            self.leases = None
         if self._zk is not None:
             zk, self._zk = self._zk, None
             zk.remove_listener(self._on_state)
@@ -251,25 +266,36 @@ class ZookeeperRegistry(Registry):
     def describe(self) -> dict[str, Any]:
         return {"type": "zookeeper", "hosts": self.hosts, "layout": self.layout, "root": self.root,
                 "stale": self.stale, "connected": self.connected, "sessions": self.sessions,
-                "scans": self.scans, "owned": len(self._owned)}
+                "scans": self.scans, "owned": len(self._owned), "persistent": self.persistent,
+                "lease_reaper": None if self.leases is None else
+                {"root": self.leases_root, "elected": self.leases.leader, "reaped": self.leases.reaped}}
 
     # -- writes --------------------------------------------------------------------------------
     async def register(self, service: Service, instance: ServiceInstance,
                        ttl_seconds: float | None = None) -> None:
-        """Create an ephemeral provider node for ``instance`` (it lives as long as our session;
-        ``ttl_seconds`` does not apply)."""
+        """Create a provider node for ``instance``: ephemeral (it lives as long as our session;
+        ``ttl_seconds`` does not apply), or with ``persistent`` one that stays until deregistered or,
+        with ``ttl_seconds``, until its lease runs out."""
         if instance.service != service.name:
             raise PluginError(f"instance {instance.id!r} names service {instance.service!r}, not {service.name!r}")
-        url, data = urls.to_url(self.layout, service, instance, application=self.application, pid=os.getpid())
+        url, data = urls.to_url(self.layout, service, instance, application=self.application, pid=os.getpid(),
+                                dynamic=not self.persistent)
         path = f"{self._providers_path(urls.interface_of(service.name))}/{urls.node_name(url)}"
         key = (service.name, instance.id)
         old = self._owned.get(key)
         if old is None:
             cached = self._instances.get(service.name, {}).get(instance.id)
             old = (cached[1], b"") if cached else None
-        self._owned[key] = (path, data)
+        if not self.persistent:
+            self._owned[key] = (path, data)
         try:
             await asyncio.to_thread(self._replace, old[0] if old else None, path, data)
+            if self.leases is not None:
+                lease = f"{service.name}/{instance.id}"
+                if ttl_seconds:
+                    await asyncio.to_thread(self.leases.grant, lease, path, ttl_seconds)
+                else:
+                    await asyncio.to_thread(self.leases.release, lease)
         except KazooException as exc:
             raise PluginError(f"registry {self.name!r}: cannot write {service.name}/{instance.id}: {exc}") from exc
 
@@ -280,7 +306,7 @@ class ZookeeperRegistry(Registry):
                 self._zk.delete(old_path)
         self._zk.ensure_path(path.rsplit("/", 1)[0])
         try:
-            self._zk.create(path, data, ephemeral=True)
+            self._zk.create(path, data, ephemeral=not self.persistent)
         except NodeExistsError:
             self._zk.set(path, data)
 
@@ -292,6 +318,8 @@ class ZookeeperRegistry(Registry):
             return False
         try:
             await asyncio.to_thread(self._delete, paths)
+            if self.leases is not None:
+                await asyncio.to_thread(self.leases.release, f"{service}/{instance_id}")
         except KazooException as exc:
             raise PluginError(f"registry {self.name!r}: cannot delete {service}/{instance_id}: {exc}") from exc
         return True
@@ -303,7 +331,15 @@ class ZookeeperRegistry(Registry):
                 self._zk.delete(path)
 
     async def heartbeat(self, service: str, instance_id: str) -> bool:
-        return (service, instance_id) in self._owned or instance_id in self._instances.get(service, {})
+        known = (service, instance_id) in self._owned or instance_id in self._instances.get(service, {})
+        if not known or self.leases is None:
+            return known
+        leases = self.leases
+        try:
+            lease = f"{service}/{instance_id}"
+            return await asyncio.to_thread(lambda: leases.renew(lease) or not leases.holds(lease))
+        except KazooException as exc:
+            raise PluginError(f"registry {self.name!r}: cannot renew {service}/{instance_id}: {exc}") from exc
 
     def _restore_owned(self, owned: list[tuple[str, bytes]]) -> None:
         """After a (re)connection: create again every node of ours that is missing (session loss)."""

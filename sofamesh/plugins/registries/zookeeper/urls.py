@@ -175,8 +175,9 @@ _SCHEMES: Mapping[str, str] = {"dubbo": "dubbo", "bolt": "bolt", "grpc": "h2c", 
 
 
 def to_url(layout: str, service: Service, inst: ServiceInstance, *, application: str = "sofamesh",
-           pid: int = 0, now_ms: int | None = None) -> tuple[str, bytes]:
-    """The provider URL (decoded) and node data that register ``inst`` the way Java/Node clients do.
+           pid: int = 0, now_ms: int | None = None, dynamic: bool = True) -> tuple[str, bytes]:
+    """The provider URL (decoded) and node data that register ``inst`` the way Java/Node clients do
+    (``dynamic=false``: a persistent node, as Dubbo writes it then).
 
     Labels become parameters (``protocol`` picks the scheme); model fields override labels.
     """
@@ -187,7 +188,7 @@ def to_url(layout: str, service: Service, inst: ServiceInstance, *, application:
     params: dict[str, str] = {}
     if layout == "dubbo":
         params.update({"anyhost": "false", "application": application, "deprecated": "false", "dubbo": "2.0.2",
-                       "dynamic": "true", "generic": "false", "pid": str(pid), "side": "provider",
+                       "dynamic": str(dynamic).lower(), "generic": "false", "pid": str(pid), "side": "provider",
                        "timestamp": str(now_ms)})
         params.update(labels)
         params["interface"] = interface
@@ -205,7 +206,7 @@ def to_url(layout: str, service: Service, inst: ServiceInstance, *, application:
         url = ProviderUrl(scheme, inst.address, inst.port, interface, dict(sorted(params.items())))
         return url.format(), inst.address.encode()
     params.update({"startTime": str(now_ms), "pid": str(pid), "uniqueId": inst.group,
-                   "version": inst.version or "1.0", "dynamic": "true", "appName": application})
+                   "version": inst.version or "1.0", "dynamic": str(dynamic).lower(), "appName": application})
     params.update(labels)
     params.update({"interface": interface, "uniqueId": inst.group, "weight": str(inst.weight),
                    ID_PARAM: inst.id})

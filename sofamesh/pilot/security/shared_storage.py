@@ -1,0 +1,167 @@
+"""Security storage that Pilot replicas share: the CA's root and key, the token signing key and the
+revocation list as values in etcd (``EtcdStorage``) or znodes in ZooKeeper (``ZookeeperStorage``),
+so every replica signs with one root and accepts the tokens any of them issued.
+
+``create`` is the store's own create-if-absent (an etcd transaction comparing the key's
+``create_revision`` with 0; a ZooKeeper ``create``), so replicas starting together end up with one
+root: the first write wins and the others read it. Blobs are read and written at start-up and on
+a token revocation, never per request, so the calls are synchronous. Anyone who can read the store
+can read the CA key: give the store the protection the key deserves (etcd auth and TLS, ZooKeeper
+ACLs), as Istio asks of the Kubernetes Secret holding ``cacerts``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+
+from sofamesh.core.errors import ConfigError, PluginError
+from sofamesh.pilot.options import check_options
+from sofamesh.pilot.security.storage import DirStorage, SecretStorage
+
+
+def _check_name(name: str) -> str:
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"bad blob name {name!r}")
+    return name
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class EtcdStorage:
+    """Blobs as values under ``<prefix><name>`` in etcd v3 (JSON gateway)."""
+
+    def __init__(self, endpoint: str, prefix: str = "/sofamesh/security/", timeout_s: float = 5.0) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self._timeout = timeout_s
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resp = httpx.post(self.endpoint + path, json=body, timeout=self._timeout)
+            resp.raise_for_status()
+            data: dict[str, Any] = resp.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise PluginError(f"security storage {self.describe()}: {path}: {exc}") from exc
+        return data
+
+    def _key(self, name: str) -> str:
+        return _b64((self.prefix + _check_name(name)).encode())
+
+    def read(self, name: str) -> bytes | None:
+        kvs = self._post("/v3/kv/range", {"key": self._key(name)}).get("kvs", [])
+        return base64.b64decode(kvs[0].get("value", "")) if kvs else None
+
+    def write(self, name: str, data: bytes, *, private: bool = False) -> None:
+        self._post("/v3/kv/put", {"key": self._key(name), "value": _b64(data)})
+
+    def create(self, name: str, data: bytes, *, private: bool = False) -> bool:
+        key = self._key(name)
+        done = self._post(
+            "/v3/kv/txn",
+            {
+                "compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+                "success": [{"request_put": {"key": key, "value": _b64(data)}}],
+            },
+        )
+        return bool(done.get("succeeded", False))
+
+    def describe(self) -> str:
+        return f"etcd {self.endpoint}{self.prefix}"
+
+
+class ZookeeperStorage:
+    """Blobs as znodes ``<root>/<name>`` in ZooKeeper; one client for Pilot's lifetime."""
+
+    def __init__(self, hosts: str, root: str = "/sofamesh/security", timeout_s: float = 10.0) -> None:
+        self.hosts = hosts
+        self.root = "/" + root.strip("/")
+        self._timeout = timeout_s
+        self._zk: KazooClient | None = None
+
+    def _client(self) -> KazooClient:
+        if self._zk is None:
+            zk = KazooClient(hosts=self.hosts, timeout=self._timeout, command_retry={"max_tries": 3, "max_delay": 1.0})
+            try:
+                zk.start(self._timeout)
+            except (KazooException, OSError) as exc:
+                with contextlib.suppress(Exception):
+                    zk.close()
+                raise PluginError(f"security storage {self.describe()}: unreachable: {exc}") from exc
+            self._zk = zk
+        return self._zk
+
+    def _path(self, name: str) -> str:
+        return f"{self.root}/{_check_name(name)}"
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            data, _stat = self._client().get(self._path(name))
+        except NoNodeError:
+            return None
+        except KazooException as exc:
+            raise PluginError(f"security storage {self.describe()}: cannot read {name}: {exc}") from exc
+        return bytes(data)
+
+    def write(self, name: str, data: bytes, *, private: bool = False) -> None:
+        zk, path = self._client(), self._path(name)
+        try:
+            try:
+                zk.set(path, data)
+            except NoNodeError:
+                try:
+                    zk.create(path, data, makepath=True)
+                except NodeExistsError:
+                    zk.set(path, data)
+        except KazooException as exc:
+            raise PluginError(f"security storage {self.describe()}: cannot write {name}: {exc}") from exc
+
+    def create(self, name: str, data: bytes, *, private: bool = False) -> bool:
+        try:
+            self._client().create(self._path(name), data, makepath=True)
+        except NodeExistsError:
+            return False
+        except KazooException as exc:
+            raise PluginError(f"security storage {self.describe()}: cannot create {name}: {exc}") from exc
+        return True
+
+    def close(self) -> None:
+        if self._zk is not None:
+            zk, self._zk = self._zk, None
+            with contextlib.suppress(Exception):
+                zk.stop()
+            with contextlib.suppress(Exception):
+                zk.close()
+
+    def describe(self) -> str:
+        return f"zookeeper {self.hosts}{self.root}"
+
+
+def security_storage(kind: str, options: Mapping[str, Any], data_dir: Path) -> SecretStorage:
+    """The storage ``ca.storage`` names: ``dir`` (default: ``<data_dir>/security``), ``etcd``
+    (``endpoint``, ``prefix``) or ``zookeeper`` (``hosts``, ``root``)."""
+    what = f"security storage {kind!r}"
+    if kind == "dir":
+        opts = check_options(options, ("path",), "ca.storage.options", what)
+        return DirStorage(Path(opts.get("path", data_dir / "security")))
+    if kind == "etcd":
+        opts = check_options(options, ("endpoint", "prefix"), "ca.storage.options", what)
+        return EtcdStorage(
+            str(opts.get("endpoint", "http://127.0.0.1:2379")), str(opts.get("prefix", "/sofamesh/security/"))
+        )
+    if kind == "zookeeper":
+        opts = check_options(options, ("hosts", "root"), "ca.storage.options", what)
+        return ZookeeperStorage(str(opts.get("hosts", "127.0.0.1:2181")), str(opts.get("root", "/sofamesh/security")))
+    raise ConfigError("ca.storage.type", f"unknown storage {kind!r} (known: dir, etcd, zookeeper)")
+
+
+__all__ = ["EtcdStorage", "ZookeeperStorage", "security_storage"]
