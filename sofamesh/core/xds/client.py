@@ -79,6 +79,11 @@ class ConfigTarget(Protocol):
 
     config: ProxyConfig
 
+    @property
+    def admin_bound(self) -> str | None:
+        """The admin's ``host:port``, sent to the server as node metadata ``sofamesh.admin``."""
+        ...
+
     def apply(self, config: ProxyConfig) -> None: ...
 
 

@@ -36,6 +36,10 @@ _HEAD = struct.Struct("!I")
 class Relay:
     """What the parent's xDS client applies its configs to."""
 
+    # The parent's admin aggregates the workers' stats in its own shape: Pilot's dashboard is not
+    # pointed at it (docs/dashboard.md), so no ``sofamesh.admin`` metadata is sent.
+    admin_bound: str | None = None
+
     def __init__(self, config: ProxyConfig, protocols: Collection[str], pipes: Sequence[int]) -> None:
         self.config = config
         self.config_version = 0
