@@ -14,8 +14,9 @@ import sofamesh.pilot.hookspecs as pilot_hookspecs
 from sofamesh.core.catalog import Catalog
 from sofamesh.core.errors import ConfigError, PluginError
 from sofamesh.core.plugin_host import PILOT_GROUP, PluginHost
+from sofamesh.core.security.spiffe import SpiffeId
 from sofamesh.pilot.api import build_app
-from sofamesh.pilot.config import PilotConfig
+from sofamesh.pilot.config import PilotConfig, XdsTlsConfig
 from sofamesh.pilot.metrics import PilotMetrics
 from sofamesh.pilot.model import MeshModel, Service
 from sofamesh.pilot.policy.applied import AppliedPolicy
@@ -26,6 +27,7 @@ from sofamesh.pilot.policy.store import ConfigStore, ConfigStoreContext, ConfigS
 from sofamesh.pilot.registry import Registry, RegistryContext, RegistryFactory
 from sofamesh.pilot.security.ca import CaContext, CaFactory, CertificateAuthority
 from sofamesh.pilot.security.csr import CertificateService
+from sofamesh.pilot.security.serving import SERVING_CERT, TRUST, ServingCertificate
 from sofamesh.pilot.security.storage import DirStorage
 from sofamesh.pilot.security.tokens import TokenAuthority
 from sofamesh.pilot.sync import Pair, RegistrySync
@@ -33,6 +35,7 @@ from sofamesh.pilot.xds.cache import SnapshotCache
 from sofamesh.pilot.xds.debounce import Debouncer
 from sofamesh.pilot.xds.generator import XdsGenerator
 from sofamesh.pilot.xds.server import AdsServer
+from sofamesh.pilot.xds.tls_port import TlsXdsPort
 
 log = logging.getLogger("sofamesh.pilot")
 
@@ -60,7 +63,10 @@ class Pilot:
         self.writable_name: str | None = None
         self.ready = False
         self.xds_port = 0
+        self.xds_tls_port = 0
         self.api_port = 0
+        self.serving: ServingCertificate | None = None
+        self.tls_port: TlsXdsPort | None = None
         self.registry_catalog: Catalog[RegistryFactory] = Catalog("registry")
         self.generator_catalog: Catalog[XdsGenerator] = Catalog("xds generator")
         self.config_store_catalog: Catalog[ConfigStoreFactory] = Catalog("config store")
@@ -178,7 +184,10 @@ class Pilot:
             await self.sync.start()
         await self._start_security()
         xhost, xport = self.config.xds.host_port
-        self.xds_port = await self.ads.start(xhost, xport, (self.certificates.handler(),))
+        self.xds_port = await self.ads.start(xhost, xport, (self.certificates.handler(),),
+                                             loopback=self.config.xds_tls is not None)
+        if self.config.xds_tls is not None:
+            await self._start_tls_port(self.config.xds_tls)
         ahost, aport = self.config.api.host_port
         self._runner = web.AppRunner(build_app(self), access_log=None)
         await self._runner.setup()
@@ -198,8 +207,23 @@ class Pilot:
                                                default_ttl_s=ca.workload_ttl_s, min_ttl_s=ca.min_workload_ttl_s,
                                                max_ttl_s=ca.max_workload_ttl_s)
 
+    async def _start_tls_port(self, tls: XdsTlsConfig) -> None:
+        identity = SpiffeId(self.config.ca.trust_domain, "sofamesh-system", "pilot").uri
+        self.serving = ServingCertificate(self.ca, identity, tuple(tls.hostnames), tls.ttl_s)
+        await self.serving.start()
+        self.tls_port = TlsXdsPort(self.serving.secrets, SERVING_CERT, TRUST, self.ads.loopback_port)
+        self.certificates.peer_certificate = self.tls_port.peer_certificate
+        host, port = tls.host_port
+        self.xds_tls_port = await self.tls_port.start(host, port)
+        log.info("pilot: TLS xds on %s:%d (certificate for %s)", host, self.xds_tls_port,
+                 ", ".join(self.serving.hosts))
+
     async def stop(self) -> None:
         self.ready = False
+        if self.tls_port is not None:
+            await self.tls_port.stop()
+        if self.serving is not None:
+            await self.serving.stop()
         if self._debouncer is not None:
             self._debouncer.cancel()
         if self._ads is not None:

@@ -111,10 +111,13 @@ class AdsServer:
         self.pushes = 0
         self._server: grpc.aio.Server | None = None
         self.port = 0
+        self.loopback_port = 0  # a second plaintext port on 127.0.0.1 the TLS port relays to
 
     # -- lifecycle -----------------------------------------------------------------------------
-    async def start(self, host: str, port: int, extra: Sequence[grpc.GenericRpcHandler] = ()) -> int:
-        """Serve ADS, and the ``extra`` services (the CSR API) on the same port, as istiod does."""
+    async def start(self, host: str, port: int, extra: Sequence[grpc.GenericRpcHandler] = (), *,
+                    loopback: bool = False) -> int:
+        """Serve ADS, and the ``extra`` services (the CSR API) on the same port, as istiod does;
+        ``loopback``: also on a free port of 127.0.0.1 (:attr:`loopback_port`)."""
         server = grpc.aio.server(options=[
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
             # gRPC core holds a stream that arrives before the application asks for the next one as
@@ -137,6 +140,8 @@ class AdsServer:
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_ADS_SERVICE, handlers), *extra))
         bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        if loopback:
+            self.loopback_port = int(server.add_insecure_port("127.0.0.1:0"))
         await server.start()
         self._server, self.port = server, int(bound)
         return self.port
