@@ -549,10 +549,19 @@ class AdminConfig(_Model):
     address: Address = "127.0.0.1:9901"
 
 
+class PilotTlsConfig(_Model):
+    """TLS to Pilot's TLS xDS port (docs/security.md): Pilot's roots (``GET /v1/ca/roots``, PEM)
+    to verify its certificate with, and the name to check it for (default: the address's host)."""
+
+    ca: str
+    server_name: str | None = None
+
+
 class XdsConfig(_Model):
     """Where the sidecar takes its listeners, routes, clusters and endpoints from (docs/xds.md)."""
 
     address: Address
+    tls: PilotTlsConfig | None = None  # None: plaintext (Pilot's 15010)
     node_id: str
     cluster: str = ""
     mode: Literal["sotw", "delta"] = "sotw"
@@ -567,6 +576,7 @@ class AgentConfig(_Model):
     from Pilot's CA and keeps the secrets ``default`` and ``ROOTCA`` current."""
 
     ca_address: Address | None = None  # Pilot's xDS port; default: xds.address
+    ca_tls: PilotTlsConfig | None = None  # default: xds.tls when ca_address is not given
     token: str | None = None
     token_file: str | None = None
     namespace: str | None = None  # default: node metadata NAMESPACE, else the token's identity
@@ -623,6 +633,7 @@ __all__ = [
     "ListenerConfig",
     "MirrorConfig",
     "OutlierDetectionConfig",
+    "PilotTlsConfig",
     "ProtocolHealthCheckConfig",
     "ProxyConfig",
     "RedirectConfig",
