@@ -30,10 +30,11 @@ from sofamesh.pilot.security.csr import CertificateService
 from sofamesh.pilot.security.serving import SERVING_CERT, TRUST, ServingCertificate
 from sofamesh.pilot.security.storage import DirStorage
 from sofamesh.pilot.security.tokens import TokenAuthority
+from sofamesh.pilot.sidecars import ConnectedSidecars
 from sofamesh.pilot.sync import Pair, RegistrySync
 from sofamesh.pilot.xds.cache import SnapshotCache
 from sofamesh.pilot.xds.debounce import Debouncer
-from sofamesh.pilot.xds.generator import XdsGenerator
+from sofamesh.pilot.xds.generator import NodeInfo, XdsGenerator
 from sofamesh.pilot.xds.server import AdsServer
 from sofamesh.pilot.xds.tls_port import TlsXdsPort
 
@@ -84,6 +85,9 @@ class Pilot:
         self._runner: web.AppRunner | None = None
         self._last_service: dict[str, Service] = {}
         self.sync: RegistrySync | None = None
+        self.sidecars = ConnectedSidecars()
+        self._sidecar_refresh: asyncio.TimerHandle | None = None
+        self._stopped = False
 
     @property
     def ads(self) -> AdsServer:
@@ -130,6 +134,9 @@ class Pilot:
                 use_policy(self.applied_policy)
         self.cache = SnapshotCache(self.model, self.generator_catalog.items())
         self._ads = AdsServer(self.cache, self.metrics)
+        self.model.overlay = self.sidecars.labels_for
+        self._ads.on_node = self._sidecar_connected
+        self._ads.on_closed = self._sidecar_closed
         deb = self.config.debounce
         self._debouncer = Debouncer(self._ads.push, deb.quiet_ms / 1000, deb.max_delay_ms / 1000)
         self.model.add_listener(self._on_change)
@@ -156,6 +163,31 @@ class Pilot:
                 self._last_service[name] = svc
         if self._debouncer is not None:
             self._debouncer.trigger()
+
+    # -- which instances run a sidecar (pilot/sidecars.py) ---------------------------------------
+    def _sidecar_connected(self, stream: int, node: NodeInfo) -> None:
+        if self.sidecars.connected(stream, node.metadata):
+            self._refresh_for_sidecars()
+
+    def _sidecar_closed(self, stream: int) -> None:
+        self.sidecars.disconnected(stream)
+        asyncio.get_running_loop().call_later(self.sidecars.grace_s + 0.1, self._expire_sidecars)
+
+    def _expire_sidecars(self) -> None:
+        if self._stopped:
+            return
+        if self.sidecars.expire():
+            self._refresh_for_sidecars()
+
+    def _refresh_for_sidecars(self) -> None:
+        """One re-read of the model for a burst of sidecars connecting (50 ms later)."""
+        if self._sidecar_refresh is None:
+            def run() -> None:
+                self._sidecar_refresh = None
+                if not self._stopped:
+                    self.model.refresh()
+
+            self._sidecar_refresh = asyncio.get_running_loop().call_later(0.05, run)
 
     def _on_store_change(self) -> None:
         self.policy.sync(self.config_store.documents())
@@ -220,6 +252,7 @@ class Pilot:
 
     async def stop(self) -> None:
         self.ready = False
+        self._stopped = True
         if self.tls_port is not None:
             await self.tls_port.stop()
         if self.serving is not None:

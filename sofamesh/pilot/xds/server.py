@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +111,9 @@ class AdsServer:
         self.pushes = 0
         self._server: grpc.aio.Server | None = None
         self.port = 0
+        # told when a stream names its node, and when that stream ends (pilot/sidecars.py)
+        self.on_node: Callable[[int, NodeInfo], None] | None = None
+        self.on_closed: Callable[[int], None] | None = None
         self.loopback_port = 0  # a second plaintext port on 127.0.0.1 the TLS port relays to
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -211,6 +214,8 @@ class AdsServer:
                 await reader
             self.streams.pop(st.id, None)
             self.metrics.connected.labels(mode).dec()
+            if self.on_closed is not None and st.node is not None:
+                self.on_closed(st.id)
 
     # grpc.aio recognises a streaming handler by being an async generator function.
     async def StreamAggregatedResources(self, requests: AsyncIterator[Any], context: Any
@@ -227,6 +232,8 @@ class AdsServer:
     def _learn_node(self, st: Stream, req: Any) -> None:
         if st.node is None:
             st.node = NodeInfo.from_proto(req.node) if req.HasField("node") else NodeInfo("")
+            if self.on_node is not None:
+                self.on_node(st.id, st.node)
 
     def _ack_or_nack(self, st: Stream, url: str, ts: TypeState, req: Any, version: str) -> None:
         assert st.node is not None

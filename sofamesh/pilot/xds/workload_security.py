@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sofamesh.pilot.policy.resource import Resource
+from sofamesh.pilot.sidecars import NAMESPACE_LABEL, SA_LABEL, TLS_MODE_LABEL
 
 ROOT_NAMESPACE = "istio-system"
 DEFAULT_MODE = "PERMISSIVE"  # Istio's default when no PeerAuthentication says otherwise
@@ -193,10 +194,6 @@ def identities(instances: Sequence[Mapping[str, str]], trust_domain: str, namesp
     return ids or [f"spiffe://{trust_domain}/*"]
 
 
-TLS_MODE_LABEL = "security.istio.io/tlsMode"
-"""Istio's endpoint label: ``istio`` on an instance whose workload runs a sidecar (with a certificate)."""
-SA_LABEL = "sofamesh.io/service-account"
-NAMESPACE_LABEL = "sofamesh.io/namespace"
 
 __all__ = ["DEFAULT_MODE", "NAMESPACE_LABEL", "ROOT_NAMESPACE", "SA_LABEL", "TLS_MODE_LABEL", "Workload",
            "applies", "identities", "inbound_filters", "jwt_config", "mtls_mode", "rbac_config"]

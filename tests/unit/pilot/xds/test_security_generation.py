@@ -179,3 +179,31 @@ spec: {action: ALLOW, rules: [{from: [{source: {requestPrincipals: ["*"]}}]}]}
     assert list(shadow.shadow_rules.policies) == ["istio-system.audit-all[0]"] and not shadow.HasField("rules")
     # echo-callers has no rule for this port; jwt-only's rule needs a JWT filter Envoy is not sent
     assert allow.rules.action == allow.rules.ALLOW and list(allow.rules.policies) == []
+
+
+def test_a_partly_meshed_service_gets_mtls_only_to_its_meshed_endpoints() -> None:
+    from sofamesh.core.xds.translate import translate_load_assignment
+    from sofamesh.pilot.xds.generators import EndpointGenerator
+
+    mesh = MeshModel([Fixed([Service("echo", protocol="http", ports=(8080,))], [
+        ServiceInstance("echo", "e1", "127.0.0.2", 8080, labels=MESHED),
+        ServiceInstance("echo", "e2", "127.0.0.3", 8080)])])
+    mesh.refresh()
+    gen = ClusterGenerator()
+    gen.use_policy(_applied())
+    [res] = list(gen.generate(mesh, CONSUMER))
+    assert not res.message.HasField("transport_socket")
+    assert [m.name for m in res.message.transport_socket_matches] == ["tlsMode-istio", "tlsMode-disabled"]
+    config = translate_cluster(res.message).config
+    assert "tls" not in config
+    assert config["tls_matches"] == [
+        {"name": "tlsMode-istio", "match": {"tlsMode": "istio"},
+         "tls": {"secret": "default", "ca_secret": "ROOTCA",
+                 "match_sans": ["spiffe://cluster.local/ns/default/sa/provider"]}},
+        {"name": "tlsMode-disabled", "match": {}}]
+    [cla] = list(EndpointGenerator().generate(mesh, CONSUMER))
+    eps = {e["address"]: e.get("labels", {}) for e in translate_load_assignment(cla.message)}
+    assert eps == {"127.0.0.2:8080": {"tlsMode": "istio"}, "127.0.0.3:8080": {}}
+    # A proxy without a certificate gets neither.
+    [plain] = list(gen.generate(mesh, PLAIN))
+    assert not plain.message.transport_socket_matches and "tls" not in translate_cluster(plain.message).config
