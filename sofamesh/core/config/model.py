@@ -295,6 +295,16 @@ class TlsConfig(_Model):
         return self
 
 
+class TlsMatchConfig(_Model):
+    """One of Envoy's ``transport_socket_matches``: an endpoint whose labels hold every key and
+    value of ``match`` connects with ``tls`` (none: plaintext). The first match wins; an endpoint
+    no entry matches uses the cluster's ``tls``. Istio's per-endpoint auto mTLS is two of them."""
+
+    name: str = ""
+    match: dict[str, str] = Field(default_factory=dict)
+    tls: TlsConfig | None = None
+
+
 class LimitsConfig(_Model):
     max_frame_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
     max_header_bytes: Annotated[int, Field(gt=0)] = 64 * 1024
@@ -523,6 +533,7 @@ class ClusterConfig(_Model):
     max_requests_per_connection: Annotated[int, Field(ge=0)] = 0  # 0 = unlimited
     max_connection_duration_ms: Annotated[int, Field(ge=0)] = 0  # 0 = unlimited
     tls: TlsConfig | None = None
+    tls_matches: list[TlsMatchConfig] = Field(default_factory=list)  # per endpoint, before ``tls``
 
     @model_validator(mode="after")
     def _one_ejection_form(self) -> ClusterConfig:
@@ -646,6 +657,7 @@ __all__ = [
     "StringMatch",
     "TcpHealthCheckConfig",
     "TlsConfig",
+    "TlsMatchConfig",
     "WeightedCluster",
     "XdsConfig",
     "parse_address",

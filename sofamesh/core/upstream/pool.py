@@ -60,6 +60,8 @@ class PoolOwner(Protocol):
     loop: asyncio.AbstractEventLoop
     breaker: CircuitBreaker | None
 
+    def tls_for(self, ep: Endpoint) -> TlsSource | None: ...
+
 
 class Downstream(Protocol):
     """What a pool reads of the downstream connection a request came on: its read gate, held
@@ -469,7 +471,7 @@ class Pool:
 
         async def connect() -> None:
             try:
-                tls = self.cluster.tls
+                tls = self.cluster.tls_for(ep)
                 if tls is None:
                     await self.loop.create_connection(lambda: conn, ep.host, ep.port)
                 elif tls.config.match_sans:

@@ -585,6 +585,8 @@ def translate_cluster(c: Any, protocols: Collection[str] = ()) -> TranslatedClus
         out["healthy_panic_threshold"] = c.common_lb_config.healthy_panic_threshold.value
     if c.HasField("transport_socket"):
         out["tls"] = translate_tls(c.transport_socket, "upstream", f"{base}: transport_socket")
+    if len(c.transport_socket_matches):
+        out["tls_matches"] = _socket_matches(c, base)
     h2 = connection_limits(c, base, out)
     if (h2 or c.HasField("http2_protocol_options")) and "http2" in protocols:
         out["protocol"] = "http2"
@@ -661,6 +663,30 @@ def _outlier_detection(od: Any, path: str) -> dict[str, Any]:
     return out
 
 
+_RAW_BUFFER = "envoy.transport_sockets.raw_buffer"
+_SOCKET_MATCH = "envoy.transport_socket_match"  # EDS filter_metadata the matches read
+
+
+def _socket_matches(c: Any, base: str) -> list[dict[str, Any]]:
+    """``transport_socket_matches`` -> ``tls_matches``: string ``match`` values; a TLS socket, or
+    ``raw_buffer`` (plaintext). EDS ``filter_metadata["envoy.transport_socket_match"]`` becomes the
+    endpoint labels they match (``translate_load_assignment``)."""
+    out = []
+    for i, m in enumerate(c.transport_socket_matches):
+        path = f"{base}: transport_socket_matches[{i}]"
+        match = {}
+        for k, v in m.match.fields.items():
+            if v.WhichOneof("kind") != "string_value":
+                raise ConfigError(f"{path}.match.{k}", "only string values are supported")
+            match[k] = v.string_value
+        entry: dict[str, Any] = {"name": m.name, "match": match}
+        ts = m.transport_socket
+        if ts.name != _RAW_BUFFER and not ts.typed_config.type_url.endswith(".RawBuffer"):
+            entry["tls"] = translate_tls(ts, "upstream", f"{path}.transport_socket")
+        out.append(entry)
+    return out
+
+
 def translate_load_assignment(cla: Any, base: str | None = None) -> list[dict[str, Any]]:
     base = base or f"ClusterLoadAssignment {cla.cluster_name!r}"
     out = Endpoints()
@@ -679,8 +705,13 @@ def translate_load_assignment(cla: Any, base: str | None = None) -> list[dict[st
             ep: dict[str, Any] = {"address": f"[{host}]:{sa.port_value}" if ":" in host else f"{host}:{sa.port_value}"}
             if lbe.HasField("load_balancing_weight"):
                 ep["weight"] = min(max(lbe.load_balancing_weight.value, 1), 10_000)
-            if labels:
-                ep["labels"] = labels
+            ep_labels = labels
+            socket_match = lbe.metadata.filter_metadata.get(_SOCKET_MATCH) if lbe.HasField("metadata") else None
+            if socket_match is not None:
+                ep_labels = {**labels, **{k: v.string_value for k, v in socket_match.fields.items()
+                                          if v.WhichOneof("kind") == "string_value"}}
+            if ep_labels:
+                ep["labels"] = ep_labels
             endpoint_fields(loc, lbe, ep)
             out.append(ep)
     return overprovisioning(cla, out)
