@@ -281,13 +281,16 @@ class TlsConfig(_Model):
     plaintext: bool = False
     # clusters only: the URI SANs (SPIFFE ids) an upstream's verified certificate may name, exact or
     # ``prefix*``; a connection to a peer naming none of them is closed before a byte is sent
-    # (Envoy's match_subject_alt_names, which Istio's auto mTLS sets to the destination's identities)
+    # (Envoy's match_subject_alt_names, which Istio's auto mTLS sets to the destination's identities);
+    # a DNS name (a DestinationRule's subjectAltNames) matches the certificate's DNS SANs
     match_sans: list[str] = Field(default_factory=list)
+    # clusters only: the server name sent (SNI); default the endpoint's host
+    sni: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> TlsConfig:
-        if self.secret is None and (self.cert is None or self.key is None):
-            raise ValueError("give cert and key (files), or secret (an SDS name such as default)")
+        if self.secret is None and (self.cert is None) != (self.key is None):
+            raise ValueError("give cert and key together (files), or secret (an SDS name such as default)")
         if self.secret is not None and (self.cert is not None or self.key is not None):
             raise ValueError("give either cert and key, or secret, not both")
         if self.ca is not None and self.ca_secret is not None:
@@ -321,6 +324,13 @@ class ListenerConfig(_Model):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     idle_timeout_ms: Annotated[int, Field(ge=0)] = 300_000
     tls: TlsConfig | None = None
+
+    @field_validator("tls")
+    @classmethod
+    def _serves_a_certificate(cls, value: TlsConfig | None) -> TlsConfig | None:
+        if value is not None and value.secret is None and value.cert is None:
+            raise ValueError("a listener's tls needs cert and key (files), or secret (an SDS name such as default)")
+        return value
 
     @field_validator("protocols", mode="before")
     @classmethod

@@ -477,12 +477,12 @@ class Pool:
                 elif tls.config.match_sans:
                     check = PeerCheck(tls, conn)
                     await self.loop.create_connection(lambda: check, ep.host, ep.port, ssl=tls.context(),
-                                                      server_hostname=ep.host)
+                                                      server_hostname=tls.config.sni or ep.host)
                     if check.refused is not None:
                         raise ssl.SSLError(f"TLS peer refused: {check.refused}")
                 else:
                     await self.loop.create_connection(lambda: conn, ep.host, ep.port, ssl=tls.context(),
-                                                      server_hostname=ep.host)
+                                                      server_hostname=tls.config.sni or ep.host)
             except asyncio.CancelledError:
                 if cb is not None:
                     cb.connections -= 1

@@ -164,15 +164,15 @@ def _sds_name(cfg: Any, kind: str, path: str) -> str:
 
 
 def _san_patterns(vc: Any, path: str) -> list[str]:
-    """SAN matchers -> ``match_sans`` patterns (exact, or ``prefix*``). The peer's URI SAN (its SPIFFE
-    id) is what is checked, so a typed matcher must be of type URI."""
+    """SAN matchers -> ``match_sans`` patterns (exact, or ``prefix*``), checked against the peer's URI
+    SAN (its SPIFFE id) and its DNS SANs, so a typed matcher must be of type URI or DNS."""
     out: list[str] = []
     typed = [(f"{path}.match_typed_subject_alt_names[{i}]", m.san_type, m.matcher)
              for i, m in enumerate(vc.match_typed_subject_alt_names)]
     legacy = [(f"{path}.match_subject_alt_names[{i}]", None, m) for i, m in enumerate(vc.match_subject_alt_names)]
     for mpath, san_type, m in typed + legacy:
-        if san_type is not None and san_type != 3:  # SubjectAltNameMatcher.URI
-            raise ConfigError(f"{mpath}.san_type", "only URI SANs (SPIFFE ids) are checked")
+        if san_type is not None and san_type not in (2, 3):  # SubjectAltNameMatcher.DNS, URI
+            raise ConfigError(f"{mpath}.san_type", "only URI (SPIFFE ids) and DNS SANs are checked")
         kind = m.WhichOneof("match_pattern")
         if kind not in ("exact", "prefix") or m.ignore_case:
             raise ConfigError(mpath, f"SAN matcher {kind!r} is not supported (exact, prefix; case-sensitive)")
@@ -214,10 +214,15 @@ def translate_tls(ts: Any, side: str, path: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     sds = list(c.tls_certificate_sds_secret_configs)
     files = list(c.tls_certificates)
-    if len(sds) + len(files) != 1:
+    client_only = side == "upstream" and not sds and not files  # TLS without a client certificate
+    if len(sds) + len(files) != 1 and not client_only:
         raise ConfigError(cpath, "exactly one certificate is supported (tls_certificate_sds_secret_configs "
                                  f"'default', or tls_certificates), got {len(sds) + len(files)}")
-    if sds:
+    if side == "upstream" and ctx.sni:
+        out["sni"] = ctx.sni
+    if client_only:
+        pass
+    elif sds:
         out["secret"] = _sds_name(sds[0], "cert", f"{cpath}.tls_certificate_sds_secret_configs[0]")
     else:
         tc = files[0]
