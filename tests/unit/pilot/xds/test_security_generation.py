@@ -207,3 +207,21 @@ def test_a_partly_meshed_service_gets_mtls_only_to_its_meshed_endpoints() -> Non
     # A proxy without a certificate gets neither.
     [plain] = list(gen.generate(mesh, PLAIN))
     assert not plain.message.transport_socket_matches and "tls" not in translate_cluster(plain.message).config
+
+
+@pytest.mark.parametrize(("tls", "expected"), [
+    ("{mode: DISABLE}", None),
+    ("{mode: ISTIO_MUTUAL, sni: echo.default, subjectAltNames: [spiffe://cluster.local/ns/default/sa/other]}",
+     {"secret": "default", "ca_secret": "ROOTCA", "sni": "echo.default",
+      "match_sans": ["spiffe://cluster.local/ns/default/sa/other"]}),
+    ("{mode: SIMPLE, caCertificates: /etc/ca.pem, subjectAltNames: [echo.example]}",
+     {"ca": "/etc/ca.pem", "match_sans": ["echo.example"]}),
+    ("{mode: MUTUAL, clientCertificate: /etc/c.pem, privateKey: /etc/k.pem}", {"cert": "/etc/c.pem", "key": "/etc/k.pem"}),
+])
+def test_a_destination_rules_tls_replaces_auto_mtls(tls: str, expected: dict[str, Any] | None) -> None:
+    gen = ClusterGenerator()
+    gen.use_policy(_applied(f"apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: echo}}\n"
+                            f"spec: {{host: echo, trafficPolicy: {{tls: {tls}}}}}"))
+    for node in (CONSUMER, PLAIN):
+        [res] = list(gen.generate(_mesh(), node))
+        assert translate_cluster(res.message).config.get("tls") == expected
