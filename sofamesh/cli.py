@@ -48,8 +48,9 @@ def xds_config(config: Any, args: argparse.Namespace) -> Any:
 
     base = config.xds.model_dump() if config.xds is not None else {}
     servers = [a.strip() for a in args.xds.split(",") if a.strip()] if args.xds else []
-    flags = {"address": servers[0] if servers else None, "addresses": servers[1:] if servers else None,
-             "node_id": args.node_id, "cluster": args.cluster, "mode": args.xds_mode}
+    flags: dict[str, Any] = {"address": servers[0] if servers else None, "addresses": servers[1:] if servers else None,
+                             "node_id": args.node_id, "cluster": args.cluster, "mode": args.xds_mode,
+                             "tls": {"ca": args.xds_ca} if args.xds_ca else None}
     merged = {**base, **{k: v for k, v in flags.items() if v is not None}}
     if args.admin:
         config = config.model_copy(update={"admin": config.admin.model_copy(update={"address": args.admin})
@@ -315,7 +316,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     import contextlib
     import signal
 
-    from sofamesh.core.config.model import AgentConfig
+    from sofamesh.core.config.model import AgentConfig, PilotTlsConfig
     from sofamesh.core.errors import MeshError
     from sofamesh.core.net import loop
     from sofamesh.core.net.secrets import PROCESS_SECRETS
@@ -326,7 +327,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
     try:
         cfg = AgentConfig(ca_address=args.pilot, token=args.token, token_file=args.token_file,
                           namespace=args.namespace, service_account=args.service_account,
-                          trust_domain=args.trust_domain, validity_s=args.validity_s)
+                          trust_domain=args.trust_domain, validity_s=args.validity_s,
+                          ca_tls=PilotTlsConfig(ca=args.pilot_ca) if args.pilot_ca else None)
         agent = WorkloadAgent(settings_from_config(cfg, None))
     except MeshError as exc:
         _print_config_errors(exc)
@@ -469,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     px.add_argument("--cluster", help="xDS node cluster (the service this sidecar belongs to)")
     px.add_argument("--xds-mode", choices=("sotw", "delta"), default=None,
                     help="ADS variant: state of the world (default) or delta")
+    px.add_argument("--xds-ca", metavar="FILE", help="Pilot's roots (PEM, from GET /v1/ca/roots): TLS to Pilot's "
+                    "TLS xDS port (its 15012) instead of plaintext")
     px.add_argument("--workers", type=int, default=1, help="processes sharing the ports (SO_REUSEPORT)")
     ag = px.add_argument_group("workload certificate (the agent in the sidecar; docs/security.md)")
     ag.add_argument("--token", help="a token from 'sofamesh pilot token create'")
@@ -511,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     at = sub.add_parser("agent", help="the workload agent alone: a certificate from Pilot, served over SDS "
                         "to a co-located Envoy (as istio-agent)")
     at.add_argument("--pilot", required=True, metavar="HOST:PORT", help="Pilot's xDS port (the CSR API)")
+    at.add_argument("--pilot-ca", metavar="FILE", help="Pilot's roots (PEM, from GET /v1/ca/roots): TLS to "
+                    "Pilot's TLS xDS port, renewals authenticated by the current certificate")
     at.add_argument("--token", help="a token from 'sofamesh pilot token create'")
     at.add_argument("--token-file", help="a file holding that token (re-read at each renewal)")
     at.add_argument("--sds-socket", required=True, metavar="PATH", help="Unix socket to serve SDS on")

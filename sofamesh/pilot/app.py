@@ -14,8 +14,9 @@ import sofamesh.pilot.hookspecs as pilot_hookspecs
 from sofamesh.core.catalog import Catalog
 from sofamesh.core.errors import ConfigError, PluginError
 from sofamesh.core.plugin_host import PILOT_GROUP, PluginHost
+from sofamesh.core.security.spiffe import SpiffeId
 from sofamesh.pilot.api import build_app
-from sofamesh.pilot.config import PilotConfig
+from sofamesh.pilot.config import PilotConfig, XdsTlsConfig
 from sofamesh.pilot.election import Election, election_for
 from sofamesh.pilot.metrics import PilotMetrics
 from sofamesh.pilot.model import MeshModel, Service
@@ -27,14 +28,17 @@ from sofamesh.pilot.policy.store import ConfigStore, ConfigStoreContext, ConfigS
 from sofamesh.pilot.registry import Registry, RegistryContext, RegistryFactory
 from sofamesh.pilot.security.ca import CaContext, CaFactory, CertificateAuthority
 from sofamesh.pilot.security.csr import CertificateService
+from sofamesh.pilot.security.serving import SERVING_CERT, TRUST, ServingCertificate
 from sofamesh.pilot.security.shared_storage import security_storage
 from sofamesh.pilot.security.tokens import TokenAuthority
+from sofamesh.pilot.sidecars import ConnectedSidecars
 from sofamesh.pilot.sync import Pair, RegistrySync
 from sofamesh.pilot.traffic import TrafficGraph
 from sofamesh.pilot.xds.cache import SnapshotCache
 from sofamesh.pilot.xds.debounce import Debouncer
-from sofamesh.pilot.xds.generator import XdsGenerator
+from sofamesh.pilot.xds.generator import NodeInfo, XdsGenerator
 from sofamesh.pilot.xds.server import AdsServer
+from sofamesh.pilot.xds.tls_port import TlsXdsPort
 
 log = logging.getLogger("sofamesh.pilot")
 
@@ -62,7 +66,10 @@ class Pilot:
         self.writable_name: str | None = None
         self.ready = False
         self.xds_port = 0
+        self.xds_tls_port = 0
         self.api_port = 0
+        self.serving: ServingCertificate | None = None
+        self.tls_port: TlsXdsPort | None = None
         self.registry_catalog: Catalog[RegistryFactory] = Catalog("registry")
         self.generator_catalog: Catalog[XdsGenerator] = Catalog("xds generator")
         self.config_store_catalog: Catalog[ConfigStoreFactory] = Catalog("config store")
@@ -82,6 +89,9 @@ class Pilot:
         self.sync: RegistrySync | None = None
         self._traffic: TrafficGraph | None = None
         self.election: Election | None = None
+        self.sidecars = ConnectedSidecars()
+        self._sidecar_refresh: asyncio.TimerHandle | None = None
+        self._stopped = False
 
     @property
     def ads(self) -> AdsServer:
@@ -134,6 +144,9 @@ class Pilot:
                 use_policy(self.applied_policy)
         self.cache = SnapshotCache(self.model, self.generator_catalog.items())
         self._ads = AdsServer(self.cache, self.metrics)
+        self.model.overlay = self.sidecars.labels_for
+        self._ads.on_node = self._sidecar_connected
+        self._ads.on_closed = self._sidecar_closed
         deb = self.config.debounce
         self._debouncer = Debouncer(self._ads.push, deb.quiet_ms / 1000, deb.max_delay_ms / 1000)
         dash = self.config.dashboard
@@ -164,6 +177,31 @@ class Pilot:
         if self._debouncer is not None:
             self._debouncer.trigger()
 
+    # -- which instances run a sidecar (pilot/sidecars.py) ---------------------------------------
+    def _sidecar_connected(self, stream: int, node: NodeInfo) -> None:
+        if self.sidecars.connected(stream, node.metadata):
+            self._refresh_for_sidecars()
+
+    def _sidecar_closed(self, stream: int) -> None:
+        self.sidecars.disconnected(stream)
+        asyncio.get_running_loop().call_later(self.sidecars.grace_s + 0.1, self._expire_sidecars)
+
+    def _expire_sidecars(self) -> None:
+        if self._stopped:
+            return
+        if self.sidecars.expire():
+            self._refresh_for_sidecars()
+
+    def _refresh_for_sidecars(self) -> None:
+        """One re-read of the model for a burst of sidecars connecting (50 ms later)."""
+        if self._sidecar_refresh is None:
+            def run() -> None:
+                self._sidecar_refresh = None
+                if not self._stopped:
+                    self.model.refresh()
+
+            self._sidecar_refresh = asyncio.get_running_loop().call_later(0.05, run)
+
     def _on_store_change(self) -> None:
         self.policy.sync(self.config_store.documents())
 
@@ -191,7 +229,10 @@ class Pilot:
             await self._start_sync(self.sync)
         await self._start_security()
         xhost, xport = self.config.xds.host_port
-        self.xds_port = await self.ads.start(xhost, xport, (self.certificates.handler(),))
+        self.xds_port = await self.ads.start(xhost, xport, (self.certificates.handler(),),
+                                             loopback=self.config.xds_tls is not None)
+        if self.config.xds_tls is not None:
+            await self._start_tls_port(self.config.xds_tls)
         ahost, aport = self.config.api.host_port
         self._runner = web.AppRunner(build_app(self), access_log=None)
         await self._runner.setup()
@@ -221,8 +262,24 @@ class Pilot:
                                                default_ttl_s=ca.workload_ttl_s, min_ttl_s=ca.min_workload_ttl_s,
                                                max_ttl_s=ca.max_workload_ttl_s)
 
+    async def _start_tls_port(self, tls: XdsTlsConfig) -> None:
+        identity = SpiffeId(self.config.ca.trust_domain, "sofamesh-system", "pilot").uri
+        self.serving = ServingCertificate(self.ca, identity, tuple(tls.hostnames), tls.ttl_s)
+        await self.serving.start()
+        self.tls_port = TlsXdsPort(self.serving.secrets, SERVING_CERT, TRUST, self.ads.loopback_port)
+        self.certificates.peer_certificate = self.tls_port.peer_certificate
+        host, port = tls.host_port
+        self.xds_tls_port = await self.tls_port.start(host, port)
+        log.info("pilot: TLS xds on %s:%d (certificate for %s)", host, self.xds_tls_port,
+                 ", ".join(self.serving.hosts))
+
     async def stop(self) -> None:
         self.ready = False
+        self._stopped = True
+        if self.tls_port is not None:
+            await self.tls_port.stop()
+        if self.serving is not None:
+            await self.serving.stop()
         if self._debouncer is not None:
             self._debouncer.cancel()
         if self._traffic is not None:

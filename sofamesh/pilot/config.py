@@ -145,8 +145,22 @@ class DashboardConfig(_Strict):
     rate_window_s: float = Field(30.0, gt=0, le=3600)  # rates and p99 are over this much of the past
 
 
+class XdsTlsConfig(Endpoint):
+    """Pilot's TLS xDS port (istiod's 15012; docs/security.md): ADS and the CSR API behind TLS
+    with a certificate from Pilot's own CA; a client certificate is asked for and verified when
+    given (a renewal may authenticate with it instead of a token)."""
+
+    address: str = "127.0.0.1:15012"
+    hostnames: list[str] = Field(default_factory=list)
+    """DNS names (or IPs) clients reach Pilot by, besides localhost, 127.0.0.1 and ::1."""
+    ttl_s: float = Field(default=86400.0, gt=0)
+    """Lifetime of the serving certificate; re-issued at half of it, and when the roots change."""
+
+
 class PilotConfig(_Strict):
     xds: Endpoint = Field(default_factory=lambda: Endpoint(address="127.0.0.1:15010"))
+    xds_tls: XdsTlsConfig | None = None
+    """Off unless configured: a client must hold Pilot's root before it can verify this port."""
     api: Endpoint = Field(default_factory=lambda: Endpoint(address="127.0.0.1:15080"))
     data_dir: Path = Path("pilot-data")
     registries: list[RegistryConfig] = Field(default_factory=lambda: [RegistryConfig(name="embedded")])
@@ -212,4 +226,4 @@ def load(path: Path) -> PilotConfig:
 
 
 __all__ = ["CaConfig", "ConfigStoreConfig", "Debounce", "Endpoint", "PilotConfig", "RegistryConfig", "SyncConfig",
-           "SyncPairConfig", "load", "parse", "split_address"]
+           "SyncPairConfig", "XdsTlsConfig", "load", "parse", "split_address"]

@@ -8,6 +8,7 @@ generators and the Open Service Registry API read. It does no I/O.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import math
 import re
@@ -221,6 +222,8 @@ class MeshModel:
         self.index = 1
         self._listeners: list[ChangeListener] = []
         self._changed: asyncio.Future[None] | None = None
+        # labels laid over merged instances (which instances run a sidecar: pilot/sidecars.py)
+        self.overlay: Callable[[str, str], Mapping[str, str] | None] | None = None
 
     # -- reading -------------------------------------------------------------------------------
     def services(self) -> Mapping[str, Service]:
@@ -263,6 +266,8 @@ class MeshModel:
                     service = svc
                 found.extend(reg.instances(name))
             insts = tuple(sorted(_without_copies(found), key=lambda i: (i.origin, i.id)))
+            if self.overlay is not None:
+                insts = tuple(map(self._overlaid, insts))
             if service is None:
                 if name in self._services:
                     del self._services[name]
@@ -284,6 +289,13 @@ class MeshModel:
                 self._changed.set_result(None)
             self._changed = None
         return frozenset(changed)
+
+    def _overlaid(self, inst: ServiceInstance) -> ServiceInstance:
+        assert self.overlay is not None
+        extra = self.overlay(inst.id, inst.address)
+        if not extra or all(k in inst.labels for k in extra):
+            return inst
+        return dataclasses.replace(inst, labels={**extra, **inst.labels})  # registration labels win
 
     async def wait(self, service: str | None, index: int, timeout: float) -> int:
         """Block until ``service`` (any service when ``None``) changed after ``index``, or ``timeout``

@@ -17,10 +17,12 @@ if TYPE_CHECKING:
     from sofamesh.pilot.policy.store import ConfigStore
     from sofamesh.pilot.registry import Registry
     from sofamesh.pilot.security.csr import CertificateService
+    from sofamesh.pilot.security.serving import ServingCertificate
     from sofamesh.pilot.security.tokens import TokenAuthority
     from sofamesh.pilot.sync import RegistrySync
     from sofamesh.pilot.traffic import TrafficGraph
     from sofamesh.pilot.xds.server import AdsServer
+    from sofamesh.pilot.xds.tls_port import TlsXdsPort
 
 
 class PilotView(Protocol):
@@ -46,6 +48,12 @@ class PilotView(Protocol):
 
     certificates: CertificateService
     """Istio's CSR API on the xDS port, and its CA (``describe()`` for ``/debug/ca``)."""
+
+    serving: ServingCertificate | None
+    """Pilot's serving certificate for the TLS xDS port, ``None`` when that port is off."""
+
+    tls_port: TlsXdsPort | None
+    """The TLS xDS port (``describe()`` for ``/debug/ca``), ``None`` when off."""
 
     sync: RegistrySync | None
     """The registry sync (``describe()`` for ``/debug/syncz``), ``None`` when not configured."""

@@ -281,18 +281,31 @@ class TlsConfig(_Model):
     plaintext: bool = False
     # clusters only: the URI SANs (SPIFFE ids) an upstream's verified certificate may name, exact or
     # ``prefix*``; a connection to a peer naming none of them is closed before a byte is sent
-    # (Envoy's match_subject_alt_names, which Istio's auto mTLS sets to the destination's identities)
+    # (Envoy's match_subject_alt_names, which Istio's auto mTLS sets to the destination's identities);
+    # a DNS name (a DestinationRule's subjectAltNames) matches the certificate's DNS SANs
     match_sans: list[str] = Field(default_factory=list)
+    # clusters only: the server name sent (SNI); default the endpoint's host
+    sni: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> TlsConfig:
-        if self.secret is None and (self.cert is None or self.key is None):
-            raise ValueError("give cert and key (files), or secret (an SDS name such as default)")
+        if self.secret is None and (self.cert is None) != (self.key is None):
+            raise ValueError("give cert and key together (files), or secret (an SDS name such as default)")
         if self.secret is not None and (self.cert is not None or self.key is not None):
             raise ValueError("give either cert and key, or secret, not both")
         if self.ca is not None and self.ca_secret is not None:
             raise ValueError("give either ca or ca_secret, not both")
         return self
+
+
+class TlsMatchConfig(_Model):
+    """One of Envoy's ``transport_socket_matches``: an endpoint whose labels hold every key and
+    value of ``match`` connects with ``tls`` (none: plaintext). The first match wins; an endpoint
+    no entry matches uses the cluster's ``tls``. Istio's per-endpoint auto mTLS is two of them."""
+
+    name: str = ""
+    match: dict[str, str] = Field(default_factory=dict)
+    tls: TlsConfig | None = None
 
 
 class LimitsConfig(_Model):
@@ -311,6 +324,13 @@ class ListenerConfig(_Model):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     idle_timeout_ms: Annotated[int, Field(ge=0)] = 300_000
     tls: TlsConfig | None = None
+
+    @field_validator("tls")
+    @classmethod
+    def _serves_a_certificate(cls, value: TlsConfig | None) -> TlsConfig | None:
+        if value is not None and value.secret is None and value.cert is None:
+            raise ValueError("a listener's tls needs cert and key (files), or secret (an SDS name such as default)")
+        return value
 
     @field_validator("protocols", mode="before")
     @classmethod
@@ -549,6 +569,7 @@ class ClusterConfig(_Model):
     max_requests_per_connection: Annotated[int, Field(ge=0)] = 0  # 0 = unlimited
     max_connection_duration_ms: Annotated[int, Field(ge=0)] = 0  # 0 = unlimited
     tls: TlsConfig | None = None
+    tls_matches: list[TlsMatchConfig] = Field(default_factory=list)  # per endpoint, before ``tls``
 
     @model_validator(mode="after")
     def _one_ejection_form(self) -> ClusterConfig:
@@ -575,6 +596,14 @@ class AdminConfig(_Model):
     address: Address = "127.0.0.1:9901"
 
 
+class PilotTlsConfig(_Model):
+    """TLS to Pilot's TLS xDS port (docs/security.md): Pilot's roots (``GET /v1/ca/roots``, PEM)
+    to verify its certificate with, and the name to check it for (default: the address's host)."""
+
+    ca: str
+    server_name: str | None = None
+
+
 class XdsConfig(_Model):
     """Where the sidecar takes its listeners, routes, clusters and endpoints from (docs/xds.md)."""
 
@@ -582,6 +611,7 @@ class XdsConfig(_Model):
     # more management servers (Pilot replicas): when a stream fails the next one is tried at once,
     # cycling through all of them (Envoy's ApiConfigSource.grpc_services); backoff after a full round
     addresses: list[Address] = Field(default_factory=list)
+    tls: PilotTlsConfig | None = None  # None: plaintext (Pilot's 15010)
     node_id: str
     cluster: str = ""
     mode: Literal["sotw", "delta"] = "sotw"
@@ -601,6 +631,7 @@ class AgentConfig(_Model):
     from Pilot's CA and keeps the secrets ``default`` and ``ROOTCA`` current."""
 
     ca_address: Address | None = None  # Pilot's xDS port; default: xds.address
+    ca_tls: PilotTlsConfig | None = None  # default: xds.tls when ca_address is not given
     token: str | None = None
     token_file: str | None = None
     namespace: str | None = None  # default: node metadata NAMESPACE, else the token's identity
@@ -662,6 +693,7 @@ __all__ = [
     "MirrorConfig",
     "NodeConfig",
     "OutlierDetectionConfig",
+    "PilotTlsConfig",
     "ProtocolHealthCheckConfig",
     "ProxyConfig",
     "RedirectConfig",
@@ -674,6 +706,7 @@ __all__ = [
     "StringMatch",
     "TcpHealthCheckConfig",
     "TlsConfig",
+    "TlsMatchConfig",
     "WeightedCluster",
     "XdsConfig",
     "ZoneAwareLbConfig",

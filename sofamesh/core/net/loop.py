@@ -1,8 +1,10 @@
-"""The one place that chooses the event loop: uvloop when it imports, asyncio otherwise."""
+"""The one place that chooses the event loop: uvloop when it imports, asyncio otherwise; and how a
+background task is ended (cancelled, then awaited)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -37,4 +39,13 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-__all__ = ["loop_name", "new_event_loop", "run"]
+async def cancel(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` (if any) and wait until it has ended."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+__all__ = ["cancel", "loop_name", "new_event_loop", "run"]

@@ -94,15 +94,17 @@ class TlsSource:
         prefixes = tuple(p[:-1] for p in config.match_sans if p.endswith("*"))
         self._sans: tuple[frozenset[str], tuple[str, ...]] | None = (exact, prefixes) if config.match_sans else None
 
-    def accepts(self, identity: str | None) -> bool:
-        """Whether a peer whose certificate names ``identity`` (its URI SAN) may be talked to:
-        always without ``match_sans``; otherwise it must match one of them."""
+    def accepts(self, identity: str | None, dns_names: tuple[str, ...] = ()) -> bool:
+        """Whether a peer whose certificate names ``identity`` (its URI SAN), or one of
+        ``dns_names`` (its DNS SANs), may be talked to: always without ``match_sans``; otherwise
+        one of them must match one of the patterns."""
         if self._sans is None:
             return True
-        if not identity:
-            return False
         exact, prefixes = self._sans
-        return identity in exact or (bool(prefixes) and identity.startswith(prefixes))
+        for name in (identity, *dns_names) if identity else dns_names:
+            if name in exact or (bool(prefixes) and name.startswith(prefixes)):
+                return True
+        return False
 
     def _uses_secrets(self) -> bool:
         return self.config.secret is not None or self.config.ca_secret is not None
@@ -122,9 +124,9 @@ class TlsSource:
             cs: CertificateSecret = self._secret(c.secret, CertificateSecret, "secret")
             with _memory_file(cs.chain_pem + b"\n" + cs.key_pem) as p:
                 ctx.load_cert_chain(p)
-        else:
-            assert c.cert is not None and c.key is not None
+        elif c.cert is not None and c.key is not None:
             ctx.load_cert_chain(c.cert, c.key)
+        # else: an upstream context with no client certificate (a DestinationRule's SIMPLE TLS)
 
     def _load_ca(self, ctx: ssl.SSLContext) -> bool:
         c = self.config
@@ -227,9 +229,11 @@ class PeerCheck(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         pid = peer_identity(transport)
-        if not self.source.accepts(pid):
-            self.refused = (f"peer identity {pid or '(no URI SAN)'} is not one of "
-                            f"{', '.join(self.source.config.match_sans)}")
+        cert = transport.get_extra_info("peercert") or {}
+        dns = tuple(str(v) for k, v in cert.get("subjectAltName", ()) if k == "DNS")
+        if not self.source.accepts(pid, dns):
+            names = ", ".join([*([pid] if pid else []), *dns]) or "(no URI or DNS SAN)"
+            self.refused = f"peer identity {names} is not one of {', '.join(self.source.config.match_sans)}"
             transport.abort()  # type: ignore[attr-defined]  # a TLS transport: asyncio.Transport
             return
         transport.set_protocol(self.app)

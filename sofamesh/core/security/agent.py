@@ -5,8 +5,10 @@ SDS names ``default`` and ``ROOTCA``.
 
 It authenticates with a bearer token (``sofamesh pilot token create``) while the token is valid,
 and afterwards with its current certificate (a signature over the new CSR made with the current
-key). It runs in the loop of the process that uses it (``sofamesh proxy`` or ``sofamesh agent``);
-nothing here is on the request path.
+key). Over TLS to Pilot's TLS xDS port (``ca_tls``: Pilot's roots) it renews as istio-agent does:
+its current certificate is the TLS client certificate, and Pilot authenticates the renewal by it.
+It runs in the loop of the process that uses it (``sofamesh proxy`` or ``sofamesh agent``); nothing
+here is on the request path.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import datetime
 import json
 import logging
@@ -30,6 +31,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sofamesh.core.errors import ConfigError, MeshError
+from sofamesh.core.net.loop import cancel
+from sofamesh.core.net.pilot_channel import pilot_channel
 from sofamesh.core.net.secrets import (
     DEFAULT_CERT,
     PROCESS_SECRETS,
@@ -42,7 +45,7 @@ from sofamesh.core.security import ca_api
 from sofamesh.core.security.spiffe import SpiffeId, uri_sans
 
 if TYPE_CHECKING:
-    from sofamesh.core.config.model import AgentConfig, XdsConfig
+    from sofamesh.core.config.model import AgentConfig, PilotTlsConfig, XdsConfig
 
 log = logging.getLogger("sofamesh.agent")
 
@@ -69,6 +72,7 @@ class AgentSettings:
     token_file: str | None = None
     identity: SpiffeId | None = None
     validity_s: int = 0
+    ca_tls: PilotTlsConfig | None = None  # None: plaintext to the CA
 
 
 def settings_from_config(agent: AgentConfig, xds: XdsConfig | None) -> AgentSettings:
@@ -98,7 +102,8 @@ def settings_from_config(agent: AgentConfig, xds: XdsConfig | None) -> AgentSett
             identity = SpiffeId(td, str(ns), str(sa))
         except ValueError as exc:
             raise ConfigError("agent", str(exc)) from None
-    return AgentSettings(address, agent.token, agent.token_file, identity, agent.validity_s)
+    tls = agent.ca_tls or (xds.tls if xds is not None and agent.ca_address is None else None)
+    return AgentSettings(address, agent.token, agent.token_file, identity, agent.validity_s, tls)
 
 
 def token_claims(token: str) -> dict[str, Any]:
@@ -134,6 +139,7 @@ class WorkloadAgent:
         self._key: ec.EllipticCurvePrivateKey | None = None
         self._leaf: x509.Certificate | None = None
         self._channel: grpc.aio.Channel | None = None
+        self._channel_serial = -1  # the client certificate the TLS channel presents (0: none)
         self._task: asyncio.Task[None] | None = None
 
     # -- credentials ---------------------------------------------------------------------------
@@ -166,8 +172,11 @@ class WorkloadAgent:
         return token if not exp or exp - _TOKEN_MARGIN_S > time.time() else None
 
     def _metadata(self, csr_pem: bytes) -> tuple[tuple[str, str | bytes], ...]:
-        token = self._usable_token()
         leaf, key = self._leaf, self._key
+        if self.settings.ca_tls is not None and leaf is not None and key is not None and self._valid(leaf):
+            self.last_credential = "peer certificate"  # the channel presents it (see _channel_for)
+            return ()
+        token = self._usable_token()
         if token is None and leaf is not None and key is not None and self._valid(leaf):
             self.last_credential = "certificate"
             sig = key.sign(csr_pem, ec.ECDSA(hashes.SHA256()))
@@ -194,9 +203,8 @@ class WorkloadAgent:
         csr_pem = csr.public_bytes(serialization.Encoding.PEM)
         req = ca_api.IstioCertificateRequest(csr=csr_pem.decode(), validity_duration=self.settings.validity_s)
         metadata = self._metadata(csr_pem)
-        if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.settings.ca_address)
-        call = self._channel.unary_unary(ca_api.METHOD, request_serializer=lambda m: m.SerializeToString(),
+        channel = await self._channel_for(self.last_credential == "peer certificate")
+        call = channel.unary_unary(ca_api.METHOD, request_serializer=lambda m: m.SerializeToString(),
                                          response_deserializer=ca_api.IstioCertificateResponse.FromString)
         try:
             resp = await call(req, metadata=metadata, timeout=_CALL_TIMEOUT_S)
@@ -204,6 +212,27 @@ class WorkloadAgent:
             raise AgentError(f"CA {self.settings.ca_address} refused the CSR for {self.identity}: "
                              f"{exc.code().name}: {exc.details()}") from None
         self._publish(key, list(resp.cert_chain), list(resp.root_cert.ca_cert))
+
+    async def _channel_for(self, present_certificate: bool) -> grpc.aio.Channel:
+        """The channel to the CA; over TLS, one presenting the current certificate when asked to
+        (made anew when that certificate changed)."""
+        s = self.settings
+        serial = self.serial if present_certificate else 0
+        if self._channel is not None and (s.ca_tls is None or serial == self._channel_serial):
+            return self._channel
+        if self._channel is not None:
+            await self._channel.close(None)
+        chain = key_pem = None
+        trust = self.secrets.get(ROOT_CA)
+        if present_certificate:
+            cert = self.secrets.get(DEFAULT_CERT)
+            assert isinstance(cert, CertificateSecret)
+            chain, key_pem = cert.chain_pem, cert.key_pem
+        self._channel = pilot_channel(s.ca_address, s.ca_tls, path="agent.ca_tls", client_chain=chain,
+                                      client_key=key_pem,
+                                      extra_roots=trust.roots_pem if isinstance(trust, TrustSecret) else b"")
+        self._channel_serial = serial
+        return self._channel
 
     def _publish(self, key: ec.EllipticCurvePrivateKey, chain_pems: list[str], root_pems: list[str]) -> None:
         certs = [c for pem in chain_pems for c in x509.load_pem_x509_certificates(pem.encode())]
@@ -263,7 +292,7 @@ class WorkloadAgent:
                 await self.renew()
                 self.last_error = ""
                 delay = self._renew_delay()
-            except (AgentError, grpc.RpcError, OSError) as exc:
+            except (MeshError, grpc.RpcError, OSError) as exc:
                 self.failures += 1
                 self.last_error = str(exc)
                 left = (self.not_after - datetime.datetime.now(datetime.UTC)).total_seconds() \
@@ -274,10 +303,7 @@ class WorkloadAgent:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         channel, self._channel = self._channel, None
         if channel is not None:
             await channel.close(None)

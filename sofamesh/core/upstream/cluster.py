@@ -38,7 +38,7 @@ class Cluster:
 
     __slots__ = ("_last_pool", "_panic", "_plan", "breaker", "checkers", "config", "dependents", "ejected",
                  "endpoints", "hashing", "lb", "limits", "local", "local_zone", "loop", "name", "outlier", "pools",
-                 "protocol", "stats", "tls")
+                 "protocol", "stats", "tls", "tls_matches")
 
     def __init__(self, config: ClusterConfig, lb: LoadBalancer, protocol: CodecFactory | None,
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -52,6 +52,11 @@ class Cluster:
         self.pools: dict[tuple[str, str], Pool] = {}
         self._last_pool: Pool | None = None  # what the previous request used: usually this one's too
         self.tls = TlsSource(config.tls, server=False, path=f"clusters[{config.name}].tls") if config.tls else None
+        # Envoy's transport_socket_matches: (labels an endpoint must hold, its TLS or None for plaintext)
+        self.tls_matches = tuple(
+            (tuple(m.match.items()),
+             TlsSource(m.tls, server=False, path=f"clusters[{config.name}].tls_matches[{i}].tls") if m.tls else None)
+            for i, m in enumerate(config.tls_matches))
         # Without circuit_breakers Envoy's default thresholds apply (1024 connections, pending and
         # active requests, 3 retries), as in Envoy: ``breaker`` and ``limits`` are one object.
         self.limits = CircuitBreaker(config.circuit_breakers)
@@ -174,6 +179,14 @@ class Cluster:
             od.success(ep)
         else:
             ep.consecutive_failures = 0
+
+    def tls_for(self, ep: Endpoint) -> TlsSource | None:
+        """The TLS a new connection to ``ep`` uses (per connection, not per request)."""
+        for match, tls in self.tls_matches:
+            labels = ep.labels
+            if all(labels.get(k) == v for k, v in match):
+                return tls
+        return self.tls
 
     def pool_for(self, ep: Endpoint, factory: CodecFactory) -> Pool:
         last = self._last_pool

@@ -54,6 +54,8 @@ class HealthOwner(Protocol):
 
     def health_changed(self) -> None: ...
 
+    def tls_for(self, ep: Endpoint) -> TlsSource | None: ...
+
 
 class _Probe(asyncio.Protocol):
     """One check's connection: writes the probe, reads until ``judge`` has a verdict."""
@@ -206,7 +208,7 @@ class HealthChecker:
         transport: asyncio.BaseTransport | None = None
         try:
             async with asyncio.timeout(self._timeout):
-                tls = owner.tls
+                tls = owner.tls_for(ep)
                 if tls is None:
                     transport, _ = await loop.create_connection(lambda: _Probe(done, codec, self), ep.host, ep.port)
                 else:

@@ -60,6 +60,8 @@ class PoolOwner(Protocol):
     loop: asyncio.AbstractEventLoop
     breaker: CircuitBreaker | None
 
+    def tls_for(self, ep: Endpoint) -> TlsSource | None: ...
+
 
 class Downstream(Protocol):
     """What a pool reads of the downstream connection a request came on: its read gate, held
@@ -469,18 +471,18 @@ class Pool:
 
         async def connect() -> None:
             try:
-                tls = self.cluster.tls
+                tls = self.cluster.tls_for(ep)
                 if tls is None:
                     await self.loop.create_connection(lambda: conn, ep.host, ep.port)
                 elif tls.config.match_sans:
                     check = PeerCheck(tls, conn)
                     await self.loop.create_connection(lambda: check, ep.host, ep.port, ssl=tls.context(),
-                                                      server_hostname=ep.host)
+                                                      server_hostname=tls.config.sni or ep.host)
                     if check.refused is not None:
                         raise ssl.SSLError(f"TLS peer refused: {check.refused}")
                 else:
                     await self.loop.create_connection(lambda: conn, ep.host, ep.port, ssl=tls.context(),
-                                                      server_hostname=ep.host)
+                                                      server_hostname=tls.config.sni or ep.host)
             except asyncio.CancelledError:
                 if cb is not None:
                     cb.connections -= 1

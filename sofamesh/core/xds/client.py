@@ -25,6 +25,7 @@ from google.rpc import status_pb2
 
 from sofamesh import __version__
 from sofamesh.core.errors import ConfigError, ConfigErrors, MeshError
+from sofamesh.core.net.pilot_channel import pilot_channel, read_roots
 from sofamesh.core.xds.translate import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
@@ -158,7 +159,7 @@ class XdsClient:
                 self.last_error = "the management server closed the stream"
             except grpc.aio.AioRpcError as exc:
                 self.last_error = f"{exc.code().name}: {exc.details()}"
-            except (OSError, grpc.RpcError) as exc:
+            except (OSError, grpc.RpcError, ConfigError) as exc:  # ConfigError: Pilot's roots file went away
                 self.last_error = str(exc)
             except Exception as exc:  # a bug must not end the subscription: log it, start over
                 log.exception("xds %s: the stream failed", self.address)
@@ -202,7 +203,7 @@ class XdsClient:
     async def _stream(self) -> None:
         if self._channel is None:
             b = self.xds
-            self._channel = grpc.aio.insecure_channel(self.address, options=[
+            self._channel = pilot_channel(self.address, b.tls, [
                 ("grpc.initial_reconnect_backoff_ms", b.backoff_initial_ms),
                 ("grpc.min_reconnect_backoff_ms", b.backoff_initial_ms),
                 ("grpc.max_reconnect_backoff_ms", b.backoff_max_ms),
@@ -400,6 +401,8 @@ async def attach(server: ServerView) -> XdsClient:
     ``initial_fetch_timeout_ms``, for the first complete config; ``/ready`` answers 503 until then."""
     xds = server.config.xds
     assert xds is not None
+    if xds.tls is not None:
+        read_roots(xds.tls, "xds.tls")  # a missing or wrong roots file stops the start, naming it
     client = XdsClient(server, server.config, xds, server.protocol_names())
     server.xds = client
     server.ready = False

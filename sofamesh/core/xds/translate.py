@@ -164,15 +164,15 @@ def _sds_name(cfg: Any, kind: str, path: str) -> str:
 
 
 def _san_patterns(vc: Any, path: str) -> list[str]:
-    """SAN matchers -> ``match_sans`` patterns (exact, or ``prefix*``). The peer's URI SAN (its SPIFFE
-    id) is what is checked, so a typed matcher must be of type URI."""
+    """SAN matchers -> ``match_sans`` patterns (exact, or ``prefix*``), checked against the peer's URI
+    SAN (its SPIFFE id) and its DNS SANs, so a typed matcher must be of type URI or DNS."""
     out: list[str] = []
     typed = [(f"{path}.match_typed_subject_alt_names[{i}]", m.san_type, m.matcher)
              for i, m in enumerate(vc.match_typed_subject_alt_names)]
     legacy = [(f"{path}.match_subject_alt_names[{i}]", None, m) for i, m in enumerate(vc.match_subject_alt_names)]
     for mpath, san_type, m in typed + legacy:
-        if san_type is not None and san_type != 3:  # SubjectAltNameMatcher.URI
-            raise ConfigError(f"{mpath}.san_type", "only URI SANs (SPIFFE ids) are checked")
+        if san_type is not None and san_type not in (2, 3):  # SubjectAltNameMatcher.DNS, URI
+            raise ConfigError(f"{mpath}.san_type", "only URI (SPIFFE ids) and DNS SANs are checked")
         kind = m.WhichOneof("match_pattern")
         if kind not in ("exact", "prefix") or m.ignore_case:
             raise ConfigError(mpath, f"SAN matcher {kind!r} is not supported (exact, prefix; case-sensitive)")
@@ -214,10 +214,15 @@ def translate_tls(ts: Any, side: str, path: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     sds = list(c.tls_certificate_sds_secret_configs)
     files = list(c.tls_certificates)
-    if len(sds) + len(files) != 1:
+    client_only = side == "upstream" and not sds and not files  # TLS without a client certificate
+    if len(sds) + len(files) != 1 and not client_only:
         raise ConfigError(cpath, "exactly one certificate is supported (tls_certificate_sds_secret_configs "
                                  f"'default', or tls_certificates), got {len(sds) + len(files)}")
-    if sds:
+    if side == "upstream" and ctx.sni:
+        out["sni"] = ctx.sni
+    if client_only:
+        pass
+    elif sds:
         out["secret"] = _sds_name(sds[0], "cert", f"{cpath}.tls_certificate_sds_secret_configs[0]")
     else:
         tc = files[0]
@@ -581,6 +586,8 @@ def translate_cluster(c: Any, protocols: Collection[str] = ()) -> TranslatedClus
         out["healthy_panic_threshold"] = c.common_lb_config.healthy_panic_threshold.value
     if c.HasField("transport_socket"):
         out["tls"] = translate_tls(c.transport_socket, "upstream", f"{base}: transport_socket")
+    if len(c.transport_socket_matches):
+        out["tls_matches"] = _socket_matches(c, base)
     h2 = connection_limits(c, base, out)
     if (h2 or c.HasField("http2_protocol_options")) and "http2" in protocols:
         out["protocol"] = "http2"
@@ -657,6 +664,30 @@ def _outlier_detection(od: Any, path: str) -> dict[str, Any]:
     return out
 
 
+_RAW_BUFFER = "envoy.transport_sockets.raw_buffer"
+_SOCKET_MATCH = "envoy.transport_socket_match"  # EDS filter_metadata the matches read
+
+
+def _socket_matches(c: Any, base: str) -> list[dict[str, Any]]:
+    """``transport_socket_matches`` -> ``tls_matches``: string ``match`` values; a TLS socket, or
+    ``raw_buffer`` (plaintext). EDS ``filter_metadata["envoy.transport_socket_match"]`` becomes the
+    endpoint labels they match (``translate_load_assignment``)."""
+    out = []
+    for i, m in enumerate(c.transport_socket_matches):
+        path = f"{base}: transport_socket_matches[{i}]"
+        match = {}
+        for k, v in m.match.fields.items():
+            if v.WhichOneof("kind") != "string_value":
+                raise ConfigError(f"{path}.match.{k}", "only string values are supported")
+            match[k] = v.string_value
+        entry: dict[str, Any] = {"name": m.name, "match": match}
+        ts = m.transport_socket
+        if ts.name != _RAW_BUFFER and not ts.typed_config.type_url.endswith(".RawBuffer"):
+            entry["tls"] = translate_tls(ts, "upstream", f"{path}.transport_socket")
+        out.append(entry)
+    return out
+
+
 def translate_load_assignment(cla: Any, base: str | None = None) -> list[dict[str, Any]]:
     base = base or f"ClusterLoadAssignment {cla.cluster_name!r}"
     out = Endpoints()
@@ -675,8 +706,13 @@ def translate_load_assignment(cla: Any, base: str | None = None) -> list[dict[st
             ep: dict[str, Any] = {"address": f"[{host}]:{sa.port_value}" if ":" in host else f"{host}:{sa.port_value}"}
             if lbe.HasField("load_balancing_weight"):
                 ep["weight"] = min(max(lbe.load_balancing_weight.value, 1), 10_000)
-            if labels:
-                ep["labels"] = labels
+            ep_labels = labels
+            socket_match = lbe.metadata.filter_metadata.get(_SOCKET_MATCH) if lbe.HasField("metadata") else None
+            if socket_match is not None:
+                ep_labels = {**labels, **{k: v.string_value for k, v in socket_match.fields.items()
+                                          if v.WhichOneof("kind") == "string_value"}}
+            if ep_labels:
+                ep["labels"] = ep_labels
             endpoint_fields(loc, lbe, ep)
             out.append(ep)
     return overprovisioning(cla, out)

@@ -1,7 +1,8 @@
 """Token and CA endpoints on Pilot's API port: ``POST /v1/tokens`` (issue a token bound to one
 identity), ``DELETE /v1/tokens/{jti}`` (revoke one), ``POST /v1/ca/root-rotation`` (a step of a root
-rotation), ``GET /debug/ca`` (the CA, what it signed and
-refused). Reads only the :class:`~sofamesh.pilot.view.PilotView`.
+rotation), ``GET /v1/ca/roots`` (the trust bundle, PEM: what a client of the TLS xDS port verifies
+Pilot with), ``GET /debug/ca`` (the CA, what it signed and refused, the TLS xDS port). Reads only
+the :class:`~sofamesh.pilot.view.PilotView`.
 """
 
 from __future__ import annotations
@@ -69,8 +70,18 @@ async def rotate_root(request: web.Request) -> web.Response:
     return web.json_response(request.app[PILOT].certificates.ca.rotate_root(body["step"]), dumps=_dumps)
 
 
+async def ca_roots(request: web.Request) -> web.Response:
+    return web.Response(text="".join(request.app[PILOT].certificates.ca.roots()),
+                        content_type="application/x-pem-file")
+
+
 async def debug_ca(request: web.Request) -> web.Response:
-    return web.json_response(request.app[PILOT].certificates.describe(), dumps=_dumps)
+    pilot = request.app[PILOT]
+    out = pilot.certificates.describe()
+    if pilot.serving is not None and pilot.tls_port is not None:
+        out["xds_tls"] = {"address": pilot.config.xds_tls.address if pilot.config.xds_tls else None,
+                          "certificate": pilot.serving.describe(), **pilot.tls_port.describe()}
+    return web.json_response(out, dumps=_dumps)
 
 
 def add_routes(app: web.Application, pilot: PilotView) -> None:
@@ -78,6 +89,7 @@ def add_routes(app: web.Application, pilot: PilotView) -> None:
     app.router.add_post("/v1/tokens", create_token)
     app.router.add_delete("/v1/tokens/{jti}", revoke_token)
     app.router.add_post("/v1/ca/root-rotation", rotate_root)
+    app.router.add_get("/v1/ca/roots", ca_roots)
     app.router.add_get("/debug/ca", debug_ca)
 
 

@@ -605,6 +605,10 @@ def check_client_tls(tls: Mapping[str, Any], path: str, report: Report) -> None:
     """Istio's ``ValidateTLS`` for a DestinationRule's ``tls``."""
     mode = tls.get("mode", "DISABLE")
     has_creds = tls.get("credentialName")
+    if has_creds and mode in ("SIMPLE", "MUTUAL"):
+        report.error(child(path, "credentialName"), "not supported: a sidecar's agent serves only its workload "
+                     "certificate (default) and roots (ROOTCA) over SDS; give caCertificates, clientCertificate "
+                     "and privateKey files instead")
     if mode == "ISTIO_MUTUAL" and any(tls.get(k) for k in ("clientCertificate", "privateKey", "caCertificates",
                                                             "credentialName", "caCrl")):
         report.error(path, "cannot specify client certificates or CA certificate or credentialName if mode is "

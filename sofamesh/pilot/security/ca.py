@@ -40,11 +40,15 @@ class CaContext:
 
 @dataclass(frozen=True, slots=True)
 class SignRequest:
-    """A CSR Pilot has authenticated and checked: sign ``csr``'s public key for ``spiffe_id``."""
+    """A CSR Pilot has authenticated and checked: sign ``csr``'s public key for ``spiffe_id``.
+
+    ``hosts``: DNS names and IP addresses to add as SANs; empty for every workload certificate
+    (Pilot never copies them from a CSR), set only for Pilot's own serving certificate."""
 
     csr: x509.CertificateSigningRequest
     spiffe_id: str
     ttl: datetime.timedelta
+    hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +73,8 @@ class CertificateAuthority(ABC):
 
     @abstractmethod
     async def sign(self, request: SignRequest) -> Issued:
-        """Sign a workload certificate: the URI SAN ``request.spiffe_id`` only, valid for
-        ``request.ttl``, usable as TLS server and client. Raise
+        """Sign a workload certificate: the URI SAN ``request.spiffe_id`` (and the DNS / IP SANs of
+        ``request.hosts``), valid for ``request.ttl``, usable as TLS server and client. Raise
         :class:`~sofamesh.core.errors.MeshError` when it cannot."""
 
     @abstractmethod

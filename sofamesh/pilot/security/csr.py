@@ -2,8 +2,10 @@
 xDS port (the same gRPC server as ADS, as istiod serves both on one port).
 
 Who is asking: ``authorization: Bearer <token>`` metadata (a Pilot token), or, for a renewal, the
-caller's current certificate (``x-sofamesh-cert-bin``, issued by this CA and not expired) with a
-signature over the CSR by its key (``x-sofamesh-csr-signature-bin``). Nothing, or a credential that
+caller's current certificate (issued by this CA and not expired): the client certificate of the
+TLS connection on Pilot's TLS xDS port (as istiod authenticates renewals on 15012), or, on the
+plaintext port, the certificate in ``x-sofamesh-cert-bin`` with a signature over the CSR by its key
+(``x-sofamesh-csr-signature-bin``). Nothing, or a credential that
 does not verify: UNAUTHENTICATED. A CSR whose URI SANs are not exactly the identity the credential
 grants: PERMISSION_DENIED naming both, logged. DNS and IP SANs of a CSR are not copied.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -48,6 +51,9 @@ class CertificateService:
         self.min_ttl_s = min_ttl_s
         self.max_ttl_s = max_ttl_s
         self.signed = 0
+        self.by_credential: dict[str, int] = {}  # token / peer certificate / signed CSR -> certificates signed
+        # gRPC peer -> the verified TLS client certificate (DER) behind it (set by the TLS xDS port)
+        self.peer_certificate: Callable[[str], bytes | None] = lambda peer: None
         self.refused: dict[str, int] = {}
         self.recent_refusals: list[dict[str, Any]] = []
 
@@ -68,7 +74,8 @@ class CertificateService:
             raise _Refused(grpc.StatusCode.UNAUTHENTICATED, f"token refused: {exc}") from None
         return grant.identity, f"token {grant.jti}"
 
-    def _by_certificate(self, der: bytes, signature: bytes, csr_pem: bytes) -> tuple[SpiffeId, str]:
+    def _certificate(self, der: bytes) -> x509.Certificate:
+        """A certificate this CA issued that is valid now (``_Refused`` otherwise)."""
         try:
             cert = x509.load_der_x509_certificate(der)
         except ValueError:
@@ -80,6 +87,22 @@ class CertificateService:
                            f"(valid {cert.not_valid_before_utc.isoformat()} to {cert.not_valid_after_utc.isoformat()})")
         if not self._issued_by_us(cert):
             raise _Refused(grpc.StatusCode.UNAUTHENTICATED, "the certificate was not issued by this CA")
+        return cert
+
+    @staticmethod
+    def _identity_of(cert: x509.Certificate, credential: str) -> tuple[SpiffeId, str]:
+        sans = uri_sans(cert)
+        try:
+            return SpiffeId.parse(sans[0] if sans else ""), credential
+        except ValueError as exc:
+            raise _Refused(grpc.StatusCode.UNAUTHENTICATED, f"the certificate names no workload: {exc}") from None
+
+    def _by_peer_certificate(self, der: bytes) -> tuple[SpiffeId, str]:
+        cert = self._certificate(der)
+        return self._identity_of(cert, f"peer certificate {cert.serial_number:x}")
+
+    def _by_certificate(self, der: bytes, signature: bytes, csr_pem: bytes) -> tuple[SpiffeId, str]:
+        cert = self._certificate(der)
         pub = cert.public_key()
         try:
             if isinstance(pub, ec.EllipticCurvePublicKey):
@@ -91,11 +114,7 @@ class CertificateService:
         except InvalidSignature:
             raise _Refused(grpc.StatusCode.UNAUTHENTICATED, "the CSR signature does not verify with the "
                            "certificate's key") from None
-        sans = uri_sans(cert)
-        try:
-            return SpiffeId.parse(sans[0] if sans else ""), f"certificate {cert.serial_number:x}"
-        except ValueError as exc:
-            raise _Refused(grpc.StatusCode.UNAUTHENTICATED, f"the certificate names no workload: {exc}") from None
+        return self._identity_of(cert, f"certificate {cert.serial_number:x}")
 
     def _issued_by_us(self, cert: x509.Certificate) -> bool:
         for issuer in self.ca.issuers():
@@ -106,10 +125,13 @@ class CertificateService:
                 continue
         return False
 
-    def _caller(self, md: dict[str, str | bytes], csr_pem: bytes) -> tuple[SpiffeId, str]:
+    def _caller(self, md: dict[str, str | bytes], csr_pem: bytes, peer: str) -> tuple[SpiffeId, str]:
         auth = md.get("authorization")
         if isinstance(auth, str) and auth:
             return self._by_token(auth)
+        peer_der = self.peer_certificate(peer)
+        if peer_der is not None:
+            return self._by_peer_certificate(peer_der)
         der, sig = md.get(ca_api.CERT_METADATA), md.get(ca_api.SIGNATURE_METADATA)
         if isinstance(der, bytes) and isinstance(sig, bytes):
             return self._by_certificate(der, sig, csr_pem)
@@ -132,7 +154,7 @@ class CertificateService:
         csr_pem = request.csr.encode()
         peer = context.peer()
         try:
-            identity, credential = self._caller(md, csr_pem)
+            identity, credential = self._caller(md, csr_pem, peer)
             try:
                 csr = x509.load_pem_x509_csr(csr_pem)
             except ValueError:
@@ -160,12 +182,15 @@ class CertificateService:
             await context.abort(grpc.StatusCode.INTERNAL, f"the CA could not sign: {exc}")
             raise AssertionError("unreachable") from None
         self.signed += 1
+        kind = credential.rsplit(" ", 1)[0]
+        self.by_credential[kind] = self.by_credential.get(kind, 0) + 1
         resp = ca_api.IstioCertificateResponse(cert_chain=issued.chain)
         resp.root_cert.ca_cert.extend(issued.roots)
         return resp
 
     def describe(self) -> dict[str, Any]:
         return {"ca": self.ca.describe(), "trust_domain": self.trust_domain, "signed": self.signed,
+                "by_credential": dict(self.by_credential),
                 "refused": dict(self.refused), "recent_refusals": list(self.recent_refusals),
                 "ttl_s": {"default": self.default_ttl_s, "min": self.min_ttl_s, "max": self.max_ttl_s},
                 "tokens": self.tokens.describe()}

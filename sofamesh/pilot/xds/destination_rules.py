@@ -10,7 +10,14 @@ Written: ``loadBalancer.simple`` (lb_policy), ``consistentHash`` (RING_HASH or M
 route hash policy from :func:`hash_policies`), ``connectionPool`` (circuit_breakers thresholds,
 connect_timeout, TCP keepalive, HTTP idle timeout / max requests per connection / max connection
 duration, max concurrent streams), ``outlierDetection`` (outlier_detection and the panic threshold).
-Not written (accepted, reported by ``analyze``): tls, localityLbSetting, warmup, tunnel, proxyProtocol.
+``tls`` (client TLS, :func:`client_tls`): DISABLE writes nothing; SIMPLE an UpstreamTlsContext
+verifying the server against ``caCertificates`` (a file; none: the chain is not verified, as
+Envoy does without a validation context), MUTUAL that plus ``clientCertificate`` / ``privateKey``
+files, ISTIO_MUTUAL the workload certificate and roots over SDS (``default`` / ``ROOTCA``); ``sni``
+and ``subjectAltNames`` (URI SANs for ``spiffe://`` names, DNS SANs otherwise) for all three. A
+rule that sets ``tls`` replaces auto mTLS for its host, as in Istio. ``credentialName`` is refused
+when the rule is applied (no SDS secret but ``default`` / ``ROOTCA`` exists to serve it).
+Not written (accepted): localityLbSetting, warmup, tunnel, proxyProtocol, insecureSkipVerify, caCrl.
 """
 
 from __future__ import annotations
@@ -21,12 +28,15 @@ from typing import Any
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
 from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2
 
 from sofamesh.pilot.policy.duration import parse_duration
+from sofamesh.pilot.xds.auto_mtls import common_context
 
 H2_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_URI_SAN, _DNS_SAN = common_pb2.SubjectAltNameMatcher.URI, common_pb2.SubjectAltNameMatcher.DNS
 _FIELDS = ("loadBalancer", "connectionPool", "outlierDetection", "tls")
 _SIMPLE = {"ROUND_ROBIN": cluster_pb2.Cluster.ROUND_ROBIN, "RANDOM": cluster_pb2.Cluster.RANDOM,
            "LEAST_REQUEST": cluster_pb2.Cluster.LEAST_REQUEST, "LEAST_CONN": cluster_pb2.Cluster.LEAST_REQUEST}
@@ -193,8 +203,37 @@ def _outlier_detection(c: cluster_pb2.Cluster, od: Mapping[str, Any]) -> None:
         c.common_lb_config.healthy_panic_threshold.value = float(od["minHealthPercent"])
 
 
+def client_tls(tls: Mapping[str, Any]) -> base_pb2.TransportSocket | None:
+    """A DestinationRule's ``tls`` -> the cluster's transport socket (``None``: plaintext)."""
+    mode = tls.get("mode", "DISABLE")
+    if mode not in ("SIMPLE", "MUTUAL", "ISTIO_MUTUAL"):
+        return None
+    if mode == "ISTIO_MUTUAL":
+        common = common_context()
+        vc = common.combined_validation_context.default_validation_context
+    else:
+        common = tls_pb2.CommonTlsContext()
+        if mode == "MUTUAL":
+            common.tls_certificates.add(certificate_chain=base_pb2.DataSource(filename=tls["clientCertificate"]),
+                                        private_key=base_pb2.DataSource(filename=tls["privateKey"]))
+        vc = common.validation_context
+        if tls.get("caCertificates"):
+            vc.trusted_ca.filename = tls["caCertificates"]
+    for san in tls.get("subjectAltNames") or []:
+        kind = _URI_SAN if san.startswith("spiffe://") else _DNS_SAN
+        vc.match_typed_subject_alt_names.add(san_type=kind).matcher.exact = san
+    ctx = tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=tls.get("sni") or "")
+    ts = base_pb2.TransportSocket(name="envoy.transport_sockets.tls")
+    ts.typed_config.Pack(ctx)
+    return ts
+
+
 def apply_traffic_policy(c: cluster_pb2.Cluster, policy: Mapping[str, Any], http: bool) -> None:
     """Write ``policy`` (from :func:`effective_policy`) into cluster ``c``."""
+    if isinstance(policy.get("tls"), Mapping):
+        ts = client_tls(policy["tls"])
+        if ts is not None:
+            c.transport_socket.CopyFrom(ts)
     if isinstance(policy.get("loadBalancer"), Mapping):
         _load_balancer(c, policy["loadBalancer"])
     if isinstance(policy.get("connectionPool"), Mapping):

@@ -28,7 +28,15 @@ from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from sofamesh.core.plugin_host import hookimpl
 from sofamesh.pilot.model import Health, MeshModel, Service, ServiceInstance
 from sofamesh.pilot.policy.hosts import selects, service_hosts
-from sofamesh.pilot.xds.auto_mtls import auto_mtls_sans, holds_certificate, upstream_socket
+from sofamesh.pilot.xds.auto_mtls import (
+    auto_mtls_sans,
+    holds_certificate,
+    is_meshed,
+    mark_meshed,
+    meshed,
+    socket_matches,
+    upstream_socket,
+)
 from sofamesh.pilot.xds.destination_rules import apply_traffic_policy, effective_policy, subset_cluster_name
 from sofamesh.pilot.xds.generator import CLUSTER, ENDPOINT, LISTENER, ROUTE, NodeInfo, XdsResource
 from sofamesh.pilot.xds.locality import Group, failover_label_keys, groups_by_locality, locality_groups
@@ -175,17 +183,22 @@ class ClusterGenerator(_PerService):
                 dr = snap.for_service(name).destination_rule if snap is not None else None
                 sans = auto_mtls_sans(mesh.services()[name], mesh.instances(name), trust_domain,
                                       dr.spec if dr is not None else None, pas)
-                res = built if sans is None else [self._tls(r, sans) for r in built]
+                every = meshed(mesh.instances(name))
+                res = built if sans is None else [self._tls(r, sans, every) for r in built]
             memo[name] = (tkey, res)
             out.extend(res)
         self._tls_memo = memo
         return out
 
     @staticmethod
-    def _tls(res: XdsResource, sans: list[str]) -> XdsResource:
+    def _tls(res: XdsResource, sans: list[str], every: bool) -> XdsResource:
+        """mTLS to every endpoint, or (``every`` False) only to the meshed ones."""
         c = cluster_pb2.Cluster()
         c.CopyFrom(res.message)
-        c.transport_socket.CopyFrom(upstream_socket(sans))
+        if every:
+            c.transport_socket.CopyFrom(upstream_socket(sans))
+        else:
+            c.transport_socket_matches.extend(socket_matches(sans))
         return XdsResource(res.name, c, res.wildcard)
 
     @staticmethod
@@ -315,6 +328,9 @@ class EndpointGenerator(_PerService):
                     load_balancing_weight=wrappers_pb2.UInt32Value(value=i.weight),
                 ) for i in g.instances],
             ))
+            for lb, inst in zip(cla.endpoints[-1].lb_endpoints, g.instances, strict=True):
+                if is_meshed(inst):
+                    mark_meshed(lb)
         return cla
 
 

@@ -41,6 +41,7 @@ from xds.type.v3 import typed_struct_pb2
 from sofamesh.core.plugin_host import hookimpl
 from sofamesh.pilot.policy.hosts import NAMESPACE_METADATA
 from sofamesh.pilot.policy.resource import DEFAULT_NAMESPACE
+from sofamesh.pilot.sidecars import INSTANCE_IPS_KEY, INSTANCES_KEY, names
 from sofamesh.pilot.xds.auto_mtls import downstream_socket, holds_certificate
 from sofamesh.pilot.xds.envoy_rbac import envoy_rbac_filters
 from sofamesh.pilot.xds.generator import CLUSTER, LISTENER, NodeInfo, XdsResource
@@ -62,21 +63,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sofamesh.pilot.xds")
 
-INSTANCES_KEY = "sofamesh.instances"
-INSTANCE_IPS_KEY = "INSTANCE_IPS"
 APP_PORT_LABEL = "sofamesh.io/app-port"
 FILTER_TYPE_URL = "type.googleapis.com/sofamesh.config.filter.v1.Filter"
 _HCM = "envoy.filters.network.http_connection_manager"
 _H2_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
-
-
-def _names(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return tuple(sorted(v.strip() for v in value.split(",") if v.strip()))
-    if isinstance(value, list | tuple):
-        return tuple(sorted(str(v) for v in value))
-    return ()
 
 
 def _sofamesh(node: NodeInfo) -> bool:
@@ -89,15 +80,15 @@ def _node_scope(node: NodeInfo) -> Hashable:
     meta = node.metadata
     raw = meta.get("LABELS")
     labels: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
-    return (_names(meta.get(INSTANCES_KEY)), _names(meta.get(INSTANCE_IPS_KEY)),
+    return (names(meta.get(INSTANCES_KEY)), names(meta.get(INSTANCE_IPS_KEY)),
             tuple(sorted((str(k), str(v)) for k, v in labels.items())), str(meta.get("NAMESPACE", "")),
             _sofamesh(node))
 
 
 def workload_instances(mesh: MeshModel, node: NodeInfo) -> list[tuple[Service, ServiceInstance]]:
     """The instances a node stands in front of (see the module docstring)."""
-    ids = set(_names(node.metadata.get(INSTANCES_KEY)))
-    ips = set(_names(node.metadata.get(INSTANCE_IPS_KEY))) if not ids else set()
+    ids = set(names(node.metadata.get(INSTANCES_KEY)))
+    ips = set(names(node.metadata.get(INSTANCE_IPS_KEY))) if not ids else set()
     if not ids and not ips:
         return []
     out = []

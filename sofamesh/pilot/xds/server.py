@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,10 +111,16 @@ class AdsServer:
         self.pushes = 0
         self._server: grpc.aio.Server | None = None
         self.port = 0
+        # told when a stream names its node, and when that stream ends (pilot/sidecars.py)
+        self.on_node: Callable[[int, NodeInfo], None] | None = None
+        self.on_closed: Callable[[int], None] | None = None
+        self.loopback_port = 0  # a second plaintext port on 127.0.0.1 the TLS port relays to
 
     # -- lifecycle -----------------------------------------------------------------------------
-    async def start(self, host: str, port: int, extra: Sequence[grpc.GenericRpcHandler] = ()) -> int:
-        """Serve ADS, and the ``extra`` services (the CSR API) on the same port, as istiod does."""
+    async def start(self, host: str, port: int, extra: Sequence[grpc.GenericRpcHandler] = (), *,
+                    loopback: bool = False) -> int:
+        """Serve ADS, and the ``extra`` services (the CSR API) on the same port, as istiod does;
+        ``loopback``: also on a free port of 127.0.0.1 (:attr:`loopback_port`)."""
         server = grpc.aio.server(options=[
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
             # gRPC core holds a stream that arrives before the application asks for the next one as
@@ -137,6 +143,8 @@ class AdsServer:
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_ADS_SERVICE, handlers), *extra))
         bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        if loopback:
+            self.loopback_port = int(server.add_insecure_port("127.0.0.1:0"))
         await server.start()
         self._server, self.port = server, int(bound)
         return self.port
@@ -212,6 +220,8 @@ class AdsServer:
                 await reader
             self.streams.pop(st.id, None)
             self.metrics.connected.labels(mode).dec()
+            if self.on_closed is not None and st.node is not None:
+                self.on_closed(st.id)
 
     def _endpoints_after_clusters(self, st: Stream, ts: TypeState, clusters: Collection[str]) -> bytes | None:
         """EDS after a CDS push that changed ``clusters``: their assignments are sent again even when
@@ -239,6 +249,8 @@ class AdsServer:
     def _learn_node(self, st: Stream, req: Any) -> None:
         if st.node is None:
             st.node = NodeInfo.from_proto(req.node) if req.HasField("node") else NodeInfo("")
+            if self.on_node is not None:
+                self.on_node(st.id, st.node)
 
     def _ack_or_nack(self, st: Stream, url: str, ts: TypeState, req: Any, version: str) -> None:
         assert st.node is not None

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sofamesh.pilot.policy.resource import Resource
+from sofamesh.pilot.sidecars import NAMESPACE_LABEL, SA_LABEL, TLS_MODE_LABEL
 
 ROOT_NAMESPACE = "istio-system"
 DEFAULT_MODE = "PERMISSIVE"  # Istio's default when no PeerAuthentication says otherwise
@@ -23,6 +24,12 @@ _MODES = ("STRICT", "PERMISSIVE", "DISABLE")
 _RBAC_SOURCE = ("principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks",
                 "requestPrincipals", "notRequestPrincipals")
 _UNAPPLIED_SOURCE = ("serviceAccounts", "notServiceAccounts", "remoteIpBlocks", "notRemoteIpBlocks")
+# Written as the fields the sidecar checks: a service account ``ns/sa`` (or ``sa``, in the policy's
+# namespace) is the principal ``*/ns/<ns>/sa/<sa>`` (any trust domain); the remote IP is the peer's
+# address (a sidecar trusts no X-Forwarded-For), so ``remoteIpBlocks`` are ``ipBlocks`` when the
+# source gives no ``ipBlocks`` of its own (both at once cannot be written: such a source never grants).
+_AS_SOURCE = {"serviceAccounts": "principals", "notServiceAccounts": "notPrincipals",
+              "remoteIpBlocks": "ipBlocks", "notRemoteIpBlocks": "notIpBlocks"}
 _RBAC_OPERATION = ("hosts", "notHosts", "methods", "notMethods", "paths", "notPaths")
 # ``when`` keys the sidecar's authz.rbac evaluates per request; ``destination.port`` is decided here
 _WHEN_KEYS = ("source.ip", "remote.ip", "source.namespace", "source.principal", "request.auth.principal",
@@ -89,15 +96,34 @@ def _operation(op: Mapping[str, Any]) -> dict[str, Any]:
     return {k: list(op[k]) for k in _RBAC_OPERATION if op.get(k)}
 
 
-def _rule(rule: Mapping[str, Any], port: int, action: str) -> dict[str, Any] | None:
+def _source(src: Mapping[str, Any], namespace: str) -> dict[str, list[str]] | None:
+    """An Istio source -> the filter's, or ``None`` when it names something that cannot be written."""
+    out = {k: list(src[k]) for k in _RBAC_SOURCE if src.get(k)}
+    for field in _UNAPPLIED_SOURCE:
+        values = list(src.get(field) or [])
+        if not values:
+            continue
+        target = _AS_SOURCE[field]
+        if target in out:
+            return None
+        if field.endswith("erviceAccounts"):
+            values = [f"*/ns/{v.rpartition('/')[0] or namespace}/sa/{v.rpartition('/')[2]}" for v in values]
+        out[target] = values
+    return out
+
+
+def _rule(rule: Mapping[str, Any], port: int, action: str, namespace: str = "default") -> dict[str, Any] | None:
     """One Istio rule -> the filter's rule on ``port``, or ``None`` when it cannot match there."""
     out: dict[str, Any] = {}
     sources = [f.get("source") or {} for f in rule.get("from") or []]
     froms = []
     for src in sources:
-        if action == "ALLOW" and any(src.get(k) for k in _UNAPPLIED_SOURCE):
-            continue  # a source the sidecar cannot check never grants access
-        froms.append({"source": {k: list(src[k]) for k in _RBAC_SOURCE if src.get(k)}})
+        written = _source(src, namespace)
+        if written is None:
+            if action == "ALLOW":
+                continue  # a source the sidecar cannot check never grants access
+            written = {k: list(src[k]) for k in _RBAC_SOURCE if src.get(k)}
+        froms.append({"source": written})
     if sources and not froms:
         return None
     if froms:
@@ -141,7 +167,8 @@ def rbac_config(authorization_policies: Iterable[Resource], w: Workload, port: i
             continue
         dry_run = action == "AUDIT" or r.annotations.get("istio.io/dry-run") == "true"
         kernel_action = "DENY" if action == "AUDIT" else action
-        rules = [x for x in (_rule(rule, port, kernel_action) for rule in r.spec.get("rules") or []) if x is not None]
+        rules = [x for x in (_rule(rule, port, kernel_action, r.namespace) for rule in r.spec.get("rules") or [])
+                 if x is not None]
         policies.append({"name": f"{r.namespace}.{r.name}", "action": kernel_action, "rules": rules,
                          "dry_run": dry_run})
     return {"policies": policies} if policies else None
@@ -193,10 +220,6 @@ def identities(instances: Sequence[Mapping[str, str]], trust_domain: str, namesp
     return ids or [f"spiffe://{trust_domain}/*"]
 
 
-TLS_MODE_LABEL = "security.istio.io/tlsMode"
-"""Istio's endpoint label: ``istio`` on an instance whose workload runs a sidecar (with a certificate)."""
-SA_LABEL = "sofamesh.io/service-account"
-NAMESPACE_LABEL = "sofamesh.io/namespace"
 
 __all__ = ["DEFAULT_MODE", "NAMESPACE_LABEL", "ROOT_NAMESPACE", "SA_LABEL", "TLS_MODE_LABEL", "Workload",
            "applies", "identities", "inbound_filters", "jwt_config", "mtls_mode", "rbac_config"]

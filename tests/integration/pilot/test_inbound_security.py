@@ -376,12 +376,12 @@ class EnvoySidecar:
                  "--token-file", str(token), "--sds-socket", str(self.sock)],
                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
         wait_until(lambda: self.sock.exists() or self.agent.poll() is not None, 20, what="the agent's SDS socket")
-        self.admin_port = free_port()
+        self.admin_port, self.outbound_port = free_port(), free_port()
         h2 = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         bootstrap = {
             "node": {"id": f"envoy-{sa}", "cluster": sa, "metadata": {
                 "sofamesh.mtls": True, "sofamesh.instances": ",".join(instances),
-                "sofamesh.outbound_port": free_port()}},
+                "sofamesh.outbound_port": self.outbound_port}},
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
             "dynamic_resources": {
                 "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",

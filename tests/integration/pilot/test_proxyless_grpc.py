@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -22,11 +23,12 @@ from .conftest import GrpcBackend, LineReader, PilotProcess
 CLIENT = Path(__file__).with_name("proxyless_client.py")
 
 
-def _bootstrap(tmp_path: Path, pilot: PilotProcess, node_id: str) -> Path:
+def _bootstrap(tmp_path: Path, pilot: PilotProcess, node_id: str, server: dict[str, Any] | None = None) -> Path:
+    """``server``: the xds_servers entry (default: Pilot's plaintext port, insecure)."""
     path = tmp_path / f"bootstrap-{node_id}.json"
     path.write_text(json.dumps({
-        "xds_servers": [{"server_uri": f"127.0.0.1:{pilot.xds_port}", "channel_creds": [{"type": "insecure"}],
-                         "server_features": ["xds_v3"]}],
+        "xds_servers": [server or {"server_uri": f"127.0.0.1:{pilot.xds_port}",
+                                   "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
         "node": {"id": node_id, "cluster": "proxyless", "locality": {}},
     }))
     return path
@@ -34,9 +36,10 @@ def _bootstrap(tmp_path: Path, pilot: PilotProcess, node_id: str) -> Path:
 
 class Client:
     def __init__(self, tmp_path: Path, pilot: PilotProcess, target: str, node_id: str,
-                 metadata: dict[str, str] | None = None, interval_s: float = 0.02) -> None:
+                 metadata: dict[str, str] | None = None, interval_s: float = 0.02,
+                 server: dict[str, Any] | None = None) -> None:
         self.csds_port = free_port()
-        env = {"GRPC_XDS_BOOTSTRAP": str(_bootstrap(tmp_path, pilot, node_id)), "PATH": "/usr/bin:/bin"}
+        env = {"GRPC_XDS_BOOTSTRAP": str(_bootstrap(tmp_path, pilot, node_id, server)), "PATH": "/usr/bin:/bin"}
         self.proc = subprocess.Popen([sys.executable, str(CLIENT), target, str(self.csds_port),
                                       json.dumps(metadata or {}), str(interval_s)], stdout=subprocess.PIPE, env=env)
         self.reader = LineReader(self.proc)

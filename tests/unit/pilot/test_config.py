@@ -9,7 +9,7 @@ import pytest
 
 from sofamesh.core.errors import ConfigError, ConfigErrors
 from sofamesh.pilot import cli
-from sofamesh.pilot.config import load, parse
+from sofamesh.pilot.config import PilotConfig, load, parse
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -73,3 +73,10 @@ def test_sync_pairs_read_from_and_to_and_must_name_configured_registries() -> No
         parse({"registries": regs, "sync": {"pairs": [{"from": "zk", "to": "etcd"}]}})
     with pytest.raises(ConfigError, match="cannot sync with itself"):
         parse({"registries": regs, "sync": {"pairs": [{"from": "zk", "to": "zk"}]}})
+
+
+def test_the_plaintext_xds_port_is_the_default_and_the_tls_port_is_configured_beside_it() -> None:
+    assert PilotConfig().xds_tls is None and PilotConfig().xds.address == "127.0.0.1:15010"
+    cfg = parse({"xds_tls": {"hostnames": ["pilot.example"]}})
+    assert cfg.xds_tls is not None and cfg.xds_tls.host_port == ("127.0.0.1", 15012)
+    assert cfg.xds.address == "127.0.0.1:15010" and cfg.xds_tls.hostnames == ["pilot.example"]

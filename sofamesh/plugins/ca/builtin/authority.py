@@ -19,6 +19,7 @@ server and client auth, signed with SHA-256.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import itertools
 from pathlib import Path
 from typing import Any
@@ -229,8 +230,8 @@ class BuiltinCa(CertificateAuthority):
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                                       ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
                 .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
-                .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(request.spiffe_id)]),
-                               critical=True)
+                .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(request.spiffe_id),
+                                                            *map(_host_san, request.hosts)]), critical=True)
                 .sign(key, hashes.SHA256()))
         return Issued(chain=[_pem(cert), *self._tail], roots=list(self._root_pems))
 
@@ -243,6 +244,13 @@ class BuiltinCa(CertificateAuthority):
                            "not_after": s.not_valid_after_utc.isoformat()} if s else None,
                 "roots": [{"subject": r.subject.rfc4514_string(), "serial": f"{r.serial_number:x}",
                            "not_after": r.not_valid_after_utc.isoformat()} for r in self._roots]}
+
+
+def _host_san(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
 
 
 def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:

@@ -102,6 +102,6 @@ def test_an_upstream_naming_another_spiffe_id_is_refused_before_a_byte_is_writte
         return check.refused, App.made
 
     refused, made = asyncio.run(connect(["spiffe://cluster.local/ns/default/sa/provider"]))
-    assert refused == ("peer identity spiffe://cluster.local/ns/default/sa/impostor is not one of "
+    assert refused == ("peer identity spiffe://cluster.local/ns/default/sa/impostor, localhost is not one of "
                        "spiffe://cluster.local/ns/default/sa/provider") and not made
     assert asyncio.run(connect(["spiffe://cluster.local/ns/default/*"])) == (None, True)

@@ -50,7 +50,7 @@ def test_a_listener_naming_sds_default_and_rootca_gets_the_agents_secrets_and_re
 def test_a_cluster_with_an_upstream_tls_context_originates_mtls_with_the_agents_secrets() -> None:
     c = cluster_pb2.Cluster(name="outbound|80||web", type=cluster_pb2.Cluster.EDS)
     c.transport_socket.CopyFrom(_socket(tls_pb2.UpstreamTlsContext(common_tls_context=_common(), sni="web")))
-    assert translate_cluster(c).config["tls"] == {"secret": "default", "ca_secret": "ROOTCA",
+    assert translate_cluster(c).config["tls"] == {"secret": "default", "ca_secret": "ROOTCA", "sni": "web",
                                                   "alpn": ["h2", "http/1.1"]}
 
 
@@ -63,9 +63,13 @@ def test_a_clusters_uri_san_matchers_become_the_identities_its_upstreams_must_pr
     c.transport_socket.CopyFrom(_socket(tls_pb2.UpstreamTlsContext(common_tls_context=common)))
     assert translate_cluster(c).config["tls"]["match_sans"] == ["spiffe://cluster.local/ns/b/*",
                                                                 "spiffe://cluster.local/ns/a/sa/b"]
-    typed.san_type = typed.DNS
+    typed.san_type = typed.DNS  # a DNS SAN (a DestinationRule's subjectAltNames) is checked too
+    typed.matcher.exact = "web.example"
     c.transport_socket.CopyFrom(_socket(tls_pb2.UpstreamTlsContext(common_tls_context=common)))
-    with pytest.raises(ConfigError, match="san_type: only URI SANs"):
+    assert translate_cluster(c).config["tls"]["match_sans"] == ["web.example", "spiffe://cluster.local/ns/a/sa/b"]
+    typed.san_type = typed.EMAIL
+    c.transport_socket.CopyFrom(_socket(tls_pb2.UpstreamTlsContext(common_tls_context=common)))
+    with pytest.raises(ConfigError, match="san_type: only URI"):
         translate_cluster(c)
 
 

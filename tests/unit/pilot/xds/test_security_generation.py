@@ -130,13 +130,48 @@ def test_authorization_policy_becomes_rbac_per_port_and_request_authentication_b
     assert bolt["authz.rbac"]["policies"] == [
         {"name": "default.echo-callers", "action": "ALLOW", "dry_run": False, "rules": [
             {"from": [{"source": {"principals": ["cluster.local/ns/default/sa/consumer"]}}],
-             "to": [{"operation": {"methods": ["echo"]}}]}]},
+             "to": [{"operation": {"methods": ["echo"]}}]},
+            {"from": [{"source": {"principals": ["*/ns/default/sa/consumer"]}}]}]},
         {"name": "istio-system.audit-all", "action": "DENY", "dry_run": True, "rules": [{}]}]
     http = {f["type"]: f["config"] for f in listeners["inbound|8080|127.0.0.2"]["filters"]}
-    # the first rule names port 12200 only; the second a source field the sidecar does not check
-    # (serviceAccounts) and the third a condition it cannot evaluate (destination.ip): as ALLOW
-    # rules they never grant
-    assert http["authz.rbac"]["policies"][0]["rules"] == []
+    # the first rule names port 12200 only; the second's serviceAccounts are principals of any
+    # trust domain; the third has a condition the sidecar cannot evaluate (destination.ip): as an
+    # ALLOW rule it never grants
+    assert http["authz.rbac"]["policies"][0]["rules"] == [
+        {"from": [{"source": {"principals": ["*/ns/default/sa/consumer"]}}]}]
+
+
+@pytest.mark.parametrize(("source", "action", "expected"), [
+    ("{serviceAccounts: [consumer, prod/web], notServiceAccounts: [bad]}", "ALLOW",
+     [{"from": [{"source": {"principals": ["*/ns/default/sa/consumer", "*/ns/prod/sa/web"],
+                            "notPrincipals": ["*/ns/default/sa/bad"]}}]}]),
+    ("{remoteIpBlocks: [10.0.0.0/8], notRemoteIpBlocks: [10.1.0.0/16]}", "ALLOW",
+     [{"from": [{"source": {"ipBlocks": ["10.0.0.0/8"], "notIpBlocks": ["10.1.0.0/16"]}}]}]),
+    # ipBlocks and remoteIpBlocks at once cannot be written: never grants, denies more
+    ("{ipBlocks: [10.0.0.0/8], remoteIpBlocks: [192.168.0.0/16]}", "ALLOW", []),
+    ("{ipBlocks: [10.0.0.0/8], remoteIpBlocks: [192.168.0.0/16]}", "DENY",
+     [{"from": [{"source": {"ipBlocks": ["10.0.0.0/8"]}}]}]),
+])
+def test_service_accounts_and_remote_ip_blocks_become_principals_and_ip_blocks(
+        source: str, action: str, expected: list[dict[str, Any]]) -> None:
+    policy = (f"apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p}}\n"
+              f"spec: {{selector: {{matchLabels: {{app: echo}}}}, action: {action}, rules: [{{from: [{{source: {source}}}]}}]}}")
+    http = {f["type"]: f["config"] for f in _listeners(_applied(policy))["inbound|8080|127.0.0.2"]["filters"]}
+    assert http["authz.rbac"]["policies"][0]["rules"] == expected
+
+
+def test_custom_is_not_enforced_and_target_ref_selects_the_workloads_of_a_service() -> None:
+    custom = ("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: ext}\n"
+              "spec: {action: CUSTOM, provider: {name: ext-authz}, rules: [{to: [{operation: {paths: [/admin]}}]}]}")
+    http = {f["type"]: f["config"] for f in _listeners(_applied(custom))["inbound|8080|127.0.0.2"]["filters"]}
+    assert "authz.rbac" not in http  # documented: CUSTOM is accepted and not enforced
+    by_ref = ("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: only-echo}\n"
+              "spec: {targetRefs: [{kind: Service, group: '', name: echo}], action: DENY, rules: [{}]}")
+    for lst in _listeners(_applied(by_ref)).values():  # the workload serving `echo`: all its ports, as Istio
+        assert {f["type"]: f["config"] for f in lst["filters"]}["authz.rbac"]["policies"][0]["action"] == "DENY"
+    other = by_ref.replace("name: echo}", "name: reviews}")
+    for lst in _listeners(_applied(other)).values():
+        assert "authz.rbac" not in {f["type"] for f in lst["filters"]}
 
 
 def test_auto_mtls_checks_the_destinations_spiffe_id_for_proxies_holding_a_certificate() -> None:
@@ -177,5 +212,53 @@ spec: {action: ALLOW, rules: [{from: [{source: {requestPrincipals: ["*"]}}]}]}
     hcm.http_filters[0].typed_config.Unpack(shadow)
     hcm.http_filters[1].typed_config.Unpack(allow)
     assert list(shadow.shadow_rules.policies) == ["istio-system.audit-all[0]"] and not shadow.HasField("rules")
-    # echo-callers has no rule for this port; jwt-only's rule needs a JWT filter Envoy is not sent
-    assert allow.rules.action == allow.rules.ALLOW and list(allow.rules.policies) == []
+    # echo-callers' only rule for this port is its serviceAccounts one (a principal suffix, any
+    # trust domain); jwt-only's rule needs a JWT filter Envoy is not sent
+    assert allow.rules.action == allow.rules.ALLOW and list(allow.rules.policies) == ["default.echo-callers[0]"]
+    assert "suffix: \"/ns/default/sa/consumer\"" in str(allow.rules.policies["default.echo-callers[0]"])
+
+
+def test_a_partly_meshed_service_gets_mtls_only_to_its_meshed_endpoints() -> None:
+    from sofamesh.core.xds.translate import translate_load_assignment
+    from sofamesh.pilot.xds.generators import EndpointGenerator
+
+    mesh = MeshModel([Fixed([Service("echo", protocol="http", ports=(8080,))], [
+        ServiceInstance("echo", "e1", "127.0.0.2", 8080, labels=MESHED),
+        ServiceInstance("echo", "e2", "127.0.0.3", 8080)])])
+    mesh.refresh()
+    gen = ClusterGenerator()
+    gen.use_policy(_applied())
+    [res] = list(gen.generate(mesh, CONSUMER))
+    assert not res.message.HasField("transport_socket")
+    assert [m.name for m in res.message.transport_socket_matches] == ["tlsMode-istio", "tlsMode-disabled"]
+    config = translate_cluster(res.message).config
+    assert "tls" not in config
+    assert config["tls_matches"] == [
+        {"name": "tlsMode-istio", "match": {"tlsMode": "istio"},
+         "tls": {"secret": "default", "ca_secret": "ROOTCA",
+                 "match_sans": ["spiffe://cluster.local/ns/default/sa/provider"]}},
+        {"name": "tlsMode-disabled", "match": {}}]
+    [cla] = list(EndpointGenerator().generate(mesh, CONSUMER))
+    eps = {e["address"]: e.get("labels", {}) for e in translate_load_assignment(cla.message)}
+    assert eps == {"127.0.0.2:8080": {"tlsMode": "istio"}, "127.0.0.3:8080": {}}
+    # A proxy without a certificate gets neither.
+    [plain] = list(gen.generate(mesh, PLAIN))
+    assert not plain.message.transport_socket_matches and "tls" not in translate_cluster(plain.message).config
+
+
+@pytest.mark.parametrize(("tls", "expected"), [
+    ("{mode: DISABLE}", None),
+    ("{mode: ISTIO_MUTUAL, sni: echo.default, subjectAltNames: [spiffe://cluster.local/ns/default/sa/other]}",
+     {"secret": "default", "ca_secret": "ROOTCA", "sni": "echo.default",
+      "match_sans": ["spiffe://cluster.local/ns/default/sa/other"]}),
+    ("{mode: SIMPLE, caCertificates: /etc/ca.pem, subjectAltNames: [echo.example]}",
+     {"ca": "/etc/ca.pem", "match_sans": ["echo.example"]}),
+    ("{mode: MUTUAL, clientCertificate: /etc/c.pem, privateKey: /etc/k.pem}", {"cert": "/etc/c.pem", "key": "/etc/k.pem"}),
+])
+def test_a_destination_rules_tls_replaces_auto_mtls(tls: str, expected: dict[str, Any] | None) -> None:
+    gen = ClusterGenerator()
+    gen.use_policy(_applied(f"apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: echo}}\n"
+                            f"spec: {{host: echo, trafficPolicy: {{tls: {tls}}}}}"))
+    for node in (CONSUMER, PLAIN):
+        [res] = list(gen.generate(_mesh(), node))
+        assert translate_cluster(res.message).config.get("tls") == expected
