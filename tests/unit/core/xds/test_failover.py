@@ -18,7 +18,7 @@ def test_servers_are_address_then_addresses_without_repeats() -> None:
 
 def test_the_xds_flag_takes_a_comma_separated_list() -> None:
     args = argparse.Namespace(
-        xds="127.0.0.1:1, 127.0.0.1:2,127.0.0.1:3", node_id="n", cluster=None, xds_mode=None, admin=None
+        xds="127.0.0.1:1, 127.0.0.1:2,127.0.0.1:3", node_id="n", cluster=None, xds_mode=None, admin=None, xds_ca=None
     )
     config = xds_config(ProxyConfig(), args)
     assert config.xds.address == "127.0.0.1:1"
