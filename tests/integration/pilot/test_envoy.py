@@ -70,12 +70,14 @@ def http_backends() -> Iterator[list[HttpBackend]]:
 
 
 class Envoy:
-    def __init__(self, tmp_path: Path, pilot: PilotProcess, api_type: str) -> None:
+    def __init__(self, tmp_path: Path, pilot: PilotProcess, api_type: str, admin_in_metadata: bool = False) -> None:
         self.admin_port = free_port()
         self.outbound_port = free_port()
+        metadata: dict[str, object] = {"sofamesh.outbound_port": self.outbound_port}
+        if admin_in_metadata:  # as sofamesh sidecars do: Pilot's call graph scrapes this admin server
+            metadata["sofamesh.admin"] = f"127.0.0.1:{self.admin_port}"
         bootstrap = {
-            "node": {"id": f"envoy-{api_type.lower()}", "cluster": "edge",
-                     "metadata": {"sofamesh.outbound_port": self.outbound_port}},
+            "node": {"id": f"envoy-{api_type.lower()}", "cluster": "edge", "metadata": metadata},
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
             "dynamic_resources": {
                 "ads_config": {"api_type": api_type, "transport_api_version": "V3",
