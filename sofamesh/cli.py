@@ -438,7 +438,7 @@ def _add_debug_parsers(sub: Any) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--pilot", default="http://127.0.0.1:15080", metavar="URL",
                        help="Pilot's API (default %(default)s)")
-        p.add_argument("-o", "--output", choices=("json",), help="JSON instead of a table")
+        p.add_argument("-o", "--output", choices=("json", "yaml"), help="JSON or YAML instead of a table")
         p.set_defaults(func=cmd_debug)
 
     ps = sub.add_parser("proxy-status", help="each connected proxy: SYNCED / STALE / NOT SENT / NACKED per xDS type")

@@ -151,8 +151,15 @@ def used_only(snap: dict[str, Any]) -> dict[str, Any]:
             kept["latency"] = st["latency"]
         if kept:
             listeners[name] = kept
-    return {"server": snap["server"], "listeners": listeners,
-            "clusters": {n: c for n, st in snap["clusters"].items() if (c := nonzero(st))},
+    clusters = {}
+    for name, st in snap["clusters"].items():
+        kept = nonzero(st)
+        rq_time = st.get("upstream_rq_time")
+        if rq_time and rq_time["count"]:
+            kept["upstream_rq_time"] = rq_time
+        if kept:
+            clusters[name] = kept
+    return {"server": snap["server"], "listeners": listeners, "clusters": clusters,
             "rpc": {k: st for k, st in snap["rpc"].items() if st["requests"] or st["timeouts"]},
             "filters": {k: c for k, st in snap["filters"].items() if (c := nonzero(st))}}
 
@@ -214,7 +221,9 @@ def prometheus_text(snapshots: list[dict[str, Any]]) -> str:
         for cname, st in snap["clusters"].items():
             lab = {**base, "cluster": cname}
             for k, v in st.items():
-                if k.startswith("upstream_rq_") and k[-2:] == "xx":
+                if k == "upstream_rq_time":
+                    _hist(add, "sofamesh_upstream_rq_time_ms", lab, v)
+                elif k.startswith("upstream_rq_") and k[-2:] == "xx":
                     add("sofamesh_upstream_rq_xx", {**lab, "response_code_class": k[-3]}, v)
                 else:
                     add(f"sofamesh_{k}", lab, v)
@@ -248,7 +257,8 @@ def _hist(add: Callable[[str, dict[str, object], object], None], name: str, lab:
     for bound, n in zip((*LATENCY_BUCKETS_MS, "+Inf"), h["buckets"], strict=True):
         acc += n
         add(f"{name}_bucket", {**lab, "le": bound}, acc)
-    add(f"{name}_sum", lab, h["sum_ms"])
+    if "sum_ms" in h:  # the cluster's upstream_rq_time keeps bucket counts only
+        add(f"{name}_sum", lab, h["sum_ms"])
     add(f"{name}_count", lab, h["count"])
 
 

@@ -25,15 +25,7 @@ class Histogram:
 
     def quantile(self, q: float) -> float:
         """Upper bound of the bucket holding quantile ``q`` (0..1); 0 when empty."""
-        if not self.count:
-            return 0.0
-        rank = q * self.count
-        seen = 0
-        for i, n in enumerate(self.buckets):
-            seen += n
-            if seen >= rank and n:
-                return LATENCY_BUCKETS_MS[i] if i < len(LATENCY_BUCKETS_MS) else float("inf")
-        return float("inf")
+        return buckets_quantile(self.buckets, q)
 
     def snapshot(self) -> dict[str, object]:
         return {"count": self.count, "sum_ms": round(self.sum, 3), "buckets": list(self.buckets),
@@ -156,7 +148,13 @@ _CLUSTER_COUNTERS: Final = (
 
 
 class ClusterStats:
-    __slots__ = _CLUSTER_COUNTERS
+    """Envoy's cluster counters, and ``upstream_rq_time``: Envoy's per-cluster histogram of the time
+    (ms) from the request's start to the end of the upstream's response, one sample per request the
+    upstream answered to the end (not local replies, resets or timeouts). Only bucket counts are kept
+    (``LATENCY_BUCKETS_MS`` bounds, the last one +Inf): recording is one bucket index and one
+    increment on the request path; the count is their sum at export."""
+
+    __slots__ = (*_CLUSTER_COUNTERS, "upstream_rq_time")
     outlier_detection_ejections_active: int
     outlier_detection_ejections_detected_total: int
     outlier_detection_ejections_enforced_consecutive_5xx: int
@@ -200,9 +198,12 @@ class ClusterStats:
     upstream_rq_retry_success: int
     upstream_rq_timeout: int
     upstream_rq_total: int
+    upstream_rq_time: list[int]
+
     def __init__(self) -> None:
         for name in _CLUSTER_COUNTERS:
             setattr(self, name, 0)
+        self.upstream_rq_time = [0] * (len(LATENCY_BUCKETS_MS) + 1)
 
     def record_status(self, http_status: int) -> None:
         c = http_status // 100
@@ -215,8 +216,29 @@ class ClusterStats:
         else:
             self.upstream_rq_3xx += 1
 
-    def snapshot(self) -> dict[str, int]:
-        return {n: getattr(self, n) for n in _CLUSTER_COUNTERS}
+    def snapshot(self) -> dict[str, object]:
+        out: dict[str, object] = {n: getattr(self, n) for n in _CLUSTER_COUNTERS}
+        out["upstream_rq_time"] = buckets_snapshot(self.upstream_rq_time)
+        return out
+
+
+def buckets_quantile(buckets: list[int], q: float) -> float:
+    """Upper bound of the bucket holding quantile ``q`` (0..1) of bucket counts; 0 when empty."""
+    count = sum(buckets)
+    if not count:
+        return 0.0
+    rank = q * count
+    seen = 0
+    for i, n in enumerate(buckets):
+        seen += n
+        if seen >= rank and n:
+            return LATENCY_BUCKETS_MS[i] if i < len(LATENCY_BUCKETS_MS) else float("inf")
+    return float("inf")
+
+
+def buckets_snapshot(buckets: list[int]) -> dict[str, object]:
+    return {"count": sum(buckets), "buckets": list(buckets),
+            "p50_ms": buckets_quantile(buckets, 0.5), "p99_ms": buckets_quantile(buckets, 0.99)}
 
 
 class RpcStats:
@@ -236,4 +258,5 @@ class RpcStats:
                 "latency": self.latency.snapshot()}
 
 
-__all__ = ["LATENCY_BUCKETS_MS", "ClusterStats", "Histogram", "ListenerStats", "RpcStats"]
+__all__ = ["LATENCY_BUCKETS_MS", "ClusterStats", "Histogram", "ListenerStats", "RpcStats", "buckets_quantile",
+           "buckets_snapshot"]

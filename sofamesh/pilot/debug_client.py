@@ -1,6 +1,6 @@
 """The ``proxy-status``, ``proxy-config`` and ``describe`` commands of the ``sofamesh`` CLI, as
 istioctl's: Pilot's ``/debug`` JSON over HTTP (``pilot/api/dashboard.py``), printed as aligned
-tables, or as that JSON with ``-o json``."""
+tables, or as that JSON with ``-o json`` (YAML with ``-o yaml``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 from urllib.parse import quote
+
+import yaml
 
 from sofamesh.pilot.policy.client import CommandError, PilotClient
 
@@ -34,8 +36,11 @@ def _get(client: PilotClient, path: str) -> Any:
     return resp.json()
 
 
-def _dump(doc: Any, out: TextIO) -> None:
-    print(json.dumps(doc, indent=2, sort_keys=True), file=out)
+def _dump(doc: Any, output: str, out: TextIO) -> None:
+    if output == "yaml":
+        print(yaml.safe_dump(doc, sort_keys=True, default_flow_style=False).rstrip(), file=out)
+    else:
+        print(json.dumps(doc, indent=2, sort_keys=True), file=out)
 
 
 # -- proxy-status -----------------------------------------------------------------------------------
@@ -46,8 +51,8 @@ def proxy_status(client: PilotClient, proxy: str | None, output: str | None, out
         rows = [r for r in rows if r["proxy"] == proxy]
         if not rows:
             raise CommandError(f"no connected proxy {proxy!r}")
-    if output == "json":
-        _dump({"proxies": rows}, out)
+    if output:
+        _dump({"proxies": rows}, output, out)
         return 0
     if not rows:
         print("No proxies are connected to Pilot.", file=out)
@@ -118,8 +123,8 @@ def _endpoint_rows(name: str, cla: dict[str, Any]) -> list[tuple[str, ...]]:
 
 def proxy_config(client: PilotClient, kind: str, proxy: str, output: str | None, out: TextIO) -> int:
     doc = _get(client, f"/debug/proxy_config/{quote(proxy, safe='')}/{kind}")
-    if output == "json":
-        _dump(doc, out)
+    if output:
+        _dump(doc, output, out)
         return 0
     res = [(r["name"], r["resource"]) for r in doc["resources"]]
     if doc["state"] == "NOT SENT":
@@ -145,8 +150,8 @@ def _ms(v: float | None) -> str:
 
 def describe_service(client: PilotClient, name: str, output: str | None, out: TextIO) -> int:
     doc = _get(client, f"/debug/services/{quote(name, safe='')}")
-    if output == "json":
-        _dump(doc, out)
+    if output:
+        _dump(doc, output, out)
         return 0
     svc = doc["service"]
     print(f"Service:   {svc['name']}", file=out)
@@ -177,6 +182,11 @@ def describe_service(client: PilotClient, name: str, output: str | None, out: Te
             + [("  " + p["kind"], p["namespace"], p["name"]) for p in doc["policies"]],
             out,
         )
+    rejected = doc.get("rejected") or []
+    if rejected:
+        print(f"\nRejected policy ({len(rejected)}), naming this service:", file=out)
+        for r in rejected:
+            print(f"  {r['ref']} at {r['source']}: {'; '.join(r['errors'])}", file=out)
     print(f"\nCallers ({len(doc['callers'])}):", file=out)
     if doc["callers"]:
         table(

@@ -6,7 +6,7 @@ and the call graph. Which resources apply follows Istio: a VirtualService, Servi
 whose ``hosts`` name the service, a DestinationRule whose ``host`` does (short hosts resolve in the
 resource's namespace); an AuthorizationPolicy, PeerAuthentication or RequestAuthentication in scope
 for a workload serving it (``pilot/xds/workload_security.py``'s rule); a WorkloadEntry that made one
-of its instances.
+of its instances. Rejected documents that name the service as a host are listed with their errors.
 """
 
 from __future__ import annotations
@@ -74,6 +74,34 @@ def policies_for(pilot: PilotView, name: str) -> list[dict[str, Any]]:
     ]
 
 
+def _named_hosts(body: Any) -> list[tuple[str, str]]:
+    """(host, namespace) pairs a policy document names, read leniently: it may be the invalid one."""
+    if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
+        return []
+    meta = body.get("metadata")
+    ns = meta.get("namespace") if isinstance(meta, dict) else None
+    ns = ns if isinstance(ns, str) and ns else DEFAULT_NAMESPACE
+    spec = body["spec"]
+    hosts = spec.get("hosts") if body.get("kind") in _HOSTS_KINDS else [spec.get("host")]
+    return [(h, ns) for h in hosts or [] if isinstance(h, str)] if isinstance(hosts, list) else []
+
+
+def rejected_for(pilot: PilotView, name: str) -> list[dict[str, Any]]:
+    """The policy documents the store holds that were rejected and name service ``name`` as a host
+    (``hosts`` / ``host``, short hosts resolved in the document's namespace), with their errors: a
+    resource of them that was accepted before keeps its last accepted version."""
+    rejected = {v.source: v for v in pilot.policy.rejections()}
+    if not rejected:
+        return []
+    hosts = HostIndex(pilot.model)
+    out = []
+    for doc in pilot.config_store.documents():
+        v = rejected.get(doc.source)
+        if v is not None and any(hosts.service_for(h, ns) == name for h, ns in _named_hosts(doc.body)):
+            out.append({"ref": v.ref, "source": v.source.describe(), "errors": [str(i) for i in v.errors]})
+    return out
+
+
 def callers(pilot: PilotView, name: str) -> list[dict[str, Any]]:
     return [e for e in pilot.traffic.edges() if e["destination"] == name]
 
@@ -100,8 +128,17 @@ def describe_service(pilot: PilotView, name: str) -> dict[str, Any] | None:
         "service": svc.to_dict(),
         "instances": instances_by_registry(pilot, name),
         "policies": policies_for(pilot, name),
+        "rejected": rejected_for(pilot, name),
         "callers": callers(pilot, name),
     }
 
 
-__all__ = ["POLICY_SOURCE", "callers", "describe_service", "instances_by_registry", "policies_for", "summary"]
+__all__ = [
+    "POLICY_SOURCE",
+    "callers",
+    "describe_service",
+    "instances_by_registry",
+    "policies_for",
+    "rejected_for",
+    "summary",
+]

@@ -10,9 +10,16 @@ between them (``rate()`` over the window, as a Prometheus query would have it):
 
 - requests: ``upstream_rq_total``; errors: ``upstream_rq_5xx`` (each finished request counts its
   final status there: upstream 5xx, and the proxy's own 503 / 504 for resets, overflows, timeouts);
-- p99: from the difference of the per-RPC latency histograms (``/stats`` ``rpc``: Bolt, Dubbo,
-  HTTP/2 and gRPC) of that service on the proxy's outbound listeners; HTTP/1 calls carry no
-  per-service histogram, so their edges have no p99.
+- p99: from the difference of the clusters' ``upstream_rq_time`` histograms (Envoy's: request
+  start to the end of the upstream's response, every protocol); a sidecar without it (an older
+  version) has the per-RPC latency histograms of that service on its outbound listeners used instead.
+
+An Envoy (its xDS node's ``user_agent_name`` is ``envoy``) whose bootstrap sets the same node
+metadata is scraped at Envoy's ``/stats/prometheus?usedonly&filter=upstream_rq_``: the same counters
+under Envoy's tag-extracted names (``envoy_cluster_upstream_rq_total``, ``envoy_cluster_upstream_rq_xx``
+with ``envoy_response_code_class="5"``, both labelled ``envoy_cluster_name``), and the cumulative
+buckets of its ``upstream_rq_time`` histogram (Envoy's bounds; each bucket counts in the first of
+``LATENCY_BUCKETS_MS`` at or above its bound, so the p99 stays an upper bound).
 
 The rounds run as one task on Pilot's loop. They await sockets, hold the loop only to parse one
 proxy's ``/stats`` at a time, and the ADS server never waits for them.
@@ -24,7 +31,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,11 +58,17 @@ class Sample:
     latency: dict[str, list[int]]  # service -> histogram buckets, cumulative
 
 
+ENVOY_STATS = "/stats/prometheus?usedonly&filter=upstream_rq_"
+_PROM_LINE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_PROM_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
 @dataclass(slots=True)
 class ProxyTraffic:
     proxy: str
     source: str
     admin: str
+    kind: str = "sofamesh"  # or "envoy": which admin API it answers
     samples: list[Sample] = field(default_factory=list)
     last_error: str = ""
     last_scrape: float = 0.0
@@ -71,6 +86,8 @@ def outbound_service(cluster: str) -> str | None:
 def sample_of(stats: dict[str, Any], at: float) -> Sample:
     """The counters an edge needs, out of one proxy's ``/stats``."""
     calls: dict[str, tuple[int, int]] = {}
+    latency: dict[str, list[int]] = {}
+    timed = False  # a sidecar that has upstream_rq_time at all
     for name, c in (stats.get("clusters") or {}).items():
         svc = outbound_service(name)
         if svc is None or not isinstance(c, dict):
@@ -80,16 +97,69 @@ def sample_of(stats: dict[str, Any], at: float) -> Sample:
             rq + int(c.get("upstream_rq_total", 0)),
             err + int(c.get("upstream_rq_5xx", 0)),
         )
-    latency: dict[str, list[int]] = {}
+        rq_time = c.get("upstream_rq_time")
+        if isinstance(rq_time, dict):
+            timed = True
+            _add_buckets(latency, svc, rq_time.get("buckets") or [])
+    if timed:
+        return Sample(at, calls, latency)
     for key, r in (stats.get("rpc") or {}).items():
         parts = key.rsplit("|", 3)  # listener|protocol|service|method; listener names hold "|" too
         if len(parts) != 4 or not parts[0].startswith("outbound") or parts[2] not in calls or not isinstance(r, dict):
             continue
-        svc = parts[2]
-        buckets = (r.get("latency") or {}).get("buckets") or []
-        have = latency.setdefault(svc, [0] * (len(LATENCY_BUCKETS_MS) + 1))
-        for i, n in enumerate(buckets[: len(have)]):
-            have[i] += int(n)
+        _add_buckets(latency, parts[2], (r.get("latency") or {}).get("buckets") or [])
+    return Sample(at, calls, latency)
+
+
+def _add_buckets(latency: dict[str, list[int]], svc: str, buckets: list[Any]) -> None:
+    have = latency.setdefault(svc, [0] * (len(LATENCY_BUCKETS_MS) + 1))
+    for i, n in enumerate(buckets[: len(have)]):
+        have[i] += int(n)
+
+
+def envoy_sample_of(text: str, at: float) -> Sample:
+    """The counters an edge needs, out of Envoy's ``/stats/prometheus`` text."""
+    totals: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    cumulative: dict[str, list[tuple[float, int]]] = {}
+    for line in text.splitlines():
+        m = _PROM_LINE.match(line)
+        if m is None:
+            continue
+        name, labels, value = m.group(1), dict(_PROM_LABEL.findall(m.group(2) or "")), m.group(3)
+        if name not in (
+            "envoy_cluster_upstream_rq_total",
+            "envoy_cluster_upstream_rq_xx",
+            "envoy_cluster_upstream_rq_time_bucket",
+        ):
+            continue
+        cluster = labels.get("envoy_cluster_name", "")
+        if outbound_service(cluster) is None:
+            continue
+        n = int(float(value))
+        if name == "envoy_cluster_upstream_rq_total":
+            totals[cluster] = n
+        elif name == "envoy_cluster_upstream_rq_xx":
+            if labels.get("envoy_response_code_class") == "5":
+                errors[cluster] = n
+        else:
+            le = labels.get("le", "+Inf")
+            cumulative.setdefault(cluster, []).append((float("inf") if le == "+Inf" else float(le), n))
+    calls: dict[str, tuple[int, int]] = {}
+    for cluster, rq in totals.items():
+        svc = outbound_service(cluster)
+        assert svc is not None
+        sum_rq, sum_err = calls.get(svc, (0, 0))
+        calls[svc] = (sum_rq + rq, sum_err + errors.get(cluster, 0))
+    latency: dict[str, list[int]] = {}
+    for cluster, pairs in cumulative.items():
+        svc = outbound_service(cluster)
+        assert svc is not None
+        buckets = latency.setdefault(svc, [0] * (len(LATENCY_BUCKETS_MS) + 1))
+        before = 0
+        for bound, n in sorted(pairs):
+            buckets[bisect_left(LATENCY_BUCKETS_MS, bound)] += max(0, n - before)
+            before = max(before, n)
     return Sample(at, calls, latency)
 
 
@@ -151,13 +221,14 @@ class TrafficGraph:
                 log.exception("traffic scrape round failed")
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
 
-    def _targets(self) -> list[tuple[str, str, str]]:
-        """(admin address, proxy id, source name) of at most ``max_proxies`` proxies, in turn."""
-        seen: dict[str, tuple[str, str, str]] = {}
+    def _targets(self) -> list[tuple[str, str, str, str]]:
+        """(admin address, proxy id, source name, kind) of at most ``max_proxies`` proxies, in turn."""
+        seen: dict[str, tuple[str, str, str, str]] = {}
         for st in list(self.ads.streams.values()):
             admin = admin_address(st)
             if admin is not None and st.node is not None:
-                seen[admin] = (admin, st.node.id, st.node.cluster or st.node.id)
+                kind = "envoy" if st.node.user_agent.split("/")[0] == "envoy" else "sofamesh"
+                seen[admin] = (admin, st.node.id, st.node.cluster or st.node.id, kind)
         targets = sorted(seen.values())
         for gone in set(self.proxies) - set(seen):
             del self.proxies[gone]
@@ -175,20 +246,24 @@ class TrafficGraph:
         await asyncio.gather(*(self._scrape(*t) for t in targets))
         self.rounds += 1
 
-    async def _scrape(self, admin: str, proxy: str, source: str) -> None:
+    async def _scrape(self, admin: str, proxy: str, source: str, kind: str = "sofamesh") -> None:
         assert self._session is not None
         pt = self.proxies.get(admin)
         if pt is None or pt.proxy != proxy:
-            pt = self.proxies[admin] = ProxyTraffic(proxy, source, admin)
+            pt = self.proxies[admin] = ProxyTraffic(proxy, source, admin, kind)
         t0 = time.monotonic()
+        path = ENVOY_STATS if kind == "envoy" else "/stats?usedonly"
         try:
-            async with self._session.get(f"http://{admin}/stats?usedonly") as resp:
+            async with self._session.get(f"http://{admin}{path}") as resp:
                 if resp.status != 200:
                     raise ValueError(f"HTTP {resp.status}")
                 body = await resp.content.read(MAX_STATS_BYTES + 1)
             if len(body) > MAX_STATS_BYTES:
-                raise ValueError(f"/stats larger than {MAX_STATS_BYTES} bytes")
-            sample = sample_of(json.loads(body), time.monotonic())
+                raise ValueError(f"{path} larger than {MAX_STATS_BYTES} bytes")
+            if kind == "envoy":
+                sample = envoy_sample_of(body.decode("utf-8", "replace"), time.monotonic())
+            else:
+                sample = sample_of(json.loads(body), time.monotonic())
         except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
             pt.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             pt.last_scrape = time.time()
@@ -263,6 +338,7 @@ class TrafficGraph:
                     "proxy": p.proxy,
                     "source": p.source,
                     "admin": p.admin,
+                    "kind": p.kind,
                     "samples": len(p.samples),
                     "last_scrape": p.last_scrape or None,
                     "scrape_ms": p.scrape_ms,
@@ -273,4 +349,4 @@ class TrafficGraph:
         }
 
 
-__all__ = ["TrafficGraph", "outbound_service", "p99_ms", "sample_of"]
+__all__ = ["ENVOY_STATS", "TrafficGraph", "envoy_sample_of", "outbound_service", "p99_ms", "sample_of"]

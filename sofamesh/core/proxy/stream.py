@@ -7,6 +7,7 @@ breakers (``Cluster.breaker``)."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -16,7 +17,7 @@ from sofamesh.core.headers import Headers
 from sofamesh.core.proxy.context import StreamContext
 from sofamesh.core.proxy.filter_chain import LocalReply, Verdict
 from sofamesh.core.proxy.retry import ATTEMPT_HEADER, RetryState, with_attempt_count
-from sofamesh.core.stats import RpcStats
+from sofamesh.core.stats import LATENCY_BUCKETS_MS, RpcStats
 from sofamesh.core.upstream.outlier import CONNECT_FAILED, RESET, TIMEOUT
 from sofamesh.core.upstream.pool import MultiplexedConnection
 
@@ -439,7 +440,7 @@ class Stream:
                 head = _answering(head, self.head.request_id)
             conn.write(conn.codec.send(head))
         if head.end_stream:
-            self._finish()
+            self._finish(True)
 
     def on_response_body(self, chunk: BodyChunk) -> None:
         if self.done:
@@ -468,7 +469,7 @@ class Stream:
         if conn.factory.streaming:
             eom = EndOfMessage(eom.trailers, self.head.request_id)
         conn.write(conn.codec.send(eom))
-        self._finish()
+        self._finish(True)
 
     def flush_response(self) -> None:
         """Send queued response body the streaming downstream's window allows; give the same number
@@ -500,7 +501,7 @@ class Stream:
             up.write(up.codec.acknowledge(self.up_id, sent))
         if not q and self.resp_end is not None:
             conn.write(codec.send(EndOfMessage(self.resp_end.trailers, sid)))
-            self._finish()
+            self._finish(True)
 
     def on_upstream_reset(self, reason: str, refused: bool = False) -> None:
         if self.done:
@@ -721,7 +722,9 @@ class Stream:
         self.http_status = self.http_status or 499
         self._finish()
 
-    def _finish(self) -> None:
+    def _finish(self, upstream_complete: bool = False) -> None:
+        """``upstream_complete``: the upstream's response ended (and went downstream) — the one
+        sample of the cluster's ``upstream_rq_time``, as Envoy's router charges it."""
         self.done = True
         conn = self.conn
         if self.timer:
@@ -738,6 +741,8 @@ class Stream:
         if cluster is not None:
             cluster.stats.upstream_rq_active -= 1
             cluster.stats.record_status(hs)
+            if upstream_complete:
+                cluster.stats.upstream_rq_time[bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
             if self.endpoint is not None:
                 self.endpoint.active_rq -= 1
             rs = self.retry

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
@@ -142,6 +143,8 @@ def test_proxy_config_shows_what_pilot_sent_the_proxy(mesh: Mesh) -> None:
     applied = {c["name"] for c in mesh.good.dump()["config"]["clusters"]}
     assert doc["state"] == "SYNCED" and doc["exact"] is True
     assert sent == applied and any(n.endswith("|web") for n in sent)
+    as_yaml = yaml.safe_load(sofamesh("proxy-config", "cluster", "app-1", "--pilot", mesh.url, "-o", "yaml").stdout)
+    assert {r["name"] for r in as_yaml["resources"]} == sent and as_yaml["state"] == "SYNCED"
     table = sofamesh("proxy-config", "cluster", "app-1", "--pilot", mesh.url).stdout.splitlines()
     assert table[0].split() == ["NAME", "SERVICE", "PORT", "SUBSET", "DIRECTION", "TYPE"]
     web = next(line.split() for line in table if line.split() and line.split()[0].endswith("|web"))
@@ -245,3 +248,26 @@ def test_failing_calls_show_as_the_callers_error_rate(mesh: Mesh) -> None:
         assert edge["source"] == "app-1" and edge["errors_total"] == edge["requests_total"] == 20
         assert edge["error_rate"] == 1.0
         mesh.pilot.api("DELETE", "/v1/services/flaky/instances/f1")
+
+
+def test_an_http1_edge_has_the_p99_of_a_provider_that_answers_slowly(mesh: Mesh) -> None:
+    """HTTP/1 calls carry no per-RPC histogram: the edge's p99 is the cluster's upstream_rq_time."""
+    with UpstreamServer("slow-1") as slow:
+        host, port = slow.address.rsplit(":", 1)
+        mesh.pilot.api("PUT", "/v1/services/slow/instances/s1", address=host, port=int(port), protocol="http")
+        wait_for(lambda: mesh.good.endpoints("|slow") == {slow.address}, 15, "slow's endpoint in app-1")
+        for _ in range(8):  # the provider answers after 200 ms
+            assert http_get(mesh.good.egress("http"), "slow", "/slow?ms=200")[0] == 200
+        (name,) = (n for n, c in mesh.good.stats()["clusters"].items() if n.endswith("|slow"))
+        assert mesh.good.stats()["clusters"][name]["upstream_rq_time"]["count"] == 8
+
+        def caller() -> dict[str, Any] | None:
+            doc = json.loads(sofamesh("describe", "service", "slow", "--pilot", mesh.url, "-o", "json").stdout)
+            return next((c for c in doc["callers"] if c["requests"] >= 8 and c["p99_ms"] is not None), None)
+
+        edge = wait_for(caller, 20, "slow's p99 in the call graph")
+        assert edge["source"] == "app-1" and 200 <= edge["p99_ms"] < 2000, edge
+        graph = httpx.get(f"{mesh.url}/debug/graph", timeout=10).json()
+        (g,) = (e for e in graph["edges"] if e["destination"] == "slow")
+        assert 200 <= g["p99_ms"] < 2000
+        mesh.pilot.api("DELETE", "/v1/services/slow/instances/s1")

@@ -72,13 +72,15 @@ def http_backends() -> Iterator[list[HttpBackend]]:
 class Envoy:
     def __init__(self, tmp_path: Path, pilot: PilotProcess, api_type: str,
                  locality: dict[str, str] | None = None, metadata: dict[str, object] | None = None,
-                 xds_ports: Sequence[int] = ()) -> None:
+                 xds_ports: Sequence[int] = (), admin_in_metadata: bool = False) -> None:
         """ADS to ``pilot``, or to a cluster of all ``xds_ports`` (Pilot replicas) when given."""
         self.admin_port = free_port()
         self.outbound_port = free_port()
+        meta: dict[str, object] = {"sofamesh.outbound_port": self.outbound_port, **(metadata or {})}
+        if admin_in_metadata:  # as sofamesh sidecars do: Pilot's call graph scrapes this admin server
+            meta["sofamesh.admin"] = f"127.0.0.1:{self.admin_port}"
         bootstrap = {
-            "node": {"id": f"envoy-{api_type.lower()}", "cluster": "edge",
-                     "metadata": {"sofamesh.outbound_port": self.outbound_port, **(metadata or {})},
+            "node": {"id": f"envoy-{api_type.lower()}", "cluster": "edge", "metadata": meta,
                      "locality": locality or {}},
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
             "dynamic_resources": {

@@ -29,3 +29,30 @@ def test_usedonly_keeps_only_nonzero_counters_and_what_holds_any() -> None:
     assert doc["listeners"]["out"]["latency"]["count"] == 1
     assert doc["filters"] == {"out|authz.rbac": {"allowed": 2}}
     assert doc["server"] == {"version": "x"}
+
+
+def test_a_clusters_upstream_rq_time_is_kept_when_used_and_exported_as_a_histogram() -> None:
+    from bisect import bisect_left
+
+    from sofamesh.core.admin import prometheus_text
+    from sofamesh.core.stats import LATENCY_BUCKETS_MS
+
+    used, idle = ClusterStats(), ClusterStats()
+    used.upstream_rq_total = 3
+    for ms in (0.7, 180.0, 220.0):
+        used.upstream_rq_time[bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
+    snap = {
+        "server": {},
+        "listeners": {},
+        "clusters": {"outbound|80|a": used.snapshot(), "outbound|80|b": idle.snapshot()},
+        "rpc": {},
+        "filters": {},
+    }
+    rq_time = used_only(snap)["clusters"]["outbound|80|a"]["upstream_rq_time"]
+    assert rq_time["count"] == 3 and rq_time["p99_ms"] == 250 and rq_time["p50_ms"] == 250
+    assert "outbound|80|b" not in used_only(snap)["clusters"]  # no requests, no samples: left out
+    text = prometheus_text([snap])
+    assert 'sofamesh_upstream_rq_time_ms_bucket{cluster="outbound|80|a",le="1"} 1' in text
+    assert 'sofamesh_upstream_rq_time_ms_bucket{cluster="outbound|80|a",le="250"} 3' in text
+    assert 'sofamesh_upstream_rq_time_ms_count{cluster="outbound|80|a"} 3' in text
+    assert "sofamesh_upstream_rq_time_ms_sum" not in text

@@ -4,6 +4,7 @@ to the service (hosts, host, workload selectors, namespaces), as Istio scopes th
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -109,3 +110,25 @@ def test_the_services_list_counts_instances_by_registry_and_health() -> None:
     s = summary(_pilot([]), "reviews")
     assert s["instances"] == 2 and s["by_registry"] == {"etcd": 1, "zk": 1}
     assert s["by_health"] == {"healthy": 1, "unhealthy": 1}
+
+
+REJECTED = (Path(__file__).parents[2] / "data/rejected/policy.yaml").read_text()
+
+
+def test_describe_lists_the_rejected_documents_that_name_the_service() -> None:
+    pilot = _pilot([])
+    docs = [
+        StoredDocument(Source("p.yaml", d.document, d.line, d.lines), d.body)
+        for d in parse_stream(POLICY + "---\n" + REJECTED)
+    ]
+    pilot.policy.sync(docs)
+    pilot.config_store = SimpleNamespace(documents=lambda: docs)
+    assert len(pilot.policy.rejections()) == 3
+    doc = describe_service(pilot, "reviews")
+    assert doc is not None
+    (bad,) = doc["rejected"]  # ratings-broken names ratings; reviews-other-broken means reviews.other
+    assert bad["ref"] == "VirtualService default/reviews-broken" and bad["source"].startswith("p.yaml:")
+    assert bad["errors"] and "weight" in bad["errors"][0]
+    assert [p["name"] for p in doc["policies"] if p["kind"] == "VirtualService"] == ["reviews-route"]
+    (ratings,) = describe_service(pilot, "ratings")["rejected"]  # type: ignore[index]
+    assert ratings["ref"] == "DestinationRule default/ratings-broken" and "FASTEST" in ratings["errors"][0]

@@ -101,3 +101,53 @@ def test_a_proxy_that_does_not_answer_is_reported_and_the_round_ends_within_the_
         await server.wait_closed()
 
     asyncio.run(main())
+
+
+def test_the_clusters_upstream_rq_time_makes_the_p99_for_every_protocol() -> None:
+    """An HTTP/1 service (no per-RPC histogram) gets its p99 from the cluster's ``upstream_rq_time``,
+    summed over its subset clusters; with it present the RPC histograms are not used."""
+    slow = [0] * N
+    slow[9] = 3  # <= 500 ms
+    fast = [0] * N
+    fast[1] = 97  # <= 1 ms
+    stats = _stats(100, 0, 0, [5] * N)
+    stats["clusters"]["outbound|80|v1|web"]["upstream_rq_time"] = {"count": 3, "buckets": slow}
+    stats["clusters"]["outbound|80|v2|web"] = {
+        "upstream_rq_total": 97,
+        "upstream_rq_time": {"count": 97, "buckets": fast},
+    }
+    s = sample_of(stats, 1.0)
+    assert s.calls["web"] == (104, 0)
+    assert s.latency["web"][9] == 3 and s.latency["web"][1] == 97
+    assert "echo" not in s.latency  # a sidecar with upstream_rq_time: the RPC histograms are not read
+    assert p99_ms(s.latency["web"]) == LATENCY_BUCKETS_MS[9]
+
+
+ENVOY_TEXT = """# TYPE envoy_cluster_upstream_rq_total counter
+envoy_cluster_upstream_rq_total{envoy_cluster_name="outbound|80||web"} 11
+envoy_cluster_upstream_rq_total{envoy_cluster_name="pilot"} 3
+# TYPE envoy_cluster_upstream_rq_xx counter
+envoy_cluster_upstream_rq_xx{envoy_response_code_class="2",envoy_cluster_name="outbound|80||web"} 7
+envoy_cluster_upstream_rq_xx{envoy_response_code_class="5",envoy_cluster_name="outbound|80||web"} 4
+# TYPE envoy_cluster_upstream_rq_time histogram
+envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="outbound|80||web",le="0.5"} 0
+envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="outbound|80||web",le="1"} 1
+envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="outbound|80||web",le="5"} 1
+envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="outbound|80||web",le="250"} 7
+envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="outbound|80||web",le="60000"} 7
+envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="outbound|80||web",le="3600000"} 8
+envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="outbound|80||web",le="+Inf"} 8
+envoy_cluster_upstream_rq_time_sum{envoy_cluster_name="outbound|80||web"} 1500.5
+envoy_cluster_upstream_rq_time_count{envoy_cluster_name="outbound|80||web"} 8
+"""
+
+
+def test_envoys_prometheus_counters_and_buckets_make_the_same_sample() -> None:
+    from sofamesh.pilot.traffic import envoy_sample_of
+
+    s = envoy_sample_of(ENVOY_TEXT, 2.0)
+    assert s.calls == {"web": (11, 4)}  # the non-outbound "pilot" cluster is not an edge
+    web = s.latency["web"]
+    assert sum(web) == 8 and web[LATENCY_BUCKETS_MS.index(1)] == 1 and web[LATENCY_BUCKETS_MS.index(250)] == 6
+    assert web[-1] == 1  # over 30 s: Envoy's bounds past ours count in +Inf
+    assert p99_ms(web) is None and p99_ms([*web[:-1], 0]) == 250
