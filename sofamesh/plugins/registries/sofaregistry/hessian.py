@@ -14,39 +14,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from sofamesh.core.hessian.values import JavaLong, JavaObject, TypedList
 from sofamesh.plugins.protocols.bolt.hessian import _Reader, _Stop
 
 _CHUNK = 0x8000
 _MAX_DEPTH = 32
-
-
-@dataclass(slots=True)
-class JavaObject:
-    """A Java object: its class name and its fields in declaration order (the wire order)."""
-
-    class_name: str
-    fields: dict[str, Any] = field(default_factory=dict)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self.fields.get(name, default)
-
-
-@dataclass(frozen=True, slots=True)
-class JavaLong:
-    """Forces a Python int to be written as a Java ``long`` (plain ints are written as ``int``)."""
-
-    value: int
-
-
-@dataclass(frozen=True, slots=True)
-class TypedList:
-    """A list written with a Java type name (``java.util.ArrayList``)."""
-
-    items: Sequence[Any]
-    type_name: str = ""
 
 
 class HessianError(ValueError):
