@@ -317,6 +317,23 @@ class HessianReader:
             raise HessianError(f"hessian: negative field count {count} before offset {self._pos}")
         self._classdefs.append((name, [self.read_string() for _ in range(count)]))
 
+    def read_instance_head(self) -> tuple[str, list[str]]:
+        """Start reading an object (``O`` or compact instance, after any class definitions): its
+        class name and field names; the reader is left at the first field's value, so a caller
+        reads or skips just the fields it wants."""
+        tag = self._byte()
+        while tag == 0x43:
+            self._class_definition()
+            tag = self._byte()
+        if tag == 0x4F:
+            index = self.read_int()
+        elif 0x60 <= tag <= 0x6F:
+            index = tag - 0x60
+        else:
+            raise HessianError(f"hessian: object expected at offset {self._pos - 1}, found tag 0x{tag:02x}")
+        self._fields(index)
+        return self._classdefs[index]
+
     # -- whole values -----------------------------------------------------------------------------
     def read(self) -> object:
         """Read one value of any type, decoded: None, bool, int (ints and longs), float, str, bytes,
