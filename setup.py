@@ -25,6 +25,7 @@ COMPILED = [
     "sofamesh/core/hessian/values.py",
     "sofamesh/core/hessian/reader.py",
     "sofamesh/core/hessian/writer.py",
+    "sofamesh/core/hessian/draft.py",
     "sofamesh/core/endpoint.py",
     "sofamesh/core/net/timers.py",
     "sofamesh/core/net/flow_control.py",

@@ -1,17 +1,11 @@
-"""The draft Hessian 2 codec for SOFARegistry's Java objects."""
+"""The draft Hessian 2 codec (hessian.js-1 v2, sofa-hessian-node) for SOFARegistry's Java objects."""
 
 from __future__ import annotations
 
 import pytest
 
-from sofamesh.plugins.registries.sofaregistry.hessian import (
-    HessianError,
-    JavaLong,
-    JavaObject,
-    TypedList,
-    decode,
-    encode,
-)
+from sofamesh.core.hessian import HessianError, JavaLong, JavaObject, TypedList
+from sofamesh.core.hessian.draft import decode, encode
 
 # A PublisherRegister as sofa-registry-node 0.0.1 (sofa-bolt-node + hessian.js-1 EncoderV2) writes it.
 CLIENT_PUBLISH = bytes.fromhex(
