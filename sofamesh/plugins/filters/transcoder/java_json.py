@@ -20,7 +20,7 @@ from typing import Any, Final
 from sofamesh.core.errors import ProtocolError
 from sofamesh.core.hessian import JavaLong, JavaObject, TypedList, TypedMap
 
-__all__ = ["ArgumentError", "dubbo_descriptor", "to_hessian", "to_json"]
+__all__ = ["ArgumentError", "dubbo_descriptor", "to_hessian", "to_json", "untyped"]
 
 BIG_DECIMAL: Final = "java.math.BigDecimal"
 BIG_INTEGER: Final = "java.math.BigInteger"
@@ -117,16 +117,16 @@ def _integral(arg: str, java_type: str, kind: str, value: object) -> int:
     return n
 
 
-def _untyped(value: object) -> object:
+def untyped(value: object) -> object:
     """A JSON value with no declared type (a POJO's field, a list's item): the natural Java type."""
     if isinstance(value, bool) or value is None or isinstance(value, str | float):
         return value
     if isinstance(value, int):
         return value if -(2**31) <= value < 2**31 else JavaLong(value)
     if isinstance(value, list):
-        return [_untyped(v) for v in value]
+        return [untyped(v) for v in value]
     if isinstance(value, dict):
-        return {k: _untyped(v) for k, v in value.items()}
+        return {k: untyped(v) for k, v in value.items()}
     raise TypeError(f"not a JSON value: {type(value).__name__}")
 
 
@@ -189,21 +189,21 @@ def to_hessian(arg: str, java_type: str, value: object) -> object:
             item_type = java_type[:-2]
             items = [to_hessian(f"{arg}[{i}]", item_type, v) for i, v in enumerate(value)]
             return TypedList(items, "[" + _array_item_name(item_type))
-        return [_untyped(v) for v in value]
+        return [untyped(v) for v in value]
     if java_type in _MAPS:
         if not isinstance(value, dict):
             raise ArgumentError(arg, java_type, _json_kind(value))
         return (
-            _untyped(value)
+            untyped(value)
             if java_type in ("java.util.Map", "java.util.HashMap")
-            else TypedMap({k: _untyped(v) for k, v in value.items()}, java_type)
+            else TypedMap({k: untyped(v) for k, v in value.items()}, java_type)
         )
     if java_type == _OBJECT:
-        return _untyped(value)
+        return untyped(value)
     # A POJO: a JSON object becomes an object of the declared class, its fields untyped.
     if not isinstance(value, dict):
         raise ArgumentError(arg, java_type, _json_kind(value))
-    return JavaObject(java_type, {k: _untyped(v) for k, v in value.items()})
+    return JavaObject(java_type, {k: untyped(v) for k, v in value.items()})
 
 
 def _array_item_name(item_type: str) -> str:
