@@ -12,10 +12,10 @@ from sofamesh.core.hessian import HessianReader
 from sofamesh.plugins.filters.transcoder import ArgumentError, to_json
 from sofamesh.plugins.filters.transcoder.dubbo_call import (
     GENERIC_DESCRIPTOR,
-    DubboResult,
     dubbo_request,
     read_dubbo_response,
 )
+from sofamesh.plugins.filters.transcoder.result import RpcResult
 from sofamesh.plugins.protocols.dubbo import frames
 from tests.conformance.dubbo_peers import SERVICE, Provider, require_dubbo_peers
 
@@ -27,7 +27,7 @@ def provider() -> Iterator[Provider]:
         yield p
 
 
-def _call(provider: Provider, frame: bytes) -> DubboResult:
+def _call(provider: Provider, frame: bytes) -> RpcResult:
     with socket.create_connection(("127.0.0.1", provider.port), timeout=10) as sock:
         sock.sendall(frame)
         data = b""

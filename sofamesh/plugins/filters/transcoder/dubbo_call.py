@@ -9,14 +9,14 @@ JSON-shaped arguments (maps for POJOs) to the method's own types.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
 from sofamesh.core.hessian import HessianReader, HessianWriter, JavaObject, TypedList
 from sofamesh.plugins.filters.transcoder.java_json import dubbo_descriptor, to_hessian, untyped
+from sofamesh.plugins.filters.transcoder.result import RpcResult
 from sofamesh.plugins.protocols.dubbo import frames
 
-__all__ = ["GENERIC_DESCRIPTOR", "DubboResult", "dubbo_request", "read_dubbo_response"]
+__all__ = ["GENERIC_DESCRIPTOR", "dubbo_request", "read_dubbo_response"]
 
 GENERIC_METHOD: Final = "$invoke"
 GENERIC_DESCRIPTOR: Final = "Ljava/lang/String;[Ljava/lang/String;[Ljava/lang/Object;"
@@ -33,17 +33,6 @@ _STATUS_NAMES: Final[dict[int, str]] = {
     frames.STATUS_CLIENT_ERROR: "ClientError",
     frames.STATUS_THREADPOOL_EXHAUSTED: "ThreadPoolExhausted",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class DubboResult:
-    """A provider's answer: ``value`` when ``exception`` is empty; else the exception's Java class
-    (or the Dubbo status name) and its message. ``status`` is the frame's Dubbo status byte."""
-
-    status: int
-    value: object = None
-    exception: str = ""
-    message: str = ""
 
 
 def dubbo_request(
@@ -89,7 +78,7 @@ def dubbo_request(
     )
 
 
-def read_dubbo_response(frame: bytes) -> DubboResult:
+def read_dubbo_response(frame: bytes) -> RpcResult:
     """The result in a whole Dubbo 2 response frame (header included). Raises ``HessianError`` (a
     ``ValueError``) when the body is not Hessian the reader understands."""
     header = frames.parse_header(frame)
@@ -101,16 +90,16 @@ def read_dubbo_response(frame: bytes) -> DubboResult:
             if isinstance(text, int) and not r.at_end():  # @dubbo.ts writes a response flag first
                 text = r.read()
             message = text if isinstance(text, str) else ""
-        return DubboResult(
+        return RpcResult(
             header.status, exception=_STATUS_NAMES.get(header.status, f"Status{header.status}"), message=message
         )
     flag = r.read_int() % 3  # 3-5: the same with attachments after the value
     if flag == frames.RESPONSE_NULL_VALUE:
-        return DubboResult(header.status)
+        return RpcResult(header.status)
     value = r.read()
     if flag != frames.RESPONSE_WITH_EXCEPTION:
-        return DubboResult(header.status, value=value)
+        return RpcResult(header.status, value=value)
     if isinstance(value, JavaObject):
         detail = value.fields.get("detailMessage")
-        return DubboResult(header.status, exception=value.class_name, message=detail if isinstance(detail, str) else "")
-    return DubboResult(header.status, exception="java.lang.Throwable", message=str(value))
+        return RpcResult(header.status, exception=value.class_name, message=detail if isinstance(detail, str) else "")
+    return RpcResult(header.status, exception="java.lang.Throwable", message=str(value))

@@ -1,0 +1,90 @@
+"""Bolt SofaRequests built from JSON by the transcoder, answered by a real sofa-rpc-node provider
+(which reads only the draft Hessian encoding); and the Hessian 2.0 form SOFARPC Java reads."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from sofamesh.core.hessian import HessianReader, JavaObject, TypedList
+from sofamesh.plugins.filters.transcoder import ArgumentError, to_json
+from sofamesh.plugins.filters.transcoder.bolt_call import SOFA_REQUEST_CLASS, bolt_request, read_bolt_response
+from sofamesh.plugins.filters.transcoder.result import RpcResult
+from sofamesh.plugins.protocols.bolt.hessian import argument_bytes, read_method_name
+from tests.conformance.bolt_peers import Peer, node_provider
+
+SERVICE = "com.example.EchoService:1.0"
+_V1_HEAD = 20  # a v1 response head: lengths of class name, header and content in its last 10 bytes
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[Peer]:
+    with node_provider("com.example.EchoService", "t1") as peer:
+        yield peer
+
+
+def _call(provider: Peer, frame: bytes) -> RpcResult:
+    data = b""
+    deadline = time.monotonic() + 10
+    with socket.create_connection(("127.0.0.1", provider.port), timeout=10) as sock:
+        sock.sendall(frame)
+        while time.monotonic() < deadline:
+            if len(data) >= _V1_HEAD:
+                lengths = (data[14:16], data[16:18], data[18:20])
+                if len(data) >= _V1_HEAD + sum(int.from_bytes(b, "big") for b in lengths):
+                    break
+            chunk = sock.recv(65536)
+            assert chunk, f"provider closed after {len(data)} bytes"
+            data += chunk
+    return read_bolt_response(data)
+
+
+def test_json_arguments_reach_sofa_rpc_node_and_its_answers_come_back_as_json(provider: Peer) -> None:
+    cases = [
+        ("echo", [("s", "héllo 😀")], ["java.lang.String"], "t1:héllo 😀"),
+        ("plus", [("a", 2), ("b", "40")], ["int", "java.lang.Long"], 42),
+        ("whoami", [], [], "t1"),
+    ]
+    for i, (method, args, types, expected) in enumerate(cases):
+        frame = bolt_request(i + 1, service=SERVICE, method=method, args=args, java_types=types, dialect="draft")
+        result = _call(provider, frame)
+        assert (result.exception, to_json(result.value)) == ("", expected), method
+
+
+def test_a_provider_exception_names_its_class_and_message(provider: Peer) -> None:
+    frame = bolt_request(
+        7, service=SERVICE, method="fail", args=[("msg", "boom")], java_types=["java.lang.String"], dialect="draft"
+    )
+    result = _call(provider, frame)
+    assert result.exception == "com.alipay.remoting.rpc.exception.RpcServerException"
+    assert result.message == "Error: fail: boom"
+
+
+def test_the_hessian_2_form_is_a_sofa_request_object_then_each_argument() -> None:
+    frame = bolt_request(
+        1,
+        service=SERVICE,
+        method="save",
+        args=[("user", {"name": "ann"}), ("n", 3)],
+        java_types=["com.example.User", "int"],
+    )
+    content = frame[frame.index(SOFA_REQUEST_CLASS.encode()) + len(SOFA_REQUEST_CLASS) :]
+    content = content[content.index(b"C") :]
+    assert read_method_name(content) == "save"
+    r = HessianReader(content)
+    request = r.read()
+    assert isinstance(request, JavaObject) and request.class_name == SOFA_REQUEST_CLASS
+    assert request.fields["targetServiceUniqueName"] == SERVICE
+    assert request.fields["methodArgSigs"] == TypedList(["com.example.User", "int"], "[string")
+    assert r.read() == JavaObject("com.example.User", {"name": "ann"}) and r.read() == 3
+    assert argument_bytes(content, 1) == b"\x93"
+
+
+def test_a_bad_argument_names_itself_and_an_unknown_dialect_is_refused() -> None:
+    with pytest.raises(ArgumentError, match="argument 'n': expected int, found object"):
+        bolt_request(1, service=SERVICE, method="m", args=[("n", {})], java_types=["int"])
+    with pytest.raises(ValueError, match="unknown hessian dialect 'v1'"):
+        bolt_request(1, service=SERVICE, method="m", args=[], java_types=[], dialect="v1")
