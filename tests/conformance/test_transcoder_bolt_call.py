@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import socket
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,11 +11,12 @@ from sofamesh.core.hessian import HessianReader, JavaObject, TypedList
 from sofamesh.plugins.filters.transcoder import ArgumentError, to_json
 from sofamesh.plugins.filters.transcoder.bolt_call import SOFA_REQUEST_CLASS, bolt_request, read_bolt_response
 from sofamesh.plugins.filters.transcoder.result import RpcResult
+from sofamesh.plugins.protocols.bolt.frames import V1_RESPONSE
 from sofamesh.plugins.protocols.bolt.hessian import argument_bytes, read_method_name
 from tests.conformance.bolt_peers import Peer, node_provider
+from tests.conformance.rpc_exchange import exchange
 
 SERVICE = "com.example.EchoService:1.0"
-_V1_HEAD = 20  # a v1 response head: lengths of class name, header and content in its last 10 bytes
 
 
 @pytest.fixture(scope="module")
@@ -26,20 +25,15 @@ def provider() -> Iterator[Peer]:
         yield peer
 
 
+def _bolt_length(data: bytes) -> int | None:
+    if len(data) < V1_RESPONSE.size:
+        return None
+    class_len, header_len, content_len = V1_RESPONSE.unpack_from(data)[-3:]
+    return int(V1_RESPONSE.size + class_len + header_len + content_len)
+
+
 def _call(provider: Peer, frame: bytes) -> RpcResult:
-    data = b""
-    deadline = time.monotonic() + 10
-    with socket.create_connection(("127.0.0.1", provider.port), timeout=10) as sock:
-        sock.sendall(frame)
-        while time.monotonic() < deadline:
-            if len(data) >= _V1_HEAD:
-                lengths = (data[14:16], data[16:18], data[18:20])
-                if len(data) >= _V1_HEAD + sum(int.from_bytes(b, "big") for b in lengths):
-                    break
-            chunk = sock.recv(65536)
-            assert chunk, f"provider closed after {len(data)} bytes"
-            data += chunk
-    return read_bolt_response(data)
+    return read_bolt_response(exchange(provider.port, frame, _bolt_length))
 
 
 def test_json_arguments_reach_sofa_rpc_node_and_its_answers_come_back_as_json(provider: Peer) -> None:

@@ -3,7 +3,6 @@ decodes our arguments, the provider's answers are read back as JSON)."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +17,7 @@ from sofamesh.plugins.filters.transcoder.dubbo_call import (
 from sofamesh.plugins.filters.transcoder.result import RpcResult
 from sofamesh.plugins.protocols.dubbo import frames
 from tests.conformance.dubbo_peers import SERVICE, Provider, require_dubbo_peers
+from tests.conformance.rpc_exchange import exchange
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +27,12 @@ def provider() -> Iterator[Provider]:
         yield p
 
 
+def _dubbo_length(data: bytes) -> int | None:
+    return frames.HEADER_LEN + frames.parse_header(data).body_len if len(data) >= frames.HEADER_LEN else None
+
+
 def _call(provider: Provider, frame: bytes) -> RpcResult:
-    with socket.create_connection(("127.0.0.1", provider.port), timeout=10) as sock:
-        sock.sendall(frame)
-        data = b""
-        while len(data) < frames.HEADER_LEN or len(data) < frames.HEADER_LEN + frames.parse_header(data).body_len:
-            chunk = sock.recv(65536)
-            assert chunk, f"provider closed after {len(data)} bytes"
-            data += chunk
-    return read_dubbo_response(data)
+    return read_dubbo_response(exchange(provider.port, frame, _dubbo_length))
 
 
 def test_json_arguments_of_every_kind_reach_the_provider_and_come_back_as_json(provider: Provider) -> None:
