@@ -1,5 +1,6 @@
-"""The Hessian 2.0 writer against an independent decoder (npm hessian.js DecoderV2), and the reader's
-whole-value decoding against hessian.js's encoder: one strategy of Java values, both directions."""
+"""The Hessian 2.0 writer against two independent decoders (npm hessian.js DecoderV2, PyPI
+python-hessian ParserV2), and the reader's whole-value decoding against hessian.js's encoder: one
+strategy of Java values, both directions."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import math
 import string
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from io import BytesIO
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from pyhessian.parser import Parser
+from pyhessian.protocol import Binary
+from pyhessian.protocol import Object as PyHessianObject
 
 from sofamesh.core.hessian import (
     HessianError,
@@ -228,6 +233,50 @@ def test_the_reader_decodes_what_hessian_js_writes(hessian_js: HessianJs, stream
     for value, end in zip(stream, ends, strict=True):
         assert plain(r.read()) == plain(value)
         assert r.pos == end
+
+
+def strings_in(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list | tuple | TypedList):
+        for v in value.items if isinstance(value, TypedList) else value:
+            yield from strings_in(v)
+    elif isinstance(value, dict | TypedMap | JavaObject):
+        items = value.items if isinstance(value, TypedMap) else value.fields if isinstance(value, JavaObject) else value
+        for k, v in items.items():
+            yield from strings_in(k)
+            yield from strings_in(v)
+        if isinstance(value, JavaObject):
+            yield value.class_name
+
+
+def from_python_hessian(value: object) -> object:
+    """PyPI python-hessian's decoded value in ``plain``'s terms (its objects are classes named by the
+    Java class, its lists tuples, its dates naive UTC, its binary a ``Binary``)."""
+    if isinstance(value, Binary):
+        return value.value
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC)
+    if isinstance(value, list | tuple):
+        return [from_python_hessian(v) for v in value]
+    if isinstance(value, dict):
+        return {k: from_python_hessian(v) for k, v in value.items()}
+    if isinstance(value, PyHessianObject):
+        name = f"{type(value).__module__}.{type(value).__name__}"
+        return ("object", name, {k: from_python_hessian(v) for k, v in vars(value).items() if not k.startswith("_")})
+    return value
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(stream=st.lists(values, min_size=1, max_size=4))
+def test_python_hessian_decodes_what_the_writer_writes(stream: list[object]) -> None:
+    # python-hessian 1.2.0 reads the chunked string forms ('S', 'R') wrongly: it drops bytes 0x7a-0x7f
+    # and wants an 'S' after an 'R'. Its compact and medium strings (under 1024 units) are right.
+    assume(all(len(t.encode("utf-16-le")) < 2048 for t in strings_in(stream)))
+    parser = Parser()
+    parser._stream = BytesIO(encode(*stream))  # its public entry points expect a whole RPC reply
+    parser.version = 2
+    assert [from_python_hessian(parser.read_object()) for _ in stream] == [plain(v) for v in stream]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
