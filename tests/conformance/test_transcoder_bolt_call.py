@@ -41,11 +41,36 @@ def test_json_arguments_reach_sofa_rpc_node_and_its_answers_come_back_as_json(pr
         ("echo", [("s", "héllo 😀")], ["java.lang.String"], "t1:héllo 😀"),
         ("plus", [("a", 2), ("b", "40")], ["int", "java.lang.Long"], 42),
         ("whoami", [], [], "t1"),
+        ("plus", [("a", 1.5), ("b", "2.25")], ["double", "java.lang.Double"], 3.75),
+        ("echo", [("b", "héllo")], ["java.lang.String"], "t1:héllo"),
     ]
     for i, (method, args, types, expected) in enumerate(cases):
         frame = bolt_request(i + 1, service=SERVICE, method=method, args=args, java_types=types, dialect="draft")
         result = _call(provider, frame)
         assert (result.exception, to_json(result.value)) == ("", expected), method
+
+
+def test_a_date_and_bytes_reach_sofa_rpc_node_as_a_date_and_a_buffer(provider: Peer) -> None:
+    # The provider answers "<tag>:" + String(argument): a JS Date prints its year, a Buffer its bytes.
+    frame = bolt_request(
+        5,
+        service=SERVICE,
+        method="echo",
+        args=[("when", "2020-06-01T00:00:00Z")],
+        java_types=["java.util.Date"],
+        dialect="draft",
+    )
+    when = _call(provider, frame)
+    assert when.exception == "" and isinstance(when.value, str) and "2020" in when.value
+    assert not when.value.endswith("000")  # not the epoch milliseconds as a number
+    frame = bolt_request(
+        6, service=SERVICE, method="echo", args=[("raw", [104, 105])], java_types=["byte[]"], dialect="draft"
+    )
+    assert _call(provider, frame).value == "t1:hi"
+    frame = bolt_request(
+        7, service=SERVICE, method="echo", args=[("raw", "aGk=")], java_types=["byte[]"], dialect="draft"
+    )
+    assert _call(provider, frame).value == "t1:hi"
 
 
 def test_a_provider_exception_names_its_class_and_message(provider: Peer) -> None:

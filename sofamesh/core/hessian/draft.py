@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sofamesh.core.hessian.reader import HessianError
 from sofamesh.core.hessian.values import JavaLong, JavaObject, TypedList
+from sofamesh.core.hessian.writer import date_millis
 
 _CHUNK = 0x8000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_DEPTH = 32
 
 
@@ -228,6 +231,12 @@ class Encoder:
             self._int(value)
         elif isinstance(value, str):
             self._string(value)
+        elif isinstance(value, float):
+            out += b"D" + struct.pack(">d", value)
+        elif isinstance(value, (bytes, bytearray)):
+            self._binary(bytes(value))
+        elif isinstance(value, datetime):
+            out += b"d" + struct.pack(">q", date_millis(value))
         elif isinstance(value, JavaObject):
             self._object(value)
         elif isinstance(value, TypedList):
@@ -288,6 +297,14 @@ class Encoder:
             pos = end
         self.out += b"S" + struct.pack(">H", n - pos)
         self.out += _cesu8(units[2 * pos :].decode("utf-16-be", "surrogatepass"))
+
+    def _binary(self, data: bytes) -> None:
+        """'b' non-final chunks of 0x8000 bytes, then a final 'B' chunk (u16 lengths)."""
+        pos = 0
+        while len(data) - pos > _CHUNK:
+            self.out += b"b" + struct.pack(">H", _CHUNK) + data[pos : pos + _CHUNK]
+            pos += _CHUNK
+        self.out += b"B" + struct.pack(">H", len(data) - pos) + data[pos:]
 
     def _list(self, items: Sequence[Any], type_name: str) -> None:
         self.out += b"V"
@@ -374,6 +391,17 @@ class _Decoder(DraftReader):
             return self.types[ref]
         return ""
 
+    def chunked(self, b: int, more: int, final: int, what: str, part: Callable[[int], Any]) -> list[Any]:
+        """Chunks from tag ``b``: ``more`` ones, then the ``final`` one; u16 lengths, ``part`` reads each."""
+        parts = []
+        while b == more:
+            parts.append(part(int(struct.unpack(">H", self.raw(2))[0])))
+            b = self.byte()
+        if b != final:
+            raise HessianError(f"expected a final {what} chunk, got 0x{b:02x}")
+        parts.append(part(int(struct.unpack(">H", self.raw(2))[0])))
+        return parts
+
     def read(self, depth: int = 0) -> Any:
         if depth > _MAX_DEPTH:
             raise HessianError("hessian value nested too deep")
@@ -395,19 +423,18 @@ class _Decoder(DraftReader):
             return ((b - 0x3C) << 16) + (self.byte() << 8) + self.byte()
         if b in (0x77, 0x59):
             return int(struct.unpack(">i", self.raw(4))[0])
+        if b == 0x44:  # 'D' double
+            return float(struct.unpack(">d", self.raw(8))[0])
+        if b == 0x64:  # 'd' date: milliseconds since the epoch
+            return _EPOCH + timedelta(milliseconds=int(struct.unpack(">q", self.raw(8))[0]))
+        if b in (0x62, 0x42):  # binary: 'b' non-final chunks, then 'B'
+            return b"".join(self.chunked(b, 0x62, 0x42, "binary", self.raw))
         if b == 0x4C:
             return int(struct.unpack(">q", self.raw(8))[0])
         if b <= 0x1F:
             return self.text(b)
-        if b in (0x73, 0x53):
-            parts = []
-            while b == 0x73:
-                parts.append(self.text(int(struct.unpack(">H", self.raw(2))[0])))
-                b = self.byte()
-            if b != 0x53:
-                raise HessianError(f"expected a final string chunk, got 0x{b:02x}")
-            parts.append(self.text(int(struct.unpack(">H", self.raw(2))[0])))
-            return "".join(parts)
+        if b in (0x73, 0x53):  # string: 's' non-final chunks, then 'S'
+            return "".join(self.chunked(b, 0x73, 0x53, "string", self.text))
         if b == 0x4F:  # 'O' class definition, then the instance that follows
             name = self.raw(self.int_()).decode()
             count = self.int_()

@@ -4,7 +4,8 @@ Owns the mapping only: no HTTP, no RPC framing, no I/O. A JSON value that does n
 type is an ``ArgumentError`` naming the argument and the type (the edge answers it with a 400).
 The mapping follows what Java's Jackson does for the same types, as Dubbo-go-pixiu does: a
 ``long`` from a JSON number or a string of digits, ``BigDecimal`` from a number or a string,
-``Date`` from epoch milliseconds or an ISO 8601 string, a POJO from a JSON object (its fields
+``Date`` from epoch milliseconds or an ISO 8601 string, ``byte[]`` from base64 or an array of
+bytes, a POJO from a JSON object (its fields
 untyped: JSON numbers become ``int`` when they fit, else ``long``, else ``double``); results come
 back with a ``Date`` as epoch milliseconds, ``byte[]`` as base64 and a POJO as its fields.
 """
@@ -182,6 +183,8 @@ def to_hessian(arg: str, java_type: str, value: object) -> object:
         return JavaObject(java_type, {"value": text})
     if java_type == "java.util.Date":
         return _date(arg, java_type, value)
+    if java_type == "byte[]":  # binary: base64 text, as Jackson writes byte[], or an array of bytes
+        return _binary(arg, java_type, value)
     if java_type in _LISTS or java_type.endswith("[]"):
         if not isinstance(value, list):
             raise ArgumentError(arg, java_type, _json_kind(value))
@@ -204,6 +207,19 @@ def to_hessian(arg: str, java_type: str, value: object) -> object:
     if not isinstance(value, dict):
         raise ArgumentError(arg, java_type, _json_kind(value))
     return JavaObject(java_type, {k: untyped(v) for k, v in value.items()})
+
+
+def _binary(arg: str, java_type: str, value: object) -> bytes:
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except ValueError:
+            raise ArgumentError(arg, java_type + " (base64)", _json_kind(value)) from None
+    if isinstance(value, list) and all(
+        isinstance(b, int) and not isinstance(b, bool) and -128 <= b <= 255 for b in value
+    ):
+        return bytes(b & 0xFF for b in value)
+    raise ArgumentError(arg, java_type + " (base64 or an array of bytes)", _json_kind(value))
 
 
 def _array_item_name(item_type: str) -> str:
