@@ -36,13 +36,13 @@ from sofamesh.core.codec import CodecLimits, Role
 from sofamesh.core.config.loader import from_mapping
 from sofamesh.core.events import NEED_DATA, BodyChunk, EndOfMessage, Heartbeat, RequestHead, ResponseHead
 from sofamesh.core.headers import Headers
+from sofamesh.core.hessian import HessianReader
 from sofamesh.core.net import loop as loop_mod
 from sofamesh.core.server import Server
 from sofamesh.plugins.protocols.bolt import frames as bolt_frames
 from sofamesh.plugins.protocols.bolt.codec import BoltCodecFactory
 from sofamesh.plugins.protocols.dubbo import frames as dubbo_frames
 from sofamesh.plugins.protocols.dubbo.codec import DubboCodecFactory
-from sofamesh.plugins.protocols.dubbo.hessian import HessianReader
 from sofamesh.plugins.protocols.http1.codec import Http1CodecFactory
 from sofamesh.testing import free_port
 

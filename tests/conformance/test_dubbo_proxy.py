@@ -13,9 +13,9 @@ import pytest
 
 from sofamesh.core.codec import CodecLimits, Role
 from sofamesh.core.events import NEED_DATA, Event, Heartbeat, ResponseHead
+from sofamesh.core.hessian import HessianReader
 from sofamesh.plugins.protocols.dubbo.codec import DubboCodec
 from sofamesh.plugins.protocols.dubbo.frames import encode_frame, encode_request
-from sofamesh.plugins.protocols.dubbo.hessian import HessianReader
 from sofamesh.testing import ProxyProcess, free_port
 from tests.conformance.dubbo_peers import (
     CALLS,

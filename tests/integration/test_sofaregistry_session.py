@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from sofamesh.core.hessian import JavaLong, JavaObject
+from sofamesh.core.hessian.draft import decode, encode
 from sofamesh.plugins.protocols.bolt import frames as bf
-from sofamesh.plugins.registries.sofaregistry.hessian import JavaLong, JavaObject, decode, encode
 from sofamesh.plugins.registries.sofaregistry.session import PUBLISHER_REGISTER, SessionServer
 
 T = 5.0

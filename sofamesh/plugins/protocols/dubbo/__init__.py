@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
+from sofamesh.core.hessian import HessianError, HessianReader
 from sofamesh.plugins.protocols.dubbo.codec import PROTOCOL, DubboCodec, DubboCodecFactory
-from sofamesh.plugins.protocols.dubbo.hessian import HessianError, HessianReader
 
 __all__ = ["PROTOCOL", "DubboCodec", "DubboCodecFactory", "HessianError", "HessianReader"]

@@ -12,13 +12,8 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from sofamesh.plugins.protocols.dubbo.hessian import (
-    HIGH_SURROGATE_MAX,
-    HIGH_SURROGATE_MIN,
-    HessianError,
-    HessianReader,
-    is_structured_tag,
-)
+from sofamesh.core.hessian.reader import HessianError, HessianReader, is_structured_tag
+from sofamesh.core.hessian.writer import encode_string
 
 if TYPE_CHECKING:
     from sofamesh.core.codec import HeaderEdit
@@ -295,29 +290,6 @@ def argument_bytes(data: bytes, head: BodyHead, index: int) -> bytes | None:
     start = r.pos
     r.skip()
     return bytes(data[start:r.pos])
-
-
-def encode_string(text: str) -> bytes:
-    """Hessian 2.0 string: compact (< 32 chars), medium (< 1024), else 'R' chunks and a final 'S'.
-    Lengths are UTF-16 code units; supplementary characters are written as CESU-8 surrogates and a
-    chunk never ends between the two halves of a pair (as Java's ``Hessian2Output`` writes them)."""
-    units = text if text.isascii() else "".join(
-        c if ord(c) < 0x10000 else chr(0xD7C0 + (ord(c) >> 10)) + chr(0xDC00 | (ord(c) & 0x3FF))
-        for c in text)
-    out = bytearray()
-    while len(units) > 0x8000:
-        n = 0x8000 - 1 if HIGH_SURROGATE_MIN <= units[0x8000 - 1] <= HIGH_SURROGATE_MAX else 0x8000
-        out += b"R" + n.to_bytes(2, "big") + units[:n].encode("utf-8", "surrogatepass")
-        units = units[n:]
-    n = len(units)
-    if n < 32:
-        out.append(n)
-    elif n < 1024:
-        out += bytes((0x30 + (n >> 8), n & 0xFF))
-    else:
-        out += b"S" + n.to_bytes(2, "big")
-    out += units.encode("utf-8", "surrogatepass")
-    return bytes(out)
 
 
 def encode_frame(flag: int, status: int, request_id: int, body: bytes) -> bytes:

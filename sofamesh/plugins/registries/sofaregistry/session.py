@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 from sofamesh.core.admin import HttpMini
 from sofamesh.core.config.model import parse_address
+from sofamesh.core.hessian import HessianError, JavaLong, JavaObject
+from sofamesh.core.hessian.draft import decode, encode
 from sofamesh.plugins.protocols.bolt import frames as bf
-from sofamesh.plugins.registries.sofaregistry.hessian import HessianError, JavaLong, JavaObject, decode, encode
 
 log = logging.getLogger("sofamesh.pilot.registry.sofaregistry")
 

@@ -11,9 +11,9 @@ from sofamesh.core.catalog import Catalog
 from sofamesh.core.codec import CodecFactory, CodecLimits, ReplyStatus, Role, Sniff
 from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
 from sofamesh.core.events import NEED_DATA, ConnectionClosed, Event, Heartbeat, RequestHead, ResponseHead
+from sofamesh.core.hessian import HessianReader
 from sofamesh.plugins.protocols.dubbo.codec import DubboCodec, DubboCodecFactory
 from sofamesh.plugins.protocols.dubbo.frames import encode_frame, encode_request
-from sofamesh.plugins.protocols.dubbo.hessian import HessianReader
 
 # Captured on loopback: npm dubbo2.js 2.3.9 (DirectlyDubbo) -> npm @dubbo.ts/provider 2.0.7.
 # Request 1: greet(com.sofamesh.demo.Person{name: "bob", n: 3}) version 1.0.0 group g1.

@@ -9,6 +9,7 @@ import pytest
 
 from sofamesh.core.codec import CodecLimits, HeaderEdit, Role
 from sofamesh.core.events import RequestHead, ResponseHead
+from sofamesh.core.hessian import HessianReader
 from sofamesh.plugins.protocols.dubbo.codec import DubboCodec
 from sofamesh.plugins.protocols.dubbo.frames import (
     HEADER_LEN,
@@ -19,7 +20,6 @@ from sofamesh.plugins.protocols.dubbo.frames import (
     read_body_head,
     supports_response_attachments,
 )
-from sofamesh.plugins.protocols.dubbo.hessian import HessianReader
 
 from .test_dubbo_codec import REQ_GREET, RES_FAIL, RES_GREET, request_frame
 

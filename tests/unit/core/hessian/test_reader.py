@@ -9,9 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sofamesh.plugins.protocols.dubbo.frames import encode_string
-from sofamesh.plugins.protocols.dubbo.hessian import HessianError, HessianReader
-from tests.unit.plugins.protocols.dubbo.hessian_js import HessianJs, require_hessian_js
+from sofamesh.core.hessian import HessianError, HessianReader, encode_string
+from tests.unit.core.hessian.hessian_js import HessianJs, require_hessian_js
 
 
 @pytest.fixture(scope="module")
@@ -170,14 +169,41 @@ def test_peer_captured_argument_with_class_definition_and_attachments_is_skipped
 
 def test_every_scalar_form_of_the_grammar_is_skipped() -> None:
     forms = [
-        b"\x90", b"\xc8\x01", b"\xd4\x00\x01", b"I\x00\x00\x00\x01",  # ints
-        b"\xe0", b"\xf8\x01", b"\x3c\x00\x01", b"Y\x00\x00\x00\x01", b"L" + bytes(8),  # longs
-        b"\x5b", b"\x5c", b"\x5d\x01", b"\x5e\x00\x01", b"\x5f" + bytes(4), b"D" + bytes(8),  # doubles
-        b"J" + bytes(8), b"K" + bytes(4), b"T", b"F", b"N",  # dates, booleans, null
-        b"\x22ab", b"\x34\x02" + b"x" * 2, b"A\x00\x01xB\x00\x01y", b"A\x00\x01x\x21y",  # binary
-        b"Q\x90", b"M\x03FooN\x90Z", b"H\x01aNZ", b"U\x03Foo\x90Z", b"V\x03Foo\x92\x90\x90",
-        b"W\x90Z", b"X\x91\x90", b"\x71\x03Foo\x90", b"\x79\x90",  # refs, maps, lists
-        b"C\x03Foo\x91\x01a\x60\x90", b"C\x03Foo\x90O\x90",  # objects
+        b"\x90",
+        b"\xc8\x01",
+        b"\xd4\x00\x01",
+        b"I\x00\x00\x00\x01",  # ints
+        b"\xe0",
+        b"\xf8\x01",
+        b"\x3c\x00\x01",
+        b"Y\x00\x00\x00\x01",
+        b"L" + bytes(8),  # longs
+        b"\x5b",
+        b"\x5c",
+        b"\x5d\x01",
+        b"\x5e\x00\x01",
+        b"\x5f" + bytes(4),
+        b"D" + bytes(8),  # doubles
+        b"J" + bytes(8),
+        b"K" + bytes(4),
+        b"T",
+        b"F",
+        b"N",  # dates, booleans, null
+        b"\x22ab",
+        b"\x34\x02" + b"x" * 2,
+        b"A\x00\x01xB\x00\x01y",
+        b"A\x00\x01x\x21y",  # binary
+        b"Q\x90",
+        b"M\x03FooN\x90Z",
+        b"H\x01aNZ",
+        b"U\x03Foo\x90Z",
+        b"V\x03Foo\x92\x90\x90",
+        b"W\x90Z",
+        b"X\x91\x90",
+        b"\x71\x03Foo\x90",
+        b"\x79\x90",  # refs, maps, lists
+        b"C\x03Foo\x91\x01a\x60\x90",
+        b"C\x03Foo\x90O\x90",  # objects
     ]
     for form in forms:
         r = HessianReader(form + b"\x01z")

@@ -7,50 +7,203 @@ Owns encoding and decoding of the values SOFARegistry's client protocol carries:
 ``'s'`` non-final / ``'S'`` final chunks, lengths in UTF-16 units), ints, longs, booleans, null.
 These are the codes hessian.js-1's ``DecoderV2`` reads (it reads no ``0x30`` medium string, no
 ``'C'`` class definition). The decoder also reads the Hessian 2.0 compact codes for ints and longs.
-Pure: bytes in, values out; no I/O.
+Pure: bytes in, values out; no I/O. Shared by the SOFARegistry plugin (both ways) and the Bolt codec
+(which walks sofa-rpc-node's SofaRequest bodies with ``DraftReader``).
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sofamesh.plugins.protocols.bolt.hessian import _Reader, _Stop
+from sofamesh.core.hessian.reader import HessianError
+from sofamesh.core.hessian.values import JavaLong, JavaObject, TypedList
+from sofamesh.core.hessian.writer import date_millis
 
 _CHUNK = 0x8000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_DEPTH = 32
 
 
-@dataclass(slots=True)
-class JavaObject:
-    """A Java object: its class name and its fields in declaration order (the wire order)."""
-
-    class_name: str
-    fields: dict[str, Any] = field(default_factory=dict)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self.fields.get(name, default)
+# -- walking ---------------------------------------------------------------------------------------
+class DraftReader:
+    """A bounded cursor over the draft encoding (and the Hessian 2.0 scalars it shares): the Bolt
+    codec walks sofa-rpc-node's SofaRequest bodies with it, the decoder below builds values."""
 
 
-@dataclass(frozen=True, slots=True)
-class JavaLong:
-    """Forces a Python int to be written as a Java ``long`` (plain ints are written as ``int``)."""
+    __slots__ = ("data", "end", "pos")
 
-    value: int
+    def __init__(self, data: bytes | memoryview) -> None:
+        self.data = data
+        self.pos = 0
+        self.end = len(data)
+
+    def byte(self) -> int:
+        if self.pos >= self.end:
+            raise _Stop
+        b = self.data[self.pos]
+        self.pos += 1
+        return b
+
+    def raw(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > self.end:
+            raise _Stop
+        out = bytes(self.data[self.pos : self.pos + n])
+        self.pos += n
+        return out
+
+    def int_(self) -> int:
+        b = self.byte()
+        if 0x80 <= b <= 0xBF:
+            return b - 0x90
+        if 0xC0 <= b <= 0xCF:
+            return ((b - 0xC8) << 8) + self.byte()
+        if 0xD0 <= b <= 0xD7:
+            return ((b - 0xD4) << 16) + (self.byte() << 8) + self.byte()
+        if b == 0x49:  # 'I'
+            return int.from_bytes(self.raw(4), "big", signed=True)
+        raise _Stop
+
+    def chars(self, n: int) -> str:
+        """``n`` UTF-16 code units of (CESU-style) UTF-8."""
+        start = self.pos
+        units = 0
+        while units < n:
+            b = self.byte()
+            if b < 0x80:
+                units += 1
+            elif 0xC0 <= b < 0xE0:
+                self.pos += 1
+                units += 1
+            elif 0xE0 <= b < 0xF0:
+                self.pos += 2
+                units += 1
+            elif 0xF0 <= b < 0xF8:
+                self.pos += 3
+                units += 2
+            else:
+                raise _Stop
+            if self.pos > self.end:
+                raise _Stop
+        return bytes(self.data[start : self.pos]).decode("utf-8", "surrogatepass")
+
+    def string(self) -> str | None:
+        b = self.byte()
+        if b == 0x4E:  # 'N'
+            return None
+        if b <= 0x1F:
+            return self.chars(b)
+        if 0x30 <= b <= 0x33:
+            return self.chars(((b - 0x30) << 8) + self.byte())
+        parts: list[str] = []
+        while b in (0x52, 0x73):  # 'R' / 's': non-final chunk
+            parts.append(self.chars(int.from_bytes(self.raw(2), "big")))
+            b = self.byte()
+        if b == 0x53:  # 'S': final chunk
+            parts.append(self.chars(int.from_bytes(self.raw(2), "big")))
+            return "".join(parts)
+        raise _Stop
+
+    def skip_simple(self) -> None:
+        """Skip one value that is a string, null, boolean or compact int (draft bodies)."""
+        b = self.data[self.pos] if self.pos < self.end else -1
+        if b in (0x54, 0x46):  # 'T' / 'F'
+            self.pos += 1
+        elif 0x80 <= b <= 0xD7 or b == 0x49:
+            self.int_()
+        else:
+            self.string()
+
+    def chunks(self, b: int) -> None:
+        """Binary chunks after tag ``b``: u16 length + bytes each, until the final 'B' one."""
+        while True:
+            self.raw(int.from_bytes(self.raw(2), "big"))
+            if b == 0x42:
+                return
+            b = self.byte()
+
+    def class_fields(self, defs: list[int]) -> None:
+        """A class definition's field count and names (its type is read): recorded in ``defs``."""
+        count = self.int_()
+        if not 0 <= count <= _MAX_FIELDS:
+            raise _Stop
+        for _ in range(count):
+            self.string()
+        defs.append(count)
+
+    def instance(self, ref: int, defs: list[int], depth: int, skip: Callable[[list[int], int], None]) -> None:
+        """An object of class definition ``ref``: one value per field."""
+        if not 0 <= ref < len(defs):
+            raise _Stop
+        for _ in range(defs[ref]):
+            skip(defs, depth + 1)
+
+    def skip_draft(self, defs: list[int], depth: int = 0) -> None:
+        """Skip one value of the draft encoding sofa-rpc-node (hessian.js) writes: 'O' class
+        definitions with 'o' instances, 'V' lists and 'M' maps ('t' typed, 'l' / 'n' sized) ended by
+        'z', with 2.0's compact strings and numbers inside. Bounded by ``_MAX_WALK_DEPTH``."""
+        if depth > _MAX_WALK_DEPTH:
+            raise _Stop
+        b = self.byte()
+        fixed = _FIXED_SIZE.get(b)
+        if fixed is not None and b not in (0x4C, 0x44, 0x4A, 0x4B):
+            self.pos += fixed
+            if self.pos > self.end:
+                raise _Stop
+        elif b in (0x4C, 0x44, 0x64):  # 'L' long, 'D' double, 'd' date: 8 bytes
+            self.raw(8)
+        elif b <= 0x1F or 0x30 <= b <= 0x33 or b in (0x53, 0x73):  # strings ('R' is a reference here)
+            self.pos -= 1
+            self.string()
+        elif b in (0x42, 0x62):  # binary chunks 'b' (non-final) / 'B' (final)
+            self.chunks(b)
+        elif b == 0x4F:  # 'O' class definition: type, field count, field names; then the value
+            self.raw(self.int_())
+            self.class_fields(defs)
+            self.skip_draft(defs, depth)
+        elif b == 0x6F:  # 'o' instance of a class definition
+            self.instance(self.int_(), defs, depth, self.skip_draft)
+        elif b in (0x56, 0x4D):  # 'V' list / 'M' map, until 'z'
+            nxt = self.data[self.pos] if self.pos < self.end else -1
+            if nxt == 0x74:  # 't' + u16 length + type
+                self.pos += 1
+                self.raw(int.from_bytes(self.raw(2), "big"))
+                nxt = self.data[self.pos] if self.pos < self.end else -1
+            if b == 0x56 and nxt == 0x6C:  # 'l' + int32 length
+                self.raw(5)
+            elif b == 0x56 and nxt == 0x6E:  # 'n' + byte length
+                self.raw(2)
+            per_entry = 2 if b == 0x4D else 1
+            for _ in range(_MAX_ITEMS):
+                if self.pos < self.end and self.data[self.pos] == 0x7A:  # 'z'
+                    self.pos += 1
+                    return
+                for _ in range(per_entry):
+                    self.skip_draft(defs, depth + 1)
+            raise _Stop
+        else:
+            raise _Stop
 
 
-@dataclass(frozen=True, slots=True)
-class TypedList:
-    """A list written with a Java type name (``java.util.ArrayList``)."""
+# Hessian 2.0 scalars by leading byte: bytes that follow it.
+_FIXED_SIZE: dict[int, int] = {
+    0x4E: 0, 0x54: 0, 0x46: 0,  # null, true, false
+    0x49: 4, 0x4C: 8, 0x59: 4, 0x44: 8, 0x4A: 8, 0x4B: 4,  # int, long, long32, double, dates
+    0x5B: 0, 0x5C: 0, 0x5D: 1, 0x5E: 2, 0x5F: 4,  # compact doubles
+    **{b: 0 for b in range(0x80, 0xC0)}, **{b: 1 for b in range(0xC0, 0xD0)},  # compact ints
+    **{b: 2 for b in range(0xD0, 0xD8)},
+    **{b: 0 for b in range(0xD8, 0xF0)}, **{b: 1 for b in range(0xF0, 0x100)},  # compact longs
+    **{b: 2 for b in range(0x38, 0x40)},
+}
+_MAX_WALK_DEPTH = 16  # DraftReader.skip_draft: SofaRequest bodies are shallow
+_MAX_FIELDS = 64  # fields of one class definition
+_MAX_ITEMS = 4096
 
-    items: Sequence[Any]
-    type_name: str = ""
 
-
-class HessianError(ValueError):
-    """Bytes that are not the Hessian this module reads, or a value it cannot write."""
+class _Stop(HessianError):
+    """The body is not what this reader understands."""
 
 
 # -- encoding -------------------------------------------------------------------------------------
@@ -78,6 +231,12 @@ class Encoder:
             self._int(value)
         elif isinstance(value, str):
             self._string(value)
+        elif isinstance(value, float):
+            out += b"D" + struct.pack(">d", value)
+        elif isinstance(value, (bytes, bytearray)):
+            self._binary(bytes(value))
+        elif isinstance(value, datetime):
+            out += b"d" + struct.pack(">q", date_millis(value))
         elif isinstance(value, JavaObject):
             self._object(value)
         elif isinstance(value, TypedList):
@@ -139,6 +298,14 @@ class Encoder:
         self.out += b"S" + struct.pack(">H", n - pos)
         self.out += _cesu8(units[2 * pos :].decode("utf-16-be", "surrogatepass"))
 
+    def _binary(self, data: bytes) -> None:
+        """'b' non-final chunks of 0x8000 bytes, then a final 'B' chunk (u16 lengths)."""
+        pos = 0
+        while len(data) - pos > _CHUNK:
+            self.out += b"b" + struct.pack(">H", _CHUNK) + data[pos : pos + _CHUNK]
+            pos += _CHUNK
+        self.out += b"B" + struct.pack(">H", len(data) - pos) + data[pos:]
+
     def _list(self, items: Sequence[Any], type_name: str) -> None:
         self.out += b"V"
         if type_name:
@@ -194,7 +361,7 @@ def encode(value: Any) -> bytes:
 
 
 # -- decoding -------------------------------------------------------------------------------------
-class _Decoder(_Reader):
+class _Decoder(DraftReader):
     """Reads whole values; the byte, int and string primitives are the Bolt plugin's bounded reader's."""
 
     __slots__ = ("classes", "refs", "types")
@@ -224,6 +391,17 @@ class _Decoder(_Reader):
             return self.types[ref]
         return ""
 
+    def chunked(self, b: int, more: int, final: int, what: str, part: Callable[[int], Any]) -> list[Any]:
+        """Chunks from tag ``b``: ``more`` ones, then the ``final`` one; u16 lengths, ``part`` reads each."""
+        parts = []
+        while b == more:
+            parts.append(part(int(struct.unpack(">H", self.raw(2))[0])))
+            b = self.byte()
+        if b != final:
+            raise HessianError(f"expected a final {what} chunk, got 0x{b:02x}")
+        parts.append(part(int(struct.unpack(">H", self.raw(2))[0])))
+        return parts
+
     def read(self, depth: int = 0) -> Any:
         if depth > _MAX_DEPTH:
             raise HessianError("hessian value nested too deep")
@@ -245,19 +423,18 @@ class _Decoder(_Reader):
             return ((b - 0x3C) << 16) + (self.byte() << 8) + self.byte()
         if b in (0x77, 0x59):
             return int(struct.unpack(">i", self.raw(4))[0])
+        if b == 0x44:  # 'D' double
+            return float(struct.unpack(">d", self.raw(8))[0])
+        if b == 0x64:  # 'd' date: milliseconds since the epoch
+            return _EPOCH + timedelta(milliseconds=int(struct.unpack(">q", self.raw(8))[0]))
+        if b in (0x62, 0x42):  # binary: 'b' non-final chunks, then 'B'
+            return b"".join(self.chunked(b, 0x62, 0x42, "binary", self.raw))
         if b == 0x4C:
             return int(struct.unpack(">q", self.raw(8))[0])
         if b <= 0x1F:
             return self.text(b)
-        if b in (0x73, 0x53):
-            parts = []
-            while b == 0x73:
-                parts.append(self.text(int(struct.unpack(">H", self.raw(2))[0])))
-                b = self.byte()
-            if b != 0x53:
-                raise HessianError(f"expected a final string chunk, got 0x{b:02x}")
-            parts.append(self.text(int(struct.unpack(">H", self.raw(2))[0])))
-            return "".join(parts)
+        if b in (0x73, 0x53):  # string: 's' non-final chunks, then 'S'
+            return "".join(self.chunked(b, 0x73, 0x53, "string", self.text))
         if b == 0x4F:  # 'O' class definition, then the instance that follows
             name = self.raw(self.int_()).decode()
             count = self.int_()
@@ -338,4 +515,4 @@ def decode(data: bytes) -> Any:
         raise HessianError(f"bad UTF-8 in a hessian string: {exc}") from exc
 
 
-__all__ = ["Encoder", "HessianError", "JavaLong", "JavaObject", "TypedList", "decode", "encode"]
+__all__ = ["DraftReader", "Encoder", "decode", "encode"]

@@ -1,17 +1,14 @@
-"""The draft Hessian 2 codec for SOFARegistry's Java objects."""
+"""The draft Hessian 2 codec (hessian.js-1 v2, sofa-hessian-node) for SOFARegistry's Java objects."""
 
 from __future__ import annotations
 
+import struct
+from datetime import UTC, datetime
+
 import pytest
 
-from sofamesh.plugins.registries.sofaregistry.hessian import (
-    HessianError,
-    JavaLong,
-    JavaObject,
-    TypedList,
-    decode,
-    encode,
-)
+from sofamesh.core.hessian import HessianError, JavaLong, JavaObject, TypedList
+from sofamesh.core.hessian.draft import decode, encode
 
 # A PublisherRegister as sofa-registry-node 0.0.1 (sofa-bolt-node + hessian.js-1 EncoderV2) writes it.
 CLIENT_PUBLISH = bytes.fromhex(
@@ -89,7 +86,17 @@ def test_bytes_that_are_not_a_whole_value_raise(data: bytes) -> None:
 
 
 def test_a_value_it_cannot_write_raises() -> None:
-    with pytest.raises(HessianError):
-        encode(1.5)
+    with pytest.raises(HessianError, match="cannot write a set"):
+        encode({1})
     with pytest.raises(HessianError):
         encode(2**40)
+
+
+def test_doubles_dates_and_binary_take_the_draft_forms_and_read_back() -> None:
+    when = datetime(2020, 6, 1, 12, 30, 0, 123000, tzinfo=UTC)
+    blob = bytes(range(256)) * 300  # longer than one 0x8000 chunk
+    assert encode(1.5) == b"D" + struct.pack(">d", 1.5)
+    assert encode(when) == b"d" + struct.pack(">q", 1591014600123)
+    assert encode(b"hi") == b"B\x00\x02hi"
+    assert encode(blob)[:3] == b"b\x80\x00"
+    assert decode(encode([1.5, when, blob])) == [1.5, when, blob]
