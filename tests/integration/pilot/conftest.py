@@ -50,7 +50,7 @@ class PilotProcess:
     """``python -m sofamesh.pilot`` in quick mode on free ports; stopped by pid."""
 
     def __init__(self, data_dir: Path, debounce_ms: int = 50, xds_port: int = 0, api_port: int = 0,
-                 config: dict[str, Any] | None = None, ready_timeout: float = 20.0) -> None:
+                 config: dict[str, Any] | None = None, ready_timeout: float = 45.0) -> None:
         self.data_dir = data_dir
         self.ready_timeout = ready_timeout  # several Pilots starting on a loaded 2-core machine need more
         self.config = config  # a config file's content (-c); the quick flags above override it
@@ -84,6 +84,7 @@ class PilotProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
+        self.stop()  # a Pilot that never became ready is stopped here: no fixture would stop it
         raise AssertionError(f"pilot not ready in {self.ready_timeout:g}s: {self.log.read_text()}")
 
     def stop(self) -> None:
