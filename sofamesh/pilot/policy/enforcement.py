@@ -57,6 +57,7 @@ _TRAFFIC_POLICY_PROXIES = """
     loadBalancer.localityLbSetting.distribute.from loadBalancer.localityLbSetting.distribute.to
     loadBalancer.localityLbSetting.failoverPriority loadBalancer.warmupDurationSecs
 """
+_DR_TLS = "tls tls.mode tls.caCertificates tls.clientCertificate tls.privateKey tls.sni tls.subjectAltNames"
 _PORT_LEVEL = "portLevelSettings portLevelSettings.port portLevelSettings.port.number"
 
 
@@ -98,6 +99,11 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         **_under("", "host subsets subsets.name subsets.labels", _ALL),
         **_traffic_policy("trafficPolicy"),
         **_traffic_policy("subsets.trafficPolicy"),
+        # tests/integration/pilot/test_destination_rule_tls.py, against a real TLS server through both
+        # proxies: SIMPLE (CA file, sni, subjectAltNames; a wrong one refused) at the top, MUTUAL (client
+        # certificate and key) in a portLevelSettings entry
+        **_under("trafficPolicy", _DR_TLS, _PROXIES),
+        **_under("trafficPolicy.portLevelSettings", _DR_TLS, _PROXIES),
     },
     "ServiceEntry": _under("", "hosts ports ports.number ports.name ports.protocol resolution workloadSelector "
                                "workloadSelector.labels", _SIDECAR),
@@ -112,8 +118,13 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     # is proven for STRICT and for the AuthorizationPolicy fields marked _PROXIES.
     "PeerAuthentication": {**_under("", "selector selector.matchLabels portLevelMtls portLevelMtls.mode", _SIDECAR),
                            **_under("", "mtls mtls.mode", _PROXIES)},
+    # test_service_accounts_remote_ip_blocks_and_target_ref_decide_through_real_sidecars, with a
+    # sofamesh sidecar and an Envoy as the provider's: serviceAccounts, remoteIpBlocks (the caller's
+    # address as the provider sees it) and a targetRef to a Service selecting the workloads serving it.
     "AuthorizationPolicy": {
-        **_under("", "selector selector.matchLabels rules action", _PROXIES),
+        **_under("", "selector selector.matchLabels rules action targetRef targetRef.group targetRef.kind "
+                     "targetRef.name", _PROXIES),
+        **_under("rules.from.source", "serviceAccounts remoteIpBlocks", _PROXIES),
         **_under("rules", "from from.source to to.operation", _PROXIES),
         **_under("rules", "when when.key when.values when.notValues", _SIDECAR),
         **_under("rules.from.source", "principals notNamespaces", _PROXIES),

@@ -495,3 +495,60 @@ spec:
     wait_until(lambda: status(token("alice", "admins")) == 200, 15, what="alice (admins) through both sidecars")
     assert [status(token("alice", "users")), status(token("bob", "admins")), status(None),
             status(token("alice", "admins", other))] == [403, 403, 403, 401]
+
+
+# ``targetRef`` to the Service ``web`` selects the provider's workload (it serves ``web``); the DENY
+# naming a Service the provider does not serve must not reach it. ``serviceAccounts`` grants the
+# consumer's identity only; ``remoteIpBlocks`` is the caller's address as the provider sees it (the
+# consumer's sidecar on 127.0.0.1), so one block grants and one not containing it does not.
+SOURCES_AUTHZ = """apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-sources}
+spec:
+  targetRef: {kind: Service, group: "", name: web}
+  action: ALLOW
+  rules:
+    - from: [{source: {serviceAccounts: [consumer]}}]
+      to: [{operation: {paths: ["/sa*"]}}]
+    - from: [{source: {remoteIpBlocks: ["127.0.0.1/32"]}}]
+      to: [{operation: {paths: ["/ip-in*"]}}]
+    - from: [{source: {remoteIpBlocks: ["10.0.0.0/8", "::1/128"]}}]
+      to: [{operation: {paths: ["/ip-out*"]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: elsewhere}
+spec:
+  targetRef: {kind: Service, group: "", name: elsewhere}
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/sa*", "/ip-in*"]}}]}]
+"""
+
+
+@pytest.mark.parametrize("provider_kind", ["sofamesh", "envoy"])
+def test_service_accounts_remote_ip_blocks_and_target_ref_decide_through_real_sidecars(
+        mesh: dict[str, Any], provider_kind: str) -> None:
+    pilot, tmp, port = mesh["pilot"], mesh["tmp"], mesh["inbound"]["http"]
+    apply(pilot.api_url, stdin=_peer_authentication("STRICT") + "---\n" + SOURCES_AUTHZ)
+    provider: MeshSidecar | EnvoySidecar
+    if provider_kind == "envoy":
+        provider = EnvoySidecar(pilot, tmp, "provider", ("web-1",))
+        mesh["started"].append(provider)
+    else:
+        provider = MeshSidecar(pilot, tmp, "provider", ("web-1",)).start()
+        mesh["started"].append(provider)
+        wait_until(lambda: _mode(provider, port) == "STRICT", 30, what="the STRICT inbound listener")
+    callers = {sa: MeshSidecar(pilot, tmp, sa).start() for sa in ("consumer", "intruder")}
+    mesh["started"].extend(callers.values())
+    ok, no = (f"http://{callers[sa].egress('http')}" for sa in ("consumer", "intruder"))
+    wait_until(lambda: _http(f"{ok}/sa", "web") == 200, 45, what=f"consumer -> {provider_kind} inbound")
+    wait_until(lambda: _http(f"{no}/ip-in", "web") == 200, 30, what=f"intruder -> {provider_kind} inbound")
+    paths = ("/sa", "/sa/more", "/ip-in", "/ip-out", "/other")
+    got = {sa: [_http(f"{base}{p}", "web") for p in paths] for sa, base in (("consumer", ok), ("intruder", no))}
+    assert got == {"consumer": [200, 200, 200, 403, 403], "intruder": [403, 403, 200, 403, 403]}, got
+    if isinstance(provider, EnvoySidecar):
+        stats = provider.stats()
+        assert re.search(r"rbac\.allowed: [1-9]", stats) and re.search(r"rbac\.denied: [1-9]", stats), stats
+    else:
+        rbac = provider.stats()["filters"][f"inbound|{port}|127.0.0.1|authz.rbac"]
+        assert rbac["rbac_allowed"] >= 5 and rbac["rbac_denied"] >= 5, rbac
