@@ -57,6 +57,7 @@ _TRAFFIC_POLICY_PROXIES = """
     loadBalancer.localityLbSetting.distribute.from loadBalancer.localityLbSetting.distribute.to
     loadBalancer.localityLbSetting.failoverPriority loadBalancer.warmupDurationSecs
 """
+_DR_TLS = "tls tls.mode tls.caCertificates tls.clientCertificate tls.privateKey tls.sni tls.subjectAltNames"
 _PORT_LEVEL = "portLevelSettings portLevelSettings.port portLevelSettings.port.number"
 
 
@@ -98,33 +99,46 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         **_under("", "host subsets subsets.name subsets.labels", _ALL),
         **_traffic_policy("trafficPolicy"),
         **_traffic_policy("subsets.trafficPolicy"),
+        # tests/integration/pilot/test_destination_rule_tls.py, against a real TLS server through both
+        # proxies: SIMPLE (CA file, sni, subjectAltNames; a wrong one refused) at the top, MUTUAL (client
+        # certificate and key) in a portLevelSettings entry
+        **_under("trafficPolicy", _DR_TLS, _PROXIES),
+        **_under("trafficPolicy.portLevelSettings", _DR_TLS, _PROXIES),
     },
     "ServiceEntry": _under("", "hosts ports ports.number ports.name ports.protocol resolution workloadSelector "
                                "workloadSelector.labels", _SIDECAR),
     "WorkloadEntry": _under("", "address ports labels", _SIDECAR),
-    # Security: enforced on the inbound listeners Pilot sends sofamesh sidecars (Envoy gets no inbound
-    # listener from Pilot yet). tests/integration/pilot/test_inbound_security.py proves the mTLS modes
+    # Security: enforced on the inbound listeners Pilot sends sidecars holding a certificate (an Envoy
+    # gets its HTTP, gRPC and Triple ones). tests/integration/pilot/test_inbound_security.py proves the mTLS modes
     # at mesh, workload and port level, ALLOW / DENY by principal, method, path and port with
     # HTTP, grpcio, sofa-rpc-node and dubbo2.js, and a RequestAuthentication's principal and claims
     # (``when``) deciding an ALLOW; the generation of every listed field is checked by
     # tests/unit/pilot/xds/test_security_generation.py, and the filters they become by their own tests.
     # An Envoy sidecar (test_an_envoy_sidecar_enforces_authorization_policy_with_envoys_rbac_filter)
-    # is proven for STRICT and for the AuthorizationPolicy fields marked _PROXIES.
+    # is proven for STRICT, for the AuthorizationPolicy fields marked _PROXIES and for the
+    # RequestAuthentication fields marked _PROXIES (its JWT filter).
     "PeerAuthentication": {**_under("", "selector selector.matchLabels portLevelMtls portLevelMtls.mode", _SIDECAR),
                            **_under("", "mtls mtls.mode", _PROXIES)},
+    # test_service_accounts_remote_ip_blocks_and_target_ref_decide_through_real_sidecars, with a
+    # sofamesh sidecar and an Envoy as the provider's: serviceAccounts, remoteIpBlocks (the caller's
+    # address as the provider sees it) and a targetRef to a Service selecting the workloads serving it.
     "AuthorizationPolicy": {
-        **_under("", "selector selector.matchLabels rules action", _PROXIES),
+        **_under("", "selector selector.matchLabels rules action targetRef targetRef.group targetRef.kind "
+                     "targetRef.name", _PROXIES),
+        **_under("rules.from.source", "serviceAccounts remoteIpBlocks", _PROXIES),
         **_under("rules", "from from.source to to.operation", _PROXIES),
         **_under("rules", "when when.key when.values when.notValues", _SIDECAR),
         **_under("rules.from.source", "principals notNamespaces", _PROXIES),
-        **_under("rules.from.source", "notPrincipals requestPrincipals notRequestPrincipals namespaces ipBlocks "
-                                      "notIpBlocks", _SIDECAR),
+        **_under("rules.from.source", "notPrincipals notRequestPrincipals namespaces ipBlocks notIpBlocks", _SIDECAR),
+        # test_request_authentication_on_an_envoy_sidecar_with_envoys_jwt_filter (Envoy's jwt_authn)
+        **_under("rules.from.source", "requestPrincipals", _PROXIES),
         **_under("rules.to.operation", "methods paths", _PROXIES),
         **_under("rules.to.operation", "hosts notHosts ports notPorts notMethods notPaths", _SIDECAR),
     },
     "RequestAuthentication": {
-        **_under("", "selector selector.matchLabels jwtRules", _SIDECAR),
-        **_under("jwtRules", "issuer audiences jwksUri jwks fromHeaders fromHeaders.name fromHeaders.prefix", _SIDECAR),
+        **_under("", "selector selector.matchLabels jwtRules", _PROXIES),
+        **_under("jwtRules", "issuer audiences jwks", _PROXIES),
+        **_under("jwtRules", "jwksUri fromHeaders fromHeaders.name fromHeaders.prefix", _SIDECAR),
     },
     "MetaRouter": {
         **_under("", "hosts routes", _SIDECAR),

@@ -4,8 +4,10 @@
 ``abc*`` prefix, ``*abc`` suffix, ``*`` any non-empty value. Principals are the peer certificate's
 URI SAN (``spiffe://`` + the value).
 
-Not for Envoy yet: ``requestPrincipals`` and ``request.auth.*`` conditions (Pilot does not send
-Envoy a JWT filter); an ALLOW rule using them never matches, a DENY rule leaves them out.
+``requestPrincipals`` match the payload Envoy's JWT filter verified (:mod:`sofamesh.pilot.xds.envoy_jwt`)
+when a RequestAuthentication applies. Not for Envoy yet: ``request.auth.*`` conditions, and request
+principals with no RequestAuthentication or in a form the payload cannot express (``*/sub``); an
+ALLOW rule using them never matches, a DENY rule leaves them out.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
 from google.protobuf import any_pb2, wrappers_pb2
+
+from sofamesh.pilot.xds.envoy_jwt import UnmatchablePrincipal, request_principal
 
 _FILTER = "envoy.filters.http.rbac"
 _JWT_ONLY = ("requestPrincipals", "notRequestPrincipals")
@@ -50,7 +54,12 @@ def _cidr(value: str) -> address_pb2.CidrRange:
     return address_pb2.CidrRange(address_prefix=ip, prefix_len=wrappers_pb2.UInt32Value(value=bits))
 
 
-def _principal_of(field: str, value: str) -> rbac.Principal:
+def _principal_of(field: str, value: str, issuers: tuple[str, ...] | None) -> rbac.Principal:
+    if field == "requestPrincipals" and issuers is not None:
+        try:
+            return request_principal(value, issuers)
+        except UnmatchablePrincipal:
+            raise _Unsupported(field) from None
     if field in ("principals", "source.principal"):
         return rbac.Principal(authenticated=rbac.Principal.Authenticated(principal_name=_string(value, "spiffe://")))
     if field in ("namespaces", "source.namespace"):
@@ -74,8 +83,8 @@ def _permission_of(field: str, value: str) -> rbac.Permission:
     raise _Unsupported(field)
 
 
-def _ids(field: str, values: Sequence[str], negate: bool) -> rbac.Principal:
-    one = rbac.Principal(or_ids=rbac.Principal.Set(ids=[_principal_of(field, v) for v in values]))
+def _ids(field: str, values: Sequence[str], negate: bool, issuers: tuple[str, ...] | None = None) -> rbac.Principal:
+    one = rbac.Principal(or_ids=rbac.Principal.Set(ids=[_principal_of(field, v, issuers) for v in values]))
     return rbac.Principal(not_id=one) if negate else one
 
 
@@ -84,14 +93,14 @@ def _perms(field: str, values: Sequence[str], negate: bool) -> rbac.Permission:
     return rbac.Permission(not_rule=one) if negate else one
 
 
-def _fields(entry: Mapping[str, Any], action: str) -> list[tuple[str, Sequence[str], bool]]:
+def _fields(entry: Mapping[str, Any], action: str, jwt: bool = False) -> list[tuple[str, Sequence[str], bool]]:
     out = []
     for key, values in entry.items():
         if not values:
             continue
         negate = key.startswith("not")
         field = key[3].lower() + key[4:] if negate else key
-        if key in _JWT_ONLY:
+        if key in _JWT_ONLY and not jwt:
             if action == "ALLOW":
                 raise _Unsupported(key)
             continue
@@ -99,12 +108,20 @@ def _fields(entry: Mapping[str, Any], action: str) -> list[tuple[str, Sequence[s
     return out
 
 
-def _policy(rule: Mapping[str, Any], action: str) -> rbac.Policy | None:
+def _policy(rule: Mapping[str, Any], action: str, issuers: tuple[str, ...] | None) -> rbac.Policy | None:
     try:
         principals = []
         froms = []
         for f in rule.get("from") or []:
-            ids = [_ids(field, values, neg) for field, values, neg in _fields(f.get("source") or {}, action)]
+            source = _fields(f.get("source") or {}, action, issuers is not None)
+            ids = []
+            for field, values, neg in source:
+                try:
+                    ids.append(_ids(field, values, neg, issuers))
+                except _Unsupported:
+                    if action == "ALLOW":
+                        raise
+                    # a DENY leaves out what Envoy cannot check: it denies more, never less
             froms.append(rbac.Principal(and_ids=rbac.Principal.Set(ids=ids)) if ids else rbac.Principal(any=True))
         if froms:
             principals.append(rbac.Principal(or_ids=rbac.Principal.Set(ids=froms)))
@@ -131,11 +148,11 @@ def _policy(rule: Mapping[str, Any], action: str) -> rbac.Policy | None:
         else [rbac.Principal(any=True)])
 
 
-def _rules(policies: Iterable[Mapping[str, Any]], action: str) -> rbac.RBAC:
+def _rules(policies: Iterable[Mapping[str, Any]], action: str, issuers: tuple[str, ...] | None) -> rbac.RBAC:
     out = rbac.RBAC(action=rbac.RBAC.ALLOW if action == "ALLOW" else rbac.RBAC.DENY)
     for p in policies:
         for i, rule in enumerate(p.get("rules") or []):
-            pol = _policy(rule, action)
+            pol = _policy(rule, action, issuers)
             if pol is not None:
                 out.policies[f"{p['name']}[{i}]"].CopyFrom(pol)
     return out
@@ -147,9 +164,11 @@ def _filter(config: rbac_filter.RBAC) -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=_FILTER, typed_config=a)
 
 
-def envoy_rbac_filters(config: Mapping[str, Any] | None) -> list[hcm_pb2.HttpFilter]:
+def envoy_rbac_filters(config: Mapping[str, Any] | None,
+                       issuers: tuple[str, ...] | None = None) -> list[hcm_pb2.HttpFilter]:
     """``authz.rbac``'s config (from :func:`~sofamesh.pilot.xds.workload_security.rbac_config`) as
-    Envoy RBAC filters, DENY before ALLOW as Istio orders them."""
+    Envoy RBAC filters, DENY before ALLOW as Istio orders them. ``issuers``: those of the JWT filter
+    before them (``None``: no JWT filter, no request principal)."""
     if not config:
         return []
     policies = list(config.get("policies") or [])
@@ -158,9 +177,9 @@ def envoy_rbac_filters(config: Mapping[str, Any] | None) -> list[hcm_pb2.HttpFil
         enforced = [p for p in policies if p["action"] == action and not p.get("dry_run")]
         shadow = [p for p in policies if p["action"] == action and p.get("dry_run")]
         if enforced:
-            out.append(_filter(rbac_filter.RBAC(rules=_rules(enforced, action))))
+            out.append(_filter(rbac_filter.RBAC(rules=_rules(enforced, action, issuers))))
         if shadow:
-            out.append(_filter(rbac_filter.RBAC(shadow_rules=_rules(shadow, action),
+            out.append(_filter(rbac_filter.RBAC(shadow_rules=_rules(shadow, action, issuers),
                                                 shadow_rules_stat_prefix="istio_dry_run_")))
     return out
 

@@ -43,6 +43,7 @@ from sofamesh.pilot.policy.hosts import NAMESPACE_METADATA
 from sofamesh.pilot.policy.resource import DEFAULT_NAMESPACE
 from sofamesh.pilot.sidecars import INSTANCE_IPS_KEY, INSTANCES_KEY, names
 from sofamesh.pilot.xds.auto_mtls import downstream_socket, holds_certificate
+from sofamesh.pilot.xds.envoy_jwt import envoy_jwt_filters, issuers
 from sofamesh.pilot.xds.envoy_rbac import envoy_rbac_filters
 from sofamesh.pilot.xds.generator import CLUSTER, LISTENER, NodeInfo, XdsResource
 from sofamesh.pilot.xds.generators import (
@@ -199,10 +200,13 @@ class InboundListenerGenerator(_Inbound):
             w = self.workload(node, service, insts, services)
             mode = mtls_mode(pas, w, port)
             rbac = rbac_config(aps, w, port)
-            filters = inbound_filters(mode, jwt_config(ras, w), rbac, trust_domain)
+            jwt = jwt_config(ras, w)
+            filters = inbound_filters(mode, jwt, rbac, trust_domain)
             name = _name(address, port)
-            if not _sofamesh(node):  # Envoy: its own RBAC filters; mTLS is the TLS chain's
-                http_filters = [*envoy_rbac_filters(rbac), _router_filter()]
+            if not _sofamesh(node):  # Envoy: its own JWT and RBAC filters; mTLS is the TLS chain's
+                jwt_filters = envoy_jwt_filters(jwt)
+                http_filters = [*jwt_filters, *envoy_rbac_filters(rbac, issuers(jwt) if jwt_filters else None),
+                                _router_filter()]
             else:
                 http_filters = [*(hcm_pb2.HttpFilter(name=f"sofamesh.{f['type']}", typed_config=_filter(f))
                                   for f in filters), _router_filter()]

@@ -262,3 +262,53 @@ def test_a_destination_rules_tls_replaces_auto_mtls(tls: str, expected: dict[str
     for node in (CONSUMER, PLAIN):
         [res] = list(gen.generate(_mesh(), node))
         assert translate_cluster(res.message).config.get("tls") == expected
+
+
+def test_an_envoy_gets_a_jwt_filter_before_rbac_and_request_principals_match_the_verified_payload() -> None:
+    from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
+    from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+    envoy = NodeInfo("e1", user_agent="envoy/1.40", metadata={"sofamesh.mtls": True, "sofamesh.instances": "e1"})
+    gen = InboundListenerGenerator()
+    gen.use_policy(_applied("""apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: idp}
+spec:
+  jwtRules:
+    - {issuer: "https://idp.example", audiences: [web], jwks: '{"keys": []}'}
+    - {issuer: "https://remote.example", jwksUri: "https://remote.example/jwks"}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: users}
+spec:
+  rules:
+    - from: [{source: {requestPrincipals: ["https://idp.example/alice", "https://idp.example/svc-*", "*"]}}]
+    - from: [{source: {requestPrincipals: ["https://other.example/bob"]}}]
+    - from: [{source: {requestPrincipals: ["*/alice"]}}]
+"""))
+    [res] = list(gen.generate(_mesh(), envoy))
+    hcm = hcm_pb2.HttpConnectionManager()
+    res.message.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    assert [f.name for f in hcm.http_filters] == [
+        "envoy.filters.http.jwt_authn", "envoy.filters.http.rbac", "envoy.filters.http.router"]
+    jwt, allow = jwt_pb2.JwtAuthentication(), rbac_pb2.RBAC()
+    hcm.http_filters[0].typed_config.Unpack(jwt)
+    hcm.http_filters[1].typed_config.Unpack(allow)
+    # the jwksUri provider is not sent; "any provider, or no token"
+    [(name, provider)] = jwt.providers.items()
+    assert name == "default.idp.0" and provider.issuer == "https://idp.example" and list(provider.audiences) == ["web"]
+    assert provider.local_jwks.inline_string == '{"keys": []}' and provider.forward
+    assert provider.payload_in_metadata == "payload"
+    [rule] = jwt.rules
+    assert [r.WhichOneof("requires_type") for r in rule.requires.requires_any.requirements] == [
+        "provider_name", "allow_missing"]
+    policies = allow.rules.policies
+    # "*/alice" cannot be matched on the payload: that ALLOW rule never grants
+    assert sorted(policies) == ["default.users[0]", "default.users[1]"]
+    first = str(policies["default.users[0]"])
+    assert 'exact: "https://idp.example"' in first and 'exact: "alice"' in first and 'prefix: "svc-"' in first
+    assert "present_match: true" in first and first.count('key: "payload"') == 5
+    # an issuer no provider verifies: never matches
+    assert "not_id" in str(policies["default.users[1]"]) and "any: true" in str(policies["default.users[1]"])
