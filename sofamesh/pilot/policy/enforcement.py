@@ -93,11 +93,14 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
                          "mirrorPercentage.value route.headers route.headers.request route.headers.request.set",
                  _PROXIES),
         **_under("http", "retries retries.attempts retries.perTryTimeout retries.retryOn", _ENVOY),
+        # tests/integration/policy/test_export_to.py: proxies in two namespaces (node metadata NAMESPACE)
+        "exportTo": _PROXIES,
     },
     "DestinationRule": {
         **_under("", "host subsets subsets.name subsets.labels", _ALL),
         **_traffic_policy("trafficPolicy"),
         **_traffic_policy("subsets.trafficPolicy"),
+        "exportTo": _PROXIES,  # tests/integration/policy/test_export_to.py
     },
     "ServiceEntry": _under("", "hosts ports ports.number ports.name ports.protocol resolution workloadSelector "
                                "workloadSelector.labels", _SIDECAR),
