@@ -9,11 +9,12 @@ binds a host. Seen from a proxy's namespace (:meth:`PolicySnapshot.view`), as in
   a name that namespace; ``~`` none;
 - VirtualService: among the visible ones, one in the proxy's namespace wins, else the first by
   namespace and name;
+- ServiceEntry (:func:`service_visible`): its service exists only for proxies it is exported to;
 - DestinationRule: the first one in the proxy's namespace (whatever its exportTo), else the first
   visible one in the service's namespace, else in the root namespace (``istio-system``); one
   elsewhere does not apply to this proxy.
 
-Without a namespace (``view(None)``: no VirtualService / DestinationRule at all, MetaRouter
+Without a namespace (``view(None)``: no VirtualService / DestinationRule / limited ServiceEntry, MetaRouter
 routing) the first by namespace and name wins (``sofamesh analyze`` reports the others as
 IST0109). A :class:`PolicySnapshot` is computed from one (policy index, mesh index) pair and never
 changes; :class:`AppliedPolicy` hands out the current one. No I/O.
@@ -25,7 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sofamesh.pilot.policy.hosts import NAMESPACE_METADATA, HostIndex, ServiceView
+from sofamesh.pilot.model import Service
+from sofamesh.pilot.policy.hosts import EXPORT_METADATA, NAMESPACE_METADATA, HostIndex, ServiceView
 from sofamesh.pilot.policy.model import PolicyModel
 from sofamesh.pilot.policy.resource import DEFAULT_NAMESPACE, Resource
 
@@ -39,6 +41,12 @@ def visible(r: Resource, namespace: str) -> bool:
     """Whether ``r``'s ``exportTo`` makes it visible to a proxy in ``namespace``."""
     export = r.spec.get("exportTo") or ["*"]
     return any(e == "*" or (r.namespace if e == "." else e) == namespace for e in export)
+
+
+def service_visible(service: Service, namespace: str | None) -> bool:
+    """Whether a proxy in ``namespace`` sees ``service`` (a ServiceEntry's ``exportTo``; ``None``: any)."""
+    export = service.metadata.get(EXPORT_METADATA)
+    return not export or namespace is None or namespace in export.split(",")
 
 
 def choose(kind: str, candidates: list[Resource], proxy_ns: str | None, service_ns: str) -> Resource | None:
@@ -166,7 +174,8 @@ class AppliedPolicy:
         DestinationRule exists (every proxy sees the same), else the proxy's (``default`` when
         its node names none)."""
         if self._viewed[0] != self.policy.index:
-            some = any(self.policy.resources(kind) for kind in _SCOPED)
+            some = any(self.policy.resources(kind) for kind in _SCOPED) or any(
+                "*" not in (r.spec.get("exportTo") or ["*"]) for r in self.policy.resources("ServiceEntry"))
             self._viewed = (self.policy.index, some)
         return (namespace or DEFAULT_NAMESPACE) if self._viewed[1] else None
 
@@ -181,4 +190,4 @@ class AppliedPolicy:
         return self._scoped[1]
 
 
-__all__ = ["ROOT_NAMESPACE", "AppliedPolicy", "PolicySnapshot", "ServicePolicy", "choose", "visible"]
+__all__ = ["ROOT_NAMESPACE", "AppliedPolicy", "PolicySnapshot", "ServicePolicy", "choose", "service_visible", "visible"]

@@ -102,8 +102,9 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         **_traffic_policy("subsets.trafficPolicy"),
         "exportTo": _PROXIES,  # tests/integration/policy/test_export_to.py
     },
-    "ServiceEntry": _under("", "hosts ports ports.number ports.name ports.protocol resolution workloadSelector "
-                               "workloadSelector.labels", _SIDECAR),
+    "ServiceEntry": {**_under("", "hosts ports ports.number ports.name ports.protocol resolution workloadSelector "
+                                  "workloadSelector.labels", _SIDECAR),
+                     "exportTo": _PROXIES},  # tests/integration/policy/test_export_to.py
     "WorkloadEntry": _under("", "address ports labels", _SIDECAR),
     # Security: enforced on the inbound listeners Pilot sends sofamesh sidecars (Envoy gets no inbound
     # listener from Pilot yet). tests/integration/pilot/test_inbound_security.py proves the mTLS modes

@@ -27,6 +27,7 @@ from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 from sofamesh.core.plugin_host import hookimpl
 from sofamesh.pilot.model import Health, MeshModel, Service, ServiceInstance
+from sofamesh.pilot.policy.applied import service_visible
 from sofamesh.pilot.policy.hosts import selects, service_hosts
 from sofamesh.pilot.xds.auto_mtls import (
     auto_mtls_sans,
@@ -143,7 +144,7 @@ class _PerService(PolicyAware):
         previous = self._memos.get(view, {})
         snap = self.policy_snapshot(mesh, node)
         for name, service in mesh.services().items():
-            if service.protocol not in self.protocols:
+            if service.protocol not in self.protocols or not service_visible(service, view):
                 continue
             ctx = BuildContext(mesh, snap, snap.for_service(name)) if snap is not None else None
             key: Hashable = mesh.service_index(name)
@@ -449,8 +450,9 @@ class OutboundRouteGenerator(PolicyAware):
         snap = self.policy_snapshot(mesh, node)
         hosts = []
         used: set[str] = set()
+        view = self.view(node)
         for name, service in mesh.services().items():
-            if service.protocol not in HTTP_PROTOCOLS:
+            if service.protocol not in HTTP_PROTOCOLS or not service_visible(service, view):
                 continue
             vs = snap.for_service(name).virtual_service if snap is not None else None
             names = [h for h in service_hosts(service) if h not in used]

@@ -118,3 +118,38 @@ def test_a_virtual_service_exported_to_one_namespace_routes_only_the_proxies_the
     t = apply(pilot.api_url, stdin=TEAM_RULE)
     follows(lambda: _only(ports["team"], "main"), t, "Envoy in team", timeout=30)
     assert _only(ports["ops"], "canary")
+
+
+def _status(port: int, host: str) -> int:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/", headers={"Host": host}, timeout=5).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def test_a_service_entry_exported_to_its_own_namespace_exists_only_for_the_proxy_there(
+    mesh: tuple[PilotProcess, dict[str, int], Envoy, Sidecar],
+) -> None:
+    pilot, ports, _envoy, _sidecar = mesh
+    ext = Echo("ext")
+    try:
+        t = apply(
+            pilot.api_url,
+            stdin=f"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: ext, namespace: team}}
+spec:
+  hosts: [ext.example.com]
+  exportTo: [.]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {ext.port}}}}}]
+""",
+        )
+        follows(lambda: _status(ports["team"], "ext.example.com") == 200, t, "Envoy in team", timeout=30)
+        assert _status(ports["ops"], "web") == 200  # the sidecar in ops has its routes, and no ext.example.com
+        assert _status(ports["ops"], "ext.example.com") == 404
+        assert {s["name"] for s in ext.seen} == {"ext"} and len(ext.seen) >= 1
+    finally:
+        ext.stop()

@@ -141,3 +141,50 @@ def test_without_virtual_services_or_destination_rules_every_node_shares_one_sna
     gen.use_policy(applied)
     cache = SnapshotCache(mesh, [("g", gen)])
     assert cache.get(ROUTE, _node("a", "team")) is cache.get(ROUTE, _node("b", "default"))
+
+
+SERVICE_ENTRY = """apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: team}
+spec:
+  hosts: [api.example.com]
+  exportTo: [".", ops]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: to-ext, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  http:
+  - route: [{destination: {host: api.example.com}}]
+"""
+
+
+def test_a_service_entry_exists_only_for_the_namespaces_it_is_exported_to() -> None:
+    from sofamesh.pilot.policy.entries import PolicyInstances
+
+    policy = PolicyModel()
+    source = PolicyInstances(policy)
+    insts = [ServiceInstance("reviews", "r1", "127.0.0.1", 9001, labels={"version": "v1"})]
+    mesh = MeshModel([Fixed([Service("reviews", ports=(9080,))], insts), source])
+    policy.add_listener(lambda keys: mesh.refresh(source.rebuild()))
+    policy.sync(_docs(SERVICE_ENTRY))
+    mesh.refresh()
+    assert not policy.rejections()
+    applied = AppliedPolicy(policy)
+    clusters, routes = ClusterGenerator(), OutboundRouteGenerator()
+    for gen in (clusters, routes):
+        gen.use_policy(applied)
+    for ns in ("team", "ops"):
+        assert "outbound|80|api.example.com" in {r.name for r in clusters.generate(mesh, _node("a", ns))}
+        assert _route_clusters(routes, mesh, _node("a", ns)) == ["outbound|80|api.example.com"]
+    other = _node("b", "default")
+    assert "outbound|80|api.example.com" not in {r.name for r in clusters.generate(mesh, other)}
+    [res] = list(routes.generate(mesh, other))
+    vhs = json_format.MessageToDict(res.message)["virtualHosts"]
+    assert not any("api.example.com" in vh["domains"] for vh in vhs)
+    [reviews] = [vh for vh in vhs if vh["name"] == "reviews"]
+    assert reviews["routes"][0]["directResponse"]["status"] == 503  # its only destination is not for this proxy
