@@ -1,11 +1,23 @@
 """Which accepted policy applies to which service of the mesh model: the binding xDS generation reads.
 
 For each service: the VirtualService, DestinationRule and MetaRouter whose host names it (hosts
-resolve as in :mod:`sofamesh.pilot.policy.hosts`: a short host in the resource's namespace). As
-in Istio, one resource of a kind binds a host: the first by namespace and name wins (``sofamesh
-analyze`` reports the others as IST0109); a VirtualService bound to gateways only (no ``mesh``)
-is not for sidecars. A :class:`PolicySnapshot` is computed from one (policy index, mesh index)
-pair and never changes; :class:`AppliedPolicy` hands out the current one. No I/O.
+resolve as in :mod:`sofamesh.pilot.policy.hosts`: a short host in the resource's namespace); a
+VirtualService bound to gateways only (no ``mesh``) is not for sidecars. One resource of a kind
+binds a host. Seen from a proxy's namespace (:meth:`PolicySnapshot.view`), as in Istio:
+
+- ``exportTo`` (:func:`visible`): ``*`` (the default) every namespace, ``.`` the resource's own,
+  a name that namespace; ``~`` none;
+- VirtualService: among the visible ones, one in the proxy's namespace wins, else the first by
+  namespace and name;
+- ServiceEntry (:func:`service_visible`): its service exists only for proxies it is exported to;
+- DestinationRule: the first one in the proxy's namespace (whatever its exportTo), else the first
+  visible one in the service's namespace, else in the root namespace (``istio-system``); one
+  elsewhere does not apply to this proxy.
+
+Without a namespace (``view(None)``: no VirtualService / DestinationRule / limited ServiceEntry, MetaRouter
+routing) the first by namespace and name wins (``sofamesh analyze`` reports the others as
+IST0109). A :class:`PolicySnapshot` is computed from one (policy index, mesh index) pair and never
+changes; :class:`AppliedPolicy` hands out the current one. No I/O.
 """
 
 from __future__ import annotations
@@ -14,11 +26,45 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sofamesh.pilot.policy.hosts import HostIndex, ServiceView
+from sofamesh.pilot.model import Service
+from sofamesh.pilot.policy.hosts import EXPORT_METADATA, NAMESPACE_METADATA, HostIndex, ServiceView
 from sofamesh.pilot.policy.model import PolicyModel
 from sofamesh.pilot.policy.resource import DEFAULT_NAMESPACE, Resource
 
 _BOUND = ("VirtualService", "DestinationRule", "MetaRouter")
+_SCOPED = ("VirtualService", "DestinationRule")
+ROOT_NAMESPACE = "istio-system"
+"""Istio's root (mesh config) namespace: a DestinationRule there applies to every namespace it is exported to."""
+
+
+def visible(r: Resource, namespace: str) -> bool:
+    """Whether ``r``'s ``exportTo`` makes it visible to a proxy in ``namespace``."""
+    export = r.spec.get("exportTo") or ["*"]
+    return any(e == "*" or (r.namespace if e == "." else e) == namespace for e in export)
+
+
+def service_visible(service: Service, namespace: str | None) -> bool:
+    """Whether a proxy in ``namespace`` sees ``service`` (a ServiceEntry's ``exportTo``; ``None``: any)."""
+    export = service.metadata.get(EXPORT_METADATA)
+    return not export or namespace is None or namespace in export.split(",")
+
+
+def choose(kind: str, candidates: list[Resource], proxy_ns: str | None, service_ns: str) -> Resource | None:
+    """The resource of ``kind`` among ``candidates`` (sorted by namespace and name) a proxy in
+    ``proxy_ns`` uses for a service of ``service_ns`` (see the module docstring)."""
+    if proxy_ns is None or kind not in _SCOPED:
+        return candidates[0] if candidates else None
+    if kind == "VirtualService":
+        seen = [r for r in candidates if visible(r, proxy_ns)]
+        return next((r for r in seen if r.namespace == proxy_ns), seen[0] if seen else None)
+    local = [r for r in candidates if r.namespace == proxy_ns]
+    if local:
+        return local[0]
+    for ns in (service_ns, ROOT_NAMESPACE):
+        found = next((r for r in candidates if r.namespace == ns and visible(r, proxy_ns)), None)
+        if found is not None:
+            return found
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,26 +93,54 @@ def _for_mesh(r: Resource) -> bool:
 
 
 class PolicySnapshot:
-    """The binding for one (policy, mesh) state."""
+    """The binding for one (policy, mesh) state, as a proxy in ``namespace`` sees it (``None``: any)."""
 
-    def __init__(self, policy: PolicyModel, mesh: ServiceView) -> None:
-        self.hosts = HostIndex(mesh)
-        self._mesh = mesh
-        bound: dict[str, dict[str, Resource]] = {}
-        for kind in _BOUND:
-            for r in policy.resources(kind):
-                if kind == "VirtualService" and not _for_mesh(r):
-                    continue
-                targets = [r.spec.get("host")] if kind == "DestinationRule" else r.spec.get("hosts") or []
-                for host in targets:
-                    svc = self.hosts.service_for(str(host), r.namespace) if host else None
-                    if svc is not None:
-                        bound.setdefault(svc, {}).setdefault(kind, r)
+    def __init__(self, policy: PolicyModel, mesh: ServiceView, namespace: str | None = None,
+                 base: PolicySnapshot | None = None) -> None:
+        self.namespace = namespace
+        self._policy = policy
+        self._views: dict[str, PolicySnapshot] = {}
+        self._candidates: dict[str, dict[str, list[Resource]]]
+        self.hosts: HostIndex
+        self._mesh: ServiceView
+        if base is not None:
+            self.hosts, self._mesh, self._candidates = base.hosts, base._mesh, base._candidates
+        else:
+            self.hosts = HostIndex(mesh)
+            self._mesh = mesh
+            self._candidates = {}
+            for kind in _BOUND:
+                for r in policy.resources(kind):
+                    if kind == "VirtualService" and not _for_mesh(r):
+                        continue
+                    targets = [r.spec.get("host")] if kind == "DestinationRule" else r.spec.get("hosts") or []
+                    for host in targets:
+                        svc = self.hosts.service_for(str(host), r.namespace) if host else None
+                        if svc is not None:
+                            have = self._candidates.setdefault(svc, {}).setdefault(kind, [])
+                            if not any(x is r for x in have):
+                                have.append(r)
         self._by_service: dict[str, ServicePolicy] = {}
-        for svc, kinds in bound.items():
-            rev = tuple(sorted((str(r.key), policy.revision(r.key)) for r in kinds.values()))
-            self._by_service[svc] = ServicePolicy(svc, kinds.get("VirtualService"), kinds.get("DestinationRule"),
-                                                  kinds.get("MetaRouter"), rev)
+        services = self._mesh.services()
+        for svc, kinds in self._candidates.items():
+            service = services.get(svc)
+            svc_ns = str(service.metadata.get(NAMESPACE_METADATA, DEFAULT_NAMESPACE)) if service else DEFAULT_NAMESPACE
+            picks = {kind: choose(kind, rs, namespace, svc_ns) for kind, rs in kinds.items()}
+            chosen = {kind: r for kind, r in picks.items() if r is not None}
+            if not chosen:
+                continue
+            rev = tuple(sorted((str(r.key), policy.revision(r.key)) for r in chosen.values()))
+            self._by_service[svc] = ServicePolicy(svc, chosen.get("VirtualService"), chosen.get("DestinationRule"),
+                                                  chosen.get("MetaRouter"), rev)
+
+    def view(self, namespace: str | None) -> PolicySnapshot:
+        """This binding as a proxy in ``namespace`` sees it (``None``: this one)."""
+        if namespace is None or namespace == self.namespace:
+            return self
+        hit = self._views.get(namespace)
+        if hit is None:
+            hit = self._views[namespace] = PolicySnapshot(self._policy, self._mesh, namespace, self)
+        return hit
 
     def for_service(self, name: str) -> ServicePolicy:
         return self._by_service.get(name) or ServicePolicy(name)
@@ -87,12 +161,23 @@ class AppliedPolicy:
         self.trust_domain = trust_domain  # the CA's: the SPIFFE ids policy and auto mTLS name
         self._snap: tuple[tuple[int, int], PolicySnapshot] | None = None
         self._scoped: tuple[int, bool] = (0, False)
+        self._viewed: tuple[int, bool] = (0, False)
 
     def snapshot(self, mesh: Any) -> PolicySnapshot:
         key = (self.policy.index, int(mesh.index))
         if self._snap is None or self._snap[0] != key:
             self._snap = (key, PolicySnapshot(self.policy, mesh))
         return self._snap[1]
+
+    def view(self, namespace: str) -> str | None:
+        """The namespace a proxy's policy view depends on: ``None`` while no VirtualService or
+        DestinationRule exists (every proxy sees the same), else the proxy's (``default`` when
+        its node names none)."""
+        if self._viewed[0] != self.policy.index:
+            some = any(self.policy.resources(kind) for kind in _SCOPED) or any(
+                "*" not in (r.spec.get("exportTo") or ["*"]) for r in self.policy.resources("ServiceEntry"))
+            self._viewed = (self.policy.index, some)
+        return (namespace or DEFAULT_NAMESPACE) if self._viewed[1] else None
 
     def source_scoped(self) -> bool:
         """Whether some VirtualService route applies only to some nodes (``sourceLabels``,
@@ -105,4 +190,4 @@ class AppliedPolicy:
         return self._scoped[1]
 
 
-__all__ = ["AppliedPolicy", "PolicySnapshot", "ServicePolicy"]
+__all__ = ["ROOT_NAMESPACE", "AppliedPolicy", "PolicySnapshot", "ServicePolicy", "choose", "service_visible", "visible"]

@@ -94,6 +94,8 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
                          "mirrorPercentage.value route.headers route.headers.request route.headers.request.set",
                  _PROXIES),
         **_under("http", "retries retries.attempts retries.perTryTimeout retries.retryOn", _ENVOY),
+        # tests/integration/policy/test_export_to.py: proxies in two namespaces (node metadata NAMESPACE)
+        "exportTo": _PROXIES,
     },
     "DestinationRule": {
         **_under("", "host subsets subsets.name subsets.labels", _ALL),
@@ -104,9 +106,11 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         # certificate and key) in a portLevelSettings entry
         **_under("trafficPolicy", _DR_TLS, _PROXIES),
         **_under("trafficPolicy.portLevelSettings", _DR_TLS, _PROXIES),
+        "exportTo": _PROXIES,  # tests/integration/policy/test_export_to.py
     },
-    "ServiceEntry": _under("", "hosts ports ports.number ports.name ports.protocol resolution workloadSelector "
-                               "workloadSelector.labels", _SIDECAR),
+    "ServiceEntry": {**_under("", "hosts ports ports.number ports.name ports.protocol resolution workloadSelector "
+                                  "workloadSelector.labels", _SIDECAR),
+                     "exportTo": _PROXIES},  # tests/integration/policy/test_export_to.py
     "WorkloadEntry": _under("", "address ports labels", _SIDECAR),
     # Security: enforced on the inbound listeners Pilot sends sidecars holding a certificate (an Envoy
     # gets its HTTP, gRPC and Triple ones). tests/integration/pilot/test_inbound_security.py proves the mTLS modes

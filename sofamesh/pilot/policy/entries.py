@@ -17,7 +17,7 @@ from typing import Any
 
 from sofamesh.core.errors import ConfigError
 from sofamesh.pilot.model import Service, ServiceInstance
-from sofamesh.pilot.policy.hosts import HOST_METADATA, NAMESPACE_METADATA
+from sofamesh.pilot.policy.hosts import EXPORT_METADATA, HOST_METADATA, NAMESPACE_METADATA
 from sofamesh.pilot.policy.model import PolicyModel
 from sofamesh.pilot.policy.resource import Resource
 
@@ -92,9 +92,12 @@ class PolicyInstances:
             name = interface or host
             if name in services:
                 continue
-            services[name] = Service(name=name, protocol=protocol, ports=numbers, metadata={
-                HOST_METADATA: host, NAMESPACE_METADATA: se.namespace,
-                "policy.serviceentry": f"{se.namespace}/{se.name}"})
+            meta = {HOST_METADATA: host, NAMESPACE_METADATA: se.namespace,
+                    "policy.serviceentry": f"{se.namespace}/{se.name}"}
+            export = [str(e) for e in spec.get("exportTo") or ["*"]]
+            if "*" not in export:  # Istio: "." its own namespace, "~" none
+                meta[EXPORT_METADATA] = ",".join(se.namespace if e == "." else e for e in export)
+            services[name] = Service(name=name, protocol=protocol, ports=numbers, metadata=meta)
             found = instances.setdefault(name, [])
             resolution = spec.get("resolution", "NONE")
             targets: list[tuple[str, Mapping[str, Any]]] = []

@@ -20,6 +20,9 @@ NAMESPACE_METADATA = "namespace"
 """Service metadata naming the namespace of a registry service (``default`` without it)."""
 HOST_METADATA = "policy.host"
 """Service metadata of a ServiceEntry's service: the entry host it was made for."""
+EXPORT_METADATA = "policy.exportTo"
+"""Service metadata of a ServiceEntry's service whose ``exportTo`` limits it: the namespaces that
+see it, comma-separated (``~``: none); absent, every namespace does."""
 
 
 class ServiceView(Protocol):
@@ -85,5 +88,5 @@ def subset_instances(instances: Iterable[ServiceInstance], labels: Mapping[str, 
     return [i for i in instances if selects(labels, i)]
 
 
-__all__ = ["CLUSTER_DOMAIN", "HOST_METADATA", "NAMESPACE_METADATA", "HostIndex", "fqdn", "selects",
+__all__ = ["CLUSTER_DOMAIN", "EXPORT_METADATA", "HOST_METADATA", "NAMESPACE_METADATA", "HostIndex", "fqdn", "selects",
            "service_hosts", "subset_instances"]

@@ -27,6 +27,7 @@ from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 from sofamesh.core.plugin_host import hookimpl
 from sofamesh.pilot.model import Health, MeshModel, Service, ServiceInstance
+from sofamesh.pilot.policy.applied import service_visible
 from sofamesh.pilot.policy.hosts import selects, service_hosts
 from sofamesh.pilot.xds.auto_mtls import (
     auto_mtls_sans,
@@ -54,6 +55,7 @@ H2_PROTOCOLS = frozenset({"grpc", "triple"})
 PROXYLESS_PROTOCOLS = frozenset({"grpc", "triple"})
 OUTBOUND_PORT_KEY = "sofamesh.outbound_port"
 OUTBOUND_ADDRESS_KEY = "sofamesh.outbound_address"
+NAMESPACE_KEY = "NAMESPACE"  # node metadata: the proxy's namespace, as Istio's
 DEFAULT_OUTBOUND_PORT = 15001
 DEFAULT_OUTBOUND_ADDRESS = "127.0.0.1"
 _ROUTER = "envoy.filters.http.router"
@@ -107,10 +109,22 @@ class PolicyAware:
     def use_policy(self, policy: AppliedPolicy) -> None:
         self.policy = policy
 
+    def view(self, node: NodeInfo) -> str | None:
+        """The namespace whose policy view ``node`` gets (``exportTo``, :mod:`..policy.applied`);
+        ``None`` when every node sees the same policy."""
+        if self.policy is None:
+            return None
+        return self.policy.view(str(node.metadata.get(NAMESPACE_KEY) or ""))
+
+    def policy_snapshot(self, mesh: MeshModel, node: NodeInfo) -> PolicySnapshot | None:
+        if self.policy is None:
+            return None
+        return self.policy.snapshot(mesh).view(self.view(node))
+
 
 class _PerService(PolicyAware):
     """Shared memo: resources of one service are rebuilt only when that service, or the policy bound
-    to it, changed."""
+    to it, changed; one memo per policy view (the node's namespace, when policy depends on it)."""
 
     type_url: str
     protocols: frozenset[str] = HTTP_PROTOCOLS
@@ -118,30 +132,33 @@ class _PerService(PolicyAware):
 
     def __init__(self) -> None:
         self._memo: dict[str, tuple[Hashable, list[XdsResource]]] = {}
+        self._memos: dict[str | None, dict[str, tuple[Hashable, list[XdsResource]]]] = {}
 
     def scope(self, node: NodeInfo) -> Hashable:
-        return None
+        return self.view(node)
 
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
         out: list[XdsResource] = []
         memo: dict[str, tuple[Hashable, list[XdsResource]]] = {}
-        snap = self.policy.snapshot(mesh) if self.policy is not None else None
+        view = self.view(node)
+        previous = self._memos.get(view, {})
+        snap = self.policy_snapshot(mesh, node)
         for name, service in mesh.services().items():
-            if service.protocol not in self.protocols:
+            if service.protocol not in self.protocols or not service_visible(service, view):
                 continue
             ctx = BuildContext(mesh, snap, snap.for_service(name)) if snap is not None else None
             key: Hashable = mesh.service_index(name)
             if ctx is not None and ctx.policy.revision:
                 key = (key, ctx.policy.revision,
                        (mesh.index, self.policy.policy.index) if self.reads_other_services else None)  # type: ignore[union-attr]
-            hit = self._memo.get(name)
+            hit = previous.get(name)
             if hit is not None and hit[0] == key:
                 built = hit[1]
             else:
                 built = self.build(service, mesh.instances(name), ctx)
             memo[name] = (key, built)
             out.extend(built)
-        self._memo = memo
+        self._memo = self._memos[view] = memo
         return out
 
     def build(self, service: Service, instances: tuple[ServiceInstance, ...],
@@ -161,15 +178,15 @@ class ClusterGenerator(_PerService):
         self._tls_memo: dict[str, tuple[Hashable, list[XdsResource]]] = {}
 
     def scope(self, node: NodeInfo) -> Hashable:
-        return holds_certificate(node)
+        return holds_certificate(node), self.view(node)
 
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
         out = super().generate(mesh, node)
-        return self._with_mtls(mesh) if holds_certificate(node) else out
+        return self._with_mtls(mesh, node) if holds_certificate(node) else out
 
-    def _with_mtls(self, mesh: MeshModel) -> list[XdsResource]:
+    def _with_mtls(self, mesh: MeshModel, node: NodeInfo) -> list[XdsResource]:
         policy = self.policy
-        snap = policy.snapshot(mesh) if policy is not None else None
+        snap = self.policy_snapshot(mesh, node)
         trust_domain = policy.trust_domain if policy is not None else DEFAULT_TRUST_DOMAIN
         pas = policy.policy.resources("PeerAuthentication") if policy is not None else []
         out: list[XdsResource] = []
@@ -257,18 +274,22 @@ class EndpointGenerator(_PerService):
             self._label_keys = (model.index, failover_label_keys(specs))
         return self._label_keys[1]
 
-    def scope(self, node: NodeInfo) -> Hashable:
+    def _local_scope(self, node: NodeInfo) -> Hashable:
         if self.policy is None or not any(node.locality):
             return None
         keys = self._failover_keys()
         return node.locality, frozenset(kv for kv in Source.of(node.metadata).labels if kv[0] in keys)
 
+    def scope(self, node: NodeInfo) -> Hashable:
+        return self.view(node), self._local_scope(node)
+
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
         out = list(super().generate(mesh, node))
-        scope = self.scope(node)
-        if scope is None or self.policy is None:
+        local_scope = self._local_scope(node)
+        snap = self.policy_snapshot(mesh, node)
+        if local_scope is None or snap is None:
             return out
-        snap = self.policy.snapshot(mesh)
+        scope = (self.view(node), local_scope)
         labels = dict(Source.of(node.metadata).labels)
         replaced: dict[str, XdsResource] = {}
         local: dict[tuple[str, Hashable], tuple[list[XdsResource], list[XdsResource]]] = {}
@@ -283,8 +304,8 @@ class EndpointGenerator(_PerService):
                 res = self._localized(mesh.services()[name], mesh.instances(name), sp, node.locality, labels)
             local[(name, scope)] = (built, res)
             replaced.update((r.name, r) for r in res)
-        self._local = {k: v for k, v in self._local.items()
-                       if k[0] in self._memo and v[0] is self._memo[k[0]][1]} | local
+        memo = self._memo
+        self._local = {k: v for k, v in self._local.items() if k[0] in memo and v[0] is memo[k[0]][1]} | local
         return [replaced.get(r.name, r) for r in out] if replaced else out
 
     def _localized(self, service: Service, instances: tuple[ServiceInstance, ...], sp: ServicePolicy,
@@ -410,7 +431,7 @@ class OutboundRouteGenerator(PolicyAware):
     type_url = ROUTE
 
     def __init__(self) -> None:
-        self._memo: dict[tuple[int, int, Source | None], list[route_components_pb2.VirtualHost]] = {}
+        self._memo: dict[tuple[int, int, Source | None, str | None], list[route_components_pb2.VirtualHost]] = {}
 
     def _source(self, node: NodeInfo) -> Source | None:
         if self.policy is None or not self.policy.source_scoped():
@@ -418,18 +439,20 @@ class OutboundRouteGenerator(PolicyAware):
         return Source.of(node.metadata)
 
     def scope(self, node: NodeInfo) -> Hashable:
-        return _outbound(node)[1], self._source(node)
+        return _outbound(node)[1], self._source(node), self.view(node)
 
-    def _virtual_hosts(self, mesh: MeshModel, source: Source | None) -> list[route_components_pb2.VirtualHost]:
-        key = (mesh.index, self.policy.policy.index if self.policy is not None else 0, source)
+    def _virtual_hosts(self, mesh: MeshModel, node: NodeInfo) -> list[route_components_pb2.VirtualHost]:
+        source = self._source(node)
+        key = (mesh.index, self.policy.policy.index if self.policy is not None else 0, source, self.view(node))
         hit = self._memo.get(key)
         if hit is not None:
             return hit
-        snap = self.policy.snapshot(mesh) if self.policy is not None else None
+        snap = self.policy_snapshot(mesh, node)
         hosts = []
         used: set[str] = set()
+        view = self.view(node)
         for name, service in mesh.services().items():
-            if service.protocol not in HTTP_PROTOCOLS:
+            if service.protocol not in HTTP_PROTOCOLS or not service_visible(service, view):
                 continue
             vs = snap.for_service(name).virtual_service if snap is not None else None
             names = [h for h in service_hosts(service) if h not in used]
@@ -449,7 +472,7 @@ class OutboundRouteGenerator(PolicyAware):
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
         _address, port = _outbound(node)
         name = f"outbound|{port}"
-        config = route_pb2.RouteConfiguration(name=name, virtual_hosts=self._virtual_hosts(mesh, self._source(node)))
+        config = route_pb2.RouteConfiguration(name=name, virtual_hosts=self._virtual_hosts(mesh, node))
         return [XdsResource(name, config)]
 
 

@@ -211,7 +211,10 @@ class AdsServer:
                         sent = True
                         yield pushed
                         if url == CLUSTER and st.node is not None:
-                            clusters = self.cache.get(CLUSTER, st.node).changed
+                            snap = self.cache.get(CLUSTER, st.node)
+                            # the first snapshot of a scope (the node's scope changed: exportTo
+                            # views) names no changes: every cluster may differ from what it held
+                            clusters = snap.changed if snap.previous else snap.entries.keys()
                 if sent and payload is not None:
                     self.metrics.push_seconds.observe(max(0.0, asyncio.get_running_loop().time() - payload))
         finally:

@@ -34,6 +34,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
+from sofamesh.pilot.policy.applied import service_visible
 from sofamesh.pilot.policy.duration import parse_duration
 from sofamesh.pilot.xds.destination_rules import effective_policy, hash_policies, subset_cluster_name
 
@@ -172,8 +173,8 @@ class Destinations:
         """(cluster name, service name, port), or None when nothing serves it."""
         svc_name = self.snap.service_for(str(dest.get("host", "")), self.namespace)
         svc = self.mesh.service(svc_name) if svc_name else None
-        if svc is None or svc_name is None:
-            return None
+        if svc is None or svc_name is None or not service_visible(svc, self.snap.namespace):
+            return None  # nothing serves it, or not for this proxy (a ServiceEntry's exportTo)
         port = int((dest.get("port") or {}).get("number") or svc.port)
         if port not in svc.ports:
             return None
