@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sofamesh.core.errors import ConfigError, MeshError
+from sofamesh.core.net.loop import cancel
 from sofamesh.pilot.model import SOURCE_LABEL, Service, ServiceInstance
 from sofamesh.pilot.registry import Registry
 
@@ -140,11 +141,8 @@ class RegistrySync:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     def mark(self, names: Iterable[str]) -> None:
         """Services changed somewhere (a model listener): reconcile them soon."""

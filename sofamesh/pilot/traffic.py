@@ -28,7 +28,6 @@ proxy's ``/stats`` at a time, and the ADS server never waits for them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from sofamesh.core.net.loop import cancel
 from sofamesh.core.stats import LATENCY_BUCKETS_MS
 from sofamesh.pilot.xds.status import admin_address
 
@@ -203,11 +203,8 @@ class TrafficGraph:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self._session is not None:
             await self._session.close()
             self._session = None

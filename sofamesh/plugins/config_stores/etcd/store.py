@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from sofamesh.core.errors import PluginError
+from sofamesh.core.net.loop import cancel
 from sofamesh.pilot.policy.resource import Resource, ResourceKey
 from sofamesh.pilot.policy.store import Changed, ConfigStore, StoredDocument, json_documents
 from sofamesh.plugins.registries.etcd.store import prefix_end
@@ -68,11 +69,8 @@ class EtcdConfigStore(ConfigStore):
         self._task = asyncio.get_running_loop().create_task(self._follow())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self._http is not None:
             await self._http.aclose()
             self._http = None

@@ -9,13 +9,13 @@ file never removes the resources it held.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sofamesh.core.errors import PluginError
+from sofamesh.core.net.loop import cancel
 from sofamesh.pilot.policy.documents import parse_stream
 from sofamesh.pilot.policy.resource import Source
 from sofamesh.pilot.policy.store import Changed, ConfigStore, StoredDocument
@@ -44,11 +44,8 @@ class FilesConfigStore(ConfigStore):
         self._task = asyncio.get_running_loop().create_task(self._poll_forever())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _poll_forever(self) -> None:
         while True:
