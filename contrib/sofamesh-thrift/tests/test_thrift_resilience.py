@@ -18,7 +18,7 @@ def _flags(proxy: ProxyProcess) -> dict[str, str]:
 
 
 def test_calls_survive_a_stopped_provider_by_retries_and_its_ejection(
-        thrift_server: Callable[..., ThriftServer], sofamesh_proxy: Callable[..., ProxyProcess]) -> None:
+        thrift_server: Callable[..., ThriftServer], sofamesh_proxy: Callable[..., ProxyProcess]) -> None:  # noqa: F811
     a, b, c = thrift_server("up-a"), thrift_server("up-b"), thrift_server("up-c")
     cfg, port = thrift_config(
         [{"cluster": "echo", "timeout_ms": 8000,
@@ -41,7 +41,7 @@ def test_calls_survive_a_stopped_provider_by_retries_and_its_ejection(
 
 
 def test_a_circuit_breaker_answers_the_overflow_at_once_with_an_application_exception(
-        thrift_server: Callable[..., ThriftServer], sofamesh_proxy: Callable[..., ProxyProcess]) -> None:
+        thrift_server: Callable[..., ThriftServer], sofamesh_proxy: Callable[..., ProxyProcess]) -> None:  # noqa: F811
     up = thrift_server("up-slow")
     cfg, port = thrift_config([{"cluster": "echo", "timeout_ms": 8000}],
                               [{"name": "echo", "endpoints": [up.address],
