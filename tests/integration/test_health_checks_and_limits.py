@@ -87,10 +87,11 @@ def test_max_requests_per_connection_opens_a_new_upstream_connection_every_n_req
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/x", timeout=5) as r:
                     assert r.status == 200
             stats = proxy.stats()["clusters"]["up"]
-    # No upstream connection carried more than 3 requests; each one the limit retired carried exactly
-    # 3. (A connection may also close early, e.g. when a response and the next request cross on a
-    # loaded machine: then there are more connections, never a fourth request on one.)
+    # No upstream connection carried more than 3 requests, and the limit retired connections. (A
+    # connection may also close early, e.g. when a response and the next request cross on a loaded
+    # machine, even one that had just carried its third: then there are more connections and fewer
+    # retirements counted by the limit, never a fourth request on one.)
     counts = sorted(up.per_peer.values(), reverse=True)
     assert sum(counts) == 9 and max(counts) == 3, counts
-    assert stats["upstream_cx_max_requests"] == counts.count(3), (counts, stats)
+    assert 1 <= stats["upstream_cx_max_requests"] <= counts.count(3), (counts, stats)
     assert stats["upstream_cx_total"] == len(counts)
