@@ -7,7 +7,8 @@ Translated:
 - Listener with a socket address and one filter chain ending in ``http_connection_manager``
   (inline route config or RDS over ADS; ``http_filters`` must end with the router; optional
   filters are skipped), ``tcp_proxy`` (cluster or weighted clusters) or our own
-  ``sofamesh.filters.network.rpc_proxy`` (a ``TypedStruct``, see ``RPC_PROXY_TYPE_URL``).
+  ``sofamesh.filters.network.rpc_proxy`` (a ``TypedStruct``, see ``RPC_PROXY_TYPE_URL``). A
+  ``filter_chain_match`` that would pick only some connections is refused naming its field.
   Listeners with an ``api_listener`` are for proxyless clients and are skipped.
 - RouteConfiguration: virtual hosts (domains ``name``, ``name:*``, ``*.suffix``, ``prefix*``, ``*``),
   path prefix / exact / safe_regex, header matchers (``:method``, ``:authority``, ``:scheme`` too),
@@ -404,6 +405,7 @@ def translate_listener(lst: Any, protocols: Collection[str] = ("http1",)) -> Tra
         raise ConfigError(f"{base}: filter_chains", f"exactly one filter chain is supported (got {len(chains)}), "
                                                     "or Istio's PERMISSIVE pair (transport_protocol tls and "
                                                     "raw_buffer, the same filters)")
+    _check_chain_match(chains[0], sa.port_value, plaintext_too, f"{base}: filter_chains[0].filter_chain_match")
     tls = translate_tls(chains[0].transport_socket, "downstream", f"{base}: filter_chains[0].transport_socket") \
         if chains[0].HasField("transport_socket") else None
     if tls is not None and plaintext_too:
@@ -438,6 +440,24 @@ def translate_listener(lst: Any, protocols: Collection[str] = ("http1",)) -> Tra
         return _rpc_proxy(f, fpath, out)
     raise ConfigError(f"{fpath}.typed_config", f"network filter {f.name!r} ({url}) is not supported "
                                                "(http_connection_manager, tcp_proxy, " + RPC_PROXY_FILTER + ")")
+
+
+def _check_chain_match(chain: Any, port: int, permissive: bool, path: str) -> None:
+    """The one filter chain serves every connection, so a ``filter_chain_match`` field that would
+    pick some connections is refused by name (a ``destination_port`` equal to the listener's, the
+    PERMISSIVE pair's ``transport_protocol``, and a ``transport_protocol`` its own transport socket
+    implies select nothing)."""
+    if not chain.HasField("filter_chain_match"):
+        return
+    fcm = chain.filter_chain_match
+    for fd, value in fcm.ListFields():
+        if fd.name == "destination_port" and value.value == port:
+            continue
+        if fd.name == "transport_protocol" and (permissive or value == (
+                "tls" if chain.HasField("transport_socket") else "raw_buffer")):
+            continue  # what the chain's own transport socket accepts anyway
+        raise ConfigError(f"{path}.{fd.name}", "choosing a filter chain by this field is not supported "
+                                               "(one filter chain serves every connection)")
 
 
 def _permissive(chains: list[Any]) -> bool:

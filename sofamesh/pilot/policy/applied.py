@@ -180,12 +180,13 @@ class AppliedPolicy:
         return (namespace or DEFAULT_NAMESPACE) if self._viewed[1] else None
 
     def source_scoped(self) -> bool:
-        """Whether some VirtualService route applies only to some nodes (``sourceLabels``,
-        ``sourceNamespace``): route configs then depend on the node's labels and namespace."""
+        """Whether some VirtualService route (http, tcp or tls) applies only to some nodes
+        (``sourceLabels``, ``sourceNamespace``): routes then depend on the node's labels and namespace."""
         if self._scoped[0] != self.policy.index:
             scoped = any(m.get("sourceLabels") or m.get("sourceNamespace")
                          for r in self.policy.resources("VirtualService")
-                         for h in r.spec.get("http") or [] for m in h.get("match") or [])
+                         for kind in ("http", "tcp", "tls")
+                         for h in r.spec.get(kind) or [] for m in h.get("match") or [])
             self._scoped = (self.policy.index, scoped)
         return self._scoped[1]
 

@@ -96,6 +96,11 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         **_under("http", "retries retries.attempts retries.perTryTimeout retries.retryOn", _ENVOY),
         # tests/integration/policy/test_export_to.py: proxies in two namespaces (node metadata NAMESPACE)
         "exportTo": _PROXIES,
+        # tests/integration/policy/test_tcp_routes.py: 200 connections through each proxy's outbound
+        # TCP listener split 80/20 between two TCP servers (subsets of a ServiceEntry)
+        "tcp": _PROXIES,
+        **_under("tcp", "match match.port route route.destination route.destination.host "
+                        "route.destination.subset route.weight", _PROXIES),
     },
     "DestinationRule": {
         **_under("", "host subsets subsets.name subsets.labels", _ALL),
@@ -110,6 +115,8 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     },
     "ServiceEntry": {**_under("", "hosts ports ports.number ports.name ports.protocol resolution workloadSelector "
                                   "workloadSelector.labels", _SIDECAR),
+                     # a loopback address is where the sidecar listens for a TCP port (test_tcp_routes.py)
+                     "addresses": _SIDECAR,
                      "exportTo": _PROXIES},  # tests/integration/policy/test_export_to.py
     "WorkloadEntry": _under("", "address ports labels", _SIDECAR),
     # Security: enforced on the inbound listeners Pilot sends sidecars holding a certificate (an Envoy

@@ -10,6 +10,7 @@ entry without endpoints is reached at its host.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -17,7 +18,7 @@ from typing import Any
 
 from sofamesh.core.errors import ConfigError
 from sofamesh.pilot.model import Service, ServiceInstance
-from sofamesh.pilot.policy.hosts import EXPORT_METADATA, HOST_METADATA, NAMESPACE_METADATA
+from sofamesh.pilot.policy.hosts import EXPORT_METADATA, HOST_METADATA, NAMESPACE_METADATA, VIP_METADATA
 from sofamesh.pilot.policy.model import PolicyModel
 from sofamesh.pilot.policy.resource import Resource
 
@@ -40,6 +41,19 @@ def port_protocol(port: Mapping[str, Any]) -> str:
     head = name.split("-")[0]
     return {"dubbo": "dubbo", "bolt": "bolt", "triple": "triple", "http": "http", "grpc": "grpc",
             "http2": "grpc"}.get(head, "tcp")
+
+
+def loopback_address(addresses: Sequence[Any]) -> str:
+    """The first of a ServiceEntry's ``addresses`` a proxy can listen on without iptables: a single
+    loopback address (``127.0.0.0/8``, ``::1``; ``/32`` or ``/128`` allowed); ``""`` when none is."""
+    for a in addresses:
+        try:
+            net = ipaddress.ip_network(str(a), strict=True)
+        except ValueError:
+            continue
+        if net.num_addresses == 1 and net.network_address.is_loopback:
+            return str(net.network_address)
+    return ""
 
 
 def _locality_labels(locality: str) -> dict[str, str]:
@@ -97,6 +111,9 @@ class PolicyInstances:
             export = [str(e) for e in spec.get("exportTo") or ["*"]]
             if "*" not in export:  # Istio: "." its own namespace, "~" none
                 meta[EXPORT_METADATA] = ",".join(se.namespace if e == "." else e for e in export)
+            vip = loopback_address(spec.get("addresses") or [])
+            if vip:
+                meta[VIP_METADATA] = vip
             services[name] = Service(name=name, protocol=protocol, ports=numbers, metadata=meta)
             found = instances.setdefault(name, [])
             resolution = spec.get("resolution", "NONE")
@@ -131,4 +148,4 @@ class PolicyInstances:
         return out
 
 
-__all__ = ["INTERFACE_ANNOTATION", "ORIGIN", "PolicyInstances", "port_protocol"]
+__all__ = ["INTERFACE_ANNOTATION", "ORIGIN", "PolicyInstances", "loopback_address", "port_protocol"]

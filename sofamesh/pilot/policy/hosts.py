@@ -23,6 +23,10 @@ HOST_METADATA = "policy.host"
 EXPORT_METADATA = "policy.exportTo"
 """Service metadata of a ServiceEntry's service whose ``exportTo`` limits it: the namespaces that
 see it, comma-separated (``~``: none); absent, every namespace does."""
+VIP_METADATA = "vip"
+"""Service metadata: the loopback address (``127.0.0.0/8``, ``::1``) a TCP service is addressed on
+through its proxy (:mod:`sofamesh.pilot.xds.tcp_routes`); a ServiceEntry's first such ``addresses``
+entry, or set by whoever registers the service."""
 
 
 class ServiceView(Protocol):
@@ -88,5 +92,5 @@ def subset_instances(instances: Iterable[ServiceInstance], labels: Mapping[str, 
     return [i for i in instances if selects(labels, i)]
 
 
-__all__ = ["CLUSTER_DOMAIN", "EXPORT_METADATA", "HOST_METADATA", "NAMESPACE_METADATA", "HostIndex", "fqdn", "selects",
-           "service_hosts", "subset_instances"]
+__all__ = ["CLUSTER_DOMAIN", "EXPORT_METADATA", "HOST_METADATA", "NAMESPACE_METADATA", "VIP_METADATA", "HostIndex",
+           "fqdn", "selects", "service_hosts", "subset_instances"]

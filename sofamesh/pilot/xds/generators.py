@@ -2,7 +2,8 @@
 ``api_listener``\\ s, and Envoy's outbound HTTP listener with its route config.
 
 Naming conventions (docs/pilot.md):
-- cluster and ClusterLoadAssignment ``outbound|PORT|NAME`` for each port of each http/grpc/triple service;
+- cluster and ClusterLoadAssignment ``outbound|PORT|NAME`` for each port of each http/grpc/triple/tcp
+  service (tcp ones are used by the outbound TCP listeners of :mod:`.tcp_routes`);
 - listener ``NAME`` (and ``NAME:PORT``) holding an ``api_listener`` for proxyless gRPC (target ``xds:///NAME``);
 - listener ``outbound|PORT`` bound to ``ADDRESS:PORT`` from node metadata ``sofamesh.outbound_address``
   (default 127.0.0.1) and ``sofamesh.outbound_port`` (default 15001), its HCM reading route config
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
 DEFAULT_TRUST_DOMAIN = "cluster.local"
 HTTP_PROTOCOLS = frozenset({"http", "grpc", "triple"})
+CLUSTER_PROTOCOLS = HTTP_PROTOCOLS | {"tcp"}  # services with outbound clusters (tcp: :mod:`.tcp_routes`)
 H2_PROTOCOLS = frozenset({"grpc", "triple"})
 PROXYLESS_PROTOCOLS = frozenset({"grpc", "triple"})
 OUTBOUND_PORT_KEY = "sofamesh.outbound_port"
@@ -167,11 +169,12 @@ class _PerService(PolicyAware):
 
 
 class ClusterGenerator(_PerService):
-    """CDS: one EDS cluster (over ADS) per port of each http/grpc/triple service; for a proxy that
+    """CDS: one EDS cluster (over ADS) per port of each http/grpc/triple/tcp service; for a proxy that
     holds a workload certificate, mTLS to a service whose instances all run a sidecar (auto mTLS,
     :mod:`sofamesh.pilot.xds.auto_mtls`)."""
 
     type_url = CLUSTER
+    protocols = CLUSTER_PROTOCOLS
 
     def __init__(self) -> None:
         super().__init__()
@@ -259,6 +262,7 @@ class EndpointGenerator(_PerService):
     node with a locality, that node's priorities and locality weights."""
 
     type_url = ENDPOINT
+    protocols = CLUSTER_PROTOCOLS
 
     def __init__(self) -> None:
         super().__init__()
@@ -385,7 +389,8 @@ class ApiListenerGenerator(_PerService):
         return out
 
 
-def _outbound(node: NodeInfo) -> tuple[str, int]:
+def outbound_address(node: NodeInfo) -> tuple[str, int]:
+    """(address, port) of the node's outbound HTTP listener."""
     meta = node.metadata
     address = meta.get(OUTBOUND_ADDRESS_KEY, DEFAULT_OUTBOUND_ADDRESS)
     try:
@@ -401,10 +406,10 @@ class OutboundListenerGenerator:
     type_url = LISTENER
 
     def scope(self, node: NodeInfo) -> Hashable:
-        return _outbound(node)
+        return outbound_address(node)
 
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
-        address, port = _outbound(node)
+        address, port = outbound_address(node)
         name = f"outbound|{port}"
         hcm = hcm_pb2.HttpConnectionManager(
             stat_prefix=f"outbound_{port}", codec_type=hcm_pb2.HttpConnectionManager.AUTO,
@@ -439,7 +444,7 @@ class OutboundRouteGenerator(PolicyAware):
         return Source.of(node.metadata)
 
     def scope(self, node: NodeInfo) -> Hashable:
-        return _outbound(node)[1], self._source(node), self.view(node)
+        return outbound_address(node)[1], self._source(node), self.view(node)
 
     def _virtual_hosts(self, mesh: MeshModel, node: NodeInfo) -> list[route_components_pb2.VirtualHost]:
         source = self._source(node)
@@ -470,7 +475,7 @@ class OutboundRouteGenerator(PolicyAware):
         return hosts
 
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
-        _address, port = _outbound(node)
+        _address, port = outbound_address(node)
         name = f"outbound|{port}"
         config = route_pb2.RouteConfiguration(name=name, virtual_hosts=self._virtual_hosts(mesh, node))
         return [XdsResource(name, config)]

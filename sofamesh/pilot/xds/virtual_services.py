@@ -128,7 +128,9 @@ def _route_match(m: Mapping[str, Any]) -> rc.RouteMatch:
     return out
 
 
-def _applies(m: Mapping[str, Any], port: int, source: Source) -> bool:
+def match_applies(m: Mapping[str, Any], port: int, source: Source) -> bool:
+    """Whether a route ``match`` (http, tcp or tls) applies to ``port`` for a node of ``source``:
+    its ``port``, ``gateways`` (``mesh``), ``sourceLabels`` and ``sourceNamespace``."""
     want_port = m.get("port")
     if want_port and int(want_port) != port:
         return False
@@ -342,7 +344,7 @@ def http_routes(vs: Resource, snap: PolicySnapshot, mesh: MeshModel, port: int, 
         if not isinstance(http, Mapping) or http.get("delegate"):
             continue
         matches = http.get("match") or [{}]
-        applicable = [m for m in matches if _applies(m, port, source)]
+        applicable = [m for m in matches if match_applies(m, port, source)]
         if not applicable:
             continue
         template = rc.Route()
@@ -371,4 +373,4 @@ def fault_http_filter() -> Any:
     return hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=packed)
 
 
-__all__ = ["FAULT_FILTER", "Destinations", "Source", "fault_http_filter", "http_routes"]
+__all__ = ["FAULT_FILTER", "Destinations", "Source", "fault_http_filter", "http_routes", "match_applies"]

@@ -37,6 +37,11 @@ def vs_http(**route: object) -> dict[str, object]:
     return {**VS, "spec": {"hosts": ["reviews"], "http": [{k: v for k, v in base.items() if v is not None}]}}
 
 
+def vs_l4(kind: str, **route: object) -> dict[str, object]:
+    """A VirtualService for ``a.example.com`` whose one ``kind`` (tcp / tls) route is ``route``."""
+    return {**VS, "spec": {"hosts": ["a.example.com"], kind: [route]}}
+
+
 def dr(spec: dict[str, object]) -> dict[str, object]:
     return {"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule", "metadata": {"name": "d"},
             "spec": {"host": "reviews", **spec}}
@@ -141,6 +146,21 @@ INVALID: list[tuple[str, dict[str, object], str, str]] = [
         {"route": [{"destination": DEST}]}]}}, "spec.gateways", "delegate virtual service must have no gateways"),
     ("tls-route-without-match", {**VS, "spec": {"hosts": ["a.example.com"], "tls": [{"route": [
         {"destination": DEST}]}]}}, "spec.tls[0].match", "required field is missing"),
+    ("tcp-route-without-destination", vs_l4("tcp", match=[{"port": 5432}]), "spec.tcp[0].route",
+     "TCP route is required"),
+    ("tcp-bad-destination-subnet", vs_l4("tcp", match=[{"destinationSubnets": ["10.0.0.0/33"]}], route=[
+        {"destination": DEST}]), "spec.tcp[0].match[0].destinationSubnets[0]", "not a valid IP address or CIDR"),
+    ("tcp-negative-weight", vs_l4("tcp", route=[{"destination": DEST, "weight": -5}, {"destination": DEST,
+                                                                                       "weight": 105}]),
+     "spec.tcp[0].route[0].weight", "weight -5 < 0"),
+    ("tcp-bad-source-label", vs_l4("tcp", match=[{"sourceLabels": {"app": "bad value!"}}], route=[
+        {"destination": DEST}]), "spec.tcp[0].match[0].sourceLabels[app]", "invalid label value"),
+    ("tls-sni-outside-hosts", vs_l4("tls", match=[{"sniHosts": ["b.example.com"]}], route=[{"destination": DEST}]),
+     "spec.tls[0].match[0].sniHosts[0]", "not a compatible subset of any of the virtual service hosts"),
+    ("tls-sni-bad-domain", vs_l4("tls", match=[{"sniHosts": ["a..example.com"]}], route=[{"destination": DEST}]),
+     "spec.tls[0].match[0].sniHosts[0]", "invalid"),
+    ("tls-route-without-destination", vs_l4("tls", match=[{"sniHosts": ["a.example.com"]}]), "spec.tls[0].route",
+     "TLS route is required"),
     ("duplicate-subsets", dr({"subsets": [{"name": "v1"}, {"name": "v1"}]}), "spec.subsets[1].name",
      "duplicate subset names"),
     ("empty-traffic-policy", dr({"trafficPolicy": {}}), "spec.trafficPolicy", "must have at least one field"),
