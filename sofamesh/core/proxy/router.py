@@ -71,7 +71,7 @@ class Route:
 
     __slots__ = ("_cum", "_matchers", "_protocol", "_query", "_total", "clusters", "config", "edit_request",
                  "filters", "hash_policy", "index", "local_response", "mirror", "name", "request_frame",
-                 "response_headers", "retry", "timeout_ms")
+                 "response_headers", "retry", "server_name", "timeout_ms")
 
     def __init__(self, index: int, config: RouteConfig, filters: FilterChain = EMPTY_CHAIN) -> None:
         self.index = index
@@ -93,6 +93,8 @@ class Route:
             # HTTP pseudo-headers as xDS names them: the head's own fields
             matchers.append((_PSEUDO.get(name, name), compile_string_match(sm)))
         self._matchers = tuple(matchers)
+        # a tcp route's ``host``: the TLS server name (SNI) of the connection's ClientHello
+        self.server_name: StrPred | None = compile_string_match(m.host) if m.host is not None else None
         self._query = QueryMatch(tuple((n, compile_string_match(q)) for n, q in m.query.items())) if m.query else None
         self._protocol = m.protocol
         # Optional route actions, each compiled only when the route has it (None costs one test).
@@ -149,10 +151,21 @@ class Route:
 
 
 class Router:
-    __slots__ = ("routes",)
+    __slots__ = ("by_server_name", "routes")
 
     def __init__(self, routes: Sequence[Route]) -> None:
         self.routes = tuple(routes)
+        # a tcp listener whose routes choose by SNI peeks at each connection's ClientHello
+        self.by_server_name = any(r.server_name is not None for r in self.routes)
+
+    def for_server_name(self, name: str | None) -> Route | None:
+        """The first route whose ``host`` matches the TLS server name ``name`` (a route without
+        ``host`` takes every connection, with or without one)."""
+        for route in self.routes:
+            pred = route.server_name
+            if pred is None or (name is not None and pred(name)):
+                return route
+        return None
 
     def match(self, head: RequestHead) -> Route | None:
         for route in self.routes:

@@ -26,15 +26,19 @@ from sofamesh.core.events import (
 )
 from sofamesh.core.net.connection import Connection
 from sofamesh.core.net.tls import peer_identity
+from sofamesh.core.proxy.sni import MORE, server_name
 from sofamesh.core.proxy.stream import Stream
 
 if TYPE_CHECKING:
     from sofamesh.core.endpoint import Endpoint
+    from sofamesh.core.proxy.router import Route
     from sofamesh.core.proxy.runtime import ListenerRuntime
+    from sofamesh.core.upstream.cluster import Cluster
 
 log = logging.getLogger("sofamesh.connection")
 
 _MAX_SNIFF = 64
+HELLO_TIMEOUT_S = 15.0  # a connection that chooses by SNI and sends no ClientHello (Envoy's listener filter timeout)
 
 
 class DownstreamConnection(Connection):
@@ -337,9 +341,11 @@ class DownstreamConnection(Connection):
 
 
 class TcpSession:
-    """``tcp`` passthrough: bytes to the first route's cluster, untouched, with backpressure both ways."""
+    """``tcp`` passthrough: bytes to a route's cluster, untouched, with backpressure both ways. The
+    first route takes every connection, unless routes match the TLS server name (``host``): then the
+    ClientHello is read first (not consumed) and the first route whose name matches takes it."""
 
-    __slots__ = ("buffer", "cluster", "down", "endpoint", "up", "up_eof")
+    __slots__ = ("buffer", "cluster", "down", "endpoint", "hello", "timer", "up", "up_eof")
 
     def __init__(self, down: DownstreamConnection) -> None:
         self.down = down
@@ -347,8 +353,19 @@ class TcpSession:
         self.up: _TcpUpstream | None = None
         self.up_eof = False
         self.endpoint: Endpoint | None = None
+        self.cluster: Cluster | None = None
+        self.hello: bytes | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        router = down.rt.router
+        if router.by_server_name:
+            self.hello = b""
+            self.timer = down.loop.call_later(HELLO_TIMEOUT_S, down.abort)
+            return
+        self._start(router.routes[0] if router.routes else None)
+
+    def _start(self, route: Route | None) -> None:
+        down = self.down
         rt = down.rt
-        route = rt.router.routes[0] if rt.router.routes else None
         cluster = rt.clusters.get(route.pick_cluster()) if route is not None else None
         self.cluster = cluster
         if cluster is None:
@@ -356,6 +373,20 @@ class TcpSession:
             down.loop.call_soon(down.abort)
             return
         self._connect(())
+
+    def _peek(self, data: bytes, eof: bool = False) -> None:
+        hello = (self.hello or b"") + data
+        name = server_name(hello)
+        if name is MORE and not eof:
+            self.hello = hello
+            return
+        self.hello = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if hello:
+            self.buffer.append(hello)
+        self._start(self.down.rt.router.for_server_name(name if isinstance(name, str) else None))
 
     def _connect(self, tried: tuple[Any, ...]) -> None:
         cluster = self.cluster
@@ -387,6 +418,9 @@ class TcpSession:
         down.read_gate.pause(self)  # type: ignore[union-attr]
 
     def downstream_data(self, data: bytes) -> None:
+        if self.hello is not None:
+            self._peek(data)
+            return
         up = self.up
         if up is not None and up.transport is not None:
             up.write(data)
@@ -396,6 +430,8 @@ class TcpSession:
             self.buffer.append(data)
 
     def downstream_eof(self) -> bool:
+        if self.hello is not None:
+            self._peek(b"", eof=True)
         up = self.up
         if up is not None and up.transport is not None and up.transport.can_write_eof():
             up.transport.write_eof()
@@ -404,6 +440,9 @@ class TcpSession:
         return True  # keep our side open for the upstream's answer
 
     def downstream_lost(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.up is not None:
             self.up.close()
 

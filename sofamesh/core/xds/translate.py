@@ -8,7 +8,9 @@ Translated:
   (inline route config or RDS over ADS; ``http_filters`` must end with the router; optional
   filters are skipped), ``tcp_proxy`` (cluster or weighted clusters) or our own
   ``sofamesh.filters.network.rpc_proxy`` (a ``TypedStruct``, see ``RPC_PROXY_TYPE_URL``). A
-  ``filter_chain_match`` that would pick only some connections is refused naming its field.
+  ``filter_chain_match`` that would pick only some connections is refused naming its field,
+  except ``server_names`` on chains of one ``tcp_proxy`` each (TLS passthrough by SNI: routes
+  matching ``host``).
   Listeners with an ``api_listener`` are for proxyless clients and are skipped.
 - RouteConfiguration: virtual hosts (domains ``name``, ``name:*``, ``*.suffix``, ``prefix*``, ``*``),
   path prefix / exact / safe_regex, header matchers (``:method``, ``:authority``, ``:scheme`` too),
@@ -398,6 +400,8 @@ def translate_listener(lst: Any, protocols: Collection[str] = ("http1",)) -> Tra
     host = sa.address or "0.0.0.0"
     address = f"[{host}]:{sa.port_value}" if ":" in host else f"{host}:{sa.port_value}"
     chains = list(lst.filter_chains)
+    if any(len(c.filter_chain_match.server_names) for c in chains):
+        return _by_server_name(chains, base, {"name": lst.name, "address": address}, sa.port_value)
     plaintext_too = len(chains) == 2 and _permissive(chains)
     if plaintext_too:
         chains = [c for c in chains if c.filter_chain_match.transport_protocol == "tls"]
@@ -425,21 +429,61 @@ def translate_listener(lst: Any, protocols: Collection[str] = ("http1",)) -> Tra
     if url == _HCM_TYPE:
         return _hcm(f, fpath, out, protocols)
     if url == _TCP_TYPE:
-        from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
-
-        tp = _unpack(f.typed_config, tcp_proxy_pb2.TcpProxy, f"{fpath}.typed_config")
-        route: dict[str, Any] = {"name": tp.stat_prefix or "tcp"}
-        if tp.WhichOneof("cluster_specifier") == "cluster":
-            route["cluster"] = tp.cluster
-        else:
-            route["weighted_clusters"] = [{"name": w.name, "weight": w.weight} for w in tp.weighted_clusters.clusters]
-        route["timeout_ms"] = 0
-        out.update(protocols=["tcp"], routes=[route])
+        out.update(protocols=["tcp"], routes=[_tcp_route(f, fpath)])
         return TranslatedListener(out)
     if url in _TYPED_STRUCTS:
         return _rpc_proxy(f, fpath, out)
     raise ConfigError(f"{fpath}.typed_config", f"network filter {f.name!r} ({url}) is not supported "
                                                "(http_connection_manager, tcp_proxy, " + RPC_PROXY_FILTER + ")")
+
+
+def _tcp_route(f: Any, fpath: str) -> dict[str, Any]:
+    """A ``tcp_proxy`` filter -> the route of a kernel ``tcp`` listener."""
+    from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+    tp = _unpack(f.typed_config, tcp_proxy_pb2.TcpProxy, f"{fpath}.typed_config")
+    route: dict[str, Any] = {"name": tp.stat_prefix or "tcp"}
+    if tp.WhichOneof("cluster_specifier") == "cluster":
+        route["cluster"] = tp.cluster
+    else:
+        route["weighted_clusters"] = [{"name": w.name, "weight": w.weight} for w in tp.weighted_clusters.clusters]
+    route["timeout_ms"] = 0
+    return route
+
+
+def _by_server_name(chains: list[Any], base: str, out: dict[str, Any], port: int) -> TranslatedListener:
+    """Filter chains chosen by the TLS server name (``server_names``), each a plain ``tcp_proxy``
+    (TLS passes through) -> a ``tcp`` listener whose routes match ``host`` against the ClientHello's
+    SNI, in Envoy's order: exact names, then wildcards by longest suffix, then the chain without
+    names (if any; a connection no chain takes is closed)."""
+    ranked: list[tuple[int, int, int, dict[str, Any]]] = []
+    for ci, chain in enumerate(chains):
+        cpath = f"{base}: filter_chains[{ci}]"
+        fcm = chain.filter_chain_match
+        for fd, value in fcm.ListFields():
+            if fd.name == "server_names" or (fd.name == "destination_port" and value.value == port):
+                continue
+            raise ConfigError(f"{cpath}.filter_chain_match.{fd.name}", "choosing a filter chain by this field is not "
+                                                                      "supported (only server_names)")
+        if chain.HasField("transport_socket"):
+            raise ConfigError(f"{cpath}.transport_socket", "TLS termination on a chain chosen by server name is not "
+                                                           "supported (TLS passes through to tcp_proxy)")
+        filters = list(chain.filters)
+        if len(filters) != 1 or filters[0].typed_config.type_url != _TCP_TYPE:
+            raise ConfigError(f"{cpath}.filters", "a chain chosen by server name must have one filter, tcp_proxy")
+        route = _tcp_route(filters[0], f"{cpath}.filters[0]")
+        names = list(fcm.server_names)
+        if not names:
+            ranked.append((2, 0, ci, route))
+        for name in names:
+            name = name.lower()
+            match = {"suffix": name[1:]} if name.startswith("*.") else {"exact": name}
+            if "*" in name and not name.startswith("*."):
+                raise ConfigError(f"{cpath}.filter_chain_match.server_names", f"invalid server name {name!r}")
+            ranked.append((1 if "exact" not in match else 0, -len(name), ci,
+                           {**route, "name": f"{route['name']}|{name}", "match": {"host": match}}))
+    out.update(protocols=["tcp"], routes=[r for *_rank, r in sorted(ranked, key=lambda t: t[:3])])
+    return TranslatedListener(out)
 
 
 def _check_chain_match(chain: Any, port: int, permissive: bool, path: str) -> None:

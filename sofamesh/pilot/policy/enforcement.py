@@ -101,6 +101,10 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "tcp": _PROXIES,
         **_under("tcp", "match match.port route route.destination route.destination.host "
                         "route.destination.subset route.weight", _PROXIES),
+        # test_tcp_routes.py: ClientHellos with four server names through each proxy: exact before wildcard
+        "tls": _PROXIES,
+        **_under("tls", "match match.sniHosts route route.destination route.destination.host "
+                        "route.destination.subset", _PROXIES),
     },
     "DestinationRule": {
         **_under("", "host subsets subsets.name subsets.labels", _ALL),

@@ -21,6 +21,13 @@ out when there are several; a destination without ``port`` takes the listener's 
 service has it); one destination is ``cluster``. Without a VirtualService, or with no applicable
 route, the service's own cluster. A route none of whose destinations is served leaves the port
 without a listener (connections are refused rather than sent elsewhere).
+
+``tls`` routes (TLS passes through, as Istio's for a TLS port): the listener gets Envoy's
+``tls_inspector`` and, ahead of the chain above, one filter chain per ``tls`` route whose matches
+apply (the same rules), ``filter_chain_match.server_names`` its matches' ``sniHosts`` (a name an
+earlier route took stays with it), ``tcp_proxy`` to its destinations. A connection whose SNI no
+route names (or that is not TLS) takes the chain above, as a plain TCP connection would (our
+choice where Istio has a TLS port of a service without a matching route answered by no chain).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import any_pb2
 
@@ -50,6 +58,7 @@ if TYPE_CHECKING:
 
 TCP_ADDRESS_KEY = "sofamesh.tcp_address"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 TCP_PROTOCOLS = frozenset({"tcp"})
 
 
@@ -127,6 +136,32 @@ def tcp_clusters(
     return cluster_name(service, port), [(cluster_name(service, port), 1)]
 
 
+def tls_chains(
+    vs: Resource | None, snap: PolicySnapshot | None, mesh: MeshModel, port: int, source: Source, address: str
+) -> list[tuple[list[str], str, list[tuple[str, int]]]]:
+    """The ``tls`` routes that apply at ``address:port``: [(server names, route name, [(cluster,
+    weight)])], in order; a name an earlier route took is left to it (Envoy refuses two chains with
+    the same match), a route left with no name or no served destination is skipped."""
+    if vs is None or snap is None:
+        return []
+    dests = Destinations(snap, mesh, vs.namespace)
+    out = []
+    taken: set[str] = set()
+    for i, tls in enumerate(vs.spec.get("tls") or []):
+        if not isinstance(tls, Mapping):
+            continue
+        names: list[str] = []
+        for m in tls.get("match") or []:
+            if isinstance(m, Mapping) and l4_match_applies(m, port, source, address):
+                names += [str(n).lower() for n in m.get("sniHosts") or [] if str(n).lower() not in taken]
+        names = list(dict.fromkeys(names))
+        chosen = weighted_destinations(tls.get("route") or [], dests, port) if names else []
+        if chosen:
+            taken.update(names)
+            out.append((names, f"{vs.namespace}.{vs.name}.tls.{i}", chosen))
+    return out
+
+
 def tcp_proxy(stat_prefix: str, clusters: list[tuple[str, int]]) -> listener_components_pb2.Filter:
     tp = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
     if len(clusters) == 1:
@@ -138,6 +173,12 @@ def tcp_proxy(stat_prefix: str, clusters: list[tuple[str, int]]) -> listener_com
     packed = any_pb2.Any()
     packed.Pack(tp)
     return listener_components_pb2.Filter(name=TCP_PROXY_FILTER, typed_config=packed)
+
+
+def tls_inspector() -> listener_components_pb2.ListenerFilter:
+    packed = any_pb2.Any()
+    packed.Pack(tls_inspector_pb2.TlsInspector())
+    return listener_components_pb2.ListenerFilter(name=TLS_INSPECTOR, typed_config=packed)
 
 
 class TcpListenerGenerator(PolicyAware):
@@ -185,7 +226,8 @@ class TcpListenerGenerator(PolicyAware):
                 if (address, port) in taken:
                     continue
                 chosen = tcp_clusters(vs, snap, mesh, service, port, source, address)
-                if chosen is None:
+                by_sni = tls_chains(vs, snap, mesh, port, source, address)
+                if chosen is None and not by_sni:
                     continue
                 taken.add((address, port))
                 lname = f"outbound|tcp|{port}|{name}"
@@ -194,8 +236,18 @@ class TcpListenerGenerator(PolicyAware):
                     address=address_pb2.Address(
                         socket_address=address_pb2.SocketAddress(address=address, port_value=port)
                     ),
-                    filter_chains=[listener_components_pb2.FilterChain(filters=[tcp_proxy(*chosen)])],
+                    filter_chains=[
+                        listener_components_pb2.FilterChain(
+                            filter_chain_match=listener_components_pb2.FilterChainMatch(server_names=names),
+                            filters=[tcp_proxy(prefix, clusters)],
+                        )
+                        for names, prefix, clusters in by_sni
+                    ],
                 )
+                if chosen is not None:  # connections without a listed server name (or not TLS)
+                    listener.filter_chains.append(listener_components_pb2.FilterChain(filters=[tcp_proxy(*chosen)]))
+                if by_sni:
+                    listener.listener_filters.append(tls_inspector())
                 out.append(XdsResource(lname, listener))
         return out
 
@@ -203,11 +255,14 @@ class TcpListenerGenerator(PolicyAware):
 __all__ = [
     "TCP_ADDRESS_KEY",
     "TCP_PROXY_FILTER",
+    "TLS_INSPECTOR",
     "TcpListenerGenerator",
     "l4_match_applies",
     "listen_address",
     "tcp_clusters",
     "tcp_proxy",
+    "tls_chains",
+    "tls_inspector",
     "weighted_destinations",
 ]
 

@@ -19,10 +19,12 @@ from tests.integration.pilot.conftest import PilotProcess
 from tests.integration.pilot.test_envoy import Envoy
 from tests.integration.policy.apply import apply, follows
 from tests.integration.xds.mesh import Sidecar
+from tests.unit.core.proxy.test_sni import client_hello
 
 
 class TcpServer:
-    """Answers each connection's first line with ``NAME:LINE`` and closes."""
+    """Answers each connection's first line with ``NAME:LINE`` (a TLS ClientHello with
+    ``NAME:tls``) and closes."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -30,7 +32,11 @@ class TcpServer:
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
-                line = self.rfile.readline().strip()
+                first = self.rfile.read(5)
+                if first[:1] == b"\x16":  # a TLS record (passed through): its bytes are not echoed
+                    self.wfile.write(owner.name.encode() + b":tls\n")
+                    return
+                line = (first + self.rfile.readline()).strip()
                 self.wfile.write(owner.name.encode() + b":" + line + b"\n")
 
         socketserver.ThreadingTCPServer.allow_reuse_address = True
@@ -45,11 +51,14 @@ class TcpServer:
         self.server.server_close()
 
 
-def ask(address: str, port: int, line: bytes = b"hello") -> str:
-    """One connection through a listener: the name of the server that answered, ``""`` when none did."""
+def ask(address: str, port: int, line: bytes = b"hello", sni: str | None = None) -> str:
+    """One connection through a listener: the name of the server that answered, ``""`` when none did.
+    With ``sni`` the connection starts with a real ClientHello asking for that name."""
+    if sni is not None:
+        line = b"tls"
     try:
         with socket.create_connection((address, port), timeout=5) as s:
-            s.sendall(line + b"\n")
+            s.sendall(client_hello(sni) if sni is not None else line + b"\n")
             data = b""
             while not data.endswith(b"\n"):
                 chunk = s.recv(256)
@@ -117,19 +126,32 @@ def _counts(address: str, port: int, n: int) -> Counter[str]:
     return Counter(ask(address, port) for _ in range(n))
 
 
+@contextlib.contextmanager
+def pilot_envoy_sidecar(
+    tmp_path: Path, api_type: str, addresses: dict[str, str]
+) -> Iterator[tuple[PilotProcess, Envoy, Sidecar]]:
+    """Pilot, an Envoy and a sofamesh sidecar, each proxy listening for TCP services on its own
+    loopback address (node metadata ``sofamesh.tcp_address``); on leaving, neither NACKed."""
+    with contextlib.ExitStack() as stack:
+        pilot = PilotProcess(tmp_path / "data").start()
+        stack.callback(pilot.stop)
+        envoy = Envoy(tmp_path, pilot, api_type, metadata={"sofamesh.tcp_address": addresses["envoy"]})
+        stack.callback(envoy.stop)
+        sidecar = Sidecar(
+            pilot.xds_port, f"sidecar-{api_type.lower()}", metadata={"sofamesh.tcp_address": addresses["sidecar"]}
+        ).start()
+        stack.callback(sidecar.stop)
+        yield pilot, envoy, sidecar
+        assert sidecar.dump()["xds"]["last_nack"] is None
+        assert {v for k, v in envoy.stats().items() if k.endswith(".update_rejected")} == {0}
+
+
 def test_tcp_connections_are_split_80_20_by_envoy_and_by_the_sidecar(
     tmp_path: Path, servers: dict[str, TcpServer]
 ) -> None:
     port = free_port()
     proxies = {"envoy": "127.0.0.2", "sidecar": "127.0.0.3"}  # each proxy's own loopback address
-    with contextlib.ExitStack() as stack:
-        pilot = PilotProcess(tmp_path / "data").start()
-        stack.callback(pilot.stop)
-        envoy = Envoy(tmp_path, pilot, "DELTA_GRPC", metadata={"sofamesh.tcp_address": proxies["envoy"]})
-        stack.callback(envoy.stop)
-        sidecar = Sidecar(pilot.xds_port, "tcp-sidecar", metadata={"sofamesh.tcp_address": proxies["sidecar"]}).start()
-        stack.callback(sidecar.stop)
-
+    with pilot_envoy_sidecar(tmp_path, "DELTA_GRPC", proxies) as (pilot, _envoy, _sidecar):
         t = apply(pilot.api_url, stdin=entry(port, servers))
         for name, address in proxies.items():  # no VirtualService yet: the service's cluster, both servers
             follows(lambda a=address: set(_counts(a, port, 20)) == {"v1", "v2"}, t, name, timeout=30)
@@ -145,9 +167,6 @@ def test_tcp_connections_are_split_80_20_by_envoy_and_by_the_sidecar(
             assert got[""] == 0, (name, got)  # every connection reached a server
             assert 135 <= got["v1"] <= 185 and got["v1"] + got["v2"] == 200, (name, got)
 
-        assert sidecar.dump()["xds"]["last_nack"] is None
-        assert {v for k, v in envoy.stats().items() if k.endswith(".update_rejected")} == {0}
-
 
 def test_without_a_node_address_the_sidecar_listens_on_the_service_entry_loopback_address(
     tmp_path: Path,
@@ -162,3 +181,48 @@ def test_without_a_node_address_the_sidecar_listens_on_the_service_entry_loopbac
         t = apply(pilot.api_url, stdin=entry(port, servers, addresses="127.0.0.4") + "---" + split(port, 0, 100))
         follows(lambda: set(_counts("127.0.0.4", port, 20)) == {"v2"}, t, "the sidecar at the VIP", timeout=30)
         assert sidecar.dump()["xds"]["last_nack"] is None
+
+
+def tls_routes(port: int, servers: dict[str, TcpServer]) -> str:
+    return (
+        entry(port, servers)
+        .replace("protocol: TCP", "protocol: TLS")
+        .replace("name: tcp-db", "name: tls-db")
+        .replace("tcp-db:", "tls-db:")
+        + """
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db.example.com, "*.db.example.com"]
+  tls:
+  - match: [{sniHosts: ["*.db.example.com"]}]
+    route: [{destination: {host: db.example.com, subset: v1}}]
+  - match: [{sniHosts: [v2.db.example.com]}]
+    route: [{destination: {host: db.example.com, subset: v2}}]
+"""
+    )
+
+
+def _by_sni(address: str, port: int, sni: str, n: int = 20) -> set[str]:
+    return set(Counter(ask(address, port, sni=sni) for _ in range(n)))
+
+
+def test_tls_routes_choose_by_the_client_hello_server_name_on_envoy_and_the_sidecar(
+    tmp_path: Path,
+    servers: dict[str, TcpServer],
+) -> None:
+    port = free_port()
+    proxies = {"envoy": "127.0.0.5", "sidecar": "127.0.0.6"}
+    with pilot_envoy_sidecar(tmp_path, "GRPC", proxies) as (pilot, _envoy, _sidecar):
+        t = apply(pilot.api_url, stdin=tls_routes(port, servers))
+        for name, address in proxies.items():
+            follows(lambda a=address: _by_sni(a, port, "v2.db.example.com") == {"v2"}, t, name, timeout=30)
+            # an exact name wins over a wildcard listed before it (Envoy's server_names order)
+            assert _by_sni(address, port, "v2.db.example.com") == {"v2"}, name
+            assert _by_sni(address, port, "x.db.example.com") == {"v1"}, name
+            assert _by_sni(address, port, "a.b.db.example.com") == {"v1"}, name
+            # a name no route lists, and a connection without SNI: the service's own cluster
+            assert _by_sni(address, port, "db.example.com") == {"v1", "v2"}, name
+            assert set(_counts(address, port, 20)) == {"v1", "v2"}, name

@@ -67,9 +67,11 @@ def _listeners(mesh: MeshModel, policy: AppliedPolicy, meta: dict[str, Any]) -> 
     return {r.name: r.message for r in gen.generate(mesh, NodeInfo("n", metadata=meta))}
 
 
-def _proxy(listener: Any) -> tcp_proxy_pb2.TcpProxy:
+def _proxy(listener_or_chain: Any) -> tcp_proxy_pb2.TcpProxy:
+    """The tcp_proxy of a filter chain (a listener's first)."""
+    chain = listener_or_chain.filter_chains[0] if hasattr(listener_or_chain, "filter_chains") else listener_or_chain
     tp = tcp_proxy_pb2.TcpProxy()
-    assert listener.filter_chains[0].filters[0].typed_config.Unpack(tp)
+    assert chain.filters[0].typed_config.Unpack(tp)
     return tp
 
 
@@ -146,4 +148,59 @@ def test_the_sidecar_nacks_a_filter_chain_match_it_cannot_apply_by_name() -> Non
     listener = _listeners(mesh, policy, {"sofamesh.tcp_address": "127.0.0.9"})["outbound|tcp|5432|db"]
     listener.filter_chains[0].filter_chain_match.prefix_ranges.add(address_prefix="10.0.0.0")
     with pytest.raises(ConfigError, match=r"filter_chains\[0\].filter_chain_match.prefix_ranges"):
+        translate_listener(listener)
+
+
+TLS = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db, "*.example.com"]
+  tls:
+  - match: [{sniHosts: ["*.example.com"]}, {sniHosts: [ops.example.com], sourceNamespace: ops}]
+    route: [{destination: {host: db, subset: v1}}]
+  - match: [{sniHosts: [a.example.com, "*.example.com"]}]
+    route:
+    - {destination: {host: db, subset: v1}, weight: 50}
+    - {destination: {host: db, subset: v2}, weight: 50}
+  tcp:
+  - route: [{destination: {host: db, subset: v2}}]
+"""
+
+
+def test_tls_routes_become_filter_chains_by_server_name_ahead_of_the_tcp_chain() -> None:
+    mesh, policy = _setup(DR, TLS)
+    listener = _listeners(mesh, policy, {"sofamesh.tcp_address": "127.0.0.9"})["outbound|tcp|5432|db"]
+    assert [li.name for li in listener.listener_filters] == ["envoy.filters.listener.tls_inspector"]
+    chains = listener.filter_chains
+    # the wildcard stays with the first route; the ops-only name is not for this node
+    assert [list(c.filter_chain_match.server_names) for c in chains] == [["*.example.com"], ["a.example.com"], []]
+    assert _proxy(chains[0]).cluster == "outbound|5432|v1|db"
+    assert [w.name for w in _proxy(chains[1]).weighted_clusters.clusters] == [
+        "outbound|5432|v1|db",
+        "outbound|5432|v2|db",
+    ]
+    assert _proxy(chains[2]).cluster == "outbound|5432|v2|db"  # the tcp route: no or another server name
+    ops = _listeners(mesh, policy, {"sofamesh.tcp_address": "127.0.0.9", "NAMESPACE": "ops"})["outbound|tcp|5432|db"]
+    assert list(ops.filter_chains[0].filter_chain_match.server_names) == ["*.example.com", "ops.example.com"]
+
+    # the sidecar: one tcp listener, routes by the ClientHello's SNI, exact names before wildcards
+    kernel = translate_listener(listener).config  # type: ignore[union-attr]
+    assert [(r["match"] if "match" in r else None) for r in kernel["routes"]] == [
+        {"host": {"exact": "a.example.com"}},
+        {"host": {"suffix": ".example.com"}},
+        None,
+    ]
+    assert kernel["routes"][0]["weighted_clusters"][1] == {"name": "outbound|5432|v2|db", "weight": 50}
+
+
+def test_the_sidecar_nacks_what_it_cannot_do_on_chains_chosen_by_server_name() -> None:
+    mesh, policy = _setup(DR, TLS)
+    listener = _listeners(mesh, policy, {"sofamesh.tcp_address": "127.0.0.9"})["outbound|tcp|5432|db"]
+    listener.filter_chains[1].filter_chain_match.application_protocols.append("h2")
+    with pytest.raises(ConfigError, match=r"filter_chains\[1\].filter_chain_match.application_protocols"):
+        translate_listener(listener)
+    listener = _listeners(mesh, policy, {"sofamesh.tcp_address": "127.0.0.9"})["outbound|tcp|5432|db"]
+    listener.filter_chains[0].transport_socket.name = "envoy.transport_sockets.tls"
+    with pytest.raises(ConfigError, match=r"filter_chains\[0\].transport_socket: TLS termination"):
         translate_listener(listener)
