@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sofamesh.pilot.model import Service
+from sofamesh.pilot.policy.delegate import delegated_http
 from sofamesh.pilot.policy.hosts import EXPORT_METADATA, NAMESPACE_METADATA, HostIndex, ServiceView
 from sofamesh.pilot.policy.model import PolicyModel
-from sofamesh.pilot.policy.resource import DEFAULT_NAMESPACE, Resource
+from sofamesh.pilot.policy.resource import DEFAULT_NAMESPACE, Resource, ResourceKey
 
 _BOUND = ("VirtualService", "DestinationRule", "MetaRouter")
 _SCOPED = ("VirtualService", "DestinationRule")
@@ -121,6 +122,7 @@ class PolicySnapshot:
                             if not any(x is r for x in have):
                                 have.append(r)
         self._by_service: dict[str, ServicePolicy] = {}
+        self._http: dict[ResourceKey, tuple[Resource, list[Mapping[str, Any]]]] = {}
         services = self._mesh.services()
         for svc, kinds in self._candidates.items():
             service = services.get(svc)
@@ -147,6 +149,20 @@ class PolicySnapshot:
 
     def service_for(self, host: str, namespace: str = DEFAULT_NAMESPACE) -> str | None:
         return self.hosts.service_for(host, namespace)
+
+    def http_of(self, vs: Resource) -> list[Mapping[str, Any]]:
+        """``vs``'s ``http`` routes with delegation resolved (:mod:`.delegate`); a delegate must be
+        exported to ``vs``'s namespace."""
+        hit = self._http.get(vs.key)
+        if hit is None or hit[0] is not vs:
+            def lookup(namespace: str, name: str) -> Resource | None:
+                for r in self._policy.resources("VirtualService", namespace):
+                    if r.name == name and visible(r, vs.namespace):
+                        return r
+                return None
+
+            hit = self._http[vs.key] = (vs, delegated_http(vs, lookup))
+        return hit[1]
 
     def subset_labels(self, service: str, subset: str) -> Mapping[str, str] | None:
         s = self.for_service(service).subset(subset)

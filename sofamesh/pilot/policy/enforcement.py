@@ -101,6 +101,9 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "tcp": _PROXIES,
         **_under("tcp", "match match.port route route.destination route.destination.host "
                         "route.destination.subset route.weight", _PROXIES),
+        # tests/integration/policy/test_delegate.py: a root route delegating to another namespace's
+        # VirtualService, merged matches, inherited headers, short hosts in the delegate's namespace
+        **_under("http", "delegate delegate.name delegate.namespace", _PROXIES),
         # test_tcp_routes.py: ClientHellos with four server names through each proxy: exact before wildcard
         "tls": _PROXIES,
         **_under("tls", "match match.sniHosts route route.destination route.destination.host "

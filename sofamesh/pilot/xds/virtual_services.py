@@ -337,10 +337,11 @@ def _action(http: Mapping[str, Any], route: rc.Route, dests: Destinations) -> No
 
 
 def http_routes(vs: Resource, snap: PolicySnapshot, mesh: MeshModel, port: int, source: Source) -> list[rc.Route]:
-    """The Envoy routes of ``vs`` for the virtual host of the service's ``port``, for a node of ``source``."""
+    """The Envoy routes of ``vs`` for the virtual host of the service's ``port``, for a node of
+    ``source``; a ``delegate`` route stands for its delegate's routes (:mod:`..policy.delegate`)."""
     dests = Destinations(snap, mesh, vs.namespace)
     out: list[rc.Route] = []
-    for hi, http in enumerate(vs.spec.get("http") or []):
+    for hi, http in enumerate(snap.http_of(vs)):
         if not isinstance(http, Mapping) or http.get("delegate"):
             continue
         matches = http.get("match") or [{}]

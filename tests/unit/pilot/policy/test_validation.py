@@ -146,6 +146,12 @@ INVALID: list[tuple[str, dict[str, object], str, str]] = [
         {"route": [{"destination": DEST}]}]}}, "spec.gateways", "delegate virtual service must have no gateways"),
     ("tls-route-without-match", {**VS, "spec": {"hosts": ["a.example.com"], "tls": [{"route": [
         {"destination": DEST}]}]}}, "spec.tls[0].match", "required field is missing"),
+    ("delegate-vs-with-tcp", {**VS, "spec": {"http": [{"route": [{"destination": DEST}]}], "tcp": [
+        {"route": [{"destination": DEST}]}]}}, "spec.tcp", "delegate virtual service must have no tcp route"),
+    ("delegate-delegates-again", {**VS, "spec": {"http": [{"delegate": {"name": "other"}}]}},
+     "spec.http[0].delegate", "delegate virtual service can not delegate again"),
+    ("delegate-bad-name", vs_http(route=None, delegate={"name": "Bad_Name"}), "spec.http[0].delegate.name",
+     "invalid delegate name"),
     ("tcp-route-without-destination", vs_l4("tcp", match=[{"port": 5432}]), "spec.tcp[0].route",
      "TCP route is required"),
     ("tcp-bad-destination-subnet", vs_l4("tcp", match=[{"destinationSubnets": ["10.0.0.0/33"]}], route=[
