@@ -101,6 +101,8 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "tcp": _PROXIES,
         **_under("tcp", "match match.port route route.destination route.destination.host "
                         "route.destination.subset route.weight", _PROXIES),
+        # ... and routes picked per proxy by the node's LABELS / NAMESPACE and its listener address
+        **_under("tcp", "match.sourceLabels match.sourceNamespace match.destinationSubnets", _PROXIES),
         # tests/integration/policy/test_delegate.py: a root route delegating to another namespace's
         # VirtualService, merged matches, inherited headers, short hosts in the delegate's namespace
         **_under("http", "delegate delegate.name delegate.namespace", _PROXIES),

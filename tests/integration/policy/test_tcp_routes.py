@@ -128,18 +128,18 @@ def _counts(address: str, port: int, n: int) -> Counter[str]:
 
 @contextlib.contextmanager
 def pilot_envoy_sidecar(
-    tmp_path: Path, api_type: str, addresses: dict[str, str]
+    tmp_path: Path, api_type: str, addresses: dict[str, str], metadata: dict[str, dict[str, object]] | None = None
 ) -> Iterator[tuple[PilotProcess, Envoy, Sidecar]]:
     """Pilot, an Envoy and a sofamesh sidecar, each proxy listening for TCP services on its own
-    loopback address (node metadata ``sofamesh.tcp_address``); on leaving, neither NACKed."""
+    loopback address (node metadata ``sofamesh.tcp_address``, plus ``metadata[proxy]``); on
+    leaving, neither NACKed."""
+    meta = {k: {"sofamesh.tcp_address": v, **(metadata or {}).get(k, {})} for k, v in addresses.items()}
     with contextlib.ExitStack() as stack:
         pilot = PilotProcess(tmp_path / "data").start()
         stack.callback(pilot.stop)
-        envoy = Envoy(tmp_path, pilot, api_type, metadata={"sofamesh.tcp_address": addresses["envoy"]})
+        envoy = Envoy(tmp_path, pilot, api_type, metadata=meta["envoy"])
         stack.callback(envoy.stop)
-        sidecar = Sidecar(
-            pilot.xds_port, f"sidecar-{api_type.lower()}", metadata={"sofamesh.tcp_address": addresses["sidecar"]}
-        ).start()
+        sidecar = Sidecar(pilot.xds_port, f"sidecar-{api_type.lower()}", metadata=meta["sidecar"]).start()
         stack.callback(sidecar.stop)
         yield pilot, envoy, sidecar
         assert sidecar.dump()["xds"]["last_nack"] is None
@@ -226,3 +226,39 @@ def test_tls_routes_choose_by_the_client_hello_server_name_on_envoy_and_the_side
             # a name no route lists, and a connection without SNI: the service's own cluster
             assert _by_sni(address, port, "db.example.com") == {"v1", "v2"}, name
             assert set(_counts(address, port, 20)) == {"v1", "v2"}, name
+
+
+def scoped_routes(port: int) -> str:
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db, namespace: default}}
+spec:
+  hosts: [db.example.com]
+  tcp:
+  - match: [{{sourceLabels: {{app: canary}}, port: {port}}}]
+    route: [{{destination: {{host: db.example.com, subset: v2}}}}]
+  - match: [{{destinationSubnets: [127.0.0.7/32], sourceNamespace: other}}]
+    route: [{{destination: {{host: db.example.com, subset: v2}}}}]
+  - match: [{{destinationSubnets: [127.0.0.0/24], sourceNamespace: team}}]
+    route: [{{destination: {{host: db.example.com, subset: v1}}}}]
+"""
+
+
+def test_tcp_matches_on_source_labels_namespace_and_destination_subnet_pick_the_route_per_proxy(
+    tmp_path: Path, servers: dict[str, TcpServer]
+) -> None:
+    port = free_port()
+    proxies = {"envoy": "127.0.0.7", "sidecar": "127.0.0.8"}
+    metadata: dict[str, dict[str, object]] = {
+        "envoy": {"NAMESPACE": "team"},
+        "sidecar": {"LABELS": {"app": "canary"}, "NAMESPACE": "ops"},
+    }
+    with pilot_envoy_sidecar(tmp_path, "GRPC", proxies, metadata) as (pilot, _envoy, _sidecar):
+        t = apply(pilot.api_url, stdin=entry(port, servers) + "---" + scoped_routes(port))
+        # the sidecar (app=canary) takes the first route; Envoy (namespace team, at 127.0.0.7) the
+        # third: the second names its subnet but another namespace
+        follows(lambda: set(_counts(proxies["sidecar"], port, 20)) == {"v2"}, t, "the sidecar", timeout=30)
+        follows(lambda: set(_counts(proxies["envoy"], port, 20)) == {"v1"}, t, "Envoy", timeout=30)
+        assert set(_counts(proxies["sidecar"], port, 40)) == {"v2"}
+        assert set(_counts(proxies["envoy"], port, 40)) == {"v1"}
