@@ -97,19 +97,26 @@ spec:
 """
 
 
-def split(port: int, w1: int, w2: int) -> str:
-    return f"""
+TCP_VS = """
 apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {{name: db, namespace: default}}
+metadata: {name: db, namespace: default}
 spec:
   hosts: [db.example.com]
   tcp:
+"""
+
+
+def split(port: int, w1: int, w2: int) -> str:
+    return (
+        TCP_VS
+        + f"""\
   - match: [{{port: {port}}}]
     route:
     - {{destination: {{host: db.example.com, subset: v1}}, weight: {w1}}}
     - {{destination: {{host: db.example.com, subset: v2}}, weight: {w2}}}
 """
+    )
 
 
 @pytest.fixture
@@ -229,13 +236,9 @@ def test_tls_routes_choose_by_the_client_hello_server_name_on_envoy_and_the_side
 
 
 def scoped_routes(port: int) -> str:
-    return f"""
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: db, namespace: default}}
-spec:
-  hosts: [db.example.com]
-  tcp:
+    return (
+        TCP_VS
+        + f"""\
   - match: [{{sourceLabels: {{app: canary}}, port: {port}}}]
     route: [{{destination: {{host: db.example.com, subset: v2}}}}]
   - match: [{{destinationSubnets: [127.0.0.7/32], sourceNamespace: other}}]
@@ -243,6 +246,7 @@ spec:
   - match: [{{destinationSubnets: [127.0.0.0/24], sourceNamespace: team}}]
     route: [{{destination: {{host: db.example.com, subset: v1}}}}]
 """
+    )
 
 
 def test_tcp_matches_on_source_labels_namespace_and_destination_subnet_pick_the_route_per_proxy(
