@@ -12,24 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.policy.side_by_side import side_by_side
+from tests.integration.policy.side_by_side import side_by_side, web_policy
 from tests.integration.policy.test_http_route_fields import Echo
 
 MAIN = "[{destination: {host: web, subset: main}}]"
-POLICY = f"""
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: web}}
-spec:
-  host: web
-  subsets: [{{name: main, labels: {{version: main}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: web}}
-spec:
-  hosts: [web]
-  http:
+POLICY = web_policy(
+    ("main",),
+    f"""\
   - name: api
     match: [{{uri: {{prefix: /api}}}}]
     corsPolicy:
@@ -54,7 +43,8 @@ spec:
     match: [{{uri: {{exact: /ready}}}}]
     directResponse: {{status: 204}}
   - route: {MAIN}
-"""
+""",
+)
 
 
 @pytest.fixture

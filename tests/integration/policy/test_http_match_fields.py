@@ -10,28 +10,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.policy.side_by_side import side_by_side
+from tests.integration.policy.side_by_side import side_by_side, web_policy
 from tests.integration.policy.test_http_route_fields import Echo
 from tests.integration.xds.mesh import wait_for
 
 MAIN = "[{destination: {host: web, subset: main}}]"
 SHADOW = "[{destination: {host: web, subset: shadow}}]"
-POLICY = f"""
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: web}}
-spec:
-  host: web
-  subsets:
-  - {{name: main, labels: {{version: main}}}}
-  - {{name: shadow, labels: {{version: shadow}}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: web}}
-spec:
-  hosts: [web]
-  http:
+POLICY = web_policy(
+    ("main", "shadow"),
+    f"""\
   - name: not-canary
     match: [{{uri: {{prefix: /wo}}, withoutHeaders: {{x-canary: {{exact: "1"}}}}}}]
     route: [{{destination: {{host: web, subset: main}}, headers: {{request: {{set: {{x-dest: main}}}}}}}}]
@@ -73,7 +60,8 @@ spec:
     match: [{{uri: {{exact: /ready}}}}]
     directResponse: {{status: 204}}
   - route: {MAIN}
-"""
+""",
+)
 
 
 @pytest.fixture
