@@ -93,12 +93,19 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
                          "mirrorPercentage.value route.headers route.headers.request route.headers.request.set",
                  _PROXIES),
         # tests/integration/policy/test_http_more_fields.py: retries hide every other 503 and a stalled
-        # try, per-destination request / response set, add, remove on a 50/50 split, the match forms
+        # try, per-destination request / response set, add, remove on a 50/50 split, the match forms,
+        # route-level header add / set / remove, mirrors at 50 %, redirect parts, a body as bytes
         **_under("http", "retries retries.attempts retries.perTryTimeout retries.retryOn "
                          "route.headers.request.add route.headers.request.remove route.headers.response "
                          "route.headers.response.set route.headers.response.add route.headers.response.remove "
                          "match.ignoreUriCase match.authority.prefix match.authority.regex match.scheme.prefix "
-                         "match.scheme.regex match.withoutHeaders.regex", _PROXIES),
+                         "match.scheme.regex match.withoutHeaders.regex match.withoutHeaders.prefix "
+                         "match.method.prefix match.method.regex match.headers.prefix match.headers.regex "
+                         "match.queryParams.prefix match.queryParams.regex headers.request.add "
+                         "headers.response.set headers.response.remove mirrors mirrors.destination "
+                         "mirrors.destination.host mirrors.destination.subset mirrors.percentage "
+                         "mirrors.percentage.value redirect.authority redirect.port redirect.scheme "
+                         "directResponse.body.bytes", _PROXIES),
         # tests/integration/policy/test_cors.py: preflights and actual requests, same answers from both
         **_under("http", "corsPolicy corsPolicy.allowOrigins corsPolicy.allowOrigins.exact "
                          "corsPolicy.allowOrigins.prefix corsPolicy.allowOrigins.regex corsPolicy.allowMethods "

@@ -1,8 +1,10 @@
 """VirtualService HTTP fields enforced alike by a real Envoy 1.40 and a sofamesh sidecar, beyond
 test_http_match_fields.py: retries (attempts, retryOn, perTryTimeout), a weighted destination's own
 request / response headers, ``ignoreUriCase``, ``authority`` and ``scheme`` prefix / regex matches,
-and ``withoutHeaders`` with a pattern that matches the empty string (an absent header counts as
-empty, as Envoy's ``treat_missing_header_as_empty`` has it)."""
+``withoutHeaders`` with a pattern that matches the empty string (an absent header counts as
+empty, as Envoy's ``treat_missing_header_as_empty`` has it), method / header / query parameter
+prefix and regex forms, route-level header add / set / remove, ``mirrors`` with a percentage,
+redirect authority / port / scheme and a direct response body given as bytes."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import pytest
 
 from tests.integration.policy.side_by_side import side_by_side, web_policy
 from tests.integration.policy.test_http_route_fields import Echo
+from tests.integration.xds.mesh import wait_for
 
 MAIN = "[{destination: {host: web, subset: main}}]"
 SHADOW = "[{destination: {host: web, subset: shadow}}]"
@@ -76,6 +79,40 @@ POLICY = web_policy(
   - name: without-as
     match: [{{uri: {{prefix: /as}}, withoutHeaders: {{x-v: {{regex: "a*"}}}}}}]
     route: {SHADOW}
+  - name: method-forms
+    match: [{{uri: {{prefix: /meth}}, method: {{prefix: PO}}}}, {{uri: {{prefix: /meth}}, method: {{regex: "DEL.*"}}}}]
+    route: {SHADOW}
+  - name: header-forms
+    match:
+    - {{uri: {{prefix: /hdr}}, headers: {{x-p: {{prefix: gold}}}}}}
+    - {{uri: {{prefix: /hdr}}, headers: {{x-r: {{regex: "v[0-9]+"}}}}}}
+    route: {SHADOW}
+  - name: query-forms
+    match:
+    - {{uri: {{prefix: /qry}}, queryParams: {{p: {{prefix: ab}}}}}}
+    - {{uri: {{prefix: /qry}}, queryParams: {{r: {{regex: "[0-9]+"}}}}}}
+    route: {SHADOW}
+  - name: without-prefix
+    match: [{{uri: {{prefix: /wp}}, withoutHeaders: {{x-w: {{prefix: "no"}}}}}}]
+    route: {SHADOW}
+  - name: route-headers
+    match: [{{uri: {{prefix: /rh}}}}]
+    headers: {{request: {{add: {{x-added: "1"}}}}, response: {{set: {{x-upstream: replaced}}}}}}
+    route: {MAIN}
+  - name: route-headers-removed
+    match: [{{uri: {{prefix: /rr}}}}]
+    headers: {{response: {{remove: [x-upstream]}}}}
+    route: {MAIN}
+  - name: mirrors
+    match: [{{uri: {{prefix: /mir}}}}]
+    mirrors: [{{destination: {{host: web, subset: shadow}}, percentage: {{value: 50}}}}]
+    route: {MAIN}
+  - name: redirect-parts
+    match: [{{uri: {{prefix: /redir}}}}]
+    redirect: {{authority: other.example, port: 8443, scheme: https}}
+  - name: bytes
+    match: [{{uri: {{prefix: /bytes}}}}]
+    directResponse: {{status: 200, body: {{bytes: aGVsbG8=}}}}
   - name: ready
     match: [{{uri: {{exact: /ready}}}}]
     directResponse: {{status: 204}}
@@ -139,7 +176,7 @@ def mesh(tmp_path: Path) -> Iterator[tuple[dict[str, int], dict[str, Echo], Flak
 def test_retries_per_destination_headers_and_match_forms_are_enforced(
     mesh: tuple[dict[str, int], dict[str, Echo], Flaky], proxy: str
 ) -> None:
-    ports, _echoes, flaky = mesh
+    ports, echoes, flaky = mesh
     with httpx.Client(base_url=f"http://127.0.0.1:{ports[proxy]}", headers={"Host": "web"}, timeout=10) as c:
 
         def name(path: str, **headers: str) -> Any:
@@ -190,3 +227,33 @@ def test_retries_per_destination_headers_and_match_forms_are_enforced(
         assert name("/edge") == "main" and name("/edge", **{"x-any": "1"}) == "main"
         assert name("/as") == "main" and name("/as", **{"x-v": "aa"}) == "main"
         assert name("/as", **{"x-v": "b"}) == "shadow"
+
+        # method, header and query parameter prefix / regex forms; withoutHeaders prefix
+        assert c.post("/meth").json()["name"] == "shadow" and c.delete("/meth").json()["name"] == "shadow"
+        assert name("/meth") == "main"
+        assert name("/hdr", **{"x-p": "golden"}) == "shadow" and name("/hdr", **{"x-r": "v12"}) == "shadow"
+        assert name("/hdr", **{"x-p": "silver"}) == "main" and name("/hdr", **{"x-r": "v12x"}) == "main"
+        assert name("/qry?p=abc") == "shadow" and name("/qry?r=42") == "shadow"
+        assert name("/qry?p=xab") == "main" and name("/qry?r=4a") == "main"
+        assert name("/wp", **{"x-w": "yes"}) == "shadow" and name("/wp", **{"x-w": "nope"}) == "main"
+
+        # route-level request add, response set and remove
+        r = c.get("/rh")
+        assert (r.json()["headers"]["x-added"], r.headers.get_list("x-upstream")) == ("1", ["replaced"])
+        r = c.get("/rr")
+        assert r.json()["name"] == "main" and "x-upstream" not in r.headers
+
+        # mirrors with a percentage: about half of the requests are copied to shadow
+        before = len(echoes["shadow"].seen)
+        for _ in range(200):
+            assert name("/mir") == "main"
+        wait_for(lambda: len(echoes["shadow"].seen) - before >= 60, 10, "the mirrored copies")
+        time.sleep(0.5)
+        copies = len(echoes["shadow"].seen) - before
+        assert 60 <= copies <= 140, copies  # 100 expected of 200
+
+        # redirect to another authority, port and scheme; a direct response body given as bytes
+        r = c.get("/redir/x?q=1")
+        assert (r.status_code, r.headers["location"]) == (301, "https://other.example:8443/redir/x?q=1")
+        r = c.get("/bytes")
+        assert (r.status_code, r.content) == (200, b"hello")

@@ -56,8 +56,8 @@ spec:
 
 
 class Echo:
-    """Answers every GET and OPTIONS with what it received (path, headers) as JSON, with its name in the
-    ``x-upstream`` response header; keeps what it saw."""
+    """Answers every GET, POST, DELETE and OPTIONS (without reading a body) with what it received
+    (path, headers) as JSON, with its name in the ``x-upstream`` response header; keeps what it saw."""
 
     def __init__(self, name: str) -> None:
         seen = self.seen = []  # type: list[dict[str, object]]
@@ -73,7 +73,7 @@ class Echo:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_OPTIONS = do_GET  # a CORS preflight a proxy forwards
+            do_OPTIONS = do_POST = do_DELETE = do_GET  # a CORS preflight a proxy forwards; method matches
 
             def log_message(self, format: str, *args: object) -> None:
                 pass
