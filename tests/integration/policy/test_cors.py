@@ -116,6 +116,11 @@ def test_preflights_and_actual_requests_get_the_cors_answers_envoy_gives(
         assert r.headers["x-upstream"] == "main"
         assert _cors(r)["access-control-allow-origin"] == "https://a.example"
         assert "access-control-allow-methods" not in _cors(r)
+        # over HTTP/2 (prior knowledge) the same preflight answer, from the proxy
+        with httpx.Client(base_url=c.base_url, headers={"Host": "web"}, http1=False, http2=True, timeout=5) as h2:
+            r = h2.options("/api/x", headers={"Origin": "https://a.example", "Access-Control-Request-Method": "GET"})
+            assert (r.http_version, r.status_code, r.content) == ("HTTP/2", 200, b"")
+            assert _cors(r) == {"access-control-allow-origin": "https://a.example", **ALLOWED_PREFLIGHT}
         # a route without a policy: no CORS at all, preflights go to the upstream
         r = preflight("/other", "https://a.example")
         assert (r.headers["x-upstream"], _cors(r)) == ("main", {})
