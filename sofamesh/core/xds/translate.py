@@ -10,11 +10,13 @@ Translated:
   ``sofamesh.filters.network.rpc_proxy`` (a ``TypedStruct``, see ``RPC_PROXY_TYPE_URL``).
   Listeners with an ``api_listener`` are for proxyless clients and are skipped.
 - RouteConfiguration: virtual hosts (domains ``name``, ``name:*``, ``*.suffix``, ``prefix*``, ``*``),
-  path prefix / exact / safe_regex, header matchers (``:method``, ``:authority``, ``:scheme`` too),
-  query parameter matchers, cluster or weighted clusters, timeout; ``redirect`` and
+  path prefix / exact / safe_regex (``case_sensitive``), header matchers (``:method``, ``:authority``,
+  ``:scheme`` too; ``ignore_case``, ``treat_missing_header_as_empty``), query parameter matchers,
+  cluster or weighted clusters (with their own header mutations), timeout; ``redirect`` and
   ``direct_response``; request / response headers to add and remove; ``prefix_rewrite``,
   ``regex_rewrite``, ``host_rewrite_literal``; ``request_mirror_policies``; the per-route config of
-  ``envoy.filters.http.fault`` (delay and abort, with percentages) as the route's ``fault`` filter;
+  ``envoy.filters.http.fault`` (delay and abort, with percentages) as the route's ``fault`` filter,
+  and of ``envoy.filters.http.cors`` (a CorsPolicy) as its ``cors`` filter;
   ``retry_policy`` (the route's, else its virtual host's) with the virtual host's
   ``include_request_attempt_count`` and the route's ``per_request_buffer_limit_bytes``.
 - Cluster of type EDS (endpoints from the ClusterLoadAssignment named by ``service_name`` or the
