@@ -187,7 +187,9 @@ def _header_mutation_errors(route: Mapping[str, Any], path: str, default_name: s
     (``CodecFactory.header_mutation``): the listener's, or its ``match.protocol``. The ``tcp``
     passthrough an ``auto`` listener falls back to routes nothing."""
     keys = [key for key in ("request_headers", "response_headers") if route.get(key) is not None]
-    if not keys:
+    per_destination = [f"weighted_clusters[{m}].{key}" for m, w in _items(route.get("weighted_clusters"))
+                       for key in ("request_headers", "response_headers") if _mapping(w).get(key) is not None]
+    if not keys and not per_destination:
         return []
     only = _mapping(route.get("match")).get("protocol")
     if protocols == "auto":
@@ -195,6 +197,14 @@ def _header_mutation_errors(route: Mapping[str, Any], path: str, default_name: s
     else:
         names = [n for _, n in _items(protocols) if isinstance(n, str) and n in cats.protocols]
     for name in names:
+        if per_destination and (only is None or name == only) and name not in ("http1", "http2"):
+            label = route.get("name") or default_name
+            return [ConfigError(f"{path}.{per_destination[0]}",
+                                f"route {label!r}: a weighted destination's own headers apply to HTTP only, not "
+                                f"to protocol {name!r}; limit the route to HTTP (match.protocol, or the listener's "
+                                "protocols) or set the headers on the route")]
+        if not keys:
+            continue
         if (only is None or name == only) and not cats.protocols.get(name).header_mutation:
             label = route.get("name") or default_name
             return [ConfigError(f"{path}.{keys[0]}",

@@ -40,13 +40,18 @@ Address = Annotated[str, BeforeValidator(_check_address)]
 
 
 class StringMatch(_Model):
-    """Exactly one of exact / prefix / suffix / regex; a plain string in YAML means exact."""
+    """Exactly one of exact / prefix / suffix / regex; a plain string in YAML means exact.
+    ``ignore_case`` (exact / prefix / suffix; Envoy's StringMatcher ``ignore_case``); ``invert``
+    negates; ``missing_as_empty`` matches an absent header as the empty string (Envoy's
+    ``treat_missing_header_as_empty``), otherwise an absent value matches nothing before ``invert``."""
 
     exact: str | None = None
     prefix: str | None = None
     suffix: str | None = None
     regex: str | None = None
     invert: bool = False
+    ignore_case: bool = False
+    missing_as_empty: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -87,9 +92,23 @@ class RouteMatch(_Model):
     query: dict[str, StringMatch] = Field(default_factory=dict)  # HTTP query parameters (present: regex ".*")
 
 
+class HeaderMutationConfig(_Model):
+    """Headers a route changes (Envoy's ``*_headers_to_add`` / ``*_headers_to_remove``): ``remove``
+    first, then ``set`` (replace or add), then ``add`` (append)."""
+
+    set: dict[str, str] = Field(default_factory=dict)
+    add: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+
 class WeightedCluster(_Model):
+    """One destination of a split; ``request_headers`` / ``response_headers`` change the HTTP messages
+    of the requests sent to it (Envoy's per-ClusterWeight mutations), before the route's own."""
+
     name: str
     weight: Annotated[int, Field(ge=0)] = 1
+    request_headers: HeaderMutationConfig | None = None
+    response_headers: HeaderMutationConfig | None = None
 
 
 class FilterConfig(_Model):
@@ -183,15 +202,6 @@ class HashPolicyConfig(_Model):
 
 
 HASH_POLICY_KINDS: tuple[str, ...] = ("header", "cookie", "connection_properties", "query_parameter", "argument")
-class HeaderMutationConfig(_Model):
-    """Headers a route changes (Envoy's ``*_headers_to_add`` / ``*_headers_to_remove``): ``remove``
-    first, then ``set`` (replace or add), then ``add`` (append)."""
-
-    set: dict[str, str] = Field(default_factory=dict)
-    add: dict[str, str] = Field(default_factory=dict)
-    remove: list[str] = Field(default_factory=list)
-
-
 class RewriteConfig(_Model):
     """What a route rewrites before forwarding: the matched path prefix (the whole path for an exact
     or regex match) with ``prefix``, or each ``regex`` match in the path with ``substitution``;

@@ -57,8 +57,11 @@ class Filter:
     """One configured filter instance, shared by every stream of a listener or route.
 
     Override what you need; the defaults continue. ``on_request_head`` runs before routing
-    (listener filters) or after it (route filters); ``on_response_head`` when the response head is
-    about to go downstream; ``on_stream_done`` once per stream, for telemetry and accounting.
+    (listener filters) or after it (route filters); ``on_response_head`` when an upstream's response
+    head is about to go downstream (route filters after the route's own header mutation, then
+    listener filters): it may return a changed copy of ``head`` (``dataclasses.replace``) that goes
+    downstream instead, or None to leave it; ``on_stream_done`` once per stream, for telemetry and
+    accounting.
     """
 
     name: ClassVar[str] = ""
@@ -66,7 +69,7 @@ class Filter:
     def on_request_head(self, stream: FilterStream) -> FilterResult:
         return Verdict.CONTINUE
 
-    def on_response_head(self, stream: FilterStream, head: ResponseHead) -> None:
+    def on_response_head(self, stream: FilterStream, head: ResponseHead) -> ResponseHead | None:
         return None
 
     def on_stream_done(self, stream: FilterStream) -> None:

@@ -25,18 +25,19 @@ StrPred = Callable[[str | None], bool]
 
 def compile_string_match(m: StringMatch) -> StrPred:
     pred: StrPred
+    fold = m.ignore_case and m.regex is None
     if m.exact is not None:
-        exact = m.exact
+        exact = m.exact.lower() if fold else m.exact
 
         def pred(v: str | None) -> bool:
             return v == exact
     elif m.prefix is not None:
-        prefix = m.prefix
+        prefix = m.prefix.lower() if fold else m.prefix
 
         def pred(v: str | None) -> bool:
             return v is not None and v.startswith(prefix)
     elif m.suffix is not None:
-        suffix = m.suffix
+        suffix = m.suffix.lower() if fold else m.suffix
 
         def pred(v: str | None) -> bool:
             return v is not None and v.endswith(suffix)
@@ -45,6 +46,18 @@ def compile_string_match(m: StringMatch) -> StrPred:
 
         def pred(v: str | None) -> bool:
             return v is not None and rx.fullmatch(v) is not None
+    if fold:
+        cased = pred
+
+        def folded(v: str | None) -> bool:
+            return cased(v.lower() if v is not None else None)
+        pred = folded
+    if m.missing_as_empty:
+        present = pred
+
+        def or_empty(v: str | None) -> bool:
+            return present("" if v is None else v)
+        pred = or_empty
     if m.invert:
         inner = pred
         return lambda v: not inner(v)
@@ -69,8 +82,8 @@ def _chain(edits: list[Callable[[RequestHead], RequestHead]]) -> Callable[[Reque
 class Route:
     """A compiled route: its matchers and where matching requests go."""
 
-    __slots__ = ("_cum", "_matchers", "_protocol", "_query", "_total", "clusters", "config", "edit_request",
-                 "filters", "hash_policy", "index", "local_response", "mirror", "name", "request_frame",
+    __slots__ = ("_cum", "_matchers", "_protocol", "_query", "_total", "cluster_headers", "clusters", "config",
+                 "edit_request", "filters", "hash_policy", "index", "local_response", "mirror", "name", "request_frame",
                  "response_headers", "retry", "server_name", "timeout_ms")
 
     def __init__(self, index: int, config: RouteConfig, filters: FilterChain = EMPTY_CHAIN) -> None:
@@ -121,6 +134,12 @@ class Route:
                 cum.append(acc)
             self._cum = tuple(cum)
         self._total = self._cum[-1] if self._cum else 0
+        # A weighted destination's own header mutations (request, response): None when none has any
+        per: dict[str, tuple[HeaderMutation | None, HeaderMutation | None]] = {
+            w.name: (HeaderMutation(w.request_headers) if w.request_headers else None,
+                     HeaderMutation(w.response_headers) if w.response_headers else None)
+            for w in config.weighted_clusters if w.request_headers or w.response_headers}
+        self.cluster_headers = per or None
 
     def matches(self, head: RequestHead) -> bool:
         if self._protocol is not None and head.protocol != self._protocol:

@@ -220,6 +220,11 @@ class Stream:
             self.head = _forwarded(head, self.conn.peer, attempt)  # x-envoy-attempt-count in the same pass
         elif attempt:
             self.head = with_attempt_count(head, 1)
+        edits = route.cluster_headers
+        if edits is not None:  # a weighted destination's own headers, before the route's (Envoy's order)
+            edit = edits.get(name)
+            if edit is not None and edit[0] is not None:
+                self.head = edit[0].request(self.head)
         if route.edit_request is not None:
             self.head = route.edit_request(self.head)
         if route.mirror is not None:
@@ -418,20 +423,34 @@ class Stream:
             return
         self.status = head.status
         self.http_status = head.http_status
+        if route is not None:
+            edits = route.cluster_headers
+            if edits is not None and self.cluster is not None:  # a weighted destination's own headers
+                edit = edits.get(self.cluster.name)
+                if edit is not None and edit[1] is not None:
+                    head = edit[1].response(head)
+            if route.response_headers is not None:
+                if head.raw is None:
+                    head = route.response_headers.response(head)
+                else:
+                    try:
+                        head = route.response_headers.response_frame(head, conn.codec, self.head)
+                    except ValueError as exc:
+                        self.local_reply(ReplyStatus.INTERNAL,
+                                         f"route {route.name!r}: cannot edit the response's headers: {exc}")
+                        return
+            hooks = route.filters.response_hooks
+            if hooks:
+                for hook in hooks:
+                    edited = hook(self, head)
+                    if edited is not None:
+                        head = edited
         hooks = self.rt.filters.response_hooks
         if hooks:
             for hook in hooks:
-                hook(self, head)
-        if route is not None and route.response_headers is not None:
-            if head.raw is None:
-                head = route.response_headers.response(head)
-            else:
-                try:
-                    head = route.response_headers.response_frame(head, conn.codec, self.head)
-                except ValueError as exc:
-                    self.local_reply(ReplyStatus.INTERNAL,
-                                     f"route {route.name!r}: cannot edit the response's headers: {exc}")
-                    return
+                edited = hook(self, head)
+                if edited is not None:
+                    head = edited
         self.response_started = True
         if head.raw is not None:
             conn.write(conn.codec.rewrite_request_id(head.raw, self.head.request_id))

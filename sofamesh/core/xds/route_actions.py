@@ -13,6 +13,9 @@ from sofamesh.core.errors import ConfigError
 _T = "type.googleapis.com/"
 FAULT_FILTER = "envoy.filters.http.fault"
 FAULT_TYPE = _T + "envoy.extensions.filters.http.fault.v3.HTTPFault"
+CORS_FILTER = "envoy.filters.http.cors"
+CORS_TYPE = _T + "envoy.extensions.filters.http.cors.v3.Cors"
+CORS_POLICY_TYPE = _T + "envoy.extensions.filters.http.cors.v3.CorsPolicy"
 _PERCENT_SCALE = {0: 1.0, 1: 0.01, 2: 0.0001}  # FractionalPercent HUNDRED, TEN_THOUSAND, MILLION -> percent
 _REDIRECT_CODES = {0: 301, 1: 302, 2: 303, 3: 307, 4: 308}
 _SET, _ADD = 2, 0  # HeaderValueOption OVERWRITE_IF_EXISTS_OR_ADD, APPEND_IF_EXISTS_OR_ADD
@@ -43,6 +46,15 @@ def _mutation(to_add: Any, to_remove: Any, path: str, what: str) -> dict[str, An
                               "header values with %VARIABLES% are not supported")
         out[kind][hvo.header.key] = value
     return {k: v for k, v in out.items() if v} or None
+
+
+def _mutations(msg: Any, path: str, out: dict[str, Any]) -> None:
+    """The request / response header mutations of a Route or a ClusterWeight into ``out``."""
+    for what in ("request", "response"):
+        edit = _mutation(getattr(msg, f"{what}_headers_to_add"), getattr(msg, f"{what}_headers_to_remove"), path,
+                         what)
+        if edit:
+            out[f"{what}_headers"] = edit
 
 
 def _fault(cfg: Any, path: str) -> dict[str, Any]:
@@ -77,6 +89,42 @@ def _fault(cfg: Any, path: str) -> dict[str, Any]:
     return out
 
 
+def _cors(cfg: Any, path: str) -> dict[str, Any]:
+    """A route's CorsPolicy -> the ``cors`` filter's config; a runtime-scaled or shadow policy is NACKed."""
+    from envoy.extensions.filters.http.cors.v3 import cors_pb2
+
+    policy = cors_pb2.CorsPolicy()
+    if not cfg.Unpack(policy):
+        raise ConfigError(path, f"expected {CORS_POLICY_TYPE}, got {cfg.type_url}")
+    if policy.HasField("filter_enabled") and percent(policy.filter_enabled.default_value) < 100.0:
+        raise ConfigError(f"{path}.filter_enabled", "only a policy enabled for every request (100 %) is supported")
+    if policy.HasField("shadow_enabled") and percent(policy.shadow_enabled.default_value) > 0.0:
+        raise ConfigError(f"{path}.shadow_enabled", "shadow mode is not supported")
+    out: dict[str, Any] = {}
+    origins = []
+    for i, m in enumerate(policy.allow_origin_string_match):
+        kind = m.WhichOneof("match_pattern")
+        if kind in ("exact", "prefix", "suffix"):
+            origin: dict[str, Any] = {kind: getattr(m, kind)}
+            if m.ignore_case:
+                origin["ignore_case"] = True
+        elif kind == "safe_regex":
+            origin = {"regex": m.safe_regex.regex}
+        else:
+            raise ConfigError(f"{path}.allow_origin_string_match[{i}]",
+                              f"string matcher {kind!r} is not supported (exact, prefix, suffix, safe_regex)")
+        origins.append(origin)
+    if origins:
+        out["allow_origins"] = origins
+    for name in ("allow_methods", "allow_headers", "expose_headers", "max_age"):
+        if getattr(policy, name):
+            out[name] = getattr(policy, name)
+    for name in ("allow_credentials", "allow_private_network_access", "forward_not_matching_preflights"):
+        if policy.HasField(name):
+            out[name] = bool(getattr(policy, name).value)
+    return out
+
+
 def route_actions(r: Any, path: str, out: dict[str, Any]) -> None:
     """The route-level fields of ``r`` (envoy.config.route.v3.Route) into ``out``."""
     action = r.WhichOneof("action")
@@ -106,17 +154,16 @@ def route_actions(r: Any, path: str, out: dict[str, Any]) -> None:
         text = dr.body.inline_string if body == "inline_string" else \
             dr.body.inline_bytes.decode("latin-1") if body == "inline_bytes" else ""
         out["direct_response"] = {"status": dr.status, "body": text}
-    req = _mutation(r.request_headers_to_add, r.request_headers_to_remove, path, "request")
-    resp = _mutation(r.response_headers_to_add, r.response_headers_to_remove, path, "response")
-    if req:
-        out["request_headers"] = req
-    if resp:
-        out["response_headers"] = resp
+    _mutations(r, path, out)
     for name, cfg in sorted(r.typed_per_filter_config.items()):
+        fpath = f"{path}.typed_per_filter_config[{name}]"
+        if cfg.type_url == CORS_POLICY_TYPE:
+            out.setdefault("filters", []).append({"type": "cors", "config": _cors(cfg, fpath)})
+            continue
         if name != FAULT_FILTER and cfg.type_url != FAULT_TYPE:
-            raise ConfigError(f"{path}.typed_per_filter_config[{name}]",
-                              f"per-route config of {name!r} is not supported (only {FAULT_FILTER})")
-        fault = _fault(cfg, f"{path}.typed_per_filter_config[{name}]")
+            raise ConfigError(fpath, f"per-route config of {name!r} is not supported (only {FAULT_FILTER}, "
+                                     f"{CORS_FILTER})")
+        fault = _fault(cfg, fpath)
         if fault:
             out.setdefault("filters", []).append({"type": "fault", "config": fault})
 
@@ -148,13 +195,17 @@ def route_action_extras(ra: Any, path: str, out: dict[str, Any]) -> None:
         mirrors.append({"cluster": m.cluster, "percentage": share})
     if mirrors:
         out["mirror"] = mirrors
-    if ra.WhichOneof("cluster_specifier") == "weighted_clusters":
-        for i, w in enumerate(ra.weighted_clusters.clusters):
-            for name in ("request_headers_to_add", "request_headers_to_remove", "response_headers_to_add",
-                         "response_headers_to_remove"):
-                if len(getattr(w, name)):
-                    raise ConfigError(f"{path}.weighted_clusters.clusters[{i}].{name}",
-                                      "header mutation per weighted cluster is not supported (only per route)")
 
 
-__all__ = ["FAULT_FILTER", "FAULT_TYPE", "percent", "route_action_extras", "route_actions"]
+def cluster_weight_headers(w: Any, path: str, out: dict[str, Any]) -> None:
+    """A ClusterWeight's own request / response header mutations into ``out`` (a weighted cluster)."""
+    _mutations(w, path, out)
+    for name in ("typed_per_filter_config", "host_rewrite_literal", "cluster_header"):
+        if len(getattr(w, name)):
+            raise ConfigError(f"{path}.{name}", "is not supported on a weighted cluster")
+    if w.HasField("metadata_match"):
+        raise ConfigError(f"{path}.metadata_match", "is not supported on a weighted cluster")
+
+
+__all__ = ["CORS_FILTER", "CORS_POLICY_TYPE", "CORS_TYPE", "FAULT_FILTER", "FAULT_TYPE", "cluster_weight_headers",
+           "percent", "route_action_extras", "route_actions"]

@@ -13,11 +13,13 @@ Translated:
   matching ``host``).
   Listeners with an ``api_listener`` are for proxyless clients and are skipped.
 - RouteConfiguration: virtual hosts (domains ``name``, ``name:*``, ``*.suffix``, ``prefix*``, ``*``),
-  path prefix / exact / safe_regex, header matchers (``:method``, ``:authority``, ``:scheme`` too),
-  query parameter matchers, cluster or weighted clusters, timeout; ``redirect`` and
+  path prefix / exact / safe_regex (``case_sensitive``), header matchers (``:method``, ``:authority``,
+  ``:scheme`` too; ``ignore_case``, ``treat_missing_header_as_empty``), query parameter matchers,
+  cluster or weighted clusters (with their own header mutations), timeout; ``redirect`` and
   ``direct_response``; request / response headers to add and remove; ``prefix_rewrite``,
   ``regex_rewrite``, ``host_rewrite_literal``; ``request_mirror_policies``; the per-route config of
-  ``envoy.filters.http.fault`` (delay and abort, with percentages) as the route's ``fault`` filter;
+  ``envoy.filters.http.fault`` (delay and abort, with percentages) as the route's ``fault`` filter,
+  and of ``envoy.filters.http.cors`` (a CorsPolicy) as its ``cors`` filter;
   ``retry_policy`` (the route's, else its virtual host's) with the virtual host's
   ``include_request_attempt_count`` and the route's ``per_request_buffer_limit_bytes``.
 - Cluster of type EDS (endpoints from the ClusterLoadAssignment named by ``service_name`` or the
@@ -58,7 +60,13 @@ from sofamesh.core.xds.balancing import (
     lb_policy,
     overprovisioning,
 )
-from sofamesh.core.xds.route_actions import FAULT_TYPE, route_action_extras, route_actions
+from sofamesh.core.xds.route_actions import (
+    CORS_TYPE,
+    FAULT_TYPE,
+    cluster_weight_headers,
+    route_action_extras,
+    route_actions,
+)
 
 _T = "type.googleapis.com/"
 LISTENER_TYPE = _T + "envoy.config.listener.v3.Listener"
@@ -111,10 +119,10 @@ def _string_match(m: Any, path: str) -> dict[str, Any]:
     """envoy.type.matcher.v3.StringMatcher -> the kernel's StringMatch mapping."""
     kind = m.WhichOneof("match_pattern")
     if kind in ("exact", "prefix", "suffix"):
-        value = getattr(m, kind)
+        out: dict[str, Any] = {kind: getattr(m, kind)}
         if m.ignore_case:
-            raise ConfigError(f"{path}.ignore_case", "case-insensitive matching is not supported")
-        return {kind: value}
+            out["ignore_case"] = True
+        return out
     if kind == "safe_regex":
         return {"regex": m.safe_regex.regex}
     raise ConfigError(path, f"string matcher {kind!r} is not supported (exact, prefix, suffix, safe_regex)")
@@ -137,6 +145,8 @@ def _header_match(h: Any, path: str) -> dict[str, Any]:
         raise ConfigError(path, f"header matcher {kind!r} is not supported")
     if h.invert_match:
         out["invert"] = not out.get("invert", False)
+    if h.treat_missing_header_as_empty and kind != "present_match":
+        out["missing_as_empty"] = True
     return out
 
 
@@ -290,8 +300,8 @@ def _route(r: Any, host: dict[str, Any] | None, path: str, name: str, vh: Any) -
         match["path"] = {"regex": m.safe_regex.regex}
     elif spec is not None:
         raise ConfigError(f"{path}.match.{spec}", "this path matcher is not supported (prefix, path, safe_regex)")
-    if m.HasField("case_sensitive") and not m.case_sensitive.value:
-        raise ConfigError(f"{path}.match.case_sensitive", "case-insensitive path matching is not supported")
+    if m.HasField("case_sensitive") and not m.case_sensitive.value and spec in ("prefix", "path") and "path" in match:
+        match["path"]["ignore_case"] = True  # as Envoy: case_sensitive does not apply to safe_regex
     query = {}
     for qi, q in enumerate(m.query_parameters):
         qpath = f"{path}.match.query_parameters[{qi}]"
@@ -317,8 +327,11 @@ def _route(r: Any, host: dict[str, Any] | None, path: str, name: str, vh: Any) -
     if which == "cluster":
         out["cluster"] = ra.cluster
     elif which == "weighted_clusters":
-        out["weighted_clusters"] = [{"name": w.name, "weight": w.weight.value if w.HasField("weight") else 1}
-                                    for w in ra.weighted_clusters.clusters]
+        out["weighted_clusters"] = []
+        for wi, w in enumerate(ra.weighted_clusters.clusters):
+            wc: dict[str, Any] = {"name": w.name, "weight": w.weight.value if w.HasField("weight") else 1}
+            cluster_weight_headers(w, f"{path}.route.weighted_clusters.clusters[{wi}]", wc)
+            out["weighted_clusters"].append(wc)
     else:
         raise ConfigError(f"{path}.route.{which}", f"cluster specifier {which!r} is not supported "
                                                     "(cluster, weighted_clusters)")
@@ -560,6 +573,8 @@ def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) ->
             if hf.typed_config.value:
                 raise ConfigError(f"{cpath}.http_filters[{hi}].typed_config",
                                   "a listener-wide fault is not supported; configure it per route")
+            continue
+        if hf.typed_config.type_url == CORS_TYPE:  # the policies are per route (typed_per_filter_config)
             continue
         if not hf.is_optional:
             raise ConfigError(f"{cpath}.http_filters[{hi}]",

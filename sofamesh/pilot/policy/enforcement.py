@@ -27,10 +27,10 @@ def _under(prefix: str, paths: str, who: tuple[str, ...]) -> dict[str, tuple[str
 
 
 # Each entry is what a test proves with real clients (tests/integration/policy/): bookinfo and the
-# HTTP field test through Envoy 1.40 and a sofamesh sidecar, the proxyless grpcio split and header
-# match, the MetaRouter tests with dubbo2.js / @dubbo.ts and sofa-rpc-node. Retries, connection
-# pools and outlier detection are written for Envoy, which enforces them; the sofamesh sidecar's
-# column for them comes with its resilience modules.
+# HTTP field tests through Envoy 1.40 and a sofamesh sidecar, the proxyless grpcio split, header
+# match and faults, the MetaRouter tests with dubbo2.js / @dubbo.ts and sofa-rpc-node. DestinationRule
+# connection pools and outlier detection are written for Envoy, which enforces them; the sofamesh
+# sidecar's column for them comes with tests of its resilience modules through Pilot.
 _TRAFFIC_POLICY_ENVOY = """
     loadBalancer loadBalancer.simple loadBalancer.consistentHash loadBalancer.consistentHash.httpHeaderName
     loadBalancer.consistentHash.httpCookie loadBalancer.consistentHash.httpCookie.name
@@ -76,7 +76,6 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
                          "route.destination.subset route.weight", _ALL),
         **_under("http", "name match.uri match.uri.exact match.uri.prefix match.uri.regex match.method "
                          "match.method.exact match.queryParams match.queryParams.exact timeout "
-                         "fault.delay fault.delay.fixedDelay fault.delay.percentage fault.delay.percentage.value "
                          "rewrite rewrite.uri headers headers.request headers.request.set headers.request.remove "
                          "headers.response headers.response.add mirror mirror.host mirror.subset "
                          "redirect redirect.uri redirect.redirectCode directResponse directResponse.status "
@@ -93,7 +92,28 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
                          "rewrite.uriRegexRewrite.match rewrite.uriRegexRewrite.rewrite mirrorPercentage "
                          "mirrorPercentage.value route.headers route.headers.request route.headers.request.set",
                  _PROXIES),
-        **_under("http", "retries retries.attempts retries.perTryTimeout retries.retryOn", _ENVOY),
+        # tests/integration/policy/test_http_more_fields.py: retries hide every other 503 and a stalled
+        # try, per-destination request / response set, add, remove on a 50/50 split, the match forms,
+        # route-level header add / set / remove, mirrors at 50 %, redirect parts, a body as bytes
+        **_under("http", "retries retries.attempts retries.perTryTimeout retries.retryOn "
+                         "route.headers.request.add route.headers.request.remove route.headers.response "
+                         "route.headers.response.set route.headers.response.add route.headers.response.remove "
+                         "match.ignoreUriCase match.authority.prefix match.authority.regex match.scheme.prefix "
+                         "match.scheme.regex match.withoutHeaders.regex match.withoutHeaders.prefix "
+                         "match.method.prefix match.method.regex match.headers.prefix match.headers.regex "
+                         "match.queryParams.prefix match.queryParams.regex headers.request.add "
+                         "headers.response.set headers.response.remove mirrors mirrors.destination "
+                         "mirrors.destination.host mirrors.destination.subset mirrors.percentage "
+                         "mirrors.percentage.value redirect.authority redirect.port redirect.scheme "
+                         "directResponse.body.bytes", _PROXIES),
+        # tests/integration/policy/test_cors.py: preflights and actual requests, same answers from both
+        **_under("http", "corsPolicy corsPolicy.allowOrigins corsPolicy.allowOrigins.exact "
+                         "corsPolicy.allowOrigins.prefix corsPolicy.allowOrigins.regex corsPolicy.allowMethods "
+                         "corsPolicy.allowHeaders corsPolicy.exposeHeaders corsPolicy.maxAge "
+                         "corsPolicy.allowCredentials corsPolicy.unmatchedPreflights", _PROXIES),
+        # test_proxyless_policy.py::test_proxyless_grpc_delays_calls_as_the_virtual_service_fault_says
+        **_under("http", "fault.delay fault.delay.fixedDelay fault.delay.percentage fault.delay.percentage.value",
+                 _ALL),
         # tests/integration/policy/test_export_to.py: proxies in two namespaces (node metadata NAMESPACE)
         "exportTo": _PROXIES,
         # tests/integration/policy/test_tcp_routes.py: 200 connections through each proxy's outbound

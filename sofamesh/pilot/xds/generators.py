@@ -43,7 +43,7 @@ from sofamesh.pilot.xds.destination_rules import apply_traffic_policy, effective
 from sofamesh.pilot.xds.generator import CLUSTER, ENDPOINT, LISTENER, ROUTE, NodeInfo, XdsResource
 from sofamesh.pilot.xds.locality import Group, failover_label_keys, groups_by_locality, locality_groups
 from sofamesh.pilot.xds.locality import applies as locality_applies
-from sofamesh.pilot.xds.virtual_services import Source, fault_http_filter, http_routes
+from sofamesh.pilot.xds.virtual_services import Source, cors_http_filter, fault_http_filter, http_routes
 
 if TYPE_CHECKING:
     from sofamesh.core.catalog import Catalog
@@ -375,7 +375,8 @@ class ApiListenerGenerator(_PerService):
         out = []
         vs = ctx.policy.virtual_service if ctx is not None else None
         for listener_name, port in names:
-            routes = http_routes(vs, ctx.snapshot, ctx.mesh, port, Source()) if vs is not None and ctx else []
+            routes = http_routes(vs, ctx.snapshot, ctx.mesh, port, Source(), proxyless=True) \
+                if vs is not None and ctx else []
             hcm = hcm_pb2.HttpConnectionManager(
                 stat_prefix=listener_name,
                 route_config=route_pb2.RouteConfiguration(name=listener_name, virtual_hosts=[
@@ -414,7 +415,7 @@ class OutboundListenerGenerator:
         hcm = hcm_pb2.HttpConnectionManager(
             stat_prefix=f"outbound_{port}", codec_type=hcm_pb2.HttpConnectionManager.AUTO,
             rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=name),
-            http_filters=[fault_http_filter(), _router_filter()],
+            http_filters=[cors_http_filter(), fault_http_filter(), _router_filter()],  # Istio's order
         )
         listener = listener_pb2.Listener(
             name=name,

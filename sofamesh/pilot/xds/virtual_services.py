@@ -10,7 +10,8 @@ request), in order, first match wins:
 - action: ``route`` (one cluster, or weighted clusters; ``subset`` -> ``outbound|PORT|SUBSET|NAME``),
   ``redirect``, ``directResponse``; ``timeout`` (none: no timeout, as Istio), ``retries``,
   ``fault`` (per-route config of ``envoy.filters.http.fault``), ``mirror``/``mirrors`` with their
-  percentage, ``headers`` (route-level, and per destination), ``rewrite`` (uri -> prefix_rewrite,
+  percentage, ``headers`` (route-level, and per destination), ``corsPolicy`` (per-route config of
+  ``envoy.filters.http.cors``; not for proxyless gRPC), ``rewrite`` (uri -> prefix_rewrite,
   uriRegexRewrite -> regex_rewrite, authority -> host_rewrite_literal), and the hash policy of the
   destination's consistentHash load balancer.
 A destination no registry knows, on a port the service does not have, or naming a subset no
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from sofamesh.pilot.policy.resource import Resource
 
 FAULT_FILTER = "envoy.filters.http.fault"
+CORS_FILTER = "envoy.filters.http.cors"
 _DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 _REDIRECT_CODES = {301: rc.RedirectAction.MOVED_PERMANENTLY, 302: rc.RedirectAction.FOUND,
                    303: rc.RedirectAction.SEE_OTHER, 307: rc.RedirectAction.TEMPORARY_REDIRECT,
@@ -246,6 +249,30 @@ def _fault(fault: Mapping[str, Any]) -> fault_pb2.HTTPFault:
     return out
 
 
+def _cors(policy: Mapping[str, Any]) -> cors_pb2.CorsPolicy:
+    """Istio's ``corsPolicy`` as its ``TranslateCORSPolicy`` writes it: header values joined with ``,``,
+    ``maxAge`` in whole seconds, the policy enabled for every request, ``unmatchedPreflights: IGNORE``
+    answering a preflight from an origin not allowed instead of forwarding it."""
+    out = cors_pb2.CorsPolicy()
+    origins = policy.get("allowOrigins")
+    if origins:
+        out.allow_origin_string_match.extend(_string_matcher(o) for o in origins if isinstance(o, Mapping))
+    else:
+        out.allow_origin_string_match.extend(string_pb2.StringMatcher(exact=str(o))
+                                             for o in policy.get("allowOrigin") or [])
+    out.filter_enabled.default_value.CopyFrom(percent_pb2.FractionalPercent(numerator=100))
+    if policy.get("allowCredentials") is not None:
+        out.allow_credentials.value = bool(policy["allowCredentials"])
+    out.allow_methods = ",".join(policy.get("allowMethods") or [])
+    out.allow_headers = ",".join(policy.get("allowHeaders") or [])
+    out.expose_headers = ",".join(policy.get("exposeHeaders") or [])
+    if policy.get("maxAge"):
+        out.max_age = str(int(parse_duration(policy["maxAge"])))
+    if policy.get("unmatchedPreflights") == "IGNORE":
+        out.forward_not_matching_preflights.value = False
+    return out
+
+
 def _mirrors(http: Mapping[str, Any], dests: Destinations) -> list[rc.RouteAction.RequestMirrorPolicy]:
     wanted: list[tuple[Mapping[str, Any], float]] = []
     if isinstance(http.get("mirror"), Mapping):
@@ -336,9 +363,11 @@ def _action(http: Mapping[str, Any], route: rc.Route, dests: Destinations) -> No
     route.route.CopyFrom(ra)
 
 
-def http_routes(vs: Resource, snap: PolicySnapshot, mesh: MeshModel, port: int, source: Source) -> list[rc.Route]:
+def http_routes(vs: Resource, snap: PolicySnapshot, mesh: MeshModel, port: int, source: Source,
+                proxyless: bool = False) -> list[rc.Route]:
     """The Envoy routes of ``vs`` for the virtual host of the service's ``port``, for a node of
-    ``source``; a ``delegate`` route stands for its delegate's routes (:mod:`..policy.delegate`)."""
+    ``source``; a ``delegate`` route stands for its delegate's routes (:mod:`..policy.delegate`).
+    ``proxyless``: for gRPC's xDS client, which has no CORS filter (``corsPolicy`` is left out)."""
     dests = Destinations(snap, mesh, vs.namespace)
     out: list[rc.Route] = []
     for hi, http in enumerate(snap.http_of(vs)):
@@ -355,6 +384,10 @@ def http_routes(vs: Resource, snap: PolicySnapshot, mesh: MeshModel, port: int, 
             packed = any_pb2.Any()
             packed.Pack(_fault(http["fault"]))
             template.typed_per_filter_config[FAULT_FILTER].CopyFrom(packed)
+        if isinstance(http.get("corsPolicy"), Mapping) and not proxyless:
+            packed = any_pb2.Any()
+            packed.Pack(_cors(http["corsPolicy"]))
+            template.typed_per_filter_config[CORS_FILTER].CopyFrom(packed)
         name = http.get("name") or f"{vs.namespace}.{vs.name}.{hi}"
         for mi, m in enumerate(applicable):
             r = rc.Route()
@@ -374,4 +407,14 @@ def fault_http_filter() -> Any:
     return hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=packed)
 
 
-__all__ = ["FAULT_FILTER", "Destinations", "Source", "fault_http_filter", "http_routes", "match_applies"]
+def cors_http_filter() -> Any:
+    """The HCM-level CORS filter (no policy of its own: each route's ``typed_per_filter_config`` has it)."""
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+    packed = any_pb2.Any()
+    packed.Pack(cors_pb2.Cors())
+    return hcm_pb2.HttpFilter(name=CORS_FILTER, typed_config=packed)
+
+
+__all__ = ["CORS_FILTER", "FAULT_FILTER", "Destinations", "Source", "cors_http_filter", "fault_http_filter",
+           "http_routes", "match_applies"]

@@ -3,7 +3,7 @@
 Usage: GRPC_XDS_BOOTSTRAP=FILE python proxyless_client.py TARGET CSDS_PORT [METADATA_JSON [INTERVAL_S]]
 Serves CSDS (grpcio-csds) on 127.0.0.1:CSDS_PORT, then calls TARGET's ``/sofamesh.test.Who/Name``
 every INTERVAL_S (0.02) seconds with METADATA_JSON ({}) as call metadata and prints one JSON line
-per call: {"ok": "<backend name>"} or {"error": "<code>"}.
+per call: {"ok": "<backend name>"} or {"error": "<code>"}, with the call's duration as "ms".
 """
 
 from __future__ import annotations
@@ -30,10 +30,13 @@ def main() -> None:
         call = channel.unary_unary("/sofamesh.test.Who/Name")
         deadline = time.monotonic() + 120  # the test kills us long before this
         while time.monotonic() < deadline:
+            start = time.monotonic()
             try:
-                print(json.dumps({"ok": call(b"", timeout=2, metadata=metadata).decode()}), flush=True)
+                out = {"ok": call(b"", timeout=2, metadata=metadata).decode()}
             except grpc.RpcError as exc:
-                print(json.dumps({"error": exc.code().name, "detail": exc.details()}), flush=True)
+                out = {"error": exc.code().name, "detail": exc.details()}
+            out["ms"] = round((time.monotonic() - start) * 1000)
+            print(json.dumps(out), flush=True)
             time.sleep(interval)
 
 

@@ -196,7 +196,7 @@ spec:
   http:
   - route:
     - destination: {host: reviews, subset: v4}
-    corsPolicy: {allowOrigins: [{exact: "https://example.com"}]}
+    retries: {attempts: 2, retryRemoteLocalities: true}
 """).returncode == 0
     done = pilot.cli("analyze")
     assert done.returncode == 1  # two VirtualServices for one host is an error
@@ -209,7 +209,7 @@ spec:
     assert "Warning [SOFA0001] (DestinationRule default/reviews)" not in out  # v1..v3 all have an instance
     assert "(VirtualService default/reviews) accepted and stored" not in out  # bookinfo's is enforced
     assert "Info [SOFA0002] (VirtualService default/reviews-canary) accepted and stored, but no connected proxy " \
-           "enforces these fields yet: http.corsPolicy.allowOrigins.exact" in out
+           "enforces these fields yet: http.retries.retryRemoteLocalities" in out
 
 
 def test_embedded_store_keeps_policy_across_a_restart(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 from tests.integration.pilot.conftest import REPO
 
 DATA = REPO / "tests" / "data"
@@ -36,4 +38,12 @@ def follows(check: Callable[[], bool], since: float, what: str, timeout: float =
     raise AssertionError(f"{what}: not followed within {timeout} s")
 
 
-__all__ = ["AERAKI_DUBBO", "BOOKINFO", "DATA", "apply", "follows"]
+def status(port: int, path: str, host: str = "web") -> int:
+    """The status of ``GET path`` through the proxy listening on ``port`` (0 while nothing listens)."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}{path}", headers={"Host": host}, timeout=5).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+__all__ = ["AERAKI_DUBBO", "BOOKINFO", "DATA", "apply", "follows", "status"]

@@ -4,37 +4,21 @@ per-destination headers, and a 50 % mirror."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.integration.pilot.conftest import PilotProcess
-from tests.integration.pilot.test_envoy import Envoy
-from tests.integration.policy.apply import apply, follows
+from tests.integration.policy.side_by_side import side_by_side, web_policy
 from tests.integration.policy.test_http_route_fields import Echo
-from tests.integration.xds.mesh import Sidecar, wait_for
+from tests.integration.xds.mesh import wait_for
 
 MAIN = "[{destination: {host: web, subset: main}}]"
 SHADOW = "[{destination: {host: web, subset: shadow}}]"
-POLICY = f"""
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: web}}
-spec:
-  host: web
-  subsets:
-  - {{name: main, labels: {{version: main}}}}
-  - {{name: shadow, labels: {{version: shadow}}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: web}}
-spec:
-  hosts: [web]
-  http:
+POLICY = web_policy(
+    ("main", "shadow"),
+    f"""\
   - name: not-canary
     match: [{{uri: {{prefix: /wo}}, withoutHeaders: {{x-canary: {{exact: "1"}}}}}}]
     route: [{{destination: {{host: web, subset: main}}, headers: {{request: {{set: {{x-dest: main}}}}}}}}]
@@ -76,36 +60,15 @@ spec:
     match: [{{uri: {{exact: /ready}}}}]
     directResponse: {{status: 204}}
   - route: {MAIN}
-"""
-
-
-def _status(port: int, path: str) -> int:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}{path}", headers={"Host": "web"}, timeout=5).status_code
-    except httpx.HTTPError:
-        return 0  # the listener is not there yet
+""",
+)
 
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[tuple[dict[str, int], dict[str, Echo]]]:
-    with contextlib.ExitStack() as stack:
-        pilot = PilotProcess(tmp_path / "data").start()
-        stack.callback(pilot.stop)
-        echoes = {v: Echo(v) for v in ("main", "shadow")}
-        for v, e in echoes.items():
-            stack.callback(e.stop)
-            pilot.register("web", v, address="127.0.0.1", port=e.port, protocol="http", labels={"version": v})
-        labels = {"LABELS": {"app": "canary"}}  # Istio's node key for the proxy's workload labels
-        envoy = Envoy(tmp_path, pilot, "GRPC", metadata=labels)
-        stack.callback(envoy.stop)
-        sidecar = Sidecar(pilot.xds_port, "match-fields-sidecar", metadata=labels).start()
-        stack.callback(sidecar.stop)
-        ports = {"envoy": envoy.outbound_port, "sofamesh": sidecar.ports["http"]}
-        t = apply(pilot.api_url, stdin=POLICY)
-        follows(lambda: all(_status(p, "/ready") == 204 for p in ports.values()), t, "the VirtualService", timeout=30)
-        yield ports, echoes
-        assert sidecar.dump()["xds"]["last_nack"] is None
-        assert {v for k, v in envoy.stats().items() if k.endswith(".update_rejected")} == {0}
+    labels = {"LABELS": {"app": "canary"}}  # Istio's node key for the proxy's workload labels
+    with side_by_side(tmp_path, POLICY, ("main", "shadow"), "match-fields-sidecar", labels) as both:
+        yield both
 
 
 @pytest.mark.parametrize("proxy", ["envoy", "sofamesh"])

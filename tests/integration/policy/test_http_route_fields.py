@@ -56,7 +56,8 @@ spec:
 
 
 class Echo:
-    """Answers every request with what it received (path, headers) as JSON; keeps what it saw."""
+    """Answers every GET, POST, DELETE and OPTIONS (without reading a body) with what it received
+    (path, headers) as JSON, with its name in the ``x-upstream`` response header; keeps what it saw."""
 
     def __init__(self, name: str) -> None:
         seen = self.seen = []  # type: list[dict[str, object]]
@@ -68,8 +69,11 @@ class Echo:
                 body = json.dumps(got).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
+                self.send_header("x-upstream", name)
                 self.end_headers()
                 self.wfile.write(body)
+
+            do_OPTIONS = do_POST = do_DELETE = do_GET  # a CORS preflight a proxy forwards; method matches
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

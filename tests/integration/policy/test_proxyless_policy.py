@@ -1,6 +1,6 @@
 """A proxyless grpcio client (``xds:///echo``) follows a VirtualService from Pilot: a header match
 to one subset, a weighted split between two subsets for every other call, and fault injection
-(aborts with a gRPC status and with an HTTP status, at a percentage)."""
+(aborts with a gRPC status and with an HTTP status, at a percentage; fixed delays, at a percentage)."""
 
 from __future__ import annotations
 
@@ -102,3 +102,45 @@ def test_proxyless_grpc_injects_the_virtual_service_faults(
         served = _outcomes(plain, 600, timeout=60)
         # the 404 abort reaches the caller as UNIMPLEMENTED (gRPC's HTTP status mapping), 30 % +- 10 points
         assert set(served) == {"b1", "UNIMPLEMENTED"} and 120 <= served["UNIMPLEMENTED"] <= 240, served
+
+
+DELAYS = SUBSETS + """---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo}
+spec:
+  hosts: [echo]
+  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    fault: {delay: {fixedDelay: 500ms, percentage: {value: 100}}}
+    route: [{destination: {host: echo, subset: v2}}]
+  - fault: {delay: {fixedDelay: 400ms, percentage: {value: 40}}}
+    route: [{destination: {host: echo, subset: v1}}]
+"""
+
+
+def _timed(client: Client, n: int, timeout: float) -> list[tuple[str, int]]:
+    """The next ``n`` calls: (backend name or gRPC status name, milliseconds the call took)."""
+    deadline = time.monotonic() + timeout
+    out = []
+    while len(out) < n:
+        left = deadline - time.monotonic()
+        assert left > 0, f"only {out} within {timeout}s"
+        line = client.reader.next_json(timeout=left)
+        out.append((line.get("ok") or line.get("error", "?"), int(line["ms"])))
+    return out
+
+
+def test_proxyless_grpc_delays_calls_as_the_virtual_service_fault_says(
+        tmp_path: Path, pilot: PilotProcess, grpc_backends: list[GrpcBackend]) -> None:
+    with _clients(tmp_path, pilot, grpc_backends, DELAYS, "delays") as (plain, jason):
+        plain.answers(1, timeout=30)  # the first answer: the client holds the routes
+        jason.answers(1, timeout=30)
+        jason_calls = _timed(jason, 10, timeout=30)
+        assert {who for who, _ in jason_calls} == {"b2"}
+        assert all(500 <= ms < 1900 for _, ms in jason_calls), jason_calls
+        calls = _timed(plain, 80, timeout=60)
+        assert {who for who, _ in calls} == {"b1"}
+        delayed = sum(ms >= 400 for _, ms in calls)
+        assert 12 <= delayed <= 52, calls  # 40 % of 80 = 32 expected
+        assert sum(ms < 300 for _, ms in calls) >= 20, calls  # the others are not held
