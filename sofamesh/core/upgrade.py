@@ -471,6 +471,7 @@ class HotUpgrade:
                   if h.listener is not None and n in self._inherited]
         self.report.listeners = len(served)
         try:
+            await self.server.release()  # accept only now: the config (xDS included) is complete
             await ch.send({"op": "ready", "listeners": served})
         except OSError as exc:
             log.warning("hot upgrade: pid %d went away before the hand-over (%s)", self.report.peer_pid, exc)

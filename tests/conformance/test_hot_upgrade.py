@@ -75,8 +75,9 @@ class KeepAliveClients:
     """Threads each calling through one HTTP/1.1 keep-alive connection, recording the local port of
     every call and every failure."""
 
-    def __init__(self, port: int, n: int) -> None:
+    def __init__(self, port: int, n: int, host: str | None = None) -> None:
         self.port = port
+        self.headers = {"Host": host} if host else {}
         self.ok = 0
         self.failures: list[str] = []
         self.ports: list[set[int]] = [set() for _ in range(n)]
@@ -89,7 +90,7 @@ class KeepAliveClients:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         while not self._stop.is_set():
             try:
-                conn.request("GET", f"/hello?c={i}")
+                conn.request("GET", f"/hello?c={i}", headers=self.headers)
                 r = conn.getresponse()
                 r.read()
                 assert conn.sock is not None
@@ -359,3 +360,73 @@ def test_a_request_body_still_arriving_finishes_in_the_old_process_then_its_conn
     assert first[0] == 200 and first[1].startswith(b"10 "), first  # the echo of the 10-byte body
     assert second[0] == 200, second
     assert sidecar.reports == ["1 listener(s), 1 connection(s) moved, 0 drained, 0 cut"]
+
+
+def test_a_sidecar_fed_by_pilot_upgrades_under_load_and_its_successor_serves_only_when_warm(tmp_path: Path) -> None:
+    from tests.integration.pilot.conftest import PilotProcess
+
+    pilot = PilotProcess(tmp_path / "pilot").start()
+    try:
+        with UpstreamServer("u1") as up:
+            host, port = up.address.rsplit(":", 1)
+            pilot.register("hello", "u1", address=host, port=int(port), protocol="http")
+            egress = free_port()
+            sidecar = Sidecar(xds_bootstrap(pilot.xds_port, "upgrade-1", egress), tmp_path / "upgrade.sock")
+            load: KeepAliveClients | None = None
+            try:
+                load = KeepAliveClients(egress, 3, host="hello")
+                time.sleep(0.5)
+                before = sidecar.admin("/stats")["listeners"]
+                for _ in range(3):
+                    sidecar.upgrade()
+                    dump = json.loads(sidecar.current.get("/config_dump"))
+                    assert dump["xds"]["synced"] and dump["xds"]["connects"] == 1  # its own stream, warm
+                    time.sleep(0.3)
+                after = sidecar.admin("/stats")["listeners"]
+                # Pilot sees the newest process only, once the old ones are gone
+                _wait_for(lambda: len([n for n in pilot.get("/debug/syncz")["nodes"] if n["node"] == "upgrade-1"]) == 1)
+                load.stop()
+                # a successor that cannot get its config from Pilot never takes over
+                pilot.stop()
+                late = sidecar.current
+                cold = tmp_path / "cold.yaml"
+                cold.write_text(json.dumps({**sidecar.config, "xds": {**sidecar.config["xds"],
+                                                                      "initial_fetch_timeout_ms": 2000}}))
+                failed = subprocess.run([sys.executable, "-m", "sofamesh", "proxy", "-c", str(cold),
+                                         "--upgrade-socket", sidecar.sock, "--hot-upgrade"],
+                                        capture_output=True, text=True, timeout=90)
+                assert failed.returncode == 2 and "no complete config" in failed.stderr, failed.stderr
+                assert late.proc is not None and late.proc.poll() is None
+                assert sidecar.admin("/hot_upgrade")["pid"] == late.proc.pid
+                status, _ = _get(egress, "hello")
+                assert status == 200  # the last applied config keeps serving
+            finally:
+                if load is not None:
+                    load.stop()
+                sidecar.stop()
+    finally:
+        pilot.stop()
+    assert load.failures == [] and load.ok > 0
+    assert [len(p) for p in load.ports] == [1, 1, 1]  # each client kept its one connection
+    counted = {n: s["downstream_cx_total"] for n, s in after.items()}
+    assert counted == {n: s["downstream_cx_total"] for n, s in before.items() if n in counted}
+    assert all(r.endswith("3 connection(s) moved, 0 drained, 0 cut") for r in sidecar.reports), sidecar.reports
+
+
+def xds_bootstrap(xds_port: int, node: str, egress: int) -> dict[str, Any]:
+    """A sidecar whose listeners and clusters all come from Pilot (its HTTP egress on ``egress``)."""
+    return {"drain_timeout_ms": 10000,
+            "xds": {"address": f"127.0.0.1:{xds_port}", "node_id": node, "backoff_initial_ms": 100,
+                    "backoff_max_ms": 500, "initial_fetch_timeout_ms": 10000,
+                    "metadata": {"sofamesh.outbound_port": egress, "sofamesh.bolt_port": free_port(),
+                                 "sofamesh.dubbo_port": free_port()}}}
+
+
+def _get(port: int, host: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/after", headers={"Host": host})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
