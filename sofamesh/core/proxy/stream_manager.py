@@ -35,12 +35,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("sofamesh.connection")
 
 _MAX_SNIFF = 64
+_MAX_STREAM_ID = 2**31 - 1
+GOAWAY_GRACE = 1.0
+"""Seconds between a draining connection's first GOAWAY and its last (RFC 9113 6.8: at least one
+round trip, for streams the client opened before it saw the first)."""
 
 
 class DownstreamConnection(Connection):
     """One accepted connection: the StreamManager of the architecture."""
 
-    __slots__ = ("active", "backlog", "codec", "codec_sends", "discarding", "factory", "multiplexed",
+    __slots__ = ("active", "backlog", "codec", "codec_sends", "discarding", "draining", "factory", "multiplexed",
                  "peer_identity", "prefix", "resumed", "rt", "streams", "tcp")
 
     def __init__(self, rt: ListenerRuntime, loop: asyncio.AbstractEventLoop) -> None:
@@ -55,6 +59,7 @@ class DownstreamConnection(Connection):
         self.active: Stream | None = None
         self.backlog: deque[object] = deque()
         self.discarding = False
+        self.draining = False  # told to stop taking requests (``drain``)
         self.peer_identity: str | None = None
         self.tcp: TcpSession | None = None
         self.resumed: tuple[CodecFactory | None, CodecState] | None = None  # moved in by a hot upgrade
@@ -272,7 +277,7 @@ class DownstreamConnection(Connection):
                 return
             if self.backlog:
                 self.loop.call_soon(self._drain_backlog)
-        if self.rt.draining and not self.streams and self.active is None:
+        if (self.draining or self.rt.draining) and not self.streams and self.active is None:
             self.close()
 
     def _drain_backlog(self) -> None:
@@ -327,11 +332,28 @@ class DownstreamConnection(Connection):
             self.data_received(state.unread)
 
     def drain(self) -> None:
-        """Stop taking requests: idle connections close now, busy ones after their streams end."""
-        if self.tcp is not None:
+        """Stop taking requests: idle connections close now, busy ones after their streams end. A
+        codec with a graceful GOAWAY (HTTP/2) announces it first, as Envoy's drain does: GOAWAY with
+        the largest stream id (the client opens new streams elsewhere; those already on their way
+        are served), then after ``GOAWAY_GRACE`` seconds (more than a round trip) a GOAWAY naming
+        the last stream the client opened; the connection closes when those have ended."""
+        if self.tcp is not None or self.draining:
             return
-        if self.codec is not None:
-            self.codec.keep_alive = False
+        self.draining = True
+        codec = self.codec
+        if codec is not None:
+            if codec.graceful_goaway and not self.closed:
+                self.write(codec.send(GoAway(reason="draining", last_request_id=_MAX_STREAM_ID)))
+                self.loop.call_later(GOAWAY_GRACE, self._last_goaway)
+                return
+            codec.keep_alive = False
+        if self.idle():
+            self.close()
+
+    def _last_goaway(self) -> None:
+        if self.closed:
+            return
+        self.write(self.codec.send(GoAway(reason="draining")))
         if self.idle():
             self.close()
 
