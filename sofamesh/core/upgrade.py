@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from sofamesh.core.codec import CodecState
 from sofamesh.core.errors import MeshError
 from sofamesh.core.proxy.stream_manager import DownstreamConnection
+from sofamesh.core.stats import Histogram, RpcStats
 
 if TYPE_CHECKING:
     from sofamesh.core.server import Server
@@ -419,13 +420,22 @@ class HotUpgrade:
             os.close(fd)
         self.report.moved += 1
 
-    def _counters(self) -> dict[str, dict[str, int]]:
-        """Each listener's totals, for the new process to continue from (gauges are not carried)."""
-        out: dict[str, dict[str, int]] = {}
-        for name, h in self.server.listeners.items():
-            snap = h.rt.stats.snapshot()
-            out[name] = {k: v for k, v in snap.items() if isinstance(v, int) and not k.endswith("_active")}
-        return out
+    def _counters(self) -> dict[str, Any]:
+        """The totals the new process continues from, as Envoy's hot restart keeps its stats (there
+        in shared memory, here on the upgrade socket): each listener's and cluster's counters and
+        latency buckets, and the RPC counters. Gauges (``*_active``) are not carried."""
+        server = self.server
+        listeners: dict[str, Any] = {}
+        rpc: dict[str, list[Any]] = {}
+        for name, h in server.listeners.items():
+            st = h.rt.stats
+            listeners[name] = {"counters": _totals(st.snapshot()), "latency": _histogram(st.latency)}
+            rpc[name] = [[*key, {"requests": r.requests, "timeouts": r.timeouts,
+                                 "statuses": {str(k): v for k, v in r.statuses.items()},
+                                 "latency": _histogram(r.latency)}] for key, r in h.rt.rpc_stats.items()]
+        clusters = {name: {"counters": _totals(c.stats.snapshot()), "upstream_rq_time": list(c.stats.upstream_rq_time)}
+                    for name, c in server.clusters.items()}
+        return {"listeners": listeners, "clusters": clusters, "rpc": rpc}
 
     # -- the new side ------------------------------------------------------------------------------
     async def take_over(self) -> tuple[dict[str, tuple[str, socket.socket]], socket.socket | None]:
@@ -543,15 +553,60 @@ class HotUpgrade:
         await self.server.loop.connect_accepted_socket(lambda: conn, sock)  # type: ignore[union-attr]
         self.report.moved += 1
 
-    def _carry(self, stats: dict[str, dict[str, int]]) -> None:
-        """Continue the old process's totals (a moved connection was counted there, once)."""
-        for name, counters in stats.items():
-            h = self.server.listeners.get(name)
+    def _carry(self, stats: dict[str, Any]) -> None:
+        """Continue the old process's totals (a moved connection was counted there, once). A listener
+        or cluster the new config no longer has is left out."""
+        server = self.server
+        for name, got in stats.get("listeners", {}).items():
+            h = server.listeners.get(name)
+            if h is not None:
+                _add_counters(h.rt.stats, got.get("counters", {}))
+                _add_histogram(h.rt.stats.latency, got.get("latency"))
+        for name, got in stats.get("clusters", {}).items():
+            c = server.clusters.get(name)
+            if c is not None:
+                _add_counters(c.stats, got.get("counters", {}))
+                _add_buckets(c.stats.upstream_rq_time, got.get("upstream_rq_time"))
+        for name, rows in stats.get("rpc", {}).items():
+            h = server.listeners.get(name)
             if h is None:
                 continue
-            for k, v in counters.items():
-                if hasattr(h.rt.stats, k) and isinstance(v, int):
-                    setattr(h.rt.stats, k, getattr(h.rt.stats, k) + v)
+            for proto, svc, method, got in rows:
+                r = h.rt.rpc_stats.get((proto, svc, method))
+                if r is None:
+                    r = h.rt.rpc_stats[(proto, svc, method)] = RpcStats()
+                r.requests += int(got.get("requests", 0))
+                r.timeouts += int(got.get("timeouts", 0))
+                for code, n in got.get("statuses", {}).items():
+                    r.statuses[int(code)] = r.statuses.get(int(code), 0) + int(n)
+                _add_histogram(r.latency, got.get("latency"))
+
+
+def _totals(snapshot: dict[str, object]) -> dict[str, int]:
+    return {k: v for k, v in snapshot.items() if type(v) is int and not k.endswith("_active")}
+
+
+def _histogram(h: Histogram) -> dict[str, Any]:
+    return {"buckets": list(h.buckets), "count": h.count, "sum": h.sum}
+
+
+def _add_counters(into: object, counters: dict[str, Any]) -> None:
+    for k, v in counters.items():
+        if type(v) is int and not k.endswith("_active") and hasattr(into, k):
+            setattr(into, k, getattr(into, k) + v)
+
+
+def _add_buckets(into: list[int], buckets: Any) -> None:
+    if isinstance(buckets, list) and len(buckets) == len(into):  # same bucket bounds on both sides
+        for i, n in enumerate(buckets):
+            into[i] += int(n)
+
+
+def _add_histogram(into: Histogram, got: Any) -> None:
+    if isinstance(got, dict) and isinstance(got.get("buckets"), list) and len(got["buckets"]) == len(into.buckets):
+        _add_buckets(into.buckets, got["buckets"])
+        into.count += int(got.get("count", 0))
+        into.sum += float(got.get("sum", 0.0))
 
 
 __all__ = ["HotUpgrade", "UpgradeError", "UpgradeReport"]

@@ -42,6 +42,26 @@ class Sidecar:
         self.sock = str(sock)
         self.current = ProxyProcess(self.config, args=("--upgrade-socket", self.sock)).start()
         self.reports: list[str] = []
+        self.stats: list[tuple[dict[str, Any], dict[str, Any]]] = []  # /stats before and after each upgrade
+
+    def totals_continued(self) -> list[str]:
+        """Counters that went down across an upgrade (each new process continues the old one's)."""
+        down = []
+        for before, after in self.stats:
+            for kind, key in (("listeners", "downstream_rq_total"), ("listeners", "downstream_rq_2xx"),
+                              ("clusters", "upstream_rq_total"), ("clusters", "upstream_cx_total"),
+                              ("rpc", "requests")):
+                for name, b in before[kind].items():
+                    a = after[kind].get(name, {})
+                    if a.get(key, 0) < b[key]:
+                        down.append(f"{kind} {name} {key}: {b[key]} -> {a.get(key)}")
+            for name, b in before["listeners"].items():
+                if after["listeners"][name]["latency"]["count"] < b["latency"]["count"]:
+                    down.append(f"listener {name} latency count went down")
+            for name, b in before["clusters"].items():
+                if after["clusters"][name]["upstream_rq_time"]["count"] < b["upstream_rq_time"]["count"]:
+                    down.append(f"cluster {name} upstream_rq_time count went down")
+        return down
 
     def admin(self, path: str) -> dict[str, Any]:
         url = f"http://{self.config['admin']['address']}{path}"
@@ -50,6 +70,7 @@ class Sidecar:
 
     def upgrade(self) -> None:
         old = self.current
+        before = self.admin("/stats")
         new = ProxyProcess(self.config, args=("--upgrade-socket", self.sock, "--hot-upgrade")).start()
         assert new.proc is not None and old.proc is not None
         deadline = time.monotonic() + 20
@@ -66,6 +87,7 @@ class Sidecar:
         assert int(report.group(1)) == new.proc.pid
         self.reports.append(report.group(2))
         self.current = new
+        self.stats.append((before, self.admin("/stats")))
 
     def stop(self) -> None:
         self.current.stop()
@@ -213,6 +235,12 @@ def test_five_upgrades_under_load_fail_no_call_and_move_every_connection(tmp_pat
     assert dubbo["failed"] == 0 and dubbo["ok"] > 0, dubbo
     assert after == before  # a moved connection is not a new one
     assert sidecar.reports == ["3 listener(s), 6 connection(s) moved, 0 drained, 0 cut"] * 5
+    # cluster, listener and RPC totals continue in each new process (gauges start afresh)
+    assert sidecar.totals_continued() == []
+    last = sidecar.stats[-1][1]
+    assert {k.split("|")[1] for k in last["rpc"]} == {"bolt", "dubbo"} and all(
+        r["requests"] > 0 for r in last["rpc"].values())
+    assert last["clusters"]["bolt"]["upstream_cx_total"] >= 6  # each process opened its own to the provider
 
 
 def test_an_upgrade_that_cannot_start_is_refused_and_the_old_process_keeps_serving(tmp_path: Path) -> None:
