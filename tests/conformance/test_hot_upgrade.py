@@ -539,3 +539,82 @@ def test_grpc_unary_and_streaming_calls_fail_none_across_upgrades_http2_drains_w
     # the channel's one connection drained in each old process (GOAWAY, then its streams ended) and
     # the channel opened the next on the new process: nothing was cut
     assert sidecar.reports == ["1 listener(s), 0 connection(s) moved, 1 drained, 0 cut"] * 3, sidecar.reports
+
+
+def _successor(sidecar: Sidecar, config: dict[str, Any], tmp_path: Path) -> subprocess.Popen[bytes]:
+    path = tmp_path / f"successor-{time.monotonic_ns()}.yaml"
+    path.write_text(json.dumps(config))
+    return subprocess.Popen([sys.executable, "-m", "sofamesh", "proxy", "-c", str(path), "--upgrade-socket", sidecar.sock,
+                             "--hot-upgrade"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_a_successor_killed_after_it_received_the_listeners_leaves_the_old_process_serving(tmp_path: Path) -> None:
+    with UpstreamServer() as web:
+        config, port = web_config(web.address)
+        sidecar = Sidecar(config, tmp_path / "upgrade.sock")
+        load = KeepAliveClients(port, 3)
+        try:
+            first = sidecar.admin("/hot_upgrade")["pid"]
+            # the successor holds the listening sockets and waits for its config from an xDS server
+            # that does not answer: it never accepts, and it is killed there
+            dead_pilot = free_port()
+            waiting = _successor(sidecar, {**sidecar.config, "xds": {
+                "address": f"127.0.0.1:{dead_pilot}", "node_id": "n", "initial_fetch_timeout_ms": 60000}}, tmp_path)
+            _wait_for(lambda: sidecar.admin("/hot_upgrade")["phase"] == "handing over")
+            time.sleep(0.5)
+            waiting.kill()
+            waiting.wait(10)
+            _wait_for(lambda: sidecar.admin("/hot_upgrade")["phase"] == "serving")
+            assert sidecar.admin("/hot_upgrade")["pid"] == first
+            assert "did not take over" in sidecar.current.log()
+            # new connections are still accepted by the old process
+            status, _ = _get(port, "x")
+            assert status == 200
+            sidecar.upgrade()  # a good upgrade afterwards still moves every connection
+            time.sleep(0.3)
+            load.stop()
+        finally:
+            load.stop()
+            sidecar.stop()
+    assert load.failures == [] and load.ok > 0
+    assert [len(p) for p in load.ports] == [1, 1, 1]
+    assert sidecar.reports == ["1 listener(s), 3 connection(s) moved, 0 drained, 0 cut"]
+
+
+def test_a_successor_killed_during_the_connection_hand_over_the_old_process_accepts_and_reads_again(
+        tmp_path: Path) -> None:
+    with UpstreamServer() as web:
+        config, port = web_config(web.address)
+        sidecar = Sidecar(config, tmp_path / "upgrade.sock")
+        try:
+            first = sidecar.admin("/hot_upgrade")["pid"]
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                # a request whose body is still arriving keeps this connection in the old process
+                c.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+                taking = _successor(sidecar, sidecar.config, tmp_path)
+                # the successor accepts (it answers the admin port now) and waits for the connection
+                _wait_for(lambda: sidecar.admin("/hot_upgrade")["pid"] == taking.pid)
+                taking.kill()
+                taking.wait(10)
+                _wait_for(lambda: _answers(sidecar, first))
+                assert "went away during the hand-over" in sidecar.current.log()
+                c.sendall(b"world")  # the old process reads again: the request finishes there
+                first_reply = _read_response(c)
+                c.sendall(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+                second_reply = _read_response(c)
+            status, _ = _get(port, "x")  # and it accepts again
+            assert status == 200
+            sidecar.upgrade()
+        finally:
+            sidecar.stop()
+    assert first_reply[0] == 200 and first_reply[1].startswith(b"10 "), first_reply
+    assert second_reply[0] == 200
+    assert sidecar.reports == ["1 listener(s), 0 connection(s) moved, 0 drained, 0 cut"]
+
+
+def _answers(sidecar: Sidecar, pid: int) -> bool:
+    try:
+        state = sidecar.admin("/hot_upgrade")
+    except OSError:
+        return False
+    return bool(state["pid"] == pid and state["phase"] == "serving")
