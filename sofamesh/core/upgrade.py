@@ -203,29 +203,7 @@ class HotUpgrade:
         """Serve the upgrade socket. A path left by a process that is gone is reused; a path another
         process still serves is an ``UpgradeError`` (unless ``replace``: it handed over to us)."""
         loop = asyncio.get_running_loop()
-        if os.path.exists(self.path) and not replace:
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(self.path)
-            except OSError:
-                pass  # nobody listens: a stale path
-            else:
-                raise UpgradeError(f"upgrade socket {self.path}: another process serves it; start this one with "
-                                   "--hot-upgrade to take over from it")
-            finally:
-                probe.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(self.path)
-            sock.listen(4)
-        except OSError as exc:
-            sock.close()
-            raise UpgradeError(f"upgrade socket {self.path}: {exc.strerror or exc}") from None
-        sock.setblocking(False)
+        sock = await _bind_upgrade_socket(self.path, replace)
         self._listening = sock
         self._task(self._accept(sock, loop))
 
@@ -582,6 +560,171 @@ class HotUpgrade:
                 _add_histogram(r.latency, got.get("latency"))
 
 
+class SupervisorUpgrade:
+    """``--workers N``: the supervisors' side of a hot upgrade. Workers are replaced worker by worker:
+    worker ``i`` of the new process takes over from worker ``i`` of the old one, each pair over its
+    own upgrade socket (``PATH.i``) exactly as a single process does (listening sockets, then
+    connections; each worker's SO_REUSEPORT socket moves with its backlog). The supervisors meet on
+    ``PATH`` first::
+
+        new -> old   hello    {pid, workers}
+        old -> new   sockets  {pid, workers, admin}  + the admin socket   | refused {pid, reason}
+        the new supervisor forks its workers; each takes over from its peer
+        new -> old   ready    {}                                          | failed {error}
+        the old supervisor stops its admin and exits once its last worker has handed over.
+    """
+
+    def __init__(self, path: str, workers: int) -> None:
+        self.path = path
+        self.workers = workers
+        self.phase = "serving"  # serving | handing over | handed over
+        self.peer_pid = 0
+        self.on_ready: Any = None  # called (a coroutine function) when the new supervisor's workers serve
+        self._listening: socket.socket | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._keep: _Channel | None = None
+
+    @property
+    def upgrading(self) -> bool:
+        """Whether workers exiting is the upgrade (not a failure that stops the others)."""
+        return self.phase != "serving"
+
+    # -- the old side ------------------------------------------------------------------------------
+    async def listen(self, admin: Any, *, replace: bool = False) -> None:
+        """Serve ``PATH`` (``admin``: the ``HttpMini`` whose socket moves, or ``None``)."""
+        self._listening = await _bind_upgrade_socket(self.path, replace)
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._accept(self._listening, loop, admin))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, sock: socket.socket, loop: asyncio.AbstractEventLoop, admin: Any) -> None:
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError:
+                return
+            ch = _Channel(conn, loop)
+            try:
+                hello, _ = await asyncio.wait_for(ch.recv(), _HELLO_TIMEOUT)
+                if self.phase != "serving":
+                    reason = f"an upgrade to pid {self.peer_pid} is in progress"
+                elif int(hello.get("workers", 0)) != self.workers:
+                    reason = (f"--workers {hello.get('workers')} differs from the running process's "
+                              f"--workers {self.workers}: worker i takes over from worker i")
+                else:
+                    reason = ""
+                if reason:
+                    await ch.send({"op": "refused", "pid": os.getpid(), "reason": reason})
+                    ch.close()
+                    continue
+                self.phase = "handing over"
+                self.peer_pid = int(hello.get("pid", 0))
+                admin_sock = admin.socket if admin is not None else None
+                await ch.send({"op": "sockets", "pid": os.getpid(), "workers": self.workers,
+                               "admin": admin.address if admin_sock is not None else None},
+                              [admin_sock.fileno()] if admin_sock is not None else [])
+                log.info("hot upgrade: supervisor pid %d connected; its workers take over from ours",
+                         self.peer_pid)
+                msg, _ = await asyncio.wait_for(ch.recv(), _READY_TIMEOUT)
+                if msg.get("op") != "ready":
+                    raise UpgradeError(str(msg.get("error") or f"unexpected message {msg.get('op')!r}"))
+            except (EOFError, OSError, TimeoutError, ValueError, UpgradeError) as exc:
+                if self.phase == "handing over":
+                    log.error("hot upgrade: supervisor pid %d did not take over (%s); the workers it did "
+                              "not replace keep serving", self.peer_pid, exc or type(exc).__name__)
+                    self.phase = "serving"
+                ch.close()
+                continue
+            self.phase = "handed over"
+            sock.close()
+            if self.on_ready is not None:
+                await self.on_ready()
+            log.info("hot upgrade: supervisor pid %d serves; this one exits with its last worker", self.peer_pid)
+            self._keep = ch  # closed when this process exits: the new supervisor then serves PATH
+            return
+
+    # -- the new side ------------------------------------------------------------------------------
+    def take_over(self) -> tuple[socket.socket, socket.socket | None]:
+        """Before forking: connect to the running supervisor and receive its admin socket. Returns
+        (the connection, kept until ``ready``; the admin socket or ``None``). Blocking."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(_HELLO_TIMEOUT)
+        try:
+            sock.connect(self.path)
+            _send_blocking(sock, {"op": "hello", "pid": os.getpid(), "workers": self.workers})
+            msg, fds = _recv_blocking(sock)
+        except (OSError, EOFError, ValueError) as exc:
+            sock.close()
+            raise UpgradeError(f"--hot-upgrade: no supervisor answers on the upgrade socket {self.path} "
+                               f"({exc})") from None
+        if msg.get("op") != "sockets":
+            sock.close()
+            for fd in fds:
+                os.close(fd)
+            raise UpgradeError(f"--hot-upgrade: pid {msg.get('pid')} refused: {msg.get('reason', msg.get('op'))}")
+        self.peer_pid = int(msg["pid"])
+        admin = socket.socket(fileno=fds[0]) if fds else None
+        return sock, admin
+
+    @staticmethod
+    def tell(link: socket.socket, msg: dict[str, Any]) -> None:
+        """``ready`` or ``failed`` to the old supervisor (blocking; it is waiting for it)."""
+        try:
+            _send_blocking(link, msg)
+        except OSError:
+            pass
+
+
+async def _bind_upgrade_socket(path: str, replace: bool) -> socket.socket:
+    """A listening Unix socket at ``path``; a path another process still serves is an
+    ``UpgradeError`` (unless ``replace``: it handed over to us)."""
+    if os.path.exists(path) and not replace:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            pass  # nobody listens: a stale path
+        else:
+            raise UpgradeError(f"upgrade socket {path}: another process serves it; start this one with "
+                               "--hot-upgrade to take over from it")
+        finally:
+            probe.close()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(4)
+    except OSError as exc:
+        sock.close()
+        raise UpgradeError(f"upgrade socket {path}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def _send_blocking(sock: socket.socket, msg: dict[str, Any]) -> None:
+    data = json.dumps({**msg, "nfds": 0}).encode()
+    sock.sendall(_LEN.pack(len(data)) + data)
+
+
+def _recv_blocking(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    buf = bytearray()
+    fds: list[int] = []
+    while True:
+        if len(buf) >= _LEN.size:
+            (n,) = _LEN.unpack_from(buf)
+            if len(buf) >= _LEN.size + n:
+                return json.loads(bytes(buf[_LEN.size:_LEN.size + n])), fds
+        data, got, _flags, _ = socket.recv_fds(sock, 1 << 16, _MAX_FDS)
+        fds.extend(got)
+        if not data:
+            raise EOFError("the other supervisor closed the upgrade connection")
+        buf += data
+
+
 def _totals(snapshot: dict[str, object]) -> dict[str, int]:
     return {k: v for k, v in snapshot.items() if type(v) is int and not k.endswith("_active")}
 
@@ -609,4 +752,4 @@ def _add_histogram(into: Histogram, got: Any) -> None:
         into.sum += float(got.get("sum", 0.0))
 
 
-__all__ = ["HotUpgrade", "UpgradeError", "UpgradeReport"]
+__all__ = ["HotUpgrade", "SupervisorUpgrade", "UpgradeError", "UpgradeReport"]

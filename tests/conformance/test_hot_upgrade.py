@@ -350,12 +350,13 @@ def _wait_for(cond: Any, timeout: float = 20.0) -> None:
     raise AssertionError("condition not met within the timeout")
 
 
-def test_hot_upgrade_with_workers_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+def test_hot_upgrade_refusals_are_clear(tmp_path: Path) -> None:
     cfg = tmp_path / "p.yaml"
-    cfg.write_text(json.dumps({"listeners": [], "clusters": []}))
+    cfg.write_text(json.dumps({"listeners": [], "clusters": [], "xds": {"address": "127.0.0.1:1", "node_id": "n"}}))
     out = subprocess.run([sys.executable, "-m", "sofamesh", "proxy", "-c", str(cfg), "--workers", "2",
                           "--upgrade-socket", str(tmp_path / "u.sock")], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2 and "with --workers is not supported" in out.stderr
+    assert out.returncode == 2 and "of --workers fed by xDS is not supported" in out.stderr
+    cfg.write_text(json.dumps({"listeners": [], "clusters": []}))
     out = subprocess.run([sys.executable, "-m", "sofamesh", "proxy", "-c", str(cfg), "--hot-upgrade"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--hot-upgrade needs the upgrade socket" in out.stderr
@@ -618,3 +619,44 @@ def _answers(sidecar: Sidecar, pid: int) -> bool:
     except OSError:
         return False
     return bool(state["pid"] == pid and state["phase"] == "serving")
+
+
+def test_workers_are_replaced_worker_by_worker_under_load(tmp_path: Path) -> None:
+    """``--workers 2``: worker i of the new process takes over from worker i of the old one; the
+    supervisors hand over the admin port; no call fails and no client reconnects."""
+    with UpstreamServer() as web:
+        config, port = web_config(web.address)
+        config = {**config, "admin": {"address": f"127.0.0.1:{free_port()}"}}
+        sock = str(tmp_path / "upgrade.sock")
+        args = ("--workers", "2", "--upgrade-socket", sock)
+        first = ProxyProcess(config, args=args, timeout=30).start()
+        procs = [first]
+        load = KeepAliveClients(port, 6)
+        try:
+            time.sleep(0.5)
+            before = json.loads(first.get("/stats"))["total"]["listeners"]["web"]
+            for n in range(2):
+                old = procs[-1]
+                new = ProxyProcess(config, args=(*args, "--hot-upgrade"), timeout=30).start()
+                procs.append(new)
+                assert old.proc is not None
+                assert old.proc.wait(30) == 0, old.log()
+                assert f"handed over to supervisor pid {new.proc.pid}: 2 worker(s)" in old.log(), old.log()  # type: ignore[union-attr]
+                assert old.log().count("handed over to pid") == 2  # each worker, to its successor
+                time.sleep(0.5)
+            stats = json.loads(procs[-1].get("/stats"))
+            refused = subprocess.run([sys.executable, "-m", "sofamesh", "proxy", "-c", str(first.config_path),
+                                      "--workers", "3", "--upgrade-socket", sock, "--hot-upgrade"],
+                                     capture_output=True, text=True, timeout=60)
+            load.stop()
+        finally:
+            load.stop()
+            for p in procs:
+                p.stop()
+    assert load.failures == [] and load.ok > 0
+    assert [len(p) for p in load.ports] == [1] * 6  # every client kept its one connection
+    assert stats["total"]["server"]["workers"] == 2
+    total = stats["total"]["listeners"]["web"]
+    assert total["downstream_cx_total"] == before["downstream_cx_total"]  # moved, not counted again
+    assert total["downstream_rq_total"] > before["downstream_rq_total"]  # the totals continued
+    assert refused.returncode == 2 and "--workers 3 differs" in refused.stderr, refused.stderr
