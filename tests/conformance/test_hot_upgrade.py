@@ -635,7 +635,7 @@ def test_workers_are_replaced_worker_by_worker_under_load(tmp_path: Path) -> Non
         try:
             time.sleep(0.5)
             before = json.loads(first.get("/stats"))["total"]["listeners"]["web"]
-            for n in range(2):
+            for _ in range(2):
                 old = procs[-1]
                 new = ProxyProcess(config, args=(*args, "--hot-upgrade"), timeout=30).start()
                 procs.append(new)
