@@ -32,6 +32,7 @@ import os
 import socket
 import struct
 import sys
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -67,6 +68,8 @@ class UpgradeReport:
     moved: int = 0
     drained: int = 0
     cut: int = 0
+    takeover_ms: float = 0.0  # the old process's hello -> ready: the new one built its config and accepts
+    handover_ms: float = 0.0  # ready -> done: every connection moved, drained or cut
 
     def line(self) -> str:
         return (f"{self.listeners} listener(s), {self.moved} connection(s) moved, {self.drained} drained, "
@@ -266,6 +269,7 @@ class HotUpgrade:
         spare_admin: socket.socket | None = None
         try:
             hello, _ = await asyncio.wait_for(ch.recv(), _HELLO_TIMEOUT)
+            t_hello = time.monotonic()
             self.report = UpgradeReport(peer_pid=int(hello.get("pid", 0)))
             names, fds = [], []
             for name, h in server.listeners.items():
@@ -287,6 +291,8 @@ class HotUpgrade:
             ch.close()
             self.phase = "serving"
             return
+        t_ready = time.monotonic()
+        self.report.takeover_ms = round((t_ready - t_hello) * 1000, 3)
         served = set(msg.get("listeners", []))
         self.report.listeners = len(served)
         # The new process accepts on every socket now: stop accepting here, keeping each socket open
@@ -305,8 +311,10 @@ class HotUpgrade:
             if self._listening is not None:  # a later upgrade connects to the new process
                 self._listening.close()
                 self._listening = None
+            self.report.handover_ms = round((time.monotonic() - t_ready) * 1000, 3)
             await ch.send({"op": "done", "moved": self.report.moved, "drained": self.report.drained,
-                           "cut": self.report.cut, "stats": self._counters()})
+                           "cut": self.report.cut, "takeover_ms": self.report.takeover_ms,
+                           "handover_ms": self.report.handover_ms, "stats": self._counters()})
         except (OSError, UpgradeError) as exc:
             log.error("hot upgrade: pid %d went away during the hand-over (%s); this process accepts again "
                       "(%d connection(s) had moved)", self.report.peer_pid, exc, self.report.moved)
@@ -490,6 +498,8 @@ class HotUpgrade:
                     await self._adopt(msg, fds[0])
                 elif op == "done":
                     self.report.drained = int(msg.get("drained", 0))
+                    self.report.takeover_ms = float(msg.get("takeover_ms", 0.0))
+                    self.report.handover_ms = float(msg.get("handover_ms", 0.0))
                     self.report.cut = int(msg.get("cut", 0))
                     self._carry(msg.get("stats", {}))
                     break
