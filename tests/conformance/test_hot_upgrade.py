@@ -660,3 +660,96 @@ def test_workers_are_replaced_worker_by_worker_under_load(tmp_path: Path) -> Non
     assert total["downstream_cx_total"] == before["downstream_cx_total"]  # moved, not counted again
     assert total["downstream_rq_total"] > before["downstream_rq_total"]  # the totals continued
     assert refused.returncode == 2 and "--workers 3 differs" in refused.stderr, refused.stderr
+
+
+def test_an_http2_connection_gets_goaway_with_the_largest_stream_id_then_the_last_one_opened(tmp_path: Path) -> None:
+    """RFC 9113 6.8 graceful shutdown, seen by the h2 library as the client: a stream opened after the
+    first GOAWAY (2^31-1) is still served, and the second GOAWAY names it."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    from tests.conformance.test_http2_peers import ECHO, GRPC_SERVER, start_peer, stop_peer
+
+    backend = start_peer([sys.executable, str(GRPC_SERVER)])
+    events: list[Any] = []
+    try:
+        port = free_port()
+        config = {"drain_timeout_ms": 10000,
+                  "listeners": [{"name": "grpc", "address": f"127.0.0.1:{port}", "protocols": ["http2"],
+                                 "routes": [{"name": "all", "cluster": "echo"}]}],
+                  "clusters": [{"name": "echo", "protocol": "http2", "endpoints": [f"127.0.0.1:{backend.port}"]}]}
+        sidecar = Sidecar(config, tmp_path / "upgrade.sock")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
+                conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+                conn.initiate_connection()
+
+                def call(sid: int) -> None:
+                    conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", f"/{ECHO}/Unary"),
+                                            (":authority", "x"), ("content-type", "application/grpc"), ("te", "trailers")])
+                    conn.send_data(sid, b"\x00\x00\x00\x00\x02hi", end_stream=True)
+                    c.sendall(conn.data_to_send())
+
+                def pump(until: Any) -> None:
+                    while not until():
+                        data = c.recv(65536)
+                        if not data:
+                            events.append("closed")
+                            return
+                        for ev in conn.receive_data(data):
+                            events.append(ev)
+                        c.sendall(conn.data_to_send())
+
+                def ended(sid: int) -> bool:
+                    return any(isinstance(e, h2.events.StreamEnded) and e.stream_id == sid for e in events)
+
+                call(1)
+                pump(lambda: ended(1))
+                upgrading = threading.Thread(target=sidecar.upgrade)
+                upgrading.start()
+                pump(lambda: any(isinstance(e, h2.events.ConnectionTerminated) for e in events))
+                first = next(e for e in events if isinstance(e, h2.events.ConnectionTerminated))
+                # the h2 library refuses to open streams once it has seen a GOAWAY: write this one by
+                # hand, as a client whose request crossed the GOAWAY would have
+                sent = len(events)
+                raw = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+                raw.initiate_connection()
+                raw.data_to_send()
+                raw.send_headers(3, [(":method", "POST"), (":scheme", "http"), (":path", f"/{ECHO}/Unary"),
+                                     (":authority", "x"), ("content-type", "application/grpc"), ("te", "trailers")])
+                raw.send_data(3, b"\x00\x00\x00\x00\x02hi", end_stream=True)
+                c.sendall(raw.data_to_send())
+                frames = b""
+                c.settimeout(20)
+                while True:
+                    data = c.recv(65536)
+                    if not data:
+                        break
+                    frames += data
+                upgrading.join(30)
+        finally:
+            sidecar.stop()
+    finally:
+        stop_peer(backend)
+    assert first.error_code == 0 and first.last_stream_id == 2**31 - 1, first
+    assert len(events) == sent
+    goaways, headers_on_3 = _h2_frames(frames)
+    assert headers_on_3, "stream 3, opened after the first GOAWAY, was not answered"
+    assert goaways == [(3, 0)], goaways  # the second GOAWAY names stream 3, NO_ERROR
+    assert sidecar.reports == ["1 listener(s), 0 connection(s) moved, 1 drained, 0 cut"]
+
+
+def _h2_frames(data: bytes) -> tuple[list[tuple[int, int]], bool]:
+    """(GOAWAY (last stream id, error code) pairs, whether HEADERS came on stream 3) in raw frames."""
+    goaways, headers_on_3, i = [], False, 0
+    while i + 9 <= len(data):
+        length = int.from_bytes(data[i:i + 3], "big")
+        kind, sid = data[i + 3], int.from_bytes(data[i + 5:i + 9], "big") & 0x7FFFFFFF
+        payload = data[i + 9:i + 9 + length]
+        if kind == 0x7:
+            goaways.append((int.from_bytes(payload[:4], "big") & 0x7FFFFFFF, int.from_bytes(payload[4:8], "big")))
+        elif kind == 0x1 and sid == 3:
+            headers_on_3 = True
+        i += 9 + length
+    return goaways, headers_on_3

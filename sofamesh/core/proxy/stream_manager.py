@@ -59,7 +59,7 @@ class DownstreamConnection(Connection):
         self.active: Stream | None = None
         self.backlog: deque[object] = deque()
         self.discarding = False
-        self.draining = False  # told to stop taking requests (``drain``)
+        self.draining = 0  # ``drain``: 1 after a graceful GOAWAY (streams may still come), 2 closing when idle
         self.peer_identity: str | None = None
         self.tcp: TcpSession | None = None
         self.resumed: tuple[CodecFactory | None, CodecState] | None = None  # moved in by a hot upgrade
@@ -277,7 +277,8 @@ class DownstreamConnection(Connection):
                 return
             if self.backlog:
                 self.loop.call_soon(self._drain_backlog)
-        if (self.draining or self.rt.draining) and not self.streams and self.active is None:
+        closing = self.draining == 2 or (self.rt.draining and self.draining != 1)  # not between two GOAWAYs
+        if closing and not self.streams and self.active is None:
             self.close()
 
     def _drain_backlog(self) -> None:
@@ -339,18 +340,20 @@ class DownstreamConnection(Connection):
         the last stream the client opened; the connection closes when those have ended."""
         if self.tcp is not None or self.draining:
             return
-        self.draining = True
         codec = self.codec
         if codec is not None:
             if codec.graceful_goaway and not self.closed:
+                self.draining = 1
                 self.write(codec.send(GoAway(reason="draining", last_request_id=_MAX_STREAM_ID)))
                 self.loop.call_later(GOAWAY_GRACE, self._last_goaway)
                 return
             codec.keep_alive = False
+        self.draining = 2
         if self.idle():
             self.close()
 
     def _last_goaway(self) -> None:
+        self.draining = 2
         if self.closed:
             return
         self.write(self.codec.send(GoAway(reason="draining")))
