@@ -132,6 +132,20 @@ class KeepAliveClients:
             t.join(15)
 
 
+class Wrk:
+    """wrk (HTTP/1.1 keep-alive, ``CONNECTIONS`` connections) until ``finish`` stops it (SIGINT: it
+    prints its summary, with ``Socket errors`` when a connection failed or closed)."""
+
+    def __init__(self, port: int, connections: int) -> None:
+        self.proc = subprocess.Popen(["wrk", "-t1", f"-c{connections}", "-d120s", f"http://127.0.0.1:{port}/wrk"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def finish(self) -> str:
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=30)
+        return out.decode(errors="replace")
+
+
 class NodeLoad:
     """A node client under continuous load (``steady.js``) until its stdin closes."""
 
@@ -205,6 +219,7 @@ def test_five_upgrades_under_load_fail_no_call_and_move_every_connection(tmp_pat
         sidecar = Sidecar(config, tmp_path / "upgrade.sock")
         try:
             http_load = KeepAliveClients(ports["web"], 4)
+            wrk = Wrk(ports["web"], 2)
             bolt_load = NodeLoad(["node", str(BOLT_PEERS / "steady.js"), f"127.0.0.1:{ports['bolt']}", BOLT_SERVICE, "4"],
                                  BOLT_PEERS, {"SOFAMESH_CACHE": str(CACHE)})
             dubbo_load = NodeLoad(["node", str(DUBBO_PEERS / "steady.js"), f"127.0.0.1:{ports['dubbo']}", "4"],
@@ -224,6 +239,7 @@ def test_five_upgrades_under_load_fail_no_call_and_move_every_connection(tmp_pat
             assert client_ports(bolt_load.proc.pid, ports["bolt"]) == bolt_ports
             assert client_ports(dubbo_load.proc.pid, ports["dubbo"]) == dubbo_ports
             http_load.stop()
+            wrk_out = wrk.finish()
             bolt = bolt_load.finish()
             dubbo = dubbo_load.finish()
         finally:
@@ -234,7 +250,10 @@ def test_five_upgrades_under_load_fail_no_call_and_move_every_connection(tmp_pat
     assert bolt["failed"] == 0 and bolt["ok"] > 0, bolt
     assert dubbo["failed"] == 0 and dubbo["ok"] > 0, dubbo
     assert after == before  # a moved connection is not a new one
-    assert sidecar.reports == ["3 listener(s), 6 connection(s) moved, 0 drained, 0 cut"] * 5
+    assert sidecar.reports == ["3 listener(s), 8 connection(s) moved, 0 drained, 0 cut"] * 5
+    requests = re.search(r"(\d+) requests in", wrk_out)
+    assert requests is not None and int(requests.group(1)) > 0, wrk_out
+    assert "Socket errors" not in wrk_out and "Non-2xx" not in wrk_out, wrk_out  # no close, no error
     # cluster, listener and RPC totals continue in each new process (gauges start afresh)
     assert sidecar.totals_continued() == []
     last = sidecar.stats[-1][1]
