@@ -1,7 +1,8 @@
-"""Hot upgrade (docs/upgrade.md) with real clients: HTTP/1.1 keep-alive, sofa-rpc-node (Bolt) and
-dubbo2.js (Dubbo) keep calling while the sidecar is replaced by a new process, again and again. No
-call fails, no client reconnects (the same local ports throughout, and the sidecar's connection total
-does not move), each new process answers, and each old one exits 0 with its report."""
+"""Hot upgrade (docs/upgrade.md) with real clients: HTTP/1.1 keep-alive, wrk, sofa-rpc-node and
+anthunder (Bolt), dubbo2.js (Dubbo) and grpcio keep calling while the sidecar is replaced by a new
+process, again and again. No call fails, no client reconnects (the same local ports throughout, and
+the sidecar's connection total does not move), each new process answers, and each old one exits 0
+with its report. Also: xDS-fed sidecars, --workers, HTTP/2 GOAWAY, successors that die."""
 
 from __future__ import annotations
 
@@ -24,13 +25,14 @@ from typing import Any
 import pytest
 
 from sofamesh.testing import ProxyProcess, UpstreamServer, free_port
-from tests.conformance.bolt_peers import CACHE, node_provider
+from tests.conformance.bolt_peers import ANTHUNDER_PY, CACHE, anthunder_listener, node_provider, require_anthunder
 from tests.conformance.bolt_peers import PEERS as BOLT_PEERS
 from tests.conformance.dubbo_peers import NODE_MODULES as DUBBO_MODULES
 from tests.conformance.dubbo_peers import PEERS as DUBBO_PEERS
 from tests.conformance.dubbo_peers import SERVICE, Provider, require_dubbo_peers
 
 BOLT_SERVICE = "com.sofamesh.upgrade.EchoService"
+ANTHUNDER_SERVICE = "com.sofamesh.upgrade.AnthunderEcho"
 
 
 class Sidecar:
@@ -184,8 +186,9 @@ def client_ports(pid: int, server_port: int) -> set[int]:
     return ports
 
 
-def sidecar_config(http_upstream: str, bolt_upstream: str, dubbo_upstream: str) -> tuple[dict[str, Any], dict[str, int]]:
-    ports = {"web": free_port(), "bolt": free_port(), "dubbo": free_port()}
+def sidecar_config(http_upstream: str, bolt_upstream: str, dubbo_upstream: str,
+                   anthunder_upstream: str) -> tuple[dict[str, Any], dict[str, int]]:
+    ports = {"web": free_port(), "bolt": free_port(), "dubbo": free_port(), "anthunder": free_port()}
     config = {
         "drain_timeout_ms": 10000,
         "listeners": [
@@ -195,11 +198,14 @@ def sidecar_config(http_upstream: str, bolt_upstream: str, dubbo_upstream: str) 
              "routes": [{"name": "all", "cluster": "bolt", "timeout_ms": 5000}]},
             {"name": "dubbo", "address": f"127.0.0.1:{ports['dubbo']}", "protocols": ["dubbo"],
              "routes": [{"match": {"service": SERVICE}, "cluster": "dubbo", "timeout_ms": 5000}]},
+            {"name": "anthunder", "address": f"127.0.0.1:{ports['anthunder']}", "protocols": ["bolt"],
+             "routes": [{"name": "all", "cluster": "anthunder", "timeout_ms": 5000}]},
         ],
         "clusters": [
             {"name": "web", "endpoints": [http_upstream]},
             {"name": "bolt", "protocol": "bolt", "endpoints": [bolt_upstream]},
             {"name": "dubbo", "endpoints": [dubbo_upstream]},
+            {"name": "anthunder", "protocol": "bolt", "endpoints": [anthunder_upstream]},
         ],
     }
     return config, ports
@@ -214,8 +220,11 @@ def web_config(upstream: str) -> tuple[dict[str, Any], int]:
 
 def test_five_upgrades_under_load_fail_no_call_and_move_every_connection(tmp_path: Path) -> None:
     require_dubbo_peers()
-    with UpstreamServer() as web, node_provider(BOLT_SERVICE, "B") as bolt_provider, Provider() as dubbo_provider:
-        config, ports = sidecar_config(web.address, bolt_provider.address, dubbo_provider.address)
+    require_anthunder()
+    with UpstreamServer() as web, node_provider(BOLT_SERVICE, "B") as bolt_provider, Provider() as dubbo_provider, \
+            anthunder_listener(ANTHUNDER_SERVICE, "A") as anthunder_provider:
+        config, ports = sidecar_config(web.address, bolt_provider.address, dubbo_provider.address,
+                                       f"127.0.0.1:{anthunder_provider.port}")
         sidecar = Sidecar(config, tmp_path / "upgrade.sock")
         try:
             http_load = KeepAliveClients(ports["web"], 4)
@@ -224,11 +233,14 @@ def test_five_upgrades_under_load_fail_no_call_and_move_every_connection(tmp_pat
                                  BOLT_PEERS, {"SOFAMESH_CACHE": str(CACHE)})
             dubbo_load = NodeLoad(["node", str(DUBBO_PEERS / "steady.js"), f"127.0.0.1:{ports['dubbo']}", "4"],
                                   DUBBO_PEERS, {"NODE_PATH": str(DUBBO_MODULES)})
+            anthunder_load = NodeLoad([str(ANTHUNDER_PY), str(BOLT_PEERS / "anthunder_steady.py"),
+                                       f"127.0.0.1:{ports['anthunder']}", ANTHUNDER_SERVICE, "4"], BOLT_PEERS, {})
             time.sleep(1.0)
             before = {n: s["downstream_cx_total"] for n, s in sidecar.admin("/stats")["listeners"].items()}
             bolt_ports = client_ports(bolt_load.proc.pid, ports["bolt"])
             dubbo_ports = client_ports(dubbo_load.proc.pid, ports["dubbo"])
-            assert len(bolt_ports) == 1 and len(dubbo_ports) == 1
+            anthunder_ports = client_ports(anthunder_load.proc.pid, ports["anthunder"])
+            assert len(bolt_ports) == 1 and len(dubbo_ports) == 1 and len(anthunder_ports) == 1
             pids = set()
             for _ in range(5):
                 sidecar.upgrade()
@@ -238,10 +250,12 @@ def test_five_upgrades_under_load_fail_no_call_and_move_every_connection(tmp_pat
             after = {n: s["downstream_cx_total"] for n, s in sidecar.admin("/stats")["listeners"].items()}
             assert client_ports(bolt_load.proc.pid, ports["bolt"]) == bolt_ports
             assert client_ports(dubbo_load.proc.pid, ports["dubbo"]) == dubbo_ports
+            assert client_ports(anthunder_load.proc.pid, ports["anthunder"]) == anthunder_ports
             http_load.stop()
             wrk_out = wrk.finish()
             bolt = bolt_load.finish()
             dubbo = dubbo_load.finish()
+            anthunder = anthunder_load.finish()
         finally:
             sidecar.stop()
     assert len(pids) == 5
@@ -249,8 +263,9 @@ def test_five_upgrades_under_load_fail_no_call_and_move_every_connection(tmp_pat
     assert [len(p) for p in http_load.ports] == [1, 1, 1, 1]  # each client kept its one connection
     assert bolt["failed"] == 0 and bolt["ok"] > 0, bolt
     assert dubbo["failed"] == 0 and dubbo["ok"] > 0, dubbo
+    assert anthunder["failed"] == 0 and anthunder["ok"] > 0, anthunder
     assert after == before  # a moved connection is not a new one
-    assert sidecar.reports == ["3 listener(s), 8 connection(s) moved, 0 drained, 0 cut"] * 5
+    assert sidecar.reports == ["4 listener(s), 9 connection(s) moved, 0 drained, 0 cut"] * 5
     requests = re.search(r"(\d+) requests in", wrk_out)
     assert requests is not None and int(requests.group(1)) > 0, wrk_out
     assert "Socket errors" not in wrk_out and "Non-2xx" not in wrk_out, wrk_out  # no close, no error
