@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Any
 from sofamesh.core.admin import HttpMini, prometheus_text
 from sofamesh.core.config.model import ProxyConfig, parse_address
 from sofamesh.core.net import loop as loop_mod
+from sofamesh.core.upgrade import HotUpgrade, SupervisorUpgrade, UpgradeError
 
 if TYPE_CHECKING:
+    import socket
+
     from sofamesh.core.xds.relay import Relay
 
 log = logging.getLogger("sofamesh.workers")
@@ -27,8 +30,6 @@ def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None, r
     from sofamesh.core.errors import MeshError
     from sofamesh.core.gc_policy import settle_after_start
     from sofamesh.core.server import Server
-    from sofamesh.core.upgrade import HotUpgrade
-
     async def main() -> int:
         server = Server(config, reuse_port=True, admin_address="127.0.0.1:0", worker=index)
         # each worker re-reads it on SIGHUP; not with xDS, where the relay is the config's only source
@@ -97,8 +98,6 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
 
     With ``config.upgrade_socket`` the process can be hot upgraded worker by worker
     (``SupervisorUpgrade``); with ``hot_upgrade`` it takes over from the one running there."""
-    from sofamesh.core.upgrade import SupervisorUpgrade, UpgradeError
-
     for lc in config.listeners:
         if parse_address(lc.address)[1] == 0:
             print(f"error: listener {lc.name or lc.address}: --workers needs fixed ports", file=sys.stderr)
@@ -201,9 +200,7 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
             if link is not None:
                 SupervisorUpgrade.tell(link, {"op": "ready"})
                 log.info("hot upgrade: %d worker(s) took over from supervisor pid %d", workers, sup.peer_pid)
-                follow = loop.create_task(_serve_after(sup, link, admin))
-                follow.add_done_callback(lambda _t: None)
-                sup_tasks.add(follow)
+                sup_tasks.add(loop.create_task(_serve_after(sup, link, admin)))
             else:
                 await sup.listen(admin)
         waiter: asyncio.Future[Any] = loop.run_in_executor(None, _wait_any, statuses)
@@ -239,7 +236,7 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
     return code
 
 
-async def _serve_after(sup: Any, link: Any, admin: HttpMini | None) -> None:
+async def _serve_after(sup: SupervisorUpgrade, link: socket.socket, admin: HttpMini | None) -> None:
     """Once the old supervisor has exited (our link to it closes), serve the upgrade socket."""
     loop = asyncio.get_running_loop()
     link.setblocking(False)
@@ -252,7 +249,7 @@ async def _serve_after(sup: Any, link: Any, admin: HttpMini | None) -> None:
     sup.phase = "serving"
     try:
         await sup.listen(admin, replace=True)
-    except Exception as exc:  # the process serves on; only its next upgrade is impossible
+    except UpgradeError as exc:  # the process serves on; only its next upgrade is impossible
         log.error("hot upgrade: %s; this process cannot be upgraded in place", exc)
 
 
