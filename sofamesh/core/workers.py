@@ -41,18 +41,22 @@ def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None, r
                 inherited, admin_sock = await up.take_over()
             else:
                 await up.listen()
+        taking_over = up is not None and upgrade is not None and upgrade[1]
         try:
             await server.start(inherited, admin_sock)
         except MeshError as exc:
-            if up is not None and upgrade is not None and upgrade[1]:
+            if up is not None and taking_over:
                 await up.failed(str(exc))
             raise
-        if up is not None and upgrade is not None and upgrade[1]:
-            await up.started()
         if relay_fd is not None:
             from sofamesh.core.xds.relay import follow
 
-            await follow(server, relay_fd)
+            relayed = await follow(server, relay_fd)
+            if up is not None and taking_over and not await relayed.wait_synced(config):
+                await up.failed("no complete xDS config relayed in time")
+                return 2
+        if up is not None and taking_over:
+            await up.started()
         settle_after_start()
         assert server.admin is not None
         os.write(wfd, f"{index} {server.admin.port}\n".encode())
@@ -130,23 +134,9 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
     for theirs, _ours in relays:
         os.close(theirs)
     ports: dict[int, int] = {}
-    with os.fdopen(rfd) as r:
-        for line in r:
-            idx, port = line.split()
-            ports[int(idx)] = int(port)
-            if len(ports) == workers:
-                break
-    if len(ports) < workers:
-        print(f"error: only {len(ports)} of {workers} workers started", file=sys.stderr)
-        if link is not None:
-            SupervisorUpgrade.tell(link, {"op": "failed", "error": f"only {len(ports)} of {workers} workers started"})
-            link.close()
-        for pid in pids:
-            _kill(pid)
-        return 1
-
     statuses: dict[int, int] = {}  # pid -> wait status of each worker reaped so far
     sup_tasks: set[asyncio.Task[None]] = set()
+    not_started = -1
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -159,7 +149,20 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
                 _kill(pid, signal.SIGHUP)
 
         loop.add_signal_handler(signal.SIGHUP, reload_workers)
+        # the relay first: a worker taking over from another serves only once its config is complete
         relay = await _start_relay(config, [w for _r, w in relays]) if relays else None
+        ports.update(await loop.run_in_executor(None, _read_ports, rfd, workers))
+        if len(ports) < workers:
+            print(f"error: only {len(ports)} of {workers} workers started", file=sys.stderr)
+            if link is not None:
+                why = f"only {len(ports)} of {workers} workers started"
+                SupervisorUpgrade.tell(link, {"op": "failed", "error": why})
+                link.close()
+            if relay is not None:
+                await relay.stop()
+            for pid in pids:
+                _kill(pid)
+            return not_started
 
         async def relayed() -> list[dict[str, Any]]:
             dumps = await asyncio.gather(*(_get(p, "/config_dump") for p in ports.values()), return_exceptions=True)
@@ -222,6 +225,13 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
         return 0
 
     code = loop_mod.run(main())  # returns once the executor's os.wait() has reaped a worker too
+    if code == not_started:
+        for pid in pids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        return 1
     for pid in pids:
         if pid not in statuses:
             try:
@@ -234,6 +244,18 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
             print(f"error: worker {index} (pid {pid}) exited with {worker_code}", file=sys.stderr)
             code = code or 1
     return code
+
+
+def _read_ports(rfd: int, workers: int) -> dict[int, int]:
+    """Each worker's admin port, as it reports once it serves (fewer when some failed to start)."""
+    ports: dict[int, int] = {}
+    with os.fdopen(rfd) as r:
+        for line in r:
+            idx, port = line.split()
+            ports[int(idx)] = int(port)
+            if len(ports) == workers:
+                break
+    return ports
 
 
 async def _serve_after(sup: SupervisorUpgrade, link: socket.socket, admin: HttpMini | None) -> None:

@@ -6,6 +6,7 @@ with its report. Also: xDS-fed sidecars, --workers, HTTP/2 GOAWAY, successors th
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -386,10 +387,6 @@ def _wait_for(cond: Any, timeout: float = 20.0) -> None:
 
 def test_hot_upgrade_refusals_are_clear(tmp_path: Path) -> None:
     cfg = tmp_path / "p.yaml"
-    cfg.write_text(json.dumps({"listeners": [], "clusters": [], "xds": {"address": "127.0.0.1:1", "node_id": "n"}}))
-    out = subprocess.run([sys.executable, "-m", "sofamesh", "proxy", "-c", str(cfg), "--workers", "2",
-                          "--upgrade-socket", str(tmp_path / "u.sock")], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2 and "of --workers fed by xDS is not supported" in out.stderr
     cfg.write_text(json.dumps({"listeners": [], "clusters": []}))
     out = subprocess.run([sys.executable, "-m", "sofamesh", "proxy", "-c", str(cfg), "--hot-upgrade"],
                          capture_output=True, text=True, timeout=60)
@@ -787,3 +784,35 @@ def _h2_frames(data: bytes) -> tuple[list[tuple[int, int]], bool]:
             headers_on_3 = True
         i += 9 + length
     return goaways, headers_on_3
+
+
+def test_workers_fed_by_pilot_are_replaced_worker_by_worker_each_once_its_config_is_complete(tmp_path: Path) -> None:
+    """Each new worker serves only once the new supervisor's own xDS stream relayed a complete config."""
+    from tests.integration.pilot.conftest import PilotProcess
+
+    with contextlib.ExitStack() as stack:
+        pilot = PilotProcess(tmp_path / "pilot").start()
+        stack.callback(pilot.stop)
+        up = stack.enter_context(UpstreamServer("u1"))
+        host, port = up.address.rsplit(":", 1)
+        pilot.register("hello", "u1", address=host, port=int(port), protocol="http")
+        egress = free_port()
+        config = {**xds_bootstrap(pilot.xds_port, "upgrade-w", egress), "admin": {"address": f"127.0.0.1:{free_port()}"}}
+        args = ("--workers", "2", "--upgrade-socket", str(tmp_path / "upgrade.sock"))
+        procs = [ProxyProcess(config, args=args, timeout=60).start()]
+        stack.callback(lambda: [p.stop() for p in procs])
+        load = KeepAliveClients(egress, 4, host="hello")
+        stack.callback(load.stop)
+        time.sleep(0.5)
+        for _ in range(2):
+            old, new = procs[-1], ProxyProcess(config, args=(*args, "--hot-upgrade"), timeout=60).start()
+            procs.append(new)
+            assert old.proc is not None and old.proc.wait(60) == 0, old.log()
+            assert old.log().count("handed over to pid") == 2, old.log()
+            dump = json.loads(new.get("/config_dump"))
+            assert dump["xds"]["synced"]
+            assert {w["relay_version"] for w in dump["workers"]} == {dump["xds"]["relay_version"]}
+            time.sleep(0.5)
+        load.stop()
+    assert load.failures == [] and load.ok > 0
+    assert [len(p) for p in load.ports] == [1] * 4
