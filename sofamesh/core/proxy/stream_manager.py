@@ -343,6 +343,11 @@ class DownstreamConnection(Connection):
         codec = self.codec
         if codec is not None:
             if codec.graceful_goaway and not self.closed:
+                if self.rt.draining and self.idle():  # the process (or this listener) is going: no grace
+                    self.draining = 2
+                    self.write(codec.send(GoAway(reason="draining")))
+                    self.close()
+                    return
                 self.draining = 1
                 self.write(codec.send(GoAway(reason="draining", last_request_id=_MAX_STREAM_ID)))
                 self.loop.call_later(GOAWAY_GRACE, self._last_goaway)
