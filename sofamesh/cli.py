@@ -106,14 +106,6 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             print("error: --hot-upgrade needs the upgrade socket of the running process: --upgrade-socket PATH "
                   "or upgrade_socket: in the config", file=sys.stderr)
             return 2
-        if config.upgrade_socket and args.workers > 1:
-            print("error: hot upgrade (--upgrade-socket / upgrade_socket:) with --workers is not supported in this "
-                  "version", file=sys.stderr)
-            return 2
-        if config.upgrade_socket and config.xds is not None:
-            print("error: hot upgrade (--upgrade-socket / upgrade_socket:) with xDS is not supported in this version",
-                  file=sys.stderr)
-            return 2
         if config.agent is not None and args.workers > 1:
             print("error: --workers with the agent (--token/--token-file) is not supported in this version",
                   file=sys.stderr)
@@ -124,7 +116,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from sofamesh.core.workers import supervise
 
-        return supervise(config, args.workers, args.config)
+        return supervise(config, args.workers, args.config, args.hot_upgrade)
     return _serve(config, args.config, args.hot_upgrade, args.argv)
 
 
@@ -169,16 +161,25 @@ def _serve(config: Any, path: str | None, hot_upgrade: bool = False, argv: Seque
             if agent is not None:
                 await agent.stop()
             return 2
+        if config.xds is not None:
+            from sofamesh.core.xds.client import attach
+
+            client = await attach(server)
+            if hot_upgrade and upgrade is not None and not client.synced.is_set():
+                # a successor serves a complete config or nothing: the running process carries on
+                why = (f"xds {client.address}: no complete config after {config.xds.initial_fetch_timeout_ms} ms "
+                       f"({client.last_error or 'nothing received'})")
+                print(f"error: {why}", file=sys.stderr)
+                await upgrade.failed(why)
+                print("sofamesh: hot upgrade abandoned; the running process keeps serving", file=sys.stderr)
+                await server.shutdown()
+                return 2
         if upgrade is not None:
             if hot_upgrade:
                 await upgrade.started()
             import signal
 
             asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _spawn_upgrade, upgrade)
-        if config.xds is not None:
-            from sofamesh.core.xds.client import attach
-
-            await attach(server)
         settle_after_start()
         names = ", ".join(f"{n}={h.config.address}" for n, h in server.listeners.items())
         logging.getLogger("sofamesh").info("serving %s (admin %s, loop %s)", names,

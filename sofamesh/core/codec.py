@@ -180,6 +180,13 @@ class Codec(ABC):
     keep_alive: bool = True
     """False once the protocol requires closing the connection after the current exchange
     (HTTP/1.0 without keep-alive, ``Connection: close``, a GOAWAY sent or received)."""
+    graceful_goaway: ClassVar[bool] = False
+    """True when ``send(GoAway(last_request_id=2**31 - 1))`` announces a shutdown while streams the
+    peer opens meanwhile are still served, and a later ``send(GoAway())`` (the last stream the peer
+    opened) ends it: RFC 9113 6.8's graceful shutdown. A draining connection then sends both.
+
+    .. versionadded:: 0.3
+    """
     retriable_success: ClassVar[bool] = False
     """True when ``classify`` may mark a response under HTTP 400 ``RETRIABLE`` (HTTP/2: a
     trailers-only gRPC UNAVAILABLE answers 200). Otherwise a route's retry policy looks at a

@@ -58,12 +58,22 @@ class ListenerSet:
         self.reuse_port = reuse_port
         self.handles: dict[str, ListenerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # A hot upgrade's successor: the listening sockets the old process handed over that no
+        # listener serves yet (an xDS config names its listeners later), and while ``holding``, the
+        # listeners built but not accepting until ``release`` (the config is complete).
+        self.inherited: dict[str, tuple[str, socket.socket]] = {}
+        self.holding = False
+        self._held: list[ListenerHandle] = []
 
     # -- starting ----------------------------------------------------------------------------------
-    def _handle(self, i: int, name: str, lc: ListenerConfig, rt: ListenerRuntime,
-                sock: socket.socket | None = None) -> ListenerHandle:
-        """A handle with its socket bound (``ConfigError`` naming the address when it cannot be)."""
+    def _handle(self, i: int, name: str, lc: ListenerConfig, rt: ListenerRuntime) -> ListenerHandle:
+        """A handle with its socket bound (``ConfigError`` naming the address when it cannot be), or
+        serving the socket a hot upgrade handed over for this name and address."""
         handle = ListenerHandle(lc, rt)
+        got = self.inherited.get(name)
+        sock = None
+        if got is not None and got[0] == lc.address:
+            sock = self.inherited.pop(name)[1]
         handle.listener = Listener(name, lc.address, self._protocol_factory(handle, lc, i), self.reuse_port,
                                    path=f"listeners[{i}].address", sock=sock)
         return handle
@@ -80,16 +90,33 @@ class ListenerSet:
                     inherited: Mapping[str, tuple[str, socket.socket]] | None = None) -> None:
         """Bind every listener of ``config`` and start accepting. ``inherited``: listening sockets a
         hot upgrade handed over, by listener name, with their address; a listener of the same name
-        and address serves on that socket instead of binding a new one."""
-        inherited = inherited or {}
+        and address (now or in a later config) serves on that socket instead of binding a new one,
+        and no listener accepts before ``release``."""
+        if inherited is not None:
+            self.inherited = dict(inherited)
+            self.holding = True
         for i, lc in enumerate(config.listeners):
             name = listener_name(i, lc)
-            got = inherited.get(name)
-            sock = got[1] if got is not None and got[0] == lc.address else None
-            self.handles[name] = self._handle(i, name, lc, runtimes[name], sock)
+            self.handles[name] = self._handle(i, name, lc, runtimes[name])
         for i, h in enumerate(self.handles.values()):
             assert h.listener is not None
-            await h.listener.start(self.loop, ssl=_server_ssl(h.config, i))
+            if self.holding:
+                self._held.append(h)
+            else:
+                await h.listener.start(self.loop, ssl=_server_ssl(h.config, i))
+
+    async def release(self) -> None:
+        """Start accepting on the listeners held back while the config was being completed; close
+        the handed-over sockets no listener took (the old process still holds its own)."""
+        self.holding = False
+        held, self._held = self._held, []
+        current = {id(h) for h in self.handles.values()}
+        for h in held:
+            if id(h) in current and h.listener is not None:
+                await h.listener.start(self.loop, ssl=_server_ssl(h.config))
+        for _address, sock in self.inherited.values():
+            sock.close()
+        self.inherited = {}
 
     def _conn_factory(self, handle: ListenerHandle) -> Callable[[], DownstreamConnection]:
         lp = self.loop
@@ -101,6 +128,9 @@ class ListenerSet:
 
     def _start_listener(self, h: ListenerHandle) -> None:
         assert h.listener is not None
+        if self.holding:
+            self._held.append(h)
+            return
         task = self.loop.create_task(h.listener.start(self.loop, ssl=_server_ssl(h.config)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -155,6 +185,7 @@ class ListenerSet:
                 continue
             if h.listener is not None:
                 h.listener.stop_accepting()
+                h.listener.close_socket()  # one that never started (held for a hot upgrade)
             self._retire_runtime(h, grace)
             log.info("listener %s (%s) removed; its connections drain for %.1f s", name, h.config.address, grace)
         self.handles = new_handles

@@ -57,6 +57,7 @@ class Server:
         self._sweeper: asyncio.Task[None] | None = None
         self.xds: ConfigSource | None = None  # the xDS client when the config comes from xDS
         self.hot_upgrade: HotUpgradeView | None = None  # the upgrade socket's owner (``core/upgrade.py``)
+        self._held_admin: socket.socket | None = None
 
     @property
     def listeners(self) -> dict[str, ListenerHandle]:
@@ -66,6 +67,7 @@ class Server:
     @property
     def admin_bound(self) -> str | None:
         sock = self.admin.http.socket if self.admin is not None else None
+        sock = sock or self._held_admin  # a hot upgrade's successor, before its admin answers
         if sock is None:
             return None
         host, port = sock.getsockname()[:2]
@@ -93,7 +95,10 @@ class Server:
             from sofamesh.core.admin import AdminServer
 
             self.admin = AdminServer(self, self.admin_address)
-            await self.admin.start(admin_sock)
+            if inherited is None:
+                await self.admin.start(admin_sock)
+            else:
+                self._held_admin = admin_sock  # shared with the old process: answers from ``release``
         self.config_version = 1
         for r in self.host.pm.hook.sofamesh_startup(server=self):
             if asyncio.iscoroutine(r) or isinstance(r, asyncio.Future):
@@ -101,6 +106,15 @@ class Server:
         self._sweeper = self.loop.create_task(self._sweep())
         self.plugin_sources.snapshot()
         self.ready = True
+
+    async def release(self) -> None:
+        """A hot upgrade's successor whose config is complete: accept on the listeners (and admin)
+        ``start`` held back. Nothing to do for a process that started on its own."""
+        if self._listeners is not None and self._listeners.holding:
+            await self._listeners.release()
+            if self.admin is not None and self.admin.http.socket is None:
+                sock, self._held_admin = self._held_admin, None
+                await self.admin.start(sock)
 
     async def _sweep(self) -> None:
         assert self.loop is not None and self._listeners is not None

@@ -32,6 +32,7 @@ import os
 import socket
 import struct
 import sys
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from sofamesh.core.codec import CodecState
 from sofamesh.core.errors import MeshError
 from sofamesh.core.proxy.stream_manager import DownstreamConnection
+from sofamesh.core.stats import Histogram, RpcStats
 
 if TYPE_CHECKING:
     from sofamesh.core.server import Server
@@ -66,6 +68,8 @@ class UpgradeReport:
     moved: int = 0
     drained: int = 0
     cut: int = 0
+    takeover_ms: float = 0.0  # the old process's hello -> ready: the new one built its config and accepts
+    handover_ms: float = 0.0  # ready -> done: every connection moved, drained or cut
 
     def line(self) -> str:
         return (f"{self.listeners} listener(s), {self.moved} connection(s) moved, {self.drained} drained, "
@@ -202,29 +206,7 @@ class HotUpgrade:
         """Serve the upgrade socket. A path left by a process that is gone is reused; a path another
         process still serves is an ``UpgradeError`` (unless ``replace``: it handed over to us)."""
         loop = asyncio.get_running_loop()
-        if os.path.exists(self.path) and not replace:
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(self.path)
-            except OSError:
-                pass  # nobody listens: a stale path
-            else:
-                raise UpgradeError(f"upgrade socket {self.path}: another process serves it; start this one with "
-                                   "--hot-upgrade to take over from it")
-            finally:
-                probe.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(self.path)
-            sock.listen(4)
-        except OSError as exc:
-            sock.close()
-            raise UpgradeError(f"upgrade socket {self.path}: {exc.strerror or exc}") from None
-        sock.setblocking(False)
+        sock = await _bind_upgrade_socket(self.path, replace)
         self._listening = sock
         self._task(self._accept(sock, loop))
 
@@ -287,6 +269,7 @@ class HotUpgrade:
         spare_admin: socket.socket | None = None
         try:
             hello, _ = await asyncio.wait_for(ch.recv(), _HELLO_TIMEOUT)
+            t_hello = time.monotonic()
             self.report = UpgradeReport(peer_pid=int(hello.get("pid", 0)))
             names, fds = [], []
             for name, h in server.listeners.items():
@@ -308,6 +291,8 @@ class HotUpgrade:
             ch.close()
             self.phase = "serving"
             return
+        t_ready = time.monotonic()
+        self.report.takeover_ms = round((t_ready - t_hello) * 1000, 3)
         served = set(msg.get("listeners", []))
         self.report.listeners = len(served)
         # The new process accepts on every socket now: stop accepting here, keeping each socket open
@@ -326,8 +311,10 @@ class HotUpgrade:
             if self._listening is not None:  # a later upgrade connects to the new process
                 self._listening.close()
                 self._listening = None
+            self.report.handover_ms = round((time.monotonic() - t_ready) * 1000, 3)
             await ch.send({"op": "done", "moved": self.report.moved, "drained": self.report.drained,
-                           "cut": self.report.cut, "stats": self._counters()})
+                           "cut": self.report.cut, "takeover_ms": self.report.takeover_ms,
+                           "handover_ms": self.report.handover_ms, "stats": self._counters()})
         except (OSError, UpgradeError) as exc:
             log.error("hot upgrade: pid %d went away during the hand-over (%s); this process accepts again "
                       "(%d connection(s) had moved)", self.report.peer_pid, exc, self.report.moved)
@@ -419,13 +406,22 @@ class HotUpgrade:
             os.close(fd)
         self.report.moved += 1
 
-    def _counters(self) -> dict[str, dict[str, int]]:
-        """Each listener's totals, for the new process to continue from (gauges are not carried)."""
-        out: dict[str, dict[str, int]] = {}
-        for name, h in self.server.listeners.items():
-            snap = h.rt.stats.snapshot()
-            out[name] = {k: v for k, v in snap.items() if isinstance(v, int) and not k.endswith("_active")}
-        return out
+    def _counters(self) -> dict[str, Any]:
+        """The totals the new process continues from, as Envoy's hot restart keeps its stats (there
+        in shared memory, here on the upgrade socket): each listener's and cluster's counters and
+        latency buckets, and the RPC counters. Gauges (``*_active``) are not carried."""
+        server = self.server
+        listeners: dict[str, Any] = {}
+        rpc: dict[str, list[Any]] = {}
+        for name, h in server.listeners.items():
+            st = h.rt.stats
+            listeners[name] = {"counters": _totals(st.snapshot()), "latency": _histogram(st.latency)}
+            rpc[name] = [[*key, {"requests": r.requests, "timeouts": r.timeouts,
+                                 "statuses": {str(k): v for k, v in r.statuses.items()},
+                                 "latency": _histogram(r.latency)}] for key, r in h.rt.rpc_stats.items()]
+        clusters = {name: {"counters": _totals(c.stats.snapshot()), "upstream_rq_time": list(c.stats.upstream_rq_time)}
+                    for name, c in server.clusters.items()}
+        return {"listeners": listeners, "clusters": clusters, "rpc": rpc}
 
     # -- the new side ------------------------------------------------------------------------------
     async def take_over(self) -> tuple[dict[str, tuple[str, socket.socket]], socket.socket | None]:
@@ -471,6 +467,7 @@ class HotUpgrade:
                   if h.listener is not None and n in self._inherited]
         self.report.listeners = len(served)
         try:
+            await self.server.release()  # accept only now: the config (xDS included) is complete
             await ch.send({"op": "ready", "listeners": served})
         except OSError as exc:
             log.warning("hot upgrade: pid %d went away before the hand-over (%s)", self.report.peer_pid, exc)
@@ -501,6 +498,8 @@ class HotUpgrade:
                     await self._adopt(msg, fds[0])
                 elif op == "done":
                     self.report.drained = int(msg.get("drained", 0))
+                    self.report.takeover_ms = float(msg.get("takeover_ms", 0.0))
+                    self.report.handover_ms = float(msg.get("handover_ms", 0.0))
                     self.report.cut = int(msg.get("cut", 0))
                     self._carry(msg.get("stats", {}))
                     break
@@ -542,15 +541,225 @@ class HotUpgrade:
         await self.server.loop.connect_accepted_socket(lambda: conn, sock)  # type: ignore[union-attr]
         self.report.moved += 1
 
-    def _carry(self, stats: dict[str, dict[str, int]]) -> None:
-        """Continue the old process's totals (a moved connection was counted there, once)."""
-        for name, counters in stats.items():
-            h = self.server.listeners.get(name)
+    def _carry(self, stats: dict[str, Any]) -> None:
+        """Continue the old process's totals (a moved connection was counted there, once). A listener
+        or cluster the new config no longer has is left out."""
+        server = self.server
+        for name, got in stats.get("listeners", {}).items():
+            h = server.listeners.get(name)
+            if h is not None:
+                _add_counters(h.rt.stats, got.get("counters", {}))
+                _add_histogram(h.rt.stats.latency, got.get("latency"))
+        for name, got in stats.get("clusters", {}).items():
+            c = server.clusters.get(name)
+            if c is not None:
+                _add_counters(c.stats, got.get("counters", {}))
+                _add_buckets(c.stats.upstream_rq_time, got.get("upstream_rq_time"))
+        for name, rows in stats.get("rpc", {}).items():
+            h = server.listeners.get(name)
             if h is None:
                 continue
-            for k, v in counters.items():
-                if hasattr(h.rt.stats, k) and isinstance(v, int):
-                    setattr(h.rt.stats, k, getattr(h.rt.stats, k) + v)
+            for proto, svc, method, got in rows:
+                r = h.rt.rpc_stats.get((proto, svc, method))
+                if r is None:
+                    r = h.rt.rpc_stats[(proto, svc, method)] = RpcStats()
+                r.requests += int(got.get("requests", 0))
+                r.timeouts += int(got.get("timeouts", 0))
+                for code, n in got.get("statuses", {}).items():
+                    r.statuses[int(code)] = r.statuses.get(int(code), 0) + int(n)
+                _add_histogram(r.latency, got.get("latency"))
 
 
-__all__ = ["HotUpgrade", "UpgradeError", "UpgradeReport"]
+class SupervisorUpgrade:
+    """``--workers N``: the supervisors' side of a hot upgrade. Workers are replaced worker by worker:
+    worker ``i`` of the new process takes over from worker ``i`` of the old one, each pair over its
+    own upgrade socket (``PATH.i``) exactly as a single process does (listening sockets, then
+    connections; each worker's SO_REUSEPORT socket moves with its backlog). The supervisors meet on
+    ``PATH`` first::
+
+        new -> old   hello    {pid, workers}
+        old -> new   sockets  {pid, workers, admin}  + the admin socket   | refused {pid, reason}
+        the new supervisor forks its workers; each takes over from its peer
+        new -> old   ready    {}                                          | failed {error}
+        the old supervisor stops its admin and exits once its last worker has handed over.
+    """
+
+    def __init__(self, path: str, workers: int) -> None:
+        self.path = path
+        self.workers = workers
+        self.phase = "serving"  # serving | handing over | handed over
+        self.peer_pid = 0
+        self.on_ready: Any = None  # called (a coroutine function) when the new supervisor's workers serve
+        self._listening: socket.socket | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._keep: _Channel | None = None
+
+    @property
+    def upgrading(self) -> bool:
+        """Whether workers exiting is the upgrade (not a failure that stops the others)."""
+        return self.phase != "serving"
+
+    # -- the old side ------------------------------------------------------------------------------
+    async def listen(self, admin: Any, *, replace: bool = False) -> None:
+        """Serve ``PATH`` (``admin``: the ``HttpMini`` whose socket moves, or ``None``)."""
+        self._listening = await _bind_upgrade_socket(self.path, replace)
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._accept(self._listening, loop, admin))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, sock: socket.socket, loop: asyncio.AbstractEventLoop, admin: Any) -> None:
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError:
+                return
+            ch = _Channel(conn, loop)
+            try:
+                hello, _ = await asyncio.wait_for(ch.recv(), _HELLO_TIMEOUT)
+                if self.phase != "serving":
+                    reason = f"an upgrade to pid {self.peer_pid} is in progress"
+                elif int(hello.get("workers", 0)) != self.workers:
+                    reason = (f"--workers {hello.get('workers')} differs from the running process's "
+                              f"--workers {self.workers}: worker i takes over from worker i")
+                else:
+                    reason = ""
+                if reason:
+                    await ch.send({"op": "refused", "pid": os.getpid(), "reason": reason})
+                    ch.close()
+                    continue
+                self.phase = "handing over"
+                self.peer_pid = int(hello.get("pid", 0))
+                admin_sock = admin.socket if admin is not None else None
+                await ch.send({"op": "sockets", "pid": os.getpid(), "workers": self.workers,
+                               "admin": admin.address if admin_sock is not None else None},
+                              [admin_sock.fileno()] if admin_sock is not None else [])
+                log.info("hot upgrade: supervisor pid %d connected; its workers take over from ours",
+                         self.peer_pid)
+                msg, _ = await asyncio.wait_for(ch.recv(), _READY_TIMEOUT)
+                if msg.get("op") != "ready":
+                    raise UpgradeError(str(msg.get("error") or f"unexpected message {msg.get('op')!r}"))
+            except (EOFError, OSError, TimeoutError, ValueError, UpgradeError) as exc:
+                if self.phase == "handing over":
+                    log.error("hot upgrade: supervisor pid %d did not take over (%s); the workers it did "
+                              "not replace keep serving", self.peer_pid, exc or type(exc).__name__)
+                    self.phase = "serving"
+                ch.close()
+                continue
+            self.phase = "handed over"
+            sock.close()
+            if self.on_ready is not None:
+                await self.on_ready()
+            log.info("hot upgrade: supervisor pid %d serves; this one exits with its last worker", self.peer_pid)
+            self._keep = ch  # closed when this process exits: the new supervisor then serves PATH
+            return
+
+    # -- the new side ------------------------------------------------------------------------------
+    def take_over(self) -> tuple[socket.socket, socket.socket | None]:
+        """Before forking: connect to the running supervisor and receive its admin socket. Returns
+        (the connection, kept until ``ready``; the admin socket or ``None``). Blocking."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(_HELLO_TIMEOUT)
+        try:
+            sock.connect(self.path)
+            _send_blocking(sock, {"op": "hello", "pid": os.getpid(), "workers": self.workers})
+            msg, fds = _recv_blocking(sock)
+        except (OSError, EOFError, ValueError) as exc:
+            sock.close()
+            raise UpgradeError(f"--hot-upgrade: no supervisor answers on the upgrade socket {self.path} "
+                               f"({exc})") from None
+        if msg.get("op") != "sockets":
+            sock.close()
+            for fd in fds:
+                os.close(fd)
+            raise UpgradeError(f"--hot-upgrade: pid {msg.get('pid')} refused: {msg.get('reason', msg.get('op'))}")
+        self.peer_pid = int(msg["pid"])
+        admin = socket.socket(fileno=fds[0]) if fds else None
+        return sock, admin
+
+    @staticmethod
+    def tell(link: socket.socket, msg: dict[str, Any]) -> None:
+        """``ready`` or ``failed`` to the old supervisor (blocking; it is waiting for it)."""
+        try:
+            _send_blocking(link, msg)
+        except OSError:
+            pass
+
+
+async def _bind_upgrade_socket(path: str, replace: bool) -> socket.socket:
+    """A listening Unix socket at ``path``; a path another process still serves is an
+    ``UpgradeError`` (unless ``replace``: it handed over to us)."""
+    if os.path.exists(path) and not replace:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            pass  # nobody listens: a stale path
+        else:
+            raise UpgradeError(f"upgrade socket {path}: another process serves it; start this one with "
+                               "--hot-upgrade to take over from it")
+        finally:
+            probe.close()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(4)
+    except OSError as exc:
+        sock.close()
+        raise UpgradeError(f"upgrade socket {path}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def _send_blocking(sock: socket.socket, msg: dict[str, Any]) -> None:
+    data = json.dumps({**msg, "nfds": 0}).encode()
+    sock.sendall(_LEN.pack(len(data)) + data)
+
+
+def _recv_blocking(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    buf = bytearray()
+    fds: list[int] = []
+    while True:
+        if len(buf) >= _LEN.size:
+            (n,) = _LEN.unpack_from(buf)
+            if len(buf) >= _LEN.size + n:
+                return json.loads(bytes(buf[_LEN.size:_LEN.size + n])), fds
+        data, got, _flags, _ = socket.recv_fds(sock, 1 << 16, _MAX_FDS)
+        fds.extend(got)
+        if not data:
+            raise EOFError("the other supervisor closed the upgrade connection")
+        buf += data
+
+
+def _totals(snapshot: dict[str, object]) -> dict[str, int]:
+    return {k: v for k, v in snapshot.items() if type(v) is int and not k.endswith("_active")}
+
+
+def _histogram(h: Histogram) -> dict[str, Any]:
+    return {"buckets": list(h.buckets), "count": h.count, "sum": h.sum}
+
+
+def _add_counters(into: object, counters: dict[str, Any]) -> None:
+    for k, v in counters.items():
+        if type(v) is int and not k.endswith("_active") and hasattr(into, k):
+            setattr(into, k, getattr(into, k) + v)
+
+
+def _add_buckets(into: list[int], buckets: Any) -> None:
+    if isinstance(buckets, list) and len(buckets) == len(into):  # same bucket bounds on both sides
+        for i, n in enumerate(buckets):
+            into[i] += int(n)
+
+
+def _add_histogram(into: Histogram, got: Any) -> None:
+    if isinstance(got, dict) and isinstance(got.get("buckets"), list) and len(got["buckets"]) == len(into.buckets):
+        _add_buckets(into.buckets, got["buckets"])
+        into.count += int(got.get("count", 0))
+        into.sum += float(got.get("sum", 0.0))
+
+
+__all__ = ["HotUpgrade", "SupervisorUpgrade", "UpgradeError", "UpgradeReport"]

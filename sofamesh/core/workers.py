@@ -15,26 +15,48 @@ from typing import TYPE_CHECKING, Any
 from sofamesh.core.admin import HttpMini, prometheus_text
 from sofamesh.core.config.model import ProxyConfig, parse_address
 from sofamesh.core.net import loop as loop_mod
+from sofamesh.core.upgrade import HotUpgrade, SupervisorUpgrade, UpgradeError
 
 if TYPE_CHECKING:
+    import socket
+
     from sofamesh.core.xds.relay import Relay
 
 log = logging.getLogger("sofamesh.workers")
 
 
-def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None, relay_fd: int | None) -> None:
+def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None, relay_fd: int | None,
+           upgrade: tuple[str, bool] | None = None) -> None:
+    from sofamesh.core.errors import MeshError
     from sofamesh.core.gc_policy import settle_after_start
     from sofamesh.core.server import Server
-
     async def main() -> int:
         server = Server(config, reuse_port=True, admin_address="127.0.0.1:0", worker=index)
         # each worker re-reads it on SIGHUP; not with xDS, where the relay is the config's only source
         server.config_path = config_path if relay_fd is None else None
-        await server.start()
+        up, inherited, admin_sock = None, None, None
+        if upgrade is not None:  # this worker's own upgrade socket: worker i takes over from worker i
+            up = HotUpgrade(server, upgrade[0])
+            if upgrade[1]:
+                inherited, admin_sock = await up.take_over()
+            else:
+                await up.listen()
+        taking_over = up is not None and upgrade is not None and upgrade[1]
+        try:
+            await server.start(inherited, admin_sock)
+        except MeshError as exc:
+            if up is not None and taking_over:
+                await up.failed(str(exc))
+            raise
         if relay_fd is not None:
             from sofamesh.core.xds.relay import follow
 
-            await follow(server, relay_fd)
+            relayed = await follow(server, relay_fd)
+            if up is not None and taking_over and not await relayed.wait_synced(config):
+                await up.failed("no complete xDS config relayed in time")
+                return 2
+        if up is not None and taking_over:
+            await up.started()
         settle_after_start()
         assert server.admin is not None
         os.write(wfd, f"{index} {server.admin.port}\n".encode())
@@ -74,12 +96,23 @@ def _sum(into: dict[str, Any], other: dict[str, Any]) -> None:
             into.setdefault(k, v)
 
 
-def supervise(config: ProxyConfig, workers: int, config_path: str | None = None) -> int:
+def supervise(config: ProxyConfig, workers: int, config_path: str | None = None, hot_upgrade: bool = False) -> int:
     """Fork ``workers`` processes and run the aggregating admin until SIGTERM/SIGINT. SIGHUP is
-    passed on to every worker, which reloads ``config_path`` (see ``Server.reload``)."""
+    passed on to every worker, which reloads ``config_path`` (see ``Server.reload``).
+
+    With ``config.upgrade_socket`` the process can be hot upgraded worker by worker
+    (``SupervisorUpgrade``); with ``hot_upgrade`` it takes over from the one running there."""
     for lc in config.listeners:
         if parse_address(lc.address)[1] == 0:
             print(f"error: listener {lc.name or lc.address}: --workers needs fixed ports", file=sys.stderr)
+            return 2
+    sup = SupervisorUpgrade(config.upgrade_socket, workers) if config.upgrade_socket else None
+    link, inherited_admin = None, None
+    if sup is not None and hot_upgrade:
+        try:
+            link, inherited_admin = sup.take_over()
+        except UpgradeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
             return 2
     rfd, wfd = os.pipe()
     relays = [os.pipe() for _ in range(workers)] if config.xds is not None else []  # (worker's end, ours)
@@ -88,29 +121,22 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None)
         pid = os.fork()
         if pid == 0:
             os.close(rfd)
+            if link is not None:  # the supervisors' connection: the old one must see only ours close
+                link.close()
             for j, (theirs, ours) in enumerate(relays):
                 os.close(ours)
                 if j != i:
                     os.close(theirs)
-            _child(config, i, wfd, config_path, relays[i][0] if relays else None)
+            _child(config, i, wfd, config_path, relays[i][0] if relays else None,
+                   (f"{sup.path}.{i}", hot_upgrade) if sup is not None else None)
         pids.append(pid)
     os.close(wfd)
     for theirs, _ours in relays:
         os.close(theirs)
     ports: dict[int, int] = {}
-    with os.fdopen(rfd) as r:
-        for line in r:
-            idx, port = line.split()
-            ports[int(idx)] = int(port)
-            if len(ports) == workers:
-                break
-    if len(ports) < workers:
-        print(f"error: only {len(ports)} of {workers} workers started", file=sys.stderr)
-        for pid in pids:
-            _kill(pid)
-        return 1
-
     statuses: dict[int, int] = {}  # pid -> wait status of each worker reaped so far
+    sup_tasks: set[asyncio.Task[None]] = set()
+    not_started = -1
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -123,7 +149,20 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None)
                 _kill(pid, signal.SIGHUP)
 
         loop.add_signal_handler(signal.SIGHUP, reload_workers)
+        # the relay first: a worker taking over from another serves only once its config is complete
         relay = await _start_relay(config, [w for _r, w in relays]) if relays else None
+        ports.update(await loop.run_in_executor(None, _read_ports, rfd, workers))
+        if len(ports) < workers:
+            print(f"error: only {len(ports)} of {workers} workers started", file=sys.stderr)
+            if link is not None:
+                why = f"only {len(ports)} of {workers} workers started"
+                SupervisorUpgrade.tell(link, {"op": "failed", "error": why})
+                link.close()
+            if relay is not None:
+                await relay.stop()
+            for pid in pids:
+                _kill(pid)
+            return not_started
 
         async def relayed() -> list[dict[str, Any]]:
             dumps = await asyncio.gather(*(_get(p, "/config_dump") for p in ports.values()), return_exceptions=True)
@@ -158,11 +197,25 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None)
         admin = None
         if config.admin is not None:
             admin = HttpMini(config.admin.address, handle)
-            await admin.start()
+            await admin.start(inherited_admin)
+        if sup is not None:
+            sup.on_ready = admin.stop if admin is not None else None
+            if link is not None:
+                SupervisorUpgrade.tell(link, {"op": "ready"})
+                log.info("hot upgrade: %d worker(s) took over from supervisor pid %d", workers, sup.peer_pid)
+                sup_tasks.add(loop.create_task(_serve_after(sup, link, admin)))
+            else:
+                await sup.listen(admin)
         waiter: asyncio.Future[Any] = loop.run_in_executor(None, _wait_any, statuses)
         stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([stopper, waiter],
-                                     return_when=asyncio.FIRST_COMPLETED)
+        while True:
+            await asyncio.wait([stopper, waiter], return_when=asyncio.FIRST_COMPLETED)
+            if stopper.done() or sup is None or not sup.upgrading or len(statuses) == len(pids):
+                break
+            # handing over: each worker exits once its successor has its connections
+            waiter = loop.run_in_executor(None, _wait_any, statuses)
+        if sup is not None and sup.upgrading and len(statuses) == len(pids):
+            print(f"sofamesh: handed over to supervisor pid {sup.peer_pid}: {workers} worker(s)", file=sys.stderr)
         if relay is not None:
             await relay.stop()
         for pid in pids:
@@ -172,6 +225,13 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None)
         return 0
 
     code = loop_mod.run(main())  # returns once the executor's os.wait() has reaped a worker too
+    if code == not_started:
+        for pid in pids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        return 1
     for pid in pids:
         if pid not in statuses:
             try:
@@ -184,6 +244,35 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None)
             print(f"error: worker {index} (pid {pid}) exited with {worker_code}", file=sys.stderr)
             code = code or 1
     return code
+
+
+def _read_ports(rfd: int, workers: int) -> dict[int, int]:
+    """Each worker's admin port, as it reports once it serves (fewer when some failed to start)."""
+    ports: dict[int, int] = {}
+    with os.fdopen(rfd) as r:
+        for line in r:
+            idx, port = line.split()
+            ports[int(idx)] = int(port)
+            if len(ports) == workers:
+                break
+    return ports
+
+
+async def _serve_after(sup: SupervisorUpgrade, link: socket.socket, admin: HttpMini | None) -> None:
+    """Once the old supervisor has exited (our link to it closes), serve the upgrade socket."""
+    loop = asyncio.get_running_loop()
+    link.setblocking(False)
+    try:
+        while await loop.sock_recv(link, 1 << 12):
+            pass
+    except OSError:
+        pass
+    link.close()
+    sup.phase = "serving"
+    try:
+        await sup.listen(admin, replace=True)
+    except UpgradeError as exc:  # the process serves on; only its next upgrade is impossible
+        log.error("hot upgrade: %s; this process cannot be upgraded in place", exc)
 
 
 async def _start_relay(config: ProxyConfig, pipes: list[int]) -> Relay:

@@ -39,12 +39,16 @@ log = logging.getLogger("sofamesh.connection")
 
 _MAX_SNIFF = 64
 HELLO_TIMEOUT_S = 15.0  # a connection that chooses by SNI and sends no ClientHello (Envoy's listener filter timeout)
+_MAX_STREAM_ID = 2**31 - 1
+GOAWAY_GRACE = 1.0
+"""Seconds between a draining connection's first GOAWAY and its last (RFC 9113 6.8: at least one
+round trip, for streams the client opened before it saw the first)."""
 
 
 class DownstreamConnection(Connection):
     """One accepted connection: the StreamManager of the architecture."""
 
-    __slots__ = ("active", "backlog", "codec", "codec_sends", "discarding", "factory", "multiplexed",
+    __slots__ = ("active", "backlog", "codec", "codec_sends", "discarding", "draining", "factory", "multiplexed",
                  "peer_identity", "prefix", "resumed", "rt", "streams", "tcp")
 
     def __init__(self, rt: ListenerRuntime, loop: asyncio.AbstractEventLoop) -> None:
@@ -59,6 +63,7 @@ class DownstreamConnection(Connection):
         self.active: Stream | None = None
         self.backlog: deque[object] = deque()
         self.discarding = False
+        self.draining = 0  # ``drain``: 1 after a graceful GOAWAY (streams may still come), 2 closing when idle
         self.peer_identity: str | None = None
         self.tcp: TcpSession | None = None
         self.resumed: tuple[CodecFactory | None, CodecState] | None = None  # moved in by a hot upgrade
@@ -276,7 +281,8 @@ class DownstreamConnection(Connection):
                 return
             if self.backlog:
                 self.loop.call_soon(self._drain_backlog)
-        if self.rt.draining and not self.streams and self.active is None:
+        closing = self.draining == 2 or (self.rt.draining and self.draining != 1)  # not between two GOAWAYs
+        if closing and not self.streams and self.active is None:
             self.close()
 
     def _drain_backlog(self) -> None:
@@ -331,11 +337,35 @@ class DownstreamConnection(Connection):
             self.data_received(state.unread)
 
     def drain(self) -> None:
-        """Stop taking requests: idle connections close now, busy ones after their streams end."""
-        if self.tcp is not None:
+        """Stop taking requests: idle connections close now, busy ones after their streams end. A
+        codec with a graceful GOAWAY (HTTP/2) announces it first, as Envoy's drain does: GOAWAY with
+        the largest stream id (the client opens new streams elsewhere; those already on their way
+        are served), then after ``GOAWAY_GRACE`` seconds (more than a round trip) a GOAWAY naming
+        the last stream the client opened; the connection closes when those have ended."""
+        if self.tcp is not None or self.draining:
             return
-        if self.codec is not None:
-            self.codec.keep_alive = False
+        codec = self.codec
+        if codec is not None:
+            if codec.graceful_goaway and not self.closed:
+                if self.rt.draining and self.idle():  # the process (or this listener) is going: no grace
+                    self.draining = 2
+                    self.write(codec.send(GoAway(reason="draining")))
+                    self.close()
+                    return
+                self.draining = 1
+                self.write(codec.send(GoAway(reason="draining", last_request_id=_MAX_STREAM_ID)))
+                self.loop.call_later(GOAWAY_GRACE, self._last_goaway)
+                return
+            codec.keep_alive = False
+        self.draining = 2
+        if self.idle():
+            self.close()
+
+    def _last_goaway(self) -> None:
+        self.draining = 2
+        if self.closed:
+            return
+        self.write(self.codec.send(GoAway(reason="draining")))
         if self.idle():
             self.close()
 

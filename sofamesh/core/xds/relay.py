@@ -83,7 +83,8 @@ class Relay:
     def _send(self, version: int, config: ProxyConfig) -> None:
         xds = self.client.describe() if self.client is not None else {}
         versions = {t: s["version"] for t, s in xds.get("types", {}).items()}
-        body = pickle.dumps((version, versions, config), protocol=pickle.HIGHEST_PROTOCOL)
+        synced = self.client is not None and self.client.synced.is_set()  # complete: a taking-over worker serves it
+        body = pickle.dumps((version, versions, config, synced), protocol=pickle.HIGHEST_PROTOCOL)
         frame = _HEAD.pack(len(body)) + body
         for w in self._writers:
             if not w.is_closing():
@@ -101,7 +102,17 @@ class Relayed:
         self.relay_version = 0
         self.xds_versions: dict[str, str] = {}
         self.failed: str | None = None
+        self.synced = asyncio.Event()  # a complete config (the parent's client was synced) is applied
         self._task: asyncio.Task[None] | None = None
+
+    async def wait_synced(self, config: ProxyConfig) -> bool:
+        """Until a complete config is applied, or ``initial_fetch_timeout_ms`` passed (False)."""
+        timeout = config.xds.initial_fetch_timeout_ms / 1000.0 if config.xds is not None else 0.0
+        try:
+            await asyncio.wait_for(self.synced.wait(), timeout or None)
+        except TimeoutError:
+            return False
+        return True
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -120,7 +131,7 @@ class Relayed:
         while True:
             try:
                 size = _HEAD.unpack(await reader.readexactly(_HEAD.size))[0]
-                version, versions, config = pickle.loads(await reader.readexactly(size))
+                version, versions, config, synced = pickle.loads(await reader.readexactly(size))
             except asyncio.IncompleteReadError:
                 log.warning("worker %s: the parent's relay closed", self.server.worker)
                 return
@@ -133,6 +144,8 @@ class Relayed:
                 continue
             self.relay_version, self.xds_versions, self.failed = version, versions, None
             self.server.ready = True
+            if synced:
+                self.synced.set()
 
 
 async def follow(server: ServerView, fd: int) -> Relayed:

@@ -79,6 +79,8 @@ class _Connection:
 class NativeHttp2Codec(Http2Codec):
     """``Http2Codec`` on ``machine``: one HTTP/2 connection in one role."""
 
+    graceful_goaway: ClassVar[bool] = True  # the machine serves streams up to the GOAWAY's last id
+
     def __init__(
         self,
         role: Role,
