@@ -18,6 +18,7 @@ from sofamesh.core.security.spiffe import SpiffeId
 from sofamesh.pilot.api import build_app
 from sofamesh.pilot.config import PilotConfig, XdsTlsConfig
 from sofamesh.pilot.election import Election, election_for
+from sofamesh.pilot.fence import Fence
 from sofamesh.pilot.metrics import PilotMetrics
 from sofamesh.pilot.model import MeshModel, Service
 from sofamesh.pilot.policy.applied import AppliedPolicy
@@ -41,6 +42,8 @@ from sofamesh.pilot.xds.server import AdsServer
 from sofamesh.pilot.xds.tls_port import TlsXdsPort
 
 log = logging.getLogger("sofamesh.pilot")
+FENCE_TIMEOUT_S = 5.0
+"""How long a new ADS stream waits for the shared stores to catch up before it is answered anyway."""
 
 
 def pilot_host() -> PluginHost:
@@ -92,6 +95,8 @@ class Pilot:
         self.sidecars = ConnectedSidecars()
         self._sidecar_refresh: asyncio.TimerHandle | None = None
         self._stopped = False
+        self.fence = Fence(self._catch_up)
+        self.fence_failures = 0
 
     @property
     def ads(self) -> AdsServer:
@@ -147,6 +152,7 @@ class Pilot:
         self.model.overlay = self.sidecars.labels_for
         self._ads.on_node = self._sidecar_connected
         self._ads.on_closed = self._sidecar_closed
+        self._ads.fence = self._fenced
         deb = self.config.debounce
         self._debouncer = Debouncer(self._ads.push, deb.quiet_ms / 1000, deb.max_delay_ms / 1000)
         dash = self.config.dashboard
@@ -176,6 +182,23 @@ class Pilot:
                 self._last_service[name] = svc
         if self._debouncer is not None:
             self._debouncer.trigger()
+
+    # -- fences (pilot/fence.py) -----------------------------------------------------------------
+    async def _catch_up(self) -> None:
+        stores = [self.config_store.fence(), *(reg.fence() for reg in self.registries)]
+        await asyncio.gather(*stores)
+        if self._debouncer is not None:
+            self._debouncer.flush()
+
+    async def _fenced(self) -> None:
+        """Before a new stream's first answer; a store that cannot answer in time is logged and the
+        stream is served what this replica holds (a proxy without config is worse than a late one)."""
+        try:
+            await asyncio.wait_for(self.fence.wait(), FENCE_TIMEOUT_S)
+        except Exception as exc:  # a store that is down, or a fence that broke: never the stream
+            self.fence_failures += 1
+            log.warning("pilot: serving a new xDS stream without a fence: %s",
+                        exc or f"the shared stores did not answer within {FENCE_TIMEOUT_S:.0f} s")
 
     # -- which instances run a sidecar (pilot/sidecars.py) ---------------------------------------
     def _sidecar_connected(self, stream: int, node: NodeInfo) -> None:
@@ -282,6 +305,7 @@ class Pilot:
             await self.serving.stop()
         if self._debouncer is not None:
             self._debouncer.cancel()
+        self.fence.cancel()
         if self._traffic is not None:
             await self._traffic.stop()
         if self._ads is not None:

@@ -24,6 +24,7 @@ from sofamesh.core.net.loop import cancel
 from sofamesh.pilot.policy.resource import Resource, ResourceKey
 from sofamesh.pilot.policy.store import Changed, ConfigStore, StoredDocument, json_documents
 from sofamesh.plugins.registries.etcd.store import prefix_end
+from sofamesh.plugins.registries.etcd.watch_fence import WatchFence
 
 log = logging.getLogger("sofamesh.pilot.config_store.etcd")
 
@@ -49,6 +50,7 @@ class EtcdConfigStore(ConfigStore):
         self._task: asyncio.Task[None] | None = None
         self.revision = 0
         self.watch_restarts = 0
+        self._fence = WatchFence(self.prefix)
 
     def _key(self, key: ResourceKey) -> str:
         return f"{self.prefix}{key.group}/{key.kind}/{key.namespace}/{key.name}"
@@ -90,9 +92,13 @@ class EtcdConfigStore(ConfigStore):
         data = await self._call("/v3/kv/range", self._range())
         values = {_unb64(kv["key"]).decode(errors="replace"): _unb64(kv.get("value", ""))
                   for kv in data.get("kvs", [])}
+        values.pop(self._fence.key, None)
         self.revision = int(data["header"]["revision"])
         changed = values != self._values
         self._values = values
+        if changed:
+            self._changed()
+        self._fence.reached(self.revision)
         return changed
 
     async def _follow(self) -> None:
@@ -104,8 +110,7 @@ class EtcdConfigStore(ConfigStore):
             self.watch_restarts += 1
             await asyncio.sleep(0.5)
             with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-                if await self._load():
-                    self._changed()
+                await self._load()
 
     async def _watch(self) -> None:
         assert self._http is not None
@@ -119,8 +124,11 @@ class EtcdConfigStore(ConfigStore):
                 if result.get("compact_revision") not in (None, "0"):
                     raise ValueError("watch revision compacted")
                 dirty = False
-                for ev in result.get("events", []):
+                events = result.get("events", [])
+                for ev in events:
                     k = _unb64(ev["kv"]["key"]).decode(errors="replace")
+                    if self._fence.is_fence(k):
+                        continue
                     if ev.get("type") == "DELETE":
                         dirty = self._values.pop(k, None) is not None or dirty
                     else:
@@ -132,6 +140,8 @@ class EtcdConfigStore(ConfigStore):
                     self.revision = max(self.revision, int(rev))
                 if dirty:
                     self._changed()
+                if events:
+                    self._fence.reached(max(int(ev["kv"].get("mod_revision", "0")) for ev in events))
 
     # -- reads and writes ----------------------------------------------------------------------
     def documents(self) -> Sequence[StoredDocument]:
@@ -158,9 +168,17 @@ class EtcdConfigStore(ConfigStore):
             self._changed()
         return int(data.get("deleted", "0")) > 0
 
+    async def fence(self) -> None:
+        """A write the watch must deliver (``watch_fence.py``): the documents are then as current as etcd."""
+        try:
+            await self._fence.wait(self._call)
+        except httpx.HTTPError as exc:
+            raise PluginError(f"config store {self.name!r}: fence write to {self.endpoint} failed: {exc}") from exc
+
     def describe(self) -> dict[str, Any]:
         return {"type": "etcd", "endpoint": self.endpoint, "prefix": self.prefix, "revision": self.revision,
-                "keys": len(self._values), "watch_restarts": self.watch_restarts}
+                "keys": len(self._values), "watch_restarts": self.watch_restarts,
+                "fences": self._fence.fences}
 
 
 __all__ = ["EtcdConfigStore"]

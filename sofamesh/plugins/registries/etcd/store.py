@@ -28,6 +28,7 @@ import httpx
 from sofamesh.core.errors import PluginError
 from sofamesh.pilot.model import Service, ServiceInstance
 from sofamesh.pilot.registry import Notify, Registry
+from sofamesh.plugins.registries.etcd.watch_fence import WatchFence
 
 log = logging.getLogger("sofamesh.pilot.registry.etcd")
 
@@ -73,6 +74,7 @@ class EtcdRegistry(Registry):
         self.revision = 0
         self.watch_restarts = 0
         self.leases_granted = 0
+        self._fence = WatchFence(self.prefix)
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self, notify: Notify) -> None:
@@ -129,9 +131,10 @@ class EtcdRegistry(Registry):
         self.revision = int(data["header"]["revision"])
         services: dict[str, Service] = {}
         instances: dict[str, dict[str, ServiceInstance]] = {}
+        kvs = [kv for kv in data.get("kvs", []) if not self._fence.is_fence(_unb64(kv["key"]).decode(errors="replace"))]
         self._key_leases = {_unb64(kv["key"]).decode(errors="replace"): int(kv["lease"])
-                            for kv in data.get("kvs", []) if int(kv.get("lease", "0"))}
-        for kv in data.get("kvs", []):
+                            for kv in kvs if int(kv.get("lease", "0"))}
+        for kv in kvs:
             parsed = self._decode(_unb64(kv["key"]), _unb64(kv.get("value", "")))
             if parsed is not None:
                 svc, inst = parsed
@@ -140,11 +143,14 @@ class EtcdRegistry(Registry):
         changed = {n for n in set(instances) | set(self._instances)
                    if instances.get(n) != self._instances.get(n) or services.get(n) != self._services.get(n)}
         self._services, self._instances = services, instances
+        self._fence.reached(self.revision)
         return changed
 
     def _apply(self, event: dict[str, Any]) -> str | None:
         kv = event["kv"]
         key = _unb64(kv["key"]).decode(errors="replace")
+        if self._fence.is_fence(key):
+            return None
         rest = key[len(self.prefix):]
         service, _, instance_id = rest.partition("/")
         lease = int(kv.get("lease", "0"))
@@ -200,12 +206,22 @@ class EtcdRegistry(Registry):
                 result = json.loads(line).get("result", {})
                 if result.get("compact_revision") not in (None, "0"):
                     raise ValueError("watch revision compacted")
-                changed = {n for n in (self._apply(ev) for ev in result.get("events", [])) if n}
+                events = result.get("events", [])
+                changed = {n for n in (self._apply(ev) for ev in events) if n}
                 rev = result.get("header", {}).get("revision")
                 if rev is not None:
                     self.revision = max(self.revision, int(rev))
                 if changed:
                     self._notify(changed)
+                if events:
+                    self._fence.reached(max(int(ev["kv"].get("mod_revision", "0")) for ev in events))
+
+    async def fence(self) -> None:
+        """A write the watch must deliver (``watch_fence.py``): the cache is then as current as etcd."""
+        try:
+            await self._fence.wait(self._post)
+        except httpx.HTTPError as exc:
+            raise PluginError(f"registry {self.name!r}: fence write to {self.endpoint} failed: {exc}") from exc
 
     # -- leases --------------------------------------------------------------------------------
     async def _grant(self) -> None:
@@ -241,7 +257,7 @@ class EtcdRegistry(Registry):
         return {"type": "etcd", "endpoint": self.endpoint, "prefix": self.prefix, "stale": self.stale,
                 "revision": self.revision, "lease": f"{self._lease:x}", "owned": len(self._owned),
                 "leases": "instance" if self.instance_leases else "pilot", "instance_leases": len(self._key_leases),
-                "watch_restarts": self.watch_restarts}
+                "watch_restarts": self.watch_restarts, "fences": self._fence.fences}
 
     # -- writes --------------------------------------------------------------------------------
     def _key(self, service: str, instance_id: str) -> str:
