@@ -29,6 +29,7 @@ from sofamesh.pilot.policy.store import ConfigStore, ConfigStoreContext, ConfigS
 from sofamesh.pilot.registry import Registry, RegistryContext, RegistryFactory
 from sofamesh.pilot.security.ca import CaContext, CaFactory, CertificateAuthority
 from sofamesh.pilot.security.csr import CertificateService
+from sofamesh.pilot.security.followed import StorageFollower, follower_for
 from sofamesh.pilot.security.serving import SERVING_CERT, TRUST, ServingCertificate
 from sofamesh.pilot.security.shared_storage import security_storage
 from sofamesh.pilot.security.tokens import TokenAuthority
@@ -97,6 +98,9 @@ class Pilot:
         self._stopped = False
         self.fence = Fence(self._catch_up)
         self.fence_failures = 0
+        self._security_follower: StorageFollower | None = None
+        self._security_reload: asyncio.TimerHandle | None = None
+        self.security_reloads = 0
 
     @property
     def ads(self) -> AdsServer:
@@ -284,6 +288,25 @@ class Pilot:
         self.certificates = CertificateService(self.ca, self.tokens, ca.trust_domain,
                                                default_ttl_s=ca.workload_ttl_s, min_ttl_s=ca.min_workload_ttl_s,
                                                max_ttl_s=ca.max_workload_ttl_s)
+        self._security_follower = follower_for(self.security_storage)
+        if self._security_follower is not None:
+            await self._security_follower.start(self._security_changed)
+
+    def _security_changed(self) -> None:
+        """A blob of the shared security storage changed: read it again 50 ms later (a rotation
+        step writes several blobs; one read for the burst)."""
+        if self._security_reload is None and not self._stopped:
+            self._security_reload = asyncio.get_running_loop().call_later(0.05, self._reload_security)
+
+    def _reload_security(self) -> None:
+        self._security_reload = None
+        try:
+            self.ca.reload()
+            self.tokens.reload()
+        except Exception as exc:  # a blob another writer left broken: keep what is loaded, say why
+            log.warning("pilot: security storage changed but could not be read again: %s", exc)
+            return
+        self.security_reloads += 1
 
     async def _start_tls_port(self, tls: XdsTlsConfig) -> None:
         identity = SpiffeId(self.config.ca.trust_domain, "sofamesh-system", "pilot").uri
@@ -324,6 +347,10 @@ class Pilot:
             await self.sync.stop()
         for reg in self.registries:
             await reg.stop()
+        if self._security_reload is not None:
+            self._security_reload.cancel()
+        if self._security_follower is not None:
+            await self._security_follower.stop()
         ca: CertificateAuthority | None = getattr(self, "ca", None)
         if ca is not None:
             await ca.stop()
