@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from kazoo.exceptions import KazooException
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from sofamesh.core.errors import PluginError
+from sofamesh.core.net.loop import cancel
 from sofamesh.pilot.security.shared_storage import EtcdStorage, ZookeeperStorage
 from sofamesh.pilot.security.storage import SecretStorage
 
@@ -86,11 +86,8 @@ class EtcdFollower:
             changed()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         if self._http is not None:
             await self._http.aclose()
             self._http = None
