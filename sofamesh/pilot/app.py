@@ -18,6 +18,7 @@ from sofamesh.core.security.spiffe import SpiffeId
 from sofamesh.pilot.api import build_app
 from sofamesh.pilot.config import PilotConfig, XdsTlsConfig
 from sofamesh.pilot.election import Election, election_for
+from sofamesh.pilot.fence import Fence
 from sofamesh.pilot.metrics import PilotMetrics
 from sofamesh.pilot.model import MeshModel, Service
 from sofamesh.pilot.policy.applied import AppliedPolicy
@@ -28,6 +29,7 @@ from sofamesh.pilot.policy.store import ConfigStore, ConfigStoreContext, ConfigS
 from sofamesh.pilot.registry import Registry, RegistryContext, RegistryFactory
 from sofamesh.pilot.security.ca import CaContext, CaFactory, CertificateAuthority
 from sofamesh.pilot.security.csr import CertificateService
+from sofamesh.pilot.security.followed import StorageFollower, follower_for
 from sofamesh.pilot.security.serving import SERVING_CERT, TRUST, ServingCertificate
 from sofamesh.pilot.security.shared_storage import security_storage
 from sofamesh.pilot.security.tokens import TokenAuthority
@@ -41,6 +43,8 @@ from sofamesh.pilot.xds.server import AdsServer
 from sofamesh.pilot.xds.tls_port import TlsXdsPort
 
 log = logging.getLogger("sofamesh.pilot")
+FENCE_TIMEOUT_S = 5.0
+"""How long a new ADS stream waits for the shared stores to catch up before it is answered anyway."""
 
 
 def pilot_host() -> PluginHost:
@@ -92,6 +96,11 @@ class Pilot:
         self.sidecars = ConnectedSidecars()
         self._sidecar_refresh: asyncio.TimerHandle | None = None
         self._stopped = False
+        self.fence = Fence(self._catch_up)
+        self.fence_failures = 0
+        self._security_follower: StorageFollower | None = None
+        self._security_reload: asyncio.TimerHandle | None = None
+        self.security_reloads = 0
 
     @property
     def ads(self) -> AdsServer:
@@ -147,6 +156,7 @@ class Pilot:
         self.model.overlay = self.sidecars.labels_for
         self._ads.on_node = self._sidecar_connected
         self._ads.on_closed = self._sidecar_closed
+        self._ads.fence = self._fenced
         deb = self.config.debounce
         self._debouncer = Debouncer(self._ads.push, deb.quiet_ms / 1000, deb.max_delay_ms / 1000)
         dash = self.config.dashboard
@@ -176,6 +186,23 @@ class Pilot:
                 self._last_service[name] = svc
         if self._debouncer is not None:
             self._debouncer.trigger()
+
+    # -- fences (pilot/fence.py) -----------------------------------------------------------------
+    async def _catch_up(self) -> None:
+        stores = [self.config_store.fence(), *(reg.fence() for reg in self.registries)]
+        await asyncio.gather(*stores)
+        if self._debouncer is not None:
+            self._debouncer.flush()
+
+    async def _fenced(self) -> None:
+        """Before a new stream's first answer; a store that cannot answer in time is logged and the
+        stream is served what this replica holds (a proxy without config is worse than a late one)."""
+        try:
+            await asyncio.wait_for(self.fence.wait(), FENCE_TIMEOUT_S)
+        except Exception as exc:  # a store that is down, or a fence that broke: never the stream
+            self.fence_failures += 1
+            log.warning("pilot: serving a new xDS stream without a fence: %s",
+                        exc or f"the shared stores did not answer within {FENCE_TIMEOUT_S:.0f} s")
 
     # -- which instances run a sidecar (pilot/sidecars.py) ---------------------------------------
     def _sidecar_connected(self, stream: int, node: NodeInfo) -> None:
@@ -261,6 +288,25 @@ class Pilot:
         self.certificates = CertificateService(self.ca, self.tokens, ca.trust_domain,
                                                default_ttl_s=ca.workload_ttl_s, min_ttl_s=ca.min_workload_ttl_s,
                                                max_ttl_s=ca.max_workload_ttl_s)
+        self._security_follower = follower_for(self.security_storage)
+        if self._security_follower is not None:
+            await self._security_follower.start(self._security_changed)
+
+    def _security_changed(self) -> None:
+        """A blob of the shared security storage changed: read it again 50 ms later (a rotation
+        step writes several blobs; one read for the burst)."""
+        if self._security_reload is None and not self._stopped:
+            self._security_reload = asyncio.get_running_loop().call_later(0.05, self._reload_security)
+
+    def _reload_security(self) -> None:
+        self._security_reload = None
+        try:
+            self.ca.reload()
+            self.tokens.reload()
+        except Exception as exc:  # a blob another writer left broken: keep what is loaded, say why
+            log.warning("pilot: security storage changed but could not be read again: %s", exc)
+            return
+        self.security_reloads += 1
 
     async def _start_tls_port(self, tls: XdsTlsConfig) -> None:
         identity = SpiffeId(self.config.ca.trust_domain, "sofamesh-system", "pilot").uri
@@ -282,6 +328,7 @@ class Pilot:
             await self.serving.stop()
         if self._debouncer is not None:
             self._debouncer.cancel()
+        self.fence.cancel()
         if self._traffic is not None:
             await self._traffic.stop()
         if self._ads is not None:
@@ -300,6 +347,10 @@ class Pilot:
             await self.sync.stop()
         for reg in self.registries:
             await reg.stop()
+        if self._security_reload is not None:
+            self._security_reload.cancel()
+        if self._security_follower is not None:
+            await self._security_follower.stop()
         ca: CertificateAuthority | None = getattr(self, "ca", None)
         if ca is not None:
             await ca.stop()

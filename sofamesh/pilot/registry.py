@@ -75,6 +75,12 @@ class Registry(ABC):
         """Renew an instance's lease; ``False`` when the instance is unknown."""
         raise self._read_only()
 
+    async def fence(self) -> None:
+        """Return once the cache holds everything the registry's backend held when this was called
+        (a backend shared by Pilot replicas: its watch has caught up) and ``notify`` was called for
+        it; a registry whose cache is its own state is always current."""
+        return None
+
     def http_routes(self) -> Sequence[web.AbstractRouteDef]:
         """Routes this registry serves on Pilot's API port (a registry API under its own path
         prefix, e.g. Eureka's ``/eureka``); added once, when Pilot builds its HTTP application."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from sofamesh.pilot.config import PilotConfig
     from sofamesh.pilot.election import Election
+    from sofamesh.pilot.fence import Fence
     from sofamesh.pilot.metrics import PilotMetrics
     from sofamesh.pilot.model import MeshModel
     from sofamesh.pilot.policy.model import PolicyModel
@@ -59,6 +60,10 @@ class PilotView(Protocol):
     """The registry sync (``describe()`` for ``/debug/syncz``), ``None`` when not configured."""
     election: Election | None
     """The election that decides which replica runs the sync (``sync.election``), else ``None``."""
+    fence: Fence
+    """What a new xDS stream waits for: the shared stores caught up (``runs`` for ``/debug/syncz``)."""
+    fence_failures: int
+    """New xDS streams answered without a fence (a store did not answer in time)."""
 
     @property
     def ads(self) -> AdsServer:

@@ -135,7 +135,9 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def syncz(request: web.Request) -> web.Response:
-    return web.json_response(request.app[_PILOT].ads.describe(), dumps=_dumps)
+    pilot = request.app[_PILOT]
+    fence = {"runs": pilot.fence.runs, "failures": pilot.fence_failures}
+    return web.json_response({**pilot.ads.describe(), "fence": fence}, dumps=_dumps)
 
 
 async def registry_dump(request: web.Request) -> web.Response:

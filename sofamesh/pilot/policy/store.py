@@ -91,6 +91,11 @@ class ConfigStore(ABC):
         """Remove one resource; ``False`` when it was not there."""
         raise self._read_only()
 
+    async def fence(self) -> None:
+        """Return once ``documents()`` holds everything the store held when this was called (a store
+        shared by Pilot replicas: its watch has caught up); a local store is always current."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """What ``/debug/policy`` shows about this store."""
         return {}

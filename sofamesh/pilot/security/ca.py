@@ -71,6 +71,10 @@ class CertificateAuthority(ABC):
     async def stop(self) -> None:  # noqa: B027 - optional
         """Release what ``start`` took."""
 
+    def reload(self) -> None:  # noqa: B027 - optional: a CA whose state no one else changes keeps this
+        """Read the state again: another Pilot replica changed it in the shared storage (a root
+        rotation step). Called on the event loop, never per request."""
+
     @abstractmethod
     async def sign(self, request: SignRequest) -> Issued:
         """Sign a workload certificate: the URI SAN ``request.spiffe_id`` (and the DNS / IP SANs of

@@ -100,6 +100,10 @@ class ZookeeperStorage:
             self._zk = zk
         return self._zk
 
+    def client(self) -> KazooClient:
+        """The storage's connected client (started on first use), for a watch on ``root``."""
+        return self._client()
+
     def _path(self, name: str) -> str:
         return f"{self.root}/{_check_name(name)}"
 

@@ -117,11 +117,18 @@ class TokenAuthority:
             raise TokenError(str(exc)) from None
         return Grant(identity, jti, float(claims["exp"]))
 
+    def reload(self) -> None:
+        """Read the revocation list again (another replica revoked a token in the shared storage)."""
+        revoked = self._load_revoked()
+        with self._lock:
+            self._revoked = revoked
+
     def revoke(self, jti: str, expires_at: float | None = None) -> None:
         """Refuse the token ``jti`` from now on (kept listed until ``expires_at``; a year if unknown)."""
         with self._lock:
             now = time.time()
-            self._revoked = {k: v for k, v in self._revoked.items() if v + _LEEWAY_S > now}
+            listed = {**self._load_revoked(), **self._revoked}  # what other replicas revoked meanwhile
+            self._revoked = {k: v for k, v in listed.items() if v + _LEEWAY_S > now}
             self._revoked[jti] = expires_at if expires_at is not None else now + 365 * 86400
             self.storage.write(_REVOKED, json.dumps(self._revoked, sort_keys=True).encode())
 

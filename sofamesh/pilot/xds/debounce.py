@@ -41,6 +41,12 @@ class Debouncer:
             self.fired += 1
             self._fire(first)
 
+    def flush(self) -> None:
+        """Fire now if a change is waiting (a fence must not leave it to the timer)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._run()
+
     def cancel(self) -> None:
         if self._handle is not None:
             self._handle.cancel()

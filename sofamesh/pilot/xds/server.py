@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +115,9 @@ class AdsServer:
         self.on_node: Callable[[int, NodeInfo], None] | None = None
         self.on_closed: Callable[[int], None] | None = None
         self.loopback_port = 0  # a second plaintext port on 127.0.0.1 the TLS port relays to
+        # awaited before a new stream's first answer: the replica has caught up with its shared
+        # stores (pilot/fence.py), so a proxy failing over to it gets nothing older than it held
+        self.fence: Callable[[], Awaitable[None]] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self, host: str, port: int, extra: Sequence[grpc.GenericRpcHandler] = (), *,
@@ -192,6 +195,8 @@ class AdsServer:
         handle_request = self._sotw_request if mode == "sotw" else self._delta_request
         respond = self._sotw_response if mode == "sotw" else self._delta_response
         try:
+            if self.fence is not None:
+                await self.fence()
             while True:
                 kind, payload = await st.queue.get()
                 if kind == _CLOSED:

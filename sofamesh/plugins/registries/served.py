@@ -4,8 +4,10 @@ with Pilot, kept in memory with the liveness each of those registries defines.
 Owns the entries, their two deadlines (``unhealthy_at``: the instance stays but is no longer
 routed to; ``remove_at``: it is dropped) and the reaper that enforces them. It does not parse any
 wire format: the ``api.py`` of each registry turns requests into :class:`Entry` objects through
-its ``mapping.py``. Nothing is persisted: like the real servers' ephemeral registrations, a
-client whose renew or beat is refused registers again.
+its ``mapping.py``. Nothing is persisted by default: like the real servers' ephemeral
+registrations, a client whose renew or beat is refused registers again. With ``shared`` (Pilot
+replicas) the entries live in etcd as well (``shared_entries.py``): every replica lists what any of
+them took, and a renewal through any of them keeps it alive.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sofamesh.core.errors import PluginError
 from sofamesh.pilot.config import split_address
 from sofamesh.pilot.model import Health, MeshModel, Service, ServiceInstance
 from sofamesh.pilot.registry import Notify, Registry
+from sofamesh.plugins.registries.shared_entries import SharedEntries
 
 log = logging.getLogger("sofamesh.pilot.registry.served")
 _NEVER = float("inf")
@@ -72,10 +75,30 @@ class ServedRegistry(Registry):
         self._notify: Notify = lambda names: None
         self._reaper: asyncio.Task[None] | None = None
         self.expired = 0
+        self.shared: SharedEntries | None = None
+
+    def share(self, options: Mapping[str, Any] | None) -> None:
+        """``shared`` option: ``{type: etcd, endpoint, prefix}`` (default prefix
+        ``/sofamesh/served/<registry name>/``); ``None`` keeps the entries in this process only."""
+        if not options:
+            return
+        from sofamesh.core.errors import ConfigError
+        from sofamesh.pilot.options import check_options
+
+        where = f"registries.{self.name}.options.shared"
+        opts = check_options(options, ("type", "endpoint", "prefix"), where, f"registry {self.name!r}")
+        if opts.get("type", "etcd") != "etcd":
+            raise ConfigError(f"{where}.type", f"{opts['type']!r}: only etcd holds served registrations")
+        self.shared = SharedEntries(self.name, str(opts.get("endpoint", "http://127.0.0.1:2379")),
+                                    str(opts.get("prefix", f"/sofamesh/served/{self.name}/")))
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self, notify: Notify) -> None:
+        if self.shared is not None:
+            await self.shared.start(self._shared_event)
         self._notify = notify
+        if self._services:
+            notify(list(self._services))
         self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
         if self.address is not None:
             await self._listen(self.address)
@@ -100,6 +123,8 @@ class ServedRegistry(Registry):
         log.info("registry %s: serving its clients on %s:%d", self.name, host, self.port)
 
     async def stop(self) -> None:
+        if self.shared is not None:
+            await self.shared.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -123,9 +148,14 @@ class ServedRegistry(Registry):
         for by_id in self._entries.values():
             yield from by_id.values()
 
+    async def fence(self) -> None:
+        if self.shared is not None:
+            await self.shared.fence()
+
     def describe(self) -> dict[str, Any]:
         now = self._clock()
         return {"type": self.kind, "expired": self.expired,
+                "shared": self.shared.describe() if self.shared is not None else None,
                 "leases": {f"{e.service.name}/{e.instance.id}": {
                     "unhealthy_in_s": None if e.unhealthy_at == _NEVER else round(e.unhealthy_at - now, 3),
                     "removed_in_s": None if e.remove_at == _NEVER else round(e.remove_at - now, 3)}
@@ -141,6 +171,8 @@ class ServedRegistry(Registry):
         self._services[entry.service.name] = entry.service
         self._entries.setdefault(entry.service.name, {})[entry.instance.id] = entry
         self._notify([entry.service.name])
+        if self.shared is not None:
+            self.shared.put(entry.service.name, entry.instance.id, self._document(entry))
 
     def remove(self, service: str, instance_id: str) -> Entry | None:
         by_id = self._entries.get(service)
@@ -151,6 +183,8 @@ class ServedRegistry(Registry):
             del self._entries[service]
             del self._services[service]
         self._notify([service])
+        if self.shared is not None:
+            self.shared.remove(service, instance_id)
         return entry
 
     def renew(self, service: str, instance_id: str) -> Entry | None:
@@ -162,6 +196,8 @@ class ServedRegistry(Registry):
         self._arm(entry, self._clock())
         if was_lapsed:
             self._notify([service])
+        if self.shared is not None:
+            self.shared.renew(service, instance_id, self._document(entry))
         return entry
 
     def update(self, entry: Entry, instance: ServiceInstance, wire: dict[str, Any] | None = None) -> None:
@@ -170,6 +206,62 @@ class ServedRegistry(Registry):
         if wire is not None:
             entry.wire = wire
         self._notify([entry.service.name])
+        if self.shared is not None:
+            self.shared.renew(entry.service.name, instance.id, self._document(entry))
+
+    # -- the shared store (shared_entries.py) ---------------------------------------------------
+    def wire_to_json(self, wire: dict[str, Any]) -> dict[str, Any]:
+        """``Entry.wire`` as JSON for the shared store (an API whose record holds objects overrides it)."""
+        return wire
+
+    def wire_from_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The inverse of :meth:`wire_to_json`."""
+        return data
+
+    def _document(self, entry: Entry) -> dict[str, Any]:
+        now, wall = self._clock(), time.time()
+        inst = entry.instance.to_dict()
+        del inst["origin"]
+        return {"service": entry.service.to_dict(), "instance": inst, "lease_s": entry.lease_s,
+                "remove_after_s": entry.remove_after_s, "wire": self.wire_to_json(entry.wire),
+                "registered_at": wall - (now - entry.registered_at), "renewed_at": wall - (now - entry.renewed_at)}
+
+    def _shared_event(self, service: str, instance_id: str, doc: dict[str, Any] | None) -> None:
+        """An entry as etcd holds it now (``None``: removed there), written by any replica."""
+        old = self.entry(service, instance_id)
+        if doc is None:
+            if old is not None:
+                by_id = self._entries[service]
+                del by_id[instance_id]
+                if not by_id:
+                    del self._entries[service]
+                    del self._services[service]
+                self._notify([service])
+            return
+        try:
+            svc = Service.from_dict(doc["service"])
+            inst = ServiceInstance.from_dict({**doc["instance"], "origin": self.name})
+            now, wall = self._clock(), time.time()
+            lease_s, remove_after_s = doc.get("lease_s"), doc.get("remove_after_s")
+            entry = Entry(svc, inst, float(lease_s) if lease_s else None,
+                          float(remove_after_s) if remove_after_s else None,
+                          self.wire_from_json(dict(doc.get("wire") or {})),
+                          registered_at=now - (wall - float(doc["registered_at"])))
+            renewed = now - (wall - float(doc["renewed_at"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("registry %s: ignoring the shared entry %s/%s: %s", self.name, service, instance_id, exc)
+            return
+        if svc.name != service or inst.id != instance_id:
+            return
+        if old is not None and old.renewed_at > renewed:
+            renewed = old.renewed_at  # our own renewal, not yet written back
+        was = (old.service, self.effective(old), old.wire) if old is not None else None
+        self._arm(entry, renewed)
+        entry.lapsed = entry.unhealthy_at <= now
+        self._services[service] = svc
+        self._entries.setdefault(service, {})[instance_id] = entry
+        if was != (entry.service, self.effective(entry), entry.wire):
+            self._notify([service])
 
     def _arm(self, entry: Entry, now: float) -> None:
         entry.renewed_at = now
@@ -197,7 +289,7 @@ class ServedRegistry(Registry):
                 entry.lapsed = True
                 changed.add(name)
                 log.info("registry %s: %s/%s missed its heartbeats: unhealthy", self.name, name, iid)
-        for name, iid in gone:
+        for name, iid in gone:  # etcd drops a shared one itself when its lease runs out
             by_id = self._entries[name]
             del by_id[iid]
             if not by_id:

@@ -3,18 +3,27 @@ many replicas start together, and every replica signs with it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
+from sofamesh.core.net.secrets import DEFAULT_CERT, ROOT_CA, CertificateSecret, SecretStore, TrustSecret
+from sofamesh.core.security.agent import AgentError, AgentSettings, WorkloadAgent
 from sofamesh.pilot.security.shared_storage import EtcdStorage, ZookeeperStorage, security_storage
 from sofamesh.pilot.security.storage import SecretStorage
-from tests.integration.pilot.conftest import PilotProcess
+from tests.integration.pilot.conftest import PilotProcess, wait_until
 from tests.integration.registries.servers import EtcdServer, ZooKeeperServer, etcd, zookeeper
 
 __all__ = ["etcd", "zookeeper"]
+BOUND_S = 5.0  # a rotation step or a revocation through one replica, in force on another
 
 
 def _storage_options(kind: str, request: pytest.FixtureRequest) -> dict[str, Any]:
@@ -78,3 +87,78 @@ def test_replicas_started_together_share_one_root(kind: str, request: pytest.Fix
     finally:
         for p in pilots:
             p.stop()
+
+
+def _issue(pilot: PilotProcess, token: str) -> x509.Certificate:
+    """A workload certificate from ``pilot``'s CA, as a sidecar's agent asks for one: the root of the
+    trust bundle sent with it that signed it (the leaf's signature verified with that root's key)."""
+    store = SecretStore()
+    agent = WorkloadAgent(AgentSettings(f"127.0.0.1:{pilot.xds_port}", token=token, validity_s=600), store)
+
+    async def fetch() -> None:
+        try:
+            await agent.renew()
+        finally:
+            await agent.stop()
+
+    asyncio.run(asyncio.wait_for(fetch(), 20))
+    secret, trust = store.get(DEFAULT_CERT), store.get(ROOT_CA)
+    assert isinstance(secret, CertificateSecret) and isinstance(trust, TrustSecret)
+    leaf = x509.load_pem_x509_certificates(secret.chain_pem)[0]
+    signers = []
+    for root in x509.load_pem_x509_certificates(trust.roots_pem):
+        with contextlib.suppress(ValueError, TypeError, InvalidSignature):
+            leaf.verify_directly_issued_by(root)
+            signers.append(root)
+    assert len(signers) == 1, f"{len(signers)} roots of the bundle signed the leaf"
+    return signers[0]
+
+
+def _refused(pilot: PilotProcess, token: str) -> str:
+    try:
+        _issue(pilot, token)
+    except AgentError as exc:
+        return str(exc)
+    return ""
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("kind", ["etcd", "zookeeper"])
+def test_rotation_and_revocation_through_one_replica_reach_the_other_while_it_runs(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    config = {"ca": {"storage": {"type": kind, "options": _storage_options(kind, request)}}}
+    a, b = (PilotProcess(tmp_path / f"p{i}", config=config, ready_timeout=90) for i in range(2))
+    try:
+        a.start()
+        b.start()
+        r = httpx.post(f"{a.api_url}/v1/tokens", json={"namespace": "default", "service_account": "web"}, timeout=10)
+        assert r.status_code == 201, r.text
+        token, jti = r.json()["token"], r.json()["jti"]
+        old_root = _issue(b, token)
+
+        def rotate(step: str) -> None:
+            done = httpx.post(f"{a.api_url}/v1/ca/root-rotation", json={"step": step}, timeout=10)
+            assert done.status_code == 200, done.text
+
+        rotate("prepare")
+        wait_until(
+            lambda: httpx.get(f"{b.api_url}/v1/ca/roots", timeout=5).text.count("BEGIN CERTIFICATE") == 2,
+            BOUND_S,
+            what="B trusting the next root beside the current one",
+        )
+        rotate("activate")
+        started = time.monotonic()
+        new_root = wait_until(
+            lambda: (root := _issue(b, token)) != old_root and root, BOUND_S, what="B signing with the new root"
+        )
+        took = time.monotonic() - started
+        assert took < BOUND_S and "sofamesh root CA" in new_root.subject.rfc4514_string()
+        assert _issue(a, token) == new_root  # the root A's step made, not one of B's own
+        # revoke through A: B refuses the token while it runs
+        assert httpx.delete(f"{a.api_url}/v1/tokens/{jti}", timeout=10).status_code == 200
+        refusal = wait_until(lambda: _refused(b, token), BOUND_S, what="B refusing the revoked token")
+        assert f"the token {jti} has been revoked" in refusal
+    finally:
+        a.stop()
+        b.stop()

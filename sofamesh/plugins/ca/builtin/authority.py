@@ -111,6 +111,12 @@ class BuiltinCa(CertificateAuthority):
             self._load_or_create_root()
         self._chain_tail()
 
+    def reload(self) -> None:
+        """Another replica took a rotation step: read the roots and the signer again."""
+        if self.cacerts is None:
+            self._load_or_create_root()
+            self._chain_tail()
+
     def _chain_tail(self) -> None:
         self._root_pems = [_pem(r) for r in self._roots]
         assert self._signer is not None

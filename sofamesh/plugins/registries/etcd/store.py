@@ -15,7 +15,6 @@ etcd itself removes it when the lease runs out, exactly once, whichever replicas
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -28,27 +27,9 @@ import httpx
 from sofamesh.core.errors import PluginError
 from sofamesh.pilot.model import Service, ServiceInstance
 from sofamesh.pilot.registry import Notify, Registry
+from sofamesh.plugins.registries.etcd.prefix import EtcdPrefix, Events, KeyValues, b64, key_of, prefix_end, value_of
 
 log = logging.getLogger("sofamesh.pilot.registry.etcd")
-
-
-def _b64(data: str | bytes) -> str:
-    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
-
-
-def _unb64(data: str) -> bytes:
-    return base64.b64decode(data)
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """etcd's ``range_end`` for every key starting with ``prefix``."""
-    b = bytearray(prefix)
-    while b:
-        if b[-1] < 0xFF:
-            b[-1] += 1
-            return bytes(b)
-        b.pop()
-    return b"\x00"
 
 
 class EtcdRegistry(Registry):
@@ -61,7 +42,6 @@ class EtcdRegistry(Registry):
         self.endpoint = endpoint.rstrip("/")
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.lease_ttl = max(2, int(lease_ttl_s))
-        self._http: httpx.AsyncClient | None = None
         self._notify: Notify = lambda names: None
         self._services: dict[str, Service] = {}
         self._instances: dict[str, dict[str, ServiceInstance]] = {}
@@ -70,21 +50,24 @@ class EtcdRegistry(Registry):
         self._lease = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.stale = True
-        self.revision = 0
-        self.watch_restarts = 0
         self.leases_granted = 0
+        self._etcd = EtcdPrefix(self.endpoint, self.prefix, f"registry {name!r}")
+
+    @property
+    def revision(self) -> int:
+        return self._etcd.revision
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self, notify: Notify) -> None:
-        self._http = httpx.AsyncClient(base_url=self.endpoint, timeout=httpx.Timeout(5.0, read=None))
         try:
-            await self._load()
-        except httpx.HTTPError as exc:
+            self._load(await self._etcd.read())
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            await self._etcd.stop()
             raise PluginError(f"registry {self.name!r}: etcd at {self.endpoint} is unreachable: {exc}") from exc
         self.stale = False
         self._notify = notify
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._watch_forever()), loop.create_task(self._keepalive_forever())]
+        self._etcd.follow(self._reloaded, self._events, self._broken)
+        self._tasks = [asyncio.get_running_loop().create_task(self._keepalive_forever())]
         if self._services:
             notify(list(self._services))
 
@@ -95,19 +78,13 @@ class EtcdRegistry(Registry):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        if self._http is not None:
-            if self._lease:
-                with contextlib.suppress(httpx.HTTPError):
-                    await self._post("/v3/lease/revoke", {"ID": str(self._lease)})
-            await self._http.aclose()
-            self._http = None
+        if self._lease:
+            with contextlib.suppress(httpx.HTTPError):
+                await self._post("/v3/lease/revoke", {"ID": str(self._lease)})
+        await self._etcd.stop()
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        assert self._http is not None
-        resp = await self._http.post(path, json=body)
-        resp.raise_for_status()
-        data: dict[str, Any] = resp.json()
-        return data
+        return await self._etcd.post(path, body)
 
     # -- reading -------------------------------------------------------------------------------
     def _decode(self, key: bytes, value: bytes) -> tuple[Service, ServiceInstance] | None:
@@ -122,17 +99,13 @@ class EtcdRegistry(Registry):
             return None
         return svc, inst
 
-    async def _load(self) -> set[str]:
-        """Read the whole prefix; return the services whose view changed."""
-        p = self.prefix.encode()
-        data = await self._post("/v3/kv/range", {"key": _b64(p), "range_end": _b64(prefix_end(p))})
-        self.revision = int(data["header"]["revision"])
+    def _load(self, kvs: KeyValues) -> set[str]:
+        """Take the whole prefix as read; return the services whose view changed."""
         services: dict[str, Service] = {}
         instances: dict[str, dict[str, ServiceInstance]] = {}
-        self._key_leases = {_unb64(kv["key"]).decode(errors="replace"): int(kv["lease"])
-                            for kv in data.get("kvs", []) if int(kv.get("lease", "0"))}
-        for kv in data.get("kvs", []):
-            parsed = self._decode(_unb64(kv["key"]), _unb64(kv.get("value", "")))
+        self._key_leases = {key_of(kv): int(kv["lease"]) for kv in kvs if int(kv.get("lease", "0"))}
+        for kv in kvs:
+            parsed = self._decode(key_of(kv).encode(), value_of(kv))
             if parsed is not None:
                 svc, inst = parsed
                 services.setdefault(svc.name, svc)
@@ -144,7 +117,7 @@ class EtcdRegistry(Registry):
 
     def _apply(self, event: dict[str, Any]) -> str | None:
         kv = event["kv"]
-        key = _unb64(kv["key"]).decode(errors="replace")
+        key = key_of(kv)
         rest = key[len(self.prefix):]
         service, _, instance_id = rest.partition("/")
         lease = int(kv.get("lease", "0"))
@@ -160,7 +133,7 @@ class EtcdRegistry(Registry):
                 del self._instances[service]
                 self._services.pop(service, None)
             return service
-        parsed = self._decode(_unb64(kv["key"]), _unb64(kv.get("value", "")))
+        parsed = self._decode(key.encode(), value_of(kv))
         if parsed is None:
             return None
         svc, inst = parsed
@@ -170,42 +143,26 @@ class EtcdRegistry(Registry):
         self._instances.setdefault(svc.name, {})[inst.id] = inst
         return svc.name
 
-    async def _watch_forever(self) -> None:
-        first = True
-        while True:
-            try:
-                if not first:
-                    changed = await self._load()
-                    self.stale = False
-                    if changed:
-                        self._notify(changed)
-                first = False
-                await self._watch()
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
-                log.info("registry %s: etcd watch broke (%s); reading the prefix again", self.name, exc)
-            self.stale = True
-            self.watch_restarts += 1
-            await asyncio.sleep(0.5)
+    def _events(self, events: Events) -> None:
+        changed = {n for n in (self._apply(ev) for ev in events) if n}
+        if changed:
+            self._notify(changed)
 
-    async def _watch(self) -> None:
-        assert self._http is not None
-        p = self.prefix.encode()
-        body = {"create_request": {"key": _b64(p), "range_end": _b64(prefix_end(p)),
-                                   "start_revision": str(self.revision + 1)}}
-        async with self._http.stream("POST", "/v3/watch", json=body) as resp:
-            resp.raise_for_status()
-            async for line in resp.aiter_lines():
-                if not line.strip():
-                    continue
-                result = json.loads(line).get("result", {})
-                if result.get("compact_revision") not in (None, "0"):
-                    raise ValueError("watch revision compacted")
-                changed = {n for n in (self._apply(ev) for ev in result.get("events", [])) if n}
-                rev = result.get("header", {}).get("revision")
-                if rev is not None:
-                    self.revision = max(self.revision, int(rev))
-                if changed:
-                    self._notify(changed)
+    def _broken(self) -> None:
+        self.stale = True
+
+    def _reloaded(self, kvs: KeyValues) -> None:
+        changed = self._load(kvs)
+        self.stale = False
+        if changed:
+            self._notify(changed)
+
+    async def fence(self) -> None:
+        """A write the watch must deliver (``watch_fence.py``): the cache is then as current as etcd."""
+        try:
+            await self._etcd.wait_fence()
+        except httpx.HTTPError as exc:
+            raise PluginError(f"registry {self.name!r}: fence write to {self.endpoint} failed: {exc}") from exc
 
     # -- leases --------------------------------------------------------------------------------
     async def _grant(self) -> None:
@@ -241,7 +198,7 @@ class EtcdRegistry(Registry):
         return {"type": "etcd", "endpoint": self.endpoint, "prefix": self.prefix, "stale": self.stale,
                 "revision": self.revision, "lease": f"{self._lease:x}", "owned": len(self._owned),
                 "leases": "instance" if self.instance_leases else "pilot", "instance_leases": len(self._key_leases),
-                "watch_restarts": self.watch_restarts}
+                "watch_restarts": self._etcd.watch_restarts, "fences": self._etcd.fence.fences}
 
     # -- writes --------------------------------------------------------------------------------
     def _key(self, service: str, instance_id: str) -> str:
@@ -249,7 +206,7 @@ class EtcdRegistry(Registry):
 
     async def _put(self, key: str, value: bytes, lease: int | None = None) -> None:
         lease = self._lease if lease is None else lease
-        body = {"key": _b64(key), "value": _b64(value)}
+        body = {"key": b64(key), "value": b64(value)}
         if lease:
             body["lease"] = str(lease)
         await self._post("/v3/kv/put", body)
@@ -279,17 +236,17 @@ class EtcdRegistry(Registry):
         except httpx.HTTPError as exc:
             raise PluginError(f"registry {self.name!r}: cannot write {key}: {exc}") from exc
         # Apply at once so a read right after the write sees it (the watch confirms it later).
-        if self._apply({"kv": {"key": _b64(key), "value": _b64(value), "lease": str(lease)}}):
+        if self._apply({"kv": {"key": b64(key), "value": b64(value), "lease": str(lease)}}):
             self._notify([service.name])
 
     async def deregister(self, service: str, instance_id: str) -> bool:
         key = self._key(service, instance_id)
         self._owned.pop(key, None)
         try:
-            data = await self._post("/v3/kv/deleterange", {"key": _b64(key)})
+            data = await self._post("/v3/kv/deleterange", {"key": b64(key)})
         except httpx.HTTPError as exc:
             raise PluginError(f"registry {self.name!r}: cannot delete {key}: {exc}") from exc
-        if self._apply({"type": "DELETE", "kv": {"key": _b64(key)}}):
+        if self._apply({"type": "DELETE", "kv": {"key": b64(key)}}):
             self._notify([service])
         return int(data.get("deleted", "0")) > 0
 

@@ -68,6 +68,18 @@ class NacosRegistry(ServedRegistry):
             params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
         return params
 
+    def wire_to_json(self, wire: dict[str, Any]) -> dict[str, Any]:
+        where = wire.get("where")
+        if not isinstance(where, NacosName):
+            return wire
+        return {**wire, "where": [where.namespace, where.group, where.name]}
+
+    def wire_from_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        where = data.get("where")
+        if not (isinstance(where, list) and len(where) == 3):
+            return data
+        return {**data, "where": NacosName(*map(str, where))}
+
     @staticmethod
     def _where(params: Mapping[str, str]) -> NacosName:
         return mapping.nacos_name(params.get("serviceName", ""), params.get("groupName", ""),

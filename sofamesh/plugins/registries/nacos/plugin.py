@@ -12,21 +12,24 @@ if TYPE_CHECKING:
     from sofamesh.core.catalog import Catalog
     from sofamesh.pilot.registry import Registry, RegistryContext, RegistryFactory
 
-_OPTIONS = ("address", "heartbeat_timeout_s", "ip_delete_timeout_s", "beat_interval_s", "reap_interval_s")
+_OPTIONS = ("address", "heartbeat_timeout_s", "ip_delete_timeout_s", "beat_interval_s", "reap_interval_s", "shared")
 
 
 class NacosRegistryFactory:
     """Options: ``address`` (``127.0.0.1:8848``, the port Nacos clients assume; ``null``: only
     ``/nacos/v1/ns`` on Pilot's API port), ``heartbeat_timeout_s`` (15), ``ip_delete_timeout_s``
-    (30), ``beat_interval_s`` (5, what beats answer as ``clientBeatInterval``), ``reap_interval_s``."""
+    (30), ``beat_interval_s`` (5, what beats answer as ``clientBeatInterval``), ``reap_interval_s``.
+    ``shared`` (``{type: etcd, endpoint, prefix}``: the registrations in etcd, for Pilot replicas)."""
 
     def create(self, context: RegistryContext) -> Registry:
         opts = check_options(context, _OPTIONS)
-        return NacosRegistry(context.name, context.model, address=opts.get("address", "127.0.0.1:8848"),
-                             heartbeat_timeout_s=float(opts.get("heartbeat_timeout_s", 15.0)),
-                             ip_delete_timeout_s=float(opts.get("ip_delete_timeout_s", 30.0)),
-                             beat_interval_s=float(opts.get("beat_interval_s", 5.0)),
-                             reap_interval=float(opts.get("reap_interval_s", 0.25)))
+        registry = NacosRegistry(context.name, context.model, address=opts.get("address", "127.0.0.1:8848"),
+                                 heartbeat_timeout_s=float(opts.get("heartbeat_timeout_s", 15.0)),
+                                 ip_delete_timeout_s=float(opts.get("ip_delete_timeout_s", 30.0)),
+                                 beat_interval_s=float(opts.get("beat_interval_s", 5.0)),
+                                 reap_interval=float(opts.get("reap_interval_s", 0.25)))
+        registry.share(opts.get("shared"))
+        return registry
 
 
 @hookimpl

@@ -24,7 +24,7 @@ from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
-from kazoo.protocol.states import KazooState, WatchedEvent
+from kazoo.protocol.states import Callback, KazooState, WatchedEvent
 
 from sofamesh.core.errors import PluginError
 from sofamesh.pilot.model import Service, ServiceInstance
@@ -66,6 +66,8 @@ class ZookeeperRegistry(Registry):
         self._owned: dict[tuple[str, str], tuple[str, bytes]] = {}  # (service, id) -> (path, data)
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
+        self._passes: list[asyncio.Future[None]] = []  # fences waiting for the next pass of _work
+        self.fences = 0
         self._worker: asyncio.Task[None] | None = None
         self.stale = True
         self.connected = False
@@ -139,6 +141,7 @@ class ZookeeperRegistry(Registry):
             await self._wake.wait()
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
+            passes, self._passes = self._passes, []
             try:
                 if _RESCAN in dirty:
                     await asyncio.to_thread(self._restore_owned, list(self._owned.values()))
@@ -149,12 +152,45 @@ class ZookeeperRegistry(Registry):
             except KazooException as exc:  # connection dropped mid-scan: try again on reconnect
                 log.info("registry %s: scan interrupted (%s)", self.name, exc)
                 self._dirty |= dirty
+                self._passes = passes + self._passes
                 await asyncio.sleep(0.2)
                 if self.connected:
                     self._wake.set()
                 continue
             if changed:
                 self._notify(changed)
+            for fut in passes:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def fence(self) -> None:
+        """``sync()`` the root, so every watch event for a change made before now has reached us
+        (ZooKeeper sends a session's watch events in order, before later replies); let kazoo's
+        callback thread hand them to the loop; then wait for the pass that re-reads their paths."""
+        zk = self._zk
+        loop = self._loop
+        if zk is None or loop is None:
+            return
+        self.fences += 1
+        try:
+            await asyncio.to_thread(zk.sync, self.root)
+        except KazooException as exc:
+            raise PluginError(f"registry {self.name!r}: sync of {self.root} failed: {exc}") from exc
+        handed: asyncio.Future[None] = loop.create_future()
+
+        def handed_over() -> None:
+            if not handed.done():
+                handed.set_result(None)
+
+        def done() -> None:  # after every watch callback queued before it (one FIFO callback thread)
+            loop.call_soon_threadsafe(handed_over)
+
+        zk.handler.dispatch_callback(Callback("fence", done, ()))
+        await handed
+        pass_done: asyncio.Future[None] = loop.create_future()
+        self._passes.append(pass_done)
+        self._wake.set()
+        await pass_done
 
     # -- reading (worker thread) ---------------------------------------------------------------
     def _providers_path(self, interface: str) -> str:
@@ -266,7 +302,7 @@ class ZookeeperRegistry(Registry):
     def describe(self) -> dict[str, Any]:
         return {"type": "zookeeper", "hosts": self.hosts, "layout": self.layout, "root": self.root,
                 "stale": self.stale, "connected": self.connected, "sessions": self.sessions,
-                "scans": self.scans, "owned": len(self._owned), "persistent": self.persistent,
+                "scans": self.scans, "fences": self.fences, "owned": len(self._owned), "persistent": self.persistent,
                 "lease_reaper": None if self.leases is None else
                 {"root": self.leases_root, "elected": self.leases.leader, "reaped": self.leases.reaped}}
 

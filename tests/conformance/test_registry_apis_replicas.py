@@ -1,0 +1,139 @@
+"""Two Pilot replicas serving the Eureka, Nacos and Consul APIs over one real etcd (``shared``): what a real
+client registers through replica A is listed by replica B's clients and reaches a sidecar of B;
+renewals through B keep it alive once A is gone; and its lease still runs out when nobody renews.
+PyPI py-eureka-client 0.13.3, npm nacos 2.6.3 and py-consul 1.8.0 (tests/conformance/registry_api_peers.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sofamesh.testing import UpstreamServer, free_port
+from tests.conformance.registry_api_peers import Client, require_clients
+from tests.integration.registries.servers import EtcdServer, PilotWithConfig, etcd
+from tests.integration.xds.mesh import Sidecar, wait_for
+
+__all__ = ["etcd"]
+LEASE_S = 3
+
+
+class Replica:
+    def __init__(self, tmp: Path, endpoint: str) -> None:
+        self.consul_port, self.nacos_port = free_port(), free_port()
+        self.pilot = PilotWithConfig(
+            tmp,
+            [
+                {
+                    "name": "eureka",
+                    "options": {"max_lease_s": LEASE_S, "shared": {"endpoint": endpoint, "prefix": "/served/eureka/"}},
+                },
+                {
+                    "name": "nacos",
+                    "options": {
+                        "address": f"127.0.0.1:{self.nacos_port}",
+                        "beat_interval_s": 1,
+                        "shared": {"endpoint": endpoint, "prefix": "/served/nacos/"},
+                    },
+                },
+                {
+                    "name": "consul",
+                    "options": {
+                        "address": f"127.0.0.1:{self.consul_port}",
+                        "shared": {"endpoint": endpoint, "prefix": "/served/consul/"},
+                    },
+                },
+            ],
+        )
+        self.eureka = f"{self.pilot.api_url}/eureka/"
+        self.consul = f"127.0.0.1:{self.consul_port}"
+        self.nacos = f"127.0.0.1:{self.nacos_port}"
+
+    def health(self, service: str) -> dict[str, str]:
+        """instance id -> health, from this replica's Open Service Registry API."""
+        resp = httpx.get(f"{self.pilot.api_url}/v1/services/{service}/instances", timeout=5)
+        return {i["id"]: i["health"] for i in resp.json()["instances"]} if resp.status_code == 200 else {}
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, etcd: EtcdServer) -> Iterator[tuple[Replica, Replica]]:
+    require_clients()
+    a, b = Replica(tmp_path / "a", etcd.endpoint), Replica(tmp_path / "b", etcd.endpoint)
+    try:
+        a.pilot.start(timeout=60)
+        b.pilot.start(timeout=60)
+        yield a, b
+    finally:
+        a.pilot.stop()
+        b.pilot.stop()
+
+
+def test_eureka_registration_through_one_replica_is_served_and_renewed_by_the_other(
+    replicas: tuple[Replica, Replica], tmp_path: Path
+) -> None:
+    a, b = replicas
+    with UpstreamServer("eu-shared") as up, UpstreamServer("eu-b") as up_b:
+        port = int(up.address.rsplit(":", 1)[1])
+        # the client is given both replicas, A first (it moves to the next when one is down)
+        c1 = Client.python(
+            "eureka", f"{a.eureka},{b.eureka}", "shared-eureka", "eu-1", port, "v1", tmp_path / "eu1.log"
+        )
+        c2 = Client.python(
+            "eureka", b.eureka, "shared-eureka", "eu-2", int(up_b.address.rsplit(":", 1)[1]), "v2", tmp_path / "eu2.log"
+        )
+        try:
+            wait_for(
+                lambda: b.health("shared-eureka") == {"eu-1": "healthy", "eu-2": "healthy"}, 10, "both instances on B"
+            )
+            assert a.health("shared-eureka") == {"eu-1": "healthy", "eu-2": "healthy"}
+            # B's own Eureka client discovers the instance registered through A
+            found = c2.ask(cmd="discover", name="shared-eureka")["instances"]
+            assert {(r["id"], r["status"]) for r in found} == {("eu-1", "UP"), ("eu-2", "UP")}
+            with Sidecar(b.pilot.xds_port, "shared-consumer") as sidecar:
+                wait_for(lambda: up.address in sidecar.endpoints("|shared-eureka"), 20, "eu-1 in B's sidecar")
+            a.pilot.stop()  # from now on every renewal of eu-1 goes to B
+            time.sleep(LEASE_S + 2)
+            assert b.health("shared-eureka") == {"eu-1": "healthy", "eu-2": "healthy"}, "renewals through B"
+            c1.die()
+            wait_for(lambda: "eu-1" not in b.health("shared-eureka"), 3 * LEASE_S + 5, "eu-1's lease run out")
+            assert b.health("shared-eureka") == {"eu-2": "healthy"}
+        finally:
+            c1.close()
+            c2.close()
+
+
+def test_consul_registration_through_one_replica_is_listed_by_the_other_and_deregistered_through_it(
+    replicas: tuple[Replica, Replica], tmp_path: Path
+) -> None:
+    a, b = replicas
+    c = Client.python("consul", a.consul, "shared-consul", "co-1", free_port(), "v1", tmp_path / "co.log")
+    try:
+        wait_for(lambda: b.health("shared-consul") == {"co-1": "healthy"}, 10, "co-1 on B")
+        catalog: Any = httpx.get(f"http://{b.consul}/v1/catalog/service/shared-consul", timeout=5).json()
+        assert [(s["ServiceID"], s["ServiceMeta"]["version"]) for s in catalog] == [("co-1", "v1")]
+        # the service definition A took is B's to remove
+        assert httpx.put(f"http://{b.consul}/v1/agent/service/deregister/co-1", timeout=5).status_code == 200
+        wait_for(lambda: not a.health("shared-consul"), 10, "co-1 gone from A too")
+    finally:
+        c.close()
+
+
+def test_nacos_registration_through_one_replica_is_listed_by_the_other_until_deregistered(
+    replicas: tuple[Replica, Replica], tmp_path: Path
+) -> None:
+    a, b = replicas
+    port = free_port()
+    c = Client.nacos(a.nacos, "shared-nacos", port, "v1", tmp_path / "na.log")
+    try:
+        wait_for(lambda: list(b.health("shared-nacos").values()) == ["healthy"], 10, "the instance on B")
+        listed = httpx.get(
+            f"http://{b.nacos}/nacos/v1/ns/instance/list", params={"serviceName": "shared-nacos"}, timeout=5
+        ).json()
+        assert [(h["port"], h["healthy"], h["metadata"]["version"]) for h in listed["hosts"]] == [(port, True, "v1")]
+    finally:
+        c.close()  # deregisters through A
+    wait_for(lambda: not b.health("shared-nacos"), 10, "the instance gone from B")
