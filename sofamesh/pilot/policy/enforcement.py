@@ -151,6 +151,12 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
                            "mirror.subset mirrorPercentage mirrorPercentage.value requestMutation "
                            "requestMutation.key requestMutation.value responseMutation responseMutation.key "
                            "responseMutation.value", _SIDECAR),
+        # tests/integration/policy/test_metarouter_rate_limit.py: dubbo2.js and sofa-rpc-node bursts
+        **_under("", "localRateLimit localRateLimit.tokenBucket localRateLimit.conditions", _SIDECAR),
+        **_under("localRateLimit.tokenBucket", "maxTokens tokensPerFill fillInterval", _SIDECAR),
+        **_under("localRateLimit.conditions", "match match.attributes match.attributes.exact tokenBucket "
+                                              "tokenBucket.maxTokens tokenBucket.tokensPerFill "
+                                              "tokenBucket.fillInterval", _SIDECAR),
     },
 }
 """kind -> field path -> who enforces it (as the integration tests prove)."""

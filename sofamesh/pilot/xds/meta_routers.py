@@ -12,12 +12,24 @@ own, in order, first match wins; a call that matches none gets "no route", as in
   its answer discarded;
 - ``requestMutation`` / ``responseMutation``: header-map keys / attachments set on the request /
   the response.
+
+``localRateLimit`` becomes overrides of the listener's ``quota.local`` filter (:func:`rate_limits`):
+each condition (in order) and then the service-wide ``tokenBucket`` a bucket of its own, matched on
+the service and the condition's attributes, first match wins and a call matching none is not limited
+(Aeraki's meta-protocol proxy). A bucket holds ``maxTokens`` and gains ``tokensPerFill`` (default 1)
+per ``fillInterval``; the filter refills continuously at that rate where Aeraki adds the tokens at
+each interval. Over the limit the caller gets its protocol's "rate limited" reply (Bolt
+SERVER_THREADPOOL_BUSY, Dubbo status 40 ``rate limited``, as MOSN answers). Aeraki enforces the
+limit on the provider's inbound listener (per provider instance); sofamesh on the caller's egress
+listener (per calling sidecar).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from sofamesh.pilot.policy.duration import parse_duration
 
 if TYPE_CHECKING:
     from sofamesh.pilot.model import Service
@@ -86,6 +98,30 @@ def rpc_routes(mr: Resource, service: Service, dests: Destinations, timeout_ms: 
     return out
 
 
+def _limit(bucket: Mapping[str, Any]) -> dict[str, float]:
+    seconds = parse_duration(str(bucket.get("fillInterval")))
+    return {"rate": float(bucket.get("tokensPerFill") or 1) / seconds, "burst": float(bucket.get("maxTokens") or 1)}
+
+
+def rate_limits(mr: Resource, service: Service) -> list[dict[str, Any]]:
+    """The ``quota.local`` overrides for ``mr``'s ``localRateLimit`` on ``service`` (none without one)."""
+    lrl = mr.spec.get("localRateLimit")
+    if not isinstance(lrl, Mapping):
+        return []
+    out = []
+    for c in lrl.get("conditions") or []:
+        if not isinstance(c, Mapping) or not isinstance(c.get("tokenBucket"), Mapping):
+            continue
+        m = _match(service, (c.get("match") or {}).get("attributes") or {})
+        headers = m.pop("headers", {})
+        if set(headers) & set(m):
+            continue  # a service attribute other than the host's own service: never this service's calls
+        out.append({"match": {**m, **headers}, "limit": _limit(c["tokenBucket"])})
+    if isinstance(lrl.get("tokenBucket"), Mapping):
+        out.append({"match": {"service": {"exact": service.name}}, "limit": _limit(lrl["tokenBucket"])})
+    return out
+
+
 def timeout_of(service: Service, default: int) -> int:
     try:
         return int(service.metadata.get("timeout_ms", default))
@@ -93,4 +129,4 @@ def timeout_of(service: Service, default: int) -> int:
         return default
 
 
-__all__ = ["rpc_routes", "timeout_of"]
+__all__ = ["rate_limits", "rpc_routes", "timeout_of"]

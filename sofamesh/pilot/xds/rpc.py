@@ -32,7 +32,7 @@ from xds.type.v3 import typed_struct_pb2
 
 from sofamesh.pilot.xds.generator import LISTENER, NodeInfo, XdsResource
 from sofamesh.pilot.xds.generators import BuildContext, ClusterGenerator, EndpointGenerator, PolicyAware, cluster_name
-from sofamesh.pilot.xds.meta_routers import rpc_routes, timeout_of
+from sofamesh.pilot.xds.meta_routers import rate_limits, rpc_routes, timeout_of
 from sofamesh.pilot.xds.virtual_services import Destinations
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ class RpcListenerGenerator(PolicyAware):
         # gets its listener only once the mesh has a service of it, so an installed-but-unused plugin
         # takes no port on every sidecar.
         self.always_listen = always_listen
-        self._memo: tuple[tuple[int, int], list[dict[str, Any]]] | None = None
+        self._memo: tuple[tuple[int, int], list[dict[str, Any]], list[dict[str, Any]]] | None = None
 
     def egress(self, node: NodeInfo) -> tuple[str, int]:
         meta = node.metadata
@@ -124,11 +124,19 @@ class RpcListenerGenerator(PolicyAware):
         return (self.wants(node), *self.egress(node))
 
     def routes(self, mesh: MeshModel) -> list[dict[str, Any]]:
+        return self._build(mesh)[0]
+
+    def filters(self, mesh: MeshModel) -> list[dict[str, Any]]:
+        """The listener's kernel filters: ``quota.local`` when a MetaRouter has a ``localRateLimit``."""
+        return self._build(mesh)[1]
+
+    def _build(self, mesh: MeshModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         key = (mesh.index, self.policy.policy.index if self.policy is not None else 0)
         if self._memo is not None and self._memo[0] == key:
-            return self._memo[1]
+            return self._memo[1], self._memo[2]
         snap = self.policy.snapshot(mesh) if self.policy is not None else None
         routes = []
+        overrides: list[dict[str, Any]] = []
         for name, service in sorted(mesh.services().items()):
             if service.protocol != self.protocol:
                 continue
@@ -136,6 +144,7 @@ class RpcListenerGenerator(PolicyAware):
             mr = snap.for_service(name).meta_router if snap is not None else None
             if mr is not None and snap is not None:
                 routes.extend(rpc_routes(mr, service, Destinations(snap, mesh, mr.namespace), timeout))
+                overrides.extend(rate_limits(mr, service))
                 continue
             cluster = cluster_name(service, service.port)
             for version, group in subsets(mesh.instances(name)):
@@ -148,19 +157,20 @@ class RpcListenerGenerator(PolicyAware):
                                "cluster": subset_name(cluster, version, group), "timeout_ms": timeout})
             routes.append({"name": name, "match": {"service": {"exact": name}}, "cluster": cluster,
                            "timeout_ms": timeout})
-        self._memo = (key, routes)
-        return routes
+        filters = [{"type": "quota.local", "config": {"overrides": overrides}}] if overrides else []
+        self._memo = (key, routes, filters)
+        return routes, filters
 
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
         if not self.wants(node):
             return []
-        routes = self.routes(mesh)
+        routes, filters = self._build(mesh)
         if not routes and not self.always_listen:
             return []
         address, port = self.egress(node)
         value = struct_pb2.Struct()
         value.update({"protocol": self.protocol, "stat_prefix": f"outbound_{self.protocol}_{port}",
-                      "routes": routes})
+                      "routes": routes, **({"filters": filters} if filters else {})})
         config = any_pb2.Any()
         config.Pack(typed_struct_pb2.TypedStruct(type_url=RPC_PROXY_TYPE_URL, value=value))
         name = f"outbound|{self.protocol}|{port}"

@@ -6,7 +6,9 @@ mirror's provider sees every copy while the caller sees only the primary's answe
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.conformance import bolt_peers, dubbo_peers
@@ -164,3 +166,47 @@ def test_sofa_rpc_node_bolt_calls_split_and_mirror_by_metarouter(tmp_path: Path)
         pilot.stop()
         for p in providers.values():
             p.peer.stop()
+
+
+@contextlib.contextmanager
+def dubbo_v1_mesh(tmp_path: Path) -> Iterator[tuple[PilotProcess, dubbo_peers.Provider, Sidecar]]:
+    """Pilot with Aeraki's Dubbo serviceentry + destinationrule, one @dubbo.ts provider as subset v1 and a
+    sidecar that has its endpoint; all stopped on exit."""
+    dubbo_peers.require_dubbo_peers()
+    pilot = PilotProcess(tmp_path / "data").start()
+    provider = dubbo_peers.Provider("v1")
+    sidecar: Sidecar | None = None
+    try:
+        apply(pilot.api_url, AERAKI_DUBBO / "serviceentry.yaml", AERAKI_DUBBO / "destinationrule.yaml")
+        apply(pilot.api_url, stdin=WORKLOAD.format(version="v1", port=provider.port))
+        sidecar = sc = Sidecar(pilot.xds_port, "dubbo-consumer").start()
+        wait_for(lambda: sc.endpoints(f"|v1|{DEMO}") == {provider.address}, 10, "subset v1 in EDS")
+        yield pilot, provider, sc
+    finally:
+        if sidecar is not None:
+            sidecar.stop()
+        pilot.stop()
+        provider.stop()
+
+
+@contextlib.contextmanager
+def bolt_v1_mesh(tmp_path: Path, policy: str, route: str) -> Iterator[tuple[_BoltProvider, Sidecar]]:
+    """Pilot with one sofa-rpc-node provider of ``ECHO:1.0`` (label version v1) and ``policy`` applied, and
+    a sidecar that has the route named ``route`` and the provider's endpoint; all stopped on exit."""
+    bolt_peers.require_node()
+    pilot = PilotProcess(tmp_path / "data").start()
+    provider = _BoltProvider("v1")
+    sidecar: Sidecar | None = None
+    try:
+        pilot.register(f"{ECHO}:1.0", "echo-v1", address="127.0.0.1", port=provider.port, protocol="bolt",
+                       labels={"version": "v1"})
+        t = apply(pilot.api_url, stdin=policy)
+        sidecar = sc = Sidecar(pilot.xds_port, "bolt-consumer").start()
+        follows(lambda: route in _routes(sc, "bolt") and bool(sc.endpoints(f"{ECHO}:1.0")), t,
+                f"the MetaRouter route {route}", timeout=15)
+        yield provider, sc
+    finally:
+        if sidecar is not None:
+            sidecar.stop()
+        pilot.stop()
+        provider.peer.stop()
