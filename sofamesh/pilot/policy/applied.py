@@ -7,8 +7,8 @@ binds a host. Seen from a proxy's namespace (:meth:`PolicySnapshot.view`), as in
 
 - ``exportTo`` (:func:`visible`): ``*`` (the default) every namespace, ``.`` the resource's own,
   a name that namespace; ``~`` none;
-- VirtualService: among the visible ones, one in the proxy's namespace wins, else the first by
-  namespace and name;
+- VirtualService, and MetaRouter as Aeraki reads it like one: among the visible ones, one in the
+  proxy's namespace wins, else the first by namespace and name;
 - ServiceEntry (:func:`service_visible`): its service exists only for proxies it is exported to;
 - DestinationRule: the first one in the proxy's namespace (whatever its exportTo), else the first
   visible one in the service's namespace, else in the root namespace (``istio-system``); one
@@ -32,7 +32,7 @@ from sofamesh.pilot.policy.model import PolicyModel
 from sofamesh.pilot.policy.resource import DEFAULT_NAMESPACE, Resource
 
 _BOUND = ("VirtualService", "DestinationRule", "MetaRouter")
-_SCOPED = ("VirtualService", "DestinationRule")
+_SCOPED = ("VirtualService", "DestinationRule", "MetaRouter")
 ROOT_NAMESPACE = "istio-system"
 """Istio's root (mesh config) namespace: a DestinationRule there applies to every namespace it is exported to."""
 
@@ -54,7 +54,7 @@ def choose(kind: str, candidates: list[Resource], proxy_ns: str | None, service_
     ``proxy_ns`` uses for a service of ``service_ns`` (see the module docstring)."""
     if proxy_ns is None or kind not in _SCOPED:
         return candidates[0] if candidates else None
-    if kind == "VirtualService":
+    if kind != "DestinationRule":  # VirtualService, MetaRouter
         seen = [r for r in candidates if visible(r, proxy_ns)]
         return next((r for r in seen if r.namespace == proxy_ns), seen[0] if seen else None)
     local = [r for r in candidates if r.namespace == proxy_ns]
@@ -170,9 +170,9 @@ class AppliedPolicy:
         return self._snap[1]
 
     def view(self, namespace: str) -> str | None:
-        """The namespace a proxy's policy view depends on: ``None`` while no VirtualService or
-        DestinationRule exists (every proxy sees the same), else the proxy's (``default`` when
-        its node names none)."""
+        """The namespace a proxy's policy view depends on: ``None`` while no VirtualService,
+        DestinationRule or MetaRouter exists (every proxy sees the same), else the proxy's
+        (``default`` when its node names none)."""
         if self._viewed[0] != self.policy.index:
             some = any(self.policy.resources(kind) for kind in _SCOPED) or any(
                 "*" not in (r.spec.get("exportTo") or ["*"]) for r in self.policy.resources("ServiceEntry"))

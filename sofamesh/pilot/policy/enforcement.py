@@ -157,6 +157,7 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         **_under("localRateLimit.conditions", "match match.attributes match.attributes.exact tokenBucket "
                                               "tokenBucket.maxTokens tokenBucket.tokensPerFill "
                                               "tokenBucket.fillInterval", _SIDECAR),
+        "exportTo": _SIDECAR,  # tests/integration/policy/test_metarouter_export_to.py: sidecars in two namespaces
     },
 }
 """kind -> field path -> who enforces it (as the integration tests prove)."""
