@@ -12,7 +12,8 @@ For each protocol ``P`` they produce:
   ``type.googleapis.com/sofamesh.config.rpc.v1.RpcProxy``: the protocol and one route per service,
   matching the service name exactly, to that service's cluster (docs/xds.md).
 A service's metadata ``timeout_ms`` sets its route timeout (default 10000; the request's own
-timeout caps it in the data plane).
+timeout caps it in the data plane). A DestinationRule ``consistentHash`` on the service gives its
+routes a ``hash_policy`` on the named request attribute (:func:`..meta_routers.rpc_hash_policy`).
 
 Subsets: when a service's instances carry more than one (version, group) pair, each pair with a
 version or a group gets its own cluster ``outbound|PORT|NAME|VERSION|GROUP`` (EDS: only those
@@ -33,7 +34,7 @@ from xds.type.v3 import typed_struct_pb2
 from sofamesh.pilot.policy.applied import service_visible
 from sofamesh.pilot.xds.generator import LISTENER, NodeInfo, XdsResource
 from sofamesh.pilot.xds.generators import BuildContext, ClusterGenerator, EndpointGenerator, PolicyAware, cluster_name
-from sofamesh.pilot.xds.meta_routers import rate_limits, rpc_routes, timeout_of
+from sofamesh.pilot.xds.meta_routers import rate_limits, rpc_hash_policy, rpc_routes, timeout_of
 from sofamesh.pilot.xds.virtual_services import Destinations
 
 if TYPE_CHECKING:
@@ -153,6 +154,9 @@ class RpcListenerGenerator(PolicyAware):
                 overrides.extend(rate_limits(mr, service))
                 continue
             cluster = cluster_name(service, service.port)
+            hashing = rpc_hash_policy(Destinations(snap, mesh, "").hash_policy({}, (cluster, name, service.port))
+                                      ) if snap is not None else []
+            extra = {"hash_policy": hashing} if hashing else {}
             for version, group in subsets(mesh.instances(name)):
                 match: dict[str, Any] = {"service": {"exact": name}}
                 if version:
@@ -160,9 +164,9 @@ class RpcListenerGenerator(PolicyAware):
                 if group:
                     match["group"] = {"exact": group}
                 routes.append({"name": subset_name(name, version, group), "match": match,
-                               "cluster": subset_name(cluster, version, group), "timeout_ms": timeout})
+                               "cluster": subset_name(cluster, version, group), "timeout_ms": timeout, **extra})
             routes.append({"name": name, "match": {"service": {"exact": name}}, "cluster": cluster,
-                           "timeout_ms": timeout})
+                           "timeout_ms": timeout, **extra})
         filters = [{"type": "quota.local", "config": {"overrides": overrides}}] if overrides else []
         if any(k[0] != key for k in self._memos.values()):
             self._memos = {v: m for v, m in self._memos.items() if m[0] == key}  # drop stale views

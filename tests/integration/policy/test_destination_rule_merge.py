@@ -11,9 +11,9 @@ from collections import Counter
 from pathlib import Path
 
 from tests.conformance import dubbo_peers
-from tests.integration.pilot.conftest import REPO, PilotProcess
-from tests.integration.policy.apply import AERAKI_DUBBO, apply, follows
-from tests.integration.policy.test_metarouter import DEMO, WORKLOAD, _routes
+from tests.integration.pilot.conftest import REPO
+from tests.integration.policy.apply import apply, follows
+from tests.integration.policy.test_metarouter import DEMO, _routes, dubbo_mesh
 from tests.integration.xds.mesh import Sidecar, wait_for
 
 HOST = "org.apache.dubbo.samples.basic.api.demoservice"
@@ -64,14 +64,7 @@ def _served(sc: Sidecar, subset: str) -> Counter[str]:
 
 
 def test_destination_rules_of_one_namespace_merge_their_subsets_for_an_rpc_host(tmp_path: Path) -> None:
-    dubbo_peers.require_dubbo_peers()
-    pilot = PilotProcess(tmp_path / "data").start()
-    providers = {v: dubbo_peers.Provider(v) for v in ("v1", "v2")}
-    sidecar: Sidecar | None = None
-    try:
-        apply(pilot.api_url, AERAKI_DUBBO / "serviceentry.yaml")
-        apply(pilot.api_url, stdin="---".join(WORKLOAD.format(version=v, port=p.port) for v, p in providers.items()))
-        sidecar = sc = Sidecar(pilot.xds_port, "dubbo-consumer", metadata={"NAMESPACE": "meta-dubbo"}).start()
+    with dubbo_mesh(tmp_path, ("v1", "v2"), ("meta-dubbo",), rules=False) as (pilot, providers, [sc]):
         t = apply(pilot.api_url, stdin=RULES)
         follows(lambda: "to-v2" in _routes(sc, "dubbo"), t, "the MetaRouter", timeout=10)
         for v, p in providers.items():
@@ -89,9 +82,3 @@ def test_destination_rules_of_one_namespace_merge_their_subsets_for_an_rpc_host(
         [finding] = [ln for ln in done.stdout.splitlines() if "SOFA0003" in ln]
         assert "DestinationRule meta-dubbo/a-canary" in finding and "'v1'" in finding, finding
         assert "already defined by DestinationRule meta-dubbo/b-stable" in finding, finding
-    finally:
-        if sidecar is not None:
-            sidecar.stop()
-        pilot.stop()
-        for p in providers.values():
-            p.stop()

@@ -169,24 +169,38 @@ def test_sofa_rpc_node_bolt_calls_split_and_mirror_by_metarouter(tmp_path: Path)
 
 
 @contextlib.contextmanager
-def dubbo_v1_mesh(tmp_path: Path) -> Iterator[tuple[PilotProcess, dubbo_peers.Provider, Sidecar]]:
-    """Pilot with Aeraki's Dubbo serviceentry + destinationrule, one @dubbo.ts provider as subset v1 and a
-    sidecar that has its endpoint; all stopped on exit."""
+def dubbo_mesh(
+    tmp_path: Path, versions: tuple[str, ...] = ("v1",), namespaces: tuple[str | None, ...] = (None,),
+    rules: bool = True,
+) -> Iterator[tuple[PilotProcess, dict[str, dubbo_peers.Provider], list[Sidecar]]]:
+    """Pilot with Aeraki's Dubbo serviceentry (and its destinationrule when ``rules``), one @dubbo.ts
+    provider per version as a WorkloadEntry labelled with it, and a sidecar per namespace (node
+    metadata ``NAMESPACE``; ``None``: none); all stopped on exit."""
     dubbo_peers.require_dubbo_peers()
     pilot = PilotProcess(tmp_path / "data").start()
-    provider = dubbo_peers.Provider("v1")
-    sidecar: Sidecar | None = None
+    providers = {v: dubbo_peers.Provider(v) for v in versions}
+    sidecars: list[Sidecar] = []
     try:
-        apply(pilot.api_url, AERAKI_DUBBO / "serviceentry.yaml", AERAKI_DUBBO / "destinationrule.yaml")
-        apply(pilot.api_url, stdin=WORKLOAD.format(version="v1", port=provider.port))
-        sidecar = sc = Sidecar(pilot.xds_port, "dubbo-consumer").start()
-        wait_for(lambda: sc.endpoints(f"|v1|{DEMO}") == {provider.address}, 10, "subset v1 in EDS")
-        yield pilot, provider, sc
+        apply(pilot.api_url, AERAKI_DUBBO / "serviceentry.yaml", *([AERAKI_DUBBO / "destinationrule.yaml"] * rules))
+        apply(pilot.api_url, stdin="---".join(WORKLOAD.format(version=v, port=p.port) for v, p in providers.items()))
+        for ns in namespaces:
+            meta = {"NAMESPACE": ns} if ns else {}
+            sidecars.append(Sidecar(pilot.xds_port, f"dubbo-{ns or 'consumer'}", metadata=meta).start())
+        yield pilot, providers, sidecars
     finally:
-        if sidecar is not None:
-            sidecar.stop()
+        for sc in sidecars:
+            sc.stop()
         pilot.stop()
-        provider.stop()
+        for p in providers.values():
+            p.stop()
+
+
+@contextlib.contextmanager
+def dubbo_v1_mesh(tmp_path: Path) -> Iterator[tuple[PilotProcess, dubbo_peers.Provider, Sidecar]]:
+    """:func:`dubbo_mesh` with provider v1 and one sidecar that has its endpoint in subset v1."""
+    with dubbo_mesh(tmp_path) as (pilot, providers, [sc]):
+        wait_for(lambda: sc.endpoints(f"|v1|{DEMO}") == {providers["v1"].address}, 10, "subset v1 in EDS")
+        yield pilot, providers["v1"], sc
 
 
 @contextlib.contextmanager

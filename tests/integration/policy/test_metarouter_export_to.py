@@ -10,9 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 from tests.conformance import dubbo_peers
-from tests.integration.pilot.conftest import PilotProcess
 from tests.integration.policy.apply import AERAKI_DUBBO, apply, follows
-from tests.integration.policy.test_metarouter import DEMO, WORKLOAD, _routes
+from tests.integration.policy.test_metarouter import DEMO, _routes, dubbo_mesh
 from tests.integration.xds.mesh import Sidecar, wait_for
 
 
@@ -40,17 +39,7 @@ def _served(sc: Sidecar, n: int = 20) -> Counter[str]:
 
 
 def test_each_namespace_sees_its_own_metarouter_and_only_the_rpc_services_exported_to_it(tmp_path: Path) -> None:
-    dubbo_peers.require_dubbo_peers()
-    pilot = PilotProcess(tmp_path / "data").start()
-    providers = {v: dubbo_peers.Provider(v) for v in ("v1", "v2")}
-    sidecars: list[Sidecar] = []
-    try:
-        apply(pilot.api_url, AERAKI_DUBBO / "serviceentry.yaml", AERAKI_DUBBO / "destinationrule.yaml")
-        apply(pilot.api_url, stdin="---".join(WORKLOAD.format(version=v, port=p.port) for v, p in providers.items()))
-        home, team = (
-            Sidecar(pilot.xds_port, f"dubbo-{ns}", metadata={"NAMESPACE": ns}).start() for ns in ("meta-dubbo", "team")
-        )
-        sidecars += [home, team]
+    with dubbo_mesh(tmp_path, ("v1", "v2"), ("meta-dubbo", "team")) as (pilot, _providers, [home, team]):
         t = apply(pilot.api_url, stdin=_router("meta-dubbo", "v1") + "---" + _router("team", "v2"))
         follows(lambda: "meta-dubbo-to-v1" in _routes(home, "dubbo"), t, "meta-dubbo's MetaRouter", timeout=10)
         follows(lambda: "team-to-v2" in _routes(team, "dubbo"), t, "team's MetaRouter", timeout=10)
@@ -67,11 +56,5 @@ def test_each_namespace_sees_its_own_metarouter_and_only_the_rpc_services_export
         refused = _served(team, 3)
         assert len(refused) == 1 and "no route" in next(iter(refused)), refused
         assert _served(home) == {"v1": 20}
-        for sc in sidecars:
+        for sc in (home, team):
             assert sc.dump()["xds"]["last_nack"] is None
-    finally:
-        for sc in sidecars:
-            sc.stop()
-        pilot.stop()
-        for p in providers.values():
-            p.stop()

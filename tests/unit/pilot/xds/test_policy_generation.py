@@ -256,3 +256,51 @@ def test_local_rate_limit_becomes_quota_overrides_of_the_dubbo_listener_that_the
     [listener] = gens["lds.dubbo"].generate(mesh, NODE)
     assert "filters" not in json_format.MessageToDict(listener.message)["filterChains"][0]["filters"][0][
         "typedConfig"]["value"]
+
+
+def test_consistent_hash_on_an_rpc_host_hashes_the_named_attribute_on_its_routes() -> None:
+    dr = """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: sticky, namespace: meta-dubbo}
+spec:
+  host: org.apache.dubbo.samples.basic.api.demoservice
+  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: user}}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: c, ttl: 0s}}}}
+"""
+    mr = """apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: MetaRouter
+metadata: {name: m, namespace: meta-dubbo}
+spec:
+  hosts: [org.apache.dubbo.samples.basic.api.demoservice]
+  routes:
+  - name: by-ip
+    match: {attributes: {method: {exact: a}}}
+    route: [{destination: {host: org.apache.dubbo.samples.basic.api.demoservice, subset: v1}}]
+  - name: cookie-means-nothing
+    match: {attributes: {method: {exact: b}}}
+    route: [{destination: {host: org.apache.dubbo.samples.basic.api.demoservice, subset: v2}}]
+  - name: by-user
+    route: [{destination: {host: org.apache.dubbo.samples.basic.api.demoservice}}]
+"""
+    policy, mesh, gens, base = _aeraki_dubbo(dr.replace("sticky", "other"))  # a DestinationRule, no MetaRouter
+    policy.sync(_docs("\n---\n".join([base[0], dr, MR_WORKLOADS])))
+
+    def routes() -> dict[str, Any]:
+        [listener] = gens["lds.dubbo"].generate(mesh, NODE)
+        value = json_format.MessageToDict(listener.message)["filterChains"][0]["filters"][0]["typedConfig"]["value"]
+        return {r["name"]: r.get("hash_policy") for r in value["routes"]}
+
+    svc = "org.apache.dubbo.samples.basic.api.DemoService"
+    default = routes()  # the service's own routes: the top-level consistentHash
+    assert default[svc] == [{"header": {"header_name": "user"}}], default
+    policy.sync(_docs("\n---\n".join([base[0], dr, MR_WORKLOADS, mr])))
+    assert routes() == {"by-ip": [{"connection_properties": {"source_ip": True}}], "cookie-means-nothing": None,
+                        "by-user": [{"header": {"header_name": "user"}}]}
+    lb = {r.name: r.message.lb_policy for r in gens["cds.dubbo"].generate(mesh, NODE)}
+    assert lb[f"outbound|20880|{svc}"] == lb[f"outbound|20880|v1|{svc}"] == 2  # RING_HASH
