@@ -49,12 +49,15 @@ _TRAFFIC_POLICY_ENVOY = """
 """
 # tests/integration/policy/test_locality_lb.py: an 80/20 distribute, failover to the other zone when
 # the proxy's zone stops, failoverPriority by a label, and a newcomer's small share in its warmup
-# window, on both proxies. consistentHash on a header: Envoy for HTTP (bookinfo-era tests), the
+# window, on both proxies; failover from the proxies' region to a named one before the others.
+# consistentHash on a header: Envoy for HTTP (bookinfo-era tests), the
 # sidecar for an RPC attribute with ringHash and maglev (tests/integration/policy/test_rpc_consistent_hash.py).
 _TRAFFIC_POLICY_PROXIES = """
     loadBalancer.localityLbSetting loadBalancer.localityLbSetting.enabled loadBalancer.localityLbSetting.distribute
     loadBalancer.localityLbSetting.distribute.from loadBalancer.localityLbSetting.distribute.to
     loadBalancer.localityLbSetting.failoverPriority loadBalancer.warmupDurationSecs
+    loadBalancer.localityLbSetting.failover loadBalancer.localityLbSetting.failover.from
+    loadBalancer.localityLbSetting.failover.to
     loadBalancer.consistentHash loadBalancer.consistentHash.httpHeaderName
     loadBalancer.consistentHash.ringHash loadBalancer.consistentHash.ringHash.minimumRingSize
     loadBalancer.consistentHash.maglev loadBalancer.consistentHash.maglev.tableSize
