@@ -1,7 +1,8 @@
 """DestinationRule ``consistentHash`` for an RPC host, as Aeraki maps it: ``httpHeaderName`` names a
 request attribute (a Dubbo attachment). Pilot sends RING_HASH / MAGLEV clusters and a ``hash_policy``
-on the sidecar's Dubbo routes; dubbo2.js calls carrying one ``user`` attachment all reach the same
-@dubbo.ts provider, and different users spread over both providers."""
+on the sidecar's Dubbo routes; dubbo2.js calls carrying one ``userId`` attachment (an RPC key is
+matched in its own case) all reach the same @dubbo.ts provider, and different users spread over
+both providers."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ spec:
   host: {HOST}
   trafficPolicy:
     loadBalancer:
-      consistentHash: {{httpHeaderName: user, {lb}}}
+      consistentHash: {{httpHeaderName: userId, {lb}}}
 ---
 apiVersion: metaprotocol.aeraki.io/v1alpha1
 kind: MetaRouter
@@ -53,7 +54,7 @@ def test_calls_of_one_user_stick_to_one_dubbo_provider(tmp_path: Path, lb: str) 
                 interface=DEMO,
                 version=None,
                 repeat=10,
-                attachments={"user": u},
+                attachments={"userId": u},
             )
             for u in users
         ]
