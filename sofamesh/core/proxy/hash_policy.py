@@ -2,11 +2,12 @@
 ``maglev``) hashes. Computed only for a cluster whose balancer ``needs_hash``.
 
 Each policy hashes one thing with xxHash64, as Envoy does: a header (for RPC a header-map key or an
-attachment, through ``RequestHead.key``), a cookie, the caller's IP, a query parameter, or an RPC
-argument's encoded bytes (``Codec.request_argument``; Dubbo's ConsistentHashLoadBalance hashes the
-first). Hashes combine as Envoy's do (the running hash rotated left by one, xor the next); a
-``terminal`` policy that produced a hash ends the list. Nothing found: no hash (the balancer picks
-at random). A cookie policy never sets a cookie (Envoy's ``ttl`` cookie generation is not done).
+attachment, through ``RequestHead.key``; HTTP headers match in any case, RPC keys exactly as named),
+a cookie, the caller's IP, a query parameter, or an RPC argument's encoded bytes
+(``Codec.request_argument``; Dubbo's ConsistentHashLoadBalance hashes the first). Hashes combine as
+Envoy's do (the running hash rotated left by one, xor the next); a ``terminal`` policy that produced
+a hash ends the list. Nothing found: no hash (the balancer picks at random). A cookie policy never
+sets a cookie (Envoy's ``ttl`` cookie generation is not done).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class HashPolicy:
         steps: list[tuple[int, Any, bool]] = []
         for c in configs:
             if c.header is not None:
-                steps.append((_HEADER, c.header.header_name.lower(), c.terminal))
+                steps.append((_HEADER, c.header.header_name, c.terminal))
             elif c.cookie is not None:
                 steps.append((_COOKIE, c.cookie.name, c.terminal))
             elif c.connection_properties is not None:

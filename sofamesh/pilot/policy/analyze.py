@@ -1,9 +1,9 @@
 """``sofamesh analyze``: what is accepted but will not work as written, like ``istioctl analyze``.
 
-A route to a subset no DestinationRule defines, a subset that selects no instance, two
-VirtualServices for one host, a host no registry knows, a rejected document whose resource keeps
-its last accepted version, and every field no connected proxy enforces yet. Reads the policy and
-mesh models; no I/O.
+A route to a subset no DestinationRule defines, a subset that selects no instance, a subset name
+two DestinationRules of one namespace and host both define, two VirtualServices for one host, a
+host no registry knows, a rejected document whose resource keeps its last accepted version, and
+every field no connected proxy enforces yet. Reads the policy and mesh models; no I/O.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sofamesh.pilot.model import Service, ServiceInstance
+from sofamesh.pilot.policy.applied import merge_order
 from sofamesh.pilot.policy.enforcement import unenforced
 from sofamesh.pilot.policy.hosts import HostIndex, fqdn, subset_instances
 from sofamesh.pilot.policy.model import PolicyModel
@@ -85,6 +86,19 @@ def analyze(policy: PolicyModel, mesh: MeshView) -> list[Finding]:
             if svc is not None and not subset_instances(mesh.instances(svc), s.get("labels") or {}):
                 out.append(Finding(WARNING, "SOFA0001", _ref(dr), f"subset {s.get('name')!r} (spec.subsets[{i}]) "
                                                                   f"selects no instance of service {svc!r}"))
+    merging: dict[tuple[str, str], list[Resource]] = {}
+    for dr in policy.resources("DestinationRule"):
+        merging.setdefault((dr.namespace, target(str(dr.spec.get("host", "")), dr.namespace)), []).append(dr)
+    for (_ns, host), group in sorted(merging.items()):
+        taken: dict[str, Resource] = {}
+        for dr in merge_order(group):
+            for i, s in enumerate(dr.spec.get("subsets") or []):
+                name = str(s.get("name"))
+                first = taken.setdefault(name, dr)
+                if first is not dr:
+                    out.append(Finding(WARNING, "SOFA0003", _ref(dr), f"subset {name!r} (spec.subsets[{i}]) is "
+                                       f"already defined by {_ref(first)} for host {host}: the DestinationRules are "
+                                       "merged and this subset is ignored"))
     owners: dict[str, list[Resource]] = {}
     for r in [*policy.resources("VirtualService"), *policy.resources("MetaRouter")]:
         gateways = r.spec.get("gateways") or []

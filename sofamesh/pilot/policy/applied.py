@@ -7,12 +7,15 @@ binds a host. Seen from a proxy's namespace (:meth:`PolicySnapshot.view`), as in
 
 - ``exportTo`` (:func:`visible`): ``*`` (the default) every namespace, ``.`` the resource's own,
   a name that namespace; ``~`` none;
-- VirtualService: among the visible ones, one in the proxy's namespace wins, else the first by
-  namespace and name;
+- VirtualService, and MetaRouter as Aeraki reads it like one: among the visible ones, one in the
+  proxy's namespace wins, else the first by namespace and name;
 - ServiceEntry (:func:`service_visible`): its service exists only for proxies it is exported to;
-- DestinationRule: the first one in the proxy's namespace (whatever its exportTo), else the first
-  visible one in the service's namespace, else in the root namespace (``istio-system``); one
-  elsewhere does not apply to this proxy.
+- DestinationRule: those in the proxy's namespace (whatever their exportTo), else the visible ones in
+  the service's namespace, else in the root namespace (``istio-system``); one elsewhere does not
+  apply to this proxy. Several of that namespace are merged as Istio merges them
+  (:func:`merged`): oldest ``metadata.creationTimestamp`` first (resources without one after those
+  with one), then by name; subsets of later rules appended unless their name is taken; the
+  top-level ``trafficPolicy`` of the first rule that has one.
 
 Without a namespace (``view(None)``: no VirtualService / DestinationRule / limited ServiceEntry, MetaRouter
 routing) the first by namespace and name wins (``sofamesh analyze`` reports the others as
@@ -23,7 +26,7 @@ changes; :class:`AppliedPolicy` hands out the current one. No I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sofamesh.pilot.model import Service
@@ -33,7 +36,7 @@ from sofamesh.pilot.policy.model import PolicyModel
 from sofamesh.pilot.policy.resource import DEFAULT_NAMESPACE, Resource, ResourceKey
 
 _BOUND = ("VirtualService", "DestinationRule", "MetaRouter")
-_SCOPED = ("VirtualService", "DestinationRule")
+_SCOPED = ("VirtualService", "DestinationRule", "MetaRouter")
 ROOT_NAMESPACE = "istio-system"
 """Istio's root (mesh config) namespace: a DestinationRule there applies to every namespace it is exported to."""
 
@@ -50,22 +53,58 @@ def service_visible(service: Service, namespace: str | None) -> bool:
     return not export or namespace is None or namespace in export.split(",")
 
 
-def choose(kind: str, candidates: list[Resource], proxy_ns: str | None, service_ns: str) -> Resource | None:
-    """The resource of ``kind`` among ``candidates`` (sorted by namespace and name) a proxy in
-    ``proxy_ns`` uses for a service of ``service_ns`` (see the module docstring)."""
+def merge_order(rules: list[Resource]) -> list[Resource]:
+    """Istio's order among DestinationRules of one namespace for one host: oldest creation first,
+    then name (a rule without ``creationTimestamp`` after those with one)."""
+    return sorted(rules, key=lambda r: (r.created == "", r.created, r.name))
+
+
+def merged(rules: list[Resource]) -> Resource:
+    """One DestinationRule from ``rules`` (one namespace, one host), as Istio merges them: the first's
+    spec (:func:`merge_order`), the later ones' subsets appended when their name is not taken, the
+    first top-level ``trafficPolicy`` found."""
+    first, *rest = merge_order(rules)
+    if not rest:
+        return first
+    spec = dict(first.spec)
+    subsets = [s for s in spec.get("subsets") or [] if isinstance(s, Mapping)]
+    names = {s.get("name") for s in subsets}
+    for r in rest:
+        for s in r.spec.get("subsets") or []:
+            if isinstance(s, Mapping) and s.get("name") not in names:
+                subsets.append(s)
+                names.add(s.get("name"))
+        if spec.get("trafficPolicy") is None and r.spec.get("trafficPolicy") is not None:
+            spec["trafficPolicy"] = r.spec["trafficPolicy"]
+    spec["subsets"] = subsets
+    return replace(first, spec=spec)
+
+
+def chosen_group(kind: str, candidates: list[Resource], proxy_ns: str | None, service_ns: str) -> list[Resource]:
+    """The resources of ``kind`` among ``candidates`` (sorted by namespace and name) a proxy in
+    ``proxy_ns`` uses for a service of ``service_ns``: one, or for DestinationRules those of one
+    namespace, to merge (see the module docstring)."""
+    if kind == "DestinationRule":
+        if proxy_ns is None:
+            return [r for r in candidates if r.namespace == candidates[0].namespace] if candidates else []
+        local = [r for r in candidates if r.namespace == proxy_ns]
+        if local:
+            return local
+        for ns in (service_ns, ROOT_NAMESPACE):
+            found = [r for r in candidates if r.namespace == ns and visible(r, proxy_ns)]
+            if found:
+                return found
+        return []
     if proxy_ns is None or kind not in _SCOPED:
-        return candidates[0] if candidates else None
-    if kind == "VirtualService":
-        seen = [r for r in candidates if visible(r, proxy_ns)]
-        return next((r for r in seen if r.namespace == proxy_ns), seen[0] if seen else None)
-    local = [r for r in candidates if r.namespace == proxy_ns]
-    if local:
-        return local[0]
-    for ns in (service_ns, ROOT_NAMESPACE):
-        found = next((r for r in candidates if r.namespace == ns and visible(r, proxy_ns)), None)
-        if found is not None:
-            return found
-    return None
+        return candidates[:1]
+    seen = [r for r in candidates if visible(r, proxy_ns)]  # VirtualService, MetaRouter
+    return next(([r] for r in seen if r.namespace == proxy_ns), seen[:1])
+
+
+def choose(kind: str, candidates: list[Resource], proxy_ns: str | None, service_ns: str) -> Resource | None:
+    """The resource of ``kind`` a proxy in ``proxy_ns`` uses (:func:`chosen_group`, DestinationRules merged)."""
+    group = chosen_group(kind, candidates, proxy_ns, service_ns)
+    return merged(group) if group else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +166,11 @@ class PolicySnapshot:
         for svc, kinds in self._candidates.items():
             service = services.get(svc)
             svc_ns = str(service.metadata.get(NAMESPACE_METADATA, DEFAULT_NAMESPACE)) if service else DEFAULT_NAMESPACE
-            picks = {kind: choose(kind, rs, namespace, svc_ns) for kind, rs in kinds.items()}
-            chosen = {kind: r for kind, r in picks.items() if r is not None}
+            groups = {kind: chosen_group(kind, rs, namespace, svc_ns) for kind, rs in kinds.items()}
+            chosen = {kind: merged(group) for kind, group in groups.items() if group}
             if not chosen:
                 continue
-            rev = tuple(sorted((str(r.key), policy.revision(r.key)) for r in chosen.values()))
+            rev = tuple(sorted((str(r.key), policy.revision(r.key)) for group in groups.values() for r in group))
             self._by_service[svc] = ServicePolicy(svc, chosen.get("VirtualService"), chosen.get("DestinationRule"),
                                                   chosen.get("MetaRouter"), rev)
 
@@ -186,9 +225,9 @@ class AppliedPolicy:
         return self._snap[1]
 
     def view(self, namespace: str) -> str | None:
-        """The namespace a proxy's policy view depends on: ``None`` while no VirtualService or
-        DestinationRule exists (every proxy sees the same), else the proxy's (``default`` when
-        its node names none)."""
+        """The namespace a proxy's policy view depends on: ``None`` while no VirtualService,
+        DestinationRule or MetaRouter exists (every proxy sees the same), else the proxy's
+        (``default`` when its node names none)."""
         if self._viewed[0] != self.policy.index:
             some = any(self.policy.resources(kind) for kind in _SCOPED) or any(
                 "*" not in (r.spec.get("exportTo") or ["*"]) for r in self.policy.resources("ServiceEntry"))
@@ -207,4 +246,5 @@ class AppliedPolicy:
         return self._scoped[1]
 
 
-__all__ = ["ROOT_NAMESPACE", "AppliedPolicy", "PolicySnapshot", "ServicePolicy", "choose", "service_visible", "visible"]
+__all__ = ["ROOT_NAMESPACE", "AppliedPolicy", "PolicySnapshot", "ServicePolicy", "choose", "chosen_group",
+           "merge_order", "merged", "service_visible", "visible"]

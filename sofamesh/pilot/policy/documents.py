@@ -3,6 +3,7 @@ the document's position in the stream and the line of every field, so errors can
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +46,10 @@ _MAP_FIELDS = frozenset({"labels", "annotations", "matchLabels", "headers", "wit
 
 def _string_keys(value: Any) -> Any:
     """Integer map keys as strings, as kubectl sends YAML to the API server as JSON: Istio's own
-    examples write ``portLevelMtls: {8080: {mode: DISABLE}}``."""
+    examples write ``portLevelMtls: {8080: {mode: DISABLE}}``. An unquoted timestamp (YAML reads
+    ``creationTimestamp: 2024-05-01T00:00:00Z`` as one) becomes its RFC 3339 string, as in JSON."""
+    if isinstance(value, datetime.date):
+        return value.isoformat().replace("+00:00", "Z")
     if isinstance(value, dict):
         return {str(k) if isinstance(k, int) and not isinstance(k, bool) else k: _string_keys(v)
                 for k, v in value.items()}

@@ -32,12 +32,10 @@ def _under(prefix: str, paths: str, who: tuple[str, ...]) -> dict[str, tuple[str
 # connection pools and outlier detection are written for Envoy, which enforces them; the sofamesh
 # sidecar's column for them comes with tests of its resilience modules through Pilot.
 _TRAFFIC_POLICY_ENVOY = """
-    loadBalancer loadBalancer.simple loadBalancer.consistentHash loadBalancer.consistentHash.httpHeaderName
+    loadBalancer loadBalancer.simple
     loadBalancer.consistentHash.httpCookie loadBalancer.consistentHash.httpCookie.name
     loadBalancer.consistentHash.httpCookie.path loadBalancer.consistentHash.httpCookie.ttl
     loadBalancer.consistentHash.useSourceIp loadBalancer.consistentHash.httpQueryParameterName
-    loadBalancer.consistentHash.ringHash loadBalancer.consistentHash.ringHash.minimumRingSize
-    loadBalancer.consistentHash.maglev loadBalancer.consistentHash.maglev.tableSize
     connectionPool connectionPool.tcp connectionPool.tcp.maxConnections connectionPool.tcp.connectTimeout
     connectionPool.tcp.tcpKeepalive connectionPool.tcp.tcpKeepalive.probes connectionPool.tcp.tcpKeepalive.time
     connectionPool.tcp.tcpKeepalive.interval connectionPool.tcp.maxConnectionDuration connectionPool.http
@@ -51,11 +49,18 @@ _TRAFFIC_POLICY_ENVOY = """
 """
 # tests/integration/policy/test_locality_lb.py: an 80/20 distribute, failover to the other zone when
 # the proxy's zone stops, failoverPriority by a label, and a newcomer's small share in its warmup
-# window, on both proxies.
+# window, on both proxies; failover from the proxies' region to a named one before the others.
+# consistentHash on a header: Envoy for HTTP (bookinfo-era tests), the
+# sidecar for an RPC attribute with ringHash and maglev (tests/integration/policy/test_rpc_consistent_hash.py).
 _TRAFFIC_POLICY_PROXIES = """
     loadBalancer.localityLbSetting loadBalancer.localityLbSetting.enabled loadBalancer.localityLbSetting.distribute
     loadBalancer.localityLbSetting.distribute.from loadBalancer.localityLbSetting.distribute.to
     loadBalancer.localityLbSetting.failoverPriority loadBalancer.warmupDurationSecs
+    loadBalancer.localityLbSetting.failover loadBalancer.localityLbSetting.failover.from
+    loadBalancer.localityLbSetting.failover.to
+    loadBalancer.consistentHash loadBalancer.consistentHash.httpHeaderName
+    loadBalancer.consistentHash.ringHash loadBalancer.consistentHash.ringHash.minimumRingSize
+    loadBalancer.consistentHash.maglev loadBalancer.consistentHash.maglev.tableSize
 """
 _DR_TLS = "tls tls.mode tls.caCertificates tls.clientCertificate tls.privateKey tls.sni tls.subjectAltNames"
 _PORT_LEVEL = "portLevelSettings portLevelSettings.port portLevelSettings.port.number"
@@ -187,6 +192,13 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
                            "mirror.subset mirrorPercentage mirrorPercentage.value requestMutation "
                            "requestMutation.key requestMutation.value responseMutation responseMutation.key "
                            "responseMutation.value", _SIDECAR),
+        # tests/integration/policy/test_metarouter_rate_limit.py: dubbo2.js and sofa-rpc-node bursts
+        **_under("", "localRateLimit localRateLimit.tokenBucket localRateLimit.conditions", _SIDECAR),
+        **_under("localRateLimit.tokenBucket", "maxTokens tokensPerFill fillInterval", _SIDECAR),
+        **_under("localRateLimit.conditions", "match match.attributes match.attributes.exact tokenBucket "
+                                              "tokenBucket.maxTokens tokenBucket.tokensPerFill "
+                                              "tokenBucket.fillInterval", _SIDECAR),
+        "exportTo": _SIDECAR,  # tests/integration/policy/test_metarouter_export_to.py: sidecars in two namespaces
     },
 }
 """kind -> field path -> who enforces it (as the integration tests prove)."""

@@ -53,7 +53,8 @@ def _check_bucket(b: Any, path: str, report: Report) -> None:
         report.error(child(path, "maxTokens"), "maxTokens must be greater than 0")
     if b.get("tokensPerFill") == 0:
         report.error(child(path, "tokensPerFill"), "tokensPerFill must be greater than 0")
-    w.check_duration_value(b.get("fillInterval"), child(path, "fillInterval"), report)
+    # Aeraki's meta-protocol proxy refuses a fill timer under 50 ms
+    w.check_duration_value(b.get("fillInterval"), child(path, "fillInterval"), report, minimum=0.05)
 
 
 def check_meta_router(namespace: str, spec: Mapping[str, Any], report: Report) -> None:

@@ -57,6 +57,7 @@ class Resource:
     spec: Mapping[str, Any]
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    created: str = ""  # metadata.creationTimestamp (RFC 3339) when the document carries one
 
     @property
     def group(self) -> str:
@@ -74,6 +75,8 @@ class Resource:
             meta["labels"] = dict(self.labels)
         if self.annotations:
             meta["annotations"] = dict(self.annotations)
+        if self.created:
+            meta["creationTimestamp"] = self.created
         if resource_version is not None:
             meta["resourceVersion"] = str(resource_version)
         api = f"{self.group}/{version}" if version else self.api_version
@@ -81,8 +84,8 @@ class Resource:
 
     def same_content(self, other: Resource) -> bool:
         """Equal but for the served version it was written in."""
-        return (self.key, dict(self.spec), dict(self.labels), dict(self.annotations)) == (
-            other.key, dict(other.spec), dict(other.labels), dict(other.annotations))
+        return (self.key, dict(self.spec), dict(self.labels), dict(self.annotations), self.created) == (
+            other.key, dict(other.spec), dict(other.labels), dict(other.annotations), other.created)
 
 
 __all__ = ["DEFAULT_NAMESPACE", "Resource", "ResourceKey", "Source"]

@@ -112,7 +112,9 @@ def validate(body: Any, source: Source, namespace: str | None = None) -> Verdict
         return Verdict(source, ref, None, issues, key)
     labels = dict(meta.get("labels") or {})
     annotations = dict(meta.get("annotations") or {})
-    resource = Resource(str(api_version), kind.kind, ns, name, copy.deepcopy(dict(body["spec"])), labels, annotations)
+    created = str(meta.get("creationTimestamp") or "")
+    resource = Resource(str(api_version), kind.kind, ns, name, copy.deepcopy(dict(body["spec"])), labels, annotations,
+                        created)
     return Verdict(source, ref, resource, issues, key)
 
 

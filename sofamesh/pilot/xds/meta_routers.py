@@ -11,13 +11,27 @@ own, in order, first match wins; a call that matches none gets "no route", as in
 - ``mirror`` + ``mirrorPercentage`` (100 when absent): a copy of each call to that cluster,
   its answer discarded;
 - ``requestMutation`` / ``responseMutation``: header-map keys / attachments set on the request /
-  the response.
+  the response;
+- the destination's DestinationRule ``consistentHash`` (RING_HASH / MAGLEV clusters): the route's
+  ``hash_policy`` on that attribute (:func:`rpc_hash_policy`).
+
+``localRateLimit`` becomes overrides of the listener's ``quota.local`` filter (:func:`rate_limits`):
+each condition (in order) and then the service-wide ``tokenBucket`` a bucket of its own, matched on
+the service and the condition's attributes, first match wins and a call matching none is not limited
+(Aeraki's meta-protocol proxy). A bucket holds ``maxTokens`` and gains ``tokensPerFill`` (default 1)
+per ``fillInterval``; the filter refills continuously at that rate where Aeraki adds the tokens at
+each interval. Over the limit the caller gets its protocol's "rate limited" reply (Bolt
+SERVER_THREADPOOL_BUSY, Dubbo status 40 ``rate limited``, as MOSN answers). Aeraki enforces the
+limit on the provider's inbound listener (per provider instance); sofamesh on the caller's egress
+listener (per calling sidecar).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from sofamesh.pilot.policy.duration import parse_duration
 
 if TYPE_CHECKING:
     from sofamesh.pilot.model import Service
@@ -61,17 +75,22 @@ def rpc_routes(mr: Resource, service: Service, dests: Destinations, timeout_ms: 
                                  "match": _match(service, (r.get("match") or {}).get("attributes") or {}),
                                  "timeout_ms": timeout_ms}
         targets = []
+        hashing: list[dict[str, Any]] = []
         for d in r.get("route") or []:
             resolved = dests.cluster(d.get("destination") or {})
             weight = int(d.get("weight", 0) or 0)
             if resolved is not None and (weight or len(r.get("route") or []) == 1):
                 targets.append({"name": resolved[0], "weight": weight or 1})
+                if len(targets) == 1:  # as for HTTP routes: the first destination's consistentHash
+                    hashing = rpc_hash_policy(dests.hash_policy(d.get("destination") or {}, resolved))
         if not targets:
             route["direct_response"] = {"status": 503}
         elif len(targets) == 1:
             route["cluster"] = targets[0]["name"]
         else:
             route["weighted_clusters"] = targets
+        if hashing:
+            route["hash_policy"] = hashing
         if isinstance(r.get("mirror"), Mapping):
             resolved = dests.cluster(r["mirror"])
             pct = r.get("mirrorPercentage")
@@ -86,6 +105,44 @@ def rpc_routes(mr: Resource, service: Service, dests: Destinations, timeout_ms: 
     return out
 
 
+def rpc_hash_policy(policies: list[Any]) -> list[dict[str, Any]]:
+    """A DestinationRule ``consistentHash`` (Envoy route hash policies) for an RPC route, as Aeraki maps
+    it: ``httpHeaderName`` hashes that request attribute (a Bolt header-map key, a Dubbo attachment),
+    ``useSourceIp`` the caller's address; a cookie or query parameter has no RPC meaning (none)."""
+    out: list[dict[str, Any]] = []
+    for hp in policies:
+        kind = hp.WhichOneof("policy_specifier")
+        if kind == "header":
+            out.append({"header": {"header_name": hp.header.header_name}})
+        elif kind == "connection_properties" and hp.connection_properties.source_ip:
+            out.append({"connection_properties": {"source_ip": True}})
+    return out
+
+
+def _limit(bucket: Mapping[str, Any]) -> dict[str, float]:
+    seconds = parse_duration(str(bucket.get("fillInterval")))
+    return {"rate": float(bucket.get("tokensPerFill") or 1) / seconds, "burst": float(bucket.get("maxTokens") or 1)}
+
+
+def rate_limits(mr: Resource, service: Service) -> list[dict[str, Any]]:
+    """The ``quota.local`` overrides for ``mr``'s ``localRateLimit`` on ``service`` (none without one)."""
+    lrl = mr.spec.get("localRateLimit")
+    if not isinstance(lrl, Mapping):
+        return []
+    out = []
+    for c in lrl.get("conditions") or []:
+        if not isinstance(c, Mapping) or not isinstance(c.get("tokenBucket"), Mapping):
+            continue
+        m = _match(service, (c.get("match") or {}).get("attributes") or {})
+        headers = m.pop("headers", {})
+        if set(headers) & set(m):
+            continue  # a service attribute other than the host's own service: never this service's calls
+        out.append({"match": {**m, **headers}, "limit": _limit(c["tokenBucket"])})
+    if isinstance(lrl.get("tokenBucket"), Mapping):
+        out.append({"match": {"service": {"exact": service.name}}, "limit": _limit(lrl["tokenBucket"])})
+    return out
+
+
 def timeout_of(service: Service, default: int) -> int:
     try:
         return int(service.metadata.get("timeout_ms", default))
@@ -93,4 +150,4 @@ def timeout_of(service: Service, default: int) -> int:
         return default
 
 
-__all__ = ["rpc_routes", "timeout_of"]
+__all__ = ["rate_limits", "rpc_hash_policy", "rpc_routes", "timeout_of"]

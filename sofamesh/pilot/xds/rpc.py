@@ -12,7 +12,8 @@ For each protocol ``P`` they produce:
   ``type.googleapis.com/sofamesh.config.rpc.v1.RpcProxy``: the protocol and one route per service,
   matching the service name exactly, to that service's cluster (docs/xds.md).
 A service's metadata ``timeout_ms`` sets its route timeout (default 10000; the request's own
-timeout caps it in the data plane).
+timeout caps it in the data plane). A DestinationRule ``consistentHash`` on the service gives its
+routes a ``hash_policy`` on the named request attribute (:func:`..meta_routers.rpc_hash_policy`).
 
 Subsets: when a service's instances carry more than one (version, group) pair, each pair with a
 version or a group gets its own cluster ``outbound|PORT|NAME|VERSION|GROUP`` (EDS: only those
@@ -30,9 +31,10 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from google.protobuf import any_pb2, struct_pb2
 from xds.type.v3 import typed_struct_pb2
 
+from sofamesh.pilot.policy.applied import service_visible
 from sofamesh.pilot.xds.generator import LISTENER, NodeInfo, XdsResource
 from sofamesh.pilot.xds.generators import BuildContext, ClusterGenerator, EndpointGenerator, PolicyAware, cluster_name
-from sofamesh.pilot.xds.meta_routers import rpc_routes, timeout_of
+from sofamesh.pilot.xds.meta_routers import rate_limits, rpc_hash_policy, rpc_routes, timeout_of
 from sofamesh.pilot.xds.virtual_services import Destinations
 
 if TYPE_CHECKING:
@@ -103,7 +105,8 @@ class RpcListenerGenerator(PolicyAware):
         # gets its listener only once the mesh has a service of it, so an installed-but-unused plugin
         # takes no port on every sidecar.
         self.always_listen = always_listen
-        self._memo: tuple[tuple[int, int], list[dict[str, Any]]] | None = None
+        # per policy view (the node's namespace, when policy depends on it): (mesh, policy) index, routes, filters
+        self._memos: dict[str | None, tuple[tuple[int, int], list[dict[str, Any]], list[dict[str, Any]]]] = {}
 
     def egress(self, node: NodeInfo) -> tuple[str, int]:
         meta = node.metadata
@@ -121,23 +124,39 @@ class RpcListenerGenerator(PolicyAware):
         return node.user_agent.startswith("sofamesh") or node.metadata.get("sofamesh.rpc_egress") is True
 
     def scope(self, node: NodeInfo) -> Hashable:
-        return (self.wants(node), *self.egress(node))
+        return (self.wants(node), *self.egress(node), self.view(node))
 
-    def routes(self, mesh: MeshModel) -> list[dict[str, Any]]:
+    def routes(self, mesh: MeshModel, view: str | None = None) -> list[dict[str, Any]]:
+        return self._build(mesh, view)[0]
+
+    def filters(self, mesh: MeshModel, view: str | None = None) -> list[dict[str, Any]]:
+        """The listener's kernel filters: ``quota.local`` when a MetaRouter has a ``localRateLimit``."""
+        return self._build(mesh, view)[1]
+
+    def _build(self, mesh: MeshModel, view: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Routes and filters as a proxy in namespace ``view`` sees them: only the services exported
+        to it (ServiceEntry ``exportTo``), the MetaRouter it sees for each (``exportTo``, its own
+        namespace's first)."""
         key = (mesh.index, self.policy.policy.index if self.policy is not None else 0)
-        if self._memo is not None and self._memo[0] == key:
-            return self._memo[1]
-        snap = self.policy.snapshot(mesh) if self.policy is not None else None
+        memo = self._memos.get(view)
+        if memo is not None and memo[0] == key:
+            return memo[1], memo[2]
+        snap = self.policy.snapshot(mesh).view(view) if self.policy is not None else None
         routes = []
+        overrides: list[dict[str, Any]] = []
         for name, service in sorted(mesh.services().items()):
-            if service.protocol != self.protocol:
+            if service.protocol != self.protocol or not service_visible(service, view):
                 continue
             timeout = timeout_of(service, DEFAULT_TIMEOUT_MS)
             mr = snap.for_service(name).meta_router if snap is not None else None
             if mr is not None and snap is not None:
                 routes.extend(rpc_routes(mr, service, Destinations(snap, mesh, mr.namespace), timeout))
+                overrides.extend(rate_limits(mr, service))
                 continue
             cluster = cluster_name(service, service.port)
+            hashing = rpc_hash_policy(Destinations(snap, mesh, "").hash_policy({}, (cluster, name, service.port))
+                                      ) if snap is not None else []
+            extra = {"hash_policy": hashing} if hashing else {}
             for version, group in subsets(mesh.instances(name)):
                 match: dict[str, Any] = {"service": {"exact": name}}
                 if version:
@@ -145,22 +164,25 @@ class RpcListenerGenerator(PolicyAware):
                 if group:
                     match["group"] = {"exact": group}
                 routes.append({"name": subset_name(name, version, group), "match": match,
-                               "cluster": subset_name(cluster, version, group), "timeout_ms": timeout})
+                               "cluster": subset_name(cluster, version, group), "timeout_ms": timeout, **extra})
             routes.append({"name": name, "match": {"service": {"exact": name}}, "cluster": cluster,
-                           "timeout_ms": timeout})
-        self._memo = (key, routes)
-        return routes
+                           "timeout_ms": timeout, **extra})
+        filters = [{"type": "quota.local", "config": {"overrides": overrides}}] if overrides else []
+        if any(k[0] != key for k in self._memos.values()):
+            self._memos = {v: m for v, m in self._memos.items() if m[0] == key}  # drop stale views
+        self._memos[view] = (key, routes, filters)
+        return routes, filters
 
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
         if not self.wants(node):
             return []
-        routes = self.routes(mesh)
+        routes, filters = self._build(mesh, self.view(node))
         if not routes and not self.always_listen:
             return []
         address, port = self.egress(node)
         value = struct_pb2.Struct()
         value.update({"protocol": self.protocol, "stat_prefix": f"outbound_{self.protocol}_{port}",
-                      "routes": routes})
+                      "routes": routes, **({"filters": filters} if filters else {})})
         config = any_pb2.Any()
         config.Pack(typed_struct_pb2.TypedStruct(type_url=RPC_PROXY_TYPE_URL, value=value))
         name = f"outbound|{self.protocol}|{port}"

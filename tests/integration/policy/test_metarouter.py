@@ -6,7 +6,9 @@ mirror's provider sees every copy while the caller sees only the primary's answe
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.conformance import bolt_peers, dubbo_peers
@@ -164,3 +166,61 @@ def test_sofa_rpc_node_bolt_calls_split_and_mirror_by_metarouter(tmp_path: Path)
         pilot.stop()
         for p in providers.values():
             p.peer.stop()
+
+
+@contextlib.contextmanager
+def dubbo_mesh(
+    tmp_path: Path, versions: tuple[str, ...] = ("v1",), namespaces: tuple[str | None, ...] = (None,),
+    rules: bool = True,
+) -> Iterator[tuple[PilotProcess, dict[str, dubbo_peers.Provider], list[Sidecar]]]:
+    """Pilot with Aeraki's Dubbo serviceentry (and its destinationrule when ``rules``), one @dubbo.ts
+    provider per version as a WorkloadEntry labelled with it, and a sidecar per namespace (node
+    metadata ``NAMESPACE``; ``None``: none); all stopped on exit."""
+    dubbo_peers.require_dubbo_peers()
+    pilot = PilotProcess(tmp_path / "data").start()
+    providers = {v: dubbo_peers.Provider(v) for v in versions}
+    sidecars: list[Sidecar] = []
+    try:
+        apply(pilot.api_url, AERAKI_DUBBO / "serviceentry.yaml", *([AERAKI_DUBBO / "destinationrule.yaml"] * rules))
+        apply(pilot.api_url, stdin="---".join(WORKLOAD.format(version=v, port=p.port) for v, p in providers.items()))
+        for ns in namespaces:
+            meta = {"NAMESPACE": ns} if ns else {}
+            sidecars.append(Sidecar(pilot.xds_port, f"dubbo-{ns or 'consumer'}", metadata=meta).start())
+        yield pilot, providers, sidecars
+    finally:
+        for sc in sidecars:
+            sc.stop()
+        pilot.stop()
+        for p in providers.values():
+            p.stop()
+
+
+@contextlib.contextmanager
+def dubbo_v1_mesh(tmp_path: Path) -> Iterator[tuple[PilotProcess, dubbo_peers.Provider, Sidecar]]:
+    """:func:`dubbo_mesh` with provider v1 and one sidecar that has its endpoint in subset v1."""
+    with dubbo_mesh(tmp_path) as (pilot, providers, [sc]):
+        wait_for(lambda: sc.endpoints(f"|v1|{DEMO}") == {providers["v1"].address}, 10, "subset v1 in EDS")
+        yield pilot, providers["v1"], sc
+
+
+@contextlib.contextmanager
+def bolt_v1_mesh(tmp_path: Path, policy: str, route: str) -> Iterator[tuple[_BoltProvider, Sidecar]]:
+    """Pilot with one sofa-rpc-node provider of ``ECHO:1.0`` (label version v1) and ``policy`` applied, and
+    a sidecar that has the route named ``route`` and the provider's endpoint; all stopped on exit."""
+    bolt_peers.require_node()
+    pilot = PilotProcess(tmp_path / "data").start()
+    provider = _BoltProvider("v1")
+    sidecar: Sidecar | None = None
+    try:
+        pilot.register(f"{ECHO}:1.0", "echo-v1", address="127.0.0.1", port=provider.port, protocol="bolt",
+                       labels={"version": "v1"})
+        t = apply(pilot.api_url, stdin=policy)
+        sidecar = sc = Sidecar(pilot.xds_port, "bolt-consumer").start()
+        follows(lambda: route in _routes(sc, "bolt") and bool(sc.endpoints(f"{ECHO}:1.0")), t,
+                f"the MetaRouter route {route}", timeout=15)
+        yield provider, sc
+    finally:
+        if sidecar is not None:
+            sidecar.stop()
+        pilot.stop()
+        provider.peer.stop()

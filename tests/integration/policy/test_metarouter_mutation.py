@@ -11,10 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conformance import bolt_peers, dubbo_peers
-from tests.integration.pilot.conftest import PilotProcess
-from tests.integration.policy.apply import AERAKI_DUBBO, apply, follows
-from tests.integration.policy.test_metarouter import DEMO, ECHO, WORKLOAD, _BoltProvider, _routes
-from tests.integration.xds.mesh import Sidecar, wait_for
+from tests.integration.policy.apply import apply, follows
+from tests.integration.policy.test_metarouter import DEMO, ECHO, _routes, bolt_v1_mesh, dubbo_v1_mesh
 
 DUBBO_MUTATION = """
 apiVersion: metaprotocol.aeraki.io/v1alpha1
@@ -54,15 +52,7 @@ spec:
 def test_metarouter_request_and_response_mutation_reach_dubbo_peers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dubbo_peers.require_dubbo_peers()
-    pilot = PilotProcess(tmp_path / "data").start()
-    provider = dubbo_peers.Provider("v1")
-    sidecar: Sidecar | None = None
-    try:
-        apply(pilot.api_url, AERAKI_DUBBO / "serviceentry.yaml", AERAKI_DUBBO / "destinationrule.yaml")
-        apply(pilot.api_url, stdin=WORKLOAD.format(version="v1", port=provider.port))
-        sidecar = sc = Sidecar(pilot.xds_port, "dubbo-consumer").start()
-        wait_for(lambda: sc.endpoints(f"|v1|{DEMO}") == {provider.address}, 10, "subset v1 in EDS")
+    with dubbo_v1_mesh(tmp_path) as (pilot, _provider, sc):
         t = apply(pilot.api_url, stdin=DUBBO_MUTATION)
         follows(lambda: "header-mutation" in _routes(sc, "dubbo"), t, "the header-mutation MetaRouter")
         monkeypatch.setenv("DUBBO_RESPONSE_ATTACHMENTS", "1")
@@ -76,11 +66,6 @@ def test_metarouter_request_and_response_mutation_reach_dubbo_peers(
             ],
         )
         xds = sc.dump()["xds"]
-    finally:
-        if sidecar is not None:
-            sidecar.stop()
-        pilot.stop()
-        provider.stop()
     *who, hello = results
     for r in who:
         assert r["ok"], r
@@ -92,28 +77,8 @@ def test_metarouter_request_and_response_mutation_reach_dubbo_peers(
 
 
 def test_metarouter_request_mutation_reaches_a_sofa_rpc_node_provider(tmp_path: Path) -> None:
-    bolt_peers.require_node()
-    pilot = PilotProcess(tmp_path / "data").start()
-    provider = _BoltProvider("v1")
-    sidecar: Sidecar | None = None
-    try:
-        pilot.register(
-            f"{ECHO}:1.0", "echo-v1", address="127.0.0.1", port=provider.port, protocol="bolt", labels={"version": "v1"}
-        )
-        t = apply(pilot.api_url, stdin=BOLT_MUTATION)
-        sidecar = sc = Sidecar(pilot.xds_port, "bolt-consumer").start()
-        follows(
-            lambda: "bolt-mutation" in _routes(sc, "bolt") and bool(sc.endpoints(f"{ECHO}:1.0")),
-            t,
-            "the header-mutation MetaRouter",
-            timeout=15,
-        )
+    with bolt_v1_mesh(tmp_path, BOLT_MUTATION, "bolt-mutation") as (_provider, sc):
         [seen] = bolt_peers.node_consumer(sc.egress("bolt"), ECHO, [{"method": "headers"}])
         xds = sc.dump()["xds"]
-    finally:
-        if sidecar is not None:
-            sidecar.stop()
-        pilot.stop()
-        provider.peer.stop()
     assert seen == {"ok": True, "result": {"service": f"{ECHO}:1.0", "x-tenant": "acme"}}, json.dumps(seen)
     assert xds["last_nack"] is None, xds["last_nack"]

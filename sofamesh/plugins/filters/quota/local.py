@@ -3,7 +3,9 @@
 "rate limited" reply (HTTP 429, gRPC 8, the Bolt / Dubbo server-busy error).
 
 A bucket holds up to ``burst`` tokens and gains ``rate`` tokens a second; each request takes one.
-Refill is computed lazily from the clock when a request arrives: no timers.
+Refill is computed lazily from the clock when a request arrives: no timers. The first override whose
+match holds picks the limit; without a ``limit``, a request no override matches is not limited
+(what Pilot sends for a MetaRouter ``localRateLimit`` with ``conditions`` only).
 """
 
 from __future__ import annotations
@@ -51,9 +53,15 @@ class Override(Settings):
 
 class LocalQuotaSettings(Settings):
     key: list[str] = Field(default_factory=list)  # what a bucket is kept per; [] = one shared bucket
-    limit: Limit
+    limit: Limit | None = None  # None: only requests an override matches are limited
     overrides: list[Override] = Field(default_factory=list)
     max_buckets: int = Field(default=100_000, gt=0)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> LocalQuotaSettings:
+        if self.limit is None and not self.overrides:
+            raise ValueError("set limit (rate, burst) or at least one override")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -129,7 +137,7 @@ class LocalQuotaFilter(Filter):
     def __init__(self, settings: LocalQuotaSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self.readers = tuple(key_reader(k) for k in settings.key)
         self.key_of = key_builder(self.readers)
-        self.limit = (settings.limit.per_second, settings.limit.size)
+        self.limit = (settings.limit.per_second, settings.limit.size) if settings.limit is not None else None
         self.overrides = tuple(
             (tuple((key_reader(k), _string_match(m)) for k, m in o.match.items()), (o.limit.per_second, o.limit.size),
              i)
@@ -148,6 +156,8 @@ class LocalQuotaFilter(Filter):
                 if all(m(r(stream)) for r, m in conds):
                     limit, which = lim, i
                     break
+        if limit is None:
+            return Verdict.CONTINUE
         key = self.key_of(stream, which)
         now = self.clock()
         rate, size = limit

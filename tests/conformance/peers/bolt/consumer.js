@@ -6,9 +6,10 @@
 // "resultCode": ...}, ...] in the order of CALLS_JSON.
 // FRAMING: v1 (default), v2 (Bolt v2, ver1 1) or v2crc (Bolt v2, ver1 2, CRC32 on): set on
 // sofa-bolt-node's encoder, which sofa-rpc-node uses for every request.
-// With BOLT_RESPONSE_HEADERS=1 it first prints {"response_headers": [...]}: the header map of each
-// response in arrival order, decoded by sofa-bolt-node's SimpleMapSerializer (its response decoder
-// skips the map of a hessian response, so it is wrapped to read the map first).
+// With BOLT_RESPONSE_HEADERS=1 it first prints {"response_headers": [...], "response_status": [...]}:
+// the header map and the Bolt response status of each response in arrival order, decoded by
+// sofa-bolt-node's SimpleMapSerializer (its response decoder skips the map of a hessian response and
+// reports a status-only error reply without its status, so it is wrapped to read both first).
 'use strict';
 const path = require('path');
 
@@ -29,6 +30,7 @@ if (framing === 'v2' || framing === 'v2crc') {
   };
 }
 const responseHeaders = [];
+const responseStatus = [];
 if (process.env.BOLT_RESPONSE_HEADERS === '1') {
   const lib = path.join(modules, 'sofa-bolt-node', 'lib');
   const RpcResponseCommand = require(path.join(lib, 'protocol', 'rpc_res_cmd'));
@@ -36,7 +38,7 @@ if (process.env.BOLT_RESPONSE_HEADERS === '1') {
   const decodeResponse = RpcResponseCommand.decode;
   RpcResponseCommand.decode = function decodeWithHeaders(byteBuffer, ctx) {
     const start = byteBuffer.position();
-    byteBuffer.getShort(); // status
+    responseStatus.push(byteBuffer.getShort());
     const classLen = byteBuffer.getShort();
     const headerLen = byteBuffer.getShort();
     byteBuffer.getInt(); // contentLen
@@ -72,7 +74,7 @@ async function main() {
   }));
   for (const client of clients) await client.close();
   if (process.env.BOLT_RESPONSE_HEADERS === '1') {
-    process.stdout.write(JSON.stringify({ response_headers: responseHeaders }) + '\n');
+    process.stdout.write(JSON.stringify({ response_headers: responseHeaders, response_status: responseStatus }) + '\n');
   }
   // exit only once stdout is flushed: a pipe is written asynchronously
   process.stdout.write(JSON.stringify(results) + '\n', () => process.exit(0));

@@ -265,6 +265,22 @@ INVALID: list[tuple[str, dict[str, object], str, str]] = [
     ("meta-router-token-bucket", mr({"hosts": ["com.example.Echo"], "localRateLimit": {"tokenBucket": {
         "maxTokens": 0, "fillInterval": "1s"}}}), "spec.localRateLimit.tokenBucket.maxTokens",
      "must be greater than 0"),
+    ("meta-router-bucket-without-max-tokens", mr({"hosts": ["com.example.Echo"], "localRateLimit": {"tokenBucket": {
+        "fillInterval": "1s"}}}), "spec.localRateLimit.tokenBucket.maxTokens", "must be greater than 0"),
+    ("meta-router-fill-interval-under-50ms", mr({"hosts": ["com.example.Echo"], "localRateLimit": {"tokenBucket": {
+        "maxTokens": 5, "fillInterval": "10ms"}}}), "spec.localRateLimit.tokenBucket.fillInterval",
+     "must be at least 50ms"),
+    ("meta-router-bucket-without-fill-interval", mr({"hosts": ["com.example.Echo"], "localRateLimit": {
+        "tokenBucket": {"maxTokens": 5}}}), "spec.localRateLimit.tokenBucket.fillInterval", "required"),
+    ("meta-router-zero-tokens-per-fill", mr({"hosts": ["com.example.Echo"], "localRateLimit": {"conditions": [{
+        "match": {"attributes": {"method": {"exact": "ping"}}},
+        "tokenBucket": {"maxTokens": 5, "tokensPerFill": 0, "fillInterval": "1s"}}]}}),
+     "spec.localRateLimit.conditions[0].tokenBucket.tokensPerFill", "must be greater than 0"),
+    ("meta-router-condition-without-bucket", mr({"hosts": ["com.example.Echo"], "localRateLimit": {"conditions": [{
+        "match": {"attributes": {"method": {"exact": "ping"}}}}]}}),
+     "spec.localRateLimit.conditions[0].tokenBucket", "required"),
+    ("meta-router-empty-rate-limit", mr({"hosts": ["com.example.Echo"], "localRateLimit": {}}),
+     "spec.localRateLimit", "at least one of tokenBucket or conditions"),
 ]
 
 

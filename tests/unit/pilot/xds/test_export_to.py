@@ -188,3 +188,92 @@ def test_a_service_entry_exists_only_for_the_namespaces_it_is_exported_to() -> N
     assert not any("api.example.com" in vh["domains"] for vh in vhs)
     [reviews] = [vh for vh in vhs if vh["name"] == "reviews"]
     assert reviews["routes"][0]["directResponse"]["status"] == 503  # its only destination is not for this proxy
+
+
+def _meta_router(name: str, ns: str, subset: str, export: list[str]) -> str:
+    return f"""apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: MetaRouter
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  hosts: [org.apache.dubbo.samples.basic.api.demoservice]
+  exportTo: {export}
+  routes:
+  - name: {name}
+    route: [{{destination: {{host: org.apache.dubbo.samples.basic.api.demoservice, subset: {subset}}}}}]
+"""
+
+
+def _dubbo_routes(gens: dict[str, Any], mesh: MeshModel, ns: str) -> list[str]:
+    listeners = list(gens["lds.dubbo"].generate(mesh, _node("n", ns)))
+    if not listeners:
+        return []
+    value = json_format.MessageToDict(listeners[0].message)["filterChains"][0]["filters"][0]["typedConfig"]["value"]
+    return [r.get("cluster", "") for r in value["routes"]]
+
+
+def test_metarouter_export_to_and_own_namespace_decide_each_proxys_rpc_routes() -> None:
+    from tests.unit.pilot.xds.test_policy_generation import _aeraki_dubbo
+
+    docs = "\n---\n".join([_meta_router("to-v1", "meta-dubbo", "v1", ["."]),
+                           _meta_router("to-v2", "team", "v2", ["team", "ops"])])
+    _policy, mesh, gens, _base = _aeraki_dubbo(docs)
+    svc = "org.apache.dubbo.samples.basic.api.DemoService"
+    assert _dubbo_routes(gens, mesh, "meta-dubbo") == [f"outbound|20880|v1|{svc}"]  # its own namespace's
+    assert _dubbo_routes(gens, mesh, "team") == [f"outbound|20880|v2|{svc}"]
+    assert _dubbo_routes(gens, mesh, "ops") == [f"outbound|20880|v2|{svc}"]  # exported to it
+    # none visible: the service's default routes (a subset route per version, then the service)
+    assert _dubbo_routes(gens, mesh, "default")[-1] == f"outbound|20880|{svc}"
+    scopes = {gens["lds.dubbo"].scope(_node("n", ns)) for ns in ("meta-dubbo", "team", "ops")}
+    assert len(scopes) == 3
+
+
+def test_an_rpc_service_entry_exists_only_for_the_namespaces_it_is_exported_to() -> None:
+    from tests.unit.pilot.xds.test_policy_generation import _aeraki_dubbo
+
+    policy, mesh, gens, base = _aeraki_dubbo("")
+    entry = base[0].replace("  resolution: STATIC", "  resolution: STATIC\n  exportTo: [.]")
+    from tests.unit.pilot.xds.test_policy_generation import MR_WORKLOADS
+
+    policy.sync(_docs("\n---\n".join([entry, base[1], MR_WORKLOADS])))
+    assert not policy.rejections()
+    svc = "org.apache.dubbo.samples.basic.api.DemoService"
+    assert _dubbo_routes(gens, mesh, "meta-dubbo")[-1] == f"outbound|20880|{svc}"
+    assert f"outbound|20880|{svc}" in {r.name for r in gens["cds.dubbo"].generate(mesh, _node("n", "meta-dubbo"))}
+    assert _dubbo_routes(gens, mesh, "default") == []  # no listener: the only Dubbo service is not exported here
+    assert not [r.name for r in gens["cds.dubbo"].generate(mesh, _node("n", "default"))]
+
+
+def _merge_dr(name: str, subsets: dict[str, str], created: str | None = None, policy: str = "") -> str:
+    meta = f"{{name: {name}, namespace: default" + (f", creationTimestamp: {created}" if created else "") + "}"
+    lines = [f"  - {{name: {s}, labels: {{version: {v}}}}}" for s, v in subsets.items()]
+    return "\n".join([
+        "apiVersion: networking.istio.io/v1", "kind: DestinationRule", f"metadata: {meta}", "spec:",
+        "  host: reviews", *([f"  trafficPolicy: {policy}"] if policy else []), "  subsets:", *lines, ""])
+
+
+def test_destination_rules_of_one_namespace_merge_as_istio_merges_them() -> None:
+    from sofamesh.pilot.policy.analyze import analyze
+    from sofamesh.pilot.xds.generators import ClusterGenerator
+
+    # creation order first (b is older than a), then names for those without a timestamp (c, d)
+    mesh, applied = _setup(
+        _merge_dr("a", {"v2": "v2", "v1": "v2"}, "2024-05-02T00:00:00Z", "{loadBalancer: {simple: LEAST_REQUEST}}"),
+        _merge_dr("b", {"v1": "v1"}, "2024-05-01T00:00:00Z"),
+        _merge_dr("d", {"v4": "v1"}, None, "{loadBalancer: {simple: RANDOM}}"),
+        _merge_dr("c", {"v3": "v1", "v2": "v1"}),
+    )
+    dr = applied.snapshot(mesh).view("default").for_service("reviews").destination_rule
+    assert dr is not None and dr.name == "b" and dr.created == "2024-05-01T00:00:00Z"
+    assert [(s["name"], s["labels"]["version"]) for s in dr.spec["subsets"]] == [
+        ("v1", "v1"), ("v2", "v2"), ("v3", "v1"), ("v4", "v1")]
+    # b has no top-level trafficPolicy: the first one found (a's) applies
+    assert dr.spec["trafficPolicy"] == {"loadBalancer": {"simple": "LEAST_REQUEST"}}
+    clusters = ClusterGenerator()
+    clusters.use_policy(applied)
+    by_name = {r.name: r.message for r in clusters.generate(mesh, _node("n", "default"))}
+    assert {f"outbound|9080|{s}|reviews" for s in ("v1", "v2", "v3", "v4")} <= set(by_name)
+    assert by_name["outbound|9080|v4|reviews"].lb_policy == by_name["outbound|9080|reviews"].lb_policy != 0
+    findings = [f for f in analyze(applied.policy, mesh) if f.code == "SOFA0003"]
+    assert sorted((f.resource, f.message.split("'")[1]) for f in findings) == [
+        ("DestinationRule default/a", "v1"), ("DestinationRule default/c", "v2")]
+    assert "already defined by DestinationRule default/b for host reviews" in findings[0].message + findings[1].message

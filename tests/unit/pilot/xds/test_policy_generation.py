@@ -174,21 +174,28 @@ spec: {address: 127.0.0.1, ports: {tcp-metaprotocol-dubbo: 20002}, labels: {app:
 """
 
 
-def test_aeraki_traffic_split_and_mirror_become_dubbo_listener_routes() -> None:
+def _aeraki_dubbo(meta_router: str) -> tuple[PolicyModel, MeshModel, dict[str, Any], list[str]]:
+    """Aeraki's Dubbo serviceentry + destinationrule, two workloads and ``meta_router`` as policy; the
+    Dubbo generators using it; the two sample documents (to sync again with another MetaRouter)."""
     from sofamesh.pilot.policy.entries import PolicyInstances
 
     policy = PolicyModel()
     source = PolicyInstances(policy)
     mesh = MeshModel([source])
     policy.add_listener(lambda keys: mesh.refresh(source.rebuild()))
-    aeraki = DATA / "aeraki-dubbo"
-    base = [(aeraki / f).read_text() for f in ("serviceentry.yaml", "destinationrule.yaml")]
-    policy.sync(_docs("\n---\n".join([*base, MR_WORKLOADS, (aeraki / "traffic-split.yaml").read_text()])))
-    assert not policy.rejections()
+    base = [(DATA / "aeraki-dubbo" / f).read_text() for f in ("serviceentry.yaml", "destinationrule.yaml")]
+    policy.sync(_docs("\n---\n".join([*base, MR_WORKLOADS, meta_router])))
+    assert not policy.rejections(), policy.rejections()
     gens = rpc_generators("dubbo", 20880, always_listen=True)
     applied = AppliedPolicy(policy)
     for g in gens.values():
-        g.use_policy(applied)  # type: ignore[attr-defined]
+        g.use_policy(applied)
+    return policy, mesh, gens, base
+
+
+def test_aeraki_traffic_split_and_mirror_become_dubbo_listener_routes() -> None:
+    aeraki = DATA / "aeraki-dubbo"
+    policy, mesh, gens, base = _aeraki_dubbo((aeraki / "traffic-split.yaml").read_text())
     [listener] = gens["lds.dubbo"].generate(mesh, NODE)
     value = json_format.MessageToDict(listener.message)["filterChains"][0]["filters"][0]["typedConfig"]["value"]
     [route] = value["routes"]
@@ -205,3 +212,95 @@ def test_aeraki_traffic_split_and_mirror_become_dubbo_listener_routes() -> None:
     [route] = value["routes"]
     assert route["cluster"] == f"outbound|20880|v1|{svc}"
     assert route["mirror"] == [{"cluster": f"outbound|20880|v2|{svc}", "percentage": 100.0}]
+
+
+RATE_LIMIT = """
+apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: MetaRouter
+metadata: {name: limited, namespace: meta-dubbo}
+spec:
+  hosts: [org.apache.dubbo.samples.basic.api.demoservice]
+  routes:
+  - route: [{destination: {host: org.apache.dubbo.samples.basic.api.demoservice, subset: v1}}]
+  localRateLimit:
+    tokenBucket: {maxTokens: 5, tokensPerFill: 2, fillInterval: 60s}
+    conditions:
+    - match: {attributes: {method: {exact: ping}, tier: {prefix: gold}}}
+      tokenBucket: {maxTokens: 100, fillInterval: 1s}
+"""
+
+
+def test_local_rate_limit_becomes_quota_overrides_of_the_dubbo_listener_that_the_sidecar_loads() -> None:
+    from sofamesh.core.config.loader import from_mapping
+    from sofamesh.core.xds.translate import Translated, assemble, translate_listener
+    from sofamesh.plugins.filters.quota.local import LocalQuotaFilterFactory
+
+    aeraki = DATA / "aeraki-dubbo"
+    policy, mesh, gens, base = _aeraki_dubbo(RATE_LIMIT)
+    [listener] = gens["lds.dubbo"].generate(mesh, NODE)
+    svc = "org.apache.dubbo.samples.basic.api.DemoService"
+    t = translate_listener(listener.message)
+    assert t is not None
+    [quota] = t.config["filters"]
+    assert quota == {"type": "quota.local", "config": {"overrides": [
+        {"match": {"service": {"exact": svc}, "method": {"exact": "ping"}, "tier": {"prefix": "gold"}},
+         "limit": {"rate": 1, "burst": 100}},  # tokensPerFill defaults to 1
+        {"match": {"service": {"exact": svc}}, "limit": {"rate": 2 / 60, "burst": 5}}]}}
+    LocalQuotaFilterFactory().create(quota["config"], "filters[0].config")
+    state = Translated()
+    state.listeners[listener.name] = t
+    config = assemble(from_mapping({}), state, False)
+    assert [f.type for f in config.listeners[0].filters] == ["quota.local"]
+    # without localRateLimit the listener carries no filter
+    policy.sync(_docs("\n---\n".join([*base, MR_WORKLOADS, (aeraki / "traffic-mirroring.yaml").read_text()])))
+    [listener] = gens["lds.dubbo"].generate(mesh, NODE)
+    assert "filters" not in json_format.MessageToDict(listener.message)["filterChains"][0]["filters"][0][
+        "typedConfig"]["value"]
+
+
+def test_consistent_hash_on_an_rpc_host_hashes_the_named_attribute_on_its_routes() -> None:
+    dr = """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: sticky, namespace: meta-dubbo}
+spec:
+  host: org.apache.dubbo.samples.basic.api.demoservice
+  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: user}}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: c, ttl: 0s}}}}
+"""
+    mr = """apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: MetaRouter
+metadata: {name: m, namespace: meta-dubbo}
+spec:
+  hosts: [org.apache.dubbo.samples.basic.api.demoservice]
+  routes:
+  - name: by-ip
+    match: {attributes: {method: {exact: a}}}
+    route: [{destination: {host: org.apache.dubbo.samples.basic.api.demoservice, subset: v1}}]
+  - name: cookie-means-nothing
+    match: {attributes: {method: {exact: b}}}
+    route: [{destination: {host: org.apache.dubbo.samples.basic.api.demoservice, subset: v2}}]
+  - name: by-user
+    route: [{destination: {host: org.apache.dubbo.samples.basic.api.demoservice}}]
+"""
+    policy, mesh, gens, base = _aeraki_dubbo(dr.replace("sticky", "other"))  # a DestinationRule, no MetaRouter
+    policy.sync(_docs("\n---\n".join([base[0], dr, MR_WORKLOADS])))
+
+    def routes() -> dict[str, Any]:
+        [listener] = gens["lds.dubbo"].generate(mesh, NODE)
+        value = json_format.MessageToDict(listener.message)["filterChains"][0]["filters"][0]["typedConfig"]["value"]
+        return {r["name"]: r.get("hash_policy") for r in value["routes"]}
+
+    svc = "org.apache.dubbo.samples.basic.api.DemoService"
+    default = routes()  # the service's own routes: the top-level consistentHash
+    assert default[svc] == [{"header": {"header_name": "user"}}], default
+    policy.sync(_docs("\n---\n".join([base[0], dr, MR_WORKLOADS, mr])))
+    assert routes() == {"by-ip": [{"connection_properties": {"source_ip": True}}], "cookie-means-nothing": None,
+                        "by-user": [{"header": {"header_name": "user"}}]}
+    lb = {r.name: r.message.lb_policy for r in gens["cds.dubbo"].generate(mesh, NODE)}
+    assert lb[f"outbound|20880|{svc}"] == lb[f"outbound|20880|v1|{svc}"] == 2  # RING_HASH

@@ -95,6 +95,21 @@ def test_token_bucket_refills_at_the_rate_up_to_the_burst() -> None:
     assert n_ok(2, "b") == 2  # another service, another bucket
 
 
+def test_without_a_default_limit_only_calls_an_override_matches_are_limited() -> None:
+    f = LocalQuotaFilter(LocalQuotaSettings.model_validate({"overrides": [
+        {"match": {"service": {"exact": "a"}, "tier": {"exact": "gold"}}, "limit": {"rate": 0.001, "burst": 1}},
+        {"match": {"service": {"exact": "a"}}, "limit": {"rate": 0.001, "burst": 2}}]}), clock=lambda: 0.0)
+
+    def n_ok(k: int, service: str = "a", **headers: str) -> int:
+        return sum(f.on_request_head(stream(service=service, **headers)) is Verdict.CONTINUE for _ in range(k))
+
+    assert n_ok(3, tier="gold") == 1  # the first override's own bucket
+    assert n_ok(3) == 2  # the service-wide one, untouched by the gold calls
+    assert n_ok(50, "b") == 50  # no override matches: not limited
+    with pytest.raises(ValueError, match="set limit"):
+        LocalQuotaSettings.model_validate({"key": ["service"]})
+
+
 def test_traceparent_is_parsed_and_malformed_ones_are_ignored() -> None:
     assert parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") == (
         0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, True)
