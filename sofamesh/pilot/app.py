@@ -28,6 +28,7 @@ from sofamesh.pilot.policy.store import ConfigStore, ConfigStoreContext, ConfigS
 from sofamesh.pilot.registry import Registry, RegistryContext, RegistryFactory
 from sofamesh.pilot.security.ca import CaContext, CaFactory, CertificateAuthority
 from sofamesh.pilot.security.csr import CertificateService
+from sofamesh.pilot.security.jwks import JwksResolver
 from sofamesh.pilot.security.serving import SERVING_CERT, TRUST, ServingCertificate
 from sofamesh.pilot.security.shared_storage import security_storage
 from sofamesh.pilot.security.tokens import TokenAuthority
@@ -80,6 +81,8 @@ class Pilot:
         self.policy = PolicyModel()
         self.policy_instances = PolicyInstances(self.policy)
         self.applied_policy = AppliedPolicy(self.policy, config.ca.trust_domain)
+        self.jwks = JwksResolver(config.jwks.refresh_s, config.jwks.retry_s, config.jwks.timeout_s,
+                                 on_change=self._on_jwks_change)
         self.config_store: ConfigStore
         self.cache: SnapshotCache | None = None
         self._ads: AdsServer | None = None
@@ -142,6 +145,9 @@ class Pilot:
             use_policy = getattr(gen, "use_policy", None)  # PolicyAware generators read mesh policy
             if callable(use_policy):
                 use_policy(self.applied_policy)
+            use_jwks = getattr(gen, "use_jwks", None)  # generators inlining a jwksUri's keys (Envoy)
+            if callable(use_jwks):
+                use_jwks(self.jwks)
         self.cache = SnapshotCache(self.model, self.generator_catalog.items())
         self._ads = AdsServer(self.cache, self.metrics)
         self.model.overlay = self.sidecars.labels_for
@@ -216,6 +222,10 @@ class Pilot:
             except RuntimeError:  # no running loop yet (the first sync, before start): nothing to push to
                 pass
 
+    def _on_jwks_change(self) -> None:
+        if self._debouncer is not None:  # a jwksUri's keys changed: proxies holding them inline get them
+            self._debouncer.trigger()
+
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         self._build()
@@ -228,6 +238,7 @@ class Pilot:
         if self.sync is not None:
             await self._start_sync(self.sync)
         await self._start_security()
+        await self.jwks.start()
         xhost, xport = self.config.xds.host_port
         self.xds_port = await self.ads.start(xhost, xport, (self.certificates.handler(),),
                                              loopback=self.config.xds_tls is not None)
@@ -282,6 +293,7 @@ class Pilot:
             await self.serving.stop()
         if self._debouncer is not None:
             self._debouncer.cancel()
+        await self.jwks.stop()
         if self._traffic is not None:
             await self._traffic.stop()
         if self._ads is not None:

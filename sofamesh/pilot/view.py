@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from sofamesh.pilot.policy.store import ConfigStore
     from sofamesh.pilot.registry import Registry
     from sofamesh.pilot.security.csr import CertificateService
+    from sofamesh.pilot.security.jwks import JwksResolver
     from sofamesh.pilot.security.serving import ServingCertificate
     from sofamesh.pilot.security.tokens import TokenAuthority
     from sofamesh.pilot.sync import RegistrySync
@@ -54,6 +55,9 @@ class PilotView(Protocol):
 
     tls_port: TlsXdsPort | None
     """The TLS xDS port (``describe()`` for ``/debug/ca``), ``None`` when off."""
+
+    jwks: JwksResolver
+    """The keys of RequestAuthentication ``jwksUri``s, fetched for Envoy sidecars (``/debug/jwks``)."""
 
     sync: RegistrySync | None
     """The registry sync (``describe()`` for ``/debug/syncz``), ``None`` when not configured."""

@@ -1,7 +1,8 @@
 """Token and CA endpoints on Pilot's API port: ``POST /v1/tokens`` (issue a token bound to one
 identity), ``DELETE /v1/tokens/{jti}`` (revoke one), ``POST /v1/ca/root-rotation`` (a step of a root
 rotation), ``GET /v1/ca/roots`` (the trust bundle, PEM: what a client of the TLS xDS port verifies
-Pilot with), ``GET /debug/ca`` (the CA, what it signed and refused, the TLS xDS port). Reads only
+Pilot with), ``GET /debug/ca`` (the CA, what it signed and refused, the TLS xDS port), ``GET /debug/jwks`` (the
+``jwksUri`` keys Pilot fetched for Envoy sidecars). Reads only
 the :class:`~sofamesh.pilot.view.PilotView`.
 """
 
@@ -84,6 +85,11 @@ async def debug_ca(request: web.Request) -> web.Response:
     return web.json_response(out, dumps=_dumps)
 
 
+async def debug_jwks(request: web.Request) -> web.Response:
+    """Each RequestAuthentication ``jwksUri`` Pilot fetches for Envoy sidecars: when, which keys, the last error."""
+    return web.json_response(request.app[PILOT].jwks.describe(), dumps=_dumps)
+
+
 def add_routes(app: web.Application, pilot: PilotView) -> None:
     app[PILOT] = pilot
     app.router.add_post("/v1/tokens", create_token)
@@ -91,6 +97,7 @@ def add_routes(app: web.Application, pilot: PilotView) -> None:
     app.router.add_post("/v1/ca/root-rotation", rotate_root)
     app.router.add_get("/v1/ca/roots", ca_roots)
     app.router.add_get("/debug/ca", debug_ca)
+    app.router.add_get("/debug/jwks", debug_jwks)
 
 
 __all__ = ["add_routes"]

@@ -131,7 +131,10 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
                      "targetRef.name", _PROXIES),
         **_under("rules.from.source", "serviceAccounts remoteIpBlocks", _PROXIES),
         **_under("rules", "from from.source to to.operation", _PROXIES),
-        **_under("rules", "when when.key when.values when.notValues", _SIDECAR),
+        **_under("rules", "when.notValues", _SIDECAR),
+        # test_an_envoy_sidecar_verifies_tokens_with_keys_pilot_fetched_from_a_jwks_uri:
+        # request.auth.claims[...] (nested, list or string), audiences, presenter and "*/sub" on Envoy
+        **_under("rules", "when when.key when.values", _PROXIES),
         **_under("rules.from.source", "principals notNamespaces", _PROXIES),
         **_under("rules.from.source", "notPrincipals notRequestPrincipals namespaces ipBlocks notIpBlocks", _SIDECAR),
         # test_request_authentication_on_an_envoy_sidecar_with_envoys_jwt_filter (Envoy's jwt_authn)
@@ -142,7 +145,10 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "RequestAuthentication": {
         **_under("", "selector selector.matchLabels jwtRules", _PROXIES),
         **_under("jwtRules", "issuer audiences jwks", _PROXIES),
-        **_under("jwtRules", "jwksUri fromHeaders fromHeaders.name fromHeaders.prefix", _SIDECAR),
+        # the Envoy test above: jwksUri fetched by Pilot and inlined, fromHeaders / fromParams,
+        # outputPayloadToHeader (Envoy's JWT filter only: the sidecar's reads headers)
+        **_under("jwtRules", "jwksUri fromHeaders fromHeaders.name fromHeaders.prefix", _PROXIES),
+        **_under("jwtRules", "fromParams outputPayloadToHeader", _ENVOY),
     },
     "MetaRouter": {
         **_under("", "hosts routes", _SIDECAR),

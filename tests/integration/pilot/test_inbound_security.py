@@ -38,6 +38,8 @@ from sofamesh.core.security.agent import AgentSettings, WorkloadAgent
 from sofamesh.testing import ProxyProcess, free_port
 from tests.conformance import bolt_peers, dubbo_peers
 from tests.integration.policy.apply import apply, follows
+from tests.integration.policy.test_http_route_fields import Echo
+from tests.unit.pilot.security.test_jwks import JwksServer
 
 from .conftest import REPO, PilotProcess, stop_process, wait_until
 from .test_envoy import HttpBackend, _envoy_binary
@@ -109,7 +111,8 @@ def _http(url: str, host: str | None = None) -> int | str:
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    pilot = PilotProcess(tmp_path / "data", config={"ca": {"min_workload_ttl_s": 2}}).start()
+    pilot = PilotProcess(tmp_path / "data", config={"ca": {"min_workload_ttl_s": 2},
+                                                    "jwks": {"refresh_s": 1, "retry_s": 0.5}}).start()
     started: list[Any] = [pilot]
     try:
         http, grpc_app = HttpBackend("app"), GrpcApp()
@@ -607,3 +610,128 @@ spec:
     stats = envoy.stats()
     assert re.search(r"jwt_authn\.allowed: [1-9]", stats) and re.search(r"jwt_authn\.denied: [1-9]", stats), stats
     assert re.search(r"rbac\.denied: [1-9]", stats), stats
+
+
+def test_an_envoy_sidecar_verifies_tokens_with_keys_pilot_fetched_from_a_jwks_uri(mesh: dict[str, Any]) -> None:
+    """jwksUri (fetched by Pilot, inlined, refreshed, the last good keys kept when a fetch fails),
+    fromHeaders / fromParams, outputPayloadToHeader, and request.auth.* conditions and ``*/sub``
+    request principals decided by a real Envoy."""
+    import base64
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pilot, tmp = mesh["pilot"], mesh["tmp"]
+    idp, app = JwksServer(), Echo("api")
+    mesh["started"] += [idp, app]
+    k1, k2 = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+
+    def jwks(*keys: tuple[str, Any]) -> str:
+        out = []
+        for kid, k in keys:
+            jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(k.public_key()))
+            jwk.update({"kid": kid, "alg": "ES256"})
+            out.append(jwk)
+        return json.dumps({"keys": out})
+
+    def token(sub: str, key: Any = k1, kid: str = "k1", **claims: Any) -> str:
+        return jwt.encode({"iss": "https://remote.example", "sub": sub, "exp": int(time.time()) + 300, **claims},
+                          key, algorithm="ES256", headers={"kid": kid})
+
+    idp.status = 503  # the IdP is down when the policy arrives
+    inbound = free_port()
+    pilot.register("api", "api-1", address="127.0.0.1", port=inbound, protocol="http",
+                   labels={**MESHED, "sofamesh.io/app-port": str(app.port)})
+    apply(pilot.api_url, stdin=f"""apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: remote}}
+spec:
+  selector: {{matchLabels: {{app: provider}}}}
+  jwtRules:
+    - issuer: "https://remote.example"
+      jwksUri: "{idp.url}"
+      fromHeaders: [{{name: x-jwt, prefix: "Token "}}]
+      fromParams: [token]
+      outputPayloadToHeader: x-jwt-payload
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: claims}}
+spec:
+  selector: {{matchLabels: {{app: provider}}}}
+  rules:
+    - from: [{{source: {{requestPrincipals: ["*/alice"]}}}}]
+      to: [{{operation: {{paths: ["/any*"]}}}}]
+    - to: [{{operation: {{paths: ["/admin*"]}}}}]
+      when: [{{key: "request.auth.claims[groups]", values: [admins]}}]
+    - to: [{{operation: {{paths: ["/aud*"]}}}}]
+      when: [{{key: request.auth.audiences, values: [web]}}, {{key: request.auth.presenter, values: [portal]}},
+             {{key: "request.auth.claims[org][team]", values: ["core-*"]}}]
+    - from: [{{source: {{requestPrincipals: ["https://remote.example/*"]}}}}]
+      to: [{{operation: {{paths: ["/echo*"]}}}}]
+""")
+    envoy = EnvoySidecar(pilot, tmp, "provider", ("api-1",))
+    mesh["started"].append(envoy)
+    consumer = MeshSidecar(pilot, tmp, "consumer").start()
+    mesh["started"].append(consumer)
+    base = f"http://{consumer.egress('http')}"
+
+    def call(path: str, tok: str | None = None, how: str = "x-jwt") -> httpx.Response | str:
+        headers = {"Host": "api"}
+        if tok is not None and how == "x-jwt":
+            headers["x-jwt"] = f"Token {tok}"
+        elif tok is not None and how == "bearer":
+            headers["Authorization"] = f"Bearer {tok}"
+        elif tok is not None:
+            path += f"?token={tok}"
+        try:
+            return httpx.get(base + path, headers=headers, timeout=5)
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+
+    def status(path: str, tok: str | None = None, how: str = "x-jwt") -> int | str:
+        r = call(path, tok, how)
+        return r if isinstance(r, str) else r.status_code
+
+    # no keys fetched yet: the inlined key is one nobody holds, a token is refused, not let through
+    wait_until(lambda: status("/any", token("alice")) == 401, 45,
+               what=f"Envoy's inbound with the unfetched keys ({envoy.log.read_text()[-2000:]})")
+    state = pilot.get("/debug/jwks")["uris"][idp.url]
+    assert not state["fetched"] and "no keys yet" in state["error"] and "503" in state["error"], state
+    idp.status, idp.body = 200, jwks(("k1", k1))
+    wait_until(lambda: status("/any", token("alice")) == 200, 30, what="the fetched keys reaching Envoy")
+    assert pilot.get("/debug/jwks")["uris"][idp.url]["kids"] == ["k1"]
+    got = [
+        status("/any", token("alice"), "param"),  # fromParams
+        status("/any", token("alice"), "bearer"),  # fromHeaders replaces Authorization: no token, no principal
+        status("/any", token("bob")),  # "*/alice" is alice's only
+        status("/any", token("alice", k2)),  # another key: 401
+        status("/admin", token("carol", groups=["users", "admins"])),  # a list claim holding the value
+        status("/admin", token("carol", groups="admins")),  # a string claim
+        status("/admin", token("carol", groups=["users"])),
+        status("/aud", token("dan", aud=["web", "x"], azp="portal", org={"team": "core-api"})),
+        status("/aud", token("dan", aud="web", azp="portal", org={"team": "core-api"})),
+        status("/aud", token("dan", aud="web", azp="other", org={"team": "core-api"})),
+        status("/aud", token("dan", aud="web", azp="portal", org={"team": "edge"})),
+        status("/aud", token("dan", aud="mobile", azp="portal", org={"team": "core-api"})),
+    ]
+    assert got == [200, 403, 403, 401, 200, 200, 403, 200, 200, 403, 403, 403], got
+    # outputPayloadToHeader: the app gets the verified payload; the token header itself is removed
+    echoed = call("/echo", token("erin"))
+    assert not isinstance(echoed, str) and echoed.status_code == 200, echoed
+    seen = echoed.json()["headers"]
+    payload = seen["x-jwt-payload"]
+    assert json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"] == "erin"
+    assert "x-jwt" not in seen, seen
+    # the IdP rotates to k2: Pilot's refresh brings it to Envoy; k1 tokens stop verifying
+    idp.body = jwks(("k2", k2))
+    wait_until(lambda: status("/any", token("alice", k2, "k2")) == 200, 30, what="the rotated keys")
+    assert status("/any", token("alice")) == 401
+    # the IdP fails: the last good keys stay, and the failure is shown
+    idp.status = 500
+    wait_until(lambda: (pilot.get("/debug/jwks")["uris"][idp.url]["error"] or "").find("keeping") >= 0, 30,
+               what="the failed refresh in /debug/jwks")
+    time.sleep(1.5)  # past a refresh period
+    assert status("/any", token("alice", k2, "k2")) == 200
+    stats = envoy.stats()
+    assert re.search(r"jwt_authn\.allowed: [1-9]", stats) and re.search(r"jwt_authn\.denied: [1-9]", stats), stats
