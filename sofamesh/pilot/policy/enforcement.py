@@ -106,6 +106,10 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         # certificate and key) in a portLevelSettings entry
         **_under("trafficPolicy", _DR_TLS, _PROXIES),
         **_under("trafficPolicy.portLevelSettings", _DR_TLS, _PROXIES),
+        # test_destination_rule_subsets_with_istio_mutual_and_disable_against_a_strict_sidecar:
+        # a subset's ISTIO_MUTUAL reaches a STRICT sofamesh sidecar, its DISABLE is plaintext (refused, then
+        # taken under PERMISSIVE), from a sofamesh sidecar and an Envoy
+        **_under("subsets.trafficPolicy", "tls tls.mode", _PROXIES),
         "exportTo": _PROXIES,  # tests/integration/policy/test_export_to.py
     },
     "ServiceEntry": {**_under("", "hosts ports ports.number ports.name ports.protocol resolution workloadSelector "

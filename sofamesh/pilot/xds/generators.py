@@ -11,7 +11,7 @@ Naming conventions (docs/pilot.md):
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,12 @@ from sofamesh.pilot.xds.auto_mtls import (
     socket_matches,
     upstream_socket,
 )
-from sofamesh.pilot.xds.destination_rules import apply_traffic_policy, effective_policy, subset_cluster_name
+from sofamesh.pilot.xds.destination_rules import (
+    apply_traffic_policy,
+    cluster_tls,
+    effective_policy,
+    subset_cluster_name,
+)
 from sofamesh.pilot.xds.generator import CLUSTER, ENDPOINT, LISTENER, ROUTE, NodeInfo, XdsResource
 from sofamesh.pilot.xds.locality import Group, failover_label_keys, groups_by_locality, locality_groups
 from sofamesh.pilot.xds.locality import applies as locality_applies
@@ -201,15 +206,22 @@ class ClusterGenerator(_PerService):
                 sans = auto_mtls_sans(mesh.services()[name], mesh.instances(name), trust_domain,
                                       dr.spec if dr is not None else None, pas)
                 every = meshed(mesh.instances(name))
-                res = built if sans is None else [self._tls(r, sans, every) for r in built]
+                own = cluster_tls(dr.spec, name, mesh.services()[name].ports) if dr is not None else {}
+                res = built if sans is None else [self._tls(r, sans, every, own.get(r.name)) for r in built]
             memo[name] = (tkey, res)
             out.extend(res)
         self._tls_memo = memo
         return out
 
     @staticmethod
-    def _tls(res: XdsResource, sans: list[str], every: bool) -> XdsResource:
-        """mTLS to every endpoint, or (``every`` False) only to the meshed ones."""
+    def _tls(res: XdsResource, sans: list[str], every: bool, own: Mapping[str, Any] | None = None) -> XdsResource:
+        """mTLS to every endpoint, or (``every`` False) only to the meshed ones; a cluster whose
+        DestinationRule sets ``tls`` (``own``) keeps it, and ``ISTIO_MUTUAL`` naming no
+        ``subjectAltNames`` checks the destination's identities, as istiod writes it."""
+        if own is not None:
+            if own.get("mode") != "ISTIO_MUTUAL" or own.get("subjectAltNames") or own.get("sni"):
+                return res
+            every = True
         c = cluster_pb2.Cluster()
         c.CopyFrom(res.message)
         if every:

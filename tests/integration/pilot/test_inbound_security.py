@@ -735,3 +735,68 @@ spec:
     assert status("/any", token("alice", k2, "k2")) == 200
     stats = envoy.stats()
     assert re.search(r"jwt_authn\.allowed: [1-9]", stats) and re.search(r"jwt_authn\.denied: [1-9]", stats), stats
+
+
+def test_destination_rule_subsets_with_istio_mutual_and_disable_against_a_strict_sidecar(
+        mesh: dict[str, Any]) -> None:
+    """A subset with ``tls: ISTIO_MUTUAL`` reaches a STRICT sofamesh sidecar's inbound with the
+    workload certificate (SDS ``default`` / ``ROOTCA``); a subset with ``DISABLE`` sends plaintext, which
+    STRICT refuses and PERMISSIVE takes: through a sofamesh sidecar and a real Envoy as consumers."""
+    pilot, tmp, port = mesh["pilot"], mesh["tmp"], mesh["inbound"]["http"]
+    apply(pilot.api_url, stdin=_peer_authentication("STRICT") + """---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web-subsets}
+spec:
+  host: web
+  subsets:
+    - {name: secure, labels: {app: provider}, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}
+    - {name: plain, labels: {app: provider}, trafficPolicy: {tls: {mode: DISABLE}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web-by-subset}
+spec:
+  hosts: [web]
+  http:
+    - match: [{headers: {x-subset: {exact: plain}}}]
+      route: [{destination: {host: web, subset: plain}}]
+    - route: [{destination: {host: web, subset: secure}}]
+""")
+    provider = MeshSidecar(pilot, tmp, "provider", ("web-1",)).start()
+    mesh["started"].append(provider)
+    consumer = MeshSidecar(pilot, tmp, "consumer").start()
+    envoy = EnvoySidecar(pilot, tmp, "envoy-consumer", ())
+    mesh["started"] += [consumer, envoy]
+    urls = {"sofamesh": f"http://{consumer.egress('http')}/", "envoy": f"http://127.0.0.1:{envoy.outbound_port}/"}
+
+    def by(subset: str) -> dict[str, int | str]:
+        out: dict[str, int | str] = {}
+        for name, url in urls.items():
+            try:
+                out[name] = httpx.get(url, headers={"Host": "web", "x-subset": subset}, timeout=5).status_code
+            except httpx.HTTPError as exc:
+                out[name] = type(exc).__name__
+        return out
+
+    def mtls_stats() -> dict[str, int]:
+        return dict(provider.stats()["filters"][f"inbound|{port}|127.0.0.1|authn.mtls"])
+
+    wait_until(lambda: _mode(provider, port) == "STRICT" and by("secure") == {"sofamesh": 200, "envoy": 200}, 45,
+               what=f"ISTIO_MUTUAL through both consumers ({envoy.log.read_text()[-2000:]})")
+    secure = next(c for c in consumer.xds_config()["clusters"] if c["name"].endswith("|secure|web"))
+    # ISTIO_MUTUAL naming no subjectAltNames checks the destination's identity, as istiod writes it
+    assert secure["tls"]["match_sans"] == ["spiffe://cluster.local/ns/default/sa/provider"], secure
+    before = mtls_stats()
+    assert before["mtls_authenticated"] >= 2 and before.get("mtls_plaintext", 0) == 0, before
+    # DISABLE: plaintext to a STRICT inbound fails, from both consumers
+    plain = by("plain")
+    assert all(v != 200 for v in plain.values()), plain
+    assert mtls_stats().get("mtls_plaintext", 0) == 0
+    # the same subset under PERMISSIVE: the plaintext arrives, and is counted as such
+    t = apply(pilot.api_url, stdin=_peer_authentication("PERMISSIVE"))
+    follows(lambda: _mode(provider, port) == "PERMISSIVE", t, "PERMISSIVE", timeout=15)
+    wait_until(lambda: by("plain") == {"sofamesh": 200, "envoy": 200}, 20, what="DISABLE under PERMISSIVE")
+    after = mtls_stats()
+    assert after["mtls_plaintext"] >= 2, after
+    assert by("secure") == {"sofamesh": 200, "envoy": 200}

@@ -264,6 +264,27 @@ def test_a_destination_rules_tls_replaces_auto_mtls(tls: str, expected: dict[str
         assert translate_cluster(res.message).config.get("tls") == expected
 
 
+def test_a_subsets_tls_replaces_auto_mtls_for_that_subset_only() -> None:
+    gen = ClusterGenerator()
+    gen.use_policy(_applied("""apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo}
+spec:
+  host: echo
+  subsets:
+    - {name: secure, labels: {app: echo}, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}
+    - {name: plain, labels: {app: echo}, trafficPolicy: {tls: {mode: DISABLE}}}
+    - {name: auto, labels: {app: echo}}
+"""))
+    got = {r.name: translate_cluster(r.message).config.get("tls") for r in gen.generate(_mesh(), CONSUMER)}
+    provider = ["spiffe://cluster.local/ns/default/sa/provider"]
+    # ISTIO_MUTUAL naming no subjectAltNames checks the destination's identities (as auto mTLS does)
+    assert got["outbound|8080|secure|echo"]["match_sans"] == provider
+    assert got["outbound|8080|plain|echo"] is None  # DISABLE: plaintext, auto mTLS does not come back
+    assert got["outbound|8080|auto|echo"]["match_sans"] == provider
+    assert got["outbound|8080|echo"]["match_sans"] == provider
+
+
 def test_an_envoy_gets_a_jwt_filter_before_rbac_and_request_principals_match_the_verified_payload() -> None:
     from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
     from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
