@@ -26,6 +26,7 @@ from sofamesh.pilot.policy.model import PolicyModel
 from sofamesh.pilot.policy.resource import ResourceKey
 from sofamesh.pilot.policy.store import ConfigStore, ConfigStoreContext, ConfigStoreFactory
 from sofamesh.pilot.registry import Registry, RegistryContext, RegistryFactory
+from sofamesh.pilot.security.admin import AdminToken
 from sofamesh.pilot.security.ca import CaContext, CaFactory, CertificateAuthority
 from sofamesh.pilot.security.csr import CertificateService
 from sofamesh.pilot.security.jwks import JwksResolver
@@ -77,6 +78,7 @@ class Pilot:
         self.ca_catalog: Catalog[CaFactory] = Catalog("CA")
         self.ca: CertificateAuthority
         self.tokens: TokenAuthority
+        self.admin: AdminToken
         self.certificates: CertificateService
         self.policy = PolicyModel()
         self.policy_instances = PolicyInstances(self.policy)
@@ -268,6 +270,7 @@ class Pilot:
     async def _start_security(self) -> None:
         ca = self.config.ca
         await self.ca.start()
+        self.admin = AdminToken.load_or_create(self.config.admin_token_file or self.config.data_dir / "admin-token")
         self.tokens = TokenAuthority(self.security_storage, ca.trust_domain)
         self.certificates = CertificateService(self.ca, self.tokens, ca.trust_domain,
                                                default_ttl_s=ca.workload_ttl_s, min_ttl_s=ca.min_workload_ttl_s,

@@ -172,6 +172,7 @@ class PilotConfig(_Strict):
     """Off unless configured: a client must hold Pilot's root before it can verify this port."""
     api: Endpoint = Field(default_factory=lambda: Endpoint(address="127.0.0.1:15080"))
     data_dir: Path = Path("pilot-data")
+    admin_token_file: Path | None = None  # the API's admin token (docs/security.md); default <data_dir>/admin-token
     registries: list[RegistryConfig] = Field(default_factory=lambda: [RegistryConfig(name="embedded")])
     debounce: Debounce = Field(default_factory=lambda: Debounce(quiet_ms=100, max_delay_ms=1000))
     grace_s: float = Field(2.0, ge=0, le=300)

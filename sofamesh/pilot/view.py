@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from sofamesh.pilot.policy.model import PolicyModel
     from sofamesh.pilot.policy.store import ConfigStore
     from sofamesh.pilot.registry import Registry
+    from sofamesh.pilot.security.admin import AdminToken
     from sofamesh.pilot.security.csr import CertificateService
     from sofamesh.pilot.security.jwks import JwksResolver
     from sofamesh.pilot.security.serving import ServingCertificate
@@ -43,6 +44,9 @@ class PilotView(Protocol):
 
     config_store: ConfigStore
     """Where policy resources are kept; the API writes accepted resources to it."""
+
+    admin: AdminToken
+    """The admin token minting, revoking and root rotation ask for."""
 
     tokens: TokenAuthority
     """Issues, verifies and revokes the bearer tokens workloads authenticate with."""

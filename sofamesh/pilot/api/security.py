@@ -3,7 +3,7 @@ identity), ``DELETE /v1/tokens/{jti}`` (revoke one), ``POST /v1/ca/root-rotation
 rotation), ``GET /v1/ca/roots`` (the trust bundle, PEM: what a client of the TLS xDS port verifies
 Pilot with), ``GET /debug/ca`` (the CA, what it signed and refused, the TLS xDS port), ``GET /debug/jwks`` (the
 ``jwksUri`` keys Pilot fetched for Envoy sidecars). Reads only
-the :class:`~sofamesh.pilot.view.PilotView`.
+the :class:`~sofamesh.pilot.view.PilotView`. The three that change something ask for the admin token.
 """
 
 from __future__ import annotations
@@ -25,8 +25,20 @@ def _dumps(data: Any) -> str:
     return json.dumps(data, indent=1, sort_keys=True, default=str)
 
 
+def _refused(request: web.Request) -> web.Response | None:
+    """401 / 403 unless the request carries the admin token (:mod:`sofamesh.pilot.security.admin`)."""
+    refused = request.app[PILOT].admin.check(request.headers.get("Authorization"), f"{request.method} {request.path}")
+    if refused is None:
+        return None
+    status, message = refused
+    headers = {"WWW-Authenticate": 'Bearer realm="sofamesh-pilot"'} if status == 401 else None
+    return web.json_response({"error": message}, status=status, headers=headers, dumps=_dumps)
+
+
 async def create_token(request: web.Request) -> web.Response:
     """Body ``{"namespace": NS, "service_account": SA, "ttl_s": SECONDS}`` (ttl optional)."""
+    if (refused := _refused(request)) is not None:
+        return refused
     pilot = request.app[PILOT]
     ca = pilot.config.ca
     try:
@@ -53,6 +65,8 @@ async def create_token(request: web.Request) -> web.Response:
 
 
 async def revoke_token(request: web.Request) -> web.Response:
+    if (refused := _refused(request)) is not None:
+        return refused
     pilot = request.app[PILOT]
     jti = request.match_info["jti"]
     pilot.tokens.revoke(jti)
@@ -62,6 +76,8 @@ async def revoke_token(request: web.Request) -> web.Response:
 async def rotate_root(request: web.Request) -> web.Response:
     """Body ``{"step": "prepare" | "activate" | "finish"}``: one step of a root rotation
     (docs/security.md); answers what ``/debug/ca`` shows of the CA."""
+    if (refused := _refused(request)) is not None:
+        return refused
     try:
         body = await request.json()
     except ValueError:

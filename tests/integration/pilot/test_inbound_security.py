@@ -300,7 +300,8 @@ class BackgroundAgent:
 
 
 def _rotate(pilot: PilotProcess, step: str) -> dict[str, Any]:
-    r = httpx.post(f"{pilot.api_url}/v1/ca/root-rotation", json={"step": step}, timeout=10)
+    r = httpx.post(f"{pilot.api_url}/v1/ca/root-rotation", json={"step": step}, headers=pilot.admin_headers(),
+                   timeout=10)
     assert r.status_code == 200, r.text
     return dict(r.json())
 

@@ -178,7 +178,7 @@ def test_agent_over_tls_renews_with_its_certificate_after_its_token_is_revoked(
         await agent.renew()
         credentials.append(agent.last_credential)
         serials.append(agent.serial)
-        r = httpx.delete(f"{tls_pilot.api_url}/v1/tokens/{jti}", timeout=5)
+        r = httpx.delete(f"{tls_pilot.api_url}/v1/tokens/{jti}", headers=tls_pilot.admin_headers(), timeout=5)
         assert r.status_code == 200, r.text
         for _ in range(2):
             await agent.renew()
