@@ -50,45 +50,12 @@ def test_minting_revoking_and_rotating_need_the_admin_token(tmp_path: Path) -> N
         assert httpx.get(f"{pilot.api_url}/v1/ca/roots", timeout=5).status_code == 200
         assert httpx.get(f"{pilot.api_url}/debug/ca", timeout=5).status_code == 200
         # the CLI: without the file Pilot's 401 is shown (exit 1); with it, a token
-        out = _cli(
-            "token",
-            "create",
-            "--namespace",
-            "default",
-            "--service-account",
-            "web",
-            "--pilot",
-            pilot.api_url,
-            cwd=tmp_path,
-        )
+        create = ("token", "create", "--namespace", "default", "--service-account", "web", "--pilot", pilot.api_url)
+        out = _cli(*create, cwd=tmp_path)
         assert out.returncode == 1 and "401" in out.stderr and "needs the admin token" in out.stderr, out
-        out = _cli(
-            "token",
-            "create",
-            "--namespace",
-            "default",
-            "--service-account",
-            "web",
-            "--pilot",
-            pilot.api_url,
-            "--admin-token-file",
-            str(tmp_path / "missing"),
-            cwd=tmp_path,
-        )
+        out = _cli(*create, "--admin-token-file", str(tmp_path / "missing"), cwd=tmp_path)
         assert out.returncode == 1 and "--admin-token-file: cannot read" in out.stderr, out
-        out = _cli(
-            "token",
-            "create",
-            "--namespace",
-            "default",
-            "--service-account",
-            "web",
-            "--pilot",
-            pilot.api_url,
-            "--admin-token-file",
-            str(path),
-            cwd=tmp_path,
-        )
+        out = _cli(*create, "--admin-token-file", str(path), cwd=tmp_path)
         assert out.returncode == 0 and out.stdout.count(".") == 2, out  # a JWT
         # from Pilot's own directory the default file (pilot-data/admin-token) is found
         (tmp_path / "pilot-data").mkdir()
