@@ -114,10 +114,6 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             print("error: hot upgrade (--upgrade-socket / upgrade_socket:) with xDS is not supported in this version",
                   file=sys.stderr)
             return 2
-        if config.agent is not None and args.workers > 1:
-            print("error: --workers with the agent (--token/--token-file) is not supported in this version",
-                  file=sys.stderr)
-            return 2
     except MeshError as exc:
         _print_config_errors(exc)
         return 2

@@ -1,6 +1,8 @@
 """``--workers N``: N processes share each listening port (SO_REUSEPORT); the parent serves the admin
 port and aggregates the workers' stats (summed in /stats, labelled ``worker`` in Prometheus). With
-xDS the parent holds the one stream and relays every config to the workers (``xds/relay.py``)."""
+xDS the parent holds the one stream and relays every config to the workers (``xds/relay.py``); with
+the agent the parent holds the one certificate and sends it to the workers
+(``security/secret_relay.py``)."""
 
 from __future__ import annotations
 
@@ -22,11 +24,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("sofamesh.workers")
 
 
-def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None, relay_fd: int | None) -> None:
+_SECRETS_TIMEOUT_S = 60.0  # the parent's agent retries Pilot for up to its own start timeout (30 s) first
+
+
+def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None, relay_fd: int | None,
+           secrets_fd: int | None = None) -> None:
     from sofamesh.core.gc_policy import settle_after_start
     from sofamesh.core.server import Server
 
     async def main() -> int:
+        secrets = None
+        if secrets_fd is not None:  # the certificate before any listener needs it
+            from sofamesh.core.net.secrets import PROCESS_SECRETS
+            from sofamesh.core.security.secret_relay import receive_secrets
+
+            secrets = await receive_secrets(secrets_fd, PROCESS_SECRETS, _SECRETS_TIMEOUT_S)
         server = Server(config, reuse_port=True, admin_address="127.0.0.1:0", worker=index)
         # each worker re-reads it on SIGHUP; not with xDS, where the relay is the config's only source
         server.config_path = config_path if relay_fd is None else None
@@ -39,7 +51,11 @@ def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None, r
         assert server.admin is not None
         os.write(wfd, f"{index} {server.admin.port}\n".encode())
         os.close(wfd)
-        return await server.serve_until_stopped()
+        try:
+            return await server.serve_until_stopped()
+        finally:
+            if secrets is not None:
+                secrets.cancel()
 
     code = 0
     try:
@@ -83,38 +99,55 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None)
             return 2
     rfd, wfd = os.pipe()
     relays = [os.pipe() for _ in range(workers)] if config.xds is not None else []  # (worker's end, ours)
+    secret_pipes = [os.pipe() for _ in range(workers)] if config.agent is not None else []
     pids: list[int] = []
     for i in range(workers):
         pid = os.fork()
         if pid == 0:
             os.close(rfd)
-            for j, (theirs, ours) in enumerate(relays):
-                os.close(ours)
-                if j != i:
-                    os.close(theirs)
-            _child(config, i, wfd, config_path, relays[i][0] if relays else None)
+            for pipes in (relays, secret_pipes):
+                for j, (theirs, ours) in enumerate(pipes):
+                    os.close(ours)
+                    if j != i:
+                        os.close(theirs)
+            _child(config, i, wfd, config_path, relays[i][0] if relays else None,
+                   secret_pipes[i][0] if secret_pipes else None)
         pids.append(pid)
     os.close(wfd)
-    for theirs, _ours in relays:
+    for theirs, _ours in (*relays, *secret_pipes):
         os.close(theirs)
-    ports: dict[int, int] = {}
-    with os.fdopen(rfd) as r:
-        for line in r:
-            idx, port = line.split()
-            ports[int(idx)] = int(port)
-            if len(ports) == workers:
-                break
-    if len(ports) < workers:
-        print(f"error: only {len(ports)} of {workers} workers started", file=sys.stderr)
-        for pid in pids:
-            _kill(pid)
-        return 1
 
     statuses: dict[int, int] = {}  # pid -> wait status of each worker reaped so far
 
     async def main() -> int:
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        agent, sender = None, None
+        if secret_pipes:  # the parent's agent: its certificate goes to every worker
+            from sofamesh.core.errors import MeshError
+            from sofamesh.core.net.secrets import PROCESS_SECRETS
+            from sofamesh.core.security.agent import WorkloadAgent, settings_from_config
+            from sofamesh.core.security.secret_relay import SecretSender
+
+            assert config.agent is not None
+            try:
+                agent = WorkloadAgent(settings_from_config(config.agent, config.xds))
+                await agent.start()
+            except MeshError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                for pid in pids:
+                    _kill(pid)
+                return 2
+            sender = SecretSender(PROCESS_SECRETS, [ours for _theirs, ours in secret_pipes])
+            await sender.start()
+        ports = await loop.run_in_executor(None, _read_ports, rfd, workers)
+        if len(ports) < workers:
+            print(f"error: only {len(ports)} of {workers} workers started", file=sys.stderr)
+            for pid in pids:
+                _kill(pid)
+            if agent is not None:
+                await agent.stop()
+            return 1
+        stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
@@ -151,7 +184,7 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None)
                 dump["xds"] = relay.describe()
                 dump["workers"] = await relayed()  # each worker's relay version and xDS versions
                 return 200, "application/json", json.dumps(dump, indent=2).encode()
-            if path in ("/config_dump", "/clusters", "/plugins"):
+            if path in ("/config_dump", "/clusters", "/plugins", "/certs"):
                 return 200, "application/json", await _get(next(iter(ports.values())), path)
             return 404, "text/plain", b"unknown admin path\n"
 
@@ -167,6 +200,10 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None)
             await relay.stop()
         for pid in pids:
             _kill(pid, signal.SIGTERM)
+        if sender is not None:
+            await sender.stop()
+        if agent is not None:
+            await agent.stop()
         if admin is not None:
             await admin.stop()
         return 0
@@ -199,6 +236,18 @@ async def _start_relay(config: ProxyConfig, pipes: list[int]) -> Relay:
     relay.client = XdsClient(relay, config, config.xds, protocols)
     relay.client.start()
     return relay
+
+
+def _read_ports(rfd: int, workers: int) -> dict[int, int]:
+    """Each worker's admin port, as it reports it once its listeners are up (fewer: one exited)."""
+    ports: dict[int, int] = {}
+    with os.fdopen(rfd) as r:
+        for line in r:
+            idx, port = line.split()
+            ports[int(idx)] = int(port)
+            if len(ports) == workers:
+                break
+    return ports
 
 
 def _wait_any(statuses: dict[int, int]) -> int:

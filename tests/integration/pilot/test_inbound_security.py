@@ -43,7 +43,7 @@ from tests.unit.pilot.security.test_jwks import JwksServer
 
 from .conftest import REPO, PilotProcess, stop_process, wait_until
 from .test_envoy import HttpBackend, _envoy_binary
-from .test_workload_certs import _token
+from .test_workload_certs import _client_cert, _served, _token
 
 ECHO = "com.example.EchoService"
 MESHED = {"security.istio.io/tlsMode": "istio", "sofamesh.io/service-account": "provider", "app": "provider"}
@@ -54,7 +54,7 @@ class MeshSidecar(ProxyProcess):
     """A sidecar with its agent (identity from the token) and its config from Pilot over xDS."""
 
     def __init__(self, pilot: PilotProcess, tmp: Path, sa: str, instances: tuple[str, ...] = (),
-                 validity_s: int = 0) -> None:
+                 validity_s: int = 0, args: tuple[str, ...] = ()) -> None:
         self.ports = {"http": free_port(), "bolt": free_port(), "dubbo": free_port()}
         meta: dict[str, Any] = {"sofamesh.outbound_port": self.ports["http"], "sofamesh.bolt_port": self.ports["bolt"],
                                 "sofamesh.dubbo_port": self.ports["dubbo"]}
@@ -66,7 +66,7 @@ class MeshSidecar(ProxyProcess):
             "xds": {"address": f"127.0.0.1:{pilot.xds_port}", "node_id": sa, "metadata": meta,
                     "backoff_initial_ms": 100, "backoff_max_ms": 500, "initial_fetch_timeout_ms": 10000},
             "drain_timeout_ms": 1000,
-        }, timeout=30)
+        }, timeout=30, args=args)
 
     def egress(self, protocol: str) -> str:
         return f"127.0.0.1:{self.ports[protocol]}"
@@ -801,3 +801,34 @@ spec:
     after = mtls_stats()
     assert after["mtls_plaintext"] >= 2, after
     assert by("secure") == {"sofamesh": 200, "envoy": 200}
+
+
+def test_a_sidecar_with_two_workers_serves_mtls_with_the_certificate_its_parent_renews(mesh: dict[str, Any]) -> None:
+    """``--workers 2`` with the agent: the parent gets the certificate (4 s lifetime) and sends it, and
+    each renewal, to both workers; consumers and fresh mTLS clients reach either worker, and none
+    ever serves an expired certificate."""
+    pilot, tmp, port = mesh["pilot"], mesh["tmp"], mesh["inbound"]["http"]
+    apply(pilot.api_url, stdin=_peer_authentication("STRICT"))
+    provider = MeshSidecar(pilot, tmp, "provider", ("web-1",), validity_s=4, args=("--workers", "2")).start()
+    mesh["started"].append(provider)
+    consumer = MeshSidecar(pilot, tmp, "consumer").start()
+    mesh["started"].append(consumer)
+    wait_until(lambda: _http(f"http://{consumer.egress('http')}/", "web") == 200, 30,
+               what=f"consumer -> the two-worker provider over mTLS ({provider.log()[-2000:]})")
+    roots = tmp / "roots.pem"
+    roots.write_text(httpx.get(f"{pilot.api_url}/v1/ca/roots", timeout=5).text)
+    client = _client_cert(pilot, tmp, "tester")
+    serials, statuses = [], []
+    deadline = time.monotonic() + 10  # 2.5 lifetimes: a worker left with an old certificate fails the handshake
+    while time.monotonic() < deadline:
+        peer, status = _served(port, str(roots), client)
+        statuses.append(status)
+        serials.append(peer["serialNumber"])
+        assert dict(peer["subjectAltName"]) == {"URI": "spiffe://cluster.local/ns/default/sa/provider"}, peer
+        time.sleep(0.05)
+    assert set(statuses) == {200} and len(statuses) >= 20, statuses
+    assert len(set(serials)) >= 3, serials  # renewed at about half of 4 s, every renewal served
+    workers = provider.stats()["workers"]
+    counts = [w["filters"][f"inbound|{port}|127.0.0.1|authn.mtls"]["mtls_authenticated"] for w in workers]
+    assert len(counts) == 2 and min(counts) >= 1, counts
+    assert _http(f"http://{consumer.egress('http')}/", "web") == 200
