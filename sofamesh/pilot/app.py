@@ -9,12 +9,13 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from cryptography import x509
 
 import sofamesh.pilot.hookspecs as pilot_hookspecs
 from sofamesh.core.catalog import Catalog
 from sofamesh.core.errors import ConfigError, PluginError
 from sofamesh.core.plugin_host import PILOT_GROUP, PluginHost
-from sofamesh.core.security.spiffe import SpiffeId
+from sofamesh.core.security.spiffe import SpiffeId, uri_sans
 from sofamesh.pilot.api import build_app
 from sofamesh.pilot.config import PilotConfig, XdsTlsConfig
 from sofamesh.pilot.election import Election, election_for
@@ -187,8 +188,23 @@ class Pilot:
 
     # -- which instances run a sidecar (pilot/sidecars.py) ---------------------------------------
     def _sidecar_connected(self, stream: int, node: NodeInfo) -> None:
-        if self.sidecars.connected(stream, node.metadata):
+        if self.sidecars.connected(stream, node.metadata, self._certified(stream)):
             self._refresh_for_sidecars()
+
+    def _certified(self, stream: int) -> tuple[str, str] | None:
+        """(namespace, service account) of the client certificate a stream came with on the TLS xDS
+        port (verified against Pilot's roots there), or ``None``."""
+        st = self.ads.streams.get(stream)
+        der = self.tls_port.peer_certificate(st.peer) if st is not None and self.tls_port is not None else None
+        if der is None:
+            return None
+        try:
+            sans = uri_sans(x509.load_der_x509_certificate(der))
+            spiffe = SpiffeId.parse(sans[0] if sans else "")
+        except ValueError as exc:
+            log.warning("xds stream %d: its client certificate names no workload (%s); node metadata used", stream, exc)
+            return None
+        return spiffe.namespace, spiffe.service_account
 
     def _sidecar_closed(self, stream: int) -> None:
         self.sidecars.disconnected(stream)
