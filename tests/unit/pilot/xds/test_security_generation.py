@@ -285,6 +285,17 @@ spec:
     assert got["outbound|8080|echo"]["match_sans"] == provider
 
 
+@pytest.mark.parametrize("where", ["trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}",
+                                   "trafficPolicy: {portLevelSettings: [{port: {number: 8080}, tls: {mode: ISTIO_MUTUAL}}]}"])
+def test_istio_mutual_naming_no_subject_alt_names_checks_the_destinations_identities(where: str) -> None:
+    gen = ClusterGenerator()
+    gen.use_policy(_applied(f"apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: echo}}\n"
+                            f"spec: {{host: echo, {where}}}"))
+    got = {r.name: translate_cluster(r.message).config.get("tls") for r in gen.generate(_mesh(), CONSUMER)}
+    assert got["outbound|8080|echo"]["match_sans"] == ["spiffe://cluster.local/ns/default/sa/provider"]
+    assert got["outbound|8080|echo"]["secret"] == "default" and got["outbound|8080|echo"]["ca_secret"] == "ROOTCA"
+
+
 def test_an_envoy_gets_a_jwt_filter_before_rbac_and_request_principals_match_the_verified_payload() -> None:
     from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
     from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
