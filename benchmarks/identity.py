@@ -87,8 +87,9 @@ async def sign_over_grpc(reqs: list[x509.CertificateSigningRequest], concurrency
             if time.monotonic() > deadline:
                 raise RuntimeError((tmp / "pilot.log").read_text())
             await asyncio.sleep(0.1)
-        token = httpx.post(f"http://127.0.0.1:{api}/v1/tokens", json={"namespace": "default",
-                                                                      "service_account": "bench"}).json()["token"]
+        admin = (tmp / "pilot" / "admin-token").read_text().strip()
+        token = httpx.post(f"http://127.0.0.1:{api}/v1/tokens", json={"namespace": "default", "service_account": "bench"},
+                           headers={"Authorization": f"Bearer {admin}"}).json()["token"]
         pems = [r.public_bytes(serialization.Encoding.PEM).decode() for r in reqs]
         md = (("authorization", f"Bearer {token}"),)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{xds}") as ch:

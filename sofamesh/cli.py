@@ -106,10 +106,6 @@ def cmd_proxy(args: argparse.Namespace) -> int:
             print("error: --hot-upgrade needs the upgrade socket of the running process: --upgrade-socket PATH "
                   "or upgrade_socket: in the config", file=sys.stderr)
             return 2
-        if config.agent is not None and args.workers > 1:
-            print("error: --workers with the agent (--token/--token-file) is not supported in this version",
-                  file=sys.stderr)
-            return 2
     except MeshError as exc:
         _print_config_errors(exc)
         return 2

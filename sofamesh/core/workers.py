@@ -1,6 +1,8 @@
 """``--workers N``: N processes share each listening port (SO_REUSEPORT); the parent serves the admin
 port and aggregates the workers' stats (summed in /stats, labelled ``worker`` in Prometheus). With
-xDS the parent holds the one stream and relays every config to the workers (``xds/relay.py``)."""
+xDS the parent holds the one stream and relays every config to the workers (``xds/relay.py``); with
+the agent the parent holds the one certificate and sends it to the workers
+(``security/secret_relay.py``)."""
 
 from __future__ import annotations
 
@@ -25,12 +27,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("sofamesh.workers")
 
 
+_SECRETS_TIMEOUT_S = 60.0  # the parent's agent retries Pilot for up to its own start timeout (30 s) first
+
+
 def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None, relay_fd: int | None,
-           upgrade: tuple[str, bool] | None = None) -> None:
+           upgrade: tuple[str, bool] | None = None, secrets_fd: int | None = None) -> None:
     from sofamesh.core.errors import MeshError
     from sofamesh.core.gc_policy import settle_after_start
     from sofamesh.core.server import Server
     async def main() -> int:
+        secrets = None
+        if secrets_fd is not None:  # the certificate before any listener needs it
+            from sofamesh.core.net.secrets import PROCESS_SECRETS
+            from sofamesh.core.security.secret_relay import receive_secrets
+
+            secrets = await receive_secrets(secrets_fd, PROCESS_SECRETS, _SECRETS_TIMEOUT_S)
         server = Server(config, reuse_port=True, admin_address="127.0.0.1:0", worker=index)
         # each worker re-reads it on SIGHUP; not with xDS, where the relay is the config's only source
         server.config_path = config_path if relay_fd is None else None
@@ -61,7 +72,11 @@ def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None, r
         assert server.admin is not None
         os.write(wfd, f"{index} {server.admin.port}\n".encode())
         os.close(wfd)
-        return await server.serve_until_stopped()
+        try:
+            return await server.serve_until_stopped()
+        finally:
+            if secrets is not None:
+                secrets.cancel()
 
     code = 0
     try:
@@ -116,6 +131,7 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
             return 2
     rfd, wfd = os.pipe()
     relays = [os.pipe() for _ in range(workers)] if config.xds is not None else []  # (worker's end, ours)
+    secret_pipes = [os.pipe() for _ in range(workers)] if config.agent is not None else []
     pids: list[int] = []
     for i in range(workers):
         pid = os.fork()
@@ -123,15 +139,17 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
             os.close(rfd)
             if link is not None:  # the supervisors' connection: the old one must see only ours close
                 link.close()
-            for j, (theirs, ours) in enumerate(relays):
-                os.close(ours)
-                if j != i:
-                    os.close(theirs)
+            for pipes in (relays, secret_pipes):
+                for j, (theirs, ours) in enumerate(pipes):
+                    os.close(ours)
+                    if j != i:
+                        os.close(theirs)
             _child(config, i, wfd, config_path, relays[i][0] if relays else None,
-                   (f"{sup.path}.{i}", hot_upgrade) if sup is not None else None)
+                   (f"{sup.path}.{i}", hot_upgrade) if sup is not None else None,
+                   secret_pipes[i][0] if secret_pipes else None)
         pids.append(pid)
     os.close(wfd)
-    for theirs, _ours in relays:
+    for theirs, _ours in (*relays, *secret_pipes):
         os.close(theirs)
     ports: dict[int, int] = {}
     statuses: dict[int, int] = {}  # pid -> wait status of each worker reaped so far
@@ -149,6 +167,24 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
                 _kill(pid, signal.SIGHUP)
 
         loop.add_signal_handler(signal.SIGHUP, reload_workers)
+        agent, sender = None, None
+        if secret_pipes:  # the parent's agent: its certificate goes to every worker
+            from sofamesh.core.errors import MeshError
+            from sofamesh.core.net.secrets import PROCESS_SECRETS
+            from sofamesh.core.security.agent import WorkloadAgent, settings_from_config
+            from sofamesh.core.security.secret_relay import SecretSender
+
+            assert config.agent is not None
+            try:
+                agent = WorkloadAgent(settings_from_config(config.agent, config.xds))
+                await agent.start()
+            except MeshError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                for pid in pids:
+                    _kill(pid)
+                return 2
+            sender = SecretSender(PROCESS_SECRETS, [ours for _theirs, ours in secret_pipes])
+            await sender.start()
         # the relay first: a worker taking over from another serves only once its config is complete
         relay = await _start_relay(config, [w for _r, w in relays]) if relays else None
         ports.update(await loop.run_in_executor(None, _read_ports, rfd, workers))
@@ -162,6 +198,10 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
                 await relay.stop()
             for pid in pids:
                 _kill(pid)
+            if sender is not None:
+                await sender.stop()
+            if agent is not None:
+                await agent.stop()
             return not_started
 
         async def relayed() -> list[dict[str, Any]]:
@@ -190,7 +230,7 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
                 dump["xds"] = relay.describe()
                 dump["workers"] = await relayed()  # each worker's relay version and xDS versions
                 return 200, "application/json", json.dumps(dump, indent=2).encode()
-            if path in ("/config_dump", "/clusters", "/plugins"):
+            if path in ("/config_dump", "/clusters", "/plugins", "/certs"):
                 return 200, "application/json", await _get(next(iter(ports.values())), path)
             return 404, "text/plain", b"unknown admin path\n"
 
@@ -222,6 +262,10 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
             _kill(pid, signal.SIGTERM)
         if admin is not None:
             await admin.stop()
+        if sender is not None:
+            await sender.stop()
+        if agent is not None:
+            await agent.stop()
         return 0
 
     code = loop_mod.run(main())  # returns once the executor's os.wait() has reaped a worker too

@@ -9,12 +9,13 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from cryptography import x509
 
 import sofamesh.pilot.hookspecs as pilot_hookspecs
 from sofamesh.core.catalog import Catalog
 from sofamesh.core.errors import ConfigError, PluginError
 from sofamesh.core.plugin_host import PILOT_GROUP, PluginHost
-from sofamesh.core.security.spiffe import SpiffeId
+from sofamesh.core.security.spiffe import SpiffeId, uri_sans
 from sofamesh.pilot.api import build_app
 from sofamesh.pilot.config import PilotConfig, XdsTlsConfig
 from sofamesh.pilot.election import Election, election_for
@@ -27,9 +28,11 @@ from sofamesh.pilot.policy.model import PolicyModel
 from sofamesh.pilot.policy.resource import ResourceKey
 from sofamesh.pilot.policy.store import ConfigStore, ConfigStoreContext, ConfigStoreFactory
 from sofamesh.pilot.registry import Registry, RegistryContext, RegistryFactory
+from sofamesh.pilot.security.admin import AdminToken
 from sofamesh.pilot.security.ca import CaContext, CaFactory, CertificateAuthority
 from sofamesh.pilot.security.csr import CertificateService
 from sofamesh.pilot.security.followed import StorageFollower, follower_for
+from sofamesh.pilot.security.jwks import JwksResolver
 from sofamesh.pilot.security.serving import SERVING_CERT, TRUST, ServingCertificate
 from sofamesh.pilot.security.shared_storage import security_storage
 from sofamesh.pilot.security.tokens import TokenAuthority
@@ -80,10 +83,13 @@ class Pilot:
         self.ca_catalog: Catalog[CaFactory] = Catalog("CA")
         self.ca: CertificateAuthority
         self.tokens: TokenAuthority
+        self.admin: AdminToken
         self.certificates: CertificateService
         self.policy = PolicyModel()
         self.policy_instances = PolicyInstances(self.policy)
         self.applied_policy = AppliedPolicy(self.policy, config.ca.trust_domain)
+        self.jwks = JwksResolver(config.jwks.refresh_s, config.jwks.retry_s, config.jwks.timeout_s,
+                                 on_change=self._on_jwks_change)
         self.config_store: ConfigStore
         self.cache: SnapshotCache | None = None
         self._ads: AdsServer | None = None
@@ -151,6 +157,9 @@ class Pilot:
             use_policy = getattr(gen, "use_policy", None)  # PolicyAware generators read mesh policy
             if callable(use_policy):
                 use_policy(self.applied_policy)
+            use_jwks = getattr(gen, "use_jwks", None)  # generators inlining a jwksUri's keys (Envoy)
+            if callable(use_jwks):
+                use_jwks(self.jwks)
         self.cache = SnapshotCache(self.model, self.generator_catalog.items())
         self._ads = AdsServer(self.cache, self.metrics)
         self.model.overlay = self.sidecars.labels_for
@@ -206,8 +215,23 @@ class Pilot:
 
     # -- which instances run a sidecar (pilot/sidecars.py) ---------------------------------------
     def _sidecar_connected(self, stream: int, node: NodeInfo) -> None:
-        if self.sidecars.connected(stream, node.metadata):
+        if self.sidecars.connected(stream, node.metadata, self._certified(stream)):
             self._refresh_for_sidecars()
+
+    def _certified(self, stream: int) -> tuple[str, str] | None:
+        """(namespace, service account) of the client certificate a stream came with on the TLS xDS
+        port (verified against Pilot's roots there), or ``None``."""
+        st = self.ads.streams.get(stream)
+        der = self.tls_port.peer_certificate(st.peer) if st is not None and self.tls_port is not None else None
+        if der is None:
+            return None
+        try:
+            sans = uri_sans(x509.load_der_x509_certificate(der))
+            spiffe = SpiffeId.parse(sans[0] if sans else "")
+        except ValueError as exc:
+            log.warning("xds stream %d: its client certificate names no workload (%s); node metadata used", stream, exc)
+            return None
+        return spiffe.namespace, spiffe.service_account
 
     def _sidecar_closed(self, stream: int) -> None:
         self.sidecars.disconnected(stream)
@@ -243,6 +267,10 @@ class Pilot:
             except RuntimeError:  # no running loop yet (the first sync, before start): nothing to push to
                 pass
 
+    def _on_jwks_change(self) -> None:
+        if self._debouncer is not None:  # a jwksUri's keys changed: proxies holding them inline get them
+            self._debouncer.trigger()
+
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         self._build()
@@ -255,6 +283,7 @@ class Pilot:
         if self.sync is not None:
             await self._start_sync(self.sync)
         await self._start_security()
+        await self.jwks.start()
         xhost, xport = self.config.xds.host_port
         self.xds_port = await self.ads.start(xhost, xport, (self.certificates.handler(),),
                                              loopback=self.config.xds_tls is not None)
@@ -284,6 +313,7 @@ class Pilot:
     async def _start_security(self) -> None:
         ca = self.config.ca
         await self.ca.start()
+        self.admin = AdminToken.load_or_create(self.config.admin_token_file or self.config.data_dir / "admin-token")
         self.tokens = TokenAuthority(self.security_storage, ca.trust_domain)
         self.certificates = CertificateService(self.ca, self.tokens, ca.trust_domain,
                                                default_ttl_s=ca.workload_ttl_s, min_ttl_s=ca.min_workload_ttl_s,
@@ -329,6 +359,7 @@ class Pilot:
         if self._debouncer is not None:
             self._debouncer.cancel()
         self.fence.cancel()
+        await self.jwks.stop()
         if self._traffic is not None:
             await self._traffic.stop()
         if self._ads is not None:

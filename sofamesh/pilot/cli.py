@@ -18,6 +18,9 @@ if TYPE_CHECKING:  # the proxy builds this parser too: Pilot's config models loa
 
 
 _DEFAULT_API = "http://127.0.0.1:15080"
+_DEFAULT_ADMIN_TOKEN = "pilot-data/admin-token"  # Pilot's default <data_dir>/admin-token, from the same directory
+_ADMIN_HELP = ("file holding Pilot's admin token (default: $SOFAMESH_ADMIN_TOKEN_FILE, else "
+               f"{_DEFAULT_ADMIN_TOKEN}: Pilot's <data_dir>/admin-token)")
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,10 +48,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     tc.add_argument("--ttl", metavar="DURATION", help="lifetime, e.g. 30m, 24h, 720h (default: Pilot's "
                     "ca.token_ttl_s, 24h)")
     tc.add_argument("--pilot", default=_DEFAULT_API, metavar="URL", help=f"Pilot's API port (default {_DEFAULT_API})")
+    tc.add_argument("--admin-token-file", metavar="FILE", help=_ADMIN_HELP)
     tc.add_argument("--json", action="store_true", help="print the whole answer (token, identity, jti, expires_at)")
     tr = tsub.add_parser("revoke", help="refuse a token from now on, by its jti")
     tr.add_argument("jti")
     tr.add_argument("--pilot", default=_DEFAULT_API, metavar="URL", help=f"Pilot's API port (default {_DEFAULT_API})")
+    tr.add_argument("--admin-token-file", metavar="FILE", help=_ADMIN_HELP)
     ca = sub.add_parser("ca", help="Pilot's CA")
     csub = ca.add_subparsers(dest="ca_command", metavar="COMMAND", required=True)
     rr = csub.add_parser("rotate-root", help="one step of a root rotation: prepare (a new root, trusted beside the "
@@ -56,6 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                          "workload certificate lifetime between steps")
     rr.add_argument("step", choices=["prepare", "activate", "finish"])
     rr.add_argument("--pilot", default=_DEFAULT_API, metavar="URL", help=f"Pilot's API port (default {_DEFAULT_API})")
+    rr.add_argument("--admin-token-file", metavar="FILE", help=_ADMIN_HELP)
 
 
 def config_from_args(args: argparse.Namespace) -> pilot_config.PilotConfig:
@@ -102,13 +108,31 @@ async def _serve(cfg: pilot_config.PilotConfig) -> None:
         await pilot.stop()
 
 
-def _call(method: str, url: str, body: dict[str, object] | None = None) -> dict[str, object]:
+def _admin_headers(args: argparse.Namespace) -> dict[str, str]:
+    """``Authorization: Bearer <admin token>`` from ``--admin-token-file`` (or its defaults); none
+    when the default file is missing (Pilot then answers 401 saying what it needs)."""
+    import os
+
+    given = getattr(args, "admin_token_file", None) or os.environ.get("SOFAMESH_ADMIN_TOKEN_FILE")
+    path = Path(given or _DEFAULT_ADMIN_TOKEN)
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        if given:
+            raise MeshError(f"--admin-token-file: cannot read {path}: {exc}") from None
+        return {}
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _call(method: str, url: str, body: dict[str, object] | None = None,
+          headers: dict[str, str] | None = None) -> dict[str, object]:
     import json
     import urllib.error
     import urllib.request
 
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return dict(json.loads(resp.read()))
@@ -128,8 +152,9 @@ def run_token(args: argparse.Namespace) -> int:
 
     base = str(args.pilot).rstrip("/")
     try:
+        admin = _admin_headers(args)
         if args.token_command == "revoke":
-            _call("DELETE", f"{base}/v1/tokens/{args.jti}")
+            _call("DELETE", f"{base}/v1/tokens/{args.jti}", headers=admin)
             print(f"revoked {args.jti}")
             return 0
         body: dict[str, object] = {"namespace": args.namespace, "service_account": args.service_account}
@@ -141,7 +166,7 @@ def run_token(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 print(f"error: --ttl: {exc}", file=sys.stderr)
                 return 2
-        answer = _call("POST", f"{base}/v1/tokens", body)
+        answer = _call("POST", f"{base}/v1/tokens", body, admin)
     except MeshError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -154,7 +179,8 @@ def run_ca(args: argparse.Namespace) -> int:
     import json
 
     try:
-        answer = _call("POST", f"{str(args.pilot).rstrip('/')}/v1/ca/root-rotation", {"step": args.step})
+        answer = _call("POST", f"{str(args.pilot).rstrip('/')}/v1/ca/root-rotation", {"step": args.step},
+                       _admin_headers(args))
     except MeshError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

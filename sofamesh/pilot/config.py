@@ -145,6 +145,15 @@ class DashboardConfig(_Strict):
     rate_window_s: float = Field(30.0, gt=0, le=3600)  # rates and p99 are over this much of the past
 
 
+class JwksConfig(_Strict):
+    """How Pilot fetches a RequestAuthentication's ``jwksUri`` for Envoy sidecars (istiod's
+    ``PILOT_JWT_PUB_KEY_REFRESH_INTERVAL``: 20 min)."""
+
+    refresh_s: float = Field(1200.0, gt=0, le=86400)
+    retry_s: float = Field(5.0, gt=0, le=3600)  # after a failed fetch (the last good keys are kept)
+    timeout_s: float = Field(5.0, gt=0, le=60)
+
+
 class XdsTlsConfig(Endpoint):
     """Pilot's TLS xDS port (istiod's 15012; docs/security.md): ADS and the CSR API behind TLS
     with a certificate from Pilot's own CA; a client certificate is asked for and verified when
@@ -163,12 +172,14 @@ class PilotConfig(_Strict):
     """Off unless configured: a client must hold Pilot's root before it can verify this port."""
     api: Endpoint = Field(default_factory=lambda: Endpoint(address="127.0.0.1:15080"))
     data_dir: Path = Path("pilot-data")
+    admin_token_file: Path | None = None  # the API's admin token (docs/security.md); default <data_dir>/admin-token
     registries: list[RegistryConfig] = Field(default_factory=lambda: [RegistryConfig(name="embedded")])
     debounce: Debounce = Field(default_factory=lambda: Debounce(quiet_ms=100, max_delay_ms=1000))
     grace_s: float = Field(2.0, ge=0, le=300)
     sync: SyncConfig = Field(default_factory=lambda: SyncConfig(resync_interval_s=5.0))
     config_store: ConfigStoreConfig = Field(default_factory=ConfigStoreConfig)
     ca: CaConfig = Field(default_factory=lambda: CaConfig())
+    jwks: JwksConfig = Field(default_factory=lambda: JwksConfig(refresh_s=1200.0, retry_s=5.0, timeout_s=5.0))
     dashboard: DashboardConfig = Field(default_factory=lambda: DashboardConfig(
         scrape_interval_s=5.0, scrape_timeout_s=1.0, max_proxies_per_scrape=100, rate_window_s=30.0))
 
@@ -225,5 +236,5 @@ def load(path: Path) -> PilotConfig:
     return parse(data)
 
 
-__all__ = ["CaConfig", "ConfigStoreConfig", "Debounce", "Endpoint", "PilotConfig", "RegistryConfig", "SyncConfig",
-           "SyncPairConfig", "XdsTlsConfig", "load", "parse", "split_address"]
+__all__ = ["CaConfig", "ConfigStoreConfig", "Debounce", "Endpoint", "JwksConfig", "PilotConfig", "RegistryConfig",
+           "SyncConfig", "SyncPairConfig", "XdsTlsConfig", "load", "parse", "split_address"]

@@ -4,6 +4,12 @@ workload certificate (node metadata ``sofamesh.mtls: true``) that names its inst
 labels a pod ``security.istio.io/tlsMode: istio``. The mesh model lays the labels over the
 instances it merges (:meth:`labels_for`), so auto mTLS and EDS ``tlsMode`` metadata follow.
 
+The identity the instances run as (``sofamesh.io/service-account`` / ``sofamesh.io/namespace``,
+what auto mTLS checks on them) is the SPIFFE id of the client certificate a sidecar connected
+with on Pilot's TLS xDS port (verified against Pilot's roots), as istiod trusts the certificate
+over what a proxy says of itself; a sidecar on the plaintext port has only its node metadata
+(``SERVICE_ACCOUNT`` / ``NAMESPACE``) to go by. Which one was used is in :meth:`describe`.
+
 A sidecar that disconnects keeps its instances meshed for ``grace_s`` (default 60 s): a sidecar
 reconnecting, or Pilot restarting, must not turn its consumers to plaintext in between. Labels
 given at registration win over learned ones. No registry is written.
@@ -38,6 +44,7 @@ class _Sidecar:
     ids: frozenset[str]
     ips: frozenset[str]
     labels: Mapping[str, str]
+    identity_from: str = "metadata"  # or "certificate"
 
 
 class ConnectedSidecars:
@@ -52,8 +59,9 @@ class ConnectedSidecars:
         self._by_ip: dict[str, Mapping[str, str]] = {}
 
     @staticmethod
-    def sidecar(metadata: Mapping[str, Any]) -> _Sidecar | None:
-        """What a node's metadata says about the instances it stands in front of, or ``None``."""
+    def sidecar(metadata: Mapping[str, Any], certified: tuple[str, str] | None = None) -> _Sidecar | None:
+        """What a node's metadata says about the instances it stands in front of, or ``None``;
+        ``certified``: (namespace, service account) of its verified client certificate, which wins."""
         if metadata.get(MTLS_METADATA) is not True:
             return None
         ids = frozenset(names(metadata.get(INSTANCES_KEY)))
@@ -65,11 +73,15 @@ class ConnectedSidecars:
             labels[SA_LABEL] = str(metadata["SERVICE_ACCOUNT"])
         if metadata.get("NAMESPACE"):
             labels[NAMESPACE_LABEL] = str(metadata["NAMESPACE"])
+        if certified is not None:
+            labels[NAMESPACE_LABEL], labels[SA_LABEL] = certified
+            return _Sidecar(ids, ips, labels, "certificate")
         return _Sidecar(ids, ips, labels)
 
-    def connected(self, stream: int, metadata: Mapping[str, Any]) -> bool:
-        """A stream named its node; ``True`` when that changed which instances are meshed."""
-        sc = self.sidecar(metadata)
+    def connected(self, stream: int, metadata: Mapping[str, Any], certified: tuple[str, str] | None = None) -> bool:
+        """A stream named its node; ``True`` when that changed which instances are meshed.
+        ``certified``: (namespace, service account) of the stream's verified client certificate."""
+        sc = self.sidecar(metadata, certified)
         if sc is None:
             return False
         self._live[stream] = sc
@@ -111,6 +123,7 @@ class ConnectedSidecars:
             "in_grace": len(self._gone),
             "instances": sorted(self._by_id),
             "addresses": sorted(self._by_ip),
+            "identity_from": {k: sc.identity_from for k, sc in sorted(self._live.items())},
         }
 
 

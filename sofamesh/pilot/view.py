@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from sofamesh.pilot.policy.model import PolicyModel
     from sofamesh.pilot.policy.store import ConfigStore
     from sofamesh.pilot.registry import Registry
+    from sofamesh.pilot.security.admin import AdminToken
     from sofamesh.pilot.security.csr import CertificateService
+    from sofamesh.pilot.security.jwks import JwksResolver
     from sofamesh.pilot.security.serving import ServingCertificate
     from sofamesh.pilot.security.tokens import TokenAuthority
     from sofamesh.pilot.sync import RegistrySync
@@ -44,6 +46,9 @@ class PilotView(Protocol):
     config_store: ConfigStore
     """Where policy resources are kept; the API writes accepted resources to it."""
 
+    admin: AdminToken
+    """The admin token minting, revoking and root rotation ask for."""
+
     tokens: TokenAuthority
     """Issues, verifies and revokes the bearer tokens workloads authenticate with."""
 
@@ -55,6 +60,9 @@ class PilotView(Protocol):
 
     tls_port: TlsXdsPort | None
     """The TLS xDS port (``describe()`` for ``/debug/ca``), ``None`` when off."""
+
+    jwks: JwksResolver
+    """The keys of RequestAuthentication ``jwksUri``s, fetched for Envoy sidecars (``/debug/jwks``)."""
 
     sync: RegistrySync | None
     """The registry sync (``describe()`` for ``/debug/syncz``), ``None`` when not configured."""

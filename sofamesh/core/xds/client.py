@@ -26,6 +26,7 @@ from google.rpc import status_pb2
 from sofamesh import __version__
 from sofamesh.core.errors import ConfigError, ConfigErrors, MeshError
 from sofamesh.core.net.pilot_channel import pilot_channel, read_roots
+from sofamesh.core.net.secrets import DEFAULT_CERT, PROCESS_SECRETS, CertificateSecret
 from sofamesh.core.xds.translate import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
@@ -106,6 +107,7 @@ class XdsClient:
         self._queue: asyncio.Queue[Any] | None = None
         self._task: asyncio.Task[None] | None = None
         self._channel: grpc.aio.Channel | None = None
+        self._client_cert: object = None  # the workload certificate the channel presents (TLS only)
         self._node_sent = False
         self._servers = xds.servers
         self._current = 0  # index in _servers of the server the stream goes (or will go) to
@@ -201,13 +203,22 @@ class XdsClient:
             yield req
 
     async def _stream(self) -> None:
+        b = self.xds
+        # over TLS the workload certificate (when the agent holds one) is the client certificate, as
+        # istio-agent dials istiod: Pilot knows the sidecar's identity from it. A renewed one is used
+        # from the next stream on (the channel is rebuilt; an open stream keeps its session).
+        mine = PROCESS_SECRETS.get(DEFAULT_CERT) if b.tls is not None and self.base.agent is not None else None
+        if self._channel is not None and mine is not self._client_cert:
+            await self._channel.close(None)
+            self._channel = None
         if self._channel is None:
-            b = self.xds
+            self._client_cert = mine
+            chain, key = (mine.chain_pem, mine.key_pem) if isinstance(mine, CertificateSecret) else (None, None)
             self._channel = pilot_channel(self.address, b.tls, [
                 ("grpc.initial_reconnect_backoff_ms", b.backoff_initial_ms),
                 ("grpc.min_reconnect_backoff_ms", b.backoff_initial_ms),
                 ("grpc.max_reconnect_backoff_ms", b.backoff_max_ms),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024)], client_chain=chain, client_key=key)
         delta = self.xds.mode == "delta"
         name = "DeltaAggregatedResources" if delta else "StreamAggregatedResources"
         req_cls = discovery_pb2.DeltaDiscoveryRequest if delta else discovery_pb2.DiscoveryRequest

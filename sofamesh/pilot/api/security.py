@@ -1,8 +1,9 @@
 """Token and CA endpoints on Pilot's API port: ``POST /v1/tokens`` (issue a token bound to one
 identity), ``DELETE /v1/tokens/{jti}`` (revoke one), ``POST /v1/ca/root-rotation`` (a step of a root
 rotation), ``GET /v1/ca/roots`` (the trust bundle, PEM: what a client of the TLS xDS port verifies
-Pilot with), ``GET /debug/ca`` (the CA, what it signed and refused, the TLS xDS port). Reads only
-the :class:`~sofamesh.pilot.view.PilotView`.
+Pilot with), ``GET /debug/ca`` (the CA, what it signed and refused, the TLS xDS port), ``GET /debug/jwks`` (the
+``jwksUri`` keys Pilot fetched for Envoy sidecars). Reads only
+the :class:`~sofamesh.pilot.view.PilotView`. The three that change something ask for the admin token.
 """
 
 from __future__ import annotations
@@ -24,8 +25,20 @@ def _dumps(data: Any) -> str:
     return json.dumps(data, indent=1, sort_keys=True, default=str)
 
 
+def _refused(request: web.Request) -> web.Response | None:
+    """401 / 403 unless the request carries the admin token (:mod:`sofamesh.pilot.security.admin`)."""
+    refused = request.app[PILOT].admin.check(request.headers.get("Authorization"), f"{request.method} {request.path}")
+    if refused is None:
+        return None
+    status, message = refused
+    headers = {"WWW-Authenticate": 'Bearer realm="sofamesh-pilot"'} if status == 401 else None
+    return web.json_response({"error": message}, status=status, headers=headers, dumps=_dumps)
+
+
 async def create_token(request: web.Request) -> web.Response:
     """Body ``{"namespace": NS, "service_account": SA, "ttl_s": SECONDS}`` (ttl optional)."""
+    if (refused := _refused(request)) is not None:
+        return refused
     pilot = request.app[PILOT]
     ca = pilot.config.ca
     try:
@@ -52,6 +65,8 @@ async def create_token(request: web.Request) -> web.Response:
 
 
 async def revoke_token(request: web.Request) -> web.Response:
+    if (refused := _refused(request)) is not None:
+        return refused
     pilot = request.app[PILOT]
     jti = request.match_info["jti"]
     pilot.tokens.revoke(jti)
@@ -61,6 +76,8 @@ async def revoke_token(request: web.Request) -> web.Response:
 async def rotate_root(request: web.Request) -> web.Response:
     """Body ``{"step": "prepare" | "activate" | "finish"}``: one step of a root rotation
     (docs/security.md); answers what ``/debug/ca`` shows of the CA."""
+    if (refused := _refused(request)) is not None:
+        return refused
     try:
         body = await request.json()
     except ValueError:
@@ -84,6 +101,11 @@ async def debug_ca(request: web.Request) -> web.Response:
     return web.json_response(out, dumps=_dumps)
 
 
+async def debug_jwks(request: web.Request) -> web.Response:
+    """Each RequestAuthentication ``jwksUri`` Pilot fetches for Envoy sidecars: when, which keys, the last error."""
+    return web.json_response(request.app[PILOT].jwks.describe(), dumps=_dumps)
+
+
 def add_routes(app: web.Application, pilot: PilotView) -> None:
     app[PILOT] = pilot
     app.router.add_post("/v1/tokens", create_token)
@@ -91,6 +113,7 @@ def add_routes(app: web.Application, pilot: PilotView) -> None:
     app.router.add_post("/v1/ca/root-rotation", rotate_root)
     app.router.add_get("/v1/ca/roots", ca_roots)
     app.router.add_get("/debug/ca", debug_ca)
+    app.router.add_get("/debug/jwks", debug_jwks)
 
 
 __all__ = ["add_routes"]

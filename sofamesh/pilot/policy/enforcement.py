@@ -145,6 +145,10 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         # certificate and key) in a portLevelSettings entry
         **_under("trafficPolicy", _DR_TLS, _PROXIES),
         **_under("trafficPolicy.portLevelSettings", _DR_TLS, _PROXIES),
+        # test_destination_rule_subsets_with_istio_mutual_and_disable_against_a_strict_sidecar:
+        # a subset's ISTIO_MUTUAL reaches a STRICT sofamesh sidecar, its DISABLE is plaintext (refused, then
+        # taken under PERMISSIVE), from a sofamesh sidecar and an Envoy
+        **_under("subsets.trafficPolicy", "tls tls.mode", _PROXIES),
         "exportTo": _PROXIES,  # tests/integration/policy/test_export_to.py
     },
     "ServiceEntry": {**_under("", "hosts ports ports.number ports.name ports.protocol resolution workloadSelector "
@@ -172,7 +176,10 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
                      "targetRef.name", _PROXIES),
         **_under("rules.from.source", "serviceAccounts remoteIpBlocks", _PROXIES),
         **_under("rules", "from from.source to to.operation", _PROXIES),
-        **_under("rules", "when when.key when.values when.notValues", _SIDECAR),
+        **_under("rules", "when.notValues", _SIDECAR),
+        # test_an_envoy_sidecar_verifies_tokens_with_keys_pilot_fetched_from_a_jwks_uri:
+        # request.auth.claims[...] (nested, list or string), audiences, presenter and "*/sub" on Envoy
+        **_under("rules", "when when.key when.values", _PROXIES),
         **_under("rules.from.source", "principals notNamespaces", _PROXIES),
         **_under("rules.from.source", "notPrincipals notRequestPrincipals namespaces ipBlocks notIpBlocks", _SIDECAR),
         # test_request_authentication_on_an_envoy_sidecar_with_envoys_jwt_filter (Envoy's jwt_authn)
@@ -183,7 +190,10 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "RequestAuthentication": {
         **_under("", "selector selector.matchLabels jwtRules", _PROXIES),
         **_under("jwtRules", "issuer audiences jwks", _PROXIES),
-        **_under("jwtRules", "jwksUri fromHeaders fromHeaders.name fromHeaders.prefix", _SIDECAR),
+        # the Envoy test above: jwksUri fetched by Pilot and inlined, fromHeaders / fromParams,
+        # outputPayloadToHeader (Envoy's JWT filter only: the sidecar's reads headers)
+        **_under("jwtRules", "jwksUri fromHeaders fromHeaders.name fromHeaders.prefix", _PROXIES),
+        **_under("jwtRules", "fromParams outputPayloadToHeader", _ENVOY),
     },
     "MetaRouter": {
         **_under("", "hosts routes", _SIDECAR),

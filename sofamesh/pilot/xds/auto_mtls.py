@@ -136,6 +136,13 @@ def auto_mtls_sans(service: Service, instances: tuple[ServiceInstance, ...], tru
     return identities([i.labels for i in instances], trust_domain, namespace)
 
 
+def destination_identities(service: Service, instances: tuple[ServiceInstance, ...], trust_domain: str) -> list[str]:
+    """The identities a DestinationRule's ``ISTIO_MUTUAL`` naming no ``subjectAltNames`` checks on
+    ``service``: its instances' service accounts (istiod's choice), whether or not they are meshed."""
+    namespace = service.metadata.get(NAMESPACE_METADATA, DEFAULT_NAMESPACE)
+    return identities([i.labels for i in instances], trust_domain, namespace)
+
+
 __all__ = ["MTLS_METADATA", "SDS_CLUSTER", "SOCKET_MATCH_METADATA", "auto_mtls_sans", "common_context",
-           "downstream_socket", "holds_certificate", "is_meshed", "mark_meshed", "meshed", "socket_matches",
-           "upstream_socket"]
+           "destination_identities", "downstream_socket", "holds_certificate", "is_meshed", "mark_meshed", "meshed",
+           "socket_matches", "upstream_socket"]

@@ -22,7 +22,7 @@ Not written (accepted): localityLbSetting, warmup, tunnel, proxyProtocol, insecu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
@@ -228,6 +228,22 @@ def client_tls(tls: Mapping[str, Any]) -> base_pb2.TransportSocket | None:
     return ts
 
 
+def cluster_tls(dr_spec: Mapping[str, Any], service: str, ports: Iterable[int]) -> dict[str, Mapping[str, Any]]:
+    """The clusters of ``service`` whose DestinationRule sets ``tls`` (top level, port level or the
+    subset's), by name, with that setting: auto mTLS leaves them alone, as in Istio."""
+    out: dict[str, Mapping[str, Any]] = {}
+    for port in ports:
+        tls = effective_policy(dr_spec, port).get("tls")
+        if isinstance(tls, Mapping):
+            out[f"outbound|{port}|{service}"] = tls
+        for subset in dr_spec.get("subsets") or []:
+            if isinstance(subset, Mapping) and subset.get("name"):
+                tls = effective_policy(dr_spec, port, subset).get("tls")
+                if isinstance(tls, Mapping):
+                    out[subset_cluster_name(port, subset["name"], service)] = tls
+    return out
+
+
 def apply_traffic_policy(c: cluster_pb2.Cluster, policy: Mapping[str, Any], http: bool) -> None:
     """Write ``policy`` (from :func:`effective_policy`) into cluster ``c``."""
     if isinstance(policy.get("tls"), Mapping):
@@ -263,4 +279,5 @@ def hash_policies(policy: Mapping[str, Any]) -> list[route_components_pb2.RouteA
     return []
 
 
-__all__ = ["H2_OPTIONS", "apply_traffic_policy", "effective_policy", "hash_policies", "subset_cluster_name"]
+__all__ = ["H2_OPTIONS", "apply_traffic_policy", "cluster_tls", "effective_policy", "hash_policies",
+           "subset_cluster_name"]

@@ -4,10 +4,9 @@
 ``abc*`` prefix, ``*abc`` suffix, ``*`` any non-empty value. Principals are the peer certificate's
 URI SAN (``spiffe://`` + the value).
 
-``requestPrincipals`` match the payload Envoy's JWT filter verified (:mod:`sofamesh.pilot.xds.envoy_jwt`)
-when a RequestAuthentication applies. Not for Envoy yet: ``request.auth.*`` conditions, and request
-principals with no RequestAuthentication or in a form the payload cannot express (``*/sub``); an
-ALLOW rule using them never matches, a DENY rule leaves them out.
+``requestPrincipals`` and ``request.auth.*`` conditions match the payload Envoy's JWT filter verified
+(:mod:`sofamesh.pilot.xds.envoy_jwt`) when a RequestAuthentication applies; without one no request
+has a request principal: an ALLOW rule using them never matches, a DENY rule leaves them out.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
-from sofamesh.pilot.xds.envoy_jwt import UnmatchablePrincipal, request_principal
+from sofamesh.pilot.xds.envoy_jwt import claim, claim_path, request_principal
 
 _FILTER = "envoy.filters.http.rbac"
 _JWT_ONLY = ("requestPrincipals", "notRequestPrincipals")
@@ -55,11 +54,13 @@ def _cidr(value: str) -> address_pb2.CidrRange:
 
 
 def _principal_of(field: str, value: str, issuers: tuple[str, ...] | None) -> rbac.Principal:
-    if field == "requestPrincipals" and issuers is not None:
-        try:
-            return request_principal(value, issuers)
-        except UnmatchablePrincipal:
-            raise _Unsupported(field) from None
+    if field in ("requestPrincipals", "request.auth.principal") and issuers is not None:
+        return request_principal(value, issuers)
+    if field.startswith("request.auth.") and issuers is not None:
+        path = claim_path(field)
+        if path is None:
+            raise _Unsupported(field)
+        return claim(path, value)
     if field in ("principals", "source.principal"):
         return rbac.Principal(authenticated=rbac.Principal.Authenticated(principal_name=_string(value, "spiffe://")))
     if field in ("namespaces", "source.namespace"):
@@ -132,14 +133,19 @@ def _policy(rule: Mapping[str, Any], action: str, issuers: tuple[str, ...] | Non
                        else rbac.Permission(any=True))
         for c in rule.get("when") or []:
             key = c["key"]
-            if key.startswith("request.auth."):
+            if key.startswith("request.auth.") and issuers is None:
                 if action == "ALLOW":
                     return None
                 continue
-            if c.get("values"):
-                principals.append(_ids(key, c["values"], False))
-            if c.get("notValues"):
-                principals.append(_ids(key, c["notValues"], True))
+            try:
+                if c.get("values"):
+                    principals.append(_ids(key, c["values"], False, issuers))
+                if c.get("notValues"):
+                    principals.append(_ids(key, c["notValues"], True, issuers))
+            except _Unsupported:
+                if action == "ALLOW":
+                    raise  # a DENY leaves it out
+
     except _Unsupported:
         return None  # only an ALLOW rule raises: it cannot grant what Envoy cannot check
     return rbac.Policy(

@@ -12,7 +12,7 @@ Naming conventions (docs/pilot.md):
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from sofamesh.pilot.policy.applied import service_visible
 from sofamesh.pilot.policy.hosts import selects, service_hosts
 from sofamesh.pilot.xds.auto_mtls import (
     auto_mtls_sans,
+    destination_identities,
     holds_certificate,
     is_meshed,
     mark_meshed,
@@ -39,7 +40,12 @@ from sofamesh.pilot.xds.auto_mtls import (
     socket_matches,
     upstream_socket,
 )
-from sofamesh.pilot.xds.destination_rules import apply_traffic_policy, effective_policy, subset_cluster_name
+from sofamesh.pilot.xds.destination_rules import (
+    apply_traffic_policy,
+    cluster_tls,
+    effective_policy,
+    subset_cluster_name,
+)
 from sofamesh.pilot.xds.generator import CLUSTER, ENDPOINT, LISTENER, ROUTE, NodeInfo, XdsResource
 from sofamesh.pilot.xds.locality import Group, failover_label_keys, groups_by_locality, locality_groups
 from sofamesh.pilot.xds.locality import applies as locality_applies
@@ -204,15 +210,30 @@ class ClusterGenerator(_PerService):
                 sans = auto_mtls_sans(mesh.services()[name], mesh.instances(name), trust_domain,
                                       dr.spec if dr is not None else None, pas)
                 every = meshed(mesh.instances(name))
-                res = built if sans is None else [self._tls(r, sans, every) for r in built]
+                own = cluster_tls(dr.spec, name, mesh.services()[name].ports) if dr is not None else {}
+                ids = sans
+                if ids is None and any(_default_sans(t) for t in own.values()):
+                    ids = destination_identities(mesh.services()[name], mesh.instances(name), trust_domain)
+                res = built if ids is None else [self._tls(r, ids, every, own.get(r.name), sans is not None)
+                                                 for r in built]
             memo[name] = (tkey, res)
             out.extend(res)
         self._tls_memo = memo
         return out
 
     @staticmethod
-    def _tls(res: XdsResource, sans: list[str], every: bool) -> XdsResource:
-        """mTLS to every endpoint, or (``every`` False) only to the meshed ones."""
+    def _tls(res: XdsResource, sans: list[str], every: bool, own: Mapping[str, Any] | None = None,
+             auto: bool = True) -> XdsResource:
+        """mTLS to every endpoint, or (``every`` False) only to the meshed ones (``auto``: auto mTLS
+        applies to the service); a cluster whose DestinationRule sets ``tls`` (``own``) keeps it, and
+        ``ISTIO_MUTUAL`` naming no ``subjectAltNames`` checks the destination's identities, as istiod
+        writes it."""
+        if own is None and not auto:
+            return res
+        if own is not None:
+            if not _default_sans(own):
+                return res
+            every = True
         c = cluster_pb2.Cluster()
         c.CopyFrom(res.message)
         if every:
@@ -254,6 +275,11 @@ class ClusterGenerator(_PerService):
                     apply_traffic_policy(c, effective_policy(dr.spec if dr else None, port, subset), http)
                     out.append(XdsResource(name, c))
         return out
+
+
+def _default_sans(tls: Mapping[str, Any]) -> bool:
+    """``ISTIO_MUTUAL`` naming neither ``subjectAltNames`` nor ``sni``: written as auto mTLS is."""
+    return tls.get("mode") == "ISTIO_MUTUAL" and not tls.get("subjectAltNames") and not tls.get("sni")
 
 
 class EndpointGenerator(_PerService):

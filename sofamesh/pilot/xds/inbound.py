@@ -6,7 +6,8 @@ Which instances are a node's (its workload): node metadata ``sofamesh.instances`
 a list or comma-separated), else those whose address is in ``INSTANCE_IPS`` (Istio's key). Only a
 proxy holding a certificate (``sofamesh.mtls: true``) gets them. An Envoy gets its HTTP, gRPC and
 Triple ports, with Envoy's RBAC filters (:mod:`sofamesh.pilot.xds.envoy_rbac`) instead of the
-sidecar's filters; RequestAuthentication is not sent to Envoy yet.
+sidecar's filters, and RequestAuthentication as Envoy's JWT filter (:mod:`sofamesh.pilot.xds.envoy_jwt`;
+a ``jwksUri``'s keys fetched by Pilot and inlined).
 
 For each (address, port) of those instances:
 - listener ``inbound|PORT|ADDRESS`` bound to the instance's own address and port: what consumers,
@@ -60,6 +61,7 @@ from sofamesh.pilot.xds.workload_security import Workload, inbound_filters, jwt_
 if TYPE_CHECKING:
     from sofamesh.core.catalog import Catalog
     from sofamesh.pilot.model import MeshModel, Service, ServiceInstance
+    from sofamesh.pilot.security.jwks import JwksResolver
     from sofamesh.pilot.xds.generator import XdsGenerator
 
 log = logging.getLogger("sofamesh.pilot.xds")
@@ -172,6 +174,11 @@ class InboundListenerGenerator(_Inbound):
     """LDS: ``inbound|PORT|ADDRESS`` with the workload's TLS mode and security filters."""
 
     type_url = LISTENER
+    jwks: JwksResolver | None = None
+
+    def use_jwks(self, jwks: JwksResolver) -> None:
+        """Pilot's fetcher of ``jwksUri`` keys, inlined for Envoy sidecars as istiod does."""
+        self.jwks = jwks
 
     def workload(self, node: NodeInfo, service: Service, insts: list[ServiceInstance],
                  services: frozenset[str]) -> Workload:
@@ -204,8 +211,10 @@ class InboundListenerGenerator(_Inbound):
             filters = inbound_filters(mode, jwt, rbac, trust_domain)
             name = _name(address, port)
             if not _sofamesh(node):  # Envoy: its own JWT and RBAC filters; mTLS is the TLS chain's
-                jwt_filters = envoy_jwt_filters(jwt)
-                http_filters = [*jwt_filters, *envoy_rbac_filters(rbac, issuers(jwt) if jwt_filters else None),
+                jwks_for = self.jwks.keys if self.jwks is not None else None
+                jwt_filters = envoy_jwt_filters(jwt, jwks_for)
+                http_filters = [*jwt_filters,
+                                *envoy_rbac_filters(rbac, issuers(jwt, jwks_for) if jwt_filters else None),
                                 _router_filter()]
             else:
                 http_filters = [*(hcm_pb2.HttpFilter(name=f"sofamesh.{f['type']}", typed_config=_filter(f))

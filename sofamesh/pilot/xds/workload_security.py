@@ -35,6 +35,9 @@ _RBAC_OPERATION = ("hosts", "notHosts", "methods", "notMethods", "paths", "notPa
 _WHEN_KEYS = ("source.ip", "remote.ip", "source.namespace", "source.principal", "request.auth.principal",
               "request.auth.audiences", "request.auth.presenter")
 _WHEN_PREFIXES = ("request.headers[", "request.auth.claims[")
+# RequestAuthentication fields only Envoy's JWT filter applies (the sidecar's authn.jwt reads headers
+# and always forwards the token): kept out of the sidecar's config
+_ENVOY_ONLY = ("from_params", "output_payload_to_header", "forward_original_token")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +196,12 @@ def jwt_config(request_authentications: Iterable[Resource], w: Workload) -> dict
                 p["jwks_uri"] = rule["jwksUri"]
             if rule.get("fromHeaders"):
                 p["from_headers"] = [{"name": h["name"], "prefix": h.get("prefix", "")} for h in rule["fromHeaders"]]
+            if rule.get("fromParams"):
+                p["from_params"] = [str(v) for v in rule["fromParams"]]
+            if rule.get("outputPayloadToHeader"):
+                p["output_payload_to_header"] = str(rule["outputPayloadToHeader"])
+            if rule.get("forwardOriginalToken"):
+                p["forward_original_token"] = True
             providers.append(p)
     return {"providers": providers} if providers else None
 
@@ -205,7 +214,8 @@ def inbound_filters(mode: str, jwt: Mapping[str, Any] | None, rbac: Mapping[str,
     if mode != "DISABLE":
         out.append({"type": "authn.mtls", "config": {"mode": mode, "trust_domains": [trust_domain]}})
     if jwt is not None:
-        out.append({"type": "authn.jwt", "config": dict(jwt)})
+        providers = [{k: v for k, v in p.items() if k not in _ENVOY_ONLY} for p in jwt.get("providers") or []]
+        out.append({"type": "authn.jwt", "config": {**jwt, "providers": providers}})
     if rbac is not None:
         out.append({"type": "authz.rbac", "config": dict(rbac)})
     return out

@@ -92,6 +92,15 @@ class PilotProcess:
             stop_process(self.proc)
         self.proc = None
 
+    @property
+    def admin_token_file(self) -> Path:
+        """Pilot's admin token (``<data_dir>/admin-token``), which minting and root rotation ask for."""
+        configured = (self.config or {}).get("admin_token_file")
+        return Path(configured) if configured else self.data_dir / "admin-token"
+
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token_file.read_text().strip()}"}
+
     def get(self, path: str) -> Any:
         r = httpx.get(self.api_url + path, timeout=5)
         r.raise_for_status()

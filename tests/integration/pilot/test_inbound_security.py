@@ -38,10 +38,12 @@ from sofamesh.core.security.agent import AgentSettings, WorkloadAgent
 from sofamesh.testing import ProxyProcess, free_port
 from tests.conformance import bolt_peers, dubbo_peers
 from tests.integration.policy.apply import apply, follows
+from tests.integration.policy.test_http_route_fields import Echo
+from tests.unit.pilot.security.test_jwks import JwksServer
 
 from .conftest import REPO, PilotProcess, stop_process, wait_until
 from .test_envoy import HttpBackend, _envoy_binary
-from .test_workload_certs import _token
+from .test_workload_certs import _client_cert, _served, _token
 
 ECHO = "com.example.EchoService"
 MESHED = {"security.istio.io/tlsMode": "istio", "sofamesh.io/service-account": "provider", "app": "provider"}
@@ -52,7 +54,7 @@ class MeshSidecar(ProxyProcess):
     """A sidecar with its agent (identity from the token) and its config from Pilot over xDS."""
 
     def __init__(self, pilot: PilotProcess, tmp: Path, sa: str, instances: tuple[str, ...] = (),
-                 validity_s: int = 0) -> None:
+                 validity_s: int = 0, args: tuple[str, ...] = ()) -> None:
         self.ports = {"http": free_port(), "bolt": free_port(), "dubbo": free_port()}
         meta: dict[str, Any] = {"sofamesh.outbound_port": self.ports["http"], "sofamesh.bolt_port": self.ports["bolt"],
                                 "sofamesh.dubbo_port": self.ports["dubbo"]}
@@ -64,7 +66,7 @@ class MeshSidecar(ProxyProcess):
             "xds": {"address": f"127.0.0.1:{pilot.xds_port}", "node_id": sa, "metadata": meta,
                     "backoff_initial_ms": 100, "backoff_max_ms": 500, "initial_fetch_timeout_ms": 10000},
             "drain_timeout_ms": 1000,
-        }, timeout=30)
+        }, timeout=30, args=args)
 
     def egress(self, protocol: str) -> str:
         return f"127.0.0.1:{self.ports[protocol]}"
@@ -109,7 +111,8 @@ def _http(url: str, host: str | None = None) -> int | str:
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    pilot = PilotProcess(tmp_path / "data", config={"ca": {"min_workload_ttl_s": 2}}).start()
+    pilot = PilotProcess(tmp_path / "data", config={"ca": {"min_workload_ttl_s": 2},
+                                                    "jwks": {"refresh_s": 1, "retry_s": 0.5}}).start()
     started: list[Any] = [pilot]
     try:
         http, grpc_app = HttpBackend("app"), GrpcApp()
@@ -297,7 +300,8 @@ class BackgroundAgent:
 
 
 def _rotate(pilot: PilotProcess, step: str) -> dict[str, Any]:
-    r = httpx.post(f"{pilot.api_url}/v1/ca/root-rotation", json={"step": step}, timeout=10)
+    r = httpx.post(f"{pilot.api_url}/v1/ca/root-rotation", json={"step": step}, headers=pilot.admin_headers(),
+                   timeout=10)
     assert r.status_code == 200, r.text
     return dict(r.json())
 
@@ -607,3 +611,224 @@ spec:
     stats = envoy.stats()
     assert re.search(r"jwt_authn\.allowed: [1-9]", stats) and re.search(r"jwt_authn\.denied: [1-9]", stats), stats
     assert re.search(r"rbac\.denied: [1-9]", stats), stats
+
+
+def test_an_envoy_sidecar_verifies_tokens_with_keys_pilot_fetched_from_a_jwks_uri(mesh: dict[str, Any]) -> None:
+    """jwksUri (fetched by Pilot, inlined, refreshed, the last good keys kept when a fetch fails),
+    fromHeaders / fromParams, outputPayloadToHeader, and request.auth.* conditions and ``*/sub``
+    request principals decided by a real Envoy."""
+    import base64
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pilot, tmp = mesh["pilot"], mesh["tmp"]
+    idp, app = JwksServer(), Echo("api")
+    mesh["started"] += [idp, app]
+    k1, k2 = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+
+    def jwks(*keys: tuple[str, Any]) -> str:
+        out = []
+        for kid, k in keys:
+            jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(k.public_key()))
+            jwk.update({"kid": kid, "alg": "ES256"})
+            out.append(jwk)
+        return json.dumps({"keys": out})
+
+    def token(sub: str, key: Any = k1, kid: str = "k1", **claims: Any) -> str:
+        return jwt.encode({"iss": "https://remote.example", "sub": sub, "exp": int(time.time()) + 300, **claims},
+                          key, algorithm="ES256", headers={"kid": kid})
+
+    idp.status = 503  # the IdP is down when the policy arrives
+    inbound = free_port()
+    pilot.register("api", "api-1", address="127.0.0.1", port=inbound, protocol="http",
+                   labels={**MESHED, "sofamesh.io/app-port": str(app.port)})
+    apply(pilot.api_url, stdin=f"""apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: remote}}
+spec:
+  selector: {{matchLabels: {{app: provider}}}}
+  jwtRules:
+    - issuer: "https://remote.example"
+      jwksUri: "{idp.url}"
+      fromHeaders: [{{name: x-jwt, prefix: "Token "}}]
+      fromParams: [token]
+      outputPayloadToHeader: x-jwt-payload
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: claims}}
+spec:
+  selector: {{matchLabels: {{app: provider}}}}
+  rules:
+    - from: [{{source: {{requestPrincipals: ["*/alice"]}}}}]
+      to: [{{operation: {{paths: ["/any*"]}}}}]
+    - to: [{{operation: {{paths: ["/admin*"]}}}}]
+      when: [{{key: "request.auth.claims[groups]", values: [admins]}}]
+    - to: [{{operation: {{paths: ["/aud*"]}}}}]
+      when: [{{key: request.auth.audiences, values: [web]}}, {{key: request.auth.presenter, values: [portal]}},
+             {{key: "request.auth.claims[org][team]", values: ["core-*"]}}]
+    - from: [{{source: {{requestPrincipals: ["https://remote.example/*"]}}}}]
+      to: [{{operation: {{paths: ["/echo*"]}}}}]
+""")
+    envoy = EnvoySidecar(pilot, tmp, "provider", ("api-1",))
+    mesh["started"].append(envoy)
+    consumer = MeshSidecar(pilot, tmp, "consumer").start()
+    mesh["started"].append(consumer)
+    base = f"http://{consumer.egress('http')}"
+
+    def call(path: str, tok: str | None = None, how: str = "x-jwt") -> httpx.Response | str:
+        headers = {"Host": "api"}
+        if tok is not None and how == "x-jwt":
+            headers["x-jwt"] = f"Token {tok}"
+        elif tok is not None and how == "bearer":
+            headers["Authorization"] = f"Bearer {tok}"
+        elif tok is not None:
+            path += f"?token={tok}"
+        try:
+            return httpx.get(base + path, headers=headers, timeout=5)
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+
+    def status(path: str, tok: str | None = None, how: str = "x-jwt") -> int | str:
+        r = call(path, tok, how)
+        return r if isinstance(r, str) else r.status_code
+
+    # no keys fetched yet: the inlined key is one nobody holds, a token is refused, not let through
+    wait_until(lambda: status("/any", token("alice")) == 401, 45,
+               what=f"Envoy's inbound with the unfetched keys ({envoy.log.read_text()[-2000:]})")
+    state = pilot.get("/debug/jwks")["uris"][idp.url]
+    assert not state["fetched"] and "no keys yet" in state["error"] and "503" in state["error"], state
+    idp.status, idp.body = 200, jwks(("k1", k1))
+    wait_until(lambda: status("/any", token("alice")) == 200, 30, what="the fetched keys reaching Envoy")
+    assert pilot.get("/debug/jwks")["uris"][idp.url]["kids"] == ["k1"]
+    got = [
+        status("/any", token("alice"), "param"),  # fromParams
+        status("/any", token("alice"), "bearer"),  # fromHeaders replaces Authorization: no token, no principal
+        status("/any", token("bob")),  # "*/alice" is alice's only
+        status("/any", token("alice", k2)),  # another key: 401
+        status("/admin", token("carol", groups=["users", "admins"])),  # a list claim holding the value
+        status("/admin", token("carol", groups="admins")),  # a string claim
+        status("/admin", token("carol", groups=["users"])),
+        status("/aud", token("dan", aud=["web", "x"], azp="portal", org={"team": "core-api"})),
+        status("/aud", token("dan", aud="web", azp="portal", org={"team": "core-api"})),
+        status("/aud", token("dan", aud="web", azp="other", org={"team": "core-api"})),
+        status("/aud", token("dan", aud="web", azp="portal", org={"team": "edge"})),
+        status("/aud", token("dan", aud="mobile", azp="portal", org={"team": "core-api"})),
+    ]
+    assert got == [200, 403, 403, 401, 200, 200, 403, 200, 200, 403, 403, 403], got
+    # outputPayloadToHeader: the app gets the verified payload; the token header itself is removed
+    echoed = call("/echo", token("erin"))
+    assert not isinstance(echoed, str) and echoed.status_code == 200, echoed
+    seen = echoed.json()["headers"]
+    payload = seen["x-jwt-payload"]
+    assert json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"] == "erin"
+    assert "x-jwt" not in seen, seen
+    # the IdP rotates to k2: Pilot's refresh brings it to Envoy; k1 tokens stop verifying
+    idp.body = jwks(("k2", k2))
+    wait_until(lambda: status("/any", token("alice", k2, "k2")) == 200, 30, what="the rotated keys")
+    assert status("/any", token("alice")) == 401
+    # the IdP fails: the last good keys stay, and the failure is shown
+    idp.status = 500
+    wait_until(lambda: (pilot.get("/debug/jwks")["uris"][idp.url]["error"] or "").find("keeping") >= 0, 30,
+               what="the failed refresh in /debug/jwks")
+    time.sleep(1.5)  # past a refresh period
+    assert status("/any", token("alice", k2, "k2")) == 200
+    stats = envoy.stats()
+    assert re.search(r"jwt_authn\.allowed: [1-9]", stats) and re.search(r"jwt_authn\.denied: [1-9]", stats), stats
+
+
+def test_destination_rule_subsets_with_istio_mutual_and_disable_against_a_strict_sidecar(
+        mesh: dict[str, Any]) -> None:
+    """A subset with ``tls: ISTIO_MUTUAL`` reaches a STRICT sofamesh sidecar's inbound with the
+    workload certificate (SDS ``default`` / ``ROOTCA``); a subset with ``DISABLE`` sends plaintext, which
+    STRICT refuses and PERMISSIVE takes: through a sofamesh sidecar and a real Envoy as consumers."""
+    pilot, tmp, port = mesh["pilot"], mesh["tmp"], mesh["inbound"]["http"]
+    apply(pilot.api_url, stdin=_peer_authentication("STRICT") + """---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web-subsets}
+spec:
+  host: web
+  subsets:
+    - {name: secure, labels: {app: provider}, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}
+    - {name: plain, labels: {app: provider}, trafficPolicy: {tls: {mode: DISABLE}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web-by-subset}
+spec:
+  hosts: [web]
+  http:
+    - match: [{headers: {x-subset: {exact: plain}}}]
+      route: [{destination: {host: web, subset: plain}}]
+    - route: [{destination: {host: web, subset: secure}}]
+""")
+    provider = MeshSidecar(pilot, tmp, "provider", ("web-1",)).start()
+    mesh["started"].append(provider)
+    consumer = MeshSidecar(pilot, tmp, "consumer").start()
+    envoy = EnvoySidecar(pilot, tmp, "envoy-consumer", ())
+    mesh["started"] += [consumer, envoy]
+    urls = {"sofamesh": f"http://{consumer.egress('http')}/", "envoy": f"http://127.0.0.1:{envoy.outbound_port}/"}
+
+    def by(subset: str) -> dict[str, int | str]:
+        out: dict[str, int | str] = {}
+        for name, url in urls.items():
+            try:
+                out[name] = httpx.get(url, headers={"Host": "web", "x-subset": subset}, timeout=5).status_code
+            except httpx.HTTPError as exc:
+                out[name] = type(exc).__name__
+        return out
+
+    def mtls_stats() -> dict[str, int]:
+        return dict(provider.stats()["filters"][f"inbound|{port}|127.0.0.1|authn.mtls"])
+
+    wait_until(lambda: _mode(provider, port) == "STRICT" and by("secure") == {"sofamesh": 200, "envoy": 200}, 45,
+               what=f"ISTIO_MUTUAL through both consumers ({envoy.log.read_text()[-2000:]})")
+    secure = next(c for c in consumer.xds_config()["clusters"] if c["name"].endswith("|secure|web"))
+    # ISTIO_MUTUAL naming no subjectAltNames checks the destination's identity, as istiod writes it
+    assert secure["tls"]["match_sans"] == ["spiffe://cluster.local/ns/default/sa/provider"], secure
+    before = mtls_stats()
+    assert before["mtls_authenticated"] >= 2 and before.get("mtls_plaintext", 0) == 0, before
+    # DISABLE: plaintext to a STRICT inbound fails, from both consumers
+    plain = by("plain")
+    assert all(v != 200 for v in plain.values()), plain
+    assert mtls_stats().get("mtls_plaintext", 0) == 0
+    # the same subset under PERMISSIVE: the plaintext arrives, and is counted as such
+    t = apply(pilot.api_url, stdin=_peer_authentication("PERMISSIVE"))
+    follows(lambda: _mode(provider, port) == "PERMISSIVE", t, "PERMISSIVE", timeout=15)
+    wait_until(lambda: by("plain") == {"sofamesh": 200, "envoy": 200}, 20, what="DISABLE under PERMISSIVE")
+    after = mtls_stats()
+    assert after["mtls_plaintext"] >= 2, after
+    assert by("secure") == {"sofamesh": 200, "envoy": 200}
+
+
+def test_a_sidecar_with_two_workers_serves_mtls_with_the_certificate_its_parent_renews(mesh: dict[str, Any]) -> None:
+    """``--workers 2`` with the agent: the parent gets the certificate (4 s lifetime) and sends it, and
+    each renewal, to both workers; consumers and fresh mTLS clients reach either worker, and none
+    ever serves an expired certificate."""
+    pilot, tmp, port = mesh["pilot"], mesh["tmp"], mesh["inbound"]["http"]
+    apply(pilot.api_url, stdin=_peer_authentication("STRICT"))
+    provider = MeshSidecar(pilot, tmp, "provider", ("web-1",), validity_s=4, args=("--workers", "2")).start()
+    mesh["started"].append(provider)
+    consumer = MeshSidecar(pilot, tmp, "consumer").start()
+    mesh["started"].append(consumer)
+    wait_until(lambda: _http(f"http://{consumer.egress('http')}/", "web") == 200, 30,
+               what=f"consumer -> the two-worker provider over mTLS ({provider.log()[-2000:]})")
+    roots = tmp / "roots.pem"
+    roots.write_text(httpx.get(f"{pilot.api_url}/v1/ca/roots", timeout=5).text)
+    client = _client_cert(pilot, tmp, "tester")
+    serials, statuses = [], []
+    deadline = time.monotonic() + 10  # 2.5 lifetimes: a worker left with an old certificate fails the handshake
+    while time.monotonic() < deadline:
+        peer, status = _served(port, str(roots), client)
+        statuses.append(status)
+        serials.append(peer["serialNumber"])
+        assert dict(peer["subjectAltName"]) == {"URI": "spiffe://cluster.local/ns/default/sa/provider"}, peer
+        time.sleep(0.05)
+    assert set(statuses) == {200} and len(statuses) >= 20, statuses
+    assert len(set(serials)) >= 3, serials  # renewed at about half of 4 s, every renewal served
+    workers = provider.stats()["workers"]
+    counts = [w["filters"][f"inbound|{port}|127.0.0.1|authn.mtls"]["mtls_authenticated"] for w in workers]
+    assert len(counts) == 2 and min(counts) >= 1, counts
+    assert _http(f"http://{consumer.egress('http')}/", "web") == 200

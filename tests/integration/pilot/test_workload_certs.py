@@ -33,7 +33,8 @@ _TD = "cluster.local/ns/default/sa"
 
 def _token(pilot: PilotProcess, sa: str, path: Path) -> Path:
     out = subprocess.run([sys.executable, "-m", "sofamesh", "pilot", "token", "create", "--namespace", "default",
-                          "--service-account", sa, "--ttl", "1h", "--pilot", pilot.api_url],
+                          "--service-account", sa, "--ttl", "1h", "--pilot", pilot.api_url,
+                          "--admin-token-file", str(pilot.admin_token_file)],
                          capture_output=True, text=True, timeout=30, cwd=REPO)
     assert out.returncode == 0, out.stderr
     path.write_text(out.stdout)

@@ -178,7 +178,7 @@ def test_agent_over_tls_renews_with_its_certificate_after_its_token_is_revoked(
         await agent.renew()
         credentials.append(agent.last_credential)
         serials.append(agent.serial)
-        r = httpx.delete(f"{tls_pilot.api_url}/v1/tokens/{jti}", timeout=5)
+        r = httpx.delete(f"{tls_pilot.api_url}/v1/tokens/{jti}", headers=tls_pilot.admin_headers(), timeout=5)
         assert r.status_code == 200, r.text
         for _ in range(2):
             await agent.renew()
@@ -420,3 +420,68 @@ def test_a_proxyless_grpc_client_takes_its_config_over_tls_with_pilots_roots(
     finally:
         client.stop()
         backend.stop()
+
+
+def _provider_sidecar(pilot: TlsPilot, tmp: Path, sa: str, claimed_sa: str, instance: str, tls: bool) -> ProxyProcess:
+    """A sidecar whose token grants ``sa`` and whose node metadata claims ``claimed_sa``."""
+    xds: dict[str, Any] = {
+        "address": f"127.0.0.1:{pilot.tls_port if tls else pilot.xds_port}",
+        "node_id": f"{sa}-{instance}",
+        "metadata": {"sofamesh.instances": instance, "NAMESPACE": "default", "SERVICE_ACCOUNT": claimed_sa,
+                     "sofamesh.outbound_port": free_port()},
+        "backoff_initial_ms": 100,
+        "backoff_max_ms": 500,
+    }
+    if tls:
+        xds["tls"] = {"ca": str(pilot.roots)}
+    return ProxyProcess({"agent": {"token_file": str(_token(pilot, sa, tmp / f"{sa}-{instance}.token")),
+                                   "namespace": "default", "service_account": sa,
+                                   **({"ca_address": f"127.0.0.1:{pilot.xds_port}"} if not tls else {})},
+                         "xds": xds, "drain_timeout_ms": 1000}, timeout=30)
+
+
+def test_a_learned_instance_runs_as_the_identity_of_its_sidecars_certificate_on_the_tls_port(
+    tls_pilot: TlsPilot, tmp_path: Path
+) -> None:
+    """Over the TLS port the sidecar's xDS client presents its workload certificate and Pilot takes
+    the instance's identity from it, not from what the node metadata claims; over the plaintext
+    port the metadata is all Pilot has."""
+    from .test_inbound_security import MeshSidecar
+
+    apps = {name: HttpBackend(name) for name in ("web", "api")}
+    started: list[Any] = list(apps.values())
+    inbound = {name: free_port() for name in apps}
+    try:
+        for name, app in apps.items():
+            tls_pilot.register(name, f"{name}-a", address="127.0.0.1", port=inbound[name], protocol="http",
+                               labels={"sofamesh.io/app-port": str(app.port)})
+        web = _provider_sidecar(tls_pilot, tmp_path, "web-sa", "claimed", "web-a", tls=True).start()
+        started.append(web)
+        api = _provider_sidecar(tls_pilot, tmp_path, "api-sa", "claimed", "api-a", tls=False).start()
+        started.append(api)
+        consumer = MeshSidecar(tls_pilot, tmp_path, "consumer").start()
+        started.append(consumer)
+
+        def sans(service: str) -> list[str] | None:
+            for c in consumer.xds_config()["clusters"]:
+                if c["name"].endswith(f"|{service}") and c.get("tls"):
+                    return list(c["tls"]["match_sans"])
+            return None
+
+        wait_until(lambda: sans("web") and sans("api"), 30, what="auto mTLS to both learned instances")
+        assert sans("web") == ["spiffe://cluster.local/ns/default/sa/web-sa"]  # from its certificate
+        assert sans("api") == ["spiffe://cluster.local/ns/default/sa/claimed"]  # only the metadata to go by
+        # the identity taken from the certificate is the one the provider serves: traffic flows
+        assert wait_until(lambda: _body(int(consumer.egress("http").rpartition(":")[2]), "web"), 20,
+                          what="consumer -> web over mTLS") == "web"
+        # the one that trusted the metadata checks a SAN its provider does not hold: refused
+        assert _body(int(consumer.egress("http").rpartition(":")[2]), "api") is None
+    finally:
+        failed = []
+        for s in reversed(started):
+            try:
+                s.stop()
+            except Exception as exc:
+                failed.append(exc)
+        if failed:
+            raise failed[0]

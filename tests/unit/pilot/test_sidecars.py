@@ -56,6 +56,19 @@ def test_a_sidecar_with_a_certificate_meshes_the_instances_it_names_with_its_ide
     assert labels["w2"] == {TLS: "istio"} and labels["w3"] == {TLS: "disabled"}
 
 
+def test_the_identity_of_a_verified_client_certificate_wins_over_node_metadata() -> None:
+    sidecars = ConnectedSidecars(grace_s=5, clock=Clock())
+    mesh = _mesh(sidecars)
+    assert sidecars.connected(1, SIDECAR, certified=("shop", "cart"))
+    mesh.refresh()
+    assert _labels(mesh)["w1"] == {TLS: "istio", "sofamesh.io/service-account": "cart", "sofamesh.io/namespace": "shop"}
+    assert sidecars.describe()["identity_from"] == {1: "certificate"}
+    assert sidecars.connected(1, SIDECAR)  # the same stream id, now without a certificate: the metadata's
+    mesh.refresh()
+    assert _labels(mesh)["w1"]["sofamesh.io/service-account"] == "web"
+    assert sidecars.describe()["identity_from"] == {1: "metadata"}
+
+
 def test_a_proxy_without_a_certificate_or_without_instances_meshes_nothing() -> None:
     sidecars = ConnectedSidecars()
     assert not sidecars.connected(1, {"sofamesh.instances": "w1"})
@@ -82,4 +95,5 @@ def test_a_sidecar_that_goes_keeps_its_instances_meshed_for_the_grace_period() -
     assert sidecars.expire()
     assert mesh.refresh() == {"web"}
     assert _labels(mesh)["w1"] == {}
-    assert sidecars.describe() == {"connected": 0, "in_grace": 0, "instances": [], "addresses": []}
+    assert sidecars.describe() == {"connected": 0, "in_grace": 0, "instances": [], "addresses": [],
+                                   "identity_from": {}}

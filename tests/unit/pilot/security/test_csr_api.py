@@ -227,7 +227,8 @@ def test_token_create_prints_a_token_bound_to_the_identity_and_revoke_refuses_it
             url = f"http://127.0.0.1:{pilot.api_port}"
 
             def cli(*args: str) -> subprocess.CompletedProcess[str]:
-                return subprocess.run([sys.executable, "-m", "sofamesh", "pilot", "token", *args, "--pilot", url],
+                return subprocess.run([sys.executable, "-m", "sofamesh", "pilot", "token", *args, "--pilot", url,
+                                       "--admin-token-file", str(pilot.admin.path)],
                                       capture_output=True, text=True, timeout=30)
 
             out = await asyncio.to_thread(cli, "create", "--namespace", "shop", "--service-account", "cart",

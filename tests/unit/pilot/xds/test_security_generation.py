@@ -264,6 +264,38 @@ def test_a_destination_rules_tls_replaces_auto_mtls(tls: str, expected: dict[str
         assert translate_cluster(res.message).config.get("tls") == expected
 
 
+def test_a_subsets_tls_replaces_auto_mtls_for_that_subset_only() -> None:
+    gen = ClusterGenerator()
+    gen.use_policy(_applied("""apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: echo}
+spec:
+  host: echo
+  subsets:
+    - {name: secure, labels: {app: echo}, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}
+    - {name: plain, labels: {app: echo}, trafficPolicy: {tls: {mode: DISABLE}}}
+    - {name: auto, labels: {app: echo}}
+"""))
+    got = {r.name: translate_cluster(r.message).config.get("tls") for r in gen.generate(_mesh(), CONSUMER)}
+    provider = ["spiffe://cluster.local/ns/default/sa/provider"]
+    # ISTIO_MUTUAL naming no subjectAltNames checks the destination's identities (as auto mTLS does)
+    assert got["outbound|8080|secure|echo"]["match_sans"] == provider
+    assert got["outbound|8080|plain|echo"] is None  # DISABLE: plaintext, auto mTLS does not come back
+    assert got["outbound|8080|auto|echo"]["match_sans"] == provider
+    assert got["outbound|8080|echo"]["match_sans"] == provider
+
+
+@pytest.mark.parametrize("where", ["trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}",
+                                   "trafficPolicy: {portLevelSettings: [{port: {number: 8080}, tls: {mode: ISTIO_MUTUAL}}]}"])
+def test_istio_mutual_naming_no_subject_alt_names_checks_the_destinations_identities(where: str) -> None:
+    gen = ClusterGenerator()
+    gen.use_policy(_applied(f"apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: echo}}\n"
+                            f"spec: {{host: echo, {where}}}"))
+    got = {r.name: translate_cluster(r.message).config.get("tls") for r in gen.generate(_mesh(), CONSUMER)}
+    assert got["outbound|8080|echo"]["match_sans"] == ["spiffe://cluster.local/ns/default/sa/provider"]
+    assert got["outbound|8080|echo"]["secret"] == "default" and got["outbound|8080|echo"]["ca_secret"] == "ROOTCA"
+
+
 def test_an_envoy_gets_a_jwt_filter_before_rbac_and_request_principals_match_the_verified_payload() -> None:
     from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
     from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
@@ -299,16 +331,81 @@ spec:
     # the jwksUri provider is not sent; "any provider, or no token"
     [(name, provider)] = jwt.providers.items()
     assert name == "default.idp.0" and provider.issuer == "https://idp.example" and list(provider.audiences) == ["web"]
-    assert provider.local_jwks.inline_string == '{"keys": []}' and provider.forward
-    assert provider.payload_in_metadata == "payload"
+    # the token is removed before the app unless forwardOriginalToken (Istio's default)
+    assert provider.local_jwks.inline_string == '{"keys": []}' and not provider.forward
+    assert provider.payload_in_metadata == "payload" and not provider.forward_payload_header
     [rule] = jwt.rules
     assert [r.WhichOneof("requires_type") for r in rule.requires.requires_any.requirements] == [
         "provider_name", "allow_missing"]
     policies = allow.rules.policies
-    # "*/alice" cannot be matched on the payload: that ALLOW rule never grants
-    assert sorted(policies) == ["default.users[0]", "default.users[1]"]
+    assert sorted(policies) == ["default.users[0]", "default.users[1]", "default.users[2]"]
     first = str(policies["default.users[0]"])
     assert 'exact: "https://idp.example"' in first and 'exact: "alice"' in first and 'prefix: "svc-"' in first
     assert "present_match: true" in first and first.count('key: "payload"') == 5
-    # an issuer no provider verifies: never matches
+    # "*/alice": a sub ending in "/alice", or the sub "alice" of a verified issuer
+    third = str(policies["default.users[2]"])
+    assert 'suffix: "/alice"' in third and 'exact: "alice"' in third and 'exact: "https://idp.example"' in third
     assert "not_id" in str(policies["default.users[1]"]) and "any: true" in str(policies["default.users[1]"])
+
+
+def test_an_envoy_gets_a_jwks_uri_inlined_token_locations_and_request_auth_conditions() -> None:
+    from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
+    from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+    envoy = NodeInfo("e1", user_agent="envoy/1.40", metadata={"sofamesh.mtls": True, "sofamesh.instances": "e1"})
+    asked: list[str] = []
+
+    class Keys:
+        def keys(self, uri: str) -> str:
+            asked.append(uri)
+            return '{"keys": ["fetched"]}'
+
+    gen = InboundListenerGenerator()
+    gen.use_jwks(Keys())  # type: ignore[arg-type]
+    gen.use_policy(_applied("""apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: idp}
+spec:
+  jwtRules:
+    - issuer: "https://remote.example"
+      jwksUri: "https://remote.example/jwks"
+      fromHeaders: [{name: x-jwt, prefix: "Token "}]
+      fromParams: [token]
+      outputPayloadToHeader: x-jwt-payload
+      forwardOriginalToken: true
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: users}
+spec:
+  rules:
+    - when:
+        - {key: "request.auth.claims[groups]", values: [admins]}
+        - {key: "request.auth.claims[org][team]", values: ["core-*"]}
+        - {key: request.auth.audiences, values: [web]}
+        - {key: request.auth.presenter, notValues: [evil]}
+        - {key: request.auth.principal, values: ["https://remote.example/alice"]}
+"""))
+    [res] = list(gen.generate(_mesh(), envoy))
+    hcm = hcm_pb2.HttpConnectionManager()
+    res.message.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    jwt, allow = jwt_pb2.JwtAuthentication(), rbac_pb2.RBAC()
+    hcm.http_filters[0].typed_config.Unpack(jwt)
+    hcm.http_filters[1].typed_config.Unpack(allow)
+    assert asked == ["https://remote.example/jwks"]
+    [provider] = jwt.providers.values()
+    assert provider.local_jwks.inline_string == '{"keys": ["fetched"]}'
+    assert [(h.name, h.value_prefix) for h in provider.from_headers] == [("x-jwt", "Token ")]
+    assert list(provider.from_params) == ["token"]
+    assert provider.forward and provider.forward_payload_header == "x-jwt-payload"
+    [policy] = allow.rules.policies.values()
+    text = str(policy)
+    for key in ("groups", "org", "team", "aud", "azp", "iss", "sub"):
+        assert f'key: "{key}"' in text, key
+    assert 'exact: "admins"' in text and 'prefix: "core-"' in text and "list_match" in text and "not_id" in text
+    # the sidecar's authn.jwt gets the fields it applies (it reads headers and forwards the token)
+    sofamesh = NodeInfo("s1", user_agent="sofamesh/1", metadata={"sofamesh.mtls": True, "sofamesh.instances": "e1"})
+    [res] = list(gen.generate(_mesh(), sofamesh))
+    assert "from_params" not in str(res.message) and "output_payload" not in str(res.message)
+    assert "jwks_uri" in str(res.message) and "x-jwt" in str(res.message)
