@@ -16,6 +16,7 @@ from sofamesh.core.errors import ConfigError, ConfigErrors
 from sofamesh.core.net.listener import Listener
 from sofamesh.core.net.tls import TlsSniffer, TlsSource
 from sofamesh.core.proxy.runtime import ListenerRuntime, ServedConnection
+from sofamesh.core.proxy.slow_peers import PeerTimeouts, expire
 from sofamesh.core.proxy.stream_manager import DownstreamConnection
 
 if TYPE_CHECKING:
@@ -230,16 +231,15 @@ class ListenerSet:
             yield from h.old
 
     def sweep(self, now: float) -> None:
-        """Close replaced runtimes' filters when they are idle, and connections idle past their limit."""
+        """Close replaced runtimes' filters when they are idle, and apply each listener's slow-peer
+        timeouts to its connections (``core/proxy/slow_peers.py``)."""
         for h in self.handles.values():
             self._retire(h)
-            limit = h.config.idle_timeout_ms / 1000.0
-            if not limit:
-                continue
+            timeouts = PeerTimeouts(h.config)
             for rt in (h.rt, *h.old):
                 for conn in list(rt.connections):
-                    if conn.tcp is None and conn.idle() and now - conn.last_active > limit:
-                        conn.close()
+                    if isinstance(conn, DownstreamConnection):
+                        expire(conn, now, timeouts)
 
     def active_requests(self) -> int:
         # A reload hands the same counters to the new runtime: count each listener's once.

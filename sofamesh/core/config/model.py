@@ -315,6 +315,15 @@ class LimitsConfig(_Model):
     max_body_bytes: Annotated[int, Field(ge=0)] = 0
 
 
+class KeepaliveConfig(_Model):
+    """Envoy's ``http2_protocol_options.connection_keepalive``, for every multiplexed protocol: a
+    connection that sent nothing for ``interval_ms`` is pinged (HTTP/2 PING, Bolt and Dubbo
+    heartbeats) and closed when nothing at all arrives within ``timeout_ms`` of the ping."""
+
+    interval_ms: Annotated[int, Field(gt=0)] = 30_000
+    timeout_ms: Annotated[int, Field(gt=0)] = 20_000  # gRPC's keepalive timeout default
+
+
 class ListenerConfig(_Model):
     name: str = ""
     address: Address
@@ -323,6 +332,17 @@ class ListenerConfig(_Model):
     routes: list[RouteConfig] = Field(default_factory=list)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     idle_timeout_ms: Annotated[int, Field(ge=0)] = 300_000
+    # Slow peers (docs/configuration.md, "Timeouts"); 0 turns one off. A request's head (an RPC
+    # frame) must arrive whole within this of its first byte (Envoy's request_headers_timeout,
+    # counted the same way: bytes trickling in do not restart it)
+    request_headers_timeout_ms: Annotated[int, Field(ge=0)] = 10_000
+    body_idle_timeout_ms: Annotated[int, Field(ge=0)] = 60_000  # a request body that stops arriving
+    stream_idle_timeout_ms: Annotated[int, Field(ge=0)] = 300_000  # Envoy's default
+    max_connection_duration_ms: Annotated[int, Field(ge=0)] = 0  # Envoy's: unlimited by default
+    connection_keepalive: KeepaliveConfig | None = None  # multiplexed protocols; None: no pings
+    # accepted connections this listener holds at once; one more is closed on accept
+    # (Envoy's per-listener ``envoy.resource_limits.listener.<name>.connection_limit``); 0 = no limit
+    max_connections: Annotated[int, Field(ge=0)] = 0
     tls: TlsConfig | None = None
 
     @field_validator("tls")
@@ -687,6 +707,7 @@ __all__ = [
     "HealthCheckConfig",
     "HealthConfig",
     "HttpHealthCheckConfig",
+    "KeepaliveConfig",
     "LimitsConfig",
     "ListenerConfig",
     "LocalityConfig",

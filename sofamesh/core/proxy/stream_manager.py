@@ -40,8 +40,9 @@ _MAX_SNIFF = 64
 class DownstreamConnection(Connection):
     """One accepted connection: the StreamManager of the architecture."""
 
-    __slots__ = ("active", "backlog", "codec", "codec_sends", "discarding", "factory", "multiplexed",
-                 "peer_identity", "prefix", "resumed", "rt", "streams", "tcp")
+    __slots__ = ("active", "backlog", "born", "codec", "codec_sends", "discarding", "factory", "head_at",
+                 "multiplexed", "peer_identity", "ping_at", "prefix", "resumed", "retiring", "rt", "rx", "rx_at",
+                 "rx_seen", "streams", "tcp", "tx_at", "tx_seen")
 
     def __init__(self, rt: ListenerRuntime, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
@@ -58,6 +59,13 @@ class DownstreamConnection(Connection):
         self.peer_identity: str | None = None
         self.tcp: TcpSession | None = None
         self.resumed: tuple[CodecFactory | None, CodecState] | None = None  # moved in by a hot upgrade
+        # slow-peer marks, read by the listener's sweep (``slow_peers.py``), not on the request path
+        self.head_at = 0.0  # loop time of the first read of a message not decoded yet; 0: none
+        self.rx = 0  # reads so far
+        self.born = self.rx_at = self.tx_at = self.last_active
+        self.rx_seen = self.tx_seen = 0
+        self.ping_at = 0.0  # a keepalive ping went out then and nothing came back yet
+        self.retiring = 0.0  # max_connection_duration reached then: draining
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -104,6 +112,9 @@ class DownstreamConnection(Connection):
 
     # -- bytes in ----------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        self.rx += 1
+        if not self.head_at:
+            self.head_at = self.loop.time()
         if self.codec is None:
             if self.tcp is not None:
                 self.tcp.downstream_data(data)
@@ -155,6 +166,7 @@ class DownstreamConnection(Connection):
         codec = self.codec
         try:
             while (ev := codec.next_event()) is not NEED_DATA:
+                self.head_at = 0.0  # a message (or part of a body) was decoded: the next one starts later
                 if self.backlog or (self.active is not None and type(ev) is RequestHead):
                     self.backlog.append(ev)
                     self.read_gate.pause(self.backlog)  # type: ignore[union-attr]

@@ -79,6 +79,7 @@ class Http1Codec(Codec):
         self._header_bytes = 0
         self._body_bytes = 0
         self._in_message = False
+        self._head_open = False  # a message's head started and is not complete (``partial``)
         self._has_body = False
         self._until_eof = False
         self._closed = False
@@ -96,6 +97,7 @@ class Http1Codec(Codec):
     # -- httptools callbacks -------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._in_message = True
+        self._head_open = True
         self._url = b""
         self._headers = []
         self._header_bytes = 0
@@ -118,6 +120,7 @@ class Http1Codec(Codec):
         headers.append((field_name(name) if k is None else k, value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        self._head_open = False
         p = self._parser
         if isinstance(p, httptools.HttpRequestParser):
             self._request_head(p)
@@ -255,6 +258,10 @@ class Http1Codec(Codec):
         out = bytes(self._out)
         self._out.clear()
         return out
+
+    def partial(self) -> bool:
+        """A request line or header block started and not complete yet."""
+        return self._head_open and self._error is None and not self._closed
 
     def export_state(self) -> CodecState | None:
         """A keep-alive connection between two exchanges has no state: the parser holds no byte

@@ -254,6 +254,11 @@ class Http2Codec(Codec):
             return ConnectionClosed(clean=not self._streams)
         return NEED_DATA
 
+    def partial(self) -> bool:
+        """A frame started and not complete yet, or a header block waiting for its CONTINUATION."""
+        buf = self._conn.incoming_buffer
+        return bool(self._inbox or buf._data or buf._headers_buffer)
+
     def _translate(self, ev: h2.events.Event) -> None:
         if isinstance(ev, h2.events.DataReceived):
             self._on_data(ev)
