@@ -217,6 +217,15 @@ class Codec(ABC):
         """
         return False
 
+    def buffered(self) -> int:
+        """Bytes received and held undecoded (a frame being accumulated). The overload manager's
+        ``reset_high_memory_stream`` resets the connections holding the most. Asked only under
+        memory pressure.
+
+        .. versionadded:: 0.4
+        """
+        return 0
+
     # -- hot upgrade (``core/upgrade.py``) ---------------------------------------------------------
     def export_state(self) -> CodecState | None:
         """This connection's state between two messages, for another process to carry on with a fresh

@@ -241,6 +241,23 @@ class ListenerSet:
                     if isinstance(conn, DownstreamConnection):
                         expire(conn, now, timeouts)
 
+    def pause_accepting(self) -> list[str]:
+        """Stop accepting on every listener that accepts now (the overload manager); new
+        connections wait in the backlog. Returns their names, for ``resume_accepting``."""
+        paused = []
+        for name, h in self.handles.items():
+            if h.listener is not None and h.listener.serving:
+                h.listener.pause_accepting()
+                paused.append(name)
+        return paused
+
+    def resume_accepting(self, names: list[str]) -> None:
+        """Accept again on the listeners ``pause_accepting`` stopped (those still here)."""
+        for name in names:
+            h = self.handles.get(name)
+            if h is not None and h.listener is not None and not h.listener.serving:
+                self._start_listener(h)
+
     def active_requests(self) -> int:
         # A reload hands the same counters to the new runtime: count each listener's once.
         return sum(h.rt.stats.downstream_rq_active for h in self.handles.values())

@@ -45,6 +45,7 @@ _LISTENER_COUNTERS: Final = (
     "downstream_cx_protocol_error",
     "downstream_cx_sniff_fail",
     "downstream_cx_total",
+    "downstream_global_cx_overflow",
     "downstream_heartbeat",
     "downstream_rq_1xx",
     "downstream_rq_2xx",
@@ -77,6 +78,7 @@ class ListenerStats:
     downstream_cx_protocol_error: int
     downstream_cx_sniff_fail: int
     downstream_cx_total: int
+    downstream_global_cx_overflow: int
     downstream_heartbeat: int
     downstream_rq_1xx: int
     downstream_rq_2xx: int

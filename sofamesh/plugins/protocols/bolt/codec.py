@@ -379,6 +379,9 @@ class BoltCodec(Codec):
         """A frame started and not complete yet."""
         return len(self._buf) > 0
 
+    def buffered(self) -> int:
+        return len(self._buf)
+
     # -- hot upgrade ------------------------------------------------------------------------------
     def export_state(self) -> CodecState | None:
         """Frames are self-describing: the state is the last frame's framing (what heartbeats use),

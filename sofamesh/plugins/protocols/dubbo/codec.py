@@ -304,6 +304,9 @@ class DubboCodec(Codec):
         """A frame started and not complete yet."""
         return len(self._buf) > 0
 
+    def buffered(self) -> int:
+        return len(self._buf)
+
     def export_state(self) -> CodecState | None:
         """Frames are self-describing: no state, only the start of the next frame."""
         if self._closed or self._error is not None:

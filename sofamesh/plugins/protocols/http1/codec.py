@@ -358,8 +358,8 @@ class Http1Codec(Codec):
         body = (message + "\n").encode("utf-8", "replace")
         lines = [f"HTTP/1.1 {code} {reason(code)}\r\n", "content-type: text/plain; charset=utf-8\r\n",
                  f"content-length: {len(body)}\r\n", f"x-sofamesh-local-reply: {status.name.lower()}\r\n"]
-        if status is ReplyStatus.UPSTREAM_OVERFLOW:
-            lines.append("x-envoy-overloaded: true\r\n")  # as Envoy marks circuit-breaker overflow
+        if status is ReplyStatus.UPSTREAM_OVERFLOW or status is ReplyStatus.OVERLOAD:
+            lines.append("x-envoy-overloaded: true\r\n")  # as Envoy marks overflow and shed load
         if not self.keep_alive:
             lines.append("connection: close\r\n")
         lines.append("\r\n")
