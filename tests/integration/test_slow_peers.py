@@ -8,6 +8,9 @@ import socket
 import time
 from collections.abc import Callable
 
+import h2.config
+import h2.connection
+import h2.events
 import httpx
 
 from sofamesh.core.codec import CodecLimits, Role
@@ -224,3 +227,53 @@ def test_a_silent_bolt_connection_is_pinged_and_closed_when_the_ping_goes_unansw
     answering.close()
     st = proxy.stats()["listeners"]["rpc"]
     assert st["downstream_cx_keepalive_timeout"] == 1
+
+
+def _h2_pinged(sock: socket.socket, conn: h2.connection.H2Connection, limit: float, answer: bool) -> bool:
+    """Read until the proxy sends a PING (answered when ``answer``); False if none came."""
+    t0 = time.monotonic()
+    sock.settimeout(0.2)
+    while time.monotonic() - t0 < limit:
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not data:
+            return False
+        events = conn.receive_data(data)
+        out = conn.data_to_send()  # SETTINGS ACKs, and the PING ACK h2 queues itself
+        if any(isinstance(e, h2.events.PingReceived) for e in events):
+            if answer:
+                sock.sendall(out)
+            return True
+        sock.sendall(out)
+    return False
+
+
+def test_an_idle_http2_connection_is_pinged_and_closed_only_when_it_does_not_answer(
+    upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]
+) -> None:
+    cfg, port = http_proxy_config([upstream.address], connection_keepalive={"interval_ms": 1000, "timeout_ms": 1500})
+    cfg["listeners"][0]["protocols"] = ["http2"]
+    proxy = proxy_factory(cfg)
+    peers = []
+    for _ in range(2):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        c.initiate_connection()
+        s.sendall(c.data_to_send())
+        peers.append((s, c))
+    (answering, ac), (silent, sc) = peers
+    for _ in range(2):
+        assert _h2_pinged(answering, ac, 1.0 + CLOSE_MARGIN_S, answer=True), "no PING on an idle connection"
+    assert _h2_pinged(silent, sc, 1.0 + CLOSE_MARGIN_S, answer=False)
+    assert _closed_after(silent, 1.5 + CLOSE_MARGIN_S) is not None, "a connection that never answered stayed open"
+    answering.settimeout(0.3)
+    try:
+        still = answering.recv(65536) != b""
+    except TimeoutError:
+        still = True
+    assert still, "the connection that answered its pings was closed"
+    for s, _ in peers:
+        s.close()
+    assert proxy.stats()["listeners"]["web"]["downstream_cx_keepalive_timeout"] == 1
