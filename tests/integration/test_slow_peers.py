@@ -12,10 +12,12 @@ import h2.config
 import h2.connection
 import h2.events
 import httpx
+import pytest
 
-from sofamesh.core.codec import CodecLimits, Role
+from sofamesh.core.codec import Codec, CodecLimits, Role
 from sofamesh.core.events import NEED_DATA, Heartbeat
 from sofamesh.plugins.protocols.bolt.codec import BoltCodec
+from sofamesh.plugins.protocols.dubbo.codec import DubboCodec
 from sofamesh.testing import ProxyProcess, UpstreamServer, free_port
 from tests.conftest import http_proxy_config
 from tests.unit.plugins.protocols.bolt.bolt_captured import NODE_V1_REQUEST
@@ -184,8 +186,13 @@ def test_a_connection_past_max_connection_duration_is_closed_and_the_client_reco
     assert st["downstream_cx_total"] == 2
 
 
-def _bolt_heartbeat(sock: socket.socket, limit: float) -> Heartbeat | None:
-    codec = BoltCodec(Role.CLIENT, CodecLimits())
+_RPC: dict[str, tuple[Callable[[], Codec], bytes]] = {
+    "bolt": (lambda: BoltCodec(Role.CLIENT, CodecLimits()), NODE_V1_REQUEST),
+    "dubbo": (lambda: DubboCodec(Role.CLIENT, CodecLimits()), REQ_GREET),
+}
+
+
+def _heartbeat(sock: socket.socket, codec: Codec, limit: float) -> Heartbeat | None:
     t0 = time.monotonic()
     sock.settimeout(0.2)
     while time.monotonic() - t0 < limit:
@@ -202,19 +209,21 @@ def _bolt_heartbeat(sock: socket.socket, limit: float) -> Heartbeat | None:
     return None
 
 
-def test_a_silent_bolt_connection_is_pinged_and_closed_when_the_ping_goes_unanswered(
-    proxy_factory: Callable[..., ProxyProcess],
+@pytest.mark.parametrize("protocol", sorted(_RPC))
+def test_a_silent_rpc_connection_is_pinged_and_closed_when_the_ping_goes_unanswered(
+    protocol: str, proxy_factory: Callable[..., ProxyProcess]
 ) -> None:
+    make, request = _RPC[protocol]
     port = free_port()
     proxy = proxy_factory(_rpc_config(port, connection_keepalive={"interval_ms": 1000, "timeout_ms": 1500}))
     silent = socket.create_connection(("127.0.0.1", port), timeout=5)
     answering = socket.create_connection(("127.0.0.1", port), timeout=5)
     for s in (silent, answering):
-        s.sendall(NODE_V1_REQUEST)  # answered by the proxy itself: no upstream is listening
+        s.sendall(request)  # answered by the proxy itself: no upstream is listening
     for _ in range(2):  # the answering peer replies to two pings and stays connected
-        beat = _bolt_heartbeat(answering, 1.0 + CLOSE_MARGIN_S)
+        beat = _heartbeat(answering, make(), 1.0 + CLOSE_MARGIN_S)
         assert beat is not None, "no ping on an idle connection"
-        answering.sendall(BoltCodec(Role.CLIENT, CodecLimits()).heartbeat_reply(beat))
+        answering.sendall(make().heartbeat_reply(beat))
     waited = _closed_after(silent, 2.5 + CLOSE_MARGIN_S)
     assert waited is not None, "a connection that never answered its ping stayed open"
     answering.settimeout(0.5)
