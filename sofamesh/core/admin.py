@@ -200,6 +200,10 @@ def _esc(v: object) -> str:
     return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+# names read as levels, not totals: active counts, the overload manager's pressures, sizes and limits
+_GAUGE_SUFFIXES = ("_active", "_pressure", "_bytes", "max_active_downstream_connections")
+
+
 def prometheus_text(snapshots: list[dict[str, Any]]) -> str:
     """Prometheus text exposition of one or more workers' ``stats_snapshot``."""
     series: dict[str, list[str]] = {}
@@ -247,7 +251,7 @@ def prometheus_text(snapshots: list[dict[str, Any]]) -> str:
     out = []
     for name in sorted(series):
         kind = "histogram" if name.endswith("_ms_bucket") or name.endswith(("_ms_sum", "_ms_count")) else (
-            "gauge" if name.endswith("_active") else "counter")
+            "gauge" if name.endswith(_GAUGE_SUFFIXES) else "counter")
         if kind != "histogram":
             out.append(f"# TYPE {name} {kind}")
         out.extend(series[name])
