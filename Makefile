@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean fuzz
 
 venv:
 	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -15,6 +15,12 @@ demo: venv
 
 test:
 	bash scripts/test
+
+# Coverage-guided fuzzing of every decoder (docs/fuzzing.md); FUZZ_FLAGS are libFuzzer's.
+FUZZ_TARGETS ?= http1_server http1_client http2_server bolt_server bolt_client dubbo_server dubbo_client hessian thrift_server thrift_client
+FUZZ_FLAGS ?= -max_total_time=60
+fuzz: venv
+	@for t in $(FUZZ_TARGETS); do echo "== $$t"; $(VENV)/bin/python -m fuzz.run $$t $(FUZZ_FLAGS) || exit 1; done
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sofamesh import __version__
 from sofamesh.core.config.model import parse_address
+from sofamesh.core.pressure import PROCESS
 
 if TYPE_CHECKING:
     from sofamesh.core.proxy.filter_chain import Filter
@@ -133,6 +134,7 @@ def stats_snapshot(server: ServerView) -> dict[str, Any]:
         "clusters": {name: c.stats.snapshot() for name, c in server.clusters.items()},
         "rpc": rpc,
         "filters": filters,
+        "overload": PROCESS.snapshot(),
     }
 
 
@@ -161,7 +163,8 @@ def used_only(snap: dict[str, Any]) -> dict[str, Any]:
             clusters[name] = kept
     return {"server": snap["server"], "listeners": listeners, "clusters": clusters,
             "rpc": {k: st for k, st in snap["rpc"].items() if st["requests"] or st["timeouts"]},
-            "filters": {k: c for k, st in snap["filters"].items() if (c := nonzero(st))}}
+            "filters": {k: c for k, st in snap["filters"].items() if (c := nonzero(st))},
+            "overload": {k: v for k, v in snap.get("overload", {}).items() if v}}
 
 
 def _filters_of(rt: ListenerRuntime) -> list[tuple[str, Filter]]:
@@ -195,6 +198,10 @@ def filter_expositions(server: ServerView) -> str:
 
 def _esc(v: object) -> str:
     return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+# names read as levels, not totals: active counts, the overload manager's pressures, sizes and limits
+_GAUGE_SUFFIXES = ("_active", "_pressure", "_bytes", "max_active_downstream_connections")
 
 
 def prometheus_text(snapshots: list[dict[str, Any]]) -> str:
@@ -235,6 +242,8 @@ def prometheus_text(snapshots: list[dict[str, Any]]) -> str:
             for status, n in st["statuses"].items():
                 add("sofamesh_rpc_responses_total", {**lab, "status": status}, n)
             _hist(add, "sofamesh_rpc_duration_ms", lab, st["latency"])
+        for k, v in snap.get("overload", {}).items():
+            add("sofamesh_overload_" + k.replace(".", "_"), base, v)
         for key, st in snap.get("filters", {}).items():
             lname, where = key.split("|", 1)
             for k, v in st.items():
@@ -242,7 +251,7 @@ def prometheus_text(snapshots: list[dict[str, Any]]) -> str:
     out = []
     for name in sorted(series):
         kind = "histogram" if name.endswith("_ms_bucket") or name.endswith(("_ms_sum", "_ms_count")) else (
-            "gauge" if name.endswith("_active") else "counter")
+            "gauge" if name.endswith(_GAUGE_SUFFIXES) else "counter")
         if kind != "histogram":
             out.append(f"# TYPE {name} {kind}")
         out.extend(series[name])

@@ -114,7 +114,8 @@ def _build_listener(i: int, name: str, lc: ListenerConfig, cats: Catalogs,
         routes.append(Route(k, rc, FilterChain(rf) if rf else EMPTY_CHAIN))
     lim = lc.limits
     limits = CodecLimits(lim.max_frame_bytes, lim.max_header_bytes, lim.max_headers, lim.max_body_bytes)
-    return ListenerRuntime(name, factories, Router(routes), chain, clusters, limits)
+    return ListenerRuntime(name, factories, Router(routes), chain, clusters, limits,
+                           max_connections=lc.max_connections)
 
 
 def plugin_rows(cats: Catalogs | None) -> list[dict[str, str]]:

@@ -54,6 +54,7 @@ class ReplyStatus(Enum):
     NO_HEALTHY_UPSTREAM = (503, 14)
     UPSTREAM_RESET = (502, 14)
     TIMEOUT = (504, 4)
+    REQUEST_TIMEOUT = (408, 4)  # the downstream was too slow sending its request (Envoy's 408)
     OVERLOAD = (503, 8)  # gRPC RESOURCE_EXHAUSTED
     RATE_LIMITED = (429, 8)
     DENIED = (403, 7)
@@ -212,6 +213,25 @@ class Codec(ABC):
         """Bytes the codec itself must write (HTTP/1 ``100 Continue``, HTTP/2 SETTINGS/PING acks and
         WINDOW_UPDATEs). The connection calls it after each batch of events; ``b""`` if none."""
         return b""
+
+    def partial(self) -> bool:
+        """Server role: whether bytes of a message head (HTTP) or of a frame (RPC) were received and
+        not decoded into an event yet. The listener's ``request_headers_timeout_ms`` closes a
+        connection that keeps one open too long (slowloris). Asked at most once a second per
+        connection, never per read. The default (False) exempts a codec from that timeout.
+
+        .. versionadded:: 0.4
+        """
+        return False
+
+    def buffered(self) -> int:
+        """Bytes received and held undecoded (a frame being accumulated). The overload manager's
+        ``reset_high_memory_stream`` resets the connections holding the most. Asked only under
+        memory pressure.
+
+        .. versionadded:: 0.4
+        """
+        return 0
 
     # -- hot upgrade (``core/upgrade.py``) ---------------------------------------------------------
     def export_state(self) -> CodecState | None:

@@ -16,6 +16,7 @@ from sofamesh.core.errors import ConfigError, ConfigErrors
 from sofamesh.core.net.listener import Listener
 from sofamesh.core.net.tls import TlsSniffer, TlsSource
 from sofamesh.core.proxy.runtime import ListenerRuntime, ServedConnection
+from sofamesh.core.proxy.slow_peers import PeerTimeouts, expire
 from sofamesh.core.proxy.stream_manager import DownstreamConnection
 
 if TYPE_CHECKING:
@@ -261,16 +262,32 @@ class ListenerSet:
             yield from h.old
 
     def sweep(self, now: float) -> None:
-        """Close replaced runtimes' filters when they are idle, and connections idle past their limit."""
+        """Close replaced runtimes' filters when they are idle, and apply each listener's slow-peer
+        timeouts to its connections (``core/proxy/slow_peers.py``)."""
         for h in self.handles.values():
             self._retire(h)
-            limit = h.config.idle_timeout_ms / 1000.0
-            if not limit:
-                continue
+            timeouts = PeerTimeouts(h.config)
             for rt in (h.rt, *h.old):
                 for conn in list(rt.connections):
-                    if conn.tcp is None and conn.idle() and now - conn.last_active > limit:
-                        conn.close()
+                    if isinstance(conn, DownstreamConnection):
+                        expire(conn, now, timeouts)
+
+    def pause_accepting(self) -> list[str]:
+        """Stop accepting on every listener that accepts now (the overload manager); new
+        connections wait in the backlog. Returns their names, for ``resume_accepting``."""
+        paused = []
+        for name, h in self.handles.items():
+            if h.listener is not None and h.listener.serving:
+                h.listener.pause_accepting()
+                paused.append(name)
+        return paused
+
+    def resume_accepting(self, names: list[str]) -> None:
+        """Accept again on the listeners ``pause_accepting`` stopped (those still here)."""
+        for name in names:
+            h = self.handles.get(name)
+            if h is not None and h.listener is not None and not h.listener.serving:
+                self._start_listener(h)
 
     def active_requests(self) -> int:
         # A reload hands the same counters to the new runtime: count each listener's once.

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from sofamesh.core.build import build_runtime, plugin_rows, proxy_host
 from sofamesh.core.errors import ConfigError, ConfigErrors, MeshError
 from sofamesh.core.listeners import ListenerHandle, ListenerSet
+from sofamesh.core.overload import OverloadManager
 from sofamesh.core.plugin_host import PluginHost
 from sofamesh.core.reload import PluginSources
 from sofamesh.core.update import apply_update
@@ -58,6 +59,7 @@ class Server:
         self.xds: ConfigSource | None = None  # the xDS client when the config comes from xDS
         self.hot_upgrade: HotUpgradeView | None = None  # the upgrade socket's owner (``core/upgrade.py``)
         self._held_admin: socket.socket | None = None
+        self.overload: OverloadManager | None = None  # config.overload_manager, read at start-up
 
     @property
     def listeners(self) -> dict[str, ListenerHandle]:
@@ -104,6 +106,9 @@ class Server:
             if asyncio.iscoroutine(r) or isinstance(r, asyncio.Future):
                 await r
         self._sweeper = self.loop.create_task(self._sweep())
+        if self.config.overload_manager is not None:
+            self.overload = OverloadManager(self.config.overload_manager, self._listeners)
+            self.overload.start(self.loop)
         self.plugin_sources.snapshot()
         self.ready = True
 
@@ -179,6 +184,8 @@ class Server:
                     log.warning("shutdown: a plugin's shutdown hook did not finish in time")
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.overload is not None:
+            self.overload.stop()
         listeners.close_filters()
         for c in self.clusters.values():
             c.close()

@@ -37,9 +37,15 @@ class Histogram:
 _LISTENER_COUNTERS: Final = (
     "downstream_cx_active",
     "downstream_cx_destroy_with_active_rq",
+    "downstream_cx_idle_timeout",
+    "downstream_cx_keepalive_timeout",
+    "downstream_cx_max_duration_reached",
+    "downstream_cx_overflow",
+    "downstream_cx_overload_reject",
     "downstream_cx_protocol_error",
     "downstream_cx_sniff_fail",
     "downstream_cx_total",
+    "downstream_global_cx_overflow",
     "downstream_heartbeat",
     "downstream_rq_1xx",
     "downstream_rq_2xx",
@@ -47,9 +53,14 @@ _LISTENER_COUNTERS: Final = (
     "downstream_rq_4xx",
     "downstream_rq_5xx",
     "downstream_rq_active",
+    "downstream_rq_body_timeout",
     "downstream_rq_drained_cut",
+    "downstream_rq_header_timeout",
+    "downstream_rq_idle_timeout",
     "downstream_rq_local_reply",
     "downstream_rq_no_route",
+    "downstream_rq_overload_reset",
+    "downstream_rq_overload_shed",
     "downstream_rq_timeout",
     "downstream_rq_total",
 )
@@ -59,9 +70,15 @@ class ListenerStats:
     __slots__ = (*_LISTENER_COUNTERS, "latency")
     downstream_cx_active: int
     downstream_cx_destroy_with_active_rq: int
+    downstream_cx_idle_timeout: int
+    downstream_cx_keepalive_timeout: int
+    downstream_cx_max_duration_reached: int
+    downstream_cx_overflow: int
+    downstream_cx_overload_reject: int
     downstream_cx_protocol_error: int
     downstream_cx_sniff_fail: int
     downstream_cx_total: int
+    downstream_global_cx_overflow: int
     downstream_heartbeat: int
     downstream_rq_1xx: int
     downstream_rq_2xx: int
@@ -69,9 +86,14 @@ class ListenerStats:
     downstream_rq_4xx: int
     downstream_rq_5xx: int
     downstream_rq_active: int
+    downstream_rq_body_timeout: int
     downstream_rq_drained_cut: int
+    downstream_rq_header_timeout: int
+    downstream_rq_idle_timeout: int
     downstream_rq_local_reply: int
     downstream_rq_no_route: int
+    downstream_rq_overload_reset: int
+    downstream_rq_overload_shed: int
     downstream_rq_timeout: int
     downstream_rq_total: int
     latency: Histogram

@@ -76,6 +76,13 @@ class ThriftCodec(Codec):
         else:
             self._closed = True
 
+    def partial(self) -> bool:
+        """A frame started and not complete yet (the listener's request_headers_timeout_ms)."""
+        return len(self._buf) > 0
+
+    def buffered(self) -> int:
+        return len(self._buf)
+
     def next_event(self) -> Event | NeedData:
         if self._error is not None:
             raise self._error

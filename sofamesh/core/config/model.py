@@ -325,6 +325,15 @@ class LimitsConfig(_Model):
     max_body_bytes: Annotated[int, Field(ge=0)] = 0
 
 
+class KeepaliveConfig(_Model):
+    """Envoy's ``http2_protocol_options.connection_keepalive``, for every multiplexed protocol: a
+    connection that sent nothing for ``interval_ms`` is pinged (HTTP/2 PING, Bolt and Dubbo
+    heartbeats) and closed when nothing at all arrives within ``timeout_ms`` of the ping."""
+
+    interval_ms: Annotated[int, Field(gt=0)] = 30_000
+    timeout_ms: Annotated[int, Field(gt=0)] = 20_000  # gRPC's keepalive timeout default
+
+
 class ListenerConfig(_Model):
     name: str = ""
     address: Address
@@ -333,6 +342,17 @@ class ListenerConfig(_Model):
     routes: list[RouteConfig] = Field(default_factory=list)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     idle_timeout_ms: Annotated[int, Field(ge=0)] = 300_000
+    # Slow peers (docs/configuration.md, "Timeouts"); 0 turns one off. A request's head (an RPC
+    # frame) must arrive whole within this of its first byte (Envoy's request_headers_timeout,
+    # counted the same way: bytes trickling in do not restart it)
+    request_headers_timeout_ms: Annotated[int, Field(ge=0)] = 10_000
+    body_idle_timeout_ms: Annotated[int, Field(ge=0)] = 60_000  # a request body that stops arriving
+    stream_idle_timeout_ms: Annotated[int, Field(ge=0)] = 300_000  # Envoy's default
+    max_connection_duration_ms: Annotated[int, Field(ge=0)] = 0  # Envoy's: unlimited by default
+    connection_keepalive: KeepaliveConfig | None = None  # multiplexed protocols; None: no pings
+    # accepted connections this listener holds at once; one more is closed on accept
+    # (Envoy's per-listener ``envoy.resource_limits.listener.<name>.connection_limit``); 0 = no limit
+    max_connections: Annotated[int, Field(ge=0)] = 0
     tls: TlsConfig | None = None
 
     @field_validator("tls")
@@ -658,6 +678,68 @@ class AgentConfig(_Model):
         return self
 
 
+OVERLOAD_ACTIONS: tuple[str, ...] = ("stop_accepting_connections", "reject_incoming_connections",
+                                     "disable_http_keepalive", "stop_accepting_requests",
+                                     "reset_high_memory_stream", "shrink_heap")
+"""Envoy's ``envoy.overload_actions.*`` names (the prefix may be written or left out)."""
+OVERLOAD_MONITORS: tuple[str, ...] = ("memory", "downstream_connections")
+
+
+class OverloadTriggerConfig(_Model):
+    """Envoy's threshold trigger: the action is on while monitor ``name``'s pressure (0..1) is at or
+    over ``threshold``."""
+
+    name: Literal["memory", "downstream_connections"]
+    threshold: Annotated[float, Field(gt=0, le=1)]
+
+
+class OverloadActionConfig(_Model):
+    name: str
+    triggers: Annotated[list[OverloadTriggerConfig], Field(min_length=1)]
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        short = value.removeprefix("envoy.overload_actions.")
+        if short not in OVERLOAD_ACTIONS:
+            raise ValueError(f"unknown overload action {value!r} (known: {', '.join(OVERLOAD_ACTIONS)})")
+        return short
+
+
+class OverloadManagerConfig(_Model):
+    """Envoy's ``overload_manager``: resource monitors measured every ``refresh_interval_ms`` and
+    actions triggered by their pressure. Monitors: ``memory`` (process RSS over ``max_rss_bytes``;
+    Envoy's ``fixed_heap`` measures its heap) and ``downstream_connections`` (every listener's over
+    ``max_active_downstream_connections``, Envoy's ``global_downstream_max_connections``, which
+    is also a hard limit: one more is closed on accept). Without ``actions``, a memory monitor gets
+    the ladder of docs/configuration.md."""
+
+    refresh_interval_ms: Annotated[int, Field(gt=0)] = 1000  # Envoy's default
+    max_rss_bytes: Annotated[int, Field(ge=0)] = 0
+    max_active_downstream_connections: Annotated[int, Field(ge=0)] = 0
+    actions: list[OverloadActionConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _monitored(self) -> OverloadManagerConfig:
+        limits = {"memory": ("max_rss_bytes", self.max_rss_bytes),
+                  "downstream_connections": ("max_active_downstream_connections",
+                                             self.max_active_downstream_connections)}
+        for i, a in enumerate(self.actions):
+            for t in a.triggers:
+                field, value = limits[t.name]
+                if not value:
+                    raise ValueError(f"actions[{i}] ({a.name}) is triggered by {t.name}, which needs {field}")
+        return self
+
+    def effective_actions(self) -> list[OverloadActionConfig]:
+        if self.actions or not self.max_rss_bytes:
+            return list(self.actions)
+        ladder = (("shrink_heap", 0.85), ("stop_accepting_connections", 0.90), ("disable_http_keepalive", 0.92),
+                  ("stop_accepting_requests", 0.95), ("reset_high_memory_stream", 0.98))
+        return [OverloadActionConfig(name=n, triggers=[OverloadTriggerConfig(name="memory", threshold=t)])
+                for n, t in ladder]
+
+
 class ProxyConfig(_Model):
     """The whole data-plane config."""
 
@@ -669,6 +751,7 @@ class ProxyConfig(_Model):
     node: NodeConfig = Field(default_factory=NodeConfig)  # Envoy's bootstrap node (its locality)
     cluster_manager: ClusterManagerConfig = Field(default_factory=ClusterManagerConfig)
     drain_timeout_ms: Annotated[int, Field(ge=0)] = 10_000
+    overload_manager: OverloadManagerConfig | None = None  # read at start-up
     # a Unix socket path: a new process started with --hot-upgrade takes this one's sockets and
     # connections over it (docs/upgrade.md); None: no hot upgrade
     upgrade_socket: str | None = None
@@ -682,6 +765,8 @@ __all__ = [
     "HASH_POLICY_KINDS",
     "HEALTH_CHECK_KINDS",
     "HEALTH_STATUSES",
+    "OVERLOAD_ACTIONS",
+    "OVERLOAD_MONITORS",
     "RETRY_ON",
     "AdminConfig",
     "AgentConfig",
@@ -697,12 +782,16 @@ __all__ = [
     "HealthCheckConfig",
     "HealthConfig",
     "HttpHealthCheckConfig",
+    "KeepaliveConfig",
     "LimitsConfig",
     "ListenerConfig",
     "LocalityConfig",
     "MirrorConfig",
     "NodeConfig",
     "OutlierDetectionConfig",
+    "OverloadActionConfig",
+    "OverloadManagerConfig",
+    "OverloadTriggerConfig",
     "PilotTlsConfig",
     "ProtocolHealthCheckConfig",
     "ProxyConfig",

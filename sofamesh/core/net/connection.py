@@ -69,7 +69,7 @@ def batch_for(loop: asyncio.AbstractEventLoop) -> WriteBatch:
 
 
 class Connection(asyncio.Protocol):
-    __slots__ = ("batch", "closed", "last_active", "loop", "peer", "read_gate", "transport", "wbuf", "wheel",
+    __slots__ = ("batch", "closed", "last_active", "loop", "peer", "read_gate", "transport", "tx", "wbuf", "wheel",
                  "write_gate")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -83,6 +83,7 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.peer: tuple[Any, ...] = ()
         self.last_active = loop.time()
+        self.tx = 0  # writes so far: an idle check sees whether any happened since it last looked
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -115,6 +116,7 @@ class Connection(asyncio.Protocol):
         t = self.transport
         if t is None or self.closed:
             return
+        self.tx += 1
         buf = self.wbuf
         if buf is not None:  # bytes wait for the batch's flush: queue behind them
             buf.append(data)

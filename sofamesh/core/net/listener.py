@@ -52,6 +52,11 @@ class Listener:
         return self._sock
 
     @property
+    def serving(self) -> bool:
+        """Accepting connections now."""
+        return self._server is not None
+
+    @property
     def port(self) -> int:
         return int(self._sock.getsockname()[1])
 

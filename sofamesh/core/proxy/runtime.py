@@ -35,13 +35,14 @@ class ServedConnection(Protocol):
 class ListenerRuntime:
     """What one listener serves with. Built from config; replaced (never mutated) on reload."""
 
-    __slots__ = ("clusters", "connections", "draining", "factories", "filters", "limits", "name", "router",
-                 "rpc_stats", "stats", "streams")
+    __slots__ = ("clusters", "connections", "draining", "factories", "filters", "limits", "max_connections", "name",
+                 "router", "rpc_stats", "stats", "streams")
 
     def __init__(self, name: str, factories: list[CodecFactory], router: Router, filters: FilterChain,
                  clusters: dict[str, Cluster], limits: CodecLimits, stats: ListenerStats | None = None,
-                 rpc_stats: dict[tuple[str, str, str], RpcStats] | None = None) -> None:
+                 rpc_stats: dict[tuple[str, str, str], RpcStats] | None = None, max_connections: int = 0) -> None:
         self.name = name
+        self.max_connections = max_connections  # the listener's connection limit; 0 = none of its own
         # Decoding protocols sniff first; passthrough (tcp) only when nothing else matched.
         self.factories = sorted(factories, key=lambda f: f.passthrough)
         self.router = router

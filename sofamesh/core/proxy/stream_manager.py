@@ -26,6 +26,7 @@ from sofamesh.core.events import (
 )
 from sofamesh.core.net.connection import Connection
 from sofamesh.core.net.tls import peer_identity
+from sofamesh.core.pressure import PROCESS, RESET_MIN_BYTES
 from sofamesh.core.proxy.sni import MORE, server_name
 from sofamesh.core.proxy.stream import Stream
 
@@ -48,8 +49,9 @@ round trip, for streams the client opened before it saw the first)."""
 class DownstreamConnection(Connection):
     """One accepted connection: the StreamManager of the architecture."""
 
-    __slots__ = ("active", "backlog", "codec", "codec_sends", "discarding", "draining", "factory", "multiplexed",
-                 "peer_identity", "prefix", "resumed", "rt", "streams", "tcp")
+    __slots__ = ("active", "backlog", "born", "codec", "codec_sends", "discarding", "draining", "factory", "head_at",
+                 "held", "multiplexed", "peer_identity", "ping_at", "prefix", "refused", "resumed", "retiring", "rt",
+                 "rx", "rx_at", "rx_seen", "streams", "tcp", "tx_at", "tx_seen")
 
     def __init__(self, rt: ListenerRuntime, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
@@ -67,11 +69,26 @@ class DownstreamConnection(Connection):
         self.peer_identity: str | None = None
         self.tcp: TcpSession | None = None
         self.resumed: tuple[CodecFactory | None, CodecState] | None = None  # moved in by a hot upgrade
+        # slow-peer marks, read by the listener's sweep (``slow_peers.py``), not on the request path
+        self.head_at = 0.0  # loop time of the first read of a message not decoded yet; 0: none
+        self.rx = 0  # reads so far
+        self.born = self.rx_at = self.tx_at = self.last_active
+        self.rx_seen = self.tx_seen = 0
+        self.ping_at = 0.0  # a keepalive ping went out then and nothing came back yet
+        self.retiring = 0.0  # max_connection_duration reached then: draining
+        self.refused = False  # closed on accept (a connection limit or overload): never counted
+        self.held = 0  # bytes of an undecoded message counted in PROCESS.held (``_hold``)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         rt = self.rt
+        p = PROCESS
+        if p.reject or (p.max_cx and p.active_cx >= p.max_cx) or (
+                rt.max_connections and rt.stats.downstream_cx_active >= rt.max_connections):
+            self._refuse(transport)
+            return
+        p.active_cx += 1
         if self.resumed is None:
             rt.stats.downstream_cx_total += 1  # a connection moved in by a hot upgrade is not a new one
         rt.stats.downstream_cx_active += 1
@@ -83,8 +100,25 @@ class DownstreamConnection(Connection):
         elif len(rt.factories) == 1:
             self._use(rt.factories[0])
 
+    def _refuse(self, transport: asyncio.BaseTransport) -> None:
+        """Close a connection on accept: a listener's or the process's limit, or overload."""
+        self.refused = True
+        rt, p = self.rt, PROCESS
+        if p.reject:
+            rt.stats.downstream_cx_overload_reject += 1
+        elif p.max_cx and p.active_cx >= p.max_cx:
+            rt.stats.downstream_global_cx_overflow += 1
+        else:
+            rt.stats.downstream_cx_overflow += 1
+        transport.abort()  # type: ignore[attr-defined]
+
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if self.refused:
+            return
+        PROCESS.active_cx -= 1
+        if self.held:
+            self._release()
         rt = self.rt
         rt.stats.downstream_cx_active -= 1
         rt.connections.discard(self)
@@ -113,6 +147,9 @@ class DownstreamConnection(Connection):
 
     # -- bytes in ----------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        self.rx += 1
+        if not self.head_at:
+            self.head_at = self.loop.time()
         if self.codec is None:
             if self.tcp is not None:
                 self.tcp.downstream_data(data)
@@ -130,6 +167,37 @@ class DownstreamConnection(Connection):
             self._pump()
         finally:
             batch.end_read()
+        if self.head_at:  # nothing decoded from this read: the codec holds a message spanning reads
+            self._hold(len(data))
+        elif self.held:
+            self._release()
+
+    def _hold(self, n: int) -> None:
+        """Count ``n`` more bytes of an undecoded message against the process's budget
+        (``Pressure.held_limit``, set by the overload manager's ``reset_high_memory_stream``); a
+        connection holding at least ``RESET_MIN_BYTES`` when the budget is spent is reset."""
+        self.held += n
+        p = PROCESS
+        p.held += n
+        if p.held_limit and p.held > p.held_limit and self.held >= RESET_MIN_BYTES:
+            self.reset_for_overload(self.held)
+
+    def reset_for_overload(self, held: int) -> None:
+        """The overload manager's ``reset_high_memory_stream``: reset this connection (holding
+        ``held`` bytes) and free what its codec holds at once. The aborted transport keeps this
+        object alive for a while after (until the loop lets go of it), and the bytes with it."""
+        self.rt.stats.downstream_rq_overload_reset += max(1, len(self.streams) + (self.active is not None))
+        PROCESS.count("reset_high_memory_stream.resets")
+        log.warning("listener %s: overload: resetting %s, holding %d bytes", self.rt.name, self.peer, held)
+        if self.held:
+            self._release()
+        self.abort()
+        if self.codec is not None:
+            self.codec = self.factory.new_codec(Role.SERVER, self.rt.limits)
+
+    def _release(self) -> None:
+        PROCESS.held -= self.held
+        self.held = 0
 
     def eof_received(self) -> bool | None:
         if self.tcp is not None:
@@ -164,6 +232,7 @@ class DownstreamConnection(Connection):
         codec = self.codec
         try:
             while (ev := codec.next_event()) is not NEED_DATA:
+                self.head_at = 0.0  # a message (or part of a body) was decoded: the next one starts later
                 if self.backlog or (self.active is not None and type(ev) is RequestHead):
                     self.backlog.append(ev)
                     self.read_gate.pause(self.backlog)  # type: ignore[union-attr]
@@ -232,7 +301,25 @@ class DownstreamConnection(Connection):
         else:
             self.active = s
             self.discarding = False
+        if PROCESS.per_request and self._overloaded(s):
+            return
         s.start()
+
+    def _overloaded(self, s: Stream) -> bool:
+        """The overload manager's request actions: keep-alive off (HTTP/1 closes after this
+        response, HTTP/2 says GOAWAY), and shedding (the protocol's overload reply)."""
+        p = PROCESS
+        codec = self.codec
+        if p.no_keepalive and codec.keep_alive and (not self.multiplexed or self.factory.streaming):
+            codec.keep_alive = False
+            if self.multiplexed:
+                self.write(codec.send(GoAway()))
+        if p.shed:
+            self.rt.stats.downstream_rq_overload_shed += 1
+            p.count("stop_accepting_requests.shed")
+            s.local_reply(ReplyStatus.OVERLOAD, "overloaded: the proxy sheds new requests")
+            return True
+        return False
 
     def _stream_for(self, ev: Any) -> Stream | None:
         if self.multiplexed:

@@ -88,6 +88,7 @@ REPLY_STATUS: Final[dict[ReplyStatus, int]] = {
     ReplyStatus.NO_ROUTE: STATUS_NO_PROCESSOR,
     ReplyStatus.NO_HEALTHY_UPSTREAM: STATUS_NO_PROCESSOR,
     ReplyStatus.TIMEOUT: STATUS_TIMEOUT,
+    ReplyStatus.REQUEST_TIMEOUT: STATUS_TIMEOUT,
     ReplyStatus.OVERLOAD: STATUS_SERVER_THREADPOOL_BUSY,
     ReplyStatus.RATE_LIMITED: STATUS_SERVER_THREADPOOL_BUSY,
     ReplyStatus.CODEC_ERROR: STATUS_CODEC_EXCEPTION,
@@ -373,6 +374,13 @@ class BoltCodec(Codec):
                    answerable: bool) -> RemoteProtocolError:
         head = RequestHead(protocol=PROTOCOL, request_id=rid, meta=framing) if answerable else None
         return RemoteProtocolError(message, status_hint=hint, head=head)
+
+    def partial(self) -> bool:
+        """A frame started and not complete yet."""
+        return len(self._buf) > 0
+
+    def buffered(self) -> int:
+        return len(self._buf)
 
     # -- hot upgrade ------------------------------------------------------------------------------
     def export_state(self) -> CodecState | None:

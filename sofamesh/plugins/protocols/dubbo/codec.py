@@ -106,6 +106,7 @@ _REPLY: Final[dict[ReplyStatus, tuple[int, str]]] = {
     ReplyStatus.NO_HEALTHY_UPSTREAM: (STATUS_SERVICE_NOT_FOUND, "no healthy upstream"),
     ReplyStatus.UPSTREAM_RESET: (STATUS_SERVICE_ERROR, "upstream reset"),
     ReplyStatus.TIMEOUT: (STATUS_CLIENT_TIMEOUT, "timeout"),
+    ReplyStatus.REQUEST_TIMEOUT: (STATUS_SERVER_TIMEOUT, "request timeout"),
     ReplyStatus.OVERLOAD: (STATUS_THREADPOOL_EXHAUSTED, "overload"),
     ReplyStatus.RATE_LIMITED: (STATUS_BAD_REQUEST, "rate limited"),
     ReplyStatus.DENIED: (STATUS_SERVER_ERROR, "permission denied"),
@@ -299,6 +300,13 @@ class DubboCodec(Codec):
         return body
 
     # -- hot upgrade ------------------------------------------------------------------------------
+    def partial(self) -> bool:
+        """A frame started and not complete yet."""
+        return len(self._buf) > 0
+
+    def buffered(self) -> int:
+        return len(self._buf)
+
     def export_state(self) -> CodecState | None:
         """Frames are self-describing: no state, only the start of the next frame."""
         if self._closed or self._error is not None:

@@ -79,6 +79,7 @@ class Http1Codec(Codec):
         self._header_bytes = 0
         self._body_bytes = 0
         self._in_message = False
+        self._head_open = False  # a message's head started and is not complete (``partial``)
         self._has_body = False
         self._until_eof = False
         self._closed = False
@@ -96,6 +97,7 @@ class Http1Codec(Codec):
     # -- httptools callbacks -------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._in_message = True
+        self._head_open = True
         self._url = b""
         self._headers = []
         self._header_bytes = 0
@@ -118,6 +120,7 @@ class Http1Codec(Codec):
         headers.append((field_name(name) if k is None else k, value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        self._head_open = False
         p = self._parser
         if isinstance(p, httptools.HttpRequestParser):
             self._request_head(p)
@@ -256,6 +259,10 @@ class Http1Codec(Codec):
         self._out.clear()
         return out
 
+    def partial(self) -> bool:
+        """A request line or header block started and not complete yet."""
+        return self._head_open and self._error is None and not self._closed
+
     def export_state(self) -> CodecState | None:
         """A keep-alive connection between two exchanges has no state: the parser holds no byte
         (``on_message_begin`` fires on the first byte of the next request) and nothing is owed."""
@@ -351,8 +358,8 @@ class Http1Codec(Codec):
         body = (message + "\n").encode("utf-8", "replace")
         lines = [f"HTTP/1.1 {code} {reason(code)}\r\n", "content-type: text/plain; charset=utf-8\r\n",
                  f"content-length: {len(body)}\r\n", f"x-sofamesh-local-reply: {status.name.lower()}\r\n"]
-        if status is ReplyStatus.UPSTREAM_OVERFLOW:
-            lines.append("x-envoy-overloaded: true\r\n")  # as Envoy marks circuit-breaker overflow
+        if status is ReplyStatus.UPSTREAM_OVERFLOW or status is ReplyStatus.OVERLOAD:
+            lines.append("x-envoy-overloaded: true\r\n")  # as Envoy marks overflow and shed load
         if not self.keep_alive:
             lines.append("connection: close\r\n")
         lines.append("\r\n")

@@ -254,6 +254,14 @@ class Http2Codec(Codec):
             return ConnectionClosed(clean=not self._streams)
         return NEED_DATA
 
+    def partial(self) -> bool:
+        """A frame started and not complete yet, or a header block waiting for its CONTINUATION."""
+        buf = self._conn.incoming_buffer
+        return bool(self._inbox or buf._data or buf._headers_buffer)
+
+    def buffered(self) -> int:
+        return sum(map(len, self._inbox)) + len(self._conn.incoming_buffer._data)
+
     def _translate(self, ev: h2.events.Event) -> None:
         if isinstance(ev, h2.events.DataReceived):
             self._on_data(ev)
@@ -613,7 +621,7 @@ class Http2Codec(Codec):
                 if not st.response_started:
                     ctype = wire(head.headers.get("content-type") or "application/grpc")
                     fields = [(b":status", b"200"), (b"content-type", ctype), *fields, (_MARK, mark)]
-                    if status is ReplyStatus.UPSTREAM_OVERFLOW:
+                    if status is ReplyStatus.UPSTREAM_OVERFLOW or status is ReplyStatus.OVERLOAD:
                         fields.append(_OVERLOADED)
                 conn.send_headers(sid, fields, end_stream=True)
             elif st.response_started:
@@ -628,7 +636,7 @@ class Http2Codec(Codec):
                     (b"content-length", str(len(body)).encode()),
                     (_MARK, mark),
                 ]
-                if status is ReplyStatus.UPSTREAM_OVERFLOW:
+                if status is ReplyStatus.UPSTREAM_OVERFLOW or status is ReplyStatus.OVERLOAD:
                     fields.append(_OVERLOADED)
                 conn.send_headers(sid, fields, end_stream=not body)
                 if body:

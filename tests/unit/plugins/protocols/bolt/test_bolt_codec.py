@@ -218,7 +218,7 @@ EXPECTED_STATUS = {
     ReplyStatus.OVERLOAD: 4, ReplyStatus.RATE_LIMITED: 4, ReplyStatus.CODEC_ERROR: 9,
     ReplyStatus.PAYLOAD_TOO_LARGE: 9, ReplyStatus.HEADERS_TOO_LARGE: 9, ReplyStatus.DENIED: 2,
     ReplyStatus.UNAUTHENTICATED: 2, ReplyStatus.UPSTREAM_RESET: 0x10, ReplyStatus.INTERNAL: 3,
-    ReplyStatus.UPSTREAM_OVERFLOW: 4,
+    ReplyStatus.UPSTREAM_OVERFLOW: 4, ReplyStatus.REQUEST_TIMEOUT: 7,
 }
 
 

@@ -183,7 +183,7 @@ def test_request_id_rewrite_changes_only_the_id(new_id: int) -> None:
 
 
 EXPECTED_STATUS = {
-    ReplyStatus.NO_ROUTE: 60, ReplyStatus.NO_HEALTHY_UPSTREAM: 60, ReplyStatus.TIMEOUT: 30,
+    ReplyStatus.NO_ROUTE: 60, ReplyStatus.NO_HEALTHY_UPSTREAM: 60, ReplyStatus.TIMEOUT: 30, ReplyStatus.REQUEST_TIMEOUT: 31,
     ReplyStatus.OVERLOAD: 100, ReplyStatus.RATE_LIMITED: 40, ReplyStatus.CODEC_ERROR: 40,
     ReplyStatus.DENIED: 80, ReplyStatus.INTERNAL: 70, ReplyStatus.UPSTREAM_RESET: 70,
     ReplyStatus.UNAUTHENTICATED: 80, ReplyStatus.PAYLOAD_TOO_LARGE: 40, ReplyStatus.HEADERS_TOO_LARGE: 40,

@@ -1,0 +1,84 @@
+"""Seed corpora: frames captured between real peers (tests/unit/.../bolt_captured.py: sofa-rpc-node
+and anthunder; the Dubbo frames of dubbo2.js in test_dubbo_codec.py), HTTP/1 requests and
+responses as curl and Python's http.server write them, and HTTP/2 as the grpcio-compatible client
+codec opens a connection. Each seed starts with the split byte (0x80: two halves)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sofamesh.core.codec import CodecLimits, Role
+from sofamesh.core.events import RequestHead
+from sofamesh.core.headers import Headers
+from sofamesh.plugins.protocols.http2.codec import Http2Codec
+from tests.unit.plugins.protocols.bolt import bolt_captured as bolt
+from tests.unit.plugins.protocols.dubbo import test_dubbo_codec as dubbo
+
+_SPLIT = b"\x80"
+
+_HTTP1_REQUESTS = [
+    b"GET /item/1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"PUT /u HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc",
+    b"GET / HTTP/1.0\r\n\r\n",
+]
+_HTTP1_RESPONSES = [
+    b"HTTP/1.0 200 OK\r\nServer: SimpleHTTP/0.6 Python/3.11.7\r\nContent-Length: 5\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-t: 1\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+]
+
+
+def _http2_client_bytes() -> bytes:
+    c = Http2Codec(Role.CLIENT, CodecLimits())
+    out = c.data_to_send()
+    head = RequestHead(
+        protocol="http2",
+        service="127.0.0.1",
+        method="POST",
+        path="/helloworld.Greeter/SayHello",
+        headers=Headers([("content-type", "application/grpc"), ("te", "trailers")]),
+        end_stream=False,
+        request_id=c.new_stream_id(),
+    )
+    out += c.send(head)
+    return out + c.data_to_send()
+
+
+def seeds() -> dict[str, list[bytes]]:
+    bolt_req = [bolt.NODE_V1_REQUEST, bolt.NODE_V2CRC_REQUEST, bolt.ANTHUNDER_REQUEST]
+    bolt_res = [bolt.NODE_V1_RESPONSE, bolt.NODE_V2CRC_RESPONSE, bolt.ANTHUNDER_RESPONSE]
+    dubbo_req = [dubbo.REQ_GREET, dubbo.REQ_FAIL, dubbo.HEARTBEAT]
+    dubbo_res = [dubbo.RES_GREET, dubbo.RES_FAIL, dubbo.HEARTBEAT]
+    hessian = [f[16:] for f in (*dubbo_req, *dubbo_res)]
+    return {
+        "http1_server": _HTTP1_REQUESTS,
+        "http1_client": _HTTP1_RESPONSES,
+        "http2_server": [_http2_client_bytes()],
+        "bolt_server": bolt_req,
+        "bolt_client": bolt_res,
+        "dubbo_server": dubbo_req,
+        "dubbo_client": dubbo_res,
+        "hessian": hessian,
+        # as thriftpy2 frames them (contrib/sofamesh-thrift/tests/test_thrift_codec.py)
+        "thrift_server": [
+            bytes.fromhex("0000001a80010001000000046563686f000000070b000100000002686900"),
+            bytes.fromhex("0000001f80010001000000094563686f3a6563686f000000070b000100000002686900"),
+            bytes.fromhex("00000017000000046563686f01000000070b000100000002686900"),
+        ],
+        "thrift_client": [
+            bytes.fromhex("0000001a80010002000000046563686f000000070b000000000002686900"),
+            bytes.fromhex("0000001f80010002000000066c6f6f6b7570000000090c00010b0001000000016b0000"),
+        ],
+    }
+
+
+def write(target: str, directory: Path) -> Path:
+    """Write ``target``'s seeds into ``directory`` (kept: libFuzzer adds what it finds)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, s in enumerate(seeds().get(target, [])):
+        (directory / f"seed-{i}").write_bytes(_SPLIT + s)
+    return directory
+
+
+__all__ = ["seeds", "write"]
