@@ -112,7 +112,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from sofamesh.core.workers import supervise
 
-        return supervise(config, args.workers, args.config, args.hot_upgrade)
+        return supervise(config, args.workers, args.config, args.hot_upgrade, args.argv)
     return _serve(config, args.config, args.hot_upgrade, args.argv)
 
 

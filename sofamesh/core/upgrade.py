@@ -238,8 +238,7 @@ class HotUpgrade:
         the new process takes over from this one. Returns its pid."""
         if self.phase != "serving":
             raise UpgradeError(f"an upgrade is already in progress (phase: {self.phase})")
-        argv = [a for a in self.argv if a != "--hot-upgrade"]
-        pid = os.posix_spawn(sys.executable, [sys.executable, "-m", "sofamesh", *argv, "--hot-upgrade"], os.environ)
+        pid = spawn_successor(self.argv)
         self._spawned.append(pid)
         self.phase = "starting"
         if self.server.loop is not None:
@@ -570,6 +569,13 @@ class HotUpgrade:
                 _add_histogram(r.latency, got.get("latency"))
 
 
+def spawn_successor(argv: Sequence[str]) -> int:
+    """Start ``sofamesh ARGV --hot-upgrade`` (this process's command line): the new process takes over
+    from this one. Returns its pid."""
+    args = [a for a in argv if a != "--hot-upgrade"]
+    return os.posix_spawn(sys.executable, [sys.executable, "-m", "sofamesh", *args, "--hot-upgrade"], os.environ)
+
+
 class SupervisorUpgrade:
     """``--workers N``: the supervisors' side of a hot upgrade. Workers are replaced worker by worker:
     worker ``i`` of the new process takes over from worker ``i`` of the old one, each pair over its
@@ -582,22 +588,55 @@ class SupervisorUpgrade:
         the new supervisor forks its workers; each takes over from its peer
         new -> old   ready    {}                                          | failed {error}
         the old supervisor stops its admin and exits once its last worker has handed over.
+
+    A new supervisor that goes away before its last worker took over (its workers exit with it:
+    ``PR_SET_PDEATHSIG``) leaves the old one serving with the workers it still has.
     """
 
-    def __init__(self, path: str, workers: int) -> None:
+    def __init__(self, path: str, workers: int, argv: Sequence[str] = ()) -> None:
         self.path = path
         self.workers = workers
-        self.phase = "serving"  # serving | handing over | handed over
+        self.argv = list(argv)  # how this supervisor was started (``spawn`` starts the same plus --hot-upgrade)
+        # serving | starting (spawned a successor) | handing over | handed over | taking over (the new one)
+        self.phase = "serving"
         self.peer_pid = 0
+        self.handed_over = 0  # workers that exited having handed over (set by the supervisor)
+        self.spawned: list[int] = []
         self.on_ready: Any = None  # called (a coroutine function) when the new supervisor's workers serve
         self._listening: socket.socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._keep: _Channel | None = None
 
     @property
     def upgrading(self) -> bool:
-        """Whether workers exiting is the upgrade (not a failure that stops the others)."""
-        return self.phase != "serving"
+        """Whether a new supervisor's workers are taking over from ours."""
+        return self.phase in ("handing over", "handed over")
+
+    def describe(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "phase": self.phase, "socket": self.path, "workers": self.workers,
+                "peer_pid": self.peer_pid}
+
+    def spawn(self) -> int:
+        """Start this supervisor's command again with ``--hot-upgrade`` (SIGUSR2, ``POST /hot_upgrade``).
+        Returns its pid; ``UpgradeError`` while an upgrade is in progress."""
+        if self.phase != "serving":
+            raise UpgradeError(f"an upgrade is already in progress (phase: {self.phase})")
+        if self.handed_over:
+            raise UpgradeError(f"{self.handed_over} of its {self.workers} workers handed over to a supervisor "
+                               "that died; restart it instead")
+        pid = spawn_successor(self.argv)
+        self.spawned.append(pid)
+        self.phase = "starting"
+        log.info("hot upgrade: started supervisor pid %d to take over", pid)
+        return pid
+
+    def reaped(self, pid: int, status: int) -> None:
+        """A successor this supervisor started exited (it failed, or handed over in turn)."""
+        self.spawned.remove(pid)
+        if self.phase == "starting":
+            self.phase = "serving"
+        if status:
+            log.error("hot upgrade: pid %d exited with status %d; this process keeps serving", pid,
+                      os.waitstatus_to_exitcode(status))
 
     # -- the old side ------------------------------------------------------------------------------
     async def listen(self, admin: Any, *, replace: bool = False) -> None:
@@ -617,8 +656,11 @@ class SupervisorUpgrade:
             ch = _Channel(conn, loop)
             try:
                 hello, _ = await asyncio.wait_for(ch.recv(), _HELLO_TIMEOUT)
-                if self.phase != "serving":
+                if self.phase not in ("serving", "starting"):
                     reason = f"an upgrade to pid {self.peer_pid} is in progress"
+                elif self.handed_over:
+                    reason = (f"{self.handed_over} of its {self.workers} workers handed over to a supervisor "
+                              "that died; restart it instead")
                 elif int(hello.get("workers", 0)) != self.workers:
                     reason = (f"--workers {hello.get('workers')} differs from the running process's "
                               f"--workers {self.workers}: worker i takes over from worker i")
@@ -648,11 +690,28 @@ class SupervisorUpgrade:
                 continue
             self.phase = "handed over"
             sock.close()
+            spare = socket.socket(fileno=os.dup(admin_sock.fileno())) if admin_sock is not None else None
             if self.on_ready is not None:
                 await self.on_ready()
             log.info("hot upgrade: supervisor pid %d serves; this one exits with its last worker", self.peer_pid)
-            self._keep = ch  # closed when this process exits: the new supervisor then serves PATH
-            return
+            # The link stays open until this process exits (the new supervisor then serves PATH); if
+            # it closes first, the new supervisor died (its workers with it): serve again with the
+            # workers that have not handed over yet (each resumes what it had not moved).
+            try:
+                await ch.recv()
+            except (EOFError, OSError, ValueError, UpgradeError):
+                pass
+            ch.close()
+            log.error("hot upgrade: supervisor pid %d went away before the last of our workers handed over; "
+                      "this one serves again with the workers it has", self.peer_pid)
+            self.phase = "serving"
+            if spare is not None and admin is not None:
+                await admin.start(spare)
+            try:
+                sock = self._listening = await _bind_upgrade_socket(self.path, True)
+            except UpgradeError as exc:  # it serves on; only its next upgrade is impossible
+                log.error("hot upgrade: %s; this process cannot be upgraded in place", exc)
+                return
 
     # -- the new side ------------------------------------------------------------------------------
     def take_over(self) -> tuple[socket.socket, socket.socket | None]:

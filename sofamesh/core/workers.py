@@ -21,10 +21,27 @@ from sofamesh.core.upgrade import HotUpgrade, SupervisorUpgrade, UpgradeError
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Sequence
 
     from sofamesh.core.xds.relay import Relay
 
 log = logging.getLogger("sofamesh.workers")
+
+HANDED_OVER = 75  # a worker's exit status once its successor has its listeners and connections
+_PR_SET_PDEATHSIG = 1
+
+
+def _exit_with(parent: int) -> None:
+    """In a worker just forked: be sent SIGTERM (a graceful stop) when the supervisor dies, so that no
+    worker serves on without one; exit at once if it died before this was set."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 _SECRETS_TIMEOUT_S = 60.0  # the parent's agent retries Pilot for up to its own start timeout (30 s) first
@@ -32,6 +49,7 @@ _SECRETS_TIMEOUT_S = 60.0  # the parent's agent retries Pilot for up to its own 
 
 def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None, relay_fd: int | None,
            upgrade: tuple[str, bool] | None = None, secrets_fd: int | None = None) -> None:
+    handed_over = False
     from sofamesh.core.errors import MeshError
     from sofamesh.core.gc_policy import settle_after_start
     from sofamesh.core.server import Server
@@ -73,14 +91,18 @@ def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None, r
         os.write(wfd, f"{index} {server.admin.port}\n".encode())
         os.close(wfd)
         try:
-            return await server.serve_until_stopped()
+            cut = await server.serve_until_stopped()
         finally:
             if secrets is not None:
                 secrets.cancel()
+        nonlocal handed_over
+        handed_over = up is not None and up.phase == "handed over"
+        return cut
 
     code = 0
     try:
         loop_mod.run(main())
+        code = HANDED_OVER if handed_over else 0
     except Exception:
         log.exception("worker %d failed", index)
         code = 1
@@ -111,19 +133,23 @@ def _sum(into: dict[str, Any], other: dict[str, Any]) -> None:
             into.setdefault(k, v)
 
 
-def supervise(config: ProxyConfig, workers: int, config_path: str | None = None, hot_upgrade: bool = False) -> int:
+def supervise(config: ProxyConfig, workers: int, config_path: str | None = None, hot_upgrade: bool = False,
+              argv: Sequence[str] = ()) -> int:
     """Fork ``workers`` processes and run the aggregating admin until SIGTERM/SIGINT. SIGHUP is
     passed on to every worker, which reloads ``config_path`` (see ``Server.reload``).
 
     With ``config.upgrade_socket`` the process can be hot upgraded worker by worker
-    (``SupervisorUpgrade``); with ``hot_upgrade`` it takes over from the one running there."""
+    (``SupervisorUpgrade``); with ``hot_upgrade`` it takes over from the one running there. SIGUSR2
+    or ``POST /hot_upgrade`` starts ``argv`` again with ``--hot-upgrade``. Workers exit when the
+    supervisor dies."""
     for lc in config.listeners:
         if parse_address(lc.address)[1] == 0:
             print(f"error: listener {lc.name or lc.address}: --workers needs fixed ports", file=sys.stderr)
             return 2
-    sup = SupervisorUpgrade(config.upgrade_socket, workers) if config.upgrade_socket else None
+    sup = SupervisorUpgrade(config.upgrade_socket, workers, argv) if config.upgrade_socket else None
     link, inherited_admin = None, None
     if sup is not None and hot_upgrade:
+        sup.phase = "taking over"  # until the old supervisor has exited and this one serves PATH
         try:
             link, inherited_admin = sup.take_over()
         except UpgradeError as exc:
@@ -133,9 +159,11 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
     relays = [os.pipe() for _ in range(workers)] if config.xds is not None else []  # (worker's end, ours)
     secret_pipes = [os.pipe() for _ in range(workers)] if config.agent is not None else []
     pids: list[int] = []
+    me = os.getpid()
     for i in range(workers):
         pid = os.fork()
         if pid == 0:
+            _exit_with(me)
             os.close(rfd)
             if link is not None:  # the supervisors' connection: the old one must see only ours close
                 link.close()
@@ -185,6 +213,8 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
                 return 2
             sender = SecretSender(PROCESS_SECRETS, [ours for _theirs, ours in secret_pipes])
             await sender.start()
+        if sup is not None:
+            loop.add_signal_handler(signal.SIGUSR2, _spawn, sup)
         # the relay first: a worker taking over from another serves only once its config is complete
         relay = await _start_relay(config, [w for _r, w in relays]) if relays else None
         ports.update(await loop.run_in_executor(None, _read_ports, rfd, workers))
@@ -212,8 +242,10 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
         async def handle(path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, str, bytes]:
             results = await asyncio.gather(*(_get(p, "/stats") for p in ports.values()), return_exceptions=True)
             snaps = [json.loads(r) for r in results if isinstance(r, bytes)]
+            if path == "/hot_upgrade":
+                return _hot_upgrade(sup, query.get("__method__", ["GET"])[0])
             if path == "/ready":
-                ok = len(snaps) == workers and all(s["server"]["ready"] for s in snaps)
+                ok = len(snaps) == len(ports) and all(s["server"]["ready"] for s in snaps)
                 if ok and relay is not None:  # every worker on the version the parent last relayed
                     ok = relay.settled and {w.get("relay_version") for w in await relayed()} == {relay.config_version}
                 return (200, "text/plain", b"LIVE\n") if ok else (503, "text/plain", b"NOT READY\n")
@@ -221,7 +253,7 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
                 total: dict[str, Any] = {}
                 for s in snaps:
                     _sum(total, s)
-                total["server"]["workers"] = len(snaps)
+                total.setdefault("server", {})["workers"] = len(snaps)
                 return 200, "application/json", json.dumps({"total": total, "workers": snaps}, indent=2).encode()
             if path == "/stats/prometheus":
                 return 200, "text/plain; version=0.0.4", prometheus_text(snaps).encode()
@@ -250,11 +282,23 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
         stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         while True:
             await asyncio.wait([stopper, waiter], return_when=asyncio.FIRST_COMPLETED)
-            if stopper.done() or sup is None or not sup.upgrading or len(statuses) == len(pids):
+            if stopper.done():
                 break
-            # handing over: each worker exits once its successor has its connections
+            pid = waiter.result()
+            if sup is not None and pid in sup.spawned:  # a successor we started that exited
+                sup.reaped(pid, statuses.pop(pid))
+            elif pid in pids and os.waitstatus_to_exitcode(statuses[pid]) == HANDED_OVER:
+                # its successor has its connections; serve on with the others if the upgrade stops there
+                ports.pop(pids.index(pid), None)
+                if sup is not None:
+                    sup.handed_over += 1
+                if all(p in statuses for p in pids):
+                    break
+            else:  # a worker that stopped or crashed by itself stops them all
+                break
             waiter = loop.run_in_executor(None, _wait_any, statuses)
-        if sup is not None and sup.upgrading and len(statuses) == len(pids):
+        handed = [p for p in pids if os.waitstatus_to_exitcode(statuses.get(p, 0)) == HANDED_OVER]
+        if sup is not None and sup.upgrading and len(handed) == len(pids):
             print(f"sofamesh: handed over to supervisor pid {sup.peer_pid}: {workers} worker(s)", file=sys.stderr)
         if relay is not None:
             await relay.stop()
@@ -284,7 +328,7 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
                 pass
     for index, pid in enumerate(pids):  # a worker that crashed, even while stopping, fails the whole
         worker_code = os.waitstatus_to_exitcode(statuses.get(pid, 0))
-        if worker_code != 0:
+        if worker_code not in (0, HANDED_OVER):
             print(f"error: worker {index} (pid {pid}) exited with {worker_code}", file=sys.stderr)
             code = code or 1
     return code
@@ -332,6 +376,29 @@ async def _start_relay(config: ProxyConfig, pipes: list[int]) -> Relay:
     relay.client = XdsClient(relay, config, config.xds, protocols)
     relay.client.start()
     return relay
+
+
+def _hot_upgrade(sup: SupervisorUpgrade | None, method: str) -> tuple[int, str, bytes]:
+    """GET /hot_upgrade: the supervisor's upgrade phase; POST: start its successor (409 during one)."""
+    if sup is None:
+        if method == "POST":
+            return 400, "text/plain", b"refused: no upgrade socket (--upgrade-socket / upgrade_socket:)\n"
+        return 200, "application/json", json.dumps({"phase": "off", "pid": os.getpid()}).encode()
+    if method == "POST":
+        try:
+            pid = sup.spawn()
+        except (UpgradeError, OSError) as exc:
+            return 409, "text/plain", f"refused: {exc}\n".encode()
+        return 200, "application/json", json.dumps({"started": pid, **sup.describe()}).encode()
+    return 200, "application/json", json.dumps(sup.describe()).encode()
+
+
+def _spawn(sup: SupervisorUpgrade) -> None:
+    """SIGUSR2: start this supervisor's command again with --hot-upgrade."""
+    try:
+        sup.spawn()
+    except (UpgradeError, OSError) as exc:
+        log.error("SIGUSR2: %s", exc)
 
 
 def _wait_any(statuses: dict[int, int]) -> int:

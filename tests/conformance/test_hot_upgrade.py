@@ -343,11 +343,7 @@ def test_admin_post_and_sigusr2_start_the_successor_themselves(tmp_path: Path) -
             first = sidecar.current
             assert first.proc is not None
             url = f"http://{sidecar.config['admin']['address']}/hot_upgrade"
-            with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5) as r:
-                started = json.loads(r.read())["started"]
-            with pytest.raises(urllib.error.HTTPError) as again:  # one upgrade at a time
-                urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5)
-            assert again.value.code == 409 and b"already in progress" in again.value.read()
+            started = _post_upgrade_twice(url)
             assert first.proc.wait(20) == 0  # its config file (in its temp dir) stays for the successors
             assert f"sofamesh: handed over to pid {started}: 1 listener(s), 2 connection(s) moved" in first.log()
             _wait_for(lambda: sidecar.admin("/hot_upgrade") == {**sidecar.admin("/hot_upgrade"), "pid": started,
@@ -367,6 +363,16 @@ def test_admin_post_and_sigusr2_start_the_successor_themselves(tmp_path: Path) -
             first.stop()  # no traceback in the log the three processes shared
     assert load.failures == [] and load.ok > 0
     assert [len(p) for p in load.ports] == [1, 1]
+
+
+def _post_upgrade_twice(url: str) -> int:
+    """``POST /hot_upgrade``: the pid it started; a second POST during that upgrade gets 409."""
+    with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5) as r:
+        started = int(json.loads(r.read())["started"])
+    with pytest.raises(urllib.error.HTTPError) as again:  # one upgrade at a time
+        urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5)
+    assert again.value.code == 409 and b"already in progress" in again.value.read()
+    return started
 
 
 def _read_response(c: socket.socket) -> tuple[int, bytes]:
@@ -816,3 +822,150 @@ def test_workers_fed_by_pilot_are_replaced_worker_by_worker_each_once_its_config
         load.stop()
     assert load.failures == [] and load.ok > 0
     assert [len(p) for p in load.ports] == [1] * 4
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return sorted(int(p) for p in f.read().split())
+
+
+def _supervisor_state(proc: ProxyProcess) -> tuple[int, str]:
+    try:
+        state = json.loads(proc.get("/hot_upgrade"))
+    except OSError:
+        return 0, ""
+    return int(state["pid"]), str(state["phase"])
+
+
+def test_a_new_supervisor_killed_mid_upgrade_takes_its_workers_with_it_and_the_old_one_serves_on(
+        tmp_path: Path) -> None:
+    """``--workers 2``: the new supervisor is killed (-9) after its first worker took over. Its workers
+    exit with it (none runs on without a parent); the old supervisor serves on with the worker it
+    still has, and new connections are accepted."""
+    with UpstreamServer() as web:
+        config, port = web_config(web.address)
+        config = {**config, "admin": {"address": f"127.0.0.1:{free_port()}"}}
+        args = ("--workers", "2", "--upgrade-socket", str(tmp_path / "upgrade.sock"))
+        old = ProxyProcess(config, args=args, timeout=30).start()
+        assert old.proc is not None
+        held = 0
+        try:
+            going, held = _children(old.proc.pid)
+            os.kill(held, signal.SIGSTOP)  # its successor cannot take over until the new supervisor is gone
+            new = subprocess.Popen([sys.executable, "-m", "sofamesh", "proxy", "-c", str(old.config_path), *args,
+                                    "--hot-upgrade"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            begun = time.monotonic()
+            _wait_gone(going, 40)  # the first worker took over: the old one handed over and exited
+            new_workers = _children(new.pid)
+            assert len(new_workers) == 2
+            new.kill()
+            killed = time.monotonic()
+            new.wait(10)
+            for pid in new_workers:  # PR_SET_PDEATHSIG: each stops (gracefully) with its supervisor
+                _wait_gone(pid, 4)
+            # (well before its own 10 s limit, the worker waiting for the stopped one to answer would end)
+            assert killed - begun < 6 or time.monotonic() - killed < 4
+            os.kill(held, signal.SIGCONT)
+            held = 0
+            _wait_for(lambda: _supervisor_state(old) == (old.proc.pid, "serving"))  # type: ignore[union-attr]
+            replies = [_get(port, "x")[0] for _ in range(6)]
+            stats = old.stats()
+            assert old.proc.poll() is None
+            with pytest.raises(urllib.error.HTTPError) as again:  # its worker pairs are incomplete now
+                urllib.request.urlopen(urllib.request.Request(f"{old.admin_url}/hot_upgrade", method="POST"), timeout=5)
+            refused = subprocess.run([sys.executable, "-m", "sofamesh", "proxy", "-c", str(old.config_path), *args,
+                                      "--hot-upgrade"], capture_output=True, text=True, timeout=60)
+        finally:
+            if held:
+                os.kill(held, signal.SIGCONT)
+            code = old.stop()
+    assert replies == [200] * 6
+    assert stats["total"]["server"]["workers"] == 1
+    assert "did not take over" in old.log(), old.log()
+    assert again.value.code == 409 and b"restart it instead" in again.value.read()
+    assert refused.returncode == 2 and "restart it instead" in refused.stderr, refused.stderr
+    assert code == 0
+
+
+def test_post_and_sigusr2_start_the_successor_of_a_workers_supervisor_under_load(tmp_path: Path) -> None:
+    with UpstreamServer() as web:
+        config, port = web_config(web.address)
+        config = {**config, "admin": {"address": f"127.0.0.1:{free_port()}"}}
+        first = ProxyProcess(config, args=("--workers", "2", "--upgrade-socket", str(tmp_path / "upgrade.sock")),
+                             timeout=30).start()
+        assert first.proc is not None
+        load = KeepAliveClients(port, 4)
+        newest = 0
+        try:
+            time.sleep(0.5)
+            url = f"{first.admin_url}/hot_upgrade"
+            started = _post_upgrade_twice(url)
+            assert first.proc.wait(60) == 0, first.log()
+            assert f"handed over to supervisor pid {started}: 2 worker(s)" in first.log(), first.log()
+            _wait_for(lambda: _supervisor_state(first) == (started, "serving"), 30)
+            os.kill(started, signal.SIGUSR2)  # the successor, itself a --workers supervisor, does it again
+            _wait_for(lambda: _supervisor_state(first)[0] not in (0, started, first.proc.pid), 60)  # type: ignore[union-attr]
+            newest = _supervisor_state(first)[0]
+            _wait_gone(started, 60)
+            _wait_for(lambda: _supervisor_state(first) == (newest, "serving"), 30)
+            time.sleep(0.3)
+            load.stop()
+            workers = json.loads(first.get("/stats"))["total"]["server"]["workers"]
+        finally:
+            load.stop()
+            newest = newest or _supervisor_state(first)[0]
+            if newest and newest != first.proc.pid:
+                os.kill(newest, signal.SIGTERM)
+                _wait_gone(newest)
+            first.stop()
+    assert load.failures == [] and load.ok > 0
+    assert [len(p) for p in load.ports] == [1] * 4  # every client kept its one connection
+    assert workers == 2
+    assert first.log().count("handed over to supervisor pid") == 2
+
+
+def test_a_new_supervisor_killed_after_its_workers_accept_the_old_one_serves_again(tmp_path: Path) -> None:
+    """``--workers 2``: both new workers accept (the old supervisor stopped its admin), one old worker
+    still holds a request whose body is arriving; the new supervisor is killed (-9). Its workers exit
+    with it, the old worker finishes the request and serves on, the old supervisor serves its admin
+    and the upgrade socket again."""
+    with UpstreamServer() as web:
+        config, port = web_config(web.address)
+        config = {**config, "admin": {"address": f"127.0.0.1:{free_port()}"}, "drain_timeout_ms": 60000}
+        sock = str(tmp_path / "upgrade.sock")
+        args = ("--workers", "2", "--upgrade-socket", sock)
+        old = ProxyProcess(config, args=args, timeout=30).start()
+        assert old.proc is not None
+        olds = _children(old.proc.pid)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+            new = subprocess.Popen([sys.executable, "-m", "sofamesh", "proxy", "-c", str(old.config_path), *args,
+                                    "--hot-upgrade"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                _wait_for(lambda: "this one exits with its last worker" in old.log(), 40)
+                _wait_for(lambda: len(_children(old.proc.pid)) == 1, 40)  # type: ignore[union-attr]
+                new_workers = _children(new.pid)
+                assert len(new_workers) == 2
+                new.kill()
+                new.wait(10)
+                for pid in new_workers:
+                    _wait_gone(pid, 4)
+                _wait_for(lambda: _supervisor_state(old) == (old.proc.pid, "serving"))  # type: ignore[union-attr]
+                c.sendall(b"world")  # the old worker reads again: the request finishes there
+                reply = _read_response(c)
+                c.sendall(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+                again = _read_response(c)
+                replies = [_get(port, "x")[0] for _ in range(6)]
+                stats = old.stats()
+                left = _children(old.proc.pid)
+            finally:
+                if new.poll() is None:
+                    new.kill()
+                    new.wait(10)
+                code = old.stop()
+    assert reply[0] == 200 and reply[1].startswith(b"10 "), reply
+    assert again[0] == 200 and replies == [200] * 6
+    assert len(left) == 1 and left[0] in olds
+    assert stats["total"]["server"]["workers"] == 1
+    assert "went away before the last of our workers handed over" in old.log(), old.log()
+    assert code == 0
