@@ -11,12 +11,15 @@ import queue
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conformance.sofaregistry_peers import RegistryClient
+from tests.integration.xds.mesh import Sidecar, http_get, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("SOFAMESH_CACHE") or REPO / ".cache")
@@ -53,13 +56,13 @@ class Client(RegistryClient):
 
     @classmethod
     def python(cls, kind: str, server: str, name: str, iid: str, port: int, version: str, log: Path) -> Client:
-        return cls([str(VENV_PYTHON), str(PEERS / "py_clients.py"), kind, server, name, iid, str(port), version],
-                   log)
+        return cls([str(VENV_PYTHON), str(PEERS / "py_clients.py"), kind, server, name, iid, str(port), version], log)
 
     @classmethod
     def nacos(cls, server: str, service: str, port: int, version: str, log: Path) -> Client:
-        return cls(["node", str(PEERS / "nacos_client.js"), str(NODE_MODULES), server, service, str(port), version],
-                   log)
+        return cls(
+            ["node", str(PEERS / "nacos_client.js"), str(NODE_MODULES), server, service, str(port), version], log
+        )
 
     def ask(self, timeout: float = 15, **cmd: Any) -> dict[str, Any]:
         self.send(**cmd)
@@ -86,3 +89,37 @@ class Client(RegistryClient):
                 f.close()
         if not self._err.closed:
             self._err.close()
+
+
+def reach_through_sidecar(xds_port: int, service: str, expect: set[str]) -> None:
+    """A sofamesh sidecar of the Pilot at ``xds_port`` gets ``service``'s endpoints and reaches each of
+    the upstreams named in ``expect`` (by the first word of their answer)."""
+    with Sidecar(xds_port, f"{service}-consumer") as sidecar:
+        wait_for(lambda: len(sidecar.endpoints(f"|{service}")) == len(expect), 20, "endpoints in the sidecar")
+        seen = set()
+        for _ in range(12):
+            status, body = http_get(sidecar.egress("http"), service, "/who")
+            assert status == 200
+            seen.add(body.split()[0].decode())
+        assert seen == expect
+
+
+@contextmanager
+def python_pair(kind: str, server: str, service: str, tmp: Path) -> Iterator[tuple[Client, Client, int, int]]:
+    """Two upstreams answering ``<service>-v1`` / ``-v2`` and two ``kind`` clients registering them as
+    ``<service>-1`` / ``-2`` with metadata version v1 / v2: (client 1, client 2, port 1, port 2)."""
+    from sofamesh.testing import UpstreamServer
+
+    with UpstreamServer(f"{service}-v1") as up1, UpstreamServer(f"{service}-v2") as up2:
+        p1, p2 = (int(u.address.rsplit(":", 1)[1]) for u in (up1, up2))
+        c1 = Client.python(kind, server, service, f"{service}-1", p1, "v1", tmp / f"{service}-1.log")
+        try:
+            c2 = Client.python(kind, server, service, f"{service}-2", p2, "v2", tmp / f"{service}-2.log")
+        except BaseException:
+            c1.close()
+            raise
+        try:
+            yield c1, c2, p1, p2
+        finally:
+            c1.close()
+            c2.close()

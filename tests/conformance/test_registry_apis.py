@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from sofamesh.testing import UpstreamServer, free_port
-from tests.conformance.registry_api_peers import Client, require_clients
+from tests.conformance.registry_api_peers import Client, reach_through_sidecar, require_clients
 from tests.integration.registries.servers import PilotWithConfig
-from tests.integration.xds.mesh import Sidecar, http_get, wait_for
+from tests.integration.xds.mesh import wait_for
 
 
 class Mesh:
@@ -62,14 +62,7 @@ def _versions(rows: list[dict[str, Any]]) -> set[str]:
 
 
 def _through_sidecar(mesh: Mesh, service: str, expect: set[str]) -> None:
-    with Sidecar(mesh.pilot.xds_port, f"{service}-consumer") as sidecar:
-        wait_for(lambda: len(sidecar.endpoints(f"|{service}")) == len(expect), 20, "endpoints in the sidecar")
-        seen = set()
-        for _ in range(12):
-            status, body = http_get(sidecar.egress("http"), service, "/who")
-            assert status == 200
-            seen.add(body.split()[0].decode())
-        assert seen == expect
+    reach_through_sidecar(mesh.pilot.xds_port, service, expect)
 
 
 def test_py_eureka_client_instances_join_the_mesh_and_leave_by_cancel_and_by_lease(mesh: Mesh) -> None:
