@@ -25,15 +25,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("sofamesh.workers")
 
 
-def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None, relay_fd: int | None,
-           upgrade: tuple[str, bool] | None = None) -> None:
+def _child(
+    config: ProxyConfig,
+    index: int,
+    wfd: int,
+    config_path: str | None,
+    relay_fds: tuple[int, int] | None,
+    upgrade: tuple[str, bool] | None = None,
+) -> None:
     from sofamesh.core.errors import MeshError
     from sofamesh.core.gc_policy import settle_after_start
     from sofamesh.core.server import Server
+
     async def main() -> int:
         server = Server(config, reuse_port=True, admin_address="127.0.0.1:0", worker=index)
         # each worker re-reads it on SIGHUP; not with xDS, where the relay is the config's only source
-        server.config_path = config_path if relay_fd is None else None
+        server.config_path = config_path if relay_fds is None else None
         up, inherited, admin_sock = None, None, None
         if upgrade is not None:  # this worker's own upgrade socket: worker i takes over from worker i
             up = HotUpgrade(server, upgrade[0])
@@ -48,10 +55,10 @@ def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None, r
             if up is not None and taking_over:
                 await up.failed(str(exc))
             raise
-        if relay_fd is not None:
+        if relay_fds is not None:
             from sofamesh.core.xds.relay import follow
 
-            relayed = await follow(server, relay_fd)
+            relayed = await follow(server, *relay_fds)
             if up is not None and taking_over and not await relayed.wait_synced(config):
                 await up.failed("no complete xDS config relayed in time")
                 return 2
@@ -116,6 +123,7 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
             return 2
     rfd, wfd = os.pipe()
     relays = [os.pipe() for _ in range(workers)] if config.xds is not None else []  # (worker's end, ours)
+    answers = [os.pipe()[::-1] for _ in relays]  # each worker's answers to the relay: (worker's end, ours)
     pids: list[int] = []
     for i in range(workers):
         pid = os.fork()
@@ -123,15 +131,21 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
             os.close(rfd)
             if link is not None:  # the supervisors' connection: the old one must see only ours close
                 link.close()
-            for j, (theirs, ours) in enumerate(relays):
+            for j, (theirs, ours) in enumerate(relays + answers):
                 os.close(ours)
-                if j != i:
+                if j % workers != i:
                     os.close(theirs)
-            _child(config, i, wfd, config_path, relays[i][0] if relays else None,
-                   (f"{sup.path}.{i}", hot_upgrade) if sup is not None else None)
+            _child(
+                config,
+                i,
+                wfd,
+                config_path,
+                (relays[i][0], answers[i][0]) if relays else None,
+                (f"{sup.path}.{i}", hot_upgrade) if sup is not None else None,
+            )
         pids.append(pid)
     os.close(wfd)
-    for theirs, _ours in relays:
+    for theirs, _ours in relays + answers:
         os.close(theirs)
     ports: dict[int, int] = {}
     statuses: dict[int, int] = {}  # pid -> wait status of each worker reaped so far
@@ -150,7 +164,7 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
 
         loop.add_signal_handler(signal.SIGHUP, reload_workers)
         # the relay first: a worker taking over from another serves only once its config is complete
-        relay = await _start_relay(config, [w for _r, w in relays]) if relays else None
+        relay = await _start_relay(config, [w for _r, w in relays], [r for _w, r in answers]) if relays else None
         ports.update(await loop.run_in_executor(None, _read_ports, rfd, workers))
         if len(ports) < workers:
             print(f"error: only {len(ports)} of {workers} workers started", file=sys.stderr)
@@ -166,8 +180,12 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
 
         async def relayed() -> list[dict[str, Any]]:
             dumps = await asyncio.gather(*(_get(p, "/config_dump") for p in ports.values()), return_exceptions=True)
-            return [{"worker": i, **json.loads(d).get("xds", {})} if isinstance(d, bytes) else
-                    {"worker": i, "error": str(d)} for i, d in zip(ports, dumps, strict=True)]
+            return [
+                {"worker": i, **json.loads(d).get("xds", {})}
+                if isinstance(d, bytes)
+                else {"worker": i, "error": str(d)}
+                for i, d in zip(ports, dumps, strict=True)
+            ]
 
         async def handle(path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, str, bytes]:
             results = await asyncio.gather(*(_get(p, "/stats") for p in ports.values()), return_exceptions=True)
@@ -275,7 +293,7 @@ async def _serve_after(sup: SupervisorUpgrade, link: socket.socket, admin: HttpM
         log.error("hot upgrade: %s; this process cannot be upgraded in place", exc)
 
 
-async def _start_relay(config: ProxyConfig, pipes: list[int]) -> Relay:
+async def _start_relay(config: ProxyConfig, pipes: list[int], answers: list[int]) -> Relay:
     """The parent's xDS client, feeding a relay to the workers' pipes."""
     from sofamesh.core.build import proxy_host
     from sofamesh.core.xds.client import XdsClient
@@ -283,7 +301,7 @@ async def _start_relay(config: ProxyConfig, pipes: list[int]) -> Relay:
 
     assert config.xds is not None
     protocols = proxy_host().available()
-    relay = Relay(config, protocols, pipes)
+    relay = Relay(config, protocols, pipes, answers)
     await relay.open()
     relay.client = XdsClient(relay, config, config.xds, protocols)
     relay.client.start()
