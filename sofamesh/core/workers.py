@@ -47,12 +47,13 @@ def _exit_with(parent: int) -> None:
 _SECRETS_TIMEOUT_S = 60.0  # the parent's agent retries Pilot for up to its own start timeout (30 s) first
 
 
-def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None, relay_fd: int | None,
+def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None, relay_fds: tuple[int, int] | None,
            upgrade: tuple[str, bool] | None = None, secrets_fd: int | None = None) -> None:
     handed_over = False
     from sofamesh.core.errors import MeshError
     from sofamesh.core.gc_policy import settle_after_start
     from sofamesh.core.server import Server
+
     async def main() -> int:
         secrets = None
         if secrets_fd is not None:  # the certificate before any listener needs it
@@ -62,7 +63,7 @@ def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None, r
             secrets = await receive_secrets(secrets_fd, PROCESS_SECRETS, _SECRETS_TIMEOUT_S)
         server = Server(config, reuse_port=True, admin_address="127.0.0.1:0", worker=index)
         # each worker re-reads it on SIGHUP; not with xDS, where the relay is the config's only source
-        server.config_path = config_path if relay_fd is None else None
+        server.config_path = config_path if relay_fds is None else None
         up, inherited, admin_sock = None, None, None
         if upgrade is not None:  # this worker's own upgrade socket: worker i takes over from worker i
             up = HotUpgrade(server, upgrade[0])
@@ -77,10 +78,10 @@ def _child(config: ProxyConfig, index: int, wfd: int, config_path: str | None, r
             if up is not None and taking_over:
                 await up.failed(str(exc))
             raise
-        if relay_fd is not None:
+        if relay_fds is not None:
             from sofamesh.core.xds.relay import follow
 
-            relayed = await follow(server, relay_fd)
+            relayed = await follow(server, *relay_fds)
             if up is not None and taking_over and not await relayed.wait_synced(config):
                 await up.failed("no complete xDS config relayed in time")
                 return 2
@@ -158,6 +159,7 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
     rfd, wfd = os.pipe()
     relays = [os.pipe() for _ in range(workers)] if config.xds is not None else []  # (worker's end, ours)
     secret_pipes = [os.pipe() for _ in range(workers)] if config.agent is not None else []
+    answers = [os.pipe()[::-1] for _ in relays]  # each worker's answers to the relay: (worker's end, ours)
     pids: list[int] = []
     me = os.getpid()
     for i in range(workers):
@@ -167,17 +169,17 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
             os.close(rfd)
             if link is not None:  # the supervisors' connection: the old one must see only ours close
                 link.close()
-            for pipes in (relays, secret_pipes):
+            for pipes in (relays, answers, secret_pipes):
                 for j, (theirs, ours) in enumerate(pipes):
                     os.close(ours)
                     if j != i:
                         os.close(theirs)
-            _child(config, i, wfd, config_path, relays[i][0] if relays else None,
+            _child(config, i, wfd, config_path, (relays[i][0], answers[i][0]) if relays else None,
                    (f"{sup.path}.{i}", hot_upgrade) if sup is not None else None,
                    secret_pipes[i][0] if secret_pipes else None)
         pids.append(pid)
     os.close(wfd)
-    for theirs, _ours in (*relays, *secret_pipes):
+    for theirs, _ours in (*relays, *answers, *secret_pipes):
         os.close(theirs)
     ports: dict[int, int] = {}
     statuses: dict[int, int] = {}  # pid -> wait status of each worker reaped so far
@@ -216,7 +218,7 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
         if sup is not None:
             loop.add_signal_handler(signal.SIGUSR2, _spawn, sup)
         # the relay first: a worker taking over from another serves only once its config is complete
-        relay = await _start_relay(config, [w for _r, w in relays]) if relays else None
+        relay = await _start_relay(config, [w for _r, w in relays], [r for _w, r in answers]) if relays else None
         ports.update(await loop.run_in_executor(None, _read_ports, rfd, workers))
         if len(ports) < workers:
             print(f"error: only {len(ports)} of {workers} workers started", file=sys.stderr)
@@ -236,8 +238,12 @@ def supervise(config: ProxyConfig, workers: int, config_path: str | None = None,
 
         async def relayed() -> list[dict[str, Any]]:
             dumps = await asyncio.gather(*(_get(p, "/config_dump") for p in ports.values()), return_exceptions=True)
-            return [{"worker": i, **json.loads(d).get("xds", {})} if isinstance(d, bytes) else
-                    {"worker": i, "error": str(d)} for i, d in zip(ports, dumps, strict=True)]
+            return [
+                {"worker": i, **json.loads(d).get("xds", {})}
+                if isinstance(d, bytes)
+                else {"worker": i, "error": str(d)}
+                for i, d in zip(ports, dumps, strict=True)
+            ]
 
         async def handle(path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, str, bytes]:
             results = await asyncio.gather(*(_get(p, "/stats") for p in ports.values()), return_exceptions=True)
@@ -363,7 +369,7 @@ async def _serve_after(sup: SupervisorUpgrade, link: socket.socket, admin: HttpM
         log.error("hot upgrade: %s; this process cannot be upgraded in place", exc)
 
 
-async def _start_relay(config: ProxyConfig, pipes: list[int]) -> Relay:
+async def _start_relay(config: ProxyConfig, pipes: list[int], answers: list[int]) -> Relay:
     """The parent's xDS client, feeding a relay to the workers' pipes."""
     from sofamesh.core.build import proxy_host
     from sofamesh.core.xds.client import XdsClient
@@ -371,7 +377,7 @@ async def _start_relay(config: ProxyConfig, pipes: list[int]) -> Relay:
 
     assert config.xds is not None
     protocols = proxy_host().available()
-    relay = Relay(config, protocols, pipes)
+    relay = Relay(config, protocols, pipes, answers)
     await relay.open()
     relay.client = XdsClient(relay, config, config.xds, protocols)
     relay.client.start()

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Awaitable, Collection
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
@@ -71,9 +71,16 @@ class _TypeState:
         self.last_nack: dict[str, Any] | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"version": self.version, "nonce": self.nonce, "status": self.status, "acks": self.acked,
-                "names": sorted(self.names), "resources": dict(sorted(self.resources.items())),
-                "applied_at": self.applied_at or None, "last_nack": self.last_nack}
+        return {
+            "version": self.version,
+            "nonce": self.nonce,
+            "status": self.status,
+            "acks": self.acked,
+            "names": sorted(self.names),
+            "resources": dict(sorted(self.resources.items())),
+            "applied_at": self.applied_at or None,
+            "last_nack": self.last_nack,
+        }
 
 
 class ConfigTarget(Protocol):
@@ -86,7 +93,10 @@ class ConfigTarget(Protocol):
         """The admin's ``host:port``, sent to the server as node metadata ``sofamesh.admin``."""
         ...
 
-    def apply(self, config: ProxyConfig) -> None: ...
+    def apply(self, config: ProxyConfig) -> Awaitable[str | None] | None:
+        """Apply ``config`` (raising ``MeshError``), or return what gives its outcome later: ``None``
+        once applied, else the error (the relay: every worker's answer). The ACK waits for it."""
+        ...
 
 
 class XdsClient:
@@ -112,6 +122,11 @@ class XdsClient:
         self._servers = xds.servers
         self._current = 0  # index in _servers of the server the stream goes (or will go) to
         self.failovers = 0
+        # while a config is being applied: (its type, its version), the config, and whether it completes
+        # the first sync (a relay sends them along with the config)
+        self.applying: tuple[str, str] = ("", "")
+        self.applying_config: ProxyConfig | None = None
+        self.applying_complete = False
 
     @property
     def address(self) -> str:
@@ -144,12 +159,20 @@ class XdsClient:
             self._channel = None
 
     def describe(self) -> dict[str, Any]:
-        return {"server": self.address, "servers": self._servers, "failovers": self.failovers,
-                "node": self.xds.node_id, "cluster": self.xds.cluster,
-                "mode": self.xds.mode, "connected": self.connected, "connects": self.connects,
-                "synced": self.synced.is_set(), "last_error": self.last_error or None,
-                "types": {SHORT[url]: ts.describe() for url, ts in self.types.items()},
-                "last_nack": self.last_nack}
+        return {
+            "server": self.address,
+            "servers": self._servers,
+            "failovers": self.failovers,
+            "node": self.xds.node_id,
+            "cluster": self.xds.cluster,
+            "mode": self.xds.mode,
+            "connected": self.connected,
+            "connects": self.connects,
+            "synced": self.synced.is_set(),
+            "last_error": self.last_error or None,
+            "types": {SHORT[url]: ts.describe() for url, ts in self.types.items()},
+            "last_nack": self.last_nack,
+        }
 
     async def _run(self) -> None:
         delay = self.xds.backoff_initial_ms / 1000.0
@@ -172,12 +195,14 @@ class XdsClient:
             if time.monotonic() - started > cap:
                 delay = self.xds.backoff_initial_ms / 1000.0  # the stream was healthy for a while
             if len(self._servers) > 1 and not await self._next_server():
-                log.warning("xds %s: %s; the last good config keeps serving; trying %s", failed,
-                            self.last_error, self.address)
+                log.warning(
+                    "xds %s: %s; the last good config keeps serving; trying %s", failed, self.last_error, self.address
+                )
                 continue
             wait = delay * (0.5 + random.random() / 2)
-            log.warning("xds %s: %s; the last good config keeps serving; reconnecting in %.2f s",
-                        failed, self.last_error, wait)
+            log.warning(
+                "xds %s: %s; the last good config keeps serving; reconnecting in %.2f s", failed, self.last_error, wait
+            )
             await asyncio.sleep(wait)
             delay = min(delay * 2, cap)
 
@@ -191,9 +216,14 @@ class XdsClient:
         if admin is not None and ADMIN_METADATA not in meta:
             meta.update({ADMIN_METADATA: admin})
         loc = self.base.node.locality  # where this proxy runs (zone-aware routing), as Envoy's node
-        return base_pb2.Node(id=self.xds.node_id, cluster=self.xds.cluster, metadata=meta,
-                             locality=base_pb2.Locality(region=loc.region, zone=loc.zone, sub_zone=loc.sub_zone),
-                             user_agent_name="sofamesh", user_agent_version=__version__)
+        return base_pb2.Node(
+            id=self.xds.node_id,
+            cluster=self.xds.cluster,
+            metadata=meta,
+            locality=base_pb2.Locality(region=loc.region, zone=loc.zone, sub_zone=loc.sub_zone),
+            user_agent_name="sofamesh",
+            user_agent_version=__version__,
+        )
 
     async def _requests(self, queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:
         while True:
@@ -223,8 +253,9 @@ class XdsClient:
         name = "DeltaAggregatedResources" if delta else "StreamAggregatedResources"
         req_cls = discovery_pb2.DeltaDiscoveryRequest if delta else discovery_pb2.DiscoveryRequest
         resp_cls = discovery_pb2.DeltaDiscoveryResponse if delta else discovery_pb2.DiscoveryResponse
-        method = self._channel.stream_stream(_ADS + name, request_serializer=req_cls.SerializeToString,
-                                             response_deserializer=resp_cls.FromString)
+        method = self._channel.stream_stream(
+            _ADS + name, request_serializer=req_cls.SerializeToString, response_deserializer=resp_cls.FromString
+        )
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._queue = queue
         self._node_sent = False
@@ -243,7 +274,7 @@ class XdsClient:
                     self.connected = True
                     self.connects += 1
                     log.info("xds %s: connected (%s), node %s", self.address, self.xds.mode, self.xds.node_id)
-                self._on_response(resp)
+                await self._on_response(resp)
         finally:
             queue.put_nowait(None)
             call.cancel()
@@ -255,8 +286,9 @@ class XdsClient:
         assert self._queue is not None
         self._queue.put_nowait(req)
 
-    def _subscribe(self, url: str, initial: bool = False, added: Collection[str] = (),
-                   removed: Collection[str] = ()) -> None:
+    def _subscribe(
+        self, url: str, initial: bool = False, added: Collection[str] = (), removed: Collection[str] = ()
+    ) -> None:
         ts = self.types[url]
         if self.xds.mode == "delta":
             req = discovery_pb2.DeltaDiscoveryRequest(type_url=url)
@@ -270,11 +302,14 @@ class XdsClient:
                 req.resource_names_unsubscribe.extend(sorted(removed))
             self._send(req)
             return
-        self._send(discovery_pb2.DiscoveryRequest(type_url=url, version_info=ts.version, response_nonce=ts.nonce,
-                                                  resource_names=sorted(ts.names)))
+        self._send(
+            discovery_pb2.DiscoveryRequest(
+                type_url=url, version_info=ts.version, response_nonce=ts.nonce, resource_names=sorted(ts.names)
+            )
+        )
 
     # -- responses ---------------------------------------------------------------------------------
-    def _on_response(self, resp: Any) -> None:
+    async def _on_response(self, resp: Any) -> None:
         """One DiscoveryResponse (SotW) or DeltaDiscoveryResponse: apply it, then ACK or NACK."""
         delta = self.xds.mode == "delta"
         url = resp.type_url
@@ -305,13 +340,16 @@ class XdsClient:
             removed = set(ts.resources) - set(updates)
         else:  # SotW RDS/EDS responses carry the names they carry; drop the unsubscribed ones
             removed = set(ts.resources) - ts.names
-        if self._update(url, updates, removed, version, resp.nonce, versions):
+        if await self._update(url, updates, removed, version, resp.nonce, versions):
             ts.version = version
             if delta:
                 self._send(discovery_pb2.DeltaDiscoveryRequest(type_url=url, response_nonce=resp.nonce))
             else:
-                self._send(discovery_pb2.DiscoveryRequest(type_url=url, version_info=ts.version,
-                                                          response_nonce=ts.nonce, resource_names=sorted(ts.names)))
+                self._send(
+                    discovery_pb2.DiscoveryRequest(
+                        type_url=url, version_info=ts.version, response_nonce=ts.nonce, resource_names=sorted(ts.names)
+                    )
+                )
 
     def _nack(self, url: str, version: str, nonce: str, detail: str) -> None:
         ts = self.types[url]
@@ -326,17 +364,29 @@ class XdsClient:
         if self.xds.mode == "delta":
             self._send(discovery_pb2.DeltaDiscoveryRequest(type_url=url, response_nonce=nonce, error_detail=status))
         else:
-            self._send(discovery_pb2.DiscoveryRequest(type_url=url, version_info=version, response_nonce=nonce,
-                                                      resource_names=names or [], error_detail=status))
+            self._send(
+                discovery_pb2.DiscoveryRequest(
+                    type_url=url,
+                    version_info=version,
+                    response_nonce=nonce,
+                    resource_names=names or [],
+                    error_detail=status,
+                )
+            )
 
     # -- applying ----------------------------------------------------------------------------------
-    def _update(self, url: str, updates: dict[str, Any], removed: set[str], version: str, nonce: str,
-                versions: dict[str, str]) -> bool:
+    async def _update(
+        self, url: str, updates: dict[str, Any], removed: set[str], version: str, nonce: str, versions: dict[str, str]
+    ) -> bool:
         """Translate, assemble and apply; NACK and return False when anything is wrong."""
         ts = self.types[url]
         cand = self.state.copy()
-        tables: dict[str, dict[str, Any]] = {LISTENER_TYPE: cand.listeners, ROUTE_TYPE: cand.routes,
-                                             CLUSTER_TYPE: cand.clusters, ENDPOINT_TYPE: cand.endpoints}
+        tables: dict[str, dict[str, Any]] = {
+            LISTENER_TYPE: cand.listeners,
+            ROUTE_TYPE: cand.routes,
+            CLUSTER_TYPE: cand.clusters,
+            ENDPOINT_TYPE: cand.endpoints,
+        }
         table = tables[url]
         errors: list[str] = []
         for rname in removed:
@@ -355,10 +405,22 @@ class XdsClient:
             self._nack(url, version, nonce, "; ".join(errors))
             return False
         try:
-            config = assemble(self.base, cand, check_route_clusters=url in (LISTENER_TYPE, ROUTE_TYPE)
-                              and self.types[CLUSTER_TYPE].received)
+            config = assemble(
+                self.base,
+                cand,
+                check_route_clusters=url in (LISTENER_TYPE, ROUTE_TYPE) and self.types[CLUSTER_TYPE].received,
+            )
             if config != self.server.config:
-                self.server.apply(config)
+                self.applying, self.applying_config = (SHORT[url], version), config
+                self.applying_complete = self.synced.is_set() or self._complete(cand, url)
+                try:
+                    outcome = self.server.apply(config)
+                finally:
+                    self.applying_config = None
+                error = await outcome if outcome is not None else None
+                if error is not None:
+                    self._nack(url, version, nonce, error)
+                    return False
         except ConfigErrors as exc:
             self._nack(url, version, nonce, "; ".join(str(e) for e in exc.errors))
             return False
@@ -393,18 +455,22 @@ class XdsClient:
         else:
             self._subscribe(url)
 
+    def _complete(self, state: Translated, received: str = "") -> bool:
+        """``state`` is a whole config: LDS and CDS arrived (``received``: the type arriving now),
+        and every route and endpoint set they name."""
+        if not all(self.types[t].received or t == received for t in (LISTENER_TYPE, CLUSTER_TYPE)):
+            return False
+        return state.rds_names() <= set(state.routes) and state.eds_names() <= set(state.endpoints)
+
     def _check_synced(self) -> None:
-        if self.synced.is_set():
-            return
-        if not (self.types[LISTENER_TYPE].received and self.types[CLUSTER_TYPE].received):
-            return
-        if not self.state.rds_names() <= set(self.state.routes):
-            return
-        if not self.state.eds_names() <= set(self.state.endpoints):
+        if self.synced.is_set() or not self._complete(self.state):
             return
         self.synced.set()
-        log.info("xds: synced (%d listener(s), %d cluster(s))", len(self.server.config.listeners),
-                 len(self.server.config.clusters))
+        log.info(
+            "xds: synced (%d listener(s), %d cluster(s))",
+            len(self.server.config.listeners),
+            len(self.server.config.clusters),
+        )
 
 
 async def attach(server: ServerView) -> XdsClient:
@@ -421,8 +487,11 @@ async def attach(server: ServerView) -> XdsClient:
     try:
         await asyncio.wait_for(client.synced.wait(), xds.initial_fetch_timeout_ms / 1000.0 or None)
     except TimeoutError:
-        log.warning("xds %s: no complete config after %d ms; serving what arrived so far", client.address,
-                    xds.initial_fetch_timeout_ms)
+        log.warning(
+            "xds %s: no complete config after %d ms; serving what arrived so far",
+            client.address,
+            xds.initial_fetch_timeout_ms,
+        )
     server.ready = True
     return client
 

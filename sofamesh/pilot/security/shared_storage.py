@@ -4,7 +4,10 @@ so every replica signs with one root and accepts the tokens any of them issued.
 
 ``create`` is the store's own create-if-absent (an etcd transaction comparing the key's
 ``create_revision`` with 0; a ZooKeeper ``create``), so replicas starting together end up with one
-root: the first write wins and the others read it. Blobs are read and written at start-up and on
+root: the first write wins and the others read it. ``update`` (the revocation list) is the store's
+compare-and-set: an etcd transaction on the key's ``mod_revision`` as read, a ZooKeeper ``set``
+with the node's version as read (``create`` when there was none), retried on a conflict, so two
+replicas revoking at once keep both revocations. Blobs are read and written at start-up and on
 a token revocation, never per request, so the calls are synchronous. Anyone who can read the store
 can read the CA key: give the store the protection the key deserves (etcd auth and TLS, ZooKeeper
 ACLs), as Istio asks of the Kubernetes Secret holding ``cacerts``.
@@ -14,17 +17,17 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
 
 from sofamesh.core.errors import ConfigError, PluginError
 from sofamesh.pilot.options import check_options
-from sofamesh.pilot.security.storage import DirStorage, SecretStorage
+from sofamesh.pilot.security.storage import UPDATE_TRIES, DirStorage, SecretStorage
 
 
 def _check_name(name: str) -> str:
@@ -74,6 +77,24 @@ class EtcdStorage:
             },
         )
         return bool(done.get("succeeded", False))
+
+    def update(self, name: str, change: Callable[[bytes | None], bytes], *, private: bool = False) -> bytes:
+        key = self._key(name)
+        for _ in range(UPDATE_TRIES):
+            kvs = self._post("/v3/kv/range", {"key": key}).get("kvs", [])
+            current = base64.b64decode(kvs[0].get("value", "")) if kvs else None
+            revision = str(kvs[0].get("mod_revision", "0")) if kvs else "0"  # an absent key compares as 0
+            data = change(current)
+            done = self._post(
+                "/v3/kv/txn",
+                {
+                    "compare": [{"key": key, "target": "MOD", "result": "EQUAL", "mod_revision": revision}],
+                    "success": [{"request_put": {"key": key, "value": _b64(data)}}],
+                },
+            )
+            if done.get("succeeded", False):
+                return data
+        raise PluginError(f"security storage {self.describe()}: {name} kept changing: {UPDATE_TRIES} tries")
 
     def describe(self) -> str:
         return f"etcd {self.endpoint}{self.prefix}"
@@ -137,6 +158,29 @@ class ZookeeperStorage:
         except KazooException as exc:
             raise PluginError(f"security storage {self.describe()}: cannot create {name}: {exc}") from exc
         return True
+
+    def update(self, name: str, change: Callable[[bytes | None], bytes], *, private: bool = False) -> bytes:
+        zk, path = self._client(), self._path(name)
+        try:
+            for _ in range(UPDATE_TRIES):
+                try:
+                    current, stat = zk.get(path)
+                except NoNodeError:
+                    data = change(None)
+                    try:
+                        zk.create(path, data, makepath=True)
+                    except NodeExistsError:
+                        continue
+                    return data
+                data = change(bytes(current))
+                try:
+                    zk.set(path, data, version=stat.version)
+                except (BadVersionError, NoNodeError):
+                    continue
+                return data
+        except KazooException as exc:
+            raise PluginError(f"security storage {self.describe()}: cannot update {name}: {exc}") from exc
+        raise PluginError(f"security storage {self.describe()}: {name} kept changing: {UPDATE_TRIES} tries")
 
     def close(self) -> None:
         if self._zk is not None:

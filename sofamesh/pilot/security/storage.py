@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
+
+UPDATE_TRIES = 50
+"""How many times ``update`` re-reads and retries when another writer changed the blob meanwhile."""
 
 
 class SecretStorage(Protocol):
@@ -25,6 +30,11 @@ class SecretStorage(Protocol):
         """Write ``name`` only if it does not exist; ``False`` when another writer was first (then
         read theirs: two replicas starting together must end up with one root)."""
 
+    def update(self, name: str, change: Callable[[bytes | None], bytes], *, private: bool = False) -> bytes:
+        """Replace ``name`` with ``change(current)`` only if nobody wrote it in between (a compare-
+        and-set), reading and retrying otherwise; returns what was written. Two replicas updating
+        the same blob at once lose neither change."""
+
     def describe(self) -> str:
         """Where the blobs are, for logs and /debug pages."""
 
@@ -35,6 +45,7 @@ class DirStorage:
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
+        self._lock = threading.Lock()  # one Pilot owns a directory: its own updates are serialized
 
     def _path(self, name: str) -> Path:
         if not name or "/" in name or name.startswith("."):
@@ -83,8 +94,14 @@ class DirStorage:
         self._sync_dir()
         return True
 
+    def update(self, name: str, change: Callable[[bytes | None], bytes], *, private: bool = False) -> bytes:
+        with self._lock:
+            data = change(self.read(name))
+            self.write(name, data, private=private)
+            return data
+
     def describe(self) -> str:
         return str(self.dir)
 
 
-__all__ = ["DirStorage", "SecretStorage"]
+__all__ = ["UPDATE_TRIES", "DirStorage", "SecretStorage"]

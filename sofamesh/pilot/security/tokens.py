@@ -62,7 +62,8 @@ class TokenAuthority:
         pem = self.storage.read(_KEY)
         if pem is None:
             fresh = ed25519.Ed25519PrivateKey.generate().private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
             self.storage.create(_KEY, fresh, private=True)
             pem = self.storage.read(_KEY)
             assert pem is not None
@@ -72,21 +73,24 @@ class TokenAuthority:
         return key
 
     def _load_revoked(self) -> dict[str, float]:
-        raw = self.storage.read(_REVOKED)
-        if raw is None:
-            return {}
-        data = json.loads(raw)
-        return {str(k): float(v) for k, v in data.items()}
+        return _revoked_list(self.storage.read(_REVOKED))
 
-    def issue(self, namespace: str, service_account: str, ttl_s: float, *,
-              now: float | None = None) -> tuple[str, Grant]:
+    def issue(
+        self, namespace: str, service_account: str, ttl_s: float, *, now: float | None = None
+    ) -> tuple[str, Grant]:
         """A token granting ``spiffe://<trust-domain>/ns/<namespace>/sa/<service_account>``, valid for
         ``ttl_s`` from ``now`` (the clock by default)."""
         identity = SpiffeId(self.trust_domain, namespace, service_account)
         now = int(time.time() if now is None else now)
         grant = Grant(identity, secrets.token_hex(12), float(now + int(ttl_s)))
-        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": identity.uri, "iat": now, "exp": now + int(ttl_s),
-                  "jti": grant.jti}
+        claims = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": identity.uri,
+            "iat": now,
+            "exp": now + int(ttl_s),
+            "jti": grant.jti,
+        }
         token = jwt.encode(claims, self._key, algorithm="EdDSA", headers={"kid": self.kid})
         self.issued += 1
         return token, grant
@@ -95,8 +99,14 @@ class TokenAuthority:
         """The grant of a valid token; :class:`TokenError` saying why otherwise."""
         try:
             claims: dict[str, Any] = jwt.decode(
-                token, self._key.public_key(), algorithms=["EdDSA"], audience=AUDIENCE, issuer=ISSUER,
-                leeway=_LEEWAY_S, options={"require": ["exp", "iat", "sub", "jti"]})
+                token,
+                self._key.public_key(),
+                algorithms=["EdDSA"],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                leeway=_LEEWAY_S,
+                options={"require": ["exp", "iat", "sub", "jti"]},
+            )
         except jwt.ExpiredSignatureError:
             self.refused += 1
             raise TokenError("the token has expired") from None
@@ -127,13 +137,24 @@ class TokenAuthority:
         """Refuse the token ``jti`` from now on (kept listed until ``expires_at``; a year if unknown)."""
         with self._lock:
             now = time.time()
-            listed = {**self._load_revoked(), **self._revoked}  # what other replicas revoked meanwhile
-            self._revoked = {k: v for k, v in listed.items() if v + _LEEWAY_S > now}
-            self._revoked[jti] = expires_at if expires_at is not None else now + 365 * 86400
-            self.storage.write(_REVOKED, json.dumps(self._revoked, sort_keys=True).encode())
+            until = expires_at if expires_at is not None else now + 365 * 86400
+
+            def add(raw: bytes | None) -> bytes:  # on the list as stored: what other replicas revoked stays
+                listed = {**self._revoked, **_revoked_list(raw)}
+                listed = {k: v for k, v in listed.items() if v + _LEEWAY_S > now}
+                listed[jti] = until
+                return json.dumps(listed, sort_keys=True).encode()
+
+            self._revoked = _revoked_list(self.storage.update(_REVOKED, add))
 
     def describe(self) -> dict[str, Any]:
         return {"kid": self.kid, "issued": self.issued, "refused": self.refused, "revoked": len(self._revoked)}
+
+
+def _revoked_list(raw: bytes | None) -> dict[str, float]:
+    if raw is None:
+        return {}
+    return {str(k): float(v) for k, v in json.loads(raw).items()}
 
 
 __all__ = ["AUDIENCE", "ISSUER", "Grant", "TokenAuthority", "TokenError"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from sofamesh.core.net.secrets import DEFAULT_CERT, ROOT_CA, CertificateSecret, 
 from sofamesh.core.security.agent import AgentError, AgentSettings, WorkloadAgent
 from sofamesh.pilot.security.shared_storage import EtcdStorage, ZookeeperStorage, security_storage
 from sofamesh.pilot.security.storage import SecretStorage
+from sofamesh.pilot.security.tokens import TokenAuthority, TokenError
 from tests.integration.pilot.conftest import PilotProcess, wait_until
 from tests.integration.registries.servers import EtcdServer, ZooKeeperServer, etcd, zookeeper
 
@@ -162,3 +164,48 @@ def test_rotation_and_revocation_through_one_replica_reach_the_other_while_it_ru
     finally:
         a.stop()
         b.stop()
+
+
+@pytest.mark.parametrize("kind", ["etcd", "zookeeper"])
+def test_revocations_through_two_replicas_at_once_lose_none(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Two replicas' token authorities (each with its own client of the store) revoking at the same
+    moments, round after round: the stored list ends with every revocation, and each replica, once
+    it re-reads the list (as its follower does), refuses every one of those tokens."""
+    opts = _storage_options(kind, request)
+    stores = [security_storage(kind, opts, tmp_path) for _ in range(2)]
+    replicas = [TokenAuthority(s, "cluster.local") for s in stores]
+    rounds = 15
+    tokens = [[replicas[r].issue("ns", f"sa{r}-{i}", 3600) for i in range(rounds)] for r in range(2)]
+    go = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def revoke_all(r: int) -> None:
+        try:
+            for _token, grant in tokens[r]:
+                go.wait(30)  # both replicas revoke each round's token at the same moment
+                replicas[r].revoke(grant.jti, grant.expires_at)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+            go.abort()
+
+    threads = [threading.Thread(target=revoke_all, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not failures, failures
+    stored = json.loads(stores[0].read("revoked-tokens.json") or b"{}")
+    wanted = {grant.jti for per in tokens for _token, grant in per}
+    assert wanted <= set(stored), f"lost {len(wanted - set(stored))} of {len(wanted)} revocations"
+    for replica in replicas:
+        replica.reload()
+        for per in tokens:
+            for token, _grant in per:
+                with pytest.raises(TokenError, match="has been revoked"):
+                    replica.verify(token)
+    for s in stores:
+        close = getattr(s, "close", None)
+        if close is not None:
+            close()

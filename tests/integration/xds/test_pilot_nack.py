@@ -38,28 +38,41 @@ class BadRoutes:
     def generate(self, mesh: Any, node: NodeInfo) -> Iterable[XdsResource]:
         if not self.armed:
             return []
-        return [XdsResource("acme-bad", http_listener("acme-bad", self.address,
-                                                      routes=route_config("acme-routes", [("/", "nope")])))]
+        return [
+            XdsResource(
+                "acme-bad", http_listener("acme-bad", self.address, routes=route_config("acme-routes", [("/", "nope")]))
+            )
+        ]
 
 
 class _Plugin:
-    def __init__(self, gen: BadRoutes) -> None:
+    def __init__(self, gen: Any, name: str) -> None:
         self.gen = gen
+        self.name = name
 
     @hookimpl
     def pilot_register_xds_generators(self, catalog: Any) -> None:
-        catalog.add("acme.bad-routes", self.gen)
+        catalog.add(self.name, self.gen)
 
 
 class InProcessPilot:
     """Pilot with one extra generator plugin, in its own thread and event loop."""
 
-    def __init__(self, data_dir: Path, gen: BadRoutes) -> None:
+    def __init__(self, data_dir: Path, gen: Any, name: str = "acme.bad-routes") -> None:
         host = pilot_host()
-        host.register(_Plugin(gen), Provenance("acme.bad-routes", "acme-test", "0"))
-        self.pilot = Pilot(parse({"xds": {"address": "127.0.0.1:0"}, "api": {"address": "127.0.0.1:0"},
-                                  "data_dir": str(data_dir), "debounce": {"quiet_ms": 20, "max_delay_ms": 200},
-                                  "grace_s": 0.2}), host)
+        host.register(_Plugin(gen, name), Provenance(name, "acme-test", "0"))
+        self.pilot = Pilot(
+            parse(
+                {
+                    "xds": {"address": "127.0.0.1:0"},
+                    "api": {"address": "127.0.0.1:0"},
+                    "data_dir": str(data_dir),
+                    "debounce": {"quiet_ms": 20, "max_delay_ms": 200},
+                    "grace_s": 0.2,
+                }
+            ),
+            host,
+        )
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -99,7 +112,8 @@ def upstream() -> Iterator[UpstreamServer]:
 
 
 def test_a_route_from_pilot_naming_an_unknown_cluster_is_nacked_and_the_previous_config_keeps_serving(
-        tmp_path: Path, upstream: UpstreamServer) -> None:
+    tmp_path: Path, upstream: UpstreamServer
+) -> None:
     gen = BadRoutes()
     with InProcessPilot(tmp_path / "data", gen) as pilot:
         host, port = upstream.address.rsplit(":", 1)
