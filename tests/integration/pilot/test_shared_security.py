@@ -134,13 +134,20 @@ def test_rotation_and_revocation_through_one_replica_reach_the_other_while_it_ru
     try:
         a.start()
         b.start()
-        r = httpx.post(f"{a.api_url}/v1/tokens", json={"namespace": "default", "service_account": "web"}, timeout=10)
+        r = httpx.post(
+            f"{a.api_url}/v1/tokens",
+            json={"namespace": "default", "service_account": "web"},
+            headers=a.admin_headers(),
+            timeout=10,
+        )
         assert r.status_code == 201, r.text
         token, jti = r.json()["token"], r.json()["jti"]
         old_root = _issue(b, token)
 
         def rotate(step: str) -> None:
-            done = httpx.post(f"{a.api_url}/v1/ca/root-rotation", json={"step": step}, timeout=10)
+            done = httpx.post(
+                f"{a.api_url}/v1/ca/root-rotation", json={"step": step}, headers=a.admin_headers(), timeout=10
+            )
             assert done.status_code == 200, done.text
 
         rotate("prepare")
@@ -158,7 +165,7 @@ def test_rotation_and_revocation_through_one_replica_reach_the_other_while_it_ru
         assert took < BOUND_S and "sofamesh root CA" in new_root.subject.rfc4514_string()
         assert _issue(a, token) == new_root  # the root A's step made, not one of B's own
         # revoke through A: B refuses the token while it runs
-        assert httpx.delete(f"{a.api_url}/v1/tokens/{jti}", timeout=10).status_code == 200
+        assert httpx.delete(f"{a.api_url}/v1/tokens/{jti}", headers=a.admin_headers(), timeout=10).status_code == 200
         refusal = wait_until(lambda: _refused(b, token), BOUND_S, what="B refusing the revoked token")
         assert f"the token {jti} has been revoked" in refusal
     finally:
