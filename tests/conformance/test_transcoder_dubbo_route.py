@@ -44,6 +44,11 @@ def gateway() -> Iterator[dict[str, Any]]:
                     "address": listen,
                     "protocols": ["http1", "http2"],
                     "routes": [
+                        _route(
+                            "/echo-header",
+                            "echo",
+                            [{"name": "s", "type": "java.lang.String", "from": "header", "key": "X-Msg"}],
+                        ),
                         _route("/echo", "echo", [{"name": "s", "type": "java.lang.String"}]),
                         _route("/small", "echo", [{"name": "s", "type": "java.lang.String"}], max_body_bytes=1000),
                         _route(
@@ -85,6 +90,7 @@ def test_strings_numbers_lists_maps_and_a_pojo_come_back_as_json(gateway: dict[s
     cases = [
         (c.post("/echo", json=[text]), text),
         (c.post("/echo", json={"s": "by name"}), "by name"),
+        (c.get("/echo-header", headers={"x-msg": "from a header"}), "from a header"),
         (c.get("/add/2", params={"b": "40"}), 42),
         (c.post("/greet", json=[{"name": "ann", "n": 5}]), {"greeting": "hello ann", "name": "ann", "n": 5}),
         (c.post("/greet-map", json={"m": {"name": "bob", "n": 3}}), {"greeting": "hello bob", "name": "bob", "n": 3}),

@@ -1,7 +1,7 @@
 """The ``transcoder`` route filter: an HTTP route answered by a Dubbo or Bolt call.
 
 Owns the route's side of the call: where each argument comes from (the JSON body as an array or an
-object by argument names, a ``{var}`` of the path template, the query), the RPC request built with
+object by argument names, a ``{var}`` of the path template, the query, a header), the RPC request built with
 ``dubbo_call`` / ``bolt_call``, and the HTTP answer: the result as JSON, or a JSON error (400 for an
 argument that does not fit its type, 503 no provider, 504 timeout, 500 with the exception's class and
 message). The stream (``core/proxy/transcode.py``) gathers the body and sends the frame on the
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from sofamesh.plugins.filters.transcoder.result import RpcResult
 
 _NO_HEADERS: Final = Headers([])
-_VAR: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_VAR: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
 # RPC statuses that mean "no provider could take it" (503) or "it took too long" (504); any other
 # failure is a 500 naming the exception or the status.
 _DUBBO_HTTP: Final[dict[int, int]] = {
@@ -56,7 +56,8 @@ _BOLT_HTTP: Final[dict[int, int]] = {
 class Argument(Settings):
     name: str = Field(min_length=1)
     type: str = Field(min_length=1)
-    source: Literal["body", "path", "query"] = Field("body", alias="from")
+    source: Literal["body", "path", "query", "header"] = Field("body", alias="from")
+    key: str = ""  # the path variable, query parameter or header it comes from; default: ``name``
 
     @field_validator("type")
     @classmethod
@@ -87,8 +88,11 @@ class TranscoderSettings(Settings):
             raise ValueError(f"arguments: {', '.join(twice)} named twice")
         variables = _VAR.findall(self.path or "")
         for a in self.arguments:
-            if a.source == "path" and a.name not in variables:
-                raise ValueError(f"argument {a.name!r} is from the path, but path {self.path!r} has no {{{a.name}}}")
+            key = a.key or a.name
+            if a.source == "path" and key not in variables:
+                raise ValueError(f"argument {a.name!r} is from the path, but path {self.path!r} has no {{{key}}}")
+            if a.key and a.source == "body":
+                raise ValueError(f"argument {a.name!r}: key is for arguments from path, query or header")
         if self.path is not None and not self.path.startswith("/"):
             raise ValueError(f"path {self.path!r} must start with '/'")
         if self.protocol == "dubbo" and "dialect" in self.model_fields_set:
@@ -102,7 +106,7 @@ def _template(path: str | None) -> re.Pattern[str] | None:
     out, at = [], 0
     for m in _VAR.finditer(path):
         out.append(re.escape(path[at : m.start()]))
-        out.append(f"(?P<{m.group(1)}>[^/]+)")
+        out.append("([^/]+)")
         at = m.end()
     out.append(re.escape(path[at:]))
     return re.compile("".join(out))
@@ -128,6 +132,7 @@ class TranscoderFilter(RouteTranscoder):
         self.max_body_bytes = settings.max_body_bytes
         self.protocol = settings.protocol
         self._template = _template(settings.path)
+        self._variables = _VAR.findall(settings.path or "")
         self._types = [a.type for a in settings.arguments]
         self._body_args = [a.name for a in settings.arguments if a.source == "body"]
         self._unique_name = f"{settings.interface}:{settings.version}" if settings.version else settings.interface
@@ -141,18 +146,21 @@ class TranscoderFilter(RouteTranscoder):
             m = self._template.fullmatch(path)
             if m is None:
                 raise Refused(_json(404, {"error": "no_route", "message": f"path {path!r} does not match {s.path!r}"}))
-            variables = {k: unquote(v) for k, v in m.groupdict().items()}
+            variables = {k: unquote(v) for k, v in zip(self._variables, m.groups(), strict=True)}
         params = parse_qs(query, keep_blank_values=True) if query else {}
         by_name: dict[str, object] = {}
         if self._body_args:
             by_name = self._body(body)
         values: list[tuple[str, object]] = []
         for a in s.arguments:
+            key = a.key or a.name
             if a.source == "path":
-                values.append((a.name, variables[a.name]))
+                values.append((a.name, variables[key]))
             elif a.source == "query":
-                given = params.get(a.name)
+                given = params.get(key)
                 values.append((a.name, given[0] if given else None))
+            elif a.source == "header":
+                values.append((a.name, head.headers.get(key.lower())))
             else:
                 values.append((a.name, by_name.get(a.name)))
         return values

@@ -15,6 +15,8 @@ from sofamesh.core.config.check import check_mapping
 from sofamesh.core.config.loader import from_mapping
 from sofamesh.core.errors import ConfigError, ConfigErrors
 from sofamesh.core.events import RequestHead
+from sofamesh.core.headers import Headers
+from sofamesh.core.hessian import HessianReader
 from sofamesh.plugins.filters.transcoder.action import TranscoderFilterFactory
 from sofamesh.plugins.protocols.dubbo import frames
 
@@ -60,6 +62,14 @@ def _config(
             f"{PATH}.config: Value error, arguments: a named twice",
         ),
         ({**CALL, "dialect": "draft"}, f"{PATH}.config: Value error, dialect is for protocol bolt"),
+        (
+            {**CALL, "arguments": [{"name": "a", "type": "int", "key": "x"}]},
+            f"{PATH}.config: Value error, argument 'a': key is for arguments from path, query or header",
+        ),
+        (
+            {**CALL, "arguments": [{"name": "a", "type": "int", "from": "cookie"}]},
+            f"{PATH}.config.arguments[0].from: Input should be 'body', 'path', 'query' or 'header'",
+        ),
     ],
 )
 def test_a_bad_call_is_refused_at_load_naming_the_field(call: dict[str, Any], message: str) -> None:
@@ -99,8 +109,25 @@ def _filter(**extra: Any) -> Any:
     return TranscoderFilterFactory().create(call, "f")
 
 
-def _head(path: str) -> RequestHead:
-    return RequestHead("http1", 0, "example.com", "POST", path)
+def _head(path: str, headers: list[tuple[str, str]] | None = None) -> RequestHead:
+    return RequestHead("http1", 0, "example.com", "POST", path, headers=Headers(headers or []))
+
+
+def test_an_argument_may_come_from_a_header_or_a_differently_named_key() -> None:
+    call = {
+        **CALL,
+        "path": "/u/{user-id}",
+        "arguments": [
+            {"name": "id", "type": "long", "from": "path", "key": "user-id"},
+            {"name": "tenant", "type": "java.lang.String", "from": "header", "key": "X-Tenant"},
+            {"name": "limit", "type": "int", "from": "query", "key": "n"},
+        ],
+    }
+    built = TranscoderFilterFactory().create(call, "f").request(_head("/u/7?n=3", [("x-tenant", "acme")]), b"")
+    assert isinstance(built, RequestHead) and built.raw is not None
+    head = frames.read_body_head(built.raw, frames.HEADER_LEN)
+    r = HessianReader(built.raw, head.args_offset)
+    assert (r.read(), r.read(), r.read()) == (7, "acme", 3)
 
 
 def test_arguments_come_from_the_path_the_query_and_the_body() -> None:
