@@ -149,9 +149,11 @@ def test_a_stopped_provider_is_a_503(gateway: dict[str, Any]) -> None:
     r = c.post("/p2")
     assert (r.status_code, r.json()["provider"]) == (200, "p2"), r.text
     gateway["p2"].stop()
+    # the pooled connection's close may still be on its way: the call then meets a reset
     r = c.post("/p2")
-    assert r.status_code == 503, r.text
-    assert r.json()["error"] == "no_healthy_upstream"
+    assert (r.status_code, r.json()["error"]) in {(503, "upstream_reset"), (503, "no_healthy_upstream")}, r.text
+    r = c.post("/p2")  # a new connection is refused
+    assert (r.status_code, r.json()["error"]) == (503, "no_healthy_upstream"), r.text
 
 
 def test_over_http2_a_body_larger_than_the_stream_window_is_gathered_and_answered(gateway: dict[str, Any]) -> None:

@@ -171,3 +171,8 @@ def test_the_proxys_own_errors_are_json_with_their_http_status() -> None:
         504,
         {"status": 504, "error": "timeout", "message": "upstream request timeout after 5 ms"},
     )
+
+
+def test_a_provider_gone_mid_call_is_a_503_as_envoy_answers_a_reset_before_headers() -> None:
+    status, body = _filter().error(_head("/users/1"), ReplyStatus.UPSTREAM_RESET, "upstream reset")
+    assert (status, json.loads(body)["error"]) == (503, "upstream_reset")
