@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from sofamesh.plugins.filters.transcoder.result import RpcResult
 
 _NO_HEADERS: Final = Headers([])
+_TYPED_MAPS: Final = frozenset({"java.util.TreeMap", "java.util.LinkedHashMap"})
 _VAR: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
 # RPC statuses that mean "no provider could take it" (503) or "it took too long" (504); any other
 # failure is a 500 naming the exception or the status.
@@ -97,6 +98,12 @@ class TranscoderSettings(Settings):
             raise ValueError(f"path {self.path!r} must start with '/'")
         if self.protocol == "dubbo" and "dialect" in self.model_fields_set:
             raise ValueError("dialect is for protocol bolt (hessian2 or draft)")
+        if self.protocol == "bolt" and self.dialect == "draft":
+            for a in self.arguments:  # the draft encoding (sofa-hessian-node) has no typed map
+                if a.type in _TYPED_MAPS:
+                    raise ValueError(
+                        f"argument {a.name!r}: dialect draft cannot write a {a.type}; declare java.util.Map"
+                    )
         return self
 
 
@@ -245,6 +252,8 @@ class TranscoderFilter(RouteTranscoder):
             return _json(
                 400, {"error": "bad_argument", "argument": exc.argument, "type": exc.java_type, "message": str(exc)}
             )
+        except ValueError as exc:  # a value the encoder cannot write: the gateway's own failure
+            return _json(500, {"error": "cannot_encode", "message": f"{s.protocol} call {s.method}: {exc}"})
 
     # -- response -----------------------------------------------------------------------------------
     def response(self, head: RequestHead, answer: ResponseHead) -> tuple[int, bytes]:

@@ -63,6 +63,10 @@ def _config(
         ),
         ({**CALL, "dialect": "draft"}, f"{PATH}.config: Value error, dialect is for protocol bolt"),
         (
+            {**CALL, "protocol": "bolt", "dialect": "draft", "arguments": [{"name": "m", "type": "java.util.TreeMap"}]},
+            f"{PATH}.config: Value error, argument 'm': dialect draft cannot write a java.util.TreeMap",
+        ),
+        (
             {**CALL, "arguments": [{"name": "a", "type": "int", "key": "x"}]},
             f"{PATH}.config: Value error, argument 'a': key is for arguments from path, query or header",
         ),
