@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import sofamesh.hookspecs as proxy_hookspecs
 from sofamesh.core.codec import CodecFactory, CodecLimits
-from sofamesh.core.config.check import Catalogs, build_balancer, build_filters, resolve
+from sofamesh.core.config.check import Catalogs, build_balancer, build_filters, placement_errors, resolve
 from sofamesh.core.errors import ConfigError, ConfigErrors
 from sofamesh.core.plugin_host import DATA_PLANE_GROUP, PluginHost
 from sofamesh.core.proxy.filter_chain import EMPTY_CHAIN, FilterChain
@@ -108,10 +108,19 @@ def _build_listener(i: int, name: str, lc: ListenerConfig, cats: Catalogs,
     else:
         factories = [cats.protocols.get(p, f"listeners[{i}].protocols") for p in lc.protocols]
     chain = FilterChain(build_filters(cats, list(lc.filters), f"listeners[{i}].filters"))
+    protocols = {n: c.protocol.name if c.protocol is not None else None for n, c in clusters.items()}
+    errors = [e for j, f in enumerate(chain.filters)
+              for e in placement_errors(f, f"listeners[{i}].filters[{j}]", None, protocols)]
     routes = []
     for k, rc in enumerate(lc.routes):
         rf = build_filters(cats, list(rc.filters), f"listeners[{i}].routes[{k}].filters") if rc.filters else []
+        for j, f in enumerate(rf):
+            errors += placement_errors(f, f"listeners[{i}].routes[{k}].filters[{j}]",
+                                       [n for n in (rc.cluster, *(w.name for w in rc.weighted_clusters)) if n],
+                                       protocols)
         routes.append(Route(k, rc, FilterChain(rf) if rf else EMPTY_CHAIN))
+    if errors:
+        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
     lim = lc.limits
     limits = CodecLimits(lim.max_frame_bytes, lim.max_header_bytes, lim.max_headers, lim.max_body_bytes)
     return ListenerRuntime(name, factories, Router(routes), chain, clusters, limits,

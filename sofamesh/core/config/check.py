@@ -18,6 +18,7 @@ from sofamesh.core.config.model import ClusterConfig, FilterConfig, ProxyConfig
 from sofamesh.core.errors import ConfigError, ConfigErrors, PluginError
 from sofamesh.core.plugin_host import PluginHost
 from sofamesh.core.proxy.filter_chain import Filter, FilterFactory
+from sofamesh.core.proxy.transcode import RouteTranscoder
 from sofamesh.core.upstream.load_balancer import LoadBalancer, LoadBalancerFactory
 
 
@@ -56,14 +57,34 @@ def _protocols(listener: Mapping[str, Any]) -> Any:
     return [value] if isinstance(value, str) and value != "auto" else value
 
 
-def _filter_lists(data: Mapping[str, Any]) -> list[tuple[list[tuple[int, Any]], str]]:
-    """Each list of filters in the config (listener, then its routes'), with its YAML path."""
-    out = []
+def _filter_lists(data: Mapping[str, Any]) -> list[tuple[list[tuple[int, Any]], str, list[str] | None]]:
+    """Each list of filters in the config (listener, then its routes'), with its YAML path and, for a
+    route's, the clusters the route names."""
+    out: list[tuple[list[tuple[int, Any]], str, list[str] | None]] = []
     for i, lst in _items(data.get("listeners")):
-        out.append((_items(_mapping(lst).get("filters")), f"listeners[{i}].filters"))
-        out += [(_items(_mapping(r).get("filters")), f"listeners[{i}].routes[{k}].filters")
-                for k, r in _items(_mapping(lst).get("routes"))]
+        out.append((_items(_mapping(lst).get("filters")), f"listeners[{i}].filters", None))
+        for k, r in _items(_mapping(lst).get("routes")):
+            r = _mapping(r)
+            named = [r.get("cluster"), *(_mapping(w).get("name") for _, w in _items(r.get("weighted_clusters")))]
+            out.append((_items(r.get("filters")), f"listeners[{i}].routes[{k}].filters",
+                        [n for n in named if isinstance(n, str)]))
     return out
+
+
+def placement_errors(f: Filter, path: str, route_clusters: list[str] | None,
+                     protocols: Mapping[str, str | None]) -> list[ConfigError]:
+    """Where a built filter may stand: a ``RouteTranscoder`` only among a route's filters, and only
+    on a route whose clusters speak the protocol its calls are built in (``protocols``: cluster
+    name -> its ``protocol``)."""
+    if not isinstance(f, RouteTranscoder):
+        return []
+    if route_clusters is None:
+        return [ConfigError(f"{path}.type", f"{f.name!r} answers a route with an RPC call: put it under a "
+                                            "route's filters")]
+    return [ConfigError(f"{path}.config.protocol",
+                        f"the route's cluster {name!r} speaks {protocols[name] or 'the listener protocol'}, "
+                        f"but the transcoder builds {f.protocol} calls")
+            for name in route_clusters if name in protocols and protocols[name] != f.protocol]
 
 
 def _names_used(data: Mapping[str, Any]) -> tuple[set[str], bool]:
@@ -74,7 +95,7 @@ def _names_used(data: Mapping[str, Any]) -> tuple[set[str], bool]:
         protocols = _protocols(_mapping(lst))
         auto = auto or protocols == "auto"
         names.update(p for _, p in _items(protocols) if isinstance(p, str))
-    for filters, _ in _filter_lists(data):
+    for filters, _, _ in _filter_lists(data):
         names.update(t for _, f in filters if isinstance(t := _mapping(f).get("type"), str))
     for _, c in _items(data.get("clusters")):
         c = _mapping(c)
@@ -280,7 +301,9 @@ def check_mapping(data: Mapping[str, Any], host: PluginHost) -> list[ConfigError
         errors.extend(exc.errors)
     cats, available = _load(data, host)
     errors += _reference_errors(data, cats, available)
-    for filters, where in _filter_lists(data):
+    protocols = {m["name"]: m.get("protocol") for m in (_mapping(c) for _, c in _items(data.get("clusters")))
+                 if isinstance(m.get("name"), str)}
+    for filters, where, route_clusters in _filter_lists(data):
         for j, raw in filters:
             try:
                 fc = FilterConfig.model_validate(raw)
@@ -292,6 +315,7 @@ def check_mapping(data: Mapping[str, Any], host: PluginHost) -> list[ConfigError
             if isinstance(built, list):
                 errors.extend(built)
             else:
+                errors += placement_errors(built, f"{where}[{j}]", route_clusters, protocols)
                 built.close()
     for i, c in _items(data.get("clusters")):
         c = _mapping(c)
@@ -307,4 +331,4 @@ def check_mapping(data: Mapping[str, Any], host: PluginHost) -> list[ConfigError
     return list(unique.values())
 
 
-__all__ = ["Catalogs", "build_balancer", "build_filters", "check_mapping", "resolve"]
+__all__ = ["Catalogs", "build_balancer", "build_filters", "check_mapping", "placement_errors", "resolve"]

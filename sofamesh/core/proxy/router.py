@@ -16,6 +16,7 @@ from sofamesh.core.proxy.mirror import Mirror
 from sofamesh.core.proxy.query import QueryMatch
 from sofamesh.core.proxy.retry import RetryPolicy
 from sofamesh.core.proxy.rewrite import Rewrite
+from sofamesh.core.proxy.transcode import RouteTranscoder
 
 if TYPE_CHECKING:
     from sofamesh.core.events import RequestHead
@@ -84,7 +85,7 @@ class Route:
 
     __slots__ = ("_cum", "_matchers", "_protocol", "_query", "_total", "cluster_headers", "clusters", "config",
                  "edit_request", "filters", "hash_policy", "index", "local_response", "mirror", "name", "request_frame",
-                 "response_headers", "retry", "server_name", "timeout_ms")
+                 "response_headers", "retry", "server_name", "timeout_ms", "transcoder")
 
     def __init__(self, index: int, config: RouteConfig, filters: FilterChain = EMPTY_CHAIN) -> None:
         self.index = index
@@ -123,6 +124,9 @@ class Route:
         self.local_response = LocalResponse(config.direct_response, config.redirect, m) if (
             config.direct_response is not None or config.redirect is not None) else None
         self.mirror = Mirror(config.mirror, config.timeout_ms) if config.mirror else None
+        # a route filter that answers HTTP/JSON with an RPC call (``transcode.py``), or None
+        self.transcoder: RouteTranscoder | None = next(
+            (f for f in filters.filters if isinstance(f, RouteTranscoder)), None)
         if config.cluster is not None or self.local_response is not None:
             self.clusters: tuple[str, ...] = (config.cluster or "",)
             self._cum: tuple[int, ...] = (1,)

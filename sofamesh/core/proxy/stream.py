@@ -73,9 +73,9 @@ class Downstream(Protocol):
 
 class Stream:
     __slots__ = ("cluster", "conn", "context", "done", "down_paused", "endpoint", "factory", "filter_index", "head",
-                 "head_sent", "http_status", "req_end", "req_end_sent", "req_q", "req_q_bytes", "request_done",
-                 "resp_end", "resp_q", "response_started", "retry", "route", "rt", "shadow", "status", "timeout_ms",
-                 "timer", "tried", "up_id", "upstream")
+                 "head_sent", "http_head", "http_status", "req_end", "req_end_sent", "req_q", "req_q_bytes",
+                 "request_done", "resp_end", "resp_q", "response_started", "retry", "route", "rt", "shadow", "status",
+                 "timeout_ms", "timer", "tried", "up_id", "upstream")
 
     def __init__(self, conn: Downstream, head: RequestHead) -> None:
         self.conn = conn
@@ -110,6 +110,7 @@ class Stream:
         self.status = 0
         self.http_status = 0
         self.shadow: Shadows | None = None  # mirrored copies of this request, fed its body
+        self.http_head: RequestHead | None = None  # a transcoded route's HTTP request (``head`` is the RPC one)
 
     # -- request phase ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -171,6 +172,11 @@ class Stream:
         if route.local_response is not None:  # direct response or redirect: no upstream
             route.local_response.send(self)
             return
+        if route.transcoder is not None and self.http_head is None and self.head.raw is None:  # JSON to RPC
+            self.http_head = self.head
+            if self.request_done:
+                self._transcode_request()
+            return  # the body is gathered first (``flush_request``, ``on_request_end``)
         if route.request_frame is not None and self.head.raw is not None:
             try:  # an RPC route's header mutation: the codec edits the frame's header map / attachments
                 self.head = route.request_frame.request_frame(self.head, self.conn.codec)
@@ -300,7 +306,42 @@ class Stream:
             self.shadow.end()
         self.request_done = True
         self.req_end = eom
+        if self.http_head is not None and self.cluster is None:  # a transcoded route's body is whole
+            self._transcode_request()
+            return
         self.flush_request()
+
+    def _transcode_request(self) -> None:
+        """A transcoded route's whole request is here: build the RPC request and send it on."""
+        route = self.route
+        http = self.http_head
+        if self.done or route is None or route.transcoder is None or http is None:
+            return
+        body = b"".join(self.req_q)
+        self.req_q.clear()
+        self.req_q_bytes = 0
+        self.req_end = None
+        built = route.transcoder.request(http, body)
+        if isinstance(built, tuple):  # refused: the transcoder's own answer (400 naming the argument...)
+            self._answer_json(built[0], built[1], False)
+            return
+        self.head = built
+        self._dispatch()
+
+    def _answer_json(self, status: int, body: bytes, upstream_complete: bool) -> None:
+        """Answer a transcoded route's HTTP request with a JSON body."""
+        http = self.http_head
+        assert http is not None
+        self.head = http
+        rid = http.request_id
+        self.status = status
+        self.http_status = status
+        codec = self.conn.codec
+        head = ResponseHead(http.protocol, rid, status, status,
+                            Headers([("content-type", "application/json"), ("content-length", str(len(body)))]),
+                            end_stream=False)
+        self.conn.write(codec.send(head) + codec.send(BodyChunk(body, rid)) + codec.send(EndOfMessage(None, rid)))
+        self._finish(upstream_complete)
 
     def flush_request(self) -> None:
         """Send queued request body the upstream can take now (its flow-control window for HTTP/2),
@@ -308,6 +349,9 @@ class Stream:
         up = self.upstream
         conn = self.conn
         if up is None or not self.head_sent:
+            if self.http_head is not None and self.cluster is None:  # a transcoded route gathering its body
+                self._gathered()
+                return
             if self.req_q_bytes > _MAX_PENDING_BODY and not conn.factory.streaming and conn.read_gate is not None:
                 conn.read_gate.pause(self)  # HTTP/2 downstreams are bounded by their window instead
                 self.down_paused = True
@@ -351,6 +395,18 @@ class Stream:
             conn.read_gate.resume(self)
         if up.write_gate.blocked and conn.read_gate is not None:
             up.write_gate.hold(conn.read_gate)
+
+    def _gathered(self) -> None:
+        route = self.route
+        tr = route.transcoder if route is not None else None
+        if tr is None or self.done:
+            return
+        if self.req_q_bytes > tr.max_body_bytes:
+            self.local_reply(ReplyStatus.PAYLOAD_TOO_LARGE, f"request body over {tr.max_body_bytes} bytes")
+            return
+        conn = self.conn
+        if conn.factory.streaming and self.req_q:  # HTTP/2: the window back for the chunk just kept
+            conn.write(conn.codec.acknowledge(self.head.request_id, len(self.req_q[-1])))
 
     # -- upstream callbacks ----------------------------------------------------------------------
     def on_upstream_ready(self, conn: ExclusiveConnection) -> None:
@@ -415,6 +471,10 @@ class Stream:
             elif ep.consecutive_failures:
                 cluster.report_success(ep)
         route = self.route
+        if self.http_head is not None and route is not None and route.transcoder is not None:
+            status, body = route.transcoder.response(self.http_head, head)  # the RPC answer as JSON
+            self._answer_json(status, body, True)
+            return
         policy = route.retry if route is not None else None
         # A retried route looks further only at a failure, or at a success a codec may mark retriable
         if policy is not None and (head.http_status >= policy.floor or self.retry is not None or (
@@ -720,6 +780,11 @@ class Stream:
             return
         conn = self.conn
         self.rt.stats.downstream_rq_local_reply += 1
+        route = self.route
+        if self.http_head is not None and route is not None and route.transcoder is not None:
+            code, body = route.transcoder.error(self.http_head, status, message)
+            self._answer_json(code, body, False)
+            return
         self.status = -1
         self.http_status = status.http_status
         if not self.head.oneway:
@@ -739,6 +804,8 @@ class Stream:
             return
         self._detach_upstream()
         self.http_status = self.http_status or 499
+        if self.http_head is not None:
+            self.head = self.http_head
         self._finish()
 
     def _finish(self, upstream_complete: bool = False) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
@@ -21,7 +22,7 @@ from typing import Any, Final
 from sofamesh.core.errors import ProtocolError
 from sofamesh.core.hessian import JavaLong, JavaObject, TypedList, TypedMap
 
-__all__ = ["ArgumentError", "dubbo_descriptor", "to_hessian", "to_json", "untyped"]
+__all__ = ["ArgumentError", "dubbo_descriptor", "java_type_error", "to_hessian", "to_json", "untyped"]
 
 BIG_DECIMAL: Final = "java.math.BigDecimal"
 BIG_INTEGER: Final = "java.math.BigInteger"
@@ -89,6 +90,31 @@ def _json_kind(value: object) -> str:
     if isinstance(value, str):
         return f"string {value[:40]!r}"
     return "array" if isinstance(value, list) else "object"
+
+
+_CLASS_NAME: Final = re.compile(r"[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)+")
+_KNOWN_CLASSES: Final = frozenset(
+    {*_BOXES, *_LISTS, *_MAPS, *_STRINGS, _OBJECT, BIG_DECIMAL, BIG_INTEGER, "java.util.Date"}
+)
+
+
+def java_type_error(java_type: str) -> str | None:
+    """Why ``java_type`` cannot be declared for an argument, or None when it can: a primitive, a
+    type of the mapping table, an array of one, or a POJO's fully qualified class name (outside
+    ``java.``, whose classes the mapping names one by one)."""
+    t = java_type.strip()
+    while t.endswith("[]"):
+        t = t[:-2]
+    if (t in _DESCRIPTOR and t != "void") or t in _KNOWN_CLASSES:
+        return None
+    if _CLASS_NAME.fullmatch(t) and not t.startswith("java."):
+        return None
+    known = ", ".join(sorted(k for k in _DESCRIPTOR if k != "void"))
+    return (
+        f"unknown Java type {java_type!r} (known: {known}, their boxes, java.lang.String, BigDecimal, "
+        "BigInteger, java.util.Date, byte[], List/Map types, java.lang.Object, arrays as T[], or a POJO's "
+        "fully qualified class name)"
+    )
 
 
 def dubbo_descriptor(java_types: list[str]) -> str:
