@@ -82,6 +82,9 @@ def _build_cluster(i: int, c: ClusterConfig, cats: Catalogs, loop: asyncio.Abstr
     lb = build_balancer(cats, c.lb, c.lb_config, f"clusters[{i}]")
     proto = cats.protocols.get(c.protocol) if c.protocol else None
     cluster = Cluster(c, lb, proto, loop)
+    if c.http_protocol is not None and proto is None:
+        up = cats.protocols.get(c.http_protocol, f"clusters[{i}].http_protocol")
+        cluster.http = {"http1": up, "http2": up}  # by the request's protocol
     for k, hc in enumerate(c.health_checks):
         path = f"clusters[{i}].health_checks[{k}]"
         hf: CodecFactory | None = None

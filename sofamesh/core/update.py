@@ -47,6 +47,7 @@ def apply_update(listeners: ListenerSet, clusters: dict[str, Cluster], built: Ru
                 _update_endpoints(prev, c, grace, loop)
             prev.lb = c.lb if prev.config.lb != c.config.lb else prev.lb
             prev.protocol = c.protocol
+            prev.http = c.http
             prev.config = c.config
             fresh[name] = prev  # keep its pools, counters and health
     loc = config.node.locality

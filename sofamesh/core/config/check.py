@@ -99,7 +99,8 @@ def _names_used(data: Mapping[str, Any]) -> tuple[set[str], bool]:
         names.update(t for _, f in filters if isinstance(t := _mapping(f).get("type"), str))
     for _, c in _items(data.get("clusters")):
         c = _mapping(c)
-        names.update(n for n in (c.get("lb", _DEFAULT_LB), c.get("protocol")) if isinstance(n, str))
+        names.update(n for n in (c.get("lb", _DEFAULT_LB), c.get("protocol"), c.get("http_protocol"))
+                     if isinstance(n, str))
         names.update(_health_check_protocols(c))
     return names, auto
 
@@ -161,6 +162,8 @@ def _reference_errors(data: Mapping[str, Any], cats: Catalogs, available: Mappin
         check(cats.load_balancers, c.get("lb", _DEFAULT_LB), f"clusters[{i}].lb")
         if c.get("protocol"):
             check(cats.protocols, c["protocol"], f"clusters[{i}].protocol")
+        elif c.get("http_protocol"):
+            check(cats.protocols, c["http_protocol"], f"clusters[{i}].http_protocol")
     known_clusters = ", ".join(sorted(set(cluster_names))) or "none defined"
 
     def check_cluster(name: Any, path: str) -> None:

@@ -581,6 +581,9 @@ class ClusterManagerConfig(_Model):
 class ClusterConfig(_Model):
     name: str
     protocol: str | None = None
+    # HTTP requests' upstream protocol when ``protocol`` is unset (Envoy's explicit_http_config);
+    # None: the request's own (use_downstream_protocol_config). Other protocols keep their own.
+    http_protocol: Literal["http1", "http2"] | None = None
     lb: str = "round_robin"
     lb_config: dict[str, Any] = Field(default_factory=dict)  # the balancer's own settings (docs/configuration.md)
     connect_timeout_ms: Annotated[int, Field(gt=0)] = 1000

@@ -213,7 +213,10 @@ class Mirror:
             cluster = clusters.get(name)
             if cluster is None:
                 continue
-            factory = cluster.protocol or conn.factory
+            factory = cluster.protocol
+            if factory is None:
+                http = cluster.http
+                factory = (http.get(same_protocol) if http is not None else None) or conn.factory
             if head.raw is not None and factory.name != same_protocol:
                 continue  # an RPC frame goes only to its own protocol
             shadow = Shadow(conn, cluster, shadow_head(head), self.timeout_s)

@@ -192,7 +192,10 @@ class Stream:
             self.context.response_flags = "NC"
             self.local_reply(ReplyStatus.NO_HEALTHY_UPSTREAM, f"cluster {name!r} not found")
             return
-        factory = cluster.protocol or self.conn.factory
+        factory = cluster.protocol
+        if factory is None:
+            http = cluster.http
+            factory = (http.get(head.protocol) if http is not None else None) or self.conn.factory
         if factory.name != head.protocol and (
                 head.raw is not None or (factory.multiplexed and not factory.streaming)
                 or (not factory.streaming and (head.headers.get("content-type") or "").startswith("application/grpc"))):

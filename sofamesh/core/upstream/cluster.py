@@ -37,8 +37,8 @@ class Cluster:
     """A named set of endpoints with a balancer, pools and stats."""
 
     __slots__ = ("_last_pool", "_panic", "_plan", "breaker", "checkers", "config", "dependents", "ejected",
-                 "endpoints", "hashing", "lb", "limits", "local", "local_zone", "loop", "name", "outlier", "pools",
-                 "protocol", "stats", "tls", "tls_matches")
+                 "endpoints", "hashing", "http", "lb", "limits", "local", "local_zone", "loop", "name", "outlier",
+                 "pools", "protocol", "stats", "tls", "tls_matches")
 
     def __init__(self, config: ClusterConfig, lb: LoadBalancer, protocol: CodecFactory | None,
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -46,6 +46,9 @@ class Cluster:
         self.name = config.name
         self.lb = lb
         self.protocol = protocol
+        # HTTP requests' upstream codec by their own protocol's name, when ``protocol`` is None and
+        # ``http_protocol`` is set (set by the builder); other requests keep their own codec
+        self.http: dict[str, CodecFactory] | None = None
         self.loop = loop
         self.endpoints = [Endpoint(e) for e in config.endpoints]
         self.stats = ClusterStats()

@@ -175,10 +175,11 @@ def _payload(p: Any, path: str) -> str:
     raise ConfigError(path, "a payload needs text (hex) or binary")
 
 
-def connection_limits(c: Any, base: str, out: dict[str, Any]) -> bool | None:
+def connection_limits(c: Any, base: str, out: dict[str, Any]) -> str | None:
     """``max_requests_per_connection`` and ``common_http_protocol_options`` of the cluster or of its
-    ``HttpProtocolOptions`` -> the kernel's pool limits. Returns whether ``HttpProtocolOptions``
-    asks for HTTP/2 upstream (None without them)."""
+    ``HttpProtocolOptions`` -> the kernel's pool limits. Returns the upstream HTTP protocol
+    ``HttpProtocolOptions`` asks for: ``http1``, ``http2`` or ``downstream``
+    (``use_downstream_protocol_config``); None without them."""
     if c.HasField("max_requests_per_connection"):
         out["max_requests_per_connection"] = c.max_requests_per_connection.value
     if c.HasField("common_http_protocol_options"):
@@ -194,8 +195,10 @@ def connection_limits(c: Any, base: str, out: dict[str, Any]) -> bool | None:
                 f"{base}: typed_extension_protocol_options[{_H2_OPTIONS}].common_http_protocol_options", out)
     which = opts.WhichOneof("upstream_protocol_options")
     if which == "explicit_http_config":
-        return bool(opts.explicit_http_config.HasField("http2_protocol_options"))
-    return which is None
+        return "http2" if opts.explicit_http_config.HasField("http2_protocol_options") else "http1"
+    if which == "use_downstream_protocol_config":
+        return "downstream"
+    return "http2" if which is None else "http1"  # auto_config: HTTP/1.1 without ALPN
 
 
 def _common(common: Any, path: str, out: dict[str, Any]) -> None:

@@ -24,7 +24,9 @@ Translated:
   ``include_request_attempt_count`` and the route's ``per_request_buffer_limit_bytes``.
 - Cluster of type EDS (endpoints from the ClusterLoadAssignment named by ``service_name`` or the
   cluster name) or STATIC / STRICT_DNS / LOGICAL_DNS with a ``load_assignment``; ``connect_timeout``;
-  HTTP/2 upstream options select ``http2`` when that protocol is installed; ``circuit_breakers``
+  HTTP/2 upstream options select ``http2`` when that protocol is installed, without them HTTP
+  requests go upstream as HTTP/1.1 (``http_protocol: http1``; ``use_downstream_protocol_config``
+  keeps the request's own); ``circuit_breakers``
   (the DEFAULT priority's thresholds and retry budget), ``outlier_detection``,
   ``common_lb_config.healthy_panic_threshold``; balancing, health checks and connection limits
   through ``balancing.py`` (``lb_policy`` and its configs, locality weighting, ``health_checks``,
@@ -667,9 +669,13 @@ def translate_cluster(c: Any, protocols: Collection[str] = ()) -> TranslatedClus
         out["tls"] = translate_tls(c.transport_socket, "upstream", f"{base}: transport_socket")
     if len(c.transport_socket_matches):
         out["tls_matches"] = _socket_matches(c, base)
-    h2 = connection_limits(c, base, out)
-    if (h2 or c.HasField("http2_protocol_options")) and "http2" in protocols:
+    http = connection_limits(c, base, out)
+    if http is None:  # Envoy: HTTP/1.1 upstream unless the cluster asks for HTTP/2
+        http = "http2" if c.HasField("http2_protocol_options") else "http1"
+    if http == "http2" and "http2" in protocols:
         out["protocol"] = "http2"
+    elif http == "http1":  # HTTP requests only: an RPC cluster's requests keep their protocol
+        out["http_protocol"] = "http1"
     which = c.WhichOneof("cluster_discovery_type")
     if which == "cluster_type":
         raise ConfigError(f"{base}: cluster_type", f"custom cluster type {c.cluster_type.name!r} is not supported")

@@ -109,7 +109,7 @@ def test_clusters_translate_lb_policy_and_eds_names_and_refuse_the_rest() -> Non
     c.lb_policy = cluster_pb2.Cluster.RANDOM
     c.connect_timeout.FromMilliseconds(250)
     assert translate_cluster(c).config == {"name": "web", "lb": "random", "connect_timeout_ms": 250,
-                                           "endpoints": [{"address": "127.0.0.1:9000"}]}
+                                           "http_protocol": "http1", "endpoints": [{"address": "127.0.0.1:9000"}]}
     eds = cluster_pb2.Cluster(name="outbound|80|x", type=cluster_pb2.Cluster.EDS)
     assert translate_cluster(eds).eds == "outbound|80|x"
     eds.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED

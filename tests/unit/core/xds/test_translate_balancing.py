@@ -11,7 +11,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa
 from google.protobuf import json_format
 
 from sofamesh.core.config.loader import from_mapping
-from sofamesh.core.errors import ConfigError
+from sofamesh.core.errors import ConfigError, ConfigErrors
 from sofamesh.core.xds.translate import (
     Translated,
     TranslatedCluster,
@@ -150,3 +150,24 @@ def test_route_hash_policies_are_translated_and_cookie_generation_refused() -> N
     rc.virtual_hosts[0].routes[0].route.hash_policy[1].cookie.ttl.FromSeconds(60)
     with pytest.raises(ConfigError, match=r"hash_policy\[1\].cookie.ttl"):
         translate_route_configuration(rc)
+
+
+def test_http_clusters_go_upstream_as_http1_unless_they_ask_for_http2_or_the_downstreams() -> None:
+    both = ("http1", "http2")
+    out = translate_cluster(_cluster(), protocols=both).config
+    assert (out.get("protocol"), out.get("http_protocol")) == (None, "http1")  # Envoy: no HTTP/2 options
+    out = translate_cluster(_cluster(http2_protocol_options={}), protocols=both).config
+    assert (out.get("protocol"), out.get("http_protocol")) == ("http2", None)
+    explicit_h2 = {"@type": "type.googleapis.com/" + H2, "explicit_http_config": {"http2_protocol_options": {}}}
+    out = translate_cluster(_cluster(typed_extension_protocol_options={H2: explicit_h2}), protocols=both).config
+    assert (out.get("protocol"), out.get("http_protocol")) == ("http2", None)
+    downstream = {"@type": "type.googleapis.com/" + H2, "use_downstream_protocol_config": {}}
+    out = translate_cluster(_cluster(typed_extension_protocol_options={H2: downstream}), protocols=both).config
+    assert "protocol" not in out and "http_protocol" not in out
+    explicit_h1 = {"@type": "type.googleapis.com/" + H2, "explicit_http_config": {"http_protocol_options": {}}}
+    out = translate_cluster(_cluster(typed_extension_protocol_options={H2: explicit_h1}), protocols=both).config
+    assert (out.get("protocol"), out.get("http_protocol")) == (None, "http1")
+    config = from_mapping({"clusters": [{"name": "c", "http_protocol": "http2"}]})
+    assert config.clusters[0].http_protocol == "http2"
+    with pytest.raises(ConfigErrors, match="http_protocol"):
+        from_mapping({"clusters": [{"name": "c", "http_protocol": "bolt"}]})
