@@ -11,7 +11,7 @@ import queue
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -123,3 +123,48 @@ def python_pair(kind: str, server: str, service: str, tmp: Path) -> Iterator[tup
         finally:
             c1.close()
             c2.close()
+
+
+class StandIn:
+    """Two Pilots: ``cluster`` serves a registry API (``served``, e.g. ``{"name": "eureka"}``) in place
+    of a real server of that kind; ``mesh`` reads it through its ``corp`` registry (``corp``: the type
+    and options of a ``*-cluster`` adapter, given the cluster's API URL), in two-way sync with its
+    writable ``embedded`` registry."""
+
+    def __init__(self, tmp: Path, served: dict[str, Any], corp: Callable[[str], dict[str, Any]]) -> None:
+        from tests.integration.registries.servers import PilotWithConfig
+
+        self.tmp = tmp
+        self.cluster = PilotWithConfig(tmp / "cluster", [{"name": "embedded"}, served])
+        self.mesh = PilotWithConfig(
+            tmp / "mesh",
+            [{"name": "embedded", "writable": True}, {"name": "corp", **corp(self.cluster.api_url)}],
+            sync={"pairs": [{"from": "embedded", "to": "corp", "two_way": True}], "resync_interval_s": 1},
+        )
+
+    @contextmanager
+    def running(self) -> Iterator[StandIn]:
+        require_clients()
+        self.cluster.start()
+        try:
+            self.mesh.start()
+        except BaseException:
+            self.cluster.stop()
+            raise
+        try:
+            yield self
+        finally:
+            self.mesh.stop()
+            self.cluster.stop()
+
+    def instances(self, service: str) -> list[dict[str, Any]]:
+        import httpx
+
+        resp = httpx.get(f"{self.mesh.api_url}/v1/services/{service}/instances", timeout=5)
+        return list(resp.json()["instances"]) if resp.status_code == 200 else []
+
+    def healthy_versions(self, service: str) -> set[str]:
+        return {i["labels"].get("version", "") for i in self.instances(service) if i["health"] == "healthy"}
+
+    def corp(self) -> dict[str, Any]:
+        return dict(next(r for r in self.mesh.get("/debug/registry")["registries"] if r["name"] == "corp"))

@@ -17,59 +17,26 @@ import httpx
 import pytest
 
 from sofamesh.testing import free_port
-from tests.conformance.registry_api_peers import Client, python_pair, reach_through_sidecar, require_clients
-from tests.integration.registries.servers import PilotWithConfig
+from tests.conformance.registry_api_peers import Client, StandIn, python_pair, reach_through_sidecar
 from tests.integration.xds.mesh import wait_for
 
 
-class Pilots:
+class Pilots(StandIn):
     def __init__(self, tmp: Path) -> None:
-        consul_port = free_port()
-        self.consul = f"127.0.0.1:{consul_port}"
-        self.cluster = PilotWithConfig(
-            tmp / "cluster",
-            [
-                {"name": "embedded"},
-                {"name": "consul", "options": {"address": self.consul}},
-            ],
+        self.consul = f"127.0.0.1:{free_port()}"
+        options = {"endpoint": f"http://{self.consul}", "wait_s": 5, "deregister_critical_after_s": 2}
+        super().__init__(
+            tmp,
+            {"name": "consul", "options": {"address": self.consul}},
+            lambda _url: {"type": "consul-cluster", "options": options},
         )
-        self.mesh = PilotWithConfig(
-            tmp / "mesh",
-            [
-                {"name": "embedded", "writable": True},
-                {
-                    "name": "corp",
-                    "type": "consul-cluster",
-                    "options": {"endpoint": f"http://{self.consul}", "wait_s": 5, "deregister_critical_after_s": 2},
-                },
-            ],
-            sync={"pairs": [{"from": "embedded", "to": "corp", "two_way": True}], "resync_interval_s": 1},
-        )
-        self.tmp = tmp
-
-    def instances(self, service: str) -> list[dict[str, Any]]:
-        resp = httpx.get(f"{self.mesh.api_url}/v1/services/{service}/instances", timeout=5)
-        return list(resp.json()["instances"]) if resp.status_code == 200 else []
-
-    def healthy_versions(self, service: str) -> set[str]:
-        return {i["labels"].get("version", "") for i in self.instances(service) if i["health"] == "healthy"}
 
 
 @pytest.fixture
 def pilots(tmp_path: Path) -> Iterator[Pilots]:
-    require_clients()
-    p = Pilots(tmp_path)
-    p.cluster.start()
-    try:
-        p.mesh.start()
-    except BaseException:
-        p.cluster.stop()
-        raise
-    try:
+    with Pilots(tmp_path).running() as p:
+        assert isinstance(p, Pilots)
         yield p
-    finally:
-        p.mesh.stop()
-        p.cluster.stop()
 
 
 def test_instances_registered_in_the_cluster_by_py_consul_are_mesh_instances_and_leave_with_it(pilots: Pilots) -> None:

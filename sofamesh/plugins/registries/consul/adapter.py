@@ -20,9 +20,8 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
-from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
@@ -32,6 +31,7 @@ from sofamesh.core.errors import ConfigError, PluginError
 from sofamesh.pilot.model import Health, Service, ServiceInstance
 from sofamesh.pilot.registry import Notify, Registry
 from sofamesh.plugins.registries.consul import mapping
+from sofamesh.plugins.registries.mirrored import MirroredCache
 
 log = logging.getLogger("sofamesh.pilot.registry.consul.adapter")
 _META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -95,7 +95,7 @@ def registration_of(
     return body
 
 
-class ConsulClusterRegistry(Registry):
+class ConsulClusterRegistry(MirroredCache, Registry):
     """An existing Consul cluster, read through blocking queries; writable through one agent."""
 
     writable = True
@@ -120,9 +120,7 @@ class ConsulClusterRegistry(Registry):
         self._http = httpx.AsyncClient(
             base_url=self.endpoint, headers=headers, timeout=httpx.Timeout(self.wait_s + 15, connect=5)
         )
-        self._notify: Notify = lambda names: None
-        self._services: dict[str, Service] = {}
-        self._instances: dict[str, dict[str, ServiceInstance]] = {}
+        self._init_cache()
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._main: asyncio.Task[None] | None = None
         self.stale = True
@@ -194,13 +192,7 @@ class ConsulClusterRegistry(Registry):
                 continue
             service = service or svc
             insts[inst.id] = inst
-        before = (self._services.get(name), self._instances.get(name))
-        if service is None:
-            self._services.pop(name, None)
-            self._instances.pop(name, None)
-        else:
-            self._services[name], self._instances[name] = service, insts
-        if (self._services.get(name), self._instances.get(name)) != before:
+        if self._set(name, service, insts):
             self._notify([name])
         return new
 
@@ -243,12 +235,6 @@ class ConsulClusterRegistry(Registry):
                 continue
             attempt = 0
 
-    def services(self) -> Mapping[str, Service]:
-        return MappingProxyType(self._services)
-
-    def instances(self, service: str) -> Sequence[ServiceInstance]:
-        return tuple(self._instances.get(service, {}).values())
-
     def describe(self) -> dict[str, Any]:
         return {
             "type": "consul-cluster",
@@ -278,12 +264,7 @@ class ConsulClusterRegistry(Registry):
                 f"registry {self.name!r}: Consul refused {service.name}/{instance.id}: "
                 f"{resp.status_code} {resp.text[:200]}"
             )
-        # Apply at once so a read right after the write sees it (the watch confirms it later).
-        applied = replace(instance, origin=self.name)
-        if self._instances.get(service.name, {}).get(instance.id) != applied:
-            self._services.setdefault(service.name, service)
-            self._instances.setdefault(service.name, {})[instance.id] = applied
-            self._notify([service.name])
+        self._applied(service, instance)
 
     async def deregister(self, service: str, instance_id: str) -> bool:
         resp = await self._put(f"/v1/agent/service/deregister/{quote(instance_id, safe='')}")
@@ -292,12 +273,7 @@ class ConsulClusterRegistry(Registry):
                 f"registry {self.name!r}: Consul refused to deregister {service}/{instance_id}: "
                 f"{resp.status_code} {resp.text[:200]}"
             )
-        insts = self._instances.get(service, {})
-        if insts.pop(instance_id, None) is not None:
-            if not insts:
-                self._instances.pop(service, None)
-                self._services.pop(service, None)
-            self._notify([service])
+        self._dropped(service, instance_id)
         return resp.status_code == 200
 
     async def heartbeat(self, service: str, instance_id: str) -> bool:
