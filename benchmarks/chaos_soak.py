@@ -52,25 +52,20 @@ CALLERS_PER_SIDECAR = 2
 LEDGER = "soak-ledger"
 FAULTY = "http-1"  # the provider behind the fault proxy
 
-POLICY = """\
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {name: hello-retries}
-spec:
-  hosts: [hello]
-  http:
-  - route: [{destination: {host: hello}}]
-    retries: {attempts: 3, perTryTimeout: 2s, retryOn: "connect-failure,refused-stream,reset,gateway-error"}
+RETRIES = """\
 ---
 apiVersion: networking.istio.io/v1beta1
 kind: VirtualService
-metadata: {name: greeter-retries}
+metadata: {{name: {host}-retries}}
 spec:
-  hosts: [greeter]
+  hosts: [{host}]
   http:
-  - route: [{destination: {host: greeter}}]
-    retries: {attempts: 3, perTryTimeout: 2s, retryOn: "connect-failure,refused-stream,reset,unavailable,cancelled"}
+  - route: [{{destination: {{host: {host}}}}}]
+    retries: {{attempts: 3, perTryTimeout: 2s, retryOn: "{on}"}}
 """
+POLICY = RETRIES.format(host="hello", on="connect-failure,refused-stream,reset,gateway-error") + RETRIES.format(
+    host="greeter", on="connect-failure,refused-stream,reset,unavailable,cancelled"
+)
 OUTLIER = """\
 ---
 apiVersion: networking.istio.io/v1beta1
