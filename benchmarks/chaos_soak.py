@@ -1,0 +1,564 @@
+"""Chaos soak: the demo mesh under steady mixed load while its parts are killed and restarted.
+
+usage: python benchmarks/chaos_soak.py [--minutes M] [--interval S] [--down S]
+
+Brings up the mesh of ``sofamesh demo`` (sofamesh/demo.py: the same providers, the same Pilot
+settings with its embedded registry, two sidecars configured over xDS), but every part runs in a
+process of its own so it can be killed: Pilot (``sofamesh pilot``), three providers per protocol
+(Bolt, Dubbo, HTTP, gRPC; ``--role provider`` below runs demo.Provider) and two sidecars
+(``sofamesh proxy``). The demo's callers (its Bolt / Dubbo / HTTP clients and the grpcio client)
+call every service by name through both sidecars at a steady pace. A VirtualService gives HTTP and
+gRPC retries, a DestinationRule gives every service outlier detection.
+
+On a schedule, one at a time, with SIGKILL and a restart ``--down`` seconds later: provider 2 of each
+protocol (still registered: a crash), Pilot (with the embedded registry in it: the registry store's
+outage; the demo uses no ZooKeeper or etcd), sidecar 2. A fault proxy of our own (asyncio TCP, below)
+sits in front of HTTP provider 1: in latency windows it delays every chunk, and it resets (RST) every
+connection through it on a schedule. Meanwhile a writer registers one instance a second into the
+``soak-ledger`` service; every acknowledged write must be in the registry at the end, as must every
+provider instance.
+
+Reports per protocol: requests sent, answered, failed (an error answer), lost (sent, no answer: a
+reset or a timeout) and unsent (the caller's own sidecar was down: the connection was refused).
+Exits 1 when (failed + lost) exceeds 0.01 % of the sent requests or an instance / write is lost.
+Every process it started is stopped (by its pid's process group) whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sofamesh import demo
+from sofamesh.testing import free_port
+
+GOAL = 0.0001  # failed + lost per sent request
+PROTOCOLS = ("bolt", "dubbo", "http", "grpc")
+PACE_S = 0.02  # each caller's pause between calls
+CALLERS_PER_SIDECAR = 2
+LEDGER = "soak-ledger"
+FAULTY = "http-1"  # the provider behind the fault proxy
+
+RETRIES = """\
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {{name: {host}-retries}}
+spec:
+  hosts: [{host}]
+  http:
+  - route: [{{destination: {{host: {host}}}}}]
+    retries: {{attempts: 3, perTryTimeout: 2s, retryOn: "{on}"}}
+"""
+POLICY = RETRIES.format(host="hello", on="connect-failure,refused-stream,reset,gateway-error") + RETRIES.format(
+    host="greeter", on="connect-failure,refused-stream,reset,unavailable,cancelled"
+)
+OUTLIER = """\
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {{name: {name}-outlier}}
+spec:
+  host: "{host}"
+  trafficPolicy:
+    outlierDetection: {{consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 5s, maxEjectionPercent: 34}}
+"""
+
+
+# -- child processes ---------------------------------------------------------------------------------
+class Child:
+    """One process this script started (its own session, so its group is its pid); kill and restart."""
+
+    def __init__(self, name: str, argv: list[str], ready_port: int, logs: Path) -> None:
+        self.name, self.argv, self.ready_port = name, argv, ready_port
+        self.log = logs / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.kills = 0
+
+    async def start(self, timeout: float = 30) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log}")
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", self.ready_port)
+                w.close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.name} did not listen on {self.ready_port} in {timeout} s") from None
+                await asyncio.sleep(0.1)
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+
+    async def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.kills += 1
+        if self.proc is not None:
+            await asyncio.to_thread(self.proc.wait, 10)
+
+    async def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(self.proc.wait, 5)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            await asyncio.to_thread(self.proc.wait, 5)
+
+
+# -- the fault proxy ---------------------------------------------------------------------------------
+class FaultProxy:
+    """A TCP proxy in front of one provider: ``latency_s`` delay per chunk while ``slow`` is set, and
+    ``reset_all()`` aborts every connection through it with an RST (SO_LINGER 0)."""
+
+    def __init__(self, upstream: int, latency_s: float = 0.03) -> None:
+        self.port = free_port()
+        self.upstream = upstream
+        self.latency_s = latency_s
+        self.slow = False
+        self.resets = 0
+        self.pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def _pump(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError, RuntimeError):  # RuntimeError: reset meanwhile
+            while data := await r.read(65536):
+                if self.slow:
+                    await asyncio.sleep(self.latency_s)
+                w.write(data)
+                await w.drain()
+        w.close()
+
+    async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        try:
+            ur, uw = await asyncio.open_connection("127.0.0.1", self.upstream)
+        except OSError:
+            _rst(cw)
+            return
+        pair = (cw, uw)
+        self.pairs.add(pair)
+        try:
+            await asyncio.gather(self._pump(cr, uw), self._pump(ur, cw))
+        finally:
+            self.pairs.discard(pair)
+
+    def reset_all(self) -> None:
+        for cw, uw in list(self.pairs):
+            _rst(cw)
+            _rst(uw)
+            self.resets += 1
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        self.reset_all()
+
+
+def _rst(w: asyncio.StreamWriter) -> None:
+    sock = w.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    w.transport.abort()
+
+
+# -- load --------------------------------------------------------------------------------------------
+@dataclass
+class Tally:
+    sent: int = 0
+    ok: int = 0
+    failed: int = 0
+    lost: int = 0
+    unsent: int = 0
+    samples: dict[str, list[str]] = field(default_factory=lambda: {"failed": [], "lost": []})
+
+    def note(self, kind: str, exc: BaseException) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        if kind in self.samples and len(self.samples[kind]) < 20:
+            self.samples[kind].append(f"{time.strftime('%H:%M:%S')} {type(exc).__name__}: {exc}"[:200])
+
+
+def _classify(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "unsent"
+    try:
+        import grpc
+    except ImportError:  # pragma: no cover
+        grpc = None
+    if grpc is not None and isinstance(exc, grpc.aio.AioRpcError):
+        details = str(exc.details() or "")
+        if exc.code() == grpc.StatusCode.UNAVAILABLE and ("connect" in details.lower() or "refused" in details):
+            return "unsent"
+        return "lost" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else "failed"
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError, OSError)):
+        return "lost"
+    return "failed"
+
+
+def _client(proto: str, address: str) -> Any:
+    if proto == "bolt" or proto == "dubbo":
+        return demo.RpcClient(proto, address)
+    if proto == "http":
+        return demo.HttpClient(address)
+    return demo.GrpcClient(address)
+
+
+async def _caller(proto: str, address: str, tally: Tally, stop: asyncio.Event) -> None:
+    client = _client(proto, address)
+    while not stop.is_set():
+        if proto != "grpc" and client.writer is None:  # connect first: a refusal is not a sent request
+            try:
+                host, port = address.rsplit(":", 1)
+                client.reader, client.writer = await asyncio.open_connection(host, int(port))
+            except OSError as exc:
+                tally.note("unsent", exc)
+                await asyncio.sleep(0.2)
+                continue
+        tally.sent += 1
+        try:
+            await client.call()
+            tally.ok += 1
+        except Exception as exc:  # every failure is counted by kind
+            kind = _classify(exc)
+            if kind == "unsent":
+                tally.sent -= 1
+            tally.note(kind, exc)
+            client.close()
+            if proto == "grpc":
+                await client.aclose()
+            client = _client(proto, address)
+            await asyncio.sleep(0.2 if kind == "unsent" else 0.01)
+            continue
+        await asyncio.sleep(PACE_S)
+    client.close()
+    if proto == "grpc":
+        await client.aclose()
+
+
+# -- the soak ----------------------------------------------------------------------------------------
+async def _http(method: str, url: str, body: Any = None, timeout: float = 5) -> tuple[int, Any]:
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s,
+        s.request(method, url, json=body) as r,
+    ):
+        text = await r.text()
+        try:
+            return r.status, json.loads(text)
+        except ValueError:
+            return r.status, text
+
+
+async def _soak(args: argparse.Namespace) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="sofamesh-soak-"))
+    logs = tmp / "logs"
+    logs.mkdir()
+    me = [sys.executable, str(Path(__file__).resolve())]
+    cli = [sys.executable, "-m", "sofamesh"]
+    xds_port, api_port = free_port(), free_port()
+    api = f"http://127.0.0.1:{api_port}"
+    pilot_conf = tmp / "pilot.json"
+    pilot_conf.write_text(
+        json.dumps(
+            {
+                "xds": {"address": f"127.0.0.1:{xds_port}"},
+                "api": {"address": f"127.0.0.1:{api_port}"},
+                "data_dir": str(tmp / "pilot-data"),
+                "debounce": {"quiet_ms": 20, "max_delay_ms": 200},
+                "grace_s": 0.2,
+            }
+        )
+    )
+    (tmp / "pilot-data").mkdir()
+    children: list[Child] = []
+    pilot = Child("pilot", [*cli, "pilot", "-c", str(pilot_conf), "--log-level", "WARNING"], api_port, logs)
+    children.append(pilot)
+    providers: dict[str, Child] = {}
+    ports: dict[str, int] = {}
+    for proto in PROTOCOLS:
+        for i in (1, 2, 3):
+            name = f"{proto}-{i}"
+            ports[name] = free_port()
+            providers[name] = Child(
+                name,
+                [*me, "--role", "provider", "--protocol", proto, "--name", name, "--port", str(ports[name])],
+                ports[name],
+                logs,
+            )
+    children += providers.values()
+    sidecars: list[Child] = []
+    egress: dict[str, list[str]] = {p: [] for p in PROTOCOLS}
+    for i in (1, 2):
+        eg = {"outbound": free_port(), "bolt": free_port(), "dubbo": free_port()}
+        conf = tmp / f"sidecar-{i}.json"
+        conf.write_text(
+            json.dumps(
+                {
+                    "admin": {"address": f"127.0.0.1:{free_port()}"},
+                    "drain_timeout_ms": 1000,
+                    "xds": {
+                        "address": f"127.0.0.1:{xds_port}",
+                        "node_id": f"soak-app-{i}",
+                        "cluster": f"soak-app-{i}",
+                        "initial_fetch_timeout_ms": 10_000,
+                        "metadata": {f"sofamesh.{k}_port": v for k, v in eg.items()},
+                    },
+                }
+            )
+        )
+        sidecars.append(Child(f"sidecar-{i}", [*cli, "proxy", "-c", str(conf)], eg["outbound"], logs))
+        for proto, key in (("bolt", "bolt"), ("dubbo", "dubbo"), ("http", "outbound"), ("grpc", "outbound")):
+            egress[proto].append(f"127.0.0.1:{eg[key]}")
+    children += sidecars
+    fault = FaultProxy(ports[FAULTY])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    t0 = time.monotonic()
+    try:
+        await pilot.start()
+        for p in providers.values():
+            await p.start()
+        await fault.start()
+        expected: dict[str, set[str]] = {}
+        for name in providers:
+            proto = name.split("-")[0]
+            service = demo.SERVICES[proto]
+            port = fault.port if name == FAULTY else ports[name]
+            status, body = await _http(
+                "PUT",
+                f"{api}/v1/services/{service}/instances/{name}",
+                {
+                    "address": "127.0.0.1",
+                    "port": port,
+                    "protocol": proto,
+                    "version": "1.0.0" if proto == "dubbo" else "",
+                },
+            )
+            if status != 200:
+                raise RuntimeError(f"registering {name}: {status} {body}")
+            expected.setdefault(service, set()).add(name)
+        policy = tmp / "policy.yaml"
+        policy.write_text(
+            POLICY + "".join(OUTLIER.format(name=f"p{i}", host=demo.SERVICES[p]) for i, p in enumerate(PROTOCOLS))
+        )
+        applied = subprocess.run(
+            [*cli, "apply", "-f", str(policy), "--pilot", api], capture_output=True, text=True, timeout=60
+        )
+        if applied.returncode != 0:
+            raise RuntimeError(f"sofamesh apply: {applied.stdout} {applied.stderr}")
+        for sc in sidecars:
+            await sc.start()
+        await _warm_up(egress)
+        print(
+            f"soak: mesh up in {time.monotonic() - t0:.1f} s (logs in {logs}); load for {args.minutes} min", flush=True
+        )
+        tallies = {p: Tally() for p in PROTOCOLS}
+        tasks = [
+            loop.create_task(_caller(proto, address, tallies[proto], stop))
+            for proto in PROTOCOLS
+            for address in egress[proto]
+            for _ in range(CALLERS_PER_SIDECAR)
+        ]
+        acked: set[str] = set()
+        writes = {"attempted": 0, "acked": 0}
+        events: list[str] = []
+        chaos = [
+            loop.create_task(_schedule(args, stop, providers, pilot, sidecars[1], events)),
+            loop.create_task(_faults(fault, stop)),
+            loop.create_task(_writer(api, stop, acked, writes)),
+        ]
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), args.minutes * 60)
+        stop.set()
+        await asyncio.wait(chaos, timeout=60)
+        await asyncio.wait(tasks, timeout=15)
+        # The registry after the soak: every provider instance and every acknowledged write.
+        for child in children:  # anything the schedule left down comes back before the check
+            if child.proc is not None and child.proc.poll() is not None:
+                await child.start()
+        missing: list[str] = []
+        for service, names in [*expected.items(), (LEDGER, acked)]:
+            status, body = await _http("GET", f"{api}/v1/services/{service}/instances")
+            have = {i.get("id") for i in body.get("instances", [])} if isinstance(body, dict) else set()
+            missing += [f"{service}/{n}" for n in sorted(names - have)]
+        return _report(tallies, writes, missing, events, fault, time.monotonic() - t0)
+    finally:
+        stop.set()
+        await fault.stop()
+        for child in reversed(children):
+            await child.stop()
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _warm_up(egress: dict[str, list[str]]) -> None:
+    """Until one call of every protocol through every sidecar succeeds (bounded)."""
+    for proto in PROTOCOLS:
+        for address in egress[proto]:
+            deadline = time.monotonic() + 30
+            while True:
+                client = _client(proto, address)
+                try:
+                    await client.call()
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+                finally:
+                    client.close()
+                    if proto == "grpc":
+                        await client.aclose()
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep unless stopped; True when stopped."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
+
+
+async def _schedule(
+    args: argparse.Namespace,
+    stop: asyncio.Event,
+    providers: dict[str, Child],
+    pilot: Child,
+    sidecar: Child,
+    events: list[str],
+) -> None:
+    """SIGKILL one part at a time, ``--interval`` apart, and restart it ``--down`` s later."""
+    order = [providers["bolt-2"], providers["dubbo-2"], pilot, providers["http-2"], providers["grpc-2"], sidecar]
+    n = 0
+    while not await _sleep(stop, args.interval):
+        child = order[n % len(order)]
+        n += 1
+        at = time.strftime("%H:%M:%S")
+        await child.kill()
+        await _sleep(stop, args.down)  # restarted even when stopped: the registry check needs Pilot
+        t = time.monotonic()
+        await child.start()
+        events.append(f"{at} kill -9 {child.name}, restarted after {args.down:.0f} s (+{time.monotonic() - t:.1f} s)")
+
+
+async def _faults(fault: FaultProxy, stop: asyncio.Event) -> None:
+    """Every 10 s: 3 s of added latency; a reset of every connection every 4 s."""
+    tick = 0
+    while not await _sleep(stop, 1.0):
+        tick += 1
+        fault.slow = tick % 10 < 3
+        if tick % 4 == 0:
+            fault.reset_all()
+
+
+async def _writer(api: str, stop: asyncio.Event, acked: set[str], writes: dict[str, int]) -> None:
+    """One registration a second into the ledger service; those answered 200 must survive."""
+    n = 0
+    while not await _sleep(stop, 1.0):
+        n += 1
+        name = f"w-{n}"
+        writes["attempted"] += 1
+        try:
+            status, _ = await _http(
+                "PUT",
+                f"{api}/v1/services/{LEDGER}/instances/{name}",
+                {"address": "127.0.0.1", "port": 9, "protocol": "http"},
+                timeout=3,
+            )
+        except Exception:
+            continue
+        if status == 200:
+            acked.add(name)
+            writes["acked"] += 1
+
+
+def _report(
+    tallies: dict[str, Tally],
+    writes: dict[str, int],
+    missing: list[str],
+    events: list[str],
+    fault: FaultProxy,
+    elapsed: float,
+) -> int:
+    print(f"\nsoak: {elapsed:.0f} s; {len(events)} kills; fault proxy resets {fault.resets} connections")
+    for e in events:
+        print(f"  {e}")
+    print(f"\n{'protocol':<8}{'sent':>10}{'answered':>10}{'failed':>8}{'lost':>8}{'unsent':>8}{'rate':>10}")
+    bad_total = sent_total = 0
+    for proto, t in tallies.items():
+        bad = t.failed + t.lost
+        bad_total += bad
+        sent_total += t.sent
+        rate = bad / t.sent * 100 if t.sent else 0.0
+        print(f"{proto:<8}{t.sent:>10}{t.ok:>10}{t.failed:>8}{t.lost:>8}{t.unsent:>8}{rate:>9.4f}%")
+    rate = bad_total / sent_total if sent_total else 1.0
+    print(f"{'all':<8}{sent_total:>10}{'':>10}{'':>8}{bad_total:>8}{'':>8}{rate * 100:>9.4f}%  (goal <= 0.0100 %)")
+    for proto, t in tallies.items():
+        for kind, samples in t.samples.items():
+            for s in samples[:5]:
+                print(f"  {proto} {kind}: {s}")
+    print(
+        f"\nregistry: {writes['acked']} of {writes['attempted']} ledger writes acknowledged; "
+        f"missing after the soak: {missing or 'none'}"
+    )
+    ok = rate <= GOAL and not missing and sent_total > 0
+    print(f"verdict: {'OK' if ok else 'FAILED'}", flush=True)
+    return 0 if ok else 1
+
+
+# -- a provider process ------------------------------------------------------------------------------
+async def _provider(args: argparse.Namespace) -> None:
+    p = demo.Provider(args.protocol, 0)
+    p.name, p.port, p.address = args.name, args.port, f"127.0.0.1:{args.port}"
+    await p.start()
+    await asyncio.Event().wait()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=10.0, help="load duration (default 10)")
+    ap.add_argument("--interval", type=float, default=15.0, help="seconds between kills (default 15)")
+    ap.add_argument("--down", type=float, default=3.0, help="seconds a killed part stays down (default 3)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    ap.add_argument("--role", choices=("soak", "provider"), default="soak", help=argparse.SUPPRESS)
+    ap.add_argument("--protocol", help=argparse.SUPPRESS)
+    ap.add_argument("--name", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    from sofamesh.core.net import loop as loop_mod
+
+    if args.role == "provider":
+        loop_mod.run(_provider(args))
+        return 0
+    return int(loop_mod.run(_soak(args)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The chaos soak (benchmarks/chaos_soak.py) for 30 s: kills and faults happen, the registry keeps
+every instance and acknowledged write, retries and outlier detection keep failures rare, and no process it
+started survives. The 0.01 % goal is the 10-minute run's (the script exits 1 above it): in 30 s one failed
+call is already about 0.005 %, so here the bound is ten times the goal."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _alive_under(prefix: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if prefix in text:
+            found.append(f"{cmdline.parent.name}: {text[:120]}")
+    return found
+
+
+def test_chaos_soak_30s() -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "chaos_soak.py"),
+            "--minutes",
+            "0.5",
+            "--interval",
+            "5",
+            "--down",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    out = run.stdout
+    assert "missing after the soak: none" in out, out + run.stderr[-3000:]
+    kills = re.findall(r"kill -9 (\S+),", out)
+    assert {"bolt-2", "dubbo-2", "pilot"} <= set(kills), out
+    resets = int(re.search(r"fault proxy resets (\d+) connections", out).group(1))  # type: ignore[union-attr]
+    assert resets > 0, out
+    for proto in ("bolt", "dubbo", "http", "grpc"):
+        row = re.search(rf"^{proto}\s+(\d+)\s+(\d+)", out, re.M)
+        assert row is not None and int(row.group(2)) > 100, out
+    acked = re.search(r"(\d+) of (\d+) ledger writes acknowledged", out)
+    assert acked is not None and int(acked.group(1)) > 10, out
+    tmp = re.search(r"logs in (/tmp/sofamesh-soak-[^/]+)/", out)
+    assert tmp is not None, out
+    assert _alive_under(tmp.group(1)) == [], "processes left behind"
+    assert run.returncode in (0, 1), out + run.stderr[-3000:]  # 1: over the 10-minute goal, judged below
+    total = re.search(r"^all\s+\d+\s+\d+\s+([0-9.]+)%", out, re.M)
+    assert total is not None, out
+    assert float(total.group(1)) <= 0.1, out
