@@ -180,7 +180,7 @@ def test_simple_mutual_and_disable_against_a_real_tls_server(setup: dict[str, An
     port = 80  # the service's port (the instance's is the server's own): cluster outbound|80|secure
     # No rule: plaintext to a TLS server fails through both (once their listeners are up).
     for proxy in ("sidecar", "envoy"):
-        wait_until(lambda proxy=proxy: _get(setup[proxy]) in ("502", "503"), 20, what=f"the {proxy} up")
+        wait_until(lambda proxy=proxy: _get(setup[proxy]) in ("502", "503"), 60, what=f"the {proxy} up")
     apply(
         pilot.api_url,
         stdin=_dr(f"{{mode: SIMPLE, caCertificates: {certs['ca']}, sni: {HOST}, subjectAltNames: [{HOST}]}}"),

@@ -130,7 +130,7 @@ def test_bookinfo_samples_route_the_same_through_envoy_and_a_sofamesh_sidecar(
     with ThreadPoolExecutor(2) as pool:
         for p, (took, delayed, plain) in zip(proxies, pool.map(timed, proxies), strict=True):
             assert delayed == (200, "ratings-v1"), p.name
-            assert took >= 7.0, (p.name, took)
+            assert took >= 7.0 - 0.005, (p.name, took)  # Envoy's timer may fire a fraction of a ms early
             assert plain < 1.0, (p.name, plain)
 
     # each change reached both proxies within a second of `sofamesh apply` returning
