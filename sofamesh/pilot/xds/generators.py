@@ -73,6 +73,18 @@ _HEALTH = {Health.HEALTHY: health_check_pb2.HEALTHY, Health.UNHEALTHY: health_ch
            Health.DRAINING: health_check_pb2.DRAINING}
 
 
+LB_METADATA = "envoy.lb"  # Envoy's filter_metadata key for what load balancing (subsets) matches on
+
+
+def endpoint_labels(inst: ServiceInstance) -> dict[str, str]:
+    """An endpoint's metadata under ``envoy.lb``: its labels, and its ``version`` when it has one
+    (registries give it apart: Dubbo URLs, Eureka / Nacos / Consul metadata)."""
+    labels = dict(inst.labels)
+    if inst.version:
+        labels.setdefault("version", inst.version)
+    return labels
+
+
 def cluster_name(service: Service, port: int) -> str:
     return f"outbound|{port}|{service.name}"
 
@@ -382,6 +394,8 @@ class EndpointGenerator(_PerService):
             for lb, inst in zip(cla.endpoints[-1].lb_endpoints, g.instances, strict=True):
                 if is_meshed(inst):
                     mark_meshed(lb)
+                if inst.labels or inst.version:
+                    lb.metadata.filter_metadata[LB_METADATA].update(endpoint_labels(inst))
         return cla
 
 
