@@ -337,6 +337,8 @@ class Pilot:
             log.warning("pilot: security storage changed but could not be read again: %s", exc)
             return
         self.security_reloads += 1
+        if self.serving is not None:
+            self.serving.check_now()  # a rotation step taken elsewhere: the TLS xDS port's chain follows
 
     async def _start_tls_port(self, tls: XdsTlsConfig) -> None:
         identity = SpiffeId(self.config.ca.trust_domain, "sofamesh-system", "pilot").uri
