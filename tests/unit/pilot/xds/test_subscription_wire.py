@@ -12,7 +12,6 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from sofamesh.pilot.app import Pilot
 from sofamesh.pilot.xds.generator import ENDPOINT
 from sofamesh.pilot.xds.server import Stream
 
@@ -60,17 +59,19 @@ def _delta(names: list[str], nonce: str = "", unsubscribe: tuple[str, ...] = ())
     )
 
 
-def _stream(pilot: Pilot, i: int, mode: str) -> Stream:
-    return Stream(1000 + i, mode, "test", asyncio.Queue())
+def _streams(mode: str) -> tuple[list[str], list[Stream]]:
+    """300 names, twenty streams, and the read count reset."""
+    Counting.reads = 0
+    return [f"outbound|80|svc-{i:03d}" for i in range(300)], [
+        Stream(1000 + i, mode, "t", asyncio.Queue()) for i in range(20)
+    ]
 
 
 def test_sotw_names_are_read_once_per_subscription_and_each_stream_keeps_its_own(tmp_path: Path) -> None:
     async def body() -> None:
         async with running_pilot(tmp_path) as pilot:
             ads = pilot.ads
-            names = [f"outbound|80|svc-{i:03d}" for i in range(300)]
-            Counting.reads = 0
-            streams = [_stream(pilot, i, "sotw") for i in range(20)]
+            names, streams = _streams("sotw")
             for st in streams:  # twenty sidecars subscribe to the same names, each gets its answer
                 assert len(ads._sotw_request(st, _sotw(names))) == 1
             for _round in range(3):  # and ACK it three times
@@ -96,9 +97,7 @@ def test_delta_names_are_read_once_per_subscription_and_later_changes_apply_per_
     async def body() -> None:
         async with running_pilot(tmp_path) as pilot:
             ads = pilot.ads
-            names = [f"outbound|80|svc-{i:03d}" for i in range(300)]
-            Counting.reads = 0
-            streams = [_stream(pilot, i, "delta") for i in range(20)]
+            names, streams = _streams("delta")
             for st in streams:
                 assert len(ads._delta_request(st, _delta(names))) == 1
                 ts = st.types[ENDPOINT]
