@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -143,12 +144,15 @@ class AdsServer:
         ])
         # Responses leave the handlers already serialized (see _sotw_response).
         handlers = {
+            # grpc.aio takes a handler for an async generator by its function's code (a partial of
+            # the plain function is unwrapped, a bound method in a partial is not): _serve itself, so
+            # each response passes one generator, not two
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                self.StreamAggregatedResources, request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
-                response_serializer=bytes),
+                functools.partial(AdsServer._serve, self, "sotw"),
+                request_deserializer=discovery_pb2.DiscoveryRequest.FromString, response_serializer=bytes),
             "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                self.DeltaAggregatedResources, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
-                response_serializer=bytes),
+                functools.partial(AdsServer._serve, self, "delta"),
+                request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString, response_serializer=bytes),
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_ADS_SERVICE, handlers), *extra))
         bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
@@ -249,17 +253,6 @@ class AdsServer:
         if st.mode == "sotw":
             return self._sotw_response(st, ENDPOINT, ts, True)
         return self._delta_response(st, ENDPOINT, ts, True, again, again)
-
-    # grpc.aio recognises a streaming handler by being an async generator function.
-    async def StreamAggregatedResources(self, requests: AsyncIterator[Any], context: Any
-                                        ) -> AsyncIterator[Any]:
-        async for resp in self._serve("sotw", requests, context):
-            yield resp
-
-    async def DeltaAggregatedResources(self, requests: AsyncIterator[Any], context: Any
-                                       ) -> AsyncIterator[Any]:
-        async for resp in self._serve("delta", requests, context):
-            yield resp
 
     # -- ACK / NACK ----------------------------------------------------------------------------
     def _learn_node(self, st: Stream, req: Any) -> None:
