@@ -105,6 +105,7 @@ class AdsServer:
         self._cut_nonces = itertools.count(1)
         self._counters: dict[tuple[str, str], tuple[Any, Any]] = {}  # (type URL, mode) -> pushes, bytes
         self._acks: dict[str, Any] = {}  # type URL -> ACK counter
+        self._connected: dict[str, Any] = {}  # mode -> gauge of connected streams
         self._sotw_cuts: dict[tuple[str, str, bool, frozenset[str]], _Cut] = {}  # per subscription
         self._sotw_parts: dict[tuple[str, str, tuple[str, ...]], _Cut] = {}  # per set of changed names
         # delta: what a node that holds nothing yet gets, per subscription, and the versions it then holds
@@ -202,7 +203,10 @@ class AdsServer:
     async def _serve(self, mode: str, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
         st = Stream(next(self._ids), mode, context.peer(), asyncio.Queue())
         self.streams[st.id] = st
-        self.metrics.connected.labels(mode).inc()
+        connected = self._connected.get(mode)
+        if connected is None:  # prometheus_client's labels() takes a lock and looks the child up each call
+            connected = self._connected[mode] = self.metrics.connected.labels(mode)
+        connected.inc()
         reader = asyncio.get_running_loop().create_task(self._pump(requests, st))
         handle_request = self._sotw_request if mode == "sotw" else self._delta_request
         respond = self._sotw_response if mode == "sotw" else self._delta_response
@@ -239,7 +243,7 @@ class AdsServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             self.streams.pop(st.id, None)
-            self.metrics.connected.labels(mode).dec()
+            connected.dec()
             if self.on_closed is not None and st.node is not None:
                 self.on_closed(st.id)
 
