@@ -288,7 +288,13 @@ class DownstreamConnection(Connection):
             if rs is not None:
                 rs.abort()  # the client gave up on this stream only
         elif t is GoAway:
+            # The client opens no more streams here: serve those it opened (the codec keeps reading,
+            # answering PING and WINDOW_UPDATE), then close (RFC 9113 6.8).
             self.codec.keep_alive = False
+            if self.multiplexed and self.draining != 1:
+                self.draining = 2
+                if self.idle():
+                    self.close()
 
     def _request(self, ev: RequestHead) -> None:
         self.last_active = self.loop.time()
