@@ -1,30 +1,26 @@
 """HTTP/2 header fields: the checks on header blocks we receive and the field lists we send.
 
-Pure functions, no I/O. The ``h2`` state machine is configured to neither validate nor normalise
-header blocks (its pipeline of per-field generators cost as much as HPACK itself); this module
-does the same work in one pass per block:
+Pure functions, no I/O. The connection machine leaves header fields to this module, which checks
+and normalises each block in one pass:
 
-* ``received_fields`` enforces on every received block what ``h2``'s inbound validation did
-  (RFC 9113 8.2 and 8.3): field names lower case without control characters, spaces or inner
-  colons; values without NUL/CR/LF or surrounding whitespace; no connection-specific fields,
-  ``te`` only as ``trailers``; pseudo-header fields known for the block kind, once each, before
-  every regular field, the required ones present (``:method``, ``:scheme``, ``:path``, or
-  CONNECT's rules; ``:status``), none in trailers; ``:authority`` and ``host`` present and equal,
-  ``host`` once; ``:path`` not empty. It also joins ``cookie`` crumbs into one field at the end
-  (RFC 9113 8.2.3), as ``h2`` normalised them. A block that fails raises ``MalformedFields``
-  (the codec makes it a connection error, as ``h2`` did).
+* ``received_fields`` enforces on every received block (RFC 9113 8.2 and 8.3): field names lower
+  case without control characters, spaces or inner colons; values without NUL/CR/LF or surrounding
+  whitespace; no connection-specific fields, ``te`` only as ``trailers``; pseudo-header fields
+  known for the block kind, once each, before every regular field, the required ones present
+  (``:method``, ``:scheme``, ``:path``, or CONNECT's rules; ``:status``), none in trailers;
+  ``:authority`` and ``host`` present and equal, ``host`` once; ``:path`` not empty. It also joins
+  ``cookie`` crumbs into one field at the end (RFC 9113 8.2.3). A block that fails raises
+  ``MalformedFields`` (the codec makes it a connection error: GOAWAY PROTOCOL_ERROR).
 * ``field_block`` builds what we send: lower-case names, values trimmed, no pseudo-header fields
-  or connection-specific fields from the event, ``te`` only as ``trailers``, credentials never
-  indexed by HPACK. Pseudo-header fields come first and only from the codec. These are the
-  guarantees ``h2``'s outbound normalisation and validation checked.
+  or connection-specific fields from the event, ``te`` only as ``trailers``. Pseudo-header fields
+  come first and only from the codec. (Credentials are never indexed: ``hpack_codec``'s encoder
+  decides that by name.)
 """
 
 from __future__ import annotations
 
 import re
 from typing import Final
-
-from hpack import NeverIndexedHeaderTuple
 
 from sofamesh.core.headers import Headers
 
@@ -45,8 +41,7 @@ _PSEUDO: Final[tuple[frozenset[bytes], ...]] = (
 # A name may hold 0x21..0x7e but no upper case letter and no colon (RFC 9113 8.2.1).
 _BAD_NAME: Final = re.compile(rb"[^!-9;-@\[-~]")
 _BAD_VALUE: Final = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
-_SECRET: Final = frozenset({"authorization", "proxy-authorization"})
-TRIM: Final = " \t\r\n\x0b\x0c"  # what h2 stripped: ASCII whitespace only, never latin-1's \x85 or \xa0
+TRIM: Final = " \t\r\n\x0b\x0c"  # ASCII whitespace only, never latin-1's \x85 or \xa0
 
 # Regular fields already checked, with their text: most fields of a connection repeat on every
 # request. Bounded; a field that is not cached is simply checked again.
@@ -180,8 +175,6 @@ def _sent_field(name: str, value: str) -> tuple[bytes, bytes] | None:
     value = value.strip(TRIM)
     if lname == "te" and value.lower() != "trailers":
         return None
-    if lname in _SECRET or (lname == "cookie" and len(value) < 20):
-        return NeverIndexedHeaderTuple(wire(lname), wire(value))
     return (wire(lname), wire(value))
 
 

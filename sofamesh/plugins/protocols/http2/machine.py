@@ -351,6 +351,16 @@ class Machine:
         return self._failed
 
     @property
+    def partial(self) -> bool:
+        """A frame started and not complete yet, or a header block waiting for its CONTINUATION."""
+        return bool(self._inbuf) or self._block_sid != 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and held until more arrive (a partial frame, a header block so far)."""
+        return len(self._inbuf) + len(self._block)
+
+    @property
     def open_streams(self) -> int:
         return len(self._streams)
 
