@@ -199,6 +199,16 @@ class DownstreamConnection(Connection):
         PROCESS.held -= self.held
         self.held = 0
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.codec is not None:
+            self.codec.write_blocked(True)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.codec is not None:
+            self.codec.write_blocked(False)
+
     def eof_received(self) -> bool | None:
         if self.tcp is not None:
             return self.tcp.downstream_eof()

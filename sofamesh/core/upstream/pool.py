@@ -147,6 +147,7 @@ class UpstreamConnection(Connection):
             while (ev := codec.next_event()) is not NEED_DATA:
                 on_event(ev)
         except ProtocolError as exc:
+            self.pool.cluster.stats.upstream_cx_protocol_error += 1
             self.on_lost(f"upstream protocol error: {exc}")
             self.abort()
             return
@@ -160,6 +161,14 @@ class UpstreamConnection(Connection):
     def eof_received(self) -> bool | None:
         self.data_received(b"")
         return None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.codec.write_blocked(True)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.codec.write_blocked(False)
 
     def on_connected(self) -> None:
         raise NotImplementedError
@@ -764,6 +773,15 @@ class MultiplexedPool(Pool):
             self.cluster.stats.upstream_cx_max_duration_reached += 1
             self._retire(conn)
             return
+        codec = conn.codec
+        if conn.connected and codec.handshake_timeout and now - conn.born >= codec.handshake_timeout:
+            out = codec.handshake_overdue()
+            if out is not None:  # the upstream never acknowledged our SETTINGS (HTTP/2)
+                self.cluster.stats.upstream_cx_protocol_error += 1
+                conn.write(out)
+                self.conn = None
+                conn.close()
+                return
         interval = self.cluster.config.heartbeat_interval_ms / 1000.0
         if interval and now - self.last_beat >= interval:
             self.last_beat = now

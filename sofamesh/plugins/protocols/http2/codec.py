@@ -70,6 +70,7 @@ from sofamesh.plugins.protocols.http2.fields import (
 PROTOCOL: Final = "http2"
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 ALPN_PROTOCOLS: Final = ("h2",)
+SETTINGS_TIMEOUT_S: Final = 10.0  # how long the peer has to ACK our SETTINGS (nghttpx's default)
 
 _REQUEST_PSEUDO: Final = {k: k.encode() for k in (":method", ":scheme", ":authority", ":path")}
 _DEFAULT_WINDOW: Final = 65_535
@@ -151,6 +152,7 @@ class Http2Codec(Codec):
 
     retriable_success: ClassVar[bool] = True  # a trailers-only gRPC UNAVAILABLE is a 200 (``classify``)
     graceful_goaway: ClassVar[bool] = True  # the machine serves streams up to the GOAWAY's last id
+    handshake_timeout: ClassVar[float] = SETTINGS_TIMEOUT_S
 
     def __init__(
         self,
@@ -161,6 +163,7 @@ class Http2Codec(Codec):
         connection_window_size: int = 16 * 1024 * 1024,  # whole connection: bounds memory per connection
         max_concurrent_streams: int = 1024,  # streams the peer may open at once; the tests run 500 on one
         max_frame_size: int = 16_384,  # RFC 9113 default; bigger frames save little in Python
+        max_inbound_window_update_frames_per_data_frame_sent: int = 10,  # Envoy's flood limit
     ) -> None:
         self.role = role
         self._limits = limits if limits is not None else CodecLimits()
@@ -171,6 +174,7 @@ class Http2Codec(Codec):
             max_concurrent_streams=max_concurrent_streams,
             max_frame_size=max_frame_size,
             max_header_list_size=self._limits.max_header_bytes,
+            max_inbound_window_update_frames_per_data_frame_sent=max_inbound_window_update_frames_per_data_frame_sent,
         )
         self._streams: dict[int, _Stream] = {}
         self._events: deque[Http2Event] = deque()
@@ -215,6 +219,16 @@ class Http2Codec(Codec):
 
     def buffered(self) -> int:
         return sum(map(len, self._inbox)) + self._machine.buffered
+
+    def handshake_overdue(self) -> bytes | None:
+        """Our SETTINGS still unacknowledged ``handshake_timeout`` seconds in: GOAWAY(SETTINGS_TIMEOUT)."""
+        if not self._machine.settings_overdue():
+            return None
+        self.keep_alive = False
+        return self._machine.data_to_send()
+
+    def write_blocked(self, blocked: bool) -> None:
+        self._machine.write_blocked(blocked)
 
     def _on_event(self, ev: machine.Event) -> None:
         t = type(ev)
