@@ -43,3 +43,48 @@ def test_a_client_that_never_acknowledges_settings_gets_goaway_settings_timeout(
         acks = [p for t, flags, _, p in _frames(polite, time.monotonic() + 3) if t == 0x6 and flags & 1]
         assert acks == [b"stillok?"]
     assert proxy.stats()["listeners"]["h2"]["downstream_cx_protocol_error"] == 1
+
+
+def test_an_upstream_that_never_acknowledges_settings_gets_goaway_settings_timeout(
+    proxy_factory: Callable[..., ProxyProcess],
+) -> None:
+    """The upstream side: the pool's sweep ends the connection; the request on it gets the
+    upstream-reset answer instead of waiting for its route timeout."""
+    import threading
+
+    import httpx
+
+    upstream = socket.create_server(("127.0.0.1", 0))
+    seen: list[tuple[int, int, int, bytes]] = []
+
+    def serve() -> None:
+        conn, _ = upstream.accept()
+        with conn:
+            conn.sendall(_frame(0x4, 0, 0, b""))  # its SETTINGS; never an ACK of ours, never an answer
+            preface = b""
+            while len(preface) < len(PREFACE):
+                preface += conn.recv(len(PREFACE) - len(preface))
+            assert preface == PREFACE
+            seen.extend(_frames(conn, time.monotonic() + 30))
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    port = free_port()
+    proxy = proxy_factory({
+        "listeners": [{"name": "web", "address": f"127.0.0.1:{port}", "protocols": ["http1"],
+                       "routes": [{"cluster": "h2up", "timeout_ms": 60000}]}],
+        "clusters": [{"name": "h2up", "protocol": "http2", "endpoints": [f"127.0.0.1:{upstream.getsockname()[1]}"]}],
+    })  # fmt: skip
+    try:
+        start = time.monotonic()
+        r = httpx.get(f"http://127.0.0.1:{port}/x", timeout=40)
+        took = time.monotonic() - start
+        t.join(10)
+    finally:
+        upstream.close()
+    assert r.status_code == 502, r.text
+    assert 9.5 <= took <= 20, took
+    goaways = [struct.unpack(">II", p[:8]) for ty, _, _, p in seen if ty == 0x7]
+    assert [code for _, code in goaways] == [SETTINGS_TIMEOUT], seen
+    assert seen[-1][0] == -1  # then closed
+    assert proxy.stats()["clusters"]["h2up"]["upstream_cx_protocol_error"] == 1
