@@ -700,3 +700,18 @@ def test_frames_arriving_after_the_connection_closed_are_ignored_not_an_error() 
     while (ev := client.next_event()) is not _NEED:
         events.append(ev)
     assert all(type(e).__name__ != "RemoteProtocolError" for e in events)
+
+
+def test_partial_and_buffered_say_what_the_codec_holds_undecoded() -> None:
+    """Read by the slow-peer sweep (request_headers_timeout_ms) and the overload manager."""
+    codec, peer = connect()
+    assert not codec.partial() and codec.buffered() == 0
+    peer.conn.send_headers(1, grpc_request_headers(), end_stream=True)
+    wire = peer.out()
+    codec.receive_data(wire[:5])  # half a frame header
+    assert drain(codec) == []
+    assert codec.partial() and codec.buffered() == 5
+    codec.receive_data(wire[5:])
+    [head] = drain(codec)
+    assert isinstance(head, RequestHead)
+    assert not codec.partial() and codec.buffered() == 0
