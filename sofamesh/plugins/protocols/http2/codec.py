@@ -450,7 +450,7 @@ class Http2Codec(Codec):
                 m.goaway(frames.NO_ERROR, last, event.reason.encode("utf-8"))
             elif not isinstance(event, ConnectionClosed):
                 raise LocalProtocolError(f"http2: cannot send {type(event).__name__}")
-        except machine.StreamClosedError as exc:
+        except machine.StreamClosedError as closed:
             if isinstance(event, (EndOfMessage, BodyChunk)):
                 sid = event.stream_id
             elif isinstance(event, (RequestHead, ResponseHead)):
@@ -458,9 +458,9 @@ class Http2Codec(Codec):
             else:
                 sid = 0
             if sid in self._streams:
-                raise LocalProtocolError(f"http2: cannot send {type(event).__name__}: {exc}") from exc
+                raise LocalProtocolError(f"http2: cannot send {type(event).__name__}: {closed}") from closed
             # The peer reset the stream and its StreamReset is on the way to the kernel: drop quietly.
-        except machine.UsageError as exc:
+        except machine.UsageError as exc:  # not ``closed``'s name: mypyc types one per function
             raise LocalProtocolError(f"http2: cannot send {type(event).__name__}: {exc}") from exc
         return m.data_to_send()
 

@@ -49,8 +49,10 @@ _CHECKED: dict[tuple[bytes, bytes], tuple[str, str]] = {}
 _CHECKED_MAX: Final = 4096
 _CACHED_VALUE_MAX: Final = 256
 # The same for fields we send: the event's (name, value) -> what goes on the wire (None: dropped).
-_SENT: dict[tuple[str, str], tuple[bytes, bytes] | None] = {}
-_DROP: Final[tuple[bytes, bytes]] = (b"", b"")  # marks "not cached yet" in lookups
+# A dropped field is cached as an empty name; a sentinel compared with ``is`` would not survive
+# mypyc, which boxes a new tuple for a tuple constant at each use.
+_SENT: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+_DROPPED: Final = (b"", b"")
 
 
 class MalformedFields(ValueError):
@@ -156,25 +158,26 @@ def field_block(headers: Headers, first: list[tuple[bytes, bytes]]) -> list[tupl
     for field in headers:
         if type(field) is not tuple:
             field = (field[0], field[1])
-        wired = sent.get(field, _DROP)
-        if wired is _DROP:
+        wired = sent.get(field)
+        if wired is None:
             wired = _sent_field(field[0], field[1])
             if len(field[1]) <= _CACHED_VALUE_MAX:
                 if len(sent) >= _CHECKED_MAX:
                     sent.clear()
                 sent[field] = wired
-        if wired is not None:
+        if wired[0]:
             out.append(wired)
     return out
 
 
-def _sent_field(name: str, value: str) -> tuple[bytes, bytes] | None:
+def _sent_field(name: str, value: str) -> tuple[bytes, bytes]:
+    """What goes on the wire for one field; ``_DROPPED`` (empty name) when it is not sent."""
     lname = name.lower()
     if lname[:1] == ":" or lname in CONNECTION_FIELDS or lname == "host":
-        return None
+        return _DROPPED
     value = value.strip(TRIM)
     if lname == "te" and value.lower() != "trailers":
-        return None
+        return _DROPPED
     return (wire(lname), wire(value))
 
 

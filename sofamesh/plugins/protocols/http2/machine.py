@@ -488,10 +488,10 @@ class Machine:
                 pos = end
                 try:
                     self._frame(events, ftype, flags, sid, data, start, end)
-                except _StreamError as exc:
-                    self._stream_error(events, exc)
-        except _ConnectionError as exc:
-            self._fail(events, exc.code, exc.message)
+                except _StreamError as stream_exc:
+                    self._stream_error(events, stream_exc)
+        except _ConnectionError as conn_exc:  # its own name: mypyc types one name per function
+            self._fail(events, conn_exc.code, conn_exc.message)
             return events
         if pos < n:
             self._inbuf = data[pos:]
