@@ -233,6 +233,31 @@ class Codec(ABC):
         """
         return 0
 
+    handshake_timeout: ClassVar[float] = 0.0
+    """Seconds the peer has to answer the protocol's opening handshake (HTTP/2: acknowledge our
+    SETTINGS, RFC 9113 6.5.3); 0 for none. Once a connection is that old, the once-a-second sweep
+    asks ``handshake_overdue()``.
+
+    .. versionadded:: 0.5
+    """
+
+    def handshake_overdue(self) -> bytes | None:
+        """The connection is older than ``handshake_timeout``: if the peer still owes its answer, the
+        bytes to write before closing (HTTP/2: GOAWAY(SETTINGS_TIMEOUT)); else None.
+
+        .. versionadded:: 0.5
+        """
+        return None
+
+    def write_blocked(self, blocked: bool) -> None:
+        """The socket stopped taking bytes (True: asyncio's ``pause_writing``) or drains again
+        (False). A codec with outbound flood limits (HTTP/2's ``max_outbound_frames``) counts what it
+        queues while blocked. Called only on those transitions.
+
+        .. versionadded:: 0.5
+        """
+        return
+
     # -- hot upgrade (``core/upgrade.py``) ---------------------------------------------------------
     def export_state(self) -> CodecState | None:
         """This connection's state between two messages, for another process to carry on with a fresh

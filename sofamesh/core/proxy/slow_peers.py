@@ -15,6 +15,9 @@ timeout fires up to one sweep (1 s) after it is due and never before.
   answered 408 (or reset once its response started).
 - ``max_connection_duration_ms``: Envoy's: the connection drains (HTTP/1 ``Connection: close`` on
   the next response, HTTP/2 GOAWAY, RPC closed when idle) and is cut ``DRAIN_S`` later.
+- ``Codec.handshake_timeout``: a peer that has not answered the protocol's opening handshake in
+  time (HTTP/2: our SETTINGS unacknowledged after 10 s) gets the codec's goodbye
+  (GOAWAY(SETTINGS_TIMEOUT)) and the connection is closed.
 - ``connection_keepalive``: a multiplexed connection silent for ``interval_ms`` gets the protocol's
   ping (HTTP/2 PING, Bolt / Dubbo heartbeat) and is closed when nothing arrives within ``timeout_ms``.
 
@@ -65,6 +68,16 @@ def expire(conn: DownstreamConnection, now: float, t: PeerTimeouts) -> None:
     if conn.tx != conn.tx_seen:
         conn.tx_seen, conn.tx_at = conn.tx, now
     stats = conn.rt.stats
+    codec = conn.codec
+    if codec is not None and codec.handshake_timeout and now - conn.born >= codec.handshake_timeout:
+        out = codec.handshake_overdue()
+        if out is not None:
+            stats.downstream_cx_protocol_error += 1
+            log.info("listener %s: %s did not acknowledge the handshake in %.1f s; closing", conn.rt.name, conn.peer,
+                     codec.handshake_timeout)  # fmt: skip
+            conn.write(out)
+            conn.close()
+            return
     if t.headers and conn.head_at and now - conn.head_at >= t.headers and (conn.codec is None or conn.codec.partial()):
         stats.downstream_rq_header_timeout += 1
         log.info("listener %s: %s sent no whole request head in %.1f s; closing", conn.rt.name, conn.peer, t.headers)

@@ -199,6 +199,16 @@ class DownstreamConnection(Connection):
         PROCESS.held -= self.held
         self.held = 0
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.codec is not None:
+            self.codec.write_blocked(True)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.codec is not None:
+            self.codec.write_blocked(False)
+
     def eof_received(self) -> bool | None:
         if self.tcp is not None:
             return self.tcp.downstream_eof()
@@ -288,7 +298,13 @@ class DownstreamConnection(Connection):
             if rs is not None:
                 rs.abort()  # the client gave up on this stream only
         elif t is GoAway:
+            # The client opens no more streams here: serve those it opened (the codec keeps reading,
+            # answering PING and WINDOW_UPDATE), then close (RFC 9113 6.8).
             self.codec.keep_alive = False
+            if self.multiplexed and self.draining != 1:
+                self.draining = 2
+                if self.idle():
+                    self.close()
 
     def _request(self, ev: RequestHead) -> None:
         self.last_active = self.loop.time()
