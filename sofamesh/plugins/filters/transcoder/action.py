@@ -256,7 +256,9 @@ class TranscoderFilter(RouteTranscoder):
             return _json(500, {"error": "cannot_encode", "message": f"{s.protocol} call {s.method}: {exc}"})
 
     # -- response -----------------------------------------------------------------------------------
-    def response(self, head: RequestHead, answer: ResponseHead) -> tuple[int, bytes]:
+    def response(
+        self, head: RequestHead, answer: ResponseHead, body: bytes = b"", trailers: Headers | None = None
+    ) -> tuple[int, bytes]:
         raw = answer.raw
         if raw is None:
             return _json(502, {"error": "bad_response", "message": f"{answer.protocol} answer without a frame"})
