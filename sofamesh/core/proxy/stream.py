@@ -330,7 +330,11 @@ class Stream:
         self.req_q.clear()
         self.req_q_bytes = 0
         self.req_end = None
-        built = route.transcoder.request(http, body)
+        t = route.timeout_ms
+        ht = http.timeout_ms
+        if ht:
+            t = min(t, ht) if t else ht
+        built = route.transcoder.request(http, body, t)
         if isinstance(built, tuple):  # refused: the transcoder's own answer (400 naming the argument...)
             self._answer_json(built, False)
             return

@@ -53,11 +53,12 @@ class RouteTranscoder(Filter):
         cluster untouched (Envoy's gRPC-JSON transcoder passes unknown paths through)."""
         return True
 
-    def request(self, head: RequestHead, body: bytes) -> RequestHead | Call | JsonReply:
+    def request(self, head: RequestHead, body: bytes, timeout_ms: int = 0) -> RequestHead | Call | JsonReply:
         """The RPC request (``raw`` holds its whole frame, any request id: the pool patches it), or a
         streamed ``Call``, for the HTTP request ``head`` with its whole ``body``; or, when the
         request cannot become a call, the HTTP status and JSON body that answer it (a 400 naming
-        the argument and its type)."""
+        the argument and its type). ``timeout_ms`` is the call's timeout (the route's, capped by the
+        request's own; 0: none), for protocols whose frames carry one (Bolt)."""
         raise NotImplementedError
 
     def response(

@@ -188,7 +188,7 @@ class GrpcJsonTranscoder(RouteTranscoder):
             out.append((key, unescape(value, "ALL_CHARACTERS")))
         return out
 
-    def request(self, head: RequestHead, body: bytes) -> RequestHead | Call | JsonReply:
+    def request(self, head: RequestHead, body: bytes, timeout_ms: int = 0) -> RequestHead | Call | JsonReply:
         found = self._find(head)
         path = head.path.partition("?")[0]
         if found is None:
