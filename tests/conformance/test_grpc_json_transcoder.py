@@ -170,6 +170,20 @@ def test_print_options_and_server_streaming(gateway: dict[str, Any]) -> None:
     assert r.json() == {"shelves": [{"id": "1", "theme": "fiction"}, {"id": "2", "theme": "history"}]}
 
 
+def test_client_and_bidi_streaming_take_a_json_array(gateway: dict[str, Any]) -> None:
+    c: httpx.Client = gateway["client"]
+    r = c.post("/books:batch", json=[{"title": "a", "pageCount": 1}, {"title": "b"}])
+    assert r.json() == {"books": [{"title": "a", "pageCount": 1}, {"title": "b"}], "nextPageToken": "2"}
+    r = c.post("/books:batch", json={"title": "one"})  # one object: one message
+    assert [b["title"] for b in r.json()["books"]] == ["one"]
+    r = c.post("/books:batch")  # no body: the stream ends at once
+    assert r.json() == {"nextPageToken": "2"}
+    r = c.post("/chat/hi", json=[{"labels": {"k": "1"}}, {"text": "ignored"}])  # the path variable wins
+    assert r.json() == [{"text": "hi:0", "labels": {"k": "1"}}, {"text": "hi:1"}]
+    r = c.post("/books:batch", json=[{"title": "a"}, {"pageCount": "x"}])
+    assert r.status_code == 400 and "pageCount" in r.json()["message"]
+
+
 @pytest.mark.parametrize(
     ("code", "http"),
     [

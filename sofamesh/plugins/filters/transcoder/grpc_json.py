@@ -57,7 +57,6 @@ __all__ = ["GrpcJsonSettings", "GrpcJsonTranscoder", "GrpcJsonTranscoderFactory"
 
 INVALID_ARGUMENT: Final = 3
 NOT_FOUND: Final = 5
-UNIMPLEMENTED: Final = 12
 INTERNAL: Final = 13
 # Request headers that describe the HTTP/JSON request itself, not metadata for the gRPC server.
 _DROPPED: Final = frozenset(
@@ -124,6 +123,18 @@ def _status_json(code: int, message: str, details: list[Any] | None = None) -> b
 
 def _refused(status: int, code: int, message: str) -> JsonReply:
     return status, _status_json(code, message)
+
+
+def _stream_items(body: bytes) -> list[bytes]:
+    """A client-streaming request body: a JSON array of messages (one object is one message)."""
+    if not body.strip():
+        return []
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BindingError(f"request body is not JSON: {exc}") from None
+    items = parsed if isinstance(parsed, list) else [parsed]
+    return [json.dumps(item).encode() for item in items]
 
 
 def _messages(body: bytes) -> list[bytes]:
@@ -195,12 +206,14 @@ class GrpcJsonTranscoder(RouteTranscoder):
             return _refused(404, NOT_FOUND, f"no gRPC method for {head.method} {path}")
         binding, variables, query = found
         method = binding.method
-        if method.client_streaming:
-            return _refused(501, UNIMPLEMENTED, f"{method.grpc_path} is client-streaming: not transcoded")
+        params = self._query(query)
+        ignore = self.settings.ignore_unknown_query_parameters
         try:
-            message = self.bindings.request(
-                binding, variables, self._query(query), body, self.settings.ignore_unknown_query_parameters
-            )
+            if method.client_streaming:  # a JSON array: one message each (path and query set in each)
+                items = _stream_items(body)
+                messages = [self.bindings.request(binding, variables, params, item, ignore) for item in items]
+            else:
+                messages = [self.bindings.request(binding, variables, params, body, ignore)]
         except BindingError as exc:
             return _refused(400, INVALID_ARGUMENT, f"{method.grpc_path}: {exc}")
         authority = head.headers.get(":authority") or head.headers.get("host") or head.service
@@ -214,7 +227,7 @@ class GrpcJsonTranscoder(RouteTranscoder):
             ("x-envoy-original-path", head.path),
         ]
         fields += [(k, v) for k, v in head.headers if k.lower() not in _DROPPED]
-        frame = b"\x00" + len(message).to_bytes(4, "big") + message
+        frame = b"".join(b"\x00" + len(m).to_bytes(4, "big") + m for m in messages)
         call = RequestHead(
             "http2",
             head.request_id or 1,

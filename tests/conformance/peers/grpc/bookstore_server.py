@@ -2,7 +2,8 @@
 grpcio-tools), for the gRPC-JSON transcoding tests.
 
 Shelves 1 (fiction) and 2 (history) hold a few books; CreateShelf / CreateBook answer with what
-they were given (ids assigned); Fail aborts with the status code and message it was asked for (and
+they were given (ids assigned), CreateBooks the books it was streamed, Chat each message it was
+streamed (its text numbered); Fail aborts with the status code and message it was asked for (and
 ``google.rpc`` details with ``with_details``); Slow sleeps; Echo answers its request, ``metadata``
 set to the ``x-client-tag`` and ``x-envoy-original-path`` it received.
 
@@ -126,6 +127,13 @@ class Bookstore(pb_grpc.BookstoreServicer):  # type: ignore[misc,name-defined]
         reply.CopyFrom(request)
         reply.metadata = f"{meta.get('x-client-tag', '')} {meta.get('x-envoy-original-path', '')}"
         return reply
+
+    def CreateBooks(self, requests: Any, context: grpc.ServicerContext) -> Any:
+        return pb.ListBooksResponse(books=list(requests), next_page_token=f"{len(BOOKS)}")
+
+    def Chat(self, requests: Any, context: grpc.ServicerContext) -> Any:
+        for i, request in enumerate(requests):
+            yield pb.EchoRequest(text=f"{request.text}:{i}", labels=request.labels)
 
     def Plain(self, request: Any, context: grpc.ServicerContext) -> Any:
         return request
