@@ -8,10 +8,13 @@ import base64
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sofamesh.core.build import proxy_host
 from sofamesh.core.codec import ReplyStatus
@@ -137,7 +140,7 @@ def _filter(tmp_path: Path | None = None, **extra: Any) -> GrpcJsonTranscoder:
         (tmp_path / "d.pb").write_bytes(_descriptor_set())
         config["proto_descriptor"] = str(tmp_path / "d.pb")
     else:
-        config["proto_descriptor_bin"] = _bin(_descriptor_set())
+        config.setdefault("proto_descriptor_bin", _bin(_descriptor_set()))
     f = GrpcJsonTranscoderFactory().create(config, "f")
     assert isinstance(f, GrpcJsonTranscoder)
     return f
@@ -216,3 +219,49 @@ def test_answers_become_json_with_the_status_envoy_maps() -> None:
         503,
         b'{"code": 14, "message": "no healthy endpoint"}',
     )
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["id", "dryRun", "x"]), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=_JSON.map(lambda v: json.dumps(v).encode()) | st.binary(max_size=20),
+    segment=st.text(min_size=1, max_size=6).map(lambda t: quote(t, safe="")),
+    query=st.lists(
+        st.tuples(st.sampled_from(["id", "dry_run", "dryRun", "nope", "id.x"]), st.text(max_size=5)), max_size=3
+    ),
+)
+def test_any_request_becomes_a_call_or_a_json_answer_never_an_exception(
+    body: bytes, segment: str, query: list[tuple[str, str]]
+) -> None:
+    f = _FILTERS.setdefault(
+        "star", _filter(proto_descriptor_bin=_bin(_descriptor_set(body="*")), ignore_unknown_query_parameters=False)
+    )
+    path = f"/things/{segment}?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in query)
+    built = f.request(_head("GET", path), body)
+    if isinstance(built, tuple):
+        status, payload = built[0], json.loads(built[1])
+        assert status in (400, 404) and payload["code"] in (3, 5), built
+    else:
+        assert isinstance(built, Call)
+
+
+_FILTERS: dict[str, GrpcJsonTranscoder] = {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.binary(max_size=30), status=st.sampled_from(["0", "3", "", "x", "99"]))
+def test_any_answer_becomes_json_never_an_exception(body: bytes, status: str) -> None:
+    f = _FILTERS.setdefault("plain", _filter())
+    ok = ResponseHead("http2", 1, 200, 200, Headers([("content-type", "application/grpc")]), end_stream=False)
+    reply = f.response(_head("GET", "/things/7"), ok, body, Headers([("grpc-status", status)] if status else []))
+    assert reply[0] in (200, 400, 500, 502, 503)
+    if reply[0] != 200:
+        assert "code" in json.loads(reply[1])
