@@ -170,6 +170,15 @@ def test_print_options_and_server_streaming(gateway: dict[str, Any]) -> None:
     assert r.json() == {"shelves": [{"id": "1", "theme": "fiction"}, {"id": "2", "theme": "history"}]}
 
 
+def test_http_body_messages_carry_raw_bytes_and_their_content_type(gateway: dict[str, Any]) -> None:
+    c: httpx.Client = gateway["client"]
+    svg = b"<svg xmlns='http://www.w3.org/2000/svg'>\xe2\x98\x83</svg>"
+    r = c.put("/shelves/5/cover", content=svg, headers={"content-type": "image/svg+xml"})
+    assert r.json() == {"id": "5", "theme": f"image/svg+xml {len(svg)}"}  # the bytes as sent, not JSON
+    r = c.get("/shelves/5/cover")
+    assert (r.status_code, r.headers["content-type"], r.content) == (200, "image/svg+xml", svg)
+
+
 def test_client_and_bidi_streaming_take_a_json_array(gateway: dict[str, Any]) -> None:
     c: httpx.Client = gateway["client"]
     r = c.post("/books:batch", json=[{"title": "a", "pageCount": 1}, {"title": "b"}])

@@ -361,9 +361,14 @@ class Stream:
         self.status = status
         self.http_status = status
         self.response_started = True
-        fields = [("content-type", "application/json"), ("content-length", str(len(body)))]
+        fields = [("content-length", str(len(body)))]
         if len(reply) == 3:
-            fields += reply[2]
+            extra = reply[2]
+            fields += extra
+            if not any(k == "content-type" for k, _v in extra):
+                fields.append(("content-type", "application/json"))
+        else:
+            fields.append(("content-type", "application/json"))
         conn = self.conn
         codec = conn.codec
         out = codec.send(ResponseHead(http.protocol, rid, status, status, Headers(fields), end_stream=False))

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from sofamesh.core.headers import Headers
 
 # An HTTP answer a transcoder makes: status and JSON body, optionally with headers of its own
-# (gRPC-JSON: grpc-status, grpc-message).
+# (gRPC-JSON: grpc-status, grpc-message; a content-type replaces application/json).
 JsonReply = tuple[int, bytes] | tuple[int, bytes, list[tuple[str, str]]]
 
 

@@ -11,6 +11,7 @@ message (or its ``response_body`` field) printed as proto3 JSON. No HTTP framing
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ _SCALAR_MESSAGES: Final = frozenset(
         "google.protobuf.BoolValue",
     }
 )
+
+
+JSON: Final = "application/json"
+HTTP_BODY: Final = "google.api.HttpBody"
 
 
 class BindingError(ValueError):
@@ -113,11 +118,17 @@ class Bindings:
         query: Iterable[tuple[str, str]],
         body: bytes,
         ignore_unknown_query: bool = False,
+        content_type: str = "",
     ) -> bytes:
-        """The serialized request message; raises ``BindingError`` naming the bad part."""
+        """The serialized request message; raises ``BindingError`` naming the bad part. A body bound
+        to a ``google.api.HttpBody`` is taken as it is, with ``content_type``."""
         desc = binding.method.input.DESCRIPTOR
         doc: dict[str, Any] = {}
-        if binding.body and body.strip():
+        raw = _http_body(desc, binding.body)
+        if raw is not None:  # google.api.HttpBody: the bytes and their content type, not JSON
+            http_body = {"contentType": content_type, "data": base64.b64encode(body).decode("ascii")}
+            doc = http_body if raw == "" else {raw: http_body}
+        elif binding.body and body.strip():
             try:
                 parsed = json.loads(body)
             except (ValueError, UnicodeDecodeError) as exc:
@@ -178,16 +189,25 @@ class Bindings:
     # -- responses ----------------------------------------------------------------------------------
     def response(
         self, binding: Binding, messages: Sequence[bytes], opts: PrintOptions, newline_delimited: bool
-    ) -> bytes:
-        """The JSON for the response ``messages`` (one for a unary method; a JSON array, or one per
-        line, for a streaming one)."""
+    ) -> tuple[bytes, str]:
+        """The body and content type for the response ``messages``: JSON (one for a unary method; a
+        JSON array, or one per line, for a streaming one); a ``google.api.HttpBody`` answer (or
+        ``response_body`` field) is its ``data`` (streamed: concatenated) with its ``content_type``."""
         out = []
+        raw = _http_body(binding.method.output.DESCRIPTOR, binding.response_body)
+        data_out: list[bytes] = []
+        content_type = ""
         for data in messages:
             msg = binding.method.output()
             try:
                 msg.ParseFromString(data)
             except DecodeError as exc:
                 raise ValueError(f"{binding.method.output.DESCRIPTOR.full_name}: {exc}") from None
+            if raw is not None:
+                body = msg if raw == "" else getattr(msg, _field(msg.DESCRIPTOR, raw).name)  # type: ignore[union-attr]
+                data_out.append(bytes(body.data))
+                content_type = content_type or str(body.content_type)
+                continue
             value: Any = json_format.MessageToDict(
                 msg,
                 always_print_fields_with_no_presence=opts.always_print_primitive_fields,
@@ -200,17 +220,30 @@ class Bindings:
                 assert field is not None  # checked at load
                 value = value.get(field.name if opts.preserve_proto_field_names else field.json_name)
             out.append(value)
+        if raw is not None:
+            return b"".join(data_out), content_type or "application/octet-stream"
         if not binding.method.server_streaming:
-            return _dump(out[0] if out else {}, opts)
+            return _dump(out[0] if out else {}, opts), JSON
         if newline_delimited:
-            return b"".join(_dump(v, opts) + b"\n" for v in out)
-        return _dump(out, opts)
+            return b"".join(_dump(v, opts) + b"\n" for v in out), JSON
+        return _dump(out, opts), JSON
 
 
 def _dump(value: Any, opts: PrintOptions) -> bytes:
     if opts.add_whitespace:
         return json.dumps(value, indent=2, ensure_ascii=False).encode() + b"\n"
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _http_body(desc: Descriptor, field: str) -> str | None:
+    """Where a ``google.api.HttpBody`` is in ``desc`` for the rule's body / response_body ``field``:
+    "" the message itself, a field name, or None when it is not one."""
+    if field in ("", "*"):
+        return "" if desc.full_name == HTTP_BODY else None
+    f = _field(desc, field)
+    if f is not None and f.type == FieldDescriptor.TYPE_MESSAGE and f.message_type.full_name == HTTP_BODY:
+        return str(f.name)
+    return None
 
 
 def _field(desc: Descriptor, name: str) -> FieldDescriptor | None:

@@ -38,6 +38,7 @@ from sofamesh.core.proxy.filter_chain import Filter, FilterFactory
 from sofamesh.core.proxy.transcode import Call, JsonReply, RouteTranscoder
 from sofamesh.plugins.filters.settings import Settings, parse
 from sofamesh.plugins.filters.transcoder.grpc_bindings import (
+    JSON,
     Binding,
     BindingError,
     Bindings,
@@ -208,12 +209,13 @@ class GrpcJsonTranscoder(RouteTranscoder):
         method = binding.method
         params = self._query(query)
         ignore = self.settings.ignore_unknown_query_parameters
+        ct = head.headers.get("content-type") or ""
         try:
             if method.client_streaming:  # a JSON array: one message each (path and query set in each)
                 items = _stream_items(body)
-                messages = [self.bindings.request(binding, variables, params, item, ignore) for item in items]
+                messages = [self.bindings.request(binding, variables, params, item, ignore, ct) for item in items]
             else:
-                messages = [self.bindings.request(binding, variables, params, body, ignore)]
+                messages = [self.bindings.request(binding, variables, params, body, ignore, ct)]
         except BindingError as exc:
             return _refused(400, INVALID_ARGUMENT, f"{method.grpc_path}: {exc}")
         authority = head.headers.get(":authority") or head.headers.get("host") or head.service
@@ -268,11 +270,13 @@ class GrpcJsonTranscoder(RouteTranscoder):
             messages = _messages(body)
             if not messages and not found[0].method.server_streaming:
                 raise ValueError("an OK answer without a message")
-            out = self.bindings.response(
+            out, content_type = self.bindings.response(
                 found[0], messages, self._print, self.settings.print_options.stream_newline_delimited
             )
         except ValueError as exc:
             return 502, _status_json(INTERNAL, f"cannot read the upstream's answer: {exc}")
+        if content_type != JSON:  # a google.api.HttpBody answer: its own content type
+            return 200, out, [("content-type", content_type)]
         return 200, out
 
     def _details(self, headers: Headers) -> list[Any] | None:

@@ -5,7 +5,8 @@ Shelves 1 (fiction) and 2 (history) hold a few books; CreateShelf / CreateBook a
 they were given (ids assigned), CreateBooks the books it was streamed, Chat each message it was
 streamed (its text numbered); Fail aborts with the status code and message it was asked for (and
 ``google.rpc`` details with ``with_details``); Slow sleeps; Echo answers its request, ``metadata``
-set to the ``x-client-tag`` and ``x-envoy-original-path`` it received.
+set to the ``x-client-tag`` and ``x-envoy-original-path`` it received; PutCover keeps a shelf's
+cover (a ``google.api.HttpBody``) and GetCover answers it.
 
 Usage: ``python bookstore_server.py [--port N]``; prints ``READY <port>`` once serving on 127.0.0.1.
 """
@@ -30,6 +31,7 @@ build(OUT, stubs=True)
 sys.path.insert(0, str(OUT))
 import bookstore_pb2 as pb  # noqa: E402
 import bookstore_pb2_grpc as pb_grpc  # noqa: E402
+from google.api import httpbody_pb2  # noqa: E402
 from google.protobuf import any_pb2, empty_pb2  # noqa: E402
 from google.rpc import error_details_pb2, status_pb2  # noqa: E402
 
@@ -61,6 +63,7 @@ BOOKS = {
     2: [pb.Book(name="shelves/2/books/1", author="beard", title="SPQR", page_count=608, genre=pb.HISTORY)],
 }
 THEMES = {1: "fiction", 2: "history"}
+COVERS: dict[int, bytes] = {}
 
 
 class Bookstore(pb_grpc.BookstoreServicer):  # type: ignore[misc,name-defined]
@@ -134,6 +137,13 @@ class Bookstore(pb_grpc.BookstoreServicer):  # type: ignore[misc,name-defined]
     def Chat(self, requests: Any, context: grpc.ServicerContext) -> Any:
         for i, request in enumerate(requests):
             yield pb.EchoRequest(text=f"{request.text}:{i}", labels=request.labels)
+
+    def GetCover(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return httpbody_pb2.HttpBody(content_type="image/svg+xml", data=COVERS.get(request.shelf, b"<svg/>"))
+
+    def PutCover(self, request: Any, context: grpc.ServicerContext) -> Any:
+        COVERS[request.shelf] = request.cover.data
+        return pb.Shelf(id=request.shelf, theme=f"{request.cover.content_type} {len(request.cover.data)}")
 
     def Plain(self, request: Any, context: grpc.ServicerContext) -> Any:
         return request
