@@ -24,7 +24,16 @@ from google.protobuf.message import DecodeError, Message
 
 from sofamesh.plugins.filters.transcoder.path_template import PathTemplate, TemplateError, parse_template
 
-__all__ = ["Binding", "BindingError", "Bindings", "Method", "PrintOptions", "UnknownService", "load_bindings"]
+__all__ = [
+    "Binding",
+    "BindingError",
+    "Bindings",
+    "Method",
+    "PrintOptions",
+    "UnknownField",
+    "UnknownService",
+    "load_bindings",
+]
 
 # Well-known types whose JSON form is a string or number: a path or query value may set them.
 _SCALAR_MESSAGES: Final = frozenset(
@@ -51,6 +60,10 @@ HTTP_BODY: Final = "google.api.HttpBody"
 
 class BindingError(ValueError):
     """A request that cannot become the method's message (an HTTP 400): the message says why."""
+
+
+class UnknownField(BindingError):
+    """A path variable or query parameter naming no field of the request message."""
 
 
 class UnknownService(ValueError):
@@ -120,14 +133,20 @@ class Bindings:
         ignore_unknown_query: bool = False,
         content_type: str = "",
     ) -> bytes:
-        """The serialized request message; raises ``BindingError`` naming the bad part. A body bound
-        to a ``google.api.HttpBody`` is taken as it is, with ``content_type``."""
+        """The serialized request message; raises ``BindingError`` naming the bad part. The path
+        variables and query parameters are set first and the body over them: a field given both
+        ways takes the body's value, as Envoy's transcoder writes them. A body bound to a
+        ``google.api.HttpBody`` is taken as it is, with ``content_type``."""
         desc = binding.method.input.DESCRIPTOR
         doc: dict[str, Any] = {}
+        for name, value in variables:
+            self._bind(doc, desc, name, value, "path variable")
+        for name, value in query:
+            self._bind(doc, desc, name, value, "query parameter", ignore_unknown_query)
         raw = _http_body(desc, binding.body)
         if raw is not None:  # google.api.HttpBody: the bytes and their content type, not JSON
             http_body = {"contentType": content_type, "data": base64.b64encode(body).decode("ascii")}
-            doc = http_body if raw == "" else {raw: http_body}
+            _overlay(doc, http_body if raw == "" else {raw: http_body}, desc)
         elif binding.body and body.strip():
             try:
                 parsed = json.loads(body)
@@ -136,21 +155,29 @@ class Bindings:
             if binding.body == "*":
                 if not isinstance(parsed, dict):
                     raise BindingError(f"request body: expected a JSON object ({desc.full_name})")
-                doc = parsed
+                _overlay(doc, parsed, desc)
             else:
                 field = _field(desc, binding.body)
                 assert field is not None  # checked at load
-                doc = {field.name: parsed}
-        for name, value in variables:
-            self._bind(doc, desc, name, value, "path variable")
-        for name, value in query:
-            self._bind(doc, desc, name, value, "query parameter", ignore_unknown_query)
+                _overlay(doc, {field.name: parsed}, desc)
         msg = binding.method.input()
         try:
             json_format.ParseDict(doc, msg, descriptor_pool=self.pool)
         except json_format.ParseError as exc:
             raise BindingError(str(exc)) from None
         return bytes(msg.SerializeToString())
+
+    def unknown_query(self, binding: Binding, query: Iterable[tuple[str, str]]) -> str | None:
+        """The first query parameter naming no field of the method's request, or None."""
+        desc = binding.method.input.DESCRIPTOR
+        for name, value in query:
+            try:
+                self._bind({}, desc, name, value, "query parameter")
+            except UnknownField:
+                return name
+            except BindingError:
+                continue  # a field, with a bad value: the request's 400
+        return None
 
     def _bind(
         self, doc: dict[str, Any], desc: Descriptor, path: str, value: str, what: str, optional: bool = False
@@ -162,7 +189,7 @@ class Bindings:
             if field is None:
                 if optional:
                     return
-                raise BindingError(f"{what} {path!r}: {desc.full_name} has no field {name!r}")
+                raise UnknownField(f"{what} {path!r}: {desc.full_name} has no field {name!r}")
             if field.json_name in node and field.json_name != field.name:  # one key per field
                 node[field.name] = node.pop(field.json_name)
             last = i == len(names) - 1
@@ -233,6 +260,22 @@ def _dump(value: Any, opts: PrintOptions) -> bytes:
     if opts.add_whitespace:
         return json.dumps(value, indent=2, ensure_ascii=False).encode() + b"\n"
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _overlay(base: dict[str, Any], top: dict[str, Any], desc: Descriptor | None) -> None:
+    """``top`` (the body) written over ``base`` (the bindings): a message field merges, a repeated
+    field appends, anything else takes ``top``'s value; ``top``'s JSON names become proto names."""
+    for key, value in top.items():
+        f = _field(desc, key) if desc is not None else None
+        name = f.name if f is not None else key
+        cur = base.get(name)
+        nested = f is not None and f.type == FieldDescriptor.TYPE_MESSAGE and not f.message_type.GetOptions().map_entry
+        if nested and isinstance(cur, dict) and isinstance(value, dict) and f is not None:
+            _overlay(cur, value, f.message_type)
+        elif isinstance(cur, list) and isinstance(value, list):
+            base[name] = cur + value
+        else:
+            base[name] = value
 
 
 def _http_body(desc: Descriptor, field: str) -> str | None:

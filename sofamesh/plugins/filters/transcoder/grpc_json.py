@@ -92,6 +92,7 @@ class PrintOptionsSettings(Settings):
 
 class RequestValidationSettings(Settings):
     reject_unknown_method: bool = False
+    reject_unknown_query_parameters: bool = False
 
 
 class GrpcJsonSettings(Settings):
@@ -173,6 +174,12 @@ class GrpcJsonTranscoder(RouteTranscoder):
         )
         self._ignored = frozenset(settings.ignored_query_parameters)
         self._reject_unknown = settings.request_validation_options.reject_unknown_method
+        # a query parameter naming no field: Envoy passes the request through, unless told to
+        # ignore such parameters or to refuse the request (400)
+        self._pass_unknown_query = not (
+            settings.ignore_unknown_query_parameters
+            or settings.request_validation_options.reject_unknown_query_parameters
+        )
 
     def _find(self, head: RequestHead) -> tuple[Binding, list[tuple[str, str]], str] | None:
         path, _, query = head.path.partition("?")
@@ -184,7 +191,12 @@ class GrpcJsonTranscoder(RouteTranscoder):
     def takes(self, head: RequestHead) -> bool:
         if grpc.is_grpc(head.headers.get("content-type")):
             return False  # a gRPC client's own call goes through as it is
-        return self._reject_unknown or self._find(head) is not None
+        found = self._find(head)
+        if found is None:
+            return self._reject_unknown
+        if self._pass_unknown_query and found[2]:
+            return self.bindings.unknown_query(found[0], self._query(found[2])) is None
+        return True
 
     def _query(self, query: str) -> list[tuple[str, str]]:
         out = []

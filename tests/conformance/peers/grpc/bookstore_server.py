@@ -149,6 +149,11 @@ class Bookstore(pb_grpc.BookstoreServicer):  # type: ignore[misc,name-defined]
         return request
 
 
+class Extras(pb_grpc.ExtrasServicer):  # type: ignore[misc,name-defined]
+    def ListBookItems(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return Bookstore().ListBooks(request, context)
+
+
 def _code(number: int) -> tuple[int, str]:
     return next(c.value for c in grpc.StatusCode if c.value[0] == number)
 
@@ -159,6 +164,7 @@ def main() -> None:
     args = parser.parse_args()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     pb_grpc.add_BookstoreServicer_to_server(Bookstore(), server)
+    pb_grpc.add_ExtrasServicer_to_server(Extras(), server)
     port = server.add_insecure_port(f"127.0.0.1:{args.port}")
     server.start()
     print(f"READY {port}", flush=True)
