@@ -318,6 +318,7 @@ SIDE_BY_SIDE: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/fail", {"json": {"code": 8, "message": "slow down"}}),
     ("POST", "/fail", {"json": {"code": 16, "message": "who?"}}),
     ("GET", "/shelves/2/cover", {}),
+    ("REPORT", "/echo/h%C3%A9llo%20there", {"json": {"labels": {"k": "v"}}, "headers": {"x-client-tag": "t"}}),
     ("POST", "/books:batch", {"json": [{"title": "a"}, {"title": "b"}]}),
     ("GET", "/shelves/1/books?nope=1", {}),
     ("POST", "/shelves", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
