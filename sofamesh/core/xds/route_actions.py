@@ -9,6 +9,7 @@ from typing import Any
 
 from sofamesh.core.codec import ReplyStatus
 from sofamesh.core.errors import ConfigError
+from sofamesh.core.xds.route_filters import FILTER_CONFIG_TYPE, TYPED_STRUCT_TYPES, route_filter
 
 _T = "type.googleapis.com/"
 FAULT_FILTER = "envoy.filters.http.fault"
@@ -157,6 +158,11 @@ def route_actions(r: Any, path: str, out: dict[str, Any]) -> None:
     _mutations(r, path, out)
     for name, cfg in sorted(r.typed_per_filter_config.items()):
         fpath = f"{path}.typed_per_filter_config[{name}]"
+        if cfg.type_url == FILTER_CONFIG_TYPE or cfg.type_url in TYPED_STRUCT_TYPES:  # a route's own filter
+            entry = route_filter(cfg, fpath)
+            if entry is not None:
+                out.setdefault("filters", []).append(entry)
+            continue
         if cfg.type_url == CORS_POLICY_TYPE:
             out.setdefault("filters", []).append({"type": "cors", "config": _cors(cfg, fpath)})
             continue

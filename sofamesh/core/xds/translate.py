@@ -69,6 +69,7 @@ from sofamesh.core.xds.route_actions import (
     route_action_extras,
     route_actions,
 )
+from sofamesh.core.xds.route_filters import FILTER_TYPE_URL, TYPED_STRUCT_TYPES, kernel_filter
 
 _T = "type.googleapis.com/"
 LISTENER_TYPE = _T + "envoy.config.listener.v3.Listener"
@@ -92,9 +93,9 @@ RPC_PROXY_TYPE_URL = _T + "sofamesh.config.rpc.v1.RpcProxy"
 Match values are the kernel's string matches (a plain string, or one of exact/prefix/suffix/regex).
 """
 
-FILTER_TYPE_URL = _T + "sofamesh.config.filter.v1.Filter"
-"""The ``type_url`` inside a ``TypedStruct`` that carries one kernel filter, ``{"type": "authz.rbac",
-"config": {...}}``: an HTTP filter of an HCM, or an entry of ``rpc_proxy``'s ``filters``."""
+# FILTER_TYPE_URL (route_filters.py): the type_url inside a TypedStruct that carries one kernel
+# filter, {"type": "authz.rbac", "config": {...}}: an HTTP filter of an HCM, an entry of rpc_proxy's
+# filters, or a route's own filter.
 
 _TLS_SOCKET_TYPES = {"downstream": _T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
                      "upstream": _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"}
@@ -102,7 +103,7 @@ _AGENT_SECRETS = {"cert": "default", "ca": "ROOTCA"}  # the SDS names the agent 
 _HCM_TYPE = _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _TCP_TYPE = _T + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 _ROUTER_TYPE = _T + "envoy.extensions.filters.http.router.v3.Router"
-_TYPED_STRUCTS = (_T + "xds.type.v3.TypedStruct", _T + "udpa.type.v1.TypedStruct")
+_TYPED_STRUCTS = TYPED_STRUCT_TYPES
 _DEFAULT_TIMEOUT_MS = 15_000
 
 
@@ -531,27 +532,6 @@ def _permissive(chains: list[Any]) -> bool:
         [f.SerializeToString(deterministic=True) for f in by["raw_buffer"].filters]
 
 
-def _ints(v: Any) -> Any:
-    """Struct numbers arrive as floats: whole ones become ints again."""
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    if isinstance(v, list):
-        return [_ints(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _ints(x) for k, x in v.items()}
-    return v
-
-
-def _kernel_filter(value: Mapping[str, Any], path: str) -> dict[str, Any]:
-    """``{type, config}`` of a ``sofamesh.config.filter.v1.Filter`` -> a kernel filter entry."""
-    unknown = set(value) - {"type", "config"}
-    if unknown:
-        raise ConfigError(f"{path}.{sorted(unknown)[0]}", "unknown key")
-    if not isinstance(value.get("type"), str) or not value["type"]:
-        raise ConfigError(f"{path}.type", "required: a filter catalog name (authz.rbac, authn.mtls, ...)")
-    return {"type": value["type"], "config": _ints(value.get("config") or {})}
-
-
 def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) -> TranslatedListener:
     from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
@@ -568,7 +548,7 @@ def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) ->
             ts = typed_struct_pb2.TypedStruct()
             hf.typed_config.Unpack(ts)
             if ts.type_url == FILTER_TYPE_URL:
-                kernel_filters.append(_kernel_filter(json_format.MessageToDict(ts.value),
+                kernel_filters.append(kernel_filter(json_format.MessageToDict(ts.value),
                                                      f"{cpath}.http_filters[{hi}].typed_config.value"))
                 continue
         if hf.typed_config.type_url == FAULT_TYPE:  # per-route fault configs become route filters
@@ -637,7 +617,7 @@ def _rpc_proxy(f: Any, fpath: str, out: dict[str, Any]) -> TranslatedListener:
     if not isinstance(filters, list):
         raise ConfigError(f"{cpath}.value.filters", "must be a list")
     if filters:
-        out["filters"] = [_kernel_filter(x if isinstance(x, dict) else {}, f"{cpath}.value.filters[{i}]")
+        out["filters"] = [kernel_filter(x if isinstance(x, dict) else {}, f"{cpath}.value.filters[{i}]")
                           for i, x in enumerate(filters)]
     out["__path__"] = f"{cpath}.value"
     return TranslatedListener(out)
@@ -672,7 +652,10 @@ def translate_cluster(c: Any, protocols: Collection[str] = ()) -> TranslatedClus
     http = connection_limits(c, base, out)
     if http is None:  # Envoy: HTTP/1.1 upstream unless the cluster asks for HTTP/2
         http = "http2" if c.HasField("http2_protocol_options") else "http1"
-    if http == "http2" and "http2" in protocols:
+    rpc = _rpc_protocol(c)
+    if rpc is not None and rpc in protocols:  # Pilot's RPC cluster: HTTP routes may call it (a transcoder)
+        out["protocol"] = rpc
+    elif http == "http2" and "http2" in protocols:
         out["protocol"] = "http2"
     elif http == "http1":  # HTTP requests only: an RPC cluster's requests keep their protocol
         out["http_protocol"] = "http1"
@@ -691,6 +674,13 @@ def translate_cluster(c: Any, protocols: Collection[str] = ()) -> TranslatedClus
         return TranslatedCluster(out)
     raise ConfigError(f"{base}: type", "ORIGINAL_DST clusters are not supported (STATIC, STRICT_DNS, "
                                        "LOGICAL_DNS, EDS)")
+
+
+def _rpc_protocol(c: Any) -> str | None:
+    """The protocol a Pilot RPC cluster names in ``metadata.filter_metadata.sofamesh.protocol``."""
+    meta = c.metadata.filter_metadata.get("sofamesh") if c.HasField("metadata") else None
+    value = meta.fields.get("protocol") if meta is not None else None
+    return value.string_value or None if value is not None else None
 
 
 def _circuit_breakers(cbs: Any, path: str) -> dict[str, Any] | None:

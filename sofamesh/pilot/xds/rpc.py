@@ -3,7 +3,7 @@ registers them from its own ``pilot_register_xds_generators`` hook with :func:`r
 
 For each protocol ``P`` they produce:
 - CDS/EDS: ``outbound|PORT|NAME`` for every service whose protocol is ``P`` (EDS over ADS, round
-  robin; the same shape as the built-in HTTP clusters);
+  robin; the same shape as the built-in HTTP clusters), with ``filter_metadata.sofamesh.protocol: P``;
 - LDS (for sofamesh sidecars only: user agent ``sofamesh``): ``outbound|P|PORT``, the sidecar's
   egress listener for ``P`` on ``ADDRESS:PORT``, taken from
   node metadata ``sofamesh.P_address`` / ``sofamesh.P_port`` (default ``127.0.0.1`` and the
@@ -60,12 +60,18 @@ def subset_name(cluster: str, version: str, group: str) -> str:
     return f"{cluster}|{version}|{group}"
 
 
+CLUSTER_METADATA = "sofamesh"  # filter_metadata key of an RPC cluster: {"protocol": "dubbo"}
+
+
 class RpcClusterGenerator(ClusterGenerator):
-    """CDS: the service's clusters, plus one per (version, group) subset."""
+    """CDS: the service's clusters, plus one per (version, group) subset; each names its protocol in
+    its metadata (``filter_metadata.sofamesh.protocol``)."""
 
     def build(self, service: Service, instances: tuple[ServiceInstance, ...],
               ctx: BuildContext | None = None) -> list[XdsResource]:
         out = super().build(service, instances, ctx)
+        for res in out:  # the protocol, for a sidecar route that calls it from HTTP (a transcoder)
+            res.message.metadata.filter_metadata[CLUSTER_METADATA].fields["protocol"].string_value = service.protocol
         base = [res for res in out if res.name in {cluster_name(service, p) for p in service.ports}]
         for version, group in subsets(instances):
             for res in base:
@@ -209,5 +215,5 @@ def rpc_generators(protocol: str, default_port: int, always_listen: bool = False
             f"lds.{protocol}": RpcListenerGenerator(protocol, default_port, always_listen=always_listen)}
 
 
-__all__ = ["RPC_PROXY_FILTER", "RPC_PROXY_TYPE_URL", "RpcClusterGenerator", "RpcEndpointGenerator",
+__all__ = ["CLUSTER_METADATA", "RPC_PROXY_FILTER", "RPC_PROXY_TYPE_URL", "RpcClusterGenerator", "RpcEndpointGenerator",
            "RpcListenerGenerator", "rpc_generators", "subset_name", "subsets"]

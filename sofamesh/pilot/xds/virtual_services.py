@@ -34,10 +34,13 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
+from xds.type.v3 import typed_struct_pb2
 
+from sofamesh.core.xds.route_filters import FILTER_TYPE_URL, route_filter_key
 from sofamesh.pilot.policy.applied import service_visible
 from sofamesh.pilot.policy.duration import parse_duration
+from sofamesh.pilot.policy.transcoders import transcoders_of
 from sofamesh.pilot.xds.destination_rules import effective_policy, hash_policies, subset_cluster_name
 
 if TYPE_CHECKING:
@@ -369,6 +372,7 @@ def http_routes(vs: Resource, snap: PolicySnapshot, mesh: MeshModel, port: int, 
     ``source``; a ``delegate`` route stands for its delegate's routes (:mod:`..policy.delegate`).
     ``proxyless``: for gRPC's xDS client, which has no CORS filter (``corsPolicy`` is left out)."""
     dests = Destinations(snap, mesh, vs.namespace)
+    transcoders = transcoders_of(vs.annotations)  # sofamesh.io/transcoders: route name -> {type, config}
     out: list[rc.Route] = []
     for hi, http in enumerate(snap.http_of(vs)):
         if not isinstance(http, Mapping) or http.get("delegate"):
@@ -388,6 +392,10 @@ def http_routes(vs: Resource, snap: PolicySnapshot, mesh: MeshModel, port: int, 
             packed = any_pb2.Any()
             packed.Pack(_cors(http["corsPolicy"]))
             template.typed_per_filter_config[CORS_FILTER].CopyFrom(packed)
+        transcoder = transcoders.get(str(http.get("name"))) if transcoders else None
+        if transcoder is not None and template.HasField("route") and not proxyless:
+            template.typed_per_filter_config[route_filter_key(str(transcoder["type"]))].CopyFrom(
+                _route_filter(transcoder))
         name = http.get("name") or f"{vs.namespace}.{vs.name}.{hi}"
         for mi, m in enumerate(applicable):
             r = rc.Route()
@@ -396,6 +404,18 @@ def http_routes(vs: Resource, snap: PolicySnapshot, mesh: MeshModel, port: int, 
             r.match.CopyFrom(_route_match(m))
             out.append(r)
     return out
+
+
+def _route_filter(entry: Mapping[str, Any]) -> any_pb2.Any:
+    """A route's own sofamesh filter as ``typed_per_filter_config``: an optional FilterConfig (an Envoy
+    ignores it) around a TypedStruct ``sofamesh.config.filter.v1.Filter`` of ``{type, config}``."""
+    value = struct_pb2.Struct()
+    value.update({"type": entry["type"], "config": dict(entry.get("config") or {})})
+    inner = any_pb2.Any()
+    inner.Pack(typed_struct_pb2.TypedStruct(type_url=FILTER_TYPE_URL, value=value))
+    packed = any_pb2.Any()
+    packed.Pack(rc.FilterConfig(config=inner, is_optional=True))
+    return packed
 
 
 def fault_http_filter() -> Any:
