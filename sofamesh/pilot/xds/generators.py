@@ -46,7 +46,7 @@ from sofamesh.pilot.xds.destination_rules import (
     effective_policy,
     subset_cluster_name,
 )
-from sofamesh.pilot.xds.generator import CLUSTER, ENDPOINT, LISTENER, ROUTE, NodeInfo, XdsResource
+from sofamesh.pilot.xds.generator import CLUSTER, ENDPOINT, LISTENER, ROUTE, NodeInfo, XdsResource, is_gateway
 from sofamesh.pilot.xds.locality import Group, failover_label_keys, groups_by_locality, locality_groups
 from sofamesh.pilot.xds.locality import applies as locality_applies
 from sofamesh.pilot.xds.virtual_services import Source, cors_http_filter, fault_http_filter, http_routes
@@ -433,9 +433,11 @@ class OutboundListenerGenerator:
     type_url = LISTENER
 
     def scope(self, node: NodeInfo) -> Hashable:
-        return outbound_address(node)
+        return outbound_address(node), is_gateway(node)
 
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
+        if is_gateway(node):
+            return []  # a gateway's listeners are its Gateways' (:mod:`.gateways`)
         address, port = outbound_address(node)
         name = f"outbound|{port}"
         hcm = hcm_pb2.HttpConnectionManager(
