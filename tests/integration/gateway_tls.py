@@ -35,9 +35,10 @@ def curl(
     client: CertFiles | None = None,
     http2: bool = False,
     extra: tuple[str, ...] = (),
+    address: str = "127.0.0.1",
 ) -> tuple[int, str, str]:
-    """(exit code, ``HTTP_CODE HTTP_VERSION`` or ``REDIRECT_URL``, body) of one curl request to ``url``
-    whose host resolves to 127.0.0.1 (``--resolve``): the TLS server name and Host are the URL's."""
+    """(exit code, ``HTTP_CODE HTTP_VERSION REDIRECT_URL``, body) of one curl request to ``url``
+    whose host resolves to ``address`` (``--resolve``): the TLS server name and Host are the URL's."""
     host = url.split("//", 1)[1].split("/", 1)[0].split(":", 1)[0]
     cmd = [
         "curl",
@@ -45,7 +46,7 @@ def curl(
         "--max-time",
         "10",
         "--resolve",
-        f"{host}:{port}:127.0.0.1",
+        f"{host}:{port}:{address}",
         "-o",
         "-",
         "-w",
@@ -62,9 +63,9 @@ def curl(
     return done.returncode, tail.strip(), body
 
 
-def served_subject(port: int, server_name: str, alpn: str = "") -> str:
+def served_subject(port: int, server_name: str, alpn: str = "", address: str = "127.0.0.1") -> str:
     """The subject of the certificate ``openssl s_client -servername`` gets (``""``: no handshake)."""
-    cmd = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", server_name, "-brief"]
+    cmd = ["openssl", "s_client", "-connect", f"{address}:{port}", "-servername", server_name, "-brief"]
     if alpn:
         cmd += ["-alpn", alpn]
     done = subprocess.run(cmd, input="", capture_output=True, text=True, timeout=20, check=False)
@@ -74,8 +75,8 @@ def served_subject(port: int, server_name: str, alpn: str = "") -> str:
     return ""
 
 
-def negotiated_alpn(port: int, server_name: str, alpn: str) -> str:
-    cmd = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", server_name, "-alpn", alpn]
+def negotiated_alpn(port: int, server_name: str, alpn: str, address: str = "127.0.0.1") -> str:
+    cmd = ["openssl", "s_client", "-connect", f"{address}:{port}", "-servername", server_name, "-alpn", alpn]
     done = subprocess.run(cmd, input="", capture_output=True, text=True, timeout=20, check=False)
     for line in done.stdout.splitlines():
         if line.startswith("ALPN protocol:"):

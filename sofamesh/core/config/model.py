@@ -231,6 +231,9 @@ class RedirectConfig(_Model):
     prefix: str | None = None  # replaces the matched prefix, as ``prefix_rewrite`` does
     strip_query: bool = False
     code: Literal[301, 302, 303, 307, 308] = 301
+    # a scheme change keeps the request's port too (Envoy's ``require_tls`` redirect sends
+    # ``https://`` + the request's Host + path); otherwise it drops it, as a route's ``redirect`` does
+    keep_port: bool = False
 
 
 class DirectResponseConfig(_Model):

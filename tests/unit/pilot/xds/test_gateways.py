@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
@@ -177,3 +178,45 @@ def test_a_credential_name_is_accepted_with_a_warning_naming_the_field() -> None
     warnings = [i for i in verdict.issues if i.warning]
     assert [i.path for i in warnings] == ["spec.servers[5].tls.credentialName"]
     assert "no store" in warnings[0].message
+
+
+def test_the_sidecar_reads_a_gateway_port_as_tls_servers_sharing_one_connection_manager() -> None:
+    from sofamesh.core.errors import ConfigError
+    from sofamesh.core.xds.translate import translate_listener, translate_route_configuration
+
+    mesh, policy = _setup(GATEWAY, VS)
+    listeners = _generate(GatewayListenerGenerator(), policy, mesh)
+    got = translate_listener(listeners["127.0.0.1_8443"], ("http1", "http2"))
+    assert got is not None and got.rds == "https.8443"
+    assert got.config["tls_servers"] == [
+        {
+            "server_names": ["a.example.com"],
+            "tls": {"cert": "/certs/a.pem", "key": "/certs/a-key.pem", "alpn": ["h2", "http/1.1"]},
+        },
+        {
+            "server_names": ["b.example.com"],
+            "tls": {
+                "cert": "/certs/b.pem",
+                "key": "/certs/b-key.pem",
+                "ca": "/certs/ca.pem",
+                "require_client_cert": True,
+                "alpn": ["h2", "http/1.1"],
+            },
+        },
+    ]
+    passthrough = translate_listener(listeners["127.0.0.1_9443"])
+    assert passthrough is not None and [r["match"] for r in passthrough.config["routes"]] == [
+        {"host": {"exact": "one.db.example.com"}}
+    ]
+    # a passthrough chain next to terminating ones is refused naming the chain
+    mixed = listeners["127.0.0.1_8443"]
+    mixed.filter_chains.append(listeners["127.0.0.1_9443"].filter_chains[0])
+    with pytest.raises(ConfigError, match=r"filter_chains\[2\]\.transport_socket.*port of their own"):
+        translate_listener(mixed)
+
+    routes = _generate(GatewayRouteGenerator(), policy, mesh)
+    kernel = translate_route_configuration(routes["http.8080"])
+    redirect = [r for r in kernel if "redirect" in r]
+    assert [r["match"]["host"] for r in redirect] == [{"exact": "a.example.com"}, {"prefix": "a.example.com:"}]
+    assert {r["name"] for r in redirect} == {"a.example.com:8080/require_tls"}
+    assert all(r["redirect"] == {"scheme": "https", "code": 301, "keep_port": True} for r in redirect)
