@@ -6,11 +6,12 @@ that cannot be translated. No sockets, no gRPC. The client NACKs with the error'
 Translated:
 - Listener with a socket address and one filter chain ending in ``http_connection_manager``
   (inline route config or RDS over ADS; ``http_filters`` must end with the router; optional
-  filters are skipped), ``tcp_proxy`` (cluster or weighted clusters) or our own
-  ``sofamesh.filters.network.rpc_proxy`` (a ``TypedStruct``, see ``RPC_PROXY_TYPE_URL``). A
-  ``filter_chain_match`` that would pick only some connections is refused naming its field,
-  except ``server_names`` on chains of one ``tcp_proxy`` each (TLS passthrough by SNI: routes
-  matching ``host``).
+  filters are skipped; ``upgrade_configs`` as the listener's ``upgrade_types``), ``tcp_proxy``
+  (cluster or weighted clusters) or our own ``sofamesh.filters.network.rpc_proxy`` (a
+  ``TypedStruct``, see ``RPC_PROXY_TYPE_URL``). A ``filter_chain_match`` that would pick only
+  some connections is refused naming its field, except ``server_names`` on chains of one
+  ``tcp_proxy`` each (TLS passthrough by SNI: routes matching ``host``), and on chains each
+  terminating TLS in front of the same ``http_connection_manager`` (``tls_servers``).
   Listeners with an ``api_listener`` are for proxyless clients and are skipped.
 - RouteConfiguration: virtual hosts (domains ``name``, ``name:*``, ``*.suffix``, ``prefix*``, ``*``),
   path prefix / exact / safe_regex (``case_sensitive``), header matchers (``:method``, ``:authority``,
@@ -486,9 +487,6 @@ def _by_server_name(chains: list[Any], base: str, out: dict[str, Any], port: int
                 continue
             raise ConfigError(f"{cpath}.filter_chain_match.{fd.name}", "choosing a filter chain by this field is not "
                                                                       "supported (only server_names)")
-        if chain.HasField("transport_socket"):
-            raise ConfigError(f"{cpath}.transport_socket", "TLS termination on a chain chosen by server name is not "
-                                                           "supported (TLS passes through to tcp_proxy)")
         filters = list(chain.filters)
         if len(filters) != 1 or filters[0].typed_config.type_url != _TCP_TYPE:
             raise ConfigError(f"{cpath}.filters", "a chain chosen by server name must have one filter, tcp_proxy")
@@ -640,6 +638,9 @@ def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) ->
     else:
         protos = [p for p in ("http1", "http2") if p in protocols] or ["http1"]
     out["protocols"] = protos
+    upgrades = _upgrade_types(hcm, cpath)
+    if upgrades:
+        out["upgrade_types"] = upgrades
     which = hcm.WhichOneof("route_specifier")
     if which == "route_config":
         out["routes"] = translate_route_configuration(hcm.route_config)
@@ -651,6 +652,21 @@ def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) ->
         out["routes"] = []
         return TranslatedListener(out, rds=hcm.rds.route_config_name)
     raise ConfigError(f"{cpath}.{which}", f"route specifier {which!r} is not supported (route_config, rds)")
+
+
+def _upgrade_types(hcm: Any, cpath: str) -> list[str]:
+    """``upgrade_configs`` -> the listener's ``upgrade_types``: the enabled ones (``enabled``
+    unset means enabled); an upgrade's own filter chain is refused."""
+    out = []
+    for ui, uc in enumerate(hcm.upgrade_configs):
+        if len(uc.filters):
+            raise ConfigError(f"{cpath}.upgrade_configs[{ui}].filters", "an upgrade's own filter chain is not "
+                                                                         "supported (the HCM's filters run)")
+        if uc.upgrade_type.lower() == "connect":
+            raise ConfigError(f"{cpath}.upgrade_configs[{ui}].upgrade_type", "CONNECT is not supported")
+        if not uc.HasField("enabled") or uc.enabled.value:
+            out.append(uc.upgrade_type.lower())
+    return out
 
 
 def _rpc_proxy(f: Any, fpath: str, out: dict[str, Any]) -> TranslatedListener:

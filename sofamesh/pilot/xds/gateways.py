@@ -54,7 +54,7 @@ from google.protobuf import any_pb2
 from sofamesh.core.plugin_host import hookimpl
 from sofamesh.pilot.xds.auto_mtls import downstream_socket
 from sofamesh.pilot.xds.generator import GATEWAY_NODE_PREFIX, LISTENER, ROUTE, NodeInfo, XdsResource, is_gateway
-from sofamesh.pilot.xds.generators import PolicyAware
+from sofamesh.pilot.xds.generators import PolicyAware, websocket_upgrade
 from sofamesh.pilot.xds.tcp_routes import tcp_proxy, tls_inspector, weighted_destinations
 from sofamesh.pilot.xds.virtual_services import (
     Destinations,
@@ -246,6 +246,7 @@ def _hcm(route_name: str, stat_prefix: str) -> listener_components_pb2.Filter:
             fault_http_filter(),
             hcm_pb2.HttpFilter(name=_ROUTER, typed_config=_pack(_router())),
         ],
+        upgrade_configs=[websocket_upgrade()],
     )
     return listener_components_pb2.Filter(name=_HCM, typed_config=_pack(hcm))
 

@@ -92,6 +92,11 @@ def _router_filter() -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=_ROUTER, typed_config=_pack(router_pb2.Router()))
 
 
+def websocket_upgrade() -> hcm_pb2.HttpConnectionManager.UpgradeConfig:
+    """WebSocket upgrades allowed, as Istio writes every HTTP connection manager."""
+    return hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")
+
+
 def _route_to(cluster: str) -> route_components_pb2.Route:
     return route_components_pb2.Route(
         match=route_components_pb2.RouteMatch(prefix="/"),
@@ -444,6 +449,7 @@ class OutboundListenerGenerator:
             stat_prefix=f"outbound_{port}", codec_type=hcm_pb2.HttpConnectionManager.AUTO,
             rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=name),
             http_filters=[cors_http_filter(), fault_http_filter(), _router_filter()],  # Istio's order
+            upgrade_configs=[websocket_upgrade()],
         )
         listener = listener_pb2.Listener(
             name=name,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from tests.integration.gateway_tls import GatewayCerts, curl, gateway_certs, neg
 from tests.integration.pilot.conftest import PilotProcess
 from tests.integration.pilot.test_envoy import Envoy, HttpBackend
 from tests.integration.policy.apply import apply, follows
+from tests.integration.policy.side_by_side import side_by_side, web_policy
 from tests.integration.policy.test_http_route_fields import Echo
+from tests.integration.websocket_peers import WsEcho, ws_connect
 from tests.integration.xds.mesh import Sidecar
 
 HOSTS = ("a.example.com", "b.example.com", "vault.example.com")
@@ -55,6 +58,8 @@ spec:
   hosts: [a.example.com, b.example.com]
   gateways: [edge]
   http:
+  - match: [{{uri: {{prefix: /chat}}}}]
+    route: [{{destination: {{host: chat}}}}]
   - match: [{{uri: {{prefix: /v2}}}}]
     route: [{{destination: {{host: web, subset: v2}}}}]
   - route: [{{destination: {{host: web, subset: v1}}}}]
@@ -99,6 +104,9 @@ def gateways(tmp_path: Path) -> Iterator[tuple[PilotProcess, GatewayCerts, dict[
         backend = HttpBackend("vault", tls)  # what PASSTHROUGH reaches, TLS untouched
         stack.callback(backend.stop)
         pilot.register("vault", "vault-1", address="127.0.0.1", port=backend.port, protocol="tcp")
+        chat = WsEcho("chat")
+        stack.callback(chat.stop)
+        pilot.register("chat", "chat-1", address="127.0.0.1", port=chat.port, protocol="http")
         meta = {
             k: {"LABELS": LABELS, "NAMESPACE": "default", "sofamesh.gateway_address": a} for k, a in PROXIES.items()
         }
@@ -165,3 +173,36 @@ def test_https_servers_on_one_port_redirect_and_passthrough_behave_alike_on_envo
             code, status, body = curl(f"https://vault.example.com:{tls}/", tls, certs, address=address)
             assert (code, status.split()[0], body) == (0, "200", "vault"), (name, code, status, body)
             assert served_subject(tls, "other.example.com", address=address) == "", name  # no chain: closed
+
+
+def test_a_websocket_goes_through_both_gateways_over_tls(tmp_path: Path) -> None:
+    with gateways(tmp_path) as (_pilot, certs, ports):
+        tls = ssl.create_default_context(cafile=certs.ca.files.cert)
+        for name, address in PROXIES.items():
+            url = f"wss://a.example.com:{ports['https']}/chat/room"
+            with ws_connect(url, address, ports["https"], tls) as ws:
+                ws.send("hello")
+                assert ws.recv(timeout=5) == "chat:hello", name
+                ws.send("path:")
+                assert ws.recv(timeout=5) == "chat:/chat/room", name
+                big = "y" * 200_000
+                ws.send(big)
+                assert ws.recv(timeout=10) == "chat:" + big, name
+
+
+READY = """  - match: [{uri: {exact: /ready}}]
+    directResponse: {status: 204}
+  - route: [{destination: {host: web, subset: v1}}]
+"""
+
+
+def test_a_websocket_goes_through_both_sidecars(tmp_path: Path) -> None:
+    chat = WsEcho("v1")
+    with side_by_side(tmp_path, web_policy(("v1",), READY), (), "ws-sidecar", servers={"v1": chat}) as (ports, _):
+        for name, port in ports.items():
+            with ws_connect(f"ws://web:{port}/ws", "127.0.0.1", port) as ws:
+                ws.send("hello")
+                assert ws.recv(timeout=5) == "v1:hello", name
+                time.sleep(0.2)
+                ws.send("again")
+                assert ws.recv(timeout=5) == "v1:again", name

@@ -220,3 +220,30 @@ def test_the_sidecar_reads_a_gateway_port_as_tls_servers_sharing_one_connection_
     assert [r["match"]["host"] for r in redirect] == [{"exact": "a.example.com"}, {"prefix": "a.example.com:"}]
     assert {r["name"] for r in redirect} == {"a.example.com:8080/require_tls"}
     assert all(r["redirect"] == {"scheme": "https", "code": 301, "keep_port": True} for r in redirect)
+
+
+def test_connection_managers_allow_websocket_and_the_sidecar_reads_it_as_upgrade_types() -> None:
+    from envoy.config.route.v3 import route_components_pb2
+
+    from sofamesh.core.errors import ConfigError
+    from sofamesh.core.xds.translate import translate_listener, translate_route_configuration
+
+    mesh, policy = _setup(GATEWAY, VS)
+    listeners = _generate(GatewayListenerGenerator(), policy, mesh)
+    got = translate_listener(listeners["127.0.0.1_8080"])
+    assert got is not None and got.config["upgrade_types"] == ["websocket"]
+    outbound = _generate(OutboundListenerGenerator(), policy, mesh, NodeInfo("sidecar~a"))
+    sidecar = translate_listener(next(iter(outbound.values())))
+    assert sidecar is not None and sidecar.config["upgrade_types"] == ["websocket"]
+    # a disabled upgrade is left out; per-route upgrades are refused naming the field
+    hcm = hcm_pb2.HttpConnectionManager()
+    listeners["127.0.0.1_8080"].filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    hcm.upgrade_configs[0].enabled.value = False
+    listeners["127.0.0.1_8080"].filter_chains[0].filters[0].typed_config.Pack(hcm)
+    got = translate_listener(listeners["127.0.0.1_8080"])
+    assert got is not None and "upgrade_types" not in got.config
+    routes = _generate(GatewayRouteGenerator(), policy, mesh)["https.8443"]
+    routes.virtual_hosts[0].routes[0].route.upgrade_configs.append(
+        route_components_pb2.RouteAction.UpgradeConfig(upgrade_type="websocket"))
+    with pytest.raises(ConfigError, match=r"routes\[0\]\.route\.upgrade_configs: per-route upgrades"):
+        translate_route_configuration(routes)
