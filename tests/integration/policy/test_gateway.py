@@ -63,6 +63,7 @@ spec:
   - match: [{{uri: {{prefix: /v2}}}}]
     route: [{{destination: {{host: web, subset: v2}}}}]
   - route: [{{destination: {{host: web, subset: v1}}}}]
+    corsPolicy: {{allowOrigins: [{{exact: "https://shop.example"}}], allowMethods: [GET, PUT], maxAge: 1h}}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -206,3 +207,41 @@ def test_a_websocket_goes_through_both_sidecars(tmp_path: Path) -> None:
                 time.sleep(0.2)
                 ws.send("again")
                 assert ws.recv(timeout=5) == "v1:again", name
+
+
+def test_cors_at_the_edge_answers_preflights_alike_on_both_gateways(tmp_path: Path) -> None:
+    with gateways(tmp_path) as (_pilot, certs, ports):
+        https = ports["https"]
+        preflight = (
+            "-X",
+            "OPTIONS",
+            "-D",
+            "-",
+            "-H",
+            "Origin: https://shop.example",
+            "-H",
+            "Access-Control-Request-Method: PUT",
+        )
+        seen = {}
+        for name, address in PROXIES.items():
+            code, status, head = curl(
+                f"https://a.example.com:{https}/x", https, certs, address=address, extra=preflight
+            )
+            got = {
+                k.strip().lower(): v.strip()
+                for k, _, v in (line.partition(":") for line in head.splitlines())
+                if k.lower().startswith("access-control-")
+            }
+            assert code == 0 and status.split()[0] == "200", (name, status, head)
+            assert got["access-control-allow-origin"] == "https://shop.example", (name, got)
+            assert got["access-control-max-age"] == "3600", (name, got)
+            seen[name] = got
+            code, status, head = curl(
+                f"https://a.example.com:{https}/x",
+                https,
+                certs,
+                address=address,
+                extra=("-D", "-", "-H", "Origin: https://other.example"),
+            )
+            assert code == 0 and "access-control-allow-origin" not in head.lower(), (name, head)
+        assert seen["envoy"] == seen["sofamesh"]
