@@ -244,6 +244,7 @@ def test_connection_managers_allow_websocket_and_the_sidecar_reads_it_as_upgrade
     assert got is not None and "upgrade_types" not in got.config
     routes = _generate(GatewayRouteGenerator(), policy, mesh)["https.8443"]
     routes.virtual_hosts[0].routes[0].route.upgrade_configs.append(
-        route_components_pb2.RouteAction.UpgradeConfig(upgrade_type="websocket"))
+        route_components_pb2.RouteAction.UpgradeConfig(upgrade_type="websocket")
+    )
     with pytest.raises(ConfigError, match=r"routes\[0\]\.route\.upgrade_configs: per-route upgrades"):
         translate_route_configuration(routes)
