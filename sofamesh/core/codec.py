@@ -97,6 +97,10 @@ class CodecLimits:
     max_header_bytes: int = 64 * 1024  # HTTP header block, Bolt header map, Dubbo attachments
     max_headers: int = 200  # header count (HTTP)
     max_body_bytes: int = 0  # 0 = unlimited; HTTP bodies are streamed, never held whole
+    # HTTP/1.1 ``Upgrade`` types a server codec passes through (lowercase, ``websocket``; Envoy's
+    # ``upgrade_configs``): the request goes upstream with its Upgrade header, and after a 101 both
+    # connections carry raw bytes. Any other Upgrade is refused with 403, as Envoy's ``upgrade_failed``
+    upgrades: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for name in ("max_frame_bytes", "max_header_bytes", "max_headers"):

@@ -10,7 +10,8 @@ timeout fires up to one sweep (1 s) after it is due and never before.
   Envoy's ``request_headers_timeout`` counts it; bytes trickling in do not restart it. The
   connection is closed (slowloris).
 - ``body_idle_timeout_ms``: a request whose body stops arriving (nothing read from the connection
-  while the proxy was reading) gets a 408-class local reply; an HTTP/1 connection then closes.
+  while the proxy was reading) gets a 408-class local reply; an HTTP/1 connection then closes. A
+  tunnel after an Upgrade (WebSocket) is left to ``stream_idle_timeout_ms``, as in Envoy.
 - ``stream_idle_timeout_ms``: Envoy's: a stream with no bytes either way on its connection is
   answered 408 (or reset once its response started).
 - ``max_connection_duration_ms``: Envoy's: the connection drains (HTTP/1 ``Connection: close`` on
@@ -117,7 +118,7 @@ def _stalled_streams(conn: DownstreamConnection, now: float, t: PeerTimeouts) ->
     stats = conn.rt.stats
     reading = conn.read_gate is not None and not conn.read_gate.paused  # paused: the proxy holds it back
     if t.body_idle and reading and now - conn.rx_at >= t.body_idle:
-        waiting = [s for s in _streams(conn) if not s.request_done and not s.done]
+        waiting = [s for s in _streams(conn) if not s.request_done and not s.done and not s.upgraded]
         if waiting:
             stats.downstream_rq_body_timeout += len(waiting)
             msg = f"request body idle for {t.body_idle:.1f} s"

@@ -78,7 +78,7 @@ class Stream:
                  "filter_index", "head", "head_sent", "http_head", "http_status", "req_end", "req_end_sent", "req_q",
                  "req_q_bytes",
                  "request_done", "resp_end", "resp_q", "response_started", "retry", "route", "rt", "shadow", "status",
-                 "timeout_ms", "timer", "tried", "up_id", "upstream")
+                 "timeout_ms", "timer", "tried", "up_id", "upgraded", "upstream")
 
     def __init__(self, conn: Downstream, head: RequestHead) -> None:
         self.conn = conn
@@ -98,6 +98,7 @@ class Stream:
         self.timer = 0  # DeadlineWheel key while a timeout is armed
         self.timeout_ms = 0
         self.done = False
+        self.upgraded = False  # an HTTP/1.1 Upgrade the upstream took (101): a tunnel, no route timeout
         self.response_started = False
         self.request_done = head.end_stream
         self.req_q: deque[bytes] = deque()  # request body not yet sent upstream
@@ -524,6 +525,11 @@ class Stream:
             return
         self.status = head.status
         self.http_status = head.http_status
+        if head.http_status == 101:  # an upgrade (WebSocket): the route timeout ends here, as Envoy's
+            self.upgraded = True
+            if self.timer:
+                conn.wheel.cancel(self, self.timer)
+                self.timer = 0
         if route is not None:
             edits = route.cluster_headers
             if edits is not None and self.cluster is not None:  # a weighted destination's own headers

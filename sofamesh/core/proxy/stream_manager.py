@@ -349,8 +349,8 @@ class DownstreamConnection(Connection):
         rt = self.rt
         rt.stats.downstream_cx_protocol_error += 1
         log.info("listener %s: protocol error from %s: %s", rt.name, self.peer, exc)
-        status = {413: ReplyStatus.PAYLOAD_TOO_LARGE, 431: ReplyStatus.HEADERS_TOO_LARGE}.get(
-            exc.status_hint, ReplyStatus.CODEC_ERROR)
+        status = {413: ReplyStatus.PAYLOAD_TOO_LARGE, 431: ReplyStatus.HEADERS_TOO_LARGE,
+                  403: ReplyStatus.DENIED}.get(exc.status_hint, ReplyStatus.CODEC_ERROR)
         active = self.active
         if active is not None and not active.done and not active.response_started:
             active.fail(status, str(exc))  # the request being streamed broke: answer it, then close
@@ -379,7 +379,7 @@ class DownstreamConnection(Connection):
             if not s.request_done:
                 self.discarding = True  # the rest of this request's body is read and dropped
             if not self.codec.keep_alive:
-                if s.request_done or self.closed:
+                if s.request_done or self.closed or s.upgraded:  # a tunnel ends with either side
                     self.close()
                 return
             if self.backlog:

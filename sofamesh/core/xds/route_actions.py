@@ -190,6 +190,9 @@ def route_action_extras(ra: Any, path: str, out: dict[str, Any]) -> None:
                                                 "host_rewrite_literal)")
     if rewrite:
         out["rewrite"] = rewrite
+    if len(ra.upgrade_configs):
+        raise ConfigError(f"{path}.upgrade_configs", "per-route upgrades are not supported: give the http_"
+                                                     "connection_manager's upgrade_configs (listener upgrade_types)")
     mirrors = []
     for i, m in enumerate(ra.request_mirror_policies):
         if m.cluster_header or not m.cluster:

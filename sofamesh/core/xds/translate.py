@@ -6,11 +6,12 @@ that cannot be translated. No sockets, no gRPC. The client NACKs with the error'
 Translated:
 - Listener with a socket address and one filter chain ending in ``http_connection_manager``
   (inline route config or RDS over ADS; ``http_filters`` must end with the router; optional
-  filters are skipped), ``tcp_proxy`` (cluster or weighted clusters) or our own
-  ``sofamesh.filters.network.rpc_proxy`` (a ``TypedStruct``, see ``RPC_PROXY_TYPE_URL``). A
-  ``filter_chain_match`` that would pick only some connections is refused naming its field,
-  except ``server_names`` on chains of one ``tcp_proxy`` each (TLS passthrough by SNI: routes
-  matching ``host``).
+  filters are skipped; ``upgrade_configs`` as the listener's ``upgrade_types``), ``tcp_proxy``
+  (cluster or weighted clusters) or our own ``sofamesh.filters.network.rpc_proxy`` (a
+  ``TypedStruct``, see ``RPC_PROXY_TYPE_URL``). A ``filter_chain_match`` that would pick only
+  some connections is refused naming its field, except ``server_names`` on chains of one
+  ``tcp_proxy`` each (TLS passthrough by SNI: routes matching ``host``), and on chains each
+  terminating TLS in front of the same ``http_connection_manager`` (``tls_servers``).
   Listeners with an ``api_listener`` are for proxyless clients and are skipped.
 - RouteConfiguration: virtual hosts (domains ``name``, ``name:*``, ``*.suffix``, ``prefix*``, ``*``),
   path prefix / exact / safe_regex (``case_sensitive``), header matchers (``:method``, ``:authority``,
@@ -283,6 +284,10 @@ def translate_route_configuration(rc: Any) -> list[dict[str, Any]]:
         for domain, host in zip(vh.domains, _host_matches(vh.domains), strict=True):
             hosts.append((-_specificity(domain), len(hosts), host, vh, vi))
     for _spec, _n, host, vh, vi in sorted(hosts, key=lambda t: (t[0], t[1])):
+        if vh.require_tls:  # ALL / EXTERNAL_ONLY: a plaintext request is redirected to https (Envoy's 301)
+            out.append({"name": f"{vh.name}/require_tls", "match": {"host": host} if host is not None else {},
+                        "redirect": {"scheme": "https", "code": 301, "keep_port": True}})
+            continue
         for ri, r in enumerate(vh.routes):
             out.append(_route(r, host, f"{base}: virtual_hosts[{vi}].routes[{ri}]", f"{vh.name}/{r.name or ri}", vh))
     return out
@@ -417,6 +422,8 @@ def translate_listener(lst: Any, protocols: Collection[str] = ("http1",)) -> Tra
     address = f"[{host}]:{sa.port_value}" if ":" in host else f"{host}:{sa.port_value}"
     chains = list(lst.filter_chains)
     if any(len(c.filter_chain_match.server_names) for c in chains):
+        if any(c.HasField("transport_socket") for c in chains):
+            return _tls_servers(chains, base, {"name": lst.name, "address": address}, sa.port_value, protocols)
         return _by_server_name(chains, base, {"name": lst.name, "address": address}, sa.port_value)
     plaintext_too = len(chains) == 2 and _permissive(chains)
     if plaintext_too:
@@ -481,9 +488,6 @@ def _by_server_name(chains: list[Any], base: str, out: dict[str, Any], port: int
                 continue
             raise ConfigError(f"{cpath}.filter_chain_match.{fd.name}", "choosing a filter chain by this field is not "
                                                                       "supported (only server_names)")
-        if chain.HasField("transport_socket"):
-            raise ConfigError(f"{cpath}.transport_socket", "TLS termination on a chain chosen by server name is not "
-                                                           "supported (TLS passes through to tcp_proxy)")
         filters = list(chain.filters)
         if len(filters) != 1 or filters[0].typed_config.type_url != _TCP_TYPE:
             raise ConfigError(f"{cpath}.filters", "a chain chosen by server name must have one filter, tcp_proxy")
@@ -500,6 +504,48 @@ def _by_server_name(chains: list[Any], base: str, out: dict[str, Any], port: int
                            {**route, "name": f"{route['name']}|{name}", "match": {"host": match}}))
     out.update(protocols=["tcp"], routes=[r for *_rank, r in sorted(ranked, key=lambda t: t[:3])])
     return TranslatedListener(out)
+
+
+def _tls_servers(chains: list[Any], base: str, out: dict[str, Any], port: int,
+                 protocols: Collection[str]) -> TranslatedListener:
+    """Filter chains chosen by the TLS server name, each terminating TLS with its own certificate in
+    front of the same HTTP connection manager (an Istio gateway's servers on one port) -> a
+    listener with ``tls_servers`` and that HCM's routes."""
+    servers: list[dict[str, Any]] = []
+    first: bytes | None = None
+    for ci, chain in enumerate(chains):
+        cpath = f"{base}: filter_chains[{ci}]"
+        fcm = chain.filter_chain_match
+        for fd, value in fcm.ListFields():
+            if fd.name == "server_names" or (fd.name == "destination_port" and value.value == port) or (
+                    fd.name == "transport_protocol" and value == "tls"):
+                continue
+            raise ConfigError(f"{cpath}.filter_chain_match.{fd.name}", "choosing a filter chain by this field is not "
+                                                                      "supported (only server_names)")
+        if not chain.HasField("transport_socket"):
+            raise ConfigError(f"{cpath}.transport_socket", "a chain passing TLS through (no transport socket) on a "
+                                                           "port whose other chains terminate TLS is not supported: "
+                                                           "give PASSTHROUGH servers a port of their own")
+        filters = list(chain.filters)
+        if len(filters) != 1 or filters[0].typed_config.type_url != _HCM_TYPE:
+            raise ConfigError(f"{cpath}.filters", "a chain terminating TLS by server name must have one filter, "
+                                                  "http_connection_manager")
+        raw = filters[0].typed_config.SerializeToString(deterministic=True)
+        if first is None:
+            first = raw
+        elif raw != first:
+            raise ConfigError(f"{cpath}.filters[0]", "chains chosen by server name must share one "
+                                                     "http_connection_manager (the same routes and filters)")
+        names = []
+        for name in fcm.server_names:
+            name = name.lower()
+            if "*" in name and not name.startswith("*."):
+                raise ConfigError(f"{cpath}.filter_chain_match.server_names", f"invalid server name {name!r}")
+            names.append(name)
+        servers.append({"server_names": names,
+                        "tls": translate_tls(chain.transport_socket, "downstream", f"{cpath}.transport_socket")})
+    out["tls_servers"] = servers
+    return _hcm(chains[0].filters[0], f"{base}: filter_chains[0].filters[0]", out, protocols)
 
 
 def _check_chain_match(chain: Any, port: int, permissive: bool, path: str) -> None:
@@ -572,6 +618,9 @@ def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) ->
     else:
         protos = [p for p in ("http1", "http2") if p in protocols] or ["http1"]
     out["protocols"] = protos
+    upgrades = _upgrade_types(hcm, cpath)
+    if upgrades:
+        out["upgrade_types"] = upgrades
     which = hcm.WhichOneof("route_specifier")
     if which == "route_config":
         out["routes"] = translate_route_configuration(hcm.route_config)
@@ -583,6 +632,21 @@ def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) ->
         out["routes"] = []
         return TranslatedListener(out, rds=hcm.rds.route_config_name)
     raise ConfigError(f"{cpath}.{which}", f"route specifier {which!r} is not supported (route_config, rds)")
+
+
+def _upgrade_types(hcm: Any, cpath: str) -> list[str]:
+    """``upgrade_configs`` -> the listener's ``upgrade_types``: the enabled ones (``enabled``
+    unset means enabled); an upgrade's own filter chain is refused."""
+    out = []
+    for ui, uc in enumerate(hcm.upgrade_configs):
+        if len(uc.filters):
+            raise ConfigError(f"{cpath}.upgrade_configs[{ui}].filters", "an upgrade's own filter chain is not "
+                                                                         "supported (the HCM's filters run)")
+        if uc.upgrade_type.lower() == "connect":
+            raise ConfigError(f"{cpath}.upgrade_configs[{ui}].upgrade_type", "CONNECT is not supported")
+        if not uc.HasField("enabled") or uc.enabled.value:
+            out.append(uc.upgrade_type.lower())
+    return out
 
 
 def _rpc_proxy(f: Any, fpath: str, out: dict[str, Any]) -> TranslatedListener:

@@ -46,7 +46,7 @@ from sofamesh.pilot.xds.destination_rules import (
     effective_policy,
     subset_cluster_name,
 )
-from sofamesh.pilot.xds.generator import CLUSTER, ENDPOINT, LISTENER, ROUTE, NodeInfo, XdsResource
+from sofamesh.pilot.xds.generator import CLUSTER, ENDPOINT, LISTENER, ROUTE, NodeInfo, XdsResource, is_gateway
 from sofamesh.pilot.xds.locality import Group, failover_label_keys, groups_by_locality, locality_groups
 from sofamesh.pilot.xds.locality import applies as locality_applies
 from sofamesh.pilot.xds.virtual_services import Source, cors_http_filter, fault_http_filter, http_routes
@@ -102,6 +102,11 @@ def _ads() -> config_source_pb2.ConfigSource:
 
 def _router_filter() -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=_ROUTER, typed_config=_pack(router_pb2.Router()))
+
+
+def websocket_upgrade() -> hcm_pb2.HttpConnectionManager.UpgradeConfig:
+    """WebSocket upgrades allowed, as Istio writes every HTTP connection manager."""
+    return hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")
 
 
 def _route_to(cluster: str) -> route_components_pb2.Route:
@@ -447,15 +452,18 @@ class OutboundListenerGenerator:
     type_url = LISTENER
 
     def scope(self, node: NodeInfo) -> Hashable:
-        return outbound_address(node)
+        return outbound_address(node), is_gateway(node)
 
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
+        if is_gateway(node):
+            return []  # a gateway's listeners are its Gateways' (:mod:`.gateways`)
         address, port = outbound_address(node)
         name = f"outbound|{port}"
         hcm = hcm_pb2.HttpConnectionManager(
             stat_prefix=f"outbound_{port}", codec_type=hcm_pb2.HttpConnectionManager.AUTO,
             rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=name),
             http_filters=[cors_http_filter(), fault_http_filter(), _router_filter()],  # Istio's order
+            upgrade_configs=[websocket_upgrade()],
         )
         listener = listener_pb2.Listener(
             name=name,

@@ -32,7 +32,7 @@ from google.protobuf import any_pb2, struct_pb2
 from xds.type.v3 import typed_struct_pb2
 
 from sofamesh.pilot.policy.applied import service_visible
-from sofamesh.pilot.xds.generator import LISTENER, NodeInfo, XdsResource
+from sofamesh.pilot.xds.generator import LISTENER, NodeInfo, XdsResource, is_gateway
 from sofamesh.pilot.xds.generators import BuildContext, ClusterGenerator, EndpointGenerator, PolicyAware, cluster_name
 from sofamesh.pilot.xds.meta_routers import rate_limits, rpc_hash_policy, rpc_routes, timeout_of
 from sofamesh.pilot.xds.virtual_services import Destinations
@@ -126,7 +126,9 @@ class RpcListenerGenerator(PolicyAware):
     @staticmethod
     def wants(node: NodeInfo) -> bool:
         """Only sofamesh sidecars understand ``rpc_proxy`` (Envoy would NACK the whole LDS update);
-        another client opts in with node metadata ``sofamesh.rpc_egress: true``."""
+        another client opts in with node metadata ``sofamesh.rpc_egress: true``. Gateways get none."""
+        if is_gateway(node):
+            return False
         return node.user_agent.startswith("sofamesh") or node.metadata.get("sofamesh.rpc_egress") is True
 
     def scope(self, node: NodeInfo) -> Hashable:

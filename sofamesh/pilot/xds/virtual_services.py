@@ -134,14 +134,16 @@ def _route_match(m: Mapping[str, Any]) -> rc.RouteMatch:
     return out
 
 
-def match_applies(m: Mapping[str, Any], port: int, source: Source) -> bool:
+def match_applies(m: Mapping[str, Any], port: int, source: Source,
+                  gateways: frozenset[str] = frozenset({"mesh"})) -> bool:
     """Whether a route ``match`` (http, tcp or tls) applies to ``port`` for a node of ``source``:
-    its ``port``, ``gateways`` (``mesh``), ``sourceLabels`` and ``sourceNamespace``."""
+    its ``port``, ``gateways`` (one of ``gateways``: ``mesh`` for sidecars, the names a gateway's
+    Gateway goes by for it), ``sourceLabels`` and ``sourceNamespace``."""
     want_port = m.get("port")
     if want_port and int(want_port) != port:
         return False
-    gateways = m.get("gateways")
-    if gateways and "mesh" not in gateways:
+    named = m.get("gateways")
+    if named and not gateways.intersection(named):
         return False
     labels = m.get("sourceLabels") or {}
     if labels and not set(labels.items()) <= source.labels:
@@ -367,10 +369,11 @@ def _action(http: Mapping[str, Any], route: rc.Route, dests: Destinations) -> No
 
 
 def http_routes(vs: Resource, snap: PolicySnapshot, mesh: MeshModel, port: int, source: Source,
-                proxyless: bool = False) -> list[rc.Route]:
+                proxyless: bool = False, gateways: frozenset[str] = frozenset({"mesh"})) -> list[rc.Route]:
     """The Envoy routes of ``vs`` for the virtual host of the service's ``port``, for a node of
     ``source``; a ``delegate`` route stands for its delegate's routes (:mod:`..policy.delegate`).
-    ``proxyless``: for gRPC's xDS client, which has no CORS filter (``corsPolicy`` is left out)."""
+    ``proxyless``: for gRPC's xDS client, which has no CORS filter (``corsPolicy`` is left out).
+    ``gateways``: the names a match's ``gateways`` must include one of (a gateway's own names)."""
     dests = Destinations(snap, mesh, vs.namespace)
     transcoders = transcoders_of(vs.annotations)  # sofamesh.io/transcoders: route name -> {type, config}
     out: list[rc.Route] = []
@@ -378,7 +381,7 @@ def http_routes(vs: Resource, snap: PolicySnapshot, mesh: MeshModel, port: int, 
         if not isinstance(http, Mapping) or http.get("delegate"):
             continue
         matches = http.get("match") or [{}]
-        applicable = [m for m in matches if match_applies(m, port, source)]
+        applicable = [m for m in matches if match_applies(m, port, source, gateways)]
         if not applicable:
             continue
         template = rc.Route()
