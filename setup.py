@@ -49,6 +49,10 @@ COMPILED = [
     "sofamesh/plugins/protocols/http2/hpack_codec.py",
     "sofamesh/plugins/protocols/http2/frames.py",
     "sofamesh/plugins/protocols/http2/machine.py",
+    "sofamesh/plugins/protocols/http2/fields.py",
+    "sofamesh/plugins/protocols/http2/grpc.py",
+    "sofamesh/plugins/protocols/http2/codec.py",
+    "sofamesh/plugins/protocols/http2/native_codec.py",
 ]
 
 

@@ -243,11 +243,11 @@ class Http2Codec(Codec):
             try:
                 for ev in received:
                     self._translate(ev)
-            except MalformedFields as exc:
+            except MalformedFields as malformed:
                 # What h2's own header validation did: GOAWAY PROTOCOL_ERROR, the connection ends.
                 with contextlib.suppress(h2.exceptions.ProtocolError):
                     self._conn.close_connection(error_code=ErrorCodes.PROTOCOL_ERROR)
-                self._error = RemoteProtocolError(f"http2: {exc}", status_hint=400)
+                self._error = RemoteProtocolError(f"http2: {malformed}", status_hint=400)
                 self._inbox.clear()
         if self._eof and not self._eof_reported:
             self._eof_reported = True
@@ -459,8 +459,8 @@ class Http2Codec(Codec):
             if exc.stream_id in self._streams:
                 raise LocalProtocolError(f"http2: cannot send {type(event).__name__}: {exc}") from exc
             # The peer reset the stream and its StreamReset is on the way to the kernel: drop quietly.
-        except h2.exceptions.ProtocolError as exc:
-            raise LocalProtocolError(f"http2: cannot send {type(event).__name__}: {exc}") from exc
+        except h2.exceptions.ProtocolError as refused:
+            raise LocalProtocolError(f"http2: cannot send {type(event).__name__}: {refused}") from refused
         return self._conn.data_to_send()
 
     def _send_request(self, head: RequestHead) -> None:

@@ -22,7 +22,7 @@ does the same work in one pass per block:
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Any, Final
 
 from hpack import NeverIndexedHeaderTuple
 
@@ -55,7 +55,9 @@ _CHECKED_MAX: Final = 4096
 _CACHED_VALUE_MAX: Final = 256
 # The same for fields we send: the event's (name, value) -> what goes on the wire (None: dropped).
 _SENT: dict[tuple[str, str], tuple[bytes, bytes] | None] = {}
-_DROP: Final[tuple[bytes, bytes]] = (b"", b"")  # marks "not cached yet" in lookups
+# Marks "not cached yet" in lookups, by its empty name (no field sent has one): compiled by mypyc a
+# tuple is rebuilt when boxed, so it cannot be recognised by identity.
+_DROP: Final[tuple[bytes, bytes]] = (b"", b"")
 
 
 class MalformedFields(ValueError):
@@ -161,8 +163,10 @@ def field_block(headers: Headers, first: list[tuple[bytes, bytes]]) -> list[tupl
     for field in headers:
         if type(field) is not tuple:
             field = (field[0], field[1])
-        wired = sent.get(field, _DROP)
-        if wired is _DROP:
+        # Any, not the tuple type: compiled by mypyc a typed tuple is unboxed and rebuilt as a plain
+        # tuple, which would lose the NeverIndexedHeaderTuple that keeps credentials out of h2's tables.
+        wired: Any = sent.get(field, _DROP)
+        if wired is not None and not wired[0]:
             wired = _sent_field(field[0], field[1])
             if len(field[1]) <= _CACHED_VALUE_MAX:
                 if len(sent) >= _CHECKED_MAX:
@@ -175,7 +179,7 @@ def field_block(headers: Headers, first: list[tuple[bytes, bytes]]) -> list[tupl
 
 def _sent_field(name: str, value: str) -> tuple[bytes, bytes] | None:
     lname = name.lower()
-    if lname[:1] == ":" or lname in CONNECTION_FIELDS or lname == "host":
+    if not lname or lname[:1] == ":" or lname in CONNECTION_FIELDS or lname == "host":
         return None
     value = value.strip(TRIM)
     if lname == "te" and value.lower() != "trailers":

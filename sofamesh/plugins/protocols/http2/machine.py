@@ -413,8 +413,8 @@ class Machine:
                     self._frame(events, ftype, flags, sid, data, start, end)
                 except _StreamError as exc:
                     self._stream_error(events, exc)
-        except _ConnectionError as exc:
-            self._fail(events, exc.code, exc.message)
+        except _ConnectionError as failed:  # not ``exc``: mypyc gives one name one exception type per function
+            self._fail(events, failed.code, failed.message)
             return events
         if pos < n:
             self._inbuf = data[pos:]

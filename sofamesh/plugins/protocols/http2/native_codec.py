@@ -218,8 +218,8 @@ class NativeHttp2Codec(Http2Codec):
             if sid in self._streams:
                 raise LocalProtocolError(f"http2: cannot send {type(event).__name__}: {exc}") from exc
             return self._machine.data_to_send()  # the peer reset it; its StreamReset is on the way
-        except machine.UsageError as exc:
-            raise LocalProtocolError(f"http2: cannot send {type(event).__name__}: {exc}") from exc
+        except machine.UsageError as misuse:
+            raise LocalProtocolError(f"http2: cannot send {type(event).__name__}: {misuse}") from misuse
 
     def _reply(self, head: RequestHead, status: ReplyStatus, message: str) -> None:
         try:
