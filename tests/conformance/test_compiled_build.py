@@ -1,7 +1,8 @@
 """The compiled build (setup.py ``COMPILED``: the codecs, the HTTP/2 engine and the stream path
 compiled by mypyc) serves real traffic: a sofa-rpc-node consumer and HTTP/1.1 clients through one
 ``sofamesh proxy`` run by the compiled venv, whose hot-path modules are checked to be C extensions;
-the HTTP/2 unit tests pass on the compiled HTTP/2 modules.
+the HTTP/2 unit tests pass on the compiled HTTP/2 modules; the venv was installed from a platform
+wheel holding every compiled module.
 
 The venv is built by scripts/setup.d/50-mypyc-build.sh (scripts/build-mypyc.sh) into
 ``$SOFAMESH_CACHE/venv-mypyc``; when it is missing these tests skip locally and fail under ``CI``.
@@ -15,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -180,3 +182,19 @@ def test_the_http2_unit_tests_pass_on_the_compiled_http2_modules(tmp_path: Path)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert " passed" in out.stdout and "failed" not in out.stdout
 
+
+def test_the_compiled_venv_is_installed_from_a_platform_wheel_with_every_compiled_module() -> None:
+    python = compiled_python()
+    wheels = sorted((CACHE / "wheels").glob("sofamesh-*.whl"))
+    assert len(wheels) == 1, wheels
+    wheel = wheels[0]
+    assert not wheel.name.endswith("-none-any.whl"), f"{wheel.name} is not a platform wheel"
+    names = zipfile.ZipFile(wheel).namelist()
+    missing = [m for m in compiled_modules() if not any(
+        n.startswith(m.replace(".", "/") + ".") and n.endswith(".so") for n in names)]
+    assert missing == []
+    assert any("__mypyc" in n and n.endswith(".so") for n in names)  # the library the modules share
+    record = subprocess.run([python, "-m", "pip", "show", "-f", "sofamesh"], capture_output=True, text=True,
+                            timeout=60, check=True).stdout
+    assert "Editable project location" not in record
+    assert "stream_manager.cpython" in record  # the installed files are the wheel's extensions
