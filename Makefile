@@ -1,8 +1,10 @@
 # The two commands a newcomer runs: `make demo` and `make test`. Each creates what it needs.
 PY ?= python3
 VENV := .venv
+# The compiled build (scripts/build-mypyc.sh): built once, rebuilt only when the sources change.
+COMPILED_VENV := $(or $(SOFAMESH_CACHE),.cache)/venv-mypyc
 
-.PHONY: demo test venv clean fuzz
+.PHONY: demo test venv compiled wheel clean fuzz
 
 venv:
 	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -10,8 +12,24 @@ venv:
 	@$(VENV)/bin/python -m pip install -q -e '.[dev,demo]'
 	@bash scripts/reinstall-otel-proto.sh $(VENV)/bin/python
 
+# The demo runs on the compiled build; where it cannot be built (no C compiler or Python headers)
+# it says why and runs on the pure-Python install instead.
 demo: venv
-	$(VENV)/bin/sofamesh demo
+	@if PY=$(PY) bash scripts/build-mypyc.sh $(COMPILED_VENV); then \
+	  echo "== the demo on the compiled build ($(COMPILED_VENV))"; \
+	  $(COMPILED_VENV)/bin/python -P -m sofamesh demo; \
+	else \
+	  echo "== the compiled build is not available (above: why); the demo runs on the pure-Python install"; \
+	  $(VENV)/bin/sofamesh demo; \
+	fi
+
+compiled:
+	PY=$(PY) bash scripts/build-mypyc.sh $(COMPILED_VENV)
+
+# A wheel for this platform with the mypyc extensions (pure Python where no C compiler exists), in dist/.
+wheel: venv
+	@$(VENV)/bin/python -m pip install -q build
+	$(VENV)/bin/python -m build --wheel --outdir dist .
 
 test:
 	bash scripts/test
@@ -23,4 +41,4 @@ fuzz: venv
 	@for t in $(FUZZ_TARGETS); do echo "== $$t"; $(VENV)/bin/python -m fuzz.run $$t $(FUZZ_FLAGS) || exit 1; done
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cache dist build .pytest_cache .mypy_cache .ruff_cache

@@ -1,18 +1,23 @@
-"""Build hook for the optional compiled build.
+"""Build hook for the compiled build.
 
-``pip install .`` builds the pure-Python package, exactly as pyproject.toml describes it. With
-``SOFAMESH_MYPYC=1`` set at build time the hot-path modules listed in ``COMPILED`` are also compiled
-to C extensions with mypyc (the typed Python stays the source; the ``.py`` files ship alongside).
-That needs mypy and a C compiler at build time only: ``pip install mypy`` then
-``SOFAMESH_MYPYC=1 pip install --no-build-isolation .`` (see scripts/build-mypyc.sh).
+``pip install .`` and ``python -m build`` build the hot-path modules listed in ``COMPILED`` as C
+extensions with mypyc (the typed Python stays the source; the ``.py`` files ship alongside)
+wherever a C compiler and the Python headers exist, else the pure-Python package with a message
+saying why (``SOFAMESH_MYPYC``: ``1`` compile or fail, ``0`` pure, ``auto`` by default; see
+scripts/packaging/sofamesh_compile.py). The build backend (scripts/packaging/sofamesh_build.py)
+puts mypy in the isolated build environment when it compiles; ``pip install -e .`` is always pure.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from setuptools import setup
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "scripts" / "packaging"))
+import sofamesh_compile
 
 # The codecs and the per-request stream path. Everything else (config, Pilot, admin, filters,
 # plugins' glue) stays interpreted: it runs once per connection or per reload, not per request.
@@ -49,21 +54,31 @@ COMPILED = [
     "sofamesh/plugins/protocols/http2/hpack_codec.py",
     "sofamesh/plugins/protocols/http2/frames.py",
     "sofamesh/plugins/protocols/http2/machine.py",
+    "sofamesh/plugins/protocols/http2/fields.py",
+    "sofamesh/plugins/protocols/http2/grpc.py",
+    "sofamesh/plugins/protocols/http2/codec.py",
 ]
 
 
 def _ext_modules() -> list[object]:
-    if os.environ.get("SOFAMESH_MYPYC", "") not in ("1", "true", "yes"):
-        return []
-    if {"egg_info", "dist_info"} & set(sys.argv):
-        return []  # metadata only (pip asks first): no need to type-check and generate C for it
+    if {"egg_info", "dist_info", "sdist"} & set(sys.argv):
+        return []  # metadata or sources only (pip asks first): no need to type-check and generate C for it
+    mode = os.environ.get(sofamesh_compile.VARIABLE, "auto").strip().lower()
     if "editable_wheel" in sys.argv:
-        # The extensions would land next to the sources and shadow every later edit of them.
-        raise SystemExit("SOFAMESH_MYPYC=1: the compiled build is not editable; use 'pip install .' "
-                         "(scripts/build-mypyc.sh), or unset SOFAMESH_MYPYC for 'pip install -e .'")
+        if mode in ("1", "true", "yes"):
+            # The extensions would land next to the sources and shadow every later edit of them.
+            raise SystemExit("SOFAMESH_MYPYC=1: the compiled build is not editable; use 'pip install .' "
+                             "(scripts/build-mypyc.sh), or unset SOFAMESH_MYPYC for 'pip install -e .'")
+        return []
+    if not sofamesh_compile.wanted():
+        return []
     try:
         from mypyc.build import mypycify  # build-time only: mypy is not a runtime dependency
     except ImportError:
+        if mode in ("auto", ""):
+            print("sofamesh: building the pure-Python package, not the compiled one: mypy (mypyc) is not "
+                  "installed where the package is built (a build without isolation)", file=sys.stderr)
+            return []
         raise SystemExit("SOFAMESH_MYPYC=1 needs mypy where the package is built: 'pip install mypy', "
                          "then 'pip install --no-build-isolation .' (or scripts/build-mypyc.sh)") from None
 

@@ -98,6 +98,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def stop_all() -> None:
     for proc in list(_started):
         stop(proc)
+    _upstream.clear()
 
 
 def _tree(pid: int) -> list[int]:
@@ -208,9 +209,14 @@ class Target:
         return self.proc.pid if self.proc is not None else None
 
 
+# the meshload echo upstream of the running group: its CPU per request is reported beside the proxy's
+_upstream: list[int] = []
+
+
 def start_upstream(proto: str, frames: dict[str, tuple[Path, Path]]) -> Target:
     port = free_port()
-    spawn(LOAD_CPU, [str(MESHLOAD), "serve", str(port), proto, str(frames[proto][1])], f"upstream-{proto}")
+    proc = spawn(LOAD_CPU, [str(MESHLOAD), "serve", str(port), proto, str(frames[proto][1])], f"upstream-{proto}")
+    _upstream[:] = [proc.pid]
     wait_port(port)
     return Target("direct", port, None)
 
@@ -419,7 +425,17 @@ Load = Callable[[int, float], dict[str, float]]
 def measure(target: Target, load: Load, seconds: float) -> dict[str, float]:
     pid = target.pid
     cpu0 = cpu_by_process(pid) if pid else {}
+    up0 = sum(cpu_by_process(_upstream[0]).values()) if _upstream else 0.0
+    gen0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = load(target.port, seconds)
+    # the load generator (a waited-for child: wrk, h2load, meshload) and the upstream, per request, and
+    # the machine's load average: how much of the run the other work on this machine took
+    gen1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    n = max(r["requests"], 1)
+    r["gen_cpu_us_per_req"] = (gen1.ru_utime + gen1.ru_stime - gen0.ru_utime - gen0.ru_stime) / n * 1e6
+    if _upstream:
+        r["upstream_cpu_us_per_req"] = (sum(cpu_by_process(_upstream[0]).values()) - up0) / n * 1e6
+    r["loadavg_1m"] = os.getloadavg()[0]
     if pid:
         cpu1 = cpu_by_process(pid)
         per_process = {p: c - cpu0.get(p, 0.0) for p, c in cpu1.items()}
@@ -746,8 +762,8 @@ def markdown(results: dict[str, Any]) -> str:
              "Proxy pinned to CPU 0, load generator + upstream to CPU 1 (except the workers scenarios). "
              "Added p50: p50 minus direct's p50 in the same round, median over rounds.", "",
              "| scenario | target | req/s | p50 µs | added p50 µs | p99 µs | proxy CPU µs/req | req/s per proxy core "
-             "| proxy cores | proxy RSS MB | errors |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| proxy cores | proxy RSS MB | errors | load gen CPU µs/req | upstream CPU µs/req | load avg |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, med in results["scenarios"].items():
         for label, r in med.items():
             added = f"{r['added_p50_us']:+.0f}" if "added_p50_us" in r else "-"
@@ -755,8 +771,11 @@ def markdown(results: dict[str, Any]) -> str:
             cores = f"{r['cpu_cores']:.2f}" if "cpu_cores" in r else "-"
             per_core = f"{r['rps_per_core']:.0f}" if "rps_per_core" in r else "-"
             rss = f"{r['rss_mb']:.1f}" if "rss_mb" in r else "-"
+            gen = f"{r['gen_cpu_us_per_req']:.1f}" if "gen_cpu_us_per_req" in r else "-"
+            up = f"{r['upstream_cpu_us_per_req']:.1f}" if "upstream_cpu_us_per_req" in r else "-"
+            la = f"{r['loadavg_1m']:.1f}" if "loadavg_1m" in r else "-"
             lines.append(f"| {name} | {label} | {r['rps']:.0f} | {r['p50_us']:.0f} | {added} | {r['p99_us']:.0f} | "
-                         f"{cpu} | {per_core} | {cores} | {rss} | {r['errors']:.0f} |")
+                         f"{cpu} | {per_core} | {cores} | {rss} | {r['errors']:.0f} | {gen} | {up} | {la} |")
     lines += ["", "## Ratios (subject / baseline; medians)", "",
               "| comparison | req/s | CPU µs/req | p50 | added p50 µs (subject vs baseline) |", "|---|---:|---:|---:|---:|"]
     for name, r in results["ratios"].items():

@@ -1,6 +1,8 @@
-"""The compiled build (setup.py with SOFAMESH_MYPYC=1: the codecs and the stream path compiled by
-mypyc) serves real traffic: a sofa-rpc-node consumer and HTTP/1.1 clients through one
-``sofamesh proxy`` run by the compiled venv, whose hot-path modules are checked to be C extensions.
+"""The compiled build (setup.py ``COMPILED``: the codecs, the HTTP/2 engine and the stream path
+compiled by mypyc) serves real traffic: a sofa-rpc-node consumer and HTTP/1.1 clients through one
+``sofamesh proxy`` run by the compiled venv, whose hot-path modules are checked to be C extensions;
+the HTTP/2 unit tests pass on the compiled HTTP/2 modules; the venv was installed from a platform
+wheel holding every compiled module.
 
 The venv is built by scripts/setup.d/50-mypyc-build.sh (scripts/build-mypyc.sh) into
 ``$SOFAMESH_CACHE/venv-mypyc``; when it is missing these tests skip locally and fail under ``CI``.
@@ -11,7 +13,10 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -139,7 +144,9 @@ try:
     refused = ""
 except Exception as exc:
     refused = type(exc).__name__
-print(json.dumps({"machine": machine.__file__, "heads": heads, "peer": got, "failed": failed, "refused": refused}))
+import sofamesh.plugins.protocols.http2.codec as codec_module
+print(json.dumps({"machine": machine.__file__, "codec": codec_module.__file__, "heads": heads, "peer": got,
+                  "failed": failed, "refused": refused}))
 """
 
 
@@ -152,7 +159,55 @@ def test_the_codec_on_the_own_http2_machine_runs_on_the_compiled_machine() -> No
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["machine"].endswith(".so")
+    assert result["codec"].endswith(".so")
     assert result["heads"] == [["RequestHead", "echo.v1.Echo", "Say"]]
     assert "ResponseReceived" in result["peer"] and "TrailersReceived" in result["peer"]
     assert result["failed"] == ["ConnectionFailed"]  # not a TypeError from mypyc's one-type-per-name
     assert result["refused"] == "LocalProtocolError"
+
+
+def test_the_http2_unit_tests_pass_on_the_compiled_http2_modules(tmp_path: Path) -> None:
+    """mypyc can compile code into something that behaves otherwise (it found an exception handler
+    name reused for two types, and a tuple compared by identity): the HTTP/2 unit tests run on the
+    compiled modules. This interpreter's pytest, with the compiled venv's site-packages first on
+    the path and the tests copied out of the checkout (whose sources would shadow the build)."""
+    python = compiled_python()
+    site, version = subprocess.run(
+        [python, "-c", "import sys, sysconfig; print(sysconfig.get_paths()['purelib'], sys.version)"],
+        capture_output=True, text=True, timeout=30, check=True).stdout.split(" ", 1)
+    assert version.strip() == sys.version, "the compiled venv must be built by this interpreter (one C ABI)"
+    for d in ("tests", "tests/unit", "tests/unit/plugins", "tests/unit/plugins/protocols"):
+        (tmp_path / d).mkdir(parents=True, exist_ok=True)
+        if (REPO / d / "__init__.py").exists():
+            shutil.copy(REPO / d / "__init__.py", tmp_path / d / "__init__.py")
+    shutil.copytree(REPO / "tests/unit/plugins/protocols/http2", tmp_path / "tests/unit/plugins/protocols/http2",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PYTHONPATH": site}
+    check = "import sofamesh.plugins.protocols.http2.fields as f, sofamesh.plugins.protocols.http2.codec as c; " \
+            "print(f.__file__, c.__file__)"
+    where = subprocess.run([sys.executable, "-P", "-c", check], capture_output=True, text=True, timeout=60,
+                           cwd=tmp_path, env=env, check=False)
+    assert where.returncode == 0 and where.stdout.split() and all(
+        f.endswith(".so") for f in where.stdout.split()), where.stdout + where.stderr
+    out = subprocess.run([sys.executable, "-P", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                          "-o", "addopts=", "tests/unit/plugins/protocols/http2"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env, check=False)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and "failed" not in out.stdout
+
+
+def test_the_compiled_venv_is_installed_from_a_platform_wheel_with_every_compiled_module() -> None:
+    python = compiled_python()
+    wheels = sorted((CACHE / "wheels").glob("sofamesh-*.whl"))
+    assert len(wheels) == 1, wheels
+    wheel = wheels[0]
+    assert not wheel.name.endswith("-none-any.whl"), f"{wheel.name} is not a platform wheel"
+    names = zipfile.ZipFile(wheel).namelist()
+    missing = [m for m in compiled_modules() if not any(
+        n.startswith(m.replace(".", "/") + ".") and n.endswith(".so") for n in names)]
+    assert missing == []
+    assert any("__mypyc" in n and n.endswith(".so") for n in names)  # the library the modules share
+    record = subprocess.run([python, "-m", "pip", "show", "-f", "sofamesh"], capture_output=True, text=True,
+                            timeout=60, check=True).stdout
+    assert "Editable project location" not in record
+    assert "stream_manager.cpython" in record  # the installed files are the wheel's extensions

@@ -511,8 +511,8 @@ def decode(data: bytes) -> Any:
         return _Decoder(bytes(data)).read()
     except _Stop as exc:
         raise HessianError("truncated or unreadable hessian value") from exc
-    except UnicodeDecodeError as exc:
-        raise HessianError(f"bad UTF-8 in a hessian string: {exc}") from exc
+    except UnicodeDecodeError as bad:
+        raise HessianError(f"bad UTF-8 in a hessian string: {bad}") from bad
 
 
 __all__ = ["DraftReader", "Encoder", "decode", "encode"]

@@ -63,7 +63,7 @@ class DownstreamConnection(Connection):
         self.codec_sends = True  # whether the codec may have bytes of its own to write (data_to_send)
         self.streams: dict[int, Stream] = {}
         self.active: Stream | None = None
-        self.backlog: deque[object] = deque()
+        self.backlog: deque[object] | None = None  # events waiting for the active stream; made on first use
         self.discarding = False
         self.draining = 0  # ``drain``: 1 after a graceful GOAWAY (streams may still come), 2 closing when idle
         self.peer_identity: str | None = None
@@ -97,8 +97,9 @@ class DownstreamConnection(Connection):
             self.peer_identity = peer_identity(transport)
         if self.resumed is not None:
             self._resume(*self.resumed)
-        elif len(rt.factories) == 1:
+        elif len(rt.factories) == 1 and rt.factories[0].passthrough:
             self._use(rt.factories[0])
+        # A decoding listener's codec is made on the first bytes: an idle connection holds none.
 
     def _refuse(self, transport: asyncio.BaseTransport) -> None:
         """Close a connection on accept: a listener's or the process's limit, or overload."""
@@ -129,7 +130,8 @@ class DownstreamConnection(Connection):
             streams.append(self.active)
         self.streams.clear()
         self.active = None
-        self.backlog.clear()
+        if self.backlog:
+            self.backlog.clear()
         if streams:
             rt.stats.downstream_cx_destroy_with_active_rq += 1
         for s in streams:
@@ -154,9 +156,13 @@ class DownstreamConnection(Connection):
             if self.tcp is not None:
                 self.tcp.downstream_data(data)
                 return
-            data = self._sniff(data)
-            if not data:
-                return
+            factories = self.rt.factories
+            if len(factories) == 1:
+                self._use(factories[0])  # one protocol: nothing to sniff
+            else:
+                data = self._sniff(data)
+                if not data:
+                    return
             if self.tcp is not None:
                 self.tcp.downstream_data(data)
                 return
@@ -244,8 +250,11 @@ class DownstreamConnection(Connection):
             while (ev := codec.next_event()) is not NEED_DATA:
                 self.head_at = 0.0  # a message (or part of a body) was decoded: the next one starts later
                 if self.backlog or (self.active is not None and type(ev) is RequestHead):
-                    self.backlog.append(ev)
-                    self.read_gate.pause(self.backlog)  # type: ignore[union-attr]
+                    backlog = self.backlog
+                    if backlog is None:
+                        backlog = self.backlog = deque()
+                    backlog.append(ev)
+                    self.read_gate.pause(backlog)  # type: ignore[union-attr]
                     continue
                 if type(ev) is RequestHead:
                     self._request(ev)
@@ -390,12 +399,14 @@ class DownstreamConnection(Connection):
 
     def _drain_backlog(self) -> None:
         backlog = self.backlog
+        if backlog is None:
+            return
         while backlog and not self.closed:
             if self.active is not None and type(backlog[0]) is RequestHead:
                 return  # the next pipelined request waits for this one's response (HTTP/1 order)
             self._dispatch(backlog.popleft())
-        if not self.backlog and self.read_gate is not None:
-            self.read_gate.resume(self.backlog)
+        if not backlog and self.read_gate is not None:
+            self.read_gate.resume(backlog)
 
     def rebind(self, rt: ListenerRuntime) -> None:
         """A reload: requests that start from now on use ``rt``; streams in flight finish on theirs."""

@@ -56,6 +56,7 @@ class IstioMetrics:
         self._lock = threading.Lock()
         self._provider: Any = None
         self._registry: Any = None
+        self._deferred: str | None = None  # service name of a Prometheus-only export not started yet
         self.otlp_endpoint: str | None = None
 
     # -- hot path -------------------------------------------------------------------------------
@@ -74,50 +75,64 @@ class IstioMetrics:
         return list(self.series.items())  # one C-level copy: safe against inserts from the loop thread
 
     def start_export(self, service_name: str, otlp_endpoint: str | None, interval_ms: int) -> None:
-        """Create the SDK pipeline once per process (later calls with another endpoint are logged)."""
+        """Create the SDK pipeline once per process (later calls with another endpoint are logged).
+        Without an OTLP endpoint nothing reads it before the first scrape, which starts it: a proxy
+        never scraped does not carry the SDK and prometheus_client (about 3 MB of RSS)."""
         with self._lock:
-            if self._provider is not None:
-                if otlp_endpoint and otlp_endpoint != self.otlp_endpoint:
-                    log.warning("telemetry: OTLP already exports to %s; %s is ignored", self.otlp_endpoint,
-                                otlp_endpoint)
+            if self._provider is None and not otlp_endpoint:
+                self._deferred = service_name
                 return
-            from opentelemetry.exporter.prometheus import PrometheusMetricReader
-            from opentelemetry.metrics import CallbackOptions, Observation
-            from opentelemetry.sdk.metrics import MeterProvider
-            from opentelemetry.sdk.resources import Resource
-            from prometheus_client import CollectorRegistry
+            self._start(service_name, otlp_endpoint, interval_ms)
 
-            self._registry = CollectorRegistry(auto_describe=True)
-            readers: list[Any] = [PrometheusMetricReader(disable_target_info=True, registry=self._registry)]
-            if otlp_endpoint:
-                from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-                from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    def _start(self, service_name: str, otlp_endpoint: str | None, interval_ms: int) -> None:
+        """Called with ``self._lock`` held."""
+        if self._provider is not None:
+            if otlp_endpoint and otlp_endpoint != self.otlp_endpoint:
+                log.warning("telemetry: OTLP already exports to %s; %s is ignored", self.otlp_endpoint,
+                            otlp_endpoint)
+            return
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.metrics import CallbackOptions, Observation
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.resources import Resource
+        from prometheus_client import CollectorRegistry
 
-                readers.append(PeriodicExportingMetricReader(
-                    OTLPMetricExporter(endpoint=otlp_endpoint, insecure=True), export_interval_millis=interval_ms))
-                self.otlp_endpoint = otlp_endpoint
-            provider = MeterProvider(metric_readers=readers,
-                                     resource=Resource.create({"service.name": service_name}))
-            meter = provider.get_meter("sofamesh.telemetry")
+        self._registry = CollectorRegistry(auto_describe=True)
+        readers: list[Any] = [PrometheusMetricReader(disable_target_info=True, registry=self._registry)]
+        if otlp_endpoint:
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-            def observe(field: str) -> Any:
-                def callback(_options: CallbackOptions) -> Iterable[Observation]:
-                    for labels, s in self._items():
-                        yield Observation(getattr(s, field), dict(zip(LABELS, labels, strict=True)))
+            readers.append(PeriodicExportingMetricReader(
+                OTLPMetricExporter(endpoint=otlp_endpoint, insecure=True), export_interval_millis=interval_ms))
+            self.otlp_endpoint = otlp_endpoint
+        provider = MeterProvider(metric_readers=readers,
+                                 resource=Resource.create({"service.name": service_name}))
+        meter = provider.get_meter("sofamesh.telemetry")
 
-                return callback
+        def observe(field: str) -> Any:
+            def callback(_options: CallbackOptions) -> Iterable[Observation]:
+                for labels, s in self._items():
+                    yield Observation(getattr(s, field), dict(zip(LABELS, labels, strict=True)))
 
-            meter.create_observable_counter("istio_requests", [observe("requests")], description="Requests served")
-            if otlp_endpoint:
-                meter.create_observable_counter("istio_request_duration_milliseconds_sum", [observe("dur_sum")],
-                                                unit="ms")
-                meter.create_observable_counter("istio_request_bytes_sum", [observe("req_bytes")], unit="By")
-                meter.create_observable_counter("istio_response_bytes_sum", [observe("resp_bytes")], unit="By")
-            self._provider = provider
+            return callback
+
+        meter.create_observable_counter("istio_requests", [observe("requests")], description="Requests served")
+        if otlp_endpoint:
+            meter.create_observable_counter("istio_request_duration_milliseconds_sum", [observe("dur_sum")],
+                                            unit="ms")
+            meter.create_observable_counter("istio_request_bytes_sum", [observe("req_bytes")], unit="By")
+            meter.create_observable_counter("istio_response_bytes_sum", [observe("resp_bytes")], unit="By")
+        self._provider = provider
 
     def prometheus_text(self) -> str:
         """The SDK's exposition (``istio_requests_total``) plus the histograms rendered here."""
         out: list[str] = []
+        if self._deferred is not None:
+            with self._lock:
+                if self._provider is None and self._deferred is not None:
+                    self._start(self._deferred, None, 0)
+                self._deferred = None
         if self._registry is not None:
             from prometheus_client import generate_latest
 
@@ -150,6 +165,7 @@ class IstioMetrics:
                 self._provider.shutdown()
                 self._provider = None
                 self._registry = None
+            self._deferred = None
 
 
 HUB = IstioMetrics()

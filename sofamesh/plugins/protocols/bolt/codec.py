@@ -335,8 +335,8 @@ class BoltCodec(Codec):
             if header_len:
                 try:
                     info = _header_info(frame[hstart:hend])
-                except ValueError as exc:
-                    raise self._error_for(f"bolt: bad header map: {exc}", 400, rid, framing,
+                except ValueError as bad:
+                    raise self._error_for(f"bolt: bad header map: {bad}", 400, rid, framing,
                                           self._answerable(type_, cmdcode)) from None
                 headers = info.headers
             else:

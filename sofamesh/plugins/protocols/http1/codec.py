@@ -297,17 +297,17 @@ class Http1Codec(Codec):
             self._parser = self._new_parser()
         except RemoteProtocolError as exc:
             self._fail(exc)
-        except httptools.HttpParserCallbackError as exc:
+        except httptools.HttpParserCallbackError as wrapped:
             # httptools wraps what our callbacks raise; unwrap it.
-            inner = exc.__cause__ or exc.__context__
+            inner = wrapped.__cause__ or wrapped.__context__
             if isinstance(inner, _StopParsing):
                 self._parser = self._new_parser()
             elif isinstance(inner, RemoteProtocolError):
                 self._fail(inner)
             else:
-                self._fail(RemoteProtocolError(f"malformed HTTP/1 message: {inner or exc}", 400))
-        except httptools.HttpParserUpgrade as exc:
-            offset = int(exc.args[0]) if exc.args else len(data)
+                self._fail(RemoteProtocolError(f"malformed HTTP/1 message: {inner or wrapped}", 400))
+        except httptools.HttpParserUpgrade as upgrade:
+            offset = int(upgrade.args[0]) if upgrade.args else len(data)
             if self._h2c_restart:
                 self._h2c_restart = False
                 self._parser = self._new_parser()
@@ -320,8 +320,8 @@ class Http1Codec(Codec):
             else:
                 self._fail(RemoteProtocolError("protocol upgrade / CONNECT is not supported on an http1 listener",
                                                400))
-        except httptools.HttpParserError as exc:
-            self._fail(RemoteProtocolError(f"malformed HTTP/1 message: {exc}", 400))
+        except httptools.HttpParserError as malformed:
+            self._fail(RemoteProtocolError(f"malformed HTTP/1 message: {malformed}", 400))
 
     def _fail(self, exc: RemoteProtocolError) -> None:
         self.keep_alive = False

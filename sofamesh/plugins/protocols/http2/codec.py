@@ -205,9 +205,9 @@ class Http2Codec(Codec):
             try:
                 for ev in self._machine.receive_data(data):
                     self._on_event(ev)
-            except MalformedFields as exc:
+            except MalformedFields as malformed:
                 self._machine.goaway(frames.PROTOCOL_ERROR, -1, b"malformed header block")
-                self._error = RemoteProtocolError(f"http2: {exc}", status_hint=400)
+                self._error = RemoteProtocolError(f"http2: {malformed}", status_hint=400)
         if self._eof and not self._eof_reported:
             self._eof_reported = True
             return ConnectionClosed(clean=not self._streams)
