@@ -20,7 +20,7 @@ and normalises each block in one pass:
 from __future__ import annotations
 
 import re
-from typing import Any, Final
+from typing import Final
 
 from sofamesh.core.headers import Headers
 
