@@ -347,3 +347,11 @@ def test_docs_policy_lists_every_field_of_every_kind() -> None:
             who = ", ".join(names[w] for w in enforcers(kind.kind, path)) or "not yet (`analyze` SOFA0002)"
             [row] = [line for line in section.splitlines() if line.startswith(f"| `{path}` |")]
             assert row.endswith(f"| {who} |"), f"docs/policy.md: {kind.kind} {path}: enforced by {who}"
+
+
+def test_a_control_character_ends_the_stream_with_a_problem_not_an_exception() -> None:
+    """Found by fuzzing (fuzz/crashes/policy): PyYAML refuses a non-printable character when its
+    reader is built, before the first document, and that escaped parse_stream."""
+    [doc] = list(parse_stream("kind: VirtualService\nmetadata: {name: a\x07}\n"))
+    assert doc.body is None and doc.problem is not None
+    assert "unacceptable character #x0007" in doc.problem

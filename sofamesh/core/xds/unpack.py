@@ -1,0 +1,27 @@
+"""A nested ``google.protobuf.Any`` -> its message, or a ``ConfigError`` naming the field: a typed
+config of another type, or bytes that do not parse as the type they claim (protobuf raises its own
+``DecodeError`` there, which would end the xDS stream instead of NACKing the resource)."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from google.protobuf.message import DecodeError, Message
+
+from sofamesh.core.errors import ConfigError
+
+M = TypeVar("M", bound=Message)
+
+
+def unpack(any_msg: Any, msg: M, path: str) -> M:
+    """Fill ``msg`` from ``any_msg``; raise ``ConfigError(path)`` when it is another type or malformed."""
+    try:
+        ok = any_msg.Unpack(msg)
+    except DecodeError as exc:
+        raise ConfigError(path, f"cannot decode {msg.DESCRIPTOR.full_name}: {exc}") from None
+    if not ok:
+        raise ConfigError(path, f"expected {msg.DESCRIPTOR.full_name}, got {any_msg.type_url}")
+    return msg
+
+
+__all__ = ["unpack"]
