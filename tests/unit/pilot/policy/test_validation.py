@@ -281,6 +281,15 @@ INVALID: list[tuple[str, dict[str, object], str, str]] = [
      "spec.localRateLimit.conditions[0].tokenBucket", "required"),
     ("meta-router-empty-rate-limit", mr({"hosts": ["com.example.Echo"], "localRateLimit": {}}),
      "spec.localRateLimit", "at least one of tokenBucket or conditions"),
+    ("meta-router-retry-on-an-http-condition", mr({"hosts": ["com.example.Echo"], "routes": [{
+        "route": [{"destination": DEST}], "retries": {"attempts": 2, "retryOn": "reset,unavailable"}}]}),
+     "spec.routes[0].retries.retryOn", "'unavailable' is not a retryOn condition for RPC"),
+    ("meta-router-retries-negative", mr({"hosts": ["com.example.Echo"], "routes": [{
+        "route": [{"destination": DEST}], "retries": {"attempts": -1}}]}),
+     "spec.routes[0].retries.attempts", "cannot be negative"),
+    ("meta-router-retries-disabled-with-conditions", mr({"hosts": ["com.example.Echo"], "routes": [{
+        "route": [{"destination": DEST}], "retries": {"retryOn": "reset"}}]}),
+     "spec.routes[0].retries", "attempts are set to 0"),
 ]
 
 
