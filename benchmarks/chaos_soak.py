@@ -235,6 +235,8 @@ def _classify(exc: BaseException) -> str:
         details = str(exc.details() or "").lower()
         if exc.code() == grpc.StatusCode.UNAVAILABLE and ("failed to connect" in details or "refused" in details):
             return "unsent"
+        if exc.code() == grpc.StatusCode.UNAVAILABLE and ("reset" in details or "closed" in details):
+            return "lost"  # the connection died with the call in flight: no answer, as an HTTP reset
         return "lost" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else "failed"
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError, OSError)):
         return "lost"

@@ -6,6 +6,7 @@ registrations and policy in a real etcd server that is killed and restarted too.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -73,3 +74,37 @@ def test_chaos_soak_30s(store: str) -> None:
     total = re.search(r"^all\s+\d+\s+\d+\s+\d+\s+([0-9.]+)%", out, re.M)
     assert total is not None, out
     assert float(total.group(1)) <= 0.1, out
+
+
+def test_grpc_calls_reset_in_flight_count_as_lost_and_refused_connects_as_unsent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The soak's sorting of gRPC errors: "connect" alone matched "Connection reset by peer", so calls
+    lost in flight on a killed sidecar were counted as never sent."""
+    import grpc
+
+    spec = importlib.util.spec_from_file_location("chaos_soak", ROOT / "benchmarks" / "chaos_soak.py")
+    assert spec is not None and spec.loader is not None
+    soak = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "chaos_soak", soak)  # its dataclasses look their module up
+    spec.loader.exec_module(soak)
+
+    def unavailable(details: str) -> grpc.aio.AioRpcError:
+        return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+    assert soak._classify(unavailable("recvmsg:Connection reset by peer")) == "lost"
+    assert soak._classify(unavailable("Socket closed")) == "lost"
+    assert (
+        soak._classify(
+            unavailable(
+                "failed to connect to all addresses; last error: UNKNOWN: "
+                "ipv4:127.0.0.1:1: Failed to connect to remote host: Connection refused"
+            )
+        )
+        == "unsent"
+    )
+    deadline = grpc.aio.AioRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), "")
+    assert soak._classify(deadline) == "lost"
+    assert soak._classify(ConnectionRefusedError()) == "unsent"
+    assert soak._classify(ConnectionResetError()) == "lost"
+    assert soak._classify(unavailable("no healthy upstream")) == "failed"  # an answer: the sidecar's error reply
