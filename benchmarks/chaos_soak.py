@@ -440,11 +440,7 @@ async def _soak(args: argparse.Namespace) -> int:
         for child in children:  # anything the schedule left down comes back before the check
             if child.proc is not None and child.proc.poll() is not None:
                 await child.start()
-        missing: list[str] = []
-        for service, names in [*expected.items(), (LEDGER, acked)]:
-            status, body = await _http("GET", f"{api}/v1/services/{service}/instances")
-            have = {i.get("id") for i in body.get("instances", [])} if isinstance(body, dict) else set()
-            missing += [f"{service}/{n}" for n in sorted(names - have)]
+        missing = await _missing(api, [*expected.items(), (LEDGER, acked)])
         return _report(tallies, writes, missing, events, fault, time.monotonic() - t0, args.store)
     finally:
         stop.set()
@@ -455,6 +451,28 @@ async def _soak(args: argparse.Namespace) -> int:
             import shutil
 
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+SETTLE_S = 15.0  # a registry read through a store's watch (etcd, ZooKeeper) may trail its write
+
+
+async def _missing(api: str, wanted: list[tuple[str, set[str]]]) -> list[str]:
+    """What of ``wanted`` (service, instance ids) Pilot's registry lacks. Pilot's model follows an
+    etcd / ZooKeeper store through its watch, so an acknowledged write may show a moment later: asked
+    again for up to ``SETTLE_S`` before anything counts as missing."""
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        missing: list[str] = []
+        for service, names in wanted:
+            try:
+                _status, body = await _http("GET", f"{api}/v1/services/{service}/instances")
+            except Exception:  # Pilot restarting: ask again
+                body = None
+            have = {i.get("id") for i in body.get("instances", [])} if isinstance(body, dict) else set()
+            missing += [f"{service}/{n}" for n in sorted(names - have)]
+        if not missing or time.monotonic() > deadline:
+            return missing
+        await asyncio.sleep(0.5)
 
 
 async def _warm_up(egress: dict[str, list[str]]) -> None:
