@@ -47,7 +47,6 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from sofamesh.core.config.loader import from_mapping
@@ -69,7 +68,7 @@ from sofamesh.core.xds.route_actions import (
     route_action_extras,
     route_actions,
 )
-from sofamesh.core.xds.unpack import unpack
+from sofamesh.core.xds.unpack import struct_value, unpack
 
 _T = "type.googleapis.com/"
 LISTENER_TYPE = _T + "envoy.config.listener.v3.Listener"
@@ -565,8 +564,8 @@ def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) ->
 
             ts = unpack(hf.typed_config, typed_struct_pb2.TypedStruct(), f"{cpath}.http_filters[{hi}].typed_config")
             if ts.type_url == FILTER_TYPE_URL:
-                kernel_filters.append(_kernel_filter(json_format.MessageToDict(ts.value),
-                                                     f"{cpath}.http_filters[{hi}].typed_config.value"))
+                vpath = f"{cpath}.http_filters[{hi}].typed_config.value"
+                kernel_filters.append(_kernel_filter(struct_value(ts.value, vpath), vpath))
                 continue
         if hf.typed_config.type_url == FAULT_TYPE:  # per-route fault configs become route filters
             if hf.typed_config.value:
@@ -609,7 +608,7 @@ def _rpc_proxy(f: Any, fpath: str, out: dict[str, Any]) -> TranslatedListener:
     ts = unpack(f.typed_config, typed_struct_pb2.TypedStruct(), cpath)
     if ts.type_url != RPC_PROXY_TYPE_URL:
         raise ConfigError(f"{cpath}.type_url", f"unknown typed struct {ts.type_url!r} (known: {RPC_PROXY_TYPE_URL})")
-    value = json_format.MessageToDict(ts.value)
+    value = struct_value(ts.value, f"{cpath}.value")
     unknown = set(value) - {"protocol", "stat_prefix", "routes", "filters"}
     if unknown:
         raise ConfigError(f"{cpath}.value.{sorted(unknown)[0]}", "unknown key")

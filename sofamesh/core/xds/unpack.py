@@ -1,11 +1,13 @@
-"""A nested ``google.protobuf.Any`` -> its message, or a ``ConfigError`` naming the field: a typed
-config of another type, or bytes that do not parse as the type they claim (protobuf raises its own
-``DecodeError`` there, which would end the xDS stream instead of NACKing the resource)."""
+"""A nested ``google.protobuf.Any`` -> its message, and a ``TypedStruct``'s value -> JSON, or a
+``ConfigError`` naming the field: a typed config of another type, bytes that do not parse as the
+type they claim, a Struct that is no JSON (NaN, infinity). Protobuf raises its own ``DecodeError`` /
+``ValueError`` there, which would end the xDS stream instead of NACKing the resource."""
 
 from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from sofamesh.core.errors import ConfigError
@@ -24,4 +26,12 @@ def unpack(any_msg: Any, msg: M, path: str) -> M:
     return msg
 
 
-__all__ = ["unpack"]
+def struct_value(value: Any, path: str) -> Any:
+    """A ``google.protobuf.Struct`` as JSON; ``ConfigError(path)`` when it holds no JSON value (NaN)."""
+    try:
+        return json_format.MessageToDict(value)
+    except ValueError as exc:
+        raise ConfigError(path, f"not a JSON value: {exc}") from None
+
+
+__all__ = ["struct_value", "unpack"]

@@ -213,6 +213,14 @@ def test_rpc_proxy_routes_that_are_not_objects_are_refused_with_their_path() -> 
         assert "typed_config.value: listeners[0].routes[0]" in str(errs.value)
 
 
+def test_an_rpc_proxy_struct_holding_nan_is_refused_with_its_path() -> None:
+    """Found by fuzzing: protobuf refuses to turn a NaN Struct number into JSON with a ValueError."""
+    with pytest.raises(ConfigError) as exc:
+        translate_listener(_rpc_listener({"protocol": "bolt", "routes": [{"timeout_ms": float("nan")}]}))
+    assert exc.value.path == "Listener 'rpc': filter_chains[0].filters[0].typed_config.value"
+    assert "not a JSON value" in str(exc.value)
+
+
 def test_a_nested_typed_config_that_does_not_parse_is_refused_naming_the_filter() -> None:
     """Found by fuzzing: protobuf's DecodeError from a nested Any escaped as itself (no NACK)."""
     from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
