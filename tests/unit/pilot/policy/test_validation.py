@@ -364,3 +364,13 @@ def test_a_control_character_ends_the_stream_with_a_problem_not_an_exception() -
     [doc] = list(parse_stream("kind: VirtualService\nmetadata: {name: a\x07}\n"))
     assert doc.body is None and doc.problem is not None
     assert "unacceptable character #x0007" in doc.problem
+
+
+@pytest.mark.parametrize("uri", ["https://[::1/jwks", "https://issuer.example:99999/jwks", "https://h:x/jwks"])
+def test_a_jwks_uri_that_is_no_url_is_an_issue_not_an_exception(uri: str) -> None:
+    """Found by fuzzing (fuzz/crashes/policy): urlsplit's ValueError ("Invalid IPv6 URL") escaped validation."""
+    doc = {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication", "metadata": {"name": "jwt"},
+           "spec": {"jwtRules": [{"issuer": "https://issuer.example", "jwksUri": uri}]}}
+    verdict = validate(doc, Source("ra.yaml"))
+    assert not verdict.accepted
+    assert [i.path for i in verdict.errors] == ["spec.jwtRules[0].jwksUri"], verdict.lines()
