@@ -114,7 +114,8 @@ class Child:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log}")
+                tail = self.log.read_text(errors="replace")[-1500:]  # the directory goes unless --keep
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; its log ends:\n{tail}")
             try:
                 _, w = await asyncio.open_connection("127.0.0.1", self.ready_port)
                 w.close()
