@@ -1,6 +1,6 @@
-"""HPACK side by side: the ``hpack`` package, the codec's current lean subclass of it
-(``compression``), and the project's own (``hpack_codec``), on the header blocks of gRPC unary
-calls on one connection (requests decoded, responses and trailers encoded, as a server does).
+"""HPACK side by side: the ``hpack`` package (a dev dependency, for comparison) and the project's own
+(``hpack_codec``), on the header blocks of gRPC unary calls on one connection (requests decoded,
+responses and trailers encoded, as a server does).
 
 Usage: ``python benchmarks/hpack_codec.py [--calls N] [--rounds R]``
 """
@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import hpack
 
-from sofamesh.plugins.protocols.http2 import compression, hpack_codec
+from sofamesh.plugins.protocols.http2 import hpack_codec
 
 REQUEST = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/echo.v1.Echo/Say"),
            (b":authority", b"echo:50051"), (b"content-type", b"application/grpc"), (b"te", b"trailers"),
@@ -51,24 +51,19 @@ def main() -> None:
         dec, enc = hpack.Decoder(), hpack.Encoder()
         return run(blocks, lambda b: dec.decode(b, raw=True), enc.encode)
 
-    def lean() -> int:
-        dec, enc = compression.Decoder(), compression.Encoder()
-        return run(blocks, lambda b: dec.decode(b, raw=True), enc.encode)
-
     def own() -> int:
         dec, enc = hpack_codec.Decoder(), hpack_codec.Encoder()
         return run(blocks, dec.decode, enc.encode)
 
-    best = {"hpack": float("inf"), "compression": float("inf"), "hpack_codec": float("inf")}
+    best = {"hpack": float("inf"), "hpack_codec": float("inf")}
     for _ in range(args.rounds):  # interleaved, so all see the same machine state
-        for name, fn in (("hpack", package), ("compression", lean), ("hpack_codec", own)):
+        for name, fn in (("hpack", package), ("hpack_codec", own)):
             start = time.perf_counter()
             assert fn() == args.calls
             best[name] = min(best[name], time.perf_counter() - start)
     for name, seconds in best.items():
         print(f"{name:12s} {seconds / args.calls * 1e6:7.2f} us per call (best of {args.rounds})")
-    print(f"ratio hpack_codec/hpack: {best['hpack_codec'] / best['hpack']:.2f}, "
-          f"hpack_codec/compression: {best['hpack_codec'] / best['compression']:.2f}")  # fmt: skip
+    print(f"ratio hpack_codec/hpack: {best['hpack_codec'] / best['hpack']:.2f}")
 
 
 if __name__ == "__main__":

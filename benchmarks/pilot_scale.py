@@ -469,9 +469,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     result[f"policy_{phase}_resent"] = resent
             result["rss_end_mb"], result["rss_peak_mb"] = (round(x, 1) for x in pilots.rss_mb())
             try:  # /debug/syncz lists every node's every name: slow at this size
-                nodes = []
+                nodes, pushes = [], []
                 for a in pilots.api:
-                    nodes += (await http.get(f"http://127.0.0.1:{a}/debug/syncz", timeout=120)).json()["nodes"]
+                    syncz = (await http.get(f"http://127.0.0.1:{a}/debug/syncz", timeout=120)).json()
+                    nodes += syncz["nodes"]
+                    pushes.append(syncz["pushes"])
+                result["pushes"] = pushes  # per replica, the start's and every phase's included
                 result["connected_nodes"] = len(nodes)
                 result["statuses"] = sorted({t["status"] for n in nodes for t in n["types"].values()})
             except httpx.HTTPError as e:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import re
 import signal
 import socket
@@ -36,10 +37,44 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+_PORTS_FROM = 21000  # Dubbo's 20880 and its neighbours stay out
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+    """A TCP port that was free a moment ago on ``host``.
+
+    It is taken below the kernel's ephemeral range, so neither an outgoing connection's local port
+    nor another ``bind(port 0)`` can take it between now and the moment it is bound; each
+    pytest-xdist worker draws from a slice of its own, and a process never hands the same port out
+    twice."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    low = _ephemeral_low()
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    span = (low - _PORTS_FROM) // workers
+    if span >= 200:
+        first = _PORTS_FROM + (index % workers) * span
+        for _ in range(200):
+            port = random.randrange(first, first + span)
+            if port in _handed_out:
+                continue
+            with socket.socket(family) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    with socket.socket(family) as s:  # no room below the ephemeral range: let the kernel choose
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
@@ -55,6 +90,10 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on {host}:{port} after {timeout} s") from None
             time.sleep(0.02)
+
+
+class _AdminPortTaken(RuntimeError):
+    """The proxy exited at start because the admin port chosen for it was taken meanwhile."""
 
 
 class ProxyFailed(AssertionError):
@@ -87,8 +126,9 @@ def crash_reports(log: str) -> list[str]:
     return reports
 
 
-def judge(reports: Sequence[str], returncode: int | None, *, expect_tracebacks: Sequence[str] = (),
-          expect_exit: int = 0) -> list[str]:
+def judge(
+    reports: Sequence[str], returncode: int | None, *, expect_tracebacks: Sequence[str] = (), expect_exit: int = 0
+) -> list[str]:
     """Why a stopped proxy fails the test, given its crash reports and exit code; [] when it does not.
 
     A report fails unless it contains one of ``expect_tracebacks``, and each of those must be in
@@ -108,8 +148,9 @@ def judge(reports: Sequence[str], returncode: int | None, *, expect_tracebacks: 
     return problems
 
 
-def log_problems(log: str, returncode: int | None, *, expect_tracebacks: Sequence[str] = (),
-                 expect_exit: int = 0) -> list[str]:
+def log_problems(
+    log: str, returncode: int | None, *, expect_tracebacks: Sequence[str] = (), expect_exit: int = 0
+) -> list[str]:
     """``judge`` of a proxy's whole output (stdout and stderr) and exit code."""
     return judge(crash_reports(log), returncode, expect_tracebacks=expect_tracebacks, expect_exit=expect_exit)
 
@@ -121,14 +162,23 @@ class ProxyProcess:
     traceback not matched by ``expect_tracebacks`` or exited with another code than ``expect_exit``
     (see ``log_problems``)."""
 
-    def __init__(self, config: dict[str, Any] | str, *, args: tuple[str, ...] = (), timeout: float = 15.0,
-                 env: dict[str, str] | None = None, python: str | None = None,
-                 expect_tracebacks: Sequence[str] = (), expect_exit: int = 0) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any] | str,
+        *,
+        args: tuple[str, ...] = (),
+        timeout: float = 15.0,
+        env: dict[str, str] | None = None,
+        python: str | None = None,
+        expect_tracebacks: Sequence[str] = (),
+        expect_exit: int = 0,
+    ) -> None:
         if isinstance(config, str):
             config = yaml.safe_load(config) or {}
         config = dict(config)
-        if config.get("admin", {}) is not None and "address" not in (config.get("admin") or {}):
-            config["admin"] = {"address": f"127.0.0.1:{free_port()}"}
+        self._own_admin_port = config.get("admin", {}) is not None and "address" not in (config.get("admin") or {})
+        if self._own_admin_port:
+            config["admin"] = {**(config.get("admin") or {}), "address": f"127.0.0.1:{free_port()}"}
         self.config = config
         self.args = args
         self.timeout = timeout
@@ -151,16 +201,39 @@ class ProxyProcess:
         return f"http://{self.config['admin']['address']}"
 
     def start(self) -> ProxyProcess:
+        for attempt in range(3):
+            try:
+                return self._start()
+            except _AdminPortTaken:
+                if attempt == 2 or not self._own_admin_port:
+                    raise
+                self.config["admin"] = {**self.config["admin"], "address": f"127.0.0.1:{free_port()}"}
+                self._dir = tempfile.TemporaryDirectory(prefix="sofamesh-test-")
+                self.config_path = Path(self._dir.name) / "proxy.yaml"
+                self.log_path = Path(self._dir.name) / "proxy.log"
+                self.final_log = None
+        raise AssertionError("unreachable")
+
+    def _start(self) -> ProxyProcess:
         self.config_path.write_text(yaml.safe_dump(self.config))
         log = open(self.log_path, "wb")
         env = {**os.environ, **(self.env or {})}
         self.proc = subprocess.Popen(
             [*self.python, "-m", "sofamesh", "proxy", "-c", str(self.config_path), *self.args],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.stop(check=False)
+                admin = self.config["admin"]["address"] if self.config.get("admin") else None
+                log = self.log()
+                if admin and "address already in use" in log and f", {admin.rsplit(':', 1)[1]})" in log:
+                    raise _AdminPortTaken(f"the admin port {admin} was taken:\n{self.log()}")
                 raise RuntimeError(f"sofamesh proxy exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 with urllib.request.urlopen(self.admin_url + "/ready", timeout=0.5) as r:
@@ -215,8 +288,9 @@ class ProxyProcess:
     def problems(self) -> list[str]:
         """``log_problems`` of this (stopped) proxy, and whether it ignored SIGTERM."""
         assert self.proc is not None
-        out = log_problems(self.log(), self.proc.poll(), expect_tracebacks=self.expect_tracebacks,
-                           expect_exit=self.expect_exit)
+        out = log_problems(
+            self.log(), self.proc.poll(), expect_tracebacks=self.expect_tracebacks, expect_exit=self.expect_exit
+        )
         if self._ignored_sigterm is not None:
             out.insert(0, f"the proxy did not stop within {self._ignored_sigterm} s of SIGTERM")
         return out
@@ -228,8 +302,16 @@ class ProxyProcess:
         problems = self.problems()
         if problems:
             self._reported = True
-            raise ProxyFailed("\n".join([f"sofamesh proxy {self.config_path.name} (pid {self.proc.pid}):", *problems,
-                                         "--- its log ---", self.log()]))
+            raise ProxyFailed(
+                "\n".join(
+                    [
+                        f"sofamesh proxy {self.config_path.name} (pid {self.proc.pid}):",
+                        *problems,
+                        "--- its log ---",
+                        self.log(),
+                    ]
+                )
+            )
 
     def __enter__(self) -> ProxyProcess:
         return self.start()
@@ -393,5 +475,15 @@ class UpstreamServer(ThreadingHTTPServer):
         self.server_close()
 
 
-__all__ = ["ProxyFailed", "ProxyProcess", "UpstreamServer", "crash_reports", "free_port", "judge",
-           "log_problems", "no_logged_tracebacks", "pattern", "wait_port"]
+__all__ = [
+    "ProxyFailed",
+    "ProxyProcess",
+    "UpstreamServer",
+    "crash_reports",
+    "free_port",
+    "judge",
+    "log_problems",
+    "no_logged_tracebacks",
+    "pattern",
+    "wait_port",
+]

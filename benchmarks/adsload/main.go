@@ -205,9 +205,14 @@ func codeName(goName string) string {
 	return strings.ToUpper(b.String())
 }
 
+const envoyWindow = 256 << 20
+
 func (c *client) stream(addr string) error {
+	// HTTP/2 windows as Envoy's defaults (initial_stream_window_size and
+	// initial_connection_window_size: 256 MiB), not grpc-go's 64 KiB
 	cc, err := grpc.Dial(addr, grpc.WithInsecure(), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{}),
-		grpc.MaxCallRecvMsgSize(64<<20)))
+		grpc.MaxCallRecvMsgSize(64<<20)), grpc.WithInitialWindowSize(envoyWindow),
+		grpc.WithInitialConnWindowSize(envoyWindow))
 	if err != nil {
 		return err
 	}

@@ -125,7 +125,8 @@ def _build_listener(i: int, name: str, lc: ListenerConfig, cats: Catalogs,
     if errors:
         raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
     lim = lc.limits
-    limits = CodecLimits(lim.max_frame_bytes, lim.max_header_bytes, lim.max_headers, lim.max_body_bytes)
+    limits = CodecLimits(lim.max_frame_bytes, lim.max_header_bytes, lim.max_headers, lim.max_body_bytes,
+                         frozenset(u.lower() for u in lc.upgrade_types))
     return ListenerRuntime(name, factories, Router(routes), chain, clusters, limits,
                            max_connections=lc.max_connections)
 

@@ -97,6 +97,10 @@ class CodecLimits:
     max_header_bytes: int = 64 * 1024  # HTTP header block, Bolt header map, Dubbo attachments
     max_headers: int = 200  # header count (HTTP)
     max_body_bytes: int = 0  # 0 = unlimited; HTTP bodies are streamed, never held whole
+    # HTTP/1.1 ``Upgrade`` types a server codec passes through (lowercase, ``websocket``; Envoy's
+    # ``upgrade_configs``): the request goes upstream with its Upgrade header, and after a 101 both
+    # connections carry raw bytes. Any other Upgrade is refused with 403, as Envoy's ``upgrade_failed``
+    upgrades: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for name in ("max_frame_bytes", "max_header_bytes", "max_headers"):
@@ -232,6 +236,31 @@ class Codec(ABC):
         .. versionadded:: 0.4
         """
         return 0
+
+    handshake_timeout: ClassVar[float] = 0.0
+    """Seconds the peer has to answer the protocol's opening handshake (HTTP/2: acknowledge our
+    SETTINGS, RFC 9113 6.5.3); 0 for none. Once a connection is that old, the once-a-second sweep
+    asks ``handshake_overdue()``.
+
+    .. versionadded:: 0.5
+    """
+
+    def handshake_overdue(self) -> bytes | None:
+        """The connection is older than ``handshake_timeout``: if the peer still owes its answer, the
+        bytes to write before closing (HTTP/2: GOAWAY(SETTINGS_TIMEOUT)); else None.
+
+        .. versionadded:: 0.5
+        """
+        return None
+
+    def write_blocked(self, blocked: bool) -> None:
+        """The socket stopped taking bytes (True: asyncio's ``pause_writing``) or drains again
+        (False). A codec with outbound flood limits (HTTP/2's ``max_outbound_frames``) counts what it
+        queues while blocked. Called only on those transitions.
+
+        .. versionadded:: 0.5
+        """
+        return
 
     # -- hot upgrade (``core/upgrade.py``) ---------------------------------------------------------
     def export_state(self) -> CodecState | None:

@@ -17,6 +17,7 @@ from sofamesh.core.net.listener import Listener
 from sofamesh.core.net.tls import TlsSniffer, TlsSource
 from sofamesh.core.proxy.runtime import ListenerRuntime, ServedConnection
 from sofamesh.core.proxy.slow_peers import PeerTimeouts, expire
+from sofamesh.core.proxy.sni_tls import ServerNames, SniTls
 from sofamesh.core.proxy.stream_manager import DownstreamConnection
 
 if TYPE_CHECKING:
@@ -48,7 +49,8 @@ def _server_ssl(lc: ListenerConfig, i: int = 0) -> ssl.SSLContext | None:
 
 def same_codecs(a: ListenerConfig, b: ListenerConfig) -> bool:
     """Whether a connection accepted under ``a`` can carry on under ``b``."""
-    return (a.address, a.protocols, a.limits, a.tls) == (b.address, b.protocols, b.limits, b.tls)
+    return (a.address, a.protocols, a.limits, a.tls, a.tls_servers) == (b.address, b.protocols, b.limits, b.tls,
+                                                                         b.tls_servers)
 
 
 class ListenerSet:
@@ -85,6 +87,8 @@ class ListenerSet:
         if lc.tls is not None and lc.tls.plaintext:
             ctx = TlsSource(lc.tls, server=True, path=f"listeners[{i}].tls").server_context()
             factory = partial(TlsSniffer, self.loop, ctx, factory)
+        elif lc.tls_servers:  # the certificate is chosen by the ClientHello's server name
+            factory = partial(SniTls, self.loop, ServerNames(lc.tls_servers, f"listeners[{i}].tls_servers"), factory)
         return factory
 
     async def start(self, config: ProxyConfig, runtimes: dict[str, ListenerRuntime],
@@ -212,7 +216,7 @@ class ListenerSet:
             h.old.append(old_rt)
         else:
             self._retire_runtime(h, grace)
-        tls_changed = h.config.tls != lc.tls
+        tls_changed = h.config.tls != lc.tls or h.config.tls_servers != lc.tls_servers
         h.rt = new_rt
         h.config = lc
         self._retire(h)

@@ -145,6 +145,7 @@ _CLUSTER_COUNTERS: Final = (
     "upstream_cx_max_duration_reached",
     "upstream_cx_max_requests",
     "upstream_cx_overflow",
+    "upstream_cx_protocol_error",
     "upstream_cx_total",
     "upstream_heartbeat_failed",
     "upstream_heartbeat_sent",
@@ -199,6 +200,7 @@ class ClusterStats:
     upstream_cx_max_duration_reached: int
     upstream_cx_max_requests: int
     upstream_cx_overflow: int
+    upstream_cx_protocol_error: int
     upstream_cx_total: int
     upstream_heartbeat_failed: int
     upstream_heartbeat_sent: int

@@ -165,7 +165,8 @@ class Pilot:
         self.model.overlay = self.sidecars.labels_for
         self._ads.on_node = self._sidecar_connected
         self._ads.on_closed = self._sidecar_closed
-        self._ads.fence = self._fenced
+        if self._shared_stores():  # a store only this process writes is always current: no fence
+            self._ads.fence = self._fenced
         deb = self.config.debounce
         self._debouncer = Debouncer(self._ads.push, deb.quiet_ms / 1000, deb.max_delay_ms / 1000)
         dash = self.config.dashboard
@@ -202,6 +203,11 @@ class Pilot:
         await asyncio.gather(*stores)
         if self._debouncer is not None:
             self._debouncer.flush()
+
+    def _shared_stores(self) -> bool:
+        """Whether any store can change behind this replica's back (its class has a fence)."""
+        return type(self.config_store).fence is not ConfigStore.fence or any(
+            type(reg).fence is not Registry.fence for reg in self.registries)
 
     async def _fenced(self) -> None:
         """Before a new stream's first answer; a store that cannot answer in time is logged and the
@@ -337,6 +343,8 @@ class Pilot:
             log.warning("pilot: security storage changed but could not be read again: %s", exc)
             return
         self.security_reloads += 1
+        if self.serving is not None:
+            self.serving.check_now()  # a rotation step taken elsewhere: the TLS xDS port's chain follows
 
     async def _start_tls_port(self, tls: XdsTlsConfig) -> None:
         identity = SpiffeId(self.config.ca.trust_domain, "sofamesh-system", "pilot").uri

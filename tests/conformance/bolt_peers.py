@@ -26,6 +26,7 @@ import pytest
 from sofamesh.core.codec import Role
 from sofamesh.core.events import NEED_DATA, Event, Heartbeat, RequestHead, ResponseHead
 from sofamesh.plugins.protocols.bolt import BoltCodec
+from sofamesh.testing import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("SOFAMESH_CACHE") or REPO / ".cache")
@@ -50,12 +51,6 @@ def require_node() -> None:
 
 def require_anthunder() -> None:
     require(ANTHUNDER_PY, "anthunder")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Peer:

@@ -157,6 +157,17 @@ class StandIn:
             self.mesh.stop()
             self.cluster.stop()
 
+    def put_mesh_instance(self, port: int) -> None:
+        """``mesh-app/m-1`` at ``port`` (label version v3) through the mesh Pilot's OSR API."""
+        import httpx
+
+        resp = httpx.put(
+            f"{self.mesh.api_url}/v1/services/mesh-app/instances/m-1",
+            json={"address": "127.0.0.1", "port": port, "labels": {"version": "v3"}},
+            timeout=5,
+        )
+        assert resp.status_code == 200, resp.text
+
     def instances(self, service: str) -> list[dict[str, Any]]:
         import httpx
 

@@ -61,12 +61,7 @@ def test_instances_registered_in_the_cluster_by_py_consul_are_mesh_instances_and
 
 def test_two_way_sync_copies_mesh_instances_into_the_cluster_and_removes_them(pilots: Pilots) -> None:
     port = free_port()
-    resp = httpx.put(
-        f"{pilots.mesh.api_url}/v1/services/mesh-app/instances/m-1",
-        json={"address": "127.0.0.1", "port": port, "labels": {"version": "v3"}},
-        timeout=5,
-    )
-    assert resp.status_code == 200, resp.text
+    pilots.put_mesh_instance(port)
     co = Client.python("consul", pilots.consul, "probe", "probe-1", free_port(), "v1", pilots.tmp / "probe.log")
     try:
 

@@ -66,12 +66,7 @@ def test_two_way_sync_copies_mesh_instances_into_eureka_and_keeps_them_while_the
     pilots: Pilots,
 ) -> None:
     port = free_port()
-    resp = httpx.put(
-        f"{pilots.mesh.api_url}/v1/services/mesh-app/instances/m-1",
-        json={"address": "127.0.0.1", "port": port, "labels": {"version": "v3"}},
-        timeout=5,
-    )
-    assert resp.status_code == 200, resp.text
+    pilots.put_mesh_instance(port)
     eu = Client.python("eureka", pilots.eureka + "/", "probe", "probe-1", free_port(), "v1", pilots.tmp / "probe.log")
     try:
 

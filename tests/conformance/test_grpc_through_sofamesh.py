@@ -38,12 +38,8 @@ def grpc_proxy(upstream: str, **route: object) -> tuple[dict[str, object], int]:
     }, port
 
 
-@pytest.mark.parametrize("engine", ["native", "h2"])
 def test_every_kind_of_grpc_call_works_through_sofamesh(
-        grpc_backend: Peer, proxy_factory: Callable[..., ProxyProcess], monkeypatch: pytest.MonkeyPatch,
-        engine: str) -> None:
-    """On the default HTTP/2 engine and on the ``h2`` fallback (``SOFAMESH_HTTP2_CODEC=h2``)."""
-    monkeypatch.setenv("SOFAMESH_HTTP2_CODEC", engine)
+        grpc_backend: Peer, proxy_factory: Callable[..., ProxyProcess]) -> None:
     cfg, port = grpc_proxy(f"127.0.0.1:{grpc_backend.port}")
     proxy = proxy_factory(cfg)
     results = asyncio.run(run_program([sys.executable, str(GRPC_CLIENT), f"127.0.0.1:{port}"], timeout=90))

@@ -180,11 +180,13 @@ class Observer:
 
     def __init__(self) -> None:
         # Windows and frames as large as HTTP/2 allows: the real peers negotiated their own settings
-        # with each other, and the observer must accept whatever they agreed on.
+        # with each other, and the observer must accept whatever they agreed on. It never sends the
+        # DATA the peers answer with WINDOW_UPDATEs, so that flood limit cannot apply to it.
         limits = {
             "initial_window_size": 2**31 - 1,
             "connection_window_size": 2**31 - 1,
             "max_frame_size": 2**24 - 1,
+            "max_inbound_window_update_frames_per_data_frame_sent": 0,
         }
         self.down = Http2Codec(Role.SERVER, CodecLimits(), **limits)
         self.up = Http2Codec(Role.CLIENT, CodecLimits(), **limits)
@@ -381,7 +383,9 @@ def test_every_kind_of_grpcio_call_decodes_through_both_codec_roles(grpc_server:
 
 def decode_requests(wire: bytes, cuts: list[int]) -> list[object]:
     """Server-role events for ``wire`` fed in pieces ending at ``cuts`` (acknowledging bodies)."""
-    codec = Http2Codec(Role.SERVER, CodecLimits(), max_frame_size=2**24 - 1)
+    # A replay: the WINDOW_UPDATEs in ``wire`` answered DATA this codec never sent.
+    codec = Http2Codec(Role.SERVER, CodecLimits(), max_frame_size=2**24 - 1,
+                       max_inbound_window_update_frames_per_data_frame_sent=0)
     events: list[object] = []
     start = 0
     for end in [*cuts, len(wire)]:

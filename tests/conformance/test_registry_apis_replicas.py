@@ -1,4 +1,5 @@
-"""Two Pilot replicas serving the Eureka, Nacos and Consul APIs over one real etcd (``shared``): what a real
+"""Two Pilot replicas serving the Eureka, Nacos and Consul APIs over one real etcd, or one real ZooKeeper
+(``shared``): what a real
 client registers through replica A is listed by replica B's clients and reaches a sidecar of B;
 renewals through B keep it alive once A is gone; and its lease still runs out when nobody renews.
 PyPI py-eureka-client 0.13.3, npm nacos 2.6.3 and py-consul 1.8.0 (tests/conformance/registry_api_peers.py)."""
@@ -15,36 +16,41 @@ import pytest
 
 from sofamesh.testing import UpstreamServer, free_port
 from tests.conformance.registry_api_peers import Client, require_clients
-from tests.integration.registries.servers import EtcdServer, PilotWithConfig, etcd
+from tests.integration.registries.servers import PilotWithConfig, etcd, zookeeper
 from tests.integration.xds.mesh import Sidecar, wait_for
 
-__all__ = ["etcd"]
+__all__ = ["etcd", "zookeeper"]
 LEASE_S = 3
 
 
 class Replica:
-    def __init__(self, tmp: Path, endpoint: str) -> None:
+    def __init__(self, tmp: Path, store: dict[str, str]) -> None:
+        def shared(name: str) -> dict[str, str]:
+            if store["type"] == "etcd":
+                return {**store, "prefix": f"/served/{name}/"}
+            return {**store, "root": f"/served/{name}"}
+
         self.consul_port, self.nacos_port = free_port(), free_port()
         self.pilot = PilotWithConfig(
             tmp,
             [
                 {
                     "name": "eureka",
-                    "options": {"max_lease_s": LEASE_S, "shared": {"endpoint": endpoint, "prefix": "/served/eureka/"}},
+                    "options": {"max_lease_s": LEASE_S, "shared": shared("eureka")},
                 },
                 {
                     "name": "nacos",
                     "options": {
                         "address": f"127.0.0.1:{self.nacos_port}",
                         "beat_interval_s": 1,
-                        "shared": {"endpoint": endpoint, "prefix": "/served/nacos/"},
+                        "shared": shared("nacos"),
                     },
                 },
                 {
                     "name": "consul",
                     "options": {
                         "address": f"127.0.0.1:{self.consul_port}",
-                        "shared": {"endpoint": endpoint, "prefix": "/served/consul/"},
+                        "shared": shared("consul"),
                     },
                 },
             ],
@@ -59,10 +65,16 @@ class Replica:
         return {i["id"]: i["health"] for i in resp.json()["instances"]} if resp.status_code == 200 else {}
 
 
-@pytest.fixture
-def replicas(tmp_path: Path, etcd: EtcdServer) -> Iterator[tuple[Replica, Replica]]:
+@pytest.fixture(params=["etcd", "zookeeper"])
+def replicas(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Replica, Replica]]:
     require_clients()
-    a, b = Replica(tmp_path / "a", etcd.endpoint), Replica(tmp_path / "b", etcd.endpoint)
+    server = request.getfixturevalue(request.param)
+    store = (
+        {"type": "etcd", "endpoint": server.endpoint}
+        if request.param == "etcd"
+        else {"type": "zookeeper", "hosts": server.hosts}
+    )
+    a, b = Replica(tmp_path / "a", store), Replica(tmp_path / "b", store)
     try:
         a.pilot.start(timeout=60)
         b.pilot.start(timeout=60)

@@ -5,6 +5,7 @@ when it is stopped, fails the test that ran it: through ``ProxyProcess``, its ``
 from __future__ import annotations
 
 import re
+import socket
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -132,3 +133,23 @@ def test_the_fixture_fails_a_passing_test_whose_proxy_logged_a_traceback_or_exit
     result.assert_outcomes(passed=3, errors=2)
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_traceback*", "*RuntimeError: crash.raise: boom*"])
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_exit_code*", "*the proxy exited with 3, expected exit 0*"])
+
+
+def test_free_ports_come_from_below_the_ephemeral_range_and_are_never_handed_out_twice() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    assert all(21000 <= p < low for p in ports), ports
+
+
+def test_an_admin_port_taken_before_the_proxy_binds_it_is_replaced_and_the_first_directory_removed() -> None:
+    proxy = ProxyProcess({"listeners": [], "clusters": []})
+    taken = proxy.config["admin"]["address"]
+    first_dir = Path(proxy.config_path).parent
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", int(taken.rsplit(":", 1)[1])))
+        holder.listen()
+        with proxy:
+            assert proxy.config["admin"]["address"] != taken
+            assert proxy.stats()  # its admin answers on the new port
+            assert not first_dir.exists()

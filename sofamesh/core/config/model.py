@@ -231,6 +231,9 @@ class RedirectConfig(_Model):
     prefix: str | None = None  # replaces the matched prefix, as ``prefix_rewrite`` does
     strip_query: bool = False
     code: Literal[301, 302, 303, 307, 308] = 301
+    # a scheme change keeps the request's port too (Envoy's ``require_tls`` redirect sends
+    # ``https://`` + the request's Host + path); otherwise it drops it, as a route's ``redirect`` does
+    keep_port: bool = False
 
 
 class DirectResponseConfig(_Model):
@@ -308,6 +311,40 @@ class TlsConfig(_Model):
         return self
 
 
+_SERVER_NAME = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+
+
+class TlsServerConfig(_Model):
+    """One TLS server of a listener that serves several (Envoy's filter chains chosen by
+    ``server_names``, Istio's Gateway servers on one port): the certificate and client-certificate
+    rules for connections whose ClientHello asks for one of ``server_names`` (exact, or ``*.suffix``
+    for any name under it); no ``server_names``: the connections no other server names, and those
+    without SNI."""
+
+    server_names: list[str] = Field(default_factory=list)
+    tls: TlsConfig
+
+    @field_validator("server_names")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        out = []
+        for name in value:
+            low = name.lower()
+            if not _SERVER_NAME.match(low):
+                raise ValueError(f"server name {name!r} is not a host name or *.suffix")
+            out.append(low)
+        return out
+
+    @field_validator("tls")
+    @classmethod
+    def _serves_a_certificate(cls, value: TlsConfig) -> TlsConfig:
+        if value.secret is None and value.cert is None:
+            raise ValueError("a TLS server needs cert and key (files), or secret (an SDS name such as default)")
+        if value.plaintext:
+            raise ValueError("plaintext is a listener's tls setting, not a TLS server's")
+        return value
+
+
 class TlsMatchConfig(_Model):
     """One of Envoy's ``transport_socket_matches``: an endpoint whose labels hold every key and
     value of ``match`` connects with ``tls`` (none: plaintext). The first match wins; an endpoint
@@ -353,7 +390,14 @@ class ListenerConfig(_Model):
     # accepted connections this listener holds at once; one more is closed on accept
     # (Envoy's per-listener ``envoy.resource_limits.listener.<name>.connection_limit``); 0 = no limit
     max_connections: Annotated[int, Field(ge=0)] = 0
+    # HTTP/1.1 Upgrade types passed through (Envoy's HCM ``upgrade_configs``): ``[websocket]``; after
+    # the upstream's 101 the request and response carry raw bytes until either side closes. Any
+    # other Upgrade is answered 403 (Envoy's upgrade_failed)
+    upgrade_types: list[str] = Field(default_factory=list)
     tls: TlsConfig | None = None
+    # several TLS servers on this port, the certificate (and client-certificate rules) chosen by the
+    # ClientHello's server name before the handshake; instead of ``tls``
+    tls_servers: list[TlsServerConfig] = Field(default_factory=list)
 
     @field_validator("tls")
     @classmethod
@@ -361,6 +405,22 @@ class ListenerConfig(_Model):
         if value is not None and value.secret is None and value.cert is None:
             raise ValueError("a listener's tls needs cert and key (files), or secret (an SDS name such as default)")
         return value
+
+    @model_validator(mode="after")
+    def _one_tls_kind(self) -> ListenerConfig:
+        if self.tls is not None and self.tls_servers:
+            raise ValueError("give either tls (one certificate) or tls_servers (chosen by server name), not both")
+        seen: set[str] = set()
+        default = 0
+        for i, server in enumerate(self.tls_servers):
+            default += not server.server_names
+            for name in server.server_names:
+                if name in seen:
+                    raise ValueError(f"tls_servers[{i}].server_names: {name!r} is named by an earlier TLS server")
+                seen.add(name)
+        if default > 1:
+            raise ValueError("at most one of tls_servers may have no server_names (the default)")
+        return self
 
     @field_validator("protocols", mode="before")
     @classmethod
@@ -809,6 +869,7 @@ __all__ = [
     "TcpHealthCheckConfig",
     "TlsConfig",
     "TlsMatchConfig",
+    "TlsServerConfig",
     "WeightedCluster",
     "XdsConfig",
     "ZoneAwareLbConfig",

@@ -243,6 +243,23 @@ class PeerCheck(asyncio.Protocol):
         pass  # refused above: the pool reports the failed connect
 
 
+def start_tls(loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, app: asyncio.Protocol,
+              ctx: ssl.SSLContext, data: bytes) -> None:
+    """Terminate TLS with ``ctx`` on an accepted ``transport`` whose first bytes (``data``, the start
+    of a ClientHello) were already read: an ``SSLProtocol`` goes between the socket and ``app``,
+    which then sees a TLS transport and its peer certificate."""
+    tls = SSLProtocol(loop, app, ctx, None, server_side=True)  # type: ignore[arg-type]  # no waiter
+    transport.set_protocol(tls)
+    tls.connection_made(transport)
+    view = memoryview(data)
+    while view:  # SSLProtocol is a BufferedProtocol: hand it the bytes already read
+        buf = tls.get_buffer(len(view))
+        n = min(len(buf), len(view))
+        buf[:n] = view[:n]
+        tls.buffer_updated(n)
+        view = view[n:]
+
+
 # The first byte of every TLS connection: a handshake record (ContentType 22) carrying the ClientHello.
 # No plaintext protocol we serve starts with it (Bolt 0x01/0x02, Dubbo 0xda, HTTP/1 and h2c ASCII).
 _TLS_HANDSHAKE = 0x16
@@ -279,19 +296,10 @@ class TlsSniffer(asyncio.Protocol):
             app.connection_made(transport)
             app.data_received(data)
             return
-        tls = SSLProtocol(self._loop, app, self._ctx, None, server_side=True)  # type: ignore[arg-type]  # no waiter
-        transport.set_protocol(tls)
-        tls.connection_made(transport)
-        view = memoryview(data)
-        while view:  # SSLProtocol is a BufferedProtocol: hand it the bytes already read
-            buf = tls.get_buffer(len(view))
-            n = min(len(buf), len(view))
-            buf[:n] = view[:n]
-            tls.buffer_updated(n)
-            view = view[n:]
+        start_tls(self._loop, transport, app, self._ctx, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None  # closed before its first byte: no connection was made
 
 
-__all__ = ["PeerCheck", "TlsSniffer", "TlsSource", "peer_identity"]
+__all__ = ["PeerCheck", "TlsSniffer", "TlsSource", "peer_identity", "start_tls"]

@@ -48,7 +48,7 @@ class LocalResponse:
         if r.port is not None:
             port = str(r.port) if r.port else ""
         scheme = r.scheme or head.headers.get(":scheme") or "http"
-        if r.scheme is not None and r.port is None and (r.host is None or ":" not in r.host):
+        if r.scheme is not None and r.port is None and (r.host is None or ":" not in r.host) and not r.keep_port:
             port = ""  # a scheme change drops the request's port, as in Envoy
         path, sep, query = head.path.partition("?")
         if r.path is not None:

@@ -10,11 +10,15 @@ timeout fires up to one sweep (1 s) after it is due and never before.
   Envoy's ``request_headers_timeout`` counts it; bytes trickling in do not restart it. The
   connection is closed (slowloris).
 - ``body_idle_timeout_ms``: a request whose body stops arriving (nothing read from the connection
-  while the proxy was reading) gets a 408-class local reply; an HTTP/1 connection then closes.
+  while the proxy was reading) gets a 408-class local reply; an HTTP/1 connection then closes. A
+  tunnel after an Upgrade (WebSocket) is left to ``stream_idle_timeout_ms``, as in Envoy.
 - ``stream_idle_timeout_ms``: Envoy's: a stream with no bytes either way on its connection is
   answered 408 (or reset once its response started).
 - ``max_connection_duration_ms``: Envoy's: the connection drains (HTTP/1 ``Connection: close`` on
   the next response, HTTP/2 GOAWAY, RPC closed when idle) and is cut ``DRAIN_S`` later.
+- ``Codec.handshake_timeout``: a peer that has not answered the protocol's opening handshake in
+  time (HTTP/2: our SETTINGS unacknowledged after 10 s) gets the codec's goodbye
+  (GOAWAY(SETTINGS_TIMEOUT)) and the connection is closed.
 - ``connection_keepalive``: a multiplexed connection silent for ``interval_ms`` gets the protocol's
   ping (HTTP/2 PING, Bolt / Dubbo heartbeat) and is closed when nothing arrives within ``timeout_ms``.
 
@@ -65,6 +69,16 @@ def expire(conn: DownstreamConnection, now: float, t: PeerTimeouts) -> None:
     if conn.tx != conn.tx_seen:
         conn.tx_seen, conn.tx_at = conn.tx, now
     stats = conn.rt.stats
+    codec = conn.codec
+    if codec is not None and codec.handshake_timeout and now - conn.born >= codec.handshake_timeout:
+        out = codec.handshake_overdue()
+        if out is not None:
+            stats.downstream_cx_protocol_error += 1
+            log.info("listener %s: %s did not acknowledge the handshake in %.1f s; closing", conn.rt.name, conn.peer,
+                     codec.handshake_timeout)  # fmt: skip
+            conn.write(out)
+            conn.close()
+            return
     if t.headers and conn.head_at and now - conn.head_at >= t.headers and (conn.codec is None or conn.codec.partial()):
         stats.downstream_rq_header_timeout += 1
         log.info("listener %s: %s sent no whole request head in %.1f s; closing", conn.rt.name, conn.peer, t.headers)
@@ -104,7 +118,7 @@ def _stalled_streams(conn: DownstreamConnection, now: float, t: PeerTimeouts) ->
     stats = conn.rt.stats
     reading = conn.read_gate is not None and not conn.read_gate.paused  # paused: the proxy holds it back
     if t.body_idle and reading and now - conn.rx_at >= t.body_idle:
-        waiting = [s for s in _streams(conn) if not s.request_done and not s.done]
+        waiting = [s for s in _streams(conn) if not s.request_done and not s.done and not s.upgraded]
         if waiting:
             stats.downstream_rq_body_timeout += len(waiting)
             msg = f"request body idle for {t.body_idle:.1f} s"

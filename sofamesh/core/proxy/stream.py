@@ -17,6 +17,7 @@ from sofamesh.core.headers import Headers
 from sofamesh.core.proxy.context import StreamContext
 from sofamesh.core.proxy.filter_chain import LocalReply, Verdict
 from sofamesh.core.proxy.retry import ATTEMPT_HEADER, RetryState, with_attempt_count
+from sofamesh.core.proxy.transcode import Call
 from sofamesh.core.stats import LATENCY_BUCKETS_MS, RpcStats
 from sofamesh.core.upstream.outlier import CONNECT_FAILED, RESET, TIMEOUT
 from sofamesh.core.upstream.pool import MultiplexedConnection
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from sofamesh.core.proxy.retry import RetryPolicy
     from sofamesh.core.proxy.router import Route
     from sofamesh.core.proxy.runtime import ListenerRuntime
+    from sofamesh.core.proxy.transcode import JsonReply
     from sofamesh.core.upstream.cluster import Cluster
     from sofamesh.core.upstream.pool import ExclusiveConnection
 
@@ -72,10 +74,11 @@ class Downstream(Protocol):
 
 
 class Stream:
-    __slots__ = ("cluster", "conn", "context", "done", "down_paused", "endpoint", "factory", "filter_index", "head",
-                 "head_sent", "http_head", "http_status", "req_end", "req_end_sent", "req_q", "req_q_bytes",
+    __slots__ = ("answer", "answer_bytes", "cluster", "conn", "context", "done", "down_paused", "endpoint", "factory",
+                 "filter_index", "head", "head_sent", "http_head", "http_status", "req_end", "req_end_sent", "req_q",
+                 "req_q_bytes",
                  "request_done", "resp_end", "resp_q", "response_started", "retry", "route", "rt", "shadow", "status",
-                 "timeout_ms", "timer", "tried", "up_id", "upstream")
+                 "timeout_ms", "timer", "tried", "up_id", "upgraded", "upstream")
 
     def __init__(self, conn: Downstream, head: RequestHead) -> None:
         self.conn = conn
@@ -95,6 +98,7 @@ class Stream:
         self.timer = 0  # DeadlineWheel key while a timeout is armed
         self.timeout_ms = 0
         self.done = False
+        self.upgraded = False  # an HTTP/1.1 Upgrade the upstream took (101): a tunnel, no route timeout
         self.response_started = False
         self.request_done = head.end_stream
         self.req_q: deque[bytes] = deque()  # request body not yet sent upstream
@@ -111,6 +115,8 @@ class Stream:
         self.http_status = 0
         self.shadow: Shadows | None = None  # mirrored copies of this request, fed its body
         self.http_head: RequestHead | None = None  # a transcoded route's HTTP request (``head`` is the RPC one)
+        self.answer: ResponseHead | None = None  # a transcoded streamed call's answer while its body gathers
+        self.answer_bytes = 0
 
     # -- request phase ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -172,7 +178,8 @@ class Stream:
         if route.local_response is not None:  # direct response or redirect: no upstream
             route.local_response.send(self)
             return
-        if route.transcoder is not None and self.http_head is None and self.head.raw is None:  # JSON to RPC
+        if (route.transcoder is not None and self.http_head is None and self.head.raw is None
+                and route.transcoder.takes(self.head)):  # JSON to RPC
             self.http_head = self.head
             if self.request_done:
                 self._transcode_request()
@@ -324,26 +331,55 @@ class Stream:
         self.req_q.clear()
         self.req_q_bytes = 0
         self.req_end = None
-        built = route.transcoder.request(http, body)
+        t = route.timeout_ms
+        ht = http.timeout_ms
+        if ht:
+            t = min(t, ht) if t else ht
+        built = route.transcoder.request(http, body, t)
         if isinstance(built, tuple):  # refused: the transcoder's own answer (400 naming the argument...)
-            self._answer_json(built[0], built[1], False)
+            self._answer_json(built, False)
             return
-        self.head = built
+        if isinstance(built, Call):  # a streamed call (gRPC): its head, then its whole body
+            self.head = built.head
+            if built.body:
+                self.req_q.append(built.body)
+                self.req_q_bytes = len(built.body)
+            self.req_end = EndOfMessage(None, built.head.request_id)
+        else:
+            self.head = built
         self._dispatch()
 
-    def _answer_json(self, status: int, body: bytes, upstream_complete: bool) -> None:
-        """Answer a transcoded route's HTTP request with a JSON body."""
+    def _answer_json(self, reply: JsonReply, upstream_complete: bool) -> None:
+        """Answer a transcoded route's HTTP request with a JSON body (and the transcoder's headers)."""
         http = self.http_head
         assert http is not None
         self.head = http
+        self.answer = None
+        self.upstream = None  # the call is over; nothing more is read or acknowledged upstream
         rid = http.request_id
+        status = reply[0]
+        body = reply[1]
         self.status = status
         self.http_status = status
-        codec = self.conn.codec
-        head = ResponseHead(http.protocol, rid, status, status,
-                            Headers([("content-type", "application/json"), ("content-length", str(len(body)))]),
-                            end_stream=False)
-        self.conn.write(codec.send(head) + codec.send(BodyChunk(body, rid)) + codec.send(EndOfMessage(None, rid)))
+        self.response_started = True
+        fields = [("content-length", str(len(body)))]
+        if len(reply) == 3:
+            extra = reply[2]
+            fields += extra
+            if not any(k == "content-type" for k, _v in extra):
+                fields.append(("content-type", "application/json"))
+        else:
+            fields.append(("content-type", "application/json"))
+        conn = self.conn
+        codec = conn.codec
+        out = codec.send(ResponseHead(http.protocol, rid, status, status, Headers(fields), end_stream=False))
+        if conn.factory.streaming and len(body) > codec.sendable(rid):  # HTTP/2: within the stream's window
+            conn.write(out)
+            self.resp_q.append(body)
+            self.resp_end = EndOfMessage(None, rid)
+            self.flush_response()
+            return
+        conn.write(out + codec.send(BodyChunk(body, rid)) + codec.send(EndOfMessage(None, rid)))
         self._finish(upstream_complete)
 
     def flush_request(self) -> None:
@@ -388,7 +424,7 @@ class Stream:
                 up.request_done = True  # type: ignore[union-attr]
         if out:
             up.write(b"".join(out))
-        if sent and conn.factory.streaming:
+        if sent and conn.factory.streaming and self.http_head is None:  # a transcoded body was given back
             rs = self.retry
             n = sent if rs is None else rs.to_acknowledge(sent)  # a replayed body was given back already
             if n:
@@ -475,8 +511,11 @@ class Stream:
                 cluster.report_success(ep)
         route = self.route
         if self.http_head is not None and route is not None and route.transcoder is not None:
-            status, body = route.transcoder.response(self.http_head, head)  # the RPC answer as JSON
-            self._answer_json(status, body, True)
+            tr = route.transcoder
+            if tr.gathers_answer and not head.end_stream:  # a streamed call's body and trailers follow
+                self.answer = head
+                return
+            self._answer_json(tr.response(self.http_head, head), True)  # the RPC answer as JSON
             return
         policy = route.retry if route is not None else None
         # A retried route looks further only at a failure, or at a success a codec may mark retriable
@@ -486,6 +525,11 @@ class Stream:
             return
         self.status = head.status
         self.http_status = head.http_status
+        if head.http_status == 101:  # an upgrade (WebSocket): the route timeout ends here, as Envoy's
+            self.upgraded = True
+            if self.timer:
+                conn.wheel.cancel(self, self.timer)
+                self.timer = 0
         if route is not None:
             edits = route.cluster_headers
             if edits is not None and self.cluster is not None:  # a weighted destination's own headers
@@ -527,6 +571,9 @@ class Stream:
     def on_response_body(self, chunk: BodyChunk) -> None:
         if self.done:
             return
+        if self.answer is not None:
+            self._gather_answer(chunk)
+            return
         conn = self.conn
         up = self.upstream
         if not conn.factory.streaming:
@@ -543,6 +590,15 @@ class Stream:
     def on_response_end(self, eom: EndOfMessage) -> None:
         if self.done:
             return
+        answer = self.answer
+        if answer is not None:  # a transcoded streamed call is whole: answer it as JSON
+            route = self.route
+            http = self.http_head
+            assert route is not None and route.transcoder is not None and http is not None
+            body = b"".join(self.resp_q)
+            self.resp_q.clear()
+            self._answer_json(route.transcoder.response(http, answer, body, eom.trailers), True)
+            return
         self.resp_end = eom
         if self.resp_q:
             self.flush_response()
@@ -552,6 +608,22 @@ class Stream:
             eom = EndOfMessage(eom.trailers, self.head.request_id)
         conn.write(conn.codec.send(eom))
         self._finish(True)
+
+    def _gather_answer(self, chunk: BodyChunk) -> None:
+        """Keep a transcoded streamed call's answer body (bounded), giving its bytes back upstream."""
+        route = self.route
+        tr = route.transcoder if route is not None else None
+        up = self.upstream
+        if up is not None:
+            up.write(up.codec.acknowledge(self.up_id, len(chunk.data)))
+        self.resp_q.append(chunk.data)
+        self.answer_bytes += len(chunk.data)
+        http = self.http_head
+        if tr is not None and http is not None and self.answer_bytes > tr.max_answer_bytes:
+            self._detach_upstream()
+            self.resp_q.clear()
+            self._answer_json(tr.error(http, ReplyStatus.INTERNAL, f"response body over {tr.max_answer_bytes} bytes"),
+                              False)
 
     def flush_response(self) -> None:
         """Send queued response body the streaming downstream's window allows; give the same number
@@ -785,8 +857,7 @@ class Stream:
         self.rt.stats.downstream_rq_local_reply += 1
         route = self.route
         if self.http_head is not None and route is not None and route.transcoder is not None:
-            code, body = route.transcoder.error(self.http_head, status, message)
-            self._answer_json(code, body, False)
+            self._answer_json(route.transcoder.error(self.http_head, status, message), False)
             return
         self.status = -1
         self.http_status = status.http_status

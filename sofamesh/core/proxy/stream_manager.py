@@ -199,6 +199,16 @@ class DownstreamConnection(Connection):
         PROCESS.held -= self.held
         self.held = 0
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.codec is not None:
+            self.codec.write_blocked(True)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.codec is not None:
+            self.codec.write_blocked(False)
+
     def eof_received(self) -> bool | None:
         if self.tcp is not None:
             return self.tcp.downstream_eof()
@@ -288,7 +298,13 @@ class DownstreamConnection(Connection):
             if rs is not None:
                 rs.abort()  # the client gave up on this stream only
         elif t is GoAway:
+            # The client opens no more streams here: serve those it opened (the codec keeps reading,
+            # answering PING and WINDOW_UPDATE), then close (RFC 9113 6.8).
             self.codec.keep_alive = False
+            if self.multiplexed and self.draining != 1:
+                self.draining = 2
+                if self.idle():
+                    self.close()
 
     def _request(self, ev: RequestHead) -> None:
         self.last_active = self.loop.time()
@@ -333,8 +349,8 @@ class DownstreamConnection(Connection):
         rt = self.rt
         rt.stats.downstream_cx_protocol_error += 1
         log.info("listener %s: protocol error from %s: %s", rt.name, self.peer, exc)
-        status = {413: ReplyStatus.PAYLOAD_TOO_LARGE, 431: ReplyStatus.HEADERS_TOO_LARGE}.get(
-            exc.status_hint, ReplyStatus.CODEC_ERROR)
+        status = {413: ReplyStatus.PAYLOAD_TOO_LARGE, 431: ReplyStatus.HEADERS_TOO_LARGE,
+                  403: ReplyStatus.DENIED}.get(exc.status_hint, ReplyStatus.CODEC_ERROR)
         active = self.active
         if active is not None and not active.done and not active.response_started:
             active.fail(status, str(exc))  # the request being streamed broke: answer it, then close
@@ -363,7 +379,7 @@ class DownstreamConnection(Connection):
             if not s.request_done:
                 self.discarding = True  # the rest of this request's body is read and dropped
             if not self.codec.keep_alive:
-                if s.request_done or self.closed:
+                if s.request_done or self.closed or s.upgraded:  # a tunnel ends with either side
                     self.close()
                 return
             if self.backlog:

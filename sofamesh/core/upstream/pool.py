@@ -147,6 +147,7 @@ class UpstreamConnection(Connection):
             while (ev := codec.next_event()) is not NEED_DATA:
                 on_event(ev)
         except ProtocolError as exc:
+            self.pool.cluster.stats.upstream_cx_protocol_error += 1
             self.on_lost(f"upstream protocol error: {exc}")
             self.abort()
             return
@@ -160,6 +161,14 @@ class UpstreamConnection(Connection):
     def eof_received(self) -> bool | None:
         self.data_received(b"")
         return None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.codec.write_blocked(True)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.codec.write_blocked(False)
 
     def on_connected(self) -> None:
         raise NotImplementedError
@@ -302,7 +311,7 @@ class MultiplexedConnection(UpstreamConnection):
                 # Some peers (@dubbo.ts) answer a probe with a probe of their own: answer it too.
                 self.write(self.codec.heartbeat_reply(ev))  # type: ignore[arg-type]
         elif t is GoAway:
-            self.pool.forget(self)
+            self.pool.retire(self)
 
     def on_lost(self, reason: str) -> None:
         inflight, self.inflight = self.inflight, {}
@@ -417,7 +426,11 @@ class StreamingConnection(MultiplexedConnection):
             if not ev.reply:  # type: ignore[attr-defined]
                 self.write(self.codec.heartbeat_reply(ev))  # type: ignore[arg-type]
         elif t is GoAway:
-            self.pool.forget(self)  # no new streams here; the ones in flight finish or get reset
+            # No new streams here: the next request opens a new connection. This one keeps reading:
+            # streams at or below the peer's last stream id finish; those above come as StreamReset
+            # (REFUSED_STREAM) before this event, for the route's retry policy to send elsewhere. The
+            # sweep closes it once its last stream ended (Envoy drains a connection the same way).
+            self.pool.retire(self)
 
 
 _REFUSED_STREAM = 0x7  # HTTP/2 REFUSED_STREAM: the peer did not process the stream; safe to retry
@@ -537,6 +550,10 @@ class Pool:
 
     def forget(self, conn: UpstreamConnection) -> None:
         raise NotImplementedError
+
+    def retire(self, conn: MultiplexedConnection) -> None:
+        """The peer said GOAWAY on ``conn``: no new requests on it; it closes when its last ends."""
+        self.forget(conn)
 
     def attach(self, stream: PooledStream) -> None:
         raise NotImplementedError
@@ -718,7 +735,11 @@ class MultiplexedPool(Pool):
         """No new requests on ``conn``; the sweep closes it once its last response came."""
         if self.conn is conn:
             self.conn = None
-        self.retired.append(conn)
+        if conn not in self.retired:
+            self.retired.append(conn)
+
+    def retire(self, conn: MultiplexedConnection) -> None:
+        self._retire(conn)
 
     def connect_failed(self, conn: UpstreamConnection, reason: str, timeout: bool) -> None:
         assert isinstance(conn, MultiplexedConnection)
@@ -752,6 +773,15 @@ class MultiplexedPool(Pool):
             self.cluster.stats.upstream_cx_max_duration_reached += 1
             self._retire(conn)
             return
+        codec = conn.codec
+        if conn.connected and codec.handshake_timeout and now - conn.born >= codec.handshake_timeout:
+            out = codec.handshake_overdue()
+            if out is not None:  # the upstream never acknowledged our SETTINGS (HTTP/2)
+                self.cluster.stats.upstream_cx_protocol_error += 1
+                conn.write(out)
+                self.conn = None
+                conn.close()
+                return
         interval = self.cluster.config.heartbeat_interval_ms / 1000.0
         if interval and now - self.last_beat >= interval:
             self.last_beat = now

@@ -9,6 +9,7 @@ from typing import Any
 
 from sofamesh.core.codec import ReplyStatus
 from sofamesh.core.errors import ConfigError
+from sofamesh.core.xds.route_filters import FILTER_CONFIG_TYPE, TYPED_STRUCT_TYPES, route_filter
 from sofamesh.core.xds.unpack import unpack
 
 _T = "type.googleapis.com/"
@@ -154,6 +155,11 @@ def route_actions(r: Any, path: str, out: dict[str, Any]) -> None:
     _mutations(r, path, out)
     for name, cfg in sorted(r.typed_per_filter_config.items()):
         fpath = f"{path}.typed_per_filter_config[{name}]"
+        if cfg.type_url == FILTER_CONFIG_TYPE or cfg.type_url in TYPED_STRUCT_TYPES:  # a route's own filter
+            entry = route_filter(cfg, fpath)
+            if entry is not None:
+                out.setdefault("filters", []).append(entry)
+            continue
         if cfg.type_url == CORS_POLICY_TYPE:
             out.setdefault("filters", []).append({"type": "cors", "config": _cors(cfg, fpath)})
             continue
@@ -181,6 +187,9 @@ def route_action_extras(ra: Any, path: str, out: dict[str, Any]) -> None:
                                                 "host_rewrite_literal)")
     if rewrite:
         out["rewrite"] = rewrite
+    if len(ra.upgrade_configs):
+        raise ConfigError(f"{path}.upgrade_configs", "per-route upgrades are not supported: give the http_"
+                                                     "connection_manager's upgrade_configs (listener upgrade_types)")
     mirrors = []
     for i, m in enumerate(ra.request_mirror_policies):
         if m.cluster_header or not m.cluster:

@@ -6,11 +6,12 @@ that cannot be translated. No sockets, no gRPC. The client NACKs with the error'
 Translated:
 - Listener with a socket address and one filter chain ending in ``http_connection_manager``
   (inline route config or RDS over ADS; ``http_filters`` must end with the router; optional
-  filters are skipped), ``tcp_proxy`` (cluster or weighted clusters) or our own
-  ``sofamesh.filters.network.rpc_proxy`` (a ``TypedStruct``, see ``RPC_PROXY_TYPE_URL``). A
-  ``filter_chain_match`` that would pick only some connections is refused naming its field,
-  except ``server_names`` on chains of one ``tcp_proxy`` each (TLS passthrough by SNI: routes
-  matching ``host``).
+  filters are skipped; ``upgrade_configs`` as the listener's ``upgrade_types``), ``tcp_proxy``
+  (cluster or weighted clusters) or our own ``sofamesh.filters.network.rpc_proxy`` (a
+  ``TypedStruct``, see ``RPC_PROXY_TYPE_URL``). A ``filter_chain_match`` that would pick only
+  some connections is refused naming its field, except ``server_names`` on chains of one
+  ``tcp_proxy`` each (TLS passthrough by SNI: routes matching ``host``), and on chains each
+  terminating TLS in front of the same ``http_connection_manager`` (``tls_servers``).
   Listeners with an ``api_listener`` are for proxyless clients and are skipped.
 - RouteConfiguration: virtual hosts (domains ``name``, ``name:*``, ``*.suffix``, ``prefix*``, ``*``),
   path prefix / exact / safe_regex (``case_sensitive``), header matchers (``:method``, ``:authority``,
@@ -68,6 +69,7 @@ from sofamesh.core.xds.route_actions import (
     route_action_extras,
     route_actions,
 )
+from sofamesh.core.xds.route_filters import FILTER_TYPE_URL, TYPED_STRUCT_TYPES, kernel_filter
 from sofamesh.core.xds.unpack import struct_value, unpack
 
 _T = "type.googleapis.com/"
@@ -92,9 +94,9 @@ RPC_PROXY_TYPE_URL = _T + "sofamesh.config.rpc.v1.RpcProxy"
 Match values are the kernel's string matches (a plain string, or one of exact/prefix/suffix/regex).
 """
 
-FILTER_TYPE_URL = _T + "sofamesh.config.filter.v1.Filter"
-"""The ``type_url`` inside a ``TypedStruct`` that carries one kernel filter, ``{"type": "authz.rbac",
-"config": {...}}``: an HTTP filter of an HCM, or an entry of ``rpc_proxy``'s ``filters``."""
+# FILTER_TYPE_URL (route_filters.py): the type_url inside a TypedStruct that carries one kernel
+# filter, {"type": "authz.rbac", "config": {...}}: an HTTP filter of an HCM, an entry of rpc_proxy's
+# filters, or a route's own filter.
 
 _TLS_SOCKET_TYPES = {"downstream": _T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
                      "upstream": _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"}
@@ -102,7 +104,7 @@ _AGENT_SECRETS = {"cert": "default", "ca": "ROOTCA"}  # the SDS names the agent 
 _HCM_TYPE = _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _TCP_TYPE = _T + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 _ROUTER_TYPE = _T + "envoy.extensions.filters.http.router.v3.Router"
-_TYPED_STRUCTS = (_T + "xds.type.v3.TypedStruct", _T + "udpa.type.v1.TypedStruct")
+_TYPED_STRUCTS = TYPED_STRUCT_TYPES
 _DEFAULT_TIMEOUT_MS = 15_000
 
 
@@ -279,6 +281,10 @@ def translate_route_configuration(rc: Any) -> list[dict[str, Any]]:
         for domain, host in zip(vh.domains, _host_matches(vh.domains), strict=True):
             hosts.append((-_specificity(domain), len(hosts), host, vh, vi))
     for _spec, _n, host, vh, vi in sorted(hosts, key=lambda t: (t[0], t[1])):
+        if vh.require_tls:  # ALL / EXTERNAL_ONLY: a plaintext request is redirected to https (Envoy's 301)
+            out.append({"name": f"{vh.name}/require_tls", "match": {"host": host} if host is not None else {},
+                        "redirect": {"scheme": "https", "code": 301, "keep_port": True}})
+            continue
         for ri, r in enumerate(vh.routes):
             out.append(_route(r, host, f"{base}: virtual_hosts[{vi}].routes[{ri}]", f"{vh.name}/{r.name or ri}", vh))
     return out
@@ -413,6 +419,8 @@ def translate_listener(lst: Any, protocols: Collection[str] = ("http1",)) -> Tra
     address = f"[{host}]:{sa.port_value}" if ":" in host else f"{host}:{sa.port_value}"
     chains = list(lst.filter_chains)
     if any(len(c.filter_chain_match.server_names) for c in chains):
+        if any(c.HasField("transport_socket") for c in chains):
+            return _tls_servers(chains, base, {"name": lst.name, "address": address}, sa.port_value, protocols)
         return _by_server_name(chains, base, {"name": lst.name, "address": address}, sa.port_value)
     plaintext_too = len(chains) == 2 and _permissive(chains)
     if plaintext_too:
@@ -477,9 +485,6 @@ def _by_server_name(chains: list[Any], base: str, out: dict[str, Any], port: int
                 continue
             raise ConfigError(f"{cpath}.filter_chain_match.{fd.name}", "choosing a filter chain by this field is not "
                                                                       "supported (only server_names)")
-        if chain.HasField("transport_socket"):
-            raise ConfigError(f"{cpath}.transport_socket", "TLS termination on a chain chosen by server name is not "
-                                                           "supported (TLS passes through to tcp_proxy)")
         filters = list(chain.filters)
         if len(filters) != 1 or filters[0].typed_config.type_url != _TCP_TYPE:
             raise ConfigError(f"{cpath}.filters", "a chain chosen by server name must have one filter, tcp_proxy")
@@ -496,6 +501,48 @@ def _by_server_name(chains: list[Any], base: str, out: dict[str, Any], port: int
                            {**route, "name": f"{route['name']}|{name}", "match": {"host": match}}))
     out.update(protocols=["tcp"], routes=[r for *_rank, r in sorted(ranked, key=lambda t: t[:3])])
     return TranslatedListener(out)
+
+
+def _tls_servers(chains: list[Any], base: str, out: dict[str, Any], port: int,
+                 protocols: Collection[str]) -> TranslatedListener:
+    """Filter chains chosen by the TLS server name, each terminating TLS with its own certificate in
+    front of the same HTTP connection manager (an Istio gateway's servers on one port) -> a
+    listener with ``tls_servers`` and that HCM's routes."""
+    servers: list[dict[str, Any]] = []
+    first: bytes | None = None
+    for ci, chain in enumerate(chains):
+        cpath = f"{base}: filter_chains[{ci}]"
+        fcm = chain.filter_chain_match
+        for fd, value in fcm.ListFields():
+            if fd.name == "server_names" or (fd.name == "destination_port" and value.value == port) or (
+                    fd.name == "transport_protocol" and value == "tls"):
+                continue
+            raise ConfigError(f"{cpath}.filter_chain_match.{fd.name}", "choosing a filter chain by this field is not "
+                                                                      "supported (only server_names)")
+        if not chain.HasField("transport_socket"):
+            raise ConfigError(f"{cpath}.transport_socket", "a chain passing TLS through (no transport socket) on a "
+                                                           "port whose other chains terminate TLS is not supported: "
+                                                           "give PASSTHROUGH servers a port of their own")
+        filters = list(chain.filters)
+        if len(filters) != 1 or filters[0].typed_config.type_url != _HCM_TYPE:
+            raise ConfigError(f"{cpath}.filters", "a chain terminating TLS by server name must have one filter, "
+                                                  "http_connection_manager")
+        raw = filters[0].typed_config.SerializeToString(deterministic=True)
+        if first is None:
+            first = raw
+        elif raw != first:
+            raise ConfigError(f"{cpath}.filters[0]", "chains chosen by server name must share one "
+                                                     "http_connection_manager (the same routes and filters)")
+        names = []
+        for name in fcm.server_names:
+            name = name.lower()
+            if "*" in name and not name.startswith("*."):
+                raise ConfigError(f"{cpath}.filter_chain_match.server_names", f"invalid server name {name!r}")
+            names.append(name)
+        servers.append({"server_names": names,
+                        "tls": translate_tls(chain.transport_socket, "downstream", f"{cpath}.transport_socket")})
+    out["tls_servers"] = servers
+    return _hcm(chains[0].filters[0], f"{base}: filter_chains[0].filters[0]", out, protocols)
 
 
 def _check_chain_match(chain: Any, port: int, permissive: bool, path: str) -> None:
@@ -528,27 +575,6 @@ def _permissive(chains: list[Any]) -> bool:
         [f.SerializeToString(deterministic=True) for f in by["raw_buffer"].filters]
 
 
-def _ints(v: Any) -> Any:
-    """Struct numbers arrive as floats: whole ones become ints again."""
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    if isinstance(v, list):
-        return [_ints(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _ints(x) for k, x in v.items()}
-    return v
-
-
-def _kernel_filter(value: Mapping[str, Any], path: str) -> dict[str, Any]:
-    """``{type, config}`` of a ``sofamesh.config.filter.v1.Filter`` -> a kernel filter entry."""
-    unknown = set(value) - {"type", "config"}
-    if unknown:
-        raise ConfigError(f"{path}.{sorted(unknown)[0]}", "unknown key")
-    if not isinstance(value.get("type"), str) or not value["type"]:
-        raise ConfigError(f"{path}.type", "required: a filter catalog name (authz.rbac, authn.mtls, ...)")
-    return {"type": value["type"], "config": _ints(value.get("config") or {})}
-
-
 def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) -> TranslatedListener:
     from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
@@ -565,7 +591,7 @@ def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) ->
             ts = unpack(hf.typed_config, typed_struct_pb2.TypedStruct(), f"{cpath}.http_filters[{hi}].typed_config")
             if ts.type_url == FILTER_TYPE_URL:
                 vpath = f"{cpath}.http_filters[{hi}].typed_config.value"
-                kernel_filters.append(_kernel_filter(struct_value(ts.value, vpath), vpath))
+                kernel_filters.append(kernel_filter(struct_value(ts.value, vpath), vpath))
                 continue
         if hf.typed_config.type_url == FAULT_TYPE:  # per-route fault configs become route filters
             if hf.typed_config.value:
@@ -588,6 +614,9 @@ def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) ->
     else:
         protos = [p for p in ("http1", "http2") if p in protocols] or ["http1"]
     out["protocols"] = protos
+    upgrades = _upgrade_types(hcm, cpath)
+    if upgrades:
+        out["upgrade_types"] = upgrades
     which = hcm.WhichOneof("route_specifier")
     if which == "route_config":
         out["routes"] = translate_route_configuration(hcm.route_config)
@@ -599,6 +628,21 @@ def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) ->
         out["routes"] = []
         return TranslatedListener(out, rds=hcm.rds.route_config_name)
     raise ConfigError(f"{cpath}.{which}", f"route specifier {which!r} is not supported (route_config, rds)")
+
+
+def _upgrade_types(hcm: Any, cpath: str) -> list[str]:
+    """``upgrade_configs`` -> the listener's ``upgrade_types``: the enabled ones (``enabled``
+    unset means enabled); an upgrade's own filter chain is refused."""
+    out = []
+    for ui, uc in enumerate(hcm.upgrade_configs):
+        if len(uc.filters):
+            raise ConfigError(f"{cpath}.upgrade_configs[{ui}].filters", "an upgrade's own filter chain is not "
+                                                                         "supported (the HCM's filters run)")
+        if uc.upgrade_type.lower() == "connect":
+            raise ConfigError(f"{cpath}.upgrade_configs[{ui}].upgrade_type", "CONNECT is not supported")
+        if not uc.HasField("enabled") or uc.enabled.value:
+            out.append(uc.upgrade_type.lower())
+    return out
 
 
 def _rpc_proxy(f: Any, fpath: str, out: dict[str, Any]) -> TranslatedListener:
@@ -632,7 +676,7 @@ def _rpc_proxy(f: Any, fpath: str, out: dict[str, Any]) -> TranslatedListener:
     if not isinstance(filters, list):
         raise ConfigError(f"{cpath}.value.filters", "must be a list")
     if filters:
-        out["filters"] = [_kernel_filter(x if isinstance(x, dict) else {}, f"{cpath}.value.filters[{i}]")
+        out["filters"] = [kernel_filter(x if isinstance(x, dict) else {}, f"{cpath}.value.filters[{i}]")
                           for i, x in enumerate(filters)]
     out["__path__"] = f"{cpath}.value"
     return TranslatedListener(out)
@@ -667,7 +711,10 @@ def translate_cluster(c: Any, protocols: Collection[str] = ()) -> TranslatedClus
     http = connection_limits(c, base, out)
     if http is None:  # Envoy: HTTP/1.1 upstream unless the cluster asks for HTTP/2
         http = "http2" if c.HasField("http2_protocol_options") else "http1"
-    if http == "http2" and "http2" in protocols:
+    rpc = _rpc_protocol(c)
+    if rpc is not None and rpc in protocols:  # Pilot's RPC cluster: HTTP routes may call it (a transcoder)
+        out["protocol"] = rpc
+    elif http == "http2" and "http2" in protocols:
         out["protocol"] = "http2"
     elif http == "http1":  # HTTP requests only: an RPC cluster's requests keep their protocol
         out["http_protocol"] = "http1"
@@ -686,6 +733,13 @@ def translate_cluster(c: Any, protocols: Collection[str] = ()) -> TranslatedClus
         return TranslatedCluster(out)
     raise ConfigError(f"{base}: type", "ORIGINAL_DST clusters are not supported (STATIC, STRICT_DNS, "
                                        "LOGICAL_DNS, EDS)")
+
+
+def _rpc_protocol(c: Any) -> str | None:
+    """The protocol a Pilot RPC cluster names in ``metadata.filter_metadata.sofamesh.protocol``."""
+    meta = c.metadata.filter_metadata.get("sofamesh") if c.HasField("metadata") else None
+    value = meta.fields.get("protocol") if meta is not None else None
+    return value.string_value or None if value is not None else None
 
 
 def _circuit_breakers(cbs: Any, path: str) -> dict[str, Any] | None:

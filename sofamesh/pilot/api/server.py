@@ -136,7 +136,7 @@ async def ready(request: web.Request) -> web.Response:
 
 async def syncz(request: web.Request) -> web.Response:
     pilot = request.app[_PILOT]
-    fence = {"runs": pilot.fence.runs, "failures": pilot.fence_failures}
+    fence = {"runs": pilot.fence.runs, "failures": pilot.fence_failures, "used": pilot.ads.fence is not None}
     return web.json_response({**pilot.ads.describe(), "fence": fence}, dumps=_dumps)
 
 

@@ -131,6 +131,8 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         # tests/integration/policy/test_delegate.py: a root route delegating to another namespace's
         # VirtualService, merged matches, inherited headers, short hosts in the delegate's namespace
         **_under("http", "delegate delegate.name delegate.namespace", _PROXIES),
+        # tests/integration/policy/test_gateway.py: http and tls routes bound to a Gateway (NAME and NS/NAME)
+        "gateways": _PROXIES,
         # test_tcp_routes.py: ClientHellos with four server names through each proxy: exact before wildcard
         "tls": _PROXIES,
         **_under("tls", "match match.sniHosts route route.destination route.destination.host "
@@ -157,6 +159,13 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
                      "addresses": _SIDECAR,
                      "exportTo": _PROXIES},  # tests/integration/policy/test_export_to.py
     "WorkloadEntry": _under("", "address ports labels", _SIDECAR),
+    # tests/integration/policy/test_gateway.py: an Envoy and a sofamesh proxy as gateway nodes of one
+    # Pilot: two HTTPS servers on one port (SNI, SIMPLE and MUTUAL with files), httpsRedirect on the
+    # HTTP port, PASSTHROUGH to a TLS server by a bound tls route, selected by labels
+    "Gateway": _under("", "servers servers.port servers.port.number servers.port.protocol servers.port.name "
+                          "servers.hosts servers.tls servers.tls.httpsRedirect servers.tls.mode "
+                          "servers.tls.serverCertificate servers.tls.privateKey servers.tls.caCertificates "
+                          "selector", _PROXIES),
     # Security: enforced on the inbound listeners Pilot sends sidecars holding a certificate (an Envoy
     # gets its HTTP, gRPC and Triple ones). tests/integration/pilot/test_inbound_security.py proves the mTLS modes
     # at mesh, workload and port level, ALLOW / DENY by principal, method, path and port with

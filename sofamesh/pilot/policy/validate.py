@@ -12,6 +12,7 @@ from typing import Any
 from sofamesh.pilot.policy.kinds import Kind, by_api_version, known_kinds
 from sofamesh.pilot.policy.resource import DEFAULT_NAMESPACE, Resource, ResourceKey, Source
 from sofamesh.pilot.policy.schema import DNS1123_SUBDOMAIN, AnyValue, Issue, MapOf, Obj, Report, Str, is_dns1123_label
+from sofamesh.pilot.policy.transcoders import check_transcoders
 from sofamesh.pilot.policy.webhook import check_labels
 
 # ObjectMeta fields a client may send; the server sets or ignores all but name, namespace, labels, annotations.
@@ -107,6 +108,9 @@ def validate(body: Any, source: Source, namespace: str | None = None) -> Verdict
             kind.schema.check(spec, "spec", report)
             if not report.errors:  # the webhook sees only objects the schema admitted
                 kind.check(ns, name, spec, report)
+            annotations = meta.get("annotations")
+            if kind.kind == "VirtualService" and isinstance(spec, Mapping) and isinstance(annotations, Mapping):
+                check_transcoders(annotations, spec, report)
     issues = tuple(report.issues)
     if report.errors or kind is None:
         return Verdict(source, ref, None, issues, key)

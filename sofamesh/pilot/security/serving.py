@@ -8,6 +8,7 @@ rotation step): new handshakes get the new certificate, open connections keep th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 from typing import Any
@@ -27,7 +28,8 @@ SERVING_CERT = "pilot-serving"
 TRUST = "pilot-roots"
 """The secret name of the roots client certificates are verified against."""
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
-_CHECK_S = 1.0  # how often the roots are compared (a list comparison; signing happens only on change)
+_CHECK_S = 1.0  # how often the roots are compared (a list comparison; signing happens only on change) when
+# nothing told it the CA changed
 
 
 class ServingCertificate:
@@ -45,6 +47,7 @@ class ServingCertificate:
         self._renew_at: datetime.datetime | None = None
         self._roots: list[str] = []
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
 
     async def issue(self) -> None:
         """Sign a certificate for a new key and publish it with the CA's current roots."""
@@ -80,9 +83,15 @@ class ServingCertificate:
         await self.issue()
         self._task = asyncio.get_running_loop().create_task(self._keep())
 
+    def check_now(self) -> None:
+        """The CA changed (a rotation step, here or through another replica): check without waiting."""
+        self._wake.set()
+
     async def _keep(self) -> None:
         while True:
-            await asyncio.sleep(_CHECK_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), _CHECK_S)
+            self._wake.clear()
             if not self.due():
                 continue
             try:

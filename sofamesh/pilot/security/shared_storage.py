@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
+from kazoo.protocol.states import ZnodeStat
 
 from sofamesh.core.errors import ConfigError, PluginError
 from sofamesh.pilot.options import check_options
-from sofamesh.pilot.security.storage import UPDATE_TRIES, DirStorage, SecretStorage
+from sofamesh.pilot.security.storage import UPDATE_TRIES, Changes, DirStorage, SecretStorage, check_changes
 
 
 def _check_name(name: str) -> str:
@@ -95,6 +96,24 @@ class EtcdStorage:
             if done.get("succeeded", False):
                 return data
         raise PluginError(f"security storage {self.describe()}: {name} kept changing: {UPDATE_TRIES} tries")
+
+    def update_many(self, names: Sequence[str], change: Changes, *, private: bool = False) -> Mapping[str, bytes]:
+        """One transaction: every blob's ``mod_revision`` as read (0: absent), then the puts."""
+        for _ in range(UPDATE_TRIES):
+            current: dict[str, bytes | None] = {}
+            compare = []
+            for name in names:
+                key = self._key(name)
+                kvs = self._post("/v3/kv/range", {"key": key}).get("kvs", [])
+                current[name] = base64.b64decode(kvs[0].get("value", "")) if kvs else None
+                revision = str(kvs[0].get("mod_revision", "0")) if kvs else "0"
+                compare.append({"key": key, "target": "MOD", "result": "EQUAL", "mod_revision": revision})
+            written = change(current)
+            check_changes(names, written)
+            puts = [{"request_put": {"key": self._key(n), "value": _b64(d)}} for n, d in written.items()]
+            if self._post("/v3/kv/txn", {"compare": compare, "success": puts}).get("succeeded", False):
+                return written
+        raise PluginError(f"security storage {self.describe()}: {', '.join(names)} kept changing: {UPDATE_TRIES} tries")
 
     def describe(self) -> str:
         return f"etcd {self.endpoint}{self.prefix}"
@@ -181,6 +200,40 @@ class ZookeeperStorage:
         except KazooException as exc:
             raise PluginError(f"security storage {self.describe()}: cannot update {name}: {exc}") from exc
         raise PluginError(f"security storage {self.describe()}: {name} kept changing: {UPDATE_TRIES} tries")
+
+    def update_many(self, names: Sequence[str], change: Changes, *, private: bool = False) -> Mapping[str, bytes]:
+        """One multi-operation: each blob's version as read checked (an absent one created and
+        deleted again, which fails if it exists), then the writes."""
+        zk = self._client()
+        try:
+            zk.ensure_path(self.root)
+            for _ in range(UPDATE_TRIES):
+                current: dict[str, bytes | None] = {}
+                stats: dict[str, ZnodeStat | None] = {}
+                for name in names:
+                    try:
+                        data, stats[name] = zk.get(self._path(name))
+                        current[name] = bytes(data)
+                    except NoNodeError:
+                        current[name], stats[name] = None, None
+                written = change(current)
+                check_changes(names, written)
+                tx = zk.transaction()
+                for name in names:
+                    path, stat = self._path(name), stats[name]
+                    if stat is None:
+                        tx.create(path, written.get(name, b""))
+                        if name not in written:
+                            tx.delete(path)
+                    elif name in written:
+                        tx.set_data(path, written[name], version=stat.version)
+                    else:
+                        tx.check(path, stat.version)
+                if not any(isinstance(r, Exception) for r in tx.commit()):
+                    return written
+        except KazooException as exc:
+            raise PluginError(f"security storage {self.describe()}: cannot update {', '.join(names)}: {exc}") from exc
+        raise PluginError(f"security storage {self.describe()}: {', '.join(names)} kept changing: {UPDATE_TRIES} tries")
 
     def close(self) -> None:
         if self._zk is not None:

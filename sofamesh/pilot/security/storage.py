@@ -9,12 +9,22 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 UPDATE_TRIES = 50
 """How many times ``update`` re-reads and retries when another writer changed the blob meanwhile."""
+
+
+Changes = Callable[[Mapping[str, "bytes | None"]], Mapping[str, bytes]]
+"""The blobs as read (``None``: absent) -> the blobs to write."""
+
+
+def check_changes(names: Sequence[str], written: Mapping[str, bytes]) -> None:
+    unknown = sorted(set(written) - set(names))
+    if unknown:
+        raise ValueError(f"update_many: {', '.join(unknown)} not among the blobs read")
 
 
 class SecretStorage(Protocol):
@@ -34,6 +44,12 @@ class SecretStorage(Protocol):
         """Replace ``name`` with ``change(current)`` only if nobody wrote it in between (a compare-
         and-set), reading and retrying otherwise; returns what was written. Two replicas updating
         the same blob at once lose neither change."""
+
+    def update_many(self, names: Sequence[str], change: Changes, *, private: bool = False) -> Mapping[str, bytes]:
+        """:meth:`update` for several blobs at once: ``change`` gets each of ``names`` (``None``:
+        absent) and returns the blobs to write (a subset of ``names``); they are written together
+        only if none of ``names`` changed in between, else read again and retried. An exception
+        from ``change`` aborts (nothing written). Returns what was written."""
 
     def describe(self) -> str:
         """Where the blobs are, for logs and /debug pages."""
@@ -100,8 +116,16 @@ class DirStorage:
             self.write(name, data, private=private)
             return data
 
+    def update_many(self, names: Sequence[str], change: Changes, *, private: bool = False) -> Mapping[str, bytes]:
+        with self._lock:
+            written = change({name: self.read(name) for name in names})
+            check_changes(names, written)
+            for name, data in written.items():
+                self.write(name, data, private=private)
+            return written
+
     def describe(self) -> str:
         return str(self.dir)
 
 
-__all__ = ["UPDATE_TRIES", "DirStorage", "SecretStorage"]
+__all__ = ["UPDATE_TRIES", "Changes", "DirStorage", "SecretStorage", "check_changes"]

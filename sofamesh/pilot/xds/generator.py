@@ -55,6 +55,15 @@ class NodeInfo:
                    locality=(loc.region, loc.zone, loc.sub_zone))
 
 
+GATEWAY_NODE_PREFIX = "router~"
+
+
+def is_gateway(node: NodeInfo) -> bool:
+    """Whether ``node`` is a gateway proxy: its id starts with ``router~`` (Istio's node type for its
+    ingress and egress gateways; sidecars are ``sidecar~``). Gateways get no sidecar listeners."""
+    return node.id.startswith(GATEWAY_NODE_PREFIX)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class XdsResource:
     """One named resource. ``wildcard=False`` keeps it out of wildcard subscriptions: only a node
@@ -82,5 +91,5 @@ class XdsGenerator(Protocol):
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]: ...
 
 
-__all__ = ["CLUSTER", "ENDPOINT", "LISTENER", "ROUTE", "NodeInfo", "XdsGenerator", "XdsResource",
-           "short_type"]
+__all__ = ["CLUSTER", "ENDPOINT", "GATEWAY_NODE_PREFIX", "LISTENER", "ROUTE", "NodeInfo", "XdsGenerator", "XdsResource",
+           "is_gateway", "short_type"]

@@ -46,7 +46,7 @@ from sofamesh.pilot.xds.destination_rules import (
     effective_policy,
     subset_cluster_name,
 )
-from sofamesh.pilot.xds.generator import CLUSTER, ENDPOINT, LISTENER, ROUTE, NodeInfo, XdsResource
+from sofamesh.pilot.xds.generator import CLUSTER, ENDPOINT, LISTENER, ROUTE, NodeInfo, XdsResource, is_gateway
 from sofamesh.pilot.xds.locality import Group, failover_label_keys, groups_by_locality, locality_groups
 from sofamesh.pilot.xds.locality import applies as locality_applies
 from sofamesh.pilot.xds.virtual_services import Source, cors_http_filter, fault_http_filter, http_routes
@@ -73,6 +73,18 @@ _HEALTH = {Health.HEALTHY: health_check_pb2.HEALTHY, Health.UNHEALTHY: health_ch
            Health.DRAINING: health_check_pb2.DRAINING}
 
 
+LB_METADATA = "envoy.lb"  # Envoy's filter_metadata key for what load balancing (subsets) matches on
+
+
+def endpoint_labels(inst: ServiceInstance) -> dict[str, str]:
+    """An endpoint's metadata under ``envoy.lb``: its labels, and its ``version`` when it has one
+    (registries give it apart: Dubbo URLs, Eureka / Nacos / Consul metadata)."""
+    labels = dict(inst.labels)
+    if inst.version:
+        labels.setdefault("version", inst.version)
+    return labels
+
+
 def cluster_name(service: Service, port: int) -> str:
     return f"outbound|{port}|{service.name}"
 
@@ -90,6 +102,11 @@ def _ads() -> config_source_pb2.ConfigSource:
 
 def _router_filter() -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=_ROUTER, typed_config=_pack(router_pb2.Router()))
+
+
+def websocket_upgrade() -> hcm_pb2.HttpConnectionManager.UpgradeConfig:
+    """WebSocket upgrades allowed, as Istio writes every HTTP connection manager."""
+    return hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")
 
 
 def _route_to(cluster: str) -> route_components_pb2.Route:
@@ -382,6 +399,8 @@ class EndpointGenerator(_PerService):
             for lb, inst in zip(cla.endpoints[-1].lb_endpoints, g.instances, strict=True):
                 if is_meshed(inst):
                     mark_meshed(lb)
+                if inst.labels or inst.version:
+                    lb.metadata.filter_metadata[LB_METADATA].update(endpoint_labels(inst))
         return cla
 
 
@@ -433,15 +452,18 @@ class OutboundListenerGenerator:
     type_url = LISTENER
 
     def scope(self, node: NodeInfo) -> Hashable:
-        return outbound_address(node)
+        return outbound_address(node), is_gateway(node)
 
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
+        if is_gateway(node):
+            return []  # a gateway's listeners are its Gateways' (:mod:`.gateways`)
         address, port = outbound_address(node)
         name = f"outbound|{port}"
         hcm = hcm_pb2.HttpConnectionManager(
             stat_prefix=f"outbound_{port}", codec_type=hcm_pb2.HttpConnectionManager.AUTO,
             rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=name),
             http_filters=[cors_http_filter(), fault_http_filter(), _router_filter()],  # Istio's order
+            upgrade_configs=[websocket_upgrade()],
         )
         listener = listener_pb2.Listener(
             name=name,

@@ -54,6 +54,7 @@ from sofamesh.pilot.xds.generators import (
     PolicyAware,
     _pack,
     _router_filter,
+    websocket_upgrade,
 )
 from sofamesh.pilot.xds.rpc import RPC_PROXY_FILTER, RPC_PROXY_TYPE_URL
 from sofamesh.pilot.xds.workload_security import Workload, inbound_filters, jwt_config, mtls_mode, rbac_config
@@ -228,7 +229,7 @@ class InboundListenerGenerator(_Inbound):
                                 match=route_components_pb2.RouteMatch(prefix="/"),
                                 route=route_components_pb2.RouteAction(
                                     cluster=name, timeout=duration_pb2.Duration(seconds=0)))])]),
-                    http_filters=http_filters)
+                    http_filters=http_filters, upgrade_configs=[websocket_upgrade()])
                 network = listener_components_pb2.Filter(name=_HCM, typed_config=_pack(hcm))
             else:
                 value = struct_pb2.Struct()

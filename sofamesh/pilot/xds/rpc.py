@@ -3,7 +3,7 @@ registers them from its own ``pilot_register_xds_generators`` hook with :func:`r
 
 For each protocol ``P`` they produce:
 - CDS/EDS: ``outbound|PORT|NAME`` for every service whose protocol is ``P`` (EDS over ADS, round
-  robin; the same shape as the built-in HTTP clusters);
+  robin; the same shape as the built-in HTTP clusters), with ``filter_metadata.sofamesh.protocol: P``;
 - LDS (for sofamesh sidecars only: user agent ``sofamesh``): ``outbound|P|PORT``, the sidecar's
   egress listener for ``P`` on ``ADDRESS:PORT``, taken from
   node metadata ``sofamesh.P_address`` / ``sofamesh.P_port`` (default ``127.0.0.1`` and the
@@ -32,7 +32,7 @@ from google.protobuf import any_pb2, struct_pb2
 from xds.type.v3 import typed_struct_pb2
 
 from sofamesh.pilot.policy.applied import service_visible
-from sofamesh.pilot.xds.generator import LISTENER, NodeInfo, XdsResource
+from sofamesh.pilot.xds.generator import LISTENER, NodeInfo, XdsResource, is_gateway
 from sofamesh.pilot.xds.generators import BuildContext, ClusterGenerator, EndpointGenerator, PolicyAware, cluster_name
 from sofamesh.pilot.xds.meta_routers import rate_limits, rpc_hash_policy, rpc_routes, timeout_of
 from sofamesh.pilot.xds.virtual_services import Destinations
@@ -60,12 +60,18 @@ def subset_name(cluster: str, version: str, group: str) -> str:
     return f"{cluster}|{version}|{group}"
 
 
+CLUSTER_METADATA = "sofamesh"  # filter_metadata key of an RPC cluster: {"protocol": "dubbo"}
+
+
 class RpcClusterGenerator(ClusterGenerator):
-    """CDS: the service's clusters, plus one per (version, group) subset."""
+    """CDS: the service's clusters, plus one per (version, group) subset; each names its protocol in
+    its metadata (``filter_metadata.sofamesh.protocol``)."""
 
     def build(self, service: Service, instances: tuple[ServiceInstance, ...],
               ctx: BuildContext | None = None) -> list[XdsResource]:
         out = super().build(service, instances, ctx)
+        for res in out:  # the protocol, for a sidecar route that calls it from HTTP (a transcoder)
+            res.message.metadata.filter_metadata[CLUSTER_METADATA].fields["protocol"].string_value = service.protocol
         base = [res for res in out if res.name in {cluster_name(service, p) for p in service.ports}]
         for version, group in subsets(instances):
             for res in base:
@@ -120,7 +126,9 @@ class RpcListenerGenerator(PolicyAware):
     @staticmethod
     def wants(node: NodeInfo) -> bool:
         """Only sofamesh sidecars understand ``rpc_proxy`` (Envoy would NACK the whole LDS update);
-        another client opts in with node metadata ``sofamesh.rpc_egress: true``."""
+        another client opts in with node metadata ``sofamesh.rpc_egress: true``. Gateways get none."""
+        if is_gateway(node):
+            return False
         return node.user_agent.startswith("sofamesh") or node.metadata.get("sofamesh.rpc_egress") is True
 
     def scope(self, node: NodeInfo) -> Hashable:
@@ -209,5 +217,5 @@ def rpc_generators(protocol: str, default_port: int, always_listen: bool = False
             f"lds.{protocol}": RpcListenerGenerator(protocol, default_port, always_listen=always_listen)}
 
 
-__all__ = ["RPC_PROXY_FILTER", "RPC_PROXY_TYPE_URL", "RpcClusterGenerator", "RpcEndpointGenerator",
+__all__ = ["CLUSTER_METADATA", "RPC_PROXY_FILTER", "RPC_PROXY_TYPE_URL", "RpcClusterGenerator", "RpcEndpointGenerator",
            "RpcListenerGenerator", "rpc_generators", "subset_name", "subsets"]

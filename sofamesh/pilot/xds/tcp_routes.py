@@ -45,7 +45,7 @@ from google.protobuf import any_pb2
 from sofamesh.core.plugin_host import hookimpl
 from sofamesh.pilot.policy.applied import service_visible
 from sofamesh.pilot.policy.hosts import VIP_METADATA
-from sofamesh.pilot.xds.generator import LISTENER, NodeInfo, XdsResource
+from sofamesh.pilot.xds.generator import LISTENER, NodeInfo, XdsResource, is_gateway
 from sofamesh.pilot.xds.generators import PolicyAware, cluster_name, outbound_address
 from sofamesh.pilot.xds.virtual_services import Destinations, Source, match_applies
 
@@ -196,9 +196,12 @@ class TcpListenerGenerator(PolicyAware):
         return Source.of(node.metadata)
 
     def scope(self, node: NodeInfo) -> Hashable:
-        return node.metadata.get(TCP_ADDRESS_KEY), outbound_address(node), self._source(node), self.view(node)
+        return (node.metadata.get(TCP_ADDRESS_KEY), outbound_address(node), self._source(node), self.view(node),
+                is_gateway(node))
 
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
+        if is_gateway(node):
+            return []  # a gateway's listeners are its Gateways' (:mod:`.gateways`)
         scope = self.scope(node)
         key = (mesh.index, self.policy.policy.index if self.policy is not None else 0)
         hit = self._memo.get(scope)

@@ -34,10 +34,13 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
+from xds.type.v3 import typed_struct_pb2
 
+from sofamesh.core.xds.route_filters import FILTER_TYPE_URL, route_filter_key
 from sofamesh.pilot.policy.applied import service_visible
 from sofamesh.pilot.policy.duration import parse_duration
+from sofamesh.pilot.policy.transcoders import transcoders_of
 from sofamesh.pilot.xds.destination_rules import effective_policy, hash_policies, subset_cluster_name
 
 if TYPE_CHECKING:
@@ -131,14 +134,16 @@ def _route_match(m: Mapping[str, Any]) -> rc.RouteMatch:
     return out
 
 
-def match_applies(m: Mapping[str, Any], port: int, source: Source) -> bool:
+def match_applies(m: Mapping[str, Any], port: int, source: Source,
+                  gateways: frozenset[str] = frozenset({"mesh"})) -> bool:
     """Whether a route ``match`` (http, tcp or tls) applies to ``port`` for a node of ``source``:
-    its ``port``, ``gateways`` (``mesh``), ``sourceLabels`` and ``sourceNamespace``."""
+    its ``port``, ``gateways`` (one of ``gateways``: ``mesh`` for sidecars, the names a gateway's
+    Gateway goes by for it), ``sourceLabels`` and ``sourceNamespace``."""
     want_port = m.get("port")
     if want_port and int(want_port) != port:
         return False
-    gateways = m.get("gateways")
-    if gateways and "mesh" not in gateways:
+    named = m.get("gateways")
+    if named and not gateways.intersection(named):
         return False
     labels = m.get("sourceLabels") or {}
     if labels and not set(labels.items()) <= source.labels:
@@ -364,17 +369,19 @@ def _action(http: Mapping[str, Any], route: rc.Route, dests: Destinations) -> No
 
 
 def http_routes(vs: Resource, snap: PolicySnapshot, mesh: MeshModel, port: int, source: Source,
-                proxyless: bool = False) -> list[rc.Route]:
+                proxyless: bool = False, gateways: frozenset[str] = frozenset({"mesh"})) -> list[rc.Route]:
     """The Envoy routes of ``vs`` for the virtual host of the service's ``port``, for a node of
     ``source``; a ``delegate`` route stands for its delegate's routes (:mod:`..policy.delegate`).
-    ``proxyless``: for gRPC's xDS client, which has no CORS filter (``corsPolicy`` is left out)."""
+    ``proxyless``: for gRPC's xDS client, which has no CORS filter (``corsPolicy`` is left out).
+    ``gateways``: the names a match's ``gateways`` must include one of (a gateway's own names)."""
     dests = Destinations(snap, mesh, vs.namespace)
+    transcoders = transcoders_of(vs.annotations)  # sofamesh.io/transcoders: route name -> {type, config}
     out: list[rc.Route] = []
     for hi, http in enumerate(snap.http_of(vs)):
         if not isinstance(http, Mapping) or http.get("delegate"):
             continue
         matches = http.get("match") or [{}]
-        applicable = [m for m in matches if match_applies(m, port, source)]
+        applicable = [m for m in matches if match_applies(m, port, source, gateways)]
         if not applicable:
             continue
         template = rc.Route()
@@ -388,6 +395,10 @@ def http_routes(vs: Resource, snap: PolicySnapshot, mesh: MeshModel, port: int, 
             packed = any_pb2.Any()
             packed.Pack(_cors(http["corsPolicy"]))
             template.typed_per_filter_config[CORS_FILTER].CopyFrom(packed)
+        transcoder = transcoders.get(str(http.get("name"))) if transcoders else None
+        if transcoder is not None and template.HasField("route") and not proxyless:
+            template.typed_per_filter_config[route_filter_key(str(transcoder["type"]))].CopyFrom(
+                _route_filter(transcoder))
         name = http.get("name") or f"{vs.namespace}.{vs.name}.{hi}"
         for mi, m in enumerate(applicable):
             r = rc.Route()
@@ -396,6 +407,18 @@ def http_routes(vs: Resource, snap: PolicySnapshot, mesh: MeshModel, port: int, 
             r.match.CopyFrom(_route_match(m))
             out.append(r)
     return out
+
+
+def _route_filter(entry: Mapping[str, Any]) -> any_pb2.Any:
+    """A route's own sofamesh filter as ``typed_per_filter_config``: an optional FilterConfig (an Envoy
+    ignores it) around a TypedStruct ``sofamesh.config.filter.v1.Filter`` of ``{type, config}``."""
+    value = struct_pb2.Struct()
+    value.update({"type": entry["type"], "config": dict(entry.get("config") or {})})
+    inner = any_pb2.Any()
+    inner.Pack(typed_struct_pb2.TypedStruct(type_url=FILTER_TYPE_URL, value=value))
+    packed = any_pb2.Any()
+    packed.Pack(rc.FilterConfig(config=inner, is_optional=True))
+    return packed
 
 
 def fault_http_filter() -> Any:

@@ -1,15 +1,26 @@
 """The cache of a registry that mirrors an external server (the ``*-cluster`` adapters): services
 and instances by name, the changes applied at once after a write, and the name notified when they
-differ."""
+differ; and, for the adapters that poll their server (Eureka, Nacos), the loops that fetch and
+renew, with the last known instances kept and ``stale`` set while the server is away."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
+from typing import Any
 
+import httpx
+
+from sofamesh.core.errors import PluginError
+from sofamesh.core.net.loop import cancel
 from sofamesh.pilot.model import Service, ServiceInstance
 from sofamesh.pilot.registry import Notify
+
+log = logging.getLogger("sofamesh.pilot.registry.mirrored")
+BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 class MirroredCache:
@@ -55,4 +66,86 @@ class MirroredCache:
         return tuple(self._instances.get(service, {}).values())
 
 
-__all__ = ["MirroredCache"]
+class PolledMirror(MirroredCache):
+    """A mirror kept by fetching every ``fetch_interval_s`` (``_fetch``) and whose own registrations
+    are renewed every ``renew_interval_s`` (``heartbeat``). Subclasses set ``server`` (the product's
+    name, for messages), ``endpoint`` and ``_http``, call ``_init_polling``, and implement
+    ``_fetch`` and ``heartbeat``."""
+
+    server: str
+    endpoint: str
+    stale: bool
+    _http: httpx.AsyncClient
+
+    def _init_polling(self, fetch_interval_s: float, renew_interval_s: float) -> None:
+        self._init_cache()
+        self.fetch_interval_s = max(0.1, float(fetch_interval_s))
+        self.renew_interval_s = max(0.1, float(renew_interval_s))
+        self._own: dict[tuple[str, str], Any] = {}  # what this registry registered: renewed
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stale = True
+        self.errors = 0
+
+    async def _fetch(self, first: bool) -> set[str]:
+        """One fetch from the server, applied to the cache; the model services that changed."""
+        raise NotImplementedError
+
+    async def heartbeat(self, service: str, instance_id: str) -> bool:
+        raise NotImplementedError
+
+    async def start(self, notify: Notify) -> None:
+        try:
+            changed = await self._fetch(True)
+        except (httpx.HTTPError, ValueError, PluginError) as exc:
+            await self._http.aclose()
+            raise PluginError(
+                f"registry {self.name!r}: {self.server} at {self.endpoint} is unreachable: {exc}"
+            ) from exc
+        self.stale = False
+        self._notify = notify
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._follow()), loop.create_task(self._renewals())]
+        if changed:
+            notify(sorted(changed))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            await cancel(task)
+        self._tasks = []
+        await self._http.aclose()
+
+    async def _follow(self) -> None:
+        attempt = 0
+        while True:
+            await asyncio.sleep(self.fetch_interval_s if attempt == 0 else BACKOFF_S[min(attempt, 4)])
+            try:
+                changed = await self._fetch(False)
+            except (httpx.HTTPError, ValueError, PluginError) as exc:
+                self.errors += 1
+                self.stale = True  # the last known instances stay
+                attempt += 1
+                log.info("registry %s: fetch from %s failed (%s)", self.name, self.endpoint, exc)
+                continue
+            attempt = 0
+            self.stale = False
+            if changed:
+                self._notify(sorted(changed))
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise PluginError(f"registry {self.name!r}: {method} {path} at {self.endpoint} failed: {exc}") from exc
+
+    async def _renewals(self) -> None:
+        while True:
+            await asyncio.sleep(self.renew_interval_s)
+            for service, iid in list(self._own):
+                try:
+                    await self.heartbeat(service, iid)
+                except PluginError as exc:
+                    self.errors += 1
+                    log.info("registry %s: renewal of %s/%s failed: %s", self.name, service, iid, exc)
+
+
+__all__ = ["BACKOFF_S", "MirroredCache", "PolledMirror"]

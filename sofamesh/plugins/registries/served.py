@@ -6,8 +6,8 @@ routed to; ``remove_at``: it is dropped) and the reaper that enforces them. It d
 wire format: the ``api.py`` of each registry turns requests into :class:`Entry` objects through
 its ``mapping.py``. Nothing is persisted by default: like the real servers' ephemeral
 registrations, a client whose renew or beat is refused registers again. With ``shared`` (Pilot
-replicas) the entries live in etcd as well (``shared_entries.py``): every replica lists what any of
-them took, and a renewal through any of them keeps it alive.
+replicas) the entries live in etcd or ZooKeeper as well (``shared_entries.py``): every replica lists
+what any of them took, and a renewal through any of them keeps it alive.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from sofamesh.core.errors import PluginError
 from sofamesh.pilot.config import split_address
 from sofamesh.pilot.model import Health, MeshModel, Service, ServiceInstance
 from sofamesh.pilot.registry import Notify, Registry
+from sofamesh.plugins.registries.etcd.entries import EtcdEntries
 from sofamesh.plugins.registries.shared_entries import SharedEntries
+from sofamesh.plugins.registries.zookeeper.entries import ZkEntries
 
 log = logging.getLogger("sofamesh.pilot.registry.served")
 _NEVER = float("inf")
@@ -79,18 +81,33 @@ class ServedRegistry(Registry):
 
     def share(self, options: Mapping[str, Any] | None) -> None:
         """``shared`` option: ``{type: etcd, endpoint, prefix}`` (default prefix
-        ``/sofamesh/served/<registry name>/``); ``None`` keeps the entries in this process only."""
+        ``/sofamesh/served/<registry name>/``) or ``{type: zookeeper, hosts, root}`` (default root
+        ``/sofamesh/served/<registry name>``), and ``renew_write_fraction`` (``shared_entries.py``);
+        ``None`` keeps the entries in this process only."""
         if not options:
             return
         from sofamesh.core.errors import ConfigError
         from sofamesh.pilot.options import check_options
 
         where = f"registries.{self.name}.options.shared"
-        opts = check_options(options, ("type", "endpoint", "prefix"), where, f"registry {self.name!r}")
-        if opts.get("type", "etcd") != "etcd":
-            raise ConfigError(f"{where}.type", f"{opts['type']!r}: only etcd holds served registrations")
-        self.shared = SharedEntries(self.name, str(opts.get("endpoint", "http://127.0.0.1:2379")),
-                                    str(opts.get("prefix", f"/sofamesh/served/{self.name}/")))
+        kind = options.get("type", "etcd")
+        keys = {"etcd": ("endpoint", "prefix"), "zookeeper": ("hosts", "root")}.get(str(kind))
+        if keys is None:
+            raise ConfigError(f"{where}.type", f"{kind!r}: served registrations are shared through etcd or zookeeper")
+        opts = check_options(options, ("type", *keys, "renew_write_fraction"), where, f"registry {self.name!r}")
+        fraction = opts.get("renew_write_fraction", 0.5)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+            raise ConfigError(f"{where}.renew_write_fraction", f"{fraction!r}: a number from 0 (every renewal "
+                              "written) up to, not including, 1")
+        default = f"/sofamesh/served/{self.name}"
+        if kind == "etcd":
+            self.shared = EtcdEntries(self.name, str(opts.get("endpoint", "http://127.0.0.1:2379")),
+                                      str(opts.get("prefix", default + "/")), float(fraction))
+            return
+        hosts = opts.get("hosts")
+        if not isinstance(hosts, str) or not hosts:
+            raise ConfigError(f"{where}.hosts", 'required with type zookeeper: "HOST:PORT[,HOST:PORT]"')
+        self.shared = ZkEntries(self.name, hosts, str(opts.get("root", default)), float(fraction))
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self, notify: Notify) -> None:
@@ -193,7 +210,8 @@ class ServedRegistry(Registry):
         if entry is None:
             return None
         was_lapsed = entry.lapsed
-        self._arm(entry, self._clock())
+        # a shared entry's renewal time may be the latest one its stored copy allows (slack)
+        self._arm(entry, max(self._clock(), entry.renewed_at))
         if was_lapsed:
             self._notify([service])
         if self.shared is not None:
@@ -224,7 +242,8 @@ class ServedRegistry(Registry):
         del inst["origin"]
         return {"service": entry.service.to_dict(), "instance": inst, "lease_s": entry.lease_s,
                 "remove_after_s": entry.remove_after_s, "wire": self.wire_to_json(entry.wire),
-                "registered_at": wall - (now - entry.registered_at), "renewed_at": wall - (now - entry.renewed_at)}
+                "registered_at": wall - (now - entry.registered_at),
+                "renewed_at": wall - (now - min(entry.renewed_at, now))}
 
     def _shared_event(self, service: str, instance_id: str, doc: dict[str, Any] | None) -> None:
         """An entry as etcd holds it now (``None``: removed there), written by any replica."""
@@ -253,8 +272,10 @@ class ServedRegistry(Registry):
             return
         if svc.name != service or inst.id != instance_id:
             return
+        if self.shared is not None:
+            renewed += self.shared.slack(doc)  # renewals taken elsewhere and not written (shared_entries.py)
         if old is not None and old.renewed_at > renewed:
-            renewed = old.renewed_at  # our own renewal, not yet written back
+            renewed = old.renewed_at  # our own renewal, not (yet) written back
         was = (old.service, self.effective(old), old.wire) if old is not None else None
         self._arm(entry, renewed)
         entry.lapsed = entry.unhealthy_at <= now

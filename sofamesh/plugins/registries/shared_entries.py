@@ -1,15 +1,25 @@
 """SharedEntries: the registrations a served registry API took (Eureka, Nacos, Consul clients) kept
-in etcd, so every Pilot replica serving that API lists them, and a renewal through any replica
-keeps them alive.
+in a store every Pilot replica follows (etcd: ``etcd/entries.py``; ZooKeeper:
+``zookeeper/entries.py``), so every replica serving that API lists them, and a renewal through any
+replica keeps them alive.
 
-Key ``<prefix><service>/<instance id>``, value JSON: ``service``, ``instance`` (the model's
-``to_dict`` forms, without ``origin``), ``lease_s``, ``remove_after_s``, ``wire`` (the API's own
-record), ``registered_at`` and ``renewed_at`` (wall-clock seconds). As the etcd registry's
-``leases: instance``: a registration that is dropped after missed renewals (``remove_after_s``) is
-put under an etcd lease of its own with that TTL, which a renewal through any replica keeps alive
-(and ``renewed_at`` is written again, so every replica marks it unhealthy at the same moment); etcd
-deletes it when the lease runs out, once, whichever replicas are alive. The others stay until
-removed. This module owns the etcd side only: what an entry means stays in ``served.py``.
+One document per registration under ``<prefix><service>/<instance id>``, JSON: ``service``,
+``instance`` (the model's ``to_dict`` forms, without ``origin``), ``lease_s``, ``remove_after_s``,
+``wire`` (the API's own record), ``registered_at`` and ``renewed_at`` (wall-clock seconds) and
+``writer`` (the replica that wrote it). A registration that is dropped after missed renewals
+(``remove_after_s``) is removed by the store once nobody renews it (an etcd lease; a reaper elected
+among the replicas for ZooKeeper), once, whichever replicas are alive. The others stay until removed.
+What an entry means stays in ``served.py``.
+
+Renewals are cheap to take and dear to write (Nacos beats every 5 s): a renewal that changes
+nothing but ``renewed_at`` is written only once the stored ``renewed_at`` is ``granularity`` old,
+a fraction (``renew_write_fraction``, default 0.5) of the shorter of ``lease_s`` and
+``remove_after_s`` (Kubernetes' node heartbeats work the same way: a lease renewed at a fraction of
+its duration, the status written only when it changed). The store's ``renewed_at`` is then up to
+``granularity`` older than the last renewal, so a replica that did not write a document takes the
+latest renewal it allows (``renewed_at + granularity``), and the store removes a lapsed registration
+``remove_after_s + granularity`` after its stored renewal: a lapse is never seen early, and at most
+``granularity`` late on a replica that did not take the last renewal.
 
 Writes leave in order from one task: the API answers its client once its own replica applied the
 change; the store and the other replicas follow (the watch, tens of milliseconds later).
@@ -20,152 +30,154 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
+import os
+import socket
+import uuid
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
-from sofamesh.core.errors import PluginError
 from sofamesh.core.net.loop import cancel
-from sofamesh.plugins.registries.etcd.prefix import EtcdPrefix, Events, KeyValues, b64, key_of, value_of
 
 log = logging.getLogger("sofamesh.pilot.registry.served")
 Apply = Callable[[str, str, "dict[str, Any] | None"], None]
 """Called with (service, instance id, document or ``None`` when it was removed)."""
+_UNCOMPARED = ("renewed_at", "registered_at", "writer")
+
+
+def granularity(doc: dict[str, Any], fraction: float) -> float | None:
+    """How old the stored renewal may get before a renewal is written; ``None``: no deadline."""
+    spans = [float(doc[k]) for k in ("lease_s", "remove_after_s") if doc.get(k)]
+    return fraction * min(spans) if spans else None
 
 
 class SharedEntries:
-    """A served registry's entries under one etcd prefix; see the module docstring."""
+    """A served registry's entries in one shared store; see the module docstring. A store's class
+    reads (``_open``: the entries now, then their changes, each through :meth:`_seen`), writes
+    (``_write``), closes (``_close``) and fences."""
 
-    def __init__(self, registry: str, endpoint: str, prefix: str) -> None:
+    kind = ""
+
+    def __init__(self, registry: str, fraction: float = 0.5) -> None:
         self.registry = registry
-        self.endpoint = endpoint.rstrip("/")
-        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
-        self._etcd = EtcdPrefix(self.endpoint, self.prefix, f"registry {registry!r}")
+        self.fraction = fraction
+        self.identity = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._apply: Apply = lambda service, iid, doc: None
         self._queue: asyncio.Queue[tuple[str, str, str, dict[str, Any] | None]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
-        self._leases: dict[str, int] = {}  # key -> the etcd lease it is under
-        self._held: set[str] = set()  # keys handed to ``apply``
+        # (service, id) -> (renewed_at, the rest) of what the store holds, or will once the queue is written
+        self._stored: dict[tuple[str, str], tuple[float, str]] = {}
         self.writes = 0
         self.write_failures = 0
-
-    def _key(self, service: str, instance_id: str) -> str:
-        return f"{self.prefix}{service}/{instance_id}"
+        self.renewals_unwritten = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self, apply: Apply) -> None:
-        """Read every entry (``apply`` for each), then follow the prefix and start the writer."""
+        """Read every entry (``apply`` for each), then follow the store and start the writer."""
         self._apply = apply
-        try:
-            self._snapshot(await self._etcd.read())
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
-            await self._etcd.stop()
-            raise PluginError(f"registry {self.registry!r}: etcd at {self.endpoint} is unreachable: {exc}") from exc
-        self._etcd.follow(self._snapshot, self._events)
+        await self._open()
         self._writer = asyncio.get_running_loop().create_task(self._write_forever())
 
     async def stop(self) -> None:
         await cancel(self._writer)
         self._writer = None
-        await self._etcd.stop()
+        await self._close()
+
+    async def _open(self) -> None:
+        raise NotImplementedError
+
+    async def _close(self) -> None:
+        raise NotImplementedError
+
+    async def fence(self) -> None:
+        """Return once every change written to the store before the call has been seen."""
+        raise NotImplementedError
 
     # -- reading -------------------------------------------------------------------------------
-    def _one(self, kv: dict[str, Any], deleted: bool) -> None:
-        key = key_of(kv)
-        service, _, instance_id = key[len(self.prefix) :].partition("/")
-        if not service or not instance_id:
-            return
-        if deleted:
-            self._leases.pop(key, None)
-            self._held.discard(key)
+    def _seen(self, service: str, instance_id: str, raw: bytes | None) -> dict[str, Any] | None:
+        """An entry as the store holds it now (``None``: removed there); its document if it has one."""
+        if raw is None:
+            self._stored.pop((service, instance_id), None)
             self._apply(service, instance_id, None)
-            return
-        lease = int(kv.get("lease", "0"))
-        if lease:
-            self._leases[key] = lease
-        else:
-            self._leases.pop(key, None)
+            return None
         try:
-            doc = json.loads(value_of(kv))
+            doc = json.loads(raw)
             if not isinstance(doc, dict):
                 raise ValueError("not a JSON object")
         except ValueError as exc:
-            log.warning("registry %s: ignoring %s: %s", self.registry, key, exc)
-            return
-        self._held.add(key)
+            log.warning("registry %s: ignoring the shared entry %s/%s: %s", self.registry, service, instance_id, exc)
+            return None
+        self._stored[(service, instance_id)] = _stamp(doc)
         self._apply(service, instance_id, doc)
+        return doc
 
-    def _snapshot(self, kvs: KeyValues) -> None:
-        present = {key_of(kv) for kv in kvs}
-        for key in sorted(self._held - present):  # removed while the watch was down
-            self._one({"key": b64(key)}, True)
-        for kv in kvs:
-            self._one(kv, False)
-
-    def _events(self, events: Events) -> None:
-        for ev in events:
-            self._one(ev["kv"], ev.get("type") == "DELETE")
-
-    async def fence(self) -> None:
-        """A write the watch must deliver (``etcd/watch_fence.py``)."""
-        try:
-            await self._etcd.wait_fence()
-        except httpx.HTTPError as exc:
-            raise PluginError(f"registry {self.registry!r}: fence write to {self.endpoint} failed: {exc}") from exc
+    def slack(self, doc: dict[str, Any]) -> float:
+        """How much later than its ``renewed_at`` a document's registration may have been renewed."""
+        if doc.get("writer") == self.identity:
+            return 0.0  # our own: this replica knows each renewal it took
+        return granularity(doc, self.fraction) or 0.0
 
     # -- writing (in order, from one task) -----------------------------------------------------
     def put(self, service: str, instance_id: str, doc: dict[str, Any]) -> None:
-        """A registration or a change of it: a new lease when it can lapse."""
-        self._queue.put_nowait(("put", service, instance_id, doc))
+        """A registration or a change of it."""
+        self._enqueue("put", service, instance_id, doc)
 
     def renew(self, service: str, instance_id: str, doc: dict[str, Any]) -> None:
-        """Keep its lease alive and record the renewal."""
-        self._queue.put_nowait(("renew", service, instance_id, doc))
+        """Record a renewal (or a change of what is registered); one that moves only ``renewed_at``
+        by less than the granularity is not written."""
+        stored = self._stored.get((service, instance_id))
+        renewed, rest = _stamp(doc)
+        if stored is not None and stored[1] == rest:
+            step = granularity(doc, self.fraction)
+            if step is None or renewed - stored[0] < step:
+                self.renewals_unwritten += 1
+                return
+        self._enqueue("renew", service, instance_id, doc)
 
     def remove(self, service: str, instance_id: str) -> None:
+        self._stored.pop((service, instance_id), None)
         self._queue.put_nowait(("remove", service, instance_id, None))
+
+    def _enqueue(self, op: str, service: str, instance_id: str, doc: dict[str, Any]) -> None:
+        doc = {**doc, "writer": self.identity}
+        self._stored[(service, instance_id)] = _stamp(doc)
+        self._queue.put_nowait((op, service, instance_id, doc))
 
     async def _write_forever(self) -> None:
         while True:
             op, service, instance_id, doc = await self._queue.get()
             try:
-                await self._write(op, self._key(service, instance_id), doc)
+                await self._write(op, service, instance_id, doc)
                 self.writes += 1
             except Exception as exc:  # one write that fails must not stop the ones after it
                 self.write_failures += 1
-                log.warning("registry %s: cannot %s %s/%s in etcd: %s", self.registry, op, service, instance_id, exc)
+                log.warning(
+                    "registry %s: cannot %s %s/%s in %s: %s", self.registry, op, service, instance_id, self.kind, exc
+                )
 
-    async def _write(self, op: str, key: str, doc: dict[str, Any] | None) -> None:
-        if doc is None:
-            await self._etcd.post("/v3/kv/deleterange", {"key": b64(key)})
-            return
-        lease = self._leases.get(key, 0) if op == "renew" else 0
-        if lease:
-            alive = await self._etcd.post("/v3/lease/keepalive", {"ID": str(lease)})
-            if int(alive.get("result", {}).get("TTL", "0")) <= 0:
-                lease = 0  # it ran out meanwhile: the renewal registers it again
+    async def _write(self, op: str, service: str, instance_id: str, doc: dict[str, Any] | None) -> None:
+        """``put`` / ``renew`` (a renewal may find the entry gone from the store: it is written
+        again) or ``remove`` (``doc`` is ``None``)."""
+        raise NotImplementedError
+
+    def removal_after(self, doc: dict[str, Any]) -> float | None:
+        """How long after a write the store removes the entry when nobody writes it again."""
         ttl = doc.get("remove_after_s")
-        if not lease and ttl:
-            granted = await self._etcd.post("/v3/lease/grant", {"TTL": str(max(2, math.ceil(float(ttl))))})
-            lease = int(granted["ID"])
-        body = {"key": b64(key), "value": b64(json.dumps(doc, sort_keys=True))}
-        if lease:
-            body["lease"] = str(lease)
-            self._leases[key] = lease
-        await self._etcd.post("/v3/kv/put", body)
+        return float(ttl) + (granularity(doc, self.fraction) or 0.0) if ttl else None
 
     def describe(self) -> dict[str, Any]:
         return {
-            "type": "etcd",
-            "endpoint": self.endpoint,
-            "prefix": self.prefix,
-            "revision": self._etcd.revision,
+            "type": self.kind,
             "writes": self.writes,
             "write_failures": self.write_failures,
-            "leases": len(self._leases),
+            "renewals_unwritten": self.renewals_unwritten,
+            "renew_write_fraction": self.fraction,
         }
 
 
-__all__ = ["SharedEntries"]
+def _stamp(doc: dict[str, Any]) -> tuple[float, str]:
+    """A document's renewal time, and the rest of it in one comparable form (JSON, as stored)."""
+    rest = json.dumps({k: v for k, v in doc.items() if k not in _UNCOMPARED}, sort_keys=True)
+    return float(doc.get("renewed_at") or 0.0), rest
+
+
+__all__ = ["Apply", "SharedEntries", "granularity"]

@@ -71,8 +71,10 @@ def _certs(tmp: Path) -> dict[str, str]:
 
 
 class TlsServer(UpstreamServer):
-    """An HTTPS server (Python ssl): answers ``"tls GET /"``; ``seen`` records, per accepted
-    connection, the SNI it got and the client certificate's CN (``none`` without one)."""
+    """An HTTPS server (Python ssl): answers ``"tls GET /"``; ``seen`` records, per handshake that
+    completed, the SNI it got and the client certificate's CN (``none`` without one). Each handshake
+    runs in its connection's own thread with a deadline, so a client that connects and says nothing
+    (or speaks plaintext) holds up no other connection."""
 
     def __init__(self, certs: dict[str, str]) -> None:
         super().__init__("tls")
@@ -82,21 +84,30 @@ class TlsServer(UpstreamServer):
         ctx.verify_mode = ssl.CERT_OPTIONAL
         self.sni: dict[int, str] = {}
         self.seen: list[str] = []
+        self.refused: list[str] = []
 
-        def on_sni(sslsock: ssl.SSLSocket, name: str | None, _ctx: ssl.SSLContext) -> None:
+        def on_sni(sslsock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
             self.sni[id(sslsock)] = name or "-"
 
         ctx.sni_callback = on_sni  # type: ignore[assignment]
-        self.socket = ctx.wrap_socket(self.socket, server_side=True)
+        self.ctx = ctx
         self.port = self.server_address[1]
         self.__enter__()
 
-    def get_request(self) -> tuple[Any, Any]:
-        sock, addr = super().get_request()
-        cert = sock.getpeercert() or {}
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(10)
+        try:
+            tls = self.ctx.wrap_socket(request, server_side=True)
+        except (OSError, ValueError) as exc:
+            self.refused.append(type(exc).__name__)
+            return
+        cert = tls.getpeercert() or {}
         cn = next((v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"), "none")
-        self.seen.append(f"sni={self.sni.pop(id(sock), '-')} client={cn}")
-        return sock, addr
+        self.seen.append(f"sni={self.sni.pop(id(tls), '-')} client={cn}")
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            tls.close()
 
     def stop(self) -> None:
         self.__exit__()
@@ -159,20 +170,28 @@ spec:
 {port_level}"""
 
 
+def _until(setup: dict[str, Any], proxy: str, predicate: Any, timeout: float, what: str) -> None:
+    """``wait_until``, failing with what the proxy last answered, Pilot's NACKs and the sidecar's log."""
+    try:
+        wait_until(predicate, timeout, what=what)
+    except AssertionError as exc:
+        nacks = setup["pilot"].get("/debug/syncz")["recent_nacks"]
+        raise AssertionError(
+            f"{exc}; last: {_get(setup[proxy])}; server saw {setup['server'].seen[-3:]}, refused "
+            f"{setup['server'].refused[-3:]}; NACKs: {nacks}; sidecar: {setup['proxy'].log()[-3000:]}"
+        ) from None
+
+
 def _both(setup: dict[str, Any], expected: str, what: str) -> None:
     """Both proxies reach the server, and the connection the server accepted last saw ``expected``."""
     for proxy in ("sidecar", "envoy"):
-        try:
-            wait_until(
-                lambda proxy=proxy: _get(setup[proxy]) == "tls GET /" and setup["server"].seen[-1] == expected,
-                20,
-                what=f"{what} through the {proxy}",
-            )
-        except AssertionError as exc:
-            nacks = setup["pilot"].get("/debug/syncz")["recent_nacks"]
-            raise AssertionError(
-                f"{exc}; last: {_get(setup[proxy])}; NACKs: {nacks}; sidecar: {setup['proxy'].log()[-3000:]}"
-            ) from None
+        _until(
+            setup,
+            proxy,
+            lambda proxy=proxy: _get(setup[proxy]) == "tls GET /" and setup["server"].seen[-1] == expected,
+            20,
+            f"{what} through the {proxy}",
+        )
 
 
 def test_simple_mutual_and_disable_against_a_real_tls_server(setup: dict[str, Any]) -> None:
@@ -180,7 +199,7 @@ def test_simple_mutual_and_disable_against_a_real_tls_server(setup: dict[str, An
     port = 80  # the service's port (the instance's is the server's own): cluster outbound|80|secure
     # No rule: plaintext to a TLS server fails through both (once their listeners are up).
     for proxy in ("sidecar", "envoy"):
-        wait_until(lambda proxy=proxy: _get(setup[proxy]) in ("502", "503"), 60, what=f"the {proxy} up")
+        _until(setup, proxy, lambda proxy=proxy: _get(setup[proxy]) in ("502", "503"), 60, f"the {proxy} up")
     apply(
         pilot.api_url,
         stdin=_dr(f"{{mode: SIMPLE, caCertificates: {certs['ca']}, sni: {HOST}, subjectAltNames: [{HOST}]}}"),
@@ -204,10 +223,12 @@ def test_simple_mutual_and_disable_against_a_real_tls_server(setup: dict[str, An
         pilot.api_url, stdin=_dr(f"{{mode: SIMPLE, caCertificates: {certs['ca']}, subjectAltNames: [other.example]}}")
     )
     for proxy in ("sidecar", "envoy"):
-        wait_until(
+        _until(
+            setup,
+            proxy,
             lambda proxy=proxy: _get(setup[proxy]) in ("502", "503"),
             20,
-            what=f"a wrong subjectAltName refused by the {proxy}",
+            f"a wrong subjectAltName refused by the {proxy}",
         )
 
 

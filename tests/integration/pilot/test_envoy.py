@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import threading
 import time
@@ -32,9 +33,9 @@ def _envoy_binary() -> Path:
 
 
 class HttpBackend:
-    """An HTTP/1.1 server answering every GET with its own name."""
+    """An HTTP/1.1 server answering every GET with its own name (over TLS with ``tls``)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, tls: ssl.SSLContext | None = None) -> None:
         self.name = name
 
         class Handler(BaseHTTPRequestHandler):
@@ -49,6 +50,8 @@ class HttpBackend:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -72,15 +75,16 @@ def http_backends() -> Iterator[list[HttpBackend]]:
 class Envoy:
     def __init__(self, tmp_path: Path, pilot: PilotProcess, api_type: str,
                  locality: dict[str, str] | None = None, metadata: dict[str, object] | None = None,
-                 xds_ports: Sequence[int] = (), admin_in_metadata: bool = False) -> None:
-        """ADS to ``pilot``, or to a cluster of all ``xds_ports`` (Pilot replicas) when given."""
+                 xds_ports: Sequence[int] = (), admin_in_metadata: bool = False, node_id: str = "") -> None:
+        """ADS to ``pilot``, or to a cluster of all ``xds_ports`` (Pilot replicas) when given;
+        ``node_id`` (default ``envoy-API_TYPE``), ``router~...`` for a gateway."""
         self.admin_port = free_port()
         self.outbound_port = free_port()
         meta: dict[str, object] = {"sofamesh.outbound_port": self.outbound_port, **(metadata or {})}
         if admin_in_metadata:  # as sofamesh sidecars do: Pilot's call graph scrapes this admin server
             meta["sofamesh.admin"] = f"127.0.0.1:{self.admin_port}"
         bootstrap = {
-            "node": {"id": f"envoy-{api_type.lower()}", "cluster": "edge", "metadata": meta,
+            "node": {"id": node_id or f"envoy-{api_type.lower()}", "cluster": "edge", "metadata": meta,
                      "locality": locality or {}},
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
             "dynamic_resources": {

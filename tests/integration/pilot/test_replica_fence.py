@@ -123,4 +123,4 @@ def test_first_answer_after_failover_holds_the_write_made_through_the_other_repl
             assert addresses == expected, f"round {n}: B's first EDS answer lacks the write through A"
             assert _max_connections(cluster) == n + 1, f"round {n}: B's first CDS answer is the rule before"
         fence = b.get("/debug/syncz")["fence"]
-        assert fence["runs"] > fences_before and fence["failures"] == 0
+        assert fence["runs"] > fences_before and fence["failures"] == 0 and fence["used"]

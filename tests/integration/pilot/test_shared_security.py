@@ -11,16 +11,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 
+from sofamesh.core.config.model import PilotTlsConfig
+from sofamesh.core.net.pilot_channel import pilot_channel
 from sofamesh.core.net.secrets import DEFAULT_CERT, ROOT_CA, CertificateSecret, SecretStore, TrustSecret
 from sofamesh.core.security.agent import AgentError, AgentSettings, WorkloadAgent
 from sofamesh.pilot.security.shared_storage import EtcdStorage, ZookeeperStorage, security_storage
 from sofamesh.pilot.security.storage import SecretStorage
 from sofamesh.pilot.security.tokens import TokenAuthority, TokenError
+from sofamesh.testing import free_port
 from tests.integration.pilot.conftest import PilotProcess, wait_until
 from tests.integration.registries.servers import EtcdServer, ZooKeeperServer, etcd, zookeeper
 
@@ -216,3 +222,102 @@ def test_revocations_through_two_replicas_at_once_lose_none(
         close = getattr(s, "close", None)
         if close is not None:
             close()
+
+
+def _ads_over_tls(port: int, roots_pem: str, tmp: Path) -> int:
+    """A TLS xDS client trusting ``roots_pem`` only: the clusters of its first CDS answer (raises when
+    the port's certificate does not chain to those roots)."""
+    roots = tmp / f"roots-{time.monotonic_ns()}.pem"
+    roots.write_text(roots_pem)
+
+    async def ask() -> int:
+        ch = pilot_channel(f"127.0.0.1:{port}", PilotTlsConfig(ca=str(roots)))
+        try:
+            call = ch.stream_stream(
+                "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+                request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+                response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+            )()
+            await call.write(discovery_pb2.DiscoveryRequest(node=base_pb2.Node(id="tls-client"), type_url=_CDS))
+            answer = await asyncio.wait_for(call.read(), 10)
+            call.cancel()
+            return len(answer.resources)
+        finally:
+            await ch.close(None)
+
+    return asyncio.run(ask())
+
+
+_CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("kind", ["etcd", "zookeeper"])
+def test_two_replicas_stepping_a_rotation_at_once_take_each_step_once_and_both_tls_ports_follow(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Each step of a root rotation asked of both replicas at the same moment: exactly one of them
+    takes it (the other is told the rotation is already past it), both end with one root; and the
+    TLS xDS port of each replica serves a certificate from the new root, which a TLS xDS client
+    trusting only the new root accepts."""
+    opts = _storage_options(kind, request)
+    pilots = []
+    for i in range(2):
+        tls = {"address": f"127.0.0.1:{free_port()}", "hostnames": ["pilot.mesh.test"], "ttl_s": 3600}
+        config = {"ca": {"storage": {"type": kind, "options": opts}}, "xds_tls": tls}
+        pilots.append(PilotProcess(tmp_path / f"p{i}", config=config, ready_timeout=90))
+    ports = [int(p.config["xds_tls"]["address"].rsplit(":", 1)[1]) for p in pilots]  # type: ignore[index]
+    try:
+        for p in pilots:
+            p.start()
+        old_roots = httpx.get(f"{pilots[1].api_url}/v1/ca/roots", timeout=5).text
+        assert old_roots.count("BEGIN CERTIFICATE") == 1
+        assert _ads_over_tls(ports[1], old_roots, tmp_path) >= 0
+        for step in ("prepare", "activate", "finish"):
+            go = threading.Barrier(2)
+            answers: list[httpx.Response] = []
+
+            def take(
+                p: PilotProcess, step: str = step, go: threading.Barrier = go, answers: list[httpx.Response] = answers
+            ) -> None:
+                go.wait(30)
+                answers.append(
+                    httpx.post(
+                        f"{p.api_url}/v1/ca/root-rotation", json={"step": step}, headers=p.admin_headers(), timeout=30
+                    )
+                )
+
+            threads = [threading.Thread(target=take, args=(p,)) for p in pilots]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            codes = sorted(r.status_code for r in answers)
+            assert codes == [200, 400], [(r.status_code, r.text) for r in answers]
+            refusal = next(r for r in answers if r.status_code == 400).text
+            assert f"cannot {step}: the rotation is at" in refusal
+            want = {"prepare": 2, "activate": 2, "finish": 1}[step]
+            for p in pilots:
+                wait_until(
+                    lambda p=p, want=want: (
+                        httpx.get(f"{p.api_url}/v1/ca/roots", timeout=5).text.count("BEGIN CERTIFICATE") == want
+                    ),
+                    BOUND_S,
+                    what=f"{want} roots after {step}",
+                )
+        new_roots = httpx.get(f"{pilots[0].api_url}/v1/ca/roots", timeout=5).text
+        assert httpx.get(f"{pilots[1].api_url}/v1/ca/roots", timeout=5).text == new_roots != old_roots
+        cas = [p.get("/debug/ca")["ca"] for p in pilots]
+        assert cas[0]["signer"] == cas[1]["signer"] and cas[0]["root_rotation"] == cas[1]["root_rotation"] == "none"
+        # each TLS xDS port now chains to the new root (the replica that did not take activate too)
+        for port in ports:
+            wait_until(
+                lambda port=port: _ads_over_tls(port, new_roots, tmp_path) >= 0,
+                BOUND_S,
+                what=f"the TLS xDS port {port} serving a certificate from the new root",
+            )
+        with pytest.raises(grpc.aio.AioRpcError):
+            _ads_over_tls(ports[1], old_roots, tmp_path)  # and no longer one from the old root
+    finally:
+        for p in pilots:
+            p.stop()

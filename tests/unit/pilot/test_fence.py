@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from sofamesh.pilot.fence import Fence
 
-from .conftest import run
+from .conftest import run, running_pilot
 
 
 def test_callers_arriving_during_a_run_share_the_next_one() -> None:
@@ -69,5 +70,14 @@ def test_a_caller_that_gives_up_does_not_cancel_the_run_others_wait_for() -> Non
         release.set()
         await asyncio.wait_for(patient, 1)
         assert impatient.cancelled() and patient.done() and patient.exception() is None
+
+    run(main())
+
+
+def test_a_pilot_whose_stores_only_it_writes_answers_new_streams_without_a_fence(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running_pilot(tmp_path) as pilot:  # the embedded registry and the embedded config store
+            assert pilot.ads.fence is None
+            assert pilot.fence.runs == 0
 
     run(main())

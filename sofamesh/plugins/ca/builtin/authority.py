@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import itertools
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -159,20 +160,23 @@ class BuiltinCa(CertificateAuthority):
         if step not in ROTATION_STEPS:
             raise ConfigError("step", f"unknown step {step!r} (known: {', '.join(ROTATION_STEPS)})")
         want = {"prepare": "none", "activate": "prepared", "finish": "activated"}[step]
-        if self.rotation != want:
-            raise ConfigError("step", f"cannot {step}: the rotation is at {self.rotation!r} "
-                                      f"(steps in order: {', '.join(ROTATION_STEPS)})")
-        if step == "prepare":
-            st.write(_NEXT_BLOB, _new_root(self.context.trust_domain, self.root_ttl_days, rotated=True),
-                     private=True)
-        elif step == "activate":
-            assert self._signer is not None
-            nxt = self._blob(_NEXT_BLOB)
-            st.write(_EXTRA_TRUSTED, self._signer.public_bytes(_PEM))  # trusted before anything else changes
-            st.write(_ROOT_BLOB, nxt, private=True)
-            st.write(_NEXT_BLOB, b"", private=True)
-        else:
-            st.write(_EXTRA_TRUSTED, b"")
+
+        def take_step(blobs: Mapping[str, bytes | None]) -> dict[str, bytes]:
+            """The step on the blobs as stored now (another replica may have taken one meanwhile)."""
+            root, nxt, extra = (blobs[n] or b"" for n in (_ROOT_BLOB, _NEXT_BLOB, _EXTRA_TRUSTED))
+            at = "prepared" if nxt.strip() else "activated" if extra.strip() else "none"
+            if at != want or not root.strip():
+                raise ConfigError("step", f"cannot {step}: the rotation is at {at!r} "
+                                          f"(steps in order: {', '.join(ROTATION_STEPS)})")
+            if step == "prepare":
+                return {_NEXT_BLOB: _new_root(self.context.trust_domain, self.root_ttl_days, rotated=True)}
+            if step == "activate":  # the current root stays trusted beside the one that now signs
+                current = _certs(root, f"{st.describe()}/{_ROOT_BLOB}")[0]
+                return {_EXTRA_TRUSTED: current.public_bytes(_PEM), _ROOT_BLOB: nxt, _NEXT_BLOB: b""}
+            return {_EXTRA_TRUSTED: b""}
+
+        # one compare-and-set of the three blobs: two replicas stepping at once take the step once
+        st.update_many((_ROOT_BLOB, _NEXT_BLOB, _EXTRA_TRUSTED), take_step, private=True)
         self._load_or_create_root()
         self._chain_tail()
         return self.describe()

@@ -222,7 +222,7 @@ class TranscoderFilter(RouteTranscoder):
             )
         )
 
-    def request(self, head: RequestHead, body: bytes) -> RequestHead | tuple[int, bytes]:
+    def request(self, head: RequestHead, body: bytes, timeout_ms: int = 0) -> RequestHead | tuple[int, bytes]:
         s = self.settings
         try:
             args = self._arguments(head, body)
@@ -240,8 +240,14 @@ class TranscoderFilter(RouteTranscoder):
                 return RequestHead(
                     "dubbo", 1, s.interface, s.method, "", s.version, s.group, _NO_HEADERS, False, True, frame
                 )
-            frame = bolt_request(
-                1, service=self._unique_name, method=s.method, args=args, java_types=self._types, dialect=s.dialect
+            frame = bolt_request(  # the frame carries the route's timeout (-1: none, as Bolt writes it)
+                1,
+                service=self._unique_name,
+                method=s.method,
+                args=args,
+                java_types=self._types,
+                dialect=s.dialect,
+                timeout_ms=timeout_ms or -1,
             )
             return RequestHead(
                 "bolt", 1, self._unique_name, s.method, "", s.version, s.group, _NO_HEADERS, False, True, frame
@@ -256,7 +262,9 @@ class TranscoderFilter(RouteTranscoder):
             return _json(500, {"error": "cannot_encode", "message": f"{s.protocol} call {s.method}: {exc}"})
 
     # -- response -----------------------------------------------------------------------------------
-    def response(self, head: RequestHead, answer: ResponseHead) -> tuple[int, bytes]:
+    def response(
+        self, head: RequestHead, answer: ResponseHead, body: bytes = b"", trailers: Headers | None = None
+    ) -> tuple[int, bytes]:
         raw = answer.raw
         if raw is None:
             return _json(502, {"error": "bad_response", "message": f"{answer.protocol} answer without a frame"})

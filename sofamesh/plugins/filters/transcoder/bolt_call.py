@@ -49,7 +49,8 @@ def bolt_request(
 ) -> bytes:
     """The frame of a Bolt SofaRequest. ``service`` is the unique name (``interface:version``);
     ``args`` (argument name, parsed JSON value) in order; ``java_types`` their declared types, or None
-    for a generic call. ``dialect`` is ``hessian2`` (SOFARPC Java) or ``draft`` (sofa-rpc-node).
+    for a generic call. ``timeout_ms`` goes in the frame's header (-1: none). ``dialect`` is
+    ``hessian2`` (SOFARPC Java) or ``draft`` (sofa-rpc-node).
     Raises ``ArgumentError`` naming the argument that does not fit its type."""
     if java_types is None:
         values: list[object] = [method, None, TypedList([untyped(v) for _, v in args], "[object")]

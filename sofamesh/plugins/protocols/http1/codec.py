@@ -53,6 +53,7 @@ class Http1Meta:
     version: str  # "1.0" / "1.1"
     method: str
     keep_alive: bool
+    upgrade: str = ""  # an allowed Upgrade (``websocket``): after a 101 the connection is a tunnel
 
 
 _END = EndOfMessage()  # frozen: one instance serves every message without trailers
@@ -87,6 +88,12 @@ class Http1Codec(Codec):
         # server: requests parsed and not yet answered; client: requests sent, responses pending
         self._pending: deque[Http1Meta] = deque()
         self._out_chunked = False
+        # Upgrade: ``_upgrading`` once an upgrade request was read (server) or sent (client); then
+        # ``_tunnel`` once the parser stopped at its end (server) or at the 101 (client): every byte
+        # after that is a ``BodyChunk`` of the open message, the peer's close its end
+        self._upgrading = False
+        self._tunnel = False
+        self._h2c_restart = False  # an h2c upgrade request served as HTTP/1.1: the parser restarts after it
         self._parser = self._new_parser()
 
     def _new_parser(self) -> httptools.HttpRequestParser | httptools.HttpResponseParser:
@@ -153,6 +160,16 @@ class Http1Codec(Codec):
             headers = [(k, v) for k, v in headers if k.lower() != "expect"]
             if has_body:
                 self._out += b"HTTP/1.1 100 Continue\r\n\r\n"
+        if p.should_upgrade() and not self._h2c(method):  # Upgrade (and Connection: upgrade), or CONNECT
+            upgrade = self._allowed_upgrade(method)
+            meta = Http1Meta(version, method, False, upgrade)
+            self._upgrading = True
+            self._pending.append(meta)
+            self._events.append(RequestHead(
+                protocol=PROTOCOL, service=host, method=method, path=url.decode("latin-1"),
+                headers=Headers([*headers, ("upgrade", upgrade)]), end_stream=False, meta=meta,
+            ))
+            return
         meta = Http1Meta(version, method, bool(p.should_keep_alive()))
         self._pending.append(meta)
         self._events.append(RequestHead(
@@ -160,8 +177,42 @@ class Http1Codec(Codec):
             headers=Headers(headers), end_stream=not has_body, meta=meta,
         ))
 
+    def _h2c(self, method: str) -> bool:
+        """An ``Upgrade: h2c`` request is served as the HTTP/1.1 request it also is (its upgrade
+        headers dropped), as Envoy serves it; the parser starts anew after it."""
+        if method == "CONNECT":
+            return False
+        for k, v in self._headers:
+            if k.lower() == "upgrade":
+                if v.strip().lower() == "h2c":
+                    self._h2c_restart = True
+                    return True
+                return False
+        return False
+
+    def _allowed_upgrade(self, method: str) -> str:
+        """The request's Upgrade when this listener passes it through; refused otherwise."""
+        if method == "CONNECT":
+            raise RemoteProtocolError("CONNECT is not supported on an http1 listener", 400)
+        upgrade = ""
+        for k, v in self._headers:
+            if k.lower() == "upgrade":
+                upgrade = v.strip()
+                break
+        if upgrade.lower() not in self.limits.upgrades:
+            raise RemoteProtocolError(f"upgrade {upgrade!r} is not allowed on this listener "
+                                      f"(upgrade_types: {', '.join(sorted(self.limits.upgrades)) or 'none'})", 403)
+        return upgrade
+
     def _response_head(self, p: httptools.HttpResponseParser) -> None:
         status = p.get_status_code()
+        if status == 101 and self._upgrading:  # the upgrade is accepted: a tunnel from the parser's stop
+            fields, _, _, _, _, _ = split_fields(self._headers)
+            upgrade = next((v for k, v in self._headers if k.lower() == "upgrade"), "")
+            self.keep_alive = False
+            self._events.append(ResponseHead(protocol=PROTOCOL, status=101, http_status=101,
+                                             headers=Headers([*fields, ("upgrade", upgrade)]), end_stream=False))
+            return
         if 100 <= status < 200:
             self._headers = []
             return  # interim responses are not forwarded (we strip Expect)
@@ -204,7 +255,30 @@ class Http1Codec(Codec):
         self._has_body = False
 
     # -- Codec --------------------------------------------------------------------------------------
+    def _tunnel_data(self, data: bytes) -> None:
+        if data:
+            self._events.append(BodyChunk(data))
+            return
+        self._closed = True
+        self._tunnel = False
+        self._pending.clear()
+        self._events.append(_END)  # the open message (the request, or the 101 response) ends with the connection
+        self._events.append(ConnectionClosed(clean=True))
+
+    def _start_tunnel(self, data: bytes, offset: int) -> None:
+        """The parser stopped at the end of an upgrade request (server) or at a 101 (client): the
+        bytes from ``offset`` on are the tunnel's."""
+        self._tunnel = True
+        self._in_message = False
+        self.keep_alive = False
+        rest = data[offset:]
+        if rest:
+            self._events.append(BodyChunk(rest))
+
     def receive_data(self, data: bytes) -> None:
+        if self._tunnel:
+            self._tunnel_data(data)
+            return
         if self._error is not None or self._closed:
             return
         if not data:
@@ -232,8 +306,20 @@ class Http1Codec(Codec):
                 self._fail(inner)
             else:
                 self._fail(RemoteProtocolError(f"malformed HTTP/1 message: {inner or exc}", 400))
-        except httptools.HttpParserUpgrade:
-            self._fail(RemoteProtocolError("protocol upgrade / CONNECT is not supported on an http1 listener", 400))
+        except httptools.HttpParserUpgrade as exc:
+            offset = int(exc.args[0]) if exc.args else len(data)
+            if self._h2c_restart:
+                self._h2c_restart = False
+                self._parser = self._new_parser()
+                if offset < len(data):
+                    self.receive_data(data[offset:])
+                return
+            if self._upgrading and (self._server or (self._events and isinstance(self._events[-1], ResponseHead)
+                                                     and self._events[-1].status == 101)):
+                self._start_tunnel(data, offset)
+            else:
+                self._fail(RemoteProtocolError("protocol upgrade / CONNECT is not supported on an http1 listener",
+                                               400))
         except httptools.HttpParserError as exc:
             self._fail(RemoteProtocolError(f"malformed HTTP/1 message: {exc}", 400))
 
@@ -302,6 +388,10 @@ class Http1Codec(Codec):
         lines = [status_line(status, head.reason)]
         cl, _ = encode_fields(lines, head.headers)
         self._out_chunked = False
+        if status == 101 and meta.upgrade:  # the upstream took the upgrade: raw bytes from here on
+            self.keep_alive = False
+            lines.append("connection: upgrade\r\n\r\n")
+            return "".join(lines).encode("latin-1")
         if cl is not None:
             lines.append(f"content-length: {cl}\r\n")
         elif head.end_stream:
@@ -330,6 +420,10 @@ class Http1Codec(Codec):
         self._out_chunked = False
         if cl is not None:
             lines.append(f"content-length: {cl}\r\n")
+        elif not head.end_stream and isinstance(head.meta, Http1Meta) and head.meta.upgrade:
+            lines.append("connection: upgrade\r\n")  # the Upgrade header is end to end here
+            self._upgrading = True  # a 101 turns this connection into a tunnel
+            self.keep_alive = False
         elif not head.end_stream:
             lines.append("transfer-encoding: chunked\r\n")
             self._out_chunked = True

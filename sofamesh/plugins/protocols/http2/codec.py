@@ -1,10 +1,10 @@
 """HTTP/2 codec for plain HTTP/2, gRPC and Dubbo 3 Triple (h2c prior knowledge, or h2 after ALPN).
 
 Pure: bytes in, events out. No sockets, no event loop, no logging. Frame parsing, HPACK, stream
-states, SETTINGS and PING acknowledgement belong to the sans-IO ``h2`` state machine; this module
-owns the mapping between ``h2`` and sofamesh events, routing keys (gRPC service and method from
-``:path``, Triple version and group, ``grpc-timeout``), end-to-end flow control bookkeeping and
-local replies.
+states, windows, SETTINGS, PING and GOAWAY belong to the project's sans-IO connection machine
+(``machine``); this module owns the mapping between the machine's events and sofamesh events,
+routing keys (gRPC service and method from ``:path``, Triple version and group, ``grpc-timeout``),
+end-to-end flow control bookkeeping and local replies.
 
 How the kernel drives it (one codec per connection, many streams):
 
@@ -22,23 +22,20 @@ How the kernel drives it (one codec per connection, many streams):
   handed to the other side. Sending never buffers: ``send(BodyChunk)`` accepts at most
   ``sendable(stream_id)`` bytes; the rest waits in the kernel for ``WindowOpened``.
 * RST_STREAM from the peer is the ``StreamReset`` event; ``reset(stream_id)`` sends one.
-  GOAWAY from the peer is ``GoAway(last_request_id=<last stream id>)``; ``send(GoAway())`` sends one.
+  GOAWAY from the peer is ``GoAway(last_request_id=<last stream id>)``; the streams we opened above
+  it (never processed by the peer) follow as ``StreamReset(REFUSED_STREAM)``, safe to send again on
+  another connection; ``send(GoAway())`` sends one.
   PING from the peer is answered inside the codec (the ACK is in ``data_to_send()``); the answer to
   ``heartbeat(n)`` comes back as ``Heartbeat(request_id=n, reply=True)``.
+* A request whose header list is over ``CodecLimits.max_header_bytes`` is answered 431 on its own
+  stream (RFC 9113 10.5.1); the connection serves on. A stream error the peer made (RST_STREAM sent
+  by the machine) ends the stream for the kernel too.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from typing import ClassVar, Final
-
-import h2.config
-import h2.connection
-import h2.events
-import h2.exceptions
-import h2.settings
-from h2.errors import ErrorCodes
 
 from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, Failure, ReplyStatus, Role, Sniff
 from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
@@ -55,8 +52,7 @@ from sofamesh.core.events import (
     _NeedData,
 )
 from sofamesh.core.headers import Headers
-from sofamesh.plugins.protocols.http2 import grpc
-from sofamesh.plugins.protocols.http2.connection import Connection
+from sofamesh.plugins.protocols.http2 import frames, grpc, machine
 from sofamesh.plugins.protocols.http2.events import StreamReset, WindowOpened
 from sofamesh.plugins.protocols.http2.fields import (
     REQUEST,
@@ -74,6 +70,7 @@ from sofamesh.plugins.protocols.http2.fields import (
 PROTOCOL: Final = "http2"
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 ALPN_PROTOCOLS: Final = ("h2",)
+SETTINGS_TIMEOUT_S: Final = 10.0  # how long the peer has to ACK our SETTINGS (nghttpx's default)
 
 _REQUEST_PSEUDO: Final = {k: k.encode() for k in (":method", ":scheme", ":authority", ":path")}
 _DEFAULT_WINDOW: Final = 65_535
@@ -154,6 +151,8 @@ class Http2Codec(Codec):
     """One HTTP/2 connection in one role. See the module docstring for how the kernel drives it."""
 
     retriable_success: ClassVar[bool] = True  # a trailers-only gRPC UNAVAILABLE is a 200 (``classify``)
+    graceful_goaway: ClassVar[bool] = True  # the machine serves streams up to the GOAWAY's last id
+    handshake_timeout: ClassVar[float] = SETTINGS_TIMEOUT_S
 
     def __init__(
         self,
@@ -164,42 +163,19 @@ class Http2Codec(Codec):
         connection_window_size: int = 16 * 1024 * 1024,  # whole connection: bounds memory per connection
         max_concurrent_streams: int = 1024,  # streams the peer may open at once; the tests run 500 on one
         max_frame_size: int = 16_384,  # RFC 9113 default; bigger frames save little in Python
+        max_inbound_window_update_frames_per_data_frame_sent: int = 10,  # Envoy's flood limit
     ) -> None:
-        if not 0 < initial_window_size <= 2**31 - 1:
-            raise ValueError(f"initial_window_size must be 1..2^31-1, got {initial_window_size}")
-        if not _DEFAULT_WINDOW <= connection_window_size <= 2**31 - 1:
-            raise ValueError(f"connection_window_size must be 65535..2^31-1, got {connection_window_size}")
         self.role = role
         self._limits = limits if limits is not None else CodecLimits()
-        client = role is Role.CLIENT
-        # Header blocks are checked and normalised by ``fields`` in one pass (received_fields on the
-        # way in, field_block on the way out), not by h2's per-field generator pipeline.
-        config = h2.config.H2Configuration(
-            client_side=client,
-            header_encoding=None,
-            validate_inbound_headers=False,
-            normalize_inbound_headers=False,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
+        self._machine = machine.Machine(
+            role is Role.CLIENT,
+            initial_window_size=initial_window_size,
+            connection_window_size=connection_window_size,
+            max_concurrent_streams=max_concurrent_streams,
+            max_frame_size=max_frame_size,
+            max_header_list_size=self._limits.max_header_bytes,
+            max_inbound_window_update_frames_per_data_frame_sent=max_inbound_window_update_frames_per_data_frame_sent,
         )
-        conn = Connection(config)
-        settings: dict[h2.settings.SettingCodes, int] = {
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: initial_window_size,
-            h2.settings.SettingCodes.MAX_FRAME_SIZE: max_frame_size,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self._limits.max_header_bytes,
-        }
-        if client:
-            settings[h2.settings.SettingCodes.ENABLE_PUSH] = 0
-        # Settings given as initial values are in force at once in h2; the peer may use them as soon
-        # as it has read our SETTINGS, before we see its ACK, so frame and header limits follow too.
-        conn.local_settings = h2.settings.Settings(client=client, initial_values=settings)
-        conn.max_inbound_frame_size = max_frame_size
-        conn.decoder.max_header_list_size = self._limits.max_header_bytes
-        conn.initiate_connection()
-        if connection_window_size > _DEFAULT_WINDOW:
-            conn.increment_flow_control_window(connection_window_size - _DEFAULT_WINDOW)
-        self._conn = conn
         self._streams: dict[int, _Stream] = {}
         self._events: deque[Http2Event] = deque()
         self._inbox: list[bytes] = []
@@ -216,7 +192,7 @@ class Http2Codec(Codec):
 
     def next_event(self) -> Http2Event | _NeedData:
         """The next event, or ``NEED_DATA``; then write ``data_to_send()``. Besides the core events
-        this returns ``StreamReset`` and ``WindowOpened`` (see ``events.py``)."""
+        this returns ``StreamReset`` and ``WindowOpened``."""
         while True:
             if self._events:
                 return self._events.popleft()
@@ -226,29 +202,12 @@ class Http2Codec(Codec):
                 break
             data = b"".join(self._inbox) if len(self._inbox) > 1 else self._inbox[0]
             self._inbox.clear()
-            was_closed = self._conn.state_machine.state is h2.connection.ConnectionState.CLOSED
             try:
-                received = self._conn.receive_data(data)
-            except h2.exceptions.ProtocolError as exc:
-                if was_closed:
-                    # Frames the peer sent after a GOAWAY crossed ours (a late WINDOW_UPDATE): nothing
-                    # is left to protect on a closed connection, and its streams already ended.
-                    self._inbox.clear()
-                    continue
-                # h2 queued a GOAWAY with the right error code; the kernel writes it, then closes.
-                status = 431 if isinstance(exc, h2.exceptions.DenialOfServiceError) else 400
-                self._error = RemoteProtocolError(f"http2: {exc}", status_hint=status)
-                self._inbox.clear()
-                continue
-            try:
-                for ev in received:
-                    self._translate(ev)
+                for ev in self._machine.receive_data(data):
+                    self._on_event(ev)
             except MalformedFields as exc:
-                # What h2's own header validation did: GOAWAY PROTOCOL_ERROR, the connection ends.
-                with contextlib.suppress(h2.exceptions.ProtocolError):
-                    self._conn.close_connection(error_code=ErrorCodes.PROTOCOL_ERROR)
+                self._machine.goaway(frames.PROTOCOL_ERROR, -1, b"malformed header block")
                 self._error = RemoteProtocolError(f"http2: {exc}", status_hint=400)
-                self._inbox.clear()
         if self._eof and not self._eof_reported:
             self._eof_reported = True
             return ConnectionClosed(clean=not self._streams)
@@ -256,44 +215,97 @@ class Http2Codec(Codec):
 
     def partial(self) -> bool:
         """A frame started and not complete yet, or a header block waiting for its CONTINUATION."""
-        buf = self._conn.incoming_buffer
-        return bool(self._inbox or buf._data or buf._headers_buffer)
+        return bool(self._inbox) or self._machine.partial
 
     def buffered(self) -> int:
-        return sum(map(len, self._inbox)) + len(self._conn.incoming_buffer._data)
+        return sum(map(len, self._inbox)) + self._machine.buffered
 
-    def _translate(self, ev: h2.events.Event) -> None:
-        if isinstance(ev, h2.events.DataReceived):
-            self._on_data(ev)
-        elif isinstance(ev, h2.events.RequestReceived):
-            self._on_request(ev)
-        elif isinstance(ev, h2.events.ResponseReceived):
-            self._on_response(ev)
-        elif isinstance(ev, h2.events.TrailersReceived):
-            self._trailers(ev.stream_id or 0, ev.headers or [])
-        elif isinstance(ev, h2.events.StreamEnded):
-            self._ended(ev.stream_id or 0)
-        elif isinstance(ev, h2.events.WindowUpdated):
-            self._events.append(WindowOpened(ev.stream_id or 0))
-        elif isinstance(ev, h2.events.StreamReset):
-            sid = ev.stream_id or 0
-            if self._drop(sid) and ev.remote_reset:
-                code = int(ev.error_code or 0)
-                self._events.append(StreamReset(sid, code, _error_name(code)))
-        elif isinstance(ev, h2.events.PingAckReceived):
-            self._events.append(Heartbeat(request_id=int.from_bytes(ev.ping_data or b"", "big"), reply=True))
-        elif isinstance(ev, h2.events.ConnectionTerminated):
-            self.keep_alive = False
-            code = int(ev.error_code or 0)
-            extra = (ev.additional_data or b"").decode("utf-8", "replace")
-            reason = f"{_error_name(code)}: {extra}" if extra else _error_name(code)
-            self._events.append(GoAway(reason=reason, last_request_id=ev.last_stream_id))
-        elif isinstance(ev, h2.events.RemoteSettingsChanged):
-            changed = ev.changed_settings.get(h2.settings.SettingCodes.INITIAL_WINDOW_SIZE)
-            if changed is not None and (changed.new_value or 0) > (changed.original_value or 0):
+    def handshake_overdue(self) -> bytes | None:
+        """Our SETTINGS still unacknowledged ``handshake_timeout`` seconds in: GOAWAY(SETTINGS_TIMEOUT)."""
+        if not self._machine.settings_overdue():
+            return None
+        self.keep_alive = False
+        return self._machine.data_to_send()
+
+    def write_blocked(self, blocked: bool) -> None:
+        self._machine.write_blocked(blocked)
+
+    def _on_event(self, ev: machine.Event) -> None:
+        t = type(ev)
+        if t is machine.DataReceived:
+            assert isinstance(ev, machine.DataReceived)
+            if ev.data:
+                self._data(ev.stream_id, ev.data)
+            if ev.end_stream:
+                self._ended(ev.stream_id)
+        elif t is machine.HeadersReceived:
+            assert isinstance(ev, machine.HeadersReceived)
+            self._on_headers(ev)
+        elif t is machine.WindowUpdated:
+            assert isinstance(ev, machine.WindowUpdated)
+            self._events.append(WindowOpened(ev.stream_id))
+        elif t is machine.StreamReset:
+            assert isinstance(ev, machine.StreamReset)
+            if self._drop(ev.stream_id):
+                code = ev.error_code
+                self._events.append(StreamReset(ev.stream_id, code, ev.message or frames.error_name(code)))
+        elif t is machine.PingAcknowledged:
+            assert isinstance(ev, machine.PingAcknowledged)
+            self._events.append(Heartbeat(request_id=int.from_bytes(ev.opaque, "big"), reply=True))
+        elif t is machine.SettingsChanged:
+            assert isinstance(ev, machine.SettingsChanged)
+            if ev.window_grew:
                 self._events.append(WindowOpened(0))
-        # PingReceived: h2 queued the ACK already. SETTINGS ACKs, priorities, 1xx responses, unknown
-        # frames and ALTSVC carry nothing the proxy acts on.
+        elif t is machine.GoAwayReceived:
+            assert isinstance(ev, machine.GoAwayReceived)
+            self.keep_alive = False
+            name = frames.error_name(ev.error_code)
+            extra = ev.debug.decode("utf-8", "replace")
+            self._events.append(GoAway(reason=f"{name}: {extra}" if extra else name, last_request_id=ev.last_stream_id))
+            for sid in ev.refused:  # never processed by the peer: safe to send again elsewhere
+                if self._drop(sid):
+                    reason = f"refused: above the peer's GOAWAY last stream id {ev.last_stream_id}"
+                    self._events.append(StreamReset(sid, frames.REFUSED_STREAM, reason))
+        elif t is machine.ConnectionFailed:
+            assert isinstance(ev, machine.ConnectionFailed)
+            self.keep_alive = False
+            self._error = RemoteProtocolError(f"http2: {ev.message}", status_hint=400)
+
+    def _on_headers(self, ev: machine.HeadersReceived) -> None:
+        sid = ev.stream_id
+        kind = ev.kind
+        if kind == machine.REQUEST:
+            if ev.too_large:
+                self._refuse_too_large(sid, ev.end_stream)
+                return
+            self._request(sid, ev.fields, ev.end_stream)
+            if ev.end_stream:
+                self._ended(sid)
+        elif kind == machine.RESPONSE:
+            if ev.too_large:
+                if self._drop(sid):
+                    self._machine.reset_stream(sid, frames.CANCEL)
+                    limit = self._limits.max_header_bytes
+                    self._events.append(StreamReset(sid, frames.CANCEL, f"response header list over {limit} bytes"))
+                return
+            self._response(sid, ev.fields, ev.end_stream)
+            if ev.end_stream:
+                self._ended(sid)
+        elif kind == machine.TRAILERS:
+            self._trailers(sid, ev.fields)
+            self._ended(sid)
+        # INFORMATIONAL (1xx) responses carry nothing the proxy acts on.
+
+    def _refuse_too_large(self, sid: int, ended: bool) -> None:
+        """431 on this stream alone; the header list was decoded whole, so the connection goes on."""
+        fields = [
+            (b":status", b"431"),
+            (b"content-length", b"0"),
+            (_MARK, ReplyStatus.HEADERS_TOO_LARGE.name.lower().encode()),
+        ]
+        self._machine.send_headers(sid, fields, end_stream=True)
+        if not ended:
+            self._machine.reset_stream(sid, frames.NO_ERROR)
 
     def _trailers(self, sid: int, raw: list[tuple[bytes, bytes]]) -> None:
         trailers = Headers(received_fields(raw, TRAILERS))
@@ -311,13 +323,10 @@ class Http2Codec(Codec):
                 self._events.append(EndOfMessage(stream_id=sid))
             self._forget_if_done(sid, st)
 
-    def _on_request(self, ev: h2.events.RequestReceived) -> None:
-        self._request(ev.stream_id or 0, ev.headers or [], ev.stream_ended is not None)
-
     def _request(self, sid: int, raw: list[tuple[bytes, bytes]], ended: bool) -> None:
         fields = received_fields(raw, REQUEST)
         headers = Headers(fields)
-        # h2 validated the names as lower case: one dict answers every lookup (first value wins).
+        # received_fields checked the names are lower case: one dict answers every lookup (first value wins).
         first: dict[str, str] = {}
         for k, v in fields:
             first.setdefault(k, v)
@@ -354,9 +363,6 @@ class Http2Codec(Codec):
             return
         self._events.append(head)
 
-    def _on_response(self, ev: h2.events.ResponseReceived) -> None:
-        self._response(ev.stream_id or 0, ev.headers or [], ev.stream_ended is not None)
-
     def _response(self, sid: int, raw: list[tuple[bytes, bytes]], ended: bool) -> None:
         headers = Headers(received_fields(raw, RESPONSE))
         st = self._streams.get(sid)
@@ -383,21 +389,12 @@ class Http2Codec(Codec):
         if ended:
             self._forget_if_done(sid, st)
 
-    def _on_data(self, ev: h2.events.DataReceived) -> None:
-        self._data(ev.stream_id or 0, ev.data or b"", ev.flow_controlled_length or 0)
-
-    def _data(self, sid: int, data: bytes, size: int) -> None:
-        """``data`` received on ``sid``; ``size`` is its flow-controlled length (padding included)."""
+    def _data(self, sid: int, data: bytes) -> None:
+        """``data`` received on ``sid`` (padding removed; the machine gave its share back already)."""
         st = self._streams.get(sid)
         if st is None:
             # A stream we already answered or reset: nobody will forward these bytes.
-            if size:
-                self._conn.acknowledge_received_data(size, sid)
-            return
-        padding = size - len(data)
-        if padding:
-            self._conn.acknowledge_received_data(padding, sid)
-        if not data:
+            self._machine.acknowledge(sid, len(data))
             return
         st.unacked += len(data)
         st.received += len(data)
@@ -407,8 +404,8 @@ class Http2Codec(Codec):
             if st.head is not None:
                 self._reply(st.head, ReplyStatus.PAYLOAD_TOO_LARGE, f"body larger than {limit} bytes")
             if self._drop(sid):
-                self._conn.reset_stream(sid, ErrorCodes.CANCEL)
-            self._events.append(StreamReset(sid, int(ErrorCodes.CANCEL), f"body over {limit} bytes"))
+                self._machine.reset_stream(sid, frames.CANCEL)
+            self._events.append(StreamReset(sid, frames.CANCEL, f"body over {limit} bytes"))
             return
         self._events.append(BodyChunk(data=data, stream_id=sid))
 
@@ -423,7 +420,7 @@ class Http2Codec(Codec):
         if st is None:
             return False
         if st.unacked:
-            self._conn.acknowledge_received_data(st.unacked, sid)
+            self._machine.acknowledge(sid, st.unacked)
         return True
 
     def _local_end(self, sid: int) -> None:
@@ -434,6 +431,7 @@ class Http2Codec(Codec):
 
     # -- sending ----------------------------------------------------------------------------------
     def send(self, event: Event) -> bytes:
+        m = self._machine
         try:
             if isinstance(event, BodyChunk):
                 self._send_body(event.stream_id, event.data)
@@ -445,23 +443,26 @@ class Http2Codec(Codec):
                 self._send_request(event)
             elif isinstance(event, Heartbeat):
                 if not event.reply:
-                    self._conn.ping(event.request_id.to_bytes(8, "big"))
+                    m.ping(event.request_id.to_bytes(8, "big"))
             elif isinstance(event, GoAway):
                 self.keep_alive = False
-                self._conn.close_connection(
-                    error_code=ErrorCodes.NO_ERROR,
-                    additional_data=event.reason.encode("utf-8") or None,
-                    last_stream_id=event.last_request_id,
-                )
+                last = -1 if event.last_request_id is None else event.last_request_id
+                m.goaway(frames.NO_ERROR, last, event.reason.encode("utf-8"))
             elif not isinstance(event, ConnectionClosed):
                 raise LocalProtocolError(f"http2: cannot send {type(event).__name__}")
-        except h2.exceptions.StreamClosedError as exc:
-            if exc.stream_id in self._streams:
-                raise LocalProtocolError(f"http2: cannot send {type(event).__name__}: {exc}") from exc
+        except machine.StreamClosedError as closed:
+            if isinstance(event, (EndOfMessage, BodyChunk)):
+                sid = event.stream_id
+            elif isinstance(event, (RequestHead, ResponseHead)):
+                sid = event.request_id
+            else:
+                sid = 0
+            if sid in self._streams:
+                raise LocalProtocolError(f"http2: cannot send {type(event).__name__}: {closed}") from closed
             # The peer reset the stream and its StreamReset is on the way to the kernel: drop quietly.
-        except h2.exceptions.ProtocolError as exc:
+        except machine.UsageError as exc:  # not ``closed``'s name: mypyc types one per function
             raise LocalProtocolError(f"http2: cannot send {type(event).__name__}: {exc}") from exc
-        return self._conn.data_to_send()
+        return m.data_to_send()
 
     def _send_request(self, head: RequestHead) -> None:
         if self.role is not Role.CLIENT:
@@ -490,7 +491,7 @@ class Http2Codec(Codec):
         st = _Stream()
         st.local_done = head.end_stream
         self._streams[sid] = st
-        self._conn.send_headers(sid, field_block(head.headers, first), end_stream=head.end_stream)
+        self._machine.send_headers(sid, field_block(head.headers, first), end_stream=head.end_stream)
 
     def _send_response(self, head: ResponseHead) -> None:
         if self.role is not Role.SERVER:
@@ -498,7 +499,7 @@ class Http2Codec(Codec):
         sid = head.request_id
         # The field is the status (a filter may have changed it); a stale ":status" header is dropped.
         status = str(head.status)
-        self._conn.send_headers(
+        self._machine.send_headers(
             sid, field_block(head.headers, [(b":status", wire(status))]), end_stream=head.end_stream
         )
         st = self._streams.get(sid)
@@ -514,62 +515,50 @@ class Http2Codec(Codec):
                 f"http2: {len(data)} bytes on stream {sid} exceed its send window of {room}; "
                 "send sendable() bytes and wait for WindowOpened"
             )
-        step = self._conn.max_outbound_frame_size
-        if len(data) <= step:
-            self._conn.send_data(sid, data)
-            return
-        view = memoryview(data)
-        for start in range(0, len(data), step):
-            self._conn.send_data(sid, view[start : start + step])
+        self._machine.send_data(sid, data)  # split into frames of the peer's size by the machine
 
     def _send_end(self, end: EndOfMessage) -> None:
         sid = end.stream_id
         if end.trailers:
-            self._conn.send_headers(sid, field_block(end.trailers, []), end_stream=True)
+            self._machine.send_headers(sid, field_block(end.trailers, []), end_stream=True)
         else:
-            self._conn.end_stream(sid)
+            self._machine.end_stream(sid)
         self._local_end(sid)
 
     # -- flow control, streams, connection --------------------------------------------------------
     def data_to_send(self) -> bytes:
         """Bytes the codec produced on its own (SETTINGS, their ACKs, PING ACKs, WINDOW_UPDATEs,
         RST_STREAMs, GOAWAY): write them after every ``next_event()`` loop."""
-        return self._conn.data_to_send()
+        return self._machine.data_to_send()
 
     def sendable(self, stream_id: int) -> int:
         """How many body bytes ``send(BodyChunk)`` accepts on ``stream_id`` now (stream and
         connection windows); 0 for a closed or unknown stream."""
-        try:
-            return self._conn.local_flow_control_window(stream_id)
-        except h2.exceptions.ProtocolError:
-            return 0
+        return self._machine.sendable(stream_id)
 
     def acknowledge(self, stream_id: int, nbytes: int) -> bytes:
         """Give ``nbytes`` of a stream's received body back to the peer's window, once the kernel
         handed them to the other side. Returns the bytes to write (WINDOW_UPDATE frames, batched by
-        ``h2`` until a worthwhile increment has built up)."""
+        the machine until half a window has built up)."""
         st = self._streams.get(stream_id)
         if st is None or nbytes <= 0:
-            return self._conn.data_to_send()
+            return self._machine.data_to_send()
         nbytes = min(nbytes, st.unacked)
         st.unacked -= nbytes
-        self._conn.acknowledge_received_data(nbytes, stream_id)
+        self._machine.acknowledge(stream_id, nbytes)
         self._forget_if_done(stream_id, st)
-        return self._conn.data_to_send()
+        return self._machine.data_to_send()
 
-    def reset(self, stream_id: int, error_code: int = ErrorCodes.CANCEL) -> bytes:
+    def reset(self, stream_id: int, error_code: int = frames.CANCEL) -> bytes:
         """Send RST_STREAM on ``stream_id`` (default CANCEL) and forget the stream; bytes still
         unacknowledged on it go back to the connection window. A dead stream is left alone."""
         if self._drop(stream_id):
-            try:
-                self._conn.reset_stream(stream_id, error_code)
-            except h2.exceptions.ProtocolError:
-                pass  # h2 already considers it closed: nothing to reset
-        return self._conn.data_to_send()
+            self._machine.reset_stream(stream_id, error_code)  # nothing if the machine closed it already
+        return self._machine.data_to_send()
 
     def new_stream_id(self) -> int:
         """The id for the next request this client-role codec opens; use it before opening another."""
-        return self._conn.get_next_available_stream_id()
+        return self._machine.next_stream_id
 
     @property
     def open_streams(self) -> int:
@@ -579,16 +568,16 @@ class Http2Codec(Codec):
     @property
     def max_outbound_streams(self) -> int:
         """SETTINGS_MAX_CONCURRENT_STREAMS the peer allows us (a pool opens another connection past it)."""
-        return int(self._conn.remote_settings.max_concurrent_streams)
+        return self._machine.remote_max_concurrent_streams
 
     def heartbeat(self, request_id: int) -> bytes:
         """A PING carrying ``request_id`` (8 bytes); its ACK comes back as ``Heartbeat(reply=True)``."""
-        self._conn.ping((request_id & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "big"))
-        return self._conn.data_to_send()
+        self._machine.ping((request_id & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "big"))
+        return self._machine.data_to_send()
 
     def heartbeat_reply(self, beat: Heartbeat) -> bytes:
         """PINGs are acknowledged inside the codec; this only returns what is queued."""
-        return self._conn.data_to_send()
+        return self._machine.data_to_send()
 
     # -- replies the proxy makes itself -----------------------------------------------------------
     def local_reply(self, head: RequestHead, status: ReplyStatus, message: str) -> bytes:
@@ -603,14 +592,14 @@ class Http2Codec(Codec):
         if self.role is not Role.SERVER:
             raise LocalProtocolError("http2: local replies are made by the server-role codec")
         self._reply(head, status, message)
-        return self._conn.data_to_send()
+        return self._machine.data_to_send()
 
     def _reply(self, head: RequestHead, status: ReplyStatus, message: str) -> None:
         sid = head.request_id
         st = self._streams.get(sid)
         if st is None or st.local_done:
             return
-        conn = self._conn
+        conn = self._machine
         mark = status.name.lower().encode()
         try:
             if _is_rpc(head.headers.get("content-type")):
@@ -626,7 +615,7 @@ class Http2Codec(Codec):
                 conn.send_headers(sid, fields, end_stream=True)
             elif st.response_started:
                 self._drop(sid)
-                conn.reset_stream(sid, ErrorCodes.INTERNAL_ERROR)
+                conn.reset_stream(sid, frames.INTERNAL_ERROR)
                 return
             else:
                 body = (message + "\n").encode("utf-8")[: max(0, self.sendable(sid))]
@@ -641,13 +630,13 @@ class Http2Codec(Codec):
                 conn.send_headers(sid, fields, end_stream=not body)
                 if body:
                     conn.send_data(sid, body, end_stream=True)
-        except h2.exceptions.ProtocolError:
+        except machine.UsageError:
             self._drop(sid)  # the stream died under us (reset by the peer): nothing to answer
             return
         st.response_started = st.local_done = True
         if not st.remote_done:
             self._drop(sid)
-            conn.reset_stream(sid, ErrorCodes.NO_ERROR)
+            conn.reset_stream(sid, frames.NO_ERROR)
         else:
             self._forget_if_done(sid, st)
 
@@ -663,13 +652,6 @@ class Http2Codec(Codec):
         elif head.end_stream and headers.get("grpc-status") == "14":
             f |= Failure.RETRIABLE
         return f
-
-
-def _error_name(code: int) -> str:
-    try:
-        return ErrorCodes(code).name
-    except ValueError:
-        return f"error {code:#x}"
 
 
 class Http2CodecFactory(CodecFactory):

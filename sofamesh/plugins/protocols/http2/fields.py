@@ -1,30 +1,26 @@
 """HTTP/2 header fields: the checks on header blocks we receive and the field lists we send.
 
-Pure functions, no I/O. The ``h2`` state machine is configured to neither validate nor normalise
-header blocks (its pipeline of per-field generators cost as much as HPACK itself); this module
-does the same work in one pass per block:
+Pure functions, no I/O. The connection machine leaves header fields to this module, which checks
+and normalises each block in one pass:
 
-* ``received_fields`` enforces on every received block what ``h2``'s inbound validation did
-  (RFC 9113 8.2 and 8.3): field names lower case without control characters, spaces or inner
-  colons; values without NUL/CR/LF or surrounding whitespace; no connection-specific fields,
-  ``te`` only as ``trailers``; pseudo-header fields known for the block kind, once each, before
-  every regular field, the required ones present (``:method``, ``:scheme``, ``:path``, or
-  CONNECT's rules; ``:status``), none in trailers; ``:authority`` and ``host`` present and equal,
-  ``host`` once; ``:path`` not empty. It also joins ``cookie`` crumbs into one field at the end
-  (RFC 9113 8.2.3), as ``h2`` normalised them. A block that fails raises ``MalformedFields``
-  (the codec makes it a connection error, as ``h2`` did).
+* ``received_fields`` enforces on every received block (RFC 9113 8.2 and 8.3): field names lower
+  case without control characters, spaces or inner colons; values without NUL/CR/LF or surrounding
+  whitespace; no connection-specific fields, ``te`` only as ``trailers``; pseudo-header fields
+  known for the block kind, once each, before every regular field, the required ones present
+  (``:method``, ``:scheme``, ``:path``, or CONNECT's rules; ``:status``), none in trailers;
+  ``:authority`` and ``host`` present and equal, ``host`` once; ``:path`` not empty. It also joins
+  ``cookie`` crumbs into one field at the end (RFC 9113 8.2.3). A block that fails raises
+  ``MalformedFields`` (the codec makes it a connection error: GOAWAY PROTOCOL_ERROR).
 * ``field_block`` builds what we send: lower-case names, values trimmed, no pseudo-header fields
-  or connection-specific fields from the event, ``te`` only as ``trailers``, credentials never
-  indexed by HPACK. Pseudo-header fields come first and only from the codec. These are the
-  guarantees ``h2``'s outbound normalisation and validation checked.
+  or connection-specific fields from the event, ``te`` only as ``trailers``. Pseudo-header fields
+  come first and only from the codec. (Credentials are never indexed: ``hpack_codec``'s encoder
+  decides that by name.)
 """
 
 from __future__ import annotations
 
 import re
 from typing import Final
-
-from hpack import NeverIndexedHeaderTuple
 
 from sofamesh.core.headers import Headers
 
@@ -45,8 +41,7 @@ _PSEUDO: Final[tuple[frozenset[bytes], ...]] = (
 # A name may hold 0x21..0x7e but no upper case letter and no colon (RFC 9113 8.2.1).
 _BAD_NAME: Final = re.compile(rb"[^!-9;-@\[-~]")
 _BAD_VALUE: Final = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
-_SECRET: Final = frozenset({"authorization", "proxy-authorization"})
-TRIM: Final = " \t\r\n\x0b\x0c"  # what h2 stripped: ASCII whitespace only, never latin-1's \x85 or \xa0
+TRIM: Final = " \t\r\n\x0b\x0c"  # ASCII whitespace only, never latin-1's \x85 or \xa0
 
 # Regular fields already checked, with their text: most fields of a connection repeat on every
 # request. Bounded; a field that is not cached is simply checked again.
@@ -54,8 +49,10 @@ _CHECKED: dict[tuple[bytes, bytes], tuple[str, str]] = {}
 _CHECKED_MAX: Final = 4096
 _CACHED_VALUE_MAX: Final = 256
 # The same for fields we send: the event's (name, value) -> what goes on the wire (None: dropped).
-_SENT: dict[tuple[str, str], tuple[bytes, bytes] | None] = {}
-_DROP: Final[tuple[bytes, bytes]] = (b"", b"")  # marks "not cached yet" in lookups
+# A dropped field is cached as an empty name; a sentinel compared with ``is`` would not survive
+# mypyc, which boxes a new tuple for a tuple constant at each use.
+_SENT: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+_DROPPED: Final = (b"", b"")
 
 
 class MalformedFields(ValueError):
@@ -161,27 +158,26 @@ def field_block(headers: Headers, first: list[tuple[bytes, bytes]]) -> list[tupl
     for field in headers:
         if type(field) is not tuple:
             field = (field[0], field[1])
-        wired = sent.get(field, _DROP)
-        if wired is _DROP:
+        wired = sent.get(field)
+        if wired is None:
             wired = _sent_field(field[0], field[1])
             if len(field[1]) <= _CACHED_VALUE_MAX:
                 if len(sent) >= _CHECKED_MAX:
                     sent.clear()
                 sent[field] = wired
-        if wired is not None:
+        if wired[0]:
             out.append(wired)
     return out
 
 
-def _sent_field(name: str, value: str) -> tuple[bytes, bytes] | None:
+def _sent_field(name: str, value: str) -> tuple[bytes, bytes]:
+    """What goes on the wire for one field; ``_DROPPED`` (empty name) when it is not sent."""
     lname = name.lower()
     if lname[:1] == ":" or lname in CONNECTION_FIELDS or lname == "host":
-        return None
+        return _DROPPED
     value = value.strip(TRIM)
     if lname == "te" and value.lower() != "trailers":
-        return None
-    if lname in _SECRET or (lname == "cookie" and len(value) < 20):
-        return NeverIndexedHeaderTuple(wire(lname), wire(value))
+        return _DROPPED
     return (wire(lname), wire(value))
 
 

@@ -22,8 +22,25 @@ as ``StreamReset(remote=False)``. Limits, each a constructor argument:
 * ``premature_reset_min_streams``: once the peer has opened that many streams, resetting half or
   more of them before our answer ended is the rapid-reset attack (CVE-2023-44487),
   GOAWAY(ENHANCE_YOUR_CALM); Envoy's premature-reset rule with its default of 500.
-* ``max_pending_acks``: SETTINGS and PING ACKs queued and not yet taken by ``data_to_send()``; more is a
-  SETTINGS or PING flood, GOAWAY(ENHANCE_YOUR_CALM); nghttp2's outbound queue limit of 1000.
+* ``max_outbound_frames`` and ``max_outbound_control_frames`` (Envoy's, 10000 and 1000): frames queued
+  and not yet written to the socket; the control frames are those the peer makes us send (SETTINGS
+  and PING ACKs, RST_STREAM). A frame is written once ``data_to_send()`` took it, unless the caller
+  said the socket is not draining (``write_blocked(True)``, asyncio's pause_writing): then they
+  count until ``write_blocked(False)``. The peer's next frame past either limit is a flood (it
+  makes us write and does not read), GOAWAY(ENHANCE_YOUR_CALM); a control frame past the limit
+  at once.
+* ``max_inbound_priority_frames_per_stream`` (Envoy's 100): PRIORITY frames over that many times
+  (1 + the header blocks received) are a flood, GOAWAY(ENHANCE_YOUR_CALM).
+* ``max_inbound_window_update_frames_per_data_frame_sent`` (Envoy's 10): WINDOW_UPDATE frames over
+  1 + 2 x (header blocks received + that many times the DATA frames sent) are a flood; 0 turns
+  the check off (for a codec that only watches a connection and never sends its DATA).
+* ``stream_reset_burst`` and ``stream_reset_rate`` (nghttp2's 1000 and 33 per second): RST_STREAM
+  frames the peer sends on streams it opened, as a token bucket; past it, the rapid-reset attack
+  (CVE-2023-44487) whatever the streams' answers did, GOAWAY(ENHANCE_YOUR_CALM). The clock is a
+  constructor argument (``time.monotonic``), read only when such a RST_STREAM arrives.
+* ``settings_overdue()``: asked by the caller once ``settings_timeout`` seconds (nghttpx's 10) passed
+  since the connection began; if our SETTINGS is still not acknowledged, GOAWAY(SETTINGS_TIMEOUT),
+  RFC 9113 6.5.3.
 * ``max_settings_entries`` per SETTINGS frame (nghttp2's 32) and ``max_empty_frames``, consecutive
   DATA frames with no payload and no END_STREAM (Envoy's default of 1): ENHANCE_YOUR_CALM.
 
@@ -34,6 +51,8 @@ keeps answering PING; the streams we opened above it are closed and listed in
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Final
 
 from sofamesh.plugins.protocols.http2.frames import (
@@ -70,6 +89,7 @@ from sofamesh.plugins.protocols.http2.frames import (
     RST_STREAM,
     SETTINGS,
     SETTINGS_ACK,
+    SETTINGS_TIMEOUT,
     STREAM_CLOSED,
     WINDOW_UPDATE,
     error_name,
@@ -263,7 +283,13 @@ class Machine:
         max_header_list_size: int = 64 * 1024,
         max_continuations: int = 8,
         premature_reset_min_streams: int = 500,
-        max_pending_acks: int = 1000,
+        max_outbound_frames: int = 10_000,
+        max_outbound_control_frames: int = 1000,
+        max_inbound_priority_frames_per_stream: int = 100,
+        max_inbound_window_update_frames_per_data_frame_sent: int = 10,
+        stream_reset_burst: int = 1000,
+        stream_reset_rate: float = 33.0,
+        clock: Callable[[], float] = time.monotonic,
         max_settings_entries: int = 32,
         max_empty_frames: int = 1,
     ) -> None:
@@ -286,7 +312,13 @@ class Machine:
         self._max_header_list = max_header_list_size
         self._max_continuations = max_continuations
         self._premature_min = premature_reset_min_streams
-        self._max_pending_acks = max_pending_acks
+        self._max_out_frames = max_outbound_frames
+        self._max_out_control = max_outbound_control_frames
+        self._max_priority_per_stream = max_inbound_priority_frames_per_stream
+        self._max_window_updates_per_data = max_inbound_window_update_frames_per_data_frame_sent
+        self._reset_burst = float(stream_reset_burst)
+        self._reset_rate = stream_reset_rate
+        self._clock = clock
         self._max_settings_entries = max_settings_entries
         self._max_empty = max_empty_frames
         # The peer's, RFC defaults until its SETTINGS arrive.
@@ -317,7 +349,16 @@ class Machine:
         # Connection state.
         self._preface_left = b"" if client else PREFACE
         self._settings_seen = False
-        self._pending_acks = 0
+        self._out_frames = 0  # frames queued and not written to the socket yet
+        self._out_control = 0  # of which SETTINGS ACK, PING ACK, RST_STREAM
+        self._write_blocked = False
+        self._blocks_in = 0  # header blocks received (Envoy's inbound streams)
+        self._data_frames_out = 0
+        self._priority_in = 0
+        self._window_updates_in = 0
+        self._reset_tokens = float(stream_reset_burst)
+        self._reset_at = -1.0
+        self._settings_unacked = 1  # our SETTINGS (sent below) until the peer ACKs it
         self._empty_frames = 0
         self._failed = False
         self.goaway_received = False
@@ -338,17 +379,53 @@ class Machine:
     # -- what the caller reads --------------------------------------------------------------------
     def data_to_send(self) -> bytes:
         """Every byte queued so far, in order (then the queue is empty)."""
-        self._pending_acks = 0
+        if not self._write_blocked:
+            self._out_frames = 0
+            self._out_control = 0
         if not self._out:
             return b""
         out = bytes(self._out)
         self._out.clear()
         return out
 
+    def write_blocked(self, blocked: bool) -> None:
+        """The socket stopped taking our bytes (True) or drains again (False): frames queued while
+        it is blocked count against ``max_outbound_frames`` / ``max_outbound_control_frames``."""
+        self._write_blocked = blocked
+        if not blocked:
+            self._out_frames = 0
+            self._out_control = 0
+
+    @property
+    def settings_pending(self) -> bool:
+        """Our SETTINGS is not acknowledged yet."""
+        return self._settings_unacked > 0 and not self._failed
+
+    def settings_overdue(self) -> bool:
+        """The caller's SETTINGS timeout passed: if our SETTINGS is still unacknowledged, queue
+        GOAWAY(SETTINGS_TIMEOUT) and fail (True); otherwise nothing happens (False)."""
+        if not self.settings_pending:
+            return False
+        self._failed = True
+        self._inbuf = b""
+        self._out += goaway_frame(self._last_peer, SETTINGS_TIMEOUT, b"SETTINGS not acknowledged")
+        self.goaway_sent = True
+        return True
+
     @property
     def failed(self) -> bool:
         """A connection error happened (GOAWAY queued); the machine reads nothing more."""
         return self._failed
+
+    @property
+    def partial(self) -> bool:
+        """A frame started and not complete yet, or a header block waiting for its CONTINUATION."""
+        return bool(self._inbuf) or self._block_sid != 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and held until more arrive (a partial frame, a header block so far)."""
+        return len(self._inbuf) + len(self._block)
 
     @property
     def open_streams(self) -> int:
@@ -411,10 +488,10 @@ class Machine:
                 pos = end
                 try:
                     self._frame(events, ftype, flags, sid, data, start, end)
-                except _StreamError as exc:
-                    self._stream_error(events, exc)
-        except _ConnectionError as exc:
-            self._fail(events, exc.code, exc.message)
+                except _StreamError as stream_exc:
+                    self._stream_error(events, stream_exc)
+        except _ConnectionError as conn_exc:  # its own name: mypyc types one name per function
+            self._fail(events, conn_exc.code, conn_exc.message)
             return events
         if pos < n:
             self._inbuf = data[pos:]
@@ -424,6 +501,8 @@ class Machine:
         if self._block_sid and ftype != CONTINUATION:
             raise _ConnectionError(PROTOCOL_ERROR, f"frame type {ftype} inside the header block of stream "
                                    f"{self._block_sid} (CONTINUATION expected)")  # fmt: skip
+        if self._out_frames > self._max_out_frames:
+            raise _ConnectionError(ENHANCE_YOUR_CALM, f"outbound flood: over {self._max_out_frames} frames not read")
         if not self._settings_seen:
             if ftype != SETTINGS or flags & ACK:
                 raise _ConnectionError(PROTOCOL_ERROR, "the first frame is not SETTINGS")
@@ -449,6 +528,9 @@ class Machine:
                 raise _ConnectionError(PROTOCOL_ERROR, "PRIORITY on stream 0")
             if end - start != 5:
                 raise _StreamError(sid, FRAME_SIZE_ERROR, f"PRIORITY of {end - start} bytes (5 expected)")
+            self._priority_in += 1
+            if self._priority_in > self._max_priority_per_stream * (1 + self._blocks_in):
+                raise _ConnectionError(ENHANCE_YOUR_CALM, f"PRIORITY flood: {self._priority_in} frames")
             if _u32(data, start) & 0x7FFFFFFF == sid:
                 raise _StreamError(sid, PROTOCOL_ERROR, f"stream {sid} depends on itself")
         elif ftype == PUSH_PROMISE:
@@ -552,6 +634,7 @@ class Machine:
             self._headers(events, sid, self._block_end_stream, bytes(block))
 
     def _headers(self, events: list[Event], sid: int, end_stream: bool, block: bytes) -> None:
+        self._blocks_in += 1
         try:
             fields, size = self._decoder.decode(block)
         except HpackError as exc:
@@ -616,6 +699,11 @@ class Machine:
     def _on_window_update(self, events: list[Event], sid: int, data: bytes, start: int, end: int) -> None:
         if end - start != 4:
             raise _ConnectionError(FRAME_SIZE_ERROR, f"WINDOW_UPDATE of {end - start} bytes (4 expected)")
+        self._window_updates_in += 1
+        if self._max_window_updates_per_data and self._window_updates_in > 1 + 2 * (
+            self._blocks_in + self._max_window_updates_per_data * self._data_frames_out
+        ):
+            raise _ConnectionError(ENHANCE_YOUR_CALM, f"WINDOW_UPDATE flood: {self._window_updates_in} frames")
         increment = _u32(data, start) & 0x7FFFFFFF
         if sid == 0:
             if increment == 0:
@@ -651,6 +739,8 @@ class Machine:
         code = _u32(data, start)
         self._forget(sid, st)
         events.append(StreamReset(sid, code, True))
+        if not st.local:
+            self._reset_taken()
         if not st.local and st.premature:
             self._premature_resets += 1
             opened = self._peer_opened
@@ -666,6 +756,8 @@ class Machine:
         if flags & ACK:
             if length:
                 raise _ConnectionError(FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            if self._settings_unacked:
+                self._settings_unacked -= 1
             return
         if length % 6:
             raise _ConnectionError(FRAME_SIZE_ERROR, f"SETTINGS of {length} bytes (a multiple of 6 expected)")
@@ -700,7 +792,7 @@ class Machine:
             elif ident == MAX_HEADER_LIST_SIZE:
                 self.remote_max_header_list_size = value
         self._out += SETTINGS_ACK
-        self._ack_queued()
+        self._control_queued()
         events.append(SettingsChanged(grew, self._remote_max_streams))
 
     def _on_ping(self, events: list[Event], flags: int, sid: int, data: bytes, start: int, end: int) -> None:
@@ -712,7 +804,7 @@ class Machine:
             events.append(PingAcknowledged(data[start:end]))
             return
         self._out += ping_frame(data[start:end], True)
-        self._ack_queued()
+        self._control_queued()
 
     def _on_goaway(self, events: list[Event], sid: int, data: bytes, start: int, end: int) -> None:
         if sid != 0:
@@ -727,10 +819,27 @@ class Machine:
             self._forget(s, self._streams[s])
         events.append(GoAwayReceived(last, code, data[start + 8 : end], refused))
 
-    def _ack_queued(self) -> None:
-        self._pending_acks += 1
-        if self._pending_acks > self._max_pending_acks:
-            raise _ConnectionError(ENHANCE_YOUR_CALM, f"more than {self._max_pending_acks} SETTINGS/PING unanswered")
+    def _control_queued(self) -> None:
+        """A SETTINGS ACK, PING ACK or RST_STREAM was queued (Envoy's outbound control frames)."""
+        self._out_frames += 1
+        self._out_control += 1
+        if self._out_control > self._max_out_control:
+            raise _ConnectionError(
+                ENHANCE_YOUR_CALM,
+                f"outbound flood: over {self._max_out_control} SETTINGS/PING ACKs and RST_STREAMs not read",
+            )
+
+    def _reset_taken(self) -> None:
+        """The peer reset a stream it opened: one token of the stream-reset bucket."""
+        now = self._clock()
+        if self._reset_at >= 0.0:
+            self._reset_tokens = min(self._reset_burst, self._reset_tokens + (now - self._reset_at) * self._reset_rate)
+        self._reset_at = now
+        if self._reset_tokens < 1.0:
+            raise _ConnectionError(
+                ENHANCE_YOUR_CALM, f"rapid reset: over {int(self._reset_burst)} streams reset at {self._reset_rate:g}/s"
+            )
+        self._reset_tokens -= 1.0
 
     def _stream_error(self, events: list[Event], exc: _StreamError) -> None:
         sid = exc.stream_id
@@ -740,6 +849,7 @@ class Machine:
         self._remember_reset(sid)
         self._out += rst_stream_frame(sid, exc.code)
         events.append(StreamReset(sid, exc.code, False, exc.message))
+        self._control_queued()
 
     def _fail(self, events: list[Event], code: int, message: str) -> None:
         self._failed = True
@@ -823,10 +933,12 @@ class Machine:
         flags = (END_STREAM if end_stream else 0) | (END_HEADERS if len(block) <= step else 0)
         out += frame_header(len(first), HEADERS, flags, stream_id)
         out += first
+        self._out_frames += 1
         for at in range(step, len(block), step):
             part = block[at : at + step]
             out += frame_header(len(part), CONTINUATION, END_HEADERS if at + step >= len(block) else 0, stream_id)
             out += part
+            self._out_frames += 1
         if end_stream:
             self._local_end(stream_id, st)
 
@@ -845,7 +957,12 @@ class Machine:
         if size <= step:
             out += frame_header(size, DATA, END_STREAM if end_stream else 0, stream_id)
             out += data
+            self._data_frames_out += 1
+            self._out_frames += 1
         else:
+            n = (size + step - 1) // step
+            self._data_frames_out += n
+            self._out_frames += n
             view = memoryview(data)
             for at in range(0, size, step):
                 part = view[at : at + step]
@@ -866,6 +983,8 @@ class Machine:
         self._forget(stream_id, st)
         self._remember_reset(stream_id)
         self._out += rst_stream_frame(stream_id, error_code)
+        self._out_frames += 1
+        self._out_control += 1
 
     def acknowledge(self, stream_id: int, nbytes: int) -> None:
         """``nbytes`` of the DATA received on ``stream_id`` were passed on: give them back to the

@@ -8,9 +8,10 @@ Pilot's API port belongs to the Open Service Registry API): ``agent/service/regi
 ``catalog/service/{name}``, ``catalog/datacenters``, ``catalog/nodes``, ``health/service/{name}``
 (``passing``, ``tag``), ``status/leader``, ``status/peers``. Catalog and health reads carry
 ``X-Consul-Index`` and block on ``index`` / ``wait`` (default 5 min, at most 10 min, as Consul).
-A TTL check not passed within its TTL turns critical; ``DeregisterCriticalServiceAfter`` removes
-a service whose check stayed critical that long. HTTP, TCP and script checks are accepted and
-counted as passing: Pilot does not run them (docs/registries.md).
+A TTL check not passed within its TTL turns critical; HTTP and TCP checks are run by Pilot at their
+``Interval`` (``checks.py``); ``DeregisterCriticalServiceAfter`` removes a service whose check stayed
+critical that long. Script checks are accepted and count as passing: Pilot does not run them
+(docs/registries.md).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from aiohttp import web
 
 from sofamesh.core.errors import ConfigError
 from sofamesh.pilot.model import Health, MeshModel, ServiceInstance
+from sofamesh.pilot.registry import Notify
 from sofamesh.plugins.registries.consul import mapping
+from sofamesh.plugins.registries.consul.checks import CheckRunner
 from sofamesh.plugins.registries.served import Entry, ServedRegistry
 
 log = logging.getLogger("sofamesh.pilot.registry.consul")
@@ -46,6 +49,15 @@ class ConsulRegistry(ServedRegistry):
         self.datacenter = datacenter
         self.node = {"ID": "00000000-0000-0000-0000-000000000001", "Node": node, "Address": node_address,
                      "Datacenter": datacenter}
+        self.checks = CheckRunner(self._check_alive, self._checked, clock)
+
+    async def start(self, notify: Notify) -> None:
+        await self.checks.start()
+        await super().start(notify)
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self.checks.stop()
 
     def own_routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -83,7 +95,9 @@ class ConsulRegistry(ServedRegistry):
             c["critical_since"] = now if c["Status"] == mapping.CRITICAL else None
         self._drop_sid(str(mapping.lower_keys(body).get("id") or service.name))
         wire = {**mapping.lower_keys(body), "checks": checks}
-        self.put(Entry(service, inst, wire=wire))
+        entry = Entry(service, inst, wire=wire)
+        self.put(entry)
+        self.checks.schedule(entry)
         log.info("consul %s: registered %s/%s at %s:%d", self.name, service.name, inst.id, inst.address, inst.port)
         return web.Response(text="")
 
@@ -139,6 +153,19 @@ class ConsulRegistry(ServedRegistry):
         if status not in (mapping.PASSING, mapping.WARNING, mapping.CRITICAL):
             return web.Response(status=400, text=f'Invalid check status: "{status}"')
         return self._set_check(request.match_info["id"], status, str(body.get("output", "")))
+
+    def _check_alive(self, entry: Entry, check: dict[str, Any]) -> bool:
+        """Whether ``check`` is still one of a registered instance's (not deregistered, not replaced)."""
+        return self.entry(entry.service.name, entry.instance.id) is entry and any(
+            c is check for c in entry.wire.get("checks", []))
+
+    def _checked(self, entry: Entry, check: dict[str, Any], status: str, output: str) -> None:
+        """The result of an HTTP or TCP check run by Pilot."""
+        if status != check["Status"]:
+            log.info("consul %s: check %s is %s: %s", self.name, check["CheckID"], status, output[:200])
+            check["critical_since"] = self._clock() if status == mapping.CRITICAL else None
+        check["Status"], check["Output"] = status, output
+        self._rehealth(entry)
 
     def _rehealth(self, entry: Entry) -> None:
         health = mapping.health_of(entry.wire.get("checks", []))

@@ -16,7 +16,8 @@ version, group  ``version`` / ``group`` labels                   in ``ServiceMet
 weight          ``Weights.Passing`` (1..128), default 1          ``ServiceWeights``
 health          every check passing or warning -> healthy;       ``passing`` / ``critical``
                 one critical -> unhealthy (a TTL check not
-                passed within its TTL is critical)
+                passed within its TTL is critical; HTTP and
+                TCP checks run by Pilot, ``checks.py``)
 protocol        ``Meta.protocol`` when the mesh knows it, the    -
                 tag ``secure=true`` -> ``http``, else ``http``
 ==============  ===============================================  ================================
@@ -32,6 +33,8 @@ from sofamesh.core.errors import ConfigError
 from sofamesh.pilot.model import Health, Service, ServiceInstance, known_protocols
 
 PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
+MIN_INTERVAL_S = 1.0  # Consul raises a shorter check interval to one second
+DEFAULT_TIMEOUT_S = 10.0
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)$")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _BAD_ID = re.compile(r"[^A-Za-z0-9._:@\-]")
@@ -52,8 +55,48 @@ def duration(value: object, path: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+def _counter(c: Mapping[str, Any], key: str, path: str, default: int = 0) -> int:
+    raw = c.get(key)
+    if raw is None or raw == "":
+        return default
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        raise ConfigError(path, f"must be a whole number >= 0, got {raw!r}")
+    return raw
+
+
+def _run_fields(c: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """What Pilot needs to run an HTTP or TCP check (``checks.py``)."""
+    if not c.get("interval"):
+        raise ConfigError("Check.Interval", "Interval must be > 0 for HTTP and TCP checks")
+    fields: dict[str, Any] = {
+        "interval_s": max(MIN_INTERVAL_S, duration(c["interval"], "Check.Interval")),
+        "timeout_s": duration(c["timeout"], "Check.Timeout") if c.get("timeout") else DEFAULT_TIMEOUT_S,
+        "success_before_passing": _counter(c, "successbeforepassing", "Check.SuccessBeforePassing"),
+    }
+    critical = _counter(c, "failuresbeforecritical", "Check.FailuresBeforeCritical")
+    fields["failures_before_critical"] = critical
+    fields["failures_before_warning"] = _counter(c, "failuresbeforewarning", "Check.FailuresBeforeWarning", critical)
+    if kind == "http":
+        url = str(c["http"])
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError("Check.HTTP", f"{url!r} is not an http:// or https:// URL")
+        header = c.get("header") or {}
+        if not isinstance(header, Mapping):
+            raise ConfigError("Check.Header", "must be an object of header names to lists of values")
+        fields.update(http=url, method=str(c.get("method") or "GET"), header=dict(header),
+                      body=str(c.get("body") or ""), tls_skip_verify=bool(c.get("tlsskipverify")))
+    else:
+        host, sep, port = str(c["tcp"]).rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError("Check.TCP", f"{c['tcp']!r} is not host:port")
+        fields["tcp"] = str(c["tcp"])
+    return fields
+
+
 def checks_of(service_id: str, svc: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The checks of a service definition, named as Consul names them (``service:<id>[:<n>]``)."""
+    """The checks of a service definition, named as Consul names them (``service:<id>[:<n>]``). TTL,
+    HTTP and TCP checks start ``critical`` (Consul's default) unless ``Status`` says otherwise; HTTP
+    and TCP checks carry what ``checks.py`` needs to run them."""
     raw: list[Any] = []
     if svc.get("check"):
         raw.append(svc["check"])
@@ -69,9 +112,15 @@ def checks_of(service_id: str, svc: Mapping[str, Any]) -> list[dict[str, Any]]:
         dereg = (duration(c["deregistercriticalserviceafter"], "Check.DeregisterCriticalServiceAfter")
                  if c.get("deregistercriticalserviceafter") else None)
         kind = "ttl" if ttl else "http" if c.get("http") else "tcp" if c.get("tcp") else "script"
-        out.append({"CheckID": cid, "Name": str(c.get("name") or f"Service '{service_id}' check"),
-                    "Type": kind, "Status": str(c.get("status") or CRITICAL if ttl else PASSING),
-                    "Notes": str(c.get("notes") or ""), "Output": "", "ttl_s": ttl, "deregister_s": dereg})
+        status = str(c.get("status") or (PASSING if kind == "script" else CRITICAL))
+        if status not in (PASSING, WARNING, CRITICAL):
+            raise ConfigError("Check.Status", f"{status!r} is not passing, warning or critical")
+        doc = {"CheckID": cid, "Name": str(c.get("name") or f"Service '{service_id}' check"),
+               "Type": kind, "Status": status, "Notes": str(c.get("notes") or ""), "Output": "",
+               "ttl_s": ttl, "deregister_s": dereg}
+        if kind in ("http", "tcp"):
+            doc.update(_run_fields(c, kind))
+        out.append(doc)
     return out
 
 

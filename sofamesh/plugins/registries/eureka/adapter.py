@@ -16,8 +16,6 @@ registers it again, as Eureka clients do), cancel ``DELETE apps/{APP}/{id}``. La
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,12 +26,11 @@ import httpx
 
 from sofamesh.core.errors import ConfigError, PluginError
 from sofamesh.pilot.model import Service, ServiceInstance
-from sofamesh.pilot.registry import Notify, Registry
+from sofamesh.pilot.registry import Registry
 from sofamesh.plugins.registries.eureka import mapping
-from sofamesh.plugins.registries.mirrored import MirroredCache
+from sofamesh.plugins.registries.mirrored import PolledMirror
 
 log = logging.getLogger("sofamesh.pilot.registry.eureka.adapter")
-_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 _JSON = {"Accept": "application/json"}
 
 
@@ -102,10 +99,11 @@ class Mirror:
         return changed, self.hashcode() == server_hash
 
 
-class EurekaClusterRegistry(MirroredCache, Registry):
+class EurekaClusterRegistry(PolledMirror, Registry):
     """An existing Eureka server, read by full and delta fetches; writable."""
 
     writable = True
+    server = "Eureka"
 
     def __init__(
         self,
@@ -119,45 +117,16 @@ class EurekaClusterRegistry(MirroredCache, Registry):
         self.endpoint = endpoint.rstrip("/")
         if "://" not in self.endpoint:
             self.endpoint = "http://" + self.endpoint
-        self.fetch_interval_s = max(0.1, float(fetch_interval_s))
-        self.renewal_interval_s = max(0.1, float(renewal_interval_s))
         self.lease_s = max(1.0, float(lease_s))
         self._http = httpx.AsyncClient(
             base_url=self.endpoint + "/", headers=_JSON, timeout=httpx.Timeout(15, connect=5)
         )
-        self._init_cache()
+        self._init_polling(fetch_interval_s, renewal_interval_s)
         self.mirror = Mirror()
-        self._own: dict[tuple[str, str], dict[str, Any]] = {}  # what this registry registered: renewed
-        self._tasks: list[asyncio.Task[None]] = []
-        self.stale = True
         self.full_fetches = 0
         self.delta_fetches = 0
         self.mismatches = 0
         self.skipped = 0
-        self.errors = 0
-
-    # -- lifecycle -----------------------------------------------------------------------------
-    async def start(self, notify: Notify) -> None:
-        try:
-            changed = await self._full()
-        except (httpx.HTTPError, ValueError, PluginError) as exc:
-            await self._http.aclose()
-            raise PluginError(f"registry {self.name!r}: Eureka at {self.endpoint} is unreachable: {exc}") from exc
-        self.stale = False
-        self._notify = notify
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._follow()), loop.create_task(self._renewals())]
-        if changed:
-            notify(sorted(changed))
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-        await self._http.aclose()
 
     # -- reading -------------------------------------------------------------------------------
     async def _get(self, path: str) -> Any:
@@ -165,6 +134,9 @@ class EurekaClusterRegistry(MirroredCache, Registry):
         if resp.status_code != 200:
             raise PluginError(f"GET {path}: {resp.status_code} {resp.text[:200]}")
         return resp.json()
+
+    async def _fetch(self, first: bool) -> set[str]:
+        return await (self._full() if first or self.stale else self._delta())
 
     async def _full(self) -> set[str]:
         self.full_fetches += 1
@@ -202,23 +174,6 @@ class EurekaClusterRegistry(MirroredCache, Registry):
                 changed.add(name)
         return changed
 
-    async def _follow(self) -> None:
-        attempt = 0
-        while True:
-            await asyncio.sleep(self.fetch_interval_s if attempt == 0 else _BACKOFF_S[min(attempt, 4)])
-            try:
-                changed = await (self._full() if self.stale else self._delta())
-            except (httpx.HTTPError, ValueError, PluginError) as exc:
-                self.errors += 1
-                self.stale = True  # the last known instances stay
-                attempt += 1
-                log.info("registry %s: fetch from %s failed (%s)", self.name, self.endpoint, exc)
-                continue
-            attempt = 0
-            self.stale = False
-            if changed:
-                self._notify(sorted(changed))
-
     def describe(self) -> dict[str, Any]:
         return {
             "type": "eureka-cluster",
@@ -238,12 +193,6 @@ class EurekaClusterRegistry(MirroredCache, Registry):
         path = "apps/" + quote(mapping.app_name(service), safe="")
         return path + "/" + quote(instance_id, safe="") if instance_id else path
 
-    async def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
-        try:
-            return await self._http.request(method, path, json=body)
-        except httpx.HTTPError as exc:
-            raise PluginError(f"registry {self.name!r}: {method} {path} at {self.endpoint} failed: {exc}") from exc
-
     async def register(self, service: Service, instance: ServiceInstance, ttl_seconds: float | None = None) -> None:
         if instance.service != service.name:
             raise PluginError(f"instance {instance.id!r} names service {instance.service!r}, not {service.name!r}")
@@ -251,8 +200,8 @@ class EurekaClusterRegistry(MirroredCache, Registry):
         if service.protocol != "http":
             doc["metadata"].setdefault("protocol", service.protocol)
         doc["leaseInfo"]["durationInSecs"] = round(ttl_seconds or self.lease_s)
-        doc["leaseInfo"]["renewalIntervalInSecs"] = round(self.renewal_interval_s)
-        resp = await self._send("POST", self._path(service.name), {"instance": doc})
+        doc["leaseInfo"]["renewalIntervalInSecs"] = round(self.renew_interval_s)
+        resp = await self._send("POST", self._path(service.name), json={"instance": doc})
         if resp.status_code not in (200, 204):
             raise PluginError(
                 f"registry {self.name!r}: Eureka refused {service.name}/{instance.id}: "
@@ -276,19 +225,9 @@ class EurekaClusterRegistry(MirroredCache, Registry):
         """A renewal; a 404 (the server evicted it) registers the instance again, as Eureka clients do."""
         resp = await self._send("PUT", self._path(service, instance_id))
         if resp.status_code == 404 and (doc := self._own.get((service, instance_id))) is not None:
-            resp = await self._send("POST", self._path(service), {"instance": doc})
+            resp = await self._send("POST", self._path(service), json={"instance": doc})
             return resp.status_code in (200, 204)
         return resp.status_code == 200
-
-    async def _renewals(self) -> None:
-        while True:
-            await asyncio.sleep(self.renewal_interval_s)
-            for service, iid in list(self._own):
-                try:
-                    await self.heartbeat(service, iid)
-                except PluginError as exc:
-                    self.errors += 1
-                    log.info("registry %s: renewal of %s/%s failed: %s", self.name, service, iid, exc)
 
 
 __all__ = ["EurekaClusterRegistry", "Mirror"]

@@ -2,7 +2,9 @@
 over the mesh model, and the ``eureka`` registry that holds what its clients register.
 
 Served: register ``POST apps/{APP}`` (204), renew ``PUT apps/{APP}/{id}`` (200, 404 for an unknown
-instance so the client registers again), cancel ``DELETE apps/{APP}/{id}`` (200), status overrides
+instance so the client registers again, and Eureka's ``lastDirtyTimestamp`` answers: 404 for a newer
+one, 409 with the registered document to a replicating peer for an older one), cancel
+``DELETE apps/{APP}/{id}`` (200), status overrides
 ``PUT|DELETE apps/{APP}/{id}/status``, ``PUT apps/{APP}/{id}/metadata``; reads ``GET apps``,
 ``apps/delta``, ``apps/{APP}``, ``apps/{APP}/{id}``, ``instances/{id}``, ``vips/{vip}``,
 ``svips/{svip}``: every service of the mesh, whatever registry it came from. JSON when the
@@ -29,6 +31,20 @@ from sofamesh.plugins.registries.served import Entry, ServedRegistry
 
 log = logging.getLogger("sofamesh.pilot.registry.eureka")
 DELTA_RETENTION_S = 180.0  # how long a change stays in apps/delta (Eureka's retentionTimeInMSInDeltaQueue)
+REPLICATION_HEADER = "x-netflix-discovery-replication"
+
+
+def _timestamp(raw: object, strict: bool = True) -> int | None:
+    """A ``lastDirtyTimestamp`` (milliseconds, a number or its text); ``None`` when absent. A value
+    that is not a number raises ``ValueError`` (``strict``) or counts as absent."""
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(str(raw))
+    except ValueError:
+        if strict:
+            raise ValueError(f"{raw!r} is not a number of milliseconds") from None
+        return None
 
 
 class EurekaRegistry(ServedRegistry):
@@ -223,10 +239,29 @@ class EurekaRegistry(ServedRegistry):
         return self.entry(name, mapping.instance_id(request.match_info["id"]))
 
     async def _renew(self, request: web.Request) -> web.Response:
+        """Eureka's renewal: 404 for an unknown instance; then, when the client sends its
+        ``lastDirtyTimestamp`` and it differs from the registered one, 404 when the client's is newer
+        (it registers again with what changed), and when Pilot's is newer 409 with Pilot's document to
+        a replicating peer (``x-netflix-discovery-replication: true``), 200 to a client."""
         entry = self._entry_of(request)
         if entry is None:
             return web.Response(status=404)
+        try:
+            theirs = _timestamp(request.query.get("lastDirtyTimestamp"))
+        except ValueError as exc:
+            return web.Response(status=400, text=f"lastDirtyTimestamp: {exc}")
         self.renew(entry.service.name, entry.instance.id)
+        ours = _timestamp(entry.wire.get("lastDirtyTimestamp"), strict=False)
+        if theirs is None or ours is None or theirs == ours:
+            return web.Response(status=200)
+        if theirs > ours:
+            log.info("eureka %s: %s/%s renews with a newer lastDirtyTimestamp: 404 so it registers again",
+                     self.name, entry.service.name, entry.instance.id)
+            return web.Response(status=404)
+        if request.headers.get(REPLICATION_HEADER, "").lower() == "true":
+            resp = self._reply(request, "instance", self.document(entry.instance))
+            resp.set_status(409)
+            return resp
         return web.Response(status=200)
 
     async def _cancel(self, request: web.Request) -> web.Response:
@@ -248,7 +283,15 @@ class EurekaRegistry(ServedRegistry):
             return web.Response(status=404)
         if value not in mapping.STATUSES:
             return web.Response(status=400, text=f"unknown status {value!r}")
-        self._restatus(entry, {**entry.wire, "overriddenstatus": value, "status": value})
+        try:
+            theirs = _timestamp(request.query.get("lastDirtyTimestamp"))
+        except ValueError as exc:
+            return web.Response(status=400, text=f"lastDirtyTimestamp: {exc}")
+        wire = {**entry.wire, "overriddenstatus": value, "status": value}
+        ours = _timestamp(entry.wire.get("lastDirtyTimestamp"), strict=False)
+        if theirs is not None and (ours is None or theirs > ours):
+            wire["lastDirtyTimestamp"] = str(theirs)  # a newer one is kept, as Eureka's statusUpdate does
+        self._restatus(entry, wire)
         return web.Response(status=200)
 
     async def _clear_status(self, request: web.Request) -> web.Response:

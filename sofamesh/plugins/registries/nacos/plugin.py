@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from sofamesh.core.plugin_host import hookimpl
 from sofamesh.pilot.registry import check_options
+from sofamesh.plugins.registries.nacos.adapter import NacosClusterRegistry
 from sofamesh.plugins.registries.nacos.api import NacosRegistry
 
 if TYPE_CHECKING:
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from sofamesh.pilot.registry import Registry, RegistryContext, RegistryFactory
 
 _OPTIONS = ("address", "heartbeat_timeout_s", "ip_delete_timeout_s", "beat_interval_s", "reap_interval_s", "shared")
+_CLUSTER_OPTIONS = ("endpoint", "namespace", "group", "poll_interval_s", "beat_interval_s")
 
 
 class NacosRegistryFactory:
@@ -23,15 +25,38 @@ class NacosRegistryFactory:
 
     def create(self, context: RegistryContext) -> Registry:
         opts = check_options(context, _OPTIONS)
-        registry = NacosRegistry(context.name, context.model, address=opts.get("address", "127.0.0.1:8848"),
-                                 heartbeat_timeout_s=float(opts.get("heartbeat_timeout_s", 15.0)),
-                                 ip_delete_timeout_s=float(opts.get("ip_delete_timeout_s", 30.0)),
-                                 beat_interval_s=float(opts.get("beat_interval_s", 5.0)),
-                                 reap_interval=float(opts.get("reap_interval_s", 0.25)))
+        registry = NacosRegistry(
+            context.name,
+            context.model,
+            address=opts.get("address", "127.0.0.1:8848"),
+            heartbeat_timeout_s=float(opts.get("heartbeat_timeout_s", 15.0)),
+            ip_delete_timeout_s=float(opts.get("ip_delete_timeout_s", 30.0)),
+            beat_interval_s=float(opts.get("beat_interval_s", 5.0)),
+            reap_interval=float(opts.get("reap_interval_s", 0.25)),
+        )
         registry.share(opts.get("shared"))
         return registry
+
+
+class NacosClusterRegistryFactory:
+    """An existing Nacos server (``adapter.py``). Options: ``endpoint`` (``http://127.0.0.1:8848``;
+    ``/nacos`` is added when missing), ``namespace`` (``public``) and ``group`` (``DEFAULT_GROUP``):
+    the one namespace and group read and written, ``poll_interval_s`` (10: Nacos's ``cacheMillis``),
+    ``beat_interval_s`` (5: for what Pilot registers there)."""
+
+    def create(self, context: RegistryContext) -> Registry:
+        opts = check_options(context, _CLUSTER_OPTIONS)
+        return NacosClusterRegistry(
+            context.name,
+            str(opts.get("endpoint", "http://127.0.0.1:8848")),
+            namespace=str(opts.get("namespace", "public")),
+            group=str(opts.get("group", "DEFAULT_GROUP")),
+            poll_interval_s=float(opts.get("poll_interval_s", 10)),
+            beat_interval_s=float(opts.get("beat_interval_s", 5)),
+        )
 
 
 @hookimpl
 def pilot_register_registries(catalog: Catalog[RegistryFactory]) -> None:
     catalog.add("nacos", NacosRegistryFactory())
+    catalog.add("nacos-cluster", NacosClusterRegistryFactory())

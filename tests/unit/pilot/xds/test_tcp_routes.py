@@ -202,5 +202,6 @@ def test_the_sidecar_nacks_what_it_cannot_do_on_chains_chosen_by_server_name() -
         translate_listener(listener)
     listener = _listeners(mesh, policy, {"sofamesh.tcp_address": "127.0.0.9"})["outbound|tcp|5432|db"]
     listener.filter_chains[0].transport_socket.name = "envoy.transport_sockets.tls"
-    with pytest.raises(ConfigError, match=r"filter_chains\[0\].transport_socket: TLS termination"):
+    # a chain terminating TLS by server name must end in an HTTP connection manager (tls_servers)
+    with pytest.raises(ConfigError, match=r"filter_chains\[0\]\.filters: a chain terminating TLS by server name"):
         translate_listener(listener)

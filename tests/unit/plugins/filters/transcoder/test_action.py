@@ -180,3 +180,15 @@ def test_the_proxys_own_errors_are_json_with_their_http_status() -> None:
 def test_a_provider_gone_mid_call_is_a_503_as_envoy_answers_a_reset_before_headers() -> None:
     status, body = _filter().error(_head("/users/1"), ReplyStatus.UPSTREAM_RESET, "upstream reset")
     assert (status, json.loads(body)["error"]) == (503, "upstream_reset")
+
+
+@pytest.mark.parametrize(("timeout_ms", "on_the_wire"), [(1234, 1234), (0, -1)])
+def test_a_bolt_frame_carries_the_calls_timeout(timeout_ms: int, on_the_wire: int) -> None:
+    from sofamesh.plugins.protocols.bolt import frames as bolt_frames
+
+    f = TranscoderFilterFactory().create(
+        {"protocol": "bolt", "interface": "com.example.Users", "method": "find", "arguments": []}, "f"
+    )
+    built = f.request(_head("/users"), b"", timeout_ms)
+    assert isinstance(built, RequestHead) and built.raw is not None
+    assert bolt_frames.V1_REQUEST.unpack_from(built.raw)[6] == on_the_wire

@@ -208,3 +208,81 @@ def test_sniff_recognises_methods_and_rejects_other_bytes() -> None:
     assert f.sniff(b"PO") is Sniff.NEED_MORE
     assert f.sniff(b"\x01\x01") is Sniff.NO
     assert f.sniff(b"PRI * HT") is Sniff.NO
+
+
+UPGRADE = (b"GET /chat HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+_WS = CodecLimits(upgrades=frozenset({"websocket"}))
+
+
+@pytest.mark.parametrize("cut", range(0, len(UPGRADE) + 6, 7))
+def test_an_allowed_upgrade_opens_a_tunnel_whose_bytes_are_body_chunks_at_every_split(cut: int) -> None:
+    data = UPGRADE + b"\x81\x02hi"  # a WebSocket frame right behind the request
+    codec = Http1Codec(Role.SERVER, _WS)
+    events: list[object] = []
+    for part in [p for p in (data[:cut], data[cut:], b"more") if p] + [b""]:
+        codec.receive_data(part)
+        events.extend(_drain(codec))
+    head, *rest = _normalise(events)
+    assert isinstance(head, RequestHead) and not head.end_stream
+    assert head.headers.get("upgrade") == "websocket" and head.headers.get("sec-websocket-key")
+    assert rest == [BodyChunk(b"\x81\x02himore"), EndOfMessage(), ConnectionClosed(clean=True)]
+
+
+def test_the_101_goes_out_with_the_upgrade_and_the_tunnel_bytes_raw() -> None:
+    codec = Http1Codec(Role.SERVER, _WS)
+    codec.receive_data(UPGRADE)
+    _drain(codec)
+    out = codec.send(ResponseHead(protocol="http1", status=101, http_status=101, end_stream=False,
+                                  headers=Headers([("upgrade", "websocket"), ("sec-websocket-accept", "x")])))
+    assert out.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert b"upgrade: websocket\r\n" in out and b"connection: upgrade\r\n" in out
+    assert b"transfer-encoding" not in out and b"content-length" not in out
+    assert codec.send(BodyChunk(b"\x81\x02ok")) == b"\x81\x02ok" and not codec.keep_alive
+
+
+def test_an_upgrade_the_listener_does_not_allow_is_refused_with_403() -> None:
+    codec = Http1Codec(Role.SERVER, CodecLimits())
+    codec.receive_data(UPGRADE)
+    with pytest.raises(RemoteProtocolError, match="upgrade 'websocket' is not allowed") as err:
+        _drain(codec)
+    assert err.value.status_hint == 403
+
+
+def test_the_client_sends_the_upgrade_and_turns_a_101_into_a_tunnel() -> None:
+    server = Http1Codec(Role.SERVER, _WS)
+    server.receive_data(UPGRADE)
+    head = _drain(server)[0]
+    client = Http1Codec(Role.CLIENT, CodecLimits())
+    sent = client.send(head)
+    assert b"upgrade: websocket\r\n" in sent and b"connection: upgrade\r\n" in sent
+    assert b"transfer-encoding" not in sent
+    assert client.send(BodyChunk(b"\x81\x02hi")) == b"\x81\x02hi"
+    client.receive_data(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02yo")
+    client.receive_data(b"")
+    events = _normalise(_drain(client))
+    assert isinstance(events[0], ResponseHead) and events[0].status == 101 and not events[0].end_stream
+    assert events[0].headers.get("upgrade") == "websocket"
+    assert events[1:] == [BodyChunk(b"\x81\x02yo"), EndOfMessage(), ConnectionClosed(clean=True)]
+
+
+def test_an_upgrade_the_upstream_refuses_is_an_ordinary_response() -> None:
+    server = Http1Codec(Role.SERVER, _WS)
+    server.receive_data(UPGRADE)
+    client = Http1Codec(Role.CLIENT, CodecLimits())
+    client.send(_drain(server)[0])
+    client.receive_data(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\nno")
+    head, body, end = _drain(client)
+    assert isinstance(head, ResponseHead) and head.status == 400 and body == BodyChunk(b"no")
+    assert isinstance(end, EndOfMessage)
+
+
+def test_an_h2c_upgrade_is_served_as_the_http11_request_it_also_is() -> None:
+    codec = Http1Codec(Role.SERVER, CodecLimits())
+    codec.receive_data(b"GET /a HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                       b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+    first, second = _drain(codec)
+    assert isinstance(first, RequestHead) and first.path == "/a" and first.end_stream
+    assert first.headers.get("upgrade") is None and codec.keep_alive
+    assert isinstance(second, RequestHead) and second.path == "/b"

@@ -300,7 +300,7 @@ def test_cancelling_streams_that_were_answered_is_not_a_rapid_reset() -> None:
 @pytest.mark.parametrize("kind", ["PING", "SETTINGS"])
 def test_ping_and_settings_floods_are_enhance_your_calm_but_read_acks_are_not(kind: str) -> None:
     one = frame(f.PING, 0, 0, b"12345678") if kind == "PING" else f.settings_frame([(f.MAX_CONCURRENT_STREAMS, 5)])
-    p = Peer(max_pending_acks=50)
+    p = Peer(max_outbound_control_frames=50)
     for _ in range(10):  # 500 in all, with the ACKs taken after each 50
         assert not any(isinstance(e, ConnectionFailed) for e in p.feed(one * 50))
         assert len(parse(p.m.data_to_send())) == 50
@@ -343,3 +343,93 @@ def test_data_on_a_stream_we_reset_is_ignored_but_still_counted_against_the_wind
     assert not p.m.failed
     [data] = p.feed(p.headers(3) + frame(f.DATA, 0, 3, b"y"))[1:]
     assert isinstance(data, DataReceived) and data.data == b"y"
+
+
+# -- flood limits as rates (Envoy's and nghttp2's) ---------------------------------------------------
+def test_priority_frames_past_a_hundred_per_stream_are_a_flood() -> None:
+    p = Peer()
+    prio = frame(f.PRIORITY, 0, 3, u32(0) + b"\x10")
+    assert not any(isinstance(e, ConnectionFailed) for e in p.feed(prio * 100))  # 100 x (1 + 0 streams)
+    p.feed(p.headers(1))
+    assert not any(isinstance(e, ConnectionFailed) for e in p.feed(prio * 100))  # 100 x (1 + 1 stream)
+    failed_with(p.feed(prio), p, f.ENHANCE_YOUR_CALM)
+
+
+def test_window_updates_are_a_flood_unless_our_data_frames_or_new_streams_call_for_them() -> None:
+    p = Peer()
+    p.feed(p.headers(1))  # allows 1 + 2 x (1 stream + 10 x 0 DATA frames) = 3
+    update = frame(f.WINDOW_UPDATE, 0, 0, u32(1))
+    assert not any(isinstance(e, ConnectionFailed) for e in p.feed(update * 3))
+    p.m.send_headers(1, [(b":status", b"200")])
+    p.m.send_data(1, b"x" * 100)  # one DATA frame sent: 20 more
+    p.m.data_to_send()
+    assert not any(isinstance(e, ConnectionFailed) for e in p.feed(update * 20))
+    failed_with(p.feed(update), p, f.ENHANCE_YOUR_CALM)
+
+
+def test_control_frames_the_peer_does_not_read_count_across_reads_while_the_socket_is_blocked() -> None:
+    ping = frame(f.PING, 0, 0, b"12345678")
+    p = Peer(max_outbound_control_frames=50)
+    for _ in range(10):  # written each time: never more than 40 waiting
+        p.feed(ping * 40)
+        p.m.data_to_send()
+    assert not p.m.failed
+    p.m.write_blocked(True)  # the peer stopped reading: what we take is not written yet
+    p.feed(ping * 40)
+    p.m.data_to_send()
+    failed_with(p.feed(ping * 11), p, f.ENHANCE_YOUR_CALM)
+    p = Peer(max_outbound_control_frames=50)
+    p.m.write_blocked(True)
+    p.feed(ping * 40)
+    p.m.data_to_send()
+    p.m.write_blocked(False)  # it drained: those 40 left
+    assert not any(isinstance(e, ConnectionFailed) for e in p.feed(ping * 40))
+
+
+def test_frames_queued_while_the_peer_does_not_read_are_an_outbound_flood() -> None:
+    p = Peer(max_outbound_frames=20)
+    p.feed(p.headers(1, end_stream=True))
+    p.m.write_blocked(True)
+    p.m.send_headers(1, [(b":status", b"200")])
+    for _ in range(20):
+        p.m.send_data(1, b"x")
+        p.m.data_to_send()
+    failed_with(p.feed(frame(f.PING, 0, 0, b"12345678")), p, f.ENHANCE_YOUR_CALM)
+
+
+def test_stream_resets_past_the_token_bucket_are_rapid_reset_even_when_answered() -> None:
+    now = [100.0]
+    p = Peer(stream_reset_burst=10, stream_reset_rate=2.0, clock=lambda: now[0])
+
+    def answered_then_reset(sid: int) -> list[Event]:
+        p.feed(p.headers(sid))
+        p.m.send_headers(sid, [(b":status", b"200")], end_stream=True)  # not premature: Envoy's rule is quiet
+        return p.feed(frame(f.RST_STREAM, 0, sid, u32(8)))
+
+    sid = 1
+    for _ in range(10):
+        answered_then_reset(sid)
+        sid += 2
+    assert not p.m.failed
+    now[0] += 2.5  # 5 tokens back at 2/s
+    for _ in range(5):
+        answered_then_reset(sid)
+        sid += 2
+    assert not p.m.failed
+    events = answered_then_reset(sid)
+    assert isinstance(events[-1], ConnectionFailed) and "rapid reset" in events[-1].message
+    assert p.goaway() == (f.ENHANCE_YOUR_CALM, sid)
+
+
+def test_settings_not_acknowledged_in_time_is_a_settings_timeout() -> None:
+    m = Machine(client=False)
+    m.receive_data(f.PREFACE + f.settings_frame([]))
+    m.data_to_send()
+    assert m.settings_pending
+    assert m.settings_overdue()
+    gone = [p for t, _, _, p in parse(m.data_to_send()) if t == f.GOAWAY]
+    assert [struct.unpack(">LL", g[:8])[1] for g in gone] == [f.SETTINGS_TIMEOUT]
+    assert m.failed and m.receive_data(frame(f.PING, 0, 0, b"12345678")) == []
+    m = Machine(client=False)
+    m.receive_data(f.PREFACE + f.settings_frame([]) + f.SETTINGS_ACK)
+    assert not m.settings_pending and not m.settings_overdue() and not m.failed
