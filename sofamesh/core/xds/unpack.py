@@ -26,6 +26,14 @@ def unpack(any_msg: Any, msg: M, path: str) -> M:
     return msg
 
 
+def try_unpack(any_msg: Any, msg: Message, path: str) -> bool:
+    """``any_msg.Unpack(msg)`` (False: another type), a ``ConfigError(path)`` when its bytes do not parse."""
+    try:
+        return bool(any_msg.Unpack(msg))
+    except DecodeError as exc:
+        raise ConfigError(path, f"cannot decode {msg.DESCRIPTOR.full_name}: {exc}") from None
+
+
 def struct_value(value: Any, path: str) -> Any:
     """A ``google.protobuf.Struct`` as JSON; ``ConfigError(path)`` when it holds no JSON value (NaN)."""
     try:
@@ -34,4 +42,4 @@ def struct_value(value: Any, path: str) -> Any:
         raise ConfigError(path, f"not a JSON value: {exc}") from None
 
 
-__all__ = ["struct_value", "unpack"]
+__all__ = ["struct_value", "try_unpack", "unpack"]

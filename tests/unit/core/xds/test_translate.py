@@ -268,3 +268,22 @@ def test_dubbo_instances_of_two_versions_get_a_subset_cluster_and_route_each() -
                    f"{base}|1.0.0|": ["127.0.0.1:20000"], f"{base}|2.0.0|": ["127.0.0.1:20001", "127.0.0.1:20002"]}
     routes = [(r.match.version.exact if r.match.version else None, r.cluster) for r in config.listeners[0].routes]
     assert routes == [("1.0.0", f"{base}|1.0.0|"), ("2.0.0", f"{base}|2.0.0|"), (None, base)]
+
+
+def test_a_route_filter_config_that_does_not_parse_or_holds_nan_is_refused_with_its_path() -> None:
+    """The failures fuzzing found in listener filters, for a route's own filters (typed_per_filter_config)."""
+    from google.protobuf import any_pb2, struct_pb2
+    from xds.type.v3 import typed_struct_pb2
+
+    from sofamesh.core.xds.route_filters import FILTER_CONFIG_TYPE, FILTER_TYPE_URL, route_filter
+
+    with pytest.raises(ConfigError) as exc:
+        route_filter(any_pb2.Any(type_url=FILTER_CONFIG_TYPE, value=b"\x0a\x02\xff\xfe"), "r.typed_per_filter_config[x]")
+    assert exc.value.path == "r.typed_per_filter_config[x]" and "cannot decode" in str(exc.value)
+    value = struct_pb2.Struct()
+    value.update({"type": "authz.rbac", "config": {"n": float("nan")}})
+    packed = any_pb2.Any()
+    packed.Pack(typed_struct_pb2.TypedStruct(type_url=FILTER_TYPE_URL, value=value))
+    with pytest.raises(ConfigError) as exc:
+        route_filter(packed, "r.typed_per_filter_config[x]")
+    assert exc.value.path == "r.typed_per_filter_config[x].value" and "not a JSON value" in str(exc.value)
