@@ -34,8 +34,8 @@ wheel: venv
 test:
 	bash scripts/test
 
-# Coverage-guided fuzzing of every decoder (docs/fuzzing.md); FUZZ_FLAGS are libFuzzer's.
-FUZZ_TARGETS ?= http1_server http1_client http2_server bolt_server bolt_client dubbo_server dubbo_client hessian thrift_server thrift_client
+# Coverage-guided fuzzing of every decoder and of the config inputs (docs/fuzzing.md); FUZZ_FLAGS are libFuzzer's.
+FUZZ_TARGETS ?= http1_server http1_client http2_server bolt_server bolt_client dubbo_server dubbo_client hessian thrift_server thrift_client xds_translation proxy_yaml policy osr_api
 FUZZ_FLAGS ?= -max_total_time=60
 fuzz: venv
 	@for t in $(FUZZ_TARGETS); do echo "== $$t"; $(VENV)/bin/python -m fuzz.run $$t $(FUZZ_FLAGS) || exit 1; done

@@ -1,6 +1,6 @@
 """Chaos soak: the demo mesh under steady mixed load while its parts are killed and restarted.
 
-usage: python benchmarks/chaos_soak.py [--minutes M] [--interval S] [--down S]
+usage: python benchmarks/chaos_soak.py [--minutes M] [--interval S] [--down S] [--store embedded|etcd|zookeeper]
 
 Brings up the mesh of ``sofamesh demo`` (sofamesh/demo.py: the same providers, the same Pilot
 settings with its embedded registry, two sidecars configured over xDS), but every part runs in a
@@ -8,18 +8,25 @@ process of its own so it can be killed: Pilot (``sofamesh pilot``), three provid
 (Bolt, Dubbo, HTTP, gRPC; ``--role provider`` below runs demo.Provider) and two sidecars
 (``sofamesh proxy``). The demo's callers (its Bolt / Dubbo / HTTP clients and the grpcio client)
 call every service by name through both sidecars at a steady pace. A VirtualService gives HTTP and
-gRPC retries, a DestinationRule gives every service outlier detection.
+gRPC retries, a MetaRouter gives Bolt and Dubbo retries on connect failures and resets (the demo's
+echo calls are idempotent: docs/policy.md, "RPC retries"), a DestinationRule gives every service
+outlier detection.
 
 On a schedule, one at a time, with SIGKILL and a restart ``--down`` seconds later: provider 2 of each
-protocol (still registered: a crash), Pilot (with the embedded registry in it: the registry store's
-outage; the demo uses no ZooKeeper or etcd), sidecar 2. A fault proxy of our own (asyncio TCP, below)
+protocol (still registered: a crash), Pilot, sidecar 2, and with ``--store etcd|zookeeper`` (first) the
+store itself: Pilot's writable registry and config store then live in a real etcd / ZooKeeper
+server this script runs (Pilot replicas' layout, docs/pilot.md), and that server is killed and
+restarted on its data directory too. With the default ``--store embedded`` the registry is in
+Pilot, so killing Pilot is the store's outage. A fault proxy of our own (asyncio TCP, below)
 sits in front of HTTP provider 1: in latency windows it delays every chunk, and it resets (RST) every
 connection through it on a schedule. Meanwhile a writer registers one instance a second into the
 ``soak-ledger`` service; every acknowledged write must be in the registry at the end, as must every
 provider instance.
 
 Reports per protocol: requests sent, answered, failed (an error answer), lost (sent, no answer: a
-reset or a timeout) and unsent (the caller's own sidecar was down: the connection was refused).
+reset or a timeout) and unsent (the caller's own sidecar was down: the connection was refused); of
+the lost, "cut" counts those in flight on the caller's own sidecar when it was killed (nothing can
+answer those: the process holding them is gone).
 Exits 1 when (failed + lost) exceeds 0.01 % of the sent requests or an instance / write is lost.
 Every process it started is stopped (by its pid's process group) whatever happens.
 """
@@ -52,6 +59,17 @@ CALLERS_PER_SIDECAR = 2
 LEDGER = "soak-ledger"
 FAULTY = "http-1"  # the provider behind the fault proxy
 
+RPC_RETRIES = """\
+---
+apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: MetaRouter
+metadata: {{name: {name}-retries}}
+spec:
+  hosts: ["{host}"]
+  routes:
+  - route: [{{destination: {{host: "{host}"}}}}]
+    retries: {{attempts: 2, perTryTimeout: 2s, retryOn: "connect-failure,reset"}}
+"""
 RETRIES = """\
 ---
 apiVersion: networking.istio.io/v1beta1
@@ -63,8 +81,10 @@ spec:
   - route: [{{destination: {{host: {host}}}}}]
     retries: {{attempts: 3, perTryTimeout: 2s, retryOn: "{on}"}}
 """
-POLICY = RETRIES.format(host="hello", on="connect-failure,refused-stream,reset,gateway-error") + RETRIES.format(
-    host="greeter", on="connect-failure,refused-stream,reset,unavailable,cancelled"
+POLICY = (
+    RETRIES.format(host="hello", on="connect-failure,refused-stream,reset,gateway-error")
+    + RETRIES.format(host="greeter", on="connect-failure,refused-stream,reset,unavailable,cancelled")
+    + "".join(RPC_RETRIES.format(name=p, host=demo.SERVICES[p]) for p in ("bolt", "dubbo"))
 )
 OUTLIER = """\
 ---
@@ -94,7 +114,8 @@ class Child:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log}")
+                tail = self.log.read_text(errors="replace")[-1500:]  # the directory goes unless --keep
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; its log ends:\n{tail}")
             try:
                 _, w = await asyncio.open_connection("127.0.0.1", self.ready_port)
                 w.close()
@@ -192,6 +213,7 @@ class Tally:
     ok: int = 0
     failed: int = 0
     lost: int = 0
+    cut: int = 0  # of the lost: in flight on the caller's own sidecar when it was killed
     unsent: int = 0
     samples: dict[str, list[str]] = field(default_factory=lambda: {"failed": [], "lost": []})
 
@@ -209,9 +231,13 @@ def _classify(exc: BaseException) -> str:
     except ImportError:  # pragma: no cover
         grpc = None
     if grpc is not None and isinstance(exc, grpc.aio.AioRpcError):
-        details = str(exc.details() or "")
-        if exc.code() == grpc.StatusCode.UNAVAILABLE and ("connect" in details.lower() or "refused" in details):
+        # only a refused connect left nothing sent: "Connection reset by peer" / "Socket closed" is a
+        # call lost in flight ("connect" alone would match "Connection reset")
+        details = str(exc.details() or "").lower()
+        if exc.code() == grpc.StatusCode.UNAVAILABLE and ("failed to connect" in details or "refused" in details):
             return "unsent"
+        if exc.code() == grpc.StatusCode.UNAVAILABLE and ("reset" in details or "closed" in details):
+            return "lost"  # the connection died with the call in flight: no answer, as an HTTP reset
         return "lost" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else "failed"
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError, OSError)):
         return "lost"
@@ -226,7 +252,11 @@ def _client(proto: str, address: str) -> Any:
     return demo.GrpcClient(address)
 
 
-async def _caller(proto: str, address: str, tally: Tally, stop: asyncio.Event) -> None:
+CUT_WINDOW_S = 2.0  # a call lost this soon after its own sidecar's SIGKILL was in flight there
+
+
+async def _caller(proto: str, address: str, tally: Tally, stop: asyncio.Event, killed: dict[str, float]) -> None:
+    """Calls through the sidecar at ``address``; ``killed[address]``: when that sidecar was last killed."""
     client = _client(proto, address)
     while not stop.is_set():
         if proto != "grpc" and client.writer is None:  # connect first: a refusal is not a sent request
@@ -245,6 +275,8 @@ async def _caller(proto: str, address: str, tally: Tally, stop: asyncio.Event) -
             kind = _classify(exc)
             if kind == "unsent":
                 tally.sent -= 1
+            elif kind == "lost" and time.monotonic() - killed.get(address, -1e9) < CUT_WINDOW_S:
+                tally.cut += 1
             tally.note(kind, exc)
             client.close()
             if proto == "grpc":
@@ -281,20 +313,21 @@ async def _soak(args: argparse.Namespace) -> int:
     cli = [sys.executable, "-m", "sofamesh"]
     xds_port, api_port = free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}"
-    pilot_conf = tmp / "pilot.json"
-    pilot_conf.write_text(
-        json.dumps(
-            {
-                "xds": {"address": f"127.0.0.1:{xds_port}"},
-                "api": {"address": f"127.0.0.1:{api_port}"},
-                "data_dir": str(tmp / "pilot-data"),
-                "debounce": {"quiet_ms": 20, "max_delay_ms": 200},
-                "grace_s": 0.2,
-            }
-        )
-    )
-    (tmp / "pilot-data").mkdir()
     children: list[Child] = []
+    pilot_doc: dict[str, Any] = {
+        "xds": {"address": f"127.0.0.1:{xds_port}"},
+        "api": {"address": f"127.0.0.1:{api_port}"},
+        "data_dir": str(tmp / "pilot-data"),
+        "debounce": {"quiet_ms": 20, "max_delay_ms": 200},
+        "grace_s": 0.2,
+    }
+    store = None if args.store == "embedded" else _store(args.store, tmp / args.store, logs)
+    if store is not None:
+        children.append(store[0])
+        pilot_doc.update(store[1])
+    pilot_conf = tmp / "pilot.json"
+    pilot_conf.write_text(json.dumps(pilot_doc))
+    (tmp / "pilot-data").mkdir()
     pilot = Child("pilot", [*cli, "pilot", "-c", str(pilot_conf), "--log-level", "WARNING"], api_port, logs)
     children.append(pilot)
     providers: dict[str, Child] = {}
@@ -340,7 +373,10 @@ async def _soak(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     t0 = time.monotonic()
+    killed: dict[str, float] = {}  # sidecar egress address -> when that sidecar was last killed
     try:
+        if store is not None:
+            await store[0].start(timeout=60)
         await pilot.start()
         for p in providers.values():
             await p.start()
@@ -380,7 +416,7 @@ async def _soak(args: argparse.Namespace) -> int:
         )
         tallies = {p: Tally() for p in PROTOCOLS}
         tasks = [
-            loop.create_task(_caller(proto, address, tallies[proto], stop))
+            loop.create_task(_caller(proto, address, tallies[proto], stop, killed))
             for proto in PROTOCOLS
             for address in egress[proto]
             for _ in range(CALLERS_PER_SIDECAR)
@@ -388,8 +424,11 @@ async def _soak(args: argparse.Namespace) -> int:
         acked: set[str] = set()
         writes = {"attempted": 0, "acked": 0}
         events: list[str] = []
+        order = [*([store[0]] if store is not None else []), providers["bolt-2"], providers["dubbo-2"], pilot]
+        order += [providers["http-2"], providers["grpc-2"], sidecars[1]]
+        cut_on = {sidecars[1].name: [a for p in PROTOCOLS for a in egress[p][1:]]}
         chaos = [
-            loop.create_task(_schedule(args, stop, providers, pilot, sidecars[1], events)),
+            loop.create_task(_schedule(args, stop, order, events, killed, cut_on)),
             loop.create_task(_faults(fault, stop)),
             loop.create_task(_writer(api, stop, acked, writes)),
         ]
@@ -402,12 +441,8 @@ async def _soak(args: argparse.Namespace) -> int:
         for child in children:  # anything the schedule left down comes back before the check
             if child.proc is not None and child.proc.poll() is not None:
                 await child.start()
-        missing: list[str] = []
-        for service, names in [*expected.items(), (LEDGER, acked)]:
-            status, body = await _http("GET", f"{api}/v1/services/{service}/instances")
-            have = {i.get("id") for i in body.get("instances", [])} if isinstance(body, dict) else set()
-            missing += [f"{service}/{n}" for n in sorted(names - have)]
-        return _report(tallies, writes, missing, events, fault, time.monotonic() - t0)
+        missing = await _missing(api, [*expected.items(), (LEDGER, acked)])
+        return _report(tallies, writes, missing, events, fault, time.monotonic() - t0, args.store)
     finally:
         stop.set()
         await fault.stop()
@@ -417,6 +452,28 @@ async def _soak(args: argparse.Namespace) -> int:
             import shutil
 
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+SETTLE_S = 15.0  # a registry read through a store's watch (etcd, ZooKeeper) may trail its write
+
+
+async def _missing(api: str, wanted: list[tuple[str, set[str]]]) -> list[str]:
+    """What of ``wanted`` (service, instance ids) Pilot's registry lacks. Pilot's model follows an
+    etcd / ZooKeeper store through its watch, so an acknowledged write may show a moment later: asked
+    again for up to ``SETTLE_S`` before anything counts as missing."""
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        missing: list[str] = []
+        for service, names in wanted:
+            try:
+                _status, body = await _http("GET", f"{api}/v1/services/{service}/instances")
+            except Exception:  # Pilot restarting: ask again
+                body = None
+            have = {i.get("id") for i in body.get("instances", [])} if isinstance(body, dict) else set()
+            missing += [f"{service}/{n}" for n in sorted(names - have)]
+        if not missing or time.monotonic() > deadline:
+            return missing
+        await asyncio.sleep(0.5)
 
 
 async def _warm_up(egress: dict[str, list[str]]) -> None:
@@ -449,18 +506,20 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> bool:
 async def _schedule(
     args: argparse.Namespace,
     stop: asyncio.Event,
-    providers: dict[str, Child],
-    pilot: Child,
-    sidecar: Child,
+    order: list[Child],
     events: list[str],
+    killed: dict[str, float],
+    cut_on: dict[str, list[str]],
 ) -> None:
-    """SIGKILL one part at a time, ``--interval`` apart, and restart it ``--down`` s later."""
-    order = [providers["bolt-2"], providers["dubbo-2"], pilot, providers["http-2"], providers["grpc-2"], sidecar]
+    """SIGKILL one part of ``order`` at a time, ``--interval`` apart, and restart it ``--down`` s later.
+    Killing a sidecar notes the time for its callers' addresses (``cut_on``) in ``killed``."""
     n = 0
     while not await _sleep(stop, args.interval):
         child = order[n % len(order)]
         n += 1
         at = time.strftime("%H:%M:%S")
+        for address in cut_on.get(child.name, []):
+            killed[address] = time.monotonic()
         await child.kill()
         await _sleep(stop, args.down)  # restarted even when stopped: the registry check needs Pilot
         t = time.monotonic()
@@ -506,20 +565,30 @@ def _report(
     events: list[str],
     fault: FaultProxy,
     elapsed: float,
+    store: str,
 ) -> int:
-    print(f"\nsoak: {elapsed:.0f} s; {len(events)} kills; fault proxy resets {fault.resets} connections")
+    print(f"\nsoak: {elapsed:.0f} s; store {store}; {len(events)} kills; fault proxy resets {fault.resets} connections")
     for e in events:
         print(f"  {e}")
-    print(f"\n{'protocol':<8}{'sent':>10}{'answered':>10}{'failed':>8}{'lost':>8}{'unsent':>8}{'rate':>10}")
-    bad_total = sent_total = 0
+    print(f"\n{'protocol':<8}{'sent':>10}{'answered':>10}{'failed':>8}{'lost':>8}{'(cut)':>8}{'unsent':>8}{'rate':>10}")
+    bad_total = sent_total = cut_total = 0
     for proto, t in tallies.items():
         bad = t.failed + t.lost
         bad_total += bad
+        cut_total += t.cut
         sent_total += t.sent
         rate = bad / t.sent * 100 if t.sent else 0.0
-        print(f"{proto:<8}{t.sent:>10}{t.ok:>10}{t.failed:>8}{t.lost:>8}{t.unsent:>8}{rate:>9.4f}%")
+        print(f"{proto:<8}{t.sent:>10}{t.ok:>10}{t.failed:>8}{t.lost:>8}{t.cut:>8}{t.unsent:>8}{rate:>9.4f}%")
     rate = bad_total / sent_total if sent_total else 1.0
-    print(f"{'all':<8}{sent_total:>10}{'':>10}{'':>8}{bad_total:>8}{'':>8}{rate * 100:>9.4f}%  (goal <= 0.0100 %)")
+    print(
+        f"{'all':<8}{sent_total:>10}{'':>10}{'':>8}{bad_total:>8}{cut_total:>8}{'':>8}{rate * 100:>9.4f}%"
+        f"  (goal <= 0.0100 %)"
+    )
+    if sent_total:
+        print(
+            f"failed + lost not counting the cut (in flight on a killed own sidecar): {bad_total - cut_total} = "
+            f"{(bad_total - cut_total) / sent_total * 100:.4f} %"
+        )
     for proto, t in tallies.items():
         for kind, samples in t.samples.items():
             for s in samples[:5]:
@@ -531,6 +600,84 @@ def _report(
     ok = rate <= GOAL and not missing and sent_total > 0
     print(f"verdict: {'OK' if ok else 'FAILED'}", flush=True)
     return 0 if ok else 1
+
+
+# -- the store ---------------------------------------------------------------------------------------
+ZK_JARS = (
+    "/usr/share/java/zookeeper.jar",
+    "/usr/share/java/slf4j-simple.jar",
+)  # scripts/setup.d/35-registry-servers.sh
+
+
+def _store(kind: str, workdir: Path, logs: Path) -> tuple[Child, dict[str, Any]]:
+    """An etcd or ZooKeeper server (restarted on its own data directory after a kill) and the Pilot
+    settings that keep registrations and policy in it, as Pilot replicas share one (docs/pilot.md)."""
+    workdir.mkdir(parents=True)
+    port = free_port()
+    if kind == "etcd":
+        endpoint, peer = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{free_port()}"
+        argv = [
+            "etcd",
+            "--name",
+            "soak",
+            "--data-dir",
+            str(workdir / "data"),
+            "--listen-client-urls",
+            endpoint,
+            "--advertise-client-urls",
+            endpoint,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"soak={peer}",
+            "--initial-cluster-state",
+            "new",
+            "--log-level",
+            "warn",
+        ]
+        settings = {
+            "registries": [
+                {
+                    "name": "mesh",
+                    "type": "etcd",
+                    "writable": True,
+                    "options": {"endpoint": endpoint, "prefix": "/soak/registry/", "leases": "instance"},
+                }
+            ],
+            "config_store": {"type": "etcd", "options": {"endpoint": endpoint, "prefix": "/soak/policy/"}},
+        }
+        return Child("etcd", argv, port, logs), settings
+    (workdir / "data").mkdir()
+    (workdir / "zoo.cfg").write_text(
+        f"tickTime=500\ndataDir={workdir / 'data'}\nclientPort={port}\nclientPortAddress=127.0.0.1\n"
+        "maxClientCnxns=0\nadmin.enableServer=false\nminSessionTimeout=1000\nmaxSessionTimeout=60000\n"
+    )
+    argv = [
+        "java",
+        "-Xms32m",
+        "-Xmx256m",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        "-cp",
+        ":".join(ZK_JARS),
+        "org.apache.zookeeper.server.ZooKeeperServerMain",
+        str(workdir / "zoo.cfg"),
+    ]
+    hosts = f"127.0.0.1:{port}"
+    settings = {
+        "registries": [
+            {
+                "name": "mesh",
+                "type": "zookeeper",
+                "writable": True,
+                "options": {"hosts": hosts, "layout": "sofa", "root": "/soak", "registrations": "persistent"},
+            }
+        ],
+        "config_store": {"type": "zookeeper", "options": {"hosts": hosts, "root": "/soak-policy"}},
+    }
+    return Child("zookeeper", argv, port, logs), settings
 
 
 # -- a provider process ------------------------------------------------------------------------------
@@ -547,6 +694,12 @@ def main() -> int:
     ap.add_argument("--interval", type=float, default=15.0, help="seconds between kills (default 15)")
     ap.add_argument("--down", type=float, default=3.0, help="seconds a killed part stays down (default 3)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    ap.add_argument(
+        "--store",
+        choices=("embedded", "etcd", "zookeeper"),
+        default="embedded",
+        help="where Pilot keeps registrations and policy; etcd / zookeeper: a server this script runs and kills too",
+    )
     ap.add_argument("--role", choices=("soak", "provider"), default="soak", help=argparse.SUPPRESS)
     ap.add_argument("--protocol", help=argparse.SUPPRESS)
     ap.add_argument("--name", help=argparse.SUPPRESS)

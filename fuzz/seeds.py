@@ -1,7 +1,10 @@
 """Seed corpora: frames captured between real peers (tests/unit/.../bolt_captured.py: sofa-rpc-node
 and anthunder; the Dubbo frames of dubbo2.js in test_dubbo_codec.py), HTTP/1 requests and
 responses as curl and Python's http.server write them, and HTTP/2 as the grpcio-compatible client
-codec opens a connection. Each seed starts with the split byte (0x80: two halves)."""
+codec opens a connection; a decoder's seed starts with the split byte (0x80: two halves). The
+configuration targets' seeds: the resources Pilot generates for Bookinfo's and Aeraki's samples
+(fuzz/config_targets.py), the proxy's example configs, the policy documents of tests/data and the
+security policy of the generation tests, and Open Service Registry API bodies as the docs show them."""
 
 from __future__ import annotations
 
@@ -45,13 +48,63 @@ def _http2_client_bytes() -> bytes:
     return out + c.data_to_send()
 
 
+_ROOT = Path(__file__).resolve().parent.parent
+_OSR_BODIES = [  # PUT /v1/services/{service}/instances/{id} (docs/pilot.md)
+    b'{"address": "127.0.0.1", "port": 20880, "protocol": "dubbo", "labels": {"version": "v1"}, "ttl_seconds": 30}',
+    b'{"address": "10.0.0.7", "port": 8080, "weight": 3, "version": "1.0", "group": "g", "health": "unhealthy",'
+    b' "service_ports": [8080], "service_metadata": {"owner": "web"}}',
+]
+
+
+def _config_seeds() -> dict[str, list[bytes]]:
+    from fuzz.config_targets import XDS_TYPES, generate
+    from sofamesh.core.xds.translate import ENDPOINT_TYPE
+    from sofamesh.pilot.policy.applied import AppliedPolicy
+    from sofamesh.pilot.policy.documents import parse_stream
+    from sofamesh.pilot.policy.model import PolicyModel
+    from sofamesh.pilot.policy.resource import Source
+    from sofamesh.pilot.policy.store import StoredDocument
+    from tests.unit.pilot.xds.test_security_generation import AUTHZ
+
+    data = _ROOT / "tests" / "data"
+    docs = [
+        p.read_text()
+        for p in (
+            data / "bookinfo" / "destination-rule-all.yaml",
+            data / "bookinfo" / "virtual-service-reviews-jason-v2-v3.yaml",
+            data / "bookinfo" / "virtual-service-ratings-test-abort.yaml",
+            *sorted((data / "aeraki-dubbo").glob("*.yaml")),
+        )
+    ]
+    all_policy = [p.read_text().encode() for p in sorted(data.glob("*/*.yaml"))] + [AUTHZ.encode()]
+    model = PolicyModel()
+    text = "\n---\n".join([*docs, AUTHZ])
+    model.sync([StoredDocument(Source("seed", d.document, d.line, d.lines), d.body) for d in parse_stream(text)])
+    xds = []
+    for msg in generate(AppliedPolicy(model, "cluster.local")):
+        url = (
+            ENDPOINT_TYPE
+            if type(msg).__name__ == "ClusterLoadAssignment"
+            else next(u for u in XDS_TYPES if u.endswith("." + type(msg).__name__))
+        )
+        xds.append(bytes([XDS_TYPES.index(url) | 0x80]) + msg.SerializeToString())
+    examples = [p.read_bytes() for p in sorted((_ROOT / "examples").glob("*.yaml")) if p.name != "pilot.yaml"]
+    return {
+        "xds_translation": xds,
+        "proxy_yaml": examples,
+        "policy": all_policy,
+        "osr_api": [b"\x00" + b for b in _OSR_BODIES]
+        + [b"\x80" + _OSR_BODIES[0], b"\x41reviews", b"\x01i-1", b"\x0210s", b"\x02500ms", b"\x0342"],
+    }
+
+
 def seeds() -> dict[str, list[bytes]]:
     bolt_req = [bolt.NODE_V1_REQUEST, bolt.NODE_V2CRC_REQUEST, bolt.ANTHUNDER_REQUEST]
     bolt_res = [bolt.NODE_V1_RESPONSE, bolt.NODE_V2CRC_RESPONSE, bolt.ANTHUNDER_RESPONSE]
     dubbo_req = [dubbo.REQ_GREET, dubbo.REQ_FAIL, dubbo.HEARTBEAT]
     dubbo_res = [dubbo.RES_GREET, dubbo.RES_FAIL, dubbo.HEARTBEAT]
     hessian = [f[16:] for f in (*dubbo_req, *dubbo_res)]
-    return {
+    decoders = {
         "http1_server": _HTTP1_REQUESTS,
         "http1_client": _HTTP1_RESPONSES,
         "http2_server": [_http2_client_bytes()],
@@ -71,13 +124,15 @@ def seeds() -> dict[str, list[bytes]]:
             bytes.fromhex("0000001f80010002000000066c6f6f6b7570000000090c00010b0001000000016b0000"),
         ],
     }
+    out = {name: [_SPLIT + s for s in frames] for name, frames in decoders.items()}
+    return {**out, **_config_seeds()}
 
 
 def write(target: str, directory: Path) -> Path:
     """Write ``target``'s seeds into ``directory`` (kept: libFuzzer adds what it finds)."""
     directory.mkdir(parents=True, exist_ok=True)
     for i, s in enumerate(seeds().get(target, [])):
-        (directory / f"seed-{i}").write_bytes(_SPLIT + s)
+        (directory / f"seed-{i}").write_bytes(s)
     return directory
 
 

@@ -1,6 +1,7 @@
 """Fuzz targets: each takes arbitrary bytes and must either decode them or refuse them with the
 decoder's own error (``ProtocolError`` for codecs, ``HessianError`` for the Hessian reader). Any
-other exception, a hang or runaway memory is a bug.
+other exception, a hang or runaway memory is a bug. The configuration targets (xDS, YAML, policy,
+registry API) are in fuzz/config_targets.py and join ``TARGETS`` here.
 
 The first input byte chooses where the rest is split into two reads (a codec must give the same
 answer however its bytes arrive); the end of the input is the peer closing.
@@ -76,5 +77,9 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
 if ThriftCodec is not None:
     TARGETS["thrift_server"] = _codec(lambda role: ThriftCodec(role, LIMITS), Role.SERVER)
     TARGETS["thrift_client"] = _codec(lambda role: ThriftCodec(role, LIMITS), Role.CLIENT)
+
+from fuzz.config_targets import TARGETS as _CONFIG_TARGETS  # noqa: E402 - after the decoders, as documented
+
+TARGETS.update(_CONFIG_TARGETS)
 
 __all__ = ["TARGETS"]

@@ -84,7 +84,11 @@ class HttpMini:
                     if ":" in line:
                         k, v = line.split(":", 1)
                         headers[k.strip().lower()] = v.strip()
-                n = int(headers.get("content-length", "0") or 0)
+                length = headers.get("content-length", "0") or "0"
+                if not length.isdigit():
+                    writer.write(_response(400, "text/plain", b"malformed content-length\n", False))
+                    return
+                n = int(length)
                 body = await reader.readexactly(n) if n else b""
                 url = urlsplit(target)
                 query = parse_qs(url.query, keep_blank_values=True)  # Envoy's bare flags: /stats?usedonly
@@ -95,6 +99,8 @@ class HttpMini:
                     log.exception("admin handler failed for %s %s", method, target)
                     status, ctype, payload = 500, "text/plain", f"internal error: {exc}\n".encode()
                 keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+                if writer.is_closing():  # the peer reset while the handler ran (uvloop raises on a write)
+                    return
                 writer.write(_response(status, ctype, payload, keep))
                 await writer.drain()
                 if not keep:

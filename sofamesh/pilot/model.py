@@ -84,7 +84,8 @@ class Service:
 
     def __post_init__(self) -> None:
         _check_name(self.name, "service", _NAME, "service name")
-        if self.protocol not in PROTOCOLS and self.protocol not in _PLUGIN_PROTOCOLS:
+        if not isinstance(self.protocol, str) or (self.protocol not in PROTOCOLS
+                                                   and self.protocol not in _PLUGIN_PROTOCOLS):
             raise ConfigError("protocol",
                               f"unknown protocol {self.protocol!r} (known: {', '.join(known_protocols())})")
         ports = tuple(_check_port(p, f"ports[{i}]") for i, p in enumerate(self.ports))

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from sofamesh.core.errors import ConfigError
+from sofamesh.core.xds.unpack import unpack
 
 _T = "type.googleapis.com/"
 _H2_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -188,8 +189,8 @@ def connection_limits(c: Any, base: str, out: dict[str, Any]) -> str | None:
         return None
     from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
-    opts = http_protocol_options_pb2.HttpProtocolOptions()
-    c.typed_extension_protocol_options[_H2_OPTIONS].Unpack(opts)
+    opts = unpack(c.typed_extension_protocol_options[_H2_OPTIONS], http_protocol_options_pb2.HttpProtocolOptions(),
+                  f"{base}: typed_extension_protocol_options[{_H2_OPTIONS}]")
     if opts.HasField("common_http_protocol_options"):
         _common(opts.common_http_protocol_options,
                 f"{base}: typed_extension_protocol_options[{_H2_OPTIONS}].common_http_protocol_options", out)

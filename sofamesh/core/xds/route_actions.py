@@ -10,6 +10,7 @@ from typing import Any
 from sofamesh.core.codec import ReplyStatus
 from sofamesh.core.errors import ConfigError
 from sofamesh.core.xds.route_filters import FILTER_CONFIG_TYPE, TYPED_STRUCT_TYPES, route_filter
+from sofamesh.core.xds.unpack import unpack
 
 _T = "type.googleapis.com/"
 FAULT_FILTER = "envoy.filters.http.fault"
@@ -61,9 +62,7 @@ def _mutations(msg: Any, path: str, out: dict[str, Any]) -> None:
 def _fault(cfg: Any, path: str) -> dict[str, Any]:
     from envoy.extensions.filters.http.fault.v3 import fault_pb2
 
-    fault = fault_pb2.HTTPFault()
-    if not cfg.Unpack(fault):
-        raise ConfigError(path, f"expected {FAULT_TYPE}, got {cfg.type_url}")
+    fault = unpack(cfg, fault_pb2.HTTPFault(), path)
     out: dict[str, Any] = {}
     if fault.HasField("delay"):
         d = fault.delay
@@ -94,9 +93,7 @@ def _cors(cfg: Any, path: str) -> dict[str, Any]:
     """A route's CorsPolicy -> the ``cors`` filter's config; a runtime-scaled or shadow policy is NACKed."""
     from envoy.extensions.filters.http.cors.v3 import cors_pb2
 
-    policy = cors_pb2.CorsPolicy()
-    if not cfg.Unpack(policy):
-        raise ConfigError(path, f"expected {CORS_POLICY_TYPE}, got {cfg.type_url}")
+    policy = unpack(cfg, cors_pb2.CorsPolicy(), path)
     if policy.HasField("filter_enabled") and percent(policy.filter_enabled.default_value) < 100.0:
         raise ConfigError(f"{path}.filter_enabled", "only a policy enabled for every request (100 %) is supported")
     if policy.HasField("shadow_enabled") and percent(policy.shadow_enabled.default_value) > 0.0:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from sofamesh.core.errors import ConfigError
+from sofamesh.core.xds.unpack import struct_value, try_unpack, unpack
 
 __all__ = [
     "FILTER_CONFIG_TYPE",
@@ -61,21 +62,19 @@ def route_filter(cfg: Any, path: str) -> dict[str, Any] | None:
     """The route ``filters`` entry ``cfg`` (a packed ``Any`` of ``typed_per_filter_config``) carries;
     None when it carries none (disabled, or an optional config of another kind: Envoy's
     ``is_optional``). Raises ``ConfigError`` for a config this sidecar cannot read."""
-    from google.protobuf import json_format
     from xds.type.v3 import typed_struct_pb2
 
     optional = False
     if cfg.type_url == FILTER_CONFIG_TYPE:
         from envoy.config.route.v3 import route_components_pb2
 
-        wrapper = route_components_pb2.FilterConfig()
-        cfg.Unpack(wrapper)
+        wrapper = unpack(cfg, route_components_pb2.FilterConfig(), path)
         if wrapper.disabled:
             return None
         optional, cfg, path = wrapper.is_optional, wrapper.config, f"{path}.config"
     ts = typed_struct_pb2.TypedStruct()
-    if cfg.type_url not in TYPED_STRUCT_TYPES or not cfg.Unpack(ts) or ts.type_url != FILTER_TYPE_URL:
+    if cfg.type_url not in TYPED_STRUCT_TYPES or not try_unpack(cfg, ts, path) or ts.type_url != FILTER_TYPE_URL:
         if optional:
             return None
         raise ConfigError(f"{path}.type_url", f"a route's own filter must be a TypedStruct of {FILTER_TYPE_URL}")
-    return kernel_filter(json_format.MessageToDict(ts.value), f"{path}.value")
+    return kernel_filter(struct_value(ts.value, f"{path}.value"), f"{path}.value")

@@ -48,7 +48,6 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from sofamesh.core.config.loader import from_mapping
@@ -71,6 +70,7 @@ from sofamesh.core.xds.route_actions import (
     route_actions,
 )
 from sofamesh.core.xds.route_filters import FILTER_TYPE_URL, TYPED_STRUCT_TYPES, kernel_filter
+from sofamesh.core.xds.unpack import struct_value, unpack
 
 _T = "type.googleapis.com/"
 LISTENER_TYPE = _T + "envoy.config.listener.v3.Listener"
@@ -113,10 +113,7 @@ def _ms(d: Any) -> int:
 
 
 def _unpack(any_msg: Any, cls: type[Message], path: str) -> Any:
-    msg = cls()
-    if not any_msg.Unpack(msg):
-        raise ConfigError(path, f"expected {cls.DESCRIPTOR.full_name}, got {any_msg.type_url}")
-    return msg
+    return unpack(any_msg, cls(), path)
 
 
 def _string_match(m: Any, path: str) -> dict[str, Any]:
@@ -591,11 +588,10 @@ def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) ->
         if hf.typed_config.type_url in _TYPED_STRUCTS:
             from xds.type.v3 import typed_struct_pb2
 
-            ts = typed_struct_pb2.TypedStruct()
-            hf.typed_config.Unpack(ts)
+            ts = unpack(hf.typed_config, typed_struct_pb2.TypedStruct(), f"{cpath}.http_filters[{hi}].typed_config")
             if ts.type_url == FILTER_TYPE_URL:
-                kernel_filters.append(kernel_filter(json_format.MessageToDict(ts.value),
-                                                     f"{cpath}.http_filters[{hi}].typed_config.value"))
+                vpath = f"{cpath}.http_filters[{hi}].typed_config.value"
+                kernel_filters.append(kernel_filter(struct_value(ts.value, vpath), vpath))
                 continue
         if hf.typed_config.type_url == FAULT_TYPE:  # per-route fault configs become route filters
             if hf.typed_config.value:
@@ -652,12 +648,11 @@ def _upgrade_types(hcm: Any, cpath: str) -> list[str]:
 def _rpc_proxy(f: Any, fpath: str, out: dict[str, Any]) -> TranslatedListener:
     from xds.type.v3 import typed_struct_pb2
 
-    ts = typed_struct_pb2.TypedStruct()
-    f.typed_config.Unpack(ts)
     cpath = f"{fpath}.typed_config"
+    ts = unpack(f.typed_config, typed_struct_pb2.TypedStruct(), cpath)
     if ts.type_url != RPC_PROXY_TYPE_URL:
         raise ConfigError(f"{cpath}.type_url", f"unknown typed struct {ts.type_url!r} (known: {RPC_PROXY_TYPE_URL})")
-    value = json_format.MessageToDict(ts.value)
+    value = struct_value(ts.value, f"{cpath}.value")
     unknown = set(value) - {"protocol", "stat_prefix", "routes", "filters"}
     if unknown:
         raise ConfigError(f"{cpath}.value.{sorted(unknown)[0]}", "unknown key")
@@ -962,10 +957,11 @@ def assemble(base: ProxyConfig, state: Translated, check_route_clusters: bool) -
         listeners.append(lc)
     errors = []
     for i, lc in enumerate(listeners):
-        for r in lc.get("routes", []):
-            names = [r["cluster"]] if r.get("cluster") else [w.get("name") for w in r.get("weighted_clusters", [])]
+        for r in _items(lc.get("routes")):  # an RPC proxy's routes are JSON as sent: from_mapping names what is wrong
+            weighted = _items(r.get("weighted_clusters"))
+            names = [r["cluster"]] if r.get("cluster") else [w.get("name") for w in weighted]
             for cname in names:
-                if cname in known_clusters:
+                if not isinstance(cname, str) or cname in known_clusters:
                     continue
                 if check_route_clusters:
                     errors.append(ConfigError(f"{paths.get(i, f'listeners[{i}]')}: route {r.get('name')!r}",
@@ -981,6 +977,11 @@ def assemble(base: ProxyConfig, state: Translated, check_route_clusters: bool) -
         return from_mapping(data)
     except ConfigErrors as exc:
         raise ConfigErrors([ConfigError(_where(e.path, listeners, paths), e.message) for e in exc.errors]) from None
+
+
+def _items(value: Any) -> list[Mapping[str, Any]]:
+    """The objects of a list (anything else: none)."""
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
 
 
 def _where(path: str, listeners: list[dict[str, Any]], paths: Mapping[int, str]) -> str:

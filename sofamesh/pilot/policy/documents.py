@@ -61,9 +61,10 @@ def _string_keys(value: Any) -> Any:
 def parse_stream(text: str) -> Iterator[Document]:
     """Each non-empty document of ``text``; a YAML error ends the stream with a document carrying
     the ``problem`` (its line, and the documents before it, are still returned)."""
-    loader = yaml.SafeLoader(text)
     index = 0
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)  # refuses a non-printable character before the first document
         while loader.check_node():
             node = loader.get_node()
             index += 1
@@ -84,7 +85,8 @@ def parse_stream(text: str) -> Iterator[Document]:
         line = mark.line + 1 if mark is not None else 0
         yield Document(None, index + 1, line, {}, problem=f"not valid YAML: {exc}")
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 __all__ = ["Document", "parse_stream"]

@@ -2,6 +2,10 @@
 protocol plugin) matched on request attributes. The schema follows Aeraki's proto; the rules are
 Istio's for the shapes MetaRouter shares with a VirtualService (destinations, weights, string
 matches, percentages, exportTo). No I/O.
+
+``routes[].retries`` is sofamesh's addition (Aeraki's MetaRouter has none): the shape of a
+VirtualService's HTTPRetry (``attempts``, ``perTryTimeout``, ``retryOn``) with the conditions that
+mean something to RPC, retried as MOSN retries an RPC (docs/policy.md, "RPC retries").
 """
 
 from __future__ import annotations
@@ -11,10 +15,13 @@ from typing import Any
 
 from sofamesh.pilot.policy import webhook as w
 from sofamesh.pilot.policy.networking import DESTINATION, PERCENT, STRING_MATCH, STRS
-from sofamesh.pilot.policy.schema import Bool, Duration, ListOf, MapOf, Obj, Report, Str, UInt32, child, entry
+from sofamesh.pilot.policy.schema import Bool, Duration, Int, ListOf, MapOf, Obj, Report, Str, UInt32, child, entry
 
 META_MATCH = Obj({"attributes": MapOf(STRING_MATCH)})
 KEY_VALUE = Obj({"key": Str(), "value": Str()}, required=["key", "value"])
+RPC_RETRY_ON = ("connect-failure", "reset", "retriable", "5xx", "gateway-error")
+"""The proxy's ``retry_on`` conditions an RPC call can meet (docs/configuration.md, "Retries")."""
+RPC_RETRY = Obj({"attempts": Int(), "perTryTimeout": Duration(), "retryOn": Str()})
 TOKEN_BUCKET = Obj({"maxTokens": UInt32(), "tokensPerFill": UInt32(), "fillInterval": Duration()},
                    required=["fillInterval"])
 META_ROUTER = Obj({
@@ -23,7 +30,7 @@ META_ROUTER = Obj({
         "name": Str(), "match": META_MATCH,
         "route": ListOf(Obj({"destination": DESTINATION, "weight": UInt32()}, required=["destination"])),
         "mirror": DESTINATION, "mirrorPercentage": PERCENT, "requestMutation": ListOf(KEY_VALUE),
-        "responseMutation": ListOf(KEY_VALUE),
+        "responseMutation": ListOf(KEY_VALUE), "retries": RPC_RETRY,
     })),
     "localRateLimit": Obj({"tokenBucket": TOKEN_BUCKET,
                            "conditions": ListOf(Obj({"match": META_MATCH, "tokenBucket": TOKEN_BUCKET},
@@ -57,6 +64,23 @@ def _check_bucket(b: Any, path: str, report: Report) -> None:
     w.check_duration_value(b.get("fillInterval"), child(path, "fillInterval"), report, minimum=0.05)
 
 
+def _check_retries(r: Any, path: str, report: Report) -> None:
+    if not isinstance(r, Mapping):
+        return
+    attempts = r.get("attempts", 0)
+    if isinstance(attempts, int) and attempts < 0:
+        report.error(child(path, "attempts"), "attempts cannot be negative")
+    if attempts == 0 and any(r.get(k) is not None for k in ("perTryTimeout", "retryOn")):
+        report.error(path, "retry policy configured when attempts are set to 0 (disabled)")
+    w.check_duration_value(r.get("perTryTimeout"), child(path, "perTryTimeout"), report)
+    retry_on = r.get("retryOn")
+    if isinstance(retry_on, str):
+        for cond in (c.strip() for c in retry_on.split(",")):
+            if cond not in RPC_RETRY_ON:
+                report.error(child(path, "retryOn"),
+                             f"{cond!r} is not a retryOn condition for RPC (known: {', '.join(RPC_RETRY_ON)})")
+
+
 def check_meta_router(namespace: str, spec: Mapping[str, Any], report: Report) -> None:
     hosts = spec.get("hosts") or []
     if not hosts:
@@ -83,6 +107,7 @@ def check_meta_router(namespace: str, spec: Mapping[str, Any], report: Report) -
         if mp is not None and r.get("mirror") is None:
             report.error(child(p, "mirrorPercentage"), "mirrorPercentage without mirror")
         w.check_percentage(mp, child(p, "mirrorPercentage"), report)
+        _check_retries(r.get("retries"), child(p, "retries"), report)
         for field in ("requestMutation", "responseMutation"):
             for j, kv in enumerate(r.get(field) or []):
                 if isinstance(kv, Mapping) and kv.get("key") == "":
@@ -104,4 +129,4 @@ def check_meta_router(namespace: str, spec: Mapping[str, Any], report: Report) -
     w.check_export_to(namespace, spec.get("exportTo"), "spec.exportTo", report)
 
 
-__all__ = ["META_ROUTER", "check_meta_router"]
+__all__ = ["META_ROUTER", "RPC_RETRY_ON", "check_meta_router"]

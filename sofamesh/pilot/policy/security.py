@@ -183,8 +183,14 @@ def check_peer_authentication(namespace: str, spec: Mapping[str, Any], report: R
 
 
 def _check_jwks_uri(uri: str, path: str, report: Report) -> None:
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(uri)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # a port that is not a number, or out of range
+    except ValueError as exc:  # "Invalid IPv6 URL", a bad port
+        report.error(path, f"jwksUri {uri!r} is not a URL: {exc}")
+        return
+    if not ok:
         report.error(path, f"jwksUri {uri!r} must be an http or https URL with a host")
 
 

@@ -13,7 +13,8 @@ own, in order, first match wins; a call that matches none gets "no route", as in
 - ``requestMutation`` / ``responseMutation``: header-map keys / attachments set on the request /
   the response;
 - the destination's DestinationRule ``consistentHash`` (RING_HASH / MAGLEV clusters): the route's
-  ``hash_policy`` on that attribute (:func:`rpc_hash_policy`).
+  ``hash_policy`` on that attribute (:func:`rpc_hash_policy`);
+- ``retries`` (sofamesh's addition): the route's ``retry_policy`` (:func:`rpc_retry_policy`).
 
 ``localRateLimit`` becomes overrides of the listener's ``quota.local`` filter (:func:`rate_limits`):
 each condition (in order) and then the service-wide ``tokenBucket`` a bucket of its own, matched on
@@ -91,6 +92,9 @@ def rpc_routes(mr: Resource, service: Service, dests: Destinations, timeout_ms: 
             route["weighted_clusters"] = targets
         if hashing:
             route["hash_policy"] = hashing
+        retry = rpc_retry_policy(r.get("retries"))
+        if retry is not None:
+            route["retry_policy"] = retry
         if isinstance(r.get("mirror"), Mapping):
             resolved = dests.cluster(r["mirror"])
             pct = r.get("mirrorPercentage")
@@ -103,6 +107,29 @@ def rpc_routes(mr: Resource, service: Service, dests: Destinations, timeout_ms: 
                 route[name] = {"set": mutation}
         out.append(route)
     return out
+
+
+RPC_DEFAULT_RETRY_ON = "connect-failure,retriable"
+"""What ``retries`` retries when it names no ``retryOn``: only what the provider cannot have run (a
+failed connect, a reply its codec marks safe to send again, e.g. Bolt SERVER_THREADPOOL_BUSY), as
+Istio's default HTTP conditions are the ones safe for any request. ``reset`` (the connection died
+with the call in flight, e.g. a killed provider) is opt-in: the provider may have run the call, so
+only an idempotent service should retry it (MOSN retries an RPC on connection failure and upstream
+reset when its route's ``retry_on`` is set)."""
+
+
+def rpc_retry_policy(retries: Any) -> dict[str, Any] | None:
+    """A MetaRouter route's ``retries`` -> the proxy's ``retry_policy`` (``None``: no retries)."""
+    if not isinstance(retries, Mapping):
+        return None
+    attempts = int(retries.get("attempts", 2))
+    if attempts <= 0:
+        return None
+    on = [c.strip() for c in str(retries.get("retryOn") or RPC_DEFAULT_RETRY_ON).split(",") if c.strip()]
+    policy: dict[str, Any] = {"retry_on": on, "num_retries": attempts}
+    if retries.get("perTryTimeout"):
+        policy["per_try_timeout_ms"] = int(parse_duration(str(retries["perTryTimeout"])) * 1000)
+    return policy
 
 
 def rpc_hash_policy(policies: list[Any]) -> list[dict[str, Any]]:
@@ -150,4 +177,4 @@ def timeout_of(service: Service, default: int) -> int:
         return default
 
 
-__all__ = ["rate_limits", "rpc_hash_policy", "rpc_routes", "timeout_of"]
+__all__ = ["RPC_DEFAULT_RETRY_ON", "rate_limits", "rpc_hash_policy", "rpc_retry_policy", "rpc_routes", "timeout_of"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import pytest
@@ -51,6 +52,10 @@ def test_a_service_without_ports_is_addressed_on_its_protocols_default_port() ->
     assert Service("d", "dubbo", ports=(20881, 20882)).ports == (20881, 20882)
     with pytest.raises(ConfigError, match="unknown protocol 'soap'"):
         Service("x", "soap")
+    # found by fuzzing the registry API (fuzz/crashes/osr_api): an object as the protocol was a TypeError (500)
+    with pytest.raises(ConfigError, match=re.escape("unknown protocol {'version': 'v1'}")) as err:
+        Service("x", {"version": "v1"})  # type: ignore[arg-type]
+    assert err.value.path == "protocol"
 
 
 def test_instances_round_trip_through_their_dict_form() -> None:

@@ -203,6 +203,43 @@ def test_a_bad_rpc_proxy_key_is_refused_with_its_path() -> None:
         "Listener 'rpc': filter_chains[0].filters[0].typed_config.value: listeners[0].routes[0].timeout_ms:")
 
 
+def test_rpc_proxy_routes_that_are_not_objects_are_refused_with_their_path() -> None:
+    """Found by fuzzing (fuzz/crashes/xds_translation): a list where a route belongs, or a list as a
+    cluster name, raised AttributeError / TypeError while assembling, which ends the xDS stream."""
+    for routes in ([[None, None]], [{"cluster": ["c"]}], [{"weighted_clusters": [7, {"name": ["x"]}]}]):
+        t = translate_listener(_rpc_listener({"protocol": "bolt", "routes": routes}))
+        with pytest.raises(ConfigErrors) as errs:
+            assemble(from_mapping({}), Translated(listeners={"rpc": t} if t else {}), True)
+        assert "typed_config.value: listeners[0].routes[0]" in str(errs.value)
+
+
+def test_an_rpc_proxy_struct_holding_nan_is_refused_with_its_path() -> None:
+    """Found by fuzzing: protobuf refuses to turn a NaN Struct number into JSON with a ValueError."""
+    with pytest.raises(ConfigError) as exc:
+        translate_listener(_rpc_listener({"protocol": "bolt", "routes": [{"timeout_ms": float("nan")}]}))
+    assert exc.value.path == "Listener 'rpc': filter_chains[0].filters[0].typed_config.value"
+    assert "not a JSON value" in str(exc.value)
+
+
+def test_a_nested_typed_config_that_does_not_parse_is_refused_naming_the_filter() -> None:
+    """Found by fuzzing: protobuf's DecodeError from a nested Any escaped as itself (no NACK)."""
+    from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+    from google.protobuf import any_pb2
+
+    from tests.integration.xds.tiny_ads import socket_address
+
+    hcm = any_pb2.Any(type_url="type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                               "HttpConnectionManager", value=b"\x12\x02\xff\xfe")  # stat_prefix: bad UTF-8
+    listener = listener_pb2.Listener(name="web", address=socket_address("127.0.0.1:8080"), filter_chains=[
+        listener_components_pb2.FilterChain(filters=[listener_components_pb2.Filter(
+            name="envoy.filters.network.http_connection_manager", typed_config=hcm)])])
+    with pytest.raises(ConfigError) as exc:
+        translate_listener(listener)
+    assert exc.value.path == "Listener 'web': filter_chains[0].filters[0].typed_config"
+    assert "cannot decode envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager" in str(
+        exc.value)
+
+
 def test_dubbo_instances_of_two_versions_get_a_subset_cluster_and_route_each() -> None:
     from sofamesh.pilot.xds.rpc import rpc_generators
 
@@ -231,3 +268,22 @@ def test_dubbo_instances_of_two_versions_get_a_subset_cluster_and_route_each() -
                    f"{base}|1.0.0|": ["127.0.0.1:20000"], f"{base}|2.0.0|": ["127.0.0.1:20001", "127.0.0.1:20002"]}
     routes = [(r.match.version.exact if r.match.version else None, r.cluster) for r in config.listeners[0].routes]
     assert routes == [("1.0.0", f"{base}|1.0.0|"), ("2.0.0", f"{base}|2.0.0|"), (None, base)]
+
+
+def test_a_route_filter_config_that_does_not_parse_or_holds_nan_is_refused_with_its_path() -> None:
+    """The failures fuzzing found in listener filters, for a route's own filters (typed_per_filter_config)."""
+    from google.protobuf import any_pb2, struct_pb2
+    from xds.type.v3 import typed_struct_pb2
+
+    from sofamesh.core.xds.route_filters import FILTER_CONFIG_TYPE, FILTER_TYPE_URL, route_filter
+
+    with pytest.raises(ConfigError) as exc:
+        route_filter(any_pb2.Any(type_url=FILTER_CONFIG_TYPE, value=b"\x0a\x02\xff\xfe"), "r.typed_per_filter_config[x]")
+    assert exc.value.path == "r.typed_per_filter_config[x]" and "cannot decode" in str(exc.value)
+    value = struct_pb2.Struct()
+    value.update({"type": "authz.rbac", "config": {"n": float("nan")}})
+    packed = any_pb2.Any()
+    packed.Pack(typed_struct_pb2.TypedStruct(type_url=FILTER_TYPE_URL, value=value))
+    with pytest.raises(ConfigError) as exc:
+        route_filter(packed, "r.typed_per_filter_config[x]")
+    assert exc.value.path == "r.typed_per_filter_config[x].value" and "not a JSON value" in str(exc.value)

@@ -281,6 +281,15 @@ INVALID: list[tuple[str, dict[str, object], str, str]] = [
      "spec.localRateLimit.conditions[0].tokenBucket", "required"),
     ("meta-router-empty-rate-limit", mr({"hosts": ["com.example.Echo"], "localRateLimit": {}}),
      "spec.localRateLimit", "at least one of tokenBucket or conditions"),
+    ("meta-router-retry-on-an-http-condition", mr({"hosts": ["com.example.Echo"], "routes": [{
+        "route": [{"destination": DEST}], "retries": {"attempts": 2, "retryOn": "reset,unavailable"}}]}),
+     "spec.routes[0].retries.retryOn", "'unavailable' is not a retryOn condition for RPC"),
+    ("meta-router-retries-negative", mr({"hosts": ["com.example.Echo"], "routes": [{
+        "route": [{"destination": DEST}], "retries": {"attempts": -1}}]}),
+     "spec.routes[0].retries.attempts", "cannot be negative"),
+    ("meta-router-retries-disabled-with-conditions", mr({"hosts": ["com.example.Echo"], "routes": [{
+        "route": [{"destination": DEST}], "retries": {"retryOn": "reset"}}]}),
+     "spec.routes[0].retries", "attempts are set to 0"),
 ]
 
 
@@ -347,3 +356,21 @@ def test_docs_policy_lists_every_field_of_every_kind() -> None:
             who = ", ".join(names[w] for w in enforcers(kind.kind, path)) or "not yet (`analyze` SOFA0002)"
             [row] = [line for line in section.splitlines() if line.startswith(f"| `{path}` |")]
             assert row.endswith(f"| {who} |"), f"docs/policy.md: {kind.kind} {path}: enforced by {who}"
+
+
+def test_a_control_character_ends_the_stream_with_a_problem_not_an_exception() -> None:
+    """Found by fuzzing (fuzz/crashes/policy): PyYAML refuses a non-printable character when its
+    reader is built, before the first document, and that escaped parse_stream."""
+    [doc] = list(parse_stream("kind: VirtualService\nmetadata: {name: a\x07}\n"))
+    assert doc.body is None and doc.problem is not None
+    assert "unacceptable character #x0007" in doc.problem
+
+
+@pytest.mark.parametrize("uri", ["https://[::1/jwks", "https://issuer.example:99999/jwks", "https://h:x/jwks"])
+def test_a_jwks_uri_that_is_no_url_is_an_issue_not_an_exception(uri: str) -> None:
+    """Found by fuzzing (fuzz/crashes/policy): urlsplit's ValueError ("Invalid IPv6 URL") escaped validation."""
+    doc = {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication", "metadata": {"name": "jwt"},
+           "spec": {"jwtRules": [{"issuer": "https://issuer.example", "jwksUri": uri}]}}
+    verdict = validate(doc, Source("ra.yaml"))
+    assert not verdict.accepted
+    assert [i.path for i in verdict.errors] == ["spec.jwtRules[0].jwksUri"], verdict.lines()

@@ -214,6 +214,40 @@ def test_aeraki_traffic_split_and_mirror_become_dubbo_listener_routes() -> None:
     assert route["mirror"] == [{"cluster": f"outbound|20880|v2|{svc}", "percentage": 100.0}]
 
 
+RETRIES = """
+apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: MetaRouter
+metadata: {name: retried, namespace: meta-dubbo}
+spec:
+  hosts: [org.apache.dubbo.samples.basic.api.demoservice]
+  routes:
+  - name: idempotent
+    match: {attributes: {method: {exact: sayHello}}}
+    route: [{destination: {host: org.apache.dubbo.samples.basic.api.demoservice, subset: v1}}]
+    retries: {attempts: 3, perTryTimeout: 500ms, retryOn: "connect-failure,reset"}
+  - name: safe-only
+    route: [{destination: {host: org.apache.dubbo.samples.basic.api.demoservice, subset: v1}}]
+    retries: {attempts: 1}
+  - name: none
+    route: [{destination: {host: org.apache.dubbo.samples.basic.api.demoservice, subset: v2}}]
+"""
+
+
+def test_meta_router_retries_become_the_retry_policy_of_rpc_routes_that_the_sidecar_loads() -> None:
+    from sofamesh.core.config.model import RetryPolicyConfig
+
+    _policy, mesh, gens, _base = _aeraki_dubbo(RETRIES)
+    [listener] = gens["lds.dubbo"].generate(mesh, NODE)
+    value = json_format.MessageToDict(listener.message)["filterChains"][0]["filters"][0]["typedConfig"]["value"]
+    routes = {r["name"]: r.get("retry_policy") for r in value["routes"]}
+    idempotent = RetryPolicyConfig.model_validate(routes["idempotent"])  # as the sidecar reads it
+    safe = RetryPolicyConfig.model_validate(routes["safe-only"])
+    assert (idempotent.retry_on, idempotent.num_retries, idempotent.per_try_timeout_ms) == (
+        ["connect-failure", "reset"], 3, 500)
+    assert (safe.retry_on, safe.num_retries) == (["connect-failure", "retriable"], 1)  # no reset unless asked
+    assert routes["none"] is None
+
+
 RATE_LIMIT = """
 apiVersion: metaprotocol.aeraki.io/v1alpha1
 kind: MetaRouter
