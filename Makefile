@@ -15,12 +15,15 @@ venv:
 # The demo runs on the compiled build; where it cannot be built (no C compiler or Python headers)
 # it says why and runs on the pure-Python install instead.
 demo: venv
-	@if PY=$(PY) bash scripts/build-mypyc.sh $(COMPILED_VENV); then \
+	@PY=$(PY) bash scripts/build-mypyc.sh $(COMPILED_VENV); rc=$$?; \
+	if [ $$rc -eq 0 ]; then \
 	  echo "== the demo on the compiled build ($(COMPILED_VENV))"; \
 	  $(COMPILED_VENV)/bin/python -P -m sofamesh demo; \
-	else \
+	elif [ $$rc -eq 3 ]; then \
 	  echo "== the compiled build is not available (above: why); the demo runs on the pure-Python install"; \
 	  $(VENV)/bin/sofamesh demo; \
+	else \
+	  echo "== building the compiled build failed (exit $$rc; above: why)"; exit $$rc; \
 	fi
 
 compiled:

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
 SOFAMESH_CACHE="${SOFAMESH_CACHE:-$REPO/.cache}"
-VENV="${1:-$SOFAMESH_CACHE/venv-mypyc}"
+VENV="$(realpath -m "${1:-$SOFAMESH_CACHE/venv-mypyc}")"  # absolute: the build runs from a copy
 PY="${PY:-python3}"
 MYPY_VERSION="$(sed -n 's/^MYPY_VERSION = "\([^"]*\)".*/\1/p' scripts/packaging/sofamesh_compile.py)"
 
