@@ -150,12 +150,27 @@ print(json.dumps({"machine": machine.__file__, "codec": codec_module.__file__, "
 """
 
 
-def test_the_codec_on_the_own_http2_machine_runs_on_the_compiled_machine() -> None:
+def _h2_peer_path(tmp_path: Path) -> str:
+    """A directory holding only the third-party ``h2`` peer (and what it imports) from this test
+    interpreter: the compiled venv is a product install, without the test extra."""
+    import h2
+    import hpack
+    import hyperframe
+
+    peer = tmp_path / "h2-peer"
+    peer.mkdir()
+    for module in (h2, hpack, hyperframe):
+        package = Path(str(module.__file__)).parent
+        (peer / package.name).symlink_to(package)
+    return str(peer)
+
+
+def test_the_codec_on_the_own_http2_machine_runs_on_the_compiled_machine(tmp_path: Path) -> None:
     """The codec holds the machine (never extends it): it works whether ``machine`` is compiled and
     ``codec`` interpreted or both are compiled."""
     python = compiled_python()
     out = subprocess.run([python, "-P", "-c", NATIVE_HTTP2_EXCHANGE], capture_output=True, text=True, timeout=60,
-                         cwd=REPO, check=False)
+                         cwd=REPO, env={**os.environ, "PYTHONPATH": _h2_peer_path(tmp_path)}, check=False)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["machine"].endswith(".so")
