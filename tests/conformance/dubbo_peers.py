@@ -63,9 +63,12 @@ class Provider:
     """``node provider.js`` bound to 127.0.0.1; stopped by its pid.
 
     With ``zookeeper`` (``host:port``), the provider publishes itself there through @dubbo.ts/zookeeper
-    (interface ``interface``, ``version`` and ``group`` when given) on a free port."""
+    (interface ``interface``, ``version`` and ``group`` when given) on a free port. With ``nacos``
+    (``host:port`` of a Nacos naming server) and ``nacos_modules`` (where npm nacos is installed), the
+    npm nacos client registers it there the way Dubbo's NacosRegistry does, and deregisters it on stop."""
 
     def __init__(self, name: str = "p1", port: int = 0, timeout: float = 20.0, *, zookeeper: str | None = None,
+                 nacos: str | None = None, nacos_modules: Path | None = None,
                  interface: str = SERVICE, version: str | None = None, group: str | None = None) -> None:
         self.name = name
         if zookeeper and not port:
@@ -73,6 +76,9 @@ class Provider:
         argv = ["node", str(PEERS / "provider.js"), "--name", name, "--port", str(port)]
         if zookeeper:
             argv += ["--zookeeper", zookeeper, "--interface", interface]
+        if nacos:
+            argv += ["--nacos", nacos, "--nacos-modules", str(nacos_modules), "--interface", interface]
+        if zookeeper or nacos:
             argv += [*(["--version", version] if version else []), *(["--group", group] if group else [])]
         pipe = subprocess.PIPE
         self.proc = subprocess.Popen(argv, stdout=pipe, stderr=pipe, env=_env(), cwd=PEERS)

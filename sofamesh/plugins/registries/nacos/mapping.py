@@ -13,17 +13,27 @@ service         ``serviceName`` in namespace ``public`` and group   listed in ``
 id              ``ip:port`` (``@cluster`` outside ``DEFAULT``;      ``instanceId``
                 ``:version:group`` for Dubbo names)
 labels          ``metadata``, plus ``nacos.cluster`` /               ``metadata``
-                ``nacos.group`` / ``nacos.namespace`` when not
-                the default
+                ``nacos.group`` / ``nacos.namespace`` when not      (Dubbo names: with
+                the default (Dubbo names: the URL parameters as     ``interface``, ``path``,
+                the ZooKeeper Dubbo layout reads them)              ``category``, ``protocol``)
 version, group  ``metadata.version`` / ``metadata.group`` (Dubbo:   in ``metadata``
-                from the service name)
-weight          ``weight`` rounded, 1..128                          ``weight``
+                from the service name, else ``version`` /
+                ``default.version`` ...)
+weight          ``weight`` rounded, 1..128 (Dubbo names:            ``weight`` (Dubbo names: 1,
+                ``metadata.weight``, default 100, times it)         the weight in ``metadata``)
 health          ``healthy`` and ``enabled`` -> healthy, else         ``healthy``
-                unhealthy; an ephemeral instance without a beat
-                for 15 s is unhealthy, for 30 s gone
+                unhealthy (Dubbo names: also ``enabled=false`` /
+                ``disabled=true`` in metadata); an ephemeral
+                instance without a beat for 15 s is unhealthy,
+                for 30 s gone
 protocol        ``metadata.protocol`` when the mesh knows it        -
                 (Dubbo names: ``dubbo``), else ``http``
 ==============  ==================================================  ==============================
+
+A Dubbo provider registered the way Dubbo's NacosRegistry does it (service
+``providers:<interface>:<version>:<group>``, its URL's parameters as metadata) is read by
+``registries/dubbo_params.py``, as the ZooKeeper Dubbo layout is, so it is the same instance of the
+same service whichever of the two registries it came through.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from typing import Any
 
 from sofamesh.core.errors import ConfigError
 from sofamesh.pilot.model import Health, Service, ServiceInstance, known_protocols
+from sofamesh.plugins.registries.dubbo_params import DEFAULT_WEIGHT, dubbo_fields
 
 DEFAULT_NAMESPACE = "public"
 DEFAULT_GROUP = "DEFAULT_GROUP"
@@ -138,18 +149,23 @@ def from_nacos(where: NacosName, params: Mapping[str, Any], registry: str) -> tu
     if cluster != DEFAULT_CLUSTER:
         iid += f"@{cluster}"
     protocol = meta.get("protocol", "http")
+    weight = round(weight_f)
     dubbo = where.dubbo
     if dubbo is not None:
-        version, group = dubbo[1] or version, dubbo[2] or group
+        fields = dubbo_fields(meta)
+        labels = {k: v for k, v in labels.items() if k not in meta or k in fields.labels}
+        version, group = dubbo[1] or fields.version, dubbo[2] or fields.group
         iid += f":{version}:{group}"
         protocol = meta.get("protocol", "dubbo")
+        weight = fields.weight * weight_f if weight_f > 0 else 0
+        enabled = enabled and fields.enabled
     if protocol not in known_protocols():
         protocol = "http"
     name = where.service
     svc = Service(name=name, protocol=protocol, ports=(port,) if 1 <= port <= 65535 else ())
     inst = ServiceInstance(
         service=name, id=_BAD_ID.sub("-", iid), address=ip, port=port,
-        weight=max(1, min(128, round(weight_f))), labels=labels, version=version, group=group,
+        weight=max(1, min(128, round(weight))), labels=labels, version=version, group=group,
         health=Health.HEALTHY if healthy and enabled and weight_f > 0 else Health.UNHEALTHY, origin=registry)
     return svc, inst
 
@@ -160,6 +176,7 @@ def to_host(inst: ServiceInstance, where: NacosName, wire: Mapping[str, Any] | N
     wire = wire or {}
     cluster = str(wire.get("clusterName") or inst.labels.get("nacos.cluster") or DEFAULT_CLUSTER)
     meta = {k: v for k, v in inst.labels.items() if not k.startswith("nacos.")}
+    weight = float(wire.get("weight") or inst.weight)
     if "metadata" in wire:
         meta = metadata_of(wire["metadata"])
     else:
@@ -167,7 +184,14 @@ def to_host(inst: ServiceInstance, where: NacosName, wire: Mapping[str, Any] | N
             meta.setdefault("version", inst.version)
         if inst.group:
             meta.setdefault("group", inst.group)
-    weight = float(wire.get("weight") or inst.weight)
+        dubbo = where.dubbo
+        if dubbo is not None:  # as Dubbo's NacosRegistry writes it, so its consumers can build the URL
+            meta.update({"interface": dubbo[0], "path": dubbo[0], "category": "providers"})
+            meta.setdefault("protocol", "dubbo")
+            meta.setdefault("side", "provider")
+            if inst.weight != DEFAULT_WEIGHT:
+                meta["weight"] = str(inst.weight)
+            weight = float(wire.get("weight") or 1.0)
     healthy = inst.health is Health.HEALTHY
     return {
         "instanceId": f"{inst.address}#{inst.port}#{cluster}#{where.grouped}",

@@ -7,14 +7,20 @@ provider URLs, and the field mapping:
 model            Dubbo layout                  SOFA RPC layout
 ===============  ============================  =================================
 service          ``interface`` (or URL path)   ``interface:version[:uniqueId]``
-version          ``version``                   ``version``
-group            ``group``                     ``uniqueId``
+version          ``version`` (or               ``version``
+                 ``default.version``)
+group            ``group`` (or                 ``uniqueId``
+                 ``default.group``)
 weight           ``weight`` (default 100)      ``weight`` (default 100)
 health           ``enabled=false`` /           node data ``\\x00`` (offline)
                  ``disabled=true`` -> unhealthy
 id               ``sofamesh.id`` or host:port  ``sofamesh.id`` or host:port
-labels           every other parameter         every other parameter
+labels           every other parameter but     every other parameter
+                 ``category`` and ``path``
 ===============  ============================  =================================
+
+The Dubbo layout's parameters are read by ``registries/dubbo_params.py``, as Nacos's Dubbo
+services are.
 """
 
 from __future__ import annotations
@@ -26,19 +32,17 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, quote_plus, unquote_plus
 
 from sofamesh.pilot.model import Health, Service, ServiceInstance
+from sofamesh.plugins.registries.dubbo_params import dubbo_fields, weight_of
 
 LAYOUTS: tuple[str, ...] = ("dubbo", "sofa")
 DEFAULT_ROOTS: Mapping[str, str] = {"dubbo": "/dubbo", "sofa": "/sofa-rpc"}
-DEFAULT_WEIGHT = 100
-MAX_WEIGHT = 128  # the model's limit
 ID_PARAM = "sofamesh.id"
 SERVICE_PARAM = "sofamesh.service"  # the model name, when it is not what the layout would derive
 
-# Parameters that map to model fields, per layout; never copied into labels.
-_FIELDS: Mapping[str, frozenset[str]] = {
-    "dubbo": frozenset({"interface", "version", "group", "weight", "enabled", "disabled", ID_PARAM, SERVICE_PARAM}),
-    "sofa": frozenset({"interface", "version", "uniqueId", "weight", ID_PARAM, SERVICE_PARAM}),
-}
+# Parameters of the SOFA layout that map to model fields; never copied into labels (the Dubbo
+# layout's are dubbo_params.FIELDS and these two of ours).
+_OURS = frozenset({ID_PARAM, SERVICE_PARAM})
+_SOFA_FIELDS = frozenset({"interface", "version", "uniqueId", "weight"}) | _OURS
 _BAD_ID = re.compile(r"[^A-Za-z0-9._:@\-]")
 
 
@@ -104,20 +108,12 @@ def apply_overrides(inst: ServiceInstance, overrides: list[ProviderUrl]) -> Serv
         if o.params.get("version", inst.version) != inst.version or o.params.get("group", inst.group) != inst.group:
             continue
         if "weight" in o.params:
-            changes["weight"] = _weight(o.params["weight"])
+            changes["weight"] = weight_of(o.params["weight"])
         if o.params.get("disabled") in ("true", "false"):
             changes["health"] = Health.UNHEALTHY if o.params["disabled"] == "true" else Health.HEALTHY
     if not changes:
         return inst
     return ServiceInstance.from_dict({**inst.to_dict(), **changes})
-
-
-def _weight(value: str | None) -> int:
-    try:
-        w = int(value) if value not in (None, "") else DEFAULT_WEIGHT
-    except ValueError:
-        w = DEFAULT_WEIGHT
-    return max(1, min(MAX_WEIGHT, w))
 
 
 def _instance_id(url: ProviderUrl) -> str:
@@ -150,22 +146,23 @@ def from_node(layout: str, node_name: str, data: bytes = b"") -> tuple[Service, 
     try:
         if layout == "dubbo":
             protocol = "dubbo" if url.scheme == "dubbo" else ("triple" if url.scheme == "tri" else "tcp")
-            group = p.get("group", "")
-            healthy = p.get("enabled", "true") != "false" and p.get("disabled", "false") != "true"
+            fields = dubbo_fields(p, _OURS)
+            version, group, weight, healthy, labels = (fields.version, fields.group, fields.weight, fields.enabled,
+                                                       fields.labels)
         else:
             protocol = {"bolt": "bolt", "h2c": "grpc", "rest": "http", "dubbo": "dubbo", "tri": "triple"}.get(
                 url.scheme, "tcp")
-            group = p.get("uniqueId", "")
+            version, group, weight = p.get("version", ""), p.get("uniqueId", ""), weight_of(p.get("weight"))
             healthy = data != b"\x00"
-        labels = {k: v for k, v in p.items() if k not in _FIELDS[layout]}
+            labels = {k: v for k, v in p.items() if k not in _SOFA_FIELDS}
         labels["protocol"] = url.scheme
         name = interface if layout == "dubbo" else sofa_service_name(interface, p.get("version", "1.0"), group)
         if interface_of(p.get(SERVICE_PARAM, "")) == interface:
             name = p[SERVICE_PARAM]
         service = Service(name=name, protocol=protocol)
         inst = ServiceInstance(service=name, id=_instance_id(url), address=url.host, port=url.port,
-                               weight=_weight(p.get("weight")), labels=labels, version=p.get("version", ""),
-                               group=group, health=Health.HEALTHY if healthy else Health.UNHEALTHY)
+                               weight=weight, labels=labels, version=version, group=group,
+                               health=Health.HEALTHY if healthy else Health.UNHEALTHY)
     except ValueError:  # ConfigError: a name or address the model does not accept
         return None
     return service, inst

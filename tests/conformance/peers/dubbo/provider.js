@@ -1,9 +1,16 @@
 // A Dubbo 2 provider built on @dubbo.ts/provider + @dubbo.ts/application, bound to 127.0.0.1.
 // Usage: node provider.js --name NAME [--port N]   (port 0 = any free port)
 //        [--zookeeper HOST:PORT --interface I [--version V] [--group G]]
+//        [--nacos HOST:PORT --nacos-modules DIR --interface I [--version V] [--group G]]
 // With --zookeeper, @dubbo.ts/zookeeper (the framework's own registry) publishes the provider node
 // of interface I in the Dubbo layout (/dubbo/I/providers/<url>) once listening; --port must then
 // be a real port, since that is what the node advertises.
+// @dubbo.ts has no Nacos registry of its own, so with --nacos the npm nacos naming client (from DIR)
+// registers the provider the way Dubbo's NacosRegistry does: service providers:I:V:G (empty V / G
+// left empty) in DEFAULT_GROUP, an ephemeral instance whose metadata is the provider URL's
+// parameters (those @dubbo.ts/zookeeper writes, in its keys: the group as default.group, which
+// Dubbo's URL.getParameter falls back to) plus the protocol and path NacosRegistry adds; on SIGTERM it deregisters before exiting, as Dubbo
+// unregisters on shutdown.
 // Prints one JSON line {"ready": true, "port": N, "name": NAME} once listening (and published).
 // Serves every interface; methods:
 //   echo(String) -> the string            add(int, int) -> the sum
@@ -55,6 +62,44 @@ if (zkHosts) {
     'nothing', 'bytes'], options);
 }
 
+const nacosServer = arg('nacos', '');
+let nacos = null;
+if (nacosServer) {
+  const path = require('path');
+  const { NacosNamingClient } = require(path.join(arg('nacos-modules', ''), 'nacos'));
+  const iface = arg('interface', '');
+  const version = arg('version', '');
+  const group = arg('group', '');
+  const quiet = { info() {}, warn() {}, debug() {}, error(e) { console.error(e); } };
+  const client = new NacosNamingClient({ logger: quiet, serverList: nacosServer, namespace: 'public' });
+  const serviceName = `providers:${iface}:${version}:${group}`;
+  // the provider URL's query as @dubbo.ts/zookeeper builds it, in its own keys (default.group, ...)
+  const { Attachment: A } = require('@dubbo.ts/protocol');
+  const metadata = {
+    [A.ANYHOST_KEY]: 'true', [A.APPLICATION_KEY]: name, category: 'providers', [A.DUBBO_VERSION_KEY]: app.version,
+    generic: 'false', heartbeat: String(app.heartbeat), [A.INTERFACE_KEY]: iface,
+    [A.METHODS_KEY]: 'echo,add,greet,concat,whoami,fail,slow,nothing,bytes', [A.PID_KEY]: String(process.pid),
+    side: 'provider', [A.TIMESTAMP_KEY]: String(Date.now()), [A.RETRIES_KEY]: String(app.retries),
+    [A.TIMEOUT_KEY]: String(app.timeout),
+    ...(version ? { [A.VERSION_KEY]: version } : {}), ...(group ? { [A.GROUP_KEY]: group } : {}),
+    protocol: 'dubbo', path: iface, // what NacosRegistry adds to the URL's parameters
+  };
+  nacos = {
+    async register(port) {
+      await client.ready();
+      nacos.instance = { ip: '127.0.0.1', port, metadata, ephemeral: true };
+      await client.registerInstance(serviceName, nacos.instance);
+    },
+    async deregister() {
+      if (nacos.instance) await client.deregisterInstance(serviceName, nacos.instance);
+      client.close();
+    },
+  };
+  process.on('SIGTERM', () => {
+    nacos.deregister().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
+  });
+}
+
 const answered = {};
 const methods = {
   sayHello: (s) => `Hello ${s}, response from ${name}`,
@@ -101,6 +146,10 @@ function ready() {
 if (registry) {
   // provider:start publishes the nodes; the last one created is the provider node itself.
   registry.on('node:create', (path) => { if (path.includes('/providers/')) ready(); });
+} else if (nacos) {
+  provider.on('start', () => {
+    nacos.register(provider.tcp.address().port).then(ready, (e) => { console.error(e); process.exit(1); });
+  });
 } else {
   provider.on('start', ready);
 }
