@@ -24,9 +24,11 @@ BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 class MirroredCache:
-    """Mixed into an adapter (a :class:`~sofamesh.pilot.registry.Registry`) that sets ``name``."""
+    """Mixed into an adapter (a :class:`~sofamesh.pilot.registry.Registry`) that sets ``name`` and
+    ``server`` (the product's name, for messages)."""
 
     name: str
+    server: str
 
     def _init_cache(self) -> None:
         self._notify: Notify = lambda names: None
@@ -59,6 +61,18 @@ class MirroredCache:
                 self._services.pop(service, None)
             self._notify([service])
 
+    @staticmethod
+    def _check_write(service: Service, instance: ServiceInstance) -> None:
+        """A registration whose instance names another service is refused before it is sent."""
+        if instance.service != service.name:
+            raise PluginError(f"instance {instance.id!r} names service {instance.service!r}, not {service.name!r}")
+
+    def _refused(self, what: str, resp: httpx.Response) -> PluginError:
+        """The error for a write the server answered with ``resp`` (not a success): ``what`` it was."""
+        return PluginError(
+            f"registry {self.name!r}: {self.server} refused {what}: {resp.status_code} {resp.text[:200]}"
+        )
+
     def services(self) -> Mapping[str, Service]:
         return MappingProxyType(self._services)
 
@@ -68,11 +82,9 @@ class MirroredCache:
 
 class PolledMirror(MirroredCache):
     """A mirror kept by fetching every ``fetch_interval_s`` (``_fetch``) and whose own registrations
-    are renewed every ``renew_interval_s`` (``heartbeat``). Subclasses set ``server`` (the product's
-    name, for messages), ``endpoint`` and ``_http``, call ``_init_polling``, and implement
-    ``_fetch`` and ``heartbeat``."""
+    are renewed every ``renew_interval_s`` (``heartbeat``). Subclasses set ``server``, ``endpoint``
+    and ``_http``, call ``_init_polling``, and implement ``_fetch`` and ``heartbeat``."""
 
-    server: str
     endpoint: str
     stale: bool
     _http: httpx.AsyncClient

@@ -99,6 +99,7 @@ class ConsulClusterRegistry(MirroredCache, Registry):
     """An existing Consul cluster, read through blocking queries; writable through one agent."""
 
     writable = True
+    server = "Consul"
 
     def __init__(
         self,
@@ -255,24 +256,17 @@ class ConsulClusterRegistry(MirroredCache, Registry):
             raise PluginError(f"registry {self.name!r}: PUT {path} at {self.endpoint} failed: {exc}") from exc
 
     async def register(self, service: Service, instance: ServiceInstance, ttl_seconds: float | None = None) -> None:
-        if instance.service != service.name:
-            raise PluginError(f"instance {instance.id!r} names service {instance.service!r}, not {service.name!r}")
+        self._check_write(service, instance)
         body = registration_of(service, instance, ttl_seconds, self.deregister_after_s)
         resp = await self._put("/v1/agent/service/register", body)
         if resp.status_code != 200:
-            raise PluginError(
-                f"registry {self.name!r}: Consul refused {service.name}/{instance.id}: "
-                f"{resp.status_code} {resp.text[:200]}"
-            )
+            raise self._refused(f"{service.name}/{instance.id}", resp)
         self._applied(service, instance)
 
     async def deregister(self, service: str, instance_id: str) -> bool:
         resp = await self._put(f"/v1/agent/service/deregister/{quote(instance_id, safe='')}")
         if resp.status_code not in (200, 404):
-            raise PluginError(
-                f"registry {self.name!r}: Consul refused to deregister {service}/{instance_id}: "
-                f"{resp.status_code} {resp.text[:200]}"
-            )
+            raise self._refused(f"to deregister {service}/{instance_id}", resp)
         self._dropped(service, instance_id)
         return resp.status_code == 200
 

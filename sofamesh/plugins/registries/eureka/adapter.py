@@ -194,8 +194,7 @@ class EurekaClusterRegistry(PolledMirror, Registry):
         return path + "/" + quote(instance_id, safe="") if instance_id else path
 
     async def register(self, service: Service, instance: ServiceInstance, ttl_seconds: float | None = None) -> None:
-        if instance.service != service.name:
-            raise PluginError(f"instance {instance.id!r} names service {instance.service!r}, not {service.name!r}")
+        self._check_write(service, instance)
         doc = mapping.to_eureka(instance)
         if service.protocol != "http":
             doc["metadata"].setdefault("protocol", service.protocol)
@@ -203,10 +202,7 @@ class EurekaClusterRegistry(PolledMirror, Registry):
         doc["leaseInfo"]["renewalIntervalInSecs"] = round(self.renew_interval_s)
         resp = await self._send("POST", self._path(service.name), json={"instance": doc})
         if resp.status_code not in (200, 204):
-            raise PluginError(
-                f"registry {self.name!r}: Eureka refused {service.name}/{instance.id}: "
-                f"{resp.status_code} {resp.text[:200]}"
-            )
+            raise self._refused(f"{service.name}/{instance.id}", resp)
         self._own[(service.name, instance.id)] = doc
         self._applied(service, instance)
 
@@ -214,10 +210,7 @@ class EurekaClusterRegistry(PolledMirror, Registry):
         self._own.pop((service, instance_id), None)
         resp = await self._send("DELETE", self._path(service, instance_id))
         if resp.status_code not in (200, 404):
-            raise PluginError(
-                f"registry {self.name!r}: Eureka refused to cancel {service}/{instance_id}: "
-                f"{resp.status_code} {resp.text[:200]}"
-            )
+            raise self._refused(f"to cancel {service}/{instance_id}", resp)
         self._dropped(service, instance_id)
         return resp.status_code == 200
 

@@ -224,15 +224,11 @@ class NacosClusterRegistry(PolledMirror, Registry):
 
     # -- writes --------------------------------------------------------------------------------
     async def register(self, service: Service, instance: ServiceInstance, ttl_seconds: float | None = None) -> None:
-        if instance.service != service.name:
-            raise PluginError(f"instance {instance.id!r} names service {instance.service!r}, not {service.name!r}")
+        self._check_write(service, instance)
         form = registration_of(service, instance, self.where)
         resp = await self._send("POST", "instance", data=form)
         if resp.status_code != 200:
-            raise PluginError(
-                f"registry {self.name!r}: Nacos refused {service.name}/{instance.id}: "
-                f"{resp.status_code} {resp.text[:200]}"
-            )
+            raise self._refused(f"{service.name}/{instance.id}", resp)
         self._own[(service.name, instance.id)] = form
         self._applied(service, instance)
 
@@ -246,10 +242,7 @@ class NacosClusterRegistry(PolledMirror, Registry):
         keys = ("serviceName", "groupName", "namespaceId", "ip", "port", "clusterName", "ephemeral")
         resp = await self._send("DELETE", "instance", data={k: form[k] for k in keys})
         if resp.status_code != 200:
-            raise PluginError(
-                f"registry {self.name!r}: Nacos refused to deregister {service}/{instance_id}: "
-                f"{resp.status_code} {resp.text[:200]}"
-            )
+            raise self._refused(f"to deregister {service}/{instance_id}", resp)
         self._dropped(service, instance_id)
         return True
 

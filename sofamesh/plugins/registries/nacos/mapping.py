@@ -149,7 +149,7 @@ def from_nacos(where: NacosName, params: Mapping[str, Any], registry: str) -> tu
     if cluster != DEFAULT_CLUSTER:
         iid += f"@{cluster}"
     protocol = meta.get("protocol", "http")
-    weight = round(weight_f)
+    weight: float = weight_f
     dubbo = where.dubbo
     if dubbo is not None:
         fields = dubbo_fields(meta)
