@@ -8,8 +8,9 @@ one, 409 with the registered document to a replicating peer for an older one), c
 ``PUT|DELETE apps/{APP}/{id}/status``, ``PUT apps/{APP}/{id}/metadata``; reads ``GET apps``,
 ``apps/delta``, ``apps/{APP}``, ``apps/{APP}/{id}``, ``instances/{id}``, ``vips/{vip}``,
 ``svips/{svip}``: every service of the mesh, whatever registry it came from. JSON when the
-client's ``Accept`` names JSON, XML otherwise, as Eureka does. Leases last ``leaseInfo.durationInSecs``
-(default 90 s) from the last renewal; a lapsed lease is evicted.
+client's ``Accept`` names JSON, XML otherwise (none, ``*/*``, ``application/xml``), as Eureka does;
+an ``Accept`` that takes neither is answered 406, as Eureka's Jersey resources do. Leases last
+``leaseInfo.durationInSecs`` (default 90 s) from the last renewal; a lapsed lease is evicted.
 """
 
 from __future__ import annotations
@@ -45,6 +46,26 @@ def _timestamp(raw: object, strict: bool = True) -> int | None:
         if strict:
             raise ValueError(f"{raw!r} is not a number of milliseconds") from None
         return None
+
+
+_PRODUCED = frozenset({"*/*", "*", "application/*", "application/xml", "application/json"})
+
+
+def _acceptable(accept: str) -> bool:
+    """Whether ``accept`` takes XML or JSON: Eureka's resources produce only those two (Jersey answers
+    406 otherwise). Which of the two is then Eureka's own rule: JSON when the header says ``json``."""
+    if not accept.strip():
+        return True
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = next((p[2:] for p in params if p.replace(" ", "").lower().startswith("q=")), "1")
+        try:
+            weight = float(q.split("=")[-1])
+        except ValueError:
+            weight = 1.0
+        if weight > 0 and media.lower() in _PRODUCED:
+            return True
+    return False
 
 
 class EurekaRegistry(ServedRegistry):
@@ -142,6 +163,8 @@ class EurekaRegistry(ServedRegistry):
 
     @staticmethod
     def _reply(request: web.Request, tag: str, body: Any) -> web.Response:
+        if not _acceptable(request.headers.get("Accept", "")):
+            return web.Response(status=406)
         if "json" in request.headers.get("Accept", ""):
             return web.Response(text=json.dumps({tag: body}), content_type="application/json")
         xml = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>' + mapping.to_xml(tag, body)
