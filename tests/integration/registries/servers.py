@@ -14,13 +14,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from sofamesh.plugins.registries.served import ServedRegistry
 from sofamesh.testing import free_port
 
 ZK_JARS = ("/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar")
@@ -183,6 +184,23 @@ class PilotWithConfig(_Server):
         doc = self.get("/debug/registry")
         return {r["name"]: {s: {i["id"]: i for i in insts} for s, insts in r["services"].items() if insts}
                 for r in doc["registries"]}
+
+
+def serve_api(
+    registry: ServedRegistry, body: Callable[[httpx.AsyncClient], Awaitable[None]], timeout: float = 60.0
+) -> None:
+    """Start ``registry`` (a served registry API on its own port, in this process), run ``body`` with an
+    HTTP client of it, stop it; all within ``timeout`` seconds."""
+
+    async def main() -> None:
+        await registry.start(registry.mesh.refresh)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{registry.port}", timeout=30) as http:
+                await body(http)
+        finally:
+            await registry.stop()
+
+    asyncio.run(asyncio.wait_for(main(), timeout))
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

@@ -5,7 +5,6 @@ The same holds for the instance document a replicating peer gets with a 409."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import xml.etree.ElementTree as ET
 
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from sofamesh.plugins.registries.eureka.api import EurekaRegistry
+from tests.integration.registries.servers import serve_api
 
 READS = {  # path -> the root element / JSON key of its answer
     "/eureka/apps": "applications",
@@ -55,53 +55,38 @@ def _instance_ids(root: str, parsed: object) -> set[str]:
 
 @pytest.mark.parametrize("path", sorted(READS))
 def test_each_read_answers_json_or_xml_by_accept_as_eureka(path: str) -> None:
-    registry = EurekaRegistry("eureka", None, prefix="/eureka", address="127.0.0.1:0")
     root = READS[path]
 
-    async def main() -> None:
-        await registry.start(registry.mesh.refresh)
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{registry.port}", timeout=5) as http:
-                assert (await http.post("/eureka/apps/WEB", json=INSTANCE)).status_code == 204
-                for accept in JSON_ACCEPTS:
-                    resp = await http.get(path, headers={"Accept": accept})
-                    assert resp.status_code == 200, accept
-                    assert resp.headers["content-type"].startswith("application/json"), accept
-                    assert _instance_ids(root, resp.json()) == {"w1"}, (accept, resp.text)
-                for accept in XML_ACCEPTS:
-                    headers = {"Accept": accept} if accept is not None else {}
-                    resp = await http.get(path, headers=headers)
-                    assert resp.status_code == 200, accept
-                    assert resp.headers["content-type"].startswith("application/xml"), accept
-                    doc = ET.fromstring(resp.content)
-                    assert doc.tag == root and _instance_ids(root, doc) == {"w1"}, (accept, resp.text)
-                for accept in REFUSED_ACCEPTS:
-                    resp = await http.get(path, headers={"Accept": accept})
-                    assert resp.status_code == 406, (accept, resp.status_code, resp.text)
-        finally:
-            await registry.stop()
+    async def body(http: httpx.AsyncClient) -> None:
+        assert (await http.post("/eureka/apps/WEB", json=INSTANCE)).status_code == 204
+        for accept in JSON_ACCEPTS:
+            resp = await http.get(path, headers={"Accept": accept})
+            assert resp.status_code == 200, accept
+            assert resp.headers["content-type"].startswith("application/json"), accept
+            assert _instance_ids(root, resp.json()) == {"w1"}, (accept, resp.text)
+        for accept in XML_ACCEPTS:
+            headers = {"Accept": accept} if accept is not None else {}
+            resp = await http.get(path, headers=headers)
+            assert resp.status_code == 200, accept
+            assert resp.headers["content-type"].startswith("application/xml"), accept
+            doc = ET.fromstring(resp.content)
+            assert doc.tag == root and _instance_ids(root, doc) == {"w1"}, (accept, resp.text)
+        for accept in REFUSED_ACCEPTS:
+            resp = await http.get(path, headers={"Accept": accept})
+            assert resp.status_code == 406, (accept, resp.status_code, resp.text)
 
-    asyncio.run(asyncio.wait_for(main(), 30))
+    serve_api(EurekaRegistry("eureka", None, prefix="/eureka", address="127.0.0.1:0"), body, 30)
 
 
 def test_the_document_a_replicating_peer_gets_with_409_follows_accept_too() -> None:
-    registry = EurekaRegistry("eureka", None, prefix="/eureka", address="127.0.0.1:0")
+    async def body(http: httpx.AsyncClient) -> None:
+        assert (await http.post("/eureka/apps/WEB", json=INSTANCE)).status_code == 204
+        params = {"status": "UP", "lastDirtyTimestamp": "1000"}  # older than Pilot's 2000
+        peer = {"x-netflix-discovery-replication": "true"}
+        resp = await http.put("/eureka/apps/WEB/w1", params=params, headers=peer)
+        assert resp.status_code == 409
+        assert ET.fromstring(resp.content).findtext("instanceId") == "w1"
+        resp = await http.put("/eureka/apps/WEB/w1", params=params, headers={**peer, "Accept": "application/json"})
+        assert (resp.status_code, resp.json()["instance"]["instanceId"]) == (409, "w1")
 
-    async def main() -> None:
-        await registry.start(registry.mesh.refresh)
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{registry.port}", timeout=5) as http:
-                assert (await http.post("/eureka/apps/WEB", json=INSTANCE)).status_code == 204
-                params = {"status": "UP", "lastDirtyTimestamp": "1000"}  # older than Pilot's 2000
-                peer = {"x-netflix-discovery-replication": "true"}
-                resp = await http.put("/eureka/apps/WEB/w1", params=params, headers=peer)
-                assert resp.status_code == 409
-                assert ET.fromstring(resp.content).findtext("instanceId") == "w1"
-                resp = await http.put(
-                    "/eureka/apps/WEB/w1", params=params, headers={**peer, "Accept": "application/json"}
-                )
-                assert (resp.status_code, resp.json()["instance"]["instanceId"]) == (409, "w1")
-        finally:
-            await registry.stop()
-
-    asyncio.run(asyncio.wait_for(main(), 30))
+    serve_api(EurekaRegistry("eureka", None, prefix="/eureka", address="127.0.0.1:0"), body, 30)

@@ -5,12 +5,12 @@ update with a newer timestamp keeps it, as Eureka's does."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
 
 from sofamesh.plugins.registries.eureka.api import EurekaRegistry
+from tests.integration.registries.servers import serve_api
 
 PATH = "/eureka/apps/WEB/w1"
 
@@ -34,14 +34,6 @@ def _instance(dirty: int, version: str) -> dict[str, Any]:
 
 def test_renewals_answer_by_last_dirty_timestamp() -> None:
     registry = EurekaRegistry("eureka", None, prefix="/eureka", address="127.0.0.1:0")
-
-    async def main() -> None:
-        await registry.start(registry.mesh.refresh)
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{registry.port}", timeout=5) as http:
-                await body(http)
-        finally:
-            await registry.stop()
 
     async def renew(http: httpx.AsyncClient, dirty: object, **headers: str) -> httpx.Response:
         params = {"status": "UP", "lastDirtyTimestamp": str(dirty)}
@@ -80,4 +72,4 @@ def test_renewals_answer_by_last_dirty_timestamp() -> None:
         assert (await renew(http, 2500)).status_code == 200  # Pilot's 3000 is newer
         assert (await renew(http, 3001)).status_code == 404
 
-    asyncio.run(asyncio.wait_for(main(), 60))
+    serve_api(registry, body, 60)

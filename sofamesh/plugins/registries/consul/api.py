@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,6 +36,9 @@ from sofamesh.plugins.registries.served import Entry, ServedRegistry
 log = logging.getLogger("sofamesh.pilot.registry.consul")
 MAX_WAIT_S = 600.0
 DEFAULT_WAIT_S = 300.0
+JITTER_FRACTION = 16  # Consul adds up to wait / 16 to spread the wake-ups of concurrent queries
+_GO_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
+             "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
 
 
 class ConsulRegistry(ServedRegistry):
@@ -234,16 +238,28 @@ class ConsulRegistry(ServedRegistry):
 
     # -- catalog and health (blocking queries) -------------------------------------------------
     async def _block(self, request: web.Request, service: str | None) -> int:
+        """A blocking query as Consul's: ``wait`` a Go duration (else 400 ``Invalid wait time``; none
+        or 0: 5 min; at most 10 min; plus up to 1/16 of it), ``index`` a whole number (else 400
+        ``Invalid index``); 0 or none answers at once. The index answered is never below 1."""
         try:
-            index = int(request.query["index"]) if "index" in request.query else None
-            wait = (mapping.duration(request.query["wait"], "wait") if "wait" in request.query
-                    else DEFAULT_WAIT_S)
-        except (ValueError, ConfigError) as exc:
-            raise web.HTTPBadRequest(text=f"Invalid blocking query: {exc}") from None
+            wait = mapping.go_duration(request.query["wait"]) if request.query.get("wait") else 0.0
+        except ValueError:
+            raise web.HTTPBadRequest(text="Invalid wait time") from None
+        raw = request.query.get("index", "")
+        if raw and not raw.isdigit():
+            raise web.HTTPBadRequest(text="Invalid index")
+        index = int(raw) if raw else 0
         current = self.mesh.index if service is None else self.mesh.service_index(service)
-        if index is not None and index > 0:
-            current = await self.mesh.wait(service, index, min(wait, MAX_WAIT_S))
+        if index > 0:
+            wait = min(wait if wait > 0 else DEFAULT_WAIT_S, MAX_WAIT_S)
+            wait += random.uniform(0, wait / JITTER_FRACTION)
+            current = await self.mesh.wait(service, index, wait)
         return max(1, current)
+
+    @staticmethod
+    def _tags(request: web.Request) -> list[str]:
+        """Every ``tag`` given: an entry must carry them all (Consul 1.2.3+)."""
+        return request.query.getall("tag", [])
 
     @staticmethod
     def _indexed(data: Any, index: int) -> web.Response:
@@ -263,18 +279,21 @@ class ConsulRegistry(ServedRegistry):
     async def _catalog_service(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         index = await self._block(request, name)
-        tag = request.query.get("tag")
-        docs = [d for _i, d in self._entries_of(name) if tag is None or tag in d["ServiceTags"]]
+        tags = self._tags(request)
+        docs = [d for _i, d in self._entries_of(name) if all(t in d["ServiceTags"] for t in tags)]
         return self._indexed(docs, index)
 
     async def _health_service(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
+        raw = request.query.get("passing")
+        if raw is not None and raw != "" and raw not in _GO_BOOLS:  # Go's strconv.ParseBool
+            raise web.HTTPBadRequest(text="Invalid value for ?passing")
+        passing = raw is not None and (raw == "" or _GO_BOOLS[raw])
         index = await self._block(request, name)
-        passing = "passing" in request.query and request.query.get("passing", "") not in ("0", "false")
-        tag = request.query.get("tag")
+        tags = self._tags(request)
         out = []
         for inst, doc in self._entries_of(name):
-            if tag is not None and tag not in doc["ServiceTags"]:
+            if not all(t in doc["ServiceTags"] for t in tags):
                 continue
             entry = self.entry(inst.service, inst.id) if inst.origin == self.name else None
             checks = self._check_docs(entry) if entry is not None else [{

@@ -55,6 +55,27 @@ def duration(value: object, path: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def go_duration(text: str) -> float:
+    """Seconds of a duration as Go's ``time.ParseDuration`` reads it (``300ms``, ``1m30s``, ``-1s``,
+    ``0``); ``ValueError`` for anything else (a bare number, an unknown unit)."""
+    body = text[1:] if text[:1] in ("+", "-") else text
+    if body == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    while pos < len(body):
+        m = _GO_PART.match(body, pos)
+        if m is None:
+            raise ValueError(f"invalid duration {text!r}")
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if not body:
+        raise ValueError(f"invalid duration {text!r}")
+    return -total if text.startswith("-") else total
+
+
 def _counter(c: Mapping[str, Any], key: str, path: str, default: int = 0) -> int:
     raw = c.get(key)
     if raw is None or raw == "":
@@ -200,4 +221,4 @@ def agent_service(entry: Mapping[str, Any], datacenter: str) -> dict[str, Any]:
 
 
 __all__ = ["CRITICAL", "PASSING", "WARNING", "agent_service", "catalog_entry", "checks_of", "duration",
-           "from_consul", "health_of", "labels_of", "lower_keys"]
+           "from_consul", "go_duration", "health_of", "labels_of", "lower_keys"]
