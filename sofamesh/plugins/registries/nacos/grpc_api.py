@@ -17,7 +17,9 @@ An instance registered on a connection leaves when its connection ends (the stre
 channel closes; gRPC keepalive finds a silent peer within ``keepalive_s`` + 10 s). While it lives
 it is renewed every ``beat_interval_s``, so with ``shared`` replicas a registration whose replica died
 lapses like a missed beat (unhealthy after ``heartbeat_timeout_s``, gone after ``ip_delete_timeout_s``)
-while its client reconnects to another replica and registers again (the clients' redo).
+while its client reconnects to another replica and registers again (the clients' redo). A replica
+that stops leaves its connections' registrations to that lapse too, so they stay in the mesh while
+their clients move.
 
 Errors answer as Nacos's server does, as an ``ErrorResponse`` (``resultCode`` 500): an unknown type
 ``errorCode`` 302 "RequestHandler Not Found"; a request on a connection that has not set up its
@@ -114,6 +116,7 @@ class NacosGrpcServer:
         self._subs: dict[str, set[tuple[Connection, NacosName, str]]] = {}  # mesh service -> subscribers
         self._ids = itertools.count(1)
         self._renewer: asyncio.Task[None] | None = None
+        self._stopping = False
         self.errors = 0
         self._handlers = {
             "HealthCheckRequest": self._health,
@@ -170,6 +173,7 @@ class NacosGrpcServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
             self._renewer = None
+        self._stopping = True  # registrations stay in a shared store: they lapse, or move with their client
         for conn in list(self.connections.values()):
             conn.queue.put_nowait(None)
         if self._server is not None:
@@ -182,6 +186,7 @@ class NacosGrpcServer:
             "connections": len(self.connections),
             "errors": self.errors,
             "subscriptions": sum(len(c.subscribed) for c in self.connections.values()),
+            "instances": sum(len(c.owned) for c in self.connections.values()),
         }
 
     # -- the unary call ------------------------------------------------------------------------
@@ -289,6 +294,9 @@ class NacosGrpcServer:
                 if not subs:
                     del self._subs[where.service]
         conn.subscribed.clear()
+        if self._stopping:
+            conn.owned.clear()
+            return
         for service, iid in conn.owned:
             entry = self.registry.entry(service, iid)
             if entry is not None and entry.wire.get("connection") == conn.id:
