@@ -53,6 +53,7 @@ from sofamesh.plugins.registries.served import Entry
 log = logging.getLogger("sofamesh.pilot.registry.nacos.grpc")
 PORT_OFFSET = 1000  # Nacos clients find the gRPC port at the HTTP port + 1000
 UN_REGISTER, NO_HANDLER, INVALID_PARAM, BAD_GATEWAY, SERVER_ERROR = 301, 302, 400, 502, 500
+_CHECKED_MAX = 65536
 _PEER = re.compile(r"^(?:ipv4|ipv6):\[?(.*?)\]?:(\d+)$")
 
 
@@ -212,6 +213,8 @@ class NacosGrpcServer:
             ip, port = _split_peer(peer)
             conn_id = self._checked.get(peer) or f"{int(time.time() * 1000)}_{ip}_{port}"
             self._checked[peer] = conn_id
+            if len(self._checked) > _CHECKED_MAX:  # server checks never followed by a stream
+                del self._checked[next(iter(self._checked))]
             return "ServerCheckResponse", wire.response(connectionId=conn_id, supportAbilityNegotiation=False)
         handler = self._handlers.get(kind)
         if handler is None:
