@@ -39,7 +39,8 @@ class Mesh:
             tmp / "pilot",
             [
                 {"name": "embedded"},
-                {"name": "nacos", "options": {"address": f"127.0.0.1:{self.http_port}"}},
+                # idle 2 s: a ClientDetectionRequest before the clients' own 5 s health checks
+                {"name": "nacos", "options": {"address": f"127.0.0.1:{self.http_port}", "grpc_idle_s": 2}},
             ],
         )
         self.pilot.start()
@@ -52,6 +53,10 @@ class Mesh:
 
     def versions(self, service: str) -> set[str]:
         return {i["labels"].get("version", "") for i in self.instances(service) if i["health"] == "healthy"}
+
+    def grpc(self) -> dict[str, Any]:
+        doc = self.pilot.get("/debug/registry")
+        return dict(next(r for r in doc["registries"] if r["name"] == "nacos")["grpc"])
 
     def client(self, name: str, port: int, version: str, log: str) -> Client:
         return Client.nacos_grpc(self.server, name, port, version, self.tmp / log)
@@ -86,6 +91,9 @@ def test_nacos_sdk_python_registers_discovers_subscribes_and_leaves_with_its_con
             grpc_view = mesh.pilot.get("/debug/registry")
             nacos = next(r for r in grpc_view["registries"] if r["name"] == "nacos")
             assert nacos["grpc"]["port"] == mesh.grpc_port and nacos["grpc"]["connections"] >= 3
+            # idle connections are probed; the clients answer, and keep their instances
+            wait_for(lambda: mesh.grpc()["acks"] >= 3, 15, "ClientDetectionResponses")
+            assert mesh.versions("hello-grpc") == {"v1", "v2"} and mesh.grpc()["connections"] >= 3
             reach_through_sidecar(mesh.pilot.xds_port, "hello-grpc", {"ng-v1", "ng-v2"})
 
             watcher.ask(cmd="subscribe", name="hello-grpc")

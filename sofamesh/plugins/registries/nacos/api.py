@@ -46,12 +46,13 @@ class NacosRegistry(ServedRegistry):
                  heartbeat_timeout_s: float = 15.0, ip_delete_timeout_s: float = 30.0,
                  beat_interval_s: float = 5.0, reap_interval: float = 0.25,
                  clock: Callable[[], float] = time.monotonic, grpc_address: str | None = None,
-                 grpc_keepalive_s: float = 20.0, grpc_required: bool = True) -> None:
+                 grpc_keepalive_s: float = 20.0, grpc_required: bool = True, grpc_idle_s: float = 20.0) -> None:
         super().__init__(name, model, reap_interval, clock, address)
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.ip_delete_timeout_s = ip_delete_timeout_s
         self.beat_interval_s = beat_interval_s
-        self.grpc = NacosGrpcServer(self, grpc_address, grpc_keepalive_s) if grpc_address is not None else None
+        self.grpc = (NacosGrpcServer(self, grpc_address, grpc_keepalive_s, grpc_idle_s)
+                     if grpc_address is not None else None)
         """Nacos 2's gRPC protocol (``grpc_api.py``) on ``grpc_address``, or ``None``."""
         self.grpc_required = grpc_required
         """``False`` when ``grpc_address`` was derived from ``address``: a port it cannot take is logged."""

@@ -14,7 +14,10 @@ answered with the service's ``ServiceInfo`` and, after every change of that mesh
 ``NotifySubscriberRequest`` on the stream (acked by ``NotifySubscriberResponse``).
 
 An instance registered on a connection leaves when its connection ends (the stream ends or the
-channel closes; gRPC keepalive finds a silent peer within ``keepalive_s`` + 10 s). While it lives
+channel closes; gRPC keepalive finds a silent peer within ``keepalive_s`` + 10 s), or when the
+connection, silent for ``idle_s`` (20 s, Nacos's keep-alive time), leaves a ``ClientDetectionRequest``
+unanswered for 3 s (Nacos's ConnectionManager does the same; its clients answer
+``ClientDetectionResponse`` and health-check every 5 s when idle). While it lives
 it is renewed every ``beat_interval_s``, so with ``shared`` replicas a registration whose replica died
 lapses like a missed beat (unhealthy after ``heartbeat_timeout_s``, gone after ``ip_delete_timeout_s``)
 while its client reconnects to another replica and registers again (the clients' redo). A replica
@@ -54,6 +57,7 @@ log = logging.getLogger("sofamesh.pilot.registry.nacos.grpc")
 PORT_OFFSET = 1000  # Nacos clients find the gRPC port at the HTTP port + 1000
 UN_REGISTER, NO_HANDLER, INVALID_PARAM, BAD_GATEWAY, SERVER_ERROR = 301, 302, 400, 502, 500
 _CHECKED_MAX = 65536
+DETECT_TIMEOUT_S = 3.0  # an idle connection's time to answer a ClientDetectionRequest
 _PEER = re.compile(r"^(?:ipv4|ipv6):\[?(.*?)\]?:(\d+)$")
 
 
@@ -95,6 +99,8 @@ class Connection:
     pending: set[tuple[NacosName, str]] = field(default_factory=set)  # pushes queued, not yet built
     pushes: int = 0
     acks: int = 0
+    active_at: float = field(default_factory=time.monotonic)  # its last request or answer
+    detect_sent_at: float = 0.0  # the last ClientDetectionRequest sent to it
     connected_at: float = field(default_factory=time.time)
 
 
@@ -106,10 +112,11 @@ def _split_peer(peer: str) -> tuple[str, str]:
 class NacosGrpcServer:
     """Nacos 2's gRPC protocol over one ``nacos`` registry."""
 
-    def __init__(self, registry: NacosNaming, address: str, keepalive_s: float = 20.0) -> None:
+    def __init__(self, registry: NacosNaming, address: str, keepalive_s: float = 20.0, idle_s: float = 20.0) -> None:
         self.registry = registry
         self.address = address
         self.keepalive_s = keepalive_s
+        self.idle_s = idle_s
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._checked: dict[str, str] = {}  # peer -> connection id handed out by ServerCheckResponse
@@ -117,6 +124,7 @@ class NacosGrpcServer:
         self._subs: dict[str, set[tuple[Connection, NacosName, str]]] = {}  # mesh service -> subscribers
         self._ids = itertools.count(1)
         self._renewer: asyncio.Task[None] | None = None
+        self._detector: asyncio.Task[None] | None = None
         self._stopping = False
         self.errors = 0
         self._handlers = {
@@ -165,15 +173,17 @@ class NacosGrpcServer:
         self._server, self.port = server, int(bound)
         self.registry.mesh.add_listener(self._on_change)
         self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+        self._detector = asyncio.get_running_loop().create_task(self._detect_forever())
         log.info("registry %s: serving Nacos gRPC on %s:%d", self.registry.name, host, self.port)
         return self.port
 
     async def stop(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
-            self._renewer = None
+        for task in (self._renewer, self._detector):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._renewer = self._detector = None
         self._stopping = True  # registrations stay in a shared store: they lapse, or move with their client
         for conn in list(self.connections.values()):
             conn.queue.put_nowait(None)
@@ -188,6 +198,7 @@ class NacosGrpcServer:
             "errors": self.errors,
             "subscriptions": sum(len(c.subscribed) for c in self.connections.values()),
             "instances": sum(len(c.owned) for c in self.connections.values()),
+            "acks": sum(c.acks for c in self.connections.values()),
         }
 
     # -- the unary call ------------------------------------------------------------------------
@@ -222,6 +233,7 @@ class NacosGrpcServer:
         conn = self.connections.get(peer)
         if conn is None:
             return "ErrorResponse", wire.error(UN_REGISTER, "Connection is unregistered.")
+        conn.active_at = time.monotonic()
         try:
             request = wire.body_of(body)
         except ValueError as exc:
@@ -274,6 +286,7 @@ class NacosGrpcServer:
             conn.queue.put_nowait(None)
 
     def _on_stream_payload(self, conn: Connection, kind: str, body: bytes) -> None:
+        conn.active_at = time.monotonic()
         if kind == "ConnectionSetupRequest":
             conn.setup = wire.body_of(body)
             old = self.connections.get(conn.peer)
@@ -450,6 +463,35 @@ class NacosGrpcServer:
                             self.registry.renew(service, iid)
             except Exception:
                 log.exception("registry %s: renewing Nacos gRPC registrations failed", self.registry.name)
+
+    # -- idle connections (Nacos's ConnectionManager) -------------------------------------------------
+    def detect(self, now: float) -> list[Connection]:
+        """Send a ``ClientDetectionRequest`` on each connection idle for ``idle_s``; end those that
+        have not answered one within ``DETECT_TIMEOUT_S`` (their instances leave). Returns those ended."""
+        ended = []
+        for conn in list(self.connections.values()):
+            if conn.detect_sent_at > conn.active_at:  # asked, no answer yet
+                if now - conn.detect_sent_at >= DETECT_TIMEOUT_S:
+                    log.info(
+                        "registry %s: Nacos connection %s did not answer its detection: closed",
+                        self.registry.name,
+                        conn.id,
+                    )
+                    ended.append(conn)
+                    conn.queue.put_nowait(None)
+            elif now - conn.active_at >= self.idle_s:
+                conn.detect_sent_at = now
+                request = {"headers": {}, "requestId": str(next(self._ids)), "module": "internal"}
+                conn.queue.put_nowait(wire.encode("ClientDetectionRequest", request))
+        return ended
+
+    async def _detect_forever(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.idle_s / 4))
+            try:
+                self.detect(time.monotonic())
+            except Exception:
+                log.exception("registry %s: detecting idle Nacos connections failed", self.registry.name)
 
 
 def default_address(http_address: str | None) -> str | None:

@@ -25,7 +25,7 @@ def server() -> NacosGrpcServer:
 
 def _connect(server: NacosGrpcServer, peer: str = PEER) -> Any:
     kind, out = server.answer(peer, "ServerCheckRequest", b"{}")
-    assert kind == "ServerCheckResponse" and out["connectionId"].endswith("_127.0.0.1_40001")
+    assert kind == "ServerCheckResponse" and out["connectionId"].endswith("_127.0.0.1_" + peer.rsplit(":", 1)[1])
     from sofamesh.plugins.registries.nacos.grpc_api import Connection
 
     conn = Connection(out["connectionId"], peer, "127.0.0.1")
@@ -144,3 +144,24 @@ def test_service_list_and_errors(server: NacosGrpcServer) -> None:
     assert (out["errorCode"], out["message"]) == (400, "Param 'weight' is not a number: 'w'")
     with pytest.raises(grpc_wire.BadPayload):
         grpc_wire.decode(b"\xff\xff")
+
+
+def test_an_idle_connection_is_detected_and_closed_when_it_does_not_answer(server: NacosGrpcServer) -> None:
+    quiet, answering = _connect(server), _connect(server, "ipv4:127.0.0.1:40002")
+    _ask(server, "InstanceRequest", serviceName="web", type="registerInstance", instance=_inst(80))
+    for conn in (quiet, answering):
+        while not conn.queue.empty():
+            conn.queue.get_nowait()
+    now = quiet.active_at + server.idle_s + 0.1
+    assert server.detect(now) == []
+    for conn in (quiet, answering):
+        kind, body, _ = grpc_wire.decode(conn.queue.get_nowait())
+        assert kind == "ClientDetectionRequest" and json.loads(body)["module"] == "internal"
+    server._on_stream_payload(answering, "ClientDetectionResponse", b"{}")
+    answering.active_at = now + 1  # its answer came in
+    assert server.detect(now + 2) == []  # within the 3 s allowed
+    assert server.detect(now + 3.5) == [quiet]
+    assert quiet.queue.get_nowait() is None  # its stream ends: the connection closes
+    assert answering.queue.empty()
+    server._close(quiet)
+    assert _ports(server, "web") == []
