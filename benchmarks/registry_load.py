@@ -3,7 +3,7 @@ beating every 5 s; Pilot's CPU and RSS, the load generator's own CPU beside them
 registration until a sidecar's xDS stream has the new endpoint.
 
     .venv/bin/python benchmarks/registry_load.py [--eureka 10000] [--rates 333] [--nacos 5000]
-        [--seconds 30] [--samples 20] [--json out.json]
+        [--nacos-grpc 5000] [--grpc-workers 5] [--seconds 30] [--samples 20] [--json out.json]
 
 Pilot (``python -m sofamesh pilot``) runs as a child process with the ``eureka`` and ``nacos``
 registries on ports of their own, pinned to CPU 0 when the machine has two; this process (the load
@@ -24,6 +24,13 @@ reported beside Pilot's). Phases:
 4. ``--samples`` registrations of a fresh instance of a probe service, one at a time, each timed
    from the API's answer until an ADS stream subscribed to that service's EDS (as a sidecar's is)
    receives the endpoint.
+5. ``--nacos-grpc`` Nacos 2 gRPC connections (the HTTP beats stopped), opened by ``--grpc-workers``
+   child processes of this script (grpc.aio, one channel and so one HTTP/2 connection each, Payloads
+   built with ``grpc_wire.py``): server check, the bidirectional stream's ``ConnectionSetupRequest``,
+   one ``InstanceRequest`` each (50 services); then every connection sends a ``HealthCheckRequest``
+   every 5 s (what Nacos 2 clients do on an idle connection) for ``--seconds``, and ``--samples``
+   registrations over a gRPC connection of this process are timed until the EDS stream has them. The
+   workers' CPU is reported as the generator's.
 
 Per phase: offered and answered requests a second, non-2xx answers, Pilot's CPU (cores: CPU seconds
 over wall seconds, and CPU microseconds per answered request: the figure that survives a shared
@@ -411,6 +418,232 @@ async def probe(conn: Conn, xds_port: int, samples: int, kind: str) -> dict[str,
 
 
 # -- the run ---------------------------------------------------------------------------------------
+# -- Nacos 2 gRPC connections ----------------------------------------------------------------------
+def grpc_instance(n: int, service: str = "", ip: str = "", port: int = 8080, kind: str = "registerInstance") -> bytes:
+    from sofamesh.plugins.registries.nacos import grpc_wire
+
+    body = {
+        "headers": {},
+        "requestId": str(n),
+        "module": "naming",
+        "namespace": "public",
+        "serviceName": service or nacos_service(n),
+        "groupName": "DEFAULT_GROUP",
+        "type": kind,
+        "instance": {
+            "ip": ip or f"10.3.{n // 250 % 250}.{n % 250 + 1}",
+            "port": port,
+            "weight": 1.0,
+            "healthy": True,
+            "enabled": True,
+            "ephemeral": True,
+            "clusterName": "DEFAULT",
+            "metadata": {"version": "v1"},
+        },
+    }
+    return grpc_wire.encode("InstanceRequest", body)
+
+
+class GrpcConnection:
+    """One Nacos 2 client connection: a channel of its own, its stream set up, requests over it."""
+
+    def __init__(self, port: int) -> None:
+        from sofamesh.plugins.registries.nacos import grpc_wire
+
+        self.wire = grpc_wire
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+        self.unary = self.channel.unary_unary("/Request/request")
+        self.out: asyncio.Queue[bytes] = asyncio.Queue()
+        self.stream: Any = None
+        self.reader: asyncio.Task[None] | None = None
+
+    async def _outgoing(self) -> Any:
+        while True:
+            yield await self.out.get()
+
+    async def _drain(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            async for _ in self.stream:
+                pass
+
+    async def ask(self, payload: bytes) -> tuple[str, dict[str, Any]]:
+        kind, body, _ = self.wire.decode(await self.unary(payload, timeout=30))
+        return kind, json.loads(body)
+
+    async def open(self) -> None:
+        kind, _ = await self.ask(self.wire.encode("ServerCheckRequest", {"headers": {}, "requestId": "0"}))
+        if kind != "ServerCheckResponse":
+            raise RuntimeError(f"server check answered {kind}")
+        self.stream = self.channel.stream_stream("/BiRequestStream/requestBiStream")(self._outgoing())
+        self.out.put_nowait(self.wire.encode("ConnectionSetupRequest", {"clientVersion": "bench", "labels": {}}))
+        self.reader = asyncio.get_running_loop().create_task(self._drain())
+
+    async def register(self, payload: bytes) -> None:
+        for _ in range(200):  # the stream sets up asynchronously: 301 until it has
+            kind, body = await self.ask(payload)
+            if kind == "InstanceResponse":
+                return
+            if body.get("errorCode") != 301:
+                raise RuntimeError(f"register answered {kind} {body}")
+            await asyncio.sleep(0.02)
+        raise RuntimeError("the connection never set up")
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+        await self.channel.close()
+
+
+async def grpc_worker(port: int, first: int, count: int) -> None:
+    """A child process: ``count`` connections registering instances ``first``..; prints ``ready``, then
+    health-checks each connection every 5 s until stdin closes, then prints its totals."""
+    health = None
+    conns: list[GrpcConnection] = []
+    failed = 0
+
+    async def one(n: int) -> None:
+        nonlocal failed
+        c = GrpcConnection(port)
+        try:
+            await c.open()
+            await c.register(grpc_instance(n))
+            conns.append(c)
+        except Exception as exc:
+            failed += 1
+            print(f"connection {n}: {exc}", file=sys.stderr)
+
+    for start in range(first, first + count, 50):
+        await asyncio.gather(*(one(n) for n in range(start, min(start + 50, first + count))))
+    print(json.dumps({"ready": len(conns), "failed": failed}), flush=True)
+    from sofamesh.plugins.registries.nacos import grpc_wire
+
+    health = grpc_wire.encode("HealthCheckRequest", {"headers": {}, "requestId": "h"})
+    counts = {"ok": 0, "bad": 0}
+
+    async def beat(c: GrpcConnection, delay: float) -> None:
+        await asyncio.sleep(delay)
+        while True:
+            try:
+                kind, _ = await c.ask(health)
+                counts["ok" if kind == "HealthCheckResponse" else "bad"] += 1
+            except grpc.aio.AioRpcError:
+                counts["bad"] += 1
+            await asyncio.sleep(5.0)
+
+    tasks = [asyncio.get_running_loop().create_task(beat(c, 5.0 * k / max(1, len(conns)))) for k, c in enumerate(conns)]
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for t in tasks:
+        t.cancel()
+    print(json.dumps(counts), flush=True)
+    for c in conns:
+        await c.close()
+
+
+class GrpcFleet:
+    """The worker processes, pinned beside this one; their CPU is the generator's."""
+
+    def __init__(self, port: int, total: int, workers: int) -> None:
+        per = -(-total // workers)
+        self.procs = []
+        for w in range(workers):
+            first, count = w * per, min(per, total - w * per)
+            if count <= 0:
+                break
+            argv = [sys.executable, __file__, "--grpc-worker", f"{port},{first},{count}"]
+            if (os.cpu_count() or 1) >= 2:
+                argv = ["taskset", "-c", "1", *argv]
+            self.procs.append(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO))
+
+    def cpu_s(self) -> float:
+        return sum(pilot_cpu_s(p.pid) for p in self.procs if p.poll() is None)
+
+    async def ready(self) -> dict[str, int]:
+        loop = asyncio.get_running_loop()
+        lines = [json.loads(await loop.run_in_executor(None, p.stdout.readline)) for p in self.procs]  # type: ignore[union-attr]
+        return {"connected": sum(x["ready"] for x in lines), "failed": sum(x["failed"] for x in lines)}
+
+    async def stop(self) -> dict[str, int]:
+        loop = asyncio.get_running_loop()
+        out = {"ok": 0, "bad": 0}
+        for p in self.procs:
+            p.stdin.close()  # type: ignore[union-attr]
+        for p in self.procs:
+            line = await loop.run_in_executor(None, p.stdout.readline)  # type: ignore[union-attr]
+            with contextlib.suppress(ValueError):
+                for k, v in json.loads(line).items():
+                    out[k] += v
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(30)
+            if p.poll() is None:
+                p.kill()
+        return out
+
+
+def grpc_phase_result(pid: int, fleet: GrpcFleet, t0: float, pilot0: float, gen0: float, n: int) -> dict[str, Any]:
+    wall = time.monotonic() - t0
+    pilot, gen = pilot_cpu_s(pid) - pilot0, fleet.cpu_s() - gen0
+    per = max(n, 1)
+    return {
+        "seconds": round(wall, 2),
+        "requests": n,
+        "pilot_cores": round(pilot / wall, 3),
+        "pilot_cpu_us_per_request": round(pilot / per * 1e6),
+        "pilot_rss_mb": round(pilot_rss_mb(pid), 1),
+        "generator_cores": round(gen / wall, 3),
+        "generator_cpu_us_per_request": round(gen / per * 1e6),
+        "load_average_1m": round(os.getloadavg()[0], 1),
+    }
+
+
+async def grpc_probe(port: int, xds_port: int, samples: int) -> dict[str, Any]:
+    """``samples`` registrations over one gRPC connection: ms from the answer to the EDS update."""
+    eds = EdsProbe(xds_port, "outbound|9999|probe-grpc")
+    conn = GrpcConnection(port)
+    times: list[float] = []
+    try:
+        await conn.open()
+        for s in range(samples):
+            address = f"127.2.{s // 250 + 1}.{s % 250 + 1}"
+            t0 = time.monotonic()
+            await conn.register(grpc_instance(s, "probe-grpc", address, 9999))
+            answered = time.monotonic()
+            while address not in eds.seen and time.monotonic() < t0 + 10:
+                await asyncio.sleep(0.001)
+            if address in eds.seen:
+                times.append((eds.seen[address] - answered) * 1000)
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+        await eds.close()
+    if not times:
+        return {"samples": 0}
+    return {"samples": len(times), "p50_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1)}
+
+
+async def grpc_phases(grpc_port: int, xds: int, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    t0, pilot0 = time.monotonic(), pilot_cpu_s(pid)
+    fleet = GrpcFleet(grpc_port, args.nacos_grpc, args.grpc_workers)
+    gen0 = 0.0
+    try:
+        ready = await fleet.ready()
+        out["nacos_grpc_connect_register"] = {
+            **ready,
+            **grpc_phase_result(pid, fleet, t0, pilot0, gen0, ready["connected"]),
+            "rss_mb_before": round(args.rss_before, 1),
+        }
+        await asyncio.sleep(6)  # every connection has health-checked once: the steady state
+        t0, pilot0, gen0 = time.monotonic(), pilot_cpu_s(pid), fleet.cpu_s()
+        probe_task = asyncio.get_running_loop().create_task(grpc_probe(grpc_port, xds, args.samples))
+        await asyncio.sleep(args.seconds)
+        checks = args.nacos_grpc / 5.0 * (time.monotonic() - t0)
+        out["nacos_grpc_health_checks"] = grpc_phase_result(pid, fleet, t0, pilot0, gen0, round(checks))
+        out["registration_to_xds_nacos_grpc"] = await probe_task
+    finally:
+        out["nacos_grpc_health_check_answers"] = await fleet.stop()
+    return out
+
+
 def _listening(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         return True
@@ -418,6 +651,7 @@ def _listening(port: int) -> bool:
 
 
 def start_pilot(tmp: Path, eureka_port: int, nacos_port: int) -> tuple[subprocess.Popen[bytes], int, int]:
+    """Pilot with ``eureka`` and ``nacos`` (whose gRPC port is ``nacos_port`` + 1000)."""
     xds, api = free_port(), free_port()
     config = {
         "xds": {"address": f"127.0.0.1:{xds}"},
@@ -452,7 +686,9 @@ def start_pilot(tmp: Path, eureka_port: int, nacos_port: int) -> tuple[subproces
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     if (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {1})
-    eureka_port, nacos_port = free_port(), free_port()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # thousands of connections, here and in Pilot
+    eureka_port, nacos_port = free_port(), nacos_port_pair()
     with tempfile.TemporaryDirectory(prefix="registry-load-") as d:
         proc, xds, _api = start_pilot(Path(d), eureka_port, nacos_port)
         out: dict[str, Any] = {"eureka_instances": args.eureka, "nacos_instances": args.nacos}
@@ -484,6 +720,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await fleet.close()
                 for c in [*na, *probe_na]:
                     await c.close()
+            if args.nacos_grpc:
+                args.rss_before = pilot_rss_mb(proc.pid)
+                out.update(await grpc_phases(nacos_port + 1000, xds, proc.pid, args))
         finally:
             proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -493,7 +732,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def nacos_port_pair() -> int:
+    """A free port whose + 1000 (the Nacos gRPC port) is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 1000 <= 65535:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port + 1000)) != 0:
+                    return port
+    raise SystemExit("no free port pair")
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--grpc-worker":
+        port, first, count = (int(x) for x in sys.argv[2].split(","))
+        asyncio.run(grpc_worker(port, first, count))
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--eureka", type=int, default=10000)
     ap.add_argument("--rates", default="333", help="renewals a second, comma-separated")
@@ -501,6 +755,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--nacos-grpc", type=int, default=5000, help="Nacos 2 gRPC connections (0: none)")
+    ap.add_argument("--grpc-workers", type=int, default=5, help="processes opening them")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     args.rates = [int(r) for r in str(args.rates).split(",") if r]

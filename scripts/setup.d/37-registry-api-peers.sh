@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Real third-party clients of the Eureka, Nacos and Consul registry APIs that Pilot serves
 # (tests/conformance/test_registry_apis.py): PyPI py-eureka-client and py-consul in one venv of
-# their own, pinned; npm nacos (its naming client speaks Nacos's v1 HTTP API). nacos-sdk-python 3.x
-# speaks only Nacos 2's gRPC protocol, which Pilot does not serve yet.
+# their own, pinned; npm nacos (its naming client speaks Nacos's v1 HTTP API); PyPI nacos-sdk-python 3.x
+# (Nacos 2's gRPC protocol) in a second venv, as its dependencies are many.
 # Idempotent, outside the source tree.
 set -euo pipefail
 
@@ -26,6 +26,15 @@ else
     mkdir -p "$CACHE"
     python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PINS[@]}"
+fi
+
+NACOS_VENV="$CACHE/venv-nacos-grpc"
+NACOS_PIN="nacos-sdk-python==3.2.0"
+if ! { [ -x "$NACOS_VENV/bin/python" ] \
+    && "$NACOS_VENV/bin/python" -m pip freeze --disable-pip-version-check 2>/dev/null | grep -qix "$NACOS_PIN"; }; then
+    mkdir -p "$CACHE"
+    python3 -m venv "$NACOS_VENV"
+    "$NACOS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$NACOS_PIN"
 fi
 
 # shellcheck source=../lib/node.sh

@@ -24,22 +24,51 @@ from tests.integration.xds.mesh import Sidecar, http_get, wait_for
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("SOFAMESH_CACHE") or REPO / ".cache")
 VENV_PYTHON = CACHE / "venv-registry-apis" / "bin" / "python"
+NACOS_GRPC_PYTHON = CACHE / "venv-nacos-grpc" / "bin" / "python"  # nacos-sdk-python 3.x, in a venv of its own
 NODE_MODULES = CACHE / "npm" / "registry-apis" / "node_modules"
 PEERS = Path(__file__).resolve().parent / "peers" / "registry_apis"
 
 
-def require_clients() -> None:
+def require_clients(nacos_grpc: bool = False, others: bool = True) -> None:
+    """The clients' installs (``others``: py-eureka-client, py-consul, npm nacos; ``nacos_grpc``:
+    nacos-sdk-python); missing ones skip locally and fail when ``CI`` is set."""
     missing = []
-    if not VENV_PYTHON.exists():
+    if others and not VENV_PYTHON.exists():
         missing.append(str(VENV_PYTHON))
-    if not (NODE_MODULES / "nacos" / "package.json").exists() or not shutil.which("node"):
+    if others and (not (NODE_MODULES / "nacos" / "package.json").exists() or not shutil.which("node")):
         missing.append(str(NODE_MODULES / "nacos"))
+    if nacos_grpc and not NACOS_GRPC_PYTHON.exists():
+        missing.append(str(NACOS_GRPC_PYTHON))
     if not missing:
         return
     msg = f"registry API clients not installed ({', '.join(missing)}): run scripts/setup.d/37-registry-api-peers.sh"
     if os.environ.get("CI"):
         pytest.fail(msg)
     pytest.skip(msg)
+
+
+def metadata_versions(rows: list[dict[str, Any]]) -> set[str]:
+    """The ``version`` metadata of the instances a client discovered."""
+    return {r["metadata"].get("version", "") for r in rows}
+
+
+def nacos_ports() -> tuple[int, int]:
+    """A free port P whose P + 1000 is free too: the HTTP and gRPC ports a Nacos 2 client assumes."""
+    import socket
+
+    from sofamesh.testing import free_port
+
+    for _ in range(200):
+        port = free_port()
+        if port + 1000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1000))
+            except OSError:
+                continue
+        return port, port + 1000
+    raise RuntimeError("no free port pair P, P + 1000")
 
 
 class Client(RegistryClient):
@@ -62,6 +91,13 @@ class Client(RegistryClient):
     def nacos(cls, server: str, service: str, port: int, version: str, log: Path) -> Client:
         return cls(
             ["node", str(PEERS / "nacos_client.js"), str(NODE_MODULES), server, service, str(port), version], log
+        )
+
+    @classmethod
+    def nacos_grpc(cls, server: str, service: str, port: int, version: str, log: Path) -> Client:
+        """nacos-sdk-python 3.x (gRPC) registering ``service`` at 127.0.0.1:``port`` (0: nothing)."""
+        return cls(
+            [str(NACOS_GRPC_PYTHON), str(PEERS / "nacos_grpc_client.py"), server, service, str(port), version], log
         )
 
     def ask(self, timeout: float = 15, **cmd: Any) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """A real Envoy 1.40 fed by Pilot over ADS in front of instances registered by real Eureka, Nacos and
-Consul clients (PyPI py-eureka-client, npm nacos, PyPI py-consul): each endpoint's ``version`` label
-(the clients' metadata) is in Envoy's EDS as ``envoy.lb`` metadata, a DestinationRule's subsets
-select by it, and a VirtualService sending every request to subset v2, then v1, is followed by Envoy
-for the services of all three registries."""
+Consul clients (PyPI py-eureka-client, npm nacos over Nacos's v1 HTTP API, PyPI nacos-sdk-python 3
+over Nacos 2's gRPC protocol, PyPI py-consul): each endpoint's ``version`` label (the clients'
+metadata) is in Envoy's EDS as ``envoy.lb`` metadata, a DestinationRule's subsets select by it, and a
+VirtualService sending every request to subset v2, then v1, is followed by Envoy for the services of
+all of them."""
 
 from __future__ import annotations
 
@@ -16,13 +17,13 @@ import httpx
 import pytest
 
 from sofamesh.testing import UpstreamServer, free_port
-from tests.conformance.registry_api_peers import Client, require_clients
+from tests.conformance.registry_api_peers import Client, nacos_ports, require_clients
 from tests.integration.pilot.test_envoy import Envoy
 from tests.integration.policy.apply import apply, follows
 from tests.integration.registries.servers import PilotWithConfig
 from tests.integration.xds.mesh import wait_for
 
-SERVICES = ("eu-web", "na-web", "co-web")
+SERVICES = ("eu-web", "na-web", "ng-web", "co-web")
 
 
 def _policy(subset: str) -> str:
@@ -79,8 +80,8 @@ def _routes_to(envoy: Envoy, subset: str, since: float) -> None:
 
 @pytest.fixture
 def mesh(tmp_path: Path) -> Iterator[tuple[PilotWithConfig, dict[str, dict[str, int]], Path]]:
-    require_clients()
-    nacos, consul = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    require_clients(nacos_grpc=True)
+    nacos, consul = f"127.0.0.1:{nacos_ports()[0]}", f"127.0.0.1:{free_port()}"
     nacos_opts = {"address": nacos, "heartbeat_timeout_s": 11, "ip_delete_timeout_s": 13, "beat_interval_s": 1}
     pilot = PilotWithConfig(
         tmp_path / "pilot",
@@ -105,6 +106,8 @@ def mesh(tmp_path: Path) -> Iterator[tuple[PilotWithConfig, dict[str, dict[str, 
                     client = Client.python("eureka", f"{pilot.api_url}/eureka/", name, f"{name}-{v}", port, v, log)
                 elif name == "na-web":
                     client = Client.nacos(nacos, name, port, v, log)
+                elif name == "ng-web":
+                    client = Client.nacos_grpc(nacos, name, port, v, log)
                 else:
                     client = Client.python("consul", consul, name, f"{name}-{v}", port, v, log)
                 stack.callback(client.close)

@@ -2,7 +2,8 @@
 (``shared``): what a real
 client registers through replica A is listed by replica B's clients and reaches a sidecar of B;
 renewals through B keep it alive once A is gone; and its lease still runs out when nobody renews.
-PyPI py-eureka-client 0.13.3, npm nacos 2.6.3 and py-consul 1.8.0 (tests/conformance/registry_api_peers.py)."""
+PyPI py-eureka-client 0.13.3, npm nacos 2.6.3, nacos-sdk-python 3.2 (Nacos 2 gRPC) and py-consul 1.8.0
+(tests/conformance/registry_api_peers.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from sofamesh.testing import UpstreamServer, free_port
-from tests.conformance.registry_api_peers import Client, require_clients
+from tests.conformance.registry_api_peers import Client, nacos_ports, require_clients
 from tests.integration.registries.servers import PilotWithConfig, etcd, zookeeper
 from tests.integration.xds.mesh import Sidecar, wait_for
 
@@ -30,7 +31,7 @@ class Replica:
                 return {**store, "prefix": f"/served/{name}/"}
             return {**store, "root": f"/served/{name}"}
 
-        self.consul_port, self.nacos_port = free_port(), free_port()
+        self.consul_port, self.nacos_port = free_port(), nacos_ports()[0]
         self.pilot = PilotWithConfig(
             tmp,
             [
@@ -43,6 +44,9 @@ class Replica:
                     "options": {
                         "address": f"127.0.0.1:{self.nacos_port}",
                         "beat_interval_s": 1,
+                        # longer than nacos-sdk-python's redo (every 30 s) after its replica died
+                        "heartbeat_timeout_s": 45,
+                        "ip_delete_timeout_s": 60,
                         "shared": shared("nacos"),
                     },
                 },
@@ -67,7 +71,7 @@ class Replica:
 
 @pytest.fixture(params=["etcd", "zookeeper"])
 def replicas(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Replica, Replica]]:
-    require_clients()
+    require_clients(nacos_grpc=True)
     server = request.getfixturevalue(request.param)
     store = (
         {"type": "etcd", "endpoint": server.endpoint}
@@ -149,3 +153,37 @@ def test_nacos_registration_through_one_replica_is_listed_by_the_other_until_der
     finally:
         c.close()  # deregisters through A
     wait_for(lambda: not b.health("shared-nacos"), 10, "the instance gone from B")
+
+
+def _grpc(replica: Replica) -> dict[str, Any]:
+    doc = replica.pilot.get("/debug/registry")
+    return dict(next(r for r in doc["registries"] if r["name"] == "nacos")["grpc"])
+
+
+def test_nacos_grpc_instance_stays_while_its_client_moves_to_the_live_replica(
+    replicas: tuple[Replica, Replica], tmp_path: Path
+) -> None:
+    a, b = replicas
+    port = free_port()
+    # nacos-sdk-python given both replicas: it picks one, and moves to the other when that one is gone
+    c = Client.nacos_grpc(f"{a.nacos},{b.nacos}", "shared-grpc", port, "v1", tmp_path / "ng.log")
+    try:
+        iid = f"127.0.0.1:{port}"
+        for r in (a, b):
+            wait_for(lambda r=r: r.health("shared-grpc") == {iid: "healthy"}, 10, "the instance on both")
+        first, other = (a, b) if _grpc(a)["instances"] == 1 else (b, a)
+        assert (_grpc(first)["instances"], _grpc(other)["instances"]) == (1, 0)
+        first.pilot.stop()  # its connection ends; what it registered stays in the store, on its lease
+        wait_for(lambda: _grpc(other)["connections"] == 1, 20, "the client reconnected to the live replica")
+        # the client registers again through the live replica (its redo runs every 30 s); meanwhile
+        # the instance never leaves the mesh
+        deadline = time.monotonic() + 40
+        while _grpc(other)["instances"] != 1:
+            assert other.health("shared-grpc") == {iid: "healthy"}, "the instance left while its client moved"
+            assert time.monotonic() < deadline, "the client never registered again through the live replica"
+            time.sleep(0.5)
+        assert other.health("shared-grpc") == {iid: "healthy"}
+        c.send(cmd="close")  # the client goes without deregistering: its instance leaves with the connection
+        wait_for(lambda: not other.health("shared-grpc"), 10, "gone with its connection")
+    finally:
+        c.close()

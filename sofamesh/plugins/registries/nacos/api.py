@@ -7,7 +7,8 @@ instance is registered again from the beat, as Nacos does); ``service`` GET / PO
 ``service/list``; ``operator/metrics`` (the health probe of clients). An ephemeral instance that
 has not beaten for ``heartbeat_timeout_s`` (15 s) is unhealthy, for ``ip_delete_timeout_s`` (30 s)
 it is gone; a persistent one (``ephemeral=false``) stays until deleted. Errors answer as Nacos
-does: status 400 and ``caused: <message>;`` in plain text.
+does: status 400 and ``caused: <message>;`` in plain text. Nacos 2's gRPC protocol, on the port + 1000,
+is ``grpc_api.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from aiohttp import web
 
 from sofamesh.core.errors import ConfigError
 from sofamesh.pilot.model import Health, MeshModel, ServiceInstance
+from sofamesh.pilot.registry import Notify
 from sofamesh.plugins.registries.nacos import mapping
+from sofamesh.plugins.registries.nacos.grpc_api import NacosGrpcServer
 from sofamesh.plugins.registries.nacos.mapping import NacosName
 from sofamesh.plugins.registries.served import Entry, ServedRegistry
 
@@ -42,11 +45,39 @@ class NacosRegistry(ServedRegistry):
     def __init__(self, name: str, model: MeshModel | None, address: str | None = "127.0.0.1:8848",
                  heartbeat_timeout_s: float = 15.0, ip_delete_timeout_s: float = 30.0,
                  beat_interval_s: float = 5.0, reap_interval: float = 0.25,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, grpc_address: str | None = None,
+                 grpc_keepalive_s: float = 20.0, grpc_required: bool = True, grpc_idle_s: float = 20.0) -> None:
         super().__init__(name, model, reap_interval, clock, address)
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.ip_delete_timeout_s = ip_delete_timeout_s
         self.beat_interval_s = beat_interval_s
+        self.grpc = (NacosGrpcServer(self, grpc_address, grpc_keepalive_s, grpc_idle_s)
+                     if grpc_address is not None else None)
+        """Nacos 2's gRPC protocol (``grpc_api.py``) on ``grpc_address``, or ``None``."""
+        self.grpc_required = grpc_required
+        """``False`` when ``grpc_address`` was derived from ``address``: a port it cannot take is logged."""
+        self.grpc_error = ""
+
+    async def start(self, notify: Notify) -> None:
+        await super().start(notify)
+        if self.grpc is not None:
+            try:
+                await self.grpc.start()
+            except ConfigError as exc:
+                if self.grpc_required:
+                    await super().stop()
+                    raise
+                self.grpc_error = exc.message
+                log.warning("nacos %s: Nacos gRPC not served: %s", self.name, exc.message)
+                self.grpc = None
+            except BaseException:
+                await super().stop()
+                raise
+
+    async def stop(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop()
+        await super().stop()
 
     def http_routes(self) -> list[web.AbstractRouteDef]:
         return [
@@ -139,18 +170,24 @@ class NacosRegistry(ServedRegistry):
             where = self._where(params)
         except ConfigError as exc:
             return _fail(exc.message)
-        clusters = [c for c in params.get("clusters", "").split(",") if c]
         healthy_only = params.get("healthyOnly", "false").lower() == "true"
+        return web.json_response(self.service_info(where, params.get("clusters", ""), healthy_only))
+
+    def service_info(self, where: NacosName, clusters: str = "", healthy_only: bool = False,
+                     name: str | None = None) -> dict[str, Any]:
+        """Nacos's ``ServiceInfo`` of ``where``: its hosts in ``clusters`` (comma-separated, all when
+        empty), named ``name`` (the v1 API: ``GROUP@@name``; the gRPC protocol: the bare name)."""
+        wanted = [c for c in clusters.split(",") if c]
         hosts = [self._host(i, where) for i in self._hosts(where)]
-        if clusters:
-            hosts = [h for h in hosts if h["clusterName"] in clusters]
+        if wanted:
+            hosts = [h for h in hosts if h["clusterName"] in wanted]
         if healthy_only:
             hosts = [h for h in hosts if h["healthy"]]
-        return web.json_response({
-            "name": where.grouped, "groupName": where.group, "clusters": params.get("clusters", ""),
+        return {
+            "name": where.grouped if name is None else name, "groupName": where.group, "clusters": clusters,
             "cacheMillis": 3000, "hosts": hosts,
             "lastRefTime": int(time.time() * 1000) + self.mesh.service_index(where.service),
-            "checksum": "", "allIPs": False, "reachProtectionThreshold": False, "valid": True})
+            "checksum": "", "allIPs": False, "reachProtectionThreshold": False, "valid": True}
 
     async def _beat(self, request: web.Request) -> web.Response:
         params = await self._params(request)
@@ -181,7 +218,7 @@ class NacosRegistry(ServedRegistry):
                                   "lightBeatEnabled": False})
 
     # -- services ------------------------------------------------------------------------------
-    def _names(self, namespace: str, group: str) -> list[str]:
+    def names(self, namespace: str, group: str) -> list[str]:
         """Every Nacos service name in ``namespace`` / ``group``, mesh services included."""
         names: set[str] = set()
         elsewhere: set[str] = set()  # mesh names of services registered outside the default group
@@ -211,7 +248,7 @@ class NacosRegistry(ServedRegistry):
         if request.method != "GET":
             return web.Response(text="ok")  # services exist while they have instances
         hosts = self._hosts(where)
-        if not hosts and where.name not in self._names(where.namespace, where.group):
+        if not hosts and where.name not in self.names(where.namespace, where.group):
             return _fail(f"service {where.grouped} is not found!")
         clusters = sorted({self._host(i, where)["clusterName"] for i in hosts})
         return web.json_response({
@@ -223,7 +260,7 @@ class NacosRegistry(ServedRegistry):
         params = await self._params(request)
         ns = params.get("namespaceId") or mapping.DEFAULT_NAMESPACE
         ns = mapping.DEFAULT_NAMESPACE if ns == "default" else ns
-        names = self._names(ns, params.get("groupName") or mapping.DEFAULT_GROUP)
+        names = self.names(ns, params.get("groupName") or mapping.DEFAULT_GROUP)
         try:
             page, size = max(1, int(params.get("pageNo", "1"))), max(1, int(params.get("pageSize", "20")))
         except ValueError:
@@ -240,7 +277,8 @@ class NacosRegistry(ServedRegistry):
                                   "mem": 0.0})
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "port": self.port or None}
+        return {**super().describe(), "port": self.port or None,
+                "grpc": self.grpc.describe() if self.grpc is not None else {"error": self.grpc_error or None}}
 
 
 __all__ = ["NacosRegistry"]
