@@ -95,9 +95,6 @@ if (nacosServer) {
       client.close();
     },
   };
-  process.on('SIGTERM', () => {
-    nacos.deregister().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
-  });
 }
 
 const answered = {};
@@ -153,4 +150,12 @@ if (registry) {
 } else {
   provider.on('start', ready);
 }
-app.start().catch((e) => { console.error(e); process.exit(1); });
+app.start().then(() => {
+  if (!nacos) return;
+  // @dubbo.ts's own SIGTERM listener (added by app.start) closes and exits at once, which would race
+  // the deregistration: as Dubbo's shutdown hook, deregister first, then hand over to its close.
+  process.removeAllListeners('SIGTERM');
+  process.on('SIGTERM', () => {
+    nacos.deregister().then(() => process.emit('SIGINT'), (e) => { console.error(e); process.exit(1); });
+  });
+}).catch((e) => { console.error(e); process.exit(1); });
