@@ -18,7 +18,6 @@ from sofamesh.core.proxy.filter_chain import EMPTY_CHAIN, FilterChain
 from sofamesh.core.proxy.router import Route, Router
 from sofamesh.core.proxy.runtime import ListenerRuntime
 from sofamesh.core.upstream.cluster import Cluster, link_local
-from sofamesh.core.upstream.health_check import HealthChecker
 
 if TYPE_CHECKING:
     import asyncio
@@ -85,6 +84,9 @@ def _build_cluster(i: int, c: ClusterConfig, cats: Catalogs, loop: asyncio.Abstr
     if c.http_protocol is not None and proto is None:
         up = cats.protocols.get(c.http_protocol, f"clusters[{i}].http_protocol")
         cluster.http = {"http1": up, "http2": up}  # by the request's protocol
+    if c.health_checks:
+        # imported by the first cluster that checks its hosts: a sidecar without active checks does not load it
+        from sofamesh.core.upstream.health_check import HealthChecker
     for k, hc in enumerate(c.health_checks):
         path = f"clusters[{i}].health_checks[{k}]"
         hf: CodecFactory | None = None
