@@ -101,3 +101,17 @@ def test_a_value_envoy_rejects_is_nacked_naming_the_field(field: str, value: int
 def test_an_unknown_field_in_the_yaml_is_named() -> None:
     with pytest.raises(ConfigErrors, match=r"listeners\[0\]\.http2_protocol_options\.max_streams"):
         from_mapping({"listeners": [{"address": "127.0.0.1:1", "http2_protocol_options": {"max_streams": 5}}]})
+
+
+def test_a_connection_managers_keepalive_is_the_listeners_connection_keepalive() -> None:
+    out = translate_listener(_listener({"connection_keepalive": {"interval": "30s", "timeout": "5s"}})).config
+    assert out["connection_keepalive"] == {"interval_ms": 30000, "timeout_ms": 5000}
+    assert "http2_protocol_options" not in out
+    config = from_mapping({"listeners": [out], "clusters": [{"name": "web"}]})
+    keepalive = config.listeners[0].connection_keepalive
+    assert keepalive is not None and (keepalive.interval_ms, keepalive.timeout_ms) == (30000, 5000)
+    # Envoy sends no PING on an idle connection without an interval
+    idle_only = _listener({"connection_keepalive": {"timeout": "5s", "connection_idle_interval": "10s"}})
+    assert "connection_keepalive" not in translate_listener(idle_only).config
+    with pytest.raises(ConfigError, match=r"connection_keepalive\.timeout: must be at least 1ms"):
+        translate_listener(_listener({"connection_keepalive": {"interval": "30s"}}))
