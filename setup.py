@@ -56,6 +56,7 @@ COMPILED = [
     "sofamesh/plugins/protocols/http2/machine.py",
     "sofamesh/plugins/protocols/http2/fields.py",
     "sofamesh/plugins/protocols/http2/grpc.py",
+    "sofamesh/plugins/protocols/http2/events.py",
     "sofamesh/plugins/protocols/http2/codec.py",
 ]
 

@@ -18,7 +18,7 @@ from sofamesh.core.proxy.filter_chain import EMPTY_CHAIN, FilterChain
 from sofamesh.core.proxy.router import Route, Router
 from sofamesh.core.proxy.runtime import ListenerRuntime
 from sofamesh.core.upstream.cluster import Cluster, link_local
-from sofamesh.core.upstream.health_check import HealthChecker
+from sofamesh.core.upstream.pool import http2_options, upstream_limits
 
 if TYPE_CHECKING:
     import asyncio
@@ -85,6 +85,9 @@ def _build_cluster(i: int, c: ClusterConfig, cats: Catalogs, loop: asyncio.Abstr
     if c.http_protocol is not None and proto is None:
         up = cats.protocols.get(c.http_protocol, f"clusters[{i}].http_protocol")
         cluster.http = {"http1": up, "http2": up}  # by the request's protocol
+    if c.health_checks:
+        # imported by the first cluster that checks its hosts: a sidecar without active checks does not load it
+        from sofamesh.core.upstream.health_check import HealthChecker
     for k, hc in enumerate(c.health_checks):
         path = f"clusters[{i}].health_checks[{k}]"
         hf: CodecFactory | None = None
@@ -99,7 +102,7 @@ def _build_cluster(i: int, c: ClusterConfig, cats: Catalogs, loop: asyncio.Abstr
                 raise ConfigError(f"{path}.protocol_health_check.protocol",
                                   "the cluster has no protocol: name the one whose probe to send")
             hf = cats.protocols.get(name, f"{path}.protocol_health_check.protocol")
-        cluster.add_checker(HealthChecker(cluster, hc, hf, CodecLimits()))
+        cluster.add_checker(HealthChecker(cluster, hc, hf, upstream_limits(c)))
     return cluster
 
 
@@ -126,7 +129,7 @@ def _build_listener(i: int, name: str, lc: ListenerConfig, cats: Catalogs,
         raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
     lim = lc.limits
     limits = CodecLimits(lim.max_frame_bytes, lim.max_header_bytes, lim.max_headers, lim.max_body_bytes,
-                         frozenset(u.lower() for u in lc.upgrade_types))
+                         frozenset(u.lower() for u in lc.upgrade_types), http2_options(lc.http2_protocol_options))
     return ListenerRuntime(name, factories, Router(routes), chain, clusters, limits,
                            max_connections=lc.max_connections)
 

@@ -90,6 +90,25 @@ GATEWAY_STATUSES: frozenset[int] = frozenset((502, 503, 504))
 
 
 @dataclass(frozen=True, slots=True)
+class Http2Options:
+    """A connection's HTTP/2 settings and flood limits, Envoy's ``http2_protocol_options`` fields
+    (config ``listeners[].http2_protocol_options``, ``clusters[].http2_protocol_options``). The
+    defaults are the codec's own (docs/protocols.md); a protocol other than HTTP/2 ignores them.
+
+    .. versionadded:: 0.6
+    """
+
+    max_concurrent_streams: int = 1024  # our SETTINGS_MAX_CONCURRENT_STREAMS
+    initial_stream_window_size: int = 256 * 1024  # our SETTINGS_INITIAL_WINDOW_SIZE
+    initial_connection_window_size: int = 16 * 1024 * 1024  # opened by a WINDOW_UPDATE after the preface
+    max_outbound_frames: int = 10_000  # queued and not taken by the socket
+    max_outbound_control_frames: int = 1000  # of which SETTINGS and PING ACKs, RST_STREAM
+    max_consecutive_inbound_frames_with_empty_payload: int = 1
+    max_inbound_priority_frames_per_stream: int = 100
+    max_inbound_window_update_frames_per_data_frame_sent: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class CodecLimits:
     """Size limits a codec enforces; exceeding one is a ``RemoteProtocolError`` with a status hint."""
 
@@ -101,6 +120,7 @@ class CodecLimits:
     # ``upgrade_configs``): the request goes upstream with its Upgrade header, and after a 101 both
     # connections carry raw bytes. Any other Upgrade is refused with 403, as Envoy's ``upgrade_failed``
     upgrades: frozenset[str] = frozenset()
+    http2: Http2Options = Http2Options()  # HTTP/2 settings and flood limits (0.6)
 
     def __post_init__(self) -> None:
         for name in ("max_frame_bytes", "max_header_bytes", "max_headers"):
@@ -420,4 +440,4 @@ class CodecFactory(ABC):
 
 
 __all__ = ["GATEWAY_STATUSES", "Codec", "CodecFactory", "CodecLimits", "CodecState", "Failure", "HeaderEdit",
-           "ReplyStatus", "Role", "Sniff"]
+           "Http2Options", "ReplyStatus", "Role", "Sniff"]

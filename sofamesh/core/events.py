@@ -49,7 +49,10 @@ the compiled build (mypyc, setup.py) resolves dataclass annotations in the modul
 ``object`` is not."""
 
 
-@dataclass(slots=True, unsafe_hash=True)
+# RequestHead and ResponseHead write their own ``__init__`` (``init=False``): the one ``dataclass``
+# generates is interpreted code even in the compiled build (mypyc compiles the class, not what the
+# decorator adds at import), and a proxied request builds two of each. Same signature and checks.
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class RequestHead:
     """The routable part of a request.
 
@@ -76,11 +79,41 @@ class RequestHead:
     resolve: Callable[[str], str | None] | None = None
     meta: _Meta = None
 
-    def __post_init__(self) -> None:
-        if self.request_id < 0:
-            raise ValueError(f"RequestHead.request_id must be >= 0, got {self.request_id}")
-        if self.timeout_ms is not None and self.timeout_ms < 0:
-            raise ValueError(f"RequestHead.timeout_ms must be >= 0 or None, got {self.timeout_ms}")
+    def __init__(
+        self,
+        protocol: str,
+        request_id: int = 0,
+        service: str = "",
+        method: str = "",
+        path: str = "",
+        version: str = "",
+        group: str = "",
+        headers: Headers = _EMPTY,
+        oneway: bool = False,
+        end_stream: bool = True,
+        raw: bytes | None = None,
+        timeout_ms: int | None = None,
+        resolve: Callable[[str], str | None] | None = None,
+        meta: _Meta = None,
+    ) -> None:
+        if request_id < 0:
+            raise ValueError(f"RequestHead.request_id must be >= 0, got {request_id}")
+        if timeout_ms is not None and timeout_ms < 0:
+            raise ValueError(f"RequestHead.timeout_ms must be >= 0 or None, got {timeout_ms}")
+        self.protocol = protocol
+        self.request_id = request_id
+        self.service = service
+        self.method = method
+        self.path = path
+        self.version = version
+        self.group = group
+        self.headers = headers
+        self.oneway = oneway
+        self.end_stream = end_stream
+        self.raw = raw
+        self.timeout_ms = timeout_ms
+        self.resolve = resolve
+        self.meta = meta
 
     def key(self, name: str) -> str | None:
         """A routing key by name: a field, a header, or what the codec's ``resolve`` finds (lazily)."""
@@ -101,7 +134,7 @@ class RequestHead:
         return v
 
 
-@dataclass(slots=True, unsafe_hash=True)
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class ResponseHead:
     """A response. ``status`` is protocol-native (HTTP code, Bolt status, Dubbo status byte);
     ``http_status`` is the same outcome mapped to an HTTP code, for stats and bridging.
@@ -117,9 +150,29 @@ class ResponseHead:
     raw: bytes | None = None
     meta: _Meta = None
 
-    def __post_init__(self) -> None:
-        if not 100 <= self.http_status <= 599:
-            raise ValueError(f"ResponseHead.http_status must be 100..599, got {self.http_status}")
+    def __init__(
+        self,
+        protocol: str,
+        request_id: int = 0,
+        status: int = 200,
+        http_status: int = 200,
+        headers: Headers = _EMPTY,
+        reason: str = "",
+        end_stream: bool = True,
+        raw: bytes | None = None,
+        meta: _Meta = None,
+    ) -> None:
+        if not 100 <= http_status <= 599:
+            raise ValueError(f"ResponseHead.http_status must be 100..599, got {http_status}")
+        self.protocol = protocol
+        self.request_id = request_id
+        self.status = status
+        self.http_status = http_status
+        self.headers = headers
+        self.reason = reason
+        self.end_stream = end_stream
+        self.raw = raw
+        self.meta = meta
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,6 +60,20 @@ def test_every_module_setup_py_compiles_is_a_c_extension_in_the_compiled_venv() 
     assert {m: f for m, f in files.items() if not f.endswith(".so")} == {}
 
 
+def test_request_and_response_heads_are_built_by_compiled_code() -> None:
+    """A dataclass's generated ``__init__`` stays interpreted under mypyc (the decorator writes it at
+    import); the two heads every request builds have their own, compiled with the class."""
+    python = compiled_python()
+    code = ("import json; from sofamesh.core.events import RequestHead, ResponseHead\n"
+            "print(json.dumps({c.__name__: [type(c.__init__).__name__, getattr(getattr(c.__init__, '__code__', None),"
+            " 'co_filename', None)] for c in (RequestHead, ResponseHead)}))")
+    out = subprocess.run([python, "-P", "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    inits = json.loads(out.stdout)
+    assert inits == {"RequestHead": ["wrapper_descriptor", None], "ResponseHead": ["wrapper_descriptor", None]}, inits
+
+
 def loaded_extensions(pid: int) -> set[str]:
     """The C extensions from site-packages the process has mapped, by module name. The modules one
     mypyc build compiles share one library (``<hash>__mypyc``) that holds their code; importing one

@@ -371,6 +371,21 @@ class KeepaliveConfig(_Model):
     timeout_ms: Annotated[int, Field(gt=0)] = 20_000  # gRPC's keepalive timeout default
 
 
+class Http2ProtocolOptionsConfig(_Model):
+    """Envoy's ``http2_protocol_options`` (its field names and ranges) for a listener's downstream or a
+    cluster's upstream HTTP/2 connections; an absent field keeps the codec's default (which are not
+    all Envoy's: 1024 streams, 256 KiB per stream, 16 MiB per connection; docs/protocols.md)."""
+
+    max_concurrent_streams: Annotated[int, Field(ge=1, le=2**31 - 1)] = 1024
+    initial_stream_window_size: Annotated[int, Field(ge=65_535, le=2**31 - 1)] = 256 * 1024
+    initial_connection_window_size: Annotated[int, Field(ge=65_535, le=2**31 - 1)] = 16 * 1024 * 1024
+    max_outbound_frames: Annotated[int, Field(ge=1)] = 10_000
+    max_outbound_control_frames: Annotated[int, Field(ge=1)] = 1000
+    max_consecutive_inbound_frames_with_empty_payload: Annotated[int, Field(ge=0)] = 1
+    max_inbound_priority_frames_per_stream: Annotated[int, Field(ge=0)] = 100
+    max_inbound_window_update_frames_per_data_frame_sent: Annotated[int, Field(ge=1)] = 10
+
+
 class ListenerConfig(_Model):
     name: str = ""
     address: Address
@@ -387,6 +402,7 @@ class ListenerConfig(_Model):
     stream_idle_timeout_ms: Annotated[int, Field(ge=0)] = 300_000  # Envoy's default
     max_connection_duration_ms: Annotated[int, Field(ge=0)] = 0  # Envoy's: unlimited by default
     connection_keepalive: KeepaliveConfig | None = None  # multiplexed protocols; None: no pings
+    http2_protocol_options: Http2ProtocolOptionsConfig | None = None  # None: the codec's defaults
     # accepted connections this listener holds at once; one more is closed on accept
     # (Envoy's per-listener ``envoy.resource_limits.listener.<name>.connection_limit``); 0 = no limit
     max_connections: Annotated[int, Field(ge=0)] = 0
@@ -661,6 +677,7 @@ class ClusterConfig(_Model):
     health_checks: list[HealthCheckConfig] = Field(default_factory=list, max_length=1)  # one per cluster
     max_requests_per_connection: Annotated[int, Field(ge=0)] = 0  # 0 = unlimited
     max_connection_duration_ms: Annotated[int, Field(ge=0)] = 0  # 0 = unlimited
+    http2_protocol_options: Http2ProtocolOptionsConfig | None = None  # its HTTP/2 connections; None: defaults
     tls: TlsConfig | None = None
     tls_matches: list[TlsMatchConfig] = Field(default_factory=list)  # per endpoint, before ``tls``
 
@@ -844,6 +861,7 @@ __all__ = [
     "HeaderMutationConfig",
     "HealthCheckConfig",
     "HealthConfig",
+    "Http2ProtocolOptionsConfig",
     "HttpHealthCheckConfig",
     "KeepaliveConfig",
     "LimitsConfig",

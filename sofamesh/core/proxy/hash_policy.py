@@ -7,15 +7,15 @@ a cookie, the caller's IP, a query parameter, or an RPC argument's encoded bytes
 (``Codec.request_argument``; Dubbo's ConsistentHashLoadBalance hashes the first). Hashes combine as
 Envoy's do (the running hash rotated left by one, xor the next); a ``terminal`` policy that produced
 a hash ends the list. Nothing found: no hash (the balancer picks at random). A cookie policy never
-sets a cookie (Envoy's ``ttl`` cookie generation is not done).
+sets a cookie (Envoy's ``ttl`` cookie generation is not done). xxhash is imported by the first
+route that has a policy: a sidecar without one does not load it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
-
-import xxhash
 
 if TYPE_CHECKING:
     from sofamesh.core.codec import Codec
@@ -29,9 +29,12 @@ _HEADER, _COOKIE, _SOURCE_IP, _QUERY, _ARGUMENT = range(5)
 class HashPolicy:
     """A route's compiled ``hash_policy``: immutable, shared by the route's requests."""
 
-    __slots__ = ("_steps",)
+    __slots__ = ("_digest", "_steps")
 
     def __init__(self, configs: list[HashPolicyConfig]) -> None:
+        import xxhash
+
+        self._digest: Callable[[bytes], int] = xxhash.xxh64_intdigest
         steps: list[tuple[int, Any, bool]] = []
         for c in configs:
             if c.header is not None:
@@ -50,6 +53,7 @@ class HashPolicy:
     def hash(self, head: RequestHead, peer: tuple[Any, ...], codec: Codec) -> int | None:
         """The request's hash, or None when no policy found anything to hash."""
         out: int | None = None
+        digest = self._digest
         for kind, arg, terminal in self._steps:
             data: bytes | None = None
             if kind == _HEADER:
@@ -69,7 +73,7 @@ class HashPolicy:
                 data = v.encode() if v is not None else None
             if data is None:
                 continue
-            h = xxhash.xxh64_intdigest(data)
+            h = digest(data)
             out = h if out is None else (((out << 1) | (out >> 63)) & _MASK) ^ h
             if terminal:
                 break

@@ -22,7 +22,7 @@ import ssl
 from collections import deque
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, Role
+from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, Http2Options, Role
 from sofamesh.core.errors import ProtocolError
 from sofamesh.core.events import (
     NEED_DATA,
@@ -40,7 +40,7 @@ from sofamesh.core.net.connection import Connection
 from sofamesh.core.net.tls import PeerCheck
 
 if TYPE_CHECKING:
-    from sofamesh.core.config.model import ClusterConfig
+    from sofamesh.core.config.model import ClusterConfig, Http2ProtocolOptionsConfig
     from sofamesh.core.endpoint import Endpoint
     from sofamesh.core.net.flow_control import ReadGate
     from sofamesh.core.net.tls import TlsSource
@@ -48,6 +48,29 @@ if TYPE_CHECKING:
     from sofamesh.core.upstream.circuit_breaker import CircuitBreaker
 
 _LIMITS = CodecLimits()
+
+
+def http2_options(config: Http2ProtocolOptionsConfig | None) -> Http2Options:
+    """A listener's or cluster's ``http2_protocol_options`` as the codec takes them."""
+    if config is None:
+        return _LIMITS.http2
+    return Http2Options(
+        config.max_concurrent_streams,
+        config.initial_stream_window_size,
+        config.initial_connection_window_size,
+        config.max_outbound_frames,
+        config.max_outbound_control_frames,
+        config.max_consecutive_inbound_frames_with_empty_payload,
+        config.max_inbound_priority_frames_per_stream,
+        config.max_inbound_window_update_frames_per_data_frame_sent,
+    )
+
+
+def upstream_limits(config: ClusterConfig) -> CodecLimits:
+    """What a cluster's upstream codecs enforce: the defaults, and its ``http2_protocol_options``."""
+    if config.http2_protocol_options is None:
+        return _LIMITS
+    return CodecLimits(http2=http2_options(config.http2_protocol_options))
 
 
 class PoolOwner(Protocol):
@@ -106,7 +129,7 @@ class UpstreamConnection(Connection):
     def __init__(self, pool: Pool) -> None:
         super().__init__(pool.loop)
         self.pool = pool
-        self.codec = pool.factory.new_codec(Role.CLIENT, _LIMITS)
+        self.codec = pool.factory.new_codec(Role.CLIENT, pool.limits)
         # a codec that keeps the base data_to_send never has any: skip the call after each read
         self.codec_sends = type(self.codec).data_to_send is not Codec.data_to_send
         self.connected = False
@@ -446,8 +469,8 @@ def _on_stream(head: RequestHead, sid: int) -> RequestHead:
 class Pool:
     """Connections to one endpoint for one upstream protocol."""
 
-    __slots__ = ("closed", "cluster", "endpoint", "factory", "limited", "loop", "max_duration", "max_requests",
-                 "retired", "tasks")
+    __slots__ = ("closed", "cluster", "endpoint", "factory", "limited", "limits", "loop", "max_duration",
+                 "max_requests", "retired", "tasks")
 
     def __init__(self, cluster: PoolOwner, endpoint: Endpoint, factory: CodecFactory) -> None:
         self.cluster = cluster
@@ -457,6 +480,7 @@ class Pool:
         self.tasks: set[asyncio.Task[object]] = set()
         self.closed = False
         c = cluster.config
+        self.limits = upstream_limits(c)
         self.max_requests = c.max_requests_per_connection
         self.max_duration = c.max_connection_duration_ms / 1000.0
         self.limited = bool(self.max_requests or self.max_duration)

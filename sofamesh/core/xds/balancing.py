@@ -12,6 +12,8 @@
 - ``max_requests_per_connection`` and ``common_http_protocol_options`` (``idle_timeout``,
   ``max_connection_duration``, ``max_requests_per_connection``), on the cluster or in its
   ``HttpProtocolOptions``;
+- ``http2_protocol_options`` (settings and flood limits, ``H2_LIMITS``) of a cluster, of its
+  ``HttpProtocolOptions`` and of an ``http_connection_manager``;
 - ClusterLoadAssignment priorities, locality weights, endpoint health status and
   ``policy.overprovisioning_factor``;
 - route ``hash_policy``.
@@ -185,6 +187,10 @@ def connection_limits(c: Any, base: str, out: dict[str, Any]) -> str | None:
         out["max_requests_per_connection"] = c.max_requests_per_connection.value
     if c.HasField("common_http_protocol_options"):
         _common(c.common_http_protocol_options, f"{base}: common_http_protocol_options", out)
+    if c.HasField("http2_protocol_options"):
+        h2 = http2_options(c.http2_protocol_options, f"{base}: http2_protocol_options")
+        if h2 is not None:
+            out["http2_protocol_options"] = h2
     if _H2_OPTIONS not in c.typed_extension_protocol_options:
         return None
     from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
@@ -195,11 +201,48 @@ def connection_limits(c: Any, base: str, out: dict[str, Any]) -> str | None:
         _common(opts.common_http_protocol_options,
                 f"{base}: typed_extension_protocol_options[{_H2_OPTIONS}].common_http_protocol_options", out)
     which = opts.WhichOneof("upstream_protocol_options")
+    if which is not None:  # each of the three may hold the HTTP/2 connections' options
+        holder = getattr(opts, which)
+        if holder.HasField("http2_protocol_options"):
+            where = f"{base}: typed_extension_protocol_options[{_H2_OPTIONS}].{which}.http2_protocol_options"
+            h2 = http2_options(holder.http2_protocol_options, where)
+            if h2 is not None:
+                out["http2_protocol_options"] = h2
     if which == "explicit_http_config":
         return "http2" if opts.explicit_http_config.HasField("http2_protocol_options") else "http1"
     if which == "use_downstream_protocol_config":
         return "downstream"
     return "http2" if which is None else "http1"  # auto_config: HTTP/1.1 without ALPN
+
+
+# Envoy's Http2ProtocolOptions fields the codec takes, with the ranges of Envoy's validation rules
+# (an absent field keeps the codec's default). The others (hpack_table_size, allow_connect,
+# custom_settings_parameters, ...) are ignored, as they were before any of these was read.
+H2_LIMITS: Final = {
+    "max_concurrent_streams": (1, 2**31 - 1),
+    "initial_stream_window_size": (65_535, 2**31 - 1),
+    "initial_connection_window_size": (65_535, 2**31 - 1),
+    "max_outbound_frames": (1, 2**32 - 1),
+    "max_outbound_control_frames": (1, 2**32 - 1),
+    "max_consecutive_inbound_frames_with_empty_payload": (0, 2**32 - 1),
+    "max_inbound_priority_frames_per_stream": (0, 2**32 - 1),
+    "max_inbound_window_update_frames_per_data_frame_sent": (1, 2**32 - 1),
+}
+
+
+def http2_options(o: Any, path: str) -> dict[str, int] | None:
+    """An ``Http2ProtocolOptions`` -> the ``http2_protocol_options`` mapping of a listener or
+    cluster: the fields of ``H2_LIMITS`` it sets (None when it sets none); out of range is a
+    ``ConfigError`` naming the field, as Envoy's validation rejects it."""
+    out: dict[str, int] = {}
+    for name, (low, high) in H2_LIMITS.items():
+        if not o.HasField(name):
+            continue
+        value = int(getattr(o, name).value)
+        if not low <= value <= high:
+            raise ConfigError(f"{path}.{name}", f"{value} is out of range {low}..{high}")
+        out[name] = value
+    return out or None
 
 
 def _common(common: Any, path: str, out: dict[str, Any]) -> None:

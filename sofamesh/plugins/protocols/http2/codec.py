@@ -164,6 +164,10 @@ class Http2Codec(Codec):
         max_concurrent_streams: int = 1024,  # streams the peer may open at once; the tests run 500 on one
         max_frame_size: int = 16_384,  # RFC 9113 default; bigger frames save little in Python
         max_inbound_window_update_frames_per_data_frame_sent: int = 10,  # Envoy's flood limit
+        max_outbound_frames: int = 10_000,
+        max_outbound_control_frames: int = 1000,
+        max_inbound_priority_frames_per_stream: int = 100,
+        max_consecutive_inbound_frames_with_empty_payload: int = 1,
     ) -> None:
         self.role = role
         self._limits = limits if limits is not None else CodecLimits()
@@ -175,6 +179,10 @@ class Http2Codec(Codec):
             max_frame_size=max_frame_size,
             max_header_list_size=self._limits.max_header_bytes,
             max_inbound_window_update_frames_per_data_frame_sent=max_inbound_window_update_frames_per_data_frame_sent,
+            max_outbound_frames=max_outbound_frames,
+            max_outbound_control_frames=max_outbound_control_frames,
+            max_inbound_priority_frames_per_stream=max_inbound_priority_frames_per_stream,
+            max_empty_frames=max_consecutive_inbound_frames_with_empty_payload,
         )
         self._streams: dict[int, _Stream] = {}
         self._events: deque[Http2Event] = deque()
@@ -672,7 +680,20 @@ class Http2CodecFactory(CodecFactory):
         return Sniff.MATCH if n == len(PREFACE) else Sniff.NEED_MORE
 
     def new_codec(self, role: Role, limits: CodecLimits) -> Http2Codec:
-        return Http2Codec(role, limits)
+        """A codec with ``limits.http2``: the listener's or cluster's ``http2_protocol_options``."""
+        o = limits.http2
+        return Http2Codec(
+            role,
+            limits,
+            initial_window_size=o.initial_stream_window_size,
+            connection_window_size=o.initial_connection_window_size,
+            max_concurrent_streams=o.max_concurrent_streams,
+            max_inbound_window_update_frames_per_data_frame_sent=o.max_inbound_window_update_frames_per_data_frame_sent,
+            max_outbound_frames=o.max_outbound_frames,
+            max_outbound_control_frames=o.max_outbound_control_frames,
+            max_inbound_priority_frames_per_stream=o.max_inbound_priority_frames_per_stream,
+            max_consecutive_inbound_frames_with_empty_payload=o.max_consecutive_inbound_frames_with_empty_payload,
+        )
 
 
 __all__ = ["ALPN_PROTOCOLS", "PREFACE", "PROTOCOL", "Http2Codec", "Http2CodecFactory", "Http2Event"]

@@ -1,11 +1,12 @@
 """HPACK's Huffman code (RFC 7541 5.2 and Appendix B): encode and decode string literals.
 
 Pure functions, no I/O. The code table below is the data of RFC 7541 Appendix B (code and bit
-length of each of the 256 octets and of EOS). Decoding walks a table built once at import: for each
-node of the code tree and each 4-bit half of an input byte, the node reached, the octet completed
-on the way (at most one: the shortest code is 5 bits) and whether EOS was met, so a string costs two
-table lookups per byte. A string whose padding is longer than 7 bits, is not the most significant
-bits of EOS, or contains EOS is a ``HuffmanError`` (RFC 7541 5.2: a decoding error).
+length of each of the 256 octets and of EOS). Decoding walks a table built by the first decode (a
+process that never receives a Huffman-coded literal holds none of its 160 KB): for each node of the
+code tree and each 4-bit half of an input byte, the node reached, the octet completed on the way
+(at most one: the shortest code is 5 bits) and whether EOS was met, so a string costs two table
+lookups per byte. A string whose padding is longer than 7 bits, is not the most significant bits of
+EOS, or contains EOS is a ``HuffmanError`` (RFC 7541 5.2: a decoding error).
 """
 
 from __future__ import annotations
@@ -122,12 +123,22 @@ def _build() -> tuple[list[int], list[bool]]:
     return table, accepting
 
 
-_TABLE, _ACCEPTING = _build()
+# Filled by the first ``decode`` (see the module docstring).
+_TABLE: Final[list[int]] = []
+_ACCEPTING: Final[list[bool]] = []
+
+
+def _fill() -> None:
+    table, accepting = _build()
+    _TABLE.extend(table)
+    _ACCEPTING.extend(accepting)
 
 
 def decode(data: bytes) -> bytes:
     """The octets of a Huffman-coded string literal; ``HuffmanError`` when it is malformed."""
     table = _TABLE
+    if not table:
+        _fill()
     out = bytearray()
     state = 0
     for byte in data:

@@ -1,0 +1,117 @@
+"""Envoy's ``http2_protocol_options`` settings and flood limits, from an ``http_connection_manager``,
+a cluster and a cluster's ``HttpProtocolOptions``, fed as real protobuf messages: what the kernel
+config gets, the codec built from it, and the NACK text for a value Envoy's validation rejects."""
+
+from __future__ import annotations
+
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401  (the Any type)
+from google.protobuf import json_format
+
+from sofamesh.core.codec import Http2Options
+from sofamesh.core.config.loader import from_mapping
+from sofamesh.core.errors import ConfigError, ConfigErrors
+from sofamesh.core.upstream.pool import http2_options, upstream_limits
+from sofamesh.core.xds.translate import translate_cluster, translate_listener
+from tests.integration.xds.tiny_ads import http_listener, route_config
+
+H2 = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+LIMITS = {
+    "max_concurrent_streams": 7,
+    "initial_stream_window_size": 100_000,
+    "initial_connection_window_size": 1_048_576,
+    "max_outbound_frames": 500,
+    "max_outbound_control_frames": 50,
+    "max_consecutive_inbound_frames_with_empty_payload": 0,
+    "max_inbound_priority_frames_per_stream": 3,
+    "max_inbound_window_update_frames_per_data_frame_sent": 4,
+}
+
+
+def _listener(options: dict[str, object]) -> object:
+    listener = http_listener("in", "127.0.0.1:8080", routes=route_config("inline", [("/", "web")]))
+    fc = listener.filter_chains[0].filters[0]
+    hcm = hcm_pb2.HttpConnectionManager()
+    fc.typed_config.Unpack(hcm)
+    json_format.ParseDict({"http2_protocol_options": options}, hcm)
+    fc.typed_config.Pack(hcm)
+    return listener
+
+
+def _cluster(**fields: object) -> cluster_pb2.Cluster:
+    return json_format.ParseDict({"name": "web", "type": "STATIC", **fields}, cluster_pb2.Cluster())
+
+
+def test_a_connection_managers_http2_options_reach_the_listeners_codec_limits() -> None:
+    out = translate_listener(_listener({**LIMITS, "hpack_table_size": 0, "allow_connect": True})).config
+    assert out["http2_protocol_options"] == LIMITS  # the fields the codec does not take are ignored
+    config = from_mapping({"listeners": [out], "clusters": [{"name": "web"}]})
+    assert http2_options(config.listeners[0].http2_protocol_options) == Http2Options(**LIMITS)
+    assert "http2_protocol_options" not in translate_listener(_listener({})).config
+
+
+@pytest.mark.parametrize("where", ["cluster", "explicit_http_config", "use_downstream_protocol_config", "auto_config"])
+def test_a_clusters_http2_options_reach_its_upstream_codec_limits(where: str) -> None:
+    if where == "cluster":
+        c = _cluster(http2_protocol_options=LIMITS)
+    else:
+        c = _cluster(
+            typed_extension_protocol_options={
+                H2: {"@type": "type.googleapis.com/" + H2, where: {"http2_protocol_options": LIMITS}}
+            }
+        )
+    out = translate_cluster(c, protocols=("http1", "http2")).config
+    assert out["http2_protocol_options"] == LIMITS
+    config = from_mapping({"clusters": [out]})
+    assert upstream_limits(config.clusters[0]).http2 == Http2Options(**LIMITS)
+
+
+def test_without_options_the_codec_keeps_its_defaults() -> None:
+    out = translate_cluster(_cluster(http2_protocol_options={}), protocols=("http1", "http2")).config
+    assert "http2_protocol_options" not in out
+    config = from_mapping({"clusters": [out]})
+    assert upstream_limits(config.clusters[0]).http2 == Http2Options()
+    assert Http2Options() == Http2Options(1024, 256 * 1024, 16 * 1024 * 1024, 10_000, 1000, 1, 100, 10)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_concurrent_streams", 0),
+        ("initial_stream_window_size", 65_534),
+        ("initial_connection_window_size", 2**31),
+        ("max_outbound_frames", 0),
+        ("max_outbound_control_frames", 0),
+        ("max_inbound_window_update_frames_per_data_frame_sent", 0),
+    ],
+)
+def test_a_value_envoy_rejects_is_nacked_naming_the_field(field: str, value: int) -> None:
+    with pytest.raises(ConfigError, match=rf"http2_protocol_options\.{field}: {value} is out of range"):
+        translate_listener(_listener({field: value}))
+    with pytest.raises(ConfigError, match=rf"Cluster 'web': http2_protocol_options\.{field}: {value} is out"):
+        translate_cluster(_cluster(http2_protocol_options={field: value}))
+    with pytest.raises(ConfigErrors, match=rf"listeners\[0\]\.http2_protocol_options\.{field}"):
+        from_mapping({"listeners": [{"address": "127.0.0.1:1", "http2_protocol_options": {field: value}}]})
+    with pytest.raises(ConfigErrors, match=rf"clusters\[0\]\.http2_protocol_options\.{field}"):
+        from_mapping({"clusters": [{"name": "c", "http2_protocol_options": {field: value}}]})
+
+
+def test_an_unknown_field_in_the_yaml_is_named() -> None:
+    with pytest.raises(ConfigErrors, match=r"listeners\[0\]\.http2_protocol_options\.max_streams"):
+        from_mapping({"listeners": [{"address": "127.0.0.1:1", "http2_protocol_options": {"max_streams": 5}}]})
+
+
+def test_a_connection_managers_keepalive_is_the_listeners_connection_keepalive() -> None:
+    out = translate_listener(_listener({"connection_keepalive": {"interval": "30s", "timeout": "5s"}})).config
+    assert out["connection_keepalive"] == {"interval_ms": 30000, "timeout_ms": 5000}
+    assert "http2_protocol_options" not in out
+    config = from_mapping({"listeners": [out], "clusters": [{"name": "web"}]})
+    keepalive = config.listeners[0].connection_keepalive
+    assert keepalive is not None and (keepalive.interval_ms, keepalive.timeout_ms) == (30000, 5000)
+    # Envoy sends no PING on an idle connection without an interval
+    idle_only = _listener({"connection_keepalive": {"timeout": "5s", "connection_idle_interval": "10s"}})
+    assert "connection_keepalive" not in translate_listener(idle_only).config
+    with pytest.raises(ConfigError, match=r"connection_keepalive\.timeout: must be at least 1ms"):
+        translate_listener(_listener({"connection_keepalive": {"interval": "30s"}}))
