@@ -405,8 +405,12 @@ class Pilots:
     def stop(self) -> None:
         for p in self.procs:
             p.terminate()
-        for p in self.procs:
-            p.wait(timeout=10)
+        for p in self.procs:  # a Pilot still encoding /debug/syncz of 2000 nodes answers SIGTERM late
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
         if self.etcd is not None:
             self.etcd.terminate()
             self.etcd.wait(timeout=10)
@@ -429,6 +433,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             await pilots.ready()
             result["rss_idle_mb"] = round(pilots.rss_mb()[0], 1)
 
+            spy = None
+            if args.profile:  # py-spy over the first replica while the clients sync
+                out = Path(args.profile) / f"pilot-{args.transport}-{args.clients}-{int(time.time())}.txt"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+                spy = subprocess.Popen([py_spy, "record", "-p", str(pilots.procs[0].pid), "-d", "15", "-r", "50",
+                                        "--format", "raw", "-o", str(out)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                await asyncio.sleep(1.0)
+                result["profile"] = str(out)
             workers = Workers(args, pilots.xds)
             cpu0, t0 = pilots.cpu_s(), time.time()
             end, result["bytes_per_client_initial"] = await workers.phase("sync", t0)
@@ -439,6 +453,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             result["pilot_cores_during_sync"] = round(result["initial_sync_pilot_cpu_s"] / max(end - t0, 1e-9), 2)
             result["initial_sync_failed_streams"] = workers.failures  # by status code; each retried after 1 s
             result["initial_sync_client_cpu_s"] = round(workers.client_cpu_s, 2)
+            if spy is not None:
+                await asyncio.to_thread(spy.wait, 60)
             result["rss_after_sync_mb"], result["rss_peak_mb"] = (round(x, 1) for x in pilots.rss_mb())
             result["memory_per_client_kb"] = round((result["rss_after_sync_mb"] - result["rss_idle_mb"]) * 1024
                                                    / args.clients, 1)
@@ -476,6 +492,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     result[f"policy_{phase}_resent"] = resent
             result["rss_end_mb"], result["rss_peak_mb"] = (round(x, 1) for x in pilots.rss_mb())
             try:  # /debug/syncz lists every node's every name: slow at this size
+                if args.skip_syncz:
+                    raise httpx.HTTPError("--skip-syncz")
                 nodes, pushes = [], []
                 for a in pilots.api:
                     syncz = (await http.get(f"http://127.0.0.1:{a}/debug/syncz", timeout=120)).json()
@@ -512,6 +530,8 @@ def main() -> None:
                    help="ADS streams sharing one HTTP/2 connection (1: one connection per client, as sidecars)")
     p.add_argument("--transport", default="grpcio",
                    help="Pilot's xds.transport; several comma-separated run side by side (grpcio,native)")
+    p.add_argument("--profile", metavar="DIR", help="py-spy (raw, collapsed stacks) of Pilot during the sync")
+    p.add_argument("--skip-syncz", action="store_true", help="do not read /debug/syncz at the end (slow at 2000)")
     p.add_argument("--repeat", type=int, default=1, help="runs per transport (interleaved)")
     p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # xDS port: run as a client process
     p.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
