@@ -109,7 +109,7 @@ def pilot_register_xds_transports(catalog: Catalog[XdsTransportFactory]) -> None
         returns a :class:`~sofamesh.pilot.xds.transport.XdsTransport`.
     :return: nothing; a name already taken raises :class:`~sofamesh.core.errors.PluginError`.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
 
