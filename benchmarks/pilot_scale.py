@@ -23,6 +23,9 @@ processes split between them; the one-instance and one-service changes are writt
 first replica's API, so their push times include the store's watch to every other replica.
 ``memory_per_client_kb`` is Pilot's RSS after the sync minus its RSS idle, per connected client
 (the sum over replicas).
+``--transport grpcio,native`` runs the whole benchmark once per Pilot xDS transport (``xds.transport``),
+side by side, ``--repeat`` times (interleaved: grpcio, native, grpcio, ...), and ends with a summary
+per transport (min / median / max over the runs, and the load average before each run).
 """
 
 from __future__ import annotations
@@ -377,7 +380,8 @@ class Pilots:
         self.log = (tmp / "pilot.log").open("wb")
         self.procs = [subprocess.Popen([sys.executable, "-m", "sofamesh", "pilot", *extra, "--xds", f"127.0.0.1:{x}",
                                         "--api", f"127.0.0.1:{a}", "--data-dir", str(tmp / f"data-{i}"),
-                                        "--log-level", "WARNING", "--debounce-ms", str(args.debounce_ms)],
+                                        "--log-level", "WARNING", "--debounce-ms", str(args.debounce_ms),
+                                        "--xds-transport", args.transport],
                                        stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
                       for i, (x, a) in enumerate(zip(self.xds, self.api, strict=True))]
 
@@ -401,8 +405,12 @@ class Pilots:
     def stop(self) -> None:
         for p in self.procs:
             p.terminate()
-        for p in self.procs:
-            p.wait(timeout=10)
+        for p in self.procs:  # a Pilot still encoding /debug/syncz of 2000 nodes answers SIGTERM late
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
         if self.etcd is not None:
             self.etcd.terminate()
             self.etcd.wait(timeout=10)
@@ -414,6 +422,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     pilots = Pilots(args, tmp)
     api = pilots.api[0]
     result: dict[str, Any] = {"load_generator": "adsload (Go)" if args.go else "grpc.aio (Python)",
+                              "transport": args.transport, "loadavg_before": list(os.getloadavg()),
                               "replicas": args.replicas,
                               "services": args.services, "instances_per_service": args.instances,
                               "clients": args.clients, "client_processes": -(-args.clients // args.per_process),
@@ -424,14 +433,28 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             await pilots.ready()
             result["rss_idle_mb"] = round(pilots.rss_mb()[0], 1)
 
+            spy = None
+            if args.profile:  # py-spy over the first replica while the clients sync
+                out = Path(args.profile) / f"pilot-{args.transport}-{args.clients}-{int(time.time())}.txt"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+                spy = subprocess.Popen([py_spy, "record", "-p", str(pilots.procs[0].pid), "-d", "15", "-r", "50",
+                                        "--format", "raw", "-o", str(out)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                await asyncio.sleep(1.0)
+                result["profile"] = str(out)
             workers = Workers(args, pilots.xds)
             cpu0, t0 = pilots.cpu_s(), time.time()
             end, result["bytes_per_client_initial"] = await workers.phase("sync", t0)
             await asyncio.sleep(0.5)  # let the last ACKs land before reading CPU
             result["initial_sync_s"] = round(end - t0, 3)
             result["initial_sync_pilot_cpu_s"] = round(pilots.cpu_s() - cpu0, 2)
+            result["pilot_cpu_ms_per_client"] = round(result["initial_sync_pilot_cpu_s"] * 1000 / args.clients, 2)
+            result["pilot_cores_during_sync"] = round(result["initial_sync_pilot_cpu_s"] / max(end - t0, 1e-9), 2)
             result["initial_sync_failed_streams"] = workers.failures  # by status code; each retried after 1 s
             result["initial_sync_client_cpu_s"] = round(workers.client_cpu_s, 2)
+            if spy is not None:
+                await asyncio.to_thread(spy.wait, 60)
             result["rss_after_sync_mb"], result["rss_peak_mb"] = (round(x, 1) for x in pilots.rss_mb())
             result["memory_per_client_kb"] = round((result["rss_after_sync_mb"] - result["rss_idle_mb"]) * 1024
                                                    / args.clients, 1)
@@ -469,6 +492,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     result[f"policy_{phase}_resent"] = resent
             result["rss_end_mb"], result["rss_peak_mb"] = (round(x, 1) for x in pilots.rss_mb())
             try:  # /debug/syncz lists every node's every name: slow at this size
+                if args.skip_syncz:
+                    raise httpx.HTTPError("--skip-syncz")
                 nodes, pushes = [], []
                 for a in pilots.api:
                     syncz = (await http.get(f"http://127.0.0.1:{a}/debug/syncz", timeout=120)).json()
@@ -503,6 +528,11 @@ def main() -> None:
     p.add_argument("--replicas", type=int, default=1, help="Pilots sharing one etcd, client processes split between them")
     p.add_argument("--streams-per-connection", type=int, default=1,
                    help="ADS streams sharing one HTTP/2 connection (1: one connection per client, as sidecars)")
+    p.add_argument("--transport", default="grpcio",
+                   help="Pilot's xds.transport; several comma-separated run side by side (grpcio,native)")
+    p.add_argument("--profile", metavar="DIR", help="py-spy (raw, collapsed stacks) of Pilot during the sync")
+    p.add_argument("--skip-syncz", action="store_true", help="do not read /debug/syncz at the end (slow at 2000)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per transport (interleaved)")
     p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)  # xDS port: run as a client process
     p.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -510,8 +540,38 @@ def main() -> None:
         args.per_process = 1000 if args.go else 250
     if args.worker:
         asyncio.run(worker(args))
-    else:
-        print(json.dumps(asyncio.run(bench(args)), indent=1))
+        return
+    transports = [t.strip() for t in args.transport.split(",") if t.strip()]
+    runs: list[dict[str, Any]] = []
+    for _ in range(args.repeat):
+        for transport in transports:
+            args.transport = transport
+            runs.append(asyncio.run(bench(args)))
+            print(json.dumps(runs[-1], indent=1), flush=True)
+    if len(runs) > 1:
+        print("summary: [min, median, max] per transport")
+        for transport, figures in summary(runs).items():
+            print(json.dumps({transport: figures}))
+
+
+SUMMARY_KEYS = ("initial_sync_s", "initial_sync_pilot_cpu_s", "pilot_cpu_ms_per_client", "pilot_cores_during_sync",
+                "initial_sync_client_cpu_s", "rss_after_sync_mb", "rss_peak_mb", "memory_per_client_kb",
+                "instance_push_s", "service_push_s")
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per transport: [min, median, max] of each figure over the runs, and the 1-min load averages."""
+    out: dict[str, Any] = {}
+    for transport in dict.fromkeys(r["transport"] for r in runs):
+        mine = [r for r in runs if r["transport"] == transport]
+        figures: dict[str, Any] = {"runs": len(mine), "loadavg_1m": [round(r["loadavg_before"][0], 1) for r in mine]}
+        for key in SUMMARY_KEYS:
+            values = sorted(r[key] for r in mine if isinstance(r.get(key), int | float))
+            if values:
+                figures[key] = [values[0], values[len(values) // 2], values[-1]]
+        figures["failed_streams"] = [r.get("initial_sync_failed_streams") for r in mine]
+        out[transport] = figures
+    return out
 
 
 if __name__ == "__main__":

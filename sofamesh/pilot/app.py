@@ -44,6 +44,7 @@ from sofamesh.pilot.xds.debounce import Debouncer
 from sofamesh.pilot.xds.generator import NodeInfo, XdsGenerator
 from sofamesh.pilot.xds.server import AdsServer
 from sofamesh.pilot.xds.tls_port import TlsXdsPort
+from sofamesh.pilot.xds.transport import XdsTransportFactory
 
 log = logging.getLogger("sofamesh.pilot")
 FENCE_TIMEOUT_S = 5.0
@@ -81,6 +82,7 @@ class Pilot:
         self.generator_catalog: Catalog[XdsGenerator] = Catalog("xds generator")
         self.config_store_catalog: Catalog[ConfigStoreFactory] = Catalog("config store")
         self.ca_catalog: Catalog[CaFactory] = Catalog("CA")
+        self.transport_catalog: Catalog[XdsTransportFactory] = Catalog("xds transport")
         self.ca: CertificateAuthority
         self.tokens: TokenAuthority
         self.admin: AdminToken
@@ -133,6 +135,8 @@ class Pilot:
         self.host.fill("pilot_register_xds_generators", self.generator_catalog)
         self.host.fill("pilot_register_config_stores", self.config_store_catalog)
         self.host.fill("pilot_register_cas", self.ca_catalog)
+        self.host.fill("pilot_register_xds_transports", self.transport_catalog)
+        transport = self.transport_catalog.get(self.config.xds.transport, "xds.transport").create()
         ca = self.config.ca
         self.security_storage = security_storage(ca.storage.type, ca.storage.options, self.config.data_dir)
         self.ca = self.ca_catalog.get(ca.type, "ca.type").create(
@@ -161,7 +165,7 @@ class Pilot:
             if callable(use_jwks):
                 use_jwks(self.jwks)
         self.cache = SnapshotCache(self.model, self.generator_catalog.items())
-        self._ads = AdsServer(self.cache, self.metrics)
+        self._ads = AdsServer(self.cache, self.metrics, transport=transport)
         self.model.overlay = self.sidecars.labels_for
         self._ads.on_node = self._sidecar_connected
         self._ads.on_closed = self._sidecar_closed

@@ -31,6 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                     "The API port also serves /ready, /debug/syncz, /debug/registry and /metrics.")
     p.add_argument("-c", "--config", type=Path, help="Pilot YAML config file")
     p.add_argument("--xds", metavar="HOST:PORT", help="xDS (ADS gRPC) address (default 127.0.0.1:15010)")
+    p.add_argument("--xds-transport", metavar="NAME", help="what serves ADS: grpcio (default) or native")
     p.add_argument("--api", metavar="HOST:PORT",
                    help="registry API and admin address (default 127.0.0.1:15080)")
     p.add_argument("--registry", metavar="NAME", help="registry type to read and write (default embedded)")
@@ -72,8 +73,13 @@ def config_from_args(args: argparse.Namespace) -> pilot_config.PilotConfig:
         data = pilot_config.load(args.config).model_dump(mode="python")
     else:
         data = {}
-    if args.xds:
-        data["xds"] = {"address": args.xds}
+    if args.xds or args.xds_transport:
+        xds = dict(data.get("xds") or {})
+        if args.xds:
+            xds["address"] = args.xds
+        if args.xds_transport:
+            xds["transport"] = args.xds_transport
+        data["xds"] = xds
     if args.api:
         data["api"] = {"address": args.api}
     if args.data_dir is not None:

@@ -154,6 +154,14 @@ class JwksConfig(_Strict):
     timeout_s: float = Field(5.0, gt=0, le=60)
 
 
+class XdsConfig(Endpoint):
+    """Pilot's plaintext xDS port (istiod's 15010): ADS and the CSR API."""
+
+    transport: str = "grpcio"
+    """What serves the gRPC streams: ``grpcio`` (grpc.aio), or ``native`` (the project's own HTTP/2
+    codec; docs/xds.md "Transports"). Any name a plugin registers."""
+
+
 class XdsTlsConfig(Endpoint):
     """Pilot's TLS xDS port (istiod's 15012; docs/security.md): ADS and the CSR API behind TLS
     with a certificate from Pilot's own CA; a client certificate is asked for and verified when
@@ -167,7 +175,7 @@ class XdsTlsConfig(Endpoint):
 
 
 class PilotConfig(_Strict):
-    xds: Endpoint = Field(default_factory=lambda: Endpoint(address="127.0.0.1:15010"))
+    xds: XdsConfig = Field(default_factory=lambda: XdsConfig(address="127.0.0.1:15010"))
     xds_tls: XdsTlsConfig | None = None
     """Off unless configured: a client must hold Pilot's root before it can verify this port."""
     api: Endpoint = Field(default_factory=lambda: Endpoint(address="127.0.0.1:15080"))

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from sofamesh.pilot.security.ca import CaFactory
     from sofamesh.pilot.view import PilotView
     from sofamesh.pilot.xds.generator import XdsGenerator
+    from sofamesh.pilot.xds.transport import XdsTransportFactory
 
 hookspec = pluggy.HookspecMarker("sofamesh")
 
@@ -91,6 +92,22 @@ def pilot_register_xds_generators(catalog: Catalog[XdsGenerator]) -> None:
         :class:`~sofamesh.pilot.xds.generator.XdsGenerator`. Third-party names carry a vendor
         prefix (``acme.bolt-routes``).
     :return: nothing.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def pilot_register_xds_transports(catalog: Catalog[XdsTransportFactory]) -> None:
+    """Register xDS transports: what carries ADS streams (``grpcio``, ``native``).
+
+    Runs once when Pilot builds its catalogs. Pilot uses the one its config's ``xds.transport``
+    names (``grpcio`` by default); every transport drives the same ADS server
+    (:class:`~sofamesh.pilot.xds.transport.XdsTransport`).
+
+    :param catalog: the transport catalog; ``catalog.add(name, factory)`` where ``factory.create()``
+        returns a :class:`~sofamesh.pilot.xds.transport.XdsTransport`.
+    :return: nothing; a name already taken raises :class:`~sofamesh.core.errors.PluginError`.
 
     .. versionadded:: 0.1
     """

@@ -1,4 +1,5 @@
-"""The ADS server: Envoy v3 aggregated discovery, state-of-the-world and delta, over grpc.aio.
+"""The ADS server: Envoy v3 aggregated discovery, state-of-the-world and delta, over a transport
+(grpc.aio, or the project's own HTTP/2 codec: ``pilot/xds/transport.py``).
 
 Each stream keeps, per type URL, what the node subscribed to, what was last sent (version and
 nonce) and what it ACKed or NACKed. A debounced mesh change invalidates the snapshot cache and
@@ -12,24 +13,22 @@ and a push to a node that holds the previous snapshot looks only at the names th
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
 from sofamesh.pilot.metrics import PilotMetrics
 from sofamesh.pilot.xds.cache import Entry, SnapshotCache, TypeSnapshot, set_version
 from sofamesh.pilot.xds.generator import CLUSTER, ENDPOINT, ROUTE, NodeInfo, short_type
+from sofamesh.pilot.xds.grpcio_transport import GrpcioTransport
+from sofamesh.pilot.xds.transport import XdsTransport
 
 log = logging.getLogger("sofamesh.pilot.xds")
-_ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 _PUSH = "push"
 _REQUEST = "request"
 _CLOSED = "closed"
@@ -92,9 +91,10 @@ class Stream:
 class AdsServer:
     """Serves ADS from a :class:`SnapshotCache`; :meth:`push` makes every stream catch up."""
 
-    def __init__(self, cache: SnapshotCache, metrics: PilotMetrics, max_pending_streams: int = 100_000) -> None:
+    def __init__(self, cache: SnapshotCache, metrics: PilotMetrics, max_pending_streams: int = 100_000,
+                 transport: XdsTransport | None = None) -> None:
         self.cache = cache
-        self.max_pending_streams = max_pending_streams  # streams gRPC queues before refusing (see start)
+        self.max_pending_streams = max_pending_streams  # streams gRPC queues before refusing (grpcio)
         self.metrics = metrics
         self.streams: dict[int, Stream] = {}
         self._ids = itertools.count(1)
@@ -117,7 +117,7 @@ class AdsServer:
         self._wire_sotw: dict[bytes, tuple[bool, bool, frozenset[str]]] = {}
         self._wire_delta: dict[bytes, tuple[tuple[str, ...], frozenset[str]]] = {}
         self.pushes = 0
-        self._server: grpc.aio.Server | None = None
+        self.transport = transport if transport is not None else GrpcioTransport()
         self.port = 0
         # told when a stream names its node, and when that stream ends (pilot/sidecars.py)
         self.on_node: Callable[[int, NodeInfo], None] | None = None
@@ -128,47 +128,16 @@ class AdsServer:
         self.fence: Callable[[], Awaitable[None]] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
-    async def start(self, host: str, port: int, extra: Sequence[grpc.GenericRpcHandler] = (), *,
-                    loopback: bool = False) -> int:
-        """Serve ADS, and the ``extra`` services (the CSR API) on the same port, as istiod does;
-        ``loopback``: also on a free port of 127.0.0.1 (:attr:`loopback_port`)."""
-        server = grpc.aio.server(options=[
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            # gRPC core holds a stream that arrives before the application asks for the next one as
-            # "pending"; past 1000 of them it refuses new ones at random (all of them at 3000), which
-            # the client sees as CANCELLED. grpc.aio asks for one stream at a time from the event
-            # loop, so a burst of sidecars connecting while the loop builds responses crosses 1000
-            # (about 13 % of 2000 streams were refused). Each ADS stream is one sidecar that will
-            # retry anyway: queue them instead.
-            ("grpc.server.max_pending_requests", self.max_pending_streams),
-            ("grpc.server.max_pending_requests_hard_limit", 2 * self.max_pending_streams),
-        ])
-        # Responses leave the handlers already serialized (see _sotw_response).
-        handlers = {
-            # grpc.aio takes a handler for an async generator by its function's code (a partial of
-            # the plain function is unwrapped, a bound method in a partial is not): _serve itself, so
-            # each response passes one generator, not two
-            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                functools.partial(AdsServer._serve, self, "sotw"),
-                request_deserializer=discovery_pb2.DiscoveryRequest.FromString, response_serializer=bytes),
-            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                functools.partial(AdsServer._serve, self, "delta"),
-                request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString, response_serializer=bytes),
-        }
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_ADS_SERVICE, handlers), *extra))
-        bound = server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-        if loopback:
-            self.loopback_port = int(server.add_insecure_port("127.0.0.1:0"))
-        await server.start()
-        self._server, self.port = server, int(bound)
+    async def start(self, host: str, port: int, extra: Sequence[Any] = (), *, loopback: bool = False) -> int:
+        """Serve ADS, and the ``extra`` services (grpc generic handlers: the CSR API) on the same
+        port, as istiod does; ``loopback``: also on a free port of 127.0.0.1 (:attr:`loopback_port`)."""
+        self.port, self.loopback_port = await self.transport.start(self, host, port, extra, loopback)
         return self.port
 
     async def stop(self, grace: float = 1.0) -> None:
         for st in list(self.streams.values()):
             st.queue.put_nowait((_CLOSED, None))
-        if self._server is not None:
-            await self._server.stop(grace)
-            self._server = None
+        await self.transport.stop(grace)
 
     def push(self, first_change: float | None = None) -> None:
         """The mesh changed: rebuild snapshots on demand and wake every stream."""
@@ -190,26 +159,34 @@ class AdsServer:
                 "nodes": [st.describe() for st in self.streams.values()],
                 "recent_nacks": list(self.recent_nacks)}
 
-    # -- streams -------------------------------------------------------------------------------
-    async def _pump(self, requests: AsyncIterator[Any], st: Stream) -> None:
-        try:
-            async for req in requests:
-                st.queue.put_nowait((_REQUEST, req))
-        except (asyncio.CancelledError, grpc.aio.AioRpcError, grpc.RpcError):
-            pass
-        finally:
-            st.queue.put_nowait((_CLOSED, None))
-
-    async def _serve(self, mode: str, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
-        st = Stream(next(self._ids), mode, context.peer(), asyncio.Queue())
+    # -- streams: what a transport calls --------------------------------------------------------
+    def open_stream(self, mode: str, peer: str) -> Stream:
+        """A new ADS stream (``mode`` "sotw" or "delta") from ``peer`` (gRPC's form: ``ipv4:a.b.c.d:port``);
+        the transport then hands it requests (:meth:`received`), its end (:meth:`ended`) and sends
+        what :meth:`responses` yields."""
+        st = Stream(next(self._ids), mode, peer, asyncio.Queue())
         self.streams[st.id] = st
         connected = self._connected.get(mode)
         if connected is None:  # prometheus_client's labels() takes a lock and looks the child up each call
             connected = self._connected[mode] = self.metrics.connected.labels(mode)
         connected.inc()
-        reader = asyncio.get_running_loop().create_task(self._pump(requests, st))
-        handle_request = self._sotw_request if mode == "sotw" else self._delta_request
-        respond = self._sotw_response if mode == "sotw" else self._delta_response
+        return st
+
+    @staticmethod
+    def received(st: Stream, request: Any) -> None:
+        """A parsed DiscoveryRequest (SotW) or DeltaDiscoveryRequest (delta) arrived on ``st``."""
+        st.queue.put_nowait((_REQUEST, request))
+
+    @staticmethod
+    def ended(st: Stream) -> None:
+        """The client closed or reset ``st``, or its connection ended: :meth:`responses` finishes."""
+        st.queue.put_nowait((_CLOSED, None))
+
+    async def responses(self, st: Stream) -> AsyncGenerator[bytes, None]:
+        """The serialized responses (DiscoveryResponse or DeltaDiscoveryResponse) to send on ``st``,
+        until it ends; the stream is forgotten when this generator finishes or is closed."""
+        handle_request = self._sotw_request if st.mode == "sotw" else self._delta_request
+        respond = self._sotw_response if st.mode == "sotw" else self._delta_response
         try:
             if self.fence is not None:
                 await self.fence()
@@ -239,13 +216,10 @@ class AdsServer:
                 if sent and payload is not None:
                     self.metrics.push_seconds.observe(max(0.0, asyncio.get_running_loop().time() - payload))
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-            self.streams.pop(st.id, None)
-            connected.dec()
-            if self.on_closed is not None and st.node is not None:
-                self.on_closed(st.id)
+            if self.streams.pop(st.id, None) is not None:
+                self._connected[st.mode].dec()
+                if self.on_closed is not None and st.node is not None:
+                    self.on_closed(st.id)
 
     def _endpoints_after_clusters(self, st: Stream, ts: TypeState, clusters: Collection[str]) -> bytes | None:
         """EDS after a CDS push that changed ``clusters``: their assignments are sent again even when

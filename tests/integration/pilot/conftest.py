@@ -50,8 +50,9 @@ class PilotProcess:
     """``python -m sofamesh.pilot`` in quick mode on free ports; stopped by pid."""
 
     def __init__(self, data_dir: Path, debounce_ms: int = 50, xds_port: int = 0, api_port: int = 0,
-                 config: dict[str, Any] | None = None, ready_timeout: float = 45.0) -> None:
+                 config: dict[str, Any] | None = None, ready_timeout: float = 45.0, transport: str = "grpcio") -> None:
         self.data_dir = data_dir
+        self.transport = transport  # xds.transport: grpcio or native
         self.ready_timeout = ready_timeout  # several Pilots starting on a loaded 2-core machine need more
         self.config = config  # a config file's content (-c); the quick flags above override it
         self.xds_port = xds_port or free_port()
@@ -72,7 +73,7 @@ class PilotProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "sofamesh", "pilot", *extra, "--xds", f"127.0.0.1:{self.xds_port}",
                  "--api", f"127.0.0.1:{self.api_port}", "--data-dir", str(self.data_dir),
-                 "--debounce-ms", str(self.debounce_ms), "--max-delay-ms", "500"],
+                 "--debounce-ms", str(self.debounce_ms), "--max-delay-ms", "500", "--xds-transport", self.transport],
                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
@@ -116,9 +117,13 @@ class PilotProcess:
         assert r.status_code == 200, r.text
 
 
-@pytest.fixture
-def pilot(tmp_path: Path) -> Iterator[PilotProcess]:
-    p = PilotProcess(tmp_path / "data").start()
+# every test on the ``pilot`` fixture runs on both xDS transports
+XDS_TRANSPORTS = ["grpcio", "native"]
+
+
+@pytest.fixture(params=XDS_TRANSPORTS)
+def pilot(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[PilotProcess]:
+    p = PilotProcess(tmp_path / "data", transport=request.param).start()
     try:
         yield p
     finally:

@@ -83,10 +83,13 @@ def _envoy_endpoints(envoy: Envoy) -> set[str]:
 
 
 @pytest.mark.timeout(480)  # three Pilot restarts, Envoy and two sidecars: minutes on a loaded 2-core machine
+@pytest.mark.parametrize("transport", ["grpcio", "native"])
 @pytest.mark.parametrize("kind", ["etcd", "zookeeper"])
-def test_replicas_killed_one_at_a_time_under_traffic(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+def test_replicas_killed_one_at_a_time_under_traffic(kind: str, transport: str, request: pytest.FixtureRequest,
+                                                     tmp_path: Path) -> None:
     config = _store_config(kind, request)
-    pilots = [PilotProcess(tmp_path / f"pilot-{i}", config=config, ready_timeout=90) for i in range(3)]
+    pilots = [PilotProcess(tmp_path / f"pilot-{i}", config=config, ready_timeout=90, transport=transport)
+              for i in range(3)]
     ports = [p.xds_port for p in pilots]
     providers: dict[str, UpstreamServer] = {}
     sidecars: list[Sidecar] = []

@@ -39,7 +39,7 @@ _H2 = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
 class TlsPilot(PilotProcess):
-    def __init__(self, data_dir: Path, serving_ttl_s: float) -> None:
+    def __init__(self, data_dir: Path, serving_ttl_s: float, transport: str = "grpcio") -> None:
         self.tls_port = free_port()
         super().__init__(
             data_dir,
@@ -47,6 +47,7 @@ class TlsPilot(PilotProcess):
                 "xds_tls": {"address": f"127.0.0.1:{self.tls_port}", "hostnames": [TLS_HOST], "ttl_s": serving_ttl_s},
                 "ca": {"min_workload_ttl_s": 1},
             },
+            transport=transport,
         )
         self.roots = data_dir.parent / "pilot-roots.pem"
 
@@ -64,9 +65,9 @@ class TlsPilot(PilotProcess):
         return dict(self.get("/debug/ca")["by_credential"])
 
 
-@pytest.fixture
-def tls_pilot(tmp_path: Path) -> Iterator[TlsPilot]:
-    p = TlsPilot(tmp_path / "pilot", serving_ttl_s=6)
+@pytest.fixture(params=["grpcio", "native"])
+def tls_pilot(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TlsPilot]:
+    p = TlsPilot(tmp_path / "pilot", serving_ttl_s=6, transport=request.param)
     try:
         yield p.start()
     finally:

@@ -130,16 +130,16 @@ Batch = Callable[[list[Sidecar]], tuple[list[str], list[str]]]
 
 def scaling_scenario(data_dir: Path, mode: str, service: str, protocol: str,
                      start_provider: Callable[[str], Provider], batch: Batch,
-                     register: dict[str, Any] | None = None) -> Stream:
+                     register: dict[str, Any] | None = None, transport: str = "grpcio") -> Stream:
     """Pilot + two sidecars + providers p1, p2 of ``service``; during a steady stream of ``batch``
     calls through both sidecars: p3 is added, p1 removed (deregistered, then stopped once no sidecar
     routes to it), Pilot is killed (calls go on), restarted on the same ports (the sidecars
     reconnect), and p4 is added through the new Pilot (every sidecar then routes to p2, p3 and p4,
-    and each of them serves calls). Returns the finished stream; the caller asserts there was no
+    and each of them serves calls). ``transport``: Pilot's ``xds.transport``. Returns the finished stream; the caller asserts there was no
     failed call."""
     from tests.integration.pilot.conftest import PilotProcess
 
-    pilot = PilotProcess(data_dir).start()
+    pilot = PilotProcess(data_dir, transport=transport).start()
     providers: dict[str, Provider] = {}
     sidecars: list[Sidecar] = []
     suffix = f"|{service}"
@@ -177,7 +177,7 @@ def scaling_scenario(data_dir: Path, mode: str, service: str, protocol: str,
             assert stream.served_since(pilot_gone)["p2"] > 0 and stream.served_since(pilot_gone)["p3"] > 0
             for sc in sidecars:
                 assert sc.dump()["xds"]["connected"] is False
-            pilot = PilotProcess(data_dir, xds_port=pilot.xds_port, api_port=pilot.api_port).start()
+            pilot = PilotProcess(data_dir, xds_port=pilot.xds_port, api_port=pilot.api_port, transport=transport).start()
             for sc in sidecars:
                 wait_for(lambda sc=sc: sc.dump()["xds"]["connects"] >= 2 and sc.dump()["xds"]["connected"], 15,
                          "the sidecar to reconnect")

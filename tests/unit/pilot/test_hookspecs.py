@@ -17,7 +17,8 @@ HOOKS = sorted(n for n, f in inspect.getmembers(specs, inspect.isfunction) if n.
 
 def test_pilot_declares_the_seven_hooks_of_its_contract() -> None:
     assert HOOKS == ["pilot_instances_changed", "pilot_register_cas", "pilot_register_config_stores",
-                     "pilot_register_registries", "pilot_register_xds_generators", "pilot_shutdown", "pilot_startup"]
+                     "pilot_register_registries", "pilot_register_xds_generators", "pilot_register_xds_transports",
+                     "pilot_shutdown", "pilot_startup"]
     assert sorted(h for h in dir(pilot_host().pm.hook) if h.startswith("pilot_")) == HOOKS
 
 

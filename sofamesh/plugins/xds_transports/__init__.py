@@ -1,0 +1,1 @@
+"""xDS transports for Pilot other than grpc.aio (``xds.transport``)."""
