@@ -3,8 +3,9 @@ policy store (``sofamesh apply``) reach a real Envoy 1.40 and a sofamesh proxy, 
 of one Pilot, over their ADS streams (``sds_config: {ads: {}}``). Checked with ``openssl s_client
 -servername`` and curl: the served certificate is the Secret's; a rotated Secret is served to new
 handshakes within seconds while an open connection keeps working (no restart); MUTUAL refuses a
-client without a certificate; a server naming an unknown Secret is absent while the other servers
-of its port serve; reads never show the private key."""
+client without a certificate; OPTIONAL_MUTUAL takes a client with or without one (not one of
+another CA); a server naming an unknown Secret is absent while the other servers of its port
+serve; reads never show the private key."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from sofamesh.certs import mint_workload
+from sofamesh.certs import load_or_mint_ca, mint_workload
 from sofamesh.testing import free_port
 from tests.integration.gateway_tls import GatewayCerts, curl, gateway_certs, served_subject
 from tests.integration.pilot.conftest import PilotProcess
@@ -33,7 +34,7 @@ from tests.integration.policy.test_http_route_fields import Echo
 from tests.integration.xds.mesh import Sidecar
 from tests.unit.pilot.policy.test_credentials import secret_doc
 
-HOSTS = ("a.example.com", "b.example.com")
+HOSTS = ("a.example.com", "b.example.com", "d.example.com")
 PROXIES = {"envoy": "127.0.0.14", "sofamesh": "127.0.0.15"}
 LABELS = {"istio": "ingressgateway"}
 ROTATION_S = 10.0  # "within a few seconds", with room for a loaded machine
@@ -53,6 +54,9 @@ spec:
   - port: {{number: {port}, name: https-b, protocol: HTTPS}}
     hosts: [b.example.com]
     tls: {{mode: MUTUAL, credentialName: "kubernetes://b-cert"}}
+  - port: {{number: {port}, name: https-d, protocol: HTTPS}}
+    hosts: [d.example.com]
+    tls: {{mode: OPTIONAL_MUTUAL, credentialName: d-cert}}
   - port: {{number: {port}, name: https-c, protocol: HTTPS}}
     hosts: [c.example.com]
     tls: {{mode: SIMPLE, credentialName: no-such-secret}}
@@ -61,7 +65,7 @@ apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: web, namespace: default}}
 spec:
-  hosts: [a.example.com, b.example.com, c.example.com]
+  hosts: [a.example.com, b.example.com, c.example.com, d.example.com]
   gateways: [edge]
   http:
   - route: [{{destination: {{host: web}}}}]
@@ -72,6 +76,7 @@ def secrets(certs: GatewayCerts) -> str:
     docs = [
         secret_doc("a-cert", certs.servers["a.example.com"]),
         secret_doc("b-cert", certs.servers["b.example.com"], ca=certs.ca.files.cert),
+        secret_doc("d-cert", certs.servers["d.example.com"], ca=certs.ca.files.cert),
     ]
     return "\n---\n".join(yaml.safe_dump(d) for d in docs)
 
@@ -135,6 +140,8 @@ def _get(conn: ssl.SSLSocket) -> int:
 
 def test_credentials_from_pilot_are_served_rotated_and_enforced_by_envoy_and_sofamesh(tmp_path: Path) -> None:
     with gateways(tmp_path) as (pilot, certs, port, _envoy, _gw):
+        other = load_or_mint_ca(tmp_path / "other-ca")
+        stranger = mint_workload(other, "spiffe://cluster.local/ns/default/sa/client", tmp_path / "other", "client")
         open_conns = {}
         for name, address in PROXIES.items():
             # the Secret's certificate, by SNI
@@ -147,6 +154,12 @@ def test_credentials_from_pilot_are_served_rotated_and_enforced_by_envoy_and_sof
                 f"https://b.example.com:{port}/", port, certs, client=certs.client, address=address
             )
             assert status.startswith("200") and '"name": "web"' in body, (name, code, status)
+            # OPTIONAL_MUTUAL: no certificate is fine, one from the Secret's CA too, another CA's is refused
+            for client in (None, certs.client):
+                code, status, _ = curl(f"https://d.example.com:{port}/", port, certs, client=client, address=address)
+                assert status.startswith("200"), (name, client, code, status)
+            code, status, _ = curl(f"https://d.example.com:{port}/", port, certs, client=stranger, address=address)
+            assert code != 0 and not status.startswith("200"), (name, code, status)
             # the server naming no Secret is absent; the other servers of the port serve
             assert served_subject(port, "c.example.com", address=address) == "", name
             assert curl(f"https://a.example.com:{port}/", port, certs, address=address)[1].startswith("200"), name
