@@ -429,6 +429,13 @@ class XdsClient:
                 if error is not None:
                     self._nack(url, version, nonce, error)
                     return False
+            elif url == SECRET_TYPE and updates:
+                # a rotated secret: this process's store has it; a relay to --workers sends it on
+                relay = getattr(self.server, "secrets_changed", None)
+                error = await relay() if callable(relay) else None
+                if error is not None:
+                    self._nack(url, version, nonce, error)
+                    return False
         except ConfigErrors as exc:
             self._nack(url, version, nonce, "; ".join(str(e) for e in exc.errors))
             return False

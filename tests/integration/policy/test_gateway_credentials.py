@@ -16,7 +16,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from http.client import HTTPResponse
 from pathlib import Path
@@ -82,9 +81,9 @@ def secrets(certs: GatewayCerts) -> str:
 
 
 @contextlib.contextmanager
-def gateways(tmp_path: Path) -> Iterator[tuple[PilotProcess, GatewayCerts, int, Envoy, Sidecar]]:
-    """Pilot, the web echo, both gateways with the Secrets and policy applied and answering on
-    a.example.com; on leaving, neither proxy NACKed."""
+def gateways(tmp_path: Path, workers: int = 1) -> Iterator[tuple[PilotProcess, GatewayCerts, int, Envoy, Sidecar]]:
+    """Pilot, the web echo, both gateways (sofamesh with ``workers`` processes) with the Secrets
+    and policy applied and answering on a.example.com; on leaving, neither proxy NACKed."""
     certs = gateway_certs(tmp_path, HOSTS)
     port = free_port()
     with contextlib.ExitStack() as stack:
@@ -108,6 +107,7 @@ def gateways(tmp_path: Path) -> Iterator[tuple[PilotProcess, GatewayCerts, int, 
             pilot.xds_port,
             "router~127.0.0.15~edge-sofamesh.default~default.svc.cluster.local",
             metadata=meta["sofamesh"],
+            args=("--workers", str(workers)) if workers > 1 else (),
         ).start()
         stack.callback(gw.stop)
         t = apply(pilot.api_url, stdin=secrets(certs) + "\n---\n" + policy(port))
@@ -208,22 +208,31 @@ def test_credentials_from_pilot_are_served_rotated_and_enforced_by_envoy_and_sof
             open_conns[name].close()
 
 
-def test_an_unknown_secret_that_appears_later_brings_its_server_up(tmp_path: Path) -> None:
-    with gateways(tmp_path) as (pilot, certs, port, _envoy, _gw):
-        c = mint_workload(
-            certs.ca, "spiffe://cluster.local/ns/default/sa/c", tmp_path / "c", "c.example.com", dns=("c.example.com",)
-        )
+def test_an_unknown_secret_that_appears_later_brings_its_server_up_in_every_worker(tmp_path: Path) -> None:
+    """The sofamesh gateway runs two workers: the parent's xDS client relays the fetched secrets with
+    the config, and a rotated one with the unchanged config, so every handshake sees the same."""
+    with gateways(tmp_path, workers=2) as (pilot, certs, port, _envoy, _gw):
         for address in PROXIES.values():
             assert served_subject(port, "c.example.com", address=address) == ""
-        t = apply(pilot.api_url, stdin=yaml.safe_dump(secret_doc("no-such-secret", c)))
-        for name, address in PROXIES.items():
-            follows(
-                lambda a=address: (
-                    served_subject(port, "c.example.com", address=a) == "O = sofamesh, CN = c.example.com"
-                ),
-                t,
-                name,
-                timeout=ROTATION_S,
-            )
-            assert curl(f"https://c.example.com:{port}/", port, certs, address=address)[1].startswith("200"), name
-        time.sleep(0)
+        first = mint_workload(
+            certs.ca, "spiffe://cluster.local/ns/default/sa/c", tmp_path / "c", "c.example.com", dns=("c.example.com",)
+        )
+        rotated = mint_workload(
+            certs.ca, "spiffe://cluster.local/ns/default/sa/c", tmp_path / "c2", "c-rotated", dns=("c.example.com",)
+        )
+        for cert, cn in ((first, "c.example.com"), (rotated, "c-rotated")):
+            t = apply(pilot.api_url, stdin=yaml.safe_dump(secret_doc("no-such-secret", cert)))
+            subject = f"O = sofamesh, CN = {cn}"
+            for name, address in PROXIES.items():
+                follows(
+                    lambda a=address, s=subject: served_subject(port, "c.example.com", address=a) == s,
+                    t,
+                    name,
+                    timeout=ROTATION_S,
+                )
+            # SO_REUSEPORT spreads handshakes over both workers: every one gets the same certificate
+            seen = {served_subject(port, "c.example.com", address=PROXIES["sofamesh"]) for _ in range(12)}
+            assert seen == {subject}
+            for name, address in PROXIES.items():
+                code, status, _ = curl(f"https://c.example.com:{port}/", port, certs, address=address)
+                assert status.startswith("200"), (name, code, status)
