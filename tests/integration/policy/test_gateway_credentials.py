@@ -81,9 +81,12 @@ def secrets(certs: GatewayCerts) -> str:
 
 
 @contextlib.contextmanager
-def gateways(tmp_path: Path, workers: int = 1) -> Iterator[tuple[PilotProcess, GatewayCerts, int, Envoy, Sidecar]]:
-    """Pilot, the web echo, both gateways (sofamesh with ``workers`` processes) with the Secrets
-    and policy applied and answering on a.example.com; on leaving, neither proxy NACKed."""
+def gateways(
+    tmp_path: Path, workers: int = 1, delta: bool = False
+) -> Iterator[tuple[PilotProcess, GatewayCerts, int, Envoy, Sidecar]]:
+    """Pilot, the web echo, both gateways (sofamesh with ``workers`` processes; both on delta xDS
+    with ``delta``) with the Secrets and policy applied and answering on a.example.com; on leaving,
+    neither proxy NACKed."""
     certs = gateway_certs(tmp_path, HOSTS)
     port = free_port()
     with contextlib.ExitStack() as stack:
@@ -98,7 +101,7 @@ def gateways(tmp_path: Path, workers: int = 1) -> Iterator[tuple[PilotProcess, G
         envoy = Envoy(
             tmp_path,
             pilot,
-            "GRPC",
+            "DELTA_GRPC" if delta else "GRPC",
             metadata=meta["envoy"],
             node_id="router~127.0.0.14~edge-envoy.default~default.svc.cluster.local",
         )
@@ -107,6 +110,7 @@ def gateways(tmp_path: Path, workers: int = 1) -> Iterator[tuple[PilotProcess, G
             pilot.xds_port,
             "router~127.0.0.15~edge-sofamesh.default~default.svc.cluster.local",
             metadata=meta["sofamesh"],
+            mode="delta" if delta else "sotw",
             args=("--workers", str(workers)) if workers > 1 else (),
         ).start()
         stack.callback(gw.stop)
@@ -209,9 +213,10 @@ def test_credentials_from_pilot_are_served_rotated_and_enforced_by_envoy_and_sof
 
 
 def test_an_unknown_secret_that_appears_later_brings_its_server_up_in_every_worker(tmp_path: Path) -> None:
-    """The sofamesh gateway runs two workers: the parent's xDS client relays the fetched secrets with
-    the config, and a rotated one with the unchanged config, so every handshake sees the same."""
-    with gateways(tmp_path, workers=2) as (pilot, certs, port, _envoy, _gw):
+    """Both gateways on delta xDS; the sofamesh gateway runs two workers: the parent's xDS client
+    relays the fetched secrets with the config, and a rotated one with the unchanged config, so
+    every handshake sees the same."""
+    with gateways(tmp_path, workers=2, delta=True) as (pilot, certs, port, _envoy, _gw):
         for address in PROXIES.values():
             assert served_subject(port, "c.example.com", address=address) == ""
         first = mint_workload(
