@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from sofamesh.core.net.secrets import CertificateSecret, Secret, TrustSecret
 from sofamesh.pilot.policy.schema import Bool, MapOf, Obj, Report, Str, entry
 
 CERT_KEYS = ("tls.crt", "cert")
@@ -31,6 +32,9 @@ SDS_PREFIX = "kubernetes://"
 CA_SUFFIX = "-cacert"
 """A credential's client CA bundle: SDS ``kubernetes://NAME-cacert``, or a Secret ``NAME-cacert``."""
 REDACTED = "<redacted>"
+
+if TYPE_CHECKING:
+    from sofamesh.pilot.policy.resource import Resource
 
 SECRET = Obj({"type": Str(), "data": MapOf(Str()), "stringData": MapOf(Str()), "immutable": Bool()})
 
@@ -135,6 +139,22 @@ def credential(fields: Mapping[str, Any]) -> Credential:
             continue
     cert, key, ca = _first(data, CERT_KEYS), _first(data, KEY_KEYS), _first(data, CA_KEYS)
     return Credential(cert[1] if cert else None, key[1] if key else None, ca[1] if ca else None)
+
+
+def served(secrets: Iterable[Resource]) -> dict[str, Secret]:
+    """What the Secrets of one namespace give a gateway there, by name (without ``kubernetes://``)."""
+    creds = {r.name: credential(r.spec) for r in secrets if r.kind == "Secret" and not r.group}
+    out: dict[str, Secret] = {}
+    for name, c in creds.items():
+        if c.chain_pem and c.key_pem:
+            out[name] = CertificateSecret(c.chain_pem, c.key_pem)
+        elif c.ca_pem:  # a CA-only Secret (``NAME-cacert``)
+            out[name] = TrustSecret(c.ca_pem)
+    for name, c in creds.items():  # the CA of a compound Secret, unless a NAME-cacert Secret holds one
+        ca = name + CA_SUFFIX
+        if c.ca_pem and c.chain_pem and c.key_pem and not isinstance(out.get(ca), TrustSecret):
+            out[ca] = TrustSecret(c.ca_pem)
+    return out
 
 
 def redacted(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from sofamesh.core.net.secrets import CertificateSecret, Secret, TrustSecret
 from sofamesh.core.plugin_host import hookimpl
 from sofamesh.core.security.sds import secret_message
-from sofamesh.pilot.policy.credentials import CA_SUFFIX, SDS_PREFIX, credential, secret_name
+from sofamesh.pilot.policy.credentials import CA_SUFFIX, SDS_PREFIX, secret_name, served
 from sofamesh.pilot.policy.resource import DEFAULT_NAMESPACE
 from sofamesh.pilot.xds.generator import NodeInfo, XdsResource, is_gateway
 from sofamesh.pilot.xds.generators import NAMESPACE_KEY, PolicyAware
@@ -37,22 +37,6 @@ SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
 def node_namespace(node: NodeInfo) -> str:
     return str(node.metadata.get(NAMESPACE_KEY) or DEFAULT_NAMESPACE)
-
-
-def served(policy: PolicyModel, namespace: str) -> dict[str, Secret]:
-    """The secrets a gateway of ``namespace`` may get, by Secret name (without ``kubernetes://``)."""
-    creds = {r.name: credential(r.spec) for r in policy.resources("Secret", namespace) if not r.group}
-    out: dict[str, Secret] = {}
-    for name, c in creds.items():
-        if c.chain_pem and c.key_pem:
-            out[name] = CertificateSecret(c.chain_pem, c.key_pem)
-        elif c.ca_pem:  # a CA-only Secret (``NAME-cacert``)
-            out[name] = TrustSecret(c.ca_pem)
-    for name, c in creds.items():  # the CA of a compound Secret, unless a NAME-cacert Secret holds one
-        ca = name + CA_SUFFIX
-        if c.ca_pem and c.chain_pem and c.key_pem and not isinstance(out.get(ca), TrustSecret):
-            out[ca] = TrustSecret(c.ca_pem)
-    return out
 
 
 class GatewayCredentials:
@@ -74,7 +58,7 @@ class GatewayCredentials:
 
 def credentials_for(policy: PolicyModel | None, node: NodeInfo) -> GatewayCredentials:
     ns = node_namespace(node)
-    return GatewayCredentials(served(policy, ns) if policy is not None else {}, ns)
+    return GatewayCredentials(served(policy.resources("Secret", ns)) if policy is not None else {}, ns)
 
 
 def ads_secret(name: str) -> secret_pb2.SdsSecretConfig:
@@ -101,7 +85,7 @@ class GatewaySecretGenerator(PolicyAware):
             return []
         out: list[XdsResource] = []
         memo: dict[tuple[str, Secret], XdsResource] = {}
-        for name, secret in sorted(served(self.policy.policy, node_namespace(node)).items()):
+        for name, secret in sorted(served(self.policy.policy.resources("Secret", node_namespace(node))).items()):
             for rname in (SDS_PREFIX + name, name):
                 key = (rname, secret)
                 res = self._memo.get(key) or XdsResource(rname, secret_message(rname, secret), wildcard=False)

@@ -121,3 +121,46 @@ def test_reads_show_the_certificate_and_never_the_private_key(pki: Any) -> None:
     assert shown["data"]["tls.key"] == REDACTED
     assert shown["data"]["tls.crt"] == verdict.resource.spec["data"]["tls.crt"]
     assert verdict.resource.spec["data"]["tls.key"] != REDACTED  # the stored form keeps it
+
+
+def test_analyze_reports_a_credential_name_with_no_usable_secret_as_istios_ist0161(pki: Any) -> None:
+    from sofamesh.pilot.model import MeshModel
+    from sofamesh.pilot.policy.analyze import analyze
+    from sofamesh.pilot.policy.model import PolicyModel
+    from sofamesh.pilot.policy.store import StoredDocument
+
+    ca, a, b = pki
+    gateway = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "edge"},
+        "spec": {
+            "servers": [
+                {
+                    "port": {"number": 443, "name": f"https-{i}", "protocol": "HTTPS"},
+                    "hosts": [f"h{i}.example"],
+                    "tls": {"mode": mode, "credentialName": name},
+                }
+                for i, (mode, name) in enumerate(
+                    [("SIMPLE", "a-cert"), ("MUTUAL", "a-cert"), ("MUTUAL", "kubernetes://b-cert"), ("SIMPLE", "gone")]
+                )
+            ]
+        },
+    }
+    docs = [
+        gateway,
+        secret_doc("a-cert", a),
+        secret_doc("b-cert", b),
+        secret_doc("b-cert-cacert", ca=ca),
+        secret_doc("gone", a, namespace="other"),
+    ]
+    policy = PolicyModel()
+    policy.sync([StoredDocument(Source("t.yaml", i + 1), d) for i, d in enumerate(docs)])
+    assert not policy.rejections()
+    found = [str(f) for f in analyze(policy, MeshModel([])) if f.code == "IST0161"]
+    assert found == [
+        "Error [IST0161] (Gateway default/edge) spec.servers[1].tls.credentialName: MUTUAL needs a client CA: "
+        "ca.crt in Secret 'a-cert' or a Secret a-cert-cacert in namespace default",
+        "Error [IST0161] (Gateway default/edge) spec.servers[3].tls.credentialName: no Secret 'gone' with tls.crt "
+        "and tls.key in namespace default: the server is left out of gateways there",
+    ]
