@@ -1,9 +1,11 @@
-"""The sidecar's ADS client: subscribes to LDS/CDS (wildcard) and the RDS/EDS names they need,
+"""The sidecar's ADS client: subscribes to LDS/CDS (wildcard) and the RDS/EDS/SDS names they need,
 state-of-the-world or delta, translates every update (``translate.py``) and applies it with
-``Server.apply``. An update that cannot be translated or applied is NACKed with the error, and the
-last good config keeps serving. When the stream fails the next of the configured servers (Pilot
-replicas) is tried at once, as Envoy cycles through ``grpc_services``; after a whole round fails,
-the client waits with jittered exponential backoff.
+``Server.apply``. Secrets a listener fetches over ADS (a gateway's ``credentialName``) go into the
+process's secret store as they arrive, so a rotated one reaches the next handshake. An update that
+cannot be translated or applied is NACKed with the error, and the last good config keeps serving.
+When the stream fails the next of the configured servers (Pilot replicas) is tried at once, as
+Envoy cycles through ``grpc_services``; after a whole round fails, the client waits with jittered
+exponential backoff.
 
 Runs in the data plane's loop; nothing here is on the request path.
 """
@@ -32,6 +34,7 @@ from sofamesh.core.xds.translate import (
     ENDPOINT_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
+    SECRET_TYPE,
     SHORT,
     TYPE_ORDER,
     Translated,
@@ -263,7 +266,8 @@ class XdsClient:
             ts.nonce = ""
         for url in _WILDCARD:
             self._subscribe(url, initial=True)
-        for url, names in ((ROUTE_TYPE, self.state.rds_names()), (ENDPOINT_TYPE, self.state.eds_names())):
+        for url, names in ((ROUTE_TYPE, self.state.rds_names()), (ENDPOINT_TYPE, self.state.eds_names()),
+                           (SECRET_TYPE, self.state.sds_names())):
             if names:
                 self.types[url].names = set(names)
                 self._subscribe(url, initial=True)
@@ -386,6 +390,7 @@ class XdsClient:
             ROUTE_TYPE: cand.routes,
             CLUSTER_TYPE: cand.clusters,
             ENDPOINT_TYPE: cand.endpoints,
+            SECRET_TYPE: cand.secrets,
         }
         table = tables[url]
         errors: list[str] = []
@@ -404,6 +409,9 @@ class XdsClient:
         if errors:
             self._nack(url, version, nonce, "; ".join(errors))
             return False
+        if url == SECRET_TYPE:  # the store first: the listeners they complete build from it
+            for rname in updates:
+                PROCESS_SECRETS.set(rname, cand.secrets[rname])
         try:
             config = assemble(
                 self.base,
@@ -418,6 +426,13 @@ class XdsClient:
                 finally:
                     self.applying_config = None
                 error = await outcome if outcome is not None else None
+                if error is not None:
+                    self._nack(url, version, nonce, error)
+                    return False
+            elif url == SECRET_TYPE and updates:
+                # a rotated secret: this process's store has it; a relay to --workers sends it on
+                relay = getattr(self.server, "secrets_changed", None)
+                error = await relay() if callable(relay) else None
                 if error is not None:
                     self._nack(url, version, nonce, error)
                     return False
@@ -440,11 +455,12 @@ class XdsClient:
                 ts.resources.pop(rname, None)
         self._follow(ROUTE_TYPE, cand.rds_names())
         self._follow(ENDPOINT_TYPE, cand.eds_names())
+        self._follow(SECRET_TYPE, cand.sds_names())
         self._check_synced()
         return True
 
     def _follow(self, url: str, wanted: set[str]) -> None:
-        """Keep the RDS/EDS subscription equal to what the listeners/clusters name."""
+        """Keep the RDS/EDS/SDS subscription equal to what the listeners/clusters name."""
         ts = self.types[url]
         if wanted == ts.names:
             return
@@ -460,7 +476,8 @@ class XdsClient:
         and every route and endpoint set they name."""
         if not all(self.types[t].received or t == received for t in (LISTENER_TYPE, CLUSTER_TYPE)):
             return False
-        return state.rds_names() <= set(state.routes) and state.eds_names() <= set(state.endpoints)
+        return (state.rds_names() <= set(state.routes) and state.eds_names() <= set(state.endpoints)
+                and state.sds_names() <= set(state.secrets))
 
     def _check_synced(self) -> None:
         if self.synced.is_set() or not self._complete(self.state):

@@ -8,6 +8,11 @@ gets the next relay version and is written, pickled and length-prefixed, to ever
 applies each config with ``Server.apply``; its ``/config_dump`` and ``/stats`` show the relay
 version it applied (``xds.relay_version``), so the parent's admin can show each worker's version.
 
+Secrets the client fetched over ADS (a gateway's ``credentialName``) travel in each frame, and a
+worker puts them in its own secret store before it applies the config that names them; a rotated
+one is relayed with the unchanged config, so every worker's next handshake gets it. (The agent's
+``default`` / ``ROOTCA`` have their own pipe: ``core/security/secret_relay.py``.)
+
 Each worker answers every relay version on a second pipe: applied, or the error (a listener port
 another process holds, say: what only a worker binds). ``Relay.apply`` returns a future the xDS
 client awaits before it answers the management server: it ACKs once every worker applied the
@@ -29,6 +34,7 @@ from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sofamesh.core.errors import MeshError
+from sofamesh.core.net.secrets import DEFAULT_CERT, PROCESS_SECRETS, ROOT_CA, Secret
 
 if TYPE_CHECKING:
     from sofamesh.core.config.model import ProxyConfig
@@ -39,6 +45,16 @@ log = logging.getLogger("sofamesh.xds.relay")
 _HEAD = struct.Struct("!I")
 ANSWER_TIMEOUT_S = 10.0
 """How long the parent waits for a worker's answer to a relay version before counting it failed."""
+
+
+def fetched_secrets() -> dict[str, Secret]:
+    """The process's secrets but the agent's: those the xDS client fetched over ADS."""
+    out = {}
+    for name in PROCESS_SECRETS.names():
+        secret = PROCESS_SECRETS.get(name)
+        if secret is not None and name not in (DEFAULT_CERT, ROOT_CA):
+            out[name] = secret
+    return out
 
 
 class _Pending:
@@ -196,6 +212,10 @@ class Relay:
             self._settle(version)
         return p.future
 
+    def secrets_changed(self) -> asyncio.Future[str | None]:
+        """A secret fetched over ADS changed while the config did not: relay the config again with it."""
+        return self.apply(self.config)
+
     def _send(self, version: int, config: ProxyConfig) -> None:
         versions: dict[str, str] = {}
         complete = False  # a taking-over worker serves only a complete config
@@ -206,7 +226,8 @@ class Relay:
             else:  # the config being applied: the versions and completeness it stands for
                 versions[self.client.applying[0]] = self.client.applying[1]
                 complete = self.client.applying_complete
-        body = pickle.dumps((version, versions, config, complete), protocol=pickle.HIGHEST_PROTOCOL)
+        frame_body = (version, versions, config, complete, fetched_secrets())
+        body = pickle.dumps(frame_body, protocol=pickle.HIGHEST_PROTOCOL)
         frame = _HEAD.pack(len(body)) + body
         for w in self._writers:
             if not w.is_closing():
@@ -264,10 +285,12 @@ class Relayed:
         while True:
             try:
                 size = _HEAD.unpack(await reader.readexactly(_HEAD.size))[0]
-                version, versions, config, synced = pickle.loads(await reader.readexactly(size))
+                version, versions, config, synced, secrets = pickle.loads(await reader.readexactly(size))
             except asyncio.IncompleteReadError:
                 log.warning("worker %s: the parent's relay closed", self.server.worker)
                 return
+            for name, secret in secrets.items():  # before the listeners naming them are built
+                PROCESS_SECRETS.set(name, secret)
             try:
                 if config != self.server.config:
                     self.server.apply(config)

@@ -40,7 +40,9 @@ Translated:
 - Route ``hash_policy`` (``balancing.py``).
 - TLS ``transport_socket`` of a listener's filter chain (DownstreamTlsContext) or of a cluster
   (UpstreamTlsContext): the certificate from SDS secret ``default`` and the trust bundle from
-  ``ROOTCA`` (served by this process's agent, whatever ``sds_config`` says), or from files;
+  ``ROOTCA`` (served by this process's agent, whatever ``sds_config`` says), or from files; a
+  listener's may also name any secret fetched over ADS (``sds_config: {ads: {}}``: a gateway's
+  ``credentialName``, ``secrets.py``): the listener warms until the secrets arrive, as in Envoy;
   ``require_client_certificate``; ALPN; a cluster's URI SAN matchers (``match_sans``: checked on
   every new upstream connection before a byte is sent).
 """
@@ -56,6 +58,7 @@ from google.protobuf.message import DecodeError, Message
 from sofamesh.core.config.loader import from_mapping
 from sofamesh.core.config.model import RETRY_ON, ProxyConfig
 from sofamesh.core.errors import ConfigError, ConfigErrors
+from sofamesh.core.net.secrets import Secret
 from sofamesh.core.xds.balancing import (
     Endpoints,
     connection_limits,
@@ -74,6 +77,7 @@ from sofamesh.core.xds.route_actions import (
     route_actions,
 )
 from sofamesh.core.xds.route_filters import FILTER_TYPE_URL, TYPED_STRUCT_TYPES, kernel_filter
+from sofamesh.core.xds.secrets import SECRET_TYPE, translate_secret, uses_ads
 from sofamesh.core.xds.unpack import struct_value, unpack
 
 _T = "type.googleapis.com/"
@@ -81,8 +85,9 @@ LISTENER_TYPE = _T + "envoy.config.listener.v3.Listener"
 ROUTE_TYPE = _T + "envoy.config.route.v3.RouteConfiguration"
 CLUSTER_TYPE = _T + "envoy.config.cluster.v3.Cluster"
 ENDPOINT_TYPE = _T + "envoy.config.endpoint.v3.ClusterLoadAssignment"
-TYPE_ORDER = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
-SHORT = {LISTENER_TYPE: "lds", ROUTE_TYPE: "rds", CLUSTER_TYPE: "cds", ENDPOINT_TYPE: "eds"}
+TYPE_ORDER = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE)
+SHORT = {LISTENER_TYPE: "lds", ROUTE_TYPE: "rds", CLUSTER_TYPE: "cds", ENDPOINT_TYPE: "eds", SECRET_TYPE: "sds"}
+_ADS_SECRETS = "__sds__"  # a translated TLS mapping: the secrets it fetches over ADS (moved to TranslatedListener)
 
 RPC_PROXY_FILTER = "sofamesh.filters.network.rpc_proxy"
 RPC_PROXY_TYPE_URL = _T + "sofamesh.config.rpc.v1.RpcProxy"
@@ -173,7 +178,13 @@ def _specificity(domain: str) -> int:
     return 3 if "*" not in domain else (1 if domain == "*" else 2)
 
 
-def _sds_name(cfg: Any, kind: str, path: str) -> str:
+def _sds_name(cfg: Any, kind: str, path: str, ads: list[str] | None = None) -> str:
+    """The secret an ``SdsSecretConfig`` names: one of the agent's (``default``, ``ROOTCA``, whatever
+    ``sds_config`` says), or (``ads`` given: a listener) any other name fetched over ADS, which is
+    added to ``ads``."""
+    if ads is not None and uses_ads(cfg) and cfg.name and cfg.name not in _AGENT_SECRETS.values():
+        ads.append(cfg.name)
+        return str(cfg.name)
     want = _AGENT_SECRETS[kind]
     if cfg.name != want:
         raise ConfigError(f"{path}.name", f"SDS secret {cfg.name!r} is not served here: this proxy's agent serves "
@@ -230,6 +241,7 @@ def translate_tls(ts: Any, side: str, path: str) -> dict[str, Any]:
     cpath = f"{path}.typed_config.common_tls_context"
     c = ctx.common_tls_context
     out: dict[str, Any] = {}
+    ads: list[str] | None = [] if side == "downstream" else None
     sds = list(c.tls_certificate_sds_secret_configs)
     files = list(c.tls_certificates)
     client_only = side == "upstream" and not sds and not files  # TLS without a client certificate
@@ -241,7 +253,7 @@ def translate_tls(ts: Any, side: str, path: str) -> dict[str, Any]:
     if client_only:
         pass
     elif sds:
-        out["secret"] = _sds_name(sds[0], "cert", f"{cpath}.tls_certificate_sds_secret_configs[0]")
+        out["secret"] = _sds_name(sds[0], "cert", f"{cpath}.tls_certificate_sds_secret_configs[0]", ads)
     else:
         tc = files[0]
         if tc.certificate_chain.WhichOneof("specifier") != "filename" or \
@@ -251,7 +263,7 @@ def translate_tls(ts: Any, side: str, path: str) -> dict[str, Any]:
     which = c.WhichOneof("validation_context_type")
     if which == "validation_context_sds_secret_config":
         out["ca_secret"] = _sds_name(c.validation_context_sds_secret_config, "ca",
-                                     f"{cpath}.validation_context_sds_secret_config")
+                                     f"{cpath}.validation_context_sds_secret_config", ads)
     elif which == "combined_validation_context":
         cvc = c.combined_validation_context
         out.update(_validation(cvc.default_validation_context, f"{cpath}.combined_validation_context."
@@ -260,7 +272,8 @@ def translate_tls(ts: Any, side: str, path: str) -> dict[str, Any]:
             raise ConfigError(f"{cpath}.combined_validation_context.default_validation_context.trusted_ca",
                               "give the trust bundle once (SDS 'ROOTCA')")
         out["ca_secret"] = _sds_name(cvc.validation_context_sds_secret_config, "ca",
-                                     f"{cpath}.combined_validation_context.validation_context_sds_secret_config")
+                                     f"{cpath}.combined_validation_context.validation_context_sds_secret_config",
+                                     ads)
     elif which == "validation_context":
         out.update(_validation(c.validation_context, f"{cpath}.validation_context", side))
     elif which is not None:
@@ -271,6 +284,8 @@ def translate_tls(ts: Any, side: str, path: str) -> dict[str, Any]:
         out["require_client_cert"] = bool(ctx.require_client_certificate.value)
     if len(c.alpn_protocols):
         out["alpn"] = list(c.alpn_protocols)
+    if ads:
+        out[_ADS_SECRETS] = ads
     return out
 
 
@@ -403,14 +418,29 @@ def _retry_policy(rp: Any, path: str) -> dict[str, Any]:
 
 @dataclass
 class TranslatedListener:
-    """A listener mapping for the kernel; ``rds`` names the RouteConfiguration it still needs."""
+    """A listener mapping for the kernel; ``rds`` names the RouteConfiguration it still needs,
+    ``sds`` the secrets it fetches over ADS."""
 
     config: dict[str, Any]
     rds: str | None = None
+    sds: frozenset[str] = frozenset()
 
 
 def translate_listener(lst: Any, protocols: Collection[str] = ("http1",)) -> TranslatedListener | None:
     """Listener -> kernel listener mapping, or ``None`` for an ``api_listener`` (proxyless clients)."""
+    out = _translate_listener(lst, protocols)
+    if out is None:
+        return None
+    tls_maps = [out.config.get("tls"), *(s.get("tls") for s in out.config.get("tls_servers") or [])]
+    names: set[str] = set()
+    for t in tls_maps:
+        if isinstance(t, dict):
+            names.update(t.pop(_ADS_SECRETS, ()))
+    out.sds = frozenset(names)
+    return out
+
+
+def _translate_listener(lst: Any, protocols: Collection[str]) -> TranslatedListener | None:
     base = f"Listener {lst.name!r}"
     if lst.HasField("api_listener"):
         return None
@@ -889,9 +919,14 @@ class Translated:
     routes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     clusters: dict[str, TranslatedCluster] = field(default_factory=dict)
     endpoints: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    secrets: dict[str, Secret] = field(default_factory=dict)
 
     def copy(self) -> Translated:
-        return Translated(dict(self.listeners), dict(self.routes), dict(self.clusters), dict(self.endpoints))
+        return Translated(dict(self.listeners), dict(self.routes), dict(self.clusters), dict(self.endpoints),
+                          dict(self.secrets))
+
+    def sds_names(self) -> set[str]:
+        return {n for t in self.listeners.values() for n in t.sds}
 
     def rds_names(self) -> set[str]:
         return {t.rds for t in self.listeners.values() if t.rds is not None}
@@ -910,6 +945,8 @@ def translate(type_url: str, message: Any, protocols: Collection[str]) -> Any:
         return translate_cluster(message, protocols)
     if type_url == ENDPOINT_TYPE:
         return translate_load_assignment(message)
+    if type_url == SECRET_TYPE:
+        return translate_secret(message)
     raise ConfigError(type_url, "this resource type is not supported")
 
 
@@ -930,6 +967,10 @@ def message_class(type_url: str) -> type[Message]:
         from envoy.config.endpoint.v3 import endpoint_pb2
 
         return endpoint_pb2.ClusterLoadAssignment  # type: ignore[no-any-return]
+    if type_url == SECRET_TYPE:
+        from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+
+        return secret_pb2.Secret  # type: ignore[no-any-return]
     raise ConfigError(type_url, "this resource type is not supported")
 
 
@@ -948,7 +989,8 @@ def decode(type_url: str, any_msg: Any) -> Any:
 def assemble(base: ProxyConfig, state: Translated, check_route_clusters: bool) -> ProxyConfig:
     """The bootstrap config plus everything translated -> one validated ProxyConfig.
 
-    A listener whose RDS route config has not arrived yet is left out (it warms, as in Envoy).
+    A listener whose RDS route config, or a secret it fetches over ADS, has not arrived yet is left
+    out (it warms, as in Envoy).
     A route naming a cluster that is neither static nor received is an error naming the route with
     ``check_route_clusters`` (a new LDS/RDS update); otherwise (CDS removed the cluster, or has not
     arrived yet) the cluster is kept with no endpoints, so only its own requests fail, each with
@@ -976,6 +1018,8 @@ def assemble(base: ProxyConfig, state: Translated, check_route_clusters: bool) -
         tl = state.listeners[name]
         lc = dict(tl.config)
         origin = lc.pop("__path__", None) or f"Listener {name!r}"
+        if not tl.sds <= state.secrets.keys():
+            continue
         if tl.rds is not None:
             routes = state.routes.get(tl.rds)
             if routes is None:
@@ -1030,6 +1074,7 @@ __all__ = [
     "ROUTE_TYPE",
     "RPC_PROXY_FILTER",
     "RPC_PROXY_TYPE_URL",
+    "SECRET_TYPE",
     "TYPE_ORDER",
     "Translated",
     "TranslatedCluster",

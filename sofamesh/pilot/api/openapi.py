@@ -46,8 +46,9 @@ _LIST = {"description": "The resources", "content": {"application/json": {"schem
 
 def _policy_paths() -> dict[str, Any]:
     """Kubernetes-style REST for policy resources (``pilot/api/policy.py``)."""
-    named = [*_POLICY_PARAMS, {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
-    write = {"requestBody": {"required": True, "content": {
+    named: list[dict[str, Any]] = [*_POLICY_PARAMS,
+                                   {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+    write: dict[str, Any] = {"requestBody": {"required": True, "content": {
                  "application/json": {"schema": {"$ref": "#/components/schemas/PolicyObject"}},
                  "application/yaml": {"schema": {"$ref": "#/components/schemas/PolicyObject"}}}},
              "responses": {"200": {**_OBJECT, "description": "Replaced (header X-Sofamesh-Result: configured or "
@@ -57,36 +58,48 @@ def _policy_paths() -> dict[str, Any]:
                            "503": _STATUS}}
     dry_run = {"name": "dryRun", "in": "query", "required": False, "schema": {"type": "string", "enum": ["All"]},
                "description": "Validate only"}
-    base = "/apis/{group}/{version}"
+    out: dict[str, Any] = {}
+    for base in ("/apis/{group}/{version}", "/api/{version}"):  # the second: the core group (Secrets)
+        out.update(_policy_base(base, named, write, dry_run))
+    out["/debug/policy/analyze"] = {"get": {
+        "summary": "What `sofamesh analyze` reports", "operationId": "analyzePolicy",
+        "responses": {"200": {"description": "Findings (level, code, resource, message)"}}}}
+    return out
+
+
+def _policy_base(base: str, named: list[dict[str, Any]], write: dict[str, Any],
+                 dry_run: dict[str, Any]) -> dict[str, Any]:
+    core = "{group}" not in base
+    suffix = "Core" if core else ""
+    params = [p for p in _POLICY_PARAMS if not (core and p["name"] == "group")]
+    named = [p for p in named if not (core and p["name"] == "group")]
     return {
         base + "/{plural}": {"get": {
-            "summary": "List policy resources across namespaces", "operationId": "listPolicyAllNamespaces",
-            "parameters": [p for p in _POLICY_PARAMS if p["name"] != "namespace"],
+            "summary": "List policy resources across namespaces", "operationId": "listPolicyAllNamespaces" + suffix,
+            "parameters": [p for p in params if p["name"] != "namespace"],
             "responses": {"200": _LIST, "404": _STATUS}}},
         base + "/namespaces/{namespace}/{plural}": {
-            "get": {"summary": "List policy resources in a namespace", "operationId": "listPolicy",
-                    "parameters": _POLICY_PARAMS, "responses": {"200": _LIST, "404": _STATUS}},
+            "get": {"summary": "List policy resources in a namespace", "operationId": "listPolicy" + suffix,
+                    "parameters": params, "responses": {"200": _LIST, "404": _STATUS}},
             "post": {"summary": "Create or replace a policy resource (named by its metadata.name)",
-                     "operationId": "createPolicy", "parameters": [*_POLICY_PARAMS, dry_run], **write}},
+                     "operationId": "createPolicy" + suffix, "parameters": [*params, dry_run], **write}},
         base + "/namespaces/{namespace}/{plural}/{name}": {
-            "get": {"summary": "Read a policy resource", "operationId": "readPolicy", "parameters": named,
+            "get": {"summary": "Read a policy resource", "operationId": "readPolicy" + suffix, "parameters": named,
                     "responses": {"200": _OBJECT, "404": _STATUS}},
-            "put": {"summary": "Create or replace a policy resource", "operationId": "replacePolicy",
+            "put": {"summary": "Create or replace a policy resource", "operationId": "replacePolicy" + suffix,
                     "parameters": [*named, dry_run], **write},
-            "delete": {"summary": "Delete a policy resource", "operationId": "deletePolicy", "parameters": named,
-                       "responses": {"200": {"description": "Deleted (a Status)"}, "404": _STATUS, "503": _STATUS}}},
-        "/debug/policy/analyze": {"get": {
-            "summary": "What `sofamesh analyze` reports", "operationId": "analyzePolicy",
-            "responses": {"200": {"description": "Findings (level, code, resource, message)"}}}},
+            "delete": {"summary": "Delete a policy resource", "operationId": "deletePolicy" + suffix,
+                       "parameters": named, "responses": {"200": {"description": "Deleted (a Status)"},
+                                                          "404": _STATUS, "503": _STATUS}}},
     }
 
 
 def _policy_schemas() -> dict[str, Any]:
     from sofamesh.pilot.policy.kinds import KINDS
 
-    kinds = [f"{k.group}/{k.kind} ({', '.join(k.versions)})" for k in KINDS]
+    kinds = [f"{k.group or 'core'}/{k.kind} ({', '.join(k.versions)})" for k in KINDS]
     return {
-        "PolicyObject": {"type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+        "PolicyObject": {"type": "object", "required": ["apiVersion", "kind", "metadata"],
                          "description": "One of: " + "; ".join(kinds), "properties": {
             "apiVersion": {"type": "string"}, "kind": {"type": "string"},
             "metadata": {"type": "object", "properties": {
@@ -94,7 +107,8 @@ def _policy_schemas() -> dict[str, Any]:
                 "labels": {"type": "object", "additionalProperties": {"type": "string"}},
                 "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
                 "resourceVersion": {"type": "string", "readOnly": True}}},
-            "spec": {"type": "object", "description": "As Istio's (or Aeraki's) reference documents it"}}},
+            "spec": {"type": "object", "description": "As Istio's (or Aeraki's) reference documents it; a core "
+                                                      "kind (Secret) has its fields beside metadata instead"}}},
         "PolicyList": {"type": "object", "properties": {
             "apiVersion": {"type": "string"}, "kind": {"type": "string"},
             "metadata": {"type": "object", "properties": {"resourceVersion": {"type": "string"}}},

@@ -1,8 +1,9 @@
 """Kubernetes-style REST for policy resources on Pilot's API port:
 
 ``/apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}]`` (GET, list, PUT/POST create or
-replace, DELETE), ``/apis/{group}/{version}/{plural}`` (list across namespaces), and
-``/debug/policy`` and ``/debug/policy/analyze``. Bodies are JSON or YAML. Reads only the
+replace, DELETE), ``/apis/{group}/{version}/{plural}`` (list across namespaces), the same under
+``/api/{version}`` for the core group (Secrets), and ``/debug/policy`` and ``/debug/policy/analyze``.
+A Secret's private key is never shown (``redact`` of its kind). Bodies are JSON or YAML. Reads only the
 :class:`~sofamesh.pilot.view.PilotView`.
 """
 
@@ -41,23 +42,30 @@ def _status(status: int, message: str, reason: str, issues: list[dict[str, Any]]
 
 def _kind(request: web.Request) -> Kind:
     m = request.match_info
-    kind = by_plural(m["group"], m["version"], m["plural"])
+    group = m.get("group", "")
+    kind = by_plural(group, m["version"], m["plural"])
     if kind is None:
         raise web.HTTPNotFound(reason=f"the server could not find the requested resource "
-                                      f"{m['plural']}.{m['group']}/{m['version']}")
+                                      f"{m['plural']}.{group}/{m['version']}")
     return kind
 
 
-def _object(pilot: PilotView, resource: Resource, version: str) -> dict[str, Any]:
-    return resource.to_dict(version, pilot.policy.revision(resource.key))
+def _object(pilot: PilotView, resource: Resource, version: str, kind: Kind) -> dict[str, Any]:
+    doc = resource.to_dict(version, pilot.policy.revision(resource.key))
+    if kind.redact is None:
+        return doc
+    if kind.top_level:
+        return {**doc, **kind.redact({k: doc[k] for k in kind.schema.fields if k in doc})}
+    return {**doc, "spec": kind.redact(doc["spec"])}
 
 
 def _list(request: web.Request, namespace: str | None) -> web.Response:
     pilot = request.app[PILOT]
     kind = _kind(request)
     version = request.match_info["version"]
-    items = [_object(pilot, r, version) for r in pilot.policy.resources(kind.kind, namespace)]
-    return web.json_response({"apiVersion": f"{kind.group}/{version}", "kind": f"{kind.kind}List",
+    items = [_object(pilot, r, version, kind) for r in pilot.policy.resources(kind.kind, namespace)
+             if r.group == kind.group]
+    return web.json_response({"apiVersion": kind.api_version(version), "kind": f"{kind.kind}List",
                               "metadata": {"resourceVersion": str(pilot.policy.index)}, "items": items}, dumps=_dumps)
 
 
@@ -82,7 +90,7 @@ async def get_one(request: web.Request) -> web.Response:
     if found is None:
         return _status(404, f'{kind.plural}.{kind.group} "{key.name}" not found in namespace {key.namespace}',
                        "NotFound")
-    return web.json_response(_object(pilot, found, request.match_info["version"]), dumps=_dumps)
+    return web.json_response(_object(pilot, found, request.match_info["version"], kind), dumps=_dumps)
 
 
 async def _body(request: web.Request) -> Any:
@@ -131,8 +139,9 @@ async def write(request: web.Request) -> web.Response:
         await pilot.config_store.put(resource)
         result = "configured" if previous is not None else "created"
     shown = pilot.policy.get(resource.key) or resource
-    doc = {**_object(pilot, shown, request.match_info["version"]), "warnings": issues} if issues else \
-        _object(pilot, shown, request.match_info["version"])
+    doc = _object(pilot, shown, request.match_info["version"], kind)
+    if issues:
+        doc["warnings"] = issues
     return web.json_response(doc, status=201 if result == "created" else 200, headers={RESULT_HEADER: result},
                              dumps=_dumps)
 
@@ -163,13 +172,14 @@ async def debug_analyze(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application, pilot: PilotView) -> None:
     app[PILOT] = pilot
-    ns = "/apis/{group}/{version}/namespaces/{namespace}/{plural}"
-    app.router.add_get("/apis/{group}/{version}/{plural}", list_all)
-    app.router.add_get(ns, list_namespaced)
-    app.router.add_post(ns, write)
-    app.router.add_get(ns + "/{name}", get_one)
-    app.router.add_put(ns + "/{name}", write)
-    app.router.add_delete(ns + "/{name}", delete)
+    for base in ("/apis/{group}/{version}", "/api/{version}"):
+        ns = base + "/namespaces/{namespace}/{plural}"
+        app.router.add_get(base + "/{plural}", list_all)
+        app.router.add_get(ns, list_namespaced)
+        app.router.add_post(ns, write)
+        app.router.add_get(ns + "/{name}", get_one)
+        app.router.add_put(ns + "/{name}", write)
+        app.router.add_delete(ns + "/{name}", delete)
     app.router.add_get("/debug/policy", debug_policy)
     app.router.add_get("/debug/policy/analyze", debug_analyze)
 

@@ -2,8 +2,9 @@
 
 A route to a subset no DestinationRule defines, a subset that selects no instance, a subset name
 two DestinationRules of one namespace and host both define, two VirtualServices for one host, a
-host no registry knows, a rejected document whose resource keeps its last accepted version, and
-every field no connected proxy enforces yet. Reads the policy and mesh models; no I/O.
+host no registry knows, a Gateway server whose ``credentialName`` names no usable Secret, a
+rejected document whose resource keeps its last accepted version, and every field no connected
+proxy enforces yet. Reads the policy and mesh models; no I/O.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sofamesh.core.net.secrets import CertificateSecret, TrustSecret
 from sofamesh.pilot.model import Service, ServiceInstance
 from sofamesh.pilot.policy.applied import merge_order
+from sofamesh.pilot.policy.credentials import CA_SUFFIX, secret_name, served
 from sofamesh.pilot.policy.enforcement import unenforced
 from sofamesh.pilot.policy.hosts import HostIndex, fqdn, subset_instances
 from sofamesh.pilot.policy.model import PolicyModel
@@ -119,6 +122,7 @@ def analyze(policy: PolicyModel, mesh: MeshView) -> list[Finding]:
             for v in vss:
                 out.append(Finding(ERROR, "IST0109", _ref(v), f"The VirtualServices {names} associated with mesh "
                                                               f"define the same host or wildcard host {host}."))
+    out += _gateway_credentials(policy)
     for rejected in policy.rejections():
         out.append(Finding(ERROR, "IST0106", rejected.ref, f"rejected document at {rejected.source.describe()} "
                                                            "(the last accepted version, if any, keeps serving): "
@@ -128,6 +132,29 @@ def analyze(policy: PolicyModel, mesh: MeshView) -> list[Finding]:
         if fields:
             out.append(Finding(INFO, "SOFA0002", _ref(r), "accepted and stored, but no connected proxy enforces "
                                                           f"these fields yet: {', '.join(fields)}"))
+    return out
+
+
+def _gateway_credentials(policy: PolicyModel) -> list[Finding]:
+    """Istio's IST0161 InvalidGatewayCredential: a server's ``credentialName`` names no Secret with a
+    certificate and key (or, for MUTUAL / OPTIONAL_MUTUAL, no client CA) in the Gateway's namespace,
+    where this check assumes its gateway proxies run (Pilot serves a proxy the Secrets of its own)."""
+    out = []
+    for gw in policy.resources("Gateway"):
+        secrets = served(policy.resources("Secret", gw.namespace))
+        for i, server in enumerate(gw.spec.get("servers") or []):
+            tls = server.get("tls") or {}
+            mode = tls.get("mode") or "PASSTHROUGH"
+            if not tls.get("credentialName") or mode not in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"):
+                continue
+            name = secret_name(str(tls["credentialName"]))
+            where = f"spec.servers[{i}].tls.credentialName"
+            if not isinstance(secrets.get(name), CertificateSecret):
+                out.append(Finding(ERROR, "IST0161", _ref(gw), f"{where}: no Secret {name!r} with tls.crt and "
+                                   f"tls.key in namespace {gw.namespace}: the server is left out of gateways there"))
+            elif mode != "SIMPLE" and not isinstance(secrets.get(name + CA_SUFFIX), TrustSecret):
+                out.append(Finding(ERROR, "IST0161", _ref(gw), f"{where}: {mode} needs a client CA: ca.crt in "
+                                   f"Secret {name!r} or a Secret {name}{CA_SUFFIX} in namespace {gw.namespace}"))
     return out
 
 

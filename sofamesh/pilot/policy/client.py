@@ -63,7 +63,7 @@ class PilotClient:
 
     @staticmethod
     def path(kind: Kind, namespace: str | None, name: str | None = None, version: str | None = None) -> str:
-        base = f"/apis/{kind.group}/{version or kind.preferred_version}"
+        base = kind.api_path(version)
         p = f"{base}/namespaces/{namespace}/{kind.plural}" if namespace is not None else f"{base}/{kind.plural}"
         return f"{p}/{name}" if name else p
 

@@ -165,7 +165,7 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "Gateway": _under("", "servers servers.port servers.port.number servers.port.protocol servers.port.name "
                           "servers.hosts servers.tls servers.tls.httpsRedirect servers.tls.mode "
                           "servers.tls.serverCertificate servers.tls.privateKey servers.tls.caCertificates "
-                          "selector", _PROXIES),
+                          "servers.tls.credentialName selector", _PROXIES),
     # Security: enforced on the inbound listeners Pilot sends sidecars holding a certificate (an Envoy
     # gets its HTTP, gRPC and Triple ones). tests/integration/pilot/test_inbound_security.py proves the mTLS modes
     # at mesh, workload and port level, ALLOW / DENY by principal, method, path and port with
@@ -222,6 +222,10 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
                                               "tokenBucket.fillInterval", _SIDECAR),
         "exportTo": _SIDECAR,  # tests/integration/policy/test_metarouter_export_to.py: sidecars in two namespaces
     },
+    # tests/integration/policy/test_gateway_credentials.py: a Secret's certificate (and, for MUTUAL, its ca.crt)
+    # served over SDS to an Envoy and a sofamesh gateway, rotated through the API; stringData is merged into
+    # data at admission (tests/unit/pilot/policy/test_credentials.py). immutable is stored, not enforced.
+    "Secret": _under("", "type data stringData", _PROXIES),
 }
 """kind -> field path -> who enforces it (as the integration tests prove)."""
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sofamesh.pilot.policy import metaprotocol, networking, security
+from sofamesh.pilot.policy import credentials, metaprotocol, networking, security
 from sofamesh.pilot.policy.schema import Obj, Report
 
 SpecCheck = Callable[[str, str, Mapping[str, Any], Report], None]
@@ -19,6 +19,7 @@ SpecCheck = Callable[[str, str, Mapping[str, Any], Report], None]
 NETWORKING = "networking.istio.io"
 SECURITY = "security.istio.io"
 METAPROTOCOL = "metaprotocol.aeraki.io"
+CORE = ""  # Kubernetes' core group (``apiVersion: v1``, REST under ``/api/v1``)
 _NETWORKING_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 _SECURITY_VERSIONS = ("v1", "v1beta1")
 
@@ -32,6 +33,13 @@ class Kind:
     schema: Obj
     check: SpecCheck
     short_names: tuple[str, ...] = ()
+    top_level: bool = False
+    """The object's fields sit beside ``metadata`` (a core kind: a Secret's ``type`` and ``data``),
+    not under ``spec``; the resource keeps them as its ``spec``."""
+    normalize: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    """The stored form of an admitted object's fields (a Secret's ``stringData`` merged into ``data``)."""
+    redact: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    """What reads (REST, ``sofamesh get``) show of the fields (a Secret's private key hidden)."""
 
     @property
     def preferred_version(self) -> str:
@@ -39,8 +47,17 @@ class Kind:
 
     @property
     def qualified(self) -> str:
-        """``virtualservice.networking.istio.io`` (as kubectl prints it)."""
-        return f"{self.kind.lower()}.{self.group}"
+        """``virtualservice.networking.istio.io`` (as kubectl prints it); a core kind: ``secret``."""
+        return f"{self.kind.lower()}.{self.group}" if self.group else self.kind.lower()
+
+    def api_version(self, version: str | None = None) -> str:
+        v = version or self.preferred_version
+        return f"{self.group}/{v}" if self.group else v
+
+    def api_path(self, version: str | None = None) -> str:
+        """``/apis/GROUP/VERSION``, or ``/api/VERSION`` for the core group (Kubernetes' paths)."""
+        v = version or self.preferred_version
+        return f"/apis/{self.group}/{v}" if self.group else f"/api/{v}"
 
 
 def _ns(check: Callable[[str, Mapping[str, Any], Report], None]) -> SpecCheck:
@@ -66,6 +83,8 @@ KINDS: tuple[Kind, ...] = (
          security.REQUEST_AUTHENTICATION, _ns(security.check_request_authentication), ("ra",)),
     Kind(METAPROTOCOL, "MetaRouter", "metarouters", ("v1alpha1",), metaprotocol.META_ROUTER,
          _ns(metaprotocol.check_meta_router), ("mr",)),
+    Kind(CORE, "Secret", "secrets", ("v1",), credentials.SECRET, credentials.check_secret, (), top_level=True,
+         normalize=credentials.normalize, redact=credentials.redacted),
 )
 _BY_KIND = {(k.group, k.kind): k for k in KINDS}
 _BY_PLURAL = {(k.group, k.plural): k for k in KINDS}
@@ -96,8 +115,8 @@ def by_name(word: str) -> Kind | None:
 
 
 def known_kinds() -> str:
-    return ", ".join(f"{k.group}/{k.kind}" for k in KINDS)
+    return ", ".join(f"{k.group or k.api_version()}/{k.kind}" for k in KINDS)
 
 
-__all__ = ["KINDS", "METAPROTOCOL", "NETWORKING", "SECURITY", "Kind", "by_api_version", "by_name", "by_plural",
+__all__ = ["CORE", "KINDS", "METAPROTOCOL", "NETWORKING", "SECURITY", "Kind", "by_api_version", "by_name", "by_plural",
            "known_kinds"]

@@ -890,11 +890,6 @@ def _check_server_tls(tls: Mapping[str, Any], path: str, report: Report) -> None
                     report.error(child(path, "privateKey"), f"{prefix} requires a private key")
     if tls.get("caCrl") and mode == "SIMPLE":
         report.error(child(path, "caCrl"), "CRL is not supported with SIMPLE TLS")
-    for field in ("credentialName", "credentialNames"):
-        if tls.get(field):
-            report.warn(child(path, field), f"{field} names a Kubernetes secret, which this Pilot has no store "
-                                            "for: the server is left out of gateway listeners (give "
-                                            "serverCertificate and privateKey files)")
 
 
 def _check_namespace_host(value: Any, path: str, report: Report) -> None:

@@ -79,7 +79,9 @@ class Resource:
             meta["creationTimestamp"] = self.created
         if resource_version is not None:
             meta["resourceVersion"] = str(resource_version)
-        api = f"{self.group}/{version}" if version else self.api_version
+        api = (f"{self.group}/{version}" if self.group else version) if version else self.api_version
+        if not self.group:  # a core kind (a Secret): its fields sit beside metadata
+            return {"apiVersion": api, "kind": self.kind, "metadata": meta, **copy.deepcopy(dict(self.spec))}
         return {"apiVersion": api, "kind": self.kind, "metadata": meta, "spec": copy.deepcopy(dict(self.spec))}
 
     def same_content(self, other: Resource) -> bool:

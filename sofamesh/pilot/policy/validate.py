@@ -87,8 +87,9 @@ def validate(body: Any, source: Source, namespace: str | None = None) -> Verdict
         if kind is None:
             report.error("kind", f"no kind {kind_name!r} is served in version {api_version!r} "
                                  f"(known: {known_kinds()})")
+    top_level = kind is not None and kind.top_level
     for k in body:
-        if k not in _TOP:
+        if k not in _TOP and not (top_level and kind is not None and k in kind.schema.fields):
             report.error(str(k), f'unknown field "{k}"')
     _METADATA.check(body.get("metadata", {}), "metadata", report)
     if not name:
@@ -100,7 +101,15 @@ def validate(body: Any, source: Source, namespace: str | None = None) -> Verdict
         report.error("metadata.namespace", f"invalid namespace {ns!r}: a lowercase RFC 1123 label")
     check_labels(meta.get("labels"), "metadata.labels", report)
     key = ResourceKey(kind.group, kind.kind, ns, name) if kind is not None and name else None
-    if kind is not None:
+    fields: Mapping[str, Any] | None = None
+    if kind is not None and kind.top_level:
+        if "spec" in body:
+            report.error("spec", f'unknown field "spec": a {kind.kind} has its fields beside metadata')
+        fields = {k: v for k, v in body.items() if k in kind.schema.fields}
+        kind.schema.check(fields, "", report)
+        if not report.errors:
+            kind.check(ns, name, fields, report)
+    elif kind is not None:
         spec = body.get("spec")
         if spec is None:
             report.error("spec", "required field is missing")
@@ -117,8 +126,10 @@ def validate(body: Any, source: Source, namespace: str | None = None) -> Verdict
     labels = dict(meta.get("labels") or {})
     annotations = dict(meta.get("annotations") or {})
     created = str(meta.get("creationTimestamp") or "")
-    resource = Resource(str(api_version), kind.kind, ns, name, copy.deepcopy(dict(body["spec"])), labels, annotations,
-                        created)
+    stored = copy.deepcopy(dict(fields if fields is not None else body["spec"]))
+    if kind.normalize is not None:
+        stored = kind.normalize(stored)
+    resource = Resource(str(api_version), kind.kind, ns, name, stored, labels, annotations, created)
     return Verdict(source, ref, resource, issues, key)
 
 

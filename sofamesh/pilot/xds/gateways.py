@@ -15,19 +15,22 @@ Per port of the selected servers (servers of several Gateways on one port share 
   answers plaintext requests with a 301 to ``https``);
 - HTTPS and TLS servers with mode SIMPLE, MUTUAL, OPTIONAL_MUTUAL or ISTIO_MUTUAL: one filter chain
   per server, ``server_names`` its hosts (none for ``*``), TLS terminated with its
-  ``serverCertificate`` / ``privateKey`` files, ``caCertificates`` and a required client
-  certificate for MUTUAL (optional for OPTIONAL_MUTUAL), the workload certificate (SDS
-  ``default`` / ``ROOTCA``) for ISTIO_MUTUAL, ALPN ``h2``, ``http/1.1`` (HTTPS only); HTTPS chains
+  ``serverCertificate`` / ``privateKey`` files, or with the Secret its ``credentialName`` names,
+  fetched over ADS (SDS ``kubernetes://NAME``, :mod:`.gateway_credentials`); ``caCertificates``
+  (or SDS ``kubernetes://NAME-cacert``) and a required client certificate for MUTUAL (optional for
+  OPTIONAL_MUTUAL), the workload certificate (SDS ``default`` / ``ROOTCA``) for ISTIO_MUTUAL, ALPN
+  ``h2``, ``http/1.1`` (HTTPS only); HTTPS chains
   read route config ``https.PORT``: one per port, not one per server as Istio's
   ``https.PORT.NAME.GATEWAY.NAMESPACE`` (the same virtual hosts either way, since each only
   holds the hosts of the servers it serves);
 - PASSTHROUGH (HTTPS or TLS): one filter chain per ``tls`` route of a bound VirtualService whose
   ``sniHosts`` fall in the server's hosts, ``server_names`` those names, ``tcp_proxy`` to the
   route's destinations; TLS is not terminated. The listener gets ``tls_inspector``.
-A server naming ``credentialName`` (a Kubernetes secret this Pilot has no store for), a TLS server
-with a terminating mode (its ``tcp`` routes are not built), or ``AUTO_PASSTHROUGH`` is left out,
-with a warning naming it; a server name taken by an earlier chain of the port stays with it (Envoy
-refuses two chains with the same match).
+A server whose ``credentialName`` names no Secret of the gateway's namespace (or, for MUTUAL, no
+client CA), a TLS server with a terminating mode (its ``tcp`` routes are not built), or
+``AUTO_PASSTHROUGH`` is left out, with a warning naming it (the other servers serve, as Istio's);
+a server name taken by an earlier chain of the port stays with it (Envoy refuses two chains with the
+same match).
 
 Route configs: one virtual host per host of each bound VirtualService (``gateways`` naming
 ``NAMESPACE/NAME``, or ``NAME`` in the Gateway's own namespace) that a server of the port serves
@@ -53,6 +56,7 @@ from google.protobuf import any_pb2
 
 from sofamesh.core.plugin_host import hookimpl
 from sofamesh.pilot.xds.auto_mtls import downstream_socket
+from sofamesh.pilot.xds.gateway_credentials import GatewayCredentials, ads_secret, credentials_for
 from sofamesh.pilot.xds.generator import GATEWAY_NODE_PREFIX, LISTENER, ROUTE, NodeInfo, XdsResource, is_gateway
 from sofamesh.pilot.xds.generators import PolicyAware, websocket_upgrade
 from sofamesh.pilot.xds.tcp_routes import tcp_proxy, tls_inspector, weighted_destinations
@@ -175,14 +179,42 @@ def bound_virtual_services(vss: Iterable[Resource], gateway: Resource) -> list[R
     return out
 
 
-def _usable(server: Server) -> str | None:
+def credential_name(server: Server) -> str | None:
+    """The Secret a server's certificate comes from: ``credentialName``, or the one entry of
+    ``credentialNames``."""
+    tls = server.tls
+    names = tls.get("credentialNames") or []
+    return str(tls.get("credentialName") or (names[0] if len(names) == 1 else "")) or None
+
+
+def _credential_problem(server: Server, creds: GatewayCredentials) -> str | None:
+    if server.protocol not in TLS_SERVER_PROTOCOLS or server.mode not in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"):
+        return None
+    tls = server.tls
+    if len(tls.get("credentialNames") or []) > 1:
+        return "credentialNames with several Secrets (one certificate per key type) is not supported: name one"
+    name = credential_name(server)
+    if name is None:
+        return None
+    if creds.cert(name) is None:
+        return (
+            f"credentialName {name!r}: no Secret {name!r} with tls.crt and tls.key in namespace "
+            f"{creds.namespace} (the gateway's; sofamesh apply a kind: Secret)"
+        )
+    if server.mode != "SIMPLE" and creds.ca(name) is None:
+        return (
+            f"credentialName {name!r}: {server.mode} needs a client CA: ca.crt in Secret {name!r} or a "
+            f"Secret {name}-cacert in namespace {creds.namespace}"
+        )
+    return None
+
+
+def _usable(server: Server, creds: GatewayCredentials) -> str | None:
     """Why ``server`` is left out of the gateway's listeners, ``None`` when it is served."""
     tls = server.tls
-    if tls.get("credentialName") or tls.get("credentialNames"):
-        return (
-            "credentialName names a Kubernetes secret, which this Pilot has no store for: give "
-            "serverCertificate and privateKey files instead"
-        )
+    problem = _credential_problem(server, creds)
+    if problem is not None:
+        return problem
     if tls.get("tlsCertificates"):
         return "tlsCertificates (several certificates for one server) is not supported: one server per certificate"
     if server.protocol in HTTP_SERVER_PROTOCOLS:
@@ -200,8 +232,10 @@ def _file(path: str) -> base_pb2.DataSource:
     return base_pb2.DataSource(filename=path)
 
 
-def server_socket(server: Server) -> base_pb2.TransportSocket:
-    """The DownstreamTlsContext that terminates ``server``'s TLS."""
+def server_socket(server: Server, creds: GatewayCredentials | None = None) -> base_pb2.TransportSocket:
+    """The DownstreamTlsContext that terminates ``server``'s TLS (``creds``: the Secrets a
+    ``credentialName`` may name; a server naming one is served by :func:`_usable` only when they
+    hold it)."""
     tls = server.tls
     alpn = GATEWAY_ALPN if server.protocol == "HTTPS" else ()
     if server.mode == "ISTIO_MUTUAL":
@@ -211,17 +245,29 @@ def server_socket(server: Server) -> base_pb2.TransportSocket:
         ctx.common_tls_context.alpn_protocols.extend(alpn)
         ts.typed_config.Pack(ctx)
         return ts
-    common = tls_pb2.CommonTlsContext(
-        tls_certificates=[
-            common_pb2.TlsCertificate(
-                certificate_chain=_file(str(tls.get("serverCertificate", ""))),
-                private_key=_file(str(tls.get("privateKey", ""))),
-            )
-        ],
-        alpn_protocols=list(alpn),
-    )
+    name = credential_name(server)
+    cert = creds.cert(name) if creds is not None and name is not None else None
+    if cert is not None and name is not None and creds is not None:
+        common = tls_pb2.CommonTlsContext(
+            tls_certificate_sds_secret_configs=[ads_secret(cert)], alpn_protocols=list(alpn)
+        )
+        ca = creds.ca(name)
+        if ca is not None and server.mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
+            cvc = common.combined_validation_context
+            cvc.default_validation_context.SetInParent()  # Envoy requires it, even empty (Istio's form)
+            cvc.validation_context_sds_secret_config.CopyFrom(ads_secret(ca))
+    else:
+        common = tls_pb2.CommonTlsContext(
+            tls_certificates=[
+                common_pb2.TlsCertificate(
+                    certificate_chain=_file(str(tls.get("serverCertificate", ""))),
+                    private_key=_file(str(tls.get("privateKey", ""))),
+                )
+            ],
+            alpn_protocols=list(alpn),
+        )
     ctx = tls_pb2.DownstreamTlsContext(common_tls_context=common)
-    if tls.get("caCertificates") and server.mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
+    if cert is None and tls.get("caCertificates") and server.mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
         ctx.common_tls_context.validation_context.trusted_ca.CopyFrom(_file(str(tls["caCertificates"])))
     if server.mode == "MUTUAL":
         ctx.require_client_certificate.value = True
@@ -316,6 +362,7 @@ class _Inputs:
     snap: PolicySnapshot | None
     virtual_services: list[Resource]
     ports: dict[int, list[Server]]
+    credentials: GatewayCredentials
 
 
 class _GatewayAware(PolicyAware):
@@ -334,6 +381,7 @@ class _GatewayAware(PolicyAware):
             self.policy_snapshot(mesh, node),
             model.resources("VirtualService"),
             selected_servers(model.resources("Gateway"), node),
+            credentials_for(model, node),
         )
 
 
@@ -353,7 +401,7 @@ class GatewayListenerGenerator(_GatewayAware):
             taken: set[str] = set()
             plain = False
             for server in servers:
-                why = _usable(server)
+                why = _usable(server, got.credentials)
                 if why is not None:
                     log.warning("%s (port %d) is left out: %s", server.ref, port, why)
                     continue
@@ -374,7 +422,7 @@ class GatewayListenerGenerator(_GatewayAware):
                 chains.append(
                     listener_components_pb2.FilterChain(
                         filter_chain_match=listener_components_pb2.FilterChainMatch(server_names=names),
-                        transport_socket=server_socket(server),
+                        transport_socket=server_socket(server, got.credentials),
                         filters=[_hcm(route_name(port, True), f"https_{port}")],
                     )
                 )
@@ -413,7 +461,9 @@ class GatewayRouteGenerator(_GatewayAware):
         for port, servers in sorted(got.ports.items()):
             by_kind: dict[bool, list[Server]] = {}
             for s in servers:
-                if _usable(s) is None and (s.protocol in HTTP_SERVER_PROTOCOLS or s.mode in TERMINATING_MODES):
+                if _usable(s, got.credentials) is None and (
+                    s.protocol in HTTP_SERVER_PROTOCOLS or s.mode in TERMINATING_MODES
+                ):
                     by_kind.setdefault(s.protocol not in HTTP_SERVER_PROTOCOLS, []).append(s)
             for https, group in sorted(by_kind.items()):
                 hosts = self._virtual_hosts(group, got.virtual_services, got.snap, mesh, port, source)
@@ -460,6 +510,7 @@ __all__ = [
     "GatewayRouteGenerator",
     "Server",
     "bound_virtual_services",
+    "credential_name",
     "gateway_names",
     "is_gateway",
     "narrower",

@@ -370,7 +370,9 @@ class EnvoySidecar:
     """A real Envoy as the provider's sidecar: its certificate from ``sofamesh agent`` over SDS, its
     listeners (the inbound one with Envoy's RBAC filters) and clusters from Pilot over ADS."""
 
-    def __init__(self, pilot: PilotProcess, tmp: Path, sa: str, instances: tuple[str, ...]) -> None:
+    def __init__(self, pilot: PilotProcess, tmp: Path, sa: str, instances: tuple[str, ...],
+                 node_id: str = "", metadata: dict[str, Any] | None = None) -> None:
+        """``node_id`` (default ``envoy-SA``; ``router~...`` for a gateway) and more node ``metadata``."""
         self.sock = tmp / f"{sa}-sds.sock"
         token = _token(pilot, sa, tmp / sa)
         self.agent_log = tmp / f"{sa}-agent.log"
@@ -383,9 +385,9 @@ class EnvoySidecar:
         self.admin_port, self.outbound_port = free_port(), free_port()
         h2 = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         bootstrap = {
-            "node": {"id": f"envoy-{sa}", "cluster": sa, "metadata": {
+            "node": {"id": node_id or f"envoy-{sa}", "cluster": sa, "metadata": {
                 "sofamesh.mtls": True, "sofamesh.instances": ",".join(instances),
-                "sofamesh.outbound_port": self.outbound_port}},
+                "sofamesh.outbound_port": self.outbound_port, **(metadata or {})}},
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
             "dynamic_resources": {
                 "ads_config": {"api_type": "GRPC", "transport_api_version": "V3",

@@ -31,7 +31,7 @@ class FakeWorker:
         body = b""
         while len(body) < size:
             body += os.read(self.relay_r, size - len(body))
-        version, _versions, config, _complete = pickle.loads(body)
+        version, _versions, config, _complete, _secrets = pickle.loads(body)
         return version, config
 
     def close(self) -> None:

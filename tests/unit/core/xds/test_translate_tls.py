@@ -17,9 +17,12 @@ from sofamesh.core.xds.translate import translate_cluster, translate_listener
 from tests.integration.xds.tiny_ads import http_listener
 
 
-def _common(cert: str = "default", ca: str = "ROOTCA", sans: tuple[str, ...] = ()) -> tls_pb2.CommonTlsContext:
+def _common(cert: str = "default", ca: str = "ROOTCA", sans: tuple[str, ...] = (),
+            agent: bool = False) -> tls_pb2.CommonTlsContext:
     c = tls_pb2.CommonTlsContext(alpn_protocols=["h2", "http/1.1"])
-    c.tls_certificate_sds_secret_configs.add(name=cert, sds_config=config_source_pb2.ConfigSource(ads={}))
+    source = config_source_pb2.ConfigSource(path_config_source={"path": "/sds"}) if agent else \
+        config_source_pb2.ConfigSource(ads={})
+    c.tls_certificate_sds_secret_configs.add(name=cert, sds_config=source)
     c.combined_validation_context.validation_context_sds_secret_config.name = ca
     for san in sans:
         c.combined_validation_context.default_validation_context.match_subject_alt_names.add(exact=san)
@@ -83,7 +86,7 @@ def test_file_certificates_in_a_tls_context_become_file_paths() -> None:
 
 
 @pytest.mark.parametrize(("ctx", "message"), [
-    (tls_pb2.DownstreamTlsContext(common_tls_context=_common(cert="spiffe-cert")),
+    (tls_pb2.DownstreamTlsContext(common_tls_context=_common(cert="spiffe-cert", agent=True)),
      "Listener 'in': filter_chains[0].transport_socket.typed_config.common_tls_context."
      "tls_certificate_sds_secret_configs[0].name: SDS secret 'spiffe-cert' is not served here"),
     (tls_pb2.DownstreamTlsContext(common_tls_context=_common(sans=("spiffe://cluster.local/ns/a/sa/b",))),

@@ -154,6 +154,12 @@ def test_openapi_documents_every_endpoint_and_admin_endpoints_answer(tmp_path: P
             ("/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}", "get"),
             ("/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}", "put"),
             ("/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}", "delete"),
+            ("/api/{version}/{plural}", "get"),
+            ("/api/{version}/namespaces/{namespace}/{plural}", "get"),
+            ("/api/{version}/namespaces/{namespace}/{plural}", "post"),
+            ("/api/{version}/namespaces/{namespace}/{plural}/{name}", "get"),
+            ("/api/{version}/namespaces/{namespace}/{plural}/{name}", "put"),
+            ("/api/{version}/namespaces/{namespace}/{plural}/{name}", "delete"),
             ("/debug/policy/analyze", "get"),
         }
         routes = {(r.method, r.resource.canonical) for r in pilot_app_routes(pilot)}
