@@ -390,9 +390,9 @@ class ListenerConfig(_Model):
     # accepted connections this listener holds at once; one more is closed on accept
     # (Envoy's per-listener ``envoy.resource_limits.listener.<name>.connection_limit``); 0 = no limit
     max_connections: Annotated[int, Field(ge=0)] = 0
-    # HTTP/1.1 Upgrade types passed through (Envoy's HCM ``upgrade_configs``): ``[websocket]``; after
-    # the upstream's 101 the request and response carry raw bytes until either side closes. Any
-    # other Upgrade is answered 403 (Envoy's upgrade_failed)
+    # HTTP/1.1 Upgrade types passed through (Envoy's HCM ``upgrade_configs``): ``[websocket]``,
+    # ``h2c`` too; after the upstream's 101 the request and response carry raw bytes until either side
+    # closes. Any other Upgrade is answered 403 (Envoy's upgrade_failed), h2c served as HTTP/1.1
     upgrade_types: list[str] = Field(default_factory=list)
     tls: TlsConfig | None = None
     # several TLS servers on this port, the certificate (and client-certificate rules) chosen by the
