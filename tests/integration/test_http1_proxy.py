@@ -125,7 +125,7 @@ def test_slow_upstream_gets_504_after_the_route_timeout(upstream: UpstreamServer
     assert proxy.stats()["listeners"]["web"]["downstream_rq_timeout"] == 1
 
 
-def test_dead_upstream_gets_503_and_reset_upstream_gets_502(upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]) -> None:
+def test_dead_upstream_and_reset_upstream_get_envoys_503(upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]) -> None:
     dead = f"127.0.0.1:{free_port()}"
     cfg, port = http_proxy_config([upstream.address], extra_routes=[{"match": {"path": {"prefix": "/dead"}}, "cluster": "dead"}],
                                   extra_clusters=[{"name": "dead", "endpoints": [dead]}])
@@ -133,8 +133,10 @@ def test_dead_upstream_gets_503_and_reset_upstream_gets_502(upstream: UpstreamSe
     r = httpx.get(f"http://127.0.0.1:{port}/dead", timeout=5)
     assert r.status_code == 503
     assert f"connect to {dead} failed" in r.text
+    assert "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure" in r.text
     r = httpx.get(f"http://127.0.0.1:{port}/reset", timeout=5)
-    assert r.status_code == 502
+    assert r.status_code == 503  # reset before the response head: Envoy's 503, flag UC
+    assert r.text.startswith("upstream connect error or disconnect/reset before headers. reset reason: ")
     assert proxy.stats()["clusters"]["dead"]["upstream_cx_connect_fail"] >= 1
 
 
