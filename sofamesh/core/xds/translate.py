@@ -80,6 +80,9 @@ ENDPOINT_TYPE = _T + "envoy.config.endpoint.v3.ClusterLoadAssignment"
 TYPE_ORDER = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
 SHORT = {LISTENER_TYPE: "lds", ROUTE_TYPE: "rds", CLUSTER_TYPE: "cds", ENDPOINT_TYPE: "eds"}
 
+UNKNOWN_CLUSTER = "unknown cluster"
+"""How an LDS / RDS update naming a cluster CDS has not sent is refused (``assemble``)."""
+
 RPC_PROXY_FILTER = "sofamesh.filters.network.rpc_proxy"
 RPC_PROXY_TYPE_URL = _T + "sofamesh.config.rpc.v1.RpcProxy"
 """The ``type_url`` inside the ``xds.type.v3.TypedStruct`` that carries Bolt / Dubbo listener config::
@@ -965,7 +968,7 @@ def assemble(base: ProxyConfig, state: Translated, check_route_clusters: bool) -
                     continue
                 if check_route_clusters:
                     errors.append(ConfigError(f"{paths.get(i, f'listeners[{i}]')}: route {r.get('name')!r}",
-                                              f"unknown cluster {cname!r}"))
+                                              f"{UNKNOWN_CLUSTER} {cname!r}"))
                 else:  # removed by CDS, or not received yet: its requests get "no healthy upstream"
                     clusters.append({"name": cname, "endpoints": []})
                     known_clusters.add(cname)
@@ -1002,6 +1005,7 @@ __all__ = [
     "RPC_PROXY_FILTER",
     "RPC_PROXY_TYPE_URL",
     "TYPE_ORDER",
+    "UNKNOWN_CLUSTER",
     "Translated",
     "TranslatedCluster",
     "TranslatedListener",
