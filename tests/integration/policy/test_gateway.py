@@ -42,6 +42,9 @@ spec:
   - port: {{number: {ports["https"]}, name: https-b, protocol: HTTPS}}
     hosts: [b.example.com]
     tls: {{mode: MUTUAL, serverCertificate: {b.cert}, privateKey: {b.key}, caCertificates: {certs.ca.files.cert}}}
+  - port: {{number: {ports["https"]}, name: https-vault, protocol: HTTPS}}
+    hosts: [vault.example.com]
+    tls: {{mode: PASSTHROUGH}}
   - port: {{number: {ports["http"]}, name: http, protocol: HTTP}}
     hosts: [a.example.com]
     tls: {{httpsRedirect: true}}
@@ -157,6 +160,11 @@ def test_https_servers_on_one_port_redirect_and_passthrough_behave_alike_on_envo
             code, status, body = curl(f"https://vault.example.com:{tls}/", tls, certs, address=address)
             assert (code, status.split()[0], body) == (0, "200", "vault"), (name, code, status, body)
             assert served_subject(tls, "other.example.com", address=address) == "", name  # no chain: closed
+            # ... and next to terminating servers on one port: the name decides whether TLS is opened
+            assert "CN = vault.example.com" in served_subject(https, "vault.example.com", address=address), name
+            code, status, body = curl(f"https://vault.example.com:{https}/", https, certs, address=address)
+            assert (code, status.split()[0], body) == (0, "200", "vault"), (name, code, status, body)
+            assert "CN = a.example.com" in served_subject(https, "a.example.com", address=address), name
 
 
 def test_a_websocket_goes_through_both_gateways_over_tls(tmp_path: Path) -> None:

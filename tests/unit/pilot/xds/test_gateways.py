@@ -208,10 +208,17 @@ def test_the_sidecar_reads_a_gateway_port_as_tls_servers_sharing_one_connection_
     assert passthrough is not None and [r["match"] for r in passthrough.config["routes"]] == [
         {"host": {"exact": "one.db.example.com"}}
     ]
-    # a passthrough chain next to terminating ones is refused naming the chain
+    # a passthrough chain next to terminating ones: a passthrough server routed by the same name
     mixed = listeners["127.0.0.1_8443"]
     mixed.filter_chains.append(listeners["127.0.0.1_9443"].filter_chains[0])
-    with pytest.raises(ConfigError, match=r"filter_chains\[2\]\.transport_socket.*port of their own"):
+    both = translate_listener(mixed)
+    assert both is not None and both.rds == "https.8443" and both.config["protocols"][-1] == "tcp"
+    assert both.config["tls_servers"][2] == {
+        "server_names": ["one.db.example.com"],
+        "passthrough": {"name": "default.db.tls.0", "cluster": "outbound|5432|db", "timeout_ms": 0},
+    }
+    mixed.filter_chains[2].filter_chain_match.ClearField("server_names")
+    with pytest.raises(ConfigError, match=r"filter_chains\[2\]\.filters: a chain without TLS next to chains"):
         translate_listener(mixed)
 
     routes = _generate(GatewayRouteGenerator(), policy, mesh)
