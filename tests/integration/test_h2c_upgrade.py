@@ -49,7 +49,10 @@ class Hypercorn:
         def run() -> None:
             asyncio.set_event_loop(self._loop)
             self._loop.call_soon(self._ready.set)
-            self._loop.run_until_complete(serve(_app, config, shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
+            try:
+                self._loop.run_until_complete(serve(_app, config, shutdown_trigger=self._stop.wait))  # type: ignore[arg-type]
+            finally:
+                self._loop.close()
 
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
