@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import sofamesh.hookspecs as proxy_hookspecs
 from sofamesh.core.codec import CodecFactory, CodecLimits
 from sofamesh.core.config.check import Catalogs, build_balancer, build_filters, placement_errors, resolve
+from sofamesh.core.config.model import StringMatch
 from sofamesh.core.errors import ConfigError, ConfigErrors
 from sofamesh.core.plugin_host import DATA_PLANE_GROUP, PluginHost
 from sofamesh.core.proxy.filter_chain import EMPTY_CHAIN, FilterChain
@@ -23,7 +24,7 @@ from sofamesh.core.upstream.pool import http2_options, upstream_limits
 if TYPE_CHECKING:
     import asyncio
 
-    from sofamesh.core.config.model import ClusterConfig, ListenerConfig, ProxyConfig
+    from sofamesh.core.config.model import ClusterConfig, ListenerConfig, ProxyConfig, RouteConfig
 
 
 def proxy_host() -> PluginHost:
@@ -113,12 +114,13 @@ def _build_listener(i: int, name: str, lc: ListenerConfig, cats: Catalogs,
         factories = [f for _, f in cats.protocols.items()]
     else:
         factories = [cats.protocols.get(p, f"listeners[{i}].protocols") for p in lc.protocols]
+    passthrough = _passthrough_routes(lc)  # the model requires ``tcp`` among the protocols for them
     chain = FilterChain(build_filters(cats, list(lc.filters), f"listeners[{i}].filters"))
     protocols = {n: c.protocol.name if c.protocol is not None else None for n, c in clusters.items()}
     errors = [e for j, f in enumerate(chain.filters)
               for e in placement_errors(f, f"listeners[{i}].filters[{j}]", None, protocols)]
-    routes = []
-    for k, rc in enumerate(lc.routes):
+    routes = [Route(k, rc) for k, rc in enumerate(passthrough)]
+    for k, rc in enumerate(lc.routes, len(passthrough)):
         rf = build_filters(cats, list(rc.filters), f"listeners[{i}].routes[{k}].filters") if rc.filters else []
         for j, f in enumerate(rf):
             errors += placement_errors(f, f"listeners[{i}].routes[{k}].filters[{j}]",
@@ -132,6 +134,21 @@ def _build_listener(i: int, name: str, lc: ListenerConfig, cats: Catalogs,
                          frozenset(u.lower() for u in lc.upgrade_types), http2_options(lc.http2_protocol_options))
     return ListenerRuntime(name, factories, Router(routes), chain, clusters, limits,
                            max_connections=lc.max_connections)
+
+
+def _passthrough_routes(lc: ListenerConfig) -> list[RouteConfig]:
+    """The ``tls_servers`` that pass TLS through, as ``tcp`` routes by server name, ahead of the
+    listener's own routes (a connection ``SniTls`` hands over is matched by its ClientHello again)."""
+    out = []
+    for server in lc.tls_servers:
+        if server.passthrough is None:
+            continue
+        for name in server.server_names:
+            host = StringMatch(suffix=name[1:]) if name.startswith("*.") else StringMatch(exact=name)
+            match = server.passthrough.match.model_copy(update={"host": host, "protocol": "tcp"})
+            out.append(server.passthrough.model_copy(update={
+                "name": f"{server.passthrough.name or 'passthrough'}|{name}", "match": match}))
+    return out
 
 
 def plugin_rows(cats: Catalogs | None) -> list[dict[str, str]]:

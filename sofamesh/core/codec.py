@@ -52,7 +52,9 @@ class ReplyStatus(Enum):
 
     NO_ROUTE = (404, 12)
     NO_HEALTHY_UPSTREAM = (503, 14)
-    UPSTREAM_RESET = (502, 14)
+    # the upstream's connection or stream ended before its response head: Envoy's 503 "upstream
+    # connect error or disconnect/reset before headers" (flag UC)
+    UPSTREAM_RESET = (503, 14, "reset")
     TIMEOUT = (504, 4)
     REQUEST_TIMEOUT = (408, 4)  # the downstream was too slow sending its request (Envoy's 408)
     OVERLOAD = (503, 8)  # gRPC RESOURCE_EXHAUSTED

@@ -48,7 +48,7 @@ def test_admin_serves_stats_prometheus_clusters_config_and_plugins(upstream: Ups
     with httpx.Client(timeout=5) as c:
         for _ in range(3):
             assert c.get(f"http://127.0.0.1:{port}/x").status_code == 200
-        assert c.get(f"http://127.0.0.1:{port}/reset").status_code == 502
+        assert c.get(f"http://127.0.0.1:{port}/reset").status_code == 503
     prom = proxy.get("/stats/prometheus").decode()
     assert 'sofamesh_downstream_rq_total{listener="web"} 4' in prom
     assert 'sofamesh_downstream_rq_xx{listener="web",response_code_class="2"} 3' in prom

@@ -113,6 +113,23 @@ def test_forwarded_headers_are_added_and_hop_by_hop_headers_removed(upstream: Up
     assert "keep-alive=" not in body and "x-secret=" not in body
 
 
+def test_a_request_line_split_across_reads_is_http_on_a_listener_that_also_takes_tcp(
+    upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]
+) -> None:
+    """``tcp`` matches any bytes: it takes a connection only once the protocols before it cannot
+    (``GE`` may still be HTTP/1), as on a gateway port that passes some TLS names through."""
+    cfg, port = http_proxy_config([upstream.address], protocols=["http1", "tcp"])
+    proxy_factory(cfg)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GE")
+        time.sleep(0.3)
+        s.sendall(b"T /echo HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 200") and b"x-forwarded-proto=http;" in got, got[:300]
+
+
 def test_slow_upstream_gets_504_after_the_route_timeout(upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]) -> None:
     cfg, port = http_proxy_config([upstream.address], timeout_ms=300)
     proxy = proxy_factory(cfg)
@@ -125,7 +142,7 @@ def test_slow_upstream_gets_504_after_the_route_timeout(upstream: UpstreamServer
     assert proxy.stats()["listeners"]["web"]["downstream_rq_timeout"] == 1
 
 
-def test_dead_upstream_gets_503_and_reset_upstream_gets_502(upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]) -> None:
+def test_dead_upstream_and_reset_upstream_get_envoys_503(upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]) -> None:
     dead = f"127.0.0.1:{free_port()}"
     cfg, port = http_proxy_config([upstream.address], extra_routes=[{"match": {"path": {"prefix": "/dead"}}, "cluster": "dead"}],
                                   extra_clusters=[{"name": "dead", "endpoints": [dead]}])
@@ -133,8 +150,10 @@ def test_dead_upstream_gets_503_and_reset_upstream_gets_502(upstream: UpstreamSe
     r = httpx.get(f"http://127.0.0.1:{port}/dead", timeout=5)
     assert r.status_code == 503
     assert f"connect to {dead} failed" in r.text
+    assert "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure" in r.text
     r = httpx.get(f"http://127.0.0.1:{port}/reset", timeout=5)
-    assert r.status_code == 502
+    assert r.status_code == 503  # reset before the response head: Envoy's 503, flag UC
+    assert r.text.startswith("upstream connect error or disconnect/reset before headers. reset reason: ")
     assert proxy.stats()["clusters"]["dead"]["upstream_cx_connect_fail"] >= 1
 
 

@@ -322,7 +322,19 @@ class TlsServerConfig(_Model):
     without SNI."""
 
     server_names: list[str] = Field(default_factory=list)
-    tls: TlsConfig
+    tls: TlsConfig | None = None
+    # instead of ``tls``: the connection's TLS is not terminated but passed through, its bytes to
+    # this route's ``cluster`` / ``weighted_clusters`` (Envoy's tcp_proxy chain; Istio's PASSTHROUGH
+    # server next to terminating ones on one port)
+    passthrough: RouteConfig | None = None
+
+    @model_validator(mode="after")
+    def _terminates_or_passes(self) -> TlsServerConfig:
+        if (self.tls is None) == (self.passthrough is None):
+            raise ValueError("give exactly one of tls (terminate) or passthrough (a route to pass TLS through to)")
+        if self.passthrough is not None and not self.server_names:
+            raise ValueError("a passthrough server needs server_names")
+        return self
 
     @field_validator("server_names")
     @classmethod
@@ -337,7 +349,9 @@ class TlsServerConfig(_Model):
 
     @field_validator("tls")
     @classmethod
-    def _serves_a_certificate(cls, value: TlsConfig) -> TlsConfig:
+    def _serves_a_certificate(cls, value: TlsConfig | None) -> TlsConfig | None:
+        if value is None:
+            return value
         if value.secret is None and value.cert is None:
             raise ValueError("a TLS server needs cert and key (files), or secret (an SDS name such as default)")
         if value.plaintext:
@@ -406,9 +420,9 @@ class ListenerConfig(_Model):
     # accepted connections this listener holds at once; one more is closed on accept
     # (Envoy's per-listener ``envoy.resource_limits.listener.<name>.connection_limit``); 0 = no limit
     max_connections: Annotated[int, Field(ge=0)] = 0
-    # HTTP/1.1 Upgrade types passed through (Envoy's HCM ``upgrade_configs``): ``[websocket]``; after
-    # the upstream's 101 the request and response carry raw bytes until either side closes. Any
-    # other Upgrade is answered 403 (Envoy's upgrade_failed)
+    # HTTP/1.1 Upgrade types passed through (Envoy's HCM ``upgrade_configs``): ``[websocket]``,
+    # ``h2c`` too; after the upstream's 101 the request and response carry raw bytes until either side
+    # closes. Any other Upgrade is answered 403 (Envoy's upgrade_failed), h2c served as HTTP/1.1
     upgrade_types: list[str] = Field(default_factory=list)
     tls: TlsConfig | None = None
     # several TLS servers on this port, the certificate (and client-certificate rules) chosen by the
@@ -436,6 +450,9 @@ class ListenerConfig(_Model):
                 seen.add(name)
         if default > 1:
             raise ValueError("at most one of tls_servers may have no server_names (the default)")
+        if any(s.passthrough is not None for s in self.tls_servers) and self.protocols != "auto" and (
+                "tcp" not in self.protocols):
+            raise ValueError("tls_servers with passthrough need tcp among the protocols (it carries their bytes)")
         return self
 
     @field_validator("protocols", mode="before")

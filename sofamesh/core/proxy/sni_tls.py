@@ -2,6 +2,10 @@
 and client-certificate rules before the handshake starts, as Envoy picks a filter chain by
 ``server_names`` and Istio's Gateway serves several servers on one port.
 
+A server may pass TLS through instead (``passthrough``): the connection, ClientHello included, goes
+to the listener's ``tcp`` protocol, whose routes choose by the same name (Istio's PASSTHROUGH server
+next to terminating ones on one port).
+
 Order (Envoy's): an exact name, then the longest ``*.suffix`` covering the name, then the server
 without names (which also takes ClientHellos without SNI). A connection no server takes is closed,
 as Envoy closes one no filter chain matches; so is one whose ClientHello is not whole within
@@ -17,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from sofamesh.core.net.tls import TlsSource, start_tls
 from sofamesh.core.proxy.sni import MORE, server_name
@@ -28,17 +32,26 @@ if TYPE_CHECKING:
 HELLO_TIMEOUT_S = 15.0  # Envoy's default listener_filters_timeout
 
 
+PASSTHROUGH: Final = "passthrough"
+"""What ``context_for`` gives for a name whose TLS passes through (the listener's ``tcp`` routes)."""
+
+Choice = ssl.SSLContext | str
+
+
 class ServerNames:
-    """The TLS contexts of a listener's ``tls_servers``, by the server name they serve."""
+    """The TLS contexts of a listener's ``tls_servers`` (or ``PASSTHROUGH``), by the server name they serve."""
 
     __slots__ = ("default", "exact", "sources", "wildcards")
 
     def __init__(self, servers: Sequence[TlsServerConfig], path: str = "") -> None:
-        self.sources = [TlsSource(s.tls, server=True, path=f"{path}[{i}].tls") for i, s in enumerate(servers)]
-        contexts = [src.server_context() for src in self.sources]
-        self.exact: dict[str, ssl.SSLContext] = {}
-        wildcards: list[tuple[str, ssl.SSLContext]] = []
-        self.default: ssl.SSLContext | None = None
+        self.sources = [
+            TlsSource(s.tls, server=True, path=f"{path}[{i}].tls") for i, s in enumerate(servers) if s.tls is not None
+        ]
+        made = iter(self.sources)
+        contexts: list[Choice] = [next(made).server_context() if s.tls is not None else PASSTHROUGH for s in servers]
+        self.exact: dict[str, Choice] = {}
+        wildcards: list[tuple[str, Choice]] = []
+        self.default: Choice | None = None
         for s, ctx in zip(servers, contexts, strict=True):
             if not s.server_names:
                 self.default = ctx
@@ -49,8 +62,8 @@ class ServerNames:
                     self.exact[name] = ctx
         self.wildcards = sorted(wildcards, key=lambda w: -len(w[0]))
 
-    def context_for(self, name: str | None) -> ssl.SSLContext | None:
-        """The context serving ``name`` (``None``: no SNI); ``None`` when no server takes it."""
+    def context_for(self, name: str | None) -> Choice | None:
+        """The context serving ``name`` (``None``: no SNI), ``PASSTHROUGH``; ``None`` when no server takes it."""
         if name is None:
             return self.default
         ctx = self.exact.get(name)
@@ -111,7 +124,13 @@ class SniTls(asyncio.Protocol):
         if ctx is None:
             transport.abort()
             return
-        start_tls(self._loop, transport, self._factory(), ctx, buf)
+        app = self._factory()
+        if isinstance(ctx, str):  # PASSTHROUGH: the connection as it is, its ClientHello included
+            transport.set_protocol(app)
+            app.connection_made(transport)
+            app.data_received(buf)
+            return
+        start_tls(self._loop, transport, app, ctx, buf)
 
     def eof_received(self) -> bool:
         return False
@@ -123,4 +142,4 @@ class SniTls(asyncio.Protocol):
             self._timer = None
 
 
-__all__ = ["HELLO_TIMEOUT_S", "ServerNames", "SniTls"]
+__all__ = ["HELLO_TIMEOUT_S", "PASSTHROUGH", "ServerNames", "SniTls"]

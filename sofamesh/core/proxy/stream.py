@@ -43,6 +43,11 @@ _MAX_PENDING_BODY = 256 * 1024
 _CONTINUE: Final = Verdict.CONTINUE
 _STOP: Final = Verdict.STOP
 _MAX_TRIES = 3
+_BEFORE_HEADERS: Final = "upstream connect error or disconnect/reset before headers. reset reason: "  # Envoy's text
+
+
+def _connect_failure(reason: str) -> str:
+    return f"{_BEFORE_HEADERS}remote connection failure, transport failure reason: {reason}"
 
 
 class Downstream(Protocol):
@@ -486,7 +491,7 @@ class Stream:
             rs.cancel_timer()
             if not rs.policy.on_connect_failure() or not self._retry(ep):
                 self.context.response_flags = "UF"
-                self.local_reply(ReplyStatus.NO_HEALTHY_UPSTREAM, f"upstream connect error: {reason}")
+                self.local_reply(ReplyStatus.NO_HEALTHY_UPSTREAM, _connect_failure(reason))
             return
         self.tried += (ep,)
         if len(self.tried) < min(_MAX_TRIES, len(cluster.endpoints)):
@@ -496,7 +501,7 @@ class Stream:
             return
         self.endpoint = None
         self.context.response_flags = "UF"
-        self.local_reply(ReplyStatus.NO_HEALTHY_UPSTREAM, f"upstream connect error: {reason}")
+        self.local_reply(ReplyStatus.NO_HEALTHY_UPSTREAM, _connect_failure(reason))
 
     def on_response_head(self, head: ResponseHead) -> None:
         if self.done:
@@ -679,7 +684,7 @@ class Stream:
             if self._retry(ep):
                 return
         self.context.response_flags = "UC"
-        self.local_reply(ReplyStatus.UPSTREAM_RESET, reason)
+        self.local_reply(ReplyStatus.UPSTREAM_RESET, _BEFORE_HEADERS + reason)
 
     def on_deadline(self) -> None:
         self.timer = 0

@@ -226,9 +226,13 @@ class DownstreamConnection(Connection):
     def _sniff(self, data: bytes) -> bytes:
         prefix = self.prefix + data
         undecided = False
+        fallback: CodecFactory | None = None  # a passthrough (tcp) after a protocol that needs more bytes
         for f in self.rt.factories:
             verdict = f.sniff(prefix[: max(f.sniff_bytes, 1)])
             if verdict is Sniff.MATCH:
+                if undecided and f.passthrough:  # it takes any bytes: only once no protocol before it can
+                    fallback = fallback or f
+                    continue
                 self.prefix = b""
                 self._use(f)
                 return prefix
@@ -237,6 +241,10 @@ class DownstreamConnection(Connection):
         if undecided and len(prefix) < _MAX_SNIFF:
             self.prefix = prefix
             return b""
+        if fallback is not None:
+            self.prefix = b""
+            self._use(fallback)
+            return prefix
         self.rt.stats.downstream_cx_sniff_fail += 1
         names = ", ".join(f.name for f in self.rt.factories)
         log.warning("listener %s: connection from %s speaks none of [%s] (first bytes %r); closing",

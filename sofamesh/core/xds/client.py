@@ -37,6 +37,7 @@ from sofamesh.core.xds.translate import (
     SECRET_TYPE,
     SHORT,
     TYPE_ORDER,
+    UNKNOWN_CLUSTER,
     Translated,
     assemble,
     decode,
@@ -130,6 +131,10 @@ class XdsClient:
         self.applying: tuple[str, str] = ("", "")
         self.applying_config: ProxyConfig | None = None
         self.applying_complete = False
+        # LDS / RDS updates NACKed only for naming clusters CDS had not sent yet (a management
+        # server may answer a new RDS subscription before it pushes the CDS those routes need):
+        # (updates, removed, version, nonce, versions) by type, tried again after each CDS update
+        self._waiting: dict[str, tuple[dict[str, Any], set[str], str, str, dict[str, str]]] = {}
 
     @property
     def address(self) -> str:
@@ -344,16 +349,40 @@ class XdsClient:
             removed = set(ts.resources) - set(updates)
         else:  # SotW RDS/EDS responses carry the names they carry; drop the unsubscribed ones
             removed = set(ts.resources) - ts.names
+        self._waiting.pop(url, None)  # a newer response replaces one that waited for clusters
         if await self._update(url, updates, removed, version, resp.nonce, versions):
-            ts.version = version
-            if delta:
-                self._send(discovery_pb2.DeltaDiscoveryRequest(type_url=url, response_nonce=resp.nonce))
-            else:
-                self._send(
-                    discovery_pb2.DiscoveryRequest(
-                        type_url=url, version_info=ts.version, response_nonce=ts.nonce, resource_names=sorted(ts.names)
-                    )
+            self._ack(url, version, resp.nonce)
+            if url == CLUSTER_TYPE:
+                await self._retry_waiting()
+
+    def _ack(self, url: str, version: str, nonce: str) -> None:
+        ts = self.types[url]
+        ts.version = version
+        if self.xds.mode == "delta":
+            self._send(discovery_pb2.DeltaDiscoveryRequest(type_url=url, response_nonce=nonce))
+        else:
+            self._send(
+                discovery_pb2.DiscoveryRequest(
+                    type_url=url, version_info=version, response_nonce=ts.nonce, resource_names=sorted(ts.names)
                 )
+            )
+
+    async def _retry_waiting(self) -> None:
+        """Apply again the LDS / RDS updates NACKed for clusters CDS had not sent: with the clusters
+        now here they are ACKed (their NACK withdrawn); still missing, they stay NACKed and wait."""
+        for url in (LISTENER_TYPE, ROUTE_TYPE):
+            waiting = self._waiting.pop(url, None)
+            if waiting is None:
+                continue
+            updates, removed, version, nonce, versions = waiting
+            ts = self.types[url]
+            nack = ts.last_nack
+            if await self._update(url, updates, removed, version, nonce, versions):
+                log.info("xds: %s version %r applied once the clusters it names arrived", SHORT[url], version)
+                if self.last_nack is nack:
+                    self.last_nack = None
+                ts.last_nack = None
+                self._ack(url, version, nonce)
 
     def _nack(self, url: str, version: str, nonce: str, detail: str) -> None:
         ts = self.types[url]
@@ -438,6 +467,8 @@ class XdsClient:
                     return False
         except ConfigErrors as exc:
             self._nack(url, version, nonce, "; ".join(str(e) for e in exc.errors))
+            if url in (LISTENER_TYPE, ROUTE_TYPE) and all(e.message.startswith(UNKNOWN_CLUSTER) for e in exc.errors):
+                self._waiting[url] = (updates, removed, version, nonce, versions)
             return False
         except MeshError as exc:
             self._nack(url, version, nonce, str(exc))

@@ -89,6 +89,9 @@ TYPE_ORDER = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYP
 SHORT = {LISTENER_TYPE: "lds", ROUTE_TYPE: "rds", CLUSTER_TYPE: "cds", ENDPOINT_TYPE: "eds", SECRET_TYPE: "sds"}
 _ADS_SECRETS = "__sds__"  # a translated TLS mapping: the secrets it fetches over ADS (moved to TranslatedListener)
 
+UNKNOWN_CLUSTER = "unknown cluster"
+"""How an LDS / RDS update naming a cluster CDS has not sent is refused (``assemble``)."""
+
 RPC_PROXY_FILTER = "sofamesh.filters.network.rpc_proxy"
 RPC_PROXY_TYPE_URL = _T + "sofamesh.config.rpc.v1.RpcProxy"
 """The ``type_url`` inside the ``xds.type.v3.TypedStruct`` that carries Bolt / Dubbo listener config::
@@ -540,8 +543,9 @@ def _by_server_name(chains: list[Any], base: str, out: dict[str, Any], port: int
 def _tls_servers(chains: list[Any], base: str, out: dict[str, Any], port: int,
                  protocols: Collection[str]) -> TranslatedListener:
     """Filter chains chosen by the TLS server name, each terminating TLS with its own certificate in
-    front of the same HTTP connection manager (an Istio gateway's servers on one port) -> a
-    listener with ``tls_servers`` and that HCM's routes."""
+    front of the same HTTP connection manager (an Istio gateway's servers on one port), or passing
+    it through to a ``tcp_proxy`` (a PASSTHROUGH server) -> a listener with ``tls_servers`` and
+    that HCM's routes."""
     servers: list[dict[str, Any]] = []
     first: bytes | None = None
     for ci, chain in enumerate(chains):
@@ -553,11 +557,14 @@ def _tls_servers(chains: list[Any], base: str, out: dict[str, Any], port: int,
                 continue
             raise ConfigError(f"{cpath}.filter_chain_match.{fd.name}", "choosing a filter chain by this field is not "
                                                                       "supported (only server_names)")
-        if not chain.HasField("transport_socket"):
-            raise ConfigError(f"{cpath}.transport_socket", "a chain passing TLS through (no transport socket) on a "
-                                                           "port whose other chains terminate TLS is not supported: "
-                                                           "give PASSTHROUGH servers a port of their own")
         filters = list(chain.filters)
+        if not chain.HasField("transport_socket"):  # TLS passes through (a PASSTHROUGH server): tcp_proxy
+            if len(filters) != 1 or filters[0].typed_config.type_url != _TCP_TYPE or not len(fcm.server_names):
+                raise ConfigError(f"{cpath}.filters", "a chain without TLS next to chains terminating it must "
+                                                      "choose by server_names and have one filter, tcp_proxy")
+            servers.append({"server_names": _server_names(fcm, cpath),
+                            "passthrough": _tcp_route(filters[0], f"{cpath}.filters[0]")})
+            continue
         if len(filters) != 1 or filters[0].typed_config.type_url != _HCM_TYPE:
             raise ConfigError(f"{cpath}.filters", "a chain terminating TLS by server name must have one filter, "
                                                   "http_connection_manager")
@@ -567,16 +574,24 @@ def _tls_servers(chains: list[Any], base: str, out: dict[str, Any], port: int,
         elif raw != first:
             raise ConfigError(f"{cpath}.filters[0]", "chains chosen by server name must share one "
                                                      "http_connection_manager (the same routes and filters)")
-        names = []
-        for name in fcm.server_names:
-            name = name.lower()
-            if "*" in name and not name.startswith("*."):
-                raise ConfigError(f"{cpath}.filter_chain_match.server_names", f"invalid server name {name!r}")
-            names.append(name)
-        servers.append({"server_names": names,
+        servers.append({"server_names": _server_names(fcm, cpath),
                         "tls": translate_tls(chain.transport_socket, "downstream", f"{cpath}.transport_socket")})
     out["tls_servers"] = servers
-    return _hcm(chains[0].filters[0], f"{base}: filter_chains[0].filters[0]", out, protocols)
+    first_hcm = next(i for i, c in enumerate(chains) if c.HasField("transport_socket"))
+    got = _hcm(chains[first_hcm].filters[0], f"{base}: filter_chains[{first_hcm}].filters[0]", out, protocols)
+    if any("passthrough" in s for s in servers):
+        got.config["protocols"] = [*got.config["protocols"], "tcp"]  # the passed-through connections
+    return got
+
+
+def _server_names(fcm: Any, cpath: str) -> list[str]:
+    names = []
+    for name in fcm.server_names:
+        name = name.lower()
+        if "*" in name and not name.startswith("*."):
+            raise ConfigError(f"{cpath}.filter_chain_match.server_names", f"invalid server name {name!r}")
+        names.append(name)
+    return names
 
 
 def _check_chain_match(chain: Any, port: int, permissive: bool, path: str) -> None:
@@ -1038,7 +1053,7 @@ def assemble(base: ProxyConfig, state: Translated, check_route_clusters: bool) -
                     continue
                 if check_route_clusters:
                     errors.append(ConfigError(f"{paths.get(i, f'listeners[{i}]')}: route {r.get('name')!r}",
-                                              f"unknown cluster {cname!r}"))
+                                              f"{UNKNOWN_CLUSTER} {cname!r}"))
                 else:  # removed by CDS, or not received yet: its requests get "no healthy upstream"
                     clusters.append({"name": cname, "endpoints": []})
                     known_clusters.add(cname)
@@ -1076,6 +1091,7 @@ __all__ = [
     "RPC_PROXY_TYPE_URL",
     "SECRET_TYPE",
     "TYPE_ORDER",
+    "UNKNOWN_CLUSTER",
     "Translated",
     "TranslatedCluster",
     "TranslatedListener",

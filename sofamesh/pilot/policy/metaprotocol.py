@@ -53,7 +53,7 @@ def _check_match(m: Any, path: str, report: Report) -> None:
             w.check_string_match(sm, p, report)
 
 
-def _check_bucket(b: Any, path: str, report: Report) -> None:
+def check_token_bucket(b: Any, path: str, report: Report) -> None:
     if not isinstance(b, Mapping):
         return
     if not b.get("maxTokens"):
@@ -116,12 +116,12 @@ def check_meta_router(namespace: str, spec: Mapping[str, Any], report: Report) -
     if isinstance(lrl, Mapping):
         if lrl.get("tokenBucket") is None and not lrl.get("conditions"):
             report.error("spec.localRateLimit", "at least one of tokenBucket or conditions should have value")
-        _check_bucket(lrl.get("tokenBucket"), "spec.localRateLimit.tokenBucket", report)
+        check_token_bucket(lrl.get("tokenBucket"), "spec.localRateLimit.tokenBucket", report)
         for i, c in enumerate(lrl.get("conditions") or []):
             if isinstance(c, Mapping):
                 p = child("spec.localRateLimit.conditions", i)
                 _check_match(c.get("match"), child(p, "match"), report)
-                _check_bucket(c.get("tokenBucket"), child(p, "tokenBucket"), report)
+                check_token_bucket(c.get("tokenBucket"), child(p, "tokenBucket"), report)
     grl = spec.get("globalRateLimit")
     if isinstance(grl, Mapping):
         _check_match(grl.get("match"), "spec.globalRateLimit.match", report)
@@ -129,4 +129,4 @@ def check_meta_router(namespace: str, spec: Mapping[str, Any], report: Report) -
     w.check_export_to(namespace, spec.get("exportTo"), "spec.exportTo", report)
 
 
-__all__ = ["META_ROUTER", "RPC_RETRY_ON", "check_meta_router"]
+__all__ = ["META_ROUTER", "RPC_RETRY_ON", "TOKEN_BUCKET", "check_meta_router", "check_token_bucket"]

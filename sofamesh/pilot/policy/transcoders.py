@@ -21,8 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-import yaml
-
+from sofamesh.pilot.policy.annotations import annotation_document, parse_annotation
 from sofamesh.pilot.policy.schema import Report
 
 __all__ = ["ANNOTATION", "TRANSCODER_TYPES", "check_transcoders", "transcoders_of"]
@@ -31,23 +30,12 @@ ANNOTATION: Final = "sofamesh.io/transcoders"
 TRANSCODER_TYPES: Final = ("transcoder", "grpc_json_transcoder")
 
 
-def _parse(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        return ValueError(str(exc).replace("\n", " "))
-
-
 def check_transcoders(annotations: Mapping[str, Any], spec: Mapping[str, Any], report: Report) -> None:
     """Errors of the annotation (when present) at ``metadata.annotations[sofamesh.io/transcoders]``."""
-    text = annotations.get(ANNOTATION)
-    if text is None:
+    got = annotation_document(annotations, ANNOTATION, report)
+    if got is None:
         return
-    where = f"metadata.annotations[{ANNOTATION}]"
-    doc = _parse(str(text))
-    if isinstance(doc, ValueError):
-        report.error(where, f"not YAML or JSON: {doc}")
-        return
+    where, doc = got
     if not isinstance(doc, Mapping) or not doc:
         report.error(where, "a mapping from http route names to {type, config}")
         return
@@ -72,8 +60,7 @@ def check_transcoders(annotations: Mapping[str, Any], spec: Mapping[str, Any], r
 
 def transcoders_of(annotations: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     """``{http route name: {type, config}}`` of an admitted VirtualService (empty without the annotation)."""
-    text = annotations.get(ANNOTATION)
-    doc = _parse(str(text)) if text is not None else None
+    doc = parse_annotation(annotations, ANNOTATION)
     if not isinstance(doc, Mapping):
         return {}
     return {str(k): v for k, v in doc.items() if isinstance(v, Mapping)}

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sofamesh.pilot.policy.edge_rate_limit import check_edge_rate_limit
 from sofamesh.pilot.policy.kinds import Kind, by_api_version, known_kinds
 from sofamesh.pilot.policy.resource import DEFAULT_NAMESPACE, Resource, ResourceKey, Source
 from sofamesh.pilot.policy.schema import DNS1123_SUBDOMAIN, AnyValue, Issue, MapOf, Obj, Report, Str, is_dns1123_label
@@ -120,6 +121,8 @@ def validate(body: Any, source: Source, namespace: str | None = None) -> Verdict
             annotations = meta.get("annotations")
             if kind.kind == "VirtualService" and isinstance(spec, Mapping) and isinstance(annotations, Mapping):
                 check_transcoders(annotations, spec, report)
+            if kind.kind == "Gateway" and isinstance(annotations, Mapping):
+                check_edge_rate_limit(annotations, report)
     issues = tuple(report.issues)
     if report.errors or kind is None:
         return Verdict(source, ref, None, issues, key)

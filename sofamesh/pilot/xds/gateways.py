@@ -57,8 +57,9 @@ from google.protobuf import any_pb2
 from sofamesh.core.plugin_host import hookimpl
 from sofamesh.pilot.xds.auto_mtls import downstream_socket
 from sofamesh.pilot.xds.gateway_credentials import GatewayCredentials, ads_secret, credentials_for
+from sofamesh.pilot.xds.edge_filters import EdgeFilters, edge_http_filters
 from sofamesh.pilot.xds.generator import GATEWAY_NODE_PREFIX, LISTENER, ROUTE, NodeInfo, XdsResource, is_gateway
-from sofamesh.pilot.xds.generators import PolicyAware, websocket_upgrade
+from sofamesh.pilot.xds.generators import DEFAULT_TRUST_DOMAIN, PolicyAware, websocket_upgrade
 from sofamesh.pilot.xds.tcp_routes import tcp_proxy, tls_inspector, weighted_destinations
 from sofamesh.pilot.xds.virtual_services import (
     Destinations,
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
     from sofamesh.pilot.model import MeshModel
     from sofamesh.pilot.policy.applied import PolicySnapshot
     from sofamesh.pilot.policy.resource import Resource
+    from sofamesh.pilot.security.jwks import JwksResolver
     from sofamesh.pilot.xds.generator import XdsGenerator
 
 log = logging.getLogger("sofamesh.pilot.gateways")
@@ -282,14 +284,17 @@ def _pack(message: Any) -> any_pb2.Any:
     return a
 
 
-def _hcm(route_name: str, stat_prefix: str) -> listener_components_pb2.Filter:
+def _hcm(route_name: str, stat_prefix: str, edge: EdgeFilters = ([], [])) -> listener_components_pb2.Filter:
+    before, after = edge
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=route_name),
         http_filters=[
+            *before,
             cors_http_filter(),
             fault_http_filter(),
+            *after,
             hcm_pb2.HttpFilter(name=_ROUTER, typed_config=_pack(_router())),
         ],
         upgrade_configs=[websocket_upgrade()],
@@ -363,6 +368,8 @@ class _Inputs:
     virtual_services: list[Resource]
     ports: dict[int, list[Server]]
     credentials: GatewayCredentials
+    request_authentications: list[Resource]
+    authorization_policies: list[Resource]
 
 
 class _GatewayAware(PolicyAware):
@@ -382,6 +389,8 @@ class _GatewayAware(PolicyAware):
             model.resources("VirtualService"),
             selected_servers(model.resources("Gateway"), node),
             credentials_for(model, node),
+            model.resources("RequestAuthentication"),
+            model.resources("AuthorizationPolicy"),
         )
 
 
@@ -389,6 +398,23 @@ class GatewayListenerGenerator(_GatewayAware):
     """LDS: a gateway node's listeners (module docstring)."""
 
     type_url = LISTENER
+    jwks: JwksResolver | None = None
+
+    def use_jwks(self, jwks: JwksResolver) -> None:
+        """Pilot's fetcher of ``jwksUri`` keys, inlined for Envoy gateways as for Envoy sidecars."""
+        self.jwks = jwks
+
+    def _edge(self, node: NodeInfo, port: int, servers: list[Server], got: _Inputs) -> EdgeFilters:
+        return edge_http_filters(
+            node,
+            node.user_agent.startswith("sofamesh"),
+            port,
+            [s.gateway for s in servers],
+            got.request_authentications,
+            got.authorization_policies,
+            self.policy.trust_domain if self.policy is not None else DEFAULT_TRUST_DOMAIN,
+            self.jwks.keys if self.jwks is not None else None,
+        )
 
     def generate(self, mesh: MeshModel, node: NodeInfo) -> Iterable[XdsResource]:
         got = self.inputs(mesh, node)
@@ -397,6 +423,7 @@ class GatewayListenerGenerator(_GatewayAware):
         snap, vss = got.snap, got.virtual_services
         out = []
         for port, servers in sorted(got.ports.items()):
+            edge = self._edge(node, port, servers, got)
             chains: list[listener_components_pb2.FilterChain] = []
             taken: set[str] = set()
             plain = False
@@ -423,14 +450,14 @@ class GatewayListenerGenerator(_GatewayAware):
                     listener_components_pb2.FilterChain(
                         filter_chain_match=listener_components_pb2.FilterChainMatch(server_names=names),
                         transport_socket=server_socket(server, got.credentials),
-                        filters=[_hcm(route_name(port, True), f"https_{port}")],
+                        filters=[_hcm(route_name(port, True), f"https_{port}", edge)],
                     )
                 )
             if plain and chains:
                 log.warning("gateway port %d: plaintext and TLS servers on one port; the TLS ones are served", port)
             if plain and not chains:
                 chains.append(
-                    listener_components_pb2.FilterChain(filters=[_hcm(route_name(port, False), f"http_{port}")])
+                    listener_components_pb2.FilterChain(filters=[_hcm(route_name(port, False), f"http_{port}", edge)])
                 )
             if not chains:
                 continue

@@ -36,7 +36,7 @@ from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
-from google.protobuf import any_pb2, duration_pb2, struct_pb2
+from google.protobuf import duration_pb2, struct_pb2
 from xds.type.v3 import typed_struct_pb2
 
 from sofamesh.core.plugin_host import hookimpl
@@ -44,8 +44,6 @@ from sofamesh.pilot.policy.hosts import NAMESPACE_METADATA
 from sofamesh.pilot.policy.resource import DEFAULT_NAMESPACE
 from sofamesh.pilot.sidecars import INSTANCE_IPS_KEY, INSTANCES_KEY, names
 from sofamesh.pilot.xds.auto_mtls import downstream_socket, holds_certificate
-from sofamesh.pilot.xds.envoy_jwt import envoy_jwt_filters, issuers
-from sofamesh.pilot.xds.envoy_rbac import envoy_rbac_filters
 from sofamesh.pilot.xds.generator import CLUSTER, LISTENER, NodeInfo, XdsResource
 from sofamesh.pilot.xds.generators import (
     DEFAULT_TRUST_DOMAIN,
@@ -57,6 +55,7 @@ from sofamesh.pilot.xds.generators import (
     websocket_upgrade,
 )
 from sofamesh.pilot.xds.rpc import RPC_PROXY_FILTER, RPC_PROXY_TYPE_URL
+from sofamesh.pilot.xds.security_filters import security_http_filters
 from sofamesh.pilot.xds.workload_security import Workload, inbound_filters, jwt_config, mtls_mode, rbac_config
 
 if TYPE_CHECKING:
@@ -68,7 +67,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("sofamesh.pilot.xds")
 
 APP_PORT_LABEL = "sofamesh.io/app-port"
-FILTER_TYPE_URL = "type.googleapis.com/sofamesh.config.filter.v1.Filter"
 _HCM = "envoy.filters.network.http_connection_manager"
 _H2_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
@@ -101,12 +99,6 @@ def workload_instances(mesh: MeshModel, node: NodeInfo) -> list[tuple[Service, S
             if inst.id in ids or inst.address in ips:
                 out.append((service, inst))
     return out
-
-
-def _filter(f: Mapping[str, Any]) -> any_pb2.Any:
-    value = struct_pb2.Struct()
-    value.update(dict(f))
-    return _pack(typed_struct_pb2.TypedStruct(type_url=FILTER_TYPE_URL, value=value))
 
 
 def _address(host: str, port: int) -> address_pb2.Address:
@@ -211,15 +203,9 @@ class InboundListenerGenerator(_Inbound):
             jwt = jwt_config(ras, w)
             filters = inbound_filters(mode, jwt, rbac, trust_domain)
             name = _name(address, port)
-            if not _sofamesh(node):  # Envoy: its own JWT and RBAC filters; mTLS is the TLS chain's
-                jwks_for = self.jwks.keys if self.jwks is not None else None
-                jwt_filters = envoy_jwt_filters(jwt, jwks_for)
-                http_filters = [*jwt_filters,
-                                *envoy_rbac_filters(rbac, issuers(jwt, jwks_for) if jwt_filters else None),
-                                _router_filter()]
-            else:
-                http_filters = [*(hcm_pb2.HttpFilter(name=f"sofamesh.{f['type']}", typed_config=_filter(f))
-                                  for f in filters), _router_filter()]
+            # Envoy: its own JWT and RBAC filters; mTLS is the TLS chain's
+            jwks_for = self.jwks.keys if self.jwks is not None else None
+            http_filters = [*security_http_filters(_sofamesh(node), filters, jwt, rbac, jwks_for), _router_filter()]
             if service.protocol in HTTP_PROTOCOLS:
                 hcm = hcm_pb2.HttpConnectionManager(
                     stat_prefix=name.replace("|", "_"), codec_type=hcm_pb2.HttpConnectionManager.AUTO,

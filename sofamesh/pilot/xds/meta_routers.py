@@ -146,7 +146,8 @@ def rpc_hash_policy(policies: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _limit(bucket: Mapping[str, Any]) -> dict[str, float]:
+def token_bucket_limit(bucket: Mapping[str, Any]) -> dict[str, float]:
+    """A token bucket (``maxTokens``, ``tokensPerFill``, ``fillInterval``) as ``quota.local``'s limit."""
     seconds = parse_duration(str(bucket.get("fillInterval")))
     return {"rate": float(bucket.get("tokensPerFill") or 1) / seconds, "burst": float(bucket.get("maxTokens") or 1)}
 
@@ -164,9 +165,9 @@ def rate_limits(mr: Resource, service: Service) -> list[dict[str, Any]]:
         headers = m.pop("headers", {})
         if set(headers) & set(m):
             continue  # a service attribute other than the host's own service: never this service's calls
-        out.append({"match": {**m, **headers}, "limit": _limit(c["tokenBucket"])})
+        out.append({"match": {**m, **headers}, "limit": token_bucket_limit(c["tokenBucket"])})
     if isinstance(lrl.get("tokenBucket"), Mapping):
-        out.append({"match": {"service": {"exact": service.name}}, "limit": _limit(lrl["tokenBucket"])})
+        out.append({"match": {"service": {"exact": service.name}}, "limit": token_bucket_limit(lrl["tokenBucket"])})
     return out
 
 
@@ -177,4 +178,5 @@ def timeout_of(service: Service, default: int) -> int:
         return default
 
 
-__all__ = ["RPC_DEFAULT_RETRY_ON", "rate_limits", "rpc_hash_policy", "rpc_retry_policy", "rpc_routes", "timeout_of"]
+__all__ = ["RPC_DEFAULT_RETRY_ON", "rate_limits", "rpc_hash_policy", "rpc_retry_policy", "rpc_routes", "timeout_of",
+           "token_bucket_limit"]

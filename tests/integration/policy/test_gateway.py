@@ -13,14 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sofamesh.testing import free_port
+from tests.integration.gateway_nodes import assert_accepted, start_gateways
 from tests.integration.gateway_tls import GatewayCerts, curl, gateway_certs, negotiated_alpn, served_subject
 from tests.integration.pilot.conftest import PilotProcess
-from tests.integration.pilot.test_envoy import Envoy, HttpBackend
+from tests.integration.pilot.test_envoy import HttpBackend
 from tests.integration.policy.apply import apply, follows
 from tests.integration.policy.side_by_side import side_by_side, web_policy
 from tests.integration.policy.test_http_route_fields import Echo
 from tests.integration.websocket_peers import WsEcho, ws_connect
-from tests.integration.xds.mesh import Sidecar
 
 HOSTS = ("a.example.com", "b.example.com", "vault.example.com")
 PROXIES = {"envoy": "127.0.0.12", "sofamesh": "127.0.0.13"}
@@ -42,6 +42,9 @@ spec:
   - port: {{number: {ports["https"]}, name: https-b, protocol: HTTPS}}
     hosts: [b.example.com]
     tls: {{mode: MUTUAL, serverCertificate: {b.cert}, privateKey: {b.key}, caCertificates: {certs.ca.files.cert}}}
+  - port: {{number: {ports["https"]}, name: https-vault, protocol: HTTPS}}
+    hosts: [vault.example.com]
+    tls: {{mode: PASSTHROUGH}}
   - port: {{number: {ports["http"]}, name: http, protocol: HTTP}}
     hosts: [a.example.com]
     tls: {{httpsRedirect: true}}
@@ -108,23 +111,7 @@ def gateways(tmp_path: Path) -> Iterator[tuple[PilotProcess, GatewayCerts, dict[
         chat = WsEcho("chat")
         stack.callback(chat.stop)
         pilot.register("chat", "chat-1", address="127.0.0.1", port=chat.port, protocol="http")
-        meta = {
-            k: {"LABELS": LABELS, "NAMESPACE": "default", "sofamesh.gateway_address": a} for k, a in PROXIES.items()
-        }
-        envoy = Envoy(
-            tmp_path,
-            pilot,
-            "GRPC",
-            metadata=meta["envoy"],
-            node_id="router~127.0.0.12~edge-envoy.default~default.svc.cluster.local",
-        )
-        stack.callback(envoy.stop)
-        gw = Sidecar(
-            pilot.xds_port,
-            "router~127.0.0.13~edge-sofamesh.default~default.svc.cluster.local",
-            metadata=meta["sofamesh"],
-        ).start()
-        stack.callback(gw.stop)
+        envoy, gw = start_gateways(stack, tmp_path, pilot, PROXIES, LABELS)
         t = apply(pilot.api_url, stdin=policy(certs, ports))
         for name, address in PROXIES.items():
             follows(
@@ -136,8 +123,7 @@ def gateways(tmp_path: Path) -> Iterator[tuple[PilotProcess, GatewayCerts, dict[
                 timeout=45,
             )
         yield pilot, certs, ports
-        assert gw.dump()["xds"]["last_nack"] is None
-        assert {v for k, v in envoy.stats().items() if k.endswith(".update_rejected")} == {0}
+        assert_accepted(envoy, gw)
 
 
 def test_https_servers_on_one_port_redirect_and_passthrough_behave_alike_on_envoy_and_sofamesh(tmp_path: Path) -> None:
@@ -174,6 +160,11 @@ def test_https_servers_on_one_port_redirect_and_passthrough_behave_alike_on_envo
             code, status, body = curl(f"https://vault.example.com:{tls}/", tls, certs, address=address)
             assert (code, status.split()[0], body) == (0, "200", "vault"), (name, code, status, body)
             assert served_subject(tls, "other.example.com", address=address) == "", name  # no chain: closed
+            # ... and next to terminating servers on one port: the name decides whether TLS is opened
+            assert "CN = vault.example.com" in served_subject(https, "vault.example.com", address=address), name
+            code, status, body = curl(f"https://vault.example.com:{https}/", https, certs, address=address)
+            assert (code, status.split()[0], body) == (0, "200", "vault"), (name, code, status, body)
+            assert "CN = a.example.com" in served_subject(https, "a.example.com", address=address), name
 
 
 def test_a_websocket_goes_through_both_gateways_over_tls(tmp_path: Path) -> None:

@@ -91,6 +91,28 @@ def test_a_route_naming_an_unknown_cluster_is_nacked_and_the_previous_config_kee
         assert sc.dump()["xds"]["types"]["rds"]["status"] == "ACKED"
 
 
+def test_routes_sent_before_the_clusters_they_name_are_applied_once_cds_brings_them(
+        ads: TinyAds, ups: dict[str, UpstreamServer]) -> None:
+    """A management server may answer a new RDS subscription before it pushes the CDS its routes
+    need: the update is NACKed, kept, and applied (and ACKed) when a CDS update brings the clusters."""
+    address = f"127.0.0.1:{free_port()}"
+    ads.set(CDS, [static_cluster("web", [ups["a"].address])])
+    ads.set(LDS, [http_listener("in", address, rds="r1")])
+    ads.set(RDS, [route_config("r1", [("/", "web")])])
+    with Sidecar(ads.port, "tiny-late") as sc:
+        assert _who(address) == "a"
+        early = ads.set(RDS, [route_config("r1", [("/", "late")])])
+        wait_for(lambda: [n for n in ads.nacks() if n.type_url == RDS], 10, "the RDS NACK")
+        assert _who(address) == "a"  # the previous routes keep serving meanwhile
+        assert "unknown cluster 'late'" in sc.dump()["xds"]["last_nack"]["error"]
+        v = ads.set(CDS, [static_cluster("web", [ups["a"].address]), static_cluster("late", [ups["b"].address])])
+        wait_for(lambda: ads.acked(CDS, v) and ads.acked(RDS, early), 10, "the waiting RDS to be ACKed")
+        assert _who(address) == "b"
+        xds = sc.dump()["xds"]
+        assert xds["types"]["rds"]["version"] == early and xds["types"]["rds"]["status"] == "ACKED"
+        assert xds["last_nack"] is None  # withdrawn: that version is applied
+
+
 def test_an_unsupported_field_is_nacked_with_its_name(ads: TinyAds, ups: dict[str, UpstreamServer]) -> None:
     from envoy.config.cluster.v3 import cluster_pb2
 

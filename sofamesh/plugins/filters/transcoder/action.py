@@ -280,10 +280,9 @@ class TranscoderFilter(RouteTranscoder):
         return _answer(result, table)
 
     def error(self, head: RequestHead, status: ReplyStatus, message: str) -> tuple[int, bytes]:
-        # A provider that went away mid-call is a provider down, as Envoy answers a reset before
-        # the response headers: 503, not the proxy's 502.
-        code = 503 if status is ReplyStatus.UPSTREAM_RESET else status.http_status
-        return _json(code, {"error": status.name.lower(), "message": message})
+        # a provider that went away mid-call is a provider down: 503, as Envoy answers a reset
+        # before the response headers (the proxy's own reply too)
+        return _json(status.http_status, {"error": status.name.lower(), "message": message})
 
 
 def _answer(result: RpcResult, table: Mapping[int, int]) -> tuple[int, bytes]:

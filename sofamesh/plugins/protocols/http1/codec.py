@@ -94,6 +94,9 @@ class Http1Codec(Codec):
         self._upgrading = False
         self._tunnel = False
         self._h2c_restart = False  # an h2c upgrade request served as HTTP/1.1: the parser restarts after it
+        # its body's framing, fed to the new parser as a head of its own that is not reported
+        self._h2c_body = b""
+        self._swallow_head = False
         self._parser = self._new_parser()
 
     def _new_parser(self) -> httptools.HttpRequestParser | httptools.HttpResponseParser:
@@ -128,6 +131,9 @@ class Http1Codec(Codec):
 
     def on_headers_complete(self) -> None:
         self._head_open = False
+        if self._swallow_head:  # the framing of an h2c request's body: the request was reported
+            self._swallow_head = False
+            return
         p = self._parser
         if isinstance(p, httptools.HttpRequestParser):
             self._request_head(p)
@@ -160,14 +166,17 @@ class Http1Codec(Codec):
             headers = [(k, v) for k, v in headers if k.lower() != "expect"]
             if has_body:
                 self._out += b"HTTP/1.1 100 Continue\r\n\r\n"
-        if p.should_upgrade() and not self._h2c(method):  # Upgrade (and Connection: upgrade), or CONNECT
+        if p.should_upgrade() and not self._h2c(method, has_body, cl, te):  # Upgrade, or CONNECT
             upgrade = self._allowed_upgrade(method)
             meta = Http1Meta(version, method, False, upgrade)
             self._upgrading = True
             self._pending.append(meta)
+            extra = [("upgrade", upgrade)]
+            if upgrade.lower() == "h2c":  # a Connection option, yet the upstream needs it for the upgrade
+                extra += [(k, v) for k, v in self._headers if k.lower() == "http2-settings"][:1]
             self._events.append(RequestHead(
                 protocol=PROTOCOL, service=host, method=method, path=url.decode("latin-1"),
-                headers=Headers([*headers, ("upgrade", upgrade)]), end_stream=False, meta=meta,
+                headers=Headers([*headers, *extra]), end_stream=False, meta=meta,
             ))
             return
         meta = Http1Meta(version, method, bool(p.should_keep_alive()))
@@ -177,15 +186,23 @@ class Http1Codec(Codec):
             headers=Headers(headers), end_stream=not has_body, meta=meta,
         ))
 
-    def _h2c(self, method: str) -> bool:
+    def _h2c(self, method: str, has_body: bool, cl: str | None, te: str) -> bool:
         """An ``Upgrade: h2c`` request is served as the HTTP/1.1 request it also is (its upgrade
-        headers dropped), as Envoy serves it; the parser starts anew after it."""
+        headers dropped), as Envoy serves it; the parser starts anew after it. A listener whose
+        ``upgrade_types`` hold ``h2c`` passes a body-less one through as any other upgrade (a
+        request with a body stays HTTP/1.1, as servers answer it: the upgrade would follow the body)."""
         if method == "CONNECT":
             return False
         for k, v in self._headers:
             if k.lower() == "upgrade":
                 if v.strip().lower() == "h2c":
+                    if not has_body and "h2c" in self.limits.upgrades:
+                        return False
                     self._h2c_restart = True
+                    if has_body:  # the parser stops at the head, taking the upgrade as the body's start
+                        framing = "transfer-encoding: chunked" if "chunked" in te.lower() else f"content-length: {cl}"
+                        self._h2c_body = f"{method} / HTTP/1.1\r\n{framing}\r\n\r\n".encode("latin-1")
+                        self._in_message = False  # not complete at the head: the framing head reopens it
                     return True
                 return False
         return False
@@ -245,7 +262,7 @@ class Http1Codec(Codec):
         self._events.append(BodyChunk(body))
 
     def on_message_complete(self) -> None:
-        if not self._in_message:
+        if not self._in_message:  # (also where an h2c request's body is still to come)
             return
         self._in_message = False
         if not self._server and self._pending:
@@ -311,6 +328,10 @@ class Http1Codec(Codec):
             if self._h2c_restart:
                 self._h2c_restart = False
                 self._parser = self._new_parser()
+                if self._h2c_body:
+                    head, self._h2c_body = self._h2c_body, b""
+                    self._swallow_head = True
+                    self._parser.feed_data(head)
                 if offset < len(data):
                     self.receive_data(data[offset:])
                 return
@@ -421,7 +442,9 @@ class Http1Codec(Codec):
         if cl is not None:
             lines.append(f"content-length: {cl}\r\n")
         elif not head.end_stream and isinstance(head.meta, Http1Meta) and head.meta.upgrade:
-            lines.append("connection: upgrade\r\n")  # the Upgrade header is end to end here
+            # the Upgrade header is end to end here; h2c's settings are a Connection option (RFC 9113 3.2)
+            h2c = head.meta.upgrade.lower() == "h2c"
+            lines.append("connection: upgrade, http2-settings\r\n" if h2c else "connection: upgrade\r\n")
             self._upgrading = True  # a 101 turns this connection into a tunnel
             self.keep_alive = False
         elif not head.end_stream:

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from sofamesh.certs import load_or_mint_ca, mint_workload
 from sofamesh.core.config.model import ListenerConfig, TlsServerConfig
-from sofamesh.core.proxy.sni_tls import ServerNames
+from sofamesh.core.proxy.sni_tls import PASSTHROUGH, ServerNames
 
 
 def _server(names: list[str], cert: str = "c.pem") -> dict[str, object]:
@@ -59,3 +59,31 @@ def test_exact_names_win_then_the_longest_wildcard_then_the_default(tmp_path: Pa
     assert names.context_for(None) is default
     without_default = ServerNames([server(["*.example.com"], "wide")])
     assert without_default.context_for("other.org") is None and without_default.context_for(None) is None
+
+
+def test_a_passthrough_server_needs_names_and_tcp_among_the_protocols(tmp_path: Path) -> None:
+    route = {"cluster": "vault", "timeout_ms": 0}
+    with pytest.raises(ValidationError, match="needs server_names"):
+        ListenerConfig(address="127.0.0.1:1", protocols=["tcp"], tls_servers=[{"passthrough": route}])
+    with pytest.raises(ValidationError, match=r"exactly one of tls .terminate. or passthrough"):
+        ListenerConfig(
+            address="127.0.0.1:1",
+            protocols=["tcp"],
+            tls_servers=[{"server_names": ["v.example.com"], "passthrough": route, "tls": {"cert": "c", "key": "k"}}],
+        )
+    with pytest.raises(ValidationError, match="need tcp among the protocols"):
+        ListenerConfig(
+            address="127.0.0.1:1",
+            protocols=["http1"],
+            tls_servers=[{"server_names": ["v.example.com"], "passthrough": route}],
+        )
+    ca = load_or_mint_ca(tmp_path)
+    a = mint_workload(ca, "spiffe://t/a", tmp_path, "a")
+    names = ServerNames(
+        [
+            TlsServerConfig(server_names=["a.example.com"], tls={"cert": a.cert, "key": a.key}),
+            TlsServerConfig(server_names=["*.vault.example.com"], passthrough=route),
+        ]
+    )
+    assert names.context_for("x.vault.example.com") == PASSTHROUGH
+    assert names.context_for("a.example.com") is names.sources[0].server_context()

@@ -205,10 +205,17 @@ def test_the_sidecar_reads_a_gateway_port_as_tls_servers_sharing_one_connection_
     assert passthrough is not None and [r["match"] for r in passthrough.config["routes"]] == [
         {"host": {"exact": "one.db.example.com"}}
     ]
-    # a passthrough chain next to terminating ones is refused naming the chain
+    # a passthrough chain next to terminating ones: a passthrough server routed by the same name
     mixed = listeners["127.0.0.1_8443"]
     mixed.filter_chains.append(listeners["127.0.0.1_9443"].filter_chains[0])
-    with pytest.raises(ConfigError, match=r"filter_chains\[2\]\.transport_socket.*port of their own"):
+    both = translate_listener(mixed)
+    assert both is not None and both.rds == "https.8443" and both.config["protocols"][-1] == "tcp"
+    assert both.config["tls_servers"][2] == {
+        "server_names": ["one.db.example.com"],
+        "passthrough": {"name": "default.db.tls.0", "cluster": "outbound|5432|db", "timeout_ms": 0},
+    }
+    mixed.filter_chains[2].filter_chain_match.ClearField("server_names")
+    with pytest.raises(ConfigError, match=r"filter_chains\[2\]\.filters: a chain without TLS next to chains"):
         translate_listener(mixed)
 
     routes = _generate(GatewayRouteGenerator(), policy, mesh)
@@ -245,3 +252,118 @@ def test_connection_managers_allow_websocket_and_the_sidecar_reads_it_as_upgrade
     )
     with pytest.raises(ConfigError, match=r"routes\[0\]\.route\.upgrade_configs: per-route upgrades"):
         translate_route_configuration(routes)
+
+
+EDGE_SECURITY = """apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: edge-jwt, namespace: default}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  jwtRules: [{issuer: https://issuer.example, jwks: '{"keys": []}'}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: edge-authz, namespace: default}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  rules: [{from: [{source: {requestPrincipals: ["*"]}}], to: [{operation: {ports: ["8080"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: other-workload, namespace: default}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: DENY
+  rules: [{}]
+"""
+RATE_LIMITED = GATEWAY.replace(
+    "metadata: {name: edge, namespace: default}",
+    "metadata:\n  name: edge\n  namespace: default\n  annotations:\n"
+    "    sofamesh.io/local-rate-limit: '{tokenBucket: {maxTokens: 5, tokensPerFill: 2, fillInterval: 10s}}'",
+)
+SOFAMESH_GATEWAY_NODE = NodeInfo(GATEWAY_NODE.id, user_agent="sofamesh/0", metadata=GATEWAY_NODE.metadata)
+
+
+def _http_filters(listener: Any) -> list[hcm_pb2.HttpFilter]:
+    hcm = hcm_pb2.HttpConnectionManager()
+    assert listener.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    return list(hcm.http_filters)
+
+
+def test_envoy_gateways_get_the_jwt_rbac_and_rate_limit_filters_of_the_policies_selecting_them() -> None:
+    from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+    from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+
+    mesh, policy = _setup(RATE_LIMITED, VS, EDGE_SECURITY)
+    got = _generate(GatewayListenerGenerator(), policy, mesh)
+    names = [f.name for f in _http_filters(got["127.0.0.1_8080"])]
+    assert names == [
+        "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.rbac",
+        "envoy.filters.http.cors",
+        "envoy.filters.http.fault",
+        "envoy.filters.http.local_ratelimit",
+        "envoy.filters.http.router",
+    ]
+    # every TLS chain of the port carries the same filters
+    assert all(
+        [f.name for f in _http_filters(type(got["127.0.0.1_8443"])(filter_chains=[c]))] == names
+        for c in got["127.0.0.1_8443"].filter_chains
+    )
+    lrl = local_rate_limit_pb2.LocalRateLimit()
+    assert _http_filters(got["127.0.0.1_8080"])[4].typed_config.Unpack(lrl)
+    assert (lrl.token_bucket.max_tokens, lrl.token_bucket.tokens_per_fill.value) == (5, 2)
+    assert lrl.token_bucket.fill_interval.seconds == 10 and lrl.filter_enforced.default_value.numerator == 100
+    # the operation's port: the rule grants on 8080 only, so 8443's ALLOW policy has no rule left
+    rbac = rbac_pb2.RBAC()
+    assert _http_filters(got["127.0.0.1_8080"])[1].typed_config.Unpack(rbac)
+    assert list(rbac.rules.policies) == ["default.edge-authz[0]"]
+    https_rbac = rbac_pb2.RBAC()
+    assert _http_filters(got["127.0.0.1_8443"])[1].typed_config.Unpack(https_rbac)
+    assert not https_rbac.rules.policies
+
+    # without the selector's labels: no security filters, no rate limit without the annotation
+    node = NodeInfo(
+        GATEWAY_NODE.id, metadata={**GATEWAY_NODE.metadata, "LABELS": {"istio": "ingressgateway", "x": "y"}}
+    )
+    mesh, policy = _setup(GATEWAY, VS)
+    plain = _generate(GatewayListenerGenerator(), policy, mesh, node)
+    assert [f.name for f in _http_filters(plain["127.0.0.1_8080"])] == [
+        "envoy.filters.http.cors",
+        "envoy.filters.http.fault",
+        "envoy.filters.http.router",
+    ]
+
+
+def test_sofamesh_gateways_get_kernel_authn_authz_quota_and_telemetry_and_read_them_back() -> None:
+    from sofamesh.core.xds.translate import translate_listener
+
+    mesh, policy = _setup(RATE_LIMITED, VS, EDGE_SECURITY)
+    got = _generate(GatewayListenerGenerator(), policy, mesh, SOFAMESH_GATEWAY_NODE)
+    kernel = translate_listener(got["127.0.0.1_8080"])
+    assert kernel is not None
+    filters = kernel.config["filters"]
+    assert [f["type"] for f in filters] == ["authn.jwt", "authz.rbac", "quota.local", "telemetry"]
+    assert filters[0]["config"]["providers"][0]["issuer"] == "https://issuer.example"
+    assert filters[1]["config"]["policies"][0]["name"] == "default.edge-authz"  # not other-workload's
+    assert filters[2]["config"] == {"limit": {"rate": 0.2, "burst": 5}}
+    assert filters[3]["config"] == {"reporter": "source", "workload": "edge"}
+    tls = translate_listener(got["127.0.0.1_8443"])
+    assert tls is not None and [f["type"] for f in tls.config["filters"]] == [
+        "authn.jwt",
+        "authz.rbac",
+        "quota.local",
+        "telemetry",
+    ]
+
+
+def test_a_bad_rate_limit_annotation_is_refused_naming_the_field() -> None:
+    bad = GATEWAY.replace(
+        "metadata: {name: edge, namespace: default}",
+        "metadata:\n  name: edge\n  namespace: default\n  annotations:\n"
+        "    sofamesh.io/local-rate-limit: '{tokenBucket: {maxTokens: 0, fillInterval: 10s}}'",
+    )
+    policy = PolicyModel()
+    policy.sync(_docs(bad))
+    issues = [i for v in policy.rejections() for i in v.to_dict()["issues"]]
+    assert any("sofamesh.io/local-rate-limit].tokenBucket.maxTokens" in str(i) for i in issues), issues

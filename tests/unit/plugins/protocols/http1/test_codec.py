@@ -286,3 +286,46 @@ def test_an_h2c_upgrade_is_served_as_the_http11_request_it_also_is() -> None:
     assert isinstance(first, RequestHead) and first.path == "/a" and first.end_stream
     assert first.headers.get("upgrade") is None and codec.keep_alive
     assert isinstance(second, RequestHead) and second.path == "/b"
+
+
+H2C = (b"GET /a HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+       b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+@pytest.mark.parametrize("cut", range(0, len(H2C) + len(PREFACE), 11))
+def test_an_allowed_h2c_upgrade_is_a_tunnel_carrying_its_settings_at_every_split(cut: int) -> None:
+    data = H2C + PREFACE
+    codec = Http1Codec(Role.SERVER, CodecLimits(upgrades=frozenset({"h2c"})))
+    events: list[object] = []
+    for part in [p for p in (data[:cut], data[cut:]) if p]:
+        codec.receive_data(part)
+        events.extend(_drain(codec))
+    head, *rest = _normalise(events)
+    assert isinstance(head, RequestHead) and not head.end_stream and head.path == "/a"
+    assert head.headers.get("upgrade") == "h2c" and head.headers.get("http2-settings") == "AAMAAABkAARAAAAAAAIAAAAA"
+    assert rest == [BodyChunk(PREFACE)]
+    client = Http1Codec(Role.CLIENT, CodecLimits())
+    sent = client.send(head)
+    assert b"connection: upgrade, http2-settings\r\n" in sent and b"upgrade: h2c\r\n" in sent
+    assert b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n" in sent  # as it came
+
+
+H2C_POST = H2C.replace(b"GET", b"POST").replace(b"\r\n\r\n", b"\r\nContent-Length: 2\r\n\r\nhi")
+
+
+@pytest.mark.parametrize("upgrades", [frozenset(), frozenset({"h2c"})])
+@pytest.mark.parametrize("cut", range(0, len(H2C_POST) + 20, 9))
+def test_an_h2c_upgrade_with_a_body_is_served_as_http11_with_its_body_at_every_split(
+    cut: int, upgrades: frozenset[str]
+) -> None:
+    data = H2C_POST + b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n"
+    codec = Http1Codec(Role.SERVER, CodecLimits(upgrades=upgrades))
+    events: list[object] = []
+    for part in [p for p in (data[:cut], data[cut:]) if p]:
+        codec.receive_data(part)
+        events.extend(_drain(codec))
+    head, *rest, second = _normalise(events)
+    assert isinstance(head, RequestHead) and head.headers.get("upgrade") is None and not head.end_stream
+    assert rest == [BodyChunk(b"hi"), EndOfMessage()]
+    assert isinstance(second, RequestHead) and second.path == "/b" and codec.keep_alive
