@@ -56,8 +56,8 @@ from google.protobuf import any_pb2
 
 from sofamesh.core.plugin_host import hookimpl
 from sofamesh.pilot.xds.auto_mtls import downstream_socket
-from sofamesh.pilot.xds.gateway_credentials import GatewayCredentials, ads_secret, credentials_for
 from sofamesh.pilot.xds.edge_filters import EdgeFilters, edge_http_filters
+from sofamesh.pilot.xds.gateway_credentials import GatewayCredentials, ads_secret, credentials_for
 from sofamesh.pilot.xds.generator import GATEWAY_NODE_PREFIX, LISTENER, ROUTE, NodeInfo, XdsResource, is_gateway
 from sofamesh.pilot.xds.generators import DEFAULT_TRUST_DOMAIN, PolicyAware, websocket_upgrade
 from sofamesh.pilot.xds.tcp_routes import tcp_proxy, tls_inspector, weighted_destinations
