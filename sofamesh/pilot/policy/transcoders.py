@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import yaml
 
+from sofamesh.core.config.yaml_text import safe_load
 from sofamesh.pilot.policy.schema import Report
 
 __all__ = ["ANNOTATION", "TRANSCODER_TYPES", "check_transcoders", "transcoders_of"]
@@ -33,7 +34,7 @@ TRANSCODER_TYPES: Final = ("transcoder", "grpc_json_transcoder")
 
 def _parse(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return safe_load(text)
     except yaml.YAMLError as exc:
         return ValueError(str(exc).replace("\n", " "))
 
