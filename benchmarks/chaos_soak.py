@@ -25,8 +25,12 @@ provider instance.
 
 Reports per protocol: requests sent, answered, failed (an error answer), lost (sent, no answer: a
 reset or a timeout) and unsent (the caller's own sidecar was down: the connection was refused); of
-the lost, "cut" counts those in flight on the caller's own sidecar when it was killed (nothing can
-answer those: the process holding them is gone).
+the failed and lost, "cut" counts the calls the caller's own sidecar took with it: sent before that
+sidecar was gone (reaped) and failing after its SIGKILL (in flight there, or written into its socket
+while the kernel tore the process down; nothing can answer those). Then every failed or lost call
+by the event it followed (the latest kill or restart, a fault proxy reset within 1 s) and the
+caller's sidecar. Callers reconnect before a call when their sidecar closed the connection while
+they were idle, as SOFA RPC's and Dubbo's Netty channels and pooled HTTP clients do.
 Exits 1 when (failed + lost) exceeds 0.01 % of the sent requests or an instance / write is lost.
 Every process it started is stopped (by its pid's process group) whatever happens.
 """
@@ -37,6 +41,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -45,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,14 +219,45 @@ class Tally:
     ok: int = 0
     failed: int = 0
     lost: int = 0
-    cut: int = 0  # of the lost: in flight on the caller's own sidecar when it was killed
+    cut: int = 0  # of the failed + lost: in flight on the caller's own sidecar when it was killed
     unsent: int = 0
     samples: dict[str, list[str]] = field(default_factory=lambda: {"failed": [], "lost": []})
+    # (the event the failure followed, "cut" / "failed" / "lost", the caller's sidecar) -> calls
+    by_event: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
     def note(self, kind: str, exc: BaseException) -> None:
         setattr(self, kind, getattr(self, kind) + 1)
         if kind in self.samples and len(self.samples[kind]) < 20:
             self.samples[kind].append(f"{time.strftime('%H:%M:%S')} {type(exc).__name__}: {exc}"[:200])
+
+
+class Timeline:
+    """What the chaos did and when (monotonic), to tell which event each failed call followed: the
+    latest kill / restart, and a fault proxy reset when one came in the last second."""
+
+    BUCKETS = (0.1, 1.0, 3.0, 10.0)
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[float, str]] = []
+        self.resets: list[float] = []
+
+    def mark(self, what: str) -> None:
+        self.marks.append((time.monotonic(), what))
+
+    def reset(self) -> None:
+        self.resets.append(time.monotonic())
+
+    def before(self, t: float) -> str:
+        """``kill -9 sidecar-2 <1 s``: the latest event at or before ``t`` and how long before."""
+        label = "no event"
+        for at, what in reversed(self.marks):
+            if at <= t:
+                bucket = next((b for b in self.BUCKETS if t - at < b), None)
+                label = f"{what} <{bucket:g} s" if bucket is not None else label
+                break
+        if any(t - 1.0 <= r <= t for r in self.resets[-3:]):
+            label += f", {FAULTY} fault proxy reset <1 s"
+        return label
 
 
 def _classify(exc: BaseException) -> str:
@@ -252,13 +289,41 @@ def _client(proto: str, address: str) -> Any:
     return demo.GrpcClient(address)
 
 
-CUT_WINDOW_S = 2.0  # a call lost this soon after its own sidecar's SIGKILL was in flight there
+def _dropped(client: Any) -> bool:
+    """The client's connection was closed by the sidecar while idle (it read the FIN). As real
+    clients do before reusing a connection (SOFA RPC's and Dubbo's Netty channels go inactive and
+    leave the pool, urllib3 checks ``is_connection_dropped``), the caller then connects anew."""
+    reader = getattr(client, "reader", None)
+    writer = getattr(client, "writer", None)
+    return writer is not None and (writer.is_closing() or (reader is not None and reader.at_eof()))
 
 
-async def _caller(proto: str, address: str, tally: Tally, stop: asyncio.Event, killed: dict[str, float]) -> None:
-    """Calls through the sidecar at ``address``; ``killed[address]``: when that sidecar was last killed."""
+def _was_cut(started: float, failed: float, killed: tuple[float, float]) -> bool:
+    """A call sent at ``started`` that failed at ``failed`` was cut by its own sidecar's kill
+    (``killed``: SIGKILL sent, process reaped; reaped < sent while the reaping is awaited): it
+    failed after the SIGKILL and was sent before the process was gone."""
+    signalled, reaped = killed
+    return signalled <= failed and started <= (reaped if reaped >= signalled else math.inf)
+
+
+async def _caller(
+    proto: str,
+    address: str,
+    tally: Tally,
+    stop: asyncio.Event,
+    killed: dict[str, tuple[float, float]],
+    timeline: Timeline,
+) -> None:
+    """Calls through the sidecar at ``address``; ``killed[address]``: when that sidecar was last sent
+    SIGKILL and when it was reaped (gone: its sockets closed). A call that fails after that SIGKILL and
+    was sent before the reaping was in flight in the killed sidecar, or written into its socket
+    while the kernel tore it down: "cut"."""
     client = _client(proto, address)
+    sidecar = f"sidecar-{1 + int(address in killed)}"  # only sidecar 2 is ever killed (``cut_on``)
     while not stop.is_set():
+        if proto != "grpc" and _dropped(client):
+            client.close()
+            client = _client(proto, address)
         if proto != "grpc" and client.writer is None:  # connect first: a refusal is not a sent request
             try:
                 host, port = address.rsplit(":", 1)
@@ -268,15 +333,19 @@ async def _caller(proto: str, address: str, tally: Tally, stop: asyncio.Event, k
                 await asyncio.sleep(0.2)
                 continue
         tally.sent += 1
+        started = time.monotonic()
         try:
             await client.call()
             tally.ok += 1
         except Exception as exc:  # every failure is counted by kind
             kind = _classify(exc)
+            now = time.monotonic()
             if kind == "unsent":
                 tally.sent -= 1
-            elif kind == "lost" and time.monotonic() - killed.get(address, -1e9) < CUT_WINDOW_S:
-                tally.cut += 1
+            else:
+                cut = _was_cut(started, now, killed.get(address, (math.inf, math.inf)))
+                tally.cut += cut
+                tally.by_event[(timeline.before(now), "cut" if cut else kind, sidecar)] += 1
             tally.note(kind, exc)
             client.close()
             if proto == "grpc":
@@ -373,7 +442,7 @@ async def _soak(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     t0 = time.monotonic()
-    killed: dict[str, float] = {}  # sidecar egress address -> when that sidecar was last killed
+    killed: dict[str, tuple[float, float]] = {}  # sidecar egress address -> when it was last killed, reaped
     try:
         if store is not None:
             await store[0].start(timeout=60)
@@ -415,8 +484,11 @@ async def _soak(args: argparse.Namespace) -> int:
             f"soak: mesh up in {time.monotonic() - t0:.1f} s (logs in {logs}); load for {args.minutes} min", flush=True
         )
         tallies = {p: Tally() for p in PROTOCOLS}
+        timeline = Timeline()
+        for address in egress["bolt"][1:] + egress["dubbo"][1:] + egress["http"][1:]:
+            killed.setdefault(address, (math.inf, math.inf))  # marks sidecar 2's addresses (``_caller``)
         tasks = [
-            loop.create_task(_caller(proto, address, tallies[proto], stop, killed))
+            loop.create_task(_caller(proto, address, tallies[proto], stop, killed, timeline))
             for proto in PROTOCOLS
             for address in egress[proto]
             for _ in range(CALLERS_PER_SIDECAR)
@@ -428,8 +500,8 @@ async def _soak(args: argparse.Namespace) -> int:
         order += [providers["http-2"], providers["grpc-2"], sidecars[1]]
         cut_on = {sidecars[1].name: [a for p in PROTOCOLS for a in egress[p][1:]]}
         chaos = [
-            loop.create_task(_schedule(args, stop, order, events, killed, cut_on)),
-            loop.create_task(_faults(fault, stop)),
+            loop.create_task(_schedule(args, stop, order, events, killed, cut_on, timeline)),
+            loop.create_task(_faults(fault, stop, timeline)),
             loop.create_task(_writer(api, stop, acked, writes)),
         ]
         with contextlib.suppress(asyncio.TimeoutError):
@@ -508,26 +580,35 @@ async def _schedule(
     stop: asyncio.Event,
     order: list[Child],
     events: list[str],
-    killed: dict[str, float],
+    killed: dict[str, tuple[float, float]],
     cut_on: dict[str, list[str]],
+    timeline: Timeline,
 ) -> None:
     """SIGKILL one part of ``order`` at a time, ``--interval`` apart, and restart it ``--down`` s later.
-    Killing a sidecar notes the time for its callers' addresses (``cut_on``) in ``killed``."""
+    Killing a sidecar notes, for its callers' addresses (``cut_on``), when it was sent SIGKILL and
+    when it was reaped, in ``killed``."""
     n = 0
     while not await _sleep(stop, args.interval):
         child = order[n % len(order)]
         n += 1
         at = time.strftime("%H:%M:%S")
-        for address in cut_on.get(child.name, []):
-            killed[address] = time.monotonic()
+        addresses = cut_on.get(child.name, [])
+        signalled = time.monotonic()
+        for address in addresses:
+            killed[address] = (signalled, -math.inf)
+        timeline.mark(f"kill -9 {child.name}")
         await child.kill()
+        for address in addresses:
+            killed[address] = (signalled, time.monotonic())
         await _sleep(stop, args.down)  # restarted even when stopped: the registry check needs Pilot
         t = time.monotonic()
+        timeline.mark(f"restart {child.name}")
         await child.start()
+        timeline.mark(f"{child.name} back")
         events.append(f"{at} kill -9 {child.name}, restarted after {args.down:.0f} s (+{time.monotonic() - t:.1f} s)")
 
 
-async def _faults(fault: FaultProxy, stop: asyncio.Event) -> None:
+async def _faults(fault: FaultProxy, stop: asyncio.Event, timeline: Timeline) -> None:
     """Every 10 s: 3 s of added latency; a reset of every connection every 4 s."""
     tick = 0
     while not await _sleep(stop, 1.0):
@@ -535,6 +616,7 @@ async def _faults(fault: FaultProxy, stop: asyncio.Event) -> None:
         fault.slow = tick % 10 < 3
         if tick % 4 == 0:
             fault.reset_all()
+            timeline.reset()
 
 
 async def _writer(api: str, stop: asyncio.Event, acked: set[str], writes: dict[str, int]) -> None:
@@ -586,9 +668,15 @@ def _report(
     )
     if sent_total:
         print(
-            f"failed + lost not counting the cut (in flight on a killed own sidecar): {bad_total - cut_total} = "
+            f"  of which cut by the killed local sidecar (sent before it was gone, no answer after its SIGKILL): "
+            f"{cut_total} = "
+            f"{cut_total / sent_total * 100:.4f} %; every other failure: {bad_total - cut_total} = "
             f"{(bad_total - cut_total) / sent_total * 100:.4f} %"
         )
+    print("\nfailed and lost calls by the event they followed (protocol, caller's sidecar, kind, calls, event):")
+    for proto, t in tallies.items():
+        for (event, kind, sidecar), n in sorted(t.by_event.items()):
+            print(f"  {proto:<6}{sidecar:<11}{kind:<7}{n:>6}  {event}")
     for proto, t in tallies.items():
         for kind, samples in t.samples.items():
             for s in samples[:5]:

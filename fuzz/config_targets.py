@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import any_pb2
 
+from fuzz.structured import Builder, vocabulary
 from sofamesh.core.config.check import check_mapping
 from sofamesh.core.config.loader import from_mapping, parse_yaml
 from sofamesh.core.config.model import ProxyConfig
@@ -37,6 +39,7 @@ from sofamesh.pilot.api import bodies
 from sofamesh.pilot.model import MeshModel, Service, ServiceInstance
 from sofamesh.pilot.policy.applied import AppliedPolicy
 from sofamesh.pilot.policy.documents import parse_stream
+from sofamesh.pilot.policy.kinds import KINDS
 from sofamesh.pilot.policy.model import PolicyModel
 from sofamesh.pilot.policy.resource import Source
 from sofamesh.pilot.policy.store import StoredDocument
@@ -53,6 +56,24 @@ MAX_TEXT = 64 * 1024  # a policy or config document larger than this is not what
 MESHED = {"security.istio.io/tlsMode": "istio", "sofamesh.io/service-account": "provider", "app": "echo"}
 NODE = NodeInfo("p1", user_agent="sofamesh/1", metadata={"sofamesh.mtls": True, "sofamesh.instances": "e1,b1,d1"})
 DUBBO_SERVICE = "org.apache.dubbo.samples.basic.api.demoservice"
+ROOT = Path(__file__).resolve().parent.parent
+# An input starting with this byte is not YAML text (a NUL is refused before the first document)
+# but a structured value built from the rest (fuzz/structured.py), handed to the validation as the
+# parsed YAML would be: every execution reaches the validation.
+STRUCTURED = 0
+
+
+@cache
+def _proxy_words() -> tuple[str, ...]:
+    return vocabulary(p.read_text() for p in sorted((ROOT / "examples").glob("*.yaml")))
+
+
+@cache
+def _policy_words() -> tuple[str, ...]:
+    from tests.unit.pilot.xds.test_security_generation import AUTHZ
+
+    texts = [p.read_text() for p in sorted((ROOT / "tests" / "data").glob("*/*.yaml"))]
+    return vocabulary([*texts, AUTHZ])
 
 
 @cache
@@ -144,11 +165,13 @@ def _proxy_host() -> PluginHost:
 
 
 def proxy_yaml(data: bytes) -> None:
-    text = data[:MAX_TEXT].decode("utf-8", "replace")
-    try:
-        mapping = parse_yaml(text, "fuzz.yaml")
-    except MeshError:
-        return
+    if data[:1] == bytes([STRUCTURED]):
+        mapping = Builder(data[1:MAX_TEXT], _proxy_words()).mapping(0)
+    else:
+        try:
+            mapping = parse_yaml(data[:MAX_TEXT].decode("utf-8", "replace"), "fuzz.yaml")
+        except MeshError:
+            return
     errors = check_mapping(mapping, _proxy_host())
     try:
         from_mapping(mapping)
@@ -158,18 +181,35 @@ def proxy_yaml(data: bytes) -> None:
 
 
 # -- Pilot's policy validation -----------------------------------------------------------------------
+def _built_documents(data: bytes) -> list[StoredDocument]:
+    """Up to four documents of any known kind (the first bytes choose kind and version), with
+    metadata and spec built from the rest."""
+    b = Builder(data, _policy_words())
+    docs: list[StoredDocument] = []
+    while not b.done() and len(docs) < 4:
+        kind = KINDS[b.byte() % len(KINDS)]
+        version = kind.versions[b.byte() % len(kind.versions)]
+        meta: Any = {"name": b.word()} if b.byte() & 1 else b.value(1)
+        body = {"apiVersion": f"{kind.group}/{version}", "kind": kind.kind, "metadata": meta, "spec": b.value(1)}
+        docs.append(StoredDocument(Source("fuzz", len(docs) + 1), body))
+    return docs
+
+
 def policy(data: bytes) -> None:
-    text = data[:MAX_TEXT].decode("utf-8", "replace")
-    docs = [
-        StoredDocument(Source("fuzz.yaml", d.document, d.line, d.lines), d.body)
-        for d in parse_stream(text)
-        if d.problem is None
-    ]
+    if data[:1] == bytes([STRUCTURED]):
+        docs = _built_documents(data[1:MAX_TEXT])
+    else:
+        docs = [
+            StoredDocument(Source("fuzz.yaml", d.document, d.line, d.lines), d.body)
+            for d in parse_stream(data[:MAX_TEXT].decode("utf-8", "replace"))
+            if d.problem is None
+        ]
     model = PolicyModel()
     model.sync(docs)
     for verdict in model.rejections():
         verdict.lines()  # every issue can be described
-    generate(AppliedPolicy(model, "cluster.local"))  # what Pilot accepted, it can serve
+    if model.resources():  # what Pilot accepted, it can serve (with nothing accepted, nothing new to serve)
+        generate(AppliedPolicy(model, "cluster.local"))
 
 
 # -- the Open Service Registry API -------------------------------------------------------------------

@@ -8,6 +8,7 @@ security policy of the generation tests, and Open Service Registry API bodies as
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from sofamesh.core.codec import CodecLimits, Role
@@ -57,7 +58,7 @@ _OSR_BODIES = [  # PUT /v1/services/{service}/instances/{id} (docs/pilot.md)
 
 
 def _config_seeds() -> dict[str, list[bytes]]:
-    from fuzz.config_targets import XDS_TYPES, generate
+    from fuzz.config_targets import STRUCTURED, XDS_TYPES, generate
     from sofamesh.core.xds.translate import ENDPOINT_TYPE
     from sofamesh.pilot.policy.applied import AppliedPolicy
     from sofamesh.pilot.policy.documents import parse_stream
@@ -89,10 +90,12 @@ def _config_seeds() -> dict[str, list[bytes]]:
         )
         xds.append(bytes([XDS_TYPES.index(url) | 0x80]) + msg.SerializeToString())
     examples = [p.read_bytes() for p in sorted((_ROOT / "examples").glob("*.yaml")) if p.name != "pilot.yaml"]
+    # structured inputs (fuzz/structured.py): a NUL, then the bytes a value is built from
+    built = [bytes([STRUCTURED]) + hashlib.sha512(str(i).encode()).digest() * 2 for i in range(4)]
     return {
         "xds_translation": xds,
-        "proxy_yaml": examples,
-        "policy": all_policy,
+        "proxy_yaml": examples + built,
+        "policy": all_policy + built,
         "osr_api": [b"\x00" + b for b in _OSR_BODIES]
         + [b"\x80" + _OSR_BODIES[0], b"\x41reviews", b"\x01i-1", b"\x0210s", b"\x02500ms", b"\x0342"],
     }

@@ -112,6 +112,15 @@ class Server:
         self.plugin_sources.snapshot()
         self.ready = True
 
+    def hold_listeners(self) -> bool:
+        """Listeners a config adds from now on are bound but accept only at ``release``, as Envoy's
+        init manager keeps a starting proxy's listeners closed until its initial xDS fetch is
+        complete. False when they are held already (a hot upgrade's successor releases them)."""
+        if self._listeners is None or self._listeners.holding:
+            return False
+        self._listeners.holding = True
+        return True
+
     async def release(self) -> None:
         """A hot upgrade's successor whose config is complete: accept on the listeners (and admin)
         ``start`` held back. Nothing to do for a process that started on its own."""

@@ -79,6 +79,14 @@ class ServerView(Protocol):
         """Swap in ``config`` atomically; raises ``ConfigErrors`` and changes nothing when it is bad."""
         ...
 
+    def hold_listeners(self) -> bool:
+        """Listeners added from now on accept only at ``release`` (True), or they are held already."""
+        ...
+
+    async def release(self) -> None:
+        """Start accepting on the held listeners."""
+        ...
+
     def reload(self, text: str | None = None) -> tuple[int, list[str]]:
         """Re-read the config (``text``, else the file) and changed plugin packages; all or nothing."""
         ...

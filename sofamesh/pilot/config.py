@@ -11,6 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sofamesh.core.config.yaml_text import safe_load
 from sofamesh.core.errors import ConfigError, ConfigErrors
 from sofamesh.core.security.spiffe import SpiffeId
 
@@ -238,7 +239,7 @@ def load(path: Path) -> PilotConfig:
     except OSError as exc:
         raise ConfigError("", f"cannot read {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError("", f"{path}: not YAML: {exc}") from None
     return parse(data)

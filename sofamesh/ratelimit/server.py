@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from sofamesh.core.config.yaml_text import safe_load_all
 from sofamesh.plugins.filters.quota import rls_proto as pb
 
 log = logging.getLogger("sofamesh.ratelimit")
@@ -68,7 +69,7 @@ def _nodes(items: list[dict[str, Any]], where: str, parent: str) -> list[Node]:
 
 def load_config(text: str) -> dict[str, list[Node]]:
     """Domains -> descriptor trees. Raises ValueError naming the bad place."""
-    docs = [d for d in yaml.safe_load_all(text) if d]
+    docs = [d for d in safe_load_all(text) if d]
     domains: dict[str, list[Node]] = {}
     for doc in docs:
         for i, dom in enumerate(doc.get("domains", [doc])):

@@ -364,3 +364,31 @@ def test_bolt_is_served_by_every_worker_process() -> None:
                 served = [w["listeners"]["rpc_in"]["downstream_rq_total"] for w in workers]
             assert len(served) == 2 and min(served) > 0 and sum(served) == 100 * rounds, served
             assert [w["clusters"]["a"]["upstream_rq_total"] for w in workers] == served  # each forwarded its own
+
+
+def test_the_stream_idle_timeout_answers_a_silent_call_alone_while_its_connection_keeps_serving() -> None:
+    """Envoy's stream_idle_timeout per stream on a multiplexed Bolt connection: sofa-rpc-node's
+    calls share one connection; slow(8000), silent since it was sent, gets status 7 (timeout) from
+    sofamesh 2 to 3 s later (the timeout plus at most one 1 s sweep), before the client's own 6 s
+    timeout, while echo calls every 0.3 s keep that connection busy and are all answered on it.
+    (Judged per connection, the busy connection would never let the silent call time out.)"""
+    route = {"match": {"service": f"{ECHO}:1.0"}, "cluster": "a", "timeout_ms": 0}
+    port = free_port()
+    cfg = proxy_config([route], {}, port)
+    cfg["listeners"][0]["stream_idle_timeout_ms"] = 2000
+    echoes = range(20)  # one every 0.3 s for 6 s
+    calls: list[dict[str, object]] = [{"method": "slow", "args": [8000], "timeout": 6000}]
+    calls += [{"method": "echo", "args": [f"e{i}"], "timeout": 10000, "after": 300 * i} for i in echoes]
+    with node_provider(ECHO, "A") as provider:
+        cfg["clusters"] = [{"name": "a", "protocol": "bolt", "connect_timeout_ms": 500,
+                            "endpoints": [provider.address]}]
+        with ProxyProcess(cfg) as proxy, ByteRelay(f"127.0.0.1:{port}") as relay:
+            results = node_consumer(relay.address, ECHO, calls)
+            stats = proxy.stats()["listeners"]["rpc_in"]
+    # answered by sofamesh (status 7 on the wire), not ended by the client's own timeout
+    assert results[0]["ok"] is False and results[0]["name"] == "Error", results[0]
+    assert results[1:] == [{"ok": True, "result": f"A:e{i}"} for i in echoes]
+    [conn] = relay.connections
+    statuses = sorted(r.status for r in conn.responses if isinstance(r, ResponseHead))
+    assert statuses == [0] * len(echoes) + [7], statuses
+    assert stats["downstream_rq_idle_timeout"] == 1 and stats["downstream_cx_total"] == 1, stats

@@ -262,3 +262,30 @@ def test_idle_upstream_connection_survives_heartbeats_to_a_dubbo_ts_provider() -
             stats = proxy.stats()["clusters"]["c"]
             assert stats["upstream_heartbeat_sent"] >= 1
             assert (stats["upstream_cx_total"], stats["upstream_heartbeat_failed"]) == (1, 0), stats
+
+
+def test_the_stream_idle_timeout_answers_a_silent_call_alone_while_its_connection_keeps_serving() -> None:
+    """Envoy's stream_idle_timeout per stream on a multiplexed Dubbo connection: dubbo2.js's calls
+    share one connection; slow(8000), silent since it was sent, gets sofamesh's timeout reply 2 to 3 s
+    later, before the client's own 6 s timeout, while echo calls every 0.3 s keep the connection busy
+    and are all answered on it. (Judged per connection, the busy connection would never let the
+    silent call time out.)"""
+    require_dubbo_peers()
+    with Provider("p1") as p1:
+        listen = f"127.0.0.1:{free_port()}"
+        config = {
+            "listeners": [{"name": "dubbo_in", "address": listen, "protocols": ["dubbo"],
+                           "stream_idle_timeout_ms": 2000,
+                           "routes": [{"match": {"service": SERVICE}, "cluster": "c1", "timeout_ms": 0}]}],
+            "clusters": [{"name": "c1", "endpoints": [p1.address]}],
+        }
+        calls = [call("slow", java("int", 8000))]
+        calls += [{**call("echo", java("java.lang.String", f"e{i}")), "after": 300 * i} for i in range(20)]
+        with ProxyProcess(config) as proxy:
+            results = consume(listen, calls, timeout_s=6)
+            stats = proxy.stats()["listeners"]["dubbo_in"]
+    slow, echoes = results[0], results[1:]
+    assert slow["ok"] is False and slow["ms"] < 5000, slow  # not the client's "remote invoke timeout" at 6 s
+    assert "31|" in slow["err"] or "request timeout" in slow["err"], slow
+    assert [(r["ok"], r["res"]) for r in echoes] == [(True, f"e{i}") for i in range(20)], echoes
+    assert stats["downstream_rq_idle_timeout"] == 1 and stats["downstream_cx_total"] == 1, stats

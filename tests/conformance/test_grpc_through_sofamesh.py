@@ -266,3 +266,50 @@ def test_triple_version_and_group_headers_route_each_call_to_the_provider_they_n
     finally:
         for p in providers:
             stop_peer(p)
+
+
+def test_the_stream_idle_timeout_ends_each_silent_stream_alone_while_its_connection_keeps_serving(
+        grpc_backend: Peer, proxy_factory: Callable[..., ProxyProcess]) -> None:
+    """Envoy's stream_idle_timeout judges each stream: on one grpcio channel, a call whose server
+    stalls before answering gets DEADLINE_EXCEEDED, and a bidi call gone quiet after its first reply
+    ends with DEADLINE_EXCEEDED trailers, about 2 s after their last event, while unary calls on
+    the same HTTP/2 connection keep it busy and keep being answered."""
+    import grpc
+
+    cfg, port = grpc_proxy(f"127.0.0.1:{grpc_backend.port}", timeout_ms=0)
+    cfg["listeners"][0]["stream_idle_timeout_ms"] = 2000  # type: ignore[index]
+    proxy = proxy_factory(cfg)
+
+    async def scenario() -> dict[str, object]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            unary = ch.unary_unary(f"/{ECHO}/Unary")
+            assert await unary(b"warm", timeout=10) == b"echo:warm"
+            t0 = asyncio.get_running_loop().time()
+            stalled = asyncio.ensure_future(ch.unary_unary(f"/{ECHO}/Slow")(b"15000", timeout=30))
+            bidi = ch.stream_stream(f"/{ECHO}/Bidi")(timeout=30)
+            await bidi.write(b"one")
+            first = await bidi.read()
+            answered = 0
+            while not stalled.done() and asyncio.get_running_loop().time() - t0 < 12:
+                assert await unary(b"busy", timeout=10) == b"echo:busy"  # the connection serves on
+                answered += 1
+                await asyncio.sleep(0.2)
+            with pytest.raises(grpc.aio.AioRpcError) as stalled_err:
+                await stalled
+            took = asyncio.get_running_loop().time() - t0
+            with pytest.raises(grpc.aio.AioRpcError) as bidi_err:
+                await bidi.read()
+            after = await unary(b"after", timeout=10)
+            return {"first": first, "answered": answered, "took": took, "stalled": stalled_err.value,
+                    "bidi": bidi_err.value, "after": after}
+
+    r = asyncio.run(scenario())
+    assert r["first"] == b"bidi:one" and r["after"] == b"echo:after"
+    for err in (r["stalled"], r["bidi"]):
+        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err  # type: ignore[attr-defined]
+        assert "stream idle" in (err.details() or ""), err  # type: ignore[attr-defined]
+    assert 1.9 <= r["took"] < 8, r  # the idle timeout (+ up to one 1 s sweep), not the server's 15 s
+    assert r["answered"] >= 5, r  # unary calls kept the connection busy all along
+    st = proxy.stats()["listeners"]["grpc"]
+    assert st["downstream_rq_idle_timeout"] == 2, st
+    assert st["downstream_cx_total"] == 1, st  # one connection: nothing was closed

@@ -6,13 +6,16 @@ registrations and policy in a real etcd server that is killed and restarted too.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import math
 import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +111,60 @@ def test_grpc_calls_reset_in_flight_count_as_lost_and_refused_connects_as_unsent
     assert soak._classify(ConnectionRefusedError()) == "unsent"
     assert soak._classify(ConnectionResetError()) == "lost"
     assert soak._classify(unavailable("no healthy upstream")) == "failed"  # an answer: the sidecar's error reply
+
+
+def _soak_module(monkeypatch: pytest.MonkeyPatch) -> Any:
+    spec = importlib.util.spec_from_file_location("chaos_soak", ROOT / "benchmarks" / "chaos_soak.py")
+    assert spec is not None and spec.loader is not None
+    soak = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "chaos_soak", soak)  # its dataclasses look their module up
+    spec.loader.exec_module(soak)
+    return soak
+
+
+def test_only_calls_sent_before_their_own_sidecar_was_gone_count_as_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL at 10.0, reaped at 10.05: a call in flight at the kill, or written while the kernel tore
+    the process down, is cut; one sent after it was gone (a client that did not notice the close),
+    or one that failed before the kill, is not."""
+    soak = _soak_module(monkeypatch)
+    killed = (10.0, 10.05)
+    assert soak._was_cut(9.99, 10.01, killed)  # in flight at the SIGKILL
+    assert soak._was_cut(10.02, 10.03, killed)  # sent into the dying process
+    assert soak._was_cut(10.02, 10.03, (10.0, -math.inf))  # reaping not seen yet
+    assert not soak._was_cut(10.2, 10.21, killed)  # sent after it was gone: the client's own failure
+    assert not soak._was_cut(9.0, 9.5, killed)  # failed before the kill
+    assert not soak._was_cut(9.0, 9.5, (math.inf, math.inf))  # never killed
+
+
+def test_a_caller_notices_a_connection_its_sidecar_closed_before_sending_on_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As SOFA RPC's and Dubbo's Netty channels go inactive and urllib3 checks a pooled connection,
+    the soak's callers connect anew instead of writing a call into a connection already closed."""
+    soak = _soak_module(monkeypatch)
+
+    async def scenario() -> tuple[bool, bool]:
+        go, closed = asyncio.Event(), asyncio.Event()
+
+        async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await go.wait()
+            w.close()  # the sidecar goes away while the caller is idle
+            closed.set()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = soak._client("bolt", f"127.0.0.1:{port}")
+        client.reader, client.writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.05)
+        before = soak._dropped(client)
+        go.set()
+        await closed.wait()
+        for _ in range(100):  # the FIN arrives
+            if soak._dropped(client):
+                break
+            await asyncio.sleep(0.01)
+        after = soak._dropped(client)
+        client.close()
+        server.close()
+        await server.wait_closed()
+        return before, after
+
+    assert asyncio.run(scenario()) == (False, True)

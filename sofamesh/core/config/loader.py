@@ -10,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from sofamesh.core.config.model import ProxyConfig
+from sofamesh.core.config.yaml_text import safe_load
 from sofamesh.core.errors import ConfigError, ConfigErrors
 
 
@@ -38,7 +39,7 @@ def _value_at(data: Any, loc: tuple[int | str, ...]) -> Any:
 
 def parse_yaml(text: str, source: str = "<config>") -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -12,8 +12,11 @@ timeout fires up to one sweep (1 s) after it is due and never before.
 - ``body_idle_timeout_ms``: a request whose body stops arriving (nothing read from the connection
   while the proxy was reading) gets a 408-class local reply; an HTTP/1 connection then closes. A
   tunnel after an Upgrade (WebSocket) is left to ``stream_idle_timeout_ms``, as in Envoy.
-- ``stream_idle_timeout_ms``: Envoy's: a stream with no bytes either way on its connection is
-  answered 408 (or reset once its response started).
+- ``stream_idle_timeout_ms``: Envoy's, per stream: a stream with no event either way (request or
+  response headers, body, end) is answered 408 (the protocol's timeout reply), or ended alone once
+  its response started (gRPC trailers, HTTP/2 RST_STREAM); on a multiplexed connection (HTTP/2,
+  Bolt, Dubbo) its siblings and the connection carry on. The stream counts its events
+  (``Stream.moved``, an increment); the sweep notes when the count last changed.
 - ``max_connection_duration_ms``: Envoy's: the connection drains (HTTP/1 ``Connection: close`` on
   the next response, HTTP/2 GOAWAY, RPC closed when idle) and is cut ``DRAIN_S`` later.
 - ``Codec.handshake_timeout``: a peer that has not answered the protocol's opening handshake in
@@ -22,7 +25,8 @@ timeout fires up to one sweep (1 s) after it is due and never before.
 - ``connection_keepalive``: a multiplexed connection silent for ``interval_ms`` gets the protocol's
   ping (HTTP/2 PING, Bolt / Dubbo heartbeat) and is closed when nothing arrives within ``timeout_ms``.
 
-Multiplexed connections are judged as a whole: one stream's bytes keep its siblings from idling out.
+The request-header, body-idle and keepalive checks judge a connection as a whole; the stream idle
+timeout judges each stream.
 """
 
 from __future__ import annotations
@@ -127,14 +131,25 @@ def _stalled_streams(conn: DownstreamConnection, now: float, t: PeerTimeouts) ->
             if not conn.multiplexed:
                 conn.close()  # the rest of the body would come in where the next request should
             return
-    if t.stream_idle and now - max(conn.rx_at, conn.tx_at) >= t.stream_idle:
+    if t.stream_idle and conn.multiplexed:
+        idle = []
+        for s in conn.streams.values():
+            if s.moved != s.moved_seen:
+                s.moved_seen, s.moved_at = s.moved, now
+            elif not s.done and now - s.moved_at >= t.stream_idle:
+                idle.append(s)
+        stats.downstream_rq_idle_timeout += len(idle)
+        msg = f"stream idle for {t.stream_idle:.1f} s"
+        for s in idle:
+            s.idle_timeout(msg)
+        return
+    if t.stream_idle and now - max(conn.rx_at, conn.tx_at) >= t.stream_idle:  # HTTP/1: its one stream
         live = [s for s in _streams(conn) if not s.done]
         stats.downstream_rq_idle_timeout += len(live)
         msg = f"stream idle for {t.stream_idle:.1f} s"
         for s in live:
             _time_out(conn, s, msg)
-        if not conn.multiplexed:
-            conn.close()
+        conn.close()
 
 
 def _time_out(conn: DownstreamConnection, s: Stream, message: str) -> None:

@@ -80,8 +80,8 @@ class Downstream(Protocol):
 
 class Stream:
     __slots__ = ("answer", "answer_bytes", "cluster", "conn", "context", "done", "down_paused", "endpoint", "factory",
-                 "filter_index", "head", "head_sent", "http_head", "http_status", "req_end", "req_end_sent", "req_q",
-                 "req_q_bytes",
+                 "filter_index", "head", "head_sent", "http_head", "http_status", "moved", "moved_at", "moved_seen",
+                 "req_end", "req_end_sent", "req_q", "req_q_bytes",
                  "request_done", "resp_end", "resp_q", "response_started", "retry", "route", "rt", "shadow", "status",
                  "timeout_ms", "timer", "tried", "up_id", "upgraded", "upstream")
 
@@ -122,6 +122,10 @@ class Stream:
         self.http_head: RequestHead | None = None  # a transcoded route's HTTP request (``head`` is the RPC one)
         self.answer: ResponseHead | None = None  # a transcoded streamed call's answer while its body gathers
         self.answer_bytes = 0
+        # stream idle marks (``slow_peers.py``): events either way so far, counted here, compared with
+        # the clock by the listener's sweep, never on the request path
+        self.moved = self.moved_seen = 0
+        self.moved_at = self.context.start
 
     # -- request phase ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -295,6 +299,7 @@ class Stream:
         return policy.hash(self.head, conn.peer, conn.codec)
 
     def on_request_body(self, chunk: BodyChunk) -> None:
+        self.moved += 1
         rs = self.retry
         if rs is None and self.cluster is not None:
             route = self.route
@@ -317,6 +322,7 @@ class Stream:
         self.flush_request()
 
     def on_request_end(self, eom: EndOfMessage) -> None:
+        self.moved += 1
         if self.shadow is not None:
             self.shadow.end()
         self.request_done = True
@@ -506,6 +512,7 @@ class Stream:
     def on_response_head(self, head: ResponseHead) -> None:
         if self.done:
             return
+        self.moved += 1
         conn = self.conn
         ep = self.endpoint
         cluster = self.cluster
@@ -576,6 +583,7 @@ class Stream:
     def on_response_body(self, chunk: BodyChunk) -> None:
         if self.done:
             return
+        self.moved += 1
         if self.answer is not None:
             self._gather_answer(chunk)
             return
@@ -595,6 +603,7 @@ class Stream:
     def on_response_end(self, eom: EndOfMessage) -> None:
         if self.done:
             return
+        self.moved += 1
         answer = self.answer
         if answer is not None:  # a transcoded streamed call is whole: answer it as JSON
             route = self.route
@@ -869,6 +878,20 @@ class Stream:
         if not self.head.oneway:
             conn.write(conn.codec.local_reply(self.head, status, message))
         self._finish()
+
+    def idle_timeout(self, message: str) -> None:
+        """Envoy's ``stream_idle_timeout`` for this stream alone: the protocol's timeout reply (408,
+        Bolt / Dubbo timeout status, gRPC ``DEADLINE_EXCEEDED``) before its response started; after,
+        a streaming protocol ends just this stream (gRPC trailers, HTTP/2 RST_STREAM) and HTTP/1
+        resets the connection. The connection's other streams carry on."""
+        if self.done:
+            return
+        self._detach_upstream()
+        self.context.response_flags = "SI"
+        if self.response_started:
+            self._cut_response(ReplyStatus.REQUEST_TIMEOUT, message)
+        else:
+            self.local_reply(ReplyStatus.REQUEST_TIMEOUT, message)
 
     def fail(self, status: ReplyStatus, message: str) -> None:
         """The downstream broke the protocol mid-request: drop the upstream side and answer."""

@@ -523,7 +523,9 @@ class XdsClient:
 
 async def attach(server: ServerView) -> XdsClient:
     """Start an xDS client for ``server`` (whose config has an ``xds`` section) and wait, up to
-    ``initial_fetch_timeout_ms``, for the first complete config; ``/ready`` answers 503 until then."""
+    ``initial_fetch_timeout_ms``, for the first complete config; ``/ready`` answers 503 until then,
+    and the listeners xDS brings accept only then (Envoy's init manager: a restarted sidecar takes
+    no connection it cannot route yet)."""
     xds = server.config.xds
     assert xds is not None
     if xds.tls is not None:
@@ -531,6 +533,7 @@ async def attach(server: ServerView) -> XdsClient:
     client = XdsClient(server, server.config, xds, server.protocol_names())
     server.xds = client
     server.ready = False
+    held = server.hold_listeners()
     client.start()
     try:
         await asyncio.wait_for(client.synced.wait(), xds.initial_fetch_timeout_ms / 1000.0 or None)
@@ -540,6 +543,8 @@ async def attach(server: ServerView) -> XdsClient:
             client.address,
             xds.initial_fetch_timeout_ms,
         )
+    if held:
+        await server.release()
     server.ready = True
     return client
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from aiohttp import web
 
+from sofamesh.core.config.yaml_text import safe_load
 from sofamesh.pilot.policy.analyze import analyze
 from sofamesh.pilot.policy.kinds import Kind, by_plural
 from sofamesh.pilot.policy.resource import Resource, ResourceKey, Source
@@ -99,7 +100,7 @@ async def _body(request: web.Request) -> Any:
         text = raw.decode()
         if request.content_type == "application/json":
             return json.loads(text)
-        return yaml.safe_load(text)
+        return safe_load(text)
     except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
         raise _BadBody(f"the request body is not JSON or YAML: {exc}") from None
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from sofamesh.core.config.yaml_text import safe_load
 from sofamesh.pilot.policy.schema import Report
 
 __all__ = ["annotation_document", "parse_annotation"]
@@ -20,7 +21,7 @@ def parse_annotation(annotations: Mapping[str, Any], key: str) -> Any:
     if text is None:
         return None
     try:
-        return yaml.safe_load(str(text))
+        return safe_load(str(text))
     except yaml.YAMLError:
         return None
 
@@ -33,7 +34,7 @@ def annotation_document(annotations: Mapping[str, Any], key: str, report: Report
         return None
     where = f"metadata.annotations[{key}]"
     try:
-        return where, yaml.safe_load(str(text))
+        return where, safe_load(str(text))
     except yaml.YAMLError as exc:
         report.error(where, f"not YAML or JSON: {str(exc).replace(chr(10), ' ')}")
         return None

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from sofamesh.core.config.yaml_text import safe_loader
 from sofamesh.pilot.policy.schema import child, entry
 
 
@@ -64,7 +65,7 @@ def parse_stream(text: str) -> Iterator[Document]:
     index = 0
     loader: yaml.SafeLoader | None = None
     try:
-        loader = yaml.SafeLoader(text)  # refuses a non-printable character before the first document
+        loader = safe_loader(text)  # may refuse a non-printable character before the first document
         while loader.check_node():
             node = loader.get_node()
             index += 1

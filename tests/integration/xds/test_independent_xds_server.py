@@ -128,3 +128,51 @@ def test_an_unsupported_field_is_nacked_with_its_name(ads: TinyAds, ups: dict[st
                                              "(ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)")
         assert _who(address) == "a"
         assert sc.dump()["xds"]["last_nack"]["type"] == "cds"
+
+
+def test_a_starting_sidecar_holds_its_xds_listeners_until_the_config_is_complete(
+        ads: TinyAds, ups: dict[str, UpstreamServer]) -> None:
+    """Envoy's init manager: a starting sidecar's listeners accept only once the first complete
+    config is in (here: the EDS of the cluster its route names), so a request that arrives early
+    waits for it and is proxied, not answered 503 for want of endpoints."""
+    import socket
+    import threading
+
+    from envoy.config.cluster.v3 import cluster_pb2
+    from envoy.config.core.v3 import config_source_pb2
+    from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+    from google.protobuf import duration_pb2
+
+    from tests.integration.xds.tiny_ads import EDS, socket_address
+
+    address = f"127.0.0.1:{free_port()}"
+    ads.set(CDS, [cluster_pb2.Cluster(
+        name="web", type=cluster_pb2.Cluster.EDS, connect_timeout=duration_pb2.Duration(seconds=1),
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=config_source_pb2.ConfigSource(
+            ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3)))])
+    lds = ads.set(LDS, [http_listener("in", address, routes=route_config("inline", [("/", "web")]))])
+    sc = Sidecar(ads.port, "tiny-held")
+    started = threading.Thread(target=sc.start)  # ready only with the config complete
+    started.start()
+    try:
+        wait_for(lambda: ads.acked(LDS, lds), 20, "the listener to be ACKed")
+        host, port = address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as early:  # the listening socket is bound
+            early.sendall(b"GET /early HTTP/1.1\r\nHost: anything\r\nConnection: close\r\n\r\n")
+            early.settimeout(1.5)
+            with pytest.raises(TimeoutError):  # held: no 503 "no healthy upstream"
+                early.recv(1024)
+            ads.set(EDS, [endpoint_pb2.ClusterLoadAssignment(cluster_name="web", endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[endpoint_components_pb2.LbEndpoint(
+                    endpoint=endpoint_components_pb2.Endpoint(address=socket_address(ups["a"].address)))])])])
+            early.settimeout(10)
+            answer = b""
+            while chunk := early.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert b"a GET /early" in answer, answer[-200:]
+        started.join(30)
+        assert not started.is_alive()
+    finally:
+        started.join(30)
+        sc.stop(check=False)

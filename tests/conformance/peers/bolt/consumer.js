@@ -1,7 +1,7 @@
 // A sofa-rpc-node RpcClient calling one SOFA service at a direct address, printing JSON results.
 // usage: node consumer.js HOST:PORT INTERFACE CALLS_JSON [CLIENTS] [FRAMING]
-// CALLS_JSON: [{"method": "echo", "args": ["hi"], "timeout": 3000}, ...]; all calls are started at
-// once, spread round-robin over CLIENTS independent clients (one connection each; default 1).
+// CALLS_JSON: [{"method": "echo", "args": ["hi"], "timeout": 3000, "after": 0}, ...]; all calls are started at
+// once (or "after" that many ms), spread round-robin over CLIENTS independent clients (one connection each; default 1).
 // Prints one JSON array: [{"ok": true, "result": ...} | {"ok": false, "name": ..., "message": ...,
 // "resultCode": ...}, ...] in the order of CALLS_JSON.
 // FRAMING: v1 (default), v2 (Bolt v2, ver1 1) or v2crc (Bolt v2, ver1 2, CRC32 on): set on
@@ -63,6 +63,8 @@ async function main() {
   }
   const results = await Promise.all(calls.map(async (call, i) => {
     const consumer = consumers[i % consumers.length];
+    // "after": start the call that many milliseconds after the others (later calls on the same connection)
+    if (call.after) await new Promise((resolve) => setTimeout(resolve, call.after));
     try {
       // {"repeat": ["x", N]} as the only argument stands for "x" repeated N times (large payloads).
       const args = call.repeat ? [call.repeat[0].repeat(call.repeat[1])] : (call.args || []);

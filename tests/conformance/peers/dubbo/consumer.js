@@ -1,6 +1,6 @@
 // A Dubbo 2 consumer on dubbo2.js DirectlyDubbo. Usage: node consumer.js HOST:PORT CALLS_JSON
 // CALLS_JSON: [{"interface": I, "version": V, "group": G, "method": M, "args": [{"$class": .., "$": ..}],
-//               "attachments": {K: V}, "repeat": N, "timeout_s": T}]
+//               "attachments": {K: V}, "repeat": N, "timeout_s": T, "after": MS}]
 // (every call of every entry runs concurrently; DirectlyDubbo has no per-call attachments, so the
 // encoder is wrapped to add them, keyed by interface, version, method and group)
 // Prints one JSON line: [{"ok": bool, "res": value, "err": message, "ms": elapsed}, ...] in call order.
@@ -46,6 +46,8 @@ function toJson(v) {
 }
 
 async function one(c) {
+  // "after": start the call that many milliseconds after the others (later calls on the same connection)
+  if (c.after) await new Promise((resolve) => setTimeout(resolve, c.after));
   const svc = dubbo.proxyService({
     dubboInterface: c.interface,
     version: c.version,
