@@ -53,6 +53,19 @@ def gateway() -> Iterator[dict[str, Any]]:
                             ],
                         ),
                         _route("/fail", "fail", [{"name": "msg", "type": "java.lang.String"}]),
+                        _route("/greet-map", "greet", [{"name": "m", "type": "java.util.Map"}]),
+                        _route("/greet", "greet", [{"name": "person", "type": "com.sofamesh.demo.Person"}]),
+                        _route("/entries", "entries", [{"name": "m", "type": "java.util.Map"}]),
+                        _route("/reverse", "reverse", [{"name": "items", "type": "java.util.List"}]),
+                        _route(
+                            "/probe-typed",
+                            "probe",
+                            [{"name": "n", "type": "long", "from": "query"}, {"name": "p", "type": "java.util.Map"}],
+                        ),
+                        # no declared types: SOFA's generic call
+                        _route("/generic/probe", "probe", [{"name": "s"}, {"name": "n"}, {"name": "m"}, {"name": "l"}]),
+                        _route("/generic/greet", "greet", [{"name": "person"}]),
+                        _route("/generic/plus", "plus", [{"name": "a", "from": "query"}, {"name": "b"}]),
                         _route("/t2", "whoami", [], cluster="t2"),
                     ],
                 }
@@ -76,6 +89,47 @@ def test_strings_numbers_and_a_list_come_back_as_json(gateway: dict[str, Any]) -
     ]
     for r, expected in cases:
         assert (r.status_code, r.headers["content-type"], r.json()) == (200, "application/json", expected), r.text
+
+
+def test_maps_lists_and_pojos_go_both_ways_as_json(gateway: dict[str, Any]) -> None:
+    c: httpx.Client = gateway["client"]
+    greeting = {"greeting": "hello ann", "name": "ann", "n": 5}
+    cases = [
+        (c.post("/greet", json=[{"name": "ann", "n": 5}]), greeting),  # a POJO in, a POJO out
+        (c.post("/greet-map", json={"m": {"name": "ann", "n": 5}}), greeting),  # a map in
+        (
+            c.post("/entries", json=[{"a": 1, "b": "two", "c": [1, 2], "d": {"e": None}}]),
+            {"a": 1, "b": "two", "c": [1, 2], "d": {"e": None}, "size": 4},
+        ),
+        (c.post("/reverse", json=[["a", 2, {"k": "v"}, [True]]]), [[True], {"k": "v"}, 2, "a"]),
+        (c.post("/reverse", json=[[]]), []),
+    ]
+    for r, expected in cases:
+        assert (r.status_code, r.headers["content-type"], r.json()) == (200, "application/json", expected), r.text
+    # what reached the provider: the declared types and the values in them
+    r = c.post("/probe-typed?n=12345678901", json={"p": {"x": 1.5}})
+    assert r.json() == {
+        "args": [12345678901, {"x": 1.5}],
+        "methodArgSigs": ["long", "java.util.Map"],
+        "genericType": None,
+    }, r.text
+
+
+def test_a_route_without_declared_types_makes_sofas_generic_call(gateway: dict[str, Any]) -> None:
+    c: httpx.Client = gateway["client"]
+    r = c.post("/generic/probe", json=["héllo", 7, {"k": [1, "x"]}, [None, 2.5]])
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "args": ["héllo", 7, {"k": [1, "x"]}, [None, 2.5]],
+        "methodArgSigs": ["java.lang.String", "java.lang.Integer", "java.util.Map", "java.util.List"],
+        "genericType": "0",
+    }
+    r = c.post("/generic/greet", json={"person": {"name": "bo", "n": 1}})
+    assert (r.status_code, r.json()) == (200, {"greeting": "hello bo", "name": "bo", "n": 1}), r.text
+    r = c.post("/generic/plus?a=x", json={"b": 2})  # a string and a number: JavaScript's +
+    assert (r.status_code, r.json()) == (200, "x2"), r.text
+    r = c.post("/generic/plus?a=1", json={"b": 2**40})  # a query value is a string
+    assert (r.status_code, r.json()) == (200, f"1{2**40}"), r.text
 
 
 def test_a_provider_exception_is_a_500_naming_its_class_and_message(gateway: dict[str, Any]) -> None:

@@ -73,8 +73,13 @@ def test_a_generic_call_carries_the_method_and_untyped_arguments(provider: Provi
     assert (head.parameter_types, frames.read_attachments(frame, head, 64)["generic"]) == (GENERIC_DESCRIPTOR, "true")
     r = HessianReader(frame, head.args_offset)
     assert (r.read(), r.read(), to_json(r.read())) == ("greet", None, [{"name": "x"}])
-    # @dubbo.ts has no generic service: it answers that it has no method $invoke, in a well-formed frame.
+    # the provider answers it as Dubbo's GenericFilter does: the named method with the arguments
     result = _call(provider, frame)
+    assert (result.exception, to_json(result.value)) == ("", {"greeting": "hello x", "name": "x", "n": None})
+    # without generic=true, $invoke is a method the service does not have
+    plain = frame.replace(b"\x04true", b"\x05false")
+    plain = plain[:12] + (int.from_bytes(plain[12:16], "big") + 1).to_bytes(4, "big") + plain[16:]
+    result = _call(provider, plain)
     assert result.exception == "ServiceNotFound" and "$invoke" in result.message
 
 

@@ -68,9 +68,17 @@ def gateway() -> Iterator[dict[str, Any]]:
                             [{"name": "list", "type": "java.util.List"}, {"name": "sep", "type": "java.lang.String"}],
                         ),
                         _route("/nothing", "nothing", []),
+                        # no declared types: Dubbo's generic $invoke
+                        _route("/generic/greet", "greet", [{"name": "person"}]),
+                        _route("/generic/add", "add", [{"name": "a"}, {"name": "b"}]),
+                        _route("/generic/concat", "concat", [{"name": "list"}, {"name": "sep", "from": "query"}]),
+                        _route("/generic/whoami", "whoami", [{"name": "x"}]),
                         _route("/fail", "fail", [{"name": "msg", "type": "java.lang.String"}]),
                         {**_route("/slow", "slow", [{"name": "ms", "type": "int"}]), "timeout_ms": 400},
                         _route("/p2", "whoami", [], cluster="p2"),
+                        {**_route("/whoami-timed", "whoami", []), "timeout_ms": 2500},
+                        {**_route("/whoami-untimed", "whoami", []), "timeout_ms": 0},
+                        _route("/whoami", "whoami", []),
                         {"match": {"path": {"prefix": "/plain"}}, "direct_response": {"status": 200, "body": "ok"}},
                     ],
                 }
@@ -102,6 +110,26 @@ def test_strings_numbers_lists_maps_and_a_pojo_come_back_as_json(gateway: dict[s
     # a route without the filter on the same listener is untouched
     plain = c.get("/plain")
     assert (plain.status_code, plain.text) == (200, "ok")
+
+
+def test_a_route_without_declared_types_makes_dubbos_generic_call(gateway: dict[str, Any]) -> None:
+    c: httpx.Client = gateway["client"]
+    cases = [
+        (c.post("/generic/greet", json=[{"name": "ann", "n": 5}]), {"greeting": "hello ann", "name": "ann", "n": 5}),
+        (c.post("/generic/add", json={"a": 2, "b": 40}), 42),
+        (c.post("/generic/concat?sep=%2B", json={"list": ["a", 1, None]}), "a+1+"),
+    ]
+    for r, expected in cases:
+        assert (r.status_code, r.json()) == (200, expected), r.text
+    # on the wire: $invoke with attachment generic=true, the route's timeout beside it
+    r = c.post("/generic/whoami", json=[None])
+    assert r.status_code == 200, r.text
+    seen = r.json()
+    assert (seen["method"], seen["attachments"]["generic"], seen["attachments"]["timeout"]) == (
+        "$invoke",
+        "true",
+        "15000",
+    )
 
 
 def test_a_provider_exception_is_a_500_naming_its_class_and_message(gateway: dict[str, Any]) -> None:
@@ -136,6 +164,17 @@ def test_a_body_that_is_not_json_is_a_400(gateway: dict[str, Any]) -> None:
     assert "not JSON" in r.json()["message"]
     r = c.post("/concat", json=["only one"])
     assert r.status_code == 400 and "JSON array of 2 arguments (list, sep), found 1" in r.json()["message"]
+
+
+def test_a_call_carries_the_routes_timeout_as_dubbos_timeout_attachment(gateway: dict[str, Any]) -> None:
+    c: httpx.Client = gateway["client"]
+    r = c.post("/whoami-timed")
+    assert r.status_code == 200, r.text
+    assert (r.json()["method"], r.json()["attachments"]["timeout"]) == ("whoami", "2500")
+    r = c.post("/whoami")  # the route's default timeout, Envoy's 15 s
+    assert r.json()["attachments"]["timeout"] == "15000", r.text
+    r = c.post("/whoami-untimed")  # timeout_ms 0: no timeout, none on the call
+    assert r.status_code == 200 and "timeout" not in r.json()["attachments"], r.text
 
 
 def test_a_slow_provider_is_a_504(gateway: dict[str, Any]) -> None:

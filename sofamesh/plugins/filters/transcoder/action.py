@@ -56,13 +56,15 @@ _BOLT_HTTP: Final[dict[int, int]] = {
 
 class Argument(Settings):
     name: str = Field(min_length=1)
-    type: str = Field(min_length=1)
+    type: str = ""  # the declared Java type; none on every argument: a generic call
     source: Literal["body", "path", "query", "header"] = Field("body", alias="from")
     key: str = ""  # the path variable, query parameter or header it comes from; default: ``name``
 
     @field_validator("type")
     @classmethod
     def _known_type(cls, v: str) -> str:
+        if not v:
+            return v
         why = java_type_error(v)
         if why is not None:
             raise ValueError(why)
@@ -87,6 +89,11 @@ class TranscoderSettings(Settings):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"arguments: {', '.join(twice)} named twice")
+        untyped = [a.name for a in self.arguments if not a.type]
+        if untyped and len(untyped) != len(self.arguments):
+            raise ValueError(
+                f"arguments: {', '.join(untyped)} without a type: declare every type, or none for a generic call"
+            )
         variables = _VAR.findall(self.path or "")
         for a in self.arguments:
             key = a.key or a.name
@@ -140,7 +147,9 @@ class TranscoderFilter(RouteTranscoder):
         self.protocol = settings.protocol
         self._template = _template(settings.path)
         self._variables = _VAR.findall(settings.path or "")
-        self._types = [a.type for a in settings.arguments]
+        # no declared types: a generic call (Dubbo's $invoke; SOFA's revised generic call)
+        typed = not settings.arguments or settings.arguments[0].type
+        self._types: list[str] | None = [a.type for a in settings.arguments] if typed else None
         self._body_args = [a.name for a in settings.arguments if a.source == "body"]
         self._unique_name = f"{settings.interface}:{settings.version}" if settings.version else settings.interface
 
@@ -227,6 +236,10 @@ class TranscoderFilter(RouteTranscoder):
         try:
             args = self._arguments(head, body)
             if s.protocol == "dubbo":
+                # the route's timeout goes as the ``timeout`` attachment, as Dubbo's consumer sends its own
+                attachments = dict(s.attachments)
+                if timeout_ms:
+                    attachments.setdefault("timeout", str(timeout_ms))
                 frame = dubbo_request(
                     1,
                     interface=s.interface,
@@ -235,7 +248,7 @@ class TranscoderFilter(RouteTranscoder):
                     java_types=self._types,
                     version=s.version or None,
                     group=s.group or None,
-                    attachments=s.attachments or None,
+                    attachments=attachments or None,
                 )
                 return RequestHead(
                     "dubbo", 1, s.interface, s.method, "", s.version, s.group, _NO_HEADERS, False, True, frame

@@ -5,8 +5,11 @@ Pure: values in, frame bytes out, and back. No sockets, no event loop, no loggin
 what SOFARPC's ``SofaHessianSerializer`` writes: the ``SofaRequest`` object (target service unique
 name, method name, argument type names), then each argument as a value of its own, in Hessian 2.0;
 the header map carries ``service`` and the ``sofa_head_*`` keys. A call without declared types is
-SOFA's generic call: method ``$genericInvoke`` or ``$invoke`` with (method, types, args), as
-``GenericService`` sends it; with no types the provider finds the method by name.
+SOFA's generic call as it reaches a provider: SOFARPC's consumer turns ``GenericService.$invoke(method,
+types, args)`` into the named method with those types and arguments before it leaves
+(``ConsumerGenericFilter``), marked by the header ``sofa_head_generic_type: 0`` (arguments in their
+own classes) and ``generic.revise: true``; the types are each JSON value's natural Java class
+(String, Integer or Long, Double, Boolean, Map, List, Object for null).
 """
 
 from __future__ import annotations
@@ -19,11 +22,10 @@ from sofamesh.plugins.filters.transcoder.java_json import to_hessian, untyped
 from sofamesh.plugins.filters.transcoder.result import RpcResult
 from sofamesh.plugins.protocols.bolt import frames
 
-__all__ = ["GENERIC_METHOD", "SOFA_REQUEST_CLASS", "bolt_request", "read_bolt_response"]
+__all__ = ["GENERIC_TYPE_NORMAL", "SOFA_REQUEST_CLASS", "bolt_request", "generic_signature", "read_bolt_response"]
 
 SOFA_REQUEST_CLASS: Final = "com.alipay.sofa.rpc.core.request.SofaRequest"
-GENERIC_METHOD: Final = "$invoke"
-_GENERIC_TYPES: Final = ["java.lang.String", "java.lang.String[]", "java.lang.Object[]"]
+GENERIC_TYPE_NORMAL: Final = "0"  # SOFARPC's SERIALIZE_FACTORY_NORMAL: what $invoke sends
 _STATUS_NAMES: Final[dict[int, str]] = {
     frames.STATUS_ERROR: "Error",
     frames.STATUS_SERVER_EXCEPTION: "ServerException",
@@ -33,6 +35,27 @@ _STATUS_NAMES: Final[dict[int, str]] = {
     frames.STATUS_NO_PROCESSOR: "NoProcessor",
     frames.STATUS_TIMEOUT: "Timeout",
 }
+
+
+_GENERIC_CLASSES: Final[tuple[tuple[type, str], ...]] = (
+    (bool, "java.lang.Boolean"),  # before int: a bool is an int in Python
+    (float, "java.lang.Double"),
+    (str, "java.lang.String"),
+    (list, "java.util.List"),
+    (dict, "java.util.Map"),
+)
+
+
+def generic_signature(value: object) -> str:
+    """The Java class a JSON value goes as in a generic call: the class ``untyped`` writes it in."""
+    if value is None:
+        return "java.lang.Object"
+    for kind, java_class in _GENERIC_CLASSES:
+        if isinstance(value, kind):
+            return java_class
+    if isinstance(value, int):
+        return "java.lang.Integer" if -(2**31) <= value < 2**31 else "java.lang.Long"
+    raise TypeError(f"not a JSON value: {type(value).__name__}")
 
 
 def bolt_request(
@@ -52,19 +75,21 @@ def bolt_request(
     for a generic call. ``timeout_ms`` goes in the frame's header (-1: none). ``dialect`` is
     ``hessian2`` (SOFARPC Java) or ``draft`` (sofa-rpc-node).
     Raises ``ArgumentError`` naming the argument that does not fit its type."""
+    props: list[tuple[str, str]] = []
     if java_types is None:
-        values: list[object] = [method, None, TypedList([untyped(v) for _, v in args], "[object")]
-        call_method, sigs = GENERIC_METHOD, _GENERIC_TYPES
+        values = [untyped(v) for _, v in args]
+        sigs = [generic_signature(v) for _, v in args]
+        props.append(("sofa_head_generic_type", GENERIC_TYPE_NORMAL))
     else:
         if len(java_types) != len(args):
             raise ValueError(f"bolt call {service}.{method}: {len(args)} arguments for {len(java_types)} types")
         values = [to_hessian(arg, t, v) for (arg, v), t in zip(args, java_types, strict=True)]
-        call_method, sigs = method, java_types
+        sigs = java_types
     request = JavaObject(
         SOFA_REQUEST_CLASS,
         {
             "targetAppName": None,
-            "methodName": call_method,
+            "methodName": method,
             "targetServiceUniqueName": service,
             "requestProps": None,
             "methodArgSigs": TypedList(list(sigs), "[string"),
@@ -83,8 +108,9 @@ def bolt_request(
         [
             ("service", service),
             ("sofa_head_target_service", service),
-            ("sofa_head_method_name", call_method),
+            ("sofa_head_method_name", method),
             ("sofa_head_target_app", app),
+            *props,
             ("type", "sync"),
             ("generic.revise", "true"),
         ]

@@ -5,6 +5,17 @@
 // methods this provider answered so far, headers() -> the Bolt header map of that very request, as
 // sofa-bolt-node's own SimpleMapSerializer decodes it (a hessian request's map is skipped by
 // sofa-bolt-node, so its request decoder is wrapped to read the map first).
+// Maps, lists and POJOs (arguments arrive as hessian.js decodes them: maps and POJOs as plain
+// objects; answers go as hessian.js encodes them: a plain object as a map, {$class, $} as an object
+// of that class): greet(Map or com.sofamesh.demo.Person) -> a com.sofamesh.demo.Greeting POJO
+// {greeting, name, n}; entries(Map) -> the map plus size; reverse(List) -> the list reversed.
+// probe(...) -> {args, methodArgSigs, genericType}: what the request carried (arguments, its
+// SofaRequest's argument types, its sofa_head_generic_type header or null).
+// Generic calls: SOFARPC's consumer revises GenericService.$invoke(method, types, args) into the
+// named method with those types before it leaves (ConsumerGenericFilter, header
+// sofa_head_generic_type 0, generic.revise true), and the Java provider serves it as any call of
+// that method, found by name and argument types; sofa-rpc-node finds methods by name alone, so
+// this peer answers such calls as the Java provider would, and probe shows what arrived.
 'use strict';
 const path = require('path');
 
@@ -25,6 +36,10 @@ RpcRequestCommand.decode = function decodeWithHeaders(byteBuffer, ctx) {
   byteBuffer.position(start);
   const ret = decodeRequest.call(this, byteBuffer, ctx);
   if (ret.data && ret.data.methodName === 'headers') ret.data.args = [headers];
+  if (ret.data && ret.data.methodName === 'probe') {
+    const { args, methodArgSigs } = ret.data;
+    ret.data.args = [{ args, methodArgSigs, genericType: headers.sofa_head_generic_type || null }];
+  }
   return ret;
 };
 
@@ -41,6 +56,13 @@ async function main() {
       async whoami() { answered += 1; return tag; },
       async calls() { return answered; },
       async headers(h) { answered += 1; return h; },
+      async probe(seen) { answered += 1; return seen; },
+      async greet(m) {
+        answered += 1;
+        return { $class: 'com.sofamesh.demo.Greeting', $: { greeting: `hello ${m.name}`, name: m.name, n: m.n } };
+      },
+      async entries(m) { answered += 1; return { ...m, size: Object.keys(m).length }; },
+      async reverse(list) { answered += 1; return list.slice().reverse(); },
       async fail(msg) { throw new Error(`fail: ${msg}`); },
       async slow(ms) {
         await new Promise((resolve) => setTimeout(resolve, ms));

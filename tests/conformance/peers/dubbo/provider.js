@@ -21,6 +21,8 @@
 //   nothing()   -> null                    bytes(byte[]) -> length of the bytes
 //   sayHello(String) -> "Hello <s>, response from <NAME>" (Aeraki's dubbo sample DemoService)
 //   calls()     -> how many calls of each method this provider answered so far (itself not counted)
+//   $invoke(method, types, args) with attachment generic=true -> that method's answer (Dubbo's
+//                  generic call, answered as Dubbo's GenericFilter does: see generic() below)
 'use strict';
 const net = require('net');
 
@@ -119,15 +121,38 @@ const methods = {
   bytes: (b) => (b ? b.length : -1),
 };
 
+// Generic calls, as a Java provider answers them: @dubbo.ts has no generic service, so this peer
+// stands in for Dubbo's GenericFilter. A call of $invoke(String method, String[] types, Object[] args)
+// carrying the attachment generic=true (or another generic mode) is the call of the named method
+// with args; types, when given, must be one per argument (null: found by name alone). JSON-shaped
+// arguments (maps for POJOs) are already plain objects here, as PojoUtils.realize makes them the
+// method's own types in Java. Without the attachment, $invoke is an unknown method, as in Dubbo.
+function generic(schema) {
+  const mode = schema.attachments && schema.attachments.generic;
+  if (schema.method !== '$invoke' || !mode || mode === 'false') return null;
+  const [method, types, args] = schema.parameters;
+  const values = args || [];
+  if (types && types.length !== values.length) {
+    throw new Error(`$invoke ${method}: ${types.length} types for ${values.length} arguments`);
+  }
+  return { method, parameters: values };
+}
+
 provider.on('data', (exec) => {
   exec(async (schema, STATUS) => {
-    const who = schema.method.startsWith('whoami');
-    const fn = who ? methods.whoami : methods[schema.method];
-    if (!fn) {
-      return { status: STATUS.SERVICE_NOT_FOUND, data: `no method ${schema.method} on ${schema.interface}` };
+    let call;
+    try {
+      call = generic(schema) || schema;
+    } catch (e) {
+      return { status: STATUS.BAD_REQUEST, data: `${name}: ${e.message}` };
     }
-    if (schema.method !== 'calls') answered[schema.method] = (answered[schema.method] || 0) + 1;
-    const params = who ? [schema] : schema.parameters;
+    const who = call.method.startsWith('whoami');
+    const fn = who ? methods.whoami : methods[call.method];
+    if (!fn) {
+      return { status: STATUS.SERVICE_NOT_FOUND, data: `no method ${call.method} on ${schema.interface}` };
+    }
+    if (call.method !== 'calls') answered[call.method] = (answered[call.method] || 0) + 1;
+    const params = who ? [schema] : call.parameters;
     try {
       return { status: STATUS.OK, data: await fn(...params) };
     } catch (e) {

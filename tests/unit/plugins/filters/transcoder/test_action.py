@@ -192,3 +192,39 @@ def test_a_bolt_frame_carries_the_calls_timeout(timeout_ms: int, on_the_wire: in
     built = f.request(_head("/users"), b"", timeout_ms)
     assert isinstance(built, RequestHead) and built.raw is not None
     assert bolt_frames.V1_REQUEST.unpack_from(built.raw)[6] == on_the_wire
+
+
+@pytest.mark.parametrize(("timeout_ms", "attachment"), [(1234, "1234"), (0, None)])
+def test_a_dubbo_call_carries_the_calls_timeout_as_its_timeout_attachment(
+    timeout_ms: int, attachment: str | None
+) -> None:
+    from sofamesh.plugins.protocols.dubbo import frames as dubbo_frames
+
+    f = TranscoderFilterFactory().create(
+        {"protocol": "dubbo", "interface": "com.example.Users", "method": "find", "arguments": []}, "f"
+    )
+    built = f.request(_head("/users"), b"", timeout_ms)
+    assert isinstance(built, RequestHead) and built.raw is not None
+    body = dubbo_frames.read_body_head(built.raw, dubbo_frames.HEADER_LEN)
+    assert dubbo_frames.read_attachments(built.raw, body, 64).get("timeout") == attachment
+
+
+@pytest.mark.parametrize("protocol", ["dubbo", "bolt"])
+def test_arguments_without_types_make_a_generic_call_and_mixed_ones_are_refused(protocol: str) -> None:
+    from sofamesh.plugins.protocols.bolt import frames as bolt_frames
+    from sofamesh.plugins.protocols.dubbo import frames as dubbo_frames
+
+    config = {"protocol": protocol, "interface": "com.example.Users", "method": "find"}
+    f = TranscoderFilterFactory().create({**config, "arguments": [{"name": "q"}, {"name": "n"}]}, "f")
+    built = f.request(_head("/users"), b'["x", 3]', 1000)
+    assert isinstance(built, RequestHead) and built.raw is not None
+    if protocol == "dubbo":
+        body = dubbo_frames.read_body_head(built.raw, dubbo_frames.HEADER_LEN)
+        assert (body.method, dubbo_frames.read_attachments(built.raw, body, 64)["generic"]) == ("$invoke", "true")
+    else:
+        header = bolt_frames.V1_REQUEST.unpack_from(built.raw)
+        assert b"sofa_head_generic_type" in built.raw[bolt_frames.V1_REQUEST.size :][: header[-3] + header[-2]]
+    with pytest.raises(ConfigError, match="n without a type: declare every type, or none for a generic call"):
+        TranscoderFilterFactory().create(
+            {**config, "arguments": [{"name": "q", "type": "java.lang.String"}, {"name": "n"}]}, "f"
+        )
