@@ -102,6 +102,20 @@ def test_the_hessian_2_form_is_a_sofa_request_object_then_each_argument() -> Non
     assert argument_bytes(content, 1) == b"\x93"
 
 
+def test_the_hessian_2_generic_call_is_the_named_method_as_sofarpcs_consumer_revises_it() -> None:
+    frame = bolt_request(
+        2, service=SERVICE, method="save", args=[("user", {"name": "ann"}), ("n", 2**40)], java_types=None
+    )
+    assert b"sofa_head_generic_type" in frame and b"generic.revise" in frame
+    content = frame[frame.index(SOFA_REQUEST_CLASS.encode()) + len(SOFA_REQUEST_CLASS) :]
+    content = content[content.index(b"C") :]
+    r = HessianReader(content)
+    request = r.read()
+    assert isinstance(request, JavaObject) and request.fields["methodName"] == "save"
+    assert request.fields["methodArgSigs"] == TypedList(["java.util.Map", "java.lang.Long"], "[string")
+    assert (r.read(), r.read()) == ({"name": "ann"}, 2**40)
+
+
 def test_a_bad_argument_names_itself_and_an_unknown_dialect_is_refused() -> None:
     with pytest.raises(ArgumentError, match="argument 'n': expected int, found object"):
         bolt_request(1, service=SERVICE, method="m", args=[("n", {})], java_types=["int"])
