@@ -19,6 +19,7 @@
 //                  (any method whose name starts with "whoami" behaves so)
 //   fail(String) -> throws Error(msg)      slow(int ms) -> "slept <ms>" after ms milliseconds
 //   nothing()   -> null                    bytes(byte[]) -> length of the bytes
+//   entries(Map) -> the map plus size      reverse(List) -> the list reversed
 //   sayHello(String) -> "Hello <s>, response from <NAME>" (Aeraki's dubbo sample DemoService)
 //   calls()     -> how many calls of each method this provider answered so far (itself not counted)
 //   $invoke(method, types, args) with attachment generic=true -> that method's answer (Dubbo's
@@ -107,6 +108,8 @@ const methods = {
   add: (a, b) => a + b,
   greet: (m) => ({ greeting: `hello ${m && m.name}`, name: m && m.name, n: m && m.n }),
   concat: (list, sep) => list.join(sep),
+  entries: (m) => ({ ...m, size: Object.keys(m).length }),
+  reverse: (list) => list.slice().reverse(),
   whoami: (schema) => ({
     provider: name,
     interface: schema.interface,
