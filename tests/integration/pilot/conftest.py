@@ -117,13 +117,20 @@ class PilotProcess:
         assert r.status_code == 200, r.text
 
 
-# every test on the ``pilot`` fixture runs on both xDS transports
+# The tests that exercise what carries the xDS streams (Envoy SotW and delta, proxyless gRPC, the TLS
+# port, replicas, sidecars through a restart) run on both xDS transports; the rest on the default.
 XDS_TRANSPORTS = ["grpcio", "native"]
 
 
-@pytest.fixture(params=XDS_TRANSPORTS)
+def on_both_transports(metafunc: pytest.Metafunc) -> None:
+    """A test module's ``pytest_generate_tests``: its tests on the ``pilot`` fixture run on both transports."""
+    if "pilot" in metafunc.fixturenames:
+        metafunc.parametrize("pilot", XDS_TRANSPORTS, indirect=True)
+
+
+@pytest.fixture
 def pilot(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[PilotProcess]:
-    p = PilotProcess(tmp_path / "data", transport=request.param).start()
+    p = PilotProcess(tmp_path / "data", transport=getattr(request, "param", "grpcio")).start()
     try:
         yield p
     finally:

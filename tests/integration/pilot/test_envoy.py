@@ -17,7 +17,9 @@ import pytest
 
 from sofamesh.testing import free_port
 
-from .conftest import CACHE, PilotProcess, stop_process, wait_until
+from .conftest import CACHE, PilotProcess, on_both_transports, stop_process, wait_until
+
+pytest_generate_tests = on_both_transports  # Envoy / gRPC clients on grpcio and native Pilot
 
 _SETUP = "scripts/setup.d/30-pilot-peers.sh"
 _H2 = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"

@@ -18,7 +18,9 @@ from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
 
 from sofamesh.testing import free_port
 
-from .conftest import GrpcBackend, LineReader, PilotProcess
+from .conftest import GrpcBackend, LineReader, PilotProcess, on_both_transports
+
+pytest_generate_tests = on_both_transports  # Envoy / gRPC clients on grpcio and native Pilot
 
 CLIENT = Path(__file__).with_name("proxyless_client.py")
 

@@ -65,9 +65,22 @@ class TlsPilot(PilotProcess):
         return dict(self.get("/debug/ca")["by_credential"])
 
 
-@pytest.fixture(params=["grpcio", "native"])
+# the TLS port in front of each xDS transport: the certificate it serves and a proxyless client over
+# it on both; the other tests (CSR renewal, rotation, identities) on the default transport
+_ON_BOTH = {
+    "test_tls_port_serves_a_certificate_from_pilots_ca_for_the_configured_names",
+    "test_a_proxyless_grpc_client_takes_its_config_over_tls_with_pilots_roots",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "tls_pilot" in metafunc.fixturenames and metafunc.function.__name__ in _ON_BOTH:
+        metafunc.parametrize("tls_pilot", ["grpcio", "native"], indirect=True)
+
+
+@pytest.fixture
 def tls_pilot(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TlsPilot]:
-    p = TlsPilot(tmp_path / "pilot", serving_ttl_s=6, transport=request.param)
+    p = TlsPilot(tmp_path / "pilot", serving_ttl_s=6, transport=getattr(request, "param", "grpcio"))
     try:
         yield p.start()
     finally:
