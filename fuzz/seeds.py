@@ -1,20 +1,17 @@
 """Seed corpora: frames captured between real peers (tests/unit/.../bolt_captured.py: sofa-rpc-node
 and anthunder; the Dubbo frames of dubbo2.js in test_dubbo_codec.py), HTTP/1 requests and
-responses as curl and Python's http.server write them, and HTTP/2 as the grpcio-compatible client
-codec opens a connection; a decoder's seed starts with the split byte (0x80: two halves). The
-configuration targets' seeds: the resources Pilot generates for Bookinfo's and Aeraki's samples
-(fuzz/config_targets.py), the proxy's example configs, the policy documents of tests/data and the
-security policy of the generation tests, and Open Service Registry API bodies as the docs show them."""
+responses as curl and Python's http.server write them, and HTTP/2 connections as curl, nghttp and
+grpcio wrote them (recorded by fuzz/capture_http2.py into fuzz/captured/http2/); a decoder's seed
+starts with the split byte (0x80: two halves). The configuration targets' seeds: the resources
+Pilot generates for Bookinfo's and Aeraki's samples (fuzz/config_targets.py), the proxy's example
+configs, the policy documents of tests/data and the security policy of the generation tests, and
+Open Service Registry API bodies as the docs show them."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-from sofamesh.core.codec import CodecLimits, Role
-from sofamesh.core.events import RequestHead
-from sofamesh.core.headers import Headers
-from sofamesh.plugins.protocols.http2.codec import Http2Codec
 from tests.unit.plugins.protocols.bolt import bolt_captured as bolt
 from tests.unit.plugins.protocols.dubbo import test_dubbo_codec as dubbo
 
@@ -33,23 +30,15 @@ _HTTP1_RESPONSES = [
 ]
 
 
-def _http2_client_bytes() -> bytes:
-    c = Http2Codec(Role.CLIENT, CodecLimits())
-    out = c.data_to_send()
-    head = RequestHead(
-        protocol="http2",
-        service="127.0.0.1",
-        method="POST",
-        path="/helloworld.Greeter/SayHello",
-        headers=Headers([("content-type", "application/grpc"), ("te", "trailers")]),
-        end_stream=False,
-        request_id=c.new_stream_id(),
-    )
-    out += c.send(head)
-    return out + c.data_to_send()
-
-
 _ROOT = Path(__file__).resolve().parent.parent
+_HTTP2_CAPTURED = _ROOT / "fuzz" / "captured" / "http2"
+
+
+def _http2_captured() -> list[bytes]:
+    """What curl, nghttp and grpcio sent on their HTTP/2 connections (fuzz/capture_http2.py)."""
+    return [p.read_bytes() for p in sorted(_HTTP2_CAPTURED.glob("*.bin"))]
+
+
 _OSR_BODIES = [  # PUT /v1/services/{service}/instances/{id} (docs/pilot.md)
     b'{"address": "127.0.0.1", "port": 20880, "protocol": "dubbo", "labels": {"version": "v1"}, "ttl_seconds": 30}',
     b'{"address": "10.0.0.7", "port": 8080, "weight": 3, "version": "1.0", "group": "g", "health": "unhealthy",'
@@ -110,7 +99,7 @@ def seeds() -> dict[str, list[bytes]]:
     decoders = {
         "http1_server": _HTTP1_REQUESTS,
         "http1_client": _HTTP1_RESPONSES,
-        "http2_server": [_http2_client_bytes()],
+        "http2_server": _http2_captured(),
         "bolt_server": bolt_req,
         "bolt_client": bolt_res,
         "dubbo_server": dubbo_req,

@@ -266,8 +266,10 @@ class HttpClient:
         self.codec = Http1CodecFactory().new_codec(Role.CLIENT, CodecLimits())
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.response_started = False  # a byte of the current call's response arrived
 
     async def call(self) -> str:
+        self.response_started = False
         if self.writer is None or not self.codec.keep_alive:
             host, port = self.address.rsplit(":", 1)
             self.reader, self.writer = await asyncio.open_connection(host, int(port))
@@ -283,6 +285,7 @@ class HttpClient:
                 self.codec.receive_data(data)
                 if not data:
                     raise ConnectionError("the sidecar closed the connection")
+                self.response_started = True
                 continue
             if isinstance(ev, ResponseHead):
                 status = ev.status

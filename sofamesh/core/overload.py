@@ -72,13 +72,25 @@ class OverloadManager:
     """One per process; ``start`` runs it until ``stop``."""
 
     def __init__(self, config: OverloadManagerConfig, listeners: ListenerSet) -> None:
-        self.config = config
         self.listeners = listeners
-        self.actions = config.effective_actions()
-        self.active: dict[str, bool] = {a.name: False for a in self.actions}
+        self.active: dict[str, bool] = {}
         self.paused: list[str] = []  # listeners this manager stopped accepting on
         self.peak = 0
         self.trim = _heap_trimmer()
+        self._task: asyncio.Task[None] | None = None
+        self._configure(config)
+
+    def _configure(self, config: OverloadManagerConfig) -> None:
+        self.config = config
+        self.actions = config.effective_actions()
+        # an action kept by a reload keeps its state until the next measurement; one dropped is off
+        names = {a.name for a in self.actions}
+        for name, on in self.active.items():
+            if name not in names:
+                if on:
+                    log.warning("overload: %s off (no longer configured)", name)
+                PROCESS.values.pop(f"{name}.active", None)
+        self.active = {a.name: self.active.get(a.name, False) for a in self.actions}
         # the lowest memory threshold resetting streams, in bytes (0: no such action)
         self.reset_at = min(
             (
@@ -90,12 +102,33 @@ class OverloadManager:
             ),
             default=0.0,
         )
-        self._task: asyncio.Task[None] | None = None
         PROCESS.max_cx = config.max_active_downstream_connections
+
+    def reconfigure(self, config: OverloadManagerConfig) -> None:
+        """A reload's settings (Envoy reads its overload manager from the bootstrap only; sofamesh's
+        config reload carries it too): new monitors, thresholds and actions are measured at once,
+        an action no longer configured turns off, and ``refresh_interval_ms`` applies from the next
+        refresh. The same settings again change nothing."""
+        if config == self.config:
+            return
+        self._configure(config)
+        for name in [n for n in PROCESS.values if n.endswith(".pressure")]:
+            del PROCESS.values[name]  # a monitor the new settings dropped shows no stale pressure
+        self.tick()
+        log.info("overload manager: new settings (%s)", ", ".join(a.name for a in self.actions) or "no actions")
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.tick()
         self._task = loop.create_task(self._run())
+
+    def close(self) -> None:
+        """A reload removed the overload manager: every action off (listeners it paused accept
+        again), no process-wide connection limit, then ``stop``."""
+        self._accepting(True)
+        values = PROCESS.values
+        for name in [n for n in values if n.endswith((".active", ".pressure"))]:
+            del values[name]
+        self.stop()
 
     def stop(self) -> None:
         if self._task is not None:
@@ -106,9 +139,8 @@ class OverloadManager:
         p.max_cx = p.held_limit = 0
 
     async def _run(self) -> None:
-        interval = self.config.refresh_interval_ms / 1000.0
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.config.refresh_interval_ms / 1000.0)
             try:
                 self.tick()
             except Exception:
@@ -164,9 +196,10 @@ class OverloadManager:
     def _budget(self, rss: int) -> None:
         """What messages spanning reads may hold until the next measurement: the memory the
         ``reset_high_memory_stream`` threshold leaves above what the process holds otherwise."""
-        if not self.reset_at:
-            return
         p = PROCESS
+        if not self.reset_at:
+            p.held_limit = 0
+            return
         other = max(0, rss - p.held)
         p.held_limit = max(RESET_MIN_BYTES, int(self.reset_at) - other)
 

@@ -59,7 +59,7 @@ class Server:
         self.xds: ConfigSource | None = None  # the xDS client when the config comes from xDS
         self.hot_upgrade: HotUpgradeView | None = None  # the upgrade socket's owner (``core/upgrade.py``)
         self._held_admin: socket.socket | None = None
-        self.overload: OverloadManager | None = None  # config.overload_manager, read at start-up
+        self.overload: OverloadManager | None = None  # config.overload_manager (``apply`` follows it)
 
     @property
     def listeners(self) -> dict[str, ListenerHandle]:
@@ -106,7 +106,7 @@ class Server:
             if asyncio.iscoroutine(r) or isinstance(r, asyncio.Future):
                 await r
         self._sweeper = self.loop.create_task(self._sweep())
-        if self.config.overload_manager is not None:
+        if self.config.overload_manager is not None and self.overload is None:  # (a config applied meanwhile)
             self.overload = OverloadManager(self.config.overload_manager, self._listeners)
             self.overload.start(self.loop)
         self.plugin_sources.snapshot()
@@ -238,7 +238,24 @@ class Server:
         self.clusters = apply_update(self._listeners, self.clusters, built, config, self.loop)
         self.catalogs, self.config = built.catalogs, config
         self.config_version += 1
+        self._overload_settings(config)
         self.host.pm.hook.sofamesh_config_updated(snapshot=config)
+
+    def _overload_settings(self, config: ProxyConfig) -> None:
+        """The overload manager follows the applied config: started, given new settings, or
+        closed (every action off) when the config no longer has one."""
+        assert self.loop is not None and self._listeners is not None
+        wanted = config.overload_manager
+        if wanted is None:
+            if self.overload is not None:
+                self.overload.close()
+                self.overload = None
+        elif self.overload is None:
+            if self.ready:  # before that, ``start`` makes it
+                self.overload = OverloadManager(wanted, self._listeners)
+                self.overload.start(self.loop)
+        else:
+            self.overload.reconfigure(wanted)
 
 
 __all__ = ["Server"]

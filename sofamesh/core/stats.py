@@ -41,6 +41,7 @@ _LISTENER_COUNTERS: Final = (
     "downstream_cx_keepalive_timeout",
     "downstream_cx_max_duration_reached",
     "downstream_cx_overflow",
+    "downstream_cx_overload_disable_keepalive",
     "downstream_cx_overload_reject",
     "downstream_cx_protocol_error",
     "downstream_cx_sniff_fail",
@@ -74,6 +75,7 @@ class ListenerStats:
     downstream_cx_keepalive_timeout: int
     downstream_cx_max_duration_reached: int
     downstream_cx_overflow: int
+    downstream_cx_overload_disable_keepalive: int
     downstream_cx_overload_reject: int
     downstream_cx_protocol_error: int
     downstream_cx_sniff_fail: int

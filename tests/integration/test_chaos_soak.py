@@ -7,11 +7,14 @@ registrations and policy in a real etcd server that is killed and restarted too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import math
 import os
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +171,111 @@ def test_a_caller_notices_a_connection_its_sidecar_closed_before_sending_on_it(m
         return before, after
 
     assert asyncio.run(scenario()) == (False, True)
+
+
+def test_callers_retry_as_their_frameworks_do_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dubbo's failover (retries=2) retries any failure but a business exception; SOFA RPC (0
+    retries) and grpcio (its own transparent retry) do not retry here; a pooled HTTP client retries
+    a GET whose connection failed before any response byte, but not a timeout or a reset after the
+    response started."""
+    soak = _soak_module(monkeypatch)
+    reset, refused = ConnectionResetError("reset"), ConnectionRefusedError("refused")
+    assert soak.CALLER_RETRIES == {"bolt": 0, "dubbo": 2, "http": 3, "grpc": 0}
+    assert soak._retried("dubbo", reset, False)
+    assert soak._retried("dubbo", TimeoutError(), False)
+    assert soak._retried("dubbo", RuntimeError("dubbo status 30"), False)  # an error answer: not business
+    assert not soak._retried("dubbo", RuntimeError("dubbo: not a value response"), False)  # the provider threw
+    assert soak._retried("http", reset, False) and soak._retried("http", refused, False)
+    assert soak._retried("http", ConnectionError("the sidecar closed the connection"), False)
+    assert not soak._retried("http", reset, True)  # part of the response came
+    assert not soak._retried("http", TimeoutError(), False)
+    assert not soak._retried("http", RuntimeError("HTTP 503: b'no healthy upstream'"), False)
+    for proto in ("bolt", "grpc"):
+        assert not soak._retried(proto, reset, False)
+
+
+class _Flaky:
+    """A TCP relay in front of a real provider: the first ``resets`` connections are reset (RST)
+    once the request arrived (after ``partial`` bytes of an answer, if given); later ones are
+    relayed, unless ``then_down``: the listening socket closes after the resets (a retry is refused)."""
+
+    def __init__(self, upstream: int, resets: int = 1, partial: bytes = b"", then_down: bool = False) -> None:
+        self.upstream, self.resets, self.partial, self.then_down = upstream, resets, partial, then_down
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.connections <= self.resets:
+            await r.read(65536)
+            if self.partial:
+                w.write(self.partial)
+                await w.drain()
+                await asyncio.sleep(0.05)
+            sock = w.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            w.transport.abort()
+            if self.connections == self.resets and self.then_down and self.server is not None:
+                self.server.close()
+            return
+        ur, uw = await asyncio.open_connection("127.0.0.1", self.upstream)
+
+        async def pump(a: asyncio.StreamReader, b: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await a.read(65536):
+                    b.write(data)
+                    await b.drain()
+            b.close()
+
+        await asyncio.gather(pump(r, uw), pump(ur, w))
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+def test_a_call_reset_before_its_answer_is_answered_by_the_retry_only_where_the_framework_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Real demo providers behind a relay that resets the first connection once the request came:
+    the Dubbo and HTTP callers' retry on a new connection is answered; the Bolt caller (SOFA RPC,
+    no retries) fails; an HTTP call reset after its response started is not retried; a retry
+    refused because the sidecar is down is a failed attempt (Dubbo: three attempts, all failed)."""
+    soak = _soak_module(monkeypatch)
+    from sofamesh import demo
+
+    async def one(proto: str, **flaky: Any) -> tuple[bool, list[str], int]:
+        provider = await demo.Provider(proto, 1).start()
+        relay = _Flaky(provider.port, **flaky)
+        port = await relay.start()
+        address = f"127.0.0.1:{port}"
+        try:
+            client, failures, answered = await asyncio.wait_for(
+                soak._call(proto, address, soak._client(proto, address)), 30
+            )
+            client.close()
+            return answered, [type(f).__name__ for f in failures], relay.connections
+        finally:
+            await relay.stop()
+            await provider.stop()
+
+    async def scenario() -> dict[str, tuple[bool, list[str], int]]:
+        return {
+            "dubbo": await one("dubbo"),
+            "http": await one("http"),
+            "bolt": await one("bolt"),
+            "http_partial": await one("http", partial=b"HTTP/1.1 200 OK\r\n"),
+            "dubbo_down": await one("dubbo", then_down=True),
+        }
+
+    r = asyncio.run(scenario())
+    assert r["dubbo"][0] and len(r["dubbo"][1]) == 1 and r["dubbo"][2] == 2, r
+    assert r["http"][0] and len(r["http"][1]) == 1 and r["http"][2] == 2, r
+    assert not r["bolt"][0] and len(r["bolt"][1]) == 1 and r["bolt"][2] == 1, r
+    assert not r["http_partial"][0] and len(r["http_partial"][1]) == 1, r
+    answered, failures, _ = r["dubbo_down"]
+    assert not answered and failures[1:] == ["ConnectionRefusedError", "ConnectionRefusedError"], r

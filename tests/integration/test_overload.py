@@ -5,12 +5,17 @@ memory threshold is shed and reset, and the proxy's RSS stays under the threshol
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import h2.config
+import h2.connection
 import httpx
+import yaml
+from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame, SettingsFrame
 
 from sofamesh.plugins.protocols.bolt.frames import encode_request
 from sofamesh.testing import ProxyProcess, UpstreamServer, free_port
@@ -218,3 +223,131 @@ def test_an_upload_flood_against_the_memory_threshold_is_shed_and_reset_and_rss_
             ok = c.get(f"http://127.0.0.1:{http_port}/after").status_code == 200
             time.sleep(0.2)
     assert ok, f"still shedding after the flood: {proxy.stats()['overload']}"
+
+
+def _h2_frames(sock: socket.socket, limit: float) -> tuple[list[Frame], bool]:
+    """Frames the proxy sends (decoded by hyperframe) until it closes the connection or ``limit`` s
+    pass; SETTINGS are acknowledged. (frames, closed by the proxy)."""
+    frames: list[Frame] = []
+    buf = b""
+    deadline = time.monotonic() + limit
+    sock.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return frames, True
+        if not data:
+            return frames, True
+        buf += data
+        while len(buf) >= 9:
+            frame, length = Frame.parse_frame_header(memoryview(buf[:9]))
+            if len(buf) < 9 + length:
+                break
+            frame.parse_body(memoryview(buf[9 : 9 + length]))
+            buf = buf[9 + length :]
+            frames.append(frame)
+            if isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
+                sock.sendall(SettingsFrame(0, flags=["ACK"]).serialize())
+    return frames, False
+
+
+def test_disable_http_keepalive_drains_an_http2_connection_as_envoys_connection_manager_does(
+    upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]
+) -> None:
+    """With ``disable_http_keepalive`` on, the next stream on an HTTP/2 connection is served and the
+    connection drains as Envoy's HTTP connection manager drains it: GOAWAY with the largest stream
+    id, then GOAWAY naming the last stream the client opened, then the proxy closes the connection
+    once that stream is done (the h2 library writes the client's frames; hyperframe reads the
+    proxy's, since h2 refuses frames after a GOAWAY)."""
+    cfg, port = http_proxy_config([upstream.address])
+    cfg["listeners"][0]["protocols"] = ["http2"]
+    cfg["clusters"][0]["http_protocol"] = "http1"
+    cfg["overload_manager"] = {
+        "refresh_interval_ms": 100,
+        "max_active_downstream_connections": 1000,  # one connection: pressure 0.001
+        "actions": [
+            {"name": "disable_http_keepalive", "triggers": [{"name": "downstream_connections", "threshold": 0.001}]}
+        ],
+    }
+    proxy = proxy_factory(cfg)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    time.sleep(0.6)  # a few refreshes: the action is on
+    conn.send_headers(
+        1, [(":method", "GET"), (":path", "/one"), (":scheme", "http"), (":authority", "web")], end_stream=True
+    )
+    sock.sendall(conn.data_to_send())
+    t0 = time.monotonic()
+    frames, closed = _h2_frames(sock, 10)
+    took = time.monotonic() - t0
+    sock.close()
+    goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
+    assert [(g.last_stream_id, g.error_code) for g in goaways] == [(2**31 - 1, 0), (1, 0)], frames
+    on_1 = [f for f in frames if f.stream_id == 1]
+    assert isinstance(on_1[0], HeadersFrame) and b"up-a GET /one" in b"".join(
+        f.data for f in on_1 if isinstance(f, DataFrame)
+    ), frames
+    assert "END_STREAM" in on_1[-1].flags, frames  # the stream was served whole
+    assert frames.index(goaways[0]) < frames.index(on_1[0]), frames  # GOAWAY before the response's headers
+    assert closed and took < 6, (closed, took, frames)  # closed after the last GOAWAY, not at the idle timeout
+    st = proxy.stats()
+    assert st["listeners"]["web"]["downstream_cx_overload_disable_keepalive"] == 1, st["listeners"]["web"]
+    assert st["overload"]["disable_http_keepalive.activations"] >= 1, st["overload"]
+
+
+def test_a_reload_applies_new_overload_thresholds_and_actions_and_removing_them_turns_them_off(
+    upstream: UpstreamServer, proxy_factory: Callable[..., ProxyProcess]
+) -> None:
+    """The overload manager follows a config reload (POST /reload): a threshold lowered under the
+    present pressure turns ``stop_accepting_requests`` on (503 with ``x-envoy-overloaded``), a
+    threshold raised turns it off, and a config without ``overload_manager`` leaves no action on
+    and no process-wide connection limit."""
+    cfg, port = http_proxy_config([upstream.address])
+
+    def overload(threshold: float) -> dict[str, object]:
+        return {
+            "refresh_interval_ms": 100,
+            "max_active_downstream_connections": 1000,
+            "actions": [
+                {
+                    "name": "stop_accepting_requests",
+                    "triggers": [{"name": "downstream_connections", "threshold": threshold}],
+                }
+            ],
+        }
+
+    cfg["overload_manager"] = overload(0.9)
+    proxy = proxy_factory(cfg)
+
+    def reload(doc: dict[str, object]) -> dict[str, float]:
+        proxy.config_path.write_text(yaml.safe_dump(doc))
+        r = httpx.post(proxy.admin_url + "/reload", timeout=5)
+        assert r.status_code == 200, r.text
+        return dict(proxy.stats()["overload"])
+
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as c:
+        assert c.get("/a").status_code == 200
+        assert proxy.stats()["overload"]["max_active_downstream_connections"] == 1000
+        cfg["overload_manager"] = overload(0.001)  # this one connection is over it
+        snap = reload(cfg)
+        assert snap["stop_accepting_requests.active"] == 1, snap  # at once, not at the next refresh
+        shed = c.get("/b")
+        assert shed.status_code == 503 and shed.headers.get("x-envoy-overloaded") == "true", shed
+        cfg["overload_manager"] = overload(0.5)
+        snap = reload(cfg)
+        assert snap["stop_accepting_requests.active"] == 0, snap
+        assert c.get("/c").status_code == 200
+        cfg["overload_manager"] = overload(0.001)
+        reload(cfg)
+        assert c.get("/d").status_code == 503
+        del cfg["overload_manager"]
+        snap = reload(cfg)
+        assert "stop_accepting_requests.active" not in snap, snap
+        assert snap["max_active_downstream_connections"] == 0, snap
+        assert c.get("/e").status_code == 200
+    assert proxy.stats()["listeners"]["web"]["downstream_rq_overload_shed"] == 2

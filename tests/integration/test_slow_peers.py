@@ -286,3 +286,110 @@ def test_an_idle_http2_connection_is_pinged_and_closed_only_when_it_does_not_ans
     for s, _ in peers:
         s.close()
     assert proxy.stats()["listeners"]["web"]["downstream_cx_keepalive_timeout"] == 1
+
+
+def test_a_plain_http2_stream_silent_after_its_response_started_is_reset_alone(
+    proxy_factory: Callable[..., ProxyProcess],
+) -> None:
+    """Envoy's stream_idle_timeout on plain HTTP/2, the h2 library as the client: a response whose
+    upstream stops after its headers and first bytes ends with RST_STREAM on that stream alone
+    about 2 s after its last event, while GETs on the same connection are answered all along and
+    after; the connection is neither closed nor sent GOAWAY."""
+    up_port = free_port()
+    cfg, port = http_proxy_config([f"127.0.0.1:{up_port}"], timeout_ms=0, stream_idle_timeout_ms=2000)
+    cfg["listeners"][0]["protocols"] = ["http2"]
+    cfg["clusters"][0]["http_protocol"] = "http1"
+    proxy = proxy_factory(cfg)
+
+    async def upstream(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await r.readuntil(b"\r\n\r\n")
+                if head.split(b" ", 2)[1] == b"/stall":  # headers and 5 bytes, then silence
+                    w.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+                    await r.read()  # until the proxy gives up on it
+                    return
+                w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            w.close()
+
+    async def scenario() -> dict[str, object]:
+        loop = asyncio.get_running_loop()
+        server = await asyncio.start_server(upstream, "127.0.0.1", up_port)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        body: dict[int, bytes] = {}
+        ended: dict[int, asyncio.Event] = {}
+        reset: dict[int, tuple[float, int]] = {}
+        moved: dict[int, float] = {}
+        goaway: list[object] = []
+
+        async def read() -> None:
+            while data := await reader.read(65536):
+                for ev in conn.receive_data(data):
+                    sid = getattr(ev, "stream_id", 0)
+                    if isinstance(ev, (h2.events.ResponseReceived, h2.events.DataReceived)):
+                        moved[sid] = loop.time()
+                    if isinstance(ev, h2.events.DataReceived):
+                        body[sid] = body.get(sid, b"") + ev.data
+                        conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+                    elif isinstance(ev, h2.events.StreamEnded):
+                        ended[sid].set()
+                    elif isinstance(ev, h2.events.StreamReset):
+                        reset[sid] = (loop.time(), ev.error_code)
+                        ended[sid].set()
+                    elif isinstance(ev, h2.events.ConnectionTerminated):
+                        goaway.append(ev)
+                writer.write(conn.data_to_send())
+
+        def get(path: str) -> int:
+            sid = conn.get_next_available_stream_id()
+            ended[sid] = asyncio.Event()
+            conn.send_headers(
+                sid, [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "web")], end_stream=True
+            )
+            writer.write(conn.data_to_send())
+            return sid
+
+        reading = loop.create_task(read())
+        try:
+            stalled = get("/stall")
+            for _ in range(100):
+                if body.get(stalled) == b"first":
+                    break
+                await asyncio.sleep(0.05)
+            answered = 0
+            while not ended[stalled].is_set() and loop.time() - moved.get(stalled, loop.time()) < 12:
+                sid = get("/ok")
+                await asyncio.wait_for(ended[sid].wait(), 10)
+                assert body.get(sid) == b"ok" and sid not in reset, (sid, body, reset)
+                answered += 1
+                await asyncio.sleep(0.2)
+            after = get("/ok")
+            await asyncio.wait_for(ended[after].wait(), 10)
+            return {
+                "first": body.get(stalled),
+                "reset": reset.get(stalled),
+                "last": moved.get(stalled),
+                "answered": answered,
+                "after": body.get(after),
+                "goaway": goaway,
+            }
+        finally:
+            reading.cancel()
+            writer.close()
+            server.close()
+
+    r = asyncio.run(scenario())
+    assert r["first"] == b"first", r
+    assert r["reset"] is not None, f"the silent stream was never reset: {r}"
+    at, _code = r["reset"]  # type: ignore[misc]
+    assert 1.9 <= at - r["last"] < 8, r  # type: ignore[operator]  # the idle timeout + up to one 1 s sweep
+    assert r["answered"] >= 5 and r["after"] == b"ok" and r["goaway"] == [], r
+    st = proxy.stats()["listeners"]["web"]
+    assert st["downstream_rq_idle_timeout"] == 1, st
+    assert st["downstream_cx_total"] == 1, st

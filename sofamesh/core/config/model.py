@@ -848,7 +848,7 @@ class ProxyConfig(_Model):
     node: NodeConfig = Field(default_factory=NodeConfig)  # Envoy's bootstrap node (its locality)
     cluster_manager: ClusterManagerConfig = Field(default_factory=ClusterManagerConfig)
     drain_timeout_ms: Annotated[int, Field(ge=0)] = 10_000
-    overload_manager: OverloadManagerConfig | None = None  # read at start-up
+    overload_manager: OverloadManagerConfig | None = None  # a reload applies it (Server.apply)
     # a Unix socket path: a new process started with --hot-upgrade takes this one's sockets and
     # connections over it (docs/upgrade.md); None: no hot upgrade
     upgrade_socket: str | None = None

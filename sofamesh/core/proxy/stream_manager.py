@@ -339,14 +339,20 @@ class DownstreamConnection(Connection):
         s.start()
 
     def _overloaded(self, s: Stream) -> bool:
-        """The overload manager's request actions: keep-alive off (HTTP/1 closes after this
-        response, HTTP/2 says GOAWAY), and shedding (the protocol's overload reply)."""
+        """The overload manager's request actions: keep-alive off, and shedding (the protocol's
+        overload reply). Keep-alive off acts as Envoy's HTTP connection manager does: HTTP/1 closes
+        after this response; an HTTP/2 connection drains (``drain``: GOAWAY now, the last GOAWAY a
+        round trip later, closed once its streams end), this stream and those already on their
+        way still served."""
         p = PROCESS
         codec = self.codec
-        if p.no_keepalive and codec.keep_alive and (not self.multiplexed or self.factory.streaming):
-            codec.keep_alive = False
+        if p.no_keepalive and codec.keep_alive and not self.draining and (
+                not self.multiplexed or self.factory.streaming):
+            self.rt.stats.downstream_cx_overload_disable_keepalive += 1
             if self.multiplexed:
-                self.write(codec.send(GoAway()))
+                self.drain()
+            else:
+                codec.keep_alive = False
         if p.shed:
             self.rt.stats.downstream_rq_overload_shed += 1
             p.count("stop_accepting_requests.shed")

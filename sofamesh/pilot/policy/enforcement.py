@@ -213,7 +213,7 @@ ENFORCED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
                            "responseMutation.value", _SIDECAR),
         # the route's retry_policy (tests/unit/pilot/xds/test_policy_generation.py), which the proxy applies to
         # RPC as tests/conformance/test_rpc_resilience.py shows with sofa-rpc-node and dubbo2.js providers killed
-        **_under("routes", "retries retries.attempts retries.perTryTimeout retries.retryOn", _SIDECAR),
+        **_under("routes", "retries retries.attempts retries.backoff retries.perTryTimeout retries.retryOn", _SIDECAR),
         # tests/integration/policy/test_metarouter_rate_limit.py: dubbo2.js and sofa-rpc-node bursts
         **_under("", "localRateLimit localRateLimit.tokenBucket localRateLimit.conditions", _SIDECAR),
         **_under("localRateLimit.tokenBucket", "maxTokens tokensPerFill fillInterval", _SIDECAR),

@@ -4,8 +4,8 @@ Istio's for the shapes MetaRouter shares with a VirtualService (destinations, we
 matches, percentages, exportTo). No I/O.
 
 ``routes[].retries`` is sofamesh's addition (Aeraki's MetaRouter has none): the shape of a
-VirtualService's HTTPRetry (``attempts``, ``perTryTimeout``, ``retryOn``) with the conditions that
-mean something to RPC, retried as MOSN retries an RPC (docs/policy.md, "RPC retries").
+VirtualService's HTTPRetry (``attempts``, ``perTryTimeout``, ``retryOn``, ``backoff``) with the
+conditions that mean something to RPC, retried as MOSN retries an RPC (docs/policy.md, "RPC retries").
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ META_MATCH = Obj({"attributes": MapOf(STRING_MATCH)})
 KEY_VALUE = Obj({"key": Str(), "value": Str()}, required=["key", "value"])
 RPC_RETRY_ON = ("connect-failure", "reset", "retriable", "5xx", "gateway-error")
 """The proxy's ``retry_on`` conditions an RPC call can meet (docs/configuration.md, "Retries")."""
-RPC_RETRY = Obj({"attempts": Int(), "perTryTimeout": Duration(), "retryOn": Str()})
+RPC_RETRY = Obj({"attempts": Int(), "perTryTimeout": Duration(), "retryOn": Str(), "backoff": Duration()})
 TOKEN_BUCKET = Obj({"maxTokens": UInt32(), "tokensPerFill": UInt32(), "fillInterval": Duration()},
                    required=["fillInterval"])
 META_ROUTER = Obj({
@@ -73,6 +73,7 @@ def _check_retries(r: Any, path: str, report: Report) -> None:
     if attempts == 0 and any(r.get(k) is not None for k in ("perTryTimeout", "retryOn")):
         report.error(path, "retry policy configured when attempts are set to 0 (disabled)")
     w.check_duration_value(r.get("perTryTimeout"), child(path, "perTryTimeout"), report)
+    w.check_duration_value(r.get("backoff"), child(path, "backoff"), report)  # Istio: at least 1 ms
     retry_on = r.get("retryOn")
     if isinstance(retry_on, str):
         for cond in (c.strip() for c in retry_on.split(",")):

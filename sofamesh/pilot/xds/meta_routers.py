@@ -129,6 +129,8 @@ def rpc_retry_policy(retries: Any) -> dict[str, Any] | None:
     policy: dict[str, Any] = {"retry_on": on, "num_retries": attempts}
     if retries.get("perTryTimeout"):
         policy["per_try_timeout_ms"] = int(parse_duration(str(retries["perTryTimeout"])) * 1000)
+    if retries.get("backoff"):  # as a VirtualService's: Envoy's retry_back_off.base_interval
+        policy["retry_back_off"] = {"base_interval_ms": max(1, round(parse_duration(str(retries["backoff"])) * 1000))}
     return policy
 
 

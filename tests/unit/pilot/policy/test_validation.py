@@ -290,6 +290,12 @@ INVALID: list[tuple[str, dict[str, object], str, str]] = [
     ("meta-router-retries-disabled-with-conditions", mr({"hosts": ["com.example.Echo"], "routes": [{
         "route": [{"destination": DEST}], "retries": {"retryOn": "reset"}}]}),
      "spec.routes[0].retries", "attempts are set to 0"),
+    ("meta-router-retry-backoff-under-1ms", mr({"hosts": ["com.example.Echo"], "routes": [{
+        "route": [{"destination": DEST}], "retries": {"attempts": 2, "backoff": "100us"}}]}),
+     "spec.routes[0].retries.backoff", "must be at least 1ms"),
+    ("meta-router-retry-backoff-not-a-duration", mr({"hosts": ["com.example.Echo"], "routes": [{
+        "route": [{"destination": DEST}], "retries": {"attempts": 2, "backoff": "soon"}}]}),
+     "spec.routes[0].retries.backoff", "duration"),
 ]
 
 

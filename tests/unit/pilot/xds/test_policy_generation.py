@@ -224,7 +224,7 @@ spec:
   - name: idempotent
     match: {attributes: {method: {exact: sayHello}}}
     route: [{destination: {host: org.apache.dubbo.samples.basic.api.demoservice, subset: v1}}]
-    retries: {attempts: 3, perTryTimeout: 500ms, retryOn: "connect-failure,reset"}
+    retries: {attempts: 3, perTryTimeout: 500ms, retryOn: "connect-failure,reset", backoff: 100ms}
   - name: safe-only
     route: [{destination: {host: org.apache.dubbo.samples.basic.api.demoservice, subset: v1}}]
     retries: {attempts: 1}
@@ -244,7 +244,10 @@ def test_meta_router_retries_become_the_retry_policy_of_rpc_routes_that_the_side
     safe = RetryPolicyConfig.model_validate(routes["safe-only"])
     assert (idempotent.retry_on, idempotent.num_retries, idempotent.per_try_timeout_ms) == (
         ["connect-failure", "reset"], 3, 500)
+    # backoff as a VirtualService's: the base interval, the maximum 10 times it (Envoy's default)
+    assert (idempotent.retry_back_off.base_interval_ms, idempotent.retry_back_off.max_interval_ms) == (100, None)
     assert (safe.retry_on, safe.num_retries) == (["connect-failure", "retriable"], 1)  # no reset unless asked
+    assert safe.retry_back_off.base_interval_ms == 25  # Envoy's default base interval
     assert routes["none"] is None
 
 
