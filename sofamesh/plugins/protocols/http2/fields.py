@@ -46,6 +46,10 @@ TRIM: Final = " \t\r\n\x0b\x0c"  # ASCII whitespace only, never latin-1's \x85 o
 # Regular fields already checked, with their text: most fields of a connection repeat on every
 # request. Bounded; a field that is not cached is simply checked again.
 _CHECKED: dict[tuple[bytes, bytes], tuple[str, str]] = {}
+# Pseudo-header fields whose value passed the character checks, with their text (``:path``,
+# ``:authority``... repeat too); where they stand in the block and whether the block kind allows
+# them is still checked on every block.
+_CHECKED_PSEUDO: dict[tuple[bytes, bytes], tuple[str, str]] = {}
 _CHECKED_MAX: Final = 4096
 _CACHED_VALUE_MAX: Final = 256
 # The same for fields we send: the event's (name, value) -> what goes on the wire (None: dropped).
@@ -64,6 +68,7 @@ def received_fields(raw: list[tuple[bytes, bytes]], kind: int) -> list[tuple[str
     (latin-1, so they re-encode to the same bytes), checked as the module docstring says."""
     out: list[tuple[str, str]] = []
     checked = _CHECKED
+    checked_pseudo = _CHECKED_PSEUDO
     pseudo: dict[bytes, bytes] = {}
     regular = False
     host: bytes | None = None
@@ -82,10 +87,17 @@ def received_fields(raw: list[tuple[bytes, bytes]], kind: int) -> list[tuple[str
                 raise MalformedFields(f"duplicate pseudo-header field {name!r}")
             if name not in _PSEUDO[kind]:
                 raise MalformedFields(f"pseudo-header field {name!r} not allowed in this header block")
-            if _BAD_VALUE.search(value) is not None:
-                raise MalformedFields(f"illegal character or surrounding whitespace in {name!r}: {value!r}")
             pseudo[name] = value
-            out.append((name.decode("latin-1"), value.decode("latin-1")))
+            known = checked_pseudo.get(field)
+            if known is None:  # the value's characters, checked once per value
+                if _BAD_VALUE.search(value) is not None:
+                    raise MalformedFields(f"illegal character or surrounding whitespace in {name!r}: {value!r}")
+                known = (name.decode("latin-1"), value.decode("latin-1"))
+                if len(value) <= _CACHED_VALUE_MAX:
+                    if len(checked_pseudo) >= _CHECKED_MAX:
+                        checked_pseudo.clear()
+                    checked_pseudo[field] = known
+            out.append(known)
             continue
         regular = True
         if not name or _BAD_NAME.search(name) is not None:
