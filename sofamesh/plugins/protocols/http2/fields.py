@@ -50,6 +50,12 @@ _CHECKED: dict[tuple[bytes, bytes], tuple[str, str]] = {}
 # ``:authority``... repeat too); where they stand in the block and whether the block kind allows
 # them is still checked on every block.
 _CHECKED_PSEUDO: dict[tuple[bytes, bytes], tuple[str, str]] = {}
+# Whole blocks already checked, by kind, with their text: a peer sends the same list on every call
+# (the HPACK decoder hands back the same field objects for a block it read before). Small blocks
+# of short fields only.
+_BLOCKS: dict[tuple[int, tuple[tuple[bytes, bytes], ...]], tuple[tuple[str, str], ...]] = {}
+_BLOCKS_MAX: Final = 64
+_BLOCK_FIELDS_MAX: Final = 16
 _CHECKED_MAX: Final = 4096
 _CACHED_VALUE_MAX: Final = 256
 # The same for fields we send: the event's (name, value) -> what goes on the wire (None: dropped).
@@ -66,6 +72,23 @@ class MalformedFields(ValueError):
 def received_fields(raw: list[tuple[bytes, bytes]], kind: int) -> list[tuple[str, str]]:
     """The fields of a received header block of ``kind`` (REQUEST, RESPONSE or TRAILERS) as text
     (latin-1, so they re-encode to the same bytes), checked as the module docstring says."""
+    if len(raw) > _BLOCK_FIELDS_MAX:
+        return _checked_fields(raw, kind)
+    key = (kind, tuple(raw))
+    known = _BLOCKS.get(key)
+    if known is not None:
+        return list(known)
+    out = _checked_fields(raw, kind)  # a malformed block raises here: never kept
+    for name, value in raw:
+        if len(name) + len(value) > _CACHED_VALUE_MAX:
+            return out
+    if len(_BLOCKS) >= _BLOCKS_MAX:
+        _BLOCKS.clear()
+    _BLOCKS[key] = tuple(out)
+    return out
+
+
+def _checked_fields(raw: list[tuple[bytes, bytes]], kind: int) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     checked = _CHECKED
     checked_pseudo = _CHECKED_PSEUDO

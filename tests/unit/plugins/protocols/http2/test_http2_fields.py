@@ -161,3 +161,19 @@ def test_a_pseudo_header_field_seen_before_is_still_checked_for_its_place_and_bl
     with pytest.raises(MalformedFields, match="illegal character"):
         received_fields([(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/a.B/C "), (b":authority", b"x:1")],
                         REQUEST)
+
+
+def test_a_block_seen_before_is_judged_again_for_another_kind_and_handed_out_as_a_new_list() -> None:
+    from sofamesh.plugins.protocols.http2.fields import REQUEST, TRAILERS, MalformedFields, received_fields
+
+    first = received_fields(GOOD, REQUEST)
+    again = received_fields(list(GOOD), REQUEST)
+    assert again == first and again is not first
+    again.append(("x-added", "by the caller"))
+    assert received_fields(GOOD, REQUEST) == first
+    with pytest.raises(MalformedFields, match="not allowed"):
+        received_fields(GOOD, TRAILERS)
+    regular = [(b"content-type", b"application/grpc")]
+    assert received_fields(regular, TRAILERS) == [("content-type", "application/grpc")]
+    with pytest.raises(MalformedFields, match="without :method"):
+        received_fields(regular, REQUEST)
