@@ -11,12 +11,12 @@ Two shapes of exchange share these events:
 
 Immutability is a contract, not enforced: an event may be handed to several filters, kept by a
 stream and re-sent, so nobody assigns to an event's fields once it is built; make a changed copy
-with ``dataclasses.replace`` (or the constructor) instead. ``RequestHead`` and ``ResponseHead`` are
-built once or twice per proxied request, and ``frozen=True`` made that about 5x dearer in CPython
-(every field set through ``object.__setattr__``), so the two heads are plain slotted dataclasses
-that keep what the rest relies on: the same constructor (positional order and keywords), the
-same validation errors, equality, and hashing by value (``unsafe_hash``). The rarer events stay
-``frozen=True``.
+with ``dataclasses.replace`` (or the constructor) instead. ``RequestHead``, ``ResponseHead``,
+``BodyChunk`` and ``EndOfMessage`` are built once or more per proxied request, and ``frozen=True``
+made that about 5x dearer in CPython (every field set through ``object.__setattr__``), so they are
+plain slotted dataclasses that keep what the rest relies on: the same constructor (positional order
+and keywords), the same validation errors, equality, and hashing by value (``unsafe_hash``). The
+rarer events stay ``frozen=True``.
 """
 
 from __future__ import annotations
@@ -175,24 +175,35 @@ class ResponseHead:
         self.meta = meta
 
 
-@dataclass(frozen=True, slots=True)
+# BodyChunk and EndOfMessage: built two to four times per streamed request (HTTP/1 and HTTP/2 bodies),
+# so, like the heads, plain slotted dataclasses with their own ``__init__`` (``frozen=True`` set each
+# field through ``object.__setattr__``, and the generated ``__init__`` ran interpreted in the compiled build).
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class BodyChunk:
-    """Body bytes of a streaming message, in order. Never empty."""
+    """Body bytes of a streaming message, in order. Never empty.
+    Immutable by contract (see the module docstring)."""
 
     data: bytes
     stream_id: int = 0
 
-    def __post_init__(self) -> None:
-        if not self.data:
+    def __init__(self, data: bytes, stream_id: int = 0) -> None:
+        if not data:
             raise ValueError("BodyChunk.data must not be empty")
+        self.data = data
+        self.stream_id = stream_id
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class EndOfMessage:
-    """The end of a streaming message, with trailers when the protocol has them."""
+    """The end of a streaming message, with trailers when the protocol has them.
+    Immutable by contract (see the module docstring)."""
 
     trailers: Headers | None = None
     stream_id: int = 0
+
+    def __init__(self, trailers: Headers | None = None, stream_id: int = 0) -> None:
+        self.trailers = trailers
+        self.stream_id = stream_id
 
 
 @dataclass(frozen=True, slots=True)

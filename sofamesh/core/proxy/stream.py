@@ -439,7 +439,9 @@ class Stream:
             rs = self.retry
             n = sent if rs is None else rs.to_acknowledge(sent)  # a replayed body was given back already
             if n:
-                conn.write(conn.codec.acknowledge(self.head.request_id, n))
+                acked = conn.codec.acknowledge(self.head.request_id, n)
+                if acked:  # a WINDOW_UPDATE only once half a window built up
+                    conn.write(acked)
         if self.down_paused and self.req_q_bytes <= _MAX_PENDING_BODY and conn.read_gate is not None:
             self.down_paused = False
             conn.read_gate.resume(self)
@@ -666,7 +668,9 @@ class Stream:
             conn.write(b"".join(out))
         up = self.upstream
         if sent and up is not None and self.factory is not None and self.factory.streaming:
-            up.write(up.codec.acknowledge(self.up_id, sent))
+            acked = up.codec.acknowledge(self.up_id, sent)
+            if acked:
+                up.write(acked)
         if not q and self.resp_end is not None:
             conn.write(codec.send(EndOfMessage(self.resp_end.trailers, sid)))
             self._finish(True)

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from sofamesh.core.events import BodyChunk, RequestHead, ResponseHead, StreamReset
+from sofamesh.core.events import BodyChunk, EndOfMessage, RequestHead, ResponseHead, StreamReset
 from sofamesh.core.headers import Headers
 
 
@@ -56,3 +56,16 @@ def test_replace_makes_a_changed_copy_and_leaves_the_original_alone() -> None:
     assert moved.headers is head.headers
     with pytest.raises(ValueError, match="request_id must be >= 0"):
         dataclasses.replace(RequestHead("bolt"), request_id=-2)
+
+
+def test_body_events_compare_hash_and_copy_by_value() -> None:
+    assert BodyChunk(b"ab", 3) == BodyChunk(data=b"ab", stream_id=3) != BodyChunk(b"ab", 5)
+    assert hash(BodyChunk(b"ab", 3)) == hash(BodyChunk(b"ab", 3))
+    end = EndOfMessage(Headers([("grpc-status", "0")]), 7)
+    assert end == EndOfMessage(trailers=Headers([("grpc-status", "0")]), stream_id=7) != EndOfMessage(None, 7)
+    assert hash(end) == hash(EndOfMessage(Headers([("grpc-status", "0")]), 7))
+    assert EndOfMessage() == EndOfMessage(None, 0)
+    moved = dataclasses.replace(end, stream_id=9)
+    assert (end.stream_id, moved.stream_id, moved.trailers) == (7, 9, end.trailers)
+    with pytest.raises(ValueError, match=r"BodyChunk\.data must not be empty"):
+        dataclasses.replace(BodyChunk(b"x"), data=b"")

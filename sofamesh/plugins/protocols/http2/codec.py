@@ -80,15 +80,28 @@ _MARK: Final = b"x-sofamesh-local-reply"  # names the ReplyStatus on answers the
 Http2Event = Event | StreamReset | WindowOpened
 
 
+# The (service, method) of gRPC/Triple paths already split: a client calls few methods, each many times.
+_TARGETS: dict[str, tuple[str, str]] = {}
+_TARGETS_MAX: Final = 1024
+
+
 def _rpc_target(path: str) -> tuple[str, str] | None:
     """(service, method) from a gRPC/Triple ``:path`` of the form ``/package.Service/Method``."""
+    known = _TARGETS.get(path)
+    if known is not None:
+        return known
     if path[:1] != "/" or "?" in path:
         return None
     rest = path[1:]
     cut = rest.find("/")
     if cut <= 0 or cut == len(rest) - 1 or "/" in rest[cut + 1 :]:
         return None
-    return rest[:cut], rest[cut + 1 :]
+    target = (rest[:cut], rest[cut + 1 :])
+    if len(path) <= 256:
+        if len(_TARGETS) >= _TARGETS_MAX:
+            _TARGETS.clear()
+        _TARGETS[path] = target
+    return target
 
 
 class _Aliases:

@@ -46,6 +46,16 @@ TRIM: Final = " \t\r\n\x0b\x0c"  # ASCII whitespace only, never latin-1's \x85 o
 # Regular fields already checked, with their text: most fields of a connection repeat on every
 # request. Bounded; a field that is not cached is simply checked again.
 _CHECKED: dict[tuple[bytes, bytes], tuple[str, str]] = {}
+# Pseudo-header fields whose value passed the character checks, with their text (``:path``,
+# ``:authority``... repeat too); where they stand in the block and whether the block kind allows
+# them is still checked on every block.
+_CHECKED_PSEUDO: dict[tuple[bytes, bytes], tuple[str, str]] = {}
+# Whole blocks already checked, by kind, with their text: a peer sends the same list on every call
+# (the HPACK decoder hands back the same field objects for a block it read before). Small blocks
+# of short fields only.
+_BLOCKS: dict[tuple[int, tuple[tuple[bytes, bytes], ...]], tuple[tuple[str, str], ...]] = {}
+_BLOCKS_MAX: Final = 64
+_BLOCK_FIELDS_MAX: Final = 16
 _CHECKED_MAX: Final = 4096
 _CACHED_VALUE_MAX: Final = 256
 # The same for fields we send: the event's (name, value) -> what goes on the wire (None: dropped).
@@ -62,8 +72,26 @@ class MalformedFields(ValueError):
 def received_fields(raw: list[tuple[bytes, bytes]], kind: int) -> list[tuple[str, str]]:
     """The fields of a received header block of ``kind`` (REQUEST, RESPONSE or TRAILERS) as text
     (latin-1, so they re-encode to the same bytes), checked as the module docstring says."""
+    if len(raw) > _BLOCK_FIELDS_MAX:
+        return _checked_fields(raw, kind)
+    key = (kind, tuple(raw))
+    known = _BLOCKS.get(key)
+    if known is not None:
+        return list(known)
+    out = _checked_fields(raw, kind)  # a malformed block raises here: never kept
+    for name, value in raw:
+        if len(name) + len(value) > _CACHED_VALUE_MAX:
+            return out
+    if len(_BLOCKS) >= _BLOCKS_MAX:
+        _BLOCKS.clear()
+    _BLOCKS[key] = tuple(out)
+    return out
+
+
+def _checked_fields(raw: list[tuple[bytes, bytes]], kind: int) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     checked = _CHECKED
+    checked_pseudo = _CHECKED_PSEUDO
     pseudo: dict[bytes, bytes] = {}
     regular = False
     host: bytes | None = None
@@ -82,10 +110,17 @@ def received_fields(raw: list[tuple[bytes, bytes]], kind: int) -> list[tuple[str
                 raise MalformedFields(f"duplicate pseudo-header field {name!r}")
             if name not in _PSEUDO[kind]:
                 raise MalformedFields(f"pseudo-header field {name!r} not allowed in this header block")
-            if _BAD_VALUE.search(value) is not None:
-                raise MalformedFields(f"illegal character or surrounding whitespace in {name!r}: {value!r}")
             pseudo[name] = value
-            out.append((name.decode("latin-1"), value.decode("latin-1")))
+            known = checked_pseudo.get(field)
+            if known is None:  # the value's characters, checked once per value
+                if _BAD_VALUE.search(value) is not None:
+                    raise MalformedFields(f"illegal character or surrounding whitespace in {name!r}: {value!r}")
+                known = (name.decode("latin-1"), value.decode("latin-1"))
+                if len(value) <= _CACHED_VALUE_MAX:
+                    if len(checked_pseudo) >= _CHECKED_MAX:
+                        checked_pseudo.clear()
+                    checked_pseudo[field] = known
+            out.append(known)
             continue
         regular = True
         if not name or _BAD_NAME.search(name) is not None:

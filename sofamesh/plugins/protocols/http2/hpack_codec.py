@@ -122,6 +122,7 @@ _SHORT_COOKIE: Final = 20
 _DECODED: dict[bytes, bytes] = {}
 _ENCODED: dict[bytes, bytes] = {}
 _CACHE_MAX: Final = 1024
+_BLOCKS_MAX: Final = 16  # whole blocks an encoder or decoder keeps
 _CACHED_LEN_MAX: Final = 128
 
 
@@ -136,7 +137,7 @@ def _entry_size(name: bytes, value: bytes) -> int:
 class Decoder:
     """The receiving side of one connection's HPACK context."""
 
-    __slots__ = ("_entries", "_max_size", "_size", "max_allowed_size", "max_header_list_size")
+    __slots__ = ("_blocks", "_entries", "_max_size", "_size", "max_allowed_size", "max_header_list_size")
 
     def __init__(self, max_allowed_size: int = DEFAULT_TABLE_SIZE, max_header_list_size: int = 64 * 1024) -> None:
         self._entries: list[tuple[bytes, bytes]] = []  # oldest first
@@ -144,6 +145,9 @@ class Decoder:
         self._max_size = max_allowed_size
         self.max_allowed_size = max_allowed_size  # our SETTINGS_HEADER_TABLE_SIZE: the peer may not exceed it
         self.max_header_list_size = max_header_list_size
+        # Blocks already decoded with the table as it is, and their list size (made on first use,
+        # emptied when the table changes): a peer sends the same block again and again.
+        self._blocks: dict[bytes, tuple[tuple[tuple[bytes, bytes], ...], int]] | None = None
 
     @property
     def table_size(self) -> int:
@@ -158,12 +162,18 @@ class Decoder:
     def decode(self, data: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
         """The fields of one complete header block and the header list size (RFC 9113 6.5.2). When
         that size is over ``max_header_list_size`` the fields stop there and the caller refuses."""
-        fields: list[tuple[bytes, bytes]] = []
         limit = self.max_header_list_size
+        blocks = self._blocks
+        if blocks is not None:
+            known = blocks.get(data)
+            if known is not None and known[1] <= limit:
+                return list(known[0]), known[1]
+        fields: list[tuple[bytes, bytes]] = []
         size = 0
         i = 0
         n = len(data)
         seen_field = False
+        cacheable = True
         while i < n:
             b = data[i]
             if b & 0x80:  # indexed field (6.1)
@@ -176,6 +186,7 @@ class Decoder:
             elif b & 0x40:  # literal with incremental indexing (6.2.1)
                 field, i = self._literal(data, i, 0x3F)
                 self._add(field[0], field[1])
+                cacheable = False  # the table changed: the same bytes would now mean other fields
             elif b & 0x20:  # dynamic table size update (6.3): only before the first field (4.2)
                 if seen_field:
                     raise HpackError("dynamic table size update after a header field")
@@ -185,13 +196,22 @@ class Decoder:
                     raise HpackError(f"dynamic table size update to {new_size} above the {allowed} allowed")
                 self._max_size = new_size
                 self._evict(0)
+                self._blocks = None
+                cacheable = False
                 continue
             else:  # literal without indexing (6.2.2) or never indexed (6.2.3)
+                if b & 0x10:
+                    cacheable = False  # credentials are not kept beyond the block that carries them
                 field, i = self._literal(data, i, 0x0F)
             seen_field = True
             size += len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
             if size <= limit:
                 fields.append(field)
+        if cacheable and size <= limit:
+            blocks = self._blocks
+            if blocks is None or len(blocks) >= _BLOCKS_MAX:
+                blocks = self._blocks = {}
+            blocks[data] = (tuple(fields), size)
         return fields, size
 
     def _lookup(self, index: int) -> tuple[bytes, bytes]:
@@ -214,6 +234,7 @@ class Decoder:
         return (name, value), i
 
     def _add(self, name: bytes, value: bytes) -> None:
+        self._blocks = None  # every dynamic index moves
         size = _entry_size(name, value)
         if size > self._max_size:  # 4.4: an entry larger than the table empties it
             self._entries.clear()
@@ -321,6 +342,7 @@ class Encoder:
     """The sending side of one connection's HPACK context."""
 
     __slots__ = (
+        "_blocks",
         "_entries",
         "_exact",
         "_first_seq",
@@ -344,6 +366,9 @@ class Encoder:
         self._exact: dict[tuple[bytes, bytes], int] = {}  # field -> sequence of its newest entry
         self._names: dict[bytes, int] = {}  # name -> sequence of its newest entry
         self._pending_size = -1  # a size update to signal at the start of the next block
+        # Blocks already encoded with the table as it is (made on first use, emptied when the table
+        # changes): a connection sends the same header lists again and again (gRPC calls, trailers).
+        self._blocks: dict[tuple[tuple[bytes, bytes], ...], bytes] | None = None
 
     def set_max_table_size(self, size: int) -> None:
         """The peer's SETTINGS_HEADER_TABLE_SIZE changed: use at most 4096 bytes of it, and say so
@@ -354,6 +379,7 @@ class Encoder:
         self._max_size = size
         self._evict(0)
         self._pending_size = size
+        self._blocks = None
 
     @property
     def table(self) -> list[tuple[bytes, bytes]]:
@@ -366,8 +392,15 @@ class Encoder:
 
     def encode(self, fields: list[tuple[bytes, bytes]]) -> bytes:
         """One header block for ``fields`` (names already lower case)."""
+        key = tuple(fields)
+        blocks = self._blocks
+        if blocks is not None and self._pending_size < 0:
+            known = blocks.get(key)
+            if known is not None:
+                return known
         out = bytearray()
-        if self._pending_size >= 0:
+        cacheable = self._pending_size < 0  # a block signalling a size update is sent once
+        if not cacheable:
             _put_integer(out, self._pending_size, 5, 0x20)
             self._pending_size = -1
         exact = self._exact
@@ -391,21 +424,30 @@ class Encoder:
                     name_index = self._index_of(seq)
             if name in _NEVER_INDEXED or (name == b"cookie" and len(value) < _SHORT_COOKIE):
                 _put_integer(out, name_index, 4, 0x10)
+                cacheable = False  # credentials are not kept beyond the block that carries them
             elif name in self._not_indexed or _entry_size(name, value) * 4 > self._max_size * 3:
                 _put_integer(out, name_index, 4, 0x00)
             else:
                 _put_integer(out, name_index, 6, 0x40)
-                self._add(name, value)
+                self._add(name, value)  # the table changed: the blocks kept so far are forgotten
+                cacheable = False  # this one added an entry: sent again, it would be an index
             if not name_index:
                 _put_string(out, name, self._huffman)
             _put_string(out, value, self._huffman)
-        return bytes(out)
+        block = bytes(out)
+        if cacheable:
+            blocks = self._blocks
+            if blocks is None or len(blocks) >= _BLOCKS_MAX:
+                blocks = self._blocks = {}
+            blocks[key] = block
+        return block
 
     def _index_of(self, seq: int) -> int:
         newest = self._first_seq + len(self._entries) - 1
         return _STATIC_LEN + 1 + newest - seq
 
     def _add(self, name: bytes, value: bytes) -> None:
+        self._blocks = None  # every dynamic index moves
         size = _entry_size(name, value)
         self._evict(size)
         seq = self._first_seq + len(self._entries)

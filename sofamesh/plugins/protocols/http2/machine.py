@@ -262,11 +262,32 @@ def _u32(data: bytes, i: int) -> int:
     return (data[i] << 24) | (data[i + 1] << 16) | (data[i + 2] << 8) | data[i + 3]
 
 
-def _remember(ids: dict[int, None], sid: int) -> None:
-    """Add ``sid`` to a bounded memory of stream ids (the oldest is forgotten)."""
-    ids[sid] = None
-    if len(ids) > _RESET_MEMORY:
-        del ids[next(iter(ids))]
+class _Recent:
+    """A bounded memory of stream ids: the last ``_RESET_MEMORY`` added (the oldest is forgotten;
+    adding one already there keeps its place). A ring of ids beside a set: forgetting the oldest
+    of an insertion-ordered dict costs a scan over the slots of those deleted before it."""
+
+    __slots__ = ("at", "ids", "ring")
+
+    def __init__(self) -> None:
+        self.ids: set[int] = set()
+        self.ring = [0] * _RESET_MEMORY  # stream ids are > 0: 0 is an empty place
+        self.at = 0
+
+    def add(self, sid: int) -> None:
+        ids = self.ids
+        if sid in ids:
+            return
+        at = self.at
+        old = self.ring[at]
+        if old:
+            ids.discard(old)
+        self.ring[at] = sid
+        self.at = at + 1 if at + 1 < _RESET_MEMORY else 0
+        ids.add(sid)
+
+    def has(self, sid: int) -> bool:
+        return sid in self.ids
 
 
 class Machine:
@@ -338,8 +359,8 @@ class Machine:
         self._peer_active = 0
         self._peer_opened = 0
         self._premature_resets = 0
-        self._reset_by_us: dict[int, None] = {}
-        self._closed_by_peer: dict[int, None] = {}  # recently closed peer streams; others below never opened
+        self._reset_by_us = _Recent()
+        self._closed_by_peer = _Recent()  # recently closed peer streams; others below never opened
         # Header block being assembled (HEADERS then CONTINUATIONs).
         self._block_sid = 0
         self._block = bytearray()
@@ -562,7 +583,7 @@ class Machine:
             self._credit(flow)  # nobody will pass these bytes on
             if st is None and self._is_idle(sid):
                 raise _ConnectionError(PROTOCOL_ERROR, f"DATA on idle stream {sid}")
-            if sid in self._reset_by_us:
+            if self._reset_by_us.has(sid):
                 return
             raise _StreamError(sid, STREAM_CLOSED, f"DATA on closed stream {sid}")
         if flow > st.recv_window:
@@ -643,9 +664,9 @@ class Machine:
         st = self._streams.get(sid)
         if st is None:
             if not self._is_idle(sid):
-                if sid in self._reset_by_us:
+                if self._reset_by_us.has(sid):
                     return
-                if sid in self._closed_by_peer or (sid & 1) == (1 if self.client else 0):
+                if self._closed_by_peer.has(sid) or (sid & 1) == (1 if self.client else 0):
                     raise _ConnectionError(STREAM_CLOSED, f"HEADERS on closed stream {sid}")
                 raise _ConnectionError(PROTOCOL_ERROR, f"HEADERS opening stream {sid} below stream {self._last_peer}")
             if self.client or sid % 2 == 0:
@@ -879,7 +900,7 @@ class Machine:
                 self._local_active -= 1
             else:
                 self._peer_active -= 1
-                _remember(self._closed_by_peer, sid)
+                self._closed_by_peer.add(sid)
         if not st.unacked:
             self._streams.pop(sid, None)
 
@@ -891,7 +912,7 @@ class Machine:
         self._close(sid, st)
 
     def _remember_reset(self, sid: int) -> None:
-        _remember(self._reset_by_us, sid)
+        self._reset_by_us.add(sid)
 
     def _credit(self, nbytes: int) -> None:
         """Give ``nbytes`` back to the connection window, in WINDOW_UPDATEs of half the window."""

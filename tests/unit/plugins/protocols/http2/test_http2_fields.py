@@ -145,3 +145,35 @@ def test_sent_fields_are_lower_case_trimmed_and_keep_credentials_out_of_hpack_ta
     decoded = hpack.Decoder().decode(Encoder().encode(block), raw=True)
     never = [f[0] for f in decoded if isinstance(f, hpack.NeverIndexedHeaderTuple)]
     assert never == [b"authorization", b"cookie"]
+
+
+def test_a_pseudo_header_field_seen_before_is_still_checked_for_its_place_and_block() -> None:
+    from sofamesh.plugins.protocols.http2.fields import REQUEST, RESPONSE, MalformedFields, received_fields
+
+    assert received_fields(GOOD, REQUEST)[:3] == [(":method", "POST"), (":scheme", "http"), (":path", "/a.B/C")]
+    assert received_fields(GOOD, REQUEST) == received_fields(list(GOOD), REQUEST)  # the values are known now
+    with pytest.raises(MalformedFields, match="after a regular field"):
+        received_fields([*GOOD[:2], (b"te", b"trailers"), *GOOD[2:4]], REQUEST)
+    with pytest.raises(MalformedFields, match="duplicate"):
+        received_fields([*GOOD[:4], (b":path", b"/a.B/C")], REQUEST)
+    with pytest.raises(MalformedFields, match="not allowed"):
+        received_fields([(b":status", b"200"), (b":path", b"/a.B/C")], RESPONSE)
+    with pytest.raises(MalformedFields, match="illegal character"):
+        received_fields([(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/a.B/C "), (b":authority", b"x:1")],
+                        REQUEST)
+
+
+def test_a_block_seen_before_is_judged_again_for_another_kind_and_handed_out_as_a_new_list() -> None:
+    from sofamesh.plugins.protocols.http2.fields import REQUEST, TRAILERS, MalformedFields, received_fields
+
+    first = received_fields(GOOD, REQUEST)
+    again = received_fields(list(GOOD), REQUEST)
+    assert again == first and again is not first
+    again.append(("x-added", "by the caller"))
+    assert received_fields(GOOD, REQUEST) == first
+    with pytest.raises(MalformedFields, match="not allowed"):
+        received_fields(GOOD, TRAILERS)
+    regular = [(b"content-type", b"application/grpc")]
+    assert received_fields(regular, TRAILERS) == [("content-type", "application/grpc")]
+    with pytest.raises(MalformedFields, match="without :method"):
+        received_fields(regular, REQUEST)

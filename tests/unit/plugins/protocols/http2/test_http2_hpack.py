@@ -232,3 +232,69 @@ def test_blocks_the_hpack_package_encodes_decode_with_ours_in_order(
     for block in seq:
         assert ours.decode(theirs.encode(block))[0] == block
     assert ours.table == list(theirs.header_table.dynamic_entries)
+
+
+# Blocks kept whole by the encoder and the decoder: what a block means depends on the dynamic table,
+# so one kept from before the table changed must never be sent or read again.
+GRPC_CALL = [
+    (b":method", b"POST"),
+    (b":path", b"/pkg.Echo/Unary"),
+    (b"content-type", b"application/grpc"),
+    (b"te", b"trailers"),
+    (b"grpc-timeout", b"5S"),
+]
+
+
+def test_a_repeated_block_is_the_same_bytes_and_still_decodes_after_the_table_moved() -> None:
+    ours = Encoder()
+    peer = hpack.Decoder()
+    sent = [ours.encode(GRPC_CALL), ours.encode(GRPC_CALL), ours.encode(GRPC_CALL)]
+    assert len(sent[1]) < len(sent[0])  # literals with indexing first, indexes after
+    assert sent[2] == sent[1]
+    sent.append(ours.encode([(b"x-new", b"1")]))  # one entry more: every dynamic index moves by one
+    sent.append(ours.encode(GRPC_CALL))
+    assert sent[4] != sent[1]
+    assert [peer.decode(b, raw=True) for b in sent] == [GRPC_CALL, GRPC_CALL, GRPC_CALL, [(b"x-new", b"1")], GRPC_CALL]
+
+
+def test_the_same_bytes_are_decoded_against_the_table_as_it_is_now() -> None:
+    ours = Decoder()
+    assert ours.decode(h("4003 782d 61 0131"))[0] == [(b"x-a", b"1")]  # literal with indexing: index 62
+    assert ours.decode(h("be"))[0] == [(b"x-a", b"1")]
+    assert ours.decode(h("be"))[0] == [(b"x-a", b"1")]  # kept, read again
+    assert ours.decode(h("4003 782d 62 0132"))[0] == [(b"x-b", b"2")]  # the newest entry is 62 now
+    assert ours.decode(h("be"))[0] == [(b"x-b", b"2")]
+    assert ours.decode(h("bf"))[0] == [(b"x-a", b"1")]
+    assert ours.decode(h("3f e1 1f"))[0] == []  # size update to 4096: still allowed, table kept
+    assert ours.decode(h("20"))[0] == []  # size update to 0: the table is emptied
+    with pytest.raises(HpackError):
+        ours.decode(h("be"))
+
+
+def test_a_decoded_list_handed_out_is_the_callers_own() -> None:
+    ours = Decoder()
+    block = Encoder().encode([(b":status", b"200"), (b"content-type", b"application/grpc")])
+    fields, _size = ours.decode(block)
+    fields.append((b"x-added", b"by the caller"))
+    assert ours.decode(block)[0] == [(b":status", b"200"), (b"content-type", b"application/grpc")]
+
+
+def test_blocks_with_credentials_are_not_kept() -> None:
+    secret = [(b":method", b"GET"), (b"authorization", b"Bearer abc"), (b"cookie", b"short=1")]
+    enc = Encoder()
+    blocks = [enc.encode(secret), enc.encode(secret)]
+    assert blocks[0] == blocks[1]  # never indexed: the same literals each time
+    assert not enc._blocks
+    dec = Decoder()
+    assert dec.decode(blocks[0])[0] == dec.decode(blocks[1])[0] == secret
+    assert not dec._blocks
+
+
+def test_a_kept_block_over_a_lowered_header_list_limit_is_decoded_again_and_cut() -> None:
+    dec = Decoder()
+    block = Encoder().encode(GRPC_CALL)
+    fields, size = dec.decode(block)
+    assert fields == GRPC_CALL
+    dec.max_header_list_size = size - 1
+    cut, again = dec.decode(block)
+    assert again == size and len(cut) < len(GRPC_CALL)
