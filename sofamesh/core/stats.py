@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import Final
 
 LATENCY_BUCKETS_MS: tuple[float, ...] = (0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+
+
+def bucket_of(ms: float) -> int:
+    """The index of ``ms`` among ``LATENCY_BUCKETS_MS`` (the first bound >= ``ms``; the last index,
+    +Inf, past them): what ``bisect_left(LATENCY_BUCKETS_MS, ms)`` gives, as a few comparisons of
+    literal floats (the compiled build compares them unboxed; a call to ``bisect_left`` was 4 % of a
+    proxied Bolt request). A stream looks it up once for all the histograms it records in."""
+    if ms <= 10.0:
+        if ms <= 1.0:
+            return 0 if ms <= 0.5 else 1
+        if ms <= 2.5:
+            return 2
+        return 3 if ms <= 5.0 else 4
+    if ms <= 250.0:
+        if ms <= 25.0:
+            return 5
+        if ms <= 50.0:
+            return 6
+        return 7 if ms <= 100.0 else 8
+    if ms <= 1000.0:
+        return 9 if ms <= 500.0 else 10
+    if ms <= 5000.0:
+        return 11 if ms <= 2500.0 else 12
+    if ms <= 10000.0:
+        return 13
+    return 14 if ms <= 30000.0 else 15
 
 
 class Histogram:
@@ -19,7 +44,13 @@ class Histogram:
         self.sum = 0.0
 
     def record(self, ms: float) -> None:
-        self.buckets[bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
+        self.buckets[bucket_of(ms)] += 1
+        self.count += 1
+        self.sum += ms
+
+    def record_in(self, bucket: int, ms: float) -> None:
+        """``record(ms)`` when ``bucket_of(ms)`` is known already."""
+        self.buckets[bucket] += 1
         self.count += 1
         self.sum += ms
 
@@ -284,5 +315,5 @@ class RpcStats:
                 "latency": self.latency.snapshot()}
 
 
-__all__ = ["LATENCY_BUCKETS_MS", "ClusterStats", "Histogram", "ListenerStats", "RpcStats", "buckets_quantile",
-           "buckets_snapshot"]
+__all__ = ["LATENCY_BUCKETS_MS", "ClusterStats", "Histogram", "ListenerStats", "RpcStats", "bucket_of",
+           "buckets_quantile", "buckets_snapshot"]

@@ -35,8 +35,9 @@ class ServedConnection(Protocol):
 class ListenerRuntime:
     """What one listener serves with. Built from config; replaced (never mutated) on reload."""
 
-    __slots__ = ("clusters", "connections", "draining", "factories", "filters", "limits", "max_connections", "name",
-                 "router", "rpc_stats", "stats", "streams")
+    __slots__ = ("_rpc_last", "_rpc_method", "_rpc_protocol", "_rpc_service", "_rpc_table", "clusters",
+                 "connections", "draining", "factories", "filters", "limits", "max_connections", "name", "router",
+                 "rpc_stats", "stats", "streams")
 
     def __init__(self, name: str, factories: list[CodecFactory], router: Router, filters: FilterChain,
                  clusters: dict[str, Cluster], limits: CodecLimits, stats: ListenerStats | None = None,
@@ -54,6 +55,33 @@ class ListenerRuntime:
         self.connections: set[ServedConnection] = set()
         self.streams = 0  # streams started on this runtime and not finished yet
         self.draining = False
+        # ``rpc_for``'s last answer and the very strings (and table) it was for
+        self._rpc_last: RpcStats | None = None
+        self._rpc_protocol = self._rpc_service = self._rpc_method = ""
+        self._rpc_table: dict[tuple[str, str, str], RpcStats] | None = None
+
+    def rpc_for(self, protocol: str, service: str, method: str) -> RpcStats:
+        """The counters of (``protocol``, ``service``, ``method``) in ``rpc_stats``, made on first use.
+
+        A connection sends the same call again and again, and its codec hands out the same string
+        objects for it (Bolt's header maps and Dubbo's body heads are decoded once per distinct
+        bytes): the last answer is kept and given again when the strings are those very objects,
+        with no key tuple built and hashed per request."""
+        last = self._rpc_last
+        table = self.rpc_stats
+        if (last is not None and service is self._rpc_service and method is self._rpc_method
+                and protocol is self._rpc_protocol and table is self._rpc_table):
+            return last
+        key = (protocol, service, method)
+        s = table.get(key)
+        if s is None:
+            s = table[key] = RpcStats()
+        self._rpc_last = s
+        self._rpc_protocol = protocol
+        self._rpc_service = service
+        self._rpc_method = method
+        self._rpc_table = table
+        return s
 
     def close_filters(self) -> None:
         """This runtime serves nothing any more: let its filters release files and timers."""

@@ -7,7 +7,6 @@ breakers (``Cluster.breaker``)."""
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -18,7 +17,7 @@ from sofamesh.core.proxy.context import StreamContext
 from sofamesh.core.proxy.filter_chain import LocalReply, Verdict
 from sofamesh.core.proxy.retry import ATTEMPT_HEADER, RetryState, with_attempt_count
 from sofamesh.core.proxy.transcode import Call
-from sofamesh.core.stats import LATENCY_BUCKETS_MS, RpcStats
+from sofamesh.core.stats import bucket_of
 from sofamesh.core.upstream.outlier import CONNECT_FAILED, RESET, TIMEOUT
 from sofamesh.core.upstream.pool import MultiplexedConnection
 
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
     from sofamesh.core.proxy.router import Route
     from sofamesh.core.proxy.runtime import ListenerRuntime
     from sofamesh.core.proxy.transcode import JsonReply
+    from sofamesh.core.stats import RpcStats
     from sofamesh.core.upstream.cluster import Cluster
     from sofamesh.core.upstream.pool import ExclusiveConnection
 
@@ -85,14 +85,17 @@ class Stream:
                  "request_done", "resp_end", "resp_q", "response_started", "retry", "route", "rt", "shadow", "status",
                  "timeout_ms", "timer", "tried", "up_id", "upgraded", "upstream")
 
-    def __init__(self, conn: Downstream, head: RequestHead) -> None:
+    def __init__(self, conn: Downstream, head: RequestHead, start: float | None = None) -> None:
+        """``start``: the loop time the request arrived (the connection read the clock already), or
+        None to read it here."""
         self.conn = conn
         self.head = head
         # The runtime (filters, routes, clusters) this stream started on; it finishes on it even if a
         # reload re-points the connection to a new runtime meanwhile.
         rt = self.rt = conn.rt
         rt.streams += 1
-        self.context = StreamContext(rt.name, conn.peer, conn.peer_identity, conn.loop.time())
+        self.context = StreamContext(rt.name, conn.peer, conn.peer_identity,
+                                     conn.loop.time() if start is None else start)
         self.route: Route | None = None
         self.cluster: Cluster | None = None
         self.endpoint: Endpoint | None = None
@@ -106,12 +109,14 @@ class Stream:
         self.upgraded = False  # an HTTP/1.1 Upgrade the upstream took (101): a tunnel, no route timeout
         self.response_started = False
         self.request_done = head.end_stream
-        self.req_q: deque[bytes] = deque()  # request body not yet sent upstream
+        # request body not yet sent upstream; made by the first chunk that has to wait (``_req_queue``)
+        self.req_q: deque[bytes] | None = None
         self.req_q_bytes = 0
         self.req_end: EndOfMessage | None = None
         self.req_end_sent = False
         self.down_paused = False
-        self.resp_q: deque[bytes] = deque()  # response body waiting for the downstream's flow-control window
+        # response body waiting for the downstream's flow-control window; made on first need (``_resp_queue``)
+        self.resp_q: deque[bytes] | None = None
         self.resp_end: EndOfMessage | None = None
         self.tried: tuple[Endpoint, ...] = ()
         self.retry: RetryState | None = None  # made on first need, on a route with a retry_policy
@@ -255,9 +260,10 @@ class Stream:
         if route.mirror is not None:
             self.shadow = route.mirror.send(self.head, self.conn, rt.clusters, head.protocol)
         if policy is not None and not head.oneway:
-            if self.req_q:  # body that came before the route was known: kept for a replay too
+            early = self.req_q
+            if early:  # body that came before the route was known: kept for a replay too
                 rs = self._retry_state()
-                for data in self.req_q:
+                for data in early:
                     rs.keep(data)
             if policy.per_try_timeout:
                 rs = self._retry_state()
@@ -273,6 +279,21 @@ class Stream:
             assert route is not None and route.retry is not None and not self.head.oneway
             rs = self.retry = RetryState(route.retry)
         return rs
+
+    def _req_queue(self) -> deque[bytes]:
+        """The request body queue, made when a first chunk has to wait (an RPC frame never does)."""
+        q = self.req_q
+        if q is None:
+            q = self.req_q = deque()
+        return q
+
+    def _resp_queue(self) -> deque[bytes]:
+        """The response body queue, made when a first chunk has to wait (a streaming downstream's
+        window, a transcoded answer gathering)."""
+        q = self.resp_q
+        if q is None:
+            q = self.resp_q = deque()
+        return q
 
     def _pick_and_send(self) -> None:
         cluster = self.cluster
@@ -317,7 +338,7 @@ class Stream:
             if up.write_gate.blocked and self.conn.read_gate is not None:
                 up.write_gate.hold(self.conn.read_gate)
             return
-        self.req_q.append(chunk.data)
+        self._req_queue().append(chunk.data)
         self.req_q_bytes += len(chunk.data)
         self.flush_request()
 
@@ -338,8 +359,9 @@ class Stream:
         http = self.http_head
         if self.done or route is None or route.transcoder is None or http is None:
             return
-        body = b"".join(self.req_q)
-        self.req_q.clear()
+        gathered = self.req_q
+        body = b"".join(gathered) if gathered else b""
+        self.req_q = None
         self.req_q_bytes = 0
         self.req_end = None
         t = route.timeout_ms
@@ -353,7 +375,7 @@ class Stream:
         if isinstance(built, Call):  # a streamed call (gRPC): its head, then its whole body
             self.head = built.head
             if built.body:
-                self.req_q.append(built.body)
+                self._req_queue().append(built.body)
                 self.req_q_bytes = len(built.body)
             self.req_end = EndOfMessage(None, built.head.request_id)
         else:
@@ -386,7 +408,7 @@ class Stream:
         out = codec.send(ResponseHead(http.protocol, rid, status, status, Headers(fields), end_stream=False))
         if conn.factory.streaming and len(body) > codec.sendable(rid):  # HTTP/2: within the stream's window
             conn.write(out)
-            self.resp_q.append(body)
+            self._resp_queue().append(body)
             self.resp_end = EndOfMessage(None, rid)
             self.flush_response()
             return
@@ -457,8 +479,9 @@ class Stream:
             self.local_reply(ReplyStatus.PAYLOAD_TOO_LARGE, f"request body over {tr.max_body_bytes} bytes")
             return
         conn = self.conn
-        if conn.factory.streaming and self.req_q:  # HTTP/2: the window back for the chunk just kept
-            conn.write(conn.codec.acknowledge(self.head.request_id, len(self.req_q[-1])))
+        kept = self.req_q
+        if conn.factory.streaming and kept:  # HTTP/2: the window back for the chunk just kept
+            conn.write(conn.codec.acknowledge(self.head.request_id, len(kept[-1])))
 
     # -- upstream callbacks ----------------------------------------------------------------------
     def on_upstream_ready(self, conn: ExclusiveConnection) -> None:
@@ -599,7 +622,7 @@ class Stream:
                 if conn.write_gate.blocked and up.read_gate is not None:
                     conn.write_gate.hold(up.read_gate)
             return
-        self.resp_q.append(chunk.data)
+        self._resp_queue().append(chunk.data)
         self.flush_response()
 
     def on_response_end(self, eom: EndOfMessage) -> None:
@@ -611,8 +634,9 @@ class Stream:
             route = self.route
             http = self.http_head
             assert route is not None and route.transcoder is not None and http is not None
-            body = b"".join(self.resp_q)
-            self.resp_q.clear()
+            parts = self.resp_q
+            body = b"".join(parts) if parts else b""
+            self.resp_q = None
             self._answer_json(route.transcoder.response(http, answer, body, eom.trailers), True)
             return
         self.resp_end = eom
@@ -632,12 +656,12 @@ class Stream:
         up = self.upstream
         if up is not None:
             up.write(up.codec.acknowledge(self.up_id, len(chunk.data)))
-        self.resp_q.append(chunk.data)
+        self._resp_queue().append(chunk.data)
         self.answer_bytes += len(chunk.data)
         http = self.http_head
         if tr is not None and http is not None and self.answer_bytes > tr.max_answer_bytes:
             self._detach_upstream()
-            self.resp_q.clear()
+            self.resp_q = None
             self._answer_json(tr.error(http, ReplyStatus.INTERNAL, f"response body over {tr.max_answer_bytes} bytes"),
                               False)
 
@@ -724,7 +748,7 @@ class Stream:
         status in the trailers; plain HTTP/2: RST_STREAM); HTTP/1 can only reset the connection."""
         conn = self.conn
         if conn.factory.streaming:
-            self.resp_q.clear()
+            self.resp_q = None
             conn.write(conn.codec.local_reply(self.head, status, message))
             self._finish()
             return
@@ -925,8 +949,9 @@ class Stream:
         rt = self.rt
         rt.streams -= 1
         ms = (conn.loop.time() - self.context.start) * 1000.0
+        bucket = bucket_of(ms)  # one lookup for every histogram below
         stats = rt.stats
-        stats.latency.record(ms)
+        stats.latency.record_in(bucket, ms)
         hs = self.http_status or 200
         stats.record_status(hs)
         cluster = self.cluster
@@ -934,7 +959,7 @@ class Stream:
             cluster.stats.upstream_rq_active -= 1
             cluster.stats.record_status(hs)
             if upstream_complete:
-                cluster.stats.upstream_rq_time[bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
+                cluster.stats.upstream_rq_time[bucket] += 1
             if self.endpoint is not None:
                 self.endpoint.active_rq -= 1
             rs = self.retry
@@ -948,7 +973,7 @@ class Stream:
             rpc.requests += 1
             statuses = rpc.statuses
             statuses[self.status] = statuses.get(self.status, 0) + 1
-            rpc.latency.record(ms)
+            rpc.latency.record_in(bucket, ms)
         hooks = rt.filters.done_hooks
         if hooks:
             for hook in hooks:
@@ -963,12 +988,7 @@ class Stream:
         head = self.head
         if head.raw is None and head.protocol != "http2":
             return None
-        key = (head.protocol, head.service, head.method)
-        table = self.rt.rpc_stats
-        s = table.get(key)
-        if s is None:
-            s = table[key] = RpcStats()
-        return s
+        return self.rt.rpc_for(head.protocol, head.service, head.method)
 
 
 def _answering(head: ResponseHead, request_id: int) -> ResponseHead:

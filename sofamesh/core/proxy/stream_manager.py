@@ -324,11 +324,11 @@ class DownstreamConnection(Connection):
                     self.close()
 
     def _request(self, ev: RequestHead) -> None:
-        self.last_active = self.loop.time()
+        now = self.last_active = self.loop.time()
         stats = self.rt.stats
         stats.downstream_rq_total += 1
         stats.downstream_rq_active += 1
-        s = Stream(self, ev)
+        s = Stream(self, ev, now)
         if self.multiplexed:
             self.streams[ev.request_id] = s
         else:

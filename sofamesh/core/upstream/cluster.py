@@ -148,7 +148,12 @@ class Cluster:
             eps = self.endpoints
             if not eps:
                 return None
-            return self.lb.choose(eps) if hash is None else self.lb.choose(eps, hash)
+            lb = self.lb
+            if hash is None:
+                if len(eps) == 1 and lb.picks_sole_endpoint:
+                    return eps[0]
+                return lb.choose(eps)
+            return lb.choose(eps, hash)
         if plan is None:
             cands: list[Endpoint] = self.endpoints
         else:

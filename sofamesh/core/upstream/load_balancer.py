@@ -27,6 +27,13 @@ class LoadBalancer(ABC):
     """True for balancers that choose by the request's hash: ``choose`` then gets ``hash`` (None when
     the route has no hash policy or the policy found nothing to hash, as Envoy picks at random then)."""
 
+    picks_sole_endpoint: ClassVar[bool] = False
+    """True for balancers whose ``choose`` of a single endpoint returns it and changes nothing (no
+    refusal, no state): a cluster with one endpoint to choose from (most sidecar clusters) then takes
+    it without calling ``choose``. False by default: a balancer that may refuse keeps being asked.
+
+    .. versionadded:: 0.7"""
+
     @abstractmethod
     def choose(self, endpoints: Sequence[Endpoint], hash: int | None = None) -> Endpoint | None:
         """One of ``endpoints`` (never empty when called), or None to refuse. ``hash`` is given only

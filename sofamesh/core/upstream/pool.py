@@ -103,10 +103,13 @@ class PooledStream(Protocol):
     up_id: int
     head_sent: bool
     done: bool
-    req_q: deque[bytes]
     req_end: EndOfMessage | None
     req_end_sent: bool
 
+    @property
+    def req_q(self) -> deque[bytes] | None:
+        """Request body not yet sent upstream (None or empty: none)."""
+        ...
     @property
     def conn(self) -> Downstream: ...
 
@@ -319,9 +322,13 @@ class MultiplexedConnection(UpstreamConnection):
     def cancel(self, up_id: int) -> None:
         self.inflight.pop(up_id, None)
 
-    def on_event(self, ev: object) -> None:
+    def data_received(self, data: bytes) -> None:
+        # Anything the upstream sends proves it is alive: marked once per read, not per response.
         self.last_rx = self.loop.time()
-        self.heartbeat_outstanding = False  # anything the upstream sends proves it is alive
+        self.heartbeat_outstanding = False
+        UpstreamConnection.data_received(self, data)
+
+    def on_event(self, ev: object) -> None:
         t = type(ev)
         if t is ResponseHead:
             s = self.inflight.pop(ev.request_id, None)  # type: ignore[attr-defined]
@@ -407,8 +414,6 @@ class StreamingConnection(MultiplexedConnection):
         return len(self.inflight) + len(self.pending) >= limit
 
     def on_event(self, ev: object) -> None:
-        self.last_rx = self.loop.time()
-        self.heartbeat_outstanding = False
         t = type(ev)
         inflight = self.inflight
         if t is BodyChunk:

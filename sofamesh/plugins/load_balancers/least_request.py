@@ -69,6 +69,7 @@ class _Schedule:
 
 class LeastRequest(LoadBalancer):
     __slots__ = ("_bias", "_choices", "_rng", "_schedules", "_slow")
+    picks_sole_endpoint = True  # ``choose`` of one endpoint returns it, touching nothing
 
     def __init__(self, config: LeastRequestConfig) -> None:
         self._choices = config.choice_count

@@ -13,6 +13,7 @@ from sofamesh.core.upstream.load_balancer import LoadBalancer, LoadBalancerFacto
 
 class RandomBalancer(LoadBalancer):
     __slots__ = ("_rng",)
+    picks_sole_endpoint = True  # ``choose`` of one endpoint returns it, touching nothing
 
     def __init__(self) -> None:
         self._rng = _random.Random()

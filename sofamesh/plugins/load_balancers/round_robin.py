@@ -25,6 +25,7 @@ class RoundRobinConfig(BaseModel):
 
 class RoundRobin(LoadBalancer):
     __slots__ = ("_current", "_next", "_slow")
+    picks_sole_endpoint = True  # ``choose`` of one endpoint returns it, touching nothing
 
     def __init__(self, config: RoundRobinConfig | None = None) -> None:
         self._next = 0

@@ -251,6 +251,9 @@ class BoltCodec(Codec):
         # this side's rows of the state table, keyed by plain ints (hashing the Role enum is slow)
         self._kinds = {t << _KIND_KEY_SHIFT | c: k for (r, t, c), k in RECEIVABLE.items() if r is role}
         self._answerable_role = role is Role.SERVER
+        # the last header-map block this connection sent and its decoding: a client repeats its block
+        self._last_block = b""
+        self._last_info = _NO_HEADERS
 
     # -- receiving --------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -296,7 +299,10 @@ class BoltCodec(Codec):
             if proto == PROTO_V1:
                 _, _, cmdcode, ver2, rid, codec, status_or_timeout, class_len, header_len, content_len = \
                     layout.unpack_from(data, pos)
-                framing = _FRAMINGS.get((1, 1, 0, codec, ver2)) or _framing(1, 1, 0, codec, ver2)
+                framing = self._framing  # the connection's previous framing, nearly always this one's
+                if not (framing.codec == codec and framing.ver2 == ver2 and framing.proto == 1
+                        and framing.ver1 == 1 and framing.switch == 0):
+                    framing = _framing(1, 1, 0, codec, ver2)
                 crc_len = 0  # v1 has no CRC
             else:
                 (_, ver1, _, cmdcode, ver2, rid, codec, switch, status_or_timeout,
@@ -333,11 +339,18 @@ class BoltCodec(Codec):
             hstart = hlen + class_len
             hend = hstart + header_len
             if header_len:
-                try:
-                    info = _header_info(frame[hstart:hend])
-                except ValueError as bad:
-                    raise self._error_for(f"bolt: bad header map: {bad}", 400, rid, framing,
-                                          self._answerable(type_, cmdcode)) from None
+                last = self._last_block
+                if header_len == len(last) and frame.startswith(last, hstart):
+                    info = self._last_info  # the connection's previous block again: compared, not sliced and hashed
+                else:
+                    block = frame[hstart:hend]
+                    try:
+                        info = _header_info(block)
+                    except ValueError as bad:
+                        raise self._error_for(f"bolt: bad header map: {bad}", 400, rid, framing,
+                                              self._answerable(type_, cmdcode)) from None
+                    self._last_block = block
+                    self._last_info = info
                 headers = info.headers
             else:
                 info = _NO_HEADERS

@@ -57,3 +57,28 @@ def test_each_loop_gets_its_own_wheel() -> None:
     finally:
         one.close()
         two.close()
+
+
+def test_deadlines_armed_across_ticks_and_cancelled_out_of_order_fire_exactly_once_each() -> None:
+    # The wheel remembers the slot armed last; arming in other ticks, cancelling in an older one and
+    # arming again after a tick fired must each reach the right slot.
+    async def main() -> tuple[list[list[float]], list[float]]:
+        loop = asyncio.get_running_loop()
+        wheel = DeadlineWheel(loop)
+        owners = [Owner(loop) for _ in range(6)]
+        now = loop.time()
+        deadlines = [now + 0.02, now + 0.02, now + 0.05, now + 0.02, now + 0.05, now + 0.08]
+        keys = [wheel.arm(o, d) for o, d in zip(owners, deadlines, strict=True)]
+        wheel.cancel(owners[1], keys[1])  # an older tick than the one armed last
+        wheel.cancel(owners[4], keys[4])
+        await asyncio.sleep(0.03 + 2 * TICK_S)  # the first tick fired
+        late = Owner(loop)
+        again = loop.time() + 0.02
+        wheel.cancel(late, wheel.arm(late, again))
+        wheel.arm(late, again)
+        await asyncio.sleep(0.08 + 3 * TICK_S)
+        return [o.fired_at for o in owners], [again, *late.fired_at]
+
+    fired, late = asyncio.run(asyncio.wait_for(main(), 5))
+    assert [len(f) for f in fired] == [1, 0, 1, 1, 0, 1]
+    assert len(late) == 2 and late[1] >= late[0]

@@ -167,3 +167,40 @@ def test_check_config_names_a_balancers_bad_setting_at_its_path() -> None:
     assert [str(e) for e in errors] == [
         "clusters[0].lb_config.table_size: maglev: table_size 4 is not a prime number",
         "clusters[1].lb_config.choise_count: least_request: Extra inputs are not permitted"]
+
+
+def test_a_cluster_of_one_endpoint_asks_only_balancers_that_might_refuse_it() -> None:
+    import asyncio
+    from collections.abc import Sequence
+
+    from sofamesh.core.config.model import ClusterConfig
+    from sofamesh.core.upstream.cluster import Cluster
+    from sofamesh.core.upstream.load_balancer import LoadBalancer
+
+    class Refusing(LoadBalancer):
+        """A third-party balancer that may refuse even a sole endpoint (it does not say otherwise)."""
+
+        def __init__(self) -> None:
+            self.asked = 0
+
+        def choose(self, endpoints: Sequence[Endpoint], hash: int | None = None) -> Endpoint | None:
+            self.asked += 1
+            return None
+
+    loop = asyncio.new_event_loop()
+    try:
+        cfg = ClusterConfig(name="c", endpoints=["10.0.0.1:80"])  # type: ignore[list-item]
+        refusing = Refusing()
+        assert Cluster(cfg, refusing, None, loop).choose() is None and refusing.asked == 1
+        for factory in (RoundRobinFactory(), RandomFactory(), LeastRequestFactory()):
+            lb = factory.create()
+            assert lb.picks_sole_endpoint
+            c = Cluster(cfg, lb, None, loop)
+            assert c.choose() is c.endpoints[0]
+            assert lb.choose(c.endpoints) is c.endpoints[0]  # what the call would have given
+        two = Cluster(ClusterConfig(name="c", endpoints=["10.0.0.1:80", "10.0.0.2:80"]),  # type: ignore[list-item]
+                      RoundRobinFactory().create(), None, loop)
+        assert {two.choose().address for _ in range(4)} == {"10.0.0.1:80", "10.0.0.2:80"}  # type: ignore[union-attr]
+        assert not RingHashFactory().create().picks_sole_endpoint and not MaglevFactory().create().picks_sole_endpoint
+    finally:
+        loop.close()

@@ -159,6 +159,22 @@ def test_the_header_map_keeps_empty_values_and_leaves_out_null_ones() -> None:
     assert head.timeout_ms is None
 
 
+def test_header_maps_of_equal_length_alternating_on_one_connection_each_decode_as_sent() -> None:
+    # A connection's last header map is reused when the next frame carries the same bytes; maps of
+    # the same length that differ (here by one letter of the service) must still decode as sent.
+    blocks = [encode_header_map([("service", f"com.acme.Svc{c}:1.0"), ("sofa_head_method_name", "echo")])
+              for c in "ABA"]
+    assert len({len(b) for b in blocks}) == 1
+    frames = b"".join(encode_request(i + 1, header=b) for i, b in enumerate(blocks))
+    frames += encode_request(4, header=encode_header_map([("service", "com.acme.SvcB:1.0")]))
+    frames += encode_request(5)
+    heads = decode(Role.SERVER, frames)
+    assert [(h.request_id, h.service, h.method) for h in heads if isinstance(h, RequestHead)] == [
+        (1, "com.acme.SvcA:1.0", "echo"), (2, "com.acme.SvcB:1.0", "echo"), (3, "com.acme.SvcA:1.0", "echo"),
+        (4, "com.acme.SvcB:1.0", ""), (5, "", "")]
+    assert [len(h.headers) for h in heads if isinstance(h, RequestHead)] == [2, 2, 2, 1, 0]
+
+
 def test_sofa_head_target_service_wins_over_service() -> None:
     header = encode_header_map([("service", "a.B:1.0"), ("sofa_head_target_service", "c.D:2.0")])
     head = only(Role.SERVER, encode_request(1, header=header))
