@@ -175,16 +175,21 @@ class ResponseHead:
         self.meta = meta
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class BodyChunk:
-    """Body bytes of a streaming message, in order. Never empty."""
+    """Body bytes of a streaming message, in order. Never empty.
+
+    Built for every body an HTTP message carries: its own ``__init__``, as the heads' (the one
+    ``dataclass`` writes for a frozen class runs interpreted even in the compiled build)."""
 
     data: bytes
     stream_id: int = 0
 
-    def __post_init__(self) -> None:
-        if not self.data:
+    def __init__(self, data: bytes, stream_id: int = 0) -> None:
+        if not data:
             raise ValueError("BodyChunk.data must not be empty")
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "stream_id", stream_id)
 
 
 @dataclass(frozen=True, slots=True)
