@@ -63,18 +63,19 @@ def test_every_module_setup_py_compiles_is_a_c_extension_in_the_compiled_venv() 
 def test_request_and_response_heads_are_built_by_compiled_code() -> None:
     """A dataclass's generated ``__init__`` stays interpreted under mypyc (the decorator writes it at
     import); the two heads and the two body events every request builds have their own, compiled
-    with the class."""
+    with the class, and so does the HTTP/1 codec's per-request ``Http1Meta``."""
     python = compiled_python()
     code = ("import json; from sofamesh.core.events import BodyChunk, EndOfMessage, RequestHead, ResponseHead\n"
+            "from sofamesh.plugins.protocols.http1.codec import Http1Meta\n"
             "print(json.dumps({c.__name__: [type(c.__init__).__name__, getattr(getattr(c.__init__, '__code__', None),"
-            " 'co_filename', None)] for c in (RequestHead, ResponseHead, BodyChunk, EndOfMessage)}))")
+            " 'co_filename', None)] for c in (RequestHead, ResponseHead, BodyChunk, EndOfMessage, Http1Meta)}))")
     out = subprocess.run([python, "-P", "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO,
                          check=False)
     assert out.returncode == 0, out.stderr
     inits = json.loads(out.stdout)
     compiled = ["wrapper_descriptor", None]
     assert inits == {"RequestHead": compiled, "ResponseHead": compiled, "BodyChunk": compiled,
-                     "EndOfMessage": compiled}, inits
+                     "EndOfMessage": compiled, "Http1Meta": compiled}, inits
 
 
 def loaded_extensions(pid: int) -> set[str]:

@@ -44,19 +44,26 @@ _METHOD_PREFIXES = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS 
                     b"CONNECT ")
 
 
-@dataclass(slots=True, unsafe_hash=True)
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class Http1Meta:
     """What the codec must remember about a request to answer it correctly. Never changed once
     built (not frozen only because a frozen dataclass costs 3x as much to build, once per request;
-    hashable by value as before, so heads that carry it stay hashable)."""
+    hashable by value as before, so heads that carry it stay hashable). Its own ``__init__``, as
+    ``RequestHead``'s: the one ``dataclass`` writes stays interpreted code in the compiled build."""
 
     version: str  # "1.0" / "1.1"
     method: str
     keep_alive: bool
     upgrade: str = ""  # an allowed Upgrade (``websocket``): after a 101 the connection is a tunnel
 
+    def __init__(self, version: str, method: str, keep_alive: bool, upgrade: str = "") -> None:
+        self.version = version
+        self.method = method
+        self.keep_alive = keep_alive
+        self.upgrade = upgrade
 
-_END = EndOfMessage()  # frozen: one instance serves every message without trailers
+
+_END = EndOfMessage()  # immutable by contract: one instance serves every message without trailers
 _ANSWERED = Http1Meta("1.1", "GET", True)  # a response with no request pending
 _REQUESTED = {m: Http1Meta("1.1", m, True) for m in _METHODS.values()}  # what a client codec remembers per request
 
