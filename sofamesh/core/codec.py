@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from mypy_extensions import mypyc_attr
 
-from sofamesh.core.events import Heartbeat, ResponseHead
+from sofamesh.core.events import BodyChunk, EndOfMessage, Heartbeat, ResponseHead
 
 if TYPE_CHECKING:
     from sofamesh.core.events import Event, RequestHead, _NeedData
@@ -234,6 +234,25 @@ class Codec(ABC):
     @abstractmethod
     def send(self, event: Event) -> bytes:
         """Encode an event for the wire. For framed RPC heads with ``raw`` set, returns ``raw``."""
+
+    def send_last(self, chunk: BodyChunk) -> bytes:
+        """Encode a body's last chunk and its end (an ``EndOfMessage`` without trailers) together:
+        what ``send(chunk)`` then ``send(EndOfMessage(None, chunk.stream_id))`` would send, which is
+        the default. HTTP/2 sends one DATA frame with END_STREAM instead of an empty one after it.
+
+        .. versionadded:: 0.6
+        """
+        return self.send(chunk) + self.send(EndOfMessage(None, chunk.stream_id))
+
+    def end_follows(self, stream_id: int) -> bool:
+        """Whether the event ``next_event()`` returns next is ``stream_id``'s ``EndOfMessage``
+        without trailers, already decoded (HTTP/2: the DATA frame just read carried END_STREAM).
+        The kernel then holds the chunk it was given until that end and sends both with
+        ``send_last``. The default (False) sends every chunk as it comes.
+
+        .. versionadded:: 0.6
+        """
+        return False
 
     def data_to_send(self) -> bytes:
         """Bytes the codec itself must write (HTTP/1 ``100 Continue``, HTTP/2 SETTINGS/PING acks and

@@ -340,6 +340,8 @@ class Stream:
             return
         self._req_queue().append(chunk.data)
         self.req_q_bytes += len(chunk.data)
+        if self.head_sent and self.conn.factory.streaming and self.conn.codec.end_follows(chunk.stream_id):
+            return  # the request's end is decoded already: on_request_end sends the chunk with it
         self.flush_request()
 
     def on_request_end(self, eom: EndOfMessage) -> None:
@@ -412,7 +414,7 @@ class Stream:
             self.resp_end = EndOfMessage(None, rid)
             self.flush_response()
             return
-        conn.write(out + codec.send(BodyChunk(body, rid)) + codec.send(EndOfMessage(None, rid)))
+        conn.write(out + codec.send_last(BodyChunk(body, rid)))
         self._finish(upstream_complete)
 
     def flush_request(self) -> None:
@@ -434,6 +436,7 @@ class Stream:
         q = self.req_q
         out: list[bytes] = []
         sent = 0
+        ended = False
         while q:
             data = q[0]
             if streaming_up:
@@ -447,14 +450,19 @@ class Stream:
                     q.popleft()
             else:
                 q.popleft()
-            out.append(codec.send(BodyChunk(data, sid)))
+            end = self.req_end
+            if not q and end is not None and not end.trailers and not self.req_end_sent:
+                self.req_end_sent = ended = True
+                out.append(codec.send_last(BodyChunk(data, sid)))  # HTTP/2: END_STREAM on this DATA
+            else:
+                out.append(codec.send(BodyChunk(data, sid)))
             sent += len(data)
         self.req_q_bytes -= sent
         if not q and self.req_end is not None and not self.req_end_sent:
-            self.req_end_sent = True
+            self.req_end_sent = ended = True
             out.append(codec.send(EndOfMessage(self.req_end.trailers, sid)))
-            if not streaming_up and not self.factory.multiplexed:  # type: ignore[union-attr]
-                up.request_done = True  # type: ignore[union-attr]
+        if ended and not streaming_up and not self.factory.multiplexed:  # type: ignore[union-attr]
+            up.request_done = True  # type: ignore[union-attr]
         if out:
             up.write(b"".join(out))
         if sent and conn.factory.streaming and self.http_head is None:  # a transcoded body was given back
@@ -623,6 +631,8 @@ class Stream:
                     conn.write_gate.hold(up.read_gate)
             return
         self._resp_queue().append(chunk.data)
+        if up is not None and up.codec.end_follows(chunk.stream_id):
+            return  # the response's end is decoded already: on_response_end sends the chunk with it
         self.flush_response()
 
     def on_response_end(self, eom: EndOfMessage) -> None:
@@ -676,6 +686,7 @@ class Stream:
         q = self.resp_q
         out: list[bytes] = []
         sent = 0
+        ended = False
         while q:
             room = codec.sendable(sid)
             if room <= 0:
@@ -686,7 +697,12 @@ class Stream:
                 data = data[:room]
             else:
                 q.popleft()
-            out.append(codec.send(BodyChunk(data, sid)))
+            end = self.resp_end
+            if not q and end is not None and not end.trailers:
+                ended = True
+                out.append(codec.send_last(BodyChunk(data, sid)))  # HTTP/2: END_STREAM on this DATA
+            else:
+                out.append(codec.send(BodyChunk(data, sid)))
             sent += len(data)
         if out:
             conn.write(b"".join(out))
@@ -696,7 +712,8 @@ class Stream:
             if acked:
                 up.write(acked)
         if not q and self.resp_end is not None:
-            conn.write(codec.send(EndOfMessage(self.resp_end.trailers, sid)))
+            if not ended:
+                conn.write(codec.send(EndOfMessage(self.resp_end.trailers, sid)))
             self._finish(True)
 
     def on_upstream_reset(self, reason: str, refused: bool = False) -> None:
@@ -887,8 +904,7 @@ class Stream:
         self.http_status = head.http_status
         out = [codec.send(head)]
         if body:
-            out.append(codec.send(BodyChunk(body, head.request_id)))
-            out.append(codec.send(EndOfMessage(None, head.request_id)))
+            out.append(codec.send_last(BodyChunk(body, head.request_id)))
         conn.write(b"".join(out))
         self._finish()
 

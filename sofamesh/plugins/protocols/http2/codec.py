@@ -529,14 +529,36 @@ class Http2Codec(Codec):
         if head.end_stream:
             self._local_end(sid)
 
-    def _send_body(self, sid: int, data: bytes) -> None:
+    def _send_body(self, sid: int, data: bytes, last: bool = False) -> None:
         room = self.sendable(sid)
         if len(data) > room:
             raise LocalProtocolError(
                 f"http2: {len(data)} bytes on stream {sid} exceed its send window of {room}; "
                 "send sendable() bytes and wait for WindowOpened"
             )
-        self._machine.send_data(sid, data)  # split into frames of the peer's size by the machine
+        self._machine.send_data(sid, data, last)  # split into frames of the peer's size by the machine
+
+    def send_last(self, chunk: BodyChunk) -> bytes:
+        """The body's last chunk with END_STREAM on its (last) DATA frame: no empty DATA after it."""
+        sid = chunk.stream_id
+        try:
+            self._send_body(sid, chunk.data, True)
+            self._local_end(sid)
+        except machine.StreamClosedError as closed:
+            if sid in self._streams:
+                raise LocalProtocolError(f"http2: cannot send BodyChunk: {closed}") from closed
+            # The peer reset the stream and its StreamReset is on the way to the kernel: drop quietly.
+        except machine.UsageError as exc:
+            raise LocalProtocolError(f"http2: cannot send BodyChunk: {exc}") from exc
+        return self._machine.data_to_send()
+
+    def end_follows(self, stream_id: int) -> bool:
+        """The DATA frame of ``stream_id`` just returned carried END_STREAM (no trailers)."""
+        events = self._events
+        if not events:
+            return False
+        ev = events[0]
+        return isinstance(ev, EndOfMessage) and ev.stream_id == stream_id and not ev.trailers
 
     def _send_end(self, end: EndOfMessage) -> None:
         sid = end.stream_id

@@ -158,6 +158,22 @@ def test_response_without_length_is_chunked_for_http11_and_close_delimited_for_h
     assert not c10.keep_alive
 
 
+def test_send_last_is_the_chunk_then_its_end_and_no_end_is_announced_early() -> None:
+    head = ResponseHead(protocol="http1", status=200, end_stream=False)
+    apart = _served(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    together = _served(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert apart.send(head) == together.send(head)
+    out = together.send_last(BodyChunk(b"abc"))
+    assert out == apart.send(BodyChunk(b"abc")) + apart.send(EndOfMessage()) == b"3\r\nabc\r\n0\r\n\r\n"
+    c = Http1Codec(Role.SERVER, CodecLimits())
+    c.receive_data(REQUESTS[1])
+    kinds = []
+    while (ev := c.next_event()) is not NEED_DATA:
+        kinds.append(type(ev))
+        assert not c.end_follows(0), ev  # HTTP/1 hands every chunk on as it comes
+    assert kinds == [RequestHead, BodyChunk, EndOfMessage]
+
+
 def test_connection_close_request_makes_the_codec_close_after_the_response() -> None:
     c = _served(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     out = c.send(ResponseHead(protocol="http1", status=204))

@@ -552,6 +552,53 @@ def test_client_role_opens_a_grpc_stream_and_decodes_response_and_trailers() -> 
     assert events[2] == EndOfMessage(trailers=Headers([("grpc-status", "0")]), stream_id=sid)
 
 
+def test_end_follows_only_a_chunk_whose_data_frame_carried_end_stream() -> None:
+    codec, peer = connect()
+    peer.conn.send_headers(1, grpc_request_headers())
+    peer.conn.send_data(1, grpc_message(b"a"), end_stream=True)  # DATA(END_STREAM)
+    peer.conn.send_headers(3, grpc_request_headers())
+    peer.conn.send_data(3, grpc_message(b"b"))
+    peer.conn.send_headers(3, [("x-checksum", "abc")], end_stream=True)  # trailers end it
+    codec.receive_data(peer.out())
+    seen: list[tuple[str, bool]] = []
+    for _ in range(10):
+        ev = codec.next_event()
+        if ev is NEED_DATA:
+            break
+        if isinstance(ev, BodyChunk):
+            seen.append((ev.data.decode()[-1], codec.end_follows(ev.stream_id)))
+            assert not codec.end_follows(ev.stream_id + 2)  # another stream's end is not this one's
+    assert seen == [("a", True), ("b", False)]
+    assert not codec.end_follows(1)  # nothing decoded
+
+
+def test_send_last_puts_end_stream_on_the_last_data_frame_and_ends_the_stream() -> None:
+    codec, server = connect(Role.CLIENT, peer_settings={"max_frame_size": 16384})
+    sid = codec.new_stream_id()
+    up = codec.send(RequestHead("http2", request_id=sid, service="echo.local", method="POST", path=GRPC_PATH,
+                                headers=Headers(grpc_request_headers()), end_stream=False))
+    body = grpc_message(b"x" * 20000)  # two DATA frames at the peer's 16384
+    up += codec.send_last(BodyChunk(body, stream_id=sid))
+    frames: list[tuple[int, int, int]] = []
+    at = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") if up.startswith(b"PRI") else 0
+    while at < len(up):
+        length = int.from_bytes(up[at : at + 3], "big")
+        frames.append((up[at + 3], up[at + 4], length))
+        at += 9 + length
+    data = [(flags, length) for ftype, flags, length in frames if ftype == 0x0]
+    assert data == [(0, 16384), (0x1, len(body) - 16384)]  # END_STREAM on the last, no empty DATA
+    got = server.feed(up)
+    assert b"".join(e.data for e in got if isinstance(e, h2.events.DataReceived)) == body
+    assert any(isinstance(e, h2.events.StreamEnded) for e in got)
+    with pytest.raises(LocalProtocolError):
+        codec.send(BodyChunk(b"more", stream_id=sid))  # the stream is closed for sending
+    sid = codec.new_stream_id()
+    codec.send(RequestHead("http2", request_id=sid, service="echo.local", method="POST", path=GRPC_PATH,
+                           headers=Headers(grpc_request_headers()), end_stream=False))
+    with pytest.raises(LocalProtocolError, match="send window"):
+        codec.send_last(BodyChunk(b"x" * 70000, stream_id=sid))  # over the peer's 65535
+
+
 def test_client_role_maps_a_trailers_only_grpc_error_to_its_http_status() -> None:
     codec, server = connect(Role.CLIENT)
     sid = codec.new_stream_id()
