@@ -49,7 +49,6 @@ Oneway requests get no reply: ``local_reply`` returns ``b""`` for them, and so d
 
 from __future__ import annotations
 
-import struct
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from sofamesh.core.buffer import FrameBuffer
@@ -98,7 +97,6 @@ __all__ = ["PROTOCOL", "DubboCodec", "DubboCodecFactory"]
 PROTOCOL: Final = "dubbo"
 
 _MAX_ID: Final = (1 << 64) - 1
-_U64: Final = struct.Struct(">Q")
 _RECENT_HEADS: Final = 8  # body heads remembered per connection (see ``DubboCodec._body_head``)
 
 _REPLY: Final[dict[ReplyStatus, tuple[int, str]]] = {
@@ -353,7 +351,7 @@ class DubboCodec(Codec):
             raise LocalProtocolError("dubbo: rewrite_request_id needs a whole Dubbo frame")
         if not 0 <= new_id <= _MAX_ID:
             raise LocalProtocolError(f"dubbo: request id {new_id} does not fit 64 bits")
-        return frame[:4] + _U64.pack(new_id) + frame[12:]
+        return frame[:4] + new_id.to_bytes(8, "big") + frame[12:]  # to_bytes: a compiled primitive
 
     def heartbeat(self, request_id: int) -> bytes:
         return heartbeat_frame(request_id)

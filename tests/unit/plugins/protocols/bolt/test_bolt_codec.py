@@ -224,9 +224,17 @@ def test_rewriting_the_request_id_keeps_the_frame_valid(name: str) -> None:
         assert isinstance(resp, ResponseHead) and resp.request_id == new_id
 
 
-def test_a_request_id_wider_than_32_bits_cannot_be_written() -> None:
+@pytest.mark.parametrize("new_id", [0, 1, 0x01020304, 0xFFFFFFFF])
+def test_rewriting_a_v1_request_id_changes_only_its_four_bytes(new_id: int) -> None:
+    out = BoltCodec(Role.CLIENT, CodecLimits()).rewrite_request_id(NODE_V1_REQUEST, new_id)
+    assert out[:5] == NODE_V1_REQUEST[:5] and out[9:] == NODE_V1_REQUEST[9:]
+    assert out[5:9] == bytes(((new_id >> 24) & 255, (new_id >> 16) & 255, (new_id >> 8) & 255, new_id & 255))
+
+
+@pytest.mark.parametrize("new_id", [1 << 32, -1])
+def test_a_request_id_outside_32_bits_cannot_be_written(new_id: int) -> None:
     with pytest.raises(LocalProtocolError, match="32 bits"):
-        BoltCodec(Role.CLIENT, CodecLimits()).rewrite_request_id(NODE_V1_REQUEST, 1 << 32)
+        BoltCodec(Role.CLIENT, CodecLimits()).rewrite_request_id(NODE_V1_REQUEST, new_id)
 
 
 EXPECTED_STATUS = {

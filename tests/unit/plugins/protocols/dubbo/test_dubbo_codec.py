@@ -179,6 +179,8 @@ def test_request_id_rewrite_changes_only_the_id(new_id: int) -> None:
     with pytest.raises(LocalProtocolError):
         codec.rewrite_request_id(REQ_GREET, 2**64)
     with pytest.raises(LocalProtocolError):
+        codec.rewrite_request_id(REQ_GREET, -1)
+    with pytest.raises(LocalProtocolError):
         codec.rewrite_request_id(b"\x01\x02", 1)
 
 
