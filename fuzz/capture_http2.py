@@ -145,6 +145,7 @@ def _start_hypercorn() -> tuple[subprocess.Popen[bytes], int]:
         except OSError:
             time.sleep(0.1)
     proc.kill()
+    proc.wait(5)
     raise SystemExit("hypercorn did not start")
 
 
@@ -160,15 +161,18 @@ def _start_grpc() -> tuple[subprocess.Popen[bytes], int]:
     sel.register(proc.stdout, selectors.EVENT_READ)
     seen = b""
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and sel.select(max(0.0, deadline - time.monotonic())):
-        chunk = os.read(proc.stdout.fileno(), 65536)
-        if not chunk:
-            break
-        seen += chunk
-        for line in seen.splitlines():
-            if line.startswith(b"READY "):
-                return proc, int(line.split()[1])
+    with sel:
+        while time.monotonic() < deadline and sel.select(max(0.0, deadline - time.monotonic())):
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            seen += chunk
+            for line in seen.splitlines():
+                if line.startswith(b"READY "):
+                    return proc, int(line.split()[1])
     proc.kill()
+    proc.wait(5)
+    proc.stdout.close()
     raise SystemExit(f"the grpcio echo server did not start: {seen[-500:]!r}")
 
 
@@ -201,6 +205,8 @@ async def capture() -> dict[str, list[bytes]]:
         for proc, _ in servers:
             proc.terminate()
             proc.wait(5)
+            if proc.stdout is not None:  # the grpcio server's READY line came through a pipe
+                proc.stdout.close()
     return out
 
 
