@@ -42,7 +42,7 @@ import run as bench
 
 IDLE_RSS_GOAL_MB = 40.0
 PER_CONNECTION_GOAL_KB = 4.0
-PYCACHE = bench.TMP / "pycache"  # the bytecode of the proxies started by this run
+PYCACHE = bench.PYCACHE  # the bytecode of the proxies started by this run
 FROM_SOURCE = False  # --from-source: compile every module at each start
 
 

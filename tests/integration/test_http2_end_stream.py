@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable
 
@@ -21,6 +20,7 @@ import h2.events
 import hpack
 
 from sofamesh.testing import ProxyProcess, free_port
+from tests.integration.accepting import AcceptingServer
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, SETTINGS = 0x0, 0x1, 0x4
@@ -44,33 +44,15 @@ def _split(buf: bytes) -> tuple[list[Frame], bytes]:
     return out, buf
 
 
-class _Origin:
+class _Origin(AcceptingServer):
     """An HTTP/2 server (the ``h2`` library) on a thread that keeps every frame it read. Paths
     ending in ``/trailers`` are answered with trailers, the others with END_STREAM on the DATA."""
 
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
+        super().__init__()
         self.frames: list[Frame] = []
-        self._stop = False
 
-    def __enter__(self) -> _Origin:
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop = True
-        self.sock.close()
-
-    def _accept(self) -> None:
-        while not self._stop:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def serve(self, conn: socket.socket, n: int) -> None:
         h2c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         h2c.initiate_connection()
         conn.settimeout(15)

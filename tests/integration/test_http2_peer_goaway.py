@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 from sofamesh.testing import ProxyProcess, UpstreamServer, free_port
+from tests.integration.accepting import AcceptingServer
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -99,42 +100,17 @@ def test_calls_in_flight_finish_when_a_grpcio_upstream_stops_with_grace_and_the_
 
 
 # -- an h2 upstream whose GOAWAY refuses some streams -----------------------------------------------
-class _RefusingUpstream:
+class _RefusingUpstream(AcceptingServer):
     """An HTTP/2 server (the ``h2`` library's state machine) on a thread. On its first connection it
     waits for ``first`` requests, then sends GOAWAY(NO_ERROR, last stream id = the lowest), and
     half a second later answers that lowest stream only, and keeps reading until the client closes.
     Later connections answer every request at once. Bodies say ``conn <n> stream <id>``."""
 
     def __init__(self, first: int) -> None:
+        super().__init__()
         self.first = first
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
         self.first_closed_by_client = threading.Event()
         self.served: list[tuple[int, int]] = []
-        self._stop = False
-        self._threads: list[threading.Thread] = []
-
-    def __enter__(self) -> _RefusingUpstream:
-        t = threading.Thread(target=self._accept, daemon=True)
-        t.start()
-        self._threads.append(t)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop = True
-        self.sock.close()
-
-    def _accept(self) -> None:
-        while not self._stop:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            t = threading.Thread(target=self._serve, args=(conn, self.connections), daemon=True)
-            t.start()
-            self._threads.append(t)
 
     def _respond(self, h2c: h2.connection.H2Connection, n: int, sid: int) -> None:
         body = f"conn {n} stream {sid}".encode()
@@ -142,7 +118,7 @@ class _RefusingUpstream:
         h2c.send_data(sid, body, end_stream=True)
         self.served.append((n, sid))
 
-    def _serve(self, conn: socket.socket, n: int) -> None:
+    def serve(self, conn: socket.socket, n: int) -> None:
         h2c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         h2c.initiate_connection()
         conn.settimeout(15)
