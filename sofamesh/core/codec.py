@@ -108,6 +108,8 @@ class Http2Options:
     max_consecutive_inbound_frames_with_empty_payload: int = 1
     max_inbound_priority_frames_per_stream: int = 100
     max_inbound_window_update_frames_per_data_frame_sent: int = 10
+    # our SETTINGS_HEADER_TABLE_SIZE: the most the peer's HPACK encoder may keep for this connection (0.7)
+    hpack_table_size: int = 4096
 
 
 @dataclass(frozen=True, slots=True)

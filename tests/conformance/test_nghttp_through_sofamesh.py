@@ -60,6 +60,29 @@ def test_many_streams_on_one_connection_and_a_zero_size_header_table(
     assert st["downstream_cx_total"] == 1 and st["downstream_rq_2xx"] == 50
 
 
+def test_our_zero_size_header_table_is_kept_by_nghttp2s_encoder(proxy_factory: Callable[..., ProxyProcess]) -> None:
+    # hpack_table_size 0 (Envoy's field) is the SETTINGS_HEADER_TABLE_SIZE the listener sends. h2load
+    # sends one request at a time on one connection (-m 1), so every block after the first follows
+    # its acknowledgement: one that did not empty its table first, or indexed into it, would end the
+    # connection with COMPRESSION_ERROR.
+    assert H2LOAD, "h2load is required (scripts/setup.d/22-http2-peers.sh installs it)"
+    with UpstreamServer("origin") as origin:
+        port = free_port()
+        proxy = proxy_factory({
+            "listeners": [{"name": "edge", "address": f"127.0.0.1:{port}", "protocols": ["http2"],
+                           "http2_protocol_options": {"hpack_table_size": 0},
+                           "routes": [{"cluster": "origin", "timeout_ms": 30000}]}],
+            "clusters": [{"name": "origin", "protocol": "http1", "endpoints": [origin.address]}],
+        })  # fmt: skip
+        out = subprocess.run([H2LOAD, "-n", "30", "-c", "1", "-m", "1", "-H", "x-tenant: " + "t" * 60,
+                              f"http://127.0.0.1:{port}/table"], capture_output=True, text=True, timeout=120,
+                             check=False)  # fmt: skip
+        assert re.search(r"requests: 30 total, 30 started, 30 done, 30 succeeded, 0 failed", out.stdout), out.stdout
+        assert origin.paths["/table"] == 30
+        st = proxy.stats()["listeners"]["edge"]
+        assert st["downstream_cx_total"] == 1 and st["downstream_rq_2xx"] == 30
+
+
 def test_a_large_upload_with_padding_and_a_download_through_small_windows(
     edge: tuple[ProxyProcess, str, UpstreamServer],
     tmp_path: Path,

@@ -14,7 +14,7 @@ from sofamesh.testing import ProxyProcess, free_port
 from tests.integration.test_http2_peer_goaway import PREFACE, _frame, _frames
 
 ENHANCE_YOUR_CALM = 0xB
-MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE = 0x3, 0x4
+HEADER_TABLE_SIZE, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE = 0x1, 0x3, 0x4
 
 
 def _settings(payload: bytes) -> dict[int, int]:
@@ -42,7 +42,7 @@ def test_a_listeners_options_are_its_settings_and_its_flood_limits(
             {"name": "tuned", "address": f"127.0.0.1:{tuned}", "protocols": ["http2"], "routes": [route],
              "http2_protocol_options": {"max_concurrent_streams": 7, "initial_stream_window_size": 100_000,
                                         "initial_connection_window_size": 1_048_576,
-                                        "max_inbound_priority_frames_per_stream": 1}},
+                                        "max_inbound_priority_frames_per_stream": 1, "hpack_table_size": 0}},
             {"name": "plain", "address": f"127.0.0.1:{plain}", "protocols": ["http2"], "routes": [route]},
         ],
         "clusters": [{"name": "none", "endpoints": [f"127.0.0.1:{free_port()}"]}],
@@ -61,10 +61,12 @@ def test_a_listeners_options_are_its_settings_and_its_flood_limits(
             outcome[name] = (settings, window, goaways)
     settings, window, goaways = outcome["tuned"]
     assert (settings[MAX_CONCURRENT_STREAMS], settings[INITIAL_WINDOW_SIZE]) == (7, 100_000)
+    assert settings[HEADER_TABLE_SIZE] == 0
     assert window == 1_048_576 - 65_535
     assert goaways == [(0, ENHANCE_YOUR_CALM)]
     settings, window, goaways = outcome["plain"]
     assert (settings[MAX_CONCURRENT_STREAMS], settings[INITIAL_WINDOW_SIZE]) == (1024, 256 * 1024)
+    assert HEADER_TABLE_SIZE not in settings  # the RFC's 4096 goes without saying
     assert window == 16 * 1024 * 1024 - 65_535
     assert goaways == []
 
@@ -94,7 +96,8 @@ def test_a_clusters_options_are_the_settings_its_upstream_connections_send(
                        "routes": [{"cluster": "h2up", "timeout_ms": 3000}]}],
         "clusters": [{"name": "h2up", "protocol": "http2", "endpoints": [f"127.0.0.1:{upstream.getsockname()[1]}"],
                       "http2_protocol_options": {"max_concurrent_streams": 3, "initial_stream_window_size": 70_000,
-                                                 "initial_connection_window_size": 131_070}}],
+                                                 "initial_connection_window_size": 131_070,
+                                                 "hpack_table_size": 65_536}}],
     })  # fmt: skip
     try:
         httpx.get(f"http://127.0.0.1:{port}/x", timeout=20)  # its answer does not matter: the upstream hangs up
@@ -103,4 +106,5 @@ def test_a_clusters_options_are_the_settings_its_upstream_connections_send(
         upstream.close()
     settings = next(_settings(p) for ftype, flags, _, p in first if ftype == 0x4 and not flags & 1)
     assert (settings[MAX_CONCURRENT_STREAMS], settings[INITIAL_WINDOW_SIZE]) == (3, 70_000)
+    assert settings[HEADER_TABLE_SIZE] == 65_536
     assert [struct.unpack(">I", p)[0] for ftype, _, sid, p in first if ftype == 0x8 and sid == 0] == [65_535]

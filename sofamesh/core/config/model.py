@@ -398,6 +398,7 @@ class Http2ProtocolOptionsConfig(_Model):
     max_consecutive_inbound_frames_with_empty_payload: Annotated[int, Field(ge=0)] = 1
     max_inbound_priority_frames_per_stream: Annotated[int, Field(ge=0)] = 100
     max_inbound_window_update_frames_per_data_frame_sent: Annotated[int, Field(ge=1)] = 10
+    hpack_table_size: Annotated[int, Field(ge=0, le=2**32 - 1)] = 4096  # 0: the peer indexes nothing
 
 
 class ListenerConfig(_Model):

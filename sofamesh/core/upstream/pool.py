@@ -63,6 +63,7 @@ def http2_options(config: Http2ProtocolOptionsConfig | None) -> Http2Options:
         config.max_consecutive_inbound_frames_with_empty_payload,
         config.max_inbound_priority_frames_per_stream,
         config.max_inbound_window_update_frames_per_data_frame_sent,
+        config.hpack_table_size,
     )
 
 

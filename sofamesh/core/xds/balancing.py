@@ -216,8 +216,8 @@ def connection_limits(c: Any, base: str, out: dict[str, Any]) -> str | None:
 
 
 # Envoy's Http2ProtocolOptions fields the codec takes, with the ranges of Envoy's validation rules
-# (an absent field keeps the codec's default). The others (hpack_table_size, allow_connect,
-# custom_settings_parameters, ...) are ignored, as they were before any of these was read.
+# (an absent field keeps the codec's default). The others (allow_connect, custom_settings_parameters,
+# ...) are ignored, as they were before any of these was read.
 H2_LIMITS: Final = {
     "max_concurrent_streams": (1, 2**31 - 1),
     "initial_stream_window_size": (65_535, 2**31 - 1),
@@ -227,6 +227,7 @@ H2_LIMITS: Final = {
     "max_consecutive_inbound_frames_with_empty_payload": (0, 2**32 - 1),
     "max_inbound_priority_frames_per_stream": (0, 2**32 - 1),
     "max_inbound_window_update_frames_per_data_frame_sent": (1, 2**32 - 1),
+    "hpack_table_size": (0, 2**32 - 1),
 }
 
 

@@ -181,6 +181,7 @@ class Http2Codec(Codec):
         max_outbound_control_frames: int = 1000,
         max_inbound_priority_frames_per_stream: int = 100,
         max_consecutive_inbound_frames_with_empty_payload: int = 1,
+        hpack_table_size: int = 4096,  # our SETTINGS_HEADER_TABLE_SIZE (Envoy's hpack_table_size)
     ) -> None:
         self.role = role
         self._limits = limits if limits is not None else CodecLimits()
@@ -196,6 +197,7 @@ class Http2Codec(Codec):
             max_outbound_control_frames=max_outbound_control_frames,
             max_inbound_priority_frames_per_stream=max_inbound_priority_frames_per_stream,
             max_empty_frames=max_consecutive_inbound_frames_with_empty_payload,
+            header_table_size=hpack_table_size,
         )
         self._streams: dict[int, _Stream] = {}
         self._events: deque[Http2Event] = deque()
@@ -728,6 +730,7 @@ class Http2CodecFactory(CodecFactory):
             max_outbound_control_frames=o.max_outbound_control_frames,
             max_inbound_priority_frames_per_stream=o.max_inbound_priority_frames_per_stream,
             max_consecutive_inbound_frames_with_empty_payload=o.max_consecutive_inbound_frames_with_empty_payload,
+            hpack_table_size=o.hpack_table_size,
         )
 
 

@@ -137,7 +137,7 @@ def _entry_size(name: bytes, value: bytes) -> int:
 class Decoder:
     """The receiving side of one connection's HPACK context."""
 
-    __slots__ = ("_blocks", "_entries", "_max_size", "_size", "max_allowed_size", "max_header_list_size")
+    __slots__ = ("_blocks", "_entries", "_max_size", "_size", "_update_due", "max_allowed_size", "max_header_list_size")
 
     def __init__(self, max_allowed_size: int = DEFAULT_TABLE_SIZE, max_header_list_size: int = 64 * 1024) -> None:
         self._entries: list[tuple[bytes, bytes]] = []  # oldest first
@@ -145,6 +145,7 @@ class Decoder:
         self._max_size = max_allowed_size
         self.max_allowed_size = max_allowed_size  # our SETTINGS_HEADER_TABLE_SIZE: the peer may not exceed it
         self.max_header_list_size = max_header_list_size
+        self._update_due = False  # the next block must begin with a size update (``limit_table``)
         # Blocks already decoded with the table as it is, and their list size (made on first use,
         # emptied when the table changes): a peer sends the same block again and again.
         self._blocks: dict[bytes, tuple[tuple[tuple[bytes, bytes], ...], int]] | None = None
@@ -159,9 +160,21 @@ class Decoder:
         """The dynamic table, newest entry first (index 62 first)."""
         return self._entries[::-1]
 
+    def limit_table(self, size: int) -> None:
+        """Our SETTINGS_HEADER_TABLE_SIZE of ``size`` is acknowledged: a size update above it is an
+        error from now on, and while the table may hold more the peer's next block must begin with
+        the update that shrinks it (RFC 7541 4.2)."""
+        self.max_allowed_size = size
+        if self._max_size > size:
+            self._update_due = True
+            self._blocks = None
+
     def decode(self, data: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
         """The fields of one complete header block and the header list size (RFC 9113 6.5.2). When
         that size is over ``max_header_list_size`` the fields stop there and the caller refuses."""
+        if self._update_due and not (data and data[0] & 0xE0 == 0x20):
+            allowed = self.max_allowed_size
+            raise HpackError(f"header block without the dynamic table size update to at most {allowed} it owes")
         limit = self.max_header_list_size
         blocks = self._blocks
         if blocks is not None:
@@ -195,6 +208,7 @@ class Decoder:
                     allowed = self.max_allowed_size
                     raise HpackError(f"dynamic table size update to {new_size} above the {allowed} allowed")
                 self._max_size = new_size
+                self._update_due = False
                 self._evict(0)
                 self._blocks = None
                 cacheable = False

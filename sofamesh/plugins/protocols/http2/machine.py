@@ -100,7 +100,7 @@ from sofamesh.plugins.protocols.http2.frames import (
     settings_frame,
     window_update_frame,
 )
-from sofamesh.plugins.protocols.http2.hpack_codec import Decoder, Encoder, HpackError
+from sofamesh.plugins.protocols.http2.hpack_codec import DEFAULT_TABLE_SIZE, Decoder, Encoder, HpackError
 
 # HeadersReceived.kind
 REQUEST: Final = 0
@@ -313,6 +313,7 @@ class Machine:
         clock: Callable[[], float] = time.monotonic,
         max_settings_entries: int = 32,
         max_empty_frames: int = 1,
+        header_table_size: int = DEFAULT_TABLE_SIZE,
     ) -> None:
         if not 0 < initial_window_size <= MAX_WINDOW:
             raise ValueError(f"initial_window_size must be 1..2^31-1, got {initial_window_size}")
@@ -320,12 +321,19 @@ class Machine:
             raise ValueError(f"connection_window_size must be 65535..2^31-1, got {connection_window_size}")
         if not MIN_FRAME_SIZE <= max_frame_size <= MAX_FRAME_SIZE_LIMIT:
             raise ValueError(f"max_frame_size must be 16384..2^24-1, got {max_frame_size}")
+        if not 0 <= header_table_size <= 2**32 - 1:
+            raise ValueError(f"header_table_size must be 0..2^32-1, got {header_table_size}")
         self.client = client
         self._streams: dict[int, _Stream] = {}
         self._out = bytearray()
         self._inbuf = b""
         self._encoder = Encoder()
+        # Until the peer acknowledges our SETTINGS its encoder may use the RFC's 4096 bytes (RFC 9113
+        # 6.5.3); a larger table of ours is allowed at once, a smaller one once acknowledged.
+        self._header_table_size = header_table_size
         self._decoder = Decoder(max_header_list_size=max_header_list_size)
+        if header_table_size > DEFAULT_TABLE_SIZE:
+            self._decoder.max_allowed_size = header_table_size  # the table starts at 4096 all the same
         # Ours, in force from the start (the peer may rely on them once it read our SETTINGS).
         self._local_initial = initial_window_size
         self._max_frame_size = max_frame_size
@@ -393,6 +401,8 @@ class Machine:
                     (MAX_FRAME_SIZE, max_frame_size), (MAX_HEADER_LIST_SIZE, max_header_list_size)]  # fmt: skip
         if client:
             settings.insert(0, (ENABLE_PUSH, 0))
+        if header_table_size != DEFAULT_TABLE_SIZE:
+            settings.insert(0, (HEADER_TABLE_SIZE, header_table_size))
         out += settings_frame(settings)
         if connection_window_size > DEFAULT_WINDOW:
             out += window_update_frame(0, connection_window_size - DEFAULT_WINDOW)
@@ -779,6 +789,8 @@ class Machine:
                 raise _ConnectionError(FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
             if self._settings_unacked:
                 self._settings_unacked -= 1
+                if self._header_table_size < DEFAULT_TABLE_SIZE:
+                    self._decoder.limit_table(self._header_table_size)
             return
         if length % 6:
             raise _ConnectionError(FRAME_SIZE_ERROR, f"SETTINGS of {length} bytes (a multiple of 6 expected)")

@@ -27,6 +27,7 @@ LIMITS = {
     "max_consecutive_inbound_frames_with_empty_payload": 0,
     "max_inbound_priority_frames_per_stream": 3,
     "max_inbound_window_update_frames_per_data_frame_sent": 4,
+    "hpack_table_size": 0,
 }
 
 
@@ -45,7 +46,7 @@ def _cluster(**fields: object) -> cluster_pb2.Cluster:
 
 
 def test_a_connection_managers_http2_options_reach_the_listeners_codec_limits() -> None:
-    out = translate_listener(_listener({**LIMITS, "hpack_table_size": 0, "allow_connect": True})).config
+    out = translate_listener(_listener({**LIMITS, "allow_connect": True})).config
     assert out["http2_protocol_options"] == LIMITS  # the fields the codec does not take are ignored
     config = from_mapping({"listeners": [out], "clusters": [{"name": "web"}]})
     assert http2_options(config.listeners[0].http2_protocol_options) == Http2Options(**LIMITS)
@@ -73,7 +74,7 @@ def test_without_options_the_codec_keeps_its_defaults() -> None:
     assert "http2_protocol_options" not in out
     config = from_mapping({"clusters": [out]})
     assert upstream_limits(config.clusters[0]).http2 == Http2Options()
-    assert Http2Options() == Http2Options(1024, 256 * 1024, 16 * 1024 * 1024, 10_000, 1000, 1, 100, 10)
+    assert Http2Options() == Http2Options(1024, 256 * 1024, 16 * 1024 * 1024, 10_000, 1000, 1, 100, 10, 4096)
 
 
 @pytest.mark.parametrize(

@@ -285,3 +285,22 @@ def test_a_response_body_unlike_its_content_length_is_a_stream_error_but_not_for
     mine = client.receive_data(frames.frame_header(2, frames.DATA, frames.END_STREAM, 1) + b"ab")
     assert [(r.stream_id, r.error_code, r.remote) for r in of(mine, StreamReset)] == [(1, frames.PROTOCOL_ERROR, False)]
     assert not client.failed
+
+
+@pytest.mark.parametrize("size", [0, 256, 65_536])
+def test_our_header_table_size_reaches_h2_and_bounds_the_table_its_blocks_fill(size: int) -> None:
+    # hpack_table_size (Envoy's http2_protocol_options field) is our SETTINGS_HEADER_TABLE_SIZE: h2's
+    # encoder takes it, shrinks (or may grow) its table with a size update, and indexes within it.
+    server, client = Machine(client=False, header_table_size=size), h2_peer(True)
+    exchange(server, client)
+    assert client.remote_settings.header_table_size == size
+    for i in range(20):
+        sid = client.get_next_available_stream_id()
+        fields = [*REQ, (b"x-request", b"r" * 40), (b"x-n", str(i).encode())]
+        client.send_headers(sid, fields, end_stream=True)
+        mine, _ = exchange(server, client)
+        assert [h.fields for h in of(mine, HeadersReceived)] == [fields]
+    held = server._decoder.table_size  # what this connection keeps of the peer's headers
+    assert held <= size
+    if size:
+        assert held > 0  # indexed within the smaller table, not merely emptied

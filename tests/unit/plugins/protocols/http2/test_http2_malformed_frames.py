@@ -433,3 +433,20 @@ def test_settings_not_acknowledged_in_time_is_a_settings_timeout() -> None:
     m = Machine(client=False)
     m.receive_data(f.PREFACE + f.settings_frame([]) + f.SETTINGS_ACK)
     assert not m.settings_pending and not m.settings_overdue() and not m.failed
+
+
+def test_a_peer_that_keeps_its_table_after_our_smaller_header_table_size_is_acknowledged_fails_compression() -> None:
+    # hpack_table_size 0 (Envoy's field): the peer may index nothing once it acknowledged our SETTINGS,
+    # and its next block must begin with the size update that empties its table (RFC 7541 4.2).
+    p = Peer(header_table_size=0)
+    before_ack = p.feed(p.headers(1, end_stream=True, fields=[*REQ, (b"x-indexed", b"1")]))
+    assert [e.stream_id for e in before_ack if isinstance(e, HeadersReceived)] == [1]  # 4096 until the ACK
+    p.feed(f.SETTINGS_ACK)
+    failed_with(p.feed(p.headers(3, end_stream=True)), p, f.COMPRESSION_ERROR)
+
+
+def test_a_size_update_above_our_acknowledged_header_table_size_fails_compression() -> None:
+    p = Peer(header_table_size=100)
+    p.feed(f.SETTINGS_ACK)
+    p.enc.header_table_size = 200  # hpack's encoder then begins its next block with an update to 200
+    failed_with(p.feed(p.headers(1, end_stream=True)), p, f.COMPRESSION_ERROR)
