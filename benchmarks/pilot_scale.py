@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -62,19 +61,11 @@ ADSLOAD = REPO / "benchmarks" / "adsload" / "main.go"
 
 
 def build_adsload() -> Path:
-    """The Go client, named by its source's hash (checkouts sharing one cache each get their own)."""
-    binary = CACHE / "bench" / f"adsload-{hashlib.sha256(ADSLOAD.read_bytes()).hexdigest()[:12]}"
-    if binary.exists():
-        return binary
-    if not Path("/usr/share/gocode/src/google.golang.org/grpc").is_dir() or not shutil.which("go"):
-        raise SystemExit("--go needs Debian's golang-go and golang-google-grpc-dev (apt-get install them)")
-    binary.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GO111MODULE": "off", "GOPATH": "/usr/share/gocode",
-           "GOCACHE": str(CACHE / "bench" / "gocache")}
-    tmp = binary.with_name(f"{binary.name}.tmp.{os.getpid()}")
-    subprocess.run(["go", "build", "-o", str(tmp), str(ADSLOAD)], check=True, env=env)
-    tmp.rename(binary)
-    return binary
+    """The Go client, built on first use (``run.go_binary``)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import run
+
+    return run.go_binary(ADSLOAD)
 
 
 def pilot_cpu_s(pid: int) -> float:

