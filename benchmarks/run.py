@@ -720,37 +720,43 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     def get(name: str, label: str, key: str) -> float | None:
         return sc.get(name, {}).get(label, {}).get(key)
 
-    s, e, h = (get("http1 32 conn", x, "cpu_us_per_req") for x in ("sofamesh", "envoy", "haproxy"))
-    if s and e and h:
-        g.append(("HTTP/1.1 32 conn: CPU µs/req <= 1.0x Envoy", f"{s / e:.2f}x ({s:.1f} vs {e:.1f} µs)",
-                  "met" if s <= e else "not met"))
-        g.append(("HTTP/1.1 32 conn: CPU µs/req <= 1.2x haproxy", f"{s / h:.2f}x ({s:.1f} vs {h:.1f} µs)",
-                  "met" if s <= 1.2 * h else "not met"))
-    s, e = get("grpc 4x16", "sofamesh", "cpu_us_per_req"), get("grpc 4x16", "envoy", "cpu_us_per_req")
-    if s and e:
-        g.append(("gRPC unary 4x16: CPU µs/call <= 1.0x Envoy", f"{s / e:.2f}x ({s:.1f} vs {e:.1f} µs)",
-                  "met" if s <= e else "not met"))
-    for proto in ("bolt", "dubbo"):
-        s, h = get(f"{proto} 32x1", "sofamesh", "rps"), get(f"{proto} 32x1", "haproxy-tcp", "rps")
-        sc_, hc = get(f"{proto} 32x1", "sofamesh", "rps_per_core"), get(f"{proto} 32x1", "haproxy-tcp", "rps_per_core")
-        if s and h and sc_ and hc:
-            g.append((f"{proto} 32x1: req/s >= 0.85x haproxy-tcp",
-                      f"measured {s / h:.2f}x ({s:.0f} vs {h:.0f} req/s); per proxy core {sc_ / hc:.2f}x "
-                      f"({sc_:.0f} vs {hc:.0f})", "met" if min(s / h, sc_ / hc) >= 0.85 else "not met"))
-        s, sc_ = get(f"{proto} 8x16", "sofamesh", "rps"), get(f"{proto} 8x16", "sofamesh", "rps_per_core")
-        if s and sc_:
-            g.append((f"{proto} 8x16: >= 250k frames/s on one core",
-                      f"measured {s:.0f} req/s; one whole core at the measured cost: {sc_:.0f} req/s "
-                      f"= {2 * sc_:.0f} frames/s (request + response)", "met" if 2 * sc_ >= 250_000 else "not met"))
-    # added latency: target p50 - direct p50, paired per round (see rounds()), the column of the main table
-    for name, goal, baseline, others in (("http1 1 conn", "HTTP/1.1 1 conn", "haproxy", ("envoy",)),
-                                         ("grpc 1x1", "gRPC 1x1", "haproxy", ("envoy",)),
-                                         ("bolt 1x1", "Bolt 1x1", "haproxy-tcp", ())):
-        s, h = get(name, "sofamesh", "added_p50_us"), get(name, baseline, "added_p50_us")
-        if s is not None and h is not None:
-            extra = "".join(f", {o} {v:+.0f} µs" for o in others if (v := get(name, o, "added_p50_us")) is not None)
-            g.append((f"{goal}: added p50 <= {baseline}'s + 10 µs",
-                      f"sofamesh {s:+.0f} µs, {baseline} {h:+.0f} µs{extra}", "met" if s <= h + 10 else "not met"))
+    # every goal of the proxy, for each build measured: the pure one and each --compare interpreter
+    for who in results.get("builds", ["sofamesh"]):
+        tag = "" if who == "sofamesh" else f" [{who}]"
+        s, e, h = (get("http1 32 conn", x, "cpu_us_per_req") for x in (who, "envoy", "haproxy"))
+        if s and e and h:
+            g.append((f"HTTP/1.1 32 conn: CPU µs/req <= 1.0x Envoy{tag}", f"{s / e:.2f}x ({s:.1f} vs {e:.1f} µs)",
+                      "met" if s <= e else "not met"))
+            g.append((f"HTTP/1.1 32 conn: CPU µs/req <= 1.2x haproxy{tag}", f"{s / h:.2f}x ({s:.1f} vs {h:.1f} µs)",
+                      "met" if s <= 1.2 * h else "not met"))
+        s, e = get("grpc 4x16", who, "cpu_us_per_req"), get("grpc 4x16", "envoy", "cpu_us_per_req")
+        if s and e:
+            g.append((f"gRPC unary 4x16: CPU µs/call <= 1.0x Envoy{tag}", f"{s / e:.2f}x ({s:.1f} vs {e:.1f} µs)",
+                      "met" if s <= e else "not met"))
+        for proto in ("bolt", "dubbo"):
+            s, h = get(f"{proto} 32x1", who, "rps"), get(f"{proto} 32x1", "haproxy-tcp", "rps")
+            sc_, hc = get(f"{proto} 32x1", who, "rps_per_core"), get(f"{proto} 32x1", "haproxy-tcp", "rps_per_core")
+            if s and h and sc_ and hc:
+                g.append((f"{proto} 32x1: req/s >= 0.85x haproxy-tcp{tag}",
+                          f"measured {s / h:.2f}x ({s:.0f} vs {h:.0f} req/s); per proxy core {sc_ / hc:.2f}x "
+                          f"({sc_:.0f} vs {hc:.0f})", "met" if min(s / h, sc_ / hc) >= 0.85 else "not met"))
+            s, sc_ = get(f"{proto} 8x16", who, "rps"), get(f"{proto} 8x16", who, "rps_per_core")
+            if s and sc_:
+                g.append((f"{proto} 8x16: >= 250k frames/s on one core{tag}",
+                          f"measured {s:.0f} req/s; one whole core at the measured cost: {sc_:.0f} req/s "
+                          f"= {2 * sc_:.0f} frames/s (request + response)", "met" if 2 * sc_ >= 250_000 else "not met"))
+                g.append((f"{proto} 8x16: >= 250k req/s on one core (issue 21){tag}",
+                          f"{sc_:.0f} req/s at one whole core's measured cost ({s:.0f} measured)",
+                          "met" if sc_ >= 250_000 else "not met"))
+        # added latency: target p50 - direct p50, paired per round (see rounds()), the column of the main table
+        for name, goal, baseline, others in (("http1 1 conn", "HTTP/1.1 1 conn", "haproxy", ("envoy",)),
+                                             ("grpc 1x1", "gRPC 1x1", "haproxy", ("envoy",)),
+                                             ("bolt 1x1", "Bolt 1x1", "haproxy-tcp", ())):
+            s, h = get(name, who, "added_p50_us"), get(name, baseline, "added_p50_us")
+            if s is not None and h is not None:
+                extra = "".join(f", {o} {v:+.0f} µs" for o in others if (v := get(name, o, "added_p50_us")) is not None)
+                g.append((f"{goal}: added p50 <= {baseline}'s + 10 µs{tag}",
+                          f"{who} {s:+.0f} µs, {baseline} {h:+.0f} µs{extra}", "met" if s <= h + 10 else "not met"))
     fixed, sat = results.get("workers_fixed", ""), "bolt workers 32x4"
     w1, w2 = get(sat, "workers-1", "rps"), get(sat, "workers-2", "rps")
     b1, b2 = (get(fixed, x, "busiest_worker_cpu_us_per_req") for x in ("workers-1", "workers-2"))
@@ -782,6 +788,15 @@ def goals(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     if "sofamesh" in idle and "envoy" in idle:
         g.append(("idle RSS <= Envoy's, same config", f"{idle['sofamesh']:.1f} MB vs {idle['envoy']:.1f} MB",
                   "met" if idle["sofamesh"] <= idle["envoy"] else "not met"))
+    held = results.get("idle_connections", {})
+    for who in results.get("builds", ["sofamesh"]):
+        tag = "" if who == "sofamesh" else f" [{who}]"
+        if who in idle:
+            g.append((f"idle RSS <= 40 MB (issue 21){tag}", f"{idle[who]:.1f} MB", "met" if idle[who] <= 40 else "not met"))
+        if who in held:
+            kb = held[who]["kb_per_connection"]
+            g.append((f"idle connections <= 4 KB each (issue 21){tag}",
+                      f"{kb:.1f} KB ({held[who]['connections']:.0f} connections)", "met" if kb <= 4 else "not met"))
     s = sc.get("http1 32 conn", {}).get("sofamesh")
     if s:
         vcpu = s["cpu_us_per_req"] / 1000.0
@@ -831,7 +846,7 @@ def markdown(results: dict[str, Any]) -> str:
             with_idle = f"{c['rss_with_idle_mb']:.1f} MB ({c['connections']} conns)" if c else "-"
             per = f"{c['kb_per_connection']:.1f}" if c else "-"
             lines.append(f"| {label} | {mb:.1f} | {with_idle} | {per} |")
-    lines += ["", "## Goals (issues 8 and 16)", "", "| goal | measured | |", "|---|---|---|"]
+    lines += ["", "## Goals (issues 8, 16 and 21)", "", "| goal | measured | |", "|---|---|---|"]
     for goal, got, verdict in results["goals"]:
         lines.append(f"| {goal} | {got} | {verdict} |")
     return "\n".join(lines) + "\n"
@@ -891,7 +906,8 @@ def main() -> int:
     raise_fd_limit(args.idle_connections * 3)
     frames = write_frames()
     results: dict[str, Any] = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
-                               "rounds": args.rounds, "seconds": args.seconds, "scenarios": {}}
+                               "rounds": args.rounds, "seconds": args.seconds, "scenarios": {},
+                               "builds": ["sofamesh", *(label for label, _ in args.compare)]}
     groups = {"http": lambda: http_group(args, frames, results),
               "grpc": lambda: grpc_group(args, frames, results),
               "bolt": lambda: rpc_group("bolt", args, frames, results),
