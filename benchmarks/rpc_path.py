@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import resource
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from http1_path import Recorder, turns, user_s
 
 from sofamesh.core.build import build_runtime, proxy_host
 from sofamesh.core.config.loader import load_text
@@ -62,55 +63,6 @@ def frames(proto: str) -> tuple[bytes, bytes]:
     request = dubbo.encode_request(1, service, "echo", version="1.0.0", parameter_types="Ljava/lang/String;",
                                    args=dubbo.encode_string("hello dubbo"), attachments=attachments)
     return request, dubbo.encode_frame(0x02, 20, 1, b"\x91" + dubbo.encode_string("hello dubbo"))
-
-
-class Recorder(asyncio.Transport):
-    """A transport that keeps the count and the last of what was written."""
-
-    def __init__(self, peer: tuple[str, int]) -> None:
-        super().__init__()
-        self.peer = peer
-        self.writes = 0
-        self.last = b""
-
-    def write(self, data: Any) -> None:
-        self.writes += 1
-        self.last = bytes(data)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.peer if name == "peername" else default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-
-def user_s() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_utime
-
-
-async def turns(batches: int) -> float:
-    """The same loop with no proxy work: two loop turns per read pair, subtracted from ``run``."""
-    tick = asyncio.sleep
-    t0 = user_s()
-    for _ in range(batches):
-        await tick(0)
-        await tick(0)
-    return (user_s() - t0) / (batches * IN_FLIGHT) * 1e6
 
 
 async def run(proto: str, batches: int) -> float:
@@ -164,7 +116,7 @@ def main() -> None:
     try:
         figures = []
         for _ in range(rounds):
-            base = loop.run_until_complete(turns(batches))
+            base = loop.run_until_complete(turns(batches)) / IN_FLIGHT  # two loop turns per 16 requests
             figures.append(loop.run_until_complete(run(proto, batches)) - base)
     finally:
         loop.close()
