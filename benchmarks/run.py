@@ -1,6 +1,6 @@
 """The benchmark suite: sofamesh side by side with direct, haproxy and Envoy, in one run on one machine.
 
-usage: python benchmarks/run.py [--quick] [--rounds N] [--seconds S] [--only NAME[,NAME]] [--out DIR]
+usage: python benchmarks/run.py [--quick] [--rounds N] [--seconds S] [--only NAME[,NAME]] [--out DIR] [--profile LABEL]
 groups: http, grpc, bolt, dubbo, workers, filters, resilience (default: all)
 
 Installs what it needs (benchmarks/setup.sh), starts every proxy once per protocol group, then runs
@@ -509,6 +509,61 @@ def rounds(name: str, targets: list[Target], load: Load, args: argparse.Namespac
             med[label]["added_p50_us"] = statistics.median(
                 s["p50_us"] - d["p50_us"] for s, d in zip(ss, samples["direct"], strict=True))
     results["scenarios"][name] = med
+    if args.profile:
+        label, _, mode = args.profile.partition(":")
+        for t in targets:
+            if t.label == label:
+                profile(name, t, load, args, native=mode == "native")
+
+
+def profile(name: str, target: Target, load: Load, args: argparse.Namespace, native: bool) -> None:
+    """``--profile LABEL[:native]``: one more measurement of ``target`` under ``py-spy record`` (200 Hz,
+    started on the load's core), kept out of the results. Writes the collapsed stacks to
+    ``OUT/profile-<scenario>-<label>.txt`` and prints the functions with the most samples."""
+    pid = target.pid
+    if pid is None:
+        return
+    here = str(Path(sys.executable).parent)
+    pyspy = shutil.which("py-spy", path=here + os.pathsep + os.environ.get("PATH", ""))
+    if pyspy is None:
+        raise SystemExit("--profile needs py-spy (pip install py-spy)")
+    out = args.out / f"profile-{name.replace(' ', '-')}-{target.label}.txt"
+    argv = ["taskset", "-c", LOAD_CPU, pyspy, "record", "-p", str(pid), "-r", "200", "-f", "raw", "-o", str(out),
+            "-d", str(max(1, round(args.seconds)))]
+    if native:
+        argv.append("--native")
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    _started.append(spy)
+    time.sleep(0.5)  # py-spy attaches before the load starts
+    try:
+        measure(target, load, args.seconds)
+        spy.wait(args.seconds + 30)
+    finally:
+        stop(spy)
+    if out.exists():
+        print(profile_summary(out, f"{name}, {target.label}"), flush=True)
+
+
+def profile_summary(path: Path, title: str, top: int = 25) -> str:
+    """The functions of a collapsed-stack file with the most samples: self (the frame running) and
+    inclusive (anywhere on the stack, counted once per sample)."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        samples += n
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for f in set(frames):
+            total[f] = total.get(f, 0) + n
+    lines = [f"profile {title}: {samples} samples ({path})", "  self %  incl %  function"]
+    for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"  {100 * n / max(samples, 1):6.1f}  {100 * total[f] / max(samples, 1):6.1f}  {f}")
+    return "\n".join(lines)
 
 
 # -- scenario groups --------------------------------------------------------------------------------------
@@ -885,6 +940,9 @@ def main() -> int:
                     help="also run sofamesh with this interpreter (e.g. another checkout's venv) as target LABEL")
     ap.add_argument("--targets", default="", metavar="LABELS",
                     help="measure only these targets, e.g. sofamesh,main for a quick A/B (default: all)")
+    ap.add_argument("--profile", default="", metavar="LABEL[:native]",
+                    help="after each scenario's rounds, run target LABEL once more under py-spy record (':native' "
+                         "adds C frames: the compiled build) and write OUT/profile-<scenario>-<LABEL>.txt")
     args = ap.parse_args()
     args.targets = {t for t in args.targets.split(",") if t}
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # the warm-up starts write the proxies' bytecode
