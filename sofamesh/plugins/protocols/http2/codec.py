@@ -59,7 +59,10 @@ from sofamesh.plugins.protocols.http2.fields import (
     RESPONSE,
     TRAILERS,
     MalformedFields,
+    block_key,
     field_block,
+    keep_block,
+    known_block,
     received_fields,
     wire,
 )
@@ -126,6 +129,29 @@ class _Aliases:
 
     def __repr__(self) -> str:
         return f"_Aliases({self.authority!r})"
+
+
+def _request_pseudo(head: RequestHead) -> list[tuple[bytes, bytes]]:
+    """The pseudo-header fields of a request we send: the downstream's, in its order (some peers are
+    picky), the missing ones filled in from the head."""
+    seen: dict[str, str] = {}
+    host = ""
+    for k, v in head.headers:
+        if k[:1] == ":":
+            if k in _REQUEST_PSEUDO and k not in seen:
+                seen[k] = v
+        elif not host and len(k) == 4 and k.lower() == "host":
+            host = v
+    defaults = {
+        ":method": head.method or "GET",
+        ":scheme": "http",
+        ":authority": host or head.service,
+        ":path": head.path or "/",
+    }
+    first = [(_REQUEST_PSEUDO[k], wire((v or defaults[k]).strip(_TRIM))) for k, v in seen.items()]
+    if len(seen) < len(_REQUEST_PSEUDO):
+        first += [(b, wire(defaults[k].strip(_TRIM))) for k, b in _REQUEST_PSEUDO.items() if k not in seen]
+    return first
 
 
 def _is_rpc(ctype: str | None) -> bool:
@@ -493,28 +519,17 @@ class Http2Codec(Codec):
         sid = head.request_id
         if sid <= 0 or sid % 2 == 0:
             raise LocalProtocolError(f"http2: request stream id {sid} is not a client stream id; use new_stream_id()")
-        # Keep the downstream's pseudo-header order (some peers are picky); fill in the rest.
-        seen: dict[str, str] = {}
-        host = ""
-        for k, v in head.headers:
-            if k[:1] == ":":
-                if k in _REQUEST_PSEUDO and k not in seen:
-                    seen[k] = v
-            elif not host and len(k) == 4 and k.lower() == "host":
-                host = v
-        defaults = {
-            ":method": head.method or "GET",
-            ":scheme": "http",
-            ":authority": host or head.service,
-            ":path": head.path or "/",
-        }
-        first = [(_REQUEST_PSEUDO[k], wire((v or defaults[k]).strip(_TRIM))) for k, v in seen.items()]
-        if len(seen) < len(_REQUEST_PSEUDO):
-            first += [(b, wire(defaults[k].strip(_TRIM))) for k, b in _REQUEST_PSEUDO.items() if k not in seen]
+        # The block is made of the head's headers, method, service and path only: kept whole.
+        key = block_key((head.method, head.service, head.path), head.headers)
+        fields = known_block(key) if key is not None else None
+        if fields is None:
+            fields = field_block(head.headers, _request_pseudo(head))
+            if key is not None:
+                keep_block(key, fields)
         st = _Stream()
         st.local_done = head.end_stream
         self._streams[sid] = st
-        self._machine.send_headers(sid, field_block(head.headers, first), end_stream=head.end_stream)
+        self._machine.send_headers(sid, fields, end_stream=head.end_stream)
 
     def _send_response(self, head: ResponseHead) -> None:
         if self.role is not Role.SERVER:

@@ -14,7 +14,8 @@ and normalises each block in one pass:
 * ``field_block`` builds what we send: lower-case names, values trimmed, no pseudo-header fields
   or connection-specific fields from the event, ``te`` only as ``trailers``. Pseudo-header fields
   come first and only from the codec. (Credentials are never indexed: ``hpack_codec``'s encoder
-  decides that by name.)
+  decides that by name.) ``block_key`` / ``known_block`` / ``keep_block`` keep whole blocks built
+  before (the codec's request blocks) by what they were built from.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ _CACHED_VALUE_MAX: Final = 256
 # mypyc, which boxes a new tuple for a tuple constant at each use.
 _SENT: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 _DROPPED: Final = (b"", b"")
+# Whole blocks already built for sending, by what they were built from (``block_key``): a client
+# sends the same request head on every gRPC call. Small blocks of short fields without credentials
+# only (the HPACK encoder still decides per block what it indexes, and never indexes credentials).
+_SENT_BLOCKS: dict[tuple[object, tuple[tuple[str, str], ...]], tuple[tuple[bytes, bytes], ...]] = {}
+_CREDENTIALS: Final = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
 
 
 class MalformedFields(ValueError):
@@ -205,6 +211,36 @@ def field_block(headers: Headers, first: list[tuple[bytes, bytes]]) -> list[tupl
     return out
 
 
+def block_key(prefix: object, headers: Headers) -> tuple[object, tuple[tuple[str, str], ...]] | None:
+    """The key under which the block built from ``headers`` and what ``prefix`` stands for (the
+    pseudo-header fields' inputs) is kept; None for a block too long to keep."""
+    if len(headers) > _BLOCK_FIELDS_MAX:
+        return None
+    return (prefix, tuple(headers))
+
+
+def known_block(key: tuple[object, tuple[tuple[str, str], ...]]) -> list[tuple[bytes, bytes]] | None:
+    """The fields of the block kept under ``key`` (a new list), or None."""
+    try:
+        known = _SENT_BLOCKS.get(key)
+    except TypeError:  # a header that is not a (name, value) tuple: never kept
+        return None
+    return None if known is None else list(known)
+
+
+def keep_block(key: tuple[object, tuple[tuple[str, str], ...]], fields: list[tuple[bytes, bytes]]) -> None:
+    """Keep ``fields``, built from what ``key`` names, unless the block carries credentials or long values."""
+    for name, value in fields:
+        if len(value) > _CACHED_VALUE_MAX or name in _CREDENTIALS:
+            return
+    if len(_SENT_BLOCKS) >= _BLOCKS_MAX:
+        _SENT_BLOCKS.clear()
+    try:
+        _SENT_BLOCKS[key] = tuple(fields)
+    except TypeError:
+        pass
+
+
 def _sent_field(name: str, value: str) -> tuple[bytes, bytes]:
     """What goes on the wire for one field; ``_DROPPED`` (empty name) when it is not sent."""
     lname = name.lower()
@@ -223,7 +259,10 @@ __all__ = [
     "TRAILERS",
     "TRIM",
     "MalformedFields",
+    "block_key",
     "field_block",
+    "keep_block",
+    "known_block",
     "received_fields",
     "wire",
 ]

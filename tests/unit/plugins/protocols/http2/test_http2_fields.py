@@ -177,3 +177,73 @@ def test_a_block_seen_before_is_judged_again_for_another_kind_and_handed_out_as_
     assert received_fields(regular, TRAILERS) == [("content-type", "application/grpc")]
     with pytest.raises(MalformedFields, match="without :method"):
         received_fields(regular, REQUEST)
+
+
+
+def _requests_sent(heads: list[RequestHead]) -> list[list[tuple[bytes, bytes]]]:
+    """What a client-role codec puts on the wire for each head, read back by a real h2 server."""
+    codec = Http2Codec(Role.CLIENT, CodecLimits())
+    peer = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+    peer.initiate_connection()
+    peer.receive_data(codec.data_to_send())
+    sent = []
+    for head in heads:
+        got = peer.receive_data(codec.send(head))
+        sent.append([tuple(f) for e in got if isinstance(e, h2.events.RequestReceived) for f in e.headers])
+    return sent
+
+
+def test_a_sent_block_kept_whole_is_the_block_its_head_builds_and_changes_with_any_input() -> None:
+    from sofamesh.plugins.protocols.http2 import fields
+
+    fields._SENT_BLOCKS.clear()
+    grpc = Headers([(":method", "POST"), (":path", "/a.B/C"), (":scheme", "http"), (":authority", "x:1"),
+                    ("content-type", "application/grpc"), ("te", "trailers"), ("x-forwarded-for", "10.0.0.1")])
+    sent = _requests_sent([
+        RequestHead("http2", 1, "a.B", "C", "/a.B/C", headers=grpc, end_stream=False),
+        RequestHead("http2", 3, "a.B", "C", "/a.B/C", headers=grpc, end_stream=False),  # kept
+        RequestHead("http2", 5, "a.B", "C", "/a.B/C", headers=Headers([*grpc, ("x-b3", "1")]), end_stream=False),
+        RequestHead("http2", 7, "svc:80", "GET", "/x", headers=Headers([("Host", "h:1")])),  # pseudo from the head
+        RequestHead("http2", 9, "svc:80", "PUT", "/y", headers=Headers([("Host", "h:1")])),  # another method, path
+        RequestHead("http2", 11, "svc:80", "PUT", "/y", headers=Headers([("Host", "h:2")])),  # another host
+    ])
+    expect = [(b":method", b"POST"), (b":path", b"/a.B/C"), (b":scheme", b"http"), (b":authority", b"x:1"),
+              (b"content-type", b"application/grpc"), (b"te", b"trailers"), (b"x-forwarded-for", b"10.0.0.1")]
+    assert sent[0] == expect and sent[1] == expect
+    assert sent[2] == [*expect, (b"x-b3", b"1")]
+    assert sent[3] == [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"h:1"), (b":path", b"/x")]
+    assert sent[4] == [(b":method", b"PUT"), (b":scheme", b"http"), (b":authority", b"h:1"), (b":path", b"/y")]
+    assert sent[5] == [(b":method", b"PUT"), (b":scheme", b"http"), (b":authority", b"h:2"), (b":path", b"/y")]
+    assert len(fields._SENT_BLOCKS) == 5
+
+
+def test_a_request_block_with_credentials_is_sent_never_indexed_and_never_kept() -> None:
+    from sofamesh.plugins.protocols.http2 import fields
+
+    fields._SENT_BLOCKS.clear()
+    for name, value in [("authorization", "Bearer t"), ("proxy-authorization", "Basic x"), ("cookie", "a=1")]:
+        headers = Headers([("content-type", "application/grpc"), (name, value)])
+        heads = [RequestHead("http2", sid, "a.B", "POST", "/a.B/C", headers=headers) for sid in (1, 3)]
+        codec = Http2Codec(Role.CLIENT, CodecLimits())
+        codec.data_to_send()
+        decoder = hpack.Decoder()
+        for head in heads:
+            out = codec.send(head)
+            decoded = decoder.decode(out[9 : 9 + int.from_bytes(out[:3], "big")], raw=True)
+            assert [f for f in decoded if isinstance(f, hpack.NeverIndexedHeaderTuple)] == [
+                (name.encode(), value.encode())]
+    assert not fields._SENT_BLOCKS
+
+
+def test_a_header_that_is_not_a_pair_tuple_never_has_its_block_kept() -> None:
+    from sofamesh.plugins.protocols.http2 import fields
+
+    fields._SENT_BLOCKS.clear()
+    headers = Headers([["content-type", "application/grpc"]])  # type: ignore[list-item]
+    head = RequestHead("http2", 1, "a.B", "POST", "/a.B/C", headers=headers)
+    if fields.__file__.endswith(".so"):  # the compiled build takes (name, value) tuples only, as it always did
+        with pytest.raises(TypeError, match="tuple"):
+            _requests_sent([head])
+    else:
+        assert _requests_sent([head])[0][-1] == (b"content-type", b"application/grpc")
+    assert not fields._SENT_BLOCKS
