@@ -69,6 +69,12 @@ _DROPPED: Final = (b"", b"")
 # only (the HPACK encoder still decides per block what it indexes, and never indexes credentials).
 _SENT_BLOCKS: dict[tuple[object, tuple[tuple[str, str], ...]], tuple[tuple[bytes, bytes], ...]] = {}
 _CREDENTIALS: Final = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
+# Heads that never repeat (a trace id or request id per request) would only pay for being kept: once
+# _GIVE_UP blocks were kept and none of them was asked for again, the next _SKIP heads are not keyed.
+_GIVE_UP: Final = 4 * _BLOCKS_MAX
+_SKIP: Final = 4096
+_unasked = 0  # blocks kept since a kept block was last found
+_skipping = 0  # heads still to pass without a key
 
 
 class MalformedFields(ValueError):
@@ -213,7 +219,12 @@ def field_block(headers: Headers, first: list[tuple[bytes, bytes]]) -> list[tupl
 
 def block_key(prefix: object, headers: Headers) -> tuple[object, tuple[tuple[str, str], ...]] | None:
     """The key under which the block built from ``headers`` and what ``prefix`` stands for (the
-    pseudo-header fields' inputs) is kept; None for a block too long to keep."""
+    pseudo-header fields' inputs) is kept; None for a block too long to keep, and while keeping is
+    skipped because the blocks kept lately were never asked for again."""
+    global _skipping
+    if _skipping:
+        _skipping -= 1
+        return None
     if len(headers) > _BLOCK_FIELDS_MAX:
         return None
     return (prefix, tuple(headers))
@@ -221,15 +232,20 @@ def block_key(prefix: object, headers: Headers) -> tuple[object, tuple[tuple[str
 
 def known_block(key: tuple[object, tuple[tuple[str, str], ...]]) -> list[tuple[bytes, bytes]] | None:
     """The fields of the block kept under ``key`` (a new list), or None."""
+    global _unasked
     try:
         known = _SENT_BLOCKS.get(key)
     except TypeError:  # a header that is not a (name, value) tuple: never kept
         return None
-    return None if known is None else list(known)
+    if known is None:
+        return None
+    _unasked = 0
+    return list(known)
 
 
 def keep_block(key: tuple[object, tuple[tuple[str, str], ...]], fields: list[tuple[bytes, bytes]]) -> None:
     """Keep ``fields``, built from what ``key`` names, unless the block carries credentials or long values."""
+    global _unasked, _skipping
     for name, value in fields:
         if len(value) > _CACHED_VALUE_MAX or name in _CREDENTIALS:
             return
@@ -238,7 +254,12 @@ def keep_block(key: tuple[object, tuple[tuple[str, str], ...]], fields: list[tup
     try:
         _SENT_BLOCKS[key] = tuple(fields)
     except TypeError:
-        pass
+        return
+    _unasked += 1
+    if _unasked >= _GIVE_UP:
+        _unasked = 0
+        _skipping = _SKIP
+        _SENT_BLOCKS.clear()
 
 
 def _sent_field(name: str, value: str) -> tuple[bytes, bytes]:

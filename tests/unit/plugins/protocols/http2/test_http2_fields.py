@@ -247,3 +247,27 @@ def test_a_header_that_is_not_a_pair_tuple_never_has_its_block_kept() -> None:
     else:
         assert _requests_sent([head])[0][-1] == (b"content-type", b"application/grpc")
     assert not fields._SENT_BLOCKS
+
+
+def test_heads_that_never_repeat_stop_being_kept_and_repeating_ones_are_kept_again_later() -> None:
+    # A trace id per request makes every head new: keeping their blocks would only cost. After
+    # _GIVE_UP blocks kept and never asked for again, the next _SKIP heads go unkeyed; then keeping resumes.
+    from sofamesh.plugins.protocols.http2 import fields
+
+    fields._SENT_BLOCKS.clear()
+    fields._unasked = fields._skipping = 0
+    prefix = ("POST", "a.B", "/a.B/C")
+    for i in range(fields._GIVE_UP):
+        key = fields.block_key(prefix, Headers([("traceparent", f"00-{i:032x}-{i:016x}-01")]))
+        assert key is not None and fields.known_block(key) is None
+        fields.keep_block(key, [(b"traceparent", f"00-{i:032x}-{i:016x}-01".encode())])
+    assert not fields._SENT_BLOCKS
+    same = Headers([("content-type", "application/grpc")])
+    assert all(fields.block_key(prefix, same) is None for _ in range(fields._SKIP))
+    key = fields.block_key(prefix, same)
+    assert key is not None and fields.known_block(key) is None
+    fields.keep_block(key, [(b"content-type", b"application/grpc")])
+    for _ in range(2 * fields._GIVE_UP):  # found again each time: keeping never stops
+        again = fields.block_key(prefix, same)
+        assert again is not None and fields.known_block(again) == [(b"content-type", b"application/grpc")]
+    fields._SENT_BLOCKS.clear()
