@@ -23,15 +23,27 @@ class WriteBatch:
     of I/O callbacks and before the next poll), so 32 clients each sending one request through one
     multiplexed upstream connection cost one upstream send, not 32. A connection with bytes waiting
     for that flush queues every later write behind them, so order is kept.
+
+    When requests come one at a time (each of the two rounds before had a single read that wrote,
+    and it began or finished at most one call),
+    nothing can join the batch: the read's writes go out at its end (``end_read``), and a stream
+    whose answer is complete sends it before its bookkeeping (``send_now``), so the peer has the
+    bytes while the proxy finishes the request. The round's ``call_soon`` is still queued, to count
+    the round's reads: a second read in the round is batched as before, and so is the next round.
     """
 
-    __slots__ = ("depth", "dirty", "loop", "scheduled")
+    __slots__ = ("calls", "depth", "dirty", "loop", "reads", "scheduled", "sent", "serial", "singles")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.depth = 0
         self.dirty: list[Connection] = []
         self.scheduled = False  # a flush is queued with call_soon
+        self.reads = 0  # reads that wrote in the current round
+        self.calls = 0  # calls begun (``Stream.start``) or answered whole (``send_now``) in the round
+        self.singles = 0  # rounds in a row with one such read
+        self.serial = False  # the last two rounds had one such read each: write through
+        self.sent = False  # the current read sent early (``send_now``)
 
     def begin(self) -> None:
         self.depth += 1
@@ -40,19 +52,46 @@ class WriteBatch:
         """Leave a batch; at depth 0 everything written goes out now."""
         self.depth -= 1
         if not self.depth and self.dirty:
-            self.flush()
+            self.write_out()
 
     def end_read(self) -> None:
         """Leave a batch opened for a read; at depth 0 everything written goes out once the loop
-        is done with this round of reads."""
+        is done with this round of reads, or now if this read is the round's first and requests
+        come one at a time."""
         self.depth -= 1
-        if not self.depth and self.dirty and not self.scheduled:
-            self.scheduled = True
-            self.loop.call_soon(self.flush)
+        if not self.depth and (self.dirty or self.sent):
+            self.sent = False
+            self.reads += 1
+            if not self.scheduled:
+                self.scheduled = True
+                self.loop.call_soon(self.flush)
+                if self.serial:
+                    self.write_out()
+
+    def send_now(self) -> None:
+        """A stream's answer is written whole: when requests come one at a time and this read is
+        the round's first, send what it wrote now, before the stream's bookkeeping. A round whose
+        reads begin or finish several calls (16 in flight on one connection) is not one at a time."""
+        self.calls += 1
+        if self.serial and self.depth and not self.scheduled and not self.sent and self.dirty:
+            self.sent = True
+            self.write_out()
+
+    def write_out(self) -> None:
+        dirty, self.dirty = self.dirty, []
+        for conn in dirty:
+            conn.flush()
 
     def flush(self) -> None:
-        """Write out every connection written to in the batch."""
+        """The round is over: write out every connection written to in the batch."""
         self.scheduled = False
+        if self.reads == 1 and self.calls <= 1:
+            self.singles += 1
+            self.serial = self.singles >= 2
+        else:
+            self.singles = 0
+            self.serial = False
+        self.reads = self.calls = 0
         dirty, self.dirty = self.dirty, []
         for conn in dirty:
             conn.flush()

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from sofamesh.core.codec import Codec, CodecFactory
     from sofamesh.core.endpoint import Endpoint
+    from sofamesh.core.net.connection import WriteBatch
     from sofamesh.core.net.flow_control import ReadGate, WriteGate
     from sofamesh.core.net.timers import DeadlineWheel
     from sofamesh.core.proxy.mirror import Shadows
@@ -72,6 +73,8 @@ class Downstream(Protocol):
     def write_gate(self) -> WriteGate: ...
     @property
     def wheel(self) -> DeadlineWheel: ...
+    @property
+    def batch(self) -> WriteBatch: ...
 
     def write(self, data: bytes) -> None: ...
     def abort(self) -> None: ...
@@ -134,6 +137,7 @@ class Stream:
 
     # -- request phase ---------------------------------------------------------------------------
     def start(self) -> None:
+        self.conn.batch.calls += 1  # calls begun in this round of reads: one at a time, or several
         hooks = self.rt.filters.request_hooks
         if not hooks or self._run_filters(hooks, 0):
             self._route()
@@ -959,6 +963,8 @@ class Stream:
         sample of the cluster's ``upstream_rq_time``, as Envoy's router charges it."""
         self.done = True
         conn = self.conn
+        if upstream_complete:  # the answer is written whole: one request at a time, it leaves now
+            conn.batch.send_now()
         if self.timer:
             conn.wheel.cancel(self, self.timer)
             self.timer = 0
