@@ -105,7 +105,10 @@ def test_eureka_registration_through_one_replica_is_served_and_renewed_by_the_ot
             wait_for(
                 lambda: b.health("shared-eureka") == {"eu-1": "healthy", "eu-2": "healthy"}, 10, "both instances on B"
             )
-            assert a.health("shared-eureka") == {"eu-1": "healthy", "eu-2": "healthy"}
+            # eu-2 reached A through the shared store: a replica sees a peer's writes soon, not at once
+            wait_for(
+                lambda: a.health("shared-eureka") == {"eu-1": "healthy", "eu-2": "healthy"}, 10, "both instances on A"
+            )
             # B's own Eureka client discovers the instance registered through A
             found = c2.ask(cmd="discover", name="shared-eureka")["instances"]
             assert {(r["id"], r["status"]) for r in found} == {("eu-1", "UP"), ("eu-2", "UP")}
