@@ -60,8 +60,10 @@ from sofamesh.plugins.protocols.http2.fields import (
     TRAILERS,
     MalformedFields,
     block_key,
+    checked_fields,
     field_block,
     keep_block,
+    keepable,
     known_block,
     received_fields,
     wire,
@@ -159,6 +161,53 @@ def _is_rpc(ctype: str | None) -> bool:
     if grpc.is_grpc(ctype):
         return True
     return ctype is not None and ctype[:18].lower() == "application/triple"
+
+
+class _RouteKeys:
+    """What a received request block gives every head made from it: its checked fields as text and
+    the routing keys read from them."""
+
+    __slots__ = ("fields", "group", "method", "path", "resolve", "service", "timeout_ms", "version")
+
+    def __init__(self, fields: tuple[tuple[str, str], ...], service: str, method: str, path: str, version: str,
+                 group: str, timeout_ms: int | None, resolve: _Aliases) -> None:  # fmt: skip
+        self.fields = fields
+        self.service = service
+        self.method = method
+        self.path = path
+        self.version = version
+        self.group = group
+        self.timeout_ms = timeout_ms
+        self.resolve = resolve
+
+
+def _route_keys(raw: list[tuple[bytes, bytes]]) -> _RouteKeys:
+    """A request block checked (``MalformedFields`` when it breaks the rules) and its routing keys."""
+    fields = checked_fields(raw, REQUEST)
+    # checked_fields checked the names are lower case: one dict answers every lookup (first value wins).
+    first: dict[str, str] = {}
+    for k, v in fields:
+        first.setdefault(k, v)
+    get = first.get
+    path = get(":path") or ""
+    authority = get(":authority") or get("host") or ""
+    target = _rpc_target(path) if _is_rpc(get("content-type")) else None
+    if target is None:
+        service = authority
+        method = get(":method") or ""
+    else:
+        service, method = target
+    version = get("tri-service-version") or ""
+    group = get("tri-service-group") or ""
+    timeout_ms = grpc.parse_timeout(get("grpc-timeout"))
+    return _RouteKeys(tuple(fields), service, method, path, version, group, timeout_ms, _Aliases(authority))
+
+
+# Request blocks already read, by their fields as the HPACK decoder gave them: a client sends the
+# same block on every call (the decoder hands back the same field objects for a block it read
+# before). Only blocks ``keepable`` says are small; emptied when full.
+_REQUESTS: dict[tuple[tuple[bytes, bytes], ...], _RouteKeys] = {}
+_REQUESTS_MAX: Final = 64
 
 
 class _Stream:
@@ -373,37 +422,19 @@ class Http2Codec(Codec):
             self._forget_if_done(sid, st)
 
     def _request(self, sid: int, raw: list[tuple[bytes, bytes]], ended: bool) -> None:
-        fields = received_fields(raw, REQUEST)
-        headers = Headers(fields)
-        # received_fields checked the names are lower case: one dict answers every lookup (first value wins).
-        first: dict[str, str] = {}
-        for k, v in fields:
-            first.setdefault(k, v)
-        get = first.get
+        key = tuple(raw)
+        known = _REQUESTS.get(key)
+        if known is None:
+            known = _route_keys(raw)  # a malformed block raises here: never kept
+            if keepable(raw):
+                if len(_REQUESTS) >= _REQUESTS_MAX:
+                    _REQUESTS.clear()
+                _REQUESTS[key] = known
         st = _Stream()
         st.end_in_head = st.remote_done = ended
         self._streams[sid] = st
-        path = get(":path") or ""
-        authority = get(":authority") or get("host") or ""
-        target = _rpc_target(path) if _is_rpc(get("content-type")) else None
-        if target is None:
-            service = authority
-            method = get(":method") or ""
-        else:
-            service, method = target
-        head = RequestHead(
-            protocol=PROTOCOL,
-            request_id=sid,
-            service=service,
-            method=method,
-            path=path,
-            version=get("tri-service-version") or "",
-            group=get("tri-service-group") or "",
-            headers=headers,
-            end_stream=st.end_in_head,
-            timeout_ms=grpc.parse_timeout(get("grpc-timeout")),
-            resolve=_Aliases(authority),
-        )
+        head = RequestHead(PROTOCOL, sid, known.service, known.method, known.path, known.version, known.group,
+                           Headers(known.fields), False, ended, None, known.timeout_ms, known.resolve)  # fmt: skip
         st.head = head
         if len(raw) > self._limits.max_headers:
             # Not a connection error: answer this stream alone, as a request over a limit.

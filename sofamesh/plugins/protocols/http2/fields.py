@@ -85,22 +85,33 @@ def received_fields(raw: list[tuple[bytes, bytes]], kind: int) -> list[tuple[str
     """The fields of a received header block of ``kind`` (REQUEST, RESPONSE or TRAILERS) as text
     (latin-1, so they re-encode to the same bytes), checked as the module docstring says."""
     if len(raw) > _BLOCK_FIELDS_MAX:
-        return _checked_fields(raw, kind)
+        return checked_fields(raw, kind)
     key = (kind, tuple(raw))
     known = _BLOCKS.get(key)
     if known is not None:
         return list(known)
-    out = _checked_fields(raw, kind)  # a malformed block raises here: never kept
-    for name, value in raw:
-        if len(name) + len(value) > _CACHED_VALUE_MAX:
-            return out
+    out = checked_fields(raw, kind)  # a malformed block raises here: never kept
+    if not keepable(raw):
+        return out
     if len(_BLOCKS) >= _BLOCKS_MAX:
         _BLOCKS.clear()
     _BLOCKS[key] = tuple(out)
     return out
 
 
-def _checked_fields(raw: list[tuple[bytes, bytes]], kind: int) -> list[tuple[str, str]]:
+def keepable(raw: list[tuple[bytes, bytes]]) -> bool:
+    """Whether what a received block gives may be kept by the block (``received_fields``'s rule,
+    for a caller that keeps more of a block than its fields): few fields, each short."""
+    if len(raw) > _BLOCK_FIELDS_MAX:
+        return False
+    for name, value in raw:
+        if len(name) + len(value) > _CACHED_VALUE_MAX:
+            return False
+    return True
+
+
+def checked_fields(raw: list[tuple[bytes, bytes]], kind: int) -> list[tuple[str, str]]:
+    """``received_fields`` without keeping the block: for a caller that keeps its own result of it."""
     out: list[tuple[str, str]] = []
     checked = _CHECKED
     checked_pseudo = _CHECKED_PSEUDO
@@ -281,8 +292,10 @@ __all__ = [
     "TRIM",
     "MalformedFields",
     "block_key",
+    "checked_fields",
     "field_block",
     "keep_block",
+    "keepable",
     "known_block",
     "received_fields",
     "wire",

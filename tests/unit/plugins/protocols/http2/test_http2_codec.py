@@ -147,6 +147,29 @@ def test_grpc_request_head_carries_service_method_version_group_and_deadline() -
     assert events[2] == EndOfMessage(trailers=None, stream_id=1)
 
 
+def test_the_same_request_block_again_gives_the_same_head_under_its_own_stream_id() -> None:
+    peer = Peer()
+    for sid in (1, 3, 5):  # the second and third blocks are the first one's HPACK indices
+        peer.conn.send_headers(sid, grpc_request_headers(), end_stream=sid == 5)
+        if sid != 5:
+            peer.conn.send_data(sid, grpc_message(b"hi"), end_stream=True)
+    wire = peer.out()
+    codec = Http2Codec(Role.SERVER, CodecLimits())
+    codec.receive_data(wire)
+    heads = [e for e in drain(codec) if isinstance(e, RequestHead)]
+    assert [h.request_id for h in heads] == [1, 3, 5]
+    assert [h.end_stream for h in heads] == [False, False, True]
+    for h in heads:
+        assert (h.service, h.method, h.path, h.version, h.group, h.timeout_ms) == (
+            "echo.v1.Echo", "Say", GRPC_PATH, "1.0.0", "blue", 1500)  # fmt: skip
+        assert h.headers.items() == grpc_request_headers()
+        assert h.key("host") == "echo.local:50051"
+    # A codec with a lower header count limit answers the same block 431, however often it was read.
+    strict = Http2Codec(Role.SERVER, CodecLimits(max_headers=8))
+    strict.receive_data(wire)
+    assert drain(strict) == []
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 24, 25, 100])
 def test_a_grpc_call_split_into_any_chunk_size_gives_the_same_events(chunk: int) -> None:
     wire = grpc_unary_bytes()
