@@ -35,7 +35,8 @@ How the kernel drives it (one codec per connection, many streams):
 from __future__ import annotations
 
 from collections import deque
-from typing import ClassVar, Final
+from collections.abc import Callable
+from typing import ClassVar, Final, TypeVar
 
 from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, Failure, ReplyStatus, Role, Sniff
 from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
@@ -167,11 +168,11 @@ class _RouteKeys:
     """What a received request block gives every head made from it: its checked fields as text and
     the routing keys read from them."""
 
-    __slots__ = ("fields", "group", "method", "path", "resolve", "service", "timeout_ms", "version")
+    __slots__ = ("group", "headers", "method", "path", "resolve", "service", "timeout_ms", "version")
 
-    def __init__(self, fields: tuple[tuple[str, str], ...], service: str, method: str, path: str, version: str,
+    def __init__(self, headers: Headers, service: str, method: str, path: str, version: str,
                  group: str, timeout_ms: int | None, resolve: _Aliases) -> None:  # fmt: skip
-        self.fields = fields
+        self.headers = headers  # one object for every head of the block: Headers are never changed in place
         self.service = service
         self.method = method
         self.path = path
@@ -200,14 +201,58 @@ def _route_keys(raw: list[tuple[bytes, bytes]]) -> _RouteKeys:
     version = get("tri-service-version") or ""
     group = get("tri-service-group") or ""
     timeout_ms = grpc.parse_timeout(get("grpc-timeout"))
-    return _RouteKeys(tuple(fields), service, method, path, version, group, timeout_ms, _Aliases(authority))
+    return _RouteKeys(Headers(fields), service, method, path, version, group, timeout_ms, _Aliases(authority))
+
+
+class _StatusKeys:
+    """What a received response block gives every head made from it: its checked fields as text and
+    the statuses read from them."""
+
+    __slots__ = ("headers", "http_status", "status", "trailers_only_status")
+
+    def __init__(self, headers: Headers, status: int, http_status: int, trailers_only_status: int) -> None:
+        self.headers = headers  # one object for every head of the block, as ``_RouteKeys.headers``
+        self.status = status
+        self.http_status = http_status
+        self.trailers_only_status = trailers_only_status  # the HTTP status when the block ends the stream, or 0
+
+
+def _status_keys(raw: list[tuple[bytes, bytes]]) -> _StatusKeys:
+    """A response block checked (``MalformedFields`` when it breaks the rules) and its statuses."""
+    headers = Headers(checked_fields(raw, RESPONSE))
+    status = int(headers.get(":status") or 0)
+    http_status = status if 100 <= status <= 599 else 502
+    gstatus = headers.get("grpc-status")
+    only = 0
+    if http_status == 200 and gstatus is not None and gstatus.isdigit():
+        only = grpc.http_status_of(int(gstatus))
+    return _StatusKeys(headers, status, http_status, only)
 
 
 # Request blocks already read, by their fields as the HPACK decoder gave them: a client sends the
 # same block on every call (the decoder hands back the same field objects for a block it read
 # before). Only blocks ``keepable`` says are small; emptied when full.
 _REQUESTS: dict[tuple[tuple[bytes, bytes], ...], _RouteKeys] = {}
-_REQUESTS_MAX: Final = 64
+_RESPONSES: dict[tuple[tuple[bytes, bytes], ...], _StatusKeys] = {}  # response blocks, the same way
+_KEPT_MAX: Final = 64
+_K = TypeVar("_K")
+
+
+def _kept(
+    table: dict[tuple[tuple[bytes, bytes], ...], _K],
+    raw: list[tuple[bytes, bytes]],
+    read: Callable[[list[tuple[bytes, bytes]]], _K],
+) -> _K:
+    """What ``read`` gives for the block ``raw``, kept in ``table`` when the block is small."""
+    key = tuple(raw)
+    known = table.get(key)
+    if known is None:
+        known = read(raw)  # a malformed block raises here: never kept
+        if keepable(raw):
+            if len(table) >= _KEPT_MAX:
+                table.clear()
+            table[key] = known
+    return known
 
 
 class _Stream:
@@ -422,19 +467,12 @@ class Http2Codec(Codec):
             self._forget_if_done(sid, st)
 
     def _request(self, sid: int, raw: list[tuple[bytes, bytes]], ended: bool) -> None:
-        key = tuple(raw)
-        known = _REQUESTS.get(key)
-        if known is None:
-            known = _route_keys(raw)  # a malformed block raises here: never kept
-            if keepable(raw):
-                if len(_REQUESTS) >= _REQUESTS_MAX:
-                    _REQUESTS.clear()
-                _REQUESTS[key] = known
+        known = _kept(_REQUESTS, raw, _route_keys)
         st = _Stream()
         st.end_in_head = st.remote_done = ended
         self._streams[sid] = st
         head = RequestHead(PROTOCOL, sid, known.service, known.method, known.path, known.version, known.group,
-                           Headers(known.fields), False, ended, None, known.timeout_ms, known.resolve)  # fmt: skip
+                           known.headers, False, ended, None, known.timeout_ms, known.resolve)  # fmt: skip
         st.head = head
         if len(raw) > self._limits.max_headers:
             # Not a connection error: answer this stream alone, as a request over a limit.
@@ -444,28 +482,18 @@ class Http2Codec(Codec):
         self._events.append(head)
 
     def _response(self, sid: int, raw: list[tuple[bytes, bytes]], ended: bool) -> None:
-        headers = Headers(received_fields(raw, RESPONSE))
+        known = _kept(_RESPONSES, raw, _status_keys)
         st = self._streams.get(sid)
         if st is None:
             return
         st.end_in_head = ended
         if ended:
             st.remote_done = True
-        status = int(headers.get(":status") or 0)
-        http_status = status if 100 <= status <= 599 else 502
-        gstatus = headers.get("grpc-status")
-        if http_status == 200 and ended and gstatus is not None and gstatus.isdigit():
-            http_status = grpc.http_status_of(int(gstatus))  # trailers-only gRPC answer
-        self._events.append(
-            ResponseHead(
-                protocol=PROTOCOL,
-                request_id=sid,
-                status=status,
-                http_status=http_status,
-                headers=headers,
-                end_stream=ended,
-            )
-        )
+        status = known.status
+        http_status = known.http_status
+        if ended and known.trailers_only_status:
+            http_status = known.trailers_only_status  # trailers-only gRPC answer
+        self._events.append(ResponseHead(PROTOCOL, sid, status, http_status, known.headers, "", ended))
         if ended:
             self._forget_if_done(sid, st)
 

@@ -647,6 +647,20 @@ def test_client_role_maps_a_trailers_only_grpc_error_to_its_http_status() -> Non
     assert codec.open_streams == 0
 
 
+def test_the_same_response_block_maps_grpc_status_only_when_it_ends_the_stream() -> None:
+    codec, server = connect(Role.CLIENT)
+    fields = [(":status", "200"), ("content-type", "application/grpc"), ("grpc-status", "14")]
+    got = []
+    for ended in (False, True, False):
+        sid = codec.new_stream_id()
+        head = RequestHead("http2", request_id=sid, headers=Headers(grpc_request_headers()), end_stream=True)
+        server.feed(codec.send(head))
+        server.conn.send_headers(sid, fields, end_stream=ended)
+        codec.receive_data(server.out())
+        got += [(e.status, e.http_status, e.end_stream) for e in drain(codec) if isinstance(e, ResponseHead)]
+    assert got == [(200, 200, False), (200, 503, True), (200, 200, False)]
+
+
 def test_client_role_turns_an_http1_style_head_into_valid_http2_fields() -> None:
     codec, server = connect(Role.CLIENT)
     head = RequestHead(
