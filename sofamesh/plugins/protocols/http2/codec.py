@@ -59,9 +59,9 @@ from sofamesh.plugins.protocols.http2.fields import (
     REQUEST,
     RESPONSE,
     TRAILERS,
+    LastBlock,
     MalformedFields,
     block_key,
-    checked_fields,
     field_block,
     keep_block,
     keepable,
@@ -184,8 +184,8 @@ class _RouteKeys:
 
 def _route_keys(raw: list[tuple[bytes, bytes]]) -> _RouteKeys:
     """A request block checked (``MalformedFields`` when it breaks the rules) and its routing keys."""
-    fields = checked_fields(raw, REQUEST)
-    # checked_fields checked the names are lower case: one dict answers every lookup (first value wins).
+    fields = received_fields(raw, REQUEST)
+    # received_fields checked the names are lower case: one dict answers every lookup (first value wins).
     first: dict[str, str] = {}
     for k, v in fields:
         first.setdefault(k, v)
@@ -219,7 +219,7 @@ class _StatusKeys:
 
 def _status_keys(raw: list[tuple[bytes, bytes]]) -> _StatusKeys:
     """A response block checked (``MalformedFields`` when it breaks the rules) and its statuses."""
-    headers = Headers(checked_fields(raw, RESPONSE))
+    headers = Headers(received_fields(raw, RESPONSE))
     status = int(headers.get(":status") or 0)
     http_status = status if 100 <= status <= 599 else 502
     gstatus = headers.get("grpc-status")
@@ -234,7 +234,13 @@ def _status_keys(raw: list[tuple[bytes, bytes]]) -> _StatusKeys:
 # before). Only blocks ``keepable`` says are small; emptied when full.
 _REQUESTS: dict[tuple[tuple[bytes, bytes], ...], _RouteKeys] = {}
 _RESPONSES: dict[tuple[tuple[bytes, bytes], ...], _StatusKeys] = {}  # response blocks, the same way
+_TRAILERS: dict[tuple[tuple[bytes, bytes], ...], Headers] = {}  # trailer blocks, the same way
 _KEPT_MAX: Final = 64
+
+
+def _trailer_fields(raw: list[tuple[bytes, bytes]]) -> Headers:
+    return Headers(received_fields(raw, TRAILERS))
+
 _K = TypeVar("_K")
 
 
@@ -325,6 +331,9 @@ class Http2Codec(Codec):
         self._eof = False
         self._eof_reported = False
         self._error: RemoteProtocolError | None = None
+        self._last_request = LastBlock()  # the blocks sent last, found again by their Headers object
+        self._last_response = LastBlock()
+        self._last_trailers = LastBlock()
 
     # -- receiving --------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -451,7 +460,7 @@ class Http2Codec(Codec):
             self._machine.reset_stream(sid, frames.NO_ERROR)
 
     def _trailers(self, sid: int, raw: list[tuple[bytes, bytes]]) -> None:
-        trailers = Headers(received_fields(raw, TRAILERS))
+        trailers = _kept(_TRAILERS, raw, _trailer_fields)
         st = self._streams.get(sid)
         if st is not None:
             st.trailers_seen = True
@@ -579,12 +588,18 @@ class Http2Codec(Codec):
         if sid <= 0 or sid % 2 == 0:
             raise LocalProtocolError(f"http2: request stream id {sid} is not a client stream id; use new_stream_id()")
         # The block is made of the head's headers, method, service and path only: kept whole.
-        key = block_key((head.method, head.service, head.path), head.headers)
-        fields = known_block(key) if key is not None else None
+        headers = head.headers
+        pseudo = (head.method, head.service, head.path)
+        last = self._last_request
+        fields = last.find(headers, pseudo)
         if fields is None:
-            fields = field_block(head.headers, _request_pseudo(head))
-            if key is not None:
-                keep_block(key, fields)
+            key = block_key(pseudo, headers)
+            fields = known_block(key) if key is not None else None
+            if fields is None:
+                fields = field_block(headers, _request_pseudo(head))
+                if key is not None:
+                    keep_block(key, fields)
+            last.keep(headers, pseudo, fields)
         st = _Stream()
         st.local_done = head.end_stream
         self._streams[sid] = st
@@ -595,10 +610,13 @@ class Http2Codec(Codec):
             raise LocalProtocolError("http2: a client-role codec sends requests, not responses")
         sid = head.request_id
         # The field is the status (a filter may have changed it); a stale ":status" header is dropped.
-        status = str(head.status)
-        self._machine.send_headers(
-            sid, field_block(head.headers, [(b":status", wire(status))]), end_stream=head.end_stream
-        )
+        headers = head.headers
+        last = self._last_response
+        fields = last.find(headers, head.status)
+        if fields is None:
+            fields = field_block(headers, [(b":status", wire(str(head.status)))])
+            last.keep(headers, head.status, fields)
+        self._machine.send_headers(sid, fields, end_stream=head.end_stream)
         st = self._streams.get(sid)
         if st is not None:
             st.response_started = True
@@ -638,8 +656,14 @@ class Http2Codec(Codec):
 
     def _send_end(self, end: EndOfMessage) -> None:
         sid = end.stream_id
-        if end.trailers:
-            self._machine.send_headers(sid, field_block(end.trailers, []), end_stream=True)
+        trailers = end.trailers
+        if trailers:
+            last = self._last_trailers
+            fields = last.find(trailers, None)
+            if fields is None:
+                fields = field_block(trailers, [])
+                last.keep(trailers, None, fields)
+            self._machine.send_headers(sid, fields, end_stream=True)
         else:
             self._machine.end_stream(sid)
         self._local_end(sid)

@@ -661,6 +661,31 @@ def test_the_same_response_block_maps_grpc_status_only_when_it_ends_the_stream()
     assert got == [(200, 200, False), (200, 503, True), (200, 200, False)]
 
 
+def test_heads_sharing_one_headers_object_are_sent_with_their_own_pseudo_header_fields() -> None:
+    codec, server = connect(Role.CLIENT)
+    headers = Headers([("content-type", "application/grpc"), ("te", "trailers")])
+    for path in ("/a.B/C", "/a.B/C", "/a.B/D"):
+        sid = codec.new_stream_id()
+        server.feed(codec.send(RequestHead("http2", sid, "a.B", path[5:], path, headers=headers, end_stream=True)))
+    got = [dict(e.headers) for e in server.events if isinstance(e, h2.events.RequestReceived)]
+    assert [g[":path"] for g in got] == ["/a.B/C", "/a.B/C", "/a.B/D"]
+    assert all(g["content-type"] == "application/grpc" for g in got)
+    # The server side: one Headers object answered with another status, then with trailers.
+    codec, client = connect()
+    answer = Headers([("content-type", "application/grpc")])
+    trailers = Headers([("grpc-status", "0")])
+    for sid, status in ((1, 200), (3, 200), (5, 404)):
+        client.conn.send_headers(sid, grpc_request_headers(), end_stream=True)
+        codec.receive_data(client.out())
+        drain(codec)
+        out = codec.send(ResponseHead("http2", sid, status, status, answer, end_stream=False))
+        client.feed(out + codec.send(EndOfMessage(trailers=trailers, stream_id=sid)))
+    statuses = [dict(e.headers)[":status"] for e in client.events if isinstance(e, h2.events.ResponseReceived)]
+    assert statuses == ["200", "200", "404"]
+    ends = [dict(e.headers) for e in client.events if isinstance(e, h2.events.TrailersReceived)]
+    assert ends == [{"grpc-status": "0"}] * 3
+
+
 def test_client_role_turns_an_http1_style_head_into_valid_http2_fields() -> None:
     codec, server = connect(Role.CLIENT)
     head = RequestHead(
