@@ -594,12 +594,12 @@ class Http2Codec(Codec):
         fields = last.find(headers, pseudo)
         if fields is None:
             key = block_key(pseudo, headers)
-            fields = known_block(key) if key is not None else None
-            if fields is None:
-                fields = field_block(headers, _request_pseudo(head))
+            built = known_block(key) if key is not None else None
+            if built is None:
+                built = field_block(headers, _request_pseudo(head))
                 if key is not None:
-                    keep_block(key, fields)
-            last.keep(headers, pseudo, fields)
+                    keep_block(key, built)
+            fields = last.keep(headers, pseudo, built)
         st = _Stream()
         st.local_done = head.end_stream
         self._streams[sid] = st
@@ -614,8 +614,7 @@ class Http2Codec(Codec):
         last = self._last_response
         fields = last.find(headers, head.status)
         if fields is None:
-            fields = field_block(headers, [(b":status", wire(str(head.status)))])
-            last.keep(headers, head.status, fields)
+            fields = last.keep(headers, head.status, field_block(headers, [(b":status", wire(str(head.status)))]))
         self._machine.send_headers(sid, fields, end_stream=head.end_stream)
         st = self._streams.get(sid)
         if st is not None:
@@ -661,8 +660,7 @@ class Http2Codec(Codec):
             last = self._last_trailers
             fields = last.find(trailers, None)
             if fields is None:
-                fields = field_block(trailers, [])
-                last.keep(trailers, None, fields)
+                fields = last.keep(trailers, None, field_block(trailers, []))
             self._machine.send_headers(sid, fields, end_stream=True)
         else:
             self._machine.end_stream(sid)

@@ -276,19 +276,25 @@ class LastBlock:
         self.pseudo: object = None
         self.fields: tuple[tuple[bytes, bytes], ...] = ()
 
-    def find(self, headers: Headers, pseudo: object) -> list[tuple[bytes, bytes]] | None:
-        """The fields sent last (a new list) when they were built from ``headers`` and ``pseudo``."""
+    def find(self, headers: Headers, pseudo: object) -> tuple[tuple[bytes, bytes], ...] | None:
+        """The fields sent last (the same tuple each time: the HPACK encoder then finds its block by
+        identity) when they were built from ``headers`` and ``pseudo``."""
         if headers is self.headers and pseudo == self.pseudo:
-            return list(self.fields)
+            return self.fields
         return None
 
-    def keep(self, headers: Headers, pseudo: object, fields: list[tuple[bytes, bytes]]) -> None:
+    def keep(
+        self, headers: Headers, pseudo: object, fields: list[tuple[bytes, bytes]]
+    ) -> tuple[tuple[bytes, bytes], ...]:
+        """Keep ``fields``, built from ``headers`` and ``pseudo``; returns them as the tuple to send."""
+        kept = tuple(fields)
         if _plain(fields):
             self.headers = headers
             self.pseudo = pseudo
-            self.fields = tuple(fields)
+            self.fields = kept
         else:
             self.headers = None
+        return kept
 
 
 def _sent_field(name: str, value: str) -> tuple[bytes, bytes]:
