@@ -1020,6 +1020,23 @@ def _answering(head: ResponseHead, request_id: int) -> ResponseHead:
                         head.end_stream, head.raw, head.meta)
 
 
+class _Forwarded:
+    """The headers ``_forwarded`` made last and what it made them from. A codec that hands out one
+    ``Headers`` object for every request of a block it read before (HTTP/2) gets the same forwarded
+    headers back without the pass over them; ``Headers`` are never changed in place."""
+
+    __slots__ = ("attempt", "headers", "ip", "out")
+
+    def __init__(self) -> None:
+        self.headers: Headers | None = None
+        self.ip = ""
+        self.attempt = False
+        self.out: Headers | None = None
+
+
+_last_forwarded = _Forwarded()
+
+
 def _forwarded(head: RequestHead, peer: tuple[Any, ...], attempt: bool = False) -> RequestHead:
     """x-forwarded-for / x-forwarded-proto, as Envoy adds them (headers of re-encoded heads only),
     and with ``attempt`` ``x-envoy-attempt-count: 1`` (a route that retries).
@@ -1028,10 +1045,26 @@ def _forwarded(head: RequestHead, peer: tuple[Any, ...], attempt: bool = False) 
     x-forwarded-proto is added when absent, an earlier attempt count goes; the rest keep their
     order and case."""
     ip = str(peer[0]) if peer else ""
+    last = _last_forwarded
+    headers = last.out
+    if headers is None or head.headers is not last.headers or ip != last.ip or attempt != last.attempt:
+        headers = _forwarded_headers(head.headers, ip, attempt)
+        last.headers = head.headers
+        last.ip = ip
+        last.attempt = attempt
+        last.out = headers
+    # Every field spelled out: dataclasses.replace introspects the fields on each call and costs
+    # about 4x this on every proxied HTTP request (a unit test checks that no field is left behind).
+    return RequestHead(head.protocol, head.request_id, head.service, head.method, head.path, head.version,
+                       head.group, headers, head.oneway, head.end_stream, head.raw, head.timeout_ms,
+                       head.resolve, head.meta)
+
+
+def _forwarded_headers(headers: Headers, ip: str, attempt: bool) -> Headers:
     out: list[tuple[str, str]] = []
     xff_at = -1
     has_proto = False
-    for item in head.headers:
+    for item in headers:
         n = len(item[0])  # lower-case only the names that can match
         if n == 15 and item[0].lower() == "x-forwarded-for":
             if xff_at < 0:
@@ -1049,11 +1082,7 @@ def _forwarded(head: RequestHead, peer: tuple[Any, ...], attempt: bool = False) 
         out.append(("x-forwarded-proto", "http"))
     if attempt:
         out.append((ATTEMPT_HEADER, "1"))
-    # Every field spelled out: dataclasses.replace introspects the fields on each call and costs
-    # about 4x this on every proxied HTTP request (a unit test checks that no field is left behind).
-    return RequestHead(head.protocol, head.request_id, head.service, head.method, head.path, head.version,
-                       head.group, Headers(out), head.oneway, head.end_stream, head.raw, head.timeout_ms,
-                       head.resolve, head.meta)
+    return Headers(out)
 
 
 __all__ = ["Downstream", "Stream", "StreamContext"]

@@ -35,7 +35,8 @@ How the kernel drives it (one codec per connection, many streams):
 from __future__ import annotations
 
 from collections import deque
-from typing import ClassVar, Final
+from collections.abc import Callable
+from typing import ClassVar, Final, TypeVar
 
 from sofamesh.core.codec import Codec, CodecFactory, CodecLimits, Failure, ReplyStatus, Role, Sniff
 from sofamesh.core.errors import LocalProtocolError, RemoteProtocolError
@@ -58,10 +59,12 @@ from sofamesh.plugins.protocols.http2.fields import (
     REQUEST,
     RESPONSE,
     TRAILERS,
+    LastBlock,
     MalformedFields,
     block_key,
     field_block,
     keep_block,
+    keepable,
     known_block,
     received_fields,
     wire,
@@ -161,6 +164,103 @@ def _is_rpc(ctype: str | None) -> bool:
     return ctype is not None and ctype[:18].lower() == "application/triple"
 
 
+class _RouteKeys:
+    """What a received request block gives every head made from it: its checked fields as text and
+    the routing keys read from them."""
+
+    __slots__ = ("group", "headers", "method", "path", "resolve", "service", "timeout_ms", "version")
+
+    def __init__(self, headers: Headers, service: str, method: str, path: str, version: str,
+                 group: str, timeout_ms: int | None, resolve: _Aliases) -> None:  # fmt: skip
+        self.headers = headers  # one object for every head of the block: Headers are never changed in place
+        self.service = service
+        self.method = method
+        self.path = path
+        self.version = version
+        self.group = group
+        self.timeout_ms = timeout_ms
+        self.resolve = resolve
+
+
+def _route_keys(raw: list[tuple[bytes, bytes]]) -> _RouteKeys:
+    """A request block checked (``MalformedFields`` when it breaks the rules) and its routing keys."""
+    fields = received_fields(raw, REQUEST)
+    # received_fields checked the names are lower case: one dict answers every lookup (first value wins).
+    first: dict[str, str] = {}
+    for k, v in fields:
+        first.setdefault(k, v)
+    get = first.get
+    path = get(":path") or ""
+    authority = get(":authority") or get("host") or ""
+    target = _rpc_target(path) if _is_rpc(get("content-type")) else None
+    if target is None:
+        service = authority
+        method = get(":method") or ""
+    else:
+        service, method = target
+    version = get("tri-service-version") or ""
+    group = get("tri-service-group") or ""
+    timeout_ms = grpc.parse_timeout(get("grpc-timeout"))
+    return _RouteKeys(Headers(fields), service, method, path, version, group, timeout_ms, _Aliases(authority))
+
+
+class _StatusKeys:
+    """What a received response block gives every head made from it: its checked fields as text and
+    the statuses read from them."""
+
+    __slots__ = ("headers", "http_status", "status", "trailers_only_status")
+
+    def __init__(self, headers: Headers, status: int, http_status: int, trailers_only_status: int) -> None:
+        self.headers = headers  # one object for every head of the block, as ``_RouteKeys.headers``
+        self.status = status
+        self.http_status = http_status
+        self.trailers_only_status = trailers_only_status  # the HTTP status when the block ends the stream, or 0
+
+
+def _status_keys(raw: list[tuple[bytes, bytes]]) -> _StatusKeys:
+    """A response block checked (``MalformedFields`` when it breaks the rules) and its statuses."""
+    headers = Headers(received_fields(raw, RESPONSE))
+    status = int(headers.get(":status") or 0)
+    http_status = status if 100 <= status <= 599 else 502
+    gstatus = headers.get("grpc-status")
+    only = 0
+    if http_status == 200 and gstatus is not None and gstatus.isdigit():
+        only = grpc.http_status_of(int(gstatus))
+    return _StatusKeys(headers, status, http_status, only)
+
+
+# Request blocks already read, by their fields as the HPACK decoder gave them: a client sends the
+# same block on every call (the decoder hands back the same field objects for a block it read
+# before). Only blocks ``keepable`` says are small; emptied when full.
+_REQUESTS: dict[tuple[tuple[bytes, bytes], ...], _RouteKeys] = {}
+_RESPONSES: dict[tuple[tuple[bytes, bytes], ...], _StatusKeys] = {}  # response blocks, the same way
+_TRAILERS: dict[tuple[tuple[bytes, bytes], ...], Headers] = {}  # trailer blocks, the same way
+_KEPT_MAX: Final = 64
+
+
+def _trailer_fields(raw: list[tuple[bytes, bytes]]) -> Headers:
+    return Headers(received_fields(raw, TRAILERS))
+
+_K = TypeVar("_K")
+
+
+def _kept(
+    table: dict[tuple[tuple[bytes, bytes], ...], _K],
+    raw: list[tuple[bytes, bytes]],
+    read: Callable[[list[tuple[bytes, bytes]]], _K],
+) -> _K:
+    """What ``read`` gives for the block ``raw``, kept in ``table`` when the block is small."""
+    key = tuple(raw)
+    known = table.get(key)
+    if known is None:
+        known = read(raw)  # a malformed block raises here: never kept
+        if keepable(raw):
+            if len(table) >= _KEPT_MAX:
+                table.clear()
+            table[key] = known
+    return known
+
+
 class _Stream:
     """What the codec remembers about one open stream."""
 
@@ -231,6 +331,9 @@ class Http2Codec(Codec):
         self._eof = False
         self._eof_reported = False
         self._error: RemoteProtocolError | None = None
+        self._last_request = LastBlock()  # the blocks sent last, found again by their Headers object
+        self._last_response = LastBlock()
+        self._last_trailers = LastBlock()
 
     # -- receiving --------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -357,7 +460,7 @@ class Http2Codec(Codec):
             self._machine.reset_stream(sid, frames.NO_ERROR)
 
     def _trailers(self, sid: int, raw: list[tuple[bytes, bytes]]) -> None:
-        trailers = Headers(received_fields(raw, TRAILERS))
+        trailers = _kept(_TRAILERS, raw, _trailer_fields)
         st = self._streams.get(sid)
         if st is not None:
             st.trailers_seen = True
@@ -373,37 +476,12 @@ class Http2Codec(Codec):
             self._forget_if_done(sid, st)
 
     def _request(self, sid: int, raw: list[tuple[bytes, bytes]], ended: bool) -> None:
-        fields = received_fields(raw, REQUEST)
-        headers = Headers(fields)
-        # received_fields checked the names are lower case: one dict answers every lookup (first value wins).
-        first: dict[str, str] = {}
-        for k, v in fields:
-            first.setdefault(k, v)
-        get = first.get
+        known = _kept(_REQUESTS, raw, _route_keys)
         st = _Stream()
         st.end_in_head = st.remote_done = ended
         self._streams[sid] = st
-        path = get(":path") or ""
-        authority = get(":authority") or get("host") or ""
-        target = _rpc_target(path) if _is_rpc(get("content-type")) else None
-        if target is None:
-            service = authority
-            method = get(":method") or ""
-        else:
-            service, method = target
-        head = RequestHead(
-            protocol=PROTOCOL,
-            request_id=sid,
-            service=service,
-            method=method,
-            path=path,
-            version=get("tri-service-version") or "",
-            group=get("tri-service-group") or "",
-            headers=headers,
-            end_stream=st.end_in_head,
-            timeout_ms=grpc.parse_timeout(get("grpc-timeout")),
-            resolve=_Aliases(authority),
-        )
+        head = RequestHead(PROTOCOL, sid, known.service, known.method, known.path, known.version, known.group,
+                           known.headers, False, ended, None, known.timeout_ms, known.resolve)  # fmt: skip
         st.head = head
         if len(raw) > self._limits.max_headers:
             # Not a connection error: answer this stream alone, as a request over a limit.
@@ -413,28 +491,18 @@ class Http2Codec(Codec):
         self._events.append(head)
 
     def _response(self, sid: int, raw: list[tuple[bytes, bytes]], ended: bool) -> None:
-        headers = Headers(received_fields(raw, RESPONSE))
+        known = _kept(_RESPONSES, raw, _status_keys)
         st = self._streams.get(sid)
         if st is None:
             return
         st.end_in_head = ended
         if ended:
             st.remote_done = True
-        status = int(headers.get(":status") or 0)
-        http_status = status if 100 <= status <= 599 else 502
-        gstatus = headers.get("grpc-status")
-        if http_status == 200 and ended and gstatus is not None and gstatus.isdigit():
-            http_status = grpc.http_status_of(int(gstatus))  # trailers-only gRPC answer
-        self._events.append(
-            ResponseHead(
-                protocol=PROTOCOL,
-                request_id=sid,
-                status=status,
-                http_status=http_status,
-                headers=headers,
-                end_stream=ended,
-            )
-        )
+        status = known.status
+        http_status = known.http_status
+        if ended and known.trailers_only_status:
+            http_status = known.trailers_only_status  # trailers-only gRPC answer
+        self._events.append(ResponseHead(PROTOCOL, sid, status, http_status, known.headers, "", ended))
         if ended:
             self._forget_if_done(sid, st)
 
@@ -520,12 +588,18 @@ class Http2Codec(Codec):
         if sid <= 0 or sid % 2 == 0:
             raise LocalProtocolError(f"http2: request stream id {sid} is not a client stream id; use new_stream_id()")
         # The block is made of the head's headers, method, service and path only: kept whole.
-        key = block_key((head.method, head.service, head.path), head.headers)
-        fields = known_block(key) if key is not None else None
+        headers = head.headers
+        pseudo = (head.method, head.service, head.path)
+        last = self._last_request
+        fields = last.find(headers, pseudo)
         if fields is None:
-            fields = field_block(head.headers, _request_pseudo(head))
-            if key is not None:
-                keep_block(key, fields)
+            key = block_key(pseudo, headers)
+            built = known_block(key) if key is not None else None
+            if built is None:
+                built = field_block(headers, _request_pseudo(head))
+                if key is not None:
+                    keep_block(key, built)
+            fields = last.keep(headers, pseudo, built)
         st = _Stream()
         st.local_done = head.end_stream
         self._streams[sid] = st
@@ -536,10 +610,12 @@ class Http2Codec(Codec):
             raise LocalProtocolError("http2: a client-role codec sends requests, not responses")
         sid = head.request_id
         # The field is the status (a filter may have changed it); a stale ":status" header is dropped.
-        status = str(head.status)
-        self._machine.send_headers(
-            sid, field_block(head.headers, [(b":status", wire(status))]), end_stream=head.end_stream
-        )
+        headers = head.headers
+        last = self._last_response
+        fields = last.find(headers, head.status)
+        if fields is None:
+            fields = last.keep(headers, head.status, field_block(headers, [(b":status", wire(str(head.status)))]))
+        self._machine.send_headers(sid, fields, end_stream=head.end_stream)
         st = self._streams.get(sid)
         if st is not None:
             st.response_started = True
@@ -579,8 +655,13 @@ class Http2Codec(Codec):
 
     def _send_end(self, end: EndOfMessage) -> None:
         sid = end.stream_id
-        if end.trailers:
-            self._machine.send_headers(sid, field_block(end.trailers, []), end_stream=True)
+        trailers = end.trailers
+        if trailers:
+            last = self._last_trailers
+            fields = last.find(trailers, None)
+            if fields is None:
+                fields = last.keep(trailers, None, field_block(trailers, []))
+            self._machine.send_headers(sid, fields, end_stream=True)
         else:
             self._machine.end_stream(sid)
         self._local_end(sid)

@@ -15,7 +15,8 @@ and normalises each block in one pass:
   or connection-specific fields from the event, ``te`` only as ``trailers``. Pseudo-header fields
   come first and only from the codec. (Credentials are never indexed: ``hpack_codec``'s encoder
   decides that by name.) ``block_key`` / ``known_block`` / ``keep_block`` keep whole blocks built
-  before (the codec's request blocks) by what they were built from.
+  before (the codec's request blocks) by what they were built from; ``LastBlock`` keeps the one a
+  connection sent last, found again by the identity of the ``Headers`` it was built from.
 """
 
 from __future__ import annotations
@@ -51,10 +52,6 @@ _CHECKED: dict[tuple[bytes, bytes], tuple[str, str]] = {}
 # ``:authority``... repeat too); where they stand in the block and whether the block kind allows
 # them is still checked on every block.
 _CHECKED_PSEUDO: dict[tuple[bytes, bytes], tuple[str, str]] = {}
-# Whole blocks already checked, by kind, with their text: a peer sends the same list on every call
-# (the HPACK decoder hands back the same field objects for a block it read before). Small blocks
-# of short fields only.
-_BLOCKS: dict[tuple[int, tuple[tuple[bytes, bytes], ...]], tuple[tuple[str, str], ...]] = {}
 _BLOCKS_MAX: Final = 64
 _BLOCK_FIELDS_MAX: Final = 16
 _CHECKED_MAX: Final = 4096
@@ -81,26 +78,21 @@ class MalformedFields(ValueError):
     """A received header block breaks RFC 9113 8.2/8.3; the message says how."""
 
 
-def received_fields(raw: list[tuple[bytes, bytes]], kind: int) -> list[tuple[str, str]]:
-    """The fields of a received header block of ``kind`` (REQUEST, RESPONSE or TRAILERS) as text
-    (latin-1, so they re-encode to the same bytes), checked as the module docstring says."""
+def keepable(raw: list[tuple[bytes, bytes]]) -> bool:
+    """Whether what a received block gives may be kept by the block: few fields, each short."""
     if len(raw) > _BLOCK_FIELDS_MAX:
-        return _checked_fields(raw, kind)
-    key = (kind, tuple(raw))
-    known = _BLOCKS.get(key)
-    if known is not None:
-        return list(known)
-    out = _checked_fields(raw, kind)  # a malformed block raises here: never kept
+        return False
     for name, value in raw:
         if len(name) + len(value) > _CACHED_VALUE_MAX:
-            return out
-    if len(_BLOCKS) >= _BLOCKS_MAX:
-        _BLOCKS.clear()
-    _BLOCKS[key] = tuple(out)
-    return out
+            return False
+    return True
 
 
-def _checked_fields(raw: list[tuple[bytes, bytes]], kind: int) -> list[tuple[str, str]]:
+def received_fields(raw: list[tuple[bytes, bytes]], kind: int) -> list[tuple[str, str]]:
+    """The fields of a received header block of ``kind`` (REQUEST, RESPONSE or TRAILERS) as text
+    (latin-1, so they re-encode to the same bytes), checked as the module docstring says. The codec
+    keeps what it reads from a block by the block (``keepable``): a peer sends the same list on
+    every call (the HPACK decoder hands back the same field objects for a block it read before)."""
     out: list[tuple[str, str]] = []
     checked = _CHECKED
     checked_pseudo = _CHECKED_PSEUDO
@@ -246,9 +238,8 @@ def known_block(key: tuple[object, tuple[tuple[str, str], ...]]) -> list[tuple[b
 def keep_block(key: tuple[object, tuple[tuple[str, str], ...]], fields: list[tuple[bytes, bytes]]) -> None:
     """Keep ``fields``, built from what ``key`` names, unless the block carries credentials or long values."""
     global _unasked, _skipping
-    for name, value in fields:
-        if len(value) > _CACHED_VALUE_MAX or name in _CREDENTIALS:
-            return
+    if not _plain(fields):
+        return
     if len(_SENT_BLOCKS) >= _BLOCKS_MAX:
         _SENT_BLOCKS.clear()
     try:
@@ -260,6 +251,50 @@ def keep_block(key: tuple[object, tuple[tuple[str, str], ...]], fields: list[tup
         _unasked = 0
         _skipping = _SKIP
         _SENT_BLOCKS.clear()
+
+
+def _plain(fields: list[tuple[bytes, bytes]]) -> bool:
+    """No credentials and no long value: a block that may be kept."""
+    for name, value in fields:
+        if len(value) > _CACHED_VALUE_MAX or name in _CREDENTIALS:
+            return False
+    return True
+
+
+class LastBlock:
+    """The block one connection sent last of one kind (request, response or trailers) and what it
+    was built from: one ``Headers`` object, found again by identity, and the pseudo-header fields'
+    inputs (``pseudo``). Heads made from a block the peer sends on every call carry the same
+    ``Headers`` object each time (``Headers`` are never changed in place), so the same call sent
+    again finds its block with no key built or hashed. Blocks with credentials or long values are
+    not kept, as with ``keep_block``."""
+
+    __slots__ = ("fields", "headers", "pseudo")
+
+    def __init__(self) -> None:
+        self.headers: Headers | None = None
+        self.pseudo: object = None
+        self.fields: tuple[tuple[bytes, bytes], ...] = ()
+
+    def find(self, headers: Headers, pseudo: object) -> tuple[tuple[bytes, bytes], ...] | None:
+        """The fields sent last (the same tuple each time: the HPACK encoder then finds its block by
+        identity) when they were built from ``headers`` and ``pseudo``."""
+        if headers is self.headers and pseudo == self.pseudo:
+            return self.fields
+        return None
+
+    def keep(
+        self, headers: Headers, pseudo: object, fields: list[tuple[bytes, bytes]]
+    ) -> tuple[tuple[bytes, bytes], ...]:
+        """Keep ``fields``, built from ``headers`` and ``pseudo``; returns them as the tuple to send."""
+        kept = tuple(fields)
+        if _plain(fields):
+            self.headers = headers
+            self.pseudo = pseudo
+            self.fields = kept
+        else:
+            self.headers = None
+        return kept
 
 
 def _sent_field(name: str, value: str) -> tuple[bytes, bytes]:
@@ -279,10 +314,12 @@ __all__ = [
     "RESPONSE",
     "TRAILERS",
     "TRIM",
+    "LastBlock",
     "MalformedFields",
     "block_key",
     "field_block",
     "keep_block",
+    "keepable",
     "known_block",
     "received_fields",
     "wire",

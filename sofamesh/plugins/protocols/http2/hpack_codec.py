@@ -361,6 +361,8 @@ class Encoder:
         "_exact",
         "_first_seq",
         "_huffman",
+        "_last_block",
+        "_last_key",
         "_max_size",
         "_names",
         "_not_indexed",
@@ -383,6 +385,11 @@ class Encoder:
         # Blocks already encoded with the table as it is (made on first use, emptied when the table
         # changes): a connection sends the same header lists again and again (gRPC calls, trailers).
         self._blocks: dict[tuple[tuple[bytes, bytes], ...], bytes] | None = None
+        # The block given last, by the very tuple it was asked for with: a caller that sends the same
+        # tuple again (the codec's blocks sent last) gets it with no hash or lookup. Forgotten with
+        # the blocks kept.
+        self._last_key: tuple[tuple[bytes, bytes], ...] | None = None
+        self._last_block = b""
 
     def set_max_table_size(self, size: int) -> None:
         """The peer's SETTINGS_HEADER_TABLE_SIZE changed: use at most 4096 bytes of it, and say so
@@ -394,6 +401,7 @@ class Encoder:
         self._evict(0)
         self._pending_size = size
         self._blocks = None
+        self._last_key = None
 
     @property
     def table(self) -> list[tuple[bytes, bytes]]:
@@ -404,13 +412,17 @@ class Encoder:
     def table_size(self) -> int:
         return self._size
 
-    def encode(self, fields: list[tuple[bytes, bytes]]) -> bytes:
+    def encode(self, fields: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]) -> bytes:
         """One header block for ``fields`` (names already lower case)."""
-        key = tuple(fields)
+        key = tuple(fields)  # a tuple is its own key
+        if key is self._last_key:
+            return self._last_block
         blocks = self._blocks
         if blocks is not None and self._pending_size < 0:
             known = blocks.get(key)
             if known is not None:
+                self._last_key = key
+                self._last_block = known
                 return known
         out = bytearray()
         cacheable = self._pending_size < 0  # a block signalling a size update is sent once
@@ -454,6 +466,8 @@ class Encoder:
             if blocks is None or len(blocks) >= _BLOCKS_MAX:
                 blocks = self._blocks = {}
             blocks[key] = block
+            self._last_key = key
+            self._last_block = block
         return block
 
     def _index_of(self, seq: int) -> int:
@@ -462,6 +476,7 @@ class Encoder:
 
     def _add(self, name: bytes, value: bytes) -> None:
         self._blocks = None  # every dynamic index moves
+        self._last_key = None
         size = _entry_size(name, value)
         self._evict(size)
         seq = self._first_seq + len(self._entries)

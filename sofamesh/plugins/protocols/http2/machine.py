@@ -114,6 +114,8 @@ _HALF_CLOSED_LOCAL: Final = 1
 _HALF_CLOSED_REMOTE: Final = 2
 _CLOSED: Final = 3
 
+_Fields = list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]  # a header block to send
+
 _RESET_MEMORY: Final = 1024  # closed streams remembered: late frames on those we reset are ignored
 
 
@@ -393,6 +395,9 @@ class Machine:
         self.goaway_received = False
         self.goaway_sent = False
         self._goaway_last = 0
+        # The request fields sent last and whether they ask HEAD: a client sends the same tuple again.
+        self._last_request: tuple[tuple[bytes, bytes], ...] = ()
+        self._last_head = False
 
         out = self._out
         if client:
@@ -943,9 +948,10 @@ class Machine:
             raise StreamClosedError(f"stream {sid} is closed for sending")
         return st
 
-    def send_headers(self, stream_id: int, fields: list[tuple[bytes, bytes]], end_stream: bool = False) -> None:
+    def send_headers(self, stream_id: int, fields: _Fields, end_stream: bool = False) -> None:
         """A header block on ``stream_id``: a request opening it (client role, ``next_stream_id``),
-        a response or trailers (which must end the stream)."""
+        a response or trailers (which must end the stream). The same tuple of fields sent again is
+        encoded with no lookup (``Encoder.encode``)."""
         st = self._streams.get(stream_id)
         if st is None and self.client and stream_id == self._next_local:
             if self.goaway_received:
@@ -953,7 +959,13 @@ class Machine:
             if self._local_active >= self._remote_max_streams:
                 raise UsageError(f"the peer allows {self._remote_max_streams} concurrent streams")
             st = _Stream(True, self._remote_initial, self._local_initial)
-            st.head_request = (b":method", b"HEAD") in fields
+            if fields is self._last_request:
+                st.head_request = self._last_head
+            else:
+                st.head_request = (b":method", b"HEAD") in fields
+                if isinstance(fields, tuple):  # a list may change; a tuple sent again is the same block
+                    self._last_request = fields
+                    self._last_head = st.head_request
             self._streams[stream_id] = st
             self._next_local += 2
             self._local_active += 1

@@ -33,6 +33,21 @@ def test_the_forwarded_head_keeps_every_field_and_adds_forwarded_headers() -> No
     assert out.headers.get("host") == "example.com"
 
 
+def test_heads_sharing_one_headers_object_are_forwarded_for_their_own_peer_and_attempt() -> None:
+    headers = Headers([("content-type", "application/grpc"), ("x-forwarded-proto", "https")])
+    head = RequestHead("http2", 1, "a.B", "C", "/a.B/C", headers=headers, end_stream=False)
+    first = _forwarded(head, ("10.0.0.1", 1))
+    again = _forwarded(RequestHead("http2", 3, "a.B", "C", "/a.B/C", headers=headers, end_stream=True), ("10.0.0.1", 2))
+    assert (again.request_id, again.end_stream) == (3, True)
+    assert again.headers.items() == first.headers.items() == [
+        ("content-type", "application/grpc"), ("x-forwarded-proto", "https"), ("x-forwarded-for", "10.0.0.1")]  # fmt: skip
+    other = _forwarded(head, ("10.0.0.2", 1), attempt=True)
+    assert other.headers.get("x-forwarded-for") == "10.0.0.2"
+    assert other.headers.get("x-envoy-attempt-count") == "1"
+    assert _forwarded(head, ("10.0.0.2", 1)).headers.get("x-envoy-attempt-count") is None
+    assert headers.items() == [("content-type", "application/grpc"), ("x-forwarded-proto", "https")]  # untouched
+
+
 def test_heads_moved_to_another_stream_id_keep_every_other_field() -> None:
     meta = object()
     request = RequestHead("http2", 7, "a.B", "C", "/a.B/C", "v2", "g1", Headers([("x", "1")]), True, False,

@@ -147,6 +147,29 @@ def test_grpc_request_head_carries_service_method_version_group_and_deadline() -
     assert events[2] == EndOfMessage(trailers=None, stream_id=1)
 
 
+def test_the_same_request_block_again_gives_the_same_head_under_its_own_stream_id() -> None:
+    peer = Peer()
+    for sid in (1, 3, 5):  # the second and third blocks are the first one's HPACK indices
+        peer.conn.send_headers(sid, grpc_request_headers(), end_stream=sid == 5)
+        if sid != 5:
+            peer.conn.send_data(sid, grpc_message(b"hi"), end_stream=True)
+    wire = peer.out()
+    codec = Http2Codec(Role.SERVER, CodecLimits())
+    codec.receive_data(wire)
+    heads = [e for e in drain(codec) if isinstance(e, RequestHead)]
+    assert [h.request_id for h in heads] == [1, 3, 5]
+    assert [h.end_stream for h in heads] == [False, False, True]
+    for h in heads:
+        assert (h.service, h.method, h.path, h.version, h.group, h.timeout_ms) == (
+            "echo.v1.Echo", "Say", GRPC_PATH, "1.0.0", "blue", 1500)  # fmt: skip
+        assert h.headers.items() == grpc_request_headers()
+        assert h.key("host") == "echo.local:50051"
+    # A codec with a lower header count limit answers the same block 431, however often it was read.
+    strict = Http2Codec(Role.SERVER, CodecLimits(max_headers=8))
+    strict.receive_data(wire)
+    assert drain(strict) == []
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 24, 25, 100])
 def test_a_grpc_call_split_into_any_chunk_size_gives_the_same_events(chunk: int) -> None:
     wire = grpc_unary_bytes()
@@ -622,6 +645,45 @@ def test_client_role_maps_a_trailers_only_grpc_error_to_its_http_status() -> Non
     assert isinstance(response, ResponseHead)
     assert (response.status, response.http_status, response.end_stream) == (200, 503, True)
     assert codec.open_streams == 0
+
+
+def test_the_same_response_block_maps_grpc_status_only_when_it_ends_the_stream() -> None:
+    codec, server = connect(Role.CLIENT)
+    fields = [(":status", "200"), ("content-type", "application/grpc"), ("grpc-status", "14")]
+    got = []
+    for ended in (False, True, False):
+        sid = codec.new_stream_id()
+        head = RequestHead("http2", request_id=sid, headers=Headers(grpc_request_headers()), end_stream=True)
+        server.feed(codec.send(head))
+        server.conn.send_headers(sid, fields, end_stream=ended)
+        codec.receive_data(server.out())
+        got += [(e.status, e.http_status, e.end_stream) for e in drain(codec) if isinstance(e, ResponseHead)]
+    assert got == [(200, 200, False), (200, 503, True), (200, 200, False)]
+
+
+def test_heads_sharing_one_headers_object_are_sent_with_their_own_pseudo_header_fields() -> None:
+    codec, server = connect(Role.CLIENT)
+    headers = Headers([("content-type", "application/grpc"), ("te", "trailers")])
+    for path in ("/a.B/C", "/a.B/C", "/a.B/D"):
+        sid = codec.new_stream_id()
+        server.feed(codec.send(RequestHead("http2", sid, "a.B", path[5:], path, headers=headers, end_stream=True)))
+    got = [dict(e.headers) for e in server.events if isinstance(e, h2.events.RequestReceived)]
+    assert [g[":path"] for g in got] == ["/a.B/C", "/a.B/C", "/a.B/D"]
+    assert all(g["content-type"] == "application/grpc" for g in got)
+    # The server side: one Headers object answered with another status, then with trailers.
+    codec, client = connect()
+    answer = Headers([("content-type", "application/grpc")])
+    trailers = Headers([("grpc-status", "0")])
+    for sid, status in ((1, 200), (3, 200), (5, 404)):
+        client.conn.send_headers(sid, grpc_request_headers(), end_stream=True)
+        codec.receive_data(client.out())
+        drain(codec)
+        out = codec.send(ResponseHead("http2", sid, status, status, answer, end_stream=False))
+        client.feed(out + codec.send(EndOfMessage(trailers=trailers, stream_id=sid)))
+    statuses = [dict(e.headers)[":status"] for e in client.events if isinstance(e, h2.events.ResponseReceived)]
+    assert statuses == ["200", "200", "404"]
+    ends = [dict(e.headers) for e in client.events if isinstance(e, h2.events.TrailersReceived)]
+    assert ends == [{"grpc-status": "0"}] * 3
 
 
 def test_client_role_turns_an_http1_style_head_into_valid_http2_fields() -> None:

@@ -257,6 +257,21 @@ def test_a_repeated_block_is_the_same_bytes_and_still_decodes_after_the_table_mo
     assert [peer.decode(b, raw=True) for b in sent] == [GRPC_CALL, GRPC_CALL, GRPC_CALL, [(b"x-new", b"1")], GRPC_CALL]
 
 
+def test_the_same_tuple_sent_again_is_encoded_against_the_table_as_it_is_now() -> None:
+    ours = Encoder()
+    peer = hpack.Decoder()
+    call = tuple(GRPC_CALL)  # the very same object each time, as the codec sends its blocks sent last
+    sent = [ours.encode(call), ours.encode(call), ours.encode(call)]
+    assert sent[2] == sent[1] and len(sent[1]) < len(sent[0])
+    sent.append(ours.encode([(b"x-new", b"1")]))  # every dynamic index moves by one
+    sent.append(ours.encode(call))
+    ours.set_max_table_size(0)  # the next block signals the size and holds only literals
+    sent.append(ours.encode(call))
+    sent.append(ours.encode(call))
+    assert sent[4] != sent[1] and sent[5][:1] == b"\x20" and sent[6][:1] != b"\x20"
+    assert [peer.decode(b, raw=True) for b in sent] == [GRPC_CALL] * 3 + [[(b"x-new", b"1")]] + [GRPC_CALL] * 3
+
+
 def test_the_same_bytes_are_decoded_against_the_table_as_it_is_now() -> None:
     ours = Decoder()
     assert ours.decode(h("4003 782d 61 0131"))[0] == [(b"x-a", b"1")]  # literal with indexing: index 62
