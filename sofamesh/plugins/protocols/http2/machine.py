@@ -41,6 +41,8 @@ as ``StreamReset(remote=False)``. Limits, each a constructor argument:
 * ``settings_overdue()``: asked by the caller once ``settings_timeout`` seconds (nghttpx's 10) passed
   since the connection began; if our SETTINGS is still not acknowledged, GOAWAY(SETTINGS_TIMEOUT),
   RFC 9113 6.5.3.
+* ``custom_settings``: more (identifier, value) entries of our SETTINGS, after ours (one with the
+  identifier of ours replaces it); a SETTINGS_MAX_FRAME_SIZE among them is the largest frame we take.
 * ``max_settings_entries`` per SETTINGS frame (nghttp2's 32) and ``max_empty_frames``, consecutive
   DATA frames with no payload and no END_STREAM (Envoy's default of 1): ENHANCE_YOUR_CALM.
 
@@ -314,7 +316,11 @@ class Machine:
         max_settings_entries: int = 32,
         max_empty_frames: int = 1,
         header_table_size: int = DEFAULT_TABLE_SIZE,
+        custom_settings: tuple[tuple[int, int], ...] = (),
     ) -> None:
+        for ident, value in custom_settings:  # sent as given; SETTINGS_MAX_FRAME_SIZE is ours to enforce too
+            if ident == MAX_FRAME_SIZE:
+                max_frame_size = value
         if not 0 < initial_window_size <= MAX_WINDOW:
             raise ValueError(f"initial_window_size must be 1..2^31-1, got {initial_window_size}")
         if not DEFAULT_WINDOW <= connection_window_size <= MAX_WINDOW:
@@ -403,6 +409,10 @@ class Machine:
             settings.insert(0, (ENABLE_PUSH, 0))
         if header_table_size != DEFAULT_TABLE_SIZE:
             settings.insert(0, (HEADER_TABLE_SIZE, header_table_size))
+        if custom_settings:
+            given = dict(custom_settings)
+            settings = [(i, v) for i, v in settings if i not in given]
+            settings.extend(custom_settings)
         out += settings_frame(settings)
         if connection_window_size > DEFAULT_WINDOW:
             out += window_update_frame(0, connection_window_size - DEFAULT_WINDOW)
