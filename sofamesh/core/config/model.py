@@ -537,6 +537,14 @@ class ListenerConfig(_Model):
     # ClientHello's server name before the handshake; instead of ``tls``
     tls_servers: list[TlsServerConfig] = Field(default_factory=list)
 
+    @field_validator("connection_keepalive")
+    @classmethod
+    def _no_idle_ping(cls, value: KeepaliveConfig | None) -> KeepaliveConfig | None:
+        if value is not None and value.connection_idle_interval_ms:
+            raise ValueError("connection_idle_interval_ms pings ahead of the requests sofamesh sends: it applies to "
+                             "clusters[].connection_keepalive, not to a listener's (as in Envoy)")
+        return value
+
     @field_validator("tls")
     @classmethod
     def _serves_a_certificate(cls, value: TlsConfig | None) -> TlsConfig | None:

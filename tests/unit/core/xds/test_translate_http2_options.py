@@ -222,3 +222,10 @@ def test_the_answer_to_an_invalid_message_follows_envoys_order(
         cluster = translate_cluster(_cluster(http2_protocol_options=h2), protocols=("http2",)).config
         limits = upstream_limits(from_mapping({"clusters": [cluster]}).clusters[0]).http2
         assert limits.stream_error_on_invalid_http_message is stream_error
+
+
+def test_a_listener_refuses_connection_idle_interval_which_only_requests_going_upstream_use() -> None:
+    ka = {"interval_ms": 1000, "connection_idle_interval_ms": 500}
+    with pytest.raises(ConfigErrors, match=r"listeners\[0\]\.connection_keepalive: .*applies to clusters"):
+        from_mapping({"listeners": [{"address": "127.0.0.1:1", "connection_keepalive": ka}]})
+    from_mapping({"clusters": [{"name": "c", "connection_keepalive": ka}]})
