@@ -110,6 +110,11 @@ class Http2Options:
     max_inbound_window_update_frames_per_data_frame_sent: int = 10
     # our SETTINGS_HEADER_TABLE_SIZE: the most the peer's HPACK encoder may keep for this connection (0.7)
     hpack_table_size: int = 4096
+    # more (identifier, value) entries of our SETTINGS frame, Envoy's custom_settings_parameters (0.7)
+    custom_settings: tuple[tuple[int, int], ...] = ()
+    # an invalid HTTP message resets its stream alone (True) or ends the connection (False, Envoy's
+    # default); Envoy's override_stream_error_on_invalid_http_message (0.7)
+    stream_error_on_invalid_http_message: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -381,8 +381,74 @@ class KeepaliveConfig(_Model):
     connection that sent nothing for ``interval_ms`` is pinged (HTTP/2 PING, Bolt and Dubbo
     heartbeats) and closed when nothing at all arrives within ``timeout_ms`` of the ping."""
 
-    interval_ms: Annotated[int, Field(gt=0)] = 30_000
+    interval_ms: Annotated[int, Field(ge=0)] = 30_000  # 0: no pings on silence (connection_idle_interval_ms only)
     timeout_ms: Annotated[int, Field(gt=0)] = 20_000  # gRPC's keepalive timeout default
+    # Envoy's interval_jitter: each wait is interval_ms plus up to this percent of it, drawn anew
+    # each time, so the pings of many connections spread out (Envoy's default of 15)
+    interval_jitter_percent: Annotated[float, Field(ge=0, le=100)] = 15.0
+    # Envoy's connection_idle_interval (upstream connections, ``clusters[]``): a request about to go
+    # on a connection that received nothing for this long is preceded by a ping, and the connection
+    # is closed if nothing arrives within timeout_ms; 0: off
+    connection_idle_interval_ms: Annotated[int, Field(ge=0)] = 0
+
+
+# SETTINGS identifiers (RFC 9113 6.5.2) a named field of ``http2_protocol_options`` sends, and the
+# ranges Envoy's validation gives those fields
+_NAMED_SETTINGS: dict[int, tuple[str, int, int]] = {
+    0x1: ("hpack_table_size", 0, 2**32 - 1),
+    0x3: ("max_concurrent_streams", 1, 2**31 - 1),
+    0x4: ("initial_stream_window_size", 65_535, 2**31 - 1),
+}
+
+
+def h2_custom_settings(params: list[tuple[int, int]], named: set[str]) -> tuple[dict[str, int], list[tuple[int, int]]]:
+    """Envoy's checks of ``custom_settings_parameters`` (``params``, (identifier, value) pairs) given
+    the named fields set (``named``): the named fields a parameter stands for (its identifier's
+    field is not set: SETTINGS_HEADER_TABLE_SIZE, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, then
+    enforced as that field) and the parameters left to send as they are. A parameter whose named
+    field is set too, the same identifier with two values, ENABLE_PUSH=1 (we never push) and
+    ENABLE_CONNECT_PROTOCOL (``allow_connect``'s) raise ``ValueError`` naming the identifier, as
+    Envoy's validation; so do SETTINGS_MAX_FRAME_SIZE outside RFC 9113's 16384..2^24-1 (ours is
+    enforced too) and SETTINGS_MAX_HEADER_LIST_SIZE (ours is the listener's
+    ``limits.max_header_bytes``)."""
+    seen: dict[int, int] = {}
+    for ident, value in params:
+        if not 0 <= ident <= 0xFFFF:
+            raise ValueError(f"identifier {ident} is out of range 0..65535")
+        if not 0 <= value <= 2**32 - 1:
+            raise ValueError(f"identifier 0x{ident:x}: value {value} is out of range 0..4294967295")
+        if seen.setdefault(ident, value) != value:
+            raise ValueError(f"identifier 0x{ident:x} is given twice with different values ({seen[ident]}, {value})")
+    fields: dict[str, int] = {}
+    rest: list[tuple[int, int]] = []
+    for ident, value in seen.items():
+        if ident == 0x2 and value:
+            raise ValueError("identifier 0x2 (SETTINGS_ENABLE_PUSH) = 1: server push is not supported")
+        if ident == 0x8:
+            raise ValueError("identifier 0x8 (SETTINGS_ENABLE_CONNECT_PROTOCOL) is set only through allow_connect")
+        if ident == 0x6:
+            raise ValueError("identifier 0x6 (SETTINGS_MAX_HEADER_LIST_SIZE) is not supported: a listener's "
+                             "limits.max_header_bytes sets it")
+        if ident == 0x5 and not 16_384 <= value <= 2**24 - 1:
+            raise ValueError(f"identifier 0x5 (SETTINGS_MAX_FRAME_SIZE): {value} is out of range 16384..16777215")
+        field = _NAMED_SETTINGS.get(ident)
+        if field is None:
+            rest.append((ident, value))
+            continue
+        name, low, high = field
+        if name in named:
+            raise ValueError(f"identifier 0x{ident:x} is also the named field {name}: give one of them")
+        if not low <= value <= high:
+            raise ValueError(f"identifier 0x{ident:x} ({name}): {value} is out of range {low}..{high}")
+        fields[name] = value
+    return fields, rest
+
+
+class SettingsParameterConfig(_Model):
+    """One of Envoy's ``custom_settings_parameters``: an entry of our SETTINGS frame."""
+
+    identifier: Annotated[int, Field(ge=0, le=0xFFFF)]
+    value: Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 class Http2ProtocolOptionsConfig(_Model):
@@ -399,6 +465,47 @@ class Http2ProtocolOptionsConfig(_Model):
     max_inbound_priority_frames_per_stream: Annotated[int, Field(ge=0)] = 100
     max_inbound_window_update_frames_per_data_frame_sent: Annotated[int, Field(ge=1)] = 10
     hpack_table_size: Annotated[int, Field(ge=0, le=2**32 - 1)] = 4096  # 0: the peer indexes nothing
+    # more entries of our SETTINGS frame (Envoy's checks: ``h2_custom_settings``); one for
+    # SETTINGS_HEADER_TABLE_SIZE, MAX_CONCURRENT_STREAMS or INITIAL_WINDOW_SIZE sets that named field
+    custom_settings_parameters: list[SettingsParameterConfig] = Field(default_factory=list)
+    # Envoy's: an invalid HTTP message (RFC 9113 8.2, 8.3: an upper-case or connection-specific
+    # header, a bad pseudo-header) resets its stream alone (true) or ends the whole connection with
+    # GOAWAY(PROTOCOL_ERROR) (false, the default). Unset: the deprecated field below decides
+    override_stream_error_on_invalid_http_message: bool | None = None
+    stream_error_on_invalid_http_messaging: bool = False  # Envoy's deprecated spelling of the same
+    allow_connect: bool = False  # RFC 8441 extended CONNECT: not supported, true is refused
+
+    @model_validator(mode="before")
+    @classmethod
+    def _custom_settings(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or not value.get("custom_settings_parameters"):
+            return value
+        raw = value["custom_settings_parameters"]
+        if not isinstance(raw, list):
+            return value  # the field's own validation names it
+        params = []
+        for p in raw:
+            if not isinstance(p, dict) or not all(isinstance(p.get(k), int) for k in ("identifier", "value")):
+                return value  # the fields' own validation names what is wrong
+            params.append((p["identifier"], p["value"]))
+        try:
+            fields, rest = h2_custom_settings(params, set(value))
+        except ValueError as exc:
+            raise ValueError(f"custom_settings_parameters: {exc}") from None
+        return {**value, **fields, "custom_settings_parameters": [{"identifier": i, "value": v} for i, v in rest]}
+
+    @field_validator("allow_connect")
+    @classmethod
+    def _no_connect(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("RFC 8441 extended CONNECT (allow_connect: true) is not supported")
+        return value
+
+    @property
+    def stream_error_on_invalid_http_message(self) -> bool:
+        """Envoy's resolution: the override when given, else the deprecated field."""
+        o = self.override_stream_error_on_invalid_http_message
+        return self.stream_error_on_invalid_http_messaging if o is None else o
 
 
 class ListenerConfig(_Model):
@@ -429,6 +536,14 @@ class ListenerConfig(_Model):
     # several TLS servers on this port, the certificate (and client-certificate rules) chosen by the
     # ClientHello's server name before the handshake; instead of ``tls``
     tls_servers: list[TlsServerConfig] = Field(default_factory=list)
+
+    @field_validator("connection_keepalive")
+    @classmethod
+    def _no_idle_ping(cls, value: KeepaliveConfig | None) -> KeepaliveConfig | None:
+        if value is not None and value.connection_idle_interval_ms:
+            raise ValueError("connection_idle_interval_ms pings ahead of the requests sofamesh sends: it applies to "
+                             "clusters[].connection_keepalive, not to a listener's (as in Envoy)")
+        return value
 
     @field_validator("tls")
     @classmethod
@@ -696,6 +811,9 @@ class ClusterConfig(_Model):
     max_requests_per_connection: Annotated[int, Field(ge=0)] = 0  # 0 = unlimited
     max_connection_duration_ms: Annotated[int, Field(ge=0)] = 0  # 0 = unlimited
     http2_protocol_options: Http2ProtocolOptionsConfig | None = None  # its HTTP/2 connections; None: defaults
+    # Envoy's http2_protocol_options.connection_keepalive for the upstream connections of a multiplexed
+    # protocol (HTTP/2 PING, Bolt and Dubbo heartbeats), in place of heartbeat_interval_ms; None: that
+    connection_keepalive: KeepaliveConfig | None = None
     tls: TlsConfig | None = None
     tls_matches: list[TlsMatchConfig] = Field(default_factory=list)  # per endpoint, before ``tls``
 
@@ -901,6 +1019,7 @@ __all__ = [
     "RewriteConfig",
     "RouteConfig",
     "RouteMatch",
+    "SettingsParameterConfig",
     "StringMatch",
     "TcpHealthCheckConfig",
     "TlsConfig",
@@ -909,5 +1028,6 @@ __all__ = [
     "WeightedCluster",
     "XdsConfig",
     "ZoneAwareLbConfig",
+    "h2_custom_settings",
     "parse_address",
 ]

@@ -22,8 +22,10 @@ timeout fires up to one sweep (1 s) after it is due and never before.
 - ``Codec.handshake_timeout``: a peer that has not answered the protocol's opening handshake in
   time (HTTP/2: our SETTINGS unacknowledged after 10 s) gets the codec's goodbye
   (GOAWAY(SETTINGS_TIMEOUT)) and the connection is closed.
-- ``connection_keepalive``: a multiplexed connection silent for ``interval_ms`` gets the protocol's
-  ping (HTTP/2 PING, Bolt / Dubbo heartbeat) and is closed when nothing arrives within ``timeout_ms``.
+- ``connection_keepalive``: a multiplexed connection silent for ``interval_ms`` plus a jitter drawn
+  for each wait (up to ``interval_jitter_percent`` of it, Envoy's ``interval_jitter``) gets the
+  protocol's ping (HTTP/2 PING, Bolt / Dubbo heartbeat) and is closed when nothing arrives within
+  ``timeout_ms``.
 
 The request-header, body-idle and keepalive checks judge a connection as a whole; the stream idle
 timeout judges each stream.
@@ -32,6 +34,7 @@ timeout judges each stream.
 from __future__ import annotations
 
 import logging
+import random
 from typing import TYPE_CHECKING
 
 from sofamesh.core.codec import ReplyStatus
@@ -51,7 +54,8 @@ _PING_ID = 0x7FFF_0000  # request ids of the proxy's own pings: far from a clien
 class PeerTimeouts:
     """A listener's slow-peer limits in seconds (0 = off), read from its config once per sweep."""
 
-    __slots__ = ("body_idle", "headers", "idle", "max_duration", "ping_interval", "ping_timeout", "stream_idle")
+    __slots__ = ("body_idle", "headers", "idle", "max_duration", "ping_interval", "ping_jitter", "ping_timeout",
+                 "stream_idle")
 
     def __init__(self, lc: ListenerConfig) -> None:
         ka = lc.connection_keepalive
@@ -62,6 +66,7 @@ class PeerTimeouts:
         self.max_duration = lc.max_connection_duration_ms / 1000.0
         self.ping_interval = ka.interval_ms / 1000.0 if ka else 0.0
         self.ping_timeout = ka.timeout_ms / 1000.0 if ka else 0.0
+        self.ping_jitter = ka.interval_jitter_percent / 100.0 if ka else 0.0
 
 
 def expire(conn: DownstreamConnection, now: float, t: PeerTimeouts) -> None:
@@ -183,13 +188,17 @@ def _keepalive(conn: DownstreamConnection, now: float, t: PeerTimeouts) -> None:
             log.info("listener %s: %s answered no ping in %.1f s; closing", conn.rt.name, conn.peer, t.ping_timeout)
             conn.abort()
         return
-    if now - max(conn.rx_at, conn.tx_at) < t.ping_interval:
+    wait = conn.ping_wait
+    if not wait:
+        wait = conn.ping_wait = t.ping_interval * (1.0 + t.ping_jitter * random.random())
+    if now - max(conn.rx_at, conn.tx_at) < wait:
         return
     try:
         ping = conn.codec.heartbeat(_PING_ID)
     except NotImplementedError:
         return  # a protocol without pings: only the idle timeout applies
     conn.ping_at = now
+    conn.ping_wait = 0.0  # the next wait draws its own jitter
     conn.write(ping)
 
 

@@ -50,8 +50,8 @@ class DownstreamConnection(Connection):
     """One accepted connection: the StreamManager of the architecture."""
 
     __slots__ = ("active", "backlog", "born", "codec", "codec_sends", "discarding", "draining", "factory", "head_at",
-                 "held", "multiplexed", "peer_identity", "ping_at", "prefix", "refused", "resumed", "retiring", "rt",
-                 "rx", "rx_at", "rx_seen", "streams", "tcp", "tx_at", "tx_seen")
+                 "held", "multiplexed", "peer_identity", "ping_at", "ping_wait", "prefix", "refused", "resumed",
+                 "retiring", "rt", "rx", "rx_at", "rx_seen", "streams", "tcp", "tx_at", "tx_seen")
 
     def __init__(self, rt: ListenerRuntime, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
@@ -75,6 +75,7 @@ class DownstreamConnection(Connection):
         self.born = self.rx_at = self.tx_at = self.last_active
         self.rx_seen = self.tx_seen = 0
         self.ping_at = 0.0  # a keepalive ping went out then and nothing came back yet
+        self.ping_wait = 0.0  # the silence (s) the next keepalive ping waits for, jitter drawn; 0: not drawn yet
         self.retiring = 0.0  # max_connection_duration reached then: draining
         self.refused = False  # closed on accept (a connection limit or overload): never counted
         self.held = 0  # bytes of an undecoded message counted in PROCESS.held (``_hold``)

@@ -8,6 +8,12 @@ With circuit breakers (``PoolOwner.breaker``) a pool counts its connections and 
 waiting for one (pending), and answers overflow when a threshold is reached; a request that needs a
 new connection beyond ``max_connections`` waits for one of the pool's own to free up, as in Envoy.
 
+A multiplexed pool probes its connection with the protocol's ping: every ``heartbeat_interval_ms``
+by default, or as the cluster's ``connection_keepalive`` says (Envoy's: ``interval_ms`` of silence
+plus jitter, ``timeout_ms`` for an answer, and ``connection_idle_interval_ms``: a ping ahead of a
+request on a connection that long silent); one that does not answer is closed and the next request
+opens a new one.
+
 Connection limits (Envoy's ``max_requests_per_connection``, ``max_connection_duration`` and
 ``idle_timeout``): a connection that served its last request or lived its time takes no new one; an
 HTTP/1 connection then closes when its exchange ends, a multiplexed one is retired (new requests
@@ -18,6 +24,7 @@ nothing (``Pool.limited``).
 from __future__ import annotations
 
 import asyncio
+import random
 import ssl
 from collections import deque
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -40,7 +47,7 @@ from sofamesh.core.net.connection import Connection
 from sofamesh.core.net.tls import PeerCheck
 
 if TYPE_CHECKING:
-    from sofamesh.core.config.model import ClusterConfig, Http2ProtocolOptionsConfig
+    from sofamesh.core.config.model import ClusterConfig, Http2ProtocolOptionsConfig, KeepaliveConfig
     from sofamesh.core.endpoint import Endpoint
     from sofamesh.core.net.flow_control import ReadGate
     from sofamesh.core.net.tls import TlsSource
@@ -64,6 +71,8 @@ def http2_options(config: Http2ProtocolOptionsConfig | None) -> Http2Options:
         config.max_inbound_priority_frames_per_stream,
         config.max_inbound_window_update_frames_per_data_frame_sent,
         config.hpack_table_size,
+        tuple((p.identifier, p.value) for p in config.custom_settings_parameters),
+        config.stream_error_on_invalid_http_message,
     )
 
 
@@ -176,7 +185,12 @@ class UpstreamConnection(Connection):
         except ProtocolError as exc:
             self.pool.cluster.stats.upstream_cx_protocol_error += 1
             self.on_lost(f"upstream protocol error: {exc}")
-            self.abort()
+            out = codec.data_to_send() if self.codec_sends else b""
+            if out:  # the codec's goodbye first (HTTP/2: GOAWAY(PROTOCOL_ERROR)), as Envoy closes
+                self.write(out)
+                self.close()
+            else:
+                self.abort()
             return
         finally:
             batch.end_read()
@@ -280,7 +294,8 @@ class ExclusiveConnection(UpstreamConnection):
 class MultiplexedConnection(UpstreamConnection):
     """Carries many requests at once, each under an upstream request id we allocate."""
 
-    __slots__ = ("heartbeat_outstanding", "id_mask", "inflight", "last_rx", "next_id", "pending")
+    __slots__ = ("heartbeat_outstanding", "id_mask", "inflight", "last_rx", "next_id", "pending", "ping_at",
+                 "ping_wait")
 
     def __init__(self, pool: Pool) -> None:
         super().__init__(pool)
@@ -290,6 +305,8 @@ class MultiplexedConnection(UpstreamConnection):
         self.next_id = 1
         self.heartbeat_outstanding = False
         self.last_rx = self.loop.time()
+        self.ping_at = 0.0  # connection_keepalive: a ping went out then (nothing read since: heartbeat_outstanding)
+        self.ping_wait = 0.0  # the silence the next one waits for, jitter drawn; 0: not drawn yet
 
     def on_connected(self) -> None:
         pending, self.pending = self.pending, []
@@ -366,12 +383,44 @@ class MultiplexedConnection(UpstreamConnection):
             self.pool.cluster.stats.upstream_heartbeat_failed += 1
             self.abort()  # it stopped answering: in-flight requests get local replies via on_lost
             return
+        self.ping(now)
+
+
+    def keepalive_tick(self, now: float, ka: KeepaliveConfig) -> None:
+        """The cluster's ``connection_keepalive``, from the pool's sweep: a ping once nothing was read
+        for ``interval_ms`` plus its jitter (drawn for each wait); closed when nothing at all is
+        read within ``timeout_ms`` of a ping (this one's or ``ping``'s ahead of a request)."""
+        if not self.connected or self.closed:
+            return
+        if self.ping_at:
+            if not self.heartbeat_outstanding:  # a read since (the loop's clock may not have moved)
+                self.ping_at = 0.0
+            elif now - self.ping_at >= ka.timeout_ms / 1000.0:
+                self.pool.cluster.stats.upstream_heartbeat_failed += 1
+                self.abort()  # in-flight requests get local replies via on_lost; the next opens a new one
+                return
+            else:
+                return
+        if not ka.interval_ms:
+            return
+        wait = self.ping_wait
+        if not wait:
+            jitter = ka.interval_jitter_percent / 100.0 * random.random()
+            wait = self.ping_wait = ka.interval_ms / 1000.0 * (1.0 + jitter)
+        if now - self.last_rx >= wait:
+            self.ping(now)
+
+    def ping(self, now: float) -> None:
+        """Send the protocol's ping (HTTP/2 PING, Bolt / Dubbo heartbeat; none for a protocol without
+        one) at loop time ``now``. ``heartbeat_tick`` or ``keepalive_tick`` judges the answer."""
         try:
             beat = self.codec.heartbeat(self.next_id)
         except NotImplementedError:
             return
         self.next_id = (self.next_id + 1) & self.id_mask or 1
-        self.heartbeat_outstanding = True
+        self.heartbeat_outstanding = True  # until the next read
+        self.ping_at = now
+        self.ping_wait = 0.0
         self.pool.cluster.stats.upstream_heartbeat_sent += 1
         self.write(beat)
 
@@ -731,13 +780,15 @@ class ExclusivePool(Pool):
 
 
 class MultiplexedPool(Pool):
-    __slots__ = ("conn", "last_beat")
+    __slots__ = ("conn", "idle_ping", "last_beat")
     conn_class: ClassVar[type[MultiplexedConnection]] = MultiplexedConnection
 
     def __init__(self, cluster: PoolOwner, endpoint: Endpoint, factory: CodecFactory) -> None:
         super().__init__(cluster, endpoint, factory)
         self.conn: MultiplexedConnection | None = None
         self.last_beat = self.loop.time()
+        ka = cluster.config.connection_keepalive  # connection_idle_interval: a ping ahead of a request
+        self.idle_ping = ka.connection_idle_interval_ms / 1000.0 if ka is not None else 0.0
 
     def attach(self, stream: PooledStream) -> None:
         conn = self.conn
@@ -759,6 +810,10 @@ class MultiplexedPool(Pool):
             conn.served = 1
             self._open(conn)
             return
+        if self.idle_ping and conn.connected and not conn.ping_at:
+            now = self.loop.time()
+            if now - conn.last_rx >= self.idle_ping:
+                conn.ping(now)  # Envoy's connection_idle_interval: a dead connection shows up quickly
         conn.send(stream)
 
     def _retire(self, conn: MultiplexedConnection) -> None:
@@ -812,10 +867,14 @@ class MultiplexedPool(Pool):
                 self.conn = None
                 conn.close()
                 return
-        interval = self.cluster.config.heartbeat_interval_ms / 1000.0
-        if interval and now - self.last_beat >= interval:
-            self.last_beat = now
-            conn.heartbeat_tick(now, interval)
+        ka = self.cluster.config.connection_keepalive
+        if ka is not None:
+            conn.keepalive_tick(now, ka)
+        else:
+            interval = self.cluster.config.heartbeat_interval_ms / 1000.0
+            if interval and now - self.last_beat >= interval:
+                self.last_beat = now
+                conn.heartbeat_tick(now, interval)
         idle = self.cluster.config.idle_timeout_ms / 1000.0
         if idle and not conn.inflight and not conn.pending and now - conn.last_rx > idle and conn.connected:
             self.cluster.stats.upstream_cx_idle_timeout += 1

@@ -12,8 +12,9 @@
 - ``max_requests_per_connection`` and ``common_http_protocol_options`` (``idle_timeout``,
   ``max_connection_duration``, ``max_requests_per_connection``), on the cluster or in its
   ``HttpProtocolOptions``;
-- ``http2_protocol_options`` (settings and flood limits, ``H2_LIMITS``) of a cluster, of its
-  ``HttpProtocolOptions`` and of an ``http_connection_manager``;
+- ``http2_protocol_options`` (settings and flood limits, ``H2_LIMITS``; custom SETTINGS; the answer
+  to an invalid HTTP message; ``connection_keepalive``) of a cluster, of its ``HttpProtocolOptions``
+  and of an ``http_connection_manager``;
 - ClusterLoadAssignment priorities, locality weights, endpoint health status and
   ``policy.overprovisioning_factor``;
 - route ``hash_policy``.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from sofamesh.core.config.model import h2_custom_settings
 from sofamesh.core.errors import ConfigError
 from sofamesh.core.xds.unpack import unpack
 
@@ -188,9 +190,7 @@ def connection_limits(c: Any, base: str, out: dict[str, Any]) -> str | None:
     if c.HasField("common_http_protocol_options"):
         _common(c.common_http_protocol_options, f"{base}: common_http_protocol_options", out)
     if c.HasField("http2_protocol_options"):
-        h2 = http2_options(c.http2_protocol_options, f"{base}: http2_protocol_options")
-        if h2 is not None:
-            out["http2_protocol_options"] = h2
+        _h2(c.http2_protocol_options, f"{base}: http2_protocol_options", out)
     if _H2_OPTIONS not in c.typed_extension_protocol_options:
         return None
     from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
@@ -205,9 +205,7 @@ def connection_limits(c: Any, base: str, out: dict[str, Any]) -> str | None:
         holder = getattr(opts, which)
         if holder.HasField("http2_protocol_options"):
             where = f"{base}: typed_extension_protocol_options[{_H2_OPTIONS}].{which}.http2_protocol_options"
-            h2 = http2_options(holder.http2_protocol_options, where)
-            if h2 is not None:
-                out["http2_protocol_options"] = h2
+            _h2(holder.http2_protocol_options, where, out)
     if which == "explicit_http_config":
         return "http2" if opts.explicit_http_config.HasField("http2_protocol_options") else "http1"
     if which == "use_downstream_protocol_config":
@@ -215,9 +213,12 @@ def connection_limits(c: Any, base: str, out: dict[str, Any]) -> str | None:
     return "http2" if which is None else "http1"  # auto_config: HTTP/1.1 without ALPN
 
 
-# Envoy's Http2ProtocolOptions fields the codec takes, with the ranges of Envoy's validation rules
-# (an absent field keeps the codec's default). The others (allow_connect, custom_settings_parameters,
-# ...) are ignored, as they were before any of these was read.
+# Envoy's Http2ProtocolOptions fields the codec takes as numbers, with the ranges of Envoy's
+# validation rules (an absent field keeps the codec's default). ``http2_options`` reads the others:
+# custom_settings_parameters (Envoy's checks, ``h2_custom_settings``), override_stream_error_on_invalid_http_message
+# and its deprecated stream_error_on_invalid_http_messaging, allow_connect (true is refused: no RFC 8441
+# CONNECT); connection_keepalive is ``keepalive``'s. Left unread: allow_metadata and max_metadata_size
+# (not implemented in Envoy either) and use_oghttp2_codec / use_oghttp2 (which codec library Envoy runs).
 H2_LIMITS: Final = {
     "max_concurrent_streams": (1, 2**31 - 1),
     "initial_stream_window_size": (65_535, 2**31 - 1),
@@ -231,11 +232,14 @@ H2_LIMITS: Final = {
 }
 
 
-def http2_options(o: Any, path: str) -> dict[str, int] | None:
+def http2_options(o: Any, path: str, hcm_stream_error: bool | None = None) -> dict[str, Any] | None:
     """An ``Http2ProtocolOptions`` -> the ``http2_protocol_options`` mapping of a listener or
-    cluster: the fields of ``H2_LIMITS`` it sets (None when it sets none); out of range is a
-    ``ConfigError`` naming the field, as Envoy's validation rejects it."""
-    out: dict[str, int] = {}
+    cluster: the fields of ``H2_LIMITS`` it sets, its custom SETTINGS and its answer to an invalid
+    HTTP message (None when it sets none of them); out of range is a ``ConfigError`` naming the
+    field, as Envoy's validation rejects it. ``hcm_stream_error``: the connection manager's
+    ``stream_error_on_invalid_http_message`` when set, which the override outranks and which
+    outranks the deprecated field (Envoy's order)."""
+    out: dict[str, Any] = {}
     for name, (low, high) in H2_LIMITS.items():
         if not o.HasField(name):
             continue
@@ -243,7 +247,70 @@ def http2_options(o: Any, path: str) -> dict[str, int] | None:
         if not low <= value <= high:
             raise ConfigError(f"{path}.{name}", f"{value} is out of range {low}..{high}")
         out[name] = value
+    if o.allow_connect:
+        raise ConfigError(f"{path}.allow_connect", "RFC 8441 extended CONNECT is not supported")
+    if len(o.custom_settings_parameters):
+        params = []
+        for i, p in enumerate(o.custom_settings_parameters):
+            if not p.HasField("identifier") or not p.HasField("value"):
+                raise ConfigError(f"{path}.custom_settings_parameters[{i}]", "needs identifier and value")
+            params.append((int(p.identifier.value), int(p.value.value)))
+        try:
+            named, rest = h2_custom_settings(params, set(out))
+        except ValueError as exc:
+            raise ConfigError(f"{path}.custom_settings_parameters", str(exc)) from None
+        out.update(named)
+        if rest:
+            out["custom_settings_parameters"] = [{"identifier": i, "value": v} for i, v in rest]
+    if o.HasField("override_stream_error_on_invalid_http_message"):
+        stream_error = bool(o.override_stream_error_on_invalid_http_message.value)
+    elif hcm_stream_error is not None:
+        stream_error = hcm_stream_error
+    else:
+        stream_error = bool(o.stream_error_on_invalid_http_messaging)
+    if stream_error:
+        out["override_stream_error_on_invalid_http_message"] = True
     return out or None
+
+
+def keepalive(h2: Any, path: str, upstream: bool) -> dict[str, Any] | None:
+    """``connection_keepalive`` -> a listener's or (``upstream``) cluster's: PING after ``interval``
+    (plus up to ``interval_jitter`` percent of it, Envoy's 15 when unset) of silence, the
+    connection closed when nothing arrives within ``timeout``; a cluster's ``connection_idle_interval``
+    pings ahead of a request on a connection that long silent. Without ``interval`` Envoy sends no
+    periodic PING, and neither does sofamesh; ``connection_idle_interval`` acts only where requests
+    are sent (Envoy's client side), so a listener without ``interval`` gets no keepalive."""
+    if not h2.HasField("connection_keepalive"):
+        return None
+    ka = h2.connection_keepalive
+    interval = _ms(ka.interval) if ka.HasField("interval") else 0
+    idle = _ms(ka.connection_idle_interval) if upstream and ka.HasField("connection_idle_interval") else 0
+    if not interval and not idle:
+        return None
+    timeout = _ms(ka.timeout)
+    if ka.HasField("interval") and interval < 1:
+        raise ConfigError(f"{path}.interval", "must be at least 1ms")
+    if timeout < 1:
+        raise ConfigError(f"{path}.timeout", "must be at least 1ms")
+    out: dict[str, Any] = {"interval_ms": interval, "timeout_ms": timeout}
+    if ka.HasField("interval_jitter"):
+        jitter = float(ka.interval_jitter.value)
+        if not 0 <= jitter <= 100:
+            raise ConfigError(f"{path}.interval_jitter", f"{jitter} is out of range 0..100")
+        out["interval_jitter_percent"] = jitter
+    if idle:
+        out["connection_idle_interval_ms"] = idle
+    return out
+
+
+def _h2(o: Any, path: str, out: dict[str, Any]) -> None:
+    """A cluster's ``Http2ProtocolOptions`` into its mapping: the codec's options and the keepalive."""
+    h2 = http2_options(o, path)
+    if h2 is not None:
+        out["http2_protocol_options"] = h2
+    ka = keepalive(o, f"{path}.connection_keepalive", upstream=True)
+    if ka is not None:
+        out["connection_keepalive"] = ka
 
 
 def _common(common: Any, path: str, out: dict[str, Any]) -> None:

@@ -7,8 +7,8 @@ Translated:
 - Listener with a socket address and one filter chain ending in ``http_connection_manager``
   (inline route config or RDS over ADS; ``http_filters`` must end with the router; optional
   filters are skipped; ``upgrade_configs`` as the listener's ``upgrade_types``; the settings and
-  flood limits of ``http2_protocol_options``, as the cluster's below, and its
-  ``connection_keepalive``), ``tcp_proxy``
+  flood limits of ``http2_protocol_options``, as the cluster's below, with the connection manager's
+  ``stream_error_on_invalid_http_message``, and its ``connection_keepalive``), ``tcp_proxy``
   (cluster or weighted clusters) or our own ``sofamesh.filters.network.rpc_proxy`` (a
   ``TypedStruct``, see ``RPC_PROXY_TYPE_URL``). A ``filter_chain_match`` that would pick only
   some connections is refused naming its field, except ``server_names`` on chains of one
@@ -34,7 +34,7 @@ Translated:
   ``common_lb_config.healthy_panic_threshold``; balancing, health checks and connection limits
   through ``balancing.py`` (``lb_policy`` and its configs, locality weighting, ``health_checks``,
   ``max_requests_per_connection``, ``common_http_protocol_options``, ``http2_protocol_options``'s
-  settings and flood limits).
+  settings, flood limits, custom SETTINGS, answer to invalid messages and ``connection_keepalive``).
 - ClusterLoadAssignment: every locality's endpoints with their priority, locality weight and health
   status (UNHEALTHY, DRAINING and TIMEOUT ones stay out of balancing), ``overprovisioning_factor``.
 - Route ``hash_policy`` (``balancing.py``).
@@ -66,6 +66,7 @@ from sofamesh.core.xds.balancing import (
     hash_policies,
     health_checks,
     http2_options,
+    keepalive,
     lb_policy,
     overprovisioning,
 )
@@ -666,13 +667,16 @@ def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) ->
     upgrades = _upgrade_types(hcm, cpath)
     if upgrades:
         out["upgrade_types"] = upgrades
-    if hcm.HasField("http2_protocol_options"):
-        h2 = http2_options(hcm.http2_protocol_options, f"{cpath}.http2_protocol_options")
+    hcm_stream_error = (hcm.stream_error_on_invalid_http_message.value
+                        if hcm.HasField("stream_error_on_invalid_http_message") else None)
+    if hcm.HasField("http2_protocol_options") or hcm_stream_error:
+        h2 = http2_options(hcm.http2_protocol_options, f"{cpath}.http2_protocol_options", hcm_stream_error)
         if h2 is not None:
             out["http2_protocol_options"] = h2
-        keepalive = _keepalive(hcm.http2_protocol_options, f"{cpath}.http2_protocol_options.connection_keepalive")
-        if keepalive is not None:
-            out["connection_keepalive"] = keepalive
+        ka = keepalive(hcm.http2_protocol_options, f"{cpath}.http2_protocol_options.connection_keepalive",
+                       upstream=False)
+        if ka is not None:
+            out["connection_keepalive"] = ka
     which = hcm.WhichOneof("route_specifier")
     if which == "route_config":
         out["routes"] = translate_route_configuration(hcm.route_config)
@@ -684,24 +688,6 @@ def _hcm(f: Any, fpath: str, out: dict[str, Any], protocols: Collection[str]) ->
         out["routes"] = []
         return TranslatedListener(out, rds=hcm.rds.route_config_name)
     raise ConfigError(f"{cpath}.{which}", f"route specifier {which!r} is not supported (route_config, rds)")
-
-
-def _keepalive(h2: Any, path: str) -> dict[str, int] | None:
-    """``connection_keepalive`` -> the listener's: PING after ``interval`` of silence, closed when
-    nothing arrives within ``timeout``. Without ``interval`` Envoy sends no PING on an idle
-    connection, and neither does the listener; ``interval_jitter`` and ``connection_idle_interval``
-    are not read."""
-    if not h2.HasField("connection_keepalive"):
-        return None
-    ka = h2.connection_keepalive
-    if not ka.HasField("interval"):
-        return None
-    interval, timeout = _ms(ka.interval), _ms(ka.timeout)
-    if interval < 1:
-        raise ConfigError(f"{path}.interval", "must be at least 1ms")
-    if timeout < 1:
-        raise ConfigError(f"{path}.timeout", "must be at least 1ms")
-    return {"interval_ms": interval, "timeout_ms": timeout}
 
 
 def _upgrade_types(hcm: Any, cpath: str) -> list[str]:

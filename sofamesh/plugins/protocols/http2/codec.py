@@ -28,8 +28,10 @@ How the kernel drives it (one codec per connection, many streams):
   PING from the peer is answered inside the codec (the ACK is in ``data_to_send()``); the answer to
   ``heartbeat(n)`` comes back as ``Heartbeat(request_id=n, reply=True)``.
 * A request whose header list is over ``CodecLimits.max_header_bytes`` is answered 431 on its own
-  stream (RFC 9113 10.5.1); the connection serves on. A stream error the peer made (RST_STREAM sent
-  by the machine) ends the stream for the kernel too.
+  stream (RFC 9113 10.5.1); the connection serves on. An invalid header block (RFC 9113 8.2, 8.3)
+  ends the connection with GOAWAY(PROTOCOL_ERROR), or only its stream with RST_STREAM(PROTOCOL_ERROR)
+  when ``Http2Options.stream_error_on_invalid_http_message`` (Envoy's override of the same name).
+  A stream error the peer made (RST_STREAM sent by the machine) ends the stream for the kernel too.
 """
 
 from __future__ import annotations
@@ -308,6 +310,8 @@ class Http2Codec(Codec):
         max_inbound_priority_frames_per_stream: int = 100,
         max_consecutive_inbound_frames_with_empty_payload: int = 1,
         hpack_table_size: int = 4096,  # our SETTINGS_HEADER_TABLE_SIZE (Envoy's hpack_table_size)
+        custom_settings: tuple[tuple[int, int], ...] = (),  # more SETTINGS entries (custom_settings_parameters)
+        stream_error_on_invalid_http_message: bool = False,  # Envoy's default: the connection ends
     ) -> None:
         self.role = role
         self._limits = limits if limits is not None else CodecLimits()
@@ -324,7 +328,9 @@ class Http2Codec(Codec):
             max_inbound_priority_frames_per_stream=max_inbound_priority_frames_per_stream,
             max_empty_frames=max_consecutive_inbound_frames_with_empty_payload,
             header_table_size=hpack_table_size,
+            custom_settings=custom_settings,
         )
+        self._stream_error_on_invalid = stream_error_on_invalid_http_message
         self._streams: dict[int, _Stream] = {}
         self._events: deque[Http2Event] = deque()
         self._inbox: list[bytes] = []
@@ -426,27 +432,41 @@ class Http2Codec(Codec):
     def _on_headers(self, ev: machine.HeadersReceived) -> None:
         sid = ev.stream_id
         kind = ev.kind
-        if kind == machine.REQUEST:
-            if ev.too_large:
-                self._refuse_too_large(sid, ev.end_stream)
-                return
-            self._request(sid, ev.fields, ev.end_stream)
-            if ev.end_stream:
+        try:
+            if kind == machine.REQUEST:
+                if ev.too_large:
+                    self._refuse_too_large(sid, ev.end_stream)
+                    return
+                self._request(sid, ev.fields, ev.end_stream)
+                if ev.end_stream:
+                    self._ended(sid)
+            elif kind == machine.RESPONSE:
+                if ev.too_large:
+                    if self._drop(sid):
+                        self._machine.reset_stream(sid, frames.CANCEL)
+                        limit = self._limits.max_header_bytes
+                        self._events.append(StreamReset(sid, frames.CANCEL, f"response header list over {limit} bytes"))
+                    return
+                self._response(sid, ev.fields, ev.end_stream)
+                if ev.end_stream:
+                    self._ended(sid)
+            elif kind == machine.TRAILERS:
+                self._trailers(sid, ev.fields)
                 self._ended(sid)
-        elif kind == machine.RESPONSE:
-            if ev.too_large:
-                if self._drop(sid):
-                    self._machine.reset_stream(sid, frames.CANCEL)
-                    limit = self._limits.max_header_bytes
-                    self._events.append(StreamReset(sid, frames.CANCEL, f"response header list over {limit} bytes"))
-                return
-            self._response(sid, ev.fields, ev.end_stream)
-            if ev.end_stream:
-                self._ended(sid)
-        elif kind == machine.TRAILERS:
-            self._trailers(sid, ev.fields)
-            self._ended(sid)
-        # INFORMATIONAL (1xx) responses carry nothing the proxy acts on.
+            # INFORMATIONAL (1xx) responses carry nothing the proxy acts on.
+        except MalformedFields as malformed:
+            if not self._stream_error_on_invalid:
+                raise  # Envoy's default: GOAWAY(PROTOCOL_ERROR) for the whole connection (next_event)
+            self._malformed(sid, str(malformed))
+
+    def _malformed(self, sid: int, message: str) -> None:
+        """An invalid header block on stream ``sid`` (RFC 9113 8.1.1) ends that stream alone with
+        RST_STREAM(PROTOCOL_ERROR) (``stream_error_on_invalid_http_message``); a request the kernel
+        never saw goes no further, a response or trailers end the kernel's stream as a reset."""
+        known = self._drop(sid)
+        self._machine.reset_stream(sid, frames.PROTOCOL_ERROR)
+        if known:
+            self._events.append(StreamReset(sid, frames.PROTOCOL_ERROR, f"invalid header block: {message}"))
 
     def _refuse_too_large(self, sid: int, ended: bool) -> None:
         """431 on this stream alone; the header list was decoded whole, so the connection goes on."""
@@ -827,6 +847,8 @@ class Http2CodecFactory(CodecFactory):
             max_inbound_priority_frames_per_stream=o.max_inbound_priority_frames_per_stream,
             max_consecutive_inbound_frames_with_empty_payload=o.max_consecutive_inbound_frames_with_empty_payload,
             hpack_table_size=o.hpack_table_size,
+            custom_settings=o.custom_settings,
+            stream_error_on_invalid_http_message=o.stream_error_on_invalid_http_message,
         )
 
 

@@ -41,6 +41,9 @@ as ``StreamReset(remote=False)``. Limits, each a constructor argument:
 * ``settings_overdue()``: asked by the caller once ``settings_timeout`` seconds (nghttpx's 10) passed
   since the connection began; if our SETTINGS is still not acknowledged, GOAWAY(SETTINGS_TIMEOUT),
   RFC 9113 6.5.3.
+* ``custom_settings``: more (identifier, value) entries of our SETTINGS, after ours; one with the
+  identifier of ours (HEADER_TABLE_SIZE, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE,
+  MAX_FRAME_SIZE) replaces it and is enforced as it would be.
 * ``max_settings_entries`` per SETTINGS frame (nghttp2's 32) and ``max_empty_frames``, consecutive
   DATA frames with no payload and no END_STREAM (Envoy's default of 1): ENHANCE_YOUR_CALM.
 
@@ -316,7 +319,17 @@ class Machine:
         max_settings_entries: int = 32,
         max_empty_frames: int = 1,
         header_table_size: int = DEFAULT_TABLE_SIZE,
+        custom_settings: tuple[tuple[int, int], ...] = (),
     ) -> None:
+        for ident, value in custom_settings:  # sent as given, and what we send we enforce
+            if ident == MAX_FRAME_SIZE:
+                max_frame_size = value
+            elif ident == HEADER_TABLE_SIZE:
+                header_table_size = value
+            elif ident == MAX_CONCURRENT_STREAMS:
+                max_concurrent_streams = value
+            elif ident == INITIAL_WINDOW_SIZE:
+                initial_window_size = value
         if not 0 < initial_window_size <= MAX_WINDOW:
             raise ValueError(f"initial_window_size must be 1..2^31-1, got {initial_window_size}")
         if not DEFAULT_WINDOW <= connection_window_size <= MAX_WINDOW:
@@ -408,6 +421,10 @@ class Machine:
             settings.insert(0, (ENABLE_PUSH, 0))
         if header_table_size != DEFAULT_TABLE_SIZE:
             settings.insert(0, (HEADER_TABLE_SIZE, header_table_size))
+        if custom_settings:
+            given = dict(custom_settings)
+            settings = [(i, v) for i, v in settings if i not in given]
+            settings.extend(custom_settings)
         out += settings_frame(settings)
         if connection_window_size > DEFAULT_WINDOW:
             out += window_update_frame(0, connection_window_size - DEFAULT_WINDOW)

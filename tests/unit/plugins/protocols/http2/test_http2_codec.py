@@ -824,3 +824,53 @@ def test_partial_and_buffered_say_what_the_codec_holds_undecoded() -> None:
     [head] = drain(codec)
     assert isinstance(head, RequestHead)
     assert not codec.partial() and codec.buffered() == 0
+
+
+def _lax_peer(client: bool) -> Peer:
+    """A peer whose h2 connection sends header blocks RFC 9113 forbids."""
+    peer = Peer(client=client)
+    peer.conn.config.validate_outbound_headers = False
+    peer.conn.config.normalize_outbound_headers = False
+    return peer
+
+
+@pytest.mark.parametrize("stream_error", [False, True])
+def test_invalid_request_trailers_end_the_connection_or_only_their_stream(stream_error: bool) -> None:
+    codec = Http2Codec(Role.SERVER, CodecLimits(), stream_error_on_invalid_http_message=stream_error)
+    peer = _lax_peer(client=True)
+    codec.receive_data(peer.out())
+    drain(codec)
+    peer.feed(codec.data_to_send())
+    peer.conn.send_headers(1, grpc_request_headers())
+    peer.conn.send_headers(1, [("Upper", "x")], end_stream=True)  # RFC 9113 8.2.1: lower case only
+    peer.conn.send_headers(3, grpc_request_headers(), end_stream=True)
+    codec.receive_data(peer.out())
+    if not stream_error:
+        with pytest.raises(RemoteProtocolError, match="illegal header field name"):
+            drain(codec)
+        got = peer.feed(codec.data_to_send())
+        assert any(isinstance(e, h2.events.ConnectionTerminated) and e.error_code == 1 for e in got)
+        return
+    events = drain(codec)
+    assert [(type(e), getattr(e, "request_id", getattr(e, "stream_id", None))) for e in events] == [
+        (RequestHead, 1), (StreamReset, 1), (RequestHead, 3)]
+    assert events[1].error_code == 1 and "illegal header field name" in events[1].reason
+    got = peer.feed(codec.data_to_send())
+    assert [(e.stream_id, e.error_code) for e in got if isinstance(e, h2.events.StreamReset)] == [(1, 1)]
+    assert not any(isinstance(e, h2.events.ConnectionTerminated) for e in got)
+
+
+def test_custom_settings_follow_ours_and_a_max_frame_size_among_them_is_enforced() -> None:
+    codec = Http2Codec(Role.SERVER, CodecLimits(), custom_settings=((0x5, 32768), (0xABC, 5)))
+    peer = Peer(client=True)
+    changed = next(e for e in peer.feed(codec.data_to_send()) if isinstance(e, h2.events.RemoteSettingsChanged))
+    got = {int(k): v.new_value for k, v in changed.changed_settings.items()}
+    assert got[0x5] == 32768 and got[0xABC] == 5 and got[0x3] == 1024
+    codec.receive_data(peer.out())  # its preface, SETTINGS and the ACK of ours
+    drain(codec)
+    peer.feed(codec.data_to_send())
+    peer.conn.send_headers(1, grpc_request_headers())
+    peer.conn.send_data(1, b"\x00" * 20_000, end_stream=True)  # h2 sends one frame: over the RFC's 16384, within ours
+    codec.receive_data(peer.out())
+    events = drain(codec)
+    assert sum(len(e.data) for e in events if isinstance(e, BodyChunk)) == 20_000
