@@ -385,7 +385,6 @@ class MultiplexedConnection(UpstreamConnection):
             return
         self.ping(now)
 
-
     def keepalive_tick(self, now: float, ka: KeepaliveConfig) -> None:
         """The cluster's ``connection_keepalive``, from the pool's sweep: a ping once nothing was read
         for ``interval_ms`` plus its jitter (drawn for each wait); closed when nothing at all is
