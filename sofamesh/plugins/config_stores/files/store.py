@@ -3,7 +3,11 @@ re-read when a file's size or modification time changes (polled, every ``interva
 
 Read-only: change the files (a GitOps checkout, a ConfigMap volume). A file that stops parsing
 keeps its last parsed documents (and the parse error is reported as a rejection), so a half-saved
-file never removes the resources it held.
+file never removes the resources it held. A file being written is not read half-way either: a
+changed file is read once a scan finds it as the scan before did (size and modification time), so
+an editor's truncate-then-write (an empty file for a moment) is seen whole, one ``interval_s``
+later; a read during which the file changed again is thrown away and the file read when it settles.
+The first scan reads every file at once.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ class FilesConfigStore(ConfigStore):
         self.name = name
         self.root = root
         self.interval_s = interval_s
-        self._stamps: dict[Path, tuple[int, int]] = {}
+        self._stamps: dict[Path, tuple[int, int]] = {}  # of the version read
+        self._seen: dict[Path, tuple[int, int]] = {}  # a changed file, as the last scan found it
         self._docs: dict[Path, list[StoredDocument]] = {}
         self._problems: dict[Path, StoredDocument] = {}
         self._changed: Changed = lambda: None
@@ -57,13 +62,14 @@ class FilesConfigStore(ConfigStore):
                 log.exception("config store %s: scanning %s failed", self.name, self.root)
 
     def scan(self) -> bool:
-        """Re-read changed files; ``True`` when anything changed."""
+        """Re-read the files that changed and settled (every file on the first scan); ``True``
+        when anything changed."""
+        first = self.scans == 0
         self.scans += 1
         found: dict[Path, tuple[int, int]] = {}
         for path in sorted(self.root.rglob("*")):
             if path.suffix in _SUFFIXES and path.is_file() and not path.name.startswith("."):
-                st = path.stat()
-                found[path] = (st.st_mtime_ns, st.st_size)
+                found[path] = _stamp(path)
         changed = False
         for path in list(self._stamps):
             if path not in found:
@@ -71,30 +77,40 @@ class FilesConfigStore(ConfigStore):
                 self._docs.pop(path, None)
                 self._problems.pop(path, None)
                 changed = True
+        seen, self._seen = self._seen, {}
         for path, stamp in found.items():
             if self._stamps.get(path) == stamp:
                 continue
-            self._stamps[path] = stamp
-            changed = True
-            self._read(path)
+            if not first and seen.get(path) != stamp:
+                self._seen[path] = stamp  # changed since the last scan: perhaps still being written
+                continue
+            if self._read(path, stamp):
+                self._stamps[path] = stamp
+                changed = True
+            else:
+                self._seen[path] = (-1, -1)  # it changed while read: read when it settles
         return changed
 
-    def _read(self, path: Path) -> None:
+    def _read(self, path: Path, stamp: tuple[int, int]) -> bool:
+        """Take the file's documents; False (nothing taken) when it changed while being read."""
         origin = str(path.relative_to(self.root))
         try:
             text = path.read_text()
+            if _stamp(path) != stamp:
+                return False
         except (OSError, UnicodeDecodeError) as exc:
             self._problems[path] = StoredDocument(Source(origin), None, problem=f"cannot read: {exc}")
-            return
+            return True
         docs: list[StoredDocument] = []
         for d in parse_stream(text):
             source = Source(origin, d.document, d.line, d.lines)
             if d.problem is not None:
                 self._problems[path] = StoredDocument(source, None, problem=d.problem)
-                return  # keep the documents last read from this file
+                return True  # keep the documents last read from this file
             docs.append(StoredDocument(source, d.body))
         self._problems.pop(path, None)
         self._docs[path] = docs
+        return True
 
     def documents(self) -> Sequence[StoredDocument]:
         out: list[StoredDocument] = []
@@ -107,6 +123,11 @@ class FilesConfigStore(ConfigStore):
     def describe(self) -> dict[str, Any]:
         return {"type": "files", "path": str(self.root), "files": len(self._stamps), "scans": self.scans,
                 "interval_s": self.interval_s}
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
 
 
 __all__ = ["FilesConfigStore"]
