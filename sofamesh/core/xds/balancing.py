@@ -216,9 +216,10 @@ def connection_limits(c: Any, base: str, out: dict[str, Any]) -> str | None:
 # Envoy's Http2ProtocolOptions fields the codec takes as numbers, with the ranges of Envoy's
 # validation rules (an absent field keeps the codec's default). ``http2_options`` reads the others:
 # custom_settings_parameters (Envoy's checks, ``h2_custom_settings``), override_stream_error_on_invalid_http_message
-# and its deprecated stream_error_on_invalid_http_messaging, allow_connect (true is refused: no RFC 8441
-# CONNECT); connection_keepalive is ``keepalive``'s. Left unread: allow_metadata and max_metadata_size
-# (not implemented in Envoy either) and use_oghttp2_codec / use_oghttp2 (which codec library Envoy runs).
+# and its deprecated stream_error_on_invalid_http_messaging, allow_connect and allow_metadata (true is
+# refused: no RFC 8441 CONNECT, no METADATA frames, Envoy's extension frame; the codec ignores unknown
+# frame types as RFC 9113 says); connection_keepalive is ``keepalive``'s. Left unread: use_oghttp2_codec
+# (which codec library Envoy runs).
 H2_LIMITS: Final = {
     "max_concurrent_streams": (1, 2**31 - 1),
     "initial_stream_window_size": (65_535, 2**31 - 1),
@@ -249,6 +250,8 @@ def http2_options(o: Any, path: str, hcm_stream_error: bool | None = None) -> di
         out[name] = value
     if o.allow_connect:
         raise ConfigError(f"{path}.allow_connect", "RFC 8441 extended CONNECT is not supported")
+    if o.allow_metadata:
+        raise ConfigError(f"{path}.allow_metadata", "METADATA frames are not supported")
     if len(o.custom_settings_parameters):
         params = []
         for i, p in enumerate(o.custom_settings_parameters):

@@ -46,8 +46,8 @@ def _cluster(**fields: object) -> cluster_pb2.Cluster:
 
 
 def test_a_connection_managers_http2_options_reach_the_listeners_codec_limits() -> None:
-    out = translate_listener(_listener({**LIMITS, "allow_metadata": True})).config
-    assert out["http2_protocol_options"] == LIMITS  # allow_metadata: not implemented in Envoy either
+    out = translate_listener(_listener({**LIMITS, "allow_metadata": False})).config
+    assert out["http2_protocol_options"] == LIMITS
     config = from_mapping({"listeners": [out], "clusters": [{"name": "web"}]})
     assert http2_options(config.listeners[0].http2_protocol_options) == Http2Options(**LIMITS)
     assert "http2_protocol_options" not in translate_listener(_listener({})).config
@@ -176,6 +176,13 @@ def test_custom_settings_envoy_refuses_are_refused_naming_the_identifier(options
         translate_cluster(_cluster(http2_protocol_options=options))
     with pytest.raises(ConfigErrors, match=rf"clusters\[0\]\.http2_protocol_options.*custom_settings_parameters: .*{message}"):
         from_mapping({"clusters": [{"name": "c", "http2_protocol_options": options}]})
+
+
+def test_allow_metadata_is_refused_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"http2_protocol_options\.allow_metadata: METADATA frames are not supported"):
+        translate_listener(_listener({"allow_metadata": True}))
+    with pytest.raises(ConfigError, match=r"Cluster 'web': http2_protocol_options\.allow_metadata"):
+        translate_cluster(_cluster(http2_protocol_options={"allow_metadata": True}))
 
 
 def test_allow_connect_is_refused_naming_the_field() -> None:
